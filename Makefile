@@ -1,0 +1,61 @@
+# Makefile: the developer and CI entry points. Every tool runs through `go tool` (pinned in go.mod).
+GO ?= go
+BREAKING_AGAINST ?= HEAD~1
+export BREAKING_AGAINST
+
+.PHONY: all build generate check-generated lint breaking vet staticcheck buflint test test-race test-postgres bench ci
+
+all: build
+
+build:
+	$(GO) build ./...
+
+## generate: regenerate Go code and the OpenAPI document from api/proto.
+generate:
+	./scripts/generate.sh
+
+## check-generated: fail when regeneration changes any committed file.
+check-generated: generate
+	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
+		echo "check-generated: generated code is out of date; run 'make generate' and commit:"; \
+		git status --porcelain -- gen; git diff --stat -- gen; exit 1; \
+	fi
+	@echo "check-generated: gen/ is up to date"
+
+buflint:
+	./scripts/proto-deps.sh
+	$(GO) tool buf lint api/proto
+	$(GO) tool buf format --diff --exit-code api/proto
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) tool staticcheck ./...
+
+## lint: buf lint + buf format + go vet + staticcheck + gofmt.
+lint: buflint vet staticcheck
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## breaking: buf breaking (WIRE_JSON) against BREAKING_AGAINST (default: the previous commit).
+breaking:
+	./scripts/buf-breaking.sh
+
+## test: the README's test command.
+test:
+	$(GO) test ./...
+
+test-race:
+	$(GO) test -race ./...
+
+## test-postgres: the whole suite with PostgreSQL required (LASTMILE_TEST_POSTGRES_DSN must be set).
+test-postgres:
+	LASTMILE_REQUIRE_POSTGRES=1 $(GO) test -race ./...
+
+## bench: benchmarks that print ratios (see BENCHMARKS.md).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./bench/...
+
+## ci: everything .ci/run checks.
+ci: check-generated lint breaking build test test-postgres
+	$(GO) mod tidy -diff

@@ -1,0 +1,137 @@
+// Package grpcerr maps domain errors (package apperr) to gRPC status values and back. Servers call ToStatus
+// once, in the error-mapping interceptor; clients call FromStatus at their adapter boundary so that a
+// downstream service's codes are translated rather than passed through.
+package grpcerr
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"lastmile/internal/platform/apperr"
+)
+
+var toGRPC = map[apperr.Code]codes.Code{
+	apperr.Invalid:            codes.InvalidArgument,
+	apperr.NotFound:           codes.NotFound,
+	apperr.Conflict:           codes.AlreadyExists,
+	apperr.Aborted:            codes.Aborted,
+	apperr.PermissionDenied:   codes.PermissionDenied,
+	apperr.Unauthenticated:    codes.Unauthenticated,
+	apperr.FailedPrecondition: codes.FailedPrecondition,
+	apperr.ResourceExhausted:  codes.ResourceExhausted,
+	apperr.Unavailable:        codes.Unavailable,
+	apperr.Internal:           codes.Internal,
+}
+
+// GRPCCode returns the gRPC code for a domain code; unknown codes are Internal.
+func GRPCCode(c apperr.Code) codes.Code {
+	if gc, ok := toGRPC[c]; ok {
+		return gc
+	}
+	return codes.Internal
+}
+
+// ToStatus converts err into the status a caller sees. A *apperr.Error keeps its code, message, field
+// violations (as errdetails.BadRequest) and retry delay (as errdetails.RetryInfo). An error that already is a
+// gRPC status passes through. Context cancellation and deadline errors become Canceled and DeadlineExceeded.
+// Anything else becomes Internal with a generic message: the caller never sees internal details.
+func ToStatus(err error) *status.Status {
+	if err == nil {
+		return nil
+	}
+	if e := apperr.As(err); e != nil {
+		code := GRPCCode(e.Code)
+		if code == codes.Internal {
+			return status.New(codes.Internal, "internal error")
+		}
+		st := status.New(code, e.Message)
+		var details []protoadapt.MessageV1
+		if len(e.Violations) > 0 {
+			br := &errdetails.BadRequest{}
+			for _, v := range e.Violations {
+				br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
+					Field: v.Field, Description: v.Description,
+				})
+			}
+			details = append(details, br)
+		}
+		if e.RetryAfter > 0 {
+			details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+		}
+		if len(details) > 0 {
+			if withDetails, derr := st.WithDetails(details...); derr == nil {
+				st = withDetails
+			}
+		}
+		return st
+	}
+	if st, ok := status.FromError(err); ok {
+		return st
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.New(codes.Canceled, "request canceled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.New(codes.DeadlineExceeded, "deadline exceeded")
+	}
+	return status.New(codes.Internal, "internal error")
+}
+
+// FromStatus translates an error returned by a gRPC client call into a domain error, so that callers in the
+// domain see apperr codes instead of a peer's gRPC codes. Codes that describe the peer's own trouble
+// (Internal, Unknown, DataLoss, Unimplemented) become Unavailable from the caller's point of view, since the
+// caller's request was not at fault. The peer's message is kept; field violations are carried over.
+func FromStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	var code apperr.Code
+	switch st.Code() {
+	case codes.OK:
+		return nil
+	case codes.InvalidArgument, codes.OutOfRange:
+		code = apperr.Invalid
+	case codes.NotFound:
+		code = apperr.NotFound
+	case codes.AlreadyExists:
+		code = apperr.Conflict
+	case codes.Aborted:
+		code = apperr.Aborted
+	case codes.PermissionDenied:
+		code = apperr.PermissionDenied
+	case codes.Unauthenticated:
+		code = apperr.Unauthenticated
+	case codes.FailedPrecondition:
+		code = apperr.FailedPrecondition
+	case codes.ResourceExhausted:
+		code = apperr.ResourceExhausted
+	case codes.Canceled:
+		return context.Canceled
+	case codes.DeadlineExceeded:
+		return apperr.Wrap(apperr.Unavailable, err, "dependency timed out")
+	default:
+		return apperr.Wrap(apperr.Unavailable, err, "dependency unavailable")
+	}
+	e := &apperr.Error{Code: code, Message: st.Message(), Err: err}
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.BadRequest:
+			for _, v := range d.GetFieldViolations() {
+				e.Violations = append(e.Violations, apperr.FieldViolation{Field: v.GetField(), Description: v.GetDescription()})
+			}
+		case *errdetails.RetryInfo:
+			e.RetryAfter = d.GetRetryDelay().AsDuration()
+		}
+	}
+	return e
+}
