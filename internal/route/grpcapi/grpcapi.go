@@ -1,0 +1,174 @@
+// Package grpcapi adapts the route domain to the lastmile.route.v1 gRPC contract: it decodes requests,
+// calls route.Service and encodes the answers. Errors come back as domain errors, unchanged; the server's
+// error interceptor maps them to gRPC status codes (grpcerr.ToStatus).
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/route"
+)
+
+// Server implements routev1.RouteServiceServer over a route.Service.
+type Server struct {
+	routev1.UnimplementedRouteServiceServer
+	svc *route.Service
+}
+
+var _ routev1.RouteServiceServer = (*Server)(nil)
+
+// NewServer returns a Server answering with svc.
+func NewServer(svc *route.Service) *Server { return &Server{svc: svc} }
+
+// Register registers srv on s.
+func Register(s grpc.ServiceRegistrar, srv *Server) { routev1.RegisterRouteServiceServer(s, srv) }
+
+// EstimateRoute implements routev1.RouteServiceServer.
+func (s *Server) EstimateRoute(ctx context.Context, req *routev1.EstimateRouteRequest) (*routev1.RouteEstimate, error) {
+	var d decoder
+	in := route.EstimateRequest{
+		Origin:      d.point("origin", req.GetOrigin()),
+		Destination: d.point("destination", req.GetDestination()),
+		Mode:        decodeMode(req.GetTransportMode()),
+		Departure:   d.timestamp("departure_time", req.GetDepartureTime()),
+	}
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	est, err := s.svc.EstimateRoute(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	return &routev1.RouteEstimate{
+		DistanceMeters: est.DistanceMeters,
+		Duration:       durationpb.New(est.Duration),
+		Provider:       est.Provider,
+		TransportMode:  encodeMode(est.Mode),
+		DepartureTime:  timestamppb.New(est.Departure),
+	}, nil
+}
+
+// ComputeMatrix implements routev1.RouteServiceServer.
+func (s *Server) ComputeMatrix(ctx context.Context, req *routev1.ComputeMatrixRequest) (*routev1.ComputeMatrixResponse, error) {
+	var d decoder
+	in := route.MatrixRequest{
+		Origins:      d.points("origins", req.GetOrigins()),
+		Destinations: d.points("destinations", req.GetDestinations()),
+		Mode:         decodeMode(req.GetTransportMode()),
+		Departure:    d.timestamp("departure_time", req.GetDepartureTime()),
+	}
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	m, err := s.svc.ComputeMatrix(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	out := &routev1.ComputeMatrixResponse{
+		Elements:      make([]*routev1.MatrixElement, len(m.Elements)),
+		Provider:      m.Provider,
+		DepartureTime: timestamppb.New(m.Departure),
+	}
+	for i, e := range m.Elements {
+		out.Elements[i] = encodeElement(e)
+	}
+	return out, nil
+}
+
+func encodeElement(e route.MatrixElement) *routev1.MatrixElement {
+	out := &routev1.MatrixElement{
+		// Indexes are below the service's limits (at most 100 by default), far inside int32.
+		OriginIndex:      int32(e.OriginIndex),
+		DestinationIndex: int32(e.DestinationIndex),
+		Condition:        routev1.RouteCondition_ROUTE_CONDITION_ROUTE_NOT_FOUND,
+	}
+	if e.Found {
+		out.Condition = routev1.RouteCondition_ROUTE_CONDITION_ROUTE_EXISTS
+		out.DistanceMeters = e.DistanceMeters
+		out.Duration = durationpb.New(e.Duration)
+	}
+	return out
+}
+
+// decoder collects what the domain cannot see once the request is decoded: missing messages and malformed
+// timestamps. Coordinate ranges and the mode are the domain's to check.
+type decoder struct {
+	violations []apperr.FieldViolation
+}
+
+func (d *decoder) point(field string, p *geov1.LatLng) route.LatLng {
+	if p == nil {
+		d.violations = append(d.violations, apperr.FieldViolation{Field: field, Description: "is required"})
+		return route.LatLng{}
+	}
+	return route.LatLng{Lat: p.GetLatitude(), Lng: p.GetLongitude()}
+}
+
+func (d *decoder) points(field string, ps []*geov1.LatLng) []route.LatLng {
+	out := make([]route.LatLng, len(ps))
+	for i, p := range ps {
+		out[i] = d.point(fmt.Sprintf("%s[%d]", field, i), p)
+	}
+	return out
+}
+
+// timestamp returns the zero time for an absent timestamp, which the domain reads as "now".
+func (d *decoder) timestamp(field string, ts *timestamppb.Timestamp) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	if err := ts.CheckValid(); err != nil {
+		d.violations = append(d.violations, apperr.FieldViolation{Field: field, Description: "is not a valid timestamp"})
+		return time.Time{}
+	}
+	return ts.AsTime()
+}
+
+func (d *decoder) err() error {
+	if len(d.violations) == 0 {
+		return nil
+	}
+	return apperr.InvalidFields("invalid request", d.violations...)
+}
+
+func decodeMode(m geov1.TransportMode) route.Mode {
+	switch m {
+	case geov1.TransportMode_TRANSPORT_MODE_BICYCLE:
+		return route.Bicycle
+	case geov1.TransportMode_TRANSPORT_MODE_SCOOTER:
+		return route.Scooter
+	case geov1.TransportMode_TRANSPORT_MODE_CAR:
+		return route.Car
+	case geov1.TransportMode_TRANSPORT_MODE_VAN:
+		return route.Van
+	case geov1.TransportMode_TRANSPORT_MODE_WALKING:
+		return route.Walking
+	}
+	// Unset and unknown values alike; the domain rejects both with a transport_mode violation.
+	return route.ModeUnspecified
+}
+
+func encodeMode(m route.Mode) geov1.TransportMode {
+	switch m {
+	case route.Bicycle:
+		return geov1.TransportMode_TRANSPORT_MODE_BICYCLE
+	case route.Scooter:
+		return geov1.TransportMode_TRANSPORT_MODE_SCOOTER
+	case route.Car:
+		return geov1.TransportMode_TRANSPORT_MODE_CAR
+	case route.Van:
+		return geov1.TransportMode_TRANSPORT_MODE_VAN
+	case route.Walking:
+		return geov1.TransportMode_TRANSPORT_MODE_WALKING
+	}
+	return geov1.TransportMode_TRANSPORT_MODE_UNSPECIFIED
+}

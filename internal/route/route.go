@@ -1,0 +1,126 @@
+// Package route is the domain of the route service: how far and how long a trip is for a transport mode.
+//
+// The Service validates requests, applies defaults and caches single-pair estimates; the distances and
+// durations themselves come from a Provider (package geodesic for the built-in model, package osrm for an
+// OSRM server). The package knows nothing about protobuf or gRPC; package grpcapi adapts it to route.v1.
+package route
+
+import (
+	"context"
+	"time"
+)
+
+// LatLng is a WGS84 point in degrees.
+type LatLng struct {
+	Lat float64
+	Lng float64
+}
+
+// Mode is how a courier travels. The zero value, ModeUnspecified, is not a valid mode for a request.
+type Mode int
+
+// The transport modes. The order matches lastmile.geo.v1.TransportMode, but adapters must map explicitly
+// rather than convert numbers.
+const (
+	// ModeUnspecified is the zero Mode; requests carrying it are rejected.
+	ModeUnspecified Mode = iota
+	// Bicycle is a pedal or electric bicycle.
+	Bicycle
+	// Scooter is a motor scooter or moped.
+	Scooter
+	// Car is a passenger car.
+	Car
+	// Van is a van or light truck.
+	Van
+	// Walking is on foot.
+	Walking
+)
+
+// Modes lists every valid Mode, in declaration order.
+var Modes = []Mode{Bicycle, Scooter, Car, Van, Walking}
+
+// Valid reports whether m is one of the defined modes (not ModeUnspecified).
+func (m Mode) Valid() bool { return m >= Bicycle && m <= Walking }
+
+// Motorized reports whether m moves in motor traffic and is therefore slowed by congestion.
+func (m Mode) Motorized() bool { return m == Scooter || m == Car || m == Van }
+
+// String returns the lowercase name of m, such as "bicycle".
+func (m Mode) String() string {
+	switch m {
+	case Bicycle:
+		return "bicycle"
+	case Scooter:
+		return "scooter"
+	case Car:
+		return "car"
+	case Van:
+		return "van"
+	case Walking:
+		return "walking"
+	case ModeUnspecified:
+		return "unspecified"
+	}
+	return "unknown"
+}
+
+// Estimate is the distance and duration of one trip.
+type Estimate struct {
+	// DistanceMeters is the travel distance along the route.
+	DistanceMeters float64
+	// Duration is the expected travel time.
+	Duration time.Duration
+	// Provider names the Provider that produced the estimate.
+	Provider string
+	// Mode is the transport mode the estimate is for.
+	Mode Mode
+	// Departure is the departure time the estimate assumed.
+	Departure time.Time
+}
+
+// MatrixElement is the trip from one origin to one destination of a Matrix.
+type MatrixElement struct {
+	// OriginIndex is the index of the origin in the request.
+	OriginIndex int
+	// DestinationIndex is the index of the destination in the request.
+	DestinationIndex int
+	// Found reports whether a route exists; DistanceMeters and Duration are zero when it is false.
+	Found bool
+	// DistanceMeters is the travel distance along the route.
+	DistanceMeters float64
+	// Duration is the expected travel time.
+	Duration time.Duration
+}
+
+// Matrix holds the trips from every origin to every destination.
+type Matrix struct {
+	// Elements are in row-major order: all destinations for origin 0, then for origin 1, and so on, so the
+	// element for origin i and destination j is Elements[i*len(destinations)+j].
+	Elements []MatrixElement
+	// Provider names the Provider that produced the matrix.
+	Provider string
+	// Departure is the departure time the matrix assumed.
+	Departure time.Time
+}
+
+// Provider computes distances and durations. Implementations must be safe for concurrent use. The Service
+// validates every request before calling a Provider, but a Provider must still reject what it cannot handle
+// rather than return nonsense.
+type Provider interface {
+	// Name identifies the provider in estimates and cache keys, such as "geodesic" or "osrm".
+	Name() string
+
+	// Route returns the estimate for one trip.
+	//
+	// Errors: apperr.Invalid when the provider rejects the input (an unsupported mode, a coordinate it
+	// cannot use); apperr.NotFound when no route connects the two points; apperr.Unavailable when the
+	// provider cannot be reached or answers garbage (retryable); the context's error when ctx ends first.
+	Route(ctx context.Context, from, to LatLng, mode Mode, departure time.Time) (Estimate, error)
+
+	// Matrix returns one element per origin and destination pair, in row-major order. A pair without a
+	// route is an element with Found false, not an error.
+	//
+	// Errors: apperr.Invalid when the provider rejects the input; apperr.Unavailable when the provider
+	// cannot be reached or answers garbage (retryable); the context's error when ctx ends first.
+	Matrix(ctx context.Context, origins, destinations []LatLng, mode Mode, departure time.Time) (Matrix, error)
+}
