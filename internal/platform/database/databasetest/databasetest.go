@@ -1,0 +1,122 @@
+// Package databasetest gives tests a fresh SQLite file or a fresh PostgreSQL database, removed when
+// the test ends.
+//
+// PostgreSQL comes from LASTMILE_TEST_POSTGRES_DSN, a postgres:// URL of a role allowed to create
+// databases. Without it the PostgreSQL tests skip, unless LASTMILE_REQUIRE_POSTGRES=1 (set by CI) makes
+// a missing database a failure.
+package databasetest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"lastmile/internal/platform/database"
+)
+
+// Environment variables read by PostgresURL.
+const (
+	// EnvPostgresDSN names the postgres:// URL of a server and role that may create databases.
+	EnvPostgresDSN = "LASTMILE_TEST_POSTGRES_DSN"
+	// EnvRequirePostgres, set to "1", turns a missing EnvPostgresDSN from a skip into a failure.
+	EnvRequirePostgres = "LASTMILE_REQUIRE_POSTGRES"
+)
+
+// setupTimeout bounds creating and dropping a test database.
+const setupTimeout = 30 * time.Second
+
+// SQLite opens a new database file in a temporary directory with database.OpenSQLite and closes it when
+// the test ends.
+func SQLite(t testing.TB) *sql.DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "test.db")
+	db, err := database.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatalf("databasetest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("databasetest: close %s: %v", path, err)
+		}
+	})
+	return db
+}
+
+// PostgresURL creates an empty database lastmile_test_<random> on the server named by
+// LASTMILE_TEST_POSTGRES_DSN and returns a URL for it; the database is dropped (with FORCE, so open
+// connections do not keep it alive) when the test ends. Without the variable the test is skipped, or
+// fails when LASTMILE_REQUIRE_POSTGRES=1.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv(EnvPostgresDSN)
+	if dsn == "" {
+		if os.Getenv(EnvRequirePostgres) == "1" {
+			t.Fatalf("databasetest: %s=1 but %s is not set", EnvRequirePostgres, EnvPostgresDSN)
+		}
+		t.Skipf("databasetest: PostgreSQL tests skipped: set %s to a postgres:// URL (a role that may CREATE DATABASE) to run them", EnvPostgresDSN)
+	}
+	admin, err := url.Parse(dsn)
+	if err != nil || (admin.Scheme != "postgres" && admin.Scheme != "postgresql") {
+		t.Fatalf("databasetest: %s must be a postgres:// URL, got %q", EnvPostgresDSN, database.RedactURL(dsn))
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	name := "lastmile_test_" + hex.EncodeToString(b[:])
+	ident := pgx.Identifier{name}.Sanitize()
+
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	if err := adminExec(ctx, dsn, "CREATE DATABASE "+ident); err != nil {
+		t.Fatalf("databasetest: create database %s on %s: %v", name, database.RedactURL(dsn), err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+		defer cancel()
+		if err := adminExec(ctx, dsn, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+			t.Errorf("databasetest: drop database %s: %v", name, err)
+		}
+	})
+	u := *admin
+	u.Path = "/" + name
+	u.RawPath = ""
+	return u.String()
+}
+
+// Postgres opens a pool on a fresh database (PostgresURL) whose connections use schema first in their
+// search_path, and closes it when the test ends. The schema itself is not created: database.
+// MigratePostgres does that. Pass "" to keep the default search_path.
+func Postgres(t testing.TB, schema string) *pgxpool.Pool {
+	t.Helper()
+	u := PostgresURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	pool, err := database.OpenPostgres(ctx, u, database.PostgresOptions{Schema: schema, MaxConns: 8})
+	if err != nil {
+		t.Fatalf("databasetest: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// adminExec runs one statement on its own connection: CREATE and DROP DATABASE cannot run inside the
+// transaction a pool might wrap them in, and a fresh connection avoids holding one for the test.
+func adminExec(ctx context.Context, dsn, stmt string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, stmt)
+	return err
+}

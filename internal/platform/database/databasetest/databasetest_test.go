@@ -1,0 +1,119 @@
+package databasetest_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"lastmile/internal/platform/database/databasetest"
+)
+
+// fakeTB records how a helper ended the test instead of ending it.
+type fakeTB struct {
+	testing.TB
+	skipped, fatal string
+}
+
+func (f *fakeTB) Skipf(format string, args ...any) {
+	f.skipped = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// callPostgresURL calls PostgresURL with a fakeTB on its own goroutine, as the testing package would,
+// so that Skipf and Fatalf can end it.
+func callPostgresURL(t *testing.T) *fakeTB {
+	f := &fakeTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		databasetest.PostgresURL(f)
+	}()
+	<-done
+	return f
+}
+
+func TestPostgresURLWithoutDSN(t *testing.T) {
+	t.Setenv(databasetest.EnvPostgresDSN, "")
+
+	t.Run("skips", func(t *testing.T) {
+		t.Setenv(databasetest.EnvRequirePostgres, "")
+		f := callPostgresURL(t)
+		if f.fatal != "" || !strings.Contains(f.skipped, databasetest.EnvPostgresDSN) {
+			t.Errorf("PostgresURL without DSN: skipped %q, fatal %q; want a skip naming %s", f.skipped, f.fatal, databasetest.EnvPostgresDSN)
+		}
+	})
+	t.Run("fails when required", func(t *testing.T) {
+		t.Setenv(databasetest.EnvRequirePostgres, "1")
+		f := callPostgresURL(t)
+		if f.skipped != "" || !strings.Contains(f.fatal, databasetest.EnvPostgresDSN) {
+			t.Errorf("PostgresURL without DSN, required: skipped %q, fatal %q; want a failure naming %s", f.skipped, f.fatal, databasetest.EnvPostgresDSN)
+		}
+	})
+}
+
+func TestPostgresURLRejectsKeywordDSN(t *testing.T) {
+	t.Setenv(databasetest.EnvPostgresDSN, "host=db password=s3cret")
+	f := callPostgresURL(t)
+	if f.fatal == "" || strings.Contains(f.fatal, "s3cret") {
+		t.Errorf("PostgresURL with a keyword DSN: fatal %q, want a failure without the password", f.fatal)
+	}
+}
+
+func TestSQLite(t *testing.T) {
+	db := databasetest.SQLite(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode = %q, %v, want wal, nil", mode, err)
+	}
+}
+
+func TestPostgresCreatesAndDropsDatabase(t *testing.T) {
+	admin := os.Getenv(databasetest.EnvPostgresDSN)
+	var name string
+	t.Run("use", func(t *testing.T) {
+		pool := databasetest.Postgres(t, "dispatch")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := pool.QueryRow(ctx, "SELECT current_database()").Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(name, "lastmile_test_") {
+			t.Errorf("current_database() = %q, want lastmile_test_<hex>", name)
+		}
+	})
+	if name == "" {
+		return // skipped without a DSN
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if exists {
+		t.Errorf("database %s still exists after the test ended", name)
+	}
+	u, _ := url.Parse(admin)
+	if u.Path == "/"+name {
+		t.Errorf("PostgresURL reused the admin database %s", name)
+	}
+}

@@ -1,0 +1,316 @@
+package database_test
+
+import (
+	"context"
+	"database/sql"
+	"io/fs"
+	"path/filepath"
+	"sync"
+	"testing"
+	"testing/fstest"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/database/databasetest"
+)
+
+// migrationsFS returns a two-step migration set in the shape services use: the schema with the outbox,
+// then a data migration, whose row count shows whether it ran more than once.
+func migrationsFS(outboxSchema string) fstest.MapFS {
+	return fstest.MapFS{
+		"00001_init.sql": {Data: []byte("-- +goose Up\n" +
+			"CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n" +
+			outboxSchema +
+			"-- +goose Down\nDROP TABLE outbox;\nDROP TABLE things;\n")},
+		"00002_seed.sql": {Data: []byte("-- +goose Up\nINSERT INTO things (id, name) VALUES (1, 'seed');\n" +
+			"-- +goose Down\nDELETE FROM things WHERE id = 1;\n")},
+		"README.md": {Data: []byte("not a migration")},
+	}
+}
+
+// onlyFirst returns the first migration of fsys.
+func onlyFirst(fsys fs.FS) fs.FS {
+	return fstest.MapFS{"00001_init.sql": fsys.(fstest.MapFS)["00001_init.sql"]}
+}
+
+func sqliteMigrations() database.Migrations {
+	return database.Migrations{Service: "courier", FS: migrationsFS(database.OutboxSchemaSQLite)}
+}
+
+func postgresMigrations(service string) database.Migrations {
+	return database.Migrations{Service: service, FS: migrationsFS(database.OutboxSchemaPostgres)}
+}
+
+// migratedSQLite returns a SQLite database with the test migrations applied.
+func migratedSQLite(t *testing.T) *sql.DB {
+	t.Helper()
+	db := databasetest.SQLite(t)
+	if err := database.MigrateSQLite(testContext(t), db, sqliteMigrations()); err != nil {
+		t.Fatalf("MigrateSQLite: %v", err)
+	}
+	return db
+}
+
+// migratedPostgres returns a pool on a fresh database, migrated in schema "dispatch", whose
+// search_path leads there.
+func migratedPostgres(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool := databasetest.Postgres(t, "dispatch")
+	if err := database.MigratePostgres(testContext(t), pool, postgresMigrations("dispatch")); err != nil {
+		t.Fatalf("MigratePostgres: %v", err)
+	}
+	return pool
+}
+
+var wantPending = []database.MigrationStatus{
+	{Version: 1, Name: "00001_init.sql"},
+	{Version: 2, Name: "00002_seed.sql"},
+}
+
+var wantApplied = []database.MigrationStatus{
+	{Version: 1, Name: "00001_init.sql", Applied: true},
+	{Version: 2, Name: "00002_seed.sql", Applied: true},
+}
+
+// ignoreAppliedAt compares statuses without their database timestamps.
+var ignoreAppliedAt = cmpopts.IgnoreFields(database.MigrationStatus{}, "AppliedAt")
+
+func sqliteTableExists(ctx context.Context, t *testing.T, db *sql.DB, name string) bool {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+func TestMigrateSQLite(t *testing.T) {
+	ctx := testContext(t)
+	db := databasetest.SQLite(t)
+	m := sqliteMigrations()
+
+	got, err := database.StatusSQLite(ctx, db, m)
+	if err != nil {
+		t.Fatalf("StatusSQLite before: %v", err)
+	}
+	if diff := cmp.Diff(wantPending, got); diff != "" {
+		t.Errorf("status before migrating (-want +got):\n%s", diff)
+	}
+	if sqliteTableExists(ctx, t, db, "goose_db_version") {
+		t.Error("StatusSQLite created the version table; it must not change the database")
+	}
+
+	for i := range 2 {
+		if err := database.MigrateSQLite(ctx, db, m); err != nil {
+			t.Fatalf("MigrateSQLite #%d: %v", i+1, err)
+		}
+	}
+	for _, table := range []string{"things", "outbox", "goose_db_version"} {
+		if !sqliteTableExists(ctx, t, db, table) {
+			t.Errorf("table %s missing after migrating", table)
+		}
+	}
+	var seeds int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM things").Scan(&seeds); err != nil || seeds != 1 {
+		t.Errorf("rows in things = %d, %v, want 1, nil (the seed migration ran once)", seeds, err)
+	}
+
+	got, err = database.StatusSQLite(ctx, db, m)
+	if err != nil {
+		t.Fatalf("StatusSQLite after: %v", err)
+	}
+	if diff := cmp.Diff(wantApplied, got, ignoreAppliedAt); diff != "" {
+		t.Errorf("status after migrating (-want +got):\n%s", diff)
+	}
+	for _, s := range got {
+		if s.AppliedAt.IsZero() {
+			t.Errorf("migration %s: AppliedAt is zero", s.Name)
+		}
+	}
+}
+
+func TestMigrateSQLiteConcurrentProcesses(t *testing.T) {
+	ctx := testContext(t)
+	path := filepath.Join(t.TempDir(), "courier.db")
+	// Two pools on one file behave like two processes: nothing is shared but the file.
+	dbs := make([]*sql.DB, 4)
+	for i := range dbs {
+		db, err := database.OpenSQLite(ctx, path)
+		if err != nil {
+			t.Fatalf("OpenSQLite: %v", err)
+		}
+		defer db.Close()
+		dbs[i] = db
+	}
+	// With the version table already there, as when replicas roll out a new migration, nothing
+	// slows the second process down: only the lock keeps it from applying 00002 again.
+	first := sqliteMigrations()
+	first.FS = onlyFirst(first.FS)
+	if err := database.MigrateSQLite(ctx, dbs[0], first); err != nil {
+		t.Fatalf("MigrateSQLite 00001: %v", err)
+	}
+	errs := make([]error, len(dbs))
+	var wg sync.WaitGroup
+	for i, db := range dbs {
+		wg.Go(func() { errs[i] = database.MigrateSQLite(ctx, db, sqliteMigrations()) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("MigrateSQLite #%d: %v", i+1, err)
+		}
+	}
+	var seeds int
+	if err := dbs[0].QueryRowContext(ctx, "SELECT count(*) FROM things").Scan(&seeds); err != nil || seeds != 1 {
+		t.Errorf("rows in things = %d, %v, want 1, nil (the seed migration ran once)", seeds, err)
+	}
+}
+
+func TestMigrateRejectsBadMigrations(t *testing.T) {
+	ctx := testContext(t)
+	db := databasetest.SQLite(t)
+	for _, m := range []database.Migrations{
+		{Service: "", FS: migrationsFS("")},
+		{Service: "Courier", FS: migrationsFS("")},
+		{Service: "pg_toast", FS: migrationsFS("")},
+		{Service: "courier; DROP SCHEMA public", FS: migrationsFS("")},
+		{Service: "courier"},
+		{Service: "courier", FS: fstest.MapFS{}},
+	} {
+		if err := database.MigrateSQLite(ctx, db, m); err == nil {
+			t.Errorf("MigrateSQLite(%+v) = nil, want an error", m)
+		}
+	}
+}
+
+func TestMigrateSQLiteReportsFailingMigration(t *testing.T) {
+	ctx := testContext(t)
+	db := databasetest.SQLite(t)
+	m := database.Migrations{Service: "courier", FS: fstest.MapFS{
+		"00001_init.sql": {Data: []byte("-- +goose Up\nCREATE TABLE a (id INTEGER PRIMARY KEY);\n")},
+		"00002_bad.sql":  {Data: []byte("-- +goose Up\nCREATE TABLE a (id INTEGER PRIMARY KEY);\n")},
+	}}
+	if err := database.MigrateSQLite(ctx, db, m); err == nil {
+		t.Fatal("MigrateSQLite with a failing migration = nil, want an error")
+	}
+	got, err := database.StatusSQLite(ctx, db, m)
+	if err != nil {
+		t.Fatalf("StatusSQLite: %v", err)
+	}
+	want := []database.MigrationStatus{{Version: 1, Name: "00001_init.sql", Applied: true}, {Version: 2, Name: "00002_bad.sql"}}
+	if diff := cmp.Diff(want, got, ignoreAppliedAt); diff != "" {
+		t.Errorf("status after a failed migration (-want +got):\n%s", diff)
+	}
+}
+
+func postgresTableExists(ctx context.Context, t *testing.T, pool *pgxpool.Pool, name string) bool {
+	t.Helper()
+	var exists bool
+	if err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", name).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	return exists
+}
+
+func TestMigratePostgres(t *testing.T) {
+	ctx := testContext(t)
+	// No schema in the search_path: the migrations must find theirs on their own, and must not
+	// change this pool's connections.
+	pool := databasetest.Postgres(t, "")
+	// "identity" is a keyword in PostgreSQL (non-reserved), the harshest of the real service names.
+	m := postgresMigrations("identity")
+
+	got, err := database.StatusPostgres(ctx, pool, m)
+	if err != nil {
+		t.Fatalf("StatusPostgres before: %v", err)
+	}
+	if diff := cmp.Diff(wantPending, got); diff != "" {
+		t.Errorf("status before migrating (-want +got):\n%s", diff)
+	}
+
+	for i := range 2 {
+		if err := database.MigratePostgres(ctx, pool, m); err != nil {
+			t.Fatalf("MigratePostgres #%d: %v", i+1, err)
+		}
+	}
+	for _, table := range []string{"identity.things", "identity.outbox", "identity.goose_db_version"} {
+		if !postgresTableExists(ctx, t, pool, table) {
+			t.Errorf("table %s missing after migrating", table)
+		}
+	}
+	for _, table := range []string{"public.things", "public.goose_db_version"} {
+		if postgresTableExists(ctx, t, pool, table) {
+			t.Errorf("table %s exists; migrations must stay in the service schema", table)
+		}
+	}
+	var seeds int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM identity.things").Scan(&seeds); err != nil || seeds != 1 {
+		t.Errorf("rows in identity.things = %d, %v, want 1, nil", seeds, err)
+	}
+	var schemas []string
+	if err := pool.QueryRow(ctx, "SELECT current_schemas(false)").Scan(&schemas); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"public"}, schemas); diff != "" {
+		t.Errorf("caller's pool search_path changed by MigratePostgres (-want +got):\n%s", diff)
+	}
+
+	got, err = database.StatusPostgres(ctx, pool, m)
+	if err != nil {
+		t.Fatalf("StatusPostgres after: %v", err)
+	}
+	if diff := cmp.Diff(wantApplied, got, ignoreAppliedAt); diff != "" {
+		t.Errorf("status after migrating (-want +got):\n%s", diff)
+	}
+
+	// A second service in the same database has its own history and tables.
+	if err := database.MigratePostgres(ctx, pool, postgresMigrations("courier")); err != nil {
+		t.Fatalf("MigratePostgres courier: %v", err)
+	}
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM courier.things").Scan(&seeds); err != nil || seeds != 1 {
+		t.Errorf("rows in courier.things = %d, %v, want 1, nil", seeds, err)
+	}
+}
+
+func TestMigratePostgresConcurrent(t *testing.T) {
+	ctx := testContext(t)
+	u := databasetest.PostgresURL(t)
+	const n = 4
+	setup, err := database.OpenPostgres(ctx, u, database.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer setup.Close()
+	first := postgresMigrations("dispatch")
+	first.FS = onlyFirst(first.FS)
+	if err := database.MigratePostgres(ctx, setup, first); err != nil {
+		t.Fatalf("MigratePostgres 00001: %v", err)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			// A pool each, like separate processes starting at once.
+			pool, err := database.OpenPostgres(ctx, u, database.PostgresOptions{Schema: "dispatch"})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer pool.Close()
+			errs[i] = database.MigratePostgres(ctx, pool, postgresMigrations("dispatch"))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("MigratePostgres #%d: %v", i+1, err)
+		}
+	}
+	var seeds int
+	if err := setup.QueryRow(ctx, "SELECT count(*) FROM dispatch.things").Scan(&seeds); err != nil || seeds != 1 {
+		t.Errorf("rows in dispatch.things = %d, %v, want 1, nil (the seed migration ran once)", seeds, err)
+	}
+}
