@@ -1,0 +1,34 @@
+package cli
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"lastmile/internal/platform/tlsutil"
+)
+
+func runCerts(args []string, env Env) error {
+	fs := newFlagSet("certs", `Create (or renew) the development CA and certificates in <data-dir>/tls: a serving certificate for
+localhost plus --tls-hosts, and one client certificate per service identity (spiffe://lastmile/<service>).
+Existing certificates that are still valid for more than 30 days are kept. serve does this on first start.`, env.Stderr)
+	var dataDir string
+	hosts := listFlag{}
+	fs.StringVar(&dataDir, "data-dir", "./lastmile-data", "state directory")
+	fs.Var(&hosts, "tls-hosts", "extra DNS names or IPs for the server certificate (comma list)")
+	if err := fs.parse(args, env.Getenv); err != nil {
+		return err
+	}
+	pki, err := tlsutil.EnsureDevPKI(filepath.Join(dataDir, "tls"), hosts)
+	if err != nil {
+		return fmt.Errorf("development PKI: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "CA certificate:     %s\n", pki.CAFile())
+	cert, key := pki.ServerCert()
+	fmt.Fprintf(env.Stdout, "server certificate: %s (key %s)\n", cert, key)
+	for _, svc := range tlsutil.Services {
+		cert, key := pki.ClientCert(svc)
+		fmt.Fprintf(env.Stdout, "%-8s identity:  %s (key %s)\n", svc, cert, key)
+	}
+	fmt.Fprintf(env.Stdout, "\nCall the API with grpcurl: grpcurl -cacert %s localhost:9090 list\n", pki.CAFile())
+	return nil
+}

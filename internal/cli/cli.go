@@ -1,0 +1,159 @@
+// Package cli is the lastmile command line: it parses flags and LASTMILE_* environment variables into plain
+// config structs and wires the services by hand. cmd/lastmile calls Run; end-to-end tests call the same Run
+// on :0 ports with a temporary data directory.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+	"strings"
+)
+
+// Version and Commit are set at link time: -ldflags "-X lastmile/internal/cli.Version=v1.2.3".
+var (
+	Version = "dev"
+	Commit  = ""
+)
+
+// Env is what Run takes from the outside world, so tests can replace each part.
+type Env struct {
+	// Getenv reads an environment variable (os.Getenv in main).
+	Getenv func(string) string
+	// Stdout and Stderr receive command output and logs.
+	Stdout, Stderr io.Writer
+	// Ready, when set, is called by serve once every listener is bound, with the actual addresses.
+	Ready func(Endpoints)
+}
+
+// Endpoints are the addresses a running serve command listens on.
+type Endpoints struct {
+	GRPC, HTTP, Admin string
+}
+
+var errHelp = errors.New("help requested")
+
+// usageError marks errors caused by bad command-line input (exit code 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// ExitCode returns the process exit code for an error returned by Run: 2 for usage errors, 1 otherwise.
+func ExitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+const usage = `lastmile — last-mile delivery platform (one binary, every service)
+
+Usage: lastmile <command> [flags]
+
+Commands:
+  serve     run services: all in one process (default) or --target=identity,courier,route,dispatch,gateway
+  certs     create the development CA and service certificates in <data-dir>/tls
+  migrate   apply database migrations for every service with a store
+  version   print version information
+  help      show this help
+
+Run 'lastmile <command> --help' for the flags of a command. Every flag can also be set with an environment
+variable: --grpc-addr is LASTMILE_GRPC_ADDR.
+`
+
+// Run runs the lastmile command line with args (args[0] is the program name).
+func Run(ctx context.Context, args []string, env Env) error {
+	if env.Getenv == nil {
+		env.Getenv = func(string) string { return "" }
+	}
+	if env.Stdout == nil {
+		env.Stdout = io.Discard
+	}
+	if env.Stderr == nil {
+		env.Stderr = io.Discard
+	}
+	if len(args) < 2 {
+		fmt.Fprint(env.Stderr, usage)
+		return usageError{errors.New("no command given")}
+	}
+	cmd, rest := args[1], args[2:]
+	var err error
+	switch cmd {
+	case "serve":
+		err = runServe(ctx, rest, env)
+	case "certs":
+		err = runCerts(rest, env)
+	case "migrate":
+		err = runMigrate(ctx, rest, env)
+	case "version", "--version":
+		err = runVersion(rest, env)
+	case "help", "-h", "--help":
+		fmt.Fprint(env.Stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(env.Stderr, usage)
+		return usageError{fmt.Errorf("unknown command %q", cmd)}
+	}
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func runVersion(args []string, env Env) error {
+	fs := newFlagSet("version", "Print the version, commit and Go version.", env.Stderr)
+	if err := fs.parse(args, env.Getenv); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "lastmile %s (commit %s, %s, %s/%s)\n", Version, commit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return nil
+}
+
+// commit returns the link-time commit, else the VCS revision recorded by the Go toolchain, else "unknown".
+func commit() string {
+	if Commit != "" {
+		return Commit
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+// splitTargets validates a --target list and expands "all".
+func splitTargets(list []string) (map[string]bool, error) {
+	known := []string{"identity", "courier", "route", "dispatch", "gateway"}
+	out := map[string]bool{}
+	for _, t := range list {
+		t = strings.ToLower(strings.TrimSpace(t))
+		if t == "all" {
+			for _, k := range known {
+				out[k] = true
+			}
+			continue
+		}
+		ok := false
+		for _, k := range known {
+			if t == k {
+				ok = true
+			}
+		}
+		if !ok {
+			return nil, usageError{fmt.Errorf("--target: unknown service %q (want all or a list of %s)", t, strings.Join(known, ", "))}
+		}
+		out[t] = true
+	}
+	if len(out) == 0 {
+		return nil, usageError{errors.New("--target: empty")}
+	}
+	return out, nil
+}

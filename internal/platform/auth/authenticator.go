@@ -1,0 +1,140 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc/metadata"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/tlsutil"
+)
+
+// AuthorizationKey is the request metadata key that carries a bearer token: "authorization: Bearer <token>".
+const AuthorizationKey = "authorization"
+
+// MaxTokenBytes bounds the size of a bearer token. Real access tokens are well under a kilobyte; the
+// bound keeps a hostile header from reaching the token verifier.
+const MaxTokenBytes = 8 << 10
+
+// DefaultEdgeProxies lists the services that carry end users' traffic from outside: calls they make
+// without a user token are anonymous, not calls by the service itself (see the package documentation).
+var DefaultEdgeProxies = []string{"gateway"}
+
+// Authenticator establishes the principal of a call from its context (which carries the connection's
+// peer and TLS state) and its incoming metadata.
+type Authenticator interface {
+	// Authenticate returns the caller's principal: Anonymous when the caller proved nothing. It returns an
+	// apperr.Unauthenticated error when the caller presented credentials that are malformed, invalid or
+	// not accepted here; a presented credential is never ignored.
+	Authenticate(ctx context.Context, md metadata.MD) (Principal, error)
+}
+
+// TokenVerifier turns a bearer token into the user it was issued to. The identity service provides the
+// JWT implementation.
+type TokenVerifier interface {
+	// Verify returns a User principal for a valid token. It returns an apperr.Unauthenticated error for an
+	// invalid, expired or unacceptable token, and apperr.Unavailable when it cannot decide (for example,
+	// when signing keys cannot be fetched). Errors must not contain the token.
+	Verify(ctx context.Context, token string) (Principal, error)
+}
+
+// ServiceAuthenticator is the standard Authenticator. It trusts two credentials:
+//
+//   - a bearer token in the "authorization" metadata, checked by Verifier: the call runs as that User,
+//     with Via set to the forwarding service if the connection carries a service certificate;
+//   - the verified mTLS identity of the peer (tlsutil.ServiceFromContext): without a token, the call runs
+//     as that Service — unless the service is an edge proxy, whose calls without a token are Anonymous.
+//
+// A token with no Verifier configured is rejected as Unauthenticated, never ignored: a caller that
+// presented a token must not silently run with other rights than the token's.
+//
+// The zero value accepts service certificates, rejects every token and treats DefaultEdgeProxies as edge
+// proxies.
+type ServiceAuthenticator struct {
+	// Verifier checks bearer tokens; nil rejects them all.
+	Verifier TokenVerifier
+	// EdgeProxies lists service identities whose token-less calls are anonymous. Nil means
+	// DefaultEdgeProxies; an empty non-nil slice means none.
+	EdgeProxies []string
+}
+
+var _ Authenticator = (*ServiceAuthenticator)(nil)
+
+// Authenticate implements Authenticator. See the type's documentation for the rules.
+func (a *ServiceAuthenticator) Authenticate(ctx context.Context, md metadata.MD) (Principal, error) {
+	service, isService := tlsutil.ServiceFromContext(ctx)
+	token, hasToken, err := bearerToken(md)
+	if err != nil {
+		return Principal{}, err
+	}
+	if hasToken {
+		// The token decides, whoever forwarded it: the forwarding service's identity grants nothing.
+		p, err := a.verify(ctx, token)
+		if err != nil {
+			return Principal{}, err
+		}
+		p.Via = ""
+		if isService {
+			p.Via = service
+		}
+		return p, nil
+	}
+	if !isService {
+		return Principal{}, nil
+	}
+	proxies := a.EdgeProxies
+	if proxies == nil {
+		proxies = DefaultEdgeProxies
+	}
+	if slices.Contains(proxies, service) {
+		return Principal{Kind: Anonymous, Via: service}, nil
+	}
+	return Principal{Kind: Service, Subject: service}, nil
+}
+
+func (a *ServiceAuthenticator) verify(ctx context.Context, token string) (Principal, error) {
+	if a.Verifier == nil {
+		return Principal{}, apperr.Errorf(apperr.Unauthenticated, "bearer tokens are not accepted by this server")
+	}
+	p, err := a.Verifier.Verify(ctx, token)
+	if err != nil {
+		if e := apperr.As(err); e != nil && e.Code != apperr.Internal {
+			return Principal{}, err
+		}
+		return Principal{}, apperr.Wrap(apperr.Unauthenticated, err, "invalid bearer token")
+	}
+	if p.Kind != User || p.Subject == "" {
+		// A verifier bug must not turn a token into a service identity or an anonymous pass.
+		return Principal{}, apperr.Wrap(apperr.Internal,
+			fmt.Errorf("token verifier returned a %s principal with subject %q, want a user", p.Kind, p.Subject),
+			"internal error")
+	}
+	return p, nil
+}
+
+// bearerToken extracts the token of an "authorization: Bearer <token>" entry. Any other shape of a present
+// authorization entry is an error, so that a credential the server cannot use is refused, not ignored.
+func bearerToken(md metadata.MD) (token string, ok bool, err error) {
+	values := md.Get(AuthorizationKey)
+	switch len(values) {
+	case 0:
+		return "", false, nil
+	case 1:
+	default:
+		return "", false, apperr.Errorf(apperr.Unauthenticated, "more than one authorization entry")
+	}
+	scheme, rest, found := strings.Cut(values[0], " ")
+	token = strings.TrimSpace(rest)
+	if !found || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false, apperr.Errorf(apperr.Unauthenticated, `malformed authorization: want "Bearer <token>"`)
+	}
+	if len(token) > MaxTokenBytes {
+		return "", false, apperr.Wrap(apperr.Unauthenticated,
+			errors.New("token exceeds MaxTokenBytes"), "bearer token too large")
+	}
+	return token, true, nil
+}

@@ -1,0 +1,89 @@
+// Package auth decides who is calling and whether they may: the Principal a call runs as, the
+// Authenticator that establishes it from the connection and the request metadata, and the per-method
+// Policy that the server checks before any handler runs.
+//
+// # Principals
+//
+// A call runs as exactly one Principal. End users (and courier apps) are User principals, established by
+// a bearer token in the "authorization" metadata. Services are Service principals, established by the
+// verified SPIFFE identity of their mTLS client certificate (tlsutil.ServiceFromContext). Everything else
+// is Anonymous.
+//
+// # Forwarded calls and the confused deputy
+//
+// A service that forwards an end user's request (the gateway, or dispatch acting for a courier) sends the
+// user's token along. The user's token then decides authorization, never the forwarding service's
+// identity: the call runs as the User, and Principal.Via records which service forwarded it, for logs and
+// audits only. Otherwise a user could make the gateway perform, on their behalf, calls that only the
+// gateway itself may make — the confused deputy problem.
+//
+// Edge proxies go one step further. The gateway carries the traffic of the public internet, so a call
+// from the gateway WITHOUT a user token is Anonymous (with Via "gateway"), not a Service principal: the
+// gateway's certificate proves where the bytes came from, not who asked for them. A method that only
+// services may call is therefore unreachable through the gateway, whatever a browser sends. A service
+// that must call another service as itself does so on its own connection without a user token.
+package auth
+
+import (
+	"context"
+	"slices"
+)
+
+// Kind says what sort of caller a Principal is.
+type Kind int
+
+// The kinds of principal.
+const (
+	// Anonymous is a caller that proved nothing: no token and no service certificate, or an edge proxy
+	// forwarding a request without a user token.
+	Anonymous Kind = iota
+	// User is an end user (or a courier app) authenticated by a bearer token.
+	User
+	// Service is a lastmile service authenticated by its mTLS certificate.
+	Service
+)
+
+// String returns "anonymous", "user" or "service".
+func (k Kind) String() string {
+	switch k {
+	case Anonymous:
+		return "anonymous"
+	case User:
+		return "user"
+	case Service:
+		return "service"
+	}
+	return "unknown"
+}
+
+// Principal is the identity a call runs as.
+type Principal struct {
+	// Kind says whether the caller is anonymous, a user or a service.
+	Kind Kind
+	// Subject is the user id for users and the service name for services; empty for anonymous callers.
+	Subject string
+	// Roles are the user's roles, such as "ROLE_ADMIN". Services and anonymous callers have none.
+	Roles []string
+	// Via names the service that forwarded the call (from its verified certificate), such as "gateway".
+	// It is informational: it never grants anything.
+	Via string
+}
+
+// HasRole reports whether p is a user holding role.
+func (p Principal) HasRole(role string) bool {
+	return p.Kind == User && slices.Contains(p.Roles, role)
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns a context carrying p. The server's authentication interceptor calls it; handlers
+// read the principal back with FromContext.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the principal carried by ctx, or an Anonymous principal when there is none.
+func FromContext(ctx context.Context) Principal {
+	p, _ := ctx.Value(principalKey{}).(Principal)
+	return p
+}

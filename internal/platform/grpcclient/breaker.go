@@ -1,0 +1,115 @@
+package grpcclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// breaker is the circuit breaker of one connection.
+type breaker struct {
+	target string
+	cb     *gobreaker.TwoStepCircuitBreaker[struct{}]
+}
+
+func newBreaker(target string, cfg BreakerConfig, gauge *prometheus.GaugeVec, logger *slog.Logger) *breaker {
+	state := gauge.WithLabelValues(target)
+	state.Set(float64(gobreaker.StateClosed))
+	settings := gobreaker.Settings{
+		Name:        target,
+		MaxRequests: cfg.MaxRequests,
+		Interval:    cfg.Interval,
+		Timeout:     cfg.Timeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= cfg.ConsecutiveFailures
+		},
+		IsSuccessful: func(err error) bool { return !serverFailure(err) },
+		IsExcluded:   func(err error) bool { return status.Code(err) == codes.Canceled },
+		// Called with the breaker's lock held: it must not call back into the breaker.
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			state.Set(float64(to))
+			level := slog.LevelInfo
+			if to == gobreaker.StateOpen {
+				level = slog.LevelWarn
+			}
+			logger.Log(context.Background(), level, "gRPC circuit breaker changed state",
+				"target", name, "from", from.String(), "to", to.String())
+		},
+	}
+	return &breaker{target: target, cb: gobreaker.NewTwoStepCircuitBreaker[struct{}](settings)}
+}
+
+// serverFailure reports whether err says the server side is in trouble; see the package documentation
+// for why each code is or is not one.
+func serverFailure(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.DataLoss:
+		return true
+	}
+	return false
+}
+
+// allow asks the breaker for permission to call, turning a refusal into the status the caller sees.
+func (b *breaker) allow() (done func(error), err error) {
+	done, err = b.cb.Allow()
+	switch {
+	case err == nil:
+		return done, nil
+	case errors.Is(err, gobreaker.ErrOpenState):
+		return nil, status.Errorf(codes.Unavailable, "circuit open for %s", b.target)
+	case errors.Is(err, gobreaker.ErrTooManyRequests):
+		return nil, status.Errorf(codes.Unavailable, "circuit open for %s: probe calls in flight", b.target)
+	}
+	return nil, status.Error(codes.Unavailable, fmt.Sprintf("circuit breaker for %s: %v", b.target, err))
+}
+
+func (b *breaker) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	done, err := b.allow()
+	if err != nil {
+		return err
+	}
+	err = invoker(ctx, method, req, reply, cc, opts...)
+	done(err)
+	return err
+}
+
+// stream judges only the opening of a stream: a long-lived stream holding a half-open breaker's probe
+// slot for its lifetime would block every other call.
+func (b *breaker) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	done, err := b.allow()
+	if err != nil {
+		return nil, err
+	}
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	done(err)
+	return cs, err
+}
+
+// registerBreakerGauge returns the lastmile_grpc_client_breaker_state gauge registered with reg, shared by
+// every connection of the process. With a nil reg the gauge is private.
+func registerBreakerGauge(reg prometheus.Registerer) (*prometheus.GaugeVec, error) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "lastmile_grpc_client_breaker_state",
+		Help: "State of the gRPC client circuit breaker per target: 0 closed, 1 half-open, 2 open.",
+	}, []string{"target"})
+	if reg == nil {
+		return g, nil
+	}
+	if err := reg.Register(g); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.GaugeVec); ok {
+				return existing, nil
+			}
+		}
+		return nil, fmt.Errorf("register breaker gauge: %w", err)
+	}
+	return g, nil
+}

@@ -1,0 +1,348 @@
+// Package grpcclient opens connections to lastmile services the way every service should: grpc.NewClient
+// (never Dial or WithBlock) with a service config that load-balances round robin over healthy backends
+// (client-side health checking), retries UNAVAILABLE and nothing else (with retry throttling), keepalive
+// that the servers' enforcement accepts, a default deadline for unary calls, a circuit breaker per
+// target, client metrics and tracing.
+//
+// # Targets
+//
+// Config.Target accepts "host:port" and "dns:///name:port" (round robin over every address the name
+// resolves to; in Kubernetes, point it at a headless Service), a comma-separated static list of replicas
+// "h1:p1,h2:p2" (served by the "static" resolver scheme this package registers on each connection, so
+// "static:///h1:p1,h2:p2" works too), and any other scheme grpc-go knows.
+//
+// # Interceptors
+//
+// Unary calls pass, outermost first: metrics (grpc_client_handled_total, grpc_client_handling_seconds,
+// ...; they see circuit-breaker refusals too), the default deadline, request id propagation (the
+// context's telemetry.RequestID goes out as "x-request-id") and the circuit breaker; grpc-go's retries
+// happen inside, so a retried call counts once everywhere. Streams pass the same stages minus the default
+// deadline, which would cut long-lived streams.
+//
+// # Circuit breaker
+//
+// One breaker guards each connection (sony/gobreaker). It counts as failures only outcomes that say the
+// server side is in trouble: Unavailable, DeadlineExceeded, Internal, Unknown and DataLoss. The caller's
+// own errors (InvalidArgument, NotFound, AlreadyExists, PermissionDenied, Unauthenticated,
+// FailedPrecondition, Aborted, OutOfRange, Unimplemented) prove that the server answered and count as
+// successes. ResourceExhausted counts as a success too: it is a per-caller quota (the servers limit per
+// principal, and say when to retry) or an oversized message, and opening a breaker shared by every user
+// of the connection because one of them ran out of quota would punish the others. Canceled is ignored:
+// the caller gave up, which says nothing about the server. After Breaker.ConsecutiveFailures failures in a
+// row the breaker opens, and calls fail at once with Unavailable "circuit open for <target>" until
+// Breaker.Timeout has passed and probe calls succeed. For streams only opening the stream is judged. The
+// state is exported as lastmile_grpc_client_breaker_state{target} (0 closed, 1 half-open, 2 open).
+package grpcclient
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	// Registers the client-side health checking function used by the service config's healthCheckConfig.
+	_ "google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+
+	"lastmile/internal/platform/telemetry"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultTimeout                    = 5 * time.Second
+	DefaultMaxAttempts                = 3
+	DefaultBreakerConsecutiveFailures = 5
+	DefaultBreakerTimeout             = 10 * time.Second
+)
+
+// maxAttemptsLimit is grpc-go's own cap on retry attempts; larger values would be silently lowered.
+const maxAttemptsLimit = 5
+
+// Keepalive parameters. Time must not be below the servers' enforcement minimum (grpcserver's
+// KeepaliveMinTime, 10s by default), or servers close the connection with "too_many_pings".
+const (
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+)
+
+// requestIDHeader is the metadata key of the request id; grpcserver.RequestIDHeader reads it.
+const requestIDHeader = "x-request-id"
+
+// Config configures a client connection.
+type Config struct {
+	// Target names the servers: "host:port", "dns:///name:port", or a comma-separated static list
+	// "h1:p1,h2:p2". Required.
+	Target string
+	// TLS secures the transport (see tlsutil.ClientConfig). Nil connects in plaintext, which is logged as a
+	// warning.
+	TLS *tls.Config
+	// ServiceName is the fully qualified gRPC service whose health decides whether a backend gets calls,
+	// such as "lastmile.route.v1.RouteService". Empty means the server's overall health ("").
+	ServiceName string
+	// Timeout is the deadline given to unary calls whose context has none. Streams are never given one.
+	// Default 5s.
+	Timeout time.Duration
+	// MaxAttempts bounds the attempts of a call failing with UNAVAILABLE (first try included), from 1 (no
+	// retries) to 5. Default 3.
+	MaxAttempts int
+	// Breaker configures the circuit breaker.
+	Breaker BreakerConfig
+	// Logger receives connection events, such as breaker state changes. Nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the client metrics and the breaker state gauge. Nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	// TracerProvider traces calls. Nil means the global provider.
+	TracerProvider trace.TracerProvider
+	// DialOptions are appended to the options New builds (tests use them to dial bufconn).
+	DialOptions []grpc.DialOption
+}
+
+// BreakerConfig configures the circuit breaker of a connection (see the package documentation).
+type BreakerConfig struct {
+	// Disabled turns the breaker off.
+	Disabled bool
+	// MaxRequests is how many probe calls a half-open breaker lets through; that many successes close it.
+	// Default 1.
+	MaxRequests uint32
+	// Interval is how often a closed breaker clears its counts; 0 never does, which is fine for a
+	// consecutive-failure rule.
+	Interval time.Duration
+	// Timeout is how long an open breaker refuses calls before letting probes through. Default 10s.
+	Timeout time.Duration
+	// ConsecutiveFailures is how many failures in a row open the breaker. Default 5.
+	ConsecutiveFailures uint32
+}
+
+// New returns a client connection for cfg. Like grpc.NewClient it does not connect: the first call does,
+// and calls made while no backend is healthy fail with Unavailable (retried per the retry policy).
+func New(cfg Config) (*grpc.ClientConn, error) {
+	if err := applyDefaults(&cfg); err != nil {
+		return nil, fmt.Errorf("grpc client config: %w", err)
+	}
+	target, err := parseTarget(cfg.Target)
+	if err != nil {
+		return nil, fmt.Errorf("grpc client config: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	sc, err := serviceConfig(cfg.ServiceName, cfg.MaxAttempts)
+	if err != nil {
+		return nil, fmt.Errorf("grpc client config: %w", err)
+	}
+	metrics, err := registerClientMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
+	}
+
+	unary := []grpc.UnaryClientInterceptor{
+		metrics.UnaryClientInterceptor(),
+		defaultDeadline(cfg.Timeout),
+		propagateRequestID,
+	}
+	stream := []grpc.StreamClientInterceptor{
+		metrics.StreamClientInterceptor(),
+		propagateRequestIDStream,
+	}
+	if !cfg.Breaker.Disabled {
+		gauge, err := registerBreakerGauge(cfg.Registerer)
+		if err != nil {
+			return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
+		}
+		b := newBreaker(cfg.Target, cfg.Breaker, gauge, logger)
+		unary = append(unary, b.unary)
+		stream = append(stream, b.stream)
+	}
+
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	} else {
+		logger.Warn("gRPC client is connecting WITHOUT TLS: traffic is plaintext and the server is not authenticated",
+			"target", cfg.Target)
+	}
+	var otelOpts []otelgrpc.Option
+	if cfg.TracerProvider != nil {
+		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(cfg.TracerProvider))
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithResolvers(staticBuilder{}),
+		// The service config is ours alone: a DNS TXT record must not be able to change retries or
+		// load balancing.
+		grpc.WithDisableServiceConfig(),
+		grpc.WithDefaultServiceConfig(sc),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                keepaliveTime,
+			Timeout:             keepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...)),
+		grpc.WithChainUnaryInterceptor(unary...),
+		grpc.WithChainStreamInterceptor(stream...),
+	}
+	opts = append(opts, cfg.DialOptions...)
+	conn, err := grpc.NewClient(target, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
+	}
+	return conn, nil
+}
+
+func applyDefaults(cfg *Config) error {
+	switch {
+	case cfg.Timeout < 0:
+		return errors.New("timeout is negative")
+	case cfg.MaxAttempts < 0 || cfg.MaxAttempts > maxAttemptsLimit:
+		return fmt.Errorf("MaxAttempts %d outside 1..%d", cfg.MaxAttempts, maxAttemptsLimit)
+	case cfg.Breaker.Interval < 0 || cfg.Breaker.Timeout < 0:
+		return errors.New("breaker durations are negative")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.Breaker.ConsecutiveFailures == 0 {
+		cfg.Breaker.ConsecutiveFailures = DefaultBreakerConsecutiveFailures
+	}
+	if cfg.Breaker.Timeout == 0 {
+		cfg.Breaker.Timeout = DefaultBreakerTimeout
+	}
+	return nil
+}
+
+// parseTarget turns Config.Target into a grpc-go target string, checking the forms grpc-go would only
+// reject at the first call.
+func parseTarget(target string) (string, error) {
+	target = strings.TrimSpace(target)
+	switch {
+	case target == "":
+		return "", errors.New("empty target")
+	case strings.Contains(target, "://"):
+		if rest, ok := strings.CutPrefix(target, staticScheme+":///"); ok {
+			if _, err := parseStaticList(rest); err != nil {
+				return "", err
+			}
+		}
+		return target, nil
+	case strings.Contains(target, ","):
+		if _, err := parseStaticList(target); err != nil {
+			return "", err
+		}
+		return staticScheme + ":///" + target, nil
+	}
+	if _, _, err := net.SplitHostPort(target); err != nil {
+		return "", fmt.Errorf("target %q: want host:port, dns:///name:port or h1:p1,h2:p2: %w", target, err)
+	}
+	return target, nil
+}
+
+// serviceConfig returns the JSON service config. The retry policy applies to every method of the
+// connection (one connection may carry several services of a process), health checking to serviceName.
+func serviceConfig(serviceName string, maxAttempts int) (string, error) {
+	type retryPolicy struct {
+		MaxAttempts          int      `json:"maxAttempts"`
+		InitialBackoff       string   `json:"initialBackoff"`
+		MaxBackoff           string   `json:"maxBackoff"`
+		BackoffMultiplier    float64  `json:"backoffMultiplier"`
+		RetryableStatusCodes []string `json:"retryableStatusCodes"`
+	}
+	type methodConfig struct {
+		Name        []map[string]string `json:"name"`
+		RetryPolicy *retryPolicy        `json:"retryPolicy,omitempty"`
+	}
+	sc := map[string]any{
+		"loadBalancingConfig": []map[string]any{{"round_robin": map[string]any{}}},
+		"healthCheckConfig":   map[string]string{"serviceName": serviceName},
+		// Retries spend tokens and successes earn a tenth of one back; below half the tokens, retries
+		// stop, so a struggling server is not hit by three times its load.
+		"retryThrottling": map[string]float64{"maxTokens": 10, "tokenRatio": 0.1},
+	}
+	if maxAttempts > 1 {
+		sc["methodConfig"] = []methodConfig{{
+			Name: []map[string]string{{}},
+			RetryPolicy: &retryPolicy{
+				MaxAttempts:          maxAttempts,
+				InitialBackoff:       "0.1s",
+				MaxBackoff:           "1s",
+				BackoffMultiplier:    2,
+				RetryableStatusCodes: []string{"UNAVAILABLE"},
+			},
+		}}
+	}
+	b, err := json.Marshal(sc)
+	if err != nil {
+		return "", fmt.Errorf("encode service config: %w", err)
+	}
+	return string(b), nil
+}
+
+// registerClientMetrics returns the client metrics registered with reg. Processes open several
+// connections on one registry; they share the collector registered first.
+func registerClientMetrics(reg prometheus.Registerer) (*grpcprom.ClientMetrics, error) {
+	m := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
+	))
+	if reg == nil {
+		return m, nil
+	}
+	if err := reg.Register(m); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*grpcprom.ClientMetrics); ok {
+				return existing, nil
+			}
+		}
+		return nil, fmt.Errorf("register client metrics: %w", err)
+	}
+	return m, nil
+}
+
+// defaultDeadline gives unary calls without a deadline one of d: a call must never wait forever on a
+// peer that stopped answering.
+func defaultDeadline(d time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// withRequestID adds the context's request id to the outgoing metadata, unless the caller set one.
+func withRequestID(ctx context.Context) context.Context {
+	id := telemetry.RequestID(ctx)
+	if id == "" {
+		return ctx
+	}
+	if md, ok := metadata.FromOutgoingContext(ctx); ok && len(md.Get(requestIDHeader)) > 0 {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, requestIDHeader, id)
+}
+
+func propagateRequestID(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(withRequestID(ctx), method, req, reply, cc, opts...)
+}
+
+func propagateRequestIDStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(withRequestID(ctx), desc, cc, method, opts...)
+}

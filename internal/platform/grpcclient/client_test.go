@@ -1,0 +1,511 @@
+package grpcclient_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"lastmile/internal/platform/grpcclient"
+	"lastmile/internal/platform/telemetry"
+	"lastmile/internal/platform/tlsutil"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testTimeout bounds every wait of these tests.
+const testTimeout = 10 * time.Second
+
+// server is a test backend: it counts calls and answers UnaryCall with reply.
+type server struct {
+	testgrpc.UnimplementedTestServiceServer
+	id    string
+	calls atomic.Int32
+	// reply decides the outcome of the n-th UnaryCall (n from 1); nil answers OK.
+	reply func(n int32) error
+
+	mu   sync.Mutex
+	seen []metadata.MD // incoming metadata of each call
+	// deadlines records, per call, how long the handler had left (-1 when no deadline).
+	deadlines []time.Duration
+}
+
+func (s *server) record(ctx context.Context) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	left := time.Duration(-1)
+	if d, ok := ctx.Deadline(); ok {
+		left = time.Until(d)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen = append(s.seen, md)
+	s.deadlines = append(s.deadlines, left)
+}
+
+func (s *server) last() (metadata.MD, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen[len(s.seen)-1], s.deadlines[len(s.deadlines)-1]
+}
+
+func (s *server) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	s.record(ctx)
+	n := s.calls.Add(1)
+	if s.reply != nil {
+		if err := s.reply(n); err != nil {
+			return nil, err
+		}
+	}
+	return &testgrpc.SimpleResponse{ServerId: s.id}, nil
+}
+
+func (s *server) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
+	s.record(stream.Context())
+	s.calls.Add(1)
+	return nil
+}
+
+// startGRPC serves s on lis with a health service and returns the health server.
+func startGRPC(t *testing.T, lis net.Listener, s *server, opts ...grpc.ServerOption) *health.Server {
+	t.Helper()
+	gs := grpc.NewServer(opts...)
+	testgrpc.RegisterTestServiceServer(gs, s)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	return hs
+}
+
+// bufServer serves s over bufconn and returns dial options reaching it.
+func bufServer(t *testing.T, s *server) []grpc.DialOption {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	startGRPC(t, lis, s)
+	return []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+		return lis.DialContext(ctx)
+	})}
+}
+
+// tcpServer serves s on 127.0.0.1:0 and returns its address and health server.
+func tcpServer(t *testing.T, s *server, opts ...grpc.ServerOption) (string, *health.Server) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen() error = %v", err)
+	}
+	hs := startGRPC(t, lis, s, opts...)
+	return lis.Addr().String(), hs
+}
+
+func newClient(t *testing.T, cfg grpcclient.Config) testgrpc.TestServiceClient {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	conn, err := grpcclient.New(cfg)
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return testgrpc.NewTestServiceClient(conn)
+}
+
+func callCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func unavailableUntil(okFrom int32) func(int32) error {
+	return func(n int32) error {
+		if n < okFrom {
+			return status.Error(codes.Unavailable, "warming up")
+		}
+		return nil
+	}
+}
+
+func always(code codes.Code) func(int32) error {
+	return func(int32) error { return status.Error(code, "no") }
+}
+
+func TestRetriesUnavailable(t *testing.T) {
+	s := &server{reply: unavailableUntil(3)}
+	client := newClient(t, grpcclient.Config{Target: "passthrough:///retry", DialOptions: bufServer(t, s)})
+	if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("UnaryCall() error = %v, want success on the third attempt", err)
+	}
+	if got := s.calls.Load(); got != 3 {
+		t.Errorf("attempts = %d, want 3", got)
+	}
+}
+
+func TestDoesNotRetryOtherCodes(t *testing.T) {
+	for _, code := range []codes.Code{codes.InvalidArgument, codes.Internal, codes.DeadlineExceeded, codes.ResourceExhausted} {
+		t.Run(code.String(), func(t *testing.T) {
+			s := &server{reply: always(code)}
+			client := newClient(t, grpcclient.Config{Target: "passthrough:///noretry", DialOptions: bufServer(t, s)})
+			_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+			if got := status.Code(err); got != code {
+				t.Fatalf("UnaryCall code = %v, want %v", got, code)
+			}
+			if got := s.calls.Load(); got != 1 {
+				t.Errorf("attempts = %d, want 1", got)
+			}
+		})
+	}
+}
+
+func TestBreakerOpensOnServerFailures(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := &server{reply: always(codes.Unavailable)}
+	const target = "passthrough:///breaker"
+	client := newClient(t, grpcclient.Config{
+		Target:      target,
+		MaxAttempts: 1,
+		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 3, Timeout: time.Hour},
+		Registerer:  reg,
+		DialOptions: bufServer(t, s),
+	})
+	for range 3 {
+		if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); status.Code(err) != codes.Unavailable {
+			t.Fatalf("UnaryCall error = %v, want Unavailable from the server", err)
+		}
+	}
+	_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+	st := status.Convert(err)
+	if want := "circuit open for " + target; st.Code() != codes.Unavailable || st.Message() != want {
+		t.Errorf("UnaryCall with an open breaker = %v %q, want Unavailable %q", st.Code(), st.Message(), want)
+	}
+	// Streams are refused too.
+	stream, err := client.FullDuplexCall(callCtx(t))
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("FullDuplexCall with an open breaker error = %v, want Unavailable", err)
+	}
+	if got := s.calls.Load(); got != 3 {
+		t.Errorf("calls that reached the server = %d, want 3", got)
+	}
+	if got := breakerState(t, reg, target); got != 2 {
+		t.Errorf("lastmile_grpc_client_breaker_state{target=%q} = %v, want 2 (open)", target, got)
+	}
+}
+
+// TestBreakerCountsOnlyServerFailures checks, code by code, whether one failure opens a breaker that
+// trips on the first failure.
+func TestBreakerCountsOnlyServerFailures(t *testing.T) {
+	tests := []struct {
+		code     codes.Code
+		wantOpen bool
+	}{
+		{codes.Unavailable, true},
+		{codes.DeadlineExceeded, true},
+		{codes.Internal, true},
+		{codes.Unknown, true},
+		{codes.DataLoss, true},
+		{codes.InvalidArgument, false},
+		{codes.NotFound, false},
+		{codes.AlreadyExists, false},
+		{codes.PermissionDenied, false},
+		{codes.Unauthenticated, false},
+		{codes.FailedPrecondition, false},
+		{codes.Aborted, false},
+		{codes.OutOfRange, false},
+		{codes.ResourceExhausted, false},
+		{codes.Unimplemented, false},
+		{codes.Canceled, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.code.String(), func(t *testing.T) {
+			s := &server{reply: func(n int32) error {
+				if n == 1 {
+					return status.Error(tt.code, "first call fails")
+				}
+				return nil
+			}}
+			client := newClient(t, grpcclient.Config{
+				Target:      "passthrough:///codes",
+				MaxAttempts: 1,
+				Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 1, Timeout: time.Hour},
+				DialOptions: bufServer(t, s),
+			})
+			if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); status.Code(err) != tt.code {
+				t.Fatalf("first UnaryCall error = %v, want %v", err, tt.code)
+			}
+			_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+			open := status.Code(err) == codes.Unavailable && strings.HasPrefix(status.Convert(err).Message(), "circuit open")
+			if open != tt.wantOpen {
+				t.Errorf("after one %v: second call error = %v; breaker open = %v, want %v", tt.code, err, open, tt.wantOpen)
+			}
+		})
+	}
+}
+
+func TestBreakerIgnoresCallerErrors(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := &server{reply: always(codes.InvalidArgument)}
+	const target = "passthrough:///caller-errors"
+	client := newClient(t, grpcclient.Config{
+		Target:      target,
+		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 3, Timeout: time.Hour},
+		Registerer:  reg,
+		DialOptions: bufServer(t, s),
+	})
+	for i := range 6 {
+		if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("UnaryCall #%d error = %v, want InvalidArgument from the server", i+1, err)
+		}
+	}
+	if got := s.calls.Load(); got != 6 {
+		t.Errorf("calls that reached the server = %d, want 6", got)
+	}
+	if got := breakerState(t, reg, target); got != 0 {
+		t.Errorf("lastmile_grpc_client_breaker_state{target=%q} = %v, want 0 (closed)", target, got)
+	}
+}
+
+// breakerState reads lastmile_grpc_client_breaker_state for target.
+func breakerState(t *testing.T, reg *prometheus.Registry, target string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather() error = %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "lastmile_grpc_client_breaker_state" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "target" && l.GetValue() == target {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no lastmile_grpc_client_breaker_state for target %q", target)
+	return 0
+}
+
+func TestDefaultDeadline(t *testing.T) {
+	s := &server{}
+	client := newClient(t, grpcclient.Config{Target: "passthrough:///deadline", Timeout: 2 * time.Second, DialOptions: bufServer(t, s)})
+
+	if _, err := client.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("UnaryCall() error = %v", err)
+	}
+	if _, left := s.last(); left <= 0 || left > 2*time.Second {
+		t.Errorf("unary call without a deadline reached the server with %v left, want a deadline of at most 2s", left)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("UnaryCall() error = %v", err)
+	}
+	if _, left := s.last(); left <= 2*time.Second {
+		t.Errorf("unary call with a 1h deadline reached the server with %v left, want the caller's deadline kept", left)
+	}
+
+	stream, err := client.FullDuplexCall(context.Background())
+	if err != nil {
+		t.Fatalf("FullDuplexCall() error = %v", err)
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Fatalf("FullDuplexCall Recv() = nil error, want EOF")
+	}
+	if _, left := s.last(); left != -1 {
+		t.Errorf("stream reached the server with a deadline (%v left), want none", left)
+	}
+}
+
+func TestPropagatesRequestID(t *testing.T) {
+	s := &server{}
+	client := newClient(t, grpcclient.Config{Target: "passthrough:///rid", DialOptions: bufServer(t, s)})
+	ctx := telemetry.WithRequestID(callCtx(t), "rid-42")
+
+	if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("UnaryCall() error = %v", err)
+	}
+	if md, _ := s.last(); !cmp.Equal(md.Get("x-request-id"), []string{"rid-42"}) {
+		t.Errorf("unary x-request-id = %q, want [rid-42]", md.Get("x-request-id"))
+	}
+	stream, err := client.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatalf("FullDuplexCall() error = %v", err)
+	}
+	stream.Recv()
+	if md, _ := s.last(); !cmp.Equal(md.Get("x-request-id"), []string{"rid-42"}) {
+		t.Errorf("stream x-request-id = %q, want [rid-42]", md.Get("x-request-id"))
+	}
+	// An id the caller set explicitly wins.
+	explicit := metadata.AppendToOutgoingContext(ctx, "x-request-id", "mine")
+	if _, err := client.UnaryCall(explicit, &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("UnaryCall() error = %v", err)
+	}
+	if md, _ := s.last(); !cmp.Equal(md.Get("x-request-id"), []string{"mine"}) {
+		t.Errorf("explicit x-request-id = %q, want [mine]", md.Get("x-request-id"))
+	}
+}
+
+// serverIDs calls n times and returns how many calls each server answered.
+func serverIDs(t *testing.T, client testgrpc.TestServiceClient, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		resp, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+		if err != nil {
+			t.Fatalf("UnaryCall() error = %v", err)
+		}
+		got[resp.GetServerId()]++
+	}
+	return got
+}
+
+// waitBothServe calls until both servers a and b answered, or fails after testTimeout: round robin only
+// spreads calls over backends once their connections are ready.
+func waitBothServe(t *testing.T, client testgrpc.TestServiceClient) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	seen := map[string]bool{}
+	for !seen["a"] || !seen["b"] {
+		if time.Now().After(deadline) {
+			t.Fatalf("servers that answered = %v, want a and b", seen)
+		}
+		resp, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+		if err != nil {
+			t.Fatalf("UnaryCall() error = %v", err)
+		}
+		seen[resp.GetServerId()] = true
+	}
+}
+
+func TestStaticListRoundRobin(t *testing.T) {
+	a, b := &server{id: "a"}, &server{id: "b"}
+	addrA, _ := tcpServer(t, a)
+	addrB, _ := tcpServer(t, b)
+	client := newClient(t, grpcclient.Config{Target: addrA + ", " + addrB})
+	waitBothServe(t, client)
+	// Once both are ready, round robin alternates.
+	if got, want := serverIDs(t, client, 10), map[string]int{"a": 5, "b": 5}; !cmp.Equal(got, want) {
+		t.Errorf("calls per server = %v, want %v", got, want)
+	}
+}
+
+func TestClientSideHealthChecking(t *testing.T) {
+	const service = "grpc.testing.TestService"
+	a, b := &server{id: "a"}, &server{id: "b"}
+	addrA, healthA := tcpServer(t, a)
+	addrB, healthB := tcpServer(t, b)
+	healthA.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
+	healthB.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
+	client := newClient(t, grpcclient.Config{Target: "static:///" + addrA + "," + addrB, ServiceName: service})
+
+	if got, want := serverIDs(t, client, 6), map[string]int{"a": 6}; !cmp.Equal(got, want) {
+		t.Errorf("calls per server with b NOT_SERVING = %v, want %v", got, want)
+	}
+	healthB.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
+	waitBothServe(t, client)
+}
+
+func TestTLSStaticList(t *testing.T) {
+	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil)
+	if err != nil {
+		t.Fatalf("EnsureDevPKI() error = %v", err)
+	}
+	certFile, keyFile := pki.ServerCert()
+	serverTLS, err := tlsutil.ServerConfig(certFile, keyFile, pki.CAFile())
+	if err != nil {
+		t.Fatalf("ServerConfig() error = %v", err)
+	}
+	clientTLS, err := tlsutil.ClientConfig("", "", pki.CAFile())
+	if err != nil {
+		t.Fatalf("ClientConfig() error = %v", err)
+	}
+	a, b := &server{id: "a"}, &server{id: "b"}
+	addrA, _ := tcpServer(t, a, grpc.Creds(credentials.NewTLS(serverTLS)))
+	addrB, _ := tcpServer(t, b, grpc.Creds(credentials.NewTLS(serverTLS)))
+	// Each address is checked against the server certificate under its own host name: the list as a
+	// whole is no name at all.
+	client := newClient(t, grpcclient.Config{Target: addrA + "," + addrB, TLS: clientTLS})
+	waitBothServe(t, client)
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := &server{}
+	opts := bufServer(t, s)
+	// Two connections on one registry share the collectors.
+	first := newClient(t, grpcclient.Config{Target: "passthrough:///m1", Registerer: reg, DialOptions: opts})
+	second := newClient(t, grpcclient.Config{Target: "passthrough:///m2", Registerer: reg, DialOptions: opts})
+	for _, c := range []testgrpc.TestServiceClient{first, second} {
+		if _, err := c.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+			t.Fatalf("UnaryCall() error = %v", err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather() error = %v", err)
+	}
+	var handled float64
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+		if mf.GetName() != "grpc_client_handled_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			handled += m.GetCounter().GetValue()
+		}
+	}
+	if handled != 2 {
+		t.Errorf("grpc_client_handled_total = %v, want 2", handled)
+	}
+	for _, name := range []string{"grpc_client_handling_seconds", "lastmile_grpc_client_breaker_state"} {
+		if !names[name] {
+			t.Errorf("metric %s not registered", name)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	tests := []grpcclient.Config{
+		{},
+		{Target: "no-port"},
+		{Target: "h1:1,no-port"},
+		{Target: "static:///h1:1,"},
+		{Target: "h:1", MaxAttempts: 6},
+		{Target: "h:1", MaxAttempts: -1},
+		{Target: "h:1", Timeout: -time.Second},
+	}
+	for _, cfg := range tests {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		if conn, err := grpcclient.New(cfg); err == nil {
+			conn.Close()
+			t.Errorf("New(%+v) = nil error, want one", cfg)
+		}
+	}
+}

@@ -1,0 +1,369 @@
+package grpcserver
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"buf.build/go/protovalidate"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/grpcerr"
+	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/telemetry"
+)
+
+// RequestIDHeader is the metadata key of the request id, read from requests and set on responses.
+const RequestIDHeader = "x-request-id"
+
+// validRequestID accepts the request ids the server adopts from callers. Anything else (too long, or with
+// characters that could forge log fields) is replaced by a fresh id.
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+// healthPrefix starts the full method names of the health service, which is exempt from rate limiting
+// and logged at debug level when it succeeds.
+const healthPrefix = "/grpc.health.v1.Health/"
+
+// Names of the stages of the chain, outermost first, as the tests observe them.
+const (
+	stageRequestID      = "request_id"
+	stageMetrics        = "metrics"
+	stageLogging        = "logging"
+	stageErrors         = "errors"
+	stageRecovery       = "recovery"
+	stageAuthentication = "authentication"
+	stageAuthorization  = "authorization"
+	stageRateLimit      = "rate_limit"
+	stageValidation     = "validation"
+)
+
+// chain holds what the stages of the interceptor chain need.
+type chain struct {
+	logger    *slog.Logger
+	metrics   *grpcprom.ServerMetrics
+	authn     auth.Authenticator
+	policy    auth.Policy
+	limiter   *rateLimiter // nil when rate limiting is off
+	validator protovalidate.Validator
+}
+
+// stage is one link of the chain, in its unary and its streaming form. Keeping both forms side by side
+// in one list is what guarantees that unary and streaming calls pass the same stages in the same order.
+type stage struct {
+	name   string
+	unary  grpc.UnaryServerInterceptor
+	stream grpc.StreamServerInterceptor
+}
+
+// stages returns the chain, outermost first. The package documentation explains the order.
+func (c *chain) stages() []stage {
+	metricsOpt := grpcprom.WithExemplarFromContext(exemplar)
+	recoveryOpt := recovery.WithRecoveryHandlerContext(c.recovered)
+	return []stage{
+		around(stageRequestID, c.requestID),
+		{stageMetrics, c.metrics.UnaryServerInterceptor(metricsOpt), c.metrics.StreamServerInterceptor(metricsOpt)},
+		around(stageLogging, c.logCall),
+		around(stageErrors, c.mapErrors),
+		{stageRecovery, recovery.UnaryServerInterceptor(recoveryOpt), recovery.StreamServerInterceptor(recoveryOpt)},
+		around(stageAuthentication, c.authenticate),
+		around(stageAuthorization, c.authorize),
+		around(stageRateLimit, c.rateLimit),
+		{stageValidation, c.validateUnary, c.validateStream},
+	}
+}
+
+// interceptors returns the chain as gRPC interceptors. When observe is set, each stage reports the calls
+// it sees to it first.
+func (c *chain) interceptors(observe func(method, stage string)) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	for _, st := range c.stages() {
+		if observe != nil {
+			st = observed(st, observe)
+		}
+		unary = append(unary, st.unary)
+		stream = append(stream, st.stream)
+	}
+	return unary, stream
+}
+
+func observed(st stage, observe func(method, stage string)) stage {
+	u, s := st.unary, st.stream
+	return stage{
+		name: st.name,
+		unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			observe(info.FullMethod, st.name)
+			return u(ctx, req, info, handler)
+		},
+		stream: func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			observe(info.FullMethod, st.name)
+			return s(srv, ss, info, handler)
+		},
+	}
+}
+
+// aroundFunc is a stage that works the same for unary and streaming calls: it runs next, the rest of the
+// chain, with the context it chooses.
+type aroundFunc func(ctx context.Context, method string, next func(context.Context) error) error
+
+// around turns f into a stage.
+func around(name string, f aroundFunc) stage {
+	return stage{
+		name: name,
+		unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			var resp any
+			err := f(ctx, info.FullMethod, func(ctx context.Context) error {
+				var err error
+				resp, err = handler(ctx, req)
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			return resp, nil
+		},
+		stream: func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			return f(ss.Context(), info.FullMethod, func(ctx context.Context) error {
+				if ctx != ss.Context() {
+					ss = &contextStream{ServerStream: ss, ctx: ctx}
+				}
+				return handler(srv, ss)
+			})
+		},
+	}
+}
+
+// contextStream is a server stream with a replaced context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
+
+// callState is what inner stages tell the logging stage about a call.
+type callState struct {
+	principal auth.Principal
+	err       error // the error before mapping, with its cause
+}
+
+type callStateKey struct{}
+
+func callStateFrom(ctx context.Context) *callState {
+	st, _ := ctx.Value(callStateKey{}).(*callState)
+	return st
+}
+
+func (c *chain) requestID(ctx context.Context, _ string, next func(context.Context) error) error {
+	var id string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(RequestIDHeader); len(v) == 1 && validRequestID.MatchString(v[0]) {
+			id = v[0]
+		}
+	}
+	if id == "" {
+		id = rand.Text()
+	}
+	ctx = telemetry.WithRequestID(ctx, id)
+	// SetHeader only fails when headers were already sent, which cannot happen before the handler runs.
+	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
+	return next(ctx)
+}
+
+// exemplar links metric samples to the sampled trace of the call.
+func exemplar(ctx context.Context) prometheus.Labels {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() {
+		return prometheus.Labels{"trace_id": sc.TraceID().String()}
+	}
+	return nil
+}
+
+func (c *chain) logCall(ctx context.Context, method string, next func(context.Context) error) error {
+	st := &callState{}
+	start := time.Now()
+	err := next(context.WithValue(ctx, callStateKey{}, st))
+	code := status.Code(err)
+	level := logLevel(method, code)
+	if !c.logger.Enabled(ctx, level) {
+		return err
+	}
+	attrs := []slog.Attr{
+		slog.String("method", method),
+		slog.String("code", code.String()),
+		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+		slog.String("principal_kind", st.principal.Kind.String()),
+	}
+	if st.principal.Subject != "" {
+		attrs = append(attrs, slog.String("principal", st.principal.Subject))
+	}
+	if st.principal.Via != "" {
+		attrs = append(attrs, slog.String("via", st.principal.Via))
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs = append(attrs, slog.String("peer", p.Addr.String()))
+	}
+	if st.err != nil {
+		attrs = append(attrs, slog.String("error", st.err.Error()))
+	}
+	c.logger.LogAttrs(ctx, level, "gRPC call", attrs...)
+	return err
+}
+
+// logLevel logs failures of the server itself as errors, trouble with dependencies or load as warnings,
+// and everything else (including the caller's own mistakes) as information. Successful health checks,
+// which probes make every few seconds, are debug noise.
+func logLevel(method string, code codes.Code) slog.Level {
+	switch code {
+	case codes.OK, codes.Canceled:
+		// Health-checking clients cancel their watch streams whenever they drop a connection.
+		if strings.HasPrefix(method, healthPrefix) {
+			return slog.LevelDebug
+		}
+		return slog.LevelInfo
+	case codes.Internal, codes.Unknown, codes.DataLoss, codes.Unimplemented:
+		return slog.LevelError
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
+}
+
+func (c *chain) mapErrors(ctx context.Context, _ string, next func(context.Context) error) error {
+	err := next(ctx)
+	if err == nil {
+		return nil
+	}
+	if st := callStateFrom(ctx); st != nil {
+		st.err = err
+	}
+	return publicStatus(err).Err()
+}
+
+// publicStatus is the status a caller sees for err. Beyond grpcerr.ToStatus, it also scrubs statuses that
+// a handler built itself with an internal code, since their messages are typically err.Error().
+func publicStatus(err error) *status.Status {
+	st := grpcerr.ToStatus(err)
+	switch st.Code() {
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return status.New(codes.Internal, "internal error")
+	}
+	return st
+}
+
+// recovered turns a handler's panic into an Internal error. The stack is logged here, while the panicking
+// frames are still on it; the panic value goes to the call's log line as the error's cause.
+func (c *chain) recovered(ctx context.Context, p any) error {
+	method, _ := grpc.Method(ctx)
+	c.logger.LogAttrs(ctx, slog.LevelError, "panic in gRPC handler",
+		slog.String("method", method), slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
+	return apperr.Wrap(apperr.Internal, fmt.Errorf("panic: %v", p), "internal error")
+}
+
+func (c *chain) authenticate(ctx context.Context, _ string, next func(context.Context) error) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	p, err := c.authn.Authenticate(ctx, md)
+	if err != nil {
+		return err
+	}
+	if st := callStateFrom(ctx); st != nil {
+		st.principal = p
+	}
+	return next(auth.WithPrincipal(ctx, p))
+}
+
+func (c *chain) authorize(ctx context.Context, method string, next func(context.Context) error) error {
+	if err := c.policy.Authorize(ctx, method, auth.FromContext(ctx)); err != nil {
+		return err
+	}
+	return next(ctx)
+}
+
+func (c *chain) rateLimit(ctx context.Context, method string, next func(context.Context) error) error {
+	// Health checks are exempt: refusing a client's health watch would take this server out of its
+	// load balancer's rotation because of that client's own quota.
+	if c.limiter == nil || strings.HasPrefix(method, healthPrefix) {
+		return next(ctx)
+	}
+	if err := c.limiter.allow(rateKey(ctx, auth.FromContext(ctx))); err != nil {
+		return err
+	}
+	return next(ctx)
+}
+
+func (c *chain) validateUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := c.validate(req); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (c *chain) validateStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, &validatingStream{ServerStream: ss, chain: c})
+}
+
+// validatingStream validates every message the handler receives. An invalid message makes RecvMsg return
+// an apperr.Invalid error; the handler decides whether that ends the stream (returning it does, with
+// InvalidArgument).
+type validatingStream struct {
+	grpc.ServerStream
+	chain *chain
+}
+
+func (s *validatingStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return s.chain.validate(m)
+}
+
+// validate checks m against its protovalidate rules. Violations become an apperr.Invalid error whose
+// field violations name the offending fields ("origin.latitude").
+func (c *chain) validate(m any) error {
+	msg, ok := m.(proto.Message)
+	if !ok {
+		return nil
+	}
+	err := c.validator.Validate(msg)
+	if err == nil {
+		return nil
+	}
+	var verr *protovalidate.ValidationError
+	if !errors.As(err, &verr) {
+		// A rule that does not compile or evaluate is our bug, not the caller's.
+		return apperr.Wrap(apperr.Internal, fmt.Errorf("validate %s: %w", msg.ProtoReflect().Descriptor().FullName(), err), "internal error")
+	}
+	violations := make([]apperr.FieldViolation, 0, len(verr.Violations))
+	texts := make([]string, 0, len(verr.Violations))
+	for _, v := range verr.Violations {
+		fv := apperr.FieldViolation{
+			Field:       protovalidate.FieldPathString(v.Proto.GetField()),
+			Description: v.Proto.GetMessage(),
+		}
+		if fv.Description == "" {
+			fv.Description = "violates " + v.Proto.GetRuleId()
+		}
+		violations = append(violations, fv)
+		if fv.Field != "" {
+			texts = append(texts, fv.Field+": "+fv.Description)
+		} else {
+			texts = append(texts, fv.Description)
+		}
+	}
+	return apperr.InvalidFields("invalid request: "+strings.Join(texts, "; "), violations...)
+}

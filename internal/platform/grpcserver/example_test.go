@@ -1,0 +1,69 @@
+package grpcserver_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/grpcserver"
+)
+
+func ExampleNew() {
+	srv, err := grpcserver.New(grpcserver.Config{
+		Addr: "127.0.0.1:0",
+		// Production servers set TLS from tlsutil.ServerConfig; without it the server logs a warning.
+		Policy: auth.Policy{
+			"/lastmile.route.v1.RouteService/EstimateRoute": auth.Users(),
+			"/lastmile.route.v1.RouteService/ComputeMatrix": auth.Users().Or(auth.Internal("dispatch")),
+		},
+		RateLimit: grpcserver.RateLimit{RPS: 50},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	routev1.RegisterRouteServiceServer(srv.GRPC(), fakeRoute{})
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+
+	health, err := healthpb.NewHealthClient(conn).Check(callCtx,
+		&healthpb.HealthCheckRequest{Service: "lastmile.route.v1.RouteService"})
+	fmt.Println(health.GetStatus(), err)
+
+	// No token: the policy wants an authenticated user, and the handler never runs.
+	_, err = routev1.NewRouteServiceClient(conn).EstimateRoute(callCtx, &routev1.EstimateRouteRequest{
+		Origin:        &geov1.LatLng{Latitude: 52.52, Longitude: 13.40},
+		Destination:   &geov1.LatLng{Latitude: 52.50, Longitude: 13.45},
+		TransportMode: geov1.TransportMode_TRANSPORT_MODE_BICYCLE,
+	})
+	fmt.Println(status.Code(err))
+
+	conn.Close()
+	stop()
+	fmt.Println(<-served)
+	// Output:
+	// SERVING <nil>
+	// Unauthenticated
+	// <nil>
+}

@@ -1,0 +1,557 @@
+// Package grpcserver runs a lastmile gRPC server: it listens, hardens the transport, wraps every call in
+// one interceptor chain, serves health and reflection, and shuts down gracefully.
+//
+// # The interceptor chain
+//
+// Unary and streaming calls go through the same stages in the same order, outermost first:
+//
+//  1. request id — reads "x-request-id" from the metadata (or makes one), puts it in the context
+//     (telemetry.WithRequestID) and sends it back in the response header;
+//  2. metrics — RED metrics per method (grpc_server_started_total, grpc_server_handled_total,
+//     grpc_server_handling_seconds, ...), with the final status code;
+//  3. logging — one line per call: method, code, duration, principal, peer, error; the request and trace
+//     ids come from the context through the telemetry logger. Tokens and payloads are never logged;
+//  4. error mapping — domain errors become gRPC statuses (grpcerr.ToStatus); Internal, Unknown and
+//     DataLoss statuses are replaced by "internal error" so that no detail leaks, and their cause goes to
+//     the log line;
+//  5. recovery — a panic becomes an apperr.Internal error; the stack is logged, the panic value is not
+//     returned;
+//  6. authentication — the Authenticator establishes the auth.Principal;
+//  7. authorization — the auth.Policy admits or refuses the principal for the method;
+//  8. rate limiting — a token bucket per principal; ResourceExhausted with RetryInfo when empty;
+//  9. validation — protovalidate rules of every request message (each received message of a stream);
+//     InvalidArgument with errdetails.BadRequest field violations;
+//  10. the handler.
+//
+// The order is deliberate. Everything that can fail runs inside error mapping, so callers only ever see
+// mapped statuses, and inside logging and metrics, so that every refusal is counted and logged with its
+// final code. Recovery sits inside error mapping so that a panic is reported as a plain Internal error.
+// Unauthenticated and forbidden calls never reach the rate limiter's per-principal buckets, the validator
+// or the handler; validation runs last so that an anonymous caller learns nothing about request rules.
+// Tracing is not an interceptor: the OpenTelemetry stats handler (otelgrpc) wraps the whole chain, so
+// spans cover it and every stage (and log line) sees the trace id.
+//
+// # Health and shutdown
+//
+// The standard health service reports SERVING for "" and every registered service once Serve starts,
+// and follows the readiness check given to SetReadiness. When the Serve context ends the server reports
+// NOT_SERVING, waits Config.DrainDelay for load balancers to notice, runs the OnShutdown hooks, stops
+// gracefully for at most Config.ShutdownTimeout and then stops hard.
+//
+// Health and reflection methods are public in every policy; every other method must have a rule in
+// Config.Policy, or Serve refuses to start.
+package grpcserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"buf.build/go/protovalidate"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+
+	"lastmile/internal/platform/auth"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultMaxRecvMsgSize        = 4 << 20
+	DefaultMaxSendMsgSize        = 4 << 20
+	DefaultMaxConcurrentStreams  = 1000
+	DefaultConnectionTimeout     = 10 * time.Second
+	DefaultKeepaliveTime         = 30 * time.Second
+	DefaultKeepaliveTimeout      = 10 * time.Second
+	DefaultKeepaliveMinTime      = 10 * time.Second
+	DefaultMaxConnectionAge      = 30 * time.Minute
+	DefaultMaxConnectionAgeGrace = 30 * time.Second
+	DefaultShutdownTimeout       = 15 * time.Second
+	DefaultReadinessInterval     = 5 * time.Second
+	DefaultRateLimitKeys         = 10000
+)
+
+// maxHeaderListSize bounds request headers. Metadata carries a token and a few ids; grpc-go's own default
+// (16 MiB) is far more than any honest caller needs.
+const maxHeaderListSize = 64 << 10
+
+// Config configures a Server. Zero durations and sizes take the defaults above.
+type Config struct {
+	// Addr is the address to listen on, such as ":9090" or "127.0.0.1:0". Ignored when Listener is set.
+	Addr string
+	// Listener, when set, is served instead of listening on Addr (tests use bufconn). The Server owns it.
+	Listener net.Listener
+	// TLS secures the transport (see tlsutil.ServerConfig). Nil serves plaintext, which is logged loudly
+	// as a warning: callers then cannot prove a service identity.
+	TLS *tls.Config
+
+	// MaxRecvMsgSize bounds a received message, in bytes. Default 4 MiB.
+	MaxRecvMsgSize int
+	// MaxSendMsgSize bounds a sent message, in bytes. Default 4 MiB.
+	MaxSendMsgSize int
+	// MaxConcurrentStreams bounds the concurrent calls of one connection. Default 1000.
+	MaxConcurrentStreams uint32
+	// ConnectionTimeout bounds the connection handshake (TLS included). Default 10s.
+	ConnectionTimeout time.Duration
+	// KeepaliveTime is how long a connection may be idle before the server pings it, to find dead peers
+	// such as courier apps that lost their network. Default 30s.
+	KeepaliveTime time.Duration
+	// KeepaliveTimeout is how long the server waits for a ping's answer before closing. Default 10s.
+	KeepaliveTimeout time.Duration
+	// KeepaliveMinTime is the shortest ping interval a client may use (clients pinging more often are
+	// disconnected); pings without active streams are permitted. Default 10s.
+	KeepaliveMinTime time.Duration
+	// MaxConnectionAge closes connections after this age (with a GOAWAY), so that long-lived clients and
+	// streams rebalance over replicas. Default 30m.
+	MaxConnectionAge time.Duration
+	// MaxConnectionAgeGrace is how long calls may continue on a connection closed for age. Default 30s.
+	MaxConnectionAgeGrace time.Duration
+	// ShutdownTimeout bounds the graceful stop; calls still running then are cut off. Default 15s.
+	ShutdownTimeout time.Duration
+	// DrainDelay is how long the server keeps serving after reporting NOT_SERVING, so that load balancers
+	// and health-checking clients move away before connections are refused. Default 0; deployments
+	// behind a load balancer should use a few seconds.
+	DrainDelay time.Duration
+	// ReadinessInterval is how often the SetReadiness check runs. Default 5s.
+	ReadinessInterval time.Duration
+	// RateLimit limits calls per principal. The zero value disables it.
+	RateLimit RateLimit
+
+	// Policy decides who may call each method. Every registered method needs a rule; health and
+	// reflection are public automatically.
+	Policy auth.Policy
+	// Authenticator establishes each call's principal. Nil means &auth.ServiceAuthenticator{}: service
+	// certificates are accepted and bearer tokens are refused.
+	Authenticator auth.Authenticator
+	// Logger receives the call log and server events. Use a telemetry.NewLogger logger, which adds the
+	// request and trace ids of the context to each line. Nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the server's metrics. Nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	// TracerProvider traces calls. Nil means the global provider.
+	TracerProvider trace.TracerProvider
+
+	// observe, when set, is called as each stage of the chain sees a call (tests only; see export_test.go).
+	observe func(method, stage string)
+}
+
+// RateLimit configures the per-principal token bucket. Callers are keyed by principal: users by id,
+// services by name, anonymous callers by peer IP address. Anonymous calls forwarded by an edge proxy share
+// the proxy's bucket, so the proxy must limit its own clients. Health checks are never limited.
+type RateLimit struct {
+	// RPS is the sustained rate of calls per second per principal; 0 disables rate limiting.
+	RPS float64
+	// Burst is the bucket size. Default: RPS rounded up, at least 1.
+	Burst int
+	// MaxKeys bounds the number of principals tracked; the least recently seen is forgotten first (and
+	// starts again with a full bucket). Default 10000.
+	MaxKeys int
+}
+
+// Server is a gRPC server with lastmile's interceptor chain, health service and graceful shutdown.
+type Server struct {
+	cfg     Config
+	lis     net.Listener
+	grpc    *grpc.Server
+	health  *health.Server
+	metrics *grpcprom.ServerMetrics
+	policy  auth.Policy
+	logger  *slog.Logger
+
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	readiness func(ctx context.Context) error
+	hooks     []func()
+}
+
+// New validates cfg, listens on cfg.Addr at once (so that a taken port fails at startup, naming the
+// address) and builds the gRPC server with the interceptor chain, health and reflection. Register the
+// application's services on GRPC() before calling Serve.
+func New(cfg Config) (*Server, error) {
+	if err := applyDefaults(&cfg); err != nil {
+		return nil, fmt.Errorf("grpc server config: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	validator, err := protovalidate.New()
+	if err != nil {
+		return nil, fmt.Errorf("grpc server: create validator: %w", err)
+	}
+	metrics, err := registerServerMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("grpc server: %w", err)
+	}
+	limiter, err := newRateLimiter(cfg.RateLimit)
+	if err != nil {
+		return nil, fmt.Errorf("grpc server: %w", err)
+	}
+	authn := cfg.Authenticator
+	if authn == nil {
+		authn = &auth.ServiceAuthenticator{}
+	}
+	policy := maps.Clone(cfg.Policy)
+	if policy == nil {
+		policy = auth.Policy{}
+	}
+	for _, m := range builtinMethods() {
+		policy[m] = auth.Public()
+	}
+
+	lis := cfg.Listener
+	if lis == nil {
+		lis, err = net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("grpc server: listen on %s: %w", cfg.Addr, err)
+		}
+	}
+
+	s := &Server{cfg: cfg, lis: lis, health: health.NewServer(), metrics: metrics, policy: policy, logger: logger}
+	c := &chain{
+		logger:    logger,
+		metrics:   metrics,
+		authn:     authn,
+		policy:    policy,
+		limiter:   limiter,
+		validator: validator,
+	}
+	unary, stream := c.interceptors(cfg.observe)
+
+	tp := cfg.TracerProvider
+	otelOpts := []otelgrpc.Option{otelgrpc.WithFilter(filters.Not(filters.HealthCheck()))}
+	if tp != nil {
+		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(tp))
+	}
+	opts := []grpc.ServerOption{
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(maxHeaderListSize),
+		grpc.ConnectionTimeout(cfg.ConnectionTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:                  cfg.KeepaliveTime,
+			Timeout:               cfg.KeepaliveTimeout,
+			MaxConnectionAge:      cfg.MaxConnectionAge,
+			MaxConnectionAgeGrace: cfg.MaxConnectionAgeGrace,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             cfg.KeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	} else {
+		logger.Warn("gRPC server is running WITHOUT TLS: traffic is plaintext and no caller can prove a service identity; never do this outside local experiments",
+			"addr", lis.Addr().String())
+	}
+	s.grpc = grpc.NewServer(opts...)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	return s, nil
+}
+
+func applyDefaults(cfg *Config) error {
+	if cfg.Listener == nil && cfg.Addr == "" {
+		return errors.New("no address to listen on")
+	}
+	for name, v := range map[string]int64{
+		"MaxRecvMsgSize":        int64(cfg.MaxRecvMsgSize),
+		"MaxSendMsgSize":        int64(cfg.MaxSendMsgSize),
+		"ConnectionTimeout":     int64(cfg.ConnectionTimeout),
+		"KeepaliveTime":         int64(cfg.KeepaliveTime),
+		"KeepaliveTimeout":      int64(cfg.KeepaliveTimeout),
+		"KeepaliveMinTime":      int64(cfg.KeepaliveMinTime),
+		"MaxConnectionAge":      int64(cfg.MaxConnectionAge),
+		"MaxConnectionAgeGrace": int64(cfg.MaxConnectionAgeGrace),
+		"ShutdownTimeout":       int64(cfg.ShutdownTimeout),
+		"DrainDelay":            int64(cfg.DrainDelay),
+		"ReadinessInterval":     int64(cfg.ReadinessInterval),
+	} {
+		if v < 0 {
+			return fmt.Errorf("%s is negative", name)
+		}
+	}
+	setDefault(&cfg.MaxRecvMsgSize, DefaultMaxRecvMsgSize)
+	setDefault(&cfg.MaxSendMsgSize, DefaultMaxSendMsgSize)
+	setDefault(&cfg.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	setDefault(&cfg.ConnectionTimeout, DefaultConnectionTimeout)
+	setDefault(&cfg.KeepaliveTime, DefaultKeepaliveTime)
+	setDefault(&cfg.KeepaliveTimeout, DefaultKeepaliveTimeout)
+	setDefault(&cfg.KeepaliveMinTime, DefaultKeepaliveMinTime)
+	setDefault(&cfg.MaxConnectionAge, DefaultMaxConnectionAge)
+	setDefault(&cfg.MaxConnectionAgeGrace, DefaultMaxConnectionAgeGrace)
+	setDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&cfg.ReadinessInterval, DefaultReadinessInterval)
+	return nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// registerServerMetrics returns the server metrics registered with reg. A process may run several servers
+// on one registry (tests do); they then share the collector registered first.
+func registerServerMetrics(reg prometheus.Registerer) (*grpcprom.ServerMetrics, error) {
+	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
+	))
+	if reg == nil {
+		return m, nil
+	}
+	if err := reg.Register(m); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*grpcprom.ServerMetrics); ok {
+				return existing, nil
+			}
+		}
+		return nil, fmt.Errorf("register server metrics: %w", err)
+	}
+	return m, nil
+}
+
+// builtinMethods returns the health and reflection methods, which every policy makes public: probes and
+// tools must reach them without credentials.
+func builtinMethods() []string {
+	var out []string
+	for _, sd := range []*grpc.ServiceDesc{
+		&healthpb.Health_ServiceDesc,
+		&reflectionv1.ServerReflection_ServiceDesc,
+		&reflectionv1alpha.ServerReflection_ServiceDesc,
+	} {
+		for _, m := range sd.Methods {
+			out = append(out, "/"+sd.ServiceName+"/"+m.MethodName)
+		}
+		for _, m := range sd.Streams {
+			out = append(out, "/"+sd.ServiceName+"/"+m.StreamName)
+		}
+	}
+	return out
+}
+
+// GRPC returns the underlying server, to register services on before Serve.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Addr returns the address the server listens on; with Addr ":0" it carries the chosen port.
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// SetReadiness makes the health status follow check, polled every Config.ReadinessInterval (and once when
+// Serve starts, before which every service reports NOT_SERVING): an error reports NOT_SERVING for every
+// service, nil reports SERVING. Each poll gets a context bounded by the interval. Call it before Serve.
+func (s *Server) SetReadiness(check func(ctx context.Context) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.readiness = check
+}
+
+// OnShutdown registers f to run during shutdown, after the server reported NOT_SERVING and the drain
+// delay passed, as the graceful stop begins (clients are sent GOAWAY, so their next calls go to other
+// replicas) and while in-flight calls drain. Long-lived streams use it to tell their clients to reconnect
+// elsewhere: the graceful stop waits for every open stream. Hooks run in registration order and must not
+// block.
+func (s *Server) OnShutdown(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hooks = append(s.hooks, f)
+}
+
+// Close releases the listener of a server whose Serve will not be called, for startup paths that fail
+// between New and Serve. It does nothing once Serve has been called.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return nil
+	}
+	s.closed = true
+	s.grpc.Stop()
+	if err := s.lis.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("close grpc listener %s: %w", s.lis.Addr(), err)
+	}
+	return nil
+}
+
+// Serve serves until ctx is done, then shuts down: every service reports NOT_SERVING, the server waits
+// Config.DrainDelay, stops accepting calls, runs the OnShutdown hooks and lets in-flight calls finish for
+// at most Config.ShutdownTimeout before cutting them off (handlers that ignore their context may outlive
+// Serve). It returns nil after a clean shutdown and an
+// error if a registered method has no policy rule or the listener fails. Serve may be called only once.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started || s.closed {
+		s.mu.Unlock()
+		return errors.New("grpc server: Serve called twice or after Close")
+	}
+	s.started = true
+	readiness := s.readiness
+	s.mu.Unlock()
+
+	services := s.grpc.GetServiceInfo()
+	var methods []string
+	for name, info := range services {
+		for _, m := range info.Methods {
+			methods = append(methods, "/"+name+"/"+m.Name)
+		}
+	}
+	if err := s.policy.Check(methods); err != nil {
+		s.grpc.Stop()
+		s.lis.Close()
+		return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
+	}
+	s.metrics.InitializeMetrics(s.grpc)
+
+	names := append([]string{""}, slices.Sorted(maps.Keys(services))...)
+	initial := healthpb.HealthCheckResponse_SERVING
+	if readiness != nil {
+		initial = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	for _, name := range names {
+		s.health.SetServingStatus(name, initial)
+	}
+
+	pollCtx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
+	var polling sync.WaitGroup
+	if readiness != nil {
+		polling.Go(func() { s.pollReadiness(pollCtx, readiness, names) })
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.grpc.Serve(s.lis) }()
+	s.logger.Info("gRPC server serving", "addr", s.lis.Addr().String(), "tls", s.cfg.TLS != nil)
+
+	select {
+	case err := <-serveErr:
+		stopPolling()
+		polling.Wait()
+		s.grpc.Stop()
+		if err == nil || errors.Is(err, grpc.ErrServerStopped) {
+			return nil
+		}
+		return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
+	case <-ctx.Done():
+	}
+
+	s.logger.Info("gRPC server shutting down", "addr", s.lis.Addr().String(), "drain_delay", s.cfg.DrainDelay,
+		"shutdown_timeout", s.cfg.ShutdownTimeout)
+	// Shutdown flips everything to NOT_SERVING and ignores later changes, so the poller cannot undo it.
+	s.health.Shutdown()
+	stopPolling()
+	polling.Wait()
+	if s.cfg.DrainDelay > 0 {
+		time.Sleep(s.cfg.DrainDelay)
+	}
+
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	timeout := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer timeout.Stop()
+	s.mu.Lock()
+	hooks := slices.Clone(s.hooks)
+	s.mu.Unlock()
+	for _, f := range hooks {
+		f()
+	}
+	select {
+	case <-stopped:
+	case <-timeout.C:
+		s.logger.Warn("gRPC graceful stop timed out; cutting off remaining calls", "addr", s.lis.Addr().String(),
+			"shutdown_timeout", s.cfg.ShutdownTimeout)
+		if !s.forceStop() {
+			return nil
+		}
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
+	}
+	s.logger.Info("gRPC server stopped", "addr", s.lis.Addr().String())
+	return nil
+}
+
+// forceStopWait bounds how long Serve waits for a hard stop to finish.
+const forceStopWait = time.Second
+
+// forceStop stops the server hard while a graceful stop is pending, and reports whether it finished.
+//
+// Stop closes every connection at once, which cancels every call's context, but it can only return before
+// the handlers do: grpc-go's pending GracefulStop waits for them while holding the server's lock, and Stop
+// may then wait for that lock. A handler that ignores its context would thus hold up the process's exit
+// for as long as it runs. Rather than that, Serve gives up waiting and returns, leaving such handlers (and
+// the stop goroutines) running; the connections are closed by then.
+func (s *Server) forceStop() bool {
+	done := make(chan struct{})
+	go func() {
+		s.grpc.Stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(forceStopWait):
+		s.logger.Error("gRPC handlers ignore cancellation and are still running after the hard stop; returning anyway",
+			"addr", s.lis.Addr().String())
+		return false
+	}
+}
+
+// pollReadiness sets every service's health from check, now and then every ReadinessInterval, until ctx
+// ends. Transitions are logged; steady states are not.
+func (s *Server) pollReadiness(ctx context.Context, check func(context.Context) error, names []string) {
+	ticker := time.NewTicker(s.cfg.ReadinessInterval)
+	defer ticker.Stop()
+	var known, ready bool
+	for {
+		checkCtx, cancel := context.WithTimeout(ctx, s.cfg.ReadinessInterval)
+		err := check(checkCtx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if !known || ready != (err == nil) {
+			known, ready = true, err == nil
+			st := healthpb.HealthCheckResponse_SERVING
+			if ready {
+				s.logger.Info("gRPC server ready", "addr", s.lis.Addr().String())
+			} else {
+				st = healthpb.HealthCheckResponse_NOT_SERVING
+				s.logger.Warn("gRPC server not ready", "addr", s.lis.Addr().String(), "error", err.Error())
+			}
+			for _, name := range names {
+				s.health.SetServingStatus(name, st)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}

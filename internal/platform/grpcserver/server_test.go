@@ -1,0 +1,362 @@
+package grpcserver_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/grpcserver"
+	"lastmile/internal/platform/tlsutil"
+)
+
+// waitFor polls cond until it holds, failing the test after testTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// receive waits for a value from ch, failing the test after testTimeout.
+func receive[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(testTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+func healthStatus(t *testing.T, conn *grpc.ClientConn, service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	t.Helper()
+	resp, err := healthpb.NewHealthClient(conn).Check(callCtx(t), &healthpb.HealthCheckRequest{Service: service})
+	return resp.GetStatus(), err
+}
+
+func TestHealthAndReflectionArePublic(t *testing.T) {
+	// A policy that admits no one but dispatch: health and reflection stay reachable anonymously.
+	cfg := grpcserver.Config{Policy: policyFor(&testgrpc.TestService_ServiceDesc, auth.Internal("dispatch"), nil)}
+	_, conn := startServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
+
+	for _, service := range []string{"", "grpc.testing.TestService"} {
+		if got, err := healthStatus(t, conn, service); err != nil || got != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health Check(%q) = %v, %v; want SERVING", service, got, err)
+		}
+	}
+	if _, err := healthStatus(t, conn, "no.such.Service"); status.Code(err) != codes.NotFound {
+		t.Errorf("health Check(unknown) error = %v, want NotFound", err)
+	}
+
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(callCtx(t))
+	if err != nil {
+		t.Fatalf("ServerReflectionInfo() error = %v", err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{},
+	}); err != nil {
+		t.Fatalf("reflection Send() error = %v", err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("reflection Recv() error = %v", err)
+	}
+	var services []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		services = append(services, s.GetName())
+	}
+	if !slices.Contains(services, "grpc.testing.TestService") {
+		t.Errorf("reflection lists %v, want grpc.testing.TestService among them", services)
+	}
+	stream.CloseSend()
+
+	if _, err := testgrpc.NewTestServiceClient(conn).EmptyCall(callCtx(t), &testgrpc.Empty{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("anonymous EmptyCall error = %v, want Unauthenticated", err)
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	var notReady atomic.Pointer[error]
+	down := errors.New("database unreachable")
+	notReady.Store(&down)
+	cfg := grpcserver.Config{
+		Policy:            policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		ReadinessInterval: 5 * time.Millisecond,
+	}
+	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
+	srv.SetReadiness(func(context.Context) error {
+		if e := notReady.Load(); e != nil {
+			return *e
+		}
+		return nil
+	})
+	serve(t, srv)
+
+	wantStatus := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		for _, service := range []string{"", "grpc.testing.TestService"} {
+			waitFor(t, "health of "+service+" to be "+want.String(), func() bool {
+				got, err := healthStatus(t, conn, service)
+				return err == nil && got == want
+			})
+		}
+	}
+	wantStatus(healthpb.HealthCheckResponse_NOT_SERVING)
+	notReady.Store(nil)
+	wantStatus(healthpb.HealthCheckResponse_SERVING)
+	notReady.Store(&down)
+	wantStatus(healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	svc := &testService{unary: func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		close(started)
+		<-release
+		return &testgrpc.SimpleResponse{}, nil
+	}}
+	cfg := grpcserver.Config{
+		Policy:          policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		ShutdownTimeout: testTimeout,
+	}
+	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
+	hooked := make(chan struct{})
+	srv.OnShutdown(func() { close(hooked) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+
+	watchCtx, stopWatch := context.WithCancel(callCtx(t))
+	defer stopWatch()
+	watch, err := healthpb.NewHealthClient(conn).Watch(watchCtx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("health Watch() error = %v", err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first health status = %v, %v; want SERVING", resp.GetStatus(), err)
+	}
+
+	called := make(chan error, 1)
+	go func() {
+		_, err := testgrpc.NewTestServiceClient(conn).UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+		called <- err
+	}()
+	receive(t, "the slow call to start", started)
+
+	cancel()
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health status after cancel = %v, %v; want NOT_SERVING", resp.GetStatus(), err)
+	}
+	// The graceful stop waits for every stream, this watch included; health-checking grpc-go clients end
+	// theirs when they receive the server's GOAWAY.
+	stopWatch()
+	receive(t, "the OnShutdown hook", hooked)
+
+	close(release)
+	if err := receive(t, "the in-flight call", called); err != nil {
+		t.Errorf("in-flight UnaryCall error = %v, want nil", err)
+	}
+	if err := receive(t, "Serve to return", served); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
+	}
+}
+
+func TestShutdownCutsOffStuckCalls(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	svc := &testService{unary: func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		close(started)
+		<-release // ignores its context: only Stop ends the call
+		return &testgrpc.SimpleResponse{}, nil
+	}}
+	cfg := grpcserver.Config{
+		Policy:          policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		ShutdownTimeout: 50 * time.Millisecond,
+	}
+	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+
+	called := make(chan error, 1)
+	go func() {
+		_, err := testgrpc.NewTestServiceClient(conn).UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+		called <- err
+	}()
+	receive(t, "the stuck call to start", started)
+	cancel()
+	if err := receive(t, "Serve to return", served); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
+	}
+	if err := receive(t, "the stuck call to fail", called); status.Code(err) != codes.Unavailable {
+		t.Errorf("stuck UnaryCall error = %v, want Unavailable", err)
+	}
+}
+
+func TestServeRequiresCompletePolicy(t *testing.T) {
+	cfg := grpcserver.Config{Policy: auth.Policy{emptyCall: auth.Public()}}
+	srv, _ := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	err := srv.Serve(ctx)
+	if err == nil || !strings.Contains(err.Error(), unaryCall) || strings.Contains(err.Error(), emptyCall) {
+		t.Errorf("Serve() with gaps in the policy = %v, want an error naming %s and not %s", err, unaryCall, emptyCall)
+	}
+}
+
+func TestNewFailsFast(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen() error = %v", err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	_, err = grpcserver.New(grpcserver.Config{Addr: addr, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Errorf("New(Addr: taken %s) = %v, want an error naming the address", addr, err)
+	}
+
+	bad := []grpcserver.Config{
+		{},
+		{Addr: "127.0.0.1:0", ShutdownTimeout: -time.Second},
+		{Addr: "127.0.0.1:0", RateLimit: grpcserver.RateLimit{RPS: -1}},
+	}
+	for _, cfg := range bad {
+		if _, err := grpcserver.New(cfg); err == nil {
+			t.Errorf("New(%+v) = nil error, want one", cfg)
+		}
+	}
+}
+
+func TestClose(t *testing.T) {
+	lis := bufconn.Listen(1 << 10)
+	srv, err := grpcserver.New(grpcserver.Config{Listener: lis, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatalf("Close() error = %v", err)
+	}
+	if _, err := lis.Dial(); err == nil {
+		t.Errorf("Dial after Close succeeded, want the listener closed")
+	}
+	if err := srv.Serve(context.Background()); err == nil {
+		t.Errorf("Serve after Close = nil, want an error")
+	}
+}
+
+// tlsServer serves the test service over TLS on 127.0.0.1:0 with certificates from pki.
+func tlsServer(t *testing.T, pki *tlsutil.PKI, policy auth.Policy) string {
+	t.Helper()
+	certFile, keyFile := pki.ServerCert()
+	serverTLS, err := tlsutil.ServerConfig(certFile, keyFile, pki.CAFile())
+	if err != nil {
+		t.Fatalf("tlsutil.ServerConfig() error = %v", err)
+	}
+	srv, err := grpcserver.New(grpcserver.Config{
+		Addr:   "127.0.0.1:0",
+		TLS:    serverTLS,
+		Policy: policy,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	testgrpc.RegisterTestServiceServer(srv.GRPC(), &testService{})
+	serve(t, srv)
+	return srv.Addr().String()
+}
+
+func TestTLS(t *testing.T) {
+	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil)
+	if err != nil {
+		t.Fatalf("EnsureDevPKI() error = %v", err)
+	}
+	foreign, err := tlsutil.EnsureDevPKI(t.TempDir(), nil)
+	if err != nil {
+		t.Fatalf("EnsureDevPKI(foreign) error = %v", err)
+	}
+	addr := tlsServer(t, pki, policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), auth.Policy{
+		unaryCall: auth.Internal("dispatch"),
+	}))
+
+	clientTLS := func(certFile, keyFile string) credentials.TransportCredentials {
+		cfg, err := tlsutil.ClientConfig(certFile, keyFile, pki.CAFile())
+		if err != nil {
+			t.Fatalf("tlsutil.ClientConfig() error = %v", err)
+		}
+		return credentials.NewTLS(cfg)
+	}
+	dispatchCert, dispatchKey := pki.ClientCert("dispatch")
+	gatewayCert, gatewayKey := pki.ClientCert("gateway")
+	routeCert, routeKey := pki.ClientCert("route")
+	foreignCert, foreignKey := foreign.ClientCert("dispatch")
+
+	tests := []struct {
+		name      string
+		creds     credentials.TransportCredentials
+		wantEmpty codes.Code // public EmptyCall
+		wantUnary codes.Code // UnaryCall, Internal("dispatch")
+	}{
+		{"dispatch certificate", clientTLS(dispatchCert, dispatchKey), codes.OK, codes.OK},
+		{"no certificate", clientTLS("", ""), codes.OK, codes.Unauthenticated},
+		{"gateway certificate is an edge proxy", clientTLS(gatewayCert, gatewayKey), codes.OK, codes.Unauthenticated},
+		{"route certificate", clientTLS(routeCert, routeKey), codes.OK, codes.PermissionDenied},
+		{"foreign CA fails the handshake", clientTLS(foreignCert, foreignKey), codes.Unavailable, codes.Unavailable},
+		{"plaintext", insecure.NewCredentials(), codes.Unavailable, codes.Unavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(tt.creds))
+			if err != nil {
+				t.Fatalf("grpc.NewClient() error = %v", err)
+			}
+			defer conn.Close()
+			client := testgrpc.NewTestServiceClient(conn)
+			_, err = client.EmptyCall(callCtx(t), &testgrpc.Empty{})
+			if got := status.Code(err); got != tt.wantEmpty {
+				t.Errorf("EmptyCall code = %v (%v), want %v", got, err, tt.wantEmpty)
+			}
+			_, err = client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+			if got := status.Code(err); got != tt.wantUnary {
+				t.Errorf("UnaryCall code = %v (%v), want %v", got, err, tt.wantUnary)
+			}
+		})
+	}
+}
+
+func TestInsecureServerWarns(t *testing.T) {
+	logger, logs := testLogger()
+	srv, err := grpcserver.New(grpcserver.Config{Listener: bufconn.Listen(1 << 10), Logger: logger})
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	defer srv.Close()
+	warnings := logs.records(t, "gRPC server is running WITHOUT TLS: traffic is plaintext and no caller can prove a service identity; never do this outside local experiments")
+	if len(warnings) != 1 || warnings[0]["level"] != "WARN" {
+		t.Errorf("insecure warnings = %v, want one WARN record", warnings)
+	}
+}

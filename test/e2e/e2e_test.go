@@ -1,0 +1,313 @@
+// Package e2e_test runs the real lastmile binary's Run function in-process on :0 ports with a temporary data
+// directory and talks to it the way users do: REST through the gateway, gRPC over mTLS, admin endpoints.
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/cli"
+)
+
+// system is one running lastmile process.
+type system struct {
+	cli.Endpoints
+	dataDir string
+	stop    func() error
+}
+
+// start runs `lastmile serve` with extra args and waits until every listener is bound.
+func start(t *testing.T, extra ...string) *system {
+	t.Helper()
+	dataDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan cli.Endpoints, 1)
+	done := make(chan error, 1)
+	args := append([]string{"lastmile", "serve",
+		"--data-dir", dataDir,
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+		"--shutdown-timeout", "5s", "--log-level", "warn"}, extra...)
+	go func() {
+		done <- cli.Run(ctx, args, cli.Env{
+			Getenv: func(string) string { return "" },
+			Stdout: io.Discard, Stderr: testWriter{t},
+			Ready: func(e cli.Endpoints) { ready <- e },
+		})
+	}()
+	var once sync.Once
+	var stopErr error
+	s := &system{dataDir: dataDir}
+	s.stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("lastmile serve did not stop within 20s of cancellation")
+			}
+		})
+		return stopErr
+	}
+	t.Cleanup(func() { _ = s.stop() })
+	select {
+	case s.Endpoints = <-ready:
+	case err := <-done:
+		t.Fatalf("lastmile serve exited before it was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("lastmile serve not ready within 30s")
+	}
+	return s
+}
+
+// testWriter sends the process's logs to the test log, shown only when a test fails.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (s *system) grpcConn(t *testing.T, clientCert string) *grpc.ClientConn {
+	t.Helper()
+	caPEM, err := os.ReadFile(filepath.Join(s.dataDir, "tls", "ca.crt"))
+	if err != nil {
+		t.Fatalf("read CA: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("CA file holds no certificate")
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if clientCert != "" {
+		pair, err := tls.LoadX509KeyPair(filepath.Join(s.dataDir, "tls", clientCert+".crt"), filepath.Join(s.dataDir, "tls", clientCert+".key"))
+		if err != nil {
+			t.Fatalf("load client cert: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	conn, err := grpc.NewClient(s.GRPC, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatalf("grpc.NewClient: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func postJSON(t *testing.T, url, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("POST %s: body %q is not JSON: %v", url, raw, err)
+	}
+	return resp.StatusCode, out
+}
+
+func TestRouteOverREST(t *testing.T) {
+	s := start(t)
+	base := "http://" + s.HTTP
+
+	code, body := postJSON(t, base+"/v1/routes:estimate", `{
+		"origin": {"latitude": 48.8566, "longitude": 2.3522},
+		"destination": {"latitude": 51.5074, "longitude": -0.1278},
+		"transportMode": "TRANSPORT_MODE_CAR"}`)
+	if code != http.StatusOK {
+		t.Fatalf("POST /v1/routes:estimate = %d %v, want 200", code, body)
+	}
+	if got, want := body["provider"], "geodesic"; got != want {
+		t.Errorf("provider = %v, want %v", got, want)
+	}
+	// Paris-London great circle is ~343.5 km; the car circuity factor makes the road estimate longer.
+	if d, ok := body["distanceMeters"].(float64); !ok || d < 343_000 || d > 343_500*1.5 {
+		t.Errorf("distanceMeters = %v, want between 343 km and 1.5x that", body["distanceMeters"])
+	}
+	if dur, ok := body["duration"].(string); !ok || !strings.HasSuffix(dur, "s") {
+		t.Errorf("duration = %v, want a protobuf JSON duration like \"1234s\"", body["duration"])
+	}
+
+	code, body = postJSON(t, base+"/v1/routes:estimate", `{
+		"origin": {"latitude": 91, "longitude": 0},
+		"destination": {"latitude": 0, "longitude": 0},
+		"transportMode": "TRANSPORT_MODE_CAR"}`)
+	if code != http.StatusBadRequest {
+		t.Fatalf("estimate with latitude 91 = %d %v, want 400", code, body)
+	}
+	if !strings.Contains(mustJSON(t, body), `"origin.latitude"`) {
+		t.Errorf("400 body %v does not name the field origin.latitude", body)
+	}
+
+	origins := strings.Repeat(`{"latitude":1,"longitude":1},`, 60)
+	code, body = postJSON(t, base+"/v1/routes:computeMatrix", `{"origins":[`+strings.TrimSuffix(origins, ",")+`],
+		"destinations":[`+strings.TrimSuffix(origins, ",")+`],"transportMode":"TRANSPORT_MODE_CAR"}`)
+	if code != http.StatusBadRequest {
+		t.Errorf("60x60 matrix = %d %v, want 400 (limit is 2500 elements)", code, body)
+	}
+
+	resp, err := http.Post(base+"/v1/routes:estimate", "application/json", bytes.NewReader(make([]byte, 2<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("2 MiB body = %d, want 413", resp.StatusCode)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRouteOverGRPC(t *testing.T) {
+	s := start(t)
+	conn := s.grpcConn(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	client := routev1.NewRouteServiceClient(conn)
+	est, err := client.EstimateRoute(ctx, &routev1.EstimateRouteRequest{
+		Origin:        &geov1.LatLng{Latitude: 52.52, Longitude: 13.405},
+		Destination:   &geov1.LatLng{Latitude: 52.4862, Longitude: 13.4247},
+		TransportMode: geov1.TransportMode_TRANSPORT_MODE_BICYCLE,
+	})
+	if err != nil {
+		t.Fatalf("EstimateRoute: %v", err)
+	}
+	if est.GetDistanceMeters() <= 0 || est.GetDuration().AsDuration() <= 0 || est.GetProvider() != "geodesic" {
+		t.Errorf("EstimateRoute = %v, want positive distance and duration from geodesic", est)
+	}
+
+	_, err = client.EstimateRoute(ctx, &routev1.EstimateRouteRequest{
+		Origin:        &geov1.LatLng{Latitude: 0, Longitude: 181},
+		Destination:   &geov1.LatLng{Latitude: 0, Longitude: 0},
+		TransportMode: geov1.TransportMode_TRANSPORT_MODE_CAR,
+	})
+	st := status.Convert(err)
+	if st.Code() != codes.InvalidArgument {
+		t.Fatalf("EstimateRoute(longitude 181) code = %v, want InvalidArgument", st.Code())
+	}
+	var fields []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	if diff := cmp.Diff([]string{"origin.longitude"}, fields); diff != "" {
+		t.Errorf("field violations (-want +got):\n%s", diff)
+	}
+
+	health, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "lastmile.route.v1.RouteService"})
+	if err != nil {
+		t.Fatalf("health Check: %v", err)
+	}
+	if got, want := health.GetStatus(), healthpb.HealthCheckResponse_SERVING; got != want {
+		t.Errorf("health = %v, want %v", got, want)
+	}
+}
+
+func TestPlaintextRefusedUnlessInsecure(t *testing.T) {
+	s := start(t)
+	conn, err := grpc.NewClient(s.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if got := status.Code(err); got != codes.Unavailable {
+		t.Errorf("plaintext call to a TLS server: code %v, want Unavailable", got)
+	}
+
+	insecureSys := start(t, "--insecure")
+	conn2, err := grpc.NewClient(insecureSys.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	if _, err := healthpb.NewHealthClient(conn2).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("plaintext call with --insecure: %v, want success", err)
+	}
+	code, body := postJSON(t, "http://"+insecureSys.HTTP+"/v1/routes:estimate", `{
+		"origin": {"latitude": 1, "longitude": 1}, "destination": {"latitude": 1.01, "longitude": 1},
+		"transportMode": "TRANSPORT_MODE_WALKING"}`)
+	if code != http.StatusOK {
+		t.Errorf("REST with --insecure = %d %v, want 200", code, body)
+	}
+}
+
+func TestAdminEndpointsAndShutdown(t *testing.T) {
+	s := start(t)
+	conn := s.grpcConn(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := routev1.NewRouteServiceClient(conn).EstimateRoute(ctx, &routev1.EstimateRouteRequest{
+		Origin: &geov1.LatLng{Latitude: 1, Longitude: 1}, Destination: &geov1.LatLng{Latitude: 2, Longitude: 2},
+		TransportMode: geov1.TransportMode_TRANSPORT_MODE_VAN,
+	}); err != nil {
+		t.Fatalf("EstimateRoute: %v", err)
+	}
+
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/debug/pprof/": 200, "/nope": 404} {
+		resp, err := http.Get("http://" + s.Admin + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	resp, err := http.Get("http://" + s.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="EstimateRoute",grpc_service="lastmile.route.v1.RouteService",grpc_type="unary"} 1`,
+		`grpc_server_handling_seconds_bucket{grpc_method="EstimateRoute"`,
+		`lastmile_build_info{`,
+	} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	if err := s.stop(); err != nil {
+		t.Errorf("Run after cancellation = %v, want nil (clean shutdown)", err)
+	}
+}
