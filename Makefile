@@ -3,7 +3,8 @@ GO ?= go
 BREAKING_AGAINST ?= HEAD~1
 export BREAKING_AGAINST
 
-.PHONY: all build generate check-generated lint breaking vet staticcheck buflint test test-race test-postgres bench ci
+
+.PHONY: tidy all build generate check-generated lint breaking vet staticcheck buflint test test-race test-postgres bench ci
 
 all: build
 
@@ -57,5 +58,8 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./bench/...
 
 ## ci: everything .ci/run checks.
-ci: check-generated lint breaking build test test-postgres
+ci: tidy check-generated lint breaking build test test-postgres
+
+## tidy: fail when go.mod or go.sum are not tidy.
+tidy:
 	$(GO) mod tidy -diff

@@ -41,7 +41,12 @@ type system struct {
 // start runs `lastmile serve` with extra args and waits until every listener is bound.
 func start(t *testing.T, extra ...string) *system {
 	t.Helper()
-	dataDir := t.TempDir()
+	return startIn(t, t.TempDir(), extra...)
+}
+
+// startIn is start with a given data directory, so that several processes can share one development CA.
+func startIn(t *testing.T, dataDir string, extra ...string) *system {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan cli.Endpoints, 1)
 	done := make(chan error, 1)
@@ -309,5 +314,44 @@ func TestAdminEndpointsAndShutdown(t *testing.T) {
 
 	if err := s.stop(); err != nil {
 		t.Errorf("Run after cancellation = %v, want nil (clean shutdown)", err)
+	}
+}
+
+// TestSplitProcesses runs the distributed topology: two route replicas and a gateway in separate Run calls
+// (separate "processes" sharing one development CA), the gateway reaching route through a static replica
+// list over mTLS with round-robin.
+func TestSplitProcesses(t *testing.T) {
+	dataDir := t.TempDir()
+	r1 := startIn(t, dataDir, "--target", "route")
+	r2 := startIn(t, dataDir, "--target", "route")
+	gw := startIn(t, dataDir, "--target", "gateway", "--route-addr", r1.GRPC+","+r2.GRPC)
+	if r1.HTTP != "" || gw.GRPC != "" {
+		t.Fatalf("route-only process serves HTTP at %q or gateway-only process serves gRPC at %q; want neither", r1.HTTP, gw.GRPC)
+	}
+	// Subchannels become ready one by one, so early calls may all land on the first replica; within a bounded
+	// number of calls round-robin must reach both.
+	served := func(r *system) bool {
+		resp, err := http.Get("http://" + r.Admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		metrics, _ := io.ReadAll(resp.Body)
+		return !bytes.Contains(metrics, []byte(`grpc_server_handled_total{grpc_code="OK",grpc_method="EstimateRoute",grpc_service="lastmile.route.v1.RouteService",grpc_type="unary"} 0`))
+	}
+	for i := 0; i < 200 && !(served(r1) && served(r2)); i++ {
+		code, body := postJSON(t, "http://"+gw.HTTP+"/v1/routes:estimate", `{
+			"origin": {"latitude": 40.7128, "longitude": -74.0060},
+			"destination": {"latitude": 40.73, "longitude": -73.99},
+			"transportMode": "TRANSPORT_MODE_SCOOTER"}`)
+		if code != http.StatusOK {
+			t.Fatalf("call %d through the split gateway = %d %v, want 200", i, code, body)
+		}
+		if i > 10 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !served(r1) || !served(r2) {
+		t.Errorf("replica 1 served: %v, replica 2 served: %v; want round-robin to reach both", served(r1), served(r2))
 	}
 }

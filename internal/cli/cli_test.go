@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseServePrecedence(t *testing.T) {
+	env := Env{Getenv: envOf(map[string]string{
+		"LASTMILE_GRPC_ADDR":        ":7000",
+		"LASTMILE_HTTP_ADDR":        ":7001",
+		"LASTMILE_TARGET":           "route,gateway",
+		"LASTMILE_SHUTDOWN_TIMEOUT": "3s",
+		"LASTMILE_LOG_LEVEL":        "debug",
+	}), Stderr: &bytes.Buffer{}}
+	cfg, err := parseServe([]string{"--http-addr", ":7101"}, env)
+	if err != nil {
+		t.Fatalf("parseServe: %v", err)
+	}
+	// Command line beats environment beats default.
+	if got, want := cfg.HTTPAddr, ":7101"; got != want {
+		t.Errorf("HTTPAddr = %q, want %q (flag wins over env)", got, want)
+	}
+	if got, want := cfg.GRPCAddr, ":7000"; got != want {
+		t.Errorf("GRPCAddr = %q, want %q (env wins over default)", got, want)
+	}
+	if got, want := cfg.AdminAddr, ":9091"; got != want {
+		t.Errorf("AdminAddr = %q, want default %q", got, want)
+	}
+	if diff := cmp.Diff(map[string]bool{"route": true, "gateway": true}, cfg.Targets); diff != "" {
+		t.Errorf("Targets (-want +got):\n%s", diff)
+	}
+	if cfg.ShutdownTimeout != 3*time.Second || cfg.LogLevel != slog.LevelDebug {
+		t.Errorf("ShutdownTimeout, LogLevel = %v, %v; want 3s, debug", cfg.ShutdownTimeout, cfg.LogLevel)
+	}
+}
+
+func TestParseServeDefaultsAllTargets(t *testing.T) {
+	cfg, err := parseServe(nil, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"identity": true, "courier": true, "route": true, "dispatch": true, "gateway": true}
+	if diff := cmp.Diff(want, cfg.Targets); diff != "" {
+		t.Errorf("default Targets (-want +got):\n%s", diff)
+	}
+	if cfg.Insecure {
+		t.Error("Insecure is on by default; TLS must be the default")
+	}
+}
+
+func TestParseServeRejectsBadInput(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+	}{
+		{"unknown target", []string{"--target", "route,billing"}, nil, `unknown service "billing"`},
+		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},
+		{"bad env duration", nil, map[string]string{"LASTMILE_SHUTDOWN_TIMEOUT": "soon"}, "LASTMILE_SHUTDOWN_TIMEOUT"},
+		{"negative shutdown", []string{"--shutdown-timeout", "-1s"}, nil, "--shutdown-timeout must be positive"},
+		{"osrm without url", []string{"--route-provider", "osrm"}, nil, "--osrm-url"},
+		{"unknown provider", []string{"--route-provider", "google"}, nil, "--route-provider"},
+		{"sample ratio", []string{"--trace-sample-ratio", "2"}, nil, "--trace-sample-ratio"},
+		{"stray argument", []string{"extra"}, nil, `unexpected argument "extra"`},
+		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseServe(tt.args, Env{Getenv: envOf(tt.env), Stderr: &bytes.Buffer{}})
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("parseServe(%q) error = %v, want one containing %q", tt.args, err, tt.wantErr)
+			}
+			if got := ExitCode(err); got != 2 {
+				t.Errorf("ExitCode = %d, want 2 for a usage error", got)
+			}
+		})
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	var out, errOut bytes.Buffer
+	env := Env{Getenv: envOf(nil), Stdout: &out, Stderr: &errOut}
+
+	if err := Run(context.Background(), []string{"lastmile", "version"}, env); err != nil {
+		t.Fatalf("version: %v", err)
+	}
+	if !strings.HasPrefix(out.String(), "lastmile dev (commit ") {
+		t.Errorf("version output = %q, want it to start with %q", out.String(), "lastmile dev (commit ")
+	}
+
+	err := Run(context.Background(), []string{"lastmile", "frobnicate"}, env)
+	if err == nil || ExitCode(err) != 2 {
+		t.Errorf("unknown command: err = %v, exit %d; want a usage error (exit 2)", err, ExitCode(err))
+	}
+	if err := Run(context.Background(), []string{"lastmile", "serve", "--help"}, env); err != nil {
+		t.Errorf("serve --help: %v, want nil", err)
+	}
+	if !strings.Contains(errOut.String(), "env LASTMILE_GRPC_ADDR, default :9090") {
+		t.Errorf("serve --help does not document LASTMILE_GRPC_ADDR:\n%s", errOut.String())
+	}
+}
+
+func TestCertsCommand(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	env := Env{Getenv: envOf(map[string]string{"LASTMILE_DATA_DIR": dir}), Stdout: &out, Stderr: &bytes.Buffer{}}
+	if err := Run(context.Background(), []string{"lastmile", "certs", "--tls-hosts", "lastmile.internal"}, env); err != nil {
+		t.Fatalf("certs: %v", err)
+	}
+	for _, name := range []string{"ca.crt", "ca.key", "server.crt", "server.key", "dispatch.crt", "gateway.key"} {
+		if _, err := os.Stat(filepath.Join(dir, "tls", name)); err != nil {
+			t.Errorf("certs did not create %s: %v", name, err)
+		}
+	}
+	if !strings.Contains(out.String(), filepath.Join(dir, "tls", "ca.crt")) {
+		t.Errorf("certs output does not name the CA file:\n%s", out.String())
+	}
+}
+
+func TestServeNeedsPeerAddressForRemoteRoute(t *testing.T) {
+	err := Run(context.Background(), []string{"lastmile", "serve", "--target", "gateway", "--insecure",
+		"--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"},
+		Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--route-addr") {
+		t.Errorf("serve --target=gateway without --route-addr = %v, want a usage error naming --route-addr", err)
+	}
+}
