@@ -51,7 +51,7 @@ test-race:
 
 ## test-postgres: the whole suite with PostgreSQL required (LASTMILE_TEST_POSTGRES_DSN must be set).
 test-postgres:
-	LASTMILE_REQUIRE_POSTGRES=1 $(GO) test -race ./...
+	LASTMILE_REQUIRE_POSTGRES=1 $(GO) test -race -count=1 ./...
 
 ## bench: benchmarks that print ratios (see BENCHMARKS.md).
 bench:

@@ -62,7 +62,7 @@ type Principal struct {
 	Kind Kind
 	// Subject is the user id for users and the service name for services; empty for anonymous callers.
 	Subject string
-	// Roles are the user's roles, such as "ROLE_ADMIN". Services and anonymous callers have none.
+	// Roles are the user's roles, such as RoleAdmin. Services and anonymous callers have none.
 	Roles []string
 	// Via names the service that forwarded the call (from its verified certificate), such as "gateway".
 	// It is informational: it never grants anything.
@@ -87,3 +87,15 @@ func FromContext(ctx context.Context) Principal {
 	p, _ := ctx.Value(principalKey{}).(Principal)
 	return p
 }
+
+// The user roles of lastmile, as they appear in access tokens' "roles" claim and in policy rules.
+const (
+	// RoleCustomer creates tasks and follows their own deliveries. Public sign-up creates customers only.
+	RoleCustomer = "customer"
+	// RoleCourier delivers tasks offered to them.
+	RoleCourier = "courier"
+	// RoleDispatcher runs operations: registers couriers, overrides assignments, sees every task.
+	RoleDispatcher = "dispatcher"
+	// RoleAdmin manages users and roles.
+	RoleAdmin = "admin"
+)
