@@ -2,10 +2,17 @@ package cli
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	courierpg "lastmile/internal/courier/postgres"
+	couriersqlite "lastmile/internal/courier/sqlite"
+	identitypg "lastmile/internal/identity/postgres"
+	identitysqlite "lastmile/internal/identity/sqlite"
 	"lastmile/internal/platform/database"
 )
 
@@ -17,9 +24,24 @@ type serviceStore struct {
 	Postgres database.Migrations
 }
 
-// stores lists every service that owns a database, in dependency order. Route is stateless and has none;
-// identity, courier and dispatch add themselves here as they land.
-func stores() []serviceStore { return nil }
+// stores lists every service that owns a database. Route is stateless and has none; dispatch adds itself
+// here when it lands.
+func stores() []serviceStore {
+	return []serviceStore{
+		{Service: "identity", SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations()},
+		{Service: "courier", SQLite: couriersqlite.Migrations(), Postgres: courierpg.Migrations()},
+	}
+}
+
+// storeFor returns the registered store description of service.
+func storeFor(service string) serviceStore {
+	for _, s := range stores() {
+		if s.Service == service {
+			return s
+		}
+	}
+	panic("no store registered for " + service)
+}
 
 func runMigrate(ctx context.Context, args []string, env Env) error {
 	fs := newFlagSet("migrate", `Apply the embedded database migrations of every service that owns a store: SQLite files in --data-dir,
@@ -36,35 +58,61 @@ serve also migrates at startup.`, env.Stderr)
 		return usageError{fmt.Errorf("--database-url: %w", err)}
 	}
 	list := stores()
-	if len(list) == 0 {
-		fmt.Fprintln(env.Stdout, "migrate: no service in this build owns a database yet (route is stateless); nothing to do")
-		return nil
-	}
 	for _, s := range list {
-		if err := migrateStore(ctx, dialect, dataDir, dbURL, s); err != nil {
+		h, err := openDB(ctx, dialect, dataDir, dbURL, s, true)
+		if err != nil {
 			return err
 		}
+		h.Close()
 		fmt.Fprintf(env.Stdout, "migrate: %s up to date (%s)\n", s.Service, dialect)
 	}
 	return nil
 }
 
-func migrateStore(ctx context.Context, dialect database.Dialect, dataDir, dbURL string, s serviceStore) error {
+// dbHandle is one service's open database: exactly one of SQL (SQLite) and Pool (PostgreSQL) is set.
+type dbHandle struct {
+	SQL  *sql.DB
+	Pool *pgxpool.Pool
+}
+
+// Close closes whichever handle is open.
+func (h dbHandle) Close() {
+	if h.SQL != nil {
+		h.SQL.Close()
+	}
+	if h.Pool != nil {
+		h.Pool.Close()
+	}
+}
+
+// openDB opens service s's database — <data-dir>/<service>.db for SQLite, schema <service> in PostgreSQL —
+// and applies its migrations when migrate is set.
+func openDB(ctx context.Context, dialect database.Dialect, dataDir, dbURL string, s serviceStore, migrate bool) (dbHandle, error) {
 	switch dialect {
 	case database.SQLite:
 		db, err := database.OpenSQLite(ctx, filepath.Join(dataDir, s.Service+".db"))
 		if err != nil {
-			return err
+			return dbHandle{}, fmt.Errorf("%s database: %w", s.Service, err)
 		}
-		defer db.Close()
-		return database.MigrateSQLite(ctx, db, s.SQLite)
+		if migrate {
+			if err := database.MigrateSQLite(ctx, db, s.SQLite); err != nil {
+				db.Close()
+				return dbHandle{}, fmt.Errorf("migrate %s: %w", s.Service, err)
+			}
+		}
+		return dbHandle{SQL: db}, nil
 	case database.Postgres:
 		pool, err := database.OpenPostgres(ctx, dbURL, database.PostgresOptions{Schema: s.Service})
 		if err != nil {
-			return err
+			return dbHandle{}, fmt.Errorf("%s database: %w", s.Service, err)
 		}
-		defer pool.Close()
-		return database.MigratePostgres(ctx, pool, s.Postgres)
+		if migrate {
+			if err := database.MigratePostgres(ctx, pool, s.Postgres); err != nil {
+				pool.Close()
+				return dbHandle{}, fmt.Errorf("migrate %s: %w", s.Service, err)
+			}
+		}
+		return dbHandle{Pool: pool}, nil
 	}
-	return errors.New("unknown database dialect")
+	return dbHandle{}, errors.New("unknown database dialect")
 }

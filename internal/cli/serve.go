@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"lastmile/internal/gateway"
 	"lastmile/internal/platform/admin"
@@ -50,6 +53,10 @@ type serveConfig struct {
 	RateLimitBurst                int
 	MaxBodyBytes                  int64
 	MaxRecvMsgBytes               int
+	AutoMigrate                   bool
+	AccessTokenTTL                time.Duration
+	KeyRotation                   time.Duration
+	AdminEmail                    string
 }
 
 const serveSummary = `Run lastmile services. By default every service runs in this one process behind one gRPC listener, with
@@ -89,6 +96,10 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.IntVar(&c.RateLimitBurst, "rate-limit-burst", 400, "per-caller burst allowance")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
 	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest gRPC message a server accepts")
+	fs.BoolVar(&c.AutoMigrate, "auto-migrate", true, "apply database migrations at startup (else run lastmile migrate first)")
+	fs.DurationVar(&c.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT)")
+	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "rotate the token signing key this often (0: only by hand); old keys stay published until their tokens expire")
+	fs.StringVar(&c.AdminEmail, "admin-email", "", "email of the admin account created on first start (its password: LASTMILE_ADMIN_PASSWORD, else generated and printed once)")
 	if err := fs.parse(args, env.Getenv); err != nil {
 		return c, err
 	}
@@ -117,6 +128,15 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	if err := positiveDuration("shutdown-timeout", c.ShutdownTimeout); err != nil {
 		return c, err
 	}
+	if _, err := databaseDialect(c.DatabaseURL); err != nil {
+		return c, err
+	}
+	if err := positiveDuration("access-token-ttl", c.AccessTokenTTL); err != nil {
+		return c, err
+	}
+	if c.KeyRotation < 0 {
+		return c, usageError{errors.New("--key-rotation must not be negative")}
+	}
 	if c.MaxBodyBytes <= 0 || c.MaxRecvMsgBytes <= 0 {
 		return c, usageError{errors.New("--max-body-bytes and --max-recv-msg-bytes must be positive")}
 	}
@@ -137,7 +157,9 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	return serve(ctx, cfg, env)
 }
 
-// serve wires and runs the configured services until ctx is cancelled.
+// serve wires and runs the configured services until ctx is cancelled. The wiring is by hand, in order:
+// telemetry, transport security, token verification, the gRPC server and the services it hosts, the
+// gateway, the admin server; then everything runs until ctx ends and shuts down within the bounds.
 func serve(ctx context.Context, cfg serveConfig, env Env) error {
 	logger := telemetry.NewLogger(env.Stderr, telemetry.LogOptions{Level: cfg.LogLevel, Format: cfg.LogFormat, Service: "lastmile"})
 	registry := telemetry.NewRegistry()
@@ -160,18 +182,25 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 	if err != nil {
 		return err
 	}
-
-	var (
-		group   errgroup.Group
-		runCtx  context.Context
-		cancel  context.CancelFunc
-		ends    Endpoints
-		readies []func(context.Context) error
-	)
-	runCtx, cancel = context.WithCancel(ctx)
+	p := &process{cfg: cfg, env: env, logger: logger, registry: registry, tp: tp, tls: tlsc}
+	defer p.close()
+	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// The identity service's stores and keys come first: every gRPC server verifies tokens with its keys.
+	var ident *identityParts
+	if cfg.Targets["identity"] {
+		if ident, err = p.openIdentity(runCtx); err != nil {
+			return err
+		}
+	}
+	verifier, err := p.tokenVerifier(ident)
+	if err != nil {
+		return err
+	}
+
 	var srv *grpcserver.Server
+	var ends Endpoints
 	if cfg.hostsGRPC() {
 		srv, err = grpcserver.New(grpcserver.Config{
 			Addr:            cfg.GRPCAddr,
@@ -181,7 +210,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 			DrainDelay:      cfg.DrainDelay,
 			RateLimit:       grpcserver.RateLimit{RPS: cfg.RateLimitRPS, Burst: cfg.RateLimitBurst},
 			Policy:          policy(),
-			Authenticator:   &auth.ServiceAuthenticator{},
+			Authenticator:   &auth.ServiceAuthenticator{Verifier: verifier},
 			Logger:          logger,
 			Registerer:      registry,
 			TracerProvider:  tp,
@@ -189,13 +218,16 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		if err != nil {
 			return err
 		}
+		p.cleanups = append(p.cleanups, func() { _ = srv.Close() })
 		ends.GRPC = srv.Addr().String()
-	}
-	selfAddr := ""
-	if srv != nil {
-		selfAddr = dialable(srv.Addr())
+		p.self = dialable(srv.Addr())
 	}
 
+	if ident != nil {
+		if err := p.startIdentity(runCtx, srv, ident); err != nil {
+			return err
+		}
+	}
 	if cfg.Targets["route"] {
 		provider, err := newRouteProvider(cfg)
 		if err != nil {
@@ -206,60 +238,33 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		routegrpc.Register(srv.GRPC(), routegrpc.NewServer(svc))
 		logger.Info("route service registered", "provider", provider.Name())
 	}
-	for _, name := range []string{"identity", "courier", "dispatch"} {
+	for _, name := range []string{"courier", "dispatch"} {
 		if cfg.Targets[name] {
 			logger.Info("service not implemented yet; nothing registered", "target", name)
 		}
 	}
+	if srv != nil {
+		srv.SetReadiness(p.ready)
+	}
 
 	var gw *gateway.Gateway
 	if cfg.Targets["gateway"] {
-		routeTarget := peerTarget(cfg.Targets["route"], selfAddr, cfg.RouteAddr)
-		if routeTarget == "" {
-			return usageError{errors.New("gateway needs --route-addr when route is not hosted in this process")}
-		}
-		routeConn, err := grpcclient.New(grpcclient.Config{
-			Target:         routeTarget,
-			TLS:            tlsc.client("gateway"),
-			ServiceName:    "lastmile.route.v1.RouteService",
-			Logger:         logger,
-			Registerer:     registry,
-			TracerProvider: tp,
-		})
-		if err != nil {
-			return fmt.Errorf("route client: %w", err)
-		}
-		defer routeConn.Close()
-		gw, err = gateway.New(runCtx, gateway.Config{
-			Addr: cfg.HTTPAddr, MaxBodyBytes: cfg.MaxBodyBytes, Logger: logger, Registerer: registry,
-		}, gateway.Conns{Route: routeConn})
-		if err != nil {
-			return err
-		}
-		if err := gw.Listen(runCtx); err != nil {
+		if gw, err = p.newGateway(runCtx); err != nil {
 			return err
 		}
 		ends.HTTP = gw.Addr().String()
 	}
 
-	adm, err := admin.New(admin.Config{
-		Addr:     cfg.AdminAddr,
-		Registry: registry,
-		Logger:   logger,
-		Ready: func(ctx context.Context) error {
-			for _, r := range readies {
-				if err := r(ctx); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-	})
+	adm, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Registry: registry, Logger: logger, Ready: p.ready})
 	if err != nil {
 		return err
 	}
 	ends.Admin = adm.Addr().String()
 
+	var group errgroup.Group
+	for _, run := range p.runners {
+		group.Go(func() error { return run(runCtx) })
+	}
 	if srv != nil {
 		group.Go(func() error { defer cancel(); return srv.Serve(runCtx) })
 	}
@@ -276,6 +281,113 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 	err = group.Wait()
 	logger.Info("lastmile stopped")
 	return err
+}
+
+// process holds what the services of one lastmile process share while it is being wired.
+type process struct {
+	cfg      serveConfig
+	env      Env
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	tp       trace.TracerProvider
+	tls      tlsSetup
+	// self is the dialable address of this process's own gRPC listener, "" when it has none.
+	self string
+	// runners run next to the servers until the process stops; cleanups run in reverse order at exit.
+	runners  []func(context.Context) error
+	cleanups []func()
+	// readies are readiness checks; each returns a caller-safe error.
+	readies []func(context.Context) error
+}
+
+func (p *process) close() {
+	for i := len(p.cleanups) - 1; i >= 0; i-- {
+		p.cleanups[i]()
+	}
+}
+
+// ready reports whether every dependency of this process is reachable.
+func (p *process) ready(ctx context.Context) error {
+	for _, r := range p.readies {
+		if err := r(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clientIdentity is the service identity this process presents to its peers: the first service it runs.
+func (p *process) clientIdentity() string {
+	for _, name := range []string{"identity", "courier", "route", "dispatch", "gateway"} {
+		if p.cfg.Targets[name] {
+			return name
+		}
+	}
+	return "gateway"
+}
+
+// dial returns a client connection to a peer service: this process's own listener when the peer runs here
+// (so the all-in-one process still goes through gRPC and every interceptor), else the configured address.
+// It returns nil when the peer is neither local nor configured.
+func (p *process) dial(peer, serviceName, as string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	target := peerTarget(p.cfg.Targets[peer], p.self, p.cfg.peerAddr(peer))
+	if target == "" {
+		return nil, nil
+	}
+	conn, err := grpcclient.New(grpcclient.Config{
+		Target:         target,
+		TLS:            p.tls.client(as),
+		ServiceName:    serviceName,
+		Logger:         p.logger,
+		Registerer:     p.registry,
+		TracerProvider: p.tp,
+		DialOptions:    opts,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s client: %w", peer, err)
+	}
+	p.cleanups = append(p.cleanups, func() { conn.Close() })
+	return conn, nil
+}
+
+// peerAddr returns the configured address of a peer service.
+func (c serveConfig) peerAddr(peer string) string {
+	switch peer {
+	case "identity":
+		return c.IdentityAddr
+	case "courier":
+		return c.CourierAddr
+	case "route":
+		return c.RouteAddr
+	case "dispatch":
+		return c.DispatchAddr
+	}
+	return ""
+}
+
+// newGateway builds the REST gateway over connections to every service it can reach.
+func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
+	var conns gateway.Conns
+	var err error
+	if conns.Identity, err = p.dial("identity", "lastmile.identity.v1.AuthService", "gateway"); err != nil {
+		return nil, err
+	}
+	if conns.Route, err = p.dial("route", "lastmile.route.v1.RouteService", "gateway"); err != nil {
+		return nil, err
+	}
+	if conns.Identity == nil && conns.Route == nil {
+		return nil, usageError{errors.New("gateway: no service to proxy: run it with the services, or set --identity-addr or --route-addr")}
+	}
+	gw, err := gateway.New(ctx, gateway.Config{
+		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.MaxBodyBytes, Logger: p.logger, Registerer: p.registry,
+	}, conns)
+	if err != nil {
+		return nil, err
+	}
+	if err := gw.Listen(ctx); err != nil {
+		return nil, err
+	}
+	return gw, nil
 }
 
 // tlsSetup holds the transport credentials of one process: nil configs mean --insecure.

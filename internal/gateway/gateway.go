@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/gen/openapi"
 )
@@ -71,6 +73,11 @@ type Config struct {
 // Conns holds the client connections to the services the gateway exposes. A nil connection leaves that
 // service's routes unregistered (they answer 404), which lets a gateway front a subset of the services.
 type Conns struct {
+	// Identity reaches lastmile.identity.v1.UserService and AuthService (which also serves
+	// /.well-known/jwks.json).
+	Identity *grpc.ClientConn
+	// Courier reaches lastmile.courier.v1.CourierService.
+	Courier *grpc.ClientConn
 	// Route reaches lastmile.route.v1.RouteService.
 	Route *grpc.ClientConn
 }
@@ -85,6 +92,9 @@ type service struct {
 // services lists every service the gateway proxies. Adding a service is one line here and one field in Conns.
 func services(c Conns) []service {
 	return []service{
+		{name: "lastmile.identity.v1.AuthService", conn: c.Identity, register: identityv1.RegisterAuthServiceHandler},
+		{name: "lastmile.identity.v1.UserService", conn: c.Identity, register: identityv1.RegisterUserServiceHandler},
+		{name: "lastmile.courier.v1.CourierService", conn: c.Courier, register: courierv1.RegisterCourierServiceHandler},
 		{name: "lastmile.route.v1.RouteService", conn: c.Route, register: routev1.RegisterRouteServiceHandler},
 	}
 }

@@ -52,6 +52,9 @@ type TokenVerifier interface {
 // A token with no Verifier configured is rejected as Unauthenticated, never ignored: a caller that
 // presented a token must not silently run with other rights than the token's.
 //
+// The verified token is not copied anywhere: it stays in the call's incoming metadata, next to the User
+// principal it established, which is where TokenFrom finds it to forward it (TokenForwarder).
+//
 // The zero value accepts service certificates, rejects every token and treats DefaultEdgeProxies as edge
 // proxies.
 type ServiceAuthenticator struct {

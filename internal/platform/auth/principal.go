@@ -22,6 +22,32 @@
 // gateway's certificate proves where the bytes came from, not who asked for them. A method that only
 // services may call is therefore unreachable through the gateway, whatever a browser sends. A service
 // that must call another service as itself does so on its own connection without a user token.
+//
+// To forward a token, a service dials its peers with ForwardToken (a TokenForwarder): every call made with
+// a context derived from the user's request carries the user's bearer token (TokenFrom), and the
+// connection must use TLS, so that the token never crosses the network in plaintext.
+//
+// # Tokens
+//
+// Users authenticate with short-lived access tokens: JWTs signed with Ed25519 by the identity service and
+// verified by every service with package jwt, against keys fetched from identity and cached. Refresh
+// tokens are opaque, long-lived, and only the identity service ever sees or checks them. Passwords are
+// hashed with package password. See those packages for the token format, the algorithm allow-list and
+// key rotation.
+//
+// # Resource-level checks
+//
+// The Policy decides who may call a method; SelfOrRoles, OwnerOrRolesNotFound, RequireRoles and
+// IsService decide, inside the domain service, who may touch one resource once its owner is known ("a
+// courier may only act on their own offers and tasks").
+//
+// SelfOrRoles answers PermissionDenied to a caller who may not touch a resource: honest, and right when
+// the resource's existence is no secret to that caller (it just saw the id in a list it may read, or the
+// id is printed on a parcel label). OwnerOrRolesNotFound answers NotFound instead, exactly as if the
+// resource did not exist: use it when existence itself is worth hiding, so that a caller probing ids
+// cannot tell "exists, not yours" from "does not exist" (OWASP API1, broken object level authorization).
+// Pick one per resource type and use it on every method of that type: a Get answering NotFound while the
+// Update of the same id answers PermissionDenied reveals existence all the same.
 package auth
 
 import (

@@ -1,0 +1,251 @@
+// Package courier is the domain of lastmile's courier service: courier profiles, availability hours, live
+// status, location telemetry, nearby search and the capacity claims that dispatch places on couriers. It
+// knows nothing about Protobuf, SQL or gRPC; the transport adapter (grpcapi) and the stores (sqlite,
+// postgres) depend on it, not the other way round.
+//
+// # Durable and live state
+//
+// Profiles, status, availability hours and claims are durable: every change goes through the Store in one
+// transaction, and the capacity rules (never more claims than capacity; no claim while not AVAILABLE; no
+// OFFLINE while holding claims; no unavailable slot that carries a claim) are checked inside that
+// transaction, so concurrent callers and several replicas cannot break them.
+//
+// Locations are live state. The latest accepted fix of each courier lives in an in-memory spatial index and
+// is persisted by a background flusher (Service.Run) in batches (Store.SaveLocations) every FlushInterval
+// (2 s by default) or as soon as FlushBatch couriers have unsaved positions, and once more on shutdown;
+// on start the index is warmed from Store.LoadLocations (Service.Load). Only the latest fix per courier is
+// pending, so the flusher's memory is bounded by the number of couriers. A crash therefore loses at most
+// the flush window of positions (a few seconds), and the courier's next fix repairs it.
+//
+// Next to each position the live state caches what nearby search filters on (status, capacity, claims,
+// mode, the current hour's availability), refreshed from the store after every change this process makes
+// and when the hour turns. The cache only ranks candidates: the store still decides every claim, so a
+// stale entry can cost dispatch one refused claim, never an over-claim. The live state serves one process:
+// with several courier replicas each sees the fixes it ingested plus what it loaded at start, so courier
+// apps should keep their long-lived ReportLocations stream on one replica.
+//
+// # Spatial index
+//
+// FindNearbyCouriers uses a uniform grid over latitude and longitude with cells of 0.01 degree (about
+// 1.1 km north-south, less east-west away from the equator). A grid was chosen over geohash and S2 because
+// it is exact and simple. Moving a courier is a map delete and insert, which is what a write-heavy
+// telemetry index needs. A query visits the cells of the box bounding the search circle (the box wraps at
+// the antimeridian and widens to whole rows near the poles) in rings around the center cell, keeping the
+// best candidates by great-circle distance in a bounded heap; after each ring it knows a lower bound on
+// the distance of every unvisited cell, so it stops as soon as that bound passes the radius or the worst
+// kept candidate. Dispatch's typical query (a few km, ten results in a city) visits a few dozen cells.
+// When the box has more cells than there are couriers (50 km radii in a small fleet, the poles), scanning
+// every courier is cheaper, and the index does that instead. Geohash would add prefix arithmetic and the
+// same neighbour problem at cell edges; S2 would need a dependency for no gain at this scale. Results are
+// checked against a brute-force scan in property tests.
+package courier
+
+import (
+	"context"
+	"time"
+)
+
+// Mode is how a courier travels.
+type Mode string
+
+// The transport modes.
+const (
+	ModeBicycle Mode = "bicycle"
+	ModeScooter Mode = "scooter"
+	ModeCar     Mode = "car"
+	ModeVan     Mode = "van"
+	ModeWalking Mode = "walking"
+)
+
+// Modes lists every transport mode, in the order of the API's enum.
+var Modes = []Mode{ModeBicycle, ModeScooter, ModeCar, ModeVan, ModeWalking}
+
+// Valid reports whether m is one of the defined modes.
+func (m Mode) Valid() bool {
+	switch m {
+	case ModeBicycle, ModeScooter, ModeCar, ModeVan, ModeWalking:
+		return true
+	}
+	return false
+}
+
+// MaxCapacity is the largest capacity a courier may have.
+const MaxCapacity = 100
+
+// Status is what a courier is doing right now.
+type Status string
+
+// The statuses. Offline, available and on break are stored; busy is derived, never stored: a courier is
+// busy while their stored status is available and the claimed tasks fill the capacity.
+const (
+	StatusOffline   Status = "offline"
+	StatusAvailable Status = "available"
+	StatusOnBreak   Status = "on_break"
+	StatusBusy      Status = "busy"
+)
+
+// Settable reports whether s may be stored (set with SetStatus): every status except busy.
+func (s Status) Settable() bool {
+	switch s {
+	case StatusOffline, StatusAvailable, StatusOnBreak:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is one of the defined statuses, busy included.
+func (s Status) Valid() bool { return s.Settable() || s == StatusBusy }
+
+// Courier is the profile of a person who carries deliveries, linked to one identity user with role
+// courier.
+type Courier struct {
+	// ID is a UUIDv7, so keyset pagination by id follows registration order.
+	ID string
+	// UserID is the identity user behind the courier; unique across couriers and immutable.
+	UserID      string
+	DisplayName string
+	Mode        Mode
+	// Capacity is how many tasks the courier can hold at once, 1 to MaxCapacity.
+	Capacity int
+	// Status is the stored status: offline, available or on_break, never busy (see EffectiveStatus).
+	Status Status
+	// ActiveTasks is the number of tasks claimed on the courier. Stores fill it on reads and ignore it on
+	// writes: claims change only through ClaimCourier and ReleaseCourier.
+	ActiveTasks int
+	CreatedAt   time.Time
+	// UpdatedAt is when the profile (display name, mode, capacity) last changed.
+	UpdatedAt time.Time
+	// Version starts at 1 and increases by one on every profile update; it is the etag and the
+	// optimistic-concurrency check. Status changes and claims do not change it.
+	Version int64
+}
+
+// EffectiveStatus returns the status callers see: busy when the stored status is available and the
+// claimed tasks fill the capacity, the stored status otherwise.
+func (c Courier) EffectiveStatus() Status {
+	if c.Status == StatusAvailable && c.ActiveTasks >= c.Capacity {
+		return StatusBusy
+	}
+	return c.Status
+}
+
+// FreeCapacity returns how many more tasks the courier can hold, never less than zero.
+func (c Courier) FreeCapacity() int { return max(c.Capacity-c.ActiveTasks, 0) }
+
+// Filter narrows ListCouriers and CountCouriers. Zero fields do not filter. Status is matched against the
+// effective status: available means stored available with free capacity, busy means stored available with
+// no free capacity.
+type Filter struct {
+	Status Status
+	Mode   Mode
+}
+
+// Slot is one hour of a courier's plan.
+type Slot struct {
+	// Start is the start of the hour in UTC, on the hour.
+	Start time.Time
+	// Available says whether the courier plans to work during the hour.
+	Available bool
+	// AssignedTasks is the number of claims that cover the hour (see Claim.Covers).
+	AssignedTasks int
+}
+
+// LocationFix is one accepted GPS position of a courier.
+type LocationFix struct {
+	CourierID string
+	// Lat and Lng are WGS84 degrees.
+	Lat, Lng float64
+	// RecordedAt is when the device took the fix (device clock), in UTC to the microsecond: the service
+	// truncates fixes on arrival, so the live index and the stores agree.
+	RecordedAt time.Time
+	// AccuracyMeters is the horizontal accuracy radius; 0 means unknown.
+	AccuracyMeters float64
+	// SpeedMPS and Heading are what the device reported; negative means unknown. Heading is in degrees
+	// clockwise from true north, [0, 360).
+	SpeedMPS float64
+	Heading  float64
+}
+
+// Claim is one unit of a courier's capacity reserved by dispatch for a task. A task is claimed on at most
+// one courier at a time.
+type Claim struct {
+	CourierID string
+	TaskID    string
+	ClaimedAt time.Time
+	// ExpectedRelease is when dispatch expects to release the claim; always after ClaimedAt (the service
+	// sets it to the end of the claim's hour when dispatch gives none).
+	ExpectedRelease time.Time
+}
+
+// Covers reports whether the claim holds the hour slot starting at hour: whether the hour
+// [hour, hour+1h) overlaps [ClaimedAt, ExpectedRelease). A slot that a claim covers cannot be made
+// unavailable.
+func (c Claim) Covers(hour time.Time) bool {
+	return hour.Add(time.Hour).After(c.ClaimedAt) && hour.Before(c.ExpectedRelease)
+}
+
+// Store persists courier data. Implementations: sqlite.Store and postgres.Store, both checked by
+// storetest.Run, and the in-memory couriertest.Store. Errors carry apperr codes as documented per method;
+// any other error is Internal. Times are stored with at least microsecond precision and returned in UTC.
+type Store interface {
+	// CreateCourier inserts c (ActiveTasks ignored). Conflict when c.ID exists or c.UserID already has a
+	// courier.
+	CreateCourier(ctx context.Context, c Courier) error
+	// GetCourier returns the courier with id, ActiveTasks filled. NotFound when there is none.
+	GetCourier(ctx context.Context, id string) (Courier, error)
+	// GetCourierByUser returns the courier linked to the identity user userID. NotFound when there is none.
+	GetCourierByUser(ctx context.Context, userID string) (Courier, error)
+	// UpdateCourier writes the profile fields of c (DisplayName, Mode, Capacity, UpdatedAt, Version) if the
+	// stored Version equals c.Version-1; it never writes Status or UserID. In the same transaction it
+	// checks that c.Capacity is not below the courier's claims. It returns the stored courier after the
+	// update. NotFound when absent; Aborted when the version moved on; FailedPrecondition when the capacity
+	// would drop below the claimed tasks.
+	UpdateCourier(ctx context.Context, c Courier) (Courier, error)
+	// ListCouriers returns up to limit couriers matching f with ID greater than after (keyset pagination,
+	// "" for the first page), ordered by ID, ActiveTasks filled.
+	ListCouriers(ctx context.Context, f Filter, after string, limit int) ([]Courier, error)
+	// CountCouriers returns how many couriers match f.
+	CountCouriers(ctx context.Context, f Filter) (int, error)
+
+	// SetStatus stores status s (offline, available or on_break) for courier id and returns the courier
+	// after the change; setting the current status again changes nothing. In the same transaction it
+	// refuses offline while the courier holds claims. NotFound when absent; FailedPrecondition when going
+	// offline with claims.
+	SetStatus(ctx context.Context, id string, s Status) (Courier, error)
+
+	// SetAvailability marks each hour (the caller passes distinct hour starts in UTC, ascending) available
+	// or unavailable for courier id; setting a slot to the state it has changes nothing. All or nothing: in
+	// the same transaction, when available is false and any claim of the courier covers one of the hours
+	// (Claim.Covers), nothing changes and it returns FailedPrecondition. NotFound when the courier is
+	// absent.
+	SetAvailability(ctx context.Context, id string, hours []time.Time, available bool) error
+	// AvailableHours returns the starts of the hours in [from, to) that courier id marked available,
+	// ascending. NotFound when the courier is absent.
+	AvailableHours(ctx context.Context, id string, from, to time.Time) ([]time.Time, error)
+	// AvailableAt returns which of ids marked the hour starting at hour available; ids that did not, or do
+	// not exist, are absent from the map.
+	AvailableAt(ctx context.Context, hour time.Time, ids []string) (map[string]bool, error)
+
+	// ClaimCourier stores c unless the courier already holds c.TaskID, in which case it changes nothing and
+	// reports already = true. In one transaction, atomically with respect to concurrent claims, it checks
+	// that the task is not claimed on another courier, that the courier's stored status is available and
+	// that its claims stay within capacity: concurrent claims never exceed capacity. NotFound when the
+	// courier is absent; FailedPrecondition when the task is held by another courier, the courier is not
+	// available, or it has no free capacity.
+	ClaimCourier(ctx context.Context, c Claim) (already bool, err error)
+	// ReleaseCourier deletes the claim of taskID on courier id and reports whether there was one; releasing
+	// a claim that does not exist changes nothing. NotFound when the courier is absent.
+	ReleaseCourier(ctx context.Context, id, taskID string) (released bool, err error)
+	// Claims returns the claims held by courier id, ordered by ClaimedAt then TaskID. NotFound when the
+	// courier is absent.
+	Claims(ctx context.Context, id string) ([]Claim, error)
+
+	// SaveLocations upserts the latest location of each courier in fixes (a batch may hold several fixes
+	// of one courier and is in no particular order). A fix never replaces a stored one with a later or
+	// equal RecordedAt, so a delayed flush cannot move a courier back in time; fixes of unknown couriers
+	// are skipped.
+	SaveLocations(ctx context.Context, fixes []LocationFix) error
+	// LoadLocations returns the stored latest location of every courier that has one, ordered by
+	// CourierID, to warm the in-memory index at start.
+	LoadLocations(ctx context.Context) ([]LocationFix, error)
+}

@@ -1,0 +1,193 @@
+// Package postgres implements courier.Store on PostgreSQL through a pgx pool whose search_path starts
+// with the courier schema (database.OpenPostgres with Schema "courier").
+//
+// Times are timestamptz, which keeps microseconds: the store truncates every time it is given to the
+// microsecond and returns times in UTC, so a round trip through the store is exact at that precision
+// (the same precision as the SQLite store).
+//
+// Concurrency: every transaction that checks a courier's claims before writing (ClaimCourier,
+// UpdateCourier, SetStatus, SetAvailability) first locks the courier's row with SELECT ... FOR NO KEY
+// UPDATE and only then counts or reads the claims, in a later statement. Under READ COMMITTED each
+// statement takes a fresh snapshot, so once the lock is granted the count includes every claim
+// committed by the transaction that held it before; concurrent claims on one courier therefore run one
+// after the other and never exceed its capacity. NO KEY UPDATE (rather than UPDATE) is the lock a plain
+// UPDATE of the row takes: it does not conflict with the KEY SHARE locks that foreign-key checks take,
+// so location upserts never wait for a claim.
+package postgres
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"lastmile/internal/courier"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrations returns the courier service's PostgreSQL migrations, for database.MigratePostgres; they
+// create their tables in the schema "courier".
+func Migrations() database.Migrations {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		// fs.Sub fails only for an invalid path, and "migrations" is a constant.
+		panic(fmt.Sprintf("courier postgres migrations: %v", err))
+	}
+	return database.Migrations{Service: "courier", FS: sub}
+}
+
+// MaxLimit bounds the couriers one ListCouriers call returns; larger limits are lowered to it.
+const MaxLimit = 1000
+
+// Store is a courier.Store backed by PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ courier.Store = (*Store)(nil)
+
+// New returns a Store on pool, whose connections must resolve the courier schema's tables (see
+// database.PostgresOptions.Schema) migrated with Migrations.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool}
+}
+
+// ts converts t to the stored form, truncated to the microsecond.
+func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// ceilTS is ts rounded up, for bounds on stored times: a stored (whole-microsecond) time s satisfies
+// s >= t exactly when s >= ceilTS(t).
+func ceilTS(t time.Time) time.Time {
+	c := ts(t)
+	if c.Before(t) {
+		c = c.Add(time.Microsecond)
+	}
+	return c
+}
+
+// hourStart normalises t to the start of its hour in UTC, the key of an availability slot.
+func hourStart(t time.Time) time.Time { return t.UTC().Truncate(time.Hour) }
+
+// conflictMessages names, by constraint, the caller-safe message of a uniqueness violation.
+var conflictMessages = map[string]string{
+	"couriers_user_id_key": "user already has a courier profile",
+	"couriers_pkey":        "courier id already exists",
+	"claims_pkey":          "task is already claimed",
+}
+
+// mapError turns constraint violations into domain errors and wraps anything else with what was
+// being done, which makes it Internal.
+func mapError(err error, what string) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "23505": // unique_violation
+			msg, ok := conflictMessages[pgErr.ConstraintName]
+			if !ok {
+				msg = "already exists"
+			}
+			return apperr.Wrap(apperr.Conflict, fmt.Errorf("%s: %w", what, err), msg)
+		case pgErr.Code == "23503": // foreign_key_violation: every foreign key points at couriers
+			return apperr.Wrap(apperr.NotFound, fmt.Errorf("%s: %w", what, err), "courier not found")
+		case pgErr.Code == "23514", pgErr.Code == "23502": // check_violation, not_null_violation
+			return apperr.Wrap(apperr.Invalid, fmt.Errorf("%s: %w", what, err), "value out of range")
+		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "22":
+			// Data exceptions: a NUL byte or invalid UTF-8 in a string, a time out of range.
+			return apperr.Wrap(apperr.Invalid, fmt.Errorf("%s: %w", what, err), "value cannot be stored")
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func courierNotFound(id string) error {
+	return apperr.Errorf(apperr.NotFound, "courier %s not found", id)
+}
+
+// checkLimit validates a page size and lowers it to MaxLimit.
+func checkLimit(limit int) (int, error) {
+	if limit <= 0 {
+		return 0, apperr.InvalidFields("invalid limit", apperr.FieldViolation{Field: "limit", Description: "must be positive"})
+	}
+	return min(limit, MaxLimit), nil
+}
+
+// checkCourier rejects couriers no store can hold. Business rules (name lengths, who may register) are
+// the domain's.
+func checkCourier(c courier.Courier) error {
+	v := profileViolations(c)
+	if c.UserID == "" {
+		v = append(v, apperr.FieldViolation{Field: "user_id", Description: "must not be empty"})
+	}
+	if !c.Status.Settable() {
+		v = append(v, apperr.FieldViolation{Field: "status", Description: fmt.Sprintf("cannot store status %q", c.Status)})
+	}
+	if len(v) > 0 {
+		return apperr.InvalidFields("invalid courier", v...)
+	}
+	return nil
+}
+
+// checkProfile is checkCourier for UpdateCourier, which never writes UserID or Status.
+func checkProfile(c courier.Courier) error {
+	if v := profileViolations(c); len(v) > 0 {
+		return apperr.InvalidFields("invalid courier", v...)
+	}
+	return nil
+}
+
+func profileViolations(c courier.Courier) []apperr.FieldViolation {
+	var v []apperr.FieldViolation
+	if c.ID == "" {
+		v = append(v, apperr.FieldViolation{Field: "id", Description: "must not be empty"})
+	}
+	if !c.Mode.Valid() {
+		v = append(v, apperr.FieldViolation{Field: "mode", Description: fmt.Sprintf("unknown transport mode %q", c.Mode)})
+	}
+	if c.Capacity < 1 || c.Capacity > courier.MaxCapacity {
+		v = append(v, apperr.FieldViolation{Field: "capacity", Description: fmt.Sprintf("must be 1 to %d", courier.MaxCapacity)})
+	}
+	return v
+}
+
+// checkClaim rejects claims no store can hold.
+func checkClaim(c courier.Claim) error {
+	var v []apperr.FieldViolation
+	if c.CourierID == "" {
+		v = append(v, apperr.FieldViolation{Field: "courier_id", Description: "must not be empty"})
+	}
+	if c.TaskID == "" {
+		v = append(v, apperr.FieldViolation{Field: "task_id", Description: "must not be empty"})
+	}
+	if !ts(c.ExpectedRelease).After(ts(c.ClaimedAt)) {
+		v = append(v, apperr.FieldViolation{Field: "expected_release", Description: "must be after claimed_at"})
+	}
+	if len(v) > 0 {
+		return apperr.InvalidFields("invalid claim", v...)
+	}
+	return nil
+}
+
+// checkFixes rejects batches with values the SQLite store cannot hold (it turns NaN into NULL), so both
+// stores accept the same batches.
+func checkFixes(fixes []courier.LocationFix) error {
+	for i, f := range fixes {
+		if f.CourierID == "" {
+			return apperr.InvalidFields("invalid location fix", apperr.FieldViolation{Field: fmt.Sprintf("fixes[%d].courier_id", i), Description: "must not be empty"})
+		}
+		for _, x := range []float64{f.Lat, f.Lng, f.AccuracyMeters, f.SpeedMPS, f.Heading} {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return apperr.InvalidFields("invalid location fix", apperr.FieldViolation{Field: fmt.Sprintf("fixes[%d]", i), Description: "values must be finite"})
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package postgres_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"lastmile/internal/courier"
+	"lastmile/internal/courier/postgres"
+	"lastmile/internal/courier/storetest"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/database/databasetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// newStore returns a store on a fresh database, skipped without LASTMILE_TEST_POSTGRES_DSN (see
+// databasetest).
+func newStore(t *testing.T) courier.Store {
+	t.Helper()
+	pool := databasetest.Postgres(t, "courier")
+	if err := database.MigratePostgres(testContext(t), pool, postgres.Migrations()); err != nil {
+		t.Fatalf("MigratePostgres: %v", err)
+	}
+	return postgres.New(pool)
+}
+
+// requirePostgres skips the test (or fails it under LASTMILE_REQUIRE_POSTGRES=1) without a database,
+// once for the whole suite rather than once per subtest.
+func requirePostgres(t *testing.T) {
+	t.Helper()
+	if os.Getenv(databasetest.EnvPostgresDSN) == "" {
+		databasetest.PostgresURL(t) // skips or fails without creating anything
+	}
+}
+
+func TestStore(t *testing.T) {
+	requirePostgres(t)
+	storetest.Run(t, newStore)
+}
+
+// open opens a pool on url in the courier schema and migrates it, as a starting process does.
+func open(ctx context.Context, t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := database.OpenPostgres(ctx, url, database.PostgresOptions{Schema: "courier", MaxConns: 8})
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
+		pool.Close()
+		t.Fatalf("MigratePostgres: %v", err)
+	}
+	return pool
+}
+
+func TestStoreDurable(t *testing.T) {
+	storetest.RunDurable(t, func(t *testing.T) (courier.Store, func() courier.Store) {
+		ctx := testContext(t)
+		url := databasetest.PostgresURL(t)
+		pool := open(ctx, t, url)
+		t.Cleanup(func() { pool.Close() })
+		reopen := func() courier.Store {
+			pool.Close()
+			pool = open(ctx, t, url)
+			return postgres.New(pool)
+		}
+		return postgres.New(pool), reopen
+	})
+}
+
+// TestInvalid checks that values no store can hold are refused as Invalid, before they reach SQL or
+// by PostgreSQL itself.
+func TestInvalid(t *testing.T) {
+	ctx := testContext(t)
+	s := newStore(t)
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	good := courier.Courier{ID: "c1", UserID: "u1", DisplayName: "A", Mode: courier.ModeCar, Capacity: 2, Status: courier.StatusAvailable, CreatedAt: now, UpdatedAt: now, Version: 1}
+	if err := s.CreateCourier(ctx, good); err != nil {
+		t.Fatalf("CreateCourier: %v", err)
+	}
+	with := func(f func(*courier.Courier)) courier.Courier {
+		c := good
+		c.ID, c.UserID = "c2", "u2"
+		f(&c)
+		return c
+	}
+	creates := map[string]courier.Courier{
+		"no id":         with(func(c *courier.Courier) { c.ID = "" }),
+		"no user":       with(func(c *courier.Courier) { c.UserID = "" }),
+		"unknown mode":  with(func(c *courier.Courier) { c.Mode = "rocket" }),
+		"capacity 0":    with(func(c *courier.Courier) { c.Capacity = 0 }),
+		"capacity 101":  with(func(c *courier.Courier) { c.Capacity = courier.MaxCapacity + 1 }),
+		"busy stored":   with(func(c *courier.Courier) { c.Status = courier.StatusBusy }),
+		"unknown state": with(func(c *courier.Courier) { c.Status = "sleeping" }),
+		"NUL in name":   with(func(c *courier.Courier) { c.DisplayName = "a\x00b" }),
+	}
+	for name, c := range creates {
+		if got := apperr.CodeOf(s.CreateCourier(ctx, c)); got != apperr.Invalid {
+			t.Errorf("CreateCourier(%s) code = %q, want %q", name, got, apperr.Invalid)
+		}
+	}
+	bad := good
+	bad.Capacity, bad.Version = 0, 2
+	if _, err := s.UpdateCourier(ctx, bad); apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("UpdateCourier(capacity 0) error = %v, want Invalid", err)
+	}
+	if _, err := s.SetStatus(ctx, good.ID, courier.StatusBusy); apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("SetStatus(busy) error = %v, want Invalid", err)
+	}
+	if _, err := s.ClaimCourier(ctx, courier.Claim{CourierID: good.ID, TaskID: "t1", ClaimedAt: now, ExpectedRelease: now}); apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("ClaimCourier(release not after claim) error = %v, want Invalid", err)
+	}
+	if _, err := s.ListCouriers(ctx, courier.Filter{}, "", 0); apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("ListCouriers(limit 0) error = %v, want Invalid", err)
+	}
+}

@@ -1,0 +1,153 @@
+package identity_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"lastmile/internal/identity"
+	"lastmile/internal/identity/identitytest"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testTimeout bounds every wait of these tests.
+const testTimeout = 10 * time.Second
+
+// start is the fake clock's initial time. Its nanoseconds check that the service truncates times to the
+// microseconds the stores keep.
+var start = time.Date(2026, 5, 4, 10, 30, 0, 123456789, time.UTC)
+
+// fakeClock is a clock that moves only when told to.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock { return &fakeClock{t: start} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// fixture is a Service over fakes.
+type fixture struct {
+	store  identity.Store
+	mem    *identitytest.Store
+	hasher *identitytest.Hasher
+	clock  *fakeClock
+	svc    *identity.Service
+}
+
+// newFixture returns a Service over an in-memory store; opts may adjust its options (Now is set).
+func newFixture(t *testing.T, opts ...func(*identity.Options)) *fixture {
+	t.Helper()
+	mem := identitytest.NewStore()
+	return newFixtureWith(t, mem, mem, opts...)
+}
+
+// newFixtureWith is newFixture over store, which wraps mem.
+func newFixtureWith(t *testing.T, mem *identitytest.Store, store identity.Store, opts ...func(*identity.Options)) *fixture {
+	t.Helper()
+	f := &fixture{store: store, mem: mem, hasher: &identitytest.Hasher{}, clock: newClock()}
+	o := identity.Options{Now: f.clock.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	f.svc = identity.NewService(store, f.hasher, &identitytest.Issuer{Now: f.clock.Now}, o)
+	return f
+}
+
+// run runs the service's activity feed until the test ends.
+func (f *fixture) run(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run() = %v, want nil", err)
+			}
+		case <-time.After(testTimeout):
+			t.Errorf("Run did not return within %v of cancel", testTimeout)
+		}
+	})
+}
+
+// ctx returns a test context acting as p.
+func ctxAs(t *testing.T, p auth.Principal) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return auth.WithPrincipal(ctx, p)
+}
+
+func anonymous(t *testing.T) context.Context { return ctxAs(t, auth.Principal{}) }
+
+// as returns a context acting as user u.
+func as(t *testing.T, u identity.User) context.Context {
+	t.Helper()
+	return ctxAs(t, auth.Principal{Kind: auth.User, Subject: u.ID, Roles: []string{string(u.Role)}})
+}
+
+// systemAdmin is an admin principal that is no stored user, for setting up fixtures.
+func (f *fixture) admin(t *testing.T) context.Context {
+	return ctxAs(t, auth.Principal{Kind: auth.User, Subject: "00000000-0000-7000-8000-000000000000", Roles: []string{auth.RoleAdmin}})
+}
+
+const password = "correct horse battery"
+
+// mustUser creates a user named name with role and the test password.
+func (f *fixture) mustUser(t *testing.T, name string, role identity.Role) identity.User {
+	t.Helper()
+	u, err := f.svc.CreateUser(f.admin(t), identity.NewUser{
+		Email: name + "@example.com", Password: password, DisplayName: "User " + name, Username: name, Role: role,
+	})
+	if err != nil {
+		t.Fatalf("CreateUser(%s) = %v", name, err)
+	}
+	return u
+}
+
+// mustGet reads a user from the store, bypassing every rule.
+func (f *fixture) mustGet(t *testing.T, id string) identity.User {
+	t.Helper()
+	u, err := f.mem.GetUser(context.Background(), identity.Lookup{ID: id})
+	if err != nil {
+		t.Fatalf("store GetUser(%s) = %v", id, err)
+	}
+	return u
+}
+
+func (f *fixture) mustLogin(t *testing.T, email string) identity.Session {
+	t.Helper()
+	s, err := f.svc.Login(anonymous(t), identity.Credentials{Email: email, Password: password})
+	if err != nil {
+		t.Fatalf("Login(%s) = %v", email, err)
+	}
+	return s
+}
+
+// wantCode fails the test when err does not have code want ("" for nil).
+func wantCode(t *testing.T, call string, err error, want apperr.Code) {
+	t.Helper()
+	if got := apperr.CodeOf(err); got != want {
+		t.Errorf("%s = %v (code %q), want code %q", call, err, got, want)
+	}
+}

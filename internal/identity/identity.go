@@ -1,0 +1,182 @@
+// Package identity is the domain of lastmile's identity service: users, their roles and status, sessions
+// (rotating refresh-token families), signing keys and the activity log. It knows nothing about Protobuf, SQL
+// or gRPC; the transport adapter (grpcapi) and the stores (sqlite, postgres) depend on it, not the other way.
+package identity
+
+import (
+	"context"
+	"time"
+
+	"lastmile/internal/platform/auth"
+)
+
+// Role is what a user may do. The values are the role names carried in access tokens.
+type Role string
+
+// The roles.
+const (
+	RoleCustomer   Role = auth.RoleCustomer
+	RoleCourier    Role = auth.RoleCourier
+	RoleDispatcher Role = auth.RoleDispatcher
+	RoleAdmin      Role = auth.RoleAdmin
+)
+
+// Valid reports whether r is one of the defined roles.
+func (r Role) Valid() bool {
+	switch r {
+	case RoleCustomer, RoleCourier, RoleDispatcher, RoleAdmin:
+		return true
+	}
+	return false
+}
+
+// Status is a user's lifecycle state.
+type Status string
+
+// The statuses. Deleted users are kept (soft delete) so that ids stay unique and history stays readable.
+const (
+	StatusActive    Status = "active"
+	StatusSuspended Status = "suspended"
+	StatusDeleted   Status = "deleted"
+)
+
+// User is a person who can log in.
+type User struct {
+	// ID is a UUIDv7 (time-ordered, so keyset pagination by id follows creation order).
+	ID string
+	// Email is unique case-insensitively across all users, deleted ones included: an address is never
+	// reused, so old tokens, logs and activity cannot be confused with a new owner.
+	Email string
+	// Username is optional; when set it is unique case-insensitively, like Email.
+	Username    string
+	DisplayName string
+	Role        Role
+	Status      Status
+	// PasswordHash is an Argon2id hash in PHC string format. It never leaves the identity service.
+	PasswordHash string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	// DeletedAt and LastLoginAt are zero when unset.
+	DeletedAt   time.Time
+	LastLoginAt time.Time
+	// Version increases by one on every update; it is the etag and the optimistic-concurrency check.
+	Version int64
+}
+
+// Lookup selects one user by exactly one of its keys. Email and Username match case-insensitively.
+type Lookup struct {
+	ID       string
+	Email    string
+	Username string
+}
+
+// Filter narrows ListUsers and StreamUsers. Zero fields do not filter. Search matches a case-insensitive
+// substring of email, username or display name. Deleted users are listed only when Status is StatusDeleted.
+type Filter struct {
+	Status Status
+	Role   Role
+	Search string
+}
+
+// RefreshToken is one link of a session's rotation chain. The token itself is never stored, only its
+// SHA-256 hash. All tokens descending from one login share a FamilyID; presenting a token that was already
+// rotated (reuse) revokes the whole family, because either the client or an attacker holds a stolen copy.
+type RefreshToken struct {
+	// Hash is the SHA-256 of the opaque token string.
+	Hash     []byte
+	FamilyID string
+	UserID   string
+	IssuedAt time.Time
+	// ExpiresAt bounds the whole family's life as well: rotation never extends it past the login's limit.
+	ExpiresAt time.Time
+	// UsedAt is set when the token was rotated; a second use is reuse.
+	UsedAt time.Time
+	// RevokedAt is set by logout, reuse detection, a password change or deletion of the user.
+	RevokedAt time.Time
+}
+
+// SigningKey is an Ed25519 key that signs access tokens. The newest active key signs; older keys stay
+// published in the JWKS until RetireAt so that tokens they signed keep verifying until they expire.
+type SigningKey struct {
+	// KID is the key id in JWT headers and the JWKS.
+	KID string
+	// PrivateKey is the 32-byte Ed25519 seed. It never leaves the identity service.
+	PrivateKey []byte
+	// PublicKey is the 32-byte Ed25519 public key.
+	PublicKey []byte
+	CreatedAt time.Time
+	// RetireAt is when the key leaves the JWKS; zero while it is the current key.
+	RetireAt time.Time
+}
+
+// ActivityType classifies an activity event.
+type ActivityType string
+
+// The activity types, as pushed to UserActivity subscribers.
+const (
+	ActivityLogin           ActivityType = "login"
+	ActivityLogout          ActivityType = "logout"
+	ActivityProfileChanged  ActivityType = "profile_changed"
+	ActivityPasswordChanged ActivityType = "password_changed"
+	ActivityRoleChanged     ActivityType = "role_changed"
+	ActivityStatusChanged   ActivityType = "status_changed"
+	ActivityDeleted         ActivityType = "deleted"
+)
+
+// Activity is one entry of the activity log. It is written in the same transaction as the change it
+// describes (a transactional outbox), then pushed to live subscribers by a relay.
+type Activity struct {
+	// Seq is assigned by the store, increasing in commit order per store.
+	Seq           int64
+	ID            string
+	UserID        string
+	Type          ActivityType
+	At            time.Time
+	ActorUserID   string
+	ChangedFields []string
+}
+
+// Store persists identity data. Implementations: sqlite.Store and postgres.Store, both checked by
+// storetest.Run. Errors carry apperr codes as documented per method; any other error is Internal.
+type Store interface {
+	// CreateUser inserts u and its activity entries in one transaction. Conflict when the email or the
+	// username is already taken (case-insensitively, deleted users included).
+	CreateUser(ctx context.Context, u User) error
+	// CreateUsers inserts a batch in one transaction, each user under its own savepoint: the result has one
+	// error per user (nil, Conflict or Invalid), and a failed user never aborts the others.
+	CreateUsers(ctx context.Context, users []User) ([]error, error)
+	// GetUser returns the user that l selects, deleted ones included. NotFound when there is none.
+	GetUser(ctx context.Context, l Lookup) (User, error)
+	// UpdateUser replaces the stored user u.ID if its stored Version equals u.Version-1, and appends
+	// activity in the same transaction. NotFound when absent; Aborted when the version moved on; Conflict
+	// when the new email or username is taken.
+	UpdateUser(ctx context.Context, u User, activity []Activity) error
+	// ListUsers returns up to limit users matching f with ID greater than after (keyset pagination, "" for
+	// the first page), ordered by ID.
+	ListUsers(ctx context.Context, f Filter, after string, limit int) ([]User, error)
+	// CountUsers returns how many users match f.
+	CountUsers(ctx context.Context, f Filter) (int, error)
+
+	// CreateRefreshToken stores a new token (first of a family at login, or the next link at rotation).
+	CreateRefreshToken(ctx context.Context, t RefreshToken) error
+	// RotateRefreshToken atomically marks the token with oldHash used at `at` and stores next. It returns the
+	// old token. NotFound when oldHash is unknown; FailedPrecondition (with the old token) when the old token
+	// was already used, revoked or expired — the caller treats an already-used token as reuse.
+	RotateRefreshToken(ctx context.Context, oldHash []byte, next RefreshToken, at time.Time) (RefreshToken, error)
+	// GetRefreshToken returns the token with hash. NotFound when unknown.
+	GetRefreshToken(ctx context.Context, hash []byte) (RefreshToken, error)
+	// RevokeFamily revokes every token of familyID at `at`. Idempotent.
+	RevokeFamily(ctx context.Context, familyID string, at time.Time) error
+	// RevokeUserTokens revokes every token of userID at `at`. Idempotent.
+	RevokeUserTokens(ctx context.Context, userID string, at time.Time) error
+
+	// AppendActivity appends entries outside a user update (login, logout).
+	AppendActivity(ctx context.Context, activity []Activity) error
+	// ActivitySince returns up to limit entries with Seq greater than after, in Seq order (the relay's feed).
+	ActivitySince(ctx context.Context, after int64, limit int) ([]Activity, error)
+
+	// SaveSigningKey inserts k or updates its RetireAt.
+	SaveSigningKey(ctx context.Context, k SigningKey) error
+	// SigningKeys returns every key not retired before `at`, newest first.
+	SigningKeys(ctx context.Context, at time.Time) ([]SigningKey, error)
+}

@@ -1,0 +1,232 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"lastmile/internal/identity"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database"
+)
+
+const userColumns = `id, email, username, display_name, role, status, password_hash,
+	created_at, updated_at, deleted_at, last_login_at, version`
+
+// execer is what inserting needs from a *pgxpool.Pool or a pgx.Tx.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// CreateUser implements identity.Store. It writes no activity: the interface has no parameter for it.
+func (s *Store) CreateUser(ctx context.Context, u identity.User) error {
+	if err := checkUser(u); err != nil {
+		return err
+	}
+	return insertUser(ctx, s.pool, u)
+}
+
+func insertUser(ctx context.Context, db execer, u identity.User) error {
+	_, err := db.Exec(ctx, `INSERT INTO users (id, email, email_key, username, username_key,
+		display_name, display_name_key, role, status, password_hash,
+		created_at, updated_at, deleted_at, last_login_at, version)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		u.ID, u.Email, strings.ToLower(u.Email), u.Username, usernameKey(u.Username),
+		u.DisplayName, strings.ToLower(u.DisplayName), string(u.Role), string(u.Status), u.PasswordHash,
+		ts(u.CreatedAt), ts(u.UpdatedAt), nullTS(u.DeletedAt), nullTS(u.LastLoginAt), u.Version)
+	if err != nil {
+		return mapError(err, "insert user "+u.ID)
+	}
+	return nil
+}
+
+// usernameKey is NULL for "no username", so that any number of users can have none.
+func usernameKey(username string) *string {
+	if username == "" {
+		return nil
+	}
+	k := strings.ToLower(username)
+	return &k
+}
+
+// CreateUsers implements identity.Store. Conflict and Invalid are reported per user; any other failure
+// (the database, the context) fails the whole batch, which then commits nothing.
+func (s *Store) CreateUsers(ctx context.Context, users []identity.User) ([]error, error) {
+	errs := make([]error, len(users))
+	if len(users) == 0 {
+		return errs, nil
+	}
+	err := database.InPgxTx(ctx, s.pool, func(tx pgx.Tx) error {
+		for i, u := range users {
+			if err := checkUser(u); err != nil {
+				errs[i] = err
+				continue
+			}
+			// A failed statement aborts a PostgreSQL transaction; rolling back to the savepoint is what
+			// lets the rest of the batch go on.
+			if _, err := tx.Exec(ctx, "SAVEPOINT create_user"); err != nil {
+				return fmt.Errorf("create users: savepoint: %w", err)
+			}
+			err := insertUser(ctx, tx, u)
+			if err != nil {
+				if code := apperr.CodeOf(err); code != apperr.Conflict && code != apperr.Invalid {
+					return err
+				}
+				errs[i] = err
+				if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT create_user"); err != nil {
+					return fmt.Errorf("create users: roll back to savepoint: %w", err)
+				}
+			}
+			// After ROLLBACK TO the savepoint is still open; RELEASE pops it in both cases.
+			if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT create_user"); err != nil {
+				return fmt.Errorf("create users: release savepoint: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return errs, nil
+}
+
+// GetUser implements identity.Store. Invalid unless exactly one field of l is set.
+func (s *Store) GetUser(ctx context.Context, l identity.Lookup) (identity.User, error) {
+	var where string
+	var arg any
+	switch {
+	case l.ID != "" && l.Email == "" && l.Username == "":
+		where, arg = "id = $1", l.ID
+	case l.ID == "" && l.Email != "" && l.Username == "":
+		where, arg = "email_key = $1", strings.ToLower(l.Email)
+	case l.ID == "" && l.Email == "" && l.Username != "":
+		where, arg = "username_key = $1", strings.ToLower(l.Username)
+	default:
+		return identity.User{}, apperr.Errorf(apperr.Invalid, "exactly one of id, email or username is required")
+	}
+	u, err := scanUser(s.pool.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE "+where, arg))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return identity.User{}, apperr.Errorf(apperr.NotFound, "user not found")
+	}
+	if err != nil {
+		return identity.User{}, fmt.Errorf("get user: %w", err)
+	}
+	return u, nil
+}
+
+func scanUser(row pgx.Row) (identity.User, error) {
+	var u identity.User
+	var role, status string
+	var deleted, lastLogin *time.Time
+	err := row.Scan(&u.ID, &u.Email, &u.Username, &u.DisplayName, &role, &status, &u.PasswordHash,
+		&u.CreatedAt, &u.UpdatedAt, &deleted, &lastLogin, &u.Version)
+	if err != nil {
+		return identity.User{}, err
+	}
+	u.Role, u.Status = identity.Role(role), identity.Status(status)
+	u.CreatedAt, u.UpdatedAt = u.CreatedAt.UTC(), u.UpdatedAt.UTC()
+	u.DeletedAt, u.LastLoginAt = fromNullTS(deleted), fromNullTS(lastLogin)
+	return u, nil
+}
+
+// UpdateUser implements identity.Store. Every field but ID and CreatedAt is replaced.
+func (s *Store) UpdateUser(ctx context.Context, u identity.User, activity []identity.Activity) error {
+	if err := checkUser(u); err != nil {
+		return err
+	}
+	if err := checkActivity(activity); err != nil {
+		return err
+	}
+	return database.InPgxTx(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE users SET email = $1, email_key = $2, username = $3, username_key = $4,
+			display_name = $5, display_name_key = $6, role = $7, status = $8, password_hash = $9,
+			updated_at = $10, deleted_at = $11, last_login_at = $12, version = $13
+			WHERE id = $14 AND version = $15`,
+			u.Email, strings.ToLower(u.Email), u.Username, usernameKey(u.Username),
+			u.DisplayName, strings.ToLower(u.DisplayName), string(u.Role), string(u.Status), u.PasswordHash,
+			ts(u.UpdatedAt), nullTS(u.DeletedAt), nullTS(u.LastLoginAt), u.Version,
+			u.ID, u.Version-1)
+		if err != nil {
+			return mapError(err, "update user "+u.ID)
+		}
+		if tag.RowsAffected() == 0 {
+			return missingOrMoved(ctx, tx, u)
+		}
+		return insertActivity(ctx, tx, activity)
+	})
+}
+
+// missingOrMoved explains why an update matched no row.
+func missingOrMoved(ctx context.Context, tx pgx.Tx, u identity.User) error {
+	var stored int64
+	err := tx.QueryRow(ctx, "SELECT version FROM users WHERE id = $1", u.ID).Scan(&stored)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return apperr.Errorf(apperr.NotFound, "user not found")
+	}
+	if err != nil {
+		return fmt.Errorf("update user %s: read version: %w", u.ID, err)
+	}
+	return apperr.Errorf(apperr.Aborted, "user was changed concurrently (version %d, update expects %d): reload and retry", stored, u.Version-1)
+}
+
+// userFilter returns the WHERE clause (without the keyword) and arguments that select f's users;
+// placeholders are numbered from $1.
+func userFilter(f identity.Filter) (string, []any) {
+	var conds []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.Status == "" {
+		conds = append(conds, "status <> "+arg(string(identity.StatusDeleted)))
+	} else {
+		conds = append(conds, "status = "+arg(string(f.Status)))
+	}
+	if f.Role != "" {
+		conds = append(conds, "role = "+arg(string(f.Role)))
+	}
+	if f.Search != "" {
+		p := arg("%" + likeEscaper.Replace(strings.ToLower(f.Search)) + "%")
+		conds = append(conds, "(email_key LIKE "+p+` ESCAPE '\' OR username_key LIKE `+p+` ESCAPE '\' OR display_name_key LIKE `+p+` ESCAPE '\')`)
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// ListUsers implements identity.Store. Invalid when limit is not positive; limits above MaxLimit are
+// lowered to it.
+func (s *Store) ListUsers(ctx context.Context, f identity.Filter, after string, limit int) ([]identity.User, error) {
+	limit, err := checkLimit(limit)
+	if err != nil {
+		return nil, err
+	}
+	where, args := userFilter(f)
+	args = append(args, after, limit)
+	q := "SELECT " + userColumns + " FROM users WHERE " + where +
+		" AND id > $" + strconv.Itoa(len(args)-1) + " ORDER BY id LIMIT $" + strconv.Itoa(len(args))
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	users, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (identity.User, error) { return scanUser(row) })
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	return users, nil
+}
+
+// CountUsers implements identity.Store.
+func (s *Store) CountUsers(ctx context.Context, f identity.Filter) (int, error) {
+	where, args := userFilter(f)
+	var n int
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM users WHERE "+where, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count users: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,194 @@
+package identity
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
+)
+
+// PasswordHasher hashes and checks passwords. The platform's Argon2id hasher implements it.
+type PasswordHasher interface {
+	// Hash returns the encoded hash of password (a PHC string).
+	Hash(ctx context.Context, password string) (string, error)
+	// Verify reports whether password matches encoded, in constant time, and whether encoded uses outdated
+	// parameters and should be replaced by a fresh Hash. A mismatch is ok == false with a nil error; err
+	// is for malformed hashes and cancelled contexts.
+	Verify(ctx context.Context, password, encoded string) (ok, needsRehash bool, err error)
+	// DummyVerify costs as much as a Verify that fails, and fails as Verify would (an overloaded hasher,
+	// say). Login calls it for unknown users, so that neither the response time nor the error tells
+	// whether an account exists.
+	DummyVerify(ctx context.Context, password string) error
+}
+
+// TokenIssuer issues access tokens. The platform's JWT issuer implements it.
+type TokenIssuer interface {
+	// Issue returns a signed access token for userID holding roles, and when it expires.
+	Issue(ctx context.Context, userID string, roles []string) (token string, expiresAt time.Time, err error)
+}
+
+// Defaults applied by NewService to zero Options fields.
+const (
+	DefaultRefreshTokenTTL      = 30 * 24 * time.Hour
+	DefaultLoginWindow          = 15 * time.Minute
+	DefaultLoginAccountFailures = 5
+	DefaultLoginClientFailures  = 50
+	DefaultLoginLimiterKeys     = 10_000
+	DefaultActivityPoll         = 200 * time.Millisecond
+	DefaultActivityLookback     = 5 * time.Second
+	DefaultActivityBuffer       = 256
+)
+
+// Limits of the contract.
+const (
+	// DefaultPageSize is the ListUsers page size when none is asked for.
+	DefaultPageSize = 50
+	// MaxPageSize bounds the ListUsers page size.
+	MaxPageSize = 1000
+	// MaxBulkItems bounds the items of one BulkCreateUsers call.
+	MaxBulkItems = 1000
+	// MaxWatchedUsers bounds the subscription set of one activity watch.
+	MaxWatchedUsers = 1000
+	// MaxWatchChange bounds the ids of one subscribe or unsubscribe list.
+	MaxWatchChange = 100
+)
+
+// Options configures a Service. The zero value is usable: the defaults above, the wall clock, no
+// per-client login limit and no logging.
+type Options struct {
+	// Now is the clock; nil means time.Now. Tests inject a fake one.
+	Now func() time.Time
+	// RefreshTokenTTL bounds a session (a refresh-token family) from its login: rotation never extends it.
+	// Default 30 days.
+	RefreshTokenTTL time.Duration
+
+	// ClientKey names the client of a call for the per-client login limit, typically its IP address
+	// (grpcapi.ClientKey). Nil, or an empty key, skips the per-client limit.
+	ClientKey func(ctx context.Context) string
+	// LoginWindow is the period over which failed logins are counted. Default 15 minutes.
+	LoginWindow time.Duration
+	// LoginAccountFailures is how many failed logins one account name (email or username) may collect
+	// per LoginWindow before further attempts are refused. Default 5.
+	LoginAccountFailures int
+	// LoginClientFailures is the same limit per client (ClientKey), across accounts, against credential
+	// stuffing. Default 50.
+	LoginClientFailures int
+	// LoginLimiterKeys bounds the accounts and the clients tracked by the login limits (each); the least
+	// recently seen are forgotten first. Default 10,000.
+	LoginLimiterKeys int
+
+	// ActivityPoll is how often the activity feed polls the store for entries written by other replicas.
+	// Local writes wake it at once. Default 200ms.
+	ActivityPoll time.Duration
+	// ActivityLookback is how long the feed keeps looking below the newest entry it has seen, for entries
+	// whose transaction committed late (PostgreSQL draws sequence numbers before commit). Default 5s.
+	ActivityLookback time.Duration
+	// ActivityBuffer is how many events may wait for one slow watcher before it is disconnected with
+	// ResourceExhausted. Default 256.
+	ActivityBuffer int
+
+	// Logger receives failures that are not returned to a caller (a bulk item that could not be stored,
+	// the activity feed's store errors). Nil discards them.
+	Logger *slog.Logger
+}
+
+// Service implements the identity use cases: users, sessions and the activity feed. Every method that
+// acts for a caller reads the caller from the context (auth.FromContext) and enforces the object-level
+// rules itself; the transport's method-level policy is only the first gate. It is safe for concurrent use.
+//
+// The activity feed needs Run to be running.
+type Service struct {
+	store  Store
+	hasher PasswordHasher
+	issuer TokenIssuer
+	opts   Options
+	now    func() time.Time
+	logger *slog.Logger
+
+	accountLimit *failureLimiter
+	clientLimit  *failureLimiter
+	hub          *hub
+}
+
+// NewService returns a Service over store that hashes passwords with hasher and issues access tokens with
+// issuer. Zero fields of opts take the defaults above.
+func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Options) *Service {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	setDefault(&opts.RefreshTokenTTL, DefaultRefreshTokenTTL)
+	setDefault(&opts.LoginWindow, DefaultLoginWindow)
+	setDefault(&opts.LoginAccountFailures, DefaultLoginAccountFailures)
+	setDefault(&opts.LoginClientFailures, DefaultLoginClientFailures)
+	setDefault(&opts.LoginLimiterKeys, DefaultLoginLimiterKeys)
+	setDefault(&opts.ActivityPoll, DefaultActivityPoll)
+	setDefault(&opts.ActivityLookback, DefaultActivityLookback)
+	setDefault(&opts.ActivityBuffer, DefaultActivityBuffer)
+	s := &Service{
+		store:        store,
+		hasher:       hasher,
+		issuer:       issuer,
+		opts:         opts,
+		now:          opts.Now,
+		logger:       opts.Logger,
+		accountLimit: newFailureLimiter(opts.LoginAccountFailures, opts.LoginWindow, opts.LoginLimiterKeys),
+		clientLimit:  newFailureLimiter(opts.LoginClientFailures, opts.LoginWindow, opts.LoginLimiterKeys),
+	}
+	s.hub = newHub(store, opts)
+	return s
+}
+
+// Run feeds the activity watchers from the store's activity log until ctx is done, then disconnects every
+// watcher with Unavailable (so that clients reconnect, to another replica during a shutdown) and returns
+// nil. Run it once, for the life of the service; the gRPC server's OnShutdown hook is a good place to end
+// it. It returns an error only when called twice at once.
+func (s *Service) Run(ctx context.Context) error { return s.hub.run(ctx) }
+
+// setDefault sets *v to def when *v is zero or negative.
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// caller is the principal of a call, with the questions the object-level rules ask of it.
+type caller struct{ auth.Principal }
+
+func callerOf(ctx context.Context) caller { return caller{auth.FromContext(ctx)} }
+
+func (c caller) isAdmin() bool      { return c.HasRole(auth.RoleAdmin) }
+func (c caller) isDispatcher() bool { return c.HasRole(auth.RoleDispatcher) }
+func (c caller) is(userID string) bool {
+	return c.Kind == auth.User && c.Subject != "" && c.Subject == userID
+}
+
+// actorID is the user id recorded as the actor of an activity: empty for services and the system.
+func (c caller) actorID() string {
+	if c.Kind == auth.User {
+		return c.Subject
+	}
+	return ""
+}
+
+// canSee reports whether the caller may learn that u exists. Users see themselves; dispatchers (who look
+// up couriers to register them) and services that the policy admitted see every user; admins also see
+// deleted users. Everyone else gets NotFound, exactly as for a user that does not exist.
+func (c caller) canSee(u User) bool {
+	switch {
+	case c.isAdmin():
+		return true
+	case u.Status == StatusDeleted:
+		return false
+	case c.is(u.ID), c.isDispatcher(), c.Kind == auth.Service:
+		return true
+	}
+	return false
+}
+
+// errUserNotFound is the one answer for users that do not exist and users the caller may not see.
+func errUserNotFound() error { return apperr.Errorf(apperr.NotFound, "user not found") }

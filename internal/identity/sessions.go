@@ -1,0 +1,346 @@
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/time/rate"
+
+	"lastmile/internal/platform/apperr"
+)
+
+// Refresh-token limits. Tokens are 32 random bytes, base64url-encoded (43 characters); MaxRefreshTokenLen
+// matches the contract and keeps hostile input small.
+const (
+	refreshTokenBytes  = 32
+	MaxRefreshTokenLen = 512
+	maxUsernameLogin   = 32
+	maxPasswordLogin   = MaxPasswordLen
+)
+
+// Credentials identify a user at login: Email or Username, and the password.
+type Credentials struct {
+	Email    string
+	Username string
+	Password string
+}
+
+// Session is what Login and RefreshToken hand out.
+type Session struct {
+	// AccessToken is the bearer token for calls, valid until AccessTokenExpiresAt.
+	AccessToken          string
+	AccessTokenExpiresAt time.Time
+	// RefreshToken is opaque and single use; it is valid until RefreshTokenExpiresAt at most, which is the
+	// same for every token of a session.
+	RefreshToken          string
+	RefreshTokenExpiresAt time.Time
+	// User is the user the session belongs to.
+	User User
+}
+
+func errInvalidCredentials() error {
+	return apperr.Errorf(apperr.Unauthenticated, "invalid credentials")
+}
+
+func errInvalidRefreshToken() error {
+	return apperr.Errorf(apperr.Unauthenticated, "invalid refresh token")
+}
+
+// Login checks a user's password and starts a session: an access token and the first refresh token of a
+// new family.
+//
+// An unknown user, a wrong password and a suspended or deleted account give the same error, and an
+// unknown user costs a DummyVerify, so that neither the answer nor its timing tells whether an account
+// exists. Failed attempts are limited per account name and per client (Options.ClientKey); a successful
+// login clears its account's count. A hash with outdated parameters is replaced on success.
+//
+// Errors: Invalid for missing or oversized fields; Unauthenticated "invalid credentials";
+// ResourceExhausted with RetryAfter when a limit is reached.
+func (s *Service) Login(ctx context.Context, in Credentials) (Session, error) {
+	lookup, account, err := loginLookup(in)
+	if err != nil {
+		return Session{}, err
+	}
+	now := s.now()
+	acct, err := s.accountLimit.take(account, now)
+	if err != nil {
+		return Session{}, err
+	}
+	clientKey := ""
+	if s.opts.ClientKey != nil {
+		clientKey = s.opts.ClientKey(ctx)
+	}
+	var client *rate.Reservation
+	if clientKey != "" {
+		if client, err = s.clientLimit.take(clientKey, now); err != nil {
+			acct.CancelAt(now)
+			return Session{}, err
+		}
+	}
+	u, rehash, err := s.authenticate(ctx, lookup, in.Password)
+	if err != nil {
+		if apperr.CodeOf(err) != apperr.Unauthenticated {
+			// Our failure, not the caller's: it must not count against them.
+			acct.CancelAt(now)
+			if client != nil {
+				client.CancelAt(now)
+			}
+		}
+		return Session{}, err
+	}
+	s.accountLimit.forget(account)
+	if client != nil {
+		client.CancelAt(now)
+	}
+	return s.startSession(ctx, u, in.Password, rehash)
+}
+
+// loginLookup validates in and returns the store lookup and the limiter key of the account name.
+func loginLookup(in Credentials) (Lookup, string, error) {
+	var v violations
+	switch n := utf8.RuneCountInString(in.Password); {
+	case n == 0:
+		v.add("password", "is required")
+	case n > maxPasswordLogin:
+		v.add("password", "must be at most 128 characters")
+	}
+	var l Lookup
+	var key string
+	switch {
+	case in.Email != "" && in.Username != "":
+		v.add("email", "give either email or username, not both")
+	case in.Email != "":
+		l.Email = NormalizeEmail(in.Email)
+		if len(l.Email) > MaxEmailLen {
+			v.add("email", "must be at most 254 characters")
+		}
+		key = "email:" + l.Email
+	case in.Username != "":
+		l.Username = in.Username
+		if utf8.RuneCountInString(in.Username) > maxUsernameLogin {
+			v.add("username", "must be at most 32 characters")
+		}
+		key = "username:" + strings.ToLower(in.Username)
+	default:
+		v.add("email", "email or username is required")
+	}
+	return l, key, v.err()
+}
+
+// authenticate returns the active user whose password matches, and whether its hash needs upgrading.
+func (s *Service) authenticate(ctx context.Context, l Lookup, password string) (User, bool, error) {
+	u, err := s.store.GetUser(ctx, l)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		if err := s.hasher.DummyVerify(ctx, password); err != nil {
+			return User{}, false, fmt.Errorf("verify password: %w", err)
+		}
+		return User{}, false, errInvalidCredentials()
+	}
+	if err != nil {
+		return User{}, false, fmt.Errorf("get user for login: %w", err)
+	}
+	// The password is checked for suspended and deleted users too, so that they take as long as others.
+	ok, rehash, err := s.hasher.Verify(ctx, password, u.PasswordHash)
+	if err != nil {
+		// The same text as DummyVerify's failure: the error must not tell whether the user exists.
+		return User{}, false, fmt.Errorf("verify password: %w", err)
+	}
+	if !ok || u.Status != StatusActive {
+		return User{}, false, errInvalidCredentials()
+	}
+	return u, rehash, nil
+}
+
+// startSession issues the tokens of a new session for u and records the login.
+func (s *Service) startSession(ctx context.Context, u User, password string, rehash bool) (Session, error) {
+	now := s.clock()
+	access, accessExp, err := s.issuer.Issue(ctx, u.ID, []string{string(u.Role)})
+	if err != nil {
+		return Session{}, fmt.Errorf("issue access token for user %s: %w", u.ID, err)
+	}
+	refresh, rt := newRefreshToken(u.ID, newID(), now, now.Add(s.opts.RefreshTokenTTL))
+	if err := s.store.CreateRefreshToken(ctx, rt); err != nil {
+		return Session{}, fmt.Errorf("store refresh token for user %s: %w", u.ID, err)
+	}
+	newHash := ""
+	if rehash {
+		if newHash, err = s.hasher.Hash(ctx, password); err != nil {
+			// The old hash still works; upgrading it can wait for the next login.
+			s.logger.WarnContext(ctx, "rehash password at login", "user_id", u.ID, "err", err)
+			newHash = ""
+		}
+	}
+	verified := u.PasswordHash
+	u, err = s.update(ctx, u.ID, true, func(cur User) (User, []Activity, error) {
+		if cur.Status != StatusActive {
+			return User{}, nil, errInvalidCredentials() // suspended or deleted since the password check
+		}
+		next := cur
+		next.LastLoginAt = now
+		// Only when nobody changed the password since it was verified.
+		if newHash != "" && cur.PasswordHash == verified {
+			next.PasswordHash = newHash
+		}
+		next.Version = cur.Version + 1
+		return next, []Activity{s.activity(cur.ID, ActivityLogin, cur.ID)}, nil
+	})
+	if err != nil {
+		// Without the login recorded, the session must not outlive this call.
+		if rerr := s.store.RevokeFamily(context.WithoutCancel(ctx), rt.FamilyID, now); rerr != nil {
+			s.logger.ErrorContext(ctx, "revoke session after failed login", "user_id", rt.UserID, "err", rerr)
+		}
+		return Session{}, fmt.Errorf("record login: %w", err)
+	}
+	return Session{
+		AccessToken:           access,
+		AccessTokenExpiresAt:  accessExp,
+		RefreshToken:          refresh,
+		RefreshTokenExpiresAt: rt.ExpiresAt,
+		User:                  u,
+	}, nil
+}
+
+// RefreshToken exchanges a refresh token for new tokens: the old one stops working, the new one belongs
+// to the same family and expires when the family does.
+//
+// Presenting a token that was already used is reuse: either the client or a thief holds a stolen copy,
+// so the whole family is revoked and the newest token stops working too.
+//
+// Errors: Invalid for an empty or oversized token; Unauthenticated "invalid refresh token" when it is
+// unknown, expired, revoked or reused, or the user is no longer active.
+func (s *Service) RefreshToken(ctx context.Context, token string) (Session, error) {
+	if err := checkRefreshToken(token); err != nil {
+		return Session{}, err
+	}
+	hash := hashRefreshToken(token)
+	now := s.clock()
+	old, err := s.store.GetRefreshToken(ctx, hash)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return Session{}, errInvalidRefreshToken()
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("get refresh token: %w", err)
+	}
+	if err := s.usable(ctx, old, now); err != nil {
+		return Session{}, err
+	}
+	u, err := s.store.GetUser(ctx, Lookup{ID: old.UserID})
+	if apperr.CodeOf(err) == apperr.NotFound || (err == nil && u.Status != StatusActive) {
+		return Session{}, errInvalidRefreshToken()
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("get user %s for refresh: %w", old.UserID, err)
+	}
+	// Issued before rotating: if issuing fails, the client keeps a working refresh token.
+	access, accessExp, err := s.issuer.Issue(ctx, u.ID, []string{string(u.Role)})
+	if err != nil {
+		return Session{}, fmt.Errorf("issue access token for user %s: %w", u.ID, err)
+	}
+	refresh, next := newRefreshToken(u.ID, old.FamilyID, now, old.ExpiresAt)
+	rotated, err := s.store.RotateRefreshToken(ctx, hash, next, now)
+	switch apperr.CodeOf(err) {
+	case "":
+	case apperr.NotFound:
+		return Session{}, errInvalidRefreshToken()
+	case apperr.FailedPrecondition:
+		// Another call rotated the token between our read and our write: also reuse.
+		if err := s.usable(ctx, rotated, now); err != nil {
+			return Session{}, err
+		}
+		return Session{}, errInvalidRefreshToken()
+	default:
+		return Session{}, fmt.Errorf("rotate refresh token: %w", err)
+	}
+	return Session{
+		AccessToken:           access,
+		AccessTokenExpiresAt:  accessExp,
+		RefreshToken:          refresh,
+		RefreshTokenExpiresAt: next.ExpiresAt,
+		User:                  u,
+	}, nil
+}
+
+// usable returns nil when t may be rotated at now, and Unauthenticated otherwise; a token used before is
+// reuse, which revokes its family.
+func (s *Service) usable(ctx context.Context, t RefreshToken, now time.Time) error {
+	switch {
+	case !t.UsedAt.IsZero():
+		s.logger.WarnContext(ctx, "refresh token reused; revoking its session", "user_id", t.UserID, "family_id", t.FamilyID)
+		if err := s.store.RevokeFamily(ctx, t.FamilyID, now); err != nil {
+			return fmt.Errorf("revoke reused refresh token family %s: %w", t.FamilyID, err)
+		}
+		return errInvalidRefreshToken()
+	case !t.RevokedAt.IsZero(), !now.Before(t.ExpiresAt):
+		return errInvalidRefreshToken()
+	}
+	return nil
+}
+
+// Logout ends the session of a refresh token: its whole family is revoked.
+//
+// Idempotent and silent: an unknown, expired or already revoked token succeeds as well, so that the call
+// tells nothing about tokens. A logout activity is recorded only when a live session ended.
+//
+// Errors: Invalid for an empty or oversized token.
+func (s *Service) Logout(ctx context.Context, token string) error {
+	if err := checkRefreshToken(token); err != nil {
+		return err
+	}
+	now := s.clock()
+	t, err := s.store.GetRefreshToken(ctx, hashRefreshToken(token))
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get refresh token: %w", err)
+	}
+	if !t.RevokedAt.IsZero() || !now.Before(t.ExpiresAt) {
+		return nil
+	}
+	if err := s.store.RevokeFamily(ctx, t.FamilyID, now); err != nil {
+		return fmt.Errorf("revoke refresh token family %s: %w", t.FamilyID, err)
+	}
+	if err := s.store.AppendActivity(ctx, []Activity{s.activity(t.UserID, ActivityLogout, t.UserID)}); err != nil {
+		return fmt.Errorf("record logout of user %s: %w", t.UserID, err)
+	}
+	s.hub.notify()
+	return nil
+}
+
+func checkRefreshToken(token string) error {
+	var v violations
+	switch {
+	case token == "":
+		v.add("refresh_token", "is required")
+	case len(token) > MaxRefreshTokenLen:
+		v.add("refresh_token", "must be at most 512 characters")
+	}
+	return v.err()
+}
+
+// newRefreshToken returns a new opaque token and its stored form.
+func newRefreshToken(userID, familyID string, now, expires time.Time) (string, RefreshToken) {
+	b := make([]byte, refreshTokenBytes)
+	rand.Read(b) // never fails: crypto/rand crashes the program rather than return an error
+	token := base64.RawURLEncoding.EncodeToString(b)
+	return token, RefreshToken{
+		Hash:      hashRefreshToken(token),
+		FamilyID:  familyID,
+		UserID:    userID,
+		IssuedAt:  now,
+		ExpiresAt: expires,
+	}
+}
+
+// hashRefreshToken returns the SHA-256 of token. A fast hash is right here, unlike for passwords: the
+// token has 256 bits of entropy, so nothing can be gained by guessing offline.
+func hashRefreshToken(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return sum[:]
+}

@@ -1,0 +1,279 @@
+package identity_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"lastmile/internal/identity"
+	"lastmile/internal/platform/apperr"
+)
+
+func TestLogin(t *testing.T) {
+	f := newFixture(t)
+	u := f.mustUser(t, "login", identity.RoleCourier)
+	f.clock.Advance(time.Minute)
+	now := f.clock.Now().Truncate(time.Microsecond)
+
+	for _, c := range []identity.Credentials{
+		{Email: "LOGIN@Example.com", Password: password},
+		{Username: "LOGIN", Password: password},
+	} {
+		s, err := f.svc.Login(anonymous(t), c)
+		if err != nil {
+			t.Fatalf("Login(%+v) = %v", c, err)
+		}
+		if want := fmt.Sprintf("access.%s.courier.", u.ID); !strings.HasPrefix(s.AccessToken, want) {
+			t.Errorf("AccessToken = %q, want one issued to %s with role courier", s.AccessToken, u.ID)
+		}
+		if len(s.RefreshToken) != 43 || !s.RefreshTokenExpiresAt.Equal(now.Add(identity.DefaultRefreshTokenTTL)) {
+			t.Errorf("refresh token %q expiring %v, want 43 characters expiring %v", s.RefreshToken, s.RefreshTokenExpiresAt, now.Add(identity.DefaultRefreshTokenTTL))
+		}
+		if s.User.ID != u.ID || !s.User.LastLoginAt.Equal(now) {
+			t.Errorf("session user = %s last login %v, want %s at %v", s.User.ID, s.User.LastLoginAt, u.ID, now)
+		}
+	}
+	acts, err := f.mem.ActivitySince(context.Background(), 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []identity.ActivityType
+	for _, a := range acts {
+		types = append(types, a.Type)
+	}
+	if diff := cmp.Diff([]identity.ActivityType{identity.ActivityLogin, identity.ActivityLogin}, types); diff != "" {
+		t.Errorf("activity mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoginFailuresLookAlike(t *testing.T) {
+	f := newFixture(t)
+	f.mustUser(t, "active", identity.RoleCustomer)
+	suspended := f.mustUser(t, "suspended", identity.RoleCustomer)
+	if _, err := f.svc.UpdateUser(f.admin(t), identity.UserUpdate{ID: suspended.ID, Paths: []string{"status"}, Status: identity.StatusSuspended}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := f.mustUser(t, "deleted", identity.RoleCustomer)
+	if _, err := f.svc.DeleteUser(f.admin(t), deleted.ID); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		c         identity.Credentials
+		wantDummy int // DummyVerify calls
+	}{
+		{"unknown email", identity.Credentials{Email: "nobody@example.com", Password: password}, 1},
+		{"unknown username", identity.Credentials{Username: "nobody", Password: password}, 1},
+		{"wrong password", identity.Credentials{Email: "active@example.com", Password: "wrong password"}, 0},
+		{"suspended", identity.Credentials{Email: "suspended@example.com", Password: password}, 0},
+		{"deleted", identity.Credentials{Email: "deleted@example.com", Password: password}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.hasher.DummyVerifies()
+			_, err := f.svc.Login(anonymous(t), tt.c)
+			e := apperr.As(err)
+			if e == nil || e.Code != apperr.Unauthenticated || e.Message != "invalid credentials" {
+				t.Errorf("Login() = %v, want Unauthenticated %q", err, "invalid credentials")
+			}
+			if got := f.hasher.DummyVerifies() - before; got != tt.wantDummy {
+				t.Errorf("DummyVerify calls = %d, want %d", got, tt.wantDummy)
+			}
+		})
+	}
+}
+
+func TestLoginValidation(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []identity.Credentials{
+		{Password: password},
+		{Email: "a@example.com"},
+		{Email: "a@example.com", Username: "a", Password: password},
+		{Username: strings.Repeat("u", 33), Password: password},
+		{Email: "a@example.com", Password: strings.Repeat("p", 129)},
+	} {
+		_, err := f.svc.Login(anonymous(t), c)
+		wantCode(t, fmt.Sprintf("Login(%+v)", c), err, apperr.Invalid)
+	}
+}
+
+func TestLoginRateLimitPerAccount(t *testing.T) {
+	f := newFixture(t)
+	f.mustUser(t, "target", identity.RoleCustomer)
+	for _, name := range []string{"target", "nobody"} {
+		t.Run(name, func(t *testing.T) {
+			email := name + "@example.com"
+			for i := range identity.DefaultLoginAccountFailures {
+				_, err := f.svc.Login(anonymous(t), identity.Credentials{Email: email, Password: fmt.Sprintf("wrong %d", i)})
+				wantCode(t, fmt.Sprintf("Login(failure %d)", i+1), err, apperr.Unauthenticated)
+			}
+			// The limit holds for the right password too, and for another spelling of the email.
+			_, err := f.svc.Login(anonymous(t), identity.Credentials{Email: strings.ToUpper(email), Password: password})
+			e := apperr.As(err)
+			// 5 failures per 15 minutes: one more attempt every 3 minutes.
+			if e == nil || e.Code != apperr.ResourceExhausted || e.RetryAfter != 3*time.Minute {
+				t.Fatalf("Login(after %d failures) = %v, want ResourceExhausted with RetryAfter 3m", identity.DefaultLoginAccountFailures, err)
+			}
+		})
+	}
+	// Other accounts are not affected; after the delay, the right password works again.
+	if _, err := f.svc.CreateUser(anonymous(t), identity.NewUser{Email: "bystander@example.com", Password: password, DisplayName: "B"}); err != nil {
+		t.Fatal(err)
+	}
+	f.mustLogin(t, "bystander@example.com")
+	f.clock.Advance(3 * time.Minute)
+	f.mustLogin(t, "target@example.com")
+	// Success clears the account's failures.
+	for range identity.DefaultLoginAccountFailures - 1 {
+		_, err := f.svc.Login(anonymous(t), identity.Credentials{Email: "target@example.com", Password: "wrong"})
+		wantCode(t, "Login(wrong, after success)", err, apperr.Unauthenticated)
+	}
+	if _, err := f.svc.Login(anonymous(t), identity.Credentials{Email: "target@example.com", Password: password}); err != nil {
+		t.Errorf("Login(right, 4 failures after a success) = %v, want nil", err)
+	}
+}
+
+func TestLoginRateLimitPerClient(t *testing.T) {
+	f := newFixture(t, func(o *identity.Options) {
+		o.LoginClientFailures = 3
+		o.ClientKey = func(ctx context.Context) string { return clientOf(ctx) }
+	})
+	f.mustUser(t, "victim", identity.RoleCustomer)
+	attacker := withClient(anonymous(t), "ip:203.0.113.7")
+	for i := range 3 {
+		_, err := f.svc.Login(attacker, identity.Credentials{Email: fmt.Sprintf("guess%d@example.com", i), Password: "123456"})
+		wantCode(t, "Login(spray)", err, apperr.Unauthenticated)
+	}
+	_, err := f.svc.Login(attacker, identity.Credentials{Email: "victim@example.com", Password: password})
+	if e := apperr.As(err); e == nil || e.Code != apperr.ResourceExhausted || e.RetryAfter <= 0 {
+		t.Errorf("Login(4th account from the client) = %v, want ResourceExhausted with a RetryAfter", err)
+	}
+	// Another client logs in to the same account.
+	if _, err := f.svc.Login(withClient(anonymous(t), "ip:198.51.100.1"), identity.Credentials{Email: "victim@example.com", Password: password}); err != nil {
+		t.Errorf("Login(from another client) = %v, want nil", err)
+	}
+}
+
+type clientKey struct{}
+
+func withClient(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, clientKey{}, key)
+}
+
+func clientOf(ctx context.Context) string {
+	k, _ := ctx.Value(clientKey{}).(string)
+	return k
+}
+
+func TestLoginRehashesOutdatedHashes(t *testing.T) {
+	f := newFixture(t)
+	u := f.mustUser(t, "rehash", identity.RoleCustomer)
+	f.hasher.Upgrade()
+	f.mustLogin(t, "rehash@example.com")
+	got := f.mustGet(t, u.ID).PasswordHash
+	if got == u.PasswordHash || !strings.HasPrefix(got, "fake$v1$") {
+		t.Errorf("hash after login = %q, want a new version-1 hash (was %q)", got, u.PasswordHash)
+	}
+	f.mustLogin(t, "rehash@example.com")
+}
+
+func TestRefreshTokenRotation(t *testing.T) {
+	f := newFixture(t)
+	f.mustUser(t, "rotate", identity.RoleCustomer)
+	first := f.mustLogin(t, "rotate@example.com")
+
+	f.clock.Advance(time.Hour)
+	second, err := f.svc.RefreshToken(anonymous(t), first.RefreshToken)
+	if err != nil {
+		t.Fatalf("RefreshToken(first) = %v", err)
+	}
+	if second.RefreshToken == first.RefreshToken || second.AccessToken == first.AccessToken {
+		t.Error("RefreshToken() returned the old tokens, want new ones")
+	}
+	if !second.RefreshTokenExpiresAt.Equal(first.RefreshTokenExpiresAt) {
+		t.Errorf("rotated token expires %v, want the family's expiry %v", second.RefreshTokenExpiresAt, first.RefreshTokenExpiresAt)
+	}
+	third, err := f.svc.RefreshToken(anonymous(t), second.RefreshToken)
+	if err != nil {
+		t.Fatalf("RefreshToken(second) = %v", err)
+	}
+
+	// Reuse of an old token: refused, and the whole family dies, the newest token included.
+	_, err = f.svc.RefreshToken(anonymous(t), first.RefreshToken)
+	wantCode(t, "RefreshToken(reused first)", err, apperr.Unauthenticated)
+	_, err = f.svc.RefreshToken(anonymous(t), third.RefreshToken)
+	wantCode(t, "RefreshToken(newest after reuse)", err, apperr.Unauthenticated)
+
+	// Another session of the same user is unaffected.
+	other := f.mustLogin(t, "rotate@example.com")
+	if _, err := f.svc.RefreshToken(anonymous(t), other.RefreshToken); err != nil {
+		t.Errorf("RefreshToken(other session) = %v, want nil", err)
+	}
+}
+
+func TestRefreshTokenRefusals(t *testing.T) {
+	f := newFixture(t)
+	u := f.mustUser(t, "refuse", identity.RoleCustomer)
+	expired := f.mustLogin(t, "refuse@example.com")
+	f.clock.Advance(identity.DefaultRefreshTokenTTL)
+	live := f.mustLogin(t, "refuse@example.com")
+
+	_, err := f.svc.RefreshToken(anonymous(t), expired.RefreshToken)
+	wantCode(t, "RefreshToken(expired)", err, apperr.Unauthenticated)
+	_, err = f.svc.RefreshToken(anonymous(t), "made-up-token")
+	wantCode(t, "RefreshToken(unknown)", err, apperr.Unauthenticated)
+	_, err = f.svc.RefreshToken(anonymous(t), "")
+	wantCode(t, "RefreshToken(empty)", err, apperr.Invalid)
+	_, err = f.svc.RefreshToken(anonymous(t), strings.Repeat("t", 513))
+	wantCode(t, "RefreshToken(oversized)", err, apperr.Invalid)
+
+	if _, err := f.svc.UpdateUser(f.admin(t), identity.UserUpdate{ID: u.ID, Paths: []string{"status"}, Status: identity.StatusSuspended}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.svc.RefreshToken(anonymous(t), live.RefreshToken)
+	wantCode(t, "RefreshToken(suspended user)", err, apperr.Unauthenticated)
+	if _, err := f.svc.UpdateUser(f.admin(t), identity.UserUpdate{ID: u.ID, Paths: []string{"status"}, Status: identity.StatusActive}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.RefreshToken(anonymous(t), live.RefreshToken); err != nil {
+		t.Errorf("RefreshToken(reactivated user) = %v, want nil", err)
+	}
+}
+
+func TestLogout(t *testing.T) {
+	f := newFixture(t)
+	f.mustUser(t, "logout", identity.RoleCustomer)
+	s := f.mustLogin(t, "logout@example.com")
+	rotated, err := f.svc.RefreshToken(anonymous(t), s.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Any token of the session ends it, even one already rotated.
+	if err := f.svc.Logout(anonymous(t), s.RefreshToken); err != nil {
+		t.Fatalf("Logout() = %v", err)
+	}
+	_, err = f.svc.RefreshToken(anonymous(t), rotated.RefreshToken)
+	wantCode(t, "RefreshToken(after logout)", err, apperr.Unauthenticated)
+	for _, token := range []string{s.RefreshToken, rotated.RefreshToken, "unknown-token"} {
+		if err := f.svc.Logout(anonymous(t), token); err != nil {
+			t.Errorf("Logout(again or unknown) = %v, want nil", err)
+		}
+	}
+	wantCode(t, "Logout(empty)", f.svc.Logout(anonymous(t), ""), apperr.Invalid)
+
+	acts, err := f.mem.ActivitySince(context.Background(), 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []identity.ActivityType
+	for _, a := range acts {
+		types = append(types, a.Type)
+	}
+	if diff := cmp.Diff([]identity.ActivityType{identity.ActivityLogin, identity.ActivityLogout}, types); diff != "" {
+		t.Errorf("activity mismatch (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,191 @@
+// Package sqlite implements identity.Store on SQLite, the embedded default store, through the pure-Go
+// modernc.org/sqlite driver and a *sql.DB opened with database.OpenSQLite.
+//
+// Times are stored as Unix microseconds in UTC: the store truncates every time it is given to the
+// microsecond and returns times in UTC, so a round trip through the store is exact at that precision
+// (the same precision as the PostgreSQL store).
+package sqlite
+
+import (
+	"crypto/ed25519"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"lastmile/internal/identity"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrations returns the identity service's SQLite migrations, for database.MigrateSQLite.
+func Migrations() database.Migrations {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		// fs.Sub fails only for an invalid path, and "migrations" is a constant.
+		panic(fmt.Sprintf("identity sqlite migrations: %v", err))
+	}
+	return database.Migrations{Service: "identity", FS: sub}
+}
+
+// MaxLimit bounds the rows one ListUsers or ActivitySince call returns; larger limits are lowered to it.
+const MaxLimit = 1000
+
+// Store is an identity.Store backed by SQLite. It is safe for concurrent use.
+type Store struct {
+	db *sql.DB
+}
+
+var _ identity.Store = (*Store)(nil)
+
+// New returns a Store on db, which must come from database.OpenSQLite (a single connection: SQLite has
+// one writer anyway) and carry the schema of Migrations.
+func New(db *sql.DB) *Store {
+	return &Store{db: db}
+}
+
+// micros converts t to the stored form, truncating to the microsecond.
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+// nullMicros is micros with the zero time stored as NULL.
+func nullMicros(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func fromNullMicros(us sql.NullInt64) time.Time {
+	if !us.Valid {
+		return time.Time{}
+	}
+	return fromMicros(us.Int64)
+}
+
+// conflictMessages names, by the column SQLite reports in a uniqueness violation, the caller-safe
+// message of the resulting Conflict.
+var conflictMessages = []struct{ column, message string }{
+	{"users.email_key", "email already registered"},
+	{"users.username_key", "username already taken"},
+	{"users.id", "user id already exists"},
+	{"refresh_tokens.hash", "refresh token already exists"},
+	{"activity.id", "activity entry already recorded"},
+}
+
+// mapError turns constraint violations into domain errors and wraps anything else with what was
+// being done, which makes it Internal.
+func mapError(err error, what string) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			// The driver's message is "... UNIQUE constraint failed: <table>.<column> (2067)".
+			for _, c := range conflictMessages {
+				if strings.Contains(se.Error(), c.column) {
+					return apperr.Wrap(apperr.Conflict, fmt.Errorf("%s: %w", what, err), c.message)
+				}
+			}
+			return apperr.Wrap(apperr.Conflict, fmt.Errorf("%s: %w", what, err), "already exists")
+		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+			// The only foreign keys point at users.
+			return apperr.Wrap(apperr.NotFound, fmt.Errorf("%s: %w", what, err), "user not found")
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// checkLimit validates a page size and lowers it to MaxLimit.
+func checkLimit(limit int) (int, error) {
+	if limit <= 0 {
+		return 0, apperr.InvalidFields("invalid limit", apperr.FieldViolation{Field: "limit", Description: "must be positive"})
+	}
+	return min(limit, MaxLimit), nil
+}
+
+// likeEscaper escapes LIKE's wildcards (and the escape character itself) so that a search term matches
+// literally; queries say ESCAPE '\'.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// checkUser rejects users no store can hold. Business rules (formats, lengths) are the domain's.
+func checkUser(u identity.User) error {
+	var v []apperr.FieldViolation
+	if u.ID == "" {
+		v = append(v, apperr.FieldViolation{Field: "id", Description: "must not be empty"})
+	}
+	if u.Email == "" {
+		v = append(v, apperr.FieldViolation{Field: "email", Description: "must not be empty"})
+	}
+	if !u.Role.Valid() {
+		v = append(v, apperr.FieldViolation{Field: "role", Description: fmt.Sprintf("unknown role %q", u.Role)})
+	}
+	switch u.Status {
+	case identity.StatusActive, identity.StatusSuspended, identity.StatusDeleted:
+	default:
+		v = append(v, apperr.FieldViolation{Field: "status", Description: fmt.Sprintf("unknown status %q", u.Status)})
+	}
+	if u.CreatedAt.IsZero() {
+		v = append(v, apperr.FieldViolation{Field: "created_at", Description: "must be set"})
+	}
+	if u.UpdatedAt.IsZero() {
+		v = append(v, apperr.FieldViolation{Field: "updated_at", Description: "must be set"})
+	}
+	if len(v) > 0 {
+		return apperr.InvalidFields("invalid user", v...)
+	}
+	return nil
+}
+
+// checkActivity rejects entries that cannot be stored.
+func checkActivity(activity []identity.Activity) error {
+	for i, a := range activity {
+		var v []apperr.FieldViolation
+		if a.ID == "" {
+			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].id", i), Description: "must not be empty"})
+		}
+		if a.UserID == "" {
+			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].user_id", i), Description: "must not be empty"})
+		}
+		if a.Type == "" {
+			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].type", i), Description: "must not be empty"})
+		}
+		if a.At.IsZero() {
+			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].at", i), Description: "must be set"})
+		}
+		if len(v) > 0 {
+			return apperr.InvalidFields("invalid activity", v...)
+		}
+	}
+	return nil
+}
+
+// checkSigningKey rejects keys that are not Ed25519 key pairs with an id.
+func checkSigningKey(k identity.SigningKey) error {
+	var v []apperr.FieldViolation
+	if k.KID == "" {
+		v = append(v, apperr.FieldViolation{Field: "kid", Description: "must not be empty"})
+	}
+	if len(k.PrivateKey) != ed25519.SeedSize {
+		v = append(v, apperr.FieldViolation{Field: "private_key", Description: fmt.Sprintf("must be a %d-byte Ed25519 seed", ed25519.SeedSize)})
+	}
+	if len(k.PublicKey) != ed25519.PublicKeySize {
+		v = append(v, apperr.FieldViolation{Field: "public_key", Description: fmt.Sprintf("must be a %d-byte Ed25519 public key", ed25519.PublicKeySize)})
+	}
+	if k.CreatedAt.IsZero() {
+		v = append(v, apperr.FieldViolation{Field: "created_at", Description: "must be set"})
+	}
+	if len(v) > 0 {
+		return apperr.InvalidFields("invalid signing key", v...)
+	}
+	return nil
+}

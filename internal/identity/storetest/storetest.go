@@ -1,0 +1,990 @@
+// Package storetest is the conformance suite for identity.Store: every implementation (sqlite, postgres
+// and the in-memory fake) runs the same tests through Run, so they agree on behaviour, error codes and
+// edge cases. It uses only the identity.Store interface, never SQL.
+//
+// Times are compared after truncation to the microsecond, the precision the SQL stores keep.
+package storetest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/uuid"
+
+	"lastmile/internal/identity"
+	"lastmile/internal/platform/apperr"
+)
+
+// testTimeout bounds every subtest's store calls.
+const testTimeout = 30 * time.Second
+
+// Run runs the conformance suite. newStore must return an empty store for each subtest; it runs inside
+// the subtest, so it may use t.Cleanup and t.Skip.
+func Run(t *testing.T, newStore func(t *testing.T) identity.Store) {
+	t.Helper()
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s identity.Store)
+	}{
+		{"CreateAndGetUser", testCreateAndGetUser},
+		{"GetUserNotFound", testGetUserNotFound},
+		{"CreateUserConflicts", testCreateUserConflicts},
+		{"UsersWithoutUsername", testUsersWithoutUsername},
+		{"UpdateUser", testUpdateUser},
+		{"UpdateUserErrors", testUpdateUserErrors},
+		{"SoftDelete", testSoftDelete},
+		{"ListUsersPagination", testListUsersPagination},
+		{"ListUsersFilters", testListUsersFilters},
+		{"ListUsersConcurrentInserts", testListUsersConcurrentInserts},
+		{"CreateUsers", testCreateUsers},
+		{"CreateUsersEmpty", testCreateUsersEmpty},
+		{"RefreshTokenCreateGet", testRefreshTokenCreateGet},
+		{"RotateRefreshToken", testRotateRefreshToken},
+		{"RotateRefreshTokenConcurrently", testRotateRefreshTokenConcurrently},
+		{"RevokeFamily", testRevokeFamily},
+		{"RevokeUserTokens", testRevokeUserTokens},
+		{"RotateExpiredRefreshToken", testRotateExpiredRefreshToken},
+		{"Activity", testActivity},
+		{"ActivityFeedWithConcurrentWriters", testActivityFeedWithConcurrentWriters},
+		{"SigningKeys", testSigningKeys},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.fn(t, newStore(t))
+		})
+	}
+}
+
+// base is the suite's clock. Its nanoseconds check that stores keep (at least) microseconds.
+var base = time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC)
+
+// truncateTimes makes comparisons exact at the precision stores guarantee.
+var truncateTimes = cmp.Transformer("TruncateMicro", func(t time.Time) time.Time {
+	return t.Truncate(time.Microsecond)
+})
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// newUser returns a valid user whose email, username and display name derive from name.
+func newUser(name string) identity.User {
+	return identity.User{
+		ID:           newID(),
+		Email:        name + "@Example.com",
+		Username:     name,
+		DisplayName:  "User " + name,
+		Role:         identity.RoleCustomer,
+		Status:       identity.StatusActive,
+		PasswordHash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+		CreatedAt:    base,
+		UpdatedAt:    base,
+		Version:      1,
+	}
+}
+
+func mustCreate(ctx context.Context, t *testing.T, s identity.Store, users ...identity.User) {
+	t.Helper()
+	for _, u := range users {
+		if err := s.CreateUser(ctx, u); err != nil {
+			t.Fatalf("CreateUser(%s) = %v, want nil", u.Email, err)
+		}
+	}
+}
+
+func mustGet(ctx context.Context, t *testing.T, s identity.Store, id string) identity.User {
+	t.Helper()
+	u, err := s.GetUser(ctx, identity.Lookup{ID: id})
+	if err != nil {
+		t.Fatalf("GetUser(id %s) = %v, want nil", id, err)
+	}
+	return u
+}
+
+func wantCode(t *testing.T, call string, err error, want apperr.Code) {
+	t.Helper()
+	if got := apperr.CodeOf(err); got != want {
+		t.Errorf("%s = %v (code %q), want code %q", call, err, got, want)
+	}
+}
+
+func testCreateAndGetUser(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("Alice_1")
+	u.Email = "Alice.Smith@Example.COM"
+	u.DisplayName = "Alice Smith"
+	u.Role = identity.RoleDispatcher
+	u.LastLoginAt = base.Add(time.Minute)
+	mustCreate(ctx, t, s, u)
+
+	lookups := []identity.Lookup{
+		{ID: u.ID},
+		{Email: "Alice.Smith@Example.COM"},
+		{Email: "alice.smith@example.com"},
+		{Email: "ALICE.SMITH@EXAMPLE.COM"},
+		{Username: "Alice_1"},
+		{Username: "alice_1"},
+		{Username: "ALICE_1"},
+	}
+	for _, l := range lookups {
+		got, err := s.GetUser(ctx, l)
+		if err != nil {
+			t.Errorf("GetUser(%+v) = %v, want nil", l, err)
+			continue
+		}
+		if diff := cmp.Diff(u, got, truncateTimes); diff != "" {
+			t.Errorf("GetUser(%+v) mismatch (-want +got):\n%s", l, diff)
+		}
+	}
+}
+
+func testGetUserNotFound(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	mustCreate(ctx, t, s, newUser("bob"))
+	for _, l := range []identity.Lookup{
+		{ID: newID()},
+		{Email: "nobody@example.com"},
+		{Email: "bob@example.co"},
+		{Username: "bo"},
+		{Username: "bob2"},
+	} {
+		_, err := s.GetUser(ctx, l)
+		wantCode(t, fmt.Sprintf("GetUser(%+v)", l), err, apperr.NotFound)
+	}
+}
+
+func testCreateUserConflicts(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	existing := newUser("carol")
+	existing.Email = "Carol@Example.com"
+	deleted := newUser("dave")
+	mustCreate(ctx, t, s, existing, deleted)
+	deleted.Status, deleted.DeletedAt, deleted.UpdatedAt, deleted.Version = identity.StatusDeleted, base.Add(time.Hour), base.Add(time.Hour), 2
+	if err := s.UpdateUser(ctx, deleted, nil); err != nil {
+		t.Fatalf("UpdateUser(delete dave) = %v, want nil", err)
+	}
+
+	tests := []struct {
+		name     string
+		email    string
+		username string
+		wantKey  string // the key the Conflict message must name
+	}{
+		{"same email", "Carol@Example.com", "other1", "email"},
+		{"email in other case", "CAROL@example.COM", "other2", "email"},
+		{"username in other case", "new1@example.com", "CAROL", "username"},
+		{"email of a deleted user", "dave@example.com", "other3", "email"},
+		{"username of a deleted user", "new2@example.com", "Dave", "username"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := newUser(tt.username)
+			u.Email = tt.email
+			err := s.CreateUser(ctx, u)
+			wantCode(t, "CreateUser", err, apperr.Conflict)
+			if msg := apperr.MessageOf(err); !strings.Contains(msg, tt.wantKey) {
+				t.Errorf("CreateUser message = %q, want it to name %q", msg, tt.wantKey)
+			}
+			_, err = s.GetUser(ctx, identity.Lookup{ID: u.ID})
+			wantCode(t, "GetUser(rejected user)", err, apperr.NotFound)
+		})
+	}
+	n, err := s.CountUsers(ctx, identity.Filter{})
+	if err != nil || n != 1 {
+		t.Errorf("CountUsers() = %d, %v, want 1, nil", n, err)
+	}
+}
+
+func testUsersWithoutUsername(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	a, b := newUser("erin"), newUser("frank")
+	a.Username, b.Username = "", ""
+	mustCreate(ctx, t, s, a, b)
+	for _, u := range []identity.User{a, b} {
+		if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
+			t.Errorf("GetUser(%s) mismatch (-want +got):\n%s", u.ID, diff)
+		}
+	}
+}
+
+func testUpdateUser(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("grace")
+	mustCreate(ctx, t, s, u)
+
+	u.Email = "Grace.Hopper@Example.org"
+	u.Username = "GHopper"
+	u.DisplayName = "Grace Hopper"
+	u.Role = identity.RoleAdmin
+	u.Status = identity.StatusSuspended
+	u.PasswordHash = "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3aGFzaA"
+	u.UpdatedAt = base.Add(2 * time.Hour)
+	u.LastLoginAt = base.Add(time.Hour)
+	u.Version = 2
+	if err := s.UpdateUser(ctx, u, nil); err != nil {
+		t.Fatalf("UpdateUser(version 2) = %v, want nil", err)
+	}
+	if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
+		t.Errorf("GetUser after update mismatch (-want +got):\n%s", diff)
+	}
+	// The old keys are free again, the new ones find the user.
+	got, err := s.GetUser(ctx, identity.Lookup{Email: "grace.hopper@example.org"})
+	if err != nil || got.ID != u.ID {
+		t.Errorf("GetUser(new email) = %s, %v, want %s, nil", got.ID, err, u.ID)
+	}
+	got, err = s.GetUser(ctx, identity.Lookup{Username: "ghopper"})
+	if err != nil || got.ID != u.ID {
+		t.Errorf("GetUser(new username) = %s, %v, want %s, nil", got.ID, err, u.ID)
+	}
+	_, err = s.GetUser(ctx, identity.Lookup{Email: "grace@example.com"})
+	wantCode(t, "GetUser(old email)", err, apperr.NotFound)
+	mustCreate(ctx, t, s, newUser("grace"))
+
+	// Removing the username.
+	u.Username, u.Version = "", 3
+	if err := s.UpdateUser(ctx, u, nil); err != nil {
+		t.Fatalf("UpdateUser(version 3) = %v, want nil", err)
+	}
+	if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
+		t.Errorf("GetUser after removing the username mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testUpdateUserErrors(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u, other := newUser("heidi"), newUser("ivan")
+	mustCreate(ctx, t, s, u, other)
+	activity := func() []identity.Activity {
+		return []identity.Activity{{ID: newID(), UserID: u.ID, Type: identity.ActivityProfileChanged, At: base, ChangedFields: []string{"email"}}}
+	}
+
+	tests := []struct {
+		name    string
+		change  func(u *identity.User)
+		want    apperr.Code
+		wantKey string
+	}{
+		{"stale version", func(u *identity.User) { u.DisplayName = "x"; u.Version = 1 }, apperr.Aborted, ""},
+		{"version from the future", func(u *identity.User) { u.DisplayName = "x"; u.Version = 5 }, apperr.Aborted, ""},
+		{"missing user", func(u *identity.User) { u.ID = newID(); u.Version = 2 }, apperr.NotFound, ""},
+		{"taken email", func(u *identity.User) { u.Email = "IVAN@example.com"; u.Version = 2 }, apperr.Conflict, "email"},
+		{"taken username", func(u *identity.User) { u.Username = "Ivan"; u.Version = 2 }, apperr.Conflict, "username"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			changed := u
+			tt.change(&changed)
+			err := s.UpdateUser(ctx, changed, activity())
+			wantCode(t, "UpdateUser", err, tt.want)
+			if msg := apperr.MessageOf(err); !strings.Contains(msg, tt.wantKey) {
+				t.Errorf("UpdateUser message = %q, want it to name %q", msg, tt.wantKey)
+			}
+		})
+	}
+	// Nothing changed, and no failed update left activity behind.
+	if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
+		t.Errorf("GetUser after failed updates mismatch (-want +got):\n%s", diff)
+	}
+	got, err := s.ActivitySince(ctx, 0, 100)
+	if err != nil || len(got) != 0 {
+		t.Errorf("ActivitySince(0, 100) = %v, %v, want no entries", got, err)
+	}
+}
+
+func testSoftDelete(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	keep, del := newUser("judy"), newUser("mallory")
+	mustCreate(ctx, t, s, keep, del)
+	del.Status, del.DeletedAt, del.UpdatedAt, del.Version = identity.StatusDeleted, base.Add(time.Hour), base.Add(time.Hour), 2
+	if err := s.UpdateUser(ctx, del, nil); err != nil {
+		t.Fatalf("UpdateUser(delete) = %v, want nil", err)
+	}
+	got, err := s.GetUser(ctx, identity.Lookup{Email: "MALLORY@example.com"})
+	if err != nil {
+		t.Fatalf("GetUser(deleted user) = %v, want nil", err)
+	}
+	if diff := cmp.Diff(del, got, truncateTimes); diff != "" {
+		t.Errorf("GetUser(deleted user) mismatch (-want +got):\n%s", diff)
+	}
+	for _, tt := range []struct {
+		status identity.Status
+		want   []string
+	}{
+		{"", []string{keep.ID}},
+		{identity.StatusActive, []string{keep.ID}},
+		{identity.StatusDeleted, []string{del.ID}},
+	} {
+		checkList(ctx, t, s, identity.Filter{Status: tt.status}, tt.want)
+	}
+}
+
+// checkList checks that ListUsers (in one page) and CountUsers select exactly the users want.
+func checkList(ctx context.Context, t *testing.T, s identity.Store, f identity.Filter, want []string) {
+	t.Helper()
+	want = slices.Sorted(slices.Values(want))
+	users, err := s.ListUsers(ctx, f, "", 100)
+	if err != nil {
+		t.Errorf("ListUsers(%+v) = %v, want nil", f, err)
+		return
+	}
+	got := make([]string, 0, len(users))
+	for _, u := range users {
+		got = append(got, u.ID)
+	}
+	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("ListUsers(%+v) ids mismatch (-want +got):\n%s", f, diff)
+	}
+	n, err := s.CountUsers(ctx, f)
+	if err != nil || n != len(want) {
+		t.Errorf("CountUsers(%+v) = %d, %v, want %d, nil", f, n, err, len(want))
+	}
+}
+
+func testListUsersPagination(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	var want []identity.User
+	for i := range 7 {
+		u := newUser(fmt.Sprintf("page%d", i))
+		u.CreatedAt = base.Add(time.Duration(i) * time.Second)
+		want = append(want, u)
+	}
+	// Inserted out of id order: pages follow ids, not insertion order.
+	mustCreate(ctx, t, s, want[3], want[0], want[6], want[1], want[5], want[2], want[4])
+	for _, size := range []int{2, 3, 7, 100} {
+		t.Run(fmt.Sprintf("page size %d", size), func(t *testing.T) {
+			var got []identity.User
+			after := ""
+			for pages := 0; ; pages++ {
+				if pages > len(want) {
+					t.Fatalf("ListUsers did not finish after %d pages", pages)
+				}
+				page, err := s.ListUsers(ctx, identity.Filter{}, after, size)
+				if err != nil {
+					t.Fatalf("ListUsers(after %q, %d) = %v, want nil", after, size, err)
+				}
+				if len(page) > size {
+					t.Fatalf("ListUsers(after %q, %d) returned %d users", after, size, len(page))
+				}
+				got = append(got, page...)
+				if len(page) < size {
+					break
+				}
+				after = page[len(page)-1].ID
+			}
+			if diff := cmp.Diff(want, got, truncateTimes); diff != "" {
+				t.Errorf("users over all pages mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+	n, err := s.CountUsers(ctx, identity.Filter{})
+	if err != nil || n != len(want) {
+		t.Errorf("CountUsers() = %d, %v, want %d, nil", n, err, len(want))
+	}
+}
+
+func testListUsersFilters(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	user := func(name, display string, role identity.Role, status identity.Status) identity.User {
+		u := newUser(name)
+		u.DisplayName, u.Role, u.Status = display, role, status
+		if status == identity.StatusDeleted {
+			u.DeletedAt = base
+		}
+		return u
+	}
+	alice := user("alice", "Alice Liddell", identity.RoleCustomer, identity.StatusActive)
+	bob := user("bob", "Bob 100%_sure", identity.RoleCourier, identity.StatusActive)
+	carol := user("carol", "Carol 100 percent sure", identity.RoleCourier, identity.StatusSuspended)
+	dan := user("dan_the_man", "Dan", identity.RoleDispatcher, identity.StatusActive)
+	eve := user("eve", "Eve Alice-fan", identity.RoleCustomer, identity.StatusDeleted)
+	zed := user("zed", `Zed back\slash`, identity.RoleAdmin, identity.StatusActive)
+	zed.Username = ""
+	mustCreate(ctx, t, s, alice, bob, carol, dan, eve, zed)
+
+	tests := []struct {
+		name string
+		f    identity.Filter
+		want []string
+	}{
+		{"all but deleted", identity.Filter{}, []string{alice.ID, bob.ID, carol.ID, dan.ID, zed.ID}},
+		{"active", identity.Filter{Status: identity.StatusActive}, []string{alice.ID, bob.ID, dan.ID, zed.ID}},
+		{"suspended", identity.Filter{Status: identity.StatusSuspended}, []string{carol.ID}},
+		{"deleted", identity.Filter{Status: identity.StatusDeleted}, []string{eve.ID}},
+		{"couriers", identity.Filter{Role: identity.RoleCourier}, []string{bob.ID, carol.ID}},
+		{"active couriers", identity.Filter{Role: identity.RoleCourier, Status: identity.StatusActive}, []string{bob.ID}},
+		{"deleted customers", identity.Filter{Role: identity.RoleCustomer, Status: identity.StatusDeleted}, []string{eve.ID}},
+		{"search display name any case", identity.Filter{Search: "aLiCe"}, []string{alice.ID}},
+		{"search includes deleted when asked", identity.Filter{Search: "alice", Status: identity.StatusDeleted}, []string{eve.ID}},
+		{"search email domain", identity.Filter{Search: "@EXAMPLE.com"}, []string{alice.ID, bob.ID, carol.ID, dan.ID, zed.ID}},
+		{"search username", identity.Filter{Search: "THE_MAN"}, []string{dan.ID}},
+		{"search percent literally", identity.Filter{Search: "100%"}, []string{bob.ID}},
+		{"search underscore literally", identity.Filter{Search: "%_s"}, []string{bob.ID}},
+		{"search underscore in username", identity.Filter{Search: "n_t"}, []string{dan.ID}},
+		{"search lone underscore", identity.Filter{Search: "_"}, []string{bob.ID, dan.ID}},
+		{"search backslash literally", identity.Filter{Search: `k\s`}, []string{zed.ID}},
+		{"search with role", identity.Filter{Search: "sure", Role: identity.RoleCourier}, []string{bob.ID, carol.ID}},
+		{"search no match", identity.Filter{Search: "nobody"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkList(ctx, t, s, tt.f, tt.want)
+		})
+	}
+}
+
+func testListUsersConcurrentInserts(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	// Ids are drawn up front and interleaved, so concurrent inserts land before, between and after the
+	// users that exist when paging starts.
+	const n = 40
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = newID()
+	}
+	slices.Sort(ids)
+	var existing, concurrent []identity.User
+	for i, id := range ids {
+		u := newUser(fmt.Sprintf("conc%02d", i))
+		u.ID = id
+		if i%2 == 0 {
+			existing = append(existing, u)
+		} else {
+			concurrent = append(concurrent, u)
+		}
+	}
+	mustCreate(ctx, t, s, existing...)
+
+	// The inserter adds one user per page read, in an order that mixes early and late ids.
+	slices.Reverse(concurrent[:len(concurrent)/2])
+	pageRead := make(chan struct{})
+	var stopOnce sync.Once
+	stop := func() { stopOnce.Do(func() { close(pageRead) }) }
+	var wg sync.WaitGroup
+	var insertErr error
+	wg.Go(func() {
+		for i, u := range concurrent {
+			select {
+			case _, ok := <-pageRead:
+				if !ok {
+					return
+				}
+			case <-ctx.Done():
+				insertErr = ctx.Err()
+				return
+			}
+			if err := s.CreateUser(ctx, u); err != nil {
+				insertErr = fmt.Errorf("CreateUser(concurrent %d) = %w", i, err)
+				return
+			}
+		}
+	})
+	// On t.Fatal as on success: stop the inserter, then wait for it.
+	defer wg.Wait()
+	defer stop()
+	seen := map[string]int{}
+	after, inserts := "", len(concurrent)
+	for pages := 0; ; pages++ {
+		if pages > n {
+			t.Fatalf("ListUsers did not finish after %d pages", pages)
+		}
+		page, err := s.ListUsers(ctx, identity.Filter{}, after, 3)
+		if err != nil {
+			t.Fatalf("ListUsers(after %q, 3) = %v, want nil", after, err)
+		}
+		if inserts > 0 {
+			inserts--
+			pageRead <- struct{}{}
+		}
+		for _, u := range page {
+			if u.ID <= after {
+				t.Errorf("ListUsers(after %q) returned %s, not after the cursor", after, u.ID)
+			}
+			seen[u.ID]++
+			after = u.ID
+		}
+		if len(page) < 3 {
+			break
+		}
+	}
+	stop()
+	wg.Wait()
+	if insertErr != nil {
+		t.Fatal(insertErr)
+	}
+	for id, count := range seen {
+		if count != 1 {
+			t.Errorf("user %s listed %d times, want once", id, count)
+		}
+	}
+	for _, u := range existing {
+		if seen[u.ID] != 1 {
+			t.Errorf("pre-existing user %s listed %d times, want once", u.ID, seen[u.ID])
+		}
+	}
+}
+
+func testCreateUsers(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	existing := newUser("oscar")
+	mustCreate(ctx, t, s, existing)
+
+	valid1, valid2, valid3 := newUser("peggy"), newUser("rupert"), newUser("sybil")
+	valid3.Username = ""
+	dupExisting := newUser("trent")
+	dupExisting.Email = "OSCAR@example.COM"
+	dupInBatch := newUser("PEGGY")
+	dupInBatch.Email = "other-peggy@example.com"
+	dupEmailInBatch := newUser("victor")
+	dupEmailInBatch.Email = "Rupert@EXAMPLE.com"
+	batch := []identity.User{valid1, dupExisting, valid2, dupInBatch, dupEmailInBatch, valid3}
+	want := []apperr.Code{"", apperr.Conflict, "", apperr.Conflict, apperr.Conflict, ""}
+
+	errs, err := s.CreateUsers(ctx, batch)
+	if err != nil {
+		t.Fatalf("CreateUsers() = %v, want nil", err)
+	}
+	if len(errs) != len(batch) {
+		t.Fatalf("CreateUsers() returned %d errors, want %d", len(errs), len(batch))
+	}
+	for i, err := range errs {
+		wantCode(t, fmt.Sprintf("CreateUsers() item %d", i), err, want[i])
+	}
+	for _, u := range []identity.User{existing, valid1, valid2, valid3} {
+		if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
+			t.Errorf("GetUser(%s) mismatch (-want +got):\n%s", u.Email, diff)
+		}
+	}
+	for _, u := range []identity.User{dupExisting, dupInBatch, dupEmailInBatch} {
+		_, err := s.GetUser(ctx, identity.Lookup{ID: u.ID})
+		wantCode(t, fmt.Sprintf("GetUser(rejected %s)", u.Email), err, apperr.NotFound)
+	}
+	n, err := s.CountUsers(ctx, identity.Filter{})
+	if err != nil || n != 4 {
+		t.Errorf("CountUsers() = %d, %v, want 4, nil", n, err)
+	}
+}
+
+func testCreateUsersEmpty(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	errs, err := s.CreateUsers(ctx, nil)
+	if err != nil || len(errs) != 0 {
+		t.Errorf("CreateUsers(nil) = %v, %v, want no errors", errs, err)
+	}
+}
+
+// tokenSeq makes token hashes unique within a test run.
+var tokenSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newToken(u identity.User, family string, issued time.Time) identity.RefreshToken {
+	tokenSeq.Lock()
+	tokenSeq.n++
+	n := tokenSeq.n
+	tokenSeq.Unlock()
+	h := sha256.Sum256(fmt.Appendf(nil, "token-%d-%s", n, newID()))
+	return identity.RefreshToken{
+		Hash:      h[:],
+		FamilyID:  family,
+		UserID:    u.ID,
+		IssuedAt:  issued,
+		ExpiresAt: base.Add(24 * time.Hour),
+	}
+}
+
+func mustCreateToken(ctx context.Context, t *testing.T, s identity.Store, tok identity.RefreshToken) {
+	t.Helper()
+	if err := s.CreateRefreshToken(ctx, tok); err != nil {
+		t.Fatalf("CreateRefreshToken() = %v, want nil", err)
+	}
+}
+
+func checkToken(ctx context.Context, t *testing.T, s identity.Store, want identity.RefreshToken) {
+	t.Helper()
+	got, err := s.GetRefreshToken(ctx, want.Hash)
+	if err != nil {
+		t.Errorf("GetRefreshToken(%x) = %v, want nil", want.Hash[:4], err)
+		return
+	}
+	if diff := cmp.Diff(want, got, truncateTimes); diff != "" {
+		t.Errorf("GetRefreshToken(%x) mismatch (-want +got):\n%s", want.Hash[:4], diff)
+	}
+}
+
+func testRefreshTokenCreateGet(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("walter")
+	mustCreate(ctx, t, s, u)
+	tok := newToken(u, newID(), base)
+	mustCreateToken(ctx, t, s, tok)
+	checkToken(ctx, t, s, tok)
+
+	unknown := sha256.Sum256([]byte("unknown"))
+	_, err := s.GetRefreshToken(ctx, unknown[:])
+	wantCode(t, "GetRefreshToken(unknown)", err, apperr.NotFound)
+}
+
+func testRotateRefreshToken(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("wendy")
+	mustCreate(ctx, t, s, u)
+	family := newID()
+	first := newToken(u, family, base)
+	mustCreateToken(ctx, t, s, first)
+
+	at := base.Add(time.Minute)
+	second := newToken(u, family, at)
+	old, err := s.RotateRefreshToken(ctx, first.Hash, second, at)
+	if err != nil {
+		t.Fatalf("RotateRefreshToken(first) = %v, want nil", err)
+	}
+	usedFirst := first
+	usedFirst.UsedAt = at
+	if diff := cmp.Diff(usedFirst, old, truncateTimes); diff != "" {
+		t.Errorf("RotateRefreshToken(first) old token mismatch (-want +got):\n%s", diff)
+	}
+	checkToken(ctx, t, s, usedFirst)
+	checkToken(ctx, t, s, second)
+
+	// Reuse of the first token: refused, and the old token shows when it was used.
+	third := newToken(u, family, at.Add(time.Minute))
+	old, err = s.RotateRefreshToken(ctx, first.Hash, third, at.Add(time.Minute))
+	wantCode(t, "RotateRefreshToken(first again)", err, apperr.FailedPrecondition)
+	if diff := cmp.Diff(usedFirst, old, truncateTimes); diff != "" {
+		t.Errorf("RotateRefreshToken(first again) old token mismatch (-want +got):\n%s", diff)
+	}
+	_, err = s.GetRefreshToken(ctx, third.Hash)
+	wantCode(t, "GetRefreshToken(next of a refused rotation)", err, apperr.NotFound)
+
+	// The chain goes on from the second token.
+	old, err = s.RotateRefreshToken(ctx, second.Hash, third, at.Add(time.Minute))
+	if err != nil {
+		t.Fatalf("RotateRefreshToken(second) = %v, want nil", err)
+	}
+	if !old.UsedAt.Equal(at.Add(time.Minute).Truncate(time.Microsecond)) {
+		t.Errorf("RotateRefreshToken(second) old UsedAt = %v, want %v", old.UsedAt, at.Add(time.Minute))
+	}
+	checkToken(ctx, t, s, third)
+
+	unknown := sha256.Sum256([]byte("unknown"))
+	_, err = s.RotateRefreshToken(ctx, unknown[:], newToken(u, family, at), at)
+	wantCode(t, "RotateRefreshToken(unknown)", err, apperr.NotFound)
+}
+
+func testRotateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("xavier")
+	mustCreate(ctx, t, s, u)
+	family := newID()
+	tok := newToken(u, family, base)
+	mustCreateToken(ctx, t, s, tok)
+
+	const n = 10
+	nexts := make([]identity.RefreshToken, n)
+	errs := make([]error, n)
+	for i := range nexts {
+		nexts[i] = newToken(u, family, base.Add(time.Second))
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = s.RotateRefreshToken(ctx, tok.Hash, nexts[i], base.Add(time.Second))
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	winners := 0
+	for i, err := range errs {
+		switch apperr.CodeOf(err) {
+		case "":
+			winners++
+			checkToken(ctx, t, s, nexts[i])
+		case apperr.FailedPrecondition:
+			_, err := s.GetRefreshToken(ctx, nexts[i].Hash)
+			wantCode(t, fmt.Sprintf("GetRefreshToken(next of losing rotation %d)", i), err, apperr.NotFound)
+		default:
+			t.Errorf("RotateRefreshToken() #%d = %v, want nil or FailedPrecondition", i, err)
+		}
+	}
+	if winners != 1 {
+		t.Errorf("%d concurrent rotations succeeded, want exactly 1", winners)
+	}
+}
+
+func testRevokeFamily(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("yvonne")
+	mustCreate(ctx, t, s, u)
+	family, otherFamily := newID(), newID()
+	a, b, other := newToken(u, family, base), newToken(u, family, base), newToken(u, otherFamily, base)
+	for _, tok := range []identity.RefreshToken{a, b, other} {
+		mustCreateToken(ctx, t, s, tok)
+	}
+
+	revokedAt := base.Add(time.Minute)
+	if err := s.RevokeFamily(ctx, family, revokedAt); err != nil {
+		t.Fatalf("RevokeFamily() = %v, want nil", err)
+	}
+	// Idempotent: a second revocation changes nothing, not even the time.
+	if err := s.RevokeFamily(ctx, family, revokedAt.Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeFamily(again) = %v, want nil", err)
+	}
+	if err := s.RevokeFamily(ctx, newID(), revokedAt); err != nil {
+		t.Errorf("RevokeFamily(unknown family) = %v, want nil", err)
+	}
+	a.RevokedAt, b.RevokedAt = revokedAt, revokedAt
+	checkToken(ctx, t, s, a)
+	checkToken(ctx, t, s, b)
+	checkToken(ctx, t, s, other)
+
+	old, err := s.RotateRefreshToken(ctx, a.Hash, newToken(u, family, revokedAt), revokedAt.Add(time.Second))
+	wantCode(t, "RotateRefreshToken(revoked)", err, apperr.FailedPrecondition)
+	if diff := cmp.Diff(a, old, truncateTimes); diff != "" {
+		t.Errorf("RotateRefreshToken(revoked) old token mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func testRevokeUserTokens(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u, v := newUser("zoe"), newUser("amos")
+	mustCreate(ctx, t, s, u, v)
+	a, b, other := newToken(u, newID(), base), newToken(u, newID(), base), newToken(v, newID(), base)
+	for _, tok := range []identity.RefreshToken{a, b, other} {
+		mustCreateToken(ctx, t, s, tok)
+	}
+	// a's family was revoked earlier: it keeps that time.
+	earlier := base.Add(time.Second)
+	if err := s.RevokeFamily(ctx, a.FamilyID, earlier); err != nil {
+		t.Fatalf("RevokeFamily() = %v, want nil", err)
+	}
+	revokedAt := base.Add(time.Minute)
+	for range 2 {
+		if err := s.RevokeUserTokens(ctx, u.ID, revokedAt); err != nil {
+			t.Fatalf("RevokeUserTokens() = %v, want nil", err)
+		}
+	}
+	a.RevokedAt, b.RevokedAt = earlier, revokedAt
+	checkToken(ctx, t, s, a)
+	checkToken(ctx, t, s, b)
+	checkToken(ctx, t, s, other)
+
+	_, err := s.RotateRefreshToken(ctx, b.Hash, newToken(u, b.FamilyID, revokedAt), revokedAt.Add(time.Second))
+	wantCode(t, "RotateRefreshToken(revoked)", err, apperr.FailedPrecondition)
+	if _, err := s.RotateRefreshToken(ctx, other.Hash, newToken(v, other.FamilyID, revokedAt), revokedAt); err != nil {
+		t.Errorf("RotateRefreshToken(other user's token) = %v, want nil", err)
+	}
+}
+
+func testRotateExpiredRefreshToken(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("bert")
+	mustCreate(ctx, t, s, u)
+	tok := newToken(u, newID(), base)
+	mustCreateToken(ctx, t, s, tok)
+
+	for _, at := range []time.Time{tok.ExpiresAt, tok.ExpiresAt.Add(time.Hour)} {
+		old, err := s.RotateRefreshToken(ctx, tok.Hash, newToken(u, tok.FamilyID, at), at)
+		wantCode(t, fmt.Sprintf("RotateRefreshToken(at %v)", at), err, apperr.FailedPrecondition)
+		if diff := cmp.Diff(tok, old, truncateTimes); diff != "" {
+			t.Errorf("RotateRefreshToken(at %v) old token mismatch (-want +got):\n%s", at, diff)
+		}
+	}
+	checkToken(ctx, t, s, tok)
+	// A microsecond before expiry it still rotates.
+	at := tok.ExpiresAt.Truncate(time.Microsecond).Add(-time.Microsecond)
+	if _, err := s.RotateRefreshToken(ctx, tok.Hash, newToken(u, tok.FamilyID, at), at); err != nil {
+		t.Errorf("RotateRefreshToken(just before expiry) = %v, want nil", err)
+	}
+}
+
+func testActivity(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u, admin := newUser("claire"), newUser("root")
+	mustCreate(ctx, t, s, u, admin)
+	got, err := s.ActivitySince(ctx, 0, 100)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("ActivitySince(0, 100) after CreateUser = %v, %v, want no entries", got, err)
+	}
+
+	u.DisplayName, u.Role, u.Version = "Claire C.", identity.RoleCourier, 2
+	want := []identity.Activity{
+		{ID: newID(), UserID: u.ID, Type: identity.ActivityProfileChanged, At: base.Add(time.Minute), ActorUserID: u.ID, ChangedFields: []string{"display_name"}},
+		{ID: newID(), UserID: u.ID, Type: identity.ActivityRoleChanged, At: base.Add(time.Minute), ActorUserID: admin.ID, ChangedFields: []string{"role", "status"}},
+	}
+	if err := s.UpdateUser(ctx, u, want); err != nil {
+		t.Fatalf("UpdateUser() = %v, want nil", err)
+	}
+	login := []identity.Activity{
+		{ID: newID(), UserID: u.ID, Type: identity.ActivityLogin, At: base.Add(2 * time.Minute), ActorUserID: u.ID},
+		{ID: newID(), UserID: admin.ID, Type: identity.ActivityLogout, At: base.Add(3 * time.Minute)},
+	}
+	if err := s.AppendActivity(ctx, login); err != nil {
+		t.Fatalf("AppendActivity() = %v, want nil", err)
+	}
+	want = append(want, login...)
+
+	got, err = s.ActivitySince(ctx, 0, 100)
+	if err != nil {
+		t.Fatalf("ActivitySince(0, 100) = %v, want nil", err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("ActivitySince(0, 100) returned %d entries, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range got {
+		if got[i].Seq <= 0 || (i > 0 && got[i].Seq <= got[i-1].Seq) {
+			t.Errorf("ActivitySince(0, 100)[%d].Seq = %d, want positive and increasing", i, got[i].Seq)
+		}
+		want[i].Seq = got[i].Seq // assigned by the store
+	}
+	opts := cmp.Options{truncateTimes, cmpopts.EquateEmpty()}
+	if diff := cmp.Diff(want, got, opts); diff != "" {
+		t.Errorf("ActivitySince(0, 100) mismatch (-want +got):\n%s", diff)
+	}
+
+	got, err = s.ActivitySince(ctx, want[0].Seq, 2)
+	if err != nil {
+		t.Fatalf("ActivitySince(%d, 2) = %v, want nil", want[0].Seq, err)
+	}
+	if diff := cmp.Diff(want[1:3], got, opts); diff != "" {
+		t.Errorf("ActivitySince(%d, 2) mismatch (-want +got):\n%s", want[0].Seq, diff)
+	}
+	got, err = s.ActivitySince(ctx, want[3].Seq, 100)
+	if err != nil || len(got) != 0 {
+		t.Errorf("ActivitySince(last, 100) = %v, %v, want no entries", got, err)
+	}
+}
+
+// testActivityFeedWithConcurrentWriters reads the feed the way the relay does, by cursor, while writers
+// append: because Seq order is commit order, the reader never skips an entry.
+func testActivityFeedWithConcurrentWriters(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("feed")
+	mustCreate(ctx, t, s, u)
+	const writers, perWriter = 8, 10
+	var wg sync.WaitGroup
+	writeErrs := make([]error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				a := identity.Activity{ID: newID(), UserID: u.ID, Type: identity.ActivityLogin, At: base.Add(time.Duration(i) * time.Second)}
+				if err := s.AppendActivity(ctx, []identity.Activity{a}); err != nil {
+					writeErrs[w] = err
+					return
+				}
+			}
+		})
+	}
+	writersDone := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(writersDone)
+	}()
+	// Registered after newStore's cleanups, so it runs before them: no writer outlives the store.
+	t.Cleanup(func() { <-writersDone })
+
+	seen := map[string]int{}
+	var cursor int64
+	read := func() int {
+		got, err := s.ActivitySince(ctx, cursor, 7)
+		if err != nil {
+			t.Fatalf("ActivitySince(%d, 7) = %v, want nil", cursor, err)
+		}
+		for _, a := range got {
+			if a.Seq <= cursor {
+				t.Fatalf("ActivitySince(%d, 7) returned seq %d", cursor, a.Seq)
+			}
+			cursor = a.Seq
+			seen[a.ID]++
+		}
+		return len(got)
+	}
+	for done := false; !done; {
+		select {
+		case <-writersDone:
+			done = true
+		case <-ctx.Done():
+			t.Fatalf("writers did not finish: %v", ctx.Err())
+		default:
+			read()
+		}
+	}
+	for read() > 0 {
+	}
+	for w, err := range writeErrs {
+		if err != nil {
+			t.Errorf("AppendActivity() in writer %d = %v, want nil", w, err)
+		}
+	}
+	if len(seen) != writers*perWriter {
+		t.Errorf("reader saw %d distinct entries, want %d: the feed skipped some", len(seen), writers*perWriter)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("entry %s seen %d times, want once", id, n)
+		}
+	}
+}
+
+func newSigningKey(kid string, created time.Time) identity.SigningKey {
+	seed := sha256.Sum256([]byte(kid))
+	priv := ed25519.NewKeyFromSeed(seed[:])
+	return identity.SigningKey{
+		KID:        kid,
+		PrivateKey: priv.Seed(),
+		PublicKey:  priv.Public().(ed25519.PublicKey),
+		CreatedAt:  created,
+	}
+}
+
+func testSigningKeys(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	k1 := newSigningKey("k1", base)
+	k2 := newSigningKey("k2", base.Add(time.Hour))
+	k3 := newSigningKey("k3", base.Add(2*time.Hour))
+	for _, k := range []identity.SigningKey{k2, k1, k3} {
+		if err := s.SaveSigningKey(ctx, k); err != nil {
+			t.Fatalf("SaveSigningKey(%s) = %v, want nil", k.KID, err)
+		}
+	}
+	check := func(at time.Time, want ...identity.SigningKey) {
+		t.Helper()
+		got, err := s.SigningKeys(ctx, at)
+		if err != nil {
+			t.Fatalf("SigningKeys(%v) = %v, want nil", at, err)
+		}
+		if diff := cmp.Diff(want, got, truncateTimes, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("SigningKeys(%v) mismatch (-want +got):\n%s", at, diff)
+		}
+	}
+	check(base.Add(3*time.Hour), k3, k2, k1)
+
+	// Retiring k1 and k2 keeps them published until their RetireAt.
+	k1.RetireAt = base.Add(4 * time.Hour)
+	k2.RetireAt = base.Add(5 * time.Hour)
+	for _, k := range []identity.SigningKey{k1, k2} {
+		if err := s.SaveSigningKey(ctx, k); err != nil {
+			t.Fatalf("SaveSigningKey(retire %s) = %v, want nil", k.KID, err)
+		}
+	}
+	check(base.Add(3*time.Hour), k3, k2, k1)
+	check(k1.RetireAt.Truncate(time.Microsecond).Add(-time.Microsecond), k3, k2, k1)
+	check(k1.RetireAt.Add(time.Microsecond), k3, k2)
+	check(base.Add(6*time.Hour), k3)
+}

@@ -1,0 +1,519 @@
+package identity
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"lastmile/internal/platform/apperr"
+)
+
+// NewUser is what CreateUser needs to create a user.
+type NewUser struct {
+	Email       string
+	Password    string
+	DisplayName string
+	// Username is optional.
+	Username string
+	// Role is the new user's role; empty means RoleCustomer. Only admins may set it.
+	Role Role
+}
+
+// UserUpdate names the fields of a user to change and their new values.
+type UserUpdate struct {
+	// ID is the user to change.
+	ID string
+	// Paths names the fields to change, as in the contract's update_mask: display_name, username, email,
+	// role and status. The output-only paths (OutputOnlyPaths) are accepted and ignored, so that a client
+	// may send back what it read; any other path is Invalid.
+	Paths       []string
+	DisplayName string
+	// Username may be set to "" to remove the username.
+	Username string
+	Email    string
+	Role     Role
+	// Status may be StatusActive or StatusSuspended; deletion is DeleteUser's job.
+	Status Status
+	// Version, when not zero, must equal the stored version (the etag the client read), or the update is
+	// Aborted.
+	Version int64
+}
+
+// Mutable paths of UserUpdate.Paths.
+const (
+	PathDisplayName = "display_name"
+	PathUsername    = "username"
+	PathEmail       = "email"
+	PathRole        = "role"
+	PathStatus      = "status"
+)
+
+// OutputOnlyPaths are the update-mask paths of fields the server owns. UpdateUser ignores them.
+var OutputOnlyPaths = []string{"id", "create_time", "update_time", "delete_time", "last_login_time", "etag"}
+
+// maxUpdateAttempts bounds how often an update without an etag is retried when a concurrent change (a
+// login recording its time, say) moved the version on between read and write.
+const maxUpdateAttempts = 3
+
+// CreateUser creates a user: a public sign-up, or an admin creating any kind of user.
+//
+// Anyone but an admin must leave Role empty and gets a customer; a role set by a non-admin is refused
+// rather than silently replaced, so that a client bug or a probe is visible. The email is normalised
+// (NormalizeEmail) and the display name trimmed.
+//
+// Errors: Invalid with field violations; PermissionDenied when a non-admin sets Role; Conflict when the
+// email or the username is taken.
+func (s *Service) CreateUser(ctx context.Context, in NewUser) (User, error) {
+	if in.Role != "" && !callerOf(ctx).isAdmin() {
+		return User{}, apperr.Errorf(apperr.PermissionDenied, "only admins may set the role of a new user")
+	}
+	u, err := s.newUser(ctx, in)
+	if err != nil {
+		return User{}, err
+	}
+	if err := s.store.CreateUser(ctx, u); err != nil {
+		return User{}, fmt.Errorf("create user: %w", err)
+	}
+	return u, nil
+}
+
+// newUser validates in and returns the user to store, with its password hashed.
+func (s *Service) newUser(ctx context.Context, in NewUser) (User, error) {
+	in.Email = NormalizeEmail(in.Email)
+	in.DisplayName = strings.TrimSpace(in.DisplayName)
+	var v violations
+	v.email("email", in.Email)
+	v.password("password", in.Password)
+	v.displayName("display_name", in.DisplayName)
+	v.username("username", in.Username)
+	v.role("role", in.Role)
+	if err := v.err(); err != nil {
+		return User{}, err
+	}
+	role := in.Role
+	if role == "" {
+		role = RoleCustomer
+	}
+	hash, err := s.hasher.Hash(ctx, in.Password)
+	if err != nil {
+		return User{}, fmt.Errorf("hash password: %w", err)
+	}
+	now := s.clock()
+	return User{
+		ID:           newID(),
+		Email:        in.Email,
+		Username:     in.Username,
+		DisplayName:  in.DisplayName,
+		Role:         role,
+		Status:       StatusActive,
+		PasswordHash: hash,
+		CreatedAt:    now,
+		UpdatedAt:    now,
+		Version:      1,
+	}, nil
+}
+
+// GetUser returns the user that l selects, by exactly one of its keys.
+//
+// Users may read themselves; dispatchers and admitted services any user that is not deleted; admins
+// anyone. A user the caller may not see is NotFound, exactly like a user that does not exist, so that
+// accounts cannot be probed.
+//
+// Errors: Invalid for no key, several keys or a malformed one; NotFound.
+func (s *Service) GetUser(ctx context.Context, l Lookup) (User, error) {
+	l, err := normalizeLookup(l)
+	if err != nil {
+		return User{}, err
+	}
+	u, err := s.store.GetUser(ctx, l)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return User{}, errUserNotFound()
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("get user: %w", err)
+	}
+	if !callerOf(ctx).canSee(u) {
+		return User{}, errUserNotFound()
+	}
+	return u, nil
+}
+
+func normalizeLookup(l Lookup) (Lookup, error) {
+	var v violations
+	var n int
+	if l.ID != "" {
+		n++
+		v.id("id", l.ID)
+		l.ID = normalizeID(l.ID)
+	}
+	if l.Email != "" {
+		n++
+		l.Email = NormalizeEmail(l.Email)
+		v.email("email", l.Email)
+	}
+	if l.Username != "" {
+		n++
+		v.username("username", l.Username)
+	}
+	if n != 1 {
+		return Lookup{}, apperr.Errorf(apperr.Invalid, "exactly one of id, email or username is required")
+	}
+	return l, v.err()
+}
+
+// UpdateUser changes the fields of a user named in in.Paths.
+//
+// Users may change their own display name, username and email. Only admins change role and status, and
+// nobody changes their own role: a non-admin naming role or status with a value other than the current
+// one is refused (the current value is accepted as a no-op, so a client may send back what it read).
+// The last active admin cannot be demoted or suspended. Passwords change through ChangePassword.
+// An update that changes nothing returns the user unchanged, with the same version.
+//
+// Errors: Invalid for an empty or unknown path or a bad value; NotFound when the user does not exist
+// or the caller may not see it; PermissionDenied when the caller may see the user but not change it,
+// or not change a named field; FailedPrecondition for a deleted user or the last active admin; Aborted
+// when in.Version is set and no longer matches; Conflict when the new email or username is taken.
+func (s *Service) UpdateUser(ctx context.Context, in UserUpdate) (User, error) {
+	fields, err := in.normalize()
+	if err != nil {
+		return User{}, err
+	}
+	c := callerOf(ctx)
+	return s.update(ctx, in.ID, in.Version == 0, func(cur User) (User, []Activity, error) {
+		if !c.canSee(cur) {
+			return User{}, nil, errUserNotFound()
+		}
+		if !c.isAdmin() && !c.is(cur.ID) {
+			return User{}, nil, apperr.Errorf(apperr.PermissionDenied, "only the user or an admin may change a user")
+		}
+		if cur.Status == StatusDeleted {
+			return User{}, nil, apperr.Errorf(apperr.FailedPrecondition, "the user is deleted")
+		}
+		if in.Version != 0 && in.Version != cur.Version {
+			return User{}, nil, apperr.Errorf(apperr.Aborted, "the user changed since it was read (etag mismatch); read it again")
+		}
+		next := in.apply(cur, fields)
+		if err := s.checkChange(ctx, c, cur, next); err != nil {
+			return User{}, nil, err
+		}
+		acts := s.changeActivities(c, cur, next)
+		if len(acts) == 0 {
+			return cur, nil, nil
+		}
+		next.Version = cur.Version + 1
+		next.UpdatedAt = s.clock()
+		return next, acts, nil
+	})
+}
+
+// normalize validates the paths and the values they name, and returns the mutable paths.
+func (in *UserUpdate) normalize() ([]string, error) {
+	var v violations
+	v.id("user.id", in.ID)
+	in.ID = normalizeID(in.ID)
+	if len(in.Paths) == 0 {
+		v.add("update_mask", "must name at least one field")
+	}
+	var fields []string
+	for _, p := range in.Paths {
+		switch {
+		case slices.Contains(OutputOnlyPaths, p):
+		case p == PathDisplayName:
+			in.DisplayName = strings.TrimSpace(in.DisplayName)
+			v.displayName("user.display_name", in.DisplayName)
+		case p == PathUsername:
+			v.username("user.username", in.Username)
+		case p == PathEmail:
+			in.Email = NormalizeEmail(in.Email)
+			v.email("user.email", in.Email)
+		case p == PathRole:
+			if !in.Role.Valid() {
+				v.add("user.role", "must be a defined role")
+			}
+		case p == PathStatus:
+			if in.Status != StatusActive && in.Status != StatusSuspended {
+				v.add("user.status", "must be active or suspended")
+			}
+		default:
+			v.add("update_mask", fmt.Sprintf("unknown or unsupported path %q", p))
+			continue
+		}
+		if !slices.Contains(OutputOnlyPaths, p) && !slices.Contains(fields, p) {
+			fields = append(fields, p)
+		}
+	}
+	return fields, v.err()
+}
+
+// apply returns cur with the fields of in named in fields.
+func (in UserUpdate) apply(cur User, fields []string) User {
+	next := cur
+	for _, f := range fields {
+		switch f {
+		case PathDisplayName:
+			next.DisplayName = in.DisplayName
+		case PathUsername:
+			next.Username = in.Username
+		case PathEmail:
+			next.Email = in.Email
+		case PathRole:
+			next.Role = in.Role
+		case PathStatus:
+			next.Status = in.Status
+		}
+	}
+	return next
+}
+
+// checkChange enforces who may change role and status.
+func (s *Service) checkChange(ctx context.Context, c caller, cur, next User) error {
+	if next.Role != cur.Role {
+		if !c.isAdmin() {
+			return apperr.Errorf(apperr.PermissionDenied, "only admins may change a role")
+		}
+		if c.is(cur.ID) {
+			return apperr.Errorf(apperr.PermissionDenied, "nobody may change their own role")
+		}
+	}
+	if next.Status != cur.Status && !c.isAdmin() {
+		return apperr.Errorf(apperr.PermissionDenied, "only admins may change a status")
+	}
+	if activeAdmin(cur) && !activeAdmin(next) {
+		return s.ensureAnotherAdmin(ctx)
+	}
+	return nil
+}
+
+func activeAdmin(u User) bool { return u.Role == RoleAdmin && u.Status == StatusActive }
+
+// ensureAnotherAdmin refuses to take away the last active admin, which would leave nobody able to manage
+// users. Two admins demoting each other at the same instant can race past it; that needs two admins
+// acting together, and bootstrap repairs it at the next start.
+func (s *Service) ensureAnotherAdmin(ctx context.Context) error {
+	n, err := s.store.CountUsers(ctx, Filter{Role: RoleAdmin, Status: StatusActive})
+	if err != nil {
+		return fmt.Errorf("count active admins: %w", err)
+	}
+	if n <= 1 {
+		return apperr.Errorf(apperr.FailedPrecondition, "the last active admin cannot be demoted, suspended or deleted")
+	}
+	return nil
+}
+
+// changeActivities describes the difference between cur and next as activity entries.
+func (s *Service) changeActivities(c caller, cur, next User) []Activity {
+	var profile []string
+	if next.DisplayName != cur.DisplayName {
+		profile = append(profile, PathDisplayName)
+	}
+	if next.Username != cur.Username {
+		profile = append(profile, PathUsername)
+	}
+	if next.Email != cur.Email {
+		profile = append(profile, PathEmail)
+	}
+	var acts []Activity
+	if len(profile) > 0 {
+		acts = append(acts, s.activity(cur.ID, ActivityProfileChanged, c.actorID(), profile...))
+	}
+	if next.Role != cur.Role {
+		acts = append(acts, s.activity(cur.ID, ActivityRoleChanged, c.actorID(), PathRole))
+	}
+	if next.Status != cur.Status {
+		acts = append(acts, s.activity(cur.ID, ActivityStatusChanged, c.actorID(), PathStatus))
+	}
+	return acts
+}
+
+// ChangePassword replaces the password of user id and revokes every refresh token of the user, ending
+// their sessions.
+//
+// Users changing their own password must give the current one; failed attempts count against the same
+// limit as failed logins. Admins reset another user's password without it.
+//
+// Errors: Invalid for a malformed id, a new password of the wrong length or equal to current; NotFound
+// when the user does not exist or the caller may not see it; PermissionDenied when the caller may see
+// the user but not change it, or current is missing or wrong; ResourceExhausted after too many wrong
+// current passwords; FailedPrecondition for a deleted user.
+func (s *Service) ChangePassword(ctx context.Context, id, current, next string) error {
+	var v violations
+	v.id("id", id)
+	v.password("new_password", next)
+	if next == current {
+		v.add("new_password", "must differ from current_password")
+	}
+	if err := v.err(); err != nil {
+		return err
+	}
+	id = normalizeID(id)
+	c := callerOf(ctx)
+	u, err := s.GetUser(ctx, Lookup{ID: id})
+	if err != nil {
+		return err
+	}
+	self := c.is(u.ID)
+	switch {
+	case !self && !c.isAdmin():
+		return apperr.Errorf(apperr.PermissionDenied, "only the user or an admin may change a password")
+	case u.Status == StatusDeleted:
+		return apperr.Errorf(apperr.FailedPrecondition, "the user is deleted")
+	case self:
+		if err := s.checkCurrentPassword(ctx, u, current); err != nil {
+			return err
+		}
+	}
+	hash, err := s.hasher.Hash(ctx, next)
+	if err != nil {
+		return fmt.Errorf("hash password: %w", err)
+	}
+	if _, err := s.update(ctx, id, true, func(cur User) (User, []Activity, error) {
+		if cur.Status == StatusDeleted {
+			return User{}, nil, apperr.Errorf(apperr.FailedPrecondition, "the user is deleted")
+		}
+		n := cur
+		n.PasswordHash = hash
+		n.Version = cur.Version + 1
+		n.UpdatedAt = s.clock()
+		return n, []Activity{s.activity(cur.ID, ActivityPasswordChanged, c.actorID())}, nil
+	}); err != nil {
+		return err
+	}
+	if err := s.store.RevokeUserTokens(ctx, id, s.clock()); err != nil {
+		return fmt.Errorf("revoke sessions of user %s: %w", id, err)
+	}
+	return nil
+}
+
+// checkCurrentPassword verifies a user's current password, rate limited like logins: a stolen access
+// token must not become a password-guessing oracle.
+func (s *Service) checkCurrentPassword(ctx context.Context, u User, current string) error {
+	if current == "" {
+		return apperr.Errorf(apperr.PermissionDenied, "current_password is required to change your own password")
+	}
+	key := "change-password:" + u.ID
+	now := s.now()
+	r, err := s.accountLimit.take(key, now)
+	if err != nil {
+		return err
+	}
+	ok, _, err := s.hasher.Verify(ctx, current, u.PasswordHash)
+	if err != nil {
+		r.CancelAt(now)
+		return fmt.Errorf("verify current password: %w", err)
+	}
+	if !ok {
+		return apperr.Errorf(apperr.PermissionDenied, "current_password is wrong")
+	}
+	s.accountLimit.forget(key)
+	return nil
+}
+
+// DeleteUser soft-deletes user id: its status becomes deleted, every refresh token of the user is revoked
+// and login stops working. The email and username stay reserved.
+//
+// The user themself or an admin. Idempotent: deleting a deleted user returns it unchanged (to its owner as
+// well, although GetUser hides deleted users from everyone but admins). The last active admin cannot be
+// deleted.
+//
+// Errors: Invalid for a malformed id; NotFound when the user does not exist or the caller may not see
+// it; PermissionDenied when the caller may see the user but not delete it; FailedPrecondition for the last
+// active admin.
+func (s *Service) DeleteUser(ctx context.Context, id string) (User, error) {
+	var v violations
+	v.id("id", id)
+	if err := v.err(); err != nil {
+		return User{}, err
+	}
+	id = normalizeID(id)
+	c := callerOf(ctx)
+	u, err := s.update(ctx, id, true, func(cur User) (User, []Activity, error) {
+		self := c.is(cur.ID)
+		if cur.Status == StatusDeleted && (self || c.isAdmin()) {
+			return cur, nil, nil
+		}
+		if !c.canSee(cur) {
+			return User{}, nil, errUserNotFound()
+		}
+		if !self && !c.isAdmin() {
+			return User{}, nil, apperr.Errorf(apperr.PermissionDenied, "only the user or an admin may delete a user")
+		}
+		if activeAdmin(cur) {
+			if err := s.ensureAnotherAdmin(ctx); err != nil {
+				return User{}, nil, err
+			}
+		}
+		now := s.clock()
+		next := cur
+		next.Status = StatusDeleted
+		next.DeletedAt = now
+		next.UpdatedAt = now
+		next.Version = cur.Version + 1
+		return next, []Activity{s.activity(cur.ID, ActivityDeleted, c.actorID())}, nil
+	})
+	if err != nil {
+		return User{}, err
+	}
+	// Also on a repeated delete: it completes a first delete that stopped before this step.
+	if err := s.store.RevokeUserTokens(ctx, id, s.clock()); err != nil {
+		return User{}, fmt.Errorf("revoke sessions of user %s: %w", id, err)
+	}
+	return u, nil
+}
+
+// update reads user id, lets change compute the new state and its activity, and writes it. change returns
+// cur itself (same Version) for "nothing to do". With retry, a write that lost a race against another
+// change (Aborted) is tried again on a fresh read, at most maxUpdateAttempts times; without it (the
+// caller sent an etag) the Aborted error is returned.
+func (s *Service) update(ctx context.Context, id string, retry bool, change func(cur User) (User, []Activity, error)) (User, error) {
+	for attempt := 1; ; attempt++ {
+		cur, err := s.store.GetUser(ctx, Lookup{ID: id})
+		if apperr.CodeOf(err) == apperr.NotFound {
+			return User{}, errUserNotFound()
+		}
+		if err != nil {
+			return User{}, fmt.Errorf("get user %s: %w", id, err)
+		}
+		next, acts, err := change(cur)
+		if err != nil {
+			return User{}, err
+		}
+		if next.Version == cur.Version {
+			return cur, nil
+		}
+		err = s.store.UpdateUser(ctx, next, acts)
+		if apperr.CodeOf(err) == apperr.Aborted && retry && attempt < maxUpdateAttempts {
+			continue
+		}
+		if err != nil {
+			return User{}, fmt.Errorf("update user %s: %w", id, err)
+		}
+		if len(acts) > 0 {
+			s.hub.notify()
+		}
+		return next, nil
+	}
+}
+
+// activity returns a new activity entry about userID.
+func (s *Service) activity(userID string, t ActivityType, actor string, fields ...string) Activity {
+	return Activity{
+		ID:            newID(),
+		UserID:        userID,
+		Type:          t,
+		At:            s.clock(),
+		ActorUserID:   actor,
+		ChangedFields: fields,
+	}
+}
+
+// clock returns the current time in UTC at the microsecond precision that the stores keep, so that a
+// value returned by a write equals the value read back later.
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// newID returns a new UUIDv7: time-ordered, so keyset pagination by id follows creation order.
+// uuid.NewV7 fails only when crypto/rand does, which since Go 1.24 crashes the program instead.
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
