@@ -1,6 +1,7 @@
 package cli
 
 import (
+	couriergrpc "lastmile/internal/courier/grpcapi"
 	identitygrpc "lastmile/internal/identity/grpcapi"
 	"lastmile/internal/platform/auth"
 	routegrpc "lastmile/internal/route/grpcapi"
@@ -11,7 +12,7 @@ import (
 // handler runs. A method missing from it is denied.
 func policy() auth.Policy {
 	p := auth.Policy{}
-	for _, part := range []auth.Policy{identitygrpc.Policy(), routegrpc.Policy()} {
+	for _, part := range []auth.Policy{identitygrpc.Policy(), couriergrpc.Policy(), routegrpc.Policy()} {
 		for method, rule := range part {
 			p[method] = rule
 		}

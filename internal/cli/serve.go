@@ -238,10 +238,13 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		routegrpc.Register(srv.GRPC(), routegrpc.NewServer(svc))
 		logger.Info("route service registered", "provider", provider.Name())
 	}
-	for _, name := range []string{"courier", "dispatch"} {
-		if cfg.Targets[name] {
-			logger.Info("service not implemented yet; nothing registered", "target", name)
+	if cfg.Targets["courier"] {
+		if err := p.startCourier(runCtx, srv); err != nil {
+			return err
 		}
+	}
+	if cfg.Targets["dispatch"] {
+		logger.Info("service not implemented yet; nothing registered", "target", "dispatch")
 	}
 	if srv != nil {
 		srv.SetReadiness(p.ready)
@@ -372,11 +375,14 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 	if conns.Identity, err = p.dial("identity", "lastmile.identity.v1.AuthService", "gateway"); err != nil {
 		return nil, err
 	}
+	if conns.Courier, err = p.dial("courier", "lastmile.courier.v1.CourierService", "gateway"); err != nil {
+		return nil, err
+	}
 	if conns.Route, err = p.dial("route", "lastmile.route.v1.RouteService", "gateway"); err != nil {
 		return nil, err
 	}
-	if conns.Identity == nil && conns.Route == nil {
-		return nil, usageError{errors.New("gateway: no service to proxy: run it with the services, or set --identity-addr or --route-addr")}
+	if conns.Identity == nil && conns.Courier == nil && conns.Route == nil {
+		return nil, usageError{errors.New("gateway: no service to proxy: run it with the services, or set --identity-addr, --courier-addr or --route-addr")}
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
 		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.MaxBodyBytes, Logger: p.logger, Registerer: p.registry,

@@ -13,7 +13,8 @@ import (
 //   - Login, RefreshToken and Logout are public: the credentials travel in the request. GetJwks is
 //     public: the keys are, and verifiers fetch them before they can verify anything.
 //   - GetUser, UpdateUser, DeleteUser and ChangePassword admit every user; the domain lets users act on
-//     themselves and admins (dispatchers: read) on others.
+//     themselves and admins (dispatchers: read) on others. GetUser also admits the courier service, which
+//     checks that a user it registers as a courier exists and has the courier role.
 //   - ListUsers admits admins and dispatchers, who look up couriers to register them.
 //   - StreamUsers (export) and BulkCreateUsers (import) are for admins.
 //   - UserActivity admits every user; the domain lets users watch themselves and admins anyone.
@@ -22,7 +23,7 @@ func Policy() auth.Policy {
 	admins := auth.Users(auth.RoleAdmin)
 	return auth.Policy{
 		identityv1.UserService_CreateUser_FullMethodName:      auth.Public(),
-		identityv1.UserService_GetUser_FullMethodName:         anyUser,
+		identityv1.UserService_GetUser_FullMethodName:         anyUser.Or(auth.Internal("courier")),
 		identityv1.UserService_UpdateUser_FullMethodName:      anyUser,
 		identityv1.UserService_DeleteUser_FullMethodName:      anyUser,
 		identityv1.UserService_ChangePassword_FullMethodName:  anyUser,

@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"context"
+	"time"
+
+	identityv1 "lastmile/gen/go/lastmile/identity/v1"
+	"lastmile/internal/courier"
+	couriergrpc "lastmile/internal/courier/grpcapi"
+	"lastmile/internal/courier/identityclient"
+	courierpg "lastmile/internal/courier/postgres"
+	couriersqlite "lastmile/internal/courier/sqlite"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/grpcserver"
+)
+
+var errIdentityUnconfigured = apperr.Errorf(apperr.Unavailable, "identity service not configured")
+
+// startCourier opens the courier store, warms the live state (positions, claims) from it, registers the
+// service and schedules its background work: the location flusher while serving, and a final flush once the
+// server has stopped, so that a clean shutdown loses no accepted fix.
+func (p *process) startCourier(ctx context.Context, srv *grpcserver.Server) error {
+	h, err := p.openStore(ctx, "courier")
+	if err != nil {
+		return err
+	}
+	var store courier.Store
+	if h.SQL != nil {
+		store = couriersqlite.New(h.SQL)
+	} else {
+		store = courierpg.New(h.Pool)
+	}
+	conn, err := p.dial("identity", "lastmile.identity.v1.UserService", "courier")
+	if err != nil {
+		return err
+	}
+	var users courier.Users
+	if conn != nil {
+		users = identityclient.New(identityv1.NewUserServiceClient(conn))
+	} else {
+		p.logger.Warn("courier: no identity service here and no --identity-addr: RegisterCourier cannot check users")
+		users = unreachableUsers{}
+	}
+	svc := courier.NewService(store, users, courier.Options{Logger: p.logger})
+	if err := svc.Load(ctx); err != nil {
+		return err
+	}
+	couriergrpc.Register(srv.GRPC(), couriergrpc.NewServer(svc))
+	p.runners = append(p.runners, func(ctx context.Context) error {
+		err := svc.Run(ctx)
+		// ctx has ended: flush what the last interval accepted, with a bound of its own.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if ferr := svc.Flush(fctx); ferr != nil {
+			p.logger.Error("courier: final location flush failed", "err", ferr)
+		}
+		return err
+	})
+	p.logger.Info("courier service registered")
+	return nil
+}
+
+// unreachableUsers is the Users of a courier service that has no identity service to ask.
+type unreachableUsers struct{}
+
+func (unreachableUsers) GetUser(context.Context, string) (courier.UserInfo, error) {
+	return courier.UserInfo{}, errIdentityUnconfigured
+}

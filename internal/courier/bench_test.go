@@ -1,0 +1,76 @@
+package courier_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"lastmile/internal/courier"
+)
+
+// BenchmarkFindNearby measures FindNearbyCouriers with 10,000 available couriers spread uniformly over
+// a 40 x 40 km city (Berlin), for a typical dispatch query (5 km, 10 results) and the largest allowed
+// radius (50 km, 100 results). Queries start at random points in the city.
+func BenchmarkFindNearby(b *testing.B) {
+	f := newFixture(b, courier.Options{})
+	ctx := serviceCtx(b.Context(), "dispatch")
+	rng := rand.New(rand.NewPCG(1, 2))
+	const lat0, lng0, spanLat, spanLng = 52.34, 13.10, 0.36, 0.59 // about 40 x 40 km
+	for n := 1; n <= 10_000; n++ {
+		c := f.available(b, n, courier.Modes[n%len(courier.Modes)], 3)
+		r := f.svc.NewLocationReport()
+		fix := fixAt(lat0+rng.Float64()*spanLat, lng0+rng.Float64()*spanLng, t0.Add(-time.Duration(rng.IntN(240))*time.Second))
+		if err := r.Add(ctx, c.ID, []courier.Fix{fix}); err != nil || r.Result().Accepted != 1 {
+			b.Fatalf("report: %v %+v", err, r.Result())
+		}
+	}
+	for _, bc := range []struct {
+		radius float64
+		limit  int
+	}{{5_000, 10}, {50_000, 100}} {
+		b.Run(fmt.Sprintf("radius=%.0fkm/limit=%d", bc.radius/1000, bc.limit), func(b *testing.B) {
+			b.ReportAllocs()
+			found := 0
+			for b.Loop() {
+				res, err := f.svc.FindNearbyCouriers(ctx, courier.NearbyQuery{
+					Lat: lat0 + rng.Float64()*spanLat, Lng: lng0 + rng.Float64()*spanLng,
+					RadiusMeters: bc.radius, Limit: bc.limit})
+				if err != nil {
+					b.Fatal(err)
+				}
+				found += len(res)
+			}
+			b.ReportMetric(float64(found)/float64(b.N), "results/op")
+		})
+	}
+}
+
+// BenchmarkIngest measures the domain's ingest path alone (validation, rate limit, index update, flush
+// queue, watcher fan-out with no watcher), without gRPC: one op is one fix, sent in batches of 100 or one
+// at a time. Compare with grpcapi's BenchmarkReportLocations to see what the transport costs.
+func BenchmarkIngest(b *testing.B) {
+	f := newFixture(b, courier.Options{FixesPerSecond: 1e12, FixBurst: 1 << 40})
+	ctx := serviceCtx(b.Context(), "simulator")
+	at := t0.Add(-5 * time.Minute) // every fix of the benchmark is a microsecond after the previous one
+	for _, batch := range []int{100, 1} {
+		c := f.register(b, batch, courier.ModeCar, 1)
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			r := f.svc.NewLocationReport()
+			fixes := make([]courier.Fix, batch)
+			b.ReportAllocs()
+			for i := 0; i < b.N; i += batch {
+				for j := range fixes {
+					at = at.Add(time.Microsecond)
+					fixes[j] = fixAt(52.52, 13.405, at)
+				}
+				if err := r.Add(ctx, c.ID, fixes); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if got := r.Result(); got.RejectedCount() != 0 {
+				b.Fatalf("rejected: %+v", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,214 @@
+package courier
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"time"
+
+	"lastmile/internal/platform/apperr"
+)
+
+// refreshTimeout bounds the store reads that follow a successful change.
+const refreshTimeout = 5 * time.Second
+
+// refresh reads courier id's durable state (profile, claims, the current hour's availability), records it
+// in the live state and returns its snapshot.
+func (s *Service) refresh(ctx context.Context, id string) (Snapshot, error) {
+	mu := &s.refreshMu[maphash.String(s.seed, id)%uint64(len(s.refreshMu))]
+	mu.Lock()
+	defer mu.Unlock()
+	hour := s.now().UTC().Truncate(time.Hour)
+	c, err := s.store.GetCourier(ctx, id)
+	if err != nil {
+		return Snapshot{}, notFoundOr(err, "get courier "+id)
+	}
+	claims, err := s.store.Claims(ctx, id)
+	if err != nil {
+		return Snapshot{}, notFoundOr(err, "get claims of courier "+id)
+	}
+	hours, err := s.store.AvailableHours(ctx, id, hour, hour.Add(time.Hour))
+	if err != nil {
+		return Snapshot{}, notFoundOr(err, "get availability of courier "+id)
+	}
+	return s.live.set(c, taskIDs(claims), len(hours) > 0, hour, s.now()), nil
+}
+
+// publishRefreshed refreshes courier id after a change that the store has committed and tells watchers.
+// The change already succeeded, so its caller's cancellation must not stop the refresh; a failure only
+// leaves the live state stale until the next change, and is logged.
+func (s *Service) publishRefreshed(ctx context.Context, id string, change Change) (Snapshot, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	defer cancel()
+	snap, err := s.refresh(ctx, id)
+	if err != nil {
+		s.logger.Warn("refresh courier live state after a change", "courier_id", id, "error", err.Error())
+		return Snapshot{}, err
+	}
+	s.watch.publish([]Event{{Snapshot: snap, Changes: []Change{change}, At: s.now()}})
+	return snap, nil
+}
+
+func taskIDs(claims []Claim) []string {
+	if len(claims) == 0 {
+		return nil
+	}
+	out := make([]string, len(claims))
+	for i, c := range claims {
+		out[i] = c.TaskID
+	}
+	return out
+}
+
+// SetStatus stores the courier's status: offline, available or on_break. Busy cannot be set; it is
+// derived while claims fill the capacity, and the returned snapshot shows the effective status. Setting
+// the current status again changes nothing. The courier themself, dispatchers, admins and services.
+//
+// Errors: Invalid for a malformed id or a status other than offline, available and on_break;
+// PermissionDenied when the caller may not change the courier; NotFound when the courier does not exist;
+// FailedPrecondition when going offline while holding claimed tasks.
+func (s *Service) SetStatus(ctx context.Context, id string, st Status) (Snapshot, error) {
+	var v violations
+	id = v.id("courier_id", id)
+	if !st.Settable() {
+		v.add("status", "must be offline, available or on_break")
+	}
+	if err := v.err(); err != nil {
+		return Snapshot{}, err
+	}
+	if err := s.authorizeWrite(ctx, id); err != nil {
+		return Snapshot{}, err
+	}
+	before, known := s.storedStatus(id)
+	_, err := s.store.SetStatus(ctx, id, st)
+	switch apperr.CodeOf(err) {
+	case "":
+	case apperr.NotFound:
+		return Snapshot{}, errNotFound
+	case apperr.FailedPrecondition:
+		return Snapshot{}, apperr.Wrap(apperr.FailedPrecondition, err, "courier cannot go offline while holding claimed tasks")
+	default:
+		return Snapshot{}, fmt.Errorf("set status of courier %s: %w", id, err)
+	}
+	if known && before == st {
+		return s.refreshQuietly(ctx, id)
+	}
+	return s.publishRefreshed(ctx, id, ChangeStatus)
+}
+
+// refreshQuietly is refresh after a no-op change: nothing to tell watchers.
+func (s *Service) refreshQuietly(ctx context.Context, id string) (Snapshot, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	defer cancel()
+	return s.refresh(ctx, id)
+}
+
+func (s *Service) storedStatus(id string) (Status, bool) {
+	s.live.mu.RLock()
+	defer s.live.mu.RUnlock()
+	if e := s.live.byID[id]; e != nil {
+		return e.c.Status, true
+	}
+	return "", false
+}
+
+// GetCourierStatus returns the live view of one courier, read from the store (profile, claims,
+// availability now) and the live index (last location). The courier themself, dispatchers, admins and
+// services.
+//
+// Errors: Invalid for a malformed id; NotFound when the courier does not exist or the caller may not see
+// it.
+func (s *Service) GetCourierStatus(ctx context.Context, id string) (Snapshot, error) {
+	var v violations
+	id = v.id("courier_id", id)
+	if err := v.err(); err != nil {
+		return Snapshot{}, err
+	}
+	if err := s.authorizeRead(ctx, id); err != nil {
+		return Snapshot{}, err
+	}
+	return s.refresh(ctx, id)
+}
+
+// ClaimRequest reserves one unit of a courier's capacity for a task.
+type ClaimRequest struct {
+	CourierID string
+	TaskID    string
+	// ExpectedRelease is when dispatch expects to release the claim. The hour slots from the claim up to
+	// it carry the task and cannot be made unavailable. Zero (or not in the future) means the end of the
+	// current hour; it is capped at AvailabilityHorizon from now, beyond which slots cannot change anyway.
+	ExpectedRelease time.Time
+}
+
+// ClaimCourier reserves one unit of the courier's capacity for a task. It is idempotent by task id:
+// claiming a task the courier already holds changes nothing and reports already = true. Services only.
+//
+// Errors: Invalid for a malformed id; PermissionDenied for callers other than services; NotFound when the
+// courier does not exist; FailedPrecondition when the courier is not available, has no free capacity, or
+// the task is claimed on another courier.
+func (s *Service) ClaimCourier(ctx context.Context, req ClaimRequest) (snap Snapshot, already bool, err error) {
+	if err := requireService(ctx); err != nil {
+		return Snapshot{}, false, err
+	}
+	var v violations
+	id := v.id("courier_id", req.CourierID)
+	task := v.id("task_id", req.TaskID)
+	if err := v.err(); err != nil {
+		return Snapshot{}, false, err
+	}
+	now := storedTime(s.now())
+	release := storedTime(req.ExpectedRelease)
+	if !release.After(now) {
+		release = now.Truncate(time.Hour).Add(time.Hour)
+	}
+	if limit := now.Add(AvailabilityHorizon); release.After(limit) {
+		release = limit
+	}
+	already, err = s.store.ClaimCourier(ctx, Claim{CourierID: id, TaskID: task, ClaimedAt: now, ExpectedRelease: release})
+	switch apperr.CodeOf(err) {
+	case "":
+	case apperr.NotFound:
+		return Snapshot{}, false, errNotFound
+	case apperr.FailedPrecondition:
+		return Snapshot{}, false, err
+	default:
+		return Snapshot{}, false, fmt.Errorf("claim courier %s for task %s: %w", id, task, err)
+	}
+	if already {
+		snap, err = s.refreshQuietly(ctx, id)
+	} else {
+		snap, err = s.publishRefreshed(ctx, id, ChangeStatus)
+	}
+	return snap, already, err
+}
+
+// ReleaseCourier frees the capacity that a task holds on a courier. It is idempotent: releasing a claim
+// that does not exist changes nothing and reports released = false. Services only.
+//
+// Errors: Invalid for a malformed id; PermissionDenied for callers other than services; NotFound when the
+// courier does not exist.
+func (s *Service) ReleaseCourier(ctx context.Context, courierID, taskID string) (snap Snapshot, released bool, err error) {
+	if err := requireService(ctx); err != nil {
+		return Snapshot{}, false, err
+	}
+	var v violations
+	id := v.id("courier_id", courierID)
+	task := v.id("task_id", taskID)
+	if err := v.err(); err != nil {
+		return Snapshot{}, false, err
+	}
+	released, err = s.store.ReleaseCourier(ctx, id, task)
+	switch apperr.CodeOf(err) {
+	case "":
+	case apperr.NotFound:
+		return Snapshot{}, false, errNotFound
+	default:
+		return Snapshot{}, false, fmt.Errorf("release courier %s from task %s: %w", id, task, err)
+	}
+	if released {
+		snap, err = s.publishRefreshed(ctx, id, ChangeStatus)
+	} else {
+		snap, err = s.refreshQuietly(ctx, id)
+	}
+	return snap, released, err
+}
