@@ -55,7 +55,7 @@ test-postgres:
 
 ## bench: benchmarks that print ratios (see BENCHMARKS.md).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./bench/...
+	$(GO) test -run '^$$' -bench . -benchmem ./bench/... ./internal/...
 
 ## ci: everything .ci/run checks.
 ci: tidy check-generated lint breaking build test test-postgres
