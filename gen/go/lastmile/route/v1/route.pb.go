@@ -10,6 +10,7 @@ package routev1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -459,7 +460,7 @@ var File_lastmile_route_v1_route_proto protoreflect.FileDescriptor
 
 const file_lastmile_route_v1_route_proto_rawDesc = "" +
 	"\n" +
-	"\x1dlastmile/route/v1/route.proto\x12\x11lastmile.route.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lastmile/geo/v1/geo.proto\"\xa8\x02\n" +
+	"\x1dlastmile/route/v1/route.proto\x12\x11lastmile.route.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lastmile/geo/v1/geo.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xa8\x02\n" +
 	"\x14EstimateRouteRequest\x127\n" +
 	"\x06origin\x18\x01 \x01(\v2\x17.lastmile.geo.v1.LatLngB\x06\xbaH\x03\xc8\x01\x01R\x06origin\x12A\n" +
 	"\vdestination\x18\x02 \x01(\v2\x17.lastmile.geo.v1.LatLngB\x06\xbaH\x03\xc8\x01\x01R\vdestination\x12Q\n" +
@@ -497,7 +498,8 @@ const file_lastmile_route_v1_route_proto_rawDesc = "" +
 	"\x1fROUTE_CONDITION_ROUTE_NOT_FOUND\x10\x022\x94\x02\n" +
 	"\fRouteService\x12z\n" +
 	"\rEstimateRoute\x12'.lastmile.route.v1.EstimateRouteRequest\x1a .lastmile.route.v1.RouteEstimate\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/routes:estimate\x12\x87\x01\n" +
-	"\rComputeMatrix\x12'.lastmile.route.v1.ComputeMatrixRequest\x1a(.lastmile.route.v1.ComputeMatrixResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/routes:computeMatrixB+Z)lastmile/gen/go/lastmile/route/v1;routev1b\x06proto3"
+	"\rComputeMatrix\x12'.lastmile.route.v1.ComputeMatrixRequest\x1a(.lastmile.route.v1.ComputeMatrixResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/routes:computeMatrixB\xdb\x03\x92A\xac\x03\x12\xa9\x03\n" +
+	"\flastmile API\x12\x94\x03The REST edge of lastmile, a last-mile delivery platform. Send JSON with lowerCamelCase field names; authenticate with `Authorization: Bearer <access token>` from POST /v1/auth:login. Errors are JSON objects {\"error\": {\"code\": <HTTP status>, \"status\": \"INVALID_ARGUMENT\", \"message\": \"...\", \"details\": [...]}}, with google.rpc.BadRequest field violations for invalid input and a Retry-After header on 429.2\x02v1Z)lastmile/gen/go/lastmile/route/v1;routev1b\x06proto3"
 
 var (
 	file_lastmile_route_v1_route_proto_rawDescOnce sync.Once
