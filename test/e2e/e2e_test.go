@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
@@ -47,6 +48,13 @@ func start(t *testing.T, extra ...string) *system {
 // startIn is start with a given data directory, so that several processes can share one development CA.
 func startIn(t *testing.T, dataDir string, extra ...string) *system {
 	t.Helper()
+	return startEnv(t, dataDir, nil, extra...)
+}
+
+// startEnv is startIn with environment variables visible to the process (LASTMILE_ADMIN_PASSWORD, say);
+// every variable not in env reads as unset, whatever the test process's own environment holds.
+func startEnv(t *testing.T, dataDir string, env map[string]string, extra ...string) *system {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan cli.Endpoints, 1)
 	done := make(chan error, 1)
@@ -56,7 +64,7 @@ func startIn(t *testing.T, dataDir string, extra ...string) *system {
 		"--shutdown-timeout", "5s", "--log-level", "warn"}, extra...)
 	go func() {
 		done <- cli.Run(ctx, args, cli.Env{
-			Getenv: func(string) string { return "" },
+			Getenv: func(k string) string { return env[k] },
 			Stdout: io.Discard, Stderr: testWriter{t},
 			Ready: func(e cli.Endpoints) { ready <- e },
 		})
@@ -133,6 +141,119 @@ func postJSON(t *testing.T, url, body string) (int, map[string]any) {
 		t.Fatalf("POST %s: body %q is not JSON: %v", url, raw, err)
 	}
 	return resp.StatusCode, out
+}
+
+// The first admin of a system started by startWithAdmin, created from LASTMILE_ADMIN_EMAIL and
+// LASTMILE_ADMIN_PASSWORD as an operator would.
+const (
+	adminEmail    = "admin@example.com"
+	adminPassword = "e2e admin password, long enough"
+)
+
+// startWithAdmin is start with the first admin account set by the environment.
+func startWithAdmin(t *testing.T, extra ...string) *system {
+	t.Helper()
+	return startEnv(t, t.TempDir(), map[string]string{
+		"LASTMILE_ADMIN_EMAIL":    adminEmail,
+		"LASTMILE_ADMIN_PASSWORD": adminPassword,
+	}, extra...)
+}
+
+// httpClient bounds every REST call of the tests.
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// rest sends one request to the gateway with a JSON body ("" for none) and a bearer token ("" for none).
+// It returns the status, the response headers and the decoded JSON body (nil when the body is empty).
+func (s *system) rest(t *testing.T, method, path, token, body string) (int, http.Header, map[string]any) {
+	t.Helper()
+	var rd io.Reader = http.NoBody
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://"+s.HTTP+path, rd)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	var out map[string]any
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("%s %s: body %q is not a JSON object: %v", method, path, raw, err)
+		}
+	}
+	return resp.StatusCode, resp.Header, out
+}
+
+// str returns the string at path inside a decoded JSON object, "" when there is none.
+func str(v map[string]any, path ...string) string {
+	var cur any = v
+	for _, k := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return ""
+		}
+		cur = m[k]
+	}
+	s, _ := cur.(string)
+	return s
+}
+
+// session holds the tokens of a logged-in user.
+type session struct {
+	userID, access, refresh string
+}
+
+// login logs in over REST and fails the test unless it succeeds.
+func (s *system) login(t *testing.T, email, password string) session {
+	t.Helper()
+	code, _, body := s.rest(t, http.MethodPost, "/v1/auth:login", "",
+		mustJSON(t, map[string]string{"email": email, "password": password}))
+	if code != http.StatusOK {
+		t.Fatalf("login as %s = %d %v, want 200", email, code, body)
+	}
+	ses := session{userID: str(body, "user", "id"), access: str(body, "accessToken"), refresh: str(body, "refreshToken")}
+	if ses.userID == "" || ses.access == "" || ses.refresh == "" {
+		t.Fatalf("login as %s = %v, want a user id, an access token and a refresh token", email, body)
+	}
+	return ses
+}
+
+// createUser creates a user over REST as the holder of token ("" for public sign-up) with role ("" to
+// leave it unset) and returns its id.
+func (s *system) createUser(t *testing.T, token, email, password, role string) string {
+	t.Helper()
+	req := map[string]string{"email": email, "password": password, "displayName": strings.Split(email, "@")[0]}
+	wantRole := "ROLE_CUSTOMER"
+	if role != "" {
+		req["role"], wantRole = role, role
+	}
+	code, _, body := s.rest(t, http.MethodPost, "/v1/users", token, mustJSON(t, req))
+	if code != http.StatusOK {
+		t.Fatalf("POST /v1/users %s with role %s = %d %v, want 200", email, wantRole, code, body)
+	}
+	if got := str(body, "role"); got != wantRole {
+		t.Fatalf("POST /v1/users %s: role %q, want %q", email, got, wantRole)
+	}
+	return str(body, "id")
+}
+
+// bearer returns ctx carrying token in the gRPC "authorization: Bearer <token>" metadata.
+func bearer(ctx context.Context, token string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 }
 
 func TestRouteOverREST(t *testing.T) {
