@@ -152,6 +152,10 @@ func matches(c courier.Courier, f courier.Filter) bool {
 
 // ListCouriers implements courier.Store.
 func (s *Store) ListCouriers(_ context.Context, f courier.Filter, after string, limit int) ([]courier.Courier, error) {
+	limit, err := courier.StoreLimit(limit)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -166,7 +170,7 @@ func (s *Store) ListCouriers(_ context.Context, f courier.Filter, after string, 
 	}
 	slices.SortFunc(out, func(a, b courier.Courier) int { return strings.Compare(a.ID, b.ID) })
 	if len(out) > limit {
-		out = out[:max(limit, 0)]
+		out = out[:limit]
 	}
 	return out, nil
 }

@@ -37,7 +37,7 @@ func loadClaims(ctx context.Context, q querier, id string) ([]courier.Claim, err
 // different couriers hold different locks; the task_id key settles that race: the later insert waits
 // for the earlier transaction and, once it commits, inserts nothing.
 func (s *Store) ClaimCourier(ctx context.Context, c courier.Claim) (already bool, err error) {
-	if err := checkClaim(c); err != nil {
+	if err := c.CheckStorable(); err != nil {
 		return false, err
 	}
 	err = database.InPgxTx(ctx, s.pool, func(tx pgx.Tx) error {
@@ -57,11 +57,8 @@ func (s *Store) ClaimCourier(ctx context.Context, c courier.Claim) (already bool
 		case !errors.Is(err, pgx.ErrNoRows):
 			return mapError(err, "look up claim of task "+c.TaskID)
 		}
-		if cur.Status != courier.StatusAvailable {
-			return apperr.Errorf(apperr.FailedPrecondition, "courier %s is %s, not available", c.CourierID, cur.Status)
-		}
-		if cur.ActiveTasks >= cur.Capacity {
-			return apperr.Errorf(apperr.FailedPrecondition, "courier %s has no free capacity (%d of %d tasks claimed)", c.CourierID, cur.ActiveTasks, cur.Capacity)
+		if err := cur.CheckClaimable(); err != nil {
+			return err
 		}
 		tag, err := tx.Exec(ctx, `
 			INSERT INTO claims (task_id, courier_id, claimed_at, expected_release) VALUES ($1, $2, $3, $4)

@@ -73,7 +73,7 @@ func lockCourier(ctx context.Context, tx pgx.Tx, id string) (courier.Courier, er
 
 // CreateCourier implements courier.Store.
 func (s *Store) CreateCourier(ctx context.Context, c courier.Courier) error {
-	if err := checkCourier(c); err != nil {
+	if err := c.CheckStorable(); err != nil {
 		return err
 	}
 	_, err := s.pool.Exec(ctx, `
@@ -98,7 +98,7 @@ func (s *Store) GetCourierByUser(ctx context.Context, userID string) (courier.Co
 
 // UpdateCourier implements courier.Store.
 func (s *Store) UpdateCourier(ctx context.Context, c courier.Courier) (courier.Courier, error) {
-	if err := checkProfile(c); err != nil {
+	if err := c.CheckStorableProfile(); err != nil {
 		return courier.Courier{}, err
 	}
 	var out courier.Courier
@@ -107,11 +107,8 @@ func (s *Store) UpdateCourier(ctx context.Context, c courier.Courier) (courier.C
 		if err != nil {
 			return err
 		}
-		if cur.Version != c.Version-1 {
-			return apperr.Errorf(apperr.Aborted, "courier %s changed since it was read (version %d, expected %d)", c.ID, cur.Version, c.Version-1)
-		}
-		if c.Capacity < cur.ActiveTasks {
-			return apperr.Errorf(apperr.FailedPrecondition, "capacity %d is below the %d tasks claimed on courier %s", c.Capacity, cur.ActiveTasks, c.ID)
+		if err := cur.CheckProfileUpdate(c); err != nil {
+			return err
 		}
 		_, err = tx.Exec(ctx, `
 			UPDATE couriers SET display_name = $1, mode = $2, capacity = $3, updated_at = $4, version = $5
@@ -154,10 +151,10 @@ func filterSQL(f courier.Filter) (string, []any) {
 	return " WHERE " + strings.Join(conds, " AND "), args
 }
 
-// ListCouriers implements courier.Store. A limit above MaxLimit is lowered to it; a limit below 1 is
-// Invalid.
+// ListCouriers implements courier.Store. A limit above courier.MaxStoreLimit is lowered to it; a limit
+// below 1 is Invalid.
 func (s *Store) ListCouriers(ctx context.Context, f courier.Filter, after string, limit int) ([]courier.Courier, error) {
-	limit, err := checkLimit(limit)
+	limit, err := courier.StoreLimit(limit)
 	if err != nil {
 		return nil, err
 	}
@@ -214,8 +211,8 @@ func (s *Store) SetStatus(ctx context.Context, id string, st courier.Status) (co
 			out = cur
 			return nil
 		}
-		if st == courier.StatusOffline && cur.ActiveTasks > 0 {
-			return apperr.Errorf(apperr.FailedPrecondition, "courier %s holds %d claimed tasks and cannot go offline", id, cur.ActiveTasks)
+		if err := cur.CheckStatusChange(st); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE couriers SET status = $1 WHERE id = $2`, string(st), id); err != nil {
 			return mapError(err, "set status of courier "+id)

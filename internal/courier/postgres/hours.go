@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"lastmile/internal/platform/apperr"
+	"lastmile/internal/courier"
 	"lastmile/internal/platform/database"
 )
 
@@ -47,12 +47,8 @@ func (s *Store) SetAvailability(ctx context.Context, id string, hours []time.Tim
 			if err != nil {
 				return err
 			}
-			for _, h := range norm {
-				for _, c := range claims {
-					if c.Covers(h) {
-						return apperr.Errorf(apperr.FailedPrecondition, "hour %s carries task %s claimed on courier %s and cannot be made unavailable", h.Format(time.RFC3339), c.TaskID, id)
-					}
-				}
+			if err := courier.CheckUnclaimedHours(id, norm, claims); err != nil {
+				return err
 			}
 		}
 		_, err := tx.Exec(ctx, `

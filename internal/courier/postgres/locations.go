@@ -2,32 +2,12 @@ package postgres
 
 import (
 	"context"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"lastmile/internal/courier"
 )
-
-// newestPerCourier keeps the fix with the latest RecordedAt (at microsecond precision, as stored) of
-// each courier, the first of equals, ordered by CourierID: an upsert may not touch one row twice, and a
-// fixed order keeps concurrent batches from deadlocking on each other's rows.
-func newestPerCourier(fixes []courier.LocationFix) []courier.LocationFix {
-	newest := make(map[string]courier.LocationFix, len(fixes))
-	for _, f := range fixes {
-		if cur, ok := newest[f.CourierID]; !ok || ts(f.RecordedAt).After(ts(cur.RecordedAt)) {
-			newest[f.CourierID] = f
-		}
-	}
-	out := make([]courier.LocationFix, 0, len(newest))
-	for _, f := range newest {
-		out = append(out, f)
-	}
-	slices.SortFunc(out, func(a, b courier.LocationFix) int { return strings.Compare(a.CourierID, b.CourierID) })
-	return out
-}
 
 // SaveLocations implements courier.Store with one statement over arrays, which is atomic on its own.
 // The upsert's WHERE keeps a stored fix that is as new as or newer than the incoming one, and the
@@ -36,10 +16,10 @@ func (s *Store) SaveLocations(ctx context.Context, fixes []courier.LocationFix) 
 	if len(fixes) == 0 {
 		return nil
 	}
-	if err := checkFixes(fixes); err != nil {
+	if err := courier.CheckStorableFixes(fixes); err != nil {
 		return err
 	}
-	batch := newestPerCourier(fixes)
+	batch := courier.NewestFixes(fixes)
 	n := len(batch)
 	ids := make([]string, 0, n)
 	lat, lng, acc, speed, heading := make([]float64, 0, n), make([]float64, 0, n), make([]float64, 0, n), make([]float64, 0, n), make([]float64, 0, n)

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -44,9 +43,6 @@ func Migrations() database.Migrations {
 	}
 	return database.Migrations{Service: "courier", FS: sub}
 }
-
-// MaxLimit bounds the couriers one ListCouriers call returns; larger limits are lowered to it.
-const MaxLimit = 1000
 
 // Store is a courier.Store backed by PostgreSQL. It is safe for concurrent use.
 type Store struct {
@@ -110,84 +106,4 @@ func mapError(err error, what string) error {
 
 func courierNotFound(id string) error {
 	return apperr.Errorf(apperr.NotFound, "courier %s not found", id)
-}
-
-// checkLimit validates a page size and lowers it to MaxLimit.
-func checkLimit(limit int) (int, error) {
-	if limit <= 0 {
-		return 0, apperr.InvalidFields("invalid limit", apperr.FieldViolation{Field: "limit", Description: "must be positive"})
-	}
-	return min(limit, MaxLimit), nil
-}
-
-// checkCourier rejects couriers no store can hold. Business rules (name lengths, who may register) are
-// the domain's.
-func checkCourier(c courier.Courier) error {
-	v := profileViolations(c)
-	if c.UserID == "" {
-		v = append(v, apperr.FieldViolation{Field: "user_id", Description: "must not be empty"})
-	}
-	if !c.Status.Settable() {
-		v = append(v, apperr.FieldViolation{Field: "status", Description: fmt.Sprintf("cannot store status %q", c.Status)})
-	}
-	if len(v) > 0 {
-		return apperr.InvalidFields("invalid courier", v...)
-	}
-	return nil
-}
-
-// checkProfile is checkCourier for UpdateCourier, which never writes UserID or Status.
-func checkProfile(c courier.Courier) error {
-	if v := profileViolations(c); len(v) > 0 {
-		return apperr.InvalidFields("invalid courier", v...)
-	}
-	return nil
-}
-
-func profileViolations(c courier.Courier) []apperr.FieldViolation {
-	var v []apperr.FieldViolation
-	if c.ID == "" {
-		v = append(v, apperr.FieldViolation{Field: "id", Description: "must not be empty"})
-	}
-	if !c.Mode.Valid() {
-		v = append(v, apperr.FieldViolation{Field: "mode", Description: fmt.Sprintf("unknown transport mode %q", c.Mode)})
-	}
-	if c.Capacity < 1 || c.Capacity > courier.MaxCapacity {
-		v = append(v, apperr.FieldViolation{Field: "capacity", Description: fmt.Sprintf("must be 1 to %d", courier.MaxCapacity)})
-	}
-	return v
-}
-
-// checkClaim rejects claims no store can hold.
-func checkClaim(c courier.Claim) error {
-	var v []apperr.FieldViolation
-	if c.CourierID == "" {
-		v = append(v, apperr.FieldViolation{Field: "courier_id", Description: "must not be empty"})
-	}
-	if c.TaskID == "" {
-		v = append(v, apperr.FieldViolation{Field: "task_id", Description: "must not be empty"})
-	}
-	if !ts(c.ExpectedRelease).After(ts(c.ClaimedAt)) {
-		v = append(v, apperr.FieldViolation{Field: "expected_release", Description: "must be after claimed_at"})
-	}
-	if len(v) > 0 {
-		return apperr.InvalidFields("invalid claim", v...)
-	}
-	return nil
-}
-
-// checkFixes rejects batches with values the SQLite store cannot hold (it turns NaN into NULL), so both
-// stores accept the same batches.
-func checkFixes(fixes []courier.LocationFix) error {
-	for i, f := range fixes {
-		if f.CourierID == "" {
-			return apperr.InvalidFields("invalid location fix", apperr.FieldViolation{Field: fmt.Sprintf("fixes[%d].courier_id", i), Description: "must not be empty"})
-		}
-		for _, x := range []float64{f.Lat, f.Lng, f.AccuracyMeters, f.SpeedMPS, f.Heading} {
-			if math.IsNaN(x) || math.IsInf(x, 0) {
-				return apperr.InvalidFields("invalid location fix", apperr.FieldViolation{Field: fmt.Sprintf("fixes[%d]", i), Description: "values must be finite"})
-			}
-		}
-	}
-	return nil
 }

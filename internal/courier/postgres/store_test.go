@@ -82,49 +82,19 @@ func TestStoreDurable(t *testing.T) {
 	})
 }
 
-// TestInvalid checks that values no store can hold are refused as Invalid, before they reach SQL or
-// by PostgreSQL itself.
+// TestInvalid checks that values no store can hold are refused as Invalid before they reach SQL.
 func TestInvalid(t *testing.T) {
+	storetest.RunInvalid(t, newStore)
+}
+
+// TestInvalidText checks that a string PostgreSQL's text cannot hold (a NUL byte) is refused as Invalid:
+// no check in Go catches it, PostgreSQL does, and mapError must say Invalid rather than Internal.
+func TestInvalidText(t *testing.T) {
 	ctx := testContext(t)
 	s := newStore(t)
 	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
-	good := courier.Courier{ID: "c1", UserID: "u1", DisplayName: "A", Mode: courier.ModeCar, Capacity: 2, Status: courier.StatusAvailable, CreatedAt: now, UpdatedAt: now, Version: 1}
-	if err := s.CreateCourier(ctx, good); err != nil {
-		t.Fatalf("CreateCourier: %v", err)
-	}
-	with := func(f func(*courier.Courier)) courier.Courier {
-		c := good
-		c.ID, c.UserID = "c2", "u2"
-		f(&c)
-		return c
-	}
-	creates := map[string]courier.Courier{
-		"no id":         with(func(c *courier.Courier) { c.ID = "" }),
-		"no user":       with(func(c *courier.Courier) { c.UserID = "" }),
-		"unknown mode":  with(func(c *courier.Courier) { c.Mode = "rocket" }),
-		"capacity 0":    with(func(c *courier.Courier) { c.Capacity = 0 }),
-		"capacity 101":  with(func(c *courier.Courier) { c.Capacity = courier.MaxCapacity + 1 }),
-		"busy stored":   with(func(c *courier.Courier) { c.Status = courier.StatusBusy }),
-		"unknown state": with(func(c *courier.Courier) { c.Status = "sleeping" }),
-		"NUL in name":   with(func(c *courier.Courier) { c.DisplayName = "a\x00b" }),
-	}
-	for name, c := range creates {
-		if got := apperr.CodeOf(s.CreateCourier(ctx, c)); got != apperr.Invalid {
-			t.Errorf("CreateCourier(%s) code = %q, want %q", name, got, apperr.Invalid)
-		}
-	}
-	bad := good
-	bad.Capacity, bad.Version = 0, 2
-	if _, err := s.UpdateCourier(ctx, bad); apperr.CodeOf(err) != apperr.Invalid {
-		t.Errorf("UpdateCourier(capacity 0) error = %v, want Invalid", err)
-	}
-	if _, err := s.SetStatus(ctx, good.ID, courier.StatusBusy); apperr.CodeOf(err) != apperr.Invalid {
-		t.Errorf("SetStatus(busy) error = %v, want Invalid", err)
-	}
-	if _, err := s.ClaimCourier(ctx, courier.Claim{CourierID: good.ID, TaskID: "t1", ClaimedAt: now, ExpectedRelease: now}); apperr.CodeOf(err) != apperr.Invalid {
-		t.Errorf("ClaimCourier(release not after claim) error = %v, want Invalid", err)
-	}
-	if _, err := s.ListCouriers(ctx, courier.Filter{}, "", 0); apperr.CodeOf(err) != apperr.Invalid {
-		t.Errorf("ListCouriers(limit 0) error = %v, want Invalid", err)
+	c := courier.Courier{ID: "c1", UserID: "u1", DisplayName: "a\x00b", Mode: courier.ModeCar, Capacity: 2, Status: courier.StatusAvailable, CreatedAt: now, UpdatedAt: now, Version: 1}
+	if got := apperr.CodeOf(s.CreateCourier(ctx, c)); got != apperr.Invalid {
+		t.Errorf("CreateCourier(NUL in name) code = %q, want %q", got, apperr.Invalid)
 	}
 }

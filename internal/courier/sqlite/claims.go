@@ -40,7 +40,7 @@ func loadClaims(ctx context.Context, q querier, id string) ([]courier.Claim, err
 // transaction, which holds SQLite's write lock from the first read: concurrent claims, from this
 // process or another, run one after the other and each sees the claims of those before it.
 func (s *Store) ClaimCourier(ctx context.Context, c courier.Claim) (already bool, err error) {
-	if err := checkClaim(c); err != nil {
+	if err := c.CheckStorable(); err != nil {
 		return false, err
 	}
 	err = database.InTx(ctx, s.db, func(tx *sql.Tx) error {
@@ -60,11 +60,8 @@ func (s *Store) ClaimCourier(ctx context.Context, c courier.Claim) (already bool
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("look up claim of task %s: %w", c.TaskID, err)
 		}
-		if cur.Status != courier.StatusAvailable {
-			return apperr.Errorf(apperr.FailedPrecondition, "courier %s is %s, not available", c.CourierID, cur.Status)
-		}
-		if cur.ActiveTasks >= cur.Capacity {
-			return apperr.Errorf(apperr.FailedPrecondition, "courier %s has no free capacity (%d of %d tasks claimed)", c.CourierID, cur.ActiveTasks, cur.Capacity)
+		if err := cur.CheckClaimable(); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `
 			INSERT INTO claims (task_id, courier_id, claimed_at, expected_release) VALUES (?, ?, ?, ?)`,

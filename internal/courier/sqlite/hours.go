@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"lastmile/internal/platform/apperr"
+	"lastmile/internal/courier"
 	"lastmile/internal/platform/database"
 )
 
@@ -39,13 +39,8 @@ func (s *Store) SetAvailability(ctx context.Context, id string, hours []time.Tim
 			if err != nil {
 				return err
 			}
-			for _, h := range hours {
-				h = hourStart(h)
-				for _, c := range claims {
-					if c.Covers(h) {
-						return apperr.Errorf(apperr.FailedPrecondition, "hour %s carries task %s claimed on courier %s and cannot be made unavailable", h.Format(time.RFC3339), c.TaskID, id)
-					}
-				}
+			if err := courier.CheckUnclaimedHours(id, hours, claims); err != nil {
+				return err
 			}
 		}
 		stmt, err := tx.PrepareContext(ctx, `

@@ -4,29 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
-	"strings"
 
 	"lastmile/internal/courier"
 	"lastmile/internal/platform/database"
 )
-
-// newestPerCourier keeps the fix with the latest RecordedAt (at microsecond precision, as stored) of
-// each courier, the first of equals, ordered by CourierID.
-func newestPerCourier(fixes []courier.LocationFix) []courier.LocationFix {
-	newest := make(map[string]courier.LocationFix, len(fixes))
-	for _, f := range fixes {
-		if cur, ok := newest[f.CourierID]; !ok || micros(f.RecordedAt) > micros(cur.RecordedAt) {
-			newest[f.CourierID] = f
-		}
-	}
-	out := make([]courier.LocationFix, 0, len(newest))
-	for _, f := range newest {
-		out = append(out, f)
-	}
-	slices.SortFunc(out, func(a, b courier.LocationFix) int { return strings.Compare(a.CourierID, b.CourierID) })
-	return out
-}
 
 // SaveLocations implements courier.Store. The whole batch is one transaction; the upsert's WHERE keeps
 // a stored fix that is as new as or newer than the incoming one, and the EXISTS skips unknown couriers
@@ -35,10 +16,10 @@ func (s *Store) SaveLocations(ctx context.Context, fixes []courier.LocationFix) 
 	if len(fixes) == 0 {
 		return nil
 	}
-	if err := checkFixes(fixes); err != nil {
+	if err := courier.CheckStorableFixes(fixes); err != nil {
 		return err
 	}
-	batch := newestPerCourier(fixes)
+	batch := courier.NewestFixes(fixes)
 	return database.InTx(ctx, s.db, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `
 			INSERT INTO locations (courier_id, lat, lng, recorded_at, accuracy_meters, speed_mps, heading)

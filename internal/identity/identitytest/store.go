@@ -149,6 +149,10 @@ func (s *Store) ListUsers(ctx context.Context, f identity.Filter, after string, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	limit, err := identity.StoreLimit(limit)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.matching(f)

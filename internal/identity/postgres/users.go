@@ -26,7 +26,7 @@ type execer interface {
 
 // CreateUser implements identity.Store. It writes no activity: the interface has no parameter for it.
 func (s *Store) CreateUser(ctx context.Context, u identity.User) error {
-	if err := checkUser(u); err != nil {
+	if err := u.CheckStorable(); err != nil {
 		return err
 	}
 	return insertUser(ctx, s.pool, u)
@@ -64,7 +64,7 @@ func (s *Store) CreateUsers(ctx context.Context, users []identity.User) ([]error
 	}
 	err := database.InPgxTx(ctx, s.pool, func(tx pgx.Tx) error {
 		for i, u := range users {
-			if err := checkUser(u); err != nil {
+			if err := u.CheckStorable(); err != nil {
 				errs[i] = err
 				continue
 			}
@@ -137,10 +137,10 @@ func scanUser(row pgx.Row) (identity.User, error) {
 
 // UpdateUser implements identity.Store. Every field but ID and CreatedAt is replaced.
 func (s *Store) UpdateUser(ctx context.Context, u identity.User, activity []identity.Activity) error {
-	if err := checkUser(u); err != nil {
+	if err := u.CheckStorable(); err != nil {
 		return err
 	}
-	if err := checkActivity(activity); err != nil {
+	if err := identity.CheckStorableActivity(activity); err != nil {
 		return err
 	}
 	return database.InPgxTx(ctx, s.pool, func(tx pgx.Tx) error {
@@ -199,10 +199,10 @@ func userFilter(f identity.Filter) (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// ListUsers implements identity.Store. Invalid when limit is not positive; limits above MaxLimit are
-// lowered to it.
+// ListUsers implements identity.Store. Invalid when limit is not positive; limits above
+// identity.MaxStoreLimit are lowered to it.
 func (s *Store) ListUsers(ctx context.Context, f identity.Filter, after string, limit int) ([]identity.User, error) {
-	limit, err := checkLimit(limit)
+	limit, err := identity.StoreLimit(limit)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,7 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -17,31 +15,10 @@ import (
 
 const tokenColumns = "hash, family_id, user_id, issued_at, expires_at, used_at, revoked_at"
 
-// checkToken rejects tokens that cannot be stored.
-func checkToken(t identity.RefreshToken) error {
-	var v []apperr.FieldViolation
-	if len(t.Hash) != sha256.Size {
-		v = append(v, apperr.FieldViolation{Field: "hash", Description: fmt.Sprintf("must be %d bytes (SHA-256), got %d", sha256.Size, len(t.Hash))})
-	}
-	if t.FamilyID == "" {
-		v = append(v, apperr.FieldViolation{Field: "family_id", Description: "must not be empty"})
-	}
-	if t.UserID == "" {
-		v = append(v, apperr.FieldViolation{Field: "user_id", Description: "must not be empty"})
-	}
-	if t.IssuedAt.IsZero() || t.ExpiresAt.IsZero() {
-		v = append(v, apperr.FieldViolation{Field: "issued_at", Description: "issued_at and expires_at must be set"})
-	}
-	if len(v) > 0 {
-		return apperr.InvalidFields("invalid refresh token", v...)
-	}
-	return nil
-}
-
 // CreateRefreshToken implements identity.Store. Invalid for a malformed token, NotFound when its user
 // does not exist, Conflict when its hash is already stored.
 func (s *Store) CreateRefreshToken(ctx context.Context, t identity.RefreshToken) error {
-	if err := checkToken(t); err != nil {
+	if err := t.CheckStorable(); err != nil {
 		return err
 	}
 	return insertToken(ctx, s.db, t)
@@ -83,7 +60,7 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash []byte) (identity.Refr
 // RotateRefreshToken implements identity.Store. next must belong to the old token's family and user
 // (Invalid otherwise); nothing changes unless the whole rotation succeeds.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, next identity.RefreshToken, at time.Time) (identity.RefreshToken, error) {
-	if err := checkToken(next); err != nil {
+	if err := next.CheckStorable(); err != nil {
 		return identity.RefreshToken{}, err
 	}
 	var old identity.RefreshToken
@@ -102,13 +79,13 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, next ide
 			if err != nil {
 				return fmt.Errorf("rotate refresh token: read old token: %w", err)
 			}
-			return unusable(old)
+			return old.UnusableErr()
 		}
 		if err != nil {
 			return fmt.Errorf("rotate refresh token: %w", err)
 		}
-		if next.FamilyID != old.FamilyID || next.UserID != old.UserID || bytes.Equal(next.Hash, old.Hash) {
-			return apperr.Errorf(apperr.Invalid, "the next refresh token must be new and belong to the old token's family and user")
+		if err := old.CheckSuccessor(next); err != nil {
+			return err
 		}
 		return insertToken(ctx, tx, next)
 	})
@@ -119,18 +96,6 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, next ide
 		return identity.RefreshToken{}, err
 	}
 	return old, nil
-}
-
-// unusable explains why the existing token t could not be rotated.
-func unusable(t identity.RefreshToken) error {
-	switch {
-	case !t.UsedAt.IsZero():
-		return apperr.Errorf(apperr.FailedPrecondition, "refresh token already used")
-	case !t.RevokedAt.IsZero():
-		return apperr.Errorf(apperr.FailedPrecondition, "refresh token revoked")
-	default:
-		return apperr.Errorf(apperr.FailedPrecondition, "refresh token expired")
-	}
 }
 
 // RevokeFamily implements identity.Store. Tokens revoked earlier keep their revocation time.
@@ -157,7 +122,7 @@ func (s *Store) RevokeUserTokens(ctx context.Context, userID string, at time.Tim
 // user does not exist, Conflict when an entry's ID is already recorded; the entries are appended all or
 // none.
 func (s *Store) AppendActivity(ctx context.Context, activity []identity.Activity) error {
-	if err := checkActivity(activity); err != nil {
+	if err := identity.CheckStorableActivity(activity); err != nil {
 		return err
 	}
 	if len(activity) == 0 {
@@ -189,9 +154,9 @@ func insertActivity(ctx context.Context, tx *sql.Tx, activity []identity.Activit
 }
 
 // ActivitySince implements identity.Store. Entries without changed fields have nil ChangedFields.
-// Invalid when limit is not positive; limits above MaxLimit are lowered to it.
+// Invalid when limit is not positive; limits above identity.MaxStoreLimit are lowered to it.
 func (s *Store) ActivitySince(ctx context.Context, after int64, limit int) ([]identity.Activity, error) {
-	limit, err := checkLimit(limit)
+	limit, err := identity.StoreLimit(limit)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +192,7 @@ func (s *Store) ActivitySince(ctx context.Context, after int64, limit int) ([]id
 // SaveSigningKey implements identity.Store. Saving a known KID changes its RetireAt only: key material
 // is immutable. Invalid for a key without KID or with a malformed key.
 func (s *Store) SaveSigningKey(ctx context.Context, k identity.SigningKey) error {
-	if err := checkSigningKey(k); err != nil {
+	if err := k.CheckStorable(); err != nil {
 		return err
 	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO signing_keys (kid, private_key, public_key, created_at, retire_at)

@@ -7,7 +7,6 @@
 package sqlite
 
 import (
-	"crypto/ed25519"
 	"database/sql"
 	"embed"
 	"errors"
@@ -36,9 +35,6 @@ func Migrations() database.Migrations {
 	}
 	return database.Migrations{Service: "identity", FS: sub}
 }
-
-// MaxLimit bounds the rows one ListUsers or ActivitySince call returns; larger limits are lowered to it.
-const MaxLimit = 1000
 
 // Store is an identity.Store backed by SQLite. It is safe for concurrent use.
 type Store struct {
@@ -105,87 +101,6 @@ func mapError(err error, what string) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// checkLimit validates a page size and lowers it to MaxLimit.
-func checkLimit(limit int) (int, error) {
-	if limit <= 0 {
-		return 0, apperr.InvalidFields("invalid limit", apperr.FieldViolation{Field: "limit", Description: "must be positive"})
-	}
-	return min(limit, MaxLimit), nil
-}
-
 // likeEscaper escapes LIKE's wildcards (and the escape character itself) so that a search term matches
 // literally; queries say ESCAPE '\'.
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-
-// checkUser rejects users no store can hold. Business rules (formats, lengths) are the domain's.
-func checkUser(u identity.User) error {
-	var v []apperr.FieldViolation
-	if u.ID == "" {
-		v = append(v, apperr.FieldViolation{Field: "id", Description: "must not be empty"})
-	}
-	if u.Email == "" {
-		v = append(v, apperr.FieldViolation{Field: "email", Description: "must not be empty"})
-	}
-	if !u.Role.Valid() {
-		v = append(v, apperr.FieldViolation{Field: "role", Description: fmt.Sprintf("unknown role %q", u.Role)})
-	}
-	switch u.Status {
-	case identity.StatusActive, identity.StatusSuspended, identity.StatusDeleted:
-	default:
-		v = append(v, apperr.FieldViolation{Field: "status", Description: fmt.Sprintf("unknown status %q", u.Status)})
-	}
-	if u.CreatedAt.IsZero() {
-		v = append(v, apperr.FieldViolation{Field: "created_at", Description: "must be set"})
-	}
-	if u.UpdatedAt.IsZero() {
-		v = append(v, apperr.FieldViolation{Field: "updated_at", Description: "must be set"})
-	}
-	if len(v) > 0 {
-		return apperr.InvalidFields("invalid user", v...)
-	}
-	return nil
-}
-
-// checkActivity rejects entries that cannot be stored.
-func checkActivity(activity []identity.Activity) error {
-	for i, a := range activity {
-		var v []apperr.FieldViolation
-		if a.ID == "" {
-			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].id", i), Description: "must not be empty"})
-		}
-		if a.UserID == "" {
-			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].user_id", i), Description: "must not be empty"})
-		}
-		if a.Type == "" {
-			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].type", i), Description: "must not be empty"})
-		}
-		if a.At.IsZero() {
-			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].at", i), Description: "must be set"})
-		}
-		if len(v) > 0 {
-			return apperr.InvalidFields("invalid activity", v...)
-		}
-	}
-	return nil
-}
-
-// checkSigningKey rejects keys that are not Ed25519 key pairs with an id.
-func checkSigningKey(k identity.SigningKey) error {
-	var v []apperr.FieldViolation
-	if k.KID == "" {
-		v = append(v, apperr.FieldViolation{Field: "kid", Description: "must not be empty"})
-	}
-	if len(k.PrivateKey) != ed25519.SeedSize {
-		v = append(v, apperr.FieldViolation{Field: "private_key", Description: fmt.Sprintf("must be a %d-byte Ed25519 seed", ed25519.SeedSize)})
-	}
-	if len(k.PublicKey) != ed25519.PublicKeySize {
-		v = append(v, apperr.FieldViolation{Field: "public_key", Description: fmt.Sprintf("must be a %d-byte Ed25519 public key", ed25519.PublicKeySize)})
-	}
-	if k.CreatedAt.IsZero() {
-		v = append(v, apperr.FieldViolation{Field: "created_at", Description: "must be set"})
-	}
-	if len(v) > 0 {
-		return apperr.InvalidFields("invalid signing key", v...)
-	}
-	return nil
-}

@@ -22,7 +22,7 @@ type execer interface {
 
 // CreateUser implements identity.Store. It writes no activity: the interface has no parameter for it.
 func (s *Store) CreateUser(ctx context.Context, u identity.User) error {
-	if err := checkUser(u); err != nil {
+	if err := u.CheckStorable(); err != nil {
 		return err
 	}
 	return insertUser(ctx, s.db, u)
@@ -59,7 +59,7 @@ func (s *Store) CreateUsers(ctx context.Context, users []identity.User) ([]error
 	}
 	err := database.InTx(ctx, s.db, func(tx *sql.Tx) error {
 		for i, u := range users {
-			if err := checkUser(u); err != nil {
+			if err := u.CheckStorable(); err != nil {
 				errs[i] = err
 				continue
 			}
@@ -136,10 +136,10 @@ func scanUser(row scanner) (identity.User, error) {
 
 // UpdateUser implements identity.Store. Every field but ID and CreatedAt is replaced.
 func (s *Store) UpdateUser(ctx context.Context, u identity.User, activity []identity.Activity) error {
-	if err := checkUser(u); err != nil {
+	if err := u.CheckStorable(); err != nil {
 		return err
 	}
-	if err := checkActivity(activity); err != nil {
+	if err := identity.CheckStorableActivity(activity); err != nil {
 		return err
 	}
 	return database.InTx(ctx, s.db, func(tx *sql.Tx) error {
@@ -201,10 +201,10 @@ func userFilter(f identity.Filter) (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// ListUsers implements identity.Store. Invalid when limit is not positive; limits above MaxLimit are
-// lowered to it.
+// ListUsers implements identity.Store. Invalid when limit is not positive; limits above
+// identity.MaxStoreLimit are lowered to it.
 func (s *Store) ListUsers(ctx context.Context, f identity.Filter, after string, limit int) ([]identity.User, error) {
-	limit, err := checkLimit(limit)
+	limit, err := identity.StoreLimit(limit)
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,7 @@ func Run(t *testing.T, newStore func(t *testing.T) identity.Store) {
 		{"ListUsersPagination", testListUsersPagination},
 		{"ListUsersFilters", testListUsersFilters},
 		{"ListUsersConcurrentInserts", testListUsersConcurrentInserts},
+		{"ListUsersMaxStoreLimit", testListUsersMaxStoreLimit},
 		{"CreateUsers", testCreateUsers},
 		{"CreateUsersEmpty", testCreateUsersEmpty},
 		{"RefreshTokenCreateGet", testRefreshTokenCreateGet},
@@ -987,4 +988,31 @@ func testSigningKeys(t *testing.T, s identity.Store) {
 	check(k1.RetireAt.Truncate(time.Microsecond).Add(-time.Microsecond), k3, k2, k1)
 	check(k1.RetireAt.Add(time.Microsecond), k3, k2)
 	check(base.Add(6*time.Hour), k3)
+}
+
+// testListUsersMaxStoreLimit checks that a store returns a full MaxStoreLimit rows: the Service asks for
+// one row more than its largest page to learn whether another page follows, so a store that capped reads at
+// the page size would never report a next page.
+func testListUsersMaxStoreLimit(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	users := make([]identity.User, identity.MaxStoreLimit+1)
+	for i := range users {
+		users[i] = newUser(fmt.Sprintf("bulk%04d", i))
+	}
+	errs, err := s.CreateUsers(ctx, users)
+	if err != nil {
+		t.Fatalf("CreateUsers: %v", err)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("CreateUsers item %d: %v", i, err)
+		}
+	}
+	got, err := s.ListUsers(ctx, identity.Filter{}, "", identity.MaxStoreLimit+50)
+	if err != nil {
+		t.Fatalf("ListUsers: %v", err)
+	}
+	if len(got) != identity.MaxStoreLimit {
+		t.Errorf("ListUsers(limit %d) returned %d users, want MaxStoreLimit = %d", identity.MaxStoreLimit+50, len(got), identity.MaxStoreLimit)
+	}
 }

@@ -1,0 +1,151 @@
+package identity
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"fmt"
+
+	"lastmile/internal/platform/apperr"
+)
+
+// The checks below are the Store contract's own: every Store implementation refuses what they refuse,
+// before it reaches its database, so that all stores answer alike whatever their column types would let
+// through. They cover only what no store can hold; business rules (formats, lengths, who may do what) are
+// the Service's.
+
+// MaxStoreLimit bounds the rows one Store.ListUsers or Store.ActivitySince call returns; stores lower
+// larger limits to it. It is one more than
+// MaxPageSize because the Service reads one row past a page to learn whether another page follows.
+const MaxStoreLimit = MaxPageSize + 1
+
+// StoreLimit returns the number of rows a Store read asked for limit returns: limit lowered to
+// MaxStoreLimit. Invalid when limit is not positive.
+func StoreLimit(limit int) (int, error) {
+	if limit <= 0 {
+		return 0, apperr.InvalidFields("invalid limit", apperr.FieldViolation{Field: "limit", Description: "must be positive"})
+	}
+	return min(limit, MaxStoreLimit), nil
+}
+
+// CheckStorable returns an Invalid error listing why no store can hold u (no id or email, an undefined
+// role or status, unset creation or update time), or nil.
+func (u User) CheckStorable() error {
+	var v []apperr.FieldViolation
+	if u.ID == "" {
+		v = append(v, apperr.FieldViolation{Field: "id", Description: "must not be empty"})
+	}
+	if u.Email == "" {
+		v = append(v, apperr.FieldViolation{Field: "email", Description: "must not be empty"})
+	}
+	if !u.Role.Valid() {
+		v = append(v, apperr.FieldViolation{Field: "role", Description: fmt.Sprintf("unknown role %q", u.Role)})
+	}
+	switch u.Status {
+	case StatusActive, StatusSuspended, StatusDeleted:
+	default:
+		v = append(v, apperr.FieldViolation{Field: "status", Description: fmt.Sprintf("unknown status %q", u.Status)})
+	}
+	if u.CreatedAt.IsZero() {
+		v = append(v, apperr.FieldViolation{Field: "created_at", Description: "must be set"})
+	}
+	if u.UpdatedAt.IsZero() {
+		v = append(v, apperr.FieldViolation{Field: "updated_at", Description: "must be set"})
+	}
+	if len(v) > 0 {
+		return apperr.InvalidFields("invalid user", v...)
+	}
+	return nil
+}
+
+// CheckStorableActivity returns an Invalid error for the first entry of activity that no store can
+// hold (no id, user or type, unset time), or nil. Seq is not checked: stores assign it.
+func CheckStorableActivity(activity []Activity) error {
+	for i, a := range activity {
+		var v []apperr.FieldViolation
+		if a.ID == "" {
+			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].id", i), Description: "must not be empty"})
+		}
+		if a.UserID == "" {
+			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].user_id", i), Description: "must not be empty"})
+		}
+		if a.Type == "" {
+			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].type", i), Description: "must not be empty"})
+		}
+		if a.At.IsZero() {
+			v = append(v, apperr.FieldViolation{Field: fmt.Sprintf("activity[%d].at", i), Description: "must be set"})
+		}
+		if len(v) > 0 {
+			return apperr.InvalidFields("invalid activity", v...)
+		}
+	}
+	return nil
+}
+
+// CheckStorable returns an Invalid error listing why no store can hold t (a hash that is not SHA-256
+// sized, no family or user, unset issue or expiry time), or nil.
+func (t RefreshToken) CheckStorable() error {
+	var v []apperr.FieldViolation
+	if len(t.Hash) != sha256.Size {
+		v = append(v, apperr.FieldViolation{Field: "hash", Description: fmt.Sprintf("must be %d bytes (SHA-256), got %d", sha256.Size, len(t.Hash))})
+	}
+	if t.FamilyID == "" {
+		v = append(v, apperr.FieldViolation{Field: "family_id", Description: "must not be empty"})
+	}
+	if t.UserID == "" {
+		v = append(v, apperr.FieldViolation{Field: "user_id", Description: "must not be empty"})
+	}
+	if t.IssuedAt.IsZero() || t.ExpiresAt.IsZero() {
+		v = append(v, apperr.FieldViolation{Field: "issued_at", Description: "issued_at and expires_at must be set"})
+	}
+	if len(v) > 0 {
+		return apperr.InvalidFields("invalid refresh token", v...)
+	}
+	return nil
+}
+
+// CheckSuccessor returns Invalid unless next may follow t in a rotation chain: a token with another hash,
+// of t's family and user. Store.RotateRefreshToken checks it against the stored old token, inside the
+// rotating transaction.
+func (t RefreshToken) CheckSuccessor(next RefreshToken) error {
+	if next.FamilyID != t.FamilyID || next.UserID != t.UserID || bytes.Equal(next.Hash, t.Hash) {
+		return apperr.Errorf(apperr.Invalid, "the next refresh token must be new and belong to the old token's family and user")
+	}
+	return nil
+}
+
+// UnusableErr returns the FailedPrecondition error that explains why the stored token t could not be
+// rotated: it was used, revoked, or (neither) has expired. Stores call it once their conditional update
+// skipped t, so it does not look at the clock: the store has already decided that t is unusable.
+func (t RefreshToken) UnusableErr() error {
+	switch {
+	case !t.UsedAt.IsZero():
+		return apperr.Errorf(apperr.FailedPrecondition, "refresh token already used")
+	case !t.RevokedAt.IsZero():
+		return apperr.Errorf(apperr.FailedPrecondition, "refresh token revoked")
+	default:
+		return apperr.Errorf(apperr.FailedPrecondition, "refresh token expired")
+	}
+}
+
+// CheckStorable returns an Invalid error listing why no store can hold k (no KID, key material that is
+// not an Ed25519 seed and public key, unset creation time), or nil.
+func (k SigningKey) CheckStorable() error {
+	var v []apperr.FieldViolation
+	if k.KID == "" {
+		v = append(v, apperr.FieldViolation{Field: "kid", Description: "must not be empty"})
+	}
+	if len(k.PrivateKey) != ed25519.SeedSize {
+		v = append(v, apperr.FieldViolation{Field: "private_key", Description: fmt.Sprintf("must be a %d-byte Ed25519 seed", ed25519.SeedSize)})
+	}
+	if len(k.PublicKey) != ed25519.PublicKeySize {
+		v = append(v, apperr.FieldViolation{Field: "public_key", Description: fmt.Sprintf("must be a %d-byte Ed25519 public key", ed25519.PublicKeySize)})
+	}
+	if k.CreatedAt.IsZero() {
+		v = append(v, apperr.FieldViolation{Field: "created_at", Description: "must be set"})
+	}
+	if len(v) > 0 {
+		return apperr.InvalidFields("invalid signing key", v...)
+	}
+	return nil
+}

@@ -1,0 +1,200 @@
+package identity_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"lastmile/internal/identity"
+	"lastmile/internal/platform/apperr"
+)
+
+// storeAt is a fixed time for the records below; the checks only ask whether times are set.
+var storeAt = time.Date(2026, 5, 4, 10, 30, 0, 0, time.UTC)
+
+// wantViolations checks that err is Invalid with exactly the given violated fields, in order, or nil
+// when fields is empty.
+func wantViolations(t *testing.T, call string, err error, fields []string) {
+	t.Helper()
+	if len(fields) == 0 {
+		if err != nil {
+			t.Errorf("%s = %v, want nil", call, err)
+		}
+		return
+	}
+	if got := apperr.CodeOf(err); got != apperr.Invalid {
+		t.Fatalf("%s code = %q (%v), want %q", call, got, err, apperr.Invalid)
+	}
+	e := apperr.As(err)
+	if e == nil {
+		t.Fatalf("%s = %T, want *apperr.Error", call, err)
+	}
+	var got []string
+	for _, v := range e.Violations {
+		got = append(got, v.Field)
+	}
+	if diff := cmp.Diff(fields, got); diff != "" {
+		t.Errorf("%s violated fields (-want +got):\n%s", call, diff)
+	}
+}
+
+func TestStoreLimit(t *testing.T) {
+	tests := []struct {
+		limit, want int
+	}{
+		{1, 1},
+		{50, 50},
+		{identity.MaxStoreLimit, identity.MaxStoreLimit},
+		{identity.MaxStoreLimit + 1, identity.MaxStoreLimit},
+	}
+	for _, tt := range tests {
+		got, err := identity.StoreLimit(tt.limit)
+		if err != nil || got != tt.want {
+			t.Errorf("StoreLimit(%d) = %d, %v, want %d, nil", tt.limit, got, err, tt.want)
+		}
+	}
+	for _, limit := range []int{0, -1} {
+		_, err := identity.StoreLimit(limit)
+		wantViolations(t, "StoreLimit", err, []string{"limit"})
+	}
+}
+
+func TestUserCheckStorable(t *testing.T) {
+	good := identity.User{ID: "u1", Email: "a@example.com", Role: identity.RoleCustomer, Status: identity.StatusActive, CreatedAt: storeAt, UpdatedAt: storeAt}
+	tests := []struct {
+		name   string
+		edit   func(*identity.User)
+		fields []string
+	}{
+		{"valid", func(*identity.User) {}, nil},
+		{"deleted", func(u *identity.User) { u.Status = identity.StatusDeleted }, nil},
+		{"no id", func(u *identity.User) { u.ID = "" }, []string{"id"}},
+		{"no email", func(u *identity.User) { u.Email = "" }, []string{"email"}},
+		{"unknown role", func(u *identity.User) { u.Role = "pilot" }, []string{"role"}},
+		{"unknown status", func(u *identity.User) { u.Status = "" }, []string{"status"}},
+		{"no times", func(u *identity.User) { u.CreatedAt, u.UpdatedAt = time.Time{}, time.Time{} }, []string{"created_at", "updated_at"}},
+		{"empty", func(u *identity.User) { *u = identity.User{} }, []string{"id", "email", "role", "status", "created_at", "updated_at"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := good
+			tt.edit(&u)
+			wantViolations(t, "CheckStorable()", u.CheckStorable(), tt.fields)
+		})
+	}
+}
+
+func TestCheckStorableActivity(t *testing.T) {
+	good := identity.Activity{ID: "a1", UserID: "u1", Type: identity.ActivityLogin, At: storeAt}
+	tests := []struct {
+		name     string
+		activity []identity.Activity
+		fields   []string
+	}{
+		{"none", nil, nil},
+		{"valid", []identity.Activity{good, good}, nil},
+		{"empty second", []identity.Activity{good, {}}, []string{"activity[1].id", "activity[1].user_id", "activity[1].type", "activity[1].at"}},
+		{"first bad entry only", []identity.Activity{{ID: "a0", Type: identity.ActivityLogin, At: storeAt}, {}}, []string{"activity[0].user_id"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantViolations(t, "CheckStorableActivity()", identity.CheckStorableActivity(tt.activity), tt.fields)
+		})
+	}
+}
+
+func TestRefreshTokenCheckStorable(t *testing.T) {
+	good := identity.RefreshToken{Hash: bytes.Repeat([]byte{1}, 32), FamilyID: "f1", UserID: "u1", IssuedAt: storeAt, ExpiresAt: storeAt.Add(time.Hour)}
+	tests := []struct {
+		name   string
+		edit   func(*identity.RefreshToken)
+		fields []string
+	}{
+		{"valid", func(*identity.RefreshToken) {}, nil},
+		{"short hash", func(tok *identity.RefreshToken) { tok.Hash = tok.Hash[:31] }, []string{"hash"}},
+		{"no family", func(tok *identity.RefreshToken) { tok.FamilyID = "" }, []string{"family_id"}},
+		{"no user", func(tok *identity.RefreshToken) { tok.UserID = "" }, []string{"user_id"}},
+		{"no expiry", func(tok *identity.RefreshToken) { tok.ExpiresAt = time.Time{} }, []string{"issued_at"}},
+		{"empty", func(tok *identity.RefreshToken) { *tok = identity.RefreshToken{} }, []string{"hash", "family_id", "user_id", "issued_at"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := good
+			tt.edit(&tok)
+			wantViolations(t, "CheckStorable()", tok.CheckStorable(), tt.fields)
+		})
+	}
+}
+
+func TestRefreshTokenCheckSuccessor(t *testing.T) {
+	old := identity.RefreshToken{Hash: []byte("old"), FamilyID: "f1", UserID: "u1"}
+	tests := []struct {
+		name string
+		next identity.RefreshToken
+		want apperr.Code
+	}{
+		{"successor", identity.RefreshToken{Hash: []byte("new"), FamilyID: "f1", UserID: "u1"}, ""},
+		{"same hash", identity.RefreshToken{Hash: []byte("old"), FamilyID: "f1", UserID: "u1"}, apperr.Invalid},
+		{"other family", identity.RefreshToken{Hash: []byte("new"), FamilyID: "f2", UserID: "u1"}, apperr.Invalid},
+		{"other user", identity.RefreshToken{Hash: []byte("new"), FamilyID: "f1", UserID: "u2"}, apperr.Invalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := apperr.CodeOf(old.CheckSuccessor(tt.next)); got != tt.want {
+				t.Errorf("CheckSuccessor() code = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRefreshTokenUnusableErr(t *testing.T) {
+	tests := []struct {
+		name string
+		tok  identity.RefreshToken
+		want string
+	}{
+		{"used and revoked", identity.RefreshToken{UsedAt: storeAt, RevokedAt: storeAt}, "refresh token already used"},
+		{"revoked", identity.RefreshToken{RevokedAt: storeAt}, "refresh token revoked"},
+		{"neither", identity.RefreshToken{}, "refresh token expired"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.tok.UnusableErr()
+			if got := apperr.CodeOf(err); got != apperr.FailedPrecondition {
+				t.Errorf("UnusableErr() code = %q, want %q", got, apperr.FailedPrecondition)
+			}
+			if got := apperr.MessageOf(err); got != tt.want {
+				t.Errorf("UnusableErr() message = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSigningKeyCheckStorable(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatalf("GenerateKey: %v", err)
+	}
+	good := identity.SigningKey{KID: "k1", PrivateKey: priv.Seed(), PublicKey: pub, CreatedAt: storeAt}
+	tests := []struct {
+		name   string
+		edit   func(*identity.SigningKey)
+		fields []string
+	}{
+		{"valid", func(*identity.SigningKey) {}, nil},
+		{"no kid", func(k *identity.SigningKey) { k.KID = "" }, []string{"kid"}},
+		{"full private key", func(k *identity.SigningKey) { k.PrivateKey = priv }, []string{"private_key"}},
+		{"short public key", func(k *identity.SigningKey) { k.PublicKey = pub[:31] }, []string{"public_key"}},
+		{"empty", func(k *identity.SigningKey) { *k = identity.SigningKey{} }, []string{"kid", "private_key", "public_key", "created_at"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := good
+			tt.edit(&k)
+			wantViolations(t, "CheckStorable()", k.CheckStorable(), tt.fields)
+		})
+	}
+}
