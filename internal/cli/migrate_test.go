@@ -71,4 +71,3 @@ func TestMigrateRejectsUnknownDatabaseURL(t *testing.T) {
 		t.Errorf("migrate --database-url mysql://x = %v (exit %d), want a usage error", err, ExitCode(err))
 	}
 }
-
