@@ -763,3 +763,25 @@ func TestRequestTimeout(t *testing.T) {
 		t.Errorf("body mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestClientGrpcTimeoutIgnored checks that a client cannot choose the deadline of the internal call with
+// a Grpc-Timeout header (a 1ns deadline on every call would fail them on purpose and trip circuit breakers).
+func TestClientGrpcTimeoutIgnored(t *testing.T) {
+	var sawDeadline time.Duration
+	fake := &fakeRoute{estimate: func(ctx context.Context, _ *routev1.EstimateRouteRequest) (*routev1.RouteEstimate, error) {
+		if d, ok := ctx.Deadline(); ok {
+			sawDeadline = time.Until(d)
+		}
+		return cannedEstimate(), nil
+	}}
+	srv := startGateway(t, fake, gateway.Config{RequestTimeout: 30 * time.Second})
+
+	resp, body := do(t, srv, http.MethodPost, estimatePath, strings.NewReader(validBody), http.Header{"Grpc-Timeout": {"1n"}})
+
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d %s, want 200: the Grpc-Timeout header must be ignored", resp.StatusCode, body)
+	}
+	if sawDeadline < time.Second {
+		t.Errorf("deadline the service saw = %v, want the gateway's RequestTimeout (30s), not the client's 1ns", sawDeadline)
+	}
+}

@@ -58,6 +58,9 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	r.Header = r.Header.Clone()
 	r.Header.Set(requestIDHeader, id)
+	// grpc-gateway would turn a client's Grpc-Timeout header into the internal call's deadline; the edge
+	// decides deadlines itself (RequestTimeout), so a client cannot make internal calls fail on purpose.
+	r.Header.Del("Grpc-Timeout")
 
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")

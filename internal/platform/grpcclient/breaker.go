@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
@@ -75,8 +76,35 @@ func (b *breaker) unary(ctx context.Context, method string, req, reply any, cc *
 	if err != nil {
 		return err
 	}
+	budget := deadlineBudget(ctx)
 	err = invoker(ctx, method, req, reply, cc, opts...)
-	done(err)
+	done(judged(ctx, budget, err))
+	return err
+}
+
+// MinCountedDeadline is the smallest deadline whose expiry counts as a server failure. A caller that gives
+// a call less time than this (a REST client can send "Grpc-Timeout: 1n") or that cancels it learns
+// nothing about the server's health, and must not be able to open the breaker for everyone else.
+const MinCountedDeadline = 100 * time.Millisecond
+
+// deadlineBudget returns how long ctx allows a call that starts now; a large value when it has no deadline.
+func deadlineBudget(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return time.Until(d)
+	}
+	return time.Duration(1<<63 - 1)
+}
+
+// judged returns the error the breaker should judge: the caller's own cancellation, or a deadline shorter
+// than MinCountedDeadline running out, becomes Canceled, which the breaker excludes.
+func judged(ctx context.Context, budget time.Duration, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(ctx.Err(), context.Canceled) ||
+		(status.Code(err) == codes.DeadlineExceeded && budget < MinCountedDeadline) {
+		return status.Error(codes.Canceled, "caller gave up")
+	}
 	return err
 }
 
@@ -87,8 +115,9 @@ func (b *breaker) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	if err != nil {
 		return nil, err
 	}
+	budget := deadlineBudget(ctx)
 	cs, err := streamer(ctx, desc, cc, method, opts...)
-	done(err)
+	done(judged(ctx, budget, err))
 	return cs, err
 }
 

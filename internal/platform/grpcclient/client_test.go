@@ -509,3 +509,38 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakerIgnoresCallersTinyDeadlines checks that callers cannot open the breaker for everyone by
+// sending calls with deadlines too short to mean anything (a REST client's "Grpc-Timeout: 1n") or by
+// cancelling them, while a server that answers DeadlineExceeded to a reasonable deadline still counts.
+func TestBreakerIgnoresCallersTinyDeadlines(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := &server{}
+	const target = "passthrough:///tiny-deadlines"
+	client := newClient(t, grpcclient.Config{
+		Target:      target,
+		MaxAttempts: 1,
+		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 2, Timeout: time.Hour},
+		Registerer:  reg,
+		DialOptions: bufServer(t, s),
+	})
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
+		_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		cancel()
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("UnaryCall #%d with a 1ns deadline = %v, want DeadlineExceeded", i+1, err)
+		}
+		ctx, cancel = context.WithCancel(context.Background())
+		cancel()
+		if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); status.Code(err) != codes.Canceled {
+			t.Fatalf("UnaryCall #%d with a cancelled context = %v, want Canceled", i+1, err)
+		}
+	}
+	if got := breakerState(t, reg, target); got != 0 {
+		t.Errorf("breaker state after 10 caller-side failures = %v, want 0 (closed)", got)
+	}
+	if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+		t.Errorf("UnaryCall with a normal deadline = %v, want success (breaker closed)", err)
+	}
+}
