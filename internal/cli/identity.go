@@ -91,7 +91,7 @@ func (p *process) startIdentity(ctx context.Context, srv *grpcserver.Server, par
 		return err
 	}
 	svc := identity.NewService(parts.store, hasher, issuer, identity.Options{
-		ClientKey: identitygrpc.ClientKey,
+		ClientKey: auth.ClientKey,
 		Logger:    p.logger,
 	})
 	identitygrpc.Register(srv.GRPC(), svc, parts.keys)

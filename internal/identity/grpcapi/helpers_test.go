@@ -61,7 +61,7 @@ func start(t *testing.T) *env {
 	t.Helper()
 	store := identitytest.NewStore()
 	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{
-		ClientKey:    grpcapi.ClientKey,
+		ClientKey:    auth.ClientKey,
 		ActivityPoll: 10 * time.Millisecond,
 	})
 	keys := identity.NewKeyManager(store, identity.KeyOptions{})

@@ -614,3 +614,29 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("FullDuplexCall over the limit code = %v, want ResourceExhausted", got)
 	}
 }
+
+// TestRateLimitAnonymousByForwardedClient checks that anonymous calls forwarded by an edge proxy are limited
+// per client address (the last x-forwarded-for entry, which the proxy itself appended), not all together
+// under the proxy's one connection.
+func TestRateLimitAnonymousByForwardedClient(t *testing.T) {
+	cfg := grpcserver.Config{
+		Policy:        policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		Authenticator: headerAuthenticator{},
+		RateLimit:     grpcserver.RateLimit{RPS: 0.001, Burst: 1},
+	}
+	_, conn := startServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
+	client := testgrpc.NewTestServiceClient(conn)
+	from := func(xff string) context.Context {
+		return callCtx(t, "x-test-via", "gateway", "x-forwarded-for", xff)
+	}
+	if _, err := client.EmptyCall(from("198.51.100.7"), &testgrpc.Empty{}); err != nil {
+		t.Fatalf("first call from 198.51.100.7 = %v, want OK", err)
+	}
+	if _, err := client.EmptyCall(from("198.51.100.7"), &testgrpc.Empty{}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("second call from 198.51.100.7 = %v, want ResourceExhausted", err)
+	}
+	// Another client behind the same gateway has its own bucket, whatever it claims earlier in the chain.
+	if _, err := client.EmptyCall(from("198.51.100.7, 203.0.113.50"), &testgrpc.Empty{}); err != nil {
+		t.Errorf("first call from 203.0.113.50 = %v, want OK: clients behind the gateway must not share a bucket", err)
+	}
+}

@@ -230,7 +230,8 @@ func callCtx(t *testing.T, kv ...string) context.Context {
 }
 
 // headerAuthenticator makes test principals from metadata: "x-test-user: id" (with "x-test-roles: a,b")
-// is a user, "x-test-service: name" a service, anything else anonymous.
+// is a user, "x-test-service: name" a service, "x-test-via: proxy" an anonymous caller forwarded by an edge
+// proxy, anything else anonymous.
 type headerAuthenticator struct{}
 
 func (headerAuthenticator) Authenticate(_ context.Context, md metadata.MD) (auth.Principal, error) {
@@ -243,6 +244,9 @@ func (headerAuthenticator) Authenticate(_ context.Context, md metadata.MD) (auth
 	}
 	if v := md.Get("x-test-service"); len(v) == 1 {
 		return auth.Principal{Kind: auth.Service, Subject: v[0]}, nil
+	}
+	if v := md.Get("x-test-via"); len(v) == 1 {
+		return auth.Principal{Via: v[0]}, nil
 	}
 	return auth.Principal{}, nil
 }

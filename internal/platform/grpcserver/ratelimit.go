@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
-	"google.golang.org/grpc/peer"
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
@@ -71,7 +69,9 @@ func (l *rateLimiter) allow(key string) error {
 	return nil
 }
 
-// rateKey names the bucket of a call: users by id, services by name, anonymous callers by peer IP.
+// rateKey names the bucket of a call: users by id, services by name, anonymous callers by their network
+// (auth.ClientKey): for calls an edge proxy forwards, the client address the proxy saw, so that REST
+// callers do not all share the gateway's bucket.
 func rateKey(ctx context.Context, p auth.Principal) string {
 	switch p.Kind {
 	case auth.User:
@@ -79,12 +79,8 @@ func rateKey(ctx context.Context, p auth.Principal) string {
 	case auth.Service:
 		return "service:" + p.Subject
 	}
-	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
-		host := pr.Addr.String()
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		return "anonymous:" + host
+	if key := auth.ClientKey(ctx); key != "" {
+		return "anonymous:" + key
 	}
 	return "anonymous"
 }

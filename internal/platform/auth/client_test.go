@@ -1,4 +1,4 @@
-package grpcapi_test
+package auth_test
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
-	"lastmile/internal/identity/grpcapi"
 	"lastmile/internal/platform/auth"
 )
 
@@ -20,7 +19,7 @@ func TestClientKey(t *testing.T) {
 		ctx = auth.WithPrincipal(ctx, auth.Principal{Kind: auth.Anonymous, Via: "gateway"})
 		md := metadata.MD{}
 		for _, v := range xff {
-			md.Append(grpcapi.ForwardedForKey, v)
+			md.Append(auth.ForwardedForKey, v)
 		}
 		return metadata.NewIncomingContext(ctx, md)
 	}
@@ -38,11 +37,11 @@ func TestClientKey(t *testing.T) {
 		{"gateway without forwarded-for uses the peer", viaGateway(withPeer("10.0.0.5")), "ip:10.0.0.5"},
 		{"gateway with garbage uses the peer", viaGateway(withPeer("10.0.0.5"), "not-an-ip"), "ip:10.0.0.5"},
 		{"forwarded-for from a direct client is ignored",
-			metadata.NewIncomingContext(withPeer("192.0.2.10"), metadata.Pairs(grpcapi.ForwardedForKey, "203.0.113.9")), "ip:192.0.2.10"},
+			metadata.NewIncomingContext(withPeer("192.0.2.10"), metadata.Pairs(auth.ForwardedForKey, "203.0.113.9")), "ip:192.0.2.10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := grpcapi.ClientKey(tt.ctx); got != tt.want {
+			if got := auth.ClientKey(tt.ctx); got != tt.want {
 				t.Errorf("ClientKey() = %q, want %q", got, tt.want)
 			}
 		})
