@@ -18,7 +18,7 @@ var errIdentityUnconfigured = apperr.Errorf(apperr.Unavailable, "identity servic
 
 // startCourier opens the courier store, warms the live state (positions, claims) from it, registers the
 // service and schedules its background work: the location flusher while serving, and a final flush once the
-// server has stopped, so that a clean shutdown loses no accepted fix.
+// gRPC server has stopped, so that a clean shutdown loses no accepted fix.
 func (p *process) startCourier(ctx context.Context, srv *grpcserver.Server) error {
 	h, err := p.openStore(ctx, "courier")
 	if err != nil {
@@ -46,15 +46,15 @@ func (p *process) startCourier(ctx context.Context, srv *grpcserver.Server) erro
 		return err
 	}
 	couriergrpc.Register(srv.GRPC(), couriergrpc.NewServer(svc))
-	p.runners = append(p.runners, func(ctx context.Context) error {
-		err := svc.Run(ctx)
-		// ctx has ended: flush what the last interval accepted, with a bound of its own.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	p.runners = append(p.runners, svc.Run)
+	// The flusher stops with the process context, while the gRPC server still drains streams that accept
+	// fixes; the final flush therefore runs after the server has stopped, before the database closes.
+	p.afterStop = append(p.afterStop, func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if ferr := svc.Flush(fctx); ferr != nil {
-			p.logger.Error("courier: final location flush failed", "err", ferr)
+		if err := svc.Flush(fctx); err != nil {
+			p.logger.Error("courier: final location flush failed", "err", err)
 		}
-		return err
 	})
 	p.logger.Info("courier service registered")
 	return nil

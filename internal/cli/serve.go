@@ -282,6 +282,9 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		env.Ready(ends)
 	}
 	err = group.Wait()
+	for _, f := range p.afterStop {
+		f()
+	}
 	logger.Info("lastmile stopped")
 	return err
 }
@@ -296,9 +299,11 @@ type process struct {
 	tls      tlsSetup
 	// self is the dialable address of this process's own gRPC listener, "" when it has none.
 	self string
-	// runners run next to the servers until the process stops; cleanups run in reverse order at exit.
-	runners  []func(context.Context) error
-	cleanups []func()
+	// runners run next to the servers until the process stops; afterStop runs once every server has
+	// stopped (final flushes); cleanups run in reverse order at exit (closing databases).
+	runners   []func(context.Context) error
+	afterStop []func()
+	cleanups  []func()
 	// readies are readiness checks; each returns a caller-safe error.
 	readies []func(context.Context) error
 }
