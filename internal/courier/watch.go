@@ -6,6 +6,9 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
 )
 
 // Change says what changed in an Event.
@@ -46,12 +49,22 @@ type WatchFilter struct {
 // MaxWatchIDs bounds WatchFilter.CourierIDs.
 const MaxWatchIDs = 100
 
+// Watch limits. Every watch holds a pending event per courier it follows and is visited by every accepted
+// fix, so the number of open watches is bounded per caller and in all.
+const (
+	// MaxWatchesPerCaller bounds the open watches of one principal (user or service).
+	MaxWatchesPerCaller = 8
+	// MaxWatches bounds the open watches of the service.
+	MaxWatches = 256
+)
+
 // Watch is one subscriber to courier changes. Publishing never waits for it: each watch keeps at most one
 // pending event per courier (a newer event replaces the older one's state and merges its changes) and a
 // one-slot notification channel, so a watch that does not read holds memory bounded by the number of
 // couriers and costs publishers one map update.
 type Watch struct {
 	b      *broadcaster
+	caller string
 	bounds *Box
 	ids    map[string]bool
 
@@ -79,8 +92,10 @@ func (s *Service) Watch(ctx context.Context, f WatchFilter) (*Watch, error) {
 	if len(f.CourierIDs) > MaxWatchIDs {
 		v.add("courier_ids", fmt.Sprintf("must list at most %d ids", MaxWatchIDs))
 	}
+	p := auth.FromContext(ctx)
 	w := &Watch{
 		b:       s.watch,
+		caller:  p.Kind.String() + ":" + p.Subject,
 		pending: make(map[string]*Event),
 		inside:  make(map[string]bool),
 		notify:  make(chan struct{}, 1),
@@ -115,8 +130,8 @@ func (s *Service) Watch(ctx context.Context, f WatchFilter) (*Watch, error) {
 	for _, id := range ids {
 		w.offer(Event{Snapshot: s.live.byID[id].snapshot(now), Changes: []Change{ChangeSnapshot}, At: now})
 	}
-	if !s.watch.add(w) {
-		return nil, errClosed
+	if err := s.watch.add(w); err != nil {
+		return nil, err
 	}
 	return w, nil
 }
@@ -210,27 +225,43 @@ func (w *Watch) shut() {
 
 // broadcaster fans events out to watches.
 type broadcaster struct {
-	mu      sync.RWMutex
-	watches map[*Watch]struct{}
-	closed  bool
+	mu       sync.RWMutex
+	watches  map[*Watch]struct{}
+	byCaller map[string]int
+	closed   bool
 }
 
-func newBroadcaster() *broadcaster { return &broadcaster{watches: make(map[*Watch]struct{})} }
+func newBroadcaster() *broadcaster {
+	return &broadcaster{watches: make(map[*Watch]struct{}), byCaller: make(map[string]int)}
+}
 
-func (b *broadcaster) add(w *Watch) bool {
+// add registers w, or refuses it when the service is closing or a watch limit is reached.
+func (b *broadcaster) add(w *Watch) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return false
+	switch {
+	case b.closed:
+		return errClosed
+	case b.byCaller[w.caller] >= MaxWatchesPerCaller:
+		return apperr.Errorf(apperr.ResourceExhausted, "too many open watches: at most %d per caller", MaxWatchesPerCaller)
+	case len(b.watches) >= MaxWatches:
+		return apperr.Errorf(apperr.ResourceExhausted, "too many open watches; try again later")
 	}
 	b.watches[w] = struct{}{}
-	return true
+	b.byCaller[w.caller]++
+	return nil
 }
 
 func (b *broadcaster) remove(w *Watch) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if _, ok := b.watches[w]; !ok {
+		return
+	}
 	delete(b.watches, w)
+	if b.byCaller[w.caller]--; b.byCaller[w.caller] <= 0 {
+		delete(b.byCaller, w.caller)
+	}
 }
 
 // publish offers events to every watch. It never blocks on a watch.
@@ -255,6 +286,7 @@ func (b *broadcaster) close() {
 		ws = append(ws, w)
 	}
 	clear(b.watches)
+	clear(b.byCaller)
 	b.closed = true
 	b.mu.Unlock()
 	for _, w := range ws {
