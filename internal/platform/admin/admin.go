@@ -175,7 +175,10 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	// server serves DefaultServeMux (never pass a nil handler to http.Server), so that copy is
 	// unreachable and this mux is the only way in.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	// The command line can hold secrets (a --database-url with a password), so it is not served.
+	mux.HandleFunc("GET /debug/pprof/cmdline", func(w http.ResponseWriter, _ *http.Request) {
+		writeText(w, http.StatusNotFound, "the command line is not served: it can hold secrets")
+	})
 	mux.Handle("GET /debug/pprof/profile", limitSeconds(http.HandlerFunc(pprof.Profile)))
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol) // the pprof tool may POST lookups

@@ -90,7 +90,7 @@ func TestRoutes(t *testing.T) {
 		{"GET", "/readyz", http.StatusOK, "ok", false},
 		{"GET", "/metrics", http.StatusOK, "test_events_total 3\n", true},
 		{"GET", "/debug/pprof/", http.StatusOK, "Types of profiles available", true},
-		{"GET", "/debug/pprof/cmdline", http.StatusOK, "", true},
+		{"GET", "/debug/pprof/cmdline", http.StatusNotFound, "the command line is not served", true},
 		{"GET", "/debug/pprof/goroutine?debug=1", http.StatusOK, "goroutine profile:", true},
 		{"GET", "/debug/pprof/nope", http.StatusNotFound, "Unknown profile\n", false},
 		{"GET", "/debug/pprof/profile?seconds=61", http.StatusBadRequest, "seconds must be a number of at most 60", false},
