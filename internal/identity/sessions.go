@@ -67,6 +67,17 @@ func (s *Service) Login(ctx context.Context, in Credentials) (Session, error) {
 	if err != nil {
 		return Session{}, err
 	}
+	// The limit is per account, however it is named: an existing user's attempts count under its id, so
+	// alternating email and username does not double an attacker's guesses. Unknown names count under
+	// the name, so that probing them is limited too.
+	stored, err := s.store.GetUser(ctx, lookup)
+	found := err == nil
+	if err != nil && apperr.CodeOf(err) != apperr.NotFound {
+		return Session{}, fmt.Errorf("get user for login: %w", err)
+	}
+	if found {
+		account = "user:" + stored.ID
+	}
 	now := s.now()
 	acct, err := s.accountLimit.take(account, now)
 	if err != nil {
@@ -83,7 +94,7 @@ func (s *Service) Login(ctx context.Context, in Credentials) (Session, error) {
 			return Session{}, err
 		}
 	}
-	u, rehash, err := s.authenticate(ctx, lookup, in.Password)
+	u, rehash, err := s.authenticate(ctx, stored, found, in.Password)
 	if err != nil {
 		if apperr.CodeOf(err) != apperr.Unauthenticated {
 			// Our failure, not the caller's: it must not count against them.
@@ -133,17 +144,14 @@ func loginLookup(in Credentials) (Lookup, string, error) {
 	return l, key, v.err()
 }
 
-// authenticate returns the active user whose password matches, and whether its hash needs upgrading.
-func (s *Service) authenticate(ctx context.Context, l Lookup, password string) (User, bool, error) {
-	u, err := s.store.GetUser(ctx, l)
-	if apperr.CodeOf(err) == apperr.NotFound {
+// authenticate returns u when it was found, is active and password matches, and whether its hash needs
+// upgrading. A user that was not found pays a dummy verification, so timing does not tell.
+func (s *Service) authenticate(ctx context.Context, u User, found bool, password string) (User, bool, error) {
+	if !found {
 		if err := s.hasher.DummyVerify(ctx, password); err != nil {
 			return User{}, false, fmt.Errorf("verify password: %w", err)
 		}
 		return User{}, false, errInvalidCredentials()
-	}
-	if err != nil {
-		return User{}, false, fmt.Errorf("get user for login: %w", err)
 	}
 	// The password is checked for suspended and deleted users too, so that they take as long as others.
 	ok, rehash, err := s.hasher.Verify(ctx, password, u.PasswordHash)

@@ -277,3 +277,25 @@ func TestLogout(t *testing.T) {
 		t.Errorf("activity mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestLoginRateLimitCountsAccountNotName checks that an existing account's failures count together however
+// it is named: alternating email and username must not double an attacker's guesses.
+func TestLoginRateLimitCountsAccountNotName(t *testing.T) {
+	f := newFixture(t)
+	f.mustUser(t, "target", identity.RoleCustomer)
+	for i := range identity.DefaultLoginAccountFailures {
+		creds := identity.Credentials{Email: "target@example.com", Password: fmt.Sprintf("wrong %d", i)}
+		if i%2 == 1 {
+			creds = identity.Credentials{Username: "TARGET", Password: fmt.Sprintf("wrong %d", i)}
+		}
+		_, err := f.svc.Login(anonymous(t), creds)
+		wantCode(t, fmt.Sprintf("Login(failure %d)", i+1), err, apperr.Unauthenticated)
+	}
+	for _, creds := range []identity.Credentials{
+		{Email: "target@example.com", Password: "wrong again"},
+		{Username: "target", Password: "wrong again"},
+	} {
+		_, err := f.svc.Login(anonymous(t), creds)
+		wantCode(t, fmt.Sprintf("Login(%+v) after %d mixed failures", identity.Credentials{Email: creds.Email, Username: creds.Username}, identity.DefaultLoginAccountFailures), err, apperr.ResourceExhausted)
+	}
+}
