@@ -45,7 +45,10 @@ func (p *process) startCourier(ctx context.Context, srv *grpcserver.Server) erro
 	if err := svc.Load(ctx); err != nil {
 		return err
 	}
-	couriergrpc.Register(srv.GRPC(), couriergrpc.NewServer(svc))
+	api := couriergrpc.NewServer(svc)
+	couriergrpc.Register(srv.GRPC(), api)
+	// Open location streams answer with their counts when the server starts stopping; apps reconnect.
+	srv.OnShutdown(api.Shutdown)
 	p.runners = append(p.runners, svc.Run)
 	// The flusher stops with the process context, while the gRPC server still drains streams that accept
 	// fixes; the final flush therefore runs after the server has stopped, before the database closes.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"slices"
 	"time"
 
@@ -23,12 +24,20 @@ import (
 type Server struct {
 	courierv1.UnimplementedCourierServiceServer
 	svc *courier.Service
+
+	stopOnce sync.Once
+	stop     chan struct{}
 }
 
 var _ courierv1.CourierServiceServer = (*Server)(nil)
 
 // NewServer returns a Server answering with svc.
-func NewServer(svc *courier.Service) *Server { return &Server{svc: svc} }
+func NewServer(svc *courier.Service) *Server { return &Server{svc: svc, stop: make(chan struct{})} }
+
+// Shutdown ends every open ReportLocations stream: each answers with the counts of what it accepted, and
+// the app reconnects, to another replica if this one is going away. Register it with the gRPC server's
+// OnShutdown so that open streams do not hold up a graceful stop until its deadline.
+func (s *Server) Shutdown() { s.stopOnce.Do(func() { close(s.stop) }) }
 
 // Register registers srv on s.
 func Register(s grpc.ServiceRegistrar, srv *Server) { courierv1.RegisterCourierServiceServer(s, srv) }
@@ -167,21 +176,43 @@ func (s *Server) SetStatus(ctx context.Context, req *courierv1.SetStatusRequest)
 func (s *Server) ReportLocations(stream courierv1.CourierService_ReportLocationsServer) error {
 	ctx := stream.Context()
 	report := s.svc.NewLocationReport()
+	// Messages are received on their own goroutine so that a shutdown can end the stream between them.
+	msgs := make(chan *courierv1.ReportLocationsRequest)
+	recvErr := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case msgs <- req:
+			case <-done:
+				return
+			}
+		}
+	}()
 	var fixes []courier.Fix // reused across messages: the domain copies what it keeps
 	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
+		select {
+		case req := <-msgs:
+			fixes = fixes[:0]
+			for _, f := range req.GetFixes() {
+				fixes = append(fixes, decodeFix(f))
+			}
+			if err := report.Add(ctx, req.GetCourierId(), fixes); err != nil {
+				return err
+			}
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return stream.SendAndClose(encodeIngest(report.Result()))
+			}
+			return err
+		case <-s.stop:
 			return stream.SendAndClose(encodeIngest(report.Result()))
-		}
-		if err != nil {
-			return err
-		}
-		fixes = fixes[:0]
-		for _, f := range req.GetFixes() {
-			fixes = append(fixes, decodeFix(f))
-		}
-		if err := report.Add(ctx, req.GetCourierId(), fixes); err != nil {
-			return err
 		}
 	}
 }

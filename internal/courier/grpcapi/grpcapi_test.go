@@ -279,3 +279,39 @@ func TestWatchCouriers(t *testing.T) {
 	_, err = watch.Recv()
 	wantStatus(t, "WatchCouriers after shutdown", err, codes.Unavailable)
 }
+
+// TestReportLocationsEndsOnShutdown checks that a shutdown ends an open ReportLocations stream at once with
+// the counts of what it accepted, instead of holding the graceful stop until its deadline.
+func TestReportLocationsEndsOnShutdown(t *testing.T) {
+	e := start(t, courier.Options{})
+	c := e.courierUser(t, 1, 1)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	stream, err := e.client.ReportLocations(callCtx(t, as(1, auth.RoleCourier)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&courierv1.ReportLocationsRequest{CourierId: c.GetId(), Fixes: []*courierv1.LocationFix{fix(52.5, 13.4, now.Add(-time.Second))}}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the fix is in, so the shutdown cannot overtake it.
+	deadline := time.Now().Add(testTimeout)
+	for {
+		snap, err := e.client.GetCourierStatus(callCtx(t, dispatch), &courierv1.GetCourierStatusRequest{CourierId: c.GetId()})
+		if err == nil && snap.GetLastLocation() != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fix never showed in GetCourierStatus: %v %v", snap, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	e.api.Shutdown()
+	res, err := stream.CloseAndRecv()
+	if err != nil {
+		t.Fatalf("ReportLocations after Shutdown: %v, want the counts so far", err)
+	}
+	if diff := cmp.Diff(&courierv1.ReportLocationsResponse{AcceptedCount: 1}, res, protocmp.Transform()); diff != "" {
+		t.Errorf("ReportLocations after Shutdown (-want +got):\n%s", diff)
+	}
+}

@@ -51,6 +51,7 @@ func (headerAuthenticator) Authenticate(_ context.Context, md metadata.MD) (auth
 // env is a courier service served over bufconn through grpcserver's full interceptor chain.
 type env struct {
 	client courierv1.CourierServiceClient
+	api    *grpcapi.Server
 	svc    *courier.Service
 	users  *couriertest.Users
 	store  *couriertest.Store
@@ -80,7 +81,8 @@ func start(t testing.TB, opts courier.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	grpcapi.Register(srv.GRPC(), grpcapi.NewServer(e.svc))
+	e.api = grpcapi.NewServer(e.svc)
+	grpcapi.Register(srv.GRPC(), e.api)
 	serveCtx, stopServe := context.WithCancel(context.Background())
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(serveCtx) }()
