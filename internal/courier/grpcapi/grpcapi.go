@@ -9,8 +9,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"sync"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
