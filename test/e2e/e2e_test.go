@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -474,5 +475,23 @@ func TestSplitProcesses(t *testing.T) {
 	}
 	if !served(r1) || !served(r2) {
 		t.Errorf("replica 1 served: %v, replica 2 served: %v; want round-robin to reach both", served(r1), served(r2))
+	}
+}
+
+// TestDNSTarget reaches a route process through a dns:/// peer address, as a Kubernetes headless Service
+// would be named; grpc-go resolves every address of the name and balances over those that answer.
+func TestDNSTarget(t *testing.T) {
+	dataDir := t.TempDir()
+	r := startIn(t, dataDir, "--target", "route")
+	_, port, err := net.SplitHostPort(r.GRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := startIn(t, dataDir, "--target", "gateway", "--route-addr", "dns:///localhost:"+port)
+	code, body := postJSON(t, "http://"+gw.HTTP+"/v1/routes:estimate", `{
+		"origin": {"latitude": 48.85, "longitude": 2.35}, "destination": {"latitude": 48.86, "longitude": 2.36},
+		"transportMode": "TRANSPORT_MODE_WALKING"}`)
+	if code != http.StatusOK {
+		t.Fatalf("estimate through dns:///localhost:%s = %d %v, want 200", port, code, body)
 	}
 }
