@@ -2,20 +2,17 @@ package grpcapi
 
 import (
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
-	"buf.build/go/protovalidate"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
+	"lastmile/internal/platform/grpcserver"
 )
 
 func encodeUser(u identity.User) *identityv1.User {
@@ -170,34 +167,7 @@ func decodeBulkItem(req *identityv1.BulkCreateUsersRequest) identity.BulkItem {
 		return identity.BulkItem{Err: apperr.InvalidFields("invalid item",
 			apperr.FieldViolation{Field: "request", Description: "is required"})}
 	}
-	return identity.BulkItem{User: decodeNewUser(req.GetRequest()), Err: validate(req.GetRequest())}
-}
-
-// validate checks m against its protovalidate rules and returns an apperr.Invalid error with field
-// violations, as the server's validation interceptor does.
-func validate(m proto.Message) error {
-	err := protovalidate.Validate(m)
-	if err == nil {
-		return nil
-	}
-	var verr *protovalidate.ValidationError
-	if !errors.As(err, &verr) {
-		return apperr.Wrap(apperr.Internal, fmt.Errorf("validate %s: %w", m.ProtoReflect().Descriptor().FullName(), err), "internal error")
-	}
-	violations := make([]apperr.FieldViolation, 0, len(verr.Violations))
-	texts := make([]string, 0, len(verr.Violations))
-	for _, v := range verr.Violations {
-		fv := apperr.FieldViolation{
-			Field:       protovalidate.FieldPathString(v.Proto.GetField()),
-			Description: v.Proto.GetMessage(),
-		}
-		if fv.Description == "" {
-			fv.Description = "violates " + v.Proto.GetRuleId()
-		}
-		violations = append(violations, fv)
-		texts = append(texts, strings.TrimPrefix(fv.Field+": "+fv.Description, ": "))
-	}
-	return apperr.InvalidFields("invalid request: "+strings.Join(texts, "; "), violations...)
+	return identity.BulkItem{User: decodeNewUser(req.GetRequest()), Err: grpcserver.Validate(req.GetRequest())}
 }
 
 func encodeBulkResults(results []identity.BulkResult) *identityv1.BulkCreateUsersResponse {

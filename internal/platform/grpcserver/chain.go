@@ -339,7 +339,19 @@ func (c *chain) validate(m any) error {
 	if !ok {
 		return nil
 	}
-	err := c.validator.Validate(msg)
+	return validationError(msg, c.validator.Validate(msg))
+}
+
+// Validate checks m against its protovalidate rules exactly as the validation interceptor does, for
+// messages a handler must check itself: the items of a client stream whose rules the contract tells the
+// interceptor to ignore, so that one bad item is reported instead of ending the stream.
+func Validate(m proto.Message) error {
+	return validationError(m, protovalidate.Validate(m))
+}
+
+// validationError turns the result of validating msg into the error callers see: nil, an apperr.Invalid
+// error listing the field violations, or Internal when a rule itself failed to evaluate.
+func validationError(msg proto.Message, err error) error {
 	if err == nil {
 		return nil
 	}
