@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"lastmile/internal/platform/telemetry"
 )
 
 // breaker is the circuit breaker of one connection.
@@ -128,16 +130,8 @@ func registerBreakerGauge(reg prometheus.Registerer) (*prometheus.GaugeVec, erro
 		Name: "lastmile_grpc_client_breaker_state",
 		Help: "State of the gRPC client circuit breaker per target: 0 closed, 1 half-open, 2 open.",
 	}, []string{"target"})
-	if reg == nil {
-		return g, nil
-	}
-	if err := reg.Register(g); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.GaugeVec); ok {
-				return existing, nil
-			}
-		}
+	g, err := telemetry.Register(reg, g)
+	if err != nil {
 		return nil, fmt.Errorf("register breaker gauge: %w", err)
 	}
 	return g, nil

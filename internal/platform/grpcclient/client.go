@@ -299,16 +299,8 @@ func registerClientMetrics(reg prometheus.Registerer) (*grpcprom.ClientMetrics, 
 	m := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
 	))
-	if reg == nil {
-		return m, nil
-	}
-	if err := reg.Register(m); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*grpcprom.ClientMetrics); ok {
-				return existing, nil
-			}
-		}
+	m, err := telemetry.Register(reg, m)
+	if err != nil {
 		return nil, fmt.Errorf("register client metrics: %w", err)
 	}
 	return m, nil

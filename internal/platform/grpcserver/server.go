@@ -70,6 +70,7 @@ import (
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/telemetry"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -321,16 +322,8 @@ func registerServerMetrics(reg prometheus.Registerer) (*grpcprom.ServerMetrics, 
 	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
 	))
-	if reg == nil {
-		return m, nil
-	}
-	if err := reg.Register(m); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*grpcprom.ServerMetrics); ok {
-				return existing, nil
-			}
-		}
+	m, err := telemetry.Register(reg, m)
+	if err != nil {
 		return nil, fmt.Errorf("register server metrics: %w", err)
 	}
 	return m, nil

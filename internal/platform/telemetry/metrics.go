@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"errors"
 	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,4 +36,23 @@ func BuildInfo(reg prometheus.Registerer, version, commit string) {
 	})
 	g.Set(1)
 	reg.MustRegister(g)
+}
+
+// Register registers c with reg and returns it, or, when reg already holds an equal collector of the same
+// type (a process runs several servers or clients on one registry, and tests build many), returns that
+// one, so that every user shares one set of series. A nil reg leaves c unregistered and returns it.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if reg == nil {
+		return c, nil
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"lastmile/internal/platform/telemetry"
@@ -41,5 +42,31 @@ lastmile_build_info{commit="abc123",goversion=%q,version="v1.2.3"} 1
 	}
 	if got, err := testutil.GatherAndCount(reg, "go_goroutines"); err != nil || got != 1 {
 		t.Errorf("GatherAndCount(go_goroutines) = %d, %v; want 1, nil", got, err)
+	}
+}
+
+func TestRegisterReusesAnEqualCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	newCounter := func() prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "lastmile_test_total", Help: "Test."})
+	}
+	first, err := telemetry.Register(reg, newCounter())
+	if err != nil {
+		t.Fatalf("Register(first) = %v", err)
+	}
+	second, err := telemetry.Register(reg, newCounter())
+	if err != nil {
+		t.Fatalf("Register(equal collector) = %v, want the existing one", err)
+	}
+	second.Inc()
+	if got := testutil.ToFloat64(first); got != 1 {
+		t.Errorf("first counter after incrementing the second = %v, want 1 (one shared series)", got)
+	}
+	clash := prometheus.NewGauge(prometheus.GaugeOpts{Name: "lastmile_test_total", Help: "Other."})
+	if _, err := telemetry.Register(reg, clash); err == nil {
+		t.Error("Register(a different collector under the same name) = nil error, want the registry's error")
+	}
+	if c, err := telemetry.Register(nil, newCounter()); err != nil || c == nil {
+		t.Errorf("Register(nil registry) = %v, %v; want the collector, unregistered", c, err)
 	}
 }
