@@ -19,7 +19,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -36,12 +35,7 @@ var migrationFiles embed.FS
 // Migrations returns the courier service's PostgreSQL migrations, for database.MigratePostgres; they
 // create their tables in the schema "courier".
 func Migrations() database.Migrations {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		// fs.Sub fails only for an invalid path, and "migrations" is a constant.
-		panic(fmt.Sprintf("courier postgres migrations: %v", err))
-	}
-	return database.Migrations{Service: "courier", FS: sub}
+	return database.EmbeddedMigrations("courier", migrationFiles, "migrations")
 }
 
 // Store is a courier.Store backed by PostgreSQL. It is safe for concurrent use.

@@ -17,7 +17,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"time"
 
@@ -34,12 +33,7 @@ var migrationFiles embed.FS
 
 // Migrations returns the courier service's SQLite migrations, for database.MigrateSQLite.
 func Migrations() database.Migrations {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		// fs.Sub fails only for an invalid path, and "migrations" is a constant.
-		panic(fmt.Sprintf("courier sqlite migrations: %v", err))
-	}
-	return database.Migrations{Service: "courier", FS: sub}
+	return database.EmbeddedMigrations("courier", migrationFiles, "migrations")
 }
 
 // Store is a courier.Store backed by SQLite. It is safe for concurrent use.

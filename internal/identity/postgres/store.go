@@ -10,8 +10,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -28,12 +26,7 @@ var migrationFiles embed.FS
 // Migrations returns the identity service's PostgreSQL migrations, for database.MigratePostgres; they
 // create their tables in the schema "identity".
 func Migrations() database.Migrations {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		// fs.Sub fails only for an invalid path, and "migrations" is a constant.
-		panic(fmt.Sprintf("identity postgres migrations: %v", err))
-	}
-	return database.Migrations{Service: "identity", FS: sub}
+	return database.EmbeddedMigrations("identity", migrationFiles, "migrations")
 }
 
 // Store is an identity.Store backed by PostgreSQL. It is safe for concurrent use.
@@ -96,7 +89,3 @@ func mapError(err error, what string) error {
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
-
-// likeEscaper escapes LIKE's wildcards (and the escape character itself) so that a search term matches
-// literally; queries say ESCAPE '\'.
-var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)

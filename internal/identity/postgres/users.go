@@ -193,7 +193,7 @@ func userFilter(f identity.Filter) (string, []any) {
 		conds = append(conds, "role = "+arg(string(f.Role)))
 	}
 	if f.Search != "" {
-		p := arg("%" + likeEscaper.Replace(strings.ToLower(f.Search)) + "%")
+		p := arg(database.ContainsPattern(strings.ToLower(f.Search)))
 		conds = append(conds, "(email_key LIKE "+p+` ESCAPE '\' OR username_key LIKE `+p+` ESCAPE '\' OR display_name_key LIKE `+p+` ESCAPE '\')`)
 	}
 	return strings.Join(conds, " AND "), args

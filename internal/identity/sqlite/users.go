@@ -194,7 +194,7 @@ func userFilter(f identity.Filter) (string, []any) {
 		args = append(args, string(f.Role))
 	}
 	if f.Search != "" {
-		p := "%" + likeEscaper.Replace(strings.ToLower(f.Search)) + "%"
+		p := database.ContainsPattern(strings.ToLower(f.Search))
 		conds = append(conds, `(email_key LIKE ? ESCAPE '\' OR username_key LIKE ? ESCAPE '\' OR display_name_key LIKE ? ESCAPE '\')`)
 		args = append(args, p, p, p)
 	}

@@ -91,3 +91,18 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+func TestContainsPattern(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"ada", `%ada%`},
+		{"100%", `%100\%%`},
+		{"a_b", `%a\_b%`},
+		{`back\slash`, `%back\\slash%`},
+		{"", `%%`},
+	}
+	for _, tt := range tests {
+		if got := database.ContainsPattern(tt.in); got != tt.want {
+			t.Errorf("ContainsPattern(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
