@@ -15,7 +15,6 @@ import (
 	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/auth/jwt"
 	"lastmile/internal/platform/auth/password"
-	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/grpcserver"
 )
 
@@ -55,11 +54,7 @@ func (p *process) openIdentity(ctx context.Context) (*identityParts, error) {
 // openStore opens (and, unless --auto-migrate=false, migrates) a service's database and registers its
 // readiness check and cleanup.
 func (p *process) openStore(ctx context.Context, service string) (dbHandle, error) {
-	dialect, err := databaseDialect(p.cfg.DatabaseURL)
-	if err != nil {
-		return dbHandle{}, err
-	}
-	h, err := openDB(ctx, dialect, p.cfg.DataDir, p.cfg.DatabaseURL, storeFor(service), p.cfg.AutoMigrate)
+	h, err := openDB(ctx, p.cfg.Dialect, p.cfg.DataDir, p.cfg.DatabaseURL, storeFor(service), p.cfg.AutoMigrate)
 	if err != nil {
 		return dbHandle{}, err
 	}
@@ -178,13 +173,4 @@ func publicKeys(set *identityv1.JsonWebKeySet) []jwt.PublicKey {
 		out = append(out, jwt.PublicKey{KID: k.GetKid(), Key: ed25519.PublicKey(x)})
 	}
 	return out
-}
-
-// databaseDialect validates --database-url.
-func databaseDialect(url string) (database.Dialect, error) {
-	d, err := database.DialectOf(url)
-	if err != nil {
-		return "", usageError{fmt.Errorf("--database-url: %w", err)}
-	}
-	return d, nil
 }

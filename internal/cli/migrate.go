@@ -53,9 +53,9 @@ serve also migrates at startup.`, env.Stderr)
 	if err := fs.parse(args, env.Getenv); err != nil {
 		return err
 	}
-	dialect, err := database.DialectOf(dbURL)
+	dialect, err := databaseDialect(dbURL)
 	if err != nil {
-		return usageError{fmt.Errorf("--database-url: %w", err)}
+		return err
 	}
 	list := stores()
 	for _, s := range list {
@@ -67,6 +67,15 @@ serve also migrates at startup.`, env.Stderr)
 		fmt.Fprintf(env.Stdout, "migrate: %s up to date (%s)\n", s.Service, dialect)
 	}
 	return nil
+}
+
+// databaseDialect validates --database-url.
+func databaseDialect(url string) (database.Dialect, error) {
+	d, err := database.DialectOf(url)
+	if err != nil {
+		return "", usageError{fmt.Errorf("--database-url: %w", err)}
+	}
+	return d, nil
 }
 
 // dbHandle is one service's open database: exactly one of SQL (SQLite) and Pool (PostgreSQL) is set.

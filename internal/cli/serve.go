@@ -19,6 +19,7 @@ import (
 	"lastmile/internal/gateway"
 	"lastmile/internal/platform/admin"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/grpcclient"
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/telemetry"
@@ -37,6 +38,7 @@ type serveConfig struct {
 	IdentityAddr, CourierAddr     string
 	RouteAddr, DispatchAddr       string
 	DatabaseURL                   string
+	Dialect                       database.Dialect // of DatabaseURL
 	Insecure                      bool
 	TLSHosts                      []string
 	LogLevel                      slog.Level
@@ -128,7 +130,7 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	if err := positiveDuration("shutdown-timeout", c.ShutdownTimeout); err != nil {
 		return c, err
 	}
-	if _, err := databaseDialect(c.DatabaseURL); err != nil {
+	if c.Dialect, err = databaseDialect(c.DatabaseURL); err != nil {
 		return c, err
 	}
 	if err := positiveDuration("access-token-ttl", c.AccessTokenTTL); err != nil {
