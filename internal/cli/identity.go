@@ -119,6 +119,9 @@ func (p *process) startIdentity(ctx context.Context, srv *grpcserver.Server, par
 // tokenVerifier builds the access-token verifier of this process. Keys come straight from the key manager
 // when identity runs here, else from identity's GetJwks over gRPC. Without either, bearer tokens are refused.
 func (p *process) tokenVerifier(ident *identityParts) (auth.TokenVerifier, error) {
+	if !p.cfg.hostsGRPC() {
+		return nil, nil // a gateway-only process forwards tokens and verifies none
+	}
 	var fetch jwt.FetcherFunc
 	switch {
 	case ident != nil:
@@ -147,9 +150,7 @@ func (p *process) tokenVerifier(ident *identityParts) (auth.TokenVerifier, error
 			return publicKeys(set), nil
 		}
 	default:
-		if p.cfg.hostsGRPC() {
-			p.logger.Warn("no identity service here and no --identity-addr: bearer tokens will be refused")
-		}
+		p.logger.Warn("no identity service here and no --identity-addr: bearer tokens will be refused")
 		return nil, nil
 	}
 	cache, err := jwt.NewKeyCache(fetch, jwt.KeyCacheConfig{Logger: p.logger})
