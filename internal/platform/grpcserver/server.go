@@ -420,9 +420,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.metrics.InitializeMetrics(s.grpc)
 
 	names := append([]string{""}, slices.Sorted(maps.Keys(services))...)
+	// The first readiness check runs before the server answers anything, so that no health check ever
+	// sees a status that was set before readiness was known.
 	initial := healthpb.HealthCheckResponse_SERVING
 	if readiness != nil {
-		initial = healthpb.HealthCheckResponse_NOT_SERVING
+		checkCtx, cancel := context.WithTimeout(ctx, s.cfg.ReadinessInterval)
+		if readiness(checkCtx) != nil {
+			initial = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		cancel()
 	}
 	for _, name := range names {
 		s.health.SetServingStatus(name, initial)

@@ -360,3 +360,23 @@ func TestInsecureServerWarns(t *testing.T) {
 		t.Errorf("insecure warnings = %v, want one WARN record", warnings)
 	}
 }
+
+// TestReadyFromTheFirstHealthCheck checks that a server whose readiness check passes answers SERVING to
+// the very first health check: the status is known before the server answers anything, so a probe or a
+// client-side health check never sees a NOT_SERVING that only meant "not checked yet".
+func TestReadyFromTheFirstHealthCheck(t *testing.T) {
+	cfg := grpcserver.Config{
+		Policy:            policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		ReadinessInterval: time.Hour, // only the first check can have run when the test asks
+	}
+	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
+	// A check that takes a while, like a database ping on a cold connection: the status must wait for it.
+	srv.SetReadiness(func(context.Context) error { time.Sleep(100 * time.Millisecond); return nil })
+	serve(t, srv)
+	for _, service := range []string{"", "grpc.testing.TestService"} {
+		got, err := healthStatus(t, conn, service)
+		if err != nil || got != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("first health check of %q = %v, %v; want SERVING", service, got, err)
+		}
+	}
+}
