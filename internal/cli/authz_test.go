@@ -28,6 +28,7 @@ import (
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/grpcserver"
 )
 
@@ -48,7 +49,7 @@ var matrixPrincipals = []string{
 // wantMethods is the number of RPCs that the binary serves. Change it together with the policy.
 const wantMethods = 29
 
-// testAuthenticator maps the x-test-principal metadata to a principal the way auth.ServiceAuthenticator
+// testAuthenticator maps the x-test-principal metadata to a principal the way grpcauth.ServiceAuthenticator
 // would for the same credentials. Anything else is refused, so that a typo cannot pass as anonymous.
 type testAuthenticator struct{}
 
@@ -68,7 +69,7 @@ func principalOf(name string) (auth.Principal, error) {
 		return auth.Principal{Kind: auth.User, Subject: "user-" + name, Roles: []string{name}}, nil
 	}
 	if svc, ok := strings.CutPrefix(name, "service:"); ok && svc != "" {
-		if slices.Contains(auth.DefaultEdgeProxies, svc) {
+		if slices.Contains(grpcauth.DefaultEdgeProxies, svc) {
 			return auth.Principal{Kind: auth.Anonymous, Via: svc}, nil
 		}
 		return auth.Principal{Kind: auth.Service, Subject: svc}, nil
@@ -127,7 +128,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	methods := map[string]protoreflect.MethodDescriptor{}
 	for _, sd := range byService {
-		if err := pol.Check(auth.Methods(sd)); err != nil {
+		if err := pol.Check(grpcauth.Methods(sd)); err != nil {
 			t.Error(err)
 		}
 		for i := range sd.Methods().Len() {

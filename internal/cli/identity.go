@@ -13,6 +13,7 @@ import (
 	identitysqlite "lastmile/internal/identity/sqlite"
 	"lastmile/internal/platform/apperr/grpcerr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/auth/jwt"
 	"lastmile/internal/platform/auth/password"
 	"lastmile/internal/platform/grpcserver"
@@ -86,7 +87,7 @@ func (p *process) startIdentity(ctx context.Context, srv *grpcserver.Server, par
 		return err
 	}
 	svc := identity.NewService(parts.store, hasher, issuer, identity.Options{
-		ClientKey: auth.ClientKey,
+		ClientKey: grpcauth.ClientKey,
 		Logger:    p.logger,
 	})
 	identitygrpc.Register(srv.GRPC(), svc, parts.keys)

@@ -18,7 +18,7 @@ import (
 
 	"lastmile/internal/gateway"
 	"lastmile/internal/platform/admin"
-	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/grpcclient"
 	"lastmile/internal/platform/grpcserver"
@@ -212,7 +212,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 			DrainDelay:      cfg.DrainDelay,
 			RateLimit:       grpcserver.RateLimit{RPS: cfg.RateLimitRPS, Burst: cfg.RateLimitBurst},
 			Policy:          policy(),
-			Authenticator:   &auth.ServiceAuthenticator{Verifier: verifier},
+			Authenticator:   &grpcauth.ServiceAuthenticator{Verifier: verifier},
 			Logger:          logger,
 			Registerer:      registry,
 			TracerProvider:  tp,

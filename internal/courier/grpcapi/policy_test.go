@@ -9,11 +9,12 @@ import (
 	"lastmile/internal/courier/grpcapi"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 )
 
 func TestPolicyCoversEveryMethod(t *testing.T) {
 	sd := courierv1.File_lastmile_courier_v1_courier_proto.Services().ByName("CourierService")
-	methods := auth.Methods(sd)
+	methods := grpcauth.Methods(sd)
 	if len(methods) != 14 {
 		t.Errorf("CourierService has %d methods, want 14 (update this test and the policy together)", len(methods))
 	}

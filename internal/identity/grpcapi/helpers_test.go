@@ -19,6 +19,7 @@ import (
 	"lastmile/internal/identity/grpcapi"
 	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/grpcserver"
 )
 
@@ -61,7 +62,7 @@ func start(t *testing.T) *env {
 	t.Helper()
 	store := identitytest.NewStore()
 	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{
-		ClientKey:    auth.ClientKey,
+		ClientKey:    grpcauth.ClientKey,
 		ActivityPoll: 10 * time.Millisecond,
 	})
 	keys := identity.NewKeyManager(store, identity.KeyOptions{})

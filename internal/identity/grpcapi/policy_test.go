@@ -10,14 +10,15 @@ import (
 	"lastmile/internal/identity/grpcapi"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 )
 
 // TestPolicyCoversEveryMethod fails when an RPC is added to the contract without an authorization rule:
 // such a method would be denied to everyone at run time, and the server would refuse to start.
 func TestPolicyCoversEveryMethod(t *testing.T) {
 	methods := append(
-		auth.Methods(identityv1.File_lastmile_identity_v1_user_proto.Services().ByName("UserService")),
-		auth.Methods(identityv1.File_lastmile_identity_v1_auth_proto.Services().ByName("AuthService"))...)
+		grpcauth.Methods(identityv1.File_lastmile_identity_v1_user_proto.Services().ByName("UserService")),
+		grpcauth.Methods(identityv1.File_lastmile_identity_v1_auth_proto.Services().ByName("AuthService"))...)
 	if len(methods) != 13 {
 		t.Fatalf("found %d methods, want 13", len(methods))
 	}

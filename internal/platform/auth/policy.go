@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/protobuf/reflect/protoreflect"
-
 	"lastmile/internal/platform/apperr"
 )
 
@@ -137,7 +135,7 @@ func (pol Policy) Authorize(_ context.Context, fullMethod string, p Principal) e
 
 // Check returns an error naming every method in methods that has no rule in pol, or nil when all have
 // one. Servers call it before serving, and each service's tests call it with the methods of its
-// generated descriptors (see Methods), so that a new RPC cannot ship without a decision.
+// generated descriptors (grpcauth.Methods), so that a new RPC cannot ship without a decision.
 func (pol Policy) Check(methods []string) error {
 	var missing []string
 	for _, m := range methods {
@@ -151,15 +149,4 @@ func (pol Policy) Check(methods []string) error {
 	slices.Sort(missing)
 	missing = slices.Compact(missing)
 	return fmt.Errorf("authorization policy has no rule for %d method(s): %s", len(missing), strings.Join(missing, ", "))
-}
-
-// Methods returns the full method names ("/package.Service/Method") of the service described by sd, such
-// as routev1.File_lastmile_route_v1_route_proto.Services().ByName("RouteService").
-func Methods(sd protoreflect.ServiceDescriptor) []string {
-	ms := sd.Methods()
-	out := make([]string, 0, ms.Len())
-	for i := range ms.Len() {
-		out = append(out, "/"+string(sd.FullName())+"/"+string(ms.Get(i).Name()))
-	}
-	return out
 }

@@ -1,31 +1,20 @@
-// Package auth decides who is calling and whether they may: the Principal a call runs as, the
-// Authenticator that establishes it from the connection and the request metadata, and the per-method
-// Policy that the server checks before any handler runs.
+// Package auth says who is calling and what they may call, without any transport: the Principal a call
+// runs as, the roles of lastmile's users, the context helpers that carry a principal from the server's
+// interceptor to the domain, the per-method authorization Policy, and the TokenVerifier contract between
+// the token format (package jwt) and an authenticator.
+//
+// Domain packages import auth and nothing below it: establishing a principal from a gRPC connection
+// (bearer tokens in metadata, service certificates, edge proxies, client addresses) is package grpcauth's
+// job, so that a domain package never depends on gRPC. A layering test (internal/layering_test.go) keeps
+// it that way.
 //
 // # Principals
 //
 // A call runs as exactly one Principal. End users (and courier apps) are User principals, established by
-// a bearer token in the "authorization" metadata. Services are Service principals, established by the
-// verified SPIFFE identity of their mTLS client certificate (tlsutil.ServiceFromContext). Everything else
-// is Anonymous.
-//
-// # Forwarded calls and the confused deputy
-//
-// A service that forwards an end user's request (the gateway, or dispatch acting for a courier) sends the
-// user's token along. The user's token then decides authorization, never the forwarding service's
-// identity: the call runs as the User, and Principal.Via records which service forwarded it, for logs and
-// audits only. Otherwise a user could make the gateway perform, on their behalf, calls that only the
-// gateway itself may make — the confused deputy problem.
-//
-// Edge proxies go one step further. The gateway carries the traffic of the public internet, so a call
-// from the gateway WITHOUT a user token is Anonymous (with Via "gateway"), not a Service principal: the
-// gateway's certificate proves where the bytes came from, not who asked for them. A method that only
-// services may call is therefore unreachable through the gateway, whatever a browser sends. A service
-// that must call another service as itself does so on its own connection without a user token.
-//
-// To forward a token, a service dials its peers with ForwardToken (a TokenForwarder): every call made with
-// a context derived from the user's request carries the user's bearer token (TokenFrom), and the
-// connection must use TLS, so that the token never crosses the network in plaintext.
+// a bearer token. Services are Service principals, established by the verified SPIFFE identity of their
+// mTLS client certificate. Everything else is Anonymous. A principal forwarded by a service records that
+// service in Via, for logs and audits only: it never grants anything (see package grpcauth on forwarded
+// calls and the confused deputy).
 //
 // # Tokens
 //
@@ -35,19 +24,12 @@
 // hashed with package password. See those packages for the token format, the algorithm allow-list and
 // key rotation.
 //
-// # Resource-level checks
+// # Authorization
 //
-// The Policy decides who may call a method; SelfOrRoles, OwnerOrRolesNotFound, RequireRoles and
-// IsService decide, inside the domain service, who may touch one resource once its owner is known ("a
-// courier may only act on their own offers and tasks").
-//
-// SelfOrRoles answers PermissionDenied to a caller who may not touch a resource: honest, and right when
-// the resource's existence is no secret to that caller (it just saw the id in a list it may read, or the
-// id is printed on a parcel label). OwnerOrRolesNotFound answers NotFound instead, exactly as if the
-// resource did not exist: use it when existence itself is worth hiding, so that a caller probing ids
-// cannot tell "exists, not yours" from "does not exist" (OWASP API1, broken object level authorization).
-// Pick one per resource type and use it on every method of that type: a Get answering NotFound while the
-// Update of the same id answers PermissionDenied reveals existence all the same.
+// The Policy decides who may call a method, before any handler runs; the server checks it with the
+// principal its authenticator established. Which resource a principal may touch once its owner is known
+// ("a courier may only act on their own offers and tasks") is a business rule: each domain package decides
+// it from FromContext, in its own terms.
 package auth
 
 import (

@@ -26,6 +26,7 @@ import (
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/telemetry"
 )
 
@@ -57,7 +58,7 @@ const (
 type chain struct {
 	logger    *slog.Logger
 	metrics   *grpcprom.ServerMetrics
-	authn     auth.Authenticator
+	authn     grpcauth.Authenticator
 	policy    auth.Policy
 	limiter   *rateLimiter // nil when rate limiting is off
 	validator protovalidate.Validator

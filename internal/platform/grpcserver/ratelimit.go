@@ -12,6 +12,7 @@ import (
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 )
 
 // rateLimiter keeps one token bucket per principal, for a bounded number of principals.
@@ -70,7 +71,7 @@ func (l *rateLimiter) allow(key string) error {
 }
 
 // rateKey names the bucket of a call: users by id, services by name, anonymous callers by their network
-// (auth.ClientKey): for calls an edge proxy forwards, the client address the proxy saw, so that REST
+// (grpcauth.ClientKey): for calls an edge proxy forwards, the client address the proxy saw, so that REST
 // callers do not all share the gateway's bucket.
 func rateKey(ctx context.Context, p auth.Principal) string {
 	switch p.Kind {
@@ -79,7 +80,7 @@ func rateKey(ctx context.Context, p auth.Principal) string {
 	case auth.Service:
 		return "service:" + p.Subject
 	}
-	if key := auth.ClientKey(ctx); key != "" {
+	if key := grpcauth.ClientKey(ctx); key != "" {
 		return "anonymous:" + key
 	}
 	return "anonymous"

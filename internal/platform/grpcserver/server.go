@@ -70,6 +70,7 @@ import (
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/telemetry"
 )
 
@@ -138,9 +139,9 @@ type Config struct {
 	// Policy decides who may call each method. Every registered method needs a rule; health and
 	// reflection are public automatically.
 	Policy auth.Policy
-	// Authenticator establishes each call's principal. Nil means &auth.ServiceAuthenticator{}: service
+	// Authenticator establishes each call's principal. Nil means &grpcauth.ServiceAuthenticator{}: service
 	// certificates are accepted and bearer tokens are refused.
-	Authenticator auth.Authenticator
+	Authenticator grpcauth.Authenticator
 	// Logger receives the call log and server events. Use a telemetry.NewLogger logger, which adds the
 	// request and trace ids of the context to each line. Nil means slog.Default().
 	Logger *slog.Logger
@@ -208,7 +209,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	authn := cfg.Authenticator
 	if authn == nil {
-		authn = &auth.ServiceAuthenticator{}
+		authn = &grpcauth.ServiceAuthenticator{}
 	}
 	policy := maps.Clone(cfg.Policy)
 	if policy == nil {

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	routev1 "lastmile/gen/go/lastmile/route/v1"
-	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/route/grpcapi"
 )
 
@@ -12,7 +12,7 @@ import (
 // such a method would be denied to everyone at run time.
 func TestPolicyCoversEveryMethod(t *testing.T) {
 	sd := routev1.File_lastmile_route_v1_route_proto.Services().ByName("RouteService")
-	if err := grpcapi.Policy().Check(auth.Methods(sd)); err != nil {
+	if err := grpcapi.Policy().Check(grpcauth.Methods(sd)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -17,7 +17,7 @@
 //	         "jti":"<random UUID>","roles":["courier"]}
 //
 // The Verifier turns a valid token into an auth.Principal{Kind: auth.User, Subject: sub, Roles: roles}; it
-// implements auth.TokenVerifier for auth.ServiceAuthenticator.
+// implements auth.TokenVerifier for grpcauth.ServiceAuthenticator.
 //
 // # The algorithm allow-list
 //

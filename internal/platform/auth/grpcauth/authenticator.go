@@ -1,4 +1,4 @@
-package auth
+package grpcauth
 
 import (
 	"context"
@@ -10,15 +10,12 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/tlsutil"
 )
 
 // AuthorizationKey is the request metadata key that carries a bearer token: "authorization: Bearer <token>".
 const AuthorizationKey = "authorization"
-
-// MaxTokenBytes bounds the size of a bearer token. Real access tokens are well under a kilobyte; the
-// bound keeps a hostile header from reaching the token verifier.
-const MaxTokenBytes = 8 << 10
 
 // DefaultEdgeProxies lists the services that carry end users' traffic from outside: calls they make
 // without a user token are anonymous, not calls by the service itself (see the package documentation).
@@ -27,19 +24,10 @@ var DefaultEdgeProxies = []string{"gateway"}
 // Authenticator establishes the principal of a call from its context (which carries the connection's
 // peer and TLS state) and its incoming metadata.
 type Authenticator interface {
-	// Authenticate returns the caller's principal: Anonymous when the caller proved nothing. It returns an
+	// Authenticate returns the caller's principal: auth.Anonymous when the caller proved nothing. It returns an
 	// apperr.Unauthenticated error when the caller presented credentials that are malformed, invalid or
 	// not accepted here; a presented credential is never ignored.
-	Authenticate(ctx context.Context, md metadata.MD) (Principal, error)
-}
-
-// TokenVerifier turns a bearer token into the user it was issued to. The identity service provides the
-// JWT implementation.
-type TokenVerifier interface {
-	// Verify returns a User principal for a valid token. It returns an apperr.Unauthenticated error for an
-	// invalid, expired or unacceptable token, and apperr.Unavailable when it cannot decide (for example,
-	// when signing keys cannot be fetched). Errors must not contain the token.
-	Verify(ctx context.Context, token string) (Principal, error)
+	Authenticate(ctx context.Context, md metadata.MD) (auth.Principal, error)
 }
 
 // ServiceAuthenticator is the standard Authenticator. It trusts two credentials:
@@ -52,14 +40,14 @@ type TokenVerifier interface {
 // A token with no Verifier configured is rejected as Unauthenticated, never ignored: a caller that
 // presented a token must not silently run with other rights than the token's.
 //
-// The verified token is not copied anywhere: it stays in the call's incoming metadata, next to the User
-// principal it established, which is where TokenFrom finds it to forward it (TokenForwarder).
+// The verified token is not copied into the Principal, which is printed in log lines; it stays in the
+// call's incoming metadata only.
 //
 // The zero value accepts service certificates, rejects every token and treats DefaultEdgeProxies as edge
 // proxies.
 type ServiceAuthenticator struct {
 	// Verifier checks bearer tokens; nil rejects them all.
-	Verifier TokenVerifier
+	Verifier auth.TokenVerifier
 	// EdgeProxies lists service identities whose token-less calls are anonymous. Nil means
 	// DefaultEdgeProxies; an empty non-nil slice means none.
 	EdgeProxies []string
@@ -68,17 +56,17 @@ type ServiceAuthenticator struct {
 var _ Authenticator = (*ServiceAuthenticator)(nil)
 
 // Authenticate implements Authenticator. See the type's documentation for the rules.
-func (a *ServiceAuthenticator) Authenticate(ctx context.Context, md metadata.MD) (Principal, error) {
+func (a *ServiceAuthenticator) Authenticate(ctx context.Context, md metadata.MD) (auth.Principal, error) {
 	service, isService := tlsutil.ServiceFromContext(ctx)
 	token, hasToken, err := bearerToken(md)
 	if err != nil {
-		return Principal{}, err
+		return auth.Principal{}, err
 	}
 	if hasToken {
 		// The token decides, whoever forwarded it: the forwarding service's identity grants nothing.
 		p, err := a.verify(ctx, token)
 		if err != nil {
-			return Principal{}, err
+			return auth.Principal{}, err
 		}
 		p.Via = ""
 		if isService {
@@ -87,32 +75,32 @@ func (a *ServiceAuthenticator) Authenticate(ctx context.Context, md metadata.MD)
 		return p, nil
 	}
 	if !isService {
-		return Principal{}, nil
+		return auth.Principal{}, nil
 	}
 	proxies := a.EdgeProxies
 	if proxies == nil {
 		proxies = DefaultEdgeProxies
 	}
 	if slices.Contains(proxies, service) {
-		return Principal{Kind: Anonymous, Via: service}, nil
+		return auth.Principal{Kind: auth.Anonymous, Via: service}, nil
 	}
-	return Principal{Kind: Service, Subject: service}, nil
+	return auth.Principal{Kind: auth.Service, Subject: service}, nil
 }
 
-func (a *ServiceAuthenticator) verify(ctx context.Context, token string) (Principal, error) {
+func (a *ServiceAuthenticator) verify(ctx context.Context, token string) (auth.Principal, error) {
 	if a.Verifier == nil {
-		return Principal{}, apperr.Errorf(apperr.Unauthenticated, "bearer tokens are not accepted by this server")
+		return auth.Principal{}, apperr.Errorf(apperr.Unauthenticated, "bearer tokens are not accepted by this server")
 	}
 	p, err := a.Verifier.Verify(ctx, token)
 	if err != nil {
 		if e := apperr.As(err); e != nil && e.Code != apperr.Internal {
-			return Principal{}, err
+			return auth.Principal{}, err
 		}
-		return Principal{}, apperr.Wrap(apperr.Unauthenticated, err, "invalid bearer token")
+		return auth.Principal{}, apperr.Wrap(apperr.Unauthenticated, err, "invalid bearer token")
 	}
-	if p.Kind != User || p.Subject == "" {
+	if p.Kind != auth.User || p.Subject == "" {
 		// A verifier bug must not turn a token into a service identity or an anonymous pass.
-		return Principal{}, apperr.Wrap(apperr.Internal,
+		return auth.Principal{}, apperr.Wrap(apperr.Internal,
 			fmt.Errorf("token verifier returned a %s principal with subject %q, want a user", p.Kind, p.Subject),
 			"internal error")
 	}
@@ -135,9 +123,9 @@ func bearerToken(md metadata.MD) (token string, ok bool, err error) {
 	if !found || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return "", false, apperr.Errorf(apperr.Unauthenticated, `malformed authorization: want "Bearer <token>"`)
 	}
-	if len(token) > MaxTokenBytes {
+	if len(token) > auth.MaxTokenBytes {
 		return "", false, apperr.Wrap(apperr.Unauthenticated,
-			errors.New("token exceeds MaxTokenBytes"), "bearer token too large")
+			errors.New("token exceeds auth.MaxTokenBytes"), "bearer token too large")
 	}
 	return token, true, nil
 }

@@ -1,4 +1,4 @@
-package auth
+package grpcauth
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"lastmile/internal/platform/auth"
 )
 
 // ForwardedForKey is the metadata key in which the gateway passes the client address chain
@@ -26,7 +28,7 @@ const ForwardedForKey = "x-forwarded-for"
 // Other calls use the peer address. It returns "" when there is no usable address, which skips the
 // per-client limit.
 func ClientKey(ctx context.Context) string {
-	if FromContext(ctx).Via != "" {
+	if auth.FromContext(ctx).Via != "" {
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
 			if v := md.Get(ForwardedForKey); len(v) > 0 {
 				last := v[len(v)-1]

@@ -1,4 +1,4 @@
-package auth_test
+package grpcauth_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/grpcauth"
 )
 
 func TestClientKey(t *testing.T) {
@@ -19,7 +20,7 @@ func TestClientKey(t *testing.T) {
 		ctx = auth.WithPrincipal(ctx, auth.Principal{Kind: auth.Anonymous, Via: "gateway"})
 		md := metadata.MD{}
 		for _, v := range xff {
-			md.Append(auth.ForwardedForKey, v)
+			md.Append(grpcauth.ForwardedForKey, v)
 		}
 		return metadata.NewIncomingContext(ctx, md)
 	}
@@ -37,11 +38,11 @@ func TestClientKey(t *testing.T) {
 		{"gateway without forwarded-for uses the peer", viaGateway(withPeer("10.0.0.5")), "ip:10.0.0.5"},
 		{"gateway with garbage uses the peer", viaGateway(withPeer("10.0.0.5"), "not-an-ip"), "ip:10.0.0.5"},
 		{"forwarded-for from a direct client is ignored",
-			metadata.NewIncomingContext(withPeer("192.0.2.10"), metadata.Pairs(auth.ForwardedForKey, "203.0.113.9")), "ip:192.0.2.10"},
+			metadata.NewIncomingContext(withPeer("192.0.2.10"), metadata.Pairs(grpcauth.ForwardedForKey, "203.0.113.9")), "ip:192.0.2.10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := auth.ClientKey(tt.ctx); got != tt.want {
+			if got := grpcauth.ClientKey(tt.ctx); got != tt.want {
 				t.Errorf("ClientKey() = %q, want %q", got, tt.want)
 			}
 		})
