@@ -2,67 +2,16 @@
 //
 // The Service validates requests, applies defaults and caches single-pair estimates; the distances and
 // durations themselves come from a Provider (package geodesic for the built-in model, package osrm for an
-// OSRM server). The package knows nothing about protobuf or gRPC; package grpcapi adapts it to route.v1.
+// OSRM server). Points and transport modes are package geo's, shared with every service. The package
+// knows nothing about protobuf or gRPC; package grpcapi adapts it to route.v1.
 package route
 
 import (
 	"context"
 	"time"
+
+	"lastmile/internal/geo"
 )
-
-// LatLng is a WGS84 point in degrees.
-type LatLng struct {
-	Lat float64
-	Lng float64
-}
-
-// Mode is how a courier travels. The zero value, ModeUnspecified, is not a valid mode for a request.
-type Mode int
-
-// The transport modes. The order matches lastmile.geo.v1.TransportMode, but adapters must map explicitly
-// rather than convert numbers.
-const (
-	// ModeUnspecified is the zero Mode; requests carrying it are rejected.
-	ModeUnspecified Mode = iota
-	// Bicycle is a pedal or electric bicycle.
-	Bicycle
-	// Scooter is a motor scooter or moped.
-	Scooter
-	// Car is a passenger car.
-	Car
-	// Van is a van or light truck.
-	Van
-	// Walking is on foot.
-	Walking
-)
-
-// Modes lists every valid Mode, in declaration order.
-var Modes = []Mode{Bicycle, Scooter, Car, Van, Walking}
-
-// Valid reports whether m is one of the defined modes (not ModeUnspecified).
-func (m Mode) Valid() bool { return m >= Bicycle && m <= Walking }
-
-// Motorized reports whether m moves in motor traffic and is therefore slowed by congestion.
-func (m Mode) Motorized() bool { return m == Scooter || m == Car || m == Van }
-
-// String returns the lowercase name of m, such as "bicycle".
-func (m Mode) String() string {
-	switch m {
-	case Bicycle:
-		return "bicycle"
-	case Scooter:
-		return "scooter"
-	case Car:
-		return "car"
-	case Van:
-		return "van"
-	case Walking:
-		return "walking"
-	case ModeUnspecified:
-		return "unspecified"
-	}
-	return "unknown"
-}
 
 // Estimate is the distance and duration of one trip.
 type Estimate struct {
@@ -73,7 +22,7 @@ type Estimate struct {
 	// Provider names the Provider that produced the estimate.
 	Provider string
 	// Mode is the transport mode the estimate is for.
-	Mode Mode
+	Mode geo.TransportMode
 	// Departure is the departure time the estimate assumed.
 	Departure time.Time
 }
@@ -115,12 +64,12 @@ type Provider interface {
 	// Errors: apperr.Invalid when the provider rejects the input (an unsupported mode, a coordinate it
 	// cannot use); apperr.NotFound when no route connects the two points; apperr.Unavailable when the
 	// provider cannot be reached or answers garbage (retryable); the context's error when ctx ends first.
-	Route(ctx context.Context, from, to LatLng, mode Mode, departure time.Time) (Estimate, error)
+	Route(ctx context.Context, from, to geo.LatLng, mode geo.TransportMode, departure time.Time) (Estimate, error)
 
 	// Matrix returns one element per origin and destination pair, in row-major order. A pair without a
 	// route is an element with Found false, not an error.
 	//
 	// Errors: apperr.Invalid when the provider rejects the input; apperr.Unavailable when the provider
 	// cannot be reached or answers garbage (retryable); the context's error when ctx ends first.
-	Matrix(ctx context.Context, origins, destinations []LatLng, mode Mode, departure time.Time) (Matrix, error)
+	Matrix(ctx context.Context, origins, destinations []geo.LatLng, mode geo.TransportMode, departure time.Time) (Matrix, error)
 }

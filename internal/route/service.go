@@ -10,6 +10,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 )
 
@@ -46,11 +47,11 @@ type Options struct {
 // EstimateRequest asks for one trip.
 type EstimateRequest struct {
 	// Origin is where the trip starts.
-	Origin LatLng
+	Origin geo.LatLng
 	// Destination is where the trip ends.
-	Destination LatLng
+	Destination geo.LatLng
 	// Mode is how the courier travels; required.
-	Mode Mode
+	Mode geo.TransportMode
 	// Departure drives the congestion profile; the zero time means now.
 	Departure time.Time
 }
@@ -58,11 +59,11 @@ type EstimateRequest struct {
 // MatrixRequest asks for the trips from every origin to every destination.
 type MatrixRequest struct {
 	// Origins are the start points, 1 to Options.MaxOrigins.
-	Origins []LatLng
+	Origins []geo.LatLng
 	// Destinations are the end points, 1 to Options.MaxDestinations.
-	Destinations []LatLng
+	Destinations []geo.LatLng
 	// Mode is how the courier travels; required.
-	Mode Mode
+	Mode geo.TransportMode
 	// Departure drives the congestion profile; the zero time means now.
 	Departure time.Time
 }
@@ -205,16 +206,16 @@ func (v *violations) add(field, description string) {
 	v.list = append(v.list, apperr.FieldViolation{Field: field, Description: description})
 }
 
-func (v *violations) point(field string, p LatLng) {
-	if math.IsNaN(p.Lat) || p.Lat < -90 || p.Lat > 90 {
+func (v *violations) point(field string, p geo.LatLng) {
+	if !geo.ValidLat(p.Lat) {
 		v.add(field+".latitude", "must be a finite number from -90 to 90")
 	}
-	if math.IsNaN(p.Lng) || p.Lng < -180 || p.Lng > 180 {
+	if !geo.ValidLng(p.Lng) {
 		v.add(field+".longitude", "must be a finite number from -180 to 180")
 	}
 }
 
-func (v *violations) mode(m Mode) {
+func (v *violations) mode(m geo.TransportMode) {
 	if !m.Valid() {
 		v.add("transport_mode", "must be one of bicycle, scooter, car, van, walking")
 	}
@@ -245,7 +246,7 @@ func (v *violations) err(message string) error {
 // may carry the neighbouring hour's congestion, an error well inside the model's own.
 type cacheKey struct {
 	provider         string
-	mode             Mode
+	mode             geo.TransportMode
 	hour             int64
 	fromLat, fromLng int32
 	toLat, toLng     int32
@@ -256,7 +257,7 @@ type cacheEntry struct {
 	expires  time.Time // zero: no expiry
 }
 
-func (s *Service) cacheKey(from, to LatLng, mode Mode, departure time.Time) cacheKey {
+func (s *Service) cacheKey(from, to geo.LatLng, mode geo.TransportMode, departure time.Time) cacheKey {
 	return cacheKey{
 		provider: s.provider.Name(),
 		mode:     mode,

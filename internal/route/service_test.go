@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/route"
 )
@@ -28,7 +29,7 @@ type fakeProvider struct {
 
 func (f *fakeProvider) Name() string { return "fake" }
 
-func (f *fakeProvider) Route(_ context.Context, _, _ route.LatLng, mode route.Mode, departure time.Time) (route.Estimate, error) {
+func (f *fakeProvider) Route(_ context.Context, _, _ geo.LatLng, mode geo.TransportMode, departure time.Time) (route.Estimate, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.routeCalls++
@@ -39,7 +40,7 @@ func (f *fakeProvider) Route(_ context.Context, _, _ route.LatLng, mode route.Mo
 	return route.Estimate{DistanceMeters: 1000, Duration: 2 * time.Minute, Provider: "fake", Mode: mode, Departure: departure}, nil
 }
 
-func (f *fakeProvider) Matrix(_ context.Context, origins, destinations []route.LatLng, _ route.Mode, departure time.Time) (route.Matrix, error) {
+func (f *fakeProvider) Matrix(_ context.Context, origins, destinations []geo.LatLng, _ geo.TransportMode, departure time.Time) (route.Matrix, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.matrixCalls++
@@ -84,15 +85,15 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 var (
-	paris  = route.LatLng{Lat: 48.8566, Lng: 2.3522}
-	london = route.LatLng{Lat: 51.5074, Lng: -0.1278}
+	paris  = geo.LatLng{Lat: 48.8566, Lng: 2.3522}
+	london = geo.LatLng{Lat: 51.5074, Lng: -0.1278}
 	t0     = time.Date(2026, 3, 10, 8, 15, 0, 0, time.UTC)
 )
 
-func points(n int) []route.LatLng {
-	ps := make([]route.LatLng, n)
+func points(n int) []geo.LatLng {
+	ps := make([]geo.LatLng, n)
 	for i := range ps {
-		ps[i] = route.LatLng{Lat: 48 + float64(i)/1000, Lng: 2}
+		ps[i] = geo.LatLng{Lat: 48 + float64(i)/1000, Lng: 2}
 	}
 	return ps
 }
@@ -117,16 +118,16 @@ func TestEstimateRouteValidation(t *testing.T) {
 		req  route.EstimateRequest
 		want []string
 	}{
-		{"NaN origin latitude", route.EstimateRequest{Origin: route.LatLng{Lat: math.NaN()}, Destination: london, Mode: route.Car}, []string{"origin.latitude"}},
-		{"+Inf destination longitude", route.EstimateRequest{Origin: paris, Destination: route.LatLng{Lng: math.Inf(1)}, Mode: route.Car}, []string{"destination.longitude"}},
-		{"-Inf origin latitude", route.EstimateRequest{Origin: route.LatLng{Lat: math.Inf(-1)}, Destination: london, Mode: route.Car}, []string{"origin.latitude"}},
-		{"latitude 91", route.EstimateRequest{Origin: route.LatLng{Lat: 91}, Destination: london, Mode: route.Car}, []string{"origin.latitude"}},
-		{"longitude -181", route.EstimateRequest{Origin: paris, Destination: route.LatLng{Lng: -181}, Mode: route.Walking}, []string{"destination.longitude"}},
+		{"NaN origin latitude", route.EstimateRequest{Origin: geo.LatLng{Lat: math.NaN()}, Destination: london, Mode: geo.Car}, []string{"origin.latitude"}},
+		{"+Inf destination longitude", route.EstimateRequest{Origin: paris, Destination: geo.LatLng{Lng: math.Inf(1)}, Mode: geo.Car}, []string{"destination.longitude"}},
+		{"-Inf origin latitude", route.EstimateRequest{Origin: geo.LatLng{Lat: math.Inf(-1)}, Destination: london, Mode: geo.Car}, []string{"origin.latitude"}},
+		{"latitude 91", route.EstimateRequest{Origin: geo.LatLng{Lat: 91}, Destination: london, Mode: geo.Car}, []string{"origin.latitude"}},
+		{"longitude -181", route.EstimateRequest{Origin: paris, Destination: geo.LatLng{Lng: -181}, Mode: geo.Walking}, []string{"destination.longitude"}},
 		{"unspecified mode", route.EstimateRequest{Origin: paris, Destination: london}, []string{"transport_mode"}},
-		{"unknown mode", route.EstimateRequest{Origin: paris, Destination: london, Mode: route.Mode(99)}, []string{"transport_mode"}},
+		{"unknown mode", route.EstimateRequest{Origin: paris, Destination: london, Mode: geo.TransportMode("hovercraft")}, []string{"transport_mode"}},
 		{
 			"everything wrong",
-			route.EstimateRequest{Origin: route.LatLng{Lat: -90.5, Lng: 180.5}, Destination: route.LatLng{Lat: math.NaN(), Lng: math.NaN()}},
+			route.EstimateRequest{Origin: geo.LatLng{Lat: -90.5, Lng: 180.5}, Destination: geo.LatLng{Lat: math.NaN(), Lng: math.NaN()}},
 			[]string{"origin.latitude", "origin.longitude", "destination.latitude", "destination.longitude", "transport_mode"},
 		},
 	}
@@ -147,7 +148,7 @@ func TestEstimateRouteValidation(t *testing.T) {
 
 func TestEstimateRouteAcceptsBoundaries(t *testing.T) {
 	svc := route.NewService(&fakeProvider{}, route.Options{})
-	req := route.EstimateRequest{Origin: route.LatLng{Lat: -90, Lng: -180}, Destination: route.LatLng{Lat: 90, Lng: 180}, Mode: route.Bicycle}
+	req := route.EstimateRequest{Origin: geo.LatLng{Lat: -90, Lng: -180}, Destination: geo.LatLng{Lat: 90, Lng: 180}, Mode: geo.Bicycle}
 	if _, err := svc.EstimateRoute(t.Context(), req); err != nil {
 		t.Errorf("EstimateRoute(%+v) = %v, want nil error", req, err)
 	}
@@ -163,13 +164,13 @@ func TestComputeMatrixValidation(t *testing.T) {
 		req  route.MatrixRequest
 		want []string
 	}{
-		{"101 origins", route.MatrixRequest{Origins: points(101), Destinations: points(1), Mode: route.Car}, []string{"origins"}},
-		{"101 destinations", route.MatrixRequest{Origins: points(1), Destinations: points(101), Mode: route.Car}, []string{"destinations"}},
-		{"60x60 over 2500 elements", route.MatrixRequest{Origins: points(60), Destinations: points(60), Mode: route.Car}, []string{"origins"}},
-		{"no origins", route.MatrixRequest{Destinations: points(1), Mode: route.Car}, []string{"origins"}},
-		{"no destinations", route.MatrixRequest{Origins: points(1), Mode: route.Car}, []string{"destinations"}},
-		{"bad origin longitude", route.MatrixRequest{Origins: badOrigins, Destinations: points(1), Mode: route.Van}, []string{"origins[3].longitude"}},
-		{"NaN destination latitude", route.MatrixRequest{Origins: points(1), Destinations: badDests, Mode: route.Van}, []string{"destinations[1].latitude"}},
+		{"101 origins", route.MatrixRequest{Origins: points(101), Destinations: points(1), Mode: geo.Car}, []string{"origins"}},
+		{"101 destinations", route.MatrixRequest{Origins: points(1), Destinations: points(101), Mode: geo.Car}, []string{"destinations"}},
+		{"60x60 over 2500 elements", route.MatrixRequest{Origins: points(60), Destinations: points(60), Mode: geo.Car}, []string{"origins"}},
+		{"no origins", route.MatrixRequest{Destinations: points(1), Mode: geo.Car}, []string{"origins"}},
+		{"no destinations", route.MatrixRequest{Origins: points(1), Mode: geo.Car}, []string{"destinations"}},
+		{"bad origin longitude", route.MatrixRequest{Origins: badOrigins, Destinations: points(1), Mode: geo.Van}, []string{"origins[3].longitude"}},
+		{"NaN destination latitude", route.MatrixRequest{Origins: points(1), Destinations: badDests, Mode: geo.Van}, []string{"destinations[1].latitude"}},
 		{"unspecified mode", route.MatrixRequest{Origins: points(1), Destinations: points(1)}, []string{"transport_mode"}},
 	}
 	for _, tt := range tests {
@@ -200,7 +201,7 @@ func TestComputeMatrixAcceptsLimits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := route.NewService(&fakeProvider{}, route.Options{})
-			m, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(tt.origins), Destinations: points(tt.destinations), Mode: route.Car})
+			m, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(tt.origins), Destinations: points(tt.destinations), Mode: geo.Car})
 			if err != nil {
 				t.Fatalf("ComputeMatrix(%s) = %v, want nil error", tt.name, err)
 			}
@@ -213,23 +214,23 @@ func TestComputeMatrixAcceptsLimits(t *testing.T) {
 
 func TestComputeMatrixCustomLimits(t *testing.T) {
 	svc := route.NewService(&fakeProvider{}, route.Options{MaxOrigins: 3, MaxDestinations: 3, MaxElements: 4})
-	_, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(3), Destinations: points(2), Mode: route.Car})
+	_, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(3), Destinations: points(2), Mode: geo.Car})
 	if diff := cmp.Diff([]string{"origins"}, fields(t, err)); diff != "" {
 		t.Errorf("3x2 with MaxElements 4: violations mismatch (-want +got):\n%s", diff)
 	}
-	_, err = svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(4), Destinations: points(1), Mode: route.Car})
+	_, err = svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(4), Destinations: points(1), Mode: geo.Car})
 	if diff := cmp.Diff([]string{"origins"}, fields(t, err)); diff != "" {
 		t.Errorf("4 origins with MaxOrigins 3: violations mismatch (-want +got):\n%s", diff)
 	}
 }
 
 func TestValidationBoundsViolations(t *testing.T) {
-	bad := make([]route.LatLng, 100)
+	bad := make([]geo.LatLng, 100)
 	for i := range bad {
-		bad[i] = route.LatLng{Lat: math.NaN(), Lng: math.NaN()}
+		bad[i] = geo.LatLng{Lat: math.NaN(), Lng: math.NaN()}
 	}
 	svc := route.NewService(&fakeProvider{}, route.Options{})
-	_, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: bad, Destinations: points(1), Mode: route.Car})
+	_, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: bad, Destinations: points(1), Mode: geo.Car})
 	if got, want := len(fields(t, err)), 20; got != want {
 		t.Errorf("len(violations) = %d, want %d", got, want)
 	}
@@ -241,7 +242,7 @@ func TestValidationBoundsViolations(t *testing.T) {
 func TestEstimateRouteDefaultsDepartureToNow(t *testing.T) {
 	p := &fakeProvider{}
 	svc := route.NewService(p, route.Options{Now: func() time.Time { return t0 }})
-	est, err := svc.EstimateRoute(t.Context(), route.EstimateRequest{Origin: paris, Destination: london, Mode: route.Car})
+	est, err := svc.EstimateRoute(t.Context(), route.EstimateRequest{Origin: paris, Destination: london, Mode: geo.Car})
 	if err != nil {
 		t.Fatalf("EstimateRoute = %v, want nil error", err)
 	}
@@ -253,7 +254,7 @@ func TestEstimateRouteDefaultsDepartureToNow(t *testing.T) {
 func TestComputeMatrixDefaultsDepartureToNow(t *testing.T) {
 	p := &fakeProvider{}
 	svc := route.NewService(p, route.Options{Now: func() time.Time { return t0 }})
-	m, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(1), Destinations: points(1), Mode: route.Car})
+	m, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(1), Destinations: points(1), Mode: geo.Car})
 	if err != nil {
 		t.Fatalf("ComputeMatrix = %v, want nil error", err)
 	}
@@ -266,7 +267,7 @@ func TestEstimateRouteCacheHit(t *testing.T) {
 	p := &fakeProvider{}
 	reg := prometheus.NewRegistry()
 	svc := route.NewService(p, route.Options{CacheSize: 10, Now: func() time.Time { return t0 }, Registerer: reg})
-	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: route.Car, Departure: t0}
+	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: geo.Car, Departure: t0}
 	first, err := svc.EstimateRoute(t.Context(), req)
 	if err != nil {
 		t.Fatalf("first EstimateRoute = %v", err)
@@ -296,12 +297,12 @@ func TestEstimateRouteCacheHit(t *testing.T) {
 }
 
 func TestEstimateRouteCacheMisses(t *testing.T) {
-	base := route.EstimateRequest{Origin: paris, Destination: london, Mode: route.Car, Departure: t0}
+	base := route.EstimateRequest{Origin: paris, Destination: london, Mode: geo.Car, Departure: t0}
 	tests := []struct {
 		name   string
 		change func(*route.EstimateRequest)
 	}{
-		{"other mode", func(r *route.EstimateRequest) { r.Mode = route.Van }},
+		{"other mode", func(r *route.EstimateRequest) { r.Mode = geo.Van }},
 		{"next hour", func(r *route.EstimateRequest) { r.Departure = t0.Add(time.Hour) }},
 		{"other origin", func(r *route.EstimateRequest) { r.Origin.Lat += 2e-5 }},
 		{"reversed", func(r *route.EstimateRequest) { r.Origin, r.Destination = r.Destination, r.Origin }},
@@ -328,7 +329,7 @@ func TestEstimateRouteCacheExpires(t *testing.T) {
 	p := &fakeProvider{}
 	clk := &clock{now: t0}
 	svc := route.NewService(p, route.Options{CacheSize: 10, CacheTTL: time.Minute, Now: clk.Now})
-	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: route.Car, Departure: t0}
+	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: geo.Car, Departure: t0}
 	for _, step := range []time.Duration{0, 59 * time.Second, time.Second} {
 		clk.Advance(step)
 		if _, err := svc.EstimateRoute(t.Context(), req); err != nil {
@@ -344,7 +345,7 @@ func TestEstimateRouteCacheExpires(t *testing.T) {
 func TestEstimateRouteCacheDisabled(t *testing.T) {
 	p := &fakeProvider{}
 	svc := route.NewService(p, route.Options{})
-	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: route.Car, Departure: t0}
+	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: geo.Car, Departure: t0}
 	for range 2 {
 		if _, err := svc.EstimateRoute(t.Context(), req); err != nil {
 			t.Fatalf("EstimateRoute = %v", err)
@@ -358,7 +359,7 @@ func TestEstimateRouteCacheDisabled(t *testing.T) {
 func TestEstimateRouteDoesNotCacheErrors(t *testing.T) {
 	p := &fakeProvider{err: apperr.Errorf(apperr.NotFound, "no route")}
 	svc := route.NewService(p, route.Options{CacheSize: 10})
-	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: route.Car, Departure: t0}
+	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: geo.Car, Departure: t0}
 	for range 2 {
 		_, err := svc.EstimateRoute(t.Context(), req)
 		if got, want := apperr.CodeOf(err), apperr.NotFound; got != want {
@@ -373,7 +374,7 @@ func TestEstimateRouteDoesNotCacheErrors(t *testing.T) {
 func TestComputeMatrixBypassesCache(t *testing.T) {
 	p := &fakeProvider{}
 	svc := route.NewService(p, route.Options{CacheSize: 10})
-	req := route.MatrixRequest{Origins: points(2), Destinations: points(3), Mode: route.Car, Departure: t0}
+	req := route.MatrixRequest{Origins: points(2), Destinations: points(3), Mode: geo.Car, Departure: t0}
 	for range 2 {
 		if _, err := svc.ComputeMatrix(t.Context(), req); err != nil {
 			t.Fatalf("ComputeMatrix = %v", err)
@@ -388,14 +389,14 @@ func TestComputeMatrixProviderErrors(t *testing.T) {
 	t.Run("passes codes through", func(t *testing.T) {
 		cause := apperr.Errorf(apperr.Unavailable, "routing server unavailable")
 		svc := route.NewService(&fakeProvider{err: cause}, route.Options{})
-		_, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(1), Destinations: points(1), Mode: route.Car})
+		_, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(1), Destinations: points(1), Mode: geo.Car})
 		if !errors.Is(err, cause) {
 			t.Errorf("ComputeMatrix error = %v, want it to wrap %v", err, cause)
 		}
 	})
 	t.Run("wrong element count is internal", func(t *testing.T) {
 		svc := route.NewService(&fakeProvider{dropElement: true}, route.Options{})
-		_, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(2), Destinations: points(2), Mode: route.Car})
+		_, err := svc.ComputeMatrix(t.Context(), route.MatrixRequest{Origins: points(2), Destinations: points(2), Mode: geo.Car})
 		if got, want := apperr.CodeOf(err), apperr.Internal; got != want {
 			t.Errorf("ComputeMatrix error code = %q, want %q (err %v)", got, want, err)
 		}
@@ -404,7 +405,7 @@ func TestComputeMatrixProviderErrors(t *testing.T) {
 
 func TestNewServiceSharesCountersOnOneRegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: route.Car, Departure: t0}
+	req := route.EstimateRequest{Origin: paris, Destination: london, Mode: geo.Car, Departure: t0}
 	for range 2 {
 		svc := route.NewService(&fakeProvider{}, route.Options{CacheSize: 10, Registerer: reg})
 		if _, err := svc.EstimateRoute(t.Context(), req); err != nil {
@@ -429,24 +430,4 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("metric %s not registered", name)
 	return 0
-}
-
-func TestModeString(t *testing.T) {
-	tests := []struct {
-		mode route.Mode
-		want string
-	}{
-		{route.ModeUnspecified, "unspecified"},
-		{route.Bicycle, "bicycle"},
-		{route.Scooter, "scooter"},
-		{route.Car, "car"},
-		{route.Van, "van"},
-		{route.Walking, "walking"},
-		{route.Mode(42), "unknown"},
-	}
-	for _, tt := range tests {
-		if got := tt.mode.String(); got != tt.want {
-			t.Errorf("Mode(%d).String() = %q, want %q", int(tt.mode), got, tt.want)
-		}
-	}
 }

@@ -2,6 +2,9 @@
 // is the great-circle (haversine) distance times a per-mode circuity factor, its duration that distance at
 // a per-mode average urban speed, stretched for motor traffic by an hour-of-day congestion profile.
 //
+// The great-circle distance is package geo's (geo.Distance), the same that the courier service ranks
+// nearby couriers with and that dispatch's fallback estimate uses.
+//
 // The model is what a dispatcher needs to rank nearby couriers, not turn-by-turn truth: good to tens of
 // percent in a city, consistent, and instant.
 package geodesic
@@ -12,12 +15,10 @@ import (
 	"math"
 	"time"
 
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/route"
 )
-
-// EarthRadiusMeters is the mean Earth radius (IUGG R1, 6,371,008.8 m), the usual choice for haversine.
-const EarthRadiusMeters = 6_371_008.8
 
 // DefaultCircuity is the ratio of road distance to great-circle distance per mode. Empirical detour
 // indexes for road travel cluster around 1.2–1.4 (Ballou, Rahardja & Sakai 2002; Boscoe, Henry & Zdeb 2012
@@ -25,23 +26,23 @@ const EarthRadiusMeters = 6_371_008.8
 // and vans take 1.3; scooters slip through smaller streets (1.25); bicycles also use paths and contraflow
 // lanes (1.2); pedestrians cut through squares, parks and passages (1.15). Read-only: override through
 // Options.Circuity.
-var DefaultCircuity = map[route.Mode]float64{
-	route.Car:     1.3,
-	route.Van:     1.3,
-	route.Scooter: 1.25,
-	route.Bicycle: 1.2,
-	route.Walking: 1.15,
+var DefaultCircuity = map[geo.TransportMode]float64{
+	geo.Car:     1.3,
+	geo.Van:     1.3,
+	geo.Scooter: 1.25,
+	geo.Bicycle: 1.2,
+	geo.Walking: 1.15,
 }
 
 // DefaultSpeedKMH is the average door-to-door urban speed per mode in km/h, stops and lights included:
 // walking ~5, cycling ~15, a scooter ~25, a car ~30 and a van, slower to park and to accelerate, ~27.
 // Read-only: override through Options.SpeedKMH.
-var DefaultSpeedKMH = map[route.Mode]float64{
-	route.Walking: 5,
-	route.Bicycle: 15,
-	route.Scooter: 25,
-	route.Car:     30,
-	route.Van:     27,
+var DefaultSpeedKMH = map[geo.TransportMode]float64{
+	geo.Walking: 5,
+	geo.Bicycle: 15,
+	geo.Scooter: 25,
+	geo.Car:     30,
+	geo.Van:     27,
 }
 
 // DefaultCongestion multiplies motor-mode durations by local hour of day: quicker than average at night,
@@ -67,9 +68,9 @@ func FlatCongestion() *[24]float64 {
 // Options tunes the model. The zero value uses the defaults above in UTC.
 type Options struct {
 	// Circuity overrides DefaultCircuity for the modes it lists; values must be at least 1.
-	Circuity map[route.Mode]float64
+	Circuity map[geo.TransportMode]float64
 	// SpeedKMH overrides DefaultSpeedKMH for the modes it lists; values must be positive.
-	SpeedKMH map[route.Mode]float64
+	SpeedKMH map[geo.TransportMode]float64
 	// Congestion overrides DefaultCongestion; multipliers must be positive. Scooters get half of each
 	// multiplier's effect, since two-wheelers filter past queues; bicycles and walking get none.
 	Congestion *[24]float64
@@ -79,21 +80,26 @@ type Options struct {
 
 // Provider is the geodesic route.Provider. It is immutable and safe for concurrent use.
 type Provider struct {
-	circuity   [route.Walking + 1]float64
-	speed      [route.Walking + 1]float64 // meters per second
+	modes      map[geo.TransportMode]modeModel
 	congestion [24]float64
 	loc        *time.Location
+}
+
+// modeModel is the model of one transport mode.
+type modeModel struct {
+	circuity float64
+	speed    float64 // meters per second
 }
 
 var _ route.Provider = (*Provider)(nil)
 
 // New returns a Provider configured by opts. It fails when an override is out of range.
 func New(opts Options) (*Provider, error) {
-	p := &Provider{congestion: DefaultCongestion, loc: opts.Location}
+	p := &Provider{modes: make(map[geo.TransportMode]modeModel, len(geo.Modes)), congestion: DefaultCongestion, loc: opts.Location}
 	if p.loc == nil {
 		p.loc = time.UTC
 	}
-	for _, m := range route.Modes {
+	for _, m := range geo.Modes {
 		c, ok := opts.Circuity[m]
 		if !ok {
 			c = DefaultCircuity[m]
@@ -108,8 +114,7 @@ func New(opts Options) (*Provider, error) {
 		if !(v > 0) || math.IsInf(v, 0) {
 			return nil, fmt.Errorf("geodesic: speed for %s is %v km/h, want a finite positive value", m, v)
 		}
-		p.circuity[m] = c
-		p.speed[m] = v / 3.6
+		p.modes[m] = modeModel{circuity: c, speed: v / 3.6}
 	}
 	if opts.Congestion != nil {
 		for h, f := range opts.Congestion {
@@ -128,32 +133,34 @@ func (p *Provider) Name() string { return "geodesic" }
 // Route returns the modelled estimate for one trip. Identical points are 0 m and 0 s apart.
 //
 // Errors: apperr.Invalid for an unspecified or unknown mode; the context's error when ctx has ended.
-func (p *Provider) Route(ctx context.Context, from, to route.LatLng, mode route.Mode, departure time.Time) (route.Estimate, error) {
+func (p *Provider) Route(ctx context.Context, from, to geo.LatLng, mode geo.TransportMode, departure time.Time) (route.Estimate, error) {
 	if err := ctx.Err(); err != nil {
 		return route.Estimate{}, err
 	}
-	if !mode.Valid() {
+	model, ok := p.modes[mode]
+	if !ok {
 		return route.Estimate{}, invalidMode(mode)
 	}
-	d, dur := p.estimate(from, to, mode, p.factor(mode, departure))
+	d, dur := model.estimate(from, to, p.factor(mode, departure))
 	return route.Estimate{DistanceMeters: d, Duration: dur, Provider: p.Name(), Mode: mode, Departure: departure}, nil
 }
 
 // Matrix returns the modelled estimate for every origin and destination pair; every element is Found.
 //
 // Errors: apperr.Invalid for an unspecified or unknown mode; the context's error when ctx has ended.
-func (p *Provider) Matrix(ctx context.Context, origins, destinations []route.LatLng, mode route.Mode, departure time.Time) (route.Matrix, error) {
+func (p *Provider) Matrix(ctx context.Context, origins, destinations []geo.LatLng, mode geo.TransportMode, departure time.Time) (route.Matrix, error) {
 	if err := ctx.Err(); err != nil {
 		return route.Matrix{}, err
 	}
-	if !mode.Valid() {
+	model, ok := p.modes[mode]
+	if !ok {
 		return route.Matrix{}, invalidMode(mode)
 	}
 	factor := p.factor(mode, departure)
 	elems := make([]route.MatrixElement, 0, len(origins)*len(destinations))
 	for i, o := range origins {
 		for j, d := range destinations {
-			dist, dur := p.estimate(o, d, mode, factor)
+			dist, dur := model.estimate(o, d, factor)
 			elems = append(elems, route.MatrixElement{
 				OriginIndex: i, DestinationIndex: j, Found: true, DistanceMeters: dist, Duration: dur,
 			})
@@ -163,38 +170,25 @@ func (p *Provider) Matrix(ctx context.Context, origins, destinations []route.Lat
 }
 
 // estimate returns the road distance and the duration, rounded to whole seconds, for one pair.
-func (p *Provider) estimate(from, to route.LatLng, mode route.Mode, congestion float64) (float64, time.Duration) {
-	dist := Haversine(from, to) * p.circuity[mode]
-	seconds := dist / p.speed[mode] * congestion
+func (m modeModel) estimate(from, to geo.LatLng, congestion float64) (float64, time.Duration) {
+	dist := geo.Distance(from, to) * m.circuity
+	seconds := dist / m.speed * congestion
 	return dist, time.Duration(math.Round(seconds)) * time.Second
 }
 
 // factor returns the congestion multiplier for mode at the local hour of departure.
-func (p *Provider) factor(mode route.Mode, departure time.Time) float64 {
+func (p *Provider) factor(mode geo.TransportMode, departure time.Time) float64 {
 	f := p.congestion[departure.In(p.loc).Hour()]
 	switch mode {
-	case route.Car, route.Van:
+	case geo.Car, geo.Van:
 		return f
-	case route.Scooter:
+	case geo.Scooter:
 		return 1 + (f-1)/2
 	}
 	return 1
 }
 
-// Haversine returns the great-circle distance between a and b in meters on a sphere of radius
-// EarthRadiusMeters. It is accurate to about 0.5 % against the WGS84 ellipsoid.
-func Haversine(a, b route.LatLng) float64 {
-	const rad = math.Pi / 180
-	lat1, lat2 := a.Lat*rad, b.Lat*rad
-	dLat := (b.Lat - a.Lat) * rad
-	dLng := (b.Lng - a.Lng) * rad
-	sLat, sLng := math.Sin(dLat/2), math.Sin(dLng/2)
-	h := sLat*sLat + math.Cos(lat1)*math.Cos(lat2)*sLng*sLng
-	// Rounding can push h a hair above 1 for antipodal points, outside Asin's domain.
-	return 2 * EarthRadiusMeters * math.Asin(math.Sqrt(math.Min(h, 1)))
-}
-
-func invalidMode(m route.Mode) error {
+func invalidMode(m geo.TransportMode) error {
 	return apperr.InvalidFields("unsupported transport mode",
-		apperr.FieldViolation{Field: "transport_mode", Description: fmt.Sprintf("mode %d is not supported", int(m))})
+		apperr.FieldViolation{Field: "transport_mode", Description: fmt.Sprintf("mode %q is not supported", m)})
 }

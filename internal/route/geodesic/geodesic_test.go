@@ -9,18 +9,19 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/route"
 	"lastmile/internal/route/geodesic"
 )
 
 var (
-	paris   = route.LatLng{Lat: 48.8566, Lng: 2.3522}
-	london  = route.LatLng{Lat: 51.5074, Lng: -0.1278}
-	berlin  = route.LatLng{Lat: 52.5200, Lng: 13.4050}
-	munich  = route.LatLng{Lat: 48.1351, Lng: 11.5820}
-	newYork = route.LatLng{Lat: 40.7128, Lng: -74.0060}
-	boston  = route.LatLng{Lat: 42.3601, Lng: -71.0589}
+	paris   = geo.LatLng{Lat: 48.8566, Lng: 2.3522}
+	london  = geo.LatLng{Lat: 51.5074, Lng: -0.1278}
+	berlin  = geo.LatLng{Lat: 52.5200, Lng: 13.4050}
+	munich  = geo.LatLng{Lat: 48.1351, Lng: 11.5820}
+	newYork = geo.LatLng{Lat: 40.7128, Lng: -74.0060}
+	boston  = geo.LatLng{Lat: 42.3601, Lng: -71.0589}
 )
 
 // at returns 2026-03-10 at the given hour, UTC.
@@ -35,40 +36,15 @@ func newProvider(t *testing.T, opts geodesic.Options) *geodesic.Provider {
 	return p
 }
 
-func TestHaversineKnownPairs(t *testing.T) {
-	tests := []struct {
-		name       string
-		a, b       route.LatLng
-		wantMeters float64
-	}{
-		{"Paris-London", paris, london, 343_500},
-		{"Berlin-Munich", berlin, munich, 504_000},
-		{"NewYork-Boston", newYork, boston, 306_000},
-		{"quarter meridian", route.LatLng{}, route.LatLng{Lat: 90}, math.Pi / 2 * geodesic.EarthRadiusMeters},
-		{"antipodes", route.LatLng{}, route.LatLng{Lng: 180}, math.Pi * geodesic.EarthRadiusMeters},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := geodesic.Haversine(tt.a, tt.b)
-			if rel := math.Abs(got-tt.wantMeters) / tt.wantMeters; rel > 0.005 {
-				t.Errorf("Haversine(%v, %v) = %.0f m, want %.0f m ± 0.5%%", tt.a, tt.b, got, tt.wantMeters)
-			}
-			if back := geodesic.Haversine(tt.b, tt.a); back != got {
-				t.Errorf("Haversine is not symmetric: %v one way, %v back", got, back)
-			}
-		})
-	}
-}
-
 func TestRouteDistanceIsGreatCircleTimesCircuity(t *testing.T) {
 	p := newProvider(t, geodesic.Options{})
-	for _, mode := range route.Modes {
+	for _, mode := range geo.Modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			est, err := p.Route(t.Context(), paris, london, mode, at(3))
 			if err != nil {
 				t.Fatalf("Route = %v", err)
 			}
-			if got, want := est.DistanceMeters, geodesic.Haversine(paris, london)*geodesic.DefaultCircuity[mode]; got != want {
+			if got, want := est.DistanceMeters, geo.Distance(paris, london)*geodesic.DefaultCircuity[mode]; got != want {
 				t.Errorf("DistanceMeters = %v, want %v", got, want)
 			}
 			if est.Duration%time.Second != 0 {
@@ -82,12 +58,12 @@ func TestRouteDistanceIsGreatCircleTimesCircuity(t *testing.T) {
 }
 
 func TestRouteDurationIsDistanceOverSpeed(t *testing.T) {
-	p := newProvider(t, geodesic.Options{Congestion: geodesic.FlatCongestion(), SpeedKMH: map[route.Mode]float64{route.Car: 60}})
-	est, err := p.Route(t.Context(), berlin, munich, route.Car, at(8))
+	p := newProvider(t, geodesic.Options{Congestion: geodesic.FlatCongestion(), SpeedKMH: map[geo.TransportMode]float64{geo.Car: 60}})
+	est, err := p.Route(t.Context(), berlin, munich, geo.Car, at(8))
 	if err != nil {
 		t.Fatalf("Route = %v", err)
 	}
-	seconds := geodesic.Haversine(berlin, munich) * 1.3 / (60 / 3.6)
+	seconds := geo.Distance(berlin, munich) * 1.3 / (60 / 3.6)
 	if got, want := est.Duration, time.Duration(math.Round(seconds))*time.Second; got != want {
 		t.Errorf("Duration = %v, want %v", got, want)
 	}
@@ -95,7 +71,7 @@ func TestRouteDurationIsDistanceOverSpeed(t *testing.T) {
 
 func TestRouteIdenticalPoints(t *testing.T) {
 	p := newProvider(t, geodesic.Options{})
-	est, err := p.Route(t.Context(), paris, paris, route.Van, at(8))
+	est, err := p.Route(t.Context(), paris, paris, geo.Van, at(8))
 	if err != nil {
 		t.Fatalf("Route = %v", err)
 	}
@@ -106,37 +82,37 @@ func TestRouteIdenticalPoints(t *testing.T) {
 
 func TestRouteModeOrderingAtNight(t *testing.T) {
 	p := newProvider(t, geodesic.Options{})
-	dur := map[route.Mode]time.Duration{}
-	for _, mode := range route.Modes {
+	dur := map[geo.TransportMode]time.Duration{}
+	for _, mode := range geo.Modes {
 		est, err := p.Route(t.Context(), newYork, boston, mode, at(3))
 		if err != nil {
 			t.Fatalf("Route(%v) = %v", mode, err)
 		}
 		dur[mode] = est.Duration
 	}
-	slowToFast := []route.Mode{route.Walking, route.Bicycle, route.Scooter, route.Car}
+	slowToFast := []geo.TransportMode{geo.Walking, geo.Bicycle, geo.Scooter, geo.Car}
 	for i := 1; i < len(slowToFast); i++ {
 		slow, fast := slowToFast[i-1], slowToFast[i]
 		if dur[slow] <= dur[fast] {
 			t.Errorf("at 03:00 %v takes %v and %v %v, want %v slower", slow, dur[slow], fast, dur[fast], slow)
 		}
 	}
-	if dur[route.Van] <= dur[route.Car] {
-		t.Errorf("at 03:00 van takes %v and car %v, want van slower", dur[route.Van], dur[route.Car])
+	if dur[geo.Van] <= dur[geo.Car] {
+		t.Errorf("at 03:00 van takes %v and car %v, want van slower", dur[geo.Van], dur[geo.Car])
 	}
 }
 
 func TestCongestion(t *testing.T) {
 	p := newProvider(t, geodesic.Options{})
 	tests := []struct {
-		mode       route.Mode
+		mode       geo.TransportMode
 		wantSlower bool
 	}{
-		{route.Car, true},
-		{route.Van, true},
-		{route.Scooter, true},
-		{route.Bicycle, false},
-		{route.Walking, false},
+		{geo.Car, true},
+		{geo.Van, true},
+		{geo.Scooter, true},
+		{geo.Bicycle, false},
+		{geo.Walking, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode.String(), func(t *testing.T) {
@@ -162,11 +138,11 @@ func TestCongestionUsesLocalHour(t *testing.T) {
 	utc := newProvider(t, geodesic.Options{})
 	plus2 := newProvider(t, geodesic.Options{Location: time.FixedZone("UTC+2", 2*60*60)})
 	// 06:00 UTC is 08:00 at UTC+2, the morning peak.
-	local, err := plus2.Route(t.Context(), paris, london, route.Car, at(6))
+	local, err := plus2.Route(t.Context(), paris, london, geo.Car, at(6))
 	if err != nil {
 		t.Fatalf("Route = %v", err)
 	}
-	peak, err := utc.Route(t.Context(), paris, london, route.Car, at(8))
+	peak, err := utc.Route(t.Context(), paris, london, geo.Car, at(8))
 	if err != nil {
 		t.Fatalf("Route = %v", err)
 	}
@@ -177,11 +153,11 @@ func TestCongestionUsesLocalHour(t *testing.T) {
 
 func TestFlatCongestionIgnoresHour(t *testing.T) {
 	p := newProvider(t, geodesic.Options{Congestion: geodesic.FlatCongestion()})
-	night, err := p.Route(t.Context(), paris, london, route.Car, at(3))
+	night, err := p.Route(t.Context(), paris, london, geo.Car, at(3))
 	if err != nil {
 		t.Fatalf("Route at 03:00 = %v", err)
 	}
-	peak, err := p.Route(t.Context(), paris, london, route.Car, at(8))
+	peak, err := p.Route(t.Context(), paris, london, geo.Car, at(8))
 	if err != nil {
 		t.Fatalf("Route at 08:00 = %v", err)
 	}
@@ -192,16 +168,16 @@ func TestFlatCongestionIgnoresHour(t *testing.T) {
 
 func TestMatrixMatchesRoute(t *testing.T) {
 	p := newProvider(t, geodesic.Options{})
-	origins := []route.LatLng{paris, berlin}
-	destinations := []route.LatLng{london, munich, paris}
-	m, err := p.Matrix(t.Context(), origins, destinations, route.Scooter, at(17))
+	origins := []geo.LatLng{paris, berlin}
+	destinations := []geo.LatLng{london, munich, paris}
+	m, err := p.Matrix(t.Context(), origins, destinations, geo.Scooter, at(17))
 	if err != nil {
 		t.Fatalf("Matrix = %v", err)
 	}
 	var want []route.MatrixElement
 	for i, o := range origins {
 		for j, d := range destinations {
-			est, err := p.Route(t.Context(), o, d, route.Scooter, at(17))
+			est, err := p.Route(t.Context(), o, d, geo.Scooter, at(17))
 			if err != nil {
 				t.Fatalf("Route = %v", err)
 			}
@@ -218,11 +194,11 @@ func TestMatrixMatchesRoute(t *testing.T) {
 
 func TestRejectsUnspecifiedMode(t *testing.T) {
 	p := newProvider(t, geodesic.Options{})
-	_, err := p.Route(t.Context(), paris, london, route.ModeUnspecified, at(3))
+	_, err := p.Route(t.Context(), paris, london, geo.ModeUnspecified, at(3))
 	if got, want := apperr.CodeOf(err), apperr.Invalid; got != want {
 		t.Errorf("Route(unspecified) error code = %q, want %q", got, want)
 	}
-	_, err = p.Matrix(t.Context(), []route.LatLng{paris}, []route.LatLng{london}, route.Mode(9), at(3))
+	_, err = p.Matrix(t.Context(), []geo.LatLng{paris}, []geo.LatLng{london}, geo.TransportMode("hovercraft"), at(3))
 	if got, want := apperr.CodeOf(err), apperr.Invalid; got != want {
 		t.Errorf("Matrix(mode 9) error code = %q, want %q", got, want)
 	}
@@ -235,10 +211,10 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		name string
 		opts geodesic.Options
 	}{
-		{"circuity below 1", geodesic.Options{Circuity: map[route.Mode]float64{route.Car: 0.9}}},
-		{"NaN circuity", geodesic.Options{Circuity: map[route.Mode]float64{route.Car: math.NaN()}}},
-		{"zero speed", geodesic.Options{SpeedKMH: map[route.Mode]float64{route.Walking: 0}}},
-		{"infinite speed", geodesic.Options{SpeedKMH: map[route.Mode]float64{route.Van: math.Inf(1)}}},
+		{"circuity below 1", geodesic.Options{Circuity: map[geo.TransportMode]float64{geo.Car: 0.9}}},
+		{"NaN circuity", geodesic.Options{Circuity: map[geo.TransportMode]float64{geo.Car: math.NaN()}}},
+		{"zero speed", geodesic.Options{SpeedKMH: map[geo.TransportMode]float64{geo.Walking: 0}}},
+		{"infinite speed", geodesic.Options{SpeedKMH: map[geo.TransportMode]float64{geo.Van: math.Inf(1)}}},
 		{"NaN congestion", geodesic.Options{Congestion: badProfile}},
 	}
 	for _, tt := range tests {
@@ -254,7 +230,7 @@ func TestRouteHonoursCanceledContext(t *testing.T) {
 	p := newProvider(t, geodesic.Options{})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := p.Route(ctx, paris, london, route.Car, at(3)); !errors.Is(err, context.Canceled) {
+	if _, err := p.Route(ctx, paris, london, geo.Car, at(3)); !errors.Is(err, context.Canceled) {
 		t.Errorf("Route with a canceled context = %v, want context.Canceled", err)
 	}
 }

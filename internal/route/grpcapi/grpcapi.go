@@ -14,6 +14,8 @@ import (
 
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/geo"
+	"lastmile/internal/geo/geoproto"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/route"
 )
@@ -38,7 +40,7 @@ func (s *Server) EstimateRoute(ctx context.Context, req *routev1.EstimateRouteRe
 	in := route.EstimateRequest{
 		Origin:      d.point("origin", req.GetOrigin()),
 		Destination: d.point("destination", req.GetDestination()),
-		Mode:        decodeMode(req.GetTransportMode()),
+		Mode:        geoproto.Mode(req.GetTransportMode()),
 		Departure:   d.timestamp("departure_time", req.GetDepartureTime()),
 	}
 	if err := d.err(); err != nil {
@@ -52,7 +54,7 @@ func (s *Server) EstimateRoute(ctx context.Context, req *routev1.EstimateRouteRe
 		DistanceMeters: est.DistanceMeters,
 		Duration:       durationpb.New(est.Duration),
 		Provider:       est.Provider,
-		TransportMode:  encodeMode(est.Mode),
+		TransportMode:  geoproto.ModeProto(est.Mode),
 		DepartureTime:  timestamppb.New(est.Departure),
 	}, nil
 }
@@ -63,7 +65,7 @@ func (s *Server) ComputeMatrix(ctx context.Context, req *routev1.ComputeMatrixRe
 	in := route.MatrixRequest{
 		Origins:      d.points("origins", req.GetOrigins()),
 		Destinations: d.points("destinations", req.GetDestinations()),
-		Mode:         decodeMode(req.GetTransportMode()),
+		Mode:         geoproto.Mode(req.GetTransportMode()),
 		Departure:    d.timestamp("departure_time", req.GetDepartureTime()),
 	}
 	if err := d.err(); err != nil {
@@ -105,16 +107,16 @@ type decoder struct {
 	violations []apperr.FieldViolation
 }
 
-func (d *decoder) point(field string, p *geov1.LatLng) route.LatLng {
+func (d *decoder) point(field string, p *geov1.LatLng) geo.LatLng {
 	if p == nil {
 		d.violations = append(d.violations, apperr.FieldViolation{Field: field, Description: "is required"})
-		return route.LatLng{}
+		return geo.LatLng{}
 	}
-	return route.LatLng{Lat: p.GetLatitude(), Lng: p.GetLongitude()}
+	return geoproto.LatLng(p)
 }
 
-func (d *decoder) points(field string, ps []*geov1.LatLng) []route.LatLng {
-	out := make([]route.LatLng, len(ps))
+func (d *decoder) points(field string, ps []*geov1.LatLng) []geo.LatLng {
+	out := make([]geo.LatLng, len(ps))
 	for i, p := range ps {
 		out[i] = d.point(fmt.Sprintf("%s[%d]", field, i), p)
 	}
@@ -138,37 +140,4 @@ func (d *decoder) err() error {
 		return nil
 	}
 	return apperr.InvalidFields("invalid request", d.violations...)
-}
-
-func decodeMode(m geov1.TransportMode) route.Mode {
-	switch m {
-	case geov1.TransportMode_TRANSPORT_MODE_BICYCLE:
-		return route.Bicycle
-	case geov1.TransportMode_TRANSPORT_MODE_SCOOTER:
-		return route.Scooter
-	case geov1.TransportMode_TRANSPORT_MODE_CAR:
-		return route.Car
-	case geov1.TransportMode_TRANSPORT_MODE_VAN:
-		return route.Van
-	case geov1.TransportMode_TRANSPORT_MODE_WALKING:
-		return route.Walking
-	}
-	// Unset and unknown values alike; the domain rejects both with a transport_mode violation.
-	return route.ModeUnspecified
-}
-
-func encodeMode(m route.Mode) geov1.TransportMode {
-	switch m {
-	case route.Bicycle:
-		return geov1.TransportMode_TRANSPORT_MODE_BICYCLE
-	case route.Scooter:
-		return geov1.TransportMode_TRANSPORT_MODE_SCOOTER
-	case route.Car:
-		return geov1.TransportMode_TRANSPORT_MODE_CAR
-	case route.Van:
-		return geov1.TransportMode_TRANSPORT_MODE_VAN
-	case route.Walking:
-		return geov1.TransportMode_TRANSPORT_MODE_WALKING
-	}
-	return geov1.TransportMode_TRANSPORT_MODE_UNSPECIFIED
 }

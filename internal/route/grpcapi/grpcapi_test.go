@@ -21,6 +21,7 @@ import (
 
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
 	"lastmile/internal/route"
@@ -38,17 +39,17 @@ var (
 // stubProvider answers fixed values and records what the domain asked for.
 type stubProvider struct {
 	mu      sync.Mutex
-	from    route.LatLng
-	to      route.LatLng
-	mode    route.Mode
+	from    geo.LatLng
+	to      geo.LatLng
+	mode    geo.TransportMode
 	depart  time.Time
-	origins []route.LatLng
+	origins []geo.LatLng
 	err     error
 }
 
 func (p *stubProvider) Name() string { return "stub" }
 
-func (p *stubProvider) Route(_ context.Context, from, to route.LatLng, mode route.Mode, dep time.Time) (route.Estimate, error) {
+func (p *stubProvider) Route(_ context.Context, from, to geo.LatLng, mode geo.TransportMode, dep time.Time) (route.Estimate, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.from, p.to, p.mode, p.depart = from, to, mode, dep
@@ -58,7 +59,7 @@ func (p *stubProvider) Route(_ context.Context, from, to route.LatLng, mode rout
 	return route.Estimate{DistanceMeters: 1234.5, Duration: 321 * time.Second, Provider: "stub", Mode: mode, Departure: dep}, nil
 }
 
-func (p *stubProvider) Matrix(_ context.Context, origins, destinations []route.LatLng, mode route.Mode, dep time.Time) (route.Matrix, error) {
+func (p *stubProvider) Matrix(_ context.Context, origins, destinations []geo.LatLng, mode geo.TransportMode, dep time.Time) (route.Matrix, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.origins, p.mode, p.depart = origins, mode, dep
@@ -161,10 +162,10 @@ func TestEstimateRoute(t *testing.T) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.from != (route.LatLng{Lat: 48.8566, Lng: 2.3522}) || p.to != (route.LatLng{Lat: 51.5074, Lng: -0.1278}) {
+	if p.from != (geo.LatLng{Lat: 48.8566, Lng: 2.3522}) || p.to != (geo.LatLng{Lat: 51.5074, Lng: -0.1278}) {
 		t.Errorf("provider asked %v -> %v, want Paris -> London", p.from, p.to)
 	}
-	if p.mode != route.Scooter || !p.depart.Equal(departure) {
+	if p.mode != geo.Scooter || !p.depart.Equal(departure) {
 		t.Errorf("provider asked mode %v at %v, want scooter at %v", p.mode, p.depart, departure)
 	}
 }
@@ -172,13 +173,13 @@ func TestEstimateRoute(t *testing.T) {
 func TestEstimateRouteModes(t *testing.T) {
 	tests := []struct {
 		proto  geov1.TransportMode
-		domain route.Mode
+		domain geo.TransportMode
 	}{
-		{geov1.TransportMode_TRANSPORT_MODE_BICYCLE, route.Bicycle},
-		{geov1.TransportMode_TRANSPORT_MODE_SCOOTER, route.Scooter},
-		{geov1.TransportMode_TRANSPORT_MODE_CAR, route.Car},
-		{geov1.TransportMode_TRANSPORT_MODE_VAN, route.Van},
-		{geov1.TransportMode_TRANSPORT_MODE_WALKING, route.Walking},
+		{geov1.TransportMode_TRANSPORT_MODE_BICYCLE, geo.Bicycle},
+		{geov1.TransportMode_TRANSPORT_MODE_SCOOTER, geo.Scooter},
+		{geov1.TransportMode_TRANSPORT_MODE_CAR, geo.Car},
+		{geov1.TransportMode_TRANSPORT_MODE_VAN, geo.Van},
+		{geov1.TransportMode_TRANSPORT_MODE_WALKING, geo.Walking},
 	}
 	p := &stubProvider{}
 	client, _ := start(t, p)
@@ -203,12 +204,12 @@ func TestEstimateRouteModes(t *testing.T) {
 }
 
 func TestEstimateRouteGeodesicDefaultsDeparture(t *testing.T) {
-	geo, err := geodesic.New(geodesic.Options{})
+	provider, err := geodesic.New(geodesic.Options{})
 	if err != nil {
 		t.Fatalf("geodesic.New = %v", err)
 	}
-	client, _ := start(t, geo)
-	from, to := route.LatLng{Lat: 52.52, Lng: 13.405}, route.LatLng{Lat: 48.1351, Lng: 11.582}
+	client, _ := start(t, provider)
+	from, to := geo.LatLng{Lat: 52.52, Lng: 13.405}, geo.LatLng{Lat: 48.1351, Lng: 11.582}
 	got, err := client.EstimateRoute(callCtx(t), &routev1.EstimateRouteRequest{
 		Origin:        latLng(from.Lat, from.Lng),
 		Destination:   latLng(to.Lat, to.Lng),
@@ -217,7 +218,7 @@ func TestEstimateRouteGeodesicDefaultsDeparture(t *testing.T) {
 	if err != nil {
 		t.Fatalf("EstimateRoute = %v", err)
 	}
-	est, err := geo.Route(t.Context(), from, to, route.Car, now)
+	est, err := provider.Route(t.Context(), from, to, geo.Car, now)
 	if err != nil {
 		t.Fatalf("geodesic Route = %v", err)
 	}
@@ -262,7 +263,7 @@ func TestComputeMatrix(t *testing.T) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if diff := cmp.Diff([]route.LatLng{{Lat: 1, Lng: 1}, {Lat: 2, Lng: 2}}, p.origins); diff != "" {
+	if diff := cmp.Diff([]geo.LatLng{{Lat: 1, Lng: 1}, {Lat: 2, Lng: 2}}, p.origins); diff != "" {
 		t.Errorf("provider origins mismatch (-want +got):\n%s", diff)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/route"
 )
@@ -33,19 +34,19 @@ const (
 
 // DefaultProfiles maps modes to OSRM profile names. Scooters and vans use the car profile: OSRM ships no
 // profile of their own, and both travel on car roads. Read-only: override through Options.Profiles.
-var DefaultProfiles = map[route.Mode]string{
-	route.Car:     "driving",
-	route.Van:     "driving",
-	route.Scooter: "driving",
-	route.Bicycle: "cycling",
-	route.Walking: "foot",
+var DefaultProfiles = map[geo.TransportMode]string{
+	geo.Car:     "driving",
+	geo.Van:     "driving",
+	geo.Scooter: "driving",
+	geo.Bicycle: "cycling",
+	geo.Walking: "foot",
 }
 
 // Options configures a Client. The zero value uses the defaults.
 type Options struct {
 	// Profiles overrides DefaultProfiles for the modes it lists. Names are URL path segments: letters,
 	// digits, '-' and '_'.
-	Profiles map[route.Mode]string
+	Profiles map[geo.TransportMode]string
 	// HTTPClient sends the requests; nil means a new client with Timeout. A client passed here should have
 	// its own timeout.
 	HTTPClient *http.Client
@@ -58,7 +59,7 @@ type Options struct {
 // Client is the OSRM route.Provider. It is safe for concurrent use.
 type Client struct {
 	base     *url.URL
-	profiles [route.Walking + 1]string
+	profiles map[geo.TransportMode]string // every valid mode; read-only after New
 	http     *http.Client
 	maxBytes int64
 }
@@ -90,7 +91,8 @@ func New(baseURL string, opts Options) (*Client, error) {
 	if c.maxBytes <= 0 {
 		c.maxBytes = DefaultMaxResponseBytes
 	}
-	for _, m := range route.Modes {
+	c.profiles = make(map[geo.TransportMode]string, len(geo.Modes))
+	for _, m := range geo.Modes {
 		p, ok := opts.Profiles[m]
 		if !ok {
 			p = DefaultProfiles[m]
@@ -113,12 +115,12 @@ func (c *Client) Name() string { return "osrm" }
 // (InvalidQuery and the other Invalid* codes, NoSegment, TooBig) or the mode is unknown; apperr.Unavailable,
 // wrapping the cause, for connection errors, timeouts, 5xx and malformed or oversized answers; the
 // context's error when ctx ends first.
-func (c *Client) Route(ctx context.Context, from, to route.LatLng, mode route.Mode, departure time.Time) (route.Estimate, error) {
+func (c *Client) Route(ctx context.Context, from, to geo.LatLng, mode geo.TransportMode, departure time.Time) (route.Estimate, error) {
 	profile, err := c.profile(mode)
 	if err != nil {
 		return route.Estimate{}, err
 	}
-	body, err := c.get(ctx, "route", c.url("route", profile, []route.LatLng{from, to}, "overview=false"))
+	body, err := c.get(ctx, "route", c.url("route", profile, []geo.LatLng{from, to}, "overview=false"))
 	if err != nil {
 		return route.Estimate{}, err
 	}
@@ -136,13 +138,13 @@ func (c *Client) Route(ctx context.Context, from, to route.LatLng, mode route.Mo
 // destination. Pairs the server cannot connect come back with Found false.
 //
 // Errors: as for Route, except that the server's NoRoute marks every element not found instead of failing.
-func (c *Client) Matrix(ctx context.Context, origins, destinations []route.LatLng, mode route.Mode, departure time.Time) (route.Matrix, error) {
+func (c *Client) Matrix(ctx context.Context, origins, destinations []geo.LatLng, mode geo.TransportMode, departure time.Time) (route.Matrix, error) {
 	profile, err := c.profile(mode)
 	if err != nil {
 		return route.Matrix{}, err
 	}
 	n, m := len(origins), len(destinations)
-	points := make([]route.LatLng, 0, n+m)
+	points := make([]geo.LatLng, 0, n+m)
 	points = append(append(points, origins...), destinations...)
 	query := "sources=" + indexes(0, n) + "&destinations=" + indexes(n, m) + "&annotations=duration,distance"
 	body, err := c.get(ctx, "table", c.url("table", profile, points, query))
@@ -160,16 +162,17 @@ func (c *Client) Matrix(ctx context.Context, origins, destinations []route.LatLn
 	return route.Matrix{Elements: elems, Provider: c.Name(), Departure: departure}, nil
 }
 
-func (c *Client) profile(mode route.Mode) (string, error) {
-	if !mode.Valid() {
+func (c *Client) profile(mode geo.TransportMode) (string, error) {
+	profile, ok := c.profiles[mode]
+	if !ok {
 		return "", apperr.InvalidFields("unsupported transport mode",
-			apperr.FieldViolation{Field: "transport_mode", Description: fmt.Sprintf("mode %d is not supported", int(mode))})
+			apperr.FieldViolation{Field: "transport_mode", Description: fmt.Sprintf("mode %q is not supported", mode)})
 	}
-	return c.profiles[mode], nil
+	return profile, nil
 }
 
 // url returns base/{service}/v1/{profile}/{lng},{lat};{lng},{lat}...?{query}. OSRM takes longitude first.
-func (c *Client) url(service, profile string, points []route.LatLng, query string) string {
+func (c *Client) url(service, profile string, points []geo.LatLng, query string) string {
 	var b strings.Builder
 	for i, p := range points {
 		if i > 0 {

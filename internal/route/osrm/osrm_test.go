@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/route"
 	"lastmile/internal/route/osrm"
@@ -21,10 +22,10 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var (
-	paris  = route.LatLng{Lat: 48.8566, Lng: 2.3522}
-	london = route.LatLng{Lat: 51.5074, Lng: -0.1278}
-	berlin = route.LatLng{Lat: 52.52, Lng: 13.405}
-	munich = route.LatLng{Lat: 48.1351, Lng: 11.582}
+	paris  = geo.LatLng{Lat: 48.8566, Lng: 2.3522}
+	london = geo.LatLng{Lat: 51.5074, Lng: -0.1278}
+	berlin = geo.LatLng{Lat: 52.52, Lng: 13.405}
+	munich = geo.LatLng{Lat: 48.1351, Lng: 11.582}
 	dep    = time.Date(2026, 3, 10, 8, 0, 0, 0, time.UTC)
 )
 
@@ -73,11 +74,11 @@ func (f *fakeOSRM) client(t *testing.T, opts osrm.Options) *osrm.Client {
 
 func TestRoute(t *testing.T) {
 	f := newFakeOSRM(t, http.StatusOK, `{"code":"Ok","routes":[{"distance":458210.5,"duration":18000.4,"geometry":"x"}],"waypoints":[]}`)
-	got, err := f.client(t, osrm.Options{}).Route(t.Context(), paris, london, route.Car, dep)
+	got, err := f.client(t, osrm.Options{}).Route(t.Context(), paris, london, geo.Car, dep)
 	if err != nil {
 		t.Fatalf("Route = %v", err)
 	}
-	want := route.Estimate{DistanceMeters: 458210.5, Duration: 18000 * time.Second, Provider: "osrm", Mode: route.Car, Departure: dep}
+	want := route.Estimate{DistanceMeters: 458210.5, Duration: 18000 * time.Second, Provider: "osrm", Mode: geo.Car, Departure: dep}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Route mismatch (-want +got):\n%s", diff)
 	}
@@ -95,17 +96,17 @@ func TestRoute(t *testing.T) {
 
 func TestRouteProfiles(t *testing.T) {
 	tests := []struct {
-		mode     route.Mode
-		profiles map[route.Mode]string
+		mode     geo.TransportMode
+		profiles map[geo.TransportMode]string
 		want     string
 	}{
-		{route.Car, nil, "driving"},
-		{route.Van, nil, "driving"},
-		{route.Scooter, nil, "driving"},
-		{route.Bicycle, nil, "cycling"},
-		{route.Walking, nil, "foot"},
-		{route.Bicycle, map[route.Mode]string{route.Bicycle: "bike"}, "bike"},
-		{route.Car, map[route.Mode]string{route.Bicycle: "bike"}, "driving"},
+		{geo.Car, nil, "driving"},
+		{geo.Van, nil, "driving"},
+		{geo.Scooter, nil, "driving"},
+		{geo.Bicycle, nil, "cycling"},
+		{geo.Walking, nil, "foot"},
+		{geo.Bicycle, map[geo.TransportMode]string{geo.Bicycle: "bike"}, "bike"},
+		{geo.Car, map[geo.TransportMode]string{geo.Bicycle: "bike"}, "driving"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode.String()+"-"+tt.want, func(t *testing.T) {
@@ -127,7 +128,7 @@ func TestRouteBaseURLWithPath(t *testing.T) {
 	if err != nil {
 		t.Fatalf("osrm.New = %v", err)
 	}
-	if _, err := c.Route(t.Context(), berlin, munich, route.Walking, dep); err != nil {
+	if _, err := c.Route(t.Context(), berlin, munich, geo.Walking, dep); err != nil {
 		t.Fatalf("Route = %v", err)
 	}
 	if _, path, _, _ := f.request(); path != "/osrm/route/v1/foot/13.405,52.52;11.582,48.1351" {
@@ -162,7 +163,7 @@ func TestRouteErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeOSRM(t, tt.status, tt.body)
-			_, err := f.client(t, osrm.Options{}).Route(t.Context(), paris, london, route.Car, dep)
+			_, err := f.client(t, osrm.Options{}).Route(t.Context(), paris, london, geo.Car, dep)
 			if got := apperr.CodeOf(err); got != tt.want {
 				t.Errorf("Route error code = %q, want %q (err %v)", got, tt.want, err)
 			}
@@ -175,7 +176,7 @@ func TestRouteErrors(t *testing.T) {
 
 func TestRouteNoRouteMessage(t *testing.T) {
 	f := newFakeOSRM(t, http.StatusBadRequest, `{"code":"NoRoute","message":"Impossible route between points"}`)
-	_, err := f.client(t, osrm.Options{}).Route(t.Context(), paris, london, route.Car, dep)
+	_, err := f.client(t, osrm.Options{}).Route(t.Context(), paris, london, geo.Car, dep)
 	if got, want := apperr.MessageOf(err), "no route"; got != want {
 		t.Errorf("message = %q, want %q", got, want)
 	}
@@ -184,7 +185,7 @@ func TestRouteNoRouteMessage(t *testing.T) {
 func TestRouteResponseTooLarge(t *testing.T) {
 	body := `{"code":"Ok","routes":[{"distance":1,"duration":1}],"padding":"` + strings.Repeat("x", 200) + `"}`
 	f := newFakeOSRM(t, http.StatusOK, body)
-	_, err := f.client(t, osrm.Options{MaxResponseBytes: 100}).Route(t.Context(), paris, london, route.Car, dep)
+	_, err := f.client(t, osrm.Options{MaxResponseBytes: 100}).Route(t.Context(), paris, london, geo.Car, dep)
 	if got, want := apperr.CodeOf(err), apperr.Unavailable; got != want {
 		t.Errorf("Route error code = %q, want %q (err %v)", got, want, err)
 	}
@@ -198,7 +199,7 @@ func TestRouteConnectionRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("osrm.New = %v", err)
 	}
-	_, err = c.Route(t.Context(), paris, london, route.Car, dep)
+	_, err = c.Route(t.Context(), paris, london, geo.Car, dep)
 	if got, want := apperr.CodeOf(err), apperr.Unavailable; got != want {
 		t.Errorf("Route error code = %q, want %q (err %v)", got, want, err)
 	}
@@ -213,7 +214,7 @@ func TestRouteClientTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("osrm.New = %v", err)
 	}
-	_, err = c.Route(t.Context(), paris, london, route.Car, dep)
+	_, err = c.Route(t.Context(), paris, london, geo.Car, dep)
 	if got, want := apperr.CodeOf(err), apperr.Unavailable; got != want {
 		t.Errorf("Route error code = %q, want %q (err %v)", got, want, err)
 	}
@@ -223,7 +224,7 @@ func TestRouteCallerCanceled(t *testing.T) {
 	f := newFakeOSRM(t, http.StatusOK, `{"code":"Ok","routes":[{"distance":1,"duration":1}]}`)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, err := f.client(t, osrm.Options{}).Route(ctx, paris, london, route.Car, dep)
+	_, err := f.client(t, osrm.Options{}).Route(ctx, paris, london, geo.Car, dep)
 	if !errors.Is(err, context.Canceled) || apperr.As(err) != nil {
 		t.Errorf("Route with a canceled context = %v, want context.Canceled and no domain error", err)
 	}
@@ -231,7 +232,7 @@ func TestRouteCallerCanceled(t *testing.T) {
 
 func TestRouteUnspecifiedMode(t *testing.T) {
 	f := newFakeOSRM(t, http.StatusOK, `{}`)
-	_, err := f.client(t, osrm.Options{}).Route(t.Context(), paris, london, route.ModeUnspecified, dep)
+	_, err := f.client(t, osrm.Options{}).Route(t.Context(), paris, london, geo.ModeUnspecified, dep)
 	if got, want := apperr.CodeOf(err), apperr.Invalid; got != want {
 		t.Errorf("Route error code = %q, want %q", got, want)
 	}
@@ -245,7 +246,7 @@ func TestMatrix(t *testing.T) {
 		"durations":[[100.4,null],[300,0]],
 		"distances":[[1000.5,null],[3000,0]],
 		"sources":[],"destinations":[]}`)
-	got, err := f.client(t, osrm.Options{}).Matrix(t.Context(), []route.LatLng{paris, london}, []route.LatLng{berlin, munich}, route.Bicycle, dep)
+	got, err := f.client(t, osrm.Options{}).Matrix(t.Context(), []geo.LatLng{paris, london}, []geo.LatLng{berlin, munich}, geo.Bicycle, dep)
 	if err != nil {
 		t.Fatalf("Matrix = %v", err)
 	}
@@ -273,7 +274,7 @@ func TestMatrix(t *testing.T) {
 
 func TestMatrixQueryForOneByThree(t *testing.T) {
 	f := newFakeOSRM(t, http.StatusOK, `{"code":"Ok","durations":[[1,2,3]],"distances":[[1,2,3]]}`)
-	if _, err := f.client(t, osrm.Options{}).Matrix(t.Context(), []route.LatLng{paris}, []route.LatLng{london, berlin, munich}, route.Van, dep); err != nil {
+	if _, err := f.client(t, osrm.Options{}).Matrix(t.Context(), []geo.LatLng{paris}, []geo.LatLng{london, berlin, munich}, geo.Van, dep); err != nil {
 		t.Fatalf("Matrix = %v", err)
 	}
 	if _, _, query, _ := f.request(); query != "sources=0&destinations=1;2;3&annotations=duration,distance" {
@@ -283,7 +284,7 @@ func TestMatrixQueryForOneByThree(t *testing.T) {
 
 func TestMatrixNoRouteMarksEveryElementNotFound(t *testing.T) {
 	f := newFakeOSRM(t, http.StatusBadRequest, `{"code":"NoRoute","message":"Impossible route between points"}`)
-	got, err := f.client(t, osrm.Options{}).Matrix(t.Context(), []route.LatLng{paris}, []route.LatLng{london, berlin}, route.Car, dep)
+	got, err := f.client(t, osrm.Options{}).Matrix(t.Context(), []geo.LatLng{paris}, []geo.LatLng{london, berlin}, geo.Car, dep)
 	if err != nil {
 		t.Fatalf("Matrix = %v", err)
 	}
@@ -312,7 +313,7 @@ func TestMatrixErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeOSRM(t, tt.status, tt.body)
-			_, err := f.client(t, osrm.Options{}).Matrix(t.Context(), []route.LatLng{paris}, []route.LatLng{london, berlin}, route.Car, dep)
+			_, err := f.client(t, osrm.Options{}).Matrix(t.Context(), []geo.LatLng{paris}, []geo.LatLng{london, berlin}, geo.Car, dep)
 			if got := apperr.CodeOf(err); got != tt.want {
 				t.Errorf("Matrix error code = %q, want %q (err %v)", got, tt.want, err)
 			}
@@ -332,8 +333,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"query", "http://osrm:5000/?x=1", osrm.Options{}},
 		{"fragment", "http://osrm:5000/#x", osrm.Options{}},
 		{"unparsable", "http://[::1", osrm.Options{}},
-		{"profile with a slash", "http://osrm:5000", osrm.Options{Profiles: map[route.Mode]string{route.Car: "a/b"}}},
-		{"empty profile", "http://osrm:5000", osrm.Options{Profiles: map[route.Mode]string{route.Walking: ""}}},
+		{"profile with a slash", "http://osrm:5000", osrm.Options{Profiles: map[geo.TransportMode]string{geo.Car: "a/b"}}},
+		{"empty profile", "http://osrm:5000", osrm.Options{Profiles: map[geo.TransportMode]string{geo.Walking: ""}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
