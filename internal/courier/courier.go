@@ -43,31 +43,25 @@ package courier
 import (
 	"context"
 	"time"
+
+	"lastmile/internal/geo"
 )
 
-// Mode is how a courier travels.
-type Mode string
+// Mode is how a courier travels: geo.TransportMode, the one transport-mode type of every service. Stores
+// keep its name ("bicycle").
+type Mode = geo.TransportMode
 
-// The transport modes.
+// The transport modes (geo's).
 const (
-	ModeBicycle Mode = "bicycle"
-	ModeScooter Mode = "scooter"
-	ModeCar     Mode = "car"
-	ModeVan     Mode = "van"
-	ModeWalking Mode = "walking"
+	ModeBicycle = geo.Bicycle
+	ModeScooter = geo.Scooter
+	ModeCar     = geo.Car
+	ModeVan     = geo.Van
+	ModeWalking = geo.Walking
 )
 
-// Modes lists every transport mode, in the order of the API's enum.
-var Modes = []Mode{ModeBicycle, ModeScooter, ModeCar, ModeVan, ModeWalking}
-
-// Valid reports whether m is one of the defined modes.
-func (m Mode) Valid() bool {
-	switch m {
-	case ModeBicycle, ModeScooter, ModeCar, ModeVan, ModeWalking:
-		return true
-	}
-	return false
-}
+// Modes lists every transport mode, in the order of the API's enum (geo.Modes). Read-only.
+var Modes = geo.Modes
 
 // MaxCapacity is the largest capacity a courier may have.
 const MaxCapacity = 100

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 )
@@ -148,7 +149,7 @@ func (w *Watch) offer(ev Event) {
 		return
 	}
 	if w.bounds != nil {
-		in := ev.Snapshot.HasLocation && w.bounds.Contains(ev.Snapshot.Location.Lat, ev.Snapshot.Location.Lng)
+		in := ev.Snapshot.HasLocation && w.bounds.Contains(geo.LatLng{Lat: ev.Snapshot.Location.Lat, Lng: ev.Snapshot.Location.Lng})
 		switch {
 		case in:
 			w.inside[id] = true

@@ -12,6 +12,7 @@ import (
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	"lastmile/internal/courier"
+	"lastmile/internal/geo/geoproto"
 	"lastmile/internal/platform/apperr"
 )
 
@@ -66,34 +67,9 @@ func (d *decoder) err() error {
 
 func indexed(field string, i int) string { return fmt.Sprintf("%s[%d]", field, i) }
 
-var modes = map[geov1.TransportMode]courier.Mode{
-	geov1.TransportMode_TRANSPORT_MODE_BICYCLE: courier.ModeBicycle,
-	geov1.TransportMode_TRANSPORT_MODE_SCOOTER: courier.ModeScooter,
-	geov1.TransportMode_TRANSPORT_MODE_CAR:     courier.ModeCar,
-	geov1.TransportMode_TRANSPORT_MODE_VAN:     courier.ModeVan,
-	geov1.TransportMode_TRANSPORT_MODE_WALKING: courier.ModeWalking,
-}
-
-// decodeMode returns "" for UNSPECIFIED and an invalid mode for undefined values, for the domain to
-// accept as "any" or reject.
-func decodeMode(m geov1.TransportMode) courier.Mode {
-	if m == geov1.TransportMode_TRANSPORT_MODE_UNSPECIFIED {
-		return ""
-	}
-	if dm, ok := modes[m]; ok {
-		return dm
-	}
-	return courier.Mode(fmt.Sprintf("undefined(%d)", m))
-}
-
-func encodeMode(m courier.Mode) geov1.TransportMode {
-	for pm, dm := range modes {
-		if dm == m {
-			return pm
-		}
-	}
-	return geov1.TransportMode_TRANSPORT_MODE_UNSPECIFIED
-}
+// decodeMode is the shared mode codec (geoproto.Mode): "" for UNSPECIFIED, which the domain reads as
+// "any" or rejects, and an invalid mode for undefined values.
+func decodeMode(m geov1.TransportMode) courier.Mode { return geoproto.Mode(m) }
 
 var statuses = map[courierv1.CourierStatus]courier.Status{
 	courierv1.CourierStatus_COURIER_STATUS_OFFLINE:   courier.StatusOffline,
@@ -127,7 +103,7 @@ func encodeCourier(c courier.Courier) *courierv1.Courier {
 		Id:            c.ID,
 		UserId:        c.UserID,
 		DisplayName:   c.DisplayName,
-		TransportMode: encodeMode(c.Mode),
+		TransportMode: geoproto.ModeProto(c.Mode),
 		Capacity:      int32(c.Capacity),
 		Status:        encodeStatus(c.EffectiveStatus()),
 		CreateTime:    timestamppb.New(c.CreatedAt),
@@ -151,7 +127,7 @@ func encodeSlots(slots []courier.Slot) []*courierv1.HourSlot {
 func encodeSnapshot(s courier.Snapshot) *courierv1.CourierSnapshot {
 	out := &courierv1.CourierSnapshot{
 		CourierId:       s.Courier.ID,
-		TransportMode:   encodeMode(s.Courier.Mode),
+		TransportMode:   geoproto.ModeProto(s.Courier.Mode),
 		Status:          encodeStatus(s.Status()),
 		AvailableNow:    s.AvailableNow,
 		ActiveTaskCount: int32(s.Courier.ActiveTasks),
