@@ -21,9 +21,9 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"lastmile/internal/platform/grpcclient"
+	"lastmile/internal/platform/grpcserver/grpctest"
 	"lastmile/internal/platform/telemetry"
 	"lastmile/internal/platform/tlsutil"
 )
@@ -99,11 +99,9 @@ func startGRPC(t *testing.T, lis net.Listener, s *server, opts ...grpc.ServerOpt
 // bufServer serves s over bufconn and returns dial options reaching it.
 func bufServer(t *testing.T, s *server) []grpc.DialOption {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
+	lis := grpctest.Listen()
 	startGRPC(t, lis, s)
-	return []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-		return lis.DialContext(ctx)
-	})}
+	return []grpc.DialOption{grpctest.Dialer(lis)}
 }
 
 // tcpServer serves s on 127.0.0.1:0 and returns its address and health server.

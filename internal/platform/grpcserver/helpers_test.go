@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,13 +14,11 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/test/bufconn"
 
 	"lastmile/internal/platform/auth"
-	"lastmile/internal/platform/grpcserver"
+	"lastmile/internal/platform/grpcserver/grpctest"
 	"lastmile/internal/platform/telemetry"
 )
 
@@ -165,58 +162,14 @@ func testLogger() (*slog.Logger, *syncBuffer) {
 	return telemetry.NewLogger(buf, telemetry.LogOptions{Level: slog.LevelDebug}), buf
 }
 
-// startServer creates a server over bufconn from cfg, lets register add services, serves it until the
-// test ends and returns it with a plaintext client connection.
-func startServer(t *testing.T, cfg grpcserver.Config, register func(*grpc.Server)) (*grpcserver.Server, *grpc.ClientConn) {
-	t.Helper()
-	srv, conn := newBufServer(t, cfg, register)
-	serve(t, srv)
-	return srv, conn
-}
-
-// newBufServer is startServer without serving.
-func newBufServer(t *testing.T, cfg grpcserver.Config, register func(*grpc.Server)) (*grpcserver.Server, *grpc.ClientConn) {
-	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	cfg.Listener = lis
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	srv, err := grpcserver.New(cfg)
-	if err != nil {
-		t.Fatalf("New() error = %v", err)
-	}
-	if register != nil {
-		register(srv.GRPC())
-	}
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient() error = %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return srv, conn
-}
-
-// serve runs srv.Serve until the test ends and checks that it returns nil.
-func serve(t *testing.T, srv *grpcserver.Server) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve() = %v, want nil", err)
-			}
-		case <-time.After(testTimeout):
-			t.Errorf("Serve did not return within %v of cancel", testTimeout)
-		}
-	})
-}
+// startServer, newBufServer and serve are the shared bufconn helpers: a server from a config over an
+// in-memory listener with a client connection, served (startServer) or not yet (newBufServer, then serve)
+// until the test ends.
+var (
+	startServer  = grpctest.Start
+	newBufServer = grpctest.NewServer
+	serve        = grpctest.Serve
+)
 
 // callCtx returns a context for one call, bounded by testTimeout, carrying the metadata pairs kv.
 func callCtx(t *testing.T, kv ...string) context.Context {
@@ -230,23 +183,6 @@ func callCtx(t *testing.T, kv ...string) context.Context {
 }
 
 // headerAuthenticator makes test principals from metadata: "x-test-user: id" (with "x-test-roles: a,b")
-// is a user, "x-test-service: name" a service, "x-test-via: proxy" an anonymous caller forwarded by an edge
-// proxy, anything else anonymous.
-type headerAuthenticator struct{}
-
-func (headerAuthenticator) Authenticate(_ context.Context, md metadata.MD) (auth.Principal, error) {
-	if v := md.Get("x-test-user"); len(v) == 1 {
-		var roles []string
-		if r := md.Get("x-test-roles"); len(r) == 1 {
-			roles = strings.Split(r[0], ",")
-		}
-		return auth.Principal{Kind: auth.User, Subject: v[0], Roles: roles}, nil
-	}
-	if v := md.Get("x-test-service"); len(v) == 1 {
-		return auth.Principal{Kind: auth.Service, Subject: v[0]}, nil
-	}
-	if v := md.Get("x-test-via"); len(v) == 1 {
-		return auth.Principal{Via: v[0]}, nil
-	}
-	return auth.Principal{}, nil
-}
+// is a user, "x-test-service: name" a service, "x-test-via: proxy" sets Via (an anonymous caller forwarded
+// by an edge proxy when alone), anything else anonymous.
+type headerAuthenticator = grpctest.HeaderAuthenticator

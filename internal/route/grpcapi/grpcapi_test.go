@@ -2,7 +2,6 @@ package grpcapi_test
 
 import (
 	"context"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -12,9 +11,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -24,6 +21,7 @@ import (
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
+	"lastmile/internal/platform/grpcserver/grpctest"
 	"lastmile/internal/route"
 	"lastmile/internal/route/geodesic"
 	"lastmile/internal/route/grpcapi"
@@ -106,27 +104,10 @@ func (r *errorRecorder) lastError() error {
 // start serves a grpcapi.Server over p on an in-memory listener and returns a client for it.
 func start(t *testing.T, p route.Provider) (routev1.RouteServiceClient, *errorRecorder) {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
 	rec := &errorRecorder{}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(rec.intercept))
 	grpcapi.Register(srv, grpcapi.NewServer(route.NewService(p, route.Options{Now: func() time.Time { return now }})))
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient = %v", err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		srv.Stop()
-		select {
-		case <-served:
-		case <-time.After(5 * time.Second):
-			t.Error("server did not stop within 5s")
-		}
-	})
+	conn := grpctest.ServeGRPC(t, srv)
 	return routev1.NewRouteServiceClient(conn), rec
 }
 
