@@ -3,7 +3,8 @@
 // The Service validates requests, applies defaults and caches single-pair estimates; the distances and
 // durations themselves come from a Provider (package geodesic for the built-in model, package osrm for an
 // OSRM server). Points and transport modes are package geo's, shared with every service. The package
-// knows nothing about protobuf or gRPC; package grpcapi adapts it to route.v1.
+// knows nothing about protobuf or gRPC (internal/layering_test.go checks it); package grpcapi adapts it to
+// route.v1.
 package route
 
 import (
