@@ -57,7 +57,7 @@ func TestEnsureAdminErrors(t *testing.T) {
 	}
 	// Behind the last-admin guard's back (two admins suspending each other at once, say).
 	other.Status, other.Version = identity.StatusSuspended, other.Version+1
-	if err := f.mem.UpdateUser(ctx, other, nil); err != nil {
+	if err := f.store.UpdateUser(ctx, other, nil); err != nil {
 		t.Fatal(err)
 	}
 	if created, generated, err := f.svc.EnsureAdmin(ctx, "", ""); err != nil || !created || generated == "" {

@@ -37,7 +37,7 @@ func TestLogin(t *testing.T) {
 			t.Errorf("session user = %s last login %v, want %s at %v", s.User.ID, s.User.LastLoginAt, u.ID, now)
 		}
 	}
-	acts, err := f.mem.ActivitySince(context.Background(), 0, 10)
+	acts, err := f.store.ActivitySince(context.Background(), 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestLogout(t *testing.T) {
 	}
 	wantCode(t, "Logout(empty)", f.svc.Logout(anonymous(t), ""), apperr.Invalid)
 
-	acts, err := f.mem.ActivitySince(context.Background(), 0, 10)
+	acts, err := f.store.ActivitySince(context.Background(), 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func TestCreateUserRoles(t *testing.T) {
 			u, err := f.svc.CreateUser(tt.ctx, identity.NewUser{Email: email, Password: password, DisplayName: "New", Role: tt.role})
 			wantCode(t, "CreateUser", err, tt.want)
 			if err != nil {
-				if _, err := f.mem.GetUser(context.Background(), identity.Lookup{Email: email}); apperr.CodeOf(err) != apperr.NotFound {
+				if _, err := f.store.GetUser(context.Background(), identity.Lookup{Email: email}); apperr.CodeOf(err) != apperr.NotFound {
 					t.Errorf("refused user was stored (GetUser = %v)", err)
 				}
 				return
@@ -236,7 +236,7 @@ func TestUpdateUserRecordsActivity(t *testing.T) {
 	if err != nil {
 		t.Fatalf("UpdateUser() = %v", err)
 	}
-	acts, err := f.mem.ActivitySince(context.Background(), 0, 100)
+	acts, err := f.store.ActivitySince(context.Background(), 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,12 @@ func TestStore(t *testing.T) {
 		if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
 			t.Fatalf("MigratePostgres() = %v", err)
 		}
-		return postgres.New(pool)
+		s := postgres.New(pool)
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("Close() = %v", err)
+			}
+		})
+		return s
 	})
 }

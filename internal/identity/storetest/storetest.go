@@ -1,6 +1,7 @@
-// Package storetest is the conformance suite for identity.Store: every implementation (sqlite, postgres
-// and the in-memory fake) runs the same tests through Run, so they agree on behaviour, error codes and
-// edge cases. It uses only the identity.Store interface, never SQL.
+// Package storetest is the conformance suite for identity.Store: the store runs the same tests on SQLite
+// and on PostgreSQL through Run, so both engines agree on behaviour, error codes and edge cases. It uses
+// only the identity.Store interface, never SQL. It tests storage (what is written and read, atomicity,
+// locking), not the rules: those are the Service's and are tested in package identity.
 //
 // Times are compared after truncation to the microsecond, the precision the SQL stores keep.
 package storetest
@@ -9,6 +10,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -49,11 +51,10 @@ func Run(t *testing.T, newStore func(t *testing.T) identity.Store) {
 		{"CreateUsers", testCreateUsers},
 		{"CreateUsersEmpty", testCreateUsersEmpty},
 		{"RefreshTokenCreateGet", testRefreshTokenCreateGet},
-		{"RotateRefreshToken", testRotateRefreshToken},
-		{"RotateRefreshTokenConcurrently", testRotateRefreshTokenConcurrently},
+		{"UpdateRefreshToken", testUpdateRefreshToken},
+		{"UpdateRefreshTokenConcurrently", testUpdateRefreshTokenConcurrently},
 		{"RevokeFamily", testRevokeFamily},
 		{"RevokeUserTokens", testRevokeUserTokens},
-		{"RotateExpiredRefreshToken", testRotateExpiredRefreshToken},
 		{"Activity", testActivity},
 		{"ActivityFeedWithConcurrentWriters", testActivityFeedWithConcurrentWriters},
 		{"SigningKeys", testSigningKeys},
@@ -639,7 +640,24 @@ func testRefreshTokenCreateGet(t *testing.T, s identity.Store) {
 	wantCode(t, "GetRefreshToken(unknown)", err, apperr.NotFound)
 }
 
-func testRotateRefreshToken(t *testing.T, s identity.Store) {
+// seen records the token and owner a Store.UpdateRefreshToken closure was given.
+type seen struct {
+	token identity.RefreshToken
+	owner identity.User
+	calls int
+}
+
+// decide returns a closure for Store.UpdateRefreshToken that records what it is given in sn and returns
+// ch and err.
+func decide(sn *seen, ch identity.TokenChange, err error) func(identity.RefreshToken, identity.User) (identity.TokenChange, error) {
+	return func(t identity.RefreshToken, owner identity.User) (identity.TokenChange, error) {
+		sn.token, sn.owner = t, owner
+		sn.calls++
+		return ch, err
+	}
+}
+
+func testUpdateRefreshToken(t *testing.T, s identity.Store) {
 	ctx := testContext(t)
 	u := newUser("wendy")
 	mustCreate(ctx, t, s, u)
@@ -647,46 +665,76 @@ func testRotateRefreshToken(t *testing.T, s identity.Store) {
 	first := newToken(u, family, base)
 	mustCreateToken(ctx, t, s, first)
 
+	// The closure gets the token and its owner; what it returns is written, activity included.
 	at := base.Add(time.Minute)
 	second := newToken(u, family, at)
-	old, err := s.RotateRefreshToken(ctx, first.Hash, second, at)
+	login := identity.Activity{ID: newID(), UserID: u.ID, Type: identity.ActivityLogin, At: at, ActorUserID: u.ID}
+	var sn seen
+	err := s.UpdateRefreshToken(ctx, first.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Next: second, Activity: []identity.Activity{login}}, nil))
 	if err != nil {
-		t.Fatalf("RotateRefreshToken(first) = %v, want nil", err)
+		t.Fatalf("UpdateRefreshToken(first) = %v, want nil", err)
+	}
+	if diff := cmp.Diff(first, sn.token, truncateTimes); diff != "" {
+		t.Errorf("UpdateRefreshToken(first) gave the closure the token (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(u, sn.owner, truncateTimes); diff != "" {
+		t.Errorf("UpdateRefreshToken(first) gave the closure the owner (-want +got):\n%s", diff)
 	}
 	usedFirst := first
 	usedFirst.UsedAt = at
-	if diff := cmp.Diff(usedFirst, old, truncateTimes); diff != "" {
-		t.Errorf("RotateRefreshToken(first) old token mismatch (-want +got):\n%s", diff)
+	checkToken(ctx, t, s, usedFirst)
+	checkToken(ctx, t, s, second)
+	acts, err := s.ActivitySince(ctx, 0, 10)
+	if err != nil || len(acts) != 1 || acts[0].ID != login.ID {
+		t.Errorf("ActivitySince(0, 10) = %+v, %v, want the login entry", acts, err)
+	}
+
+	// The token written is the one the next call reads; a zero change writes nothing.
+	sn = seen{}
+	if err := s.UpdateRefreshToken(ctx, first.Hash, decide(&sn, identity.TokenChange{}, nil)); err != nil {
+		t.Fatalf("UpdateRefreshToken(first, no change) = %v, want nil", err)
+	}
+	if diff := cmp.Diff(usedFirst, sn.token, truncateTimes); diff != "" {
+		t.Errorf("UpdateRefreshToken(first again) gave the closure the token (-want +got):\n%s", diff)
+	}
+	checkToken(ctx, t, s, usedFirst)
+
+	// A closure's error is returned as is, and nothing it returned is written.
+	third := newToken(u, family, at.Add(time.Minute))
+	refusal := apperr.Errorf(apperr.FailedPrecondition, "refused by the closure")
+	err = s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Next: third, RevokeFamilyAt: at}, refusal))
+	if !errors.Is(err, refusal) {
+		t.Errorf("UpdateRefreshToken(refused) = %v, want the closure's error", err)
 	}
 	checkToken(ctx, t, s, usedFirst)
 	checkToken(ctx, t, s, second)
-
-	// Reuse of the first token: refused, and the old token shows when it was used.
-	third := newToken(u, family, at.Add(time.Minute))
-	old, err = s.RotateRefreshToken(ctx, first.Hash, third, at.Add(time.Minute))
-	wantCode(t, "RotateRefreshToken(first again)", err, apperr.FailedPrecondition)
-	if diff := cmp.Diff(usedFirst, old, truncateTimes); diff != "" {
-		t.Errorf("RotateRefreshToken(first again) old token mismatch (-want +got):\n%s", diff)
-	}
 	_, err = s.GetRefreshToken(ctx, third.Hash)
-	wantCode(t, "GetRefreshToken(next of a refused rotation)", err, apperr.NotFound)
+	wantCode(t, "GetRefreshToken(next of a refused change)", err, apperr.NotFound)
 
-	// The chain goes on from the second token.
-	old, err = s.RotateRefreshToken(ctx, second.Hash, third, at.Add(time.Minute))
-	if err != nil {
-		t.Fatalf("RotateRefreshToken(second) = %v, want nil", err)
-	}
-	if !old.UsedAt.Equal(at.Add(time.Minute).Truncate(time.Microsecond)) {
-		t.Errorf("RotateRefreshToken(second) old UsedAt = %v, want %v", old.UsedAt, at.Add(time.Minute))
-	}
-	checkToken(ctx, t, s, third)
+	// A change that cannot be written is written not at all.
+	err = s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Next: first}, nil))
+	wantCode(t, "UpdateRefreshToken(next hash taken)", err, apperr.Conflict)
+	badNext := third
+	badNext.FamilyID = ""
+	err = s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Next: badNext}, nil))
+	wantCode(t, "UpdateRefreshToken(next without family)", err, apperr.Invalid)
+	err = s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Activity: []identity.Activity{{ID: newID()}}}, nil))
+	wantCode(t, "UpdateRefreshToken(incomplete activity)", err, apperr.Invalid)
+	checkToken(ctx, t, s, second)
 
+	// Unknown tokens: NotFound, and the closure is not called.
+	sn = seen{}
 	unknown := sha256.Sum256([]byte("unknown"))
-	_, err = s.RotateRefreshToken(ctx, unknown[:], newToken(u, family, at), at)
-	wantCode(t, "RotateRefreshToken(unknown)", err, apperr.NotFound)
+	err = s.UpdateRefreshToken(ctx, unknown[:], decide(&sn, identity.TokenChange{UsedAt: at}, nil))
+	wantCode(t, "UpdateRefreshToken(unknown)", err, apperr.NotFound)
+	if sn.calls != 0 {
+		t.Errorf("UpdateRefreshToken(unknown) called the closure %d times, want 0", sn.calls)
+	}
 }
 
-func testRotateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
+// testUpdateRefreshTokenConcurrently checks that UpdateRefreshToken closures on one token run one after
+// another, each on what the one before wrote: of closures that rotate only an unused token, one wins.
+func testUpdateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
 	ctx := testContext(t)
 	u := newUser("xavier")
 	mustCreate(ctx, t, s, u)
@@ -695,17 +743,23 @@ func testRotateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
 	mustCreateToken(ctx, t, s, tok)
 
 	const n = 10
+	at := base.Add(time.Second)
 	nexts := make([]identity.RefreshToken, n)
 	errs := make([]error, n)
 	for i := range nexts {
-		nexts[i] = newToken(u, family, base.Add(time.Second))
+		nexts[i] = newToken(u, family, at)
 	}
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			_, errs[i] = s.RotateRefreshToken(ctx, tok.Hash, nexts[i], base.Add(time.Second))
+			errs[i] = s.UpdateRefreshToken(ctx, tok.Hash, func(t identity.RefreshToken, _ identity.User) (identity.TokenChange, error) {
+				if !t.UsedAt.IsZero() {
+					return identity.TokenChange{}, apperr.Errorf(apperr.FailedPrecondition, "used")
+				}
+				return identity.TokenChange{UsedAt: at, Next: nexts[i]}, nil
+			})
 		})
 	}
 	close(start)
@@ -721,7 +775,7 @@ func testRotateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
 			_, err := s.GetRefreshToken(ctx, nexts[i].Hash)
 			wantCode(t, fmt.Sprintf("GetRefreshToken(next of losing rotation %d)", i), err, apperr.NotFound)
 		default:
-			t.Errorf("RotateRefreshToken() #%d = %v, want nil or FailedPrecondition", i, err)
+			t.Errorf("UpdateRefreshToken() #%d = %v, want nil or FailedPrecondition", i, err)
 		}
 	}
 	if winners != 1 {
@@ -755,10 +809,33 @@ func testRevokeFamily(t *testing.T, s identity.Store) {
 	checkToken(ctx, t, s, b)
 	checkToken(ctx, t, s, other)
 
-	old, err := s.RotateRefreshToken(ctx, a.Hash, newToken(u, family, revokedAt), revokedAt.Add(time.Second))
-	wantCode(t, "RotateRefreshToken(revoked)", err, apperr.FailedPrecondition)
-	if diff := cmp.Diff(a, old, truncateTimes); diff != "" {
-		t.Errorf("RotateRefreshToken(revoked) old token mismatch (-want +got):\n%s", diff)
+	// A rotation's closure sees the revocation.
+	var sn seen
+	if err := s.UpdateRefreshToken(ctx, a.Hash, decide(&sn, identity.TokenChange{}, nil)); err != nil {
+		t.Fatalf("UpdateRefreshToken(revoked) = %v, want nil", err)
+	}
+	if diff := cmp.Diff(a, sn.token, truncateTimes); diff != "" {
+		t.Errorf("UpdateRefreshToken(revoked) gave the closure the token (-want +got):\n%s", diff)
+	}
+
+	// The same revocation from inside UpdateRefreshToken: the presented token's family only, and earlier
+	// revocations keep their time.
+	family2 := newID()
+	c, d := newToken(u, family2, base), newToken(u, family2, base)
+	mustCreateToken(ctx, t, s, c)
+	mustCreateToken(ctx, t, s, d)
+	if err := s.RevokeFamily(ctx, family2, revokedAt); err != nil {
+		t.Fatalf("RevokeFamily(family2) = %v, want nil", err)
+	}
+	e := newToken(u, family2, base)
+	mustCreateToken(ctx, t, s, e)
+	later := revokedAt.Add(time.Hour)
+	if err := s.UpdateRefreshToken(ctx, c.Hash, decide(&sn, identity.TokenChange{RevokeFamilyAt: later}, nil)); err != nil {
+		t.Fatalf("UpdateRefreshToken(revoke family) = %v, want nil", err)
+	}
+	c.RevokedAt, d.RevokedAt, e.RevokedAt = revokedAt, revokedAt, later
+	for _, tok := range []identity.RefreshToken{a, b, other, c, d, e} {
+		checkToken(ctx, t, s, tok)
 	}
 }
 
@@ -781,37 +858,23 @@ func testRevokeUserTokens(t *testing.T, s identity.Store) {
 			t.Fatalf("RevokeUserTokens() = %v, want nil", err)
 		}
 	}
+	if err := s.RevokeUserTokens(ctx, newID(), revokedAt); err != nil {
+		t.Errorf("RevokeUserTokens(unknown user) = %v, want nil", err)
+	}
 	a.RevokedAt, b.RevokedAt = earlier, revokedAt
 	checkToken(ctx, t, s, a)
 	checkToken(ctx, t, s, b)
 	checkToken(ctx, t, s, other)
 
-	_, err := s.RotateRefreshToken(ctx, b.Hash, newToken(u, b.FamilyID, revokedAt), revokedAt.Add(time.Second))
-	wantCode(t, "RotateRefreshToken(revoked)", err, apperr.FailedPrecondition)
-	if _, err := s.RotateRefreshToken(ctx, other.Hash, newToken(v, other.FamilyID, revokedAt), revokedAt); err != nil {
-		t.Errorf("RotateRefreshToken(other user's token) = %v, want nil", err)
-	}
-}
-
-func testRotateExpiredRefreshToken(t *testing.T, s identity.Store) {
-	ctx := testContext(t)
-	u := newUser("bert")
-	mustCreate(ctx, t, s, u)
-	tok := newToken(u, newID(), base)
-	mustCreateToken(ctx, t, s, tok)
-
-	for _, at := range []time.Time{tok.ExpiresAt, tok.ExpiresAt.Add(time.Hour)} {
-		old, err := s.RotateRefreshToken(ctx, tok.Hash, newToken(u, tok.FamilyID, at), at)
-		wantCode(t, fmt.Sprintf("RotateRefreshToken(at %v)", at), err, apperr.FailedPrecondition)
-		if diff := cmp.Diff(tok, old, truncateTimes); diff != "" {
-			t.Errorf("RotateRefreshToken(at %v) old token mismatch (-want +got):\n%s", at, diff)
+	// Rotations' closures see the revocation, and only for u's tokens.
+	for _, want := range []identity.RefreshToken{b, other} {
+		var sn seen
+		if err := s.UpdateRefreshToken(ctx, want.Hash, decide(&sn, identity.TokenChange{}, nil)); err != nil {
+			t.Fatalf("UpdateRefreshToken(%s's token) = %v, want nil", want.UserID, err)
 		}
-	}
-	checkToken(ctx, t, s, tok)
-	// A microsecond before expiry it still rotates.
-	at := tok.ExpiresAt.Truncate(time.Microsecond).Add(-time.Microsecond)
-	if _, err := s.RotateRefreshToken(ctx, tok.Hash, newToken(u, tok.FamilyID, at), at); err != nil {
-		t.Errorf("RotateRefreshToken(just before expiry) = %v, want nil", err)
+		if diff := cmp.Diff(want, sn.token, truncateTimes); diff != "" {
+			t.Errorf("UpdateRefreshToken(%s's token) gave the closure the token (-want +got):\n%s", want.UserID, diff)
+		}
 	}
 }
 
