@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -298,4 +299,82 @@ func TestLoginRateLimitCountsAccountNotName(t *testing.T) {
 		_, err := f.svc.Login(anonymous(t), creds)
 		wantCode(t, fmt.Sprintf("Login(%+v) after %d mixed failures", identity.Credentials{Email: creds.Email, Username: creds.Username}, identity.DefaultLoginAccountFailures), err, apperr.ResourceExhausted)
 	}
+}
+
+// TestRefreshTokenConcurrentUse presents one refresh token in several calls at once, on the real store:
+// exactly one rotates it, and the others are reuse, which revokes the family, the winner's new token
+// included.
+func TestRefreshTokenConcurrentUse(t *testing.T) {
+	f := newFixture(t)
+	f.mustUser(t, "racer", identity.RoleCustomer)
+	s := f.mustLogin(t, "racer@example.com")
+
+	const n = 8
+	sessions := make([]identity.Session, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			sessions[i], errs[i] = f.svc.RefreshToken(anonymous(t), s.RefreshToken)
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	var winners []identity.Session
+	for i, err := range errs {
+		switch apperr.CodeOf(err) {
+		case "":
+			winners = append(winners, sessions[i])
+		case apperr.Unauthenticated:
+		default:
+			t.Errorf("RefreshToken() #%d = %v, want nil or Unauthenticated", i, err)
+		}
+	}
+	if len(winners) != 1 {
+		t.Fatalf("%d concurrent refreshes with one token succeeded, want exactly 1", len(winners))
+	}
+	_, err := f.svc.RefreshToken(anonymous(t), winners[0].RefreshToken)
+	wantCode(t, "RefreshToken(the winner's token after the reuse)", err, apperr.Unauthenticated)
+}
+
+// TestRefreshTokenExpiryEdge checks that a session's tokens work up to its expiry, to the microsecond.
+func TestRefreshTokenExpiryEdge(t *testing.T) {
+	f := newFixture(t)
+	f.mustUser(t, "edge", identity.RoleCustomer)
+	s := f.mustLogin(t, "edge@example.com")
+	f.clock.Advance(identity.DefaultRefreshTokenTTL - time.Microsecond)
+	next, err := f.svc.RefreshToken(anonymous(t), s.RefreshToken)
+	if err != nil {
+		t.Fatalf("RefreshToken(a microsecond before expiry) = %v, want nil", err)
+	}
+	f.clock.Advance(time.Microsecond)
+	_, err = f.svc.RefreshToken(anonymous(t), next.RefreshToken)
+	wantCode(t, "RefreshToken(at expiry)", err, apperr.Unauthenticated)
+}
+
+// TestRefreshTokenReuseBySuspendedUser checks that reuse revokes the family whoever holds it: a token
+// of a suspended user that was already used still ends the session, so reactivating the user does not
+// bring it back.
+func TestRefreshTokenReuseBySuspendedUser(t *testing.T) {
+	f := newFixture(t)
+	u := f.mustUser(t, "paused", identity.RoleCustomer)
+	first := f.mustLogin(t, "paused@example.com")
+	second, err := f.svc.RefreshToken(anonymous(t), first.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, status := range []identity.Status{identity.StatusSuspended, identity.StatusActive} {
+		if _, err := f.svc.UpdateUser(f.admin(t), identity.UserUpdate{ID: u.ID, Paths: []string{"status"}, Status: status}); err != nil {
+			t.Fatal(err)
+		}
+		if status == identity.StatusSuspended {
+			_, err = f.svc.RefreshToken(anonymous(t), first.RefreshToken)
+			wantCode(t, "RefreshToken(reused, suspended user)", err, apperr.Unauthenticated)
+		}
+	}
+	_, err = f.svc.RefreshToken(anonymous(t), second.RefreshToken)
+	wantCode(t, "RefreshToken(newest after reuse, reactivated user)", err, apperr.Unauthenticated)
 }

@@ -2,14 +2,17 @@ package postgres_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"lastmile/internal/identity"
+	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/identity/postgres"
 	"lastmile/internal/identity/storetest"
+	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
 )
@@ -34,4 +37,60 @@ func TestStore(t *testing.T) {
 		})
 		return s
 	})
+}
+
+// TestRefreshTokenRace runs the Service's refresh-token rotation on PostgreSQL, where the calls run on
+// several connections at once: of concurrent refreshes with one token exactly one wins, and the others
+// are reuse, which revokes the family, the winner's new token included.
+func TestRefreshTokenRace(t *testing.T) {
+	pool := databasetest.Postgres(t, "identity")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
+		t.Fatalf("MigratePostgres() = %v", err)
+	}
+	store := postgres.New(pool)
+	t.Cleanup(func() { store.Close() })
+	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{})
+	const password = "correct horse battery"
+	if _, err := svc.CreateUser(ctx, identity.NewUser{Email: "racer@example.com", Password: password, DisplayName: "Racer"}); err != nil {
+		t.Fatalf("CreateUser() = %v", err)
+	}
+	for round := range 5 {
+		s, err := svc.Login(ctx, identity.Credentials{Email: "racer@example.com", Password: password})
+		if err != nil {
+			t.Fatalf("Login() = %v", err)
+		}
+		const n = 6
+		tokens := make([]string, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				var next identity.Session
+				next, errs[i] = svc.RefreshToken(ctx, s.RefreshToken)
+				tokens[i] = next.RefreshToken
+			})
+		}
+		close(start)
+		wg.Wait()
+		var winners []string
+		for i, err := range errs {
+			switch apperr.CodeOf(err) {
+			case "":
+				winners = append(winners, tokens[i])
+			case apperr.Unauthenticated:
+			default:
+				t.Errorf("round %d: RefreshToken() #%d = %v, want nil or Unauthenticated", round, i, err)
+			}
+		}
+		if len(winners) != 1 {
+			t.Fatalf("round %d: %d concurrent refreshes with one token succeeded, want exactly 1", round, len(winners))
+		}
+		if _, err := svc.RefreshToken(ctx, winners[0]); apperr.CodeOf(err) != apperr.Unauthenticated {
+			t.Errorf("round %d: RefreshToken(the winner's token after the reuse) = %v, want Unauthenticated", round, err)
+		}
+	}
 }
