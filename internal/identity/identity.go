@@ -95,6 +95,14 @@ type RefreshToken struct {
 	RevokedAt time.Time
 }
 
+// UserTx is what a Store.UpdateUser closure may read inside its transaction, about other users.
+type UserTx interface {
+	// CountActiveAdmins returns how many users are active admins, and locks them until the transaction
+	// ends: two updates that each take away one of the last two admins then run one after the other, and
+	// the second sees the first's change.
+	CountActiveAdmins(ctx context.Context) (int, error)
+}
+
 // TokenChange is what a Store.UpdateRefreshToken closure decides to write. The zero value writes nothing.
 type TokenChange struct {
 	// UsedAt, when set, marks the token the closure was given as used at that time.
@@ -153,18 +161,23 @@ type Activity struct {
 // sqlstore.Store, runs on SQLite (sqlite.New) and PostgreSQL (postgres.New); storetest.Run checks it on
 // both. Errors carry apperr codes as documented per method; any other error is Internal.
 type Store interface {
-	// CreateUser inserts u. Conflict when the email or the
-	// username is already taken (case-insensitively, deleted users included).
+	// CreateUser inserts u. Conflict when the email or the username is already taken (case-insensitively,
+	// deleted users included).
 	CreateUser(ctx context.Context, u User) error
 	// CreateUsers inserts a batch in one transaction, each user under its own savepoint: the result has one
 	// error per user (nil, Conflict or Invalid), and a failed user never aborts the others.
 	CreateUsers(ctx context.Context, users []User) ([]error, error)
 	// GetUser returns the user that l selects, deleted ones included. NotFound when there is none.
 	GetUser(ctx context.Context, l Lookup) (User, error)
-	// UpdateUser replaces the stored user u.ID if its stored Version equals u.Version-1, and appends
-	// activity in the same transaction. NotFound when absent; Aborted when the version moved on; Conflict
-	// when the new email or username is taken.
-	UpdateUser(ctx context.Context, u User, activity []Activity) error
+	// UpdateUser runs change, in one transaction, on user id, read and locked against every other
+	// UpdateUser of that user until the transaction ends, and writes the user and the activity that change
+	// returns. A returned user with cur's Version means "nothing to do": nothing is written. change reads
+	// what its rules need about other users through tx. When change returns an error nothing is written
+	// and the error is returned as is. change may run more than once (a transaction the database aborted
+	// to break a deadlock is run again), so it must have no effect outside its result. NotFound when no
+	// user has id; Conflict when the new email or username is taken; Invalid when the change holds a user
+	// or activity no store can hold.
+	UpdateUser(ctx context.Context, id string, change func(tx UserTx, cur User) (User, []Activity, error)) error
 	// ListUsers returns up to limit users matching f with ID greater than after (keyset pagination, "" for
 	// the first page), ordered by ID.
 	ListUsers(ctx context.Context, f Filter, after string, limit int) ([]User, error)

@@ -186,7 +186,7 @@ func (s *Service) startSession(ctx context.Context, u User, password string, reh
 		}
 	}
 	verified := u.PasswordHash
-	u, err = s.update(ctx, u.ID, true, func(cur User) (User, []Activity, error) {
+	u, err = s.update(ctx, u.ID, func(_ UserTx, cur User) (User, []Activity, error) {
 		if cur.Status != StatusActive {
 			return User{}, nil, errInvalidCredentials() // suspended or deleted since the password check
 		}

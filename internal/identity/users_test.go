@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -280,6 +281,37 @@ func TestLastAdminGuard(t *testing.T) {
 	wantCode(t, "UpdateUser(demote the last active admin)", err, apperr.FailedPrecondition)
 	if got := f.mustGet(t, second.ID); got.Role != identity.RoleAdmin {
 		t.Errorf("second admin role = %q, want admin", got.Role)
+	}
+}
+
+// TestLastAdminGuardConcurrent has the last two admins suspend themselves at once: the guard counts
+// inside the update's transaction, so one of them stays.
+func TestLastAdminGuardConcurrent(t *testing.T) {
+	f := newFixture(t)
+	admins := []identity.User{f.mustUser(t, "root1", identity.RoleAdmin), f.mustUser(t, "root2", identity.RoleAdmin)}
+	errs := make([]error, len(admins))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, a := range admins {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = f.svc.UpdateUser(as(t, a), identity.UserUpdate{ID: a.ID, Paths: []string{"status"}, Status: identity.StatusSuspended})
+		})
+	}
+	close(start)
+	wg.Wait()
+	active := 0
+	for i, a := range admins {
+		switch got := f.mustGet(t, a.ID); {
+		case errs[i] == nil && got.Status == identity.StatusSuspended:
+		case apperr.CodeOf(errs[i]) == apperr.FailedPrecondition && got.Status == identity.StatusActive:
+			active++
+		default:
+			t.Errorf("UpdateUser(suspend %s) = %v, status %q; want suspended, or FailedPrecondition and still active", a.Email, errs[i], got.Status)
+		}
+	}
+	if active != 1 {
+		t.Errorf("%d active admins after both suspended themselves at once, want 1", active)
 	}
 }
 

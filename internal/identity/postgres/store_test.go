@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -92,5 +93,74 @@ func TestRefreshTokenRace(t *testing.T) {
 		if _, err := svc.RefreshToken(ctx, winners[0]); apperr.CodeOf(err) != apperr.Unauthenticated {
 			t.Errorf("round %d: RefreshToken(the winner's token after the reuse) = %v, want Unauthenticated", round, err)
 		}
+	}
+}
+
+// TestDeadlockRetried makes two UpdateUser transactions deadlock for certain: each locks its own admin,
+// waits until the other has too, then counts (and so locks) every active admin. PostgreSQL aborts one to
+// break the cycle; the store runs it again, and it then sees the other's committed change.
+func TestDeadlockRetried(t *testing.T) {
+	pool := databasetest.Postgres(t, "identity")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
+		t.Fatalf("MigratePostgres() = %v", err)
+	}
+	store := postgres.New(pool)
+	t.Cleanup(func() { store.Close() })
+	at := time.Date(2026, 5, 4, 10, 30, 0, 0, time.UTC)
+	var admins []identity.User
+	for _, name := range []string{"root1", "root2"} {
+		u := identity.User{ID: name, Email: name + "@example.com", Role: identity.RoleAdmin, Status: identity.StatusActive, CreatedAt: at, UpdatedAt: at, Version: 1}
+		if err := store.CreateUser(ctx, u); err != nil {
+			t.Fatalf("CreateUser(%s) = %v", name, err)
+		}
+		admins = append(admins, u)
+	}
+
+	lastAdmin := apperr.Errorf(apperr.FailedPrecondition, "the last active admin")
+	var arrived sync.WaitGroup
+	arrived.Add(2)
+	var calls [2]int
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, u := range admins {
+		wg.Go(func() {
+			errs[i] = store.UpdateUser(ctx, u.ID, func(tx identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+				calls[i]++
+				if calls[i] == 1 {
+					arrived.Done()
+					arrived.Wait() // both hold their own row now
+				}
+				n, err := tx.CountActiveAdmins(ctx)
+				if err != nil {
+					return identity.User{}, nil, err
+				}
+				if n <= 1 {
+					return identity.User{}, nil, lastAdmin
+				}
+				next := cur
+				next.Status, next.Version = identity.StatusSuspended, cur.Version+1
+				return next, nil, nil
+			})
+		})
+	}
+	wg.Wait()
+	won, refused := 0, 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case errors.Is(err, lastAdmin):
+			refused++
+		default:
+			t.Errorf("UpdateUser(%s) = %v, want nil or the closure's refusal", admins[i].ID, err)
+		}
+	}
+	if won != 1 || refused != 1 {
+		t.Errorf("%d demotions won and %d were refused, want 1 and 1", won, refused)
+	}
+	if calls[0]+calls[1] != 3 {
+		t.Errorf("the closures ran %d and %d times, want 3 runs in all (one deadlock victim run again)", calls[0], calls[1])
 	}
 }

@@ -127,49 +127,61 @@ func scanUser(row scanner) (identity.User, error) {
 	return u, nil
 }
 
-// UpdateUser implements identity.Store. Every field but ID and CreatedAt is replaced. Invalid for a user
-// or activity no store can hold.
-func (s *Store) UpdateUser(ctx context.Context, u identity.User, activity []identity.Activity) error {
-	if err := u.CheckStorable(); err != nil {
-		return err
-	}
-	if err := identity.CheckStorableActivity(activity); err != nil {
-		return err
-	}
+// UpdateUser implements identity.Store. Every field but ID and CreatedAt is replaced.
+func (s *Store) UpdateUser(ctx context.Context, id string, change func(identity.UserTx, identity.User) (identity.User, []identity.Activity, error)) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE users SET email = $1, email_key = $2, username = $3, username_key = $4,
+		cur, err := scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE id = $1"+s.e.LockClause, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return apperr.Errorf(apperr.NotFound, "user not found")
+		}
+		if err != nil {
+			return fmt.Errorf("update user %s: read it: %w", id, err)
+		}
+		next, activity, err := change(userTx{s: s, tx: tx}, cur)
+		if err != nil {
+			return err
+		}
+		if next.Version == cur.Version {
+			return nil
+		}
+		if err := next.CheckStorable(); err != nil {
+			return err
+		}
+		if err := identity.CheckStorableActivity(activity); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE users SET email = $1, email_key = $2, username = $3, username_key = $4,
 			display_name = $5, display_name_key = $6, role = $7, status = $8, password_hash = $9,
 			updated_at = $10, deleted_at = $11, last_login_at = $12, version = $13
-			WHERE id = $14 AND version = $15`,
-			u.Email, strings.ToLower(u.Email), u.Username, usernameKey(u.Username),
-			u.DisplayName, strings.ToLower(u.DisplayName), string(u.Role), string(u.Status), u.PasswordHash,
-			s.ts(u.UpdatedAt), s.nullTS(u.DeletedAt), s.nullTS(u.LastLoginAt), u.Version,
-			u.ID, u.Version-1)
+			WHERE id = $14`,
+			next.Email, strings.ToLower(next.Email), next.Username, usernameKey(next.Username),
+			next.DisplayName, strings.ToLower(next.DisplayName), string(next.Role), string(next.Status), next.PasswordHash,
+			s.ts(next.UpdatedAt), s.nullTS(next.DeletedAt), s.nullTS(next.LastLoginAt), next.Version, cur.ID)
 		if err != nil {
-			return s.e.MapError(err, "update user "+u.ID)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return fmt.Errorf("update user %s: %w", u.ID, err)
-		}
-		if n == 0 {
-			return missingOrMoved(ctx, tx, u)
+			return s.e.MapError(err, "update user "+cur.ID)
 		}
 		return s.insertActivity(ctx, tx, activity)
 	})
 }
 
-// missingOrMoved explains why an update matched no row.
-func missingOrMoved(ctx context.Context, tx *sql.Tx, u identity.User) error {
-	var stored int64
-	err := tx.QueryRowContext(ctx, "SELECT version FROM users WHERE id = $1", u.ID).Scan(&stored)
-	if errors.Is(err, sql.ErrNoRows) {
-		return apperr.Errorf(apperr.NotFound, "user not found")
-	}
+// userTx is the identity.UserTx of an UpdateUser transaction.
+type userTx struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+// CountActiveAdmins implements identity.UserTx. The rows are locked in id order.
+func (u userTx) CountActiveAdmins(ctx context.Context) (int, error) {
+	rows, err := u.tx.QueryContext(ctx, "SELECT id FROM users WHERE role = $1 AND status = $2 ORDER BY id"+u.s.e.LockClause,
+		string(identity.RoleAdmin), string(identity.StatusActive))
 	if err != nil {
-		return fmt.Errorf("update user %s: read version: %w", u.ID, err)
+		return 0, fmt.Errorf("count active admins: %w", err)
 	}
-	return apperr.Errorf(apperr.Aborted, "user was changed concurrently (version %d, update expects %d): reload and retry", stored, u.Version-1)
+	ids, err := collect(rows, func(row scanner) (id string, err error) { return id, row.Scan(&id) })
+	if err != nil {
+		return 0, fmt.Errorf("count active admins: %w", err)
+	}
+	return len(ids), nil
 }
 
 // userFilter returns the WHERE clause (without the keyword) and arguments that select f's users;

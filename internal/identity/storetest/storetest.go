@@ -43,6 +43,9 @@ func Run(t *testing.T, newStore func(t *testing.T) identity.Store) {
 		{"UsersWithoutUsername", testUsersWithoutUsername},
 		{"UpdateUser", testUpdateUser},
 		{"UpdateUserErrors", testUpdateUserErrors},
+		{"UpdateUserGivesCurrent", testUpdateUserGivesCurrent},
+		{"UpdateUserConcurrently", testUpdateUserConcurrently},
+		{"CountActiveAdmins", testCountActiveAdmins},
 		{"SoftDelete", testSoftDelete},
 		{"ListUsersPagination", testListUsersPagination},
 		{"ListUsersFilters", testListUsersFilters},
@@ -175,7 +178,7 @@ func testCreateUserConflicts(t *testing.T, s identity.Store) {
 	deleted := newUser("dave")
 	mustCreate(ctx, t, s, existing, deleted)
 	deleted.Status, deleted.DeletedAt, deleted.UpdatedAt, deleted.Version = identity.StatusDeleted, base.Add(time.Hour), base.Add(time.Hour), 2
-	if err := s.UpdateUser(ctx, deleted, nil); err != nil {
+	if err := s.UpdateUser(ctx, deleted.ID, replace(deleted, nil)); err != nil {
 		t.Fatalf("UpdateUser(delete dave) = %v, want nil", err)
 	}
 
@@ -236,7 +239,7 @@ func testUpdateUser(t *testing.T, s identity.Store) {
 	u.UpdatedAt = base.Add(2 * time.Hour)
 	u.LastLoginAt = base.Add(time.Hour)
 	u.Version = 2
-	if err := s.UpdateUser(ctx, u, nil); err != nil {
+	if err := s.UpdateUser(ctx, u.ID, replace(u, nil)); err != nil {
 		t.Fatalf("UpdateUser(version 2) = %v, want nil", err)
 	}
 	if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
@@ -257,7 +260,7 @@ func testUpdateUser(t *testing.T, s identity.Store) {
 
 	// Removing the username.
 	u.Username, u.Version = "", 3
-	if err := s.UpdateUser(ctx, u, nil); err != nil {
+	if err := s.UpdateUser(ctx, u.ID, replace(u, nil)); err != nil {
 		t.Fatalf("UpdateUser(version 3) = %v, want nil", err)
 	}
 	if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
@@ -279,23 +282,56 @@ func testUpdateUserErrors(t *testing.T, s identity.Store) {
 		want    apperr.Code
 		wantKey string
 	}{
-		{"stale version", func(u *identity.User) { u.DisplayName = "x"; u.Version = 1 }, apperr.Aborted, ""},
-		{"version from the future", func(u *identity.User) { u.DisplayName = "x"; u.Version = 5 }, apperr.Aborted, ""},
-		{"missing user", func(u *identity.User) { u.ID = newID(); u.Version = 2 }, apperr.NotFound, ""},
 		{"taken email", func(u *identity.User) { u.Email = "IVAN@example.com"; u.Version = 2 }, apperr.Conflict, "email"},
 		{"taken username", func(u *identity.User) { u.Username = "Ivan"; u.Version = 2 }, apperr.Conflict, "username"},
+		{"unknown role", func(u *identity.User) { u.Role = "pilot"; u.Version = 2 }, apperr.Invalid, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			changed := u
 			tt.change(&changed)
-			err := s.UpdateUser(ctx, changed, activity())
+			err := s.UpdateUser(ctx, u.ID, replace(changed, activity()))
 			wantCode(t, "UpdateUser", err, tt.want)
 			if msg := apperr.MessageOf(err); !strings.Contains(msg, tt.wantKey) {
 				t.Errorf("UpdateUser message = %q, want it to name %q", msg, tt.wantKey)
 			}
 		})
 	}
+	t.Run("incomplete activity", func(t *testing.T) {
+		changed := u
+		changed.DisplayName, changed.Version = "x", 2
+		err := s.UpdateUser(ctx, u.ID, replace(changed, []identity.Activity{{ID: newID()}}))
+		wantCode(t, "UpdateUser", err, apperr.Invalid)
+	})
+	t.Run("closure error", func(t *testing.T) {
+		refusal := apperr.Errorf(apperr.FailedPrecondition, "refused by the closure")
+		changed := u
+		changed.DisplayName, changed.Version = "x", 2
+		err := s.UpdateUser(ctx, u.ID, func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+			return changed, activity(), refusal
+		})
+		if !errors.Is(err, refusal) {
+			t.Errorf("UpdateUser() = %v, want the closure's error", err)
+		}
+	})
+	t.Run("same version", func(t *testing.T) {
+		changed := u
+		changed.DisplayName = "x" // but the version says nothing changed
+		if err := s.UpdateUser(ctx, u.ID, replace(changed, activity())); err != nil {
+			t.Errorf("UpdateUser() = %v, want nil", err)
+		}
+	})
+	t.Run("missing user", func(t *testing.T) {
+		calls := 0
+		err := s.UpdateUser(ctx, newID(), func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+			calls++
+			return cur, nil, nil
+		})
+		wantCode(t, "UpdateUser", err, apperr.NotFound)
+		if calls != 0 {
+			t.Errorf("UpdateUser(missing user) called the closure %d times, want 0", calls)
+		}
+	})
 	// Nothing changed, and no failed update left activity behind.
 	if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
 		t.Errorf("GetUser after failed updates mismatch (-want +got):\n%s", diff)
@@ -306,12 +342,136 @@ func testUpdateUserErrors(t *testing.T, s identity.Store) {
 	}
 }
 
+// replace returns an UpdateUser closure that writes u and activity whatever the stored user is.
+func replace(u identity.User, activity []identity.Activity) func(identity.UserTx, identity.User) (identity.User, []identity.Activity, error) {
+	return func(identity.UserTx, identity.User) (identity.User, []identity.Activity, error) {
+		return u, activity, nil
+	}
+}
+
+// testUpdateUserGivesCurrent checks that the closure is given the stored user.
+func testUpdateUserGivesCurrent(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("kate")
+	u.LastLoginAt = base.Add(time.Minute)
+	mustCreate(ctx, t, s, u)
+	var got identity.User
+	err := s.UpdateUser(ctx, u.ID, func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+		got = cur
+		return cur, nil, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateUser() = %v, want nil", err)
+	}
+	if diff := cmp.Diff(u, got, truncateTimes); diff != "" {
+		t.Errorf("UpdateUser() gave the closure (-want +got):\n%s", diff)
+	}
+}
+
+// testUpdateUserConcurrently checks that UpdateUser closures on one user run one after another, each on
+// what the one before wrote: no update is lost.
+func testUpdateUserConcurrently(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("lena")
+	mustCreate(ctx, t, s, u)
+	const n = 10
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			errs[i] = s.UpdateUser(ctx, u.ID, func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+				next := cur
+				next.DisplayName = fmt.Sprintf("%s %d", cur.DisplayName, i)
+				next.Version = cur.Version + 1
+				return next, nil, nil
+			})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("UpdateUser() #%d = %v, want nil", i, err)
+		}
+	}
+	got := mustGet(ctx, t, s, u.ID)
+	if got.Version != 1+n || len(strings.Fields(got.DisplayName)) != 2+n {
+		t.Errorf("after %d concurrent updates: version %d, display name %q; want version %d and every update's mark", n, got.Version, got.DisplayName, 1+n)
+	}
+}
+
+// testCountActiveAdmins checks UserTx.CountActiveAdmins, and that it locks: of two updates that each
+// demote one of the last two admins when another is left, one wins and the other sees its change.
+func testCountActiveAdmins(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	admin := func(name string, status identity.Status) identity.User {
+		u := newUser(name)
+		u.Role, u.Status = identity.RoleAdmin, status
+		return u
+	}
+	a1, a2 := admin("root1", identity.StatusActive), admin("root2", identity.StatusActive)
+	mustCreate(ctx, t, s, a1, a2, admin("root3", identity.StatusSuspended), admin("root4", identity.StatusDeleted), newUser("cust"))
+	var n int
+	err := s.UpdateUser(ctx, a1.ID, func(tx identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+		var err error
+		n, err = tx.CountActiveAdmins(ctx)
+		return cur, nil, err
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("CountActiveAdmins() = %d, %v, want 2, nil", n, err)
+	}
+
+	lastAdmin := apperr.Errorf(apperr.FailedPrecondition, "the last active admin")
+	demote := func(tx identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+		n, err := tx.CountActiveAdmins(ctx)
+		if err != nil {
+			return identity.User{}, nil, err
+		}
+		if n <= 1 {
+			return identity.User{}, nil, lastAdmin
+		}
+		next := cur
+		next.Role, next.Version = identity.RoleCustomer, cur.Version+1
+		return next, nil, nil
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, u := range []identity.User{a1, a2} {
+		wg.Go(func() {
+			<-start
+			errs[i] = s.UpdateUser(ctx, u.ID, demote)
+		})
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, lastAdmin):
+			t.Errorf("UpdateUser(demote admin %d) = %v, want nil or the closure's refusal", i+1, err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d of two concurrent demotions of the last two admins succeeded, want 1", won)
+	}
+	left := a1.ID // the admin whose demotion was refused
+	if errs[0] == nil {
+		left = a2.ID
+	}
+	checkList(ctx, t, s, identity.Filter{Role: identity.RoleAdmin, Status: identity.StatusActive}, []string{left})
+}
+
 func testSoftDelete(t *testing.T, s identity.Store) {
 	ctx := testContext(t)
 	keep, del := newUser("judy"), newUser("mallory")
 	mustCreate(ctx, t, s, keep, del)
 	del.Status, del.DeletedAt, del.UpdatedAt, del.Version = identity.StatusDeleted, base.Add(time.Hour), base.Add(time.Hour), 2
-	if err := s.UpdateUser(ctx, del, nil); err != nil {
+	if err := s.UpdateUser(ctx, del.ID, replace(del, nil)); err != nil {
 		t.Fatalf("UpdateUser(delete) = %v, want nil", err)
 	}
 	got, err := s.GetUser(ctx, identity.Lookup{Email: "MALLORY@example.com"})
@@ -892,7 +1052,7 @@ func testActivity(t *testing.T, s identity.Store) {
 		{ID: newID(), UserID: u.ID, Type: identity.ActivityProfileChanged, At: base.Add(time.Minute), ActorUserID: u.ID, ChangedFields: []string{"display_name"}},
 		{ID: newID(), UserID: u.ID, Type: identity.ActivityRoleChanged, At: base.Add(time.Minute), ActorUserID: admin.ID, ChangedFields: []string{"role", "status"}},
 	}
-	if err := s.UpdateUser(ctx, u, want); err != nil {
+	if err := s.UpdateUser(ctx, u.ID, replace(u, want)); err != nil {
 		t.Fatalf("UpdateUser() = %v, want nil", err)
 	}
 	login := []identity.Activity{
