@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
 	"lastmile/internal/identity"
@@ -133,6 +134,22 @@ func (f *fixture) mustGet(t *testing.T, id string) identity.User {
 		t.Fatalf("store GetUser(%s) = %v", id, err)
 	}
 	return u
+}
+
+// wantActivityTypes checks the types of the whole activity log, in order.
+func (f *fixture) wantActivityTypes(t *testing.T, want ...identity.ActivityType) {
+	t.Helper()
+	acts, err := f.store.ActivitySince(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatalf("store ActivitySince(0, 100) = %v", err)
+	}
+	var types []identity.ActivityType
+	for _, a := range acts {
+		types = append(types, a.Type)
+	}
+	if diff := cmp.Diff(want, types); diff != "" {
+		t.Errorf("activity types mismatch (-want +got):\n%s", diff)
+	}
 }
 
 func (f *fixture) mustLogin(t *testing.T, email string) identity.Session {

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-
 	"lastmile/internal/identity"
+	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
 )
 
@@ -38,17 +36,7 @@ func TestLogin(t *testing.T) {
 			t.Errorf("session user = %s last login %v, want %s at %v", s.User.ID, s.User.LastLoginAt, u.ID, now)
 		}
 	}
-	acts, err := f.store.ActivitySince(context.Background(), 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var types []identity.ActivityType
-	for _, a := range acts {
-		types = append(types, a.Type)
-	}
-	if diff := cmp.Diff([]identity.ActivityType{identity.ActivityLogin, identity.ActivityLogin}, types); diff != "" {
-		t.Errorf("activity mismatch (-want +got):\n%s", diff)
-	}
+	f.wantActivityTypes(t, identity.ActivityLogin, identity.ActivityLogin)
 }
 
 func TestLoginFailuresLookAlike(t *testing.T) {
@@ -266,17 +254,7 @@ func TestLogout(t *testing.T) {
 	}
 	wantCode(t, "Logout(empty)", f.svc.Logout(anonymous(t), ""), apperr.Invalid)
 
-	acts, err := f.store.ActivitySince(context.Background(), 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var types []identity.ActivityType
-	for _, a := range acts {
-		types = append(types, a.Type)
-	}
-	if diff := cmp.Diff([]identity.ActivityType{identity.ActivityLogin, identity.ActivityLogout}, types); diff != "" {
-		t.Errorf("activity mismatch (-want +got):\n%s", diff)
-	}
+	f.wantActivityTypes(t, identity.ActivityLogin, identity.ActivityLogout)
 }
 
 // TestLoginRateLimitCountsAccountNotName checks that an existing account's failures count together however
@@ -309,35 +287,7 @@ func TestRefreshTokenConcurrentUse(t *testing.T) {
 	f.mustUser(t, "racer", identity.RoleCustomer)
 	s := f.mustLogin(t, "racer@example.com")
 
-	const n = 8
-	sessions := make([]identity.Session, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			sessions[i], errs[i] = f.svc.RefreshToken(anonymous(t), s.RefreshToken)
-		})
-	}
-	close(start)
-	wg.Wait()
-
-	var winners []identity.Session
-	for i, err := range errs {
-		switch apperr.CodeOf(err) {
-		case "":
-			winners = append(winners, sessions[i])
-		case apperr.Unauthenticated:
-		default:
-			t.Errorf("RefreshToken() #%d = %v, want nil or Unauthenticated", i, err)
-		}
-	}
-	if len(winners) != 1 {
-		t.Fatalf("%d concurrent refreshes with one token succeeded, want exactly 1", len(winners))
-	}
-	_, err := f.svc.RefreshToken(anonymous(t), winners[0].RefreshToken)
-	wantCode(t, "RefreshToken(the winner's token after the reuse)", err, apperr.Unauthenticated)
+	identitytest.CheckRefreshRace(anonymous(t), t, f.svc, s.RefreshToken, 8)
 }
 
 // TestRefreshTokenExpiryEdge checks that a session's tokens work up to its expiry, to the microsecond.

@@ -8,10 +8,10 @@ import (
 	"lastmile/internal/platform/apperr"
 )
 
-// The checks below are the Store contract's own: every Store implementation refuses what they refuse,
-// before it reaches its database, so that all stores answer alike whatever their column types would let
-// through. They cover only what no store can hold; business rules (formats, lengths, who may do what) are
-// the Service's.
+// The checks below are the Store contract's own: the Store refuses what they refuse before it reaches its
+// database, so that it answers alike on every engine whatever the engine's column types would let
+// through. They cover only what no store can hold; business rules (formats, lengths, who may do what,
+// refresh-token rotation) are the Service's.
 
 // MaxStoreLimit bounds the rows one Store.ListUsers or Store.ActivitySince call returns; stores lower
 // larger limits to it. It is one more than

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"lastmile/internal/identity"
+	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 )
@@ -290,16 +290,10 @@ func TestLastAdminGuardConcurrent(t *testing.T) {
 	f := newFixture(t)
 	admins := []identity.User{f.mustUser(t, "root1", identity.RoleAdmin), f.mustUser(t, "root2", identity.RoleAdmin)}
 	errs := make([]error, len(admins))
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i, a := range admins {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = f.svc.UpdateUser(as(t, a), identity.UserUpdate{ID: a.ID, Paths: []string{"status"}, Status: identity.StatusSuspended})
-		})
-	}
-	close(start)
-	wg.Wait()
+	identitytest.Race(len(admins), func(i int) {
+		a := admins[i]
+		_, errs[i] = f.svc.UpdateUser(as(t, a), identity.UserUpdate{ID: a.ID, Paths: []string{"status"}, Status: identity.StatusSuspended})
+	})
 	active := 0
 	for i, a := range admins {
 		switch got := f.mustGet(t, a.ID); {

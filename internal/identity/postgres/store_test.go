@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"lastmile/internal/identity"
 	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/identity/postgres"
+	"lastmile/internal/identity/sqlstore"
 	"lastmile/internal/identity/storetest"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
@@ -22,77 +24,43 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func TestStore(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) identity.Store {
-		pool := databasetest.Postgres(t, "identity")
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		defer cancel()
-		if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
-			t.Fatalf("MigratePostgres() = %v", err)
-		}
-		s := postgres.New(pool)
-		t.Cleanup(func() {
-			if err := s.Close(); err != nil {
-				t.Errorf("Close() = %v", err)
-			}
-		})
-		return s
-	})
-}
-
-// TestRefreshTokenRace runs the Service's refresh-token rotation on PostgreSQL, where the calls run on
-// several connections at once: of concurrent refreshes with one token exactly one wins, and the others
-// are reuse, which revokes the family, the winner's new token included.
-func TestRefreshTokenRace(t *testing.T) {
+// newStore returns the store on a fresh, migrated PostgreSQL database, closed when the test ends.
+func newStore(t *testing.T) *sqlstore.Store {
 	pool := databasetest.Postgres(t, "identity")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
 		t.Fatalf("MigratePostgres() = %v", err)
 	}
-	store := postgres.New(pool)
-	t.Cleanup(func() { store.Close() })
-	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{})
+	s := postgres.New(pool)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	})
+	return s
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) identity.Store { return newStore(t) })
+}
+
+// TestRefreshTokenRace runs the Service's refresh-token rotation on PostgreSQL, where the calls run on
+// several connections at once: of concurrent refreshes with one token exactly one wins, and the others
+// are reuse, which revokes the family, the winner's new token included.
+func TestRefreshTokenRace(t *testing.T) {
+	ctx := t.Context()
+	svc := identity.NewService(newStore(t), &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{})
 	const password = "correct horse battery"
 	if _, err := svc.CreateUser(ctx, identity.NewUser{Email: "racer@example.com", Password: password, DisplayName: "Racer"}); err != nil {
 		t.Fatalf("CreateUser() = %v", err)
 	}
-	for round := range 5 {
+	for range 5 {
 		s, err := svc.Login(ctx, identity.Credentials{Email: "racer@example.com", Password: password})
 		if err != nil {
 			t.Fatalf("Login() = %v", err)
 		}
-		const n = 6
-		tokens := make([]string, n)
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				var next identity.Session
-				next, errs[i] = svc.RefreshToken(ctx, s.RefreshToken)
-				tokens[i] = next.RefreshToken
-			})
-		}
-		close(start)
-		wg.Wait()
-		var winners []string
-		for i, err := range errs {
-			switch apperr.CodeOf(err) {
-			case "":
-				winners = append(winners, tokens[i])
-			case apperr.Unauthenticated:
-			default:
-				t.Errorf("round %d: RefreshToken() #%d = %v, want nil or Unauthenticated", round, i, err)
-			}
-		}
-		if len(winners) != 1 {
-			t.Fatalf("round %d: %d concurrent refreshes with one token succeeded, want exactly 1", round, len(winners))
-		}
-		if _, err := svc.RefreshToken(ctx, winners[0]); apperr.CodeOf(err) != apperr.Unauthenticated {
-			t.Errorf("round %d: RefreshToken(the winner's token after the reuse) = %v, want Unauthenticated", round, err)
-		}
+		identitytest.CheckRefreshRace(ctx, t, svc, s.RefreshToken, 6)
 	}
 }
 
@@ -100,14 +68,8 @@ func TestRefreshTokenRace(t *testing.T) {
 // waits until the other has too, then counts (and so locks) every active admin. PostgreSQL aborts one to
 // break the cycle; the store runs it again, and it then sees the other's committed change.
 func TestDeadlockRetried(t *testing.T) {
-	pool := databasetest.Postgres(t, "identity")
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
-		t.Fatalf("MigratePostgres() = %v", err)
-	}
-	store := postgres.New(pool)
-	t.Cleanup(func() { store.Close() })
+	ctx := t.Context()
+	store := newStore(t)
 	at := time.Date(2026, 5, 4, 10, 30, 0, 0, time.UTC)
 	var admins []identity.User
 	for _, name := range []string{"root1", "root2"} {
@@ -118,7 +80,7 @@ func TestDeadlockRetried(t *testing.T) {
 		admins = append(admins, u)
 	}
 
-	lastAdmin := apperr.Errorf(apperr.FailedPrecondition, "the last active admin")
+	var lastAdmin error = apperr.Errorf(apperr.FailedPrecondition, "the last active admin")
 	var arrived sync.WaitGroup
 	arrived.Add(2)
 	var calls [2]int
@@ -132,12 +94,8 @@ func TestDeadlockRetried(t *testing.T) {
 					arrived.Done()
 					arrived.Wait() // both hold their own row now
 				}
-				n, err := tx.CountActiveAdmins(ctx)
-				if err != nil {
-					return identity.User{}, nil, err
-				}
-				if n <= 1 {
-					return identity.User{}, nil, lastAdmin
+				if n, err := tx.CountActiveAdmins(ctx); err != nil || n <= 1 {
+					return identity.User{}, nil, cmp.Or(err, lastAdmin)
 				}
 				next := cur
 				next.Status, next.Version = identity.StatusSuspended, cur.Version+1

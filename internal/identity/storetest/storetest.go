@@ -23,6 +23,7 @@ import (
 	"github.com/google/uuid"
 
 	"lastmile/internal/identity"
+	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
 )
 
@@ -376,21 +377,14 @@ func testUpdateUserConcurrently(t *testing.T, s identity.Store) {
 	mustCreate(ctx, t, s, u)
 	const n = 10
 	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			errs[i] = s.UpdateUser(ctx, u.ID, func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
-				next := cur
-				next.DisplayName = fmt.Sprintf("%s %d", cur.DisplayName, i)
-				next.Version = cur.Version + 1
-				return next, nil, nil
-			})
+	identitytest.Race(n, func(i int) {
+		errs[i] = s.UpdateUser(ctx, u.ID, func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+			next := cur
+			next.DisplayName = fmt.Sprintf("%s %d", cur.DisplayName, i)
+			next.Version = cur.Version + 1
+			return next, nil, nil
 		})
-	}
-	close(start)
-	wg.Wait()
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("UpdateUser() #%d = %v, want nil", i, err)
@@ -437,16 +431,8 @@ func testCountActiveAdmins(t *testing.T, s identity.Store) {
 		return next, nil, nil
 	}
 	errs := make([]error, 2)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i, u := range []identity.User{a1, a2} {
-		wg.Go(func() {
-			<-start
-			errs[i] = s.UpdateUser(ctx, u.ID, demote)
-		})
-	}
-	close(start)
-	wg.Wait()
+	ids := []string{a1.ID, a2.ID}
+	identitytest.Race(len(ids), func(i int) { errs[i] = s.UpdateUser(ctx, ids[i], demote) })
 	won := 0
 	for i, err := range errs {
 		switch {
@@ -909,21 +895,14 @@ func testUpdateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
 	for i := range nexts {
 		nexts[i] = newToken(u, family, at)
 	}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			errs[i] = s.UpdateRefreshToken(ctx, tok.Hash, func(t identity.RefreshToken, _ identity.User) (identity.TokenChange, error) {
-				if !t.UsedAt.IsZero() {
-					return identity.TokenChange{}, apperr.Errorf(apperr.FailedPrecondition, "used")
-				}
-				return identity.TokenChange{UsedAt: at, Next: nexts[i]}, nil
-			})
+	identitytest.Race(n, func(i int) {
+		errs[i] = s.UpdateRefreshToken(ctx, tok.Hash, func(t identity.RefreshToken, _ identity.User) (identity.TokenChange, error) {
+			if !t.UsedAt.IsZero() {
+				return identity.TokenChange{}, apperr.Errorf(apperr.FailedPrecondition, "used")
+			}
+			return identity.TokenChange{UsedAt: at, Next: nexts[i]}, nil
 		})
-	}
-	close(start)
-	wg.Wait()
+	})
 
 	winners := 0
 	for i, err := range errs {
