@@ -258,12 +258,14 @@ func (s *Service) RefreshToken(ctx context.Context, token string) (Session, erro
 		next    RefreshToken
 		owner   User
 		refused error
+		reused  bool
 	)
 	err = s.store.UpdateRefreshToken(ctx, hash, func(t RefreshToken, u User) (TokenChange, error) {
 		refresh, next = newRefreshToken(t.UserID, t.FamilyID, now, t.ExpiresAt)
 		owner = u
 		var ch TokenChange
 		ch, refused = t.Rotate(next, now)
+		reused = !ch.RevokeFamilyAt.IsZero()
 		if refused == nil && (u.Status != StatusActive || access == "") {
 			// Suspended or deleted, or it changed since the access token was (not) issued.
 			return TokenChange{}, errInvalidRefreshToken()
@@ -278,7 +280,7 @@ func (s *Service) RefreshToken(ctx context.Context, token string) (Session, erro
 	case err != nil:
 		return Session{}, fmt.Errorf("rotate refresh token: %w", err)
 	case refused != nil:
-		if apperr.MessageOf(refused) == msgTokenUsed {
+		if reused {
 			s.logger.WarnContext(ctx, "refresh token reused; revoked its session", "user_id", owner.ID, "family_id", next.FamilyID)
 		}
 		return Session{}, errInvalidRefreshToken()
@@ -331,16 +333,13 @@ func (t RefreshToken) CheckSuccessor(next RefreshToken) error {
 func (t RefreshToken) UnusableErr() error {
 	switch {
 	case !t.UsedAt.IsZero():
-		return apperr.Errorf(apperr.FailedPrecondition, msgTokenUsed)
+		return apperr.Errorf(apperr.FailedPrecondition, "refresh token already used")
 	case !t.RevokedAt.IsZero():
 		return apperr.Errorf(apperr.FailedPrecondition, "refresh token revoked")
 	default:
 		return apperr.Errorf(apperr.FailedPrecondition, "refresh token expired")
 	}
 }
-
-// msgTokenUsed is the message of UnusableErr for a token used before: a reuse.
-const msgTokenUsed = "refresh token already used"
 
 // Logout ends the session of a refresh token: its whole family is revoked.
 //
