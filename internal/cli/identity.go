@@ -41,7 +41,10 @@ func (p *process) openIdentity(ctx context.Context) (*identityParts, error) {
 	if h.SQL != nil {
 		store = identitysqlite.New(h.SQL)
 	} else {
-		store = identitypg.New(h.Pool)
+		pg := identitypg.New(h.Pool)
+		// Cleanups run in reverse: the store lets go of its connections before the pool closes.
+		p.cleanups = append(p.cleanups, func() { _ = pg.Close() })
+		store = pg
 	}
 	keys := identity.NewKeyManager(store, identity.KeyOptions{
 		AccessTokenTTL:   p.cfg.AccessTokenTTL,

@@ -235,9 +235,9 @@ func (s *lateStore) setHidden(seq int64, hidden bool) {
 }
 
 func TestUserActivityLateCommit(t *testing.T) {
-	mem := identitytest.NewStore()
-	late := &lateStore{Store: mem, hidden: map[int64]bool{}}
-	f := newFixtureWith(t, mem, late, func(o *identity.Options) { o.ActivityPoll = 5 * time.Millisecond })
+	store := identitytest.SQLiteStore(t)
+	late := &lateStore{Store: store, hidden: map[int64]bool{}}
+	f := newFixtureWith(t, store, late, func(o *identity.Options) { o.ActivityPoll = 5 * time.Millisecond })
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
 	w := mustWatch(t, f, as(t, alice))

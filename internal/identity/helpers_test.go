@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
 	"lastmile/internal/identity"
@@ -43,31 +44,31 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// fixture is a Service over fakes.
+// fixture is a Service over the real SQLite store, with a fake hasher, issuer and clock.
 type fixture struct {
+	// store is the store itself, under whatever wrapper the Service was given.
 	store  identity.Store
-	mem    *identitytest.Store
 	hasher *identitytest.Hasher
 	clock  *fakeClock
 	svc    *identity.Service
 }
 
-// newFixture returns a Service over an in-memory store; opts may adjust its options (Now is set).
+// newFixture returns a Service over a new SQLite store; opts may adjust its options (Now is set).
 func newFixture(t *testing.T, opts ...func(*identity.Options)) *fixture {
 	t.Helper()
-	mem := identitytest.NewStore()
-	return newFixtureWith(t, mem, mem, opts...)
+	store := identitytest.SQLiteStore(t)
+	return newFixtureWith(t, store, store, opts...)
 }
 
-// newFixtureWith is newFixture over store, which wraps mem.
-func newFixtureWith(t *testing.T, mem *identitytest.Store, store identity.Store, opts ...func(*identity.Options)) *fixture {
+// newFixtureWith is newFixture with the Service over wrapped, a wrapper of store.
+func newFixtureWith(t *testing.T, store, wrapped identity.Store, opts ...func(*identity.Options)) *fixture {
 	t.Helper()
-	f := &fixture{store: store, mem: mem, hasher: &identitytest.Hasher{}, clock: newClock()}
+	f := &fixture{store: store, hasher: &identitytest.Hasher{}, clock: newClock()}
 	o := identity.Options{Now: f.clock.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	f.svc = identity.NewService(store, f.hasher, &identitytest.Issuer{Now: f.clock.Now}, o)
+	f.svc = identity.NewService(wrapped, f.hasher, &identitytest.Issuer{Now: f.clock.Now}, o)
 	return f
 }
 
@@ -128,11 +129,27 @@ func (f *fixture) mustUser(t *testing.T, name string, role identity.Role) identi
 // mustGet reads a user from the store, bypassing every rule.
 func (f *fixture) mustGet(t *testing.T, id string) identity.User {
 	t.Helper()
-	u, err := f.mem.GetUser(context.Background(), identity.Lookup{ID: id})
+	u, err := f.store.GetUser(context.Background(), identity.Lookup{ID: id})
 	if err != nil {
 		t.Fatalf("store GetUser(%s) = %v", id, err)
 	}
 	return u
+}
+
+// wantActivityTypes checks the types of the whole activity log, in order.
+func (f *fixture) wantActivityTypes(t *testing.T, want ...identity.ActivityType) {
+	t.Helper()
+	acts, err := f.store.ActivitySince(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatalf("store ActivitySince(0, 100) = %v", err)
+	}
+	var types []identity.ActivityType
+	for _, a := range acts {
+		types = append(types, a.Type)
+	}
+	if diff := cmp.Diff(want, types); diff != "" {
+		t.Errorf("activity types mismatch (-want +got):\n%s", diff)
+	}
 }
 
 func (f *fixture) mustLogin(t *testing.T, email string) identity.Session {

@@ -95,6 +95,26 @@ type RefreshToken struct {
 	RevokedAt time.Time
 }
 
+// UserTx is what a Store.UpdateUser closure may read inside its transaction, about other users.
+type UserTx interface {
+	// CountActiveAdmins returns how many users are active admins, and locks them until the transaction
+	// ends: two updates that each take away one of the last two admins then run one after the other, and
+	// the second sees the first's change.
+	CountActiveAdmins(ctx context.Context) (int, error)
+}
+
+// TokenChange is what a Store.UpdateRefreshToken closure decides to write. The zero value writes nothing.
+type TokenChange struct {
+	// UsedAt, when set, marks the token the closure was given as used at that time.
+	UsedAt time.Time
+	// Next, when its Hash is set, is stored as a new token.
+	Next RefreshToken
+	// RevokeFamilyAt, when set, revokes every token of the given token's family that is not revoked yet.
+	RevokeFamilyAt time.Time
+	// Activity is appended in the same transaction.
+	Activity []Activity
+}
+
 // SigningKey is an Ed25519 key that signs access tokens. The newest active key signs; older keys stay
 // published in the JWKS until RetireAt so that tokens they signed keep verifying until they expire.
 type SigningKey struct {
@@ -136,38 +156,51 @@ type Activity struct {
 	ChangedFields []string
 }
 
-// Store persists identity data. Implementations: sqlite.Store and postgres.Store, both checked by
-// storetest.Run. Errors carry apperr codes as documented per method; any other error is Internal.
+// Store persists identity data. It holds no business rule: where a rule needs a consistent view, the Store
+// reads and locks, runs a closure of the Service and writes what the closure returns. One implementation,
+// sqlstore.Store, runs on SQLite (sqlite.New) and PostgreSQL (postgres.New); storetest.Run checks it on
+// both. Errors carry apperr codes as documented per method; any other error is Internal.
 type Store interface {
-	// CreateUser inserts u and its activity entries in one transaction. Conflict when the email or the
-	// username is already taken (case-insensitively, deleted users included).
+	// CreateUser inserts u. Conflict when the email or the username is already taken (case-insensitively,
+	// deleted users included).
 	CreateUser(ctx context.Context, u User) error
 	// CreateUsers inserts a batch in one transaction, each user under its own savepoint: the result has one
 	// error per user (nil, Conflict or Invalid), and a failed user never aborts the others.
 	CreateUsers(ctx context.Context, users []User) ([]error, error)
 	// GetUser returns the user that l selects, deleted ones included. NotFound when there is none.
 	GetUser(ctx context.Context, l Lookup) (User, error)
-	// UpdateUser replaces the stored user u.ID if its stored Version equals u.Version-1, and appends
-	// activity in the same transaction. NotFound when absent; Aborted when the version moved on; Conflict
-	// when the new email or username is taken.
-	UpdateUser(ctx context.Context, u User, activity []Activity) error
+	// UpdateUser runs change, in one transaction, on user id, read and locked against every other
+	// UpdateUser of that user until the transaction ends, and writes the user and the activity that change
+	// returns. A returned user with cur's Version means "nothing to do": nothing is written. change reads
+	// what its rules need about other users through tx. When change returns an error nothing is written
+	// and the error is returned as is. change may run more than once (a transaction the database aborted
+	// to break a deadlock is run again), so it must have no effect outside its result. NotFound when no
+	// user has id; Conflict when the new email or username is taken; Invalid when the change holds a user
+	// or activity no store can hold.
+	UpdateUser(ctx context.Context, id string, change func(tx UserTx, cur User) (User, []Activity, error)) error
 	// ListUsers returns up to limit users matching f with ID greater than after (keyset pagination, "" for
 	// the first page), ordered by ID.
 	ListUsers(ctx context.Context, f Filter, after string, limit int) ([]User, error)
 	// CountUsers returns how many users match f.
 	CountUsers(ctx context.Context, f Filter) (int, error)
 
-	// CreateRefreshToken stores a new token (first of a family at login, or the next link at rotation).
+	// CreateRefreshToken stores a new token (the first of a family, at login). Invalid for a token no store
+	// can hold; NotFound when its user does not exist; Conflict when its hash is already stored.
 	CreateRefreshToken(ctx context.Context, t RefreshToken) error
-	// RotateRefreshToken atomically marks the token with oldHash used at `at` and stores next. It returns the
-	// old token. NotFound when oldHash is unknown; FailedPrecondition (with the old token) when the old token
-	// was already used, revoked or expired — the caller treats an already-used token as reuse.
-	RotateRefreshToken(ctx context.Context, oldHash []byte, next RefreshToken, at time.Time) (RefreshToken, error)
 	// GetRefreshToken returns the token with hash. NotFound when unknown.
 	GetRefreshToken(ctx context.Context, hash []byte) (RefreshToken, error)
-	// RevokeFamily revokes every token of familyID at `at`. Idempotent.
+	// UpdateRefreshToken runs change, in one transaction, on the token with hash and the user it belongs
+	// to, both read and locked against every other UpdateRefreshToken of that user until the transaction
+	// ends, and writes the TokenChange that change returns. When change returns an error nothing is
+	// written and the error is returned as is. change may run more than once (a transaction the database
+	// aborted to break a deadlock is run again), so it must have no effect outside its result. NotFound
+	// when hash is unknown; Invalid when the change holds a token or activity no store can hold; Conflict
+	// when TokenChange.Next's hash is already stored.
+	UpdateRefreshToken(ctx context.Context, hash []byte, change func(t RefreshToken, owner User) (TokenChange, error)) error
+	// RevokeFamily revokes every token of familyID at `at`. Idempotent: tokens revoked earlier keep their
+	// revocation time.
 	RevokeFamily(ctx context.Context, familyID string, at time.Time) error
-	// RevokeUserTokens revokes every token of userID at `at`. Idempotent.
+	// RevokeUserTokens revokes every token of userID at `at`. Idempotent, like RevokeFamily.
 	RevokeUserTokens(ctx context.Context, userID string, at time.Time) error
 
 	// AppendActivity appends entries outside a user update (login, logout).

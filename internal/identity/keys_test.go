@@ -23,7 +23,7 @@ func kids(keys []identity.SigningKey) []string {
 func TestKeyRotationOverlap(t *testing.T) {
 	ctx := context.Background()
 	clock := newClock()
-	store := identitytest.NewStore()
+	store := identitytest.SQLiteStore(t)
 	km := identity.NewKeyManager(store, identity.KeyOptions{Now: clock.Now, AccessTokenTTL: 10 * time.Minute, Leeway: time.Minute})
 
 	k1, err := km.Current(ctx)
@@ -82,7 +82,7 @@ func TestKeyRotationOverlap(t *testing.T) {
 }
 
 func TestKeyManagerRunRotates(t *testing.T) {
-	km := identity.NewKeyManager(identitytest.NewStore(), identity.KeyOptions{RotationInterval: 20 * time.Millisecond})
+	km := identity.NewKeyManager(identitytest.SQLiteStore(t), identity.KeyOptions{RotationInterval: 20 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- km.Run(ctx) }()
@@ -117,7 +117,7 @@ func TestKeyManagerRunRotates(t *testing.T) {
 }
 
 func TestKeyManagerRunManual(t *testing.T) {
-	store := identitytest.NewStore()
+	store := identitytest.SQLiteStore(t)
 	km := identity.NewKeyManager(store, identity.KeyOptions{})
 	if err := km.Run(context.Background()); err != nil {
 		t.Fatalf("Run(manual) = %v, want nil", err)

@@ -45,9 +45,9 @@ func (s *countingStore) calls() (list int, create []int) {
 }
 
 func newCountingFixture(t *testing.T) (*fixture, *countingStore) {
-	mem := identitytest.NewStore()
-	cs := &countingStore{Store: mem}
-	return newFixtureWith(t, mem, cs), cs
+	store := identitytest.SQLiteStore(t)
+	cs := &countingStore{Store: store}
+	return newFixtureWith(t, store, cs), cs
 }
 
 // seeded numbers the users of seedUsers, so that their emails stay unique.

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -185,7 +186,7 @@ func (s *Service) startSession(ctx context.Context, u User, password string, reh
 		}
 	}
 	verified := u.PasswordHash
-	u, err = s.update(ctx, u.ID, true, func(cur User) (User, []Activity, error) {
+	u, err = s.update(ctx, u.ID, func(_ UserTx, cur User) (User, []Activity, error) {
 		if cur.Status != StatusActive {
 			return User{}, nil, errInvalidCredentials() // suspended or deleted since the password check
 		}
@@ -218,7 +219,8 @@ func (s *Service) startSession(ctx context.Context, u User, password string, reh
 // to the same family and expires when the family does.
 //
 // Presenting a token that was already used is reuse: either the client or a thief holds a stolen copy,
-// so the whole family is revoked and the newest token stops working too.
+// so the whole family is revoked and the newest token stops working too. Of two calls racing with one
+// token, one wins and the other is reuse.
 //
 // Errors: Invalid for an empty or oversized token; Unauthenticated "invalid refresh token" when it is
 // unknown, expired, revoked or reused, or the user is no longer active.
@@ -228,66 +230,115 @@ func (s *Service) RefreshToken(ctx context.Context, token string) (Session, erro
 	}
 	hash := hashRefreshToken(token)
 	now := s.clock()
-	old, err := s.store.GetRefreshToken(ctx, hash)
+	// The access token is issued before the rotation, which cannot call out of its transaction: so the
+	// holder is read ahead, and if issuing fails the client keeps a working refresh token.
+	presented, err := s.store.GetRefreshToken(ctx, hash)
 	if apperr.CodeOf(err) == apperr.NotFound {
 		return Session{}, errInvalidRefreshToken()
 	}
 	if err != nil {
 		return Session{}, fmt.Errorf("get refresh token: %w", err)
 	}
-	if err := s.usable(ctx, old, now); err != nil {
+	holder, err := s.store.GetUser(ctx, Lookup{ID: presented.UserID})
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return Session{}, errInvalidRefreshToken()
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("get user %s for refresh: %w", presented.UserID, err)
+	}
+	var access string
+	var accessExp time.Time
+	if presented.live(now) && holder.Status == StatusActive {
+		if access, accessExp, err = s.issuer.Issue(ctx, holder.ID, []string{string(holder.Role)}); err != nil {
+			return Session{}, fmt.Errorf("issue access token for user %s: %w", holder.ID, err)
+		}
+	}
+	var (
+		refresh string
+		next    RefreshToken
+		owner   User
+		refused error
+		reused  bool
+	)
+	err = s.store.UpdateRefreshToken(ctx, hash, func(t RefreshToken, u User) (TokenChange, error) {
+		refresh, next = newRefreshToken(t.UserID, t.FamilyID, now, t.ExpiresAt)
+		owner = u
+		var ch TokenChange
+		ch, refused = t.Rotate(next, now)
+		reused = !ch.RevokeFamilyAt.IsZero()
+		if refused == nil && (u.Status != StatusActive || access == "") {
+			// Suspended or deleted, or it changed since the access token was (not) issued.
+			return TokenChange{}, errInvalidRefreshToken()
+		}
+		return ch, nil // a reuse is refused, but its revocation is written
+	})
+	switch {
+	case apperr.CodeOf(err) == apperr.NotFound:
+		return Session{}, errInvalidRefreshToken()
+	case apperr.CodeOf(err) == apperr.Unauthenticated:
 		return Session{}, err
-	}
-	u, err := s.store.GetUser(ctx, Lookup{ID: old.UserID})
-	if apperr.CodeOf(err) == apperr.NotFound || (err == nil && u.Status != StatusActive) {
-		return Session{}, errInvalidRefreshToken()
-	}
-	if err != nil {
-		return Session{}, fmt.Errorf("get user %s for refresh: %w", old.UserID, err)
-	}
-	// Issued before rotating: if issuing fails, the client keeps a working refresh token.
-	access, accessExp, err := s.issuer.Issue(ctx, u.ID, []string{string(u.Role)})
-	if err != nil {
-		return Session{}, fmt.Errorf("issue access token for user %s: %w", u.ID, err)
-	}
-	refresh, next := newRefreshToken(u.ID, old.FamilyID, now, old.ExpiresAt)
-	rotated, err := s.store.RotateRefreshToken(ctx, hash, next, now)
-	switch apperr.CodeOf(err) {
-	case "":
-	case apperr.NotFound:
-		return Session{}, errInvalidRefreshToken()
-	case apperr.FailedPrecondition:
-		// Another call rotated the token between our read and our write: also reuse.
-		if err := s.usable(ctx, rotated, now); err != nil {
-			return Session{}, err
+	case err != nil:
+		return Session{}, fmt.Errorf("rotate refresh token: %w", err)
+	case refused != nil:
+		if reused {
+			s.logger.WarnContext(ctx, "refresh token reused; revoked its session", "user_id", owner.ID, "family_id", next.FamilyID)
 		}
 		return Session{}, errInvalidRefreshToken()
-	default:
-		return Session{}, fmt.Errorf("rotate refresh token: %w", err)
 	}
 	return Session{
 		AccessToken:           access,
 		AccessTokenExpiresAt:  accessExp,
 		RefreshToken:          refresh,
 		RefreshTokenExpiresAt: next.ExpiresAt,
-		User:                  u,
+		User:                  owner,
 	}, nil
 }
 
-// usable returns nil when t may be rotated at now, and Unauthenticated otherwise; a token used before is
-// reuse, which revokes its family.
-func (s *Service) usable(ctx context.Context, t RefreshToken, now time.Time) error {
+// live reports whether t may still be rotated at now: not used, revoked or expired.
+func (t RefreshToken) live(now time.Time) bool {
+	return t.UsedAt.IsZero() && t.RevokedAt.IsZero() && now.Before(t.ExpiresAt)
+}
+
+// Rotate decides what presenting t at now does: the change to write and the answer to give.
+//
+// A live token (not used, revoked or expired) is marked used at now and followed by next, which must be
+// a new token of t's family and user (CheckSuccessor). A token used before is reuse: the change revokes
+// t's whole family, and the answer is FailedPrecondition "refresh token already used". A revoked or
+// expired token changes nothing (FailedPrecondition, UnusableErr).
+func (t RefreshToken) Rotate(next RefreshToken, now time.Time) (TokenChange, error) {
 	switch {
 	case !t.UsedAt.IsZero():
-		s.logger.WarnContext(ctx, "refresh token reused; revoking its session", "user_id", t.UserID, "family_id", t.FamilyID)
-		if err := s.store.RevokeFamily(ctx, t.FamilyID, now); err != nil {
-			return fmt.Errorf("revoke reused refresh token family %s: %w", t.FamilyID, err)
-		}
-		return errInvalidRefreshToken()
-	case !t.RevokedAt.IsZero(), !now.Before(t.ExpiresAt):
-		return errInvalidRefreshToken()
+		return TokenChange{RevokeFamilyAt: now}, t.UnusableErr()
+	case !t.live(now):
+		return TokenChange{}, t.UnusableErr()
+	}
+	if err := t.CheckSuccessor(next); err != nil {
+		return TokenChange{}, err
+	}
+	return TokenChange{UsedAt: now, Next: next}, nil
+}
+
+// CheckSuccessor returns Invalid unless next may follow t in a rotation chain: a token with another hash,
+// of t's family and user.
+func (t RefreshToken) CheckSuccessor(next RefreshToken) error {
+	if next.FamilyID != t.FamilyID || next.UserID != t.UserID || bytes.Equal(next.Hash, t.Hash) {
+		return apperr.Errorf(apperr.Invalid, "the next refresh token must be new and belong to the old token's family and user")
 	}
 	return nil
+}
+
+// UnusableErr returns the FailedPrecondition error that explains why t cannot be rotated: it was used,
+// revoked, or (neither) has expired. It does not look at the clock: the caller has decided that t is
+// unusable.
+func (t RefreshToken) UnusableErr() error {
+	switch {
+	case !t.UsedAt.IsZero():
+		return apperr.Errorf(apperr.FailedPrecondition, "refresh token already used")
+	case !t.RevokedAt.IsZero():
+		return apperr.Errorf(apperr.FailedPrecondition, "refresh token revoked")
+	default:
+		return apperr.Errorf(apperr.FailedPrecondition, "refresh token expired")
+	}
 }
 
 // Logout ends the session of a refresh token: its whole family is revoked.
@@ -301,23 +352,23 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		return err
 	}
 	now := s.clock()
-	t, err := s.store.GetRefreshToken(ctx, hashRefreshToken(token))
+	ended := false
+	err := s.store.UpdateRefreshToken(ctx, hashRefreshToken(token), func(t RefreshToken, _ User) (TokenChange, error) {
+		ended = t.RevokedAt.IsZero() && now.Before(t.ExpiresAt)
+		if !ended {
+			return TokenChange{}, nil
+		}
+		return TokenChange{RevokeFamilyAt: now, Activity: []Activity{s.activity(t.UserID, ActivityLogout, t.UserID)}}, nil
+	})
 	if apperr.CodeOf(err) == apperr.NotFound {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("get refresh token: %w", err)
+		return fmt.Errorf("end session: %w", err)
 	}
-	if !t.RevokedAt.IsZero() || !now.Before(t.ExpiresAt) {
-		return nil
+	if ended {
+		s.hub.notify()
 	}
-	if err := s.store.RevokeFamily(ctx, t.FamilyID, now); err != nil {
-		return fmt.Errorf("revoke refresh token family %s: %w", t.FamilyID, err)
-	}
-	if err := s.store.AppendActivity(ctx, []Activity{s.activity(t.UserID, ActivityLogout, t.UserID)}); err != nil {
-		return fmt.Errorf("record logout of user %s: %w", t.UserID, err)
-	}
-	s.hub.notify()
 	return nil
 }
 

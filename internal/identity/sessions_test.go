@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-
 	"lastmile/internal/identity"
+	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
 )
 
@@ -37,17 +36,7 @@ func TestLogin(t *testing.T) {
 			t.Errorf("session user = %s last login %v, want %s at %v", s.User.ID, s.User.LastLoginAt, u.ID, now)
 		}
 	}
-	acts, err := f.mem.ActivitySince(context.Background(), 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var types []identity.ActivityType
-	for _, a := range acts {
-		types = append(types, a.Type)
-	}
-	if diff := cmp.Diff([]identity.ActivityType{identity.ActivityLogin, identity.ActivityLogin}, types); diff != "" {
-		t.Errorf("activity mismatch (-want +got):\n%s", diff)
-	}
+	f.wantActivityTypes(t, identity.ActivityLogin, identity.ActivityLogin)
 }
 
 func TestLoginFailuresLookAlike(t *testing.T) {
@@ -265,17 +254,7 @@ func TestLogout(t *testing.T) {
 	}
 	wantCode(t, "Logout(empty)", f.svc.Logout(anonymous(t), ""), apperr.Invalid)
 
-	acts, err := f.mem.ActivitySince(context.Background(), 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var types []identity.ActivityType
-	for _, a := range acts {
-		types = append(types, a.Type)
-	}
-	if diff := cmp.Diff([]identity.ActivityType{identity.ActivityLogin, identity.ActivityLogout}, types); diff != "" {
-		t.Errorf("activity mismatch (-want +got):\n%s", diff)
-	}
+	f.wantActivityTypes(t, identity.ActivityLogin, identity.ActivityLogout)
 }
 
 // TestLoginRateLimitCountsAccountNotName checks that an existing account's failures count together however
@@ -298,4 +277,54 @@ func TestLoginRateLimitCountsAccountNotName(t *testing.T) {
 		_, err := f.svc.Login(anonymous(t), creds)
 		wantCode(t, fmt.Sprintf("Login(%+v) after %d mixed failures", identity.Credentials{Email: creds.Email, Username: creds.Username}, identity.DefaultLoginAccountFailures), err, apperr.ResourceExhausted)
 	}
+}
+
+// TestRefreshTokenConcurrentUse presents one refresh token in several calls at once, on the real store:
+// exactly one rotates it, and the others are reuse, which revokes the family, the winner's new token
+// included.
+func TestRefreshTokenConcurrentUse(t *testing.T) {
+	f := newFixture(t)
+	f.mustUser(t, "racer", identity.RoleCustomer)
+	s := f.mustLogin(t, "racer@example.com")
+
+	identitytest.CheckRefreshRace(anonymous(t), t, f.svc, s.RefreshToken, 8)
+}
+
+// TestRefreshTokenExpiryEdge checks that a session's tokens work up to its expiry, to the microsecond.
+func TestRefreshTokenExpiryEdge(t *testing.T) {
+	f := newFixture(t)
+	f.mustUser(t, "edge", identity.RoleCustomer)
+	s := f.mustLogin(t, "edge@example.com")
+	f.clock.Advance(identity.DefaultRefreshTokenTTL - time.Microsecond)
+	next, err := f.svc.RefreshToken(anonymous(t), s.RefreshToken)
+	if err != nil {
+		t.Fatalf("RefreshToken(a microsecond before expiry) = %v, want nil", err)
+	}
+	f.clock.Advance(time.Microsecond)
+	_, err = f.svc.RefreshToken(anonymous(t), next.RefreshToken)
+	wantCode(t, "RefreshToken(at expiry)", err, apperr.Unauthenticated)
+}
+
+// TestRefreshTokenReuseBySuspendedUser checks that reuse revokes the family whoever holds it: a token
+// of a suspended user that was already used still ends the session, so reactivating the user does not
+// bring it back.
+func TestRefreshTokenReuseBySuspendedUser(t *testing.T) {
+	f := newFixture(t)
+	u := f.mustUser(t, "paused", identity.RoleCustomer)
+	first := f.mustLogin(t, "paused@example.com")
+	second, err := f.svc.RefreshToken(anonymous(t), first.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, status := range []identity.Status{identity.StatusSuspended, identity.StatusActive} {
+		if _, err := f.svc.UpdateUser(f.admin(t), identity.UserUpdate{ID: u.ID, Paths: []string{"status"}, Status: status}); err != nil {
+			t.Fatal(err)
+		}
+		if status == identity.StatusSuspended {
+			_, err = f.svc.RefreshToken(anonymous(t), first.RefreshToken)
+			wantCode(t, "RefreshToken(reused, suspended user)", err, apperr.Unauthenticated)
+		}
+	}
+	_, err = f.svc.RefreshToken(anonymous(t), second.RefreshToken)
+	wantCode(t, "RefreshToken(newest after reuse, reactivated user)", err, apperr.Unauthenticated)
 }

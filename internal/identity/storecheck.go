@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
@@ -9,10 +8,10 @@ import (
 	"lastmile/internal/platform/apperr"
 )
 
-// The checks below are the Store contract's own: every Store implementation refuses what they refuse,
-// before it reaches its database, so that all stores answer alike whatever their column types would let
-// through. They cover only what no store can hold; business rules (formats, lengths, who may do what) are
-// the Service's.
+// The checks below are the Store contract's own: the Store refuses what they refuse before it reaches its
+// database, so that it answers alike on every engine whatever the engine's column types would let
+// through. They cover only what no store can hold; business rules (formats, lengths, who may do what,
+// refresh-token rotation) are the Service's.
 
 // MaxStoreLimit bounds the rows one Store.ListUsers or Store.ActivitySince call returns; stores lower
 // larger limits to it. It is one more than
@@ -102,30 +101,6 @@ func (t RefreshToken) CheckStorable() error {
 		return apperr.InvalidFields("invalid refresh token", v...)
 	}
 	return nil
-}
-
-// CheckSuccessor returns Invalid unless next may follow t in a rotation chain: a token with another hash,
-// of t's family and user. Store.RotateRefreshToken checks it against the stored old token, inside the
-// rotating transaction.
-func (t RefreshToken) CheckSuccessor(next RefreshToken) error {
-	if next.FamilyID != t.FamilyID || next.UserID != t.UserID || bytes.Equal(next.Hash, t.Hash) {
-		return apperr.Errorf(apperr.Invalid, "the next refresh token must be new and belong to the old token's family and user")
-	}
-	return nil
-}
-
-// UnusableErr returns the FailedPrecondition error that explains why the stored token t could not be
-// rotated: it was used, revoked, or (neither) has expired. Stores call it once their conditional update
-// skipped t, so it does not look at the clock: the store has already decided that t is unusable.
-func (t RefreshToken) UnusableErr() error {
-	switch {
-	case !t.UsedAt.IsZero():
-		return apperr.Errorf(apperr.FailedPrecondition, "refresh token already used")
-	case !t.RevokedAt.IsZero():
-		return apperr.Errorf(apperr.FailedPrecondition, "refresh token revoked")
-	default:
-		return apperr.Errorf(apperr.FailedPrecondition, "refresh token expired")
-	}
 }
 
 // CheckStorable returns an Invalid error listing why no store can hold k (no KID, key material that is

@@ -129,50 +129,6 @@ func TestRefreshTokenCheckStorable(t *testing.T) {
 	}
 }
 
-func TestRefreshTokenCheckSuccessor(t *testing.T) {
-	old := identity.RefreshToken{Hash: []byte("old"), FamilyID: "f1", UserID: "u1"}
-	tests := []struct {
-		name string
-		next identity.RefreshToken
-		want apperr.Code
-	}{
-		{"successor", identity.RefreshToken{Hash: []byte("new"), FamilyID: "f1", UserID: "u1"}, ""},
-		{"same hash", identity.RefreshToken{Hash: []byte("old"), FamilyID: "f1", UserID: "u1"}, apperr.Invalid},
-		{"other family", identity.RefreshToken{Hash: []byte("new"), FamilyID: "f2", UserID: "u1"}, apperr.Invalid},
-		{"other user", identity.RefreshToken{Hash: []byte("new"), FamilyID: "f1", UserID: "u2"}, apperr.Invalid},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := apperr.CodeOf(old.CheckSuccessor(tt.next)); got != tt.want {
-				t.Errorf("CheckSuccessor() code = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestRefreshTokenUnusableErr(t *testing.T) {
-	tests := []struct {
-		name string
-		tok  identity.RefreshToken
-		want string
-	}{
-		{"used and revoked", identity.RefreshToken{UsedAt: storeAt, RevokedAt: storeAt}, "refresh token already used"},
-		{"revoked", identity.RefreshToken{RevokedAt: storeAt}, "refresh token revoked"},
-		{"neither", identity.RefreshToken{}, "refresh token expired"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := tt.tok.UnusableErr()
-			if got := apperr.CodeOf(err); got != apperr.FailedPrecondition {
-				t.Errorf("UnusableErr() code = %q, want %q", got, apperr.FailedPrecondition)
-			}
-			if got := apperr.MessageOf(err); got != tt.want {
-				t.Errorf("UnusableErr() message = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
-
 func TestSigningKeyCheckStorable(t *testing.T) {
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {

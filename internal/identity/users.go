@@ -55,10 +55,6 @@ const (
 // OutputOnlyPaths are the update-mask paths of fields the server owns. UpdateUser ignores them.
 var OutputOnlyPaths = []string{"id", "create_time", "update_time", "delete_time", "last_login_time", "etag"}
 
-// maxUpdateAttempts bounds how often an update without an etag is retried when a concurrent change (a
-// login recording its time, say) moved the version on between read and write.
-const maxUpdateAttempts = 3
-
 // CreateUser creates a user: a public sign-up, or an admin creating any kind of user.
 //
 // Anyone but an admin must leave Role empty and gets a customer; a role set by a non-admin is refused
@@ -183,7 +179,7 @@ func (s *Service) UpdateUser(ctx context.Context, in UserUpdate) (User, error) {
 		return User{}, err
 	}
 	c := callerOf(ctx)
-	return s.update(ctx, in.ID, in.Version == 0, func(cur User) (User, []Activity, error) {
+	return s.update(ctx, in.ID, func(tx UserTx, cur User) (User, []Activity, error) {
 		if !c.canSee(cur) {
 			return User{}, nil, errUserNotFound()
 		}
@@ -197,7 +193,7 @@ func (s *Service) UpdateUser(ctx context.Context, in UserUpdate) (User, error) {
 			return User{}, nil, apperr.Errorf(apperr.Aborted, "the user changed since it was read (etag mismatch); read it again")
 		}
 		next := in.apply(cur, fields)
-		if err := s.checkChange(ctx, c, cur, next); err != nil {
+		if err := checkChange(ctx, tx, c, cur, next); err != nil {
 			return User{}, nil, err
 		}
 		acts := s.changeActivities(c, cur, next)
@@ -270,7 +266,7 @@ func (in UserUpdate) apply(cur User, fields []string) User {
 }
 
 // checkChange enforces who may change role and status.
-func (s *Service) checkChange(ctx context.Context, c caller, cur, next User) error {
+func checkChange(ctx context.Context, tx UserTx, c caller, cur, next User) error {
 	if next.Role != cur.Role {
 		if !c.isAdmin() {
 			return apperr.Errorf(apperr.PermissionDenied, "only admins may change a role")
@@ -283,7 +279,7 @@ func (s *Service) checkChange(ctx context.Context, c caller, cur, next User) err
 		return apperr.Errorf(apperr.PermissionDenied, "only admins may change a status")
 	}
 	if activeAdmin(cur) && !activeAdmin(next) {
-		return s.ensureAnotherAdmin(ctx)
+		return ensureAnotherAdmin(ctx, tx)
 	}
 	return nil
 }
@@ -291,10 +287,10 @@ func (s *Service) checkChange(ctx context.Context, c caller, cur, next User) err
 func activeAdmin(u User) bool { return u.Role == RoleAdmin && u.Status == StatusActive }
 
 // ensureAnotherAdmin refuses to take away the last active admin, which would leave nobody able to manage
-// users. Two admins demoting each other at the same instant can race past it; that needs two admins
-// acting together, and bootstrap repairs it at the next start.
-func (s *Service) ensureAnotherAdmin(ctx context.Context) error {
-	n, err := s.store.CountUsers(ctx, Filter{Role: RoleAdmin, Status: StatusActive})
+// users. It counts inside the update's transaction, which locks the admins: two admins demoting each
+// other at the same instant run one after the other, and the second is refused.
+func ensureAnotherAdmin(ctx context.Context, tx UserTx) error {
+	n, err := tx.CountActiveAdmins(ctx)
 	if err != nil {
 		return fmt.Errorf("count active admins: %w", err)
 	}
@@ -370,7 +366,7 @@ func (s *Service) ChangePassword(ctx context.Context, id, current, next string) 
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}
-	if _, err := s.update(ctx, id, true, func(cur User) (User, []Activity, error) {
+	if _, err := s.update(ctx, id, func(_ UserTx, cur User) (User, []Activity, error) {
 		if cur.Status == StatusDeleted {
 			return User{}, nil, apperr.Errorf(apperr.FailedPrecondition, "the user is deleted")
 		}
@@ -430,7 +426,7 @@ func (s *Service) DeleteUser(ctx context.Context, id string) (User, error) {
 	}
 	id = normalizeID(id)
 	c := callerOf(ctx)
-	u, err := s.update(ctx, id, true, func(cur User) (User, []Activity, error) {
+	u, err := s.update(ctx, id, func(tx UserTx, cur User) (User, []Activity, error) {
 		self := c.is(cur.ID)
 		if cur.Status == StatusDeleted && (self || c.isAdmin()) {
 			return cur, nil, nil
@@ -442,7 +438,7 @@ func (s *Service) DeleteUser(ctx context.Context, id string) (User, error) {
 			return User{}, nil, apperr.Errorf(apperr.PermissionDenied, "only the user or an admin may delete a user")
 		}
 		if activeAdmin(cur) {
-			if err := s.ensureAnotherAdmin(ctx); err != nil {
+			if err := ensureAnotherAdmin(ctx, tx); err != nil {
 				return User{}, nil, err
 			}
 		}
@@ -464,38 +460,32 @@ func (s *Service) DeleteUser(ctx context.Context, id string) (User, error) {
 	return u, nil
 }
 
-// update reads user id, lets change compute the new state and its activity, and writes it. change returns
-// cur itself (same Version) for "nothing to do". With retry, a write that lost a race against another
-// change (Aborted) is tried again on a fresh read, at most maxUpdateAttempts times; without it (the
-// caller sent an etag) the Aborted error is returned.
-func (s *Service) update(ctx context.Context, id string, retry bool, change func(cur User) (User, []Activity, error)) (User, error) {
-	for attempt := 1; ; attempt++ {
-		cur, err := s.store.GetUser(ctx, Lookup{ID: id})
-		if apperr.CodeOf(err) == apperr.NotFound {
-			return User{}, errUserNotFound()
-		}
-		if err != nil {
-			return User{}, fmt.Errorf("get user %s: %w", id, err)
-		}
-		next, acts, err := change(cur)
-		if err != nil {
-			return User{}, err
-		}
-		if next.Version == cur.Version {
-			return cur, nil
-		}
-		err = s.store.UpdateUser(ctx, next, acts)
-		if apperr.CodeOf(err) == apperr.Aborted && retry && attempt < maxUpdateAttempts {
-			continue
-		}
-		if err != nil {
-			return User{}, fmt.Errorf("update user %s: %w", id, err)
-		}
-		if len(acts) > 0 {
-			s.hub.notify()
-		}
-		return next, nil
+// update runs change on user id inside the store's transaction (Store.UpdateUser) and returns the user
+// as written. change returns cur itself (same Version) for "nothing to do". change's errors are
+// returned as they are.
+func (s *Service) update(ctx context.Context, id string, change func(tx UserTx, cur User) (User, []Activity, error)) (User, error) {
+	var (
+		out     User
+		notify  bool
+		refused error
+	)
+	err := s.store.UpdateUser(ctx, id, func(tx UserTx, cur User) (User, []Activity, error) {
+		next, acts, err := change(tx, cur)
+		out, notify, refused = next, next.Version != cur.Version && len(acts) > 0, err
+		return next, acts, err
+	})
+	switch {
+	case refused != nil:
+		return User{}, refused
+	case apperr.CodeOf(err) == apperr.NotFound:
+		return User{}, errUserNotFound()
+	case err != nil:
+		return User{}, fmt.Errorf("update user %s: %w", id, err)
 	}
+	if notify {
+		s.hub.notify()
+	}
+	return out, nil
 }
 
 // activity returns a new activity entry about userID.

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"lastmile/internal/identity"
+	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 )
@@ -40,7 +41,7 @@ func TestCreateUserRoles(t *testing.T) {
 			u, err := f.svc.CreateUser(tt.ctx, identity.NewUser{Email: email, Password: password, DisplayName: "New", Role: tt.role})
 			wantCode(t, "CreateUser", err, tt.want)
 			if err != nil {
-				if _, err := f.mem.GetUser(context.Background(), identity.Lookup{Email: email}); apperr.CodeOf(err) != apperr.NotFound {
+				if _, err := f.store.GetUser(context.Background(), identity.Lookup{Email: email}); apperr.CodeOf(err) != apperr.NotFound {
 					t.Errorf("refused user was stored (GetUser = %v)", err)
 				}
 				return
@@ -236,7 +237,7 @@ func TestUpdateUserRecordsActivity(t *testing.T) {
 	if err != nil {
 		t.Fatalf("UpdateUser() = %v", err)
 	}
-	acts, err := f.mem.ActivitySince(context.Background(), 0, 100)
+	acts, err := f.store.ActivitySince(context.Background(), 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,6 +281,31 @@ func TestLastAdminGuard(t *testing.T) {
 	wantCode(t, "UpdateUser(demote the last active admin)", err, apperr.FailedPrecondition)
 	if got := f.mustGet(t, second.ID); got.Role != identity.RoleAdmin {
 		t.Errorf("second admin role = %q, want admin", got.Role)
+	}
+}
+
+// TestLastAdminGuardConcurrent has the last two admins suspend themselves at once: the guard counts
+// inside the update's transaction, so one of them stays.
+func TestLastAdminGuardConcurrent(t *testing.T) {
+	f := newFixture(t)
+	admins := []identity.User{f.mustUser(t, "root1", identity.RoleAdmin), f.mustUser(t, "root2", identity.RoleAdmin)}
+	errs := make([]error, len(admins))
+	identitytest.Race(len(admins), func(i int) {
+		a := admins[i]
+		_, errs[i] = f.svc.UpdateUser(as(t, a), identity.UserUpdate{ID: a.ID, Paths: []string{"status"}, Status: identity.StatusSuspended})
+	})
+	active := 0
+	for i, a := range admins {
+		switch got := f.mustGet(t, a.ID); {
+		case errs[i] == nil && got.Status == identity.StatusSuspended:
+		case apperr.CodeOf(errs[i]) == apperr.FailedPrecondition && got.Status == identity.StatusActive:
+			active++
+		default:
+			t.Errorf("UpdateUser(suspend %s) = %v, status %q; want suspended, or FailedPrecondition and still active", a.Email, errs[i], got.Status)
+		}
+	}
+	if active != 1 {
+		t.Errorf("%d active admins after both suspended themselves at once, want 1", active)
 	}
 }
 

@@ -52,7 +52,7 @@ func (headerAuthenticator) Authenticate(_ context.Context, md metadata.MD) (auth
 
 // env is an identity server over bufconn with the real interceptor chain, and clients for it.
 type env struct {
-	store *identitytest.Store
+	store identity.Store
 	svc   *identity.Service
 	users identityv1.UserServiceClient
 	auth  identityv1.AuthServiceClient
@@ -60,7 +60,7 @@ type env struct {
 
 func start(t *testing.T) *env {
 	t.Helper()
-	store := identitytest.NewStore()
+	store := identitytest.SQLiteStore(t)
 	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{
 		ClientKey:    grpcauth.ClientKey,
 		ActivityPoll: 10 * time.Millisecond,

@@ -1,3 +1,6 @@
+// Package identitytest helps the tests of the identity service and its adapters: a cheap PasswordHasher
+// and a TokenIssuer standing in for the platform's, and SQLiteStore, the real store on a temporary
+// SQLite file (tests use the store they run on in production, never a copy of it).
 package identitytest
 
 import (

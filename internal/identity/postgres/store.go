@@ -1,21 +1,20 @@
-// Package postgres implements identity.Store on PostgreSQL through a pgx pool whose search_path starts
-// with the identity schema (database.OpenPostgres with Schema "identity").
+// Package postgres runs the identity store (sqlstore) on PostgreSQL, through pgx's database/sql adapter
+// over a pool whose search_path starts with the identity schema (database.OpenPostgres with Schema
+// "identity"). It holds what is PostgreSQL's own: the migrations, the row and table locks, and the
+// reading of the driver's constraint errors.
 //
-// Times are timestamptz, which keeps microseconds: the store truncates every time it is given to the
-// microsecond and returns times in UTC, so a round trip through the store is exact at that precision
-// (the same precision as the SQLite store).
+// Times are timestamptz, which keeps microseconds.
 package postgres
 
 import (
 	"embed"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"lastmile/internal/identity"
+	"lastmile/internal/identity/sqlstore"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 )
@@ -29,37 +28,19 @@ func Migrations() database.Migrations {
 	return database.EmbeddedMigrations("identity", migrationFiles, "migrations")
 }
 
-// Store is an identity.Store backed by PostgreSQL. It is safe for concurrent use.
-type Store struct {
-	pool *pgxpool.Pool
-}
-
-var _ identity.Store = (*Store)(nil)
-
-// New returns a Store on pool, whose connections must resolve the identity schema's tables (see
-// database.PostgresOptions.Schema) migrated with Migrations.
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool}
-}
-
-// ts converts t to the stored form, truncated to the microsecond.
-func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
-
-// nullTS is ts with the zero time stored as NULL.
-func nullTS(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	v := ts(t)
-	return &v
-}
-
-// fromNullTS reads a nullable timestamptz; pgx returns times in the local zone.
-func fromNullTS(t *time.Time) time.Time {
-	if t == nil {
-		return time.Time{}
-	}
-	return t.UTC()
+// New returns the identity store on pool, whose connections must resolve the identity schema's tables
+// (see database.PostgresOptions.Schema) migrated with Migrations. Close the store before pool: it
+// releases the database/sql adapter it runs on.
+func New(pool *pgxpool.Pool) *sqlstore.Store {
+	return sqlstore.New(database.SQLDB(pool), sqlstore.Engine{
+		Dialect:    database.Postgres,
+		LockClause: " FOR UPDATE",
+		// Self-exclusive, so activity writers commit in the order they draw seq; readers are not blocked.
+		ActivityLock: "LOCK TABLE activity IN SHARE ROW EXCLUSIVE MODE",
+		MapError:     mapError,
+		Retryable:    retryable,
+		OwnsDB:       true,
+	})
 }
 
 // conflictMessages names, by constraint, the caller-safe message of a uniqueness violation.
@@ -88,4 +69,11 @@ func mapError(err error, what string) error {
 		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// retryable reports a transaction that PostgreSQL aborted to break a deadlock or a serialization
+// conflict: running it again is expected to succeed.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }

@@ -1,9 +1,9 @@
-// Package sqlite implements identity.Store on SQLite, the embedded default store, through the pure-Go
-// modernc.org/sqlite driver and a *sql.DB opened with database.OpenSQLite.
+// Package sqlite runs the identity store (sqlstore) on SQLite, the embedded default, through the pure-Go
+// modernc.org/sqlite driver and a *sql.DB opened with database.OpenSQLite. It holds what is SQLite's
+// own: the migrations and the reading of the driver's constraint errors.
 //
-// Times are stored as Unix microseconds in UTC: the store truncates every time it is given to the
-// microsecond and returns times in UTC, so a round trip through the store is exact at that precision
-// (the same precision as the PostgreSQL store).
+// Times are stored as Unix microseconds in UTC. Transactions take the database's write lock at BEGIN
+// (database.OpenSQLite), so the store's read-decide-write transactions run one at a time.
 package sqlite
 
 import (
@@ -12,12 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
-	"lastmile/internal/identity"
+	"lastmile/internal/identity/sqlstore"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 )
@@ -30,37 +29,10 @@ func Migrations() database.Migrations {
 	return database.EmbeddedMigrations("identity", migrationFiles, "migrations")
 }
 
-// Store is an identity.Store backed by SQLite. It is safe for concurrent use.
-type Store struct {
-	db *sql.DB
-}
-
-var _ identity.Store = (*Store)(nil)
-
-// New returns a Store on db, which must come from database.OpenSQLite (a single connection: SQLite has
-// one writer anyway) and carry the schema of Migrations.
-func New(db *sql.DB) *Store {
-	return &Store{db: db}
-}
-
-// micros converts t to the stored form, truncating to the microsecond.
-func micros(t time.Time) int64 { return t.UnixMicro() }
-
-// nullMicros is micros with the zero time stored as NULL.
-func nullMicros(t time.Time) sql.NullInt64 {
-	if t.IsZero() {
-		return sql.NullInt64{}
-	}
-	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
-}
-
-func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
-
-func fromNullMicros(us sql.NullInt64) time.Time {
-	if !us.Valid {
-		return time.Time{}
-	}
-	return fromMicros(us.Int64)
+// New returns the identity store on db, which must come from database.OpenSQLite (a single connection
+// whose transactions begin with BEGIN IMMEDIATE) and carry the schema of Migrations. The caller closes db.
+func New(db *sql.DB) *sqlstore.Store {
+	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: mapError})
 }
 
 // conflictMessages names, by the column SQLite reports in a uniqueness violation, the caller-safe

@@ -1,17 +1,13 @@
 package sqlite_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"lastmile/internal/identity"
-	"lastmile/internal/identity/sqlite"
+	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/identity/storetest"
-	"lastmile/internal/platform/database"
-	"lastmile/internal/platform/database/databasetest"
 )
 
 func TestMain(m *testing.M) {
@@ -19,13 +15,5 @@ func TestMain(m *testing.M) {
 }
 
 func TestStore(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) identity.Store {
-		db := databasetest.SQLite(t)
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		defer cancel()
-		if err := database.MigrateSQLite(ctx, db, sqlite.Migrations()); err != nil {
-			t.Fatalf("MigrateSQLite() = %v", err)
-		}
-		return sqlite.New(db)
-	})
+	storetest.Run(t, func(t *testing.T) identity.Store { return identitytest.SQLiteStore(t) })
 }

@@ -1,6 +1,7 @@
-// Package storetest is the conformance suite for identity.Store: every implementation (sqlite, postgres
-// and the in-memory fake) runs the same tests through Run, so they agree on behaviour, error codes and
-// edge cases. It uses only the identity.Store interface, never SQL.
+// Package storetest is the conformance suite for identity.Store: the store runs the same tests on SQLite
+// and on PostgreSQL through Run, so both engines agree on behaviour, error codes and edge cases. It uses
+// only the identity.Store interface, never SQL. It tests storage (what is written and read, atomicity,
+// locking), not the rules: those are the Service's and are tested in package identity.
 //
 // Times are compared after truncation to the microsecond, the precision the SQL stores keep.
 package storetest
@@ -9,6 +10,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"github.com/google/uuid"
 
 	"lastmile/internal/identity"
+	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
 )
 
@@ -41,6 +44,9 @@ func Run(t *testing.T, newStore func(t *testing.T) identity.Store) {
 		{"UsersWithoutUsername", testUsersWithoutUsername},
 		{"UpdateUser", testUpdateUser},
 		{"UpdateUserErrors", testUpdateUserErrors},
+		{"UpdateUserGivesCurrent", testUpdateUserGivesCurrent},
+		{"UpdateUserConcurrently", testUpdateUserConcurrently},
+		{"CountActiveAdmins", testCountActiveAdmins},
 		{"SoftDelete", testSoftDelete},
 		{"ListUsersPagination", testListUsersPagination},
 		{"ListUsersFilters", testListUsersFilters},
@@ -49,11 +55,10 @@ func Run(t *testing.T, newStore func(t *testing.T) identity.Store) {
 		{"CreateUsers", testCreateUsers},
 		{"CreateUsersEmpty", testCreateUsersEmpty},
 		{"RefreshTokenCreateGet", testRefreshTokenCreateGet},
-		{"RotateRefreshToken", testRotateRefreshToken},
-		{"RotateRefreshTokenConcurrently", testRotateRefreshTokenConcurrently},
+		{"UpdateRefreshToken", testUpdateRefreshToken},
+		{"UpdateRefreshTokenConcurrently", testUpdateRefreshTokenConcurrently},
 		{"RevokeFamily", testRevokeFamily},
 		{"RevokeUserTokens", testRevokeUserTokens},
-		{"RotateExpiredRefreshToken", testRotateExpiredRefreshToken},
 		{"Activity", testActivity},
 		{"ActivityFeedWithConcurrentWriters", testActivityFeedWithConcurrentWriters},
 		{"SigningKeys", testSigningKeys},
@@ -174,7 +179,7 @@ func testCreateUserConflicts(t *testing.T, s identity.Store) {
 	deleted := newUser("dave")
 	mustCreate(ctx, t, s, existing, deleted)
 	deleted.Status, deleted.DeletedAt, deleted.UpdatedAt, deleted.Version = identity.StatusDeleted, base.Add(time.Hour), base.Add(time.Hour), 2
-	if err := s.UpdateUser(ctx, deleted, nil); err != nil {
+	if err := s.UpdateUser(ctx, deleted.ID, replace(deleted, nil)); err != nil {
 		t.Fatalf("UpdateUser(delete dave) = %v, want nil", err)
 	}
 
@@ -235,7 +240,7 @@ func testUpdateUser(t *testing.T, s identity.Store) {
 	u.UpdatedAt = base.Add(2 * time.Hour)
 	u.LastLoginAt = base.Add(time.Hour)
 	u.Version = 2
-	if err := s.UpdateUser(ctx, u, nil); err != nil {
+	if err := s.UpdateUser(ctx, u.ID, replace(u, nil)); err != nil {
 		t.Fatalf("UpdateUser(version 2) = %v, want nil", err)
 	}
 	if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
@@ -256,7 +261,7 @@ func testUpdateUser(t *testing.T, s identity.Store) {
 
 	// Removing the username.
 	u.Username, u.Version = "", 3
-	if err := s.UpdateUser(ctx, u, nil); err != nil {
+	if err := s.UpdateUser(ctx, u.ID, replace(u, nil)); err != nil {
 		t.Fatalf("UpdateUser(version 3) = %v, want nil", err)
 	}
 	if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
@@ -278,23 +283,56 @@ func testUpdateUserErrors(t *testing.T, s identity.Store) {
 		want    apperr.Code
 		wantKey string
 	}{
-		{"stale version", func(u *identity.User) { u.DisplayName = "x"; u.Version = 1 }, apperr.Aborted, ""},
-		{"version from the future", func(u *identity.User) { u.DisplayName = "x"; u.Version = 5 }, apperr.Aborted, ""},
-		{"missing user", func(u *identity.User) { u.ID = newID(); u.Version = 2 }, apperr.NotFound, ""},
 		{"taken email", func(u *identity.User) { u.Email = "IVAN@example.com"; u.Version = 2 }, apperr.Conflict, "email"},
 		{"taken username", func(u *identity.User) { u.Username = "Ivan"; u.Version = 2 }, apperr.Conflict, "username"},
+		{"unknown role", func(u *identity.User) { u.Role = "pilot"; u.Version = 2 }, apperr.Invalid, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			changed := u
 			tt.change(&changed)
-			err := s.UpdateUser(ctx, changed, activity())
+			err := s.UpdateUser(ctx, u.ID, replace(changed, activity()))
 			wantCode(t, "UpdateUser", err, tt.want)
 			if msg := apperr.MessageOf(err); !strings.Contains(msg, tt.wantKey) {
 				t.Errorf("UpdateUser message = %q, want it to name %q", msg, tt.wantKey)
 			}
 		})
 	}
+	t.Run("incomplete activity", func(t *testing.T) {
+		changed := u
+		changed.DisplayName, changed.Version = "x", 2
+		err := s.UpdateUser(ctx, u.ID, replace(changed, []identity.Activity{{ID: newID()}}))
+		wantCode(t, "UpdateUser", err, apperr.Invalid)
+	})
+	t.Run("closure error", func(t *testing.T) {
+		refusal := apperr.Errorf(apperr.FailedPrecondition, "refused by the closure")
+		changed := u
+		changed.DisplayName, changed.Version = "x", 2
+		err := s.UpdateUser(ctx, u.ID, func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+			return changed, activity(), refusal
+		})
+		if !errors.Is(err, refusal) {
+			t.Errorf("UpdateUser() = %v, want the closure's error", err)
+		}
+	})
+	t.Run("same version", func(t *testing.T) {
+		changed := u
+		changed.DisplayName = "x" // but the version says nothing changed
+		if err := s.UpdateUser(ctx, u.ID, replace(changed, activity())); err != nil {
+			t.Errorf("UpdateUser() = %v, want nil", err)
+		}
+	})
+	t.Run("missing user", func(t *testing.T) {
+		calls := 0
+		err := s.UpdateUser(ctx, newID(), func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+			calls++
+			return cur, nil, nil
+		})
+		wantCode(t, "UpdateUser", err, apperr.NotFound)
+		if calls != 0 {
+			t.Errorf("UpdateUser(missing user) called the closure %d times, want 0", calls)
+		}
+	})
 	// Nothing changed, and no failed update left activity behind.
 	if diff := cmp.Diff(u, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
 		t.Errorf("GetUser after failed updates mismatch (-want +got):\n%s", diff)
@@ -305,12 +343,121 @@ func testUpdateUserErrors(t *testing.T, s identity.Store) {
 	}
 }
 
+// replace returns an UpdateUser closure that writes u and activity whatever the stored user is.
+func replace(u identity.User, activity []identity.Activity) func(identity.UserTx, identity.User) (identity.User, []identity.Activity, error) {
+	return func(identity.UserTx, identity.User) (identity.User, []identity.Activity, error) {
+		return u, activity, nil
+	}
+}
+
+// testUpdateUserGivesCurrent checks that the closure is given the stored user.
+func testUpdateUserGivesCurrent(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("kate")
+	u.LastLoginAt = base.Add(time.Minute)
+	mustCreate(ctx, t, s, u)
+	var got identity.User
+	err := s.UpdateUser(ctx, u.ID, func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+		got = cur
+		return cur, nil, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateUser() = %v, want nil", err)
+	}
+	if diff := cmp.Diff(u, got, truncateTimes); diff != "" {
+		t.Errorf("UpdateUser() gave the closure (-want +got):\n%s", diff)
+	}
+}
+
+// testUpdateUserConcurrently checks that UpdateUser closures on one user run one after another, each on
+// what the one before wrote: no update is lost.
+func testUpdateUserConcurrently(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("lena")
+	mustCreate(ctx, t, s, u)
+	const n = 10
+	errs := make([]error, n)
+	identitytest.Race(n, func(i int) {
+		errs[i] = s.UpdateUser(ctx, u.ID, func(_ identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+			next := cur
+			next.DisplayName = fmt.Sprintf("%s %d", cur.DisplayName, i)
+			next.Version = cur.Version + 1
+			return next, nil, nil
+		})
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("UpdateUser() #%d = %v, want nil", i, err)
+		}
+	}
+	got := mustGet(ctx, t, s, u.ID)
+	if got.Version != 1+n || len(strings.Fields(got.DisplayName)) != 2+n {
+		t.Errorf("after %d concurrent updates: version %d, display name %q; want version %d and every update's mark", n, got.Version, got.DisplayName, 1+n)
+	}
+}
+
+// testCountActiveAdmins checks UserTx.CountActiveAdmins, and that it locks: of two updates that each
+// demote one of the last two admins when another is left, one wins and the other sees its change.
+func testCountActiveAdmins(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	admin := func(name string, status identity.Status) identity.User {
+		u := newUser(name)
+		u.Role, u.Status = identity.RoleAdmin, status
+		return u
+	}
+	a1, a2 := admin("root1", identity.StatusActive), admin("root2", identity.StatusActive)
+	mustCreate(ctx, t, s, a1, a2, admin("root3", identity.StatusSuspended), admin("root4", identity.StatusDeleted), newUser("cust"))
+	var n int
+	err := s.UpdateUser(ctx, a1.ID, func(tx identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+		var err error
+		n, err = tx.CountActiveAdmins(ctx)
+		return cur, nil, err
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("CountActiveAdmins() = %d, %v, want 2, nil", n, err)
+	}
+
+	lastAdmin := apperr.Errorf(apperr.FailedPrecondition, "the last active admin")
+	demote := func(tx identity.UserTx, cur identity.User) (identity.User, []identity.Activity, error) {
+		n, err := tx.CountActiveAdmins(ctx)
+		if err != nil {
+			return identity.User{}, nil, err
+		}
+		if n <= 1 {
+			return identity.User{}, nil, lastAdmin
+		}
+		next := cur
+		next.Role, next.Version = identity.RoleCustomer, cur.Version+1
+		return next, nil, nil
+	}
+	errs := make([]error, 2)
+	ids := []string{a1.ID, a2.ID}
+	identitytest.Race(len(ids), func(i int) { errs[i] = s.UpdateUser(ctx, ids[i], demote) })
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, lastAdmin):
+			t.Errorf("UpdateUser(demote admin %d) = %v, want nil or the closure's refusal", i+1, err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d of two concurrent demotions of the last two admins succeeded, want 1", won)
+	}
+	left := a1.ID // the admin whose demotion was refused
+	if errs[0] == nil {
+		left = a2.ID
+	}
+	checkList(ctx, t, s, identity.Filter{Role: identity.RoleAdmin, Status: identity.StatusActive}, []string{left})
+}
+
 func testSoftDelete(t *testing.T, s identity.Store) {
 	ctx := testContext(t)
 	keep, del := newUser("judy"), newUser("mallory")
 	mustCreate(ctx, t, s, keep, del)
 	del.Status, del.DeletedAt, del.UpdatedAt, del.Version = identity.StatusDeleted, base.Add(time.Hour), base.Add(time.Hour), 2
-	if err := s.UpdateUser(ctx, del, nil); err != nil {
+	if err := s.UpdateUser(ctx, del.ID, replace(del, nil)); err != nil {
 		t.Fatalf("UpdateUser(delete) = %v, want nil", err)
 	}
 	got, err := s.GetUser(ctx, identity.Lookup{Email: "MALLORY@example.com"})
@@ -639,7 +786,24 @@ func testRefreshTokenCreateGet(t *testing.T, s identity.Store) {
 	wantCode(t, "GetRefreshToken(unknown)", err, apperr.NotFound)
 }
 
-func testRotateRefreshToken(t *testing.T, s identity.Store) {
+// seen records the token and owner a Store.UpdateRefreshToken closure was given.
+type seen struct {
+	token identity.RefreshToken
+	owner identity.User
+	calls int
+}
+
+// decide returns a closure for Store.UpdateRefreshToken that records what it is given in sn and returns
+// ch and err.
+func decide(sn *seen, ch identity.TokenChange, err error) func(identity.RefreshToken, identity.User) (identity.TokenChange, error) {
+	return func(t identity.RefreshToken, owner identity.User) (identity.TokenChange, error) {
+		sn.token, sn.owner = t, owner
+		sn.calls++
+		return ch, err
+	}
+}
+
+func testUpdateRefreshToken(t *testing.T, s identity.Store) {
 	ctx := testContext(t)
 	u := newUser("wendy")
 	mustCreate(ctx, t, s, u)
@@ -647,46 +811,76 @@ func testRotateRefreshToken(t *testing.T, s identity.Store) {
 	first := newToken(u, family, base)
 	mustCreateToken(ctx, t, s, first)
 
+	// The closure gets the token and its owner; what it returns is written, activity included.
 	at := base.Add(time.Minute)
 	second := newToken(u, family, at)
-	old, err := s.RotateRefreshToken(ctx, first.Hash, second, at)
+	login := identity.Activity{ID: newID(), UserID: u.ID, Type: identity.ActivityLogin, At: at, ActorUserID: u.ID}
+	var sn seen
+	err := s.UpdateRefreshToken(ctx, first.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Next: second, Activity: []identity.Activity{login}}, nil))
 	if err != nil {
-		t.Fatalf("RotateRefreshToken(first) = %v, want nil", err)
+		t.Fatalf("UpdateRefreshToken(first) = %v, want nil", err)
+	}
+	if diff := cmp.Diff(first, sn.token, truncateTimes); diff != "" {
+		t.Errorf("UpdateRefreshToken(first) gave the closure the token (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(u, sn.owner, truncateTimes); diff != "" {
+		t.Errorf("UpdateRefreshToken(first) gave the closure the owner (-want +got):\n%s", diff)
 	}
 	usedFirst := first
 	usedFirst.UsedAt = at
-	if diff := cmp.Diff(usedFirst, old, truncateTimes); diff != "" {
-		t.Errorf("RotateRefreshToken(first) old token mismatch (-want +got):\n%s", diff)
+	checkToken(ctx, t, s, usedFirst)
+	checkToken(ctx, t, s, second)
+	acts, err := s.ActivitySince(ctx, 0, 10)
+	if err != nil || len(acts) != 1 || acts[0].ID != login.ID {
+		t.Errorf("ActivitySince(0, 10) = %+v, %v, want the login entry", acts, err)
+	}
+
+	// The token written is the one the next call reads; a zero change writes nothing.
+	sn = seen{}
+	if err := s.UpdateRefreshToken(ctx, first.Hash, decide(&sn, identity.TokenChange{}, nil)); err != nil {
+		t.Fatalf("UpdateRefreshToken(first, no change) = %v, want nil", err)
+	}
+	if diff := cmp.Diff(usedFirst, sn.token, truncateTimes); diff != "" {
+		t.Errorf("UpdateRefreshToken(first again) gave the closure the token (-want +got):\n%s", diff)
+	}
+	checkToken(ctx, t, s, usedFirst)
+
+	// A closure's error is returned as is, and nothing it returned is written.
+	third := newToken(u, family, at.Add(time.Minute))
+	refusal := apperr.Errorf(apperr.FailedPrecondition, "refused by the closure")
+	err = s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Next: third, RevokeFamilyAt: at}, refusal))
+	if !errors.Is(err, refusal) {
+		t.Errorf("UpdateRefreshToken(refused) = %v, want the closure's error", err)
 	}
 	checkToken(ctx, t, s, usedFirst)
 	checkToken(ctx, t, s, second)
-
-	// Reuse of the first token: refused, and the old token shows when it was used.
-	third := newToken(u, family, at.Add(time.Minute))
-	old, err = s.RotateRefreshToken(ctx, first.Hash, third, at.Add(time.Minute))
-	wantCode(t, "RotateRefreshToken(first again)", err, apperr.FailedPrecondition)
-	if diff := cmp.Diff(usedFirst, old, truncateTimes); diff != "" {
-		t.Errorf("RotateRefreshToken(first again) old token mismatch (-want +got):\n%s", diff)
-	}
 	_, err = s.GetRefreshToken(ctx, third.Hash)
-	wantCode(t, "GetRefreshToken(next of a refused rotation)", err, apperr.NotFound)
+	wantCode(t, "GetRefreshToken(next of a refused change)", err, apperr.NotFound)
 
-	// The chain goes on from the second token.
-	old, err = s.RotateRefreshToken(ctx, second.Hash, third, at.Add(time.Minute))
-	if err != nil {
-		t.Fatalf("RotateRefreshToken(second) = %v, want nil", err)
-	}
-	if !old.UsedAt.Equal(at.Add(time.Minute).Truncate(time.Microsecond)) {
-		t.Errorf("RotateRefreshToken(second) old UsedAt = %v, want %v", old.UsedAt, at.Add(time.Minute))
-	}
-	checkToken(ctx, t, s, third)
+	// A change that cannot be written is written not at all.
+	err = s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Next: first}, nil))
+	wantCode(t, "UpdateRefreshToken(next hash taken)", err, apperr.Conflict)
+	badNext := third
+	badNext.FamilyID = ""
+	err = s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Next: badNext}, nil))
+	wantCode(t, "UpdateRefreshToken(next without family)", err, apperr.Invalid)
+	err = s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Activity: []identity.Activity{{ID: newID()}}}, nil))
+	wantCode(t, "UpdateRefreshToken(incomplete activity)", err, apperr.Invalid)
+	checkToken(ctx, t, s, second)
 
+	// Unknown tokens: NotFound, and the closure is not called.
+	sn = seen{}
 	unknown := sha256.Sum256([]byte("unknown"))
-	_, err = s.RotateRefreshToken(ctx, unknown[:], newToken(u, family, at), at)
-	wantCode(t, "RotateRefreshToken(unknown)", err, apperr.NotFound)
+	err = s.UpdateRefreshToken(ctx, unknown[:], decide(&sn, identity.TokenChange{UsedAt: at}, nil))
+	wantCode(t, "UpdateRefreshToken(unknown)", err, apperr.NotFound)
+	if sn.calls != 0 {
+		t.Errorf("UpdateRefreshToken(unknown) called the closure %d times, want 0", sn.calls)
+	}
 }
 
-func testRotateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
+// testUpdateRefreshTokenConcurrently checks that UpdateRefreshToken closures on one token run one after
+// another, each on what the one before wrote: of closures that rotate only an unused token, one wins.
+func testUpdateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
 	ctx := testContext(t)
 	u := newUser("xavier")
 	mustCreate(ctx, t, s, u)
@@ -695,21 +889,20 @@ func testRotateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
 	mustCreateToken(ctx, t, s, tok)
 
 	const n = 10
+	at := base.Add(time.Second)
 	nexts := make([]identity.RefreshToken, n)
 	errs := make([]error, n)
 	for i := range nexts {
-		nexts[i] = newToken(u, family, base.Add(time.Second))
+		nexts[i] = newToken(u, family, at)
 	}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			_, errs[i] = s.RotateRefreshToken(ctx, tok.Hash, nexts[i], base.Add(time.Second))
+	identitytest.Race(n, func(i int) {
+		errs[i] = s.UpdateRefreshToken(ctx, tok.Hash, func(t identity.RefreshToken, _ identity.User) (identity.TokenChange, error) {
+			if !t.UsedAt.IsZero() {
+				return identity.TokenChange{}, apperr.Errorf(apperr.FailedPrecondition, "used")
+			}
+			return identity.TokenChange{UsedAt: at, Next: nexts[i]}, nil
 		})
-	}
-	close(start)
-	wg.Wait()
+	})
 
 	winners := 0
 	for i, err := range errs {
@@ -721,7 +914,7 @@ func testRotateRefreshTokenConcurrently(t *testing.T, s identity.Store) {
 			_, err := s.GetRefreshToken(ctx, nexts[i].Hash)
 			wantCode(t, fmt.Sprintf("GetRefreshToken(next of losing rotation %d)", i), err, apperr.NotFound)
 		default:
-			t.Errorf("RotateRefreshToken() #%d = %v, want nil or FailedPrecondition", i, err)
+			t.Errorf("UpdateRefreshToken() #%d = %v, want nil or FailedPrecondition", i, err)
 		}
 	}
 	if winners != 1 {
@@ -755,10 +948,33 @@ func testRevokeFamily(t *testing.T, s identity.Store) {
 	checkToken(ctx, t, s, b)
 	checkToken(ctx, t, s, other)
 
-	old, err := s.RotateRefreshToken(ctx, a.Hash, newToken(u, family, revokedAt), revokedAt.Add(time.Second))
-	wantCode(t, "RotateRefreshToken(revoked)", err, apperr.FailedPrecondition)
-	if diff := cmp.Diff(a, old, truncateTimes); diff != "" {
-		t.Errorf("RotateRefreshToken(revoked) old token mismatch (-want +got):\n%s", diff)
+	// A rotation's closure sees the revocation.
+	var sn seen
+	if err := s.UpdateRefreshToken(ctx, a.Hash, decide(&sn, identity.TokenChange{}, nil)); err != nil {
+		t.Fatalf("UpdateRefreshToken(revoked) = %v, want nil", err)
+	}
+	if diff := cmp.Diff(a, sn.token, truncateTimes); diff != "" {
+		t.Errorf("UpdateRefreshToken(revoked) gave the closure the token (-want +got):\n%s", diff)
+	}
+
+	// The same revocation from inside UpdateRefreshToken: the presented token's family only, and earlier
+	// revocations keep their time.
+	family2 := newID()
+	c, d := newToken(u, family2, base), newToken(u, family2, base)
+	mustCreateToken(ctx, t, s, c)
+	mustCreateToken(ctx, t, s, d)
+	if err := s.RevokeFamily(ctx, family2, revokedAt); err != nil {
+		t.Fatalf("RevokeFamily(family2) = %v, want nil", err)
+	}
+	e := newToken(u, family2, base)
+	mustCreateToken(ctx, t, s, e)
+	later := revokedAt.Add(time.Hour)
+	if err := s.UpdateRefreshToken(ctx, c.Hash, decide(&sn, identity.TokenChange{RevokeFamilyAt: later}, nil)); err != nil {
+		t.Fatalf("UpdateRefreshToken(revoke family) = %v, want nil", err)
+	}
+	c.RevokedAt, d.RevokedAt, e.RevokedAt = revokedAt, revokedAt, later
+	for _, tok := range []identity.RefreshToken{a, b, other, c, d, e} {
+		checkToken(ctx, t, s, tok)
 	}
 }
 
@@ -781,37 +997,23 @@ func testRevokeUserTokens(t *testing.T, s identity.Store) {
 			t.Fatalf("RevokeUserTokens() = %v, want nil", err)
 		}
 	}
+	if err := s.RevokeUserTokens(ctx, newID(), revokedAt); err != nil {
+		t.Errorf("RevokeUserTokens(unknown user) = %v, want nil", err)
+	}
 	a.RevokedAt, b.RevokedAt = earlier, revokedAt
 	checkToken(ctx, t, s, a)
 	checkToken(ctx, t, s, b)
 	checkToken(ctx, t, s, other)
 
-	_, err := s.RotateRefreshToken(ctx, b.Hash, newToken(u, b.FamilyID, revokedAt), revokedAt.Add(time.Second))
-	wantCode(t, "RotateRefreshToken(revoked)", err, apperr.FailedPrecondition)
-	if _, err := s.RotateRefreshToken(ctx, other.Hash, newToken(v, other.FamilyID, revokedAt), revokedAt); err != nil {
-		t.Errorf("RotateRefreshToken(other user's token) = %v, want nil", err)
-	}
-}
-
-func testRotateExpiredRefreshToken(t *testing.T, s identity.Store) {
-	ctx := testContext(t)
-	u := newUser("bert")
-	mustCreate(ctx, t, s, u)
-	tok := newToken(u, newID(), base)
-	mustCreateToken(ctx, t, s, tok)
-
-	for _, at := range []time.Time{tok.ExpiresAt, tok.ExpiresAt.Add(time.Hour)} {
-		old, err := s.RotateRefreshToken(ctx, tok.Hash, newToken(u, tok.FamilyID, at), at)
-		wantCode(t, fmt.Sprintf("RotateRefreshToken(at %v)", at), err, apperr.FailedPrecondition)
-		if diff := cmp.Diff(tok, old, truncateTimes); diff != "" {
-			t.Errorf("RotateRefreshToken(at %v) old token mismatch (-want +got):\n%s", at, diff)
+	// Rotations' closures see the revocation, and only for u's tokens.
+	for _, want := range []identity.RefreshToken{b, other} {
+		var sn seen
+		if err := s.UpdateRefreshToken(ctx, want.Hash, decide(&sn, identity.TokenChange{}, nil)); err != nil {
+			t.Fatalf("UpdateRefreshToken(%s's token) = %v, want nil", want.UserID, err)
 		}
-	}
-	checkToken(ctx, t, s, tok)
-	// A microsecond before expiry it still rotates.
-	at := tok.ExpiresAt.Truncate(time.Microsecond).Add(-time.Microsecond)
-	if _, err := s.RotateRefreshToken(ctx, tok.Hash, newToken(u, tok.FamilyID, at), at); err != nil {
-		t.Errorf("RotateRefreshToken(just before expiry) = %v, want nil", err)
+		if diff := cmp.Diff(want, sn.token, truncateTimes); diff != "" {
+			t.Errorf("UpdateRefreshToken(%s's token) gave the closure the token (-want +got):\n%s", want.UserID, diff)
+		}
 	}
 }
 
@@ -829,7 +1031,7 @@ func testActivity(t *testing.T, s identity.Store) {
 		{ID: newID(), UserID: u.ID, Type: identity.ActivityProfileChanged, At: base.Add(time.Minute), ActorUserID: u.ID, ChangedFields: []string{"display_name"}},
 		{ID: newID(), UserID: u.ID, Type: identity.ActivityRoleChanged, At: base.Add(time.Minute), ActorUserID: admin.ID, ChangedFields: []string{"role", "status"}},
 	}
-	if err := s.UpdateUser(ctx, u, want); err != nil {
+	if err := s.UpdateUser(ctx, u.ID, replace(u, want)); err != nil {
 		t.Fatalf("UpdateUser() = %v, want nil", err)
 	}
 	login := []identity.Activity{

@@ -1,58 +1,52 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 )
 
+// The *_key columns hold the lowercased values that uniqueness and search compare, computed here in Go so
+// that both engines fold case alike whatever their locale (SQLite's lower() folds ASCII only).
 const userColumns = `id, email, username, display_name, role, status, password_hash,
 	created_at, updated_at, deleted_at, last_login_at, version`
 
-// execer is what inserting needs from a *pgxpool.Pool or a pgx.Tx.
-type execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
 // CreateUser implements identity.Store. It writes no activity: the interface has no parameter for it.
+// Invalid for a user no store can hold (identity.User.CheckStorable).
 func (s *Store) CreateUser(ctx context.Context, u identity.User) error {
 	if err := u.CheckStorable(); err != nil {
 		return err
 	}
-	return insertUser(ctx, s.pool, u)
+	return s.insertUser(ctx, s.db, u)
 }
 
-func insertUser(ctx context.Context, db execer, u identity.User) error {
-	_, err := db.Exec(ctx, `INSERT INTO users (id, email, email_key, username, username_key,
+func (s *Store) insertUser(ctx context.Context, q querier, u identity.User) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO users (id, email, email_key, username, username_key,
 		display_name, display_name_key, role, status, password_hash,
 		created_at, updated_at, deleted_at, last_login_at, version)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		u.ID, u.Email, strings.ToLower(u.Email), u.Username, usernameKey(u.Username),
 		u.DisplayName, strings.ToLower(u.DisplayName), string(u.Role), string(u.Status), u.PasswordHash,
-		ts(u.CreatedAt), ts(u.UpdatedAt), nullTS(u.DeletedAt), nullTS(u.LastLoginAt), u.Version)
+		s.ts(u.CreatedAt), s.ts(u.UpdatedAt), s.nullTS(u.DeletedAt), s.nullTS(u.LastLoginAt), u.Version)
 	if err != nil {
-		return mapError(err, "insert user "+u.ID)
+		return s.e.MapError(err, "insert user "+u.ID)
 	}
 	return nil
 }
 
 // usernameKey is NULL for "no username", so that any number of users can have none.
-func usernameKey(username string) *string {
+func usernameKey(username string) sql.NullString {
 	if username == "" {
-		return nil
+		return sql.NullString{}
 	}
-	k := strings.ToLower(username)
-	return &k
+	return sql.NullString{String: strings.ToLower(username), Valid: true}
 }
 
 // CreateUsers implements identity.Store. Conflict and Invalid are reported per user; any other failure
@@ -62,7 +56,8 @@ func (s *Store) CreateUsers(ctx context.Context, users []identity.User) ([]error
 	if len(users) == 0 {
 		return errs, nil
 	}
-	err := database.InPgxTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		clear(errs) // from an attempt that was rolled back
 		for i, u := range users {
 			if err := u.CheckStorable(); err != nil {
 				errs[i] = err
@@ -70,21 +65,20 @@ func (s *Store) CreateUsers(ctx context.Context, users []identity.User) ([]error
 			}
 			// A failed statement aborts a PostgreSQL transaction; rolling back to the savepoint is what
 			// lets the rest of the batch go on.
-			if _, err := tx.Exec(ctx, "SAVEPOINT create_user"); err != nil {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT create_user"); err != nil {
 				return fmt.Errorf("create users: savepoint: %w", err)
 			}
-			err := insertUser(ctx, tx, u)
-			if err != nil {
+			if err := s.insertUser(ctx, tx, u); err != nil {
 				if code := apperr.CodeOf(err); code != apperr.Conflict && code != apperr.Invalid {
 					return err
 				}
 				errs[i] = err
-				if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT create_user"); err != nil {
+				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT create_user"); err != nil {
 					return fmt.Errorf("create users: roll back to savepoint: %w", err)
 				}
 			}
 			// After ROLLBACK TO the savepoint is still open; RELEASE pops it in both cases.
-			if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT create_user"); err != nil {
+			if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT create_user"); err != nil {
 				return fmt.Errorf("create users: release savepoint: %w", err)
 			}
 		}
@@ -110,8 +104,8 @@ func (s *Store) GetUser(ctx context.Context, l identity.Lookup) (identity.User, 
 	default:
 		return identity.User{}, apperr.Errorf(apperr.Invalid, "exactly one of id, email or username is required")
 	}
-	u, err := scanUser(s.pool.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE "+where, arg))
-	if errors.Is(err, pgx.ErrNoRows) {
+	u, err := scanUser(s.db.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE "+where, arg))
+	if errors.Is(err, sql.ErrNoRows) {
 		return identity.User{}, apperr.Errorf(apperr.NotFound, "user not found")
 	}
 	if err != nil {
@@ -120,59 +114,74 @@ func (s *Store) GetUser(ctx context.Context, l identity.Lookup) (identity.User, 
 	return u, nil
 }
 
-func scanUser(row pgx.Row) (identity.User, error) {
+func scanUser(row scanner) (identity.User, error) {
 	var u identity.User
 	var role, status string
-	var deleted, lastLogin *time.Time
 	err := row.Scan(&u.ID, &u.Email, &u.Username, &u.DisplayName, &role, &status, &u.PasswordHash,
-		&u.CreatedAt, &u.UpdatedAt, &deleted, &lastLogin, &u.Version)
+		database.ScanTime(&u.CreatedAt), database.ScanTime(&u.UpdatedAt),
+		database.ScanTime(&u.DeletedAt), database.ScanTime(&u.LastLoginAt), &u.Version)
 	if err != nil {
 		return identity.User{}, err
 	}
 	u.Role, u.Status = identity.Role(role), identity.Status(status)
-	u.CreatedAt, u.UpdatedAt = u.CreatedAt.UTC(), u.UpdatedAt.UTC()
-	u.DeletedAt, u.LastLoginAt = fromNullTS(deleted), fromNullTS(lastLogin)
 	return u, nil
 }
 
 // UpdateUser implements identity.Store. Every field but ID and CreatedAt is replaced.
-func (s *Store) UpdateUser(ctx context.Context, u identity.User, activity []identity.Activity) error {
-	if err := u.CheckStorable(); err != nil {
-		return err
-	}
-	if err := identity.CheckStorableActivity(activity); err != nil {
-		return err
-	}
-	return database.InPgxTx(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE users SET email = $1, email_key = $2, username = $3, username_key = $4,
+func (s *Store) UpdateUser(ctx context.Context, id string, change func(identity.UserTx, identity.User) (identity.User, []identity.Activity, error)) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		cur, err := scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE id = $1"+s.e.LockClause, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return apperr.Errorf(apperr.NotFound, "user not found")
+		}
+		if err != nil {
+			return fmt.Errorf("update user %s: read it: %w", id, err)
+		}
+		next, activity, err := change(userTx{s: s, tx: tx}, cur)
+		if err != nil {
+			return err
+		}
+		if next.Version == cur.Version {
+			return nil
+		}
+		if err := next.CheckStorable(); err != nil {
+			return err
+		}
+		if err := identity.CheckStorableActivity(activity); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE users SET email = $1, email_key = $2, username = $3, username_key = $4,
 			display_name = $5, display_name_key = $6, role = $7, status = $8, password_hash = $9,
 			updated_at = $10, deleted_at = $11, last_login_at = $12, version = $13
-			WHERE id = $14 AND version = $15`,
-			u.Email, strings.ToLower(u.Email), u.Username, usernameKey(u.Username),
-			u.DisplayName, strings.ToLower(u.DisplayName), string(u.Role), string(u.Status), u.PasswordHash,
-			ts(u.UpdatedAt), nullTS(u.DeletedAt), nullTS(u.LastLoginAt), u.Version,
-			u.ID, u.Version-1)
+			WHERE id = $14`,
+			next.Email, strings.ToLower(next.Email), next.Username, usernameKey(next.Username),
+			next.DisplayName, strings.ToLower(next.DisplayName), string(next.Role), string(next.Status), next.PasswordHash,
+			s.ts(next.UpdatedAt), s.nullTS(next.DeletedAt), s.nullTS(next.LastLoginAt), next.Version, cur.ID)
 		if err != nil {
-			return mapError(err, "update user "+u.ID)
+			return s.e.MapError(err, "update user "+cur.ID)
 		}
-		if tag.RowsAffected() == 0 {
-			return missingOrMoved(ctx, tx, u)
-		}
-		return insertActivity(ctx, tx, activity)
+		return s.insertActivity(ctx, tx, activity)
 	})
 }
 
-// missingOrMoved explains why an update matched no row.
-func missingOrMoved(ctx context.Context, tx pgx.Tx, u identity.User) error {
-	var stored int64
-	err := tx.QueryRow(ctx, "SELECT version FROM users WHERE id = $1", u.ID).Scan(&stored)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return apperr.Errorf(apperr.NotFound, "user not found")
-	}
+// userTx is the identity.UserTx of an UpdateUser transaction.
+type userTx struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+// CountActiveAdmins implements identity.UserTx. The rows are locked in id order.
+func (u userTx) CountActiveAdmins(ctx context.Context) (int, error) {
+	rows, err := u.tx.QueryContext(ctx, "SELECT id FROM users WHERE role = $1 AND status = $2 ORDER BY id"+u.s.e.LockClause,
+		string(identity.RoleAdmin), string(identity.StatusActive))
 	if err != nil {
-		return fmt.Errorf("update user %s: read version: %w", u.ID, err)
+		return 0, fmt.Errorf("count active admins: %w", err)
 	}
-	return apperr.Errorf(apperr.Aborted, "user was changed concurrently (version %d, update expects %d): reload and retry", stored, u.Version-1)
+	ids, err := collect(rows, func(row scanner) (id string, err error) { return id, row.Scan(&id) })
+	if err != nil {
+		return 0, fmt.Errorf("count active admins: %w", err)
+	}
+	return len(ids), nil
 }
 
 // userFilter returns the WHERE clause (without the keyword) and arguments that select f's users;
@@ -208,13 +217,12 @@ func (s *Store) ListUsers(ctx context.Context, f identity.Filter, after string, 
 	}
 	where, args := userFilter(f)
 	args = append(args, after, limit)
-	q := "SELECT " + userColumns + " FROM users WHERE " + where +
-		" AND id > $" + strconv.Itoa(len(args)-1) + " ORDER BY id LIMIT $" + strconv.Itoa(len(args))
-	rows, err := s.pool.Query(ctx, q, args...)
+	rows, err := s.db.QueryContext(ctx, "SELECT "+userColumns+" FROM users WHERE "+where+
+		" AND id > $"+strconv.Itoa(len(args)-1)+" ORDER BY id LIMIT $"+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
-	users, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (identity.User, error) { return scanUser(row) })
+	users, err := collect(rows, scanUser)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
@@ -225,7 +233,7 @@ func (s *Store) ListUsers(ctx context.Context, f identity.Filter, after string, 
 func (s *Store) CountUsers(ctx context.Context, f identity.Filter) (int, error) {
 	where, args := userFilter(f)
 	var n int
-	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM users WHERE "+where, args...).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM users WHERE "+where, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count users: %w", err)
 	}
 	return n, nil

@@ -4,14 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"lastmile/internal/identity"
 	"lastmile/internal/identity/identitytest"
-	"lastmile/internal/identity/storetest"
 )
-
-func TestStoreConformance(t *testing.T) {
-	storetest.Run(t, func(*testing.T) identity.Store { return identitytest.NewStore() })
-}
 
 func TestHasher(t *testing.T) {
 	ctx := context.Background()
