@@ -36,7 +36,9 @@ func newStore(t *testing.T) courier.Store {
 	if err := database.MigratePostgres(testContext(t), pool, postgres.Migrations()); err != nil {
 		t.Fatalf("MigratePostgres: %v", err)
 	}
-	return postgres.New(pool)
+	s := postgres.New(pool)
+	t.Cleanup(func() { s.Close() }) // before the pool closes: cleanups run last-in first-out
+	return s
 }
 
 // requirePostgres skips the test (or fails it under LASTMILE_REQUIRE_POSTGRES=1) without a database,
@@ -72,13 +74,21 @@ func TestStoreDurable(t *testing.T) {
 		ctx := testContext(t)
 		url := databasetest.PostgresURL(t)
 		pool := open(ctx, t, url)
-		t.Cleanup(func() { pool.Close() })
+		s := postgres.New(pool)
+		t.Cleanup(func() {
+			s.Close()
+			pool.Close()
+		})
 		reopen := func() courier.Store {
+			if err := s.Close(); err != nil {
+				t.Fatalf("close store: %v", err)
+			}
 			pool.Close()
 			pool = open(ctx, t, url)
-			return postgres.New(pool)
+			s = postgres.New(pool)
+			return s
 		}
-		return postgres.New(pool), reopen
+		return s, reopen
 	})
 }
 

@@ -1,9 +1,8 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
 	"database/sql"
-	"fmt"
 
 	"lastmile/internal/courier"
 	"lastmile/internal/platform/database"
@@ -16,26 +15,26 @@ func (s *Store) SaveLocations(ctx context.Context, fixes []courier.LocationFix) 
 	if len(fixes) == 0 {
 		return nil
 	}
-	if err := courier.CheckStorableFixes(fixes); err != nil {
+	if err := checkFixes(fixes); err != nil {
 		return err
 	}
-	batch := courier.NewestFixes(fixes)
-	return database.InTx(ctx, s.db, func(tx *sql.Tx) error {
+	batch := newestFixes(fixes)
+	return s.inTx(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `
 			INSERT INTO locations (courier_id, lat, lng, recorded_at, accuracy_meters, speed_mps, heading)
-			SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM couriers WHERE id = ?1)
+			SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM couriers WHERE id = $1)
 			ON CONFLICT (courier_id) DO UPDATE SET
 				lat = excluded.lat, lng = excluded.lng, recorded_at = excluded.recorded_at,
 				accuracy_meters = excluded.accuracy_meters, speed_mps = excluded.speed_mps, heading = excluded.heading
 			WHERE excluded.recorded_at > locations.recorded_at`)
 		if err != nil {
-			return fmt.Errorf("save locations: %w", err)
+			return s.e.MapError(err, "save locations")
 		}
 		defer stmt.Close()
 		for _, f := range batch {
-			_, err := stmt.ExecContext(ctx, f.CourierID, f.Lat, f.Lng, micros(f.RecordedAt), f.AccuracyMeters, f.SpeedMPS, f.Heading)
+			_, err := stmt.ExecContext(ctx, f.CourierID, f.Lat, f.Lng, s.time(f.RecordedAt), f.AccuracyMeters, f.SpeedMPS, f.Heading)
 			if err != nil {
-				return mapError(err, "save location of courier "+f.CourierID)
+				return s.e.MapError(err, "save location of courier "+f.CourierID)
 			}
 		}
 		return nil
@@ -48,21 +47,19 @@ func (s *Store) LoadLocations(ctx context.Context) ([]courier.LocationFix, error
 		SELECT courier_id, lat, lng, recorded_at, accuracy_meters, speed_mps, heading
 		FROM locations ORDER BY courier_id`)
 	if err != nil {
-		return nil, fmt.Errorf("load locations: %w", err)
+		return nil, s.e.MapError(err, "load locations")
 	}
 	defer rows.Close()
 	var out []courier.LocationFix
 	for rows.Next() {
 		var f courier.LocationFix
-		var recorded int64
-		if err := rows.Scan(&f.CourierID, &f.Lat, &f.Lng, &recorded, &f.AccuracyMeters, &f.SpeedMPS, &f.Heading); err != nil {
-			return nil, fmt.Errorf("load locations: %w", err)
+		if err := rows.Scan(&f.CourierID, &f.Lat, &f.Lng, database.ScanTime(&f.RecordedAt), &f.AccuracyMeters, &f.SpeedMPS, &f.Heading); err != nil {
+			return nil, s.e.MapError(err, "load locations")
 		}
-		f.RecordedAt = fromMicros(recorded)
 		out = append(out, f)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("load locations: %w", err)
+		return nil, s.e.MapError(err, "load locations")
 	}
 	return out, nil
 }
