@@ -173,4 +173,3 @@ func TestNewestFixes(t *testing.T) {
 		})
 	}
 }
-
