@@ -200,7 +200,8 @@ const MaxStoreLimit = MaxPageSize + 1
 // Workouts (UpdateHour(ctx, hour, updateFn)): the Store opens a transaction, takes the courier's lock,
 // reads what the rule needs, runs the closure the Service passes in and writes what it returns, so the
 // rule and the write are atomic with respect to every other change of the courier, on any replica. An
-// error from the closure rolls the transaction back and is returned as is.
+// error from the closure rolls the transaction back and is returned as is. A closure runs once, inside
+// the transaction: it must not call the Store (SQLite's single connection would wait for itself).
 type Store interface {
 	// CreateCourier inserts c (ActiveTasks ignored). Conflict when c.ID exists or c.UserID already has a
 	// courier; Invalid when c cannot be stored.
