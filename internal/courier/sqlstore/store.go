@@ -86,6 +86,14 @@ type querier interface {
 // time returns t as the engine stores it, truncated to the microsecond.
 func (s *Store) time(t time.Time) any { return s.e.Dialect.Time(t) }
 
+// timeType is the SQL type of a time stored by s.time, for casts.
+func (s *Store) timeType() string {
+	if s.e.Dialect == database.SQLite {
+		return "INTEGER"
+	}
+	return "timestamptz"
+}
+
 // ceilTime is t rounded up to the microsecond, for bounds on stored times: a stored (whole-microsecond)
 // time x satisfies x >= t exactly when x >= ceilTime(t).
 func (s *Store) ceilTime(t time.Time) any {

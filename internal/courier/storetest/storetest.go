@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore func(t *testing.T) courier.Store) {
 		{"ConcurrentClaimsOfOneTaskOnManyCouriers", testConcurrentClaimsOfOneTaskOnManyCouriers},
 		{"SaveLocations", testSaveLocations},
 		{"SaveLocationsNeverGoesBack", testSaveLocationsNeverGoesBack},
+		{"SaveLocationsLargeBatch", testSaveLocationsLargeBatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1072,5 +1073,64 @@ func testSaveLocationsNeverGoesBack(t *testing.T, s courier.Store) {
 	}
 	if diff := cmp.Diff([]courier.LocationFix{storedFix(newer), storedFix(newer2)}, got, cmpOpts...); diff != "" {
 		t.Errorf("LoadLocations after a newer fix (-want +got):\n%s", diff)
+	}
+}
+
+// testSaveLocationsLargeBatch saves a batch of more couriers than the SQL store writes in one statement
+// (4,096 on PostgreSQL, 256 on SQLite), with several fixes per courier in no particular order, unknown
+// couriers and couriers whose stored fix is later than any in the batch: every known courier must end up
+// with its newest fix.
+func testSaveLocationsLargeBatch(t *testing.T, s courier.Store) {
+	ctx := testContext(t)
+	const n = 4_200
+	for i := 1; i <= n; i++ {
+		mustCreate(ctx, t, s, newCourier(i))
+	}
+	// Every 97th courier already has a fix later than any of the batch, in both statements' ranges.
+	var later []courier.LocationFix
+	for i := 97; i <= n; i += 97 {
+		f := newFix(i, base.Add(time.Hour))
+		f.Lat = 1
+		later = append(later, f)
+	}
+	if err := s.SaveLocations(ctx, later); err != nil {
+		t.Fatalf("SaveLocations(%d later fixes): %v", len(later), err)
+	}
+
+	var batch []courier.LocationFix
+	want := make([]courier.LocationFix, 0, n)
+	for i := 1; i <= n; i++ {
+		older := newFix(i, base.Add(time.Minute))
+		older.Lng = 2
+		newest := newFix(i, base.Add(2*time.Minute))
+		oldest := newFix(i, base.Add(30*time.Second))
+		oldest.Lng = 3
+		// The newest fix comes first, in the middle or last, so order within the batch decides nothing.
+		switch i % 3 {
+		case 0:
+			batch = append(batch, newest, older, oldest)
+		case 1:
+			batch = append(batch, older, newest, oldest)
+		default:
+			batch = append(batch, oldest, older, newest)
+		}
+		if i%97 == 0 {
+			want = append(want, storedFix(later[i/97-1]))
+		} else {
+			want = append(want, storedFix(newest))
+		}
+	}
+	for i := n + 1; i <= n+50; i++ {
+		batch = append(batch, newFix(i, base.Add(time.Minute))) // unknown couriers: skipped
+	}
+	if err := s.SaveLocations(ctx, batch); err != nil {
+		t.Fatalf("SaveLocations(%d fixes of %d couriers): %v", len(batch), n+50, err)
+	}
+	got, err := s.LoadLocations(ctx)
+	if err != nil {
+		t.Fatalf("LoadLocations: %v", err)
+	}
+	if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+		t.Errorf("LoadLocations after a batch of %d couriers (-want +got):\n%s", n+50, diff)
 	}
 }
