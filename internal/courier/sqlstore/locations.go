@@ -19,8 +19,8 @@ import (
 //
 // SQLite's bound is lower because its driver (modernc.org/sqlite) matches every parameter against the
 // argument list, so binding costs the square of the parameter count: about 11 µs a row up to 256 rows,
-// 60 µs at 1,024, 130 µs at 4,096 with anonymous ? placeholders, and 30 times that with $n ones (it
-// formats each candidate's ordinal to compare it). The upsert is therefore written with ? on SQLite,
+// 60 µs at 1,024, 130 µs at 4,096 with anonymous ? placeholders, and 10 to 35 times that with $n ones
+// (it formats each candidate's ordinal to compare it). The upsert is therefore written with ? on SQLite,
 // whose rows bind in order, and with $n on PostgreSQL, whose driver needs them; with no round trip to
 // save, SQLite gains nothing from larger statements.
 //
@@ -38,7 +38,8 @@ const (
 // SaveLocations implements courier.Store. The upsert's WHERE keeps a stored fix that is as new as or
 // newer than the incoming one, and the EXISTS skips unknown couriers instead of failing the batch on the
 // foreign key. A batch of more couriers than one statement writes (see above) takes several statements
-// in one transaction; a smaller one is a single statement, atomic on its own, so it needs no BEGIN and COMMIT.
+// in one transaction; a smaller one is a single statement, atomic on its own, so it needs no BEGIN and
+// no COMMIT.
 func (s *Store) SaveLocations(ctx context.Context, fixes []courier.LocationFix) error {
 	if len(fixes) == 0 {
 		return nil

@@ -1,7 +1,8 @@
 // Package sqlstore implements courier.Store once, in plain SQL, for both of lastmile's databases: SQLite
 // (package sqlite) and PostgreSQL (package postgres) each configure a Store with an Engine that holds
 // only what really differs between them: how times are stored, how a courier's row is locked and how
-// driver errors read. Both drivers take $1, $2, ... placeholders, so every statement is one text.
+// driver errors read. Both drivers take $1, $2, ... placeholders, so every statement is one text; the
+// one exception is the multi-row location upsert, whose placeholders are ? on SQLite (see SaveLocations).
 //
 // The store holds no business rule. Every change that a rule guards (a profile or status change, a
 // claim, hours made unavailable) runs in one transaction that first takes the courier's lock, then reads
