@@ -28,7 +28,9 @@ func (p *process) startCourier(ctx context.Context, srv *grpcserver.Server) erro
 	if h.SQL != nil {
 		store = couriersqlite.New(h.SQL)
 	} else {
-		store = courierpg.New(h.Pool)
+		pg := courierpg.New(h.Pool)
+		p.cleanups = append(p.cleanups, func() { _ = pg.Close() }) // runs before the pool's: cleanups run in reverse
+		store = pg
 	}
 	conn, err := p.dial("identity", "lastmile.identity.v1.UserService", "courier")
 	if err != nil {

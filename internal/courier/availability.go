@@ -53,7 +53,12 @@ func (s *Service) SetAvailability(ctx context.Context, id string, hours []time.T
 	if err := s.authorizeWrite(ctx, id); err != nil {
 		return nil, err
 	}
-	err := s.store.SetAvailability(ctx, id, norm, available)
+	err := s.store.SetAvailability(ctx, id, norm, available, func(claims []Claim) error {
+		if available {
+			return nil // making slots available never breaks a claim
+		}
+		return CheckUnclaimedHours(id, norm, claims)
+	})
 	switch apperr.CodeOf(err) {
 	case "":
 	case apperr.NotFound:

@@ -1,6 +1,8 @@
 package courier_test
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -153,5 +155,28 @@ func TestClaimsSurviveRestart(t *testing.T) {
 	snap, err := restarted.GetCourierStatus(ctx, c.ID)
 	if diff := cmp.Diff([]string{taskID(1)}, snap.TaskIDs); err != nil || diff != "" {
 		t.Errorf("GetCourierStatus after restart: %v (-want +got):\n%s", err, diff)
+	}
+}
+
+// racingStore is the SQLite store, except that ClaimCourier answers as the PostgreSQL store does when
+// another courier's claim of the same task commits while this one is being decided: Conflict from the
+// key on task_id.
+type racingStore struct{ courier.Store }
+
+func (racingStore) ClaimCourier(context.Context, string, string, func(courier.Courier, string) (*courier.Claim, error)) error {
+	return apperr.Wrap(apperr.Conflict, errors.New("duplicate key value violates unique constraint \"claims_pkey\""), "task is already claimed")
+}
+
+// TestClaimLostRace: a claim that loses the race for a task to another courier is refused as the task
+// being held, FailedPrecondition, like one decided after the winner committed.
+func TestClaimLostRace(t *testing.T) {
+	f := newFixture(t, courier.Options{})
+	ctx := serviceCtx(testContext(t), "dispatch")
+	c := f.available(t, 1, courier.ModeVan, 2)
+	svc := courier.NewService(racingStore{f.store}, f.users, courier.Options{Now: f.clock.Now})
+	_, _, err := svc.ClaimCourier(ctx, courier.ClaimRequest{CourierID: c.ID, TaskID: taskID(1)})
+	wantCode(t, "ClaimCourier(lost race)", err, apperr.FailedPrecondition)
+	if got, want := apperr.MessageOf(err), "task "+taskID(1)+" is claimed on another courier"; got != want {
+		t.Errorf("ClaimCourier(lost race) message = %q, want %q", got, want)
 	}
 }

@@ -6,9 +6,11 @@
 // # Durable and live state
 //
 // Profiles, status, availability hours and claims are durable: every change goes through the Store in one
-// transaction, and the capacity rules (never more claims than capacity; no claim while not AVAILABLE; no
-// OFFLINE while holding claims; no unavailable slot that carries a claim) are checked inside that
-// transaction, so concurrent callers and several replicas cannot break them.
+// transaction. The capacity rules (never more claims than capacity; no claim while not AVAILABLE; no
+// OFFLINE while holding claims; no unavailable slot that carries a claim; a task on one courier at a
+// time) are this package's (rules.go); the Service hands them to the Store as closures that run inside
+// that transaction, under the courier's lock, so concurrent callers and several replicas cannot break
+// them and no store repeats them.
 //
 // Locations are live state. The latest accepted fix of each courier lives in an in-memory spatial index and
 // is persisted by a background flusher (Service.Run) in batches (Store.SaveLocations) every FlushInterval
@@ -178,41 +180,48 @@ func (c Claim) Covers(hour time.Time) bool {
 	return hour.Add(time.Hour).After(c.ClaimedAt) && hour.Before(c.ExpectedRelease)
 }
 
-// Store persists courier data. Implementations: sqlite.Store and postgres.Store, both checked by
-// storetest.Run, and the in-memory couriertest.Store. Errors carry apperr codes as documented per method;
-// any other error is Internal. Times are stored with at least microsecond precision and returned in UTC.
+// MaxStoreLimit bounds the couriers one Store.ListCouriers call returns; stores lower larger limits to
+// it. It is one more than MaxPageSize because the Service reads one row past a page to learn whether
+// another page follows.
+const MaxStoreLimit = MaxPageSize + 1
+
+// Store persists courier data. The implementation is sqlstore.Store, on SQLite (package sqlite) or
+// PostgreSQL (package postgres), checked by storetest.Run. Errors carry apperr codes as documented per
+// method; any other error is Internal. Times are stored with at least microsecond precision and returned
+// in UTC.
+//
+// A Store holds no business rule. The changes that rules guard follow the repository shape of Wild
+// Workouts (UpdateHour(ctx, hour, updateFn)): the Store opens a transaction, takes the courier's lock,
+// reads what the rule needs, runs the closure the Service passes in and writes what it returns, so the
+// rule and the write are atomic with respect to every other change of the courier, on any replica. An
+// error from the closure rolls the transaction back and is returned as is. A closure runs once, inside
+// the transaction: it must not call the Store (SQLite's single connection would wait for itself).
 type Store interface {
 	// CreateCourier inserts c (ActiveTasks ignored). Conflict when c.ID exists or c.UserID already has a
-	// courier.
+	// courier; Invalid when c cannot be stored.
 	CreateCourier(ctx context.Context, c Courier) error
 	// GetCourier returns the courier with id, ActiveTasks filled. NotFound when there is none.
 	GetCourier(ctx context.Context, id string) (Courier, error)
 	// GetCourierByUser returns the courier linked to the identity user userID. NotFound when there is none.
 	GetCourierByUser(ctx context.Context, userID string) (Courier, error)
-	// UpdateCourier writes the profile fields of c (DisplayName, Mode, Capacity, UpdatedAt, Version) if the
-	// stored Version equals c.Version-1; it never writes Status or UserID. In the same transaction it
-	// checks that c.Capacity is not below the courier's claims. It returns the stored courier after the
-	// update. NotFound when absent; Aborted when the version moved on; FailedPrecondition when the capacity
-	// would drop below the claimed tasks.
-	UpdateCourier(ctx context.Context, c Courier) (Courier, error)
+	// UpdateCourier runs update on courier id as stored (ActiveTasks filled) while holding its lock, and
+	// writes the courier update returns: DisplayName, Mode, Capacity, Status, UpdatedAt and Version, never
+	// ID, UserID, CreatedAt or ActiveTasks. When update returns the courier unchanged nothing is written.
+	// It returns the courier as stored afterwards. NotFound when absent; Invalid when the result cannot
+	// be stored; update's error as is.
+	UpdateCourier(ctx context.Context, id string, update func(Courier) (Courier, error)) (Courier, error)
 	// ListCouriers returns up to limit couriers matching f with ID greater than after (keyset pagination,
-	// "" for the first page), ordered by ID, ActiveTasks filled.
+	// "" for the first page), ordered by ID, ActiveTasks filled. A limit above MaxStoreLimit is lowered
+	// to it; Invalid when limit is below 1.
 	ListCouriers(ctx context.Context, f Filter, after string, limit int) ([]Courier, error)
 	// CountCouriers returns how many couriers match f.
 	CountCouriers(ctx context.Context, f Filter) (int, error)
 
-	// SetStatus stores status s (offline, available or on_break) for courier id and returns the courier
-	// after the change; setting the current status again changes nothing. In the same transaction it
-	// refuses offline while the courier holds claims. NotFound when absent; FailedPrecondition when going
-	// offline with claims.
-	SetStatus(ctx context.Context, id string, s Status) (Courier, error)
-
-	// SetAvailability marks each hour (the caller passes distinct hour starts in UTC, ascending) available
-	// or unavailable for courier id; setting a slot to the state it has changes nothing. All or nothing: in
-	// the same transaction, when available is false and any claim of the courier covers one of the hours
-	// (Claim.Covers), nothing changes and it returns FailedPrecondition. NotFound when the courier is
-	// absent.
-	SetAvailability(ctx context.Context, id string, hours []time.Time, available bool) error
+	// SetAvailability runs check on the claims of courier id while holding its lock and, when check
+	// returns nil, marks each of hours (normalised to the start of their hour in UTC) available or
+	// unavailable; setting a slot to the state it has changes nothing. All or nothing. NotFound when the
+	// courier is absent; check's error as is.
+	SetAvailability(ctx context.Context, id string, hours []time.Time, available bool, check func(claims []Claim) error) error
 	// AvailableHours returns the starts of the hours in [from, to) that courier id marked available,
 	// ascending. NotFound when the courier is absent.
 	AvailableHours(ctx context.Context, id string, from, to time.Time) ([]time.Time, error)
@@ -220,13 +229,13 @@ type Store interface {
 	// not exist, are absent from the map.
 	AvailableAt(ctx context.Context, hour time.Time, ids []string) (map[string]bool, error)
 
-	// ClaimCourier stores c unless the courier already holds c.TaskID, in which case it changes nothing and
-	// reports already = true. In one transaction, atomically with respect to concurrent claims, it checks
-	// that the task is not claimed on another courier, that the courier's stored status is available and
-	// that its claims stay within capacity: concurrent claims never exceed capacity. NotFound when the
-	// courier is absent; FailedPrecondition when the task is held by another courier, the courier is not
-	// available, or it has no free capacity.
-	ClaimCourier(ctx context.Context, c Claim) (already bool, err error)
+	// ClaimCourier runs decide on courier id as stored (ActiveTasks filled) and on the id of the courier
+	// holding taskID ("" when none), while holding courier id's lock, and stores the claim decide returns;
+	// nil stores nothing. Concurrent claims on one courier therefore see each other's claims. NotFound
+	// when the courier is absent; Conflict when another courier's claim of taskID committed after decide
+	// ran (the one-courier-per-task key settles races between couriers); Invalid when the claim is not
+	// of courier id and task taskID or cannot be stored; decide's error as is.
+	ClaimCourier(ctx context.Context, id, taskID string, decide func(c Courier, holder string) (*Claim, error)) error
 	// ReleaseCourier deletes the claim of taskID on courier id and reports whether there was one; releasing
 	// a claim that does not exist changes nothing. NotFound when the courier is absent.
 	ReleaseCourier(ctx context.Context, id, taskID string) (released bool, err error)
@@ -237,7 +246,7 @@ type Store interface {
 	// SaveLocations upserts the latest location of each courier in fixes (a batch may hold several fixes
 	// of one courier and is in no particular order). A fix never replaces a stored one with a later or
 	// equal RecordedAt, so a delayed flush cannot move a courier back in time; fixes of unknown couriers
-	// are skipped.
+	// are skipped. Invalid for a fix without a courier or with a number that is not finite.
 	SaveLocations(ctx context.Context, fixes []LocationFix) error
 	// LoadLocations returns the stored latest location of every courier that has one, ordered by
 	// CourierID, to warm the in-memory index at start.

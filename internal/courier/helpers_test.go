@@ -11,8 +11,11 @@ import (
 
 	"lastmile/internal/courier"
 	"lastmile/internal/courier/couriertest"
+	"lastmile/internal/courier/sqlite"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/database/databasetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,9 +44,43 @@ func (c *clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// fixture is a Service over an in-memory store with a manual clock.
+// newStore returns the real SQLite store on a fresh database in a temporary directory.
+func newStore(t testing.TB) courier.Store {
+	t.Helper()
+	db := databasetest.SQLite(t)
+	if err := database.MigrateSQLite(testContext(t), db, sqlite.Migrations()); err != nil {
+		t.Fatalf("MigrateSQLite: %v", err)
+	}
+	return sqlite.New(db)
+}
+
+// faultyStore is a Store whose SaveLocations fails while an error is set, as when a disk fills up.
+type faultyStore struct {
+	courier.Store
+	mu  sync.Mutex
+	err error
+}
+
+// SetErr makes SaveLocations fail with err from now on; nil heals the store.
+func (s *faultyStore) SetErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.err = err
+}
+
+func (s *faultyStore) SaveLocations(ctx context.Context, fixes []courier.LocationFix) error {
+	s.mu.Lock()
+	err := s.err
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.Store.SaveLocations(ctx, fixes)
+}
+
+// fixture is a Service over the SQLite store with a manual clock.
 type fixture struct {
-	store *couriertest.Store
+	store *faultyStore
 	users *couriertest.Users
 	clock *clock
 	svc   *courier.Service
@@ -51,7 +88,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, opts courier.Options) *fixture {
 	t.Helper()
-	f := &fixture{store: couriertest.NewStore(), users: couriertest.NewUsers(), clock: &clock{now: t0}}
+	f := &fixture{store: &faultyStore{Store: newStore(t)}, users: couriertest.NewUsers(), clock: &clock{now: t0}}
 	opts.Now = f.clock.Now
 	f.svc = courier.NewService(f.store, f.users, opts)
 	if err := f.svc.Load(testContext(t)); err != nil {

@@ -80,7 +80,16 @@ func (s *Service) SetStatus(ctx context.Context, id string, st Status) (Snapshot
 		return Snapshot{}, err
 	}
 	before, known := s.storedStatus(id)
-	_, err := s.store.SetStatus(ctx, id, st)
+	_, err := s.store.UpdateCourier(ctx, id, func(c Courier) (Courier, error) {
+		if c.Status == st {
+			return c, nil
+		}
+		if err := c.CheckStatusChange(st); err != nil {
+			return Courier{}, err
+		}
+		c.Status = st
+		return c, nil
+	})
 	switch apperr.CodeOf(err) {
 	case "":
 	case apperr.NotFound:
@@ -164,13 +173,24 @@ func (s *Service) ClaimCourier(ctx context.Context, req ClaimRequest) (snap Snap
 	if limit := now.Add(AvailabilityHorizon); release.After(limit) {
 		release = limit
 	}
-	already, err = s.store.ClaimCourier(ctx, Claim{CourierID: id, TaskID: task, ClaimedAt: now, ExpectedRelease: release})
+	claim := Claim{CourierID: id, TaskID: task, ClaimedAt: now, ExpectedRelease: release}
+	err = s.store.ClaimCourier(ctx, id, task, func(c Courier, holder string) (*Claim, error) {
+		var err error
+		already, err = c.CheckClaim(holder, task)
+		if err != nil || already {
+			return nil, err
+		}
+		return &claim, nil
+	})
 	switch apperr.CodeOf(err) {
 	case "":
 	case apperr.NotFound:
 		return Snapshot{}, false, errNotFound
 	case apperr.FailedPrecondition:
 		return Snapshot{}, false, err
+	case apperr.Conflict:
+		// Another courier's claim of the task committed while this one was decided.
+		return Snapshot{}, false, apperr.Wrap(apperr.FailedPrecondition, err, apperr.MessageOf(errTaskHeld(task)))
 	default:
 		return Snapshot{}, false, fmt.Errorf("claim courier %s for task %s: %w", id, task, err)
 	}

@@ -1,3 +1,6 @@
+// Package couriertest provides fakes of the courier service's peers for its tests: an in-memory Users
+// directory standing in for the identity service. The courier service's own store has no fake: tests use
+// the real SQLite store.
 package couriertest
 
 import (

@@ -58,7 +58,7 @@ func TestUnaryCalls(t *testing.T) {
 	_, err = e.client.SetStatus(callCtx(t, self), &courierv1.SetStatusRequest{CourierId: other.GetId(), Status: courierv1.CourierStatus_COURIER_STATUS_AVAILABLE})
 	wantStatus(t, "SetStatus(other) as courier", err, codes.PermissionDenied)
 
-	now := time.Now().UTC()
+	now := testNow
 	hour := now.Truncate(time.Hour)
 	slots, err := e.client.SetAvailability(callCtx(t, self), &courierv1.SetAvailabilityRequest{
 		CourierId: c.GetId(), Hours: []*timestamppb.Timestamp{timestamppb.New(now), timestamppb.New(hour.Add(time.Hour))}, Available: true})
@@ -124,7 +124,7 @@ func TestReportLocations(t *testing.T) {
 	e := start(t, courier.Options{})
 	c := e.courierUser(t, 1, 1)
 	e.courierUser(t, 2, 1)
-	now := time.Now().UTC().Truncate(time.Microsecond) // the service keeps microseconds, as the stores do
+	now := testNow
 
 	stream, err := e.client.ReportLocations(callCtx(t, as(1, auth.RoleCourier)))
 	if err != nil {
@@ -205,7 +205,7 @@ func TestFindNearbyCouriers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&courierv1.ReportLocationsRequest{CourierId: c.GetId(), Fixes: []*courierv1.LocationFix{fix(52.52, 13.405, time.Now())}}); err != nil {
+	if err := stream.Send(&courierv1.ReportLocationsRequest{CourierId: c.GetId(), Fixes: []*courierv1.LocationFix{fix(52.52, 13.405, testNow)}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.CloseAndRecv(); err != nil {
@@ -248,7 +248,7 @@ func TestWatchCouriers(t *testing.T) {
 		t.Fatalf("first event = %v, %v; want the snapshot of courier 1", ev, err)
 	}
 
-	at := time.Now().UTC().Truncate(time.Microsecond).Add(-time.Second)
+	at := testNow.Add(-time.Second)
 	stream, err := e.client.ReportLocations(callCtx(t, self))
 	if err != nil {
 		t.Fatal(err)
@@ -285,7 +285,7 @@ func TestWatchCouriers(t *testing.T) {
 func TestReportLocationsEndsOnShutdown(t *testing.T) {
 	e := start(t, courier.Options{})
 	c := e.courierUser(t, 1, 1)
-	now := time.Now().UTC().Truncate(time.Microsecond)
+	now := testNow
 	stream, err := e.client.ReportLocations(callCtx(t, as(1, auth.RoleCourier)))
 	if err != nil {
 		t.Fatal(err)

@@ -21,8 +21,11 @@ import (
 	"lastmile/internal/courier"
 	"lastmile/internal/courier/couriertest"
 	"lastmile/internal/courier/grpcapi"
+	"lastmile/internal/courier/sqlite"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/database/databasetest"
 	"lastmile/internal/platform/grpcserver"
 )
 
@@ -48,21 +51,33 @@ func (headerAuthenticator) Authenticate(_ context.Context, md metadata.MD) (auth
 	return auth.Principal{}, nil
 }
 
-// env is a courier service served over bufconn through grpcserver's full interceptor chain.
+// testNow is the service's clock in tests that do not set their own: a fixed instant, so that no test
+// depends on the wall clock's hour.
+var testNow = time.Date(2031, 3, 14, 9, 20, 0, 0, time.UTC)
+
+// env is a courier service on the SQLite store, served over bufconn through grpcserver's full
+// interceptor chain.
 type env struct {
 	client courierv1.CourierServiceClient
 	api    *grpcapi.Server
 	svc    *courier.Service
 	users  *couriertest.Users
-	store  *couriertest.Store
 	// stopRun ends the service's Run, as a process shutdown does: watches end with Unavailable.
 	stopRun func()
 }
 
+// start serves a new courier service; opts.Now defaults to the fixed testNow.
 func start(t testing.TB, opts courier.Options) *env {
 	t.Helper()
-	e := &env{store: couriertest.NewStore(), users: couriertest.NewUsers()}
-	e.svc = courier.NewService(e.store, e.users, opts)
+	if opts.Now == nil {
+		opts.Now = func() time.Time { return testNow }
+	}
+	db := databasetest.SQLite(t)
+	if err := database.MigrateSQLite(context.Background(), db, sqlite.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{users: couriertest.NewUsers()}
+	e.svc = courier.NewService(sqlite.New(db), e.users, opts)
 	if err := e.svc.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}

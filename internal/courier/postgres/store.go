@@ -1,30 +1,21 @@
-// Package postgres implements courier.Store on PostgreSQL through a pgx pool whose search_path starts
-// with the courier schema (database.OpenPostgres with Schema "courier").
+// Package postgres runs the courier store (sqlstore.Store) on PostgreSQL, through pgx's database/sql
+// adapter on a pool whose search_path starts with the courier schema (database.OpenPostgres with Schema
+// "courier"). What is PostgreSQL's own lives here: the migrations, the row lock and the reading of the
+// driver's errors.
 //
-// Times are timestamptz, which keeps microseconds: the store truncates every time it is given to the
-// microsecond and returns times in UTC, so a round trip through the store is exact at that precision
-// (the same precision as the SQLite store).
-//
-// Concurrency: every transaction that checks a courier's claims before writing (ClaimCourier,
-// UpdateCourier, SetStatus, SetAvailability) first locks the courier's row with SELECT ... FOR NO KEY
-// UPDATE and only then counts or reads the claims, in a later statement. Under READ COMMITTED each
-// statement takes a fresh snapshot, so once the lock is granted the count includes every claim
-// committed by the transaction that held it before; concurrent claims on one courier therefore run one
-// after the other and never exceed its capacity. NO KEY UPDATE (rather than UPDATE) is the lock a plain
-// UPDATE of the row takes: it does not conflict with the KEY SHARE locks that foreign-key checks take,
-// so location upserts never wait for a claim.
+// Times are timestamptz, which keeps microseconds. Every transaction that checks a courier before
+// writing locks the courier's row with SELECT ... FOR NO KEY UPDATE first (see package sqlstore).
 package postgres
 
 import (
 	"embed"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"lastmile/internal/courier"
+	"lastmile/internal/courier/sqlstore"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 )
@@ -38,34 +29,13 @@ func Migrations() database.Migrations {
 	return database.EmbeddedMigrations("courier", migrationFiles, "migrations")
 }
 
-// Store is a courier.Store backed by PostgreSQL. It is safe for concurrent use.
-type Store struct {
-	pool *pgxpool.Pool
+// New returns the courier store on pool, whose connections must resolve the courier schema's tables
+// (see database.PostgresOptions.Schema) migrated with Migrations. Close the store before pool: it
+// releases the database/sql handle opened over the pool, not the pool itself.
+func New(pool *pgxpool.Pool) *sqlstore.Store {
+	db := database.SQLDB(pool)
+	return sqlstore.New(db, sqlstore.Engine{Dialect: database.Postgres, Lock: " FOR NO KEY UPDATE", MapError: mapError}, db.Close)
 }
-
-var _ courier.Store = (*Store)(nil)
-
-// New returns a Store on pool, whose connections must resolve the courier schema's tables (see
-// database.PostgresOptions.Schema) migrated with Migrations.
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool}
-}
-
-// ts converts t to the stored form, truncated to the microsecond.
-func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
-
-// ceilTS is ts rounded up, for bounds on stored times: a stored (whole-microsecond) time s satisfies
-// s >= t exactly when s >= ceilTS(t).
-func ceilTS(t time.Time) time.Time {
-	c := ts(t)
-	if c.Before(t) {
-		c = c.Add(time.Microsecond)
-	}
-	return c
-}
-
-// hourStart normalises t to the start of its hour in UTC, the key of an availability slot.
-func hourStart(t time.Time) time.Time { return t.UTC().Truncate(time.Hour) }
 
 // conflictMessages names, by constraint, the caller-safe message of a uniqueness violation.
 var conflictMessages = map[string]string{
@@ -96,8 +66,4 @@ func mapError(err error, what string) error {
 		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
-}
-
-func courierNotFound(id string) error {
-	return apperr.Errorf(apperr.NotFound, "courier %s not found", id)
 }

@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func testContext(t *testing.T) context.Context {
+func testContext(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -30,18 +30,20 @@ func testContext(t *testing.T) context.Context {
 
 // newStore returns a store on a fresh database, skipped without LASTMILE_TEST_POSTGRES_DSN (see
 // databasetest).
-func newStore(t *testing.T) courier.Store {
+func newStore(t testing.TB) courier.Store {
 	t.Helper()
 	pool := databasetest.Postgres(t, "courier")
 	if err := database.MigratePostgres(testContext(t), pool, postgres.Migrations()); err != nil {
 		t.Fatalf("MigratePostgres: %v", err)
 	}
-	return postgres.New(pool)
+	s := postgres.New(pool)
+	t.Cleanup(func() { s.Close() }) // before the pool closes: cleanups run last-in first-out
+	return s
 }
 
 // requirePostgres skips the test (or fails it under LASTMILE_REQUIRE_POSTGRES=1) without a database,
 // once for the whole suite rather than once per subtest.
-func requirePostgres(t *testing.T) {
+func requirePostgres(t testing.TB) {
 	t.Helper()
 	if os.Getenv(databasetest.EnvPostgresDSN) == "" {
 		databasetest.PostgresURL(t) // skips or fails without creating anything
@@ -50,7 +52,7 @@ func requirePostgres(t *testing.T) {
 
 func TestStore(t *testing.T) {
 	requirePostgres(t)
-	storetest.Run(t, newStore)
+	storetest.Run(t, func(t *testing.T) courier.Store { return newStore(t) })
 }
 
 // open opens a pool on url in the courier schema and migrates it, as a starting process does.
@@ -72,19 +74,27 @@ func TestStoreDurable(t *testing.T) {
 		ctx := testContext(t)
 		url := databasetest.PostgresURL(t)
 		pool := open(ctx, t, url)
-		t.Cleanup(func() { pool.Close() })
+		s := postgres.New(pool)
+		t.Cleanup(func() {
+			s.Close()
+			pool.Close()
+		})
 		reopen := func() courier.Store {
+			if err := s.Close(); err != nil {
+				t.Fatalf("close store: %v", err)
+			}
 			pool.Close()
 			pool = open(ctx, t, url)
-			return postgres.New(pool)
+			s = postgres.New(pool)
+			return s
 		}
-		return postgres.New(pool), reopen
+		return s, reopen
 	})
 }
 
 // TestInvalid checks that values no store can hold are refused as Invalid before they reach SQL.
 func TestInvalid(t *testing.T) {
-	storetest.RunInvalid(t, newStore)
+	storetest.RunInvalid(t, func(t *testing.T) courier.Store { return newStore(t) })
 }
 
 // TestInvalidText checks that a string PostgreSQL's text cannot hold (a NUL byte) is refused as Invalid:
@@ -97,4 +107,10 @@ func TestInvalidText(t *testing.T) {
 	if got := apperr.CodeOf(s.CreateCourier(ctx, c)); got != apperr.Invalid {
 		t.Errorf("CreateCourier(NUL in name) code = %q, want %q", got, apperr.Invalid)
 	}
+}
+
+// BenchmarkSaveLocations measures the location flush (see storetest.BenchSaveLocations).
+func BenchmarkSaveLocations(b *testing.B) {
+	requirePostgres(b)
+	storetest.BenchSaveLocations(b, newStore(b))
 }

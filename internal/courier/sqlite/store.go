@@ -1,29 +1,24 @@
-// Package sqlite implements courier.Store on SQLite, the embedded default store, through the pure-Go
-// modernc.org/sqlite driver and a *sql.DB opened with database.OpenSQLite.
+// Package sqlite runs the courier store (sqlstore.Store) on SQLite, the embedded default, through the
+// pure-Go modernc.org/sqlite driver and a *sql.DB opened with database.OpenSQLite. What is SQLite's own
+// lives here: the migrations and the reading of the driver's errors.
 //
-// Times are stored as Unix microseconds in UTC: the store truncates every time it is given to the
-// microsecond and returns times in UTC, so a round trip through the store is exact at that precision
-// (the same precision as the PostgreSQL store).
-//
-// Every check-then-write (capacity, status, version, the claims that pin availability hours) runs in
-// one transaction. database.OpenSQLite begins transactions with BEGIN IMMEDIATE on a single connection,
-// so they are serialised within the process and, through SQLite's write lock, across processes: no
-// other writer can slip in between the check and the write.
+// Times are stored as Unix microseconds in UTC. database.OpenSQLite begins transactions with BEGIN
+// IMMEDIATE on a single connection, so they are serialised within the process and, through SQLite's
+// write lock, across processes: that lock is what makes the store's check-then-write transactions atomic,
+// so the store needs no row lock here.
 package sqlite
 
 import (
-	"context"
 	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
-	"lastmile/internal/courier"
+	"lastmile/internal/courier/sqlstore"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 )
@@ -36,44 +31,12 @@ func Migrations() database.Migrations {
 	return database.EmbeddedMigrations("courier", migrationFiles, "migrations")
 }
 
-// Store is a courier.Store backed by SQLite. It is safe for concurrent use.
-type Store struct {
-	db *sql.DB
+// New returns the courier store on db, which must come from database.OpenSQLite (a single connection
+// whose transactions take the write lock up front) and carry the schema of Migrations. Closing the store
+// leaves db open.
+func New(db *sql.DB) *sqlstore.Store {
+	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: mapError}, nil)
 }
-
-var _ courier.Store = (*Store)(nil)
-
-// New returns a Store on db, which must come from database.OpenSQLite (a single connection whose
-// transactions take the write lock up front) and carry the schema of Migrations.
-func New(db *sql.DB) *Store {
-	return &Store{db: db}
-}
-
-// querier is what *sql.DB and *sql.Tx have in common, so reads run alike inside and outside a
-// transaction.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-// micros converts t to the stored form, truncating to the microsecond.
-func micros(t time.Time) int64 { return t.UnixMicro() }
-
-// ceilMicros is micros rounded up, for exclusive lower bounds and inclusive upper bounds on stored
-// times: a stored (whole-microsecond) time s satisfies s >= t exactly when s >= ceilMicros(t).
-func ceilMicros(t time.Time) int64 {
-	us := t.UnixMicro()
-	if time.UnixMicro(us).Before(t) {
-		us++
-	}
-	return us
-}
-
-func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
-
-// hourStart normalises t to the start of its hour in UTC, the key of an availability slot.
-func hourStart(t time.Time) time.Time { return t.UTC().Truncate(time.Hour) }
 
 // conflictMessages names, by the column SQLite reports in a uniqueness violation, the caller-safe
 // message of the resulting Conflict.
@@ -105,8 +68,4 @@ func mapError(err error, what string) error {
 		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
-}
-
-func courierNotFound(id string) error {
-	return apperr.Errorf(apperr.NotFound, "courier %s not found", id)
 }

@@ -20,14 +20,14 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func testContext(t *testing.T) context.Context {
+func testContext(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func newStore(t *testing.T) courier.Store {
+func newStore(t testing.TB) courier.Store {
 	t.Helper()
 	db := databasetest.SQLite(t)
 	if err := database.MigrateSQLite(testContext(t), db, sqlite.Migrations()); err != nil {
@@ -37,7 +37,7 @@ func newStore(t *testing.T) courier.Store {
 }
 
 func TestStore(t *testing.T) {
-	storetest.Run(t, newStore)
+	storetest.Run(t, func(t *testing.T) courier.Store { return newStore(t) })
 }
 
 // open opens and migrates the database file at path, as a starting process does.
@@ -72,5 +72,10 @@ func TestStoreDurable(t *testing.T) {
 
 // TestInvalid checks that values no store can hold are refused as Invalid before they reach SQL.
 func TestInvalid(t *testing.T) {
-	storetest.RunInvalid(t, newStore)
+	storetest.RunInvalid(t, func(t *testing.T) courier.Store { return newStore(t) })
+}
+
+// BenchmarkSaveLocations measures the location flush (see storetest.BenchSaveLocations).
+func BenchmarkSaveLocations(b *testing.B) {
+	storetest.BenchSaveLocations(b, newStore(b))
 }

@@ -1,0 +1,93 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"lastmile/internal/courier"
+	"lastmile/internal/platform/database"
+)
+
+// loadClaims returns the claims of courier id, ordered by ClaimedAt then TaskID.
+func (s *Store) loadClaims(ctx context.Context, q querier, id string) ([]courier.Claim, error) {
+	rows, err := q.QueryContext(ctx, `
+		SELECT task_id, claimed_at, expected_release FROM claims
+		WHERE courier_id = $1 ORDER BY claimed_at, task_id`, id)
+	if err != nil {
+		return nil, s.e.MapError(err, "load claims of courier "+id)
+	}
+	defer rows.Close()
+	var out []courier.Claim
+	for rows.Next() {
+		c := courier.Claim{CourierID: id}
+		if err := rows.Scan(&c.TaskID, database.ScanTime(&c.ClaimedAt), database.ScanTime(&c.ExpectedRelease)); err != nil {
+			return nil, s.e.MapError(err, "load claims of courier "+id)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.e.MapError(err, "load claims of courier "+id)
+	}
+	return out, nil
+}
+
+// ClaimCourier implements courier.Store.
+func (s *Store) ClaimCourier(ctx context.Context, id, taskID string, decide func(c courier.Courier, holder string) (*courier.Claim, error)) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		cur, err := s.lockCourier(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		var holder string
+		err = tx.QueryRowContext(ctx, `SELECT courier_id FROM claims WHERE task_id = $1`, taskID).Scan(&holder)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return s.e.MapError(err, "look up claim of task "+taskID)
+		}
+		c, err := decide(cur, holder)
+		if err != nil || c == nil {
+			return err
+		}
+		if err := checkClaim(*c, id, taskID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `
+			INSERT INTO claims (task_id, courier_id, claimed_at, expected_release) VALUES ($1, $2, $3, $4)`,
+			c.TaskID, c.CourierID, s.time(c.ClaimedAt), s.time(c.ExpectedRelease))
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("claim courier %s for task %s", id, taskID))
+		}
+		return nil
+	})
+}
+
+// ReleaseCourier implements courier.Store. Deleting needs no lock: fewer claims never break a rule.
+func (s *Store) ReleaseCourier(ctx context.Context, id, taskID string) (released bool, err error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM claims WHERE courier_id = $1 AND task_id = $2`, id, taskID)
+	if err != nil {
+		return false, s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
+	}
+	if n > 0 {
+		return true, nil
+	}
+	// Couriers are never deleted, so checking existence after the delete found nothing is not a race.
+	return false, s.courierExists(ctx, s.db, id)
+}
+
+// Claims implements courier.Store.
+func (s *Store) Claims(ctx context.Context, id string) ([]courier.Claim, error) {
+	out, err := s.loadClaims(ctx, s.db, id)
+	if err != nil {
+		return nil, err
+	}
+	// Couriers are never deleted, so checking existence only when there are no claims is not a race.
+	if len(out) == 0 {
+		return nil, s.courierExists(ctx, s.db, id)
+	}
+	return out, nil
+}
