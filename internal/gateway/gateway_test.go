@@ -111,11 +111,16 @@ func startGRPC(t *testing.T, fake *fakeRoute) *grpc.ClientConn {
 	return conn
 }
 
+// routeService exposes the route service reachable through conn.
+func routeService(conn *grpc.ClientConn) []gateway.Service {
+	return []gateway.Service{{Name: "lastmile.route.v1.RouteService", Conn: conn, Register: routev1.RegisterRouteServiceHandler}}
+}
+
 // startGateway runs a gateway in front of fake on an httptest server.
 func startGateway(t *testing.T, fake *fakeRoute, cfg gateway.Config) *httptest.Server {
 	t.Helper()
 	conn := startGRPC(t, fake)
-	g, err := gateway.New(t.Context(), cfg, gateway.Conns{Route: conn})
+	g, err := gateway.New(t.Context(), cfg, routeService(conn))
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}
@@ -646,7 +651,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := gateway.New(t.Context(), tt.cfg, gateway.Conns{}); err == nil {
+			if _, err := gateway.New(t.Context(), tt.cfg, nil); err == nil {
 				t.Errorf("New(%+v) error = nil, want an error", tt.cfg)
 			}
 		})
@@ -655,16 +660,16 @@ func TestNewRejectsBadConfig(t *testing.T) {
 
 func TestNewRejectsDuplicateMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	if _, err := gateway.New(t.Context(), gateway.Config{Registerer: reg}, gateway.Conns{}); err != nil {
+	if _, err := gateway.New(t.Context(), gateway.Config{Registerer: reg}, nil); err != nil {
 		t.Fatalf("first New: %v", err)
 	}
-	if _, err := gateway.New(t.Context(), gateway.Config{Registerer: reg}, gateway.Conns{}); err == nil {
+	if _, err := gateway.New(t.Context(), gateway.Config{Registerer: reg}, nil); err == nil {
 		t.Errorf("second New on the same registry error = nil, want an error")
 	}
 }
 
 func TestUnconfiguredServiceIs404(t *testing.T) {
-	g, err := gateway.New(t.Context(), gateway.Config{}, gateway.Conns{})
+	g, err := gateway.New(t.Context(), gateway.Config{}, nil)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -680,7 +685,7 @@ func TestUnconfiguredServiceIs404(t *testing.T) {
 
 func TestListenAndServe(t *testing.T) {
 	conn := startGRPC(t, &fakeRoute{})
-	g, err := gateway.New(t.Context(), gateway.Config{Addr: "127.0.0.1:0"}, gateway.Conns{Route: conn})
+	g, err := gateway.New(t.Context(), gateway.Config{Addr: "127.0.0.1:0"}, routeService(conn))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -730,7 +735,7 @@ func TestListenFailsFast(t *testing.T) {
 	}
 	defer taken.Close()
 
-	g, err := gateway.New(t.Context(), gateway.Config{Addr: taken.Addr().String()}, gateway.Conns{})
+	g, err := gateway.New(t.Context(), gateway.Config{Addr: taken.Addr().String()}, nil)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

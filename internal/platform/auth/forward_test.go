@@ -163,7 +163,7 @@ func dialTLS(t *testing.T, addr string, cfg *tls.Config, opts ...grpc.DialOption
 // downstream server receives the user's bearer token unchanged and runs the call as that user, via
 // dispatch; a call without a user token runs as dispatch itself.
 func TestForwardTokenOverTLS(t *testing.T) {
-	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil)
+	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil, "dispatch")
 	if err != nil {
 		t.Fatalf("EnsureDevPKI() error = %v", err)
 	}

@@ -184,7 +184,7 @@ type Server struct {
 	policy  auth.Policy
 	logger  *slog.Logger
 
-	calls   *openCalls
+	calls *openCalls
 
 	mu      sync.Mutex
 	started bool
@@ -404,4 +404,3 @@ func (s *Server) Close() error {
 	}
 	return nil
 }
-

@@ -302,11 +302,11 @@ func tlsServer(t *testing.T, pki *tlsutil.PKI, policy auth.Policy) string {
 }
 
 func TestTLS(t *testing.T) {
-	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil)
+	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil, "dispatch", "gateway", "route")
 	if err != nil {
 		t.Fatalf("EnsureDevPKI() error = %v", err)
 	}
-	foreign, err := tlsutil.EnsureDevPKI(t.TempDir(), nil)
+	foreign, err := tlsutil.EnsureDevPKI(t.TempDir(), nil, "dispatch", "gateway", "route")
 	if err != nil {
 		t.Fatalf("EnsureDevPKI(foreign) error = %v", err)
 	}
