@@ -71,9 +71,10 @@ type telemetryConfig struct {
 
 // grpcConfig configures the gRPC server that hosts the modules.
 type grpcConfig struct {
-	RateLimitRPS    float64
-	RateLimitBurst  int
-	MaxRecvMsgBytes int
+	RateLimitRPS      float64
+	RateLimitBurst    int
+	MaxRecvMsgBytes   int
+	ReadinessInterval time.Duration
 }
 
 // gatewayConfig configures the REST gateway.
@@ -117,6 +118,7 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.Float64Var(&c.GRPC.RateLimitRPS, "rate-limit-rps", 200, "per-caller request rate limit on gRPC (0 disables)")
 	fs.IntVar(&c.GRPC.RateLimitBurst, "rate-limit-burst", 400, "per-caller burst allowance")
 	fs.IntVar(&c.GRPC.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest gRPC message a server accepts")
+	fs.DurationVar(&c.GRPC.ReadinessInterval, "readiness-interval", grpcserver.DefaultReadinessInterval, "how often readiness (databases reachable) is checked; per-service gRPC health and /readyz follow the same check")
 	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
 	for _, m := range c.Modules {
 		if m.flags != nil {
@@ -143,6 +145,9 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 		return c, usageError{fmt.Errorf("--trace-sample-ratio: want 0..1, got %v", r)}
 	}
 	if err := positiveDuration("shutdown-timeout", c.ShutdownTimeout); err != nil {
+		return c, err
+	}
+	if err := positiveDuration("readiness-interval", c.GRPC.ReadinessInterval); err != nil {
 		return c, err
 	}
 	if c.DrainDelay < 0 {
@@ -211,17 +216,18 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 			return err
 		}
 		srv, err = grpcserver.New(grpcserver.Config{
-			Addr:            cfg.GRPCAddr,
-			TLS:             tlsc.server,
-			MaxRecvMsgSize:  cfg.GRPC.MaxRecvMsgBytes,
-			ShutdownTimeout: cfg.ShutdownTimeout,
-			DrainDelay:      cfg.DrainDelay,
-			RateLimit:       grpcserver.RateLimit{RPS: cfg.GRPC.RateLimitRPS, Burst: cfg.GRPC.RateLimitBurst},
-			Policy:          policy(),
-			Authenticator:   &auth.ServiceAuthenticator{Verifier: verifier},
-			Logger:          logger,
-			Registerer:      registry,
-			TracerProvider:  tp,
+			Addr:              cfg.GRPCAddr,
+			TLS:               tlsc.server,
+			MaxRecvMsgSize:    cfg.GRPC.MaxRecvMsgBytes,
+			ShutdownTimeout:   cfg.ShutdownTimeout,
+			DrainDelay:        cfg.DrainDelay,
+			ReadinessInterval: cfg.GRPC.ReadinessInterval,
+			RateLimit:         grpcserver.RateLimit{RPS: cfg.GRPC.RateLimitRPS, Burst: cfg.GRPC.RateLimitBurst},
+			Policy:            policy(),
+			Authenticator:     &auth.ServiceAuthenticator{Verifier: verifier},
+			Logger:            logger,
+			Registerer:        registry,
+			TracerProvider:    tp,
 		})
 		if err != nil {
 			return fmt.Errorf("grpc server: %w", err)
