@@ -108,10 +108,9 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	})
 	identitygrpc.Register(srv.GRPC(), svc, keys)
 
-	// UserActivity streams end when the server starts its graceful stop, so they do not hold it up.
-	activityCtx, stopActivity := context.WithCancel(ctx)
-	srv.OnShutdown(stopActivity)
-	p.runners = append(p.runners, func(context.Context) error { return svc.Run(activityCtx) })
+	// Runners stop just before the gRPC server's graceful stop, which ends the UserActivity streams so that
+	// they do not hold it up, and not before: the gateway may still be finishing requests.
+	p.runners = append(p.runners, svc.Run)
 
 	created, generated, err := svc.EnsureAdmin(ctx, cfg.AdminEmail, p.env.Getenv("LASTMILE_ADMIN_PASSWORD"))
 	if err != nil {
