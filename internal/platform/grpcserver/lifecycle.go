@@ -146,9 +146,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	if err := s.policy.Check(methods); err != nil {
-		s.grpc.Stop()
-		s.lis.Close()
-		close(s.stopped)
+		s.stopOnce.Do(func() {
+			close(s.stopping)
+			s.grpc.Stop()
+			s.lis.Close()
+			close(s.stopped)
+		})
 		return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
 	}
 	s.metrics.InitializeMetrics(s.grpc)
@@ -179,17 +182,23 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer func() { stopPolling(); polling.Wait() }()
 
-	s.serveErr = make(chan error, 1)
-	go func() { s.serveErr <- s.grpc.Serve(s.lis) }()
+	go func() {
+		s.serveErr = s.grpc.Serve(s.lis)
+		close(s.served)
+	}()
 	s.logger.Info("gRPC server serving", "addr", s.lis.Addr().String(), "tls", s.cfg.TLS != nil)
 
 	select {
-	case err := <-s.serveErr:
-		s.stopOnce.Do(func() { close(s.stopping); s.grpc.Stop(); close(s.stopped) })
-		if err == nil || errors.Is(err, grpc.ErrServerStopped) {
+	case <-s.served:
+		// The listener failed, unless a Shutdown is what ended grpc.Serve (then wait for it below).
+		failed := false
+		s.stopOnce.Do(func() { failed = true; close(s.stopping); s.grpc.Stop(); close(s.stopped) })
+		if failed {
+			if err := s.serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
+			}
 			return nil
 		}
-		return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
 	case <-s.stopping:
 	case <-ctx.Done():
 		s.Drain()
@@ -279,7 +288,8 @@ func (s *Server) shutdown(ctx context.Context) error {
 			return nil
 		}
 	}
-	if err := <-s.serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	<-s.served
+	if err := s.serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
 	}
 	s.logger.Info("gRPC server stopped", "addr", s.lis.Addr().String())

@@ -194,7 +194,8 @@ type Server struct {
 
 	// Set by Serve; see lifecycle.go.
 	ready     *readiness
-	serveErr  chan error
+	served    chan struct{} // closed when grpc.Serve has returned, with serveErr set
+	serveErr  error
 	stopping  chan struct{} // closed when the shutdown starts
 	stopped   chan struct{} // closed when it has finished
 	stopOnce  sync.Once
@@ -246,7 +247,7 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	s := &Server{cfg: cfg, lis: lis, health: health.NewServer(), metrics: metrics, policy: policy, logger: logger,
-		calls: newOpenCalls(), stopping: make(chan struct{}), stopped: make(chan struct{})}
+		calls: newOpenCalls(), served: make(chan struct{}), stopping: make(chan struct{}), stopped: make(chan struct{})}
 	c := &chain{
 		logger:    logger,
 		metrics:   metrics,

@@ -236,6 +236,10 @@ func TestServeRequiresCompletePolicy(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), unaryCall) || strings.Contains(err.Error(), emptyCall) {
 		t.Errorf("Serve() with gaps in the policy = %v, want an error naming %s and not %s", err, unaryCall, emptyCall)
 	}
+	// A process that stops after such a failure must not hang in Shutdown.
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown() after a failed Serve = %v, want nil", err)
+	}
 }
 
 func TestNewFailsFast(t *testing.T) {
