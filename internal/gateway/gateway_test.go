@@ -790,3 +790,85 @@ func TestClientGrpcTimeoutIgnored(t *testing.T) {
 		t.Errorf("deadline the service saw = %v, want the gateway's RequestTimeout (30s), not the client's 1ns", sawDeadline)
 	}
 }
+
+// TestShutdownFinishesRequestsInFlight checks that Shutdown stops accepting connections at once but lets a
+// request whose body is still arriving finish with its full answer.
+func TestShutdownFinishesRequestsInFlight(t *testing.T) {
+	conn := startGRPC(t, &fakeRoute{})
+	g, err := gateway.New(t.Context(), gateway.Config{Addr: "127.0.0.1:0"}, routeService(conn))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := g.Listen(t.Context()); err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	addr := g.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(t.Context()) }()
+
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+estimatePath, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(len(validBody))
+	req.Header.Set("Content-Type", "application/json")
+	// No byte of the body leaves before the handler asks for it: the first write returns once the gateway
+	// is handling the request.
+	req.Header.Set("Expect", "100-continue")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, ExpectContinueTimeout: time.Minute}}
+	type result struct {
+		code int
+		body []byte
+		err  error
+	}
+	answered := make(chan result, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err != nil {
+			answered <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		answered <- result{resp.StatusCode, b, err}
+	}()
+	if _, err := pw.Write([]byte(validBody[:10])); err != nil {
+		t.Fatalf("first part of the body: %v", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- g.Shutdown(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway still accepts connections 10s after Shutdown began")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := pw.Write([]byte(validBody[10:])); err != nil {
+		t.Fatalf("rest of the body: %v", err)
+	}
+	pw.Close()
+
+	res := <-answered
+	if res.err != nil || res.code != http.StatusOK {
+		t.Fatalf("request in flight during Shutdown = %d %q %v, want 200", res.code, res.body, res.err)
+	}
+	if diff := cmp.Diff(map[string]any{"distanceMeters": 1234.5, "duration": "90s", "provider": "fake", "transportMode": "TRANSPORT_MODE_BICYCLE"}, decode(t, res.body)); diff != "" {
+		t.Errorf("answer during Shutdown (-want +got):\n%s", diff)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Shutdown = %v, want nil", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve after Shutdown = %v, want nil", err)
+	}
+}
