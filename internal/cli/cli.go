@@ -28,8 +28,9 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	// Ready, when set, is called by serve once every listener is bound, with the actual addresses.
 	Ready func(Endpoints)
-	// Now is the services' clock (nil: time.Now). Tests set it to decide what hour it is, so that
-	// nothing they check can move to the next hour while they run.
+	// Now is the services' clock (nil: time.Now); today the courier service reads it for its hour slots
+	// and location fixes. Tests set it to decide what hour it is, so that nothing they check can move to
+	// the next hour while they run.
 	Now func() time.Time
 }
 

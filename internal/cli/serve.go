@@ -407,10 +407,7 @@ func (p *process) readyFunc(srv *grpcserver.Server) func(context.Context) error 
 
 // clientIdentity is the service identity this process presents to its peers: the first module it runs.
 func (p *process) clientIdentity() string {
-	for _, t := range p.targets() {
-		return t
-	}
-	return gatewayTarget
+	return p.targets()[0] // parseServe refuses an empty --target
 }
 
 // dialPeers connects to the peer services m declares, as m, and warns about those that are neither
