@@ -1,6 +1,6 @@
 # Makefile: the developer and CI entry points. Every tool runs through `go tool` (pinned in go.mod).
 GO ?= go
-BREAKING_AGAINST ?= HEAD~1
+# BREAKING_AGAINST, when set, overrides the baseline commit of api/BREAKING_BASELINE for one comparison.
 export BREAKING_AGAINST
 
 
@@ -38,7 +38,7 @@ staticcheck:
 lint: buflint vet staticcheck
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## breaking: buf breaking (WIRE_JSON) against BREAKING_AGAINST (default: the previous commit).
+## breaking: buf breaking (WIRE_JSON) against the baseline commit in api/BREAKING_BASELINE.
 breaking:
 	./scripts/buf-breaking.sh
 

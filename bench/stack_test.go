@@ -105,7 +105,7 @@ type variant struct {
 // startVariants starts the three variants; tb's cleanup stops them.
 func startVariants(tb testing.TB) []variant {
 	tb.Helper()
-	pki, err := tlsutil.EnsureDevPKI(filepath.Join(tb.TempDir(), "tls"), nil)
+	pki, err := tlsutil.EnsureDevPKI(filepath.Join(tb.TempDir(), "tls"), nil, "dispatch")
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -18,14 +18,15 @@ Existing certificates that are still valid for more than 30 days are kept. serve
 	if err := fs.parse(args, env.Getenv); err != nil {
 		return err
 	}
-	pki, err := tlsutil.EnsureDevPKI(filepath.Join(dataDir, "tls"), hosts)
+	ids := identities()
+	pki, err := tlsutil.EnsureDevPKI(filepath.Join(dataDir, "tls"), hosts, ids...)
 	if err != nil {
 		return fmt.Errorf("development PKI: %w", err)
 	}
 	fmt.Fprintf(env.Stdout, "CA certificate:     %s\n", pki.CAFile())
 	cert, key := pki.ServerCert()
 	fmt.Fprintf(env.Stdout, "server certificate: %s (key %s)\n", cert, key)
-	for _, svc := range tlsutil.Services {
+	for _, svc := range ids {
 		cert, key := pki.ClientCert(svc)
 		fmt.Fprintf(env.Stdout, "%-8s identity:  %s (key %s)\n", svc, cert, key)
 	}

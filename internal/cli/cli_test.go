@@ -41,8 +41,8 @@ func TestParseServePrecedence(t *testing.T) {
 	if diff := cmp.Diff(map[string]bool{"route": true, "gateway": true}, cfg.Targets); diff != "" {
 		t.Errorf("Targets (-want +got):\n%s", diff)
 	}
-	if cfg.ShutdownTimeout != 3*time.Second || cfg.LogLevel != slog.LevelDebug {
-		t.Errorf("ShutdownTimeout, LogLevel = %v, %v; want 3s, debug", cfg.ShutdownTimeout, cfg.LogLevel)
+	if cfg.ShutdownTimeout != 3*time.Second || cfg.Telemetry.LogLevel != slog.LevelDebug {
+		t.Errorf("ShutdownTimeout, LogLevel = %v, %v; want 3s, debug", cfg.ShutdownTimeout, cfg.Telemetry.LogLevel)
 	}
 }
 
@@ -51,11 +51,12 @@ func TestParseServeDefaultsAllTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"identity": true, "courier": true, "route": true, "dispatch": true, "gateway": true}
+	// Every module of the registry and the gateway; dispatch is not a target until its module exists.
+	want := map[string]bool{"identity": true, "courier": true, "route": true, "gateway": true}
 	if diff := cmp.Diff(want, cfg.Targets); diff != "" {
 		t.Errorf("default Targets (-want +got):\n%s", diff)
 	}
-	if cfg.Insecure {
+	if cfg.TLS.Insecure {
 		t.Error("Insecure is on by default; TLS must be the default")
 	}
 }
@@ -68,6 +69,7 @@ func TestParseServeRejectsBadInput(t *testing.T) {
 		wantErr string
 	}{
 		{"unknown target", []string{"--target", "route,billing"}, nil, `unknown service "billing"`},
+		{"negative drain delay", []string{"--drain-delay", "-1s"}, nil, "--drain-delay must not be negative"},
 		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},
 		{"bad env duration", nil, map[string]string{"LASTMILE_SHUTDOWN_TIMEOUT": "soon"}, "LASTMILE_SHUTDOWN_TIMEOUT"},
 		{"negative shutdown", []string{"--shutdown-timeout", "-1s"}, nil, "--shutdown-timeout must be positive"},
@@ -137,5 +139,24 @@ func TestServeNeedsPeerAddressForRemoteRoute(t *testing.T) {
 	var ue usageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--route-addr") {
 		t.Errorf("serve --target=gateway without --route-addr = %v, want a usage error naming --route-addr", err)
+	}
+}
+
+// TestServeRefusesTargetsWithNothingToServe checks that a service without a module (dispatch, until it
+// lands) is a usage error naming the services that exist, rather than an empty server reporting healthy.
+func TestServeRefusesTargetsWithNothingToServe(t *testing.T) {
+	err := Run(context.Background(), []string{"lastmile", "serve", "--target", "dispatch", "--insecure",
+		"--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"},
+		Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+	const want = `--target: unknown service "dispatch" (want all or a list of identity, courier, route, gateway)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("serve --target=dispatch = %v, want %q", err, want)
+	}
+	if got := ExitCode(err); got != 2 {
+		t.Errorf("ExitCode = %d, want 2 for a usage error", got)
+	}
+	if _, err := parseServe([]string{"--dispatch-addr", "localhost:9090"}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}}); err == nil ||
+		!strings.Contains(err.Error(), "flag provided but not defined: -dispatch-addr") {
+		t.Errorf("parseServe(--dispatch-addr) = %v, want an undefined flag: peers come from the registry", err)
 	}
 }

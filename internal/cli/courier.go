@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 	"lastmile/internal/courier"
 	couriergrpc "lastmile/internal/courier/grpcapi"
@@ -16,11 +18,24 @@ import (
 
 var errIdentityUnconfigured = apperr.Errorf(apperr.Unavailable, "identity service not configured")
 
+// courierModule declares the courier service: its store, and identity's UserService as its peer (to
+// check the users it registers as couriers).
+func courierModule() *module {
+	return &module{
+		name:     "courier",
+		services: []grpcService{{name: courierv1.CourierService_ServiceDesc.ServiceName, rest: courierv1.RegisterCourierServiceHandler, needsStore: true}},
+		peers:    []string{identityv1.UserService_ServiceDesc.ServiceName},
+		policy:   couriergrpc.Policy,
+		store:    &storeDecl{SQLite: couriersqlite.Migrations(), Postgres: courierpg.Migrations()},
+		start:    startCourier,
+	}
+}
+
 // startCourier opens the courier store, warms the live state (positions, claims) from it, registers the
 // service and schedules its background work: the location flusher while serving, and a final flush once the
 // gRPC server has stopped, so that a clean shutdown loses no accepted fix.
-func (p *process) startCourier(ctx context.Context, srv *grpcserver.Server) error {
-	h, err := p.openStore(ctx, "courier")
+func startCourier(ctx context.Context, p *process, srv *grpcserver.Server) error {
+	h, err := p.openStore(ctx, srv, "courier")
 	if err != nil {
 		return err
 	}
@@ -32,33 +47,26 @@ func (p *process) startCourier(ctx context.Context, srv *grpcserver.Server) erro
 		p.cleanups = append(p.cleanups, func() { _ = pg.Close() }) // runs before the pool's: cleanups run in reverse
 		store = pg
 	}
-	conn, err := p.dial("identity", "lastmile.identity.v1.UserService", "courier")
-	if err != nil {
-		return err
-	}
-	var users courier.Users
-	if conn != nil {
+	var users courier.Users = unreachableUsers{}
+	if conn := p.peer(identityv1.UserService_ServiceDesc.ServiceName); conn != nil {
 		users = identityclient.New(identityv1.NewUserServiceClient(conn))
-	} else {
-		p.logger.Warn("courier: no identity service here and no --identity-addr: RegisterCourier cannot check users")
-		users = unreachableUsers{}
 	}
-	svc := courier.NewService(store, users, courier.Options{Logger: p.logger})
+	svc := courier.NewService(store, users, courier.Options{Logger: p.logger, Now: p.env.Now})
 	if err := svc.Load(ctx); err != nil {
-		return err
+		return fmt.Errorf("load courier live state: %w", err)
 	}
 	api := couriergrpc.NewServer(svc)
 	couriergrpc.Register(srv.GRPC(), api)
 	// Open location streams answer with their counts when the server starts stopping; apps reconnect.
 	srv.OnShutdown(api.Shutdown)
 	p.runners = append(p.runners, svc.Run)
-	// The flusher stops with the process context, while the gRPC server still drains streams that accept
-	// fixes; the final flush therefore runs after the server has stopped, before the database closes.
+	// The flusher stops when the gRPC server starts stopping, while the server still drains streams that
+	// accept fixes; the final flush therefore runs after the server has stopped, before the database closes.
 	p.afterStop = append(p.afterStop, func() {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := svc.Flush(fctx); err != nil {
-			p.logger.Error("courier: final location flush failed", "err", err)
+			p.logger.Error("courier: final location flush failed", "error", err)
 		}
 	})
 	p.logger.Info("courier service registered")

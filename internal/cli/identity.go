@@ -4,13 +4,18 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
 
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 	"lastmile/internal/identity"
 	identitygrpc "lastmile/internal/identity/grpcapi"
 	identitypg "lastmile/internal/identity/postgres"
 	identitysqlite "lastmile/internal/identity/sqlite"
+	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
 	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/auth/grpcauth"
@@ -25,17 +30,53 @@ const (
 	tokenAudience = "lastmile"
 )
 
-// identityParts is the identity service before its gRPC server exists: the store and the signing keys,
-// which the token verifier of this same process reads directly.
-type identityParts struct {
-	store identity.Store
-	keys  *identity.KeyManager
+// identityConfig is the identity service's configuration.
+type identityConfig struct {
+	AccessTokenTTL time.Duration
+	KeyRotation    time.Duration
+	AdminEmail     string
 }
 
-func (p *process) openIdentity(ctx context.Context) (*identityParts, error) {
-	h, err := p.openStore(ctx, "identity")
+// identityModule declares the identity service. UserService needs the database for every call, so its
+// health follows it; AuthService publishes the signing keys from the key manager's cache (GetJwks, and
+// the gateway's /.well-known/jwks.json) and fails its database calls (login, refresh) one by one during an
+// outage, so it stays in its clients' balancers.
+func identityModule() *module {
+	var cfg identityConfig
+	return &module{
+		name: "identity",
+		services: []grpcService{
+			{name: identityv1.UserService_ServiceDesc.ServiceName, rest: identityv1.RegisterUserServiceHandler, needsStore: true},
+			{name: identityv1.AuthService_ServiceDesc.ServiceName, rest: identityv1.RegisterAuthServiceHandler},
+		},
+		policy: identitygrpc.Policy,
+		store:  &storeDecl{SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations()},
+		flags: func(fs *flagSet) {
+			fs.DurationVar(&cfg.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT)")
+			fs.DurationVar(&cfg.KeyRotation, "key-rotation", 24*time.Hour, "rotate the token signing key this often (0: only by hand); old keys stay published until their tokens expire")
+			fs.StringVar(&cfg.AdminEmail, "admin-email", "", "email of the admin account created on first start (its password: LASTMILE_ADMIN_PASSWORD, else generated and printed once)")
+		},
+		validate: func() error {
+			if err := positiveDuration("access-token-ttl", cfg.AccessTokenTTL); err != nil {
+				return err
+			}
+			if cfg.KeyRotation < 0 {
+				return usageError{errors.New("--key-rotation must not be negative")}
+			}
+			return nil
+		},
+		start: func(ctx context.Context, p *process, srv *grpcserver.Server) error {
+			return startIdentity(ctx, p, srv, cfg)
+		},
+	}
+}
+
+// startIdentity opens the identity store and keys, registers the service, publishes the keys to this
+// process's token verifier and bootstraps the first admin.
+func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg identityConfig) error {
+	h, err := p.openStore(ctx, srv, "identity")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var store identity.Store
 	if h.SQL != nil {
@@ -47,65 +88,40 @@ func (p *process) openIdentity(ctx context.Context) (*identityParts, error) {
 		store = pg
 	}
 	keys := identity.NewKeyManager(store, identity.KeyOptions{
-		AccessTokenTTL:   p.cfg.AccessTokenTTL,
-		RotationInterval: p.cfg.KeyRotation,
+		AccessTokenTTL:   cfg.AccessTokenTTL,
+		RotationInterval: cfg.KeyRotation,
 		Logger:           p.logger,
 	})
 	p.runners = append(p.runners, keys.Run)
-	return &identityParts{store: store, keys: keys}, nil
-}
+	// The token verifier of this process, built before the server, reads the keys from here.
+	p.localKeys = keys
 
-// openStore opens (and, unless --auto-migrate=false, migrates) a service's database and registers its
-// readiness check and cleanup.
-func (p *process) openStore(ctx context.Context, service string) (dbHandle, error) {
-	h, err := openDB(ctx, p.cfg.Dialect, p.cfg.DataDir, p.cfg.DatabaseURL, storeFor(service), p.cfg.AutoMigrate)
-	if err != nil {
-		return dbHandle{}, err
-	}
-	p.cleanups = append(p.cleanups, h.Close)
-	p.readies = append(p.readies, func(ctx context.Context) error {
-		var err error
-		if h.SQL != nil {
-			err = h.SQL.PingContext(ctx)
-		} else {
-			err = h.Pool.Ping(ctx)
-		}
-		if err != nil {
-			return fmt.Errorf("%s database unreachable", service)
-		}
-		return nil
-	})
-	return h, nil
-}
-
-func (p *process) startIdentity(ctx context.Context, srv *grpcserver.Server, parts *identityParts) error {
 	hasher, err := password.New(password.Config{})
 	if err != nil {
-		return err
+		return fmt.Errorf("password hasher: %w", err)
 	}
 	issuer, err := jwt.NewIssuer(jwt.IssuerConfig{
-		Issuer: tokenIssuer, Audience: tokenAudience, TTL: p.cfg.AccessTokenTTL, Keys: parts.keys,
+		Issuer: tokenIssuer, Audience: tokenAudience, TTL: cfg.AccessTokenTTL, Keys: keys,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("token issuer: %w", err)
 	}
-	svc := identity.NewService(parts.store, hasher, issuer, identity.Options{
+	svc := identity.NewService(store, hasher, issuer, identity.Options{
 		ClientKey: grpcauth.ClientKey,
 		Logger:    p.logger,
 	})
-	identitygrpc.Register(srv.GRPC(), svc, parts.keys)
+	identitygrpc.Register(srv.GRPC(), svc, keys)
 
-	// UserActivity streams end when the server starts its graceful stop, so they do not hold it up.
-	activityCtx, stopActivity := context.WithCancel(ctx)
-	srv.OnShutdown(stopActivity)
-	p.runners = append(p.runners, func(context.Context) error { return svc.Run(activityCtx) })
+	// Runners stop just before the gRPC server's graceful stop, which ends the UserActivity streams so that
+	// they do not hold it up, and not before: the gateway may still be finishing requests.
+	p.runners = append(p.runners, svc.Run)
 
-	created, generated, err := svc.EnsureAdmin(ctx, p.cfg.AdminEmail, p.env.Getenv("LASTMILE_ADMIN_PASSWORD"))
+	created, generated, err := svc.EnsureAdmin(ctx, cfg.AdminEmail, p.env.Getenv("LASTMILE_ADMIN_PASSWORD"))
 	if err != nil {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
 	if created {
-		email := p.cfg.AdminEmail
+		email := cfg.AdminEmail
 		if email == "" {
 			email = identity.DefaultAdminEmail
 		}
@@ -121,16 +137,28 @@ func (p *process) startIdentity(ctx context.Context, srv *grpcserver.Server, par
 }
 
 // tokenVerifier builds the access-token verifier of this process. Keys come straight from the key manager
-// when identity runs here, else from identity's GetJwks over gRPC. Without either, bearer tokens are refused.
-func (p *process) tokenVerifier(ident *identityParts) (auth.TokenVerifier, error) {
-	if !p.cfg.hostsGRPC() {
+// when identity runs here (startIdentity sets p.localKeys before the server serves; the cache fetches
+// lazily, at the first token), else from identity's GetJwks over gRPC. Without either, bearer tokens are
+// refused.
+func (p *process) tokenVerifier() (auth.TokenVerifier, error) {
+	if !p.hostsGRPC() {
 		return nil, nil // a gateway-only process forwards tokens and verifies none
 	}
 	var fetch jwt.FetcherFunc
+	var conn *grpc.ClientConn
+	if !p.cfg.Targets["identity"] {
+		var err error
+		if conn, err = p.dialService(identityv1.AuthService_ServiceDesc.ServiceName, p.clientIdentity()); err != nil {
+			return nil, err
+		}
+	}
 	switch {
-	case ident != nil:
+	case p.cfg.Targets["identity"]:
 		fetch = func(ctx context.Context) ([]jwt.PublicKey, error) {
-			keys, err := ident.keys.PublicKeys(ctx)
+			if p.localKeys == nil {
+				return nil, apperr.Errorf(apperr.Unavailable, "identity keys not loaded yet")
+			}
+			keys, err := p.localKeys.PublicKeys(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -140,11 +168,7 @@ func (p *process) tokenVerifier(ident *identityParts) (auth.TokenVerifier, error
 			}
 			return out, nil
 		}
-	case p.cfg.IdentityAddr != "":
-		conn, err := p.dial("identity", "lastmile.identity.v1.AuthService", p.clientIdentity())
-		if err != nil {
-			return nil, err
-		}
+	case conn != nil:
 		client := identityv1.NewAuthServiceClient(conn)
 		fetch = func(ctx context.Context) ([]jwt.PublicKey, error) {
 			set, err := client.GetJwks(ctx, &identityv1.GetJwksRequest{})

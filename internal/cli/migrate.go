@@ -9,39 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	courierpg "lastmile/internal/courier/postgres"
-	couriersqlite "lastmile/internal/courier/sqlite"
-	identitypg "lastmile/internal/identity/postgres"
-	identitysqlite "lastmile/internal/identity/sqlite"
 	"lastmile/internal/platform/database"
 )
-
-// serviceStore describes one service's database: its name (the PostgreSQL schema and the SQLite file name)
-// and its embedded migrations per dialect.
-type serviceStore struct {
-	Service  string
-	SQLite   database.Migrations
-	Postgres database.Migrations
-}
-
-// stores lists every service that owns a database. Route is stateless and has none; dispatch adds itself
-// here when it lands.
-func stores() []serviceStore {
-	return []serviceStore{
-		{Service: "identity", SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations()},
-		{Service: "courier", SQLite: couriersqlite.Migrations(), Postgres: courierpg.Migrations()},
-	}
-}
-
-// storeFor returns the registered store description of service.
-func storeFor(service string) serviceStore {
-	for _, s := range stores() {
-		if s.Service == service {
-			return s
-		}
-	}
-	panic("no store registered for " + service)
-}
 
 func runMigrate(ctx context.Context, args []string, env Env) error {
 	fs := newFlagSet("migrate", `Apply the embedded database migrations of every service that owns a store: SQLite files in --data-dir,
@@ -57,14 +26,17 @@ serve also migrates at startup.`, env.Stderr)
 	if err != nil {
 		return err
 	}
-	list := stores()
-	for _, s := range list {
-		h, err := openDB(ctx, dialect, dataDir, dbURL, s, true)
+	db := databaseConfig{URL: dbURL, Dialect: dialect, AutoMigrate: true}
+	for _, m := range modules() {
+		if m.store == nil {
+			continue
+		}
+		h, err := openDB(ctx, db, dataDir, m.name, *m.store)
 		if err != nil {
 			return err
 		}
 		h.Close()
-		fmt.Fprintf(env.Stdout, "migrate: %s up to date (%s)\n", s.Service, dialect)
+		fmt.Fprintf(env.Stdout, "migrate: %s up to date (%s)\n", m.name, dialect)
 	}
 	return nil
 }
@@ -94,31 +66,31 @@ func (h dbHandle) Close() {
 	}
 }
 
-// openDB opens service s's database — <data-dir>/<service>.db for SQLite, schema <service> in PostgreSQL —
-// and applies its migrations when migrate is set.
-func openDB(ctx context.Context, dialect database.Dialect, dataDir, dbURL string, s serviceStore, migrate bool) (dbHandle, error) {
-	switch dialect {
+// openDB opens module name's database — <data-dir>/<name>.db for SQLite, schema <name> in PostgreSQL — and
+// applies its migrations when db.AutoMigrate is set.
+func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store storeDecl) (dbHandle, error) {
+	switch db.Dialect {
 	case database.SQLite:
-		db, err := database.OpenSQLite(ctx, filepath.Join(dataDir, s.Service+".db"))
+		sqlDB, err := database.OpenSQLite(ctx, filepath.Join(dataDir, name+".db"))
 		if err != nil {
-			return dbHandle{}, fmt.Errorf("%s database: %w", s.Service, err)
+			return dbHandle{}, fmt.Errorf("%s database: %w", name, err)
 		}
-		if migrate {
-			if err := database.MigrateSQLite(ctx, db, s.SQLite); err != nil {
-				db.Close()
-				return dbHandle{}, fmt.Errorf("migrate %s: %w", s.Service, err)
+		if db.AutoMigrate {
+			if err := database.MigrateSQLite(ctx, sqlDB, store.SQLite); err != nil {
+				sqlDB.Close()
+				return dbHandle{}, fmt.Errorf("migrate %s: %w", name, err)
 			}
 		}
-		return dbHandle{SQL: db}, nil
+		return dbHandle{SQL: sqlDB}, nil
 	case database.Postgres:
-		pool, err := database.OpenPostgres(ctx, dbURL, database.PostgresOptions{Schema: s.Service})
+		pool, err := database.OpenPostgres(ctx, db.URL, database.PostgresOptions{Schema: name})
 		if err != nil {
-			return dbHandle{}, fmt.Errorf("%s database: %w", s.Service, err)
+			return dbHandle{}, fmt.Errorf("%s database: %w", name, err)
 		}
-		if migrate {
-			if err := database.MigratePostgres(ctx, pool, s.Postgres); err != nil {
+		if db.AutoMigrate {
+			if err := database.MigratePostgres(ctx, pool, store.Postgres); err != nil {
 				pool.Close()
-				return dbHandle{}, fmt.Errorf("migrate %s: %w", s.Service, err)
+				return dbHandle{}, fmt.Errorf("migrate %s: %w", name, err)
 			}
 		}
 		return dbHandle{Pool: pool}, nil

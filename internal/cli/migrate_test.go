@@ -23,8 +23,12 @@ func TestMigrateSQLite(t *testing.T) {
 		if err != nil {
 			t.Fatalf("migrate run %d: %v\n%s", run, err, out.String())
 		}
-		for _, s := range stores() {
-			if want := "migrate: " + s.Service + " up to date (sqlite)"; !strings.Contains(out.String(), want) {
+		for _, m := range modules() {
+			if m.store == nil {
+				continue
+			}
+			s := m.name
+			if want := "migrate: " + s + " up to date (sqlite)"; !strings.Contains(out.String(), want) {
 				t.Errorf("migrate run %d output lacks %q:\n%s", run, want, out.String())
 			}
 		}

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"lastmile/internal/gateway"
+	"lastmile/internal/identity"
 	"lastmile/internal/platform/admin"
 	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/database"
@@ -24,50 +27,71 @@ import (
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/telemetry"
 	"lastmile/internal/platform/tlsutil"
-	"lastmile/internal/route"
-	"lastmile/internal/route/geodesic"
-	routegrpc "lastmile/internal/route/grpcapi"
-	"lastmile/internal/route/osrm"
 )
 
-// serveConfig is everything `lastmile serve` reads from flags and the environment.
+// serveConfig is what `lastmile serve` reads from flags and the environment for the whole process; each
+// module keeps its own service's configuration (see module.flags).
 type serveConfig struct {
 	DataDir                       string
 	GRPCAddr, HTTPAddr, AdminAddr string
 	Targets                       map[string]bool
-	IdentityAddr, CourierAddr     string
-	RouteAddr, DispatchAddr       string
-	DatabaseURL                   string
-	Dialect                       database.Dialect // of DatabaseURL
-	Insecure                      bool
-	TLSHosts                      []string
-	LogLevel                      slog.Level
-	LogFormat                     string
-	OTLPEndpoint                  string
-	TraceSampleRatio              float64
-	RouteProvider                 string
-	OSRMURL                       string
-	OSRMTimeout                   time.Duration
-	RouteCacheSize                int
-	ShutdownTimeout               time.Duration
-	DrainDelay                    time.Duration
-	RateLimitRPS                  float64
-	RateLimitBurst                int
-	MaxBodyBytes                  int64
-	MaxRecvMsgBytes               int
-	AutoMigrate                   bool
-	AccessTokenTTL                time.Duration
-	KeyRotation                   time.Duration
-	AdminEmail                    string
+	// Peers holds the --<module>-addr flags by module name: where a module that does not run here is.
+	Peers           map[string]string
+	Database        databaseConfig
+	TLS             tlsConfig
+	Telemetry       telemetryConfig
+	GRPC            grpcConfig
+	Gateway         gatewayConfig
+	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration
+	// Modules are the registry's modules, their flags parsed.
+	Modules []*module
+}
+
+// databaseConfig selects the stores of every module.
+type databaseConfig struct {
+	URL         string
+	Dialect     database.Dialect // of URL
+	AutoMigrate bool
+}
+
+// tlsConfig configures transport security.
+type tlsConfig struct {
+	Insecure bool
+	Hosts    []string
+}
+
+// telemetryConfig configures logs and traces.
+type telemetryConfig struct {
+	LogLevel         slog.Level
+	LogFormat        string
+	OTLPEndpoint     string
+	TraceSampleRatio float64
+}
+
+// grpcConfig configures the gRPC server that hosts the modules.
+type grpcConfig struct {
+	RateLimitRPS      float64
+	RateLimitBurst    int
+	MaxRecvMsgBytes   int
+	ReadinessInterval time.Duration
+}
+
+// gatewayConfig configures the REST gateway.
+type gatewayConfig struct {
+	MaxBodyBytes int64
 }
 
 const serveSummary = `Run lastmile services. By default every service runs in this one process behind one gRPC listener, with
 the REST gateway and the admin endpoints; --target runs a subset, with peers at --<service>-addr.
 Peer addresses accept host:port, dns:///name:port (round-robin over every A record) and a static list of
-replicas h1:p1,h2:p2 (round-robin).`
+replicas h1:p1,h2:p2 (round-robin).
+On SIGTERM the process stops in order: /readyz and the overall gRPC health report not ready, --drain-delay
+passes, the REST gateway stops accepting and finishes its requests, then the gRPC server stops, all within
+--shutdown-timeout after the drain delay.`
 
 func parseServe(args []string, env Env) (serveConfig, error) {
-	var c serveConfig
+	c := serveConfig{Modules: modules(), Peers: map[string]string{}}
 	fs := newFlagSet("serve", serveSummary, env.Stderr)
 	targets := listFlag{"all"}
 	hosts := listFlag{}
@@ -76,32 +100,31 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":9090", "gRPC listen address for every hosted service")
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "REST gateway listen address")
 	fs.StringVar(&c.AdminAddr, "admin-addr", ":9091", "admin listen address: /metrics, /healthz, /readyz, /debug/pprof/")
-	fs.Var(&targets, "target", "services to run: all, or a comma list of identity,courier,route,dispatch,gateway")
-	fs.StringVar(&c.IdentityAddr, "identity-addr", "", "identity service address when not hosted here")
-	fs.StringVar(&c.CourierAddr, "courier-addr", "", "courier service address when not hosted here")
-	fs.StringVar(&c.RouteAddr, "route-addr", "", "route service address when not hosted here")
-	fs.StringVar(&c.DispatchAddr, "dispatch-addr", "", "dispatch service address when not hosted here")
-	fs.StringVar(&c.DatabaseURL, "database-url", "", "postgres://... to use PostgreSQL; empty for SQLite files in --data-dir")
-	fs.BoolVar(&c.Insecure, "insecure", false, "turn TLS off for internal gRPC (local experiments only)")
+	fs.Var(&targets, "target", "services to run: all, or a comma list of "+strings.Join(targetNames(), ","))
+	peers := map[string]*string{}
+	for _, m := range c.Modules {
+		peers[m.name] = fs.String(m.name+"-addr", "", m.name+" service address when not hosted here")
+	}
+	fs.StringVar(&c.Database.URL, "database-url", "", "postgres://... to use PostgreSQL; empty for SQLite files in --data-dir")
+	fs.BoolVar(&c.Database.AutoMigrate, "auto-migrate", true, "apply database migrations at startup (else run lastmile migrate first)")
+	fs.BoolVar(&c.TLS.Insecure, "insecure", false, "turn TLS off for internal gRPC (local experiments only)")
 	fs.Var(&hosts, "tls-hosts", "extra DNS names or IPs for the development server certificate (comma list)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
-	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry OTLP/gRPC endpoint for traces (host:port); empty disables export")
-	fs.Float64Var(&c.TraceSampleRatio, "trace-sample-ratio", 1, "fraction of new traces sampled, 0..1")
-	fs.StringVar(&c.RouteProvider, "route-provider", "geodesic", "route provider: geodesic or osrm")
-	fs.StringVar(&c.OSRMURL, "osrm-url", "", "OSRM base URL (with --route-provider=osrm), e.g. http://osrm:5000")
-	fs.DurationVar(&c.OSRMTimeout, "osrm-timeout", 2*time.Second, "timeout of one OSRM request")
-	fs.IntVar(&c.RouteCacheSize, "route-cache-size", 10000, "entries in the route estimate cache; 0 disables it")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on graceful shutdown")
-	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "time between reporting NOT_SERVING and stopping, for load balancers to notice")
-	fs.Float64Var(&c.RateLimitRPS, "rate-limit-rps", 200, "per-caller request rate limit on gRPC (0 disables)")
-	fs.IntVar(&c.RateLimitBurst, "rate-limit-burst", 400, "per-caller burst allowance")
-	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
-	fs.IntVar(&c.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest gRPC message a server accepts")
-	fs.BoolVar(&c.AutoMigrate, "auto-migrate", true, "apply database migrations at startup (else run lastmile migrate first)")
-	fs.DurationVar(&c.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT)")
-	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "rotate the token signing key this often (0: only by hand); old keys stay published until their tokens expire")
-	fs.StringVar(&c.AdminEmail, "admin-email", "", "email of the admin account created on first start (its password: LASTMILE_ADMIN_PASSWORD, else generated and printed once)")
+	fs.StringVar(&c.Telemetry.LogFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&c.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry OTLP/gRPC endpoint for traces (host:port); empty disables export")
+	fs.Float64Var(&c.Telemetry.TraceSampleRatio, "trace-sample-ratio", 1, "fraction of new traces sampled, 0..1")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on graceful shutdown: the gateway's requests, then the gRPC calls, after the drain delay")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "time between reporting not ready (/readyz, overall gRPC health) and stopping, for load balancers to notice")
+	fs.Float64Var(&c.GRPC.RateLimitRPS, "rate-limit-rps", 200, "per-caller request rate limit on gRPC (0 disables)")
+	fs.IntVar(&c.GRPC.RateLimitBurst, "rate-limit-burst", 400, "per-caller burst allowance")
+	fs.IntVar(&c.GRPC.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest gRPC message a server accepts")
+	fs.DurationVar(&c.GRPC.ReadinessInterval, "readiness-interval", grpcserver.DefaultReadinessInterval, "how often readiness (databases reachable) is checked; per-service gRPC health and /readyz follow the same check")
+	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
+	for _, m := range c.Modules {
+		if m.flags != nil {
+			m.flags(fs)
+		}
+	}
 	if err := fs.parse(args, env.Getenv); err != nil {
 		return c, err
 	}
@@ -109,46 +132,42 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	if c.Targets, err = splitTargets(targets); err != nil {
 		return c, err
 	}
-	if c.LogLevel, err = telemetry.ParseLevel(level); err != nil {
+	for name, addr := range peers {
+		c.Peers[name] = *addr
+	}
+	if c.Telemetry.LogLevel, err = telemetry.ParseLevel(level); err != nil {
 		return c, usageError{fmt.Errorf("--log-level: %w", err)}
 	}
-	if c.LogFormat != "json" && c.LogFormat != "text" {
-		return c, usageError{fmt.Errorf("--log-format: want json or text, got %q", c.LogFormat)}
+	if c.Telemetry.LogFormat != "json" && c.Telemetry.LogFormat != "text" {
+		return c, usageError{fmt.Errorf("--log-format: want json or text, got %q", c.Telemetry.LogFormat)}
 	}
-	if c.TraceSampleRatio < 0 || c.TraceSampleRatio > 1 {
-		return c, usageError{fmt.Errorf("--trace-sample-ratio: want 0..1, got %v", c.TraceSampleRatio)}
-	}
-	switch c.RouteProvider {
-	case "geodesic":
-	case "osrm":
-		if c.OSRMURL == "" {
-			return c, usageError{errors.New("--route-provider=osrm needs --osrm-url")}
-		}
-	default:
-		return c, usageError{fmt.Errorf("--route-provider: want geodesic or osrm, got %q", c.RouteProvider)}
+	if r := c.Telemetry.TraceSampleRatio; r < 0 || r > 1 {
+		return c, usageError{fmt.Errorf("--trace-sample-ratio: want 0..1, got %v", r)}
 	}
 	if err := positiveDuration("shutdown-timeout", c.ShutdownTimeout); err != nil {
 		return c, err
 	}
-	if c.Dialect, err = databaseDialect(c.DatabaseURL); err != nil {
+	if err := positiveDuration("readiness-interval", c.GRPC.ReadinessInterval); err != nil {
 		return c, err
 	}
-	if err := positiveDuration("access-token-ttl", c.AccessTokenTTL); err != nil {
+	if c.DrainDelay < 0 {
+		return c, usageError{errors.New("--drain-delay must not be negative")}
+	}
+	if c.Database.Dialect, err = databaseDialect(c.Database.URL); err != nil {
 		return c, err
 	}
-	if c.KeyRotation < 0 {
-		return c, usageError{errors.New("--key-rotation must not be negative")}
-	}
-	if c.MaxBodyBytes <= 0 || c.MaxRecvMsgBytes <= 0 {
+	if c.Gateway.MaxBodyBytes <= 0 || c.GRPC.MaxRecvMsgBytes <= 0 {
 		return c, usageError{errors.New("--max-body-bytes and --max-recv-msg-bytes must be positive")}
 	}
-	c.TLSHosts = hosts
+	for _, m := range c.Modules {
+		if m.validate != nil {
+			if err := m.validate(); err != nil {
+				return c, err
+			}
+		}
+	}
+	c.TLS.Hosts = hosts
 	return c, nil
-}
-
-// hostsGRPC reports whether this process runs any gRPC service.
-func (c serveConfig) hostsGRPC() bool {
-	return c.Targets["identity"] || c.Targets["courier"] || c.Targets["route"] || c.Targets["dispatch"]
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
@@ -160,14 +179,14 @@ func runServe(ctx context.Context, args []string, env Env) error {
 }
 
 // serve wires and runs the configured services until ctx is cancelled. The wiring is by hand, in order:
-// telemetry, transport security, token verification, the gRPC server and the services it hosts, the
-// gateway, the admin server; then everything runs until ctx ends and shuts down within the bounds.
+// telemetry, transport security, token verification, the gRPC server and the modules it hosts, the
+// gateway, the admin server; then everything runs until ctx ends, and stops edge first (see stop).
 func serve(ctx context.Context, cfg serveConfig, env Env) error {
-	logger := telemetry.NewLogger(env.Stderr, telemetry.LogOptions{Level: cfg.LogLevel, Format: cfg.LogFormat, Service: "lastmile"})
+	logger := telemetry.NewLogger(env.Stderr, telemetry.LogOptions{Level: cfg.Telemetry.LogLevel, Format: cfg.Telemetry.LogFormat, Service: "lastmile"})
 	registry := telemetry.NewRegistry()
 	telemetry.BuildInfo(registry, Version, commit())
 	tp, shutdownTracing, err := telemetry.SetupTracing(ctx, telemetry.TracingConfig{
-		ServiceName: "lastmile", Version: Version, OTLPEndpoint: cfg.OTLPEndpoint, SampleRatio: cfg.TraceSampleRatio,
+		ServiceName: "lastmile", Version: Version, OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, SampleRatio: cfg.Telemetry.TraceSampleRatio,
 	})
 	if err != nil {
 		return fmt.Errorf("set up tracing: %w", err)
@@ -176,7 +195,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := shutdownTracing(sctx); err != nil {
-			logger.Warn("flush traces", "err", err)
+			logger.Warn("flush traces", "error", err)
 		}
 	}()
 
@@ -186,112 +205,143 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 	}
 	p := &process{cfg: cfg, env: env, logger: logger, registry: registry, tp: tp, tls: tlsc}
 	defer p.close()
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	// The identity service's stores and keys come first: every gRPC server verifies tokens with its keys.
-	var ident *identityParts
-	if cfg.Targets["identity"] {
-		if ident, err = p.openIdentity(runCtx); err != nil {
-			return err
-		}
-	}
-	verifier, err := p.tokenVerifier(ident)
-	if err != nil {
-		return err
-	}
+	// Startup work (migrations, loading state) stops when ctx does; the servers do not (see stop).
+	startCtx := ctx
 
 	var srv *grpcserver.Server
 	var ends Endpoints
-	if cfg.hostsGRPC() {
-		srv, err = grpcserver.New(grpcserver.Config{
-			Addr:            cfg.GRPCAddr,
-			TLS:             tlsc.server,
-			MaxRecvMsgSize:  cfg.MaxRecvMsgBytes,
-			ShutdownTimeout: cfg.ShutdownTimeout,
-			DrainDelay:      cfg.DrainDelay,
-			RateLimit:       grpcserver.RateLimit{RPS: cfg.RateLimitRPS, Burst: cfg.RateLimitBurst},
-			Policy:          policy(),
-			Authenticator:   &grpcauth.ServiceAuthenticator{Verifier: verifier},
-			Logger:          logger,
-			Registerer:      registry,
-			TracerProvider:  tp,
-		})
+	if p.hostsGRPC() {
+		verifier, err := p.tokenVerifier()
 		if err != nil {
 			return err
+		}
+		srv, err = grpcserver.New(grpcserver.Config{
+			Addr:              cfg.GRPCAddr,
+			TLS:               tlsc.server,
+			MaxRecvMsgSize:    cfg.GRPC.MaxRecvMsgBytes,
+			ShutdownTimeout:   cfg.ShutdownTimeout,
+			DrainDelay:        cfg.DrainDelay,
+			ReadinessInterval: cfg.GRPC.ReadinessInterval,
+			RateLimit:         grpcserver.RateLimit{RPS: cfg.GRPC.RateLimitRPS, Burst: cfg.GRPC.RateLimitBurst},
+			Policy:            policy(),
+			Authenticator:     &grpcauth.ServiceAuthenticator{Verifier: verifier},
+			Logger:            logger,
+			Registerer:        registry,
+			TracerProvider:    tp,
+		})
+		if err != nil {
+			return fmt.Errorf("grpc server: %w", err)
 		}
 		p.cleanups = append(p.cleanups, func() { _ = srv.Close() })
 		ends.GRPC = srv.Addr().String()
 		p.self = dialable(srv.Addr())
-	}
-
-	if ident != nil {
-		if err := p.startIdentity(runCtx, srv, ident); err != nil {
-			return err
+		for _, m := range cfg.Modules {
+			if !cfg.Targets[m.name] {
+				continue
+			}
+			if err := p.dialPeers(m); err != nil {
+				return err
+			}
+			if err := m.start(startCtx, p, srv); err != nil {
+				return fmt.Errorf("start %s: %w", m.name, err)
+			}
 		}
-	}
-	if cfg.Targets["route"] {
-		provider, err := newRouteProvider(cfg)
-		if err != nil {
-			return err
-		}
-		// Cached estimates are keyed by departure hour, so a short TTL only bounds staleness of OSRM answers.
-		svc := route.NewService(provider, route.Options{CacheSize: cfg.RouteCacheSize, CacheTTL: 15 * time.Minute, Registerer: registry})
-		routegrpc.Register(srv.GRPC(), routegrpc.NewServer(svc))
-		logger.Info("route service registered", "provider", provider.Name())
-	}
-	if cfg.Targets["courier"] {
-		if err := p.startCourier(runCtx, srv); err != nil {
-			return err
-		}
-	}
-	if cfg.Targets["dispatch"] {
-		logger.Info("service not implemented yet; nothing registered", "target", "dispatch")
-	}
-	if srv != nil {
-		srv.SetReadiness(p.ready)
 	}
 
 	var gw *gateway.Gateway
-	if cfg.Targets["gateway"] {
-		if gw, err = p.newGateway(runCtx); err != nil {
+	if cfg.Targets[gatewayTarget] {
+		if gw, err = p.newGateway(startCtx); err != nil {
 			return err
 		}
 		ends.HTTP = gw.Addr().String()
 	}
 
-	adm, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Registry: registry, Logger: logger, Ready: p.ready})
+	adm, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Registry: registry, Logger: logger, Ready: p.readyFunc(srv)})
 	if err != nil {
-		return err
+		return fmt.Errorf("admin server: %w", err)
 	}
 	ends.Admin = adm.Addr().String()
 
-	var group errgroup.Group
+	// The servers run on a context of their own: a signal starts the ordered stop below, while a server
+	// that fails cancels serveCtx, which stops every other server on its own.
+	group, serveCtx := errgroup.WithContext(context.WithoutCancel(ctx))
+	runCtx, stopRunners := context.WithCancel(serveCtx)
+	defer stopRunners()
 	for _, run := range p.runners {
 		group.Go(func() error { return run(runCtx) })
 	}
 	if srv != nil {
-		group.Go(func() error { defer cancel(); return srv.Serve(runCtx) })
+		group.Go(func() error { return srv.Serve(serveCtx) })
 	}
 	if gw != nil {
-		group.Go(func() error { defer cancel(); return gw.Serve(runCtx) })
+		group.Go(func() error { return gw.Serve(serveCtx) })
 	}
-	group.Go(func() error { defer cancel(); return adm.Serve(runCtx) })
+	admCtx, stopAdmin := context.WithCancel(serveCtx)
+	defer stopAdmin()
+	group.Go(func() error { return adm.Serve(admCtx) })
 
-	logger.Info("lastmile started", "version", Version, "grpc", ends.GRPC, "http", ends.HTTP, "admin", ends.Admin,
-		"targets", strings.Join(sortedKeys(cfg.Targets), ","), "tls", !cfg.Insecure)
+	logger.Info("lastmile started", "pid", os.Getpid(), "version", Version, "grpc", ends.GRPC, "http", ends.HTTP,
+		"admin", ends.Admin, "targets", strings.Join(p.targets(), ","), "tls", !cfg.TLS.Insecure)
 	if env.Ready != nil {
 		env.Ready(ends)
 	}
+
+	select {
+	case <-ctx.Done():
+		p.stop(serveCtx, srv, gw, stopRunners)
+	case <-serveCtx.Done():
+		p.stop(serveCtx, srv, gw, stopRunners)
+	}
+	stopAdmin()
 	err = group.Wait()
 	for _, f := range p.afterStop {
 		f()
 	}
-	logger.Info("lastmile stopped")
+	logger.Info("lastmile stopped", "pid", os.Getpid())
 	return err
 }
 
-// process holds what the services of one lastmile process share while it is being wired.
+// stop shuts the process down edge first, so that no request that was accepted finds the server behind
+// it gone:
+//
+//  1. /readyz and the overall gRPC health ("") report not ready, so that load balancers and probes move
+//     away, while every server keeps serving for --drain-delay (cut short when a server failed);
+//  2. the gateway stops accepting connections and finishes the requests it has, whose gRPC calls the
+//     gRPC server still serves, its services still SERVING for the gateway's health checks;
+//  3. the gRPC server stops: every service NOT_SERVING, the background runners end, then a graceful stop
+//     and, at the deadline, a hard one that names the calls it cut off.
+//
+// Steps 2 and 3 share one --shutdown-timeout bound.
+func (p *process) stop(serveCtx context.Context, srv *grpcserver.Server, gw *gateway.Gateway, stopRunners func()) {
+	p.stopping.Store(true)
+	if srv != nil {
+		srv.Drain()
+	}
+	p.logger.Info("lastmile stopping", "pid", os.Getpid(), "drain_delay", p.cfg.DrainDelay, "shutdown_timeout", p.cfg.ShutdownTimeout)
+	if p.cfg.DrainDelay > 0 {
+		t := time.NewTimer(p.cfg.DrainDelay)
+		select {
+		case <-t.C:
+		case <-serveCtx.Done():
+			t.Stop()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
+	defer cancel()
+	if gw != nil {
+		if err := gw.Shutdown(ctx); err != nil {
+			p.logger.Warn("gateway did not finish its requests in time", "error", err)
+		}
+	}
+	stopRunners()
+	if srv != nil {
+		if err := srv.Shutdown(ctx); err != nil {
+			p.logger.Warn("gRPC server shutdown", "error", err)
+		}
+	}
+}
+
+// process holds what the modules of one lastmile process share while it is being wired.
 type process struct {
 	cfg      serveConfig
 	env      Env
@@ -301,13 +351,17 @@ type process struct {
 	tls      tlsSetup
 	// self is the dialable address of this process's own gRPC listener, "" when it has none.
 	self string
-	// runners run next to the servers until the process stops; afterStop runs once every server has
-	// stopped (final flushes); cleanups run in reverse order at exit (closing databases).
+	// peers holds the connections to the peer services the started modules declared, by full name.
+	peers map[string]*grpc.ClientConn
+	// localKeys are identity's signing keys when identity runs here, for this process's token verifier.
+	localKeys *identity.KeyManager
+	// runners run next to the servers until the gRPC server starts stopping; afterStop runs once every
+	// server has stopped (final flushes); cleanups run in reverse order at exit (closing databases).
 	runners   []func(context.Context) error
 	afterStop []func()
 	cleanups  []func()
-	// readies are readiness checks; each returns a caller-safe error.
-	readies []func(context.Context) error
+	// stopping is set when the process starts stopping: /readyz answers 503 from then on.
+	stopping atomic.Bool
 }
 
 func (p *process) close() {
@@ -316,91 +370,172 @@ func (p *process) close() {
 	}
 }
 
-// ready reports whether every dependency of this process is reachable.
-func (p *process) ready(ctx context.Context) error {
-	for _, r := range p.readies {
-		if err := r(ctx); err != nil {
+// hostsGRPC reports whether this process runs any module, and so a gRPC server.
+func (p *process) hostsGRPC() bool {
+	for _, m := range p.cfg.Modules {
+		if p.cfg.Targets[m.name] {
+			return true
+		}
+	}
+	return false
+}
+
+// targets returns the targets this process runs, in registry order.
+func (p *process) targets() []string {
+	var out []string
+	for _, t := range targetNames() {
+		if p.cfg.Targets[t] {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// readyFunc returns the /readyz check: not ready once stopping; else the gRPC server's latest readiness
+// poll, the same verdict its health statuses show, so that /readyz and health change together.
+func (p *process) readyFunc(srv *grpcserver.Server) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if p.stopping.Load() {
+			return errors.New("shutting down")
+		}
+		if srv == nil {
+			return nil
+		}
+		return srv.Ready(ctx)
+	}
+}
+
+// clientIdentity is the service identity this process presents to its peers: the first module it runs.
+func (p *process) clientIdentity() string {
+	return p.targets()[0] // parseServe refuses an empty --target
+}
+
+// dialPeers connects to the peer services m declares, as m, and warns about those that are neither
+// hosted here nor configured: calls to them fail.
+func (p *process) dialPeers(m *module) error {
+	if p.peers == nil {
+		p.peers = map[string]*grpc.ClientConn{}
+	}
+	for _, full := range m.peers {
+		conn, err := p.dialService(full, m.name)
+		if err != nil {
 			return err
 		}
+		if conn == nil {
+			p.logger.Warn("peer service not hosted here and no address configured: calls to it fail",
+				"module", m.name, "peer", full, "flag", "--"+owner(p.cfg.Modules, full).name+"-addr")
+		}
+		p.peers[full] = conn
 	}
 	return nil
 }
 
-// clientIdentity is the service identity this process presents to its peers: the first service it runs.
-func (p *process) clientIdentity() string {
-	for _, name := range []string{"identity", "courier", "route", "dispatch", "gateway"} {
-		if p.cfg.Targets[name] {
-			return name
-		}
-	}
-	return "gateway"
-}
+// peer returns the connection to a peer service that a module declared, nil when it is unreachable.
+func (p *process) peer(full string) *grpc.ClientConn { return p.peers[full] }
 
-// dial returns a client connection to a peer service: this process's own listener when the peer runs here
-// (so the all-in-one process still goes through gRPC and every interceptor), else the configured address.
-// It returns nil when the peer is neither local nor configured.
-func (p *process) dial(peer, serviceName, as string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	target := peerTarget(p.cfg.Targets[peer], p.self, p.cfg.peerAddr(peer))
+// dialService returns a connection to the gRPC service full, presenting the identity as, that
+// health-checks exactly that service: this process's own listener when its module runs here (so the
+// all-in-one process still goes through gRPC and every interceptor), else the module's --<name>-addr. It
+// returns nil when the module is neither hosted nor configured.
+func (p *process) dialService(full, as string) (*grpc.ClientConn, error) {
+	m := owner(p.cfg.Modules, full)
+	if m == nil {
+		return nil, fmt.Errorf("no module serves %s", full)
+	}
+	target := p.cfg.Peers[m.name]
+	if p.cfg.Targets[m.name] {
+		target = p.self
+	}
 	if target == "" {
 		return nil, nil
 	}
 	conn, err := grpcclient.New(grpcclient.Config{
 		Target:         target,
 		TLS:            p.tls.client(as),
-		ServiceName:    serviceName,
+		ServiceName:    full,
 		Logger:         p.logger,
 		Registerer:     p.registry,
 		TracerProvider: p.tp,
-		DialOptions:    opts,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s client: %w", peer, err)
+		return nil, fmt.Errorf("%s client: %w", m.name, err)
 	}
 	p.cleanups = append(p.cleanups, func() { conn.Close() })
 	return conn, nil
 }
 
-// peerAddr returns the configured address of a peer service.
-func (c serveConfig) peerAddr(peer string) string {
-	switch peer {
-	case "identity":
-		return c.IdentityAddr
-	case "courier":
-		return c.CourierAddr
-	case "route":
-		return c.RouteAddr
-	case "dispatch":
-		return c.DispatchAddr
-	}
-	return ""
-}
-
-// newGateway builds the REST gateway over connections to every service it can reach.
+// newGateway builds the REST gateway over a connection to each service with REST routes that it can reach.
 func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
-	var conns gateway.Conns
-	var err error
-	if conns.Identity, err = p.dial("identity", "lastmile.identity.v1.AuthService", "gateway"); err != nil {
-		return nil, err
+	var services []gateway.Service
+	var flags []string
+	for _, m := range p.cfg.Modules {
+		flags = append(flags, "--"+m.name+"-addr")
+		for _, s := range m.services {
+			if s.rest == nil {
+				continue
+			}
+			conn, err := p.dialService(s.name, gatewayTarget)
+			if err != nil {
+				return nil, err
+			}
+			if conn != nil {
+				services = append(services, gateway.Service{Name: s.name, Conn: conn, Register: s.rest})
+			}
+		}
 	}
-	if conns.Courier, err = p.dial("courier", "lastmile.courier.v1.CourierService", "gateway"); err != nil {
-		return nil, err
-	}
-	if conns.Route, err = p.dial("route", "lastmile.route.v1.RouteService", "gateway"); err != nil {
-		return nil, err
-	}
-	if conns.Identity == nil && conns.Courier == nil && conns.Route == nil {
-		return nil, usageError{errors.New("gateway: no service to proxy: run it with the services, or set --identity-addr, --courier-addr or --route-addr")}
+	if len(services) == 0 {
+		return nil, usageError{fmt.Errorf("gateway: no service to proxy: run it with the services, or set %s", strings.Join(flags, ", "))}
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
-		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.MaxBodyBytes, Logger: p.logger, Registerer: p.registry,
-	}, conns)
+		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, ShutdownTimeout: p.cfg.ShutdownTimeout,
+		Logger: p.logger, Registerer: p.registry,
+	}, services)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if err := gw.Listen(ctx); err != nil {
 		return nil, err
 	}
+	p.cleanups = append(p.cleanups, func() { _ = gw.Close() })
 	return gw, nil
+}
+
+// openStore opens (and, unless --auto-migrate=false, migrates) the database of module name, registers
+// its cleanup, and makes the health of the module's services that need it follow it.
+func (p *process) openStore(ctx context.Context, srv *grpcserver.Server, name string) (dbHandle, error) {
+	var m *module
+	for _, mod := range p.cfg.Modules {
+		if mod.name == name {
+			m = mod
+		}
+	}
+	if m == nil || m.store == nil {
+		return dbHandle{}, fmt.Errorf("module %s declares no store", name)
+	}
+	h, err := openDB(ctx, p.cfg.Database, p.cfg.DataDir, m.name, *m.store)
+	if err != nil {
+		return dbHandle{}, err
+	}
+	p.cleanups = append(p.cleanups, h.Close)
+	var dependent []string
+	for _, s := range m.services {
+		if s.needsStore {
+			dependent = append(dependent, s.name)
+		}
+	}
+	srv.AddReadiness(func(ctx context.Context) error {
+		var err error
+		if h.SQL != nil {
+			err = h.SQL.PingContext(ctx)
+		} else {
+			err = h.Pool.Ping(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("%s database unreachable", name)
+		}
+		return nil
+	}, dependent...)
+	return h, nil
 }
 
 // tlsSetup holds the transport credentials of one process: nil configs mean --insecure.
@@ -410,45 +545,30 @@ type tlsSetup struct {
 }
 
 func newTLS(cfg serveConfig, logger *slog.Logger) (tlsSetup, error) {
-	if cfg.Insecure {
+	if cfg.TLS.Insecure {
 		logger.Warn("TLS IS OFF (--insecure): internal gRPC is plaintext and unauthenticated between services; never use this outside a local experiment")
 		return tlsSetup{client: func(string) *tls.Config { return nil }}, nil
 	}
-	pki, err := tlsutil.EnsureDevPKI(filepath.Join(cfg.DataDir, "tls"), cfg.TLSHosts)
+	ids := identities()
+	pki, err := tlsutil.EnsureDevPKI(filepath.Join(cfg.DataDir, "tls"), cfg.TLS.Hosts, ids...)
 	if err != nil {
 		return tlsSetup{}, fmt.Errorf("development PKI: %w", err)
 	}
 	certFile, keyFile := pki.ServerCert()
 	server, err := tlsutil.ServerConfig(certFile, keyFile, pki.CAFile())
 	if err != nil {
-		return tlsSetup{}, err
+		return tlsSetup{}, fmt.Errorf("server TLS: %w", err)
 	}
 	clients := map[string]*tls.Config{}
-	for _, svc := range tlsutil.Services {
+	for _, svc := range ids {
 		c, k := pki.ClientCert(svc)
 		cc, err := tlsutil.ClientConfig(c, k, pki.CAFile())
 		if err != nil {
-			return tlsSetup{}, err
+			return tlsSetup{}, fmt.Errorf("client TLS of %s: %w", svc, err)
 		}
 		clients[svc] = cc
 	}
 	return tlsSetup{server: server, client: func(svc string) *tls.Config { return clients[svc] }}, nil
-}
-
-func newRouteProvider(cfg serveConfig) (route.Provider, error) {
-	if cfg.RouteProvider == "osrm" {
-		return osrm.New(cfg.OSRMURL, osrm.Options{Timeout: cfg.OSRMTimeout})
-	}
-	return geodesic.New(geodesic.Options{})
-}
-
-// peerTarget returns the address to reach a peer: this process's own listener when the peer runs here
-// (so the all-in-one process still goes through gRPC and every interceptor), else the configured address.
-func peerTarget(local bool, self, configured string) string {
-	if local {
-		return self
-	}
-	return configured
 }
 
 // dialable turns a listener address into one a client can dial: an unspecified host becomes loopback.
@@ -461,14 +581,4 @@ func dialable(a net.Addr) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
-}
-
-func sortedKeys(m map[string]bool) []string {
-	var out []string
-	for _, k := range []string{"identity", "courier", "route", "dispatch", "gateway"} {
-		if m[k] {
-			out = append(out, k)
-		}
-	}
-	return out
 }

@@ -25,9 +25,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	courierv1 "lastmile/gen/go/lastmile/courier/v1"
-	identityv1 "lastmile/gen/go/lastmile/identity/v1"
-	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/gen/openapi"
 )
 
@@ -62,7 +59,8 @@ type Config struct {
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
-	// ShutdownTimeout bounds the graceful shutdown in Serve; connections still open after it are closed.
+	// ShutdownTimeout bounds the graceful shutdown when the Serve context ends; connections still open
+	// after it are closed. Shutdown takes its bound from its context instead.
 	ShutdownTimeout time.Duration
 	// Registerer, when set, receives the HTTP RED metrics lastmile_http_requests_total{route,method,code}
 	// and lastmile_http_request_duration_seconds{route,method}. Routes are the matched path templates
@@ -70,33 +68,15 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// Conns holds the client connections to the services the gateway exposes. A nil connection leaves that
-// service's routes unregistered (they answer 404), which lets a gateway front a subset of the services.
-type Conns struct {
-	// Identity reaches lastmile.identity.v1.UserService and AuthService (which also serves
-	// /.well-known/jwks.json).
-	Identity *grpc.ClientConn
-	// Courier reaches lastmile.courier.v1.CourierService.
-	Courier *grpc.ClientConn
-	// Route reaches lastmile.route.v1.RouteService.
-	Route *grpc.ClientConn
-}
-
-// service is one gRPC service exposed over REST through its generated grpc-gateway registration function.
-type service struct {
-	name     string
-	conn     *grpc.ClientConn
-	register func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
-}
-
-// services lists every service the gateway proxies. Adding a service is one line here and one field in Conns.
-func services(c Conns) []service {
-	return []service{
-		{name: "lastmile.identity.v1.AuthService", conn: c.Identity, register: identityv1.RegisterAuthServiceHandler},
-		{name: "lastmile.identity.v1.UserService", conn: c.Identity, register: identityv1.RegisterUserServiceHandler},
-		{name: "lastmile.courier.v1.CourierService", conn: c.Courier, register: courierv1.RegisterCourierServiceHandler},
-		{name: "lastmile.route.v1.RouteService", conn: c.Route, register: routev1.RegisterRouteServiceHandler},
-	}
+// Service is one gRPC service exposed over REST.
+type Service struct {
+	// Name is the full gRPC service name, such as "lastmile.route.v1.RouteService", for logs and errors.
+	Name string
+	// Conn reaches the service. A nil Conn leaves the service's routes unregistered (they answer 404), which
+	// lets a gateway front a subset of the services.
+	Conn *grpc.ClientConn
+	// Register registers the service's routes: its generated Register<Service>Handler.
+	Register func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
 }
 
 // Gateway serves the REST API. Create it with New, then call Listen (optional) and Serve.
@@ -110,16 +90,21 @@ type Gateway struct {
 
 	mu sync.Mutex
 	ln net.Listener
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed when Shutdown has finished
+	stopErr  error
 }
 
-// New builds a Gateway that proxies REST calls to the services reachable through conns. ctx is used only
-// while registering the routes. New does not listen; see Listen and Serve.
-func New(ctx context.Context, cfg Config, conns Conns) (*Gateway, error) {
+// New builds a Gateway that proxies REST calls to services (the caller's registry of services decides
+// which; the gateway names none itself). ctx is used only while registering the routes. New does not
+// listen; see Listen and Serve.
+func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) {
 	cfg, err := withDefaults(cfg)
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, stopped: make(chan struct{})}
 	if cfg.Registerer != nil {
 		if g.metrics, err = newMetrics(cfg.Registerer); err != nil {
 			return nil, err
@@ -146,13 +131,13 @@ func New(ctx context.Context, cfg Config, conns Conns) (*Gateway, error) {
 		runtime.WithUnescapingMode(runtime.UnescapingModeAllExceptReserved),
 	)
 
-	for _, s := range services(conns) {
-		if s.conn == nil {
-			g.log.Info("gateway: service not configured, its routes are not served", "service", s.name)
+	for _, s := range services {
+		if s.Conn == nil {
+			g.log.Info("gateway: service not configured, its routes are not served", "service", s.Name)
 			continue
 		}
-		if err := s.register(ctx, g.mux, s.conn); err != nil {
-			return nil, fmt.Errorf("gateway: register %s: %w", s.name, err)
+		if err := s.Register(ctx, g.mux, s.Conn); err != nil {
+			return nil, fmt.Errorf("gateway: register %s: %w", s.Name, err)
 		}
 	}
 	if err := g.mux.HandlePath(http.MethodGet, "/openapi.json", serveOpenAPI); err != nil {
@@ -239,9 +224,9 @@ func (g *Gateway) Addr() net.Addr {
 	return g.ln.Addr()
 }
 
-// Serve serves HTTP until ctx is done, then shuts down gracefully: it stops accepting connections and waits
-// up to ShutdownTimeout for requests in flight before closing what remains. It listens first if Listen was
-// not called. Serve returns nil after a shutdown caused by ctx, and an error if serving failed.
+// Serve serves HTTP until ctx is done or Shutdown is called. When ctx ends first it shuts down on its own,
+// within Config.ShutdownTimeout (see Shutdown). It listens first if Listen was not called. Serve returns
+// nil after a shutdown, and an error if serving failed. Serve may be called once.
 func (g *Gateway) Serve(ctx context.Context) error {
 	if g.Addr() == nil {
 		if err := g.Listen(ctx); err != nil {
@@ -258,22 +243,60 @@ func (g *Gateway) Serve(ctx context.Context) error {
 
 	select {
 	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return g.shutdownResult()
+		}
 		return fmt.Errorf("gateway: serve: %w", err)
 	case <-ctx.Done():
 	}
-
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.ShutdownTimeout)
 	defer cancel()
-	err := g.srv.Shutdown(sctx)
-	if err != nil {
-		// Requests still running past the deadline are cut off rather than holding the process.
-		_ = g.srv.Close()
-	}
+	err := g.Shutdown(sctx)
 	<-errc // http.ErrServerClosed, once Serve has returned.
-	if err != nil {
-		return fmt.Errorf("gateway: shutdown: %w", err)
+	return err
+}
+
+// Shutdown stops the gateway gracefully: it stops accepting connections at once, lets the requests in
+// flight finish (a slow client may still be sending its body) until ctx ends, then closes what remains.
+// Requests in flight keep their own contexts: the services behind the gateway must still be serving, so a
+// process stops its gateway before its gRPC server. Shutdown returns an error when it had to cut requests
+// off. It may be called more than once; later calls wait for the first and return its result.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.stopOnce.Do(func() {
+		if err := g.srv.Shutdown(ctx); err != nil {
+			// Requests still running past the deadline are cut off rather than holding the process.
+			_ = g.srv.Close()
+			g.stopErr = fmt.Errorf("gateway: shutdown: %w", err)
+		} else {
+			g.log.Info("gateway: stopped")
+		}
+		close(g.stopped)
+	})
+	<-g.stopped
+	return g.stopErr
+}
+
+// shutdownResult waits for Shutdown, which made Serve return, and returns its result.
+func (g *Gateway) shutdownResult() error {
+	<-g.stopped
+	return g.stopErr
+}
+
+// Close closes the listener and every connection at once, for startup paths that fail before Serve.
+func (g *Gateway) Close() error {
+	g.stopOnce.Do(func() { close(g.stopped) })
+	g.mu.Lock()
+	ln := g.ln
+	g.mu.Unlock()
+	err := g.srv.Close()
+	if ln != nil {
+		if lnErr := ln.Close(); lnErr != nil && !errors.Is(lnErr, net.ErrClosed) {
+			err = errors.Join(err, lnErr)
+		}
 	}
-	g.log.Info("gateway: stopped")
+	if err != nil {
+		return fmt.Errorf("gateway: close: %w", err)
+	}
 	return nil
 }
 

@@ -111,11 +111,16 @@ func startGRPC(t *testing.T, fake *fakeRoute) *grpc.ClientConn {
 	return conn
 }
 
+// routeService exposes the route service reachable through conn.
+func routeService(conn *grpc.ClientConn) []gateway.Service {
+	return []gateway.Service{{Name: "lastmile.route.v1.RouteService", Conn: conn, Register: routev1.RegisterRouteServiceHandler}}
+}
+
 // startGateway runs a gateway in front of fake on an httptest server.
 func startGateway(t *testing.T, fake *fakeRoute, cfg gateway.Config) *httptest.Server {
 	t.Helper()
 	conn := startGRPC(t, fake)
-	g, err := gateway.New(t.Context(), cfg, gateway.Conns{Route: conn})
+	g, err := gateway.New(t.Context(), cfg, routeService(conn))
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}
@@ -646,7 +651,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := gateway.New(t.Context(), tt.cfg, gateway.Conns{}); err == nil {
+			if _, err := gateway.New(t.Context(), tt.cfg, nil); err == nil {
 				t.Errorf("New(%+v) error = nil, want an error", tt.cfg)
 			}
 		})
@@ -655,16 +660,16 @@ func TestNewRejectsBadConfig(t *testing.T) {
 
 func TestNewRejectsDuplicateMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	if _, err := gateway.New(t.Context(), gateway.Config{Registerer: reg}, gateway.Conns{}); err != nil {
+	if _, err := gateway.New(t.Context(), gateway.Config{Registerer: reg}, nil); err != nil {
 		t.Fatalf("first New: %v", err)
 	}
-	if _, err := gateway.New(t.Context(), gateway.Config{Registerer: reg}, gateway.Conns{}); err == nil {
+	if _, err := gateway.New(t.Context(), gateway.Config{Registerer: reg}, nil); err == nil {
 		t.Errorf("second New on the same registry error = nil, want an error")
 	}
 }
 
 func TestUnconfiguredServiceIs404(t *testing.T) {
-	g, err := gateway.New(t.Context(), gateway.Config{}, gateway.Conns{})
+	g, err := gateway.New(t.Context(), gateway.Config{}, nil)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -680,7 +685,7 @@ func TestUnconfiguredServiceIs404(t *testing.T) {
 
 func TestListenAndServe(t *testing.T) {
 	conn := startGRPC(t, &fakeRoute{})
-	g, err := gateway.New(t.Context(), gateway.Config{Addr: "127.0.0.1:0"}, gateway.Conns{Route: conn})
+	g, err := gateway.New(t.Context(), gateway.Config{Addr: "127.0.0.1:0"}, routeService(conn))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -730,7 +735,7 @@ func TestListenFailsFast(t *testing.T) {
 	}
 	defer taken.Close()
 
-	g, err := gateway.New(t.Context(), gateway.Config{Addr: taken.Addr().String()}, gateway.Conns{})
+	g, err := gateway.New(t.Context(), gateway.Config{Addr: taken.Addr().String()}, nil)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -783,5 +788,87 @@ func TestClientGrpcTimeoutIgnored(t *testing.T) {
 	}
 	if sawDeadline < time.Second {
 		t.Errorf("deadline the service saw = %v, want the gateway's RequestTimeout (30s), not the client's 1ns", sawDeadline)
+	}
+}
+
+// TestShutdownFinishesRequestsInFlight checks that Shutdown stops accepting connections at once but lets a
+// request whose body is still arriving finish with its full answer.
+func TestShutdownFinishesRequestsInFlight(t *testing.T) {
+	conn := startGRPC(t, &fakeRoute{})
+	g, err := gateway.New(t.Context(), gateway.Config{Addr: "127.0.0.1:0"}, routeService(conn))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := g.Listen(t.Context()); err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	addr := g.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(t.Context()) }()
+
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+estimatePath, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(len(validBody))
+	req.Header.Set("Content-Type", "application/json")
+	// No byte of the body leaves before the handler asks for it: the first write returns once the gateway
+	// is handling the request.
+	req.Header.Set("Expect", "100-continue")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, ExpectContinueTimeout: time.Minute}}
+	type result struct {
+		code int
+		body []byte
+		err  error
+	}
+	answered := make(chan result, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err != nil {
+			answered <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		answered <- result{resp.StatusCode, b, err}
+	}()
+	if _, err := pw.Write([]byte(validBody[:10])); err != nil {
+		t.Fatalf("first part of the body: %v", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- g.Shutdown(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway still accepts connections 10s after Shutdown began")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := pw.Write([]byte(validBody[10:])); err != nil {
+		t.Fatalf("rest of the body: %v", err)
+	}
+	pw.Close()
+
+	res := <-answered
+	if res.err != nil || res.code != http.StatusOK {
+		t.Fatalf("request in flight during Shutdown = %d %q %v, want 200", res.code, res.body, res.err)
+	}
+	if diff := cmp.Diff(map[string]any{"distanceMeters": 1234.5, "duration": "90s", "provider": "fake", "transportMode": "TRANSPORT_MODE_BICYCLE"}, decode(t, res.body)); diff != "" {
+		t.Errorf("answer during Shutdown (-want +got):\n%s", diff)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Shutdown = %v, want nil", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve after Shutdown = %v, want nil", err)
 	}
 }

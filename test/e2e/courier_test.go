@@ -62,18 +62,18 @@ func report(ctx context.Context, client courierv1.CourierServiceClient, courierI
 // the fixes show in GetCourierStatus and in a dispatcher's WatchCouriers; dispatch's service identity finds
 // the courier nearby, and user tokens are refused that call.
 func TestCourierAsNewUser(t *testing.T) {
-	s := startWithAdmin(t)
+	// The services' clock reads half past an hour, so the hour slots below cannot end while the test runs.
+	s := startClock(t, t.TempDir(), map[string]string{
+		"LASTMILE_ADMIN_EMAIL":    adminEmail,
+		"LASTMILE_ADMIN_PASSWORD": adminPassword,
+	}, halfPastClock())
 	admin := s.login(t, adminEmail, adminPassword)
 	courierID, cora := registerCourier(t, s, admin.access, "cora@example.com")
 	otherID, _ := registerCourier(t, s, admin.access, "oscar@example.com")
 	s.createUser(t, admin.access, "dina@example.com", "dina's long password", "ROLE_DISPATCHER")
 	dina := s.login(t, "dina@example.com", "dina's long password")
 
-	// Near the end of an hour the current slot could end between the request and its handling.
-	if untilNext := time.Until(time.Now().Truncate(time.Hour).Add(time.Hour)); untilNext < 10*time.Second {
-		time.Sleep(untilNext + 100*time.Millisecond)
-	}
-	hour := time.Now().UTC().Truncate(time.Hour)
+	hour := s.now().UTC().Truncate(time.Hour)
 	hours := []time.Time{hour.Add(20 * time.Minute), hour.Add(time.Hour), hour.Add(2*time.Hour + 59*time.Minute)}
 	code, _, body := s.rest(t, http.MethodPut, "/v1/couriers/"+courierID+"/availability", cora.access,
 		mustJSON(t, map[string]any{"hours": hours, "available": true}))
@@ -107,7 +107,7 @@ func TestCourierAsNewUser(t *testing.T) {
 	defer cancel()
 
 	// Three fixes ten seconds apart, about 45 m apart: 4.5 m/s, an easy pace for a bicycle.
-	now := time.Now()
+	now := s.now()
 	const lat0, lng0, step = 52.5200, 13.4050, 0.0004
 	sum, err := report(bearer(ctx, cora.access), plain, courierID,
 		fix(lat0, lng0, now.Add(-30*time.Second)),
@@ -181,7 +181,7 @@ func TestCourierAsNewUser(t *testing.T) {
 	if ev.GetCourier().GetCourierId() != courierID || !slices.Equal(ev.GetChanges(), []courierv1.CourierChange{courierv1.CourierChange_COURIER_CHANGE_SNAPSHOT}) {
 		t.Fatalf("WatchCouriers first event = %v, want the snapshot of %s", ev, courierID)
 	}
-	sum, err = report(bearer(ctx, cora.access), plain, courierID, fix(lat0+3*step, lng0, time.Now()))
+	sum, err = report(bearer(ctx, cora.access), plain, courierID, fix(lat0+3*step, lng0, s.now()))
 	if err != nil || sum.GetAcceptedCount() != 1 {
 		t.Fatalf("ReportLocations of one more fix = %v, %v; want 1 accepted", sum, err)
 	}
@@ -200,7 +200,7 @@ func TestCourierAsNewUser(t *testing.T) {
 	stopWatch()
 
 	// Cora may not report for Oscar, and nothing she sent for him counts.
-	_, err = report(bearer(ctx, cora.access), plain, otherID, fix(lat0, lng0, time.Now()))
+	_, err = report(bearer(ctx, cora.access), plain, otherID, fix(lat0, lng0, s.now()))
 	if got := status.Code(err); got != codes.PermissionDenied {
 		t.Errorf("ReportLocations for another courier with a courier token: %v, want code PermissionDenied", err)
 	}
@@ -208,7 +208,7 @@ func TestCourierAsNewUser(t *testing.T) {
 	if code != http.StatusOK || body["lastLocation"] != nil {
 		t.Errorf("GET status of the other courier = %d %v, want 200 without a lastLocation", code, body)
 	}
-	_, err = report(bearer(ctx, dina.access), plain, courierID, fix(lat0+4*step, lng0, time.Now()))
+	_, err = report(bearer(ctx, dina.access), plain, courierID, fix(lat0+4*step, lng0, s.now()))
 	if got := status.Code(err); got != codes.PermissionDenied {
 		t.Errorf("ReportLocations with a dispatcher token: %v, want code PermissionDenied", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -37,7 +38,20 @@ import (
 type system struct {
 	cli.Endpoints
 	dataDir string
-	stop    func() error
+	// now is the services' clock: the wall clock unless the test chose one (see halfPastClock).
+	now  func() time.Time
+	stop func() error
+}
+
+// errNotStopped is stop's error when the process ignores its cancellation.
+var errNotStopped = errors.New("lastmile serve did not stop within 20s of cancellation")
+
+// halfPastClock returns a clock that runs at the wall clock's pace but reads half past an hour when it is
+// made: nothing a test checks in its next half hour can cross an hour boundary, whenever the test runs.
+func halfPastClock() func() time.Time {
+	now := time.Now()
+	offset := now.Truncate(time.Hour).Add(30 * time.Minute).Sub(now)
+	return func() time.Time { return time.Now().Add(offset) }
 }
 
 // start runs `lastmile serve` with extra args and waits until every listener is bound.
@@ -56,6 +70,12 @@ func startIn(t *testing.T, dataDir string, extra ...string) *system {
 // every variable not in env reads as unset, whatever the test process's own environment holds.
 func startEnv(t *testing.T, dataDir string, env map[string]string, extra ...string) *system {
 	t.Helper()
+	return startClock(t, dataDir, env, time.Now, extra...)
+}
+
+// startClock is startEnv with the services' clock now.
+func startClock(t *testing.T, dataDir string, env map[string]string, now func() time.Time, extra ...string) *system {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan cli.Endpoints, 1)
 	done := make(chan error, 1)
@@ -68,23 +88,30 @@ func startEnv(t *testing.T, dataDir string, env map[string]string, extra ...stri
 			Getenv: func(k string) string { return env[k] },
 			Stdout: io.Discard, Stderr: testWriter{t},
 			Ready: func(e cli.Endpoints) { ready <- e },
+			Now:   now,
 		})
 	}()
 	var once sync.Once
 	var stopErr error
-	s := &system{dataDir: dataDir}
+	s := &system{dataDir: dataDir, now: now}
+	// stop may run on any goroutine (a test stops the process while it sends), so it reports a process
+	// that does not stop as an error rather than failing the test itself.
 	s.stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
 			case stopErr = <-done:
 			case <-time.After(20 * time.Second):
-				t.Fatal("lastmile serve did not stop within 20s of cancellation")
+				stopErr = errNotStopped
 			}
 		})
 		return stopErr
 	}
-	t.Cleanup(func() { _ = s.stop() })
+	t.Cleanup(func() {
+		if err := s.stop(); errors.Is(err, errNotStopped) {
+			t.Error(err)
+		}
+	})
 	select {
 	case s.Endpoints = <-ready:
 	case err := <-done:

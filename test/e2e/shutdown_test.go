@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 )
 
@@ -31,9 +33,24 @@ func TestLocationsAcceptedWhileDrainingAreKept(t *testing.T) {
 		t.Fatalf("Send first fix: %v", err)
 	}
 
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch, err := healthpb.NewHealthClient(s.grpcConn(t, "")).Watch(watchCtx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("health Watch: %v", err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first health status = %v, %v; want SERVING", resp.GetStatus(), err)
+	}
+
 	stopped := make(chan error, 1)
 	go func() { stopped <- s.stop() }()
-	time.Sleep(300 * time.Millisecond) // inside the 1 s drain: the server reports NOT_SERVING but still serves
+	// The drain has begun once the overall health reports NOT_SERVING; for the next second the server
+	// still serves, and the fix below arrives inside that window.
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health status after stop = %v, %v; want NOT_SERVING", resp.GetStatus(), err)
+	}
+	stopWatch() // an open watch would hold up the graceful stop
 	if err := stream.Send(&courierv1.ReportLocationsRequest{CourierId: courierID, Fixes: []*courierv1.LocationFix{fix(52.5001, 13.4, start.Add(5*time.Second))}}); err != nil {
 		t.Fatalf("Send fix while draining: %v", err)
 	}

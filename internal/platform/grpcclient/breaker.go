@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	"lastmile/internal/platform/telemetry"
@@ -18,8 +20,11 @@ import (
 
 // breaker is the circuit breaker of one connection.
 type breaker struct {
-	target string
-	cb     *gobreaker.TwoStepCircuitBreaker[struct{}]
+	target   string
+	settings gobreaker.Settings
+	state    prometheus.Gauge
+	logger   *slog.Logger
+	cb       atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
 }
 
 func newBreaker(target string, cfg BreakerConfig, gauge *prometheus.GaugeVec, logger *slog.Logger) *breaker {
@@ -46,7 +51,40 @@ func newBreaker(target string, cfg BreakerConfig, gauge *prometheus.GaugeVec, lo
 				"target", name, "from", from.String(), "to", to.String())
 		},
 	}
-	return &breaker{target: target, cb: gobreaker.NewTwoStepCircuitBreaker[struct{}](settings)}
+	b := &breaker{target: target, settings: settings, state: state, logger: logger}
+	b.cb.Store(gobreaker.NewTwoStepCircuitBreaker[struct{}](settings))
+	return b
+}
+
+// reset closes an open or half-open breaker. The connection calls it when it becomes READY again after
+// it was not: with client-side health checking, READY means a backend answers its health check, which is
+// better news than the breaker's timer can give. Without it, a service whose database came back would
+// stay refused for up to Breaker.Timeout after its health (and the process's /readyz) had recovered.
+func (b *breaker) reset() {
+	old := b.cb.Load()
+	if old.State() == gobreaker.StateClosed {
+		return
+	}
+	b.cb.Store(gobreaker.NewTwoStepCircuitBreaker[struct{}](b.settings))
+	b.state.Set(float64(gobreaker.StateClosed))
+	b.logger.Info("gRPC circuit breaker closed: the connection is READY again", "target", b.target, "from", old.State().String())
+}
+
+// watch resets the breaker each time conn becomes READY after being in another state, until conn is
+// closed.
+func (b *breaker) watch(conn *grpc.ClientConn) {
+	last := conn.GetState()
+	for {
+		if last == connectivity.Shutdown {
+			return
+		}
+		conn.WaitForStateChange(context.Background(), last)
+		now := conn.GetState()
+		if now == connectivity.Ready && last != connectivity.Ready {
+			b.reset()
+		}
+		last = now
+	}
 }
 
 // serverFailure reports whether err says the server side is in trouble; see the package documentation
@@ -61,7 +99,7 @@ func serverFailure(err error) bool {
 
 // allow asks the breaker for permission to call, turning a refusal into the status the caller sees.
 func (b *breaker) allow() (done func(error), err error) {
-	done, err = b.cb.Allow()
+	done, err = b.cb.Load().Allow()
 	switch {
 	case err == nil:
 		return done, nil

@@ -30,7 +30,9 @@
 // of the connection because one of them ran out of quota would punish the others. Canceled is ignored:
 // the caller gave up, which says nothing about the server. After Breaker.ConsecutiveFailures failures in a
 // row the breaker opens, and calls fail at once with Unavailable "circuit open for <target>" until
-// Breaker.Timeout has passed and probe calls succeed. For streams only opening the stream is judged. The
+// Breaker.Timeout has passed and probe calls succeed, or until the connection becomes READY again after it
+// was not (a backend passed its health check: see ServiceName), whichever comes first, so that a service
+// whose health has recovered is called again at once. For streams only opening the stream is judged. The
 // state is exported as lastmile_grpc_client_breaker_state{target} (0 closed, 1 half-open, 2 open).
 package grpcclient
 
@@ -90,7 +92,9 @@ type Config struct {
 	// warning.
 	TLS *tls.Config
 	// ServiceName is the fully qualified gRPC service whose health decides whether a backend gets calls,
-	// such as "lastmile.route.v1.RouteService". Empty means the server's overall health ("").
+	// such as "lastmile.route.v1.RouteService": the service this connection calls, so that a backend whose
+	// other services are down (a database outage) still gets this one's calls. Empty means the server's
+	// overall health (""), which a draining server reports NOT_SERVING before its services.
 	ServiceName string
 	// Timeout is the deadline given to unary calls whose context has none. Streams are never given one.
 	// Default 5s.
@@ -158,14 +162,15 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		metrics.StreamClientInterceptor(),
 		propagateRequestIDStream,
 	}
+	var brk *breaker
 	if !cfg.Breaker.Disabled {
 		gauge, err := registerBreakerGauge(cfg.Registerer)
 		if err != nil {
 			return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
 		}
-		b := newBreaker(cfg.Target, cfg.Breaker, gauge, logger)
-		unary = append(unary, b.unary)
-		stream = append(stream, b.stream)
+		brk = newBreaker(cfg.Target, cfg.Breaker, gauge, logger)
+		unary = append(unary, brk.unary)
+		stream = append(stream, brk.stream)
 	}
 
 	creds := insecure.NewCredentials()
@@ -199,6 +204,9 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
+	}
+	if brk != nil {
+		go brk.watch(conn)
 	}
 	return conn, nil
 }

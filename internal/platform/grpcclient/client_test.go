@@ -542,3 +542,49 @@ func TestBreakerIgnoresCallersTinyDeadlines(t *testing.T) {
 		t.Errorf("UnaryCall with a normal deadline = %v, want success (breaker closed)", err)
 	}
 }
+
+// TestBreakerClosesWhenHealthReturns reproduces a database outage behind a health-checked connection:
+// while the service reports NOT_SERVING, calls fail with Unavailable and open the breaker; once it reports
+// SERVING again, the connection becomes READY and the breaker closes at once instead of refusing calls
+// until its (here hour-long) timeout.
+func TestBreakerClosesWhenHealthReturns(t *testing.T) {
+	const service = "grpc.testing.TestService"
+	reg := prometheus.NewRegistry()
+	s := &server{id: "a"}
+	addr, hs := tcpServer(t, s)
+	hs.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
+	client := newClient(t, grpcclient.Config{
+		Target:      addr,
+		ServiceName: service,
+		MaxAttempts: 1,
+		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 3, Timeout: time.Hour},
+		Registerer:  reg,
+	})
+	for i := range 3 {
+		if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); status.Code(err) != codes.Unavailable {
+			t.Fatalf("call %d while NOT_SERVING: %v, want Unavailable", i, err)
+		}
+	}
+	if got := breakerState(t, reg, addr); got != 2 {
+		t.Fatalf("breaker state after 3 failures = %v, want 2 (open)", got)
+	}
+
+	hs.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
+	deadline := time.Now().Add(testTimeout)
+	for {
+		_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("UnaryCall still fails %v after the service reported SERVING, want success", testTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := breakerState(t, reg, addr); got != 0 {
+		t.Errorf("breaker state after recovery = %v, want 0 (closed)", got)
+	}
+	if got := s.calls.Load(); got != 1 {
+		t.Errorf("calls that reached the server = %d, want 1 (none while NOT_SERVING)", got)
+	}
+}

@@ -2,6 +2,7 @@ package grpcserver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -66,4 +67,51 @@ func ExampleNew() {
 	// SERVING <nil>
 	// Unauthenticated
 	// <nil>
+}
+
+// A readiness check decides the health of the services it names: here the route service's (pretend)
+// database is down, so it reports NOT_SERVING, and so does the overall status "" and Ready, while the
+// health service itself, which no check names, keeps SERVING.
+func ExampleServer_AddReadiness() {
+	srv, err := grpcserver.New(grpcserver.Config{
+		Addr:   "127.0.0.1:0",
+		Policy: auth.Policy{"/lastmile.route.v1.RouteService/EstimateRoute": auth.Users(), "/lastmile.route.v1.RouteService/ComputeMatrix": auth.Users()},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	routev1.RegisterRouteServiceServer(srv.GRPC(), fakeRoute{})
+	srv.AddReadiness(func(context.Context) error { return errors.New("route database unreachable") },
+		"lastmile.route.v1.RouteService")
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, service := range []string{"lastmile.route.v1.RouteService", "grpc.health.v1.Health", ""} {
+		resp, err := healthpb.NewHealthClient(conn).Check(callCtx, &healthpb.HealthCheckRequest{Service: service})
+		fmt.Printf("%q: %v %v\n", service, resp.GetStatus(), err)
+	}
+	fmt.Println(srv.Ready(callCtx))
+
+	conn.Close()
+	// A process stops in steps, edge first: Drain, then (once its gateway has finished) Shutdown.
+	srv.Drain()
+	fmt.Println(srv.Shutdown(callCtx), <-served)
+	// Output:
+	// "lastmile.route.v1.RouteService": NOT_SERVING <nil>
+	// "grpc.health.v1.Health": SERVING <nil>
+	// "": NOT_SERVING <nil>
+	// route database unreachable
+	// <nil> <nil>
 }

@@ -33,24 +33,30 @@
 //
 // # Health and shutdown
 //
-// The standard health service reports SERVING for "" and every registered service once Serve starts,
-// and follows the readiness check given to SetReadiness. When the Serve context ends the server reports
-// NOT_SERVING, waits Config.DrainDelay for load balancers to notice, runs the OnShutdown hooks, stops
-// gracefully for at most Config.ShutdownTimeout and then stops hard.
+// The standard health service reports a status per service name. Each registered service follows the
+// readiness checks given to AddReadiness for it (SERVING while every one passes), so a service whose
+// database is down reports NOT_SERVING while a stateless neighbour in the same process keeps serving;
+// clients that health-check the service they call (grpcclient's Config.ServiceName) then avoid only the
+// broken one. The overall status "" is SERVING when every check passes. Ready returns the same verdict,
+// from the same poll, for the process's /readyz.
+//
+// Shutdown runs in steps that a process orchestrates with its other servers: Drain reports NOT_SERVING
+// for "" (probes and load balancers move away) while every service keeps serving; Shutdown then reports
+// NOT_SERVING for every service, runs the OnShutdown hooks and stops gracefully until its context ends,
+// naming the calls still open when it cuts them off. A server used alone simply cancels the Serve
+// context: it drains, waits Config.DrainDelay and shuts down within Config.ShutdownTimeout.
 //
 // Health and reflection methods are public in every policy; every other method must have a rule in
 // Config.Policy, or Serve refuses to start.
 package grpcserver
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
@@ -125,13 +131,15 @@ type Config struct {
 	MaxConnectionAge time.Duration
 	// MaxConnectionAgeGrace is how long calls may continue on a connection closed for age. Default 30s.
 	MaxConnectionAgeGrace time.Duration
-	// ShutdownTimeout bounds the graceful stop; calls still running then are cut off. Default 15s.
+	// ShutdownTimeout bounds the graceful stop when the Serve context ends; calls still running then are
+	// cut off. Shutdown takes its bound from its context instead. Default 15s.
 	ShutdownTimeout time.Duration
-	// DrainDelay is how long the server keeps serving after reporting NOT_SERVING, so that load balancers
-	// and health-checking clients move away before connections are refused. Default 0; deployments
-	// behind a load balancer should use a few seconds.
+	// DrainDelay is how long a server whose Serve context ended keeps serving after reporting NOT_SERVING,
+	// so that load balancers and health-checking clients move away before connections are refused.
+	// Default 0; deployments behind a load balancer should use a few seconds. (Processes that call Drain
+	// and Shutdown themselves wait for it themselves.)
 	DrainDelay time.Duration
-	// ReadinessInterval is how often the SetReadiness check runs. Default 5s.
+	// ReadinessInterval is how often the AddReadiness checks run. Default 5s.
 	ReadinessInterval time.Duration
 	// RateLimit limits calls per principal. The zero value disables it.
 	RateLimit RateLimit
@@ -177,11 +185,23 @@ type Server struct {
 	policy  auth.Policy
 	logger  *slog.Logger
 
-	mu        sync.Mutex
-	started   bool
-	closed    bool
-	readiness func(ctx context.Context) error
-	hooks     []func()
+	calls *openCalls
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	checks  []readinessCheck
+	hooks   []func()
+
+	// Set by Serve; see lifecycle.go.
+	ready     *readiness
+	served    chan struct{} // closed when grpc.Serve has returned, with serveErr set
+	serveErr  error
+	stopping  chan struct{} // closed when the shutdown starts
+	stopped   chan struct{} // closed when it has finished
+	stopOnce  sync.Once
+	drainOnce sync.Once
+	stopErr   error
 }
 
 // New validates cfg, listens on cfg.Addr at once (so that a taken port fails at startup, naming the
@@ -227,7 +247,8 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 
-	s := &Server{cfg: cfg, lis: lis, health: health.NewServer(), metrics: metrics, policy: policy, logger: logger}
+	s := &Server{cfg: cfg, lis: lis, health: health.NewServer(), metrics: metrics, policy: policy, logger: logger,
+		calls: newOpenCalls(), served: make(chan struct{}), stopping: make(chan struct{}), stopped: make(chan struct{})}
 	c := &chain{
 		logger:    logger,
 		metrics:   metrics,
@@ -237,6 +258,10 @@ func New(cfg Config) (*Server, error) {
 		validator: validator,
 	}
 	unary, stream := c.interceptors(cfg.observe)
+	// Outside the chain: every call the server accepted counts as open until it returns, so that a
+	// graceful stop that runs out of time can name what it cut off.
+	unary = append([]grpc.UnaryServerInterceptor{s.calls.unary}, unary...)
+	stream = append([]grpc.StreamServerInterceptor{s.calls.stream}, stream...)
 
 	tp := cfg.TracerProvider
 	otelOpts := []otelgrpc.Option{otelgrpc.WithFilter(filters.Not(filters.HealthCheck()))}
@@ -355,15 +380,6 @@ func (s *Server) GRPC() *grpc.Server { return s.grpc }
 // Addr returns the address the server listens on; with Addr ":0" it carries the chosen port.
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 
-// SetReadiness makes the health status follow check, polled every Config.ReadinessInterval (and once when
-// Serve starts, before which every service reports NOT_SERVING): an error reports NOT_SERVING for every
-// service, nil reports SERVING. Each poll gets a context bounded by the interval. Call it before Serve.
-func (s *Server) SetReadiness(check func(ctx context.Context) error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.readiness = check
-}
-
 // OnShutdown registers f to run during shutdown, after the server reported NOT_SERVING and the drain
 // delay passed, as the graceful stop begins (clients are sent GOAWAY, so their next calls go to other
 // replicas) and while in-flight calls drain. Long-lived streams use it to tell their clients to reconnect
@@ -389,169 +405,4 @@ func (s *Server) Close() error {
 		return fmt.Errorf("close grpc listener %s: %w", s.lis.Addr(), err)
 	}
 	return nil
-}
-
-// Serve serves until ctx is done, then shuts down: every service reports NOT_SERVING, the server waits
-// Config.DrainDelay, stops accepting calls, runs the OnShutdown hooks and lets in-flight calls finish for
-// at most Config.ShutdownTimeout before cutting them off (handlers that ignore their context may outlive
-// Serve). It returns nil after a clean shutdown and an
-// error if a registered method has no policy rule or the listener fails. Serve may be called only once.
-func (s *Server) Serve(ctx context.Context) error {
-	s.mu.Lock()
-	if s.started || s.closed {
-		s.mu.Unlock()
-		return errors.New("grpc server: Serve called twice or after Close")
-	}
-	s.started = true
-	readiness := s.readiness
-	s.mu.Unlock()
-
-	services := s.grpc.GetServiceInfo()
-	var methods []string
-	for name, info := range services {
-		for _, m := range info.Methods {
-			methods = append(methods, "/"+name+"/"+m.Name)
-		}
-	}
-	if err := s.policy.Check(methods); err != nil {
-		s.grpc.Stop()
-		s.lis.Close()
-		return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
-	}
-	s.metrics.InitializeMetrics(s.grpc)
-
-	names := append([]string{""}, slices.Sorted(maps.Keys(services))...)
-	// The first readiness check runs before the server answers anything, so that no health check ever
-	// sees a status that was set before readiness was known.
-	initial := healthpb.HealthCheckResponse_SERVING
-	if readiness != nil {
-		checkCtx, cancel := context.WithTimeout(ctx, s.cfg.ReadinessInterval)
-		if readiness(checkCtx) != nil {
-			initial = healthpb.HealthCheckResponse_NOT_SERVING
-		}
-		cancel()
-	}
-	for _, name := range names {
-		s.health.SetServingStatus(name, initial)
-	}
-
-	pollCtx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
-	var polling sync.WaitGroup
-	if readiness != nil {
-		polling.Go(func() { s.pollReadiness(pollCtx, readiness, names) })
-	}
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.grpc.Serve(s.lis) }()
-	s.logger.Info("gRPC server serving", "addr", s.lis.Addr().String(), "tls", s.cfg.TLS != nil)
-
-	select {
-	case err := <-serveErr:
-		stopPolling()
-		polling.Wait()
-		s.grpc.Stop()
-		if err == nil || errors.Is(err, grpc.ErrServerStopped) {
-			return nil
-		}
-		return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
-	case <-ctx.Done():
-	}
-
-	s.logger.Info("gRPC server shutting down", "addr", s.lis.Addr().String(), "drain_delay", s.cfg.DrainDelay,
-		"shutdown_timeout", s.cfg.ShutdownTimeout)
-	// Shutdown flips everything to NOT_SERVING and ignores later changes, so the poller cannot undo it.
-	s.health.Shutdown()
-	stopPolling()
-	polling.Wait()
-	if s.cfg.DrainDelay > 0 {
-		time.Sleep(s.cfg.DrainDelay)
-	}
-
-	stopped := make(chan struct{})
-	go func() {
-		s.grpc.GracefulStop()
-		close(stopped)
-	}()
-	timeout := time.NewTimer(s.cfg.ShutdownTimeout)
-	defer timeout.Stop()
-	s.mu.Lock()
-	hooks := slices.Clone(s.hooks)
-	s.mu.Unlock()
-	for _, f := range hooks {
-		f()
-	}
-	select {
-	case <-stopped:
-	case <-timeout.C:
-		s.logger.Warn("gRPC graceful stop timed out; cutting off remaining calls", "addr", s.lis.Addr().String(),
-			"shutdown_timeout", s.cfg.ShutdownTimeout)
-		if !s.forceStop() {
-			return nil
-		}
-	}
-	if err := <-serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return fmt.Errorf("grpc server on %s: %w", s.lis.Addr(), err)
-	}
-	s.logger.Info("gRPC server stopped", "addr", s.lis.Addr().String())
-	return nil
-}
-
-// forceStopWait bounds how long Serve waits for a hard stop to finish.
-const forceStopWait = time.Second
-
-// forceStop stops the server hard while a graceful stop is pending, and reports whether it finished.
-//
-// Stop closes every connection at once, which cancels every call's context, but it can only return before
-// the handlers do: grpc-go's pending GracefulStop waits for them while holding the server's lock, and Stop
-// may then wait for that lock. A handler that ignores its context would thus hold up the process's exit
-// for as long as it runs. Rather than that, Serve gives up waiting and returns, leaving such handlers (and
-// the stop goroutines) running; the connections are closed by then.
-func (s *Server) forceStop() bool {
-	done := make(chan struct{})
-	go func() {
-		s.grpc.Stop()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return true
-	case <-time.After(forceStopWait):
-		s.logger.Error("gRPC handlers ignore cancellation and are still running after the hard stop; returning anyway",
-			"addr", s.lis.Addr().String())
-		return false
-	}
-}
-
-// pollReadiness sets every service's health from check, now and then every ReadinessInterval, until ctx
-// ends. Transitions are logged; steady states are not.
-func (s *Server) pollReadiness(ctx context.Context, check func(context.Context) error, names []string) {
-	ticker := time.NewTicker(s.cfg.ReadinessInterval)
-	defer ticker.Stop()
-	var known, ready bool
-	for {
-		checkCtx, cancel := context.WithTimeout(ctx, s.cfg.ReadinessInterval)
-		err := check(checkCtx)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if !known || ready != (err == nil) {
-			known, ready = true, err == nil
-			st := healthpb.HealthCheckResponse_SERVING
-			if ready {
-				s.logger.Info("gRPC server ready", "addr", s.lis.Addr().String())
-			} else {
-				st = healthpb.HealthCheckResponse_NOT_SERVING
-				s.logger.Warn("gRPC server not ready", "addr", s.lis.Addr().String(), "error", err.Error())
-			}
-			for _, name := range names {
-				s.health.SetServingStatus(name, st)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -106,7 +107,7 @@ func TestReadiness(t *testing.T) {
 		ReadinessInterval: 5 * time.Millisecond,
 	}
 	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
-	srv.SetReadiness(func(context.Context) error {
+	srv.AddReadiness(func(context.Context) error {
 		if e := notReady.Load(); e != nil {
 			return *e
 		}
@@ -192,9 +193,11 @@ func TestShutdownCutsOffStuckCalls(t *testing.T) {
 		<-release // ignores its context: only Stop ends the call
 		return &testgrpc.SimpleResponse{}, nil
 	}}
+	logger, logs := testLogger()
 	cfg := grpcserver.Config{
 		Policy:          policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
 		ShutdownTimeout: 50 * time.Millisecond,
+		Logger:          logger,
 	}
 	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -214,6 +217,14 @@ func TestShutdownCutsOffStuckCalls(t *testing.T) {
 	if err := receive(t, "the stuck call to fail", called); status.Code(err) != codes.Unavailable {
 		t.Errorf("stuck UnaryCall error = %v, want Unavailable", err)
 	}
+	// The warning names what was cut off: one UnaryCall.
+	warnings := logs.records(t, "gRPC graceful stop timed out; cutting off remaining calls")
+	if len(warnings) != 1 {
+		t.Fatalf("timeout warnings = %v, want one", warnings)
+	}
+	if diff := cmp.Diff(map[string]any{unaryCall: float64(1)}, warnings[0]["open_calls"]); diff != "" {
+		t.Errorf("open_calls of the timeout warning (-want +got):\n%s", diff)
+	}
 }
 
 func TestServeRequiresCompletePolicy(t *testing.T) {
@@ -224,6 +235,10 @@ func TestServeRequiresCompletePolicy(t *testing.T) {
 	err := srv.Serve(ctx)
 	if err == nil || !strings.Contains(err.Error(), unaryCall) || strings.Contains(err.Error(), emptyCall) {
 		t.Errorf("Serve() with gaps in the policy = %v, want an error naming %s and not %s", err, unaryCall, emptyCall)
+	}
+	// A process that stops after such a failure must not hang in Shutdown.
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown() after a failed Serve = %v, want nil", err)
 	}
 }
 
@@ -291,11 +306,11 @@ func tlsServer(t *testing.T, pki *tlsutil.PKI, policy auth.Policy) string {
 }
 
 func TestTLS(t *testing.T) {
-	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil)
+	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil, "dispatch", "gateway", "route")
 	if err != nil {
 		t.Fatalf("EnsureDevPKI() error = %v", err)
 	}
-	foreign, err := tlsutil.EnsureDevPKI(t.TempDir(), nil)
+	foreign, err := tlsutil.EnsureDevPKI(t.TempDir(), nil, "dispatch", "gateway", "route")
 	if err != nil {
 		t.Fatalf("EnsureDevPKI(foreign) error = %v", err)
 	}
@@ -371,12 +386,120 @@ func TestReadyFromTheFirstHealthCheck(t *testing.T) {
 	}
 	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
 	// A check that takes a while, like a database ping on a cold connection: the status must wait for it.
-	srv.SetReadiness(func(context.Context) error { time.Sleep(100 * time.Millisecond); return nil })
+	srv.AddReadiness(func(context.Context) error { time.Sleep(100 * time.Millisecond); return nil })
 	serve(t, srv)
 	for _, service := range []string{"", "grpc.testing.TestService"} {
 		got, err := healthStatus(t, conn, service)
 		if err != nil || got != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("first health check of %q = %v, %v; want SERVING", service, got, err)
 		}
+	}
+}
+
+// reconnectService is a second service for the per-service health tests: it has no readiness check.
+type reconnectService struct {
+	testgrpc.UnimplementedReconnectServiceServer
+}
+
+func (reconnectService) Start(context.Context, *testgrpc.ReconnectParams) (*testgrpc.Empty, error) {
+	return &testgrpc.Empty{}, nil
+}
+
+// TestReadinessPerService checks that a failing readiness check takes down only the service it names:
+// that service reports NOT_SERVING, a neighbour without the dependency keeps SERVING and answering calls,
+// the overall status and Ready report the failure, and everything recovers together.
+func TestReadinessPerService(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	dbDown := errors.New("test database unreachable")
+	cfg := grpcserver.Config{
+		Policy: policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(),
+			policyFor(&testgrpc.ReconnectService_ServiceDesc, auth.Public(), nil)),
+		ReadinessInterval: 5 * time.Millisecond,
+	}
+	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) {
+		testgrpc.RegisterTestServiceServer(s, &testService{})
+		testgrpc.RegisterReconnectServiceServer(s, reconnectService{})
+	})
+	srv.AddReadiness(func(context.Context) error {
+		if down.Load() {
+			return dbDown
+		}
+		return nil
+	}, "grpc.testing.TestService")
+	serve(t, srv)
+
+	want := func(wants map[string]healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		for service, want := range wants {
+			got, err := healthStatus(t, conn, service)
+			if err != nil || got != want {
+				t.Errorf("health Check(%q) = %v, %v; want %v", service, got, err, want)
+			}
+		}
+	}
+	// The first poll ran before Serve answered anything, so no waiting is needed.
+	want(map[string]healthpb.HealthCheckResponse_ServingStatus{
+		"grpc.testing.TestService":      healthpb.HealthCheckResponse_NOT_SERVING,
+		"grpc.testing.ReconnectService": healthpb.HealthCheckResponse_SERVING,
+		"":                              healthpb.HealthCheckResponse_NOT_SERVING,
+	})
+	if err := srv.Ready(t.Context()); !errors.Is(err, dbDown) {
+		t.Errorf("Ready() = %v, want %v", err, dbDown)
+	}
+	if _, err := testgrpc.NewReconnectServiceClient(conn).Start(callCtx(t), &testgrpc.ReconnectParams{}); err != nil {
+		t.Errorf("ReconnectService.Start while TestService is not ready: %v, want success", err)
+	}
+
+	down.Store(false)
+	waitFor(t, "TestService to report SERVING", func() bool {
+		got, err := healthStatus(t, conn, "grpc.testing.TestService")
+		return err == nil && got == healthpb.HealthCheckResponse_SERVING
+	})
+	want(map[string]healthpb.HealthCheckResponse_ServingStatus{
+		"grpc.testing.ReconnectService": healthpb.HealthCheckResponse_SERVING,
+		"":                              healthpb.HealthCheckResponse_SERVING,
+	})
+	if err := srv.Ready(t.Context()); err != nil {
+		t.Errorf("Ready() after recovery = %v, want nil", err)
+	}
+}
+
+// TestDrainThenShutdown follows the steps a process takes: Drain takes the overall status down while
+// every service keeps serving, then Shutdown takes the services down and Serve returns.
+func TestDrainThenShutdown(t *testing.T) {
+	cfg := grpcserver.Config{Policy: policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil)}
+	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(t.Context()) }()
+	waitFor(t, "the server to serve", func() bool {
+		got, err := healthStatus(t, conn, "")
+		return err == nil && got == healthpb.HealthCheckResponse_SERVING
+	})
+
+	srv.Drain()
+	if got, err := healthStatus(t, conn, ""); err != nil || got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health Check(\"\") after Drain = %v, %v; want NOT_SERVING", got, err)
+	}
+	if got, err := healthStatus(t, conn, "grpc.testing.TestService"); err != nil || got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health Check(TestService) after Drain = %v, %v; want SERVING", got, err)
+	}
+	if _, err := testgrpc.NewTestServiceClient(conn).UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+		t.Errorf("UnaryCall while draining: %v, want success", err)
+	}
+	if err := srv.Ready(t.Context()); err == nil || err.Error() != "shutting down" {
+		t.Errorf("Ready() after Drain = %v, want \"shutting down\"", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown() = %v, want nil", err)
+	}
+	if err := receive(t, "Serve to return", served); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("second Shutdown() = %v, want nil", err)
 	}
 }

@@ -17,7 +17,7 @@ import (
 // devPKI creates a development PKI in a temporary directory.
 func devPKI(t *testing.T) *tlsutil.PKI {
 	t.Helper()
-	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil)
+	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil, testIdentities...)
 	if err != nil {
 		t.Fatal(err)
 	}

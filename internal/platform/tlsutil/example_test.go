@@ -17,7 +17,7 @@ func ExampleEnsureDevPKI() {
 	defer os.RemoveAll(dataDir)
 
 	// What the binary does on start: create the CA and certificates once, reuse them afterwards.
-	pki, err := tlsutil.EnsureDevPKI(filepath.Join(dataDir, "tls"), []string{"lastmile.internal"})
+	pki, err := tlsutil.EnsureDevPKI(filepath.Join(dataDir, "tls"), []string{"lastmile.internal"}, "dispatch", "gateway")
 	if err != nil {
 		fmt.Println(err)
 		return

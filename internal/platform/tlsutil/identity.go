@@ -22,9 +22,6 @@ import (
 // TrustDomain is the SPIFFE trust domain of every lastmile service identity.
 const TrustDomain = "lastmile"
 
-// Services lists the service identities that EnsureDevPKI issues client certificates for.
-var Services = []string{"identity", "courier", "route", "dispatch", "gateway", "simulator"}
-
 // serviceName is the shape of a service name inside a SPIFFE ID; it keeps identities usable verbatim in
 // file names, log fields and authorization policies.
 var serviceName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)

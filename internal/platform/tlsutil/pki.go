@@ -15,9 +15,11 @@ type PKI struct {
 
 // EnsureDevPKI creates or refreshes the development PKI in dir, typically <data-dir>/tls: the CA (see
 // EnsureCA), the serving certificate "server" for localhost, 127.0.0.1, ::1 and extraHosts, and a client
-// certificate named after each entry of Services carrying its SPIFFE ID. Certificates that are still good
-// are reused (see EnsureCert), so calling it on every start is cheap and keeps serials stable.
-func EnsureDevPKI(dir string, extraHosts []string) (*PKI, error) {
+// certificate named after each of identities carrying its SPIFFE ID. The caller names the identities (the
+// command line derives them from its registry of services), so this package keeps no list of services.
+// Certificates that are still good are reused (see EnsureCert), so calling it on every start is cheap and
+// keeps serials stable.
+func EnsureDevPKI(dir string, extraHosts []string, identities ...string) (*PKI, error) {
 	ca, err := EnsureCA(dir)
 	if err != nil {
 		return nil, fmt.Errorf("development PKI: %w", err)
@@ -25,7 +27,7 @@ func EnsureDevPKI(dir string, extraHosts []string) (*PKI, error) {
 	if _, _, err := ca.EnsureCert(dir, "server", CertOptions{Hosts: extraHosts, Server: true}); err != nil {
 		return nil, fmt.Errorf("development PKI: %w", err)
 	}
-	for _, svc := range Services {
+	for _, svc := range identities {
 		if _, _, err := ca.EnsureCert(dir, svc, CertOptions{Service: svc, Client: true}); err != nil {
 			return nil, fmt.Errorf("development PKI: %w", err)
 		}
@@ -45,7 +47,7 @@ func (p *PKI) ServerCert() (certFile, keyFile string) {
 }
 
 // ClientCert returns the paths of the client certificate and key of service. The files exist for the
-// entries of Services; for any other name ClientConfig reports them missing rather than falling back to an
+// identities given to EnsureDevPKI; for any other name ClientConfig reports them missing rather than falling back to an
 // anonymous client.
 func (p *PKI) ClientCert(service string) (certFile, keyFile string) {
 	return filepath.Join(p.dir, service+".crt"), filepath.Join(p.dir, service+".key")

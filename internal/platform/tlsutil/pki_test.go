@@ -14,11 +14,14 @@ import (
 	"lastmile/internal/platform/tlsutil"
 )
 
+// testIdentities are the service identities the tests issue client certificates for.
+var testIdentities = []string{"identity", "courier", "route", "dispatch", "gateway", "simulator"}
+
 // serials returns the serial of the CA and of every certificate of the development PKI, by file name.
 func serials(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	got := map[string]string{"ca": serial(t, filepath.Join(dir, "ca.crt")), "server": serial(t, filepath.Join(dir, "server.crt"))}
-	for _, svc := range tlsutil.Services {
+	for _, svc := range testIdentities {
 		got[svc] = serial(t, filepath.Join(dir, svc+".crt"))
 	}
 	return got
@@ -26,11 +29,11 @@ func serials(t *testing.T, dir string) map[string]string {
 
 func TestEnsureDevPKIIsIdempotent(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tls")
-	if _, err := tlsutil.EnsureDevPKI(dir, []string{"lastmile.example"}); err != nil {
+	if _, err := tlsutil.EnsureDevPKI(dir, []string{"lastmile.example"}, testIdentities...); err != nil {
 		t.Fatal(err)
 	}
 	first := serials(t, dir)
-	if _, err := tlsutil.EnsureDevPKI(dir, []string{"lastmile.example"}); err != nil {
+	if _, err := tlsutil.EnsureDevPKI(dir, []string{"lastmile.example"}, testIdentities...); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(first, serials(t, dir)); diff != "" {
@@ -40,11 +43,11 @@ func TestEnsureDevPKIIsIdempotent(t *testing.T) {
 
 func TestEnsureDevPKIFileModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tls")
-	if _, err := tlsutil.EnsureDevPKI(dir, nil); err != nil {
+	if _, err := tlsutil.EnsureDevPKI(dir, nil, testIdentities...); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]os.FileMode{"tls": 0o700, "ca.key": 0o600, "ca.crt": 0o644, "server.key": 0o600, "server.crt": 0o644}
-	for _, svc := range tlsutil.Services {
+	for _, svc := range testIdentities {
 		want[svc+".key"] = 0o600
 		want[svc+".crt"] = 0o644
 	}
@@ -73,7 +76,7 @@ func TestEnsureDevPKIFileModes(t *testing.T) {
 
 func TestEnsureDevPKICertificates(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := tlsutil.EnsureDevPKI(dir, []string{"Lastmile.Example", "10.0.0.7"})
+	pki, err := tlsutil.EnsureDevPKI(dir, []string{"Lastmile.Example", "10.0.0.7"}, testIdentities...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +103,7 @@ func TestEnsureDevPKICertificates(t *testing.T) {
 	if !ca.IsCA {
 		t.Errorf("CA IsCA = false, want true")
 	}
-	for _, svc := range tlsutil.Services {
+	for _, svc := range testIdentities {
 		certFile, _ := pki.ClientCert(svc)
 		c := readCert(t, certFile)
 		if got, want := len(c.URIs), 1; got != want {
@@ -189,7 +192,7 @@ func TestEnsureDevPKIReissues(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			pki, err := tlsutil.EnsureDevPKI(dir, hosts)
+			pki, err := tlsutil.EnsureDevPKI(dir, hosts, testIdentities...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,7 +200,7 @@ func TestEnsureDevPKIReissues(t *testing.T) {
 			tt.setup(t, pki.CA(), dir)
 			before := serial(t, certFile)
 
-			if _, err := tlsutil.EnsureDevPKI(dir, hosts); err != nil {
+			if _, err := tlsutil.EnsureDevPKI(dir, hosts, testIdentities...); err != nil {
 				t.Fatal(err)
 			}
 			after := readCert(t, certFile)
@@ -229,7 +232,7 @@ func TestEnsureCARefusesReadableKey(t *testing.T) {
 	if _, err := tlsutil.EnsureCA(dir); err == nil {
 		t.Fatalf("EnsureCA with a group-readable ca.key = nil error, want an error")
 	}
-	if _, err := tlsutil.EnsureDevPKI(dir, nil); err == nil {
+	if _, err := tlsutil.EnsureDevPKI(dir, nil, testIdentities...); err == nil {
 		t.Fatalf("EnsureDevPKI with a group-readable ca.key = nil error, want an error")
 	}
 	fi, err := os.Stat(keyFile)
@@ -243,7 +246,7 @@ func TestEnsureCARefusesReadableKey(t *testing.T) {
 
 func TestEnsureCertRefusesReadableKey(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := tlsutil.EnsureDevPKI(dir, nil)
+	pki, err := tlsutil.EnsureDevPKI(dir, nil, testIdentities...)
 	if err != nil {
 		t.Fatal(err)
 	}
