@@ -33,7 +33,7 @@ func TestUnaryCalls(t *testing.T) {
 	wantStatus(t, "GetCourier(other) as courier", err, codes.NotFound)
 	_, err = e.client.GetCourier(callCtx(t, as(3, auth.RoleCustomer)), &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_Id{Id: c.GetId()}})
 	wantStatus(t, "GetCourier as customer", err, codes.PermissionDenied)
-	_, err = e.client.GetCourier(callCtx(t, ""), &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_Id{Id: c.GetId()}})
+	_, err = e.client.GetCourier(callCtx(t, anonymous), &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_Id{Id: c.GetId()}})
 	wantStatus(t, "GetCourier anonymously", err, codes.Unauthenticated)
 
 	up, err := e.client.UpdateCourier(callCtx(t, self), &courierv1.UpdateCourierRequest{
@@ -171,7 +171,7 @@ func TestReportLocations(t *testing.T) {
 	wantStatus(t, "ReportLocations for another courier", err, codes.PermissionDenied)
 
 	// Every message must name the stream's courier.
-	stream, err = e.client.ReportLocations(callCtx(t, "service:simulator"))
+	stream, err = e.client.ReportLocations(callCtx(t, service("simulator")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,9 +213,18 @@ func TestFindNearbyCouriers(t *testing.T) {
 	}
 
 	req := &courierv1.FindNearbyCouriersRequest{Location: &geov1.LatLng{Latitude: 52.53, Longitude: 13.405}, RadiusMeters: 5000}
-	for _, who := range []string{admin, dispatcher, as(1, auth.RoleCourier), "service:gateway", "service:simulator"} {
-		_, err := e.client.FindNearbyCouriers(callCtx(t, who), req)
-		wantStatus(t, "FindNearbyCouriers as "+who, err, codes.PermissionDenied)
+	for _, who := range []struct {
+		name string
+		p    auth.Principal
+	}{
+		{"admin", admin},
+		{"dispatcher", dispatcher},
+		{"courier", as(1, auth.RoleCourier)},
+		{"service gateway", service("gateway")},
+		{"service simulator", service("simulator")},
+	} {
+		_, err := e.client.FindNearbyCouriers(callCtx(t, who.p), req)
+		wantStatus(t, "FindNearbyCouriers as "+who.name, err, codes.PermissionDenied)
 	}
 	res, err := e.client.FindNearbyCouriers(callCtx(t, dispatch), req)
 	if err != nil {

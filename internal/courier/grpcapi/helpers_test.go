@@ -3,53 +3,29 @@ package grpcapi_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
-	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	"lastmile/internal/courier"
 	"lastmile/internal/courier/couriertest"
 	"lastmile/internal/courier/grpcapi"
 	"lastmile/internal/courier/sqlite"
-	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
 	"lastmile/internal/platform/grpcserver"
+	"lastmile/internal/platform/grpcserver/grpctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const testTimeout = 10 * time.Second
-
-// headerAuthenticator makes test principals from metadata: "x-test-user: <id>:<role>" is a user,
-// "x-test-service: <name>" a service, anything else anonymous.
-type headerAuthenticator struct{}
-
-func (headerAuthenticator) Authenticate(_ context.Context, md metadata.MD) (auth.Principal, error) {
-	if v := md.Get("x-test-user"); len(v) == 1 {
-		id, role, ok := strings.Cut(v[0], ":")
-		if !ok {
-			return auth.Principal{}, apperr.Errorf(apperr.Unauthenticated, "bad test user")
-		}
-		return auth.Principal{Kind: auth.User, Subject: id, Roles: []string{role}}, nil
-	}
-	if v := md.Get("x-test-service"); len(v) == 1 {
-		return auth.Principal{Kind: auth.Service, Subject: v[0]}, nil
-	}
-	return auth.Principal{}, nil
-}
 
 // testNow is the service's clock in tests that do not set their own: a fixed instant, so that no test
 // depends on the wall clock's hour.
@@ -81,75 +57,44 @@ func start(t testing.TB, opts courier.Options) *env {
 	if err := e.svc.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stopRun := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- e.svc.Run(runCtx) }()
-	e.stopRun = stopRun
-
-	lis := bufconn.Listen(1 << 20)
-	srv, err := grpcserver.New(grpcserver.Config{
-		Listener:      lis,
-		Policy:        grpcapi.Policy(),
-		Authenticator: headerAuthenticator{},
-		Logger:        slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.api = grpcapi.NewServer(e.svc)
-	grpcapi.Register(srv.GRPC(), e.api)
-	serveCtx, stopServe := context.WithCancel(context.Background())
-	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(serveCtx) }()
-
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, conn := grpctest.Start(t, grpcserver.Config{
+		Policy:        grpcapi.Policy(),
+		Authenticator: grpctest.HeaderAuthenticator{},
+	}, func(s *grpc.Server) { grpcapi.Register(s, e.api) })
 	e.client = courierv1.NewCourierServiceClient(conn)
-	t.Cleanup(func() {
-		conn.Close()
-		stopRun() // first, so that open watches end and the graceful stop need not wait for them
-		stopServe()
-		for name, done := range map[string]chan error{"Run": runDone, "Serve": serveDone} {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("%s() = %v, want nil", name, err)
-				}
-			case <-time.After(testTimeout):
-				t.Errorf("%s did not return", name)
-			}
-		}
-	})
+	// After Start, so that it stops first, as a process shutdown does: open watches end and the graceful
+	// stop need not wait for them.
+	e.stopRun = grpctest.Go(t, "courier.Service.Run", e.svc.Run)
 	return e
 }
 
 func userID(n int) string { return fmt.Sprintf("0190b000-0000-7000-8000-%012d", n) }
 func taskID(n int) string { return fmt.Sprintf("0190c000-0000-7000-8000-%012d", n) }
 
-// callCtx is a context for one call by the given principal: "service:<name>" or "<user id>:<role>".
-func callCtx(t testing.TB, who string) context.Context {
+// callCtx is a context for one call by p, bounded by testTimeout.
+func callCtx(t testing.TB, p auth.Principal) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
-	if name, ok := strings.CutPrefix(who, "service:"); ok {
-		return metadata.AppendToOutgoingContext(ctx, "x-test-service", name)
-	}
-	if who == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, "x-test-user", who)
+	return grpctest.CallAs(ctx, p)
 }
 
-func as(n int, role string) string { return userID(n) + ":" + role }
+// as is user n with role.
+func as(n int, role string) auth.Principal {
+	return auth.Principal{Kind: auth.User, Subject: userID(n), Roles: []string{role}}
+}
+
+// service is the service principal name.
+func service(name string) auth.Principal { return auth.Principal{Kind: auth.Service, Subject: name} }
+
+// anonymous is a caller without credentials.
+var anonymous = auth.Principal{}
 
 var (
 	admin      = as(900, auth.RoleAdmin)
 	dispatcher = as(901, auth.RoleDispatcher)
-	dispatch   = "service:dispatch"
+	dispatch   = service("dispatch")
 )
 
 func wantStatus(t testing.TB, call string, err error, want codes.Code) {

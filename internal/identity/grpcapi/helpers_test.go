@@ -2,17 +2,11 @@ package grpcapi_test
 
 import (
 	"context"
-	"log/slog"
-	"net"
-	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/test/bufconn"
 
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 	"lastmile/internal/identity"
@@ -21,6 +15,7 @@ import (
 	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/grpcserver"
+	"lastmile/internal/platform/grpcserver/grpctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,26 +24,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const testTimeout = 10 * time.Second
 
 const password = "correct horse battery"
-
-// headerAuthenticator makes test principals from metadata: "x-test-user: id" with "x-test-roles: a,b" is
-// a user, "x-test-service: name" a service, anything else anonymous; "x-test-via" sets Via.
-type headerAuthenticator struct{}
-
-func (headerAuthenticator) Authenticate(_ context.Context, md metadata.MD) (auth.Principal, error) {
-	var p auth.Principal
-	if v := md.Get("x-test-user"); len(v) == 1 {
-		p = auth.Principal{Kind: auth.User, Subject: v[0]}
-		if r := md.Get("x-test-roles"); len(r) == 1 {
-			p.Roles = strings.Split(r[0], ",")
-		}
-	} else if v := md.Get("x-test-service"); len(v) == 1 {
-		p = auth.Principal{Kind: auth.Service, Subject: v[0]}
-	}
-	if v := md.Get("x-test-via"); len(v) == 1 {
-		p.Via = v[0]
-	}
-	return p, nil
-}
 
 // env is an identity server over bufconn with the real interceptor chain, and clients for it.
 type env struct {
@@ -66,60 +41,33 @@ func start(t *testing.T) *env {
 		ActivityPoll: 10 * time.Millisecond,
 	})
 	keys := identity.NewKeyManager(store, identity.KeyOptions{})
-	lis := bufconn.Listen(1 << 20)
-	srv, err := grpcserver.New(grpcserver.Config{
-		Listener:      lis,
+	_, conn := grpctest.Start(t, grpcserver.Config{
 		Policy:        grpcapi.Policy(),
-		Authenticator: headerAuthenticator{},
-		Logger:        slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatalf("grpcserver.New() = %v", err)
-	}
-	grpcapi.Register(srv.GRPC(), svc, keys)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	ran := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	go func() { ran <- svc.Run(ctx) }()
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		for name, c := range map[string]chan error{"Serve": served, "Run": ran} {
-			select {
-			case err := <-c:
-				if err != nil {
-					t.Errorf("%s() = %v, want nil", name, err)
-				}
-			case <-time.After(testTimeout):
-				t.Errorf("%s did not return within %v of cancel", name, testTimeout)
-			}
-		}
-	})
+		Authenticator: grpctest.HeaderAuthenticator{},
+	}, func(s *grpc.Server) { grpcapi.Register(s, svc, keys) })
+	// After Start, so that it stops first, as a process shutdown does.
+	grpctest.Go(t, "identity.Service.Run", svc.Run)
 	return &env{store: store, svc: svc, users: identityv1.NewUserServiceClient(conn), auth: identityv1.NewAuthServiceClient(conn)}
 }
 
-// call returns a context for one call, bounded by testTimeout, carrying the metadata pairs kv.
-func call(t *testing.T, kv ...string) context.Context {
+// callAs returns a context for one call by p, bounded by testTimeout.
+func callAs(t *testing.T, p auth.Principal) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
-	if len(kv) > 0 {
-		ctx = metadata.AppendToOutgoingContext(ctx, kv...)
-	}
-	return ctx
+	return grpctest.CallAs(ctx, p)
+}
+
+// call returns a context for one anonymous call, bounded by testTimeout.
+func call(t *testing.T) context.Context {
+	t.Helper()
+	return callAs(t, auth.Principal{})
 }
 
 // asUser returns a call context for user id with roles.
 func asUser(t *testing.T, id string, roles ...string) context.Context {
-	return call(t, "x-test-user", id, "x-test-roles", strings.Join(roles, ","))
+	t.Helper()
+	return callAs(t, auth.Principal{Kind: auth.User, Subject: id, Roles: roles})
 }
 
 // adminID is the subject of asAdmin; no stored user has it.
