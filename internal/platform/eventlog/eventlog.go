@@ -7,8 +7,10 @@
 // PostgreSQL listener, subscriptions) that stores and handlers use through a small API of its own.
 //
 // Ordering. Every event has a sequence number (Event.Seq), and sequence order is commit order: in
-// SQLite because there is one writer at a time, in PostgreSQL because Append takes a self-exclusive
-// lock on the event_log table before drawing the number, held until the appending transaction ends.
+// SQLite because there is one writer at a time, in PostgreSQL because Append takes a transaction-level
+// advisory lock, one per schema, before drawing the number, held until the appending transaction ends.
+// (An advisory lock rather than a table lock, so retention's DELETE and autovacuum never wait for
+// appenders or make them wait.)
 // A reader that has seen seq n can therefore never later find a committed event below n, so a tailer
 // never skips an event, however long a concurrent transaction stays open (it waits for it instead).
 // A rolled-back transaction leaves a hole in the numbers, never an event. The price is that appending
@@ -103,14 +105,18 @@ func (e *Event) prepare() error {
 // same way by Append and the listener (channel names are at most 63 bytes).
 const notifyChannel = "left('event_log:' || current_schema(), 63)"
 
+// appendLock is the advisory lock that serializes the appenders of the log in the current schema. The
+// two-key form keeps it apart from the single-key advisory locks of migrations; the first key is an
+// arbitrary constant that names this package's locks.
+const appendLock = "pg_advisory_xact_lock(1701278828, hashtext(current_schema()))"
+
 // Append records e in the event log of tx's database as part of tx, so the event exists exactly when
 // the change it describes commits, and returns its sequence number. d is the engine behind tx. After
 // the commit, call Log.Nudge on this process's Log so its subscribers hear of it at once (other
 // replicas learn of it through PostgreSQL's LISTEN/NOTIFY, or their next poll).
 //
-// On PostgreSQL the first Append of a transaction locks the event_log table against other appenders
-// until the transaction ends (see the package documentation): append as the last step of the
-// transaction. The table is found through the search_path (database.OpenPostgres with Schema).
+// On PostgreSQL the first Append of a transaction locks out the other appenders of the service until
+// the transaction ends (see the package documentation): append as the last step of the transaction. The table is found through the search_path (database.OpenPostgres with Schema).
 func Append(ctx context.Context, tx *sql.Tx, d database.Dialect, e Event) (int64, error) {
 	if err := e.prepare(); err != nil {
 		return 0, err
@@ -118,7 +124,7 @@ func Append(ctx context.Context, tx *sql.Tx, d database.Dialect, e Event) (int64
 	if d == database.Postgres {
 		// One round trip for both: the notification is only sent when tx commits, and pg_notify
 		// folds the identical notifications of one transaction into one.
-		_, err := tx.ExecContext(ctx, "LOCK TABLE event_log IN SHARE ROW EXCLUSIVE MODE; SELECT pg_notify("+notifyChannel+", '')")
+		_, err := tx.ExecContext(ctx, "SELECT "+appendLock+", pg_notify("+notifyChannel+", '')")
 		if err != nil {
 			return 0, fmt.Errorf("append event %s: lock event log: %w", e.Topic, err)
 		}

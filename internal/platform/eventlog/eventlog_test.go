@@ -343,7 +343,7 @@ func TestAppendWaitsForOpenAppenderOnPostgres(t *testing.T) {
 	for {
 		var waiting int
 		err := rs[1].db.QueryRowContext(ctx,
-			"SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'svc.event_log'::regclass").Scan(&waiting)
+			"SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'advisory'").Scan(&waiting)
 		if err != nil {
 			t.Fatalf("read pg_locks: %v", err)
 		}

@@ -1,6 +1,6 @@
 -- +goose Up
--- seq is drawn at insert time, which is not commit order by itself: eventlog.Append takes a
--- self-exclusive lock on the table first, so appending transactions commit in seq order.
+-- seq is drawn at insert time, which is not commit order by itself: eventlog.Append takes an advisory
+-- lock per schema first, held until commit, so appending transactions commit in seq order.
 CREATE TABLE event_log (
     seq        bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     topic      text        NOT NULL,
