@@ -10,6 +10,7 @@ import (
 
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/eventlog"
+	"lastmile/internal/platform/eventlog/sqllog"
 )
 
 // A store appends an event in the transaction of the change it describes; every replica's Log tails
@@ -27,12 +28,12 @@ func Example() {
 	}
 	defer db.Close()
 	// After the service's own migrations.
-	if err := database.MigrateSQLite(ctx, db, eventlog.Migrations(database.SQLite, "dispatch")); err != nil {
+	if err := database.MigrateSQLite(ctx, db, sqllog.Migrations(database.SQLite, "dispatch")); err != nil {
 		log.Fatal(err)
 	}
 
 	// Wiring: one Log per service and process, running as long as the process serves.
-	feed, err := eventlog.New(db, database.SQLite, eventlog.Options{})
+	feed, err := eventlog.New(sqllog.NewSource(db, database.SQLite), eventlog.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func Example() {
 	// A store: the change and its event commit together; then wake this replica's tailer.
 	err = database.InTx(ctx, db, func(tx *sql.Tx) error {
 		// ... UPDATE tasks SET status = 'ASSIGNED' WHERE id = 't1' ...
-		_, err := eventlog.Append(ctx, tx, database.SQLite, eventlog.Event{Topic: "dispatch.task.assigned", Key: "t1"})
+		_, err := sqllog.Append(ctx, tx, database.SQLite, eventlog.Event{Topic: "dispatch.task.assigned", Key: "t1"})
 		return err
 	})
 	if err != nil {

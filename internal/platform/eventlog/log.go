@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,10 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"lastmile/internal/platform/apperr"
-	"lastmile/internal/platform/database"
 )
 
 // Bounds of Options.
@@ -45,10 +41,10 @@ type Options struct {
 	Buffer int
 	// Retention deletes old events; the zero value keeps them all.
 	Retention Retention
-	// Listener, on PostgreSQL, is the pgx pool behind the log's *sql.DB (database.SQLDB(pool)); one of
-	// its connections is taken for LISTEN, so appends on any replica wake the tailer at once. Nil
-	// polls only.
-	Listener *pgxpool.Pool
+	// Wake, when set, runs beside the tailer until its context ends and calls nudge whenever the
+	// source may hold new events, retrying its own failures after b's delays: sqllog.Listener on
+	// PostgreSQL, so appends on any replica wake every tailer at once. Nil polls only.
+	Wake func(ctx context.Context, b Backoff, nudge func())
 	// Logger receives the state changes of the tailer (database unreachable, reachable again).
 	// Default: discard.
 	Logger *slog.Logger
@@ -70,9 +66,9 @@ func (r Retention) enabled() bool { return r.MaxAge > 0 || r.MaxCount > 0 }
 // Log tails one service's event log on one replica and fans the events out to in-process
 // subscribers. Create it with New, run it with Run, and subscribe with Subscribe.
 type Log struct {
-	db      *sql.DB
-	dialect database.Dialect
+	src     Source
 	opts    Options
+	backoff Backoff
 	wake    chan struct{}
 	running atomic.Bool
 	// timer returns a channel that fires after d, and a function that stops it; tests replace it.
@@ -86,11 +82,11 @@ type Log struct {
 	subs   map[*Subscription]struct{}
 }
 
-// New returns a log reading db, whose engine is d. Call Run to start tailing. It panics when db is nil
-// or d is unknown (a wiring mistake), and returns an error when opts is out of range.
-func New(db *sql.DB, d database.Dialect, opts Options) (*Log, error) {
-	if db == nil || (d != database.SQLite && d != database.Postgres) {
-		panic(fmt.Sprintf("eventlog.New: nil db or unknown dialect %q", d))
+// New returns a log reading src. Call Run to start tailing. It panics when src is nil (a wiring
+// mistake), and returns an error when opts is out of range.
+func New(src Source, opts Options) (*Log, error) {
+	if src == nil {
+		panic("eventlog.New: nil source")
 	}
 	switch {
 	case opts.Poll < 0, opts.MaxBackoff < 0, opts.Retention.MaxAge < 0, opts.Retention.Interval < 0:
@@ -101,8 +97,6 @@ func New(db *sql.DB, d database.Dialect, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("event log options: buffer %d: want 0..%d", opts.Buffer, MaxBuffer)
 	case opts.Retention.MaxCount < 0:
 		return nil, fmt.Errorf("event log options: retention count %d is negative", opts.Retention.MaxCount)
-	case opts.Listener != nil && d != database.Postgres:
-		return nil, errors.New("event log options: a listener needs PostgreSQL")
 	}
 	if opts.Poll == 0 {
 		opts.Poll = 500 * time.Millisecond
@@ -124,9 +118,9 @@ func New(db *sql.DB, d database.Dialect, opts Options) (*Log, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Log{
-		db:      db,
-		dialect: d,
+		src:     src,
 		opts:    opts,
+		backoff: Backoff{Base: opts.Poll, Max: opts.MaxBackoff},
 		wake:    make(chan struct{}, 1),
 		timer:   realTimer,
 		ready:   make(chan struct{}),
@@ -161,8 +155,8 @@ func (l *Log) Run(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if l.opts.Listener != nil {
-		wg.Go(func() { l.listen(ctx) })
+	if l.opts.Wake != nil {
+		wg.Go(func() { l.opts.Wake(ctx, l.backoff, l.Nudge) })
 	}
 
 	var (
@@ -205,7 +199,7 @@ func (l *Log) Run(ctx context.Context) error {
 				downSince = time.Now()
 				l.opts.Logger.ErrorContext(ctx, "event log unreachable; retrying with backoff", "error", err.Error())
 			}
-			delay = backoff(l.opts.Poll, l.opts.MaxBackoff, failures)
+			delay = l.backoff.Delay(failures)
 		case failures > 0:
 			l.opts.Logger.InfoContext(ctx, "event log reachable again",
 				"failures", failures, "down_for", time.Since(downSince).Round(time.Millisecond).String())
@@ -223,23 +217,13 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 }
 
-// backoff returns the wait after failures consecutive failures: base, doubled per failure, at most
-// limit.
-func backoff(base, limit time.Duration, failures int) time.Duration {
-	d := base
-	for i := 1; i < failures && d < limit; i++ {
-		d *= 2
-	}
-	return min(d, limit)
-}
-
 // tail hands every event committed after pos to the subscribers, batch by batch.
 func (l *Log) tail(ctx context.Context) error {
 	for {
 		l.mu.Lock()
 		pos := l.pos
 		l.mu.Unlock()
-		events, pruned, err := l.read(ctx, pos, l.opts.Batch)
+		events, pruned, err := l.src.Read(ctx, pos, l.opts.Batch)
 		if err != nil {
 			return err
 		}
@@ -310,101 +294,22 @@ func errExpired(cursor, pruned int64) error {
 
 // Head returns the sequence number of the newest committed event: 0 for a log that never had one.
 func (l *Log) Head(ctx context.Context) (int64, error) {
-	var newest, pruned int64
-	err := l.db.QueryRowContext(ctx,
-		"SELECT coalesce((SELECT max(seq) FROM event_log), 0), pruned_through FROM event_log_state").Scan(&newest, &pruned)
+	head, err := l.src.Head(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("read event log head: %w", err)
+		return 0, fmt.Errorf("event log head: %w", err)
 	}
-	return max(newest, pruned), nil
-}
-
-// read returns up to limit events after seq `after`, in order, and the retention floor: every event
-// at or below it was deleted. One statement, so both come from one snapshot.
-func (l *Log) read(ctx context.Context, after int64, limit int) ([]Event, int64, error) {
-	rows, err := l.db.QueryContext(ctx, `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
-		FROM event_log_state s
-		LEFT JOIN (SELECT seq, topic, key, payload, created_at FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2) e ON 1 = 1
-		ORDER BY e.seq`, after, limit)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read event log after %d: %w", after, err)
-	}
-	defer rows.Close()
-	var (
-		events []Event
-		pruned int64
-	)
-	for rows.Next() {
-		var (
-			seq        sql.NullInt64
-			topic, key sql.NullString
-			e          Event
-		)
-		if err := rows.Scan(&pruned, &seq, &topic, &key, &e.Payload, database.ScanTime(&e.At)); err != nil {
-			return nil, 0, fmt.Errorf("read event log after %d: %w", after, err)
-		}
-		if !seq.Valid {
-			continue // the row of the outer join when no event follows
-		}
-		e.Seq, e.Topic, e.Key = seq.Int64, topic.String, key.String
-		if e.Payload == nil {
-			e.Payload = []byte{} // SQLite reads an empty blob as nil
-		}
-		events = append(events, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("read event log after %d: %w", after, err)
-	}
-	return events, pruned, nil
+	return head, nil
 }
 
 // Prune deletes the events that Options.Retention no longer keeps and returns how many it deleted.
-// Run calls it every Retention.Interval; every replica may, as the deletion is idempotent. It deletes
-// a prefix of the log: every event up to the newest one that is too old or beyond the count.
+// Run calls it every Retention.Interval; every replica may, as the deletion is idempotent.
 func (l *Log) Prune(ctx context.Context) (int64, error) {
-	r := l.opts.Retention
-	if !r.enabled() {
+	if !l.opts.Retention.enabled() {
 		return 0, nil
 	}
-	var deleted int64
-	err := database.InTx(ctx, l.db, func(tx *sql.Tx) error {
-		var through int64
-		if r.MaxAge > 0 {
-			err := tx.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) FROM event_log WHERE created_at < $1",
-				l.dialect.Time(time.Now().Add(-r.MaxAge))).Scan(&through)
-			if err != nil {
-				return fmt.Errorf("find events older than %v: %w", r.MaxAge, err)
-			}
-		}
-		if r.MaxCount > 0 {
-			var seq int64
-			err := tx.QueryRowContext(ctx, "SELECT seq FROM event_log ORDER BY seq DESC LIMIT 1 OFFSET $1", r.MaxCount).Scan(&seq)
-			switch {
-			case errors.Is(err, sql.ErrNoRows): // no more than MaxCount events
-			case err != nil:
-				return fmt.Errorf("find events beyond the newest %d: %w", r.MaxCount, err)
-			default:
-				through = max(through, seq)
-			}
-		}
-		if through == 0 {
-			return nil
-		}
-		res, err := tx.ExecContext(ctx, "DELETE FROM event_log WHERE seq <= $1", through)
-		if err != nil {
-			return fmt.Errorf("delete events up to %d: %w", through, err)
-		}
-		if deleted, err = res.RowsAffected(); err != nil {
-			return fmt.Errorf("delete events up to %d: %w", through, err)
-		}
-		if _, err := tx.ExecContext(ctx,
-			"UPDATE event_log_state SET pruned_through = $1 WHERE pruned_through < $1", through); err != nil {
-			return fmt.Errorf("record events deleted up to %d: %w", through, err)
-		}
-		return nil
-	})
+	n, err := l.src.Prune(ctx, l.opts.Retention, time.Now())
 	if err != nil {
-		return 0, fmt.Errorf("prune event log: %w", err)
+		return 0, fmt.Errorf("event log: %w", err)
 	}
-	return deleted, nil
+	return n, nil
 }

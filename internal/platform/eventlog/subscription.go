@@ -65,7 +65,7 @@ func (l *Log) Subscribe(ctx context.Context, from int64) (*Subscription, error) 
 	switch {
 	case s.cursor < s.catchUpTo:
 		// Fail now rather than at the first Next: a handler can refuse the call before streaming.
-		_, pruned, err := l.read(ctx, s.cursor, 1)
+		_, pruned, err := l.src.Read(ctx, s.cursor, 1)
 		if err != nil {
 			s.Close()
 			return nil, apperr.Wrap(apperr.Unavailable, err, "cannot read the event log")
@@ -136,7 +136,7 @@ func (s *Subscription) NextBatch(ctx context.Context, max int) ([]Event, error) 
 
 // catchUp reads events after cursor, up to catchUpTo, from the database.
 func (s *Subscription) catchUp(ctx context.Context, cursor int64, max int) ([]Event, error) {
-	events, pruned, err := s.log.read(ctx, cursor, min(max, s.log.opts.Batch))
+	events, pruned, err := s.log.src.Read(ctx, cursor, min(max, s.log.opts.Batch))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
