@@ -624,3 +624,27 @@ func TestPruneByCountOvertakesSubscriber(t *testing.T) {
 		}
 	})
 }
+
+func TestSubscribeToALogThatNeverStarted(t *testing.T) {
+	e := sqliteEngine()
+	rs := e.open(t, 1)
+	if _, err := rs[0].db.ExecContext(testContext(t), "DROP TABLE event_log"); err != nil {
+		t.Fatalf("drop: %v", err)
+	}
+	l := newLog(t, e, rs[0], eventlog.Options{Poll: time.Hour})
+	ctx, cancel := context.WithCancel(testContext(t))
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	short, cancelShort := context.WithCancel(testContext(t))
+	cancelShort()
+	if _, err := l.Subscribe(short, eventlog.FromHead); apperr.CodeOf(err) != apperr.Unavailable || !errors.Is(err, context.Canceled) {
+		t.Errorf("Subscribe before the log reached its database = %v, want Unavailable wrapping context.Canceled", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if _, err := l.Subscribe(testContext(t), eventlog.FromHead); !errors.Is(err, eventlog.ErrClosed) {
+		t.Errorf("Subscribe after a Run that never reached the database = %v, want ErrClosed", err)
+	}
+}

@@ -73,8 +73,9 @@ type Log struct {
 	running atomic.Bool
 	// timer returns a channel that fires after d, and a function that stops it; tests replace it.
 	timer func(d time.Duration) (<-chan time.Time, func())
-	// ready is closed once the tailer knows its position.
-	ready chan struct{}
+	// ready is closed once the tailer knows its position, or has stopped.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	mu     sync.Mutex
 	pos    int64 // the newest seq handed to subscribers
@@ -175,7 +176,7 @@ func (l *Log) Run(ctx context.Context) error {
 				l.mu.Lock()
 				l.pos = head
 				l.mu.Unlock()
-				close(l.ready)
+				l.markReady()
 				started = true
 			}
 			if err := l.tail(ctx); err != nil {
@@ -272,12 +273,15 @@ func (l *Log) deliver(events []Event) {
 	}
 }
 
+func (l *Log) markReady() { l.readyOnce.Do(func() { close(l.ready) }) }
+
 // shutdown ends every subscription and refuses new ones.
 func (l *Log) shutdown() {
 	l.mu.Lock()
 	l.closed = true
 	subs := slices.Collect(maps.Keys(l.subs))
 	l.mu.Unlock()
+	l.markReady() // a Subscribe waiting for a start that never came learns that the log stopped
 	for _, s := range subs {
 		s.end(errClosed())
 	}

@@ -28,8 +28,11 @@ type Subscription struct {
 }
 
 // Subscribe starts a subscription receiving the events committed after seq `from` (0 for the whole
-// retained log, FromHead for only what commits from now on). It waits until the tailer has started
-// (Run), within ctx. The caller must Close the subscription.
+// retained log, FromHead for only what commits from now on, or the Cursor of an earlier subscription,
+// on this replica or another). It waits until the tailer has first reached the database (Run), within
+// ctx. A subscription from an older cursor reads the events up to the tailer's position from the
+// database while newer ones wait in its buffer, so it too is dropped if it cannot catch up. The caller
+// must Close the subscription.
 //
 // Errors: Invalid for a cursor below FromHead or beyond the newest committed event;
 // FailedPrecondition wrapping ErrCursorExpired when retention has deleted events after from;
