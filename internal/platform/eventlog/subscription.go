@@ -100,16 +100,16 @@ func (s *Subscription) Next(ctx context.Context) (Event, error) {
 	return events[0], nil
 }
 
-// NextBatch returns the next 1..max events in sequence order, waiting for at least one until ctx ends.
+// NextBatch returns the next 1..limit events in sequence order, waiting for at least one until ctx ends.
 //
 // Errors: ctx's error when it ends; once the subscription has ended, always the same error:
 // ResourceExhausted wrapping ErrTooSlow when the subscriber fell behind, FailedPrecondition wrapping
 // ErrCursorExpired when retention overtook it, Unavailable wrapping ErrClosed when the log stopped or
 // Close was called; Unavailable when catching up from the database fails (the subscription stays
 // usable: call again).
-func (s *Subscription) NextBatch(ctx context.Context, max int) ([]Event, error) {
-	if max <= 0 {
-		return nil, apperr.Errorf(apperr.Invalid, "event batch size %d: want at least 1", max)
+func (s *Subscription) NextBatch(ctx context.Context, limit int) ([]Event, error) {
+	if limit <= 0 {
+		return nil, apperr.Errorf(apperr.Invalid, "event batch size %d: want at least 1", limit)
 	}
 	for {
 		s.mu.Lock()
@@ -119,13 +119,13 @@ func (s *Subscription) NextBatch(ctx context.Context, max int) ([]Event, error) 
 			return nil, err
 		}
 		if cursor < s.catchUpTo {
-			events, err := s.catchUp(ctx, cursor, max)
+			events, err := s.catchUp(ctx, cursor, limit)
 			if err != nil || len(events) > 0 {
 				return events, err
 			}
 			continue
 		}
-		if events := s.pop(max); len(events) > 0 {
+		if events := s.pop(limit); len(events) > 0 {
 			return events, nil
 		}
 		select {
@@ -138,8 +138,8 @@ func (s *Subscription) NextBatch(ctx context.Context, max int) ([]Event, error) 
 }
 
 // catchUp reads events after cursor, up to catchUpTo, from the database.
-func (s *Subscription) catchUp(ctx context.Context, cursor int64, max int) ([]Event, error) {
-	events, pruned, err := s.log.src.Read(ctx, cursor, min(max, s.log.opts.Batch))
+func (s *Subscription) catchUp(ctx context.Context, cursor int64, limit int) ([]Event, error) {
+	events, pruned, err := s.log.src.Read(ctx, cursor, min(limit, s.log.opts.Batch))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -171,14 +171,14 @@ func (s *Subscription) catchUp(ctx context.Context, cursor int64, max int) ([]Ev
 	return events, nil
 }
 
-// pop takes up to max queued events after the cursor.
-func (s *Subscription) pop(max int) []Event {
+// pop takes up to limit queued events after the cursor.
+func (s *Subscription) pop(limit int) []Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.queue) > 0 && s.queue[0].Seq <= s.cursor {
 		s.queue = s.queue[1:] // delivered live before the cursor was reached (a cursor ahead of the tailer)
 	}
-	n := min(max, len(s.queue))
+	n := min(limit, len(s.queue))
 	if n == 0 {
 		s.queue = nil
 		return nil
