@@ -70,7 +70,10 @@ type Source interface {
 
 // Backoff is the wait after consecutive failures: Base, doubled per failure, at most Max.
 type Backoff struct {
-	Base, Max time.Duration
+	// Base is the wait after the first failure.
+	Base time.Duration
+	// Max caps the wait.
+	Max time.Duration
 }
 
 // Delay returns the wait after failures (>= 1) consecutive failures.
