@@ -1,7 +1,8 @@
 // Package database opens the stores every lastmile service owns: SQLite (the embedded default, pure Go)
 // and PostgreSQL (production, one schema per service). It also runs each service's embedded goose
-// migrations, wraps transactions, and implements the transactional outbox that carries state changes
-// from a committed transaction to watchers and peer services.
+// migrations, wraps transactions, and lets one SQL text serve both engines (SQLDB, Dialect.Time,
+// ScanTime). Changes that watchers on every replica must see go through package eventlog; side
+// effects that must happen once, through package jobs.
 package database
 
 import (

@@ -8,12 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"testing/fstest"
+	"time"
 
 	"lastmile/internal/platform/database"
 )
 
-// A state change and its outbox event commit together; the relay then hands the event to a
-// publisher (in a service: the watchers and the calls to peers).
+// A store opens its database, applies its embedded migrations, and runs one SQL text, with $n
+// placeholders and times through Dialect.Time and ScanTime, on either engine.
 func Example() {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "lastmile-example")
@@ -27,37 +28,30 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer db.Close()
+	d := database.SQLite // database.Postgres for a *sql.DB from database.SQLDB(pool)
 
-	// In a service this is an embed.FS of its migrations directory.
+	// In a service this is an embed.FS of its migrations directory (EmbeddedMigrations).
 	migrations := fstest.MapFS{"00001_init.sql": {Data: []byte("-- +goose Up\n" +
-		"CREATE TABLE tasks (id TEXT PRIMARY KEY, status TEXT NOT NULL);\n" +
-		database.OutboxSchemaSQLite)}}
+		"CREATE TABLE tasks (id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at INTEGER NOT NULL);\n")}}
 	if err := database.MigrateSQLite(ctx, db, database.Migrations{Service: "dispatch", FS: migrations}); err != nil {
 		log.Fatal(err)
 	}
 
+	created := time.Date(2026, 3, 1, 9, 30, 0, 0, time.UTC)
 	err = database.InTx(ctx, db, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, "INSERT INTO tasks (id, status) VALUES ('t1', 'PENDING')"); err != nil {
-			return err
-		}
-		_, err := database.AppendSQLite(ctx, tx, database.Event{Topic: "dispatch.task.created", Key: "t1"})
+		_, err := tx.ExecContext(ctx, "INSERT INTO tasks (id, status, created_at) VALUES ($1, $2, $3)", "t1", "PENDING", d.Time(created))
 		return err
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 
-	ctx, stop := context.WithCancel(ctx)
-	relay := database.NewRelay(database.NewSQLiteOutbox(db), func(_ context.Context, events []database.Event) error {
-		for _, e := range events {
-			fmt.Println(e.ID, e.Topic, e.Key)
-		}
-		stop() // one batch is enough for the example
-		return nil
-	}, database.RelayOptions{})
-	if err := relay.Run(ctx); err != nil {
+	var status string
+	var at time.Time
+	if err := db.QueryRowContext(ctx, "SELECT status, created_at FROM tasks WHERE id = $1", "t1").Scan(&status, database.ScanTime(&at)); err != nil {
 		log.Fatal(err)
 	}
+	fmt.Println(status, at.Format(time.RFC3339))
 	// Output:
-	// 1 dispatch.task.created t1
+	// PENDING 2026-03-01T09:30:00Z
 }

@@ -34,6 +34,18 @@ type Migrations struct {
 	FS fs.FS
 	// Logger receives one line per applied migration; nil discards them.
 	Logger *slog.Logger
+	// VersionTable names goose's bookkeeping table; empty means goose_db_version. A migration set that
+	// the platform adds to every service's database (eventlog.Migrations) keeps its own table, so its
+	// version numbers never mix with the service's. It must match [a-z][a-z0-9_]* (at most 63 bytes).
+	VersionTable string
+}
+
+// table returns the version table's name.
+func (m Migrations) table() string {
+	if m.VersionTable == "" {
+		return versionTable
+	}
+	return m.VersionTable
 }
 
 func (m Migrations) validate() error {
@@ -42,6 +54,11 @@ func (m Migrations) validate() error {
 	}
 	if m.FS == nil {
 		return fmt.Errorf("migrations %s: nil FS", m.Service)
+	}
+	if m.VersionTable != "" {
+		if err := validSchema(m.VersionTable); err != nil {
+			return fmt.Errorf("migrations %s: version table: %w", m.Service, err)
+		}
 	}
 	return nil
 }
@@ -78,7 +95,7 @@ type MigrationStatus struct {
 // and safe to run from several processes at once: they take turns through an exclusive lock on a
 // companion file (<db file>.migrate-lock), so a migration never runs twice.
 //
-// Each service must use its own database file: the version table and the outbox are not prefixed.
+// Each service must use its own database file: the version table and the event log are not prefixed.
 func MigrateSQLite(ctx context.Context, db *sql.DB, m Migrations) error {
 	if err := m.validate(); err != nil {
 		return err
@@ -94,7 +111,7 @@ func MigrateSQLite(ctx context.Context, db *sql.DB, m Migrations) error {
 		}
 		defer unlock()
 	}
-	p, err := m.provider(goose.DialectSQLite3, db, versionTable)
+	p, err := m.provider(goose.DialectSQLite3, db, m.table())
 	if err != nil {
 		return err
 	}
@@ -110,11 +127,11 @@ func StatusSQLite(ctx context.Context, db *sql.DB, m Migrations) ([]MigrationSta
 		return nil, err
 	}
 	var n int
-	err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", versionTable).Scan(&n)
+	err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", m.table()).Scan(&n)
 	if err != nil {
 		return nil, fmt.Errorf("migration status %s: %w", m.Service, err)
 	}
-	p, err := m.provider(goose.DialectSQLite3, db, versionTable)
+	p, err := m.provider(goose.DialectSQLite3, db, m.table())
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +241,7 @@ func MigratePostgres(ctx context.Context, pool *pgxpool.Pool, m Migrations) erro
 
 	db := stdlib.OpenDBFromPool(mpool)
 	defer db.Close()
-	p, err := m.provider(goose.DialectPostgres, db, m.Service+"."+versionTable)
+	p, err := m.provider(goose.DialectPostgres, db, m.Service+"."+m.table())
 	if err != nil {
 		return err
 	}
@@ -241,13 +258,13 @@ func StatusPostgres(ctx context.Context, pool *pgxpool.Pool, m Migrations) ([]Mi
 		return nil, err
 	}
 	var exists bool
-	err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", m.Service+"."+versionTable).Scan(&exists)
+	err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", m.Service+"."+m.table()).Scan(&exists)
 	if err != nil {
 		return nil, fmt.Errorf("migration status %s: %w", m.Service, err)
 	}
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	p, err := m.provider(goose.DialectPostgres, db, m.Service+"."+versionTable)
+	p, err := m.provider(goose.DialectPostgres, db, m.Service+"."+m.table())
 	if err != nil {
 		return nil, err
 	}

@@ -17,14 +17,14 @@ import (
 	"lastmile/internal/platform/database/databasetest"
 )
 
-// migrationsFS returns a two-step migration set in the shape services use: the schema with the outbox,
+// migrationsFS returns a two-step migration set in the shape services use: the schema (two tables),
 // then a data migration, whose row count shows whether it ran more than once.
-func migrationsFS(outboxSchema string) fstest.MapFS {
+func migrationsFS() fstest.MapFS {
 	return fstest.MapFS{
 		"00001_init.sql": {Data: []byte("-- +goose Up\n" +
 			"CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n" +
-			outboxSchema +
-			"-- +goose Down\nDROP TABLE outbox;\nDROP TABLE things;\n")},
+			"CREATE TABLE others (id INTEGER PRIMARY KEY, thing_id INTEGER NOT NULL REFERENCES things (id));\n" +
+			"-- +goose Down\nDROP TABLE others;\nDROP TABLE things;\n")},
 		"00002_seed.sql": {Data: []byte("-- +goose Up\nINSERT INTO things (id, name) VALUES (1, 'seed');\n" +
 			"-- +goose Down\nDELETE FROM things WHERE id = 1;\n")},
 		"README.md": {Data: []byte("not a migration")},
@@ -37,11 +37,11 @@ func onlyFirst(fsys fs.FS) fs.FS {
 }
 
 func sqliteMigrations() database.Migrations {
-	return database.Migrations{Service: "courier", FS: migrationsFS(database.OutboxSchemaSQLite)}
+	return database.Migrations{Service: "courier", FS: migrationsFS()}
 }
 
 func postgresMigrations(service string) database.Migrations {
-	return database.Migrations{Service: service, FS: migrationsFS(database.OutboxSchemaPostgres)}
+	return database.Migrations{Service: service, FS: migrationsFS()}
 }
 
 // migratedSQLite returns a SQLite database with the test migrations applied.
@@ -108,7 +108,7 @@ func TestMigrateSQLite(t *testing.T) {
 			t.Fatalf("MigrateSQLite #%d: %v", i+1, err)
 		}
 	}
-	for _, table := range []string{"things", "outbox", "goose_db_version"} {
+	for _, table := range []string{"things", "others", "goose_db_version"} {
 		if !sqliteTableExists(ctx, t, db, table) {
 			t.Errorf("table %s missing after migrating", table)
 		}
@@ -173,16 +173,80 @@ func TestMigrateRejectsBadMigrations(t *testing.T) {
 	ctx := testContext(t)
 	db := databasetest.SQLite(t)
 	for _, m := range []database.Migrations{
-		{Service: "", FS: migrationsFS("")},
-		{Service: "Courier", FS: migrationsFS("")},
-		{Service: "pg_toast", FS: migrationsFS("")},
-		{Service: "courier; DROP SCHEMA public", FS: migrationsFS("")},
+		{Service: "", FS: migrationsFS()},
+		{Service: "Courier", FS: migrationsFS()},
+		{Service: "pg_toast", FS: migrationsFS()},
+		{Service: "courier; DROP SCHEMA public", FS: migrationsFS()},
 		{Service: "courier"},
 		{Service: "courier", FS: fstest.MapFS{}},
+		{Service: "courier", FS: migrationsFS(), VersionTable: "Versions"},
+		{Service: "courier", FS: migrationsFS(), VersionTable: "v; DROP TABLE things"},
 	} {
 		if err := database.MigrateSQLite(ctx, db, m); err == nil {
 			t.Errorf("MigrateSQLite(%+v) = nil, want an error", m)
 		}
+	}
+}
+
+// extraMigrations is a second migration set for the same database, as the platform adds one (the event
+// log's) to every service: its own version table keeps its history apart.
+func extraMigrations(service string) database.Migrations {
+	return database.Migrations{Service: service, VersionTable: "extra_goose_version", FS: fstest.MapFS{
+		"00001_extra.sql": {Data: []byte("-- +goose Up\nCREATE TABLE extra (id INTEGER PRIMARY KEY);\n-- +goose Down\nDROP TABLE extra;\n")},
+	}}
+}
+
+func TestMigrateSQLiteSecondSetWithItsOwnVersionTable(t *testing.T) {
+	ctx := testContext(t)
+	db := migratedSQLite(t)
+	extra := extraMigrations("courier")
+	got, err := database.StatusSQLite(ctx, db, extra)
+	if err != nil {
+		t.Fatalf("StatusSQLite extra before: %v", err)
+	}
+	if diff := cmp.Diff([]database.MigrationStatus{{Version: 1, Name: "00001_extra.sql"}}, got); diff != "" {
+		t.Errorf("extra status before migrating (-want +got):\n%s", diff)
+	}
+	if err := database.MigrateSQLite(ctx, db, extra); err != nil {
+		t.Fatalf("MigrateSQLite extra: %v", err)
+	}
+	if !sqliteTableExists(ctx, t, db, "extra") || !sqliteTableExists(ctx, t, db, "extra_goose_version") {
+		t.Error("extra migration or its version table missing")
+	}
+	got, err = database.StatusSQLite(ctx, db, extra)
+	if err != nil {
+		t.Fatalf("StatusSQLite extra after: %v", err)
+	}
+	if diff := cmp.Diff([]database.MigrationStatus{{Version: 1, Name: "00001_extra.sql", Applied: true}}, got, ignoreAppliedAt); diff != "" {
+		t.Errorf("extra status after migrating (-want +got):\n%s", diff)
+	}
+	// The service's own history is untouched: both its migrations still read as applied.
+	got, err = database.StatusSQLite(ctx, db, sqliteMigrations())
+	if err != nil {
+		t.Fatalf("StatusSQLite service: %v", err)
+	}
+	if diff := cmp.Diff(wantApplied, got, ignoreAppliedAt); diff != "" {
+		t.Errorf("service status after the extra set (-want +got):\n%s", diff)
+	}
+}
+
+func TestMigratePostgresSecondSetWithItsOwnVersionTable(t *testing.T) {
+	ctx := testContext(t)
+	pool := migratedPostgres(t)
+	if err := database.MigratePostgres(ctx, pool, extraMigrations("dispatch")); err != nil {
+		t.Fatalf("MigratePostgres extra: %v", err)
+	}
+	for _, table := range []string{"dispatch.extra", "dispatch.extra_goose_version"} {
+		if !postgresTableExists(ctx, t, pool, table) {
+			t.Errorf("table %s missing after migrating", table)
+		}
+	}
+	got, err := database.StatusPostgres(ctx, pool, postgresMigrations("dispatch"))
+	if err != nil {
+		t.Fatalf("StatusPostgres service: %v", err)
+	}
+	if diff := cmp.Diff(wantApplied, got, ignoreAppliedAt); diff != "" {
+		t.Errorf("service status after the extra set (-want +got):\n%s", diff)
 	}
 }
 
@@ -236,7 +300,7 @@ func TestMigratePostgres(t *testing.T) {
 			t.Fatalf("MigratePostgres #%d: %v", i+1, err)
 		}
 	}
-	for _, table := range []string{"identity.things", "identity.outbox", "identity.goose_db_version"} {
+	for _, table := range []string{"identity.things", "identity.others", "identity.goose_db_version"} {
 		if !postgresTableExists(ctx, t, pool, table) {
 			t.Errorf("table %s missing after migrating", table)
 		}

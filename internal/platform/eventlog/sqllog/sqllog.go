@@ -1,0 +1,235 @@
+// Package sqllog keeps a service's event log (package eventlog) in the service's own SQLite database or
+// PostgreSQL schema: Append writes an event in the transaction of the change it describes, Source reads
+// the log for an eventlog.Log, Listener wakes that Log on PostgreSQL notifications, and Migrations
+// creates the tables.
+//
+// Sequence order is commit order: in SQLite because there is one writer at a time, in PostgreSQL
+// because Append takes a transaction-level advisory lock, one per schema, before drawing the number, and
+// holds it until the appending transaction ends. A reader that has seen seq n can therefore never later
+// find a committed event below n, so a tailer never skips an event, however long a concurrent
+// transaction stays open (the next appender waits for it instead). A rolled-back transaction leaves a
+// hole in the numbers, never an event. The price is that appending transactions of one service commit
+// one at a time: append as the last step of the transaction, so the lock is held only for the commit
+// and is always taken after the transaction's other locks. An advisory lock rather than a table lock,
+// so retention's DELETE and autovacuum never wait for appenders or make them wait.
+package sqllog
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/eventlog"
+)
+
+// Limits on what an event may carry; they keep one bad producer from filling the table or a
+// subscriber's memory.
+const (
+	// MaxTopicLen is the longest Event.Topic, in bytes.
+	MaxTopicLen = 200
+	// MaxKeyLen is the longest Event.Key, in bytes.
+	MaxKeyLen = 200
+	// MaxPayload is the largest Event.Payload, in bytes.
+	MaxPayload = 1 << 20
+)
+
+// ErrInvalidEvent is wrapped by Append when an event breaks the limits above.
+var ErrInvalidEvent = errors.New("invalid event")
+
+func prepare(e *eventlog.Event) error {
+	switch {
+	case e.Topic == "":
+		return fmt.Errorf("%w: empty topic", ErrInvalidEvent)
+	case len(e.Topic) > MaxTopicLen:
+		return fmt.Errorf("%w: topic is %d bytes, limit %d", ErrInvalidEvent, len(e.Topic), MaxTopicLen)
+	case len(e.Key) > MaxKeyLen:
+		return fmt.Errorf("%w: key is %d bytes, limit %d", ErrInvalidEvent, len(e.Key), MaxKeyLen)
+	case len(e.Payload) > MaxPayload:
+		return fmt.Errorf("%w: payload is %d bytes, limit %d", ErrInvalidEvent, len(e.Payload), MaxPayload)
+	}
+	if e.Payload == nil {
+		e.Payload = []byte{} // drivers send nil as NULL, which the NOT NULL column rejects
+	}
+	if e.At.IsZero() {
+		e.At = time.Now()
+	}
+	e.At = e.At.UTC().Truncate(time.Microsecond)
+	return nil
+}
+
+// notifyChannel is the PostgreSQL notification channel of the log in the current schema, computed the
+// same way by Append and the listener (channel names are at most 63 bytes).
+const notifyChannel = "left('event_log:' || current_schema(), 63)"
+
+// appendLock is the advisory lock that serializes the appenders of the log in the current schema. The
+// two-key form keeps it apart from the single-key advisory locks of migrations; the first key is an
+// arbitrary constant that names this package's locks.
+const appendLock = "pg_advisory_xact_lock(1701278828, hashtext(current_schema()))"
+
+// Append records e (Seq is ignored; At defaults to now) in the event log of tx's database as part of
+// tx, so the event exists exactly when the change it describes commits, and returns its sequence
+// number. d is the engine behind tx. After the commit, call Nudge on this process's eventlog.Log so its
+// subscribers hear of it at once; other replicas learn of it through PostgreSQL's LISTEN/NOTIFY
+// (Listener) or their next poll.
+//
+// On PostgreSQL the first Append of a transaction locks out the other appenders of the service until
+// the transaction ends (see the package documentation): append as the last step of the transaction.
+// The table is found through the search_path (database.OpenPostgres with Schema).
+func Append(ctx context.Context, tx *sql.Tx, d database.Dialect, e eventlog.Event) (int64, error) {
+	if err := prepare(&e); err != nil {
+		return 0, err
+	}
+	if d == database.Postgres {
+		// One round trip for both: the notification is only sent when tx commits, and PostgreSQL
+		// folds the identical notifications of one transaction into one.
+		if _, err := tx.ExecContext(ctx, "SELECT "+appendLock+", pg_notify("+notifyChannel+", '')"); err != nil {
+			return 0, fmt.Errorf("append event %s: lock event log: %w", e.Topic, err)
+		}
+	}
+	var seq int64
+	err := tx.QueryRowContext(ctx,
+		"INSERT INTO event_log (topic, key, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
+		e.Topic, e.Key, e.Payload, d.Time(e.At)).Scan(&seq)
+	if err != nil {
+		return 0, fmt.Errorf("append event %s: %w", e.Topic, err)
+	}
+	return seq, nil
+}
+
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
+var migrationFS embed.FS
+
+// VersionTable is goose's bookkeeping table for the event log's migrations, kept apart from the
+// service's own goose_db_version.
+const VersionTable = "event_log_goose_version"
+
+// Migrations returns the migrations that create the event log in service's database (SQLite) or
+// schema (PostgreSQL). A service applies them with database.MigrateSQLite or database.MigratePostgres
+// after its own migrations; they keep their history in VersionTable, so the log's schema has one
+// source and evolves independently of the service's.
+func Migrations(d database.Dialect, service string) database.Migrations {
+	dir := "migrations/sqlite"
+	if d == database.Postgres {
+		dir = "migrations/postgres"
+	}
+	m := database.EmbeddedMigrations(service, migrationFS, dir)
+	m.VersionTable = VersionTable
+	return m
+}
+
+// Source reads a service's event log for an eventlog.Log.
+type Source struct {
+	db      *sql.DB
+	dialect database.Dialect
+}
+
+var _ eventlog.Source = (*Source)(nil)
+
+// NewSource returns the event log in db, whose engine is d. It panics when db is nil or d is unknown
+// (a wiring mistake).
+func NewSource(db *sql.DB, d database.Dialect) *Source {
+	if db == nil || (d != database.SQLite && d != database.Postgres) {
+		panic(fmt.Sprintf("sqllog.NewSource: nil db or unknown dialect %q", d))
+	}
+	return &Source{db: db, dialect: d}
+}
+
+// Head implements eventlog.Source.
+func (s *Source) Head(ctx context.Context) (int64, error) {
+	var newest, pruned int64
+	err := s.db.QueryRowContext(ctx,
+		"SELECT coalesce((SELECT max(seq) FROM event_log), 0), pruned_through FROM event_log_state").Scan(&newest, &pruned)
+	if err != nil {
+		return 0, fmt.Errorf("read event log head: %w", err)
+	}
+	return max(newest, pruned), nil
+}
+
+// Read implements eventlog.Source, in one statement so the events and the floor come from one
+// snapshot.
+func (s *Source) Read(ctx context.Context, after int64, limit int) ([]eventlog.Event, int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
+		FROM event_log_state s
+		LEFT JOIN (SELECT seq, topic, key, payload, created_at FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2) e ON 1 = 1
+		ORDER BY e.seq`, after, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read event log after %d: %w", after, err)
+	}
+	defer rows.Close()
+	var (
+		events []eventlog.Event
+		pruned int64
+	)
+	for rows.Next() {
+		var (
+			seq        sql.NullInt64
+			topic, key sql.NullString
+			e          eventlog.Event
+		)
+		if err := rows.Scan(&pruned, &seq, &topic, &key, &e.Payload, database.ScanTime(&e.At)); err != nil {
+			return nil, 0, fmt.Errorf("read event log after %d: %w", after, err)
+		}
+		if !seq.Valid {
+			continue // the row of the outer join when no event follows
+		}
+		e.Seq, e.Topic, e.Key = seq.Int64, topic.String, key.String
+		if e.Payload == nil {
+			e.Payload = []byte{} // SQLite reads an empty blob as nil
+		}
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("read event log after %d: %w", after, err)
+	}
+	return events, pruned, nil
+}
+
+// Prune implements eventlog.Source. It deletes a prefix of the log: every event up to the newest one
+// that is too old or beyond the count, so the floor stays a single number.
+func (s *Source) Prune(ctx context.Context, r eventlog.Retention, now time.Time) (int64, error) {
+	var deleted int64
+	err := database.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		var through int64
+		if r.MaxAge > 0 {
+			err := tx.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) FROM event_log WHERE created_at < $1",
+				s.dialect.Time(now.Add(-r.MaxAge))).Scan(&through)
+			if err != nil {
+				return fmt.Errorf("find events older than %v: %w", r.MaxAge, err)
+			}
+		}
+		if r.MaxCount > 0 {
+			var seq int64
+			err := tx.QueryRowContext(ctx, "SELECT seq FROM event_log ORDER BY seq DESC LIMIT 1 OFFSET $1", r.MaxCount).Scan(&seq)
+			switch {
+			case errors.Is(err, sql.ErrNoRows): // no more than MaxCount events
+			case err != nil:
+				return fmt.Errorf("find events beyond the newest %d: %w", r.MaxCount, err)
+			default:
+				through = max(through, seq)
+			}
+		}
+		if through == 0 {
+			return nil
+		}
+		res, err := tx.ExecContext(ctx, "DELETE FROM event_log WHERE seq <= $1", through)
+		if err != nil {
+			return fmt.Errorf("delete events up to %d: %w", through, err)
+		}
+		if deleted, err = res.RowsAffected(); err != nil {
+			return fmt.Errorf("delete events up to %d: %w", through, err)
+		}
+		if _, err := tx.ExecContext(ctx,
+			"UPDATE event_log_state SET pruned_through = $1 WHERE pruned_through < $1", through); err != nil {
+			return fmt.Errorf("record events deleted up to %d: %w", through, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune event log: %w", err)
+	}
+	return deleted, nil
+}

@@ -1,0 +1,209 @@
+package sqllog_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/database/databasetest"
+	"lastmile/internal/platform/eventlog"
+	"lastmile/internal/platform/eventlog/sqllog"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const service = "svc"
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// store is a migrated service database.
+type store struct {
+	dialect database.Dialect
+	db      *sql.DB
+	pool    *pgxpool.Pool // PostgreSQL only
+}
+
+func sqliteStore(t *testing.T) store {
+	t.Helper()
+	ctx := testContext(t)
+	db, err := database.OpenSQLite(ctx, filepath.Join(t.TempDir(), service+".db"))
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := database.MigrateSQLite(ctx, db, sqllog.Migrations(database.SQLite, service)); err != nil {
+		t.Fatalf("MigrateSQLite: %v", err)
+	}
+	return store{dialect: database.SQLite, db: db}
+}
+
+func postgresStore(t *testing.T) store {
+	t.Helper()
+	pool := databasetest.Postgres(t, service)
+	if err := database.MigratePostgres(testContext(t), pool, sqllog.Migrations(database.Postgres, service)); err != nil {
+		t.Fatalf("MigratePostgres: %v", err)
+	}
+	db := database.SQLDB(pool)
+	t.Cleanup(func() { _ = db.Close() })
+	return store{dialect: database.Postgres, db: db, pool: pool}
+}
+
+func forEachEngine(t *testing.T, test func(t *testing.T, s store)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, sqliteStore(t)) })
+	t.Run("postgres", func(t *testing.T) { test(t, postgresStore(t)) })
+}
+
+// appendTx appends events in one transaction, committed when fail is nil, and returns them as stored.
+func appendTx(ctx context.Context, s store, fail error, events ...eventlog.Event) ([]eventlog.Event, error) {
+	var out []eventlog.Event
+	err := database.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		for _, e := range events {
+			seq, err := sqllog.Append(ctx, tx, s.dialect, e)
+			if err != nil {
+				return err
+			}
+			e.Seq = seq
+			if e.Payload == nil {
+				e.Payload = []byte{}
+			}
+			out = append(out, e)
+		}
+		return fail
+	})
+	return out, err
+}
+
+func TestSourceReadsCommittedEventsInOrder(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s store) {
+		ctx := testContext(t)
+		src := sqllog.NewSource(s.db, s.dialect)
+		if head, err := src.Head(ctx); err != nil || head != 0 {
+			t.Errorf("Head() of a new log = %d, %v; want 0, nil", head, err)
+		}
+		at := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+		errRollback := errors.New("roll back")
+		if _, err := appendTx(ctx, s, errRollback, eventlog.Event{Topic: "svc.lost", At: at}); !errors.Is(err, errRollback) {
+			t.Fatalf("rolled-back append = %v, want %v", err, errRollback)
+		}
+		want, err := appendTx(ctx, s, nil,
+			eventlog.Event{Topic: "svc.a", Key: "k1", Payload: []byte{1, 2}, At: at},
+			eventlog.Event{Topic: "svc.b", Key: "k2", At: at})
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		for i := range want {
+			want[i].At = at.Truncate(time.Microsecond)
+		}
+		got, floor, err := src.Read(ctx, 0, 10)
+		if err != nil || floor != 0 {
+			t.Fatalf("Read(0) floor %d, err %v; want 0, nil", floor, err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Read(0) (-want +got):\n%s", diff)
+		}
+		if got, _, err := src.Read(ctx, want[0].Seq, 10); err != nil || len(got) != 1 || got[0].Seq != want[1].Seq {
+			t.Errorf("Read(%d) = %v, %v; want the second event only", want[0].Seq, got, err)
+		}
+		if got, _, err := src.Read(ctx, 0, 1); err != nil || len(got) != 1 || got[0].Seq != want[0].Seq {
+			t.Errorf("Read(0, limit 1) = %v, %v; want the first event only", got, err)
+		}
+		if head, err := src.Head(ctx); err != nil || head != want[1].Seq {
+			t.Errorf("Head() = %d, %v; want %d", head, err, want[1].Seq)
+		}
+	})
+}
+
+func TestAppendRejectsInvalidEvents(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s store) {
+		ctx := testContext(t)
+		long := string(make([]byte, sqllog.MaxTopicLen+1))
+		for _, bad := range []eventlog.Event{
+			{Topic: ""},
+			{Topic: long},
+			{Topic: "svc.a", Key: long},
+			{Topic: "svc.a", Payload: make([]byte, sqllog.MaxPayload+1)},
+		} {
+			if _, err := appendTx(ctx, s, nil, bad); !errors.Is(err, sqllog.ErrInvalidEvent) {
+				t.Errorf("Append(topic %d bytes, key %d bytes, payload %d bytes) = %v, want ErrInvalidEvent",
+					len(bad.Topic), len(bad.Key), len(bad.Payload), err)
+			}
+		}
+	})
+}
+
+func TestPruneKeepsTheNewest(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s store) {
+		ctx := testContext(t)
+		src := sqllog.NewSource(s.db, s.dialect)
+		now := time.Now()
+		events, err := appendTx(ctx, s, nil,
+			eventlog.Event{Topic: "svc.a", At: now.Add(-3 * time.Hour)},
+			eventlog.Event{Topic: "svc.a", At: now.Add(-2 * time.Hour)},
+			eventlog.Event{Topic: "svc.a", At: now},
+			eventlog.Event{Topic: "svc.a", At: now})
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		for _, tc := range []struct {
+			r     eventlog.Retention
+			n     int64
+			floor int64
+		}{
+			{eventlog.Retention{MaxAge: 150 * time.Minute}, 1, events[0].Seq},
+			{eventlog.Retention{MaxAge: 150 * time.Minute}, 0, events[0].Seq},
+			{eventlog.Retention{MaxAge: time.Hour, MaxCount: 1}, 2, events[2].Seq},
+		} {
+			n, err := src.Prune(ctx, tc.r, now)
+			if err != nil || n != tc.n {
+				t.Errorf("Prune(%+v) = %d, %v; want %d, nil", tc.r, n, err, tc.n)
+			}
+			if _, floor, err := src.Read(ctx, 0, 1); err != nil || floor != tc.floor {
+				t.Errorf("after Prune(%+v): floor %d, %v; want %d", tc.r, floor, err, tc.floor)
+			}
+		}
+	})
+}
+
+func TestListenerNudgesOnCommitOnPostgres(t *testing.T) {
+	s := postgresStore(t)
+	ctx, cancel := context.WithCancel(testContext(t))
+	nudges := make(chan struct{}, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sqllog.Listener(s.pool)(ctx, eventlog.Backoff{Base: time.Millisecond, Max: time.Millisecond}, func() { nudges <- struct{}{} })
+	}()
+	defer func() { cancel(); <-done }()
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-nudges:
+		case <-testContext(t).Done():
+			t.Fatalf("no nudge %s", what)
+		}
+	}
+	wait("after connecting")
+	if _, err := appendTx(testContext(t), s, nil, eventlog.Event{Topic: "svc.a"}, eventlog.Event{Topic: "svc.b"}); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	wait("after a commit")
+	if _, err := appendTx(testContext(t), s, nil, eventlog.Event{Topic: "svc.c"}); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	wait("after a second commit")
+}
