@@ -17,6 +17,10 @@
 //
 // A login for an unknown user must cost as much as one with a wrong password, or response times reveal
 // which accounts exist: the identity service calls DummyVerify when it finds no user.
+//
+// Check is the policy for new passwords (NIST SP 800-63B): MinLength to MaxLength characters, not
+// common, not guessable. Length is the one measure of a password's length, used by Check and the Hasher
+// alike, so that every password the policy accepts can be hashed.
 package password
 
 import (
