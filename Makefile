@@ -4,7 +4,7 @@ GO ?= go
 export BREAKING_AGAINST
 
 
-.PHONY: tidy all build generate check-generated lint breaking vet staticcheck buflint test test-race test-postgres bench ci
+.PHONY: tidy all build generate check-generated lint breaking vet staticcheck buflint test test-race test-postgres bench fuzz ci
 
 all: build
 
@@ -56,6 +56,23 @@ test-postgres:
 ## bench: benchmarks that print ratios (see BENCHMARKS.md).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./bench/... ./internal/...
+
+## fuzz: run each fuzz target of a decoder an outsider reaches for FUZZTIME (default 10s; longer runs:
+## see README, "Fuzzing"). New interesting inputs are minimised for at most 10 runs: the targets that go
+## through gRPC cover goroutine scheduling too, which makes minimisation by coverage stall for a minute.
+FUZZTIME ?= 10s
+FUZZ_TARGETS = \
+	./internal/platform/auth/jwt:FuzzVerify \
+	./internal/platform/auth/password:FuzzCheck \
+	./internal/identity:FuzzListUsersPageToken \
+	./internal/courier:FuzzListCouriersPageToken \
+	./internal/courier/grpcapi:FuzzReportLocations \
+	./internal/gateway:FuzzGateway
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10x $$pkg; \
+	done
 
 ## ci: everything .ci/run checks.
 ci: tidy check-generated lint breaking build test test-postgres

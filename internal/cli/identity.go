@@ -32,9 +32,8 @@ const (
 
 // identityConfig is the identity service's configuration.
 type identityConfig struct {
-	AccessTokenTTL time.Duration
-	KeyRotation    time.Duration
-	AdminEmail     string
+	KeyRotation time.Duration
+	AdminEmail  string
 }
 
 // identityModule declares the identity service. UserService needs the database for every call, so its
@@ -52,14 +51,10 @@ func identityModule() *module {
 		policy: identitygrpc.Policy,
 		store:  &storeDecl{SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations()},
 		flags: func(fs *flagSet) {
-			fs.DurationVar(&cfg.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT)")
 			fs.DurationVar(&cfg.KeyRotation, "key-rotation", 24*time.Hour, "rotate the token signing key this often (0: only by hand); old keys stay published until their tokens expire")
 			fs.StringVar(&cfg.AdminEmail, "admin-email", "", "email of the admin account created on first start (its password: LASTMILE_ADMIN_PASSWORD, else generated and printed once)")
 		},
 		validate: func() error {
-			if err := positiveDuration("access-token-ttl", cfg.AccessTokenTTL); err != nil {
-				return err
-			}
 			if cfg.KeyRotation < 0 {
 				return usageError{errors.New("--key-rotation must not be negative")}
 			}
@@ -88,7 +83,7 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		store = pg
 	}
 	keys := identity.NewKeyManager(store, identity.KeyOptions{
-		AccessTokenTTL:   cfg.AccessTokenTTL,
+		AccessTokenTTL:   p.cfg.AccessTokenTTL,
 		RotationInterval: cfg.KeyRotation,
 		Logger:           p.logger,
 	})
@@ -101,7 +96,7 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		return fmt.Errorf("password hasher: %w", err)
 	}
 	issuer, err := jwt.NewIssuer(jwt.IssuerConfig{
-		Issuer: tokenIssuer, Audience: tokenAudience, TTL: cfg.AccessTokenTTL, Keys: keys,
+		Issuer: tokenIssuer, Audience: tokenAudience, TTL: p.cfg.AccessTokenTTL, Keys: keys,
 	})
 	if err != nil {
 		return fmt.Errorf("token issuer: %w", err)
@@ -185,7 +180,7 @@ func (p *process) tokenVerifier() (auth.TokenVerifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return jwt.NewVerifier(jwt.VerifierConfig{Issuer: tokenIssuer, Audience: tokenAudience, Keys: cache})
+	return jwt.NewVerifier(jwt.VerifierConfig{Issuer: tokenIssuer, Audience: tokenAudience, Keys: cache, MaxLifetime: p.cfg.AccessTokenTTL})
 }
 
 // publicKeys extracts the Ed25519 keys of a JWKS, skipping any other kind of key.

@@ -44,6 +44,9 @@ type serveConfig struct {
 	Gateway         gatewayConfig
 	ShutdownTimeout time.Duration
 	DrainDelay      time.Duration
+	// AccessTokenTTL is the lifetime of access tokens: identity issues them for this long, and every
+	// verifier refuses a token that claims to live longer (plus leeway).
+	AccessTokenTTL time.Duration
 	// Modules are the registry's modules, their flags parsed.
 	Modules []*module
 }
@@ -119,6 +122,7 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.IntVar(&c.GRPC.RateLimitBurst, "rate-limit-burst", 400, "per-caller burst allowance")
 	fs.IntVar(&c.GRPC.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest gRPC message a server accepts")
 	fs.DurationVar(&c.GRPC.ReadinessInterval, "readiness-interval", grpcserver.DefaultReadinessInterval, "how often readiness (databases reachable) is checked; per-service gRPC health and /readyz follow the same check")
+	fs.DurationVar(&c.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT); every verifier refuses tokens that claim a longer one")
 	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
 	for _, m := range c.Modules {
 		if m.flags != nil {
@@ -145,6 +149,9 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 		return c, usageError{fmt.Errorf("--trace-sample-ratio: want 0..1, got %v", r)}
 	}
 	if err := positiveDuration("shutdown-timeout", c.ShutdownTimeout); err != nil {
+		return c, err
+	}
+	if err := positiveDuration("access-token-ttl", c.AccessTokenTTL); err != nil {
 		return c, err
 	}
 	if err := positiveDuration("readiness-interval", c.GRPC.ReadinessInterval); err != nil {

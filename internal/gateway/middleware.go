@@ -71,6 +71,8 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		// Refuse before reading a byte when the client announces the size.
 		writeError(rw, http.StatusRequestEntityTooLarge, codes.ResourceExhausted,
 			fmt.Sprintf("request body exceeds %d bytes", g.cfg.MaxBodyBytes), nil)
+	} else if !validUTF8(r.URL) {
+		writeError(rw, http.StatusBadRequest, codes.InvalidArgument, "the request path and query must be UTF-8 once percent-decoded", nil)
 	} else {
 		if r.Body != nil && r.Body != http.NoBody {
 			// MaxBytesReader gets the server's own writer: only that one can tell the server to close the

@@ -83,7 +83,7 @@ func (s *Service) newUser(ctx context.Context, in NewUser) (User, error) {
 	in.DisplayName = strings.TrimSpace(in.DisplayName)
 	var v violations
 	v.email("email", in.Email)
-	v.password("password", in.Password)
+	v.password("password", in.Password, in.Email, in.Username, in.DisplayName)
 	v.displayName("display_name", in.DisplayName)
 	v.username("username", in.Username)
 	v.role("role", in.Role)

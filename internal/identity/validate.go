@@ -7,14 +7,15 @@ import (
 	"unicode/utf8"
 
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth/password"
 )
 
 // Field limits, the same as the identity.v1 contract's validation rules. The domain checks them itself
 // because it is called from more places than the gRPC adapter (bootstrap, bulk items).
 const (
 	MaxEmailLen       = 254
-	MinPasswordLen    = 12
-	MaxPasswordLen    = 128
+	MinPasswordLen    = password.MinLength
+	MaxPasswordLen    = password.MaxLength
 	MaxDisplayNameLen = 100
 	MaxSearchLen      = 100
 )
@@ -62,12 +63,11 @@ func (v *violations) email(field, email string) {
 	}
 }
 
-func (v *violations) password(field, pw string) {
-	switch n := utf8.RuneCountInString(pw); {
-	case n < MinPasswordLen:
-		v.add(field, "must be at least 12 characters")
-	case n > MaxPasswordLen:
-		v.add(field, "must be at most 128 characters")
+// password checks a new password with the platform's policy (length as the hasher counts it, not common,
+// not guessable from userInputs: the user's email, username and display name).
+func (v *violations) password(field, pw string, userInputs ...string) {
+	if err := password.Check(pw, userInputs...); err != nil {
+		v.add(field, err.Error())
 	}
 }
 

@@ -416,3 +416,17 @@ func TestUserServiceOverGRPC(t *testing.T) {
 		t.Errorf("reflected GetUser without a token: code %v, want Unauthenticated", got)
 	}
 }
+
+// TestAccessTokenTTLFlag: --access-token-ttl sets both the lifetime identity issues and the longest
+// lifetime every verifier accepts, so a one-hour token from this process is accepted by it.
+func TestAccessTokenTTLFlag(t *testing.T) {
+	s := startWithAdmin(t, "--access-token-ttl=1h")
+	ses := s.login(t, adminEmail, adminPassword)
+	code, _, body := s.rest(t, http.MethodGet, "/v1/users/"+ses.userID, ses.access, "")
+	if code != http.StatusOK {
+		t.Fatalf("GET own user with a 1h token = %d %v, want 200", code, body)
+	}
+	if got := str(body, "email"); got != adminEmail {
+		t.Errorf("GET own user answered email %q, want %q", got, adminEmail)
+	}
+}

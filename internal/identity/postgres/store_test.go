@@ -118,7 +118,9 @@ func TestDeadlockRetried(t *testing.T) {
 	if won != 1 || refused != 1 {
 		t.Errorf("%d demotions won and %d were refused, want 1 and 1", won, refused)
 	}
-	if calls[0]+calls[1] != 3 {
-		t.Errorf("the closures ran %d and %d times, want 3 runs in all (one deadlock victim run again)", calls[0], calls[1])
+	// At least one run is a deadlock victim's retry. Under load PostgreSQL may pick the retried
+	// transaction as a victim again (seen: 1 and 3 runs), so the count of retries is not fixed.
+	if calls[0]+calls[1] < 3 {
+		t.Errorf("the closures ran %d and %d times, want at least 3 runs in all (a deadlock victim run again)", calls[0], calls[1])
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"lastmile/internal/platform/auth/jwt"
 )
 
 // BenchmarkVerify measures the verification of a valid token with its key cached: the cost every
@@ -15,7 +17,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.Fatal(err)
 	}
 	v := newVerifier(b, c, time.Time{})
-	token := k1.issue(b, time.Now(), time.Hour, "0199a1d2-7c4e-7b1a-9f3e-2d4c5b6a7e8f", "courier")
+	token := k1.issue(b, time.Now(), jwt.DefaultTTL, "0199a1d2-7c4e-7b1a-9f3e-2d4c5b6a7e8f", "courier")
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

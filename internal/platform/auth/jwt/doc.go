@@ -27,8 +27,11 @@
 // refused before any key is looked at, and so is every RSA or ECDSA variant. The header's "typ" must be
 // "at+jwt" (RFC 9068, section 4), so that no other JWT the system might ever sign — an ID token, a
 // refresh or e-mail confirmation token — can be replayed as an access token. Issuer, audience, expiry
-// (required), not-before and issued-at are checked with at most MaxLeeway of clock skew, and base64 is
-// decoded strictly, so each valid token has exactly one spelling.
+// (required), not-before and issued-at (required) are checked with at most MaxLeeway of clock skew, and
+// base64 is decoded strictly, so each valid token has exactly one spelling. A token may not live longer
+// than the issuer's TTL (VerifierConfig.MaxLifetime) plus the leeway, counted both from its iat and from
+// now: a correctly signed ten-year token, the product of a misconfigured issuer or a stolen key, is
+// refused.
 //
 // # Keys and rotation with overlap
 //

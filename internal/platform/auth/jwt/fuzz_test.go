@@ -9,15 +9,17 @@ import (
 	gojwt "github.com/golang-jwt/jwt/v5"
 
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth/jwt"
 )
 
 // FuzzVerify feeds arbitrary strings to a Verifier that knows one key. It must never panic, must refuse
 // everything but the one valid token it was seeded with (strict base64 leaves that token a single
-// spelling), and must refuse with Unauthenticated: the keys are always available.
+// spelling) — a correctly signed ten-year token among the seeds included — and must refuse with
+// Unauthenticated: the keys are always available.
 func FuzzVerify(f *testing.F) {
 	now := time.Now().Truncate(time.Second)
 	k1 := newSigner(f, "k1")
-	valid := k1.issue(f, now, time.Hour, "u-1", "courier")
+	valid := k1.issue(f, now, jwt.DefaultTTL, "u-1", "courier")
 	parts := strings.Split(valid, ".")
 	for _, seed := range []string{
 		valid,
@@ -30,6 +32,8 @@ func FuzzVerify(f *testing.F) {
 		sign(f, gojwt.SigningMethodHS256, []byte(k1.pub), "k1", nil, claimsAt(now)),
 		sign(f, gojwt.SigningMethodEdDSA, k1.priv, "k1", map[string]any{"typ": "JWT"}, claimsAt(now)),
 		sign(f, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(claimsAt(now), "exp", nil)),
+		sign(f, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(claimsAt(now), "iat", nil)),
+		k1.issue(f, now, 10*365*24*time.Hour, "u-1", "admin"),
 		"eyJhbGciOiJFZERTQSJ9.e30.AAAA",
 	} {
 		f.Add(seed)

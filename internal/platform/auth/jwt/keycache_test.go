@@ -87,10 +87,10 @@ func TestUnknownKidRefreshIsRateLimited(t *testing.T) {
 		if err := c.Refresh(context.Background()); err != nil {
 			t.Fatalf("Refresh() error = %v", err)
 		}
-		valid := k1.issue(t, time.Now(), time.Hour, "u-1")
+		valid := k1.issue(t, time.Now(), jwt.DefaultTTL, "u-1")
 		forged := make([]string, 60)
 		for i := range forged {
-			forged[i] = newSigner(t, fmt.Sprintf("random-%d", i)).issue(t, time.Now(), time.Hour, "u-1")
+			forged[i] = newSigner(t, fmt.Sprintf("random-%d", i)).issue(t, time.Now(), jwt.DefaultTTL, "u-1")
 		}
 
 		// The first unknown kid refreshes; the flood after it does not.
@@ -156,8 +156,8 @@ func TestStaleKeysServedWhenFetchFails(t *testing.T) {
 		if err := c.Refresh(context.Background()); err != nil {
 			t.Fatalf("Refresh() error = %v", err)
 		}
-		token := k1.issue(t, time.Now(), time.Hour, "u-1")
-		unknown := newSigner(t, "k2").issue(t, time.Now(), time.Hour, "u-1")
+		token := k1.issue(t, time.Now(), jwt.DefaultTTL, "u-1")
+		unknown := newSigner(t, "k2").issue(t, time.Now(), jwt.DefaultTTL, "u-1")
 
 		f.set(errIdentityDown)
 		time.Sleep(jwt.DefaultRefreshInterval)
@@ -212,7 +212,7 @@ func TestNoKeysUnavailable(t *testing.T) {
 		f := newFetcher()
 		f.set(errIdentityDown)
 		v := newVerifier(t, newCache(t, f, nil), time.Time{})
-		token := k1.issue(t, time.Now(), time.Hour, "u-1")
+		token := k1.issue(t, time.Now(), jwt.DefaultTTL, "u-1")
 		for i := range 3 {
 			if got := verifyCode(v, token); got != apperr.Unavailable {
 				t.Errorf("Verify() #%d without keys code = %q, want %q", i, got, apperr.Unavailable)

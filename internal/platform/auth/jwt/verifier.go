@@ -36,6 +36,11 @@ type VerifierConfig struct {
 	Audience string
 	// Leeway is the clock skew tolerated on exp, nbf and iat, at most MaxLeeway. Zero means MaxLeeway.
 	Leeway time.Duration
+	// MaxLifetime is the longest an accepted token may live: its exp may lie at most MaxLifetime + Leeway
+	// after its iat, and after now. Set it to the issuer's TTL (IssuerConfig.TTL), so that a token
+	// signed for ten years — by a misconfigured issuer, or with a stolen key — is refused rather than
+	// honoured for ten years. Zero means DefaultTTL.
+	MaxLifetime time.Duration
 	// Keys finds verification keys, normally a *KeyCache. Required.
 	Keys Keys
 	// Now returns the current time; nil means time.Now.
@@ -47,6 +52,9 @@ type VerifierConfig struct {
 type Verifier struct {
 	keys   Keys
 	parser *gojwt.Parser
+	// maxExp is the longest exp may lie after iat and after now: MaxLifetime + Leeway.
+	maxExp time.Duration
+	now    func() time.Time
 }
 
 var _ auth.TokenVerifier = (*Verifier)(nil)
@@ -62,9 +70,14 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		return nil, errors.New("token verifier: no keys")
 	case cfg.Leeway < 0 || cfg.Leeway > MaxLeeway:
 		return nil, fmt.Errorf("token verifier: leeway %v outside 0..%v", cfg.Leeway, MaxLeeway)
+	case cfg.MaxLifetime < 0:
+		return nil, fmt.Errorf("token verifier: negative max lifetime %v", cfg.MaxLifetime)
 	}
 	if cfg.Leeway == 0 {
 		cfg.Leeway = MaxLeeway
+	}
+	if cfg.MaxLifetime == 0 {
+		cfg.MaxLifetime = DefaultTTL
 	}
 	opts := []gojwt.ParserOption{
 		gojwt.WithValidMethods([]string{Algorithm}),
@@ -77,8 +90,10 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	}
 	if cfg.Now != nil {
 		opts = append(opts, gojwt.WithTimeFunc(cfg.Now))
+	} else {
+		cfg.Now = time.Now
 	}
-	return &Verifier{keys: cfg.Keys, parser: gojwt.NewParser(opts...)}, nil
+	return &Verifier{keys: cfg.Keys, parser: gojwt.NewParser(opts...), maxExp: cfg.MaxLifetime + cfg.Leeway, now: cfg.Now}, nil
 }
 
 // accessClaims is the claim set of an access token as read back.
@@ -121,11 +136,30 @@ func (v *Verifier) Verify(ctx context.Context, token string) (auth.Principal, er
 	if claims.Subject == "" || len(claims.Subject) > maxSubjectBytes {
 		return auth.Principal{}, invalid(fmt.Errorf("subject of %d bytes", len(claims.Subject)))
 	}
+	if err := v.checkLifetime(claims.RegisteredClaims); err != nil {
+		return auth.Principal{}, invalid(err)
+	}
 	p := auth.Principal{Kind: auth.User, Subject: claims.Subject}
 	if len(claims.Roles) > 0 {
 		p.Roles = claims.Roles
 	}
 	return p, nil
+}
+
+// checkLifetime refuses a token without iat (RFC 9068, section 2.2, requires it) or whose exp lies
+// further than maxExp after its iat or after now. The parser has checked that exp is present.
+func (v *Verifier) checkLifetime(c gojwt.RegisteredClaims) error {
+	if c.IssuedAt == nil {
+		return errors.New("no iat claim")
+	}
+	exp := c.ExpiresAt.Time
+	if life := exp.Sub(c.IssuedAt.Time); life > v.maxExp {
+		return fmt.Errorf("lifetime exp - iat of %v exceeds the %v allowed", life, v.maxExp)
+	}
+	if left := exp.Sub(v.now()); left > v.maxExp {
+		return fmt.Errorf("expires in %v, beyond the %v allowed", left, v.maxExp)
+	}
+	return nil
 }
 
 // isAccessTokenType reports whether typ names an access token. RFC 9068 (section 4) has resource servers

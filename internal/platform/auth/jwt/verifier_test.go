@@ -101,6 +101,16 @@ func TestVerifyRejects(t *testing.T) {
 		{"expired just beyond the leeway", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "exp", now.Add(-jwt.MaxLeeway-time.Second).Unix())), expiredMsg},
 		{"nbf in the future", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "nbf", now.Add(time.Minute).Unix())), invalidMsg},
 		{"iat in the future", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "iat", now.Add(time.Minute).Unix())), invalidMsg},
+		{"missing iat", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "iat", nil)), invalidMsg},
+		// Lifetime: a correctly signed token valid for longer than the issuer's TTL (plus the leeway).
+		{"issued for ten years", k1.issue(t, now, 10*365*24*time.Hour, "u-1", "admin"), invalidMsg},
+		{"issued for TTL plus leeway plus a second", k1.issue(t, now, jwt.DefaultTTL+jwt.MaxLeeway+time.Second, "u-1"), invalidMsg},
+		{"exp far ahead of a recent iat", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "exp", now.Add(10*365*24*time.Hour).Unix())), invalidMsg},
+		{"iat backdated, lifetime over TTL", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil,
+			with(with(good, "iat", now.Add(-time.Hour).Unix()), "exp", now.Add(time.Minute).Unix())), invalidMsg},
+		// The iat within the leeway ahead, the lifetime just allowed: exp lies further than that from now.
+		{"exp too far from now", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil,
+			with(with(good, "iat", now.Add(20*time.Second).Unix()), "exp", now.Add(20*time.Second+jwt.DefaultTTL+jwt.MaxLeeway).Unix())), invalidMsg},
 		{"missing exp", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "exp", nil)), invalidMsg},
 		{"exp not a number", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "exp", "tomorrow")), invalidMsg},
 		{"missing sub", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "sub", nil)), invalidMsg},
@@ -187,6 +197,8 @@ func TestVerifyAccepts(t *testing.T) {
 		want  auth.Principal
 	}{
 		{"issued by Issuer", k1.issue(t, now, 15*time.Minute, "u-1", "courier"), courier},
+		{"issued for TTL plus leeway", k1.issue(t, now, jwt.DefaultTTL+jwt.MaxLeeway, "u-1", "courier"), courier},
+		{"issued for TTL, half a TTL ago", k1.issue(t, now.Add(-jwt.DefaultTTL/2), jwt.DefaultTTL, "u-1", "courier"), courier},
 		{"several roles", k1.issue(t, now, 15*time.Minute, "u-2", auth.RoleDispatcher, auth.RoleAdmin),
 			auth.Principal{Kind: auth.User, Subject: "u-2", Roles: []string{"dispatcher", "admin"}}},
 		{"no roles", k1.issue(t, now, 15*time.Minute, "u-3"), auth.Principal{Kind: auth.User, Subject: "u-3"}},
@@ -234,6 +246,7 @@ func TestNewVerifierRejects(t *testing.T) {
 		{"no keys", jwt.VerifierConfig{Issuer: testIssuer, Audience: testAudience}},
 		{"leeway too large", jwt.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Keys: keys, Leeway: time.Minute}},
 		{"negative leeway", jwt.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Keys: keys, Leeway: -time.Second}},
+		{"negative max lifetime", jwt.VerifierConfig{Issuer: testIssuer, Audience: testAudience, Keys: keys, MaxLifetime: -time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,6 +17,10 @@
 //
 // A login for an unknown user must cost as much as one with a wrong password, or response times reveal
 // which accounts exist: the identity service calls DummyVerify when it finds no user.
+//
+// Check is the policy for new passwords (NIST SP 800-63B): MinLength to MaxLength characters, not
+// common, not guessable. Length is the one measure of a password's length, used by Check and the Hasher
+// alike, so that every password the policy accepts can be hashed.
 package password
 
 import (
@@ -35,10 +39,6 @@ import (
 
 	"lastmile/internal/platform/apperr"
 )
-
-// MaxPasswordBytes bounds the length of a password. Argon2 hashes any length at the same cost, but
-// nobody types more, and the bound keeps megabyte "passwords" out of the hasher and the logs' size.
-const MaxPasswordBytes = 128
 
 // Bounds on parameters, for the configured ones and, above all, for those read from a stored hash: a
 // tampered hash with m=4 TiB must be refused, not attempted.
@@ -142,7 +142,8 @@ func argon2idKey(password, salt []byte, p Params) []byte {
 }
 
 // Hash returns the PHC-format Argon2id hash of password with a fresh random salt. It returns an
-// apperr.Invalid error for a password that is empty, longer than MaxPasswordBytes or contains a NUL byte,
+// apperr.Invalid error for a password that is empty, longer than MaxLength (as Length counts: the same
+// rule as Check's, so that every password Check accepts can be hashed) or contains a NUL byte,
 // and an apperr.ResourceExhausted error when ctx ends while waiting for a free hashing slot.
 func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	if err := checkPassword(password); err != nil {
@@ -223,9 +224,10 @@ func checkPassword(password string) error {
 	switch {
 	case password == "":
 		return apperr.InvalidFields("invalid password", apperr.FieldViolation{Field: "password", Description: "must not be empty"})
-	case len(password) > MaxPasswordBytes:
-		return apperr.InvalidFields("invalid password", apperr.FieldViolation{Field: "password",
-			Description: fmt.Sprintf("must be at most %d bytes", MaxPasswordBytes)})
+	case Length(password) > MaxLength:
+		// Argon2 hashes any length at the same cost, but nobody types more, and the bound keeps megabyte
+		// "passwords" out of the hasher.
+		return apperr.InvalidFields("invalid password", apperr.FieldViolation{Field: "password", Description: ErrTooLong.Error()})
 	case strings.IndexByte(password, 0) >= 0:
 		return apperr.InvalidFields("invalid password", apperr.FieldViolation{Field: "password", Description: "must not contain NUL"})
 	}

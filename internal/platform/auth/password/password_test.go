@@ -62,7 +62,8 @@ func TestVerifyReferenceVector(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	h := newHasher(t, password.Config{Params: tiny})
-	passwords := []string{"s3cret", "ünïcödé pässwörd", strings.Repeat("x", password.MaxPasswordBytes), " leading space"}
+	passwords := []string{"s3cret", "ünïcödé pässwörd", strings.Repeat("x", password.MaxLength),
+		strings.Repeat("é", password.MaxLength), " leading space"}
 	for _, pw := range passwords {
 		encoded, err := h.Hash(ctx, pw)
 		if err != nil {
@@ -74,7 +75,8 @@ func TestRoundTrip(t *testing.T) {
 		if ok, rehash, err := h.Verify(ctx, pw, encoded); !ok || rehash || err != nil {
 			t.Errorf("Verify(%q) = %v, %v, %v; want true, false, nil", pw, ok, rehash, err)
 		}
-		for _, wrong := range []string{"!" + pw[1:], strings.ToUpper(pw), pw[:len(pw)-1]} {
+		r := []rune(pw)
+		for _, wrong := range []string{"!" + string(r[1:]), strings.ToUpper(pw), string(r[:len(r)-1])} {
 			if ok, rehash, err := h.Verify(ctx, wrong, encoded); ok || rehash || err != nil {
 				t.Errorf("Verify(%q against %q's hash) = %v, %v, %v; want false, false, nil", wrong, pw, ok, rehash, err)
 			}
@@ -178,7 +180,8 @@ func TestRejectsPasswords(t *testing.T) {
 	}
 	tests := []struct{ name, password string }{
 		{"empty", ""},
-		{"too long", strings.Repeat("x", password.MaxPasswordBytes+1)},
+		{"too long", strings.Repeat("x", password.MaxLength+1)},
+		{"too long in characters", strings.Repeat("é", password.MaxLength+1)},
 		{"NUL inside", "s3cret\x00suffix"},
 		{"NUL at end", "s3cret\x00"},
 	}
