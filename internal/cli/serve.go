@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,7 +80,8 @@ type grpcConfig struct {
 
 // gatewayConfig configures the REST gateway.
 type gatewayConfig struct {
-	MaxBodyBytes int64
+	MaxBodyBytes   int64
+	TrustedProxies []netip.Prefix
 }
 
 const serveSummary = `Run lastmile services. By default every service runs in this one process behind one gRPC listener, with
@@ -120,6 +122,8 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.IntVar(&c.GRPC.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest gRPC message a server accepts")
 	fs.DurationVar(&c.GRPC.ReadinessInterval, "readiness-interval", grpcserver.DefaultReadinessInterval, "how often readiness (databases reachable) is checked; per-service gRPC health and /readyz follow the same check")
 	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
+	proxies := listFlag{}
+	fs.Var(&proxies, "trusted-proxies", "CIDRs or addresses of the proxies in front of the REST gateway whose X-Forwarded-For names the client (comma list; default none: the client is the TCP peer)")
 	for _, m := range c.Modules {
 		if m.flags != nil {
 			m.flags(fs)
@@ -166,8 +170,29 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 			}
 		}
 	}
+	if c.Gateway.TrustedProxies, err = parsePrefixes("trusted-proxies", proxies); err != nil {
+		return c, err
+	}
 	c.TLS.Hosts = hosts
 	return c, nil
+}
+
+// parsePrefixes parses CIDRs and bare addresses (a one-address prefix) for flag name.
+func parsePrefixes(name string, list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, usageError{fmt.Errorf("--%s: %q is neither a CIDR nor an address", name, s)}
+			}
+			addr = addr.Unmap()
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
@@ -487,8 +512,9 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 		return nil, usageError{fmt.Errorf("gateway: no service to proxy: run it with the services, or set %s", strings.Join(flags, ", "))}
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
-		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, ShutdownTimeout: p.cfg.ShutdownTimeout,
-		Logger: p.logger, Registerer: p.registry,
+		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
+		ShutdownTimeout: p.cfg.ShutdownTimeout,
+		Logger:          p.logger, Registerer: p.registry,
 	}, services)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
