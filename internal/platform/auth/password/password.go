@@ -186,7 +186,7 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 // just proved correct. Verify returns an apperr.Invalid error for a password Hash would refuse, an
 // apperr.Internal error for an encoded hash that is malformed or out of bounds (a corrupt or tampered
 // record; nothing is computed for it), and an apperr.ResourceExhausted error when ctx ends while waiting
-// for a free hashing slot.
+// for a free hashing slot or too many callers already wait.
 func (h *Hasher) Verify(ctx context.Context, password, encoded string) (ok, needsRehash bool, err error) {
 	if err := checkPassword(password); err != nil {
 		return false, false, err
