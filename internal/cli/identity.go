@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
@@ -34,6 +35,16 @@ const (
 type identityConfig struct {
 	KeyRotation time.Duration
 	AdminEmail  string
+
+	LoginWindow          time.Duration
+	LoginFailures        int
+	LoginClientFailures  int
+	LoginAccountSlowdown int
+	SignUpLimit          int
+	SignUpWindow         time.Duration
+	// SignUpHashSlots is how many of the password hasher's slots (one per CPU) sign-ups and password
+	// changes may hold at once; the others stay free for logins.
+	SignUpHashSlots int
 }
 
 // identityModule declares the identity service. UserService needs the database for every call, so its
@@ -53,8 +64,31 @@ func identityModule() *module {
 		flags: func(fs *flagSet) {
 			fs.DurationVar(&cfg.KeyRotation, "key-rotation", 24*time.Hour, "rotate the token signing key this often (0: only by hand); old keys stay published until their tokens expire")
 			fs.StringVar(&cfg.AdminEmail, "admin-email", "", "email of the admin account created on first start (its password: LASTMILE_ADMIN_PASSWORD, else generated and printed once)")
+			fs.DurationVar(&cfg.LoginWindow, "login-window", identity.DefaultLoginWindow, "period over which failed logins are counted")
+			fs.IntVar(&cfg.LoginFailures, "login-failures", identity.DefaultLoginFailures, "failed logins one client may make on one account per --login-window before it is refused (other clients are not)")
+			fs.IntVar(&cfg.LoginClientFailures, "login-client-failures", identity.DefaultLoginClientFailures, "failed logins one client may make across accounts per --login-window")
+			fs.IntVar(&cfg.LoginAccountSlowdown, "login-account-slowdown", identity.DefaultLoginAccountSlowdown, "failed logins on one account from all clients per --login-window after which further failures are answered after a 1s delay (never refused)")
+			fs.IntVar(&cfg.SignUpLimit, "signup-limit", identity.DefaultSignUpLimit, "anonymous sign-ups one client may make per --signup-window, whatever the answer (a taken email counts too)")
+			fs.DurationVar(&cfg.SignUpWindow, "signup-window", identity.DefaultSignUpWindow, "period of --signup-limit")
+			fs.IntVar(&cfg.SignUpHashSlots, "signup-hash-slots", max(1, runtime.NumCPU()/2), "password hashing slots (one per CPU) that sign-ups and password changes may hold at once; the rest stay free for logins")
 		},
 		validate: func() error {
+			for name, d := range map[string]time.Duration{"login-window": cfg.LoginWindow, "signup-window": cfg.SignUpWindow} {
+				if err := positiveDuration(name, d); err != nil {
+					return err
+				}
+			}
+			for name, n := range map[string]int{
+				"login-failures": cfg.LoginFailures, "login-client-failures": cfg.LoginClientFailures,
+				"login-account-slowdown": cfg.LoginAccountSlowdown, "signup-limit": cfg.SignUpLimit,
+			} {
+				if n <= 0 {
+					return usageError{fmt.Errorf("--%s must be positive, got %d", name, n)}
+				}
+			}
+			if n := cfg.SignUpHashSlots; n < 1 || n > runtime.NumCPU() {
+				return usageError{fmt.Errorf("--signup-hash-slots must be 1..%d (the CPUs), got %d", runtime.NumCPU(), n)}
+			}
 			if cfg.KeyRotation < 0 {
 				return usageError{errors.New("--key-rotation must not be negative")}
 			}
@@ -91,7 +125,7 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	// The token verifier of this process, built before the server, reads the keys from here.
 	p.localKeys = keys
 
-	hasher, err := password.New(password.Config{})
+	hasher, err := password.New(password.Config{HashSlots: cfg.SignUpHashSlots})
 	if err != nil {
 		return fmt.Errorf("password hasher: %w", err)
 	}
@@ -102,8 +136,14 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		return fmt.Errorf("token issuer: %w", err)
 	}
 	svc := identity.NewService(store, hasher, issuer, identity.Options{
-		ClientKey: grpcauth.ClientKey,
-		Logger:    p.logger,
+		ClientKey:            grpcauth.ClientKey,
+		LoginWindow:          cfg.LoginWindow,
+		LoginFailures:        cfg.LoginFailures,
+		LoginClientFailures:  cfg.LoginClientFailures,
+		LoginAccountSlowdown: cfg.LoginAccountSlowdown,
+		SignUpLimit:          cfg.SignUpLimit,
+		SignUpWindow:         cfg.SignUpWindow,
+		Logger:               p.logger,
 	})
 	identitygrpc.Register(srv.GRPC(), svc, keys)
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,8 @@ type grpcConfig struct {
 
 // gatewayConfig configures the REST gateway.
 type gatewayConfig struct {
-	MaxBodyBytes int64
+	MaxBodyBytes   int64
+	TrustedProxies []netip.Prefix
 }
 
 const serveSummary = `Run lastmile services. By default every service runs in this one process behind one gRPC listener, with
@@ -124,6 +126,8 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.DurationVar(&c.GRPC.ReadinessInterval, "readiness-interval", grpcserver.DefaultReadinessInterval, "how often readiness (databases reachable) is checked; per-service gRPC health and /readyz follow the same check")
 	fs.DurationVar(&c.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT); every verifier refuses tokens that claim a longer one")
 	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
+	proxies := listFlag{}
+	fs.Var(&proxies, "trusted-proxies", "CIDRs or addresses of the proxies in front of the REST gateway whose X-Forwarded-For names the client (comma list; default none: the client is the TCP peer)")
 	for _, m := range c.Modules {
 		if m.flags != nil {
 			m.flags(fs)
@@ -173,8 +177,29 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 			}
 		}
 	}
+	if c.Gateway.TrustedProxies, err = parsePrefixes("trusted-proxies", proxies); err != nil {
+		return c, err
+	}
 	c.TLS.Hosts = hosts
 	return c, nil
+}
+
+// parsePrefixes parses CIDRs and bare addresses (a one-address prefix) for flag name.
+func parsePrefixes(name string, list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, usageError{fmt.Errorf("--%s: %q is neither a CIDR nor an address", name, s)}
+			}
+			addr = addr.Unmap()
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func runServe(ctx context.Context, args []string, env Env) error {
@@ -494,8 +519,9 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 		return nil, usageError{fmt.Errorf("gateway: no service to proxy: run it with the services, or set %s", strings.Join(flags, ", "))}
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
-		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, ShutdownTimeout: p.cfg.ShutdownTimeout,
-		Logger: p.logger, Registerer: p.registry,
+		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
+		ShutdownTimeout: p.cfg.ShutdownTimeout,
+		Logger:          p.logger, Registerer: p.registry,
 	}, services)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -62,6 +63,11 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful shutdown when the Serve context ends; connections still open
 	// after it are closed. Shutdown takes its bound from its context instead.
 	ShutdownTimeout time.Duration
+	// TrustedProxies are the networks of the proxies in front of the gateway (load balancers) whose
+	// X-Forwarded-For entries name the client. Empty, the default, trusts none: the client is the TCP
+	// peer, whatever the header says. The gateway forwards one client address to the services, which key
+	// their per-client limits (login failures, sign-ups, anonymous rate) on it.
+	TrustedProxies []netip.Prefix
 	// Registerer, when set, receives the HTTP RED metrics lastmile_http_requests_total{route,method,code}
 	// and lastmile_http_request_duration_seconds{route,method}. Routes are the matched path templates
 	// (such as "/v1/users/{id=*}"), never raw paths, so label cardinality stays bounded.

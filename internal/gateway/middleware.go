@@ -61,6 +61,8 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// grpc-gateway would turn a client's Grpc-Timeout header into the internal call's deadline; the edge
 	// decides deadlines itself (RequestTimeout), so a client cannot make internal calls fail on purpose.
 	r.Header.Del("Grpc-Timeout")
+	// The client address the services see is the gateway's to decide (setClientAddr).
+	setClientAddr(r, g.cfg.TrustedProxies)
 
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")

@@ -33,7 +33,7 @@ func (s *Service) EnsureAdmin(ctx context.Context, email, password string) (crea
 		generatedPassword = rand.Text()
 		password = generatedPassword
 	}
-	u, err := s.newUser(ctx, NewUser{Email: email, Password: password, DisplayName: "Administrator", Role: RoleAdmin})
+	u, err := s.newUser(ctx, NewUser{Email: email, Password: password, DisplayName: "Administrator", Role: RoleAdmin}, nil)
 	if err != nil {
 		return false, "", fmt.Errorf("bootstrap admin: %w", err)
 	}

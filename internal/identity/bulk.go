@@ -110,7 +110,7 @@ func (s *Service) createBatch(ctx context.Context, batch []NewUser) (errs []erro
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			users[i], errs[i] = s.newUser(ctx, in)
+			users[i], errs[i] = s.newUser(ctx, in, nil)
 		})
 	}
 	wg.Wait()

@@ -10,30 +10,34 @@ import (
 	"lastmile/internal/platform/apperr"
 )
 
-// failureLimiter counts failed attempts per key in a token bucket: failures attempts at once, then one
-// more every window/failures. An attempt takes a token before the password is checked (so that parallel
-// attempts cannot overdraw the bucket) and gives it back when it succeeds. The keys live in an LRU of
-// bounded size: an attacker spraying more keys than it holds makes the limiter forget old keys, which
-// costs memory nothing and only weakens the limit for keys nobody touched for a while.
-type failureLimiter struct {
+// limiter counts events per key in a token bucket: burst events at once, then one more every
+// window/burst. The login limits count failed attempts: an attempt takes a token before the password is
+// checked (so that parallel attempts cannot overdraw the bucket) and gives it back when it succeeds. The
+// sign-up limit counts every attempt. The keys live in an LRU of bounded size: an attacker spraying more
+// keys than it holds makes the limiter forget old keys, which costs memory nothing and only weakens the
+// limit for keys nobody touched for a while.
+type limiter struct {
 	limit rate.Limit
 	burst int
 	keys  *lru.Cache[string, *rate.Limiter]
+	// message is what a refused caller reads.
+	message string
 }
 
-func newFailureLimiter(failures int, window time.Duration, maxKeys int) *failureLimiter {
+func newLimiter(events int, window time.Duration, maxKeys int, message string) *limiter {
 	// lru.New fails only for a non-positive size, which NewService's defaults exclude.
 	keys, _ := lru.New[string, *rate.Limiter](maxKeys)
-	return &failureLimiter{
-		limit: rate.Limit(float64(failures) / window.Seconds()),
-		burst: failures,
-		keys:  keys,
+	return &limiter{
+		limit:   rate.Limit(float64(events) / window.Seconds()),
+		burst:   events,
+		keys:    keys,
+		message: message,
 	}
 }
 
-// take takes one attempt from key's bucket at now. It returns the reservation, which the caller cancels
-// (CancelAt) when the attempt did not fail, or a ResourceExhausted error saying when to try again.
-func (l *failureLimiter) take(key string, now time.Time) (*rate.Reservation, error) {
+// take takes one event from key's bucket at now. It returns the reservation, which the caller cancels
+// (CancelAt) when the event should not count, or a ResourceExhausted error saying when to try again.
+func (l *limiter) take(key string, now time.Time) (*rate.Reservation, error) {
 	lim, ok := l.keys.Get(key)
 	if !ok {
 		lim = rate.NewLimiter(l.limit, l.burst)
@@ -50,13 +54,13 @@ func (l *failureLimiter) take(key string, now time.Time) (*rate.Reservation, err
 		delay = (delay + time.Second - 1).Truncate(time.Second)
 		return nil, &apperr.Error{
 			Code:       apperr.ResourceExhausted,
-			Message:    "too many failed attempts; try again later",
+			Message:    l.message,
 			RetryAfter: delay,
-			Err:        fmt.Errorf("failure limit of %d per %v reached", l.burst, time.Duration(float64(l.burst)/float64(l.limit)*float64(time.Second))),
+			Err:        fmt.Errorf("limit of %d per %v reached", l.burst, time.Duration(float64(l.burst)/float64(l.limit)*float64(time.Second))),
 		}
 	}
 	return r, nil
 }
 
 // forget resets key, after a success.
-func (l *failureLimiter) forget(key string) { l.keys.Remove(key) }
+func (l *limiter) forget(key string) { l.keys.Remove(key) }

@@ -33,9 +33,13 @@ type TokenIssuer interface {
 const (
 	DefaultRefreshTokenTTL      = 30 * 24 * time.Hour
 	DefaultLoginWindow          = 15 * time.Minute
-	DefaultLoginAccountFailures = 5
+	DefaultLoginFailures        = 5
 	DefaultLoginClientFailures  = 50
+	DefaultLoginAccountSlowdown = 20
+	DefaultLoginBackoff         = time.Second
 	DefaultLoginLimiterKeys     = 10_000
+	DefaultSignUpLimit          = 10
+	DefaultSignUpWindow         = time.Hour
 	DefaultActivityPoll         = 200 * time.Millisecond
 	DefaultActivityLookback     = 5 * time.Second
 	DefaultActivityBuffer       = 256
@@ -56,7 +60,7 @@ const (
 )
 
 // Options configures a Service. The zero value is usable: the defaults above, the wall clock, no
-// per-client login limit and no logging.
+// client addresses (every caller is one client) and no logging.
 type Options struct {
 	// Now is the clock; nil means time.Now. Tests inject a fake one.
 	Now func() time.Time
@@ -64,20 +68,37 @@ type Options struct {
 	// Default 30 days.
 	RefreshTokenTTL time.Duration
 
-	// ClientKey names the client of a call for the per-client login limit, typically its IP address
-	// (grpcapi.ClientKey). Nil, or an empty key, skips the per-client limit.
+	// ClientKey names the client of a call for the per-client limits, typically its network address
+	// (grpcauth.ClientKey). Nil, or an empty key, makes every such caller one client "": then one
+	// client's failures lock an account for everyone, as no client can be told from another.
 	ClientKey func(ctx context.Context) string
 	// LoginWindow is the period over which failed logins are counted. Default 15 minutes.
 	LoginWindow time.Duration
-	// LoginAccountFailures is how many failed logins one account name (email or username) may collect
-	// per LoginWindow before further attempts are refused. Default 5.
-	LoginAccountFailures int
-	// LoginClientFailures is the same limit per client (ClientKey), across accounts, against credential
-	// stuffing. Default 50.
+	// LoginFailures is how many failed logins one client may collect on one account (email or username)
+	// per LoginWindow before its further attempts on it are refused. It is per client so that nobody can
+	// lock anyone else out of an account. Default 5.
+	LoginFailures int
+	// LoginClientFailures is how many failed logins one client may collect across accounts per
+	// LoginWindow, against credential stuffing. Default 50.
 	LoginClientFailures int
-	// LoginLimiterKeys bounds the accounts and the clients tracked by the login limits (each); the least
-	// recently seen are forgotten first. Default 10,000.
+	// LoginAccountSlowdown is how many failed logins one account may collect from all clients per
+	// LoginWindow before every further failure on it is answered only after LoginBackoff. Attempts are
+	// never refused for it and a right password is never delayed: it slows guessing spread over many
+	// clients without locking the owner out. Default 20.
+	LoginAccountSlowdown int
+	// LoginBackoff is how long a failed login on an account past LoginAccountSlowdown waits before its
+	// answer. Default 1s.
+	LoginBackoff time.Duration
+	// LoginLimiterKeys bounds the keys tracked by each login and sign-up limit; the least recently seen
+	// are forgotten first. Default 10,000.
 	LoginLimiterKeys int
+	// SignUpLimit is how many sign-ups (CreateUser by anonymous callers, whatever the answer: a taken
+	// email costs as much as a new account) one client may make per SignUpWindow. Default 10.
+	SignUpLimit int
+	// SignUpWindow is the period of SignUpLimit. Default 1 hour.
+	SignUpWindow time.Duration
+	// Sleep waits d or until ctx ends, for LoginBackoff; nil means a timer. Tests inject one.
+	Sleep func(ctx context.Context, d time.Duration)
 
 	// ActivityPoll is how often the activity feed polls the store for entries written by other replicas.
 	// Local writes wake it at once. Default 200ms.
@@ -107,9 +128,13 @@ type Service struct {
 	now    func() time.Time
 	logger *slog.Logger
 
-	accountLimit *failureLimiter
-	clientLimit  *failureLimiter
-	hub          *hub
+	// pairLimit counts failed logins per account and client, clientLimit per client, accountSlowdown per
+	// account; signUpLimit counts anonymous sign-ups per client.
+	pairLimit       *limiter
+	clientLimit     *limiter
+	accountSlowdown *limiter
+	signUpLimit     *limiter
+	hub             *hub
 }
 
 // NewService returns a Service over store that hashes passwords with hasher and issues access tokens with
@@ -123,21 +148,37 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 	}
 	setDefault(&opts.RefreshTokenTTL, DefaultRefreshTokenTTL)
 	setDefault(&opts.LoginWindow, DefaultLoginWindow)
-	setDefault(&opts.LoginAccountFailures, DefaultLoginAccountFailures)
+	setDefault(&opts.LoginFailures, DefaultLoginFailures)
 	setDefault(&opts.LoginClientFailures, DefaultLoginClientFailures)
+	setDefault(&opts.LoginAccountSlowdown, DefaultLoginAccountSlowdown)
+	setDefault(&opts.LoginBackoff, DefaultLoginBackoff)
 	setDefault(&opts.LoginLimiterKeys, DefaultLoginLimiterKeys)
+	setDefault(&opts.SignUpLimit, DefaultSignUpLimit)
+	setDefault(&opts.SignUpWindow, DefaultSignUpWindow)
+	if opts.ClientKey == nil {
+		opts.ClientKey = func(context.Context) string { return "" }
+	}
+	if opts.Sleep == nil {
+		opts.Sleep = sleep
+	}
 	setDefault(&opts.ActivityPoll, DefaultActivityPoll)
 	setDefault(&opts.ActivityLookback, DefaultActivityLookback)
 	setDefault(&opts.ActivityBuffer, DefaultActivityBuffer)
 	s := &Service{
-		store:        store,
-		hasher:       hasher,
-		issuer:       issuer,
-		opts:         opts,
-		now:          opts.Now,
-		logger:       opts.Logger,
-		accountLimit: newFailureLimiter(opts.LoginAccountFailures, opts.LoginWindow, opts.LoginLimiterKeys),
-		clientLimit:  newFailureLimiter(opts.LoginClientFailures, opts.LoginWindow, opts.LoginLimiterKeys),
+		store:  store,
+		hasher: hasher,
+		issuer: issuer,
+		opts:   opts,
+		now:    opts.Now,
+		logger: opts.Logger,
+		pairLimit: newLimiter(opts.LoginFailures, opts.LoginWindow, opts.LoginLimiterKeys,
+			"too many failed attempts; try again later"),
+		clientLimit: newLimiter(opts.LoginClientFailures, opts.LoginWindow, opts.LoginLimiterKeys,
+			"too many failed attempts; try again later"),
+		accountSlowdown: newLimiter(opts.LoginAccountSlowdown, opts.LoginWindow, opts.LoginLimiterKeys,
+			"too many failed attempts; try again later"),
+		signUpLimit: newLimiter(opts.SignUpLimit, opts.SignUpWindow, opts.LoginLimiterKeys,
+			"too many sign-ups from your network; try again later"),
 	}
 	s.hub = newHub(store, opts)
 	return s
@@ -148,6 +189,16 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 // nil. Run it once, for the life of the service; the gRPC server's OnShutdown hook is a good place to end
 // it. It returns an error only when called twice at once.
 func (s *Service) Run(ctx context.Context) error { return s.hub.run(ctx) }
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
 
 // setDefault sets *v to def when *v is zero or negative.
 func setDefault[T int | time.Duration](v *T, def T) {

@@ -58,8 +58,14 @@ func errInvalidRefreshToken() error {
 //
 // An unknown user, a wrong password and a suspended or deleted account give the same error, and an
 // unknown user costs a DummyVerify, so that neither the answer nor its timing tells whether an account
-// exists. Failed attempts are limited per account name and per client (Options.ClientKey); a successful
-// login clears its account's count. A hash with outdated parameters is replaced on success.
+// exists.
+//
+// Failed attempts are limited per account and client (Options.LoginFailures) and per client
+// (Options.LoginClientFailures), never per account alone: a stranger's failures must not lock the owner
+// out. Failures on one account from all clients only slow the next failures' answers
+// (Options.LoginAccountSlowdown); a right password from a client that has not used up its own budget is
+// answered at once. A successful login clears its client's count on the account. A hash with outdated
+// parameters is replaced on success.
 //
 // Errors: Invalid for missing or oversized fields; Unauthenticated "invalid credentials";
 // ResourceExhausted with RetryAfter when a limit is reached.
@@ -80,18 +86,16 @@ func (s *Service) Login(ctx context.Context, in Credentials) (Session, error) {
 		account = "user:" + stored.ID
 	}
 	now := s.now()
-	acct, err := s.accountLimit.take(account, now)
+	clientKey := s.opts.ClientKey(ctx)
+	pairKey := account + " " + clientKey
+	pair, err := s.pairLimit.take(pairKey, now)
 	if err != nil {
 		return Session{}, err
-	}
-	clientKey := ""
-	if s.opts.ClientKey != nil {
-		clientKey = s.opts.ClientKey(ctx)
 	}
 	var client *rate.Reservation
 	if clientKey != "" {
 		if client, err = s.clientLimit.take(clientKey, now); err != nil {
-			acct.CancelAt(now)
+			pair.CancelAt(now)
 			return Session{}, err
 		}
 	}
@@ -99,18 +103,29 @@ func (s *Service) Login(ctx context.Context, in Credentials) (Session, error) {
 	if err != nil {
 		if apperr.CodeOf(err) != apperr.Unauthenticated {
 			// Our failure, not the caller's: it must not count against them.
-			acct.CancelAt(now)
+			pair.CancelAt(now)
 			if client != nil {
 				client.CancelAt(now)
 			}
+			return Session{}, err
 		}
+		s.slowDown(ctx, account, now)
 		return Session{}, err
 	}
-	s.accountLimit.forget(account)
+	s.pairLimit.forget(pairKey)
 	if client != nil {
 		client.CancelAt(now)
 	}
 	return s.startSession(ctx, u, in.Password, rehash)
+}
+
+// slowDown counts a failed login on account from any client and, past Options.LoginAccountSlowdown,
+// holds the failure's answer for Options.LoginBackoff. Only failures wait: by then the password has been
+// checked, so the owner's right password is never delayed, and nobody is refused for it.
+func (s *Service) slowDown(ctx context.Context, account string, now time.Time) {
+	if _, err := s.accountSlowdown.take(account, now); err != nil {
+		s.opts.Sleep(ctx, s.opts.LoginBackoff)
+	}
 }
 
 // loginLookup validates in and returns the store lookup and the limiter key of the account name.

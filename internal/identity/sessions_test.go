@@ -96,7 +96,7 @@ func TestLoginRateLimitPerAccount(t *testing.T) {
 	for _, name := range []string{"target", "nobody"} {
 		t.Run(name, func(t *testing.T) {
 			email := name + "@example.com"
-			for i := range identity.DefaultLoginAccountFailures {
+			for i := range identity.DefaultLoginFailures {
 				_, err := f.svc.Login(anonymous(t), identity.Credentials{Email: email, Password: fmt.Sprintf("wrong %d", i)})
 				wantCode(t, fmt.Sprintf("Login(failure %d)", i+1), err, apperr.Unauthenticated)
 			}
@@ -105,7 +105,7 @@ func TestLoginRateLimitPerAccount(t *testing.T) {
 			e := apperr.As(err)
 			// 5 failures per 15 minutes: one more attempt every 3 minutes.
 			if e == nil || e.Code != apperr.ResourceExhausted || e.RetryAfter != 3*time.Minute {
-				t.Fatalf("Login(after %d failures) = %v, want ResourceExhausted with RetryAfter 3m", identity.DefaultLoginAccountFailures, err)
+				t.Fatalf("Login(after %d failures) = %v, want ResourceExhausted with RetryAfter 3m", identity.DefaultLoginFailures, err)
 			}
 		})
 	}
@@ -117,7 +117,7 @@ func TestLoginRateLimitPerAccount(t *testing.T) {
 	f.clock.Advance(3 * time.Minute)
 	f.mustLogin(t, "target@example.com")
 	// Success clears the account's failures.
-	for range identity.DefaultLoginAccountFailures - 1 {
+	for range identity.DefaultLoginFailures - 1 {
 		_, err := f.svc.Login(anonymous(t), identity.Credentials{Email: "target@example.com", Password: "wrong"})
 		wantCode(t, "Login(wrong, after success)", err, apperr.Unauthenticated)
 	}
@@ -262,7 +262,7 @@ func TestLogout(t *testing.T) {
 func TestLoginRateLimitCountsAccountNotName(t *testing.T) {
 	f := newFixture(t)
 	f.mustUser(t, "target", identity.RoleCustomer)
-	for i := range identity.DefaultLoginAccountFailures {
+	for i := range identity.DefaultLoginFailures {
 		creds := identity.Credentials{Email: "target@example.com", Password: fmt.Sprintf("wrong %d", i)}
 		if i%2 == 1 {
 			creds = identity.Credentials{Username: "TARGET", Password: fmt.Sprintf("wrong %d", i)}
@@ -275,7 +275,7 @@ func TestLoginRateLimitCountsAccountNotName(t *testing.T) {
 		{Username: "target", Password: "wrong again"},
 	} {
 		_, err := f.svc.Login(anonymous(t), creds)
-		wantCode(t, fmt.Sprintf("Login(%+v) after %d mixed failures", identity.Credentials{Email: creds.Email, Username: creds.Username}, identity.DefaultLoginAccountFailures), err, apperr.ResourceExhausted)
+		wantCode(t, fmt.Sprintf("Login(%+v) after %d mixed failures", identity.Credentials{Email: creds.Email, Username: creds.Username}, identity.DefaultLoginFailures), err, apperr.ResourceExhausted)
 	}
 }
 

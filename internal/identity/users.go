@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
 )
 
 // NewUser is what CreateUser needs to create a user.
@@ -61,13 +62,28 @@ var OutputOnlyPaths = []string{"id", "create_time", "update_time", "delete_time"
 // rather than silently replaced, so that a client bug or a probe is visible. The email is normalised
 // (NormalizeEmail) and the display name trimmed.
 //
+// A sign-up (an anonymous caller) counts against its client's sign-up limit (Options.SignUpLimit)
+// whatever the answer. A taken email is answered with Conflict "email already registered" before any
+// password is hashed, and deleted accounts keep their email: the answer tells that the email is
+// registered, the price of a contract where the email is the login name. The limit is what makes asking
+// it as expensive per client as guessing a password at login.
+//
 // Errors: Invalid with field violations; PermissionDenied when a non-admin sets Role; Conflict when the
-// email or the username is taken.
+// email or the username is taken; ResourceExhausted with RetryAfter when the client's sign-up limit is
+// reached or the password hasher is saturated.
 func (s *Service) CreateUser(ctx context.Context, in NewUser) (User, error) {
-	if in.Role != "" && !callerOf(ctx).isAdmin() {
+	c := callerOf(ctx)
+	if in.Role != "" && !c.isAdmin() {
 		return User{}, apperr.Errorf(apperr.PermissionDenied, "only admins may set the role of a new user")
 	}
-	u, err := s.newUser(ctx, in)
+	if c.Kind == auth.Anonymous {
+		// Before anything is looked up or hashed, and kept whatever the outcome: a taken email must cost
+		// the same budget as a new account, or the limit would not bound probing.
+		if _, err := s.signUpLimit.take(s.opts.ClientKey(ctx), s.now()); err != nil {
+			return User{}, err
+		}
+	}
+	u, err := s.newUser(ctx, in, s.checkFree)
 	if err != nil {
 		return User{}, err
 	}
@@ -77,8 +93,12 @@ func (s *Service) CreateUser(ctx context.Context, in NewUser) (User, error) {
 	return u, nil
 }
 
-// newUser validates in and returns the user to store, with its password hashed.
-func (s *Service) newUser(ctx context.Context, in NewUser) (User, error) {
+// newUser validates in and returns the user to store, with its password hashed. checkFree, when not nil,
+// runs between validation and hashing: CreateUser's check that the names are free. The store's uniqueness
+// constraints stay the arbiter (two sign-ups may race past the check); it only spares the hasher the work
+// for names that are plainly taken. BulkCreateUsers leaves it nil: its store batch finds duplicates in
+// one round trip.
+func (s *Service) newUser(ctx context.Context, in NewUser, checkFree func(ctx context.Context, email, username string) error) (User, error) {
 	in.Email = NormalizeEmail(in.Email)
 	in.DisplayName = strings.TrimSpace(in.DisplayName)
 	var v violations
@@ -93,6 +113,11 @@ func (s *Service) newUser(ctx context.Context, in NewUser) (User, error) {
 	role := in.Role
 	if role == "" {
 		role = RoleCustomer
+	}
+	if checkFree != nil {
+		if err := checkFree(ctx, in.Email, in.Username); err != nil {
+			return User{}, err
+		}
 	}
 	hash, err := s.hasher.Hash(ctx, in.Password)
 	if err != nil {
@@ -111,6 +136,32 @@ func (s *Service) newUser(ctx context.Context, in NewUser) (User, error) {
 		UpdatedAt:    now,
 		Version:      1,
 	}, nil
+}
+
+// checkFree returns Conflict when email or username (if any) names a stored user, deleted ones included,
+// with the messages of the stores' uniqueness violations.
+func (s *Service) checkFree(ctx context.Context, email, username string) error {
+	for _, k := range []struct {
+		what string
+		l    Lookup
+		msg  string
+	}{
+		{"email", Lookup{Email: email}, "email already registered"},
+		{"username", Lookup{Username: username}, "username already taken"},
+	} {
+		if k.l == (Lookup{}) {
+			continue
+		}
+		_, err := s.store.GetUser(ctx, k.l)
+		switch apperr.CodeOf(err) {
+		case "":
+			return apperr.Errorf(apperr.Conflict, "%s", k.msg)
+		case apperr.NotFound:
+		default:
+			return fmt.Errorf("look up the %s of a new user: %w", k.what, err)
+		}
+	}
+	return nil
 }
 
 // GetUser returns the user that l selects, by exactly one of its keys.
@@ -390,9 +441,10 @@ func (s *Service) checkCurrentPassword(ctx context.Context, u User, current stri
 	if current == "" {
 		return apperr.Errorf(apperr.PermissionDenied, "current_password is required to change your own password")
 	}
+	// Per account alone: the caller holds the user's own token, so there is no stranger to tell apart.
 	key := "change-password:" + u.ID
 	now := s.now()
-	r, err := s.accountLimit.take(key, now)
+	r, err := s.pairLimit.take(key, now)
 	if err != nil {
 		return err
 	}
@@ -404,7 +456,7 @@ func (s *Service) checkCurrentPassword(ctx context.Context, u User, current stri
 	if !ok {
 		return apperr.Errorf(apperr.PermissionDenied, "current_password is wrong")
 	}
-	s.accountLimit.forget(key)
+	s.pairLimit.forget(key)
 	return nil
 }
 

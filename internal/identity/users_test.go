@@ -355,7 +355,7 @@ func TestChangePassword(t *testing.T) {
 }
 
 func TestChangePasswordIsRateLimited(t *testing.T) {
-	f := newFixture(t, func(o *identity.Options) { o.LoginAccountFailures = 2 })
+	f := newFixture(t, func(o *identity.Options) { o.LoginFailures = 2 })
 	u := f.mustUser(t, "guess", identity.RoleCustomer)
 	for i := range 2 {
 		err := f.svc.ChangePassword(as(t, u), u.ID, fmt.Sprintf("wrong guess %d!", i), "a new passphrase")

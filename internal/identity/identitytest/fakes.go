@@ -23,19 +23,28 @@ import (
 type Hasher struct {
 	mu      sync.Mutex
 	version int
+	hashes  int
 	dummies int
 }
 
 var _ identity.PasswordHasher = (*Hasher)(nil)
 
-// Hash implements identity.PasswordHasher.
+// Hash implements identity.PasswordHasher. It counts its calls.
 func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.hashes++
 	return h.hash(h.version, password), nil
+}
+
+// Hashes returns how many times Hash was called with a live context.
+func (h *Hasher) Hashes() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.hashes
 }
 
 func (h *Hasher) hash(version int, password string) string {

@@ -22,10 +22,12 @@ const ForwardedForKey = "x-forwarded-for"
 // single addresses would be free to rotate through).
 //
 // For a call forwarded by a lastmile service (the principal's Via, from its verified certificate, such
-// as the gateway), the address is the LAST x-forwarded-for entry: the one the gateway itself saw. The
-// entries before it come from the client and could be anything. Behind a load balancer that appends its
-// own address, the gateway must be told to trust it; otherwise every client shares the balancer's key.
-// Other calls use the peer address. It returns "" when there is no usable address, which skips the
+// as the gateway), the address is the LAST x-forwarded-for entry: the gateway sends exactly one, the
+// client address it decided from the TCP peer and the X-Forwarded-For hops of its trusted proxies
+// (gateway.Config.TrustedProxies, --trusted-proxies); any entry before it could only come from elsewhere
+// and is ignored. Behind a load balancer the gateway must be told to trust it; otherwise every client
+// shares the balancer's key. Other calls use the peer address: gRPC callers are not behind the gateway,
+// and what they put in x-forwarded-for is never read. It returns "" when there is no usable address, which skips the
 // per-client limit.
 func ClientKey(ctx context.Context) string {
 	if auth.FromContext(ctx).Via != "" {

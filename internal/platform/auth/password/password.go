@@ -12,8 +12,11 @@
 // Each hash costs tens of milliseconds of CPU and 19 MiB of memory, which makes login an easy
 // denial-of-service target. A Hasher therefore runs at most a fixed number of hashes at once (by default
 // one per CPU); callers beyond that wait in line for as long as their context allows and are then refused
-// with apperr.ResourceExhausted. Rate limiting per account and per client, which bounds who gets into the
-// line, is the identity service's job.
+// with apperr.ResourceExhausted (with a RetryAfter). New hashes (Hash: sign-ups, password changes) and
+// verifications (Verify, DummyVerify: logins) wait in separate lines of bounded length, a caller finding
+// its line full is refused at once, and new hashes may be held to a share of the slots
+// (Config.HashSlots), so that a flood of sign-ups cannot starve logins. Rate limiting per account and per
+// client, which bounds who gets into the lines, is the identity service's job.
 //
 // A login for an unknown user must cost as much as one with a wrong password, or response times reveal
 // which accounts exist: the identity service calls DummyVerify when it finds no user.
@@ -99,12 +102,21 @@ type Config struct {
 	Params Params
 	// MaxConcurrent bounds how many hashes run at once. Default runtime.NumCPU().
 	MaxConcurrent int
+	// HashSlots bounds how many of the MaxConcurrent slots Hash (new passwords: sign-ups, password
+	// changes) may hold at once; the others stay free for Verify and DummyVerify (logins). Zero means all
+	// of them; more than MaxConcurrent is an error.
+	HashSlots int
+	// MaxWaiting bounds how many callers may wait for a slot, for Hash and for Verify and DummyVerify
+	// each; a caller beyond it is refused at once. Default 8 × MaxConcurrent.
+	MaxWaiting int
 }
 
 // Hasher hashes and verifies passwords. It is safe for concurrent use.
 type Hasher struct {
 	params Params
-	sem    chan struct{}
+	// slots holds a token per running hash; hashes and verifies wait for one in their own lane.
+	slots          chan struct{}
+	hashes, checks *lane
 	// derive computes the Argon2id key; tests replace it to observe concurrency.
 	derive func(password, salt []byte, p Params) []byte
 	// dummySalt and dummyKey are what DummyVerify compares against: a hash of nothing anyone knows.
@@ -125,9 +137,19 @@ func New(cfg Config) (*Hasher, error) {
 	case cfg.MaxConcurrent == 0:
 		cfg.MaxConcurrent = runtime.NumCPU()
 	}
+	switch {
+	case cfg.HashSlots < 0 || cfg.HashSlots > cfg.MaxConcurrent:
+		return nil, fmt.Errorf("password hasher: HashSlots %d outside 0..%d", cfg.HashSlots, cfg.MaxConcurrent)
+	case cfg.MaxWaiting < 0:
+		return nil, errors.New("password hasher: negative MaxWaiting")
+	case cfg.MaxWaiting == 0:
+		cfg.MaxWaiting = 8 * cfg.MaxConcurrent
+	}
 	h := &Hasher{
 		params:    cfg.Params,
-		sem:       make(chan struct{}, cfg.MaxConcurrent),
+		slots:     make(chan struct{}, cfg.MaxConcurrent),
+		hashes:    newLane("password hashes", "too many concurrent sign-ups and password changes, try again shortly", cfg.HashSlots, cfg.MaxWaiting),
+		checks:    newLane("password checks", "too many concurrent logins, try again shortly", 0, cfg.MaxWaiting),
 		derive:    argon2idKey,
 		dummySalt: make([]byte, cfg.Params.SaltLength),
 		dummyKey:  make([]byte, cfg.Params.KeyLength),
@@ -144,14 +166,15 @@ func argon2idKey(password, salt []byte, p Params) []byte {
 // Hash returns the PHC-format Argon2id hash of password with a fresh random salt. It returns an
 // apperr.Invalid error for a password that is empty, longer than MaxLength (as Length counts: the same
 // rule as Check's, so that every password Check accepts can be hashed) or contains a NUL byte,
-// and an apperr.ResourceExhausted error when ctx ends while waiting for a free hashing slot.
+// and an apperr.ResourceExhausted error when ctx ends while waiting for a free hashing slot or too many
+// callers already wait.
 func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	if err := checkPassword(password); err != nil {
 		return "", err
 	}
 	salt := make([]byte, h.params.SaltLength)
 	rand.Read(salt)
-	key, err := h.run(ctx, []byte(password), salt, h.params)
+	key, err := h.run(ctx, h.hashes, []byte(password), salt, h.params)
 	if err != nil {
 		return "", err
 	}
@@ -164,7 +187,7 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 // just proved correct. Verify returns an apperr.Invalid error for a password Hash would refuse, an
 // apperr.Internal error for an encoded hash that is malformed or out of bounds (a corrupt or tampered
 // record; nothing is computed for it), and an apperr.ResourceExhausted error when ctx ends while waiting
-// for a free hashing slot.
+// for a free hashing slot or too many callers already wait.
 func (h *Hasher) Verify(ctx context.Context, password, encoded string) (ok, needsRehash bool, err error) {
 	if err := checkPassword(password); err != nil {
 		return false, false, err
@@ -173,7 +196,7 @@ func (h *Hasher) Verify(ctx context.Context, password, encoded string) (ok, need
 	if err != nil {
 		return false, false, apperr.Wrap(apperr.Internal, err, "internal error")
 	}
-	got, err := h.run(ctx, []byte(password), salt, p)
+	got, err := h.run(ctx, h.checks, []byte(password), salt, p)
 	if err != nil {
 		return false, false, err
 	}
@@ -191,33 +214,12 @@ func (h *Hasher) DummyVerify(ctx context.Context, password string) error {
 	if err := checkPassword(password); err != nil {
 		return err
 	}
-	got, err := h.run(ctx, []byte(password), h.dummySalt, h.params)
+	got, err := h.run(ctx, h.checks, []byte(password), h.dummySalt, h.params)
 	if err != nil {
 		return err
 	}
 	subtle.ConstantTimeCompare(got, h.dummyKey)
 	return nil
-}
-
-// run derives a key once a hashing slot is free.
-func (h *Hasher) run(ctx context.Context, password, salt []byte, p Params) ([]byte, error) {
-	// A caller whose context has already ended gets no slot, even if one is free: select would pick at
-	// random.
-	if ctx.Err() != nil {
-		return nil, tooBusy(ctx)
-	}
-	select {
-	case h.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, tooBusy(ctx)
-	}
-	defer func() { <-h.sem }()
-	return h.derive(password, salt, p), nil
-}
-
-func tooBusy(ctx context.Context) error {
-	return &apperr.Error{Code: apperr.ResourceExhausted, Message: "too many concurrent logins, try again shortly",
-		RetryAfter: retryAfter, Err: fmt.Errorf("wait for a password hashing slot: %w", context.Cause(ctx))}
 }
 
 func checkPassword(password string) error {
