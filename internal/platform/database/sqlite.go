@@ -32,7 +32,7 @@ var sqliteParams = url.Values{
 // OpenSQLite opens the SQLite database file at path, creating it when it does not exist, with WAL,
 // foreign keys and a busy timeout on every connection, and checks that it answers.
 //
-// An existing file must be a sound SQLite database: one that is empty, shorter than the SQLite header,
+// An existing file must be a sound SQLite database; one that is empty, shorter than the SQLite header,
 // lacks the SQLite magic, or fails PRAGMA quick_check is refused with an error that names the file, says
 // what is wrong and what to do, and is left untouched. (SQLite itself would take an empty file for a
 // new database, and the stores would migrate it: a lost or truncated file would silently become an
@@ -57,12 +57,15 @@ func OpenSQLite(ctx context.Context, path string) (*sql.DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	switch err := checkSQLiteFile(path); {
-	case errors.Is(err, fs.ErrNotExist):
+	err := checkSQLiteFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		if err := createSQLite(ctx, path); err != nil {
 			return nil, fmt.Errorf("open sqlite %s: create: %w", path, err)
 		}
-	case err != nil:
+		// Ours, or one that another process created meanwhile: check it all the same.
+		err = checkSQLiteFile(path)
+	}
+	if err != nil {
 		return nil, err
 	}
 	db, err := openSQLitePool(path)
@@ -100,9 +103,6 @@ const errBadSQLite = "restore it from a backup, or remove it to start with an em
 func checkSQLiteFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
 		return fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	defer f.Close()
