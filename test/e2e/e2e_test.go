@@ -435,7 +435,8 @@ func TestAdminEndpointsAndShutdown(t *testing.T) {
 		t.Fatalf("EstimateRoute: %v", err)
 	}
 
-	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/debug/pprof/": 200, "/nope": 404} {
+	// pprof is served only with --admin-pprof (internal/cli's TestServeAdminPprof turns it on).
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/debug/pprof/": 404, "/nope": 404} {
 		resp, err := http.Get("http://" + s.Admin + path)
 		if err != nil {
 			t.Fatalf("GET %s: %v", path, err)
