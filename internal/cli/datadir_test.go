@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -184,4 +185,23 @@ func getStatus(t *testing.T, url string) int {
 		t.Fatalf("read %s: %v", url, err)
 	}
 	return resp.StatusCode
+}
+
+// TestServeHelpExplainsAdminExposure checks that --help says what the admin address exposes, where,
+// and that pprof is opt-in.
+func TestServeHelpExplainsAdminExposure(t *testing.T) {
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"lastmile", "serve", "--help"}, Env{Stderr: &out}); err != nil {
+		t.Fatalf("serve --help: %v", err)
+	}
+	for _, want := range []string{
+		"plain HTTP without authentication, on every interface by default so that scrapers and probes reach it: keep it off public networks",
+		"env LASTMILE_ADMIN_ADDR, default :9091",
+		"env LASTMILE_ADMIN_PPROF, default false",
+		"locked (LOCK) while serve runs, so each process needs its own",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("serve --help lacks %q:\n%s", want, out.String())
+		}
+	}
 }
