@@ -1,16 +1,19 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 
 	"lastmile/internal/platform/tlsutil"
 )
 
-func runCerts(args []string, env Env) error {
+func runCerts(args []string, env Env) (err error) {
 	fs := newFlagSet("certs", `Create (or renew) the development CA and certificates in <data-dir>/tls: a serving certificate for
 localhost plus --tls-hosts, and one client certificate per service identity (spiffe://lastmile/<service>).
-Existing certificates that are still valid for more than 30 days are kept. serve does this on first start.`, env.Stderr)
+Existing certificates that are still valid for more than 30 days are kept. serve does this on first start.
+It takes the data directory's lock, so it refuses to run while serve uses the directory (serve reads the
+certificates only at startup: stop it, run certs, start it again).`, env.Stderr)
 	var dataDir string
 	hosts := listFlag{}
 	fs.StringVar(&dataDir, "data-dir", "./lastmile-data", "state directory")
@@ -18,6 +21,11 @@ Existing certificates that are still valid for more than 30 days are kept. serve
 	if err := fs.parse(args, env.Getenv); err != nil {
 		return err
 	}
+	lock, err := lockDataDir(dataDir, "certs", "stop it first (serve creates and renews the certificates at startup)")
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, lock.Release()) }()
 	ids := identities()
 	pki, err := tlsutil.EnsureDevPKI(filepath.Join(dataDir, "tls"), hosts, ids...)
 	if err != nil {

@@ -12,10 +12,11 @@ import (
 	"lastmile/internal/platform/database"
 )
 
-func runMigrate(ctx context.Context, args []string, env Env) error {
+func runMigrate(ctx context.Context, args []string, env Env) (err error) {
 	fs := newFlagSet("migrate", `Apply the embedded database migrations of every service that owns a store: SQLite files in --data-dir,
-or one schema per service in PostgreSQL with --database-url. Safe to run concurrently and repeatedly.
-serve also migrates at startup.`, env.Stderr)
+or one schema per service in PostgreSQL with --database-url. Safe to run repeatedly; with PostgreSQL also
+concurrently. With SQLite it takes the data directory's lock, so it refuses to run while serve (or another
+migrate) uses the directory: stop serve first, or let serve migrate at startup.`, env.Stderr)
 	var dataDir, dbURL string
 	fs.StringVar(&dataDir, "data-dir", "./lastmile-data", "state directory (SQLite files)")
 	fs.StringVar(&dbURL, "database-url", "", "postgres://... for PostgreSQL; empty for SQLite in --data-dir")
@@ -27,6 +28,15 @@ serve also migrates at startup.`, env.Stderr)
 		return err
 	}
 	db := databaseConfig{URL: dbURL, Dialect: dialect, AutoMigrate: true}
+	if dialect == database.SQLite {
+		// Migrating files that a running serve has open would change the schema under its feet. With
+		// PostgreSQL the data directory is not involved, and the migrations lock the database.
+		lock, lockErr := lockDataDir(dataDir, "migrate", "stop it first (serve migrates at startup unless --auto-migrate=false)")
+		if lockErr != nil {
+			return lockErr
+		}
+		defer func() { err = errors.Join(err, lock.Release()) }()
+	}
 	for _, m := range modules() {
 		if m.store == nil {
 			continue

@@ -24,6 +24,7 @@ import (
 	"lastmile/internal/platform/admin"
 	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/dirlock"
 	"lastmile/internal/platform/grpcclient"
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/telemetry"
@@ -35,7 +36,9 @@ import (
 type serveConfig struct {
 	DataDir                       string
 	GRPCAddr, HTTPAddr, AdminAddr string
-	Targets                       map[string]bool
+	// AdminPprof serves /debug/pprof/ on the admin address.
+	AdminPprof bool
+	Targets    map[string]bool
 	// Peers holds the --<module>-addr flags by module name: where a module that does not run here is.
 	Peers           map[string]string
 	Database        databaseConfig
@@ -101,10 +104,11 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	targets := listFlag{"all"}
 	hosts := listFlag{}
 	var level string
-	fs.StringVar(&c.DataDir, "data-dir", "./lastmile-data", "state directory: SQLite files, development CA, keys, uploads")
+	fs.StringVar(&c.DataDir, "data-dir", "./lastmile-data", "state directory: SQLite files, development CA and keys (tls/); locked (LOCK) while serve runs, so each process needs its own")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":9090", "gRPC listen address for every hosted service")
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "REST gateway listen address")
-	fs.StringVar(&c.AdminAddr, "admin-addr", ":9091", "admin listen address: /metrics, /healthz, /readyz, /debug/pprof/")
+	fs.StringVar(&c.AdminAddr, "admin-addr", ":9091", "admin listen address: /metrics, /healthz, /readyz, and /debug/pprof/ with --admin-pprof; plain HTTP without authentication, on every interface by default so that scrapers and probes reach it: keep it off public networks (bind 127.0.0.1 or a private address, or firewall it)")
+	fs.BoolVar(&c.AdminPprof, "admin-pprof", false, "serve pprof (/debug/pprof/: CPU and heap profiles, goroutine stacks) on the admin address; it reveals memory contents and costs CPU, so it is off unless asked for")
 	fs.Var(&targets, "target", "services to run: all, or a comma list of "+strings.Join(targetNames(), ","))
 	peers := map[string]*string{}
 	for _, m := range c.Modules {
@@ -215,6 +219,19 @@ func runServe(ctx context.Context, args []string, env Env) error {
 // gateway, the admin server; then everything runs until ctx ends, and stops edge first (see stop).
 func serve(ctx context.Context, cfg serveConfig, env Env) error {
 	logger := telemetry.NewLogger(env.Stderr, telemetry.LogOptions{Level: cfg.Telemetry.LogLevel, Format: cfg.Telemetry.LogFormat, Service: "lastmile"})
+	// First, before anything writes to the data directory; released last, after the databases close.
+	lock, err := lockDataDir(cfg.DataDir, "serve", "stop that process, or give this one its own --data-dir")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := lock.Release(); err != nil {
+			logger.Warn("release the data directory lock", "error", err)
+		}
+	}()
+	if !dirlock.Supported {
+		logger.Warn("this operating system has no flock: the data directory lock excludes no other process", "data_dir", cfg.DataDir)
+	}
 	registry := telemetry.NewRegistry()
 	telemetry.BuildInfo(registry, Version, commit())
 	tp, shutdownTracing, err := telemetry.SetupTracing(ctx, telemetry.TracingConfig{
@@ -288,7 +305,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		ends.HTTP = gw.Addr().String()
 	}
 
-	adm, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Registry: registry, Logger: logger, Ready: p.readyFunc(srv)})
+	adm, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Registry: registry, Logger: logger, Ready: p.readyFunc(srv), Pprof: cfg.AdminPprof})
 	if err != nil {
 		return fmt.Errorf("admin server: %w", err)
 	}

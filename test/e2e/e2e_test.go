@@ -60,7 +60,7 @@ func start(t *testing.T, extra ...string) *system {
 	return startIn(t, t.TempDir(), extra...)
 }
 
-// startIn is start with a given data directory, so that several processes can share one development CA.
+// startIn is start with a given data directory (see sharedCA for processes that share a CA).
 func startIn(t *testing.T, dataDir string, extra ...string) *system {
 	t.Helper()
 	return startEnv(t, dataDir, nil, extra...)
@@ -435,7 +435,8 @@ func TestAdminEndpointsAndShutdown(t *testing.T) {
 		t.Fatalf("EstimateRoute: %v", err)
 	}
 
-	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/debug/pprof/": 200, "/nope": 404} {
+	// pprof is served only with --admin-pprof (internal/cli's TestServeAdminPprof turns it on).
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/debug/pprof/": 404, "/nope": 404} {
 		resp, err := http.Get("http://" + s.Admin + path)
 		if err != nil {
 			t.Fatalf("GET %s: %v", path, err)
@@ -466,14 +467,39 @@ func TestAdminEndpointsAndShutdown(t *testing.T) {
 	}
 }
 
+// sharedCA returns a new data directory holding a copy of from's development CA and certificates, as each
+// replica of a deployment gets the CA in its own data directory: a data directory serves one process at a
+// time (serve locks it).
+func sharedCA(t *testing.T, from string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "tls"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(filepath.Join(from, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(from, "tls", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "tls", e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // TestSplitProcesses runs the distributed topology: two route replicas and a gateway in separate Run calls
-// (separate "processes" sharing one development CA), the gateway reaching route through a static replica
-// list over mTLS with round-robin.
+// (separate "processes", each with its own data directory, sharing one development CA), the gateway
+// reaching route through a static replica list over mTLS with round-robin.
 func TestSplitProcesses(t *testing.T) {
 	dataDir := t.TempDir()
 	r1 := startIn(t, dataDir, "--target", "route")
-	r2 := startIn(t, dataDir, "--target", "route")
-	gw := startIn(t, dataDir, "--target", "gateway", "--route-addr", r1.GRPC+","+r2.GRPC)
+	r2 := startIn(t, sharedCA(t, dataDir), "--target", "route")
+	gw := startIn(t, sharedCA(t, dataDir), "--target", "gateway", "--route-addr", r1.GRPC+","+r2.GRPC)
 	if r1.HTTP != "" || gw.GRPC != "" {
 		t.Fatalf("route-only process serves HTTP at %q or gateway-only process serves gRPC at %q; want neither", r1.HTTP, gw.GRPC)
 	}
@@ -514,7 +540,7 @@ func TestDNSTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := startIn(t, dataDir, "--target", "gateway", "--route-addr", "dns:///localhost:"+port)
+	gw := startIn(t, sharedCA(t, dataDir), "--target", "gateway", "--route-addr", "dns:///localhost:"+port)
 	code, body := postJSON(t, "http://"+gw.HTTP+"/v1/routes:estimate", `{
 		"origin": {"latitude": 48.85, "longitude": 2.35}, "destination": {"latitude": 48.86, "longitude": 2.36},
 		"transportMode": "TRANSPORT_MODE_WALKING"}`)

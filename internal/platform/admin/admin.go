@@ -1,8 +1,10 @@
 // Package admin is the operator-facing HTTP server every lastmile process exposes on its admin
-// address: Prometheus metrics, liveness and readiness probes, and pprof.
+// address: Prometheus metrics, liveness and readiness probes, and pprof when asked for.
 //
-// The admin address is for the cluster's operators and scrapers only; pprof and the metrics
-// reveal internals, so it must not be published outside the cluster.
+// The admin address is plain, unauthenticated HTTP for the cluster's operators and scrapers only:
+// the metrics reveal internals, so it must not be published outside the cluster. pprof reveals more
+// (heap contents, goroutine stacks) and lets any caller spend the process's CPU on profiles, so it
+// is off unless Config.Pprof turns it on.
 package admin
 
 import (
@@ -47,6 +49,9 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// Logger receives server errors; nil discards them.
 	Logger *slog.Logger
+	// Pprof serves the net/http/pprof handlers under /debug/pprof/ (except cmdline). Off, those
+	// paths answer 404 like any unknown path.
+	Pprof bool
 }
 
 // Server is the admin HTTP server. Create it with New, then call Serve once.
@@ -86,7 +91,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	s.srv = &http.Server{
-		Handler:           s.routes(cfg.Registry),
+		Handler:           s.routes(cfg.Registry, cfg.Pprof),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		// A CPU profile or trace runs for up to maxProfileSeconds before its body is written.
@@ -160,7 +165,7 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) routes(reg *prometheus.Registry) http.Handler {
+func (s *Server) routes(reg *prometheus.Registry, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		EnableOpenMetrics: true,
@@ -170,6 +175,9 @@ func (s *Server) routes(reg *prometheus.Registry) http.Handler {
 	}))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if !withPprof {
+		return mux
+	}
 
 	// Importing net/http/pprof also registers these handlers on http.DefaultServeMux: no lastmile
 	// server serves DefaultServeMux (never pass a nil handler to http.Server), so that copy is

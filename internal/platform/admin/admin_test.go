@@ -72,33 +72,60 @@ func do(t *testing.T, method, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-func TestRoutes(t *testing.T) {
+// route is one request to the admin server and the answer it must get.
+type route struct {
+	method, path string
+	wantCode     int
+	wantBody     string // exact, unless wantContains is set
+	wantContains bool
+}
+
+// testRegistry returns a registry with one counter at 3, for /metrics to show.
+func testRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "test_events_total", Help: "Events."})
 	c.Add(3)
 	reg.MustRegister(c)
-	_, base := start(t, admin.Config{Registry: reg})
+	return reg
+}
 
-	tests := []struct {
-		method, path string
-		wantCode     int
-		wantBody     string // exact, unless wantContains is set
-		wantContains bool
-	}{
+func TestRoutes(t *testing.T) {
+	_, base := start(t, admin.Config{Registry: testRegistry()})
+	checkRoutes(t, base, []route{
 		{"GET", "/healthz", http.StatusOK, "ok", false},
 		{"HEAD", "/healthz", http.StatusOK, "", false},
 		{"GET", "/readyz", http.StatusOK, "ok", false},
 		{"GET", "/metrics", http.StatusOK, "test_events_total 3\n", true},
+		// pprof is off by default: its paths are unknown paths.
+		{"GET", "/debug/pprof/", http.StatusNotFound, "404 page not found\n", false},
+		{"GET", "/debug/pprof/goroutine?debug=1", http.StatusNotFound, "404 page not found\n", false},
+		{"GET", "/debug/pprof/profile?seconds=1", http.StatusNotFound, "404 page not found\n", false},
+		{"GET", "/debug/pprof/cmdline", http.StatusNotFound, "404 page not found\n", false},
+		{"GET", "/", http.StatusNotFound, "404 page not found\n", false},
+		{"GET", "/nope", http.StatusNotFound, "404 page not found\n", false},
+		{"POST", "/healthz", http.StatusMethodNotAllowed, "Method Not Allowed\n", false},
+	})
+}
+
+func TestPprofRoutes(t *testing.T) {
+	_, base := start(t, admin.Config{Registry: testRegistry(), Pprof: true})
+	checkRoutes(t, base, []route{
 		{"GET", "/debug/pprof/", http.StatusOK, "Types of profiles available", true},
 		{"GET", "/debug/pprof/cmdline", http.StatusNotFound, "the command line is not served", true},
 		{"GET", "/debug/pprof/goroutine?debug=1", http.StatusOK, "goroutine profile:", true},
 		{"GET", "/debug/pprof/nope", http.StatusNotFound, "Unknown profile\n", false},
 		{"GET", "/debug/pprof/profile?seconds=61", http.StatusBadRequest, "seconds must be a number of at most 60", false},
 		{"GET", "/debug/pprof/trace?seconds=NaN", http.StatusBadRequest, "seconds must be a number of at most 60", false},
-		{"GET", "/", http.StatusNotFound, "404 page not found\n", false},
+		// The rest of the server is the same with pprof on.
+		{"GET", "/metrics", http.StatusOK, "test_events_total 3\n", true},
+		{"GET", "/healthz", http.StatusOK, "ok", false},
+		{"GET", "/readyz", http.StatusOK, "ok", false},
 		{"GET", "/nope", http.StatusNotFound, "404 page not found\n", false},
-		{"POST", "/healthz", http.StatusMethodNotAllowed, "Method Not Allowed\n", false},
-	}
+	})
+}
+
+func checkRoutes(t *testing.T, base string, tests []route) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			code, body := do(t, tt.method, base+tt.path)

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -27,8 +29,16 @@ var sqliteParams = url.Values{
 	"_txlock": {"immediate"},
 }.Encode()
 
-// OpenSQLite opens (creating if needed) the SQLite database file at path, with WAL, foreign keys and a
-// busy timeout on every connection, and checks that it answers.
+// OpenSQLite opens the SQLite database file at path, creating it when it does not exist, with WAL,
+// foreign keys and a busy timeout on every connection, and checks that it answers.
+//
+// An existing file must be a sound SQLite database; one that is empty, shorter than the SQLite header,
+// lacks the SQLite magic, or fails PRAGMA quick_check is refused with an error that names the file, says
+// what is wrong and what to do, and is left untouched. (SQLite itself would take an empty file for a
+// new database, and the stores would migrate it: a lost or truncated file would silently become an
+// empty service.) quick_check reads every page, so opening costs time in proportion to the file's size.
+// A new file is made complete under a temporary name and then linked into place, so a crash during the
+// first start never leaves an empty file at path.
 //
 // The parent directory is created with mode 0700 and the file with 0600 (SQLite gives the -wal and -shm
 // files the same mode), because stores hold password hashes and tokens.
@@ -47,23 +57,153 @@ func OpenSQLite(ctx context.Context, path string) (*sql.DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	err := checkSQLiteFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := createSQLite(ctx, path); err != nil {
+			return nil, fmt.Errorf("open sqlite %s: create: %w", path, err)
+		}
+		// Ours, or one that another process created meanwhile: check it all the same.
+		err = checkSQLiteFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	db, err := openSQLitePool(path)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	if err := checkSQLite(ctx, db); err != nil {
+		err = errors.Join(badSQLite(path, err), db.Close())
+		return nil, err
 	}
+	return db, nil
+}
+
+func openSQLitePool(path string) (*sql.DB, error) {
 	db, err := sql.Open("sqlite", path+"?"+sqliteParams)
 	if err != nil {
-		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		return nil, err
 	}
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
-	if err := checkSQLite(ctx, db); err != nil {
-		return nil, errors.Join(fmt.Errorf("open sqlite %s: %w", path, err), db.Close())
-	}
 	return db, nil
+}
+
+// sqliteMagic starts every SQLite 3 database file; the header it begins is 100 bytes long.
+const (
+	sqliteMagic      = "SQLite format 3\x00"
+	sqliteHeaderSize = 100
+)
+
+// errBadSQLite ends every error about a database file that exists but cannot be used as it is.
+const errBadSQLite = "restore it from a backup, or remove it to start with an empty database"
+
+// checkSQLiteFile checks, without writing anything, that the existing file at path can be a SQLite
+// database. It returns an error matching fs.ErrNotExist when there is no file.
+func checkSQLiteFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	var problem string
+	switch {
+	case !fi.Mode().IsRegular():
+		problem = "is not a regular file"
+	case fi.Size() == 0:
+		problem = "is empty (0 bytes)"
+	case fi.Size() < sqliteHeaderSize:
+		problem = fmt.Sprintf("is truncated (%d bytes, shorter than the %d-byte SQLite header)", fi.Size(), sqliteHeaderSize)
+	default:
+		magic := make([]byte, len(sqliteMagic))
+		if _, err := io.ReadFull(f, magic); err != nil {
+			return fmt.Errorf("open sqlite %s: read header: %w", path, err)
+		}
+		if string(magic) != sqliteMagic {
+			problem = "is not a SQLite database (it does not start with the SQLite header)"
+		}
+	}
+	if problem != "" {
+		return fmt.Errorf("open sqlite %s: the file %s; %s", path, problem, errBadSQLite)
+	}
+	return nil
+}
+
+// badSQLite turns SQLite's verdict that a file is corrupt or not a database into the same advice as
+// checkSQLiteFile's; other errors are wrapped as they are.
+func badSQLite(path string, err error) error {
+	var coded interface{ Code() int }
+	if errors.As(err, &coded) {
+		switch coded.Code() & 0xff { // the primary result code, without the extended bits
+		case sqliteCorrupt, sqliteNotADB:
+			return fmt.Errorf("open sqlite %s: the file is damaged (%w); %s", path, err, errBadSQLite)
+		}
+	}
+	var damaged *integrityError
+	if errors.As(err, &damaged) {
+		return fmt.Errorf("open sqlite %s: the file fails its integrity check (%w); %s", path, err, errBadSQLite)
+	}
+	return fmt.Errorf("open sqlite %s: %w", path, err)
+}
+
+// SQLite's primary result codes for a damaged file and for a file that is not a database.
+const (
+	sqliteCorrupt = 11
+	sqliteNotADB  = 26
+)
+
+// integrityError is what PRAGMA quick_check found wrong.
+type integrityError struct{ report string }
+
+func (e *integrityError) Error() string { return "PRAGMA quick_check: " + e.report }
+
+// createSQLite makes a new database at path, which must not exist: it initializes one (WAL, so the
+// header is written) under a temporary name in the same directory and links it into place, so path
+// never holds a half-made file. If another process created path meanwhile, its file is kept.
+func createSQLite(ctx context.Context, path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*")
+	if err != nil {
+		return err
+	}
+	tmpPath := tmp.Name()
+	// CreateTemp makes the file 0600, the mode the database keeps.
+	defer os.Remove(tmpPath)
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	db, err := openSQLitePool(tmpPath)
+	if err != nil {
+		return err
+	}
+	// Switching to WAL writes the header; closing the last connection checkpoints and removes the
+	// temporary -wal and -shm files.
+	if err := errors.Join(checkSQLite(ctx, db), db.Close()); err != nil {
+		return err
+	}
+	if err := syncFile(tmpPath); err != nil {
+		return err
+	}
+	if err := os.Link(tmpPath, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		// Some file systems have no hard links; rename is atomic too, at the price of replacing a
+		// file created since the check above.
+		if err := os.Rename(tmpPath, path); err != nil {
+			return err
+		}
+	}
+	return syncFile(filepath.Dir(path))
+}
+
+// syncFile flushes a file or a directory (the new name in it) to stable storage.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return errors.Join(f.Sync(), f.Close())
 }
 
 func checkSQLitePath(path string) error {
@@ -79,8 +219,9 @@ func checkSQLitePath(path string) error {
 	return nil
 }
 
-// checkSQLite pings db and verifies the WAL switch took: SQLite silently keeps the old journal mode
-// on file systems that cannot share memory between processes (some network mounts).
+// checkSQLite pings db, verifies the WAL switch took (SQLite silently keeps the old journal mode on
+// file systems that cannot share memory between processes, such as some network mounts) and runs
+// PRAGMA quick_check, which returns an *integrityError when it finds damage.
 func checkSQLite(ctx context.Context, db *sql.DB) error {
 	if err := db.PingContext(ctx); err != nil {
 		return err
@@ -92,5 +233,30 @@ func checkSQLite(ctx context.Context, db *sql.DB) error {
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("journal mode is %q, want wal", mode)
 	}
-	return nil
+	return quickCheck(ctx, db)
+}
+
+// quickCheck runs PRAGMA quick_check, which answers one row "ok" or rows describing the damage (up to
+// 100), and may also fail outright on a badly damaged file.
+func quickCheck(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, "PRAGMA quick_check")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var report []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return err
+		}
+		report = append(report, line)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(report) == 1 && report[0] == "ok" {
+		return nil
+	}
+	return &integrityError{report: strings.Join(report, "; ")}
 }
