@@ -49,8 +49,10 @@ type StreamLimit struct {
 	// Total bounds the streams open on the method at once, all callers together.
 	Total int
 	// Idle ends a stream on which the client has sent no message for this long, counting from the
-	// stream's start or its last message: a location stream opened and never fed, say. Only for methods
-	// whose clients stream (client or bidirectional); 0 never ends a stream for this.
+	// stream's start or the last message the handler received: a location stream opened and never fed,
+	// say. It is counted from the handler's receipt, so a handler that pauses between receives must allow
+	// for its own pauses in D. Only for methods whose clients stream (client or bidirectional); 0 never
+	// ends a stream for this.
 	Idle time.Duration
 	// HalfClosedIdle ends a stream the client has half-closed (it said it sends nothing more) once the
 	// server, too, has sent nothing for this long since the half-close or its last message: a listener
@@ -245,7 +247,7 @@ func (c *chain) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		return handler(srv, ss)
 	}
 	is := newIdleStream(ss, lim, l.clock)
-	defer is.cancel()
+	defer is.finish() // also when the handler panics: the timer and the receiver must not outlive it
 	err := handler(srv, is)
 	if reason := is.finish(); reason != "" {
 		l.idled.WithLabelValues(method).Inc()
@@ -425,15 +427,18 @@ func (s *idleStream) check(gen int) {
 	s.cancel()
 }
 
-// finish stops the timer and the receiver once the handler has returned, and says why the stream was
-// ended, "" when it was not for idleness.
+// finish stops the timer, the receiver and the context once the handler has returned, and says why the
+// stream was ended, "" when it was not for idleness. Calls after the first only say why.
 func (s *idleStream) finish() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.done = true
-	if s.stop != nil {
-		s.stop()
+	if !s.done {
+		s.done = true
+		if s.stop != nil {
+			s.stop()
+		}
+		close(s.finished)
+		s.cancel()
 	}
-	close(s.finished)
 	return s.idle
 }

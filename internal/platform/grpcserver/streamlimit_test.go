@@ -3,6 +3,7 @@ package grpcserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -381,4 +382,27 @@ func metricValues(t *testing.T, reg *prometheus.Registry, name, label string) ma
 		}
 	}
 	return out
+}
+
+func TestStreamLimitSurvivesAPanickingHandler(t *testing.T) {
+	clock := grpcserver.NewFakeClock()
+	cfg := grpcserver.Config{
+		Policy:  policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		Streams: map[string]grpcserver.StreamLimit{inputCall: {PerCaller: 1, Idle: time.Minute}},
+	}
+	grpcserver.UseClock(&cfg, clock)
+	svc := &testService{onCall: func(context.Context) { panic("boom") }}
+	_, conn := startServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
+	client := testgrpc.NewTestServiceClient(conn)
+	for i := range 2 { // the second stream proves the first one's slot was released
+		stream, err := client.StreamingInputCall(callCtx(t))
+		if err != nil {
+			t.Fatalf("StreamingInputCall() = %v", err)
+		}
+		_, err = stream.CloseAndRecv()
+		wantStatus(t, fmt.Sprintf("stream %d to a panicking handler", i+1), err, codes.Internal, "internal error")
+	}
+	if n := clock.Timers(); n != 0 {
+		t.Errorf("idle timers after the handlers panicked = %d, want 0", n)
+	}
 }
