@@ -340,4 +340,3 @@ func TestHourTurnUpdatesAvailableNow(t *testing.T) {
 		t.Errorf("after the hour turned: %+v, want one STATUS event with available now", evs)
 	}
 }
-
