@@ -26,9 +26,20 @@ func courierModule() *module {
 		services: []grpcService{{name: courierv1.CourierService_ServiceDesc.ServiceName, rest: courierv1.RegisterCourierServiceHandler, needsStore: true}},
 		peers:    []string{identityv1.UserService_ServiceDesc.ServiceName},
 		policy:   couriergrpc.Policy,
+		streams:  courierStreams,
 		store:    &storeDecl{SQLite: couriersqlite.Migrations(), Postgres: courierpg.Migrations()},
 		start:    startCourier,
 	}
+}
+
+// courierStreams bounds the courier service's streams. Every watch holds a pending event per courier it
+// follows and is visited by every accepted fix, so watches are few: dashboards and dispatch. A courier app
+// reports over one stream, with room for a reconnect that overlaps the old stream; a stream that sends no
+// fix for two minutes (an app that opened it and went quiet) is ended, and the app opens a new one when it
+// has fixes again.
+var courierStreams = map[string]grpcserver.StreamLimit{
+	courierv1.CourierService_WatchCouriers_FullMethodName:   {PerCaller: 8, Total: 256},
+	courierv1.CourierService_ReportLocations_FullMethodName: {PerCaller: 4, Total: 8192, Idle: 2 * time.Minute},
 }
 
 // startCourier opens the courier store, warms the live state (positions, claims) from it, registers the

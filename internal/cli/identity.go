@@ -59,8 +59,9 @@ func identityModule() *module {
 			{name: identityv1.UserService_ServiceDesc.ServiceName, rest: identityv1.RegisterUserServiceHandler, needsStore: true},
 			{name: identityv1.AuthService_ServiceDesc.ServiceName, rest: identityv1.RegisterAuthServiceHandler},
 		},
-		policy: identitygrpc.Policy,
-		store:  &storeDecl{SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations()},
+		policy:  identitygrpc.Policy,
+		streams: identityStreams,
+		store:   &storeDecl{SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations()},
 		flags: func(fs *flagSet) {
 			fs.DurationVar(&cfg.KeyRotation, "key-rotation", 24*time.Hour, "rotate the token signing key this often (0: only by hand); old keys stay published until their tokens expire")
 			fs.StringVar(&cfg.AdminEmail, "admin-email", "", "email of the admin account created on first start (its password: LASTMILE_ADMIN_PASSWORD, else generated and printed once)")
@@ -98,6 +99,17 @@ func identityModule() *module {
 			return startIdentity(ctx, p, srv, cfg)
 		},
 	}
+}
+
+// identityStreams bounds the identity service's streams. UserActivity is a dashboard's live feed: a few
+// per user (browser tabs), and a client that half-closed it and hears nothing for a minute is ended, since
+// it can no longer change what it follows. StreamUsers and BulkCreateUsers are admin exports and imports
+// that hold a database cursor or the password hasher: two at a time per admin, and an import that stops
+// sending items for a minute is ended.
+var identityStreams = map[string]grpcserver.StreamLimit{
+	identityv1.UserService_UserActivity_FullMethodName:    {PerCaller: 4, Total: 1024, HalfClosedIdle: time.Minute},
+	identityv1.UserService_StreamUsers_FullMethodName:     {PerCaller: 2, Total: 16},
+	identityv1.UserService_BulkCreateUsers_FullMethodName: {PerCaller: 2, Total: 16, Idle: time.Minute},
 }
 
 // startIdentity opens the identity store and keys, registers the service, publishes the keys to this

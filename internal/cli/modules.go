@@ -43,6 +43,9 @@ type module struct {
 	peers []string
 	// policy returns the authorization rules of its methods.
 	policy func() auth.Policy
+	// streams bounds its streaming methods, by full method name: open streams per caller and in total,
+	// and idle timeouts. A streaming method it leaves out still gets grpcserver's default caps.
+	streams map[string]grpcserver.StreamLimit
 	// store declares its database; nil for a stateless service.
 	store *storeDecl
 	// flags registers its own flags, each with its LASTMILE_* variable; nil when it has none.
@@ -108,6 +111,18 @@ func policy() auth.Policy {
 		maps.Copy(p, m.policy())
 	}
 	return p
+}
+
+// streamLimits returns the stream limits of the modules this process serves: the gRPC server refuses a
+// limit of a method it does not serve.
+func streamLimits(mods []*module, targets map[string]bool) map[string]grpcserver.StreamLimit {
+	out := map[string]grpcserver.StreamLimit{}
+	for _, m := range mods {
+		if targets[m.name] {
+			maps.Copy(out, m.streams)
+		}
+	}
+	return out
 }
 
 // identities returns the service identities the development PKI issues client certificates for: every

@@ -273,6 +273,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 			ReadinessInterval: cfg.GRPC.ReadinessInterval,
 			RateLimit:         grpcserver.RateLimit{RPS: cfg.GRPC.RateLimitRPS, Burst: cfg.GRPC.RateLimitBurst},
 			Policy:            policy(),
+			Streams:           streamLimits(cfg.Modules, cfg.Targets),
 			Authenticator:     &grpcauth.ServiceAuthenticator{Verifier: verifier},
 			Logger:            logger,
 			Registerer:        registry,

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"lastmile/internal/geo"
-	"lastmile/internal/platform/apperr"
-	"lastmile/internal/platform/auth"
 )
 
 // Change says what changed in an Event.
@@ -50,22 +48,12 @@ type WatchFilter struct {
 // MaxWatchIDs bounds WatchFilter.CourierIDs.
 const MaxWatchIDs = 100
 
-// Watch limits. Every watch holds a pending event per courier it follows and is visited by every accepted
-// fix, so the number of open watches is bounded per caller and in all.
-const (
-	// MaxWatchesPerCaller bounds the open watches of one principal (user or service).
-	MaxWatchesPerCaller = 8
-	// MaxWatches bounds the open watches of the service.
-	MaxWatches = 256
-)
-
 // Watch is one subscriber to courier changes. Publishing never waits for it: each watch keeps at most one
 // pending event per courier (a newer event replaces the older one's state and merges its changes) and a
 // one-slot notification channel, so a watch that does not read holds memory bounded by the number of
 // couriers and costs publishers one map update.
 type Watch struct {
 	b      *broadcaster
-	caller string
 	bounds *Box
 	ids    map[string]bool
 
@@ -93,10 +81,8 @@ func (s *Service) Watch(ctx context.Context, f WatchFilter) (*Watch, error) {
 	if len(f.CourierIDs) > MaxWatchIDs {
 		v.add("courier_ids", fmt.Sprintf("must list at most %d ids", MaxWatchIDs))
 	}
-	p := auth.FromContext(ctx)
 	w := &Watch{
 		b:       s.watch,
-		caller:  p.Kind.String() + ":" + p.Subject,
 		pending: make(map[string]*Event),
 		inside:  make(map[string]bool),
 		notify:  make(chan struct{}, 1),
@@ -224,45 +210,33 @@ func (w *Watch) shut() {
 	close(w.notify)
 }
 
-// broadcaster fans events out to watches.
+// broadcaster fans events out to watches. It does not bound their number: the transport does, per caller
+// and in all (the stream limits of WatchCouriers, configured where the service is wired).
 type broadcaster struct {
-	mu       sync.RWMutex
-	watches  map[*Watch]struct{}
-	byCaller map[string]int
-	closed   bool
+	mu      sync.RWMutex
+	watches map[*Watch]struct{}
+	closed  bool
 }
 
 func newBroadcaster() *broadcaster {
-	return &broadcaster{watches: make(map[*Watch]struct{}), byCaller: make(map[string]int)}
+	return &broadcaster{watches: make(map[*Watch]struct{})}
 }
 
-// add registers w, or refuses it when the service is closing or a watch limit is reached.
+// add registers w, or refuses it when the service is closing.
 func (b *broadcaster) add(w *Watch) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch {
-	case b.closed:
+	if b.closed {
 		return errClosed
-	case b.byCaller[w.caller] >= MaxWatchesPerCaller:
-		return apperr.Errorf(apperr.ResourceExhausted, "too many open watches: at most %d per caller", MaxWatchesPerCaller)
-	case len(b.watches) >= MaxWatches:
-		return apperr.Errorf(apperr.ResourceExhausted, "too many open watches; try again later")
 	}
 	b.watches[w] = struct{}{}
-	b.byCaller[w.caller]++
 	return nil
 }
 
 func (b *broadcaster) remove(w *Watch) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if _, ok := b.watches[w]; !ok {
-		return
-	}
 	delete(b.watches, w)
-	if b.byCaller[w.caller]--; b.byCaller[w.caller] <= 0 {
-		delete(b.byCaller, w.caller)
-	}
 }
 
 // publish offers events to every watch. It never blocks on a watch.
@@ -287,7 +261,6 @@ func (b *broadcaster) close() {
 		ws = append(ws, w)
 	}
 	clear(b.watches)
-	clear(b.byCaller)
 	b.closed = true
 	b.mu.Unlock()
 	for _, w := range ws {

@@ -340,38 +340,3 @@ func TestHourTurnUpdatesAvailableNow(t *testing.T) {
 		t.Errorf("after the hour turned: %+v, want one STATUS event with available now", evs)
 	}
 }
-
-// TestWatchLimits checks that one caller cannot open watches without bound: each watch holds an event
-// per courier and is visited by every accepted fix.
-func TestWatchLimits(t *testing.T) {
-	f := newFixture(t, courier.Options{})
-	ctx := testContext(t)
-	var open []*courier.Watch
-	for i := range courier.MaxWatchesPerCaller {
-		w, err := f.svc.Watch(dispatcherCtx(ctx), courier.WatchFilter{})
-		if err != nil {
-			t.Fatalf("watch %d of %d: %v", i+1, courier.MaxWatchesPerCaller, err)
-		}
-		open = append(open, w)
-	}
-	_, err := f.svc.Watch(dispatcherCtx(ctx), courier.WatchFilter{})
-	if got := apperr.CodeOf(err); got != apperr.ResourceExhausted {
-		t.Fatalf("watch %d by the same caller: code %q (%v), want %q", courier.MaxWatchesPerCaller+1, got, err, apperr.ResourceExhausted)
-	}
-	// Another caller has a budget of its own.
-	other, err := f.svc.Watch(adminCtx(ctx), courier.WatchFilter{})
-	if err != nil {
-		t.Fatalf("watch by another caller: %v", err)
-	}
-	other.Close()
-	// Closing a watch frees its slot.
-	open[0].Close()
-	w, err := f.svc.Watch(dispatcherCtx(ctx), courier.WatchFilter{})
-	if err != nil {
-		t.Fatalf("watch after closing one: %v", err)
-	}
-	w.Close()
-	for _, w := range open[1:] {
-		w.Close()
-	}
-}

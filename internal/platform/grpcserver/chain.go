@@ -51,6 +51,7 @@ const (
 	stageAuthentication = "authentication"
 	stageAuthorization  = "authorization"
 	stageRateLimit      = "rate_limit"
+	stageStreamLimit    = "stream_limit"
 	stageValidation     = "validation"
 )
 
@@ -61,6 +62,7 @@ type chain struct {
 	authn     grpcauth.Authenticator
 	policy    auth.Policy
 	limiter   *rateLimiter // nil when rate limiting is off
+	streams   *streamLimiter
 	validator protovalidate.Validator
 }
 
@@ -85,6 +87,7 @@ func (c *chain) stages() []stage {
 		around(stageAuthentication, c.authenticate),
 		around(stageAuthorization, c.authorize),
 		around(stageRateLimit, c.rateLimit),
+		{stageStreamLimit, passUnary, c.limitStream},
 		{stageValidation, c.validateUnary, c.validateStream},
 	}
 }

@@ -30,7 +30,7 @@ import (
 // wantStages is the documented order of the chain, outermost first, followed by the handler.
 var wantStages = []string{
 	"request_id", "metrics", "logging", "errors", "recovery",
-	"authentication", "authorization", "rate_limit", "validation", "handler",
+	"authentication", "authorization", "rate_limit", "stream_limit", "validation", "handler",
 }
 
 func TestChainOrder(t *testing.T) {

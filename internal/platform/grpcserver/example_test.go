@@ -115,3 +115,51 @@ func ExampleServer_AddReadiness() {
 	// route database unreachable
 	// <nil> <nil>
 }
+
+// Stream limits are declared per method. Here the health service's Watch stream is capped at one per
+// caller: a client's second watch is refused while its first stays open.
+func ExampleStreamLimit() {
+	srv, err := grpcserver.New(grpcserver.Config{
+		Addr:    "127.0.0.1:0",
+		Streams: map[string]grpcserver.StreamLimit{"/grpc.health.v1.Health/Watch": {PerCaller: 1, Total: 100}},
+		Logger:  slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	health := healthpb.NewHealthClient(conn)
+	for range 2 {
+		watch, err := health.Watch(callCtx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		if resp, err := watch.Recv(); err != nil {
+			fmt.Println(status.Code(err), status.Convert(err).Message())
+		} else {
+			fmt.Println(resp.GetStatus())
+		}
+	}
+
+	cancel()
+	conn.Close()
+	stop()
+	fmt.Println(<-served)
+	// Output:
+	// SERVING
+	// ResourceExhausted too many open streams of Watch: at most 1 per caller
+	// <nil>
+}

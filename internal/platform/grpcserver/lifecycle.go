@@ -145,7 +145,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			methods = append(methods, "/"+name+"/"+m.Name)
 		}
 	}
-	if err := s.policy.Check(methods); err != nil {
+	err := s.policy.Check(methods)
+	if err == nil {
+		err = s.streams.checkMethods(services)
+	}
+	if err != nil {
 		s.stopOnce.Do(func() {
 			close(s.stopping)
 			s.grpc.Stop()

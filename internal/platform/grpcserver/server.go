@@ -19,15 +19,19 @@
 //  6. authentication — the Authenticator establishes the auth.Principal;
 //  7. authorization — the auth.Policy admits or refuses the principal for the method;
 //  8. rate limiting — a token bucket per principal; ResourceExhausted with RetryInfo when empty;
-//  9. validation — protovalidate rules of every request message (each received message of a stream);
+//  9. stream limits — each streaming method's open streams are bounded per caller and in total
+//     (Config.Streams, defaults for the rest); ResourceExhausted over a cap; idle streams are ended with
+//     DeadlineExceeded; unary calls pass;
+//  10. validation — protovalidate rules of every request message (each received message of a stream);
 //     InvalidArgument with errdetails.BadRequest field violations;
-//  10. the handler.
+//  11. the handler.
 //
 // The order is deliberate. Everything that can fail runs inside error mapping, so callers only ever see
 // mapped statuses, and inside logging and metrics, so that every refusal is counted and logged with its
 // final code. Recovery sits inside error mapping so that a panic is reported as a plain Internal error.
 // Unauthenticated and forbidden calls never reach the rate limiter's per-principal buckets, the validator
-// or the handler; validation runs last so that an anonymous caller learns nothing about request rules.
+// or the handler; stream limits count slots by the authenticated caller and only for admitted calls (a
+// refused caller holds none); validation runs last so that an anonymous caller learns nothing about request rules.
 // Tracing is not an interceptor: the OpenTelemetry stats handler (otelgrpc) wraps the whole chain, so
 // spans cover it and every stage (and log line) sees the trace id.
 //
@@ -143,6 +147,11 @@ type Config struct {
 	ReadinessInterval time.Duration
 	// RateLimit limits calls per principal. The zero value disables it.
 	RateLimit RateLimit
+	// Streams bounds streaming methods, by full method name ("/lastmile.courier.v1.CourierService/
+	// WatchCouriers"). A streaming method without an entry still gets the default caps
+	// (DefaultStreamsPerCaller, DefaultStreamsTotal) and no idle timeout. Serve refuses to start when an
+	// entry names a method that is not a served stream, or an idle timeout its kind cannot honour.
+	Streams map[string]StreamLimit
 
 	// Policy decides who may call each method. Every registered method needs a rule; health and
 	// reflection are public automatically.
@@ -160,6 +169,8 @@ type Config struct {
 
 	// observe, when set, is called as each stage of the chain sees a call (tests only; see export_test.go).
 	observe func(method, stage string)
+	// clock, when set, replaces the time of the stream limiter's idle timeouts (tests only).
+	clock clock
 }
 
 // RateLimit configures the per-principal token bucket. Callers are keyed by principal: users by id,
@@ -183,6 +194,7 @@ type Server struct {
 	health  *health.Server
 	metrics *grpcprom.ServerMetrics
 	policy  auth.Policy
+	streams *streamLimiter
 	logger  *slog.Logger
 
 	calls *openCalls
@@ -227,6 +239,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grpc server: %w", err)
 	}
+	streams, err := newStreamLimiter(cfg.Streams, cfg.clock, cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("grpc server: %w", err)
+	}
 	authn := cfg.Authenticator
 	if authn == nil {
 		authn = &grpcauth.ServiceAuthenticator{}
@@ -247,7 +263,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 
-	s := &Server{cfg: cfg, lis: lis, health: health.NewServer(), metrics: metrics, policy: policy, logger: logger,
+	s := &Server{cfg: cfg, lis: lis, health: health.NewServer(), metrics: metrics, policy: policy, streams: streams, logger: logger,
 		calls: newOpenCalls(), served: make(chan struct{}), stopping: make(chan struct{}), stopped: make(chan struct{})}
 	c := &chain{
 		logger:    logger,
@@ -255,6 +271,7 @@ func New(cfg Config) (*Server, error) {
 		authn:     authn,
 		policy:    policy,
 		limiter:   limiter,
+		streams:   streams,
 		validator: validator,
 	}
 	unary, stream := c.interceptors(cfg.observe)

@@ -1,0 +1,444 @@
+package grpcserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/telemetry"
+)
+
+// Defaults of StreamLimit's zero fields: every streaming method is bounded, configured or not.
+const (
+	DefaultStreamsPerCaller = 16
+	DefaultStreamsTotal     = 1024
+)
+
+// healthWatch is the health service's streaming method. Health-checking clients open one watch per
+// connection and service, and refusing one takes this server out of that client's rotation, so its
+// built-in limit is generous; it is a limit all the same.
+const healthWatch = healthPrefix + "Watch"
+
+// healthWatchLimit is healthWatch's limit unless Config.Streams sets one.
+var healthWatchLimit = StreamLimit{PerCaller: 256, Total: 4096}
+
+// StreamLimit bounds the open streams of one streaming method (client, server or bidirectional) and ends
+// its idle ones. Zero fields take the defaults: DefaultStreamsPerCaller, DefaultStreamsTotal, and no idle
+// timeouts.
+//
+// A stream over either cap is refused before its handler runs, with ResourceExhausted. An idle stream is
+// ended with DeadlineExceeded (its idle deadline passed; a caller that cancels sees Canceled instead, and
+// Internal stays reserved for the server's own failures), whatever its handler then returns.
+type StreamLimit struct {
+	// PerCaller bounds the streams one caller has open on the method at once. Callers are keyed like
+	// the rate limit: users by id, services by name, anonymous callers by client address
+	// (grpcauth.ClientKey).
+	PerCaller int
+	// Total bounds the streams open on the method at once, all callers together.
+	Total int
+	// Idle ends a stream on which the client has sent no message for this long, counting from the
+	// stream's start or the last message the handler received: a location stream opened and never fed,
+	// say. It is counted from the handler's receipt, so a handler that pauses between receives must allow
+	// for its own pauses in D. Only for methods whose clients stream (client or bidirectional); 0 never
+	// ends a stream for this.
+	Idle time.Duration
+	// HalfClosedIdle ends a stream the client has half-closed (it said it sends nothing more) once the
+	// server, too, has sent nothing for this long since the half-close or its last message: a listener
+	// that stopped talking and gets nothing to hear. It needs a handler that reads until the client's EOF,
+	// so it is only for bidirectional methods; 0 never ends a stream for this.
+	HalfClosedIdle time.Duration
+}
+
+// withDefaults returns l with its zero caps replaced by the defaults.
+func (l StreamLimit) withDefaults() StreamLimit {
+	setDefault(&l.PerCaller, DefaultStreamsPerCaller)
+	setDefault(&l.Total, DefaultStreamsTotal)
+	return l
+}
+
+// check reports what is wrong with l, for method.
+func (l StreamLimit) check(method string) error {
+	switch {
+	case l.PerCaller < 0 || l.Total < 0:
+		return fmt.Errorf("stream limit of %s: negative cap", method)
+	case l.Idle < 0 || l.HalfClosedIdle < 0:
+		return fmt.Errorf("stream limit of %s: negative idle timeout", method)
+	case l.PerCaller > 0 && l.Total > 0 && l.PerCaller > l.Total:
+		return fmt.Errorf("stream limit of %s: PerCaller %d exceeds Total %d", method, l.PerCaller, l.Total)
+	}
+	return nil
+}
+
+// clock is the time of the stream limiter, replaced in tests (see export_test.go).
+type clock interface {
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine after d; stop prevents that if it has not happened yet.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) AfterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+
+// streamLimiter enforces the StreamLimits of a server: it counts open streams per method and caller, and
+// watches the idle timeouts.
+type streamLimiter struct {
+	limits map[string]StreamLimit // with defaults applied
+	clock  clock
+
+	open    *prometheus.GaugeVec
+	refused *prometheus.CounterVec
+	idled   *prometheus.CounterVec
+
+	mu      sync.Mutex
+	methods map[string]*openStreams
+}
+
+// openStreams counts the open streams of one method.
+type openStreams struct {
+	total    int
+	byCaller map[string]int
+}
+
+// newStreamLimiter checks limits and returns the limiter, with its metrics registered with reg.
+func newStreamLimiter(limits map[string]StreamLimit, clk clock, reg prometheus.Registerer) (*streamLimiter, error) {
+	l := &streamLimiter{limits: map[string]StreamLimit{healthWatch: healthWatchLimit}, clock: clk, methods: map[string]*openStreams{}}
+	if l.clock == nil {
+		l.clock = realClock{}
+	}
+	for method, lim := range limits {
+		if err := lim.check(method); err != nil {
+			return nil, err
+		}
+		l.limits[method] = lim.withDefaults()
+	}
+	var err error
+	if l.open, err = telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "lastmile_grpc_server_open_streams",
+		Help: "Streams open on the server, by method.",
+	}, []string{"grpc_method"})); err != nil {
+		return nil, fmt.Errorf("register stream metrics: %w", err)
+	}
+	if l.refused, err = telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lastmile_grpc_server_stream_refusals_total",
+		Help: "Streams refused for a stream limit, by method and by the cap reached (caller or total).",
+	}, []string{"grpc_method", "cap"})); err != nil {
+		return nil, fmt.Errorf("register stream metrics: %w", err)
+	}
+	if l.idled, err = telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lastmile_grpc_server_streams_idle_closed_total",
+		Help: "Streams the server ended because they were idle, by method.",
+	}, []string{"grpc_method"})); err != nil {
+		return nil, fmt.Errorf("register stream metrics: %w", err)
+	}
+	return l, nil
+}
+
+// limit returns method's limit.
+func (l *streamLimiter) limit(method string) StreamLimit {
+	if lim, ok := l.limits[method]; ok {
+		return lim
+	}
+	return StreamLimit{}.withDefaults()
+}
+
+// checkMethods refuses limits that name a method the server does not serve as a stream, or an idle
+// timeout the method's kind cannot honour: a typo must not leave a method at the defaults unnoticed.
+func (l *streamLimiter) checkMethods(services map[string]grpc.ServiceInfo) error {
+	kinds := map[string]grpc.MethodInfo{}
+	for name, info := range services {
+		for _, m := range info.Methods {
+			kinds["/"+name+"/"+m.Name] = m
+		}
+	}
+	var problems []string
+	for method, lim := range l.limits {
+		m, ok := kinds[method]
+		switch {
+		case method == healthWatch:
+		case !ok:
+			problems = append(problems, method+" is not served")
+		case !m.IsClientStream && !m.IsServerStream:
+			problems = append(problems, method+" is not a streaming method")
+		case lim.Idle > 0 && !m.IsClientStream:
+			problems = append(problems, method+": Idle needs a method whose client streams")
+		case lim.HalfClosedIdle > 0 && !(m.IsClientStream && m.IsServerStream):
+			problems = append(problems, method+": HalfClosedIdle needs a bidirectional method")
+		}
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return fmt.Errorf("stream limits: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// acquire takes a slot of method for caller, or returns an apperr.ResourceExhausted error.
+func (l *streamLimiter) acquire(method, caller string, lim StreamLimit) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.methods[method]
+	if m == nil {
+		m = &openStreams{byCaller: map[string]int{}}
+		l.methods[method] = m
+	}
+	switch {
+	case m.byCaller[caller] >= lim.PerCaller:
+		l.refused.WithLabelValues(method, "caller").Inc()
+		return &apperr.Error{Code: apperr.ResourceExhausted,
+			Message: fmt.Sprintf("too many open streams of %s: at most %d per caller", methodName(method), lim.PerCaller),
+			Err:     fmt.Errorf("%s has %d streams of %s open", caller, m.byCaller[caller], method)}
+	case m.total >= lim.Total:
+		l.refused.WithLabelValues(method, "total").Inc()
+		return &apperr.Error{Code: apperr.ResourceExhausted,
+			Message: fmt.Sprintf("too many open streams of %s; try again later", methodName(method)),
+			Err:     fmt.Errorf("%d streams of %s open", m.total, method)}
+	}
+	m.byCaller[caller]++
+	m.total++
+	l.open.WithLabelValues(method).Inc()
+	return nil
+}
+
+// release gives back a slot that acquire took.
+func (l *streamLimiter) release(method, caller string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.methods[method]
+	if m.byCaller[caller]--; m.byCaller[caller] <= 0 {
+		delete(m.byCaller, caller)
+	}
+	m.total--
+	l.open.WithLabelValues(method).Dec()
+}
+
+// methodName is the short name of a full method name: "WatchCouriers" for
+// "/lastmile.courier.v1.CourierService/WatchCouriers".
+func methodName(full string) string {
+	return full[strings.LastIndexByte(full, '/')+1:]
+}
+
+// limitStream is the stream limit stage: it holds a slot of the method for the caller while the handler
+// runs, and ends the stream when it goes idle. Unary calls pass through.
+func (c *chain) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	l := c.streams
+	method := info.FullMethod
+	lim := l.limit(method)
+	caller := rateKey(ss.Context(), auth.FromContext(ss.Context()))
+	if err := l.acquire(method, caller, lim); err != nil {
+		return err
+	}
+	defer l.release(method, caller)
+	if lim.Idle == 0 && lim.HalfClosedIdle == 0 {
+		return handler(srv, ss)
+	}
+	is := newIdleStream(ss, lim, l.clock)
+	defer is.finish() // also when the handler panics: the timer and the receiver must not outlive it
+	err := handler(srv, is)
+	if reason := is.finish(); reason != "" {
+		l.idled.WithLabelValues(method).Inc()
+		return status.Error(codes.DeadlineExceeded, "stream idle: "+reason)
+	}
+	return err
+}
+
+// passUnary is the unary form of stages that only concern streams.
+func passUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(ctx, req)
+}
+
+// idleStream is a server stream that records when the client last sent, when it half-closed and when the
+// server last sent, and ends the stream once it has been idle for its limit.
+//
+// Ending a stream takes two things, since grpc-go offers a handler no way to reset its stream: the
+// handler's context is canceled, for handlers that wait on it, and RecvMsg returns at once, for handlers
+// that wait for the client. RecvMsg therefore receives on a goroutine of its own (one per stream, fed
+// through a channel), so that a wait for the client can be abandoned; the abandoned receive ends when the
+// stream does, right after the handler returns.
+type idleStream struct {
+	grpc.ServerStream
+	ctx    context.Context
+	cancel context.CancelFunc
+	lim    StreamLimit
+	clock  clock
+
+	recvs    chan any      // messages for the receiver goroutine to receive into
+	results  chan error    // its results; one at most is outstanding
+	idled    chan struct{} // closed when the stream is ended for idleness
+	finished chan struct{} // closed when the handler has returned
+
+	mu         sync.Mutex
+	lastRecv   time.Time
+	lastSend   time.Time
+	halfClosed time.Time // zero until the client half-closes
+	stop       func() bool
+	gen        int    // counts the timers armed; only the latest one's check counts
+	idle       string // why the stream was ended; empty while it is not
+	done       bool
+}
+
+// newIdleStream wraps ss, arms its first idle timer and starts its receiver.
+func newIdleStream(ss grpc.ServerStream, lim StreamLimit, clk clock) *idleStream {
+	ctx, cancel := context.WithCancel(ss.Context())
+	s := &idleStream{ServerStream: ss, ctx: ctx, cancel: cancel, lim: lim, clock: clk,
+		recvs: make(chan any), results: make(chan error, 1), idled: make(chan struct{}), finished: make(chan struct{})}
+	s.mu.Lock()
+	s.lastRecv = clk.Now()
+	s.arm(s.lastRecv)
+	s.mu.Unlock()
+	go s.receive()
+	return s
+}
+
+func (s *idleStream) Context() context.Context { return s.ctx }
+
+// receive runs the receives of RecvMsg until the handler has returned.
+func (s *idleStream) receive() {
+	for {
+		select {
+		case m := <-s.recvs:
+			s.results <- s.ServerStream.RecvMsg(m)
+		case <-s.finished:
+			return
+		}
+	}
+}
+
+func (s *idleStream) RecvMsg(m any) error {
+	select {
+	case <-s.idled:
+		return s.idleError()
+	default:
+	}
+	select {
+	case s.recvs <- m:
+	case <-s.idled:
+		return s.idleError()
+	case <-s.finished:
+		// A goroutine the handler left behind: the stream has ended, as the transport will say.
+		return s.ServerStream.RecvMsg(m)
+	}
+	var err error
+	select {
+	case err = <-s.results:
+	case <-s.idled:
+		return s.idleError()
+	}
+	switch {
+	case err == nil:
+		s.mu.Lock()
+		s.lastRecv = s.clock.Now()
+		s.mu.Unlock()
+	case errors.Is(err, io.EOF) && s.lim.HalfClosedIdle > 0:
+		s.mu.Lock()
+		if s.halfClosed.IsZero() && !s.done {
+			s.halfClosed = s.clock.Now()
+			// The half-closed deadline may come before the armed one.
+			if s.stop != nil {
+				s.stop()
+			}
+			s.arm(s.halfClosed)
+		}
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *idleStream) SendMsg(m any) error {
+	err := s.ServerStream.SendMsg(m)
+	if err == nil && s.lim.HalfClosedIdle > 0 {
+		s.mu.Lock()
+		s.lastSend = s.clock.Now()
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// idleError is what RecvMsg returns once the stream was ended for idleness.
+func (s *idleStream) idleError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return status.Error(codes.DeadlineExceeded, "stream idle: "+s.idle)
+}
+
+// deadline returns when the stream is idle unless something happens first, and why it then is.
+// Called with mu held.
+func (s *idleStream) deadline() (time.Time, string) {
+	var at time.Time
+	var why string
+	if s.lim.Idle > 0 {
+		at, why = s.lastRecv.Add(s.lim.Idle), fmt.Sprintf("no message from the client for %v", s.lim.Idle)
+	}
+	if s.lim.HalfClosedIdle > 0 && !s.halfClosed.IsZero() {
+		from := s.halfClosed
+		if s.lastSend.After(from) {
+			from = s.lastSend
+		}
+		if t := from.Add(s.lim.HalfClosedIdle); at.IsZero() || t.Before(at) {
+			at, why = t, fmt.Sprintf("half-closed by the client and nothing sent for %v", s.lim.HalfClosedIdle)
+		}
+	}
+	return at, why
+}
+
+// arm sets the timer for the next deadline, if any. Called with mu held.
+func (s *idleStream) arm(now time.Time) {
+	s.gen++
+	s.stop = nil
+	if at, _ := s.deadline(); !at.IsZero() {
+		gen := s.gen
+		s.stop = s.clock.AfterFunc(at.Sub(now), func() { s.check(gen) })
+	}
+}
+
+// check ends the stream if its deadline has passed, else waits for the new one: activity since the timer
+// was set moved it.
+func (s *idleStream) check(gen int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done || s.idle != "" || gen != s.gen {
+		return
+	}
+	now := s.clock.Now()
+	at, why := s.deadline()
+	if at.IsZero() {
+		return
+	}
+	if now.Before(at) {
+		s.arm(now)
+		return
+	}
+	s.idle = why
+	close(s.idled)
+	s.cancel()
+}
+
+// finish stops the timer, the receiver and the context once the handler has returned, and says why the
+// stream was ended, "" when it was not for idleness. Calls after the first only say why.
+func (s *idleStream) finish() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.done {
+		s.done = true
+		if s.stop != nil {
+			s.stop()
+		}
+		close(s.finished)
+		s.cancel()
+	}
+	return s.idle
+}
