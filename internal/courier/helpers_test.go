@@ -20,8 +20,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testTimeout bounds every wait of a test.
-const testTimeout = 10 * time.Second
+// testTimeout bounds every wait of a test: a guard against hangs, generous because the tests run on the
+// real SQLite store, whose hundreds of transactions take seconds on a loaded machine.
+const testTimeout = 60 * time.Second
 
 // t0 is the fixture clock's start: 09:20 UTC, so the current hour slot is 09:00.
 var t0 = time.Date(2031, 3, 14, 9, 20, 0, 0, time.UTC)

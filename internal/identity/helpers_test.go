@@ -18,7 +18,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testTimeout bounds every wait of these tests.
-const testTimeout = 10 * time.Second
+const testTimeout = 60 * time.Second
 
 // start is the fake clock's initial time. Its nanoseconds check that the service truncates times to the
 // microseconds the stores keep.

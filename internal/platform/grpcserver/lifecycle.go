@@ -127,9 +127,13 @@ func verdict(checks []readinessCheck, errs []error, service string) error {
 // Serve serves until ctx is done or Shutdown is called. When ctx ends first, the server drains (see
 // Drain), waits Config.DrainDelay and shuts down within Config.ShutdownTimeout (see Shutdown). It returns
 // nil after a clean shutdown and an error if a registered method has no policy rule or the listener fails.
-// Serve may be called only once.
+// Serve may be called only once; after a Shutdown that came first it returns nil at once.
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
+	if s.closed && s.shutBeforeServe && !s.started {
+		s.mu.Unlock()
+		return nil
+	}
 	if s.started || s.closed {
 		s.mu.Unlock()
 		return errors.New("grpc server: Serve called twice or after Close")
@@ -248,6 +252,9 @@ func (s *Server) Drain() {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	started := s.started
+	if !started {
+		s.shutBeforeServe = true
+	}
 	s.mu.Unlock()
 	if !started {
 		return s.Close()

@@ -202,8 +202,11 @@ type Server struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	checks  []readinessCheck
-	hooks   []func()
+	// shutBeforeServe is set when Shutdown ran before Serve: a process told to stop while starting up, whose
+	// later Serve then returns nil at once rather than an error.
+	shutBeforeServe bool
+	checks          []readinessCheck
+	hooks           []func()
 
 	// Set by Serve; see lifecycle.go.
 	ready     *readiness

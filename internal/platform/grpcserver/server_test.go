@@ -283,6 +283,25 @@ func TestClose(t *testing.T) {
 	}
 }
 
+// TestShutdownBeforeServe: a process told to stop while it starts up may call Shutdown before Serve; Serve
+// then returns nil at once instead of failing the process.
+func TestShutdownBeforeServe(t *testing.T) {
+	lis := bufconn.Listen(1 << 10)
+	srv, err := grpcserver.New(grpcserver.Config{Listener: lis, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown() error = %v", err)
+	}
+	if err := srv.Serve(context.Background()); err != nil {
+		t.Errorf("Serve after Shutdown = %v, want nil", err)
+	}
+	if _, err := lis.Dial(); err == nil {
+		t.Errorf("Dial after Shutdown succeeded, want the listener closed")
+	}
+}
+
 // tlsServer serves the test service over TLS on 127.0.0.1:0 with certificates from pki.
 func tlsServer(t *testing.T, pki *tlsutil.PKI, policy auth.Policy) string {
 	t.Helper()
