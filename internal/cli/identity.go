@@ -50,7 +50,7 @@ func identityModule() *module {
 			{name: identityv1.AuthService_ServiceDesc.ServiceName, rest: identityv1.RegisterAuthServiceHandler},
 		},
 		policy: identitygrpc.Policy,
-		store:  &storeDecl{SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations()},
+		store:  &storeDecl{SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations(), EventLog: true},
 		flags: func(fs *flagSet) {
 			fs.DurationVar(&cfg.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT)")
 			fs.DurationVar(&cfg.KeyRotation, "key-rotation", 24*time.Hour, "rotate the token signing key this often (0: only by hand); old keys stay published until their tokens expire")
@@ -106,8 +106,14 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	if err != nil {
 		return fmt.Errorf("token issuer: %w", err)
 	}
+	// The activity feed: the store appends to identity's event log, every replica tails it.
+	feed, err := p.eventLog("identity", h)
+	if err != nil {
+		return err
+	}
 	svc := identity.NewService(store, hasher, issuer, identity.Options{
 		ClientKey: grpcauth.ClientKey,
+		Feed:      feed,
 		Logger:    p.logger,
 	})
 	identitygrpc.Register(srv.GRPC(), svc, keys)

@@ -30,7 +30,9 @@ func Migrations() database.Migrations {
 }
 
 // New returns the identity store on db, which must come from database.OpenSQLite (a single connection
-// whose transactions begin with BEGIN IMMEDIATE) and carry the schema of Migrations. The caller closes db.
+// whose transactions begin with BEGIN IMMEDIATE) and carry the schema of Migrations, then of the event
+// log's (sqllog.Migrations(database.SQLite, "identity")), which activity is appended to. The caller closes
+// db.
 func New(db *sql.DB) *sqlstore.Store {
 	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: mapError})
 }
