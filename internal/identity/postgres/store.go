@@ -55,8 +55,8 @@ var conflictMessages = map[string]string{
 	"activity_id_key":     "activity entry already recorded",
 }
 
-// mapError turns constraint violations into domain errors and wraps anything else with what was
-// being done, which makes it Internal.
+// mapError turns constraint violations into domain errors, connection failures into Unavailable
+// (database.Classify), and wraps anything else with what was being done, which makes it Internal.
 func mapError(err error, what string) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -71,7 +71,7 @@ func mapError(err error, what string) error {
 			return apperr.Wrap(apperr.NotFound, fmt.Errorf("%s: %w", what, err), "user not found")
 		}
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return database.Classify(fmt.Errorf("%s: %w", what, err))
 }
 
 // retryable reports a transaction that PostgreSQL aborted to break a deadlock or a serialization

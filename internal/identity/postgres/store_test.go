@@ -206,3 +206,29 @@ func TestActivityReachesWatcherOnAnotherReplica(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreachableDatabaseIsUnavailable: with PostgreSQL unreachable (stopped), login and the store's
+// reads and transactions fail with Unavailable (HTTP 503), not Internal.
+func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, "postgres://postgres@127.0.0.1:1/lastmile?sslmode=disable&connect_timeout=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store := storeOn(t, pool)
+	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{})
+	_, err = svc.Login(ctx, identity.Credentials{Email: "someone@example.com", Password: "correct horse battery"})
+	if got := apperr.CodeOf(err); got != apperr.Unavailable {
+		t.Errorf("Login() on an unreachable database = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+	_, err = store.GetUser(ctx, identity.Lookup{ID: "u1"})
+	if got := apperr.CodeOf(err); got != apperr.Unavailable {
+		t.Errorf("GetUser() = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+	err = store.RevokeUserTokens(ctx, "u1", time.Now())
+	if got := apperr.CodeOf(err); got != apperr.Unavailable {
+		t.Errorf("RevokeUserTokens() = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+}

@@ -47,8 +47,8 @@ var conflictMessages = []struct{ column, message string }{
 	{"activity.id", "activity entry already recorded"},
 }
 
-// mapError turns constraint violations into domain errors and wraps anything else with what was
-// being done, which makes it Internal.
+// mapError turns constraint violations into domain errors, connection failures into Unavailable
+// (database.Classify), and wraps anything else with what was being done, which makes it Internal.
 func mapError(err error, what string) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -66,5 +66,5 @@ func mapError(err error, what string) error {
 			return apperr.Wrap(apperr.NotFound, fmt.Errorf("%s: %w", what, err), "user not found")
 		}
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return database.Classify(fmt.Errorf("%s: %w", what, err))
 }

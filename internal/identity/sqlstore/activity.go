@@ -42,7 +42,7 @@ func (s *Store) insertActivity(ctx context.Context, tx *sql.Tx, activity []ident
 	}
 	if s.e.ActivityLock != "" {
 		if _, err := tx.ExecContext(ctx, s.e.ActivityLock); err != nil {
-			return fmt.Errorf("append activity: lock: %w", err)
+			return s.e.MapError(err, "append activity: lock")
 		}
 	}
 	for _, a := range activity {
@@ -67,7 +67,7 @@ func (s *Store) insertActivity(ctx context.Context, tx *sql.Tx, activity []ident
 			return err
 		}
 		if _, err := sqllog.Append(ctx, tx, s.e.Dialect, e); err != nil {
-			return fmt.Errorf("append activity %s to the event log: %w", a.ID, err)
+			return s.e.MapError(err, fmt.Sprintf("append activity %s to the event log", a.ID))
 		}
 	}
 	return nil
@@ -83,11 +83,11 @@ func (s *Store) ActivitySince(ctx context.Context, after int64, limit int) ([]id
 	rows, err := s.db.QueryContext(ctx, `SELECT seq, id, user_id, type, at, actor_user_id, changed_fields
 		FROM activity WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read activity after %d: %w", after, err)
+		return nil, s.e.MapError(err, fmt.Sprintf("read activity after %d", after))
 	}
 	out, err := collect(rows, scanActivity)
 	if err != nil {
-		return nil, fmt.Errorf("read activity after %d: %w", after, err)
+		return nil, s.e.MapError(err, fmt.Sprintf("read activity after %d", after))
 	}
 	return out, nil
 }
