@@ -61,7 +61,7 @@ func identityModule() *module {
 		},
 		policy:  identitygrpc.Policy,
 		streams: identityStreams,
-		store:   &storeDecl{SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations()},
+		store:   &storeDecl{SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations(), EventLog: true},
 		flags: func(fs *flagSet) {
 			fs.DurationVar(&cfg.KeyRotation, "key-rotation", 24*time.Hour, "rotate the token signing key this often (0: only by hand); old keys stay published until their tokens expire")
 			fs.StringVar(&cfg.AdminEmail, "admin-email", "", "email of the admin account created on first start (its password: LASTMILE_ADMIN_PASSWORD, else generated and printed once)")
@@ -147,6 +147,11 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	if err != nil {
 		return fmt.Errorf("token issuer: %w", err)
 	}
+	// The activity feed: the store appends to identity's event log, every replica tails it.
+	feed, err := p.eventLog("identity", h)
+	if err != nil {
+		return err
+	}
 	svc := identity.NewService(store, hasher, issuer, identity.Options{
 		ClientKey:            grpcauth.ClientKey,
 		LoginWindow:          cfg.LoginWindow,
@@ -155,6 +160,7 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		LoginAccountSlowdown: cfg.LoginAccountSlowdown,
 		SignUpLimit:          cfg.SignUpLimit,
 		SignUpWindow:         cfg.SignUpWindow,
+		Feed:                 feed,
 		Logger:               p.logger,
 	})
 	identitygrpc.Register(srv.GRPC(), svc, keys)

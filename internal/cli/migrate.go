@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/eventlog"
+	"lastmile/internal/platform/eventlog/sqllog"
 )
 
 func runMigrate(ctx context.Context, args []string, env Env) (err error) {
@@ -47,6 +49,9 @@ migrate) uses the directory: stop serve first, or let serve migrate at startup.`
 		}
 		h.Close()
 		fmt.Fprintf(env.Stdout, "migrate: %s up to date (%s)\n", m.name, dialect)
+		if m.store.EventLog {
+			fmt.Fprintf(env.Stdout, "migrate: %s event log up to date (%s)\n", m.name, dialect)
+		}
 	}
 	return nil
 }
@@ -77,7 +82,8 @@ func (h dbHandle) Close() {
 }
 
 // openDB opens module name's database — <data-dir>/<name>.db for SQLite, schema <name> in PostgreSQL — and
-// applies its migrations when db.AutoMigrate is set.
+// applies its migrations when db.AutoMigrate is set: the service's own, then its event log's
+// (storeDecl.EventLog).
 func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store storeDecl) (dbHandle, error) {
 	switch db.Dialect {
 	case database.SQLite:
@@ -89,6 +95,12 @@ func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store 
 			if err := database.MigrateSQLite(ctx, sqlDB, store.SQLite); err != nil {
 				sqlDB.Close()
 				return dbHandle{}, fmt.Errorf("migrate %s: %w", name, err)
+			}
+			if store.EventLog {
+				if err := database.MigrateSQLite(ctx, sqlDB, sqllog.Migrations(database.SQLite, name)); err != nil {
+					sqlDB.Close()
+					return dbHandle{}, fmt.Errorf("migrate %s event log: %w", name, err)
+				}
 			}
 		}
 		return dbHandle{SQL: sqlDB}, nil
@@ -102,8 +114,38 @@ func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store 
 				pool.Close()
 				return dbHandle{}, fmt.Errorf("migrate %s: %w", name, err)
 			}
+			if store.EventLog {
+				if err := database.MigratePostgres(ctx, pool, sqllog.Migrations(database.Postgres, name)); err != nil {
+					pool.Close()
+					return dbHandle{}, fmt.Errorf("migrate %s event log: %w", name, err)
+				}
+			}
 		}
 		return dbHandle{Pool: pool}, nil
 	}
 	return dbHandle{}, errors.New("unknown database dialect")
+}
+
+// eventLog returns the event log of module name in its open database h, and runs it beside the servers
+// (p.runners) for the life of the process. On PostgreSQL it listens for the notifications of every
+// replica's appends (sqllog.Listener), so a commit anywhere reaches this replica's subscribers at once;
+// on SQLite the process's own nudges and the poll suffice.
+func (p *process) eventLog(name string, h dbHandle) (*eventlog.Log, error) {
+	opts := eventlog.Options{Logger: p.logger.With("service", name, "component", "eventlog")}
+	var src *sqllog.Source
+	if h.SQL != nil {
+		src = sqllog.NewSource(h.SQL, database.SQLite)
+	} else {
+		db := database.SQLDB(h.Pool)
+		// Cleanups run in reverse: the adapter lets go of its connections before the pool closes.
+		p.cleanups = append(p.cleanups, func() { _ = db.Close() })
+		src = sqllog.NewSource(db, database.Postgres)
+		opts.Wake = sqllog.Listener(h.Pool)
+	}
+	feed, err := eventlog.New(src, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s event log: %w", name, err)
+	}
+	p.runners = append(p.runners, feed.Run)
+	return feed, nil
 }

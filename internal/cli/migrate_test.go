@@ -31,9 +31,13 @@ func TestMigrateSQLite(t *testing.T) {
 			if want := "migrate: " + s + " up to date (sqlite)"; !strings.Contains(out.String(), want) {
 				t.Errorf("migrate run %d output lacks %q:\n%s", run, want, out.String())
 			}
+			if want := "migrate: " + s + " event log up to date (sqlite)"; m.store.EventLog && !strings.Contains(out.String(), want) {
+				t.Errorf("migrate run %d output lacks %q:\n%s", run, want, out.String())
+			}
 		}
 	}
-	for service, table := range map[string]string{"identity": "users", "courier": "couriers"} {
+	for _, st := range [][2]string{{"identity", "users"}, {"courier", "couriers"}, {"identity", "event_log"}} {
+		service, table := st[0], st[1]
 		db, err := database.OpenSQLite(context.Background(), filepath.Join(dir, service+".db"))
 		if err != nil {
 			t.Fatal(err)
@@ -59,7 +63,8 @@ func TestMigratePostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	for service, table := range map[string]string{"identity": "users", "courier": "couriers"} {
+	for _, st := range [][2]string{{"identity", "users"}, {"courier", "couriers"}, {"identity", "event_log"}} {
+		service, table := st[0], st[1]
 		var n int
 		err := pool.QueryRow(context.Background(),
 			`SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2`, service, table).Scan(&n)

@@ -71,9 +71,13 @@ type grpcService struct {
 	needsStore bool
 }
 
-// storeDecl declares a module's database: its embedded migrations per dialect.
+// storeDecl declares a module's database: its embedded migrations per dialect, and whether it keeps an
+// event log (package eventlog) beside its tables.
 type storeDecl struct {
 	SQLite, Postgres database.Migrations
+	// EventLog adds the event log's migrations (sqllog.Migrations), applied after the service's own, and
+	// lets the module open the log with process.eventLog.
+	EventLog bool
 }
 
 // moduleNames returns the names of the modules, in start order.

@@ -162,14 +162,15 @@ func TestWatchCouriersLimits(t *testing.T) {
 // stream limits.
 func startIdentityWithLimits(t *testing.T, limits map[string]grpcserver.StreamLimit) identityv1.UserServiceClient {
 	t.Helper()
-	store := identitytest.SQLiteStore(t)
-	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{})
+	store, feed := identitytest.SQLite(t)
+	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{Feed: feed})
 	keys := identity.NewKeyManager(store, identity.KeyOptions{})
 	_, conn := grpctest.Start(t, grpcserver.Config{
 		Policy:        identityModule().policy(),
 		Authenticator: grpctest.HeaderAuthenticator{},
 		Streams:       limits,
 	}, func(s *grpc.Server) { identitygrpc.Register(s, svc, keys) })
+	grpctest.Go(t, "identity activity", svc.Run)
 	return identityv1.NewUserServiceClient(conn)
 }
 

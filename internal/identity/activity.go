@@ -2,26 +2,79 @@ package identity
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/eventlog"
 )
 
-// Batch sizes of the activity feed's store reads, and the bound on the sequence numbers it remembers
-// while it waits for late commits.
-const (
-	activityBatch   = 500
-	catchUpBatch    = 1000
-	maxSeenActivity = 10_000
-)
+// activityBatch is how many events the hub takes from its subscription at once.
+const activityBatch = 500
+
+// ActivityTopicPrefix starts the topic of every activity event in identity's event log: the topic is
+// the prefix followed by the ActivityType, such as "identity.user.login". The event's key is the user id.
+const ActivityTopicPrefix = "identity.user."
+
+// ActivityFeed is identity's event log as the activity feed uses it; *eventlog.Log implements it. The
+// store appends every activity entry to it in the transaction of the change (sqlstore), the Service
+// nudges it after such a commit, and the hub subscribes to it to fan the entries out to watches. On
+// PostgreSQL every replica tails the same log, so a watcher on any replica sees every replica's activity.
+type ActivityFeed interface {
+	// Subscribe starts a subscription to the events committed after seq from (eventlog.FromHead: from
+	// now on).
+	Subscribe(ctx context.Context, from int64) (*eventlog.Subscription, error)
+	// Nudge makes the tailer read now; called after a commit that appended events.
+	Nudge()
+}
+
+// activityPayload is the payload of an activity event, JSON-encoded; the user id is the event's key, the
+// type its topic and the time its At.
+type activityPayload struct {
+	ID            string   `json:"id"`
+	ActorUserID   string   `json:"actor_user_id,omitempty"`
+	ChangedFields []string `json:"changed_fields,omitempty"`
+}
+
+// EncodeActivity returns a as an event of identity's event log. Seq is left to the log.
+func EncodeActivity(a Activity) (eventlog.Event, error) {
+	payload, err := json.Marshal(activityPayload{ID: a.ID, ActorUserID: a.ActorUserID, ChangedFields: a.ChangedFields})
+	if err != nil {
+		return eventlog.Event{}, fmt.Errorf("encode activity %s: %w", a.ID, err)
+	}
+	return eventlog.Event{Topic: ActivityTopicPrefix + string(a.Type), Key: a.UserID, Payload: payload, At: a.At}, nil
+}
+
+// DecodeActivity returns the activity entry that e holds, with the event's Seq, and false when e is not
+// an activity event (another topic of identity's log).
+func DecodeActivity(e eventlog.Event) (Activity, bool, error) {
+	typ, ok := strings.CutPrefix(e.Topic, ActivityTopicPrefix)
+	if !ok {
+		return Activity{}, false, nil
+	}
+	var p activityPayload
+	if err := json.Unmarshal(e.Payload, &p); err != nil {
+		return Activity{}, true, fmt.Errorf("decode activity event %d: %w", e.Seq, err)
+	}
+	return Activity{
+		Seq:           e.Seq,
+		ID:            p.ID,
+		UserID:        e.Key,
+		Type:          ActivityType(typ),
+		At:            e.At,
+		ActorUserID:   p.ActorUserID,
+		ChangedFields: p.ChangedFields,
+	}, true, nil
+}
 
 // ActivityEvent is an activity entry as delivered to a watcher.
 type ActivityEvent struct {
@@ -34,11 +87,18 @@ type ActivityEvent struct {
 // WatchActivity starts a live feed of activity for the calling user. The watch starts with no
 // subscriptions; Update changes them. The caller must Close it.
 //
-// Errors: PermissionDenied for callers that are not users; Unavailable when the service is stopping.
+// It waits, within ctx, until Run has subscribed to the event log, so that every entry committed after
+// it returns can reach the watch.
+//
+// Errors: PermissionDenied for callers that are not users; Unavailable when the service is stopping, has
+// no Options.Feed, or ctx ends before the feed has started.
 func (s *Service) WatchActivity(ctx context.Context) (*Watch, error) {
 	c := callerOf(ctx)
 	if c.Kind != auth.User {
 		return nil, apperr.Errorf(apperr.PermissionDenied, "only users may watch activity")
+	}
+	if err := s.hub.waitReady(ctx); err != nil {
+		return nil, err
 	}
 	w := &Watch{
 		hub:    s.hub,
@@ -167,17 +227,18 @@ func (w *Watch) push(ev ActivityEvent, limit int) bool {
 	return true
 }
 
-// hub tails the store's activity log and fans entries out to watches. Lock order: hub.mu, then Watch.mu.
+// hub subscribes to identity's event log and fans the activity entries out to watches. Lock order:
+// hub.mu, then Watch.mu.
 type hub struct {
-	store    Store
-	poll     time.Duration
-	lookback time.Duration
-	buffer   int
-	logger   *slog.Logger
-	// since is when the service started: entries before it are history, not news, and are skipped.
-	since   time.Time
-	wake    chan struct{}
+	store   Store
+	feed    ActivityFeed
+	buffer  int
+	logger  *slog.Logger
+	retry   eventlog.Backoff
 	running atomic.Bool
+	// ready is closed once the hub first subscribed to the feed, or stopped.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	mu      sync.Mutex
 	byUser  map[string]map[*Watch]struct{}
@@ -187,23 +248,36 @@ type hub struct {
 
 func newHub(store Store, opts Options) *hub {
 	return &hub{
-		store:    store,
-		poll:     opts.ActivityPoll,
-		lookback: opts.ActivityLookback,
-		buffer:   opts.ActivityBuffer,
-		logger:   opts.Logger,
-		since:    opts.Now().UTC().Truncate(time.Microsecond),
-		wake:     make(chan struct{}, 1),
-		byUser:   map[string]map[*Watch]struct{}{},
-		watches:  map[*Watch]struct{}{},
+		store:   store,
+		feed:    opts.Feed,
+		buffer:  opts.ActivityBuffer,
+		logger:  opts.Logger,
+		retry:   eventlog.Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second},
+		ready:   make(chan struct{}),
+		byUser:  map[string]map[*Watch]struct{}{},
+		watches: map[*Watch]struct{}{},
 	}
 }
 
-// notify makes the tailer poll now. Writers call it after committing activity.
-func (h *hub) notify() {
+// nudge wakes the feed's tailer. Writers call it after committing activity.
+func (h *hub) nudge() {
+	if h.feed != nil {
+		h.feed.Nudge()
+	}
+}
+
+func (h *hub) markReady() { h.readyOnce.Do(func() { close(h.ready) }) }
+
+// waitReady waits until the hub has subscribed to the feed (or stopped), within ctx.
+func (h *hub) waitReady(ctx context.Context) error {
+	if h.feed == nil {
+		return apperr.Errorf(apperr.Unavailable, "the activity feed is not configured")
+	}
 	select {
-	case h.wake <- struct{}{}:
-	default:
+	case <-h.ready:
+		return nil
+	case <-ctx.Done():
+		return apperr.Wrap(apperr.Unavailable, ctx.Err(), "the activity feed has not started")
 	}
 }
 
@@ -274,8 +348,15 @@ func (h *hub) update(w *Watch, subs, unsubs []string) ([]string, error) {
 	return slices.Sorted(maps.Keys(next)), nil
 }
 
-// run tails the activity log until ctx is done, then ends every watch with Unavailable.
+// run feeds the watches from the event log until ctx is done, then ends every watch with Unavailable.
+// It starts at the log's head: entries committed before are history, not news. A subscription that
+// fell behind resumes from its cursor, so no entry is lost or repeated; a read failure is retried with
+// backoff and logged once per outage; when entries were lost for good (retention overtook the hub) or
+// the log stopped, the watches are ended with Unavailable, so their clients reconnect.
 func (h *hub) run(ctx context.Context) error {
+	if h.feed == nil {
+		return errors.New("identity activity feed: no Options.Feed")
+	}
 	if !h.running.CompareAndSwap(false, true) {
 		return errors.New("identity activity feed: already running")
 	}
@@ -285,117 +366,86 @@ func (h *hub) run(ctx context.Context) error {
 	h.mu.Unlock()
 	defer h.stop()
 
-	t := &tail{seen: map[int64]time.Time{}}
+	from := eventlog.FromHead
+	failures := 0
 	for {
-		if err := h.pass(ctx, t); err != nil && ctx.Err() == nil {
-			h.logger.WarnContext(ctx, "read activity log", "err", err, "retry_in", h.poll)
+		err := h.follow(ctx, &from)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, eventlog.ErrClosed):
+			// The log stopped, for good (a Log runs once): the process is shutting down.
+			h.stop()
+			<-ctx.Done()
+			return nil
+		case errors.Is(err, eventlog.ErrTooSlow):
+			failures = 0
+			continue // resume from the cursor: the entries are read again from the database
+		case errors.Is(err, eventlog.ErrCursorExpired):
+			h.logger.ErrorContext(ctx, "activity feed lost events to the event log's retention; disconnecting watchers", "error", err.Error())
+			h.endAll(apperr.Errorf(apperr.Unavailable, "activity events were lost; reconnect"))
+			from = eventlog.FromHead
+			failures = 0
+			continue
 		}
-		timer := time.NewTimer(h.poll)
+		failures++
+		if failures == 1 {
+			h.logger.ErrorContext(ctx, "activity feed cannot read the event log; retrying with backoff", "error", err.Error())
+		}
+		t := time.NewTimer(h.retry.Delay(failures))
 		select {
 		case <-ctx.Done():
-			timer.Stop()
+			t.Stop()
 			return nil
-		case <-timer.C:
-		case <-h.wake:
-			timer.Stop()
+		case <-t.C:
 		}
+	}
+}
+
+// follow subscribes from *from and publishes what arrives until the subscription ends, leaving *from
+// at the last entry handled. It always returns an error: why it ended.
+func (h *hub) follow(ctx context.Context, from *int64) error {
+	sub, err := h.feed.Subscribe(ctx, *from)
+	if err != nil {
+		return fmt.Errorf("subscribe to the event log after %d: %w", *from, err)
+	}
+	defer sub.Close()
+	h.markReady()
+	for {
+		events, err := sub.NextBatch(ctx, activityBatch)
+		*from = sub.Cursor()
+		if err != nil {
+			return fmt.Errorf("read the event log after %d: %w", *from, err)
+		}
+		acts := make([]Activity, 0, len(events))
+		for _, e := range events {
+			a, ok, err := DecodeActivity(e)
+			switch {
+			case err != nil:
+				h.logger.ErrorContext(ctx, "skipping an undecodable activity event", "seq", e.Seq, "error", err.Error())
+			case ok:
+				acts = append(acts, a)
+			}
+		}
+		h.publish(ctx, acts)
 	}
 }
 
 func (h *hub) stop() {
 	h.mu.Lock()
 	h.stopped = true
+	h.mu.Unlock()
+	h.markReady() // a WatchActivity waiting for a start that never came learns that the feed stopped
+	h.endAll(errShuttingDown())
+}
+
+// endAll ends every watch with err.
+func (h *hub) endAll(err error) {
+	h.mu.Lock()
 	ws := slices.Collect(maps.Keys(h.watches))
 	h.mu.Unlock()
 	for _, w := range ws {
-		w.end(errShuttingDown())
-	}
-}
-
-// tail is the tailer's position in the activity log. Every entry with Seq <= floor has been handled or
-// will never appear; entries above it that were delivered are in seen, with when they were first seen.
-// PostgreSQL draws sequence numbers before commit, so an entry can become visible after a higher one:
-// the floor only passes an entry once it was seen lookback ago, and the entries between are re-read (and
-// de-duplicated by seen) until then.
-type tail struct {
-	floor    int64
-	seen     map[int64]time.Time
-	caughtUp bool
-}
-
-// pass delivers every entry not delivered yet.
-func (h *hub) pass(ctx context.Context, t *tail) error {
-	if !t.caughtUp {
-		if err := h.catchUp(ctx, t); err != nil {
-			return err
-		}
-	}
-	after := t.floor
-	for {
-		rows, err := h.store.ActivitySince(ctx, after, activityBatch)
-		if err != nil {
-			return fmt.Errorf("activity since %d: %w", after, err)
-		}
-		now := time.Now()
-		var fresh []Activity
-		for _, a := range rows {
-			if _, ok := t.seen[a.Seq]; !ok {
-				t.seen[a.Seq] = now
-				fresh = append(fresh, a)
-			}
-		}
-		h.publish(ctx, fresh)
-		if len(rows) < activityBatch {
-			break
-		}
-		after = rows[len(rows)-1].Seq
-	}
-	t.advance(time.Now(), h.lookback)
-	return nil
-}
-
-// catchUp moves the floor past the history written before the service started, without delivering it.
-func (h *hub) catchUp(ctx context.Context, t *tail) error {
-	for {
-		rows, err := h.store.ActivitySince(ctx, t.floor, catchUpBatch)
-		if err != nil {
-			return fmt.Errorf("activity since %d: %w", t.floor, err)
-		}
-		for _, a := range rows {
-			if !a.At.Before(h.since) {
-				t.caughtUp = true
-				return nil
-			}
-			t.floor = a.Seq
-		}
-		if len(rows) < catchUpBatch {
-			t.caughtUp = true
-			return nil
-		}
-	}
-}
-
-// advance raises the floor to the highest entry seen at least lookback ago, or further when more than
-// maxSeenActivity entries wait, and forgets the entries below it.
-func (t *tail) advance(now time.Time, lookback time.Duration) {
-	floor := t.floor
-	for seq, at := range t.seen {
-		if now.Sub(at) >= lookback && seq > floor {
-			floor = seq
-		}
-	}
-	if len(t.seen) > maxSeenActivity {
-		seqs := slices.Sorted(maps.Keys(t.seen))
-		floor = max(floor, seqs[len(seqs)-maxSeenActivity-1])
-	}
-	if floor == t.floor {
-		return
-	}
-	t.floor = floor
-	for seq := range t.seen {
-		if seq <= floor {
-			delete(t.seen, seq)
-		}
+		w.end(err)
 	}
 }
 
@@ -420,7 +470,7 @@ func (h *hub) publish(ctx context.Context, acts []Activity) {
 	for id := range watched {
 		u, err := h.store.GetUser(ctx, Lookup{ID: id})
 		if err != nil {
-			h.logger.WarnContext(ctx, "read user for activity event", "user_id", id, "err", err)
+			h.logger.WarnContext(ctx, "read user for activity event", "user_id", id, "error", err.Error())
 			continue
 		}
 		users[id] = u

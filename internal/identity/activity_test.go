@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -105,6 +104,7 @@ func TestUserActivity(t *testing.T) {
 
 func TestUserActivityUpdateRules(t *testing.T) {
 	f := newFixture(t)
+	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
 	bob := f.mustUser(t, "bob", identity.RoleCustomer)
 	w := mustWatch(t, f, as(t, alice))
@@ -140,6 +140,7 @@ func TestUserActivityUpdateRules(t *testing.T) {
 
 func TestUserActivitySubscriptionLimit(t *testing.T) {
 	f := newFixture(t)
+	f.run(t)
 	w := mustWatch(t, f, f.admin(t))
 	var all []string
 	for range identity.MaxWatchedUsers / identity.MaxWatchChange {
@@ -207,60 +208,61 @@ func TestRunEndEndsWatches(t *testing.T) {
 	wantCode(t, "WatchActivity(after Run ended)", err, apperr.Unavailable)
 }
 
-// lateStore hides chosen activity entries from ActivitySince, as a PostgreSQL transaction that drew its
-// sequence number before a later one but commits after it.
-type lateStore struct {
-	identity.Store
-	mu     sync.Mutex
-	hidden map[int64]bool
-}
-
-func (s *lateStore) ActivitySince(ctx context.Context, after int64, limit int) ([]identity.Activity, error) {
-	acts, err := s.Store.ActivitySince(ctx, after, limit)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := acts[:0]
-	for _, a := range acts {
-		if !s.hidden[a.Seq] {
-			out = append(out, a)
-		}
-	}
-	return out, err
-}
-
-func (s *lateStore) setHidden(seq int64, hidden bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hidden[seq] = hidden
-}
-
-func TestUserActivityLateCommit(t *testing.T) {
-	store := identitytest.SQLiteStore(t)
-	late := &lateStore{Store: store, hidden: map[int64]bool{}}
-	f := newFixtureWith(t, store, late, func(o *identity.Options) { o.ActivityPoll = 5 * time.Millisecond })
+// TestUserActivityInCommitOrder has several writers log in at once: the watcher receives every entry
+// exactly once, in increasing sequence order. (That an entry whose transaction commits late is not
+// skipped is the event log's promise: eventlog's TestAppendWaitsForOpenAppenderOnPostgres.)
+func TestUserActivityInCommitOrder(t *testing.T) {
+	f := newFixture(t)
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
 	w := mustWatch(t, f, as(t, alice))
 	mustUpdate(t, w, []string{alice.ID}, nil, alice.ID)
 
-	late.setHidden(1, true) // the first login's entry commits late
-	f.mustLogin(t, "alice@example.com")
-	f.mustLogin(t, "alice@example.com")
-	if ev := nextEvent(t, w); ev.Seq != 2 {
-		t.Fatalf("first event seq = %d, want 2 (1 is not committed yet)", ev.Seq)
+	const logins = 6
+	errs := make([]error, logins)
+	identitytest.Race(logins, func(i int) {
+		_, errs[i] = f.svc.Login(anonymous(t), identity.Credentials{Email: "alice@example.com", Password: password})
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Login() #%d = %v", i, err)
+		}
 	}
-	late.setHidden(1, false)
-	if ev := nextEvent(t, w); ev.Seq != 1 {
-		t.Fatalf("second event seq = %d, want the late entry 1", ev.Seq)
+	seen := map[string]bool{}
+	var last int64
+	for i := range logins {
+		ev := nextEvent(t, w)
+		if ev.Seq <= last || seen[ev.ID] {
+			t.Fatalf("event %d = seq %d (id %s) after seq %d, want each entry once, in increasing order", i, ev.Seq, ev.ID, last)
+		}
+		last, seen[ev.ID] = ev.Seq, true
 	}
 	f.mustLogin(t, "alice@example.com")
-	if ev := nextEvent(t, w); ev.Seq != 3 {
-		t.Errorf("third event seq = %d, want 3 (no entry twice)", ev.Seq)
+	if ev := nextEvent(t, w); ev.Seq != last+1 {
+		t.Errorf("event after the race = seq %d, want %d (no entry twice)", ev.Seq, last+1)
+	}
+}
+
+// TestWatchActivityNeedsRunningFeed: a watch waits for Run to have subscribed to the event log, within
+// its context; a Service without a feed refuses watches and Run.
+func TestWatchActivityNeedsRunningFeed(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(f.admin(t), 50*time.Millisecond)
+	defer cancel()
+	_, err := f.svc.WatchActivity(ctx)
+	wantCode(t, "WatchActivity(before Run)", err, apperr.Unavailable)
+
+	bare := identity.NewService(identitytest.SQLiteStore(t), &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{})
+	_, err = bare.WatchActivity(f.admin(t))
+	wantCode(t, "WatchActivity(no feed)", err, apperr.Unavailable)
+	if err := bare.Run(t.Context()); err == nil {
+		t.Error("Run(no feed) = nil, want an error")
 	}
 }
 
 func TestWatchIDsAreCaseInsensitive(t *testing.T) {
 	f := newFixture(t)
+	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
 	w := mustWatch(t, f, as(t, alice))
 	mustUpdate(t, w, []string{strings.ToUpper(alice.ID)}, nil, alice.ID)

@@ -53,11 +53,13 @@ type fixture struct {
 	svc    *identity.Service
 }
 
-// newFixture returns a Service over a new SQLite store; opts may adjust its options (Now is set).
+// newFixture returns a Service over a new SQLite store and its event log (Options.Feed, running until the
+// test ends); opts may adjust its options (Now and Feed are set).
 func newFixture(t *testing.T, opts ...func(*identity.Options)) *fixture {
 	t.Helper()
-	store := identitytest.SQLiteStore(t)
-	return newFixtureWith(t, store, store, opts...)
+	store, feed := identitytest.SQLite(t)
+	withFeed := func(o *identity.Options) { o.Feed = feed }
+	return newFixtureWith(t, store, store, append([]func(*identity.Options){withFeed}, opts...)...)
 }
 
 // newFixtureWith is newFixture with the Service over wrapped, a wrapper of store.

@@ -144,9 +144,11 @@ const (
 )
 
 // Activity is one entry of the activity log. It is written in the same transaction as the change it
-// describes (a transactional outbox), then pushed to live subscribers by a relay.
+// describes, to the store's activity history and to identity's event log (EncodeActivity), from which
+// every replica's activity feed pushes it to live subscribers.
 type Activity struct {
-	// Seq is assigned by the store, increasing in commit order per store.
+	// Seq is assigned by the store, increasing in commit order per store (the activity history's order;
+	// delivered entries carry the event log's sequence number instead).
 	Seq           int64
 	ID            string
 	UserID        string
@@ -203,9 +205,9 @@ type Store interface {
 	// RevokeUserTokens revokes every token of userID at `at`. Idempotent, like RevokeFamily.
 	RevokeUserTokens(ctx context.Context, userID string, at time.Time) error
 
-	// AppendActivity appends entries outside a user update (login, logout).
+	// AppendActivity appends entries outside a user update, to the history and the event log.
 	AppendActivity(ctx context.Context, activity []Activity) error
-	// ActivitySince returns up to limit entries with Seq greater than after, in Seq order (the relay's feed).
+	// ActivitySince returns up to limit entries with Seq greater than after, in Seq order (the activity history).
 	ActivitySince(ctx context.Context, after int64, limit int) ([]Activity, error)
 
 	// SaveSigningKey inserts k or updates its RetireAt.

@@ -40,8 +40,6 @@ const (
 	DefaultLoginLimiterKeys     = 10_000
 	DefaultSignUpLimit          = 10
 	DefaultSignUpWindow         = time.Hour
-	DefaultActivityPoll         = 200 * time.Millisecond
-	DefaultActivityLookback     = 5 * time.Second
 	DefaultActivityBuffer       = 256
 )
 
@@ -100,18 +98,16 @@ type Options struct {
 	// Sleep waits d or until ctx ends, for LoginBackoff; nil means a timer. Tests inject one.
 	Sleep func(ctx context.Context, d time.Duration)
 
-	// ActivityPoll is how often the activity feed polls the store for entries written by other replicas.
-	// Local writes wake it at once. Default 200ms.
-	ActivityPoll time.Duration
-	// ActivityLookback is how long the feed keeps looking below the newest entry it has seen, for entries
-	// whose transaction committed late (PostgreSQL draws sequence numbers before commit). Default 5s.
-	ActivityLookback time.Duration
+	// Feed is identity's event log (an *eventlog.Log over the store's database), which the store appends
+	// activity to. The activity feed (WatchActivity, Run) needs it; without it WatchActivity answers
+	// Unavailable and Run fails.
+	Feed ActivityFeed
 	// ActivityBuffer is how many events may wait for one slow watcher before it is disconnected with
 	// ResourceExhausted. Default 256.
 	ActivityBuffer int
 
 	// Logger receives failures that are not returned to a caller (a bulk item that could not be stored,
-	// the activity feed's store errors). Nil discards them.
+	// the activity feed's read errors, once per outage). Nil discards them.
 	Logger *slog.Logger
 }
 
@@ -161,8 +157,6 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 	if opts.Sleep == nil {
 		opts.Sleep = sleep
 	}
-	setDefault(&opts.ActivityPoll, DefaultActivityPoll)
-	setDefault(&opts.ActivityLookback, DefaultActivityLookback)
 	setDefault(&opts.ActivityBuffer, DefaultActivityBuffer)
 	s := &Service{
 		store:  store,
@@ -184,7 +178,7 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 	return s
 }
 
-// Run feeds the activity watchers from the store's activity log until ctx is done, then disconnects every
+// Run feeds the activity watchers from the event log (Options.Feed) until ctx is done, then disconnects every
 // watcher with Unavailable (so that clients reconnect, to another replica during a shutdown) and returns
 // nil. Run it once, for the life of the service; the gRPC server's OnShutdown hook is a good place to end
 // it. It returns an error only when called twice at once.

@@ -382,7 +382,7 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		return fmt.Errorf("end session: %w", err)
 	}
 	if ended {
-		s.hub.notify()
+		s.hub.nudge()
 	}
 	return nil
 }

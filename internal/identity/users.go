@@ -535,7 +535,7 @@ func (s *Service) update(ctx context.Context, id string, change func(tx UserTx, 
 		return User{}, fmt.Errorf("update user %s: %w", id, err)
 	}
 	if notify {
-		s.hub.notify()
+		s.hub.nudge()
 	}
 	return out, nil
 }

@@ -44,8 +44,8 @@ var conflictMessages = map[string]string{
 	"claims_pkey":          "task is already claimed",
 }
 
-// mapError turns constraint violations into domain errors and wraps anything else with what was
-// being done, which makes it Internal.
+// mapError turns constraint violations into domain errors, connection failures into Unavailable
+// (database.Classify), and wraps anything else with what was being done, which makes it Internal.
 func mapError(err error, what string) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -65,5 +65,5 @@ func mapError(err error, what string) error {
 			return apperr.Wrap(apperr.Invalid, fmt.Errorf("%s: %w", what, err), "value cannot be stored")
 		}
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return database.Classify(fmt.Errorf("%s: %w", what, err))
 }

@@ -114,3 +114,20 @@ func BenchmarkSaveLocations(b *testing.B) {
 	requirePostgres(b)
 	storetest.BenchSaveLocations(b, newStore(b))
 }
+
+// TestUnreachableDatabaseIsUnavailable: with the server unreachable (stopped), store calls fail with
+// Unavailable (database.Classify in mapError), not Internal.
+func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
+	ctx := testContext(t)
+	pool, err := pgxpool.New(ctx, "postgres://postgres@127.0.0.1:1/lastmile?sslmode=disable&connect_timeout=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s := postgres.New(pool)
+	defer s.Close()
+	_, err = s.GetCourier(ctx, "c1")
+	if got := apperr.CodeOf(err); got != apperr.Unavailable {
+		t.Errorf("GetCourier() on an unreachable database = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+}

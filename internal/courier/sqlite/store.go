@@ -46,8 +46,8 @@ var conflictMessages = []struct{ column, message string }{
 	{"claims.task_id", "task is already claimed"},
 }
 
-// mapError turns constraint violations into domain errors and wraps anything else with what was
-// being done, which makes it Internal.
+// mapError turns constraint violations into domain errors, connection failures into Unavailable
+// (database.Classify), and wraps anything else with what was being done, which makes it Internal.
 func mapError(err error, what string) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -67,5 +67,5 @@ func mapError(err error, what string) error {
 			return apperr.Wrap(apperr.Invalid, fmt.Errorf("%s: %w", what, err), "value out of range")
 		}
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return database.Classify(fmt.Errorf("%s: %w", what, err))
 }

@@ -35,10 +35,10 @@ type env struct {
 
 func start(t *testing.T) *env {
 	t.Helper()
-	store := identitytest.SQLiteStore(t)
+	store, feed := identitytest.SQLite(t)
 	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{
-		ClientKey:    grpcauth.ClientKey,
-		ActivityPoll: 10 * time.Millisecond,
+		ClientKey: grpcauth.ClientKey,
+		Feed:      feed,
 	})
 	keys := identity.NewKeyManager(store, identity.KeyOptions{})
 	_, conn := grpctest.Start(t, grpcserver.Config{

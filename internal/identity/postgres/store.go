@@ -29,13 +29,16 @@ func Migrations() database.Migrations {
 }
 
 // New returns the identity store on pool, whose connections must resolve the identity schema's tables
-// (see database.PostgresOptions.Schema) migrated with Migrations. Close the store before pool: it
+// (see database.PostgresOptions.Schema) migrated with Migrations and then the event log's
+// (sqllog.Migrations(database.Postgres, "identity")), which activity is appended to. Close the store before
+// pool: it
 // releases the database/sql adapter it runs on.
 func New(pool *pgxpool.Pool) *sqlstore.Store {
 	return sqlstore.New(database.SQLDB(pool), sqlstore.Engine{
 		Dialect:    database.Postgres,
 		LockClause: " FOR UPDATE",
-		// Self-exclusive, so activity writers commit in the order they draw seq; readers are not blocked.
+		// Self-exclusive, so activity writers commit in the order they draw seq (the history's cursor order,
+		// Store.ActivitySince); readers are not blocked. Taken before the event log's append lock, always.
 		ActivityLock: "LOCK TABLE activity IN SHARE ROW EXCLUSIVE MODE",
 		MapError:     mapError,
 		Retryable:    retryable,
@@ -52,8 +55,8 @@ var conflictMessages = map[string]string{
 	"activity_id_key":     "activity entry already recorded",
 }
 
-// mapError turns constraint violations into domain errors and wraps anything else with what was
-// being done, which makes it Internal.
+// mapError turns constraint violations into domain errors, connection failures into Unavailable
+// (database.Classify), and wraps anything else with what was being done, which makes it Internal.
 func mapError(err error, what string) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -68,7 +71,7 @@ func mapError(err error, what string) error {
 			return apperr.Wrap(apperr.NotFound, fmt.Errorf("%s: %w", what, err), "user not found")
 		}
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return database.Classify(fmt.Errorf("%s: %w", what, err))
 }
 
 // retryable reports a transaction that PostgreSQL aborted to break a deadlock or a serialization

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
 	"lastmile/internal/identity"
@@ -16,22 +17,40 @@ import (
 	"lastmile/internal/identity/sqlstore"
 	"lastmile/internal/identity/storetest"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
+	"lastmile/internal/platform/eventlog/sqllog"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// newStore returns the store on a fresh, migrated PostgreSQL database, closed when the test ends.
+// newStore returns the store on a fresh PostgreSQL database, migrated with identity's migrations and the
+// event log's, closed when the test ends.
 func newStore(t *testing.T) *sqlstore.Store {
 	pool := databasetest.Postgres(t, "identity")
+	migrate(t, pool)
+	return storeOn(t, pool)
+}
+
+// migrate applies identity's migrations and then the event log's, as serve does.
+func migrate(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
 		t.Fatalf("MigratePostgres() = %v", err)
 	}
+	if err := database.MigratePostgres(ctx, pool, sqllog.Migrations(database.Postgres, "identity")); err != nil {
+		t.Fatalf("MigratePostgres(event log) = %v", err)
+	}
+}
+
+// storeOn returns the store on pool, closed when the test ends.
+func storeOn(t *testing.T, pool *pgxpool.Pool) *sqlstore.Store {
+	t.Helper()
 	s := postgres.New(pool)
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
@@ -122,5 +141,96 @@ func TestDeadlockRetried(t *testing.T) {
 	// transaction as a victim again (seen: 1 and 3 runs), so the count of retries is not fixed.
 	if calls[0]+calls[1] < 3 {
 		t.Errorf("the closures ran %d and %d times, want at least 3 runs in all (a deadlock victim run again)", calls[0], calls[1])
+	}
+}
+
+// TestActivityReachesWatcherOnAnotherReplica runs two identity Services ("replicas"), each with its own
+// pool, store and event log tailer (woken by LISTEN/NOTIFY, as serve wires it), on one PostgreSQL
+// database: an activity written through one is delivered to a watcher on the other.
+func TestActivityReachesWatcherOnAnotherReplica(t *testing.T) {
+	url := databasetest.PostgresURL(t)
+	replica := func(name string) *identity.Service {
+		pool, err := database.OpenPostgres(t.Context(), url, database.PostgresOptions{Schema: "identity", MaxConns: 4})
+		if err != nil {
+			t.Fatalf("OpenPostgres(%s) = %v", name, err)
+		}
+		t.Cleanup(pool.Close)
+		migrate(t, pool) // concurrent-safe and idempotent: both replicas migrate, as serve does
+		store := storeOn(t, pool)
+		db := database.SQLDB(pool)
+		t.Cleanup(func() { _ = db.Close() })
+		feed := identitytest.Feed(t, db, database.Postgres, sqllog.Listener(pool))
+		svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{Feed: feed})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- svc.Run(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("%s Run() = %v", name, err)
+			}
+		})
+		return svc
+	}
+	writer, watcher := replica("writer"), replica("watcher")
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	const password = "correct horse battery"
+	u, err := writer.CreateUser(ctx, identity.NewUser{Email: "remote@example.com", Password: password, DisplayName: "Remote"})
+	if err != nil {
+		t.Fatalf("CreateUser() = %v", err)
+	}
+	w, err := watcher.WatchActivity(auth.WithPrincipal(ctx, auth.Principal{Kind: auth.User, Subject: u.ID, Roles: []string{string(u.Role)}}))
+	if err != nil {
+		t.Fatalf("WatchActivity() on the watcher replica = %v", err)
+	}
+	defer w.Close()
+	if _, err := w.Update([]string{u.ID}, nil); err != nil {
+		t.Fatalf("Update() = %v", err)
+	}
+	if _, err := writer.Login(ctx, identity.Credentials{Email: "remote@example.com", Password: password}); err != nil {
+		t.Fatalf("Login() on the writer replica = %v", err)
+	}
+	for {
+		if ev, ok := w.Next(); ok {
+			if ev.Type != identity.ActivityLogin || ev.UserID != u.ID || ev.ActorUserID != u.ID || ev.User.LastLoginAt.IsZero() {
+				t.Errorf("event on the watcher replica = %+v, want the login written through the other", ev)
+			}
+			return
+		}
+		select {
+		case <-w.Ready():
+		case <-w.Done():
+			t.Fatalf("watch ended: %v", w.Err())
+		case <-ctx.Done():
+			t.Fatal("the login written through one replica did not reach the watcher on the other within 10s")
+		}
+	}
+}
+
+// TestUnreachableDatabaseIsUnavailable: with PostgreSQL unreachable (stopped), login and the store's
+// reads and transactions fail with Unavailable (HTTP 503), not Internal.
+func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, "postgres://postgres@127.0.0.1:1/lastmile?sslmode=disable&connect_timeout=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store := storeOn(t, pool)
+	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{})
+	_, err = svc.Login(ctx, identity.Credentials{Email: "someone@example.com", Password: "correct horse battery"})
+	if got := apperr.CodeOf(err); got != apperr.Unavailable {
+		t.Errorf("Login() on an unreachable database = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+	_, err = store.GetUser(ctx, identity.Lookup{ID: "u1"})
+	if got := apperr.CodeOf(err); got != apperr.Unavailable {
+		t.Errorf("GetUser() = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+	err = store.RevokeUserTokens(ctx, "u1", time.Now())
+	if got := apperr.CodeOf(err); got != apperr.Unavailable {
+		t.Errorf("RevokeUserTokens() = %v (code %q), want %q", err, got, apperr.Unavailable)
 	}
 }

@@ -30,7 +30,9 @@ func Migrations() database.Migrations {
 }
 
 // New returns the identity store on db, which must come from database.OpenSQLite (a single connection
-// whose transactions begin with BEGIN IMMEDIATE) and carry the schema of Migrations. The caller closes db.
+// whose transactions begin with BEGIN IMMEDIATE) and carry the schema of Migrations, then of the event
+// log's (sqllog.Migrations(database.SQLite, "identity")), which activity is appended to. The caller closes
+// db.
 func New(db *sql.DB) *sqlstore.Store {
 	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: mapError})
 }
@@ -45,8 +47,8 @@ var conflictMessages = []struct{ column, message string }{
 	{"activity.id", "activity entry already recorded"},
 }
 
-// mapError turns constraint violations into domain errors and wraps anything else with what was
-// being done, which makes it Internal.
+// mapError turns constraint violations into domain errors, connection failures into Unavailable
+// (database.Classify), and wraps anything else with what was being done, which makes it Internal.
 func mapError(err error, what string) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -64,5 +66,5 @@ func mapError(err error, what string) error {
 			return apperr.Wrap(apperr.NotFound, fmt.Errorf("%s: %w", what, err), "user not found")
 		}
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return database.Classify(fmt.Errorf("%s: %w", what, err))
 }

@@ -8,6 +8,7 @@ import (
 
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/eventlog/sqllog"
 )
 
 // AppendActivity implements identity.Store. Invalid for an incomplete entry, NotFound when an entry's
@@ -25,7 +26,9 @@ func (s *Store) AppendActivity(ctx context.Context, activity []identity.Activity
 	})
 }
 
-// insertActivity appends entries as part of tx.
+// insertActivity appends entries as part of tx: to the activity history (the activity table) and to
+// identity's event log (sqllog.Append), which every replica's activity feed tails. It must be the last
+// step of the transaction, as the event log's append lock is held until the commit.
 //
 // Sequence numbers are drawn at insert time, so without more care a PostgreSQL transaction could commit
 // seq 6 while seq 5 is still in flight, and a feed that has read up to 6 would never see 5. The
@@ -39,7 +42,7 @@ func (s *Store) insertActivity(ctx context.Context, tx *sql.Tx, activity []ident
 	}
 	if s.e.ActivityLock != "" {
 		if _, err := tx.ExecContext(ctx, s.e.ActivityLock); err != nil {
-			return fmt.Errorf("append activity: lock: %w", err)
+			return s.e.MapError(err, "append activity: lock")
 		}
 	}
 	for _, a := range activity {
@@ -58,6 +61,15 @@ func (s *Store) insertActivity(ctx context.Context, tx *sql.Tx, activity []ident
 			return s.e.MapError(err, "append activity "+a.ID)
 		}
 	}
+	for _, a := range activity {
+		e, err := identity.EncodeActivity(a)
+		if err != nil {
+			return err
+		}
+		if _, err := sqllog.Append(ctx, tx, s.e.Dialect, e); err != nil {
+			return s.e.MapError(err, fmt.Sprintf("append activity %s to the event log", a.ID))
+		}
+	}
 	return nil
 }
 
@@ -71,11 +83,11 @@ func (s *Store) ActivitySince(ctx context.Context, after int64, limit int) ([]id
 	rows, err := s.db.QueryContext(ctx, `SELECT seq, id, user_id, type, at, actor_user_id, changed_fields
 		FROM activity WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read activity after %d: %w", after, err)
+		return nil, s.e.MapError(err, fmt.Sprintf("read activity after %d", after))
 	}
 	out, err := collect(rows, scanActivity)
 	if err != nil {
-		return nil, fmt.Errorf("read activity after %d: %w", after, err)
+		return nil, s.e.MapError(err, fmt.Sprintf("read activity after %d", after))
 	}
 	return out, nil
 }

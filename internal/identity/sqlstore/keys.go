@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"lastmile/internal/identity"
@@ -30,7 +29,7 @@ func (s *Store) SigningKeys(ctx context.Context, at time.Time) ([]identity.Signi
 	rows, err := s.db.QueryContext(ctx, `SELECT kid, private_key, public_key, created_at, retire_at FROM signing_keys
 		WHERE retire_at IS NULL OR retire_at > $1 ORDER BY created_at DESC, kid DESC`, s.ts(at))
 	if err != nil {
-		return nil, fmt.Errorf("list signing keys: %w", err)
+		return nil, s.e.MapError(err, "list signing keys")
 	}
 	keys, err := collect(rows, func(row scanner) (identity.SigningKey, error) {
 		var k identity.SigningKey
@@ -38,7 +37,7 @@ func (s *Store) SigningKeys(ctx context.Context, at time.Time) ([]identity.Signi
 		return k, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list signing keys: %w", err)
+		return nil, s.e.MapError(err, "list signing keys")
 	}
 	return keys, nil
 }

@@ -48,7 +48,7 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash []byte) (identity.Refr
 		return identity.RefreshToken{}, apperr.Errorf(apperr.NotFound, "refresh token not found")
 	}
 	if err != nil {
-		return identity.RefreshToken{}, fmt.Errorf("get refresh token: %w", err)
+		return identity.RefreshToken{}, s.e.MapError(err, "get refresh token")
 	}
 	return t, nil
 }
@@ -66,11 +66,11 @@ func (s *Store) UpdateRefreshToken(ctx context.Context, hash []byte, change func
 			return apperr.Errorf(apperr.NotFound, "refresh token not found") // a token's user always exists
 		}
 		if err != nil {
-			return fmt.Errorf("update refresh token: lock its user: %w", err)
+			return s.e.MapError(err, "update refresh token: lock its user")
 		}
 		t, err := scanToken(tx.QueryRowContext(ctx, "SELECT "+tokenColumns+" FROM refresh_tokens WHERE hash = $1"+s.e.LockClause, hash))
 		if err != nil {
-			return fmt.Errorf("update refresh token: read it: %w", err)
+			return s.e.MapError(err, "update refresh token: read it")
 		}
 		ch, err := change(t, owner)
 		if err != nil {
@@ -92,7 +92,7 @@ func (s *Store) writeTokenChange(ctx context.Context, tx *sql.Tx, t identity.Ref
 	}
 	if !ch.UsedAt.IsZero() {
 		if _, err := tx.ExecContext(ctx, "UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2", s.ts(ch.UsedAt), t.Hash); err != nil {
-			return fmt.Errorf("mark refresh token of family %s used: %w", t.FamilyID, err)
+			return s.e.MapError(err, fmt.Sprintf("mark refresh token of family %s used", t.FamilyID))
 		}
 	}
 	if ch.Next.Hash != nil {
@@ -117,7 +117,7 @@ func (s *Store) revokeFamily(ctx context.Context, q querier, familyID string, at
 	_, err := q.ExecContext(ctx, "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
 		s.ts(at), familyID)
 	if err != nil {
-		return fmt.Errorf("revoke refresh token family %s: %w", familyID, err)
+		return s.e.MapError(err, fmt.Sprintf("revoke refresh token family %s", familyID))
 	}
 	return nil
 }
@@ -132,12 +132,12 @@ func (s *Store) RevokeUserTokens(ctx context.Context, userID string, at time.Tim
 			return nil // no user, no tokens
 		}
 		if err != nil {
-			return fmt.Errorf("revoke refresh tokens of user %s: lock the user: %w", userID, err)
+			return s.e.MapError(err, fmt.Sprintf("revoke refresh tokens of user %s: lock the user", userID))
 		}
 		_, err = tx.ExecContext(ctx, "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
 			s.ts(at), userID)
 		if err != nil {
-			return fmt.Errorf("revoke refresh tokens of user %s: %w", userID, err)
+			return s.e.MapError(err, fmt.Sprintf("revoke refresh tokens of user %s", userID))
 		}
 		return nil
 	})

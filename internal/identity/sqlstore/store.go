@@ -36,7 +36,8 @@ type Engine struct {
 	// writers commit in the order of the sequence numbers they draw (see identity.Activity.Seq).
 	ActivityLock string
 	// MapError turns the driver's constraint violations into apperr errors (Conflict for a taken unique
-	// key, NotFound for a missing user) and wraps any other error with what was being done.
+	// key, NotFound for a missing user), connection failures into Unavailable (database.Classify), and
+	// wraps any other error with what was being done. Every database error of the Store goes through it.
 	MapError func(err error, what string) error
 	// Retryable reports whether a transaction that failed with err may be run again from the start
 	// (PostgreSQL's deadlock_detected, say). Nil means never.

@@ -66,7 +66,7 @@ func (s *Store) CreateUsers(ctx context.Context, users []identity.User) ([]error
 			// A failed statement aborts a PostgreSQL transaction; rolling back to the savepoint is what
 			// lets the rest of the batch go on.
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT create_user"); err != nil {
-				return fmt.Errorf("create users: savepoint: %w", err)
+				return s.e.MapError(err, "create users: savepoint")
 			}
 			if err := s.insertUser(ctx, tx, u); err != nil {
 				if code := apperr.CodeOf(err); code != apperr.Conflict && code != apperr.Invalid {
@@ -74,12 +74,12 @@ func (s *Store) CreateUsers(ctx context.Context, users []identity.User) ([]error
 				}
 				errs[i] = err
 				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT create_user"); err != nil {
-					return fmt.Errorf("create users: roll back to savepoint: %w", err)
+					return s.e.MapError(err, "create users: roll back to savepoint")
 				}
 			}
 			// After ROLLBACK TO the savepoint is still open; RELEASE pops it in both cases.
 			if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT create_user"); err != nil {
-				return fmt.Errorf("create users: release savepoint: %w", err)
+				return s.e.MapError(err, "create users: release savepoint")
 			}
 		}
 		return nil
@@ -109,7 +109,7 @@ func (s *Store) GetUser(ctx context.Context, l identity.Lookup) (identity.User, 
 		return identity.User{}, apperr.Errorf(apperr.NotFound, "user not found")
 	}
 	if err != nil {
-		return identity.User{}, fmt.Errorf("get user: %w", err)
+		return identity.User{}, s.e.MapError(err, "get user")
 	}
 	return u, nil
 }
@@ -135,7 +135,7 @@ func (s *Store) UpdateUser(ctx context.Context, id string, change func(identity.
 			return apperr.Errorf(apperr.NotFound, "user not found")
 		}
 		if err != nil {
-			return fmt.Errorf("update user %s: read it: %w", id, err)
+			return s.e.MapError(err, fmt.Sprintf("update user %s: read it", id))
 		}
 		next, activity, err := change(userTx{s: s, tx: tx}, cur)
 		if err != nil {
@@ -175,11 +175,11 @@ func (u userTx) CountActiveAdmins(ctx context.Context) (int, error) {
 	rows, err := u.tx.QueryContext(ctx, "SELECT id FROM users WHERE role = $1 AND status = $2 ORDER BY id"+u.s.e.LockClause,
 		string(identity.RoleAdmin), string(identity.StatusActive))
 	if err != nil {
-		return 0, fmt.Errorf("count active admins: %w", err)
+		return 0, u.s.e.MapError(err, "count active admins")
 	}
 	ids, err := collect(rows, func(row scanner) (id string, err error) { return id, row.Scan(&id) })
 	if err != nil {
-		return 0, fmt.Errorf("count active admins: %w", err)
+		return 0, u.s.e.MapError(err, "count active admins")
 	}
 	return len(ids), nil
 }
@@ -220,11 +220,11 @@ func (s *Store) ListUsers(ctx context.Context, f identity.Filter, after string, 
 	rows, err := s.db.QueryContext(ctx, "SELECT "+userColumns+" FROM users WHERE "+where+
 		" AND id > $"+strconv.Itoa(len(args)-1)+" ORDER BY id LIMIT $"+strconv.Itoa(len(args)), args...)
 	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
+		return nil, s.e.MapError(err, "list users")
 	}
 	users, err := collect(rows, scanUser)
 	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
+		return nil, s.e.MapError(err, "list users")
 	}
 	return users, nil
 }
@@ -234,7 +234,7 @@ func (s *Store) CountUsers(ctx context.Context, f identity.Filter) (int, error) 
 	where, args := userFilter(f)
 	var n int
 	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM users WHERE "+where, args...).Scan(&n); err != nil {
-		return 0, fmt.Errorf("count users: %w", err)
+		return 0, s.e.MapError(err, "count users")
 	}
 	return n, nil
 }

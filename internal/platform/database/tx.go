@@ -16,12 +16,13 @@ import (
 // InTx runs fn in a transaction on db and commits it when fn returns nil. When fn returns an error the
 // transaction is rolled back and fn's error is returned as is (errors.Is and apperr.CodeOf still see
 // it); when fn panics or calls runtime.Goexit (t.Fatal) it is rolled back and the panic continues.
+// Failing to begin or commit for want of the database is Unavailable (Classify).
 //
 // fn must use tx only: with OpenSQLite's single connection, a query on db inside fn waits forever.
 func InTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		return Classify(fmt.Errorf("begin transaction: %w", err))
 	}
 	finished := false
 	defer func() {
@@ -40,7 +41,7 @@ func InTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 	}
 	finished = true
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit transaction: %w", err)
+		return Classify(fmt.Errorf("commit transaction: %w", err))
 	}
 	return nil
 }
@@ -100,7 +101,7 @@ func retryable(err error) bool {
 func inPgxTx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	tx, err := pool.BeginTx(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		return Classify(fmt.Errorf("begin transaction: %w", err))
 	}
 	finished := false
 	defer func() {
@@ -117,7 +118,7 @@ func inPgxTx(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions, fn fun
 	}
 	finished = true
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit transaction: %w", err)
+		return Classify(fmt.Errorf("commit transaction: %w", err))
 	}
 	return nil
 }
