@@ -25,7 +25,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const testTimeout = 10 * time.Second
+const testTimeout = 60 * time.Second
 
 // testNow is the service's clock in tests that do not set their own: a fixed instant, so that no test
 // depends on the wall clock's hour.

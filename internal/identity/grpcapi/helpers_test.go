@@ -21,7 +21,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testTimeout bounds every wait of these tests.
-const testTimeout = 10 * time.Second
+const testTimeout = 60 * time.Second
 
 const password = "correct horse battery"
 
