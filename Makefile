@@ -4,7 +4,7 @@ GO ?= go
 export BREAKING_AGAINST
 
 
-.PHONY: tidy all build generate check-generated lint breaking vet staticcheck buflint test test-race test-postgres bench fuzz ci
+.PHONY: tidy all build generate check-generated lint breaking vet staticcheck buflint test test-race test-postgres bench fuzz fuzz-short ci
 
 all: build
 
@@ -74,8 +74,12 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10x $$pkg; \
 	done
 
+## fuzz-short: every fuzz target for 5s, the short run make ci includes (about a minute in all).
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=5s
+
 ## ci: everything .ci/run checks.
-ci: tidy check-generated lint breaking build test test-postgres
+ci: tidy check-generated lint breaking build test test-postgres fuzz-short
 
 ## tidy: fail when go.mod or go.sum are not tidy.
 tidy:
