@@ -98,7 +98,7 @@ func TestInvalid(t *testing.T) {
 }
 
 // TestInvalidText checks that a string PostgreSQL's text cannot hold (a NUL byte) is refused as Invalid:
-// no check in Go catches it, PostgreSQL does, and mapError must say Invalid rather than Internal.
+// no check in Go catches it, PostgreSQL does, and the constraints mapping must say Invalid rather than Internal.
 func TestInvalidText(t *testing.T) {
 	ctx := testContext(t)
 	s := newStore(t)
@@ -116,7 +116,7 @@ func BenchmarkSaveLocations(b *testing.B) {
 }
 
 // TestUnreachableDatabaseIsUnavailable: with the server unreachable (stopped), store calls fail with
-// Unavailable (database.Classify in mapError), not Internal.
+// Unavailable (database.Classify in the constraints mapping), not Internal.
 func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 	ctx := testContext(t)
 	pool, err := pgxpool.New(ctx, "postgres://postgres@127.0.0.1:1/lastmile?sslmode=disable&connect_timeout=5")

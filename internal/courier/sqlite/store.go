@@ -11,15 +11,8 @@ package sqlite
 import (
 	"database/sql"
 	"embed"
-	"errors"
-	"fmt"
-	"strings"
-
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
 
 	"lastmile/internal/courier/sqlstore"
-	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 )
 
@@ -35,37 +28,15 @@ func Migrations() database.Migrations {
 // whose transactions take the write lock up front) and carry the schema of Migrations. Closing the store
 // leaves db open.
 func New(db *sql.DB) *sqlstore.Store {
-	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: mapError}, nil)
+	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: constraints.MapSQLite}, nil)
 }
 
-// conflictMessages names, by the column SQLite reports in a uniqueness violation, the caller-safe
-// message of the resulting Conflict.
-var conflictMessages = []struct{ column, message string }{
-	{"couriers.user_id", "user already has a courier profile"},
-	{"couriers.id", "courier id already exists"},
-	{"claims.task_id", "task is already claimed"},
-}
-
-// mapError turns constraint violations into domain errors, connection failures into Unavailable
-// (database.Classify), and wraps anything else with what was being done, which makes it Internal.
-func mapError(err error, what string) error {
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		switch se.Code() {
-		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
-			// The driver's message is "... UNIQUE constraint failed: <table>.<column> (2067)".
-			for _, c := range conflictMessages {
-				if strings.Contains(se.Error(), c.column) {
-					return apperr.Wrap(apperr.Conflict, fmt.Errorf("%s: %w", what, err), c.message)
-				}
-			}
-			return apperr.Wrap(apperr.Conflict, fmt.Errorf("%s: %w", what, err), "already exists")
-		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
-			// Every foreign key points at couriers.
-			return apperr.Wrap(apperr.NotFound, fmt.Errorf("%s: %w", what, err), "courier not found")
-		case sqlite3.SQLITE_CONSTRAINT_CHECK, sqlite3.SQLITE_CONSTRAINT_NOTNULL:
-			return apperr.Wrap(apperr.Invalid, fmt.Errorf("%s: %w", what, err), "value out of range")
-		}
-	}
-	return database.Classify(fmt.Errorf("%s: %w", what, err))
+// constraints says what the store's constraint violations mean to callers.
+var constraints = database.Constraints{
+	Unique: map[string]string{
+		"couriers.user_id": "user already has a courier profile",
+		"couriers.id":      "courier id already exists",
+		"claims.task_id":   "task is already claimed",
+	},
+	ForeignKey: "courier not found",
 }

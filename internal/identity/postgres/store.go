@@ -9,13 +9,11 @@ package postgres
 import (
 	"embed"
 	"errors"
-	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"lastmile/internal/identity/sqlstore"
-	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 )
 
@@ -40,38 +38,22 @@ func New(pool *pgxpool.Pool) *sqlstore.Store {
 		// Self-exclusive, so activity writers commit in the order they draw seq (the history's cursor order,
 		// Store.ActivitySince); readers are not blocked. Taken before the event log's append lock, always.
 		ActivityLock: "LOCK TABLE activity IN SHARE ROW EXCLUSIVE MODE",
-		MapError:     mapError,
+		MapError:     constraints.MapPostgres,
 		Retryable:    retryable,
 		OwnsDB:       true,
 	})
 }
 
-// conflictMessages names, by constraint, the caller-safe message of a uniqueness violation.
-var conflictMessages = map[string]string{
-	"users_email_key":     "email already registered",
-	"users_username_key":  "username already taken",
-	"users_pkey":          "user id already exists",
-	"refresh_tokens_pkey": "refresh token already exists",
-	"activity_id_key":     "activity entry already recorded",
-}
-
-// mapError turns constraint violations into domain errors, connection failures into Unavailable
-// (database.Classify), and wraps anything else with what was being done, which makes it Internal.
-func mapError(err error, what string) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "23505": // unique_violation
-			msg, ok := conflictMessages[pgErr.ConstraintName]
-			if !ok {
-				msg = "already exists"
-			}
-			return apperr.Wrap(apperr.Conflict, fmt.Errorf("%s: %w", what, err), msg)
-		case "23503": // foreign_key_violation: the only foreign keys point at users
-			return apperr.Wrap(apperr.NotFound, fmt.Errorf("%s: %w", what, err), "user not found")
-		}
-	}
-	return database.Classify(fmt.Errorf("%s: %w", what, err))
+// constraints says what the store's constraint violations mean to callers.
+var constraints = database.Constraints{
+	Unique: map[string]string{
+		"users_email_key":     "email already registered",
+		"users_username_key":  "username already taken",
+		"users_pkey":          "user id already exists",
+		"refresh_tokens_pkey": "refresh token already exists",
+		"activity_id_key":     "activity entry already recorded",
+	},
+	ForeignKey: "user not found",
 }
 
 // retryable reports a transaction that PostgreSQL aborted to break a deadlock or a serialization
