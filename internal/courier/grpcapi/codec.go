@@ -14,6 +14,7 @@ import (
 	"lastmile/internal/courier"
 	"lastmile/internal/geo/geoproto"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/protoenum"
 )
 
 // decoder collects what the domain cannot see once a request is decoded: missing messages and malformed
@@ -71,31 +72,20 @@ func indexed(field string, i int) string { return fmt.Sprintf("%s[%d]", field, i
 // "any" or rejects, and an invalid mode for undefined values.
 func decodeMode(m geov1.TransportMode) courier.Mode { return geoproto.Mode(m) }
 
-var statuses = map[courierv1.CourierStatus]courier.Status{
-	courierv1.CourierStatus_COURIER_STATUS_OFFLINE:   courier.StatusOffline,
-	courierv1.CourierStatus_COURIER_STATUS_AVAILABLE: courier.StatusAvailable,
-	courierv1.CourierStatus_COURIER_STATUS_ON_BREAK:  courier.StatusOnBreak,
-	courierv1.CourierStatus_COURIER_STATUS_BUSY:      courier.StatusBusy,
-}
+var statuses = protoenum.New(map[courier.Status]courierv1.CourierStatus{
+	courier.StatusOffline:   courierv1.CourierStatus_COURIER_STATUS_OFFLINE,
+	courier.StatusAvailable: courierv1.CourierStatus_COURIER_STATUS_AVAILABLE,
+	courier.StatusOnBreak:   courierv1.CourierStatus_COURIER_STATUS_ON_BREAK,
+	courier.StatusBusy:      courierv1.CourierStatus_COURIER_STATUS_BUSY,
+})
 
 // decodeStatus returns "" for UNSPECIFIED and an invalid status for undefined values.
 func decodeStatus(s courierv1.CourierStatus) courier.Status {
-	if s == courierv1.CourierStatus_COURIER_STATUS_UNSPECIFIED {
-		return ""
-	}
-	if ds, ok := statuses[s]; ok {
-		return ds
-	}
-	return courier.Status(fmt.Sprintf("undefined(%d)", s))
+	return statuses.Decode(s)
 }
 
 func encodeStatus(s courier.Status) courierv1.CourierStatus {
-	for ps, ds := range statuses {
-		if ds == s {
-			return ps
-		}
-	}
-	return courierv1.CourierStatus_COURIER_STATUS_UNSPECIFIED
+	return statuses.Encode(s)
 }
 
 func encodeCourier(c courier.Courier) *courierv1.Courier {

@@ -2,7 +2,6 @@ package grpcapi
 
 import (
 	"encoding/base64"
-	"fmt"
 	"strconv"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
 	"lastmile/internal/platform/grpcserver"
+	"lastmile/internal/platform/protoenum"
 )
 
 func encodeUser(u identity.User) *identityv1.User {
@@ -55,68 +55,36 @@ func decodeEtag(etag string) int64 {
 	return v
 }
 
-var roles = []struct {
-	domain identity.Role
-	proto  identityv1.Role
-}{
-	{identity.RoleCustomer, identityv1.Role_ROLE_CUSTOMER},
-	{identity.RoleCourier, identityv1.Role_ROLE_COURIER},
-	{identity.RoleDispatcher, identityv1.Role_ROLE_DISPATCHER},
-	{identity.RoleAdmin, identityv1.Role_ROLE_ADMIN},
-}
+var roles = protoenum.New(map[identity.Role]identityv1.Role{
+	identity.RoleCustomer:   identityv1.Role_ROLE_CUSTOMER,
+	identity.RoleCourier:    identityv1.Role_ROLE_COURIER,
+	identity.RoleDispatcher: identityv1.Role_ROLE_DISPATCHER,
+	identity.RoleAdmin:      identityv1.Role_ROLE_ADMIN,
+})
 
 func encodeRole(r identity.Role) identityv1.Role {
-	for _, m := range roles {
-		if m.domain == r {
-			return m.proto
-		}
-	}
-	return identityv1.Role_ROLE_UNSPECIFIED
+	return roles.Encode(r)
 }
 
 // decodeRole maps ROLE_UNSPECIFIED to "" and a number the contract does not define to a role the domain
 // refuses as invalid (the validation interceptor normally refuses it first).
 func decodeRole(r identityv1.Role) identity.Role {
-	if r == identityv1.Role_ROLE_UNSPECIFIED {
-		return ""
-	}
-	for _, m := range roles {
-		if m.proto == r {
-			return m.domain
-		}
-	}
-	return identity.Role(fmt.Sprintf("undefined(%d)", r))
+	return roles.Decode(r)
 }
 
-var statuses = []struct {
-	domain identity.Status
-	proto  identityv1.UserStatus
-}{
-	{identity.StatusActive, identityv1.UserStatus_USER_STATUS_ACTIVE},
-	{identity.StatusSuspended, identityv1.UserStatus_USER_STATUS_SUSPENDED},
-	{identity.StatusDeleted, identityv1.UserStatus_USER_STATUS_DELETED},
-}
+var statuses = protoenum.New(map[identity.Status]identityv1.UserStatus{
+	identity.StatusActive:    identityv1.UserStatus_USER_STATUS_ACTIVE,
+	identity.StatusSuspended: identityv1.UserStatus_USER_STATUS_SUSPENDED,
+	identity.StatusDeleted:   identityv1.UserStatus_USER_STATUS_DELETED,
+})
 
 func encodeStatus(s identity.Status) identityv1.UserStatus {
-	for _, m := range statuses {
-		if m.domain == s {
-			return m.proto
-		}
-	}
-	return identityv1.UserStatus_USER_STATUS_UNSPECIFIED
+	return statuses.Encode(s)
 }
 
 // decodeStatus maps USER_STATUS_UNSPECIFIED to "" and undefined numbers to a status the domain refuses.
 func decodeStatus(s identityv1.UserStatus) identity.Status {
-	if s == identityv1.UserStatus_USER_STATUS_UNSPECIFIED {
-		return ""
-	}
-	for _, m := range statuses {
-		if m.proto == s {
-			return m.domain
-		}
-	}
-	return identity.Status(fmt.Sprintf("undefined(%d)", s))
+	return statuses.Decode(s)
 }
 
 var activityTypes = map[identity.ActivityType]identityv1.UserActivityType{
