@@ -21,14 +21,17 @@
 //
 // # Circuit breaker
 //
-// One breaker guards each connection (sony/gobreaker). It counts as failures only outcomes that say the
-// server side is in trouble: Unavailable, DeadlineExceeded, Internal, Unknown and DataLoss. The caller's
-// own errors (InvalidArgument, NotFound, AlreadyExists, PermissionDenied, Unauthenticated,
-// FailedPrecondition, Aborted, OutOfRange, Unimplemented) prove that the server answered and count as
-// successes. ResourceExhausted counts as a success too: it is a per-caller quota (the servers limit per
-// principal, and say when to retry) or an oversized message, and opening a breaker shared by every user
-// of the connection because one of them ran out of quota would punish the others. Canceled is ignored:
-// the caller gave up, which says nothing about the server. After Breaker.ConsecutiveFailures failures in a
+// One breaker guards each connection (sony/gobreaker), and every caller of the connection shares it, so it
+// counts as failures only outcomes that say the peer is unhealthy, which no single caller can produce at
+// will: Unavailable (no backend reachable, or a backend that says it cannot serve), and DeadlineExceeded
+// when the caller's own deadline of at least MinCountedDeadline ran out before any answer. Every answer
+// the peer gives to one request counts as a success, whatever its code: the caller's own errors
+// (InvalidArgument, NotFound, PermissionDenied, FailedPrecondition, ...), ResourceExhausted (a
+// per-caller quota or an oversized message), a DeadlineExceeded the handler answered before the caller's
+// deadline, and even Internal, Unknown and DataLoss: a request that makes a handler fail is a bug to fix,
+// and letting whoever can send it open the breaker would let one caller refuse every other caller's
+// calls (five crafted REST requests once did exactly that). Canceled is ignored, as is a deadline shorter
+// than MinCountedDeadline: the caller gave up, which says nothing about the server. After Breaker.ConsecutiveFailures failures in a
 // row the breaker opens, and calls fail at once with Unavailable "circuit open for <target>" until
 // Breaker.Timeout has passed and probe calls succeed, or until the connection becomes READY again after it
 // was not (a backend passed its health check: see ServiceName), whichever comes first, so that a service
@@ -164,11 +167,11 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 	}
 	var brk *breaker
 	if !cfg.Breaker.Disabled {
-		gauge, err := registerBreakerGauge(cfg.Registerer)
+		bm, err := registerBreakerMetrics(cfg.Registerer)
 		if err != nil {
 			return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
 		}
-		brk = newBreaker(cfg.Target, cfg.Breaker, gauge, logger)
+		brk = newBreaker(cfg.Target, cfg.Breaker, bm, logger)
 		unary = append(unary, brk.unary)
 		stream = append(stream, brk.stream)
 	}
