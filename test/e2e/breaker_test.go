@@ -3,8 +3,8 @@ package e2e_test
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
