@@ -404,8 +404,13 @@ func TestEveryRPCAnswersEveryRequest(t *testing.T) {
 	if p := s.logs.panicLines(); len(p) > 0 {
 		t.Errorf("the process logged %d panics; first: %s", len(p), truncate(p[0], 2000))
 	}
-	if opens, states := s.breakers(t); opens != 0 || slices.ContainsFunc(states, func(v float64) bool { return v != 0 }) {
-		t.Errorf("circuit breakers opened %v times, states %v; want none opened and all closed (0)", opens, states)
+	m := s.metrics(t)
+	if m.opens != 0 || slices.ContainsFunc(m.states, func(v float64) bool { return v != 0 }) {
+		t.Errorf("circuit breakers opened %v times, states %v; want none opened and all closed (0)", m.opens, m.states)
+	}
+	// The servers' own count sees what no caller of this test sees: the calls between services.
+	for _, line := range m.failures {
+		t.Errorf("/metrics: %s, want no server failure", line)
 	}
 }
 
@@ -480,9 +485,19 @@ func call(c caller, m rpc, reqs []proto.Message) (codes.Code, string) {
 	}
 }
 
-// breakers returns the sum of lastmile_grpc_client_breaker_opens_total and every
-// lastmile_grpc_client_breaker_state sample of the process's /metrics.
-func (s *system) breakers(t *testing.T) (opens float64, states []float64) {
+// processMetrics is what the test reads from the process's /metrics.
+type processMetrics struct {
+	// opens is the sum of lastmile_grpc_client_breaker_opens_total.
+	opens float64
+	// states are the lastmile_grpc_client_breaker_state samples.
+	states []float64
+	// failures are the non-zero grpc_server_handled_total and grpc_client_handled_total samples with an
+	// Internal, Unknown or DataLoss code.
+	failures []string
+}
+
+// metrics reads the process's /metrics.
+func (s *system) metrics(t *testing.T) processMetrics {
 	t.Helper()
 	resp, err := http.Get("http://" + s.Admin + "/metrics")
 	if err != nil {
@@ -493,10 +508,14 @@ func (s *system) breakers(t *testing.T) (opens float64, states []float64) {
 	if err != nil {
 		t.Fatalf("read /metrics: %v", err)
 	}
-	found := false
+	var m processMetrics
+	found, handled := false, false
 	for line := range strings.SplitSeq(string(raw), "\n") {
 		name, _, _ := strings.Cut(line, "{")
-		if name != "lastmile_grpc_client_breaker_opens_total" && name != "lastmile_grpc_client_breaker_state" {
+		switch name {
+		case "lastmile_grpc_client_breaker_opens_total", "lastmile_grpc_client_breaker_state",
+			"grpc_server_handled_total", "grpc_client_handled_total":
+		default:
 			continue
 		}
 		fields := strings.Fields(line)
@@ -504,17 +523,25 @@ func (s *system) breakers(t *testing.T) (opens float64, states []float64) {
 		if err != nil {
 			t.Fatalf("metrics line %q: %v", line, err)
 		}
-		if name == "lastmile_grpc_client_breaker_state" {
-			states = append(states, v)
-		} else {
-			opens += v
+		switch name {
+		case "lastmile_grpc_client_breaker_state":
+			m.states = append(m.states, v)
+		case "lastmile_grpc_client_breaker_opens_total":
+			m.opens += v
 			found = true
+		default:
+			handled = true
+			failed := strings.Contains(line, `grpc_code="Internal"`) || strings.Contains(line, `grpc_code="Unknown"`) ||
+				strings.Contains(line, `grpc_code="DataLoss"`)
+			if failed && v > 0 {
+				m.failures = append(m.failures, line)
+			}
 		}
 	}
-	if !found || len(states) == 0 {
-		t.Fatal("/metrics has no breaker metrics: the process's peer clients are not exported")
+	if !found || len(m.states) == 0 || !handled {
+		t.Fatal("/metrics lacks the breaker or handled-call metrics the test reads")
 	}
-	return opens, states
+	return m
 }
 
 func envInt(t *testing.T, name string, def int) int {
