@@ -425,14 +425,41 @@ func (g *generator) requests(m protoreflect.MethodDescriptor) []proto.Message {
 	if m.IsStreamingClient() {
 		n = 1 + g.r.IntN(2)
 	}
-	valid := g.r.IntN(2) == 0
+	// A third of the calls are valid, a third wild, and a third valid but for one field: that one gets
+	// past validation when the field has no rule, and takes its extreme value into the handler.
+	mode := g.r.IntN(3)
 	out := make([]proto.Message, n)
 	for i := range out {
 		msg := mt.New()
-		g.message(msg, valid, 0)
+		g.message(msg, mode != 1, 0)
+		if mode == 2 {
+			g.mutateOne(msg)
+		}
 		out[i] = msg.Interface()
 	}
 	return out
+}
+
+// mutateOne replaces one field of m, at any depth, with a wild value.
+func (g *generator) mutateOne(m protoreflect.Message) {
+	for depth := 0; depth < maxDepth; depth++ {
+		fields := m.Descriptor().Fields()
+		if fields.Len() == 0 {
+			return
+		}
+		fd := fields.Get(g.r.IntN(fields.Len()))
+		// Descend into a set singular message half of the time.
+		if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() && m.Has(fd) && g.r.IntN(2) == 0 &&
+			m.Get(fd).Message().Descriptor().Fields().Len() > 0 {
+			m = m.Mutable(fd).Message()
+			continue
+		}
+		m.Clear(fd)
+		if g.r.IntN(5) != 0 {
+			g.field(m, fd, fieldRules(fd), false, depth)
+		}
+		return
+	}
 }
 
 // streamWait is how long a stream may stay open: long enough for any refusal (authentication,
