@@ -36,8 +36,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 	"lastmile/internal/cli"
+	"lastmile/internal/platform/database/databasetest"
 )
 
 // Environment variables that make the run longer or reproduce another one.
@@ -84,8 +88,9 @@ const (
 	adminPassword = "property admin password, long enough"
 )
 
-// start runs `lastmile serve` with every service in-process, as test/e2e does, and waits until it is ready.
-func start(t *testing.T) *system {
+// start runs `lastmile serve` with every service in-process, as test/e2e does, with extra arguments, and
+// waits until it is ready.
+func start(t *testing.T, extra ...string) *system {
 	t.Helper()
 	dataDir := t.TempDir()
 	env := map[string]string{"LASTMILE_ADMIN_EMAIL": adminEmail, "LASTMILE_ADMIN_PASSWORD": adminPassword}
@@ -94,10 +99,10 @@ func start(t *testing.T) *system {
 	done := make(chan error, 1)
 	s := &system{dataDir: dataDir, logs: &logSink{}}
 	go func() {
-		done <- cli.Run(ctx, []string{"lastmile", "serve",
+		done <- cli.Run(ctx, append([]string{"lastmile", "serve",
 			"--data-dir", dataDir,
 			"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-			"--shutdown-timeout", "5s", "--log-level", "error"}, cli.Env{
+			"--shutdown-timeout", "5s", "--log-level", "error"}, extra...), cli.Env{
 			Getenv: func(k string) string { return env[k] },
 			Stdout: io.Discard, Stderr: s.logs,
 			Ready: func(e cli.Endpoints) { ready <- e },
@@ -282,11 +287,21 @@ func forbidden(c codes.Code) bool {
 
 // TestEveryRPCAnswersEveryRequest is issue 8's property: for every RPC of every registered service,
 // generated requests (valid and invalid per its rules) from every kind of caller never produce Internal
-// or Unknown, a panic, or an open circuit breaker.
+// or Unknown, a panic, or an open circuit breaker. The stores are SQLite.
 func TestEveryRPCAnswersEveryRequest(t *testing.T) {
+	checkProperty(t, start(t))
+}
+
+// TestEveryRPCAnswersEveryRequestOnPostgreSQL is the property with every store on PostgreSQL, whose
+// types refuse values SQLite stores (a NUL in a text column, say).
+func TestEveryRPCAnswersEveryRequestOnPostgreSQL(t *testing.T) {
+	checkProperty(t, start(t, "--database-url", databasetest.PostgresURL(t)))
+}
+
+// checkProperty sends the generated requests to s and checks the property.
+func checkProperty(t *testing.T, s *system) {
 	count := envInt(t, envCount, 5000)
 	seed := uint64(envInt(t, envSeed, 1))
-	s := start(t)
 
 	admin := s.login(t, adminEmail, adminPassword)
 	var ids, emails []string
@@ -330,6 +345,7 @@ func TestEveryRPCAnswersEveryRequest(t *testing.T) {
 	if len(rpcs) < 20 {
 		t.Fatalf("discovered %d RPCs, want the methods of every service (at least 20)", len(rpcs))
 	}
+	checkRegressions(t, s, callers, rpcs)
 
 	var (
 		mu        sync.Mutex
@@ -411,6 +427,61 @@ func TestEveryRPCAnswersEveryRequest(t *testing.T) {
 	// The servers' own count sees what no caller of this test sees: the calls between services.
 	for _, line := range m.failures {
 		t.Errorf("/metrics: %s, want no server failure", line)
+	}
+}
+
+// regressions are requests the property once failed on. Each is sent first on every run, by every
+// caller, over gRPC and (when the method has a REST route and the caller uses REST) through the gateway.
+var regressions = []struct {
+	name, method string
+	req          proto.Message
+}{
+	{
+		"issue 8: a range from year 1 to 9999 overflowed get_availability.range (Internal)",
+		"/lastmile.courier.v1.CourierService/GetAvailability",
+		&courierv1.GetAvailabilityRequest{
+			CourierId: "0b8e6c1e-4d5f-4a8e-9c3b-2f1a7d6e5c4b",
+			StartTime: timestamppb.New(time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC)),
+			EndTime:   timestamppb.New(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)),
+		},
+	},
+	{
+		"property seed 1: malformed timestamps failed to evaluate in get_availability.range (Internal)",
+		"/lastmile.courier.v1.CourierService/GetAvailability",
+		&courierv1.GetAvailabilityRequest{
+			CourierId: "0b8e6c1e-4d5f-4a8e-9c3b-2f1a7d6e5c4b",
+			StartTime: &timestamppb.Timestamp{Seconds: -62135596801},
+			EndTime:   &timestamppb.Timestamp{Seconds: 1, Nanos: -1},
+		},
+	},
+	{
+		"property seed 1 on PostgreSQL: a username with a NUL reached the store, which refused it (Internal)",
+		"/lastmile.identity.v1.AuthService/Login",
+		&identityv1.LoginRequest{Identifier: &identityv1.LoginRequest_Username{Username: "a\x00b\x1b[31m\r\n"}, Password: "some password"},
+	},
+}
+
+// checkRegressions sends every regression request from every caller.
+func checkRegressions(t *testing.T, s *system, callers []caller, rpcs []rpc) {
+	t.Helper()
+	for _, r := range regressions {
+		i := slices.IndexFunc(rpcs, func(m rpc) bool { return m.full == r.method })
+		if i < 0 {
+			t.Errorf("regression %q: %s is not registered", r.name, r.method)
+			continue
+		}
+		m := rpcs[i]
+		for _, c := range callers {
+			code, msg := call(c, m, []proto.Message{r.req})
+			if forbidden(code) {
+				t.Errorf("regression %q as %s over gRPC: %v %q", r.name, c.name, code, msg)
+			}
+			if rule := httpRule(m.desc); rule != nil && c.rest {
+				if code, msg, ok := s.restCall(c, rule, r.req); ok && forbidden(code) {
+					t.Errorf("regression %q as %s over REST: %v %q", r.name, c.name, code, msg)
+				}
+			}
+		}
 	}
 }
 
