@@ -20,12 +20,14 @@ import (
 
 // breaker is the circuit breaker of one connection.
 type breaker struct {
-	target   string
-	settings gobreaker.Settings
-	state    prometheus.Gauge
-	opens    prometheus.Counter
-	logger   *slog.Logger
-	cb       atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
+	target string
+	// countedDeadline is the smallest budget whose expiry counts as a failure.
+	countedDeadline time.Duration
+	settings        gobreaker.Settings
+	state           prometheus.Gauge
+	opens           prometheus.Counter
+	logger          *slog.Logger
+	cb              atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
 }
 
 func newBreaker(target string, cfg BreakerConfig, m *breakerMetrics, logger *slog.Logger) *breaker {
@@ -56,7 +58,7 @@ func newBreaker(target string, cfg BreakerConfig, m *breakerMetrics, logger *slo
 				"target", name, "from", from.String(), "to", to.String())
 		},
 	}
-	b := &breaker{target: target, settings: settings, state: state, opens: opens, logger: logger}
+	b := &breaker{target: target, countedDeadline: cfg.CountedDeadline, settings: settings, state: state, opens: opens, logger: logger}
 	b.cb.Store(gobreaker.NewTwoStepCircuitBreaker[struct{}](settings))
 	return b
 }
@@ -113,13 +115,13 @@ func (b *breaker) unary(ctx context.Context, method string, req, reply any, cc *
 	}
 	budget := deadlineBudget(ctx)
 	err = invoker(ctx, method, req, reply, cc, opts...)
-	done(judged(ctx, budget, err))
+	done(judged(ctx, budget, b.countedDeadline, err))
 	return err
 }
 
-// MinCountedDeadline is the smallest deadline whose expiry counts as a server failure. A caller that gives
-// a call less time than this (a REST client can send "Grpc-Timeout: 1n") or that cancels it learns
-// nothing about the server's health, and must not be able to open the breaker for everyone else.
+// MinCountedDeadline is the floor of BreakerConfig.CountedDeadline: whatever the configuration, a caller
+// that gives a call less time than this (a REST client can send "Grpc-Timeout: 1n") learns nothing about
+// the server's health.
 const MinCountedDeadline = 100 * time.Millisecond
 
 // deadlineBudget returns how long ctx allows a call that starts now; a large value when it has no deadline.
@@ -134,10 +136,11 @@ func deadlineBudget(ctx context.Context) time.Duration {
 var errNotPeerHealth = status.Error(codes.Canceled, "outcome says nothing about the peer's health")
 
 // judged returns what the breaker should count for a call that returned err, given the budget its
-// context allowed when it started: a failure (non-nil, not Canceled) only when the outcome says the peer
-// is unhealthy; nil, a success, when the peer answered; Canceled, ignored, when the outcome says nothing
-// about the peer. See the package documentation for the reasons.
-func judged(ctx context.Context, budget time.Duration, err error) error {
+// context allowed when it started and the smallest budget whose expiry counts: a failure (non-nil, not
+// Canceled) only when the outcome says the peer is unhealthy; nil, a success, when the peer answered;
+// Canceled, ignored, when the outcome says nothing about the peer. See the package documentation for the
+// reasons.
+func judged(ctx context.Context, budget, counted time.Duration, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -148,7 +151,10 @@ func judged(ctx context.Context, budget time.Duration, err error) error {
 	case codes.Unavailable:
 		return err
 	case codes.DeadlineExceeded:
-		if budget < MinCountedDeadline {
+		// A twentieth of slack: the default deadline is set a moment before the budget is measured.
+		if budget < counted-counted/20 {
+			// The caller chose a deadline shorter than a normal call's: some requests legitimately
+			// take longer (a password hash under load), so its expiry says nothing about the peer.
 			return errNotPeerHealth
 		}
 		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
@@ -174,7 +180,7 @@ func (b *breaker) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	}
 	budget := deadlineBudget(ctx)
 	cs, err := streamer(ctx, desc, cc, method, opts...)
-	done(judged(ctx, budget, err))
+	done(judged(ctx, budget, b.countedDeadline, err))
 	return cs, err
 }
 

@@ -271,22 +271,22 @@ func TestBreakerCountsOnlyServerFailures(t *testing.T) {
 	}
 }
 
-// TestBreakerOpensOnUnansweredDeadline checks that a backend that does not answer before the caller's
-// reasonable deadline counts as a failure: one such call opens a breaker that trips on the first failure.
+// TestBreakerOpensOnUnansweredDeadline checks that a backend that does not answer within a normal call's
+// deadline (here the connection's default deadline) counts as a failure: one such call opens a breaker
+// that trips on the first failure.
 func TestBreakerOpensOnUnansweredDeadline(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := &server{hang: func(n int32) bool { return n == 1 }}
 	const target = "passthrough:///unanswered"
 	client := newClient(t, grpcclient.Config{
 		Target:      target,
+		Timeout:     300 * time.Millisecond,
 		MaxAttempts: 1,
 		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 1, Timeout: time.Hour},
 		Registerer:  reg,
 		DialOptions: bufServer(t, s),
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*grpcclient.MinCountedDeadline)
-	defer cancel()
-	if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); status.Code(err) != codes.DeadlineExceeded {
+	if _, err := client.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("UnaryCall to a hanging server = %v, want DeadlineExceeded", err)
 	}
 	_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
@@ -296,6 +296,42 @@ func TestBreakerOpensOnUnansweredDeadline(t *testing.T) {
 	}
 	if got := breakerState(t, reg, target); got != 2 {
 		t.Errorf("lastmile_grpc_client_breaker_state{target=%q} = %v, want 2 (open)", target, got)
+	}
+}
+
+// TestBreakerIgnoresDeadlinesShorterThanNormal checks that a caller who picks a deadline shorter than a
+// normal call's (a REST client's "Grpc-Timeout: 200m" on a call that hashes a password) cannot open the
+// breaker, however often its calls run out of time.
+func TestBreakerIgnoresDeadlinesShorterThanNormal(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var hang atomic.Bool
+	hang.Store(true)
+	s := &server{hang: func(int32) bool { return hang.Load() }}
+	const target = "passthrough:///short-deadlines"
+	client := newClient(t, grpcclient.Config{
+		Target:      target,
+		MaxAttempts: 1,
+		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 1, Timeout: time.Hour},
+		Registerer:  reg,
+		DialOptions: bufServer(t, s),
+	})
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*grpcclient.MinCountedDeadline)
+		_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		cancel()
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("UnaryCall #%d with a 200ms deadline = %v, want DeadlineExceeded from the hanging server", i+1, err)
+		}
+	}
+	hang.Store(false)
+	if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+		t.Errorf("UnaryCall after 5 short deadlines ran out = %v, want success (breaker closed)", err)
+	}
+	if got := s.calls.Load(); got != 6 {
+		t.Errorf("calls that reached the server = %d, want 6", got)
+	}
+	if got := breakerOpens(t, reg, target); got != 0 {
+		t.Errorf("lastmile_grpc_client_breaker_opens_total = %v, want 0", got)
 	}
 }
 
@@ -603,6 +639,7 @@ func TestConfigErrors(t *testing.T) {
 		{Target: "h:1", MaxAttempts: 6},
 		{Target: "h:1", MaxAttempts: -1},
 		{Target: "h:1", Timeout: -time.Second},
+		{Target: "h:1", Breaker: grpcclient.BreakerConfig{CountedDeadline: -time.Second}},
 	}
 	for _, cfg := range tests {
 		cfg.Logger = slog.New(slog.DiscardHandler)
