@@ -152,6 +152,10 @@ func loginLookup(in Credentials) (Lookup, string, error) {
 		l.Username = in.Username
 		if utf8.RuneCountInString(in.Username) > maxUsernameLogin {
 			v.add("username", "must be at most 32 characters")
+		} else {
+			// No account has a name outside the username rule, and the store must not be asked for one:
+			// PostgreSQL refuses a NUL in text, which made such a login an Internal error.
+			v.username("username", in.Username)
 		}
 		key = "username:" + strings.ToLower(in.Username)
 	default:

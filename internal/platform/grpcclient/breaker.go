@@ -20,16 +20,20 @@ import (
 
 // breaker is the circuit breaker of one connection.
 type breaker struct {
-	target   string
-	settings gobreaker.Settings
-	state    prometheus.Gauge
-	logger   *slog.Logger
-	cb       atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
+	target string
+	// countedDeadline is the smallest budget whose expiry counts as a failure.
+	countedDeadline time.Duration
+	settings        gobreaker.Settings
+	state           prometheus.Gauge
+	opens           prometheus.Counter
+	logger          *slog.Logger
+	cb              atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
 }
 
-func newBreaker(target string, cfg BreakerConfig, gauge *prometheus.GaugeVec, logger *slog.Logger) *breaker {
-	state := gauge.WithLabelValues(target)
+func newBreaker(target string, cfg BreakerConfig, m *breakerMetrics, logger *slog.Logger) *breaker {
+	state := m.state.WithLabelValues(target)
 	state.Set(float64(gobreaker.StateClosed))
+	opens := m.opens.WithLabelValues(target)
 	settings := gobreaker.Settings{
 		Name:        target,
 		MaxRequests: cfg.MaxRequests,
@@ -38,7 +42,9 @@ func newBreaker(target string, cfg BreakerConfig, gauge *prometheus.GaugeVec, lo
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= cfg.ConsecutiveFailures
 		},
-		IsSuccessful: func(err error) bool { return !serverFailure(err) },
+		// judged has already turned every error that says nothing about the peer's health into
+		// Canceled (excluded) or nil (a success).
+		IsSuccessful: func(err error) bool { return err == nil },
 		IsExcluded:   func(err error) bool { return status.Code(err) == codes.Canceled },
 		// Called with the breaker's lock held: it must not call back into the breaker.
 		OnStateChange: func(name string, from, to gobreaker.State) {
@@ -46,12 +52,13 @@ func newBreaker(target string, cfg BreakerConfig, gauge *prometheus.GaugeVec, lo
 			level := slog.LevelInfo
 			if to == gobreaker.StateOpen {
 				level = slog.LevelWarn
+				opens.Inc()
 			}
 			logger.Log(context.Background(), level, "gRPC circuit breaker changed state",
 				"target", name, "from", from.String(), "to", to.String())
 		},
 	}
-	b := &breaker{target: target, settings: settings, state: state, logger: logger}
+	b := &breaker{target: target, countedDeadline: cfg.CountedDeadline, settings: settings, state: state, opens: opens, logger: logger}
 	b.cb.Store(gobreaker.NewTwoStepCircuitBreaker[struct{}](settings))
 	return b
 }
@@ -87,16 +94,6 @@ func (b *breaker) watch(conn *grpc.ClientConn) {
 	}
 }
 
-// serverFailure reports whether err says the server side is in trouble; see the package documentation
-// for why each code is or is not one.
-func serverFailure(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.DataLoss:
-		return true
-	}
-	return false
-}
-
 // allow asks the breaker for permission to call, turning a refusal into the status the caller sees.
 func (b *breaker) allow() (done func(error), err error) {
 	done, err = b.cb.Load().Allow()
@@ -118,13 +115,13 @@ func (b *breaker) unary(ctx context.Context, method string, req, reply any, cc *
 	}
 	budget := deadlineBudget(ctx)
 	err = invoker(ctx, method, req, reply, cc, opts...)
-	done(judged(ctx, budget, err))
+	done(judged(ctx, budget, b.countedDeadline, err))
 	return err
 }
 
-// MinCountedDeadline is the smallest deadline whose expiry counts as a server failure. A caller that gives
-// a call less time than this (a REST client can send "Grpc-Timeout: 1n") or that cancels it learns
-// nothing about the server's health, and must not be able to open the breaker for everyone else.
+// MinCountedDeadline is the floor of BreakerConfig.CountedDeadline: whatever the configuration, a caller
+// that gives a call less time than this (a REST client can send "Grpc-Timeout: 1n") learns nothing about
+// the server's health.
 const MinCountedDeadline = 100 * time.Millisecond
 
 // deadlineBudget returns how long ctx allows a call that starts now; a large value when it has no deadline.
@@ -135,17 +132,43 @@ func deadlineBudget(ctx context.Context) time.Duration {
 	return time.Duration(1<<63 - 1)
 }
 
-// judged returns the error the breaker should judge: the caller's own cancellation, or a deadline shorter
-// than MinCountedDeadline running out, becomes Canceled, which the breaker excludes.
-func judged(ctx context.Context, budget time.Duration, err error) error {
+// errNotPeerHealth is what judged returns for outcomes the breaker must not count either way.
+var errNotPeerHealth = status.Error(codes.Canceled, "outcome says nothing about the peer's health")
+
+// judged returns what the breaker should count for a call that returned err, given the budget its
+// context allowed when it started and the smallest budget whose expiry counts: a failure (non-nil, not
+// Canceled) only when the outcome says the peer is unhealthy; nil, a success, when the peer answered;
+// Canceled, ignored, when the outcome says nothing about the peer. See the package documentation for the
+// reasons.
+func judged(ctx context.Context, budget, counted time.Duration, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(ctx.Err(), context.Canceled) ||
-		(status.Code(err) == codes.DeadlineExceeded && budget < MinCountedDeadline) {
-		return status.Error(codes.Canceled, "caller gave up")
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return errNotPeerHealth
 	}
-	return err
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return err
+	case codes.DeadlineExceeded:
+		// A twentieth of slack: the default deadline is set a moment before the budget is measured.
+		if budget < counted-counted/20 {
+			// The caller chose a deadline shorter than a normal call's: some requests legitimately
+			// take longer (a password hash under load), so its expiry says nothing about the peer.
+			return errNotPeerHealth
+		}
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			// The caller's own deadline ran out while it waited: the peer did not answer in time.
+			return err
+		}
+		// The peer answered DeadlineExceeded before the caller's deadline: its handler ran out of a
+		// deadline of its own, such as one of its dependencies', and answered this one request.
+		return nil
+	}
+	// Every other code is an answer to this caller's request (its own mistake, its quota, or a bug the
+	// request triggered), which proves the peer is up; a shared breaker must not let one caller's
+	// requests refuse everybody else's.
+	return nil
 }
 
 // stream judges only the opening of a stream: a long-lived stream holding a half-open breaker's probe
@@ -157,13 +180,22 @@ func (b *breaker) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	}
 	budget := deadlineBudget(ctx)
 	cs, err := streamer(ctx, desc, cc, method, opts...)
-	done(judged(ctx, budget, err))
+	done(judged(ctx, budget, b.countedDeadline, err))
 	return cs, err
 }
 
-// registerBreakerGauge returns the lastmile_grpc_client_breaker_state gauge registered with reg, shared by
-// every connection of the process. With a nil reg the gauge is private.
-func registerBreakerGauge(reg prometheus.Registerer) (*prometheus.GaugeVec, error) {
+// breakerMetrics are the breaker metrics shared by every connection of a process.
+type breakerMetrics struct {
+	state *prometheus.GaugeVec
+	opens *prometheus.CounterVec
+}
+
+// registerBreakerMetrics returns the lastmile_grpc_client_breaker_state gauge and the
+// lastmile_grpc_client_breaker_opens_total counter registered with reg. With a nil reg they are private.
+// The counter exists because the gauge shows only the latest state of the connections sharing a target
+// label (in one process, every connection to its own listener), so an open followed by another
+// connection's change would be lost; the counter never forgets an open.
+func registerBreakerMetrics(reg prometheus.Registerer) (*breakerMetrics, error) {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "lastmile_grpc_client_breaker_state",
 		Help: "State of the gRPC client circuit breaker per target: 0 closed, 1 half-open, 2 open.",
@@ -172,5 +204,13 @@ func registerBreakerGauge(reg prometheus.Registerer) (*prometheus.GaugeVec, erro
 	if err != nil {
 		return nil, fmt.Errorf("register breaker gauge: %w", err)
 	}
-	return g, nil
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lastmile_grpc_client_breaker_opens_total",
+		Help: "How many times a gRPC client circuit breaker opened, per target.",
+	}, []string{"target"})
+	c, err = telemetry.Register(reg, c)
+	if err != nil {
+		return nil, fmt.Errorf("register breaker counter: %w", err)
+	}
+	return &breakerMetrics{state: g, opens: c}, nil
 }

@@ -21,15 +21,21 @@
 //
 // # Circuit breaker
 //
-// One breaker guards each connection (sony/gobreaker). It counts as failures only outcomes that say the
-// server side is in trouble: Unavailable, DeadlineExceeded, Internal, Unknown and DataLoss. The caller's
-// own errors (InvalidArgument, NotFound, AlreadyExists, PermissionDenied, Unauthenticated,
-// FailedPrecondition, Aborted, OutOfRange, Unimplemented) prove that the server answered and count as
-// successes. ResourceExhausted counts as a success too: it is a per-caller quota (the servers limit per
-// principal, and say when to retry) or an oversized message, and opening a breaker shared by every user
-// of the connection because one of them ran out of quota would punish the others. Canceled is ignored:
-// the caller gave up, which says nothing about the server. After Breaker.ConsecutiveFailures failures in a
-// row the breaker opens, and calls fail at once with Unavailable "circuit open for <target>" until
+// One breaker guards each connection (sony/gobreaker), and every caller of the connection shares it, so it
+// counts as failures only outcomes that say the peer is unhealthy, which no single caller can produce at
+// will: Unavailable (no backend reachable, or a backend that says it cannot serve), and DeadlineExceeded
+// when the caller's own deadline ran out before any answer and that deadline was at least a normal call's
+// (Breaker.CountedDeadline, by default the connection's Timeout): a caller that chooses a shorter one,
+// such as a REST client sending "Grpc-Timeout: 150m" to a call that hashes a password, would otherwise
+// open the breaker for everyone by picking a deadline its own requests cannot meet. Every answer
+// the peer gives to one request counts as a success, whatever its code: the caller's own errors
+// (InvalidArgument, NotFound, PermissionDenied, FailedPrecondition, ...), ResourceExhausted (a
+// per-caller quota or an oversized message), a DeadlineExceeded the handler answered before the caller's
+// deadline, and even Internal, Unknown and DataLoss: a request that makes a handler fail is a bug to fix,
+// and letting whoever can send it open the breaker would let one caller refuse every other caller's
+// calls (five crafted REST requests once did exactly that). Canceled is ignored, as is a deadline shorter
+// than Breaker.CountedDeadline: the caller gave up, which says nothing about the server. After
+// Breaker.ConsecutiveFailures failures in a row the breaker opens, and calls fail at once with Unavailable "circuit open for <target>" until
 // Breaker.Timeout has passed and probe calls succeed, or until the connection becomes READY again after it
 // was not (a backend passed its health check: see ServiceName), whichever comes first, so that a service
 // whose health has recovered is called again at once. For streams only opening the stream is judged. The
@@ -128,6 +134,10 @@ type BreakerConfig struct {
 	Timeout time.Duration
 	// ConsecutiveFailures is how many failures in a row open the breaker. Default 5.
 	ConsecutiveFailures uint32
+	// CountedDeadline is the smallest deadline whose expiry without an answer counts as a failure; calls
+	// whose caller gave them less are not counted either way. Default the connection's Timeout; never
+	// below MinCountedDeadline.
+	CountedDeadline time.Duration
 }
 
 // New returns a client connection for cfg. Like grpc.NewClient it does not connect: the first call does,
@@ -164,11 +174,11 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 	}
 	var brk *breaker
 	if !cfg.Breaker.Disabled {
-		gauge, err := registerBreakerGauge(cfg.Registerer)
+		bm, err := registerBreakerMetrics(cfg.Registerer)
 		if err != nil {
 			return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
 		}
-		brk = newBreaker(cfg.Target, cfg.Breaker, gauge, logger)
+		brk = newBreaker(cfg.Target, cfg.Breaker, bm, logger)
 		unary = append(unary, brk.unary)
 		stream = append(stream, brk.stream)
 	}
@@ -217,7 +227,7 @@ func applyDefaults(cfg *Config) error {
 		return errors.New("timeout is negative")
 	case cfg.MaxAttempts < 0 || cfg.MaxAttempts > maxAttemptsLimit:
 		return fmt.Errorf("MaxAttempts %d outside 1..%d", cfg.MaxAttempts, maxAttemptsLimit)
-	case cfg.Breaker.Interval < 0 || cfg.Breaker.Timeout < 0:
+	case cfg.Breaker.Interval < 0 || cfg.Breaker.Timeout < 0 || cfg.Breaker.CountedDeadline < 0:
 		return errors.New("breaker durations are negative")
 	}
 	if cfg.Timeout == 0 {
@@ -232,6 +242,10 @@ func applyDefaults(cfg *Config) error {
 	if cfg.Breaker.Timeout == 0 {
 		cfg.Breaker.Timeout = DefaultBreakerTimeout
 	}
+	if cfg.Breaker.CountedDeadline == 0 {
+		cfg.Breaker.CountedDeadline = cfg.Timeout
+	}
+	cfg.Breaker.CountedDeadline = max(cfg.Breaker.CountedDeadline, MinCountedDeadline)
 	return nil
 }
 

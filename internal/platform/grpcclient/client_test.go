@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,6 +43,9 @@ type server struct {
 	calls atomic.Int32
 	// reply decides the outcome of the n-th UnaryCall (n from 1); nil answers OK.
 	reply func(n int32) error
+	// hang, when it returns true for the n-th UnaryCall, makes that call wait for its deadline without
+	// answering, as a stuck backend would.
+	hang func(n int32) bool
 
 	mu   sync.Mutex
 	seen []metadata.MD // incoming metadata of each call
@@ -70,6 +74,10 @@ func (s *server) last() (metadata.MD, time.Duration) {
 func (s *server) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	s.record(ctx)
 	n := s.calls.Add(1)
+	if s.hang != nil && s.hang(n) {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if s.reply != nil {
 		if err := s.reply(n); err != nil {
 			return nil, err
@@ -212,18 +220,19 @@ func TestBreakerOpensOnServerFailures(t *testing.T) {
 	}
 }
 
-// TestBreakerCountsOnlyServerFailures checks, code by code, whether one failure opens a breaker that
-// trips on the first failure.
+// TestBreakerCountsOnlyServerFailures checks, code by code, whether one failure that the server answered
+// opens a breaker that trips on the first failure: only Unavailable does. A handler's answer to one
+// request, even Internal or a DeadlineExceeded of its own, says the peer is up.
 func TestBreakerCountsOnlyServerFailures(t *testing.T) {
 	tests := []struct {
 		code     codes.Code
 		wantOpen bool
 	}{
 		{codes.Unavailable, true},
-		{codes.DeadlineExceeded, true},
-		{codes.Internal, true},
-		{codes.Unknown, true},
-		{codes.DataLoss, true},
+		{codes.DeadlineExceeded, false},
+		{codes.Internal, false},
+		{codes.Unknown, false},
+		{codes.DataLoss, false},
 		{codes.InvalidArgument, false},
 		{codes.NotFound, false},
 		{codes.AlreadyExists, false},
@@ -262,6 +271,126 @@ func TestBreakerCountsOnlyServerFailures(t *testing.T) {
 	}
 }
 
+// TestBreakerOpensOnUnansweredDeadline checks that a backend that does not answer within a normal call's
+// deadline (here the connection's default deadline) counts as a failure: one such call opens a breaker
+// that trips on the first failure.
+func TestBreakerOpensOnUnansweredDeadline(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := &server{hang: func(n int32) bool { return n == 1 }}
+	const target = "passthrough:///unanswered"
+	client := newClient(t, grpcclient.Config{
+		Target:      target,
+		Timeout:     300 * time.Millisecond,
+		MaxAttempts: 1,
+		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 1, Timeout: time.Hour},
+		Registerer:  reg,
+		DialOptions: bufServer(t, s),
+	})
+	if _, err := client.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("UnaryCall to a hanging server = %v, want DeadlineExceeded", err)
+	}
+	_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+	st := status.Convert(err)
+	if want := "circuit open for " + target; st.Code() != codes.Unavailable || st.Message() != want {
+		t.Errorf("UnaryCall after an unanswered deadline = %v %q, want Unavailable %q", st.Code(), st.Message(), want)
+	}
+	if got := breakerState(t, reg, target); got != 2 {
+		t.Errorf("lastmile_grpc_client_breaker_state{target=%q} = %v, want 2 (open)", target, got)
+	}
+}
+
+// TestBreakerIgnoresDeadlinesShorterThanNormal checks that a caller who picks a deadline shorter than a
+// normal call's (a REST client's "Grpc-Timeout: 200m" on a call that hashes a password) cannot open the
+// breaker, however often its calls run out of time.
+func TestBreakerIgnoresDeadlinesShorterThanNormal(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var hang atomic.Bool
+	hang.Store(true)
+	s := &server{hang: func(int32) bool { return hang.Load() }}
+	const target = "passthrough:///short-deadlines"
+	client := newClient(t, grpcclient.Config{
+		Target:      target,
+		MaxAttempts: 1,
+		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 1, Timeout: time.Hour},
+		Registerer:  reg,
+		DialOptions: bufServer(t, s),
+	})
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*grpcclient.MinCountedDeadline)
+		_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		cancel()
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("UnaryCall #%d with a 200ms deadline = %v, want DeadlineExceeded from the hanging server", i+1, err)
+		}
+	}
+	hang.Store(false)
+	if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+		t.Errorf("UnaryCall after 5 short deadlines ran out = %v, want success (breaker closed)", err)
+	}
+	if got := s.calls.Load(); got != 6 {
+		t.Errorf("calls that reached the server = %d, want 6", got)
+	}
+	if got := breakerOpens(t, reg, target); got != 0 {
+		t.Errorf("lastmile_grpc_client_breaker_opens_total = %v, want 0", got)
+	}
+}
+
+// TestBreakerOnlyUnavailableOpens is issue 8's repro at the breaker: fifty Internal answers in a row (a
+// request that makes a handler fail, sent by one caller) leave the default breaker closed and every
+// call reaching the server, while five Unavailable in a row open it.
+func TestBreakerOnlyUnavailableOpens(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var unavailable atomic.Bool
+	s := &server{reply: func(int32) error {
+		if unavailable.Load() {
+			return status.Error(codes.Unavailable, "database down")
+		}
+		return status.Error(codes.Internal, "handler bug")
+	}}
+	const target = "passthrough:///internal-vs-unavailable"
+	client := newClient(t, grpcclient.Config{
+		Target:      target,
+		MaxAttempts: 1,
+		Breaker:     grpcclient.BreakerConfig{Timeout: time.Hour},
+		Registerer:  reg,
+		DialOptions: bufServer(t, s),
+	})
+	for i := range 50 {
+		if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); status.Code(err) != codes.Internal {
+			t.Fatalf("UnaryCall #%d = %v, want Internal from the server", i+1, err)
+		}
+	}
+	if got := s.calls.Load(); got != 50 {
+		t.Errorf("calls that reached the server = %d, want 50", got)
+	}
+	if got := breakerState(t, reg, target); got != 0 {
+		t.Fatalf("breaker state after 50 Internal answers = %v, want 0 (closed)", got)
+	}
+	if got := breakerOpens(t, reg, target); got != 0 {
+		t.Errorf("lastmile_grpc_client_breaker_opens_total after 50 Internal answers = %v, want 0", got)
+	}
+
+	unavailable.Store(true)
+	for i := range grpcclient.DefaultBreakerConsecutiveFailures {
+		if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); status.Code(err) != codes.Unavailable {
+			t.Fatalf("UnaryCall #%d = %v, want Unavailable from the server", i+1, err)
+		}
+	}
+	_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+	if want := "circuit open for " + target; status.Convert(err).Message() != want {
+		t.Errorf("UnaryCall after %d Unavailable = %v, want Unavailable %q", grpcclient.DefaultBreakerConsecutiveFailures, err, want)
+	}
+	if got := s.calls.Load(); got != 50+grpcclient.DefaultBreakerConsecutiveFailures {
+		t.Errorf("calls that reached the server = %d, want %d", got, 50+grpcclient.DefaultBreakerConsecutiveFailures)
+	}
+	if got := breakerState(t, reg, target); got != 2 {
+		t.Errorf("breaker state after %d Unavailable = %v, want 2 (open)", grpcclient.DefaultBreakerConsecutiveFailures, got)
+	}
+	if got := breakerOpens(t, reg, target); got != 1 {
+		t.Errorf("lastmile_grpc_client_breaker_opens_total = %v, want 1", got)
+	}
+}
+
 func TestBreakerIgnoresCallerErrors(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := &server{reply: always(codes.InvalidArgument)}
@@ -288,24 +417,36 @@ func TestBreakerIgnoresCallerErrors(t *testing.T) {
 // breakerState reads lastmile_grpc_client_breaker_state for target.
 func breakerState(t *testing.T, reg *prometheus.Registry, target string) float64 {
 	t.Helper()
+	return targetMetric(t, reg, "lastmile_grpc_client_breaker_state", target).GetGauge().GetValue()
+}
+
+// breakerOpens reads lastmile_grpc_client_breaker_opens_total for target.
+func breakerOpens(t *testing.T, reg *prometheus.Registry, target string) float64 {
+	t.Helper()
+	return targetMetric(t, reg, "lastmile_grpc_client_breaker_opens_total", target).GetCounter().GetValue()
+}
+
+// targetMetric returns the sample of the metric name whose target label is target.
+func targetMetric(t *testing.T, reg *prometheus.Registry, name, target string) *dto.Metric {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("Gather() error = %v", err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "lastmile_grpc_client_breaker_state" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "target" && l.GetValue() == target {
-					return m.GetGauge().GetValue()
+					return m
 				}
 			}
 		}
 	}
-	t.Fatalf("no lastmile_grpc_client_breaker_state for target %q", target)
-	return 0
+	t.Fatalf("no %s for target %q", name, target)
+	return nil
 }
 
 func TestDefaultDeadline(t *testing.T) {
@@ -498,6 +639,7 @@ func TestConfigErrors(t *testing.T) {
 		{Target: "h:1", MaxAttempts: 6},
 		{Target: "h:1", MaxAttempts: -1},
 		{Target: "h:1", Timeout: -time.Second},
+		{Target: "h:1", Breaker: grpcclient.BreakerConfig{CountedDeadline: -time.Second}},
 	}
 	for _, cfg := range tests {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -510,7 +652,7 @@ func TestConfigErrors(t *testing.T) {
 
 // TestBreakerIgnoresCallersTinyDeadlines checks that callers cannot open the breaker for everyone by
 // sending calls with deadlines too short to mean anything (a REST client's "Grpc-Timeout: 1n") or by
-// cancelling them, while a server that answers DeadlineExceeded to a reasonable deadline still counts.
+// cancelling them (TestBreakerOpensOnUnansweredDeadline checks that a reasonable deadline still counts).
 func TestBreakerIgnoresCallersTinyDeadlines(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := &server{}

@@ -354,15 +354,27 @@ func Validate(m proto.Message) error {
 }
 
 // validationError turns the result of validating msg into the error callers see: nil, an apperr.Invalid
-// error listing the field violations, or Internal when a rule itself failed to evaluate.
+// error listing the field violations, an apperr.Invalid error when a rule could not be evaluated on the
+// caller's values, or Internal when a rule does not compile.
 func validationError(msg proto.Message, err error) error {
 	if err == nil {
 		return nil
 	}
+	name := msg.ProtoReflect().Descriptor().FullName()
 	var verr *protovalidate.ValidationError
-	if !errors.As(err, &verr) {
-		// A rule that does not compile or evaluate is our bug, not the caller's.
-		return apperr.Wrap(apperr.Internal, fmt.Errorf("validate %s: %w", msg.ProtoReflect().Descriptor().FullName(), err), "internal error")
+	var rerr *protovalidate.RuntimeError
+	switch {
+	case errors.As(err, &rerr):
+		// A rule that compiled but failed on these values (a timestamp difference that overflows, a
+		// timestamp outside 0001..9999) failed because of what the caller sent: the same rule evaluates
+		// on every other request. It is the caller's error, and never Internal, which would tell clients
+		// and their circuit breakers that the server is broken. The CEL error stays in the log: it names
+		// rule internals, not fields.
+		return apperr.Wrap(apperr.Invalid, fmt.Errorf("validate %s: %w", name, err),
+			"invalid request: a field value is outside the range its rules can check")
+	case !errors.As(err, &verr):
+		// A rule that does not compile is our bug, not the caller's.
+		return apperr.Wrap(apperr.Internal, fmt.Errorf("validate %s: %w", name, err), "internal error")
 	}
 	violations := make([]apperr.FieldViolation, 0, len(verr.Violations))
 	texts := make([]string, 0, len(verr.Violations))

@@ -353,7 +353,7 @@ type LocationFix struct {
 	// Where the courier was.
 	Location *v1.LatLng `protobuf:"bytes,1,opt,name=location,proto3" json:"location,omitempty"`
 	// When the device took the fix (device clock). Must not be in the future or older than the last
-	// accepted fix of the courier.
+	// accepted fix of the courier; between 2000-01-01 and 2100-01-01 UTC (the API's time range).
 	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
 	// Horizontal accuracy radius in meters (68% confidence), 0 to 10,000; 0 means unknown.
 	AccuracyMeters float64 `protobuf:"fixed64,3,opt,name=accuracy_meters,json=accuracyMeters,proto3" json:"accuracy_meters,omitempty"`
@@ -983,7 +983,8 @@ type SetAvailabilityRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The courier (a UUID).
 	CourierId string `protobuf:"bytes,1,opt,name=courier_id,json=courierId,proto3" json:"courier_id,omitempty"`
-	// The hours to change, 1 to 744 (31 days); each is truncated to the start of its hour in UTC.
+	// The hours to change, 1 to 744 (31 days); each is truncated to the start of its hour in UTC, and lies
+	// between 2000-01-01 and 2100-01-01 UTC (the API's time range).
 	Hours []*timestamppb.Timestamp `protobuf:"bytes,2,rep,name=hours,proto3" json:"hours,omitempty"`
 	// The state every listed hour gets: true for available, false for unavailable.
 	Available     bool `protobuf:"varint,3,opt,name=available,proto3" json:"available,omitempty"`
@@ -1093,7 +1094,8 @@ type GetAvailabilityRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The courier (a UUID).
 	CourierId string `protobuf:"bytes,1,opt,name=courier_id,json=courierId,proto3" json:"courier_id,omitempty"`
-	// Start of the range, inclusive; truncated to the start of its hour in UTC.
+	// Start of the range, inclusive; truncated to the start of its hour in UTC. Between 2000-01-01 and
+	// 2100-01-01 UTC (the API's time range).
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// End of the range, exclusive; must be after start_time and at most 31 days later.
 	EndTime       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
@@ -1204,7 +1206,8 @@ type IsAvailableRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The courier (a UUID).
 	CourierId string `protobuf:"bytes,1,opt,name=courier_id,json=courierId,proto3" json:"courier_id,omitempty"`
-	// The instant to check; its hour slot in UTC is consulted. Defaults to now.
+	// The instant to check; its hour slot in UTC is consulted. Defaults to now. Between 2000-01-01 and
+	// 2100-01-01 UTC (the API's time range).
 	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1796,7 +1799,7 @@ type ClaimCourierRequest struct {
 	TaskId string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// When dispatch expects to release the claim, usually the end of the task's delivery window. Hour
 	// slots from the claim up to this time carry the task and cannot be made unavailable. When unset, only
-	// the current hour carries it.
+	// the current hour carries it. Between 2000-01-01 and 2100-01-01 UTC (the API's time range).
 	ExpectedReleaseTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expected_release_time,json=expectedReleaseTime,proto3" json:"expected_release_time,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
@@ -2156,10 +2159,10 @@ const file_lastmile_courier_v1_courier_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x1c\n" +
-	"\x04etag\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\xd9\x02\n" +
+	"\x04etag\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x04etag\"\xec\x02\n" +
 	"\vLocationFix\x12;\n" +
-	"\blocation\x18\x01 \x01(\v2\x17.lastmile.geo.v1.LatLngB\x06\xbaH\x03\xc8\x01\x01R\blocation\x12C\n" +
-	"\vrecorded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\n" +
+	"\blocation\x18\x01 \x01(\v2\x17.lastmile.geo.v1.LatLngB\x06\xbaH\x03\xc8\x01\x01R\blocation\x12V\n" +
+	"\vrecorded_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x19\xbaH\x16\xc8\x01\x01\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\n" +
 	"recordedAt\x12B\n" +
 	"\x0faccuracy_meters\x18\x03 \x01(\x01B\x19\xbaH\x16\x12\x14@\x01\x19\x00\x00\x00\x00\x00\x88\xc3@)\x00\x00\x00\x00\x00\x00\x00\x00R\x0eaccuracyMeters\x124\n" +
 	"\x05speed\x18\x04 \x01(\x01B\x19\xbaH\x16\x12\x14@\x01\x19\x00\x00\x00\x00\x00\x00Y@)\x00\x00\x00\x00\x00\x00\x00\x00H\x00R\x05speed\x88\x01\x01\x128\n" +
@@ -2214,27 +2217,27 @@ const file_lastmile_courier_v1_courier_proto_rawDesc = "" +
 	"\x1dupdate_courier.mask_not_empty\x12(update_mask must name at least one field\x1a:!has(this.update_mask) || size(this.update_mask.paths) > 0\x1a\xaf\x01\n" +
 	"\x1bupdate_courier.display_name\x12@courier.display_name must not be empty when update_mask names it\x1aN!('display_name' in this.update_mask.paths) || this.courier.display_name != ''\x1a\xb0\x01\n" +
 	"\x1dupdate_courier.transport_mode\x12<courier.transport_mode must be set when update_mask names it\x1aQ!('transport_mode' in this.update_mask.paths) || this.courier.transport_mode != 0\x1a\xa6\x01\n" +
-	"\x17update_courier.capacity\x12Dcourier.capacity must be between 1 and 100 when update_mask names it\x1aE!('capacity' in this.update_mask.paths) || this.courier.capacity >= 1\"\x9e\x01\n" +
+	"\x17update_courier.capacity\x12Dcourier.capacity must be between 1 and 100 when update_mask names it\x1aE!('capacity' in this.update_mask.paths) || this.courier.capacity >= 1\"\xb3\x01\n" +
 	"\x16SetAvailabilityRequest\x12'\n" +
 	"\n" +
-	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\x12=\n" +
-	"\x05hours\x18\x02 \x03(\v2\x1a.google.protobuf.TimestampB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\x05R\x05hours\x12\x1c\n" +
+	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\x12R\n" +
+	"\x05hours\x18\x02 \x03(\v2\x1a.google.protobuf.TimestampB \xbaH\x1d\x92\x01\x1a\b\x01\x10\xe8\x05\"\x13\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\x05hours\x12\x1c\n" +
 	"\tavailable\x18\x03 \x01(\bR\tavailable\"N\n" +
 	"\x17SetAvailabilityResponse\x123\n" +
-	"\x05slots\x18\x01 \x03(\v2\x1d.lastmile.courier.v1.HourSlotR\x05slots\"\xb4\x03\n" +
+	"\x05slots\x18\x01 \x03(\v2\x1d.lastmile.courier.v1.HourSlotR\x05slots\"\x92\x04\n" +
 	"\x16GetAvailabilityRequest\x12'\n" +
 	"\n" +
-	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\x12A\n" +
+	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\x12T\n" +
 	"\n" +
-	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\tstartTime\x12=\n" +
-	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\aendTime:\xee\x01\xbaH\xea\x01\x1a\xe7\x01\n" +
-	"\x16get_availability.range\x12Bend_time must be after start_time and at most 31 days (744h) later\x1a\x88\x01!has(this.start_time) || !has(this.end_time) || (this.end_time > this.start_time && this.end_time - this.start_time <= duration('744h'))\"N\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x19\xbaH\x16\xc8\x01\x01\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\tstartTime\x12P\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x19\xbaH\x16\xc8\x01\x01\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\aendTime:\xa6\x02\xbaH\xa2\x02\x1a\x9f\x02\n" +
+	"\x16get_availability.range\x12Bend_time must be after start_time and at most 31 days (744h) later\x1a\xc0\x01!has(this.start_time) || !has(this.end_time) || (this.end_time > this.start_time && int(this.end_time) - int(this.start_time) <= 2678400 && this.end_time - this.start_time <= duration('744h'))\"N\n" +
 	"\x17GetAvailabilityResponse\x123\n" +
-	"\x05slots\x18\x01 \x03(\v2\x1d.lastmile.courier.v1.HourSlotR\x05slots\"m\n" +
+	"\x05slots\x18\x01 \x03(\v2\x1d.lastmile.courier.v1.HourSlotR\x05slots\"\x85\x01\n" +
 	"\x12IsAvailableRequest\x12'\n" +
 	"\n" +
-	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\x12.\n" +
-	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"f\n" +
+	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\x12F\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x16\xbaH\x13\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\x04time\"f\n" +
 	"\x13IsAvailableResponse\x12\x1c\n" +
 	"\tavailable\x18\x01 \x01(\bR\tavailable\x121\n" +
 	"\x04slot\x18\x02 \x01(\v2\x1d.lastmile.courier.v1.HourSlotR\x04slot\"\x87\x01\n" +
@@ -2271,12 +2274,12 @@ const file_lastmile_courier_v1_courier_proto_rawDesc = "" +
 	"\acourier\x18\x01 \x01(\v2$.lastmile.courier.v1.CourierSnapshotR\acourier\x12'\n" +
 	"\x0fdistance_meters\x18\x02 \x01(\x01R\x0edistanceMeters\"\\\n" +
 	"\x1aFindNearbyCouriersResponse\x12>\n" +
-	"\bcouriers\x18\x01 \x03(\v2\".lastmile.courier.v1.NearbyCourierR\bcouriers\"\xb1\x01\n" +
+	"\bcouriers\x18\x01 \x03(\v2\".lastmile.courier.v1.NearbyCourierR\bcouriers\"\xc9\x01\n" +
 	"\x13ClaimCourierRequest\x12'\n" +
 	"\n" +
 	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\x12!\n" +
-	"\atask_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12N\n" +
-	"\x15expected_release_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x13expectedReleaseTime\"\x7f\n" +
+	"\atask_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12f\n" +
+	"\x15expected_release_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x16\xbaH\x13\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\x13expectedReleaseTime\"\x7f\n" +
 	"\x14ClaimCourierResponse\x12>\n" +
 	"\acourier\x18\x01 \x01(\v2$.lastmile.courier.v1.CourierSnapshotR\acourier\x12'\n" +
 	"\x0falready_claimed\x18\x02 \x01(\bR\x0ealreadyClaimed\"c\n" +

@@ -91,7 +91,8 @@ type EstimateRouteRequest struct {
 	Destination *v1.LatLng `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
 	// How the courier travels. Required.
 	TransportMode v1.TransportMode `protobuf:"varint,3,opt,name=transport_mode,json=transportMode,proto3,enum=lastmile.geo.v1.TransportMode" json:"transport_mode,omitempty"`
-	// When the trip starts; drives the congestion profile. Defaults to now.
+	// When the trip starts; drives the congestion profile. Defaults to now. Between 2000-01-01 and
+	// 2100-01-01 UTC (the API's time range).
 	DepartureTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=departure_time,json=departureTime,proto3" json:"departure_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -246,7 +247,8 @@ type ComputeMatrixRequest struct {
 	Destinations []*v1.LatLng `protobuf:"bytes,2,rep,name=destinations,proto3" json:"destinations,omitempty"`
 	// How the courier travels. Required.
 	TransportMode v1.TransportMode `protobuf:"varint,3,opt,name=transport_mode,json=transportMode,proto3,enum=lastmile.geo.v1.TransportMode" json:"transport_mode,omitempty"`
-	// When the trips start; drives the congestion profile. Defaults to now.
+	// When the trips start; drives the congestion profile. Defaults to now. Between 2000-01-01 and
+	// 2100-01-01 UTC (the API's time range).
 	DepartureTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=departure_time,json=departureTime,proto3" json:"departure_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -460,27 +462,27 @@ var File_lastmile_route_v1_route_proto protoreflect.FileDescriptor
 
 const file_lastmile_route_v1_route_proto_rawDesc = "" +
 	"\n" +
-	"\x1dlastmile/route/v1/route.proto\x12\x11lastmile.route.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lastmile/geo/v1/geo.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xa8\x02\n" +
+	"\x1dlastmile/route/v1/route.proto\x12\x11lastmile.route.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lastmile/geo/v1/geo.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xc0\x02\n" +
 	"\x14EstimateRouteRequest\x127\n" +
 	"\x06origin\x18\x01 \x01(\v2\x17.lastmile.geo.v1.LatLngB\x06\xbaH\x03\xc8\x01\x01R\x06origin\x12A\n" +
 	"\vdestination\x18\x02 \x01(\v2\x17.lastmile.geo.v1.LatLngB\x06\xbaH\x03\xc8\x01\x01R\vdestination\x12Q\n" +
 	"\x0etransport_mode\x18\x03 \x01(\x0e2\x1e.lastmile.geo.v1.TransportModeB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\rtransportMode\x12A\n" +
-	"\x0edeparture_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rdepartureTime\"\x95\x02\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\rtransportMode\x12Y\n" +
+	"\x0edeparture_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x16\xbaH\x13\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\rdepartureTime\"\x95\x02\n" +
 	"\rRouteEstimate\x12'\n" +
 	"\x0fdistance_meters\x18\x01 \x01(\x01R\x0edistanceMeters\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1a\n" +
 	"\bprovider\x18\x03 \x01(\tR\bprovider\x12E\n" +
 	"\x0etransport_mode\x18\x04 \x01(\x0e2\x1e.lastmile.geo.v1.TransportModeR\rtransportMode\x12A\n" +
-	"\x0edeparture_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rdepartureTime\"\xc7\x03\n" +
+	"\x0edeparture_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rdepartureTime\"\xdf\x03\n" +
 	"\x14ComputeMatrixRequest\x12=\n" +
 	"\aorigins\x18\x01 \x03(\v2\x17.lastmile.geo.v1.LatLngB\n" +
 	"\xbaH\a\x92\x01\x04\b\x01\x10dR\aorigins\x12G\n" +
 	"\fdestinations\x18\x02 \x03(\v2\x17.lastmile.geo.v1.LatLngB\n" +
 	"\xbaH\a\x92\x01\x04\b\x01\x10dR\fdestinations\x12Q\n" +
 	"\x0etransport_mode\x18\x03 \x01(\x0e2\x1e.lastmile.geo.v1.TransportModeB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\rtransportMode\x12A\n" +
-	"\x0edeparture_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rdepartureTime:\x90\x01\xbaH\x8c\x01\x1a\x89\x01\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\rtransportMode\x12Y\n" +
+	"\x0edeparture_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x16\xbaH\x13\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\rdepartureTime:\x90\x01\xbaH\x8c\x01\x1a\x89\x01\n" +
 	"\x1bcompute_matrix.max_elements\x124origins x destinations must not exceed 2500 elements\x1a4size(this.origins) * size(this.destinations) <= 2500\"\x80\x02\n" +
 	"\rMatrixElement\x12!\n" +
 	"\forigin_index\x18\x01 \x01(\x05R\voriginIndex\x12+\n" +
