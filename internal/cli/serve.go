@@ -21,6 +21,7 @@ import (
 	"lastmile/internal/gateway"
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/admin"
+	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/grpcclient"
@@ -215,6 +216,11 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		if err != nil {
 			return err
 		}
+		authn := &grpcauth.ServiceAuthenticator{Verifier: verifier}
+		var tracker grpcserver.CallTracker
+		if subjects := p.subjectCache(); subjects != nil {
+			authn.Subjects, tracker = subjects, subjects
+		}
 		srv, err = grpcserver.New(grpcserver.Config{
 			Addr:              cfg.GRPCAddr,
 			TLS:               tlsc.server,
@@ -224,7 +230,8 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 			ReadinessInterval: cfg.GRPC.ReadinessInterval,
 			RateLimit:         grpcserver.RateLimit{RPS: cfg.GRPC.RateLimitRPS, Burst: cfg.GRPC.RateLimitBurst},
 			Policy:            policy(),
-			Authenticator:     &grpcauth.ServiceAuthenticator{Verifier: verifier},
+			Authenticator:     authn,
+			Subjects:          tracker,
 			Logger:            logger,
 			Registerer:        registry,
 			TracerProvider:    tp,
@@ -355,6 +362,10 @@ type process struct {
 	peers map[string]*grpc.ClientConn
 	// localKeys are identity's signing keys when identity runs here, for this process's token verifier.
 	localKeys *identity.KeyManager
+	// subjects is the cache of users' standing that the authenticator checks every call against, when
+	// identity runs here; identitySvc, set by startIdentity before the server serves, fills it.
+	subjects    *auth.Subjects
+	identitySvc *identity.Service
 	// runners run next to the servers until the gRPC server starts stopping; afterStop runs once every
 	// server has stopped (final flushes); cleanups run in reverse order at exit (closing databases).
 	runners   []func(context.Context) error

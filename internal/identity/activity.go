@@ -235,6 +235,9 @@ type hub struct {
 	buffer  int
 	logger  *slog.Logger
 	retry   eventlog.Backoff
+	// revoked is called, on the hub's goroutine, with each user whose standing an event changed
+	// (Service.refreshSubject).
+	revoked func(ctx context.Context, userID string)
 	running atomic.Bool
 	// ready is closed once the hub first subscribed to the feed, or stopped.
 	ready     chan struct{}
@@ -427,7 +430,22 @@ func (h *hub) follow(ctx context.Context, from *int64) error {
 				acts = append(acts, a)
 			}
 		}
+		h.noteRevocations(ctx, acts)
 		h.publish(ctx, acts)
+	}
+}
+
+// noteRevocations hands each user whose standing acts changed to h.revoked, once per batch.
+func (h *hub) noteRevocations(ctx context.Context, acts []Activity) {
+	if h.revoked == nil {
+		return
+	}
+	seen := map[string]bool{}
+	for _, a := range acts {
+		if revokes(a.Type) && !seen[a.UserID] {
+			seen[a.UserID] = true
+			h.revoked(ctx, a.UserID)
+		}
 	}
 }
 

@@ -77,6 +77,12 @@ type Options struct {
 	// recently seen are forgotten first. Default 10,000.
 	LoginLimiterKeys int
 
+	// Subjects, when set, is the process's cache of users' standing that the authenticator checks every
+	// call against (normally the *auth.Subjects given to grpcauth.ServiceAuthenticator): the Service
+	// updates it after each change of a user's standing and, while Run runs, for each such change read
+	// from the event log, whichever replica made it.
+	Subjects SubjectCache
+
 	// Feed is identity's event log (an *eventlog.Log over the store's database), which the store appends
 	// activity to. The activity feed (WatchActivity, Run) needs it; without it WatchActivity answers
 	// Unavailable and Run fails.
@@ -134,6 +140,7 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 		clientLimit:  newFailureLimiter(opts.LoginClientFailures, opts.LoginWindow, opts.LoginLimiterKeys),
 	}
 	s.hub = newHub(store, opts)
+	s.hub.revoked = s.refreshSubject
 	return s
 }
 

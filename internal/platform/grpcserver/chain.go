@@ -61,6 +61,7 @@ type chain struct {
 	authn     grpcauth.Authenticator
 	policy    auth.Policy
 	limiter   *rateLimiter // nil when rate limiting is off
+	tracker   CallTracker  // nil when streams are not tracked
 	validator protovalidate.Validator
 }
 
@@ -82,7 +83,7 @@ func (c *chain) stages() []stage {
 		around(stageLogging, c.logCall),
 		around(stageErrors, c.mapErrors),
 		{stageRecovery, recovery.UnaryServerInterceptor(recoveryOpt), recovery.StreamServerInterceptor(recoveryOpt)},
-		around(stageAuthentication, c.authenticate),
+		{stageAuthentication, around(stageAuthentication, c.authenticate).unary, around(stageAuthentication, c.authenticateStream).stream},
 		around(stageAuthorization, c.authorize),
 		around(stageRateLimit, c.rateLimit),
 		{stageValidation, c.validateUnary, c.validateStream},

@@ -150,6 +150,10 @@ type Config struct {
 	// Authenticator establishes each call's principal. Nil means &grpcauth.ServiceAuthenticator{}: service
 	// certificates are accepted and bearer tokens are refused.
 	Authenticator grpcauth.Authenticator
+	// Subjects, when set, tracks every stream of a user (normally the *auth.Subjects that the
+	// Authenticator checks calls against): a change that revokes the user's token cancels the stream's
+	// context and ends it with Unauthenticated. Nil leaves streams to run until they end.
+	Subjects CallTracker
 	// Logger receives the call log and server events. Use a telemetry.NewLogger logger, which adds the
 	// request and trace ids of the context to each line. Nil means slog.Default().
 	Logger *slog.Logger
@@ -256,6 +260,7 @@ func New(cfg Config) (*Server, error) {
 		policy:    policy,
 		limiter:   limiter,
 		validator: validator,
+		tracker:   cfg.Subjects,
 	}
 	unary, stream := c.interceptors(cfg.observe)
 	// Outside the chain: every call the server accepted counts as open until it returns, so that a

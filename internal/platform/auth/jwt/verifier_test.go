@@ -179,7 +179,7 @@ func TestVerifyAccepts(t *testing.T) {
 	good := claimsAt(now)
 	cache := newCache(t, newFetcher(k1.public()), nil)
 	v := newVerifier(t, cache, now)
-	courier := auth.Principal{Kind: auth.User, Subject: "u-1", Roles: []string{"courier"}}
+	courier := auth.Principal{Kind: auth.User, Subject: "u-1", Roles: []string{"courier"}, IssuedAt: now}
 
 	tests := []struct {
 		name  string
@@ -188,10 +188,10 @@ func TestVerifyAccepts(t *testing.T) {
 	}{
 		{"issued by Issuer", k1.issue(t, now, 15*time.Minute, "u-1", "courier"), courier},
 		{"several roles", k1.issue(t, now, 15*time.Minute, "u-2", auth.RoleDispatcher, auth.RoleAdmin),
-			auth.Principal{Kind: auth.User, Subject: "u-2", Roles: []string{"dispatcher", "admin"}}},
-		{"no roles", k1.issue(t, now, 15*time.Minute, "u-3"), auth.Principal{Kind: auth.User, Subject: "u-3"}},
+			auth.Principal{Kind: auth.User, Subject: "u-2", Roles: []string{"dispatcher", "admin"}, IssuedAt: now}},
+		{"no roles", k1.issue(t, now, 15*time.Minute, "u-3"), auth.Principal{Kind: auth.User, Subject: "u-3", IssuedAt: now}},
 		{"roles claim absent", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "roles", nil)),
-			auth.Principal{Kind: auth.User, Subject: "u-1"}},
+			auth.Principal{Kind: auth.User, Subject: "u-1", IssuedAt: now}},
 		{"expired within the leeway", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "exp", now.Add(-20*time.Second).Unix())), courier},
 		{"nbf within the leeway", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "nbf", now.Add(20*time.Second).Unix())), courier},
 		{"no nbf", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "nbf", nil)), courier},
