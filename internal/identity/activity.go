@@ -230,11 +230,11 @@ func (w *Watch) push(ev ActivityEvent, limit int) bool {
 // hub subscribes to identity's event log and fans the activity entries out to watches. Lock order:
 // hub.mu, then Watch.mu.
 type hub struct {
-	store   Store
-	feed    ActivityFeed
-	buffer  int
-	logger  *slog.Logger
-	retry   eventlog.Backoff
+	store  Store
+	feed   ActivityFeed
+	buffer int
+	logger *slog.Logger
+	retry  eventlog.Backoff
 	// revoked is called, on the hub's goroutine, with each user whose standing an event changed
 	// (Service.refreshSubject).
 	revoked func(ctx context.Context, userID string)
