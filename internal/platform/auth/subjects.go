@@ -137,7 +137,8 @@ func NewSubjects(load SubjectLoader, opts SubjectsOptions) *Subjects {
 
 // Check returns nil when p may call: p is not a user, or the user's current state accepts p's token
 // (SubjectState.Check). It returns that Unauthenticated error otherwise, and an Unavailable error when
-// the state is not cached and cannot be read: the call is refused rather than let through unchecked.
+// the state was never cached and cannot be read: the call is refused rather than let through
+// unchecked. A state past its TTL that cannot be read again is used as it is (see State).
 func (s *Subjects) Check(ctx context.Context, p Principal) error {
 	if p.Kind != User {
 		return nil
@@ -149,7 +150,9 @@ func (s *Subjects) Check(ctx context.Context, p Principal) error {
 	return st.Check(p)
 }
 
-// State returns the current state of user id, from the cache or else from the loader.
+// State returns the current state of user id, from the cache or else from the loader. When the loader
+// fails, a cached state past its TTL is returned as it is: while the identity store is unreachable its
+// users cannot change either (a change made meanwhile elsewhere arrives by Update).
 func (s *Subjects) State(ctx context.Context, id string) (SubjectState, error) {
 	now := s.now()
 	s.mu.RLock()
@@ -161,6 +164,11 @@ func (s *Subjects) State(ctx context.Context, id string) (SubjectState, error) {
 	}
 	st, err := s.load(ctx, id)
 	if err != nil {
+		if ok {
+			// Stale if error: while the store is unreachable its users cannot change either, so the last
+			// known state stays the best answer, and calls that need no database keep working.
+			return e.st, nil
+		}
 		if apperr.CodeOf(err) == apperr.Unavailable {
 			return SubjectState{}, err
 		}

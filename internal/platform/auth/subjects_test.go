@@ -113,8 +113,13 @@ func TestSubjectsCachesAndUpdates(t *testing.T) {
 		t.Errorf("Check(after Forget) = %v with %d loads, want nil with 3", err, l.loads.Load())
 	}
 
-	// A state that cannot be read refuses the call as Unavailable, never lets it through.
+	// A state that cannot be read refuses the call as Unavailable, never lets it through; one cached
+	// before is used past its TTL (stale if error).
 	l.err = errors.New("database down")
+	now = now.Add(2 * time.Minute)
+	if err := s.Check(ctx, admin); err != nil {
+		t.Errorf("Check(expired entry, store down) = %v, want nil (the last known state)", err)
+	}
 	if got := apperr.CodeOf(s.Check(ctx, auth.Principal{Kind: auth.User, Subject: "u2", IssuedAt: issued})); got != apperr.Unavailable {
 		t.Errorf("Check(unreadable state) code = %q, want %q", got, apperr.Unavailable)
 	}
