@@ -58,7 +58,9 @@ func mustUpdate(t *testing.T, w *identity.Watch, subscribe, unsubscribe []string
 
 func sorted(ids []string) []string { return slices.Sorted(slices.Values(ids)) }
 
-func TestUserActivity(t *testing.T) {
+func TestUserActivity(t *testing.T) { onEngines(t, testUserActivity) }
+
+func testUserActivity(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
@@ -102,7 +104,9 @@ func TestUserActivity(t *testing.T) {
 	}
 }
 
-func TestUserActivityUpdateRules(t *testing.T) {
+func TestUserActivityUpdateRules(t *testing.T) { onEngines(t, testUserActivityUpdateRules) }
+
+func testUserActivityUpdateRules(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
@@ -138,7 +142,9 @@ func TestUserActivityUpdateRules(t *testing.T) {
 	wantCode(t, "WatchActivity(service)", err, apperr.PermissionDenied)
 }
 
-func TestUserActivitySubscriptionLimit(t *testing.T) {
+func TestUserActivitySubscriptionLimit(t *testing.T) { onEngines(t, testUserActivitySubscriptionLimit) }
+
+func testUserActivitySubscriptionLimit(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	w := mustWatch(t, f, f.admin(t))
@@ -161,7 +167,9 @@ func TestUserActivitySubscriptionLimit(t *testing.T) {
 	}
 }
 
-func TestSlowWatcherIsDisconnected(t *testing.T) {
+func TestSlowWatcherIsDisconnected(t *testing.T) { onEngines(t, testSlowWatcherIsDisconnected) }
+
+func testSlowWatcherIsDisconnected(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t, func(o *identity.Options) { o.ActivityBuffer = 2 })
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
@@ -188,7 +196,9 @@ func TestSlowWatcherIsDisconnected(t *testing.T) {
 	}
 }
 
-func TestRunEndEndsWatches(t *testing.T) {
+func TestRunEndEndsWatches(t *testing.T) { onEngines(t, testRunEndEndsWatches) }
+
+func testRunEndEndsWatches(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -211,7 +221,9 @@ func TestRunEndEndsWatches(t *testing.T) {
 // TestUserActivityInCommitOrder has several writers log in at once: the watcher receives every entry
 // exactly once, in increasing sequence order. (That an entry whose transaction commits late is not
 // skipped is the event log's promise: eventlog's TestAppendWaitsForOpenAppenderOnPostgres.)
-func TestUserActivityInCommitOrder(t *testing.T) {
+func TestUserActivityInCommitOrder(t *testing.T) { onEngines(t, testUserActivityInCommitOrder) }
+
+func testUserActivityInCommitOrder(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
@@ -245,7 +257,9 @@ func TestUserActivityInCommitOrder(t *testing.T) {
 
 // TestWatchActivityNeedsRunningFeed: a watch waits for Run to have subscribed to the event log, within
 // its context; a Service without a feed refuses watches and Run.
-func TestWatchActivityNeedsRunningFeed(t *testing.T) {
+func TestWatchActivityNeedsRunningFeed(t *testing.T) { onEngines(t, testWatchActivityNeedsRunningFeed) }
+
+func testWatchActivityNeedsRunningFeed(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	ctx, cancel := context.WithTimeout(f.admin(t), 50*time.Millisecond)
 	defer cancel()
@@ -260,7 +274,9 @@ func TestWatchActivityNeedsRunningFeed(t *testing.T) {
 	}
 }
 
-func TestWatchIDsAreCaseInsensitive(t *testing.T) {
+func TestWatchIDsAreCaseInsensitive(t *testing.T) { onEngines(t, testWatchIDsAreCaseInsensitive) }
+
+func testWatchIDsAreCaseInsensitive(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
