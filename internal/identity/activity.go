@@ -371,8 +371,14 @@ func (h *hub) run(ctx context.Context) error {
 
 	from := eventlog.FromHead
 	failures := 0
+	subscribed := func() {
+		if failures > 0 {
+			h.logger.InfoContext(ctx, "activity feed reads the event log again", "failures", failures)
+			failures = 0
+		}
+	}
 	for {
-		err := h.follow(ctx, &from)
+		err := h.follow(ctx, &from, subscribed)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -382,13 +388,11 @@ func (h *hub) run(ctx context.Context) error {
 			<-ctx.Done()
 			return nil
 		case errors.Is(err, eventlog.ErrTooSlow):
-			failures = 0
 			continue // resume from the cursor: the entries are read again from the database
 		case errors.Is(err, eventlog.ErrCursorExpired):
 			h.logger.ErrorContext(ctx, "activity feed lost events to the event log's retention; disconnecting watchers", "error", err.Error())
 			h.endAll(apperr.Errorf(apperr.Unavailable, "activity events were lost; reconnect"))
 			from = eventlog.FromHead
-			failures = 0
 			continue
 		}
 		failures++
@@ -405,15 +409,16 @@ func (h *hub) run(ctx context.Context) error {
 	}
 }
 
-// follow subscribes from *from and publishes what arrives until the subscription ends, leaving *from
-// at the last entry handled. It always returns an error: why it ended.
-func (h *hub) follow(ctx context.Context, from *int64) error {
+// follow subscribes from *from, calls subscribed, and publishes what arrives until the subscription
+// ends, leaving *from at the last entry handled. It always returns an error: why it ended.
+func (h *hub) follow(ctx context.Context, from *int64, subscribed func()) error {
 	sub, err := h.feed.Subscribe(ctx, *from)
 	if err != nil {
 		return fmt.Errorf("subscribe to the event log after %d: %w", *from, err)
 	}
 	defer sub.Close()
 	h.markReady()
+	subscribed()
 	for {
 		events, err := sub.NextBatch(ctx, activityBatch)
 		*from = sub.Cursor()
