@@ -100,7 +100,8 @@ type Options struct {
 // acts for a caller reads the caller from the context (auth.FromContext) and enforces the object-level
 // rules itself; the transport's method-level policy is only the first gate. It is safe for concurrent use.
 //
-// The activity feed needs Run to be running.
+// The activity feed, and learning of other replicas' changes to users' standing (Options.Subjects),
+// need Run to be running.
 type Service struct {
 	store  Store
 	hasher PasswordHasher
@@ -144,10 +145,11 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 	return s
 }
 
-// Run feeds the activity watchers from the event log (Options.Feed) until ctx is done, then disconnects every
-// watcher with Unavailable (so that clients reconnect, to another replica during a shutdown) and returns
-// nil. Run it once, for the life of the service; the gRPC server's OnShutdown hook is a good place to end
-// it. It returns an error only when called twice at once.
+// Run feeds the activity watchers from the event log (Options.Feed), and updates Options.Subjects for
+// every change of a user's standing it reads there, until ctx is done; then it disconnects every watcher
+// with Unavailable (so that clients reconnect, to another replica during a shutdown) and returns nil. Run
+// it once, for the life of the service; the gRPC server's OnShutdown hook is a good place to end it. It
+// returns an error when Options.Feed is nil or when called twice at once.
 func (s *Service) Run(ctx context.Context) error { return s.hub.run(ctx) }
 
 // setDefault sets *v to def when *v is zero or negative.
