@@ -238,6 +238,9 @@ type hub struct {
 	// revoked is called, on the hub's goroutine, with each user whose standing an event changed
 	// (Service.refreshSubject).
 	revoked func(ctx context.Context, userID string)
+	// lost is called, on the hub's goroutine, whenever it starts following the log from its head: the
+	// changes before may not have reached the subject cache (Service.forgetSubjects).
+	lost func()
 	running atomic.Bool
 	// ready is closed once the hub first subscribed to the feed, or stopped.
 	ready     chan struct{}
@@ -412,11 +415,15 @@ func (h *hub) run(ctx context.Context) error {
 // follow subscribes from *from, calls subscribed, and publishes what arrives until the subscription
 // ends, leaving *from at the last entry handled. It always returns an error: why it ended.
 func (h *hub) follow(ctx context.Context, from *int64, subscribed func()) error {
+	fromHead := *from == eventlog.FromHead
 	sub, err := h.feed.Subscribe(ctx, *from)
 	if err != nil {
 		return fmt.Errorf("subscribe to the event log after %d: %w", *from, err)
 	}
 	defer sub.Close()
+	if fromHead && h.lost != nil {
+		h.lost()
+	}
 	h.markReady()
 	subscribed()
 	for {

@@ -19,6 +19,10 @@ type SubjectCache interface {
 	Update(userID string, st auth.SubjectState)
 	// Forget drops a user's state, to be read again (SubjectState) at the user's next call.
 	Forget(userID string)
+	// ForgetAll drops every user's state: the Service calls it when it starts following the event log
+	// from its head (at start, and after retention made it lose events), since changes made before may
+	// be missing from the cache.
+	ForgetAll()
 }
 
 // revokes reports whether an activity of type t changes what the user's access tokens may do.
@@ -76,6 +80,13 @@ func (s *Service) refreshSubject(ctx context.Context, id string) {
 		s.opts.Subjects.Forget(id)
 	default:
 		s.noteSubject(u)
+	}
+}
+
+// forgetSubjects drops the whole subject cache (SubjectCache.ForgetAll).
+func (s *Service) forgetSubjects() {
+	if s.opts.Subjects != nil {
+		s.opts.Subjects.ForgetAll()
 	}
 }
 

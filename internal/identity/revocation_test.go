@@ -131,3 +131,32 @@ func TestSubjectStateOfUnknownUser(t *testing.T) {
 	p := auth.Principal{Kind: auth.User, Subject: "00000000-0000-7000-8000-0000000000aa", Roles: []string{"admin"}, IssuedAt: start}
 	wantCode(t, "Check(unknown user)", subjects.Check(context.Background(), p), apperr.Unauthenticated)
 }
+
+// TestRunDropsSubjectsLoadedBefore: states cached before the Service follows the event log may predate
+// changes it will never read (made meanwhile on another replica), so Run drops them once it follows.
+func TestRunDropsSubjectsLoadedBefore(t *testing.T) {
+	var svc *identity.Service
+	subjects := auth.NewSubjects(func(ctx context.Context, id string) (auth.SubjectState, error) {
+		return svc.SubjectState(ctx, id)
+	}, auth.SubjectsOptions{})
+	f := newFixture(t, func(o *identity.Options) { o.Subjects = subjects })
+	svc = f.svc
+	boss := f.mustUser(t, "boss", identity.RoleAdmin)
+	u := f.mustUser(t, "stale", identity.RoleCourier)
+	p := f.token(u)
+	if _, err := f.svc.UpdateUser(as(t, boss), identity.UserUpdate{ID: u.ID, Paths: []string{"status"}, Status: identity.StatusSuspended}); err != nil {
+		t.Fatal(err)
+	}
+	// As if read before the suspension, which another replica made.
+	subjects.Update(u.ID, auth.SubjectState{Active: true, Roles: []string{string(identity.RoleCourier)}})
+	if err := subjects.Check(context.Background(), p); err != nil {
+		t.Fatalf("Check(stale entry) = %v, want nil (the setup)", err)
+	}
+	f.run(t)
+	w, err := f.svc.WatchActivity(as(t, boss)) // returns once Run follows the log
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	wantRevoked(t, subjects, "suspended user, once Run follows the log", p, nil)
+}

@@ -142,6 +142,7 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 	}
 	s.hub = newHub(store, opts)
 	s.hub.revoked = s.refreshSubject
+	s.hub.lost = s.forgetSubjects
 	return s
 }
 

@@ -220,6 +220,16 @@ func (s *Subjects) Forget(id string) {
 	s.mu.Unlock()
 }
 
+// ForgetAll drops every cached state, so that each user's next call reads it again: for a cache whose
+// updates may have been missed (the identity service starting to follow its event log, or having lost
+// events to retention).
+func (s *Subjects) ForgetAll() {
+	s.mu.Lock()
+	s.gen++
+	clear(s.entries)
+	s.mu.Unlock()
+}
+
 // ErrRevoked is the cause of a tracked call's context when a change revoked its token; the cause also
 // carries the Unauthenticated apperr code (use context.Cause).
 var ErrRevoked = errors.New("access revoked during the call")

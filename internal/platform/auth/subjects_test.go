@@ -113,6 +113,12 @@ func TestSubjectsCachesAndUpdates(t *testing.T) {
 		t.Errorf("Check(after Forget) = %v with %d loads, want nil with 3", err, l.loads.Load())
 	}
 
+	// So does ForgetAll, for every user.
+	s.ForgetAll()
+	if err := s.Check(ctx, admin); err != nil || l.loads.Load() != 4 {
+		t.Errorf("Check(after ForgetAll) = %v with %d loads, want nil with 4", err, l.loads.Load())
+	}
+
 	// A state that cannot be read refuses the call as Unavailable, never lets it through; one cached
 	// before is used past its TTL (stale if error).
 	l.err = errors.New("database down")
