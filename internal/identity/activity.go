@@ -240,7 +240,7 @@ type hub struct {
 	revoked func(ctx context.Context, userID string)
 	// lost is called, on the hub's goroutine, whenever it starts following the log from its head: the
 	// changes before may not have reached the subject cache (Service.forgetSubjects).
-	lost func()
+	lost    func()
 	running atomic.Bool
 	// ready is closed once the hub first subscribed to the feed, or stopped.
 	ready     chan struct{}
