@@ -16,6 +16,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"lastmile/internal/identity"
@@ -73,12 +74,22 @@ func (s *Store) Close() error {
 const maxTxAttempts = 3
 
 // inTx runs fn in a transaction (database.InTx), again from the start when it fails with an error the
-// engine reports as retryable. fn must therefore leave no trace outside the transaction.
+// engine reports as retryable, after a short randomized pause: a deadlock victim that came straight back
+// could take its first lock again before the survivor got it, and deadlock anew. fn must therefore leave
+// no trace outside the transaction.
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := database.InTx(ctx, s.db, fn)
 		if err == nil || attempt == maxTxAttempts || s.e.Retryable == nil || !s.e.Retryable(err) {
 			return err
+		}
+		pause := time.Duration(rand.Int64N(int64(5*time.Millisecond)<<attempt)) + time.Millisecond
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
 		}
 	}
 }
