@@ -16,7 +16,8 @@
 //     the log line;
 //  5. recovery — a panic becomes an apperr.Internal error; the stack is logged, the panic value is not
 //     returned;
-//  6. authentication — the Authenticator establishes the auth.Principal;
+//  6. authentication — the Authenticator establishes the auth.Principal; with Config.Subjects, a user's
+//     stream is registered too, and ended with Unauthenticated when the user's token is revoked;
 //  7. authorization — the auth.Policy admits or refuses the principal for the method;
 //  8. rate limiting — a token bucket per principal; ResourceExhausted with RetryInfo when empty;
 //  9. validation — protovalidate rules of every request message (each received message of a stream);
