@@ -111,16 +111,13 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	if err != nil {
 		return err
 	}
-	opts := identity.Options{
+	svc := identity.NewService(store, hasher, issuer, identity.Options{
 		ClientKey: grpcauth.ClientKey,
+		Subjects:  p.identitySubjects(),
 		Feed:      feed,
 		Logger:    p.logger,
-	}
-	if p.subjects != nil {
-		opts.Subjects = p.subjects
-	}
-	svc := identity.NewService(store, hasher, issuer, opts)
-	p.identitySvc = svc
+	})
+	p.identitySvc = svc // the subject cache's loader
 	identitygrpc.Register(srv.GRPC(), svc, keys)
 
 	// Runners stop just before the gRPC server's graceful stop, which ends the UserActivity streams so that
@@ -230,5 +227,14 @@ func (p *process) subjectCache() *auth.Subjects {
 		}
 		return p.identitySvc.SubjectState(ctx, id)
 	}, auth.SubjectsOptions{})
+	return p.subjects
+}
+
+// identitySubjects returns the subject cache for identity.Options.Subjects: nil (an interface holding
+// nothing) when this process has none.
+func (p *process) identitySubjects() identity.SubjectCache {
+	if p.subjects == nil {
+		return nil
+	}
 	return p.subjects
 }

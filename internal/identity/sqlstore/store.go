@@ -15,6 +15,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -71,25 +72,23 @@ func (s *Store) Close() error {
 }
 
 // maxTxAttempts bounds how often a transaction that the engine reports as retryable is run.
-const maxTxAttempts = 3
+const maxTxAttempts = 5
 
 // inTx runs fn in a transaction (database.InTx), again from the start when it fails with an error the
-// engine reports as retryable, after a short randomized pause: a deadlock victim that came straight back
-// could take its first lock again before the survivor got it, and deadlock anew. fn must therefore leave
-// no trace outside the transaction.
+// engine reports as retryable, after a randomized pause that grows with each attempt: a deadlock victim
+// that retried at once could take its first lock again before the winner takes it, and deadlock again.
+// fn must therefore leave no trace outside the transaction.
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := database.InTx(ctx, s.db, fn)
 		if err == nil || attempt == maxTxAttempts || s.e.Retryable == nil || !s.e.Retryable(err) {
 			return err
 		}
-		pause := time.Duration(rand.Int64N(int64(5*time.Millisecond)<<attempt)) + time.Millisecond
-		t := time.NewTimer(pause)
+		pause := time.Duration(rand.Int64N(int64(5*time.Millisecond) << attempt))
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
+			return errors.Join(err, ctx.Err())
+		case <-time.After(pause):
 		}
 	}
 }

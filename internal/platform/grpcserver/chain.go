@@ -59,9 +59,9 @@ type chain struct {
 	logger    *slog.Logger
 	metrics   *grpcprom.ServerMetrics
 	authn     grpcauth.Authenticator
+	tracker   CallTracker // nil when streams are not tracked
 	policy    auth.Policy
 	limiter   *rateLimiter // nil when rate limiting is off
-	tracker   CallTracker  // nil when streams are not tracked
 	validator protovalidate.Validator
 }
 
