@@ -15,6 +15,7 @@ import (
 
 	gojwt "github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
@@ -179,7 +180,7 @@ func TestVerifyAccepts(t *testing.T) {
 	good := claimsAt(now)
 	cache := newCache(t, newFetcher(k1.public()), nil)
 	v := newVerifier(t, cache, now)
-	courier := auth.Principal{Kind: auth.User, Subject: "u-1", Roles: []string{"courier"}, IssuedAt: now}
+	courier := auth.Principal{Kind: auth.User, Subject: "u-1", Roles: []string{"courier"}}
 
 	tests := []struct {
 		name  string
@@ -188,10 +189,10 @@ func TestVerifyAccepts(t *testing.T) {
 	}{
 		{"issued by Issuer", k1.issue(t, now, 15*time.Minute, "u-1", "courier"), courier},
 		{"several roles", k1.issue(t, now, 15*time.Minute, "u-2", auth.RoleDispatcher, auth.RoleAdmin),
-			auth.Principal{Kind: auth.User, Subject: "u-2", Roles: []string{"dispatcher", "admin"}, IssuedAt: now}},
-		{"no roles", k1.issue(t, now, 15*time.Minute, "u-3"), auth.Principal{Kind: auth.User, Subject: "u-3", IssuedAt: now}},
+			auth.Principal{Kind: auth.User, Subject: "u-2", Roles: []string{"dispatcher", "admin"}}},
+		{"no roles", k1.issue(t, now, 15*time.Minute, "u-3"), auth.Principal{Kind: auth.User, Subject: "u-3"}},
 		{"roles claim absent", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "roles", nil)),
-			auth.Principal{Kind: auth.User, Subject: "u-1", IssuedAt: now}},
+			auth.Principal{Kind: auth.User, Subject: "u-1"}},
 		{"expired within the leeway", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "exp", now.Add(-20*time.Second).Unix())), courier},
 		{"nbf within the leeway", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "nbf", now.Add(20*time.Second).Unix())), courier},
 		{"no nbf", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(good, "nbf", nil)), courier},
@@ -205,8 +206,37 @@ func TestVerifyAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify() error = %v", err)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			// IssuedAt is checked by TestVerifyIssuedAt.
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(auth.Principal{}, "IssuedAt")); diff != "" {
 				t.Errorf("Verify() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestVerifyIssuedAt: the principal carries the token's "iat", which the revocation check compares with
+// the user's revocation (auth.SubjectState); a token without one has a zero IssuedAt.
+func TestVerifyIssuedAt(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	k1 := newSigner(t, "k1")
+	cache := newCache(t, newFetcher(k1.public()), nil)
+	v := newVerifier(t, cache, now)
+	for _, tt := range []struct {
+		name  string
+		token string
+		want  time.Time
+	}{
+		{"issued now", k1.issue(t, now, 15*time.Minute, "u-1", "courier"), now},
+		{"issued a minute ago", k1.issue(t, now.Add(-time.Minute), 15*time.Minute, "u-1", "courier"), now.Add(-time.Minute)},
+		{"iat absent", sign(t, gojwt.SigningMethodEdDSA, k1.priv, "k1", nil, with(claimsAt(now), "iat", nil)), time.Time{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := v.Verify(context.Background(), tt.token)
+			if err != nil {
+				t.Fatalf("Verify() error = %v", err)
+			}
+			if !p.IssuedAt.Equal(tt.want) {
+				t.Errorf("Verify().IssuedAt = %v, want %v", p.IssuedAt, tt.want)
 			}
 		})
 	}
