@@ -160,9 +160,11 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		LoginAccountSlowdown: cfg.LoginAccountSlowdown,
 		SignUpLimit:          cfg.SignUpLimit,
 		SignUpWindow:         cfg.SignUpWindow,
+		Subjects:             p.identitySubjects(),
 		Feed:                 feed,
 		Logger:               p.logger,
 	})
+	p.identitySvc = svc // the subject cache's loader
 	identitygrpc.Register(srv.GRPC(), svc, keys)
 
 	// Runners stop just before the gRPC server's graceful stop, which ends the UserActivity streams so that
@@ -255,4 +257,31 @@ func publicKeys(set *identityv1.JsonWebKeySet) []jwt.PublicKey {
 		out = append(out, jwt.PublicKey{KID: k.GetKid(), Key: ed25519.PublicKey(x)})
 	}
 	return out
+}
+
+// subjectCache returns the cache of users' standing (suspended, deleted, roles, revoked tokens) that this
+// process's authenticator checks every call against, and that ends a user's streams when their token is
+// revoked, when identity runs here: the identity service reads it from its store and keeps it current,
+// on every replica, from its event log. Nil without identity here: a process that hosts only courier or
+// route cannot read identity's store and checks the token alone (see the README's security section).
+func (p *process) subjectCache() *auth.Subjects {
+	if !p.cfg.Targets["identity"] {
+		return nil
+	}
+	p.subjects = auth.NewSubjects(func(ctx context.Context, id string) (auth.SubjectState, error) {
+		if p.identitySvc == nil {
+			return auth.SubjectState{}, apperr.Errorf(apperr.Unavailable, "the identity service is not started yet")
+		}
+		return p.identitySvc.SubjectState(ctx, id)
+	}, auth.SubjectsOptions{})
+	return p.subjects
+}
+
+// identitySubjects returns the subject cache for identity.Options.Subjects: nil (an interface holding
+// nothing) when this process has none.
+func (p *process) identitySubjects() identity.SubjectCache {
+	if p.subjects == nil {
+		return nil
+	}
+	return p.subjects
 }

@@ -22,6 +22,7 @@ import (
 	"lastmile/internal/gateway"
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/admin"
+	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/auth/grpcauth"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/dirlock"
@@ -264,6 +265,11 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		if err != nil {
 			return err
 		}
+		authn := &grpcauth.ServiceAuthenticator{Verifier: verifier}
+		var tracker grpcserver.CallTracker
+		if subjects := p.subjectCache(); subjects != nil {
+			authn.Subjects, tracker = subjects, subjects
+		}
 		srv, err = grpcserver.New(grpcserver.Config{
 			Addr:              cfg.GRPCAddr,
 			TLS:               tlsc.server,
@@ -274,7 +280,8 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 			RateLimit:         grpcserver.RateLimit{RPS: cfg.GRPC.RateLimitRPS, Burst: cfg.GRPC.RateLimitBurst},
 			Policy:            policy(),
 			Streams:           streamLimits(cfg.Modules, cfg.Targets),
-			Authenticator:     &grpcauth.ServiceAuthenticator{Verifier: verifier},
+			Authenticator:     authn,
+			Subjects:          tracker,
 			Logger:            logger,
 			Registerer:        registry,
 			TracerProvider:    tp,
@@ -405,6 +412,10 @@ type process struct {
 	peers map[string]*grpc.ClientConn
 	// localKeys are identity's signing keys when identity runs here, for this process's token verifier.
 	localKeys *identity.KeyManager
+	// subjects is the cache of users' standing that the authenticator checks every call against, when
+	// identity runs here; identitySvc, set by startIdentity before the server serves, fills it.
+	subjects    *auth.Subjects
+	identitySvc *identity.Service
 	// runners run next to the servers until the gRPC server starts stopping; afterStop runs once every
 	// server has stopped (final flushes); cleanups run in reverse order at exit (closing databases).
 	runners   []func(context.Context) error

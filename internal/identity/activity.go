@@ -230,11 +230,17 @@ func (w *Watch) push(ev ActivityEvent, limit int) bool {
 // hub subscribes to identity's event log and fans the activity entries out to watches. Lock order:
 // hub.mu, then Watch.mu.
 type hub struct {
-	store   Store
-	feed    ActivityFeed
-	buffer  int
-	logger  *slog.Logger
-	retry   eventlog.Backoff
+	store  Store
+	feed   ActivityFeed
+	buffer int
+	logger *slog.Logger
+	retry  eventlog.Backoff
+	// revoked is called, on the hub's goroutine, with each user whose standing an event changed
+	// (Service.refreshSubject).
+	revoked func(ctx context.Context, userID string)
+	// lost is called, on the hub's goroutine, whenever it starts following the log from its head: the
+	// changes before may not have reached the subject cache (Service.forgetSubjects).
+	lost    func()
 	running atomic.Bool
 	// ready is closed once the hub first subscribed to the feed, or stopped.
 	ready     chan struct{}
@@ -368,8 +374,14 @@ func (h *hub) run(ctx context.Context) error {
 
 	from := eventlog.FromHead
 	failures := 0
+	subscribed := func() {
+		if failures > 0 {
+			h.logger.InfoContext(ctx, "activity feed reads the event log again", "failures", failures)
+			failures = 0
+		}
+	}
 	for {
-		err := h.follow(ctx, &from)
+		err := h.follow(ctx, &from, subscribed)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -379,13 +391,11 @@ func (h *hub) run(ctx context.Context) error {
 			<-ctx.Done()
 			return nil
 		case errors.Is(err, eventlog.ErrTooSlow):
-			failures = 0
 			continue // resume from the cursor: the entries are read again from the database
 		case errors.Is(err, eventlog.ErrCursorExpired):
 			h.logger.ErrorContext(ctx, "activity feed lost events to the event log's retention; disconnecting watchers", "error", err.Error())
 			h.endAll(apperr.Errorf(apperr.Unavailable, "activity events were lost; reconnect"))
 			from = eventlog.FromHead
-			failures = 0
 			continue
 		}
 		failures++
@@ -402,15 +412,20 @@ func (h *hub) run(ctx context.Context) error {
 	}
 }
 
-// follow subscribes from *from and publishes what arrives until the subscription ends, leaving *from
-// at the last entry handled. It always returns an error: why it ended.
-func (h *hub) follow(ctx context.Context, from *int64) error {
+// follow subscribes from *from, calls subscribed, and publishes what arrives until the subscription
+// ends, leaving *from at the last entry handled. It always returns an error: why it ended.
+func (h *hub) follow(ctx context.Context, from *int64, subscribed func()) error {
+	fromHead := *from == eventlog.FromHead
 	sub, err := h.feed.Subscribe(ctx, *from)
 	if err != nil {
 		return fmt.Errorf("subscribe to the event log after %d: %w", *from, err)
 	}
 	defer sub.Close()
+	if fromHead && h.lost != nil {
+		h.lost()
+	}
 	h.markReady()
+	subscribed()
 	for {
 		events, err := sub.NextBatch(ctx, activityBatch)
 		*from = sub.Cursor()
@@ -427,7 +442,22 @@ func (h *hub) follow(ctx context.Context, from *int64) error {
 				acts = append(acts, a)
 			}
 		}
+		h.noteRevocations(ctx, acts)
 		h.publish(ctx, acts)
+	}
+}
+
+// noteRevocations hands each user whose standing acts changed to h.revoked, once per batch.
+func (h *hub) noteRevocations(ctx context.Context, acts []Activity) {
+	if h.revoked == nil {
+		return
+	}
+	seen := map[string]bool{}
+	for _, a := range acts {
+		if revokes(a.Type) && !seen[a.UserID] {
+			seen[a.UserID] = true
+			h.revoked(ctx, a.UserID)
+		}
 	}
 }
 

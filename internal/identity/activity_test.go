@@ -1,9 +1,14 @@
 package identity_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +19,9 @@ import (
 	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/eventlog"
+	"lastmile/internal/platform/eventlog/sqllog"
 )
 
 // nextEvent waits for the next event of w.
@@ -58,7 +66,9 @@ func mustUpdate(t *testing.T, w *identity.Watch, subscribe, unsubscribe []string
 
 func sorted(ids []string) []string { return slices.Sorted(slices.Values(ids)) }
 
-func TestUserActivity(t *testing.T) {
+func TestUserActivity(t *testing.T) { onEngines(t, testUserActivity) }
+
+func testUserActivity(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
@@ -102,7 +112,9 @@ func TestUserActivity(t *testing.T) {
 	}
 }
 
-func TestUserActivityUpdateRules(t *testing.T) {
+func TestUserActivityUpdateRules(t *testing.T) { onEngines(t, testUserActivityUpdateRules) }
+
+func testUserActivityUpdateRules(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
@@ -138,7 +150,9 @@ func TestUserActivityUpdateRules(t *testing.T) {
 	wantCode(t, "WatchActivity(service)", err, apperr.PermissionDenied)
 }
 
-func TestUserActivitySubscriptionLimit(t *testing.T) {
+func TestUserActivitySubscriptionLimit(t *testing.T) { onEngines(t, testUserActivitySubscriptionLimit) }
+
+func testUserActivitySubscriptionLimit(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	w := mustWatch(t, f, f.admin(t))
@@ -161,7 +175,9 @@ func TestUserActivitySubscriptionLimit(t *testing.T) {
 	}
 }
 
-func TestSlowWatcherIsDisconnected(t *testing.T) {
+func TestSlowWatcherIsDisconnected(t *testing.T) { onEngines(t, testSlowWatcherIsDisconnected) }
+
+func testSlowWatcherIsDisconnected(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t, func(o *identity.Options) { o.ActivityBuffer = 2 })
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
@@ -188,7 +204,9 @@ func TestSlowWatcherIsDisconnected(t *testing.T) {
 	}
 }
 
-func TestRunEndEndsWatches(t *testing.T) {
+func TestRunEndEndsWatches(t *testing.T) { onEngines(t, testRunEndEndsWatches) }
+
+func testRunEndEndsWatches(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -211,7 +229,9 @@ func TestRunEndEndsWatches(t *testing.T) {
 // TestUserActivityInCommitOrder has several writers log in at once: the watcher receives every entry
 // exactly once, in increasing sequence order. (That an entry whose transaction commits late is not
 // skipped is the event log's promise: eventlog's TestAppendWaitsForOpenAppenderOnPostgres.)
-func TestUserActivityInCommitOrder(t *testing.T) {
+func TestUserActivityInCommitOrder(t *testing.T) { onEngines(t, testUserActivityInCommitOrder) }
+
+func testUserActivityInCommitOrder(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
@@ -245,7 +265,9 @@ func TestUserActivityInCommitOrder(t *testing.T) {
 
 // TestWatchActivityNeedsRunningFeed: a watch waits for Run to have subscribed to the event log, within
 // its context; a Service without a feed refuses watches and Run.
-func TestWatchActivityNeedsRunningFeed(t *testing.T) {
+func TestWatchActivityNeedsRunningFeed(t *testing.T) { onEngines(t, testWatchActivityNeedsRunningFeed) }
+
+func testWatchActivityNeedsRunningFeed(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	ctx, cancel := context.WithTimeout(f.admin(t), 50*time.Millisecond)
 	defer cancel()
@@ -260,10 +282,146 @@ func TestWatchActivityNeedsRunningFeed(t *testing.T) {
 	}
 }
 
-func TestWatchIDsAreCaseInsensitive(t *testing.T) {
+func TestWatchIDsAreCaseInsensitive(t *testing.T) { onEngines(t, testWatchIDsAreCaseInsensitive) }
+
+func testWatchIDsAreCaseInsensitive(t *testing.T, newFixture fixtureFunc) {
 	f := newFixture(t)
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
 	w := mustWatch(t, f, as(t, alice))
 	mustUpdate(t, w, []string{strings.ToUpper(alice.ID)}, nil, alice.ID)
+}
+
+// flakyFeed fails Subscribe until healed, then hands over to the real log.
+type flakyFeed struct {
+	*eventlog.Log
+	mu       sync.Mutex
+	healthy  bool
+	attempts int
+}
+
+func (f *flakyFeed) Subscribe(ctx context.Context, from int64) (*eventlog.Subscription, error) {
+	f.mu.Lock()
+	f.attempts++
+	healthy := f.healthy
+	f.mu.Unlock()
+	if !healthy {
+		return nil, apperr.Errorf(apperr.Unavailable, "cannot read the event log")
+	}
+	return f.Log.Subscribe(ctx, from)
+}
+
+func (f *flakyFeed) heal() (attempts int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.healthy = true
+	return f.attempts
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test reading it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestFeedOutageLoggedOnce: while the event log cannot be read, the activity feed retries with backoff
+// and logs the outage once (key "error"), and once more when it reads again; no watch can start before,
+// and watches work after (issue 7, item 8: the old tailer warned every 200 ms).
+func TestFeedOutageLoggedOnce(t *testing.T) {
+	store, db := identitytest.SQLiteDB(t)
+	feed := &flakyFeed{Log: identitytest.Feed(t, db, database.SQLite, nil)}
+	var logs syncBuffer
+	f := newFixtureWith(t, store, store, func(o *identity.Options) {
+		o.Feed = feed
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	})
+	f.run(t)
+	alice := f.mustUser(t, "alice", identity.RoleCustomer)
+	ctx, cancel := context.WithTimeout(as(t, alice), 1200*time.Millisecond)
+	defer cancel()
+	_, err := f.svc.WatchActivity(ctx)
+	wantCode(t, "WatchActivity(event log unreadable)", err, apperr.Unavailable)
+	if attempts := feed.heal(); attempts < 2 {
+		t.Errorf("%d attempts to subscribe during the outage, want at least 2 (retries)", attempts)
+	}
+	w := mustWatch(t, f, as(t, alice))
+	mustUpdate(t, w, []string{alice.ID}, nil, alice.ID)
+	f.mustLogin(t, "alice@example.com")
+	if ev := nextEvent(t, w); ev.Type != identity.ActivityLogin {
+		t.Errorf("event after the outage = %+v, want the login", ev)
+	}
+
+	var records []map[string]any
+	for line := range strings.Lines(logs.String()) {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		records = append(records, r)
+	}
+	var outage, back int
+	for _, r := range records {
+		switch r["msg"] {
+		case "activity feed cannot read the event log; retrying with backoff":
+			outage++
+			if r["level"] != "ERROR" || !strings.Contains(fmt.Sprint(r["error"]), "cannot read the event log") {
+				t.Errorf("outage record = %v, want level ERROR with the cause under key error", r)
+			}
+		case "activity feed reads the event log again":
+			back++
+		default:
+			t.Errorf("unexpected log record %v", r)
+		}
+	}
+	if outage != 1 || back != 1 {
+		t.Errorf("logged the outage %d times and the recovery %d times, want once each:\n%s", outage, back, logs.String())
+	}
+}
+
+// TestFeedStopEndsWatches: when the event log stops (the process shuts down) before Run, every watch
+// ends with Unavailable and new watches are refused.
+func TestFeedStopEndsWatches(t *testing.T) {
+	store, db := identitytest.SQLiteDB(t)
+	log, err := eventlog.New(sqllog.NewSource(db, database.SQLite), eventlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logCtx, cancelLog := context.WithCancel(context.Background())
+	logDone := make(chan error, 1)
+	go func() { logDone <- log.Run(logCtx) }()
+	var once sync.Once
+	stopLog := func() {
+		once.Do(func() {
+			cancelLog()
+			if err := <-logDone; err != nil {
+				t.Errorf("event log Run() = %v", err)
+			}
+		})
+	}
+	defer stopLog()
+	f := newFixtureWith(t, store, store, func(o *identity.Options) { o.Feed = log })
+	f.run(t)
+	w := mustWatch(t, f, f.admin(t))
+
+	stopLog()
+	select {
+	case <-w.Done():
+		wantCode(t, "watch Err after the event log stopped", w.Err(), apperr.Unavailable)
+	case <-time.After(testTimeout):
+		t.Fatal("the watch did not end when the event log stopped")
+	}
+	_, err = f.svc.WatchActivity(f.admin(t))
+	wantCode(t, "WatchActivity(event log stopped)", err, apperr.Unavailable)
 }

@@ -49,7 +49,7 @@ func TestEnsureAdminErrors(t *testing.T) {
 	// Only active admins count.
 	root := f.mustUser(t, "root", identity.RoleAdmin)
 	other := f.mustUser(t, "other", identity.RoleAdmin)
-	if _, err := f.svc.UpdateUser(as(t, root), identity.UserUpdate{ID: root.ID, Paths: []string{"status"}, Status: identity.StatusSuspended}); err != nil {
+	if _, err := f.svc.UpdateUser(as(t, other), identity.UserUpdate{ID: root.ID, Paths: []string{"status"}, Status: identity.StatusSuspended}); err != nil {
 		t.Fatal(err)
 	}
 	if created, _, err := f.svc.EnsureAdmin(ctx, "", ""); err != nil || created {

@@ -62,6 +62,24 @@ func newFixture(t *testing.T, opts ...func(*identity.Options)) *fixture {
 	return newFixtureWith(t, store, store, append([]func(*identity.Options){withFeed}, opts...)...)
 }
 
+// fixtureFunc makes a fixture: newFixture, or newPostgresFixture.
+type fixtureFunc func(t *testing.T, opts ...func(*identity.Options)) *fixture
+
+// newPostgresFixture is newFixture on PostgreSQL (identitytest.Postgres: skipped without
+// LASTMILE_TEST_POSTGRES_DSN, failed with LASTMILE_REQUIRE_POSTGRES=1).
+func newPostgresFixture(t *testing.T, opts ...func(*identity.Options)) *fixture {
+	t.Helper()
+	store, feed := identitytest.Postgres(t)
+	withFeed := func(o *identity.Options) { o.Feed = feed }
+	return newFixtureWith(t, store, store, append([]func(*identity.Options){withFeed}, opts...)...)
+}
+
+// onEngines runs test on SQLite and on PostgreSQL.
+func onEngines(t *testing.T, test func(t *testing.T, newFixture fixtureFunc)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, newFixture) })
+	t.Run("postgres", func(t *testing.T) { test(t, newPostgresFixture) })
+}
+
 // newFixtureWith is newFixture with the Service over wrapped, a wrapper of store.
 func newFixtureWith(t *testing.T, store, wrapped identity.Store, opts ...func(*identity.Options)) *fixture {
 	t.Helper()

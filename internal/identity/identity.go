@@ -61,6 +61,11 @@ type User struct {
 	LastLoginAt time.Time
 	// Version increases by one on every update; it is the etag and the optimistic-concurrency check.
 	Version int64
+	// RevokedBefore, when set, revokes every access token of the user issued at or before it, to the
+	// second (an access token's "iat" has a resolution of one second; the Service issues no token in that
+	// second afterwards). Suspension, deletion, a role or password change and logout set it; every
+	// authenticated call checks it (auth.Subjects).
+	RevokedBefore time.Time
 }
 
 // Lookup selects one user by exactly one of its keys. Email and Username match case-insensitively.
@@ -113,6 +118,9 @@ type TokenChange struct {
 	RevokeFamilyAt time.Time
 	// Activity is appended in the same transaction.
 	Activity []Activity
+	// RevokeUserBefore, when set, becomes the token owner's User.RevokedBefore (logout ends the user's
+	// access tokens as well as the session).
+	RevokeUserBefore time.Time
 }
 
 // SigningKey is an Ed25519 key that signs access tokens. The newest active key signs; older keys stay

@@ -98,6 +98,12 @@ type Options struct {
 	// Sleep waits d or until ctx ends, for LoginBackoff; nil means a timer. Tests inject one.
 	Sleep func(ctx context.Context, d time.Duration)
 
+	// Subjects, when set, is the process's cache of users' standing that the authenticator checks every
+	// call against (normally the *auth.Subjects given to grpcauth.ServiceAuthenticator): the Service
+	// updates it after each change of a user's standing and, while Run runs, for each such change read
+	// from the event log, whichever replica made it.
+	Subjects SubjectCache
+
 	// Feed is identity's event log (an *eventlog.Log over the store's database), which the store appends
 	// activity to. The activity feed (WatchActivity, Run) needs it; without it WatchActivity answers
 	// Unavailable and Run fails.
@@ -115,7 +121,8 @@ type Options struct {
 // acts for a caller reads the caller from the context (auth.FromContext) and enforces the object-level
 // rules itself; the transport's method-level policy is only the first gate. It is safe for concurrent use.
 //
-// The activity feed needs Run to be running.
+// The activity feed, and learning of other replicas' changes to users' standing (Options.Subjects),
+// need Run to be running.
 type Service struct {
 	store  Store
 	hasher PasswordHasher
@@ -175,13 +182,16 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 			"too many sign-ups from your network; try again later"),
 	}
 	s.hub = newHub(store, opts)
+	s.hub.revoked = s.refreshSubject
+	s.hub.lost = s.forgetSubjects
 	return s
 }
 
-// Run feeds the activity watchers from the event log (Options.Feed) until ctx is done, then disconnects every
-// watcher with Unavailable (so that clients reconnect, to another replica during a shutdown) and returns
-// nil. Run it once, for the life of the service; the gRPC server's OnShutdown hook is a good place to end
-// it. It returns an error only when called twice at once.
+// Run feeds the activity watchers from the event log (Options.Feed), and updates Options.Subjects for
+// every change of a user's standing it reads there, until ctx is done; then it disconnects every watcher
+// with Unavailable (so that clients reconnect, to another replica during a shutdown) and returns nil. Run
+// it once, for the life of the service; the gRPC server's OnShutdown hook is a good place to end it. It
+// returns an error when Options.Feed is nil or when called twice at once.
 func (s *Service) Run(ctx context.Context) error { return s.hub.run(ctx) }
 
 // sleep waits d or until ctx ends.

@@ -187,6 +187,9 @@ func (s *Service) authenticate(ctx context.Context, u User, found bool, password
 
 // startSession issues the tokens of a new session for u and records the login.
 func (s *Service) startSession(ctx context.Context, u User, password string, rehash bool) (Session, error) {
+	if err := s.awaitTokenSecond(ctx, u.RevokedBefore); err != nil {
+		return Session{}, err
+	}
 	now := s.clock()
 	access, accessExp, err := s.issuer.Issue(ctx, u.ID, []string{string(u.Role)})
 	if err != nil {
@@ -268,6 +271,9 @@ func (s *Service) RefreshToken(ctx context.Context, token string) (Session, erro
 	var access string
 	var accessExp time.Time
 	if presented.live(now) && holder.Status == StatusActive {
+		if err := s.awaitTokenSecond(ctx, holder.RevokedBefore); err != nil {
+			return Session{}, err
+		}
 		if access, accessExp, err = s.issuer.Issue(ctx, holder.ID, []string{string(holder.Role)}); err != nil {
 			return Session{}, fmt.Errorf("issue access token for user %s: %w", holder.ID, err)
 		}
@@ -372,12 +378,14 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 	}
 	now := s.clock()
 	ended := false
+	userID := ""
 	err := s.store.UpdateRefreshToken(ctx, hashRefreshToken(token), func(t RefreshToken, _ User) (TokenChange, error) {
 		ended = t.RevokedAt.IsZero() && now.Before(t.ExpiresAt)
 		if !ended {
 			return TokenChange{}, nil
 		}
-		return TokenChange{RevokeFamilyAt: now, Activity: []Activity{s.activity(t.UserID, ActivityLogout, t.UserID)}}, nil
+		userID = t.UserID
+		return TokenChange{RevokeFamilyAt: now, RevokeUserBefore: now, Activity: []Activity{s.activity(t.UserID, ActivityLogout, t.UserID)}}, nil
 	})
 	if apperr.CodeOf(err) == apperr.NotFound {
 		return nil
@@ -387,6 +395,7 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 	}
 	if ended {
 		s.hub.nudge()
+		s.refreshSubject(ctx, userID)
 	}
 	return nil
 }

@@ -228,8 +228,13 @@ func TestRefreshTokenRefusals(t *testing.T) {
 	if _, err := f.svc.UpdateUser(f.admin(t), identity.UserUpdate{ID: u.ID, Paths: []string{"status"}, Status: identity.StatusActive}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.RefreshToken(anonymous(t), live.RefreshToken); err != nil {
-		t.Errorf("RefreshToken(reactivated user) = %v, want nil", err)
+	// The suspension revoked the sessions: reactivation does not bring them back (issue 8), a new login
+	// starts a new one.
+	_, err = f.svc.RefreshToken(anonymous(t), live.RefreshToken)
+	wantCode(t, "RefreshToken(reactivated user, session from before the suspension)", err, apperr.Unauthenticated)
+	fresh := f.mustLogin(t, u.Email)
+	if _, err := f.svc.RefreshToken(anonymous(t), fresh.RefreshToken); err != nil {
+		t.Errorf("RefreshToken(reactivated user, new session) = %v, want nil", err)
 	}
 }
 

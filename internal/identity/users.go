@@ -215,9 +215,11 @@ func normalizeLookup(l Lookup) (Lookup, error) {
 // UpdateUser changes the fields of a user named in in.Paths.
 //
 // Users may change their own display name, username and email. Only admins change role and status, and
-// nobody changes their own role: a non-admin naming role or status with a value other than the current
-// one is refused (the current value is accepted as a no-op, so a client may send back what it read).
-// The last active admin cannot be demoted or suspended. Passwords change through ChangePassword.
+// nobody, admins included, changes their own role or status: naming role or status with a value other
+// than the current one is then refused (the current value is accepted as a no-op, so a client may send
+// back what it read). The last active admin cannot be demoted or suspended. Passwords change through
+// ChangePassword. A change of role or status revokes the user's access tokens (User.RevokedBefore), and
+// a suspension also their sessions (refresh tokens).
 // An update that changes nothing returns the user unchanged, with the same version.
 //
 // Errors: Invalid for an empty or unknown path or a bad value; NotFound when the user does not exist
@@ -230,7 +232,9 @@ func (s *Service) UpdateUser(ctx context.Context, in UserUpdate) (User, error) {
 		return User{}, err
 	}
 	c := callerOf(ctx)
-	return s.update(ctx, in.ID, func(tx UserTx, cur User) (User, []Activity, error) {
+	suspended := false
+	u, err := s.update(ctx, in.ID, func(tx UserTx, cur User) (User, []Activity, error) {
+		suspended = false
 		if !c.canSee(cur) {
 			return User{}, nil, errUserNotFound()
 		}
@@ -253,8 +257,23 @@ func (s *Service) UpdateUser(ctx context.Context, in UserUpdate) (User, error) {
 		}
 		next.Version = cur.Version + 1
 		next.UpdatedAt = s.clock()
+		if next.Role != cur.Role || next.Status != cur.Status {
+			next.RevokedBefore = next.UpdatedAt
+		}
+		suspended = cur.Status != StatusSuspended && next.Status == StatusSuspended
 		return next, acts, nil
 	})
+	if err != nil {
+		return User{}, err
+	}
+	if suspended {
+		// After the commit, as DeleteUser does; the status and RevokedBefore already refuse the sessions'
+		// refreshes and access tokens should this step fail.
+		if err := s.store.RevokeUserTokens(ctx, u.ID, s.clock()); err != nil {
+			return User{}, fmt.Errorf("revoke sessions of user %s: %w", u.ID, err)
+		}
+	}
+	return u, nil
 }
 
 // normalize validates the paths and the values they name, and returns the mutable paths.
@@ -326,8 +345,13 @@ func checkChange(ctx context.Context, tx UserTx, c caller, cur, next User) error
 			return apperr.Errorf(apperr.PermissionDenied, "nobody may change their own role")
 		}
 	}
-	if next.Status != cur.Status && !c.isAdmin() {
-		return apperr.Errorf(apperr.PermissionDenied, "only admins may change a status")
+	if next.Status != cur.Status {
+		if !c.isAdmin() {
+			return apperr.Errorf(apperr.PermissionDenied, "only admins may change a status")
+		}
+		if c.is(cur.ID) {
+			return apperr.Errorf(apperr.PermissionDenied, "nobody may change their own status")
+		}
 	}
 	if activeAdmin(cur) && !activeAdmin(next) {
 		return ensureAnotherAdmin(ctx, tx)
@@ -425,6 +449,7 @@ func (s *Service) ChangePassword(ctx context.Context, id, current, next string) 
 		n.PasswordHash = hash
 		n.Version = cur.Version + 1
 		n.UpdatedAt = s.clock()
+		n.RevokedBefore = n.UpdatedAt
 		return n, []Activity{s.activity(cur.ID, ActivityPasswordChanged, c.actorID())}, nil
 	}); err != nil {
 		return err
@@ -499,6 +524,7 @@ func (s *Service) DeleteUser(ctx context.Context, id string) (User, error) {
 		next.Status = StatusDeleted
 		next.DeletedAt = now
 		next.UpdatedAt = now
+		next.RevokedBefore = now
 		next.Version = cur.Version + 1
 		return next, []Activity{s.activity(cur.ID, ActivityDeleted, c.actorID())}, nil
 	})
@@ -518,13 +544,14 @@ func (s *Service) DeleteUser(ctx context.Context, id string) (User, error) {
 func (s *Service) update(ctx context.Context, id string, change func(tx UserTx, cur User) (User, []Activity, error)) (User, error) {
 	var (
 		out     User
+		acts    []Activity
 		notify  bool
 		refused error
 	)
 	err := s.store.UpdateUser(ctx, id, func(tx UserTx, cur User) (User, []Activity, error) {
-		next, acts, err := change(tx, cur)
-		out, notify, refused = next, next.Version != cur.Version && len(acts) > 0, err
-		return next, acts, err
+		next, a, err := change(tx, cur)
+		out, acts, notify, refused = next, a, next.Version != cur.Version && len(a) > 0, err
+		return next, a, err
 	})
 	switch {
 	case refused != nil:
@@ -536,6 +563,9 @@ func (s *Service) update(ctx context.Context, id string, change func(tx UserTx, 
 	}
 	if notify {
 		s.hub.nudge()
+		if slices.ContainsFunc(acts, func(a Activity) bool { return revokes(a.Type) }) {
+			s.noteSubject(out)
+		}
 	}
 	return out, nil
 }

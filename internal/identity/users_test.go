@@ -265,34 +265,46 @@ func TestLastAdminGuard(t *testing.T) {
 	root := f.mustUser(t, "root", identity.RoleAdmin)
 	suspend := identity.UserUpdate{ID: root.ID, Paths: []string{"status"}, Status: identity.StatusSuspended}
 
+	// Nobody changes their own status (issue 8: a suspended admin reactivated themselves), the last
+	// admin included.
 	_, err := f.svc.UpdateUser(as(t, root), suspend)
-	wantCode(t, "UpdateUser(last admin suspends self)", err, apperr.FailedPrecondition)
+	wantCode(t, "UpdateUser(last admin suspends self)", err, apperr.PermissionDenied)
 	_, err = f.svc.DeleteUser(as(t, root), root.ID)
 	wantCode(t, "DeleteUser(last admin)", err, apperr.FailedPrecondition)
 	_, err = f.svc.UpdateUser(as(t, root), identity.UserUpdate{ID: root.ID, Paths: []string{"role"}, Role: identity.RoleCustomer})
 	wantCode(t, "UpdateUser(admin demotes self)", err, apperr.PermissionDenied)
 
 	second := f.mustUser(t, "second", identity.RoleAdmin)
-	if _, err := f.svc.UpdateUser(as(t, root), suspend); err != nil {
-		t.Fatalf("UpdateUser(suspend self with another admin) = %v, want nil", err)
+	_, err = f.svc.UpdateUser(as(t, root), suspend)
+	wantCode(t, "UpdateUser(suspend self with another admin)", err, apperr.PermissionDenied)
+	if _, err := f.svc.UpdateUser(as(t, second), suspend); err != nil {
+		t.Fatalf("UpdateUser(second suspends root) = %v, want nil", err)
 	}
 	// root is suspended now, so second is the last active admin; a stale admin token does not help.
 	_, err = f.svc.UpdateUser(as(t, root), identity.UserUpdate{ID: second.ID, Paths: []string{"role"}, Role: identity.RoleCustomer})
 	wantCode(t, "UpdateUser(demote the last active admin)", err, apperr.FailedPrecondition)
-	if got := f.mustGet(t, second.ID); got.Role != identity.RoleAdmin {
-		t.Errorf("second admin role = %q, want admin", got.Role)
+	_, err = f.svc.UpdateUser(as(t, root), identity.UserUpdate{ID: second.ID, Paths: []string{"status"}, Status: identity.StatusSuspended})
+	wantCode(t, "UpdateUser(suspend the last active admin)", err, apperr.FailedPrecondition)
+	if got := f.mustGet(t, second.ID); got.Role != identity.RoleAdmin || got.Status != identity.StatusActive {
+		t.Errorf("second admin = %q, %q; want an active admin", got.Role, got.Status)
+	}
+	// A suspended admin cannot reactivate themselves either (the exact repro of issue 8).
+	_, err = f.svc.UpdateUser(as(t, root), identity.UserUpdate{ID: root.ID, Paths: []string{"status"}, Status: identity.StatusActive})
+	wantCode(t, "UpdateUser(suspended admin reactivates self)", err, apperr.PermissionDenied)
+	if got := f.mustGet(t, root.ID); got.Status != identity.StatusSuspended {
+		t.Errorf("root status = %q, want suspended", got.Status)
 	}
 }
 
-// TestLastAdminGuardConcurrent has the last two admins suspend themselves at once: the guard counts
-// inside the update's transaction, so one of them stays.
+// TestLastAdminGuardConcurrent has the last two admins suspend each other at once: the guard counts
+// inside the update's transaction, so one of them stays. (errs[i] is the suspension of admins[i].)
 func TestLastAdminGuardConcurrent(t *testing.T) {
 	f := newFixture(t)
 	admins := []identity.User{f.mustUser(t, "root1", identity.RoleAdmin), f.mustUser(t, "root2", identity.RoleAdmin)}
 	errs := make([]error, len(admins))
 	identitytest.Race(len(admins), func(i int) {
-		a := admins[i]
-		_, errs[i] = f.svc.UpdateUser(as(t, a), identity.UserUpdate{ID: a.ID, Paths: []string{"status"}, Status: identity.StatusSuspended})
+		a, by := admins[i], admins[1-i]
+		_, errs[i] = f.svc.UpdateUser(as(t, by), identity.UserUpdate{ID: a.ID, Paths: []string{"status"}, Status: identity.StatusSuspended})
 	})
 	active := 0
 	for i, a := range admins {
@@ -305,7 +317,7 @@ func TestLastAdminGuardConcurrent(t *testing.T) {
 		}
 	}
 	if active != 1 {
-		t.Errorf("%d active admins after both suspended themselves at once, want 1", active)
+		t.Errorf("%d active admins after they suspended each other at once, want 1", active)
 	}
 }
 

@@ -168,6 +168,11 @@ func TestDatabaseOutageTakesDownOnlyWhatNeedsIt(t *testing.T) {
 	if code, _, body := s.rest(t, http.MethodPost, "/v1/routes:estimate", "", estimate); code != http.StatusOK {
 		t.Errorf("POST /v1/routes:estimate during the outage = %d %v, want 200", code, body)
 	}
+	// A login reaches its handler and fails on the database: 503, not 500 (issue 8).
+	if code, _, body := s.rest(t, http.MethodPost, "/v1/auth:login", "",
+		mustJSON(t, map[string]string{"email": adminEmail, "password": adminPassword})); code != http.StatusServiceUnavailable || errStatus(body) != "UNAVAILABLE" {
+		t.Errorf("POST /v1/auth:login during the outage = %d %v, want 503 UNAVAILABLE", code, body)
+	}
 	if code, _, body := s.rest(t, http.MethodGet, "/.well-known/jwks.json", "", ""); code != http.StatusOK || body["keys"] == nil {
 		t.Errorf("GET /.well-known/jwks.json during the outage = %d %v, want 200 with keys", code, body)
 	}

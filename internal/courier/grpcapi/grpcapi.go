@@ -213,6 +213,8 @@ func (s *Server) ReportLocations(stream courierv1.CourierService_ReportLocations
 			return err
 		case <-s.stop:
 			return stream.SendAndClose(encodeIngest(report.Result()))
+		case <-ctx.Done(): // the call ended, or the caller's access was revoked (grpcserver.Config.Subjects)
+			return ctx.Err()
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"lastmile/internal/identity/postgres"
 	"lastmile/internal/identity/sqlite"
 	"lastmile/internal/identity/sqlstore"
 	"lastmile/internal/platform/database"
@@ -28,6 +29,34 @@ func SQLite(t testing.TB) (*sqlstore.Store, *eventlog.Log) {
 	t.Helper()
 	store, db := sqliteDB(t)
 	return store, Feed(t, db, database.SQLite, nil)
+}
+
+// SQLiteDB returns what SQLiteStore does and the database handle under it, for a test that runs its
+// own event log.
+func SQLiteDB(t testing.TB) (*sqlstore.Store, *sql.DB) {
+	t.Helper()
+	return sqliteDB(t)
+}
+
+// Postgres returns the identity store on a fresh PostgreSQL database (databasetest.Postgres: skipped
+// without LASTMILE_TEST_POSTGRES_DSN), migrated with identity's migrations and the event log's, and
+// identity's event log over it, woken by LISTEN/NOTIFY and running until the test ends.
+func Postgres(t testing.TB) (*sqlstore.Store, *eventlog.Log) {
+	t.Helper()
+	pool := databasetest.Postgres(t, "identity")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
+		t.Fatalf("identitytest: migrate PostgreSQL: %v", err)
+	}
+	if err := database.MigratePostgres(ctx, pool, sqllog.Migrations(database.Postgres, "identity")); err != nil {
+		t.Fatalf("identitytest: migrate the event log on PostgreSQL: %v", err)
+	}
+	store := postgres.New(pool)
+	t.Cleanup(func() { _ = store.Close() })
+	db := database.SQLDB(pool)
+	t.Cleanup(func() { _ = db.Close() })
+	return store, Feed(t, db, database.Postgres, sqllog.Listener(pool))
 }
 
 func sqliteDB(t testing.TB) (*sqlstore.Store, *sql.DB) {

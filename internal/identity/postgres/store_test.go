@@ -149,30 +149,7 @@ func TestDeadlockRetried(t *testing.T) {
 // database: an activity written through one is delivered to a watcher on the other.
 func TestActivityReachesWatcherOnAnotherReplica(t *testing.T) {
 	url := databasetest.PostgresURL(t)
-	replica := func(name string) *identity.Service {
-		pool, err := database.OpenPostgres(t.Context(), url, database.PostgresOptions{Schema: "identity", MaxConns: 4})
-		if err != nil {
-			t.Fatalf("OpenPostgres(%s) = %v", name, err)
-		}
-		t.Cleanup(pool.Close)
-		migrate(t, pool) // concurrent-safe and idempotent: both replicas migrate, as serve does
-		store := storeOn(t, pool)
-		db := database.SQLDB(pool)
-		t.Cleanup(func() { _ = db.Close() })
-		feed := identitytest.Feed(t, db, database.Postgres, sqllog.Listener(pool))
-		svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{Feed: feed})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- svc.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("%s Run() = %v", name, err)
-			}
-		})
-		return svc
-	}
-	writer, watcher := replica("writer"), replica("watcher")
+	writer, watcher := startReplica(t, url, "writer", identity.Options{}), startReplica(t, url, "watcher", identity.Options{})
 
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -232,5 +209,90 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 	err = store.RevokeUserTokens(ctx, "u1", time.Now())
 	if got := apperr.CodeOf(err); got != apperr.Unavailable {
 		t.Errorf("RevokeUserTokens() = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+}
+
+// startReplica starts an identity Service ("replica") on the PostgreSQL database url with its own pool,
+// store and event log tailer (woken by LISTEN/NOTIFY, as serve wires it), running until the test ends.
+// opts.Feed is set.
+func startReplica(t *testing.T, url, name string, opts identity.Options) *identity.Service {
+	t.Helper()
+	pool, err := database.OpenPostgres(t.Context(), url, database.PostgresOptions{Schema: "identity", MaxConns: 4})
+	if err != nil {
+		t.Fatalf("OpenPostgres(%s) = %v", name, err)
+	}
+	t.Cleanup(pool.Close)
+	migrate(t, pool) // concurrent-safe and idempotent: both replicas migrate, as serve does
+	store := storeOn(t, pool)
+	db := database.SQLDB(pool)
+	t.Cleanup(func() { _ = db.Close() })
+	opts.Feed = identitytest.Feed(t, db, database.Postgres, sqllog.Listener(pool))
+	svc := identity.NewService(store, &identitytest.Hasher{}, &identitytest.Issuer{}, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s Run() = %v", name, err)
+		}
+	})
+	return svc
+}
+
+// replicaSubjects returns the subject cache of a replica whose Service is set later into *svc.
+func replicaSubjects(svc **identity.Service) *auth.Subjects {
+	return auth.NewSubjects(func(ctx context.Context, id string) (auth.SubjectState, error) {
+		return (*svc).SubjectState(ctx, id)
+	}, auth.SubjectsOptions{})
+}
+
+// TestRevocationReachesOtherReplica: a suspension made through one replica refuses the user's token on
+// another replica, and ends the user's call there, within 1 s (the other replica learns of it from the
+// event log).
+func TestRevocationReachesOtherReplica(t *testing.T) {
+	url := databasetest.PostgresURL(t)
+	var a, b *identity.Service
+	subjectsA, subjectsB := replicaSubjects(&a), replicaSubjects(&b)
+	a = startReplica(t, url, "a", identity.Options{Subjects: subjectsA})
+	b = startReplica(t, url, "b", identity.Options{Subjects: subjectsB})
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	admin := auth.WithPrincipal(ctx, auth.Principal{Kind: auth.User, Subject: "00000000-0000-7000-8000-000000000000", Roles: []string{auth.RoleAdmin}})
+	u, err := a.CreateUser(admin, identity.NewUser{Email: "victim@example.com", Password: "correct horse battery", DisplayName: "Victim", Role: identity.RoleCourier})
+	if err != nil {
+		t.Fatalf("CreateUser() = %v", err)
+	}
+	// WatchActivity returns once b follows the event log.
+	w, err := b.WatchActivity(admin)
+	if err != nil {
+		t.Fatalf("WatchActivity() on b = %v", err)
+	}
+	w.Close()
+	token := auth.Principal{Kind: auth.User, Subject: u.ID, Roles: []string{string(u.Role)}, IssuedAt: time.Now().Add(-time.Second).Truncate(time.Second)}
+	if err := subjectsB.Check(ctx, token); err != nil { // cached on b as active
+		t.Fatalf("Check() on b before the suspension = %v, want nil", err)
+	}
+	tracked, stop := subjectsB.Track(ctx, token)
+	defer stop()
+
+	at := time.Now()
+	if _, err := a.UpdateUser(admin, identity.UserUpdate{ID: u.ID, Paths: []string{"status"}, Status: identity.StatusSuspended}); err != nil {
+		t.Fatalf("UpdateUser(suspend) on a = %v", err)
+	}
+	select {
+	case <-tracked.Done():
+	case <-time.After(time.Second):
+		t.Fatal("the user's call on replica b was not ended within 1s of the suspension on a")
+	}
+	if d := time.Since(at); d > time.Second {
+		t.Errorf("revocation reached b after %v, want within 1s", d)
+	}
+	if got := apperr.CodeOf(auth.RevokedCause(tracked)); got != apperr.Unauthenticated {
+		t.Errorf("b's call ended with %v, want Unauthenticated", context.Cause(tracked))
+	}
+	if got := apperr.CodeOf(subjectsB.Check(ctx, token)); got != apperr.Unauthenticated {
+		t.Errorf("Check() on b after the suspension on a: code %q, want %q", got, apperr.Unauthenticated)
 	}
 }

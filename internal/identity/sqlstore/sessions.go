@@ -105,6 +105,11 @@ func (s *Store) writeTokenChange(ctx context.Context, tx *sql.Tx, t identity.Ref
 			return err
 		}
 	}
+	if !ch.RevokeUserBefore.IsZero() {
+		if _, err := tx.ExecContext(ctx, "UPDATE users SET revoked_before = $1 WHERE id = $2", s.ts(ch.RevokeUserBefore), t.UserID); err != nil {
+			return s.e.MapError(err, fmt.Sprintf("revoke access tokens of user %s", t.UserID))
+		}
+	}
 	return s.insertActivity(ctx, tx, ch.Activity)
 }
 

@@ -16,7 +16,7 @@ import (
 // The *_key columns hold the lowercased values that uniqueness and search compare, computed here in Go so
 // that both engines fold case alike whatever their locale (SQLite's lower() folds ASCII only).
 const userColumns = `id, email, username, display_name, role, status, password_hash,
-	created_at, updated_at, deleted_at, last_login_at, version`
+	created_at, updated_at, deleted_at, last_login_at, version, revoked_before`
 
 // CreateUser implements identity.Store. It writes no activity: the interface has no parameter for it.
 // Invalid for a user no store can hold (identity.User.CheckStorable).
@@ -30,11 +30,12 @@ func (s *Store) CreateUser(ctx context.Context, u identity.User) error {
 func (s *Store) insertUser(ctx context.Context, q querier, u identity.User) error {
 	_, err := q.ExecContext(ctx, `INSERT INTO users (id, email, email_key, username, username_key,
 		display_name, display_name_key, role, status, password_hash,
-		created_at, updated_at, deleted_at, last_login_at, version)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		created_at, updated_at, deleted_at, last_login_at, version, revoked_before)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		u.ID, u.Email, strings.ToLower(u.Email), u.Username, usernameKey(u.Username),
 		u.DisplayName, strings.ToLower(u.DisplayName), string(u.Role), string(u.Status), u.PasswordHash,
-		s.ts(u.CreatedAt), s.ts(u.UpdatedAt), s.nullTS(u.DeletedAt), s.nullTS(u.LastLoginAt), u.Version)
+		s.ts(u.CreatedAt), s.ts(u.UpdatedAt), s.nullTS(u.DeletedAt), s.nullTS(u.LastLoginAt), u.Version,
+		s.nullTS(u.RevokedBefore))
 	if err != nil {
 		return s.e.MapError(err, "insert user "+u.ID)
 	}
@@ -119,7 +120,7 @@ func scanUser(row scanner) (identity.User, error) {
 	var role, status string
 	err := row.Scan(&u.ID, &u.Email, &u.Username, &u.DisplayName, &role, &status, &u.PasswordHash,
 		database.ScanTime(&u.CreatedAt), database.ScanTime(&u.UpdatedAt),
-		database.ScanTime(&u.DeletedAt), database.ScanTime(&u.LastLoginAt), &u.Version)
+		database.ScanTime(&u.DeletedAt), database.ScanTime(&u.LastLoginAt), &u.Version, database.ScanTime(&u.RevokedBefore))
 	if err != nil {
 		return identity.User{}, err
 	}
@@ -152,11 +153,12 @@ func (s *Store) UpdateUser(ctx context.Context, id string, change func(identity.
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE users SET email = $1, email_key = $2, username = $3, username_key = $4,
 			display_name = $5, display_name_key = $6, role = $7, status = $8, password_hash = $9,
-			updated_at = $10, deleted_at = $11, last_login_at = $12, version = $13
-			WHERE id = $14`,
+			updated_at = $10, deleted_at = $11, last_login_at = $12, version = $13, revoked_before = $14
+			WHERE id = $15`,
 			next.Email, strings.ToLower(next.Email), next.Username, usernameKey(next.Username),
 			next.DisplayName, strings.ToLower(next.DisplayName), string(next.Role), string(next.Status), next.PasswordHash,
-			s.ts(next.UpdatedAt), s.nullTS(next.DeletedAt), s.nullTS(next.LastLoginAt), next.Version, cur.ID)
+			s.ts(next.UpdatedAt), s.nullTS(next.DeletedAt), s.nullTS(next.LastLoginAt), next.Version,
+			s.nullTS(next.RevokedBefore), cur.ID)
 		if err != nil {
 			return s.e.MapError(err, "update user "+cur.ID)
 		}

@@ -134,6 +134,7 @@ func testCreateAndGetUser(t *testing.T, s identity.Store) {
 	u.DisplayName = "Alice Smith"
 	u.Role = identity.RoleDispatcher
 	u.LastLoginAt = base.Add(time.Minute)
+	u.RevokedBefore = base.Add(30 * time.Second)
 	mustCreate(ctx, t, s, u)
 
 	lookups := []identity.Lookup{
@@ -239,6 +240,7 @@ func testUpdateUser(t *testing.T, s identity.Store) {
 	u.PasswordHash = "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3aGFzaA"
 	u.UpdatedAt = base.Add(2 * time.Hour)
 	u.LastLoginAt = base.Add(time.Hour)
+	u.RevokedBefore = base.Add(2 * time.Hour)
 	u.Version = 2
 	if err := s.UpdateUser(ctx, u.ID, replace(u, nil)); err != nil {
 		t.Fatalf("UpdateUser(version 2) = %v, want nil", err)
@@ -867,6 +869,17 @@ func testUpdateRefreshToken(t *testing.T, s identity.Store) {
 	err = s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{UsedAt: at, Activity: []identity.Activity{{ID: newID()}}}, nil))
 	wantCode(t, "UpdateRefreshToken(incomplete activity)", err, apperr.Invalid)
 	checkToken(ctx, t, s, second)
+
+	// RevokeUserBefore becomes the owner's RevokedBefore, with nothing else of the owner changed.
+	revokedAt := at.Add(2 * time.Minute)
+	if err := s.UpdateRefreshToken(ctx, second.Hash, decide(&sn, identity.TokenChange{RevokeFamilyAt: revokedAt, RevokeUserBefore: revokedAt}, nil)); err != nil {
+		t.Fatalf("UpdateRefreshToken(revoke the user's access tokens) = %v, want nil", err)
+	}
+	wantOwner := u
+	wantOwner.RevokedBefore = revokedAt
+	if diff := cmp.Diff(wantOwner, mustGet(ctx, t, s, u.ID), truncateTimes); diff != "" {
+		t.Errorf("owner after RevokeUserBefore mismatch (-want +got):\n%s", diff)
+	}
 
 	// Unknown tokens: NotFound, and the closure is not called.
 	sn = seen{}

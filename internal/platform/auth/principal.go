@@ -35,6 +35,7 @@ package auth
 import (
 	"context"
 	"slices"
+	"time"
 )
 
 // Kind says what sort of caller a Principal is.
@@ -75,6 +76,9 @@ type Principal struct {
 	// Via names the service that forwarded the call (from its verified certificate), such as "gateway".
 	// It is informational: it never grants anything.
 	Via string
+	// IssuedAt is when the user's access token was issued (its "iat", whole seconds); zero when unknown.
+	// Subjects refuses tokens issued at or before the user's revocation.
+	IssuedAt time.Time
 }
 
 // HasRole reports whether p is a user holding role.

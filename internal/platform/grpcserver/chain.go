@@ -60,6 +60,7 @@ type chain struct {
 	logger    *slog.Logger
 	metrics   *grpcprom.ServerMetrics
 	authn     grpcauth.Authenticator
+	tracker   CallTracker // nil when streams are not tracked
 	policy    auth.Policy
 	limiter   *rateLimiter // nil when rate limiting is off
 	streams   *streamLimiter
@@ -84,7 +85,7 @@ func (c *chain) stages() []stage {
 		around(stageLogging, c.logCall),
 		around(stageErrors, c.mapErrors),
 		{stageRecovery, recovery.UnaryServerInterceptor(recoveryOpt), recovery.StreamServerInterceptor(recoveryOpt)},
-		around(stageAuthentication, c.authenticate),
+		{stageAuthentication, around(stageAuthentication, c.authenticate).unary, around(stageAuthentication, c.authenticateStream).stream},
 		around(stageAuthorization, c.authorize),
 		around(stageRateLimit, c.rateLimit),
 		{stageStreamLimit, passUnary, c.limitStream},

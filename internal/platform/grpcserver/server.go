@@ -16,7 +16,8 @@
 //     the log line;
 //  5. recovery — a panic becomes an apperr.Internal error; the stack is logged, the panic value is not
 //     returned;
-//  6. authentication — the Authenticator establishes the auth.Principal;
+//  6. authentication — the Authenticator establishes the auth.Principal; with Config.Subjects, a user's
+//     stream is registered too, and ended with Unauthenticated when the user's token is revoked;
 //  7. authorization — the auth.Policy admits or refuses the principal for the method;
 //  8. rate limiting — a token bucket per principal; ResourceExhausted with RetryInfo when empty;
 //  9. stream limits — each streaming method's open streams are bounded per caller and in total
@@ -159,6 +160,10 @@ type Config struct {
 	// Authenticator establishes each call's principal. Nil means &grpcauth.ServiceAuthenticator{}: service
 	// certificates are accepted and bearer tokens are refused.
 	Authenticator grpcauth.Authenticator
+	// Subjects, when set, tracks every stream of a user (normally the *auth.Subjects that the
+	// Authenticator checks calls against): a change that revokes the user's token cancels the stream's
+	// context and ends it with Unauthenticated. Nil leaves streams to run until they end.
+	Subjects CallTracker
 	// Logger receives the call log and server events. Use a telemetry.NewLogger logger, which adds the
 	// request and trace ids of the context to each line. Nil means slog.Default().
 	Logger *slog.Logger
@@ -276,6 +281,7 @@ func New(cfg Config) (*Server, error) {
 		limiter:   limiter,
 		streams:   streams,
 		validator: validator,
+		tracker:   cfg.Subjects,
 	}
 	unary, stream := c.interceptors(cfg.observe)
 	// Outside the chain: every call the server accepted counts as open until it returns, so that a

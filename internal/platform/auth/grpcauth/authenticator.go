@@ -51,6 +51,18 @@ type ServiceAuthenticator struct {
 	// EdgeProxies lists service identities whose token-less calls are anonymous. Nil means
 	// DefaultEdgeProxies; an empty non-nil slice means none.
 	EdgeProxies []string
+	// Subjects, when set, checks the user of every verified token against the user's current state
+	// (suspended, deleted, roles changed, tokens revoked), normally an *auth.Subjects; its errors
+	// (Unauthenticated, or Unavailable when the state cannot be read) refuse the call. Nil checks the
+	// token alone.
+	Subjects SubjectChecker
+}
+
+// SubjectChecker checks a verified user principal against the user's current state. *auth.Subjects
+// implements it.
+type SubjectChecker interface {
+	// Check returns nil when p may call, an apperr error otherwise.
+	Check(ctx context.Context, p auth.Principal) error
 }
 
 var _ Authenticator = (*ServiceAuthenticator)(nil)
@@ -67,6 +79,11 @@ func (a *ServiceAuthenticator) Authenticate(ctx context.Context, md metadata.MD)
 		p, err := a.verify(ctx, token)
 		if err != nil {
 			return auth.Principal{}, err
+		}
+		if a.Subjects != nil {
+			if err := a.Subjects.Check(ctx, p); err != nil {
+				return auth.Principal{}, err
+			}
 		}
 		p.Via = ""
 		if isService {

@@ -134,3 +134,52 @@ func TestServiceAuthenticatorRejects(t *testing.T) {
 		})
 	}
 }
+
+// stateChecker refuses user u1 with err and records the principals it saw.
+type stateChecker struct {
+	err  error
+	seen []auth.Principal
+}
+
+func (c *stateChecker) Check(_ context.Context, p auth.Principal) error {
+	c.seen = append(c.seen, p)
+	return c.err
+}
+
+// TestSubjectsCheckedAfterVerification: the user of a verified token is checked against their current
+// state, whose refusal refuses the call; calls without a user token are not checked.
+func TestSubjectsCheckedAfterVerification(t *testing.T) {
+	md := metadata.Pairs(grpcauth.AuthorizationKey, "Bearer good")
+	for _, tt := range []struct {
+		name string
+		err  error
+		want apperr.Code
+	}{
+		{"accepted", nil, ""},
+		{"revoked", apperr.Errorf(apperr.Unauthenticated, "access token revoked"), apperr.Unauthenticated},
+		{"state unreadable", apperr.Errorf(apperr.Unavailable, "cannot check"), apperr.Unavailable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &stateChecker{err: tt.err}
+			a := &grpcauth.ServiceAuthenticator{Verifier: fakeVerifier{}, Subjects: c}
+			p, err := a.Authenticate(servicePeer("gateway"), md)
+			if got := apperr.CodeOf(err); got != tt.want {
+				t.Fatalf("Authenticate() = %+v, %v (code %q), want code %q", p, err, got, tt.want)
+			}
+			if len(c.seen) != 1 || c.seen[0].Subject != "u1" || c.seen[0].Kind != auth.User {
+				t.Errorf("checked principals = %+v, want user u1 once", c.seen)
+			}
+			if tt.want == "" && p.Subject != "u1" {
+				t.Errorf("Authenticate() = %+v, want user u1", p)
+			}
+		})
+	}
+	c := &stateChecker{err: apperr.Errorf(apperr.Unauthenticated, "no")}
+	a := &grpcauth.ServiceAuthenticator{Verifier: fakeVerifier{}, Subjects: c}
+	if p, err := a.Authenticate(servicePeer("dispatch"), metadata.MD{}); err != nil || p.Kind != auth.Service {
+		t.Errorf("Authenticate(service certificate) = %+v, %v; want the service, unchecked", p, err)
+	}
+	if len(c.seen) != 0 {
+		t.Errorf("checked %+v for a call without a user token, want nothing", c.seen)
+	}
+}

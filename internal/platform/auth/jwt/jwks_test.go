@@ -119,8 +119,9 @@ func TestJWKSEndpointVerifies(t *testing.T) {
 	cache := newCache(t, jwt.JWKSEndpoint{URL: srv.URL + "/.well-known/jwks.json", Client: srv.Client()}, nil)
 	v := newVerifier(t, cache, time.Time{})
 	for _, k := range []signer{k1, k2} {
-		p, err := v.Verify(context.Background(), k.issue(t, time.Now(), time.Minute, "u-1", "customer"))
-		if want := (auth.Principal{Kind: auth.User, Subject: "u-1", Roles: []string{"customer"}}); err != nil || !cmp.Equal(p, want) {
+		now := time.Now()
+		p, err := v.Verify(context.Background(), k.issue(t, now, time.Minute, "u-1", "customer"))
+		if want := (auth.Principal{Kind: auth.User, Subject: "u-1", Roles: []string{"customer"}, IssuedAt: now.Truncate(time.Second)}); err != nil || !cmp.Equal(p, want) {
 			t.Errorf("Verify(token of %s) = %+v, %v; want %+v", k.kid, p, err, want)
 		}
 	}

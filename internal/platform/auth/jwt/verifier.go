@@ -140,6 +140,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (auth.Principal, er
 		return auth.Principal{}, invalid(err)
 	}
 	p := auth.Principal{Kind: auth.User, Subject: claims.Subject}
+	if claims.IssuedAt != nil {
+		p.IssuedAt = claims.IssuedAt.UTC()
+	}
 	if len(claims.Roles) > 0 {
 		p.Roles = claims.Roles
 	}

@@ -15,6 +15,7 @@ import (
 
 	gojwt "github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
@@ -217,8 +218,36 @@ func TestVerifyAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify() error = %v", err)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			// IssuedAt is checked by TestVerifyIssuedAt.
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(auth.Principal{}, "IssuedAt")); diff != "" {
 				t.Errorf("Verify() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestVerifyIssuedAt: the principal carries the token's "iat", which the revocation check compares with
+// the user's revocation (auth.SubjectState).
+func TestVerifyIssuedAt(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	k1 := newSigner(t, "k1")
+	cache := newCache(t, newFetcher(k1.public()), nil)
+	v := newVerifier(t, cache, now)
+	for _, tt := range []struct {
+		name  string
+		token string
+		want  time.Time
+	}{
+		{"issued now", k1.issue(t, now, 15*time.Minute, "u-1", "courier"), now},
+		{"issued a minute ago", k1.issue(t, now.Add(-time.Minute), 15*time.Minute, "u-1", "courier"), now.Add(-time.Minute)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := v.Verify(context.Background(), tt.token)
+			if err != nil {
+				t.Fatalf("Verify() error = %v", err)
+			}
+			if !p.IssuedAt.Equal(tt.want) {
+				t.Errorf("Verify().IssuedAt = %v, want %v", p.IssuedAt, tt.want)
 			}
 		})
 	}

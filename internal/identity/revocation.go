@@ -1,0 +1,116 @@
+package identity
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
+)
+
+// SubjectCache is the process's cache of users' current standing that the authenticator checks every
+// call against; *auth.Subjects implements it. The Service keeps it current: it updates a user's entry
+// after each commit that changes the user's standing (suspension, reactivation, deletion, a role or
+// password change, logout), and, on every replica, for each such change it reads from the event log
+// (Run), so a change made on another replica takes effect here as soon as the event log delivers it.
+type SubjectCache interface {
+	// Update records a user's current state and ends the user's calls it no longer accepts.
+	Update(userID string, st auth.SubjectState)
+	// Forget drops a user's state, to be read again (SubjectState) at the user's next call.
+	Forget(userID string)
+	// ForgetAll drops every user's state: the Service calls it when it starts following the event log
+	// from its head (at start, and after retention made it lose events), since changes made before may
+	// be missing from the cache.
+	ForgetAll()
+}
+
+// revokes reports whether an activity of type t changes what the user's access tokens may do.
+func revokes(t ActivityType) bool {
+	switch t {
+	case ActivityLogout, ActivityPasswordChanged, ActivityRoleChanged, ActivityStatusChanged, ActivityDeleted:
+		return true
+	}
+	return false
+}
+
+// subjectState is the standing of u as the authenticator checks it.
+func subjectState(u User) auth.SubjectState {
+	return auth.SubjectState{
+		Active:        u.Status == StatusActive,
+		Roles:         []string{string(u.Role)},
+		RevokedBefore: u.RevokedBefore,
+	}
+}
+
+// SubjectState returns the current standing of user id, for the authenticator's cache (the loader of
+// auth.NewSubjects): an unknown user is inactive.
+//
+// Errors: Unavailable when the store cannot be read.
+func (s *Service) SubjectState(ctx context.Context, id string) (auth.SubjectState, error) {
+	u, err := s.store.GetUser(ctx, Lookup{ID: id})
+	switch {
+	case apperr.CodeOf(err) == apperr.NotFound:
+		return auth.SubjectState{}, nil
+	case err != nil:
+		return auth.SubjectState{}, apperr.Wrap(apperr.Unavailable, fmt.Errorf("read user %s: %w", id, err), "cannot check the caller's account; try again")
+	}
+	return subjectState(u), nil
+}
+
+// noteSubject records u's committed standing in the subject cache.
+func (s *Service) noteSubject(u User) {
+	if s.opts.Subjects != nil {
+		s.opts.Subjects.Update(u.ID, subjectState(u))
+	}
+}
+
+// refreshSubject reads user id's standing from the store into the subject cache; when the store cannot
+// be read, the entry is dropped so that the user's next call reads it.
+func (s *Service) refreshSubject(ctx context.Context, id string) {
+	if s.opts.Subjects == nil {
+		return
+	}
+	u, err := s.store.GetUser(ctx, Lookup{ID: id})
+	switch {
+	case apperr.CodeOf(err) == apperr.NotFound:
+		s.opts.Subjects.Update(id, auth.SubjectState{})
+	case err != nil:
+		s.logger.WarnContext(ctx, "read user for the subject cache", "user_id", id, "error", err.Error())
+		s.opts.Subjects.Forget(id)
+	default:
+		s.noteSubject(u)
+	}
+}
+
+// forgetSubjects drops the whole subject cache (SubjectCache.ForgetAll).
+func (s *Service) forgetSubjects() {
+	if s.opts.Subjects != nil {
+		s.opts.Subjects.ForgetAll()
+	}
+}
+
+// maxTokenWait bounds awaitTokenSecond, should another replica's clock run ahead.
+const maxTokenWait = time.Second
+
+// awaitTokenSecond waits until the wall clock has left the second of revokedBefore. An access token's
+// "iat" has a resolution of one second, and the authenticator refuses every token issued in the second
+// of a revocation (it cannot tell whether it came before or after): a token issued right after a
+// revocation would be refused, so issuing it waits for the next second instead, at most maxTokenWait.
+func (s *Service) awaitTokenSecond(ctx context.Context, revokedBefore time.Time) error {
+	if revokedBefore.IsZero() {
+		return nil
+	}
+	d := min(revokedBefore.Truncate(time.Second).Add(time.Second).Sub(s.now()), maxTokenWait)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait to issue an access token: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,281 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"lastmile/internal/platform/apperr"
+)
+
+// SubjectState is a user's current standing, which every authenticated call of the user is checked
+// against (Subjects): a valid signature alone does not keep a suspended, demoted or logged-out user in.
+type SubjectState struct {
+	// Active is false for a suspended, deleted or unknown user: every token of theirs is refused.
+	Active bool
+	// Roles are the user's roles now. A token carrying other roles is refused: it was issued before a
+	// role change.
+	Roles []string
+	// RevokedBefore refuses every token issued at or before it, compared to the second (a token's "iat"
+	// has a resolution of one second, and the identity service issues no token for the user in the
+	// second of a revocation after it). Zero: nothing revoked.
+	RevokedBefore time.Time
+}
+
+// Check returns an Unauthenticated error when st refuses a call by p (a User principal), nil when it
+// accepts it.
+func (st SubjectState) Check(p Principal) error {
+	switch {
+	case !st.Active:
+		return apperr.Errorf(apperr.Unauthenticated, "the account is not active")
+	case !sameRoles(p.Roles, st.Roles):
+		return apperr.Errorf(apperr.Unauthenticated, "the account's roles changed; sign in again")
+	case !st.RevokedBefore.IsZero() && !p.IssuedAt.Truncate(time.Second).After(st.RevokedBefore.Truncate(time.Second)):
+		return apperr.Errorf(apperr.Unauthenticated, "access token revoked; sign in again")
+	}
+	return nil
+}
+
+// sameRoles reports whether a and b hold the same roles, in any order.
+func sameRoles(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, r := range a {
+		if !slices.Contains(b, r) {
+			return false
+		}
+	}
+	for _, r := range b {
+		if !slices.Contains(a, r) {
+			return false
+		}
+	}
+	return true
+}
+
+// SubjectLoader reads a user's current state from the source of truth (the identity service's store).
+// An unknown user is an inactive state, not an error; an error means the state could not be read.
+type SubjectLoader func(ctx context.Context, userID string) (SubjectState, error)
+
+// Defaults of SubjectsOptions.
+const (
+	// DefaultSubjectsMaxEntries is the default SubjectsOptions.MaxEntries.
+	DefaultSubjectsMaxEntries = 100_000
+	// DefaultSubjectsTTL is the default SubjectsOptions.TTL.
+	DefaultSubjectsTTL = time.Minute
+)
+
+// SubjectsOptions tunes Subjects. The zero value is valid.
+type SubjectsOptions struct {
+	// MaxEntries bounds the users whose state is cached; beyond it an arbitrary entry is dropped and
+	// read again when next needed. Default DefaultSubjectsMaxEntries.
+	MaxEntries int
+	// TTL is how long a cached state is trusted without an Update: a safety net that bounds the
+	// staleness should a change notice be lost. Default DefaultSubjectsTTL.
+	TTL time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Subjects is a process's cache of users' current state (SubjectState), which the authenticator checks
+// every call against after verifying the token (Check), and the registry of the users' open streams,
+// which it ends when a change revokes their token (Track). It is safe for concurrent use.
+//
+// The cache is filled on a miss by the loader and kept current by whoever learns of changes: the
+// identity service calls Update after each commit that changes a user's standing and, on every replica,
+// for each such change it reads from identity's event feed. A process without the identity service
+// cannot read its store and has no Subjects (see the README's security section).
+type Subjects struct {
+	load SubjectLoader
+	max  int
+	ttl  time.Duration
+	now  func() time.Time
+
+	mu      sync.RWMutex
+	entries map[string]subjectEntry
+	// gen counts Updates and Forgets; a load that saw another gen at its start does not cache its result,
+	// which could predate the change.
+	gen     uint64
+	streams map[string]map[*trackedCall]struct{}
+}
+
+type subjectEntry struct {
+	st SubjectState
+	at time.Time
+}
+
+// trackedCall is one open call of a user (Track).
+type trackedCall struct {
+	p      Principal
+	cancel context.CancelCauseFunc
+}
+
+// NewSubjects returns an empty cache that reads missing states with load. It panics when load is nil
+// (a wiring mistake).
+func NewSubjects(load SubjectLoader, opts SubjectsOptions) *Subjects {
+	if load == nil {
+		panic("auth.NewSubjects: nil loader")
+	}
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = DefaultSubjectsMaxEntries
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = DefaultSubjectsTTL
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Subjects{
+		load: load, max: opts.MaxEntries, ttl: opts.TTL, now: opts.Now,
+		entries: map[string]subjectEntry{},
+		streams: map[string]map[*trackedCall]struct{}{},
+	}
+}
+
+// Check returns nil when p may call: p is not a user, or the user's current state accepts p's token
+// (SubjectState.Check). It returns that Unauthenticated error otherwise, and an Unavailable error when
+// the state was never cached and cannot be read: the call is refused rather than let through
+// unchecked. A state past its TTL that cannot be read again is used as it is (see State).
+func (s *Subjects) Check(ctx context.Context, p Principal) error {
+	if p.Kind != User {
+		return nil
+	}
+	st, err := s.State(ctx, p.Subject)
+	if err != nil {
+		return err
+	}
+	return st.Check(p)
+}
+
+// State returns the current state of user id, from the cache or else from the loader. When the loader
+// fails, a cached state past its TTL is returned as it is: while the identity store is unreachable its
+// users cannot change either (a change made meanwhile elsewhere arrives by Update).
+func (s *Subjects) State(ctx context.Context, id string) (SubjectState, error) {
+	now := s.now()
+	s.mu.RLock()
+	e, ok := s.entries[id]
+	gen := s.gen
+	s.mu.RUnlock()
+	if ok && now.Sub(e.at) < s.ttl {
+		return e.st, nil
+	}
+	st, err := s.load(ctx, id)
+	if err != nil {
+		if ok {
+			// Stale if error: while the store is unreachable its users cannot change either, so the last
+			// known state stays the best answer, and calls that need no database keep working.
+			return e.st, nil
+		}
+		if apperr.CodeOf(err) == apperr.Unavailable {
+			return SubjectState{}, err
+		}
+		return SubjectState{}, apperr.Wrap(apperr.Unavailable, err, "cannot check the caller's account; try again")
+	}
+	s.mu.Lock()
+	if s.gen == gen {
+		s.put(id, st, now)
+	}
+	s.mu.Unlock()
+	return st, nil
+}
+
+// put caches st for id; the caller holds s.mu.
+func (s *Subjects) put(id string, st SubjectState, now time.Time) {
+	if _, ok := s.entries[id]; !ok && len(s.entries) >= s.max {
+		for victim := range s.entries { // map order: an arbitrary entry
+			delete(s.entries, victim)
+			break
+		}
+	}
+	s.entries[id] = subjectEntry{st: st, at: now}
+}
+
+// Update records the current state of user id, and ends the user's tracked calls that st no longer
+// accepts with its Unauthenticated error.
+func (s *Subjects) Update(id string, st SubjectState) {
+	s.mu.Lock()
+	s.gen++
+	s.put(id, st, s.now())
+	var ended []*trackedCall
+	var errs []error
+	for c := range s.streams[id] {
+		if err := st.Check(c.p); err != nil {
+			ended, errs = append(ended, c), append(errs, err)
+		}
+	}
+	s.mu.Unlock()
+	for i, c := range ended {
+		c.cancel(errs[i])
+	}
+}
+
+// Forget drops the cached state of user id, so that its next call reads it again.
+func (s *Subjects) Forget(id string) {
+	s.mu.Lock()
+	s.gen++
+	delete(s.entries, id)
+	s.mu.Unlock()
+}
+
+// ForgetAll drops every cached state, so that each user's next call reads it again: for a cache whose
+// updates may have been missed (the identity service starting to follow its event log, or having lost
+// events to retention).
+func (s *Subjects) ForgetAll() {
+	s.mu.Lock()
+	s.gen++
+	clear(s.entries)
+	s.mu.Unlock()
+}
+
+// ErrRevoked is the cause of a tracked call's context when a change revoked its token; the cause also
+// carries the Unauthenticated apperr code (use context.Cause).
+var ErrRevoked = errors.New("access revoked during the call")
+
+// Track registers a call of p (a long-lived stream) until stop is called, and returns a context that
+// is cancelled, with an Unauthenticated cause wrapping ErrRevoked, as soon as an Update revokes p's
+// token. For a principal that is not a user it returns ctx itself. Call stop when the call ends.
+func (s *Subjects) Track(ctx context.Context, p Principal) (tracked context.Context, stop func()) {
+	if p.Kind != User {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	c := &trackedCall{p: p, cancel: func(cause error) {
+		cancel(apperr.Wrap(apperr.Unauthenticated, errors.Join(ErrRevoked, cause), apperr.MessageOf(cause)))
+	}}
+	s.mu.Lock()
+	if s.streams[p.Subject] == nil {
+		s.streams[p.Subject] = map[*trackedCall]struct{}{}
+	}
+	s.streams[p.Subject][c] = struct{}{}
+	// A change between the call's Check and this registration must not be missed.
+	e, cached := s.entries[p.Subject]
+	s.mu.Unlock()
+	if cached {
+		if err := e.st.Check(p); err != nil {
+			c.cancel(err)
+		}
+	}
+	return ctx, func() {
+		s.mu.Lock()
+		if m := s.streams[p.Subject]; m != nil {
+			delete(m, c)
+			if len(m) == 0 {
+				delete(s.streams, p.Subject)
+			}
+		}
+		s.mu.Unlock()
+		cancel(context.Canceled)
+	}
+}
+
+// RevokedCause returns the Unauthenticated error a tracked context (Track) was cancelled with, or nil
+// when it was not revoked.
+func RevokedCause(ctx context.Context) error {
+	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, ErrRevoked) {
+		return cause
+	}
+	return nil
+}
