@@ -93,6 +93,7 @@ type Gateway struct {
 	metrics *metrics
 	handler http.Handler
 	srv     *http.Server
+	drain   *drain
 
 	mu sync.Mutex
 	ln net.Listener
@@ -151,8 +152,10 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 	}
 
 	g.handler = http.HandlerFunc(g.serveHTTP)
+	g.drain = newDrain()
 	g.srv = &http.Server{
 		Handler:           g.handler,
+		ConnState:         g.drain.connState,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -160,6 +163,7 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
+	g.srv.RegisterOnShutdown(g.drain.stop)
 	return g, nil
 }
 
@@ -265,12 +269,15 @@ func (g *Gateway) Serve(ctx context.Context) error {
 // Shutdown stops the gateway gracefully: it stops accepting connections at once, lets the requests in
 // flight finish (a slow client may still be sending its body) until ctx ends, then closes what remains.
 // Requests in flight keep their own contexts: the services behind the gateway must still be serving, so a
-// process stops its gateway before its gRPC server. Shutdown returns an error when it had to cut requests
-// off. It may be called more than once; later calls wait for the first and return its result.
+// process stops its gateway before its gRPC server. Connections that have not started a request are
+// closed at once (see drain). Shutdown returns an error, and logs the requests by method and path, when it
+// had to cut requests off. It may be called more than once; later calls wait for the first and return its result.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() {
 		if err := g.srv.Shutdown(ctx); err != nil {
 			// Requests still running past the deadline are cut off rather than holding the process.
+			g.log.Warn("gateway: shutdown timed out; cutting off open requests", "error", err,
+				"open_requests", g.drain.openRequests())
 			_ = g.srv.Close()
 			g.stopErr = fmt.Errorf("gateway: shutdown: %w", err)
 		} else {

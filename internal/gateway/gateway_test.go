@@ -872,3 +872,45 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 		t.Errorf("Serve after Shutdown = %v, want nil", err)
 	}
 }
+
+// TestShutdownClosesUnusedConnections: a connection that has sent no request (a client's spare keep-alive
+// connection) does not hold Shutdown. net/http would wait until it is five seconds old; here Shutdown,
+// bounded to three, must return nil, and the connection is closed.
+func TestShutdownClosesUnusedConnections(t *testing.T) {
+	conn := startGRPC(t, &fakeRoute{})
+	g, err := gateway.New(t.Context(), gateway.Config{Addr: "127.0.0.1:0"}, routeService(conn))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := g.Listen(t.Context()); err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(t.Context()) }()
+
+	// A served request first, so the server certainly runs, then a connection that says nothing.
+	resp, err := http.Post("http://"+g.Addr().String()+estimatePath, "application/json", strings.NewReader(validBody))
+	if err != nil {
+		t.Fatalf("POST %s: %v", estimatePath, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	idle, err := net.Dial("tcp", g.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer idle.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := g.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown with an unused connection open = %v, want nil", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve after Shutdown = %v, want nil", err)
+	}
+	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := idle.Read(make([]byte, 1)); err == nil {
+		t.Errorf("the unused connection read %d bytes after Shutdown, want it closed", n)
+	}
+}

@@ -46,6 +46,7 @@ type probeKey struct{}
 // records metrics and logs, then hands the request to the grpc-gateway mux.
 func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	defer g.drain.begin(r)()
 	id := r.Header.Get(requestIDHeader)
 	if !validRequestID(id) {
 		id = rand.Text()
