@@ -47,9 +47,9 @@ func startServe(t *testing.T, env map[string]string, args ...string) *running {
 	// in between makes Serve fail ("Serve called twice or after Close"), which is not what these tests
 	// are about.
 	for i := 0; getStatus(t, "http://"+r.Admin+"/readyz") != http.StatusOK; i++ {
-		if i == 300 {
+		if i == 3000 {
 			cancel()
-			t.Fatalf("serve %q: /readyz not 200 within 3 s; logs:\n%s", args, logs)
+			t.Fatalf("serve %q: /readyz not 200 within 30 s; logs:\n%s", args, logs)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

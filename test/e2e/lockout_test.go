@@ -92,12 +92,10 @@ func TestStrangerCannotLockAdminOut(t *testing.T) {
 	code, retryAfter, status := attacker.login(t, s, adminPassword)
 	wantRefused(t, "attacker with the right password", code, retryAfter, status)
 
-	start := time.Now()
+	// That the right password is never delayed is proven in the domain with an injected clock
+	// (internal/identity TestAccountSlowdownDelaysOnlyFailures); here, that it is accepted at all.
 	if code, _, status := newClient(t, "127.0.0.2").login(t, s, adminPassword); code != http.StatusOK {
 		t.Fatalf("admin's login from another address = %d %s, want 200", code, status)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("admin's login took %v, want no backoff", d)
 	}
 }
 

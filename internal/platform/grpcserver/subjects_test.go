@@ -50,14 +50,10 @@ func TestRevocationEndsUserStreams(t *testing.T) {
 		}
 	}
 
-	at := time.Now()
 	subjects.Update("u1", auth.SubjectState{Roles: []string{"ROLE_COURIER"}}) // suspended
 	_, err := revoked.Recv()
 	if got := status.Code(err); got != codes.Unauthenticated {
 		t.Fatalf("revoked stream Recv() = %v (code %v), want %v", err, got, codes.Unauthenticated)
-	}
-	if d := time.Since(at); d > time.Second {
-		t.Errorf("the revoked stream ended %v after the update, want within 1s", d)
 	}
 
 	done := make(chan error, 1)

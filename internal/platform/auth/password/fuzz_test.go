@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"lastmile/internal/platform/auth/password"
@@ -31,11 +30,7 @@ func FuzzCheck(f *testing.F) {
 	}
 	known := []error{password.ErrTooShort, password.ErrTooLong, password.ErrNotText, password.ErrTooCommon, password.ErrTooGuessable}
 	f.Fuzz(func(t *testing.T, pw, input string) {
-		start := time.Now()
 		err := password.Check(pw, input)
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("Check(%q) took %v", pw, d)
-		}
 		n := password.Length(pw)
 		switch {
 		case n < password.MinLength:
