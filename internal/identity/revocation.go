@@ -66,11 +66,15 @@ func (s *Service) noteSubject(u User) {
 }
 
 // refreshSubject reads user id's standing from the store into the subject cache; when the store cannot
-// be read, the entry is dropped so that the user's next call reads it.
+// be read, the entry is dropped (and the user's open streams end) so that the user's next call reads it.
+// The read outlives ctx, bounded by refreshTimeout: the change is committed, and a caller that hangs up
+// right after must not leave the cache behind it.
 func (s *Service) refreshSubject(ctx context.Context, id string) {
 	if s.opts.Subjects == nil {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	defer cancel()
 	u, err := s.store.GetUser(ctx, Lookup{ID: id})
 	switch {
 	case apperr.CodeOf(err) == apperr.NotFound:
@@ -82,6 +86,9 @@ func (s *Service) refreshSubject(ctx context.Context, id string) {
 		s.noteSubject(u)
 	}
 }
+
+// refreshTimeout bounds refreshSubject's read of the store.
+const refreshTimeout = 5 * time.Second
 
 // forgetSubjects drops the whole subject cache (SubjectCache.ForgetAll).
 func (s *Service) forgetSubjects() {

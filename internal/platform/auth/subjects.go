@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -66,6 +67,8 @@ const (
 	DefaultSubjectsMaxEntries = 100_000
 	// DefaultSubjectsTTL is the default SubjectsOptions.TTL.
 	DefaultSubjectsTTL = time.Minute
+	// DefaultSubjectsMaxStale is the default SubjectsOptions.MaxStale.
+	DefaultSubjectsMaxStale = 5 * time.Minute
 )
 
 // SubjectsOptions tunes Subjects. The zero value is valid.
@@ -76,6 +79,11 @@ type SubjectsOptions struct {
 	// TTL is how long a cached state is trusted without an Update: a safety net that bounds the
 	// staleness should a change notice be lost. Default DefaultSubjectsTTL.
 	TTL time.Duration
+	// MaxStale is how long past its TTL a cached state is still used while it cannot be read again (the
+	// identity store unreachable). Beyond it the call is refused with Unavailable: a replica cut off from
+	// the store cannot hear of a suspension made elsewhere, so it trusts what it knew only for a bounded
+	// time. Default DefaultSubjectsMaxStale.
+	MaxStale time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -89,10 +97,11 @@ type SubjectsOptions struct {
 // for each such change it reads from identity's event feed. A process without the identity service
 // cannot read its store and has no Subjects (see the README's security section).
 type Subjects struct {
-	load SubjectLoader
-	max  int
-	ttl  time.Duration
-	now  func() time.Time
+	load     SubjectLoader
+	max      int
+	ttl      time.Duration
+	maxStale time.Duration
+	now      func() time.Time
 
 	mu      sync.RWMutex
 	entries map[string]subjectEntry
@@ -125,11 +134,14 @@ func NewSubjects(load SubjectLoader, opts SubjectsOptions) *Subjects {
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultSubjectsTTL
 	}
+	if opts.MaxStale <= 0 {
+		opts.MaxStale = DefaultSubjectsMaxStale
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	return &Subjects{
-		load: load, max: opts.MaxEntries, ttl: opts.TTL, now: opts.Now,
+		load: load, max: opts.MaxEntries, ttl: opts.TTL, maxStale: opts.MaxStale, now: opts.Now,
 		entries: map[string]subjectEntry{},
 		streams: map[string]map[*trackedCall]struct{}{},
 	}
@@ -151,8 +163,10 @@ func (s *Subjects) Check(ctx context.Context, p Principal) error {
 }
 
 // State returns the current state of user id, from the cache or else from the loader. When the loader
-// fails, a cached state past its TTL is returned as it is: while the identity store is unreachable its
-// users cannot change either (a change made meanwhile elsewhere arrives by Update).
+// fails, a cached state past its TTL is still returned for up to MaxStale more, so that calls that need
+// no database keep working through a short outage of the identity store; after that, and for a user never
+// cached, the answer is Unavailable. (A replica cut off from the store does not hear of changes made
+// elsewhere, so its knowledge is trusted only for that bounded time.)
 func (s *Subjects) State(ctx context.Context, id string) (SubjectState, error) {
 	now := s.now()
 	s.mu.RLock()
@@ -164,9 +178,9 @@ func (s *Subjects) State(ctx context.Context, id string) (SubjectState, error) {
 	}
 	st, err := s.load(ctx, id)
 	if err != nil {
-		if ok {
-			// Stale if error: while the store is unreachable its users cannot change either, so the last
-			// known state stays the best answer, and calls that need no database keep working.
+		if ok && now.Sub(e.at) < s.ttl+s.maxStale {
+			// Stale if error, for a bounded time: the last known state stays the best answer, and calls
+			// that need no database keep working.
 			return e.st, nil
 		}
 		if apperr.CodeOf(err) == apperr.Unavailable {
@@ -212,22 +226,41 @@ func (s *Subjects) Update(id string, st SubjectState) {
 	}
 }
 
-// Forget drops the cached state of user id, so that its next call reads it again.
+// errForgotten ends the tracked calls of a user whose state was forgotten: the call cannot be shown to
+// be still allowed, so it ends (failing closed), and the client's reconnect is checked afresh.
+var errForgotten = apperr.Errorf(apperr.Unavailable, "the caller's account must be checked again; reconnect")
+
+// Forget drops the cached state of user id, so that its next call reads it again, and ends the user's
+// tracked calls with Unavailable: a change to the user may have been missed, and an open stream is not
+// checked again by itself.
 func (s *Subjects) Forget(id string) {
 	s.mu.Lock()
 	s.gen++
 	delete(s.entries, id)
+	ended := slices.Collect(maps.Keys(s.streams[id]))
 	s.mu.Unlock()
+	for _, c := range ended {
+		c.cancel(errForgotten)
+	}
 }
 
-// ForgetAll drops every cached state, so that each user's next call reads it again: for a cache whose
-// updates may have been missed (the identity service starting to follow its event log, or having lost
-// events to retention).
+// ForgetAll drops every cached state, so that each user's next call reads it again, and ends every
+// tracked call with Unavailable: for a cache whose updates may have been missed (the identity service
+// starting to follow its event log, or having lost events to retention).
 func (s *Subjects) ForgetAll() {
 	s.mu.Lock()
 	s.gen++
 	clear(s.entries)
+	var ended []*trackedCall
+	for _, calls := range s.streams {
+		for c := range calls {
+			ended = append(ended, c)
+		}
+	}
 	s.mu.Unlock()
+	for _, c := range ended {
+		c.cancel(errForgotten)
+	}
 }
 
 // ErrRevoked is the cause of a tracked call's context when a change revoked its token; the cause also
@@ -243,7 +276,12 @@ func (s *Subjects) Track(ctx context.Context, p Principal) (tracked context.Cont
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	c := &trackedCall{p: p, cancel: func(cause error) {
-		cancel(apperr.Wrap(apperr.Unauthenticated, errors.Join(ErrRevoked, cause), apperr.MessageOf(cause)))
+		// Unauthenticated for a revoked token; Unavailable for a state that must be read again (Forget).
+		code := apperr.Unauthenticated
+		if apperr.CodeOf(cause) == apperr.Unavailable {
+			code = apperr.Unavailable
+		}
+		cancel(apperr.Wrap(code, errors.Join(ErrRevoked, cause), apperr.MessageOf(cause)))
 	}}
 	s.mu.Lock()
 	if s.streams[p.Subject] == nil {

@@ -230,3 +230,53 @@ func TestSubjectsTrackEndsRevokedCalls(t *testing.T) {
 		t.Error("an update reached a stopped call")
 	}
 }
+
+// TestSubjectsStaleIsBounded: while the store cannot be read, a cached state is used for MaxStale past its
+// TTL and no longer: a replica cut off from the store refuses calls rather than trust old knowledge.
+func TestSubjectsStaleIsBounded(t *testing.T) {
+	ctx := context.Background()
+	now := issued.Add(time.Hour)
+	l := &fakeLoader{states: map[string]auth.SubjectState{"u1": {Active: true, Roles: []string{auth.RoleCourier}}}}
+	s := auth.NewSubjects(l.load, auth.SubjectsOptions{TTL: time.Minute, MaxStale: 5 * time.Minute, Now: func() time.Time { return now }})
+	courier := auth.Principal{Kind: auth.User, Subject: "u1", Roles: []string{auth.RoleCourier}, IssuedAt: issued}
+	if err := s.Check(ctx, courier); err != nil {
+		t.Fatalf("Check(active courier) = %v, want nil", err)
+	}
+	l.err = errors.New("database down")
+	now = now.Add(time.Minute + 5*time.Minute - time.Second)
+	if err := s.Check(ctx, courier); err != nil {
+		t.Errorf("Check(1s before TTL+MaxStale, store down) = %v, want nil", err)
+	}
+	now = now.Add(time.Second)
+	if got := apperr.CodeOf(s.Check(ctx, courier)); got != apperr.Unavailable {
+		t.Errorf("Check(at TTL+MaxStale, store down) code = %q, want %q", got, apperr.Unavailable)
+	}
+}
+
+// TestSubjectsForgetEndsTrackedCalls: a forgotten state may hide a missed change, so the user's open
+// calls end with Unavailable (the reconnect is checked afresh); ForgetAll does so for every user.
+func TestSubjectsForgetEndsTrackedCalls(t *testing.T) {
+	ctx := context.Background()
+	s := auth.NewSubjects((&fakeLoader{states: map[string]auth.SubjectState{}}).load, auth.SubjectsOptions{})
+	u1 := auth.Principal{Kind: auth.User, Subject: "u1", Roles: []string{auth.RoleCourier}, IssuedAt: issued}
+	u2 := auth.Principal{Kind: auth.User, Subject: "u2", Roles: []string{auth.RoleCourier}, IssuedAt: issued}
+	for _, id := range []string{"u1", "u2"} {
+		s.Update(id, auth.SubjectState{Active: true, Roles: []string{auth.RoleCourier}})
+	}
+	c1, stop1 := s.Track(ctx, u1)
+	defer stop1()
+	c2, stop2 := s.Track(ctx, u2)
+	defer stop2()
+
+	s.Forget("u1")
+	if got := apperr.CodeOf(auth.RevokedCause(c1)); got != apperr.Unavailable {
+		t.Errorf("u1's call after Forget(u1): cause code %q, want %q", got, apperr.Unavailable)
+	}
+	if c2.Err() != nil {
+		t.Fatalf("u2's call ended by Forget(u1): %v", context.Cause(c2))
+	}
+	s.ForgetAll()
+	if got := apperr.CodeOf(auth.RevokedCause(c2)); got != apperr.Unavailable {
+		t.Errorf("u2's call after ForgetAll: cause code %q, want %q", got, apperr.Unavailable)
+	}
+}
