@@ -238,10 +238,12 @@ type hub struct {
 	// revoked is called, on the hub's goroutine, with each user whose standing an event changed
 	// (Service.refreshSubject).
 	revoked func(ctx context.Context, userID string)
-	// lost is called, on the hub's goroutine, whenever it starts following the log from its head: the
-	// changes before may not have reached the subject cache (Service.forgetSubjects).
-	lost    func()
-	running atomic.Bool
+	// lost is called, on the hub's goroutine, whenever it starts following the log from its head, with
+	// first true the first time (at start) and false after events were lost to retention: the changes
+	// before may not have reached the subject cache (Service.forgetSubjects).
+	lost     func(first bool)
+	followed bool
+	running  atomic.Bool
 	// ready is closed once the hub first subscribed to the feed, or stopped.
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -422,8 +424,9 @@ func (h *hub) follow(ctx context.Context, from *int64, subscribed func()) error 
 	}
 	defer sub.Close()
 	if fromHead && h.lost != nil {
-		h.lost()
+		h.lost(!h.followed)
 	}
+	h.followed = true
 	h.markReady()
 	subscribed()
 	for {

@@ -17,11 +17,16 @@ import (
 type SubjectCache interface {
 	// Update records a user's current state and ends the user's calls it no longer accepts.
 	Update(userID string, st auth.SubjectState)
-	// Forget drops a user's state, to be read again (SubjectState) at the user's next call.
+	// Forget drops a user's state, to be read again (SubjectState) at the user's next call, and ends the
+	// user's open calls.
 	Forget(userID string)
-	// ForgetAll drops every user's state: the Service calls it when it starts following the event log
-	// from its head (at start, and after retention made it lose events), since changes made before may
-	// be missing from the cache.
+	// DropAll drops every user's state and leaves open calls alone: the Service calls it when it first
+	// follows the event log, since states read before may predate changes made meanwhile elsewhere, while
+	// the calls open so far were checked against states read from the store moments before.
+	DropAll()
+	// ForgetAll drops every user's state and ends every open call: the Service calls it when it follows
+	// the event log from its head again after retention made it lose events, which may have revoked
+	// anyone.
 	ForgetAll()
 }
 
@@ -90,9 +95,14 @@ func (s *Service) refreshSubject(ctx context.Context, id string) {
 // refreshTimeout bounds refreshSubject's read of the store.
 const refreshTimeout = 5 * time.Second
 
-// forgetSubjects drops the whole subject cache (SubjectCache.ForgetAll).
-func (s *Service) forgetSubjects() {
-	if s.opts.Subjects != nil {
+// forgetSubjects drops the whole subject cache: SubjectCache.DropAll at the first subscription to the
+// event log, ForgetAll after events were lost.
+func (s *Service) forgetSubjects(first bool) {
+	switch {
+	case s.opts.Subjects == nil:
+	case first:
+		s.opts.Subjects.DropAll()
+	default:
 		s.opts.Subjects.ForgetAll()
 	}
 }

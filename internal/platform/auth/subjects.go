@@ -244,6 +244,17 @@ func (s *Subjects) Forget(id string) {
 	}
 }
 
+// DropAll drops every cached state, so that each user's next call reads it again, and leaves tracked calls
+// alone: for a cache whose states may predate changes made elsewhere, while the calls tracked so far were
+// checked against states read moments before (the identity service's first subscription to its event
+// log).
+func (s *Subjects) DropAll() {
+	s.mu.Lock()
+	s.gen++
+	clear(s.entries)
+	s.mu.Unlock()
+}
+
 // ForgetAll drops every cached state, so that each user's next call reads it again, and ends every
 // tracked call with Unavailable: for a cache whose updates may have been missed (the identity service
 // starting to follow its event log, or having lost events to retention).

@@ -254,7 +254,8 @@ func TestSubjectsStaleIsBounded(t *testing.T) {
 }
 
 // TestSubjectsForgetEndsTrackedCalls: a forgotten state may hide a missed change, so the user's open
-// calls end with Unavailable (the reconnect is checked afresh); ForgetAll does so for every user.
+// calls end with Unavailable (the reconnect is checked afresh); ForgetAll does so for every user, and
+// DropAll for nobody.
 func TestSubjectsForgetEndsTrackedCalls(t *testing.T) {
 	ctx := context.Background()
 	s := auth.NewSubjects((&fakeLoader{states: map[string]auth.SubjectState{}}).load, auth.SubjectsOptions{})
@@ -267,6 +268,12 @@ func TestSubjectsForgetEndsTrackedCalls(t *testing.T) {
 	defer stop1()
 	c2, stop2 := s.Track(ctx, u2)
 	defer stop2()
+
+	// DropAll only drops states: the calls were checked against states read moments before.
+	s.DropAll()
+	if c1.Err() != nil || c2.Err() != nil {
+		t.Fatalf("DropAll ended tracked calls: %v, %v", context.Cause(c1), context.Cause(c2))
+	}
 
 	s.Forget("u1")
 	if got := apperr.CodeOf(auth.RevokedCause(c1)); got != apperr.Unavailable {

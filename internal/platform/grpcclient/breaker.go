@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
+	"lastmile/internal/platform/apperr/grpcerr"
 	"lastmile/internal/platform/telemetry"
 )
 
@@ -149,6 +150,11 @@ func judged(ctx context.Context, budget, counted time.Duration, err error) error
 	}
 	switch status.Code(err) {
 	case codes.Unavailable:
+		if grpcerr.Answered(err) {
+			// The service answered: a dependency of this request is down (its database, say), not the
+			// service, which still serves the requests that need nothing else.
+			return nil
+		}
 		return err
 	case codes.DeadlineExceeded:
 		// A twentieth of slack: the default deadline is set a moment before the budget is measured.

@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/grpcerr"
 	"lastmile/internal/platform/grpcclient"
 	"lastmile/internal/platform/grpcserver/grpctest"
 	"lastmile/internal/platform/telemetry"
@@ -268,6 +270,30 @@ func TestBreakerCountsOnlyServerFailures(t *testing.T) {
 				t.Errorf("after one %v: second call error = %v; breaker open = %v, want %v", tt.code, err, open, tt.wantOpen)
 			}
 		})
+	}
+}
+
+// TestBreakerIgnoresAnsweredUnavailable: a handler that answers Unavailable because something the request
+// needs is down (its database) marks the status (grpcerr.ToStatus); the service itself is up and serves
+// other requests on the same connection, so fifty such answers leave the breaker closed.
+func TestBreakerIgnoresAnsweredUnavailable(t *testing.T) {
+	s := &server{reply: func(int32) error {
+		return grpcerr.ToStatus(apperr.Errorf(apperr.Unavailable, "database unreachable")).Err()
+	}}
+	client := newClient(t, grpcclient.Config{
+		Target:      "passthrough:///answered",
+		MaxAttempts: 1,
+		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 3, Timeout: time.Hour},
+		DialOptions: bufServer(t, s),
+	})
+	for i := range 50 {
+		_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "database unreachable" {
+			t.Fatalf("call %d: error = %v, want the handler's Unavailable %q (breaker closed)", i+1, err, "database unreachable")
+		}
+	}
+	if got := s.calls.Load(); got != 50 {
+		t.Errorf("calls that reached the server = %d, want 50", got)
 	}
 }
 

@@ -29,6 +29,31 @@ var toGRPC = map[apperr.Code]codes.Code{
 	apperr.Internal:           codes.Internal,
 }
 
+// ErrorDomain and ReasonDependencyUnavailable name the errdetails.ErrorInfo that ToStatus attaches to an
+// Unavailable answer a handler gave: the service is up and answered, but something this request needs (its
+// database, a peer) is not. Clients may retry later either way; a circuit breaker must not count it against
+// the service's connection, which other requests that need nothing else still use (Answered).
+const (
+	ErrorDomain                 = "lastmile"
+	ReasonDependencyUnavailable = "DEPENDENCY_UNAVAILABLE"
+)
+
+// Answered reports whether err is a status that a lastmile handler produced for an unavailable
+// dependency (see ReasonDependencyUnavailable), rather than one the transport produced because the
+// service could not be reached.
+func Answered(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain && info.GetReason() == ReasonDependencyUnavailable {
+			return true
+		}
+	}
+	return false
+}
+
 // GRPCCode returns the gRPC code for a domain code; unknown codes are Internal.
 func GRPCCode(c apperr.Code) codes.Code {
 	if gc, ok := toGRPC[c]; ok {
@@ -63,6 +88,9 @@ func ToStatus(err error) *status.Status {
 		}
 		if e.RetryAfter > 0 {
 			details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+		}
+		if code == codes.Unavailable {
+			details = append(details, &errdetails.ErrorInfo{Domain: ErrorDomain, Reason: ReasonDependencyUnavailable})
 		}
 		if len(details) > 0 {
 			if withDetails, derr := st.WithDetails(details...); derr == nil {
