@@ -76,6 +76,8 @@ func TestParseServeRejectsBadInput(t *testing.T) {
 		{"osrm without url", []string{"--route-provider", "osrm"}, nil, "--osrm-url"},
 		{"unknown provider", []string{"--route-provider", "google"}, nil, "--route-provider"},
 		{"sample ratio", []string{"--trace-sample-ratio", "2"}, nil, "--trace-sample-ratio"},
+		{"event retention", []string{"--event-retention", "0s"}, nil, "--event-retention must be positive"},
+		{"event max count", []string{"--event-max-count", "0"}, nil, "--event-max-count must be positive, got 0"},
 		{"stray argument", []string{"extra"}, nil, `unexpected argument "extra"`},
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
 	}

@@ -131,7 +131,10 @@ func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store 
 // replica's appends (sqllog.Listener), so a commit anywhere reaches this replica's subscribers at once;
 // on SQLite the process's own nudges and the poll suffice.
 func (p *process) eventLog(name string, h dbHandle) (*eventlog.Log, error) {
-	opts := eventlog.Options{Logger: p.logger.With("service", name, "component", "eventlog")}
+	opts := eventlog.Options{
+		Logger:    p.logger.With("service", name, "component", "eventlog"),
+		Retention: eventlog.Retention{MaxAge: p.cfg.Database.EventRetention, MaxCount: p.cfg.Database.EventMaxCount},
+	}
 	var src *sqllog.Source
 	if h.SQL != nil {
 		src = sqllog.NewSource(h.SQL, database.SQLite)

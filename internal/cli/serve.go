@@ -61,6 +61,10 @@ type databaseConfig struct {
 	URL         string
 	Dialect     database.Dialect // of URL
 	AutoMigrate bool
+	// EventRetention and EventMaxCount bound each service's event log: older events, and all but the
+	// newest EventMaxCount, are deleted every minute.
+	EventRetention time.Duration
+	EventMaxCount  int
 }
 
 // tlsConfig configures transport security.
@@ -117,6 +121,8 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	}
 	fs.StringVar(&c.Database.URL, "database-url", "", "postgres://... to use PostgreSQL; empty for SQLite files in --data-dir")
 	fs.BoolVar(&c.Database.AutoMigrate, "auto-migrate", true, "apply database migrations at startup (else run lastmile migrate first)")
+	fs.DurationVar(&c.Database.EventRetention, "event-retention", 24*time.Hour, "how long each service's event log keeps events (watchers resume from a cursor within it)")
+	fs.IntVar(&c.Database.EventMaxCount, "event-max-count", 1_000_000, "the most events each service's event log keeps")
 	fs.BoolVar(&c.TLS.Insecure, "insecure", false, "turn TLS off for internal gRPC (local experiments only)")
 	fs.Var(&hosts, "tls-hosts", "extra DNS names or IPs for the development server certificate (comma list)")
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
@@ -159,6 +165,12 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	}
 	if err := positiveDuration("shutdown-timeout", c.ShutdownTimeout); err != nil {
 		return c, err
+	}
+	if err := positiveDuration("event-retention", c.Database.EventRetention); err != nil {
+		return c, err
+	}
+	if c.Database.EventMaxCount <= 0 {
+		return c, usageError{fmt.Errorf("--event-max-count must be positive, got %d", c.Database.EventMaxCount)}
 	}
 	if err := positiveDuration("access-token-ttl", c.AccessTokenTTL); err != nil {
 		return c, err

@@ -23,9 +23,14 @@ func Listener(pool *pgxpool.Pool) func(ctx context.Context, b eventlog.Backoff, 
 	return func(ctx context.Context, b eventlog.Backoff, nudge func()) {
 		failures := 0
 		for {
-			_ = listenOnce(ctx, pool, nudge) // always an error, nil only after ctx ends
+			listened, _ := listenOnce(ctx, pool, nudge) // always an error, nil only after ctx ends
 			if ctx.Err() != nil {
 				return
+			}
+			if listened {
+				// A connection that listened and then broke starts the backoff afresh: only failures in
+				// a row stretch it.
+				failures = 0
 			}
 			failures++
 			t := time.NewTimer(b.Delay(failures))
@@ -39,13 +44,13 @@ func Listener(pool *pgxpool.Pool) func(ctx context.Context, b eventlog.Backoff, 
 	}
 }
 
-// listenOnce listens on one dedicated connection until it fails or ctx is done. The connection is
-// taken out of the pool (a connection in LISTEN state must not serve other queries) and closed on
-// return.
-func listenOnce(ctx context.Context, pool *pgxpool.Pool, nudge func()) error {
+// listenOnce listens on one dedicated connection until it fails or ctx is done, and reports whether it
+// got as far as listening. The connection is taken out of the pool (a connection in LISTEN state must not
+// serve other queries) and closed on return.
+func listenOnce(ctx context.Context, pool *pgxpool.Pool, nudge func()) (listened bool, err error) {
 	pc, err := pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("acquire listener connection: %w", err)
+		return false, fmt.Errorf("acquire listener connection: %w", err)
 	}
 	conn := pc.Hijack()
 	defer func() {
@@ -55,15 +60,15 @@ func listenOnce(ctx context.Context, pool *pgxpool.Pool, nudge func()) error {
 	}()
 	var channel string
 	if err := conn.QueryRow(ctx, "SELECT "+notifyChannel).Scan(&channel); err != nil {
-		return fmt.Errorf("find notification channel: %w", err)
+		return false, fmt.Errorf("find notification channel: %w", err)
 	}
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
-		return fmt.Errorf("listen on %s: %w", channel, err)
+		return false, fmt.Errorf("listen on %s: %w", channel, err)
 	}
 	nudge()
 	for {
 		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return fmt.Errorf("wait for notification on %s: %w", channel, err)
+			return true, fmt.Errorf("wait for notification on %s: %w", channel, err)
 		}
 		nudge()
 	}
