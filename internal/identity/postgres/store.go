@@ -35,12 +35,9 @@ func New(pool *pgxpool.Pool) *sqlstore.Store {
 	return sqlstore.New(database.SQLDB(pool), sqlstore.Engine{
 		Dialect:    database.Postgres,
 		LockClause: " FOR UPDATE",
-		// Self-exclusive, so activity writers commit in the order they draw seq (the history's cursor order,
-		// Store.ActivitySince); readers are not blocked. Taken before the event log's append lock, always.
-		ActivityLock: "LOCK TABLE activity IN SHARE ROW EXCLUSIVE MODE",
-		MapError:     constraints.MapPostgres,
-		Retryable:    retryable,
-		OwnsDB:       true,
+		MapError:   constraints.MapPostgres,
+		Retryable:  retryable,
+		OwnsDB:     true,
 	})
 }
 

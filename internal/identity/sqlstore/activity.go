@@ -26,23 +26,25 @@ func (s *Store) AppendActivity(ctx context.Context, activity []identity.Activity
 	})
 }
 
-// insertActivity appends entries as part of tx: to the activity history (the activity table) and to
-// identity's event log (sqllog.Append), which every replica's activity feed tails. It must be the last
+// insertActivity appends entries as part of tx: to identity's event log (sqllog.Append), which every
+// replica's activity feed tails, and to the activity history (the activity table). It must be the last
 // step of the transaction, as the event log's append lock is held until the commit.
 //
-// Sequence numbers are drawn at insert time, so without more care a PostgreSQL transaction could commit
-// seq 6 while seq 5 is still in flight, and a feed that has read up to 6 would never see 5. The
-// engine's ActivityLock (a self-exclusive table lock there) serializes activity writers until they
-// commit, which makes seq order commit order, as identity.Activity promises; SQLite's single writer
-// does the same by itself. Activity comes at the rate of logins and profile changes, so the
-// serialization is cheap.
+// The event log is written first: its append lock serializes the service's appending transactions until
+// they commit, so the history rows inserted after it draw their sequence numbers in commit order too, as
+// identity.Activity.Seq promises, with no lock of their own (SQLite's single writer does the same by
+// itself).
 func (s *Store) insertActivity(ctx context.Context, tx *sql.Tx, activity []identity.Activity) error {
 	if len(activity) == 0 {
 		return nil
 	}
-	if s.e.ActivityLock != "" {
-		if _, err := tx.ExecContext(ctx, s.e.ActivityLock); err != nil {
-			return s.e.MapError(err, "append activity: lock")
+	for _, a := range activity {
+		e, err := identity.EncodeActivity(a)
+		if err != nil {
+			return err
+		}
+		if _, err := sqllog.Append(ctx, tx, s.e.Dialect, e); err != nil {
+			return s.e.MapError(err, fmt.Sprintf("append activity %s to the event log", a.ID))
 		}
 	}
 	for _, a := range activity {
@@ -59,15 +61,6 @@ func (s *Store) insertActivity(ctx context.Context, tx *sql.Tx, activity []ident
 			a.ID, a.UserID, string(a.Type), s.ts(a.At), a.ActorUserID, string(changed))
 		if err != nil {
 			return s.e.MapError(err, "append activity "+a.ID)
-		}
-	}
-	for _, a := range activity {
-		e, err := identity.EncodeActivity(a)
-		if err != nil {
-			return err
-		}
-		if _, err := sqllog.Append(ctx, tx, s.e.Dialect, e); err != nil {
-			return s.e.MapError(err, fmt.Sprintf("append activity %s to the event log", a.ID))
 		}
 	}
 	return nil

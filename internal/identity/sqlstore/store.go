@@ -32,9 +32,6 @@ type Engine struct {
 	// be locked. SQLite has no row locks and needs none: database.OpenSQLite's transactions hold the
 	// database's write lock from BEGIN (BEGIN IMMEDIATE), so they run one at a time.
 	LockClause string
-	// ActivityLock, when set, is run in a transaction before it appends activity, so that activity
-	// writers commit in the order of the sequence numbers they draw (see identity.Activity.Seq).
-	ActivityLock string
 	// MapError turns the driver's constraint violations into apperr errors (Conflict for a taken unique
 	// key, NotFound for a missing user), connection failures into Unavailable (database.Classify), and
 	// wraps any other error with what was being done. Every database error of the Store goes through it.
