@@ -18,15 +18,6 @@ import (
 // MaxPageSize because the Service reads one row past a page to learn whether another page follows.
 const MaxStoreLimit = MaxPageSize + 1
 
-// StoreLimit returns the number of rows a Store read asked for limit returns: limit lowered to
-// MaxStoreLimit. Invalid when limit is not positive.
-func StoreLimit(limit int) (int, error) {
-	if limit <= 0 {
-		return 0, apperr.InvalidFields("invalid limit", apperr.FieldViolation{Field: "limit", Description: "must be positive"})
-	}
-	return min(limit, MaxStoreLimit), nil
-}
-
 // CheckStorable returns an Invalid error listing why no store can hold u (no id or email, an undefined
 // role or status, unset creation or update time), or nil.
 func (u User) CheckStorable() error {

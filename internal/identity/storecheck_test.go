@@ -41,27 +41,6 @@ func wantViolations(t *testing.T, call string, err error, fields []string) {
 	}
 }
 
-func TestStoreLimit(t *testing.T) {
-	tests := []struct {
-		limit, want int
-	}{
-		{1, 1},
-		{50, 50},
-		{identity.MaxStoreLimit, identity.MaxStoreLimit},
-		{identity.MaxStoreLimit + 1, identity.MaxStoreLimit},
-	}
-	for _, tt := range tests {
-		got, err := identity.StoreLimit(tt.limit)
-		if err != nil || got != tt.want {
-			t.Errorf("StoreLimit(%d) = %d, %v, want %d, nil", tt.limit, got, err, tt.want)
-		}
-	}
-	for _, limit := range []int{0, -1} {
-		_, err := identity.StoreLimit(limit)
-		wantViolations(t, "StoreLimit", err, []string{"limit"})
-	}
-}
-
 func TestUserCheckStorable(t *testing.T) {
 	good := identity.User{ID: "u1", Email: "a@example.com", Role: identity.RoleCustomer, Status: identity.StatusActive, CreatedAt: storeAt, UpdatedAt: storeAt}
 	tests := []struct {

@@ -18,15 +18,6 @@ import (
 // timePrecision is what both engines keep of a time.
 const timePrecision = time.Microsecond
 
-// storeLimit returns the number of rows a read asked for limit returns: limit lowered to
-// courier.MaxStoreLimit. Invalid when limit is not positive.
-func storeLimit(limit int) (int, error) {
-	if limit <= 0 {
-		return 0, apperr.InvalidFields("invalid limit", apperr.FieldViolation{Field: "limit", Description: "must be positive"})
-	}
-	return min(limit, courier.MaxStoreLimit), nil
-}
-
 // checkCourier returns an Invalid error listing why c cannot be stored (no id or user, an undefined
 // mode, a capacity outside 1 to courier.MaxCapacity, a status that is not stored), or nil.
 func checkCourier(c courier.Courier) error {

@@ -37,27 +37,6 @@ func wantViolations(t *testing.T, call string, err error, fields []string) {
 	}
 }
 
-func TestStoreLimit(t *testing.T) {
-	tests := []struct {
-		limit, want int
-	}{
-		{1, 1},
-		{500, 500},
-		{courier.MaxStoreLimit, courier.MaxStoreLimit},
-		{courier.MaxStoreLimit + 1, courier.MaxStoreLimit},
-	}
-	for _, tt := range tests {
-		got, err := storeLimit(tt.limit)
-		if err != nil || got != tt.want {
-			t.Errorf("storeLimit(%d) = %d, %v, want %d, nil", tt.limit, got, err, tt.want)
-		}
-	}
-	for _, limit := range []int{0, -1} {
-		_, err := storeLimit(limit)
-		wantViolations(t, "storeLimit", err, []string{"limit"})
-	}
-}
-
 // storableCourier is a courier every store can hold.
 func storableCourier() courier.Courier {
 	return courier.Courier{ID: "c1", UserID: "u1", DisplayName: "A", Mode: courier.ModeCar, Capacity: 2, Status: courier.StatusAvailable, CreatedAt: t0, UpdatedAt: t0, Version: 1}

@@ -133,7 +133,7 @@ func filterSQL(f courier.Filter) (string, []any) {
 // ListCouriers implements courier.Store. A limit above courier.MaxStoreLimit is lowered to it; a limit
 // below 1 is Invalid.
 func (s *Store) ListCouriers(ctx context.Context, f courier.Filter, after string, limit int) ([]courier.Courier, error) {
-	limit, err := storeLimit(limit)
+	limit, err := database.RowLimit(limit, courier.MaxStoreLimit)
 	if err != nil {
 		return nil, err
 	}

@@ -69,7 +69,7 @@ func (s *Store) insertActivity(ctx context.Context, tx *sql.Tx, activity []ident
 // ActivitySince implements identity.Store. Entries without changed fields have nil ChangedFields.
 // Invalid when limit is not positive; limits above identity.MaxStoreLimit are lowered to it.
 func (s *Store) ActivitySince(ctx context.Context, after int64, limit int) ([]identity.Activity, error) {
-	limit, err := identity.StoreLimit(limit)
+	limit, err := database.RowLimit(limit, identity.MaxStoreLimit)
 	if err != nil {
 		return nil, err
 	}

@@ -213,7 +213,7 @@ func userFilter(f identity.Filter) (string, []any) {
 // ListUsers implements identity.Store. Invalid when limit is not positive; limits above
 // identity.MaxStoreLimit are lowered to it.
 func (s *Store) ListUsers(ctx context.Context, f identity.Filter, after string, limit int) ([]identity.User, error) {
-	limit, err := identity.StoreLimit(limit)
+	limit, err := database.RowLimit(limit, identity.MaxStoreLimit)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
 )
@@ -52,5 +53,22 @@ func TestTimeRoundTrip(t *testing.T) {
 				t.Errorf("maybe = %v, want the zero time for NULL", maybe)
 			}
 		})
+	}
+}
+
+func TestRowLimit(t *testing.T) {
+	const most = 101
+	for _, tt := range []struct{ limit, want int }{{1, 1}, {50, 50}, {most, most}, {most + 1, most}} {
+		got, err := database.RowLimit(tt.limit, most)
+		if err != nil || got != tt.want {
+			t.Errorf("RowLimit(%d, %d) = %d, %v, want %d, nil", tt.limit, most, got, err, tt.want)
+		}
+	}
+	for _, limit := range []int{0, -1} {
+		_, err := database.RowLimit(limit, most)
+		e := apperr.As(err)
+		if e == nil || e.Code != apperr.Invalid || len(e.Violations) != 1 || e.Violations[0].Field != "limit" {
+			t.Errorf("RowLimit(%d, %d) = %v, want Invalid naming the field limit", limit, most, err)
+		}
 	}
 }
