@@ -196,10 +196,18 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 
 // Run feeds the activity watchers from the event log (Options.Feed), and updates Options.Subjects for
 // every change of a user's standing it reads there, until ctx is done; then it disconnects every watcher
-// with Unavailable (so that clients reconnect, to another replica during a shutdown) and returns nil. Run
-// it once, for the life of the service; the gRPC server's OnShutdown hook is a good place to end it. It
-// returns an error when Options.Feed is nil or when called twice at once.
-func (s *Service) Run(ctx context.Context) error { return s.hub.run(ctx) }
+// and every WatchSubjects call with Unavailable (so that clients reconnect, to another replica during a
+// shutdown, and do not hold up the gRPC server's graceful stop) and returns nil. Run it once, for the life
+// of the service; the gRPC server's OnShutdown hook is a good place to end it. It returns an error when
+// Options.Feed is nil or when called twice at once.
+func (s *Service) Run(ctx context.Context) error {
+	s.watchers.setStopped(false)
+	err := s.hub.run(ctx)
+	if ctx.Err() != nil {
+		s.watchers.setStopped(true)
+	}
+	return err
+}
 
 // sleep waits d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) {

@@ -29,16 +29,31 @@ type subjectWatchers struct {
 
 	mu   sync.Mutex
 	subs map[*subjectSub]struct{}
+	// stopped is set when Run returned: new watches are refused until it runs again.
+	stopped bool
 }
 
-// subjectSub is one WatchSubjects call: changes wait in ch; overflow is closed when ch was full.
+// subjectSub is one WatchSubjects call: changes wait in ch; ended is closed, with err set, when the
+// call must end (its buffer overflowed, or the service stops).
 type subjectSub struct {
-	ch       chan SubjectChange
-	overflow chan struct{}
+	ch    chan SubjectChange
+	ended chan struct{}
+	err   error
 }
 
-// publish delivers c to every watcher; a watcher whose buffer is full is marked overflowed and dropped
-// (its WatchSubjects returns ResourceExhausted), never waited for.
+// errSubjectWatchStopped ends the watches when the service stops, so that they do not hold up the gRPC
+// server's graceful stop: the watchers reconnect, to another replica.
+var errSubjectWatchStopped = apperr.Errorf(apperr.Unavailable, "the identity service is stopping; reconnect")
+
+// end ends sub with err and drops it; the caller holds w.mu.
+func (w *subjectWatchers) end(sub *subjectSub, err error) {
+	sub.err = err
+	close(sub.ended)
+	delete(w.subs, sub)
+}
+
+// publish delivers c to every watcher; a watcher whose buffer is full is ended (its WatchSubjects
+// returns ResourceExhausted), never waited for.
 func (w *subjectWatchers) publish(c SubjectChange) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -46,8 +61,20 @@ func (w *subjectWatchers) publish(c SubjectChange) {
 		select {
 		case sub.ch <- c:
 		default:
-			close(sub.overflow)
-			delete(w.subs, sub)
+			w.end(sub, apperr.Errorf(apperr.ResourceExhausted, "subject changes were dropped while the watcher did not keep up; reconnect"))
+		}
+	}
+}
+
+// setStopped ends every watch with Unavailable and refuses new ones when stopped, and admits them again
+// when not.
+func (w *subjectWatchers) setStopped(stopped bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = stopped
+	if stopped {
+		for sub := range w.subs {
+			w.end(sub, errSubjectWatchStopped)
 		}
 	}
 }
@@ -67,10 +94,15 @@ func (w *subjectWatchers) active() bool {
 // not read a changed user. send is called from one goroutine at a time.
 //
 // Errors: ResourceExhausted when more than Options.SubjectWatchBuffer changes waited for send (the
-// watcher reconnects and starts with a reset); send's error, and ctx's, as they are.
+// watcher reconnects and starts with a reset); Unavailable when Run has returned (the service is
+// stopping); send's error, and ctx's, as they are.
 func (s *Service) WatchSubjects(ctx context.Context, send func([]SubjectChange) error) error {
-	sub := &subjectSub{ch: make(chan SubjectChange, s.watchers.buffer), overflow: make(chan struct{})}
+	sub := &subjectSub{ch: make(chan SubjectChange, s.watchers.buffer), ended: make(chan struct{})}
 	s.watchers.mu.Lock()
+	if s.watchers.stopped {
+		s.watchers.mu.Unlock()
+		return errSubjectWatchStopped
+	}
 	if s.watchers.subs == nil {
 		s.watchers.subs = map[*subjectSub]struct{}{}
 	}
@@ -90,8 +122,8 @@ func (s *Service) WatchSubjects(ctx context.Context, send func([]SubjectChange) 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-sub.overflow:
-			return apperr.Errorf(apperr.ResourceExhausted, "subject changes were dropped while the watcher did not keep up; reconnect")
+		case <-sub.ended:
+			return sub.err
 		case c := <-sub.ch:
 			batch = append(batch, c)
 		}

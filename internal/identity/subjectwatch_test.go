@@ -101,3 +101,26 @@ func TestWatchSubjectsEndsSlowWatcher(t *testing.T) {
 		t.Fatal("the slow watcher was not ended")
 	}
 }
+
+// TestWatchSubjectsEndsWhenRunStops: when Run returns (the process stops), every watch ends with
+// Unavailable, so that it does not hold up the server's graceful stop, and new ones are refused.
+func TestWatchSubjectsEndsWhenRunStops(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- f.svc.Run(ctx) }()
+	batches, done := watch(t, f.svc, nil)
+	<-batches // the reset: the watch is registered
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatalf("Run() = %v, want nil", err)
+	}
+	select {
+	case err := <-done:
+		wantCode(t, "WatchSubjects(after Run returned)", err, apperr.Unavailable)
+	case <-time.After(testTimeout):
+		t.Fatal("the watch did not end when Run returned")
+	}
+	err := f.svc.WatchSubjects(context.Background(), func([]identity.SubjectChange) error { return nil })
+	wantCode(t, "WatchSubjects(new, after Run returned)", err, apperr.Unavailable)
+}
