@@ -47,7 +47,7 @@ var matrixPrincipals = []string{
 }
 
 // wantMethods is the number of RPCs that the binary serves. Change it together with the policy.
-const wantMethods = 29
+const wantMethods = 31
 
 // testAuthenticator maps the x-test-principal metadata to a principal the way grpcauth.ServiceAuthenticator
 // would for the same credentials. Anything else is refused, so that a typo cannot pass as anonymous.

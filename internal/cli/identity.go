@@ -105,8 +105,11 @@ func identityModule() *module {
 // per user (browser tabs), and a client that half-closed it and hears nothing for a minute is ended, since
 // it can no longer change what it follows. StreamUsers and BulkCreateUsers are admin exports and imports
 // that hold a database cursor or the password hasher: two at a time per admin, and an import that stops
-// sending items for a minute is ended.
+// sending items for a minute is ended. WatchSubjects is one stream per replica of a service that checks
+// tokens without hosting identity (courier, route): services are callers by name, so the cap per caller
+// is the replicas one service may run.
 var identityStreams = map[string]grpcserver.StreamLimit{
+	identityv1.AuthService_WatchSubjects_FullMethodName:   {PerCaller: 64, Total: 256},
 	identityv1.UserService_UserActivity_FullMethodName:    {PerCaller: 4, Total: 1024, HalfClosedIdle: time.Minute},
 	identityv1.UserService_StreamUsers_FullMethodName:     {PerCaller: 2, Total: 16},
 	identityv1.UserService_BulkCreateUsers_FullMethodName: {PerCaller: 2, Total: 16, Idle: time.Minute},
@@ -224,6 +227,7 @@ func (p *process) tokenVerifier() (auth.TokenVerifier, error) {
 			return out, nil
 		}
 	case conn != nil:
+		p.identityConn = conn // the subject cache reads and watches users' standing over it too
 		client := identityv1.NewAuthServiceClient(conn)
 		fetch = func(ctx context.Context) ([]jwt.PublicKey, error) {
 			set, err := client.GetJwks(ctx, &identityv1.GetJwksRequest{})
@@ -261,12 +265,21 @@ func publicKeys(set *identityv1.JsonWebKeySet) []jwt.PublicKey {
 
 // subjectCache returns the cache of users' standing (suspended, deleted, roles, revoked tokens) that this
 // process's authenticator checks every call against, and that ends a user's streams when their token is
-// revoked, when identity runs here: the identity service reads it from its store and keeps it current,
-// on every replica, from its event log. Nil without identity here: a process that hosts only courier or
-// route cannot read identity's store and checks the token alone (see the README's security section).
+// revoked. When identity runs here, the identity service reads it from its store and keeps it current, on
+// every replica, from its event log. Else it reads a missing state from identity over the token
+// verifier's connection (AuthService.GetSubject), and a runner keeps it current from identity's stream
+// of changes (AuthService.WatchSubjects). Nil when identity is neither here nor configured: every bearer
+// token is refused then.
 func (p *process) subjectCache() *auth.Subjects {
 	if !p.cfg.Targets["identity"] {
-		return nil
+		if p.identityConn == nil {
+			return nil
+		}
+		client := identityv1.NewAuthServiceClient(p.identityConn)
+		p.subjects = remoteSubjects(client)
+		w := &subjectWatch{client: client, subjects: p.subjects, logger: p.logger}
+		p.runners = append(p.runners, w.run)
+		return p.subjects
 	}
 	p.subjects = auth.NewSubjects(func(ctx context.Context, id string) (auth.SubjectState, error) {
 		if p.identitySvc == nil {

@@ -424,10 +424,12 @@ type process struct {
 	peers map[string]*grpc.ClientConn
 	// localKeys are identity's signing keys when identity runs here, for this process's token verifier.
 	localKeys *identity.KeyManager
-	// subjects is the cache of users' standing that the authenticator checks every call against, when
-	// identity runs here; identitySvc, set by startIdentity before the server serves, fills it.
-	subjects    *auth.Subjects
-	identitySvc *identity.Service
+	// subjects is the cache of users' standing that the authenticator checks every call against;
+	// identitySvc, set by startIdentity before the server serves, fills it when identity runs here, else
+	// it is read from identity over identityConn, the token verifier's connection to AuthService.
+	subjects     *auth.Subjects
+	identitySvc  *identity.Service
+	identityConn *grpc.ClientConn
 	// runners run next to the servers until the gRPC server starts stopping; afterStop runs once every
 	// server has stopped (final flushes); cleanups run in reverse order at exit (closing databases).
 	runners   []func(context.Context) error

@@ -63,19 +63,27 @@ func (s *Service) SubjectState(ctx context.Context, id string) (auth.SubjectStat
 	return subjectState(u), nil
 }
 
-// noteSubject records u's committed standing in the subject cache.
+// noteSubject records u's committed standing in the subject cache and sends it to the subject
+// watchers (WatchSubjects).
 func (s *Service) noteSubject(u User) {
-	if s.opts.Subjects != nil {
-		s.opts.Subjects.Update(u.ID, subjectState(u))
-	}
+	s.setSubject(u.ID, subjectState(u))
 }
 
-// refreshSubject reads user id's standing from the store into the subject cache; when the store cannot
-// be read, the entry is dropped (and the user's open streams end) so that the user's next call reads it.
+// setSubject records user id's standing st in the subject cache and sends it to the subject watchers.
+func (s *Service) setSubject(id string, st auth.SubjectState) {
+	if s.opts.Subjects != nil {
+		s.opts.Subjects.Update(id, st)
+	}
+	s.watchers.publish(SubjectChange{UserID: id, State: st})
+}
+
+// refreshSubject reads user id's standing from the store into the subject cache and sends it to the
+// subject watchers; when the store cannot be read, the entry is dropped (and the user's open streams end)
+// so that the user's next call reads it, and the watchers get a reset, which does the same for them.
 // The read outlives ctx, bounded by refreshTimeout: the change is committed, and a caller that hangs up
 // right after must not leave the cache behind it.
 func (s *Service) refreshSubject(ctx context.Context, id string) {
-	if s.opts.Subjects == nil {
+	if s.opts.Subjects == nil && !s.watchers.active() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
@@ -83,10 +91,13 @@ func (s *Service) refreshSubject(ctx context.Context, id string) {
 	u, err := s.store.GetUser(ctx, Lookup{ID: id})
 	switch {
 	case apperr.CodeOf(err) == apperr.NotFound:
-		s.opts.Subjects.Update(id, auth.SubjectState{})
+		s.setSubject(id, auth.SubjectState{})
 	case err != nil:
 		s.logger.WarnContext(ctx, "read user for the subject cache", "user_id", id, "error", err.Error())
-		s.opts.Subjects.Forget(id)
+		if s.opts.Subjects != nil {
+			s.opts.Subjects.Forget(id)
+		}
+		s.watchers.publish(SubjectChange{Reset: true})
 	default:
 		s.noteSubject(u)
 	}
@@ -96,8 +107,11 @@ func (s *Service) refreshSubject(ctx context.Context, id string) {
 const refreshTimeout = 5 * time.Second
 
 // forgetSubjects drops the whole subject cache: SubjectCache.DropAll at the first subscription to the
-// event log, ForgetAll after events were lost.
+// event log, ForgetAll after events were lost; then the subject watchers get a reset, which ends their
+// users' open calls. (At the first subscription there are no watchers yet, or ones whose states were read
+// moments before: the reset costs them their open calls, and fails closed.)
 func (s *Service) forgetSubjects(first bool) {
+	defer s.watchers.publish(SubjectChange{Reset: true})
 	switch {
 	case s.opts.Subjects == nil:
 	case first:

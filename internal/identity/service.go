@@ -111,6 +111,9 @@ type Options struct {
 	// ActivityBuffer is how many events may wait for one slow watcher before it is disconnected with
 	// ResourceExhausted. Default 256.
 	ActivityBuffer int
+	// SubjectWatchBuffer is how many changes of users' standing may wait for one slow WatchSubjects
+	// call before it ends with ResourceExhausted. Default DefaultSubjectWatchBuffer.
+	SubjectWatchBuffer int
 
 	// Logger receives failures that are not returned to a caller (a bulk item that could not be stored,
 	// the activity feed's read errors, once per outage). Nil discards them.
@@ -138,6 +141,8 @@ type Service struct {
 	accountSlowdown *limiter
 	signUpLimit     *limiter
 	hub             *hub
+	// watchers are the WatchSubjects calls.
+	watchers subjectWatchers
 }
 
 // NewService returns a Service over store that hashes passwords with hasher and issues access tokens with
@@ -150,6 +155,7 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	setDefault(&opts.RefreshTokenTTL, DefaultRefreshTokenTTL)
+	setDefault(&opts.SubjectWatchBuffer, DefaultSubjectWatchBuffer)
 	setDefault(&opts.LoginWindow, DefaultLoginWindow)
 	setDefault(&opts.LoginFailures, DefaultLoginFailures)
 	setDefault(&opts.LoginClientFailures, DefaultLoginClientFailures)
@@ -181,6 +187,7 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 		signUpLimit: newLimiter(opts.SignUpLimit, opts.SignUpWindow, opts.LoginLimiterKeys,
 			"too many sign-ups from your network; try again later"),
 	}
+	s.watchers.buffer = opts.SubjectWatchBuffer
 	s.hub = newHub(store, opts)
 	s.hub.revoked = s.refreshSubject
 	s.hub.lost = s.forgetSubjects
@@ -189,10 +196,18 @@ func NewService(store Store, hasher PasswordHasher, issuer TokenIssuer, opts Opt
 
 // Run feeds the activity watchers from the event log (Options.Feed), and updates Options.Subjects for
 // every change of a user's standing it reads there, until ctx is done; then it disconnects every watcher
-// with Unavailable (so that clients reconnect, to another replica during a shutdown) and returns nil. Run
-// it once, for the life of the service; the gRPC server's OnShutdown hook is a good place to end it. It
-// returns an error when Options.Feed is nil or when called twice at once.
-func (s *Service) Run(ctx context.Context) error { return s.hub.run(ctx) }
+// and every WatchSubjects call with Unavailable (so that clients reconnect, to another replica during a
+// shutdown, and do not hold up the gRPC server's graceful stop) and returns nil. Run it once, for the life
+// of the service; the gRPC server's OnShutdown hook is a good place to end it. It returns an error when
+// Options.Feed is nil or when called twice at once.
+func (s *Service) Run(ctx context.Context) error {
+	s.watchers.setStopped(false)
+	err := s.hub.run(ctx)
+	if ctx.Err() != nil {
+		s.watchers.setStopped(true)
+	}
+	return err
+}
 
 // sleep waits d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) {

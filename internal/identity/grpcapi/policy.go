@@ -18,9 +18,12 @@ import (
 //   - ListUsers admits admins and dispatchers, who look up couriers to register them.
 //   - StreamUsers (export) and BulkCreateUsers (import) are for admins.
 //   - UserActivity admits every user; the domain lets users watch themselves and admins anyone.
+//   - WatchSubjects and GetSubject, which keep the subject cache of a process that checks tokens without
+//     hosting identity, admit the services that host such a verifier: courier, route and dispatch.
 func Policy() auth.Policy {
 	anyUser := auth.Users()
 	admins := auth.Users(auth.RoleAdmin)
+	verifiers := auth.Internal("courier", "route", "dispatch")
 	return auth.Policy{
 		identityv1.UserService_CreateUser_FullMethodName:      auth.Public(),
 		identityv1.UserService_GetUser_FullMethodName:         anyUser.Or(auth.Internal("courier")),
@@ -32,9 +35,11 @@ func Policy() auth.Policy {
 		identityv1.UserService_BulkCreateUsers_FullMethodName: admins,
 		identityv1.UserService_UserActivity_FullMethodName:    anyUser,
 
-		identityv1.AuthService_Login_FullMethodName:        auth.Public(),
-		identityv1.AuthService_RefreshToken_FullMethodName: auth.Public(),
-		identityv1.AuthService_Logout_FullMethodName:       auth.Public(),
-		identityv1.AuthService_GetJwks_FullMethodName:      auth.Public(),
+		identityv1.AuthService_Login_FullMethodName:         auth.Public(),
+		identityv1.AuthService_RefreshToken_FullMethodName:  auth.Public(),
+		identityv1.AuthService_Logout_FullMethodName:        auth.Public(),
+		identityv1.AuthService_GetJwks_FullMethodName:       auth.Public(),
+		identityv1.AuthService_WatchSubjects_FullMethodName: verifiers,
+		identityv1.AuthService_GetSubject_FullMethodName:    verifiers,
 	}
 }

@@ -19,8 +19,8 @@ func TestPolicyCoversEveryMethod(t *testing.T) {
 	methods := append(
 		grpcauth.Methods(identityv1.File_lastmile_identity_v1_user_proto.Services().ByName("UserService")),
 		grpcauth.Methods(identityv1.File_lastmile_identity_v1_auth_proto.Services().ByName("AuthService"))...)
-	if len(methods) != 13 {
-		t.Fatalf("found %d methods, want 13", len(methods))
+	if len(methods) != 15 {
+		t.Fatalf("found %d methods, want 15", len(methods))
 	}
 	if err := grpcapi.Policy().Check(methods); err != nil {
 		t.Fatal(err)
@@ -64,6 +64,8 @@ func TestPolicyMatrix(t *testing.T) {
 		identityv1.AuthService_RefreshToken_FullMethodName:    {ok, ok, ok, ok, ok, ok},
 		identityv1.AuthService_Logout_FullMethodName:          {ok, ok, ok, ok, ok, ok},
 		identityv1.AuthService_GetJwks_FullMethodName:         {ok, ok, ok, ok, ok, ok},
+		identityv1.AuthService_WatchSubjects_FullMethodName:   {authn, deny, deny, deny, deny, ok},
+		identityv1.AuthService_GetSubject_FullMethodName:      {authn, deny, deny, deny, deny, ok},
 	}
 	policy := grpcapi.Policy()
 	for method, codes := range want {

@@ -94,8 +94,8 @@ type SubjectsOptions struct {
 //
 // The cache is filled on a miss by the loader and kept current by whoever learns of changes: the
 // identity service calls Update after each commit that changes a user's standing and, on every replica,
-// for each such change it reads from identity's event feed. A process without the identity service
-// cannot read its store and has no Subjects (see the README's security section).
+// for each such change it reads from identity's event feed; a process without the identity service reads
+// states from it (AuthService.GetSubject) and applies the changes it streams (AuthService.WatchSubjects).
 type Subjects struct {
 	load     SubjectLoader
 	max      int
@@ -271,6 +271,28 @@ func (s *Subjects) ForgetAll() {
 	s.mu.Unlock()
 	for _, c := range ended {
 		c.cancel(errForgotten)
+	}
+}
+
+// Recheck reads again, with the loader, the state of every user who has tracked calls, and ends the
+// calls that state refuses (as Update does); a user whose state cannot be read is forgotten (Forget),
+// which ends their calls. It is for a cache that learns of changes from a feed it lost for a while (a
+// process that watches the identity service's changes and reconnects): DropAll covers the calls to come,
+// Recheck the calls that stayed open meanwhile. It stops early when ctx ends.
+func (s *Subjects) Recheck(ctx context.Context) {
+	s.mu.RLock()
+	ids := slices.Collect(maps.Keys(s.streams))
+	s.mu.RUnlock()
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		st, err := s.load(ctx, id)
+		if err != nil {
+			s.Forget(id)
+			continue
+		}
+		s.Update(id, st)
 	}
 }
 

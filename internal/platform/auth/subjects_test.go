@@ -287,3 +287,47 @@ func TestSubjectsForgetEndsTrackedCalls(t *testing.T) {
 		t.Errorf("u2's call after ForgetAll: cause code %q, want %q", got, apperr.Unavailable)
 	}
 }
+
+// TestSubjectsRecheckEndsCallsMissedChangesRevoked: after a feed of changes was lost, Recheck reads the
+// state of every user with open calls again, ends those the new state refuses (Unauthenticated) and
+// keeps the others; a state that cannot be read ends the user's calls (Unavailable).
+func TestSubjectsRecheckEndsCallsMissedChangesRevoked(t *testing.T) {
+	ctx := context.Background()
+	courierState := auth.SubjectState{Active: true, Roles: []string{auth.RoleCourier}}
+	l := &fakeLoader{states: map[string]auth.SubjectState{"u1": courierState, "u2": courierState}}
+	s := auth.NewSubjects(l.load, auth.SubjectsOptions{})
+	u1 := auth.Principal{Kind: auth.User, Subject: "u1", Roles: []string{auth.RoleCourier}, IssuedAt: issued}
+	u2 := auth.Principal{Kind: auth.User, Subject: "u2", Roles: []string{auth.RoleCourier}, IssuedAt: issued}
+	for _, p := range []auth.Principal{u1, u2} {
+		if err := s.Check(ctx, p); err != nil {
+			t.Fatalf("Check(%s) = %v, want nil", p.Subject, err)
+		}
+	}
+	c1, stop1 := s.Track(ctx, u1)
+	defer stop1()
+	c2, stop2 := s.Track(ctx, u2)
+	defer stop2()
+
+	// u1 is suspended while the feed is down: nothing tells the cache.
+	l.set("u1", auth.SubjectState{Roles: []string{auth.RoleCourier}})
+	s.DropAll()
+	before := l.loads.Load()
+	s.Recheck(ctx)
+	if got := l.loads.Load() - before; got != 2 {
+		t.Errorf("Recheck loaded %d states, want 2 (the users with open calls)", got)
+	}
+	if got := apperr.CodeOf(auth.RevokedCause(c1)); got != apperr.Unauthenticated {
+		t.Errorf("u1's call after Recheck: cause code %q, want %q", got, apperr.Unauthenticated)
+	}
+	if c2.Err() != nil {
+		t.Fatalf("u2's call ended by Recheck: %v", context.Cause(c2))
+	}
+
+	l.mu.Lock()
+	l.err = errors.New("identity unreachable")
+	l.mu.Unlock()
+	s.Recheck(ctx)
+	if got := apperr.CodeOf(auth.RevokedCause(c2)); got != apperr.Unavailable {
+		t.Errorf("u2's call after a Recheck that could not read: cause code %q, want %q", got, apperr.Unavailable)
+	}
+}

@@ -601,6 +601,220 @@ func (x *JsonWebKey) GetUse() string {
 	return ""
 }
 
+// WatchSubjectsRequest opens a stream of subject changes. It has no fields.
+type WatchSubjectsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSubjectsRequest) Reset() {
+	*x = WatchSubjectsRequest{}
+	mi := &file_lastmile_identity_v1_auth_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSubjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSubjectsRequest) ProtoMessage() {}
+
+func (x *WatchSubjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_identity_v1_auth_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSubjectsRequest.ProtoReflect.Descriptor instead.
+func (*WatchSubjectsRequest) Descriptor() ([]byte, []int) {
+	return file_lastmile_identity_v1_auth_proto_rawDescGZIP(), []int{9}
+}
+
+// WatchSubjectsResponse is one message of WatchSubjects.
+type WatchSubjectsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Changes may have been missed: drop every cached standing (and, after the first message, end the
+	// users' open streams), then apply subjects.
+	Reset_ bool `protobuf:"varint,1,opt,name=reset,proto3" json:"reset,omitempty"`
+	// The new standing of the users that changed, in the order of the changes.
+	Subjects      []*Subject `protobuf:"bytes,2,rep,name=subjects,proto3" json:"subjects,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSubjectsResponse) Reset() {
+	*x = WatchSubjectsResponse{}
+	mi := &file_lastmile_identity_v1_auth_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSubjectsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSubjectsResponse) ProtoMessage() {}
+
+func (x *WatchSubjectsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_identity_v1_auth_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSubjectsResponse.ProtoReflect.Descriptor instead.
+func (*WatchSubjectsResponse) Descriptor() ([]byte, []int) {
+	return file_lastmile_identity_v1_auth_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *WatchSubjectsResponse) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
+func (x *WatchSubjectsResponse) GetSubjects() []*Subject {
+	if x != nil {
+		return x.Subjects
+	}
+	return nil
+}
+
+// GetSubjectRequest names the user whose standing to read.
+type GetSubjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user id (a UUID).
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSubjectRequest) Reset() {
+	*x = GetSubjectRequest{}
+	mi := &file_lastmile_identity_v1_auth_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSubjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSubjectRequest) ProtoMessage() {}
+
+func (x *GetSubjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_identity_v1_auth_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSubjectRequest.ProtoReflect.Descriptor instead.
+func (*GetSubjectRequest) Descriptor() ([]byte, []int) {
+	return file_lastmile_identity_v1_auth_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetSubjectRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// Subject is a user's standing as a token verifier checks it: a call with a valid access token is still
+// refused when the user is not active, holds other roles than the token says, or logged out, changed
+// password or was otherwise revoked at or after the token's issue time.
+type Subject struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user id.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// False for a suspended, deleted or unknown user: every token of theirs is refused.
+	Active bool `protobuf:"varint,2,opt,name=active,proto3" json:"active,omitempty"`
+	// The user's roles now; a token carrying other roles is refused.
+	Roles []Role `protobuf:"varint,3,rep,packed,name=roles,proto3,enum=lastmile.identity.v1.Role" json:"roles,omitempty"`
+	// Tokens issued at or before it (compared to the second) are refused. Unset: none.
+	RevokedBefore *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoked_before,json=revokedBefore,proto3" json:"revoked_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Subject) Reset() {
+	*x = Subject{}
+	mi := &file_lastmile_identity_v1_auth_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Subject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Subject) ProtoMessage() {}
+
+func (x *Subject) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_identity_v1_auth_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Subject.ProtoReflect.Descriptor instead.
+func (*Subject) Descriptor() ([]byte, []int) {
+	return file_lastmile_identity_v1_auth_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Subject) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Subject) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *Subject) GetRoles() []Role {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *Subject) GetRevokedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedBefore
+	}
+	return nil
+}
+
 var File_lastmile_identity_v1_auth_proto protoreflect.FileDescriptor
 
 const file_lastmile_identity_v1_auth_proto_rawDesc = "" +
@@ -648,12 +862,26 @@ const file_lastmile_identity_v1_auth_proto_rawDesc = "" +
 	"\x01x\x18\x03 \x01(\tR\x01x\x12\x10\n" +
 	"\x03kid\x18\x04 \x01(\tR\x03kid\x12\x10\n" +
 	"\x03alg\x18\x05 \x01(\tR\x03alg\x12\x10\n" +
-	"\x03use\x18\x06 \x01(\tR\x03use2\xe6\x03\n" +
+	"\x03use\x18\x06 \x01(\tR\x03use\"\x16\n" +
+	"\x14WatchSubjectsRequest\"h\n" +
+	"\x15WatchSubjectsResponse\x12\x14\n" +
+	"\x05reset\x18\x01 \x01(\bR\x05reset\x129\n" +
+	"\bsubjects\x18\x02 \x03(\v2\x1d.lastmile.identity.v1.SubjectR\bsubjects\"6\n" +
+	"\x11GetSubjectRequest\x12!\n" +
+	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"\xaf\x01\n" +
+	"\aSubject\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06active\x18\x02 \x01(\bR\x06active\x120\n" +
+	"\x05roles\x18\x03 \x03(\x0e2\x1a.lastmile.identity.v1.RoleR\x05roles\x12A\n" +
+	"\x0erevoked_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rrevokedBefore2\xa8\x05\n" +
 	"\vAuthService\x12k\n" +
 	"\x05Login\x12\".lastmile.identity.v1.LoginRequest\x1a#.lastmile.identity.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth:login\x12\x82\x01\n" +
 	"\fRefreshToken\x12).lastmile.identity.v1.RefreshTokenRequest\x1a*.lastmile.identity.v1.RefreshTokenResponse\"\x1b\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth:refresh\x12o\n" +
 	"\x06Logout\x12#.lastmile.identity.v1.LogoutRequest\x1a$.lastmile.identity.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/auth:logout\x12t\n" +
-	"\aGetJwks\x12$.lastmile.identity.v1.GetJwksRequest\x1a#.lastmile.identity.v1.JsonWebKeySet\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonB1Z/lastmile/gen/go/lastmile/identity/v1;identityv1b\x06proto3"
+	"\aGetJwks\x12$.lastmile.identity.v1.GetJwksRequest\x1a#.lastmile.identity.v1.JsonWebKeySet\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x12j\n" +
+	"\rWatchSubjects\x12*.lastmile.identity.v1.WatchSubjectsRequest\x1a+.lastmile.identity.v1.WatchSubjectsResponse0\x01\x12T\n" +
+	"\n" +
+	"GetSubject\x12'.lastmile.identity.v1.GetSubjectRequest\x1a\x1d.lastmile.identity.v1.SubjectB1Z/lastmile/gen/go/lastmile/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_lastmile_identity_v1_auth_proto_rawDescOnce sync.Once
@@ -667,7 +895,7 @@ func file_lastmile_identity_v1_auth_proto_rawDescGZIP() []byte {
 	return file_lastmile_identity_v1_auth_proto_rawDescData
 }
 
-var file_lastmile_identity_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_lastmile_identity_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_lastmile_identity_v1_auth_proto_goTypes = []any{
 	(*LoginRequest)(nil),          // 0: lastmile.identity.v1.LoginRequest
 	(*LoginResponse)(nil),         // 1: lastmile.identity.v1.LoginResponse
@@ -678,29 +906,41 @@ var file_lastmile_identity_v1_auth_proto_goTypes = []any{
 	(*GetJwksRequest)(nil),        // 6: lastmile.identity.v1.GetJwksRequest
 	(*JsonWebKeySet)(nil),         // 7: lastmile.identity.v1.JsonWebKeySet
 	(*JsonWebKey)(nil),            // 8: lastmile.identity.v1.JsonWebKey
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*User)(nil),                  // 10: lastmile.identity.v1.User
+	(*WatchSubjectsRequest)(nil),  // 9: lastmile.identity.v1.WatchSubjectsRequest
+	(*WatchSubjectsResponse)(nil), // 10: lastmile.identity.v1.WatchSubjectsResponse
+	(*GetSubjectRequest)(nil),     // 11: lastmile.identity.v1.GetSubjectRequest
+	(*Subject)(nil),               // 12: lastmile.identity.v1.Subject
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*User)(nil),                  // 14: lastmile.identity.v1.User
+	(Role)(0),                     // 15: lastmile.identity.v1.Role
 }
 var file_lastmile_identity_v1_auth_proto_depIdxs = []int32{
-	9,  // 0: lastmile.identity.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 1: lastmile.identity.v1.LoginResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
-	10, // 2: lastmile.identity.v1.LoginResponse.user:type_name -> lastmile.identity.v1.User
-	9,  // 3: lastmile.identity.v1.RefreshTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 4: lastmile.identity.v1.RefreshTokenResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
+	13, // 0: lastmile.identity.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 1: lastmile.identity.v1.LoginResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
+	14, // 2: lastmile.identity.v1.LoginResponse.user:type_name -> lastmile.identity.v1.User
+	13, // 3: lastmile.identity.v1.RefreshTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 4: lastmile.identity.v1.RefreshTokenResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
 	8,  // 5: lastmile.identity.v1.JsonWebKeySet.keys:type_name -> lastmile.identity.v1.JsonWebKey
-	0,  // 6: lastmile.identity.v1.AuthService.Login:input_type -> lastmile.identity.v1.LoginRequest
-	2,  // 7: lastmile.identity.v1.AuthService.RefreshToken:input_type -> lastmile.identity.v1.RefreshTokenRequest
-	4,  // 8: lastmile.identity.v1.AuthService.Logout:input_type -> lastmile.identity.v1.LogoutRequest
-	6,  // 9: lastmile.identity.v1.AuthService.GetJwks:input_type -> lastmile.identity.v1.GetJwksRequest
-	1,  // 10: lastmile.identity.v1.AuthService.Login:output_type -> lastmile.identity.v1.LoginResponse
-	3,  // 11: lastmile.identity.v1.AuthService.RefreshToken:output_type -> lastmile.identity.v1.RefreshTokenResponse
-	5,  // 12: lastmile.identity.v1.AuthService.Logout:output_type -> lastmile.identity.v1.LogoutResponse
-	7,  // 13: lastmile.identity.v1.AuthService.GetJwks:output_type -> lastmile.identity.v1.JsonWebKeySet
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	12, // 6: lastmile.identity.v1.WatchSubjectsResponse.subjects:type_name -> lastmile.identity.v1.Subject
+	15, // 7: lastmile.identity.v1.Subject.roles:type_name -> lastmile.identity.v1.Role
+	13, // 8: lastmile.identity.v1.Subject.revoked_before:type_name -> google.protobuf.Timestamp
+	0,  // 9: lastmile.identity.v1.AuthService.Login:input_type -> lastmile.identity.v1.LoginRequest
+	2,  // 10: lastmile.identity.v1.AuthService.RefreshToken:input_type -> lastmile.identity.v1.RefreshTokenRequest
+	4,  // 11: lastmile.identity.v1.AuthService.Logout:input_type -> lastmile.identity.v1.LogoutRequest
+	6,  // 12: lastmile.identity.v1.AuthService.GetJwks:input_type -> lastmile.identity.v1.GetJwksRequest
+	9,  // 13: lastmile.identity.v1.AuthService.WatchSubjects:input_type -> lastmile.identity.v1.WatchSubjectsRequest
+	11, // 14: lastmile.identity.v1.AuthService.GetSubject:input_type -> lastmile.identity.v1.GetSubjectRequest
+	1,  // 15: lastmile.identity.v1.AuthService.Login:output_type -> lastmile.identity.v1.LoginResponse
+	3,  // 16: lastmile.identity.v1.AuthService.RefreshToken:output_type -> lastmile.identity.v1.RefreshTokenResponse
+	5,  // 17: lastmile.identity.v1.AuthService.Logout:output_type -> lastmile.identity.v1.LogoutResponse
+	7,  // 18: lastmile.identity.v1.AuthService.GetJwks:output_type -> lastmile.identity.v1.JsonWebKeySet
+	10, // 19: lastmile.identity.v1.AuthService.WatchSubjects:output_type -> lastmile.identity.v1.WatchSubjectsResponse
+	12, // 20: lastmile.identity.v1.AuthService.GetSubject:output_type -> lastmile.identity.v1.Subject
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_identity_v1_auth_proto_init() }
@@ -719,7 +959,7 @@ func file_lastmile_identity_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lastmile_identity_v1_auth_proto_rawDesc), len(file_lastmile_identity_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

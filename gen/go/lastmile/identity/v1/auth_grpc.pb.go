@@ -22,10 +22,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Login_FullMethodName        = "/lastmile.identity.v1.AuthService/Login"
-	AuthService_RefreshToken_FullMethodName = "/lastmile.identity.v1.AuthService/RefreshToken"
-	AuthService_Logout_FullMethodName       = "/lastmile.identity.v1.AuthService/Logout"
-	AuthService_GetJwks_FullMethodName      = "/lastmile.identity.v1.AuthService/GetJwks"
+	AuthService_Login_FullMethodName         = "/lastmile.identity.v1.AuthService/Login"
+	AuthService_RefreshToken_FullMethodName  = "/lastmile.identity.v1.AuthService/RefreshToken"
+	AuthService_Logout_FullMethodName        = "/lastmile.identity.v1.AuthService/Logout"
+	AuthService_GetJwks_FullMethodName       = "/lastmile.identity.v1.AuthService/GetJwks"
+	AuthService_WatchSubjects_FullMethodName = "/lastmile.identity.v1.AuthService/WatchSubjects"
+	AuthService_GetSubject_FullMethodName    = "/lastmile.identity.v1.AuthService/GetSubject"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -70,6 +72,27 @@ type AuthServiceClient interface {
 	// Verifiers cache the set and fetch it again when they meet an unknown kid.
 	// Errors: none beyond the common ones.
 	GetJwks(ctx context.Context, in *GetJwksRequest, opts ...grpc.CallOption) (*JsonWebKeySet, error)
+	// WatchSubjects streams changes to users' standing (active or not, roles, tokens revoked before a
+	// time) to a process that checks access tokens but does not host the identity service, so that a
+	// suspension, role change, deletion, password change or logout takes effect there too, and ends the
+	// user's open streams. Internal: there is no REST mapping.
+	//
+	// The first message has reset set and no subjects: the caller drops every state it cached, since it
+	// may predate changes made while it was not watching. Then each message carries the new standing of
+	// the users that changed. A later message with reset set means changes may have been missed (the
+	// identity service lost events, or could not read a changed user): the caller drops its cache and ends
+	// its open streams. The stream never ends by itself; the caller reconnects when it breaks.
+	// Who may call: the courier, route and dispatch services.
+	// Errors: PERMISSION_DENIED for any other caller; RESOURCE_EXHAUSTED when the caller did not keep up
+	// and changes were dropped (reconnect: the new stream starts with reset).
+	WatchSubjects(ctx context.Context, in *WatchSubjectsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSubjectsResponse], error)
+	// GetSubject returns one user's current standing, for a cache miss of a process that watches subjects
+	// (WatchSubjects). An unknown or deleted user is returned inactive, not as an error. Internal: there
+	// is no REST mapping.
+	//
+	// Who may call: the courier, route and dispatch services.
+	// Errors: INVALID_ARGUMENT when user_id is not a UUID; PERMISSION_DENIED for any other caller.
+	GetSubject(ctx context.Context, in *GetSubjectRequest, opts ...grpc.CallOption) (*Subject, error)
 }
 
 type authServiceClient struct {
@@ -120,6 +143,35 @@ func (c *authServiceClient) GetJwks(ctx context.Context, in *GetJwksRequest, opt
 	return out, nil
 }
 
+func (c *authServiceClient) WatchSubjects(ctx context.Context, in *WatchSubjectsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSubjectsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuthService_ServiceDesc.Streams[0], AuthService_WatchSubjects_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchSubjectsRequest, WatchSubjectsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WatchSubjectsClient = grpc.ServerStreamingClient[WatchSubjectsResponse]
+
+func (c *authServiceClient) GetSubject(ctx context.Context, in *GetSubjectRequest, opts ...grpc.CallOption) (*Subject, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Subject)
+	err := c.cc.Invoke(ctx, AuthService_GetSubject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -162,6 +214,27 @@ type AuthServiceServer interface {
 	// Verifiers cache the set and fetch it again when they meet an unknown kid.
 	// Errors: none beyond the common ones.
 	GetJwks(context.Context, *GetJwksRequest) (*JsonWebKeySet, error)
+	// WatchSubjects streams changes to users' standing (active or not, roles, tokens revoked before a
+	// time) to a process that checks access tokens but does not host the identity service, so that a
+	// suspension, role change, deletion, password change or logout takes effect there too, and ends the
+	// user's open streams. Internal: there is no REST mapping.
+	//
+	// The first message has reset set and no subjects: the caller drops every state it cached, since it
+	// may predate changes made while it was not watching. Then each message carries the new standing of
+	// the users that changed. A later message with reset set means changes may have been missed (the
+	// identity service lost events, or could not read a changed user): the caller drops its cache and ends
+	// its open streams. The stream never ends by itself; the caller reconnects when it breaks.
+	// Who may call: the courier, route and dispatch services.
+	// Errors: PERMISSION_DENIED for any other caller; RESOURCE_EXHAUSTED when the caller did not keep up
+	// and changes were dropped (reconnect: the new stream starts with reset).
+	WatchSubjects(*WatchSubjectsRequest, grpc.ServerStreamingServer[WatchSubjectsResponse]) error
+	// GetSubject returns one user's current standing, for a cache miss of a process that watches subjects
+	// (WatchSubjects). An unknown or deleted user is returned inactive, not as an error. Internal: there
+	// is no REST mapping.
+	//
+	// Who may call: the courier, route and dispatch services.
+	// Errors: INVALID_ARGUMENT when user_id is not a UUID; PERMISSION_DENIED for any other caller.
+	GetSubject(context.Context, *GetSubjectRequest) (*Subject, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -183,6 +256,12 @@ func (UnimplementedAuthServiceServer) Logout(context.Context, *LogoutRequest) (*
 }
 func (UnimplementedAuthServiceServer) GetJwks(context.Context, *GetJwksRequest) (*JsonWebKeySet, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetJwks not implemented")
+}
+func (UnimplementedAuthServiceServer) WatchSubjects(*WatchSubjectsRequest, grpc.ServerStreamingServer[WatchSubjectsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchSubjects not implemented")
+}
+func (UnimplementedAuthServiceServer) GetSubject(context.Context, *GetSubjectRequest) (*Subject, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSubject not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -277,6 +356,35 @@ func _AuthService_GetJwks_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_WatchSubjects_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchSubjectsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuthServiceServer).WatchSubjects(m, &grpc.GenericServerStream[WatchSubjectsRequest, WatchSubjectsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WatchSubjectsServer = grpc.ServerStreamingServer[WatchSubjectsResponse]
+
+func _AuthService_GetSubject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSubjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).GetSubject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_GetSubject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).GetSubject(ctx, req.(*GetSubjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -300,7 +408,17 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetJwks",
 			Handler:    _AuthService_GetJwks_Handler,
 		},
+		{
+			MethodName: "GetSubject",
+			Handler:    _AuthService_GetSubject_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchSubjects",
+			Handler:       _AuthService_WatchSubjects_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "lastmile/identity/v1/auth.proto",
 }
