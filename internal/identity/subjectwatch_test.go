@@ -82,7 +82,10 @@ func TestWatchSubjectsEndsSlowWatcher(t *testing.T) {
 	f.run(t)
 	boss := f.mustUser(t, "boss", identity.RoleAdmin)
 	var users []identity.User
-	for _, name := range []string{"slow1", "slow2", "slow3"} {
+	// The watch holds at most 2 changes in its batch (blocked in send) and 2 in its buffer: six suspensions
+	// overflow it whatever the timing (each publishes at least once: at commit, and again when the hub
+	// reads it from the event log).
+	for _, name := range []string{"slow1", "slow2", "slow3", "slow4", "slow5", "slow6"} {
 		users = append(users, f.mustUser(t, name, identity.RoleCourier))
 	}
 	release := make(chan struct{})
