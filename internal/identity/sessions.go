@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -157,7 +156,7 @@ func loginLookup(in Credentials) (Lookup, string, error) {
 			// PostgreSQL refuses a NUL in text, which made such a login an Internal error.
 			v.username("username", in.Username)
 		}
-		key = "username:" + strings.ToLower(in.Username)
+		key = "username:" + FoldKey(in.Username)
 	default:
 		v.add("email", "email or username is required")
 	}

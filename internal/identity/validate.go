@@ -30,7 +30,12 @@ var (
 // NormalizeEmail returns the form in which emails are stored and compared: trimmed and lowercased.
 // Lowercasing the local part is technically lossy, but no mail system in use treats case as significant,
 // and one spelling per address is what makes the uniqueness rule obvious to users.
-func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+func NormalizeEmail(email string) string { return FoldKey(strings.TrimSpace(email)) }
+
+// FoldKey returns the form under which emails and usernames identify an account and names are searched:
+// spellings that differ only in case are the same account. Stores keep and look up the keys in this form
+// (email_key, username_key, display_name_key), so this is the one place that decides it.
+func FoldKey(s string) string { return strings.ToLower(s) }
 
 // violations collects field violations of one request.
 type violations []apperr.FieldViolation

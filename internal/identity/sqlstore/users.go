@@ -32,8 +32,8 @@ func (s *Store) insertUser(ctx context.Context, q querier, u identity.User) erro
 		display_name, display_name_key, role, status, password_hash,
 		created_at, updated_at, deleted_at, last_login_at, version, revoked_before)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
-		u.ID, u.Email, strings.ToLower(u.Email), u.Username, usernameKey(u.Username),
-		u.DisplayName, strings.ToLower(u.DisplayName), string(u.Role), string(u.Status), u.PasswordHash,
+		u.ID, u.Email, identity.FoldKey(u.Email), u.Username, usernameKey(u.Username),
+		u.DisplayName, identity.FoldKey(u.DisplayName), string(u.Role), string(u.Status), u.PasswordHash,
 		s.ts(u.CreatedAt), s.ts(u.UpdatedAt), s.nullTS(u.DeletedAt), s.nullTS(u.LastLoginAt), u.Version,
 		s.nullTS(u.RevokedBefore))
 	if err != nil {
@@ -47,7 +47,7 @@ func usernameKey(username string) sql.NullString {
 	if username == "" {
 		return sql.NullString{}
 	}
-	return sql.NullString{String: strings.ToLower(username), Valid: true}
+	return sql.NullString{String: identity.FoldKey(username), Valid: true}
 }
 
 // CreateUsers implements identity.Store. Conflict and Invalid are reported per user; any other failure
@@ -99,9 +99,9 @@ func (s *Store) GetUser(ctx context.Context, l identity.Lookup) (identity.User, 
 	case l.ID != "" && l.Email == "" && l.Username == "":
 		where, arg = "id = $1", l.ID
 	case l.ID == "" && l.Email != "" && l.Username == "":
-		where, arg = "email_key = $1", strings.ToLower(l.Email)
+		where, arg = "email_key = $1", identity.FoldKey(l.Email)
 	case l.ID == "" && l.Email == "" && l.Username != "":
-		where, arg = "username_key = $1", strings.ToLower(l.Username)
+		where, arg = "username_key = $1", identity.FoldKey(l.Username)
 	default:
 		return identity.User{}, apperr.Errorf(apperr.Invalid, "exactly one of id, email or username is required")
 	}
@@ -155,8 +155,8 @@ func (s *Store) UpdateUser(ctx context.Context, id string, change func(identity.
 			display_name = $5, display_name_key = $6, role = $7, status = $8, password_hash = $9,
 			updated_at = $10, deleted_at = $11, last_login_at = $12, version = $13, revoked_before = $14
 			WHERE id = $15`,
-			next.Email, strings.ToLower(next.Email), next.Username, usernameKey(next.Username),
-			next.DisplayName, strings.ToLower(next.DisplayName), string(next.Role), string(next.Status), next.PasswordHash,
+			next.Email, identity.FoldKey(next.Email), next.Username, usernameKey(next.Username),
+			next.DisplayName, identity.FoldKey(next.DisplayName), string(next.Role), string(next.Status), next.PasswordHash,
 			s.ts(next.UpdatedAt), s.nullTS(next.DeletedAt), s.nullTS(next.LastLoginAt), next.Version,
 			s.nullTS(next.RevokedBefore), cur.ID)
 		if err != nil {
@@ -204,7 +204,7 @@ func userFilter(f identity.Filter) (string, []any) {
 		conds = append(conds, "role = "+arg(string(f.Role)))
 	}
 	if f.Search != "" {
-		p := arg(database.ContainsPattern(strings.ToLower(f.Search)))
+		p := arg(database.ContainsPattern(identity.FoldKey(f.Search)))
 		conds = append(conds, "(email_key LIKE "+p+` ESCAPE '\' OR username_key LIKE `+p+` ESCAPE '\' OR display_name_key LIKE `+p+` ESCAPE '\')`)
 	}
 	return strings.Join(conds, " AND "), args
