@@ -8,6 +8,7 @@ import (
 
 	"lastmile/internal/courier"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // hour returns the start of the n-th hour slot after t0's (09:00 UTC).
@@ -73,7 +74,7 @@ func TestSetAvailabilityRules(t *testing.T) {
 			}
 
 			got, err := f.svc.SetAvailability(courierCtx(ctx, 1), c.ID, tt.hours, tt.available)
-			wantCode(t, "SetAvailability", err, tt.want)
+			apperrtest.WantCode(t, "SetAvailability", err, tt.want)
 			if tt.want != "" {
 				// All or nothing: the slot marked before is untouched.
 				slot, err := f.svc.IsAvailable(courierCtx(ctx, 1), c.ID, hour(5))
@@ -141,10 +142,10 @@ func TestGetAvailability(t *testing.T) {
 		"missing start":    {{}, hour(1)},
 	} {
 		_, err := f.svc.GetAvailability(courierCtx(ctx, 1), c.ID, rng[0], rng[1])
-		wantCode(t, "GetAvailability("+name+")", err, apperr.Invalid)
+		apperrtest.WantCode(t, "GetAvailability("+name+")", err, apperr.Invalid)
 	}
 	_, err = f.svc.GetAvailability(adminCtx(ctx), missingID, hour(0), hour(1))
-	wantCode(t, "GetAvailability(missing courier)", err, apperr.NotFound)
+	apperrtest.WantCode(t, "GetAvailability(missing courier)", err, apperr.NotFound)
 }
 
 func TestSetStatus(t *testing.T) {
@@ -162,17 +163,17 @@ func TestSetStatus(t *testing.T) {
 	}
 	for _, st := range []courier.Status{courier.StatusBusy, "", "lunch"} {
 		_, err = f.svc.SetStatus(courierCtx(ctx, 1), c.ID, st)
-		wantCode(t, "SetStatus("+string(st)+")", err, apperr.Invalid)
+		apperrtest.WantCode(t, "SetStatus("+string(st)+")", err, apperr.Invalid)
 	}
 	_, err = f.svc.SetStatus(courierCtx(ctx, 1), c.ID, courier.StatusOffline)
-	wantCode(t, "SetStatus(offline) with a claim", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "SetStatus(offline) with a claim", err, apperr.FailedPrecondition)
 
 	snap, err = f.svc.SetStatus(dispatcherCtx(ctx), c.ID, courier.StatusOnBreak)
 	if err != nil || snap.Status() != courier.StatusOnBreak {
 		t.Errorf("SetStatus(on_break) with a claim = %v, %v, want on_break", snap.Status(), err)
 	}
 	_, err = f.svc.SetStatus(dispatcherCtx(ctx), missingID, courier.StatusOnBreak)
-	wantCode(t, "SetStatus(missing courier)", err, apperr.NotFound)
+	apperrtest.WantCode(t, "SetStatus(missing courier)", err, apperr.NotFound)
 }
 
 func TestGetCourierStatus(t *testing.T) {

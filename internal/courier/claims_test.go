@@ -11,6 +11,7 @@ import (
 
 	"lastmile/internal/courier"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 func TestClaimAndReleaseAreIdempotent(t *testing.T) {
@@ -38,7 +39,7 @@ func TestClaimAndReleaseAreIdempotent(t *testing.T) {
 		}
 	}
 	_, _, err = f.svc.ReleaseCourier(ctx, missingID, taskID(1))
-	wantCode(t, "ReleaseCourier(missing courier)", err, apperr.NotFound)
+	apperrtest.WantCode(t, "ReleaseCourier(missing courier)", err, apperr.NotFound)
 }
 
 func TestClaimRules(t *testing.T) {
@@ -71,7 +72,7 @@ func TestClaimRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := f.svc.ClaimCourier(dispatch, tt.req)
-			wantCode(t, "ClaimCourier", err, tt.want)
+			apperrtest.WantCode(t, "ClaimCourier", err, tt.want)
 		})
 	}
 
@@ -86,7 +87,7 @@ func TestClaimRules(t *testing.T) {
 			return err
 		},
 	} {
-		wantCode(t, "claim or release as "+name, userCtx(), apperr.PermissionDenied)
+		apperrtest.WantCode(t, "claim or release as "+name, userCtx(), apperr.PermissionDenied)
 	}
 }
 
@@ -151,7 +152,7 @@ func TestClaimsSurviveRestart(t *testing.T) {
 		t.Errorf("ClaimCourier(same task) after restart = already %v, %v; want true, nil", already, err)
 	}
 	_, _, err = restarted.ClaimCourier(ctx, courier.ClaimRequest{CourierID: c.ID, TaskID: taskID(2)})
-	wantCode(t, "ClaimCourier(beyond capacity) after restart", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "ClaimCourier(beyond capacity) after restart", err, apperr.FailedPrecondition)
 	snap, err := restarted.GetCourierStatus(ctx, c.ID)
 	if diff := cmp.Diff([]string{taskID(1)}, snap.TaskIDs); err != nil || diff != "" {
 		t.Errorf("GetCourierStatus after restart: %v (-want +got):\n%s", err, diff)
@@ -175,7 +176,7 @@ func TestClaimLostRace(t *testing.T) {
 	c := f.available(t, 1, courier.ModeVan, 2)
 	svc := courier.NewService(racingStore{f.store}, f.users, courier.Options{Now: f.clock.Now})
 	_, _, err := svc.ClaimCourier(ctx, courier.ClaimRequest{CourierID: c.ID, TaskID: taskID(1)})
-	wantCode(t, "ClaimCourier(lost race)", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "ClaimCourier(lost race)", err, apperr.FailedPrecondition)
 	if got, want := apperr.MessageOf(err), "task "+taskID(1)+" is claimed on another courier"; got != want {
 		t.Errorf("ClaimCourier(lost race) message = %q, want %q", got, want)
 	}

@@ -12,7 +12,6 @@ import (
 	"lastmile/internal/courier"
 	"lastmile/internal/courier/couriertest"
 	"lastmile/internal/courier/sqlite"
-	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
@@ -164,11 +163,4 @@ func (f *fixture) report(t *testing.T, id string, fixes ...courier.Fix) courier.
 
 func fixAt(lat, lng float64, at time.Time) courier.Fix {
 	return courier.Fix{Lat: lat, Lng: lng, RecordedAt: at}
-}
-
-func wantCode(t *testing.T, call string, err error, want apperr.Code) {
-	t.Helper()
-	if got := apperr.CodeOf(err); got != want {
-		t.Errorf("%s error = %v (code %q), want code %q", call, err, got, want)
-	}
 }

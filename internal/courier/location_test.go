@@ -12,6 +12,7 @@ import (
 
 	"lastmile/internal/courier"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // metersNorth is the latitude difference of d meters along a meridian.
@@ -126,12 +127,12 @@ func TestLocationReportRules(t *testing.T) {
 	if err := r.Add(courierCtx(ctx, 1), a.ID, one); err != nil {
 		t.Fatalf("Add(own courier): %v", err)
 	}
-	wantCode(t, "Add(second courier in one stream)", r.Add(courierCtx(ctx, 1), b.ID, one), apperr.Invalid)
-	wantCode(t, "Add(no fixes)", r.Add(courierCtx(ctx, 1), a.ID, nil), apperr.Invalid)
-	wantCode(t, "Add(101 fixes)", r.Add(courierCtx(ctx, 1), a.ID, make([]courier.Fix, 101)), apperr.Invalid)
-	wantCode(t, "Add(other courier)", f.svc.NewLocationReport().Add(courierCtx(ctx, 2), a.ID, one), apperr.PermissionDenied)
-	wantCode(t, "Add(missing courier)", f.svc.NewLocationReport().Add(serviceCtx(ctx, "simulator"), missingID, one), apperr.NotFound)
-	wantCode(t, "Add(malformed id)", f.svc.NewLocationReport().Add(serviceCtx(ctx, "simulator"), "c-1", one), apperr.Invalid)
+	apperrtest.WantCode(t, "Add(second courier in one stream)", r.Add(courierCtx(ctx, 1), b.ID, one), apperr.Invalid)
+	apperrtest.WantCode(t, "Add(no fixes)", r.Add(courierCtx(ctx, 1), a.ID, nil), apperr.Invalid)
+	apperrtest.WantCode(t, "Add(101 fixes)", r.Add(courierCtx(ctx, 1), a.ID, make([]courier.Fix, 101)), apperr.Invalid)
+	apperrtest.WantCode(t, "Add(other courier)", f.svc.NewLocationReport().Add(courierCtx(ctx, 2), a.ID, one), apperr.PermissionDenied)
+	apperrtest.WantCode(t, "Add(missing courier)", f.svc.NewLocationReport().Add(serviceCtx(ctx, "simulator"), missingID, one), apperr.NotFound)
+	apperrtest.WantCode(t, "Add(malformed id)", f.svc.NewLocationReport().Add(serviceCtx(ctx, "simulator"), "c-1", one), apperr.Invalid)
 	if got := r.Result(); got.Accepted != 1 || got.RejectedCount() != 0 {
 		t.Errorf("Result() = %+v, want 1 accepted", got)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"lastmile/internal/courier"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // known is what the property test knows about one courier, for its brute-force scan.
@@ -163,9 +164,9 @@ func TestFindNearbyValidation(t *testing.T) {
 			q := ok
 			tt.edit(&q)
 			_, err := f.svc.FindNearbyCouriers(ctx, q)
-			wantCode(t, "FindNearbyCouriers", err, apperr.Invalid)
+			apperrtest.WantCode(t, "FindNearbyCouriers", err, apperr.Invalid)
 		})
 	}
 	_, err := f.svc.FindNearbyCouriers(dispatcherCtx(testContext(t)), ok)
-	wantCode(t, "FindNearbyCouriers as a dispatcher user", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "FindNearbyCouriers as a dispatcher user", err, apperr.PermissionDenied)
 }

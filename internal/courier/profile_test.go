@@ -9,6 +9,7 @@ import (
 
 	"lastmile/internal/courier"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 	"lastmile/internal/platform/auth"
 )
 
@@ -55,7 +56,7 @@ func TestRegisterCourier(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := f.svc.RegisterCourier(tt.ctx, tt.req)
-			wantCode(t, "RegisterCourier", err, tt.want)
+			apperrtest.WantCode(t, "RegisterCourier", err, tt.want)
 		})
 	}
 }
@@ -91,17 +92,17 @@ func TestObjectLevelReads(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := f.svc.GetCourier(tt.ctx, tt.l)
-			wantCode(t, "GetCourier", err, tt.want)
+			apperrtest.WantCode(t, "GetCourier", err, tt.want)
 		})
 	}
 
 	for _, id := range []string{b.ID, missingID} {
 		_, err := f.svc.GetCourierStatus(courierCtx(ctx, 1), id)
-		wantCode(t, "GetCourierStatus(other) as courier", err, apperr.NotFound)
+		apperrtest.WantCode(t, "GetCourierStatus(other) as courier", err, apperr.NotFound)
 		_, err = f.svc.GetAvailability(courierCtx(ctx, 1), id, t0, t0.Add(time.Hour))
-		wantCode(t, "GetAvailability(other) as courier", err, apperr.NotFound)
+		apperrtest.WantCode(t, "GetAvailability(other) as courier", err, apperr.NotFound)
 		_, err = f.svc.IsAvailable(courierCtx(ctx, 1), id, time.Time{})
-		wantCode(t, "IsAvailable(other) as courier", err, apperr.NotFound)
+		apperrtest.WantCode(t, "IsAvailable(other) as courier", err, apperr.NotFound)
 	}
 }
 
@@ -115,13 +116,13 @@ func TestObjectLevelChanges(t *testing.T) {
 
 	for _, id := range []string{b.ID, missingID} {
 		_, err := f.svc.SetStatus(ctx, id, courier.StatusAvailable)
-		wantCode(t, "SetStatus(other)", err, apperr.PermissionDenied)
+		apperrtest.WantCode(t, "SetStatus(other)", err, apperr.PermissionDenied)
 		_, err = f.svc.SetAvailability(ctx, id, []time.Time{t0}, true)
-		wantCode(t, "SetAvailability(other)", err, apperr.PermissionDenied)
+		apperrtest.WantCode(t, "SetAvailability(other)", err, apperr.PermissionDenied)
 		_, err = f.svc.UpdateCourier(ctx, courier.UpdateRequest{ID: id, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "x"})
-		wantCode(t, "UpdateCourier(other)", err, apperr.PermissionDenied)
+		apperrtest.WantCode(t, "UpdateCourier(other)", err, apperr.PermissionDenied)
 		err = f.svc.NewLocationReport().Add(ctx, id, []courier.Fix{fixAt(52.5, 13.4, t0)})
-		wantCode(t, "LocationReport.Add(other)", err, apperr.PermissionDenied)
+		apperrtest.WantCode(t, "LocationReport.Add(other)", err, apperr.PermissionDenied)
 	}
 	got, err := f.svc.GetCourier(adminCtx(testContext(t)), courier.Lookup{ID: b.ID})
 	if err != nil || got.Status != courier.StatusOffline || got.DisplayName != "Courier 2" || got.Version != 1 {
@@ -182,7 +183,7 @@ func TestUpdateCourier(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := f.svc.UpdateCourier(tt.ctx, tt.req)
-			wantCode(t, "UpdateCourier", err, tt.want)
+			apperrtest.WantCode(t, "UpdateCourier", err, tt.want)
 		})
 	}
 
@@ -235,11 +236,11 @@ func TestListCouriers(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = f.svc.ListCouriers(ctx, courier.ListRequest{PageSize: 1, PageToken: first.NextPageToken})
-	wantCode(t, "ListCouriers(token for other filters)", err, apperr.Invalid)
+	apperrtest.WantCode(t, "ListCouriers(token for other filters)", err, apperr.Invalid)
 	_, err = f.svc.ListCouriers(ctx, courier.ListRequest{PageToken: "garbage!"})
-	wantCode(t, "ListCouriers(malformed token)", err, apperr.Invalid)
+	apperrtest.WantCode(t, "ListCouriers(malformed token)", err, apperr.Invalid)
 	_, err = f.svc.ListCouriers(ctx, courier.ListRequest{PageSize: 1001})
-	wantCode(t, "ListCouriers(page size 1001)", err, apperr.Invalid)
+	apperrtest.WantCode(t, "ListCouriers(page size 1001)", err, apperr.Invalid)
 	_, err = f.svc.ListCouriers(courierCtx(testContext(t), 1), courier.ListRequest{})
-	wantCode(t, "ListCouriers as courier", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "ListCouriers as courier", err, apperr.PermissionDenied)
 }

@@ -9,6 +9,7 @@ import (
 
 	"lastmile/internal/courier"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // The rules below run inside the Store's transaction, as closures the Service hands it (see
@@ -50,7 +51,7 @@ func TestUpdateCourierStaleEtag(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := f.svc.UpdateCourier(ctx, courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName},
 				DisplayName: "Lost update", Etag: tt.etag})
-			wantCode(t, fmt.Sprintf("UpdateCourier(etag %s over version 2)", tt.etag), err, apperr.Aborted)
+			apperrtest.WantCode(t, fmt.Sprintf("UpdateCourier(etag %s over version 2)", tt.etag), err, apperr.Aborted)
 		})
 	}
 	got, err := f.svc.GetCourier(ctx, courier.Lookup{ID: c.ID})
@@ -70,7 +71,7 @@ func TestUpdateCourierCapacityBelowClaims(t *testing.T) {
 	}
 	req := courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldCapacity}, Capacity: 1}
 	_, err := f.svc.UpdateCourier(adminCtx(ctx), req)
-	wantCode(t, "UpdateCourier(capacity 1 below 2 claims)", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "UpdateCourier(capacity 1 below 2 claims)", err, apperr.FailedPrecondition)
 	if got, err := f.svc.GetCourier(adminCtx(ctx), courier.Lookup{ID: c.ID}); err != nil || got.Capacity != 3 || got.Version != 1 {
 		t.Errorf("after refused update GetCourier capacity %d version %d, %v; want 3 version 1", got.Capacity, got.Version, err)
 	}
@@ -94,7 +95,7 @@ func TestSetStatusOfflineWithClaims(t *testing.T) {
 	}
 
 	_, err := f.svc.SetStatus(ctx, c.ID, courier.StatusOffline)
-	wantCode(t, "SetStatus(offline with a claim)", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "SetStatus(offline with a claim)", err, apperr.FailedPrecondition)
 	snap, err := f.svc.SetStatus(ctx, c.ID, courier.StatusOnBreak)
 	if err != nil {
 		t.Fatalf("SetStatus(on_break with a claim): %v", err)
@@ -103,7 +104,7 @@ func TestSetStatusOfflineWithClaims(t *testing.T) {
 		t.Errorf("SetStatus(on_break) = status %s, active %d, want on_break, 1", snap.Courier.Status, snap.Courier.ActiveTasks)
 	}
 	_, err = f.svc.SetStatus(ctx, c.ID, courier.StatusOffline)
-	wantCode(t, "SetStatus(offline from on_break with a claim)", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "SetStatus(offline from on_break with a claim)", err, apperr.FailedPrecondition)
 
 	if _, released, err := f.svc.ReleaseCourier(serviceCtx(ctx, "dispatch"), c.ID, taskID(1)); err != nil || !released {
 		t.Fatalf("ReleaseCourier = %v, %v, want true, nil", released, err)
@@ -131,7 +132,7 @@ func TestUnavailableHoursWithClaims(t *testing.T) {
 	refused := [][]time.Time{{h[0]}, {h[1]}, {h[2], h[1]}, {h[2], h[3], h[0], h[4]}}
 	for _, hours := range refused {
 		_, err := f.svc.SetAvailability(ctx, c.ID, hours, false)
-		wantCode(t, fmt.Sprintf("SetAvailability(%v, false) over a claim", hours), err, apperr.FailedPrecondition)
+		apperrtest.WantCode(t, fmt.Sprintf("SetAvailability(%v, false) over a claim", hours), err, apperr.FailedPrecondition)
 	}
 	// All or nothing: the refused calls changed no slot.
 	if diff := cmp.Diff(h, f.availableHours(t, c.ID)); diff != "" {
@@ -200,7 +201,7 @@ func TestClaimHeldTaskIsIdempotent(t *testing.T) {
 	}
 	// The task stays on its courier: another courier cannot take it, and holds nothing.
 	_, _, err = f.svc.ClaimCourier(ctx, courier.ClaimRequest{CourierID: other.ID, TaskID: taskID(1)})
-	wantCode(t, "ClaimCourier(task held by another courier)", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "ClaimCourier(task held by another courier)", err, apperr.FailedPrecondition)
 	snap, err = f.svc.GetCourierStatus(adminCtx(ctx), other.ID)
 	if err != nil || len(snap.TaskIDs) != 0 {
 		t.Errorf("GetCourierStatus(other) = tasks %v, %v, want none", snap.TaskIDs, err)

@@ -12,6 +12,7 @@ import (
 
 	"lastmile/internal/courier"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // next returns the next batch of events of w, failing the test when none comes within testTimeout.
@@ -296,7 +297,7 @@ func TestWatchEndsOnShutdown(t *testing.T) {
 	cancel()
 	select {
 	case err := <-nextErr:
-		wantCode(t, "Watch.Next after shutdown", err, apperr.Unavailable)
+		apperrtest.WantCode(t, "Watch.Next after shutdown", err, apperr.Unavailable)
 	case <-time.After(testTimeout):
 		t.Fatal("Watch.Next did not return after shutdown")
 	}
@@ -304,9 +305,9 @@ func TestWatchEndsOnShutdown(t *testing.T) {
 		t.Errorf("Run() = %v, want nil", err)
 	}
 	_, err = f.svc.Watch(adminCtx(ctx), courier.WatchFilter{})
-	wantCode(t, "Watch after shutdown", err, apperr.Unavailable)
+	apperrtest.WantCode(t, "Watch after shutdown", err, apperr.Unavailable)
 	_, err = f.svc.Watch(courierCtx(ctx, 1), courier.WatchFilter{})
-	wantCode(t, "Watch as a courier", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "Watch as a courier", err, apperr.PermissionDenied)
 }
 
 // TestHourTurnUpdatesAvailableNow: when the hour turns, couriers whose availability differs between the

@@ -18,6 +18,7 @@ import (
 	"lastmile/internal/identity"
 	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/eventlog"
@@ -140,14 +141,14 @@ func testUserActivityUpdateRules(t *testing.T, newFixture fixtureFunc) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := w.Update(tt.subscribe, tt.unsubscribe)
-			wantCode(t, "Update", err, tt.want)
+			apperrtest.WantCode(t, "Update", err, tt.want)
 		})
 	}
 	// Refused changes changed nothing; unsubscribing an id not watched is fine.
 	mustUpdate(t, w, nil, []string{bob.ID}, alice.ID)
 
 	_, err := f.svc.WatchActivity(ctxAs(t, auth.Principal{Kind: auth.Service, Subject: "dispatch"}))
-	wantCode(t, "WatchActivity(service)", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "WatchActivity(service)", err, apperr.PermissionDenied)
 }
 
 func TestUserActivitySubscriptionLimit(t *testing.T) { onEngines(t, testUserActivitySubscriptionLimit) }
@@ -168,7 +169,7 @@ func testUserActivitySubscriptionLimit(t *testing.T, newFixture fixtureFunc) {
 		}
 	}
 	_, err := w.Update([]string{uuid.NewString()}, nil)
-	wantCode(t, "Update(one more than the limit)", err, apperr.ResourceExhausted)
+	apperrtest.WantCode(t, "Update(one more than the limit)", err, apperr.ResourceExhausted)
 	// Swapping within one message is fine: the limit applies to the resulting set.
 	if got, err := w.Update([]string{uuid.NewString()}, all[:1]); err != nil || len(got) != identity.MaxWatchedUsers {
 		t.Errorf("Update(add one, remove one at the limit) = %d ids, %v; want %d, nil", len(got), err, identity.MaxWatchedUsers)
@@ -193,7 +194,7 @@ func testSlowWatcherIsDisconnected(t *testing.T, newFixture fixtureFunc) {
 	}
 	select {
 	case <-slow.Done():
-		wantCode(t, "slow watcher Err", slow.Err(), apperr.ResourceExhausted)
+		apperrtest.WantCode(t, "slow watcher Err", slow.Err(), apperr.ResourceExhausted)
 	case <-time.After(testTimeout):
 		t.Fatal("the slow watcher was not disconnected")
 	}
@@ -215,7 +216,7 @@ func testRunEndEndsWatches(t *testing.T, newFixture fixtureFunc) {
 	cancel()
 	select {
 	case <-w.Done():
-		wantCode(t, "watch Err after Run ended", w.Err(), apperr.Unavailable)
+		apperrtest.WantCode(t, "watch Err after Run ended", w.Err(), apperr.Unavailable)
 	case <-time.After(testTimeout):
 		t.Fatal("the watch did not end with Run")
 	}
@@ -223,7 +224,7 @@ func testRunEndEndsWatches(t *testing.T, newFixture fixtureFunc) {
 		t.Errorf("Run() = %v, want nil", err)
 	}
 	_, err := f.svc.WatchActivity(f.admin(t))
-	wantCode(t, "WatchActivity(after Run ended)", err, apperr.Unavailable)
+	apperrtest.WantCode(t, "WatchActivity(after Run ended)", err, apperr.Unavailable)
 }
 
 // TestUserActivityInCommitOrder has several writers log in at once: the watcher receives every entry
@@ -272,11 +273,11 @@ func testWatchActivityNeedsRunningFeed(t *testing.T, newFixture fixtureFunc) {
 	ctx, cancel := context.WithTimeout(f.admin(t), 50*time.Millisecond)
 	defer cancel()
 	_, err := f.svc.WatchActivity(ctx)
-	wantCode(t, "WatchActivity(before Run)", err, apperr.Unavailable)
+	apperrtest.WantCode(t, "WatchActivity(before Run)", err, apperr.Unavailable)
 
 	bare := identity.NewService(identitytest.SQLiteStore(t), &identitytest.Hasher{}, &identitytest.Issuer{}, identity.Options{})
 	_, err = bare.WatchActivity(f.admin(t))
-	wantCode(t, "WatchActivity(no feed)", err, apperr.Unavailable)
+	apperrtest.WantCode(t, "WatchActivity(no feed)", err, apperr.Unavailable)
 	if err := bare.Run(t.Context()); err == nil {
 		t.Error("Run(no feed) = nil, want an error")
 	}
@@ -352,7 +353,7 @@ func TestFeedOutageLoggedOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(as(t, alice), 1200*time.Millisecond)
 	defer cancel()
 	_, err := f.svc.WatchActivity(ctx)
-	wantCode(t, "WatchActivity(event log unreadable)", err, apperr.Unavailable)
+	apperrtest.WantCode(t, "WatchActivity(event log unreadable)", err, apperr.Unavailable)
 	if attempts := feed.heal(); attempts < 2 {
 		t.Errorf("%d attempts to subscribe during the outage, want at least 2 (retries)", attempts)
 	}
@@ -418,10 +419,10 @@ func TestFeedStopEndsWatches(t *testing.T) {
 	stopLog()
 	select {
 	case <-w.Done():
-		wantCode(t, "watch Err after the event log stopped", w.Err(), apperr.Unavailable)
+		apperrtest.WantCode(t, "watch Err after the event log stopped", w.Err(), apperr.Unavailable)
 	case <-time.After(testTimeout):
 		t.Fatal("the watch did not end when the event log stopped")
 	}
 	_, err = f.svc.WatchActivity(f.admin(t))
-	wantCode(t, "WatchActivity(event log stopped)", err, apperr.Unavailable)
+	apperrtest.WantCode(t, "WatchActivity(event log stopped)", err, apperr.Unavailable)
 }

@@ -6,6 +6,7 @@ import (
 
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 func TestEnsureAdminGeneratesPasswordOnce(t *testing.T) {
@@ -39,12 +40,12 @@ func TestEnsureAdminErrors(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	_, _, err := f.svc.EnsureAdmin(ctx, "admin@example.com", "short")
-	wantCode(t, "EnsureAdmin(short password)", err, apperr.Invalid)
+	apperrtest.WantCode(t, "EnsureAdmin(short password)", err, apperr.Invalid)
 
 	// The address belongs to a customer: never turned into an admin behind anyone's back.
 	f.mustUser(t, "taken", identity.RoleCustomer)
 	_, _, err = f.svc.EnsureAdmin(ctx, "taken@example.com", "")
-	wantCode(t, "EnsureAdmin(email of a customer)", err, apperr.Conflict)
+	apperrtest.WantCode(t, "EnsureAdmin(email of a customer)", err, apperr.Conflict)
 
 	// Only active admins count.
 	root := f.mustUser(t, "root", identity.RoleAdmin)

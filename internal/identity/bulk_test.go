@@ -11,6 +11,7 @@ import (
 
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // bulk yields users as valid bulk items.
@@ -111,13 +112,13 @@ func TestBulkCreateUsersLimits(t *testing.T) {
 		tooMany[i] = identity.NewUser{Email: fmt.Sprintf("many%d@example.com", i), Password: password, DisplayName: "Many"}
 	}
 	_, err := f.svc.BulkCreateUsers(f.admin(t), bulk(tooMany...))
-	wantCode(t, "BulkCreateUsers(1001 items)", err, apperr.Invalid)
+	apperrtest.WantCode(t, "BulkCreateUsers(1001 items)", err, apperr.Invalid)
 	if _, create := cs.calls(); len(create) != identity.MaxBulkItems/100 {
 		t.Errorf("CreateUsers ran %d batches before the limit, want %d", len(create), identity.MaxBulkItems/100)
 	}
 
 	_, err = f.svc.BulkCreateUsers(as(t, f.mustUser(t, "disp", identity.RoleDispatcher)), bulk(tooMany[:1]...))
-	wantCode(t, "BulkCreateUsers(dispatcher)", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "BulkCreateUsers(dispatcher)", err, apperr.PermissionDenied)
 
 	broken := errors.New("stream broke")
 	_, err = f.svc.BulkCreateUsers(f.admin(t), func(yield func(identity.BulkItem, error) bool) {

@@ -11,7 +11,6 @@ import (
 
 	"lastmile/internal/identity"
 	"lastmile/internal/identity/identitytest"
-	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 )
 
@@ -179,12 +178,4 @@ func (f *fixture) mustLogin(t *testing.T, email string) identity.Session {
 		t.Fatalf("Login(%s) = %v", email, err)
 	}
 	return s
-}
-
-// wantCode fails the test when err does not have code want ("" for nil).
-func wantCode(t *testing.T, call string, err error, want apperr.Code) {
-	t.Helper()
-	if got := apperr.CodeOf(err); got != want {
-		t.Errorf("%s = %v (code %q), want code %q", call, err, got, want)
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"lastmile/internal/identity"
 	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // countingStore counts the calls of the store methods that batch work.
@@ -143,7 +144,7 @@ func TestListUsersRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := f.svc.ListUsers(tt.ctx, tt.req)
-			wantCode(t, "ListUsers", err, tt.want)
+			apperrtest.WantCode(t, "ListUsers", err, tt.want)
 		})
 	}
 }
@@ -166,7 +167,7 @@ func TestStreamUsers(t *testing.T) {
 		t.Errorf("StreamUsers read the store %d times, want 3 batches", list)
 	}
 	err = f.svc.StreamUsers(as(t, f.mustUser(t, "disp", identity.RoleDispatcher)), identity.Filter{}, func(identity.User) error { return nil })
-	wantCode(t, "StreamUsers(dispatcher)", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "StreamUsers(dispatcher)", err, apperr.PermissionDenied)
 }
 
 func TestStreamUsersStopsWhenCancelled(t *testing.T) {

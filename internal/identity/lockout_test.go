@@ -11,6 +11,7 @@ import (
 
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // sleeps records the backoff waits a Service asks for, without waiting.
@@ -50,7 +51,7 @@ func TestStrangerCannotLockAccount(t *testing.T) {
 		if i >= identity.DefaultLoginFailures {
 			want = apperr.ResourceExhausted
 		}
-		wantCode(t, fmt.Sprintf("Login(attacker's attempt %d)", i+1), err, want)
+		apperrtest.WantCode(t, fmt.Sprintf("Login(attacker's attempt %d)", i+1), err, want)
 	}
 	_, err := f.svc.Login(attacker, identity.Credentials{Email: "admin@example.com", Password: password})
 	// 5 failures per 15 minutes: one more attempt every 3 minutes.
@@ -78,7 +79,7 @@ func TestAccountSlowdownDelaysOnlyFailures(t *testing.T) {
 	for i := range 6 {
 		client := withClient(anonymous(t), fmt.Sprintf("ip:203.0.113.%d", i))
 		_, err := f.svc.Login(client, identity.Credentials{Email: "target@example.com", Password: "wrong password"})
-		wantCode(t, fmt.Sprintf("Login(failure from client %d)", i), err, apperr.Unauthenticated)
+		apperrtest.WantCode(t, fmt.Sprintf("Login(failure from client %d)", i), err, apperr.Unauthenticated)
 		var want []time.Duration
 		if i >= 3 {
 			want = []time.Duration{2 * time.Second}
@@ -96,7 +97,7 @@ func TestAccountSlowdownDelaysOnlyFailures(t *testing.T) {
 	// The slowdown ends with the window.
 	f.clock.Advance(identity.DefaultLoginWindow)
 	_, err := f.svc.Login(withClient(anonymous(t), "ip:203.0.113.99"), identity.Credentials{Email: "target@example.com", Password: "wrong password"})
-	wantCode(t, "Login(failure after the window)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "Login(failure after the window)", err, apperr.Unauthenticated)
 	if got := waits.take(); len(got) != 0 {
 		t.Errorf("backoff waits after the window = %v, want none", got)
 	}
@@ -112,9 +113,9 @@ func TestSignUpLimitPerClient(t *testing.T) {
 		_, err := f.svc.CreateUser(ctx, identity.NewUser{Email: name + "@example.com", Password: password, DisplayName: name})
 		return err
 	}
-	wantCode(t, "CreateUser(new)", signUp(flood, "one"), "")
-	wantCode(t, "CreateUser(taken)", signUp(flood, "taken"), apperr.Conflict)
-	wantCode(t, "CreateUser(new)", signUp(flood, "two"), "")
+	apperrtest.WantCode(t, "CreateUser(new)", signUp(flood, "one"), "")
+	apperrtest.WantCode(t, "CreateUser(taken)", signUp(flood, "taken"), apperr.Conflict)
+	apperrtest.WantCode(t, "CreateUser(new)", signUp(flood, "two"), "")
 	for _, name := range []string{"three", "taken"} {
 		err := signUp(flood, name)
 		if e := apperr.As(err); e == nil || e.Code != apperr.ResourceExhausted || e.RetryAfter != time.Minute {
@@ -124,10 +125,10 @@ func TestSignUpLimitPerClient(t *testing.T) {
 	if _, err := f.store.GetUser(context.Background(), identity.Lookup{Email: "three@example.com"}); apperr.CodeOf(err) != apperr.NotFound {
 		t.Errorf("refused sign-up was stored (GetUser = %v)", err)
 	}
-	wantCode(t, "CreateUser(from another client)", signUp(withClient(anonymous(t), "ip:198.51.100.1"), "four"), "")
-	wantCode(t, "CreateUser(by an admin from the flooding client)", signUp(withClient(f.admin(t), "ip:203.0.113.7"), "five"), "")
+	apperrtest.WantCode(t, "CreateUser(from another client)", signUp(withClient(anonymous(t), "ip:198.51.100.1"), "four"), "")
+	apperrtest.WantCode(t, "CreateUser(by an admin from the flooding client)", signUp(withClient(f.admin(t), "ip:203.0.113.7"), "five"), "")
 	f.clock.Advance(time.Minute)
-	wantCode(t, "CreateUser(a minute later)", signUp(flood, "three"), "")
+	apperrtest.WantCode(t, "CreateUser(a minute later)", signUp(flood, "three"), "")
 }
 
 // TestSignUpTakenNameSkipsTheHasher: a taken email (a deleted account's too) or username is answered

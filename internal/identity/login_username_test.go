@@ -6,6 +6,7 @@ import (
 
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // TestLoginRefusesImpossibleUsernames checks that a login by a username no account can have (issue 8's
@@ -16,7 +17,7 @@ func TestLoginRefusesImpossibleUsernames(t *testing.T) {
 	for _, name := range []string{"a\x00b", "ab", "-abc", "a b c", "名前名前", "abc\n"} {
 		before := f.hasher.DummyVerifies()
 		_, err := f.svc.Login(anonymous(t), identity.Credentials{Username: name, Password: password})
-		wantCode(t, fmt.Sprintf("Login(username %q)", name), err, apperr.Invalid)
+		apperrtest.WantCode(t, fmt.Sprintf("Login(username %q)", name), err, apperr.Invalid)
 		if got := f.hasher.DummyVerifies() - before; got != 0 {
 			t.Errorf("Login(username %q): DummyVerify calls = %d, want 0", name, got)
 		}

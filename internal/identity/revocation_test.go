@@ -7,6 +7,7 @@ import (
 
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 	"lastmile/internal/platform/auth"
 )
 
@@ -31,7 +32,7 @@ func (f *fixture) token(u identity.User) auth.Principal {
 
 func wantRevoked(t *testing.T, subjects *auth.Subjects, what string, p auth.Principal, tracked context.Context) {
 	t.Helper()
-	wantCode(t, "Check("+what+")", subjects.Check(context.Background(), p), apperr.Unauthenticated)
+	apperrtest.WantCode(t, "Check("+what+")", subjects.Check(context.Background(), p), apperr.Unauthenticated)
 	if tracked != nil && apperr.CodeOf(auth.RevokedCause(tracked)) != apperr.Unauthenticated {
 		t.Errorf("the user's tracked call after %s: cause %v, want Unauthenticated", what, context.Cause(tracked))
 	}
@@ -129,7 +130,7 @@ func TestSubjectStateOfUnknownUser(t *testing.T) {
 		t.Errorf("SubjectState(unknown) = %+v, %v; want inactive, nil", st, err)
 	}
 	p := auth.Principal{Kind: auth.User, Subject: "00000000-0000-7000-8000-0000000000aa", Roles: []string{"admin"}, IssuedAt: start}
-	wantCode(t, "Check(unknown user)", subjects.Check(context.Background(), p), apperr.Unauthenticated)
+	apperrtest.WantCode(t, "Check(unknown user)", subjects.Check(context.Background(), p), apperr.Unauthenticated)
 }
 
 // TestRunDropsSubjectsLoadedBefore: states cached before the Service follows the event log may predate

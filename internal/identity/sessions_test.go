@@ -10,6 +10,7 @@ import (
 	"lastmile/internal/identity"
 	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 func TestLogin(t *testing.T) {
@@ -86,7 +87,7 @@ func TestLoginValidation(t *testing.T) {
 		{Email: "a@example.com", Password: strings.Repeat("p", 129)},
 	} {
 		_, err := f.svc.Login(anonymous(t), c)
-		wantCode(t, fmt.Sprintf("Login(%+v)", c), err, apperr.Invalid)
+		apperrtest.WantCode(t, fmt.Sprintf("Login(%+v)", c), err, apperr.Invalid)
 	}
 }
 
@@ -98,7 +99,7 @@ func TestLoginRateLimitPerAccount(t *testing.T) {
 			email := name + "@example.com"
 			for i := range identity.DefaultLoginFailures {
 				_, err := f.svc.Login(anonymous(t), identity.Credentials{Email: email, Password: fmt.Sprintf("wrong %d", i)})
-				wantCode(t, fmt.Sprintf("Login(failure %d)", i+1), err, apperr.Unauthenticated)
+				apperrtest.WantCode(t, fmt.Sprintf("Login(failure %d)", i+1), err, apperr.Unauthenticated)
 			}
 			// The limit holds for the right password too, and for another spelling of the email.
 			_, err := f.svc.Login(anonymous(t), identity.Credentials{Email: strings.ToUpper(email), Password: password})
@@ -119,7 +120,7 @@ func TestLoginRateLimitPerAccount(t *testing.T) {
 	// Success clears the account's failures.
 	for range identity.DefaultLoginFailures - 1 {
 		_, err := f.svc.Login(anonymous(t), identity.Credentials{Email: "target@example.com", Password: "wrong"})
-		wantCode(t, "Login(wrong, after success)", err, apperr.Unauthenticated)
+		apperrtest.WantCode(t, "Login(wrong, after success)", err, apperr.Unauthenticated)
 	}
 	if _, err := f.svc.Login(anonymous(t), identity.Credentials{Email: "target@example.com", Password: password}); err != nil {
 		t.Errorf("Login(right, 4 failures after a success) = %v, want nil", err)
@@ -135,7 +136,7 @@ func TestLoginRateLimitPerClient(t *testing.T) {
 	attacker := withClient(anonymous(t), "ip:203.0.113.7")
 	for i := range 3 {
 		_, err := f.svc.Login(attacker, identity.Credentials{Email: fmt.Sprintf("guess%d@example.com", i), Password: "123456"})
-		wantCode(t, "Login(spray)", err, apperr.Unauthenticated)
+		apperrtest.WantCode(t, "Login(spray)", err, apperr.Unauthenticated)
 	}
 	_, err := f.svc.Login(attacker, identity.Credentials{Email: "victim@example.com", Password: password})
 	if e := apperr.As(err); e == nil || e.Code != apperr.ResourceExhausted || e.RetryAfter <= 0 {
@@ -193,9 +194,9 @@ func TestRefreshTokenRotation(t *testing.T) {
 
 	// Reuse of an old token: refused, and the whole family dies, the newest token included.
 	_, err = f.svc.RefreshToken(anonymous(t), first.RefreshToken)
-	wantCode(t, "RefreshToken(reused first)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(reused first)", err, apperr.Unauthenticated)
 	_, err = f.svc.RefreshToken(anonymous(t), third.RefreshToken)
-	wantCode(t, "RefreshToken(newest after reuse)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(newest after reuse)", err, apperr.Unauthenticated)
 
 	// Another session of the same user is unaffected.
 	other := f.mustLogin(t, "rotate@example.com")
@@ -212,26 +213,26 @@ func TestRefreshTokenRefusals(t *testing.T) {
 	live := f.mustLogin(t, "refuse@example.com")
 
 	_, err := f.svc.RefreshToken(anonymous(t), expired.RefreshToken)
-	wantCode(t, "RefreshToken(expired)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(expired)", err, apperr.Unauthenticated)
 	_, err = f.svc.RefreshToken(anonymous(t), "made-up-token")
-	wantCode(t, "RefreshToken(unknown)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(unknown)", err, apperr.Unauthenticated)
 	_, err = f.svc.RefreshToken(anonymous(t), "")
-	wantCode(t, "RefreshToken(empty)", err, apperr.Invalid)
+	apperrtest.WantCode(t, "RefreshToken(empty)", err, apperr.Invalid)
 	_, err = f.svc.RefreshToken(anonymous(t), strings.Repeat("t", 513))
-	wantCode(t, "RefreshToken(oversized)", err, apperr.Invalid)
+	apperrtest.WantCode(t, "RefreshToken(oversized)", err, apperr.Invalid)
 
 	if _, err := f.svc.UpdateUser(f.admin(t), identity.UserUpdate{ID: u.ID, Paths: []string{"status"}, Status: identity.StatusSuspended}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = f.svc.RefreshToken(anonymous(t), live.RefreshToken)
-	wantCode(t, "RefreshToken(suspended user)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(suspended user)", err, apperr.Unauthenticated)
 	if _, err := f.svc.UpdateUser(f.admin(t), identity.UserUpdate{ID: u.ID, Paths: []string{"status"}, Status: identity.StatusActive}); err != nil {
 		t.Fatal(err)
 	}
 	// The suspension revoked the sessions: reactivation does not bring them back (issue 8), a new login
 	// starts a new one.
 	_, err = f.svc.RefreshToken(anonymous(t), live.RefreshToken)
-	wantCode(t, "RefreshToken(reactivated user, session from before the suspension)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(reactivated user, session from before the suspension)", err, apperr.Unauthenticated)
 	fresh := f.mustLogin(t, u.Email)
 	if _, err := f.svc.RefreshToken(anonymous(t), fresh.RefreshToken); err != nil {
 		t.Errorf("RefreshToken(reactivated user, new session) = %v, want nil", err)
@@ -251,13 +252,13 @@ func TestLogout(t *testing.T) {
 		t.Fatalf("Logout() = %v", err)
 	}
 	_, err = f.svc.RefreshToken(anonymous(t), rotated.RefreshToken)
-	wantCode(t, "RefreshToken(after logout)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(after logout)", err, apperr.Unauthenticated)
 	for _, token := range []string{s.RefreshToken, rotated.RefreshToken, "unknown-token"} {
 		if err := f.svc.Logout(anonymous(t), token); err != nil {
 			t.Errorf("Logout(again or unknown) = %v, want nil", err)
 		}
 	}
-	wantCode(t, "Logout(empty)", f.svc.Logout(anonymous(t), ""), apperr.Invalid)
+	apperrtest.WantCode(t, "Logout(empty)", f.svc.Logout(anonymous(t), ""), apperr.Invalid)
 
 	f.wantActivityTypes(t, identity.ActivityLogin, identity.ActivityLogout)
 }
@@ -273,14 +274,14 @@ func TestLoginRateLimitCountsAccountNotName(t *testing.T) {
 			creds = identity.Credentials{Username: "TARGET", Password: fmt.Sprintf("wrong %d", i)}
 		}
 		_, err := f.svc.Login(anonymous(t), creds)
-		wantCode(t, fmt.Sprintf("Login(failure %d)", i+1), err, apperr.Unauthenticated)
+		apperrtest.WantCode(t, fmt.Sprintf("Login(failure %d)", i+1), err, apperr.Unauthenticated)
 	}
 	for _, creds := range []identity.Credentials{
 		{Email: "target@example.com", Password: "wrong again"},
 		{Username: "target", Password: "wrong again"},
 	} {
 		_, err := f.svc.Login(anonymous(t), creds)
-		wantCode(t, fmt.Sprintf("Login(%+v) after %d mixed failures", identity.Credentials{Email: creds.Email, Username: creds.Username}, identity.DefaultLoginFailures), err, apperr.ResourceExhausted)
+		apperrtest.WantCode(t, fmt.Sprintf("Login(%+v) after %d mixed failures", identity.Credentials{Email: creds.Email, Username: creds.Username}, identity.DefaultLoginFailures), err, apperr.ResourceExhausted)
 	}
 }
 
@@ -307,7 +308,7 @@ func TestRefreshTokenExpiryEdge(t *testing.T) {
 	}
 	f.clock.Advance(time.Microsecond)
 	_, err = f.svc.RefreshToken(anonymous(t), next.RefreshToken)
-	wantCode(t, "RefreshToken(at expiry)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(at expiry)", err, apperr.Unauthenticated)
 }
 
 // TestRefreshTokenReuseBySuspendedUser checks that reuse revokes the family whoever holds it: a token
@@ -327,9 +328,9 @@ func TestRefreshTokenReuseBySuspendedUser(t *testing.T) {
 		}
 		if status == identity.StatusSuspended {
 			_, err = f.svc.RefreshToken(anonymous(t), first.RefreshToken)
-			wantCode(t, "RefreshToken(reused, suspended user)", err, apperr.Unauthenticated)
+			apperrtest.WantCode(t, "RefreshToken(reused, suspended user)", err, apperr.Unauthenticated)
 		}
 	}
 	_, err = f.svc.RefreshToken(anonymous(t), second.RefreshToken)
-	wantCode(t, "RefreshToken(newest after reuse, reactivated user)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(newest after reuse, reactivated user)", err, apperr.Unauthenticated)
 }

@@ -6,40 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-
 	"lastmile/internal/identity"
-	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // storeAt is a fixed time for the records below; the checks only ask whether times are set.
 var storeAt = time.Date(2026, 5, 4, 10, 30, 0, 0, time.UTC)
-
-// wantViolations checks that err is Invalid with exactly the given violated fields, in order, or nil
-// when fields is empty.
-func wantViolations(t *testing.T, call string, err error, fields []string) {
-	t.Helper()
-	if len(fields) == 0 {
-		if err != nil {
-			t.Errorf("%s = %v, want nil", call, err)
-		}
-		return
-	}
-	if got := apperr.CodeOf(err); got != apperr.Invalid {
-		t.Fatalf("%s code = %q (%v), want %q", call, got, err, apperr.Invalid)
-	}
-	e := apperr.As(err)
-	if e == nil {
-		t.Fatalf("%s = %T, want *apperr.Error", call, err)
-	}
-	var got []string
-	for _, v := range e.Violations {
-		got = append(got, v.Field)
-	}
-	if diff := cmp.Diff(fields, got); diff != "" {
-		t.Errorf("%s violated fields (-want +got):\n%s", call, diff)
-	}
-}
 
 func TestUserCheckStorable(t *testing.T) {
 	good := identity.User{ID: "u1", Email: "a@example.com", Role: identity.RoleCustomer, Status: identity.StatusActive, CreatedAt: storeAt, UpdatedAt: storeAt}
@@ -61,7 +33,7 @@ func TestUserCheckStorable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			u := good
 			tt.edit(&u)
-			wantViolations(t, "CheckStorable()", u.CheckStorable(), tt.fields)
+			apperrtest.WantViolations(t, "CheckStorable()", u.CheckStorable(), tt.fields)
 		})
 	}
 }
@@ -80,7 +52,7 @@ func TestCheckStorableActivity(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantViolations(t, "CheckStorableActivity()", identity.CheckStorableActivity(tt.activity), tt.fields)
+			apperrtest.WantViolations(t, "CheckStorableActivity()", identity.CheckStorableActivity(tt.activity), tt.fields)
 		})
 	}
 }
@@ -103,7 +75,7 @@ func TestRefreshTokenCheckStorable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tok := good
 			tt.edit(&tok)
-			wantViolations(t, "CheckStorable()", tok.CheckStorable(), tt.fields)
+			apperrtest.WantViolations(t, "CheckStorable()", tok.CheckStorable(), tt.fields)
 		})
 	}
 }
@@ -129,7 +101,7 @@ func TestSigningKeyCheckStorable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			k := good
 			tt.edit(&k)
-			wantViolations(t, "CheckStorable()", k.CheckStorable(), tt.fields)
+			apperrtest.WantViolations(t, "CheckStorable()", k.CheckStorable(), tt.fields)
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"lastmile/internal/identity"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // watch runs svc.WatchSubjects until the test ends, sending each batch to the returned channel; release,
@@ -99,7 +100,7 @@ func TestWatchSubjectsEndsSlowWatcher(t *testing.T) {
 	close(release)
 	select {
 	case err := <-done:
-		wantCode(t, "WatchSubjects(slow watcher)", err, apperr.ResourceExhausted)
+		apperrtest.WantCode(t, "WatchSubjects(slow watcher)", err, apperr.ResourceExhausted)
 	case <-time.After(testTimeout):
 		t.Fatal("the slow watcher was not ended")
 	}
@@ -120,10 +121,10 @@ func TestWatchSubjectsEndsWhenRunStops(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		wantCode(t, "WatchSubjects(after Run returned)", err, apperr.Unavailable)
+		apperrtest.WantCode(t, "WatchSubjects(after Run returned)", err, apperr.Unavailable)
 	case <-time.After(testTimeout):
 		t.Fatal("the watch did not end when Run returned")
 	}
 	err := f.svc.WatchSubjects(context.Background(), func([]identity.SubjectChange) error { return nil })
-	wantCode(t, "WatchSubjects(new, after Run returned)", err, apperr.Unavailable)
+	apperrtest.WantCode(t, "WatchSubjects(new, after Run returned)", err, apperr.Unavailable)
 }

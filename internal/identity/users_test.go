@@ -12,6 +12,7 @@ import (
 	"lastmile/internal/identity"
 	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 	"lastmile/internal/platform/auth"
 )
 
@@ -39,7 +40,7 @@ func TestCreateUserRoles(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			email := fmt.Sprintf("new%d@example.com", i)
 			u, err := f.svc.CreateUser(tt.ctx, identity.NewUser{Email: email, Password: password, DisplayName: "New", Role: tt.role})
-			wantCode(t, "CreateUser", err, tt.want)
+			apperrtest.WantCode(t, "CreateUser", err, tt.want)
 			if err != nil {
 				if _, err := f.store.GetUser(context.Background(), identity.Lookup{Email: email}); apperr.CodeOf(err) != apperr.NotFound {
 					t.Errorf("refused user was stored (GetUser = %v)", err)
@@ -75,9 +76,9 @@ func TestCreateUserNormalises(t *testing.T) {
 		t.Errorf("PasswordHash = %q, want a hash", u.PasswordHash)
 	}
 	_, err = f.svc.CreateUser(anonymous(t), identity.NewUser{Email: "ADA.LOVELACE@example.com", Password: password, DisplayName: "Ada 2"})
-	wantCode(t, "CreateUser(same email in other case)", err, apperr.Conflict)
+	apperrtest.WantCode(t, "CreateUser(same email in other case)", err, apperr.Conflict)
 	_, err = f.svc.CreateUser(anonymous(t), identity.NewUser{Email: "other@example.com", Password: password, DisplayName: "Ada 3", Username: "ADA_l"})
-	wantCode(t, "CreateUser(same username in other case)", err, apperr.Conflict)
+	apperrtest.WantCode(t, "CreateUser(same username in other case)", err, apperr.Conflict)
 }
 
 func TestCreateUserValidation(t *testing.T) {
@@ -157,7 +158,7 @@ func TestGetUserVisibility(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			u, err := f.svc.GetUser(tt.ctx, tt.lookup)
-			wantCode(t, "GetUser", err, tt.want)
+			apperrtest.WantCode(t, "GetUser", err, tt.want)
 			if u.ID != tt.wantID {
 				t.Errorf("GetUser() id = %q, want %q", u.ID, tt.wantID)
 			}
@@ -212,7 +213,7 @@ func TestUpdateUser(t *testing.T) {
 			in := tt.update
 			in.ID = target.ID
 			got, err := f.svc.UpdateUser(callers[tt.by], in)
-			wantCode(t, "UpdateUser", err, tt.want)
+			apperrtest.WantCode(t, "UpdateUser", err, tt.want)
 			stored := f.mustGet(t, target.ID)
 			wantVersion := int64(1)
 			if tt.changed {
@@ -268,29 +269,29 @@ func TestLastAdminGuard(t *testing.T) {
 	// Nobody changes their own status (issue 8: a suspended admin reactivated themselves), the last
 	// admin included.
 	_, err := f.svc.UpdateUser(as(t, root), suspend)
-	wantCode(t, "UpdateUser(last admin suspends self)", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "UpdateUser(last admin suspends self)", err, apperr.PermissionDenied)
 	_, err = f.svc.DeleteUser(as(t, root), root.ID)
-	wantCode(t, "DeleteUser(last admin)", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "DeleteUser(last admin)", err, apperr.FailedPrecondition)
 	_, err = f.svc.UpdateUser(as(t, root), identity.UserUpdate{ID: root.ID, Paths: []string{"role"}, Role: identity.RoleCustomer})
-	wantCode(t, "UpdateUser(admin demotes self)", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "UpdateUser(admin demotes self)", err, apperr.PermissionDenied)
 
 	second := f.mustUser(t, "second", identity.RoleAdmin)
 	_, err = f.svc.UpdateUser(as(t, root), suspend)
-	wantCode(t, "UpdateUser(suspend self with another admin)", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "UpdateUser(suspend self with another admin)", err, apperr.PermissionDenied)
 	if _, err := f.svc.UpdateUser(as(t, second), suspend); err != nil {
 		t.Fatalf("UpdateUser(second suspends root) = %v, want nil", err)
 	}
 	// root is suspended now, so second is the last active admin; a stale admin token does not help.
 	_, err = f.svc.UpdateUser(as(t, root), identity.UserUpdate{ID: second.ID, Paths: []string{"role"}, Role: identity.RoleCustomer})
-	wantCode(t, "UpdateUser(demote the last active admin)", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "UpdateUser(demote the last active admin)", err, apperr.FailedPrecondition)
 	_, err = f.svc.UpdateUser(as(t, root), identity.UserUpdate{ID: second.ID, Paths: []string{"status"}, Status: identity.StatusSuspended})
-	wantCode(t, "UpdateUser(suspend the last active admin)", err, apperr.FailedPrecondition)
+	apperrtest.WantCode(t, "UpdateUser(suspend the last active admin)", err, apperr.FailedPrecondition)
 	if got := f.mustGet(t, second.ID); got.Role != identity.RoleAdmin || got.Status != identity.StatusActive {
 		t.Errorf("second admin = %q, %q; want an active admin", got.Role, got.Status)
 	}
 	// A suspended admin cannot reactivate themselves either (the exact repro of issue 8).
 	_, err = f.svc.UpdateUser(as(t, root), identity.UserUpdate{ID: root.ID, Paths: []string{"status"}, Status: identity.StatusActive})
-	wantCode(t, "UpdateUser(suspended admin reactivates self)", err, apperr.PermissionDenied)
+	apperrtest.WantCode(t, "UpdateUser(suspended admin reactivates self)", err, apperr.PermissionDenied)
 	if got := f.mustGet(t, root.ID); got.Status != identity.StatusSuspended {
 		t.Errorf("root status = %q, want suspended", got.Status)
 	}
@@ -351,16 +352,16 @@ func TestChangePassword(t *testing.T) {
 			}
 			session := f.mustLogin(t, "pwuser@example.com")
 			err := f.svc.ChangePassword(callers[tt.by], u.ID, tt.current, tt.next)
-			wantCode(t, "ChangePassword", err, tt.want)
+			apperrtest.WantCode(t, "ChangePassword", err, tt.want)
 
 			_, loginNew := f.svc.Login(anonymous(t), identity.Credentials{Email: "pwuser@example.com", Password: newPassword})
 			_, refreshErr := f.svc.RefreshToken(anonymous(t), session.RefreshToken)
 			if err == nil {
-				wantCode(t, "Login(new password)", loginNew, "")
-				wantCode(t, "RefreshToken(session before the change)", refreshErr, apperr.Unauthenticated)
+				apperrtest.WantCode(t, "Login(new password)", loginNew, "")
+				apperrtest.WantCode(t, "RefreshToken(session before the change)", refreshErr, apperr.Unauthenticated)
 			} else {
-				wantCode(t, "Login(new password after refused change)", loginNew, apperr.Unauthenticated)
-				wantCode(t, "RefreshToken(session after refused change)", refreshErr, "")
+				apperrtest.WantCode(t, "Login(new password after refused change)", loginNew, apperr.Unauthenticated)
+				apperrtest.WantCode(t, "RefreshToken(session after refused change)", refreshErr, "")
 			}
 		})
 	}
@@ -371,10 +372,10 @@ func TestChangePasswordIsRateLimited(t *testing.T) {
 	u := f.mustUser(t, "guess", identity.RoleCustomer)
 	for i := range 2 {
 		err := f.svc.ChangePassword(as(t, u), u.ID, fmt.Sprintf("wrong guess %d!", i), "a new passphrase")
-		wantCode(t, "ChangePassword(wrong current)", err, apperr.PermissionDenied)
+		apperrtest.WantCode(t, "ChangePassword(wrong current)", err, apperr.PermissionDenied)
 	}
 	err := f.svc.ChangePassword(as(t, u), u.ID, password, "a new passphrase")
-	wantCode(t, "ChangePassword(after the limit)", err, apperr.ResourceExhausted)
+	apperrtest.WantCode(t, "ChangePassword(after the limit)", err, apperr.ResourceExhausted)
 }
 
 func TestDeleteUser(t *testing.T) {
@@ -384,9 +385,9 @@ func TestDeleteUser(t *testing.T) {
 	session := f.mustLogin(t, "leaver@example.com")
 
 	_, err := f.svc.DeleteUser(as(t, other), u.ID)
-	wantCode(t, "DeleteUser(by another customer)", err, apperr.NotFound)
+	apperrtest.WantCode(t, "DeleteUser(by another customer)", err, apperr.NotFound)
 	_, err = f.svc.DeleteUser(as(t, other), "not-a-uuid")
-	wantCode(t, "DeleteUser(malformed id)", err, apperr.Invalid)
+	apperrtest.WantCode(t, "DeleteUser(malformed id)", err, apperr.Invalid)
 
 	f.clock.Advance(time.Second)
 	deleted, err := f.svc.DeleteUser(as(t, u), u.ID)
@@ -408,9 +409,9 @@ func TestDeleteUser(t *testing.T) {
 		t.Errorf("DeleteUser(again, by admin) = %+v, %v; want the deleted user unchanged", byAdmin, err)
 	}
 	_, err = f.svc.RefreshToken(anonymous(t), session.RefreshToken)
-	wantCode(t, "RefreshToken(deleted user)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "RefreshToken(deleted user)", err, apperr.Unauthenticated)
 	_, err = f.svc.Login(anonymous(t), identity.Credentials{Email: "leaver@example.com", Password: password})
-	wantCode(t, "Login(deleted user)", err, apperr.Unauthenticated)
+	apperrtest.WantCode(t, "Login(deleted user)", err, apperr.Unauthenticated)
 	_, err = f.svc.CreateUser(anonymous(t), identity.NewUser{Email: "leaver@example.com", Password: password, DisplayName: "Again"})
-	wantCode(t, "CreateUser(email of a deleted user)", err, apperr.Conflict)
+	apperrtest.WantCode(t, "CreateUser(email of a deleted user)", err, apperr.Conflict)
 }

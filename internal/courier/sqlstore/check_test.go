@@ -8,34 +8,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"lastmile/internal/courier"
-	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 )
 
 // t0 is a fixture time on a whole second.
 var t0 = time.Date(2031, 3, 14, 9, 20, 0, 0, time.UTC)
-
-// wantViolations checks that err is Invalid with exactly the given violated fields, in order, or nil
-// when fields is empty.
-func wantViolations(t *testing.T, call string, err error, fields []string) {
-	t.Helper()
-	if len(fields) == 0 {
-		if err != nil {
-			t.Errorf("%s = %v, want nil", call, err)
-		}
-		return
-	}
-	e := apperr.As(err)
-	if e == nil || e.Code != apperr.Invalid {
-		t.Fatalf("%s = %v, want an Invalid *apperr.Error", call, err)
-	}
-	var got []string
-	for _, v := range e.Violations {
-		got = append(got, v.Field)
-	}
-	if diff := cmp.Diff(fields, got); diff != "" {
-		t.Errorf("%s violated fields (-want +got):\n%s", call, diff)
-	}
-}
 
 // storableCourier is a courier every store can hold.
 func storableCourier() courier.Courier {
@@ -63,7 +40,7 @@ func TestCheckCourier(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := storableCourier()
 			tt.edit(&c)
-			wantViolations(t, "checkCourier()", checkCourier(c), tt.fields)
+			apperrtest.WantViolations(t, "checkCourier()", checkCourier(c), tt.fields)
 		})
 	}
 }
@@ -86,7 +63,7 @@ func TestCheckClaim(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantViolations(t, "checkClaim()", checkClaim(tt.claim, "c1", "t1"), tt.fields)
+			apperrtest.WantViolations(t, "checkClaim()", checkClaim(tt.claim, "c1", "t1"), tt.fields)
 		})
 	}
 }
@@ -112,7 +89,7 @@ func TestCheckFixes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantViolations(t, "checkFixes()", checkFixes(tt.fixes), tt.fields)
+			apperrtest.WantViolations(t, "checkFixes()", checkFixes(tt.fixes), tt.fields)
 		})
 	}
 }
