@@ -1,0 +1,202 @@
+package dispatch
+
+import (
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/eventlog"
+)
+
+// Defaults of Options.
+const (
+	DefaultOfferTimeout   = 20 * time.Second
+	DefaultOfferGrace     = 2 * time.Second
+	DefaultMaxWait        = 30 * time.Minute
+	DefaultSearchRadius   = 3000.0
+	DefaultMaxRadius      = 15000.0
+	DefaultCandidates     = 20
+	DefaultMaxLocationAge = 5 * time.Minute
+	DefaultRetryBackoff   = 5 * time.Second
+	DefaultLease          = 30 * time.Second
+	DefaultWorkers        = 8
+	DefaultIdempotency    = 48 * time.Hour
+	DefaultTrackInterval  = 5 * time.Second
+)
+
+// Contract limits.
+const (
+	DefaultPageSize   = 50
+	MaxPageSize       = 1000
+	MaxDecisions      = 20
+	MaxSnapshotTasks  = 5000
+	MaxWindowAhead    = 30 * 24 * time.Hour
+	MaxUploadsPerTask = 8
+)
+
+// Options configures a Service. The zero value is usable: the defaults above and the wall clock.
+type Options struct {
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives one line per decision and the workers' failures; nil means slog.Default().
+	Logger *slog.Logger
+	// Replica names this process in leases and sessions; empty makes a random one.
+	Replica string
+	// OfferTimeout is how long a courier has to answer an offer.
+	OfferTimeout time.Duration
+	// OfferGrace is how late an answer may arrive and still count (it was in flight).
+	OfferGrace time.Duration
+	// MaxWait is how long the engine looks for a courier for a task without a pickup window before it
+	// makes the task UNASSIGNABLE.
+	MaxWait time.Duration
+	// SearchRadius is the first radius searched around a pickup; the engine doubles it up to MaxRadius.
+	SearchRadius, MaxRadius float64
+	// Candidates bounds the couriers asked for per search.
+	Candidates int
+	// MaxLocationAge ignores couriers whose last fix is older.
+	MaxLocationAge time.Duration
+	// RetryBackoff is the first wait before searching again for a task nobody could take; it doubles per
+	// search up to 12 times it.
+	RetryBackoff time.Duration
+	// Weights are the engine's score weights; zero means DefaultWeights.
+	Weights Weights
+	// Lease is how long a replica holds a task it works; Workers how many tasks it works at once.
+	Lease   time.Duration
+	Workers int
+	// Idempotency is how long request ids and command ids are remembered (at least 24 h).
+	Idempotency time.Duration
+	// TrackInterval is how often WatchTask refreshes the courier's position and ETA.
+	TrackInterval time.Duration
+}
+
+// Service implements dispatch's use cases. It is safe for concurrent use. Call Run while serving: it
+// works the task queue, tails the event feed for sessions and watchers, and purges old records.
+type Service struct {
+	store    Store
+	uploads  UploadStore
+	blobs    Blobs
+	couriers Couriers
+	routes   Routes
+	events   *eventlog.Log
+	now      func() time.Time
+	logger   *slog.Logger
+	opts     Options
+	engine   *Engine
+	metrics  Metrics
+	hub      *hub
+}
+
+// Deps are the Service's collaborators.
+type Deps struct {
+	Store    Store
+	Uploads  UploadStore
+	Blobs    Blobs
+	Couriers Couriers
+	Routes   Routes
+	// Events is the service's event feed, which Store writes to; the Service tails it (Run must also run
+	// Events.Run, which the caller does).
+	Events *eventlog.Log
+	// Metrics is nil for none.
+	Metrics Metrics
+}
+
+// NewService returns a Service over d with opts.
+func NewService(d Deps, opts Options) *Service {
+	setDefault(&opts.OfferTimeout, DefaultOfferTimeout)
+	setDefault(&opts.OfferGrace, DefaultOfferGrace)
+	setDefault(&opts.MaxWait, DefaultMaxWait)
+	setDefault(&opts.SearchRadius, DefaultSearchRadius)
+	setDefault(&opts.MaxRadius, DefaultMaxRadius)
+	setDefault(&opts.Candidates, DefaultCandidates)
+	setDefault(&opts.MaxLocationAge, DefaultMaxLocationAge)
+	setDefault(&opts.RetryBackoff, DefaultRetryBackoff)
+	setDefault(&opts.Lease, DefaultLease)
+	setDefault(&opts.Workers, DefaultWorkers)
+	setDefault(&opts.Idempotency, DefaultIdempotency)
+	setDefault(&opts.TrackInterval, DefaultTrackInterval)
+	if opts.Weights == (Weights{}) {
+		opts.Weights = DefaultWeights
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Replica == "" {
+		opts.Replica = newID()
+	}
+	s := &Service{
+		store:    d.Store,
+		uploads:  d.Uploads,
+		blobs:    d.Blobs,
+		couriers: d.Couriers,
+		routes:   d.Routes,
+		events:   d.Events,
+		now:      opts.Now,
+		logger:   opts.Logger,
+		opts:     opts,
+		metrics:  d.Metrics,
+	}
+	if s.metrics == nil {
+		s.metrics = NopMetrics{}
+	}
+	s.engine = NewEngine(d.Couriers, d.Routes, opts)
+	return s
+}
+
+// Metrics receives dispatch's domain measurements. The adapter implements it with Prometheus; nil
+// methods are not called (NopMetrics).
+type Metrics interface {
+	// OfferSent counts an offer; Assigned observes the time from creation to acceptance.
+	OfferSent()
+	OfferAnswered(outcome OfferState)
+	Assigned(sinceCreate time.Duration)
+	Decided(d *Decision)
+	SessionOpened()
+	SessionClosed()
+	Replayed(n int)
+	Upload(state string)
+}
+
+// NopMetrics discards every measurement.
+type NopMetrics struct{}
+
+func (NopMetrics) OfferSent()               {}
+func (NopMetrics) OfferAnswered(OfferState) {}
+func (NopMetrics) Assigned(time.Duration)   {}
+func (NopMetrics) Decided(*Decision)        {}
+func (NopMetrics) SessionOpened()           {}
+func (NopMetrics) SessionClosed()           {}
+func (NopMetrics) Replayed(int)             {}
+func (NopMetrics) Upload(string)            {}
+
+// newID returns a UUIDv7, so ids sort in creation order.
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// storedTime returns t as stores keep it: in UTC, to the microsecond.
+func storedTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// etag renders a version as an etag: a quoted decimal, opaque to clients.
+func etag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }
+
+// checkETag returns Aborted when want is set and is not t's etag.
+func checkETag(t Task, want string) error {
+	if want == "" {
+		return nil
+	}
+	if strings.TrimSpace(want) != t.ETag() {
+		return apperr.Errorf(apperr.Aborted, "task %s changed since it was read (etag %s, now %s)", t.ID, want, t.ETag())
+	}
+	return nil
+}
+
+func setDefault[T int | float64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}

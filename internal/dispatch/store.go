@@ -1,0 +1,202 @@
+package dispatch
+
+import (
+	"context"
+	"time"
+
+	"lastmile/internal/platform/apperr"
+)
+
+// DeliveryKind is what a courier session delivery carries.
+type DeliveryKind string
+
+// The delivery kinds.
+const (
+	DeliveryOffer       DeliveryKind = "offer"
+	DeliveryOfferClosed DeliveryKind = "offer_closed"
+	DeliveryTask        DeliveryKind = "task"
+)
+
+// NoticeReason is why a courier is told about a task change it did not make.
+type NoticeReason string
+
+// The notice reasons.
+const (
+	NoticeAssigned   NoticeReason = "assigned"
+	NoticeReassigned NoticeReason = "reassigned"
+	NoticeCancelled  NoticeReason = "cancelled"
+	NoticeUpdated    NoticeReason = "updated"
+)
+
+// Delivery is one entry of a courier's session log: persisted until acknowledged, replayed on every new
+// session. It names what it concerns; the session sends the task and offer as they are when sent.
+type Delivery struct {
+	// Cursor is assigned by the store on append: strictly increasing per courier, in commit order.
+	Cursor     int64
+	CourierID  string
+	Kind       DeliveryKind
+	TaskID     string
+	OfferID    string
+	Reason     NoticeReason
+	CreateTime time.Time
+}
+
+// Session is a courier's session record: which session is current and what it acknowledged.
+type Session struct {
+	CourierID string
+	// SessionID is the current (latest) session; a session whose id is not this one is replaced.
+	SessionID string
+	// Epoch changes when the delivery log was reset; a hello from another epoch resumes from nothing.
+	Epoch int64
+	// Acked is the acknowledgement watermark: every delivery up to it is acknowledged.
+	Acked int64
+	// Replica is the process holding the session; Heartbeat when it last said it still does. A courier is
+	// connected while a session is open and its heartbeat is recent.
+	Replica   string
+	Heartbeat time.Time
+	Open      bool
+	// AppVersion and Capabilities are from the hello.
+	AppVersion   string
+	Capabilities []string
+}
+
+// CommandError is a command's business failure, answered in the session and stored as its final outcome.
+type CommandError struct {
+	Code    apperr.Code
+	Message string
+	// Reason is a machine-readable code, such as "OFFER_EXPIRED".
+	Reason     string
+	Metadata   map[string]string
+	RetryAfter time.Duration
+}
+
+// CommandRecord is the stored final outcome of a courier command, so that a command resent under the same
+// id is answered the same way and not applied twice.
+type CommandRecord struct {
+	CourierID string
+	CommandID string
+	// Fingerprint identifies the command's content: the same id with another fingerprint is a reuse.
+	Fingerprint string
+	TaskID      string
+	Err         *CommandError
+	CreateTime  time.Time
+}
+
+// JobKind is a durable side effect on the courier service.
+type JobKind string
+
+// The job kinds.
+const (
+	JobClaim   JobKind = "claim"
+	JobRelease JobKind = "release"
+)
+
+// Job is a durable call to the courier service, enqueued in the transaction of the change that needs it
+// and retried until it succeeds.
+type Job struct {
+	Kind      JobKind
+	CourierID string
+	TaskID    string
+	// ExpectedRelease is the claim's expected release time (claims only).
+	ExpectedRelease time.Time
+}
+
+// Change is what a closure passed to Store.UpdateTask returns: everything the transition writes, in one
+// transaction, beside the task event the store always appends.
+type Change struct {
+	// Task is the task after the change. The store sets its Version to the stored version plus one.
+	Task Task
+	// Deliveries are appended to couriers' session logs (the store assigns their cursors).
+	Deliveries []Delivery
+	// Decision is inserted, or replaced when a decision with its id exists.
+	Decision *Decision
+	// Command is the command's outcome, stored with the change.
+	Command *CommandRecord
+	// Jobs are enqueued.
+	Jobs []Job
+}
+
+// TaskFilter narrows ListTasks, CountTasks and WatchTasks. Zero fields do not filter.
+type TaskFilter struct {
+	States     []State
+	CourierID  string
+	CustomerID string
+}
+
+// TaskQuery is one page of ListTasks: newest first (create time, then id), after the keyset cursor.
+type TaskQuery struct {
+	Filter TaskFilter
+	Limit  int
+	// AfterCreate and AfterID are the last task of the previous page; zero for the first page.
+	AfterCreate time.Time
+	AfterID     string
+}
+
+// Store keeps dispatch's durable state. Implementations: sqlstore on SQLite and PostgreSQL. Every write
+// that changes a task also appends an event to the service's event feed in the same transaction (topic
+// TopicTask, key the task id); every delivery appends one (TopicDelivery, key the courier id), whose
+// sequence number is the delivery's cursor; OpenSession appends TopicSession.
+type Store interface {
+	// CreateTask inserts t unless a task with t.CreatedBy and t.RequestID exists; then it returns that one
+	// and created false. t.Version is set to 1.
+	CreateTask(ctx context.Context, t Task) (out Task, created bool, err error)
+	// GetTask returns the task with id. NotFound when there is none.
+	GetTask(ctx context.Context, id string) (Task, error)
+	// TaskByOffer returns the task that has the offer with offerID. NotFound when none has.
+	TaskByOffer(ctx context.Context, offerID string) (Task, error)
+	// ListTasks returns up to q.Limit tasks matching q.Filter after q's cursor, newest first.
+	ListTasks(ctx context.Context, q TaskQuery) ([]Task, error)
+	// CountTasks counts the tasks matching f.
+	CountTasks(ctx context.Context, f TaskFilter) (int, error)
+	// CountByState counts every task by state, for metrics.
+	CountByState(ctx context.Context) (map[State]int, error)
+	// UpdateTask locks the task with id, runs fn on it and writes what fn returns, in one transaction.
+	// When fn fails nothing is written and its error is returned. NotFound when there is no such task.
+	UpdateTask(ctx context.Context, id string, fn func(Task) (Change, error)) (Task, error)
+	// LeaseDue leases up to limit tasks whose DueTime is at or before now and that no live lease holds,
+	// to owner until now+lease, highest priority first, then oldest; it returns them.
+	LeaseDue(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]Task, error)
+	// Unlease ends owner's lease on the task, if it still holds it.
+	Unlease(ctx context.Context, taskID, owner string) error
+	// WakePending makes every PENDING task due now (a courier became available).
+	WakePending(ctx context.Context, now time.Time) error
+	// Decisions returns a task's newest decisions first, at most limit.
+	Decisions(ctx context.Context, taskID string, limit int) ([]Decision, error)
+	// HeldTasks returns the tasks courierID holds (ASSIGNED or PICKED_UP), oldest assignment first.
+	HeldTasks(ctx context.Context, courierID string) ([]Task, error)
+	// OfferedTasks returns the OFFERED tasks whose open offer is to courierID, oldest offer first.
+	OfferedTasks(ctx context.Context, courierID string) ([]Task, error)
+	// OfferOpen returns which of courierIDs have an open offer.
+	OfferOpen(ctx context.Context, courierIDs []string) (map[string]bool, error)
+	// Deliveries returns up to limit of courierID's deliveries with cursors above after, in cursor order.
+	Deliveries(ctx context.Context, courierID string, after int64, limit int) ([]Delivery, error)
+	// LastCursor returns the highest cursor of courierID's deliveries, 0 for none.
+	LastCursor(ctx context.Context, courierID string) (int64, error)
+	// GetSession returns courierID's session record; a zero Session (with CourierID set) when none.
+	GetSession(ctx context.Context, courierID string) (Session, error)
+	// UpdateSession locks courierID's session record (creating it), runs fn and writes what it returns.
+	// When the session id changed it appends a TopicSession event, so that the replaced session ends on
+	// whichever replica holds it.
+	UpdateSession(ctx context.Context, courierID string, fn func(Session) (Session, error)) (Session, error)
+	// Connected returns which of courierIDs hold an open session with a heartbeat after since.
+	Connected(ctx context.Context, courierIDs []string, since time.Time) (map[string]bool, error)
+	// Command returns the stored outcome of courierID's command commandID; found false when none.
+	Command(ctx context.Context, courierID, commandID string) (rec CommandRecord, found bool, err error)
+	// SaveCommand stores a command's failed outcome (successes are stored by UpdateTask's Change). A
+	// record with the same key that exists already is kept.
+	SaveCommand(ctx context.Context, rec CommandRecord) error
+	// Purge deletes what retention no longer keeps: acknowledged deliveries, deliveries and command
+	// records older than before, and request ids of tasks created before requestsBefore.
+	Purge(ctx context.Context, before time.Time) (int64, error)
+}
+
+// Event topics of the dispatch event feed.
+const (
+	// TopicTask is appended on every task write; key the task id, payload EncodeTaskEvent.
+	TopicTask = "dispatch.task"
+	// TopicDelivery is appended for every delivery; key the courier id; its sequence is the cursor.
+	TopicDelivery = "dispatch.delivery"
+	// TopicSession is appended when a courier's current session changes; key the courier id, payload the
+	// new session id.
+	TopicSession = "dispatch.session"
+)
