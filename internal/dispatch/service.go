@@ -71,6 +71,12 @@ type Options struct {
 	Idempotency time.Duration
 	// TrackInterval is how often WatchTask refreshes the courier's position and ETA.
 	TrackInterval time.Duration
+	// MaxUploadBytes bounds a proof file's size; 0 means DefaultMaxUploadBytes, and more than that is
+	// reduced to it (the contract's maximum).
+	MaxUploadBytes int64
+	// AllowedContentTypes are the proof files' MIME types accepted; nil means DefaultAllowedContentTypes.
+	// Types outside DefaultAllowedContentTypes are ignored: the server cannot check them.
+	AllowedContentTypes []string
 }
 
 // Service implements dispatch's use cases. It is safe for concurrent use. Call Run while serving: it
@@ -118,6 +124,7 @@ func NewService(d Deps, opts Options) *Service {
 	setDefault(&opts.Workers, DefaultWorkers)
 	setDefault(&opts.Idempotency, DefaultIdempotency)
 	setDefault(&opts.TrackInterval, DefaultTrackInterval)
+	setUploadDefaults(&opts)
 	if opts.Weights == (Weights{}) {
 		opts.Weights = DefaultWeights
 	}
