@@ -230,7 +230,9 @@ type StreamAssignmentsRequest struct {
 	// CommandResult.replayed set. An ABORTED or UNAVAILABLE outcome is not stored: resending the command under
 	// the same id executes it again. A different command under an id already used fails with ALREADY_EXISTS,
 	// reason COMMAND_ID_REUSED. A command whose effect is already in place (an offer the courier already
-	// accepted, a pickup already confirmed), sent under a new id, succeeds again and returns the task.
+	// accepted, a pickup already confirmed), sent under a new id, succeeds again and returns the task; the
+	// exception is release, which then fails with reason NOT_HOLDER, since the task may already be another
+	// courier's.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// The message.
 	//
