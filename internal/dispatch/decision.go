@@ -76,6 +76,10 @@ type Candidate struct {
 	Location geo.LatLng
 	// OfferID is the offer made to this candidate from this decision; empty for none.
 	OfferID string
+	// OfferState and DeclineReason say what became of that offer; filled when the decision is read
+	// (ExplainAssignment), from the task's offers.
+	OfferState    OfferState
+	DeclineReason DeclineReason
 }
 
 // Decision is one run of the engine for a task, or one dispatcher override.
