@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode"
@@ -139,8 +140,9 @@ type UploadWriter struct {
 // StartUpload starts the upload req describes, or resumes the one req.UploadID names, for the calling
 // courier, and takes its writer lease. The caller must hold the task (ASSIGNED or PICKED_UP).
 //
-// Errors: Invalid for a malformed request; NotFound when the task does not exist or the caller may not
-// see it; FailedPrecondition when the caller does not hold the task, the resumed upload is not
+// Errors: Invalid for a malformed request; PermissionDenied when the caller is not a courier and
+// FailedPrecondition when they have no courier profile (callerCourier); NotFound when the task does not
+// exist or the caller may not see it; FailedPrecondition when the caller does not hold the task, the resumed upload is not
 // IN_PROGRESS, belongs to another task or courier, or differs from req in kind, content type, size or
 // SHA-256; Aborted when another live stream writes the upload; ResourceExhausted when the task already
 // has MaxUploadsPerTask uploads (IN_PROGRESS or attached).
@@ -428,9 +430,6 @@ func (w *UploadWriter) Close(ctx context.Context) error {
 	return nil
 }
 
-// errNoChange ends an UpdateUpload closure that has nothing to write.
-var errNoChange = errors.New("no change")
-
 // GetUpload returns the upload with id to the courier who started it, dispatchers and administrators.
 // NotFound for anyone else, and for uploads that expired.
 func (s *Service) GetUpload(ctx context.Context, id string) (Upload, error) {
@@ -449,19 +448,14 @@ func (s *Service) GetUpload(ctx context.Context, id string) (Upload, error) {
 	if u.State == UploadExpired {
 		return Upload{}, notFound
 	}
-	if isStaff(p) {
+	if staff(p) {
 		return u, nil
 	}
-	courierID, err := s.callerCourier(ctx)
+	courierID, err := s.callerCourierID(ctx)
 	if err != nil || courierID == "" || courierID != u.CourierID {
 		return Upload{}, notFound
 	}
 	return u, nil
-}
-
-// isStaff reports whether p is a dispatcher or an administrator.
-func isStaff(p auth.Principal) bool {
-	return p.HasRole(auth.RoleDispatcher) || p.HasRole(auth.RoleAdmin)
 }
 
 // ProofContent returns the content type, size and bytes of the COMMITTED upload uploadID of task
@@ -506,23 +500,20 @@ func (s *Service) ProofContent(ctx context.Context, taskID, uploadID string) (st
 
 // mayReadProof reports whether p may read the bytes of u, an upload of t.
 func (s *Service) mayReadProof(ctx context.Context, p auth.Principal, t Task, u Upload) bool {
-	if isStaff(p) {
+	if staff(p) {
 		return true
 	}
-	if p.Kind == auth.User && p.Subject != "" && p.Subject == t.CustomerID {
+	if p.Kind == auth.User && p.Subject != "" && strings.EqualFold(p.Subject, t.CustomerID) {
 		if slices.ContainsFunc(t.Proofs, func(pr Proof) bool { return pr.UploadID == u.ID }) {
 			return true
 		}
 	}
 	if p.HasRole(auth.RoleCourier) {
-		courierID, err := s.callerCourier(ctx)
+		courierID, err := s.callerCourierID(ctx)
 		return err == nil && courierID != "" && courierID == u.CourierID
 	}
 	return false
 }
-
-// ReasonUploadNotCommitted is the CommandError reason of a command citing an upload it may not use.
-const ReasonUploadNotCommitted = "UPLOAD_NOT_COMMITTED"
 
 // proofsFor returns the proofs of stage that the uploads uploadIDs make, for a command of courierID on
 // t (pickup, delivery, failure). Every upload must be COMMITTED, of t and by courierID; otherwise a
@@ -571,8 +562,7 @@ func (s *Service) proofsFor(ctx context.Context, t Task, courierID string, stage
 		case apperr.FailedPrecondition:
 			return nil, refuse("is not committed")
 		default:
-			s.logger.Error("dispatch: attach upload", "upload", id, "task", t.ID, "err", err)
-			return nil, &CommandError{Code: apperr.CodeOf(err), Message: apperr.MessageOf(err)}
+			return nil, s.errOf(err, "attach upload "+id)
 		}
 		if u.State != UploadCommitted {
 			return nil, refuse("is not committed")
