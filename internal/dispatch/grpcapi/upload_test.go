@@ -69,9 +69,9 @@ func (s *upTasks) GetTask(_ context.Context, id string) (dispatch.Task, error) {
 }
 
 type upEnv struct {
-	client dispatchv1.DispatchServiceClient
-	stop   chan struct{}
-	taskID string
+	client                                dispatchv1.DispatchServiceClient
+	stop                                  chan struct{}
+	taskID                                string
 	holder, offered, stranger, dispatcher auth.Principal
 }
 
