@@ -125,6 +125,12 @@ func validUUID(id string) bool {
 	return err == nil && u.String() == id
 }
 
+// errNoUploads answers the proof RPCs of a Service built without an upload store or blobs.
+var errNoUploads = apperr.Errorf(apperr.Unavailable, "proof uploads are not configured on this server")
+
+// uploadsConfigured reports whether the Service has both stores uploads need.
+func (s *Service) uploadsConfigured() bool { return s.uploads != nil && s.blobs != nil }
+
 // UploadWriter writes one upload: chunks at the committed offset, then Finish. It holds the upload's
 // writer lease from StartUpload until Close (or until it lapses, UploadWriterLease after the last write).
 // Its methods are safe for concurrent use but meant for one stream.
@@ -147,6 +153,9 @@ type UploadWriter struct {
 // SHA-256; Aborted when another live stream writes the upload; ResourceExhausted when the task already
 // has MaxUploadsPerTask uploads (IN_PROGRESS or attached).
 func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadWriter, Upload, error) {
+	if !s.uploadsConfigured() {
+		return nil, Upload{}, errNoUploads
+	}
 	if err := s.validateUploadStart(req); err != nil {
 		return nil, Upload{}, err
 	}
@@ -433,6 +442,9 @@ func (w *UploadWriter) Close(ctx context.Context) error {
 // GetUpload returns the upload with id to the courier who started it, dispatchers and administrators.
 // NotFound for anyone else, and for uploads that expired.
 func (s *Service) GetUpload(ctx context.Context, id string) (Upload, error) {
+	if !s.uploadsConfigured() {
+		return Upload{}, errNoUploads
+	}
 	notFound := apperr.Errorf(apperr.NotFound, "upload %s not found", id)
 	if !validUUID(id) {
 		return Upload{}, notFound
@@ -463,6 +475,9 @@ func (s *Service) GetUpload(ctx context.Context, id string) (Upload, error) {
 // only once it is attached to the task as a proof. NotFound otherwise, and when the task or the upload
 // does not exist, the upload belongs to another task or is not COMMITTED. The caller closes the reader.
 func (s *Service) ProofContent(ctx context.Context, taskID, uploadID string) (string, int64, io.ReadCloser, error) {
+	if !s.uploadsConfigured() {
+		return "", 0, nil, errNoUploads
+	}
 	notFound := apperr.Errorf(apperr.NotFound, "proof %s of task %s not found", uploadID, taskID)
 	if !validUUID(taskID) || !validUUID(uploadID) {
 		return "", 0, nil, notFound
@@ -535,7 +550,7 @@ func (s *Service) proofsFor(ctx context.Context, t Task, courierID string, stage
 				Metadata: map[string]string{"upload_id": id},
 			}
 		}
-		if !validUUID(id) {
+		if !validUUID(id) || !s.uploadsConfigured() {
 			return nil, refuse("does not exist")
 		}
 		now := storedTime(s.now())
@@ -589,8 +604,12 @@ const sweepBatch = 100
 // sweepUploads discards the uploads that expired: IN_PROGRESS ones past their ExpireTime, and COMMITTED
 // ones nobody attached within UploadRetention. Each becomes EXPIRED (under its lock, so one attached or
 // resumed meanwhile is left alone) and loses its bytes. It also purges the records of uploads discarded
-// more than UploadPurgeAfter ago. Run calls it periodically.
+// more than UploadPurgeAfter ago. Run calls it periodically. A Service without uploads has nothing to
+// sweep.
 func (s *Service) sweepUploads(ctx context.Context) error {
+	if !s.uploadsConfigured() {
+		return nil
+	}
 	now := storedTime(s.now())
 	for {
 		due, err := s.uploads.SweepableUploads(ctx, now, now.Add(-UploadRetention), sweepBatch)

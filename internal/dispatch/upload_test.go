@@ -778,3 +778,23 @@ func TestSweepUploads(t *testing.T) {
 	_, err = f.uploads.GetUpload(ctx, idle.ID)
 	apperrtest.WantCode(t, "record of an expired upload after a week", err, apperr.NotFound)
 }
+
+// TestUploadsNotConfigured checks a Service built without an upload store: the proof calls are
+// Unavailable, commands citing uploads are refused, and the sweep has nothing to do.
+func TestUploadsNotConfigured(t *testing.T) {
+	tasks := &upTasks{tasks: map[string]dispatch.Task{}}
+	svc := dispatch.NewService(dispatch.Deps{Store: tasks, Couriers: dispatchtest.NewCouriers(nil)}, dispatch.Options{Logger: slog.New(slog.DiscardHandler)})
+	ctx := upContext(t, upCourier("u-1"))
+	_, _, err := svc.StartUpload(ctx, dispatch.UploadStartReq{TaskID: newUUID(), Kind: dispatch.ProofPhoto, ContentType: "image/png", SizeBytes: 1, SHA256: sum([]byte{1})})
+	apperrtest.WantCode(t, "StartUpload", err, apperr.Unavailable)
+	_, err = svc.GetUpload(ctx, newUUID())
+	apperrtest.WantCode(t, "GetUpload", err, apperr.Unavailable)
+	_, _, _, err = svc.ProofContent(ctx, newUUID(), newUUID())
+	apperrtest.WantCode(t, "ProofContent", err, apperr.Unavailable)
+	if _, ce := svc.ProofsFor(ctx, dispatch.Task{ID: newUUID()}, "c-1", dispatch.StageDropoff, []string{newUUID()}); ce == nil || ce.Reason != dispatch.ReasonUploadNotCommitted {
+		t.Fatalf("ProofsFor = %+v, want UPLOAD_NOT_COMMITTED", ce)
+	}
+	if err := svc.SweepUploads(ctx); err != nil {
+		t.Fatalf("SweepUploads: %v", err)
+	}
+}

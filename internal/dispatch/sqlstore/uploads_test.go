@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
-	"go.uber.org/goleak"
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/sqlstore"
@@ -20,10 +19,6 @@ import (
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
 
 func testContext(t testing.TB) context.Context {
 	t.Helper()
