@@ -23,7 +23,6 @@ import (
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/blob"
-	"lastmile/internal/dispatch/dispatchtest"
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
@@ -68,6 +67,27 @@ func (s *upTasks) GetTask(_ context.Context, id string) (dispatch.Task, error) {
 	return t.Clone(), nil
 }
 
+// upCouriers is the courier service as uploads use it: user id to courier id.
+type upCouriers map[string]string
+
+func (c upCouriers) FindNearby(context.Context, dispatch.NearbyQuery) ([]dispatch.CourierInfo, error) {
+	return nil, nil
+}
+
+func (c upCouriers) Status(_ context.Context, id string) (dispatch.CourierInfo, error) {
+	return dispatch.CourierInfo{}, apperr.Errorf(apperr.NotFound, "courier %s not found", id)
+}
+
+func (c upCouriers) CourierOfUser(_ context.Context, userID string) (string, error) {
+	if id, ok := c[userID]; ok {
+		return id, nil
+	}
+	return "", apperr.Errorf(apperr.NotFound, "user %s has no courier profile", userID)
+}
+
+func (c upCouriers) Claim(context.Context, string, string, time.Time) error { return nil }
+func (c upCouriers) Release(context.Context, string, string) error          { return nil }
+
 type upEnv struct {
 	client                                dispatchv1.DispatchServiceClient
 	stop                                  chan struct{}
@@ -88,10 +108,7 @@ func startUpEnv(t *testing.T) *upEnv {
 	if err != nil {
 		t.Fatalf("NewFiles: %v", err)
 	}
-	couriers := dispatchtest.NewCouriers(nil)
-	couriers.Add("u-holder", dispatch.CourierInfo{ID: "c-holder"}, nil)
-	couriers.Add("u-offered", dispatch.CourierInfo{ID: "c-offered"}, nil)
-	couriers.Add("u-stranger", dispatch.CourierInfo{ID: "c-stranger"}, nil)
+	couriers := upCouriers{"u-holder": "c-holder", "u-offered": "c-offered", "u-stranger": "c-stranger"}
 	taskID := newUUID()
 	tasks := &upTasks{tasks: map[string]dispatch.Task{taskID: {
 		ID: taskID, CustomerID: "cust-1", State: dispatch.StatePickedUp, CourierID: "c-holder",
