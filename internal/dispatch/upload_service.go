@@ -471,8 +471,9 @@ func (s *Service) GetUpload(ctx context.Context, id string) (Upload, error) {
 }
 
 // ProofContent returns the content type, size and bytes of the COMMITTED upload uploadID of task
-// taskID. The courier who uploaded it, dispatchers and administrators may read it; the task's customer
-// only once it is attached to the task as a proof. NotFound otherwise, and when the task or the upload
+// taskID. The courier who uploaded it, dispatchers and administrators may read it as stored; the task's
+// customer only once it is attached to the task as a proof, and without the image's metadata (EXIF, XMP,
+// comments: see stripMetadata), so its size and hash may differ from the upload's. NotFound otherwise, and when the task or the upload
 // does not exist, the upload belongs to another task or is not COMMITTED. The caller closes the reader.
 func (s *Service) ProofContent(ctx context.Context, taskID, uploadID string) (string, int64, io.ReadCloser, error) {
 	if !s.uploadsConfigured() {
@@ -500,7 +501,8 @@ func (s *Service) ProofContent(ctx context.Context, taskID, uploadID string) (st
 	if u.TaskID != t.ID || u.State != UploadCommitted {
 		return "", 0, nil, notFound
 	}
-	if !s.mayReadProof(ctx, p, t, u) {
+	may, strip := s.mayReadProof(ctx, p, t, u)
+	if !may {
 		return "", 0, nil, notFound
 	}
 	rc, n, err := s.blobs.Open(ctx, u.ID)
@@ -510,24 +512,34 @@ func (s *Service) ProofContent(ctx context.Context, taskID, uploadID string) (st
 	if err != nil {
 		return "", 0, nil, fmt.Errorf("open bytes of upload %s: %w", u.ID, err)
 	}
-	return u.ContentType, n, rc, nil
+	if !strip {
+		return u.ContentType, n, rc, nil
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, n+1))
+	if err != nil {
+		return "", 0, nil, fmt.Errorf("read bytes of upload %s: %w", u.ID, err)
+	}
+	b = stripMetadata(u.ContentType, b)
+	return u.ContentType, int64(len(b)), io.NopCloser(bytes.NewReader(b)), nil
 }
 
-// mayReadProof reports whether p may read the bytes of u, an upload of t.
-func (s *Service) mayReadProof(ctx context.Context, p auth.Principal, t Task, u Upload) bool {
+// mayReadProof reports whether p may read the bytes of u, an upload of t, and whether they must be
+// stripped of their metadata first (for the customer).
+func (s *Service) mayReadProof(ctx context.Context, p auth.Principal, t Task, u Upload) (may, strip bool) {
 	if staff(p) {
-		return true
-	}
-	if p.Kind == auth.User && p.Subject != "" && strings.EqualFold(p.Subject, t.CustomerID) {
-		if slices.ContainsFunc(t.Proofs, func(pr Proof) bool { return pr.UploadID == u.ID }) {
-			return true
-		}
+		return true, false
 	}
 	if p.HasRole(auth.RoleCourier) {
 		courierID, err := s.callerCourierID(ctx)
-		return err == nil && courierID != "" && courierID == u.CourierID
+		if err == nil && courierID != "" && courierID == u.CourierID {
+			return true, false
+		}
 	}
-	return false
+	if p.Kind == auth.User && p.Subject != "" && strings.EqualFold(p.Subject, t.CustomerID) {
+		return slices.ContainsFunc(t.Proofs, func(pr Proof) bool { return pr.UploadID == u.ID }), true
+	}
+	return false, false
 }
 
 // proofsFor returns the proofs of stage that the uploads uploadIDs make, for a command of courierID on

@@ -798,3 +798,37 @@ func TestUploadsNotConfigured(t *testing.T) {
 		t.Fatalf("SweepUploads: %v", err)
 	}
 }
+
+// TestProofContentStripped checks that the customer gets a photo without its metadata, and staff and the
+// uploader the bytes as uploaded.
+func TestProofContentStripped(t *testing.T) {
+	f := newUpFixture(t, dispatch.Options{})
+	app1 := "Exif\x00\x00secret GPS position"
+	var file []byte
+	file = append(file, 0xFF, 0xD8, 0xFF, 0xE1, 0, byte(len(app1)+2))
+	file = append(file, app1...)
+	file = append(file, 0xFF, 0xDA, 0, 2)
+	file = append(file, bytes.Repeat([]byte{0x33}, 100)...)
+	file = append(file, 0xFF, 0xD9)
+	req := f.startReq(f.task.ID, "", file)
+	req.ContentType = "image/jpeg"
+	w, _, err := f.svc.StartUpload(upContext(t, f.holder), req)
+	if err != nil {
+		t.Fatalf("StartUpload: %v", err)
+	}
+	defer w.Close(context.Background())
+	u := upload(t, w, file, 64)
+	attached := f.task.Clone()
+	attached.Proofs = []dispatch.Proof{{UploadID: u.ID, Kind: dispatch.ProofPhoto, Stage: dispatch.StageDropoff}}
+	f.tasks.put(attached)
+
+	ct, b, err := f.content(t, f.customer, f.task.ID, u.ID)
+	if want := append([]byte{0xFF, 0xD8}, file[6+len(app1):]...); err != nil || ct != "image/jpeg" || !bytes.Equal(b, want) {
+		t.Fatalf("ProofContent as the customer = %q, %q, %v; want the JPEG without its APP1", ct, b, err)
+	}
+	for _, ctx := range []context.Context{f.holder, f.dispatcher} {
+		if _, b, err := f.content(t, ctx, f.task.ID, u.ID); err != nil || !bytes.Equal(b, file) {
+			t.Fatalf("ProofContent as staff or uploader: %d bytes, %v; want the upload as is", len(b), err)
+		}
+	}
+}
