@@ -832,3 +832,59 @@ func TestProofContentStripped(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadAcrossReplicasPostgres runs two services on one PostgreSQL database, with the bytes in
+// PostgreSQL: an upload begun on one replica is resumed and finished on the other, and read back from the
+// first.
+func TestUploadAcrossReplicasPostgres(t *testing.T) {
+	pool := databasetest.Postgres(t, "dispatch")
+	ctx := upContext(t, context.Background())
+	if err := database.MigratePostgres(ctx, pool, database.Migrations{Service: "dispatch", FS: os.DirFS("postgres/migrations")}); err != nil {
+		t.Fatalf("MigratePostgres: %v", err)
+	}
+	f := newUpFixture(t, dispatch.Options{}) // for its task, couriers and principals
+	replica := func() *dispatch.Service {
+		db := database.SQLDB(pool)
+		t.Cleanup(func() { db.Close() })
+		couriers := dispatchtest.NewCouriers(f.clock.Now)
+		couriers.Add("u-holder", dispatch.CourierInfo{ID: f.holderID}, nil)
+		return dispatch.NewService(dispatch.Deps{
+			Store: f.tasks, Uploads: sqlstore.NewUploads(db, database.Postgres), Blobs: blob.NewPostgres(db), Couriers: couriers,
+		}, dispatch.Options{Now: f.clock.Now, Logger: slog.New(slog.DiscardHandler)})
+	}
+	a, b := replica(), replica()
+	file := pngFile(3000)
+	req := f.startReq(f.task.ID, newUUID(), file)
+
+	wa, _, err := a.StartUpload(upContext(t, f.holder), req)
+	if err != nil {
+		t.Fatalf("StartUpload on a: %v", err)
+	}
+	if _, err := wa.Write(ctx, 0, file[:1000]); err != nil {
+		t.Fatalf("Write on a: %v", err)
+	}
+	// Replica a dies without releasing the writer: b takes over once the lease lapsed.
+	_, _, err = b.StartUpload(upContext(t, f.holder), req)
+	apperrtest.WantCode(t, "StartUpload on b while a writes", err, apperr.Aborted)
+	f.clock.Advance(dispatch.UploadWriterLease)
+	wb, u, err := b.StartUpload(upContext(t, f.holder), req)
+	if err != nil {
+		t.Fatalf("StartUpload on b: %v", err)
+	}
+	defer wb.Close(context.Background())
+	if u.CommittedOffset != 1000 {
+		t.Fatalf("resumed on b at %d, want 1000", u.CommittedOffset)
+	}
+	if u := upload(t, wb, file, 900); u.State != dispatch.UploadCommitted {
+		t.Fatalf("state %s on b, want committed", u.State)
+	}
+	ct, n, rc, err := a.ProofContent(upContext(t, f.holder), f.task.ID, req.UploadID)
+	if err != nil {
+		t.Fatalf("ProofContent on a: %v", err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil || ct != "image/png" || n != 3000 || !bytes.Equal(got, file) {
+		t.Fatalf("ProofContent on a = %q, %d, %d bytes, %v; want image/png and the file", ct, n, len(got), err)
+	}
+}
