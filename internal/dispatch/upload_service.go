@@ -148,10 +148,10 @@ type UploadWriter struct {
 //
 // Errors: Invalid for a malformed request; PermissionDenied when the caller is not a courier and
 // FailedPrecondition when they have no courier profile (callerCourier); NotFound when the task does not
-// exist or the caller may not see it; FailedPrecondition when the caller does not hold the task, the resumed upload is not
-// IN_PROGRESS, belongs to another task or courier, or differs from req in kind, content type, size or
-// SHA-256; Aborted when another live stream writes the upload; ResourceExhausted when the task already
-// has MaxUploadsPerTask uploads (IN_PROGRESS or attached).
+// exist or the caller may not see it; FailedPrecondition when the caller does not hold the task, or the
+// resumed upload is not IN_PROGRESS, belongs to another task or courier, or differs from req in kind,
+// content type, size or SHA-256; Aborted when another live stream writes the upload; ResourceExhausted
+// when the task already has MaxUploadsPerTask uploads (IN_PROGRESS or attached).
 func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadWriter, Upload, error) {
 	if !s.uploadsConfigured() {
 		return nil, Upload{}, errNoUploads
@@ -165,10 +165,10 @@ func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadW
 	}
 	t, err := s.store.GetTask(ctx, req.TaskID)
 	if err != nil {
-		return nil, Upload{}, err
+		return nil, Upload{}, notFoundOr(err, "get task "+req.TaskID)
 	}
 	if !canSee(auth.FromContext(ctx), t, courierID) {
-		return nil, Upload{}, apperr.Errorf(apperr.NotFound, "task %s not found", req.TaskID)
+		return nil, Upload{}, errTaskNotFound
 	}
 	if courierID == "" || !t.State.Held() || t.CourierID != courierID {
 		return nil, Upload{}, apperr.Errorf(apperr.FailedPrecondition, "task %s is not held by the caller (state %s)", t.ID, t.State)
