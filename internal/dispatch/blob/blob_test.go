@@ -193,3 +193,22 @@ func TestPostgres(t *testing.T) {
 		return blob.NewPostgres(db)
 	})
 }
+
+func TestForDatabase(t *testing.T) {
+	dir := t.TempDir()
+	b, err := blob.ForDatabase(database.SQLite, dir, nil)
+	if err != nil {
+		t.Fatalf("ForDatabase(sqlite): %v", err)
+	}
+	id := newID()
+	mustAppend(t, b, id, 0, "x")
+	if _, err := os.Stat(filepath.Join(dir, blob.DefaultDir, id)); err != nil {
+		t.Fatalf("the file store is not in the data directory: %v", err)
+	}
+	if b, err := blob.ForDatabase(database.Postgres, dir, nil); err != nil || b == nil {
+		t.Fatalf("ForDatabase(postgres) = %v, %v", b, err)
+	}
+	if _, err := blob.ForDatabase("mysql", dir, nil); err == nil {
+		t.Fatalf("ForDatabase(mysql): nil error")
+	}
+}
