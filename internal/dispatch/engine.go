@@ -168,8 +168,9 @@ type search struct {
 // s.cands, and returns them.
 func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate, error) {
 	first := len(s.cands)
-	var infos []CourierInfo // parallel to s.cands[first:]
-	var open []int          // indexes into s.cands of candidates not excluded yet
+	s.cands = slices.Grow(s.cands, len(found))
+	infos := make([]CourierInfo, 0, len(found)) // parallel to s.cands[first:]
+	open := make([]int, 0, len(found))          // indexes into s.cands of candidates not excluded yet
 	for _, c := range found {
 		if s.seen[c.ID] {
 			continue
@@ -214,7 +215,8 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 		}
 	}
 	w := s.t.Pickup.Window
-	for _, i := range open {
+	scores := make([]Score, len(open)) // one allocation for every score of this search
+	for k, i := range open {
 		leg := legs[i]
 		switch {
 		case !leg.Found:
@@ -223,8 +225,8 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 		case w != nil && s.now.Add(leg.Duration).After(w.End):
 			s.cands[i].Excluded = ExcludedPickupWindow
 		}
-		sc := s.e.score(info(i), leg, idleOf(info(i), last, s.env.LastAssigned != nil, s.now))
-		s.cands[i].Score = &sc
+		scores[k] = s.e.score(info(i), leg, idleOf(info(i), last, s.env.LastAssigned != nil, s.now))
+		s.cands[i].Score = &scores[k]
 		if s.cands[i].Excluded == "" {
 			s.eligible++
 		}
@@ -282,11 +284,11 @@ func (s *search) ids(open []int) []string {
 	return ids
 }
 
-// legs returns the travel of each open candidate to the pickup, keyed by candidate index: from route, one
+// legs returns the travel of each open candidate to the pickup, indexed like s.cands: from route, one
 // Matrix call per transport mode (in geo.Modes order), or, once route has failed in this decision, from
 // geo.EstimateTravel for all of them.
-func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInfo) (map[int]Leg, error) {
-	legs := make(map[int]Leg, len(open))
+func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInfo) ([]Leg, error) {
+	legs := make([]Leg, len(s.cands))
 	pickup := s.t.Pickup.Location
 	if !s.degraded {
 		err := s.routeLegs(ctx, open, info, legs)
@@ -308,7 +310,7 @@ func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInf
 }
 
 // routeLegs fills legs from route, one Matrix call per mode.
-func (s *search) routeLegs(ctx context.Context, open []int, info func(int) CourierInfo, legs map[int]Leg) error {
+func (s *search) routeLegs(ctx context.Context, open []int, info func(int) CourierInfo, legs []Leg) error {
 	if s.e.routes == nil {
 		return fmt.Errorf("route service not configured")
 	}

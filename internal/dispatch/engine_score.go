@@ -133,7 +133,7 @@ func (e *Engine) conclude(d *Decision, t *Task, taskExcluded map[string]Exclusio
 // winRationale says why the winner won, such as "earliest ETA to pickup (4m10s), 1 of 3 tasks held, best
 // of 4 eligible".
 func winRationale(d *Decision) string {
-	el := d.Eligible()
+	el := d.Candidates[:eligible(d.Candidates)]
 	win := el[0].Score
 	first := el[0]
 	for _, c := range el[1:] {
@@ -165,6 +165,15 @@ func winRationale(d *Decision) string {
 		b.WriteString("; ETAs estimated locally (route unavailable)")
 	}
 	return b.String()
+}
+
+// eligible returns how many of ranked candidates, which hold the eligible ones first, are eligible.
+func eligible(ranked []Candidate) int {
+	n := 0
+	for n < len(ranked) && ranked[n].Rank > 0 {
+		n++
+	}
+	return n
 }
 
 // km renders meters as kilometres for rationales: "15 km", "1.5 km".

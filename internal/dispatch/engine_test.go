@@ -426,3 +426,42 @@ func TestDecideErrors(t *testing.T) {
 		t.Errorf("Decide with OfferOpen failing = %v, want %v", err, boom)
 	}
 }
+
+// staticCouriers answers every search with the same couriers.
+type staticCouriers struct {
+	dispatch.Couriers
+	found []dispatch.CourierInfo
+}
+
+func (s staticCouriers) FindNearby(context.Context, dispatch.NearbyQuery) ([]dispatch.CourierInfo, error) {
+	return s.found, nil
+}
+
+// BenchmarkDecide measures the engine alone: a search answering the default 20 couriers of mixed modes,
+// in-memory ports (no gRPC), every candidate connected, eligible and scored.
+func BenchmarkDecide(b *testing.B) {
+	var found []dispatch.CourierInfo
+	for i := range dispatch.DefaultCandidates {
+		c := courier(fmt.Sprintf("c%03d", i), float64(100*i))
+		c.Mode = geo.Modes[i%len(geo.Modes)]
+		found = append(found, c)
+	}
+	e := dispatch.NewEngine(staticCouriers{found: found}, &fakeRoutes{}, dispatch.Options{})
+	all := func(_ context.Context, ids []string) (map[string]bool, error) {
+		m := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			m[id] = true
+		}
+		return m, nil
+	}
+	none := func(context.Context, []string) (map[string]bool, error) { return map[string]bool{}, nil }
+	env := dispatch.DecideEnv{Now: now, OfferOpen: none, Connected: all}
+	task := newTask()
+	b.ReportAllocs()
+	for b.Loop() {
+		d, err := e.Decide(b.Context(), task, dispatch.TriggerAutomatic, env)
+		if err != nil || d.Winner == "" || len(d.Eligible()) != dispatch.DefaultCandidates {
+			b.Fatalf("Decide = %d eligible, winner %q, %v", len(d.Eligible()), d.Winner, err)
+		}
+	}
+}
