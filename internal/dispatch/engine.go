@@ -342,3 +342,6 @@ func (s *search) routeLegs(ctx context.Context, open []int, info func(int) Couri
 	}
 	return nil
 }
+
+// Weights returns the score weights the engine applies.
+func (e *Engine) Weights() Weights { return e.opts.Weights }

@@ -27,11 +27,24 @@ func NewEnginePolicy(opts dispatch.Options) *EnginePolicy {
 	return &EnginePolicy{engine: dispatch.NewEngine(p, p, opts), ports: p}
 }
 
-// Name returns "engine".
-func (*EnginePolicy) Name() string { return "engine" }
+// NewEngineOneTask returns the engine with opts over couriers that hold one task at a time (the courier
+// service reports every capacity as 1): the engine's ranking without the stacking of tasks on a courier,
+// for the report's ablation.
+func NewEngineOneTask(opts dispatch.Options) *EnginePolicy {
+	p := &simPorts{oneTask: true}
+	return &EnginePolicy{engine: dispatch.NewEngine(p, p, opts), ports: p}
+}
+
+// Name returns "engine", or "engine, one task each".
+func (p *EnginePolicy) Name() string {
+	if p.ports.oneTask {
+		return "engine, one task each"
+	}
+	return "engine"
+}
 
 // Takes reports whether c has free capacity.
-func (*EnginePolicy) Takes(c CourierView) bool { return c.Active < c.Capacity }
+func (p *EnginePolicy) Takes(c CourierView) bool { return c.Active < p.ports.capacity(c) }
 
 // Choose runs Engine.Decide for the task and returns its eligible candidates in rank order.
 func (p *EnginePolicy) Choose(ctx context.Context, r *Run, taskID string, trigger dispatch.Trigger) (Choice, error) {
@@ -92,6 +105,15 @@ func decisionLog(d dispatch.Decision) string {
 type simPorts struct {
 	dispatch.Couriers // only FindNearby is called by the engine
 	run               *Run
+	oneTask           bool
+}
+
+// capacity is c's capacity as the ports report it.
+func (p *simPorts) capacity(c CourierView) int {
+	if p.oneTask {
+		return 1
+	}
+	return c.Capacity
 }
 
 // FindNearby answers as the courier service does: available couriers with free capacity of the modes
@@ -101,7 +123,7 @@ func (p *simPorts) FindNearby(_ context.Context, q dispatch.NearbyQuery) ([]disp
 	r := p.run
 	var out []dispatch.CourierInfo
 	for _, c := range r.Couriers() {
-		if c.Active >= c.Capacity || !slices.Contains(q.Modes, c.Mode) || slices.Contains(q.Exclude, c.ID) {
+		if c.Active >= p.capacity(c) || !slices.Contains(q.Modes, c.Mode) || slices.Contains(q.Exclude, c.ID) {
 			continue
 		}
 		d := geo.Distance(q.Center, c.Location)
@@ -110,7 +132,7 @@ func (p *simPorts) FindNearby(_ context.Context, q dispatch.NearbyQuery) ([]disp
 		}
 		out = append(out, dispatch.CourierInfo{
 			ID: c.ID, Mode: c.Mode, Status: dispatch.CourierAvailable, AvailableNow: true,
-			Fix: &dispatch.Fix{Location: c.Location, Time: r.Now()}, ActiveTasks: c.Active, Capacity: c.Capacity, Distance: d,
+			Fix: &dispatch.Fix{Location: c.Location, Time: r.Now()}, ActiveTasks: c.Active, Capacity: p.capacity(c), Distance: d,
 		})
 	}
 	slices.SortFunc(out, func(a, b dispatch.CourierInfo) int {

@@ -6,8 +6,6 @@ import (
 	"io"
 	"slices"
 	"time"
-
-	"lastmile/internal/dispatch"
 )
 
 // Summary pools the runs of one policy at one load over its seeds.
@@ -74,32 +72,34 @@ func Percentile(ds []time.Duration, q float64) time.Duration {
 	return s[min(max(i, 0), len(s)-1)]
 }
 
-// Compare runs the engine (with opts) and the baseline on every load for seeds 1..seeds and returns the
-// summaries, engine then baseline per load.
-func Compare(ctx context.Context, loads []Load, seeds int, opts dispatch.Options) ([]Summary, error) {
+// Compare runs each policy that policies returns (a fresh set per run) on every load for seeds 1..seeds,
+// all in the same worlds, and returns the summaries, per load in the policies' order. The policies'
+// order rotates from seed to seed, so that none always runs first on a colder cache.
+func Compare(ctx context.Context, loads []Load, seeds int, policies func() []Policy) ([]Summary, error) {
 	var out []Summary
 	for _, load := range loads {
-		var eng, base []Result
+		var names []string
+		results := map[string][]Result{}
 		for seed := 1; seed <= seeds; seed++ {
 			cfg := NewConfig(load, uint64(seed))
-			// Alternate which policy runs first, so that neither always runs on a colder cache.
-			policies := []Policy{NewEnginePolicy(opts), Baseline{}}
-			if seed%2 == 0 {
-				policies[0], policies[1] = policies[1], policies[0]
+			ps := policies()
+			if names == nil {
+				for _, p := range ps {
+					names = append(names, p.Name())
+				}
 			}
-			for _, p := range policies {
+			for i := range ps {
+				p := ps[(i+seed)%len(ps)]
 				res, err := Simulate(ctx, cfg, p, nil)
 				if err != nil {
 					return nil, fmt.Errorf("%s at %s load, seed %d: %w", p.Name(), load.Name, seed, err)
 				}
-				if p.Name() == "engine" {
-					eng = append(eng, res)
-				} else {
-					base = append(base, res)
-				}
+				results[p.Name()] = append(results[p.Name()], res)
 			}
 		}
-		out = append(out, Summarize(eng), Summarize(base))
+		for _, n := range names {
+			out = append(out, Summarize(results[n]))
+		}
 	}
 	return out, nil
 }
@@ -113,4 +113,31 @@ func WriteTable(w io.Writer, sums []Summary) {
 			s.Load, s.Policy, s.Seeds, s.Tasks, 100*s.OnTimeRate, 100*s.LateRate, s.Unassignable, s.KMPerDelivery,
 			s.PerCourierHour, s.FirstOfferP50.Round(time.Second), s.FirstOfferP99.Round(time.Second), s.DecisionP99.Round(time.Microsecond))
 	}
+}
+
+// WriteComparison writes, for every load and policy, its change against the baseline of that load in
+// late-or-unassignable tasks and in kilometres per delivery (negative is better).
+func WriteComparison(w io.Writer, sums []Summary) {
+	base := map[string]Summary{}
+	for _, s := range sums {
+		if s.Policy == (Baseline{}).Name() {
+			base[s.Load] = s
+		}
+	}
+	for _, e := range sums {
+		b, ok := base[e.Load]
+		if !ok || e.Policy == b.Policy {
+			continue
+		}
+		fmt.Fprintf(w, "- %s, %s against the baseline: late or unassignable %+.1f %%, km per delivery %+.1f %%, on-time rate %+.1f points, deliveries per courier-hour %+.1f %%\n",
+			e.Load, e.Policy, change(e.LateRate, b.LateRate), change(e.KMPerDelivery, b.KMPerDelivery), 100*(e.OnTimeRate-b.OnTimeRate), change(e.PerCourierHour, b.PerCourierHour))
+	}
+}
+
+// change is the relative change from base to v in percent.
+func change(v, base float64) float64 {
+	if base == 0 {
+		return 0
+	}
+	return 100 * (v - base) / base
 }

@@ -110,14 +110,27 @@ func countOfferedUnassigned(log string) int {
 // each) when LASTMILE_SCENARIO_REPORT=1, printing the table BENCHMARKS.md records:
 //
 //	LASTMILE_SCENARIO_REPORT=1 go test ./internal/dispatch/scenario -run TestQuality -v
+//
+// LASTMILE_SCENARIO_WEIGHTS="eta,distance,load,fairness" runs the engine with other weights, to tune them.
 func TestQuality(t *testing.T) {
 	if os.Getenv("LASTMILE_SCENARIO_REPORT") != "1" {
 		t.Log("set LASTMILE_SCENARIO_REPORT=1 to run the quality report")
 		return
 	}
-	sums, err := scenario.Compare(t.Context(), scenario.Loads, 20, dispatch.Options{})
+	var opts dispatch.Options
+	if w := os.Getenv("LASTMILE_SCENARIO_WEIGHTS"); w != "" {
+		if _, err := fmt.Sscanf(w, "%g,%g,%g,%g", &opts.Weights.ETA, &opts.Weights.Distance, &opts.Weights.Load, &opts.Weights.Fairness); err != nil {
+			t.Fatalf("LASTMILE_SCENARIO_WEIGHTS=%q: %v, want eta,distance,load,fairness", w, err)
+		}
+	}
+	sums, err := scenario.Compare(t.Context(), scenario.Loads, 20, func() []scenario.Policy {
+		return []scenario.Policy{scenario.NewEnginePolicy(opts), scenario.NewEngineOneTask(opts), scenario.Baseline{}}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	fmt.Printf("weights %+v\n\n", dispatch.NewEngine(nil, nil, opts).Weights())
 	scenario.WriteTable(os.Stdout, sums)
+	fmt.Println()
+	scenario.WriteComparison(os.Stdout, sums)
 }
