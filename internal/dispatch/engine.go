@@ -49,6 +49,11 @@ type DecideEnv struct {
 	// FairnessHorizon. Nil means dispatch does not know: couriers holding no task then count as idle for
 	// the whole horizon, the others as not idle (Score.Idle 0).
 	LastAssigned func(ctx context.Context, courierIDs []string) (map[string]time.Time, error)
+	// Held reports the tasks each courier holds (ASSIGNED or PICKED_UP), asked only about candidates
+	// holding some. The engine plans each busy courier's remaining stops (engine_held.go): its pickup ETA
+	// is the time to finish them plus the trip from the last one. Nil means dispatch does not say: each
+	// held task then counts for HeldTaskTime, and the trip is from the courier's position.
+	Held func(ctx context.Context, courierIDs []string) (map[string][]Task, error)
 }
 
 // Search bounds.
@@ -204,7 +209,11 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 		return fresh, nil
 	}
 
-	legs, err := s.legs(ctx, open, info)
+	work, err := s.heldWork(ctx, open, info)
+	if err != nil {
+		return nil, err
+	}
+	legs, err := s.legs(ctx, open, info, work)
 	if err != nil {
 		return nil, err
 	}
@@ -218,6 +227,7 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 	scores := make([]Score, len(open)) // one allocation for every score of this search
 	for k, i := range open {
 		leg := legs[i]
+		leg.Duration += work[i].busy
 		switch {
 		case !leg.Found:
 			s.cands[i].Excluded = ExcludedNoRoute
@@ -225,7 +235,7 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 		case w != nil && s.now.Add(leg.Duration).After(w.End):
 			s.cands[i].Excluded = ExcludedPickupWindow
 		}
-		scores[k] = s.e.score(info(i), leg, idleOf(info(i), last, s.env.LastAssigned != nil, s.now))
+		scores[k] = s.e.score(info(i), leg, work[i].busy, idleOf(info(i), last, s.env.LastAssigned != nil, s.now))
 		s.cands[i].Score = &scores[k]
 		if s.cands[i].Excluded == "" {
 			s.eligible++
@@ -284,14 +294,14 @@ func (s *search) ids(open []int) []string {
 	return ids
 }
 
-// legs returns the travel of each open candidate to the pickup, indexed like s.cands: from route, one
-// Matrix call per transport mode (in geo.Modes order), or, once route has failed in this decision, from
-// geo.EstimateTravel for all of them.
-func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInfo) ([]Leg, error) {
+// legs returns the travel of each open candidate to the pickup from where it will be free (work[i].from),
+// indexed like s.cands: from route, one Matrix call per transport mode (in geo.Modes order), or, once
+// route has failed in this decision, from geo.EstimateTravel for all of them.
+func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInfo, work []heldWork) ([]Leg, error) {
 	legs := make([]Leg, len(s.cands))
 	pickup := s.t.Pickup.Location
 	if !s.degraded {
-		err := s.routeLegs(ctx, open, info, legs)
+		err := s.routeLegs(ctx, open, info, work, legs)
 		if err == nil {
 			return legs, nil
 		}
@@ -303,14 +313,14 @@ func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInf
 		// ETAs; rescore none: they are excluded and stay so.
 	}
 	for _, i := range open {
-		dur, dist := geo.EstimateTravel(info(i).Fix.Location, pickup, info(i).Mode)
+		dur, dist := geo.EstimateTravel(work[i].from, pickup, info(i).Mode)
 		legs[i] = Leg{Duration: dur, Distance: dist, Found: true}
 	}
 	return legs, nil
 }
 
 // routeLegs fills legs from route, one Matrix call per mode.
-func (s *search) routeLegs(ctx context.Context, open []int, info func(int) CourierInfo, legs []Leg) error {
+func (s *search) routeLegs(ctx context.Context, open []int, info func(int) CourierInfo, work []heldWork, legs []Leg) error {
 	if s.e.routes == nil {
 		return fmt.Errorf("route service not configured")
 	}
@@ -320,7 +330,7 @@ func (s *search) routeLegs(ctx context.Context, open []int, info func(int) Couri
 		for _, i := range open {
 			if info(i).Mode == mode {
 				idx = append(idx, i)
-				origins = append(origins, info(i).Fix.Location)
+				origins = append(origins, work[i].from)
 			}
 		}
 		if len(idx) == 0 {

@@ -14,33 +14,42 @@ import (
 
 // EnginePolicy runs dispatch.Engine: the very Decide the service calls, over ports that read the
 // simulation (FindNearby over the simulated couriers as the courier service answers it, Matrix from
-// geo.EstimateTravel as route's geodesic provider answers it with a flat congestion profile). A courier
-// may hold up to its capacity. One EnginePolicy serves one run at a time.
+// geo.EstimateTravel as route's geodesic provider answers it with a flat congestion profile, and
+// DecideEnv's OfferOpen, LastAssigned and Held from the simulation's offers and tasks). A courier may
+// hold up to its capacity. One EnginePolicy serves one run at a time.
 type EnginePolicy struct {
-	engine *dispatch.Engine
-	ports  *simPorts
+	engine  *dispatch.Engine
+	ports   *simPorts
+	variant Variant
 }
 
-// NewEnginePolicy returns the engine with opts (zero fields take the service's defaults).
-func NewEnginePolicy(opts dispatch.Options) *EnginePolicy {
-	p := &simPorts{}
-	return &EnginePolicy{engine: dispatch.NewEngine(p, p, opts), ports: p}
+// Variant switches parts of the engine's world off, for the report's ablations.
+type Variant struct {
+	// OneTask makes every courier hold one task at a time (the courier service reports every capacity
+	// as 1): the engine's ranking without the stacking of tasks.
+	OneTask bool
+	// NoHeld leaves DecideEnv.Held nil, so that the engine counts dispatch.HeldTaskTime per held task
+	// instead of planning the courier's stops.
+	NoHeld bool
 }
 
-// NewEngineOneTask returns the engine with opts over couriers that hold one task at a time (the courier
-// service reports every capacity as 1): the engine's ranking without the stacking of tasks on a courier,
-// for the report's ablation.
-func NewEngineOneTask(opts dispatch.Options) *EnginePolicy {
-	p := &simPorts{oneTask: true}
-	return &EnginePolicy{engine: dispatch.NewEngine(p, p, opts), ports: p}
+// NewEnginePolicy returns the engine with opts (zero fields take the service's defaults) in variant v
+// (the zero Variant is the engine as the service runs it).
+func NewEnginePolicy(opts dispatch.Options, v Variant) *EnginePolicy {
+	p := &simPorts{oneTask: v.OneTask}
+	return &EnginePolicy{engine: dispatch.NewEngine(p, p, opts), ports: p, variant: v}
 }
 
-// Name returns "engine", or "engine, one task each".
+// Name returns "engine", followed by its variant's changes.
 func (p *EnginePolicy) Name() string {
-	if p.ports.oneTask {
-		return "engine, one task each"
+	name := "engine"
+	if p.variant.OneTask {
+		name += ", one task each"
 	}
-	return "engine"
+	if p.variant.NoHeld {
+		name += ", held tasks unknown"
+	}
+	return name
 }
 
 // Takes reports whether c has free capacity.
@@ -68,6 +77,9 @@ func (p *EnginePolicy) Choose(ctx context.Context, r *Run, taskID string, trigge
 			}
 			return m, nil
 		},
+	}
+	if !p.variant.NoHeld {
+		env.Held = func(_ context.Context, ids []string) (map[string][]dispatch.Task, error) { return r.held(ids), nil }
 	}
 	d, err := p.engine.Decide(ctx, r.Task(taskID), trigger, env)
 	if err != nil {

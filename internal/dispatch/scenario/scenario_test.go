@@ -15,7 +15,7 @@ import (
 var small = scenario.Load{Name: "small", Couriers: 12, TasksPerHour: 30, Hours: 1}
 
 func policies() []scenario.Policy {
-	return []scenario.Policy{scenario.NewEnginePolicy(dispatch.Options{}), scenario.Baseline{}}
+	return []scenario.Policy{scenario.NewEnginePolicy(dispatch.Options{}, scenario.Variant{}), scenario.Baseline{}}
 }
 
 // TestDeterministic: the same seed and policy give a byte-identical log (and equal measurements); another
@@ -124,7 +124,12 @@ func TestQuality(t *testing.T) {
 		}
 	}
 	sums, err := scenario.Compare(t.Context(), scenario.Loads, 20, func() []scenario.Policy {
-		return []scenario.Policy{scenario.NewEnginePolicy(opts), scenario.NewEngineOneTask(opts), scenario.Baseline{}}
+		return []scenario.Policy{
+			scenario.NewEnginePolicy(opts, scenario.Variant{}),
+			scenario.NewEnginePolicy(opts, scenario.Variant{NoHeld: true}),
+			scenario.NewEnginePolicy(opts, scenario.Variant{OneTask: true}),
+			scenario.Baseline{},
+		}
 	})
 	if err != nil {
 		t.Fatal(err)

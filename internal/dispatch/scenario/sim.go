@@ -134,6 +134,21 @@ func (r *Run) Courier(id string) (CourierView, bool) {
 	return r.view(c), true
 }
 
+// held returns the tasks each of ids holds, as dispatch's store would.
+func (r *Run) held(ids []string) map[string][]dispatch.Task {
+	m := make(map[string][]dispatch.Task, len(ids))
+	for _, id := range ids {
+		c := r.byID[id]
+		if c == nil {
+			continue
+		}
+		for _, t := range c.held {
+			m[id] = append(m[id], t.task)
+		}
+	}
+	return m
+}
+
 func (r *Run) view(c *simCourier) CourierView {
 	return CourierView{
 		ID: c.spec.id, Mode: c.spec.mode, Capacity: c.spec.capacity, Active: len(c.held),
