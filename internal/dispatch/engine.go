@@ -75,7 +75,9 @@ const (
 // at the same radius first, excluding who was already looked at). Every courier found is a Candidate:
 // excluded (with the first reason that applies, in the order task exclusion, TRANSPORT_MODE,
 // UNAVAILABLE, STALE_LOCATION, NO_CAPACITY, NOT_CONNECTED, OTHER_OFFER_OPEN, NO_ROUTE, PICKUP_WINDOW)
-// or scored and ranked (engine_score.go).
+// or scored and ranked (engine_score.go). A candidate holding tasks is at the pickup only once it has
+// served their stops: its pickup ETA is that work (DecideEnv.Held, engine_held.go) plus the trip from
+// where the work ends.
 //
 // The Outcome is OFFERED with a Winner when someone is eligible; NO_CANDIDATES when nobody was found
 // within the maximum radius; UNASSIGNABLE when the pickup window has ended, or when at least one courier
@@ -232,7 +234,7 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 		case !leg.Found:
 			s.cands[i].Excluded = ExcludedNoRoute
 			continue
-		case w != nil && s.now.Add(leg.Duration).After(w.End):
+		case w != nil && !s.now.Add(leg.Duration).Before(w.End): // the window's end is exclusive
 			s.cands[i].Excluded = ExcludedPickupWindow
 		}
 		scores[k] = s.e.score(info(i), leg, work[i].busy, idleOf(info(i), last, s.env.LastAssigned != nil, s.now))

@@ -433,12 +433,13 @@ func TestDecidePickupWindow(t *testing.T) {
 	task := newTask()
 	// 600 m at 5 m/s is 2 minutes; 2000 m is 6m40s.
 	task.Pickup.Window = &dispatch.Window{Start: now.Add(-time.Hour), End: now.Add(5 * time.Minute)}
-	c := &fakeCouriers{all: []dispatch.CourierInfo{courier("late", 2000), courier("ontime", 600)}}
+	// 1500 m is 5 minutes: at the window's end, which is exclusive.
+	c := &fakeCouriers{all: []dispatch.CourierInfo{courier("late", 2000), courier("ontime", 600), courier("edge", 1500)}}
 	d := decide(t, newEngine(c, &fakeRoutes{}), task, dispatch.DecideEnv{})
-	if got, want := summary(d), []string{"ontime:1:", "late:0:pickup_window"}; !slices.Equal(got, want) {
+	if got, want := summary(d), []string{"ontime:1:", "edge:0:pickup_window", "late:0:pickup_window"}; !slices.Equal(got, want) {
 		t.Fatalf("candidates = %v, want %v", got, want)
 	}
-	if s := d.Candidates[1].Score; s == nil || s.PickupETA != 400*time.Second {
+	if s := d.Candidates[2].Score; s == nil || s.PickupETA != 400*time.Second {
 		t.Errorf("late courier's score = %+v, want its ETA 6m40s recorded", s)
 	}
 
