@@ -49,6 +49,11 @@ type DecideEnv struct {
 	// FairnessHorizon. Nil means dispatch does not know: couriers holding no task then count as idle for
 	// the whole horizon, the others as not idle (Score.Idle 0).
 	LastAssigned func(ctx context.Context, courierIDs []string) (map[string]time.Time, error)
+	// Held reports the tasks each courier holds (ASSIGNED or PICKED_UP), asked only about candidates
+	// holding some. The engine plans each busy courier's remaining stops (engine_held.go): its pickup ETA
+	// is the time to finish them plus the trip from the last one. Nil means dispatch does not say: each
+	// held task then counts for HeldTaskTime, and the trip is from the courier's position.
+	Held func(ctx context.Context, courierIDs []string) (map[string][]Task, error)
 }
 
 // Search bounds.
@@ -70,7 +75,9 @@ const (
 // at the same radius first, excluding who was already looked at). Every courier found is a Candidate:
 // excluded (with the first reason that applies, in the order task exclusion, TRANSPORT_MODE,
 // UNAVAILABLE, STALE_LOCATION, NO_CAPACITY, NOT_CONNECTED, OTHER_OFFER_OPEN, NO_ROUTE, PICKUP_WINDOW)
-// or scored and ranked (engine_score.go).
+// or scored and ranked (engine_score.go). A candidate holding tasks is at the pickup only once it has
+// served their stops: its pickup ETA is that work (DecideEnv.Held, engine_held.go) plus the trip from
+// where the work ends.
 //
 // The Outcome is OFFERED with a Winner when someone is eligible; NO_CANDIDATES when nobody was found
 // within the maximum radius; UNASSIGNABLE when the pickup window has ended, or when at least one courier
@@ -168,8 +175,9 @@ type search struct {
 // s.cands, and returns them.
 func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate, error) {
 	first := len(s.cands)
-	var infos []CourierInfo // parallel to s.cands[first:]
-	var open []int          // indexes into s.cands of candidates not excluded yet
+	s.cands = slices.Grow(s.cands, len(found))
+	infos := make([]CourierInfo, 0, len(found)) // parallel to s.cands[first:]
+	open := make([]int, 0, len(found))          // indexes into s.cands of candidates not excluded yet
 	for _, c := range found {
 		if s.seen[c.ID] {
 			continue
@@ -203,7 +211,11 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 		return fresh, nil
 	}
 
-	legs, err := s.legs(ctx, open, info)
+	work, err := s.heldWork(ctx, open, info)
+	if err != nil {
+		return nil, err
+	}
+	legs, err := s.legs(ctx, open, info, work)
 	if err != nil {
 		return nil, err
 	}
@@ -214,17 +226,19 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 		}
 	}
 	w := s.t.Pickup.Window
-	for _, i := range open {
+	scores := make([]Score, len(open)) // one allocation for every score of this search
+	for k, i := range open {
 		leg := legs[i]
+		leg.Duration += work[i].busy
 		switch {
 		case !leg.Found:
 			s.cands[i].Excluded = ExcludedNoRoute
 			continue
-		case w != nil && s.now.Add(leg.Duration).After(w.End):
+		case w != nil && !s.now.Add(leg.Duration).Before(w.End): // the window's end is exclusive
 			s.cands[i].Excluded = ExcludedPickupWindow
 		}
-		sc := s.e.score(info(i), leg, idleOf(info(i), last, s.env.LastAssigned != nil, s.now))
-		s.cands[i].Score = &sc
+		scores[k] = s.e.score(info(i), leg, work[i].busy, idleOf(info(i), last, s.env.LastAssigned != nil, s.now))
+		s.cands[i].Score = &scores[k]
 		if s.cands[i].Excluded == "" {
 			s.eligible++
 		}
@@ -282,14 +296,14 @@ func (s *search) ids(open []int) []string {
 	return ids
 }
 
-// legs returns the travel of each open candidate to the pickup, keyed by candidate index: from route, one
-// Matrix call per transport mode (in geo.Modes order), or, once route has failed in this decision, from
-// geo.EstimateTravel for all of them.
-func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInfo) (map[int]Leg, error) {
-	legs := make(map[int]Leg, len(open))
+// legs returns the travel of each open candidate to the pickup from where it will be free (work[i].from),
+// indexed like s.cands: from route, one Matrix call per transport mode (in geo.Modes order), or, once
+// route has failed in this decision, from geo.EstimateTravel for all of them.
+func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInfo, work []heldWork) ([]Leg, error) {
+	legs := make([]Leg, len(s.cands))
 	pickup := s.t.Pickup.Location
 	if !s.degraded {
-		err := s.routeLegs(ctx, open, info, legs)
+		err := s.routeLegs(ctx, open, info, work, legs)
 		if err == nil {
 			return legs, nil
 		}
@@ -301,14 +315,14 @@ func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInf
 		// ETAs; rescore none: they are excluded and stay so.
 	}
 	for _, i := range open {
-		dur, dist := geo.EstimateTravel(info(i).Fix.Location, pickup, info(i).Mode)
+		dur, dist := geo.EstimateTravel(work[i].from, pickup, info(i).Mode)
 		legs[i] = Leg{Duration: dur, Distance: dist, Found: true}
 	}
 	return legs, nil
 }
 
 // routeLegs fills legs from route, one Matrix call per mode.
-func (s *search) routeLegs(ctx context.Context, open []int, info func(int) CourierInfo, legs map[int]Leg) error {
+func (s *search) routeLegs(ctx context.Context, open []int, info func(int) CourierInfo, work []heldWork, legs []Leg) error {
 	if s.e.routes == nil {
 		return fmt.Errorf("route service not configured")
 	}
@@ -318,7 +332,7 @@ func (s *search) routeLegs(ctx context.Context, open []int, info func(int) Couri
 		for _, i := range open {
 			if info(i).Mode == mode {
 				idx = append(idx, i)
-				origins = append(origins, info(i).Fix.Location)
+				origins = append(origins, work[i].from)
 			}
 		}
 		if len(idx) == 0 {
@@ -340,3 +354,6 @@ func (s *search) routeLegs(ctx context.Context, open []int, info func(int) Couri
 	}
 	return nil
 }
+
+// Weights returns the score weights the engine applies.
+func (e *Engine) Weights() Weights { return e.opts.Weights }

@@ -19,7 +19,8 @@ const (
 	FairnessHorizon = 30 * time.Minute
 )
 
-// score returns c's score for the trip leg to the pickup, with idle its idle time. Each component is
+// score returns c's score for the trip leg to the pickup (its Duration including busy, the time c needs
+// to finish the tasks it holds), with idle its idle time. Each component is
 // bounded in [0, weight] and depends on this courier alone, never on who else was found, so that adding a
 // far courier to a decision cannot change the order of two near ones:
 //
@@ -27,10 +28,10 @@ const (
 //	Distance  = Weights.Distance × DistanceScale / (DistanceScale + meters) (1 at 0 m, ½ at 3 km)
 //	Load      = Weights.Load     × free / capacity                          (free = capacity - active)
 //	Fairness  = Weights.Fairness × min(idle / FairnessHorizon, 1)
-func (e *Engine) score(c CourierInfo, leg Leg, idle time.Duration) Score {
+func (e *Engine) score(c CourierInfo, leg Leg, busy, idle time.Duration) Score {
 	w := e.opts.Weights
 	s := Score{
-		PickupETA: leg.Duration, PickupDistance: leg.Distance,
+		PickupETA: leg.Duration, PickupDistance: leg.Distance, HeldWork: busy,
 		ActiveTasks: c.ActiveTasks, Capacity: c.Capacity, Idle: idle,
 	}
 	s.ETAScore = w.ETA * float64(ETAScale) / float64(ETAScale+max(leg.Duration, 0))
@@ -133,7 +134,7 @@ func (e *Engine) conclude(d *Decision, t *Task, taskExcluded map[string]Exclusio
 // winRationale says why the winner won, such as "earliest ETA to pickup (4m10s), 1 of 3 tasks held, best
 // of 4 eligible".
 func winRationale(d *Decision) string {
-	el := d.Eligible()
+	el := d.Candidates[:eligible(d.Candidates)]
 	win := el[0].Score
 	first := el[0]
 	for _, c := range el[1:] {
@@ -158,6 +159,9 @@ func winRationale(d *Decision) string {
 		fmt.Fprintf(&b, "ETA to pickup %s, over %s's earlier %s for %s", win.PickupETA, first.CourierID, first.Score.PickupETA, strings.Join(why, " and "))
 	}
 	fmt.Fprintf(&b, ", %d of %d tasks held", win.ActiveTasks, win.Capacity)
+	if win.HeldWork > 0 {
+		fmt.Fprintf(&b, " (free in %s)", win.HeldWork)
+	}
 	if len(el) > 1 {
 		fmt.Fprintf(&b, ", best of %d eligible", len(el))
 	}
@@ -165,6 +169,15 @@ func winRationale(d *Decision) string {
 		b.WriteString("; ETAs estimated locally (route unavailable)")
 	}
 	return b.String()
+}
+
+// eligible returns how many of ranked candidates, which hold the eligible ones first, are eligible.
+func eligible(ranked []Candidate) int {
+	n := 0
+	for n < len(ranked) && ranked[n].Rank > 0 {
+		n++
+	}
+	return n
 }
 
 // km renders meters as kilometres for rationales: "15 km", "1.5 km".

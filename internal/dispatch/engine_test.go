@@ -158,20 +158,76 @@ func TestDecideRanksByETA(t *testing.T) {
 func TestDecideLoadAndFairnessOutweighSmallETAGap(t *testing.T) {
 	busy := courier("busy", 500)
 	busy.ActiveTasks = 1
-	c := &fakeCouriers{all: []dispatch.CourierInfo{busy, courier("free", 600)}}
+	c := &fakeCouriers{all: []dispatch.CourierInfo{busy, courier("free", 2000)}}
 	last := func(context.Context, []string) (map[string]time.Time, error) {
 		return map[string]time.Time{"busy": now.Add(-time.Minute), "free": now.Add(-15 * time.Minute)}, nil
 	}
-	d := decide(t, newEngine(c, &fakeRoutes{}), newTask(), dispatch.DecideEnv{LastAssigned: last})
+	// busy holds a parcel on board for a dropoff where it is: 2 minutes of work.
+	held := func(_ context.Context, ids []string) (map[string][]dispatch.Task, error) {
+		if !slices.Equal(ids, []string{"busy"}) {
+			t.Errorf("Held asked about %v, want busy only", ids)
+		}
+		return map[string][]dispatch.Task{"busy": {{ID: "other", State: dispatch.StatePickedUp, Dropoff: dispatch.Stop{Location: north(500)}}}}, nil
+	}
+	d := decide(t, newEngine(c, &fakeRoutes{}), newTask(), dispatch.DecideEnv{LastAssigned: last, Held: held})
 	if got, want := summary(d), []string{"free:1:", "busy:2:"}; !slices.Equal(got, want) {
 		t.Fatalf("candidates = %v, want %v", got, want)
 	}
-	if f, b := d.Candidates[0].Score, d.Candidates[1].Score; f.Idle != 15*time.Minute || f.FairnessScore != 0.1 ||
-		b.Idle != time.Minute || b.LoadScore != 0.25 {
+	if f, b := d.Candidates[0].Score, d.Candidates[1].Score; f.Idle != 15*time.Minute || f.FairnessScore != 0.1 || f.HeldWork != 0 ||
+		b.Idle != time.Minute || b.LoadScore != 0.25 || b.HeldWork != dispatch.StopTime || b.PickupETA != dispatch.StopTime+100*time.Second {
 		t.Errorf("scores = %+v, %+v", f, b)
 	}
-	if want := "ETA to pickup 2m0s, over busy's earlier 1m40s for more free capacity and longer idle, 0 of 2 tasks held, best of 2 eligible"; d.Rationale != want {
+	if want := "ETA to pickup 6m40s, over busy's earlier 3m40s for more free capacity and longer idle, 0 of 2 tasks held, best of 2 eligible"; d.Rationale != want {
 		t.Errorf("Rationale = %q, want %q", d.Rationale, want)
+	}
+}
+
+// TestDecideHeldWork: a busy courier's ETA is the time to finish the stops it holds, served nearest
+// first and waiting for a pickup window to open, then the trip from its last stop; without env.Held each
+// held task counts for HeldTaskTime from where the courier is.
+func TestDecideHeldWork(t *testing.T) {
+	busy := courier("busy", 500)
+	busy.ActiveTasks, busy.Capacity = 2, 3
+	c := &fakeCouriers{all: []dispatch.CourierInfo{busy}}
+	r := &fakeRoutes{}
+	d := decide(t, newEngine(c, r), newTask(), dispatch.DecideEnv{})
+	if s := d.Candidates[0].Score; s.HeldWork != 2*dispatch.HeldTaskTime || s.PickupETA != 2*dispatch.HeldTaskTime+100*time.Second ||
+		d.Rationale != "earliest ETA to pickup (21m40s), 2 of 3 tasks held (free in 20m0s)" {
+		t.Errorf("without Held: score %+v, rationale %q", s, d.Rationale)
+	}
+
+	// It holds A (assigned: pickup 1 km further north, ready in 10 minutes, dropoff 2 km further) and B
+	// (on board, dropoff 200 m south of it). Nearest first: B's dropoff, A's pickup (waiting for it to be
+	// ready), A's dropoff; then the trip from there.
+	a := dispatch.Task{ID: "a", State: dispatch.StateAssigned,
+		Pickup:  dispatch.Stop{Location: north(1500), Window: &dispatch.Window{Start: now.Add(10 * time.Minute), End: now.Add(time.Hour)}},
+		Dropoff: dispatch.Stop{Location: north(3500)}}
+	b := dispatch.Task{ID: "b", State: dispatch.StatePickedUp, Dropoff: dispatch.Stop{Location: north(300)}}
+	held := func(context.Context, []string) (map[string][]dispatch.Task, error) {
+		return map[string][]dispatch.Task{"busy": {a, b}}, nil
+	}
+	d = decide(t, newEngine(c, r), newTask(), dispatch.DecideEnv{Held: held})
+	toB, _ := geo.EstimateTravel(north(500), north(300), geo.Bicycle)
+	toA, _ := geo.EstimateTravel(north(300), north(1500), geo.Bicycle)
+	aTrip, _ := geo.EstimateTravel(north(1500), north(3500), geo.Bicycle)
+	arriveA := max(toB+dispatch.StopTime+toA, 10*time.Minute)
+	work := arriveA + dispatch.StopTime + aTrip + dispatch.StopTime
+	if toB+dispatch.StopTime+toA >= 10*time.Minute {
+		t.Fatalf("the test wants the courier early at A's pickup")
+	}
+	// The fake route answers 5 m/s from A's dropoff, 3.5 km from the pickup: 700 s.
+	if s := d.Candidates[0].Score; s.HeldWork != work || s.PickupETA != work+700*time.Second || s.PickupDistance != geo.Distance(north(3500), pickup) {
+		t.Errorf("with Held: score %+v, want held work %v and ETA %v", s, work, work+700*time.Second)
+	}
+	if got := d.Candidates[0].Location; got != north(500) {
+		t.Errorf("Location = %v, want the courier's fix", got)
+	}
+
+	boom := errors.New("store down")
+	_, err := newEngine(c, r).Decide(t.Context(), newTask(), dispatch.TriggerAutomatic, dispatch.DecideEnv{Now: now,
+		Held: func(context.Context, []string) (map[string][]dispatch.Task, error) { return nil, boom }})
+	if !errors.Is(err, boom) {
+		t.Errorf("Decide with Held failing = %v, want %v", err, boom)
 	}
 }
 
@@ -377,12 +433,13 @@ func TestDecidePickupWindow(t *testing.T) {
 	task := newTask()
 	// 600 m at 5 m/s is 2 minutes; 2000 m is 6m40s.
 	task.Pickup.Window = &dispatch.Window{Start: now.Add(-time.Hour), End: now.Add(5 * time.Minute)}
-	c := &fakeCouriers{all: []dispatch.CourierInfo{courier("late", 2000), courier("ontime", 600)}}
+	// 1500 m is 5 minutes: at the window's end, which is exclusive.
+	c := &fakeCouriers{all: []dispatch.CourierInfo{courier("late", 2000), courier("ontime", 600), courier("edge", 1500)}}
 	d := decide(t, newEngine(c, &fakeRoutes{}), task, dispatch.DecideEnv{})
-	if got, want := summary(d), []string{"ontime:1:", "late:0:pickup_window"}; !slices.Equal(got, want) {
+	if got, want := summary(d), []string{"ontime:1:", "edge:0:pickup_window", "late:0:pickup_window"}; !slices.Equal(got, want) {
 		t.Fatalf("candidates = %v, want %v", got, want)
 	}
-	if s := d.Candidates[1].Score; s == nil || s.PickupETA != 400*time.Second {
+	if s := d.Candidates[2].Score; s == nil || s.PickupETA != 400*time.Second {
 		t.Errorf("late courier's score = %+v, want its ETA 6m40s recorded", s)
 	}
 
@@ -424,5 +481,44 @@ func TestDecideErrors(t *testing.T) {
 		OfferOpen: func(context.Context, []string) (map[string]bool, error) { return nil, boom }})
 	if !errors.Is(err, boom) {
 		t.Errorf("Decide with OfferOpen failing = %v, want %v", err, boom)
+	}
+}
+
+// staticCouriers answers every search with the same couriers.
+type staticCouriers struct {
+	dispatch.Couriers
+	found []dispatch.CourierInfo
+}
+
+func (s staticCouriers) FindNearby(context.Context, dispatch.NearbyQuery) ([]dispatch.CourierInfo, error) {
+	return s.found, nil
+}
+
+// BenchmarkDecide measures the engine alone: a search answering the default 20 couriers of mixed modes,
+// in-memory ports (no gRPC), every candidate connected, eligible and scored.
+func BenchmarkDecide(b *testing.B) {
+	var found []dispatch.CourierInfo
+	for i := range dispatch.DefaultCandidates {
+		c := courier(fmt.Sprintf("c%03d", i), float64(100*i))
+		c.Mode = geo.Modes[i%len(geo.Modes)]
+		found = append(found, c)
+	}
+	e := dispatch.NewEngine(staticCouriers{found: found}, &fakeRoutes{}, dispatch.Options{})
+	all := func(_ context.Context, ids []string) (map[string]bool, error) {
+		m := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			m[id] = true
+		}
+		return m, nil
+	}
+	none := func(context.Context, []string) (map[string]bool, error) { return map[string]bool{}, nil }
+	env := dispatch.DecideEnv{Now: now, OfferOpen: none, Connected: all}
+	task := newTask()
+	b.ReportAllocs()
+	for b.Loop() {
+		d, err := e.Decide(b.Context(), task, dispatch.TriggerAutomatic, env)
+		if err != nil || d.Winner == "" || len(d.Eligible()) != dispatch.DefaultCandidates {
+			b.Fatalf("Decide = %d eligible, winner %q, %v", len(d.Eligible()), d.Winner, err)
+		}
 	}
 }

@@ -270,7 +270,10 @@ func TestCancelTask(t *testing.T) {
 	if len(ds) != 2 || ds[0].Reason != dispatch.NoticeAssigned || ds[1].Reason != dispatch.NoticeCancelled {
 		t.Fatalf("courier deliveries %+v, want assigned then cancelled", ds)
 	}
-	waitFor(t, "the claim released", func() bool { _, held := sys.Couriers.Claims()[tk.ID]; return !held && sys.Couriers.Calls("Release") > 0 })
+	waitFor(t, "the claim released", func() bool {
+		_, held := sys.Couriers.Claims()[tk.ID]
+		return !held && sys.Couriers.Calls("Release") > 0
+	})
 }
 
 func TestCancelAfterPickupIsRefused(t *testing.T) {

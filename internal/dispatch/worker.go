@@ -186,7 +186,7 @@ func (s *Service) assign(ctx context.Context, t Task) error {
 	if reason := s.hopeless(t, now); reason != "" {
 		return s.giveUp(ctx, t, nil, reason)
 	}
-	env := DecideEnv{Now: now, OfferOpen: s.store.OfferOpen, Connected: s.connected}
+	env := DecideEnv{Now: now, OfferOpen: s.store.OfferOpen, Connected: s.connected, Held: s.heldBy}
 	if d, c, ok := s.nextCandidate(ctx, t, env); ok {
 		return s.offer(ctx, t, d, c, false)
 	}
@@ -218,6 +218,20 @@ func (s *Service) assign(ctx context.Context, t Task) error {
 // connected reports which couriers hold a live session: a heartbeat within three heartbeat periods.
 func (s *Service) connected(ctx context.Context, ids []string) (map[string]bool, error) {
 	return s.store.Connected(ctx, ids, s.now().Add(-3*HeartbeatInterval))
+}
+
+// heldBy returns the tasks each courier holds, so that the engine plans a busy courier's pickup after
+// the work it already has.
+func (s *Service) heldBy(ctx context.Context, ids []string) (map[string][]Task, error) {
+	out := make(map[string][]Task, len(ids))
+	for _, id := range ids {
+		ts, err := s.store.HeldTasks(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = ts
+	}
+	return out, nil
 }
 
 // HeartbeatInterval is how often a session says it is still open.
