@@ -141,7 +141,7 @@ func (h uploadHandlers) GetProofContent(req *dispatchv1.GetProofContentRequest, 
 		return err
 	}
 	defer rc.Close()
-	buf := make([]byte, min(size, contentChunk))
+	buf := make([]byte, max(1, min(size, contentChunk)))
 	var sent int64
 	for {
 		n, err := io.ReadFull(rc, buf)
