@@ -1,0 +1,57 @@
+package postgres_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"lastmile/internal/dispatch/postgres"
+	"lastmile/internal/dispatch/sqlstore"
+	"lastmile/internal/dispatch/storetest"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database/databasetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// requirePostgres skips the test (or fails it under LASTMILE_REQUIRE_POSTGRES=1) without a database,
+// once for the whole suite rather than once per subtest.
+func requirePostgres(t testing.TB) {
+	t.Helper()
+	if os.Getenv(databasetest.EnvPostgresDSN) == "" {
+		databasetest.PostgresURL(t) // skips or fails without creating anything
+	}
+}
+
+func TestStore(t *testing.T) {
+	requirePostgres(t)
+	storetest.Run(t, func(t *testing.T) *sqlstore.Store { return storetest.PostgresStore(t) })
+}
+
+// TestUnreachableDatabaseIsUnavailable: with the server unreachable, store calls fail with Unavailable
+// (database.Classify in the constraints mapping), not Internal.
+func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, "postgres://postgres@127.0.0.1:1/lastmile?sslmode=disable&connect_timeout=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s := postgres.New(pool)
+	defer s.Close()
+	_, err = s.GetTask(ctx, "t1")
+	if got := apperr.CodeOf(err); got != apperr.Unavailable {
+		t.Errorf("GetTask() on an unreachable database = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+	_, err = s.UpdateTask(ctx, "t1", nil)
+	if got := apperr.CodeOf(err); got != apperr.Unavailable {
+		t.Errorf("UpdateTask() on an unreachable database = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+}
