@@ -13,6 +13,7 @@ import (
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/dispatch/storetest"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
 )
 
@@ -54,4 +55,47 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 	if got := apperr.CodeOf(err); got != apperr.Unavailable {
 		t.Errorf("UpdateTask() on an unreachable database = %v (code %q), want %q", err, got, apperr.Unavailable)
 	}
+}
+
+// open opens a pool on url in the dispatch schema and migrates it, as a starting process does.
+func open(ctx context.Context, t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := database.OpenPostgres(ctx, url, database.PostgresOptions{Schema: postgres.Schema, MaxConns: 8})
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	if err := postgres.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		t.Fatalf("Migrate: %v", err)
+	}
+	return pool
+}
+
+func TestStoreDurable(t *testing.T) {
+	storetest.RunDurable(t, func(t *testing.T) (*sqlstore.Store, func() *sqlstore.Store) {
+		ctx := t.Context()
+		url := databasetest.PostgresURL(t)
+		pool := open(ctx, t, url)
+		s := postgres.New(pool)
+		t.Cleanup(func() {
+			s.Close()
+			pool.Close()
+		})
+		reopen := func() *sqlstore.Store {
+			if err := s.Close(); err != nil {
+				t.Fatalf("close store: %v", err)
+			}
+			pool.Close()
+			pool = open(ctx, t, url)
+			s = postgres.New(pool)
+			return s
+		}
+		return s, reopen
+	})
+}
+
+// BenchmarkStore measures the store's hot paths (see storetest.Bench).
+func BenchmarkStore(b *testing.B) {
+	requirePostgres(b)
+	storetest.Bench(b, storetest.PostgresStore(b))
 }

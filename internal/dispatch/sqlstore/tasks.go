@@ -412,15 +412,19 @@ func (s *Store) LeaseDue(ctx context.Context, owner string, now time.Time, lease
 	}
 	var out []dispatch.Task
 	err = s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
-		// Times compare as stored, to the microsecond.
-		due, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks
-			WHERE due_time <= $1 AND (lease_until IS NULL OR lease_until < $1)
-			ORDER BY priority_rank DESC, create_time, id LIMIT $2`+s.e.SkipLocked,
+		// Times compare as stored, to the microsecond. The pick sorts narrow rows; only the tasks picked
+		// are read whole, and sorted again here.
+		due, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE id IN (
+				SELECT id FROM tasks WHERE due_time <= $1 AND (lease_until IS NULL OR lease_until < $1)
+				ORDER BY priority_rank DESC, create_time, id LIMIT $2`+s.e.SkipLocked+`)`,
 			"pick due tasks", s.time(now), limit)
 		if err != nil || len(due) == 0 {
 			out = nil
 			return err
 		}
+		slices.SortFunc(due, func(a, b dispatch.Task) int {
+			return cmp.Or(cmp.Compare(b.Priority.Rank(), a.Priority.Rank()), a.CreateTime.Compare(b.CreateTime), strings.Compare(a.ID, b.ID))
+		})
 		args := []any{owner, s.time(now.Add(lease))}
 		for _, t := range due {
 			args = append(args, t.ID)
