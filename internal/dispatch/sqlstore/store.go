@@ -27,7 +27,9 @@
 // they run one at a time. The UPDATE also checks the version it read (WHERE version = old), a second
 // guard that makes a lost update impossible even if the lock were missing. On PostgreSQL a transaction
 // aborted to break a deadlock or a serialization conflict runs again from the start (a few times, after
-// a short randomized pause), so the closures must be pure: no effect outside what they return.
+// a short randomized pause), so the closures must be pure: no effect outside what they return. Nor may a
+// closure call the Store: on SQLite the transaction holds the only connection, so the call would wait
+// for it forever; on PostgreSQL it would read outside the transaction.
 //
 // Every write to a task (CreateTask when it creates, UpdateTask) appends a dispatch.TopicTask event
 // (key the task id, payload the task's new state) to the service's event log (package sqllog, in the
@@ -51,6 +53,15 @@
 // and leases them in the same transaction. On PostgreSQL the pick is SELECT ... FOR UPDATE SKIP LOCKED,
 // so replicas leasing at once take different tasks and never wait for each other; on SQLite the
 // transactions run one at a time anyway. UpdateTask neither checks nor changes leases.
+//
+// # Wiring
+//
+// A process builds the store on its database (sqlite.New(db) or postgres.New(pool)), migrates it
+// (sqlite.Migrate or postgres.Migrate: dispatch's tables, the event log's, River's), gives it River as
+// its job queue (SetJobs(RiverJobs(client)), client = jobs.New(store.DB(), store.Dialect(), ...) with the
+// workers of jobargs' kinds), and opens the event log over the same database
+// (eventlog.New(sqllog.NewSource(store.DB(), store.Dialect()), ...), woken by sqllog.Listener(pool) on
+// PostgreSQL), whose Nudge it passes to SetNudge.
 //
 // # Retention
 //

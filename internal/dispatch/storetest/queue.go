@@ -454,3 +454,78 @@ func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
 		t.Errorf("OfferOpen(none) = %v, %v, want empty", open, err)
 	}
 }
+
+// testQueueConcurrent runs what replicas do at once (lease due tasks, update them, unlease them, wake
+// the pending ones) and checks that nothing fails (no deadlock survives the store's retries) and no
+// update is lost.
+func testQueueConcurrent(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	const tasks, workers, rounds = 12, 4, 15
+	for n := 1; n <= tasks; n++ {
+		mustCreate(ctx, t, s, newTask(n))
+	}
+	now := at(tasks + 1)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		updates = map[string]int{}
+		errs    []error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	for w := range workers {
+		owner := fmt.Sprintf("replica-%d", w)
+		wg.Go(func() {
+			for r := range rounds {
+				if err := s.WakePending(ctx, now); err != nil {
+					fail(fmt.Errorf("WakePending: %w", err))
+					return
+				}
+				leased, err := s.LeaseDue(ctx, owner, now, time.Hour, 3)
+				if err != nil {
+					fail(fmt.Errorf("LeaseDue: %w", err))
+					return
+				}
+				for _, task := range leased {
+					_, err := s.UpdateTask(ctx, task.ID, func(cur dispatch.Task) (dispatch.Change, error) {
+						cur.Searches++
+						cur.DueTime = now.Add(time.Duration(r+1) * time.Minute) // backing off: WakePending wakes it
+						return dispatch.Change{Task: cur, Deliveries: []dispatch.Delivery{
+							{CourierID: courierID(w), Kind: dispatch.DeliveryTask, TaskID: cur.ID, Reason: dispatch.NoticeUpdated},
+						}}, nil
+					})
+					if err != nil {
+						fail(fmt.Errorf("UpdateTask: %w", err))
+						return
+					}
+					mu.Lock()
+					updates[task.ID]++
+					mu.Unlock()
+					if err := s.Unlease(ctx, task.ID, owner); err != nil {
+						fail(fmt.Errorf("unlease %s: %w", task.ID, err))
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("concurrent queue work: %v", errors.Join(errs...))
+	}
+	total := 0
+	for n := 1; n <= tasks; n++ {
+		got := mustGet(ctx, t, s, taskID(n))
+		want := updates[taskID(n)]
+		total += want
+		if got.Searches != want || got.Version != int64(want+1) {
+			t.Errorf("task %d: Searches %d, Version %d after %d updates; want %d, %d", n, got.Searches, got.Version, want, want, want+1)
+		}
+	}
+	if total == 0 {
+		t.Error("no task was worked")
+	}
+}

@@ -60,6 +60,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"LeaseDue", testLeaseDue},
 		{"LeaseDueExclusive", testLeaseDueExclusive},
 		{"WakePending", testWakePending},
+		{"QueueConcurrent", testQueueConcurrent},
 		{"HeldAndOffered", testHeldAndOffered},
 		{"Sessions", testSessions},
 		{"SessionsConcurrent", testSessionsConcurrent},
