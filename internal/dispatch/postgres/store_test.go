@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
+	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/postgres"
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/dispatch/storetest"
@@ -98,4 +99,23 @@ func TestStoreDurable(t *testing.T) {
 func BenchmarkStore(b *testing.B) {
 	requirePostgres(b)
 	storetest.Bench(b, storetest.PostgresStore(b))
+}
+
+// TestInvalidText checks that a string PostgreSQL cannot hold (a NUL byte) is refused as Invalid, in a
+// column and in a doc: no check in Go catches it, PostgreSQL does, and the constraints mapping must say
+// Invalid rather than Internal.
+func TestInvalidText(t *testing.T) {
+	ctx := t.Context()
+	s := storetest.PostgresStore(t)
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	task := dispatch.Task{ID: "t1", CreatedBy: "u1", CustomerID: "u\x001", State: dispatch.StatePending, CreateTime: now, UpdateTime: now}
+	_, _, err := s.CreateTask(ctx, task)
+	if got := apperr.CodeOf(err); got != apperr.Invalid {
+		t.Errorf("CreateTask(NUL in customer id) = %v (code %q), want %q", err, got, apperr.Invalid)
+	}
+	task.CustomerID, task.Notes = "u1", "a\x00b"
+	_, _, err = s.CreateTask(ctx, task)
+	if got := apperr.CodeOf(err); got != apperr.Invalid {
+		t.Errorf("CreateTask(NUL in notes) = %v (code %q), want %q", err, got, apperr.Invalid)
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"lastmile/internal/dispatch/postgres"
 	"lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/dispatch/sqlstore"
@@ -36,6 +38,12 @@ func SQLiteStore(t testing.TB) *sqlstore.Store {
 // (postgres.Migrate) in the dispatch schema, without a job queue; it is closed when the test ends.
 func PostgresStore(t testing.TB) *sqlstore.Store {
 	t.Helper()
+	s, _ := postgresStore(t)
+	return s
+}
+
+func postgresStore(t testing.TB) (*sqlstore.Store, *pgxpool.Pool) {
+	t.Helper()
 	pool := databasetest.Postgres(t, postgres.Schema)
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
@@ -44,7 +52,17 @@ func PostgresStore(t testing.TB) *sqlstore.Store {
 	}
 	s := postgres.New(pool)
 	t.Cleanup(func() { _ = s.Close() }) // before the pool closes: cleanups run last-in first-out
-	return s
+	return s, pool
+}
+
+// Postgres is SQLite on PostgreSQL (see PostgresStore), its event log also woken by LISTEN/NOTIFY.
+func Postgres(t testing.TB) (*sqlstore.Store, *eventlog.Log) {
+	t.Helper()
+	s, pool := postgresStore(t)
+	s.SetJobs(sqlstore.RiverJobs(newJobs(t, s)))
+	feed := feed(t, s.DB(), s.Dialect(), sqllog.Listener(pool))
+	s.SetNudge(feed.Nudge)
+	return s, feed
 }
 
 // SQLite returns SQLiteStore's store with River as its job queue (an insert-only client: jobs are
@@ -63,7 +81,12 @@ func SQLite(t testing.TB) (*sqlstore.Store, *eventlog.Log) {
 // the test ends.
 func Feed(t testing.TB, db *sql.DB, d database.Dialect) *eventlog.Log {
 	t.Helper()
-	feed, err := eventlog.New(sqllog.NewSource(db, d), eventlog.Options{Poll: 50 * time.Millisecond})
+	return feed(t, db, d, nil)
+}
+
+func feed(t testing.TB, db *sql.DB, d database.Dialect, wake func(context.Context, eventlog.Backoff, func())) *eventlog.Log {
+	t.Helper()
+	feed, err := eventlog.New(sqllog.NewSource(db, d), eventlog.Options{Poll: 50 * time.Millisecond, Wake: wake})
 	if err != nil {
 		t.Fatalf("storetest: event log: %v", err)
 	}
