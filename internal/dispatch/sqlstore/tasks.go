@@ -68,6 +68,7 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 		created bool
 	)
 	err = s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
+		out, created = dispatch.Task{}, false // a run again starts afresh
 		res, err := tx.ExecContext(ctx, `
 			INSERT INTO tasks (id, state, customer_id, courier_id, offer_courier_id, priority_rank, create_time,
 				update_time, due_time, created_by, request_id, version, doc)
