@@ -14,6 +14,7 @@ import (
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/blob"
+	"lastmile/internal/dispatch/postgres"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/apperrtest"
 	"lastmile/internal/platform/database"
@@ -183,9 +184,8 @@ func TestFilesLayout(t *testing.T) {
 
 func TestPostgres(t *testing.T) {
 	run(t, func(t *testing.T) dispatch.Blobs {
-		pool := databasetest.Postgres(t, "dispatch")
-		m := database.Migrations{Service: "dispatch", FS: os.DirFS("../postgres/migrations")}
-		if err := database.MigratePostgres(testContext(t), pool, m); err != nil {
+		pool := databasetest.Postgres(t, postgres.Schema)
+		if err := database.MigratePostgres(testContext(t), pool, postgres.Migrations()); err != nil {
 			t.Fatalf("MigratePostgres: %v", err)
 		}
 		db := database.SQLDB(pool)

@@ -1,6 +1,3 @@
-// Package sqlstore implements dispatch's stores in plain SQL, one text for SQLite (package sqlite) and
-// PostgreSQL (package postgres): both drivers take $1, $2, ... placeholders, and database.Dialect hides
-// how each stores times.
 package sqlstore
 
 import (
@@ -34,6 +31,9 @@ var _ dispatch.UploadStore = (*Uploads)(nil)
 func NewUploads(db *sql.DB, d database.Dialect) *Uploads {
 	return &Uploads{db: db, dialect: d}
 }
+
+// Uploads returns the upload store on the Store's database.
+func (s *Store) Uploads() *Uploads { return NewUploads(s.db, s.e.Dialect) }
 
 // uploadConstraints says what the uploads table's constraint violations mean to callers.
 var uploadConstraints = database.Constraints{

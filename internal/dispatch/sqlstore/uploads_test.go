@@ -3,7 +3,6 @@ package sqlstore_test
 import (
 	"context"
 	"errors"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +11,8 @@ import (
 	"github.com/google/uuid"
 
 	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/postgres"
+	"lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
@@ -31,17 +32,15 @@ func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
 func sqliteUploads(t *testing.T) dispatch.UploadStore {
 	db := databasetest.SQLite(t)
-	m := database.Migrations{Service: "dispatch", FS: os.DirFS("../sqlite/migrations")}
-	if err := database.MigrateSQLite(testContext(t), db, m); err != nil {
+	if err := database.MigrateSQLite(testContext(t), db, sqlite.Migrations()); err != nil {
 		t.Fatalf("MigrateSQLite: %v", err)
 	}
-	return sqlstore.NewUploads(db, database.SQLite)
+	return sqlite.New(db).Uploads()
 }
 
 func postgresUploads(t *testing.T) dispatch.UploadStore {
-	pool := databasetest.Postgres(t, "dispatch")
-	m := database.Migrations{Service: "dispatch", FS: os.DirFS("../postgres/migrations")}
-	if err := database.MigratePostgres(testContext(t), pool, m); err != nil {
+	pool := databasetest.Postgres(t, postgres.Schema)
+	if err := database.MigratePostgres(testContext(t), pool, postgres.Migrations()); err != nil {
 		t.Fatalf("MigratePostgres: %v", err)
 	}
 	db := database.SQLDB(pool)
