@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -19,6 +18,8 @@ import (
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/blob"
 	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/dispatch/postgres"
+	"lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
@@ -28,27 +29,30 @@ import (
 	"lastmile/internal/platform/database/databasetest"
 )
 
-// upTasks stands in for the dispatch store until it lands: only GetTask is called by uploads.
+// upTasks is the real SQLite store, with helpers to write tasks as tests need them.
 type upTasks struct {
-	dispatch.Store
-	mu    sync.Mutex
-	tasks map[string]dispatch.Task
+	*sqlstore.Store
+	t *testing.T
 }
 
-func (s *upTasks) GetTask(_ context.Context, id string) (dispatch.Task, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, ok := s.tasks[id]
-	if !ok {
-		return dispatch.Task{}, apperr.Errorf(apperr.NotFound, "task %s not found", id)
+// put writes t: it creates it, or replaces the stored task with it.
+func (s upTasks) put(t dispatch.Task) {
+	s.t.Helper()
+	ctx := upContext(s.t, context.Background())
+	if _, err := s.GetTask(ctx, t.ID); apperr.CodeOf(err) == apperr.NotFound {
+		t.CreatedBy, t.RequestID = "uploads-test", t.ID
+		if _, _, err := s.CreateTask(ctx, t); err != nil {
+			s.t.Fatalf("CreateTask: %v", err)
+		}
+		return
 	}
-	return t.Clone(), nil
-}
-
-func (s *upTasks) put(t dispatch.Task) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.tasks[t.ID] = t.Clone()
+	if _, err := s.UpdateTask(ctx, t.ID, func(cur dispatch.Task) (dispatch.Change, error) {
+		next := t.Clone()
+		next.Version, next.CreatedBy, next.RequestID = cur.Version, cur.CreatedBy, cur.RequestID
+		return dispatch.Change{Task: next}, nil
+	}); err != nil {
+		s.t.Fatalf("UpdateTask: %v", err)
+	}
 }
 
 // upClock is a settable clock, safe for concurrent use.
@@ -101,7 +105,7 @@ func (m *upMetrics) count(state string) int {
 // a second courier who was offered it, a stranger courier, its customer and another customer.
 type upFixture struct {
 	svc     *dispatch.Service
-	tasks   *upTasks
+	tasks   upTasks
 	uploads dispatch.UploadStore
 	blobs   dispatch.Blobs
 	clock   *upClock
@@ -119,19 +123,19 @@ const upCustomer = "0195f2a0-0000-7000-8000-00000000c001"
 func newUpFixture(t *testing.T, opts dispatch.Options) *upFixture {
 	t.Helper()
 	db := databasetest.SQLite(t)
-	m := database.Migrations{Service: "dispatch", FS: os.DirFS("sqlite/migrations")}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := database.MigrateSQLite(ctx, db, m); err != nil {
-		t.Fatalf("MigrateSQLite: %v", err)
+	if err := sqlite.Migrate(ctx, db); err != nil {
+		t.Fatalf("Migrate: %v", err)
 	}
+	store := sqlite.New(db)
 	files, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
 	if err != nil {
 		t.Fatalf("NewFiles: %v", err)
 	}
 	f := &upFixture{
-		tasks:   &upTasks{tasks: map[string]dispatch.Task{}},
-		uploads: sqlstore.NewUploads(db, database.SQLite),
+		tasks:   upTasks{Store: store, t: t},
+		uploads: store.Uploads(),
 		blobs:   files,
 		clock:   newUpClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)),
 		metrics: &upMetrics{n: map[string]int{}},
@@ -782,8 +786,7 @@ func TestSweepUploads(t *testing.T) {
 // TestUploadsNotConfigured checks a Service built without an upload store: the proof calls are
 // Unavailable, commands citing uploads are refused, and the sweep has nothing to do.
 func TestUploadsNotConfigured(t *testing.T) {
-	tasks := &upTasks{tasks: map[string]dispatch.Task{}}
-	svc := dispatch.NewService(dispatch.Deps{Store: tasks, Couriers: dispatchtest.NewCouriers(nil)}, dispatch.Options{Logger: slog.New(slog.DiscardHandler)})
+	svc := dispatch.NewService(dispatch.Deps{Store: newUpFixture(t, dispatch.Options{}).tasks, Couriers: dispatchtest.NewCouriers(nil)}, dispatch.Options{Logger: slog.New(slog.DiscardHandler)})
 	ctx := upContext(t, upCourier("u-1"))
 	_, _, err := svc.StartUpload(ctx, dispatch.UploadStartReq{TaskID: newUUID(), Kind: dispatch.ProofPhoto, ContentType: "image/png", SizeBytes: 1, SHA256: sum([]byte{1})})
 	apperrtest.WantCode(t, "StartUpload", err, apperr.Unavailable)
@@ -837,9 +840,9 @@ func TestProofContentStripped(t *testing.T) {
 // PostgreSQL: an upload begun on one replica is resumed and finished on the other, and read back from the
 // first.
 func TestUploadAcrossReplicasPostgres(t *testing.T) {
-	pool := databasetest.Postgres(t, "dispatch")
+	pool := databasetest.Postgres(t, postgres.Schema)
 	ctx := upContext(t, context.Background())
-	if err := database.MigratePostgres(ctx, pool, database.Migrations{Service: "dispatch", FS: os.DirFS("postgres/migrations")}); err != nil {
+	if err := database.MigratePostgres(ctx, pool, postgres.Migrations()); err != nil {
 		t.Fatalf("MigratePostgres: %v", err)
 	}
 	f := newUpFixture(t, dispatch.Options{}) // for its task, couriers and principals
