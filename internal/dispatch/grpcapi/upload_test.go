@@ -8,9 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,10 +21,9 @@ import (
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/blob"
-	"lastmile/internal/dispatch/sqlstore"
+	"lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
-	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/grpcserver/grpctest"
@@ -48,23 +45,6 @@ func (s *upServer) GetUpload(ctx context.Context, req *dispatchv1.GetUploadReque
 
 func (s *upServer) GetProofContent(req *dispatchv1.GetProofContentRequest, st dispatchv1.DispatchService_GetProofContentServer) error {
 	return s.h.GetProofContent(req, st)
-}
-
-// upTasks stands in for the dispatch store until it lands: only GetTask is called by uploads.
-type upTasks struct {
-	dispatch.Store
-	mu    sync.Mutex
-	tasks map[string]dispatch.Task
-}
-
-func (s *upTasks) GetTask(_ context.Context, id string) (dispatch.Task, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, ok := s.tasks[id]
-	if !ok {
-		return dispatch.Task{}, apperr.Errorf(apperr.NotFound, "task %s not found", id)
-	}
-	return t.Clone(), nil
 }
 
 // upCouriers is the courier service as uploads use it: user id to courier id.
@@ -100,22 +80,26 @@ func newUUID() string { return uuid.Must(uuid.NewV7()).String() }
 func startUpEnv(t *testing.T) *upEnv {
 	t.Helper()
 	db := databasetest.SQLite(t)
-	m := database.Migrations{Service: "dispatch", FS: os.DirFS("../sqlite/migrations")}
-	if err := database.MigrateSQLite(context.Background(), db, m); err != nil {
-		t.Fatalf("MigrateSQLite: %v", err)
+	if err := sqlite.Migrate(context.Background(), db); err != nil {
+		t.Fatalf("Migrate: %v", err)
 	}
+	store := sqlite.New(db)
 	files, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
 	if err != nil {
 		t.Fatalf("NewFiles: %v", err)
 	}
 	couriers := upCouriers{"u-holder": "c-holder", "u-offered": "c-offered", "u-stranger": "c-stranger"}
 	taskID := newUUID()
-	tasks := &upTasks{tasks: map[string]dispatch.Task{taskID: {
+	now := time.Now()
+	if _, _, err := store.CreateTask(context.Background(), dispatch.Task{
 		ID: taskID, CustomerID: "cust-1", State: dispatch.StatePickedUp, CourierID: "c-holder",
-		Offers: []dispatch.Offer{{ID: newUUID(), CourierID: "c-offered", State: dispatch.OfferDeclined}},
-	}}}
+		Offers:    []dispatch.Offer{{ID: newUUID(), CourierID: "c-offered", State: dispatch.OfferDeclined}},
+		CreatedBy: "uploads-test", RequestID: taskID, CreateTime: now, UpdateTime: now,
+	}); err != nil {
+		t.Fatalf("CreateTask: %v", err)
+	}
 	svc := dispatch.NewService(dispatch.Deps{
-		Store: tasks, Uploads: sqlstore.NewUploads(db, database.SQLite), Blobs: files, Couriers: couriers,
+		Store: store, Uploads: store.Uploads(), Blobs: files, Couriers: couriers,
 	}, dispatch.Options{Logger: slog.New(slog.DiscardHandler)})
 	e := &upEnv{
 		stop:       make(chan struct{}),
