@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"io"
 	"log/slog"
@@ -889,5 +890,42 @@ func TestUploadAcrossReplicasPostgres(t *testing.T) {
 	got, err := io.ReadAll(rc)
 	if err != nil || ct != "image/png" || n != 3000 || !bytes.Equal(got, file) {
 		t.Fatalf("ProofContent on a = %q, %d, %d bytes, %v; want image/png and the file", ct, n, len(got), err)
+	}
+}
+
+// TestCommandsAttachUploads drives the courier's commands: a pickup citing an unfinished upload is
+// refused, one citing committed uploads attaches them as proofs, and the customer can then read them.
+func TestCommandsAttachUploads(t *testing.T) {
+	f := newUpFixture(t, dispatch.Options{})
+	f.tasks.SetJobs(func(context.Context, *sql.Tx, []dispatch.Job) error { return nil })
+	file := pngFile(40)
+	photo := f.commit(t, file)
+	w, unfinished := f.start(t, "", file)
+	w.Close(context.Background())
+
+	exec := func(id string, cmd dispatch.Command) dispatch.CommandResult {
+		return f.svc.Execute(upContext(t, f.holder), f.holderID, id, cmd)
+	}
+	r := exec("p1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: f.task.ID, UploadIDs: []string{photo.ID, unfinished.ID}}})
+	if r.Err == nil || r.Err.Code != apperr.FailedPrecondition || r.Err.Reason != dispatch.ReasonUploadNotCommitted {
+		t.Fatalf("pickup citing an unfinished upload = %+v, want UPLOAD_NOT_COMMITTED", r.Err)
+	}
+	r = exec("p2", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: f.task.ID, UploadIDs: []string{photo.ID}}})
+	if r.Err != nil {
+		t.Fatalf("pickup with a committed photo: %+v", r.Err)
+	}
+	if r.Task == nil || r.Task.State != dispatch.StatePickedUp || len(r.Task.Proofs) != 1 || r.Task.Proofs[0].UploadID != photo.ID || r.Task.Proofs[0].Stage != dispatch.StagePickup {
+		t.Fatalf("task after pickup = %+v, want PICKED_UP with the photo as a pickup proof", r.Task)
+	}
+	if _, b, err := f.content(t, f.customer, f.task.ID, photo.ID); err != nil || !bytes.Equal(b, file) {
+		t.Fatalf("ProofContent as the customer after pickup: %d bytes, %v", len(b), err)
+	}
+	// Attached, the photo outlives the 24 h of unattached uploads.
+	f.clock.Advance(25 * time.Hour)
+	if err := f.svc.SweepUploads(upContext(t, context.Background())); err != nil {
+		t.Fatalf("SweepUploads: %v", err)
+	}
+	if _, err := f.svc.GetUpload(upContext(t, f.holder), photo.ID); err != nil {
+		t.Fatalf("GetUpload of the attached photo after a day: %v", err)
 	}
 }
