@@ -168,3 +168,29 @@ func TestStripWebP(t *testing.T) {
 		t.Fatalf("a truncated WebP changed")
 	}
 }
+
+// FuzzStripMetadata feeds stripMetadata what a courier's app could upload: it never panics, never grows
+// a file by more than the minimal orientation segment, and stripping twice is stripping once.
+func FuzzStripMetadata(f *testing.F) {
+	var j, p bytes.Buffer
+	if err := jpeg.Encode(&j, testImage(), nil); err != nil {
+		f.Fatal(err)
+	}
+	if err := png.Encode(&p, testImage()); err != nil {
+		f.Fatal(err)
+	}
+	withExif := append(append(append([]byte{}, j.Bytes()[:2]...), exifSegment(3)...), j.Bytes()[2:]...)
+	f.Add("image/jpeg", withExif)
+	f.Add("image/png", p.Bytes())
+	f.Add("image/webp", webp(riffChunk("VP8X", make([]byte, 10)), riffChunk("EXIF", []byte("x"))))
+	f.Add("image/jpeg", []byte("\xff\xd8\xff\xe1\x00\x02\xff\xda"))
+	f.Fuzz(func(t *testing.T, ct string, b []byte) {
+		once := stripMetadata(ct, b)
+		if len(once) > len(b)+len(orientationSegment(1)) {
+			t.Fatalf("stripping grew %d bytes to %d", len(b), len(once))
+		}
+		if twice := stripMetadata(ct, once); !bytes.Equal(twice, once) {
+			t.Fatalf("stripping twice differs from once")
+		}
+	})
+}
