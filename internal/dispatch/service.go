@@ -75,7 +75,8 @@ type Options struct {
 	// reduced to it (the contract's maximum).
 	MaxUploadBytes int64
 	// AllowedContentTypes are the proof files' MIME types accepted; nil means DefaultAllowedContentTypes.
-	// Types outside DefaultAllowedContentTypes are ignored: the server cannot check them.
+	// Types outside DefaultAllowedContentTypes are ignored: the server cannot check them. Signatures are
+	// image/png only, so a list without it refuses every signature.
 	AllowedContentTypes []string
 }
 
