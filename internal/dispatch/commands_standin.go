@@ -166,13 +166,18 @@ func (s *Service) Execute(ctx context.Context, courierID, commandID string, cmd 
 		res.Err = &CommandError{Code: apperr.Invalid, Message: "stand-in executes accept only"}
 		return res
 	}
+	rec := CommandRecord{CourierID: courierID, CommandID: commandID, Fingerprint: cmd.Fingerprint(),
+		CreateTime: storedTime(s.now())}
 	t, err := s.store.TaskByOffer(ctx, cmd.Accept.OfferID)
 	if err != nil {
 		res.Err = &CommandError{Code: apperr.NotFound, Message: "no such offer"}
+		rec.Err = res.Err
+		if err := s.store.SaveCommand(ctx, rec); err != nil {
+			s.logger.Warn("save command", "err", err)
+		}
 		return res
 	}
-	rec := CommandRecord{CourierID: courierID, CommandID: commandID, Fingerprint: cmd.Fingerprint(), TaskID: t.ID,
-		CreateTime: storedTime(s.now())}
+	rec.TaskID = t.ID
 	t, err = s.store.UpdateTask(ctx, t.ID, func(t Task) (Change, error) {
 		o := t.CurrentOffer()
 		if o == nil || o.ID != cmd.Accept.OfferID || o.CourierID != courierID {
