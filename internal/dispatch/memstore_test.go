@@ -45,12 +45,22 @@ func (s *memSource) Prune(context.Context, eventlog.Retention, time.Time) (int64
 }
 
 func (s *memSource) add(topic, key string, payload []byte) int64 {
+	return s.addAll([]eventlog.Event{{Topic: topic, Key: key, Payload: payload}})
+}
+
+// addAll appends events at once, as one transaction commits them, and returns the first's sequence.
+func (s *memSource) addAll(events []eventlog.Event) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	seq := int64(len(s.events)) + 1
-	s.events = append(s.events, eventlog.Event{Seq: seq, Topic: topic, Key: key, Payload: payload,
-		At: time.Now().UTC().Truncate(time.Microsecond)})
-	return seq
+	first := int64(len(s.events)) + 1
+	for i, e := range events {
+		e.Seq, e.At = first+int64(i), time.Now().UTC().Truncate(time.Microsecond)
+		if e.Payload == nil {
+			e.Payload = []byte{}
+		}
+		s.events = append(s.events, e)
+	}
+	return first
 }
 
 // memStore keeps what the session and watch tests need; other methods are not implemented (the embedded
@@ -162,9 +172,13 @@ func (m *memStore) UpdateTask(_ context.Context, id string, fn func(dispatch.Tas
 	}
 	ch.Task.Version = t.Version + 1
 	m.tasks[id] = ch.Task.Clone()
-	m.src.add(dispatch.TopicTask, id, nil)
+	events := []eventlog.Event{{Topic: dispatch.TopicTask, Key: id}}
 	for _, d := range ch.Deliveries {
-		d.Cursor = m.src.add(dispatch.TopicDelivery, d.CourierID, nil)
+		events = append(events, eventlog.Event{Topic: dispatch.TopicDelivery, Key: d.CourierID})
+	}
+	first := m.src.addAll(events)
+	for i, d := range ch.Deliveries {
+		d.Cursor = first + 1 + int64(i)
 		m.deliveries = append(m.deliveries, d)
 	}
 	if ch.Command != nil {

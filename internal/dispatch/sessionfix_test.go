@@ -113,15 +113,21 @@ type sessionFixture struct {
 	metrics  *sessMetrics
 	svc      *dispatch.Service
 	opts     dispatch.Options
+	logOpts  eventlog.Options
 }
 
-func newSessionFixture(t *testing.T, opts dispatch.Options) *sessionFixture {
+// newSessionFixture starts a fixture; logOpts, when given, tunes the event log tailers.
+func newSessionFixture(t *testing.T, opts dispatch.Options, logOpts ...eventlog.Options) *sessionFixture {
 	t.Helper()
 	f := &sessionFixture{src: &memSource{}, couriers: &sessCouriers{status: map[string]dispatch.CourierInfo{}},
 		routes: &sessRoutes{}, clock: &sessClock{now: sessT0}, metrics: &sessMetrics{}}
 	f.store = newMemStore(f.src)
 	opts.Now = f.clock.Now
 	f.opts = opts
+	f.logOpts = eventlog.Options{Poll: 5 * time.Millisecond}
+	if len(logOpts) > 0 {
+		f.logOpts = logOpts[0]
+	}
 	var log *eventlog.Log
 	f.svc, log = f.replica(t, "replica-a")
 	f.store.log = log
@@ -131,7 +137,7 @@ func newSessionFixture(t *testing.T, opts dispatch.Options) *sessionFixture {
 // replica starts another Service over the fixture's store, with its own event log tailer.
 func (f *sessionFixture) replica(t *testing.T, name string) (*dispatch.Service, *eventlog.Log) {
 	t.Helper()
-	log, err := eventlog.New(f.src, eventlog.Options{Poll: 5 * time.Millisecond})
+	log, err := eventlog.New(f.src, f.logOpts)
 	if err != nil {
 		t.Fatalf("eventlog.New: %v", err)
 	}
