@@ -180,13 +180,14 @@ func (h *hub) replaceOthers(courierID, current string) {
 	}
 }
 
-// wakeAll wakes every session and makes every watcher take a fresh snapshot.
+// wakeAll wakes every session (to re-read its deliveries and check it is still current) and makes every
+// watcher take a fresh snapshot.
 func (h *hub) wakeAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, cs := range h.sessions {
 		for c := range cs {
-			c.poke()
+			c.recheck()
 		}
 	}
 	for _, fs := range h.tasks {

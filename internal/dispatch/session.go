@@ -133,6 +133,8 @@ type CourierSession struct {
 	sent     int64 // highest cursor Next returned or skipped
 	replaced bool
 	closed   bool
+	// stale is set when the hub may have missed events: Next checks the session record before going on.
+	stale bool
 }
 
 // OpenSession opens the calling courier's session: it makes it the courier's current session (ending any
@@ -282,6 +284,12 @@ func (c *CourierSession) Next(ctx context.Context) (Outbound, error) {
 		if err := c.beat(ctx); err != nil {
 			return Outbound{}, err
 		}
+		if err := c.checkCurrent(ctx); err != nil {
+			return Outbound{}, err
+		}
+		if c.isReplaced() {
+			continue
+		}
 		out, ok, err := c.nextDelivery(ctx)
 		if err != nil || ok {
 			return out, err
@@ -409,6 +417,34 @@ func (c *CourierSession) beat(ctx context.Context) error {
 	return nil
 }
 
+// checkCurrent reads the session record when the hub may have missed its replacement.
+func (c *CourierSession) checkCurrent(ctx context.Context) error {
+	c.mu.Lock()
+	stale := c.stale
+	c.stale = false
+	c.mu.Unlock()
+	if !stale {
+		return nil
+	}
+	rec, err := c.s.store.GetSession(ctx, c.courierID)
+	if err != nil {
+		c.mu.Lock()
+		c.stale = true
+		c.mu.Unlock()
+		return fmt.Errorf("read the session of courier %s: %w", c.courierID, err)
+	}
+	if rec.SessionID != c.id {
+		c.replace()
+	}
+	return nil
+}
+
+func (c *CourierSession) isReplaced() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.replaced
+}
+
 // Ack acknowledges every delivery up to cursor. An ack below the watermark changes nothing.
 //
 // Errors: Invalid when cursor is not positive or beyond the highest cursor this session sent (the
@@ -511,6 +547,15 @@ func (c *CourierSession) poke() {
 	case c.wake <- struct{}{}:
 	default:
 	}
+}
+
+// recheck makes Next check the session record and re-read its deliveries: the hub may have missed
+// events.
+func (c *CourierSession) recheck() {
+	c.mu.Lock()
+	c.stale = true
+	c.mu.Unlock()
+	c.poke()
 }
 
 // replace marks the session replaced by a newer one and wakes Next.

@@ -49,6 +49,11 @@ func (w *watchRun[T]) recv(t *testing.T) T {
 		return item
 	case err := <-w.done:
 		w.done <- err
+		select {
+		case item := <-w.items: // sent before the end
+			return item
+		default:
+		}
 		t.Fatalf("watch ended with %v, want another item", err)
 	case <-time.After(sessTimeout):
 		t.Fatal("no item from the watch")
