@@ -1,6 +1,7 @@
 package dispatch_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"lastmile/internal/dispatch"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/apperrtest"
+	"lastmile/internal/platform/eventlog"
 )
 
 func TestSessionReplaysUnacknowledgedDeliveriesInOrderThenLiveOnes(t *testing.T) {
@@ -280,5 +282,28 @@ func TestNextEndsWithTheContext(t *testing.T) {
 		}
 	case <-time.After(sessTimeout):
 		t.Fatal("Next did not end with its context")
+	}
+}
+
+// With a one-event buffer, every commit of a task change with a delivery (two events) drops the hub from
+// the event feed: it must subscribe again and wake everyone, so nothing is lost.
+func TestHubThatFellBehindLosesNothing(t *testing.T) {
+	f := newSessionFixture(t, dispatch.Options{}, eventlog.Options{Poll: 5 * time.Millisecond, Buffer: 1})
+	s := sessOpen(t, f.svc, 1, dispatch.Hello{})
+	for n := 1; n <= 3; n++ {
+		f.newTask(t, n, 1)
+		w := startWatch(t, asDispatcher(sessCtx(t)), func(ctx context.Context, send func(dispatch.TaskUpdate) error) error {
+			return f.svc.WatchTask(ctx, sessTaskID(n), send)
+		})
+		if got, want := describeUpdate(w.recv(t)), "task pending v1"; got != want {
+			t.Fatalf("task %d: snapshot = %q, want %q", n, got, want)
+		}
+		c := f.offer(t, sessTaskID(n), n, 1)
+		if got, want := sessDescribe(sessNext(t, s)), fmt.Sprintf("%d offer %s open task %s offered", c, sessOfferID(n), sessTaskID(n)); got != want {
+			t.Errorf("task %d: Next() = %q, want %q", n, got, want)
+		}
+		if got, want := describeUpdate(w.recv(t)), "task offered v2"; got != want {
+			t.Errorf("task %d: watch after the offer = %q, want %q", n, got, want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -123,6 +124,9 @@ func newSessionFixture(t *testing.T, opts dispatch.Options, logOpts ...eventlog.
 		routes: &sessRoutes{}, clock: &sessClock{now: sessT0}, metrics: &sessMetrics{}}
 	f.store = newMemStore(f.src)
 	opts.Now = f.clock.Now
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	f.opts = opts
 	f.logOpts = eventlog.Options{Poll: 5 * time.Millisecond}
 	if len(logOpts) > 0 {
