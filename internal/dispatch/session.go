@@ -195,7 +195,11 @@ func (s *Service) OpenSession(ctx context.Context, hello Hello) (*CourierSession
 		return nil, apperr.Errorf(apperr.Unavailable, "this server is shutting down; connect again")
 	}
 	if err := c.snapshot(ctx, rec); err != nil {
-		c.Close()
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		s.hub.removeSession(c)
+		c.closeRecord()
 		return nil, err
 	}
 	s.metrics.SessionOpened()
