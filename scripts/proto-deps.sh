@@ -17,7 +17,8 @@ protovalidate="$(moddir "$PROTOVALIDATE_MODULE")/proto/protovalidate"
 
 rm -rf "$out"
 mkdir -p "$out/google/api" "$out/buf/validate" "$out/protoc-gen-openapiv2/options"
-install -m 0644 "$googleapis/google/api/annotations.proto" "$googleapis/google/api/http.proto" "$out/google/api/"
+install -m 0644 "$googleapis/google/api/annotations.proto" "$googleapis/google/api/http.proto" \
+  "$googleapis/google/api/httpbody.proto" "$out/google/api/"
 install -m 0644 "$protovalidate/buf/validate/validate.proto" "$out/buf/validate/"
 install -m 0644 "$gateway_v2/protoc-gen-openapiv2/options/annotations.proto" \
   "$gateway_v2/protoc-gen-openapiv2/options/openapiv2.proto" "$out/protoc-gen-openapiv2/options/"

@@ -88,6 +88,9 @@ type Service struct {
 	engine   *Engine
 	metrics  Metrics
 	hub      *hub
+
+	courierIDs courierIDCache
+	kickCh     chan struct{}
 }
 
 // Deps are the Service's collaborators.
@@ -141,6 +144,7 @@ func NewService(d Deps, opts Options) *Service {
 		logger:   opts.Logger,
 		opts:     opts,
 		metrics:  d.Metrics,
+		kickCh:   make(chan struct{}, 1),
 	}
 	if s.metrics == nil {
 		s.metrics = NopMetrics{}
@@ -199,5 +203,13 @@ func checkETag(t Task, want string) error {
 func setDefault[T int | float64 | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
+	}
+}
+
+// kick wakes the work loop: a task became due.
+func (s *Service) kick() {
+	select {
+	case s.kickCh <- struct{}{}:
+	default:
 	}
 }

@@ -2,25 +2,18 @@ package dispatch
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 )
 
-// Tuning of courier sessions.
+// Tuning of courier sessions (HeartbeatInterval, in worker.go, is how often a session refreshes its
+// heartbeat).
 const (
-	// HeartbeatInterval is how often an open session refreshes its heartbeat in the store; a session
-	// whose heartbeat is older than a few intervals counts as disconnected.
-	HeartbeatInterval = 10 * time.Second
 	// sessionBatch is how many deliveries a session reads from the store at once.
 	sessionBatch = 100
 	// sessionCloseTimeout bounds the store write of Close, which runs after the stream's context ended.
@@ -574,82 +567,3 @@ func (c *CourierSession) replace() {
 // local session's Next returns Drain{DrainServerShutdown, grace}, keeps delivering during grace, and then
 // ends with Unavailable. Call it before stopping the gRPC server, and wait grace.
 func (s *Service) Drain(grace time.Duration) { s.hub.drain(grace) }
-
-// Fingerprint identifies the command's content, to tell a command resent under its id from another
-// command reusing the id. It is stable across releases: a canonical text of the fields, hashed.
-func (c Command) Fingerprint() string {
-	var b strings.Builder
-	str := func(s string) { b.WriteString(strconv.Quote(s)); b.WriteByte(',') }
-	tm := func(t time.Time) {
-		if t.IsZero() {
-			str("")
-			return
-		}
-		str(t.UTC().Format(time.RFC3339Nano))
-	}
-	loc := func(p *geo.LatLng) {
-		if p == nil {
-			str("")
-			return
-		}
-		str(strconv.FormatFloat(p.Lat, 'g', -1, 64) + " " + strconv.FormatFloat(p.Lng, 'g', -1, 64))
-	}
-	ids := func(v []string) {
-		str(strconv.Itoa(len(v)))
-		for _, id := range v {
-			str(id)
-		}
-	}
-	inline := func(v []InlineProof) {
-		str(strconv.Itoa(len(v)))
-		for _, p := range v {
-			str(string(p.Kind))
-			str(p.Barcode)
-			str(p.Code)
-			tm(p.CaptureTime)
-			loc(p.CaptureLocation)
-		}
-	}
-	switch {
-	case c.Accept != nil:
-		str("accept")
-		str(c.Accept.OfferID)
-	case c.Decline != nil:
-		str("decline")
-		str(c.Decline.OfferID)
-		str(string(c.Decline.Reason))
-		str(c.Decline.Comment)
-	case c.Pickup != nil:
-		str("pickup")
-		str(c.Pickup.TaskID)
-		ids(c.Pickup.UploadIDs)
-		inline(c.Pickup.Inline)
-		loc(c.Pickup.Location)
-		tm(c.Pickup.OccurTime)
-	case c.Deliver != nil:
-		str("deliver")
-		str(c.Deliver.TaskID)
-		ids(c.Deliver.UploadIDs)
-		inline(c.Deliver.Inline)
-		loc(c.Deliver.Location)
-		tm(c.Deliver.OccurTime)
-	case c.Fail != nil:
-		str("fail")
-		str(c.Fail.TaskID)
-		str(string(c.Fail.Reason))
-		str(c.Fail.Comment)
-		ids(c.Fail.UploadIDs)
-		loc(c.Fail.Location)
-		tm(c.Fail.OccurTime)
-	case c.Release != nil:
-		str("release")
-		str(c.Release.TaskID)
-		str(string(c.Release.Reason))
-		str(c.Release.Comment)
-		tm(c.Release.OccurTime)
-	default:
-		str("empty")
-	}
-	sum := sha256.Sum256([]byte(b.String()))
-	return hex.EncodeToString(sum[:16])
-}

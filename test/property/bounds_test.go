@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 )
@@ -45,6 +46,12 @@ func TestRequestTimestampBounds(t *testing.T) {
 		},
 		"ClaimCourierRequest.expected_release_time": func(at time.Time) proto.Message {
 			return &courierv1.ClaimCourierRequest{CourierId: id, TaskId: id, ExpectedReleaseTime: timestamppb.New(at)}
+		},
+		"TimeWindow.start_time": func(at time.Time) proto.Message {
+			return &dispatchv1.TimeWindow{StartTime: timestamppb.New(at), EndTime: timestamppb.New(at.Add(time.Nanosecond))}
+		},
+		"TimeWindow.end_time": func(at time.Time) proto.Message {
+			return &dispatchv1.TimeWindow{StartTime: timestamppb.New(at.Add(-time.Hour)), EndTime: timestamppb.New(at)}
 		},
 		"EstimateRouteRequest.departure_time": func(at time.Time) proto.Message {
 			return &routev1.EstimateRouteRequest{Origin: ll, Destination: ll, TransportMode: geov1.TransportMode_TRANSPORT_MODE_CAR, DepartureTime: timestamppb.New(at)}

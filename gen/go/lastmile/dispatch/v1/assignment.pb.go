@@ -24,6 +24,78 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DecisionOutcome is what an assignment decision came to.
+type DecisionOutcome int32
+
+const (
+	// Not set.
+	DecisionOutcome_DECISION_OUTCOME_UNSPECIFIED DecisionOutcome = 0
+	// The task was offered to the winner.
+	DecisionOutcome_DECISION_OUTCOME_OFFERED DecisionOutcome = 1
+	// A dispatcher assigned the task (DECISION_TRIGGER_DISPATCHER_OVERRIDE).
+	DecisionOutcome_DECISION_OUTCOME_DISPATCHER_ASSIGNED DecisionOutcome = 2
+	// No available courier was found within the search radius; the engine tries again later.
+	DecisionOutcome_DECISION_OUTCOME_NO_CANDIDATES DecisionOutcome = 3
+	// Couriers were found but every one was excluded (see their exclusion_reason); the engine tries again
+	// later.
+	DecisionOutcome_DECISION_OUTCOME_ALL_EXCLUDED DecisionOutcome = 4
+	// The engine put the task off without looking for couriers, such as while its pickup window is too far
+	// ahead or more urgent tasks go first; it tries again later.
+	DecisionOutcome_DECISION_OUTCOME_DEFERRED DecisionOutcome = 5
+	// The engine gave up: the pickup window closed, or the maximum wait ran out, and the task became
+	// UNASSIGNABLE.
+	DecisionOutcome_DECISION_OUTCOME_UNASSIGNABLE DecisionOutcome = 6
+)
+
+// Enum value maps for DecisionOutcome.
+var (
+	DecisionOutcome_name = map[int32]string{
+		0: "DECISION_OUTCOME_UNSPECIFIED",
+		1: "DECISION_OUTCOME_OFFERED",
+		2: "DECISION_OUTCOME_DISPATCHER_ASSIGNED",
+		3: "DECISION_OUTCOME_NO_CANDIDATES",
+		4: "DECISION_OUTCOME_ALL_EXCLUDED",
+		5: "DECISION_OUTCOME_DEFERRED",
+		6: "DECISION_OUTCOME_UNASSIGNABLE",
+	}
+	DecisionOutcome_value = map[string]int32{
+		"DECISION_OUTCOME_UNSPECIFIED":         0,
+		"DECISION_OUTCOME_OFFERED":             1,
+		"DECISION_OUTCOME_DISPATCHER_ASSIGNED": 2,
+		"DECISION_OUTCOME_NO_CANDIDATES":       3,
+		"DECISION_OUTCOME_ALL_EXCLUDED":        4,
+		"DECISION_OUTCOME_DEFERRED":            5,
+		"DECISION_OUTCOME_UNASSIGNABLE":        6,
+	}
+)
+
+func (x DecisionOutcome) Enum() *DecisionOutcome {
+	p := new(DecisionOutcome)
+	*p = x
+	return p
+}
+
+func (x DecisionOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DecisionOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_lastmile_dispatch_v1_assignment_proto_enumTypes[0].Descriptor()
+}
+
+func (DecisionOutcome) Type() protoreflect.EnumType {
+	return &file_lastmile_dispatch_v1_assignment_proto_enumTypes[0]
+}
+
+func (x DecisionOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DecisionOutcome.Descriptor instead.
+func (DecisionOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_assignment_proto_rawDescGZIP(), []int{0}
+}
+
 // DecisionTrigger is what started an assignment decision.
 type DecisionTrigger int32
 
@@ -67,11 +139,11 @@ func (x DecisionTrigger) String() string {
 }
 
 func (DecisionTrigger) Descriptor() protoreflect.EnumDescriptor {
-	return file_lastmile_dispatch_v1_assignment_proto_enumTypes[0].Descriptor()
+	return file_lastmile_dispatch_v1_assignment_proto_enumTypes[1].Descriptor()
 }
 
 func (DecisionTrigger) Type() protoreflect.EnumType {
-	return &file_lastmile_dispatch_v1_assignment_proto_enumTypes[0]
+	return &file_lastmile_dispatch_v1_assignment_proto_enumTypes[1]
 }
 
 func (x DecisionTrigger) Number() protoreflect.EnumNumber {
@@ -80,7 +152,7 @@ func (x DecisionTrigger) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DecisionTrigger.Descriptor instead.
 func (DecisionTrigger) EnumDescriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_assignment_proto_rawDescGZIP(), []int{0}
+	return file_lastmile_dispatch_v1_assignment_proto_rawDescGZIP(), []int{1}
 }
 
 // ExclusionReason is why a courier found near the pickup was not eligible for a task.
@@ -107,21 +179,25 @@ const (
 	ExclusionReason_EXCLUSION_REASON_UNAVAILABLE ExclusionReason = 8
 	// The courier's last known position is too old to trust.
 	ExclusionReason_EXCLUSION_REASON_STALE_LOCATION ExclusionReason = 9
+	// The courier has no open StreamAssignments session, so an offer could not reach them. Offers go only to
+	// connected couriers.
+	ExclusionReason_EXCLUSION_REASON_NOT_CONNECTED ExclusionReason = 10
 )
 
 // Enum value maps for ExclusionReason.
 var (
 	ExclusionReason_name = map[int32]string{
-		0: "EXCLUSION_REASON_UNSPECIFIED",
-		1: "EXCLUSION_REASON_DECLINED",
-		2: "EXCLUSION_REASON_OFFER_EXPIRED",
-		3: "EXCLUSION_REASON_NO_CAPACITY",
-		4: "EXCLUSION_REASON_TRANSPORT_MODE",
-		5: "EXCLUSION_REASON_NO_ROUTE",
-		6: "EXCLUSION_REASON_PICKUP_WINDOW",
-		7: "EXCLUSION_REASON_OTHER_OFFER_OPEN",
-		8: "EXCLUSION_REASON_UNAVAILABLE",
-		9: "EXCLUSION_REASON_STALE_LOCATION",
+		0:  "EXCLUSION_REASON_UNSPECIFIED",
+		1:  "EXCLUSION_REASON_DECLINED",
+		2:  "EXCLUSION_REASON_OFFER_EXPIRED",
+		3:  "EXCLUSION_REASON_NO_CAPACITY",
+		4:  "EXCLUSION_REASON_TRANSPORT_MODE",
+		5:  "EXCLUSION_REASON_NO_ROUTE",
+		6:  "EXCLUSION_REASON_PICKUP_WINDOW",
+		7:  "EXCLUSION_REASON_OTHER_OFFER_OPEN",
+		8:  "EXCLUSION_REASON_UNAVAILABLE",
+		9:  "EXCLUSION_REASON_STALE_LOCATION",
+		10: "EXCLUSION_REASON_NOT_CONNECTED",
 	}
 	ExclusionReason_value = map[string]int32{
 		"EXCLUSION_REASON_UNSPECIFIED":      0,
@@ -134,6 +210,7 @@ var (
 		"EXCLUSION_REASON_OTHER_OFFER_OPEN": 7,
 		"EXCLUSION_REASON_UNAVAILABLE":      8,
 		"EXCLUSION_REASON_STALE_LOCATION":   9,
+		"EXCLUSION_REASON_NOT_CONNECTED":    10,
 	}
 )
 
@@ -148,11 +225,11 @@ func (x ExclusionReason) String() string {
 }
 
 func (ExclusionReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_lastmile_dispatch_v1_assignment_proto_enumTypes[1].Descriptor()
+	return file_lastmile_dispatch_v1_assignment_proto_enumTypes[2].Descriptor()
 }
 
 func (ExclusionReason) Type() protoreflect.EnumType {
-	return &file_lastmile_dispatch_v1_assignment_proto_enumTypes[1]
+	return &file_lastmile_dispatch_v1_assignment_proto_enumTypes[2]
 }
 
 func (x ExclusionReason) Number() protoreflect.EnumNumber {
@@ -161,7 +238,7 @@ func (x ExclusionReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ExclusionReason.Descriptor instead.
 func (ExclusionReason) EnumDescriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_assignment_proto_rawDescGZIP(), []int{1}
+	return file_lastmile_dispatch_v1_assignment_proto_rawDescGZIP(), []int{2}
 }
 
 // AssignmentExplanation says how dispatch chose, or tried to choose, a courier for one task.
@@ -262,7 +339,9 @@ type AssignmentDecision struct {
 	WinnerCourierId string `protobuf:"bytes,10,opt,name=winner_courier_id,json=winnerCourierId,proto3" json:"winner_courier_id,omitempty"`
 	// Why the winner won (or why nobody did), for humans, such as "earliest ETA to pickup (4m10s) and lowest
 	// load" or "no available courier within 5 km; retrying".
-	Rationale     string `protobuf:"bytes,11,opt,name=rationale,proto3" json:"rationale,omitempty"`
+	Rationale string `protobuf:"bytes,11,opt,name=rationale,proto3" json:"rationale,omitempty"`
+	// What the decision came to, as a code (rationale says it for humans).
+	Outcome       DecisionOutcome `protobuf:"varint,12,opt,name=outcome,proto3,enum=lastmile.dispatch.v1.DecisionOutcome" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -372,6 +451,13 @@ func (x *AssignmentDecision) GetRationale() string {
 		return x.Rationale
 	}
 	return ""
+}
+
+func (x *AssignmentDecision) GetOutcome() DecisionOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return DecisionOutcome_DECISION_OUTCOME_UNSPECIFIED
 }
 
 // ScoringWeights are the weights of the score components. A candidate's total score is the sum of its
@@ -705,7 +791,7 @@ const file_lastmile_dispatch_v1_assignment_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12>\n" +
 	"\n" +
 	"task_state\x18\x02 \x01(\x0e2\x1f.lastmile.dispatch.v1.TaskStateR\ttaskState\x12F\n" +
-	"\tdecisions\x18\x03 \x03(\v2(.lastmile.dispatch.v1.AssignmentDecisionR\tdecisions\"\x97\x04\n" +
+	"\tdecisions\x18\x03 \x03(\v2(.lastmile.dispatch.v1.AssignmentDecisionR\tdecisions\"\xd8\x04\n" +
 	"\x12AssignmentDecision\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12;\n" +
 	"\vdecide_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -721,7 +807,8 @@ const file_lastmile_dispatch_v1_assignment_proto_rawDesc = "" +
 	"candidates\x12*\n" +
 	"\x11winner_courier_id\x18\n" +
 	" \x01(\tR\x0fwinnerCourierId\x12\x1c\n" +
-	"\trationale\x18\v \x01(\tR\trationale\"n\n" +
+	"\trationale\x18\v \x01(\tR\trationale\x12?\n" +
+	"\aoutcome\x18\f \x01(\x0e2%.lastmile.dispatch.v1.DecisionOutcomeR\aoutcome\"n\n" +
 	"\x0eScoringWeights\x12\x10\n" +
 	"\x03eta\x18\x01 \x01(\x01R\x03eta\x12\x1a\n" +
 	"\bdistance\x18\x02 \x01(\x01R\bdistance\x12\x12\n" +
@@ -753,12 +840,20 @@ const file_lastmile_dispatch_v1_assignment_proto_rawDesc = "" +
 	"\x0efairness_score\x18\t \x01(\x01R\rfairnessScore\x12\x1f\n" +
 	"\vtotal_score\x18\n" +
 	" \x01(\x01R\n" +
-	"totalScore*\x99\x01\n" +
+	"totalScore*\x84\x02\n" +
+	"\x0fDecisionOutcome\x12 \n" +
+	"\x1cDECISION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18DECISION_OUTCOME_OFFERED\x10\x01\x12(\n" +
+	"$DECISION_OUTCOME_DISPATCHER_ASSIGNED\x10\x02\x12\"\n" +
+	"\x1eDECISION_OUTCOME_NO_CANDIDATES\x10\x03\x12!\n" +
+	"\x1dDECISION_OUTCOME_ALL_EXCLUDED\x10\x04\x12\x1d\n" +
+	"\x19DECISION_OUTCOME_DEFERRED\x10\x05\x12!\n" +
+	"\x1dDECISION_OUTCOME_UNASSIGNABLE\x10\x06*\x99\x01\n" +
 	"\x0fDecisionTrigger\x12 \n" +
 	"\x1cDECISION_TRIGGER_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aDECISION_TRIGGER_AUTOMATIC\x10\x01\x12\x1a\n" +
 	"\x16DECISION_TRIGGER_RETRY\x10\x02\x12(\n" +
-	"$DECISION_TRIGGER_DISPATCHER_OVERRIDE\x10\x03*\xee\x02\n" +
+	"$DECISION_TRIGGER_DISPATCHER_OVERRIDE\x10\x03*\x92\x03\n" +
 	"\x0fExclusionReason\x12 \n" +
 	"\x1cEXCLUSION_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19EXCLUSION_REASON_DECLINED\x10\x01\x12\"\n" +
@@ -769,7 +864,9 @@ const file_lastmile_dispatch_v1_assignment_proto_rawDesc = "" +
 	"\x1eEXCLUSION_REASON_PICKUP_WINDOW\x10\x06\x12%\n" +
 	"!EXCLUSION_REASON_OTHER_OFFER_OPEN\x10\a\x12 \n" +
 	"\x1cEXCLUSION_REASON_UNAVAILABLE\x10\b\x12#\n" +
-	"\x1fEXCLUSION_REASON_STALE_LOCATION\x10\tB1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
+	"\x1fEXCLUSION_REASON_STALE_LOCATION\x10\t\x12\"\n" +
+	"\x1eEXCLUSION_REASON_NOT_CONNECTED\x10\n" +
+	"B1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
 
 var (
 	file_lastmile_dispatch_v1_assignment_proto_rawDescOnce sync.Once
@@ -783,44 +880,46 @@ func file_lastmile_dispatch_v1_assignment_proto_rawDescGZIP() []byte {
 	return file_lastmile_dispatch_v1_assignment_proto_rawDescData
 }
 
-var file_lastmile_dispatch_v1_assignment_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_lastmile_dispatch_v1_assignment_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_lastmile_dispatch_v1_assignment_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_lastmile_dispatch_v1_assignment_proto_goTypes = []any{
-	(DecisionTrigger)(0),          // 0: lastmile.dispatch.v1.DecisionTrigger
-	(ExclusionReason)(0),          // 1: lastmile.dispatch.v1.ExclusionReason
-	(*AssignmentExplanation)(nil), // 2: lastmile.dispatch.v1.AssignmentExplanation
-	(*AssignmentDecision)(nil),    // 3: lastmile.dispatch.v1.AssignmentDecision
-	(*ScoringWeights)(nil),        // 4: lastmile.dispatch.v1.ScoringWeights
-	(*AssignmentCandidate)(nil),   // 5: lastmile.dispatch.v1.AssignmentCandidate
-	(*CandidateScore)(nil),        // 6: lastmile.dispatch.v1.CandidateScore
-	(TaskState)(0),                // 7: lastmile.dispatch.v1.TaskState
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(v1.TransportMode)(0),         // 9: lastmile.geo.v1.TransportMode
-	(*v1.LatLng)(nil),             // 10: lastmile.geo.v1.LatLng
-	(OfferState)(0),               // 11: lastmile.dispatch.v1.OfferState
-	(DeclineReason)(0),            // 12: lastmile.dispatch.v1.DeclineReason
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(DecisionOutcome)(0),          // 0: lastmile.dispatch.v1.DecisionOutcome
+	(DecisionTrigger)(0),          // 1: lastmile.dispatch.v1.DecisionTrigger
+	(ExclusionReason)(0),          // 2: lastmile.dispatch.v1.ExclusionReason
+	(*AssignmentExplanation)(nil), // 3: lastmile.dispatch.v1.AssignmentExplanation
+	(*AssignmentDecision)(nil),    // 4: lastmile.dispatch.v1.AssignmentDecision
+	(*ScoringWeights)(nil),        // 5: lastmile.dispatch.v1.ScoringWeights
+	(*AssignmentCandidate)(nil),   // 6: lastmile.dispatch.v1.AssignmentCandidate
+	(*CandidateScore)(nil),        // 7: lastmile.dispatch.v1.CandidateScore
+	(TaskState)(0),                // 8: lastmile.dispatch.v1.TaskState
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(v1.TransportMode)(0),         // 10: lastmile.geo.v1.TransportMode
+	(*v1.LatLng)(nil),             // 11: lastmile.geo.v1.LatLng
+	(OfferState)(0),               // 12: lastmile.dispatch.v1.OfferState
+	(DeclineReason)(0),            // 13: lastmile.dispatch.v1.DeclineReason
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
 }
 var file_lastmile_dispatch_v1_assignment_proto_depIdxs = []int32{
-	7,  // 0: lastmile.dispatch.v1.AssignmentExplanation.task_state:type_name -> lastmile.dispatch.v1.TaskState
-	3,  // 1: lastmile.dispatch.v1.AssignmentExplanation.decisions:type_name -> lastmile.dispatch.v1.AssignmentDecision
-	8,  // 2: lastmile.dispatch.v1.AssignmentDecision.decide_time:type_name -> google.protobuf.Timestamp
-	0,  // 3: lastmile.dispatch.v1.AssignmentDecision.trigger:type_name -> lastmile.dispatch.v1.DecisionTrigger
-	4,  // 4: lastmile.dispatch.v1.AssignmentDecision.weights:type_name -> lastmile.dispatch.v1.ScoringWeights
-	5,  // 5: lastmile.dispatch.v1.AssignmentDecision.candidates:type_name -> lastmile.dispatch.v1.AssignmentCandidate
-	6,  // 6: lastmile.dispatch.v1.AssignmentCandidate.score:type_name -> lastmile.dispatch.v1.CandidateScore
-	1,  // 7: lastmile.dispatch.v1.AssignmentCandidate.exclusion_reason:type_name -> lastmile.dispatch.v1.ExclusionReason
-	9,  // 8: lastmile.dispatch.v1.AssignmentCandidate.transport_mode:type_name -> lastmile.geo.v1.TransportMode
-	10, // 9: lastmile.dispatch.v1.AssignmentCandidate.location:type_name -> lastmile.geo.v1.LatLng
-	11, // 10: lastmile.dispatch.v1.AssignmentCandidate.offer_state:type_name -> lastmile.dispatch.v1.OfferState
-	12, // 11: lastmile.dispatch.v1.AssignmentCandidate.decline_reason:type_name -> lastmile.dispatch.v1.DeclineReason
-	13, // 12: lastmile.dispatch.v1.CandidateScore.pickup_eta:type_name -> google.protobuf.Duration
-	13, // 13: lastmile.dispatch.v1.CandidateScore.idle_duration:type_name -> google.protobuf.Duration
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	8,  // 0: lastmile.dispatch.v1.AssignmentExplanation.task_state:type_name -> lastmile.dispatch.v1.TaskState
+	4,  // 1: lastmile.dispatch.v1.AssignmentExplanation.decisions:type_name -> lastmile.dispatch.v1.AssignmentDecision
+	9,  // 2: lastmile.dispatch.v1.AssignmentDecision.decide_time:type_name -> google.protobuf.Timestamp
+	1,  // 3: lastmile.dispatch.v1.AssignmentDecision.trigger:type_name -> lastmile.dispatch.v1.DecisionTrigger
+	5,  // 4: lastmile.dispatch.v1.AssignmentDecision.weights:type_name -> lastmile.dispatch.v1.ScoringWeights
+	6,  // 5: lastmile.dispatch.v1.AssignmentDecision.candidates:type_name -> lastmile.dispatch.v1.AssignmentCandidate
+	0,  // 6: lastmile.dispatch.v1.AssignmentDecision.outcome:type_name -> lastmile.dispatch.v1.DecisionOutcome
+	7,  // 7: lastmile.dispatch.v1.AssignmentCandidate.score:type_name -> lastmile.dispatch.v1.CandidateScore
+	2,  // 8: lastmile.dispatch.v1.AssignmentCandidate.exclusion_reason:type_name -> lastmile.dispatch.v1.ExclusionReason
+	10, // 9: lastmile.dispatch.v1.AssignmentCandidate.transport_mode:type_name -> lastmile.geo.v1.TransportMode
+	11, // 10: lastmile.dispatch.v1.AssignmentCandidate.location:type_name -> lastmile.geo.v1.LatLng
+	12, // 11: lastmile.dispatch.v1.AssignmentCandidate.offer_state:type_name -> lastmile.dispatch.v1.OfferState
+	13, // 12: lastmile.dispatch.v1.AssignmentCandidate.decline_reason:type_name -> lastmile.dispatch.v1.DeclineReason
+	14, // 13: lastmile.dispatch.v1.CandidateScore.pickup_eta:type_name -> google.protobuf.Duration
+	14, // 14: lastmile.dispatch.v1.CandidateScore.idle_duration:type_name -> google.protobuf.Duration
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_dispatch_v1_assignment_proto_init() }
@@ -834,7 +933,7 @@ func file_lastmile_dispatch_v1_assignment_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lastmile_dispatch_v1_assignment_proto_rawDesc), len(file_lastmile_dispatch_v1_assignment_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -12,6 +12,7 @@ package dispatchv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	v1 "lastmile/gen/go/lastmile/courier/v1"
@@ -48,7 +49,14 @@ type CreateTaskRequest struct {
 	Notes string `protobuf:"bytes,6,opt,name=notes,proto3" json:"notes,omitempty"`
 	// The customer the task is for, a UUID. Customers leave it empty (or set their own id); dispatchers,
 	// administrators and partner systems creating a task for a customer must set it.
-	CustomerId    string `protobuf:"bytes,7,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	CustomerId string `protobuf:"bytes,7,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	// The proofs the courier must (or may) give at the pickup and the dropoff. Up to 8, at most one per kind
+	// and stage; a PROOF_KIND_BARCODE requirement needs parcel_barcode. Optional: without requirements the
+	// courier may still attach proofs.
+	ProofRequirements []*ProofRequirement `protobuf:"bytes,8,rep,name=proof_requirements,json=proofRequirements,proto3" json:"proof_requirements,omitempty"`
+	// The barcode printed on the parcel, 1 to 128 printable ASCII characters, that a PROOF_KIND_BARCODE proof
+	// must scan to. Optional.
+	ParcelBarcode string `protobuf:"bytes,9,opt,name=parcel_barcode,json=parcelBarcode,proto3" json:"parcel_barcode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -132,11 +140,27 @@ func (x *CreateTaskRequest) GetCustomerId() string {
 	return ""
 }
 
+func (x *CreateTaskRequest) GetProofRequirements() []*ProofRequirement {
+	if x != nil {
+		return x.ProofRequirements
+	}
+	return nil
+}
+
+func (x *CreateTaskRequest) GetParcelBarcode() string {
+	if x != nil {
+		return x.ParcelBarcode
+	}
+	return ""
+}
+
 // GetTaskRequest names the task to read.
 type GetTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task, a UUID.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// How much of the task to return. Defaults to TASK_VIEW_FULL.
+	View          TaskView `protobuf:"varint,2,opt,name=view,proto3,enum=lastmile.dispatch.v1.TaskView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -178,6 +202,13 @@ func (x *GetTaskRequest) GetId() string {
 	return ""
 }
 
+func (x *GetTaskRequest) GetView() TaskView {
+	if x != nil {
+		return x.View
+	}
+	return TaskView_TASK_VIEW_UNSPECIFIED
+}
+
 // ListTasksRequest filters and pages through tasks. Filters combine with AND.
 type ListTasksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -191,7 +222,10 @@ type ListTasksRequest struct {
 	// Only tasks held (now or last) by this courier, a UUID. Empty means any courier.
 	CourierId string `protobuf:"bytes,4,opt,name=courier_id,json=courierId,proto3" json:"courier_id,omitempty"`
 	// Only tasks of this customer, a UUID. Empty means any customer.
-	CustomerId    string `protobuf:"bytes,5,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	CustomerId string `protobuf:"bytes,5,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	// How much of each task to return. Defaults to TASK_VIEW_BASIC (without history and proofs): full tasks
+	// of a 1,000-task page can exceed a client's message size limit.
+	View          TaskView `protobuf:"varint,6,opt,name=view,proto3,enum=lastmile.dispatch.v1.TaskView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +293,13 @@ func (x *ListTasksRequest) GetCustomerId() string {
 		return x.CustomerId
 	}
 	return ""
+}
+
+func (x *ListTasksRequest) GetView() TaskView {
+	if x != nil {
+		return x.View
+	}
+	return TaskView_TASK_VIEW_UNSPECIFIED
 }
 
 // ListTasksResponse is one page of tasks.
@@ -566,6 +607,61 @@ func (x *GetCourierStatusRequest) GetCourierId() string {
 	return ""
 }
 
+// GetProofContentRequest names the proof upload to read.
+type GetProofContentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task the proof belongs to, a UUID.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The upload that holds the bytes (Proof.upload_id), a UUID.
+	UploadId      string `protobuf:"bytes,2,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProofContentRequest) Reset() {
+	*x = GetProofContentRequest{}
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProofContentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProofContentRequest) ProtoMessage() {}
+
+func (x *GetProofContentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProofContentRequest.ProtoReflect.Descriptor instead.
+func (*GetProofContentRequest) Descriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_dispatch_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetProofContentRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *GetProofContentRequest) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
 // CourierOverview is everything a dashboard shows about one courier: the courier service's view and
 // dispatch's.
 type CourierOverview struct {
@@ -583,7 +679,7 @@ type CourierOverview struct {
 
 func (x *CourierOverview) Reset() {
 	*x = CourierOverview{}
-	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[8]
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +691,7 @@ func (x *CourierOverview) String() string {
 func (*CourierOverview) ProtoMessage() {}
 
 func (x *CourierOverview) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[8]
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +704,7 @@ func (x *CourierOverview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CourierOverview.ProtoReflect.Descriptor instead.
 func (*CourierOverview) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_dispatch_proto_rawDescGZIP(), []int{8}
+	return file_lastmile_dispatch_v1_dispatch_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CourierOverview) GetCourier() *v1.CourierSnapshot {
@@ -636,7 +732,7 @@ var File_lastmile_dispatch_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"#lastmile/dispatch/v1/dispatch.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a!lastmile/courier/v1/courier.proto\x1a%lastmile/dispatch/v1/assignment.proto\x1a\"lastmile/dispatch/v1/session.proto\x1a\x1flastmile/dispatch/v1/task.proto\x1a#lastmile/dispatch/v1/tracking.proto\x1a!lastmile/dispatch/v1/upload.proto\"\xa9\x05\n" +
+	"#lastmile/dispatch/v1/dispatch.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a!lastmile/courier/v1/courier.proto\x1a%lastmile/dispatch/v1/assignment.proto\x1a\"lastmile/dispatch/v1/session.proto\x1a\x1flastmile/dispatch/v1/task.proto\x1a#lastmile/dispatch/v1/tracking.proto\x1a!lastmile/dispatch/v1/upload.proto\"\xea\t\n" +
 	"\x11CreateTaskRequest\x122\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\x13\xbaH\x10r\x0e\x10\x01\x18@2\b^[!-~]+$R\trequestId\x12:\n" +
@@ -646,10 +742,15 @@ const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\x04size\x18\x05 \x01(\x0e2 .lastmile.dispatch.v1.ParcelSizeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04size\x12\x1e\n" +
 	"\x05notes\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\x05notes\x12,\n" +
 	"\vcustomer_id\x18\a \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\n" +
-	"customerId:\x8d\x02\xbaH\x89\x02\x1a\x86\x02\n" +
-	".create_task.dropoff_window_after_pickup_window\x12Hdropoff.time_window.end_time must be after pickup.time_window.start_time\x1a\x89\x01!has(this.pickup.time_window) || !has(this.dropoff.time_window) || this.dropoff.time_window.end_time > this.pickup.time_window.start_time\"*\n" +
+	"customerId\x12_\n" +
+	"\x12proof_requirements\x18\b \x03(\v2&.lastmile.dispatch.v1.ProofRequirementB\b\xbaH\x05\x92\x01\x02\x10\bR\x11proofRequirements\x12<\n" +
+	"\x0eparcel_barcode\x18\t \x01(\tB\x15\xbaH\x12\xd8\x01\x01r\r\x18\x80\x012\b^[!-~]+$R\rparcelBarcode:\xaf\x05\xbaH\xab\x05\x1a\xe6\x01\n" +
+	"%create_task.proof_requirements_unique\x12Fproof_requirements may hold at most one requirement per kind and stage\x1authis.proof_requirements.all(a, this.proof_requirements.filter(b, b.kind == a.kind && b.stage == a.stage).size() == 1)\x1a\xb6\x01\n" +
+	"4create_task.barcode_requirement_needs_parcel_barcode\x120a barcode proof requirement needs parcel_barcode\x1aLthis.parcel_barcode != '' || !this.proof_requirements.exists(r, r.kind == 3)\x1a\x86\x02\n" +
+	".create_task.dropoff_window_after_pickup_window\x12Hdropoff.time_window.end_time must be after pickup.time_window.start_time\x1a\x89\x01!has(this.pickup.time_window) || !has(this.dropoff.time_window) || this.dropoff.time_window.end_time > this.pickup.time_window.start_time\"h\n" +
 	"\x0eGetTaskRequest\x12\x18\n" +
-	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"\x8c\x02\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12<\n" +
+	"\x04view\x18\x02 \x01(\x0e2\x1e.lastmile.dispatch.v1.TaskViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\"\xca\x02\n" +
 	"\x10ListTasksRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
@@ -659,7 +760,8 @@ const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
 	"courier_id\x18\x04 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tcourierId\x12,\n" +
 	"\vcustomer_id\x18\x05 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\n" +
-	"customerId\"\x8c\x01\n" +
+	"customerId\x12<\n" +
+	"\x04view\x18\x06 \x01(\x0e2\x1e.lastmile.dispatch.v1.TaskViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\"\x8c\x01\n" +
 	"\x11ListTasksResponse\x120\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x1a.lastmile.dispatch.v1.TaskR\x05tasks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
@@ -681,13 +783,15 @@ const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"B\n" +
 	"\x17GetCourierStatusRequest\x12'\n" +
 	"\n" +
-	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\"\xce\x01\n" +
+	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\"b\n" +
+	"\x16GetProofContentRequest\x12!\n" +
+	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12%\n" +
+	"\tupload_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\buploadId\"\xce\x01\n" +
 	"\x0fCourierOverview\x12>\n" +
 	"\acourier\x18\x01 \x01(\v2$.lastmile.courier.v1.CourierSnapshotR\acourier\x12=\n" +
 	"\factive_tasks\x18\x02 \x03(\v2\x1a.lastmile.dispatch.v1.TaskR\vactiveTasks\x12<\n" +
 	"\vopen_offers\x18\x03 \x03(\v2\x1b.lastmile.dispatch.v1.OfferR\n" +
-	"openOffers2\xe0\n" +
-	"\n" +
+	"openOffers2\xf2\v\n" +
 	"\x0fDispatchService\x12g\n" +
 	"\n" +
 	"CreateTask\x12'.lastmile.dispatch.v1.CreateTaskRequest\x1a\x1a.lastmile.dispatch.v1.Task\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/tasks\x12c\n" +
@@ -704,7 +808,8 @@ const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\x10GetCourierStatus\x12-.lastmile.dispatch.v1.GetCourierStatusRequest\x1a%.lastmile.dispatch.v1.CourierOverview\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/couriers/{courier_id}/overview\x12x\n" +
 	"\x11StreamAssignments\x12..lastmile.dispatch.v1.StreamAssignmentsRequest\x1a/.lastmile.dispatch.v1.StreamAssignmentsResponse(\x010\x01\x12f\n" +
 	"\vUploadProof\x12(.lastmile.dispatch.v1.UploadProofRequest\x1a).lastmile.dispatch.v1.UploadProofResponse(\x010\x01\x12Q\n" +
-	"\tGetUpload\x12&.lastmile.dispatch.v1.GetUploadRequest\x1a\x1c.lastmile.dispatch.v1.UploadB1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
+	"\tGetUpload\x12&.lastmile.dispatch.v1.GetUploadRequest\x1a\x1c.lastmile.dispatch.v1.Upload\x12\x8f\x01\n" +
+	"\x0fGetProofContent\x12,.lastmile.dispatch.v1.GetProofContentRequest\x1a\x14.google.api.HttpBody\"6\x82\xd3\xe4\x93\x020\x12./v1/tasks/{task_id}/proofs/{upload_id}/content0\x01B1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
 
 var (
 	file_lastmile_dispatch_v1_dispatch_proto_rawDescOnce sync.Once
@@ -718,7 +823,7 @@ func file_lastmile_dispatch_v1_dispatch_proto_rawDescGZIP() []byte {
 	return file_lastmile_dispatch_v1_dispatch_proto_rawDescData
 }
 
-var file_lastmile_dispatch_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_lastmile_dispatch_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_lastmile_dispatch_v1_dispatch_proto_goTypes = []any{
 	(*CreateTaskRequest)(nil),         // 0: lastmile.dispatch.v1.CreateTaskRequest
 	(*GetTaskRequest)(nil),            // 1: lastmile.dispatch.v1.GetTaskRequest
@@ -728,67 +833,76 @@ var file_lastmile_dispatch_v1_dispatch_proto_goTypes = []any{
 	(*AssignTaskRequest)(nil),         // 5: lastmile.dispatch.v1.AssignTaskRequest
 	(*ExplainAssignmentRequest)(nil),  // 6: lastmile.dispatch.v1.ExplainAssignmentRequest
 	(*GetCourierStatusRequest)(nil),   // 7: lastmile.dispatch.v1.GetCourierStatusRequest
-	(*CourierOverview)(nil),           // 8: lastmile.dispatch.v1.CourierOverview
-	(*Stop)(nil),                      // 9: lastmile.dispatch.v1.Stop
-	(TaskPriority)(0),                 // 10: lastmile.dispatch.v1.TaskPriority
-	(ParcelSize)(0),                   // 11: lastmile.dispatch.v1.ParcelSize
-	(TaskState)(0),                    // 12: lastmile.dispatch.v1.TaskState
-	(*Task)(nil),                      // 13: lastmile.dispatch.v1.Task
-	(CancelReason)(0),                 // 14: lastmile.dispatch.v1.CancelReason
-	(*v1.CourierSnapshot)(nil),        // 15: lastmile.courier.v1.CourierSnapshot
-	(*Offer)(nil),                     // 16: lastmile.dispatch.v1.Offer
-	(*WatchTaskRequest)(nil),          // 17: lastmile.dispatch.v1.WatchTaskRequest
-	(*WatchTasksRequest)(nil),         // 18: lastmile.dispatch.v1.WatchTasksRequest
-	(*StreamAssignmentsRequest)(nil),  // 19: lastmile.dispatch.v1.StreamAssignmentsRequest
-	(*UploadProofRequest)(nil),        // 20: lastmile.dispatch.v1.UploadProofRequest
-	(*GetUploadRequest)(nil),          // 21: lastmile.dispatch.v1.GetUploadRequest
-	(*AssignmentExplanation)(nil),     // 22: lastmile.dispatch.v1.AssignmentExplanation
-	(*WatchTaskResponse)(nil),         // 23: lastmile.dispatch.v1.WatchTaskResponse
-	(*WatchTasksResponse)(nil),        // 24: lastmile.dispatch.v1.WatchTasksResponse
-	(*StreamAssignmentsResponse)(nil), // 25: lastmile.dispatch.v1.StreamAssignmentsResponse
-	(*UploadProofResponse)(nil),       // 26: lastmile.dispatch.v1.UploadProofResponse
-	(*Upload)(nil),                    // 27: lastmile.dispatch.v1.Upload
+	(*GetProofContentRequest)(nil),    // 8: lastmile.dispatch.v1.GetProofContentRequest
+	(*CourierOverview)(nil),           // 9: lastmile.dispatch.v1.CourierOverview
+	(*Stop)(nil),                      // 10: lastmile.dispatch.v1.Stop
+	(TaskPriority)(0),                 // 11: lastmile.dispatch.v1.TaskPriority
+	(ParcelSize)(0),                   // 12: lastmile.dispatch.v1.ParcelSize
+	(*ProofRequirement)(nil),          // 13: lastmile.dispatch.v1.ProofRequirement
+	(TaskView)(0),                     // 14: lastmile.dispatch.v1.TaskView
+	(TaskState)(0),                    // 15: lastmile.dispatch.v1.TaskState
+	(*Task)(nil),                      // 16: lastmile.dispatch.v1.Task
+	(CancelReason)(0),                 // 17: lastmile.dispatch.v1.CancelReason
+	(*v1.CourierSnapshot)(nil),        // 18: lastmile.courier.v1.CourierSnapshot
+	(*Offer)(nil),                     // 19: lastmile.dispatch.v1.Offer
+	(*WatchTaskRequest)(nil),          // 20: lastmile.dispatch.v1.WatchTaskRequest
+	(*WatchTasksRequest)(nil),         // 21: lastmile.dispatch.v1.WatchTasksRequest
+	(*StreamAssignmentsRequest)(nil),  // 22: lastmile.dispatch.v1.StreamAssignmentsRequest
+	(*UploadProofRequest)(nil),        // 23: lastmile.dispatch.v1.UploadProofRequest
+	(*GetUploadRequest)(nil),          // 24: lastmile.dispatch.v1.GetUploadRequest
+	(*AssignmentExplanation)(nil),     // 25: lastmile.dispatch.v1.AssignmentExplanation
+	(*WatchTaskResponse)(nil),         // 26: lastmile.dispatch.v1.WatchTaskResponse
+	(*WatchTasksResponse)(nil),        // 27: lastmile.dispatch.v1.WatchTasksResponse
+	(*StreamAssignmentsResponse)(nil), // 28: lastmile.dispatch.v1.StreamAssignmentsResponse
+	(*UploadProofResponse)(nil),       // 29: lastmile.dispatch.v1.UploadProofResponse
+	(*Upload)(nil),                    // 30: lastmile.dispatch.v1.Upload
+	(*httpbody.HttpBody)(nil),         // 31: google.api.HttpBody
 }
 var file_lastmile_dispatch_v1_dispatch_proto_depIdxs = []int32{
-	9,  // 0: lastmile.dispatch.v1.CreateTaskRequest.pickup:type_name -> lastmile.dispatch.v1.Stop
-	9,  // 1: lastmile.dispatch.v1.CreateTaskRequest.dropoff:type_name -> lastmile.dispatch.v1.Stop
-	10, // 2: lastmile.dispatch.v1.CreateTaskRequest.priority:type_name -> lastmile.dispatch.v1.TaskPriority
-	11, // 3: lastmile.dispatch.v1.CreateTaskRequest.size:type_name -> lastmile.dispatch.v1.ParcelSize
-	12, // 4: lastmile.dispatch.v1.ListTasksRequest.states:type_name -> lastmile.dispatch.v1.TaskState
-	13, // 5: lastmile.dispatch.v1.ListTasksResponse.tasks:type_name -> lastmile.dispatch.v1.Task
-	14, // 6: lastmile.dispatch.v1.CancelTaskRequest.reason:type_name -> lastmile.dispatch.v1.CancelReason
-	15, // 7: lastmile.dispatch.v1.CourierOverview.courier:type_name -> lastmile.courier.v1.CourierSnapshot
-	13, // 8: lastmile.dispatch.v1.CourierOverview.active_tasks:type_name -> lastmile.dispatch.v1.Task
-	16, // 9: lastmile.dispatch.v1.CourierOverview.open_offers:type_name -> lastmile.dispatch.v1.Offer
-	0,  // 10: lastmile.dispatch.v1.DispatchService.CreateTask:input_type -> lastmile.dispatch.v1.CreateTaskRequest
-	1,  // 11: lastmile.dispatch.v1.DispatchService.GetTask:input_type -> lastmile.dispatch.v1.GetTaskRequest
-	2,  // 12: lastmile.dispatch.v1.DispatchService.ListTasks:input_type -> lastmile.dispatch.v1.ListTasksRequest
-	4,  // 13: lastmile.dispatch.v1.DispatchService.CancelTask:input_type -> lastmile.dispatch.v1.CancelTaskRequest
-	5,  // 14: lastmile.dispatch.v1.DispatchService.AssignTask:input_type -> lastmile.dispatch.v1.AssignTaskRequest
-	6,  // 15: lastmile.dispatch.v1.DispatchService.ExplainAssignment:input_type -> lastmile.dispatch.v1.ExplainAssignmentRequest
-	17, // 16: lastmile.dispatch.v1.DispatchService.WatchTask:input_type -> lastmile.dispatch.v1.WatchTaskRequest
-	18, // 17: lastmile.dispatch.v1.DispatchService.WatchTasks:input_type -> lastmile.dispatch.v1.WatchTasksRequest
-	7,  // 18: lastmile.dispatch.v1.DispatchService.GetCourierStatus:input_type -> lastmile.dispatch.v1.GetCourierStatusRequest
-	19, // 19: lastmile.dispatch.v1.DispatchService.StreamAssignments:input_type -> lastmile.dispatch.v1.StreamAssignmentsRequest
-	20, // 20: lastmile.dispatch.v1.DispatchService.UploadProof:input_type -> lastmile.dispatch.v1.UploadProofRequest
-	21, // 21: lastmile.dispatch.v1.DispatchService.GetUpload:input_type -> lastmile.dispatch.v1.GetUploadRequest
-	13, // 22: lastmile.dispatch.v1.DispatchService.CreateTask:output_type -> lastmile.dispatch.v1.Task
-	13, // 23: lastmile.dispatch.v1.DispatchService.GetTask:output_type -> lastmile.dispatch.v1.Task
-	3,  // 24: lastmile.dispatch.v1.DispatchService.ListTasks:output_type -> lastmile.dispatch.v1.ListTasksResponse
-	13, // 25: lastmile.dispatch.v1.DispatchService.CancelTask:output_type -> lastmile.dispatch.v1.Task
-	13, // 26: lastmile.dispatch.v1.DispatchService.AssignTask:output_type -> lastmile.dispatch.v1.Task
-	22, // 27: lastmile.dispatch.v1.DispatchService.ExplainAssignment:output_type -> lastmile.dispatch.v1.AssignmentExplanation
-	23, // 28: lastmile.dispatch.v1.DispatchService.WatchTask:output_type -> lastmile.dispatch.v1.WatchTaskResponse
-	24, // 29: lastmile.dispatch.v1.DispatchService.WatchTasks:output_type -> lastmile.dispatch.v1.WatchTasksResponse
-	8,  // 30: lastmile.dispatch.v1.DispatchService.GetCourierStatus:output_type -> lastmile.dispatch.v1.CourierOverview
-	25, // 31: lastmile.dispatch.v1.DispatchService.StreamAssignments:output_type -> lastmile.dispatch.v1.StreamAssignmentsResponse
-	26, // 32: lastmile.dispatch.v1.DispatchService.UploadProof:output_type -> lastmile.dispatch.v1.UploadProofResponse
-	27, // 33: lastmile.dispatch.v1.DispatchService.GetUpload:output_type -> lastmile.dispatch.v1.Upload
-	22, // [22:34] is the sub-list for method output_type
-	10, // [10:22] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	10, // 0: lastmile.dispatch.v1.CreateTaskRequest.pickup:type_name -> lastmile.dispatch.v1.Stop
+	10, // 1: lastmile.dispatch.v1.CreateTaskRequest.dropoff:type_name -> lastmile.dispatch.v1.Stop
+	11, // 2: lastmile.dispatch.v1.CreateTaskRequest.priority:type_name -> lastmile.dispatch.v1.TaskPriority
+	12, // 3: lastmile.dispatch.v1.CreateTaskRequest.size:type_name -> lastmile.dispatch.v1.ParcelSize
+	13, // 4: lastmile.dispatch.v1.CreateTaskRequest.proof_requirements:type_name -> lastmile.dispatch.v1.ProofRequirement
+	14, // 5: lastmile.dispatch.v1.GetTaskRequest.view:type_name -> lastmile.dispatch.v1.TaskView
+	15, // 6: lastmile.dispatch.v1.ListTasksRequest.states:type_name -> lastmile.dispatch.v1.TaskState
+	14, // 7: lastmile.dispatch.v1.ListTasksRequest.view:type_name -> lastmile.dispatch.v1.TaskView
+	16, // 8: lastmile.dispatch.v1.ListTasksResponse.tasks:type_name -> lastmile.dispatch.v1.Task
+	17, // 9: lastmile.dispatch.v1.CancelTaskRequest.reason:type_name -> lastmile.dispatch.v1.CancelReason
+	18, // 10: lastmile.dispatch.v1.CourierOverview.courier:type_name -> lastmile.courier.v1.CourierSnapshot
+	16, // 11: lastmile.dispatch.v1.CourierOverview.active_tasks:type_name -> lastmile.dispatch.v1.Task
+	19, // 12: lastmile.dispatch.v1.CourierOverview.open_offers:type_name -> lastmile.dispatch.v1.Offer
+	0,  // 13: lastmile.dispatch.v1.DispatchService.CreateTask:input_type -> lastmile.dispatch.v1.CreateTaskRequest
+	1,  // 14: lastmile.dispatch.v1.DispatchService.GetTask:input_type -> lastmile.dispatch.v1.GetTaskRequest
+	2,  // 15: lastmile.dispatch.v1.DispatchService.ListTasks:input_type -> lastmile.dispatch.v1.ListTasksRequest
+	4,  // 16: lastmile.dispatch.v1.DispatchService.CancelTask:input_type -> lastmile.dispatch.v1.CancelTaskRequest
+	5,  // 17: lastmile.dispatch.v1.DispatchService.AssignTask:input_type -> lastmile.dispatch.v1.AssignTaskRequest
+	6,  // 18: lastmile.dispatch.v1.DispatchService.ExplainAssignment:input_type -> lastmile.dispatch.v1.ExplainAssignmentRequest
+	20, // 19: lastmile.dispatch.v1.DispatchService.WatchTask:input_type -> lastmile.dispatch.v1.WatchTaskRequest
+	21, // 20: lastmile.dispatch.v1.DispatchService.WatchTasks:input_type -> lastmile.dispatch.v1.WatchTasksRequest
+	7,  // 21: lastmile.dispatch.v1.DispatchService.GetCourierStatus:input_type -> lastmile.dispatch.v1.GetCourierStatusRequest
+	22, // 22: lastmile.dispatch.v1.DispatchService.StreamAssignments:input_type -> lastmile.dispatch.v1.StreamAssignmentsRequest
+	23, // 23: lastmile.dispatch.v1.DispatchService.UploadProof:input_type -> lastmile.dispatch.v1.UploadProofRequest
+	24, // 24: lastmile.dispatch.v1.DispatchService.GetUpload:input_type -> lastmile.dispatch.v1.GetUploadRequest
+	8,  // 25: lastmile.dispatch.v1.DispatchService.GetProofContent:input_type -> lastmile.dispatch.v1.GetProofContentRequest
+	16, // 26: lastmile.dispatch.v1.DispatchService.CreateTask:output_type -> lastmile.dispatch.v1.Task
+	16, // 27: lastmile.dispatch.v1.DispatchService.GetTask:output_type -> lastmile.dispatch.v1.Task
+	3,  // 28: lastmile.dispatch.v1.DispatchService.ListTasks:output_type -> lastmile.dispatch.v1.ListTasksResponse
+	16, // 29: lastmile.dispatch.v1.DispatchService.CancelTask:output_type -> lastmile.dispatch.v1.Task
+	16, // 30: lastmile.dispatch.v1.DispatchService.AssignTask:output_type -> lastmile.dispatch.v1.Task
+	25, // 31: lastmile.dispatch.v1.DispatchService.ExplainAssignment:output_type -> lastmile.dispatch.v1.AssignmentExplanation
+	26, // 32: lastmile.dispatch.v1.DispatchService.WatchTask:output_type -> lastmile.dispatch.v1.WatchTaskResponse
+	27, // 33: lastmile.dispatch.v1.DispatchService.WatchTasks:output_type -> lastmile.dispatch.v1.WatchTasksResponse
+	9,  // 34: lastmile.dispatch.v1.DispatchService.GetCourierStatus:output_type -> lastmile.dispatch.v1.CourierOverview
+	28, // 35: lastmile.dispatch.v1.DispatchService.StreamAssignments:output_type -> lastmile.dispatch.v1.StreamAssignmentsResponse
+	29, // 36: lastmile.dispatch.v1.DispatchService.UploadProof:output_type -> lastmile.dispatch.v1.UploadProofResponse
+	30, // 37: lastmile.dispatch.v1.DispatchService.GetUpload:output_type -> lastmile.dispatch.v1.Upload
+	31, // 38: lastmile.dispatch.v1.DispatchService.GetProofContent:output_type -> google.api.HttpBody
+	26, // [26:39] is the sub-list for method output_type
+	13, // [13:26] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_dispatch_v1_dispatch_proto_init() }
@@ -807,7 +921,7 @@ func file_lastmile_dispatch_v1_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lastmile_dispatch_v1_dispatch_proto_rawDesc), len(file_lastmile_dispatch_v1_dispatch_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

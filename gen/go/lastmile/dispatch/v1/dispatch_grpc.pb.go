@@ -11,6 +11,7 @@ package dispatchv1
 
 import (
 	context "context"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -34,6 +35,7 @@ const (
 	DispatchService_StreamAssignments_FullMethodName = "/lastmile.dispatch.v1.DispatchService/StreamAssignments"
 	DispatchService_UploadProof_FullMethodName       = "/lastmile.dispatch.v1.DispatchService/UploadProof"
 	DispatchService_GetUpload_FullMethodName         = "/lastmile.dispatch.v1.DispatchService/GetUpload"
+	DispatchService_GetProofContent_FullMethodName   = "/lastmile.dispatch.v1.DispatchService/GetProofContent"
 )
 
 // DispatchServiceClient is the client API for DispatchService service.
@@ -54,17 +56,20 @@ type DispatchServiceClient interface {
 	//
 	// The call is idempotent by request_id, per caller: repeating it with the same request_id and the same
 	// fields returns the task the first call created, in its current state, instead of creating another.
-	// Request ids are remembered for at least 24 hours.
+	// Request ids are remembered for at least 24 hours. When the task has a PROOF_KIND_CODE requirement, the
+	// server generates its delivery_code.
 	//
-	// Errors: INVALID_ARGUMENT when a field breaks its rules or a time window has already ended;
-	// ALREADY_EXISTS when the request_id was already used with different fields; PERMISSION_DENIED when a
+	// Errors: INVALID_ARGUMENT when a field breaks its rules, a time window has already ended or starts more
+	// than 30 days ahead; ALREADY_EXISTS when the request_id was already used with different fields; ABORTED
+	// when another call with the same request_id is still in flight (retry it); PERMISSION_DENIED when a
 	// customer creates a task for another customer, or the caller is a courier.
 	CreateTask(ctx context.Context, in *CreateTaskRequest, opts ...grpc.CallOption) (*Task, error)
-	// GetTask returns one task.
+	// GetTask returns one task, by default in TASK_VIEW_FULL.
 	//
 	// Errors: NOT_FOUND when the task does not exist or the caller may not see it.
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*Task, error)
-	// ListTasks returns the tasks that match the filters, newest first (by create_time, then id).
+	// ListTasks returns the tasks that match the filters, newest first (by create_time, then id), by default
+	// in TASK_VIEW_BASIC.
 	//
 	// Customers see only their own tasks and couriers only the tasks they hold or held: an empty customer_id
 	// (courier_id) filter means the caller's own id for them.
@@ -125,36 +130,45 @@ type DispatchServiceClient interface {
 	//
 	// Couriers may read their own overview; dispatchers and administrators any courier's.
 	//
-	// Errors: NOT_FOUND when the courier does not exist; PERMISSION_DENIED when a courier reads another
-	// courier's overview, or the caller is a customer; UNAVAILABLE when the courier service cannot be reached
-	// (retryable).
+	// Errors: NOT_FOUND when the courier does not exist, or the caller is a courier reading another courier's
+	// overview (so courier ids cannot be probed); PERMISSION_DENIED when the caller is a customer;
+	// UNAVAILABLE when the courier service cannot be reached (retryable).
 	GetCourierStatus(ctx context.Context, in *GetCourierStatusRequest, opts ...grpc.CallOption) (*CourierOverview, error)
 	// StreamAssignments is the courier app's session: the courier receives offers and task updates and
 	// answers them. The caller must be a user with role COURIER and a registered courier profile; the
 	// courier is derived from the access token.
 	//
-	// The app opens the stream with hello carrying its resume cursor. The server answers started, then
-	// replays every delivery (offer, offer_closed, task) the courier has not acknowledged, in cursor order,
-	// then sends new ones as they happen. The app answers offers with accept or decline, reports picked_up,
-	// delivered and failed, and acknowledges deliveries with ack once it has processed them. Every command
-	// carries a command_id and gets one command_result with that id; business errors come back there and the
-	// stream stays open. Deliveries and acknowledgements are persisted, so a dropped connection, a server
-	// restart or a change of server loses nothing: the next session replays what is still unacknowledged.
-	// A courier has one session at a time: opening a new one ends the previous one with ABORTED. On graceful
-	// shutdown the server sends drain; the app opens a new session at once and lets this one go.
+	// The app opens the stream with hello carrying its resume cursor, cursor epoch and capabilities. The
+	// server answers started, with a snapshot of the courier's active tasks and open offers, then replays
+	// every delivery (offer, offer_closed, task) the courier has not acknowledged, in cursor order, then
+	// sends new ones as they happen. Every message carries the server's clock. The app answers offers with
+	// accept or decline, reports picked_up, delivered and failed, hands an ASSIGNED task back with release,
+	// and acknowledges deliveries with ack once it has processed them. Every command carries a command_id and
+	// gets one command_result with that id; business errors come back there, with a reason code, and the
+	// stream stays open (see CommandError; release fails with FAILED_PRECONDITION reason TASK_STATE after
+	// the pickup, TASK_CANCELLED or NOT_HOLDER, and NOT_FOUND for a task the courier never saw). Deliveries
+	// and acknowledgements are persisted, so a dropped connection, a server restart or a change of server
+	// loses nothing: the next session replays what is still unacknowledged. Offers go only to couriers with
+	// an open session. A courier has one session at a time: opening a new one ends the previous one with
+	// ABORTED (after a drain with code SESSION_REPLACED); the app must not reconnect on its own then. Before
+	// ending a session on purpose the server sends drain, whose code says what the app should do (see Drain).
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not hello, hello is sent twice, or an ack exceeds the highest cursor sent;
-	// PERMISSION_DENIED when the caller is not a courier; FAILED_PRECONDITION when the caller has no courier
-	// profile; ABORTED when a newer session of the same courier replaced this one; UNAVAILABLE when the
-	// server is shutting down (reconnect).
+	// PERMISSION_DENIED when the caller is not a courier, or the courier's account or profile was suspended
+	// or deleted during the session (do not reconnect); UNAUTHENTICATED when the access token expired during
+	// the session (refresh it and reconnect); FAILED_PRECONDITION when the caller has no courier profile;
+	// ABORTED when a newer session of the same courier replaced this one (do not reconnect automatically);
+	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once).
 	StreamAssignments(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamAssignmentsRequest, StreamAssignmentsResponse], error)
 	// UploadProof receives a photo or signature for a task the caller holds, in chunks, and reports
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server
 	// answers with the upload's state after the start and after each stored chunk, and ends the stream once
 	// the upload is COMMITTED. An interrupted upload is resumed by a new stream whose start names the same
 	// upload_id; its first answer (or GetUpload) gives the offset to continue from. Uploads are independent
-	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads.
+	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads that
+	// are IN_PROGRESS or attached to it; a COMMITTED upload not attached within 24 hours is discarded and
+	// no longer counts, nor do REJECTED and EXPIRED ones.
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
@@ -162,7 +176,8 @@ type DispatchServiceClient interface {
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
 	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
-	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads;
+	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
+	// that count;
 	// UNAVAILABLE when the server is shutting down (resume later).
 	UploadProof(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UploadProofRequest, UploadProofResponse], error)
 	// GetUpload returns an upload's state, most usefully the committed offset to resume it from. Only the
@@ -170,6 +185,17 @@ type DispatchServiceClient interface {
 	//
 	// Errors: NOT_FOUND when the upload does not exist, was discarded, or the caller may not see it.
 	GetUpload(ctx context.Context, in *GetUploadRequest, opts ...grpc.CallOption) (*Upload, error)
+	// GetProofContent returns the bytes of a proof upload, in chunks, for dashboards and the courier app.
+	// Every message carries the stored content type (HttpBody.content_type); the gateway serves the bytes
+	// with it as the response's Content-Type. The server may strip metadata such as EXIF from images before
+	// serving them, so the bytes may differ from the upload's size_bytes and sha256.
+	//
+	// Who may read: the courier who uploaded it, the task's customer (only uploads attached to the task as
+	// proofs), dispatchers and administrators.
+	//
+	// Errors: NOT_FOUND when the task or the upload does not exist, the upload belongs to another task, is
+	// not COMMITTED (in progress, rejected, expired or discarded), or the caller may not read it.
+	GetProofContent(ctx context.Context, in *GetProofContentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error)
 }
 
 type dispatchServiceClient struct {
@@ -324,6 +350,25 @@ func (c *dispatchServiceClient) GetUpload(ctx context.Context, in *GetUploadRequ
 	return out, nil
 }
 
+func (c *dispatchServiceClient) GetProofContent(ctx context.Context, in *GetProofContentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DispatchService_ServiceDesc.Streams[4], DispatchService_GetProofContent_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetProofContentRequest, httpbody.HttpBody]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DispatchService_GetProofContentClient = grpc.ServerStreamingClient[httpbody.HttpBody]
+
 // DispatchServiceServer is the server API for DispatchService service.
 // All implementations must embed UnimplementedDispatchServiceServer
 // for forward compatibility.
@@ -342,17 +387,20 @@ type DispatchServiceServer interface {
 	//
 	// The call is idempotent by request_id, per caller: repeating it with the same request_id and the same
 	// fields returns the task the first call created, in its current state, instead of creating another.
-	// Request ids are remembered for at least 24 hours.
+	// Request ids are remembered for at least 24 hours. When the task has a PROOF_KIND_CODE requirement, the
+	// server generates its delivery_code.
 	//
-	// Errors: INVALID_ARGUMENT when a field breaks its rules or a time window has already ended;
-	// ALREADY_EXISTS when the request_id was already used with different fields; PERMISSION_DENIED when a
+	// Errors: INVALID_ARGUMENT when a field breaks its rules, a time window has already ended or starts more
+	// than 30 days ahead; ALREADY_EXISTS when the request_id was already used with different fields; ABORTED
+	// when another call with the same request_id is still in flight (retry it); PERMISSION_DENIED when a
 	// customer creates a task for another customer, or the caller is a courier.
 	CreateTask(context.Context, *CreateTaskRequest) (*Task, error)
-	// GetTask returns one task.
+	// GetTask returns one task, by default in TASK_VIEW_FULL.
 	//
 	// Errors: NOT_FOUND when the task does not exist or the caller may not see it.
 	GetTask(context.Context, *GetTaskRequest) (*Task, error)
-	// ListTasks returns the tasks that match the filters, newest first (by create_time, then id).
+	// ListTasks returns the tasks that match the filters, newest first (by create_time, then id), by default
+	// in TASK_VIEW_BASIC.
 	//
 	// Customers see only their own tasks and couriers only the tasks they hold or held: an empty customer_id
 	// (courier_id) filter means the caller's own id for them.
@@ -413,36 +461,45 @@ type DispatchServiceServer interface {
 	//
 	// Couriers may read their own overview; dispatchers and administrators any courier's.
 	//
-	// Errors: NOT_FOUND when the courier does not exist; PERMISSION_DENIED when a courier reads another
-	// courier's overview, or the caller is a customer; UNAVAILABLE when the courier service cannot be reached
-	// (retryable).
+	// Errors: NOT_FOUND when the courier does not exist, or the caller is a courier reading another courier's
+	// overview (so courier ids cannot be probed); PERMISSION_DENIED when the caller is a customer;
+	// UNAVAILABLE when the courier service cannot be reached (retryable).
 	GetCourierStatus(context.Context, *GetCourierStatusRequest) (*CourierOverview, error)
 	// StreamAssignments is the courier app's session: the courier receives offers and task updates and
 	// answers them. The caller must be a user with role COURIER and a registered courier profile; the
 	// courier is derived from the access token.
 	//
-	// The app opens the stream with hello carrying its resume cursor. The server answers started, then
-	// replays every delivery (offer, offer_closed, task) the courier has not acknowledged, in cursor order,
-	// then sends new ones as they happen. The app answers offers with accept or decline, reports picked_up,
-	// delivered and failed, and acknowledges deliveries with ack once it has processed them. Every command
-	// carries a command_id and gets one command_result with that id; business errors come back there and the
-	// stream stays open. Deliveries and acknowledgements are persisted, so a dropped connection, a server
-	// restart or a change of server loses nothing: the next session replays what is still unacknowledged.
-	// A courier has one session at a time: opening a new one ends the previous one with ABORTED. On graceful
-	// shutdown the server sends drain; the app opens a new session at once and lets this one go.
+	// The app opens the stream with hello carrying its resume cursor, cursor epoch and capabilities. The
+	// server answers started, with a snapshot of the courier's active tasks and open offers, then replays
+	// every delivery (offer, offer_closed, task) the courier has not acknowledged, in cursor order, then
+	// sends new ones as they happen. Every message carries the server's clock. The app answers offers with
+	// accept or decline, reports picked_up, delivered and failed, hands an ASSIGNED task back with release,
+	// and acknowledges deliveries with ack once it has processed them. Every command carries a command_id and
+	// gets one command_result with that id; business errors come back there, with a reason code, and the
+	// stream stays open (see CommandError; release fails with FAILED_PRECONDITION reason TASK_STATE after
+	// the pickup, TASK_CANCELLED or NOT_HOLDER, and NOT_FOUND for a task the courier never saw). Deliveries
+	// and acknowledgements are persisted, so a dropped connection, a server restart or a change of server
+	// loses nothing: the next session replays what is still unacknowledged. Offers go only to couriers with
+	// an open session. A courier has one session at a time: opening a new one ends the previous one with
+	// ABORTED (after a drain with code SESSION_REPLACED); the app must not reconnect on its own then. Before
+	// ending a session on purpose the server sends drain, whose code says what the app should do (see Drain).
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not hello, hello is sent twice, or an ack exceeds the highest cursor sent;
-	// PERMISSION_DENIED when the caller is not a courier; FAILED_PRECONDITION when the caller has no courier
-	// profile; ABORTED when a newer session of the same courier replaced this one; UNAVAILABLE when the
-	// server is shutting down (reconnect).
+	// PERMISSION_DENIED when the caller is not a courier, or the courier's account or profile was suspended
+	// or deleted during the session (do not reconnect); UNAUTHENTICATED when the access token expired during
+	// the session (refresh it and reconnect); FAILED_PRECONDITION when the caller has no courier profile;
+	// ABORTED when a newer session of the same courier replaced this one (do not reconnect automatically);
+	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once).
 	StreamAssignments(grpc.BidiStreamingServer[StreamAssignmentsRequest, StreamAssignmentsResponse]) error
 	// UploadProof receives a photo or signature for a task the caller holds, in chunks, and reports
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server
 	// answers with the upload's state after the start and after each stored chunk, and ends the stream once
 	// the upload is COMMITTED. An interrupted upload is resumed by a new stream whose start names the same
 	// upload_id; its first answer (or GetUpload) gives the offset to continue from. Uploads are independent
-	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads.
+	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads that
+	// are IN_PROGRESS or attached to it; a COMMITTED upload not attached within 24 hours is discarded and
+	// no longer counts, nor do REJECTED and EXPIRED ones.
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
@@ -450,7 +507,8 @@ type DispatchServiceServer interface {
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
 	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
-	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads;
+	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
+	// that count;
 	// UNAVAILABLE when the server is shutting down (resume later).
 	UploadProof(grpc.BidiStreamingServer[UploadProofRequest, UploadProofResponse]) error
 	// GetUpload returns an upload's state, most usefully the committed offset to resume it from. Only the
@@ -458,6 +516,17 @@ type DispatchServiceServer interface {
 	//
 	// Errors: NOT_FOUND when the upload does not exist, was discarded, or the caller may not see it.
 	GetUpload(context.Context, *GetUploadRequest) (*Upload, error)
+	// GetProofContent returns the bytes of a proof upload, in chunks, for dashboards and the courier app.
+	// Every message carries the stored content type (HttpBody.content_type); the gateway serves the bytes
+	// with it as the response's Content-Type. The server may strip metadata such as EXIF from images before
+	// serving them, so the bytes may differ from the upload's size_bytes and sha256.
+	//
+	// Who may read: the courier who uploaded it, the task's customer (only uploads attached to the task as
+	// proofs), dispatchers and administrators.
+	//
+	// Errors: NOT_FOUND when the task or the upload does not exist, the upload belongs to another task, is
+	// not COMMITTED (in progress, rejected, expired or discarded), or the caller may not read it.
+	GetProofContent(*GetProofContentRequest, grpc.ServerStreamingServer[httpbody.HttpBody]) error
 	mustEmbedUnimplementedDispatchServiceServer()
 }
 
@@ -503,6 +572,9 @@ func (UnimplementedDispatchServiceServer) UploadProof(grpc.BidiStreamingServer[U
 }
 func (UnimplementedDispatchServiceServer) GetUpload(context.Context, *GetUploadRequest) (*Upload, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUpload not implemented")
+}
+func (UnimplementedDispatchServiceServer) GetProofContent(*GetProofContentRequest, grpc.ServerStreamingServer[httpbody.HttpBody]) error {
+	return status.Error(codes.Unimplemented, "method GetProofContent not implemented")
 }
 func (UnimplementedDispatchServiceServer) mustEmbedUnimplementedDispatchServiceServer() {}
 func (UnimplementedDispatchServiceServer) testEmbeddedByValue()                         {}
@@ -705,6 +777,17 @@ func _DispatchService_GetUpload_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DispatchService_GetProofContent_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetProofContentRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DispatchServiceServer).GetProofContent(m, &grpc.GenericServerStream[GetProofContentRequest, httpbody.HttpBody]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DispatchService_GetProofContentServer = grpc.ServerStreamingServer[httpbody.HttpBody]
+
 // DispatchService_ServiceDesc is the grpc.ServiceDesc for DispatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -767,6 +850,11 @@ var DispatchService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _DispatchService_UploadProof_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "GetProofContent",
+			Handler:       _DispatchService_GetProofContent_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "lastmile/dispatch/v1/dispatch.proto",

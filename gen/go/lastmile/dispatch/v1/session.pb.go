@@ -25,6 +25,71 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ReleaseReason is why a courier hands a task back.
+type ReleaseReason int32
+
+const (
+	// Not set. The release command rejects it.
+	ReleaseReason_RELEASE_REASON_UNSPECIFIED ReleaseReason = 0
+	// The parcel is not ready at the pickup and the courier cannot wait.
+	ReleaseReason_RELEASE_REASON_PARCEL_NOT_READY ReleaseReason = 1
+	// The courier cannot do the task after all (illness, shift over).
+	ReleaseReason_RELEASE_REASON_COURIER_UNABLE ReleaseReason = 2
+	// The courier's vehicle broke down or cannot carry the parcel.
+	ReleaseReason_RELEASE_REASON_VEHICLE_PROBLEM ReleaseReason = 3
+	// The pickup or the trip turned out too far.
+	ReleaseReason_RELEASE_REASON_TOO_FAR ReleaseReason = 4
+	// Any other reason; explain it in the comment.
+	ReleaseReason_RELEASE_REASON_OTHER ReleaseReason = 5
+)
+
+// Enum value maps for ReleaseReason.
+var (
+	ReleaseReason_name = map[int32]string{
+		0: "RELEASE_REASON_UNSPECIFIED",
+		1: "RELEASE_REASON_PARCEL_NOT_READY",
+		2: "RELEASE_REASON_COURIER_UNABLE",
+		3: "RELEASE_REASON_VEHICLE_PROBLEM",
+		4: "RELEASE_REASON_TOO_FAR",
+		5: "RELEASE_REASON_OTHER",
+	}
+	ReleaseReason_value = map[string]int32{
+		"RELEASE_REASON_UNSPECIFIED":      0,
+		"RELEASE_REASON_PARCEL_NOT_READY": 1,
+		"RELEASE_REASON_COURIER_UNABLE":   2,
+		"RELEASE_REASON_VEHICLE_PROBLEM":  3,
+		"RELEASE_REASON_TOO_FAR":          4,
+		"RELEASE_REASON_OTHER":            5,
+	}
+)
+
+func (x ReleaseReason) Enum() *ReleaseReason {
+	p := new(ReleaseReason)
+	*p = x
+	return p
+}
+
+func (x ReleaseReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReleaseReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_lastmile_dispatch_v1_session_proto_enumTypes[0].Descriptor()
+}
+
+func (ReleaseReason) Type() protoreflect.EnumType {
+	return &file_lastmile_dispatch_v1_session_proto_enumTypes[0]
+}
+
+func (x ReleaseReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReleaseReason.Descriptor instead.
+func (ReleaseReason) EnumDescriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{0}
+}
+
 // TaskNoticeReason is why a courier is told about a task change.
 type TaskNoticeReason int32
 
@@ -33,11 +98,13 @@ const (
 	TaskNoticeReason_TASK_NOTICE_REASON_UNSPECIFIED TaskNoticeReason = 0
 	// A dispatcher assigned the task to the courier directly, without an offer.
 	TaskNoticeReason_TASK_NOTICE_REASON_ASSIGNED TaskNoticeReason = 1
-	// A dispatcher moved the task to another courier; the courier no longer holds it.
+	// The task was moved to another courier, by a dispatcher or by the engine, or handed back to the engine;
+	// the courier no longer holds it.
 	TaskNoticeReason_TASK_NOTICE_REASON_REASSIGNED TaskNoticeReason = 2
 	// The task was cancelled; the courier no longer holds it and must not pick it up.
 	TaskNoticeReason_TASK_NOTICE_REASON_CANCELLED TaskNoticeReason = 3
-	// The task's details changed; show the new ones.
+	// The task's details changed; show the new ones. Nothing produces it yet (tasks cannot be edited in
+	// this version); apps must handle it already.
 	TaskNoticeReason_TASK_NOTICE_REASON_UPDATED TaskNoticeReason = 4
 )
 
@@ -70,11 +137,11 @@ func (x TaskNoticeReason) String() string {
 }
 
 func (TaskNoticeReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_lastmile_dispatch_v1_session_proto_enumTypes[0].Descriptor()
+	return file_lastmile_dispatch_v1_session_proto_enumTypes[1].Descriptor()
 }
 
 func (TaskNoticeReason) Type() protoreflect.EnumType {
-	return &file_lastmile_dispatch_v1_session_proto_enumTypes[0]
+	return &file_lastmile_dispatch_v1_session_proto_enumTypes[1]
 }
 
 func (x TaskNoticeReason) Number() protoreflect.EnumNumber {
@@ -83,20 +150,89 @@ func (x TaskNoticeReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskNoticeReason.Descriptor instead.
 func (TaskNoticeReason) EnumDescriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{0}
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{1}
+}
+
+// DrainReason is why a courier session ends.
+type DrainReason int32
+
+const (
+	// Not set. Apps treat it as DRAIN_REASON_SERVER_SHUTDOWN.
+	DrainReason_DRAIN_REASON_UNSPECIFIED DrainReason = 0
+	// The server is shutting down gracefully; reconnect now.
+	DrainReason_DRAIN_REASON_SERVER_SHUTDOWN DrainReason = 1
+	// A newer session of the same courier replaced this one; do not reconnect automatically.
+	DrainReason_DRAIN_REASON_SESSION_REPLACED DrainReason = 2
+	// The access token is about to expire; refresh it and reconnect.
+	DrainReason_DRAIN_REASON_CREDENTIALS_EXPIRING DrainReason = 3
+	// The courier may no longer work; do not reconnect.
+	DrainReason_DRAIN_REASON_ACCOUNT_DISABLED DrainReason = 4
+)
+
+// Enum value maps for DrainReason.
+var (
+	DrainReason_name = map[int32]string{
+		0: "DRAIN_REASON_UNSPECIFIED",
+		1: "DRAIN_REASON_SERVER_SHUTDOWN",
+		2: "DRAIN_REASON_SESSION_REPLACED",
+		3: "DRAIN_REASON_CREDENTIALS_EXPIRING",
+		4: "DRAIN_REASON_ACCOUNT_DISABLED",
+	}
+	DrainReason_value = map[string]int32{
+		"DRAIN_REASON_UNSPECIFIED":          0,
+		"DRAIN_REASON_SERVER_SHUTDOWN":      1,
+		"DRAIN_REASON_SESSION_REPLACED":     2,
+		"DRAIN_REASON_CREDENTIALS_EXPIRING": 3,
+		"DRAIN_REASON_ACCOUNT_DISABLED":     4,
+	}
+)
+
+func (x DrainReason) Enum() *DrainReason {
+	p := new(DrainReason)
+	*p = x
+	return p
+}
+
+func (x DrainReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DrainReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_lastmile_dispatch_v1_session_proto_enumTypes[2].Descriptor()
+}
+
+func (DrainReason) Type() protoreflect.EnumType {
+	return &file_lastmile_dispatch_v1_session_proto_enumTypes[2]
+}
+
+func (x DrainReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DrainReason.Descriptor instead.
+func (DrainReason) EnumDescriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
 // StreamAssignmentsRequest is one message from the courier app in a StreamAssignments session.
 //
 // The first message must be hello, and hello must not be sent again. After it the app sends commands
-// (accept, decline, picked_up, delivered, failed), each with a command_id, and acks, in any order.
+// (accept, decline, picked_up, delivered, failed, release), each with a command_id, and acks, in any order.
 type StreamAssignmentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Identifies a command so that its CommandResult can be matched to it, and makes it idempotent: a command
-	// sent again with the same id (after a reconnect, when its result was lost) is answered with the first
-	// attempt's result and not applied twice. Ids are remembered per courier for at least 24 hours. Required
+	// Identifies a command so that its CommandResult can be matched to it, and makes it idempotent. Required
 	// for commands, 1 to 64 printable ASCII characters (a UUID is a good choice); must be empty for hello and
 	// ack.
+	//
+	// The server stores a command's final outcome (success, or an error other than ABORTED and UNAVAILABLE)
+	// under its id, per courier, for at least 24 hours. The same command sent again under the same id (after
+	// a reconnect, when its result was lost) is not applied twice: it gets the stored result, with
+	// CommandResult.replayed set. An ABORTED or UNAVAILABLE outcome is not stored: resending the command under
+	// the same id executes it again. A different command under an id already used fails with ALREADY_EXISTS,
+	// reason COMMAND_ID_REUSED. A command whose effect is already in place (an offer the courier already
+	// accepted, a pickup already confirmed), sent under a new id, succeeds again and returns the task; the
+	// exception is release, which then fails with reason NOT_HOLDER, since the task may already be another
+	// courier's.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// The message.
 	//
@@ -109,6 +245,7 @@ type StreamAssignmentsRequest struct {
 	//	*StreamAssignmentsRequest_PickedUp
 	//	*StreamAssignmentsRequest_Delivered
 	//	*StreamAssignmentsRequest_Failed
+	//	*StreamAssignmentsRequest_Release
 	Kind          isStreamAssignmentsRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -221,6 +358,15 @@ func (x *StreamAssignmentsRequest) GetFailed() *ReportFailure {
 	return nil
 }
 
+func (x *StreamAssignmentsRequest) GetRelease() *ReleaseTask {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamAssignmentsRequest_Release); ok {
+			return x.Release
+		}
+	}
+	return nil
+}
+
 type isStreamAssignmentsRequest_Kind interface {
 	isStreamAssignmentsRequest_Kind()
 }
@@ -260,6 +406,11 @@ type StreamAssignmentsRequest_Failed struct {
 	Failed *ReportFailure `protobuf:"bytes,8,opt,name=failed,proto3,oneof"`
 }
 
+type StreamAssignmentsRequest_Release struct {
+	// Hands an ASSIGNED task back before pickup, so that another courier can take it.
+	Release *ReleaseTask `protobuf:"bytes,9,opt,name=release,proto3,oneof"`
+}
+
 func (*StreamAssignmentsRequest_Hello) isStreamAssignmentsRequest_Kind() {}
 
 func (*StreamAssignmentsRequest_Ack) isStreamAssignmentsRequest_Kind() {}
@@ -274,15 +425,26 @@ func (*StreamAssignmentsRequest_Delivered) isStreamAssignmentsRequest_Kind() {}
 
 func (*StreamAssignmentsRequest_Failed) isStreamAssignmentsRequest_Kind() {}
 
+func (*StreamAssignmentsRequest_Release) isStreamAssignmentsRequest_Kind() {}
+
 // SessionHello opens a courier session.
 type SessionHello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The highest cursor the app has received and processed, from an earlier session; 0 when it has none
 	// (first start, or local state lost). The server treats every delivery up to it as acknowledged and
-	// replays every unacknowledged delivery after it.
+	// replays every unacknowledged delivery after it. It is ignored (and SessionStarted.acknowledged_cursor
+	// shows the server's own watermark) when cursor_epoch is not the server's current epoch or the cursor is
+	// above the highest cursor the server has issued: the app must then drop what it derived from earlier
+	// deliveries and rebuild from SessionStarted's snapshot.
 	ResumeCursor int64 `protobuf:"varint,1,opt,name=resume_cursor,json=resumeCursor,proto3" json:"resume_cursor,omitempty"`
 	// The app's version, such as "2.14.1", for diagnostics. Up to 64 characters.
-	AppVersion    string `protobuf:"bytes,2,opt,name=app_version,json=appVersion,proto3" json:"app_version,omitempty"`
+	AppVersion string `protobuf:"bytes,2,opt,name=app_version,json=appVersion,proto3" json:"app_version,omitempty"`
+	// The epoch resume_cursor belongs to: SessionStarted.cursor_epoch of the session that delivered it; 0
+	// when the app has none.
+	CursorEpoch int64 `protobuf:"varint,3,opt,name=cursor_epoch,json=cursorEpoch,proto3" json:"cursor_epoch,omitempty"`
+	// Optional features the app supports, such as "bundles", so that the server sends them only to apps that
+	// understand them. Up to 32, each 1 to 64 printable ASCII characters. Unknown names are ignored.
+	Capabilities  []string `protobuf:"bytes,4,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -331,9 +493,23 @@ func (x *SessionHello) GetAppVersion() string {
 	return ""
 }
 
+func (x *SessionHello) GetCursorEpoch() int64 {
+	if x != nil {
+		return x.CursorEpoch
+	}
+	return 0
+}
+
+func (x *SessionHello) GetCapabilities() []string {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
 // Acknowledge tells the server the app has received and durably processed deliveries. It is cumulative:
 // it acknowledges every delivery whose cursor is less than or equal to cursor. Acknowledged deliveries are
-// not replayed.
+// not replayed. An ack at or below the current watermark is a no-op.
 type Acknowledge struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The cursor of the last delivery processed. It must not exceed the highest cursor sent to this courier.
@@ -490,13 +666,23 @@ func (x *DeclineOffer) GetComment() string {
 }
 
 // ConfirmPickup tells dispatch the courier collected the parcel of an ASSIGNED task they hold. The task
-// becomes PICKED_UP.
+// becomes PICKED_UP. Every REQUIRED proof requirement of stage TASK_STAGE_PICKUP must be met, by an upload
+// or an inline proof, or the command fails with reason PROOF_REQUIRED.
 type ConfirmPickup struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task, a UUID.
 	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// Where the courier was when confirming. Optional.
-	Location      *v1.LatLng `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	Location *v1.LatLng `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	// Completed uploads (UploadProof) to attach as proof of pickup. Same rules as
+	// ConfirmDelivery.proof_upload_ids.
+	ProofUploadIds []string `protobuf:"bytes,3,rep,name=proof_upload_ids,json=proofUploadIds,proto3" json:"proof_upload_ids,omitempty"`
+	// Barcodes scanned and codes entered at the pickup. Up to 4; optional.
+	InlineProofs []*InlineProof `protobuf:"bytes,4,rep,name=inline_proofs,json=inlineProofs,proto3" json:"inline_proofs,omitempty"`
+	// When the courier collected the parcel, by the device clock, for a command queued while offline. At
+	// most 24 hours from the server's clock, and between 2000-01-01 and 2100-01-01 UTC. Optional: the server
+	// uses the time it received the command when unset.
+	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -545,17 +731,44 @@ func (x *ConfirmPickup) GetLocation() *v1.LatLng {
 	return nil
 }
 
+func (x *ConfirmPickup) GetProofUploadIds() []string {
+	if x != nil {
+		return x.ProofUploadIds
+	}
+	return nil
+}
+
+func (x *ConfirmPickup) GetInlineProofs() []*InlineProof {
+	if x != nil {
+		return x.InlineProofs
+	}
+	return nil
+}
+
+func (x *ConfirmPickup) GetOccurTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurTime
+	}
+	return nil
+}
+
 // ConfirmDelivery tells dispatch the courier delivered the parcel of a PICKED_UP task they hold. The task
-// becomes DELIVERED.
+// becomes DELIVERED. Every REQUIRED proof requirement of stage TASK_STAGE_DROPOFF must be met, by an upload
+// or an inline proof, or the command fails with reason PROOF_REQUIRED.
 type ConfirmDelivery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task, a UUID.
 	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// Completed uploads (UploadProof) to attach as proof of delivery, such as a photo and a signature. Each
-	// must be COMMITTED and have been uploaded for this task. Up to 4; optional.
+	// must be COMMITTED, have been uploaded for this task and not be attached yet. Up to 4; optional.
 	ProofUploadIds []string `protobuf:"bytes,2,rep,name=proof_upload_ids,json=proofUploadIds,proto3" json:"proof_upload_ids,omitempty"`
 	// Where the courier was when confirming. Optional.
-	Location      *v1.LatLng `protobuf:"bytes,3,opt,name=location,proto3" json:"location,omitempty"`
+	Location *v1.LatLng `protobuf:"bytes,3,opt,name=location,proto3" json:"location,omitempty"`
+	// Barcodes scanned and codes entered at the dropoff. Up to 4; optional.
+	InlineProofs []*InlineProof `protobuf:"bytes,4,rep,name=inline_proofs,json=inlineProofs,proto3" json:"inline_proofs,omitempty"`
+	// When the courier delivered the parcel, by the device clock, for a command queued while offline. Same
+	// rules as ConfirmPickup.occur_time.
+	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -611,8 +824,24 @@ func (x *ConfirmDelivery) GetLocation() *v1.LatLng {
 	return nil
 }
 
+func (x *ConfirmDelivery) GetInlineProofs() []*InlineProof {
+	if x != nil {
+		return x.InlineProofs
+	}
+	return nil
+}
+
+func (x *ConfirmDelivery) GetOccurTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurTime
+	}
+	return nil
+}
+
 // ReportFailure tells dispatch the courier cannot complete an ASSIGNED or PICKED_UP task they hold. The task
-// becomes FAILED; a dispatcher arranges what happens to the parcel.
+// becomes FAILED; a dispatcher arranges what happens to the parcel. Before the pickup, a courier who merely
+// cannot do the task (parcel not ready, vehicle problem) should release it instead, so that another
+// courier can. Proof requirements do not apply.
 type ReportFailure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task, a UUID.
@@ -625,7 +854,10 @@ type ReportFailure struct {
 	// as ConfirmDelivery.proof_upload_ids.
 	ProofUploadIds []string `protobuf:"bytes,4,rep,name=proof_upload_ids,json=proofUploadIds,proto3" json:"proof_upload_ids,omitempty"`
 	// Where the courier was when reporting. Optional.
-	Location      *v1.LatLng `protobuf:"bytes,5,opt,name=location,proto3" json:"location,omitempty"`
+	Location *v1.LatLng `protobuf:"bytes,5,opt,name=location,proto3" json:"location,omitempty"`
+	// When the attempt failed, by the device clock, for a command queued while offline. Same rules as
+	// ConfirmPickup.occur_time.
+	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -695,11 +927,102 @@ func (x *ReportFailure) GetLocation() *v1.LatLng {
 	return nil
 }
 
+func (x *ReportFailure) GetOccurTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurTime
+	}
+	return nil
+}
+
+// ReleaseTask hands an ASSIGNED task the courier holds back to dispatch before the pickup. The task returns
+// to PENDING, the courier's capacity is freed, and the engine looks for another courier; the task is never
+// offered to this courier again. The command result carries the task after the release, with stop
+// contacts and instructions withheld. After the pickup, report a failure instead.
+type ReleaseTask struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task, a UUID.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Why the courier hands the task back. Required.
+	Reason ReleaseReason `protobuf:"varint,2,opt,name=reason,proto3,enum=lastmile.dispatch.v1.ReleaseReason" json:"reason,omitempty"`
+	// Free text, up to 500 characters. Recorded in the task's history.
+	Comment string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	// When the courier decided to release the task, by the device clock, for a command queued while
+	// offline. Same rules as ConfirmPickup.occur_time.
+	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseTask) Reset() {
+	*x = ReleaseTask{}
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseTask) ProtoMessage() {}
+
+func (x *ReleaseTask) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseTask.ProtoReflect.Descriptor instead.
+func (*ReleaseTask) Descriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReleaseTask) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *ReleaseTask) GetReason() ReleaseReason {
+	if x != nil {
+		return x.Reason
+	}
+	return ReleaseReason_RELEASE_REASON_UNSPECIFIED
+}
+
+func (x *ReleaseTask) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *ReleaseTask) GetOccurTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurTime
+	}
+	return nil
+}
+
 // StreamAssignmentsResponse is one message from the server in a StreamAssignments session.
 //
 // Deliveries (offer, offer_closed, task) are persisted per courier and carry a cursor; they are sent until
-// acknowledged, across disconnects, restarts and replica changes. Session messages (started,
-// command_result, drain) concern only the current stream, are never replayed and carry cursor 0.
+// acknowledged, across disconnects, restarts and replica changes, and kept unacknowledged for at most 7
+// days. Replay may compact superseded deliveries: an offer that closed meanwhile is replayed as its
+// offer_closed only. Session messages (started, command_result, drain) concern only the current stream,
+// are never replayed and carry cursor 0.
+//
+// Later versions may add kinds. An app must acknowledge a message with a cursor above 0 whose kind it does
+// not know, and otherwise ignore it; it must ignore a message with cursor 0 whose kind it does not know.
+// Kinds that need the app's support are sent only to apps that announce a capability for them
+// (SessionHello.capabilities).
 type StreamAssignmentsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The delivery's position in the courier's delivery log: strictly increasing per courier, across
@@ -715,14 +1038,17 @@ type StreamAssignmentsResponse struct {
 	//	*StreamAssignmentsResponse_Task
 	//	*StreamAssignmentsResponse_CommandResult
 	//	*StreamAssignmentsResponse_Drain
-	Kind          isStreamAssignmentsResponse_Kind `protobuf_oneof:"kind"`
+	Kind isStreamAssignmentsResponse_Kind `protobuf_oneof:"kind"`
+	// The server's clock when it sent this message, on every message. Apps use it to correct their clock
+	// when showing offer deadlines.
+	ServerTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamAssignmentsResponse) Reset() {
 	*x = StreamAssignmentsResponse{}
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[8]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +1060,7 @@ func (x *StreamAssignmentsResponse) String() string {
 func (*StreamAssignmentsResponse) ProtoMessage() {}
 
 func (x *StreamAssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[8]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +1073,7 @@ func (x *StreamAssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*StreamAssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{8}
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StreamAssignmentsResponse) GetCursor() int64 {
@@ -818,6 +1144,13 @@ func (x *StreamAssignmentsResponse) GetDrain() *Drain {
 	return nil
 }
 
+func (x *StreamAssignmentsResponse) GetServerTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ServerTime
+	}
+	return nil
+}
+
 type isStreamAssignmentsResponse_Kind interface {
 	isStreamAssignmentsResponse_Kind()
 }
@@ -848,7 +1181,7 @@ type StreamAssignmentsResponse_CommandResult struct {
 }
 
 type StreamAssignmentsResponse_Drain struct {
-	// The server is shutting down: open a new session and let this one go. Session message.
+	// The session is ending (see Drain.code). Session message.
 	Drain *Drain `protobuf:"bytes,7,opt,name=drain,proto3,oneof"`
 }
 
@@ -874,16 +1207,28 @@ type SessionStarted struct {
 	// The server's acknowledgement watermark after applying the hello's resume_cursor: every delivery up to
 	// it is acknowledged.
 	AcknowledgedCursor int64 `protobuf:"varint,3,opt,name=acknowledged_cursor,json=acknowledgedCursor,proto3" json:"acknowledged_cursor,omitempty"`
-	// The server's clock when the session opened. Apps use it to correct their clock when showing offer
-	// deadlines.
-	ServerTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
+	// The server's clock when the session opened. Same as StreamAssignmentsResponse.server_time.
+	ServerTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
+	// The tasks the courier holds (ASSIGNED or PICKED_UP) as of snapshot_cursor, oldest assignment first.
+	// Together with open_offers it is the authoritative state the app rebuilds from; the replayed
+	// deliveries that follow start after snapshot_cursor's state.
+	ActiveTasks []*Task `protobuf:"bytes,5,rep,name=active_tasks,json=activeTasks,proto3" json:"active_tasks,omitempty"`
+	// The offers waiting for the courier's answer (OPEN) as of snapshot_cursor, oldest first, each with its
+	// task (stop contacts and instructions withheld).
+	OpenOffers []*OfferNotice `protobuf:"bytes,6,rep,name=open_offers,json=openOffers,proto3" json:"open_offers,omitempty"`
+	// The highest cursor of the courier's delivery log when the snapshot was taken; 0 when the log is empty.
+	SnapshotCursor int64 `protobuf:"varint,7,opt,name=snapshot_cursor,json=snapshotCursor,proto3" json:"snapshot_cursor,omitempty"`
+	// The epoch of the courier's delivery log, which changes when the server's log is restored or reset
+	// and cursors start over. The app stores it with its cursor and sends it back in
+	// SessionHello.cursor_epoch.
+	CursorEpoch   int64 `protobuf:"varint,8,opt,name=cursor_epoch,json=cursorEpoch,proto3" json:"cursor_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionStarted) Reset() {
 	*x = SessionStarted{}
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[9]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1240,7 @@ func (x *SessionStarted) String() string {
 func (*SessionStarted) ProtoMessage() {}
 
 func (x *SessionStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[9]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1253,7 @@ func (x *SessionStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStarted.ProtoReflect.Descriptor instead.
 func (*SessionStarted) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{9}
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionStarted) GetSessionId() string {
@@ -939,6 +1284,34 @@ func (x *SessionStarted) GetServerTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *SessionStarted) GetActiveTasks() []*Task {
+	if x != nil {
+		return x.ActiveTasks
+	}
+	return nil
+}
+
+func (x *SessionStarted) GetOpenOffers() []*OfferNotice {
+	if x != nil {
+		return x.OpenOffers
+	}
+	return nil
+}
+
+func (x *SessionStarted) GetSnapshotCursor() int64 {
+	if x != nil {
+		return x.SnapshotCursor
+	}
+	return 0
+}
+
+func (x *SessionStarted) GetCursorEpoch() int64 {
+	if x != nil {
+		return x.CursorEpoch
+	}
+	return 0
+}
+
 // OfferNotice delivers a new offer with the task it concerns.
 type OfferNotice struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -953,7 +1326,7 @@ type OfferNotice struct {
 
 func (x *OfferNotice) Reset() {
 	*x = OfferNotice{}
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[10]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1338,7 @@ func (x *OfferNotice) String() string {
 func (*OfferNotice) ProtoMessage() {}
 
 func (x *OfferNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[10]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1351,7 @@ func (x *OfferNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferNotice.ProtoReflect.Descriptor instead.
 func (*OfferNotice) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{10}
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OfferNotice) GetOffer() *Offer {
@@ -1006,7 +1379,7 @@ type OfferClosed struct {
 
 func (x *OfferClosed) Reset() {
 	*x = OfferClosed{}
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[11]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1391,7 @@ func (x *OfferClosed) String() string {
 func (*OfferClosed) ProtoMessage() {}
 
 func (x *OfferClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[11]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1404,7 @@ func (x *OfferClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfferClosed.ProtoReflect.Descriptor instead.
 func (*OfferClosed) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{11}
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OfferClosed) GetOffer() *Offer {
@@ -1056,7 +1429,7 @@ type TaskNotice struct {
 
 func (x *TaskNotice) Reset() {
 	*x = TaskNotice{}
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[12]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1441,7 @@ func (x *TaskNotice) String() string {
 func (*TaskNotice) ProtoMessage() {}
 
 func (x *TaskNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[12]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1454,7 @@ func (x *TaskNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskNotice.ProtoReflect.Descriptor instead.
 func (*TaskNotice) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{12}
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TaskNotice) GetReason() TaskNoticeReason {
@@ -1105,15 +1478,19 @@ type CommandResult struct {
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// Why the command failed. Unset when it succeeded.
 	Error *CommandError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	// The task after a successful accept, picked_up, delivered or failed. Unset after a decline and on error.
-	Task          *Task `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	// The task after a successful accept, picked_up, delivered, failed or release. Unset after a decline and
+	// on error.
+	Task *Task `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	// True when this is the stored result of an earlier attempt under the same command_id, sent again
+	// rather than executed again.
+	Replayed      bool `protobuf:"varint,4,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[13]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1502,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[13]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1515,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{13}
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -1162,15 +1539,41 @@ func (x *CommandResult) GetTask() *Task {
 	return nil
 }
 
-// CommandError says why a command failed. The stream stays open; the app may fix the command and send it
-// under a new command_id, or resend it unchanged under the same command_id when the code is retryable.
+func (x *CommandResult) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// CommandError says why a command failed. The stream stays open. Errors other than ABORTED and UNAVAILABLE
+// are final and stored under the command_id: fix the command and send it under a new command_id. ABORTED
+// and UNAVAILABLE are not stored: resend the command unchanged under the same command_id.
 //
-// Codes: NOT_FOUND when the offer or task does not exist or is not the courier's; FAILED_PRECONDITION when
-// the offer is no longer open (expired, withdrawn or already answered), the task is not in a state that
-// allows the command, or a proof upload is not committed or belongs to another task; ALREADY_EXISTS when
-// the command_id was already used for a different command; ABORTED when a concurrent change won (retry
-// under the same command_id); UNAVAILABLE when a dependency is down (retry under the same command_id after
-// a pause).
+// Codes, with their reasons:
+//   - NOT_FOUND: the offer or task does not exist or the courier never saw it (no reason).
+//   - FAILED_PRECONDITION, reason OFFER_EXPIRED: accept or decline after the offer expired.
+//   - FAILED_PRECONDITION, reason OFFER_WITHDRAWN: accept or decline after dispatch withdrew the offer.
+//   - FAILED_PRECONDITION, reason OFFER_ALREADY_ANSWERED: the other answer was already given (accepting a
+//     declined offer, declining an accepted one).
+//   - FAILED_PRECONDITION, reason TASK_CANCELLED: the task was cancelled.
+//   - FAILED_PRECONDITION, reason NOT_HOLDER: the courier held the task once but no longer does.
+//   - FAILED_PRECONDITION, reason TASK_STATE: the task's state does not allow the command: picked_up on a
+//     task not ASSIGNED, delivered on a task not PICKED_UP, failed on a task that is neither, release on a
+//     task not ASSIGNED (after the pickup, report a failure instead).
+//   - FAILED_PRECONDITION, reason PROOF_REQUIRED: a REQUIRED proof of the stage is missing; metadata
+//     "kind" names the ProofKind and "stage" the TaskStage, such as "PROOF_KIND_SIGNATURE".
+//   - FAILED_PRECONDITION, reason CODE_MISMATCH: the code does not equal the task's delivery_code; metadata
+//     "attempts_left" says how many more codes the task accepts (a server setting). Once none are left,
+//     every further code is refused the same way.
+//   - FAILED_PRECONDITION, reason BARCODE_MISMATCH: the barcode does not equal the task's parcel_barcode.
+//   - FAILED_PRECONDITION, reason UPLOAD_NOT_COMMITTED: a proof upload is not COMMITTED, belongs to another
+//     task or is already attached; metadata "upload_id" names it.
+//   - ALREADY_EXISTS, reason COMMAND_ID_REUSED: the command_id was already used for a different command.
+//   - ABORTED: a concurrent change won (resend under the same command_id).
+//   - UNAVAILABLE: a dependency is down (resend under the same command_id after retry_after, or a pause).
+//
+// Later versions may add reasons; an app treats an unknown reason by its code.
 type CommandError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The gRPC status code (a google.rpc.Code value), such as 9 for FAILED_PRECONDITION.
@@ -1178,14 +1581,19 @@ type CommandError struct {
 	// What went wrong, for humans.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// When set, how long to wait before retrying.
-	RetryAfter    *durationpb.Duration `protobuf:"bytes,3,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	RetryAfter *durationpb.Duration `protobuf:"bytes,3,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	// Why, for the app to act on: one of the reasons listed above, in UPPER_SNAKE_CASE. Empty when the code
+	// says enough.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Details of the reason, such as the upload that is not committed. Keys are listed with each reason.
+	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[14]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1605,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[14]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1618,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{14}
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CommandError) GetCode() int32 {
@@ -1234,22 +1642,51 @@ func (x *CommandError) GetRetryAfter() *durationpb.Duration {
 	return nil
 }
 
-// Drain tells the app that this server is shutting down gracefully. The app should open a new
-// StreamAssignments session right away (the load balancer picks another server) and drop this one once
-// the new one has started. Unacknowledged deliveries are replayed on the new session, so nothing is lost.
+func (x *CommandError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CommandError) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// Drain tells the app that the session is about to end, and why (code). Unacknowledged deliveries are
+// replayed on the next session, so nothing is lost. What the app does depends on the code:
+//   - SERVER_SHUTDOWN: open a new StreamAssignments session right away (the load balancer picks another
+//     server) and drop this one once the new one has started. After grace_period the stream ends with
+//     UNAVAILABLE.
+//   - SESSION_REPLACED: another session of the same courier (another device, or the same app twice)
+//     replaced this one; the stream ends with ABORTED. Do not reconnect on your own, or two devices take
+//     the session from each other forever: ask the courier.
+//   - CREDENTIALS_EXPIRING: the access token expires within grace_period. Refresh it and open a new
+//     session; at expiry the stream ends with UNAUTHENTICATED.
+//   - ACCOUNT_DISABLED: the courier's account or profile was suspended or deleted; the stream ends with
+//     PERMISSION_DENIED. Do not reconnect.
+//
+// A stream that ends with UNAVAILABLE without a drain (the server recycles long connections) should be
+// reopened at once. An open offer of a session that ended is not withdrawn: it expires normally unless
+// the courier answers it on a new session.
 type Drain struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// How long the server keeps this stream open; after it, the stream ends with UNAVAILABLE.
+	// How long the server keeps this stream open; after it, the stream ends with the code's status.
 	GracePeriod *durationpb.Duration `protobuf:"bytes,1,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
 	// Why, for logs, such as "server shutting down".
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Why the session ends, for the app to act on.
+	Code          DrainReason `protobuf:"varint,3,opt,name=code,proto3,enum=lastmile.dispatch.v1.DrainReason" json:"code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[15]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1698,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[15]
+	mi := &file_lastmile_dispatch_v1_session_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1711,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{15}
+	return file_lastmile_dispatch_v1_session_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Drain) GetGracePeriod() *durationpb.Duration {
@@ -1291,11 +1728,18 @@ func (x *Drain) GetReason() string {
 	return ""
 }
 
+func (x *Drain) GetCode() DrainReason {
+	if x != nil {
+		return x.Code
+	}
+	return DrainReason_DRAIN_REASON_UNSPECIFIED
+}
+
 var File_lastmile_dispatch_v1_session_proto protoreflect.FileDescriptor
 
 const file_lastmile_dispatch_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\"lastmile/dispatch/v1/session.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1flastmile/dispatch/v1/task.proto\x1a\x19lastmile/geo/v1/geo.proto\"\xd1\x05\n" +
+	"\"lastmile/dispatch/v1/session.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1flastmile/dispatch/v1/task.proto\x1a\x19lastmile/geo/v1/geo.proto\"\x90\x06\n" +
 	"\x18StreamAssignmentsRequest\x123\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tB\x14\xbaH\x11\xd8\x01\x01r\f\x18@2\b^[!-~]+$R\tcommandId\x12:\n" +
@@ -1305,13 +1749,16 @@ const file_lastmile_dispatch_v1_session_proto_rawDesc = "" +
 	"\adecline\x18\x05 \x01(\v2\".lastmile.dispatch.v1.DeclineOfferH\x00R\adecline\x12B\n" +
 	"\tpicked_up\x18\x06 \x01(\v2#.lastmile.dispatch.v1.ConfirmPickupH\x00R\bpickedUp\x12E\n" +
 	"\tdelivered\x18\a \x01(\v2%.lastmile.dispatch.v1.ConfirmDeliveryH\x00R\tdelivered\x12=\n" +
-	"\x06failed\x18\b \x01(\v2#.lastmile.dispatch.v1.ReportFailureH\x00R\x06failed:\xb6\x01\xbaH\xb2\x01\x1a\xaf\x01\n" +
+	"\x06failed\x18\b \x01(\v2#.lastmile.dispatch.v1.ReportFailureH\x00R\x06failed\x12=\n" +
+	"\arelease\x18\t \x01(\v2!.lastmile.dispatch.v1.ReleaseTaskH\x00R\arelease:\xb6\x01\xbaH\xb2\x01\x1a\xaf\x01\n" +
 	"%stream_assignments_request.command_id\x12Gcommand_id is required for commands and must be empty for hello and ack\x1a=(has(this.hello) || has(this.ack)) == (this.command_id == '')B\r\n" +
-	"\x04kind\x12\x05\xbaH\x02\b\x01\"f\n" +
+	"\x04kind\x12\x05\xbaH\x02\b\x01\"\xd2\x01\n" +
 	"\fSessionHello\x12,\n" +
 	"\rresume_cursor\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\fresumeCursor\x12(\n" +
 	"\vapp_version\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18@R\n" +
-	"appVersion\".\n" +
+	"appVersion\x12*\n" +
+	"\fcursor_epoch\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\vcursorEpoch\x12>\n" +
+	"\fcapabilities\x18\x04 \x03(\tB\x1a\xbaH\x17\x92\x01\x14\x10 \"\x10r\x0e\x10\x01\x18@2\b^[!-~]+$R\fcapabilities\".\n" +
 	"\vAcknowledge\x12\x1f\n" +
 	"\x06cursor\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02 \x00R\x06cursor\"2\n" +
 	"\vAcceptOffer\x12#\n" +
@@ -1320,21 +1767,37 @@ const file_lastmile_dispatch_v1_session_proto_rawDesc = "" +
 	"\boffer_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aofferId\x12G\n" +
 	"\x06reason\x18\x02 \x01(\x0e2#.lastmile.dispatch.v1.DeclineReasonB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06reason\x12\"\n" +
-	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\acomment\"g\n" +
+	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\acomment\"\xcf\x02\n" +
 	"\rConfirmPickup\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x123\n" +
-	"\blocation\x18\x02 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\"\xa6\x01\n" +
+	"\blocation\x18\x02 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\x12;\n" +
+	"\x10proof_upload_ids\x18\x03 \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10\x04\x18\x01\"\x05r\x03\xb0\x01\x01R\x0eproofUploadIds\x12P\n" +
+	"\rinline_proofs\x18\x04 \x03(\v2!.lastmile.dispatch.v1.InlineProofB\b\xbaH\x05\x92\x01\x02\x10\x04R\finlineProofs\x12W\n" +
+	"\n" +
+	"occur_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xa3\x05\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\toccurTime\"\xd1\x02\n" +
 	"\x0fConfirmDelivery\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12;\n" +
 	"\x10proof_upload_ids\x18\x02 \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10\x04\x18\x01\"\x05r\x03\xb0\x01\x01R\x0eproofUploadIds\x123\n" +
-	"\blocation\x18\x03 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\"\x91\x02\n" +
+	"\blocation\x18\x03 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\x12P\n" +
+	"\rinline_proofs\x18\x04 \x03(\v2!.lastmile.dispatch.v1.InlineProofB\b\xbaH\x05\x92\x01\x02\x10\x04R\finlineProofs\x12W\n" +
+	"\n" +
+	"occur_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xa3\x05\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\toccurTime\"\xea\x02\n" +
 	"\rReportFailure\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12G\n" +
 	"\x06reason\x18\x02 \x01(\x0e2#.lastmile.dispatch.v1.FailureReasonB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06reason\x12\"\n" +
 	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\acomment\x12;\n" +
 	"\x10proof_upload_ids\x18\x04 \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10\x04\x18\x01\"\x05r\x03\xb0\x01\x01R\x0eproofUploadIds\x123\n" +
-	"\blocation\x18\x05 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\"\xbb\x03\n" +
+	"\blocation\x18\x05 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\x12W\n" +
+	"\n" +
+	"occur_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xa3\x05\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\toccurTime\"\xf6\x01\n" +
+	"\vReleaseTask\x12!\n" +
+	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12G\n" +
+	"\x06reason\x18\x02 \x01(\x0e2#.lastmile.dispatch.v1.ReleaseReasonB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06reason\x12\"\n" +
+	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\acomment\x12W\n" +
+	"\n" +
+	"occur_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xa3\x05\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\toccurTime\"\xf8\x03\n" +
 	"\x19StreamAssignmentsResponse\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x03R\x06cursor\x12@\n" +
 	"\astarted\x18\x02 \x01(\v2$.lastmile.dispatch.v1.SessionStartedH\x00R\astarted\x129\n" +
@@ -1342,8 +1805,10 @@ const file_lastmile_dispatch_v1_session_proto_rawDesc = "" +
 	"\foffer_closed\x18\x04 \x01(\v2!.lastmile.dispatch.v1.OfferClosedH\x00R\vofferClosed\x126\n" +
 	"\x04task\x18\x05 \x01(\v2 .lastmile.dispatch.v1.TaskNoticeH\x00R\x04task\x12L\n" +
 	"\x0ecommand_result\x18\x06 \x01(\v2#.lastmile.dispatch.v1.CommandResultH\x00R\rcommandResult\x123\n" +
-	"\x05drain\x18\a \x01(\v2\x1b.lastmile.dispatch.v1.DrainH\x00R\x05drainB\x06\n" +
-	"\x04kind\"\xbc\x01\n" +
+	"\x05drain\x18\a \x01(\v2\x1b.lastmile.dispatch.v1.DrainH\x00R\x05drain\x12;\n" +
+	"\vserver_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"serverTimeB\x06\n" +
+	"\x04kind\"\x8b\x03\n" +
 	"\x0eSessionStarted\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1d\n" +
@@ -1351,7 +1816,12 @@ const file_lastmile_dispatch_v1_session_proto_rawDesc = "" +
 	"courier_id\x18\x02 \x01(\tR\tcourierId\x12/\n" +
 	"\x13acknowledged_cursor\x18\x03 \x01(\x03R\x12acknowledgedCursor\x12;\n" +
 	"\vserver_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"serverTime\"p\n" +
+	"serverTime\x12=\n" +
+	"\factive_tasks\x18\x05 \x03(\v2\x1a.lastmile.dispatch.v1.TaskR\vactiveTasks\x12B\n" +
+	"\vopen_offers\x18\x06 \x03(\v2!.lastmile.dispatch.v1.OfferNoticeR\n" +
+	"openOffers\x12'\n" +
+	"\x0fsnapshot_cursor\x18\a \x01(\x03R\x0esnapshotCursor\x12!\n" +
+	"\fcursor_epoch\x18\b \x01(\x03R\vcursorEpoch\"p\n" +
 	"\vOfferNotice\x121\n" +
 	"\x05offer\x18\x01 \x01(\v2\x1b.lastmile.dispatch.v1.OfferR\x05offer\x12.\n" +
 	"\x04task\x18\x02 \x01(\v2\x1a.lastmile.dispatch.v1.TaskR\x04task\"@\n" +
@@ -1360,26 +1830,46 @@ const file_lastmile_dispatch_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"TaskNotice\x12>\n" +
 	"\x06reason\x18\x01 \x01(\x0e2&.lastmile.dispatch.v1.TaskNoticeReasonR\x06reason\x12.\n" +
-	"\x04task\x18\x02 \x01(\v2\x1a.lastmile.dispatch.v1.TaskR\x04task\"\x98\x01\n" +
+	"\x04task\x18\x02 \x01(\v2\x1a.lastmile.dispatch.v1.TaskR\x04task\"\xb4\x01\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x128\n" +
 	"\x05error\x18\x02 \x01(\v2\".lastmile.dispatch.v1.CommandErrorR\x05error\x12.\n" +
-	"\x04task\x18\x03 \x01(\v2\x1a.lastmile.dispatch.v1.TaskR\x04task\"x\n" +
+	"\x04task\x18\x03 \x01(\v2\x1a.lastmile.dispatch.v1.TaskR\x04task\x12\x1a\n" +
+	"\breplayed\x18\x04 \x01(\bR\breplayed\"\x9b\x02\n" +
 	"\fCommandError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12:\n" +
 	"\vretry_after\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"retryAfter\"]\n" +
+	"retryAfter\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12L\n" +
+	"\bmetadata\x18\x05 \x03(\v20.lastmile.dispatch.v1.CommandError.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x94\x01\n" +
 	"\x05Drain\x12<\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason*\xbc\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x125\n" +
+	"\x04code\x18\x03 \x01(\x0e2!.lastmile.dispatch.v1.DrainReasonR\x04code*\xd1\x01\n" +
+	"\rReleaseReason\x12\x1e\n" +
+	"\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fRELEASE_REASON_PARCEL_NOT_READY\x10\x01\x12!\n" +
+	"\x1dRELEASE_REASON_COURIER_UNABLE\x10\x02\x12\"\n" +
+	"\x1eRELEASE_REASON_VEHICLE_PROBLEM\x10\x03\x12\x1a\n" +
+	"\x16RELEASE_REASON_TOO_FAR\x10\x04\x12\x18\n" +
+	"\x14RELEASE_REASON_OTHER\x10\x05*\xbc\x01\n" +
 	"\x10TaskNoticeReason\x12\"\n" +
 	"\x1eTASK_NOTICE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bTASK_NOTICE_REASON_ASSIGNED\x10\x01\x12!\n" +
 	"\x1dTASK_NOTICE_REASON_REASSIGNED\x10\x02\x12 \n" +
 	"\x1cTASK_NOTICE_REASON_CANCELLED\x10\x03\x12\x1e\n" +
-	"\x1aTASK_NOTICE_REASON_UPDATED\x10\x04B1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
+	"\x1aTASK_NOTICE_REASON_UPDATED\x10\x04*\xba\x01\n" +
+	"\vDrainReason\x12\x1c\n" +
+	"\x18DRAIN_REASON_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cDRAIN_REASON_SERVER_SHUTDOWN\x10\x01\x12!\n" +
+	"\x1dDRAIN_REASON_SESSION_REPLACED\x10\x02\x12%\n" +
+	"!DRAIN_REASON_CREDENTIALS_EXPIRING\x10\x03\x12!\n" +
+	"\x1dDRAIN_REASON_ACCOUNT_DISABLED\x10\x04B1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
 
 var (
 	file_lastmile_dispatch_v1_session_proto_rawDescOnce sync.Once
@@ -1393,68 +1883,86 @@ func file_lastmile_dispatch_v1_session_proto_rawDescGZIP() []byte {
 	return file_lastmile_dispatch_v1_session_proto_rawDescData
 }
 
-var file_lastmile_dispatch_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_lastmile_dispatch_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_lastmile_dispatch_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_lastmile_dispatch_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_lastmile_dispatch_v1_session_proto_goTypes = []any{
-	(TaskNoticeReason)(0),             // 0: lastmile.dispatch.v1.TaskNoticeReason
-	(*StreamAssignmentsRequest)(nil),  // 1: lastmile.dispatch.v1.StreamAssignmentsRequest
-	(*SessionHello)(nil),              // 2: lastmile.dispatch.v1.SessionHello
-	(*Acknowledge)(nil),               // 3: lastmile.dispatch.v1.Acknowledge
-	(*AcceptOffer)(nil),               // 4: lastmile.dispatch.v1.AcceptOffer
-	(*DeclineOffer)(nil),              // 5: lastmile.dispatch.v1.DeclineOffer
-	(*ConfirmPickup)(nil),             // 6: lastmile.dispatch.v1.ConfirmPickup
-	(*ConfirmDelivery)(nil),           // 7: lastmile.dispatch.v1.ConfirmDelivery
-	(*ReportFailure)(nil),             // 8: lastmile.dispatch.v1.ReportFailure
-	(*StreamAssignmentsResponse)(nil), // 9: lastmile.dispatch.v1.StreamAssignmentsResponse
-	(*SessionStarted)(nil),            // 10: lastmile.dispatch.v1.SessionStarted
-	(*OfferNotice)(nil),               // 11: lastmile.dispatch.v1.OfferNotice
-	(*OfferClosed)(nil),               // 12: lastmile.dispatch.v1.OfferClosed
-	(*TaskNotice)(nil),                // 13: lastmile.dispatch.v1.TaskNotice
-	(*CommandResult)(nil),             // 14: lastmile.dispatch.v1.CommandResult
-	(*CommandError)(nil),              // 15: lastmile.dispatch.v1.CommandError
-	(*Drain)(nil),                     // 16: lastmile.dispatch.v1.Drain
-	(DeclineReason)(0),                // 17: lastmile.dispatch.v1.DeclineReason
-	(*v1.LatLng)(nil),                 // 18: lastmile.geo.v1.LatLng
-	(FailureReason)(0),                // 19: lastmile.dispatch.v1.FailureReason
-	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
-	(*Offer)(nil),                     // 21: lastmile.dispatch.v1.Offer
-	(*Task)(nil),                      // 22: lastmile.dispatch.v1.Task
-	(*durationpb.Duration)(nil),       // 23: google.protobuf.Duration
+	(ReleaseReason)(0),                // 0: lastmile.dispatch.v1.ReleaseReason
+	(TaskNoticeReason)(0),             // 1: lastmile.dispatch.v1.TaskNoticeReason
+	(DrainReason)(0),                  // 2: lastmile.dispatch.v1.DrainReason
+	(*StreamAssignmentsRequest)(nil),  // 3: lastmile.dispatch.v1.StreamAssignmentsRequest
+	(*SessionHello)(nil),              // 4: lastmile.dispatch.v1.SessionHello
+	(*Acknowledge)(nil),               // 5: lastmile.dispatch.v1.Acknowledge
+	(*AcceptOffer)(nil),               // 6: lastmile.dispatch.v1.AcceptOffer
+	(*DeclineOffer)(nil),              // 7: lastmile.dispatch.v1.DeclineOffer
+	(*ConfirmPickup)(nil),             // 8: lastmile.dispatch.v1.ConfirmPickup
+	(*ConfirmDelivery)(nil),           // 9: lastmile.dispatch.v1.ConfirmDelivery
+	(*ReportFailure)(nil),             // 10: lastmile.dispatch.v1.ReportFailure
+	(*ReleaseTask)(nil),               // 11: lastmile.dispatch.v1.ReleaseTask
+	(*StreamAssignmentsResponse)(nil), // 12: lastmile.dispatch.v1.StreamAssignmentsResponse
+	(*SessionStarted)(nil),            // 13: lastmile.dispatch.v1.SessionStarted
+	(*OfferNotice)(nil),               // 14: lastmile.dispatch.v1.OfferNotice
+	(*OfferClosed)(nil),               // 15: lastmile.dispatch.v1.OfferClosed
+	(*TaskNotice)(nil),                // 16: lastmile.dispatch.v1.TaskNotice
+	(*CommandResult)(nil),             // 17: lastmile.dispatch.v1.CommandResult
+	(*CommandError)(nil),              // 18: lastmile.dispatch.v1.CommandError
+	(*Drain)(nil),                     // 19: lastmile.dispatch.v1.Drain
+	nil,                               // 20: lastmile.dispatch.v1.CommandError.MetadataEntry
+	(DeclineReason)(0),                // 21: lastmile.dispatch.v1.DeclineReason
+	(*v1.LatLng)(nil),                 // 22: lastmile.geo.v1.LatLng
+	(*InlineProof)(nil),               // 23: lastmile.dispatch.v1.InlineProof
+	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
+	(FailureReason)(0),                // 25: lastmile.dispatch.v1.FailureReason
+	(*Task)(nil),                      // 26: lastmile.dispatch.v1.Task
+	(*Offer)(nil),                     // 27: lastmile.dispatch.v1.Offer
+	(*durationpb.Duration)(nil),       // 28: google.protobuf.Duration
 }
 var file_lastmile_dispatch_v1_session_proto_depIdxs = []int32{
-	2,  // 0: lastmile.dispatch.v1.StreamAssignmentsRequest.hello:type_name -> lastmile.dispatch.v1.SessionHello
-	3,  // 1: lastmile.dispatch.v1.StreamAssignmentsRequest.ack:type_name -> lastmile.dispatch.v1.Acknowledge
-	4,  // 2: lastmile.dispatch.v1.StreamAssignmentsRequest.accept:type_name -> lastmile.dispatch.v1.AcceptOffer
-	5,  // 3: lastmile.dispatch.v1.StreamAssignmentsRequest.decline:type_name -> lastmile.dispatch.v1.DeclineOffer
-	6,  // 4: lastmile.dispatch.v1.StreamAssignmentsRequest.picked_up:type_name -> lastmile.dispatch.v1.ConfirmPickup
-	7,  // 5: lastmile.dispatch.v1.StreamAssignmentsRequest.delivered:type_name -> lastmile.dispatch.v1.ConfirmDelivery
-	8,  // 6: lastmile.dispatch.v1.StreamAssignmentsRequest.failed:type_name -> lastmile.dispatch.v1.ReportFailure
-	17, // 7: lastmile.dispatch.v1.DeclineOffer.reason:type_name -> lastmile.dispatch.v1.DeclineReason
-	18, // 8: lastmile.dispatch.v1.ConfirmPickup.location:type_name -> lastmile.geo.v1.LatLng
-	18, // 9: lastmile.dispatch.v1.ConfirmDelivery.location:type_name -> lastmile.geo.v1.LatLng
-	19, // 10: lastmile.dispatch.v1.ReportFailure.reason:type_name -> lastmile.dispatch.v1.FailureReason
-	18, // 11: lastmile.dispatch.v1.ReportFailure.location:type_name -> lastmile.geo.v1.LatLng
-	10, // 12: lastmile.dispatch.v1.StreamAssignmentsResponse.started:type_name -> lastmile.dispatch.v1.SessionStarted
-	11, // 13: lastmile.dispatch.v1.StreamAssignmentsResponse.offer:type_name -> lastmile.dispatch.v1.OfferNotice
-	12, // 14: lastmile.dispatch.v1.StreamAssignmentsResponse.offer_closed:type_name -> lastmile.dispatch.v1.OfferClosed
-	13, // 15: lastmile.dispatch.v1.StreamAssignmentsResponse.task:type_name -> lastmile.dispatch.v1.TaskNotice
-	14, // 16: lastmile.dispatch.v1.StreamAssignmentsResponse.command_result:type_name -> lastmile.dispatch.v1.CommandResult
-	16, // 17: lastmile.dispatch.v1.StreamAssignmentsResponse.drain:type_name -> lastmile.dispatch.v1.Drain
-	20, // 18: lastmile.dispatch.v1.SessionStarted.server_time:type_name -> google.protobuf.Timestamp
-	21, // 19: lastmile.dispatch.v1.OfferNotice.offer:type_name -> lastmile.dispatch.v1.Offer
-	22, // 20: lastmile.dispatch.v1.OfferNotice.task:type_name -> lastmile.dispatch.v1.Task
-	21, // 21: lastmile.dispatch.v1.OfferClosed.offer:type_name -> lastmile.dispatch.v1.Offer
-	0,  // 22: lastmile.dispatch.v1.TaskNotice.reason:type_name -> lastmile.dispatch.v1.TaskNoticeReason
-	22, // 23: lastmile.dispatch.v1.TaskNotice.task:type_name -> lastmile.dispatch.v1.Task
-	15, // 24: lastmile.dispatch.v1.CommandResult.error:type_name -> lastmile.dispatch.v1.CommandError
-	22, // 25: lastmile.dispatch.v1.CommandResult.task:type_name -> lastmile.dispatch.v1.Task
-	23, // 26: lastmile.dispatch.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
-	23, // 27: lastmile.dispatch.v1.Drain.grace_period:type_name -> google.protobuf.Duration
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	4,  // 0: lastmile.dispatch.v1.StreamAssignmentsRequest.hello:type_name -> lastmile.dispatch.v1.SessionHello
+	5,  // 1: lastmile.dispatch.v1.StreamAssignmentsRequest.ack:type_name -> lastmile.dispatch.v1.Acknowledge
+	6,  // 2: lastmile.dispatch.v1.StreamAssignmentsRequest.accept:type_name -> lastmile.dispatch.v1.AcceptOffer
+	7,  // 3: lastmile.dispatch.v1.StreamAssignmentsRequest.decline:type_name -> lastmile.dispatch.v1.DeclineOffer
+	8,  // 4: lastmile.dispatch.v1.StreamAssignmentsRequest.picked_up:type_name -> lastmile.dispatch.v1.ConfirmPickup
+	9,  // 5: lastmile.dispatch.v1.StreamAssignmentsRequest.delivered:type_name -> lastmile.dispatch.v1.ConfirmDelivery
+	10, // 6: lastmile.dispatch.v1.StreamAssignmentsRequest.failed:type_name -> lastmile.dispatch.v1.ReportFailure
+	11, // 7: lastmile.dispatch.v1.StreamAssignmentsRequest.release:type_name -> lastmile.dispatch.v1.ReleaseTask
+	21, // 8: lastmile.dispatch.v1.DeclineOffer.reason:type_name -> lastmile.dispatch.v1.DeclineReason
+	22, // 9: lastmile.dispatch.v1.ConfirmPickup.location:type_name -> lastmile.geo.v1.LatLng
+	23, // 10: lastmile.dispatch.v1.ConfirmPickup.inline_proofs:type_name -> lastmile.dispatch.v1.InlineProof
+	24, // 11: lastmile.dispatch.v1.ConfirmPickup.occur_time:type_name -> google.protobuf.Timestamp
+	22, // 12: lastmile.dispatch.v1.ConfirmDelivery.location:type_name -> lastmile.geo.v1.LatLng
+	23, // 13: lastmile.dispatch.v1.ConfirmDelivery.inline_proofs:type_name -> lastmile.dispatch.v1.InlineProof
+	24, // 14: lastmile.dispatch.v1.ConfirmDelivery.occur_time:type_name -> google.protobuf.Timestamp
+	25, // 15: lastmile.dispatch.v1.ReportFailure.reason:type_name -> lastmile.dispatch.v1.FailureReason
+	22, // 16: lastmile.dispatch.v1.ReportFailure.location:type_name -> lastmile.geo.v1.LatLng
+	24, // 17: lastmile.dispatch.v1.ReportFailure.occur_time:type_name -> google.protobuf.Timestamp
+	0,  // 18: lastmile.dispatch.v1.ReleaseTask.reason:type_name -> lastmile.dispatch.v1.ReleaseReason
+	24, // 19: lastmile.dispatch.v1.ReleaseTask.occur_time:type_name -> google.protobuf.Timestamp
+	13, // 20: lastmile.dispatch.v1.StreamAssignmentsResponse.started:type_name -> lastmile.dispatch.v1.SessionStarted
+	14, // 21: lastmile.dispatch.v1.StreamAssignmentsResponse.offer:type_name -> lastmile.dispatch.v1.OfferNotice
+	15, // 22: lastmile.dispatch.v1.StreamAssignmentsResponse.offer_closed:type_name -> lastmile.dispatch.v1.OfferClosed
+	16, // 23: lastmile.dispatch.v1.StreamAssignmentsResponse.task:type_name -> lastmile.dispatch.v1.TaskNotice
+	17, // 24: lastmile.dispatch.v1.StreamAssignmentsResponse.command_result:type_name -> lastmile.dispatch.v1.CommandResult
+	19, // 25: lastmile.dispatch.v1.StreamAssignmentsResponse.drain:type_name -> lastmile.dispatch.v1.Drain
+	24, // 26: lastmile.dispatch.v1.StreamAssignmentsResponse.server_time:type_name -> google.protobuf.Timestamp
+	24, // 27: lastmile.dispatch.v1.SessionStarted.server_time:type_name -> google.protobuf.Timestamp
+	26, // 28: lastmile.dispatch.v1.SessionStarted.active_tasks:type_name -> lastmile.dispatch.v1.Task
+	14, // 29: lastmile.dispatch.v1.SessionStarted.open_offers:type_name -> lastmile.dispatch.v1.OfferNotice
+	27, // 30: lastmile.dispatch.v1.OfferNotice.offer:type_name -> lastmile.dispatch.v1.Offer
+	26, // 31: lastmile.dispatch.v1.OfferNotice.task:type_name -> lastmile.dispatch.v1.Task
+	27, // 32: lastmile.dispatch.v1.OfferClosed.offer:type_name -> lastmile.dispatch.v1.Offer
+	1,  // 33: lastmile.dispatch.v1.TaskNotice.reason:type_name -> lastmile.dispatch.v1.TaskNoticeReason
+	26, // 34: lastmile.dispatch.v1.TaskNotice.task:type_name -> lastmile.dispatch.v1.Task
+	18, // 35: lastmile.dispatch.v1.CommandResult.error:type_name -> lastmile.dispatch.v1.CommandError
+	26, // 36: lastmile.dispatch.v1.CommandResult.task:type_name -> lastmile.dispatch.v1.Task
+	28, // 37: lastmile.dispatch.v1.CommandError.retry_after:type_name -> google.protobuf.Duration
+	20, // 38: lastmile.dispatch.v1.CommandError.metadata:type_name -> lastmile.dispatch.v1.CommandError.MetadataEntry
+	28, // 39: lastmile.dispatch.v1.Drain.grace_period:type_name -> google.protobuf.Duration
+	2,  // 40: lastmile.dispatch.v1.Drain.code:type_name -> lastmile.dispatch.v1.DrainReason
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_dispatch_v1_session_proto_init() }
@@ -1471,8 +1979,9 @@ func file_lastmile_dispatch_v1_session_proto_init() {
 		(*StreamAssignmentsRequest_PickedUp)(nil),
 		(*StreamAssignmentsRequest_Delivered)(nil),
 		(*StreamAssignmentsRequest_Failed)(nil),
+		(*StreamAssignmentsRequest_Release)(nil),
 	}
-	file_lastmile_dispatch_v1_session_proto_msgTypes[8].OneofWrappers = []any{
+	file_lastmile_dispatch_v1_session_proto_msgTypes[9].OneofWrappers = []any{
 		(*StreamAssignmentsResponse_Started)(nil),
 		(*StreamAssignmentsResponse_Offer)(nil),
 		(*StreamAssignmentsResponse_OfferClosed)(nil),
@@ -1485,8 +1994,8 @@ func file_lastmile_dispatch_v1_session_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lastmile_dispatch_v1_session_proto_rawDesc), len(file_lastmile_dispatch_v1_session_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   16,
+			NumEnums:      3,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -34,11 +34,13 @@ type TaskState int32
 const (
 	// Not set. Never returned by the server.
 	TaskState_TASK_STATE_UNSPECIFIED TaskState = 0
-	// Created and waiting for the assignment engine to find a courier.
+	// Created and waiting for the assignment engine to find a courier; also the state a task returns to when
+	// its offer was declined or expired, or its courier released it.
 	TaskState_TASK_STATE_PENDING TaskState = 1
 	// Offered to one courier, who has until the offer's expire_time to accept or decline.
 	TaskState_TASK_STATE_OFFERED TaskState = 2
-	// A courier accepted (or a dispatcher assigned) the task and is heading to the pickup.
+	// A courier accepted (or a dispatcher assigned) the task and is heading to the pickup. Until the pickup
+	// the courier may release it (back to PENDING).
 	TaskState_TASK_STATE_ASSIGNED TaskState = 3
 	// The courier collected the parcel and is heading to the dropoff.
 	TaskState_TASK_STATE_PICKED_UP TaskState = 4
@@ -48,8 +50,8 @@ const (
 	TaskState_TASK_STATE_CANCELLED TaskState = 6
 	// The courier reported that the task could not be completed. Final.
 	TaskState_TASK_STATE_FAILED TaskState = 7
-	// No courier could be found within the pickup window; the engine stopped trying. A dispatcher may still
-	// assign it (AssignTask) or cancel it.
+	// No courier could be found within the pickup window (or, for a task without one, within the engine's
+	// maximum wait); the engine stopped trying. A dispatcher may still assign it (AssignTask) or cancel it.
 	TaskState_TASK_STATE_UNASSIGNABLE TaskState = 8
 )
 
@@ -235,7 +237,8 @@ type Actor int32
 const (
 	// Not set.
 	Actor_ACTOR_UNSPECIFIED Actor = 0
-	// Dispatch itself: the assignment engine, an offer timing out, the pickup window closing.
+	// Dispatch itself: the assignment engine, an offer timing out, the pickup window closing or the maximum
+	// wait running out.
 	Actor_ACTOR_SYSTEM Actor = 1
 	// The customer the task is for, or the partner system acting for them.
 	Actor_ACTOR_CUSTOMER Actor = 2
@@ -567,17 +570,22 @@ func (DeclineReason) EnumDescriptor() ([]byte, []int) {
 	return file_lastmile_dispatch_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
-// ProofKind is what a proof shows.
+// ProofKind is what a proof shows. Photos and signatures are files, sent with UploadProof; barcodes and
+// codes are inline values, sent in the command (InlineProof) and never uploaded.
 type ProofKind int32
 
 const (
-	// Not set. UploadProof rejects it.
+	// Not set. Rejected everywhere.
 	ProofKind_PROOF_KIND_UNSPECIFIED ProofKind = 0
-	// A photo of the parcel at the dropoff (or of the place, for a failed attempt): image/jpeg, image/png or
-	// image/webp.
+	// A photo of the parcel (or of the place, for a failed attempt): image/jpeg, image/png or image/webp.
 	ProofKind_PROOF_KIND_PHOTO ProofKind = 1
-	// The recipient's signature: image/svg+xml or image/png.
+	// The signature of the person handing over or receiving the parcel: image/png.
 	ProofKind_PROOF_KIND_SIGNATURE ProofKind = 2
+	// The parcel's barcode, scanned by the courier; it must equal the task's parcel_barcode. Inline only.
+	ProofKind_PROOF_KIND_BARCODE ProofKind = 3
+	// The task's delivery_code, told to the courier by the person handing over or receiving the parcel.
+	// Inline only.
+	ProofKind_PROOF_KIND_CODE ProofKind = 4
 )
 
 // Enum value maps for ProofKind.
@@ -586,11 +594,15 @@ var (
 		0: "PROOF_KIND_UNSPECIFIED",
 		1: "PROOF_KIND_PHOTO",
 		2: "PROOF_KIND_SIGNATURE",
+		3: "PROOF_KIND_BARCODE",
+		4: "PROOF_KIND_CODE",
 	}
 	ProofKind_value = map[string]int32{
 		"PROOF_KIND_UNSPECIFIED": 0,
 		"PROOF_KIND_PHOTO":       1,
 		"PROOF_KIND_SIGNATURE":   2,
+		"PROOF_KIND_BARCODE":     3,
+		"PROOF_KIND_CODE":        4,
 	}
 )
 
@@ -621,14 +633,179 @@ func (ProofKind) EnumDescriptor() ([]byte, []int) {
 	return file_lastmile_dispatch_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
+// TaskStage is the stop of a task a proof belongs to.
+type TaskStage int32
+
+const (
+	// Not set. Rejected in requests.
+	TaskStage_TASK_STAGE_UNSPECIFIED TaskStage = 0
+	// The pickup: proofs sent with picked_up.
+	TaskStage_TASK_STAGE_PICKUP TaskStage = 1
+	// The dropoff: proofs sent with delivered (or failed, documenting the attempt).
+	TaskStage_TASK_STAGE_DROPOFF TaskStage = 2
+)
+
+// Enum value maps for TaskStage.
+var (
+	TaskStage_name = map[int32]string{
+		0: "TASK_STAGE_UNSPECIFIED",
+		1: "TASK_STAGE_PICKUP",
+		2: "TASK_STAGE_DROPOFF",
+	}
+	TaskStage_value = map[string]int32{
+		"TASK_STAGE_UNSPECIFIED": 0,
+		"TASK_STAGE_PICKUP":      1,
+		"TASK_STAGE_DROPOFF":     2,
+	}
+)
+
+func (x TaskStage) Enum() *TaskStage {
+	p := new(TaskStage)
+	*p = x
+	return p
+}
+
+func (x TaskStage) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskStage) Descriptor() protoreflect.EnumDescriptor {
+	return file_lastmile_dispatch_v1_task_proto_enumTypes[9].Descriptor()
+}
+
+func (TaskStage) Type() protoreflect.EnumType {
+	return &file_lastmile_dispatch_v1_task_proto_enumTypes[9]
+}
+
+func (x TaskStage) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskStage.Descriptor instead.
+func (TaskStage) EnumDescriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_task_proto_rawDescGZIP(), []int{9}
+}
+
+// ProofPolicy says whether a proof is required.
+type ProofPolicy int32
+
+const (
+	// Not set. Rejected in requests.
+	ProofPolicy_PROOF_POLICY_UNSPECIFIED ProofPolicy = 0
+	// The stage's command (picked_up, delivered) fails with reason PROOF_REQUIRED without this proof.
+	ProofPolicy_PROOF_POLICY_REQUIRED ProofPolicy = 1
+	// The app asks for the proof but the courier may skip it.
+	ProofPolicy_PROOF_POLICY_OPTIONAL ProofPolicy = 2
+)
+
+// Enum value maps for ProofPolicy.
+var (
+	ProofPolicy_name = map[int32]string{
+		0: "PROOF_POLICY_UNSPECIFIED",
+		1: "PROOF_POLICY_REQUIRED",
+		2: "PROOF_POLICY_OPTIONAL",
+	}
+	ProofPolicy_value = map[string]int32{
+		"PROOF_POLICY_UNSPECIFIED": 0,
+		"PROOF_POLICY_REQUIRED":    1,
+		"PROOF_POLICY_OPTIONAL":    2,
+	}
+)
+
+func (x ProofPolicy) Enum() *ProofPolicy {
+	p := new(ProofPolicy)
+	*p = x
+	return p
+}
+
+func (x ProofPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProofPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_lastmile_dispatch_v1_task_proto_enumTypes[10].Descriptor()
+}
+
+func (ProofPolicy) Type() protoreflect.EnumType {
+	return &file_lastmile_dispatch_v1_task_proto_enumTypes[10]
+}
+
+func (x ProofPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProofPolicy.Descriptor instead.
+func (ProofPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_task_proto_rawDescGZIP(), []int{10}
+}
+
+// TaskView is how much of a task a read returns.
+type TaskView int32
+
+const (
+	// Not set: the RPC's default (FULL for GetTask, BASIC for ListTasks and WatchTasks).
+	TaskView_TASK_VIEW_UNSPECIFIED TaskView = 0
+	// The task without history and proofs (both empty), for lists and dashboards.
+	TaskView_TASK_VIEW_BASIC TaskView = 1
+	// Every field the caller may see.
+	TaskView_TASK_VIEW_FULL TaskView = 2
+)
+
+// Enum value maps for TaskView.
+var (
+	TaskView_name = map[int32]string{
+		0: "TASK_VIEW_UNSPECIFIED",
+		1: "TASK_VIEW_BASIC",
+		2: "TASK_VIEW_FULL",
+	}
+	TaskView_value = map[string]int32{
+		"TASK_VIEW_UNSPECIFIED": 0,
+		"TASK_VIEW_BASIC":       1,
+		"TASK_VIEW_FULL":        2,
+	}
+)
+
+func (x TaskView) Enum() *TaskView {
+	p := new(TaskView)
+	*p = x
+	return p
+}
+
+func (x TaskView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskView) Descriptor() protoreflect.EnumDescriptor {
+	return file_lastmile_dispatch_v1_task_proto_enumTypes[11].Descriptor()
+}
+
+func (TaskView) Type() protoreflect.EnumType {
+	return &file_lastmile_dispatch_v1_task_proto_enumTypes[11]
+}
+
+func (x TaskView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskView.Descriptor instead.
+func (TaskView) EnumDescriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_task_proto_rawDescGZIP(), []int{11}
+}
+
 // Task is one delivery: a parcel to collect at a pickup stop and bring to a dropoff stop.
 //
 // Dispatch owns the task's lifecycle. A task starts PENDING, is OFFERED to one courier at a time until one
 // accepts (ASSIGNED), is PICKED_UP and ends DELIVERED. It may instead end CANCELLED (by its customer or a
-// dispatcher) or FAILED (reported by its courier). A task that no courier can reach within its pickup window
-// becomes UNASSIGNABLE: the engine stops trying, and a dispatcher may assign it by hand or cancel it.
-// Every field is set by the server; clients create tasks with CreateTask and change them only through the
-// lifecycle RPCs.
+// dispatcher) or FAILED (reported by its courier). A courier holding an ASSIGNED task may hand it back
+// (release): it returns to PENDING and is never offered to that courier again. A task that no courier can
+// reach within its pickup window (or, without one, within the engine's maximum wait) becomes UNASSIGNABLE:
+// the engine stops trying, and a dispatcher may assign it by hand or cancel it. Every field is set by the
+// server; clients create tasks with CreateTask and change them only through the lifecycle RPCs.
+//
+// What a caller sees depends on who they are: customers get the task without current_offer and without
+// the history entries of other couriers' offers, declines, expiries and releases; couriers get stop
+// contacts and instructions only while they hold the task, and never delivery_code. TaskView BASIC leaves
+// out history and proofs.
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned identifier, a UUID.
@@ -651,15 +828,18 @@ type Task struct {
 	Size ParcelSize `protobuf:"varint,8,opt,name=size,proto3,enum=lastmile.dispatch.v1.ParcelSize" json:"size,omitempty"`
 	// Free text about the parcel for the courier, such as "fragile, keep upright".
 	Notes string `protobuf:"bytes,9,opt,name=notes,proto3" json:"notes,omitempty"`
-	// The open offer while the task is OFFERED; unset in every other state.
+	// The open offer while the task is OFFERED; unset in every other state, and always unset for customers.
 	CurrentOffer *Offer `protobuf:"bytes,10,opt,name=current_offer,json=currentOffer,proto3" json:"current_offer,omitempty"`
-	// Proof of delivery (or of the failed attempt) that the courier attached, in upload order.
+	// Proof of pickup, of delivery or of the failed attempt that the courier attached: uploads in upload
+	// order, then inline proofs (barcode, code) in the order given. Empty in TASK_VIEW_BASIC.
 	Proofs []*Proof `protobuf:"bytes,11,rep,name=proofs,proto3" json:"proofs,omitempty"`
 	// Why the task was cancelled. Set only in TASK_STATE_CANCELLED.
 	CancelReason CancelReason `protobuf:"varint,12,opt,name=cancel_reason,json=cancelReason,proto3,enum=lastmile.dispatch.v1.CancelReason" json:"cancel_reason,omitempty"`
 	// Why the delivery failed. Set only in TASK_STATE_FAILED.
 	FailureReason FailureReason `protobuf:"varint,13,opt,name=failure_reason,json=failureReason,proto3,enum=lastmile.dispatch.v1.FailureReason" json:"failure_reason,omitempty"`
-	// Every state the task entered, oldest first. The first entry is the creation (PENDING).
+	// Every state the task entered, oldest first. The first entry is the creation (PENDING). Empty in
+	// TASK_VIEW_BASIC. Customers do not see the entries about couriers other than the one who holds or held
+	// the task (offers they declined or let expire, releases).
 	History []*TaskStateChange `protobuf:"bytes,14,rep,name=history,proto3" json:"history,omitempty"`
 	// The idempotency key the task was created with (CreateTaskRequest.request_id).
 	RequestId string `protobuf:"bytes,15,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -677,7 +857,15 @@ type Task struct {
 	FinishTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
 	// Opaque version of the task, changed by every update. Send it back in CancelTaskRequest.etag or
 	// AssignTaskRequest.etag to make the change conditional on nobody having changed the task meanwhile.
-	Etag          string `protobuf:"bytes,22,opt,name=etag,proto3" json:"etag,omitempty"`
+	Etag string `protobuf:"bytes,22,opt,name=etag,proto3" json:"etag,omitempty"`
+	// The proofs the courier must (or may) give at each stage, as created (CreateTaskRequest).
+	ProofRequirements []*ProofRequirement `protobuf:"bytes,23,rep,name=proof_requirements,json=proofRequirements,proto3" json:"proof_requirements,omitempty"`
+	// The barcode printed on the parcel, as created. A PROOF_KIND_BARCODE proof must scan to it.
+	ParcelBarcode string `protobuf:"bytes,24,opt,name=parcel_barcode,json=parcelBarcode,proto3" json:"parcel_barcode,omitempty"`
+	// The code the courier must be told to complete a stage with a PROOF_KIND_CODE requirement: 4 digits,
+	// generated by the server when the task is created with such a requirement, empty otherwise. Shown to
+	// the customer, dispatchers and administrators, never to couriers.
+	DeliveryCode  string `protobuf:"bytes,25,opt,name=delivery_code,json=deliveryCode,proto3" json:"delivery_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -866,6 +1054,27 @@ func (x *Task) GetEtag() string {
 	return ""
 }
 
+func (x *Task) GetProofRequirements() []*ProofRequirement {
+	if x != nil {
+		return x.ProofRequirements
+	}
+	return nil
+}
+
+func (x *Task) GetParcelBarcode() string {
+	if x != nil {
+		return x.ParcelBarcode
+	}
+	return ""
+}
+
+func (x *Task) GetDeliveryCode() string {
+	if x != nil {
+		return x.DeliveryCode
+	}
+	return ""
+}
+
 // Stop is a place a courier visits: the pickup or the dropoff of a task.
 type Stop struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -875,7 +1084,9 @@ type Stop struct {
 	// characters.
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	// When the stop may be visited. For the pickup, the engine marks the task UNASSIGNABLE when no courier can
-	// reach the pickup before the window ends. Optional: without one, the stop may be visited at any time.
+	// reach the pickup before the window ends. Optional: without one, the stop may be visited at any time,
+	// and the engine gives up on a pickup without a window after a maximum wait (a server setting, 30 minutes
+	// by default), making the task UNASSIGNABLE.
 	TimeWindow *TimeWindow `protobuf:"bytes,3,opt,name=time_window,json=timeWindow,proto3" json:"time_window,omitempty"`
 	// Who to ask for at the stop. Withheld from a courier until they hold the task.
 	Contact *Contact `protobuf:"bytes,4,opt,name=contact,proto3" json:"contact,omitempty"`
@@ -951,7 +1162,9 @@ func (x *Stop) GetInstructions() string {
 	return ""
 }
 
-// TimeWindow is a span of time, start inclusive and end exclusive.
+// TimeWindow is a span of time, start inclusive and end exclusive. Both ends lie between 2000-01-01 and
+// 2100-01-01 UTC (the API's time range). CreateTask also rejects a window that has already ended or that
+// starts more than 30 days after the call.
 type TimeWindow struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// When the window opens.
@@ -1073,8 +1286,16 @@ type TaskStateChange struct {
 	// The courier the transition concerns: the one offered the task (OFFERED), the new holder (ASSIGNED), or
 	// the holder that picked up, delivered or failed it. Empty when no courier is involved.
 	CourierId string `protobuf:"bytes,4,opt,name=courier_id,json=courierId,proto3" json:"courier_id,omitempty"`
-	// Free text given with the transition, such as a cancellation or failure comment. May be empty.
-	Comment       string `protobuf:"bytes,5,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Free text given with the transition, such as a cancellation, failure or release comment. May be empty.
+	Comment string `protobuf:"bytes,5,opt,name=comment,proto3" json:"comment,omitempty"`
+	// The user who caused the transition: the customer, the courier, or the dispatcher who cancelled or
+	// assigned the task. Empty when actor is ACTOR_SYSTEM, and in tasks returned to customers unless it is
+	// the customer's own id.
+	ActorUserId string `protobuf:"bytes,6,opt,name=actor_user_id,json=actorUserId,proto3" json:"actor_user_id,omitempty"`
+	// The offer the transition concerns: the offer made (OFFERED), the offer accepted (ASSIGNED), or the
+	// offer declined, expired or withdrawn when the task went back to PENDING. Empty when no offer is
+	// involved.
+	OfferId       string `protobuf:"bytes,7,opt,name=offer_id,json=offerId,proto3" json:"offer_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1144,6 +1365,20 @@ func (x *TaskStateChange) GetComment() string {
 	return ""
 }
 
+func (x *TaskStateChange) GetActorUserId() string {
+	if x != nil {
+		return x.ActorUserId
+	}
+	return ""
+}
+
+func (x *TaskStateChange) GetOfferId() string {
+	if x != nil {
+		return x.OfferId
+	}
+	return ""
+}
+
 // Offer is the proposal of a task to one courier, who must accept or decline it before it expires.
 type Offer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1158,7 +1393,9 @@ type Offer struct {
 	// When the offer was made.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// The deadline: an offer not accepted by then expires and the task goes to the next candidate. Compare it
-	// with the server clock (SessionStarted.server_time), not the device clock.
+	// with the server clock (StreamAssignmentsResponse.server_time), not the device clock. The server judges
+	// an answer by the time it receives it, and still accepts one received up to 2 seconds after
+	// expire_time (a grace for network delay); apps should count down response_timeout from receipt instead.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// Estimated travel time from the courier's position to the pickup when the offer was made.
 	PickupEta *durationpb.Duration `protobuf:"bytes,7,opt,name=pickup_eta,json=pickupEta,proto3" json:"pickup_eta,omitempty"`
@@ -1166,9 +1403,12 @@ type Offer struct {
 	PickupDistanceMeters float64 `protobuf:"fixed64,8,opt,name=pickup_distance_meters,json=pickupDistanceMeters,proto3" json:"pickup_distance_meters,omitempty"`
 	// The assignment decision that produced the offer (see ExplainAssignment). Empty for offers that were not
 	// produced by the engine.
-	DecisionId    string `protobuf:"bytes,9,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DecisionId string `protobuf:"bytes,9,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// How long the courier had to answer when the offer was made (expire_time minus create_time). Apps count
+	// it down from the moment the offer arrives, which needs no clock agreement with the server.
+	ResponseTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=response_timeout,json=responseTimeout,proto3" json:"response_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Offer) Reset() {
@@ -1264,13 +1504,21 @@ func (x *Offer) GetDecisionId() string {
 	return ""
 }
 
-// Proof is evidence the courier attached to a task: a photo of the delivered parcel or the recipient's
-// signature. Its bytes were uploaded with UploadProof.
+func (x *Offer) GetResponseTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ResponseTimeout
+	}
+	return nil
+}
+
+// Proof is evidence the courier attached to a task at pickup, at delivery or with a failure report: a photo
+// or the recipient's signature, whose bytes were uploaded with UploadProof (read them with
+// GetProofContent), or an inline proof (a scanned barcode, a verified code) given in the command itself.
 type Proof struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The upload that holds the bytes (Upload.id).
+	// The upload that holds the bytes (Upload.id). Empty for inline proofs (barcode, code).
 	UploadId string `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
-	// Photo or signature.
+	// Photo, signature, barcode or code.
 	Kind ProofKind `protobuf:"varint,2,opt,name=kind,proto3,enum=lastmile.dispatch.v1.ProofKind" json:"kind,omitempty"`
 	// MIME type of the bytes, such as "image/jpeg".
 	ContentType string `protobuf:"bytes,3,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
@@ -1282,8 +1530,14 @@ type Proof struct {
 	CaptureTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=capture_time,json=captureTime,proto3" json:"capture_time,omitempty"`
 	// Where the photo was taken or the signature given. May be unset.
 	CaptureLocation *v1.LatLng `protobuf:"bytes,7,opt,name=capture_location,json=captureLocation,proto3" json:"capture_location,omitempty"`
-	// When the upload completed.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When the upload completed, or the inline proof was received.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The stage the proof was given at: the pickup (picked_up), or the dropoff (delivered, and failed).
+	Stage TaskStage `protobuf:"varint,9,opt,name=stage,proto3,enum=lastmile.dispatch.v1.TaskStage" json:"stage,omitempty"`
+	// For a barcode, the scanned value. Empty for every other kind: a code is only verified, never echoed.
+	Value string `protobuf:"bytes,10,opt,name=value,proto3" json:"value,omitempty"`
+	// For a signature, the name of the person who signed, as the courier entered it. May be empty.
+	SignerName    string `protobuf:"bytes,11,opt,name=signer_name,json=signerName,proto3" json:"signer_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1374,11 +1628,214 @@ func (x *Proof) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Proof) GetStage() TaskStage {
+	if x != nil {
+		return x.Stage
+	}
+	return TaskStage_TASK_STAGE_UNSPECIFIED
+}
+
+func (x *Proof) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Proof) GetSignerName() string {
+	if x != nil {
+		return x.SignerName
+	}
+	return ""
+}
+
+// ProofRequirement is one proof a courier must (or may) give at one stage of a task. A failure report
+// needs none of them.
+type ProofRequirement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What proof. A PROOF_KIND_BARCODE requirement needs the task's parcel_barcode.
+	Kind ProofKind `protobuf:"varint,1,opt,name=kind,proto3,enum=lastmile.dispatch.v1.ProofKind" json:"kind,omitempty"`
+	// At which stop.
+	Stage TaskStage `protobuf:"varint,2,opt,name=stage,proto3,enum=lastmile.dispatch.v1.TaskStage" json:"stage,omitempty"`
+	// Whether the proof is required.
+	Policy        ProofPolicy `protobuf:"varint,3,opt,name=policy,proto3,enum=lastmile.dispatch.v1.ProofPolicy" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProofRequirement) Reset() {
+	*x = ProofRequirement{}
+	mi := &file_lastmile_dispatch_v1_task_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProofRequirement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProofRequirement) ProtoMessage() {}
+
+func (x *ProofRequirement) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_dispatch_v1_task_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProofRequirement.ProtoReflect.Descriptor instead.
+func (*ProofRequirement) Descriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_task_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ProofRequirement) GetKind() ProofKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ProofKind_PROOF_KIND_UNSPECIFIED
+}
+
+func (x *ProofRequirement) GetStage() TaskStage {
+	if x != nil {
+		return x.Stage
+	}
+	return TaskStage_TASK_STAGE_UNSPECIFIED
+}
+
+func (x *ProofRequirement) GetPolicy() ProofPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return ProofPolicy_PROOF_POLICY_UNSPECIFIED
+}
+
+// InlineProof is a proof given in a command rather than uploaded: a scanned barcode or a code the courier
+// was told.
+type InlineProof struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PROOF_KIND_BARCODE with barcode, or PROOF_KIND_CODE with code.
+	Kind ProofKind `protobuf:"varint,1,opt,name=kind,proto3,enum=lastmile.dispatch.v1.ProofKind" json:"kind,omitempty"`
+	// The value. Required.
+	//
+	// Types that are valid to be assigned to Value:
+	//
+	//	*InlineProof_Barcode
+	//	*InlineProof_Code
+	Value isInlineProof_Value `protobuf_oneof:"value"`
+	// When the barcode was scanned or the code entered, by the device clock. Optional; at most 7 days from
+	// the server's clock, and between 2000-01-01 and 2100-01-01 UTC.
+	CaptureTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=capture_time,json=captureTime,proto3" json:"capture_time,omitempty"`
+	// Where the barcode was scanned or the code entered. Optional.
+	CaptureLocation *v1.LatLng `protobuf:"bytes,5,opt,name=capture_location,json=captureLocation,proto3" json:"capture_location,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *InlineProof) Reset() {
+	*x = InlineProof{}
+	mi := &file_lastmile_dispatch_v1_task_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InlineProof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InlineProof) ProtoMessage() {}
+
+func (x *InlineProof) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_dispatch_v1_task_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InlineProof.ProtoReflect.Descriptor instead.
+func (*InlineProof) Descriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_task_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *InlineProof) GetKind() ProofKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ProofKind_PROOF_KIND_UNSPECIFIED
+}
+
+func (x *InlineProof) GetValue() isInlineProof_Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *InlineProof) GetBarcode() string {
+	if x != nil {
+		if x, ok := x.Value.(*InlineProof_Barcode); ok {
+			return x.Barcode
+		}
+	}
+	return ""
+}
+
+func (x *InlineProof) GetCode() string {
+	if x != nil {
+		if x, ok := x.Value.(*InlineProof_Code); ok {
+			return x.Code
+		}
+	}
+	return ""
+}
+
+func (x *InlineProof) GetCaptureTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CaptureTime
+	}
+	return nil
+}
+
+func (x *InlineProof) GetCaptureLocation() *v1.LatLng {
+	if x != nil {
+		return x.CaptureLocation
+	}
+	return nil
+}
+
+type isInlineProof_Value interface {
+	isInlineProof_Value()
+}
+
+type InlineProof_Barcode struct {
+	// The scanned barcode, 1 to 128 printable ASCII characters.
+	Barcode string `protobuf:"bytes,2,opt,name=barcode,proto3,oneof"`
+}
+
+type InlineProof_Code struct {
+	// The code the courier was told, 4 to 12 digits.
+	Code string `protobuf:"bytes,3,opt,name=code,proto3,oneof"`
+}
+
+func (*InlineProof_Barcode) isInlineProof_Value() {}
+
+func (*InlineProof_Code) isInlineProof_Value() {}
+
 var File_lastmile_dispatch_v1_task_proto protoreflect.FileDescriptor
 
 const file_lastmile_dispatch_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x1flastmile/dispatch/v1/task.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lastmile/geo/v1/geo.proto\"\xf3\b\n" +
+	"\x1flastmile/dispatch/v1/task.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lastmile/geo/v1/geo.proto\"\x96\n" +
+	"\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1f.lastmile.dispatch.v1.TaskStateR\x05state\x12\x1d\n" +
@@ -1410,23 +1867,26 @@ const file_lastmile_dispatch_v1_task_proto_rawDesc = "" +
 	"\fdeliver_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\vdeliverTime\x12;\n" +
 	"\vfinish_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishTime\x12\x12\n" +
-	"\x04etag\x18\x16 \x01(\tR\x04etag\"\xa1\x02\n" +
+	"\x04etag\x18\x16 \x01(\tR\x04etag\x12U\n" +
+	"\x12proof_requirements\x18\x17 \x03(\v2&.lastmile.dispatch.v1.ProofRequirementR\x11proofRequirements\x12%\n" +
+	"\x0eparcel_barcode\x18\x18 \x01(\tR\rparcelBarcode\x12#\n" +
+	"\rdelivery_code\x18\x19 \x01(\tR\fdeliveryCode\"\xa1\x02\n" +
 	"\x04Stop\x12;\n" +
 	"\blocation\x18\x01 \x01(\v2\x17.lastmile.geo.v1.LatLngB\x06\xbaH\x03\xc8\x01\x01R\blocation\x122\n" +
 	"\aaddress\x18\x02 \x01(\tB\x18\xbaH\x15r\x13\x10\x01\x18\xf4\x032\f^[^\\p{Cc}]*$R\aaddress\x12A\n" +
 	"\vtime_window\x18\x03 \x01(\v2 .lastmile.dispatch.v1.TimeWindowR\n" +
 	"timeWindow\x127\n" +
 	"\acontact\x18\x04 \x01(\v2\x1d.lastmile.dispatch.v1.ContactR\acontact\x12,\n" +
-	"\finstructions\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\finstructions\"\xf6\x01\n" +
+	"\finstructions\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\finstructions\"\x9c\x02\n" +
 	"\n" +
-	"TimeWindow\x12A\n" +
+	"TimeWindow\x12T\n" +
 	"\n" +
-	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\tstartTime\x12=\n" +
-	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\aendTime:f\xbaHc\x1aa\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampB\x19\xbaH\x16\xc8\x01\x01\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\tstartTime\x12P\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x19\xbaH\x16\xc8\x01\x01\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\aendTime:f\xbaHc\x1aa\n" +
 	"\x1btime_window.end_after_start\x12!end_time must be after start_time\x1a\x1fthis.end_time > this.start_time\"k\n" +
 	"\aContact\x12*\n" +
 	"\x04name\x18\x01 \x01(\tB\x16\xbaH\x13r\x11\x18\xc8\x012\f^[^\\p{Cc}]*$R\x04name\x124\n" +
-	"\x05phone\x18\x02 \x01(\tB\x1e\xbaH\x1b\xd8\x01\x01r\x162\x14^\\+[1-9][0-9]{6,14}$R\x05phone\"\xf1\x01\n" +
+	"\x05phone\x18\x02 \x01(\tB\x1e\xbaH\x1b\xd8\x01\x01r\x162\x14^\\+[1-9][0-9]{6,14}$R\x05phone\"\xb0\x02\n" +
 	"\x0fTaskStateChange\x125\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1f.lastmile.dispatch.v1.TaskStateR\x05state\x12;\n" +
 	"\vchange_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1434,7 +1894,9 @@ const file_lastmile_dispatch_v1_task_proto_rawDesc = "" +
 	"\x05actor\x18\x03 \x01(\x0e2\x1b.lastmile.dispatch.v1.ActorR\x05actor\x12\x1d\n" +
 	"\n" +
 	"courier_id\x18\x04 \x01(\tR\tcourierId\x12\x18\n" +
-	"\acomment\x18\x05 \x01(\tR\acomment\"\x92\x03\n" +
+	"\acomment\x18\x05 \x01(\tR\acomment\x12\"\n" +
+	"\ractor_user_id\x18\x06 \x01(\tR\vactorUserId\x12\x19\n" +
+	"\boffer_id\x18\a \x01(\tR\aofferId\"\xd8\x03\n" +
 	"\x05Offer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x1d\n" +
@@ -1449,7 +1911,9 @@ const file_lastmile_dispatch_v1_task_proto_rawDesc = "" +
 	"pickup_eta\x18\a \x01(\v2\x19.google.protobuf.DurationR\tpickupEta\x124\n" +
 	"\x16pickup_distance_meters\x18\b \x01(\x01R\x14pickupDistanceMeters\x12\x1f\n" +
 	"\vdecision_id\x18\t \x01(\tR\n" +
-	"decisionId\"\xf3\x02\n" +
+	"decisionId\x12D\n" +
+	"\x10response_timeout\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0fresponseTimeout\"\xe1\x03\n" +
 	"\x05Proof\x12\x1b\n" +
 	"\tupload_id\x18\x01 \x01(\tR\buploadId\x123\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1f.lastmile.dispatch.v1.ProofKindR\x04kind\x12!\n" +
@@ -1460,7 +1924,28 @@ const file_lastmile_dispatch_v1_task_proto_rawDesc = "" +
 	"\fcapture_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\x12B\n" +
 	"\x10capture_location\x18\a \x01(\v2\x17.lastmile.geo.v1.LatLngR\x0fcaptureLocation\x12;\n" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime*\xf2\x01\n" +
+	"createTime\x125\n" +
+	"\x05stage\x18\t \x01(\x0e2\x1f.lastmile.dispatch.v1.TaskStageR\x05stage\x12\x14\n" +
+	"\x05value\x18\n" +
+	" \x01(\tR\x05value\x12\x1f\n" +
+	"\vsigner_name\x18\v \x01(\tR\n" +
+	"signerName\"\xdd\x01\n" +
+	"\x10ProofRequirement\x12?\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1f.lastmile.dispatch.v1.ProofKindB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x12A\n" +
+	"\x05stage\x18\x02 \x01(\x0e2\x1f.lastmile.dispatch.v1.TaskStageB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x05stage\x12E\n" +
+	"\x06policy\x18\x03 \x01(\x0e2!.lastmile.dispatch.v1.ProofPolicyB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06policy\"\x94\x04\n" +
+	"\vInlineProof\x12?\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1f.lastmile.dispatch.v1.ProofKindB\n" +
+	"\xbaH\a\x82\x01\x04\x18\x03\x18\x04R\x04kind\x120\n" +
+	"\abarcode\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x012\b^[!-~]+$H\x00R\abarcode\x12*\n" +
+	"\x04code\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f2\r^[0-9]{4,12}$H\x00R\x04code\x12[\n" +
+	"\fcapture_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xf5$\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\vcaptureTime\x12B\n" +
+	"\x10capture_location\x18\x05 \x01(\v2\x17.lastmile.geo.v1.LatLngR\x0fcaptureLocation:\xb4\x01\xbaH\xb0\x01\x1a\xad\x01\n" +
+	"\x1finline_proof.value_matches_kind\x12=a barcode proof carries barcode and a code proof carries code\x1aK(this.kind == 3 && has(this.barcode)) || (this.kind == 4 && has(this.code))B\x0e\n" +
+	"\x05value\x12\x05\xbaH\x02\b\x01*\xf2\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x16\n" +
@@ -1522,11 +2007,25 @@ const file_lastmile_dispatch_v1_task_proto_rawDesc = "" +
 	"\x1fDECLINE_REASON_PARCEL_TOO_LARGE\x10\x03\x12\x1f\n" +
 	"\x1bDECLINE_REASON_SHIFT_ENDING\x10\x04\x12\x1e\n" +
 	"\x1aDECLINE_REASON_UNSAFE_AREA\x10\x05\x12\x18\n" +
-	"\x14DECLINE_REASON_OTHER\x10\x06*W\n" +
+	"\x14DECLINE_REASON_OTHER\x10\x06*\x84\x01\n" +
 	"\tProofKind\x12\x1a\n" +
 	"\x16PROOF_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10PROOF_KIND_PHOTO\x10\x01\x12\x18\n" +
-	"\x14PROOF_KIND_SIGNATURE\x10\x02B1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
+	"\x14PROOF_KIND_SIGNATURE\x10\x02\x12\x16\n" +
+	"\x12PROOF_KIND_BARCODE\x10\x03\x12\x13\n" +
+	"\x0fPROOF_KIND_CODE\x10\x04*V\n" +
+	"\tTaskStage\x12\x1a\n" +
+	"\x16TASK_STAGE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11TASK_STAGE_PICKUP\x10\x01\x12\x16\n" +
+	"\x12TASK_STAGE_DROPOFF\x10\x02*a\n" +
+	"\vProofPolicy\x12\x1c\n" +
+	"\x18PROOF_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15PROOF_POLICY_REQUIRED\x10\x01\x12\x19\n" +
+	"\x15PROOF_POLICY_OPTIONAL\x10\x02*N\n" +
+	"\bTaskView\x12\x19\n" +
+	"\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n" +
+	"\x0eTASK_VIEW_FULL\x10\x02B1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
 
 var (
 	file_lastmile_dispatch_v1_task_proto_rawDescOnce sync.Once
@@ -1540,8 +2039,8 @@ func file_lastmile_dispatch_v1_task_proto_rawDescGZIP() []byte {
 	return file_lastmile_dispatch_v1_task_proto_rawDescData
 }
 
-var file_lastmile_dispatch_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_lastmile_dispatch_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_lastmile_dispatch_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 12)
+var file_lastmile_dispatch_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_lastmile_dispatch_v1_task_proto_goTypes = []any{
 	(TaskState)(0),                // 0: lastmile.dispatch.v1.TaskState
 	(TaskPriority)(0),             // 1: lastmile.dispatch.v1.TaskPriority
@@ -1552,55 +2051,69 @@ var file_lastmile_dispatch_v1_task_proto_goTypes = []any{
 	(OfferState)(0),               // 6: lastmile.dispatch.v1.OfferState
 	(DeclineReason)(0),            // 7: lastmile.dispatch.v1.DeclineReason
 	(ProofKind)(0),                // 8: lastmile.dispatch.v1.ProofKind
-	(*Task)(nil),                  // 9: lastmile.dispatch.v1.Task
-	(*Stop)(nil),                  // 10: lastmile.dispatch.v1.Stop
-	(*TimeWindow)(nil),            // 11: lastmile.dispatch.v1.TimeWindow
-	(*Contact)(nil),               // 12: lastmile.dispatch.v1.Contact
-	(*TaskStateChange)(nil),       // 13: lastmile.dispatch.v1.TaskStateChange
-	(*Offer)(nil),                 // 14: lastmile.dispatch.v1.Offer
-	(*Proof)(nil),                 // 15: lastmile.dispatch.v1.Proof
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*v1.LatLng)(nil),             // 17: lastmile.geo.v1.LatLng
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(TaskStage)(0),                // 9: lastmile.dispatch.v1.TaskStage
+	(ProofPolicy)(0),              // 10: lastmile.dispatch.v1.ProofPolicy
+	(TaskView)(0),                 // 11: lastmile.dispatch.v1.TaskView
+	(*Task)(nil),                  // 12: lastmile.dispatch.v1.Task
+	(*Stop)(nil),                  // 13: lastmile.dispatch.v1.Stop
+	(*TimeWindow)(nil),            // 14: lastmile.dispatch.v1.TimeWindow
+	(*Contact)(nil),               // 15: lastmile.dispatch.v1.Contact
+	(*TaskStateChange)(nil),       // 16: lastmile.dispatch.v1.TaskStateChange
+	(*Offer)(nil),                 // 17: lastmile.dispatch.v1.Offer
+	(*Proof)(nil),                 // 18: lastmile.dispatch.v1.Proof
+	(*ProofRequirement)(nil),      // 19: lastmile.dispatch.v1.ProofRequirement
+	(*InlineProof)(nil),           // 20: lastmile.dispatch.v1.InlineProof
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*v1.LatLng)(nil),             // 22: lastmile.geo.v1.LatLng
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_lastmile_dispatch_v1_task_proto_depIdxs = []int32{
 	0,  // 0: lastmile.dispatch.v1.Task.state:type_name -> lastmile.dispatch.v1.TaskState
-	10, // 1: lastmile.dispatch.v1.Task.pickup:type_name -> lastmile.dispatch.v1.Stop
-	10, // 2: lastmile.dispatch.v1.Task.dropoff:type_name -> lastmile.dispatch.v1.Stop
+	13, // 1: lastmile.dispatch.v1.Task.pickup:type_name -> lastmile.dispatch.v1.Stop
+	13, // 2: lastmile.dispatch.v1.Task.dropoff:type_name -> lastmile.dispatch.v1.Stop
 	1,  // 3: lastmile.dispatch.v1.Task.priority:type_name -> lastmile.dispatch.v1.TaskPriority
 	2,  // 4: lastmile.dispatch.v1.Task.size:type_name -> lastmile.dispatch.v1.ParcelSize
-	14, // 5: lastmile.dispatch.v1.Task.current_offer:type_name -> lastmile.dispatch.v1.Offer
-	15, // 6: lastmile.dispatch.v1.Task.proofs:type_name -> lastmile.dispatch.v1.Proof
+	17, // 5: lastmile.dispatch.v1.Task.current_offer:type_name -> lastmile.dispatch.v1.Offer
+	18, // 6: lastmile.dispatch.v1.Task.proofs:type_name -> lastmile.dispatch.v1.Proof
 	4,  // 7: lastmile.dispatch.v1.Task.cancel_reason:type_name -> lastmile.dispatch.v1.CancelReason
 	5,  // 8: lastmile.dispatch.v1.Task.failure_reason:type_name -> lastmile.dispatch.v1.FailureReason
-	13, // 9: lastmile.dispatch.v1.Task.history:type_name -> lastmile.dispatch.v1.TaskStateChange
-	16, // 10: lastmile.dispatch.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	16, // 11: lastmile.dispatch.v1.Task.update_time:type_name -> google.protobuf.Timestamp
-	16, // 12: lastmile.dispatch.v1.Task.assign_time:type_name -> google.protobuf.Timestamp
-	16, // 13: lastmile.dispatch.v1.Task.pickup_time:type_name -> google.protobuf.Timestamp
-	16, // 14: lastmile.dispatch.v1.Task.deliver_time:type_name -> google.protobuf.Timestamp
-	16, // 15: lastmile.dispatch.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	17, // 16: lastmile.dispatch.v1.Stop.location:type_name -> lastmile.geo.v1.LatLng
-	11, // 17: lastmile.dispatch.v1.Stop.time_window:type_name -> lastmile.dispatch.v1.TimeWindow
-	12, // 18: lastmile.dispatch.v1.Stop.contact:type_name -> lastmile.dispatch.v1.Contact
-	16, // 19: lastmile.dispatch.v1.TimeWindow.start_time:type_name -> google.protobuf.Timestamp
-	16, // 20: lastmile.dispatch.v1.TimeWindow.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 21: lastmile.dispatch.v1.TaskStateChange.state:type_name -> lastmile.dispatch.v1.TaskState
-	16, // 22: lastmile.dispatch.v1.TaskStateChange.change_time:type_name -> google.protobuf.Timestamp
-	3,  // 23: lastmile.dispatch.v1.TaskStateChange.actor:type_name -> lastmile.dispatch.v1.Actor
-	6,  // 24: lastmile.dispatch.v1.Offer.state:type_name -> lastmile.dispatch.v1.OfferState
-	16, // 25: lastmile.dispatch.v1.Offer.create_time:type_name -> google.protobuf.Timestamp
-	16, // 26: lastmile.dispatch.v1.Offer.expire_time:type_name -> google.protobuf.Timestamp
-	18, // 27: lastmile.dispatch.v1.Offer.pickup_eta:type_name -> google.protobuf.Duration
-	8,  // 28: lastmile.dispatch.v1.Proof.kind:type_name -> lastmile.dispatch.v1.ProofKind
-	16, // 29: lastmile.dispatch.v1.Proof.capture_time:type_name -> google.protobuf.Timestamp
-	17, // 30: lastmile.dispatch.v1.Proof.capture_location:type_name -> lastmile.geo.v1.LatLng
-	16, // 31: lastmile.dispatch.v1.Proof.create_time:type_name -> google.protobuf.Timestamp
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	16, // 9: lastmile.dispatch.v1.Task.history:type_name -> lastmile.dispatch.v1.TaskStateChange
+	21, // 10: lastmile.dispatch.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	21, // 11: lastmile.dispatch.v1.Task.update_time:type_name -> google.protobuf.Timestamp
+	21, // 12: lastmile.dispatch.v1.Task.assign_time:type_name -> google.protobuf.Timestamp
+	21, // 13: lastmile.dispatch.v1.Task.pickup_time:type_name -> google.protobuf.Timestamp
+	21, // 14: lastmile.dispatch.v1.Task.deliver_time:type_name -> google.protobuf.Timestamp
+	21, // 15: lastmile.dispatch.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	19, // 16: lastmile.dispatch.v1.Task.proof_requirements:type_name -> lastmile.dispatch.v1.ProofRequirement
+	22, // 17: lastmile.dispatch.v1.Stop.location:type_name -> lastmile.geo.v1.LatLng
+	14, // 18: lastmile.dispatch.v1.Stop.time_window:type_name -> lastmile.dispatch.v1.TimeWindow
+	15, // 19: lastmile.dispatch.v1.Stop.contact:type_name -> lastmile.dispatch.v1.Contact
+	21, // 20: lastmile.dispatch.v1.TimeWindow.start_time:type_name -> google.protobuf.Timestamp
+	21, // 21: lastmile.dispatch.v1.TimeWindow.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 22: lastmile.dispatch.v1.TaskStateChange.state:type_name -> lastmile.dispatch.v1.TaskState
+	21, // 23: lastmile.dispatch.v1.TaskStateChange.change_time:type_name -> google.protobuf.Timestamp
+	3,  // 24: lastmile.dispatch.v1.TaskStateChange.actor:type_name -> lastmile.dispatch.v1.Actor
+	6,  // 25: lastmile.dispatch.v1.Offer.state:type_name -> lastmile.dispatch.v1.OfferState
+	21, // 26: lastmile.dispatch.v1.Offer.create_time:type_name -> google.protobuf.Timestamp
+	21, // 27: lastmile.dispatch.v1.Offer.expire_time:type_name -> google.protobuf.Timestamp
+	23, // 28: lastmile.dispatch.v1.Offer.pickup_eta:type_name -> google.protobuf.Duration
+	23, // 29: lastmile.dispatch.v1.Offer.response_timeout:type_name -> google.protobuf.Duration
+	8,  // 30: lastmile.dispatch.v1.Proof.kind:type_name -> lastmile.dispatch.v1.ProofKind
+	21, // 31: lastmile.dispatch.v1.Proof.capture_time:type_name -> google.protobuf.Timestamp
+	22, // 32: lastmile.dispatch.v1.Proof.capture_location:type_name -> lastmile.geo.v1.LatLng
+	21, // 33: lastmile.dispatch.v1.Proof.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 34: lastmile.dispatch.v1.Proof.stage:type_name -> lastmile.dispatch.v1.TaskStage
+	8,  // 35: lastmile.dispatch.v1.ProofRequirement.kind:type_name -> lastmile.dispatch.v1.ProofKind
+	9,  // 36: lastmile.dispatch.v1.ProofRequirement.stage:type_name -> lastmile.dispatch.v1.TaskStage
+	10, // 37: lastmile.dispatch.v1.ProofRequirement.policy:type_name -> lastmile.dispatch.v1.ProofPolicy
+	8,  // 38: lastmile.dispatch.v1.InlineProof.kind:type_name -> lastmile.dispatch.v1.ProofKind
+	21, // 39: lastmile.dispatch.v1.InlineProof.capture_time:type_name -> google.protobuf.Timestamp
+	22, // 40: lastmile.dispatch.v1.InlineProof.capture_location:type_name -> lastmile.geo.v1.LatLng
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_dispatch_v1_task_proto_init() }
@@ -1608,13 +2121,17 @@ func file_lastmile_dispatch_v1_task_proto_init() {
 	if File_lastmile_dispatch_v1_task_proto != nil {
 		return
 	}
+	file_lastmile_dispatch_v1_task_proto_msgTypes[8].OneofWrappers = []any{
+		(*InlineProof_Barcode)(nil),
+		(*InlineProof_Code)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lastmile_dispatch_v1_task_proto_rawDesc), len(file_lastmile_dispatch_v1_task_proto_rawDesc)),
-			NumEnums:      9,
-			NumMessages:   7,
+			NumEnums:      12,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

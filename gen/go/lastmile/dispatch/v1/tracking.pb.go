@@ -225,7 +225,9 @@ type WatchTasksRequest struct {
 	// Only tasks held by this courier, a UUID. Empty means any courier.
 	CourierId string `protobuf:"bytes,2,opt,name=courier_id,json=courierId,proto3" json:"courier_id,omitempty"`
 	// Only tasks of this customer, a UUID. Empty means any customer.
-	CustomerId    string `protobuf:"bytes,3,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	CustomerId string `protobuf:"bytes,3,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	// How much of each task to send. Defaults to TASK_VIEW_BASIC (without history and proofs).
+	View          TaskView `protobuf:"varint,4,opt,name=view,proto3,enum=lastmile.dispatch.v1.TaskView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,11 +283,18 @@ func (x *WatchTasksRequest) GetCustomerId() string {
 	return ""
 }
 
+func (x *WatchTasksRequest) GetView() TaskView {
+	if x != nil {
+		return x.View
+	}
+	return TaskView_TASK_VIEW_UNSPECIFIED
+}
+
 // WatchTasksResponse is one message of a task feed.
 //
 // The feed opens with a snapshot, the open tasks (every state except DELIVERED, CANCELLED and FAILED) that
 // match the filters, at most the 5,000 most recently updated, followed by one snapshot_complete. After that
-// every change of a matching task is sent as the full task. A task that stops matching the state filter is
+// every change of a matching task is sent as the whole task, in the requested view. A task that stops matching the state filter is
 // sent once more, in its new state, so views can drop it. Changes to one task may be coalesced for a slow
 // reader: it sees the latest state, not every intermediate one.
 type WatchTasksResponse struct {
@@ -445,13 +454,14 @@ const file_lastmile_dispatch_v1_tracking_proto_rawDesc = "" +
 	"pickupTime\x12=\n" +
 	"\fdropoff_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vdropoffTime\x12=\n" +
 	"\fcompute_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vcomputeTime\x12\x1a\n" +
-	"\bdegraded\x18\x04 \x01(\bR\bdegraded\"\xbb\x01\n" +
+	"\bdegraded\x18\x04 \x01(\bR\bdegraded\"\xf9\x01\n" +
 	"\x11WatchTasksRequest\x12L\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x1f.lastmile.dispatch.v1.TaskStateB\x13\xbaH\x10\x92\x01\r\x10\b\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x06states\x12*\n" +
 	"\n" +
 	"courier_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tcourierId\x12,\n" +
 	"\vcustomer_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\n" +
-	"customerId\"\xaf\x01\n" +
+	"customerId\x12<\n" +
+	"\x04view\x18\x04 \x01(\x0e2\x1e.lastmile.dispatch.v1.TaskViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\"\xaf\x01\n" +
 	"\x12WatchTasksResponse\x120\n" +
 	"\x04task\x18\x01 \x01(\v2\x1a.lastmile.dispatch.v1.TaskH\x00R\x04task\x12_\n" +
 	"\x11snapshot_complete\x18\x02 \x01(\v20.lastmile.dispatch.v1.WatchTasksSnapshotCompleteH\x00R\x10snapshotCompleteB\x06\n" +
@@ -485,22 +495,24 @@ var file_lastmile_dispatch_v1_tracking_proto_goTypes = []any{
 	(*v1.LocationFix)(nil),             // 7: lastmile.courier.v1.LocationFix
 	(*timestamppb.Timestamp)(nil),      // 8: google.protobuf.Timestamp
 	(TaskState)(0),                     // 9: lastmile.dispatch.v1.TaskState
+	(TaskView)(0),                      // 10: lastmile.dispatch.v1.TaskView
 }
 var file_lastmile_dispatch_v1_tracking_proto_depIdxs = []int32{
-	6, // 0: lastmile.dispatch.v1.WatchTaskResponse.task:type_name -> lastmile.dispatch.v1.Task
-	7, // 1: lastmile.dispatch.v1.WatchTaskResponse.courier_location:type_name -> lastmile.courier.v1.LocationFix
-	2, // 2: lastmile.dispatch.v1.WatchTaskResponse.eta:type_name -> lastmile.dispatch.v1.TaskEta
-	8, // 3: lastmile.dispatch.v1.TaskEta.pickup_time:type_name -> google.protobuf.Timestamp
-	8, // 4: lastmile.dispatch.v1.TaskEta.dropoff_time:type_name -> google.protobuf.Timestamp
-	8, // 5: lastmile.dispatch.v1.TaskEta.compute_time:type_name -> google.protobuf.Timestamp
-	9, // 6: lastmile.dispatch.v1.WatchTasksRequest.states:type_name -> lastmile.dispatch.v1.TaskState
-	6, // 7: lastmile.dispatch.v1.WatchTasksResponse.task:type_name -> lastmile.dispatch.v1.Task
-	5, // 8: lastmile.dispatch.v1.WatchTasksResponse.snapshot_complete:type_name -> lastmile.dispatch.v1.WatchTasksSnapshotComplete
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	6,  // 0: lastmile.dispatch.v1.WatchTaskResponse.task:type_name -> lastmile.dispatch.v1.Task
+	7,  // 1: lastmile.dispatch.v1.WatchTaskResponse.courier_location:type_name -> lastmile.courier.v1.LocationFix
+	2,  // 2: lastmile.dispatch.v1.WatchTaskResponse.eta:type_name -> lastmile.dispatch.v1.TaskEta
+	8,  // 3: lastmile.dispatch.v1.TaskEta.pickup_time:type_name -> google.protobuf.Timestamp
+	8,  // 4: lastmile.dispatch.v1.TaskEta.dropoff_time:type_name -> google.protobuf.Timestamp
+	8,  // 5: lastmile.dispatch.v1.TaskEta.compute_time:type_name -> google.protobuf.Timestamp
+	9,  // 6: lastmile.dispatch.v1.WatchTasksRequest.states:type_name -> lastmile.dispatch.v1.TaskState
+	10, // 7: lastmile.dispatch.v1.WatchTasksRequest.view:type_name -> lastmile.dispatch.v1.TaskView
+	6,  // 8: lastmile.dispatch.v1.WatchTasksResponse.task:type_name -> lastmile.dispatch.v1.Task
+	5,  // 9: lastmile.dispatch.v1.WatchTasksResponse.snapshot_complete:type_name -> lastmile.dispatch.v1.WatchTasksSnapshotComplete
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_dispatch_v1_tracking_proto_init() }

@@ -32,8 +32,9 @@ const (
 	UploadState_UPLOAD_STATE_UNSPECIFIED UploadState = 0
 	// Bytes are still expected; resume from committed_offset.
 	UploadState_UPLOAD_STATE_IN_PROGRESS UploadState = 1
-	// Every byte arrived and matched the SHA-256. The upload can be attached to the task (ConfirmDelivery,
-	// ReportFailure). Final.
+	// Every byte arrived and matched the SHA-256. The upload can be attached to the task (ConfirmPickup,
+	// ConfirmDelivery, ReportFailure). Final; an upload not attached within 24 hours of committing is
+	// discarded.
 	UploadState_UPLOAD_STATE_COMMITTED UploadState = 2
 	// The bytes did not match the size or the SHA-256 declared at start. Final: start a new upload.
 	UploadState_UPLOAD_STATE_REJECTED UploadState = 3
@@ -191,7 +192,8 @@ func (*UploadProofRequest_Chunk) isUploadProofRequest_Kind() {}
 
 func (*UploadProofRequest_Finish) isUploadProofRequest_Kind() {}
 
-// UploadStart starts or resumes an upload of a proof for a task the courier holds.
+// UploadStart starts or resumes an upload of a proof for a task the courier holds. Only photos and
+// signatures are uploaded; barcodes and codes are inline proofs (InlineProof).
 //
 // When resuming, kind, content_type, size_bytes and sha256 must equal the original ones.
 type UploadStart struct {
@@ -202,22 +204,26 @@ type UploadStart struct {
 	// upload under an id the app chose; choosing the id lets the app resume even when the server's first
 	// answer was lost.
 	UploadId string `protobuf:"bytes,2,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
-	// What the file shows. Required.
+	// What the file shows: PROOF_KIND_PHOTO or PROOF_KIND_SIGNATURE. Required.
 	Kind ProofKind `protobuf:"varint,3,opt,name=kind,proto3,enum=lastmile.dispatch.v1.ProofKind" json:"kind,omitempty"`
-	// MIME type of the file: image/jpeg, image/png or image/webp for a photo; image/svg+xml or image/png for
-	// a signature.
+	// MIME type of the file: image/jpeg, image/png or image/webp for a photo; image/png for a signature.
+	// (Vector formats such as SVG are refused: they can carry scripts into the dashboards that show them.)
 	ContentType string `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	// Size of the whole file, 1 byte to 10 MiB (10,485,760 bytes).
 	SizeBytes int64 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	// SHA-256 of the whole file, 64 lowercase hexadecimal characters. The upload is rejected when the bytes
 	// received do not hash to it.
 	Sha256 string `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	// When the photo was taken or the signature given, by the device clock. Optional.
+	// When the photo was taken or the signature given, by the device clock. Optional; at most 7 days from
+	// the server's clock, and between 2000-01-01 and 2100-01-01 UTC.
 	CaptureTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=capture_time,json=captureTime,proto3" json:"capture_time,omitempty"`
 	// Where the photo was taken or the signature given. Optional.
 	CaptureLocation *v1.LatLng `protobuf:"bytes,8,opt,name=capture_location,json=captureLocation,proto3" json:"capture_location,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// For a signature, the name of the person who signed, as the courier entered it: up to 200 characters
+	// without control characters. Optional; must be empty for a photo.
+	SignerName    string `protobuf:"bytes,9,opt,name=signer_name,json=signerName,proto3" json:"signer_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UploadStart) Reset() {
@@ -304,6 +310,13 @@ func (x *UploadStart) GetCaptureLocation() *v1.LatLng {
 		return x.CaptureLocation
 	}
 	return nil
+}
+
+func (x *UploadStart) GetSignerName() string {
+	if x != nil {
+		return x.SignerName
+	}
+	return ""
 }
 
 // UploadChunk carries the next bytes of the file.
@@ -641,21 +654,24 @@ const file_lastmile_dispatch_v1_upload_proto_rawDesc = "" +
 	"\x05start\x18\x01 \x01(\v2!.lastmile.dispatch.v1.UploadStartH\x00R\x05start\x129\n" +
 	"\x05chunk\x18\x02 \x01(\v2!.lastmile.dispatch.v1.UploadChunkH\x00R\x05chunk\x12<\n" +
 	"\x06finish\x18\x03 \x01(\v2\".lastmile.dispatch.v1.UploadFinishH\x00R\x06finishB\r\n" +
-	"\x04kind\x12\x05\xbaH\x02\b\x01\"\x8d\x06\n" +
+	"\x04kind\x12\x05\xbaH\x02\b\x01\"\xaa\a\n" +
 	"\vUploadStart\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12(\n" +
 	"\tupload_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\buploadId\x12?\n" +
 	"\x04kind\x18\x03 \x01(\x0e2\x1f.lastmile.dispatch.v1.ProofKindB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x12Z\n" +
-	"\fcontent_type\x18\x04 \x01(\tB7\xbaH4r2R\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04kind\x12K\n" +
+	"\fcontent_type\x18\x04 \x01(\tB(\xbaH%r#R\n" +
 	"image/jpegR\timage/pngR\n" +
-	"image/webpR\rimage/svg+xmlR\vcontentType\x12+\n" +
+	"image/webpR\vcontentType\x12+\n" +
 	"\n" +
 	"size_bytes\x18\x05 \x01(\x03B\f\xbaH\t\"\a\x18\x80\x80\x80\x05 \x00R\tsizeBytes\x12-\n" +
-	"\x06sha256\x18\x06 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{64}$R\x06sha256\x12=\n" +
-	"\fcapture_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\x12B\n" +
-	"\x10capture_location\x18\b \x01(\v2\x17.lastmile.geo.v1.LatLngR\x0fcaptureLocation:\xb4\x02\xbaH\xb0\x02\x1a\xad\x02\n" +
-	"&upload_start.content_type_matches_kind\x12ca photo must be image/jpeg, image/png or image/webp; a signature must be image/svg+xml or image/png\x1a\x9d\x01(this.kind == 1 && this.content_type in ['image/jpeg', 'image/png', 'image/webp']) || (this.kind == 2 && this.content_type in ['image/svg+xml', 'image/png'])\"T\n" +
+	"\x06sha256\x18\x06 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{64}$R\x06sha256\x12[\n" +
+	"\fcapture_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xf5$\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\vcaptureTime\x12B\n" +
+	"\x10capture_location\x18\b \x01(\v2\x17.lastmile.geo.v1.LatLngR\x0fcaptureLocation\x127\n" +
+	"\vsigner_name\x18\t \x01(\tB\x16\xbaH\x13r\x11\x18\xc8\x012\f^[^\\p{Cc}]*$R\n" +
+	"signerName:\x89\x03\xbaH\x85\x03\x1a\x89\x02\n" +
+	"&upload_start.content_type_matches_kind\x12Ra photo must be image/jpeg, image/png or image/webp; a signature must be image/png\x1a\x8a\x01(this.kind == 1 && this.content_type in ['image/jpeg', 'image/png', 'image/webp']) || (this.kind == 2 && this.content_type == 'image/png')\x1aw\n" +
+	"&upload_start.signer_name_for_signature\x12#signer_name is only for a signature\x1a(this.signer_name == '' || this.kind == 2\"T\n" +
 	"\vUploadChunk\x12$\n" +
 	"\x06offset\x18\x01 \x01(\x03B\f\xbaH\t\"\a\x10\x80\x80\x80\x05(\x00R\x06offset\x12\x1f\n" +
 	"\x04data\x18\x02 \x01(\fB\v\xbaH\bz\x06\x10\x01\x18\x80\x80@R\x04data\"\x0e\n" +
