@@ -207,25 +207,6 @@ func TestSessionCommandsAreIdempotentPerCommandID(t *testing.T) {
 	}
 }
 
-func TestCommandFingerprintIsStableAndTellsCommandsApart(t *testing.T) {
-	at := time.Date(2031, 3, 14, 9, 0, 0, 0, time.UTC)
-	a := dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: sessTaskID(1), UploadIDs: []string{"u1"}, OccurTime: at}}
-	b := dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: sessTaskID(1), UploadIDs: []string{"u1"}, OccurTime: at.In(time.FixedZone("x", 3600))}}
-	if a.Fingerprint() != b.Fingerprint() {
-		t.Errorf("fingerprints of one command in two time zones differ")
-	}
-	for _, other := range []dispatch.Command{
-		{Pickup: &dispatch.PickupCmd{TaskID: sessTaskID(1), UploadIDs: []string{"u2"}, OccurTime: at}},
-		{Pickup: &dispatch.PickupCmd{TaskID: sessTaskID(1), OccurTime: at}},
-		{Deliver: &dispatch.DeliverCmd{TaskID: sessTaskID(1), UploadIDs: []string{"u1"}, OccurTime: at}},
-		{Accept: &dispatch.AcceptCmd{OfferID: sessTaskID(1)}},
-	} {
-		if other.Fingerprint() == a.Fingerprint() {
-			t.Errorf("Fingerprint(%+v) equals the pickup's", other)
-		}
-	}
-}
-
 func TestDrainTellsSessionsToGoAndRefusesNewOnes(t *testing.T) {
 	t.Run("grace", func(t *testing.T) {
 		f := newSessionFixture(t, dispatch.Options{})

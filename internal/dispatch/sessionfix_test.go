@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -9,10 +10,15 @@ import (
 	"time"
 
 	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/sqlite"
+	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/database/databasetest"
 	"lastmile/internal/platform/eventlog"
+	"lastmile/internal/platform/eventlog/sqllog"
 )
 
 // sessTimeout bounds every wait of the session and watch tests: a guard against hangs, never an
@@ -103,11 +109,12 @@ func (m *sessMetrics) SessionOpened() { m.mu.Lock(); m.opened++; m.mu.Unlock() }
 func (m *sessMetrics) SessionClosed() { m.mu.Lock(); m.closed++; m.mu.Unlock() }
 func (m *sessMetrics) Replayed(n int) { m.mu.Lock(); m.replay += n; m.mu.Unlock() }
 
-// sessionFixture is one or more Services (replicas) over one store and event source, each with its
-// event log tailer and hub running until the test ends.
+// sessionFixture is one or more Services (replicas) over one real SQLite store, each with its own event
+// log tailer and hub running until the test ends. The work loop does not run: tests move tasks with the
+// store directly, as the loop and the commands would.
 type sessionFixture struct {
-	src      *memSource
-	store    *memStore
+	db       *sql.DB
+	store    *sqlstore.Store
 	couriers *sessCouriers
 	routes   *sessRoutes
 	clock    *sessClock
@@ -115,14 +122,21 @@ type sessionFixture struct {
 	svc      *dispatch.Service
 	opts     dispatch.Options
 	logOpts  eventlog.Options
+	// step is how far the clock moves before each write (1 s).
+	step time.Duration
 }
 
 // newSessionFixture starts a fixture; logOpts, when given, tunes the event log tailers.
 func newSessionFixture(t *testing.T, opts dispatch.Options, logOpts ...eventlog.Options) *sessionFixture {
 	t.Helper()
-	f := &sessionFixture{src: &memSource{}, couriers: &sessCouriers{status: map[string]dispatch.CourierInfo{}},
-		routes: &sessRoutes{}, clock: &sessClock{now: sessT0}, metrics: &sessMetrics{}}
-	f.store = newMemStore(f.src)
+	f := &sessionFixture{db: databasetest.SQLite(t), couriers: &sessCouriers{status: map[string]dispatch.CourierInfo{}},
+		routes: &sessRoutes{}, clock: &sessClock{now: sessT0}, metrics: &sessMetrics{}, step: time.Second}
+	if err := sqlite.Migrate(sessCtx(t), f.db); err != nil {
+		t.Fatalf("sqlite.Migrate: %v", err)
+	}
+	f.store = sqlite.New(f.db)
+	// Jobs (courier claims) are not these tests' concern: they are dropped.
+	f.store.SetJobs(func(context.Context, *sql.Tx, []dispatch.Job) error { return nil })
 	opts.Now = f.clock.Now
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -132,18 +146,19 @@ func newSessionFixture(t *testing.T, opts dispatch.Options, logOpts ...eventlog.
 	if len(logOpts) > 0 {
 		f.logOpts = logOpts[0]
 	}
-	var log *eventlog.Log
-	f.svc, log = f.replica(t, "replica-a")
-	f.store.log = log
+	f.svc, _ = f.replica(t, "replica-a")
 	return f
 }
 
 // replica starts another Service over the fixture's store, with its own event log tailer.
 func (f *sessionFixture) replica(t *testing.T, name string) (*dispatch.Service, *eventlog.Log) {
 	t.Helper()
-	log, err := eventlog.New(f.src, f.logOpts)
+	log, err := eventlog.New(sqllog.NewSource(f.db, database.SQLite), f.logOpts)
 	if err != nil {
 		t.Fatalf("eventlog.New: %v", err)
+	}
+	if f.svc == nil {
+		f.store.SetNudge(log.Nudge) // the first replica's commits wake its tailer; the others poll
 	}
 	opts := f.opts
 	opts.Replica = name
@@ -197,14 +212,14 @@ var (
 // newTask creates PENDING task n of customer user 600+customer.
 func (f *sessionFixture) newTask(t *testing.T, n, customer int) dispatch.Task {
 	t.Helper()
-	f.clock.Advance(time.Second)
+	f.clock.Advance(f.step)
 	now := f.clock.Now()
 	task, _, err := f.store.CreateTask(sessCtx(t), dispatch.Task{
 		ID: sessTaskID(n), CustomerID: sessUser(600 + customer), CreatedBy: sessUser(600 + customer),
 		RequestID: fmt.Sprintf("req-%d", n), State: dispatch.StatePending,
 		Pickup:   dispatch.Stop{Location: sessPickup, Address: "Pickup 1", Contact: dispatch.Contact{Name: "Shop", Phone: "+4930000"}},
 		Dropoff:  dispatch.Stop{Location: sessDropoff, Address: "Dropoff 1", Instructions: "ring twice"},
-		Priority: dispatch.PriorityNormal, Size: dispatch.SizeSmall, CreateTime: now, UpdateTime: now, DueTime: now,
+		Priority: dispatch.PriorityNormal, Size: dispatch.SizeSmall, CreateTime: now, UpdateTime: now,
 	})
 	if err != nil {
 		t.Fatalf("CreateTask(%d): %v", n, err)
@@ -215,7 +230,7 @@ func (f *sessionFixture) newTask(t *testing.T, n, customer int) dispatch.Task {
 // update changes task id with fn, appending deliveries.
 func (f *sessionFixture) update(t *testing.T, id string, fn func(task *dispatch.Task) []dispatch.Delivery) dispatch.Task {
 	t.Helper()
-	f.clock.Advance(time.Second)
+	f.clock.Advance(f.step)
 	now := f.clock.Now()
 	task, err := f.store.UpdateTask(sessCtx(t), id, func(task dispatch.Task) (dispatch.Change, error) {
 		ds := fn(&task)

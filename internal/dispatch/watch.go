@@ -21,8 +21,6 @@ const (
 	maxSnapshotScan = 4 * MaxSnapshotTasks
 	// trackTimeout bounds one refresh of the courier's position and ETA.
 	trackTimeout = 5 * time.Second
-	// detourFactor turns a great-circle distance into a road distance in the local fallback estimate.
-	detourFactor = 1.3
 )
 
 // TaskUpdate is one message of WatchTask. The first carries the task, and the courier's position and ETA
@@ -217,7 +215,7 @@ func (w *taskWatch) estimate(ctx context.Context, t Task, mode geo.TransportMode
 }
 
 // travel returns the travel time from a to b by mode: route's when it answers with a route (ok), else
-// the local estimate.
+// the local estimate (geo.EstimateTravel).
 func (w *taskWatch) travel(ctx context.Context, a, b geo.LatLng, mode geo.TransportMode, depart time.Time) (time.Duration, bool) {
 	if w.s.routes != nil {
 		legs, _, err := w.s.routes.Matrix(ctx, []geo.LatLng{a}, b, mode, depart)
@@ -225,25 +223,8 @@ func (w *taskWatch) travel(ctx context.Context, a, b geo.LatLng, mode geo.Transp
 			return legs[0].Duration, true
 		}
 	}
-	return localTravel(a, b, mode), false
-}
-
-// localTravel estimates a travel time without the route service: the great-circle distance, lengthened
-// by a detour factor, at a typical urban speed of the mode.
-func localTravel(a, b geo.LatLng, mode geo.TransportMode) time.Duration {
-	speed := 4.5 // m/s, a bicycle
-	switch mode {
-	case geo.Walking:
-		speed = 1.4
-	case geo.Scooter:
-		speed = 6.5
-	case geo.Car:
-		speed = 8.0
-	case geo.Van:
-		speed = 7.0
-	}
-	seconds := geo.Distance(a, b) * detourFactor / speed
-	return time.Duration(seconds * float64(time.Second)).Round(time.Second)
+	d, _ := geo.EstimateTravel(a, b, mode)
+	return d, false
 }
 
 // WatchTasks streams the tasks matching f to send: a snapshot of the open ones (at most
