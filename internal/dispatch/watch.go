@@ -73,11 +73,9 @@ func (s *Service) WatchTask(ctx context.Context, id string, send func(TaskUpdate
 	if err != nil {
 		return err
 	}
-	courierID := ""
-	if p.HasRole(auth.RoleCourier) {
-		if courierID, err = s.callerCourier(ctx); err != nil {
-			return err
-		}
+	courierID, err := s.callerCourierID(ctx)
+	if err != nil {
+		return err
 	}
 	w := &taskWatch{s: s, p: p, courierID: courierID}
 	first := TaskUpdate{Task: w.redact(t)}
@@ -233,12 +231,17 @@ func (w *taskWatch) travel(ctx context.Context, a, b geo.LatLng, mode geo.Transp
 // slow reader. view "" means ViewBasic. It returns send's error when send fails and ctx's error when ctx
 // ends.
 //
-// Customers see their own tasks and couriers the tasks they hold: an empty CustomerID (CourierID) means
-// theirs. Errors before the first send: PermissionDenied when a customer or courier asks for another's
-// tasks, or the caller may not list tasks; FailedPrecondition when a courier user has no courier profile.
+// The filter is scoped as ListTasks scopes it: customers see their own tasks and couriers the tasks they
+// hold, an empty CustomerID (CourierID) meaning theirs. Errors before the first send: Invalid for a
+// malformed filter; PermissionDenied when a customer or courier asks for another's tasks;
+// FailedPrecondition when a courier user has no courier profile.
 func (s *Service) WatchTasks(ctx context.Context, f TaskFilter, view View, send func(WatchItem) error) error {
 	p := auth.FromContext(ctx)
-	f, courierID, err := s.watchScope(ctx, p, f)
+	f, err := s.scopeFilter(ctx, f) // as ListTasks
+	if err != nil {
+		return err
+	}
+	courierID, err := s.callerCourierID(ctx)
 	if err != nil {
 		return err
 	}
@@ -356,34 +359,6 @@ func (w *listWatch) resync(ctx context.Context) ([]Task, error) {
 		tasks = append(tasks, t)
 	}
 	return tasks, nil
-}
-
-// watchScope restricts f to what the caller may watch, and returns the caller's courier id.
-func (s *Service) watchScope(ctx context.Context, p auth.Principal, f TaskFilter) (TaskFilter, string, error) {
-	switch {
-	case p.Kind == auth.Service, p.HasRole(auth.RoleDispatcher), p.HasRole(auth.RoleAdmin):
-		return f, "", nil
-	case p.HasRole(auth.RoleCourier):
-		courierID, err := s.callerCourier(ctx)
-		if apperr.CodeOf(err) == apperr.NotFound {
-			return f, "", apperr.Wrap(apperr.FailedPrecondition, err, "no courier profile for this user")
-		}
-		if err != nil {
-			return f, "", fmt.Errorf("find the courier of user %s: %w", p.Subject, err)
-		}
-		if f.CourierID != "" && f.CourierID != courierID {
-			return f, "", apperr.Errorf(apperr.PermissionDenied, "couriers watch only their own tasks")
-		}
-		f.CourierID = courierID
-		return f, courierID, nil
-	case p.HasRole(auth.RoleCustomer):
-		if f.CustomerID != "" && f.CustomerID != p.Subject {
-			return f, "", apperr.Errorf(apperr.PermissionDenied, "customers watch only their own tasks")
-		}
-		f.CustomerID = p.Subject
-		return f, "", nil
-	}
-	return f, "", apperr.Errorf(apperr.PermissionDenied, "this caller may not watch tasks")
 }
 
 // watchSnapshot returns the open tasks matching f, the most recently updated first, at most
