@@ -25,6 +25,7 @@ func TestSessionReplaysUnacknowledgedDeliveriesInOrderThenLiveOnes(t *testing.T)
 	c3 := f.assign(t, sessTaskID(3), 1)
 	f.offer(t, sessTaskID(4), 4, 2) // another courier's
 
+	opened := f.clock.Now()
 	s := sessOpen(t, f.svc, 1, dispatch.Hello{AppVersion: "2.14.1"})
 	st := s.Started()
 	if st.SessionID != s.ID() || st.CourierID != sessCourier(1) || st.AckedCursor != 0 || st.SnapshotCursor != c3 ||
@@ -61,6 +62,15 @@ func TestSessionReplaysUnacknowledgedDeliveriesInOrderThenLiveOnes(t *testing.T)
 	}
 	if err := s.Ack(sessCtx(t), c2); err != nil {
 		t.Fatalf("Ack(%d): %v", c2, err)
+	}
+	rec, err := f.store.GetSession(sessCtx(t), sessCourier(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.SessionID != s.ID() || rec.Acked != c2 || rec.Epoch != st.Epoch || !rec.Open || rec.Replica != "replica-a" ||
+		!rec.Heartbeat.Equal(opened) || rec.AppVersion != "2.14.1" {
+		t.Errorf("session record = %+v, want session %s acked %d epoch %d open on replica-a, heartbeat at the open, app 2.14.1",
+			rec, s.ID(), c2, st.Epoch)
 	}
 	apperrtest.WantCode(t, "Ack beyond the sent cursor", s.Ack(sessCtx(t), c3+1), apperr.Invalid)
 	s.Close()
