@@ -98,7 +98,9 @@ type SessionStarted struct {
 // or the courier answered it themselves). A skipped delivery's cursor still counts as sent, so acks up to
 // it are valid and it is acknowledged with the next one.
 type Outbound struct {
-	Cursor      int64
+	Cursor int64
+	// ServerTime is the server's clock when Next returned (StreamAssignmentsResponse.server_time).
+	ServerTime  time.Time
 	Offer       *OfferNotice
 	OfferClosed *Offer
 	Notice      *TaskNotice
@@ -251,6 +253,15 @@ func (c *CourierSession) Started() SessionStarted { return c.started }
 // (deliveries continue during the grace), then Unavailable once the grace has passed. Unavailable after
 // Close; ctx's error when ctx ends; a store failure's error.
 func (c *CourierSession) Next(ctx context.Context) (Outbound, error) {
+	out, err := c.next(ctx)
+	if err != nil {
+		return Outbound{}, err
+	}
+	out.ServerTime = c.s.now()
+	return out, nil
+}
+
+func (c *CourierSession) next(ctx context.Context) (Outbound, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return Outbound{}, err

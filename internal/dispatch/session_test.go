@@ -106,8 +106,12 @@ func TestSessionSendsAClosedOfferOnlyAsClosed(t *testing.T) {
 	if len(s.Started().OpenOffers) != 0 {
 		t.Errorf("Started().OpenOffers = %+v, want none", s.Started().OpenOffers)
 	}
-	if got, want := sessDescribe(sessNext(t, s)), fmt.Sprintf("%d offer_closed %s expired", c2, sessOfferID(1)); got != want {
+	out := sessNext(t, s)
+	if got, want := sessDescribe(out), fmt.Sprintf("%d offer_closed %s expired", c2, sessOfferID(1)); got != want {
 		t.Errorf("Next() = %q, want %q (the superseded offer %d skipped)", got, want, c1)
+	}
+	if !out.ServerTime.Equal(f.clock.Now()) {
+		t.Errorf("Next().ServerTime = %v, want the clock's %v", out.ServerTime, f.clock.Now())
 	}
 	if err := s.Ack(sessCtx(t), c1); err != nil {
 		t.Errorf("Ack(%d) of the skipped delivery: %v", c1, err)
