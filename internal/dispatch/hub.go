@@ -29,8 +29,9 @@ const (
 //
 //   - TopicDelivery (key: courier id) wakes that courier's local sessions, which read their deliveries
 //     from the store after the last cursor they sent (the event's payload is never trusted);
-//   - TopicSession (key: courier id, payload: the current session id) ends the courier's local sessions
-//     with another id: they were replaced, on this replica or another;
+//   - TopicSession (key: courier id, payload: the current session id) makes the courier's local sessions
+//     with another id check the session record, which ends those that were replaced, on this replica or
+//     another;
 //   - TopicTask (key: task id) re-reads the task once per batch of events, only when someone watches it
 //     (a WatchTask of that id, or any WatchTasks), and hands it to the watchers' feeds.
 //
@@ -169,13 +170,15 @@ func (h *hub) wakeCourier(courierID string) {
 	}
 }
 
-// replaceOthers ends the local sessions of courierID whose id is not current.
+// replaceOthers makes the local sessions of courierID whose id is not current check the session record,
+// which ends them. They check rather than end at once: an event the hub reads late may name a session
+// older than one opened here since, and only the record says which one is the newest.
 func (h *hub) replaceOthers(courierID, current string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.sessions[courierID] {
 		if c.id != current {
-			c.replace()
+			c.recheck()
 		}
 	}
 }
@@ -200,8 +203,9 @@ func (h *hub) wakeAll() {
 	}
 }
 
-// addSession registers c and ends the courier's other local sessions (replaced: the store's TopicSession
-// event does the same on every other replica). It fails when the replica is draining.
+// addSession registers c and makes the courier's other local sessions check the session record, which
+// ends them unless one of them committed after c (the store's TopicSession event does the same on every
+// other replica). It fails when the replica is draining.
 func (h *hub) addSession(c *CourierSession) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -214,7 +218,7 @@ func (h *hub) addSession(c *CourierSession) bool {
 		h.sessions[c.courierID] = cs
 	}
 	for old := range cs {
-		old.replace()
+		old.recheck()
 	}
 	cs[c] = struct{}{}
 	return true

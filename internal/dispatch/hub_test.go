@@ -80,13 +80,22 @@ func TestHubWakeAllResyncsWatchersAndRechecksSessions(t *testing.T) {
 		t.Errorf("session after wakeAll: stale %v, woken %v; want both", stale, len(c.wake) == 1)
 	}
 
+	c.mu.Lock()
+	c.stale = false
+	c.mu.Unlock()
 	h.replaceOthers("c1", "s1")
-	if c.isReplaced() {
-		t.Error("replaceOthers ended the current session")
+	c.mu.Lock()
+	stale = c.stale
+	c.mu.Unlock()
+	if stale {
+		t.Error("replaceOthers made the current session check its record")
 	}
 	h.replaceOthers("c1", "s2")
-	if !c.isReplaced() {
-		t.Error("replaceOthers kept a replaced session")
+	c.mu.Lock()
+	stale = c.stale
+	c.mu.Unlock()
+	if !stale || c.isReplaced() {
+		t.Errorf("after replaceOthers naming another session: stale %v, replaced %v; want a check, not an end", stale, c.isReplaced())
 	}
 
 	stopOne()

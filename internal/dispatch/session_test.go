@@ -189,6 +189,22 @@ func TestNewerSessionReplacesTheOlderOne(t *testing.T) {
 	}
 }
 
+func TestALateEventNamingAnOlderSessionEndsNothing(t *testing.T) {
+	f := newSessionFixture(t, dispatch.Options{})
+	s1 := sessOpen(t, f.svc, 1, dispatch.Hello{})
+	s2 := sessOpen(t, f.svc, 1, dispatch.Hello{})
+	// The hub reads the older session's event after the newer session opened.
+	f.svc.RouteSessionEvent(sessCourier(1), s1.ID())
+	f.newTask(t, 1, 1)
+	c := f.offer(t, sessTaskID(1), 1, 1)
+	if got, want := sessDescribe(sessNext(t, s2)), fmt.Sprintf("%d offer %s open task %s offered", c, sessOfferID(1), sessTaskID(1)); got != want {
+		t.Errorf("newer session's Next() after a late event = %q, want %q", got, want)
+	}
+	if out := sessNext(t, s1); out.Drain == nil || out.Drain.Code != dispatch.DrainSessionReplaced {
+		t.Errorf("older session's Next() = %s, want a SESSION_REPLACED drain", sessDescribe(out))
+	}
+}
+
 func TestSessionCommandsAreIdempotentPerCommandID(t *testing.T) {
 	f := newSessionFixture(t, dispatch.Options{})
 	f.newTask(t, 1, 1)
