@@ -103,6 +103,9 @@ func (s *Service) WatchTask(ctx context.Context, id string, send func(TaskUpdate
 				continue
 			}
 			rehold := latest.State.Held() && (latest.State != t.State || latest.CourierID != t.CourierID)
+			if latest.CourierID != t.CourierID {
+				w.fix, w.eta, w.legOK = nil, nil, false // another courier: send their position whatever it is
+			}
 			t = latest
 			u := TaskUpdate{Task: w.redact(t)}
 			if rehold {
