@@ -12,6 +12,7 @@ import (
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/apperrtest"
+	"lastmile/internal/platform/eventlog"
 )
 
 // watchRun runs a watch in a goroutine, handing what it sends to a channel; wait returns its result.
@@ -292,5 +293,33 @@ func TestWatchTasksScopesCustomersAndCouriersToTheirOwn(t *testing.T) {
 			return nil
 		})
 		apperrtest.WantCode(t, "WatchTasks("+tc.name+")", err, apperr.PermissionDenied)
+	}
+}
+
+// With a one-event buffer, a change with a delivery (two events) drops the hub from the feed: the list
+// watcher takes a fresh snapshot, and still sees the task leave its filter.
+func TestWatchTasksAfterTheHubFellBehind(t *testing.T) {
+	f := newSessionFixture(t, dispatch.Options{}, eventlog.Options{Poll: 5 * time.Millisecond, Buffer: 1})
+	f.newTask(t, 1, 1)
+	f.newTask(t, 2, 1)
+	filter := dispatch.TaskFilter{States: []dispatch.State{dispatch.StatePending}}
+	w := startWatch(t, asDispatcher(sessCtx(t)), func(ctx context.Context, send func(dispatch.WatchItem) error) error {
+		return f.svc.WatchTasks(ctx, filter, dispatch.ViewBasic, send)
+	})
+	var got []string
+	for range 3 {
+		got = append(got, describeItem(w.recv(t)))
+	}
+	want := []string{sessTaskID(2) + " pending", sessTaskID(1) + " pending", "complete 2 truncated false"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("snapshot (-want +got):\n%s", diff)
+	}
+	f.assign(t, sessTaskID(1), 1)
+	if got, want := describeItem(w.recv(t)), sessTaskID(1)+" assigned"; got != want {
+		t.Errorf("after the assignment = %q, want %q", got, want)
+	}
+	f.newTask(t, 3, 1)
+	if got, want := describeItem(w.recv(t)), sessTaskID(3)+" pending"; got != want {
+		t.Errorf("after a new task = %q, want %q", got, want)
 	}
 }
