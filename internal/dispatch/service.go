@@ -157,6 +157,7 @@ func NewService(d Deps, opts Options) *Service {
 	if s.metrics == nil {
 		s.metrics = NopMetrics{}
 	}
+	s.hub = newHub(s)
 	s.engine = NewEngine(d.Couriers, d.Routes, opts)
 	return s
 }

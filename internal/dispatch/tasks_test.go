@@ -105,14 +105,14 @@ func TestCreateTaskRules(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			req := dispatchtest.Request(fmt.Sprintf("rule-%d", i), dispatchtest.Berlin, uuid.NewString())
+			req := dispatchtest.Request(fmt.Sprintf("rule-%d", i), dispatchtest.Berlin, "")
 			if c.edit != nil {
 				c.edit(&req)
 			}
 			_, err := sys.Service.CreateTask(c.ctx, req)
 			apperrtest.WantCode(t, c.name, err, c.code)
 			if c.field != "" {
-				apperrtest.WantViolations(t, err, c.field)
+				apperrtest.WantViolations(t, c.name, err, []string{c.field})
 			}
 		})
 	}

@@ -199,6 +199,12 @@ func (s *Service) assign(ctx context.Context, t Task) error {
 		return s.deferTask(ctx, t, nil, fmt.Sprintf("engine failed: %v", err))
 	}
 	d.TaskID = t.ID
+	if d.ID == "" {
+		d.ID = newID()
+	}
+	if d.DecideTime.IsZero() {
+		d.DecideTime = storedTime(now)
+	}
 	s.metrics.Decided(&d)
 	s.logDecision(t, &d)
 	switch d.Outcome {
@@ -411,6 +417,11 @@ func (s *Service) RunJob(ctx context.Context, j Job) error {
 		}
 		if !(t.State.Held() && t.CourierID == j.CourierID) {
 			return nil // released or reassigned since: the release job undoes any claim
+		}
+		if j.Previous != "" && j.Previous != j.CourierID {
+			if err := s.couriers.Release(ctx, j.Previous, j.TaskID); err != nil && apperr.CodeOf(err) != apperr.NotFound {
+				return fmt.Errorf("release task %s from its previous courier %s: %w", j.TaskID, j.Previous, err)
+			}
 		}
 		err = s.couriers.Claim(ctx, j.CourierID, j.TaskID, j.ExpectedRelease)
 		switch apperr.CodeOf(err) {

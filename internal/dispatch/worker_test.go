@@ -206,8 +206,8 @@ func TestDeclineAndExpiryMoveToTheNextCandidateAndNeverBack(t *testing.T) {
 		t.Fatalf("latest decision %+v, want one without an offer", exp.Decisions[0])
 	}
 	// A new courier comes along and gets it.
-	d := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 2000), geo.Bicycle, true)
 	sys.Clock.Advance(time.Minute)
+	d := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 2000), geo.Bicycle, true)
 	if err := sys.Store.WakePending(context.Background(), sys.Clock.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -294,8 +294,7 @@ func TestCrashBetweenAcceptanceAndClaimConverges(t *testing.T) {
 		t.Fatalf("%d claims before the restart", n)
 	}
 	// Second life on the same database: the claim job runs.
-	second := dispatchtest.Start(t, dispatchtest.Config{DB: first.DB})
-	second.Couriers = first.Couriers // same courier service
+	dispatchtest.Start(t, dispatchtest.Config{DB: first.DB, Couriers: first.Couriers})
 	waitFor(t, "the claim after the restart", func() bool { return first.Couriers.Claims()[tk.ID] == a.ID })
 }
 
@@ -329,6 +328,8 @@ func TestCourierServiceDownTasksWait(t *testing.T) {
 	}
 	sys.Couriers.SetDown(false)
 	sys.Clock.Advance(time.Minute)
+	sys.Connect(t, a.ID)
+	sys.Couriers.Move(a.ID, dispatchtest.Berlin)
 	if err := sys.Store.WakePending(context.Background(), sys.Clock.Now()); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -58,6 +59,9 @@ type Config struct {
 	NoJobs bool
 	// NoRun leaves the service's Run stopped (no work loop, no hub).
 	NoRun bool
+	// Couriers is the courier service to use; nil for a new one. Sharing one across Systems is how tests
+	// restart dispatch against the same courier service.
+	Couriers *Couriers
 }
 
 // System is a dispatch service on a real SQLite store, its event feed and River jobs, with fake courier
@@ -85,7 +89,10 @@ func Start(t testing.TB, cfg Config) *System {
 		t.Fatalf("dispatchtest: migrate: %v", err)
 	}
 	clock := NewClock(time.Now().UTC().Truncate(time.Second))
-	sys := &System{DB: db, Clock: clock, Couriers: NewCouriers(clock.Now), Routes: &Routes{}}
+	sys := &System{DB: db, Clock: clock, Couriers: cfg.Couriers, Routes: &Routes{}}
+	if sys.Couriers == nil {
+		sys.Couriers = NewCouriers(clock.Now)
+	}
 	store := sqlite.New(db)
 	sys.Store = store
 	feed, err := eventlog.New(sqllog.NewSource(db, database.SQLite), eventlog.Options{Poll: 20 * time.Millisecond})
@@ -98,6 +105,9 @@ func Start(t testing.TB, cfg Config) *System {
 	opts.Now = clock.Now
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+		if os.Getenv("LASTMILE_TEST_LOG") != "" {
+			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		}
 	}
 	var svc *dispatch.Service
 	workers := jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) })

@@ -9,6 +9,8 @@
 package jobargs
 
 import (
+	"context"
+
 	"time"
 
 	"github.com/riverqueue/river"
@@ -30,6 +32,8 @@ type ClaimArgs struct {
 	CourierID       string    `json:"courier_id"`
 	TaskID          string    `json:"task_id"`
 	ExpectedRelease time.Time `json:"expected_release"`
+	// PreviousCourierID is released first (a reassignment).
+	PreviousCourierID string `json:"previous_courier_id,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -54,9 +58,22 @@ func (ReleaseArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{MaxAt
 func For(j dispatch.Job) (args river.JobArgs, ok bool) {
 	switch j.Kind {
 	case dispatch.JobClaim:
-		return ClaimArgs{CourierID: j.CourierID, TaskID: j.TaskID, ExpectedRelease: j.ExpectedRelease.UTC()}, true
+		return ClaimArgs{CourierID: j.CourierID, TaskID: j.TaskID, ExpectedRelease: j.ExpectedRelease.UTC(), PreviousCourierID: j.Previous}, true
 	case dispatch.JobRelease:
 		return ReleaseArgs{CourierID: j.CourierID, TaskID: j.TaskID}, true
 	}
 	return nil, false
+}
+
+// Workers returns River workers for both kinds that hand each job to run (dispatch.Service.RunJob), which
+// must be idempotent: River runs a job again when its completion was not recorded.
+func Workers(run func(context.Context, dispatch.Job) error) *river.Workers {
+	w := river.NewWorkers()
+	river.AddWorker(w, river.WorkFunc(func(ctx context.Context, j *river.Job[ClaimArgs]) error {
+		return run(ctx, dispatch.Job{Kind: dispatch.JobClaim, CourierID: j.Args.CourierID, TaskID: j.Args.TaskID, ExpectedRelease: j.Args.ExpectedRelease, Previous: j.Args.PreviousCourierID})
+	}))
+	river.AddWorker(w, river.WorkFunc(func(ctx context.Context, j *river.Job[ReleaseArgs]) error {
+		return run(ctx, dispatch.Job{Kind: dispatch.JobRelease, CourierID: j.Args.CourierID, TaskID: j.Args.TaskID})
+	}))
+	return w
 }
