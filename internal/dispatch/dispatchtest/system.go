@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/blob"
 	"lastmile/internal/dispatch/jobargs"
 	"lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/dispatch/sqlstore"
@@ -120,7 +122,11 @@ func Start(t testing.TB, cfg Config) *System {
 		t.Fatalf("dispatchtest: jobs: %v", err)
 	}
 	store.SetJobs(sqlstore.RiverJobs(client))
-	svc = dispatch.NewService(dispatch.Deps{Store: store, Couriers: sys.Couriers, Routes: sys.Routes, Events: feed}, opts)
+	blobs, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
+	if err != nil {
+		t.Fatalf("dispatchtest: proof files: %v", err)
+	}
+	svc = dispatch.NewService(dispatch.Deps{Store: store, Uploads: store.Uploads(), Blobs: blobs, Couriers: sys.Couriers, Routes: sys.Routes, Events: feed}, opts)
 	sys.Service = svc
 
 	runCtx, stop := context.WithCancel(context.Background())
