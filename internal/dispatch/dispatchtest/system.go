@@ -69,6 +69,8 @@ type Config struct {
 	// Pool runs the system on PostgreSQL (the dispatch schema of the pool's database) instead of SQLite.
 	// Systems sharing a pool are replicas of one deployment.
 	Pool *pgxpool.Pool
+	// Clock is the clock to use; nil for a new one at the current time.
+	Clock *Clock
 	// Couriers is the courier service to use; nil for a new one. Sharing one across Systems is how tests
 	// restart dispatch against the same courier service.
 	Couriers *Couriers
@@ -118,7 +120,10 @@ func Start(t testing.TB, cfg Config) *System {
 		store = sqlite.New(db)
 	}
 	db := store.DB()
-	clock := NewClock(time.Now().UTC().Truncate(time.Second))
+	clock := cfg.Clock
+	if clock == nil {
+		clock = NewClock(time.Now().UTC().Truncate(time.Second))
+	}
 	sys := &System{DB: db, Pool: cfg.Pool, Clock: clock, Couriers: cfg.Couriers, Routes: &Routes{}}
 	if sys.Couriers == nil {
 		sys.Couriers = NewCouriers(clock.Now)
