@@ -114,13 +114,49 @@ const MaxCodeAttempts = 5
 const maxOccurSkew = 2 * time.Minute
 
 // Fingerprint identifies a command's content: a command resent under the same id must have the same one.
+//
+// It hashes the command's JSON with every time in UTC, so the same instant from another time zone is the
+// same command. Fields added later must be omitempty, so that commands sent before a deploy keep their
+// fingerprint after it.
 func (c Command) Fingerprint() string {
-	b, err := json.Marshal(c)
+	b, err := json.Marshal(c.utc())
 	if err != nil {
 		panic(err) // plain data: cannot fail
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
+}
+
+// utc returns a copy of c with its times in UTC.
+func (c Command) utc() Command {
+	inline := func(in []InlineProof) []InlineProof {
+		out := append([]InlineProof(nil), in...)
+		for i := range out {
+			out[i].CaptureTime = out[i].CaptureTime.UTC()
+		}
+		return out
+	}
+	if c.Pickup != nil {
+		p := *c.Pickup
+		p.OccurTime, p.Inline = p.OccurTime.UTC(), inline(p.Inline)
+		c.Pickup = &p
+	}
+	if c.Deliver != nil {
+		d := *c.Deliver
+		d.OccurTime, d.Inline = d.OccurTime.UTC(), inline(d.Inline)
+		c.Deliver = &d
+	}
+	if c.Fail != nil {
+		f := *c.Fail
+		f.OccurTime = f.OccurTime.UTC()
+		c.Fail = &f
+	}
+	if c.Release != nil {
+		r := *c.Release
+		r.OccurTime = r.OccurTime.UTC()
+		c.Release = &r
+	}
+	return c
 }
 
 // kind names the command for logs.

@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -112,5 +113,19 @@ func TestCommandOutcomesAreStored(t *testing.T) {
 	rec, found, err = sys.Store.Command(c.Ctx, c.ID, "cmd-2")
 	if err != nil || !found || rec.Err == nil || rec.Err.Code != apperr.NotFound {
 		t.Fatalf("stored failure %+v, %v, %v", rec, found, err)
+	}
+}
+
+func TestFingerprintIgnoresTheTimeZone(t *testing.T) {
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	berlin := time.FixedZone("CET", 3600)
+	a := dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: "t", OccurTime: at}}
+	b := dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: "t", OccurTime: at.In(berlin)}}
+	if a.Fingerprint() != b.Fingerprint() {
+		t.Fatal("the same instant in two time zones gave two fingerprints")
+	}
+	c := dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: "t", OccurTime: at.Add(time.Second)}}
+	if a.Fingerprint() == c.Fingerprint() {
+		t.Fatal("two instants gave one fingerprint")
 	}
 }

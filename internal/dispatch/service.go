@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -98,6 +99,7 @@ type Service struct {
 
 	courierIDs courierIDCache
 	kickCh     chan struct{}
+	lastWake   atomic.Int64
 }
 
 // Deps are the Service's collaborators.

@@ -198,6 +198,7 @@ func (s *Service) OpenSession(ctx context.Context, hello Hello) (*CourierSession
 		return nil, err
 	}
 	s.metrics.SessionOpened()
+	s.courierArrived(ctx)
 	return c, nil
 }
 

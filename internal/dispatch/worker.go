@@ -458,3 +458,25 @@ func (s *Service) claimRefused(ctx context.Context, j Job, cause error) error {
 	}
 	return err
 }
+
+// wakeEvery bounds how often arriving couriers make every waiting task due: a burst of reconnecting apps
+// costs one update, not one per app.
+const wakeEvery = time.Second
+
+// courierArrived makes the tasks waiting for a courier due now (a courier opened a session, so it may
+// take one), at most once per wakeEvery on this replica.
+func (s *Service) courierArrived(ctx context.Context) {
+	now := s.now()
+	last := s.lastWake.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < wakeEvery {
+		return
+	}
+	if !s.lastWake.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	if err := s.store.WakePending(ctx, now); err != nil {
+		s.logger.Warn("dispatch: waking waiting tasks failed", "error", err)
+		return
+	}
+	s.kick()
+}

@@ -294,7 +294,7 @@ func TestCrashBetweenAcceptanceAndClaimConverges(t *testing.T) {
 		t.Fatalf("%d claims before the restart", n)
 	}
 	// Second life on the same database: the claim job runs.
-	dispatchtest.Start(t, dispatchtest.Config{DB: first.DB, Couriers: first.Couriers})
+	dispatchtest.Start(t, dispatchtest.Config{DB: first.DB, Pool: first.Pool, Couriers: first.Couriers})
 	waitFor(t, "the claim after the restart", func() bool { return first.Couriers.Claims()[tk.ID] == a.ID })
 }
 

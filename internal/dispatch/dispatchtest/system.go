@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/blob"
 	"lastmile/internal/dispatch/jobargs"
+	"lastmile/internal/dispatch/postgres"
 	"lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/geo"
@@ -50,6 +52,11 @@ func (c *Clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
+// EnvEngine names the environment variable that moves every System without an explicit database to
+// PostgreSQL ("postgres"; LASTMILE_TEST_POSTGRES_DSN must be set): `make test-postgres` runs the dispatch
+// service's tests a second time that way.
+const EnvEngine = "LASTMILE_DISPATCH_TEST_ENGINE"
+
 // Config configures a System.
 type Config struct {
 	// Options of the service; Now is replaced by the system's clock.
@@ -61,6 +68,11 @@ type Config struct {
 	NoJobs bool
 	// NoRun leaves the service's Run stopped (no work loop, no hub).
 	NoRun bool
+	// Pool runs the system on PostgreSQL (the dispatch schema of the pool's database) instead of SQLite.
+	// Systems sharing a pool are replicas of one deployment.
+	Pool *pgxpool.Pool
+	// Clock is the clock to use; nil for a new one at the current time.
+	Clock *Clock
 	// Couriers is the courier service to use; nil for a new one. Sharing one across Systems is how tests
 	// restart dispatch against the same courier service.
 	Couriers *Couriers
@@ -69,9 +81,11 @@ type Config struct {
 // System is a dispatch service on a real SQLite store, its event feed and River jobs, with fake courier
 // and route services, running until the test ends.
 type System struct {
-	Service  *dispatch.Service
-	Store    *sqlstore.Store
-	DB       *sql.DB
+	Service *dispatch.Service
+	Store   *sqlstore.Store
+	DB      *sql.DB
+	// Pool is the PostgreSQL pool when the system runs on PostgreSQL, nil on SQLite.
+	Pool     *pgxpool.Pool
 	Events   *eventlog.Log
 	Couriers *Couriers
 	Routes   *Routes
@@ -81,23 +95,43 @@ type System struct {
 // Start starts a System.
 func Start(t testing.TB, cfg Config) *System {
 	t.Helper()
-	db := cfg.DB
-	if db == nil {
-		db = databasetest.SQLite(t)
+	if cfg.Pool == nil && cfg.DB == nil && os.Getenv(EnvEngine) == "postgres" {
+		cfg.Pool = databasetest.Postgres(t, postgres.Schema)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := sqlite.Migrate(ctx, db); err != nil {
-		t.Fatalf("dispatchtest: migrate: %v", err)
+	var (
+		store   *sqlstore.Store
+		dialect = database.SQLite
+		wake    func(context.Context, eventlog.Backoff, func())
+	)
+	if cfg.Pool != nil {
+		if err := postgres.Migrate(ctx, cfg.Pool); err != nil {
+			t.Fatalf("dispatchtest: migrate: %v", err)
+		}
+		store, dialect, wake = postgres.New(cfg.Pool), database.Postgres, sqllog.Listener(cfg.Pool)
+		t.Cleanup(func() { _ = store.Close() })
+	} else {
+		db := cfg.DB
+		if db == nil {
+			db = databasetest.SQLite(t)
+		}
+		if err := sqlite.Migrate(ctx, db); err != nil {
+			t.Fatalf("dispatchtest: migrate: %v", err)
+		}
+		store = sqlite.New(db)
 	}
-	clock := NewClock(time.Now().UTC().Truncate(time.Second))
-	sys := &System{DB: db, Clock: clock, Couriers: cfg.Couriers, Routes: &Routes{}}
+	db := store.DB()
+	clock := cfg.Clock
+	if clock == nil {
+		clock = NewClock(time.Now().UTC().Truncate(time.Second))
+	}
+	sys := &System{DB: db, Pool: cfg.Pool, Clock: clock, Couriers: cfg.Couriers, Routes: &Routes{}}
 	if sys.Couriers == nil {
 		sys.Couriers = NewCouriers(clock.Now)
 	}
-	store := sqlite.New(db)
 	sys.Store = store
-	feed, err := eventlog.New(sqllog.NewSource(db, database.SQLite), eventlog.Options{Poll: 20 * time.Millisecond})
+	feed, err := eventlog.New(sqllog.NewSource(db, dialect), eventlog.Options{Poll: 20 * time.Millisecond, Wake: wake})
 	if err != nil {
 		t.Fatalf("dispatchtest: event log: %v", err)
 	}
@@ -114,10 +148,13 @@ func Start(t testing.TB, cfg Config) *System {
 	var svc *dispatch.Service
 	workers := jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) })
 	jopts := jobs.Options{FetchPollInterval: 20 * time.Millisecond, StopTimeout: 5 * time.Second}
+	if cfg.Pool != nil {
+		jopts.Listener, jopts.Schema = cfg.Pool, postgres.Schema
+	}
 	if !cfg.NoJobs {
 		jopts.Workers = workers
 	}
-	client, err := jobs.New(db, database.SQLite, jopts)
+	client, err := jobs.New(db, dialect, jopts)
 	if err != nil {
 		t.Fatalf("dispatchtest: jobs: %v", err)
 	}
