@@ -69,6 +69,8 @@ FUZZ_TARGETS = \
 	./internal/identity:FuzzListUsersPageToken \
 	./internal/courier:FuzzListCouriersPageToken \
 	./internal/courier/grpcapi:FuzzReportLocations \
+	./internal/dispatch:FuzzListTasksPageToken \
+	./internal/dispatch:FuzzStripMetadata \
 	./internal/gateway:FuzzGateway
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
