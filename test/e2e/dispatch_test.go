@@ -24,6 +24,7 @@ import (
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	"lastmile/internal/platform/database/databasetest"
 )
 
 // Where the dispatch tests happen: a courier in Berlin-Mitte, a pickup about 450 m away and a dropoff
@@ -563,5 +564,107 @@ func TestDispatchErrorsThroughTheStack(t *testing.T) {
 	}
 	if second.started.GetCourierId() != d.courierID {
 		t.Errorf("second session's courier = %q, want %q", second.started.GetCourierId(), d.courierID)
+	}
+}
+
+// TestDispatchReplicasOnPostgreSQL runs dispatch as two processes on one PostgreSQL database (issue 9's
+// "more than one replica"), beside a process serving identity, courier, route and the gateway, each with
+// its own data directory and the shared development CA, peers by static address. A task created through
+// replica 1 is offered to the courier whose session is on replica 2, and the acceptance made there is
+// seen by a WatchTask on replica 1. Replica 2 then stops with an offer delivered but not acknowledged: the
+// courier reconnects to replica 1 with its cursor and the offer is delivered again, and accepted there.
+func TestDispatchReplicasOnPostgreSQL(t *testing.T) {
+	url := databasetest.PostgresURL(t)
+	dataDir := t.TempDir()
+	core := startEnv(t, dataDir, map[string]string{"LASTMILE_ADMIN_EMAIL": adminEmail, "LASTMILE_ADMIN_PASSWORD": adminPassword},
+		"--target", "identity,courier,route,gateway", "--database-url", url)
+	replica := func() *system {
+		return startIn(t, sharedCA(t, dataDir), "--target", "dispatch", "--database-url", url,
+			"--identity-addr", core.GRPC, "--courier-addr", core.GRPC, "--route-addr", core.GRPC,
+			// Offers outlive the replica's stop below, so the replayed offer is still open.
+			"--offer-timeout", "2m")
+	}
+	r1, r2 := replica(), replica()
+	if r1.HTTP != "" || core.GRPC == "" {
+		t.Fatalf("dispatch-only process serves HTTP at %q, or the core process serves no gRPC", r1.HTTP)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	admin := core.login(t, adminEmail, adminPassword)
+	courierID, rider := registerCourier(t, core, admin.access, "pg-rider@example.com")
+	core.createUser(t, "", "pg-carla@example.com", "carla's long password", "")
+	customer := core.login(t, "pg-carla@example.com", "carla's long password")
+	goAvailable(ctx, t, core, courierv1.NewCourierServiceClient(core.grpcConn(t, "")), courierID, rider.access, courierLat, courierLng)
+	one := dispatchv1.NewDispatchServiceClient(r1.grpcConn(t, ""))
+	two := dispatchv1.NewDispatchServiceClient(r2.grpcConn(t, ""))
+
+	oldCtx, dropOld := context.WithCancel(ctx)
+	defer dropOld()
+	old := openSession(oldCtx, t, two, rider.access, 0, 0)
+	epoch := old.started.GetCursorEpoch()
+
+	task, err := one.CreateTask(bearer(ctx, customer.access), taskRequest("pg-order-1"))
+	if err != nil || task.GetState() != dispatchv1.TaskState_TASK_STATE_PENDING {
+		t.Fatalf("CreateTask on replica 1 = %v, %v; want a PENDING task", task, err)
+	}
+	ws, err := one.WatchTask(bearer(ctx, customer.access), &dispatchv1.WatchTaskRequest{Id: task.GetId()})
+	if err != nil {
+		t.Fatalf("WatchTask on replica 1: %v", err)
+	}
+	watch := &taskWatcher{t: t, stream: ws}
+
+	offer, first := old.nextOffer()
+	checkOffer(t, offer, task.GetId(), courierID)
+	old.ack(first)
+	old.succeed("pg-accept-1", acceptCmd(offer.GetOffer().GetId()), dispatchv1.TaskState_TASK_STATE_ASSIGNED)
+	if u := watch.until(dispatchv1.TaskState_TASK_STATE_ASSIGNED); u.GetTask().GetCourierId() != courierID {
+		t.Errorf("replica 1's WatchTask ASSIGNED update = %v, want the task held by %s", u, courierID)
+	}
+
+	// A second task, offered on replica 2's session and not acknowledged there.
+	task2, err := one.CreateTask(bearer(ctx, customer.access), taskRequest("pg-order-2"))
+	if err != nil {
+		t.Fatalf("CreateTask 2 on replica 1: %v", err)
+	}
+	offer2, second := old.nextOffer()
+	checkOffer(t, offer2, task2.GetId(), courierID)
+	if second <= first {
+		t.Fatalf("second offer's cursor %d is not above the first's %d", second, first)
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- r2.stop() }()
+	msg := old.recv()
+	if msg.GetDrain().GetCode() != dispatchv1.DrainReason_DRAIN_REASON_SERVER_SHUTDOWN || msg.GetCursor() != 0 {
+		t.Fatalf("session on the stopping replica received %v, want a SERVER_SHUTDOWN drain", msg)
+	}
+	dropOld()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("replica 2 stopped with %v, want nil", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("replica 2 did not stop")
+	}
+
+	again := openSession(ctx, t, one, rider.access, first, epoch)
+	st := again.started
+	if st.GetAcknowledgedCursor() != first || st.GetCursorEpoch() != epoch || len(st.GetActiveTasks()) != 1 ||
+		st.GetActiveTasks()[0].GetId() != task.GetId() || len(st.GetOpenOffers()) != 1 ||
+		st.GetOpenOffers()[0].GetOffer().GetId() != offer2.GetOffer().GetId() || st.GetSnapshotCursor() < second {
+		t.Fatalf("started on replica 1 = %v, want acknowledged cursor %d, epoch %d, task %s held, offer %s open, snapshot cursor >= %d",
+			st, first, epoch, task.GetId(), offer2.GetOffer().GetId(), second)
+	}
+	replayed, cursor := again.nextOffer()
+	if cursor != second || replayed.GetOffer().GetId() != offer2.GetOffer().GetId() {
+		t.Fatalf("replayed delivery = cursor %d offer %v, want the unacknowledged offer %s at cursor %d", cursor, replayed.GetOffer(), offer2.GetOffer().GetId(), second)
+	}
+	again.ack(cursor)
+	again.succeed("pg-accept-2", acceptCmd(offer2.GetOffer().GetId()), dispatchv1.TaskState_TASK_STATE_ASSIGNED)
+	got, err := one.GetTask(bearer(ctx, customer.access), &dispatchv1.GetTaskRequest{Id: task2.GetId()})
+	if err != nil || got.GetState() != dispatchv1.TaskState_TASK_STATE_ASSIGNED || got.GetCourierId() != courierID {
+		t.Errorf("task 2 on replica 1 after the accept = %v, %v; want ASSIGNED to %s", got, err, courierID)
 	}
 }
