@@ -56,13 +56,15 @@ func goAvailable(ctx context.Context, t *testing.T, rest *system, couriers couri
 	if code != http.StatusOK || str(body, "status") != "COURIER_STATUS_AVAILABLE" {
 		t.Fatalf("setStatus AVAILABLE as the courier = %d %v, want 200 and AVAILABLE", code, body)
 	}
-	moveTo(ctx, t, couriers, courierID, token, lat, lng)
+	// Recorded two minutes ago, so that the ride to the pickup (moveTo) is at a plausible speed for a
+	// bicycle, and still fresh enough for dispatch (5 minutes).
+	moveTo(ctx, t, couriers, courierID, token, lat, lng, time.Now().Add(-2*time.Minute))
 }
 
-// moveTo reports one location fix of the courier at lat, lng, recorded now.
-func moveTo(ctx context.Context, t *testing.T, couriers courierv1.CourierServiceClient, courierID, token string, lat, lng float64) {
+// moveTo reports one location fix of the courier at lat, lng, recorded at when.
+func moveTo(ctx context.Context, t *testing.T, couriers courierv1.CourierServiceClient, courierID, token string, lat, lng float64, when time.Time) {
 	t.Helper()
-	sum, err := report(bearer(ctx, token), couriers, courierID, fix(lat, lng, time.Now()))
+	sum, err := report(bearer(ctx, token), couriers, courierID, fix(lat, lng, when))
 	if err != nil || sum.GetAcceptedCount() != 1 {
 		t.Fatalf("ReportLocations at (%v, %v) = %v, %v; want 1 accepted", lat, lng, sum, err)
 	}
@@ -391,7 +393,7 @@ func TestDispatchAsNewUsers(t *testing.T) {
 	}
 
 	// The courier rides to the pickup and collects the parcel; the customer can no longer cancel.
-	moveTo(ctx, t, d.couriers, d.courierID, d.courier.access, pickupLat, pickupLng)
+	moveTo(ctx, t, d.couriers, d.courierID, d.courier.access, pickupLat, pickupLng, time.Now())
 	session.succeed("pickup-1", pickupCmd(task.GetId()), dispatchv1.TaskState_TASK_STATE_PICKED_UP)
 	u = watch.until(dispatchv1.TaskState_TASK_STATE_PICKED_UP)
 	if !at(watch.fix, pickupLat, pickupLng) {
