@@ -78,6 +78,8 @@ type storeDecl struct {
 	// EventLog adds the event log's migrations (sqllog.Migrations), applied after the service's own, and
 	// lets the module open the log with process.eventLog.
 	EventLog bool
+	// Jobs adds River's tables (jobs.Migrate), applied last, for a module with durable jobs (package jobs).
+	Jobs bool
 }
 
 // moduleNames returns the names of the modules, in start order.

@@ -8,6 +8,7 @@ package grpcapi
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -25,6 +26,9 @@ var _ dispatchv1.DispatchServiceServer = (*Server)(nil)
 
 // NewServer returns a Server answering with svc.
 func NewServer(svc *dispatch.Service) *Server { return &Server{svc: svc} }
+
+// now is the service's clock, which stamps the session's messages.
+func (s *Server) now() time.Time { return s.svc.Now() }
 
 // Register registers srv on s.
 func Register(s grpc.ServiceRegistrar, srv *Server) { dispatchv1.RegisterDispatchServiceServer(s, srv) }
