@@ -70,7 +70,9 @@ type counter struct {
 	err    error
 }
 
-func (c counter) CountByState(context.Context) (map[dispatch.State]int, error) { return c.counts, c.err }
+func (c counter) CountByState(context.Context) (map[dispatch.State]int, error) {
+	return c.counts, c.err
+}
 
 func TestTaskStates(t *testing.T) {
 	c := grpcapi.NewTaskStates(counter{counts: map[dispatch.State]int{dispatch.StatePending: 3, dispatch.StateDelivered: 7}}, 0, slog.New(slog.DiscardHandler))
