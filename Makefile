@@ -49,9 +49,11 @@ test:
 test-race:
 	$(GO) test -race ./...
 
-## test-postgres: the whole suite with PostgreSQL required (LASTMILE_TEST_POSTGRES_DSN must be set).
+## test-postgres: the whole suite with PostgreSQL required (LASTMILE_TEST_POSTGRES_DSN must be set), then the
+## dispatch service's tests again with every test system on PostgreSQL.
 test-postgres:
 	LASTMILE_REQUIRE_POSTGRES=1 $(GO) test -race -count=1 ./...
+	LASTMILE_REQUIRE_POSTGRES=1 LASTMILE_DISPATCH_TEST_ENGINE=postgres $(GO) test -race -count=1 ./internal/dispatch/
 
 ## bench: benchmarks that print ratios (see BENCHMARKS.md).
 bench:
@@ -67,6 +69,8 @@ FUZZ_TARGETS = \
 	./internal/identity:FuzzListUsersPageToken \
 	./internal/courier:FuzzListCouriersPageToken \
 	./internal/courier/grpcapi:FuzzReportLocations \
+	./internal/dispatch:FuzzListTasksPageToken \
+	./internal/dispatch:FuzzStripMetadata \
 	./internal/gateway:FuzzGateway
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -56,11 +56,16 @@ var DefaultWeights = Weights{ETA: 1, Distance: 0.25, Load: 0.5, Fairness: 0.2}
 
 // Score breaks a candidate's score down; higher is better. Each *Score field is a weighted contribution.
 type Score struct {
+	// PickupETA is when the courier can be at the pickup: HeldWork, then the trip from where that work
+	// ends (the courier's position when it holds nothing). PickupDistance is that trip's length.
 	PickupETA      time.Duration
 	PickupDistance float64
-	ActiveTasks    int
-	Capacity       int
-	Idle           time.Duration
+	// HeldWork is the engine's estimate of the time the courier needs to finish the stops of the tasks
+	// it holds (engine_held.go); 0 when it holds none.
+	HeldWork    time.Duration
+	ActiveTasks int
+	Capacity    int
+	Idle        time.Duration
 
 	ETAScore, DistanceScore, LoadScore, FairnessScore, Total float64
 }

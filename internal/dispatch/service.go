@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,6 +72,13 @@ type Options struct {
 	Idempotency time.Duration
 	// TrackInterval is how often WatchTask refreshes the courier's position and ETA.
 	TrackInterval time.Duration
+	// MaxUploadBytes bounds a proof file's size; 0 means DefaultMaxUploadBytes, and more than that is
+	// reduced to it (the contract's maximum).
+	MaxUploadBytes int64
+	// AllowedContentTypes are the proof files' MIME types accepted; nil means DefaultAllowedContentTypes.
+	// Types outside DefaultAllowedContentTypes are ignored: the server cannot check them. Signatures are
+	// image/png only, so a list without it refuses every signature.
+	AllowedContentTypes []string
 }
 
 // Service implements dispatch's use cases. It is safe for concurrent use. Call Run while serving: it
@@ -91,6 +99,7 @@ type Service struct {
 
 	courierIDs courierIDCache
 	kickCh     chan struct{}
+	lastWake   atomic.Int64
 }
 
 // Deps are the Service's collaborators.
@@ -121,6 +130,7 @@ func NewService(d Deps, opts Options) *Service {
 	setDefault(&opts.Workers, DefaultWorkers)
 	setDefault(&opts.Idempotency, DefaultIdempotency)
 	setDefault(&opts.TrackInterval, DefaultTrackInterval)
+	setUploadDefaults(&opts)
 	if opts.Weights == (Weights{}) {
 		opts.Weights = DefaultWeights
 	}
@@ -149,6 +159,7 @@ func NewService(d Deps, opts Options) *Service {
 	if s.metrics == nil {
 		s.metrics = NopMetrics{}
 	}
+	s.hub = newHub(s)
 	s.engine = NewEngine(d.Couriers, d.Routes, opts)
 	return s
 }

@@ -99,6 +99,9 @@ type Job struct {
 	TaskID    string
 	// ExpectedRelease is the claim's expected release time (claims only).
 	ExpectedRelease time.Time
+	// Previous is the courier who held the task before a reassignment (claims only): the claim job
+	// releases it first, because the courier service refuses to claim a task held elsewhere.
+	Previous string
 }
 
 // Change is what a closure passed to Store.UpdateTask returns: everything the transition writes, in one

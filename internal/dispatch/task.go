@@ -376,6 +376,8 @@ type Task struct {
 	SearchStart time.Time
 	// Searches counts the engine's decisions for the task since SearchStart, for back-off.
 	Searches int
+	// CodeAttempts counts wrong delivery codes (MaxCodeAttempts).
+	CodeAttempts int
 }
 
 // CurrentOffer returns the open offer while the task is OFFERED, nil otherwise.

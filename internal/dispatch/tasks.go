@@ -700,9 +700,9 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 		if o := t.closeOffer(OfferWithdrawn, now); o != nil {
 			ch.Deliveries = append(ch.Deliveries, Delivery{CourierID: o.CourierID, Kind: DeliveryOfferClosed, TaskID: t.ID, OfferID: o.ID})
 		}
+		prev := ""
 		if t.State == StateAssigned {
-			prev := t.CourierID
-			ch.Jobs = append(ch.Jobs, Job{Kind: JobRelease, CourierID: prev, TaskID: t.ID})
+			prev = t.CourierID
 			ch.Deliveries = append(ch.Deliveries, Delivery{CourierID: prev, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeReassigned})
 		}
 		if err := t.transition(StateChange{State: StateAssigned, At: now, Actor: actor, ActorUserID: actorUser, CourierID: courierID, Comment: req.Comment}); err != nil {
@@ -714,7 +714,7 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 			Candidates: []Candidate{{CourierID: courierID, Rank: 1, Mode: c.Mode, Location: fixLocation(c.Fix)}},
 		}
 		ch.Decision = d
-		ch.Jobs = append(ch.Jobs, Job{Kind: JobClaim, CourierID: courierID, TaskID: t.ID, ExpectedRelease: expectedRelease(t, now)})
+		ch.Jobs = append(ch.Jobs, Job{Kind: JobClaim, CourierID: courierID, TaskID: t.ID, ExpectedRelease: expectedRelease(t, now), Previous: prev})
 		ch.Deliveries = append(ch.Deliveries, Delivery{CourierID: courierID, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeAssigned})
 		ch.Task = t
 		return ch, nil

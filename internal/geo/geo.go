@@ -1,6 +1,7 @@
 // Package geo is lastmile's geometry and the vocabulary every service shares about the map: points
 // (LatLng), great-circle distance and bearing on a spherical Earth, bounding boxes that may cross the
-// antimeridian, and the transport modes couriers travel by.
+// antimeridian, the transport modes couriers travel by, and a local travel estimate per mode
+// (EstimateTravel: the route service's geodesic model and dispatch's fallback when route is down).
 //
 // It is a domain package: it imports no protobuf, gRPC or SQL. Package geoproto converts its types to
 // and from lastmile.geo.v1 for the transport adapters.

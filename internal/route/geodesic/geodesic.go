@@ -20,29 +20,24 @@ import (
 	"lastmile/internal/route"
 )
 
-// DefaultCircuity is the ratio of road distance to great-circle distance per mode. Empirical detour
-// indexes for road travel cluster around 1.2–1.4 (Ballou, Rahardja & Sakai 2002; Boscoe, Henry & Zdeb 2012
-// report about 1.4 for short US trips), higher in cities with one-way streets and turn restrictions. Cars
-// and vans take 1.3; scooters slip through smaller streets (1.25); bicycles also use paths and contraflow
-// lanes (1.2); pedestrians cut through squares, parks and passages (1.15). Read-only: override through
-// Options.Circuity.
-var DefaultCircuity = map[geo.TransportMode]float64{
-	geo.Car:     1.3,
-	geo.Van:     1.3,
-	geo.Scooter: 1.25,
-	geo.Bicycle: 1.2,
-	geo.Walking: 1.15,
-}
+// DefaultCircuity is the ratio of road distance to great-circle distance per mode, geo.Circuity's table:
+// cars and vans 1.3, scooters 1.25, bicycles 1.2, pedestrians 1.15 (see geo.Circuity for the sources).
+// Read-only: override through Options.Circuity.
+var DefaultCircuity = perMode(geo.Circuity)
 
-// DefaultSpeedKMH is the average door-to-door urban speed per mode in km/h, stops and lights included:
-// walking ~5, cycling ~15, a scooter ~25, a car ~30 and a van, slower to park and to accelerate, ~27.
-// Read-only: override through Options.SpeedKMH.
-var DefaultSpeedKMH = map[geo.TransportMode]float64{
-	geo.Walking: 5,
-	geo.Bicycle: 15,
-	geo.Scooter: 25,
-	geo.Car:     30,
-	geo.Van:     27,
+// DefaultSpeedKMH is the average door-to-door urban speed per mode in km/h, stops and lights included,
+// geo.SpeedKMH's table: walking 5, cycling 15, a scooter 25, a car 30, a van 27. Sharing the tables with
+// geo.EstimateTravel makes this provider with FlatCongestion answer exactly what dispatch's local fallback
+// estimates. Read-only: override through Options.SpeedKMH.
+var DefaultSpeedKMH = perMode(geo.SpeedKMH)
+
+// perMode tabulates f over geo.Modes.
+func perMode(f func(geo.TransportMode) float64) map[geo.TransportMode]float64 {
+	m := make(map[geo.TransportMode]float64, len(geo.Modes))
+	for _, mode := range geo.Modes {
+		m[mode] = f(mode)
+	}
+	return m
 }
 
 // DefaultCongestion multiplies motor-mode durations by local hour of day: quicker than average at night,

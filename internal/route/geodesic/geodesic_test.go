@@ -234,3 +234,19 @@ func TestRouteHonoursCanceledContext(t *testing.T) {
 		t.Errorf("Route with a canceled context = %v, want context.Canceled", err)
 	}
 }
+
+// TestFlatMatchesLocalEstimate: with a flat congestion profile the provider answers exactly what
+// geo.EstimateTravel (dispatch's fallback when route is down) answers, for every mode.
+func TestFlatMatchesLocalEstimate(t *testing.T) {
+	p := newProvider(t, geodesic.Options{Congestion: geodesic.FlatCongestion()})
+	for _, mode := range geo.Modes {
+		est, err := p.Route(t.Context(), berlin, geo.LatLng{Lat: 52.55, Lng: 13.30}, mode, at(8))
+		if err != nil {
+			t.Fatalf("Route(%v) = %v", mode, err)
+		}
+		dur, dist := geo.EstimateTravel(berlin, geo.LatLng{Lat: 52.55, Lng: 13.30}, mode)
+		if est.Duration != dur || est.DistanceMeters != dist {
+			t.Errorf("%v: Route = %v, %v m; EstimateTravel = %v, %v m", mode, est.Duration, est.DistanceMeters, dur, dist)
+		}
+	}
+}

@@ -1,0 +1,132 @@
+package dispatch_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/platform/apperr"
+)
+
+func TestCourierCommandsThroughDelivery(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	tk, c := assigned(t, sys)
+	exec := func(id string, cmd dispatch.Command) dispatch.CommandResult {
+		return sys.Service.Execute(c.Ctx, c.ID, id, cmd)
+	}
+	if r := exec("x1", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID}}); r.Err == nil || r.Err.Code != apperr.FailedPrecondition || r.Err.Reason != dispatch.ReasonTaskState {
+		t.Fatalf("deliver before pickup = %+v", r)
+	}
+	r := exec("p1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}})
+	if r.Err != nil || r.Task.State != dispatch.StatePickedUp {
+		t.Fatalf("pickup = %+v", r)
+	}
+	// Already applied, resent under a new id: succeeds again.
+	picked := r.Task.Version
+	if r := exec("p2", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}); r.Err != nil || r.Task.Version != picked {
+		t.Fatalf("second pickup = %+v, want success without a change (version %d)", r, picked)
+	}
+	if r := exec("r1", dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: tk.ID, Reason: dispatch.ReleaseOther}}); r.Err == nil || r.Err.Reason != dispatch.ReasonTaskState {
+		t.Fatalf("release after pickup = %+v", r)
+	}
+	r = exec("d1", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID}})
+	if r.Err != nil || r.Task.State != dispatch.StateDelivered || r.Task.DeliverTime.IsZero() || r.Task.FinishTime.IsZero() {
+		t.Fatalf("deliver = %+v", r)
+	}
+	waitFor(t, "the release", func() bool { return sys.Couriers.Calls("Release") > 0 && sys.Couriers.Claims()[tk.ID] == "" })
+	stranger := sys.AddCourier(t, dispatchtest.Berlin, "car", true)
+	if r := sys.Service.Execute(stranger.Ctx, stranger.ID, "s1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}); r.Err == nil || r.Err.Code != apperr.NotFound {
+		t.Fatalf("stranger's pickup = %+v, want NotFound", r)
+	}
+	if r := exec("bad", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: uuid.NewString()}}); r.Err == nil || r.Err.Code != apperr.NotFound {
+		t.Fatalf("unknown offer = %+v", r)
+	}
+}
+
+func TestProofRequirements(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	req := dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, "")
+	req.ParcelBarcode = "PKG-123"
+	req.ProofRequirements = []dispatch.ProofRequirement{
+		{Kind: dispatch.ProofBarcode, Stage: dispatch.StagePickup},
+		{Kind: dispatch.ProofCode, Stage: dispatch.StageDropoff},
+	}
+	tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sys.AddCourier(t, dispatchtest.Berlin, "car", true)
+	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(id string, cmd dispatch.Command) dispatch.CommandResult {
+		return sys.Service.Execute(c.Ctx, c.ID, id, cmd)
+	}
+	if r := exec("p0", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}); r.Err == nil || r.Err.Reason != dispatch.ReasonProofRequired || r.Err.Metadata["kind"] != "BARCODE" {
+		t.Fatalf("pickup without barcode = %+v", r)
+	}
+	if r := exec("p1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID, Inline: []dispatch.InlineProof{{Kind: dispatch.ProofBarcode, Barcode: "WRONG"}}}}); r.Err == nil || r.Err.Reason != dispatch.ReasonBarcodeMismatch {
+		t.Fatalf("pickup with the wrong barcode = %+v", r)
+	}
+	if r := exec("p2", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID, Inline: []dispatch.InlineProof{{Kind: dispatch.ProofBarcode, Barcode: "PKG-123"}}}}); r.Err != nil {
+		t.Fatalf("pickup with the barcode = %+v", r.Err)
+	}
+	code := tk.DeliveryCode
+	wrong := "0000"
+	if code == wrong {
+		wrong = "1111"
+	}
+	r := exec("d1", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID, Inline: []dispatch.InlineProof{{Kind: dispatch.ProofCode, Code: wrong}}}})
+	if r.Err == nil || r.Err.Reason != dispatch.ReasonCodeMismatch || r.Err.Metadata["attempts_left"] != "4" {
+		t.Fatalf("wrong code = %+v", r)
+	}
+	// The wrong attempt was stored with the command: resending it under the same id must not count twice
+	// (the session answers it from the store); a new id counts.
+	r = exec("d2", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID, Inline: []dispatch.InlineProof{{Kind: dispatch.ProofCode, Code: wrong}}}})
+	if r.Err == nil || r.Err.Metadata["attempts_left"] != "3" {
+		t.Fatalf("second wrong code = %+v", r)
+	}
+	r = exec("d3", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID, Inline: []dispatch.InlineProof{{Kind: dispatch.ProofCode, Code: code}}}})
+	if r.Err != nil || r.Task.State != dispatch.StateDelivered {
+		t.Fatalf("right code = %+v", r)
+	}
+	if n := len(r.Task.Proofs); n != 2 || r.Task.Proofs[0].Value != "PKG-123" || r.Task.Proofs[1].Kind != dispatch.ProofCode || r.Task.Proofs[1].Value != "" {
+		t.Fatalf("proofs %+v", r.Task.Proofs)
+	}
+}
+
+func TestCommandOutcomesAreStored(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	tk, c := assigned(t, sys)
+	cmd := dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}
+	if r := sys.Service.Execute(c.Ctx, c.ID, "cmd-1", cmd); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	rec, found, err := sys.Store.Command(c.Ctx, c.ID, "cmd-1")
+	if err != nil || !found || rec.Err != nil || rec.TaskID != tk.ID || rec.Fingerprint != cmd.Fingerprint() {
+		t.Fatalf("stored outcome %+v, %v, %v", rec, found, err)
+	}
+	bad := dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: uuid.NewString()}}
+	sys.Service.Execute(c.Ctx, c.ID, "cmd-2", bad)
+	rec, found, err = sys.Store.Command(c.Ctx, c.ID, "cmd-2")
+	if err != nil || !found || rec.Err == nil || rec.Err.Code != apperr.NotFound {
+		t.Fatalf("stored failure %+v, %v, %v", rec, found, err)
+	}
+}
+
+func TestFingerprintIgnoresTheTimeZone(t *testing.T) {
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	berlin := time.FixedZone("CET", 3600)
+	a := dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: "t", OccurTime: at}}
+	b := dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: "t", OccurTime: at.In(berlin)}}
+	if a.Fingerprint() != b.Fingerprint() {
+		t.Fatal("the same instant in two time zones gave two fingerprints")
+	}
+	c := dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: "t", OccurTime: at.Add(time.Second)}}
+	if a.Fingerprint() == c.Fingerprint() {
+		t.Fatal("two instants gave one fingerprint")
+	}
+}

@@ -1,0 +1,288 @@
+// Package dispatchtest holds test doubles of the services dispatch calls (courier and route), for the
+// tests of the dispatch domain, its adapter and its harnesses. The dispatch store is never faked: tests
+// run on the real SQLite store.
+package dispatchtest
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/geo"
+	"lastmile/internal/platform/apperr"
+)
+
+// Couriers is an in-memory courier service: couriers with a status, a position and claims. It is safe
+// for concurrent use.
+type Couriers struct {
+	mu       sync.Mutex
+	now      func() time.Time
+	couriers map[string]*dispatch.CourierInfo
+	users    map[string]string
+	claims   map[string]string // task id -> courier id
+	down     bool
+	// refuse makes Claim fail with FailedPrecondition for these couriers.
+	refuse map[string]bool
+	// Calls counts every call, by method name.
+	calls map[string]int
+}
+
+// NewCouriers returns an empty courier service on clock now (nil for time.Now).
+func NewCouriers(now func() time.Time) *Couriers {
+	if now == nil {
+		now = time.Now
+	}
+	return &Couriers{now: now, couriers: map[string]*dispatch.CourierInfo{}, users: map[string]string{}, claims: map[string]string{}, refuse: map[string]bool{}, calls: map[string]int{}}
+}
+
+var _ dispatch.Couriers = (*Couriers)(nil)
+
+// Add registers courier c, linked to identity user userID, with a fresh fix at its location when at is
+// non-nil.
+func (f *Couriers) Add(userID string, c dispatch.CourierInfo, at *geo.LatLng) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c.Status == "" {
+		c.Status = dispatch.CourierAvailable
+	}
+	if c.Capacity == 0 {
+		c.Capacity = 1
+	}
+	if c.Mode == "" {
+		c.Mode = geo.Bicycle
+	}
+	if at != nil {
+		c.Fix = &dispatch.Fix{Location: *at, Time: f.now()}
+	}
+	f.couriers[c.ID] = &c
+	f.users[userID] = c.ID
+}
+
+// SetStatus changes a courier's status.
+func (f *Couriers) SetStatus(id string, s dispatch.CourierStatus) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.couriers[id].Status = s
+}
+
+// Move gives a courier a fresh fix at p.
+func (f *Couriers) Move(id string, p geo.LatLng) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.couriers[id].Fix = &dispatch.Fix{Location: p, Time: f.now()}
+}
+
+// SetDown makes every call fail with Unavailable (the courier service is unreachable).
+func (f *Couriers) SetDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
+}
+
+// RefuseClaims makes claims on courier id fail with FailedPrecondition.
+func (f *Couriers) RefuseClaims(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refuse[id] = true
+}
+
+// Claims returns the courier holding each claimed task.
+func (f *Couriers) Claims() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]string, len(f.claims))
+	for k, v := range f.claims {
+		out[k] = v
+	}
+	return out
+}
+
+// Calls returns how many times method was called.
+func (f *Couriers) Calls(method string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[method]
+}
+
+var errDown = apperr.Errorf(apperr.Unavailable, "courier service unavailable")
+
+func (f *Couriers) enter(method string) error {
+	f.calls[method]++
+	if f.down {
+		return errDown
+	}
+	return nil
+}
+
+func (f *Couriers) snapshot(c *dispatch.CourierInfo) dispatch.CourierInfo {
+	out := *c
+	out.TaskIDs = nil
+	for task, cid := range f.claims {
+		if cid == c.ID {
+			out.TaskIDs = append(out.TaskIDs, task)
+		}
+	}
+	sort.Strings(out.TaskIDs)
+	out.ActiveTasks = len(out.TaskIDs)
+	if out.Status == dispatch.CourierAvailable && out.ActiveTasks >= out.Capacity {
+		out.Status = dispatch.CourierBusy
+	}
+	if c.Fix != nil {
+		fix := *c.Fix
+		out.Fix = &fix
+		out.LocationAge = f.now().Sub(fix.Time)
+	}
+	return out
+}
+
+// FindNearby implements dispatch.Couriers.
+func (f *Couriers) FindNearby(_ context.Context, q dispatch.NearbyQuery) ([]dispatch.CourierInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("FindNearby"); err != nil {
+		return nil, err
+	}
+	var out []dispatch.CourierInfo
+	for _, c := range f.couriers {
+		s := f.snapshot(c)
+		if s.Status != dispatch.CourierAvailable || s.Fix == nil || slices.Contains(q.Exclude, s.ID) {
+			continue
+		}
+		if len(q.Modes) > 0 && !slices.Contains(q.Modes, s.Mode) {
+			continue
+		}
+		if q.MaxAge > 0 && s.LocationAge > q.MaxAge {
+			continue
+		}
+		s.Distance = geo.Distance(q.Center, s.Fix.Location)
+		if s.Distance <= q.Radius {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Distance != out[j].Distance {
+			return out[i].Distance < out[j].Distance
+		}
+		return out[i].ID < out[j].ID
+	})
+	if q.Limit > 0 && len(out) > q.Limit {
+		out = out[:q.Limit]
+	}
+	return out, nil
+}
+
+// Status implements dispatch.Couriers.
+func (f *Couriers) Status(_ context.Context, id string) (dispatch.CourierInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("Status"); err != nil {
+		return dispatch.CourierInfo{}, err
+	}
+	c, ok := f.couriers[id]
+	if !ok {
+		return dispatch.CourierInfo{}, apperr.Errorf(apperr.NotFound, "courier %s not found", id)
+	}
+	return f.snapshot(c), nil
+}
+
+// CourierOfUser implements dispatch.Couriers.
+func (f *Couriers) CourierOfUser(_ context.Context, userID string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("CourierOfUser"); err != nil {
+		return "", err
+	}
+	id, ok := f.users[userID]
+	if !ok {
+		return "", apperr.Errorf(apperr.NotFound, "user %s has no courier profile", userID)
+	}
+	return id, nil
+}
+
+// Claim implements dispatch.Couriers with the courier service's rules: idempotent by task, only while
+// available with free capacity.
+func (f *Couriers) Claim(_ context.Context, courierID, taskID string, _ time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("Claim"); err != nil {
+		return err
+	}
+	c, ok := f.couriers[courierID]
+	if !ok {
+		return apperr.Errorf(apperr.NotFound, "courier %s not found", courierID)
+	}
+	if holder, ok := f.claims[taskID]; ok {
+		if holder == courierID {
+			return nil
+		}
+		return apperr.Errorf(apperr.FailedPrecondition, "task %s is claimed on courier %s", taskID, holder)
+	}
+	s := f.snapshot(c)
+	if f.refuse[courierID] || c.Status != dispatch.CourierAvailable || s.ActiveTasks >= c.Capacity {
+		return apperr.Errorf(apperr.FailedPrecondition, "courier %s cannot take task %s", courierID, taskID)
+	}
+	f.claims[taskID] = courierID
+	return nil
+}
+
+// Release implements dispatch.Couriers.
+func (f *Couriers) Release(_ context.Context, courierID, taskID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("Release"); err != nil {
+		return err
+	}
+	if _, ok := f.couriers[courierID]; !ok {
+		return apperr.Errorf(apperr.NotFound, "courier %s not found", courierID)
+	}
+	if f.claims[taskID] == courierID {
+		delete(f.claims, taskID)
+	}
+	return nil
+}
+
+// Routes is a route service that answers with a straight line at a fixed speed per mode. It is safe for
+// concurrent use.
+type Routes struct {
+	mu    sync.Mutex
+	down  bool
+	calls int
+}
+
+var _ dispatch.Routes = (*Routes)(nil)
+
+// Speed is the fake's travel speed in m/s, whatever the mode.
+const Speed = 5.0
+
+// SetDown makes Matrix fail with Unavailable.
+func (r *Routes) SetDown(down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = down
+}
+
+// Calls returns how many Matrix calls arrived.
+func (r *Routes) Calls() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls
+}
+
+// Matrix implements dispatch.Routes.
+func (r *Routes) Matrix(_ context.Context, origins []geo.LatLng, dest geo.LatLng, _ geo.TransportMode, _ time.Time) ([]dispatch.Leg, string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.down {
+		return nil, "", apperr.Errorf(apperr.Unavailable, "route service unavailable")
+	}
+	out := make([]dispatch.Leg, len(origins))
+	for i, o := range origins {
+		d := geo.Distance(o, dest)
+		out[i] = dispatch.Leg{Distance: d, Duration: time.Duration(d / Speed * float64(time.Second)), Found: true}
+	}
+	return out, "fake", nil
+}

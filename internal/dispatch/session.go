@@ -1,0 +1,581 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
+)
+
+// Tuning of courier sessions (HeartbeatInterval, in worker.go, is how often a session refreshes its
+// heartbeat).
+const (
+	// sessionBatch is how many deliveries a session reads from the store at once.
+	sessionBatch = 100
+	// sessionCloseTimeout bounds the store write of Close, which runs after the stream's context ended.
+	sessionCloseTimeout = 5 * time.Second
+	// maxEpoch bounds random epochs, so that they survive JSON clients' float64 numbers.
+	maxEpoch = 1 << 53
+)
+
+// Hello is what a courier app sends to open a session.
+type Hello struct {
+	// ResumeCursor is the highest cursor the app processed in an earlier session; 0 for none.
+	ResumeCursor int64
+	// Epoch is the cursor epoch the app last saw (SessionStarted.Epoch); 0 for none.
+	Epoch int64
+	// AppVersion and Capabilities are kept on the session record for diagnostics.
+	AppVersion   string
+	Capabilities []string
+}
+
+// DrainCode says why a session is asked to go.
+type DrainCode string
+
+// The drain codes.
+const (
+	// DrainServerShutdown: the replica shuts down; open a new session at once (another replica takes it).
+	DrainServerShutdown DrainCode = "server_shutdown"
+	// DrainSessionReplaced: a newer session of the courier started (another device, or a reconnect);
+	// the app must not reconnect automatically.
+	DrainSessionReplaced DrainCode = "session_replaced"
+	// DrainCredentialsExpiring: the access token expires soon; reconnect with a fresh one.
+	DrainCredentialsExpiring DrainCode = "credentials_expiring"
+	// DrainAccountDisabled: the courier may no longer work.
+	DrainAccountDisabled DrainCode = "account_disabled"
+)
+
+// Drain asks the app to let this session go.
+type Drain struct {
+	Code DrainCode
+	// Grace is how long the server keeps the stream open after the drain (SERVER_SHUTDOWN); zero when it
+	// ends it at once.
+	Grace time.Duration
+	// Reason is for logs.
+	Reason string
+}
+
+// OfferNotice is a new offer with the task it concerns (redacted for a courier who does not hold it).
+type OfferNotice struct {
+	Offer Offer
+	Task  Task
+}
+
+// TaskNotice is a change to a task the courier holds or held that the courier did not make.
+type TaskNotice struct {
+	Reason NoticeReason
+	Task   Task
+}
+
+// SessionStarted is the first message of a session: who, where the log stands, and a snapshot of the
+// courier's work, authoritative as of SnapshotCursor (replayed deliveries follow it).
+type SessionStarted struct {
+	SessionID string
+	CourierID string
+	// AckedCursor is the acknowledgement watermark after the hello's resume cursor was applied.
+	AckedCursor int64
+	// Epoch is the courier's cursor epoch: the app sends it back in its next hello.
+	Epoch      int64
+	ServerTime time.Time
+	// ActiveTasks are the tasks the courier holds (ASSIGNED or PICKED_UP), oldest assignment first.
+	ActiveTasks []Task
+	// OpenOffers are the courier's open offers, oldest first.
+	OpenOffers []OfferNotice
+	// SnapshotCursor is the courier's highest delivery cursor when the snapshot was read.
+	SnapshotCursor int64
+}
+
+// Outbound is one message Next returns for the adapter to send. Exactly one of Offer, OfferClosed,
+// Notice and Drain is set. Cursor is the delivery's cursor for deliveries (Offer, OfferClosed, Notice:
+// the app acknowledges it) and 0 for Drain, which is a session message.
+//
+// Each delivery is resolved when sent, from the current task: an offer or task that no longer exists is
+// skipped, and so is an offer delivery whose offer is no longer open (its offer_closed delivery follows,
+// or the courier answered it themselves). A skipped delivery's cursor still counts as sent, so acks up to
+// it are valid and it is acknowledged with the next one.
+type Outbound struct {
+	Cursor int64
+	// ServerTime is the server's clock when Next returned (StreamAssignmentsResponse.server_time).
+	ServerTime  time.Time
+	Offer       *OfferNotice
+	OfferClosed *Offer
+	Notice      *TaskNotice
+	Drain       *Drain
+}
+
+// CourierSession is one courier's live session on this replica. Next is meant for one goroutine (the
+// stream's sender); Ack, Execute and Close may be called from another (the receiver).
+type CourierSession struct {
+	s         *Service
+	p         auth.Principal
+	id        string
+	courierID string
+	started   SessionStarted
+	wake      chan struct{}
+
+	// Next's own state.
+	buf          []Delivery
+	replayUntil  int64
+	lastBeat     time.Time
+	drainSent    bool
+	replacedSent bool
+
+	mu       sync.Mutex
+	sent     int64 // highest cursor Next returned or skipped
+	replaced bool
+	closed   bool
+	// stale is set when the hub may have missed events: Next checks the session record before going on.
+	stale bool
+}
+
+// OpenSession opens the calling courier's session: it makes it the courier's current session (ending any
+// older one, here or on another replica, with DrainSessionReplaced), applies hello's resume cursor, and
+// reads the snapshot. The caller must Close the session.
+//
+// The resume cursor is ignored (the watermark stays where the server has it) when hello's epoch is not
+// the courier's, or when it is beyond the courier's newest delivery: the log was reset or restored, and
+// acknowledging deliveries the app never saw would lose them.
+//
+// Errors: PermissionDenied when the caller is not a courier; FailedPrecondition when the user has no
+// courier profile; Unavailable when the replica is draining or a dependency fails.
+func (s *Service) OpenSession(ctx context.Context, hello Hello) (*CourierSession, error) {
+	p := auth.FromContext(ctx)
+	if !p.HasRole(auth.RoleCourier) {
+		return nil, apperr.Errorf(apperr.PermissionDenied, "only couriers open assignment sessions")
+	}
+	if draining, _ := s.hub.drainState(); draining {
+		return nil, apperr.Errorf(apperr.Unavailable, "this server is shutting down; connect again")
+	}
+	courierID, err := s.callerCourier(ctx)
+	if err != nil {
+		if apperr.CodeOf(err) == apperr.NotFound {
+			return nil, apperr.Wrap(apperr.FailedPrecondition, err, "no courier profile for this user")
+		}
+		return nil, fmt.Errorf("find the courier of user %s: %w", p.Subject, err)
+	}
+	last, err := s.store.LastCursor(ctx, courierID)
+	if err != nil {
+		return nil, fmt.Errorf("read the delivery log of courier %s: %w", courierID, err)
+	}
+	id := newID()
+	now := storedTime(s.now())
+	rec, err := s.store.UpdateSession(ctx, courierID, func(sess Session) (Session, error) {
+		sess.CourierID = courierID
+		if sess.Epoch == 0 {
+			sess.Epoch = rand.Int64N(maxEpoch) + 1
+		}
+		if r := hello.ResumeCursor; r > 0 && hello.Epoch == sess.Epoch && r <= last {
+			sess.Acked = max(sess.Acked, r)
+		}
+		sess.SessionID, sess.Open, sess.Replica, sess.Heartbeat = id, true, s.opts.Replica, now
+		sess.AppVersion, sess.Capabilities = hello.AppVersion, hello.Capabilities
+		return sess, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open the session of courier %s: %w", courierID, err)
+	}
+	c := &CourierSession{
+		s: s, p: p, id: id, courierID: courierID,
+		wake:     make(chan struct{}, 1),
+		sent:     rec.Acked,
+		lastBeat: time.Now(),
+	}
+	c.poke()
+	if !s.hub.addSession(c) {
+		c.closeRecord()
+		return nil, apperr.Errorf(apperr.Unavailable, "this server is shutting down; connect again")
+	}
+	if err := c.snapshot(ctx, rec); err != nil {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		s.hub.removeSession(c)
+		c.closeRecord()
+		return nil, err
+	}
+	s.metrics.SessionOpened()
+	s.courierArrived(ctx)
+	return c, nil
+}
+
+// snapshot reads the courier's work into c.started.
+func (c *CourierSession) snapshot(ctx context.Context, rec Session) error {
+	// The cursor first: everything a delivery up to it says is in the tasks read after it.
+	cursor, err := c.s.store.LastCursor(ctx, c.courierID)
+	if err != nil {
+		return fmt.Errorf("read the delivery log of courier %s: %w", c.courierID, err)
+	}
+	held, err := c.s.store.HeldTasks(ctx, c.courierID)
+	if err != nil {
+		return fmt.Errorf("read the tasks of courier %s: %w", c.courierID, err)
+	}
+	offered, err := c.s.store.OfferedTasks(ctx, c.courierID)
+	if err != nil {
+		return fmt.Errorf("read the offers of courier %s: %w", c.courierID, err)
+	}
+	st := SessionStarted{
+		SessionID: c.id, CourierID: c.courierID, AckedCursor: rec.Acked, Epoch: rec.Epoch,
+		ServerTime: c.s.now(), SnapshotCursor: cursor,
+		ActiveTasks: make([]Task, 0, len(held)),
+		OpenOffers:  make([]OfferNotice, 0, len(offered)),
+	}
+	for _, t := range held {
+		st.ActiveTasks = append(st.ActiveTasks, c.redact(t))
+	}
+	for _, t := range offered {
+		if o := t.CurrentOffer(); o != nil && o.CourierID == c.courierID {
+			st.OpenOffers = append(st.OpenOffers, OfferNotice{Offer: *o, Task: c.redact(t)})
+		}
+	}
+	c.started = st
+	c.replayUntil = cursor
+	return nil
+}
+
+// ID returns the session's id.
+func (c *CourierSession) ID() string { return c.id }
+
+// CourierID returns the courier whose session it is.
+func (c *CourierSession) CourierID() string { return c.courierID }
+
+// Started returns the session's first message.
+func (c *CourierSession) Started() SessionStarted { return c.started }
+
+// Next returns the next message to send: first the unacknowledged deliveries after the watermark, in
+// cursor order, then new ones as they are appended (read from the store after the last cursor sent, so
+// none is lost or sent twice in a session). It waits until there is one or ctx ends.
+//
+// It also ends the session: after a newer session of the courier started it returns one
+// Drain{DrainSessionReplaced}, then Aborted; after Service.Drain it returns one Drain{DrainServerShutdown}
+// (deliveries continue during the grace), then Unavailable once the grace has passed. Unavailable after
+// Close; ctx's error when ctx ends; a store failure's error.
+func (c *CourierSession) Next(ctx context.Context) (Outbound, error) {
+	out, err := c.next(ctx)
+	if err != nil {
+		return Outbound{}, err
+	}
+	out.ServerTime = c.s.now()
+	return out, nil
+}
+
+func (c *CourierSession) next(ctx context.Context) (Outbound, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return Outbound{}, err
+		}
+		c.mu.Lock()
+		replaced, closed := c.replaced, c.closed
+		c.mu.Unlock()
+		switch {
+		case closed:
+			return Outbound{}, apperr.Errorf(apperr.Unavailable, "the session is closed")
+		case replaced && !c.replacedSent:
+			c.replacedSent = true
+			return Outbound{Drain: &Drain{Code: DrainSessionReplaced, Reason: "a newer session of this courier started"}}, nil
+		case replaced:
+			return Outbound{}, apperr.Errorf(apperr.Aborted, "a newer session of this courier started")
+		}
+		draining, drainEnd := c.s.hub.drainState()
+		if draining {
+			if !c.drainSent {
+				c.drainSent = true
+				return Outbound{Drain: &Drain{Code: DrainServerShutdown, Grace: max(time.Until(drainEnd), 0),
+					Reason: "server shutting down"}}, nil
+			}
+			if !time.Now().Before(drainEnd) {
+				return Outbound{}, apperr.Errorf(apperr.Unavailable, "the server is shutting down; connect again")
+			}
+		}
+		if err := c.beat(ctx); err != nil {
+			return Outbound{}, err
+		}
+		if err := c.checkCurrent(ctx); err != nil {
+			return Outbound{}, err
+		}
+		if c.isReplaced() {
+			continue
+		}
+		out, ok, err := c.nextDelivery(ctx)
+		if err != nil || ok {
+			return out, err
+		}
+		if err := c.wait(ctx, draining, drainEnd); err != nil {
+			return Outbound{}, err
+		}
+	}
+}
+
+// nextDelivery returns the next delivery to send, reading from the store when the buffer is empty; ok is
+// false when there is none now.
+func (c *CourierSession) nextDelivery(ctx context.Context) (Outbound, bool, error) {
+	for {
+		if len(c.buf) == 0 {
+			after := c.sentCursor()
+			batch, err := c.s.store.Deliveries(ctx, c.courierID, after, sessionBatch)
+			if err != nil {
+				return Outbound{}, false, fmt.Errorf("read the deliveries of courier %s after %d: %w", c.courierID, after, err)
+			}
+			if len(batch) == 0 {
+				return Outbound{}, false, nil
+			}
+			replayed := 0
+			for _, d := range batch {
+				if d.Cursor <= c.replayUntil {
+					replayed++
+				}
+			}
+			if replayed > 0 {
+				c.s.metrics.Replayed(replayed)
+			}
+			c.buf = batch
+		}
+		d := c.buf[0]
+		out, ok, err := c.resolve(ctx, d)
+		if err != nil {
+			return Outbound{}, false, err
+		}
+		c.buf = c.buf[1:]
+		c.mu.Lock()
+		c.sent = max(c.sent, d.Cursor)
+		c.mu.Unlock()
+		if ok {
+			return out, true, nil
+		}
+	}
+}
+
+// resolve turns a delivery into what is sent, from the task as it is now; ok is false when the delivery
+// is skipped (see Outbound).
+func (c *CourierSession) resolve(ctx context.Context, d Delivery) (Outbound, bool, error) {
+	t, err := c.s.store.GetTask(ctx, d.TaskID)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		c.s.logger.Warn("courier delivery of a missing task skipped", "courier", c.courierID, "cursor", d.Cursor, "task", d.TaskID)
+		return Outbound{}, false, nil
+	}
+	if err != nil {
+		return Outbound{}, false, fmt.Errorf("read task %s for delivery %d: %w", d.TaskID, d.Cursor, err)
+	}
+	out := Outbound{Cursor: d.Cursor}
+	switch d.Kind {
+	case DeliveryOffer, DeliveryOfferClosed:
+		o := t.Offer(d.OfferID)
+		if o == nil {
+			c.s.logger.Warn("courier delivery of a missing offer skipped", "courier", c.courierID, "cursor", d.Cursor, "offer", d.OfferID)
+			return Outbound{}, false, nil
+		}
+		if d.Kind == DeliveryOfferClosed {
+			closed := *o
+			out.OfferClosed = &closed
+			return out, true, nil
+		}
+		if o.State != OfferOpen {
+			return Outbound{}, false, nil // superseded: an offer_closed follows, or the courier answered it
+		}
+		out.Offer = &OfferNotice{Offer: *o, Task: c.redact(t)}
+	case DeliveryTask:
+		out.Notice = &TaskNotice{Reason: d.Reason, Task: c.redact(t)}
+	default:
+		c.s.logger.Warn("courier delivery of an unknown kind skipped", "courier", c.courierID, "cursor", d.Cursor, "kind", d.Kind)
+		return Outbound{}, false, nil
+	}
+	return out, true, nil
+}
+
+// redact returns t as this courier may see it.
+func (c *CourierSession) redact(t Task) Task { return t.For(c.p, c.courierID, ViewFull) }
+
+// wait waits for a wake-up, the heartbeat, the end of a drain's grace, or ctx.
+func (c *CourierSession) wait(ctx context.Context, draining bool, drainEnd time.Time) error {
+	d := time.Until(c.lastBeat.Add(HeartbeatInterval))
+	if draining {
+		d = min(d, time.Until(drainEnd))
+	}
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.wake:
+	case <-t.C:
+	}
+	return nil
+}
+
+// beat refreshes the session's heartbeat when it is due, and notices when the session was replaced.
+func (c *CourierSession) beat(ctx context.Context) error {
+	if time.Since(c.lastBeat) < HeartbeatInterval {
+		return nil
+	}
+	c.lastBeat = time.Now()
+	now := storedTime(c.s.now())
+	_, err := c.s.store.UpdateSession(ctx, c.courierID, func(sess Session) (Session, error) {
+		if sess.SessionID != c.id {
+			c.replace()
+			return sess, nil
+		}
+		sess.Heartbeat, sess.Open = now, true
+		return sess, nil
+	})
+	if err != nil {
+		return fmt.Errorf("refresh the session of courier %s: %w", c.courierID, err)
+	}
+	return nil
+}
+
+// checkCurrent reads the session record when the hub may have missed its replacement.
+func (c *CourierSession) checkCurrent(ctx context.Context) error {
+	c.mu.Lock()
+	stale := c.stale
+	c.stale = false
+	c.mu.Unlock()
+	if !stale {
+		return nil
+	}
+	rec, err := c.s.store.GetSession(ctx, c.courierID)
+	if err != nil {
+		c.mu.Lock()
+		c.stale = true
+		c.mu.Unlock()
+		return fmt.Errorf("read the session of courier %s: %w", c.courierID, err)
+	}
+	if rec.SessionID != c.id {
+		c.replace()
+	}
+	return nil
+}
+
+func (c *CourierSession) isReplaced() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.replaced
+}
+
+// Ack acknowledges every delivery up to cursor. An ack below the watermark changes nothing.
+//
+// Errors: Invalid when cursor is not positive or beyond the highest cursor this session sent (the
+// contract ends the stream); a store failure's error.
+func (c *CourierSession) Ack(ctx context.Context, cursor int64) error {
+	sent := c.sentCursor()
+	if cursor <= 0 || cursor > sent {
+		return apperr.InvalidFields("acknowledged cursor beyond what was sent",
+			apperr.FieldViolation{Field: "ack.cursor", Description: fmt.Sprintf("%d is beyond the highest cursor sent, %d", cursor, sent)})
+	}
+	_, err := c.s.store.UpdateSession(ctx, c.courierID, func(sess Session) (Session, error) {
+		sess.Acked = max(sess.Acked, cursor)
+		return sess, nil
+	})
+	if err != nil {
+		return fmt.Errorf("acknowledge cursor %d of courier %s: %w", cursor, c.courierID, err)
+	}
+	return nil
+}
+
+func (c *CourierSession) sentCursor() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sent
+}
+
+// Execute runs a courier command once per command id: a command id seen before (for at least
+// Options.Idempotency) is answered with the stored final outcome, Replayed set (a success with the task
+// as it is now); the same id with another command is refused with Conflict and reason
+// "COMMAND_ID_REUSED". Retryable failures (Aborted, Unavailable) are not stored, so the same id runs
+// again.
+func (c *CourierSession) Execute(ctx context.Context, commandID string, cmd Command) CommandResult {
+	rec, found, err := c.s.store.Command(ctx, c.courierID, commandID)
+	if err != nil {
+		c.s.logger.Warn("look a courier command up", "courier", c.courierID, "command", commandID, "err", err)
+		return CommandResult{CommandID: commandID, Err: &CommandError{Code: apperr.Unavailable,
+			Message: "cannot check the command now; send it again under the same command_id", RetryAfter: time.Second}}
+	}
+	if !found {
+		return c.s.Execute(ctx, c.courierID, commandID, cmd)
+	}
+	if rec.Fingerprint != cmd.Fingerprint() {
+		return CommandResult{CommandID: commandID, Err: &CommandError{Code: apperr.Conflict,
+			Message: "command_id " + commandID + " was already used for another command", Reason: "COMMAND_ID_REUSED"}}
+	}
+	res := CommandResult{CommandID: commandID, Replayed: true}
+	if rec.Err != nil {
+		e := *rec.Err
+		res.Err = &e
+		return res
+	}
+	if cmd.Decline != nil || rec.TaskID == "" {
+		return res
+	}
+	t, err := c.s.store.GetTask(ctx, rec.TaskID)
+	if err != nil {
+		c.s.logger.Warn("read the task of a replayed command", "courier", c.courierID, "command", commandID, "err", err)
+		return CommandResult{CommandID: commandID, Err: &CommandError{Code: apperr.Unavailable,
+			Message: "cannot read the task now; send the command again under the same command_id", RetryAfter: time.Second}}
+	}
+	out := c.redact(t)
+	res.Task = &out
+	return res
+}
+
+// Close ends the session: it is forgotten by the replica and, unless a newer one replaced it, marked
+// closed in the store (the courier is no longer connected). It is idempotent and safe beside Next.
+func (c *CourierSession) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.poke()
+	c.s.hub.removeSession(c)
+	c.closeRecord()
+	c.s.metrics.SessionClosed()
+}
+
+// closeRecord marks the session record closed if it is still this session's.
+func (c *CourierSession) closeRecord() {
+	ctx, cancel := context.WithTimeout(context.Background(), sessionCloseTimeout)
+	defer cancel()
+	_, err := c.s.store.UpdateSession(ctx, c.courierID, func(sess Session) (Session, error) {
+		if sess.SessionID == c.id {
+			sess.Open = false
+		}
+		return sess, nil
+	})
+	if err != nil {
+		c.s.logger.Warn("close a courier session", "courier", c.courierID, "session", c.id, "err", err)
+	}
+}
+
+// poke wakes Next.
+func (c *CourierSession) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// recheck makes Next check the session record and re-read its deliveries: the hub may have missed
+// events.
+func (c *CourierSession) recheck() {
+	c.mu.Lock()
+	c.stale = true
+	c.mu.Unlock()
+	c.poke()
+}
+
+// replace marks the session replaced by a newer one and wakes Next.
+func (c *CourierSession) replace() {
+	c.mu.Lock()
+	c.replaced = true
+	c.mu.Unlock()
+	c.poke()
+}
+
+// Drain starts this replica's graceful shutdown: new sessions are refused with Unavailable, and every
+// local session's Next returns Drain{DrainServerShutdown, grace}, keeps delivering during grace, and then
+// ends with Unavailable. Call it before stopping the gRPC server, and wait grace.
+func (s *Service) Drain(grace time.Duration) { s.hub.drain(grace) }

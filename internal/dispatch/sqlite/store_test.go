@@ -1,0 +1,59 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"lastmile/internal/dispatch/sqlite"
+	"lastmile/internal/dispatch/sqlstore"
+	"lastmile/internal/dispatch/storetest"
+	"lastmile/internal/platform/database"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) *sqlstore.Store { return storetest.SQLiteStore(t) })
+}
+
+func TestStoreDurable(t *testing.T) {
+	storetest.RunDurable(t, func(t *testing.T) (*sqlstore.Store, func() *sqlstore.Store) {
+		ctx := t.Context()
+		path := filepath.Join(t.TempDir(), "dispatch.db")
+		db := open(ctx, t, path)
+		t.Cleanup(func() { db.Close() })
+		reopen := func() *sqlstore.Store {
+			if err := db.Close(); err != nil {
+				t.Fatalf("close %s: %v", path, err)
+			}
+			db = open(ctx, t, path)
+			return sqlite.New(db)
+		}
+		return sqlite.New(db), reopen
+	})
+}
+
+// open opens and migrates the database file at path, as a starting process does.
+func open(ctx context.Context, t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := database.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	if err := sqlite.Migrate(ctx, db); err != nil {
+		db.Close()
+		t.Fatalf("Migrate: %v", err)
+	}
+	return db
+}
+
+// BenchmarkStore measures the store's hot paths (see storetest.Bench).
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, storetest.SQLiteStore(b))
+}

@@ -1,0 +1,295 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database"
+)
+
+// insertDelivery appends d's event, whose sequence number is its cursor, and records d. A delivery
+// without a CreateTime gets fallback, or the wall clock when that is zero too.
+func (s *Store) insertDelivery(ctx context.Context, tx *sql.Tx, a *appender, d dispatch.Delivery, fallback time.Time) error {
+	if d.CourierID == "" || d.TaskID == "" {
+		return apperr.Errorf(apperr.Internal, "delivery without a courier or a task")
+	}
+	at := d.CreateTime
+	if at.IsZero() {
+		at = fallback
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	cursor, err := a.append(ctx, tx, dispatch.TopicDelivery, d.CourierID, []byte(d.TaskID))
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `
+		INSERT INTO deliveries (courier_id, cursor, kind, task_id, offer_id, reason, create_time)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		d.CourierID, cursor, string(d.Kind), d.TaskID, d.OfferID, string(d.Reason), s.time(at))
+	if err != nil {
+		return s.e.MapError(err, "record delivery to courier "+d.CourierID)
+	}
+	return nil
+}
+
+// Deliveries implements dispatch.Store. A limit above MaxLimit is lowered to it; a limit below 1 is
+// Invalid.
+func (s *Store) Deliveries(ctx context.Context, courierID string, after int64, limit int) ([]dispatch.Delivery, error) {
+	limit, err := database.RowLimit(limit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT courier_id, cursor, kind, task_id, offer_id, reason, create_time FROM deliveries
+		WHERE courier_id = $1 AND cursor > $2 ORDER BY cursor LIMIT $3`, courierID, after, limit)
+	if err != nil {
+		return nil, s.e.MapError(err, "load deliveries of courier "+courierID)
+	}
+	out, err := collect(rows, func(r scanner) (dispatch.Delivery, error) {
+		var d dispatch.Delivery
+		err := r.Scan(&d.CourierID, &d.Cursor, &d.Kind, &d.TaskID, &d.OfferID, &d.Reason, database.ScanTime(&d.CreateTime))
+		return d, err
+	})
+	if err != nil {
+		return nil, s.e.MapError(err, "load deliveries of courier "+courierID)
+	}
+	return out, nil
+}
+
+// LastCursor implements dispatch.Store. Deliveries that Purge deleted still count when the courier
+// acknowledged them: the answer is the highest of the kept deliveries' cursors and the session's
+// acknowledgement watermark.
+func (s *Store) LastCursor(ctx context.Context, courierID string) (int64, error) {
+	var last int64
+	err := s.db.QueryRowContext(ctx, `
+		SELECT max(c) FROM (
+			SELECT coalesce(max(cursor), 0) AS c FROM deliveries WHERE courier_id = $1
+			UNION ALL
+			SELECT coalesce(max(acked), 0) FROM sessions WHERE courier_id = $1
+		) x`, courierID).Scan(&last)
+	if err != nil {
+		return 0, s.e.MapError(err, "read last cursor of courier "+courierID)
+	}
+	return last, nil
+}
+
+const sessionColumns = `courier_id, session_id, epoch, acked, replica, heartbeat, is_open, app_version, capabilities`
+
+func scanSession(r scanner) (dispatch.Session, error) {
+	var (
+		ss   dispatch.Session
+		caps []byte
+	)
+	if err := r.Scan(&ss.CourierID, &ss.SessionID, &ss.Epoch, &ss.Acked, &ss.Replica, database.ScanTime(&ss.Heartbeat),
+		&ss.Open, &ss.AppVersion, &caps); err != nil {
+		return dispatch.Session{}, err
+	}
+	if err := decode(caps, &ss.Capabilities, "session capabilities"); err != nil {
+		return dispatch.Session{}, err
+	}
+	return ss, nil
+}
+
+// GetSession implements dispatch.Store.
+func (s *Store) GetSession(ctx context.Context, courierID string) (dispatch.Session, error) {
+	ss, err := scanSession(s.db.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE courier_id = $1`, courierID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return dispatch.Session{CourierID: courierID}, nil
+	}
+	if err != nil {
+		return dispatch.Session{}, s.e.MapError(err, "load session of courier "+courierID)
+	}
+	return ss, nil
+}
+
+// UpdateSession implements dispatch.Store. The record is created (all zero) before it is locked, so two
+// first sessions of one courier take turns like any others; when fn fails the transaction, creation
+// included, is rolled back. What fn returns keeps courierID, and its heartbeat is stored to the
+// microsecond in UTC.
+func (s *Store) UpdateSession(ctx context.Context, courierID string, fn func(dispatch.Session) (dispatch.Session, error)) (dispatch.Session, error) {
+	var out dispatch.Session
+	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
+		_, err := tx.ExecContext(ctx, `
+			INSERT INTO sessions (courier_id, session_id, epoch, acked, replica, heartbeat, is_open, app_version, capabilities)
+			VALUES ($1, '', 0, 0, '', NULL, $2, '', $3)
+			ON CONFLICT (courier_id) DO NOTHING`, courierID, false, "[]")
+		if err != nil {
+			return s.e.MapError(err, "create session of courier "+courierID)
+		}
+		cur, err := scanSession(tx.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE courier_id = $1`+s.e.Lock, courierID))
+		if err != nil {
+			return s.e.MapError(err, "lock session of courier "+courierID)
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		next.CourierID = courierID
+		next.Heartbeat = storedTime(next.Heartbeat)
+		next.Capabilities = append([]string(nil), next.Capabilities...)
+		caps, err := encode(next.Capabilities, "session capabilities")
+		if err != nil {
+			return err
+		}
+		if next.Capabilities == nil {
+			caps = "[]"
+		}
+		_, err = tx.ExecContext(ctx, `
+			UPDATE sessions SET session_id = $1, epoch = $2, acked = $3, replica = $4, heartbeat = $5, is_open = $6,
+				app_version = $7, capabilities = $8
+			WHERE courier_id = $9`,
+			next.SessionID, next.Epoch, next.Acked, next.Replica, s.nullTime(next.Heartbeat), next.Open, next.AppVersion, caps, courierID)
+		if err != nil {
+			return s.e.MapError(err, "update session of courier "+courierID)
+		}
+		if next.SessionID != cur.SessionID {
+			if _, err := a.append(ctx, tx, dispatch.TopicSession, courierID, []byte(next.SessionID)); err != nil {
+				return err
+			}
+		}
+		out = next
+		return nil
+	})
+	if err != nil {
+		return dispatch.Session{}, err
+	}
+	return out, nil
+}
+
+// Connected implements dispatch.Store: only connected couriers are in the map.
+func (s *Store) Connected(ctx context.Context, courierIDs []string, since time.Time) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(courierIDs) == 0 {
+		return out, nil
+	}
+	args := []any{true, s.time(since)}
+	for _, id := range courierIDs {
+		args = append(args, id)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT courier_id FROM sessions WHERE is_open = $1 AND heartbeat > $2 AND courier_id IN (`+
+		placeholders(3, len(courierIDs))+`)`, args...)
+	if err != nil {
+		return nil, s.e.MapError(err, "look up connected couriers")
+	}
+	ids, err := collect(rows, func(r scanner) (string, error) {
+		var id string
+		err := r.Scan(&id)
+		return id, err
+	})
+	if err != nil {
+		return nil, s.e.MapError(err, "look up connected couriers")
+	}
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}
+
+// Command implements dispatch.Store.
+func (s *Store) Command(ctx context.Context, courierID, commandID string) (dispatch.CommandRecord, bool, error) {
+	var (
+		rec    = dispatch.CommandRecord{CourierID: courierID, CommandID: commandID}
+		errDoc []byte
+	)
+	err := s.db.QueryRowContext(ctx, `
+		SELECT fingerprint, task_id, error, create_time FROM commands WHERE courier_id = $1 AND command_id = $2`,
+		courierID, commandID).Scan(&rec.Fingerprint, &rec.TaskID, &errDoc, database.ScanTime(&rec.CreateTime))
+	if errors.Is(err, sql.ErrNoRows) {
+		return dispatch.CommandRecord{}, false, nil
+	}
+	if err != nil {
+		return dispatch.CommandRecord{}, false, s.e.MapError(err, fmt.Sprintf("load command %s of courier %s", commandID, courierID))
+	}
+	if errDoc != nil {
+		rec.Err = &dispatch.CommandError{}
+		if err := decode(errDoc, rec.Err, "command error"); err != nil {
+			return dispatch.CommandRecord{}, false, s.e.MapError(err, fmt.Sprintf("load command %s of courier %s", commandID, courierID))
+		}
+	}
+	return rec, true, nil
+}
+
+// SaveCommand implements dispatch.Store. A record without a CreateTime gets the wall clock.
+func (s *Store) SaveCommand(ctx context.Context, rec dispatch.CommandRecord) error {
+	return s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
+		return s.insertCommand(ctx, tx, rec, time.Time{}, true)
+	})
+}
+
+// insertCommand records rec, whose CreateTime defaults to fallback or else the wall clock. A record with
+// the same key is kept when keep is set, and is Conflict otherwise.
+func (s *Store) insertCommand(ctx context.Context, tx *sql.Tx, rec dispatch.CommandRecord, fallback time.Time, keep bool) error {
+	if rec.CourierID == "" || rec.CommandID == "" {
+		return apperr.Errorf(apperr.Invalid, "command record without a courier or a command id")
+	}
+	at := rec.CreateTime
+	if at.IsZero() {
+		at = fallback
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	var errDoc any
+	if rec.Err != nil {
+		doc, err := encode(rec.Err, "command error")
+		if err != nil {
+			return err
+		}
+		errDoc = doc
+	}
+	conflict := ""
+	if keep {
+		conflict = " ON CONFLICT (courier_id, command_id) DO NOTHING"
+	}
+	_, err := tx.ExecContext(ctx, `
+		INSERT INTO commands (courier_id, command_id, fingerprint, task_id, error, create_time)
+		VALUES ($1, $2, $3, $4, $5, $6)`+conflict,
+		rec.CourierID, rec.CommandID, rec.Fingerprint, rec.TaskID, errDoc, s.time(at))
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("record command %s of courier %s", rec.CommandID, rec.CourierID))
+	}
+	return nil
+}
+
+// Purge implements dispatch.Store: it deletes acknowledged deliveries, and deliveries and command
+// records created before before, and returns how many rows it deleted. Request ids are kept (see the
+// package documentation).
+func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	err := s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
+		total = 0
+		// Times compare as stored, to the microsecond.
+		bound := s.time(before)
+		for _, st := range []struct{ what, query string }{
+			{"acknowledged deliveries", `DELETE FROM deliveries WHERE cursor <= (SELECT s.acked FROM sessions s WHERE s.courier_id = deliveries.courier_id)`},
+			{"old deliveries", `DELETE FROM deliveries WHERE create_time < $1`},
+			{"old command records", `DELETE FROM commands WHERE create_time < $1`},
+		} {
+			var args []any
+			if st.what != "acknowledged deliveries" {
+				args = []any{bound}
+			}
+			res, err := tx.ExecContext(ctx, st.query, args...)
+			if err != nil {
+				return s.e.MapError(err, "purge "+st.what)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return s.e.MapError(err, "purge "+st.what)
+			}
+			total += n
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return total, nil
+}

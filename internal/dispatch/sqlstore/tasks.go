@@ -1,0 +1,528 @@
+package sqlstore
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database"
+)
+
+// MaxLimit bounds every read that takes a limit: one more than the largest snapshot a session sends, so
+// that a caller learns whether more follow. A larger limit is lowered to it.
+const MaxLimit = dispatch.MaxSnapshotTasks + 1
+
+// taskColumns are what scanTask reads: the store's own version and due time, then the doc.
+const taskColumns = `version, due_time, doc`
+
+func scanTask(row scanner) (dispatch.Task, error) {
+	var (
+		t       dispatch.Task
+		version int64
+		due     time.Time
+		doc     []byte
+	)
+	if err := row.Scan(&version, database.ScanTime(&due), &doc); err != nil {
+		return dispatch.Task{}, err
+	}
+	if err := decode(doc, &t, "task"); err != nil {
+		return dispatch.Task{}, err
+	}
+	t.Version, t.DueTime = version, due
+	return t, nil
+}
+
+func taskNotFound(id string) error {
+	return apperr.Errorf(apperr.NotFound, "task %s not found", id)
+}
+
+// offerCourier is the courier of t's open offer, "" when it has none.
+func offerCourier(t *dispatch.Task) string {
+	if o := t.CurrentOffer(); o != nil {
+		return o.CourierID
+	}
+	return ""
+}
+
+// CreateTask implements dispatch.Store.
+func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task, bool, error) {
+	if t.ID == "" {
+		return dispatch.Task{}, false, apperr.Errorf(apperr.Invalid, "task without an id")
+	}
+	t = normalizeTask(t)
+	t.Version = 1
+	doc, err := encode(t, "task "+t.ID)
+	if err != nil {
+		return dispatch.Task{}, false, err
+	}
+	var (
+		out     dispatch.Task
+		created bool
+	)
+	err = s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
+		out, created = dispatch.Task{}, false // a run again starts afresh
+		res, err := tx.ExecContext(ctx, `
+			INSERT INTO tasks (id, state, customer_id, courier_id, offer_courier_id, priority_rank, create_time,
+				update_time, due_time, created_by, request_id, version, doc)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+			ON CONFLICT (created_by, request_id) DO NOTHING`,
+			t.ID, string(t.State), t.CustomerID, nullString(t.CourierID), nullString(offerCourier(&t)), t.Priority.Rank(),
+			s.time(t.CreateTime), s.time(t.UpdateTime), s.nullTime(t.DueTime), t.CreatedBy, nullString(t.RequestID),
+			t.Version, doc)
+		if err != nil {
+			return s.e.MapError(err, "insert task "+t.ID)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return s.e.MapError(err, "insert task "+t.ID)
+		}
+		if n == 0 {
+			// The request was made before: answer with its task.
+			prev, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE created_by = $1 AND request_id = $2`,
+				t.CreatedBy, t.RequestID))
+			if err != nil {
+				return s.e.MapError(err, fmt.Sprintf("load task of request %s by %s", t.RequestID, t.CreatedBy))
+			}
+			out = prev
+			return nil
+		}
+		if err := s.insertOffers(ctx, tx, t.ID, nil, t.Offers); err != nil {
+			return err
+		}
+		if _, err := a.append(ctx, tx, dispatch.TopicTask, t.ID, []byte(t.State)); err != nil {
+			return err
+		}
+		out, created = t, true
+		return nil
+	})
+	if err != nil {
+		return dispatch.Task{}, false, err
+	}
+	return out, created, nil
+}
+
+// insertOffers records the offers of next that prev does not have, for TaskByOffer.
+func (s *Store) insertOffers(ctx context.Context, tx *sql.Tx, taskID string, prev, next []dispatch.Offer) error {
+	var args []any
+	for _, o := range next {
+		if slices.ContainsFunc(prev, func(p dispatch.Offer) bool { return p.ID == o.ID }) {
+			continue
+		}
+		if o.ID == "" || o.CourierID == "" {
+			return apperr.Errorf(apperr.Internal, "task %s: offer without an id or a courier", taskID)
+		}
+		args = append(args, o.ID, taskID, o.CourierID)
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	values := make([]string, 0, len(args)/3)
+	for i := 0; i < len(args); i += 3 {
+		values = append(values, "("+placeholders(i+1, 3)+")")
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO offers (offer_id, task_id, courier_id) VALUES `+strings.Join(values, ", ")+`
+		ON CONFLICT (offer_id) DO NOTHING`, args...)
+	if err != nil {
+		return s.e.MapError(err, "record offers of task "+taskID)
+	}
+	return nil
+}
+
+// GetTask implements dispatch.Store.
+func (s *Store) GetTask(ctx context.Context, id string) (dispatch.Task, error) {
+	return s.getTask(ctx, s.db, id, "")
+}
+
+// getTask reads task id, ending the statement with lock.
+func (s *Store) getTask(ctx context.Context, q querier, id, lock string) (dispatch.Task, error) {
+	t, err := scanTask(q.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1`+lock, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return dispatch.Task{}, taskNotFound(id)
+	}
+	if err != nil {
+		return dispatch.Task{}, s.e.MapError(err, "load task "+id)
+	}
+	return t, nil
+}
+
+// TaskByOffer implements dispatch.Store.
+func (s *Store) TaskByOffer(ctx context.Context, offerID string) (dispatch.Task, error) {
+	t, err := scanTask(s.db.QueryRowContext(ctx, `
+		SELECT `+taskColumns+` FROM tasks WHERE id = (SELECT task_id FROM offers WHERE offer_id = $1)`, offerID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return dispatch.Task{}, apperr.Errorf(apperr.NotFound, "offer %s not found", offerID)
+	}
+	if err != nil {
+		return dispatch.Task{}, s.e.MapError(err, "load task of offer "+offerID)
+	}
+	return t, nil
+}
+
+// filterSQL returns the conditions of f, numbering placeholders after those already in args.
+func filterSQL(f dispatch.TaskFilter, args []any) ([]string, []any) {
+	var conds []string
+	if len(f.States) > 0 {
+		in := make([]string, len(f.States))
+		for i, st := range f.States {
+			args = append(args, string(st))
+			in[i] = "$" + strconv.Itoa(len(args))
+		}
+		conds = append(conds, "state IN ("+strings.Join(in, ", ")+")")
+	}
+	if f.CourierID != "" {
+		args = append(args, f.CourierID)
+		conds = append(conds, "courier_id = $"+strconv.Itoa(len(args)))
+	}
+	if f.CustomerID != "" {
+		args = append(args, f.CustomerID)
+		conds = append(conds, "customer_id = $"+strconv.Itoa(len(args)))
+	}
+	return conds, args
+}
+
+func where(conds []string) string {
+	if len(conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+// ListTasks implements dispatch.Store. A limit above MaxLimit is lowered to it; a limit below 1 is
+// Invalid.
+func (s *Store) ListTasks(ctx context.Context, q dispatch.TaskQuery) ([]dispatch.Task, error) {
+	limit, err := database.RowLimit(q.Limit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	conds, args := filterSQL(q.Filter, nil)
+	if !q.AfterCreate.IsZero() || q.AfterID != "" {
+		args = append(args, s.time(q.AfterCreate), q.AfterID)
+		c, i := "$"+strconv.Itoa(len(args)-1), "$"+strconv.Itoa(len(args))
+		conds = append(conds, "(create_time < "+c+" OR (create_time = "+c+" AND id < "+i+"))")
+	}
+	args = append(args, limit)
+	return s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks`+where(conds)+
+		` ORDER BY create_time DESC, id DESC LIMIT $`+strconv.Itoa(len(args)), "list tasks", args...)
+}
+
+// queryTasks runs a query of taskColumns.
+func (s *Store) queryTasks(ctx context.Context, q querier, query, what string, args ...any) ([]dispatch.Task, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, s.e.MapError(err, what)
+	}
+	out, err := collect(rows, scanTask)
+	if err != nil {
+		return nil, s.e.MapError(err, what)
+	}
+	return out, nil
+}
+
+// CountTasks implements dispatch.Store.
+func (s *Store) CountTasks(ctx context.Context, f dispatch.TaskFilter) (int, error) {
+	conds, args := filterSQL(f, nil)
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM tasks`+where(conds), args...).Scan(&n); err != nil {
+		return 0, s.e.MapError(err, "count tasks")
+	}
+	return n, nil
+}
+
+// CountByState implements dispatch.Store. Every state is in the map, with 0 when no task is in it.
+func (s *Store) CountByState(ctx context.Context) (map[dispatch.State]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, count(*) FROM tasks GROUP BY state`)
+	if err != nil {
+		return nil, s.e.MapError(err, "count tasks by state")
+	}
+	type count struct {
+		state dispatch.State
+		n     int
+	}
+	counts, err := collect(rows, func(r scanner) (count, error) {
+		var c count
+		err := r.Scan(&c.state, &c.n)
+		return c, err
+	})
+	if err != nil {
+		return nil, s.e.MapError(err, "count tasks by state")
+	}
+	out := make(map[dispatch.State]int, len(dispatch.States))
+	for _, st := range dispatch.States {
+		out[st] = 0
+	}
+	for _, c := range counts {
+		out[c.state] = c.n
+	}
+	return out, nil
+}
+
+// UpdateTask implements dispatch.Store. The closure gets a copy of the stored task; what it returns
+// keeps the stored task's identity (ID, CreatedBy, RequestID, RequestHash, CreateTime), whatever it
+// says, and gets the stored version plus one. On PostgreSQL fn may run more than once (see the package
+// documentation).
+func (s *Store) UpdateTask(ctx context.Context, id string, fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
+	var out dispatch.Task
+	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
+		cur, err := s.getTask(ctx, tx, id, s.e.Lock)
+		if err != nil {
+			return err
+		}
+		ch, err := fn(cur.Clone())
+		if err != nil {
+			return err
+		}
+		if len(ch.Jobs) > 0 && s.jobs == nil {
+			return apperr.Errorf(apperr.Internal, "task %s: %d jobs to enqueue and no job queue configured", id, len(ch.Jobs))
+		}
+		next := normalizeTask(ch.Task)
+		next.ID, next.CreatedBy, next.RequestID, next.RequestHash, next.CreateTime = cur.ID, cur.CreatedBy, cur.RequestID, cur.RequestHash, cur.CreateTime
+		next.Version = cur.Version + 1
+		if err := s.writeTask(ctx, tx, cur, next); err != nil {
+			return err
+		}
+		if err := s.insertOffers(ctx, tx, id, cur.Offers, next.Offers); err != nil {
+			return err
+		}
+		if ch.Decision != nil {
+			if err := s.upsertDecision(ctx, tx, id, *ch.Decision); err != nil {
+				return err
+			}
+		}
+		if ch.Command != nil {
+			if err := s.insertCommand(ctx, tx, *ch.Command, next.UpdateTime, false); err != nil {
+				return err
+			}
+		}
+		if len(ch.Jobs) > 0 {
+			if err := s.jobs(ctx, tx, ch.Jobs); err != nil {
+				return s.e.MapError(err, fmt.Sprintf("enqueue %d jobs of task %s", len(ch.Jobs), id))
+			}
+		}
+		// Appends last (see the package documentation).
+		if _, err := a.append(ctx, tx, dispatch.TopicTask, id, []byte(next.State)); err != nil {
+			return err
+		}
+		for _, d := range ch.Deliveries {
+			if err := s.insertDelivery(ctx, tx, a, d, next.UpdateTime); err != nil {
+				return err
+			}
+		}
+		out = next
+		return nil
+	})
+	if err != nil {
+		return dispatch.Task{}, err
+	}
+	return out, nil
+}
+
+// writeTask replaces cur, as read, with next: Aborted when the stored version is no longer cur's.
+func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Task) error {
+	doc, err := encode(next, "task "+next.ID)
+	if err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, `
+		UPDATE tasks SET state = $1, customer_id = $2, courier_id = $3, offer_courier_id = $4, priority_rank = $5,
+			update_time = $6, due_time = $7, version = $8, doc = $9
+		WHERE id = $10 AND version = $11`,
+		string(next.State), next.CustomerID, nullString(next.CourierID), nullString(offerCourier(&next)), next.Priority.Rank(),
+		s.time(next.UpdateTime), s.nullTime(next.DueTime), next.Version, doc, next.ID, cur.Version)
+	if err != nil {
+		return s.e.MapError(err, "update task "+next.ID)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.e.MapError(err, "update task "+next.ID)
+	}
+	if n != 1 {
+		return apperr.Errorf(apperr.Aborted, "task %s changed while it was being updated", next.ID)
+	}
+	return nil
+}
+
+// upsertDecision inserts d, or replaces the decision with its id.
+func (s *Store) upsertDecision(ctx context.Context, tx *sql.Tx, taskID string, d dispatch.Decision) error {
+	d = normalizeDecision(d)
+	if d.ID == "" {
+		return apperr.Errorf(apperr.Internal, "task %s: decision without an id", taskID)
+	}
+	if d.TaskID == "" {
+		d.TaskID = taskID
+	}
+	doc, err := encode(d, "decision "+d.ID)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `
+		INSERT INTO decisions (id, task_id, decide_time, doc) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
+		d.ID, d.TaskID, s.time(d.DecideTime), doc)
+	if err != nil {
+		return s.e.MapError(err, "record decision "+d.ID+" of task "+taskID)
+	}
+	return nil
+}
+
+// Decisions implements dispatch.Store. A limit above MaxLimit is lowered to it; a limit below 1 is
+// Invalid.
+func (s *Store) Decisions(ctx context.Context, taskID string, limit int) ([]dispatch.Decision, error) {
+	limit, err := database.RowLimit(limit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT doc FROM decisions WHERE task_id = $1 ORDER BY decide_time DESC, id DESC LIMIT $2`, taskID, limit)
+	if err != nil {
+		return nil, s.e.MapError(err, "load decisions of task "+taskID)
+	}
+	out, err := collect(rows, func(r scanner) (dispatch.Decision, error) {
+		var (
+			doc []byte
+			d   dispatch.Decision
+		)
+		if err := r.Scan(&doc); err != nil {
+			return d, err
+		}
+		err := decode(doc, &d, "decision")
+		return d, err
+	})
+	if err != nil {
+		return nil, s.e.MapError(err, "load decisions of task "+taskID)
+	}
+	return out, nil
+}
+
+// LeaseDue implements dispatch.Store. Times compare to the microsecond, as stored: a lease holds through
+// the microsecond it ends in, and a task is due from the microsecond of its due time. A limit above MaxLimit is lowered to it; a limit below 1 is Invalid.
+func (s *Store) LeaseDue(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]dispatch.Task, error) {
+	limit, err := database.RowLimit(limit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	if owner == "" || lease <= 0 {
+		return nil, apperr.Errorf(apperr.Invalid, "lease needs an owner and a positive duration")
+	}
+	var out []dispatch.Task
+	err = s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
+		// Times compare as stored, to the microsecond. The pick sorts narrow rows; only the tasks picked
+		// are read whole, and sorted again here.
+		due, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE id IN (
+				SELECT id FROM tasks WHERE due_time <= $1 AND (lease_until IS NULL OR lease_until < $1)
+				ORDER BY priority_rank DESC, create_time, id LIMIT $2`+s.e.SkipLocked+`)`,
+			"pick due tasks", s.time(now), limit)
+		if err != nil || len(due) == 0 {
+			out = nil
+			return err
+		}
+		slices.SortFunc(due, func(a, b dispatch.Task) int {
+			return cmp.Or(cmp.Compare(b.Priority.Rank(), a.Priority.Rank()), a.CreateTime.Compare(b.CreateTime), strings.Compare(a.ID, b.ID))
+		})
+		args := []any{owner, s.time(now.Add(lease))}
+		for _, t := range due {
+			args = append(args, t.ID)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (`+
+			placeholders(3, len(due))+`)`, args...); err != nil {
+			return s.e.MapError(err, fmt.Sprintf("lease %d tasks", len(due)))
+		}
+		out = due
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Unlease implements dispatch.Store.
+func (s *Store) Unlease(ctx context.Context, taskID, owner string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2`,
+		taskID, owner)
+	if err != nil {
+		return s.e.MapError(err, "unlease task "+taskID)
+	}
+	return nil
+}
+
+// WakePending implements dispatch.Store. Only the due_time column changes (it wins over the doc's
+// DueTime on every read); the tasks' versions stay.
+func (s *Store) WakePending(ctx context.Context, now time.Time) error {
+	return s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
+		_, err := tx.ExecContext(ctx, `UPDATE tasks SET due_time = $1 WHERE state = $2 AND due_time > $1`,
+			s.time(now), string(dispatch.StatePending))
+		if err != nil {
+			return s.e.MapError(err, "wake pending tasks")
+		}
+		return nil
+	})
+}
+
+// HeldTasks implements dispatch.Store (ties broken by id).
+func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
+	out, err := s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks WHERE courier_id = $1 AND state IN ($2, $3)`,
+		"load tasks held by courier "+courierID, courierID, string(dispatch.StateAssigned), string(dispatch.StatePickedUp))
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b dispatch.Task) int {
+		return cmp.Or(a.AssignTime.Compare(b.AssignTime), strings.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// OfferedTasks implements dispatch.Store (ties broken by task id).
+func (s *Store) OfferedTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
+	out, err := s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks WHERE offer_courier_id = $1 AND state = $2`,
+		"load tasks offered to courier "+courierID, courierID, string(dispatch.StateOffered))
+	if err != nil {
+		return nil, err
+	}
+	offered := func(t *dispatch.Task) time.Time {
+		if o := t.CurrentOffer(); o != nil {
+			return o.CreateTime
+		}
+		return time.Time{}
+	}
+	slices.SortFunc(out, func(a, b dispatch.Task) int {
+		return cmp.Or(offered(&a).Compare(offered(&b)), strings.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// OfferOpen implements dispatch.Store: only couriers with an open offer are in the map.
+func (s *Store) OfferOpen(ctx context.Context, courierIDs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(courierIDs) == 0 {
+		return out, nil
+	}
+	args := []any{string(dispatch.StateOffered)}
+	for _, id := range courierIDs {
+		args = append(args, id)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks WHERE state = $1 AND offer_courier_id IN (`+
+		placeholders(2, len(courierIDs))+`)`, args...)
+	if err != nil {
+		return nil, s.e.MapError(err, "look up open offers")
+	}
+	ids, err := collect(rows, func(r scanner) (string, error) {
+		var id string
+		err := r.Scan(&id)
+		return id, err
+	})
+	if err != nil {
+		return nil, s.e.MapError(err, "look up open offers")
+	}
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}

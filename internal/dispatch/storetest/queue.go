@@ -1,0 +1,531 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/jobargs"
+	"lastmile/internal/dispatch/sqlstore"
+	"lastmile/internal/platform/apperr"
+)
+
+func testJobs(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	mustCreate(ctx, t, s, offer(newTask(1), 1, 1, 1))
+	release := at(30).Add(789)
+	_, err := s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		return dispatch.Change{Task: assign(cur, 1, 2), Jobs: []dispatch.Job{
+			{Kind: dispatch.JobClaim, CourierID: courierID(1), TaskID: cur.ID, ExpectedRelease: release},
+			{Kind: dispatch.JobRelease, CourierID: courierID(2), TaskID: cur.ID},
+		}}, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateTask(with jobs): %v", err)
+	}
+	want := []riverJob{
+		{Kind: jobargs.KindClaim, Args: map[string]any{"courier_id": courierID(1), "task_id": taskID(1),
+			"expected_release": release.UTC().Format(time.RFC3339Nano)}},
+		{Kind: jobargs.KindRelease, Args: map[string]any{"courier_id": courierID(2), "task_id": taskID(1)}},
+	}
+	if diff := cmp.Diff(want, riverJobs(ctx, t, s)); diff != "" {
+		t.Errorf("jobs after the update (-want +got):\n%s", diff)
+	}
+	// A failing closure enqueues nothing.
+	_, err = s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		return dispatch.Change{Task: cur, Jobs: []dispatch.Job{{Kind: dispatch.JobRelease, CourierID: courierID(1), TaskID: cur.ID}}},
+			apperr.Errorf(apperr.FailedPrecondition, "no")
+	})
+	wantCode(t, "UpdateTask(failing, with jobs)", err, apperr.FailedPrecondition)
+	// Nor does a job of an unknown kind, which fails the whole change.
+	_, err = s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		cur.Notes = "changed"
+		return dispatch.Change{Task: cur, Jobs: []dispatch.Job{
+			{Kind: dispatch.JobRelease, CourierID: courierID(1), TaskID: cur.ID},
+			{Kind: "teleport", CourierID: courierID(1), TaskID: cur.ID},
+		}}, nil
+	})
+	wantCode(t, "UpdateTask(unknown job kind)", err, apperr.Internal)
+	if diff := cmp.Diff(want, riverJobs(ctx, t, s)); diff != "" {
+		t.Errorf("jobs after failed updates (-want +got):\n%s", diff)
+	}
+	if got := mustGet(ctx, t, s, taskID(1)); got.Version != 2 || got.Notes == "changed" {
+		t.Errorf("task after failed updates = version %d notes %q, want version 2 and the notes unchanged", got.Version, got.Notes)
+	}
+}
+
+func testJobsWithoutQueue(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	mustCreate(ctx, t, s, newTask(1))
+	_, err := s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		cur = assign(cur, 1, 2)
+		return dispatch.Change{Task: cur, Jobs: []dispatch.Job{{Kind: dispatch.JobClaim, CourierID: courierID(1), TaskID: cur.ID}}}, nil
+	})
+	wantCode(t, "UpdateTask(jobs, no queue)", err, apperr.Internal)
+	if got := mustGet(ctx, t, s, taskID(1)); got.Version != 1 || got.State != dispatch.StatePending {
+		t.Errorf("task after the refused update = version %d %s, want 1 pending", got.Version, got.State)
+	}
+	// Without jobs a change needs no queue.
+	if out := set(ctx, t, s, taskID(1), func(cur dispatch.Task) dispatch.Task { return assign(cur, 1, 2) }); out.Version != 2 {
+		t.Errorf("UpdateTask(no jobs) version = %d, want 2", out.Version)
+	}
+}
+
+func testDeliveries(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	mustCreate(ctx, t, s, newTask(1))
+	mustCreate(ctx, t, s, newTask(2))
+	deliver := func(id string, ds ...dispatch.Delivery) {
+		t.Helper()
+		_, err := s.UpdateTask(ctx, id, func(cur dispatch.Task) (dispatch.Change, error) {
+			cur.UpdateTime = at(50)
+			return dispatch.Change{Task: cur, Deliveries: ds}, nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateTask(deliveries): %v", err)
+		}
+	}
+	d := func(c int, kind dispatch.DeliveryKind, task, o int, r dispatch.NoticeReason, m int) dispatch.Delivery {
+		dl := dispatch.Delivery{CourierID: courierID(c), Kind: kind, TaskID: taskID(task), Reason: r}
+		if o > 0 {
+			dl.OfferID = offerID(o)
+		}
+		if m > 0 {
+			dl.CreateTime = at(m)
+		}
+		return dl
+	}
+	deliver(taskID(1), d(1, dispatch.DeliveryOffer, 1, 1, "", 3), d(2, dispatch.DeliveryTask, 1, 0, dispatch.NoticeCancelled, 3))
+	deliver(taskID(2), d(1, dispatch.DeliveryOfferClosed, 2, 2, "", 4))
+	deliver(taskID(1), d(1, dispatch.DeliveryTask, 1, 0, dispatch.NoticeAssigned, 0)) // time from the task's update
+
+	all, err := s.Deliveries(ctx, courierID(1), 0, 100)
+	if err != nil {
+		t.Fatalf("Deliveries: %v", err)
+	}
+	want := []dispatch.Delivery{
+		d(1, dispatch.DeliveryOffer, 1, 1, "", 3),
+		d(1, dispatch.DeliveryOfferClosed, 2, 2, "", 4),
+		d(1, dispatch.DeliveryTask, 1, 0, dispatch.NoticeAssigned, 50),
+	}
+	for i := range want {
+		want[i].CreateTime = utc(want[i].CreateTime)
+		if len(all) == len(want) {
+			want[i].Cursor = all[i].Cursor
+		}
+	}
+	if diff := cmp.Diff(want, all, cmpOpts...); diff != "" {
+		t.Fatalf("Deliveries(courier 1) (-want +got):\n%s", diff)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].Cursor <= all[i-1].Cursor {
+			t.Errorf("cursors %d then %d: want strictly increasing", all[i-1].Cursor, all[i].Cursor)
+		}
+	}
+	if all[0].Cursor <= 0 {
+		t.Errorf("first cursor %d, want positive", all[0].Cursor)
+	}
+	after, err := s.Deliveries(ctx, courierID(1), all[0].Cursor, 1)
+	if diff := cmp.Diff(all[1:2], after, cmpOpts...); err != nil || diff != "" {
+		t.Errorf("Deliveries(after the first, limit 1) error %v (-want +got):\n%s", err, diff)
+	}
+	if rest, err := s.Deliveries(ctx, courierID(1), all[2].Cursor, 10); err != nil || len(rest) != 0 {
+		t.Errorf("Deliveries(after the last) = %v, %v, want none", rest, err)
+	}
+	other, err := s.Deliveries(ctx, courierID(2), 0, 10)
+	if err != nil || len(other) != 1 || other[0].Reason != dispatch.NoticeCancelled || other[0].Cursor <= all[0].Cursor || other[0].Cursor >= all[1].Cursor {
+		t.Errorf("Deliveries(courier 2) = %+v, %v, want the one cancellation notice, its cursor between courier 1's first two", other, err)
+	}
+	for c, want := range map[int]int64{1: all[2].Cursor, 2: other[0].Cursor, 3: 0} {
+		if got, err := s.LastCursor(ctx, courierID(c)); err != nil || got != want {
+			t.Errorf("LastCursor(courier %d) = %d, %v, want %d", c, got, err, want)
+		}
+	}
+	_, err = s.Deliveries(ctx, courierID(1), 0, 0)
+	wantCode(t, "Deliveries(limit 0)", err, apperr.Invalid)
+}
+
+// testDeliveriesConcurrent: deliveries appended by concurrent changes get distinct cursors, increasing
+// per courier in the order the changes committed.
+func testDeliveriesConcurrent(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	const n = 10
+	for i := 1; i <= n; i++ {
+		mustCreate(ctx, t, s, newTask(i))
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := 1; i <= n; i++ {
+		wg.Go(func() {
+			_, errs[i-1] = s.UpdateTask(ctx, taskID(i), func(cur dispatch.Task) (dispatch.Change, error) {
+				return dispatch.Change{Task: cur, Deliveries: []dispatch.Delivery{
+					{CourierID: courierID(1), Kind: dispatch.DeliveryTask, TaskID: cur.ID, Reason: dispatch.NoticeUpdated, CreateTime: at(i)},
+					{CourierID: courierID(1), Kind: dispatch.DeliveryTask, TaskID: cur.ID, Reason: dispatch.NoticeUpdated, CreateTime: at(i)},
+				}}, nil
+			})
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent UpdateTask: %v", err)
+	}
+	all, err := s.Deliveries(ctx, courierID(1), 0, 100)
+	if err != nil || len(all) != 2*n {
+		t.Fatalf("Deliveries = %d, %v, want %d", len(all), err, 2*n)
+	}
+	// Each change's two deliveries are adjacent: changes commit one after the other.
+	for i := 0; i < len(all); i += 2 {
+		if all[i].TaskID != all[i+1].TaskID || all[i+1].Cursor <= all[i].Cursor {
+			t.Errorf("deliveries %d and %d: tasks %s, %s cursors %d, %d; want one task's two, increasing",
+				i, i+1, all[i].TaskID, all[i+1].TaskID, all[i].Cursor, all[i+1].Cursor)
+		}
+		if i > 0 && all[i].Cursor <= all[i-1].Cursor {
+			t.Errorf("cursor %d after %d, want increasing", all[i].Cursor, all[i-1].Cursor)
+		}
+	}
+}
+
+func testCommands(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	mustCreate(ctx, t, s, offer(newTask(1), 1, 1, 1))
+	if _, found, err := s.Command(ctx, courierID(1), "cmd-1"); err != nil || found {
+		t.Errorf("Command(none) = found %v, %v, want false, nil", found, err)
+	}
+	ok := dispatch.CommandRecord{CourierID: courierID(1), CommandID: "cmd-1", Fingerprint: "fp-accept", TaskID: taskID(1), CreateTime: at(2)}
+	_, err := s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		return dispatch.Change{Task: assign(cur, 1, 2), Command: &ok}, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateTask(with command): %v", err)
+	}
+	storedRec := func(r dispatch.CommandRecord) dispatch.CommandRecord {
+		r.CreateTime = utc(r.CreateTime)
+		return r
+	}
+	got, found, err := s.Command(ctx, courierID(1), "cmd-1")
+	if diff := cmp.Diff(storedRec(ok), got, cmpOpts...); err != nil || !found || diff != "" {
+		t.Errorf("Command(cmd-1) found %v, %v (-want +got):\n%s", found, err, diff)
+	}
+	// The same command id in another change is Conflict, and the change is not written.
+	_, err = s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		cur.State = dispatch.StatePickedUp
+		return dispatch.Change{Task: cur, Command: &ok}, nil
+	})
+	wantCode(t, "UpdateTask(command id reused)", err, apperr.Conflict)
+	if got := mustGet(ctx, t, s, taskID(1)); got.State != dispatch.StateAssigned || got.Version != 2 {
+		t.Errorf("task after the reused command = %s version %d, want assigned version 2", got.State, got.Version)
+	}
+
+	failed := dispatch.CommandRecord{CourierID: courierID(1), CommandID: "cmd-2", Fingerprint: "fp-decline", TaskID: taskID(1),
+		Err: &dispatch.CommandError{Code: apperr.FailedPrecondition, Message: "offer expired", Reason: "OFFER_EXPIRED",
+			Metadata: map[string]string{"offer_id": offerID(1)}, RetryAfter: 1500 * time.Millisecond},
+		CreateTime: at(3)}
+	if err := s.SaveCommand(ctx, failed); err != nil {
+		t.Fatalf("SaveCommand: %v", err)
+	}
+	// Saving it again keeps the first record.
+	again := failed
+	again.Fingerprint, again.Err = "other", &dispatch.CommandError{Code: apperr.Invalid}
+	if err := s.SaveCommand(ctx, again); err != nil {
+		t.Fatalf("SaveCommand(again): %v", err)
+	}
+	if err := s.SaveCommand(ctx, ok); err != nil { // a success stored by UpdateTask is kept too
+		t.Fatalf("SaveCommand(existing success): %v", err)
+	}
+	for _, want := range []dispatch.CommandRecord{failed, ok} {
+		got, found, err := s.Command(ctx, want.CourierID, want.CommandID)
+		if diff := cmp.Diff(storedRec(want), got, cmpOpts...); err != nil || !found || diff != "" {
+			t.Errorf("Command(%s) found %v, %v (-want +got):\n%s", want.CommandID, found, err, diff)
+		}
+	}
+	// Keys are per courier.
+	if _, found, err := s.Command(ctx, courierID(2), "cmd-1"); err != nil || found {
+		t.Errorf("Command(other courier) = found %v, %v, want false, nil", found, err)
+	}
+	wantCode(t, "SaveCommand(no key)", s.SaveCommand(ctx, dispatch.CommandRecord{CourierID: courierID(1)}), apperr.Invalid)
+}
+
+func testLeaseDue(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	now := at(100)
+	// 1: due, normal, oldest. 2: due, urgent. 3: due, urgent, newer. 4: due later. 5: never due (held).
+	// 6: due, low.
+	prio := map[int]dispatch.Priority{1: dispatch.PriorityNormal, 2: dispatch.PriorityUrgent, 3: dispatch.PriorityUrgent,
+		4: dispatch.PriorityUrgent, 5: dispatch.PriorityUrgent, 6: dispatch.PriorityLow}
+	for n := 1; n <= 6; n++ {
+		task := newTask(n)
+		task.Priority = prio[n]
+		switch n {
+		case 4:
+			task.DueTime = now.Add(time.Microsecond)
+		case 5:
+			task = assign(task, 1, n)
+		}
+		mustCreate(ctx, t, s, task)
+	}
+	lease := func(owner string, now time.Time, limit int) []string {
+		t.Helper()
+		got, err := s.LeaseDue(ctx, owner, now, time.Minute, limit)
+		if err != nil {
+			t.Fatalf("LeaseDue(%s): %v", owner, err)
+		}
+		for _, task := range got {
+			if task.Version != 1 || task.CreatedBy == "" {
+				t.Errorf("LeaseDue returned task %s version %d, want it whole at version 1", task.ID, task.Version)
+			}
+		}
+		return ids(got)
+	}
+	if diff := cmp.Diff([]string{taskID(2), taskID(3)}, lease("a", now, 2)); diff != "" {
+		t.Errorf("LeaseDue(a, 2): highest priority, then oldest (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{taskID(1), taskID(6)}, lease("b", now, 10)); diff != "" {
+		t.Errorf("LeaseDue(b): the unleased due tasks (-want +got):\n%s", diff)
+	}
+	if got := lease("c", now, 10); len(got) != 0 {
+		t.Errorf("LeaseDue(c) = %v, want none: every due task is leased", got)
+	}
+	// Unlease by another owner does nothing; by the owner, frees the task.
+	if err := s.Unlease(ctx, taskID(1), "a"); err != nil {
+		t.Fatalf("Unlease: %v", err)
+	}
+	if got := lease("c", now, 10); len(got) != 0 {
+		t.Errorf("LeaseDue(c) after another owner's Unlease = %v, want none", got)
+	}
+	if err := s.Unlease(ctx, taskID(1), "b"); err != nil {
+		t.Fatalf("Unlease: %v", err)
+	}
+	if diff := cmp.Diff([]string{taskID(1)}, lease("c", now, 10)); diff != "" {
+		t.Errorf("LeaseDue(c) after Unlease (-want +got):\n%s", diff)
+	}
+	// A lease holds through its end (to the microsecond), and is taken over after it. Task 4 is due by
+	// then, and free.
+	if diff := cmp.Diff([]string{taskID(4)}, lease("d", now.Add(time.Minute), 10)); diff != "" {
+		t.Errorf("LeaseDue(d) at the leases' end (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{taskID(2), taskID(3), taskID(1), taskID(6)}, lease("e", now.Add(time.Minute+time.Microsecond), 10)); diff != "" {
+		t.Errorf("LeaseDue(e) after the leases ended (-want +got):\n%s", diff)
+	}
+	// An update does not touch the lease.
+	set(ctx, t, s, taskID(2), func(cur dispatch.Task) dispatch.Task { cur.Searches++; return cur })
+	if got := lease("f", now.Add(time.Minute+time.Microsecond), 10); len(got) != 0 {
+		t.Errorf("LeaseDue(f) after an update = %v, want none", got)
+	}
+	_, err := s.LeaseDue(ctx, "a", now, time.Minute, 0)
+	wantCode(t, "LeaseDue(limit 0)", err, apperr.Invalid)
+	_, err = s.LeaseDue(ctx, "", now, time.Minute, 1)
+	wantCode(t, "LeaseDue(no owner)", err, apperr.Invalid)
+}
+
+// testLeaseDueExclusive: owners leasing at once never get the same task, and together get every one.
+func testLeaseDueExclusive(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	const tasks, owners = 30, 6
+	for n := 1; n <= tasks; n++ {
+		mustCreate(ctx, t, s, newTask(n))
+	}
+	now := at(tasks + 1)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		got  = map[string][]string{}
+		errs []error
+	)
+	for o := range owners {
+		owner := fmt.Sprintf("owner-%d", o)
+		wg.Go(func() {
+			for range tasks {
+				leased, err := s.LeaseDue(ctx, owner, now, time.Hour, 2)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				for _, task := range leased {
+					got[task.ID] = append(got[task.ID], owner)
+				}
+				mu.Unlock()
+				if err != nil || len(leased) == 0 {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("concurrent LeaseDue: %v", errors.Join(errs...))
+	}
+	if len(got) != tasks {
+		t.Errorf("concurrent LeaseDue leased %d tasks, want %d", len(got), tasks)
+	}
+	for id, by := range got {
+		if len(by) != 1 {
+			t.Errorf("task %s leased by %v, want exactly one owner", id, by)
+		}
+	}
+}
+
+func testWakePending(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	now := at(10)
+	later := at(20)
+	for n := 1; n <= 3; n++ {
+		task := newTask(n)
+		switch n {
+		case 1: // pending, backing off: woken
+			task.DueTime = later
+		case 2: // pending, already due: unchanged
+		case 3: // offered, due when its offer expires: unchanged
+			task = offer(task, 1, 1, 3)
+			task.DueTime = later
+		}
+		mustCreate(ctx, t, s, task)
+	}
+	if err := s.WakePending(ctx, now); err != nil {
+		t.Fatalf("WakePending: %v", err)
+	}
+	for n, want := range map[int]time.Time{1: utc(now), 2: utc(at(2)), 3: utc(later)} {
+		got := mustGet(ctx, t, s, taskID(n))
+		if !got.DueTime.Equal(want) || got.DueTime.Location() != time.UTC || got.Version != 1 {
+			t.Errorf("task %d after WakePending: due %v version %d, want due %v version 1", n, got.DueTime, got.Version, want)
+		}
+	}
+	leased, err := s.LeaseDue(ctx, "a", now, time.Minute, 10)
+	if err != nil || !slices.Equal(ids(leased), []string{taskID(1), taskID(2)}) {
+		t.Errorf("LeaseDue after WakePending = %v, %v, want tasks 1 and 2", ids(leased), err)
+	}
+}
+
+func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	// Courier 1 holds 3 (assigned at minute 9) and 2 (picked up, assigned at minute 5), and has an open
+	// offer for 4; 5 was delivered by courier 1; courier 2 has an open offer for 6 and 7.
+	mustCreate(ctx, t, s, newTask(1))
+	mustCreate(ctx, t, s, assign(newTask(3), 1, 9))
+	picked := assign(newTask(2), 1, 5)
+	picked.State = dispatch.StatePickedUp
+	mustCreate(ctx, t, s, picked)
+	mustCreate(ctx, t, s, offer(newTask(4), 4, 1, 4))
+	done := assign(newTask(5), 1, 1)
+	done.State = dispatch.StateDelivered
+	mustCreate(ctx, t, s, done)
+	mustCreate(ctx, t, s, offer(newTask(6), 6, 2, 8))
+	mustCreate(ctx, t, s, offer(newTask(7), 7, 2, 7))
+
+	check := func(call string, got []dispatch.Task, err error, want ...int) {
+		t.Helper()
+		var wantIDs []string
+		for _, n := range want {
+			wantIDs = append(wantIDs, taskID(n))
+		}
+		if diff := cmp.Diff(wantIDs, ids(got), cmpOpts...); err != nil || diff != "" {
+			t.Errorf("%s error %v (-want +got):\n%s", call, err, diff)
+		}
+	}
+	held, err := s.HeldTasks(ctx, courierID(1))
+	check("HeldTasks(courier 1)", held, err, 2, 3)
+	held, err = s.HeldTasks(ctx, courierID(2))
+	check("HeldTasks(courier 2)", held, err)
+	offered, err := s.OfferedTasks(ctx, courierID(1))
+	check("OfferedTasks(courier 1)", offered, err, 4)
+	offered, err = s.OfferedTasks(ctx, courierID(2))
+	check("OfferedTasks(courier 2)", offered, err, 7, 6)
+
+	open, err := s.OfferOpen(ctx, []string{courierID(1), courierID(2), courierID(3)})
+	if want := map[string]bool{courierID(1): true, courierID(2): true}; err != nil || !cmp.Equal(want, open) {
+		t.Errorf("OfferOpen = %v, %v, want %v", open, err, want)
+	}
+	// Accepting the offer closes it.
+	set(ctx, t, s, taskID(4), func(cur dispatch.Task) dispatch.Task { return assign(cur, 1, 10) })
+	open, err = s.OfferOpen(ctx, []string{courierID(1), courierID(2)})
+	if want := map[string]bool{courierID(2): true}; err != nil || !cmp.Equal(want, open) {
+		t.Errorf("OfferOpen after acceptance = %v, %v, want %v", open, err, want)
+	}
+	offered, err = s.OfferedTasks(ctx, courierID(1))
+	check("OfferedTasks(courier 1) after acceptance", offered, err)
+	held, err = s.HeldTasks(ctx, courierID(1))
+	check("HeldTasks(courier 1) after acceptance", held, err, 2, 3, 4)
+	if open, err := s.OfferOpen(ctx, nil); err != nil || len(open) != 0 {
+		t.Errorf("OfferOpen(none) = %v, %v, want empty", open, err)
+	}
+}
+
+// testQueueConcurrent runs what replicas do at once (lease due tasks, update them, unlease them, wake
+// the pending ones) and checks that nothing fails (no deadlock survives the store's retries) and no
+// update is lost.
+func testQueueConcurrent(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	const tasks, workers, rounds = 12, 4, 15
+	for n := 1; n <= tasks; n++ {
+		mustCreate(ctx, t, s, newTask(n))
+	}
+	now := at(tasks + 1)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		updates = map[string]int{}
+		errs    []error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	for w := range workers {
+		owner := fmt.Sprintf("replica-%d", w)
+		wg.Go(func() {
+			for r := range rounds {
+				if err := s.WakePending(ctx, now); err != nil {
+					fail(fmt.Errorf("WakePending: %w", err))
+					return
+				}
+				leased, err := s.LeaseDue(ctx, owner, now, time.Hour, 3)
+				if err != nil {
+					fail(fmt.Errorf("LeaseDue: %w", err))
+					return
+				}
+				for _, task := range leased {
+					_, err := s.UpdateTask(ctx, task.ID, func(cur dispatch.Task) (dispatch.Change, error) {
+						cur.Searches++
+						cur.DueTime = now.Add(time.Duration(r+1) * time.Minute) // backing off: WakePending wakes it
+						return dispatch.Change{Task: cur, Deliveries: []dispatch.Delivery{
+							{CourierID: courierID(w), Kind: dispatch.DeliveryTask, TaskID: cur.ID, Reason: dispatch.NoticeUpdated},
+						}}, nil
+					})
+					if err != nil {
+						fail(fmt.Errorf("UpdateTask: %w", err))
+						return
+					}
+					mu.Lock()
+					updates[task.ID]++
+					mu.Unlock()
+					if err := s.Unlease(ctx, task.ID, owner); err != nil {
+						fail(fmt.Errorf("unlease %s: %w", task.ID, err))
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("concurrent queue work: %v", errors.Join(errs...))
+	}
+	total := 0
+	for n := 1; n <= tasks; n++ {
+		got := mustGet(ctx, t, s, taskID(n))
+		want := updates[taskID(n)]
+		total += want
+		if got.Searches != want || got.Version != int64(want+1) {
+			t.Errorf("task %d: Searches %d, Version %d after %d updates; want %d, %d", n, got.Searches, got.Version, want, want, want+1)
+		}
+	}
+	if total == 0 {
+		t.Error("no task was worked")
+	}
+}

@@ -1,0 +1,423 @@
+package dispatch_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/geo"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
+	"lastmile/internal/platform/auth"
+)
+
+func TestCreateTaskIsIdempotentPerCaller(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	cust := uuid.NewString()
+	ctx := dispatchtest.Customer(cust)
+	req := dispatchtest.Request("order-1", dispatchtest.Berlin, "")
+	first, err := sys.Service.CreateTask(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.State != dispatch.StatePending || first.CustomerID != cust || first.Priority != dispatch.PriorityNormal || first.Size != dispatch.SizeSmall || first.ETag() != `"1"` {
+		t.Fatalf("created %+v", first)
+	}
+	again, err := sys.Service.CreateTask(ctx, req)
+	if err != nil || again.ID != first.ID {
+		t.Fatalf("retry = %v, %v; want task %s", again.ID, err, first.ID)
+	}
+	other := req
+	other.Notes = "fragile"
+	_, err = sys.Service.CreateTask(ctx, other)
+	apperrtest.WantCode(t, "same request id, other fields", err, apperr.Conflict)
+
+	// Another caller may use the same request id: ids are per caller.
+	mine, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), req)
+	if err != nil || mine.ID == first.ID {
+		t.Fatalf("another customer's create = %v, %v; want a new task", mine.ID, err)
+	}
+
+	// Concurrent duplicates create one task.
+	var wg sync.WaitGroup
+	ids := make(chan string, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tk, err := sys.Service.CreateTask(ctx, dispatchtest.Request("order-2", dispatchtest.Berlin, ""))
+			if err != nil {
+				t.Errorf("concurrent create: %v", err)
+				return
+			}
+			ids <- tk.ID
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[string]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	if len(seen) != 1 {
+		t.Fatalf("20 concurrent creates made %d tasks, want 1", len(seen))
+	}
+}
+
+func TestCreateTaskRules(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	cust := uuid.NewString()
+	now := sys.Clock.Now()
+	cases := []struct {
+		name  string
+		ctx   context.Context
+		edit  func(*dispatch.CreateRequest)
+		code  apperr.Code
+		field string
+	}{
+		{"courier", dispatchtest.CourierUser(uuid.NewString()), nil, apperr.PermissionDenied, ""},
+		{"customer for another customer", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) { r.CustomerID = uuid.NewString() }, apperr.PermissionDenied, ""},
+		{"dispatcher without customer", dispatchtest.Dispatcher(), func(r *dispatch.CreateRequest) { r.CustomerID = "" }, apperr.Invalid, "customer_id"},
+		{"window already ended", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) {
+			r.Pickup.Window = &dispatch.Window{Start: now.Add(-2 * time.Hour), End: now.Add(-time.Hour)}
+		}, apperr.Invalid, "pickup.time_window.end_time"},
+		{"window too far ahead", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) {
+			r.Pickup.Window = &dispatch.Window{Start: now.Add(31 * 24 * time.Hour), End: now.Add(32 * 24 * time.Hour)}
+		}, apperr.Invalid, "pickup.time_window.start_time"},
+		{"dropoff window before pickup window", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) {
+			r.Pickup.Window = &dispatch.Window{Start: now.Add(2 * time.Hour), End: now.Add(3 * time.Hour)}
+			r.Dropoff.Window = &dispatch.Window{Start: now, End: now.Add(time.Hour)}
+		}, apperr.Invalid, "dropoff.time_window.end_time"},
+		{"barcode proof without barcode", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) {
+			r.ProofRequirements = []dispatch.ProofRequirement{{Kind: dispatch.ProofBarcode, Stage: dispatch.StagePickup}}
+		}, apperr.Invalid, "proof_requirements[0].kind"},
+		{"code at pickup", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) {
+			r.ProofRequirements = []dispatch.ProofRequirement{{Kind: dispatch.ProofCode, Stage: dispatch.StagePickup}}
+		}, apperr.Invalid, "proof_requirements[0].stage"},
+		{"bad phone", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) { r.Dropoff.Contact.Phone = "12345" }, apperr.Invalid, "dropoff.contact.phone"},
+		{"bad location", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) { r.Pickup.Location = geo.LatLng{Lat: 91} }, apperr.Invalid, "pickup.location"},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := dispatchtest.Request(fmt.Sprintf("rule-%d", i), dispatchtest.Berlin, "")
+			if c.edit != nil {
+				c.edit(&req)
+			}
+			_, err := sys.Service.CreateTask(c.ctx, req)
+			apperrtest.WantCode(t, c.name, err, c.code)
+			if c.field != "" {
+				apperrtest.WantViolations(t, c.name, err, []string{c.field})
+			}
+		})
+	}
+}
+
+func TestDeliveryCodeIsGeneratedAndHiddenFromCouriers(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	cust := uuid.NewString()
+	req := dispatchtest.Request("code-1", dispatchtest.Berlin, "")
+	req.ProofRequirements = []dispatch.ProofRequirement{{Kind: dispatch.ProofCode, Stage: dispatch.StageDropoff}}
+	tk, err := sys.Service.CreateTask(dispatchtest.Customer(cust), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tk.DeliveryCode) != 4 || tk.ProofRequirements[0].Policy != dispatch.ProofRequired {
+		t.Fatalf("code %q, requirements %+v", tk.DeliveryCode, tk.ProofRequirements)
+	}
+	c := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	held, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held.DeliveryCode != tk.DeliveryCode {
+		t.Fatalf("dispatcher sees code %q, want %q", held.DeliveryCode, tk.DeliveryCode)
+	}
+	mine, err := sys.Service.GetTask(c.Ctx, tk.ID, dispatch.ViewFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mine.DeliveryCode != "" || mine.Dropoff.Contact.Name != "Ada" {
+		t.Fatalf("courier sees code %q and contact %q; want no code and the contact", mine.DeliveryCode, mine.Dropoff.Contact.Name)
+	}
+}
+
+func TestVisibility(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	alice, bob := uuid.NewString(), uuid.NewString()
+	tk, err := sys.Service.CreateTask(dispatchtest.Customer(alice), dispatchtest.Request("v-1", dispatchtest.Berlin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sys.Service.GetTask(dispatchtest.Customer(bob), tk.ID, "")
+	apperrtest.WantCode(t, "another customer's task", err, apperr.NotFound)
+	stranger := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	_, err = sys.Service.GetTask(stranger.Ctx, tk.ID, "")
+	apperrtest.WantCode(t, "a courier's unrelated task", err, apperr.NotFound)
+	_, err = sys.Service.GetTask(dispatchtest.Customer(alice), uuid.NewString(), "")
+	apperrtest.WantCode(t, "a missing task", err, apperr.NotFound)
+
+	// A courier who holds the task sees it with contacts; a customer never sees who was offered it.
+	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: stranger.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := sys.Service.GetTask(stranger.Ctx, tk.ID, ""); err != nil || got.Pickup.Address == "" {
+		t.Fatalf("holder's read = %+v, %v", got, err)
+	}
+	_, err = sys.Service.ListTasks(dispatchtest.Customer(alice), dispatch.ListRequest{Filter: dispatch.TaskFilter{CustomerID: bob}})
+	apperrtest.WantCode(t, "customer filtering on another customer", err, apperr.PermissionDenied)
+	_, err = sys.Service.ListTasks(stranger.Ctx, dispatch.ListRequest{Filter: dispatch.TaskFilter{CourierID: uuid.NewString()}})
+	apperrtest.WantCode(t, "courier filtering on another courier", err, apperr.PermissionDenied)
+	page, err := sys.Service.ListTasks(stranger.Ctx, dispatch.ListRequest{})
+	if err != nil || page.Total != 1 || len(page.Tasks) != 1 || page.Tasks[0].ID != tk.ID {
+		t.Fatalf("courier's list = %+v, %v", page, err)
+	}
+}
+
+func TestListTasksPages(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	cust := uuid.NewString()
+	ctx := dispatchtest.Customer(cust)
+	var want []string
+	for i := range 7 {
+		tk, err := sys.Service.CreateTask(ctx, dispatchtest.Request(fmt.Sprintf("p-%d", i), dispatchtest.Berlin, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{tk.ID}, want...) // newest first
+		sys.Clock.Advance(time.Second)
+	}
+	if _, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("other", dispatchtest.Berlin, "")); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	token := ""
+	for pages := 0; ; pages++ {
+		page, err := sys.Service.ListTasks(ctx, dispatch.ListRequest{PageSize: 3, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page.Total != 7 {
+			t.Fatalf("total %d, want 7", page.Total)
+		}
+		for _, tk := range page.Tasks {
+			got = append(got, tk.ID)
+			if tk.History != nil {
+				t.Fatalf("list default view is BASIC, got history %+v", tk.History)
+			}
+		}
+		token = page.NextPageToken
+		if token == "" {
+			break
+		}
+		if pages > 3 {
+			t.Fatal("too many pages")
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("pages gave %v, want %v", got, want)
+	}
+	_, err := sys.Service.ListTasks(ctx, dispatch.ListRequest{PageToken: "garbage"})
+	apperrtest.WantCode(t, "malformed token", err, apperr.Invalid)
+	first, err := sys.Service.ListTasks(ctx, dispatch.ListRequest{PageSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sys.Service.ListTasks(ctx, dispatch.ListRequest{PageSize: 1, PageToken: first.NextPageToken, Filter: dispatch.TaskFilter{States: []dispatch.State{dispatch.StatePending}}})
+	apperrtest.WantCode(t, "token for other filters", err, apperr.Invalid)
+}
+
+func TestCancelTask(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	cust := uuid.NewString()
+	ctx := dispatchtest.Customer(cust)
+	tk, err := sys.Service.CreateTask(ctx, dispatchtest.Request("c-1", dispatchtest.Berlin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sys.Service.CancelTask(ctx, dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelCustomerRequest, ETag: `"99"`})
+	apperrtest.WantCode(t, "stale etag", err, apperr.Aborted)
+	_, err = sys.Service.CancelTask(dispatchtest.CourierUser(uuid.NewString()), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther})
+	apperrtest.WantCode(t, "courier cancels", err, apperr.PermissionDenied)
+	_, err = sys.Service.CancelTask(dispatchtest.Customer(uuid.NewString()), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther})
+	apperrtest.WantCode(t, "another customer cancels", err, apperr.NotFound)
+
+	c := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := sys.Service.CancelTask(ctx, dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelCustomerRequest, Comment: "changed my mind"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != dispatch.StateCancelled || got.CancelReason != dispatch.CancelCustomerRequest || got.FinishTime.IsZero() || got.CourierID != c.ID {
+		t.Fatalf("cancelled = %+v", got)
+	}
+	again, err := sys.Service.CancelTask(ctx, dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther})
+	if err != nil || again.Version != got.Version {
+		t.Fatalf("second cancel = version %d, %v; want unchanged version %d", again.Version, err, got.Version)
+	}
+	// The holder is told and released (the release job runs on River).
+	ds, err := sys.Store.Deliveries(context.Background(), c.ID, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2 || ds[0].Reason != dispatch.NoticeAssigned || ds[1].Reason != dispatch.NoticeCancelled {
+		t.Fatalf("courier deliveries %+v, want assigned then cancelled", ds)
+	}
+	waitFor(t, "the claim released", func() bool {
+		_, held := sys.Couriers.Claims()[tk.ID]
+		return !held && sys.Couriers.Calls("Release") > 0
+	})
+}
+
+func TestCancelAfterPickupIsRefused(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	tk, c := assigned(t, sys)
+	res := sys.Service.Execute(c.Ctx, c.ID, "cmd-1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}})
+	if res.Err != nil {
+		t.Fatalf("pickup: %+v", res.Err)
+	}
+	_, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther})
+	apperrtest.WantCode(t, "cancel after pickup", err, apperr.FailedPrecondition)
+}
+
+// assigned creates a task and has a dispatcher assign it to a new connected courier.
+func assigned(t *testing.T, sys *dispatchtest.System) (dispatch.Task, dispatchtest.Courier) {
+	t.Helper()
+	tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sys.AddCourier(t, dispatchtest.Berlin, geo.Car, true)
+	tk, err = sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID, Comment: "closest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk, c
+}
+
+func TestAssignTask(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	tk, c := assigned(t, sys)
+	if tk.State != dispatch.StateAssigned || tk.CourierID != c.ID || tk.AssignTime.IsZero() {
+		t.Fatalf("assigned = %+v", tk)
+	}
+	exp, err := sys.Service.ExplainAssignment(dispatchtest.Dispatcher(), tk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exp.Decisions) != 1 || exp.Decisions[0].Trigger != dispatch.TriggerOverride || exp.Decisions[0].Outcome != dispatch.OutcomeDispatcherAssigned ||
+		exp.Decisions[0].Winner != c.ID || exp.Decisions[0].Rationale != "assigned by a dispatcher: closest" {
+		t.Fatalf("explanation %+v", exp)
+	}
+	waitFor(t, "the claim", func() bool { return sys.Couriers.Claims()[tk.ID] == c.ID })
+
+	// Same courier again: unchanged.
+	same, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID})
+	if err != nil || same.Version != tk.Version {
+		t.Fatalf("reassign to the holder = version %d, %v; want %d", same.Version, err, tk.Version)
+	}
+	// Another courier: the first is released and told.
+	d := sys.AddCourier(t, dispatchtest.Berlin, geo.Car, true)
+	moved, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: d.ID, ETag: tk.ETag()})
+	if err != nil || moved.CourierID != d.ID {
+		t.Fatalf("reassign = %+v, %v", moved, err)
+	}
+	waitFor(t, "the claim moved", func() bool { return sys.Couriers.Claims()[tk.ID] == d.ID })
+	ds, err := sys.Store.Deliveries(context.Background(), c.ID, 0, 10)
+	if err != nil || len(ds) != 2 || ds[1].Reason != dispatch.NoticeReassigned {
+		t.Fatalf("first courier's deliveries %+v, %v", ds, err)
+	}
+
+	errs := []struct {
+		name string
+		ctx  context.Context
+		req  dispatch.AssignRequest
+		code apperr.Code
+	}{
+		{"stale etag", dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID, ETag: tk.ETag()}, apperr.Aborted},
+		{"missing courier", dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: uuid.NewString()}, apperr.NotFound},
+		{"missing task", dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: uuid.NewString(), CourierID: c.ID}, apperr.NotFound},
+		{"customer", dispatchtest.Customer(uuid.NewString()), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}, apperr.PermissionDenied},
+	}
+	for _, e := range errs {
+		_, err := sys.Service.AssignTask(e.ctx, e.req)
+		apperrtest.WantCode(t, e.name, err, e.code)
+	}
+	off := sys.AddCourier(t, dispatchtest.Berlin, geo.Car, true)
+	sys.Couriers.SetStatus(off.ID, dispatch.CourierOffline)
+	_, err = sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: off.ID})
+	apperrtest.WantCode(t, "offline courier", err, apperr.FailedPrecondition)
+	walker := sys.AddCourier(t, dispatchtest.Berlin, geo.Walking, true)
+	big, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), func() dispatch.CreateRequest {
+		r := dispatchtest.Request("big", dispatchtest.Berlin, "")
+		r.Size = dispatch.SizeLarge
+		return r
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: big.ID, CourierID: walker.ID})
+	apperrtest.WantCode(t, "walker for a large parcel", err, apperr.FailedPrecondition)
+	sys.Couriers.SetDown(true)
+	_, err = sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: big.ID, CourierID: walker.ID})
+	apperrtest.WantCode(t, "courier service down", err, apperr.Unavailable)
+}
+
+func TestExplainAssignmentErrors(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("e-1", dispatchtest.Berlin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sys.Service.ExplainAssignment(dispatchtest.Customer(tk.CustomerID), tk.ID)
+	apperrtest.WantCode(t, "customer", err, apperr.PermissionDenied)
+	_, err = sys.Service.ExplainAssignment(dispatchtest.Dispatcher(), uuid.NewString())
+	apperrtest.WantCode(t, "missing task", err, apperr.NotFound)
+	exp, err := sys.Service.ExplainAssignment(dispatchtest.Dispatcher(), tk.ID)
+	if err != nil || exp.State != dispatch.StatePending || len(exp.Decisions) != 0 {
+		t.Fatalf("explanation before the engine = %+v, %v", exp, err)
+	}
+}
+
+func TestCourierOverview(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	tk, c := assigned(t, sys)
+	ov, err := sys.Service.CourierOverview(c.Ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ov.Courier.ID != c.ID || len(ov.Tasks) != 1 || ov.Tasks[0].ID != tk.ID || len(ov.Offers) != 0 {
+		t.Fatalf("overview %+v", ov)
+	}
+	other := sys.AddCourier(t, dispatchtest.Berlin, geo.Car, true)
+	_, err = sys.Service.CourierOverview(other.Ctx, c.ID)
+	apperrtest.WantCode(t, "another courier's overview", err, apperr.NotFound)
+	_, err = sys.Service.CourierOverview(dispatchtest.Customer(uuid.NewString()), c.ID)
+	apperrtest.WantCode(t, "customer", err, apperr.PermissionDenied)
+	_, err = sys.Service.CourierOverview(dispatchtest.Dispatcher(), uuid.NewString())
+	apperrtest.WantCode(t, "missing courier", err, apperr.NotFound)
+	sys.Couriers.SetDown(true)
+	_, err = sys.Service.CourierOverview(dispatchtest.Dispatcher(), c.ID)
+	apperrtest.WantCode(t, "courier service down", err, apperr.Unavailable)
+}
+
+// waitFor polls cond until it holds, failing after a generous hang guard.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never happened: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var _ = auth.RoleAdmin

@@ -1,0 +1,482 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"lastmile/internal/platform/apperr"
+)
+
+// pollInterval is how often the work loop looks for due tasks when nothing woke it.
+const pollInterval = 500 * time.Millisecond
+
+// purgeInterval is how often old deliveries and command outcomes are deleted.
+const purgeInterval = 10 * time.Minute
+
+// Run works the task queue, fans the event feed out to this replica's sessions and watchers, sweeps
+// uploads and purges old records, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for _, f := range []func(context.Context) error{s.work, s.runHub, s.housekeeping} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return errors.Join(collect(errs)...)
+}
+
+func collect(ch <-chan error) []error {
+	var out []error
+	for err := range ch {
+		out = append(out, err)
+	}
+	return out
+}
+
+// housekeeping purges old deliveries and command outcomes and sweeps abandoned uploads.
+func (s *Service) housekeeping(ctx context.Context) error {
+	t := time.NewTicker(purgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if n, err := s.store.Purge(ctx, s.now().Add(-s.opts.Idempotency)); err != nil {
+			s.logger.Warn("dispatch: purge failed", "error", err)
+		} else if n > 0 {
+			s.logger.Info("dispatch: purged old records", "count", n)
+		}
+		if err := s.sweepUploads(ctx); err != nil {
+			s.logger.Warn("dispatch: upload sweep failed", "error", err)
+		}
+	}
+}
+
+// work leases due tasks and works each one: PENDING tasks get a decision and an offer, OFFERED tasks
+// whose offer passed its deadline get the offer expired and the next candidate. Up to Options.Workers
+// tasks are worked at once. A lease outlives a crash by at most Options.Lease: another replica then
+// takes the task over.
+func (s *Service) work(ctx context.Context) error {
+	sem := make(chan struct{}, s.opts.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	failures := 0
+	for {
+		free := s.opts.Workers - len(sem)
+		var tasks []Task
+		var err error
+		if free > 0 {
+			tasks, err = s.store.LeaseDue(ctx, s.opts.Replica, s.now(), s.opts.Lease, free)
+		}
+		if err != nil {
+			failures++
+			if failures == 1 {
+				s.logger.Warn("dispatch: cannot lease due tasks", "error", err)
+			}
+		} else {
+			if failures > 0 {
+				s.logger.Info("dispatch: leasing due tasks again")
+			}
+			failures = 0
+		}
+		for _, t := range tasks {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				s.process(ctx, t)
+			}()
+		}
+		if len(tasks) == free && free > 0 {
+			continue // more may be due
+		}
+		wait := pollInterval
+		if failures > 0 {
+			wait = min(time.Duration(failures)*pollInterval, 10*time.Second)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-s.kickCh:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// process works one leased task and releases the lease.
+func (s *Service) process(ctx context.Context, t Task) {
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := s.store.Unlease(uctx, t.ID, s.opts.Replica); err != nil {
+			s.logger.Warn("dispatch: unlease failed", "task", t.ID, "error", err)
+		}
+	}()
+	var err error
+	switch t.State {
+	case StateOffered:
+		err = s.expireOffer(ctx, t)
+	case StatePending:
+		err = s.assign(ctx, t)
+	default:
+		// Nothing to do: clear a stale due time.
+		_, err = s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+			if cur.Version != t.Version || cur.DueTime.IsZero() {
+				return Change{}, errNoChange
+			}
+			cur.DueTime = time.Time{}
+			return Change{Task: cur}, nil
+		})
+	}
+	if err != nil && !errors.Is(err, errNoChange) && ctx.Err() == nil {
+		s.logger.Warn("dispatch: working task failed", "task", t.ID, "state", t.State, "error", err)
+	}
+}
+
+// expireOffer expires t's open offer once its deadline (and grace) passed: the courier is told and never
+// offered the task again, and the task goes back to PENDING, to be offered to the next candidate at once.
+func (s *Service) expireOffer(ctx context.Context, t Task) error {
+	_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+		o := cur.CurrentOffer()
+		now := s.now()
+		if o == nil || now.Before(o.ExpireTime.Add(s.opts.OfferGrace)) {
+			return Change{}, errNoChange
+		}
+		cur.closeOffer(OfferExpired, now)
+		cur.Exclude(o.CourierID, ExcludedOfferExpired)
+		if err := cur.transition(StateChange{State: StatePending, At: now, Actor: ActorSystem, CourierID: o.CourierID, OfferID: o.ID, Comment: "offer expired"}); err != nil {
+			return Change{}, err
+		}
+		return Change{Task: cur, Deliveries: []Delivery{{CourierID: o.CourierID, Kind: DeliveryOfferClosed, TaskID: cur.ID, OfferID: o.ID}}}, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.metrics.OfferAnswered(OfferExpired)
+	next, err := s.store.GetTask(ctx, t.ID)
+	if err != nil {
+		return fmt.Errorf("reread task %s: %w", t.ID, err)
+	}
+	return s.assign(ctx, next)
+}
+
+// assign finds a courier for a PENDING task: the next eligible candidate of its latest decision, or a new
+// decision when none is left. The winner gets an offer; without one the task waits (and is searched again
+// after a back-off) or, when its pickup window cannot be met or it waited too long, becomes UNASSIGNABLE.
+func (s *Service) assign(ctx context.Context, t Task) error {
+	if t.State != StatePending {
+		return errNoChange
+	}
+	now := s.now()
+	if reason := s.hopeless(t, now); reason != "" {
+		return s.giveUp(ctx, t, nil, reason)
+	}
+	env := DecideEnv{Now: now, OfferOpen: s.store.OfferOpen, Connected: s.connected, Held: s.heldBy}
+	if d, c, ok := s.nextCandidate(ctx, t, env); ok {
+		return s.offer(ctx, t, d, c, false)
+	}
+	trigger := TriggerAutomatic
+	if t.Searches > 0 || len(t.Offers) > 0 {
+		trigger = TriggerRetry
+	}
+	d, err := s.engine.Decide(ctx, t, trigger, env)
+	if err != nil {
+		return s.deferTask(ctx, t, nil, fmt.Sprintf("engine failed: %v", err))
+	}
+	d.TaskID = t.ID
+	if d.ID == "" {
+		d.ID = newID()
+	}
+	if d.DecideTime.IsZero() {
+		d.DecideTime = storedTime(now)
+	}
+	s.metrics.Decided(&d)
+	s.logDecision(t, &d)
+	switch d.Outcome {
+	case OutcomeOffered:
+		for _, c := range d.Candidates {
+			if c.Rank == 1 {
+				return s.offer(ctx, t, &d, c, true)
+			}
+		}
+		return fmt.Errorf("decision %s offered without a winner", d.ID)
+	case OutcomeUnassignable:
+		return s.giveUp(ctx, t, &d, d.Rationale)
+	}
+	return s.deferTask(ctx, t, &d, d.Rationale)
+}
+
+// connected reports which couriers hold a live session: a heartbeat within three heartbeat periods.
+func (s *Service) connected(ctx context.Context, ids []string) (map[string]bool, error) {
+	return s.store.Connected(ctx, ids, s.now().Add(-3*HeartbeatInterval))
+}
+
+// heldBy returns the tasks each courier holds, so that the engine plans a busy courier's pickup after
+// the work it already has.
+func (s *Service) heldBy(ctx context.Context, ids []string) (map[string][]Task, error) {
+	out := make(map[string][]Task, len(ids))
+	for _, id := range ids {
+		ts, err := s.store.HeldTasks(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = ts
+	}
+	return out, nil
+}
+
+// HeartbeatInterval is how often a session says it is still open.
+const HeartbeatInterval = 10 * time.Second
+
+// hopeless returns why t can no longer be assigned, "" while it can: its pickup window has ended, or it
+// has no window and waited longer than MaxWait.
+func (s *Service) hopeless(t Task, now time.Time) string {
+	if w := t.Pickup.Window; w != nil {
+		if !now.Before(w.End) {
+			return "the pickup window ended before a courier was found"
+		}
+		return ""
+	}
+	if now.Sub(t.SearchStart) >= s.opts.MaxWait {
+		return fmt.Sprintf("no courier found within the maximum wait of %s", s.opts.MaxWait)
+	}
+	return ""
+}
+
+// nextCandidate returns the next eligible candidate of t's latest decision that was not offered the task
+// yet, is not excluded, is connected and has no other open offer.
+func (s *Service) nextCandidate(ctx context.Context, t Task, env DecideEnv) (*Decision, Candidate, bool) {
+	if len(t.Offers) == 0 {
+		return nil, Candidate{}, false
+	}
+	ds, err := s.store.Decisions(ctx, t.ID, 1)
+	if err != nil || len(ds) == 0 || ds[0].Trigger == TriggerOverride {
+		return nil, Candidate{}, false
+	}
+	d := ds[0]
+	var ids []string
+	for _, c := range d.Eligible() {
+		if c.OfferID == "" && !t.IsExcluded(c.CourierID) {
+			ids = append(ids, c.CourierID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, Candidate{}, false
+	}
+	busy, err := env.OfferOpen(ctx, ids)
+	if err != nil {
+		return nil, Candidate{}, false
+	}
+	live, err := env.Connected(ctx, ids)
+	if err != nil {
+		return nil, Candidate{}, false
+	}
+	for _, c := range d.Eligible() {
+		if c.OfferID == "" && !t.IsExcluded(c.CourierID) && !busy[c.CourierID] && live[c.CourierID] {
+			return &d, c, true
+		}
+	}
+	return nil, Candidate{}, false
+}
+
+// offer offers t to candidate c of decision d, recording the offer in the decision.
+func (s *Service) offer(ctx context.Context, t Task, d *Decision, c Candidate, newDecision bool) error {
+	_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+		if cur.Version != t.Version || cur.State != StatePending {
+			return Change{}, errNoChange
+		}
+		now := storedTime(s.now())
+		o := Offer{
+			ID: newID(), TaskID: cur.ID, CourierID: c.CourierID, State: OfferOpen, CreateTime: now,
+			ExpireTime: now.Add(s.opts.OfferTimeout), ResponseTimeout: s.opts.OfferTimeout, DecisionID: d.ID,
+		}
+		if c.Score != nil {
+			o.PickupETA, o.PickupDistance = c.Score.PickupETA, c.Score.PickupDistance
+		}
+		if err := cur.transition(StateChange{State: StateOffered, At: now, Actor: ActorSystem, CourierID: c.CourierID, OfferID: o.ID}); err != nil {
+			return Change{}, err
+		}
+		cur.Offers = append(cur.Offers, o)
+		cur.DueTime = o.ExpireTime.Add(s.opts.OfferGrace)
+		if newDecision {
+			cur.Searches++
+		}
+		dd := *d
+		dd.Candidates = append([]Candidate(nil), d.Candidates...)
+		for i := range dd.Candidates {
+			if dd.Candidates[i].CourierID == c.CourierID {
+				dd.Candidates[i].OfferID = o.ID
+			}
+		}
+		return Change{Task: cur, Decision: &dd, Deliveries: []Delivery{{CourierID: c.CourierID, Kind: DeliveryOffer, TaskID: cur.ID, OfferID: o.ID}}}, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.metrics.OfferSent()
+	return nil
+}
+
+// deferTask keeps t PENDING and makes it due again after a back-off that doubles per search (up to 12
+// times Options.RetryBackoff), recording the decision when there is one.
+func (s *Service) deferTask(ctx context.Context, t Task, d *Decision, why string) error {
+	_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+		if cur.Version != t.Version || cur.State != StatePending {
+			return Change{}, errNoChange
+		}
+		now := s.now()
+		backoff := s.opts.RetryBackoff << min(cur.Searches, 3)
+		backoff = min(backoff, 12*s.opts.RetryBackoff)
+		cur.Searches++
+		cur.DueTime = storedTime(now.Add(backoff))
+		if w := cur.Pickup.Window; w != nil && cur.DueTime.After(w.End) {
+			cur.DueTime = w.End // give up on time
+		}
+		cur.UpdateTime = storedTime(now)
+		ch := Change{Task: cur}
+		if d != nil {
+			dd := *d
+			if dd.Outcome == OutcomeOffered {
+				dd.Outcome = OutcomeDeferred
+			}
+			ch.Decision = &dd
+		}
+		return ch, nil
+	})
+	if err == nil && d == nil {
+		s.logger.Warn("dispatch: task deferred", "task", t.ID, "reason", why)
+	}
+	return err
+}
+
+// giveUp makes t UNASSIGNABLE with reason, recording the decision.
+func (s *Service) giveUp(ctx context.Context, t Task, d *Decision, reason string) error {
+	_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+		if cur.Version != t.Version || cur.State != StatePending {
+			return Change{}, errNoChange
+		}
+		now := s.now()
+		if err := cur.transition(StateChange{State: StateUnassignable, At: now, Actor: ActorSystem, Comment: reason}); err != nil {
+			return Change{}, err
+		}
+		ch := Change{Task: cur}
+		if d == nil {
+			d = &Decision{ID: newID(), TaskID: cur.ID, DecideTime: storedTime(now), Trigger: TriggerRetry, Weights: s.opts.Weights, Rationale: reason}
+		}
+		dd := *d
+		dd.Outcome = OutcomeUnassignable
+		ch.Decision = &dd
+		return ch, nil
+	})
+	if err == nil {
+		s.logger.Info("dispatch decision", "task", t.ID, "outcome", OutcomeUnassignable, "reason", reason)
+	}
+	return err
+}
+
+// logDecision writes the one log line of a decision.
+func (s *Service) logDecision(t Task, d *Decision) {
+	s.logger.Info("dispatch decision", "task", t.ID, "decision", d.ID, "trigger", d.Trigger, "outcome", d.Outcome,
+		"winner", d.Winner, "candidates", len(d.Candidates), "eligible", len(d.Eligible()), "radius_m", d.SearchRadius,
+		"degraded", d.Degraded, "eta_provider", d.ETAProvider, "elapsed", d.Elapsed, "rationale", d.Rationale)
+}
+
+// RunJob performs one durable job (the jobs runner calls it until it returns nil). A claim the courier
+// service refuses (the courier went offline, is full, or no longer exists) puts the task back to PENDING
+// without that courier, and the courier is told; any other failure is returned, so the job is retried.
+func (s *Service) RunJob(ctx context.Context, j Job) error {
+	switch j.Kind {
+	case JobRelease:
+		err := s.couriers.Release(ctx, j.CourierID, j.TaskID)
+		if apperr.CodeOf(err) == apperr.NotFound {
+			return nil // the courier is gone: nothing to release
+		}
+		return err
+	case JobClaim:
+		t, err := s.store.GetTask(ctx, j.TaskID)
+		if err != nil {
+			if apperr.CodeOf(err) == apperr.NotFound {
+				return nil
+			}
+			return err
+		}
+		if !(t.State.Held() && t.CourierID == j.CourierID) {
+			return nil // released or reassigned since: the release job undoes any claim
+		}
+		if j.Previous != "" && j.Previous != j.CourierID {
+			if err := s.couriers.Release(ctx, j.Previous, j.TaskID); err != nil && apperr.CodeOf(err) != apperr.NotFound {
+				return fmt.Errorf("release task %s from its previous courier %s: %w", j.TaskID, j.Previous, err)
+			}
+		}
+		err = s.couriers.Claim(ctx, j.CourierID, j.TaskID, j.ExpectedRelease)
+		switch apperr.CodeOf(err) {
+		case "":
+			return nil
+		case apperr.FailedPrecondition, apperr.NotFound:
+			return s.claimRefused(ctx, j, err)
+		}
+		return err
+	}
+	return fmt.Errorf("unknown job kind %q", j.Kind)
+}
+
+// claimRefused puts a task whose claim the courier service refused back to PENDING without that courier.
+func (s *Service) claimRefused(ctx context.Context, j Job, cause error) error {
+	_, err := s.store.UpdateTask(ctx, j.TaskID, func(t Task) (Change, error) {
+		if t.State != StateAssigned || t.CourierID != j.CourierID {
+			return Change{}, errNoChange
+		}
+		now := s.now()
+		if err := t.transition(StateChange{State: StatePending, At: now, Actor: ActorSystem, CourierID: j.CourierID, Comment: "courier cannot take the task: " + apperr.MessageOf(cause)}); err != nil {
+			return Change{}, err
+		}
+		t.Exclude(j.CourierID, ExcludedUnavailable)
+		t.SearchStart, t.Searches = storedTime(now), 0
+		return Change{Task: t, Deliveries: []Delivery{{CourierID: j.CourierID, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeReassigned}}}, nil
+	})
+	if errors.Is(err, errNoChange) {
+		return nil
+	}
+	if err == nil {
+		s.logger.Warn("dispatch: claim refused; task back to pending", "task", j.TaskID, "courier", j.CourierID, "error", cause)
+		s.kick()
+	}
+	return err
+}
+
+// wakeEvery bounds how often arriving couriers make every waiting task due: a burst of reconnecting apps
+// costs one update, not one per app.
+const wakeEvery = time.Second
+
+// courierArrived makes the tasks waiting for a courier due now (a courier opened a session, so it may
+// take one), at most once per wakeEvery on this replica.
+func (s *Service) courierArrived(ctx context.Context) {
+	now := s.now()
+	last := s.lastWake.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < wakeEvery {
+		return
+	}
+	if !s.lastWake.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	if err := s.store.WakePending(ctx, now); err != nil {
+		s.logger.Warn("dispatch: waking waiting tasks failed", "error", err)
+		return
+	}
+	s.kick()
+}

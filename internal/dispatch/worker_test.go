@@ -1,0 +1,340 @@
+package dispatch_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/geo"
+	"lastmile/internal/platform/apperr"
+)
+
+// offered waits until tk is OFFERED and returns it with its open offer.
+func offered(t *testing.T, sys *dispatchtest.System, id string) (dispatch.Task, dispatch.Offer) {
+	t.Helper()
+	tk := sys.WaitTask(t, id, "offered", dispatchtest.InState(dispatch.StateOffered))
+	return tk, *tk.CurrentOffer()
+}
+
+func create(t *testing.T, sys *dispatchtest.System, edit func(*dispatch.CreateRequest)) dispatch.Task {
+	t.Helper()
+	req := dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, "")
+	if edit != nil {
+		edit(&req)
+	}
+	tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+func TestOfferGoesToTheNearestConnectedCourierAndIsAccepted(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	far := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 1500), geo.Bicycle, true)
+	near := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 300), geo.Bicycle, true)
+	offline := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 50), geo.Bicycle, false) // no session
+	tk := create(t, sys, nil)
+	got, o := offered(t, sys, tk.ID)
+	if o.CourierID != near.ID {
+		t.Fatalf("offer to %s, want the nearest connected courier %s (far %s, disconnected %s)", o.CourierID, near.ID, far.ID, offline.ID)
+	}
+	if o.ResponseTimeout != dispatch.DefaultOfferTimeout || !o.ExpireTime.Equal(o.CreateTime.Add(dispatch.DefaultOfferTimeout)) || o.DecisionID == "" {
+		t.Fatalf("offer %+v", o)
+	}
+	exp, err := sys.Service.ExplainAssignment(dispatchtest.Dispatcher(), tk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := exp.Decisions[0]
+	if d.ID != o.DecisionID || d.Winner != near.ID || d.Outcome != dispatch.OutcomeOffered || d.Degraded {
+		t.Fatalf("decision %+v", d)
+	}
+	reasons := map[string]dispatch.ExclusionReason{}
+	for _, c := range d.Candidates {
+		reasons[c.CourierID] = c.Excluded
+		if c.CourierID == near.ID && (c.Rank != 1 || c.OfferID != o.ID || c.OfferState != dispatch.OfferOpen) {
+			t.Fatalf("winner candidate %+v", c)
+		}
+	}
+	if reasons[offline.ID] != dispatch.ExcludedNotConnected {
+		t.Fatalf("disconnected courier excluded for %q, want %q", reasons[offline.ID], dispatch.ExcludedNotConnected)
+	}
+	if got.History[len(got.History)-1].OfferID != o.ID {
+		t.Fatalf("history %+v", got.History)
+	}
+	// The offer is delivered to the courier's session log.
+	ds, err := sys.Store.Deliveries(context.Background(), near.ID, 0, 10)
+	if err != nil || len(ds) != 1 || ds[0].Kind != dispatch.DeliveryOffer || ds[0].OfferID != o.ID {
+		t.Fatalf("deliveries %+v, %v", ds, err)
+	}
+	res := sys.Service.Execute(near.Ctx, near.ID, "accept-1", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}})
+	if res.Err != nil || res.Task == nil || res.Task.State != dispatch.StateAssigned || res.Task.CourierID != near.ID {
+		t.Fatalf("accept = %+v", res)
+	}
+	waitFor(t, "the claim", func() bool { return sys.Couriers.Claims()[tk.ID] == near.ID })
+}
+
+func TestFiftyCouriersAcceptTheSameOfferOnlyTheOfferedOneWins(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	winner := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	var others []dispatchtest.Courier
+	for range 49 {
+		others = append(others, sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 5000), geo.Bicycle, false))
+	}
+	var wg sync.WaitGroup
+	results := make([]dispatch.CommandResult, 50)
+	start := make(chan struct{})
+	for i := range 50 {
+		c := winner
+		if i > 0 {
+			c = others[i-1]
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			results[i] = sys.Service.Execute(c.Ctx, c.ID, "accept", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	wins := 0
+	for i, r := range results {
+		switch {
+		case r.Err == nil:
+			wins++
+			if i != 0 {
+				t.Fatalf("courier %d won", i)
+			}
+		case r.Err.Code != apperr.NotFound:
+			t.Fatalf("loser %d got %+v, want NotFound", i, r.Err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d winners, want 1", wins)
+	}
+	// The same courier accepting fifty times at once: one transition, every answer a success.
+	tk2 := create(t, sys, nil)
+	second := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	_, o2 := offered(t, sys, tk2.ID)
+	if o2.CourierID != second.ID {
+		t.Fatalf("second offer to %s, want %s", o2.CourierID, second.ID)
+	}
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := sys.Service.Execute(second.Ctx, second.ID, "", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o2.ID}})
+			if r.Err != nil && r.Err.Code != apperr.Aborted {
+				t.Errorf("accept %d: %+v", i, r.Err)
+			}
+		}()
+	}
+	wg.Wait()
+	final := sys.WaitTask(t, tk2.ID, "assigned", dispatchtest.InState(dispatch.StateAssigned))
+	n := 0
+	for _, h := range final.History {
+		if h.State == dispatch.StateAssigned {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d ASSIGNED transitions, want 1", n)
+	}
+}
+
+func TestDeclineAndExpiryMoveToTheNextCandidateAndNeverBack(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	b := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 400), geo.Bicycle, true)
+	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 900), geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != a.ID {
+		t.Fatalf("first offer to %s, want %s", o.CourierID, a.ID)
+	}
+	res := sys.Service.Execute(a.Ctx, a.ID, "d1", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}})
+	if res.Err != nil || res.Task != nil {
+		t.Fatalf("decline = %+v", res)
+	}
+	next := sys.WaitTask(t, tk.ID, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	ob := *next.CurrentOffer()
+	if ob.DecisionID != o.DecisionID {
+		t.Fatalf("next offer from decision %s, want the same decision %s", ob.DecisionID, o.DecisionID)
+	}
+	// b lets the offer expire.
+	sys.Clock.Advance(dispatch.DefaultOfferTimeout + dispatch.DefaultOfferGrace + time.Second)
+	sys.Connect(t, c.ID)
+	sys.Connect(t, a.ID)
+	third := sys.WaitTask(t, tk.ID, "offered to c", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == c.ID })
+	if st := third.Offer(ob.ID).State; st != dispatch.OfferExpired {
+		t.Fatalf("b's offer is %s, want expired", st)
+	}
+	ds, err := sys.Store.Deliveries(context.Background(), b.ID, 0, 10)
+	if err != nil || len(ds) != 2 || ds[1].Kind != dispatch.DeliveryOfferClosed {
+		t.Fatalf("b's deliveries %+v, %v", ds, err)
+	}
+	// c declines too: a and b are excluded for good, nobody is left: the task waits.
+	oc := *third.CurrentOffer()
+	if r := sys.Service.Execute(c.Ctx, c.ID, "d2", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: oc.ID, Reason: dispatch.DeclineTooBusy}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	waiting := sys.WaitTask(t, tk.ID, "pending after every candidate dropped out", func(x dispatch.Task) bool {
+		return x.State == dispatch.StatePending && x.Searches > 1
+	})
+	for _, off := range waiting.Offers {
+		if off.State == dispatch.OfferOpen {
+			t.Fatalf("open offer left: %+v", off)
+		}
+	}
+	if len(waiting.Offers) != 3 {
+		t.Fatalf("%d offers, want 3 (a decliner is never offered the task again)", len(waiting.Offers))
+	}
+	exp, err := sys.Service.ExplainAssignment(dispatchtest.Dispatcher(), tk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exp.Decisions[0].Outcome == dispatch.OutcomeOffered {
+		t.Fatalf("latest decision %+v, want one without an offer", exp.Decisions[0])
+	}
+	// A new courier comes along and gets it.
+	sys.Clock.Advance(time.Minute)
+	d := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 2000), geo.Bicycle, true)
+	if err := sys.Store.WakePending(context.Background(), sys.Clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sys.WaitTask(t, tk.ID, "offered to d", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == d.ID })
+}
+
+func TestNoCourierWithinThePickupWindowMakesTheTaskUnassignable(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	now := sys.Clock.Now()
+	tk := create(t, sys, func(r *dispatch.CreateRequest) {
+		r.Pickup.Window = &dispatch.Window{Start: now, End: now.Add(10 * time.Minute)}
+	})
+	sys.WaitTask(t, tk.ID, "searched once", func(x dispatch.Task) bool { return x.Searches >= 1 })
+	sys.Clock.Advance(11 * time.Minute)
+	if err := sys.Store.WakePending(context.Background(), sys.Clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got := sys.WaitTask(t, tk.ID, "unassignable", dispatchtest.InState(dispatch.StateUnassignable))
+	if last := got.History[len(got.History)-1]; last.Actor != dispatch.ActorSystem || last.Comment == "" {
+		t.Fatalf("last history entry %+v", last)
+	}
+	exp, err := sys.Service.ExplainAssignment(dispatchtest.Dispatcher(), tk.ID)
+	if err != nil || exp.Decisions[0].Outcome != dispatch.OutcomeUnassignable {
+		t.Fatalf("explanation %+v, %v", exp, err)
+	}
+	// A dispatcher may still assign it.
+	c := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHandedBackTaskIsOfferedToSomeoneElse(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	if r := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	waitFor(t, "the claim", func() bool { return sys.Couriers.Claims()[tk.ID] == a.ID })
+	b := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 800), geo.Bicycle, true)
+	r := sys.Service.Execute(a.Ctx, a.ID, "rel", dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: tk.ID, Reason: dispatch.ReleaseVehicleProblem}})
+	if r.Err != nil || r.Task == nil || r.Task.State != dispatch.StatePending {
+		t.Fatalf("release = %+v", r)
+	}
+	sys.WaitTask(t, tk.ID, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	waitFor(t, "a's claim released", func() bool { _, ok := sys.Couriers.Claims()[tk.ID]; return !ok })
+	again := sys.Service.Execute(a.Ctx, a.ID, "rel-2", dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: tk.ID, Reason: dispatch.ReleaseOther}})
+	if again.Err == nil || again.Err.Reason != dispatch.ReasonNotHolder {
+		t.Fatalf("second release = %+v, want NOT_HOLDER", again)
+	}
+}
+
+func TestRefusedClaimPutsTheTaskBack(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	sys.Couriers.RefuseClaims(a.ID)
+	if r := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	got := sys.WaitTask(t, tk.ID, "back to pending", func(x dispatch.Task) bool { return x.State == dispatch.StatePending && len(x.History) > 3 })
+	if got.CourierID != "" {
+		t.Fatalf("courier %q kept the task", got.CourierID)
+	}
+	ds, err := sys.Store.Deliveries(context.Background(), a.ID, 0, 10)
+	if err != nil || ds[len(ds)-1].Reason != dispatch.NoticeReassigned {
+		t.Fatalf("a's deliveries %+v, %v", ds, err)
+	}
+}
+
+func TestCrashBetweenAcceptanceAndClaimConverges(t *testing.T) {
+	// First life: jobs are enqueued but never worked (the process dies before ClaimCourier).
+	first := dispatchtest.Start(t, dispatchtest.Config{NoJobs: true})
+	a := first.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	tk := create(t, first, nil)
+	_, o := offered(t, first, tk.ID)
+	if r := first.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if n := first.Couriers.Calls("Claim"); n != 0 {
+		t.Fatalf("%d claims before the restart", n)
+	}
+	// Second life on the same database: the claim job runs.
+	dispatchtest.Start(t, dispatchtest.Config{DB: first.DB, Pool: first.Pool, Couriers: first.Couriers})
+	waitFor(t, "the claim after the restart", func() bool { return first.Couriers.Claims()[tk.ID] == a.ID })
+}
+
+func TestRouteDownDegradesTheDecisionButStillAssigns(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	sys.Routes.SetDown(true)
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 300), geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != a.ID || o.PickupETA <= 0 {
+		t.Fatalf("offer %+v", o)
+	}
+	exp, err := sys.Service.ExplainAssignment(dispatchtest.Dispatcher(), tk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := exp.Decisions[0]
+	if !d.Degraded || d.ETAProvider != "local-geodesic" || d.DegradationDetail == "" {
+		t.Fatalf("decision %+v, want degraded with the local estimate", d)
+	}
+}
+
+func TestCourierServiceDownTasksWait(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	sys.Couriers.SetDown(true)
+	tk := create(t, sys, nil)
+	sys.WaitTask(t, tk.ID, "searched while courier is down", func(x dispatch.Task) bool { return x.Searches >= 1 })
+	if got, _ := sys.Service.GetTask(dispatchtest.Dispatcher(), tk.ID, ""); got.State != dispatch.StatePending {
+		t.Fatalf("state %s, want pending while courier is down", got.State)
+	}
+	sys.Couriers.SetDown(false)
+	sys.Clock.Advance(time.Minute)
+	sys.Connect(t, a.ID)
+	sys.Couriers.Move(a.ID, dispatchtest.Berlin)
+	if err := sys.Store.WakePending(context.Background(), sys.Clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != a.ID {
+		t.Fatalf("offer to %s, want %s", o.CourierID, a.ID)
+	}
+}
