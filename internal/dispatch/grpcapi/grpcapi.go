@@ -8,24 +8,66 @@ package grpcapi
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/dispatch"
+	"lastmile/internal/platform/apperr"
 )
 
 // Server implements dispatchv1.DispatchServiceServer over a dispatch.Service.
 type Server struct {
 	dispatchv1.UnimplementedDispatchServiceServer
+	uploadHandlers
 	svc *dispatch.Service
+
+	stopOnce sync.Once
+	stop     chan struct{}
 }
 
 var _ dispatchv1.DispatchServiceServer = (*Server)(nil)
 
 // NewServer returns a Server answering with svc.
-func NewServer(svc *dispatch.Service) *Server { return &Server{svc: svc} }
+func NewServer(svc *dispatch.Service) *Server {
+	stop := make(chan struct{})
+	return &Server{uploadHandlers: uploadHandlers{svc: svc, stop: stop}, svc: svc, stop: stop}
+}
+
+// Shutdown ends every open WatchTask and WatchTasks stream with Unavailable (the client watches again,
+// on another replica if this one is going away), and every UploadProof stream between two messages (the
+// app resumes the upload). Register it with the gRPC server's OnShutdown, beside
+// dispatch.Service.Drain for the courier sessions, so that open watches do not hold up a graceful stop
+// until its deadline.
+func (s *Server) Shutdown() { s.stopOnce.Do(func() { close(s.stop) }) }
+
+// watchContext returns a context for a watch that ends with parent or at Shutdown, and the error to
+// return instead of the watch's when Shutdown ended it.
+func (s *Server) watchContext(parent context.Context) (context.Context, func(error) error) {
+	ctx, cancel := context.WithCancel(parent)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-done:
+		}
+	}()
+	return ctx, func(err error) error {
+		close(done)
+		cancel()
+		select {
+		case <-s.stop:
+			if parent.Err() == nil {
+				return apperr.Errorf(apperr.Unavailable, "the server is shutting down; watch again")
+			}
+		default:
+		}
+		return err
+	}
+}
 
 // now is the service's clock, which stamps the session's messages.
 func (s *Server) now() time.Time { return s.svc.Now() }
@@ -107,4 +149,19 @@ func (s *Server) GetCourierStatus(ctx context.Context, req *dispatchv1.GetCourie
 		return nil, err
 	}
 	return encodeOverview(o), nil
+}
+
+// UploadProof implements dispatchv1.DispatchServiceServer (uploadHandlers.UploadProof).
+func (s *Server) UploadProof(stream dispatchv1.DispatchService_UploadProofServer) error {
+	return s.uploadHandlers.UploadProof(stream)
+}
+
+// GetUpload implements dispatchv1.DispatchServiceServer (uploadHandlers.GetUpload).
+func (s *Server) GetUpload(ctx context.Context, req *dispatchv1.GetUploadRequest) (*dispatchv1.Upload, error) {
+	return s.uploadHandlers.GetUpload(ctx, req)
+}
+
+// GetProofContent implements dispatchv1.DispatchServiceServer (uploadHandlers.GetProofContent).
+func (s *Server) GetProofContent(req *dispatchv1.GetProofContentRequest, stream dispatchv1.DispatchService_GetProofContentServer) error {
+	return s.uploadHandlers.GetProofContent(req, stream)
 }
