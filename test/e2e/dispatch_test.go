@@ -441,6 +441,11 @@ func TestDispatchAsNewUsers(t *testing.T) {
 		c.GetTransportMode() != geov1.TransportMode_TRANSPORT_MODE_BICYCLE || c.GetScore().GetPickupEta().AsDuration() <= 0 {
 		t.Errorf("candidate = %v, want %s ranked 1 with a positive score and pickup ETA, a bicycle, and its accepted offer %s", c, d.courierID, offer.GetOffer().GetId())
 	}
+	// The pickup is about 475 m from the courier as the crow flies; a road is longer, but not by half.
+	if sc := c.GetScore(); sc.GetActiveTasks() != 0 || sc.GetCapacity() != 2 || sc.GetPickupDistanceMeters() < 470 || sc.GetPickupDistanceMeters() > 475*1.5 ||
+		sc.GetLoadScore() != dec.GetWeights().GetLoad() {
+		t.Errorf("candidate's score = %v, want no active task of 2, a pickup distance of 470 to 713 m and the full load score %v", sc, dec.GetWeights().GetLoad())
+	}
 
 	var got dispatchv1.Task
 	code, body = s.restProto(t, http.MethodGet, "/v1/tasks/"+task.GetId(), d.customer.access, "", &got)
