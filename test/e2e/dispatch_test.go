@@ -279,9 +279,8 @@ type taskWatcher struct {
 	stream dispatchv1.DispatchService_WatchTaskClient
 	// states are the task states seen, consecutive repeats folded.
 	states []dispatchv1.TaskState
-	// fix and eta are the last courier position and ETA seen.
+	// fix is the last courier position seen.
 	fix *courierv1.LocationFix
-	eta *dispatchv1.TaskEta
 }
 
 // until reads updates until one carries the task in state want, and returns that update.
@@ -294,9 +293,6 @@ func (w *taskWatcher) until(want dispatchv1.TaskState) *dispatchv1.WatchTaskResp
 		}
 		if u.GetCourierLocation() != nil {
 			w.fix = u.GetCourierLocation()
-		}
-		if u.GetEta() != nil {
-			w.eta = u.GetEta()
 		}
 		st := u.GetTask().GetState()
 		if u.GetTask() != nil && (len(w.states) == 0 || w.states[len(w.states)-1] != st) {
@@ -322,13 +318,13 @@ type dispatchSetup struct {
 	courier         session
 	dispatch        dispatchv1.DispatchServiceClient
 	couriers        courierv1.CourierServiceClient
-	ctx             context.Context
 }
 
-func newDispatchSetup(t *testing.T, ctx context.Context) *dispatchSetup {
+// newDispatchSetup starts the system and prepares its users; the courier has no session yet.
+func newDispatchSetup(ctx context.Context, t *testing.T) *dispatchSetup {
 	t.Helper()
 	s := startWithAdmin(t)
-	d := &dispatchSetup{s: s, ctx: ctx}
+	d := &dispatchSetup{s: s}
 	d.admin = s.login(t, adminEmail, adminPassword)
 	d.courierID, d.courier = registerCourier(t, s, d.admin.access, "rider@example.com")
 	s.createUser(t, "", "carla@example.com", "carla's long password", "")
@@ -348,7 +344,7 @@ func newDispatchSetup(t *testing.T, ctx context.Context) *dispatchSetup {
 func TestDispatchAsNewUsers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	d := newDispatchSetup(t, ctx)
+	d := newDispatchSetup(ctx, t)
 	s := d.s
 
 	session := openSession(ctx, t, d.dispatch, d.courier.access, 0, 0)
@@ -509,7 +505,7 @@ func checkStates(t *testing.T, seen []dispatchv1.TaskState) {
 func TestDispatchErrorsThroughTheStack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	d := newDispatchSetup(t, ctx)
+	d := newDispatchSetup(ctx, t)
 	s := d.s
 	task := createTaskREST(t, s, d.customer.access, "e2e-errors-1")
 
