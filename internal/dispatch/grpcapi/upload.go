@@ -1,4 +1,5 @@
-// The proof-upload handlers of the dispatch adapter.
+// This file holds the proof-upload handlers of the dispatch adapter.
+
 package grpcapi
 
 import (
