@@ -78,8 +78,8 @@ import (
 	"lastmile/internal/dispatch/dispatchtest"
 	"lastmile/internal/dispatch/jobargs"
 	dispatchpg "lastmile/internal/dispatch/postgres"
-	dispatchsqlite "lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/dispatch/routeclient"
+	dispatchsqlite "lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/auth"
@@ -91,8 +91,8 @@ import (
 	"lastmile/internal/platform/grpcserver/grpctest"
 	"lastmile/internal/platform/jobs"
 	"lastmile/internal/route"
-	routegrpc "lastmile/internal/route/grpcapi"
 	"lastmile/internal/route/geodesic"
+	routegrpc "lastmile/internal/route/grpcapi"
 )
 
 // envLoad gates TestDispatchLoad.
@@ -185,7 +185,7 @@ type loadConfig struct {
 type phaseResult struct {
 	offeredRate  float64
 	window       time.Duration
-	created      int     // tasks created in the measured window
+	created      int // tasks created in the measured window
 	createLagP99 time.Duration
 	offersPerSec float64 // offers committed per second in the measured window
 	cpuPerOffer  time.Duration
@@ -227,7 +227,7 @@ type taskTimes struct {
 type recorder struct {
 	mu      sync.Mutex
 	tasks   map[string]*taskTimes
-	offers  atomic.Int64 // offers committed
+	offers  atomic.Int64         // offers committed
 	pending map[string]time.Time // commits seen before CreateTask returned to its caller
 }
 
