@@ -38,7 +38,10 @@ package bench_test
 // LASTMILE_TEST_POSTGRES_DSN), LASTMILE_DISPATCH_LOAD_COURIERS (1000), LASTMILE_DISPATCH_LOAD_SATURATE
 // (the offered rate of the saturation phase, 3000/s), LASTMILE_DISPATCH_LOAD_RATE (the rate of the latency
 // phase; default half the measured saturated rate), LASTMILE_DISPATCH_LOAD_PHASES ("saturation,latency";
-// name one to run it alone), LASTMILE_DISPATCH_LOAD_WORKERS (dispatch's
+// name one to run it alone), LASTMILE_DISPATCH_LOAD_BACKLOG (64: during the saturation phase at most this
+// many tasks wait for their offer, and customers hold back beyond it, so that the queue, not its growth,
+// is measured; "unbounded" for a pure open loop, where the backlog grows without bound),
+// LASTMILE_DISPATCH_LOAD_WORKERS (dispatch's
 // Options.Workers; default dispatch's own), LASTMILE_DISPATCH_LOAD_SECONDS (10, each phase's measured
 // window).
 
@@ -139,6 +142,7 @@ func TestDispatchLoad(t *testing.T) {
 		saturate: envInt(t, "LASTMILE_DISPATCH_LOAD_SATURATE", 3000),
 		rate:     envIntZero("LASTMILE_DISPATCH_LOAD_RATE"),
 		workers:  envIntZero("LASTMILE_DISPATCH_LOAD_WORKERS"),
+		backlog:  envBacklog(t),
 		window:   time.Duration(envInt(t, "LASTMILE_DISPATCH_LOAD_SECONDS", 10)) * time.Second,
 	}
 	t.Logf("nproc %d, GOMAXPROCS %d, %s, %d couriers (capacity %d), %d customers, dispatch workers %d (0: default %d)",
@@ -164,6 +168,13 @@ func TestDispatchLoad(t *testing.T) {
 	}
 }
 
+func envBacklog(t *testing.T) int {
+	if os.Getenv("LASTMILE_DISPATCH_LOAD_BACKLOG") == "unbounded" {
+		return 0
+	}
+	return envInt(t, "LASTMILE_DISPATCH_LOAD_BACKLOG", 64)
+}
+
 func envIntZero(name string) int {
 	n, _ := strconv.Atoi(os.Getenv(name))
 	return max(n, 0)
@@ -177,8 +188,8 @@ func cmpOr(a, b string) string {
 }
 
 type loadConfig struct {
-	couriers, saturate, rate, workers int
-	window                            time.Duration
+	couriers, saturate, rate, workers, backlog int
+	window                                     time.Duration
 }
 
 // phaseResult is what one phase measured.
@@ -229,6 +240,20 @@ type recorder struct {
 	tasks   map[string]*taskTimes
 	offers  atomic.Int64         // offers committed
 	pending map[string]time.Time // commits seen before CreateTask returned to its caller
+	// slots, when not nil, bounds the tasks created and not yet offered: a customer takes a slot before
+	// creating a task, and the task's first offer gives it back.
+	slots chan struct{}
+}
+
+// release gives a slot back after a task's first offer.
+func (r *recorder) release() {
+	if r.slots == nil {
+		return
+	}
+	select {
+	case <-r.slots:
+	default:
+	}
 }
 
 func newRecorder() *recorder {
@@ -253,11 +278,13 @@ func (r *recorder) committed(id string, at time.Time) {
 	if tt, ok := r.tasks[id]; ok {
 		if tt.committed.IsZero() {
 			tt.committed = at
+			r.release()
 		}
 		return
 	}
 	if _, ok := r.pending[id]; !ok {
 		r.pending[id] = at
+		r.release()
 	}
 }
 
@@ -551,8 +578,15 @@ func (ls *loadSystem) openSessions(t *testing.T, ctx context.Context) {
 func runPhase(t *testing.T, engine string, cfg loadConfig, rate float64, latency bool) phaseResult {
 	t.Helper()
 	var res phaseResult
-	if !t.Run(fmt.Sprintf("rate=%.0f", rate), func(t *testing.T) {
+	backlog := 0
+	if !latency {
+		backlog = cfg.backlog
+	}
+	if !t.Run(fmt.Sprintf("rate=%.0f,backlog=%d", rate, backlog), func(t *testing.T) {
 		ls := startLoadSystem(t, engine, cfg)
+		if backlog > 0 {
+			ls.rec.slots = make(chan struct{}, backlog)
+		}
 		res = ls.drive(t, rate, cfg.window, latency)
 	}) {
 		t.FailNow()
@@ -588,6 +622,12 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 			ctx := dispatchtest.Customer(cust)
 			for j := range jobs {
 				time.Sleep(time.Until(j.at))
+				if ls.rec.slots != nil {
+					if !time.Now().Before(measureTo) {
+						continue // the window is over: the rest of the schedule is dropped
+					}
+					ls.rec.slots <- struct{}{}
+				}
 				begin := time.Now()
 				tk, err := ls.svc.CreateTask(ctx, dispatchtest.Request(fmt.Sprintf("load-%d", j.n), j.p, ""))
 				done := time.Now()
@@ -596,7 +636,9 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 					continue
 				}
 				ls.rec.created(tk.ID, done)
-				if !j.at.Before(measureFrom) && j.at.Before(measureTo) {
+				// Tasks belong to the window by when their CreateTask began (with a bounded backlog the
+				// schedule runs ahead of the creations).
+				if !begin.Before(measureFrom) && begin.Before(measureTo) {
 					mu.Lock()
 					lags = append(lags, begin.Sub(j.at))
 					creates = append(creates, done.Sub(begin))
