@@ -149,6 +149,9 @@ func TestDispatchLoad(t *testing.T) {
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), cfg.couriers, courierCapacity, customers, cfg.workers, dispatch.DefaultWorkers)
 	for _, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
+			if engine == "postgres" && os.Getenv("LASTMILE_TEST_POSTGRES_DSN") == "" {
+				t.Fatal("the postgres engine needs LASTMILE_TEST_POSTGRES_DSN (see databasetest)")
+			}
 			sat := cfg.saturate
 			if slices.Contains(phases, "saturation") {
 				res := runPhase(t, engine, cfg, float64(cfg.saturate), false)
