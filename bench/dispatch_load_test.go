@@ -203,6 +203,7 @@ type phaseResult struct {
 	createLagP99 time.Duration
 	offersPerSec float64 // offers committed per second in the measured window
 	cpuPerOffer  time.Duration
+	pgPerOffer   time.Duration // CPU of the PostgreSQL server's processes per offer (postgres engine)
 	allocsPer    float64
 	committed    []time.Duration // CreateTask returned -> offer committed, tasks created in the window
 	received     []time.Duration // CreateTask returned -> session received the offer
@@ -212,8 +213,8 @@ type phaseResult struct {
 }
 
 func (r phaseResult) String() string {
-	s := fmt.Sprintf("offered %.0f/s, created %.0f/s in the window (schedule lag p99 %v; CreateTask p50 %v p99 %v), offers committed %.0f/s, CPU %v/offer, %.0f allocs/offer",
-		r.offeredRate, float64(r.created)/r.window.Seconds(), r.createLagP99, r.createP50, r.createP99, r.offersPerSec, r.cpuPerOffer, r.allocsPer)
+	s := fmt.Sprintf("offered %.0f/s, created %.0f/s in the window (schedule lag p99 %v; CreateTask p50 %v p99 %v), offers committed %.0f/s, CPU %v/offer (+ postgres server %v), %.0f allocs/offer",
+		r.offeredRate, float64(r.created)/r.window.Seconds(), r.createLagP99, r.createP50, r.createP99, r.offersPerSec, r.cpuPerOffer, r.pgPerOffer, r.allocsPer)
 	if len(r.committed) > 0 {
 		s += fmt.Sprintf("; create->commit p50 %v p99 %v max %v; create->session p50 %v p99 %v max %v (n=%d, unoffered %d)",
 			pct(r.committed, 50), pct(r.committed, 99), pct(r.committed, 100),
@@ -660,15 +661,16 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 	time.Sleep(time.Until(measureFrom))
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	offers0, cpu0, mallocs0 := ls.rec.offers.Load(), processCPU(), ms.Mallocs
+	offers0, cpu0, mallocs0, pg0 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU()
 	time.Sleep(time.Until(measureTo))
 	runtime.ReadMemStats(&ms)
-	offers1, cpu1, mallocs1 := ls.rec.offers.Load(), processCPU(), ms.Mallocs
+	offers1, cpu1, mallocs1, pg1 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU()
 	n := offers1 - offers0
 	res.offersPerSec = float64(n) / window.Seconds()
 	if n > 0 {
 		res.cpuPerOffer = ((cpu1 - cpu0) / time.Duration(n)).Round(time.Microsecond)
 		res.allocsPer = float64(mallocs1-mallocs0) / float64(n)
+		res.pgPerOffer = ((pg1 - pg0) / time.Duration(n)).Round(time.Microsecond)
 	}
 	if !latency {
 		// Saturated: the backlog is not waited for; stop creating at once.
@@ -713,4 +715,33 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 		}
 	}
 	return res
+}
+
+// postgresCPU returns the CPU time (user + system) used so far by the processes named "postgres" that
+// this user may read in /proc (0 elsewhere): the database server when it runs on this machine. Backends
+// live as long as their pooled connections, which outlast a measured window. Other clients of the same
+// server count too.
+func postgresCPU() time.Duration {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var ticks int64
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... utime(14) stime(15): split after the closing parenthesis of comm.
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open || s[open+1:end] != "postgres" {
+			continue
+		}
+		fields := strings.Fields(s[end+1:])
+		if len(fields) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(fields[11], 10, 64)
+		k, _ := strconv.ParseInt(fields[12], 10, 64)
+		ticks += u + k
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
 }
