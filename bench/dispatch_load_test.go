@@ -208,6 +208,7 @@ type phaseResult struct {
 	committed    []time.Duration // CreateTask returned -> offer committed, tasks created in the window
 	received     []time.Duration // CreateTask returned -> session received the offer
 	unoffered    int             // tasks of the window never offered within drainWait (latency phase)
+	decide       []time.Duration // the engine's time per first decision (Decision.Elapsed: queries and RPCs included)
 	createP50    time.Duration
 	createP99    time.Duration
 }
@@ -219,6 +220,7 @@ func (r phaseResult) String() string {
 		s += fmt.Sprintf("; create->commit p50 %v p99 %v max %v; create->session p50 %v p99 %v max %v (n=%d, unoffered %d)",
 			pct(r.committed, 50), pct(r.committed, 99), pct(r.committed, 100),
 			pct(r.received, 50), pct(r.received, 99), pct(r.received, 100), len(r.committed), r.unoffered)
+		s += fmt.Sprintf("; engine decision p50 %v p99 %v", pct(r.decide, 50), pct(r.decide, 99))
 	}
 	return s
 }
@@ -322,6 +324,7 @@ func (s timedStore) UpdateTask(ctx context.Context, id string, fn func(dispatch.
 // loadSystem is one measured system.
 type loadSystem struct {
 	svc      *dispatch.Service
+	store    dispatch.Store
 	rec      *recorder
 	couriers []string // courier ids
 	users    []string // their user ids
@@ -439,7 +442,7 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 	}
 	svc = dispatch.NewService(dispatch.Deps{Store: timedStore{Store: store, rec: ls.rec}, Uploads: store.Uploads(), Blobs: blobs, Couriers: couriers, Routes: routes, Events: feed},
 		dispatch.Options{Logger: quiet, Workers: cfg.workers})
-	ls.svc = svc
+	ls.svc, ls.store = svc, store
 	grpctest.Go(t, "event feed", feed.Run)
 	grpctest.Go(t, "jobs", jc.Run)
 	grpctest.Go(t, "dispatch.Service.Run", svc.Run)
@@ -712,6 +715,17 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 		}
 		if !tt.received.IsZero() {
 			res.received = append(res.received, max(tt.received.Sub(tt.created), 0))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, id := range windowID {
+		ds, err := ls.store.Decisions(ctx, id, dispatch.MaxDecisions)
+		if err != nil {
+			t.Fatalf("decisions of task %s: %v", id, err)
+		}
+		if len(ds) > 0 {
+			res.decide = append(res.decide, ds[len(ds)-1].Elapsed)
 		}
 	}
 	return res
