@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/internal/platform/apperr"
@@ -47,7 +48,7 @@ var matrixPrincipals = []string{
 }
 
 // wantMethods is the number of RPCs that the binary serves. Change it together with the policy.
-const wantMethods = 31
+const wantMethods = 44
 
 // testAuthenticator maps the x-test-principal metadata to a principal the way grpcauth.ServiceAuthenticator
 // would for the same credentials. Anything else is refused, so that a typo cannot pass as anonymous.
@@ -191,6 +192,9 @@ var unimplementedServers = map[protoreflect.FullName]func(grpc.ServiceRegistrar)
 	},
 	"lastmile.route.v1.RouteService": func(s grpc.ServiceRegistrar) {
 		routev1.RegisterRouteServiceServer(s, routev1.UnimplementedRouteServiceServer{})
+	},
+	"lastmile.dispatch.v1.DispatchService": func(s grpc.ServiceRegistrar) {
+		dispatchv1.RegisterDispatchServiceServer(s, dispatchv1.UnimplementedDispatchServiceServer{})
 	},
 }
 

@@ -51,8 +51,8 @@ func TestParseServeDefaultsAllTargets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every module of the registry and the gateway; dispatch is not a target until its module exists.
-	want := map[string]bool{"identity": true, "courier": true, "route": true, "gateway": true}
+	// Every module of the registry and the gateway.
+	want := map[string]bool{"identity": true, "courier": true, "route": true, "dispatch": true, "gateway": true}
 	if diff := cmp.Diff(want, cfg.Targets); diff != "" {
 		t.Errorf("default Targets (-want +got):\n%s", diff)
 	}
@@ -144,21 +144,22 @@ func TestServeNeedsPeerAddressForRemoteRoute(t *testing.T) {
 	}
 }
 
-// TestServeRefusesTargetsWithNothingToServe checks that a service without a module (dispatch, until it
-// lands) is a usage error naming the services that exist, rather than an empty server reporting healthy.
+// TestServeRefusesTargetsWithNothingToServe checks that a name without a module (the simulator, a caller
+// that is not a service of this binary) is a usage error naming the services that exist, rather than an
+// empty server reporting healthy.
 func TestServeRefusesTargetsWithNothingToServe(t *testing.T) {
-	err := Run(context.Background(), []string{"lastmile", "serve", "--target", "dispatch", "--insecure",
+	err := Run(context.Background(), []string{"lastmile", "serve", "--target", "simulator", "--insecure",
 		"--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"},
 		Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
-	const want = `--target: unknown service "dispatch" (want all or a list of identity, courier, route, gateway)`
+	const want = `--target: unknown service "simulator" (want all or a list of identity, courier, route, dispatch, gateway)`
 	if err == nil || err.Error() != want {
-		t.Fatalf("serve --target=dispatch = %v, want %q", err, want)
+		t.Fatalf("serve --target=simulator = %v, want %q", err, want)
 	}
 	if got := ExitCode(err); got != 2 {
 		t.Errorf("ExitCode = %d, want 2 for a usage error", got)
 	}
-	if _, err := parseServe([]string{"--dispatch-addr", "localhost:9090"}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}}); err == nil ||
-		!strings.Contains(err.Error(), "flag provided but not defined: -dispatch-addr") {
-		t.Errorf("parseServe(--dispatch-addr) = %v, want an undefined flag: peers come from the registry", err)
+	if _, err := parseServe([]string{"--simulator-addr", "localhost:9090"}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}}); err == nil ||
+		!strings.Contains(err.Error(), "flag provided but not defined: -simulator-addr") {
+		t.Errorf("parseServe(--simulator-addr) = %v, want an undefined flag: peers come from the registry", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/eventlog"
 	"lastmile/internal/platform/eventlog/sqllog"
+	"lastmile/internal/platform/jobs"
 )
 
 func runMigrate(ctx context.Context, args []string, env Env) (err error) {
@@ -52,6 +53,9 @@ migrate) uses the directory: stop serve first, or let serve migrate at startup.`
 		if m.store.EventLog {
 			fmt.Fprintf(env.Stdout, "migrate: %s event log up to date (%s)\n", m.name, dialect)
 		}
+		if m.store.Jobs {
+			fmt.Fprintf(env.Stdout, "migrate: %s jobs up to date (%s)\n", m.name, dialect)
+		}
 	}
 	return nil
 }
@@ -83,7 +87,7 @@ func (h dbHandle) Close() {
 
 // openDB opens module name's database — <data-dir>/<name>.db for SQLite, schema <name> in PostgreSQL — and
 // applies its migrations when db.AutoMigrate is set: the service's own, then its event log's
-// (storeDecl.EventLog).
+// (storeDecl.EventLog), then River's (storeDecl.Jobs).
 func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store storeDecl) (dbHandle, error) {
 	switch db.Dialect {
 	case database.SQLite:
@@ -100,6 +104,12 @@ func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store 
 				if err := database.MigrateSQLite(ctx, sqlDB, sqllog.Migrations(database.SQLite, name)); err != nil {
 					sqlDB.Close()
 					return dbHandle{}, fmt.Errorf("migrate %s event log: %w", name, err)
+				}
+			}
+			if store.Jobs {
+				if err := jobs.Migrate(ctx, sqlDB, database.SQLite, ""); err != nil {
+					sqlDB.Close()
+					return dbHandle{}, fmt.Errorf("migrate %s jobs: %w", name, err)
 				}
 			}
 		}
@@ -120,10 +130,23 @@ func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store 
 					return dbHandle{}, fmt.Errorf("migrate %s event log: %w", name, err)
 				}
 			}
+			if store.Jobs {
+				if err := migrateJobsPostgres(ctx, pool, name); err != nil {
+					pool.Close()
+					return dbHandle{}, fmt.Errorf("migrate %s jobs: %w", name, err)
+				}
+			}
 		}
 		return dbHandle{Pool: pool}, nil
 	}
 	return dbHandle{}, errors.New("unknown database dialect")
+}
+
+// migrateJobsPostgres creates River's tables in schema name, through a database/sql handle on pool.
+func migrateJobsPostgres(ctx context.Context, pool *pgxpool.Pool, name string) error {
+	db := database.SQLDB(pool)
+	defer db.Close()
+	return jobs.Migrate(ctx, db, database.Postgres, name)
 }
 
 // eventLog returns the event log of module name in its open database h, and runs it beside the servers

@@ -34,9 +34,12 @@ func TestMigrateSQLite(t *testing.T) {
 			if want := "migrate: " + s + " event log up to date (sqlite)"; m.store.EventLog && !strings.Contains(out.String(), want) {
 				t.Errorf("migrate run %d output lacks %q:\n%s", run, want, out.String())
 			}
+			if want := "migrate: " + s + " jobs up to date (sqlite)"; m.store.Jobs && !strings.Contains(out.String(), want) {
+				t.Errorf("migrate run %d output lacks %q:\n%s", run, want, out.String())
+			}
 		}
 	}
-	for _, st := range [][2]string{{"identity", "users"}, {"courier", "couriers"}, {"identity", "event_log"}} {
+	for _, st := range [][2]string{{"identity", "users"}, {"courier", "couriers"}, {"identity", "event_log"}, {"dispatch", "tasks"}, {"dispatch", "event_log"}, {"dispatch", "river_job"}} {
 		service, table := st[0], st[1]
 		db, err := database.OpenSQLite(context.Background(), filepath.Join(dir, service+".db"))
 		if err != nil {
@@ -63,7 +66,7 @@ func TestMigratePostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	for _, st := range [][2]string{{"identity", "users"}, {"courier", "couriers"}, {"identity", "event_log"}} {
+	for _, st := range [][2]string{{"identity", "users"}, {"courier", "couriers"}, {"identity", "event_log"}, {"dispatch", "tasks"}, {"dispatch", "event_log"}, {"dispatch", "river_job"}} {
 		service, table := st[0], st[1]
 		var n int
 		err := pool.QueryRow(context.Background(),

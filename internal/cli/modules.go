@@ -21,7 +21,7 @@ import (
 // one line here and its module function in a file of its own, in the Loki and Mimir style of a module
 // registry.
 func modules() []*module {
-	return []*module{identityModule(), courierModule(), routeModule()}
+	return []*module{identityModule(), courierModule(), routeModule(), dispatchModule()}
 }
 
 // gatewayTarget is the --target name of the REST gateway, the one target that is not a gRPC service: it
@@ -78,6 +78,8 @@ type storeDecl struct {
 	// EventLog adds the event log's migrations (sqllog.Migrations), applied after the service's own, and
 	// lets the module open the log with process.eventLog.
 	EventLog bool
+	// Jobs adds River's tables (jobs.Migrate), applied last, for a module with durable jobs (package jobs).
+	Jobs bool
 }
 
 // moduleNames returns the names of the modules, in start order.
@@ -130,8 +132,8 @@ func streamLimits(mods []*module, targets map[string]bool) map[string]grpcserver
 }
 
 // identities returns the service identities the development PKI issues client certificates for: every
-// module, the gateway, and every other caller a policy admits by name (the simulator; dispatch until its
-// module lands). It derives them from the registry, so the PKI cannot miss a service.
+// module, the gateway, and every other caller a policy admits by name (the simulator). It derives them
+// from the registry, so the PKI cannot miss a service.
 func identities() []string {
 	set := map[string]bool{gatewayTarget: true}
 	for _, m := range modules() {
@@ -145,9 +147,9 @@ func identities() []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
-// splitTargets validates a --target list and expands "all". A name that is not a module (a service that
-// does not exist yet, such as dispatch) is a usage error: a target with nothing to serve must not start an
-// empty server that reports healthy.
+// splitTargets validates a --target list and expands "all". A name that is not a module (such as the
+// simulator, a caller that is not served here) is a usage error: a target with nothing to serve must not
+// start an empty server that reports healthy.
 func splitTargets(list []string) (map[string]bool, error) {
 	known := targetNames()
 	out := map[string]bool{}

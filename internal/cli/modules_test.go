@@ -59,7 +59,7 @@ func TestRegistryIsConsistent(t *testing.T) {
 // and the service identities of the development PKI (every module, the gateway and every caller a
 // policy names).
 func TestNamesComeFromTheRegistry(t *testing.T) {
-	if diff := cmp.Diff([]string{"identity", "courier", "route", "gateway"}, targetNames()); diff != "" {
+	if diff := cmp.Diff([]string{"identity", "courier", "route", "dispatch", "gateway"}, targetNames()); diff != "" {
 		t.Errorf("targetNames (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"courier", "dispatch", "gateway", "identity", "route", "simulator"}, identities()); diff != "" {
@@ -80,7 +80,7 @@ func TestNamesComeFromTheRegistry(t *testing.T) {
 			stores = append(stores, m.name)
 		}
 	}
-	if diff := cmp.Diff([]string{"identity", "courier"}, stores); diff != "" {
+	if diff := cmp.Diff([]string{"identity", "courier", "dispatch"}, stores); diff != "" {
 		t.Errorf("modules with a store (-want +got):\n%s", diff)
 	}
 }

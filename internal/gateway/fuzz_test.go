@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/internal/gateway"
@@ -88,7 +89,7 @@ func FuzzGateway(f *testing.F) {
 	})
 }
 
-// startFuzzGateway returns the handler of a gateway in front of fake identity, courier and route services.
+// startFuzzGateway returns the handler of a gateway in front of fake identity, courier, route and dispatch services.
 func startFuzzGateway(f *testing.F) http.Handler {
 	conn := grpctest.ServeGRPC(f, func() *grpc.Server {
 		s := grpc.NewServer()
@@ -96,6 +97,7 @@ func startFuzzGateway(f *testing.F) http.Handler {
 		identityv1.RegisterAuthServiceServer(s, identityv1.UnimplementedAuthServiceServer{})
 		identityv1.RegisterUserServiceServer(s, identityv1.UnimplementedUserServiceServer{})
 		courierv1.RegisterCourierServiceServer(s, courierv1.UnimplementedCourierServiceServer{})
+		dispatchv1.RegisterDispatchServiceServer(s, dispatchv1.UnimplementedDispatchServiceServer{})
 		return s
 	}())
 	g, err := gateway.New(f.Context(), gateway.Config{RequestTimeout: 5 * time.Second},
@@ -113,5 +115,6 @@ func everyService(conn *grpc.ClientConn) []gateway.Service {
 		{Name: "lastmile.identity.v1.AuthService", Conn: conn, Register: identityv1.RegisterAuthServiceHandler},
 		{Name: "lastmile.courier.v1.CourierService", Conn: conn, Register: courierv1.RegisterCourierServiceHandler},
 		{Name: "lastmile.route.v1.RouteService", Conn: conn, Register: routev1.RegisterRouteServiceHandler},
+		{Name: "lastmile.dispatch.v1.DispatchService", Conn: conn, Register: dispatchv1.RegisterDispatchServiceHandler},
 	}
 }

@@ -324,3 +324,18 @@ func TestReportLocationsEndsOnShutdown(t *testing.T) {
 		t.Errorf("ReportLocations after Shutdown (-want +got):\n%s", diff)
 	}
 }
+
+// Dispatch finds the courier profile of the courier user calling it: GetCourier by user id as the
+// dispatch service, which the domain admits as a privileged caller.
+func TestGetCourierByUserAsDispatch(t *testing.T) {
+	e := start(t, courier.Options{})
+	c := e.courierUser(t, 1, 2)
+	got, err := e.client.GetCourier(callCtx(t, dispatch), &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_UserId{UserId: userID(1)}})
+	if err != nil || got.GetId() != c.GetId() {
+		t.Errorf("GetCourier(user id) as dispatch = %v, %v; want courier %s", got, err, c.GetId())
+	}
+	_, err = e.client.GetCourier(callCtx(t, dispatch), &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_UserId{UserId: userID(2)}})
+	wantStatus(t, "GetCourier(user without a profile) as dispatch", err, codes.NotFound)
+	_, err = e.client.GetCourier(callCtx(t, service("simulator")), &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_UserId{UserId: userID(1)}})
+	wantStatus(t, "GetCourier as another service", err, codes.PermissionDenied)
+}

@@ -13,6 +13,7 @@ import (
 //     update themselves.
 //   - Availability and status: the courier themself, dispatchers and admins.
 //   - ReportLocations: couriers, and the simulator's service identity that drives demo couriers.
+//   - GetCourier: also dispatch, which finds the courier profile of the courier user calling it.
 //   - GetCourierStatus: also dispatch, which shows the courier next to its tasks.
 //   - FindNearbyCouriers, ClaimCourier, ReleaseCourier: dispatch only. They are internal: no user token,
 //     whatever its role, reaches them, and the gateway cannot call them on a browser's behalf.
@@ -28,7 +29,7 @@ func Policy() auth.Policy {
 	dispatch := auth.Internal("dispatch")
 	return auth.Policy{
 		courierv1.CourierService_RegisterCourier_FullMethodName:    staff,
-		courierv1.CourierService_GetCourier_FullMethodName:         selfOrStaff,
+		courierv1.CourierService_GetCourier_FullMethodName:         selfOrStaff.Or(dispatch),
 		courierv1.CourierService_ListCouriers_FullMethodName:       staff,
 		courierv1.CourierService_UpdateCourier_FullMethodName:      selfOrStaff,
 		courierv1.CourierService_SetAvailability_FullMethodName:    selfOrStaff,

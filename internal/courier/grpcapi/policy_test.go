@@ -41,7 +41,7 @@ func TestPolicy(t *testing.T) {
 	// Who may call each method; everyone else is refused.
 	allowed := map[string]string{
 		"RegisterCourier":    "dispatcher admin",
-		"GetCourier":         "courier dispatcher admin",
+		"GetCourier":         "courier dispatcher admin dispatch",
 		"ListCouriers":       "dispatcher admin",
 		"UpdateCourier":      "courier dispatcher admin",
 		"SetAvailability":    "courier dispatcher admin",

@@ -1,0 +1,221 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
+	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/blob"
+	"lastmile/internal/dispatch/courierclient"
+	dispatchgrpc "lastmile/internal/dispatch/grpcapi"
+	"lastmile/internal/dispatch/jobargs"
+	dispatchpg "lastmile/internal/dispatch/postgres"
+	"lastmile/internal/dispatch/routeclient"
+	dispatchsqlite "lastmile/internal/dispatch/sqlite"
+	"lastmile/internal/dispatch/sqlstore"
+	"lastmile/internal/geo"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/grpcserver"
+	"lastmile/internal/platform/jobs"
+	"lastmile/internal/platform/telemetry"
+)
+
+// dispatchConfig is the dispatch service's configuration.
+type dispatchConfig struct {
+	OfferTimeout time.Duration
+	MaxWait      time.Duration
+	SearchRadius float64
+	MaxRadius    float64
+	Weights      string
+
+	UploadMaxBytes int64
+	ContentTypes   listFlag
+	ProofDir       string
+}
+
+// dispatchModule declares the dispatch service: its store (with the event log its sessions and watches
+// tail, and River's job tables for the durable claims and releases), and the courier and route services
+// as peers. Its health follows its database: no call can be answered without it.
+func dispatchModule() *module {
+	cfg := dispatchConfig{ContentTypes: listFlag(dispatch.DefaultAllowedContentTypes)}
+	var weights dispatch.Weights
+	return &module{
+		name:     "dispatch",
+		services: []grpcService{{name: dispatchv1.DispatchService_ServiceDesc.ServiceName, rest: dispatchv1.RegisterDispatchServiceHandler, needsStore: true}},
+		peers:    []string{courierv1.CourierService_ServiceDesc.ServiceName, routev1.RouteService_ServiceDesc.ServiceName},
+		policy:   dispatchgrpc.Policy,
+		streams:  dispatchStreams,
+		store:    &storeDecl{SQLite: dispatchsqlite.Migrations(), Postgres: dispatchpg.Migrations(), EventLog: true, Jobs: true},
+		flags: func(fs *flagSet) {
+			fs.DurationVar(&cfg.OfferTimeout, "offer-timeout", dispatch.DefaultOfferTimeout, "how long a courier has to answer an offer before it goes to the next candidate")
+			fs.DurationVar(&cfg.MaxWait, "dispatch-max-wait", dispatch.DefaultMaxWait, "how long the engine looks for a courier for a task without a pickup window before it makes the task UNASSIGNABLE")
+			fs.Float64Var(&cfg.SearchRadius, "dispatch-search-radius", dispatch.DefaultSearchRadius, "first radius searched around a pickup, in meters; the engine doubles it up to --dispatch-max-radius")
+			fs.Float64Var(&cfg.MaxRadius, "dispatch-max-radius", dispatch.DefaultMaxRadius, "largest radius searched around a pickup, in meters (at most 50000)")
+			fs.StringVar(&cfg.Weights, "dispatch-weights", formatWeights(dispatch.DefaultWeights), "the engine's score weights, name=value for eta, distance, load and fairness (unnamed ones keep their default)")
+			fs.Int64Var(&cfg.UploadMaxBytes, "upload-max-bytes", dispatch.DefaultMaxUploadBytes, "largest proof upload (photo, signature) in bytes, at most 10 MiB")
+			fs.Var(&cfg.ContentTypes, "upload-content-types", "proof upload content types accepted (comma list of image/jpeg, image/png, image/webp; signatures are always image/png)")
+			fs.StringVar(&cfg.ProofDir, "proof-dir", "", "directory of proof uploads with SQLite (default <data-dir>/"+blob.DefaultDir+"); with PostgreSQL they are kept in the database, which every replica reads")
+		},
+		validate: func() error {
+			for name, d := range map[string]time.Duration{"offer-timeout": cfg.OfferTimeout, "dispatch-max-wait": cfg.MaxWait} {
+				if err := positiveDuration(name, d); err != nil {
+					return err
+				}
+			}
+			if cfg.SearchRadius <= 0 || cfg.MaxRadius < cfg.SearchRadius || cfg.MaxRadius > 50000 {
+				return usageError{fmt.Errorf("--dispatch-search-radius (%g) must be positive and at most --dispatch-max-radius (%g), itself at most 50000", cfg.SearchRadius, cfg.MaxRadius)}
+			}
+			if cfg.UploadMaxBytes <= 0 || cfg.UploadMaxBytes > dispatch.DefaultMaxUploadBytes {
+				return usageError{fmt.Errorf("--upload-max-bytes must be 1..%d, got %d", dispatch.DefaultMaxUploadBytes, cfg.UploadMaxBytes)}
+			}
+			if len(cfg.ContentTypes) == 0 {
+				return usageError{errors.New("--upload-content-types must name at least one type")}
+			}
+			for _, ct := range cfg.ContentTypes {
+				if !slices.Contains(dispatch.DefaultAllowedContentTypes, ct) {
+					return usageError{fmt.Errorf("--upload-content-types: %q is not one of %s", ct, strings.Join(dispatch.DefaultAllowedContentTypes, ", "))}
+				}
+			}
+			w, err := parseWeights(cfg.Weights)
+			if err != nil {
+				return usageError{fmt.Errorf("--dispatch-weights: %w", err)}
+			}
+			weights = w
+			return nil
+		},
+		start: func(ctx context.Context, p *process, srv *grpcserver.Server) error {
+			return startDispatch(ctx, p, srv, cfg, weights)
+		},
+	}
+}
+
+// dispatchStreams bounds dispatch's streams. A courier holds one StreamAssignments session, with room for
+// a reconnect that overlaps the old stream; sessions are not ended for idleness (the app may have nothing
+// to say for hours: keepalive finds dead peers). Customers follow a few tasks at once (WatchTask), and
+// dashboards a few lists (WatchTasks). A courier uploads a few proofs at once, each on its own stream.
+var dispatchStreams = map[string]grpcserver.StreamLimit{
+	dispatchv1.DispatchService_StreamAssignments_FullMethodName: {PerCaller: 2, Total: 20000},
+	dispatchv1.DispatchService_WatchTask_FullMethodName:         {PerCaller: 16},
+	dispatchv1.DispatchService_WatchTasks_FullMethodName:        {PerCaller: 4},
+	dispatchv1.DispatchService_UploadProof_FullMethodName:       {PerCaller: 8},
+}
+
+var (
+	errCourierUnconfigured = apperr.Errorf(apperr.Unavailable, "courier service not configured")
+	errRouteUnconfigured   = apperr.Errorf(apperr.Unavailable, "route service not configured")
+)
+
+// startDispatch opens the dispatch store, its event log and its job queue, connects to courier and route,
+// registers the service and schedules its background work: the service's loop (work queue, sessions,
+// watches, purge), the event log's tail and the job workers while serving, and the sessions' drain when
+// the gRPC server starts stopping.
+func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg dispatchConfig, weights dispatch.Weights) error {
+	h, err := p.openStore(ctx, srv, "dispatch")
+	if err != nil {
+		return err
+	}
+	var store *sqlstore.Store
+	var blobs dispatch.Blobs
+	var jopts jobs.Options
+	if h.SQL != nil {
+		store = dispatchsqlite.New(h.SQL)
+		dir := cfg.ProofDir
+		if dir == "" {
+			dir = filepath.Join(p.cfg.DataDir, blob.DefaultDir)
+		}
+		files, err := blob.NewFiles(dir)
+		if err != nil {
+			return fmt.Errorf("dispatch proof directory: %w", err)
+		}
+		blobs = files
+	} else {
+		store = dispatchpg.New(h.Pool)
+		// Cleanups run in reverse: the store lets go of its connections before the pool closes.
+		p.cleanups = append(p.cleanups, func() { _ = store.Close() })
+		// Every replica reads and resumes every upload: the bytes live in the shared database.
+		blobs = blob.NewPostgres(store.DB())
+		jopts.Listener, jopts.Schema = h.Pool, dispatchpg.Schema
+	}
+	feed, err := p.eventLog("dispatch", h)
+	if err != nil {
+		return err
+	}
+	store.SetNudge(feed.Nudge)
+
+	var svc *dispatch.Service
+	jopts.Workers = jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) })
+	jopts.Logger = p.logger.With("service", "dispatch", "component", "jobs")
+	queue, err := jobs.New(store.DB(), store.Dialect(), jopts)
+	if err != nil {
+		return fmt.Errorf("dispatch jobs: %w", err)
+	}
+	store.SetJobs(sqlstore.RiverJobs(queue))
+
+	var couriers dispatch.Couriers = unreachableCouriers{}
+	if conn := p.peer(courierv1.CourierService_ServiceDesc.ServiceName); conn != nil {
+		couriers = courierclient.New(courierv1.NewCourierServiceClient(conn))
+	}
+	var routes dispatch.Routes = unreachableRoutes{}
+	if conn := p.peer(routev1.RouteService_ServiceDesc.ServiceName); conn != nil {
+		routes = routeclient.New(routev1.NewRouteServiceClient(conn), routeclient.Options{Logger: p.logger})
+	}
+	metrics, err := dispatchgrpc.NewMetrics(p.registry)
+	if err != nil {
+		return err
+	}
+	if _, err := telemetry.Register(p.registry, dispatchgrpc.NewTaskStates(store, 2*time.Second, p.logger)); err != nil {
+		return fmt.Errorf("register dispatch task gauge: %w", err)
+	}
+	svc = dispatch.NewService(dispatch.Deps{
+		Store: store, Uploads: store.Uploads(), Blobs: blobs, Couriers: couriers, Routes: routes, Events: feed, Metrics: metrics,
+	}, dispatch.Options{
+		Now: p.env.Now, Logger: p.logger,
+		OfferTimeout: cfg.OfferTimeout, MaxWait: cfg.MaxWait, SearchRadius: cfg.SearchRadius, MaxRadius: cfg.MaxRadius,
+		Weights: weights, MaxUploadBytes: cfg.UploadMaxBytes, AllowedContentTypes: cfg.ContentTypes,
+	})
+	api := dispatchgrpc.NewServer(svc)
+	dispatchgrpc.Register(srv.GRPC(), api)
+	// As the gRPC server starts stopping, courier sessions are told to go (a drain, SERVER_SHUTDOWN) and
+	// get half the shutdown timeout to reconnect elsewhere before their streams end with Unavailable; open
+	// watches end at once with Unavailable. Neither holds the graceful stop up to its deadline.
+	srv.OnShutdown(func() { svc.Drain(p.cfg.ShutdownTimeout / 2) })
+	srv.OnShutdown(api.Shutdown)
+	p.runners = append(p.runners, svc.Run, queue.Run)
+	p.logger.Info("dispatch service registered", "offer_timeout", cfg.OfferTimeout, "weights", formatWeights(weights))
+	return nil
+}
+
+// unreachableCouriers is the Couriers of a dispatch service that has no courier service to ask.
+type unreachableCouriers struct{}
+
+func (unreachableCouriers) FindNearby(context.Context, dispatch.NearbyQuery) ([]dispatch.CourierInfo, error) {
+	return nil, errCourierUnconfigured
+}
+func (unreachableCouriers) Status(context.Context, string) (dispatch.CourierInfo, error) {
+	return dispatch.CourierInfo{}, errCourierUnconfigured
+}
+func (unreachableCouriers) CourierOfUser(context.Context, string) (string, error) {
+	return "", errCourierUnconfigured
+}
+func (unreachableCouriers) Claim(context.Context, string, string, time.Time) error {
+	return errCourierUnconfigured
+}
+func (unreachableCouriers) Release(context.Context, string, string) error {
+	return errCourierUnconfigured
+}
+
+// unreachableRoutes is the Routes of a dispatch service that has no route service to ask: the engine
+// uses its local estimate.
+type unreachableRoutes struct{}
+
+func (unreachableRoutes) Matrix(context.Context, []geo.LatLng, geo.LatLng, geo.TransportMode, time.Time) ([]dispatch.Leg, string, error) {
+	return nil, "", errRouteUnconfigured
+}

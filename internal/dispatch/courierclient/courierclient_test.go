@@ -1,0 +1,208 @@
+package courierclient_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	"lastmile/internal/courier"
+	"lastmile/internal/courier/couriertest"
+	couriergrpc "lastmile/internal/courier/grpcapi"
+	couriersqlite "lastmile/internal/courier/sqlite"
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/courierclient"
+	"lastmile/internal/geo"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/database/databasetest"
+	"lastmile/internal/platform/grpcserver"
+	"lastmile/internal/platform/grpcserver/grpctest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var testNow = time.Date(2031, 3, 14, 9, 20, 0, 0, time.UTC)
+
+func userID(n int) string { return fmt.Sprintf("0190b000-0000-7000-8000-%012d", n) }
+func taskID(n int) string { return fmt.Sprintf("0190c000-0000-7000-8000-%012d", n) }
+
+var (
+	dispatcher = auth.Principal{Kind: auth.User, Subject: userID(900), Roles: []string{auth.RoleDispatcher}}
+	dispatchP  = auth.Principal{Kind: auth.Service, Subject: "dispatch"}
+)
+
+// env is the real courier service (SQLite store, full interceptor chain with courier's policy) and a
+// Client calling it as dispatch.
+type env struct {
+	api    courierv1.CourierServiceClient
+	client *courierclient.Client
+	ctx    context.Context // calls as dispatch
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	db := databasetest.SQLite(t)
+	if err := database.MigrateSQLite(context.Background(), db, couriersqlite.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	users := couriertest.NewUsers()
+	for n := 1; n <= 3; n++ {
+		users.Put(courier.UserInfo{ID: userID(n), Role: auth.RoleCourier, Status: courier.UserActive, DisplayName: fmt.Sprintf("Courier %d", n)})
+	}
+	svc := courier.NewService(couriersqlite.New(db), users, courier.Options{Now: func() time.Time { return testNow }})
+	if err := svc.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, conn := grpctest.Start(t, grpcserver.Config{Policy: couriergrpc.Policy(), Authenticator: grpctest.HeaderAuthenticator{}},
+		func(s *grpc.Server) { couriergrpc.Register(s, couriergrpc.NewServer(svc)) })
+	grpctest.Go(t, "courier.Service.Run", svc.Run)
+	api := courierv1.NewCourierServiceClient(conn)
+	return &env{api: api, client: courierclient.New(api), ctx: as(t, dispatchP)}
+}
+
+func as(t *testing.T, p auth.Principal) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return grpctest.CallAs(ctx, p)
+}
+
+// courierAt registers courier user n (a car, capacity 2), makes them available and reports a fix at p.
+func (e *env) courierAt(t *testing.T, n int, p geo.LatLng) string {
+	t.Helper()
+	c, err := e.api.RegisterCourier(as(t, dispatcher), &courierv1.RegisterCourierRequest{UserId: userID(n), TransportMode: geov1.TransportMode_TRANSPORT_MODE_CAR, Capacity: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.api.SetStatus(as(t, dispatcher), &courierv1.SetStatusRequest{CourierId: c.GetId(), Status: courierv1.CourierStatus_COURIER_STATUS_AVAILABLE}); err != nil {
+		t.Fatal(err)
+	}
+	self := auth.Principal{Kind: auth.User, Subject: userID(n), Roles: []string{auth.RoleCourier}}
+	stream, err := e.api.ReportLocations(as(t, self))
+	if err != nil {
+		t.Fatal(err)
+	}
+	speed := 4.5
+	fix := &courierv1.LocationFix{Location: &geov1.LatLng{Latitude: p.Lat, Longitude: p.Lng}, RecordedAt: timestamppb.New(testNow.Add(-time.Minute)), AccuracyMeters: 5, Speed: &speed}
+	if err := stream.Send(&courierv1.ReportLocationsRequest{CourierId: c.GetId(), Fixes: []*courierv1.LocationFix{fix}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := stream.CloseAndRecv()
+	if err != nil || res.GetAcceptedCount() != 1 {
+		t.Fatalf("ReportLocations = %v, %v; want 1 accepted", res, err)
+	}
+	return c.GetId()
+}
+
+var pickup = geo.LatLng{Lat: 52.52, Lng: 13.405}
+
+func TestFindNearbyAndStatus(t *testing.T) {
+	e := start(t)
+	near := e.courierAt(t, 1, geo.LatLng{Lat: 52.521, Lng: 13.405})
+	far := e.courierAt(t, 2, geo.LatLng{Lat: 52.53, Lng: 13.405})
+	excluded := e.courierAt(t, 3, geo.LatLng{Lat: 52.5205, Lng: 13.405})
+
+	got, err := e.client.FindNearby(e.ctx, dispatch.NearbyQuery{Center: pickup, Radius: 5000, Limit: 10, Modes: []geo.TransportMode{geo.Car, geo.Van}, Exclude: []string{excluded}, MaxAge: 5 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != near || got[1].ID != far {
+		t.Fatalf("FindNearby = %+v, want %s then %s", got, near, far)
+	}
+	c := got[0]
+	if c.Mode != geo.Car || c.Status != dispatch.CourierAvailable || c.AvailableNow /* no availability hours set */ || c.Capacity != 2 || c.ActiveTasks != 0 ||
+		c.DisplayName != "Courier 1" || c.Fix == nil || c.Fix.Location != (geo.LatLng{Lat: 52.521, Lng: 13.405}) ||
+		!c.Fix.Time.Equal(testNow.Add(-time.Minute)) || c.Fix.Speed != 4.5 || c.LocationAge != time.Minute || c.Distance < 100 || c.Distance > 115 {
+		t.Errorf("FindNearby[0] = %+v (fix %+v)", c, c.Fix)
+	}
+
+	// Modes that cannot carry: nobody travels by bicycle.
+	got, err = e.client.FindNearby(e.ctx, dispatch.NearbyQuery{Center: pickup, Radius: 5000, Modes: []geo.TransportMode{geo.Bicycle}})
+	if err != nil || len(got) != 0 {
+		t.Errorf("FindNearby(bicycles) = %v, %v; want none", got, err)
+	}
+
+	st, err := e.client.Status(e.ctx, far)
+	if err != nil || st.ID != far || st.Status != dispatch.CourierAvailable || st.Fix == nil {
+		t.Errorf("Status = %+v, %v", st, err)
+	}
+	_, err = e.client.Status(e.ctx, taskID(99))
+	if apperr.CodeOf(err) != apperr.NotFound {
+		t.Errorf("Status(unknown) = %v, want NotFound", err)
+	}
+}
+
+func TestCourierOfUser(t *testing.T) {
+	e := start(t)
+	id := e.courierAt(t, 1, pickup)
+	got, err := e.client.CourierOfUser(e.ctx, userID(1))
+	if err != nil || got != id {
+		t.Errorf("CourierOfUser = %q, %v; want %s (dispatch may look couriers up by user)", got, err, id)
+	}
+	_, err = e.client.CourierOfUser(e.ctx, userID(7))
+	if apperr.CodeOf(err) != apperr.NotFound {
+		t.Errorf("CourierOfUser(no profile) = %v, want NotFound", err)
+	}
+}
+
+func TestClaimAndRelease(t *testing.T) {
+	e := start(t)
+	id := e.courierAt(t, 1, pickup)
+	release := testNow.Add(time.Hour)
+	for i := range 2 { // idempotent
+		if err := e.client.Claim(e.ctx, id, taskID(1), release); err != nil {
+			t.Fatalf("Claim #%d = %v", i+1, err)
+		}
+	}
+	if err := e.client.Claim(e.ctx, id, taskID(2), release); err != nil {
+		t.Fatal(err)
+	}
+	err := e.client.Claim(e.ctx, id, taskID(3), release)
+	if apperr.CodeOf(err) != apperr.FailedPrecondition {
+		t.Errorf("Claim beyond capacity = %v, want FailedPrecondition", err)
+	}
+	st, err := e.client.Status(e.ctx, id)
+	if err != nil || st.ActiveTasks != 2 || len(st.TaskIDs) != 2 || st.Status != dispatch.CourierBusy {
+		t.Errorf("Status after two claims = %+v, %v; want busy with 2 tasks", st, err)
+	}
+	for i := range 2 {
+		if err := e.client.Release(e.ctx, id, taskID(1)); err != nil {
+			t.Errorf("Release #%d = %v", i+1, err)
+		}
+	}
+	err = e.client.Claim(e.ctx, taskID(50), taskID(1), release)
+	if apperr.CodeOf(err) != apperr.NotFound {
+		t.Errorf("Claim(unknown courier) = %v, want NotFound", err)
+	}
+}
+
+func TestUnreachableCourierIsUnavailable(t *testing.T) {
+	lis := grpctest.Listen()
+	_ = lis.Close()
+	c := courierclient.New(courierv1.NewCourierServiceClient(grpctest.Dial(t, lis)))
+	ctx := as(t, dispatchP)
+	if _, err := c.Status(ctx, taskID(1)); apperr.CodeOf(err) != apperr.Unavailable {
+		t.Errorf("Status = %v, want Unavailable", err)
+	}
+	if err := c.Claim(ctx, taskID(1), taskID(2), time.Time{}); apperr.CodeOf(err) != apperr.Unavailable {
+		t.Errorf("Claim = %v, want Unavailable", err)
+	}
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	in := dispatch.CourierInfo{ID: userID(1), DisplayName: "Ada", Mode: geo.Van, Status: dispatch.CourierBusy, AvailableNow: true,
+		Fix: &dispatch.Fix{Location: pickup, Time: testNow, Accuracy: 3, Speed: 2, Heading: 90}, LocationAge: time.Second,
+		ActiveTasks: 1, Capacity: 3, TaskIDs: []string{taskID(1)}}
+	out := courierclient.Info(courierclient.Snapshot(in))
+	if out.ID != in.ID || out.DisplayName != in.DisplayName || out.Mode != in.Mode || out.Status != in.Status || !out.AvailableNow ||
+		*out.Fix != *in.Fix || out.LocationAge != in.LocationAge || out.ActiveTasks != 1 || out.Capacity != 3 || len(out.TaskIDs) != 1 {
+		t.Errorf("Info(Snapshot(%+v)) = %+v", in, out)
+	}
+}

@@ -1,0 +1,167 @@
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/platform/telemetry"
+)
+
+// Metrics implements dispatch.Metrics with Prometheus: offers sent and answered, the time from a task's
+// creation to its assignment, decision durations and outcomes, open courier sessions, replayed deliveries
+// and proof uploads. Build it with NewMetrics.
+type Metrics struct {
+	offersSent     prometheus.Counter
+	offersAnswered *prometheus.CounterVec
+	timeToAssign   prometheus.Histogram
+	decisions      *prometheus.HistogramVec
+	degraded       prometheus.Counter
+	sessions       prometheus.Gauge
+	replayed       prometheus.Counter
+	uploads        *prometheus.CounterVec
+}
+
+var _ dispatch.Metrics = (*Metrics)(nil)
+
+// NewMetrics returns dispatch's metrics registered with reg (private ones with a nil reg).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		offersSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_offers_sent_total",
+			Help: "Offers made to couriers.",
+		}),
+		offersAnswered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_offers_closed_total",
+			Help: "Offers that left the open state, by outcome: accepted, declined, expired or withdrawn.",
+		}, []string{"outcome"}),
+		timeToAssign: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "lastmile_dispatch_time_to_assign_seconds",
+			Help:    "Time from a task's creation to its assignment to a courier.",
+			Buckets: []float64{1, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600},
+		}),
+		decisions: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lastmile_dispatch_decision_duration_seconds",
+			Help:    "Time the assignment engine took per decision, by outcome.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"outcome"}),
+		degraded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_decisions_degraded_total",
+			Help: "Decisions made with the local ETA estimate because the route service was unavailable.",
+		}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lastmile_dispatch_courier_sessions",
+			Help: "Courier sessions (StreamAssignments) open on this replica.",
+		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_replayed_deliveries_total",
+			Help: "Unacknowledged deliveries replayed to couriers when their session opened.",
+		}),
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_uploads_total",
+			Help: "Proof uploads that reached a state: committed, rejected or expired.",
+		}, []string{"state"}),
+	}
+	var err error
+	reg1 := func(c prometheus.Collector) prometheus.Collector {
+		if err != nil {
+			return c
+		}
+		var got prometheus.Collector
+		got, err = telemetry.Register(reg, c)
+		return got
+	}
+	m.offersSent = reg1(m.offersSent).(prometheus.Counter)
+	m.offersAnswered = reg1(m.offersAnswered).(*prometheus.CounterVec)
+	m.timeToAssign = reg1(m.timeToAssign).(prometheus.Histogram)
+	m.decisions = reg1(m.decisions).(*prometheus.HistogramVec)
+	m.degraded = reg1(m.degraded).(prometheus.Counter)
+	m.sessions = reg1(m.sessions).(prometheus.Gauge)
+	m.replayed = reg1(m.replayed).(prometheus.Counter)
+	m.uploads = reg1(m.uploads).(*prometheus.CounterVec)
+	if err != nil {
+		return nil, fmt.Errorf("register dispatch metrics: %w", err)
+	}
+	return m, nil
+}
+
+// OfferSent implements dispatch.Metrics.
+func (m *Metrics) OfferSent() { m.offersSent.Inc() }
+
+// OfferAnswered implements dispatch.Metrics.
+func (m *Metrics) OfferAnswered(outcome dispatch.OfferState) {
+	m.offersAnswered.WithLabelValues(string(outcome)).Inc()
+}
+
+// Assigned implements dispatch.Metrics.
+func (m *Metrics) Assigned(sinceCreate time.Duration) { m.timeToAssign.Observe(sinceCreate.Seconds()) }
+
+// Decided implements dispatch.Metrics.
+func (m *Metrics) Decided(d *dispatch.Decision) {
+	m.decisions.WithLabelValues(string(d.Outcome)).Observe(d.Elapsed.Seconds())
+	if d.Degraded {
+		m.degraded.Inc()
+	}
+}
+
+// SessionOpened implements dispatch.Metrics.
+func (m *Metrics) SessionOpened() { m.sessions.Inc() }
+
+// SessionClosed implements dispatch.Metrics.
+func (m *Metrics) SessionClosed() { m.sessions.Dec() }
+
+// Replayed implements dispatch.Metrics.
+func (m *Metrics) Replayed(n int) { m.replayed.Add(float64(n)) }
+
+// Upload implements dispatch.Metrics.
+func (m *Metrics) Upload(state string) { m.uploads.WithLabelValues(state).Inc() }
+
+// TaskCounter counts tasks by state; dispatch.Store implements it.
+type TaskCounter interface {
+	CountByState(ctx context.Context) (map[dispatch.State]int, error)
+}
+
+// TaskStates is a Prometheus collector of lastmile_dispatch_tasks{state}: the tasks in each state, read
+// from the store on every scrape (bounded by a timeout, so that a slow database cannot hold the scrape
+// up; a failed read reports nothing and logs why).
+type TaskStates struct {
+	store   TaskCounter
+	timeout time.Duration
+	logger  *slog.Logger
+	desc    *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*TaskStates)(nil)
+
+// NewTaskStates returns the collector over store; timeout bounds one read (2 s when 0).
+func NewTaskStates(store TaskCounter, timeout time.Duration, logger *slog.Logger) *TaskStates {
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &TaskStates{store: store, timeout: timeout, logger: logger, desc: prometheus.NewDesc(
+		"lastmile_dispatch_tasks", "Tasks in each state, read from the store at scrape time.", []string{"state"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (c *TaskStates) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector. Every state is reported, those without tasks as 0.
+func (c *TaskStates) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	counts, err := c.store.CountByState(ctx)
+	if err != nil {
+		c.logger.Warn("dispatch: count tasks by state for metrics", "error", err)
+		return
+	}
+	for _, s := range dispatch.States {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[s]), string(s))
+	}
+}

@@ -1,0 +1,98 @@
+package grpcapi_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/grpcapi"
+)
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := grpcapi.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second registration on the same registry shares the series.
+	m2, err := grpcapi.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.OfferSent()
+	m2.OfferSent()
+	m.OfferAnswered(dispatch.OfferDeclined)
+	m.Assigned(42 * time.Second)
+	m.Decided(&dispatch.Decision{Outcome: dispatch.OutcomeOffered, Degraded: true, Elapsed: 3 * time.Millisecond})
+	m.SessionOpened()
+	m.SessionOpened()
+	m.SessionClosed()
+	m.Replayed(3)
+	m.Upload("committed")
+	err = testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP lastmile_dispatch_offers_sent_total Offers made to couriers.
+# TYPE lastmile_dispatch_offers_sent_total counter
+lastmile_dispatch_offers_sent_total 2
+# HELP lastmile_dispatch_offers_closed_total Offers that left the open state, by outcome: accepted, declined, expired or withdrawn.
+# TYPE lastmile_dispatch_offers_closed_total counter
+lastmile_dispatch_offers_closed_total{outcome="declined"} 1
+# HELP lastmile_dispatch_courier_sessions Courier sessions (StreamAssignments) open on this replica.
+# TYPE lastmile_dispatch_courier_sessions gauge
+lastmile_dispatch_courier_sessions 1
+# HELP lastmile_dispatch_replayed_deliveries_total Unacknowledged deliveries replayed to couriers when their session opened.
+# TYPE lastmile_dispatch_replayed_deliveries_total counter
+lastmile_dispatch_replayed_deliveries_total 3
+# HELP lastmile_dispatch_uploads_total Proof uploads that reached a state: committed, rejected or expired.
+# TYPE lastmile_dispatch_uploads_total counter
+lastmile_dispatch_uploads_total{state="committed"} 1
+# HELP lastmile_dispatch_decisions_degraded_total Decisions made with the local ETA estimate because the route service was unavailable.
+# TYPE lastmile_dispatch_decisions_degraded_total counter
+lastmile_dispatch_decisions_degraded_total 1
+`), "lastmile_dispatch_offers_sent_total", "lastmile_dispatch_offers_closed_total", "lastmile_dispatch_courier_sessions",
+		"lastmile_dispatch_replayed_deliveries_total", "lastmile_dispatch_uploads_total", "lastmile_dispatch_decisions_degraded_total")
+	if err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(reg, "lastmile_dispatch_time_to_assign_seconds", "lastmile_dispatch_decision_duration_seconds"); n != 2 {
+		t.Errorf("histogram series = %d, want 2", n)
+	}
+}
+
+type counter struct {
+	counts map[dispatch.State]int
+	err    error
+}
+
+func (c counter) CountByState(context.Context) (map[dispatch.State]int, error) {
+	return c.counts, c.err
+}
+
+func TestTaskStates(t *testing.T) {
+	c := grpcapi.NewTaskStates(counter{counts: map[dispatch.State]int{dispatch.StatePending: 3, dispatch.StateDelivered: 7}}, 0, slog.New(slog.DiscardHandler))
+	err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP lastmile_dispatch_tasks Tasks in each state, read from the store at scrape time.
+# TYPE lastmile_dispatch_tasks gauge
+lastmile_dispatch_tasks{state="assigned"} 0
+lastmile_dispatch_tasks{state="cancelled"} 0
+lastmile_dispatch_tasks{state="delivered"} 7
+lastmile_dispatch_tasks{state="failed"} 0
+lastmile_dispatch_tasks{state="offered"} 0
+lastmile_dispatch_tasks{state="pending"} 3
+lastmile_dispatch_tasks{state="picked_up"} 0
+lastmile_dispatch_tasks{state="unassignable"} 0
+`))
+	if err != nil {
+		t.Error(err)
+	}
+	broken := grpcapi.NewTaskStates(counter{err: errors.New("database down")}, time.Second, slog.New(slog.DiscardHandler))
+	if n := testutil.CollectAndCount(broken); n != 0 {
+		t.Errorf("series with the store failing = %d, want 0", n)
+	}
+}

@@ -1,0 +1,307 @@
+package grpcapi_test
+
+import (
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
+	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/geo"
+	"lastmile/internal/platform/auth"
+)
+
+// session is a courier app's StreamAssignments stream.
+type session struct {
+	t      *testing.T
+	stream dispatchv1.DispatchService_StreamAssignmentsClient
+}
+
+func (e *env) open(t *testing.T, p auth.Principal, hello *dispatchv1.SessionHello) *session {
+	t.Helper()
+	stream, err := e.client.StreamAssignments(callCtx(t, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &session{t: t, stream: stream}
+	if hello != nil {
+		s.send(&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Hello{Hello: hello}})
+	}
+	return s
+}
+
+func (s *session) send(m *dispatchv1.StreamAssignmentsRequest) {
+	s.t.Helper()
+	if err := s.stream.Send(m); err != nil {
+		s.t.Fatalf("send %v: %v", m, err)
+	}
+}
+
+// recv returns the next message, checking that it carries the server's clock.
+func (s *session) recv() *dispatchv1.StreamAssignmentsResponse {
+	s.t.Helper()
+	m, err := s.stream.Recv()
+	if err != nil {
+		s.t.Fatalf("recv: %v", err)
+	}
+	if m.GetServerTime() == nil {
+		s.t.Errorf("message without server_time: %v", m)
+	}
+	return m
+}
+
+// end returns the status the stream ended with, skipping messages before it.
+func (s *session) end() error {
+	for {
+		if _, err := s.stream.Recv(); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *session) command(id string, m *dispatchv1.StreamAssignmentsRequest) *dispatchv1.CommandResult {
+	s.t.Helper()
+	m.CommandId = id
+	s.send(m)
+	for {
+		r := s.recv()
+		if cr := r.GetCommandResult(); cr != nil {
+			if cr.GetCommandId() != id {
+				s.t.Fatalf("command_result for %q, want %q", cr.GetCommandId(), id)
+			}
+			return cr
+		}
+	}
+}
+
+func TestStreamAssignmentsRejectsBadOpenings(t *testing.T) {
+	e := start(t, true)
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+
+	s := e.open(t, courierP(c), nil)
+	s.send(&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Ack{Ack: &dispatchv1.Acknowledge{Cursor: 1}}})
+	wantCode(t, "first message ack", s.end(), codes.InvalidArgument)
+
+	s = e.open(t, courierP(c), &dispatchv1.SessionHello{})
+	if s.recv().GetStarted() == nil {
+		t.Fatal("first message is not started")
+	}
+	s.send(&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Hello{Hello: &dispatchv1.SessionHello{}}})
+	wantCode(t, "hello twice", s.end(), codes.InvalidArgument)
+
+	s = e.open(t, courierP(c), &dispatchv1.SessionHello{})
+	s.recv()
+	s.send(&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Ack{Ack: &dispatchv1.Acknowledge{Cursor: 99}}})
+	wantCode(t, "ack beyond the cursors sent", s.end(), codes.InvalidArgument)
+
+	s = e.open(t, customer, &dispatchv1.SessionHello{})
+	wantCode(t, "StreamAssignments as customer", s.end(), codes.PermissionDenied)
+	noProfile := auth.Principal{Kind: auth.User, Subject: userID(77), Roles: []string{auth.RoleCourier}}
+	s = e.open(t, noProfile, &dispatchv1.SessionHello{})
+	wantCode(t, "StreamAssignments without a courier profile", s.end(), codes.FailedPrecondition)
+}
+
+func TestStreamAssignmentsDeliversAndExecutes(t *testing.T) {
+	e := start(t, true)
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+	s := e.open(t, courierP(c), &dispatchv1.SessionHello{AppVersion: "2.14.1"})
+	st := s.recv().GetStarted()
+	if st == nil || st.GetCourierId() != c.ID || st.GetCursorEpoch() == 0 || len(st.GetActiveTasks()) != 0 || st.GetSessionId() == "" {
+		t.Fatalf("started = %v", st)
+	}
+
+	task := e.create(t, customer, "r1") // the engine offers it to the only connected courier
+	m := s.recv()
+	offer := m.GetOffer()
+	if offer == nil || m.GetCursor() <= 0 || offer.GetTask().GetId() != task.GetId() || offer.GetOffer().GetResponseTimeout().AsDuration() != 20*time.Second ||
+		offer.GetTask().GetDropoff().GetContact() != nil || offer.GetTask().GetDeliveryCode() != "" {
+		t.Fatalf("offer = %v; want the task's offer, contacts withheld", m)
+	}
+	s.send(&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Ack{Ack: &dispatchv1.Acknowledge{Cursor: m.GetCursor()}}})
+
+	accept := &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: offer.GetOffer().GetId()}}}
+	res := s.command("c1", accept)
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_ASSIGNED || res.GetTask().GetDropoff().GetContact().GetName() != "Ada" || res.GetReplayed() {
+		t.Fatalf("accept = %v; want ASSIGNED with contacts", res)
+	}
+	res = s.command("c1", accept)
+	if !res.GetReplayed() || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_ASSIGNED {
+		t.Errorf("accept again under its id = %v; want the stored result, replayed", res)
+	}
+	res = s.command("c1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{TaskId: task.GetId()}}})
+	if e := res.GetError(); e.GetCode() != int32(codes.AlreadyExists) || e.GetReason() != "COMMAND_ID_REUSED" {
+		t.Errorf("another command under a used id = %v; want ALREADY_EXISTS COMMAND_ID_REUSED", res)
+	}
+	res = s.command("c2", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{TaskId: task.GetId()}}})
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PICKED_UP {
+		t.Fatalf("picked_up = %v", res)
+	}
+	deliver := func(code string) *dispatchv1.StreamAssignmentsRequest {
+		return &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Delivered{Delivered: &dispatchv1.ConfirmDelivery{TaskId: task.GetId(),
+			InlineProofs: []*dispatchv1.InlineProof{{Kind: dispatchv1.ProofKind_PROOF_KIND_CODE, Value: &dispatchv1.InlineProof_Code{Code: code}}}}}}
+	}
+	wrong := "0000"
+	if task.GetDeliveryCode() == wrong {
+		wrong = "1111"
+	}
+	res = s.command("c3", deliver(wrong))
+	if e := res.GetError(); e.GetCode() != int32(codes.FailedPrecondition) || e.GetReason() != "CODE_MISMATCH" || e.GetMetadata()["attempts_left"] == "" {
+		t.Errorf("delivered with a wrong code = %v; want FAILED_PRECONDITION CODE_MISMATCH", res)
+	}
+	res = s.command("c4", deliver(task.GetDeliveryCode()))
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_DELIVERED {
+		t.Fatalf("delivered = %v", res)
+	}
+	res = s.command("c5", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: taskID(99)}}})
+	if res.GetError().GetCode() != int32(codes.NotFound) {
+		t.Errorf("accept of an unknown offer = %v; want NOT_FOUND", res)
+	}
+
+	// The app half-closes: the stream ends with OK.
+	if err := s.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.end(); !errors.Is(err, io.EOF) {
+		t.Errorf("stream after half-close = %v, want OK", err)
+	}
+}
+
+func TestStreamAssignmentsReplacedAndDrained(t *testing.T) {
+	e := start(t, true)
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+	first := e.open(t, courierP(c), &dispatchv1.SessionHello{})
+	first.recv()
+	second := e.open(t, courierP(c), &dispatchv1.SessionHello{})
+	second.recv()
+	m := first.recv()
+	if m.GetDrain().GetCode() != dispatchv1.DrainReason_DRAIN_REASON_SESSION_REPLACED || m.GetCursor() != 0 {
+		t.Errorf("replaced session got %v, want drain SESSION_REPLACED", m)
+	}
+	wantCode(t, "replaced session", first.end(), codes.Aborted)
+
+	e.svc.Drain(time.Millisecond)
+	m = second.recv()
+	if m.GetDrain().GetCode() != dispatchv1.DrainReason_DRAIN_REASON_SERVER_SHUTDOWN {
+		t.Errorf("draining session got %v, want drain SERVER_SHUTDOWN", m)
+	}
+	wantCode(t, "drained session", second.end(), codes.Unavailable)
+	third := e.open(t, courierP(c), &dispatchv1.SessionHello{})
+	wantCode(t, "session opened while draining", third.end(), codes.Unavailable)
+}
+
+func TestWatchTask(t *testing.T) {
+	e := start(t, true)
+	task := e.create(t, customer, "r1")
+	stream, err := e.client.WatchTask(callCtx(t, customer), &dispatchv1.WatchTaskRequest{Id: task.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || first.GetTask().GetId() != task.GetId() || first.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PENDING {
+		t.Fatalf("first WatchTask message = %v, %v; want the task", first, err)
+	}
+	if _, err := e.client.CancelTask(callCtx(t, customer), &dispatchv1.CancelTaskRequest{Id: task.GetId(), Reason: dispatchv1.CancelReason_CANCEL_REASON_OTHER}); err != nil {
+		t.Fatal(err)
+	}
+	var last *dispatchv1.Task
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("WatchTask ended with %v, want OK after the final state", err)
+		}
+		if m.GetTask() != nil {
+			last = m.GetTask()
+		}
+	}
+	if last.GetState() != dispatchv1.TaskState_TASK_STATE_CANCELLED {
+		t.Errorf("last task sent = %v, want CANCELLED", last)
+	}
+
+	stream, err = e.client.WatchTask(callCtx(t, other), &dispatchv1.WatchTaskRequest{Id: task.GetId()})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, "WatchTask(another customer's)", err, codes.NotFound)
+}
+
+func TestWatchTasks(t *testing.T) {
+	e := start(t, true)
+	t1 := e.create(t, customer, "r1")
+	_ = e.create(t, other, "r2")
+	stream, err := e.client.WatchTasks(callCtx(t, customer), &dispatchv1.WatchTasksRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.Recv()
+	if err != nil || m.GetTask().GetId() != t1.GetId() {
+		t.Fatalf("WatchTasks first = %v, %v; want the customer's task", m, err)
+	}
+	m, err = stream.Recv()
+	if err != nil || m.GetSnapshotComplete().GetTaskCount() != 1 || m.GetSnapshotComplete().GetTruncated() {
+		t.Fatalf("WatchTasks second = %v, %v; want snapshot_complete of 1", m, err)
+	}
+	t3 := e.create(t, customer, "r3")
+	// Live changes follow, the engine's work on t1 among them, until the new task.
+	for {
+		m, err = stream.Recv()
+		if err != nil {
+			t.Fatalf("WatchTasks live: %v", err)
+		}
+		if m.GetTask().GetId() == t3.GetId() {
+			break
+		}
+		if id := m.GetTask().GetId(); id != t1.GetId() {
+			t.Fatalf("WatchTasks live = %v; want changes of the customer's tasks only", m)
+		}
+	}
+
+	stream, err = e.client.WatchTasks(callCtx(t, customer), &dispatchv1.WatchTasksRequest{CustomerId: userID(2)})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, "WatchTasks(another customer's)", err, codes.PermissionDenied)
+}
+
+// TestShutdownEndsWatches: the server's Shutdown ends open watches with Unavailable, so that a graceful
+// stop need not wait for them.
+func TestShutdownEndsWatches(t *testing.T) {
+	e := start(t, true)
+	task := e.create(t, customer, "r1")
+	one, err := e.client.WatchTask(callCtx(t, customer), &dispatchv1.WatchTaskRequest{Id: task.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := one.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	all, err := e.client.WatchTasks(callCtx(t, dispatcher), &dispatchv1.WatchTasksRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := all.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.GetSnapshotComplete() != nil {
+			break
+		}
+	}
+	e.api.Shutdown()
+	for name, recv := range map[string]func() error{
+		"WatchTask":  func() error { _, err := one.Recv(); return err },
+		"WatchTasks": func() error { _, err := all.Recv(); return err },
+	} {
+		var err error
+		for err == nil {
+			err = recv()
+		}
+		wantCode(t, name+" after Shutdown", err, codes.Unavailable)
+	}
+}

@@ -1,0 +1,45 @@
+package grpcapi
+
+import (
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
+	"lastmile/internal/dispatch"
+)
+
+// WatchTask implements dispatchv1.DispatchServiceServer: the domain's watch (dispatch.Service.WatchTask)
+// with each update encoded as it is sent. It ends with OK after the task's final state was sent, and
+// with Unavailable at Shutdown.
+func (s *Server) WatchTask(req *dispatchv1.WatchTaskRequest, stream dispatchv1.DispatchService_WatchTaskServer) error {
+	ctx, end := s.watchContext(stream.Context())
+	return end(s.svc.WatchTask(ctx, req.GetId(), func(u dispatch.TaskUpdate) error {
+		out := &dispatchv1.WatchTaskResponse{}
+		if u.Task != nil {
+			out.Task = encodeTask(*u.Task)
+		}
+		if u.Fix != nil {
+			out.CourierLocation = encodeFix(*u.Fix)
+		}
+		if e := u.ETA; e != nil {
+			out.Eta = &dispatchv1.TaskEta{PickupTime: timestamp(e.PickupTime), DropoffTime: timestamp(e.DropoffTime),
+				ComputeTime: timestamp(e.ComputeTime), Degraded: e.Degraded}
+		}
+		return stream.Send(out)
+	}))
+}
+
+// WatchTasks implements dispatchv1.DispatchServiceServer: the domain's watch (dispatch.Service.WatchTasks)
+// with each item encoded as it is sent. It does not end on its own; Shutdown ends it with Unavailable.
+func (s *Server) WatchTasks(req *dispatchv1.WatchTasksRequest, stream dispatchv1.DispatchService_WatchTasksServer) error {
+	f := decodeFilter(req.GetStates(), req.GetCourierId(), req.GetCustomerId())
+	ctx, end := s.watchContext(stream.Context())
+	return end(s.svc.WatchTasks(ctx, f, views.Decode(req.GetView()), func(it dispatch.WatchItem) error {
+		out := &dispatchv1.WatchTasksResponse{}
+		switch {
+		case it.Task != nil:
+			out.Kind = &dispatchv1.WatchTasksResponse_Task{Task: encodeTask(*it.Task)}
+		case it.SnapshotComplete != nil:
+			out.Kind = &dispatchv1.WatchTasksResponse_SnapshotComplete{SnapshotComplete: &dispatchv1.WatchTasksSnapshotComplete{
+				TaskCount: int32(it.SnapshotComplete.TaskCount), Truncated: it.SnapshotComplete.Truncated}}
+		}
+		return stream.Send(out)
+	}))
+}
