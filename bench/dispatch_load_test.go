@@ -1,8 +1,3 @@
-//go:build dispatchload
-
-// The build constraint above is temporary: this file needs internal/dispatch/courierclient and routeclient
-// (branch adapter), and comes into the default build once adapter is merged into main.
-
 package bench_test
 
 // Dispatch under open-loop load: how many assignments (offers sent) per second dispatch sustains, and how
