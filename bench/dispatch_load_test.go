@@ -41,6 +41,7 @@ package bench_test
 // window).
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -130,8 +131,8 @@ func TestDispatchLoad(t *testing.T) {
 		t.Logf("%s is not 1: the dispatch load test does not run (it takes minutes)", envLoad)
 		return
 	}
-	engines := strings.Split(cmpOr(os.Getenv("LASTMILE_DISPATCH_LOAD_ENGINES"), "sqlite,postgres"), ",")
-	phases := strings.Split(cmpOr(os.Getenv("LASTMILE_DISPATCH_LOAD_PHASES"), "saturation,latency"), ",")
+	engines := strings.Split(cmp.Or(os.Getenv("LASTMILE_DISPATCH_LOAD_ENGINES"), "sqlite,postgres"), ",")
+	phases := strings.Split(cmp.Or(os.Getenv("LASTMILE_DISPATCH_LOAD_PHASES"), "saturation,latency"), ",")
 	cfg := loadConfig{
 		couriers: envInt(t, "LASTMILE_DISPATCH_LOAD_COURIERS", 1000),
 		saturate: envInt(t, "LASTMILE_DISPATCH_LOAD_SATURATE", 3000),
@@ -178,13 +179,6 @@ func envIntZero(name string) int {
 	return max(n, 0)
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
 type loadConfig struct {
 	couriers, saturate, rate, workers, backlog int
 	window                                     time.Duration
@@ -193,6 +187,7 @@ type loadConfig struct {
 // phaseResult is what one phase measured.
 type phaseResult struct {
 	offeredRate  float64
+	backlog      int // the bound on tasks waiting for their first offer; 0 for none
 	window       time.Duration
 	created      int // tasks created in the measured window
 	createLagP99 time.Duration
@@ -209,8 +204,12 @@ type phaseResult struct {
 }
 
 func (r phaseResult) String() string {
-	s := fmt.Sprintf("offered %.0f/s, created %.0f/s in the window (schedule lag p99 %v; CreateTask p50 %v p99 %v), offers committed %.0f/s, CPU %v/offer (+ postgres server %v), %.0f allocs/offer",
-		r.offeredRate, float64(r.created)/r.window.Seconds(), r.createLagP99, r.createP50, r.createP99, r.offersPerSec, r.cpuPerOffer, r.pgPerOffer, r.allocsPer)
+	lag := fmt.Sprintf("schedule lag p99 %v", r.createLagP99)
+	if r.backlog > 0 {
+		lag = fmt.Sprintf("at most %d waiting", r.backlog) // the schedule runs ahead on purpose
+	}
+	s := fmt.Sprintf("offered %.0f/s, created %.0f/s in the window (%s; CreateTask p50 %v p99 %v), offers committed %.0f/s, CPU %v/offer (+ postgres server %v), %.0f allocs/offer",
+		r.offeredRate, float64(r.created)/r.window.Seconds(), lag, r.createP50, r.createP99, r.offersPerSec, r.cpuPerOffer, r.pgPerOffer, r.allocsPer)
 	if len(r.committed) > 0 {
 		s += fmt.Sprintf("; create->commit p50 %v p99 %v max %v; create->session p50 %v p99 %v max %v (n=%d, unoffered %d)",
 			pct(r.committed, 50), pct(r.committed, 99), pct(r.committed, 100),
@@ -590,6 +589,10 @@ func runPhase(t *testing.T, engine string, cfg loadConfig, rate float64, latency
 			ls.rec.slots = make(chan struct{}, backlog)
 		}
 		res = ls.drive(t, rate, cfg.window, latency)
+		res.backlog = backlog
+		if res.unoffered > 0 {
+			t.Errorf("%d tasks of the window were not offered within %v", res.unoffered, drainWait)
+		}
 	}) {
 		t.FailNow()
 	}
