@@ -50,10 +50,10 @@ test-race:
 	$(GO) test -race ./...
 
 ## test-postgres: the whole suite with PostgreSQL required (LASTMILE_TEST_POSTGRES_DSN must be set), then the
-## dispatch service's tests again with every test system on PostgreSQL.
+## dispatch service's tests (domain and gRPC adapter) again with every test system on PostgreSQL.
 test-postgres:
 	LASTMILE_REQUIRE_POSTGRES=1 $(GO) test -race -count=1 ./...
-	LASTMILE_REQUIRE_POSTGRES=1 LASTMILE_DISPATCH_TEST_ENGINE=postgres $(GO) test -race -count=1 ./internal/dispatch/
+	LASTMILE_REQUIRE_POSTGRES=1 LASTMILE_DISPATCH_TEST_ENGINE=postgres $(GO) test -race -count=1 ./internal/dispatch/ ./internal/dispatch/grpcapi/
 
 ## bench: benchmarks that print ratios (see BENCHMARKS.md).
 bench:

@@ -122,8 +122,10 @@ func TestFiftyCouriersAcceptTheSameOfferOnlyTheOfferedOneWins(t *testing.T) {
 		t.Fatalf("%d winners, want 1", wins)
 	}
 	// The same courier accepting fifty times at once: one transition, every answer a success.
-	tk2 := create(t, sys, nil)
+	// The winner is full once its claim lands; only then is the second courier the one candidate.
+	waitFor(t, "the winner's claim", func() bool { return sys.Couriers.Claims()[tk.ID] == winner.ID })
 	second := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	tk2 := create(t, sys, nil)
 	_, o2 := offered(t, sys, tk2.ID)
 	if o2.CourierID != second.ID {
 		t.Fatalf("second offer to %s, want %s", o2.CourierID, second.ID)

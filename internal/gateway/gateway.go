@@ -103,6 +103,16 @@ type Gateway struct {
 	stopErr  error
 }
 
+// undelimited is the gateway's marshaler without a delimiter between the messages of a streamed response.
+// grpc-gateway writes the marshaler's delimiter after every message of a server stream ("\n" for JSON,
+// and "\n" too when the marshaler declares none). The gateway's only streaming routes are downloads of
+// google.api.HttpBody chunks (DispatchService.GetProofContent), whose bytes must arrive unchanged: with
+// a delimiter, a 300 KiB photo served in two chunks would gain two newlines and no longer be the photo.
+type undelimited struct{ runtime.Marshaler }
+
+// Delimiter implements runtime.Delimited: nothing between streamed messages.
+func (undelimited) Delimiter() []byte { return nil }
+
 // New builds a Gateway that proxies REST calls to services (the caller's registry of services decides
 // which; the gateway names none itself). ctx is used only while registering the routes. New does not
 // listen; see Listen and Serve.
@@ -119,12 +129,12 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 	}
 
 	g.mux = runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, undelimited{&runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
 			MarshalOptions: protojson.MarshalOptions{UseProtoNames: false, EmitUnpopulated: false},
 			// Unknown fields are an error, not silently dropped: a client that sends {"role": "ADMIN"} to an
 			// endpoint without such a field learns it was ignored instead of believing it took effect.
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}}),
+		}}}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),

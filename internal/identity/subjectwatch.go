@@ -97,6 +97,13 @@ func (w *subjectWatchers) active() bool {
 // watcher reconnects and starts with a reset); Unavailable when Run has returned (the service is
 // stopping); send's error, and ctx's, as they are.
 func (s *Service) WatchSubjects(ctx context.Context, send func([]SubjectChange) error) error {
+	// The event feed's first subscription resets every watcher (Service.forgetSubjects); a watch that
+	// starts after it needs only its own opening reset.
+	if s.hub.feed != nil {
+		if err := s.hub.waitReady(ctx); err != nil {
+			return err
+		}
+	}
 	sub := &subjectSub{ch: make(chan SubjectChange, s.watchers.buffer), ended: make(chan struct{})}
 	s.watchers.mu.Lock()
 	if s.watchers.stopped {

@@ -160,3 +160,56 @@ func TestDecodeCreate(t *testing.T) {
 		t.Errorf("violations (-want +got):\n%s", diff)
 	}
 }
+
+func TestDecodeCommand(t *testing.T) {
+	at := timestamppb.New(t0)
+	here := &geov1.LatLng{Latitude: 52.5, Longitude: 13.4}
+	loc := geo.LatLng{Lat: 52.5, Lng: 13.4}
+	for _, tt := range []struct {
+		in   *dispatchv1.StreamAssignmentsRequest
+		want dispatch.Command
+	}{
+		{&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: "o"}}},
+			dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: "o"}}},
+		{&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: &dispatchv1.DeclineOffer{OfferId: "o", Reason: dispatchv1.DeclineReason_DECLINE_REASON_SHIFT_ENDING, Comment: "c"}}},
+			dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: "o", Reason: dispatch.DeclineShiftEnding, Comment: "c"}}},
+		{&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{TaskId: "t", Location: here, ProofUploadIds: []string{"u"}, OccurTime: at,
+			InlineProofs: []*dispatchv1.InlineProof{{Kind: dispatchv1.ProofKind_PROOF_KIND_BARCODE, Value: &dispatchv1.InlineProof_Barcode{Barcode: "B"}, CaptureTime: at, CaptureLocation: here}}}}},
+			dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: "t", Location: &loc, UploadIDs: []string{"u"}, OccurTime: t0,
+				Inline: []dispatch.InlineProof{{Kind: dispatch.ProofBarcode, Barcode: "B", CaptureTime: t0, CaptureLocation: &loc}}}}},
+		{&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Delivered{Delivered: &dispatchv1.ConfirmDelivery{TaskId: "t",
+			InlineProofs: []*dispatchv1.InlineProof{{Kind: dispatchv1.ProofKind_PROOF_KIND_CODE, Value: &dispatchv1.InlineProof_Code{Code: "1234"}}}}}},
+			dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: "t", Inline: []dispatch.InlineProof{{Kind: dispatch.ProofCode, Code: "1234"}}}}},
+		{&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Failed{Failed: &dispatchv1.ReportFailure{TaskId: "t", Reason: dispatchv1.FailureReason_FAILURE_REASON_UNSAFE, Comment: "c", ProofUploadIds: []string{"u"}, Location: here, OccurTime: at}}},
+			dispatch.Command{Fail: &dispatch.FailCmd{TaskID: "t", Reason: dispatch.FailureUnsafe, Comment: "c", UploadIDs: []string{"u"}, Location: &loc, OccurTime: t0}}},
+		{&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Release{Release: &dispatchv1.ReleaseTask{TaskId: "t", Reason: dispatchv1.ReleaseReason_RELEASE_REASON_TOO_FAR, Comment: "c", OccurTime: at}}},
+			dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: "t", Reason: dispatch.ReleaseTooFar, Comment: "c", OccurTime: t0}}},
+	} {
+		got, err := decodeCommand(tt.in)
+		if err != nil {
+			t.Errorf("decodeCommand(%v) = %v", tt.in, err)
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("decodeCommand(%v) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+	_, err := decodeCommand(&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Release{Release: &dispatchv1.ReleaseTask{TaskId: "t", OccurTime: &timestamppb.Timestamp{Nanos: -1}}}})
+	if apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("decodeCommand(malformed occur_time) = %v, want Invalid", err)
+	}
+}
+
+func TestEncodeCommandResult(t *testing.T) {
+	got := encodeCommandResult(dispatch.CommandResult{CommandID: "c", Replayed: true, Err: &dispatch.CommandError{
+		Code: apperr.FailedPrecondition, Message: "m", Reason: "PROOF_REQUIRED", Metadata: map[string]string{"kind": "PROOF_KIND_PHOTO"}, RetryAfter: time.Second}})
+	want := &dispatchv1.CommandResult{CommandId: "c", Replayed: true, Error: &dispatchv1.CommandError{Code: 9, Message: "m", Reason: "PROOF_REQUIRED",
+		Metadata: map[string]string{"kind": "PROOF_KIND_PHOTO"}, RetryAfter: durationpb.New(time.Second)}}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("encodeCommandResult (-want +got):\n%s", diff)
+	}
+	for code, n := range map[apperr.Code]int32{apperr.NotFound: 5, apperr.Conflict: 6, apperr.Aborted: 10, apperr.Unavailable: 14, apperr.Invalid: 3} {
+		if got := encodeCommandResult(dispatch.CommandResult{Err: &dispatch.CommandError{Code: code}}).GetError().GetCode(); got != n {
+			t.Errorf("command error code of %s = %d, want %d", code, got, n)
+		}
+	}
+}

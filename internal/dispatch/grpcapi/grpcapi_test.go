@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -325,4 +326,36 @@ func TestCancelTask(t *testing.T) {
 	if err != nil || again.GetEtag() != got.GetEtag() {
 		t.Errorf("CancelTask(cancelled) = %v, %v; want it unchanged", again, err)
 	}
+}
+
+// TestUploadReadErrors: the documented errors of GetUpload and GetProofContent through the served policy.
+func TestUploadReadErrors(t *testing.T) {
+	e := start(t, false)
+	task := e.create(t, customer, "r1")
+	_, err := e.client.GetUpload(callCtx(t, dispatcher), &dispatchv1.GetUploadRequest{UploadId: taskID(1)})
+	wantCode(t, "GetUpload(no such upload)", err, codes.NotFound)
+	_, err = e.client.GetUpload(callCtx(t, customer), &dispatchv1.GetUploadRequest{UploadId: taskID(1)})
+	wantCode(t, "GetUpload as customer", err, codes.PermissionDenied)
+	_, err = e.client.GetUpload(callCtx(t, dispatcher), &dispatchv1.GetUploadRequest{UploadId: "x"})
+	wantCode(t, "GetUpload(malformed id)", err, codes.InvalidArgument)
+	stream, err := e.client.GetProofContent(callCtx(t, customer), &dispatchv1.GetProofContentRequest{TaskId: task.GetId(), UploadId: taskID(1)})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, "GetProofContent(no such upload)", err, codes.NotFound)
+	stream, err = e.client.GetProofContent(callCtx(t, simulator), &dispatchv1.GetProofContentRequest{TaskId: task.GetId(), UploadId: taskID(1)})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, "GetProofContent as a service", err, codes.PermissionDenied)
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+	up, err := e.client.UploadProof(callCtx(t, courierP(c)))
+	if err == nil {
+		err = up.Send(&dispatchv1.UploadProofRequest{Kind: &dispatchv1.UploadProofRequest_Start{Start: &dispatchv1.UploadStart{TaskId: task.GetId(),
+			Kind: dispatchv1.ProofKind_PROOF_KIND_PHOTO, ContentType: "image/png", SizeBytes: 10, Sha256: strings.Repeat("a", 64)}}})
+	}
+	if err == nil {
+		_, err = up.Recv()
+	}
+	wantCode(t, "UploadProof for a task the courier never saw", err, codes.NotFound)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/dispatch/dispatchtest"
@@ -303,5 +304,73 @@ func TestShutdownEndsWatches(t *testing.T) {
 			err = recv()
 		}
 		wantCode(t, name+" after Shutdown", err, codes.Unavailable)
+	}
+}
+
+// nextOffer returns the next offer delivered, acknowledging it.
+func (s *session) nextOffer() *dispatchv1.OfferNotice {
+	s.t.Helper()
+	for {
+		m := s.recv()
+		if o := m.GetOffer(); o != nil {
+			s.send(&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Ack{Ack: &dispatchv1.Acknowledge{Cursor: m.GetCursor()}}})
+			return o
+		}
+	}
+}
+
+// TestStreamAssignmentsDeclineReleaseFail: the other commands, with their reasons, comments, locations and
+// event times decoded.
+func TestStreamAssignmentsDeclineReleaseFail(t *testing.T) {
+	e := start(t, true)
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+	s := e.open(t, courierP(c), &dispatchv1.SessionHello{})
+	s.recv()
+	here := point(dispatchtest.Berlin)
+	occur := timestamppb.New(e.sys.Clock.Now().Add(-time.Minute))
+
+	t1 := e.create(t, customer, "r1")
+	o := s.nextOffer()
+	res := s.command("d1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: &dispatchv1.DeclineOffer{
+		OfferId: o.GetOffer().GetId(), Reason: dispatchv1.DeclineReason_DECLINE_REASON_TOO_FAR, Comment: "across the river"}}})
+	if res.GetError() != nil || res.GetTask() != nil {
+		t.Fatalf("decline = %v; want success without a task", res)
+	}
+	ex, err := e.client.ExplainAssignment(callCtx(t, dispatcher), &dispatchv1.ExplainAssignmentRequest{Id: t1.GetId()})
+	if err != nil || len(ex.GetDecisions()) == 0 || ex.GetDecisions()[len(ex.GetDecisions())-1].GetCandidates()[0].GetDeclineReason() != dispatchv1.DeclineReason_DECLINE_REASON_TOO_FAR {
+		t.Errorf("explanation after the decline = %v, %v; want the decline's reason", ex, err)
+	}
+
+	t2 := e.create(t, customer, "r2")
+	o = s.nextOffer()
+	if o.GetTask().GetId() != t2.GetId() {
+		t.Fatalf("offer of %s, want %s (the declined task is never offered again)", o.GetTask().GetId(), t2.GetId())
+	}
+	s.command("a2", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: o.GetOffer().GetId()}}})
+	res = s.command("r2", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Release{Release: &dispatchv1.ReleaseTask{
+		TaskId: t2.GetId(), Reason: dispatchv1.ReleaseReason_RELEASE_REASON_VEHICLE_PROBLEM, Comment: "flat tyre", OccurTime: occur}}})
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PENDING || res.GetTask().GetDropoff().GetContact() != nil {
+		t.Fatalf("release = %v; want PENDING, contacts withheld", res)
+	}
+	if h := res.GetTask().GetHistory(); h[len(h)-1].GetComment() != "handed back: vehicle_problem: flat tyre" {
+		t.Errorf("release history = %v, want the comment", h)
+	}
+	res = s.command("r3", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Release{Release: &dispatchv1.ReleaseTask{
+		TaskId: t2.GetId(), Reason: dispatchv1.ReleaseReason_RELEASE_REASON_OTHER}}})
+	if res.GetError().GetCode() != int32(codes.FailedPrecondition) || res.GetError().GetReason() != "NOT_HOLDER" {
+		t.Errorf("release of a released task = %v; want FAILED_PRECONDITION NOT_HOLDER", res)
+	}
+
+	t3 := e.create(t, customer, "r3")
+	o = s.nextOffer()
+	if o.GetTask().GetId() != t3.GetId() {
+		t.Fatalf("offer of %s, want %s", o.GetTask().GetId(), t3.GetId())
+	}
+	s.command("a3", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: o.GetOffer().GetId()}}})
+	res = s.command("f3", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Failed{Failed: &dispatchv1.ReportFailure{
+		TaskId: t3.GetId(), Reason: dispatchv1.FailureReason_FAILURE_REASON_UNSAFE, Comment: "dog", Location: here, OccurTime: occur}}})
+	if h := res.GetTask().GetHistory(); res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_FAILED ||
+		res.GetTask().GetFailureReason() != dispatchv1.FailureReason_FAILURE_REASON_UNSAFE || h[len(h)-1].GetComment() != "dog" {
+		t.Errorf("failed = %v; want FAILED (unsafe), with the comment", res)
 	}
 }

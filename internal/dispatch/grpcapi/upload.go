@@ -1,4 +1,4 @@
-// Package grpcapi adapts the dispatch domain to the lastmile.dispatch.v1 gRPC contract.
+// The proof-upload handlers of the dispatch adapter.
 package grpcapi
 
 import (
