@@ -10,4 +10,10 @@
 //
 // Plain `go test ./bench/...` runs no benchmark, only quick checks that each variant is wired as its
 // name claims.
+//
+// TestDispatchLoad is a load test rather than a benchmark: dispatch with real courier and route services
+// in process, under an open-loop rate of task creations, on SQLite and PostgreSQL. It takes minutes and runs
+// only with LASTMILE_DISPATCH_LOAD=1:
+//
+//	LASTMILE_DISPATCH_LOAD=1 go test -run TestDispatchLoad -v -timeout 30m ./bench/
 package bench

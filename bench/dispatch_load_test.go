@@ -1,0 +1,759 @@
+package bench_test
+
+// Dispatch under open-loop load: how many assignments (offers sent) per second dispatch sustains, and how
+// long a task waits from CreateTask returning to its offer, with the courier and route services real and
+// in-process.
+//
+// The system, built once per measured phase on a fresh database:
+//
+//   - courier: courier.Service on its SQLite or PostgreSQL store, behind grpcserver with the full
+//     interceptor chain and courier's policy, served on bufconn (grpctest.NewServer), authenticating
+//     callers from metadata (grpctest.HeaderAuthenticator) instead of mTLS;
+//   - route: route.Service with the geodesic provider, behind the same chain, on bufconn;
+//   - dispatch: dispatch.Service on its store (the same engine as courier), its event feed, River jobs for
+//     claims, reaching courier and route through courierclient and routeclient over those connections,
+//     calling as the "dispatch" service.
+//
+// Couriers are registered through courier's API, set AVAILABLE, and given a fresh fix within 5 km of one
+// city center; each opens a real dispatch session (dispatch.Service.OpenSession, the domain side of
+// StreamAssignments, without the gRPC stream) and accepts every offer it receives at once, then
+// acknowledges it. Customers create tasks through dispatch.Service.CreateTask (in-process, not through
+// dispatch's own gRPC server) at a fixed rate set by a schedule, not by completions (open loop): the
+// schedule hands each task's intended start to one of many customer goroutines.
+//
+// Two times are taken per task: "committed", when the transaction that turned the task OFFERED committed
+// (a wrapper around dispatch.Store's UpdateTask observes it), and "received", when the courier's session
+// returned the offer from Next. Both are measured from CreateTask returning.
+//
+// The test runs only with LASTMILE_DISPATCH_LOAD=1 (it takes a minute or more per engine):
+//
+//	LASTMILE_DISPATCH_LOAD=1 go test -run TestDispatchLoad -v -timeout 30m ./bench/
+//
+// Other knobs (environment): LASTMILE_DISPATCH_LOAD_ENGINES ("sqlite,postgres"; postgres needs
+// LASTMILE_TEST_POSTGRES_DSN), LASTMILE_DISPATCH_LOAD_COURIERS (1000), LASTMILE_DISPATCH_LOAD_SATURATE
+// (the offered rate of the saturation phase, 3000/s), LASTMILE_DISPATCH_LOAD_RATE (the rate of the latency
+// phase; default half the measured saturated rate), LASTMILE_DISPATCH_LOAD_PHASES ("saturation,latency";
+// name one to run it alone), LASTMILE_DISPATCH_LOAD_BACKLOG (64: during the saturation phase at most this
+// many tasks wait for their offer, and customers hold back beyond it, so that the queue, not its growth,
+// is measured; "unbounded" for a pure open loop, where the backlog grows without bound),
+// LASTMILE_DISPATCH_LOAD_WORKERS (dispatch's
+// Options.Workers; default dispatch's own), LASTMILE_DISPATCH_LOAD_SECONDS (10, each phase's measured
+// window).
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/courier"
+	"lastmile/internal/courier/couriertest"
+	couriergrpc "lastmile/internal/courier/grpcapi"
+	courierpg "lastmile/internal/courier/postgres"
+	couriersqlite "lastmile/internal/courier/sqlite"
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/blob"
+	"lastmile/internal/dispatch/courierclient"
+	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/dispatch/jobargs"
+	dispatchpg "lastmile/internal/dispatch/postgres"
+	"lastmile/internal/dispatch/routeclient"
+	dispatchsqlite "lastmile/internal/dispatch/sqlite"
+	"lastmile/internal/dispatch/sqlstore"
+	"lastmile/internal/geo"
+	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/database/databasetest"
+	"lastmile/internal/platform/eventlog"
+	"lastmile/internal/platform/eventlog/sqllog"
+	"lastmile/internal/platform/grpcserver"
+	"lastmile/internal/platform/grpcserver/grpctest"
+	"lastmile/internal/platform/jobs"
+	"lastmile/internal/route"
+	"lastmile/internal/route/geodesic"
+	routegrpc "lastmile/internal/route/grpcapi"
+)
+
+// envLoad gates TestDispatchLoad.
+const envLoad = "LASTMILE_DISPATCH_LOAD"
+
+// Fixed shape of the load.
+const (
+	courierCapacity = 10
+	// customers is how many goroutines create tasks: enough that a slow CreateTask delays the schedule
+	// only when all of them are busy.
+	customers = 64
+	// cityRadius bounds couriers' and pickups' distance from the center, in meters.
+	cityRadius = 5000.0
+	// loadWarmUp is the part of each phase not measured: the queue, pools and caches settle.
+	loadWarmUp = 3 * time.Second
+	// drainWait bounds how long the latency phase waits for its last tasks' offers (a hang guard).
+	drainWait = 60 * time.Second
+)
+
+func envInt(t *testing.T, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// TestDispatchLoad measures, per store engine, the saturated assignment rate (phase 1: tasks offered far
+// above what dispatch can take) and the latency from CreateTask to the offer at a lower fixed rate (phase
+// 2: half the saturated rate unless LASTMILE_DISPATCH_LOAD_RATE says otherwise), each on a fresh system.
+func TestDispatchLoad(t *testing.T) {
+	if os.Getenv(envLoad) != "1" {
+		t.Logf("%s is not 1: the dispatch load test does not run (it takes minutes)", envLoad)
+		return
+	}
+	engines := strings.Split(cmp.Or(os.Getenv("LASTMILE_DISPATCH_LOAD_ENGINES"), "sqlite,postgres"), ",")
+	phases := strings.Split(cmp.Or(os.Getenv("LASTMILE_DISPATCH_LOAD_PHASES"), "saturation,latency"), ",")
+	cfg := loadConfig{
+		couriers: envInt(t, "LASTMILE_DISPATCH_LOAD_COURIERS", 1000),
+		saturate: envInt(t, "LASTMILE_DISPATCH_LOAD_SATURATE", 3000),
+		rate:     envIntZero("LASTMILE_DISPATCH_LOAD_RATE"),
+		workers:  envIntZero("LASTMILE_DISPATCH_LOAD_WORKERS"),
+		backlog:  envBacklog(t),
+		window:   time.Duration(envInt(t, "LASTMILE_DISPATCH_LOAD_SECONDS", 10)) * time.Second,
+	}
+	t.Logf("nproc %d, GOMAXPROCS %d, %s, %d couriers (capacity %d), %d customers, dispatch workers %d (0: default %d)",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), cfg.couriers, courierCapacity, customers, cfg.workers, dispatch.DefaultWorkers)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			if engine == "postgres" && os.Getenv("LASTMILE_TEST_POSTGRES_DSN") == "" {
+				t.Fatal("the postgres engine needs LASTMILE_TEST_POSTGRES_DSN (see databasetest)")
+			}
+			sat := cfg.saturate
+			if slices.Contains(phases, "saturation") {
+				res := runPhase(t, engine, cfg, float64(cfg.saturate), false)
+				t.Logf("%s saturation: %s", engine, res)
+				sat = int(res.offersPerSec)
+			}
+			if !slices.Contains(phases, "latency") {
+				return
+			}
+			rate := cfg.rate
+			if rate == 0 {
+				rate = max(sat/2, 1)
+			}
+			res := runPhase(t, engine, cfg, float64(rate), true)
+			t.Logf("%s latency at %d/s: %s", engine, rate, res)
+		})
+	}
+}
+
+func envBacklog(t *testing.T) int {
+	if os.Getenv("LASTMILE_DISPATCH_LOAD_BACKLOG") == "unbounded" {
+		return 0
+	}
+	return envInt(t, "LASTMILE_DISPATCH_LOAD_BACKLOG", 64)
+}
+
+func envIntZero(name string) int {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return max(n, 0)
+}
+
+type loadConfig struct {
+	couriers, saturate, rate, workers, backlog int
+	window                                     time.Duration
+}
+
+// phaseResult is what one phase measured.
+type phaseResult struct {
+	offeredRate  float64
+	backlog      int // the bound on tasks waiting for their first offer; 0 for none
+	window       time.Duration
+	created      int // tasks created in the measured window
+	createLagP99 time.Duration
+	offersPerSec float64 // offers committed per second in the measured window
+	cpuPerOffer  time.Duration
+	pgPerOffer   time.Duration // CPU of the PostgreSQL server's processes per offer (postgres engine)
+	allocsPer    float64
+	committed    []time.Duration // CreateTask returned -> offer committed, tasks created in the window
+	received     []time.Duration // CreateTask returned -> session received the offer
+	unoffered    int             // tasks of the window never offered within drainWait (latency phase)
+	decide       []time.Duration // the engine's time per first decision (Decision.Elapsed: queries and RPCs included)
+	createP50    time.Duration
+	createP99    time.Duration
+}
+
+func (r phaseResult) String() string {
+	lag := fmt.Sprintf("schedule lag p99 %v", r.createLagP99)
+	if r.backlog > 0 {
+		lag = fmt.Sprintf("at most %d waiting", r.backlog) // the schedule runs ahead on purpose
+	}
+	s := fmt.Sprintf("offered %.0f/s, created %.0f/s in the window (%s; CreateTask p50 %v p99 %v), offers committed %.0f/s, CPU %v/offer (+ postgres server %v), %.0f allocs/offer",
+		r.offeredRate, float64(r.created)/r.window.Seconds(), lag, r.createP50, r.createP99, r.offersPerSec, r.cpuPerOffer, r.pgPerOffer, r.allocsPer)
+	if len(r.committed) > 0 {
+		s += fmt.Sprintf("; create->commit p50 %v p99 %v max %v; create->session p50 %v p99 %v max %v (n=%d, unoffered %d)",
+			pct(r.committed, 50), pct(r.committed, 99), pct(r.committed, 100),
+			pct(r.received, 50), pct(r.received, 99), pct(r.received, 100), len(r.committed), r.unoffered)
+		s += fmt.Sprintf("; engine decision p50 %v p99 %v", pct(r.decide, 50), pct(r.decide, 99))
+	}
+	return s
+}
+
+// pct returns the p-th percentile (nearest rank) of ds, sorted in place.
+func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	i := int(float64(len(ds))*p/100+0.5) - 1
+	return ds[min(max(i, 0), len(ds)-1)].Round(10 * time.Microsecond)
+}
+
+// taskTimes are one task's timestamps.
+type taskTimes struct {
+	created, committed, received time.Time
+}
+
+// recorder keeps every task's times.
+type recorder struct {
+	mu      sync.Mutex
+	tasks   map[string]*taskTimes
+	offers  atomic.Int64         // offers committed
+	pending map[string]time.Time // commits seen before CreateTask returned to its caller
+	// slots, when not nil, bounds the tasks created and not yet offered: a customer takes a slot before
+	// creating a task, and the task's first offer gives it back.
+	slots chan struct{}
+}
+
+// release gives a slot back after a task's first offer.
+func (r *recorder) release() {
+	if r.slots == nil {
+		return
+	}
+	select {
+	case <-r.slots:
+	default:
+	}
+}
+
+func newRecorder() *recorder {
+	return &recorder{tasks: map[string]*taskTimes{}, pending: map[string]time.Time{}}
+}
+
+func (r *recorder) created(id string, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tt := &taskTimes{created: at}
+	if c, ok := r.pending[id]; ok {
+		tt.committed = c
+		delete(r.pending, id)
+	}
+	r.tasks[id] = tt
+}
+
+func (r *recorder) committed(id string, at time.Time) {
+	r.offers.Add(1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if tt, ok := r.tasks[id]; ok {
+		if tt.committed.IsZero() {
+			tt.committed = at
+			r.release()
+		}
+		return
+	}
+	if _, ok := r.pending[id]; !ok {
+		r.pending[id] = at
+		r.release()
+	}
+}
+
+func (r *recorder) received(id string, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if tt, ok := r.tasks[id]; ok && tt.received.IsZero() {
+		tt.received = at
+	}
+}
+
+// timedStore observes the commits that make a task OFFERED.
+type timedStore struct {
+	dispatch.Store
+	rec *recorder
+}
+
+func (s timedStore) UpdateTask(ctx context.Context, id string, fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
+	offered := false
+	out, err := s.Store.UpdateTask(ctx, id, func(cur dispatch.Task) (dispatch.Change, error) {
+		ch, err := fn(cur)
+		offered = err == nil && cur.State != dispatch.StateOffered && ch.Task.State == dispatch.StateOffered
+		return ch, err
+	})
+	if err == nil && offered {
+		s.rec.committed(id, time.Now())
+	}
+	return out, err
+}
+
+// loadSystem is one measured system.
+type loadSystem struct {
+	svc      *dispatch.Service
+	store    dispatch.Store
+	rec      *recorder
+	couriers []string // courier ids
+	users    []string // their user ids
+}
+
+var dispatchService = auth.Principal{Kind: auth.Service, Subject: "dispatch"}
+
+// asDispatch adds dispatch's service identity to every call of a connection, as its mTLS certificate
+// does in production.
+func asDispatch() grpc.DialOption {
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(grpctest.CallAs(ctx, dispatchService), method, req, reply, cc, opts...)
+	})
+}
+
+// startLoadSystem starts courier, route and dispatch on fresh databases of engine and registers the
+// couriers; it stops everything when the test ends.
+func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	quiet := slog.New(slog.DiscardHandler)
+
+	// courier
+	var cstore courier.Store
+	var dpool *pgxpool.Pool
+	switch engine {
+	case "sqlite":
+		db := databasetest.SQLite(t)
+		if err := database.MigrateSQLite(ctx, db, couriersqlite.Migrations()); err != nil {
+			t.Fatal(err)
+		}
+		cstore = couriersqlite.New(db)
+	case "postgres":
+		pool := databasetest.Postgres(t, "courier")
+		if err := database.MigratePostgres(ctx, pool, courierpg.Migrations()); err != nil {
+			t.Fatal(err)
+		}
+		s := courierpg.New(pool)
+		t.Cleanup(func() { _ = s.Close() })
+		cstore = s
+		dpool = databasetest.Postgres(t, dispatchpg.Schema)
+	default:
+		t.Fatalf("unknown engine %q (want sqlite or postgres)", engine)
+	}
+	users := couriertest.NewUsers()
+	ls := &loadSystem{rec: newRecorder()}
+	for range cfg.couriers {
+		u := uuid.NewString()
+		ls.users = append(ls.users, u)
+		users.Put(courier.UserInfo{ID: u, Role: auth.RoleCourier, Status: courier.UserActive, DisplayName: "Courier " + u[:8]})
+	}
+	csvc := courier.NewService(cstore, users, courier.Options{Logger: quiet})
+	if err := csvc.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clis := serve(t, grpcserver.Config{Policy: couriergrpc.Policy(), Authenticator: grpctest.HeaderAuthenticator{}, Logger: quiet},
+		func(s *grpc.Server) { couriergrpc.Register(s, couriergrpc.NewServer(csvc)) })
+	grpctest.Go(t, "courier.Service.Run", csvc.Run)
+
+	// route
+	prov, err := geodesic.New(geodesic.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsvc := route.NewService(prov, route.Options{})
+	rlis := serve(t, grpcserver.Config{Policy: routegrpc.Policy(), Authenticator: grpctest.HeaderAuthenticator{}, Logger: quiet},
+		func(s *grpc.Server) { routegrpc.Register(s, routegrpc.NewServer(rsvc)) })
+
+	// dispatch's own connections carry its identity
+	capi := courierv1.NewCourierServiceClient(grpctest.Dial(t, clis))
+	couriers := courierclient.New(courierv1.NewCourierServiceClient(grpctest.Dial(t, clis, asDispatch())))
+	routes := routeclient.New(routev1.NewRouteServiceClient(grpctest.Dial(t, rlis, asDispatch())), routeclient.Options{Logger: quiet})
+
+	ls.registerCouriers(t, ctx, capi)
+
+	// dispatch
+	var (
+		store   *sqlstore.Store
+		dialect = database.SQLite
+		wake    func(context.Context, eventlog.Backoff, func())
+	)
+	if dpool != nil {
+		if err := dispatchpg.Migrate(ctx, dpool); err != nil {
+			t.Fatal(err)
+		}
+		store, dialect, wake = dispatchpg.New(dpool), database.Postgres, sqllog.Listener(dpool)
+		t.Cleanup(func() { _ = store.Close() })
+	} else {
+		db := databasetest.SQLite(t)
+		if err := dispatchsqlite.Migrate(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		store = dispatchsqlite.New(db)
+	}
+	db := store.DB()
+	feed, err := eventlog.New(sqllog.NewSource(db, dialect), eventlog.Options{Poll: 100 * time.Millisecond, Wake: wake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.SetNudge(feed.Nudge)
+	var svc *dispatch.Service
+	jopts := jobs.Options{Workers: jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) }), StopTimeout: 5 * time.Second}
+	if dpool != nil {
+		jopts.Listener, jopts.Schema = dpool, dispatchpg.Schema
+	}
+	jc, err := jobs.New(db, dialect, jopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.SetJobs(sqlstore.RiverJobs(jc))
+	blobs, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc = dispatch.NewService(dispatch.Deps{Store: timedStore{Store: store, rec: ls.rec}, Uploads: store.Uploads(), Blobs: blobs, Couriers: couriers, Routes: routes, Events: feed},
+		dispatch.Options{Logger: quiet, Workers: cfg.workers})
+	ls.svc, ls.store = svc, store
+	grpctest.Go(t, "event feed", feed.Run)
+	grpctest.Go(t, "jobs", jc.Run)
+	grpctest.Go(t, "dispatch.Service.Run", svc.Run)
+
+	ls.openSessions(t, ctx)
+	return ls
+}
+
+// serve serves a grpcserver.Server (the full interceptor chain) configured by cfg on a new in-memory
+// listener until the test ends, and returns the listener for grpctest.Dial.
+func serve(t *testing.T, cfg grpcserver.Config, register func(*grpc.Server)) *bufconn.Listener {
+	t.Helper()
+	lis := grpctest.Listen()
+	cfg.Listener = lis
+	srv, err := grpcserver.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(srv.GRPC())
+	grpctest.Serve(t, srv)
+	return lis
+}
+
+// registerCouriers registers the couriers (half bicycles, half cars), makes them AVAILABLE and reports a
+// fresh fix for each within cityRadius of the center.
+func (ls *loadSystem) registerCouriers(t *testing.T, ctx context.Context, api courierv1.CourierServiceClient) {
+	t.Helper()
+	staff := grpctest.CallAs(ctx, auth.Principal{Kind: auth.User, Subject: uuid.NewString(), Roles: []string{auth.RoleDispatcher}})
+	rng := rand.New(rand.NewPCG(1, 2))
+	points := make([]geo.LatLng, len(ls.users))
+	for i := range points {
+		points[i] = randomPoint(rng)
+	}
+	simulator := grpctest.CallAs(ctx, auth.Principal{Kind: auth.Service, Subject: "simulator"})
+	ids := make([]string, len(ls.users))
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ls.users))
+	sem := make(chan struct{}, 16)
+	for i, u := range ls.users {
+		mode := geov1.TransportMode_TRANSPORT_MODE_BICYCLE
+		if i%2 == 1 {
+			mode = geov1.TransportMode_TRANSPORT_MODE_CAR
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c, err := api.RegisterCourier(staff, &courierv1.RegisterCourierRequest{UserId: u, TransportMode: mode, Capacity: courierCapacity})
+			if err != nil {
+				errs <- fmt.Errorf("register courier %d: %w", i, err)
+				return
+			}
+			if _, err := api.SetStatus(staff, &courierv1.SetStatusRequest{CourierId: c.GetId(), Status: courierv1.CourierStatus_COURIER_STATUS_AVAILABLE}); err != nil {
+				errs <- fmt.Errorf("set courier %d available: %w", i, err)
+				return
+			}
+			// A stream carries one courier's fixes; the simulator's identity may report for any courier.
+			stream, err := api.ReportLocations(simulator)
+			if err != nil {
+				errs <- fmt.Errorf("report courier %d's fix: %w", i, err)
+				return
+			}
+			p := points[i]
+			fix := &courierv1.LocationFix{Location: &geov1.LatLng{Latitude: p.Lat, Longitude: p.Lng}, RecordedAt: timestamppb.Now(), AccuracyMeters: 5}
+			if err := stream.Send(&courierv1.ReportLocationsRequest{CourierId: c.GetId(), Fixes: []*courierv1.LocationFix{fix}}); err != nil {
+				errs <- fmt.Errorf("report courier %d's fix: %w", i, err)
+				return
+			}
+			if res, err := stream.CloseAndRecv(); err != nil || res.GetAcceptedCount() != 1 {
+				errs <- fmt.Errorf("report courier %d's fix = %v, %v; want 1 accepted", i, res, err)
+				return
+			}
+			ids[i] = c.GetId()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	ls.couriers = ids
+}
+
+// randomPoint returns a point uniformly within cityRadius of the center.
+func randomPoint(rng *rand.Rand) geo.LatLng {
+	for {
+		x, y := rng.Float64()*2-1, rng.Float64()*2-1
+		if x*x+y*y <= 1 {
+			c := dispatchtest.Berlin
+			return geo.LatLng{Lat: c.Lat + y*cityRadius/111_195, Lng: c.Lng + x*cityRadius/(111_195*0.6088)}
+		}
+	}
+}
+
+// openSessions opens every courier's dispatch session; each accepts every offer at once and acknowledges
+// it, until the test ends.
+func (ls *loadSystem) openSessions(t *testing.T, ctx context.Context) {
+	t.Helper()
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); wg.Wait() })
+	for _, u := range ls.users {
+		sess, err := ls.svc.OpenSession(dispatchtest.CourierUser(u), dispatch.Hello{})
+		if err != nil {
+			t.Fatalf("open session of %s: %v", u, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer sess.Close()
+			cctx := auth.WithPrincipal(runCtx, auth.FromContext(dispatchtest.CourierUser(u)))
+			for {
+				out, err := sess.Next(cctx)
+				if err != nil {
+					if runCtx.Err() == nil {
+						t.Errorf("session of %s: %v", u, err)
+					}
+					return
+				}
+				if out.Offer != nil {
+					ls.rec.received(out.Offer.Task.ID, time.Now())
+					res := sess.Execute(cctx, "accept-"+out.Offer.Offer.ID, dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: out.Offer.Offer.ID}})
+					if res.Err != nil && runCtx.Err() == nil {
+						t.Logf("accept %s: %+v", out.Offer.Offer.ID, *res.Err)
+					}
+				}
+				if out.Cursor > 0 {
+					if err := sess.Ack(cctx, out.Cursor); err != nil && runCtx.Err() == nil {
+						t.Errorf("ack of %s: %v", u, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+}
+
+// runPhase starts a fresh system, creates tasks at rate for loadWarmUp + cfg.window, and measures the window.
+// With latency set it then waits for the window's tasks to be offered and returns their times.
+func runPhase(t *testing.T, engine string, cfg loadConfig, rate float64, latency bool) phaseResult {
+	t.Helper()
+	var res phaseResult
+	backlog := 0
+	if !latency {
+		backlog = cfg.backlog
+	}
+	if !t.Run(fmt.Sprintf("rate=%.0f,backlog=%d", rate, backlog), func(t *testing.T) {
+		ls := startLoadSystem(t, engine, cfg)
+		if backlog > 0 {
+			ls.rec.slots = make(chan struct{}, backlog)
+		}
+		res = ls.drive(t, rate, cfg.window, latency)
+		res.backlog = backlog
+		if res.unoffered > 0 {
+			t.Errorf("%d tasks of the window were not offered within %v", res.unoffered, drainWait)
+		}
+	}) {
+		t.FailNow()
+	}
+	return res
+}
+
+func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, latency bool) phaseResult {
+	res := phaseResult{offeredRate: rate, window: window}
+	rng := rand.New(rand.NewPCG(3, 4))
+	total := int((loadWarmUp + window).Seconds() * rate)
+	type job struct {
+		n  int
+		at time.Time
+		p  geo.LatLng
+	}
+	jobs := make(chan job, total)
+	var (
+		mu       sync.Mutex
+		lags     []time.Duration
+		creates  []time.Duration
+		windowID []string
+	)
+	start := time.Now().Add(50 * time.Millisecond)
+	measureFrom := start.Add(loadWarmUp)
+	measureTo := measureFrom.Add(window)
+	var wg sync.WaitGroup
+	for range customers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cust := uuid.NewString()
+			ctx := dispatchtest.Customer(cust)
+			for j := range jobs {
+				time.Sleep(time.Until(j.at))
+				if ls.rec.slots != nil {
+					if !time.Now().Before(measureTo) {
+						continue // the window is over: the rest of the schedule is dropped
+					}
+					ls.rec.slots <- struct{}{}
+				}
+				begin := time.Now()
+				tk, err := ls.svc.CreateTask(ctx, dispatchtest.Request(fmt.Sprintf("load-%d", j.n), j.p, ""))
+				done := time.Now()
+				if err != nil {
+					t.Errorf("create task %d: %v", j.n, err)
+					continue
+				}
+				ls.rec.created(tk.ID, done)
+				// Tasks belong to the window by when their CreateTask began (with a bounded backlog the
+				// schedule runs ahead of the creations).
+				if !begin.Before(measureFrom) && begin.Before(measureTo) {
+					mu.Lock()
+					lags = append(lags, begin.Sub(j.at))
+					creates = append(creates, done.Sub(begin))
+					windowID = append(windowID, tk.ID)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for n := range total {
+		jobs <- job{n: n, at: start.Add(time.Duration(float64(n) / rate * float64(time.Second))), p: randomPoint(rng)}
+	}
+	close(jobs)
+
+	// Count offers over the measured window, with the process's CPU and allocations.
+	time.Sleep(time.Until(measureFrom))
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	offers0, cpu0, mallocs0, pg0 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU()
+	time.Sleep(time.Until(measureTo))
+	runtime.ReadMemStats(&ms)
+	offers1, cpu1, mallocs1, pg1 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU()
+	n := offers1 - offers0
+	res.offersPerSec = float64(n) / window.Seconds()
+	if n > 0 {
+		res.cpuPerOffer = ((cpu1 - cpu0) / time.Duration(n)).Round(time.Microsecond)
+		res.allocsPer = float64(mallocs1-mallocs0) / float64(n)
+		res.pgPerOffer = ((pg1 - pg0) / time.Duration(n)).Round(time.Microsecond)
+	}
+	if !latency {
+		// Saturated: the backlog is not waited for; stop creating at once.
+		wg.Wait()
+		mu.Lock()
+		res.created, res.createLagP99 = len(windowID), pct(lags, 99)
+		res.createP50, res.createP99 = pct(creates, 50), pct(creates, 99)
+		mu.Unlock()
+		return res
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	res.created, res.createLagP99 = len(windowID), pct(lags, 99)
+	res.createP50, res.createP99 = pct(creates, 50), pct(creates, 99)
+	deadline := time.Now().Add(drainWait)
+	for {
+		ls.rec.mu.Lock()
+		missing := 0
+		for _, id := range windowID {
+			tt := ls.rec.tasks[id]
+			if tt.committed.IsZero() || tt.received.IsZero() {
+				missing++
+			}
+		}
+		ls.rec.mu.Unlock()
+		if missing == 0 || time.Now().After(deadline) {
+			res.unoffered = missing
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ls.rec.mu.Lock()
+	defer ls.rec.mu.Unlock()
+	for _, id := range windowID {
+		tt := ls.rec.tasks[id]
+		if !tt.committed.IsZero() {
+			res.committed = append(res.committed, max(tt.committed.Sub(tt.created), 0))
+		}
+		if !tt.received.IsZero() {
+			res.received = append(res.received, max(tt.received.Sub(tt.created), 0))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, id := range windowID {
+		ds, err := ls.store.Decisions(ctx, id, dispatch.MaxDecisions)
+		if err != nil {
+			t.Fatalf("decisions of task %s: %v", id, err)
+		}
+		if len(ds) > 0 {
+			res.decide = append(res.decide, ds[len(ds)-1].Elapsed)
+		}
+	}
+	return res
+}
+
+// postgresCPU returns the CPU time (user + system) used so far by the processes named "postgres" that
+// this user may read in /proc (0 elsewhere): the database server when it runs on this machine. Backends
+// live as long as their pooled connections, which outlast a measured window. Other clients of the same
+// server count too.
+func postgresCPU() time.Duration {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var ticks int64
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... utime(14) stime(15): split after the closing parenthesis of comm.
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open || s[open+1:end] != "postgres" {
+			continue
+		}
+		fields := strings.Fields(s[end+1:])
+		if len(fields) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(fields[11], 10, 64)
+		k, _ := strconv.ParseInt(fields[12], 10, 64)
+		ticks += u + k
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
+}
