@@ -412,7 +412,10 @@ func TestPlaintextRefusedUnlessInsecure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn2.Close()
-	if _, err := healthpb.NewHealthClient(conn2).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+	// A fresh deadline: the first one ran while the second process started.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if _, err := healthpb.NewHealthClient(conn2).Check(ctx2, &healthpb.HealthCheckRequest{}); err != nil {
 		t.Errorf("plaintext call with --insecure: %v, want success", err)
 	}
 	code, body := postJSON(t, "http://"+insecureSys.HTTP+"/v1/routes:estimate", `{
