@@ -193,8 +193,13 @@ func (NopMetrics) Upload(string)            {}
 // newID returns a UUIDv7, so ids sort in creation order.
 func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
-// storedTime returns t as stores keep it: in UTC, to the microsecond.
-func storedTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+// storedTime returns t as stores keep it: in UTC, to the microsecond; the zero time stays zero.
+func storedTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
 
 // etag renders a version as an etag: a quoted decimal, opaque to clients.
 func etag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }

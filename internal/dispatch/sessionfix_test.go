@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/dispatchtest"
 	"lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/geo"
@@ -27,24 +28,6 @@ const sessTimeout = 30 * time.Second
 
 // sessT0 is the fixture clock's start.
 var sessT0 = time.Date(2031, 3, 14, 9, 20, 0, 0, time.UTC)
-
-// sessClock is a manual clock.
-type sessClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *sessClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *sessClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // sessCouriers stands in for the courier service: user n is courier n, and statuses are set by tests.
 type sessCouriers struct {
@@ -117,7 +100,7 @@ type sessionFixture struct {
 	store    *sqlstore.Store
 	couriers *sessCouriers
 	routes   *sessRoutes
-	clock    *sessClock
+	clock    *dispatchtest.Clock
 	metrics  *sessMetrics
 	svc      *dispatch.Service
 	opts     dispatch.Options
@@ -130,7 +113,7 @@ type sessionFixture struct {
 func newSessionFixture(t *testing.T, opts dispatch.Options, logOpts ...eventlog.Options) *sessionFixture {
 	t.Helper()
 	f := &sessionFixture{db: databasetest.SQLite(t), couriers: &sessCouriers{status: map[string]dispatch.CourierInfo{}},
-		routes: &sessRoutes{}, clock: &sessClock{now: sessT0}, metrics: &sessMetrics{}, step: time.Second}
+		routes: &sessRoutes{}, clock: dispatchtest.NewClock(sessT0), metrics: &sessMetrics{}, step: time.Second}
 	if err := sqlite.Migrate(sessCtx(t), f.db); err != nil {
 		t.Fatalf("sqlite.Migrate: %v", err)
 	}

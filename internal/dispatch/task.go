@@ -442,3 +442,30 @@ func cloneWindow(w *Window) *Window {
 	c := *w
 	return &c
 }
+
+// Stored returns t as stores keep it: every time in UTC, to the microsecond (zero times stay zero), so
+// that what a write returns equals what a later read returns.
+func (t Task) Stored() Task {
+	t = t.Clone()
+	for _, p := range []*Stop{&t.Pickup, &t.Dropoff} {
+		if p.Window != nil {
+			p.Window.Start, p.Window.End = storedTime(p.Window.Start), storedTime(p.Window.End)
+		}
+	}
+	for i := range t.Offers {
+		o := &t.Offers[i]
+		o.CreateTime, o.ExpireTime, o.AnswerTime = storedTime(o.CreateTime), storedTime(o.ExpireTime), storedTime(o.AnswerTime)
+	}
+	for i := range t.Proofs {
+		p := &t.Proofs[i]
+		p.CaptureTime, p.CreateTime = storedTime(p.CaptureTime), storedTime(p.CreateTime)
+	}
+	for i := range t.History {
+		t.History[i].At = storedTime(t.History[i].At)
+	}
+	for _, p := range []*time.Time{&t.CreateTime, &t.UpdateTime, &t.AssignTime, &t.PickupTime, &t.DeliverTime,
+		&t.FinishTime, &t.DueTime, &t.SearchStart} {
+		*p = storedTime(*p)
+	}
+	return t
+}

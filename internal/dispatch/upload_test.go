@@ -56,26 +56,6 @@ func (s upTasks) put(t dispatch.Task) {
 	}
 }
 
-// upClock is a settable clock, safe for concurrent use.
-type upClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newUpClock(t time.Time) *upClock { return &upClock{now: t} }
-
-func (c *upClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *upClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func upUser(id string, roles ...string) context.Context {
 	return auth.WithPrincipal(context.Background(), auth.Principal{Kind: auth.User, Subject: id, Roles: roles})
 }
@@ -109,7 +89,7 @@ type upFixture struct {
 	tasks   upTasks
 	uploads dispatch.UploadStore
 	blobs   dispatch.Blobs
-	clock   *upClock
+	clock   *dispatchtest.Clock
 	metrics *upMetrics
 	task    dispatch.Task
 
@@ -138,7 +118,7 @@ func newUpFixture(t *testing.T, opts dispatch.Options) *upFixture {
 		tasks:   upTasks{Store: store, t: t},
 		uploads: store.Uploads(),
 		blobs:   files,
-		clock:   newUpClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)),
+		clock:   dispatchtest.NewClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)),
 		metrics: &upMetrics{n: map[string]int{}},
 	}
 	couriers := dispatchtest.NewCouriers(f.clock.Now)

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/platform/apperr"
@@ -28,33 +27,6 @@ func (a *appender) append(ctx context.Context, tx *sql.Tx, topic, key string, pa
 	}
 	a.appended = true
 	return seq, nil
-}
-
-// normalizeTask returns t with every time as the store keeps it (UTC, whole microseconds), so that
-// what UpdateTask returns is exactly what a later read returns.
-func normalizeTask(t dispatch.Task) dispatch.Task {
-	t = t.Clone()
-	for _, p := range []*dispatch.Stop{&t.Pickup, &t.Dropoff} {
-		if p.Window != nil {
-			p.Window.Start, p.Window.End = storedTime(p.Window.Start), storedTime(p.Window.End)
-		}
-	}
-	for i := range t.Offers {
-		o := &t.Offers[i]
-		o.CreateTime, o.ExpireTime, o.AnswerTime = storedTime(o.CreateTime), storedTime(o.ExpireTime), storedTime(o.AnswerTime)
-	}
-	for i := range t.Proofs {
-		p := &t.Proofs[i]
-		p.CaptureTime, p.CreateTime = storedTime(p.CaptureTime), storedTime(p.CreateTime)
-	}
-	for i := range t.History {
-		t.History[i].At = storedTime(t.History[i].At)
-	}
-	for _, p := range []*time.Time{&t.CreateTime, &t.UpdateTime, &t.AssignTime, &t.PickupTime, &t.DeliverTime,
-		&t.FinishTime, &t.DueTime, &t.SearchStart} {
-		*p = storedTime(*p)
-	}
-	return t
 }
 
 // normalizeDecision returns d with its time as the store keeps it.

@@ -57,7 +57,7 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 	if t.ID == "" {
 		return dispatch.Task{}, false, apperr.Errorf(apperr.Invalid, "task without an id")
 	}
-	t = normalizeTask(t)
+	t = t.Stored()
 	t.Version = 1
 	doc, err := encode(t, "task "+t.ID)
 	if err != nil {
@@ -282,7 +282,7 @@ func (s *Store) UpdateTask(ctx context.Context, id string, fn func(dispatch.Task
 		if len(ch.Jobs) > 0 && s.jobs == nil {
 			return apperr.Errorf(apperr.Internal, "task %s: %d jobs to enqueue and no job queue configured", id, len(ch.Jobs))
 		}
-		next := normalizeTask(ch.Task)
+		next := ch.Task.Stored()
 		next.ID, next.CreatedBy, next.RequestID, next.RequestHash, next.CreateTime = cur.ID, cur.CreatedBy, cur.RequestID, cur.RequestHash, cur.CreateTime
 		next.Version = cur.Version + 1
 		if err := s.writeTask(ctx, tx, cur, next); err != nil {

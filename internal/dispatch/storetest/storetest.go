@@ -152,32 +152,6 @@ func newTask(n int) dispatch.Task {
 	}
 }
 
-// stored is t as the store returns it: times in UTC to the microsecond.
-func stored(t dispatch.Task) dispatch.Task {
-	t = t.Clone()
-	for _, p := range []*dispatch.Stop{&t.Pickup, &t.Dropoff} {
-		if p.Window != nil {
-			p.Window.Start, p.Window.End = utc(p.Window.Start), utc(p.Window.End)
-		}
-	}
-	for i := range t.Offers {
-		o := &t.Offers[i]
-		o.CreateTime, o.ExpireTime, o.AnswerTime = utc(o.CreateTime), utc(o.ExpireTime), utc(o.AnswerTime)
-	}
-	for i := range t.Proofs {
-		p := &t.Proofs[i]
-		p.CaptureTime, p.CreateTime = utc(p.CaptureTime), utc(p.CreateTime)
-	}
-	for i := range t.History {
-		t.History[i].At = utc(t.History[i].At)
-	}
-	for _, p := range []*time.Time{&t.CreateTime, &t.UpdateTime, &t.AssignTime, &t.PickupTime, &t.DeliverTime,
-		&t.FinishTime, &t.DueTime, &t.SearchStart} {
-		*p = utc(*p)
-	}
-	return t
-}
-
 // offer makes t OFFERED to courier c with offer o, at minute m.
 func offer(t dispatch.Task, o, c, m int) dispatch.Task {
 	t.State = dispatch.StateOffered

@@ -24,7 +24,7 @@ func testCreateAndGet(t *testing.T, s *sqlstore.Store) {
 	if err != nil || !created {
 		t.Fatalf("CreateTask = created %v, %v, want true, nil", created, err)
 	}
-	want := stored(in)
+	want := in.Stored()
 	want.Version = 1
 	if diff := cmp.Diff(want, out, cmpOpts...); diff != "" {
 		t.Errorf("CreateTask result (-want +got):\n%s", diff)
@@ -211,7 +211,7 @@ func testListTasks(t *testing.T, s *sqlstore.Store) {
 	if err != nil || len(page) != 1 {
 		t.Fatalf("ListTasks(limit 1) = %d tasks, %v", len(page), err)
 	}
-	if diff := cmp.Diff(stored(withVersion(newTask(11), newTask(9).CreateTime)), page[0], cmpOpts...); diff != "" {
+	if diff := cmp.Diff(withVersion(newTask(11), newTask(9).CreateTime).Stored(), page[0], cmpOpts...); diff != "" {
 		t.Errorf("ListTasks(limit 1) task (-want +got):\n%s", diff)
 	}
 	_, err = s.ListTasks(ctx, dispatch.TaskQuery{Limit: 0})
@@ -270,7 +270,7 @@ func testUpdateTask(t *testing.T, s *sqlstore.Store) {
 	if diff := cmp.Diff(created, seen, cmpOpts...); diff != "" {
 		t.Errorf("UpdateTask closure got (-stored +got):\n%s", diff)
 	}
-	want := stored(offer(newTask(1), 1, 1, 5))
+	want := offer(newTask(1), 1, 1, 5).Stored()
 	want.Version = 2
 	if diff := cmp.Diff(want, out, cmpOpts...); diff != "" {
 		t.Errorf("UpdateTask result (-want +got):\n%s", diff)
