@@ -167,6 +167,9 @@ type Store interface {
 	Decisions(ctx context.Context, taskID string, limit int) ([]Decision, error)
 	// HeldTasks returns the tasks courierID holds (ASSIGNED or PICKED_UP), oldest assignment first.
 	HeldTasks(ctx context.Context, courierID string) ([]Task, error)
+	// HeldTasksOf returns the tasks each of courierIDs holds, in one read, ordered as HeldTasks orders
+	// them; a courier who holds none is not in the map.
+	HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]Task, error)
 	// OfferedTasks returns the OFFERED tasks whose open offer is to courierID, oldest offer first.
 	OfferedTasks(ctx context.Context, courierID string) ([]Task, error)
 	// OfferOpen returns which of courierIDs have an open offer.

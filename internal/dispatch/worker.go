@@ -229,13 +229,13 @@ func (s *Service) connected(ctx context.Context, ids []string) (map[string]bool,
 // heldBy returns the tasks each courier holds, so that the engine plans a busy courier's pickup after
 // the work it already has.
 func (s *Service) heldBy(ctx context.Context, ids []string) (map[string][]Task, error) {
+	held, err := s.store.HeldTasksOf(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
 	out := make(map[string][]Task, len(ids))
 	for _, id := range ids {
-		ts, err := s.store.HeldTasks(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		out[id] = ts
+		out[id] = held[id]
 	}
 	return out, nil
 }

@@ -479,6 +479,33 @@ func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Tas
 	return out, nil
 }
 
+// HeldTasksOf implements dispatch.Store in one query (each courier's tasks ordered as HeldTasks orders
+// them).
+func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]dispatch.Task, error) {
+	out := map[string][]dispatch.Task{}
+	if len(courierIDs) == 0 {
+		return out, nil
+	}
+	args := []any{string(dispatch.StateAssigned), string(dispatch.StatePickedUp)}
+	for _, id := range courierIDs {
+		args = append(args, id)
+	}
+	all, err := s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks WHERE state IN ($1, $2) AND courier_id IN (`+
+		placeholders(3, len(courierIDs))+`)`, fmt.Sprintf("load tasks held by %d couriers", len(courierIDs)), args...)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range all {
+		out[t.CourierID] = append(out[t.CourierID], t)
+	}
+	for _, ts := range out {
+		slices.SortFunc(ts, func(a, b dispatch.Task) int {
+			return cmp.Or(a.AssignTime.Compare(b.AssignTime), strings.Compare(a.ID, b.ID))
+		})
+	}
+	return out, nil
+}
+
 // OfferedTasks implements dispatch.Store (ties broken by task id).
 func (s *Store) OfferedTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
 	out, err := s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks WHERE offer_courier_id = $1 AND state = $2`,

@@ -431,6 +431,28 @@ func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
 	check("HeldTasks(courier 1)", held, err, 2, 3)
 	held, err = s.HeldTasks(ctx, courierID(2))
 	check("HeldTasks(courier 2)", held, err)
+	checkOf := func(call string, got map[string][]dispatch.Task, err error, want map[string][]int) {
+		t.Helper()
+		wantIDs := map[string][]string{}
+		for c, ns := range want {
+			for _, n := range ns {
+				wantIDs[c] = append(wantIDs[c], taskID(n))
+			}
+		}
+		gotIDs := map[string][]string{}
+		for c, ts := range got {
+			gotIDs[c] = ids(ts)
+		}
+		if diff := cmp.Diff(wantIDs, gotIDs); err != nil || diff != "" {
+			t.Errorf("%s error %v (-want +got):\n%s", call, err, diff)
+		}
+	}
+	heldOf, err := s.HeldTasksOf(ctx, []string{courierID(1), courierID(2), courierID(3)})
+	checkOf("HeldTasksOf(couriers 1, 2, 3)", heldOf, err, map[string][]int{courierID(1): {2, 3}})
+	heldOf, err = s.HeldTasksOf(ctx, []string{courierID(2)})
+	checkOf("HeldTasksOf(courier 2)", heldOf, err, map[string][]int{})
+	heldOf, err = s.HeldTasksOf(ctx, nil)
+	checkOf("HeldTasksOf(none)", heldOf, err, map[string][]int{})
 	offered, err := s.OfferedTasks(ctx, courierID(1))
 	check("OfferedTasks(courier 1)", offered, err, 4)
 	offered, err = s.OfferedTasks(ctx, courierID(2))
@@ -450,6 +472,13 @@ func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
 	check("OfferedTasks(courier 1) after acceptance", offered, err)
 	held, err = s.HeldTasks(ctx, courierID(1))
 	check("HeldTasks(courier 1) after acceptance", held, err, 2, 3, 4)
+	// Courier 2 now holds 6 (assigned at minute 12) and 7 (assigned at minute 11): each courier's tasks
+	// come oldest assignment first, as HeldTasks orders them.
+	set(ctx, t, s, taskID(6), func(cur dispatch.Task) dispatch.Task { return assign(cur, 2, 12) })
+	set(ctx, t, s, taskID(7), func(cur dispatch.Task) dispatch.Task { return assign(cur, 2, 11) })
+	heldOf, err = s.HeldTasksOf(ctx, []string{courierID(2), courierID(1)})
+	checkOf("HeldTasksOf(couriers 2, 1) after acceptance", heldOf, err,
+		map[string][]int{courierID(1): {2, 3, 4}, courierID(2): {7, 6}})
 	if open, err := s.OfferOpen(ctx, nil); err != nil || len(open) != 0 {
 		t.Errorf("OfferOpen(none) = %v, %v, want empty", open, err)
 	}
