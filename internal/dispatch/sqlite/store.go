@@ -48,7 +48,8 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 // whose transactions take the write lock up front) and carry the schema of Migrations and of the event
 // log (Migrate does both). Closing the store leaves db open. Set its job queue with SetJobs before use.
 func New(db *sql.DB) *sqlstore.Store {
-	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: constraints.MapSQLite}, nil)
+	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: constraints.MapSQLite,
+		DueIndex: " INDEXED BY tasks_due_order"}, nil)
 }
 
 // constraints says what the store's constraint violations mean to callers.

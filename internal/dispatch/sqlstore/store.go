@@ -50,7 +50,8 @@
 //
 // LeaseDue picks due tasks (due_time at or before now) that no live lease holds (lease_until NULL or
 // before now: a lease holds through its lease_until), highest priority first, then oldest, then by id,
-// and leases them in the same transaction. On PostgreSQL the pick is SELECT ... FOR UPDATE SKIP LOCKED,
+// and leases them in the same transaction. The pick walks the index tasks_due_order, which is in its
+// order, and stops at its limit, so its cost does not grow with the backlog of due tasks. On PostgreSQL the pick is SELECT ... FOR UPDATE SKIP LOCKED,
 // so replicas leasing at once take different tasks and never wait for each other; on SQLite the
 // transactions run one at a time anyway. UpdateTask neither checks nor changes leases.
 //
@@ -99,6 +100,10 @@ type Engine struct {
 	Lock string
 	// SkipLocked ends LeaseDue's pick: " FOR UPDATE SKIP LOCKED" in PostgreSQL, "" in SQLite.
 	SkipLocked string
+	// DueIndex follows the table in LeaseDue's pick to name the index it walks: " INDEXED BY
+	// tasks_due_order" in SQLite, whose planner would otherwise read every due task through tasks_due and
+	// sort them; "" in PostgreSQL, whose planner picks tasks_due_order for the ORDER BY ... LIMIT itself.
+	DueIndex string
 	// MapError turns a driver error into a domain error (Conflict for a uniqueness violation, NotFound
 	// for a missing task, Invalid for a value the database refuses, Unavailable for a lost connection) or
 	// wraps it with what, which makes it Internal.

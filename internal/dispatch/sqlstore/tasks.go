@@ -416,7 +416,7 @@ func (s *Store) LeaseDue(ctx context.Context, owner string, now time.Time, lease
 		// Times compare as stored, to the microsecond. The pick sorts narrow rows; only the tasks picked
 		// are read whole, and sorted again here.
 		due, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE id IN (
-				SELECT id FROM tasks WHERE due_time <= $1 AND (lease_until IS NULL OR lease_until < $1)
+				SELECT id FROM tasks`+s.e.DueIndex+` WHERE due_time <= $1 AND (lease_until IS NULL OR lease_until < $1)
 				ORDER BY priority_rank DESC, create_time, id LIMIT $2`+s.e.SkipLocked+`)`,
 			"pick due tasks", s.time(now), limit)
 		if err != nil || len(due) == 0 {
