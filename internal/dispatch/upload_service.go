@@ -216,7 +216,12 @@ func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadW
 			attached++
 		}
 	}
-	err = s.uploads.CreateUpload(ctx, u, MaxUploadsPerTask-attached)
+	err = s.uploads.CreateUpload(ctx, u, func(inProgress int) error {
+		if inProgress+attached >= MaxUploadsPerTask {
+			return apperr.Errorf(apperr.ResourceExhausted, "task %s already holds %d uploads", t.ID, MaxUploadsPerTask)
+		}
+		return nil
+	})
 	if apperr.CodeOf(err) == apperr.Conflict && req.UploadID != "" {
 		// Another stream created it since we looked: resume it, which refuses a live writer.
 		u, err = w.resume(ctx, req, courierID)
@@ -227,7 +232,7 @@ func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadW
 		return w, u, nil
 	}
 	if apperr.CodeOf(err) == apperr.ResourceExhausted {
-		return nil, Upload{}, apperr.Errorf(apperr.ResourceExhausted, "task %s already holds %d uploads", t.ID, MaxUploadsPerTask)
+		return nil, Upload{}, err
 	}
 	if err != nil {
 		return nil, Upload{}, fmt.Errorf("create upload %s: %w", id, err)

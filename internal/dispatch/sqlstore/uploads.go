@@ -99,7 +99,7 @@ func (s *Uploads) location(u dispatch.Upload) (lat, lng any) {
 }
 
 // CreateUpload implements dispatch.UploadStore.
-func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, maxInProgress int) error {
+func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, admit func(inProgress int) error) error {
 	if err := checkUpload(u); err != nil {
 		return err
 	}
@@ -122,8 +122,8 @@ func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, maxInProg
 			u.TaskID, string(dispatch.UploadInProgress)).Scan(&n); err != nil {
 			return s.mapError(err, "count uploads of task "+u.TaskID)
 		}
-		if n >= maxInProgress {
-			return apperr.Errorf(apperr.ResourceExhausted, "task %s has %d uploads in progress", u.TaskID, n)
+		if err := admit(n); err != nil {
+			return err
 		}
 		lat, lng := s.location(u)
 		d := s.dialect

@@ -79,7 +79,7 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		s := newStore(t)
 		ctx := testContext(t)
 		u := sample(newID())
-		if err := s.CreateUpload(ctx, u, 8); err != nil {
+		if err := s.CreateUpload(ctx, u, atMost(8)); err != nil {
 			t.Fatalf("CreateUpload: %v", err)
 		}
 		got, err := s.GetUpload(ctx, u.ID)
@@ -89,14 +89,14 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		if diff := cmp.Diff(u, got); diff != "" {
 			t.Fatalf("GetUpload (-want +got):\n%s", diff)
 		}
-		apperrtest.WantCode(t, "CreateUpload again", s.CreateUpload(ctx, u, 8), apperr.Conflict)
+		apperrtest.WantCode(t, "CreateUpload again", s.CreateUpload(ctx, u, atMost(8)), apperr.Conflict)
 		_, err = s.GetUpload(ctx, newID())
 		apperrtest.WantCode(t, "GetUpload of nothing", err, apperr.NotFound)
 
 		// No capture location or time: NULLs read back as nil and zero.
 		v := sample(u.TaskID)
 		v.CaptureLocation, v.CaptureTime, v.WriterUntil, v.Writer = nil, time.Time{}, time.Time{}, ""
-		if err := s.CreateUpload(ctx, v, 8); err != nil {
+		if err := s.CreateUpload(ctx, v, atMost(8)); err != nil {
 			t.Fatalf("CreateUpload: %v", err)
 		}
 		got, err = s.GetUpload(ctx, v.ID)
@@ -111,7 +111,7 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		s := newStore(t)
 		ctx := testContext(t)
 		u := sample(newID())
-		if err := s.CreateUpload(ctx, u, 8); err != nil {
+		if err := s.CreateUpload(ctx, u, atMost(8)); err != nil {
 			t.Fatalf("CreateUpload: %v", err)
 		}
 		want := u
@@ -162,18 +162,18 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		ctx := testContext(t)
 		task := newID()
 		for i := range 3 {
-			if err := s.CreateUpload(ctx, sample(task), 3); err != nil {
+			if err := s.CreateUpload(ctx, sample(task), atMost(3)); err != nil {
 				t.Fatalf("CreateUpload %d: %v", i, err)
 			}
 		}
-		apperrtest.WantCode(t, "4th CreateUpload", s.CreateUpload(ctx, sample(task), 3), apperr.ResourceExhausted)
+		apperrtest.WantCode(t, "4th CreateUpload", s.CreateUpload(ctx, sample(task), atMost(3)), apperr.ResourceExhausted)
 		// Other tasks have their own limit, and only IN_PROGRESS uploads count.
-		if err := s.CreateUpload(ctx, sample(newID()), 3); err != nil {
+		if err := s.CreateUpload(ctx, sample(newID()), atMost(3)); err != nil {
 			t.Fatalf("CreateUpload of another task: %v", err)
 		}
 		done := sample(task)
 		done.State, done.ExpireTime, done.CommittedOffset = dispatch.UploadCommitted, time.Time{}, done.SizeBytes
-		if err := s.CreateUpload(ctx, done, 0); err == nil {
+		if err := s.CreateUpload(ctx, done, atMost(0)); err == nil {
 			t.Fatalf("CreateUpload with max 0: nil error")
 		}
 	})
@@ -185,7 +185,7 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		var wg sync.WaitGroup
 		errs := make([]error, n)
 		for i := range n {
-			wg.Go(func() { errs[i] = s.CreateUpload(ctx, sample(task), max) })
+			wg.Go(func() { errs[i] = s.CreateUpload(ctx, sample(task), atMost(max)) })
 		}
 		wg.Wait()
 		ok, exhausted := 0, 0
@@ -211,7 +211,7 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		mk := func(mod func(u *dispatch.Upload)) dispatch.Upload {
 			u := sample(task)
 			mod(&u)
-			if err := s.CreateUpload(ctx, u, 100); err != nil {
+			if err := s.CreateUpload(ctx, u, atMost(100)); err != nil {
 				t.Fatalf("CreateUpload: %v", err)
 			}
 			return u
@@ -256,4 +256,14 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		_, err = s.GetUpload(ctx, rejected.ID)
 		apperrtest.WantCode(t, "GetUpload of purged", err, apperr.NotFound)
 	})
+}
+
+// atMost is the admit function of a limit of n IN_PROGRESS uploads per task, as the domain passes one.
+func atMost(n int) func(int) error {
+	return func(inProgress int) error {
+		if inProgress >= n {
+			return apperr.Errorf(apperr.ResourceExhausted, "%d uploads in progress, limit %d", inProgress, n)
+		}
+		return nil
+	}
 }
