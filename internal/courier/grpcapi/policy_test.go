@@ -1,14 +1,11 @@
 package grpcapi_test
 
 import (
-	"context"
-	"strings"
 	"testing"
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	"lastmile/internal/courier/grpcapi"
-	"lastmile/internal/platform/apperr"
-	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/authtest"
 	"lastmile/internal/platform/auth/grpcauth"
 )
 
@@ -24,20 +21,6 @@ func TestPolicyCoversEveryMethod(t *testing.T) {
 }
 
 func TestPolicy(t *testing.T) {
-	user := func(role string) auth.Principal {
-		return auth.Principal{Kind: auth.User, Subject: "u", Roles: []string{role}}
-	}
-	service := func(name string) auth.Principal { return auth.Principal{Kind: auth.Service, Subject: name} }
-	principals := map[string]auth.Principal{
-		"anonymous":  {},
-		"customer":   user(auth.RoleCustomer),
-		"courier":    user(auth.RoleCourier),
-		"dispatcher": user(auth.RoleDispatcher),
-		"admin":      user(auth.RoleAdmin),
-		"dispatch":   service("dispatch"),
-		"simulator":  service("simulator"),
-		"gateway":    service("gateway"),
-	}
 	// Who may call each method; everyone else is refused.
 	allowed := map[string]string{
 		"RegisterCourier":    "dispatcher admin",
@@ -55,22 +38,5 @@ func TestPolicy(t *testing.T) {
 		"ReleaseCourier":     "dispatch",
 		"WatchCouriers":      "dispatcher admin dispatch",
 	}
-	pol := grpcapi.Policy()
-	for method, who := range allowed {
-		full := "/" + courierv1.CourierService_ServiceDesc.ServiceName + "/" + method
-		for name, p := range principals {
-			err := pol.Authorize(context.Background(), full, p)
-			want := apperr.Code("")
-			switch {
-			case strings.Contains(" "+who+" ", " "+name+" "):
-			case name == "anonymous":
-				want = apperr.Unauthenticated
-			default:
-				want = apperr.PermissionDenied
-			}
-			if got := apperr.CodeOf(err); got != want {
-				t.Errorf("Authorize(%s, %s) = %q, want %q", method, name, got, want)
-			}
-		}
-	}
+	authtest.CheckPolicy(t, grpcapi.Policy(), courierv1.CourierService_ServiceDesc.ServiceName, allowed)
 }

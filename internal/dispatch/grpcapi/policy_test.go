@@ -1,14 +1,11 @@
 package grpcapi_test
 
 import (
-	"context"
-	"strings"
 	"testing"
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/dispatch/grpcapi"
-	"lastmile/internal/platform/apperr"
-	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/auth/authtest"
 	"lastmile/internal/platform/auth/grpcauth"
 )
 
@@ -24,20 +21,6 @@ func TestPolicyCoversEveryMethod(t *testing.T) {
 }
 
 func TestPolicy(t *testing.T) {
-	user := func(role string) auth.Principal {
-		return auth.Principal{Kind: auth.User, Subject: "u", Roles: []string{role}}
-	}
-	service := func(name string) auth.Principal { return auth.Principal{Kind: auth.Service, Subject: name} }
-	principals := map[string]auth.Principal{
-		"anonymous":  {},
-		"customer":   user(auth.RoleCustomer),
-		"courier":    user(auth.RoleCourier),
-		"dispatcher": user(auth.RoleDispatcher),
-		"admin":      user(auth.RoleAdmin),
-		"dispatch":   service("dispatch"),
-		"simulator":  service("simulator"),
-		"gateway":    service("gateway"),
-	}
 	const users = "customer courier dispatcher admin"
 	allowed := map[string]string{
 		"CreateTask":        "customer dispatcher admin simulator",
@@ -54,22 +37,5 @@ func TestPolicy(t *testing.T) {
 		"GetUpload":         "courier dispatcher admin",
 		"GetProofContent":   users,
 	}
-	pol := grpcapi.Policy()
-	for method, who := range allowed {
-		full := "/" + dispatchv1.DispatchService_ServiceDesc.ServiceName + "/" + method
-		for name, p := range principals {
-			err := pol.Authorize(context.Background(), full, p)
-			want := apperr.Code("")
-			switch {
-			case strings.Contains(" "+who+" ", " "+name+" "):
-			case name == "anonymous":
-				want = apperr.Unauthenticated
-			default:
-				want = apperr.PermissionDenied
-			}
-			if got := apperr.CodeOf(err); got != want {
-				t.Errorf("Authorize(%s, %s) = %q, want %q", method, name, got, want)
-			}
-		}
-	}
+	authtest.CheckPolicy(t, grpcapi.Policy(), dispatchv1.DispatchService_ServiceDesc.ServiceName, allowed)
 }
