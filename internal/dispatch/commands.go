@@ -306,6 +306,7 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 	}
 	p := auth.FromContext(ctx)
 	var accepted time.Duration
+	var unchanged Task
 	t, err := s.store.UpdateTask(ctx, cur.ID, func(t Task) (Change, error) {
 		now := s.now()
 		o := t.Offer(offerID)
@@ -313,10 +314,10 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 			return Change{}, fail(cmdErr(apperr.NotFound, "", "offer %s not found", offerID))
 		}
 		switch {
-		case o.State == OfferAccepted && accept && t.State.Held() && t.CourierID == courierID:
+		case o.State == OfferAccepted && accept && t.State.Held() && t.CourierID == courierID,
+			o.State == OfferDeclined && !accept:
+			unchanged = t
 			return Change{}, errNoChange // already applied: succeeds again
-		case o.State == OfferDeclined && !accept:
-			return Change{}, errNoChange
 		case o.State == OfferExpired:
 			return Change{}, fail(cmdErr(apperr.FailedPrecondition, ReasonOfferExpired, "offer %s expired at %s", o.ID, o.ExpireTime.Format(time.RFC3339)))
 		case o.State == OfferWithdrawn:
@@ -352,10 +353,7 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 	})
 	switch {
 	case errors.Is(err, errNoChange):
-		t, err = s.store.GetTask(ctx, cur.ID)
-		if err != nil {
-			return nil, err
-		}
+		t = unchanged
 	case err != nil:
 		return nil, err
 	default:
@@ -408,11 +406,13 @@ func (s *Service) progress(ctx context.Context, courierID, taskID string, to Sta
 	}
 	p := auth.FromContext(ctx)
 	var codeErr *CommandError
+	var unchanged Task
 	t, err := s.store.UpdateTask(ctx, taskID, func(t Task) (Change, error) {
 		if t.CourierID != courierID || !(t.State.Held() || t.State == to) {
 			return Change{}, s.notHeld(t, courierID)
 		}
 		if t.State == to {
+			unchanged = t
 			return Change{}, errNoChange // already applied
 		}
 		if !CanTransition(t.State, to) {
@@ -461,10 +461,7 @@ func (s *Service) progress(ctx context.Context, courierID, taskID string, to Sta
 	})
 	switch {
 	case errors.Is(err, errNoChange):
-		t, err = s.store.GetTask(ctx, taskID)
-		if err != nil {
-			return nil, err
-		}
+		t = unchanged
 	case err != nil:
 		return nil, err
 	case codeErr != nil:

@@ -151,7 +151,7 @@ func (s *Service) process(ctx context.Context, t Task) {
 // expireOffer expires t's open offer once its deadline (and grace) passed: the courier is told and never
 // offered the task again, and the task goes back to PENDING, to be offered to the next candidate at once.
 func (s *Service) expireOffer(ctx context.Context, t Task) error {
-	_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+	next, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
 		o := cur.CurrentOffer()
 		now := s.now()
 		if o == nil || now.Before(o.ExpireTime.Add(s.opts.OfferGrace)) {
@@ -168,10 +168,6 @@ func (s *Service) expireOffer(ctx context.Context, t Task) error {
 		return err
 	}
 	s.metrics.OfferAnswered(OfferExpired)
-	next, err := s.store.GetTask(ctx, t.ID)
-	if err != nil {
-		return fmt.Errorf("reread task %s: %w", t.ID, err)
-	}
 	return s.assign(ctx, next)
 }
 
