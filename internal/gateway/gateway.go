@@ -72,6 +72,8 @@ type Config struct {
 	// and lastmile_http_request_duration_seconds{route,method}. Routes are the matched path templates
 	// (such as "/v1/users/{id=*}"), never raw paths, so label cardinality stays bounded.
 	Registerer prometheus.Registerer
+	// Browser configures the browser edge: cookie sessions and Server-Sent Events (see BrowserConfig).
+	Browser BrowserConfig
 }
 
 // Service is one gRPC service exposed over REST.
@@ -92,6 +94,8 @@ type Gateway struct {
 	mux     *runtime.ServeMux
 	metrics *metrics
 	handler http.Handler
+	routes  http.Handler // the browser routes in front of mux
+	browser *browser
 	srv     *http.Server
 	drain   *drain
 
@@ -161,6 +165,11 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 		return nil, fmt.Errorf("gateway: register /openapi.json: %w", err)
 	}
 
+	if g.browser, err = newBrowser(g, cfg.Browser, services); err != nil {
+		return nil, err
+	}
+	g.routes = g.browser.wrap(g.mux)
+
 	g.handler = http.HandlerFunc(g.serveHTTP)
 	g.drain = newDrain()
 	g.srv = &http.Server{
@@ -174,6 +183,7 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	g.srv.RegisterOnShutdown(g.drain.stop)
+	g.srv.RegisterOnShutdown(g.browser.stop)
 	return g, nil
 }
 

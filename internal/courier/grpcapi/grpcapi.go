@@ -302,6 +302,11 @@ func (s *Server) WatchCouriers(req *courierv1.WatchCouriersRequest, stream couri
 		return err
 	}
 	defer w.Close()
+	// Headers now, not with the first event (which may be a while when no courier matches): they tell the
+	// client the watch was accepted; the gateway's event route waits for them before answering 200.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
 	for {
 		evs, err := w.Next(ctx)
 		if err != nil {
