@@ -59,7 +59,13 @@ type event struct {
 type upstream struct {
 	stream grpc.ClientStream
 	recv   func() (event, error)
+	// headerAccepts: the service sends acceptedHeader when it accepts the call (see established).
+	headerAccepts bool
 }
+
+// acceptedHeader is the response header metadata CourierService.WatchCouriers sends once it accepted a
+// watch, before any event.
+const acceptedHeader = "lastmile-watch"
 
 // serveTaskEvents serves GET /v1/tasks/{id}/events from DispatchService.WatchTask.
 func (b *browser) serveTaskEvents(w http.ResponseWriter, r *http.Request, id string) {
@@ -149,7 +155,7 @@ func (b *browser) serveEvents(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return nil, err
 			}
-			ups = append(ups, upstream{stream: cs, recv: func() (event, error) {
+			ups = append(ups, upstream{stream: cs, headerAccepts: true, recv: func() (event, error) {
 				m, err := cs.Recv()
 				return event{name: eventCourier, msg: m}, err
 			}})
@@ -241,8 +247,9 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, lastID int64, o
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ups, err := dial(ctx)
+	var first []event
 	if err == nil {
-		err = established(ups)
+		first, err = established(ups)
 	}
 	if err != nil {
 		b.g.handleError(ctx, b.g.mux, nil, w, r, err)
@@ -288,6 +295,11 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, lastID int64, o
 	if err := sw.start(b.cfg.Retry, open); err != nil {
 		return
 	}
+	for _, ev := range first {
+		if sw.send(ev.name, ev.msg) != nil || ev.name == eventEnd {
+			return
+		}
+	}
 	heartbeat := time.NewTicker(b.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	for {
@@ -314,24 +326,30 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, lastID int64, o
 	}
 }
 
-// established waits until every upstream has answered with its response headers, which the services
-// send when they accept the call (authentication and authorization passed) and before the first message.
-// A call they refuse ends without headers; its status is the error.
-func established(ups []upstream) error {
+// established waits until every upstream has accepted the call, so that a refused call (authentication,
+// authorization, validation, a task the caller may not see) is answered with its REST status instead of an
+// event stream. The dispatch streams always open with a message (their snapshot), which it reads and keeps
+// for the stream; WatchCouriers may stay silent while no courier matches, so it says it accepted the call
+// with the acceptedHeader metadata instead.
+func established(ups []upstream) ([]event, error) {
+	var first []event
 	for _, u := range ups {
-		md, err := u.stream.Header()
-		if err != nil {
-			return err
-		}
-		if md == nil {
-			// grpc-go reports a call that ended without headers through Recv.
-			if _, err := u.recv(); err != nil {
-				return err
+		if u.headerAccepts {
+			md, err := u.stream.Header()
+			if err == nil && len(md.Get(acceptedHeader)) == 1 {
+				continue
 			}
-			return status.Error(codes.Unknown, "the stream ended before it started")
 		}
+		ev, err := u.recv()
+		if err != nil {
+			return nil, err
+		}
+		if u.headerAccepts {
+			return nil, status.Error(codes.Unknown, "the courier stream did not say it accepted the call")
+		}
+		first = append(first, ev)
 	}
-	return nil
+	return first, nil
 }
 
 // acquire takes a slot of the total stream limit (user "") or of user's limit.
