@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -199,12 +200,15 @@ func populate(w http.ResponseWriter, m proto.Message, values url.Values) bool {
 			return false
 		}
 	}
-	if err := runtime.PopulateQueryParameters(m, values, nil); err != nil {
+	if err := runtime.PopulateQueryParameters(m, values, noFilter); err != nil {
 		writeError(w, http.StatusBadRequest, codes.InvalidArgument, "invalid query parameter: "+err.Error(), nil)
 		return false
 	}
 	return true
 }
+
+// noFilter excludes no query parameter from PopulateQueryParameters.
+var noFilter = utilities.NewDoubleArray(nil)
 
 // knownField reports whether path (a.b.c, by JSON or proto names) names a field of md.
 func knownField(md protoreflect.MessageDescriptor, path string) bool {
