@@ -383,6 +383,20 @@ func normalize(evs []sseEvent) []sseEvent {
 	return out
 }
 
+// TestEventsWithSessionCookie: EventSource sends the session cookie, which becomes the bearer token.
+func TestEventsWithSessionCookie(t *testing.T) {
+	s := startEvents(t, newFakeDispatch(), gateway.Config{})
+	r := openEvents(t, s, "/v1/events", http.Header{"Cookie": {"lm_access=" + token("u1") + "; lm_csrf=c"}})
+	wantStreamHeaders(t, r.resp)
+	call := nextCall(t, s.fake)
+	if got := call.md.Get("authorization"); !cmp.Equal(got, []string{"Bearer " + token("u1")}) {
+		t.Errorf("forwarded authorization = %q, want the cookie's token", got)
+	}
+	if got := call.md.Get("cookie"); len(got) != 0 {
+		t.Errorf("cookie forwarded to the service: %q", got)
+	}
+}
+
 func TestTaskEvents(t *testing.T) {
 	s := startEvents(t, newFakeDispatch(), gateway.Config{})
 	r := openEvents(t, s, "/v1/tasks/"+taskA+"/events", bearer("u1"))
