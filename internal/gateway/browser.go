@@ -138,13 +138,13 @@ func (b *browser) wrap(next http.Handler) http.Handler {
 			case http.MethodDelete:
 				b.logout(w, r)
 			default:
-				methodNotAllowed(w, "DELETE, POST")
+				methodNotAllowed(w, r, "DELETE, POST")
 			}
 			return
 		case path == refreshPath && b.auth != nil:
 			b.setRoute(r, refreshPath)
 			if r.Method != http.MethodPost {
-				methodNotAllowed(w, "POST")
+				methodNotAllowed(w, r, "POST")
 				return
 			}
 			b.refresh(w, r)
@@ -157,7 +157,7 @@ func (b *browser) wrap(next http.Handler) http.Handler {
 			if path == eventsPath {
 				b.setRoute(r, eventsPath)
 				if r.Method != http.MethodGet {
-					methodNotAllowed(w, "GET")
+					methodNotAllowed(w, r, "GET")
 					return
 				}
 				b.serveEvents(w, r)
@@ -166,7 +166,7 @@ func (b *browser) wrap(next http.Handler) http.Handler {
 			if id, ok := taskEventsID(path); ok {
 				b.setRoute(r, taskEventsRoute)
 				if r.Method != http.MethodGet {
-					methodNotAllowed(w, "GET")
+					methodNotAllowed(w, r, "GET")
 					return
 				}
 				b.serveTaskEvents(w, r, id)
@@ -184,9 +184,10 @@ func (b *browser) setRoute(r *http.Request, route string) {
 	}
 }
 
-func methodNotAllowed(w http.ResponseWriter, allow string) {
+// methodNotAllowed answers 405 as the mux does for its routes.
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 	w.Header().Set("Allow", allow)
-	writeError(w, http.StatusMethodNotAllowed, codes.InvalidArgument, "method not allowed; allowed: "+allow, nil)
+	writeError(w, http.StatusMethodNotAllowed, codes.Unimplemented, fmt.Sprintf("method %s is not allowed on this route", r.Method), nil)
 }
 
 // taskEventsID matches /v1/tasks/{id}/events and returns the id segment.

@@ -250,10 +250,15 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, lastID int64, o
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The upstreams have RequestTimeout to accept the call, like any REST call; the stream itself has none.
+	timer := time.AfterFunc(b.g.cfg.RequestTimeout, cancel)
 	ups, err := dial(ctx)
 	var first []event
 	if err == nil {
 		first, err = established(ups)
+	}
+	if !timer.Stop() && err != nil {
+		err = status.Error(codes.DeadlineExceeded, "the service did not accept the event stream in time")
 	}
 	if err != nil {
 		b.g.handleError(ctx, b.g.mux, nil, w, r, err)
@@ -397,8 +402,9 @@ type eventWriter struct {
 
 func (b *browser) newEventWriter(w http.ResponseWriter, lastID int64) (*eventWriter, error) {
 	rc := http.NewResponseController(w)
-	// The server's ReadTimeout would end the request (and cancel its context) while the stream runs: the
-	// request was read long ago, so the read deadline goes; each write gets its own deadline instead.
+	// The server's ReadTimeout and WriteTimeout bound ordinary requests, not a stream that runs for hours:
+	// the request was read long ago, so no read deadline (net/http lifts it itself for HTTP/1.1, not for
+	// every transport), and each write gets its own deadline instead (flush).
 	if err := rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return nil, fmt.Errorf("clear read deadline: %w", err)
 	}

@@ -632,3 +632,40 @@ func TestShutdownEndsEventStreams(t *testing.T) {
 		t.Errorf("reading the ended stream: %v, want a clean end", err)
 	}
 }
+
+// TestStreamOutlivesServerTimeouts: the server's read and write timeouts bound ordinary requests; an event
+// stream replaces them with a deadline per write, so it keeps going long after them.
+func TestStreamOutlivesServerTimeouts(t *testing.T) {
+	fake := newFakeDispatch()
+	s := startEvents(t, fake, gateway.Config{Addr: "127.0.0.1:0", ReadTimeout: 20 * time.Millisecond,
+		WriteTimeout: 20 * time.Millisecond, Browser: gateway.BrowserConfig{Heartbeat: 5 * time.Millisecond}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := s.gw.Listen(ctx); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.gw.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.gw.Addr().String()+"/v1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = bearer("u1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/events: %v", err)
+	}
+	defer resp.Body.Close()
+	wantStreamHeaders(t, resp)
+	nextCall(t, fake)
+	r := &eventReader{t: t, resp: resp, br: bufio.NewReader(resp.Body), stop: cancel}
+	start := time.Now()
+	for time.Since(start) < 10*20*time.Millisecond {
+		r.next()
+	}
+	go func() { fake.live <- taskMsg(taskB, "") }()
+	if ev := r.nextEvent(); ev.Event != "task" || !strings.Contains(ev.Data, taskB) {
+		t.Errorf("event after the server timeouts passed = %+v, want task %s", ev, taskB)
+	}
+}
