@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 )
 
@@ -369,4 +370,47 @@ func checkSessionCookies(t *testing.T, resp *http.Response) {
 	if r := ages["lm_refresh"]; r < 30*24*3600-60 || r > 30*24*3600 || ages["lm_csrf"] != r {
 		t.Errorf("lm_refresh / lm_csrf Max-Age = %d / %d, want the refresh token's lifetime (30 days) for both", r, ages["lm_csrf"])
 	}
+}
+
+// TestBrowserCourierEvents: dispatchers and admins follow couriers on /v1/events?couriers=true; customers
+// are refused with 403 before the stream starts, as WatchCouriers refuses them.
+func TestBrowserCourierEvents(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := startWithAdmin(t)
+	admin := s.login(t, adminEmail, adminPassword)
+	s.createUser(t, admin.access, "carla@example.com", "carla's long password", "")
+
+	customer := newBrowser(t, s)
+	if resp, body := customer.do(http.MethodPost, "/v1/session", `{"email":"carla@example.com","password":"carla's long password"}`, false); resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /v1/session as carla = %d %v", resp.StatusCode, body)
+	}
+	if resp, _ := customer.events("/v1/events?couriers=true", nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("couriers=true as a customer = %d, want 403", resp.StatusCode)
+	}
+
+	dispatcher := newBrowser(t, s)
+	if resp, body := dispatcher.do(http.MethodPost, "/v1/session", mustJSON(t, map[string]string{"email": adminEmail, "password": adminPassword}), false); resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /v1/session as the admin = %d %v", resp.StatusCode, body)
+	}
+	resp, feed := dispatcher.events("/v1/events?couriers=true", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("couriers=true as the admin = %d, want 200", resp.StatusCode)
+	}
+	if got, want := feed.next(), (sseEvent{"0", "open", `{"resumed":false}`}); got != want {
+		t.Fatalf("first event = %+v, want %+v", got, want)
+	}
+	courierID, rider := registerCourier(t, s, admin.access, "rider@example.com")
+	goAvailable(ctx, t, s, courierv1.NewCourierServiceClient(s.grpcConn(t, "")), courierID, rider.access, courierLat, courierLng)
+	for range 20 {
+		ev := feed.next()
+		if ev.name != "courier" {
+			continue
+		}
+		c, _ := ev.task(t)["courier"].(map[string]any)
+		if str(c, "courierId") == courierID && str(c, "status") == "COURIER_STATUS_AVAILABLE" {
+			return
+		}
+	}
+	t.Fatal("no courier event saying the rider is AVAILABLE within 20 events")
 }
