@@ -352,6 +352,10 @@ func TestEventsInOrder(t *testing.T) {
 	if got := call.md.Get("x-request-id"); !cmp.Equal(got, []string{"req-1"}) {
 		t.Errorf("forwarded x-request-id = %q, want [req-1]", got)
 	}
+	// The client address, as grpc-gateway forwards it on the REST routes.
+	if got := call.md.Get("x-forwarded-for"); !cmp.Equal(got, []string{"127.0.0.1"}) {
+		t.Errorf("forwarded x-forwarded-for = %q, want [127.0.0.1]", got)
+	}
 
 	go func() {
 		s.fake.live <- taskMsg(taskB, "")
