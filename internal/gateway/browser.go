@@ -30,6 +30,7 @@ const (
 // services. A service that is not configured leaves its browser routes unserved (404).
 const (
 	authServiceName     = "lastmile.identity.v1.AuthService"
+	userServiceName     = "lastmile.identity.v1.UserService"
 	dispatchServiceName = "lastmile.dispatch.v1.DispatchService"
 	courierServiceName  = "lastmile.courier.v1.CourierService"
 )
@@ -85,6 +86,7 @@ type browser struct {
 	cfg BrowserConfig
 
 	auth     identityv1.AuthServiceClient     // nil: no session routes
+	users    identityv1.UserServiceClient     // nil: no GET /v1/session
 	dispatch dispatchv1.DispatchServiceClient // nil: no event routes
 	couriers courierv1.CourierServiceClient   // nil: /v1/events without couriers=true only
 
@@ -109,6 +111,8 @@ func newBrowser(g *Gateway, cfg BrowserConfig, services []Service) (*browser, er
 		switch s.Name {
 		case authServiceName:
 			b.auth = identityv1.NewAuthServiceClient(s.Conn)
+		case userServiceName:
+			b.users = identityv1.NewUserServiceClient(s.Conn)
 		case dispatchServiceName:
 			b.dispatch = dispatchv1.NewDispatchServiceClient(s.Conn)
 		case courierServiceName:
@@ -133,12 +137,18 @@ func (b *browser) wrap(next http.Handler) http.Handler {
 		case path == sessionPath && b.auth != nil:
 			b.setRoute(r, sessionPath)
 			switch r.Method {
+			case http.MethodGet:
+				if b.users == nil {
+					methodNotAllowed(w, r, b.sessionMethods())
+				} else if b.cookieAuth(w, r) {
+					b.whoami(w, r)
+				}
 			case http.MethodPost:
 				b.login(w, r)
 			case http.MethodDelete:
 				b.logout(w, r)
 			default:
-				methodNotAllowed(w, r, "DELETE, POST")
+				methodNotAllowed(w, r, b.sessionMethods())
 			}
 			return
 		case path == refreshPath && b.auth != nil:
@@ -175,6 +185,14 @@ func (b *browser) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// sessionMethods lists the methods /v1/session serves.
+func (b *browser) sessionMethods() string {
+	if b.users != nil {
+		return "DELETE, GET, POST"
+	}
+	return "DELETE, POST"
 }
 
 // setRoute records the route template for metrics and logs.

@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -138,6 +139,33 @@ func (b *browser) login(w http.ResponseWriter, r *http.Request) {
 	b.writeJSON(w, map[string]proto.Message{
 		"user": resp.GetUser(), "expiresAt": resp.GetExpiresAt(), "refreshTokenExpiresAt": resp.GetRefreshTokenExpiresAt(),
 	}, csrf)
+}
+
+// whoami serves GET /v1/session: the signed-in user, for a page that was reloaded (the page cannot read the
+// HttpOnly token). The user service authorizes the call with the caller's own token, as GET /v1/users/{id}.
+func (b *browser) whoami(w http.ResponseWriter, r *http.Request) {
+	token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	sub := tokenSubject(token)
+	if sub == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="lastmile"`)
+		writeError(w, http.StatusUnauthorized, codes.Unauthenticated, "no session: log in", nil)
+		return
+	}
+	ctx, cancel, ok := b.annotate(w, r, "/lastmile.identity.v1.UserService/GetUser", sessionPath)
+	if !ok {
+		return
+	}
+	defer cancel()
+	user, err := b.users.GetUser(ctx, &identityv1.GetUserRequest{Lookup: &identityv1.GetUserRequest_Id{Id: sub}})
+	if err != nil {
+		b.g.handleError(ctx, b.g.mux, nil, w, r, err)
+		return
+	}
+	csrf := ""
+	if c, err := r.Cookie(csrfCookie); err == nil {
+		csrf = c.Value
+	}
+	b.writeJSON(w, map[string]proto.Message{"user": user}, csrf)
 }
 
 // refresh serves POST /v1/session/refresh: it rotates the tokens with identity's RefreshToken RPC.

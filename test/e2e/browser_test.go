@@ -207,6 +207,12 @@ func TestBrowserSessionAndEvents(t *testing.T) {
 		t.Errorf("POST /v1/session body = %v, want the user, the expiry and the CSRF token, and no token", body)
 	}
 
+	// A reloaded page asks who is signed in.
+	resp, body = b.do(http.MethodGet, "/v1/session", "", false)
+	if resp.StatusCode != http.StatusOK || str(body, "user", "email") != "carla@example.com" || str(body, "csrfToken") != b.cookie("/", "lm_csrf") {
+		t.Errorf("GET /v1/session = %d %v, want 200 with carla and the CSRF token", resp.StatusCode, body)
+	}
+
 	// The live feed with the session cookie.
 	resp, feed := b.events("/v1/events", nil)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
@@ -326,6 +332,10 @@ func TestBrowserSessionAndEvents(t *testing.T) {
 	resp, _ = b.events("/v1/events", nil)
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("GET /v1/events after logout = %d, want 401", resp.StatusCode)
+	}
+	resp, body = b.do(http.MethodGet, "/v1/session", "", false)
+	if resp.StatusCode != http.StatusUnauthorized || str(body, "error", "message") != "no session: log in" {
+		t.Errorf("GET /v1/session after logout = %d %v, want 401 no session", resp.StatusCode, body)
 	}
 	code, _, body := s.rest(t, http.MethodPost, "/v1/auth:refresh", "", mustJSON(t, map[string]string{"refreshToken": refreshToken}))
 	if code != http.StatusUnauthorized {
