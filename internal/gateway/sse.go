@@ -323,7 +323,8 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, lastID int64, o
 			}
 		case ev := <-events:
 			if ev.err != nil {
-				if ctx.Err() == nil {
+				// A feed that ends cleanly (none should) just closes: the browser reconnects.
+				if ctx.Err() == nil && !errors.Is(ev.err, io.EOF) {
 					_ = sw.problem(b.g, ctx, ev.err)
 				}
 				return

@@ -51,6 +51,7 @@ type fakeDispatch struct {
 	calls     chan watchCall
 	live      chan *dispatchv1.WatchTasksResponse
 	taskLive  chan *dispatchv1.WatchTaskResponse
+	fail      chan error // WatchTasks ends with the error sent here (nil: a clean end)
 	flood     bool // WatchTasks sends large messages as fast as it can
 	floodNote string
 }
@@ -60,6 +61,7 @@ func newFakeDispatch() *fakeDispatch {
 		calls:    make(chan watchCall, 16),
 		live:     make(chan *dispatchv1.WatchTasksResponse),
 		taskLive: make(chan *dispatchv1.WatchTaskResponse),
+		fail:     make(chan error),
 	}
 }
 
@@ -99,6 +101,8 @@ func (f *fakeDispatch) WatchTasks(req *dispatchv1.WatchTasksRequest, stream grpc
 			if err := stream.Send(m); err != nil {
 				return err
 			}
+		case err := <-f.fail:
+			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -671,5 +675,44 @@ func TestStreamOutlivesServerTimeouts(t *testing.T) {
 	go func() { fake.live <- taskMsg(taskB, "") }()
 	if ev := r.nextEvent(); ev.Event != "task" || !strings.Contains(ev.Data, taskB) {
 		t.Errorf("event after the server timeouts passed = %+v, want task %s", ev, taskB)
+	}
+}
+
+// TestUpstreamFailure: an upstream that fails after the stream started is reported as a problem event in
+// the REST error shape (server faults with their fixed message), then the stream ends; a clean end of the
+// feed just ends the stream, for the browser to reconnect.
+func TestUpstreamFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want []sseEvent
+	}{
+		{"unavailable", status.Error(codes.Unavailable, "dispatch: shutting down on host 10.0.0.7"),
+			[]sseEvent{{ID: "3", Event: "problem", Data: `{"error":{"code":503,"status":"UNAVAILABLE","message":"service unavailable, retry later"}}`}}},
+		{"unauthenticated", status.Error(codes.Unauthenticated, "token revoked"),
+			[]sseEvent{{ID: "3", Event: "problem", Data: `{"error":{"code":401,"status":"UNAUTHENTICATED","message":"token revoked"}}`}}},
+		{"clean end", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startEvents(t, newFakeDispatch(), gateway.Config{})
+			r := openEvents(t, s, "/v1/events", bearer("u1"))
+			wantStreamHeaders(t, r.resp)
+			call := nextCall(t, s.fake)
+			for range 4 {
+				r.next() // retry, open, the snapshot task, snapshotComplete
+			}
+			s.fake.fail <- tc.err
+			var got []sseEvent
+			for range tc.want {
+				got = append(got, r.nextEvent())
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+			if _, err := r.br.ReadByte(); !errors.Is(err, io.EOF) {
+				t.Errorf("after the failure: read %v, want EOF (the server ends the response)", err)
+			}
+			waitDone(t, call.done, "upstream failed")
+		})
 	}
 }
