@@ -52,7 +52,7 @@ type fakeDispatch struct {
 	live      chan *dispatchv1.WatchTasksResponse
 	taskLive  chan *dispatchv1.WatchTaskResponse
 	fail      chan error // WatchTasks ends with the error sent here (nil: a clean end)
-	flood     bool // WatchTasks sends large messages as fast as it can
+	flood     bool       // WatchTasks sends large messages as fast as it can
 	floodNote string
 }
 
