@@ -297,7 +297,7 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, lastID int64, o
 
 	sw, err := b.newEventWriter(w, lastID)
 	if err != nil {
-		b.g.log.LogAttrs(ctx, slog.LevelWarn, "gateway: event stream refused", slog.String("route", route), slog.String("error", err.Error()))
+		b.g.log.LogAttrs(ctx, slog.LevelError, "gateway: event stream refused", slog.String("route", route), slog.String("error", err.Error()))
 		writeError(w, http.StatusInternalServerError, codes.Internal, "internal error", nil)
 		return
 	}
@@ -409,6 +409,11 @@ func (b *browser) newEventWriter(w http.ResponseWriter, lastID int64) (*eventWri
 	if err := rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return nil, fmt.Errorf("clear read deadline: %w", err)
 	}
+	// Without per-write deadlines a stalled browser would pin the stream, or the server's WriteTimeout
+	// would cut every stream: a response writer in between that hides the server's (no Unwrap) is a bug.
+	if err := rc.SetWriteDeadline(time.Now().Add(b.cfg.EventWriteTimeout)); err != nil {
+		return nil, fmt.Errorf("set write deadline: %w", err)
+	}
 	return &eventWriter{w: w, rc: rc, timeout: b.cfg.EventWriteTimeout, nextID: lastID + 1}, nil
 }
 
@@ -467,7 +472,7 @@ func (s *eventWriter) frame(name string, data []byte) {
 
 // flush writes the buffered bytes within the write timeout and pushes them to the browser.
 func (s *eventWriter) flush() error {
-	if err := s.rc.SetWriteDeadline(time.Now().Add(s.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.timeout)); err != nil {
 		return fmt.Errorf("set write deadline: %w", err)
 	}
 	_, err := s.w.Write(s.buf.Bytes())
