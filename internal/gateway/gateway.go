@@ -5,6 +5,8 @@
 // validation, rate limits, metrics) apply exactly as they do for native gRPC clients. The gateway itself adds
 // only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, one JSON
 // error shape ({"error":{"code","status","message","details"}}) and the OpenAPI document at /openapi.json.
+// For browsers it also serves cookie sessions with CSRF protection and Server-Sent Events bridging the
+// services' watch streams (browser.go, session.go, sse.go; docs/browser-events.md).
 //
 // The gateway sends no CORS headers: the dashboard is served from the same origin, and partner systems call
 // it server to server. Cross-origin browser calls are therefore refused by the browser, which is the intent.
