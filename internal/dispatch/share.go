@@ -293,9 +293,7 @@ func (t Task) Shared() Task {
 		FinishTime:    t.FinishTime,
 		Version:       t.Version,
 	}
-	for _, r := range t.ProofRequirements {
-		out.ProofRequirements = append(out.ProofRequirements, r)
-	}
+	out.ProofRequirements = append(out.ProofRequirements, t.ProofRequirements...)
 	for _, h := range t.History {
 		out.History = append(out.History, StateChange{State: h.State, At: h.At, Actor: h.Actor})
 	}
