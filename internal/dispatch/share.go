@@ -233,36 +233,36 @@ func (s *Service) CreateShareLink(ctx context.Context, id string, ttl time.Durat
 	return ShareLink{TaskID: t.ID, Token: tok, ExpireTime: expire, Path: "/track/" + t.ID + "#shareToken=" + tok}, nil
 }
 
-// sharedTask returns the task with id, unredacted, when token is a valid share link to it that has not
-// expired; NotFound otherwise, as for a task that does not exist, so that a token tells nothing about
-// other tasks and a tampered one nothing about why it failed.
-func (s *Service) sharedTask(ctx context.Context, id, token string) (Task, error) {
+// sharedTask returns the task with id, unredacted, and the link's expiry when token is a valid share link
+// to it that has not expired; NotFound otherwise, as for a task that does not exist, so that a token
+// tells nothing about other tasks and a tampered one nothing about why it failed.
+func (s *Service) sharedTask(ctx context.Context, id, token string) (Task, time.Time, error) {
 	n, ok := normalizeID(id)
 	if !ok {
-		return Task{}, apperr.InvalidFields("invalid request", apperr.FieldViolation{Field: "id", Description: "must be a UUID"})
+		return Task{}, time.Time{}, apperr.InvalidFields("invalid request", apperr.FieldViolation{Field: "id", Description: "must be a UUID"})
 	}
 	c, payload, mac, ok := parseShareToken(token)
 	if !ok || c.TaskID != n || s.shareKeys == nil {
-		return Task{}, errTaskNotFound
+		return Task{}, time.Time{}, errTaskNotFound
 	}
 	key, found, err := s.shareKey(ctx, c.KeyID)
 	if err != nil {
-		return Task{}, err
+		return Task{}, time.Time{}, err
 	}
 	if !found || !hmac.Equal(mac, shareMAC(key.Secret, payload)) || !s.now().Before(c.Expire) {
-		return Task{}, errTaskNotFound
+		return Task{}, time.Time{}, errTaskNotFound
 	}
 	t, err := s.store.GetTask(ctx, n)
 	if err != nil {
-		return Task{}, notFoundOr(err, "get task "+n)
+		return Task{}, time.Time{}, notFoundOr(err, "get task "+n)
 	}
-	return t, nil
+	return t, c.Expire, nil
 }
 
 // GetSharedTask returns the task with id in the share view (Task.Shared) when token is a valid,
 // unexpired share link to it, whoever calls; NotFound otherwise.
 func (s *Service) GetSharedTask(ctx context.Context, id, token string) (Task, error) {
-	t, err := s.sharedTask(ctx, id, token)
+	t, _, err := s.sharedTask(ctx, id, token)
 	if err != nil {
 		return Task{}, err
 	}

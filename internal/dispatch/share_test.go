@@ -266,3 +266,33 @@ func TestWatchSharedTaskSendsTheShareViewWithThePositionAndETA(t *testing.T) {
 		t.Errorf("WatchSharedTask after a final state = %v, want nil", err)
 	}
 }
+
+func TestWatchSharedTaskEndsWhenTheLinkExpires(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	customer, task, _ := sharedTaskFixture(t, sys)
+	link, err := sys.Service.CreateShareLink(dispatchtest.Customer(customer), task.ID, dispatch.MinShareTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A moment before the expiry on the service's clock: the watch opens, then the link runs out.
+	sys.Clock.Advance(dispatch.MinShareTTL - 20*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), sessTimeout)
+	defer cancel()
+	w := startWatch(t, ctx, func(ctx context.Context, send func(dispatch.TaskUpdate) error) error {
+		return sys.Service.WatchSharedTask(ctx, task.ID, link.Token, send)
+	})
+	if first := w.recv(t); first.Task == nil || first.Task.State != dispatch.StateAssigned {
+		t.Fatalf("first update = %q, want the assigned task", describeUpdate(first))
+	}
+	for {
+		select {
+		case err := <-w.done:
+			w.done <- err
+			apperrtest.WantCode(t, "WatchSharedTask after the link expired", err, apperr.NotFound)
+			return
+		case <-w.items: // position and ETA refreshes until the expiry
+		case <-ctx.Done():
+			t.Fatal("WatchSharedTask did not end when its link expired")
+		}
+	}
+}

@@ -69,8 +69,9 @@ func (s *Service) WatchTask(ctx context.Context, id string, send func(TaskUpdate
 }
 
 // WatchSharedTask is WatchTask for whoever holds a share link to the task: token must be a valid,
-// unexpired share link to task id (checked when the watch starts), and every task sent is in the share
-// view (Task.Shared). The holder's position and the ETA are sent as to the task's customer.
+// unexpired share link to task id, and every task sent is in the share view (Task.Shared). The holder's
+// position and the ETA are sent as to the task's customer. The watch ends with NotFound when the link
+// expires, unless the task reached a final state before.
 //
 // Errors before the first send: NotFound when the task does not exist or token is not a valid,
 // unexpired share link to it.
@@ -89,8 +90,14 @@ func (s *Service) watchTask(ctx context.Context, id, token string, send func(Tas
 	w := &taskWatch{s: s, p: auth.FromContext(ctx), shared: token != ""}
 	var t Task
 	var err error
+	var expired <-chan time.Time // the share link's expiry; nil for other watches
 	if w.shared {
-		t, err = s.sharedTask(ctx, id, token)
+		var expire time.Time
+		if t, expire, err = s.sharedTask(ctx, id, token); err == nil {
+			timer := time.NewTimer(expire.Sub(s.now()))
+			defer timer.Stop()
+			expired = timer.C
+		}
 	} else {
 		t, err = s.visibleTask(ctx, id)
 	}
@@ -118,6 +125,8 @@ func (s *Service) watchTask(ctx context.Context, id, token string, send func(Tas
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-expired:
+			return errTaskNotFound
 		case <-feed.notify:
 			latest, err := w.latest(ctx, feed, t)
 			if err != nil {

@@ -120,8 +120,8 @@ type DispatchServiceClient interface {
 	// browsers as Server-Sent Events (GET /v1/tasks/{id}/events).
 	//
 	// With share_token set, the stream is answered by the token alone, whoever calls, with or without
-	// credentials, in the share view (see GetTaskRequest.share_token); the link's expiry is checked when the
-	// stream opens, so a stream opened before it may outlive it.
+	// credentials, in the share view (see GetTaskRequest.share_token), and it ends with NOT_FOUND when the
+	// link expires (unless the task reached a final state before).
 	//
 	// Errors: NOT_FOUND when the task does not exist or the caller may not see it, or share_token is set and
 	// is not a valid, unexpired link to this task; UNAVAILABLE when the server is shutting down (reconnect:
@@ -482,8 +482,8 @@ type DispatchServiceServer interface {
 	// browsers as Server-Sent Events (GET /v1/tasks/{id}/events).
 	//
 	// With share_token set, the stream is answered by the token alone, whoever calls, with or without
-	// credentials, in the share view (see GetTaskRequest.share_token); the link's expiry is checked when the
-	// stream opens, so a stream opened before it may outlive it.
+	// credentials, in the share view (see GetTaskRequest.share_token), and it ends with NOT_FOUND when the
+	// link expires (unless the task reached a final state before).
 	//
 	// Errors: NOT_FOUND when the task does not exist or the caller may not see it, or share_token is set and
 	// is not a valid, unexpired link to this task; UNAVAILABLE when the server is shutting down (reconnect:
