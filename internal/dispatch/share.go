@@ -33,7 +33,8 @@ const (
 
 // ShareKey is a secret that signs share links. Keys live in storage that every replica shares, so a link
 // made on one replica works on all. The newest key (highest ID) signs new links; every key verifies the
-// links it signed, so a newer key can be added without breaking the links in flight.
+// links it signed, so a newer key can be added without breaking the links in flight, and deleting a key
+// revokes every link it signed. Replicas see either change within a minute.
 type ShareKey struct {
 	ID         uint32
 	Secret     []byte
@@ -126,13 +127,19 @@ func parseShareToken(tok string) (c shareClaims, payload, mac []byte, ok bool) {
 	return c, b[:sharePayloadSize], b[sharePayloadSize:], true
 }
 
-// shareKeyCache keeps the keys this replica has read. Keys never change once stored, so a key read by id
-// is kept for good; which key is the newest is read again after shareKeyRefresh.
+// shareKeyCache keeps the keys this replica has read, each for shareKeyRefresh: a key added since is
+// signing on every replica within that time, and a key deleted from storage (to revoke every link it
+// signed) stops verifying within it too.
 type shareKeyCache struct {
 	mu           sync.Mutex
-	byID         map[uint32]ShareKey
+	byID         map[uint32]cachedShareKey
 	current      ShareKey
 	currentUntil time.Time
+}
+
+type cachedShareKey struct {
+	key   ShareKey
+	until time.Time
 }
 
 // currentShareKey returns the key that signs new links, creating the deployment's first key on first use.
@@ -160,21 +167,18 @@ func (s *Service) currentShareKey(ctx context.Context) (ShareKey, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.current, c.currentUntil = k, now.Add(shareKeyRefresh)
-	if c.byID == nil {
-		c.byID = map[uint32]ShareKey{}
-	}
-	c.byID[k.ID] = k
 	return k, nil
 }
 
 // shareKey returns the key with id; found is false when there is none.
 func (s *Service) shareKey(ctx context.Context, id uint32) (k ShareKey, found bool, err error) {
+	now := s.now()
 	c := &s.shareKeyCache
 	c.mu.Lock()
-	k, found = c.byID[id]
+	e, ok := c.byID[id]
 	c.mu.Unlock()
-	if found {
-		return k, true, nil
+	if ok && now.Before(e.until) {
+		return e.key, true, nil
 	}
 	k, err = s.shareKeys.ShareKey(ctx, id)
 	switch {
@@ -188,9 +192,9 @@ func (s *Service) shareKey(ctx context.Context, id uint32) (k ShareKey, found bo
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.byID == nil {
-		c.byID = map[uint32]ShareKey{}
+		c.byID = map[uint32]cachedShareKey{}
 	}
-	c.byID[id] = k
+	c.byID[id] = cachedShareKey{key: k, until: now.Add(shareKeyRefresh)}
 	return k, true, nil
 }
 

@@ -2,6 +2,8 @@ package dispatch_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"strings"
 	"testing"
 	"time"
@@ -294,5 +296,53 @@ func TestWatchSharedTaskEndsWhenTheLinkExpires(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("WatchSharedTask did not end when its link expired")
 		}
+	}
+}
+
+func TestShareKeysRotateAndRevoke(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	customer, task, _ := sharedTaskFixture(t, sys)
+	ctx := dispatchtest.Customer(customer)
+	first, err := sys.Service.CreateShareLink(ctx, task.ID, 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyID := func(tok string) uint32 {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || len(b) != 61 {
+			t.Fatalf("token %q: %d bytes, %v; want 61", tok, len(b), err)
+		}
+		return binary.BigEndian.Uint32(b[1:5])
+	}
+	if got := keyID(first.Token); got != 1 {
+		t.Fatalf("the first link's key id = %d, want 1", got)
+	}
+	// An operator adds a newer key: every replica signs with it within a minute.
+	if _, err := sys.DB.ExecContext(context.Background(), `INSERT INTO share_keys (id, secret, create_time) VALUES ($1, $2, $3)`,
+		2, []byte(strings.Repeat("k", dispatch.ShareKeySize)), sys.Store.Dialect().Time(sys.Clock.Now())); err != nil {
+		t.Fatalf("insert share key 2: %v", err)
+	}
+	sys.Clock.Advance(time.Minute)
+	second, err := sys.Service.CreateShareLink(ctx, task.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keyID(second.Token); got != 2 {
+		t.Errorf("a link made after the rotation has key id %d, want 2", got)
+	}
+	for name, tok := range map[string]string{"the first link": first.Token, "the second link": second.Token} {
+		if _, err := sys.Service.GetSharedTask(anonymous(), task.ID, tok); err != nil {
+			t.Errorf("GetSharedTask with %s after the rotation = %v, want the task", name, err)
+		}
+	}
+	// Deleting the old key revokes the links it signed, within a minute.
+	if _, err := sys.DB.ExecContext(context.Background(), `DELETE FROM share_keys WHERE id = 1`); err != nil {
+		t.Fatalf("delete share key 1: %v", err)
+	}
+	sys.Clock.Advance(time.Minute)
+	_, err = sys.Service.GetSharedTask(anonymous(), task.ID, first.Token)
+	apperrtest.WantCode(t, "GetSharedTask with a link of a deleted key", err, apperr.NotFound)
+	if _, err := sys.Service.GetSharedTask(anonymous(), task.ID, second.Token); err != nil {
+		t.Errorf("GetSharedTask with the newer key's link = %v, want the task", err)
 	}
 }
