@@ -94,6 +94,9 @@ func (g *Gateway) handleError(ctx context.Context, _ *runtime.ServeMux, _ runtim
 		g.log.LogAttrs(ctx, fault.level, "gateway: call failed",
 			slog.String("rpc", rpc), slog.String("code", st.Code().String()), slog.String("error", st.Message()))
 		message, details = fault.message, retryInfoOnly(details)
+	} else if names := renamerFor(ctx); names != nil {
+		// The services name fields as the gRPC contract does; a REST client knows their JSON names.
+		message, details = names.rename(message), names.renameDetails(details)
 	}
 
 	if d := retryDelay(details); d > 0 && (httpStatus == http.StatusTooManyRequests || httpStatus == http.StatusServiceUnavailable) {
