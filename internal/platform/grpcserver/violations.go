@@ -321,7 +321,6 @@ func render(fd protoreflect.FieldDescriptor, v protoreflect.Value) string {
 	return fmt.Sprint(v.Interface())
 }
 
-
 // count renders a count with its unit: "1 character", "100 items".
 func count(rules protoreflect.Message, name, unit string) string {
 	n := value(rules, name)
