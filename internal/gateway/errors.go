@@ -214,6 +214,18 @@ func (g *Gateway) publicJSON(ctx context.Context, details []*anypb.Any) []json.R
 // writeError writes the JSON error body. It is the only place error responses are written, so that every
 // error, from a routing miss to a service's validation failure, has the same shape.
 func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, message string, details []json.RawMessage) {
+	body := errorBodyJSON(httpStatus, code, message, details)
+	h := w.Header()
+	h.Del("Trailer")
+	h.Del("Transfer-Encoding")
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(httpStatus)
+	_, _ = w.Write(body)
+}
+
+// errorBodyJSON renders the JSON error body.
+func errorBodyJSON(httpStatus int, code codes.Code, message string, details []json.RawMessage) []byte {
 	body, err := json.Marshal(errorBody{Error: errorStatus{
 		Code:    httpStatus,
 		Status:  rpccode.Code(code).String(),
@@ -224,13 +236,7 @@ func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, message 
 		// Only a detail that is not valid JSON can get here; the error itself still goes out.
 		body, _ = json.Marshal(errorBody{Error: errorStatus{Code: httpStatus, Status: rpccode.Code(code).String(), Message: message}})
 	}
-	h := w.Header()
-	h.Del("Trailer")
-	h.Del("Transfer-Encoding")
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(httpStatus)
-	_, _ = w.Write(body)
+	return body
 }
 
 // discardWriter swallows the output of probe requests.
