@@ -231,8 +231,8 @@ type Courier struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Courier id, a UUID assigned by the server. Output only, except as the target of UpdateCourier.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Id of the identity user behind the courier (a UUID). Immutable: set by RegisterCourier, ignored by
-	// UpdateCourier.
+	// Id of the identity user behind the courier (a UUID). Immutable: set by RegisterCourier; an
+	// UpdateCourier mask naming it is refused.
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Name shown to dispatchers and customers, 1 to 100 characters without control characters.
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
@@ -927,8 +927,9 @@ type UpdateCourierRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The courier with its id set and the new values of the fields named in update_mask.
 	Courier *Courier `protobuf:"bytes,1,opt,name=courier,proto3" json:"courier,omitempty"`
-	// Which fields of courier to change: display_name, transport_mode, capacity (output-only paths are
-	// ignored). Required and not empty; "*" is not supported.
+	// Which fields of courier to change: display_name, transport_mode, capacity. etag may be named too (it
+	// is the precondition and changes nothing); naming an output-only field is INVALID_ARGUMENT, since it
+	// cannot change. Required, with at least one field to change; "*" is not supported.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
