@@ -607,10 +607,18 @@ func newContractFixture(ctx context.Context, t *testing.T) *contractFixture {
 	up := uploadPhoto(ctx, t, dispatch, f.courier.access, delivered.GetId(), photo(t))
 	session.succeed("deliver", deliverCmd(delivered.GetId(), up.GetId()), dispatchv1.TaskState_TASK_STATE_DELIVERED)
 	f.deliveredID, f.uploadID = delivered.GetId(), up.GetId()
-	// The courier goes offline, so that the open task stays PENDING for the assign and cancel rows.
-	code, _, body := s.rest(t, http.MethodPost, "/v1/couriers/"+f.courierID+":setStatus", f.courier.access, `{"status":"COURIER_STATUS_OFFLINE"}`)
-	if code != http.StatusOK {
-		t.Fatalf("setStatus OFFLINE = %d %v", code, body)
+	// The courier goes offline, so that the open task stays PENDING for the assign and cancel rows. The
+	// delivered task's claim on the courier is released by a job after the delivery; until then, going
+	// offline is refused (FAILED_PRECONDITION), so the test asks again until the release has happened.
+	for {
+		code, _, body := s.rest(t, http.MethodPost, "/v1/couriers/"+f.courierID+":setStatus", f.courier.access, `{"status":"COURIER_STATUS_OFFLINE"}`)
+		if code == http.StatusOK {
+			break
+		}
+		if code != http.StatusBadRequest || errStatus(body) != "FAILED_PRECONDITION" || ctx.Err() != nil {
+			t.Fatalf("setStatus OFFLINE = %d %v, want 200 once the delivered task's claim is released", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	f.openTask = createTaskREST(t, s, f.customer.access, "contract-open")
 	return f
