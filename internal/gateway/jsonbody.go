@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -67,9 +68,38 @@ func (d bodyDecoder) Decode(v any) error {
 		return nil
 	}
 	if err := d.opts.Unmarshal(body, msg); err != nil {
+		if line, col, ok := trailingData(body); ok {
+			return &jsonSyntaxError{msg: fmt.Sprintf("the request body is not valid JSON: unexpected data after the JSON value (line %d, column %d)", line, col)}
+		}
 		return bodyError(err, msg.ProtoReflect().Descriptor())
 	}
 	return nil
+}
+
+// trailingData reports whether body is one JSON value followed by more than white space, and where the
+// rest begins (1-based line and column, in bytes).
+func trailingData(body []byte) (line, col int, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var v json.RawMessage
+	if dec.Decode(&v) != nil {
+		return 0, 0, false
+	}
+	rest := int(dec.InputOffset())
+	for rest < len(body) && (body[rest] == ' ' || body[rest] == '\t' || body[rest] == '\n' || body[rest] == '\r') {
+		rest++
+	}
+	if rest >= len(body) {
+		return 0, 0, false
+	}
+	line, col = 1, 1
+	for _, c := range body[:rest] {
+		if c == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return line, col, true
 }
 
 // protoTarget returns the message v decodes into: v itself, or the message a **T points to (allocated

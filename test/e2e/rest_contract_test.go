@@ -549,14 +549,25 @@ func documentedRoutes(t *testing.T) []string {
 	return routes
 }
 
+// routeShape names a route without its path parameters' names ("PATCH /v1/users/{}"), so that renaming a
+// parameter in the document ({user.id} to {id}) does not orphan its rows.
+func routeShape(route string) string {
+	return pathParam.ReplaceAllString(route, "{}")
+}
+
+var pathParam = regexp.MustCompile(`\{[^}]+\}`)
+
 // TestRESTContractCoversEveryRoute: the table has exactly one row, a request or a reason, for every route
 // of the OpenAPI document and every status, and no row for a route the document lacks.
 func TestRESTContractCoversEveryRoute(t *testing.T) {
-	routes := documentedRoutes(t)
+	var routes []string
+	for _, r := range documentedRoutes(t) {
+		routes = append(routes, routeShape(r))
+	}
 	rows := map[string]int{}
 	for _, r := range contractRows() {
-		rows[fmt.Sprintf("%s %d", r.route, r.status)]++
-		if !slices.Contains(routes, r.route) {
+		rows[fmt.Sprintf("%s %d", routeShape(r.route), r.status)]++
+		if !slices.Contains(routes, routeShape(r.route)) {
 			t.Errorf("row for %q: the OpenAPI document has no such route", r.route)
 		}
 		if (r.notApplicable == "") == (r.req == nil) {
