@@ -231,8 +231,8 @@ type Courier struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Courier id, a UUID assigned by the server. Output only, except as the target of UpdateCourier.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Id of the identity user behind the courier (a UUID). Immutable: set by RegisterCourier; an
-	// UpdateCourier mask naming it is refused.
+	// Id of the identity user behind the courier (a UUID). Immutable: set by RegisterCourier, ignored by
+	// UpdateCourier.
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Name shown to dispatchers and customers, 1 to 100 characters without control characters.
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
