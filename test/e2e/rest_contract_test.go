@@ -75,6 +75,9 @@ type contractRow struct {
 	field string
 	// check, when set, inspects a success's body.
 	check func(t *testing.T, f *contractFixture, body map[string]any)
+	// awaits names the branch that adds the route, for rows written before it was merged: until the
+	// document has the route, its rows are listed in the test log and not sent.
+	awaits string
 }
 
 func get(path, token string) func(*contractFixture) contractRequest {
@@ -173,6 +176,7 @@ func contractRows() []contractRow {
 		getU      = "GET /v1/users/{id}"
 		deleteU   = "DELETE /v1/users/{id}"
 		password  = "POST /v1/users/{id}:changePassword"
+		share     = "POST /v1/tasks/{taskId}:share"
 		updateU   = "PATCH /v1/users/{user.id}"
 	)
 	req := func(method, path, body string, token func(*contractFixture) string) func(*contractFixture) contractRequest {
@@ -480,6 +484,23 @@ func contractRows() []contractRow {
 		{route: proof, status: 404, code: "NOT_FOUND", req: req(http.MethodGet, "/v1/tasks/{delivered}/proofs/{upload}/content", "", other)},
 		na(proof, 409, naRead), tooLarge(proof, http.MethodGet, "/v1/tasks/{delivered}/proofs/{upload}/content"), na(proof, 415, naNoBody),
 
+		// CreateTaskShareLink, from helper share's branch (awaits: see contractRow.awaits).
+		{route: share, status: 200, awaits: "share", req: req(http.MethodPost, "/v1/tasks/{open}:share", `{"ttl":"3600s"}`, customer),
+			check: func(t *testing.T, f *contractFixture, b map[string]any) {
+				if str(b, "taskId") != f.openTask.GetId() || str(b, "token") == "" || str(b, "expireTime") == "" {
+					t.Errorf("share link = %v, want a token and an expiry for task %s", b, f.openTask.GetId())
+				}
+			}},
+		{route: share, status: 400, awaits: "share", code: "INVALID_ARGUMENT", field: "ttl", req: req(http.MethodPost, "/v1/tasks/{open}:share", `{"ttl":"10s"}`, customer)},
+		{route: share, status: 401, awaits: "share", code: "UNAUTHENTICATED", req: req(http.MethodPost, "/v1/tasks/{open}:share", `{}`, nil)},
+		{route: share, status: 403, awaits: "share", code: "PERMISSION_DENIED", req: req(http.MethodPost, "/v1/tasks/{open}:share", `{}`, courier)},
+		{route: share, status: 404, awaits: "share", code: "NOT_FOUND", req: req(http.MethodPost, "/v1/tasks/{open}:share", `{}`, other)},
+		{route: share, status: 409, awaits: "share", notApplicable: "every call makes a new link and changes nothing in the task"},
+		{route: share, status: 413, awaits: "share", code: "RESOURCE_EXHAUSTED", req: req(http.MethodPost, "/v1/tasks/{open}:share", bigBody(), admin)},
+		{route: share, status: 415, awaits: "share", code: "INVALID_ARGUMENT", req: func(f *contractFixture) contractRequest {
+			return contractRequest{method: http.MethodPost, path: f.expand("/v1/tasks/{open}:share"), token: f.admin.access, body: "ttl=60s", contentType: "application/x-www-form-urlencoded"}
+		}},
+
 		{route: assign, status: 200, req: func(f *contractFixture) contractRequest {
 			return contractRequest{method: http.MethodPost, path: "/v1/tasks/" + f.openTask.GetId() + ":assign", token: f.admin.access,
 				body: fmt.Sprintf(`{"courierId":%q}`, f.courierID)}
@@ -567,6 +588,10 @@ func TestRESTContractCoversEveryRoute(t *testing.T) {
 	rows := map[string]int{}
 	for _, r := range contractRows() {
 		rows[fmt.Sprintf("%s %d", routeShape(r.route), r.status)]++
+		if !slices.Contains(routes, routeShape(r.route)) && r.awaits != "" {
+			t.Logf("row %s %d awaits branch %s, which adds the route", r.route, r.status, r.awaits)
+			continue
+		}
 		if !slices.Contains(routes, routeShape(r.route)) {
 			t.Errorf("row for %q: the OpenAPI document has no such route", r.route)
 		}
@@ -642,8 +667,16 @@ func TestRESTContract(t *testing.T) {
 	defer cancel()
 	f := newContractFixture(ctx, t)
 	camel := regexp.MustCompile(`^[a-z][A-Za-z0-9]*(\[[0-9]+\])?(\.[a-z][A-Za-z0-9]*(\[[0-9]+\])?)*$`)
+	var documented []string
+	for _, r := range documentedRoutes(t) {
+		documented = append(documented, routeShape(r))
+	}
 	for _, row := range contractRows() {
 		if row.notApplicable != "" {
+			continue
+		}
+		if row.awaits != "" && !slices.Contains(documented, routeShape(row.route)) {
+			t.Logf("%s %d: not sent, the route comes with branch %s", row.route, row.status, row.awaits)
 			continue
 		}
 		t.Run(fmt.Sprintf("%s/%d", row.route, row.status), func(t *testing.T) {
