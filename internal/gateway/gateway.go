@@ -6,8 +6,9 @@
 // only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, one JSON
 // error shape ({"error":{"code","status","message","details"}}) and the OpenAPI document at /openapi.json.
 //
-// The gateway sends no CORS headers: the dashboard is served from the same origin, and partner systems call
-// it server to server. Cross-origin browser calls are therefore refused by the browser, which is the intent.
+// By default the gateway sends no CORS headers: the dashboard is served from the same origin, and partner
+// systems call it server to server, so cross-origin browser calls are refused by the browser. Config.CORSOrigins
+// (--cors-origins) names the web origins that may call it from a browser.
 package gateway
 
 import (
@@ -68,6 +69,9 @@ type Config struct {
 	// peer, whatever the header says. The gateway forwards one client address to the services, which key
 	// their per-client limits (login failures, sign-ups, anonymous rate) on it.
 	TrustedProxies []netip.Prefix
+	// CORSOrigins are the web origins (scheme://host[:port]) whose browser scripts may call the API across
+	// origins. Empty, the default, allows none: the dashboard is served from the gateway's own origin.
+	CORSOrigins []string
 	// Registerer, when set, receives the HTTP RED metrics lastmile_http_requests_total{route,method,code}
 	// and lastmile_http_request_duration_seconds{route,method}. Routes are the matched path templates
 	// (such as "/v1/users/{id=*}"), never raw paths, so label cardinality stays bounded.
@@ -91,6 +95,8 @@ type Gateway struct {
 	log     *slog.Logger
 	mux     *runtime.ServeMux
 	metrics *metrics
+	cors    cors
+	routes  map[routeKey]restRoute
 	handler http.Handler
 	srv     *http.Server
 	drain   *drain
@@ -122,6 +128,12 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, stopped: make(chan struct{})}
+	if g.cors, err = newCORS(cfg.CORSOrigins); err != nil {
+		return nil, err
+	}
+	if g.routes, err = routeTable(services); err != nil {
+		return nil, err
+	}
 	if cfg.Registerer != nil {
 		if g.metrics, err = newMetrics(cfg.Registerer); err != nil {
 			return nil, err
@@ -129,18 +141,19 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 	}
 
 	g.mux = runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, undelimited{&runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, strictJSON{undelimited{&runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
 			MarshalOptions: protojson.MarshalOptions{UseProtoNames: false, EmitUnpopulated: false},
 			// Unknown fields are an error, not silently dropped: a client that sends {"role": "ADMIN"} to an
 			// endpoint without such a field learns it was ignored instead of believing it took effect.
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}}}),
+		}}}}),
+		runtime.WithForwardResponseOption(createdResponse),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithErrorHandler(g.handleError),
 		runtime.WithRoutingErrorHandler(g.handleRoutingError),
-		runtime.WithMiddlewares(g.routeMiddleware),
+		runtime.WithMiddlewares(g.routeMiddleware, g.strictMiddleware),
 		// A POST with a form body must not be replayed as a GET, nor X-HTTP-Method-Override turn it into a
 		// DELETE: every route answers only the method its contract declares.
 		runtime.WithDisablePathLengthFallback(),

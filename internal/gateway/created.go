@@ -1,0 +1,52 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// createdResponse is a forward-response option: a successful create (an RPC named Create* or Register*,
+// answered with the resource it made, which has a string id) is answered 201 Created with a Location
+// header naming the new resource, the collection path it was POSTed to plus its id
+// (POST /v1/tasks -> Location: /v1/tasks/<id>). Other answers keep 200.
+func createdResponse(ctx context.Context, w http.ResponseWriter, resp proto.Message) error {
+	collection, ok := ctx.Value(createdPathKey{}).(string)
+	if !ok || strings.Contains(collection, ":") {
+		// Not a proto-bound route, or a custom verb (POST /v1/tasks/{id}:share creates no resource at a path).
+		return nil
+	}
+	rpc, ok := runtime.RPCMethod(ctx)
+	if !ok {
+		return nil
+	}
+	name := rpc[strings.LastIndexByte(rpc, '/')+1:]
+	if !strings.HasPrefix(name, "Create") && !strings.HasPrefix(name, "Register") {
+		return nil
+	}
+	id := resourceID(resp)
+	if id == "" {
+		return nil
+	}
+	w.Header().Set("Location", strings.TrimSuffix(collection, "/")+"/"+url.PathEscape(id))
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// resourceID returns the string field "id" of a resource message, or "".
+func resourceID(m proto.Message) string {
+	if m == nil {
+		return ""
+	}
+	msg := m.ProtoReflect()
+	f := msg.Descriptor().Fields().ByName("id")
+	if f == nil || f.Kind() != protoreflect.StringKind || f.Cardinality() == protoreflect.Repeated {
+		return ""
+	}
+	return msg.Get(f).String()
+}
