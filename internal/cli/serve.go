@@ -93,6 +93,7 @@ type grpcConfig struct {
 type gatewayConfig struct {
 	MaxBodyBytes   int64
 	TrustedProxies []netip.Prefix
+	CORSOrigins    []string
 }
 
 const serveSummary = `Run lastmile services. By default every service runs in this one process behind one gRPC listener, with
@@ -139,6 +140,8 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
 	proxies := listFlag{}
 	fs.Var(&proxies, "trusted-proxies", "CIDRs or addresses of the proxies in front of the REST gateway whose X-Forwarded-For names the client (comma list; default none: the client is the TCP peer)")
+	origins := listFlag{}
+	fs.Var(&origins, "cors-origins", "web origins (scheme://host[:port], comma list) whose browser scripts may call the REST API across origins; default none (the dashboard is same-origin)")
 	for _, m := range c.Modules {
 		if m.flags != nil {
 			m.flags(fs)
@@ -198,6 +201,10 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 		return c, err
 	}
 	c.TLS.Hosts = hosts
+	if err := gateway.CheckCORSOrigins(origins); err != nil {
+		return c, usageError{fmt.Errorf("--cors-origins: %w", err)}
+	}
+	c.Gateway.CORSOrigins = origins
 	return c, nil
 }
 
@@ -563,6 +570,7 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
 		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
+		CORSOrigins:     p.cfg.Gateway.CORSOrigins,
 		ShutdownTimeout: p.cfg.ShutdownTimeout,
 		Logger:          p.logger, Registerer: p.registry,
 	}, services)

@@ -60,6 +60,12 @@ func newCORS(origins []string) (cors, error) {
 	return c, nil
 }
 
+// CheckCORSOrigins reports the first entry of origins that Config.CORSOrigins would refuse.
+func CheckCORSOrigins(origins []string) error {
+	_, err := newCORS(origins)
+	return err
+}
+
 // enabled reports whether any origin is allowed.
 func (c cors) enabled() bool { return len(c.origins) > 0 }
 
