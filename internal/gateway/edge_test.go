@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
+	"lastmile/gen/openapi"
 	"lastmile/internal/gateway"
 	"lastmile/internal/platform/grpcserver/grpctest"
 	"lastmile/internal/platform/telemetry"
@@ -506,6 +509,35 @@ func TestAccessLog(t *testing.T) {
 		}
 		if _, ok := got.attrs["duration_ms"].(float64); !ok {
 			t.Errorf("line %d duration_ms = %v, want a number", i, got.attrs["duration_ms"])
+		}
+	}
+}
+
+// TestEveryRouteRefusesUnknownQueryParameters: the gateway knows every proto-bound route's request message
+// (its route table matches the mux's patterns), so an unknown query parameter is 400 on each of them.
+func TestEveryRouteRefusesUnknownQueryParameters(t *testing.T) {
+	s := grpc.NewServer()
+	identityv1.RegisterAuthServiceServer(s, identityv1.UnimplementedAuthServiceServer{})
+	identityv1.RegisterUserServiceServer(s, identityv1.UnimplementedUserServiceServer{})
+	conn := grpctest.ServeGRPC(t, s)
+	g, err := gateway.New(t.Context(), gateway.Config{}, everyService(conn))
+	if err != nil {
+		t.Fatalf("gateway.New() = %v", err)
+	}
+	var doc openAPIDoc
+	if err := json.Unmarshal(openapi.Document, &doc); err != nil {
+		t.Fatal(err)
+	}
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	for path, ops := range doc.Paths {
+		target := param.ReplaceAllString(path, "0190b000-0000-7000-8000-000000000001") + "?zzUnknown=1"
+		for method := range ops {
+			req := httptest.NewRequest(strings.ToUpper(method), target, strings.NewReader("{}"))
+			rec := httptest.NewRecorder()
+			g.Handler().ServeHTTP(rec, req)
+			if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `unknown query parameter \"zzUnknown\"`) {
+				t.Errorf("%s %s = %d %s, want 400 unknown query parameter", strings.ToUpper(method), target, rec.Code, rec.Body.Bytes())
+			}
 		}
 	}
 }

@@ -4,7 +4,8 @@
 // *grpc.ClientConn to the service listener, so the services' interceptors (authentication, authorization,
 // validation, rate limits, metrics) apply exactly as they do for native gRPC clients. The gateway itself adds
 // only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, one JSON
-// error shape ({"error":{"code","status","message","details"}}) and the OpenAPI document at /openapi.json.
+// error shape ({"error":{"code","status","message","details"}}), the OpenAPI document at /openapi.json and
+// a reference page rendered from it at /docs.
 //
 // By default the gateway sends no CORS headers: the dashboard is served from the same origin, and partner
 // systems call it server to server, so cross-origin browser calls are refused by the browser. Config.CORSOrigins
@@ -172,6 +173,9 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 	}
 	if err := g.mux.HandlePath(http.MethodGet, "/openapi.json", serveOpenAPI); err != nil {
 		return nil, fmt.Errorf("gateway: register /openapi.json: %w", err)
+	}
+	if err := registerDocs(g.mux); err != nil {
+		return nil, err
 	}
 
 	g.handler = http.HandlerFunc(g.serveHTTP)
