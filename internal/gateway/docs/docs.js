@@ -164,7 +164,9 @@
     if (doc.info && doc.info.description) intro.append(prose(doc.info.description));
     const schemes = doc.securityDefinitions || {};
     for (const [name, s] of Object.entries(schemes)) {
-      intro.append(el("p", "muted", "Authentication (" + name + "): ", s.description || s.name || ""));
+      const auth = prose(s.description || s.name || "");
+      auth.className = "prose muted";
+      intro.append(el("h4", null, "Authentication (" + name + ")"), auth);
     }
     main.append(intro);
 
