@@ -35,8 +35,8 @@ func TestIdentityAsNewUser(t *testing.T) {
 
 	code, _, body := s.rest(t, http.MethodPost, "/v1/users", "",
 		`{"email": "Ada@Example.com", "password": "ada's long password", "displayName": "Ada"}`)
-	if code != http.StatusOK {
-		t.Fatalf("sign-up = %d %v, want 200", code, body)
+	if code != http.StatusCreated {
+		t.Fatalf("sign-up = %d %v, want 201", code, body)
 	}
 	adaID := str(body, "id")
 	for _, c := range []struct{ field, got, want string }{
