@@ -24,6 +24,10 @@ var docsAssets = map[string]string{
 
 // registerDocs serves the reference page at /docs and its assets at /docs/{file}.
 func registerDocs(mux *runtime.ServeMux) error {
+	// The page renders the served document: refuse to start with one that cannot be built.
+	if _, err := servedOpenAPI(); err != nil {
+		return err
+	}
 	if err := mux.HandlePath(http.MethodGet, "/docs", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
 		serveDocsFile(w, "index.html", "text/html; charset=utf-8")
 	}); err != nil {

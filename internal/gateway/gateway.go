@@ -27,8 +27,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
-
-	"lastmile/gen/openapi"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -340,7 +338,3 @@ func (g *Gateway) Close() error {
 	return nil
 }
 
-func serveOpenAPI(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(openapi.Document)
-}

@@ -107,3 +107,44 @@ func TestOpenAPINoIdenticalPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAPIDocumentsCreated: the served document says what creates answer, 201 with a Location header,
+// and keeps 200 for every other operation.
+func TestOpenAPIDocumentsCreated(t *testing.T) {
+	doc := served(t)
+	creates := map[string]bool{"/v1/users": true, "/v1/couriers": true, "/v1/tasks": true}
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			_, has200 := op.Responses["200"]
+			created, has201 := op.Responses["201"]
+			if method == "post" && creates[path] {
+				if has200 || !has201 {
+					t.Errorf("POST %s responses %v, want 201 and no 200", path, keysOf(op.Responses))
+					continue
+				}
+				var r struct {
+					Headers map[string]map[string]string `json:"headers"`
+				}
+				if err := json.Unmarshal(created, &r); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := r.Headers["Location"]["description"], "The path of the new resource: "+path+"/{id}."; got != want {
+					t.Errorf("POST %s 201 Location = %q, want %q", path, got, want)
+				}
+				continue
+			}
+			if !has200 || has201 {
+				t.Errorf("%s %s responses %v, want 200 and no 201", method, path, keysOf(op.Responses))
+			}
+		}
+	}
+}
+
+func keysOf(m map[string]json.RawMessage) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
