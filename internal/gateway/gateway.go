@@ -337,4 +337,3 @@ func (g *Gateway) Close() error {
 	}
 	return nil
 }
-
