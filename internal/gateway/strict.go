@@ -23,7 +23,6 @@ import (
 // restRoute is what the gateway knows of one REST route from its google.api.http rule: the request message
 // and where its fields come from.
 type restRoute struct {
-	rpc     string                         // the method's short name, such as "CreateUser"
 	request protoreflect.MessageDescriptor // the request message
 	body    string                         // the rule's body: "*", a field name, or "" for none
 	vars    []string                       // the path variables' field paths, such as "user.id"
@@ -60,7 +59,7 @@ func routeTable(services []Service) (map[routeKey]restRoute, error) {
 					continue
 				}
 				pattern, vars := patternString(template)
-				table[routeKey{method, pattern}] = restRoute{rpc: string(m.Name()), request: m.Input(), body: r.GetBody(), vars: vars}
+				table[routeKey{method, pattern}] = restRoute{request: m.Input(), body: r.GetBody(), vars: vars}
 			}
 		}
 	}
@@ -117,8 +116,13 @@ func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc
 			next(w, r, params)
 			return
 		}
-		p, _ := runtime.HTTPPattern(ctx)
-		route, ok := g.routes[routeKey{r.Method, p.String()}]
+		// routeMiddleware, which runs first, recorded the route template (runtime.Pattern.String).
+		state, _ := ctx.Value(requestStateKey{}).(*requestState)
+		if state == nil {
+			next(w, r, params)
+			return
+		}
+		route, ok := g.routes[routeKey{r.Method, state.route}]
 		if !ok {
 			next(w, r, params)
 			return
@@ -131,12 +135,17 @@ func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc
 				return
 			}
 		}
-		if err := checkQuery(route, r.URL.Query()); err != nil {
-			writeError(w, http.StatusBadRequest, codes.InvalidArgument, err.Error(), nil)
-			return
+		if r.URL.RawQuery != "" {
+			if err := checkQuery(route, r.URL.Query()); err != nil {
+				writeError(w, http.StatusBadRequest, codes.InvalidArgument, err.Error(), nil)
+				return
+			}
 		}
-		ctx = context.WithValue(ctx, createdPathKey{}, r.URL.EscapedPath())
-		next(w, r.WithContext(ctx), params)
+		if r.Method == http.MethodPost {
+			// Only a POST creates; createdResponse reads the collection's path from here.
+			r = r.WithContext(context.WithValue(ctx, createdPathKey{}, r.URL.EscapedPath()))
+		}
+		next(w, r, params)
 	}
 }
 
