@@ -134,6 +134,9 @@
     for (const [code, r] of Object.entries(op.responses || {})) {
       const dd = el("dd", null, prose(r.description || ""));
       if (r.schema && (r.schema.$ref || r.schema.type)) dd.append(el("p", "muted", "Body: ", typeCell(r.schema).firstChild));
+      for (const [name, h] of Object.entries(r.headers || {})) {
+        dd.append(el("p", "muted", "Header ", el("code", null, name), ": " + (h.description || h.type || "")));
+      }
       list.append(el("dt", null, code), dd);
     }
     section.append(list);
