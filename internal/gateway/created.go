@@ -6,27 +6,18 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// createdResponse is a forward-response option: a successful create (an RPC named Create* or Register*,
-// answered with the resource it made, which has a string id) is answered 201 Created with a Location
-// header naming the new resource, the collection path it was POSTed to plus its id
-// (POST /v1/tasks -> Location: /v1/tasks/<id>). Other answers keep 200.
+// createdResponse is a forward-response option: a successful create (a POST, without a custom verb, of an
+// RPC named Create* or Register*, answered with the resource it made, which has a string id; see
+// routeTable) is answered 201 Created with a Location header naming the new resource, the collection path
+// it was POSTed to plus its id (POST /v1/tasks -> Location: /v1/tasks/<id>). Other answers keep 200; a
+// custom verb such as POST /v1/tasks/{id}:share creates nothing at a path of its own.
 func createdResponse(ctx context.Context, w http.ResponseWriter, resp proto.Message) error {
 	collection, ok := ctx.Value(createdPathKey{}).(string)
-	if !ok || strings.Contains(collection, ":") {
-		// Not a proto-bound route, or a custom verb (POST /v1/tasks/{id}:share creates no resource at a path).
-		return nil
-	}
-	rpc, ok := runtime.RPCMethod(ctx)
 	if !ok {
-		return nil
-	}
-	name := rpc[strings.LastIndexByte(rpc, '/')+1:]
-	if !strings.HasPrefix(name, "Create") && !strings.HasPrefix(name, "Register") {
 		return nil
 	}
 	id := resourceID(resp)

@@ -30,13 +30,23 @@ var corsAllowHeaders = []string{"Authorization", "Content-Type", requestIDHeader
 // authentication hints of errors.
 var corsExposeHeaders = []string{requestIDHeader, "Location", "Retry-After", "WWW-Authenticate"}
 
-// setSecurityHeaders sets the headers every response carries, whatever route answers it.
+// securityHeaders are the headers every response carries, whatever route answers it, keyed in canonical
+// form.
+var securityHeaders = map[string][]string{
+	"Content-Security-Policy":    {contentSecurityPolicy},
+	"X-Content-Type-Options":     {"nosniff"},
+	"X-Frame-Options":            {"DENY"},
+	"Referrer-Policy":            {"no-referrer"},
+	"Cross-Origin-Opener-Policy": {"same-origin"},
+}
+
+// setSecurityHeaders sets securityHeaders on h. The value slices are shared, not copied (this runs on every
+// request): Header.Set and Add replace or append (a full one-element slice is copied on append), and
+// nothing in the gateway writes into a header's slice in place.
 func setSecurityHeaders(h http.Header) {
-	h.Set("Content-Security-Policy", contentSecurityPolicy)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	for k, v := range securityHeaders {
+		h[k] = v
+	}
 }
 
 // cors is the allow-list of origins whose browser scripts may call the API. The zero value allows none.

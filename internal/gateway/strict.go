@@ -24,6 +24,7 @@ import (
 // and where its fields come from.
 type restRoute struct {
 	request protoreflect.MessageDescriptor // the request message
+	create  bool                           // a POST of a Create* or Register* RPC without a custom verb
 	body    string                         // the rule's body: "*", a field name, or "" for none
 	vars    []string                       // the path variables' field paths, such as "user.id"
 }
@@ -59,7 +60,10 @@ func routeTable(services []Service) (map[routeKey]restRoute, error) {
 					continue
 				}
 				pattern, vars := patternString(template)
-				table[routeKey{method, pattern}] = restRoute{request: m.Input(), body: r.GetBody(), vars: vars}
+				name := string(m.Name())
+				create := method == http.MethodPost && !strings.Contains(template, ":") &&
+					(strings.HasPrefix(name, "Create") || strings.HasPrefix(name, "Register"))
+				table[routeKey{method, pattern}] = restRoute{request: m.Input(), create: create, body: r.GetBody(), vars: vars}
 			}
 		}
 	}
@@ -141,8 +145,8 @@ func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc
 				return
 			}
 		}
-		if r.Method == http.MethodPost {
-			// Only a POST creates; createdResponse reads the collection's path from here.
+		if route.create {
+			// createdResponse answers 201 with a Location under this collection path.
 			r = r.WithContext(context.WithValue(ctx, createdPathKey{}, r.URL.EscapedPath()))
 		}
 		next(w, r, params)
