@@ -3,7 +3,8 @@
 // The gateway runs grpc-gateway in proxy mode: every REST request becomes a real gRPC call over a
 // *grpc.ClientConn to the service listener, so the services' interceptors (authentication, authorization,
 // validation, rate limits, metrics) apply exactly as they do for native gRPC clients. The gateway itself adds
-// only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, one JSON
+// only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, an access
+// log, gzip, 201 Created with a Location for creates, OPTIONS and HEAD, strict JSON and query checks, one JSON
 // error shape ({"error":{"code","status","message","details"}}), the OpenAPI document at /openapi.json and
 // a reference page rendered from it at /docs.
 //
@@ -53,7 +54,8 @@ type Config struct {
 	// RequestTimeout bounds each proxied gRPC call, so that no call runs without a deadline. A client may ask
 	// for less with the Grpc-Timeout header, never for more.
 	RequestTimeout time.Duration
-	// Logger receives server errors and a debug line per request. Nil discards.
+	// Logger receives server errors and the access log, an info line per request ("http request"). Nil
+	// discards.
 	Logger *slog.Logger
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout configure the http.Server.
 	ReadHeaderTimeout time.Duration
