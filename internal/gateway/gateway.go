@@ -92,15 +92,15 @@ type Service struct {
 
 // Gateway serves the REST API. Create it with New, then call Listen (optional) and Serve.
 type Gateway struct {
-	cfg     Config
-	log     *slog.Logger
-	mux     *runtime.ServeMux
-	metrics *metrics
-	cors    cors
-	routes  map[routeKey]restRoute
-	handler http.Handler
-	srv     *http.Server
-	drain   *drain
+	cfg        Config
+	log        *slog.Logger
+	mux        *runtime.ServeMux
+	metrics    *metrics
+	cors       cors
+	restRoutes map[routeKey]restRoute
+	handler    http.Handler
+	srv        *http.Server
+	drain      *drain
 
 	mu sync.Mutex
 	ln net.Listener
@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 	if g.cors, err = newCORS(cfg.CORSOrigins); err != nil {
 		return nil, err
 	}
-	if g.routes, err = routeTable(services); err != nil {
+	if g.restRoutes, err = routeTable(services); err != nil {
 		return nil, err
 	}
 	if cfg.Registerer != nil {

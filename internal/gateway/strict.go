@@ -126,7 +126,7 @@ func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc
 			next(w, r, params)
 			return
 		}
-		route, ok := g.routes[routeKey{r.Method, state.route}]
+		route, ok := g.restRoutes[routeKey{r.Method, state.route}]
 		if !ok {
 			next(w, r, params)
 			return
