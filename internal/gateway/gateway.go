@@ -92,15 +92,17 @@ type Service struct {
 
 // Gateway serves the REST API. Create it with New, then call Listen (optional) and Serve.
 type Gateway struct {
-	cfg        Config
-	log        *slog.Logger
-	mux        *runtime.ServeMux
-	metrics    *metrics
+	cfg     Config
+	log     *slog.Logger
+	mux     *runtime.ServeMux
+	metrics *metrics
+	handler http.Handler
+	srv     *http.Server
+	drain   *drain
+
+	// The REST edge's own state: allowed origins (edge.go) and the proto-bound routes (strict.go).
 	cors       cors
 	restRoutes map[routeKey]restRoute
-	handler    http.Handler
-	srv        *http.Server
-	drain      *drain
 
 	mu sync.Mutex
 	ln net.Listener
