@@ -3,14 +3,17 @@
 // The gateway runs grpc-gateway in proxy mode: every REST request becomes a real gRPC call over a
 // *grpc.ClientConn to the service listener, so the services' interceptors (authentication, authorization,
 // validation, rate limits, metrics) apply exactly as they do for native gRPC clients. The gateway itself adds
-// only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, an access
-// log, gzip, 201 Created with a Location for creates, OPTIONS and HEAD, strict JSON and query checks, one JSON
-// error shape ({"error":{"code","status","message","details"}}), the OpenAPI document at /openapi.json and
-// a reference page rendered from it at /docs.
+// only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, one JSON
+// error shape ({"error":{"code","status","message","details"}}) and the OpenAPI document at /openapi.json.
 //
 // By default the gateway sends no CORS headers: the dashboard is served from the same origin, and partner
 // systems call it server to server, so cross-origin browser calls are refused by the browser. Config.CORSOrigins
 // (--cors-origins) names the web origins that may call it from a browser.
+//
+// The REST edge behaves as a native HTTP API (edge.go, strict.go, created.go, gzip.go, accesslog.go): creates
+// answer 201 Created with a Location, OPTIONS and HEAD work, bodies must be one JSON value sent as JSON,
+// unknown query parameters are refused like unknown body fields, every request gets an access log line,
+// large responses are gzipped, and /docs renders /openapi.json as a reference page.
 package gateway
 
 import (
