@@ -91,9 +91,9 @@ type grpcConfig struct {
 
 // gatewayConfig configures the REST gateway.
 type gatewayConfig struct {
+	CORSOrigins    []string
 	MaxBodyBytes   int64
 	TrustedProxies []netip.Prefix
-	CORSOrigins    []string
 }
 
 const serveSummary = `Run lastmile services. By default every service runs in this one process behind one gRPC listener, with
@@ -569,8 +569,8 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 		return nil, usageError{fmt.Errorf("gateway: no service to proxy: run it with the services, or set %s", strings.Join(flags, ", "))}
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
-		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
-		CORSOrigins:     p.cfg.Gateway.CORSOrigins,
+		CORSOrigins: p.cfg.Gateway.CORSOrigins,
+		Addr:        p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
 		ShutdownTimeout: p.cfg.ShutdownTimeout,
 		Logger:          p.logger, Registerer: p.registry,
 	}, services)
