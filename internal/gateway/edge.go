@@ -94,6 +94,22 @@ func (c cors) allow(h http.Header, r *http.Request) {
 	h.Set("Access-Control-Expose-Headers", strings.Join(corsExposeHeaders, ", "))
 }
 
+// serveREST serves the REST routes, the grpc-gateway mux, adding the two methods no route declares: OPTIONS,
+// answered from the methods the path's routes serve (serveOptions), and HEAD, served as the path's GET
+// without the body (RFC 9110, section 9.3.2). r is the gateway's own copy of the request (serveHTTP), so
+// its method may change.
+func (g *Gateway) serveREST(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodOptions:
+		g.serveOptions(w, r)
+	case http.MethodHead:
+		r.Method = http.MethodGet
+		g.mux.ServeHTTP(headWriter{w}, r)
+	default:
+		g.mux.ServeHTTP(w, r)
+	}
+}
+
 // serveOptions answers OPTIONS: 204 with the Allow header for a path that some route serves, 404
 // otherwise. A CORS preflight (Origin and Access-Control-Request-Method) from an allowed origin, for a
 // method the path serves, also gets the Access-Control-Allow-* headers; any other preflight gets none, and

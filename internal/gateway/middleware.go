@@ -76,20 +76,13 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("request body exceeds %d bytes", g.cfg.MaxBodyBytes), nil)
 	} else if !validUTF8(r.URL) {
 		writeError(gz, http.StatusBadRequest, codes.InvalidArgument, "the request path and query must be UTF-8 once percent-decoded", nil)
-	} else if r.Method == http.MethodOptions {
-		g.serveOptions(gz, r)
 	} else {
 		if r.Body != nil && r.Body != http.NoBody {
 			// MaxBytesReader gets the server's own writer: only that one can tell the server to close the
 			// connection instead of draining the rest of an oversized body.
 			r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)}
 		}
-		var out http.ResponseWriter = gz
-		if r.Method == http.MethodHead {
-			// HEAD is GET without the body (RFC 9110, section 9.3.2): the routes declare GET only.
-			r.Method, out = http.MethodGet, headWriter{gz}
-		}
-		g.mux.ServeHTTP(out, r)
+		g.serveREST(gz, r)
 	}
 	gz.finish()
 
