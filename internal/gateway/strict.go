@@ -2,11 +2,7 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"regexp"
 	"slices"
@@ -131,11 +127,10 @@ func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc
 			next(w, r, params)
 			return
 		}
-		if route.body != "" && hasBody(r) {
+		if route.body != "" && carriesBody(r) {
 			if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
-				mt, _, _ := mime.ParseMediaType(ct)
 				writeError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument,
-					fmt.Sprintf("the request body must be application/json, not %.64q", mt), nil)
+					fmt.Sprintf("the request body must be JSON (Content-Type: application/json), not %.100q", ct), nil)
 				return
 			}
 		}
@@ -153,8 +148,8 @@ func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc
 	}
 }
 
-// hasBody reports whether the request carries a body: a positive Content-Length, or chunked encoding.
-func hasBody(r *http.Request) bool {
+// carriesBody reports whether the request carries a body: a positive Content-Length, or chunked encoding.
+func carriesBody(r *http.Request) bool {
 	return r.ContentLength > 0 || (r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody)
 }
 
@@ -213,44 +208,4 @@ func fieldPath(md protoreflect.MessageDescriptor, name string) (string, bool) {
 		}
 	}
 	return strings.Join(out, "."), true
-}
-
-// strictJSON is the gateway's marshaler with a decoder that refuses bytes after the JSON value: `{"a":1}
-// {"b":2}` or `{"a":1}garbage` is a malformed body, not a valid one with noise that is silently ignored.
-type strictJSON struct{ runtime.Marshaler }
-
-// NewDecoder implements runtime.Marshaler.
-func (m strictJSON) NewDecoder(r io.Reader) runtime.Decoder {
-	return &strictDecoder{m: m.Marshaler, dec: json.NewDecoder(r)}
-}
-
-// Delimiter keeps the wrapped marshaler's delimiter (see undelimited).
-func (m strictJSON) Delimiter() []byte {
-	if d, ok := m.Marshaler.(runtime.Delimited); ok {
-		return d.Delimiter()
-	}
-	return []byte("\n")
-}
-
-type strictDecoder struct {
-	m   runtime.Marshaler
-	dec *json.Decoder
-}
-
-// errTrailingData is the decode error for bytes after the body's JSON value.
-var errTrailingData = errors.New("unexpected data after the JSON value")
-
-func (d *strictDecoder) Decode(v any) error {
-	var raw json.RawMessage
-	if err := d.dec.Decode(&raw); err != nil {
-		return err
-	}
-	if _, err := d.dec.Token(); !errors.Is(err, io.EOF) {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return err
-		}
-		// grpc-gateway turns a decode error into InvalidArgument with the error's text as the message.
-		return errTrailingData
-	}
-	return d.m.Unmarshal(raw, v)
 }
