@@ -30,41 +30,15 @@ const ForwardedForKey = "x-forwarded-for"
 // and what they put in x-forwarded-for is never read. It returns "" when there is no usable address, which skips the
 // per-client limit.
 func ClientKey(ctx context.Context) string {
-	addr, ok := clientAddr(ctx, auth.FromContext(ctx).Via != "")
-	if !ok {
-		return ""
-	}
-	if addr.Is6() {
-		p, _ := addr.Prefix(64) // cannot fail for an IPv6 address and 64
-		return "ip:" + p.String()
-	}
-	return "ip:" + addr.String()
-}
-
-// ClientAddr returns the end client's address for the logs of a call by principal p: for a call a
-// lastmile service forwarded (p.Via, from its verified certificate), the last x-forwarded-for entry, as
-// ClientKey reads it; otherwise the peer's address. It returns "" when there is no usable address. Only
-// a forwarding service's word is taken: x-forwarded-for from any other caller is never read.
-func ClientAddr(ctx context.Context, p auth.Principal) string {
-	addr, ok := clientAddr(ctx, p.Via != "")
-	if !ok {
-		return ""
-	}
-	return addr.String()
-}
-
-// clientAddr returns the last x-forwarded-for entry when forwarded is true and it holds an address, and
-// the peer's address otherwise.
-func clientAddr(ctx context.Context, forwarded bool) (netip.Addr, bool) {
-	if forwarded {
+	if auth.FromContext(ctx).Via != "" {
 		if md, ok := metadata.FromIncomingContext(ctx); ok {
 			if v := md.Get(ForwardedForKey); len(v) > 0 {
 				last := v[len(v)-1]
 				if i := strings.LastIndexByte(last, ','); i >= 0 {
 					last = last[i+1:]
 				}
-				if addr, ok := parseAddr(strings.TrimSpace(last)); ok {
-					return addr, true
+				if key := ipKey(strings.TrimSpace(last)); key != "" {
+					return key
 				}
 			}
 		}
@@ -74,15 +48,20 @@ func clientAddr(ctx context.Context, forwarded bool) (netip.Addr, bool) {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		return parseAddr(host)
+		return ipKey(host)
 	}
-	return netip.Addr{}, false
+	return ""
 }
 
-func parseAddr(s string) (netip.Addr, bool) {
+func ipKey(s string) string {
 	addr, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Addr{}, false
+		return ""
 	}
-	return addr.Unmap().WithZone(""), true
+	addr = addr.Unmap().WithZone("")
+	if addr.Is6() {
+		p, _ := addr.Prefix(64) // cannot fail for an IPv6 address and 64
+		return "ip:" + p.String()
+	}
+	return "ip:" + addr.String()
 }
