@@ -118,8 +118,9 @@ func (w *gzipWriter) decide(n int) {
 		w.status = http.StatusOK
 	}
 	h := w.Header()
-	if compressible(h.Get("Content-Type")) && h.Get("Content-Encoding") == "" &&
-		w.status != http.StatusNoContent && w.status != http.StatusNotModified {
+	// A part of a body (206, Content-Range) keeps its encoding: its byte ranges count the identity bytes.
+	if compressible(h.Get("Content-Type")) && h.Get("Content-Encoding") == "" && h.Get("Content-Range") == "" &&
+		w.status != http.StatusNoContent && w.status != http.StatusNotModified && w.status != http.StatusPartialContent {
 		h.Add("Vary", "Accept-Encoding")
 		size := n
 		if cl, err := strconv.Atoi(h.Get("Content-Length")); err == nil {
@@ -128,6 +129,11 @@ func (w *gzipWriter) decide(n int) {
 		if w.accepts && size >= minGzipBytes {
 			h.Del("Content-Length")
 			h.Set("Content-Encoding", "gzip")
+			// The compressed bytes are another representation: a strong validator of the identity bytes
+			// becomes weak (RFC 9110, section 8.8.1), which If-None-Match still matches.
+			if etag := h.Get("ETag"); strings.HasPrefix(etag, `"`) {
+				h.Set("ETag", "W/"+etag)
+			}
 			w.zw = gzipWriters.Get().(*gzip.Writer)
 			w.zw.Reset(w.ResponseWriter)
 		}

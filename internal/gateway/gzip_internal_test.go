@@ -117,3 +117,30 @@ func TestAcceptsGzip(t *testing.T) {
 		}
 	}
 }
+
+// TestGzipKeepsRangesAndWeakensETags: a partial response keeps its identity bytes, and a compressed one's
+// strong ETag becomes weak.
+func TestGzipKeepsRangesAndWeakensETags(t *testing.T) {
+	big := strings.Repeat("a", 4*minGzipBytes)
+
+	rec := httptest.NewRecorder()
+	w := &gzipWriter{ResponseWriter: rec, accepts: true}
+	w.Header().Set("Content-Type", "text/javascript")
+	w.Header().Set("Content-Range", "bytes 0-4095/9000")
+	w.WriteHeader(http.StatusPartialContent)
+	_, _ = io.WriteString(w, big)
+	w.finish()
+	if rec.Header().Get("Content-Encoding") != "" || rec.Body.String() != big {
+		t.Errorf("206: Content-Encoding %q, %d body bytes; want none and the range as written", rec.Header().Get("Content-Encoding"), rec.Body.Len())
+	}
+
+	rec = httptest.NewRecorder()
+	w = &gzipWriter{ResponseWriter: rec, accepts: true}
+	w.Header().Set("Content-Type", "text/javascript")
+	w.Header().Set("ETag", `"abc"`)
+	_, _ = io.WriteString(w, big)
+	w.finish()
+	if got, want := rec.Header().Get("ETag"), `W/"abc"`; got != want || rec.Header().Get("Content-Encoding") != "gzip" {
+		t.Errorf("compressed: ETag %q, Content-Encoding %q; want %q, gzip", got, rec.Header().Get("Content-Encoding"), want)
+	}
+}
