@@ -91,6 +91,7 @@ type grpcConfig struct {
 
 // gatewayConfig configures the REST gateway.
 type gatewayConfig struct {
+	CORSOrigins    []string
 	MaxBodyBytes   int64
 	TrustedProxies []netip.Prefix
 	// Browser configures the browser sessions and event streams (--sse-*, --cookie-secure).
@@ -146,6 +147,8 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.DurationVar(&c.Gateway.Browser.EventWriteTimeout, "sse-write-timeout", gateway.DefaultEventWriteTimeout, "longest a write to an event stream may take before the stream is closed (stalled browsers)")
 	fs.BoolVar(&c.Gateway.Browser.SecureCookies, "cookie-secure", false, "mark the browser session cookies Secure even without TLS here (a TLS-terminating proxy is in front)")
 	fs.Var(&proxies, "trusted-proxies", "CIDRs or addresses of the proxies in front of the REST gateway whose X-Forwarded-For names the client (comma list; default none: the client is the TCP peer)")
+	origins := listFlag{}
+	fs.Var(&origins, "cors-origins", "web origins (scheme://host[:port], comma list) whose browser scripts may call the REST API across origins; default none (the dashboard is same-origin)")
 	for _, m := range c.Modules {
 		if m.flags != nil {
 			m.flags(fs)
@@ -208,6 +211,10 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 		return c, err
 	}
 	c.TLS.Hosts = hosts
+	if err := gateway.CheckCORSOrigins(origins); err != nil {
+		return c, usageError{fmt.Errorf("--cors-origins: %w", err)}
+	}
+	c.Gateway.CORSOrigins = origins
 	return c, nil
 }
 
@@ -572,7 +579,8 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 		return nil, usageError{fmt.Errorf("gateway: no service to proxy: run it with the services, or set %s", strings.Join(flags, ", "))}
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
-		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
+		CORSOrigins: p.cfg.Gateway.CORSOrigins,
+		Addr:        p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
 		ShutdownTimeout: p.cfg.ShutdownTimeout, Browser: p.cfg.Gateway.Browser,
 		Logger: p.logger, Registerer: p.registry,
 	}, services)

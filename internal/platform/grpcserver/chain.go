@@ -223,6 +223,10 @@ func (c *chain) logCall(ctx context.Context, method string, next func(context.Co
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		attrs = append(attrs, slog.String("peer", p.Addr.String()))
 	}
+	// For a call the gateway forwards, the end client's address rather than the gateway's (peer).
+	if client := grpcauth.ClientAddr(ctx, st.principal); client != "" {
+		attrs = append(attrs, slog.String("client", client))
+	}
 	if st.err != nil {
 		attrs = append(attrs, slog.String("error", st.err.Error()))
 	}
