@@ -118,6 +118,23 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// DialOptions are appended to the options New builds (tests use them to dial bufconn).
 	DialOptions []grpc.DialOption
+	// Ablation leaves parts of the client out, for the benchmark that measures what each one costs
+	// (bench/stack_test.go). Every real client leaves it zero, which keeps them all.
+	Ablation Ablation
+}
+
+// Ablation names the parts of a client a benchmark may leave out, one at a time, to measure what each
+// costs per call.
+type Ablation struct {
+	// Tracing leaves out the OpenTelemetry stats handler.
+	Tracing bool
+	// Metrics leaves out the client metrics interceptors.
+	Metrics bool
+	// Deadline leaves out the default deadline of unary calls.
+	Deadline bool
+	// Extras leaves out the circuit breaker, the retry policy and client-side health checking (the service
+	// config keeps round robin only).
+	Extras bool
 }
 
 // BreakerConfig configures the circuit breaker of a connection (see the package documentation).
@@ -154,7 +171,7 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	sc, err := serviceConfig(cfg.ServiceName, cfg.MaxAttempts)
+	sc, err := serviceConfig(cfg.ServiceName, cfg.MaxAttempts, !cfg.Ablation.Extras)
 	if err != nil {
 		return nil, fmt.Errorf("grpc client config: %w", err)
 	}
@@ -163,17 +180,19 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
 	}
 
-	unary := []grpc.UnaryClientInterceptor{
-		metrics.UnaryClientInterceptor(),
-		defaultDeadline(cfg.Timeout),
-		propagateRequestID,
+	var unary []grpc.UnaryClientInterceptor
+	var stream []grpc.StreamClientInterceptor
+	if !cfg.Ablation.Metrics {
+		unary = append(unary, metrics.UnaryClientInterceptor())
+		stream = append(stream, metrics.StreamClientInterceptor())
 	}
-	stream := []grpc.StreamClientInterceptor{
-		metrics.StreamClientInterceptor(),
-		propagateRequestIDStream,
+	if !cfg.Ablation.Deadline {
+		unary = append(unary, defaultDeadline(cfg.Timeout))
 	}
+	unary = append(unary, propagateRequestID)
+	stream = append(stream, propagateRequestIDStream)
 	var brk *breaker
-	if !cfg.Breaker.Disabled {
+	if !cfg.Breaker.Disabled && !cfg.Ablation.Extras {
 		bm, err := registerBreakerMetrics(cfg.Registerer)
 		if err != nil {
 			return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
@@ -206,9 +225,11 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 			Timeout:             keepaliveTimeout,
 			PermitWithoutStream: true,
 		}),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...)),
 		grpc.WithChainUnaryInterceptor(unary...),
 		grpc.WithChainStreamInterceptor(stream...),
+	}
+	if !cfg.Ablation.Tracing {
+		opts = append(opts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...)))
 	}
 	opts = append(opts, cfg.DialOptions...)
 	conn, err := grpc.NewClient(target, opts...)
@@ -277,7 +298,8 @@ func parseTarget(target string) (string, error) {
 
 // serviceConfig returns the JSON service config. The retry policy applies to every method of the
 // connection (one connection may carry several services of a process), health checking to serviceName.
-func serviceConfig(serviceName string, maxAttempts int) (string, error) {
+// Without extras it holds round robin alone (an ablation benchmark's client).
+func serviceConfig(serviceName string, maxAttempts int, extras bool) (string, error) {
 	type retryPolicy struct {
 		MaxAttempts          int      `json:"maxAttempts"`
 		InitialBackoff       string   `json:"initialBackoff"`
@@ -291,12 +313,14 @@ func serviceConfig(serviceName string, maxAttempts int) (string, error) {
 	}
 	sc := map[string]any{
 		"loadBalancingConfig": []map[string]any{{"round_robin": map[string]any{}}},
-		"healthCheckConfig":   map[string]string{"serviceName": serviceName},
+	}
+	if extras {
+		sc["healthCheckConfig"] = map[string]string{"serviceName": serviceName}
 		// Retries spend tokens and successes earn a tenth of one back; below half the tokens, retries
 		// stop, so a struggling server is not hit by three times its load.
-		"retryThrottling": map[string]float64{"maxTokens": 10, "tokenRatio": 0.1},
+		sc["retryThrottling"] = map[string]float64{"maxTokens": 10, "tokenRatio": 0.1}
 	}
-	if maxAttempts > 1 {
+	if extras && maxAttempts > 1 {
 		sc["methodConfig"] = []methodConfig{{
 			Name: []map[string]string{{}},
 			RetryPolicy: &retryPolicy{

@@ -93,12 +93,21 @@ func (c *chain) stages() []stage {
 	}
 }
 
-// interceptors returns the chain as gRPC interceptors. When observe is set, each stage reports the calls
-// it sees to it first.
-func (c *chain) interceptors(observe func(method, stage string)) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+// interceptors returns the chain as gRPC interceptors, without the stages ablation leaves out. When
+// observe is set, each stage reports the calls it sees to it first.
+func (c *chain) interceptors(ablation Ablation, observe func(method, stage string)) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	omit := map[string]bool{
+		stageMetrics:        ablation.Metrics,
+		stageLogging:        ablation.Logging,
+		stageAuthentication: ablation.Authentication,
+		stageValidation:     ablation.Validation,
+	}
 	var unary []grpc.UnaryServerInterceptor
 	var stream []grpc.StreamServerInterceptor
 	for _, st := range c.stages() {
+		if omit[st.name] {
+			continue
+		}
 		if observe != nil {
 			st = observed(st, observe)
 		}

@@ -172,10 +172,31 @@ type Config struct {
 	// TracerProvider traces calls. Nil means the global provider.
 	TracerProvider trace.TracerProvider
 
+	// Ablation leaves stages out of the chain, for the benchmark that measures what each one costs
+	// (bench/stack_test.go). Every real server leaves it zero, which keeps them all.
+	Ablation Ablation
+
 	// observe, when set, is called as each stage of the chain sees a call (tests only; see export_test.go).
 	observe func(method, stage string)
 	// clock, when set, replaces the time of the stream limiter's idle timeouts (tests only).
 	clock clock
+}
+
+// Ablation names the parts of the server a benchmark may leave out, one at a time, to measure what each
+// costs per call. Rate limiting needs no entry: a zero Config.RateLimit turns it off. Leaving out
+// authentication makes every call anonymous (a policy that is not Public then refuses it), so only
+// benchmarks whose methods are Public may set it.
+type Ablation struct {
+	// Tracing leaves out the OpenTelemetry stats handler.
+	Tracing bool
+	// Metrics leaves out the RED metrics stage.
+	Metrics bool
+	// Logging leaves out the call log stage.
+	Logging bool
+	// Authentication leaves out the authentication stage.
+	Authentication bool
+	// Validation leaves out the protovalidate stage.
+	Validation bool
 }
 
 // RateLimit configures the per-principal token bucket. Callers are keyed by principal: users by id,
@@ -283,7 +304,7 @@ func New(cfg Config) (*Server, error) {
 		validator: validator,
 		tracker:   cfg.Subjects,
 	}
-	unary, stream := c.interceptors(cfg.observe)
+	unary, stream := c.interceptors(cfg.Ablation, cfg.observe)
 	// Outside the chain: every call the server accepted counts as open until it returns, so that a
 	// graceful stop that runs out of time can name what it cut off.
 	unary = append([]grpc.UnaryServerInterceptor{s.calls.unary}, unary...)
@@ -294,8 +315,11 @@ func New(cfg Config) (*Server, error) {
 	if tp != nil {
 		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(tp))
 	}
-	opts := []grpc.ServerOption{
-		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
+	var opts []grpc.ServerOption
+	if !cfg.Ablation.Tracing {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))
+	}
+	opts = append(opts,
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
@@ -313,7 +337,7 @@ func New(cfg Config) (*Server, error) {
 			MinTime:             cfg.KeepaliveMinTime,
 			PermitWithoutStream: true,
 		}),
-	}
+	)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	} else {
