@@ -186,10 +186,8 @@ func callStateFrom(ctx context.Context) *callState {
 
 func (c *chain) requestID(ctx context.Context, _ string, next func(context.Context) error) error {
 	var id string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(RequestIDHeader); len(v) == 1 && validRequestID.MatchString(v[0]) {
-			id = v[0]
-		}
+	if v := metadata.ValueFromIncomingContext(ctx, RequestIDHeader); len(v) == 1 && validRequestID.MatchString(v[0]) {
+		id = v[0]
 	}
 	if id == "" {
 		id = rand.Text()
@@ -290,8 +288,14 @@ func (c *chain) recovered(ctx context.Context, p any) error {
 }
 
 func (c *chain) authenticate(ctx context.Context, _ string, next func(context.Context) error) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	p, err := c.authn.Authenticate(ctx, md)
+	var p auth.Principal
+	var err error
+	if ca, ok := c.authn.(grpcauth.ContextAuthenticator); ok {
+		p, err = ca.AuthenticateContext(ctx)
+	} else {
+		md, _ := metadata.FromIncomingContext(ctx)
+		p, err = c.authn.Authenticate(ctx, md)
+	}
 	if err != nil {
 		return err
 	}

@@ -31,15 +31,13 @@ const ForwardedForKey = "x-forwarded-for"
 // per-client limit.
 func ClientKey(ctx context.Context) string {
 	if auth.FromContext(ctx).Via != "" {
-		if md, ok := metadata.FromIncomingContext(ctx); ok {
-			if v := md.Get(ForwardedForKey); len(v) > 0 {
-				last := v[len(v)-1]
-				if i := strings.LastIndexByte(last, ','); i >= 0 {
-					last = last[i+1:]
-				}
-				if key := ipKey(strings.TrimSpace(last)); key != "" {
-					return key
-				}
+		if v := metadata.ValueFromIncomingContext(ctx, ForwardedForKey); len(v) > 0 {
+			last := v[len(v)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			if key := ipKey(strings.TrimSpace(last)); key != "" {
+				return key
 			}
 		}
 	}
