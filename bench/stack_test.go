@@ -118,6 +118,7 @@ type stackSpec struct {
 	server               grpcserver.Ablation
 	client               grpcclient.Ablation
 	noRateLimit          bool
+	sampleRatio          float64                     // of new traces; 0 is production's, telemetry.DefaultSampleRatio
 	work                 func(context.Context) error // the handler's work; nil answers at once
 }
 
@@ -201,7 +202,8 @@ func startStack(tb testing.TB, spec stackSpec) variant {
 	// share them like an all-in-one process does.
 	logger := telemetry.NewLogger(io.Discard, telemetry.LogOptions{Level: slog.LevelInfo, Service: "bench"})
 	reg := telemetry.NewRegistry()
-	tp, shutdownTracing, err := telemetry.SetupTracing(context.Background(), telemetry.TracingConfig{ServiceName: "bench"})
+	tp, shutdownTracing, err := telemetry.SetupTracing(context.Background(), telemetry.TracingConfig{
+		ServiceName: "bench", SampleRatio: cmp.Or(spec.sampleRatio, telemetry.DefaultSampleRatio)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -435,6 +437,7 @@ func measure(v variant, n int) (sample, error) {
 // B/op and allocs/op are totals of the schedule; the table printed and the custom metrics are the result.
 func BenchmarkStackRatio(b *testing.B) {
 	vs := startVariants(b)
+	vs = append(vs, startStack(b, stackSpec{name: variantStack + "_sampled", sampleRatio: 1}))
 	for _, spec := range ablations {
 		spec.name = variantStack + spec.name
 		vs = append(vs, startStack(b, spec))

@@ -55,11 +55,11 @@ import (
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
 	// Registers the client-side health checking function used by the service config's healthCheckConfig.
 	_ "google.golang.org/grpc/health"
 	"google.golang.org/grpc/keepalive"
@@ -209,10 +209,6 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		logger.Warn("gRPC client is connecting WITHOUT TLS: traffic is plaintext and the server is not authenticated",
 			"target", cfg.Target)
 	}
-	var otelOpts []otelgrpc.Option
-	if cfg.TracerProvider != nil {
-		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(cfg.TracerProvider))
-	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithResolvers(staticBuilder{}),
@@ -229,7 +225,7 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		grpc.WithChainStreamInterceptor(stream...),
 	}
 	if !cfg.Ablation.Tracing {
-		opts = append(opts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...)))
+		opts = append(opts, grpc.WithStatsHandler(telemetry.GRPCClientHandler(cfg.TracerProvider)))
 	}
 	opts = append(opts, cfg.DialOptions...)
 	conn, err := grpc.NewClient(target, opts...)

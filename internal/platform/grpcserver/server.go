@@ -311,14 +311,10 @@ func New(cfg Config) (*Server, error) {
 	unary = append([]grpc.UnaryServerInterceptor{s.calls.unary}, unary...)
 	stream = append([]grpc.StreamServerInterceptor{s.calls.stream}, stream...)
 
-	tp := cfg.TracerProvider
-	otelOpts := []otelgrpc.Option{otelgrpc.WithFilter(filters.Not(filters.HealthCheck()))}
-	if tp != nil {
-		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(tp))
-	}
 	var opts []grpc.ServerOption
 	if !cfg.Ablation.Tracing {
-		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)))
+		opts = append(opts, grpc.StatsHandler(telemetry.GRPCServerHandler(cfg.TracerProvider,
+			otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))))
 	}
 	opts = append(opts,
 		// A fixed pool of goroutines serves the streams instead of a new goroutine per call: the pool's
