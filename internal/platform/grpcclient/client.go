@@ -53,7 +53,6 @@ import (
 	"strings"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -337,10 +336,8 @@ func serviceConfig(serviceName string, maxAttempts int, extras bool) (string, er
 
 // registerClientMetrics returns the client metrics registered with reg. Processes open several
 // connections on one registry; they share the collector registered first.
-func registerClientMetrics(reg prometheus.Registerer) (*grpcprom.ClientMetrics, error) {
-	m := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
-	))
+func registerClientMetrics(reg prometheus.Registerer) (*telemetry.GRPCClientMetrics, error) {
+	m := telemetry.NewGRPCClientMetrics([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, nil)
 	m, err := telemetry.Register(reg, m)
 	if err != nil {
 		return nil, fmt.Errorf("register client metrics: %w", err)

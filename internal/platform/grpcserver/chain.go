@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"buf.build/go/protovalidate"
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
@@ -58,7 +57,7 @@ const (
 // chain holds what the stages of the interceptor chain need.
 type chain struct {
 	logger    *slog.Logger
-	metrics   *grpcprom.ServerMetrics
+	metrics   *telemetry.GRPCServerMetrics
 	authn     grpcauth.Authenticator
 	tracker   CallTracker // nil when streams are not tracked
 	policy    auth.Policy
@@ -77,11 +76,10 @@ type stage struct {
 
 // stages returns the chain, outermost first. The package documentation explains the order.
 func (c *chain) stages() []stage {
-	metricsOpt := grpcprom.WithExemplarFromContext(exemplar)
 	recoveryOpt := recovery.WithRecoveryHandlerContext(c.recovered)
 	return []stage{
 		around(stageRequestID, c.requestID),
-		{stageMetrics, c.metrics.UnaryServerInterceptor(metricsOpt), c.metrics.StreamServerInterceptor(metricsOpt)},
+		{stageMetrics, c.metrics.UnaryServerInterceptor(), c.metrics.StreamServerInterceptor()},
 		around(stageLogging, c.logCall),
 		around(stageErrors, c.mapErrors),
 		{stageRecovery, recovery.UnaryServerInterceptor(recoveryOpt), recovery.StreamServerInterceptor(recoveryOpt)},
@@ -198,7 +196,7 @@ func (c *chain) requestID(ctx context.Context, _ string, next func(context.Conte
 	return next(ctx)
 }
 
-// exemplar links metric samples to the sampled trace of the call.
+// exemplar links the call's latency sample to its trace, when the trace is sampled.
 func exemplar(ctx context.Context) prometheus.Labels {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() {
 		return prometheus.Labels{"trace_id": sc.TraceID().String()}

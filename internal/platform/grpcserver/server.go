@@ -67,7 +67,6 @@ import (
 	"time"
 
 	"buf.build/go/protovalidate"
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
@@ -219,7 +218,7 @@ type Server struct {
 	lis     net.Listener
 	grpc    *grpc.Server
 	health  *health.Server
-	metrics *grpcprom.ServerMetrics
+	metrics *telemetry.GRPCServerMetrics
 	policy  auth.Policy
 	streams *streamLimiter
 	logger  *slog.Logger
@@ -395,10 +394,8 @@ func setDefault[T comparable](v *T, def T) {
 
 // registerServerMetrics returns the server metrics registered with reg. A process may run several servers
 // on one registry (tests do); they then share the collector registered first.
-func registerServerMetrics(reg prometheus.Registerer) (*grpcprom.ServerMetrics, error) {
-	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
-	))
+func registerServerMetrics(reg prometheus.Registerer) (*telemetry.GRPCServerMetrics, error) {
+	m := telemetry.NewGRPCServerMetrics([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, exemplar)
 	m, err := telemetry.Register(reg, m)
 	if err != nil {
 		return nil, fmt.Errorf("register server metrics: %w", err)
