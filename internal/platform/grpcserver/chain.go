@@ -213,12 +213,13 @@ func (c *chain) logCall(ctx context.Context, method string, next func(context.Co
 	if !c.logger.Enabled(ctx, level) {
 		return err
 	}
-	attrs := []slog.Attr{
+	var buf [8]slog.Attr // on the stack: LogAttrs copies the attributes into its record
+	attrs := append(buf[:0],
 		slog.String("method", method),
 		slog.String("code", code.String()),
 		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 		slog.String("principal_kind", st.principal.Kind.String()),
-	}
+	)
 	if st.principal.Subject != "" {
 		attrs = append(attrs, slog.String("principal", st.principal.Subject))
 	}
