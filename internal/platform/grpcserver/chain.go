@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -139,12 +140,12 @@ func around(name string, f aroundFunc) stage {
 	return stage{
 		name: name,
 		unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			var resp any
-			err := f(ctx, info.FullMethod, func(ctx context.Context) error {
-				var err error
-				resp, err = handler(ctx, req)
-				return err
-			})
+			n := unaryNexts.Get().(*unaryNext)
+			n.handler, n.req = handler, req
+			err := f(ctx, info.FullMethod, n.next)
+			resp := n.resp
+			*n = unaryNext{next: n.next}
+			unaryNexts.Put(n)
 			if err != nil {
 				return nil, err
 			}
@@ -159,6 +160,27 @@ func around(name string, f aroundFunc) stage {
 			})
 		},
 	}
+}
+
+// unaryNext is the rest of the chain of a unary call, as the next function of an aroundFunc. They are
+// pooled with their next method value bound once: a closure over the handler, request and response made
+// per stage and call would cost two allocations each time. An aroundFunc never keeps next past its return.
+type unaryNext struct {
+	handler   grpc.UnaryHandler
+	req, resp any
+	next      func(context.Context) error // n.call, bound once
+}
+
+var unaryNexts = sync.Pool{New: func() any {
+	n := &unaryNext{}
+	n.next = n.call
+	return n
+}}
+
+func (n *unaryNext) call(ctx context.Context) error {
+	var err error
+	n.resp, err = n.handler(ctx, n.req)
+	return err
 }
 
 // contextStream is a server stream with a replaced context.

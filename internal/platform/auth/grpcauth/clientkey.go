@@ -42,6 +42,11 @@ func ClientKey(ctx context.Context) string {
 		}
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		if tcp, ok := p.Addr.(*net.TCPAddr); ok { // the usual case, without formatting and parsing
+			if addr, ok := netip.AddrFromSlice(tcp.IP); ok {
+				return addrKey(addr)
+			}
+		}
 		host := p.Addr.String()
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
@@ -56,6 +61,10 @@ func ipKey(s string) string {
 	if err != nil {
 		return ""
 	}
+	return addrKey(addr)
+}
+
+func addrKey(addr netip.Addr) string {
 	addr = addr.Unmap().WithZone("")
 	if addr.Is6() {
 		p, _ := addr.Prefix(64) // cannot fail for an IPv6 address and 64
