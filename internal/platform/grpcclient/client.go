@@ -13,7 +13,8 @@
 //
 // # Interceptors
 //
-// Unary calls pass, outermost first: metrics (grpc_client_handled_total, grpc_client_handling_seconds,
+// Unary calls pass, outermost first: tracing (telemetry.GRPCClientTracing: a span for sampled calls, the
+// traceparent header for every call), metrics (grpc_client_handled_total, grpc_client_handling_seconds,
 // ...; they see circuit-breaker refusals too), the default deadline, request id propagation (the
 // context's telemetry.RequestID goes out as "x-request-id") and the circuit breaker; grpc-go's retries
 // happen inside, so a retried call counts once everywhere. Streams pass the same stages minus the default
@@ -181,6 +182,11 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 
 	var unary []grpc.UnaryClientInterceptor
 	var stream []grpc.StreamClientInterceptor
+	if !cfg.Ablation.Tracing {
+		tu, ts := telemetry.GRPCClientTracing(cfg.TracerProvider)
+		unary = append(unary, tu)
+		stream = append(stream, ts)
+	}
 	if !cfg.Ablation.Metrics {
 		unary = append(unary, metrics.UnaryClientInterceptor())
 		stream = append(stream, metrics.StreamClientInterceptor())
@@ -222,9 +228,6 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		}),
 		grpc.WithChainUnaryInterceptor(unary...),
 		grpc.WithChainStreamInterceptor(stream...),
-	}
-	if !cfg.Ablation.Tracing {
-		opts = append(opts, grpc.WithStatsHandler(telemetry.GRPCClientHandler(cfg.TracerProvider)))
 	}
 	opts = append(opts, cfg.DialOptions...)
 	conn, err := grpc.NewClient(target, opts...)

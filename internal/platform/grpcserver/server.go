@@ -33,8 +33,9 @@
 // Unauthenticated and forbidden calls never reach the rate limiter's per-principal buckets, the validator
 // or the handler; stream limits count slots by the authenticated caller and only for admitted calls (a
 // refused caller holds none); validation runs last so that an anonymous caller learns nothing about request rules.
-// Tracing is not an interceptor: the OpenTelemetry stats handler (otelgrpc) wraps the whole chain, so
-// spans cover it and every stage (and log line) sees the trace id.
+// Tracing (telemetry.GRPCServerTracing, driving otelgrpc's handler) runs before the first stage, so spans
+// cover the chain and every stage (and log line) sees the trace id; only sampled calls pay for a span,
+// and unsampled ones still carry valid trace ids. Streams are served by GOMAXPROCS reused workers.
 //
 // # Health and shutdown
 //
@@ -311,11 +312,13 @@ func New(cfg Config) (*Server, error) {
 	unary = append([]grpc.UnaryServerInterceptor{s.calls.unary}, unary...)
 	stream = append([]grpc.StreamServerInterceptor{s.calls.stream}, stream...)
 
-	var opts []grpc.ServerOption
 	if !cfg.Ablation.Tracing {
-		opts = append(opts, grpc.StatsHandler(telemetry.GRPCServerHandler(cfg.TracerProvider,
-			otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))))
+		// Outermost, so that every stage and the log line see the call's trace.
+		tu, ts := telemetry.GRPCServerTracing(cfg.TracerProvider, otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))
+		unary = append([]grpc.UnaryServerInterceptor{tu}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{ts}, stream...)
 	}
+	var opts []grpc.ServerOption
 	opts = append(opts,
 		// A fixed pool of goroutines serves the streams instead of a new goroutine per call: the pool's
 		// goroutines keep the stacks the interceptor chain grew, where a fresh goroutine grows (copies)

@@ -3,142 +3,230 @@ package telemetry
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"io"
 	"math/rand/v2"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/stats"
 )
 
-// GRPCServerHandler returns the stats handler that traces a gRPC server's calls: otelgrpc's, doing its
-// work (a span, its attributes and events, otelgrpc's metrics) only for the calls whose trace is sampled.
+// GRPCServerTracing returns the interceptors that trace a gRPC server's calls with otelgrpc's server
+// handler, driven by the interceptors rather than installed as the server's stats handler: grpc-go then
+// creates no per-call stats events (each a copy of headers or payload sizes) for calls that are not
+// traced, and the handler does its work (a span, its attributes, otelgrpc's metrics) only for the calls
+// whose trace is sampled. Put them first in the chain, so that every later stage and log line sees the
+// call's trace.
 //
 // The sampling decision is the one the tracer provider would make, taken before any span exists: a call
 // whose caller sent a W3C traceparent follows the caller's decision; a call that starts a trace is sampled
 // with the provider's ratio (TracingConfig.SampleRatio), on a trace id chosen first and then given to the
-// provider, so that the handler and the provider agree. An unsampled call still gets a valid, non-recording
-// span context in its context (the caller's trace id, or a fresh one, and a span id of its own), so that
-// its log lines carry trace_id and span_id and the calls it makes propagate the trace with its "not
-// sampled" flag: downstream services then skip it too.
+// provider, so that the interceptors and the provider agree. An unsampled call still gets a valid,
+// non-recording span context in its context (the caller's trace id, or a fresh one, and a span id of its
+// own), so that its log lines carry trace_id and span_id and the calls it makes propagate the trace with
+// its "not sampled" flag: downstream services then skip it too.
 //
-// This applies only to providers made by SetupTracing, whose ratio and id generator it knows. Any other
-// provider (nil for the global one, or a test's SDK provider) gets otelgrpc's handler unchanged, which
-// asks the provider for a span on every call.
-func GRPCServerHandler(tp trace.TracerProvider, opts ...otelgrpc.Option) stats.Handler {
-	return sampledOnly(tp, true, opts)
+// Sampling applies to providers made by SetupTracing, whose ratio and id generator it knows; with any
+// other provider (nil for the global one, or a test's SDK provider) every call goes to otelgrpc's handler,
+// which asks the provider for a span.
+func GRPCServerTracing(tp trace.TracerProvider, opts ...otelgrpc.Option) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	t := newTracer(tp, true, opts)
+	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, traced := t.tag(ctx, info.FullMethod)
+		if !traced {
+			return handler(ctx, req)
+		}
+		begin := t.begin(ctx, false, false, false)
+		resp, err := handler(ctx, req)
+		t.end(ctx, false, begin, err)
+		return resp, err
+	}
+	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, traced := t.tag(ss.Context(), info.FullMethod)
+		ss = &contextServerStream{ServerStream: ss, ctx: ctx}
+		if !traced {
+			return handler(srv, ss)
+		}
+		begin := t.begin(ctx, false, info.IsClientStream, info.IsServerStream)
+		err := handler(srv, ss)
+		t.end(ctx, false, begin, err)
+		return err
+	}
+	return unary, stream
 }
 
-// GRPCClientHandler is GRPCServerHandler for a client: unsampled calls send the trace context of their
+// GRPCClientTracing is GRPCServerTracing for a client: unsampled calls send the trace context of their
 // context (or of a fresh unsampled trace, when the call starts one) in the traceparent header and skip
-// the span.
-func GRPCClientHandler(tp trace.TracerProvider, opts ...otelgrpc.Option) stats.Handler {
-	return sampledOnly(tp, false, opts)
+// the span. A traced stream's span ends when a receive fails (io.EOF counting as success), or after its
+// one receive when the server does not stream.
+func GRPCClientTracing(tp trace.TracerProvider, opts ...otelgrpc.Option) (grpc.UnaryClientInterceptor, grpc.StreamClientInterceptor) {
+	t := newTracer(tp, false, opts)
+	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx, traced := t.tag(ctx, method)
+		if !traced {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		begin := t.begin(ctx, true, false, false)
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		t.end(ctx, true, begin, err)
+		return err
+	}
+	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		ctx, traced := t.tag(ctx, method)
+		if !traced {
+			return streamer(ctx, desc, cc, method, opts...)
+		}
+		begin := t.begin(ctx, true, desc.ClientStreams, desc.ServerStreams)
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			t.end(ctx, true, begin, err)
+			return nil, err
+		}
+		return &tracedClientStream{ClientStream: cs, t: t, ctx: ctx, begin: begin, serverStreams: desc.ServerStreams}, nil
+	}
+	return unary, stream
 }
 
-func sampledOnly(tp trace.TracerProvider, server bool, opts []otelgrpc.Option) stats.Handler {
-	if tp != nil {
-		opts = append([]otelgrpc.Option{otelgrpc.WithTracerProvider(tp)}, opts...)
-	}
-	var full stats.Handler
-	if server {
-		full = otelgrpc.NewServerHandler(opts...)
-	} else {
-		full = otelgrpc.NewClientHandler(opts...)
-	}
-	p, ok := tp.(*tracerProvider)
-	if !ok || p.ratio >= 1 {
-		return full
-	}
-	return &sampledHandler{full: full, server: server, bound: ratioBound(p.ratio)}
-}
-
-// sampledHandler runs full only for sampled calls.
-type sampledHandler struct {
-	full   stats.Handler
-	server bool
-	bound  uint64 // trace ids whose low 63 bits (of the last 8 bytes) are below it are sampled
-}
-
-// unsampledKey marks the context of a call the handler leaves to itself.
-type unsampledKey struct{}
-
-// chosenTraceIDKey carries the trace id the handler chose for a sampled call that starts a trace, for
+// chosenTraceIDKey carries the trace id the tracer chose for a sampled call that starts a trace, for
 // idGenerator to hand to the provider.
 type chosenTraceIDKey struct{}
 
-func (h *sampledHandler) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
-	return h.full.TagConn(ctx, info)
+// tracer decides which calls otelgrpc's handler traces and drives it for those.
+type tracer struct {
+	full     stats.Handler // otelgrpc's
+	server   bool
+	sampling bool   // false: every call goes to full
+	bound    uint64 // with sampling: trace ids whose low 63 bits (of the last 8 bytes) are below it are sampled
 }
 
-func (h *sampledHandler) HandleConn(ctx context.Context, s stats.ConnStats) {
-	h.full.HandleConn(ctx, s)
-}
-
-func (h *sampledHandler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	if h.server {
-		return h.tagServer(ctx, info)
+func newTracer(tp trace.TracerProvider, server bool, opts []otelgrpc.Option) *tracer {
+	if tp != nil {
+		opts = append([]otelgrpc.Option{otelgrpc.WithTracerProvider(tp)}, opts...)
 	}
-	return h.tagClient(ctx, info)
-}
-
-func (h *sampledHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	if ctx.Value(unsampledKey{}) != nil {
-		return
+	t := &tracer{server: server}
+	if server {
+		t.full = otelgrpc.NewServerHandler(opts...)
+	} else {
+		t.full = otelgrpc.NewClientHandler(opts...)
 	}
-	h.full.HandleRPC(ctx, s)
+	if p, ok := tp.(*tracerProvider); ok && p.ratio < 1 {
+		t.sampling, t.bound = true, ratioBound(p.ratio)
+	}
+	return t
 }
 
-func (h *sampledHandler) tagServer(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+// tag returns the context of a call to method and whether full traces it.
+func (t *tracer) tag(ctx context.Context, method string) (context.Context, bool) {
+	info := &stats.RPCTagInfo{FullMethodName: method}
+	if !t.sampling {
+		return t.full.TagRPC(ctx, info), true
+	}
+	if t.server {
+		return t.tagServer(ctx, info)
+	}
+	return t.tagClient(ctx, info)
+}
+
+// begin reports a traced call's start to full.
+func (t *tracer) begin(ctx context.Context, client, clientStream, serverStream bool) time.Time {
+	now := time.Now()
+	t.full.HandleRPC(ctx, &stats.Begin{Client: client, BeginTime: now, IsClientStream: clientStream, IsServerStream: serverStream})
+	if p, ok := peer.FromContext(ctx); ok && !client {
+		t.full.HandleRPC(ctx, &stats.InHeader{LocalAddr: p.LocalAddr, RemoteAddr: p.Addr})
+	}
+	return now
+}
+
+// end reports a traced call's end, with its error, to full.
+func (t *tracer) end(ctx context.Context, client bool, begin time.Time, err error) {
+	t.full.HandleRPC(ctx, &stats.End{Client: client, BeginTime: begin, EndTime: time.Now(), Error: err})
+}
+
+func (t *tracer) tagServer(ctx context.Context, info *stats.RPCTagInfo) (context.Context, bool) {
 	remote := otel.GetTextMapPropagator().Extract(ctx, incomingCarrier{ctx})
 	parent := trace.SpanContextFromContext(remote)
 	if parent.IsValid() {
 		if parent.IsSampled() {
-			return h.full.TagRPC(ctx, info)
+			return t.full.TagRPC(ctx, info), true
 		}
-		return unsampled(remote, parent.TraceID())
+		return unsampled(remote, parent.TraceID()), false
 	}
 	id := newTraceID()
-	if h.sampled(id) {
-		return h.full.TagRPC(context.WithValue(ctx, chosenTraceIDKey{}, id), info)
+	if t.sampled(id) {
+		return t.full.TagRPC(context.WithValue(ctx, chosenTraceIDKey{}, id), info), true
 	}
-	return unsampled(remote, id)
+	return unsampled(remote, id), false
 }
 
-func (h *sampledHandler) tagClient(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+func (t *tracer) tagClient(ctx context.Context, info *stats.RPCTagInfo) (context.Context, bool) {
 	sc := trace.SpanContextFromContext(ctx)
 	switch {
 	case sc.IsSampled():
-		return h.full.TagRPC(ctx, info)
+		return t.full.TagRPC(ctx, info), true
 	case sc.IsValid():
-		ctx = context.WithValue(ctx, unsampledKey{}, true)
 	default:
 		id := newTraceID()
-		if h.sampled(id) {
-			return h.full.TagRPC(context.WithValue(ctx, chosenTraceIDKey{}, id), info)
+		if t.sampled(id) {
+			return t.full.TagRPC(context.WithValue(ctx, chosenTraceIDKey{}, id), info), true
 		}
 		ctx = unsampled(ctx, id)
 	}
 	otel.GetTextMapPropagator().Inject(ctx, &outgoingCarrier{ctx: &ctx})
-	return ctx
+	return ctx, false
+}
+
+// contextServerStream is a server stream with the context of its trace.
+type contextServerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextServerStream) Context() context.Context { return s.ctx }
+
+// tracedClientStream ends its span when the stream ends.
+type tracedClientStream struct {
+	grpc.ClientStream
+	t             *tracer
+	ctx           context.Context
+	begin         time.Time
+	serverStreams bool
+	ended         bool
+}
+
+func (s *tracedClientStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if s.ended || (err == nil && s.serverStreams) {
+		return err
+	}
+	s.ended = true
+	if errors.Is(err, io.EOF) {
+		s.t.end(s.ctx, true, s.begin, nil)
+	} else {
+		s.t.end(s.ctx, true, s.begin, err)
+	}
+	return err
 }
 
 // sampled reports whether the provider's ratio sampler samples a trace starting with id: the rule of
 // sdktrace.TraceIDRatioBased.
-func (h *sampledHandler) sampled(id trace.TraceID) bool {
-	return binary.BigEndian.Uint64(id[8:16])>>1 < h.bound
+func (t *tracer) sampled(id trace.TraceID) bool {
+	return binary.BigEndian.Uint64(id[8:16])>>1 < t.bound
 }
 
 func ratioBound(ratio float64) uint64 { return uint64(ratio * (1 << 63)) }
 
-// unsampled returns ctx carrying a non-recording span context of trace id, with a fresh span id, marked
-// for HandleRPC to skip.
+// unsampled returns ctx carrying a non-recording span context of trace id, with a fresh span id.
 func unsampled(ctx context.Context, id trace.TraceID) context.Context {
 	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: id, SpanID: newSpanID()})
-	return context.WithValue(trace.ContextWithSpanContext(ctx, sc), unsampledKey{}, true)
+	return trace.ContextWithSpanContext(ctx, sc)
 }
 
 // newTraceID returns a random trace id, never the invalid all-zero one.
@@ -161,7 +249,7 @@ func newSpanID() trace.SpanID {
 }
 
 // idGenerator is the provider's id generator: random ids, except for a span that starts a trace whose id
-// sampledHandler chose already.
+// the tracer chose already.
 type idGenerator struct{}
 
 var _ sdktrace.IDGenerator = idGenerator{}
