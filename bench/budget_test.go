@@ -2,8 +2,8 @@
 
 // The race detector changes allocation counts: under it sync.Pool drops a random share of what is put
 // back (to expose races on pooled objects), so grpc-go's and protobuf's pooled buffers are allocated
-// again, and the counts grow by a few percent from run to run (404 against 382 per call when the budget
-// was set). The budget is checked by the plain `go test ./...` pass of CI, where they are stable.
+// again, and the counts grow by a few percent from run to run (404 against 382 per call, measured before the
+// levers of issue 11). The budget is checked by the plain `go test ./...` pass of CI, where they are stable.
 
 package bench_test
 
@@ -19,11 +19,12 @@ import (
 // was last set plus a little headroom (grpc-go's background work, such as keepalive and health
 // checking, lands in some calls' counts).
 const (
-	// stackAllocBudget bounds the allocations of a call through the full stack.
-	stackAllocBudget = 400
+	// stackAllocBudget bounds the allocations of a call through the full stack (233 when set, on
+	// 2026-11-30, go1.26, grpc-go 1.84).
+	stackAllocBudget = 245
 	// platformAllocBudget bounds what the stack allocates beyond bare grpc-go on the same call: the
 	// platform's own share, which grpc-go upgrades do not move.
-	platformAllocBudget = 240
+	platformAllocBudget = 95 // 83 when set
 )
 
 // TestStackAllocBudget measures the allocations per call of the bare and stack variants with
