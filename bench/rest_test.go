@@ -270,16 +270,5 @@ func BenchmarkRESTRatio(b *testing.B) {
 }
 
 // gatewayConn is how `lastmile serve` configures the gateway's connection to its own gRPC server
-// (internal/cli's dialService): in memory, as the "gateway" identity (grpcserver.Server.InProcess).
-// LASTMILE_BENCH_REST_TCP=1 dials the server's TCP listener instead, as serve did before.
-func gatewayConn(srv *grpcserver.Server, cfg grpcclient.Config) grpcclient.Config {
-	if os.Getenv("LASTMILE_BENCH_REST_TCP") == "1" {
-		return cfg
-	}
-	opts, err := srv.InProcess("gateway")
-	if err != nil {
-		panic(err)
-	}
-	cfg.Target, cfg.DialOptions = grpcserver.InProcessTarget, opts
-	return cfg
-}
+// (internal/cli's dialService): unchanged, over the server's TCP listener.
+func gatewayConn(_ *grpcserver.Server, cfg grpcclient.Config) grpcclient.Config { return cfg }

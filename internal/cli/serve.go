@@ -304,7 +304,6 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		p.cleanups = append(p.cleanups, func() { _ = srv.Close() })
 		ends.GRPC = srv.Addr().String()
 		p.self = dialable(srv.Addr())
-		p.srv = srv
 		for _, m := range cfg.Modules {
 			if !cfg.Targets[m.name] {
 				continue
@@ -421,8 +420,6 @@ type process struct {
 	tls      tlsSetup
 	// self is the dialable address of this process's own gRPC listener, "" when it has none.
 	self string
-	// srv is this process's own gRPC server, nil when it has none.
-	srv *grpcserver.Server
 	// peers holds the connections to the peer services the started modules declared, by full name.
 	peers map[string]*grpc.ClientConn
 	// localKeys are identity's signing keys when identity runs here, for this process's token verifier.
@@ -521,18 +518,8 @@ func (p *process) dialService(full, as string) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("no module serves %s", full)
 	}
 	target := p.cfg.Peers[m.name]
-	var inProcess []grpc.DialOption
 	if p.cfg.Targets[m.name] {
 		target = p.self
-		if as == gatewayTarget && p.srv != nil {
-			// The gateway reaches its own process's server in memory: the same interceptors and the same
-			// "gateway" identity, without loopback TCP and TLS (BENCHMARKS.md, REST against gRPC).
-			opts, err := p.srv.InProcess(as)
-			if err != nil {
-				return nil, fmt.Errorf("%s client: %w", m.name, err)
-			}
-			target, inProcess = grpcserver.InProcessTarget, opts
-		}
 	}
 	if target == "" {
 		return nil, nil
@@ -544,7 +531,6 @@ func (p *process) dialService(full, as string) (*grpc.ClientConn, error) {
 		Logger:         p.logger,
 		Registerer:     p.registry,
 		TracerProvider: p.tp,
-		DialOptions:    inProcess,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s client: %w", m.name, err)

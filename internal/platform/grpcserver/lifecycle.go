@@ -194,7 +194,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.serveErr = s.grpc.Serve(s.lis)
 		close(s.served)
 	}()
-	defer s.serveInProcess()()
 	s.logger.Info("gRPC server serving", "addr", s.lis.Addr().String(), "tls", s.cfg.TLS != nil)
 
 	select {

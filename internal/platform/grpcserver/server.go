@@ -234,7 +234,6 @@ type Server struct {
 	shutBeforeServe bool
 	checks          []readinessCheck
 	hooks           []func()
-	inProcess       map[string]*identityListener // by service identity; see InProcess
 
 	// Set by Serve; see lifecycle.go.
 	ready     *readiness
@@ -343,7 +342,7 @@ func New(cfg Config) (*Server, error) {
 		}),
 	)
 	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(inProcessCreds{credentials.NewTLS(cfg.TLS)}))
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	} else {
 		logger.Warn("gRPC server is running WITHOUT TLS: traffic is plaintext and no caller can prove a service identity; never do this outside local experiments",
 			"addr", lis.Addr().String())

@@ -2,7 +2,6 @@ package grpcserver_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -521,67 +520,5 @@ func TestDrainThenShutdown(t *testing.T) {
 	}
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Errorf("second Shutdown() = %v, want nil", err)
-	}
-}
-
-// TestInProcess checks that an in-process connection reaches the server through the same chain with the
-// identity it was opened for: on a TLS server, the gateway's calls are an edge proxy's (a public call
-// passes, an internal one is refused as unauthenticated, as over TCP with the gateway certificate) and a
-// dispatch connection is the dispatch service; on a plaintext server, they carry no identity.
-func TestInProcess(t *testing.T) {
-	pki, err := tlsutil.EnsureDevPKI(t.TempDir(), nil, "dispatch", "gateway")
-	if err != nil {
-		t.Fatalf("EnsureDevPKI() error = %v", err)
-	}
-	certFile, keyFile := pki.ServerCert()
-	serverTLS, err := tlsutil.ServerConfig(certFile, keyFile, pki.CAFile())
-	if err != nil {
-		t.Fatalf("tlsutil.ServerConfig() error = %v", err)
-	}
-	policy := policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), auth.Policy{unaryCall: auth.Internal("dispatch")})
-	tests := []struct {
-		name      string
-		tls       *tls.Config
-		identity  string
-		wantUnary codes.Code // UnaryCall, Internal("dispatch")
-	}{
-		{"gateway over TLS is an edge proxy", serverTLS, "gateway", codes.Unauthenticated},
-		{"dispatch over TLS", serverTLS, "dispatch", codes.OK},
-		{"dispatch on a plaintext server has no identity", nil, "dispatch", codes.Unauthenticated},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", TLS: tt.tls, Policy: policy, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatalf("New() error = %v", err)
-			}
-			testgrpc.RegisterTestServiceServer(srv.GRPC(), &testService{})
-			opts, err := srv.InProcess(tt.identity)
-			if err != nil {
-				t.Fatalf("InProcess(%q) error = %v", tt.identity, err)
-			}
-			serve(t, srv)
-			conn, err := grpc.NewClient(grpcserver.InProcessTarget, opts...)
-			if err != nil {
-				t.Fatalf("grpc.NewClient() error = %v", err)
-			}
-			defer conn.Close()
-			client := testgrpc.NewTestServiceClient(conn)
-			if _, err := client.EmptyCall(callCtx(t), &testgrpc.Empty{}); err != nil {
-				t.Errorf("EmptyCall (public) error = %v, want nil", err)
-			}
-			_, err = client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
-			if got := status.Code(err); got != tt.wantUnary {
-				t.Errorf("UnaryCall code = %v (%v), want %v", got, err, tt.wantUnary)
-			}
-		})
-	}
-	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatalf("New() error = %v", err)
-	}
-	defer srv.Close()
-	if _, err := srv.InProcess("Not A Service"); err == nil {
-		t.Error(`InProcess("Not A Service") error = nil, want an error`)
 	}
 }
