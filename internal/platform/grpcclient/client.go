@@ -126,7 +126,7 @@ type Config struct {
 // Ablation names the parts of a client a benchmark may leave out, one at a time, to measure what each
 // costs per call.
 type Ablation struct {
-	// Tracing leaves out the OpenTelemetry stats handler.
+	// Tracing leaves out the tracing interceptors (telemetry.GRPCClientTracing).
 	Tracing bool
 	// Metrics leaves out the client metrics interceptors.
 	Metrics bool

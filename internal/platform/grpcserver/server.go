@@ -188,7 +188,7 @@ type Config struct {
 // authentication makes every call anonymous (a policy that is not Public then refuses it), so only
 // benchmarks whose methods are Public may set it.
 type Ablation struct {
-	// Tracing leaves out the OpenTelemetry stats handler.
+	// Tracing leaves out the tracing interceptors (telemetry.GRPCServerTracing).
 	Tracing bool
 	// Metrics leaves out the RED metrics stage.
 	Metrics bool
