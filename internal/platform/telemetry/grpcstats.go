@@ -151,6 +151,13 @@ func (t *tracer) end(ctx context.Context, client bool, begin time.Time, err erro
 }
 
 func (t *tracer) tagServer(ctx context.Context, info *stats.RPCTagInfo) (context.Context, bool) {
+	if parent, ok := plainParent(ctx); ok {
+		// The common case, a caller's traceparent and nothing else to carry on: no extraction context.
+		if parent.IsSampled() {
+			return t.full.TagRPC(ctx, info), true
+		}
+		return unsampled(ctx, parent.TraceID()), false
+	}
 	remote := otel.GetTextMapPropagator().Extract(ctx, incomingCarrier{ctx})
 	parent := trace.SpanContextFromContext(remote)
 	if parent.IsValid() {
@@ -181,6 +188,57 @@ func (t *tracer) tagClient(ctx context.Context, info *stats.RPCTagInfo) (context
 	}
 	otel.GetTextMapPropagator().Inject(ctx, &outgoingCarrier{ctx: &ctx})
 	return ctx, false
+}
+
+// plainParent parses the caller's W3C traceparent when it is the only trace context the call carries (no
+// tracestate, no baggage, version 00), which the propagator would extract to the same span context; ok is
+// false otherwise, and then the propagator extracts it.
+func plainParent(ctx context.Context) (trace.SpanContext, bool) {
+	v := metadata.ValueFromIncomingContext(ctx, traceparentKey)
+	if len(v) != 1 || len(v[0]) != 55 || v[0][:3] != "00-" || v[0][35] != '-' || v[0][52] != '-' ||
+		metadata.ValueFromIncomingContext(ctx, "tracestate") != nil || metadata.ValueFromIncomingContext(ctx, "baggage") != nil {
+		return trace.SpanContext{}, false
+	}
+	h := v[0]
+	var tid trace.TraceID
+	var sid trace.SpanID
+	var flags [1]byte
+	if !decodeLowerHex(tid[:], h[3:35]) || !decodeLowerHex(sid[:], h[36:52]) || !decodeLowerHex(flags[:], h[53:55]) {
+		return trace.SpanContext{}, false
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: tid, SpanID: sid, TraceFlags: trace.TraceFlags(flags[0]) & trace.FlagsSampled, Remote: true,
+	})
+	return sc, sc.IsValid()
+}
+
+// traceparentKey is the W3C trace context header.
+const traceparentKey = "traceparent"
+
+// decodeLowerHex decodes lowercase hex src into dst, reporting whether src was exactly that.
+func decodeLowerHex(dst []byte, src string) bool {
+	if len(src) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, ok1 := hexNibble(src[2*i])
+		lo, ok2 := hexNibble(src[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func hexNibble(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // contextServerStream is a server stream with the context of its trace.

@@ -65,14 +65,18 @@ func TestGRPCServerTracingFollowsTheCaller(t *testing.T) {
 	tests := []struct {
 		name        string
 		flags       string
+		extra       []string // more metadata: the propagator extracts instead of the plain parse
 		wantSampled bool
 	}{
-		{"sampled caller", "01", true},
-		{"unsampled caller", "00", false},
+		{"sampled caller", "01", nil, true},
+		{"unsampled caller", "00", nil, false},
+		{"sampled caller with tracestate", "01", []string{"tracestate", "vendor=1"}, true},
+		{"unsampled caller with baggage", "00", []string{"baggage", "tenant=a"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			span := serverSpan(t, tp, metadata.Pairs("traceparent", "00-"+traceID+"-00f067aa0ba902b7-"+tt.flags))
+			md := metadata.Pairs(append([]string{"traceparent", "00-" + traceID + "-00f067aa0ba902b7-" + tt.flags}, tt.extra...)...)
+			span := serverSpan(t, tp, md)
 			sc := span.SpanContext()
 			if got := sc.TraceID().String(); got != traceID {
 				t.Errorf("trace id = %s, want the caller's %s", got, traceID)
