@@ -9,14 +9,16 @@ package bench_test
 // The variants, each with its own server and client over real loopback TCP, created once per benchmark:
 //
 //   - bare: grpc.NewServer() without options, plaintext, grpc.NewClient with insecure credentials;
-//   - stack: grpcserver.New as production configures it (request id, metrics, logging, error mapping,
-//     recovery, authentication, authorization, rate limiting, validation, the otelgrpc stats handler with
-//     a telemetry.SetupTracing provider that samples every trace and exports none, logs written at info
-//     level through telemetry.NewLogger to io.Discard), plaintext, and a grpcclient.New client (service
-//     config with round robin and health checking, retry policy, breaker, default deadline, client metrics
-//     and tracing);
+//   - stack: grpcserver.New as production configures it (tracing, request id, metrics, logging, error
+//     mapping, recovery, authentication, authorization, rate limiting, validation; tracing through a
+//     telemetry.SetupTracing provider sampling telemetry.DefaultSampleRatio of new traces and exporting none,
+//     logs written at info level through telemetry.NewLogger to io.Discard), plaintext, and a grpcclient.New
+//     client (tracing, service config with round robin and health checking, retry policy, breaker, default
+//     deadline, client metrics);
 //   - stack_mtls: the same stack over mutual TLS with the development PKI, the client calling as the
-//     "dispatch" service, so that TLS cost is separated from interceptor cost.
+//     "dispatch" service, so that TLS cost is separated from interceptor cost;
+//   - stack_sampled: stack with every new trace sampled;
+//   - stack-<stage>: stack less one stage (the ablations below), for BenchmarkStackRatio.
 //
 // Calls carry a background context: the stack's client gives them its default deadline (a timer per
 // call, sent as grpc-timeout), which is part of its cost; the bare client sends none.
