@@ -131,7 +131,7 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.Telemetry.LogFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry OTLP/gRPC endpoint for traces (host:port); empty disables export")
-	fs.Float64Var(&c.Telemetry.TraceSampleRatio, "trace-sample-ratio", 1, "fraction of new traces sampled, 0..1")
+	fs.Float64Var(&c.Telemetry.TraceSampleRatio, "trace-sample-ratio", telemetry.DefaultSampleRatio, "fraction of new traces sampled, 0..1 (calls inside a trace follow its caller's decision)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on graceful shutdown: the gateway's requests, then the gRPC calls, after the drain delay")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "time between reporting not ready (/readyz, overall gRPC health) and stopping, for load balancers to notice")
 	fs.Float64Var(&c.GRPC.RateLimitRPS, "rate-limit-rps", 200, "per-caller request rate limit on gRPC (0 disables)")
