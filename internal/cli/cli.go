@@ -62,6 +62,8 @@ Usage: lastmile <command> [flags]
 
 Commands:
   serve     run services: all in one process (default) or --target=%s
+  demo      serve plus the simulator: couriers and customers in Berlin, live on the dashboard
+  simulate  run the courier and customer simulator against a running deployment
   certs     create the development CA and service certificates in <data-dir>/tls
   migrate   apply database migrations for every service with a store
   version   print version information
@@ -91,6 +93,10 @@ func Run(ctx context.Context, args []string, env Env) error {
 	switch cmd {
 	case "serve":
 		err = runServe(ctx, rest, env)
+	case "demo":
+		err = runDemo(ctx, rest, env)
+	case "simulate":
+		err = runSimulate(ctx, rest, env)
 	case "certs":
 		err = runCerts(rest, env)
 	case "migrate":
