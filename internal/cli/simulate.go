@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	"lastmile/internal/platform/telemetry"
 	"lastmile/internal/simulator"
 )
@@ -24,6 +25,7 @@ type simFlags struct {
 	Duration, Drain     time.Duration
 	City                string
 	Radius              float64
+	Modes               listFlag
 	DeclineRatio        float64
 	Speedup             float64
 	FixInterval         time.Duration
@@ -37,6 +39,7 @@ type simDefaults struct {
 	rate     float64
 	duration time.Duration
 	speedup  float64
+	radius   float64
 }
 
 // register adds the simulator's flags to fs, each name prefixed with prefix.
@@ -48,7 +51,8 @@ func (s *simFlags) register(fs *flagSet, prefix string, d simDefaults) {
 	fs.DurationVar(&s.Duration, prefix+"duration", d.duration, "how long customers create tasks (0: until interrupted); then couriers finish the open tasks for up to --"+prefix+"drain")
 	fs.DurationVar(&s.Drain, prefix+"drain", 2*time.Minute, "after --"+prefix+"duration, how long couriers may take to finish the open tasks")
 	fs.StringVar(&s.City, prefix+"city", "52.5200,13.4050", "centre of the city area as latitude,longitude (default Berlin, Alexanderplatz)")
-	fs.Float64Var(&s.Radius, prefix+"radius", 8000, "radius of the city area in meters (100 to 100000)")
+	fs.Float64Var(&s.Radius, prefix+"radius", d.radius, "radius of the city area in meters (100 to 100000)")
+	fs.Var(&s.Modes, prefix+"modes", "couriers' transport modes, taken in turn (comma list of bicycle, scooter, car, van, walking; default a city mix, mostly bicycles)")
 	fs.Float64Var(&s.DeclineRatio, prefix+"decline-ratio", 0.1, "share of offers couriers decline, 0 to 1")
 	fs.Float64Var(&s.Speedup, prefix+"speedup", d.speedup, "couriers ride this many times faster than route estimates (0.1 to 100), within what each transport mode can plausibly do")
 	fs.DurationVar(&s.FixInterval, prefix+"fix-interval", time.Second, "how often a moving courier reports its position (100ms to 1m)")
@@ -62,6 +66,14 @@ func (s *simFlags) config(prefix string) (simulator.Config, error) {
 	if err != nil {
 		return simulator.Config{}, usageError{fmt.Errorf("--%scity: %w", prefix, err)}
 	}
+	var modes []geov1.TransportMode
+	for _, m := range s.Modes {
+		v, ok := geov1.TransportMode_value["TRANSPORT_MODE_"+strings.ToUpper(m)]
+		if !ok || v == 0 {
+			return simulator.Config{}, usageError{fmt.Errorf("--%smodes: %q is not one of bicycle, scooter, car, van, walking", prefix, m)}
+		}
+		modes = append(modes, geov1.TransportMode(v))
+	}
 	if s.Progress <= 0 {
 		return simulator.Config{}, usageError{fmt.Errorf("--%sprogress-interval must be positive", prefix)}
 	}
@@ -70,8 +82,8 @@ func (s *simFlags) config(prefix string) (simulator.Config, error) {
 	}
 	return simulator.Config{
 		Couriers: s.Couriers, Customers: s.Customers, Rate: float64(s.Rate), Duration: s.Duration, Drain: s.Drain,
-		Area:         simulator.Area{Center: simulator.Point{Lat: lat, Lng: lng}, RadiusMeters: s.Radius},
-		DeclineRatio: s.DeclineRatio, Speedup: s.Speedup, FixInterval: s.FixInterval, MaxOpen: s.MaxOpen,
+		Area:  simulator.Area{Center: simulator.Point{Lat: lat, Lng: lng}, RadiusMeters: s.Radius},
+		Modes: modes, DeclineRatio: s.DeclineRatio, Speedup: s.Speedup, FixInterval: s.FixInterval, MaxOpen: s.MaxOpen,
 		ProgressInterval: s.Progress,
 	}, nil
 }
@@ -131,7 +143,7 @@ func parseSimulate(args []string, env Env) (simulateConfig, simulator.Config, er
 	fs.StringVar(&c.AdminEmail, "admin-email", "admin@lastmile.local", "email of an admin account of the deployment")
 	fs.StringVar(&c.AdminPasswordFile, "admin-password-file", "", "file holding the admin's password (else LASTMILE_ADMIN_PASSWORD)")
 	fs.StringVar(&c.LogLevel, "log-level", "warn", "log level of the simulator's own log: debug shows every failed call")
-	c.Sim.register(fs, "", simDefaults{couriers: 100, rate: 1, duration: time.Minute, speedup: 1})
+	c.Sim.register(fs, "", simDefaults{couriers: 100, rate: 1, duration: time.Minute, speedup: 1, radius: 8000})
 	if err := fs.parse(args, env.Getenv); err != nil {
 		return c, simulator.Config{}, err
 	}

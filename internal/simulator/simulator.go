@@ -58,6 +58,9 @@ type Config struct {
 	Duration, Drain time.Duration
 	// Area is where customers order and couriers start (default Berlin).
 	Area Area
+	// Modes are the couriers' transport modes, taken in turn (default: mostly bicycles, some scooters, a
+	// car, a van and a walker in every nine).
+	Modes []geov1.TransportMode
 	// DeclineRatio is the share of offers couriers decline, 0 to 1.
 	DeclineRatio float64
 	// Speedup makes couriers ride faster than route's estimate (1: real time), within what each transport
@@ -106,6 +109,14 @@ func (c *Config) defaults() error {
 	}
 	if a := c.Area; a.Center.Lat < -85 || a.Center.Lat > 85 || a.Center.Lng < -180 || a.Center.Lng > 180 || !(a.RadiusMeters >= 100 && a.RadiusMeters <= 100_000) {
 		return fmt.Errorf("simulator: area centre must be a latitude within ±85 and a longitude within ±180, radius 100 m to 100 km; got %+v", a)
+	}
+	if len(c.Modes) == 0 {
+		c.Modes = defaultModes
+	}
+	for _, m := range c.Modes {
+		if _, ok := geov1.TransportMode_name[int32(m)]; !ok || m == geov1.TransportMode_TRANSPORT_MODE_UNSPECIFIED {
+			return fmt.Errorf("simulator: transport mode %v is not one of bicycle, scooter, car, van, walking", m)
+		}
 	}
 	if !(c.DeclineRatio >= 0 && c.DeclineRatio <= 1) {
 		return fmt.Errorf("simulator: decline ratio must be 0..1, got %g", c.DeclineRatio)
@@ -260,8 +271,8 @@ func (r *run) createAccount(ctx context.Context, admin *account, role identityv1
 	return &account{auth: r.c.auth, email: email, password: password}, u.GetId(), nil
 }
 
-// modes is the couriers' mix of transport modes.
-var modes = []geov1.TransportMode{
+// defaultModes is the couriers' default mix of transport modes.
+var defaultModes = []geov1.TransportMode{
 	geov1.TransportMode_TRANSPORT_MODE_BICYCLE, geov1.TransportMode_TRANSPORT_MODE_BICYCLE, geov1.TransportMode_TRANSPORT_MODE_BICYCLE,
 	geov1.TransportMode_TRANSPORT_MODE_BICYCLE, geov1.TransportMode_TRANSPORT_MODE_SCOOTER, geov1.TransportMode_TRANSPORT_MODE_SCOOTER,
 	geov1.TransportMode_TRANSPORT_MODE_CAR, geov1.TransportMode_TRANSPORT_MODE_VAN, geov1.TransportMode_TRANSPORT_MODE_WALKING,
@@ -306,7 +317,7 @@ func (r *run) newCourier(ctx context.Context, admin *account, i int, password st
 	if err != nil {
 		return nil, err
 	}
-	mode := modes[i%len(modes)]
+	mode := r.cfg.Modes[i%len(r.cfg.Modes)]
 	cr, err := call(ctx, admin, func(c context.Context) (*courierv1.Courier, error) {
 		return r.c.couriers.RegisterCourier(c, &courierv1.RegisterCourierRequest{UserId: userID, TransportMode: mode, Capacity: 1})
 	})
@@ -397,12 +408,15 @@ func (r *run) order(ctx context.Context, customers []*account) {
 	}
 }
 
-// taskRequest returns the n-th task of the run: a pickup anywhere in the area, a dropoff 0.5 to 3 km
-// away (towards the centre when it would leave the area), half of them asking for a photo at the door.
+// taskRequest returns the n-th task of the run: a pickup anywhere in the area, a dropoff 400 m to 2.5 km
+// away but within half the area's radius (towards the centre when it would leave the area), half of them
+// asking for a photo at the door.
 func (r *run) taskRequest(n int) *dispatchv1.CreateTaskRequest {
+	hi := min(2500, r.cfg.Area.RadiusMeters/2)
+	lo := min(400, hi/2)
 	r.rngMu.Lock()
 	pickup := r.cfg.Area.random(r.rng)
-	d, θ := 500+r.rng.Float64()*2500, r.rng.Float64()*360
+	d, θ := lo+r.rng.Float64()*(hi-lo), r.rng.Float64()*360
 	photo := r.rng.IntN(2) == 0
 	r.rngMu.Unlock()
 	dropoff := offset(pickup, d, θ)
