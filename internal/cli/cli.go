@@ -131,10 +131,20 @@ func commit() string {
 		return Commit
 	}
 	if info, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
 		for _, s := range info.Settings {
-			if s.Key == "vcs.revision" {
-				return s.Value
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
 			}
+		}
+		if rev != "" && dirty {
+			return rev + "-dirty"
+		}
+		if rev != "" {
+			return rev
 		}
 	}
 	return "unknown"

@@ -71,6 +71,7 @@ func TestDemoForABoundedTime(t *testing.T) {
 		checkDemoTasks(ctx, t, dataDir, ends, email, password, stats)
 		return nil
 	})
+	t.Log(stdout.String())
 	if err != nil {
 		t.Fatalf("demo = %v, want nil", err)
 	}
