@@ -30,6 +30,7 @@ type simFlags struct {
 	Speedup             float64
 	FixInterval         time.Duration
 	MaxOpen             int
+	WaitCouriers        bool
 	Progress            time.Duration
 }
 
@@ -57,6 +58,7 @@ func (s *simFlags) register(fs *flagSet, prefix string, d simDefaults) {
 	fs.Float64Var(&s.Speedup, prefix+"speedup", d.speedup, "couriers ride this many times faster than route estimates (0.1 to 100), within what each transport mode can plausibly do")
 	fs.DurationVar(&s.FixInterval, prefix+"fix-interval", time.Second, "how often a moving courier reports its position (100ms to 1m)")
 	fs.IntVar(&s.MaxOpen, prefix+"max-open", 0, "most tasks open at once before customers skip creations (0: 20 per courier)")
+	fs.BoolVar(&s.WaitCouriers, prefix+"wait-couriers", false, "customers start ordering only once every courier is ready (for measurements: --"+prefix+"duration then counts from there)")
 	fs.DurationVar(&s.Progress, prefix+"progress-interval", 5*time.Second, "how often the progress line is printed")
 }
 
@@ -84,7 +86,7 @@ func (s *simFlags) config(prefix string) (simulator.Config, error) {
 		Couriers: s.Couriers, Customers: s.Customers, Rate: float64(s.Rate), Duration: s.Duration, Drain: s.Drain,
 		Area:  simulator.Area{Center: simulator.Point{Lat: lat, Lng: lng}, RadiusMeters: s.Radius},
 		Modes: modes, DeclineRatio: s.DeclineRatio, Speedup: s.Speedup, FixInterval: s.FixInterval, MaxOpen: s.MaxOpen,
-		ProgressInterval: s.Progress,
+		ProgressInterval: s.Progress, WaitForCouriers: s.WaitCouriers,
 	}, nil
 }
 

@@ -29,8 +29,10 @@ const (
 	locationStreamLifetime = 5 * time.Minute
 	// commandTimeout bounds one session command, resends after reconnects included.
 	commandTimeout = 30 * time.Second
+	// closeGrace is how long a stream may take to end after the bot half-closed it at the end of the run.
+	closeGrace = 3 * time.Second
 	// maxQueued bounds the deliveries waiting for a courier's worker; beyond it deliveries are dropped
-	// unacknowledged, and the server replays them after the next reconnect.
+	// (their offers expire and go to another courier).
 	maxQueued = 256
 )
 
@@ -112,7 +114,7 @@ func (b *courierBot) run(ctx context.Context) {
 	if !b.retry(ctx, "log in", b.acct.login) || !b.retry(ctx, "go available", b.goAvailable) {
 		return
 	}
-	b.sim.stats.CouriersReady.Add(1)
+	b.sim.courierReady()
 	var wg sync.WaitGroup
 	wg.Go(func() { b.sessionLoop(ctx) })
 	wg.Go(func() { b.reportLoop(ctx) })
@@ -201,7 +203,9 @@ func (b *courierBot) reportLoop(ctx context.Context) {
 // reportStream runs one ReportLocations stream for at most locationStreamLifetime; it returns the fixes
 // sent and the stream's error.
 func (b *courierBot) reportStream(ctx context.Context) (int, error) {
-	sctx, cancel := context.WithCancel(ctx)
+	// The stream outlives ctx by a moment: when the run ends it is closed as an app closes it (the server
+	// answers with its counts) rather than cut off.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	actx, err := b.acct.authed(sctx)
 	if err != nil {
@@ -220,7 +224,10 @@ func (b *courierBot) reportStream(ctx context.Context) (int, error) {
 		if !first {
 			select {
 			case <-ctx.Done():
-				return sent, nil // cancel ends the stream
+				stop := time.AfterFunc(closeGrace, cancel)
+				defer stop.Stop()
+				_, _ = stream.CloseAndRecv()
+				return sent, nil
 			case <-end.C:
 				resp, err := stream.CloseAndRecv()
 				if err != nil {
@@ -298,7 +305,9 @@ func (b *courierBot) sessionLoop(ctx context.Context) {
 
 // session runs one session until its stream ends.
 func (b *courierBot) session(ctx context.Context) error {
-	sctx, cancel := context.WithCancel(ctx)
+	// When the run ends, the session is half-closed, so that the server finishes the commands in flight
+	// and ends the stream itself; it is cut off only after closeGrace.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	actx, err := b.acct.authed(sctx)
 	if err != nil {
@@ -316,6 +325,13 @@ func (b *courierBot) session(ctx context.Context) error {
 		return fmt.Errorf("send hello: %w", err)
 	}
 	ls := &liveSession{stream: stream, done: make(chan struct{})}
+	stopClose := context.AfterFunc(ctx, func() {
+		ls.sendMu.Lock()
+		_ = stream.CloseSend()
+		ls.sendMu.Unlock()
+		time.AfterFunc(closeGrace, cancel)
+	})
+	defer stopClose()
 	defer func() {
 		b.sessMu.Lock()
 		if b.sess == ls {

@@ -34,13 +34,13 @@ func bearing(a, b Point) float64 {
 	return θ
 }
 
-// offset returns the point d meters from p in direction θ degrees (an equirectangular step: exact enough
-// within a city).
+// offset returns the point d meters from p in initial direction θ degrees, along a great circle.
 func offset(p Point, d, θ float64) Point {
-	rad := θ * math.Pi / 180
-	dLat := d * math.Cos(rad) / earthRadius * 180 / math.Pi
-	dLng := d * math.Sin(rad) / (earthRadius * math.Cos(p.Lat*math.Pi/180)) * 180 / math.Pi
-	return Point{Lat: p.Lat + dLat, Lng: p.Lng + dLng}
+	φ1, λ1 := p.Lat*math.Pi/180, p.Lng*math.Pi/180
+	δ, rad := d/earthRadius, θ*math.Pi/180
+	φ2 := math.Asin(math.Sin(φ1)*math.Cos(δ) + math.Cos(φ1)*math.Sin(δ)*math.Cos(rad))
+	λ2 := λ1 + math.Atan2(math.Sin(rad)*math.Sin(δ)*math.Cos(φ1), math.Cos(δ)-math.Sin(φ1)*math.Sin(φ2))
+	return Point{Lat: φ2 * 180 / math.Pi, Lng: math.Mod(λ2*180/math.Pi+540, 360) - 180}
 }
 
 // lerp returns the point a fraction f of the way from a to b along the straight line.

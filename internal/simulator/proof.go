@@ -38,7 +38,8 @@ func photo(seed uint8) []byte {
 // uploadPhoto uploads a photo proof of taskID over UploadProof (start, one chunk, finish) and returns the
 // committed upload's id.
 func (b *courierBot) uploadPhoto(ctx context.Context, taskID string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	// An upload under way finishes even when the run ends meanwhile (within the call timeout).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
 	defer cancel() // ends the stream, whatever state it is in
 	actx, err := b.acct.authed(ctx)
 	if err != nil {

@@ -58,6 +58,9 @@ type Config struct {
 	Duration, Drain time.Duration
 	// Area is where customers order and couriers start (default Berlin).
 	Area Area
+	// WaitForCouriers holds the customers back until every courier is ready, so that a measurement starts
+	// with the whole fleet (setting up a courier costs two password hashes on the server).
+	WaitForCouriers bool
 	// Modes are the couriers' transport modes, taken in turn (default: mostly bicycles, some scooters, a
 	// car, a van and a walker in every nine).
 	Modes []geov1.TransportMode
@@ -163,9 +166,12 @@ type run struct {
 	// offered holds the run's tasks that have had an offer (to measure the first only); tasks holds what
 	// the watch saw of each, until it ends.
 	offered sync.Map
-	tasksMu sync.Mutex
-	tasks   map[string]taskSeen
-	ended   map[string]bool
+	// allReady is closed once every courier is ready.
+	allReady     chan struct{}
+	allReadyOnce sync.Once
+	tasksMu      sync.Mutex
+	tasks        map[string]taskSeen
+	ended        map[string]bool
 }
 
 // taskSeen is the last state the watch saw of a task.
@@ -190,7 +196,7 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 	r := &run{
 		cfg: cfg, c: c, stats: &Stats{}, id: strings.ToLower(rand.Text()[:8]),
 		rng:   mrand.New(mrand.NewPCG(seed, seed>>1)),
-		tasks: map[string]taskSeen{}, ended: map[string]bool{},
+		tasks: map[string]taskSeen{}, ended: map[string]bool{}, allReady: make(chan struct{}),
 	}
 	total := cfg.Duration + cfg.Drain
 	if cfg.Duration == 0 {
@@ -212,23 +218,28 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 		wg.Go(func() { r.progress(botCtx, start) })
 	}
 	password := rand.Text() // every bot's: the bots are the run's own
-	wg.Go(func() { r.startCouriers(botCtx, &wg, admin, password) })
+	// The few customers first, then the couriers while customers order: Duration counts from the first
+	// order.
 	customers := r.createCustomers(ctx, admin, password)
-	if len(customers) > 0 {
-		createCtx := ctx
-		if cfg.Duration > 0 {
-			var cancel context.CancelFunc
-			createCtx, cancel = context.WithTimeout(ctx, max(0, cfg.Duration-time.Since(start)))
-			defer cancel()
+	wg.Go(func() { r.startCouriers(botCtx, &wg, admin, password) })
+	if cfg.WaitForCouriers {
+		select {
+		case <-r.allReady:
+			cfg.Logger.Info("simulation: every courier is ready", "couriers", cfg.Couriers, "after", time.Since(start).Round(time.Millisecond))
+		case <-ctx.Done():
 		}
+	}
+	createCtx := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		createCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	if len(customers) > 0 {
 		r.order(createCtx, customers)
 	} else if ctx.Err() == nil {
 		cfg.Logger.Warn("simulator: no customer could be created: no tasks are ordered")
-		if cfg.Duration > 0 {
-			sleep(ctx, max(0, cfg.Duration-time.Since(start)))
-		} else {
-			<-ctx.Done()
-		}
+		<-createCtx.Done()
 	}
 	r.drain(ctx)
 	stopBots()
@@ -238,6 +249,13 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 	}
 	cfg.Logger.Info("simulation finished", "run", r.id, "elapsed", time.Since(start).Round(time.Millisecond))
 	return r.stats, nil
+}
+
+// courierReady counts a courier that went AVAILABLE.
+func (r *run) courierReady() {
+	if r.stats.CouriersReady.Add(1) == int64(r.cfg.Couriers) {
+		r.allReadyOnce.Do(func() { close(r.allReady) })
+	}
 }
 
 // jitter returns a random number in [0, 1) for back-offs.
