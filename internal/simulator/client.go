@@ -60,11 +60,13 @@ type account struct {
 	email    string
 	password string
 
-	mu      sync.Mutex
-	userID  string
-	access  string
-	refresh string
-	expires time.Time
+	// refreshMu serialises refreshes: a refresh token presented twice revokes the whole session.
+	refreshMu sync.Mutex
+	mu        sync.Mutex
+	userID    string
+	access    string
+	refresh   string
+	expires   time.Time
 }
 
 // login logs the account in.
@@ -87,9 +89,17 @@ const refreshBefore = 2 * time.Minute
 // token returns a valid access token, refreshing it (or logging in again) when it expires soon.
 func (a *account) token(ctx context.Context) (string, error) {
 	a.mu.Lock()
-	access, refresh, expires := a.access, a.refresh, a.expires
+	access, expires := a.access, a.expires
 	a.mu.Unlock()
 	if time.Until(expires) > refreshBefore {
+		return access, nil
+	}
+	a.refreshMu.Lock()
+	defer a.refreshMu.Unlock()
+	a.mu.Lock()
+	access, refresh, expires := a.access, a.refresh, a.expires
+	a.mu.Unlock()
+	if time.Until(expires) > refreshBefore { // another caller refreshed meanwhile
 		return access, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, callTimeout)
