@@ -37,8 +37,8 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// TestDemoForABoundedTime runs `lastmile demo` with a 20 s simulation and short offer and wait timeouts,
-// then, with the services still up, checks through the public API that every task the customers created
+// TestDemoForABoundedTime runs `lastmile demo` with a 20 s simulation, short offer and wait timeouts and
+// courier sessions that drop every few seconds (and resume from their cursor), then, with the services still up, checks through the public API that every task the customers created
 // ended DELIVERED, CANCELLED or UNASSIGNABLE with a reason, that no task was ever held by two couriers
 // (the simulator's watch over WatchTasks, and each task's history), and that nothing was logged at error
 // level.
@@ -57,7 +57,7 @@ func TestDemoForABoundedTime(t *testing.T) {
 		"--offer-timeout", "3s", "--dispatch-max-wait", "15s",
 		"--sim-couriers", "12", "--sim-rate", "1", "--sim-duration", "20s", "--sim-drain", "100s",
 		"--sim-radius", "2000", "--sim-modes", "car,scooter", "--sim-speedup", "20", "--sim-decline-ratio", "0.2",
-		"--sim-progress-interval", "5s",
+		"--sim-progress-interval", "5s", "--sim-drop-sessions", "8s",
 	}, env)
 	if err != nil {
 		t.Fatalf("parseDemo: %v", err)
@@ -80,6 +80,9 @@ func TestDemoForABoundedTime(t *testing.T) {
 	}
 	if got := stats.DoubleHolds.Load(); got != 0 {
 		t.Errorf("tasks held by two couriers at once (simulator's WatchTasks) = %d, want 0", got)
+	}
+	if stats.Reconnects.Load() == 0 {
+		t.Error("no session was reconnected, want the dropped sessions (--sim-drop-sessions) to reconnect")
 	}
 	if stats.Delivered.Load() == 0 || stats.ProofsUploaded.Load() == 0 || stats.CouriersReady.Load() != 12 {
 		t.Errorf("delivered %d with %d proofs by %d ready couriers, want deliveries with proofs by all 12 couriers",

@@ -31,6 +31,7 @@ type simFlags struct {
 	FixInterval         time.Duration
 	MaxOpen             int
 	WaitCouriers        bool
+	DropSessions        time.Duration
 	Progress            time.Duration
 }
 
@@ -59,6 +60,7 @@ func (s *simFlags) register(fs *flagSet, prefix string, d simDefaults) {
 	fs.DurationVar(&s.FixInterval, prefix+"fix-interval", time.Second, "how often a moving courier reports its position (100ms to 1m)")
 	fs.IntVar(&s.MaxOpen, prefix+"max-open", 0, "most tasks open at once before customers skip creations (0: 20 per courier)")
 	fs.BoolVar(&s.WaitCouriers, prefix+"wait-couriers", false, "customers start ordering only once every courier is ready (for measurements: --"+prefix+"duration then counts from there)")
+	fs.DurationVar(&s.DropSessions, prefix+"drop-sessions", 0, "end each courier's assignment session after about this long and reconnect with its cursor, as a flaky network does (0: never)")
 	fs.DurationVar(&s.Progress, prefix+"progress-interval", 5*time.Second, "how often the progress line is printed")
 }
 
@@ -86,7 +88,7 @@ func (s *simFlags) config(prefix string) (simulator.Config, error) {
 		Couriers: s.Couriers, Customers: s.Customers, Rate: float64(s.Rate), Duration: s.Duration, Drain: s.Drain,
 		Area:  simulator.Area{Center: simulator.Point{Lat: lat, Lng: lng}, RadiusMeters: s.Radius},
 		Modes: modes, DeclineRatio: s.DeclineRatio, Speedup: s.Speedup, FixInterval: s.FixInterval, MaxOpen: s.MaxOpen,
-		ProgressInterval: s.Progress, WaitForCouriers: s.WaitCouriers,
+		ProgressInterval: s.Progress, WaitForCouriers: s.WaitCouriers, SessionDrop: s.DropSessions,
 	}, nil
 }
 

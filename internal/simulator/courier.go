@@ -284,7 +284,7 @@ func (s *liveSession) send(req *dispatchv1.StreamAssignmentsRequest) error {
 // sessionLoop holds the courier's StreamAssignments session, reopening it after a back-off when it drops,
 // with the cursor of the last delivery received so that the server replays only what came after.
 func (b *courierBot) sessionLoop(ctx context.Context) {
-	for n := 0; ctx.Err() == nil; n++ {
+	for n := 0; ctx.Err() == nil; {
 		began := time.Now()
 		err := b.session(ctx)
 		if ctx.Err() != nil {
@@ -294,12 +294,15 @@ func (b *courierBot) sessionLoop(ctx context.Context) {
 		if err != nil {
 			b.sim.failed("assignment session", err)
 		}
-		if time.Since(began) > 30*time.Second {
+		// A session that ended cleanly (a drain, a drop) or lasted a while reconnects at once; one that
+		// keeps failing backs off further each time.
+		if err == nil || time.Since(began) > 30*time.Second {
 			n = 0
 		}
 		if !sleep(ctx, backoff(n, b.sim.jitter())) {
 			return
 		}
+		n++
 	}
 }
 
@@ -332,6 +335,18 @@ func (b *courierBot) session(ctx context.Context) error {
 		time.AfterFunc(closeGrace, cancel)
 	})
 	defer stopClose()
+	var dropped atomic.Bool
+	if d := b.sim.cfg.SessionDrop; d > 0 {
+		after := d/2 + time.Duration(b.sim.jitter()*float64(d))
+		drop := time.AfterFunc(after, func() {
+			dropped.Store(true)
+			ls.sendMu.Lock()
+			_ = stream.CloseSend()
+			ls.sendMu.Unlock()
+			time.AfterFunc(closeGrace, cancel)
+		})
+		defer drop.Stop()
+	}
 	defer func() {
 		b.sessMu.Lock()
 		if b.sess == ls {
@@ -343,7 +358,7 @@ func (b *courierBot) session(ctx context.Context) error {
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || dropped.Load() {
 				return nil
 			}
 			return fmt.Errorf("session: %w", err)

@@ -61,6 +61,9 @@ type Config struct {
 	// WaitForCouriers holds the customers back until every courier is ready, so that a measurement starts
 	// with the whole fleet (setting up a courier costs two password hashes on the server).
 	WaitForCouriers bool
+	// SessionDrop, when set, makes every courier end its assignment session after a random time around
+	// it (half to one and a half times) and reconnect with its cursor, as apps on a flaky network do.
+	SessionDrop time.Duration
 	// Modes are the couriers' transport modes, taken in turn (default: mostly bicycles, some scooters, a
 	// car, a van and a walker in every nine).
 	Modes []geov1.TransportMode
@@ -135,6 +138,9 @@ func (c *Config) defaults() error {
 	}
 	if c.FixInterval < 100*time.Millisecond || c.FixInterval > time.Minute {
 		return fmt.Errorf("simulator: fix interval must be 100ms..1m, got %s", c.FixInterval)
+	}
+	if c.SessionDrop < 0 || (c.SessionDrop > 0 && c.SessionDrop < time.Second) {
+		return fmt.Errorf("simulator: session drop interval must be 0 (never) or at least 1s, got %s", c.SessionDrop)
 	}
 	if c.MaxOpen == 0 {
 		c.MaxOpen = 20 * c.Couriers
