@@ -241,12 +241,14 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 		createCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
+	ordering := time.Now()
 	if len(customers) > 0 {
 		r.order(createCtx, customers)
 	} else if ctx.Err() == nil {
 		cfg.Logger.Warn("simulator: no customer could be created: no tasks are ordered")
 		<-createCtx.Done()
 	}
+	r.stats.Ordering.Store(int64(time.Since(ordering)))
 	r.drain(ctx)
 	stopBots()
 	wg.Wait()

@@ -81,6 +81,8 @@ type Stats struct {
 	// Errors counts failed calls (each is retried with a back-off).
 	Errors atomic.Int64
 
+	// Ordering is how long the customers ordered (set when they stop), for the rate in the summary.
+	Ordering atomic.Int64
 	// TimeToOffer is from a task's creation to its first offer reaching a courier, TimeToAssign from its
 	// creation to its acceptance, both on the server's clock.
 	TimeToOffer, TimeToAssign samples
@@ -108,7 +110,9 @@ func (s *Stats) Summary(w io.Writer, elapsed time.Duration) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "simulation summary after %s\n", elapsed.Truncate(time.Millisecond))
 	fmt.Fprintf(&b, "  couriers ready      %d\n", s.CouriersReady.Load())
-	fmt.Fprintf(&b, "  tasks created       %d (%.2f/s; %d creations skipped)\n", s.TasksCreated.Load(), perSecond(s.TasksCreated.Load(), elapsed), s.CreateSkipped.Load())
+	ordering := time.Duration(s.Ordering.Load())
+	fmt.Fprintf(&b, "  tasks created       %d (%.2f/s over %s of ordering; %d creations skipped)\n", s.TasksCreated.Load(),
+		perSecond(s.TasksCreated.Load(), ordering), ordering.Round(time.Second), s.CreateSkipped.Load())
 	fmt.Fprintf(&b, "  offers              %d (accepted %d, declined %d, too late %d)\n", s.Offers.Load(), s.Accepted.Load(), s.Declined.Load(), s.AcceptLost.Load())
 	fmt.Fprintf(&b, "  delivered           %d (picked up %d, proofs uploaded %d)\n", s.Delivered.Load(), s.PickedUp.Load(), s.ProofsUploaded.Load())
 	fmt.Fprintf(&b, "  cancelled           %d, unassignable %d, failed %d, still open %d\n", s.Cancelled.Load(), s.Unassignable.Load(), s.Failed.Load(), max(0, s.open()))
