@@ -92,9 +92,11 @@ type courierBot struct {
 	pending map[string]chan *dispatchv1.CommandResult
 	cmdSeq  atomic.Int64
 
-	// current is the task the worker carries, "" when idle; seen holds the offers already answered.
-	current string
-	seen    map[string]bool
+	// current is the task the worker carries, "" when idle; seen holds the offers already answered and
+	// finished the tasks already carried (both bounded: cleared beyond a thousand).
+	current  string
+	seen     map[string]bool
+	finished map[string]bool
 }
 
 func newCourierBot(sim *run, acct *account, id string, mode geov1.TransportMode, start Point, seed uint64) *courierBot {
@@ -103,8 +105,8 @@ func newCourierBot(sim *run, acct *account, id string, mode geov1.TransportMode,
 		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		changed: make(chan struct{}),
 		pending: map[string]chan *dispatchv1.CommandResult{},
-		seen:    map[string]bool{},
-		queue:   eventQueue{notify: make(chan struct{}, 1)},
+		seen:    map[string]bool{}, finished: map[string]bool{},
+		queue: eventQueue{notify: make(chan struct{}, 1)},
 	}
 }
 
@@ -490,9 +492,13 @@ func (b *courierBot) work(ctx context.Context) {
 		case *dispatchv1.StreamAssignmentsResponse_Task:
 			t := k.Task.GetTask()
 			held := t.GetState() == dispatchv1.TaskState_TASK_STATE_ASSIGNED || t.GetState() == dispatchv1.TaskState_TASK_STATE_PICKED_UP
-			if held && t.GetCourierId() == b.id && k.Task.GetReason() != dispatchv1.TaskNoticeReason_TASK_NOTICE_REASON_CANCELLED {
+			if held && t.GetCourierId() == b.id && k.Task.GetReason() != dispatchv1.TaskNoticeReason_TASK_NOTICE_REASON_CANCELLED && !b.finished[t.GetId()] {
 				b.ack(msg.GetCursor())
-				b.carry(ctx, t)
+				// A notice may be a replay from before the bot carried the task to its end: carry only
+				// what the server still says the bot holds.
+				if now, ok := b.stillHeld(ctx, t.GetId()); ok {
+					b.carry(ctx, now)
+				}
 				continue
 			}
 		}
@@ -557,7 +563,13 @@ func (b *courierBot) answer(ctx context.Context, msg *dispatchv1.StreamAssignmen
 // It stops early when the task is cancelled or taken away meanwhile.
 func (b *courierBot) carry(ctx context.Context, t *dispatchv1.Task) {
 	b.current = t.GetId()
-	defer func() { b.current = "" }()
+	defer func() {
+		if len(b.finished) > 1000 {
+			clear(b.finished)
+		}
+		b.finished[b.current] = true
+		b.current = ""
+	}()
 	if t.GetState() == dispatchv1.TaskState_TASK_STATE_ASSIGNED {
 		if !b.moveTo(ctx, point(t.GetPickup().GetLocation())) {
 			return
@@ -589,6 +601,21 @@ func (b *courierBot) carry(ctx context.Context, t *dispatchv1.Task) {
 	}
 }
 
+// stillHeld reads the task and returns it when the bot holds it (ASSIGNED or PICKED_UP to this courier).
+func (b *courierBot) stillHeld(ctx context.Context, id string) (*dispatchv1.Task, bool) {
+	t, err := call(ctx, b.acct, func(c context.Context) (*dispatchv1.Task, error) {
+		return b.sim.c.dispatch.GetTask(c, &dispatchv1.GetTaskRequest{Id: id})
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			b.sim.failed("get task", err)
+		}
+		return nil, false
+	}
+	held := t.GetState() == dispatchv1.TaskState_TASK_STATE_ASSIGNED || t.GetState() == dispatchv1.TaskState_TASK_STATE_PICKED_UP
+	return t, held && t.GetCourierId() == b.id
+}
+
 // step sends a command of the task being carried, retrying those the server asks to retry; it reports
 // success. A refusal that retrying cannot fix (the task was cancelled meanwhile) ends the task for the
 // bot; any other is counted as an error.
@@ -603,7 +630,10 @@ func (b *courierBot) step(ctx context.Context, what string, req *dispatchv1.Stre
 		} else if e := res.GetError(); e == nil {
 			return true
 		} else if codes.Code(e.GetCode()) == codes.FailedPrecondition || codes.Code(e.GetCode()) == codes.NotFound {
-			return false // cancelled or reassigned: nothing left to do
+			// Cancelled or reassigned meanwhile: nothing left to do.
+			b.sim.cfg.Logger.Info("simulator: courier leaves a task", "courier", b.id, "task", b.current, "step", what,
+				"code", codes.Code(e.GetCode()).String(), "reason", e.GetReason(), "message", e.GetMessage())
+			return false
 		} else {
 			b.sim.failed(what, fmt.Errorf("%s: %s (%s)", codes.Code(e.GetCode()), e.GetMessage(), e.GetReason()))
 		}
@@ -695,8 +725,11 @@ func (b *courierBot) interrupted(ctx context.Context) bool {
 				}
 			}
 		case *dispatchv1.StreamAssignmentsResponse_Task:
-			t := k.Task.GetTask()
-			if t.GetId() == b.current && (k.Task.GetReason() == dispatchv1.TaskNoticeReason_TASK_NOTICE_REASON_CANCELLED || t.GetCourierId() != b.id) {
+			// Only a cancellation or a reassignment to someone else takes the task away: a replayed older
+			// notice (from before the bot held the task) says nothing about now.
+			t, reason := k.Task.GetTask(), k.Task.GetReason()
+			if t.GetId() == b.current && (reason == dispatchv1.TaskNoticeReason_TASK_NOTICE_REASON_CANCELLED ||
+				reason == dispatchv1.TaskNoticeReason_TASK_NOTICE_REASON_REASSIGNED && t.GetCourierId() != b.id) {
 				stop = true
 			}
 		}
