@@ -92,6 +92,9 @@ func TestDemoForABoundedTime(t *testing.T) {
 		!strings.Contains(out, "simulation summary") {
 		t.Errorf("demo's standard output = %q, want the dashboard URL, the admin and the summary", out)
 	}
+	if t.Failed() {
+		t.Log(logs.String()) // the services' and the simulator's log, to see why
+	}
 	sc := bufio.NewScanner(strings.NewReader(logs.String()))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	lines := 0

@@ -19,8 +19,9 @@ import (
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 )
 
-// callTimeout bounds every unary call of a bot.
-const callTimeout = 10 * time.Second
+// callTimeout bounds every unary call of a bot: generous, because creating an account or logging in
+// waits for a password-hashing slot on the server.
+const callTimeout = 20 * time.Second
 
 // clients are the public gRPC clients the bots use, over one connection.
 type clients struct {

@@ -286,8 +286,12 @@ func (r *run) failed(what string, err error) {
 }
 
 // createAccount creates a user with role as the admin and returns its account (not yet logged in).
-func (r *run) createAccount(ctx context.Context, admin *account, role identityv1.Role, kind string, i int, password string) (*account, string, error) {
+// Attempt n > 0 uses another email: the call of an earlier attempt that timed out may have created its user.
+func (r *run) createAccount(ctx context.Context, admin *account, role identityv1.Role, kind string, i, attempt int, password string) (*account, string, error) {
 	email := fmt.Sprintf("%s-%d.%s@sim.lastmile.example.com", kind, i, r.id)
+	if attempt > 0 {
+		email = fmt.Sprintf("%s-%d-%d.%s@sim.lastmile.example.com", kind, i, attempt, r.id)
+	}
 	u, err := call(ctx, admin, func(c context.Context) (*identityv1.User, error) {
 		return r.c.users.CreateUser(c, &identityv1.CreateUserRequest{Email: email, Password: password, DisplayName: fmt.Sprintf("Sim %s %d", kind, i), Role: role})
 	})
@@ -319,7 +323,7 @@ func (r *run) startCouriers(ctx context.Context, wg *sync.WaitGroup, admin *acco
 		setup.Go(func() {
 			defer func() { <-sem }()
 			for n := 0; ; n++ {
-				bot, err := r.newCourier(ctx, admin, i, password)
+				bot, err := r.newCourier(ctx, admin, i, n, password)
 				if err == nil {
 					wg.Go(func() { bot.run(ctx) })
 					return
@@ -338,8 +342,8 @@ func (r *run) startCouriers(ctx context.Context, wg *sync.WaitGroup, admin *acco
 }
 
 // newCourier creates courier i: its user, its courier profile, and its bot at a random place in the area.
-func (r *run) newCourier(ctx context.Context, admin *account, i int, password string) (*courierBot, error) {
-	acct, userID, err := r.createAccount(ctx, admin, identityv1.Role_ROLE_COURIER, "courier", i, password)
+func (r *run) newCourier(ctx context.Context, admin *account, i, attempt int, password string) (*courierBot, error) {
+	acct, userID, err := r.createAccount(ctx, admin, identityv1.Role_ROLE_COURIER, "courier", i, attempt, password)
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +366,7 @@ func (r *run) createCustomers(ctx context.Context, admin *account, password stri
 	var out []*account
 	for i := range r.cfg.Customers {
 		for n := 0; ctx.Err() == nil; n++ {
-			acct, _, err := r.createAccount(ctx, admin, identityv1.Role_ROLE_CUSTOMER, "customer", i, password)
+			acct, _, err := r.createAccount(ctx, admin, identityv1.Role_ROLE_CUSTOMER, "customer", i, n, password)
 			if err == nil {
 				err = acct.login(ctx)
 			}
