@@ -674,6 +674,7 @@ func (b *courierBot) moveTo(ctx context.Context, dest Point) bool {
 		case <-tick.C:
 		}
 		if b.interrupted(ctx) {
+			b.sim.cfg.Logger.Info("simulator: courier's task was cancelled or reassigned on the way", "courier", b.id, "task", b.current)
 			b.setPosition(b.position(), false, 0, heading)
 			return false
 		}
