@@ -68,6 +68,7 @@ func modeSpeed(m geov1.TransportMode) float64 {
 // courierBot is one simulated courier app.
 type courierBot struct {
 	sim  *run
+	c    *clients // the connection this bot uses
 	acct *account
 	id   string
 	mode geov1.TransportMode
@@ -99,9 +100,9 @@ type courierBot struct {
 	finished map[string]bool
 }
 
-func newCourierBot(sim *run, acct *account, id string, mode geov1.TransportMode, start Point, seed uint64) *courierBot {
+func newCourierBot(sim *run, c *clients, acct *account, id string, mode geov1.TransportMode, start Point, seed uint64) *courierBot {
 	return &courierBot{
-		sim: sim, acct: acct, id: id, mode: mode, pos: start,
+		sim: sim, c: c, acct: acct, id: id, mode: mode, pos: start,
 		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		changed: make(chan struct{}),
 		pending: map[string]chan *dispatchv1.CommandResult{},
@@ -126,7 +127,7 @@ func (b *courierBot) run(ctx context.Context) {
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 	defer cancel()
 	_, _ = call(octx, b.acct, func(c context.Context) (*courierv1.CourierSnapshot, error) {
-		return b.sim.c.couriers.SetStatus(c, &courierv1.SetStatusRequest{CourierId: b.id, Status: courierv1.CourierStatus_COURIER_STATUS_OFFLINE})
+		return b.c.couriers.SetStatus(c, &courierv1.SetStatusRequest{CourierId: b.id, Status: courierv1.CourierStatus_COURIER_STATUS_OFFLINE})
 	})
 }
 
@@ -155,12 +156,12 @@ func (b *courierBot) goAvailable(ctx context.Context) error {
 		hours = append(hours, timestamppb.New(now.Add(time.Duration(i)*time.Hour)))
 	}
 	if _, err := call(ctx, b.acct, func(c context.Context) (*courierv1.SetAvailabilityResponse, error) {
-		return b.sim.c.couriers.SetAvailability(c, &courierv1.SetAvailabilityRequest{CourierId: b.id, Hours: hours, Available: true})
+		return b.c.couriers.SetAvailability(c, &courierv1.SetAvailabilityRequest{CourierId: b.id, Hours: hours, Available: true})
 	}); err != nil {
 		return fmt.Errorf("set availability: %w", err)
 	}
 	if _, err := call(ctx, b.acct, func(c context.Context) (*courierv1.CourierSnapshot, error) {
-		return b.sim.c.couriers.SetStatus(c, &courierv1.SetStatusRequest{CourierId: b.id, Status: courierv1.CourierStatus_COURIER_STATUS_AVAILABLE})
+		return b.c.couriers.SetStatus(c, &courierv1.SetStatusRequest{CourierId: b.id, Status: courierv1.CourierStatus_COURIER_STATUS_AVAILABLE})
 	}); err != nil {
 		return fmt.Errorf("set status AVAILABLE: %w", err)
 	}
@@ -213,7 +214,7 @@ func (b *courierBot) reportStream(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	stream, err := b.sim.c.couriers.ReportLocations(actx)
+	stream, err := b.c.couriers.ReportLocations(actx)
 	if err != nil {
 		return 0, fmt.Errorf("open ReportLocations: %w", err)
 	}
@@ -318,7 +319,7 @@ func (b *courierBot) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stream, err := b.sim.c.dispatch.StreamAssignments(actx)
+	stream, err := b.c.dispatch.StreamAssignments(actx)
 	if err != nil {
 		return fmt.Errorf("open StreamAssignments: %w", err)
 	}
@@ -604,7 +605,7 @@ func (b *courierBot) carry(ctx context.Context, t *dispatchv1.Task) {
 // stillHeld reads the task and returns it when the bot holds it (ASSIGNED or PICKED_UP to this courier).
 func (b *courierBot) stillHeld(ctx context.Context, id string) (*dispatchv1.Task, bool) {
 	t, err := call(ctx, b.acct, func(c context.Context) (*dispatchv1.Task, error) {
-		return b.sim.c.dispatch.GetTask(c, &dispatchv1.GetTaskRequest{Id: id})
+		return b.c.dispatch.GetTask(c, &dispatchv1.GetTaskRequest{Id: id})
 	})
 	if err != nil {
 		if ctx.Err() == nil {
@@ -685,7 +686,7 @@ func (b *courierBot) moveTo(ctx context.Context, dest Point) bool {
 // average speed when route does not answer; divided by the speed-up and never faster than the mode's cap.
 func (b *courierBot) travelTime(ctx context.Context, from, dest Point, d float64) time.Duration {
 	est, err := call(ctx, b.acct, func(c context.Context) (*routev1.RouteEstimate, error) {
-		return b.sim.c.route.EstimateRoute(c, &routev1.EstimateRouteRequest{
+		return b.c.route.EstimateRoute(c, &routev1.EstimateRouteRequest{
 			Origin: &geov1.LatLng{Latitude: from.Lat, Longitude: from.Lng}, Destination: &geov1.LatLng{Latitude: dest.Lat, Longitude: dest.Lng}, TransportMode: b.mode})
 	})
 	var dur time.Duration

@@ -48,7 +48,7 @@ func (b *courierBot) uploadPhoto(ctx context.Context, taskID string) (string, er
 	data := photo(uint8(b.rng.IntN(256)))
 	sum := sha256.Sum256(data)
 	p := b.position()
-	stream, err := b.sim.c.dispatch.UploadProof(actx)
+	stream, err := b.c.dispatch.UploadProof(actx)
 	if err != nil {
 		return "", fmt.Errorf("open UploadProof: %w", err)
 	}

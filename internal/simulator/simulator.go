@@ -31,6 +31,10 @@ import (
 // Berlin is the default city: the centre of Berlin (Alexanderplatz) and an 8 km radius.
 var Berlin = Area{Center: Point{Lat: 52.5200, Lng: 13.4050}, RadiusMeters: 8000}
 
+// couriersPerConn is how many courier bots share one connection: each holds two streams (its session and
+// its location reports) and the server accepts a thousand concurrent streams per connection.
+const couriersPerConn = 100
+
 // Limits of a Config.
 const (
 	MaxCouriers  = 20_000
@@ -161,6 +165,7 @@ func (c *Config) defaults() error {
 type run struct {
 	cfg   Config
 	c     *clients
+	conns []*clients
 	stats *Stats
 	id    string // names the run's accounts and request ids
 	// hours is how many hour slots, from the current one, couriers mark available.
@@ -193,14 +198,20 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	c, err := dial(cfg.Target, cfg.TLS)
-	if err != nil {
-		return nil, err
+	// Couriers share connections, couriersPerConn each, as the server bounds the streams of one
+	// connection (each courier holds two); the admin and the customers use the first.
+	conns := make([]*clients, 1+(cfg.Couriers-1)/couriersPerConn)
+	for i := range conns {
+		c, err := dial(cfg.Target, cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		defer c.conn.Close()
+		conns[i] = c
 	}
-	defer c.conn.Close()
 	seed := mrand.Uint64()
 	r := &run{
-		cfg: cfg, c: c, stats: &Stats{}, id: strings.ToLower(rand.Text()[:8]),
+		cfg: cfg, c: conns[0], conns: conns, stats: &Stats{}, id: strings.ToLower(rand.Text()[:8]),
 		rng:   mrand.New(mrand.NewPCG(seed, seed>>1)),
 		tasks: map[string]taskSeen{}, ended: map[string]bool{}, allReady: make(chan struct{}),
 	}
@@ -209,7 +220,7 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 		total = 24 * time.Hour
 	}
 	r.hours = min(744, int(math.Ceil(total.Hours()))+2)
-	admin := &account{auth: c.auth, email: cfg.AdminEmail, password: cfg.AdminPassword}
+	admin := &account{auth: r.c.auth, email: cfg.AdminEmail, password: cfg.AdminPassword}
 	if err := admin.login(ctx); err != nil {
 		return nil, fmt.Errorf("simulator: admin: %w", err)
 	}
@@ -298,7 +309,7 @@ func (r *run) createAccount(ctx context.Context, admin *account, role identityv1
 	if err != nil {
 		return nil, "", fmt.Errorf("create %s %d: %w", kind, i, err)
 	}
-	return &account{auth: r.c.auth, email: email, password: password}, u.GetId(), nil
+	return &account{auth: r.conns[i/couriersPerConn%len(r.conns)].auth, email: email, password: password}, u.GetId(), nil
 }
 
 // defaultModes is the couriers' default mix of transport modes.
@@ -357,7 +368,7 @@ func (r *run) newCourier(ctx context.Context, admin *account, i, attempt int, pa
 	r.rngMu.Lock()
 	startAt := r.cfg.Area.random(r.rng)
 	r.rngMu.Unlock()
-	return newCourierBot(r, acct, cr.GetId(), mode, startAt, r.seed()), nil
+	return newCourierBot(r, r.conns[i/couriersPerConn], acct, cr.GetId(), mode, startAt, r.seed()), nil
 }
 
 // createCustomers creates and logs in the customer accounts; it returns those that could be created
