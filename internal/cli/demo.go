@@ -44,7 +44,7 @@ func parseDemo(args []string, env Env) (serveConfig, demoConfig, error) {
 		f.Lookup("data-dir").DefValue = demoDataDir
 		_ = f.Lookup("log-level").Value.Set("warn")
 		f.Lookup("log-level").DefValue = "warn"
-		sim.register(f, "sim-", simDefaults{couriers: 50, rate: 0.5, duration: 0, speedup: 5, radius: 4000})
+		sim.register(f, "sim-", simDefaults{couriers: 50, rate: 0.5, duration: 0, speedup: 8, radius: 3000})
 	})
 	if err != nil {
 		return cfg, demoConfig{}, err

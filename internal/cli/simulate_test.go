@@ -68,8 +68,8 @@ func TestParseDemoDefaults(t *testing.T) {
 	if cfg.DataDir != demoDataDir || cfg.HTTPAddr != ":8080" || cfg.Telemetry.LogLevel.String() != "WARN" {
 		t.Errorf("demo serve config: data dir %q, http %q, log level %v; want %q, :8080, WARN", cfg.DataDir, cfg.HTTPAddr, cfg.Telemetry.LogLevel, demoDataDir)
 	}
-	if d.AdminEmail != "admin@lastmile.local" || d.Sim.Couriers != 50 || d.Sim.Rate != 0.5 || d.Sim.Duration != 0 || d.Sim.Speedup != 5 {
-		t.Errorf("demo config = %+v, want admin@lastmile.local, 50 couriers, 0.5 tasks/s until interrupted, speed-up 5", d)
+	if d.AdminEmail != "admin@lastmile.local" || d.Sim.Couriers != 50 || d.Sim.Rate != 0.5 || d.Sim.Duration != 0 || d.Sim.Speedup != 8 || d.Sim.Area.RadiusMeters != 3000 {
+		t.Errorf("demo config = %+v, want admin@lastmile.local, 50 couriers, 0.5 tasks/s until interrupted, speed-up 8, 3 km", d)
 	}
 	if _, _, err := parseDemo([]string{"--target", "route"}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}}); err == nil || !strings.Contains(err.Error(), "--target must be all") {
 		t.Errorf("parseDemo(--target route) = %v, want a usage error", err)
