@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"lastmile/gen/openapi"
+	"lastmile/internal/web"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -72,6 +73,8 @@ type Config struct {
 	// and lastmile_http_request_duration_seconds{route,method}. Routes are the matched path templates
 	// (such as "/v1/users/{id=*}"), never raw paths, so label cardinality stays bounded.
 	Registerer prometheus.Registerer
+	// Web configures the browser pages the gateway serves at / and /track/{id} (package web).
+	Web web.Config
 }
 
 // Service is one gRPC service exposed over REST.
@@ -159,6 +162,9 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 	}
 	if err := g.mux.HandlePath(http.MethodGet, "/openapi.json", serveOpenAPI); err != nil {
 		return nil, fmt.Errorf("gateway: register /openapi.json: %w", err)
+	}
+	if err := web.Mount(g.mux, cfg.Web); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 
 	g.handler = http.HandlerFunc(g.serveHTTP)
