@@ -119,7 +119,8 @@
   }
 
   async function start() {
-    $('who').textContent = sessionStorage.getItem('lm_who') || '';
+    $('who').textContent = sessionStorage.getItem('lm_who') || 'signed in';
+    $('user').hidden = false;
     try { await load(); } catch (err) { LM.fail(err); }
     connect();
     changed();
@@ -573,6 +574,10 @@
     $('legend').append(el('span', {}, cv, ' ' + s.replace('_', ' ').toLowerCase()));
   }
   $('legend').append(el('span', {}, '□ pickup'), el('span', {}, '◆ dropoff'));
+
+  // For tests and the browser console: each courier's status and where it is drawn now (world units).
+  LM.debug = {couriers: () => [...S.couriers.values()].filter((k) => k.mover)
+    .map((k) => ({id: k.id, status: k.status, ...k.mover.at(performance.now()), sx: k.sx, sy: k.sy}))};
 
   LM.loadConfig().then((cfg) => {
     if (cfg.area) { view.setArea(cfg.area); $('city').textContent = cfg.area.name || ''; if (!S.moved) view.fit([]); }
