@@ -30,6 +30,7 @@ import (
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/telemetry"
 	"lastmile/internal/platform/tlsutil"
+	"lastmile/internal/web"
 )
 
 // serveConfig is what `lastmile serve` reads from flags and the environment for the whole process; each
@@ -93,6 +94,8 @@ type grpcConfig struct {
 type gatewayConfig struct {
 	MaxBodyBytes   int64
 	TrustedProxies []netip.Prefix
+	// Web configures the dashboard and tracking pages (demo sets the simulated city's outline).
+	Web web.Config
 }
 
 const serveSummary = `Run lastmile services. By default every service runs in this one process behind one gRPC listener, with
@@ -563,8 +566,8 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
 		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
-		ShutdownTimeout: p.cfg.ShutdownTimeout,
-		Logger:          p.logger, Registerer: p.registry,
+		ShutdownTimeout: p.cfg.ShutdownTimeout, Web: p.cfg.Gateway.Web,
+		Logger: p.logger, Registerer: p.registry,
 	}, services)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)

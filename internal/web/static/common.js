@@ -29,7 +29,9 @@ const LM = (() => {
   class ApiError extends Error {
     constructor(status, body, requestId) {
       const e = (body && body.error) || {};
-      super(e.message || 'the server answered ' + status);
+      // A 400 names the fields at fault (google.rpc.BadRequest): say which, in the API's words.
+      const fields = (e.details || []).flatMap((d) => d.fieldViolations || []).map((v) => v.field + ' ' + v.description);
+      super((e.message || 'the server answered ' + status) + (fields.length ? ': ' + fields.join('; ') : ''));
       this.status = status;
       this.code = e.status || '';
       this.requestId = requestId || '';
@@ -64,6 +66,7 @@ const LM = (() => {
   }
 
   function refresh() {
+    if (!cookie('lm_csrf')) return Promise.resolve(false); // never logged in here: nothing to refresh
     refreshing = refreshing || api('POST', '/v1/session/refresh', {}).then(() => true, () => false)
       .finally(() => { refreshing = null; });
     return refreshing;
@@ -73,7 +76,10 @@ const LM = (() => {
   const logout = () => api('DELETE', '/v1/session');
 
   // toast shows an error in plain words, with the request id for support; it fades after 8 s.
+  const toasted = []; // the last few, for the console and the browser test
   function toast(msg, requestId) {
+    toasted.push(msg + (requestId ? ' (request id ' + requestId + ')' : ''));
+    if (toasted.length > 10) toasted.shift();
     const t = el('div', {className: 'toast', role: 'alert'}, msg,
       requestId ? el('small', {}, 'request id ' + requestId) : null);
     $('toasts').append(t);
@@ -124,7 +130,8 @@ const LM = (() => {
   const strip = (v, prefix) => (v || '').replace(prefix, '');
   const taskState = (t) => strip(t.state, 'TASK_STATE_') || 'UNSPECIFIED';
   const courierStatus = (c) => strip(c.status, 'COURIER_STATUS_') || 'UNSPECIFIED';
-  const shortId = (id) => (id || '').slice(0, 8);
+  // Ids are UUIDv7, time-ordered: their first digits are alike, their last ones tell tasks apart.
+  const shortId = (id) => (id || '').slice(-8);
   const ms = (ts) => (ts ? Date.parse(ts) : NaN);
   function dur(msec) { // "45 s", "7 min", "2 h 5 min"
     if (!(msec >= 0)) return '–';
@@ -276,7 +283,7 @@ const LM = (() => {
     try { return await (await fetch('/ui/config.json')).json(); } catch { return {}; }
   }
 
-  return {$, el, api, ApiError, login, logout, toast, fail, stream, showConn, taskState, courierStatus,
+  return {$, el, api, toasted, ApiError, login, logout, toast, fail, stream, showConn, taskState, courierStatus,
     shortId, ms, dur, clock, seconds, project, unproject, MapView, Mover, loadConfig,
     set onUnauthorized(f) { onUnauthorized = f; }};
 })();

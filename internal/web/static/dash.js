@@ -60,7 +60,7 @@
     t._d = LM.project(t.dropoff.location.latitude || 0, t.dropoff.location.longitude || 0);
     S.tasks.set(t.id, t);
     if (S.sel && S.sel.kind === 'task' && S.sel.id === t.id && (!old || old.etag !== t.etag)) openTask(t.id);
-    changed();
+    changed('list');
   }
 
   function putCourier(c, now) {
@@ -68,6 +68,7 @@
     let k = S.couriers.get(id);
     if (!k) { k = {id, mover: null}; S.couriers.set(id, k); }
     if (c.displayName) k.name = c.displayName;
+    const status = k.status;
     if (c.status) k.status = LM.courierStatus(c);
     if (c.transportMode) k.mode = c.transportMode.replace('TRANSPORT_MODE_', '');
     if (c.capacity) k.capacity = c.capacity;
@@ -81,7 +82,7 @@
       k.fixAt = at;
       k.heading = fix.heading;
     }
-    changed();
+    changed(k.status !== status ? 'counters' : null);
   }
 
   // load fetches what the stream does not send: every courier (the stream's snapshot skips the offline
@@ -111,7 +112,7 @@
           else api('GET', '/v1/tasks/' + t.id).then(putTask, () => S.tasks.delete(t.id));
         }
         if (!S.moved) fitAll();
-        changed();
+        changed('list');
       },
       courier: (e) => putCourier(e.courier || {}, performance.now()),
       problem: (e) => LM.toast('Live updates interrupted: ' + ((e.error && e.error.message) || 'server problem') + '. Reconnecting.'),
@@ -123,14 +124,26 @@
     $('user').hidden = false;
     try { await load(); } catch (err) { LM.fail(err); }
     connect();
-    changed();
+    changed('list');
   }
 
   // ---- rendering: list and counters (throttled), map (per frame) -----------------------------------
+  // changed(what) asks for a map frame and, for 'list' (tasks changed) or 'counters' (a courier's status
+  // changed), one re-render of those within 200 ms. A courier that only moved costs a frame, nothing more.
   let timer = 0;
-  function changed() {
+  const dirty = {list: false, counters: false};
+  function changed(what) {
     view.redraw();
-    if (!timer) timer = setTimeout(() => { timer = 0; renderCounters(); renderList(); }, 200);
+    if (!what) return;
+    dirty[what] = true;
+    if (!timer) {
+      timer = setTimeout(() => {
+        timer = 0;
+        renderCounters();
+        if (dirty.list) renderList();
+        dirty.list = dirty.counters = false;
+      }, 200);
+    }
   }
 
   function median(xs) {
@@ -183,9 +196,9 @@
     return el('li', {className: S.sel && S.sel.id === t.id ? 'sel' : '', dataset: {id: t.id},
       onclick: () => select('task', t.id)},
     chip(st), el('code', {}, LM.shortId(t.id)),
-    el('span', {className: 'route'}, (t.pickup.address || '?') + ' → ' + (t.dropoff.address || '?')),
+    el('span', {className: 'who muted'}, t.courierId ? courierName(t.courierId) : ''),
     el('span', {className: 'age muted'}, LM.dur(Date.now() - LM.ms(t.createTime))),
-    el('span', {className: 'who muted'}, t.courierId ? courierName(t.courierId) : ''));
+    el('span', {className: 'route'}, (t.pickup.address || '?') + ' → ' + (t.dropoff.address || '?')));
   }
 
   function renderList() {
@@ -341,14 +354,14 @@
     S.sel = {kind, id};
     S.mode = null; hint('');
     if (kind === 'task') openTask(id); else openCourier(id);
-    changed();
+    changed('list');
   }
 
   function close() {
     if (S.mode) { S.mode = null; hint(''); if (S.sel) return select(S.sel.kind, S.sel.id); }
     S.sel = null;
     $('drawer').hidden = true;
-    changed();
+    changed('list');
   }
 
   function drawer(...children) {
@@ -379,7 +392,7 @@
         hint('Click a courier on the map to assign task ' + LM.shortId(t.id) + ' · Esc to stop');
       }));
     }
-    actions.push(button('Share tracking link', () => share(t)));
+    actions.push(el('button', {type: 'button', id: 'share', onclick: () => share(t)}, 'Share tracking link'));
     drawer(
       el('header', {}, chip(st), el('h2', {}, 'Task ', el('code', {id: 'drawer-task-id'}, LM.shortId(t.id)))),
       facts([['Pickup', t.pickup.address], ['Dropoff', t.dropoff.address],
@@ -388,9 +401,9 @@
         ['Notes', t.notes], ['Created', LM.clock(t.createTime)], ['Id', t.id]]),
       el('div', {className: 'actions'}, ...actions),
       el('div', {id: 'share-out'}),
+      (t.proofs || []).length ? section('Proof of delivery', proofs(t)) : null,
       section('Timeline', timeline(t)),
       section('Assignment explanation', explanation(ex)),
-      section('Proof of delivery', proofs(t)),
     );
   }
 
@@ -433,7 +446,6 @@
 
   function proofs(t) {
     const ps = t.proofs || [];
-    if (!ps.length) return el('p', {className: 'muted'}, 'No proof yet.');
     return el('div', {className: 'proofs'}, ...ps.map((p) => {
       const stage = (p.stage || '').replace('TASK_STAGE_', '').toLowerCase();
       const kind = (p.kind || '').replace('PROOF_KIND_', '').toLowerCase();
@@ -495,20 +507,23 @@
     S.sel = null;
     S.mode = {kind: 'create'};
     renderCreate();
-    changed();
+    changed('list');
   }
 
   function renderCreate() {
     const m = S.mode;
     hint(!m.pickup ? 'Click the map where the parcel is picked up · Esc to stop' : !m.dropoff ? 'Now click where it is delivered' : '');
     const where = (p) => { const ll = LM.unproject(p); return ll.lat.toFixed(5) + ', ' + ll.lng.toFixed(5); };
-    const field = (text, input) => el('label', {}, text, input);
+    const field = (text, ...inputs) => el('label', {}, text, ...inputs);
     const select = (id, opts, def) => el('select', {id}, ...opts.map((o) => el('option', {value: o, selected: o === def}, o)));
     const body = [el('header', {}, el('h2', {}, 'New task'))];
     if (m.pickup && m.dropoff) {
       body.push(el('form', {id: 'create-form', className: 'form', onsubmit: (e) => { e.preventDefault(); submitTask(); }},
         field('Pickup address', el('input', {id: 'f-pickup', required: true, maxLength: 500, value: where(m.pickup)})),
         field('Dropoff address', el('input', {id: 'f-dropoff', required: true, maxLength: 500, value: where(m.dropoff)})),
+        field('Customer', el('input', {id: 'f-customer-search', type: 'search', placeholder: 'search customers', autocomplete: 'off',
+          oninput: (e) => { clearTimeout(m.searchTimer); m.searchTimer = setTimeout(() => customers(e.target.value), 300); }}),
+        el('select', {id: 'f-customer', required: true})),
         field('Priority', select('f-priority', ['LOW', 'NORMAL', 'HIGH', 'URGENT'], 'NORMAL')),
         field('Size', select('f-size', ['SMALL', 'MEDIUM', 'LARGE', 'EXTRA_LARGE'], 'SMALL')),
         field('Notes', el('textarea', {id: 'f-notes', maxLength: 1000, rows: 2})),
@@ -517,6 +532,18 @@
       body.push(el('p', {}, m.pickup ? 'Pickup set. Click the dropoff on the map.' : 'Click the pickup on the map.'));
     }
     drawer(...body);
+    if (m.pickup && m.dropoff) customers('');
+  }
+
+  // customers fills the customer choice: a dispatcher creates tasks on a customer's behalf.
+  async function customers(q) {
+    try {
+      const r = await api('GET', '/v1/users?pageSize=100&role=ROLE_CUSTOMER' + (q ? '&search=' + encodeURIComponent(q) : ''));
+      const sel = $('f-customer');
+      if (!sel) return;
+      sel.replaceChildren(...(r.users || []).map((u) => el('option', {value: u.id}, (u.displayName || '') + ' <' + (u.email || u.id) + '>')));
+      if (!sel.options.length) sel.append(el('option', {value: ''}, 'no customer matches'));
+    } catch (err) { LM.fail(err); }
   }
 
   // requestId makes the create idempotent: a retried submit creates one task, not two.
@@ -528,7 +555,9 @@
     const m = S.mode, stop = (p, addr) => { const ll = LM.unproject(p); return {location: {latitude: ll.lat, longitude: ll.lng}, address: addr}; };
     const body = {requestId: m.requestId = m.requestId || requestId(),
       pickup: stop(m.pickup, $('f-pickup').value.trim()), dropoff: stop(m.dropoff, $('f-dropoff').value.trim()),
-      priority: 'TASK_PRIORITY_' + $('f-priority').value, size: 'PARCEL_SIZE_' + $('f-size').value};
+      priority: 'TASK_PRIORITY_' + $('f-priority').value, size: 'PARCEL_SIZE_' + $('f-size').value,
+      customerId: $('f-customer').value};
+    if (!body.customerId) { LM.toast('Choose the customer this delivery is for.'); return; }
     const notes = $('f-notes').value.trim();
     if (notes) body.notes = notes;
     $('f-submit').disabled = true;
@@ -542,7 +571,7 @@
   // ---- keyboard ---------------------------------------------------------------------------------
   document.addEventListener('keydown', (e) => {
     const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName);
-    if (e.key === 'Escape') { if (typing) e.target.blur(); close(); return; }
+    if (e.key === 'Escape') { if (typing) e.target.blur(); else close(); return; }
     if (typing || e.ctrlKey || e.metaKey || e.altKey || !$('login').hidden) return;
     if (e.key === '/') { e.preventDefault(); $('search').focus(); } else if (e.key === 'j' || e.key === 'k') {
       const ts = visible();
@@ -577,7 +606,8 @@
 
   // For tests and the browser console: each courier's status and where it is drawn now (world units).
   LM.debug = {couriers: () => [...S.couriers.values()].filter((k) => k.mover)
-    .map((k) => ({id: k.id, status: k.status, ...k.mover.at(performance.now()), sx: k.sx, sy: k.sy}))};
+    .map((k) => ({id: k.id, status: k.status, mode: k.mode, ...k.mover.at(performance.now()), sx: k.sx, sy: k.sy})),
+  selected: () => (S.sel ? S.sel.id : '')};
 
   LM.loadConfig().then((cfg) => {
     if (cfg.area) { view.setArea(cfg.area); $('city').textContent = cfg.area.name || ''; if (!S.moved) view.fit([]); }
