@@ -48,7 +48,7 @@ var matrixPrincipals = []string{
 }
 
 // wantMethods is the number of RPCs that the binary serves. Change it together with the policy.
-const wantMethods = 44
+const wantMethods = 45
 
 // testAuthenticator maps the x-test-principal metadata to a principal the way grpcauth.ServiceAuthenticator
 // would for the same credentials. Anything else is refused, so that a typo cannot pass as anonymous.
@@ -85,6 +85,8 @@ func principalOf(name string) (auth.Principal, error) {
 func expectedCode(r auth.Rule, p auth.Principal) codes.Code {
 	admitted := r.Public
 	switch p.Kind {
+	case auth.Anonymous:
+		admitted = admitted || r.Capability
 	case auth.User:
 		anyUser := r.Authenticated && len(r.Roles) == 0
 		admitted = admitted || anyUser || slices.ContainsFunc(r.Roles, func(role string) bool { return slices.Contains(p.Roles, role) })
@@ -270,5 +272,41 @@ func invoke(ctx context.Context, conn *grpc.ClientConn, method string, md protor
 		case !desc.ServerStreams:
 			return codes.OK
 		}
+	}
+}
+
+// TestAnonymousCallers pins down every method that an anonymous caller, direct or through the gateway,
+// gets past the gate: the public ones, and the two a share link opens (Rule.Capability), whose handlers
+// answer UNAUTHENTICATED without a share token. Adding one to either list is a decision to make here.
+func TestAnonymousCallers(t *testing.T) {
+	var public, capability []string
+	for m, r := range policy() {
+		if r.Public {
+			public = append(public, m)
+		}
+		if r.Capability {
+			capability = append(capability, m)
+		}
+	}
+	slices.Sort(public)
+	slices.Sort(capability)
+	wantPublic := []string{
+		identityv1.AuthService_GetJwks_FullMethodName,
+		identityv1.AuthService_Login_FullMethodName,
+		identityv1.AuthService_Logout_FullMethodName,
+		identityv1.AuthService_RefreshToken_FullMethodName,
+		identityv1.UserService_CreateUser_FullMethodName,
+		routev1.RouteService_ComputeMatrix_FullMethodName,
+		routev1.RouteService_EstimateRoute_FullMethodName,
+	}
+	wantCapability := []string{
+		dispatchv1.DispatchService_GetTask_FullMethodName,
+		dispatchv1.DispatchService_WatchTask_FullMethodName,
+	}
+	if !slices.Equal(public, wantPublic) {
+		t.Errorf("public methods = %q, want %q", public, wantPublic)
+	}
+	if !slices.Equal(capability, wantCapability) {
+		t.Errorf("methods open to capability holders = %q, want %q", capability, wantCapability)
 	}
 }

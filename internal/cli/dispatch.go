@@ -175,7 +175,7 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		return fmt.Errorf("register dispatch task gauge: %w", err)
 	}
 	svc = dispatch.NewService(dispatch.Deps{
-		Store: store, Uploads: store.Uploads(), Blobs: blobs, Couriers: couriers, Routes: routes, Events: feed, Metrics: metrics,
+		Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: couriers, Routes: routes, Events: feed, Metrics: metrics,
 	}, dispatch.Options{
 		Now: p.env.Now, Logger: p.logger,
 		OfferTimeout: cfg.OfferTimeout, MaxWait: cfg.MaxWait, SearchRadius: cfg.SearchRadius, MaxRadius: cfg.MaxRadius,

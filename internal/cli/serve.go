@@ -94,6 +94,8 @@ type grpcConfig struct {
 type gatewayConfig struct {
 	MaxBodyBytes   int64
 	TrustedProxies []netip.Prefix
+	// Browser configures the browser sessions and event streams (--sse-*, --cookie-secure).
+	Browser gateway.BrowserConfig
 	// Web configures the dashboard and tracking pages (demo sets the simulated city's outline).
 	Web web.Config
 }
@@ -141,6 +143,11 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.DurationVar(&c.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT); every verifier refuses tokens that claim a longer one")
 	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
 	proxies := listFlag{}
+	fs.IntVar(&c.Gateway.Browser.MaxEventStreams, "sse-max-streams", gateway.DefaultMaxEventStreams, "most Server-Sent Events streams open at once (429 above)")
+	fs.IntVar(&c.Gateway.Browser.MaxEventStreamsPerUser, "sse-max-streams-per-user", gateway.DefaultMaxEventStreamsPerUser, "most Server-Sent Events streams one user has open at once (429 above)")
+	fs.DurationVar(&c.Gateway.Browser.Heartbeat, "sse-heartbeat", gateway.DefaultEventHeartbeat, "interval of the heartbeat comments on idle event streams")
+	fs.DurationVar(&c.Gateway.Browser.EventWriteTimeout, "sse-write-timeout", gateway.DefaultEventWriteTimeout, "longest a write to an event stream may take before the stream is closed (stalled browsers)")
+	fs.BoolVar(&c.Gateway.Browser.SecureCookies, "cookie-secure", false, "mark the browser session cookies Secure even without TLS here (a TLS-terminating proxy is in front)")
 	fs.Var(&proxies, "trusted-proxies", "CIDRs or addresses of the proxies in front of the REST gateway whose X-Forwarded-For names the client (comma list; default none: the client is the TCP peer)")
 	for _, m := range c.Modules {
 		if m.flags != nil {
@@ -186,6 +193,9 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	}
 	if c.Database.Dialect, err = databaseDialect(c.Database.URL); err != nil {
 		return c, err
+	}
+	if b := c.Gateway.Browser; b.MaxEventStreams <= 0 || b.MaxEventStreamsPerUser <= 0 || b.Heartbeat <= 0 || b.EventWriteTimeout <= 0 {
+		return c, usageError{errors.New("--sse-max-streams, --sse-max-streams-per-user, --sse-heartbeat and --sse-write-timeout must be positive")}
 	}
 	if c.Gateway.MaxBodyBytes <= 0 || c.GRPC.MaxRecvMsgBytes <= 0 {
 		return c, usageError{errors.New("--max-body-bytes and --max-recv-msg-bytes must be positive")}
@@ -566,7 +576,7 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
 		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
-		ShutdownTimeout: p.cfg.ShutdownTimeout, Web: p.cfg.Gateway.Web,
+		ShutdownTimeout: p.cfg.ShutdownTimeout, Browser: p.cfg.Gateway.Browser, Web: p.cfg.Gateway.Web,
 		Logger: p.logger, Registerer: p.registry,
 	}, services)
 	if err != nil {

@@ -97,9 +97,11 @@ type Service struct {
 	metrics  Metrics
 	hub      *hub
 
-	courierIDs courierIDCache
-	kickCh     chan struct{}
-	lastWake   atomic.Int64
+	courierIDs    courierIDCache
+	shareKeys     ShareKeys
+	shareKeyCache shareKeyCache
+	kickCh        chan struct{}
+	lastWake      atomic.Int64
 }
 
 // Deps are the Service's collaborators.
@@ -114,6 +116,9 @@ type Deps struct {
 	Events *eventlog.Log
 	// Metrics is nil for none.
 	Metrics Metrics
+	// ShareKeys keeps the keys that sign share links; nil turns share links off (CreateShareLink is
+	// FailedPrecondition and every share token NotFound).
+	ShareKeys ShareKeys
 }
 
 // NewService returns a Service over d with opts.
@@ -144,17 +149,18 @@ func NewService(d Deps, opts Options) *Service {
 		opts.Replica = newID()
 	}
 	s := &Service{
-		store:    d.Store,
-		uploads:  d.Uploads,
-		blobs:    d.Blobs,
-		couriers: d.Couriers,
-		routes:   d.Routes,
-		events:   d.Events,
-		now:      opts.Now,
-		logger:   opts.Logger,
-		opts:     opts,
-		metrics:  d.Metrics,
-		kickCh:   make(chan struct{}, 1),
+		store:     d.Store,
+		uploads:   d.Uploads,
+		blobs:     d.Blobs,
+		couriers:  d.Couriers,
+		routes:    d.Routes,
+		events:    d.Events,
+		now:       opts.Now,
+		logger:    opts.Logger,
+		opts:      opts,
+		metrics:   d.Metrics,
+		shareKeys: d.ShareKeys,
+		kickCh:    make(chan struct{}, 1),
 	}
 	if s.metrics == nil {
 		s.metrics = NopMetrics{}

@@ -265,8 +265,12 @@ func (s *Service) GetTask(ctx context.Context, id string, view View) (Task, erro
 }
 
 // visibleTask returns the task with id when the caller may see it (unredacted: callers redact), NotFound
-// otherwise.
+// otherwise. Anonymous callers, whom the policy lets reach GetTask and WatchTask for share links, are
+// Unauthenticated.
 func (s *Service) visibleTask(ctx context.Context, id string) (Task, error) {
+	if auth.FromContext(ctx).Kind == auth.Anonymous {
+		return Task{}, apperr.Errorf(apperr.Unauthenticated, "authentication required: sign in, or follow a share link")
+	}
 	var v violations
 	id = v.id("id", id)
 	if err := v.err(); err != nil {

@@ -65,19 +65,50 @@ type SnapshotComplete struct {
 //
 // Errors before the first send: NotFound when the task does not exist or the caller may not see it.
 func (s *Service) WatchTask(ctx context.Context, id string, send func(TaskUpdate) error) error {
-	p := auth.FromContext(ctx)
+	return s.watchTask(ctx, id, "", send)
+}
+
+// WatchSharedTask is WatchTask for whoever holds a share link to the task: token must be a valid,
+// unexpired share link to task id, and every task sent is in the share view (Task.Shared). The holder's
+// position and the ETA are sent as to the task's customer. The watch ends with NotFound when the link
+// expires, unless the task reached a final state before.
+//
+// Errors before the first send: NotFound when the task does not exist or token is not a valid,
+// unexpired share link to it.
+func (s *Service) WatchSharedTask(ctx context.Context, id, token string, send func(TaskUpdate) error) error {
+	if token == "" {
+		return errTaskNotFound
+	}
+	return s.watchTask(ctx, id, token, send)
+}
+
+// watchTask is WatchTask, or WatchSharedTask when token is set.
+func (s *Service) watchTask(ctx context.Context, id, token string, send func(TaskUpdate) error) error {
 	feed := newTaskFeed()
 	stop := s.hub.watchTask(id, feed)
 	defer stop()
-	t, err := s.visibleTask(ctx, id)
+	w := &taskWatch{s: s, p: auth.FromContext(ctx), shared: token != ""}
+	var t Task
+	var err error
+	var expired <-chan time.Time // the share link's expiry; nil for other watches
+	if w.shared {
+		var expire time.Time
+		if t, expire, err = s.sharedTask(ctx, id, token); err == nil {
+			timer := time.NewTimer(expire.Sub(s.now()))
+			defer timer.Stop()
+			expired = timer.C
+		}
+	} else {
+		t, err = s.visibleTask(ctx, id)
+	}
 	if err != nil {
 		return err
 	}
-	courierID, err := s.callerCourierID(ctx)
-	if err != nil {
-		return err
+	if !w.shared {
+		if w.courierID, err = s.callerCourierID(ctx); err != nil {
+			return err
+		}
 	}
-	w := &taskWatch{s: s, p: p, courierID: courierID}
 	first := TaskUpdate{Task: w.redact(t)}
 	if t.State.Held() {
 		first.Fix, first.ETA = w.track(ctx, t)
@@ -94,6 +125,8 @@ func (s *Service) WatchTask(ctx context.Context, id string, send func(TaskUpdate
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-expired:
+			return errTaskNotFound
 		case <-feed.notify:
 			latest, err := w.latest(ctx, feed, t)
 			if err != nil {
@@ -135,6 +168,8 @@ type taskWatch struct {
 	s         *Service
 	p         auth.Principal
 	courierID string
+	// shared sends the share view (a share link's watch) instead of the caller's.
+	shared bool
 	// What was sent last, to send only changes.
 	fix *Fix
 	eta *TaskETA
@@ -145,7 +180,12 @@ type taskWatch struct {
 }
 
 func (w *taskWatch) redact(t Task) *Task {
-	out := t.For(w.p, w.courierID, ViewFull)
+	var out Task
+	if w.shared {
+		out = t.Shared()
+	} else {
+		out = t.For(w.p, w.courierID, ViewFull)
+	}
 	return &out
 }
 

@@ -5,6 +5,8 @@
 // validation, rate limits, metrics) apply exactly as they do for native gRPC clients. The gateway itself adds
 // only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, one JSON
 // error shape ({"error":{"code","status","message","details"}}) and the OpenAPI document at /openapi.json.
+// For browsers it also serves cookie sessions with CSRF protection and Server-Sent Events bridging the
+// services' watch streams (browser.go, session.go, sse.go; docs/browser-events.md).
 //
 // The gateway sends no CORS headers: the dashboard is served from the same origin, and partner systems call
 // it server to server. Cross-origin browser calls are therefore refused by the browser, which is the intent.
@@ -73,6 +75,8 @@ type Config struct {
 	// and lastmile_http_request_duration_seconds{route,method}. Routes are the matched path templates
 	// (such as "/v1/users/{id=*}"), never raw paths, so label cardinality stays bounded.
 	Registerer prometheus.Registerer
+	// Browser configures the browser edge: cookie sessions and Server-Sent Events (see BrowserConfig).
+	Browser BrowserConfig
 	// Web configures the browser pages the gateway serves at / and /track/{id} (package web).
 	Web web.Config
 }
@@ -95,6 +99,8 @@ type Gateway struct {
 	mux     *runtime.ServeMux
 	metrics *metrics
 	handler http.Handler
+	routes  http.Handler // the browser routes in front of mux
+	browser *browser
 	srv     *http.Server
 	drain   *drain
 
@@ -167,6 +173,11 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 
+	if g.browser, err = newBrowser(g, cfg.Browser, services); err != nil {
+		return nil, err
+	}
+	g.routes = g.browser.wrap(g.mux)
+
 	g.handler = http.HandlerFunc(g.serveHTTP)
 	g.drain = newDrain()
 	g.srv = &http.Server{
@@ -180,6 +191,7 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	g.srv.RegisterOnShutdown(g.drain.stop)
+	g.srv.RegisterOnShutdown(g.browser.stop)
 	return g, nil
 }
 

@@ -82,7 +82,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			// connection instead of draining the rest of an oversized body.
 			r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)}
 		}
-		g.mux.ServeHTTP(rw, r)
+		g.routes.ServeHTTP(rw, r)
 	}
 
 	code := rw.statusCode()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	"lastmile/internal/courier"
@@ -302,6 +303,11 @@ func (s *Server) WatchCouriers(req *courierv1.WatchCouriersRequest, stream couri
 		return err
 	}
 	defer w.Close()
+	// Headers now, not with the first event (which may be a while when no courier matches), saying the
+	// watch was accepted: the gateway's event route waits for them before it answers 200.
+	if err := stream.SendHeader(metadata.Pairs("lastmile-watch", "open")); err != nil {
+		return err
+	}
 	for {
 		evs, err := w.Next(ctx)
 		if err != nil {

@@ -251,6 +251,10 @@ func TestWatchCouriers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The accepted watch says so in its headers before any event (the gateway's event route waits for it).
+	if md, err := watch.Header(); err != nil || !cmp.Equal(md.Get("lastmile-watch"), []string{"open"}) {
+		t.Errorf("WatchCouriers headers = %v, %v; want lastmile-watch: open", md, err)
+	}
 	ev, err := watch.Recv()
 	if err != nil || ev.GetCourier().GetCourierId() != c.GetId() ||
 		!cmp.Equal(ev.GetChanges(), []courierv1.CourierChange{courierv1.CourierChange_COURIER_CHANGE_SNAPSHOT}) {
@@ -279,6 +283,9 @@ func TestWatchCouriers(t *testing.T) {
 
 	denied, err := e.client.WatchCouriers(callCtx(t, self), &courierv1.WatchCouriersRequest{})
 	if err == nil {
+		if md, _ := denied.Header(); len(md.Get("lastmile-watch")) != 0 {
+			t.Errorf("a refused WatchCouriers sent lastmile-watch %q", md.Get("lastmile-watch"))
+		}
 		_, err = denied.Recv()
 	}
 	wantStatus(t, "WatchCouriers as courier", err, codes.PermissionDenied)

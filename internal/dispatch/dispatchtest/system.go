@@ -163,7 +163,7 @@ func Start(t testing.TB, cfg Config) *System {
 	if err != nil {
 		t.Fatalf("dispatchtest: proof files: %v", err)
 	}
-	svc = dispatch.NewService(dispatch.Deps{Store: store, Uploads: store.Uploads(), Blobs: blobs, Couriers: sys.Couriers, Routes: sys.Routes, Events: feed}, opts)
+	svc = dispatch.NewService(dispatch.Deps{Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: sys.Couriers, Routes: sys.Routes, Events: feed}, opts)
 	sys.Service = svc
 
 	runCtx, stop := context.WithCancel(context.Background())

@@ -88,9 +88,16 @@ func (s *Server) CreateTask(ctx context.Context, req *dispatchv1.CreateTaskReque
 	return encodeTask(t), nil
 }
 
-// GetTask implements dispatchv1.DispatchServiceServer.
+// GetTask implements dispatchv1.DispatchServiceServer. With a share token the task is read by the token
+// alone (dispatch.Service.GetSharedTask), in the share view whatever view asks for.
 func (s *Server) GetTask(ctx context.Context, req *dispatchv1.GetTaskRequest) (*dispatchv1.Task, error) {
-	t, err := s.svc.GetTask(ctx, req.GetId(), views.Decode(req.GetView()))
+	var t dispatch.Task
+	var err error
+	if tok := req.GetShareToken(); tok != "" {
+		t, err = s.svc.GetSharedTask(ctx, req.GetId(), tok)
+	} else {
+		t, err = s.svc.GetTask(ctx, req.GetId(), views.Decode(req.GetView()))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -164,4 +171,20 @@ func (s *Server) GetUpload(ctx context.Context, req *dispatchv1.GetUploadRequest
 // GetProofContent implements dispatchv1.DispatchServiceServer (uploadHandlers.GetProofContent).
 func (s *Server) GetProofContent(req *dispatchv1.GetProofContentRequest, stream dispatchv1.DispatchService_GetProofContentServer) error {
 	return s.uploadHandlers.GetProofContent(req, stream)
+}
+
+// CreateTaskShareLink implements dispatchv1.DispatchServiceServer.
+func (s *Server) CreateTaskShareLink(ctx context.Context, req *dispatchv1.CreateTaskShareLinkRequest) (*dispatchv1.TaskShareLink, error) {
+	var ttl time.Duration
+	if d := req.GetTtl(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, apperr.InvalidFields("invalid request", apperr.FieldViolation{Field: "ttl", Description: "must be a valid duration"})
+		}
+		ttl = d.AsDuration()
+	}
+	l, err := s.svc.CreateShareLink(ctx, req.GetTaskId(), ttl)
+	if err != nil {
+		return nil, err
+	}
+	return &dispatchv1.TaskShareLink{TaskId: l.TaskID, Token: l.Token, ExpireTime: timestamp(l.ExpireTime), Path: l.Path}, nil
 }

@@ -64,7 +64,7 @@ func start(t *testing.T, run bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.svc = dispatch.NewService(dispatch.Deps{Store: e.store, Uploads: sys.Store.Uploads(), Blobs: blobs, Couriers: sys.Couriers, Routes: sys.Routes, Events: sys.Events},
+	e.svc = dispatch.NewService(dispatch.Deps{Store: e.store, Uploads: sys.Store.Uploads(), ShareKeys: sys.Store.ShareKeys(), Blobs: blobs, Couriers: sys.Couriers, Routes: sys.Routes, Events: sys.Events},
 		dispatch.Options{Now: sys.Clock.Now, Logger: slog.New(slog.DiscardHandler)})
 	e.api = grpcapi.NewServer(e.svc)
 	_, conn := grpctest.Start(t, grpcserver.Config{Policy: grpcapi.Policy(), Authenticator: grpctest.HeaderAuthenticator{}},

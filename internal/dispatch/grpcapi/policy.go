@@ -12,7 +12,10 @@ import (
 //   - CreateTask: customers, dispatchers, administrators, and the simulator, which creates demo tasks
 //     for its customers.
 //   - GetTask, ListTasks, WatchTask, WatchTasks: every user, each seeing what the domain lets them see,
-//     and the simulator.
+//     and the simulator. GetTask and WatchTask also admit anonymous callers, for share links: the domain
+//     answers them by the request's share_token alone, NOT_FOUND for a bad token, and UNAUTHENTICATED
+//     without one.
+//   - CreateTaskShareLink: customers (their own tasks), dispatchers and administrators.
 //   - CancelTask: customers (their own tasks), dispatchers and administrators.
 //   - AssignTask, ExplainAssignment: dispatchers and administrators.
 //   - GetCourierStatus: couriers (their own overview), dispatchers and administrators.
@@ -31,19 +34,21 @@ func Policy() auth.Policy {
 	staff := auth.Users(dispatcher, admin)
 	everyUser := auth.Users(customer, courier, dispatcher, admin)
 	simulator := auth.Internal("simulator")
+	shareLink := auth.CapabilityHolders()
 	return auth.Policy{
-		dispatchv1.DispatchService_CreateTask_FullMethodName:        auth.Users(customer, dispatcher, admin).Or(simulator),
-		dispatchv1.DispatchService_GetTask_FullMethodName:           everyUser.Or(simulator),
-		dispatchv1.DispatchService_ListTasks_FullMethodName:         everyUser.Or(simulator),
-		dispatchv1.DispatchService_CancelTask_FullMethodName:        auth.Users(customer, dispatcher, admin),
-		dispatchv1.DispatchService_AssignTask_FullMethodName:        staff,
-		dispatchv1.DispatchService_ExplainAssignment_FullMethodName: staff,
-		dispatchv1.DispatchService_WatchTask_FullMethodName:         everyUser.Or(simulator),
-		dispatchv1.DispatchService_WatchTasks_FullMethodName:        everyUser.Or(simulator),
-		dispatchv1.DispatchService_GetCourierStatus_FullMethodName:  auth.Users(courier, dispatcher, admin),
-		dispatchv1.DispatchService_StreamAssignments_FullMethodName: auth.Users(courier),
-		dispatchv1.DispatchService_UploadProof_FullMethodName:       auth.Users(courier),
-		dispatchv1.DispatchService_GetUpload_FullMethodName:         auth.Users(courier, dispatcher, admin),
-		dispatchv1.DispatchService_GetProofContent_FullMethodName:   everyUser,
+		dispatchv1.DispatchService_CreateTask_FullMethodName:          auth.Users(customer, dispatcher, admin).Or(simulator),
+		dispatchv1.DispatchService_GetTask_FullMethodName:             everyUser.Or(simulator).Or(shareLink),
+		dispatchv1.DispatchService_ListTasks_FullMethodName:           everyUser.Or(simulator),
+		dispatchv1.DispatchService_CancelTask_FullMethodName:          auth.Users(customer, dispatcher, admin),
+		dispatchv1.DispatchService_AssignTask_FullMethodName:          staff,
+		dispatchv1.DispatchService_ExplainAssignment_FullMethodName:   staff,
+		dispatchv1.DispatchService_WatchTask_FullMethodName:           everyUser.Or(simulator).Or(shareLink),
+		dispatchv1.DispatchService_WatchTasks_FullMethodName:          everyUser.Or(simulator),
+		dispatchv1.DispatchService_GetCourierStatus_FullMethodName:    auth.Users(courier, dispatcher, admin),
+		dispatchv1.DispatchService_StreamAssignments_FullMethodName:   auth.Users(courier),
+		dispatchv1.DispatchService_UploadProof_FullMethodName:         auth.Users(courier),
+		dispatchv1.DispatchService_GetUpload_FullMethodName:           auth.Users(courier, dispatcher, admin),
+		dispatchv1.DispatchService_GetProofContent_FullMethodName:     everyUser,
+		dispatchv1.DispatchService_CreateTaskShareLink_FullMethodName: auth.Users(customer, dispatcher, admin),
 	}
 }

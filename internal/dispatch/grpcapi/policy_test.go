@@ -12,8 +12,8 @@ import (
 func TestPolicyCoversEveryMethod(t *testing.T) {
 	sd := dispatchv1.File_lastmile_dispatch_v1_dispatch_proto.Services().ByName("DispatchService")
 	methods := grpcauth.Methods(sd)
-	if len(methods) != 13 {
-		t.Errorf("DispatchService has %d methods, want 13 (update this test and the policy together)", len(methods))
+	if len(methods) != 14 {
+		t.Errorf("DispatchService has %d methods, want 14 (update this test and the policy together)", len(methods))
 	}
 	if err := grpcapi.Policy().Check(methods); err != nil {
 		t.Error(err)
@@ -23,19 +23,20 @@ func TestPolicyCoversEveryMethod(t *testing.T) {
 func TestPolicy(t *testing.T) {
 	const users = "customer courier dispatcher admin"
 	allowed := map[string]string{
-		"CreateTask":        "customer dispatcher admin simulator",
-		"GetTask":           users + " simulator",
-		"ListTasks":         users + " simulator",
-		"CancelTask":        "customer dispatcher admin",
-		"AssignTask":        "dispatcher admin",
-		"ExplainAssignment": "dispatcher admin",
-		"WatchTask":         users + " simulator",
-		"WatchTasks":        users + " simulator",
-		"GetCourierStatus":  "courier dispatcher admin",
-		"StreamAssignments": "courier",
-		"UploadProof":       "courier",
-		"GetUpload":         "courier dispatcher admin",
-		"GetProofContent":   users,
+		"CreateTask":          "customer dispatcher admin simulator",
+		"GetTask":             users + " simulator anonymous",
+		"ListTasks":           users + " simulator",
+		"CancelTask":          "customer dispatcher admin",
+		"AssignTask":          "dispatcher admin",
+		"ExplainAssignment":   "dispatcher admin",
+		"WatchTask":           users + " simulator anonymous",
+		"WatchTasks":          users + " simulator",
+		"GetCourierStatus":    "courier dispatcher admin",
+		"StreamAssignments":   "courier",
+		"UploadProof":         "courier",
+		"GetUpload":           "courier dispatcher admin",
+		"GetProofContent":     users,
+		"CreateTaskShareLink": "customer dispatcher admin",
 	}
 	authtest.CheckPolicy(t, grpcapi.Policy(), dispatchv1.DispatchService_ServiceDesc.ServiceName, allowed)
 }

@@ -1,6 +1,8 @@
 package grpcapi
 
 import (
+	"context"
+
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/dispatch"
 )
@@ -10,7 +12,14 @@ import (
 // with Unavailable at Shutdown.
 func (s *Server) WatchTask(req *dispatchv1.WatchTaskRequest, stream dispatchv1.DispatchService_WatchTaskServer) error {
 	ctx, end := s.watchContext(stream.Context())
-	return end(s.svc.WatchTask(ctx, req.GetId(), func(u dispatch.TaskUpdate) error {
+	watch := s.svc.WatchTask
+	if tok := req.GetShareToken(); tok != "" {
+		// A share link's watch: answered by the token alone, in the share view.
+		watch = func(ctx context.Context, id string, send func(dispatch.TaskUpdate) error) error {
+			return s.svc.WatchSharedTask(ctx, id, tok, send)
+		}
+	}
+	return end(watch(ctx, req.GetId(), func(u dispatch.TaskUpdate) error {
 		out := &dispatchv1.WatchTaskResponse{}
 		if u.Task != nil {
 			out.Task = encodeTask(*u.Task)

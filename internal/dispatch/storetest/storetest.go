@@ -66,6 +66,8 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"SessionsConcurrent", testSessionsConcurrent},
 		{"Purge", testPurge},
 		{"Events", testEvents},
+		{"ShareKeys", testShareKeys},
+		{"ShareKeysConcurrent", testShareKeysConcurrent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

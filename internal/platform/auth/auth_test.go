@@ -18,6 +18,7 @@ const (
 	login    = "/lastmile.identity.v1.AuthService/Login"
 	delUser  = "/lastmile.identity.v1.UserService/DeleteUser"
 	getTask  = "/lastmile.dispatch.v1.DispatchService/GetTask"
+	watch    = "/lastmile.dispatch.v1.DispatchService/WatchTask"
 	nobody   = "/lastmile.x.v1.X/Nobody"
 )
 
@@ -28,6 +29,7 @@ var policy = auth.Policy{
 	claim:    auth.Internal("dispatch"),
 	delUser:  auth.Users("ROLE_ADMIN"),
 	getTask:  auth.Users("ROLE_DISPATCHER", "ROLE_ADMIN"),
+	watch:    auth.Users("ROLE_CUSTOMER").Or(auth.CapabilityHolders()),
 	nobody:   {},
 }
 
@@ -61,6 +63,11 @@ func TestPolicyAuthorize(t *testing.T) {
 		{"role rule refuses other role", delUser, customer, apperr.PermissionDenied},
 		{"role rule refuses services", delUser, dispatch, apperr.PermissionDenied},
 		{"any of several roles", getTask, admin, ""},
+		{"capability rule admits anonymous", watch, anon, ""},
+		{"capability rule admits anonymous via gateway", watch, viaGateway, ""},
+		{"capability rule keeps its roles", watch, customer, ""},
+		{"capability rule refuses other roles", watch, admin, apperr.PermissionDenied},
+		{"capability rule refuses services", watch, dispatch, apperr.PermissionDenied},
 		{"zero rule admits nobody", nobody, dispatch, apperr.PermissionDenied},
 		{"missing method denied to users", "/lastmile.x.v1.X/Unknown", admin, apperr.PermissionDenied},
 		{"missing method denied to anonymous", "/lastmile.x.v1.X/Unknown", anon, apperr.PermissionDenied},
@@ -92,6 +99,8 @@ func TestRuleOr(t *testing.T) {
 			auth.Rule{Authenticated: true}},
 		{"public wins", auth.Internal("route").Or(auth.Public()),
 			auth.Rule{Public: true, Services: []string{"route"}}},
+		{"capability holders", auth.Users("A").Or(auth.CapabilityHolders()),
+			auth.Rule{Authenticated: true, Roles: []string{"A"}, Capability: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,11 @@ type Rule struct {
 	// Services admits these service identities (service-to-service calls over mTLS). Services are never
 	// admitted by Public-less user rules: an internal method must name its callers.
 	Services []string
+	// Capability admits anonymous callers too, for methods whose requests may carry a capability, such as
+	// a share link's signed token, that grants access to one resource by itself. The gate cannot see the
+	// request (a stream's first message arrives after it), so the handler must check the capability and
+	// answer an anonymous caller without one with Unauthenticated.
+	Capability bool
 }
 
 // Public returns a rule that admits every caller, anonymous ones included.
@@ -32,6 +37,10 @@ func Public() Rule { return Rule{Public: true} }
 func Users(roles ...string) Rule {
 	return Rule{Authenticated: true, Roles: slices.Clone(roles)}
 }
+
+// CapabilityHolders returns a rule that admits anonymous callers, on the understanding that the
+// handler lets them through only with a capability in the request (see Rule.Capability).
+func CapabilityHolders() Rule { return Rule{Capability: true} }
 
 // Internal returns a rule that admits only the named services, authenticated by their certificates.
 func Internal(services ...string) Rule {
@@ -44,6 +53,7 @@ func (r Rule) Or(o Rule) Rule {
 		Public:        r.Public || o.Public,
 		Authenticated: r.Authenticated || o.Authenticated,
 		Services:      union(r.Services, o.Services),
+		Capability:    r.Capability || o.Capability,
 	}
 	// "Any user" absorbs any role list; only two role lists combine into a role list.
 	if !r.anyUser() && !o.anyUser() {
@@ -61,6 +71,8 @@ func (r Rule) admits(p Principal) bool {
 		return true
 	}
 	switch p.Kind {
+	case Anonymous:
+		return r.Capability
 	case User:
 		if r.anyUser() {
 			return true
@@ -90,6 +102,9 @@ func (r Rule) String() string {
 	}
 	if len(r.Services) > 0 {
 		parts = append(parts, "services "+strings.Join(r.Services, "|"))
+	}
+	if r.Capability {
+		parts = append(parts, "anonymous holders of a capability")
 	}
 	if len(parts) == 0 {
 		return "nobody"

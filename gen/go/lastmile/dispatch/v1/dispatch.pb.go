@@ -15,6 +15,8 @@ import (
 	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	v1 "lastmile/gen/go/lastmile/courier/v1"
 	reflect "reflect"
 	sync "sync"
@@ -160,7 +162,16 @@ type GetTaskRequest struct {
 	// The task, a UUID.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// How much of the task to return. Defaults to TASK_VIEW_FULL.
-	View          TaskView `protobuf:"varint,2,opt,name=view,proto3,enum=lastmile.dispatch.v1.TaskView" json:"view,omitempty"`
+	View TaskView `protobuf:"varint,2,opt,name=view,proto3,enum=lastmile.dispatch.v1.TaskView" json:"view,omitempty"`
+	// A share link's token (TaskShareLink.token), for callers who follow the task through a link. When set,
+	// the call is answered by the token alone, whoever calls: a valid, unexpired token for this task returns
+	// the task in the share view, and anything else (another task's token, an expired or altered one) is
+	// NOT_FOUND. The share view keeps the state, the stops' locations, addresses and time windows, priority,
+	// size, times, proof requirements, cancel and failure reasons, and the history's states, times and
+	// actors; it leaves out the customer, the courier's id, the request id, the notes, the stops' contacts and
+	// instructions, the delivery code, the parcel barcode, the offers and the proofs. Up to 256 characters of
+	// the URL-safe base64 alphabet.
+	ShareToken    string `protobuf:"bytes,3,opt,name=share_token,json=shareToken,proto3" json:"share_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +218,13 @@ func (x *GetTaskRequest) GetView() TaskView {
 		return x.View
 	}
 	return TaskView_TASK_VIEW_UNSPECIFIED
+}
+
+func (x *GetTaskRequest) GetShareToken() string {
+	if x != nil {
+		return x.ShareToken
+	}
+	return ""
 }
 
 // ListTasksRequest filters and pages through tasks. Filters combine with AND.
@@ -662,6 +680,137 @@ func (x *GetProofContentRequest) GetUploadId() string {
 	return ""
 }
 
+// CreateTaskShareLinkRequest names the task to share and for how long.
+type CreateTaskShareLinkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task, a UUID.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// How long the link works, from 1 minute to 7 days. Unset means 24 hours.
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTaskShareLinkRequest) Reset() {
+	*x = CreateTaskShareLinkRequest{}
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTaskShareLinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTaskShareLinkRequest) ProtoMessage() {}
+
+func (x *CreateTaskShareLinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTaskShareLinkRequest.ProtoReflect.Descriptor instead.
+func (*CreateTaskShareLinkRequest) Descriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_dispatch_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CreateTaskShareLinkRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *CreateTaskShareLinkRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+// TaskShareLink is a link that lets whoever holds it follow one task until it expires.
+type TaskShareLink struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task the link is to.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The signed token to pass as share_token (in REST, the shareToken query parameter) to GetTask and
+	// WatchTask: URL-safe base64 without padding. Treat it as a secret: whoever holds it sees the task.
+	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// When the link stops working.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The tracking page of the task with the token, relative to the server's address:
+	// /track/{task_id}#shareToken={token}. The token is in the fragment, which browsers do not send to
+	// servers, so it stays out of access logs and Referer headers.
+	Path          string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskShareLink) Reset() {
+	*x = TaskShareLink{}
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskShareLink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskShareLink) ProtoMessage() {}
+
+func (x *TaskShareLink) ProtoReflect() protoreflect.Message {
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskShareLink.ProtoReflect.Descriptor instead.
+func (*TaskShareLink) Descriptor() ([]byte, []int) {
+	return file_lastmile_dispatch_v1_dispatch_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TaskShareLink) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *TaskShareLink) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *TaskShareLink) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *TaskShareLink) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 // CourierOverview is everything a dashboard shows about one courier: the courier service's view and
 // dispatch's.
 type CourierOverview struct {
@@ -679,7 +828,7 @@ type CourierOverview struct {
 
 func (x *CourierOverview) Reset() {
 	*x = CourierOverview{}
-	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[9]
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +840,7 @@ func (x *CourierOverview) String() string {
 func (*CourierOverview) ProtoMessage() {}
 
 func (x *CourierOverview) ProtoReflect() protoreflect.Message {
-	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[9]
+	mi := &file_lastmile_dispatch_v1_dispatch_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +853,7 @@ func (x *CourierOverview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CourierOverview.ProtoReflect.Descriptor instead.
 func (*CourierOverview) Descriptor() ([]byte, []int) {
-	return file_lastmile_dispatch_v1_dispatch_proto_rawDescGZIP(), []int{9}
+	return file_lastmile_dispatch_v1_dispatch_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CourierOverview) GetCourier() *v1.CourierSnapshot {
@@ -732,7 +881,7 @@ var File_lastmile_dispatch_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"#lastmile/dispatch/v1/dispatch.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a!lastmile/courier/v1/courier.proto\x1a%lastmile/dispatch/v1/assignment.proto\x1a\"lastmile/dispatch/v1/session.proto\x1a\x1flastmile/dispatch/v1/task.proto\x1a#lastmile/dispatch/v1/tracking.proto\x1a!lastmile/dispatch/v1/upload.proto\"\xea\t\n" +
+	"#lastmile/dispatch/v1/dispatch.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!lastmile/courier/v1/courier.proto\x1a%lastmile/dispatch/v1/assignment.proto\x1a\"lastmile/dispatch/v1/session.proto\x1a\x1flastmile/dispatch/v1/task.proto\x1a#lastmile/dispatch/v1/tracking.proto\x1a!lastmile/dispatch/v1/upload.proto\"\xea\t\n" +
 	"\x11CreateTaskRequest\x122\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\x13\xbaH\x10r\x0e\x10\x01\x18@2\b^[!-~]+$R\trequestId\x12:\n" +
@@ -747,10 +896,12 @@ const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\x0eparcel_barcode\x18\t \x01(\tB\x15\xbaH\x12\xd8\x01\x01r\r\x18\x80\x012\b^[!-~]+$R\rparcelBarcode:\xaf\x05\xbaH\xab\x05\x1a\xe6\x01\n" +
 	"%create_task.proof_requirements_unique\x12Fproof_requirements may hold at most one requirement per kind and stage\x1authis.proof_requirements.all(a, this.proof_requirements.filter(b, b.kind == a.kind && b.stage == a.stage).size() == 1)\x1a\xb6\x01\n" +
 	"4create_task.barcode_requirement_needs_parcel_barcode\x120a barcode proof requirement needs parcel_barcode\x1aLthis.parcel_barcode != '' || !this.proof_requirements.exists(r, r.kind == 3)\x1a\x86\x02\n" +
-	".create_task.dropoff_window_after_pickup_window\x12Hdropoff.time_window.end_time must be after pickup.time_window.start_time\x1a\x89\x01!has(this.pickup.time_window) || !has(this.dropoff.time_window) || this.dropoff.time_window.end_time > this.pickup.time_window.start_time\"h\n" +
+	".create_task.dropoff_window_after_pickup_window\x12Hdropoff.time_window.end_time must be after pickup.time_window.start_time\x1a\x89\x01!has(this.pickup.time_window) || !has(this.dropoff.time_window) || this.dropoff.time_window.end_time > this.pickup.time_window.start_time\"\xa8\x01\n" +
 	"\x0eGetTaskRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12<\n" +
-	"\x04view\x18\x02 \x01(\x0e2\x1e.lastmile.dispatch.v1.TaskViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\"\xca\x02\n" +
+	"\x04view\x18\x02 \x01(\x0e2\x1e.lastmile.dispatch.v1.TaskViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\x12>\n" +
+	"\vshare_token\x18\x03 \x01(\tB\x1d\xbaH\x1a\xd8\x01\x01r\x15\x18\x80\x022\x10^[A-Za-z0-9_-]+$R\n" +
+	"shareToken\"\xca\x02\n" +
 	"\x10ListTasksRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
@@ -786,12 +937,22 @@ const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\"b\n" +
 	"\x16GetProofContentRequest\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12%\n" +
-	"\tupload_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\buploadId\"\xce\x01\n" +
+	"\tupload_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\buploadId\"~\n" +
+	"\x1aCreateTaskShareLinkRequest\x12!\n" +
+	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12=\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
+	"\"\x04\b\x80\xf5$2\x02\b<R\x03ttl\"\x8f\x01\n" +
+	"\rTaskShareLink\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\"\xce\x01\n" +
 	"\x0fCourierOverview\x12>\n" +
 	"\acourier\x18\x01 \x01(\v2$.lastmile.courier.v1.CourierSnapshotR\acourier\x12=\n" +
 	"\factive_tasks\x18\x02 \x03(\v2\x1a.lastmile.dispatch.v1.TaskR\vactiveTasks\x12<\n" +
 	"\vopen_offers\x18\x03 \x03(\v2\x1b.lastmile.dispatch.v1.OfferR\n" +
-	"openOffers2\xf2\v\n" +
+	"openOffers2\x87\r\n" +
 	"\x0fDispatchService\x12g\n" +
 	"\n" +
 	"CreateTask\x12'.lastmile.dispatch.v1.CreateTaskRequest\x1a\x1a.lastmile.dispatch.v1.Task\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/tasks\x12c\n" +
@@ -809,7 +970,8 @@ const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\x11StreamAssignments\x12..lastmile.dispatch.v1.StreamAssignmentsRequest\x1a/.lastmile.dispatch.v1.StreamAssignmentsResponse(\x010\x01\x12f\n" +
 	"\vUploadProof\x12(.lastmile.dispatch.v1.UploadProofRequest\x1a).lastmile.dispatch.v1.UploadProofResponse(\x010\x01\x12Q\n" +
 	"\tGetUpload\x12&.lastmile.dispatch.v1.GetUploadRequest\x1a\x1c.lastmile.dispatch.v1.Upload\x12\x8f\x01\n" +
-	"\x0fGetProofContent\x12,.lastmile.dispatch.v1.GetProofContentRequest\x1a\x14.google.api.HttpBody\"6\x82\xd3\xe4\x93\x020\x12./v1/tasks/{task_id}/proofs/{upload_id}/content0\x01B1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
+	"\x0fGetProofContent\x12,.lastmile.dispatch.v1.GetProofContentRequest\x1a\x14.google.api.HttpBody\"6\x82\xd3\xe4\x93\x020\x12./v1/tasks/{task_id}/proofs/{upload_id}/content0\x01\x12\x92\x01\n" +
+	"\x13CreateTaskShareLink\x120.lastmile.dispatch.v1.CreateTaskShareLinkRequest\x1a#.lastmile.dispatch.v1.TaskShareLink\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/tasks/{task_id}:shareB1Z/lastmile/gen/go/lastmile/dispatch/v1;dispatchv1b\x06proto3"
 
 var (
 	file_lastmile_dispatch_v1_dispatch_proto_rawDescOnce sync.Once
@@ -823,86 +985,94 @@ func file_lastmile_dispatch_v1_dispatch_proto_rawDescGZIP() []byte {
 	return file_lastmile_dispatch_v1_dispatch_proto_rawDescData
 }
 
-var file_lastmile_dispatch_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_lastmile_dispatch_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_lastmile_dispatch_v1_dispatch_proto_goTypes = []any{
-	(*CreateTaskRequest)(nil),         // 0: lastmile.dispatch.v1.CreateTaskRequest
-	(*GetTaskRequest)(nil),            // 1: lastmile.dispatch.v1.GetTaskRequest
-	(*ListTasksRequest)(nil),          // 2: lastmile.dispatch.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),         // 3: lastmile.dispatch.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),         // 4: lastmile.dispatch.v1.CancelTaskRequest
-	(*AssignTaskRequest)(nil),         // 5: lastmile.dispatch.v1.AssignTaskRequest
-	(*ExplainAssignmentRequest)(nil),  // 6: lastmile.dispatch.v1.ExplainAssignmentRequest
-	(*GetCourierStatusRequest)(nil),   // 7: lastmile.dispatch.v1.GetCourierStatusRequest
-	(*GetProofContentRequest)(nil),    // 8: lastmile.dispatch.v1.GetProofContentRequest
-	(*CourierOverview)(nil),           // 9: lastmile.dispatch.v1.CourierOverview
-	(*Stop)(nil),                      // 10: lastmile.dispatch.v1.Stop
-	(TaskPriority)(0),                 // 11: lastmile.dispatch.v1.TaskPriority
-	(ParcelSize)(0),                   // 12: lastmile.dispatch.v1.ParcelSize
-	(*ProofRequirement)(nil),          // 13: lastmile.dispatch.v1.ProofRequirement
-	(TaskView)(0),                     // 14: lastmile.dispatch.v1.TaskView
-	(TaskState)(0),                    // 15: lastmile.dispatch.v1.TaskState
-	(*Task)(nil),                      // 16: lastmile.dispatch.v1.Task
-	(CancelReason)(0),                 // 17: lastmile.dispatch.v1.CancelReason
-	(*v1.CourierSnapshot)(nil),        // 18: lastmile.courier.v1.CourierSnapshot
-	(*Offer)(nil),                     // 19: lastmile.dispatch.v1.Offer
-	(*WatchTaskRequest)(nil),          // 20: lastmile.dispatch.v1.WatchTaskRequest
-	(*WatchTasksRequest)(nil),         // 21: lastmile.dispatch.v1.WatchTasksRequest
-	(*StreamAssignmentsRequest)(nil),  // 22: lastmile.dispatch.v1.StreamAssignmentsRequest
-	(*UploadProofRequest)(nil),        // 23: lastmile.dispatch.v1.UploadProofRequest
-	(*GetUploadRequest)(nil),          // 24: lastmile.dispatch.v1.GetUploadRequest
-	(*AssignmentExplanation)(nil),     // 25: lastmile.dispatch.v1.AssignmentExplanation
-	(*WatchTaskResponse)(nil),         // 26: lastmile.dispatch.v1.WatchTaskResponse
-	(*WatchTasksResponse)(nil),        // 27: lastmile.dispatch.v1.WatchTasksResponse
-	(*StreamAssignmentsResponse)(nil), // 28: lastmile.dispatch.v1.StreamAssignmentsResponse
-	(*UploadProofResponse)(nil),       // 29: lastmile.dispatch.v1.UploadProofResponse
-	(*Upload)(nil),                    // 30: lastmile.dispatch.v1.Upload
-	(*httpbody.HttpBody)(nil),         // 31: google.api.HttpBody
+	(*CreateTaskRequest)(nil),          // 0: lastmile.dispatch.v1.CreateTaskRequest
+	(*GetTaskRequest)(nil),             // 1: lastmile.dispatch.v1.GetTaskRequest
+	(*ListTasksRequest)(nil),           // 2: lastmile.dispatch.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),          // 3: lastmile.dispatch.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),          // 4: lastmile.dispatch.v1.CancelTaskRequest
+	(*AssignTaskRequest)(nil),          // 5: lastmile.dispatch.v1.AssignTaskRequest
+	(*ExplainAssignmentRequest)(nil),   // 6: lastmile.dispatch.v1.ExplainAssignmentRequest
+	(*GetCourierStatusRequest)(nil),    // 7: lastmile.dispatch.v1.GetCourierStatusRequest
+	(*GetProofContentRequest)(nil),     // 8: lastmile.dispatch.v1.GetProofContentRequest
+	(*CreateTaskShareLinkRequest)(nil), // 9: lastmile.dispatch.v1.CreateTaskShareLinkRequest
+	(*TaskShareLink)(nil),              // 10: lastmile.dispatch.v1.TaskShareLink
+	(*CourierOverview)(nil),            // 11: lastmile.dispatch.v1.CourierOverview
+	(*Stop)(nil),                       // 12: lastmile.dispatch.v1.Stop
+	(TaskPriority)(0),                  // 13: lastmile.dispatch.v1.TaskPriority
+	(ParcelSize)(0),                    // 14: lastmile.dispatch.v1.ParcelSize
+	(*ProofRequirement)(nil),           // 15: lastmile.dispatch.v1.ProofRequirement
+	(TaskView)(0),                      // 16: lastmile.dispatch.v1.TaskView
+	(TaskState)(0),                     // 17: lastmile.dispatch.v1.TaskState
+	(*Task)(nil),                       // 18: lastmile.dispatch.v1.Task
+	(CancelReason)(0),                  // 19: lastmile.dispatch.v1.CancelReason
+	(*durationpb.Duration)(nil),        // 20: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 21: google.protobuf.Timestamp
+	(*v1.CourierSnapshot)(nil),         // 22: lastmile.courier.v1.CourierSnapshot
+	(*Offer)(nil),                      // 23: lastmile.dispatch.v1.Offer
+	(*WatchTaskRequest)(nil),           // 24: lastmile.dispatch.v1.WatchTaskRequest
+	(*WatchTasksRequest)(nil),          // 25: lastmile.dispatch.v1.WatchTasksRequest
+	(*StreamAssignmentsRequest)(nil),   // 26: lastmile.dispatch.v1.StreamAssignmentsRequest
+	(*UploadProofRequest)(nil),         // 27: lastmile.dispatch.v1.UploadProofRequest
+	(*GetUploadRequest)(nil),           // 28: lastmile.dispatch.v1.GetUploadRequest
+	(*AssignmentExplanation)(nil),      // 29: lastmile.dispatch.v1.AssignmentExplanation
+	(*WatchTaskResponse)(nil),          // 30: lastmile.dispatch.v1.WatchTaskResponse
+	(*WatchTasksResponse)(nil),         // 31: lastmile.dispatch.v1.WatchTasksResponse
+	(*StreamAssignmentsResponse)(nil),  // 32: lastmile.dispatch.v1.StreamAssignmentsResponse
+	(*UploadProofResponse)(nil),        // 33: lastmile.dispatch.v1.UploadProofResponse
+	(*Upload)(nil),                     // 34: lastmile.dispatch.v1.Upload
+	(*httpbody.HttpBody)(nil),          // 35: google.api.HttpBody
 }
 var file_lastmile_dispatch_v1_dispatch_proto_depIdxs = []int32{
-	10, // 0: lastmile.dispatch.v1.CreateTaskRequest.pickup:type_name -> lastmile.dispatch.v1.Stop
-	10, // 1: lastmile.dispatch.v1.CreateTaskRequest.dropoff:type_name -> lastmile.dispatch.v1.Stop
-	11, // 2: lastmile.dispatch.v1.CreateTaskRequest.priority:type_name -> lastmile.dispatch.v1.TaskPriority
-	12, // 3: lastmile.dispatch.v1.CreateTaskRequest.size:type_name -> lastmile.dispatch.v1.ParcelSize
-	13, // 4: lastmile.dispatch.v1.CreateTaskRequest.proof_requirements:type_name -> lastmile.dispatch.v1.ProofRequirement
-	14, // 5: lastmile.dispatch.v1.GetTaskRequest.view:type_name -> lastmile.dispatch.v1.TaskView
-	15, // 6: lastmile.dispatch.v1.ListTasksRequest.states:type_name -> lastmile.dispatch.v1.TaskState
-	14, // 7: lastmile.dispatch.v1.ListTasksRequest.view:type_name -> lastmile.dispatch.v1.TaskView
-	16, // 8: lastmile.dispatch.v1.ListTasksResponse.tasks:type_name -> lastmile.dispatch.v1.Task
-	17, // 9: lastmile.dispatch.v1.CancelTaskRequest.reason:type_name -> lastmile.dispatch.v1.CancelReason
-	18, // 10: lastmile.dispatch.v1.CourierOverview.courier:type_name -> lastmile.courier.v1.CourierSnapshot
-	16, // 11: lastmile.dispatch.v1.CourierOverview.active_tasks:type_name -> lastmile.dispatch.v1.Task
-	19, // 12: lastmile.dispatch.v1.CourierOverview.open_offers:type_name -> lastmile.dispatch.v1.Offer
-	0,  // 13: lastmile.dispatch.v1.DispatchService.CreateTask:input_type -> lastmile.dispatch.v1.CreateTaskRequest
-	1,  // 14: lastmile.dispatch.v1.DispatchService.GetTask:input_type -> lastmile.dispatch.v1.GetTaskRequest
-	2,  // 15: lastmile.dispatch.v1.DispatchService.ListTasks:input_type -> lastmile.dispatch.v1.ListTasksRequest
-	4,  // 16: lastmile.dispatch.v1.DispatchService.CancelTask:input_type -> lastmile.dispatch.v1.CancelTaskRequest
-	5,  // 17: lastmile.dispatch.v1.DispatchService.AssignTask:input_type -> lastmile.dispatch.v1.AssignTaskRequest
-	6,  // 18: lastmile.dispatch.v1.DispatchService.ExplainAssignment:input_type -> lastmile.dispatch.v1.ExplainAssignmentRequest
-	20, // 19: lastmile.dispatch.v1.DispatchService.WatchTask:input_type -> lastmile.dispatch.v1.WatchTaskRequest
-	21, // 20: lastmile.dispatch.v1.DispatchService.WatchTasks:input_type -> lastmile.dispatch.v1.WatchTasksRequest
-	7,  // 21: lastmile.dispatch.v1.DispatchService.GetCourierStatus:input_type -> lastmile.dispatch.v1.GetCourierStatusRequest
-	22, // 22: lastmile.dispatch.v1.DispatchService.StreamAssignments:input_type -> lastmile.dispatch.v1.StreamAssignmentsRequest
-	23, // 23: lastmile.dispatch.v1.DispatchService.UploadProof:input_type -> lastmile.dispatch.v1.UploadProofRequest
-	24, // 24: lastmile.dispatch.v1.DispatchService.GetUpload:input_type -> lastmile.dispatch.v1.GetUploadRequest
-	8,  // 25: lastmile.dispatch.v1.DispatchService.GetProofContent:input_type -> lastmile.dispatch.v1.GetProofContentRequest
-	16, // 26: lastmile.dispatch.v1.DispatchService.CreateTask:output_type -> lastmile.dispatch.v1.Task
-	16, // 27: lastmile.dispatch.v1.DispatchService.GetTask:output_type -> lastmile.dispatch.v1.Task
-	3,  // 28: lastmile.dispatch.v1.DispatchService.ListTasks:output_type -> lastmile.dispatch.v1.ListTasksResponse
-	16, // 29: lastmile.dispatch.v1.DispatchService.CancelTask:output_type -> lastmile.dispatch.v1.Task
-	16, // 30: lastmile.dispatch.v1.DispatchService.AssignTask:output_type -> lastmile.dispatch.v1.Task
-	25, // 31: lastmile.dispatch.v1.DispatchService.ExplainAssignment:output_type -> lastmile.dispatch.v1.AssignmentExplanation
-	26, // 32: lastmile.dispatch.v1.DispatchService.WatchTask:output_type -> lastmile.dispatch.v1.WatchTaskResponse
-	27, // 33: lastmile.dispatch.v1.DispatchService.WatchTasks:output_type -> lastmile.dispatch.v1.WatchTasksResponse
-	9,  // 34: lastmile.dispatch.v1.DispatchService.GetCourierStatus:output_type -> lastmile.dispatch.v1.CourierOverview
-	28, // 35: lastmile.dispatch.v1.DispatchService.StreamAssignments:output_type -> lastmile.dispatch.v1.StreamAssignmentsResponse
-	29, // 36: lastmile.dispatch.v1.DispatchService.UploadProof:output_type -> lastmile.dispatch.v1.UploadProofResponse
-	30, // 37: lastmile.dispatch.v1.DispatchService.GetUpload:output_type -> lastmile.dispatch.v1.Upload
-	31, // 38: lastmile.dispatch.v1.DispatchService.GetProofContent:output_type -> google.api.HttpBody
-	26, // [26:39] is the sub-list for method output_type
-	13, // [13:26] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 0: lastmile.dispatch.v1.CreateTaskRequest.pickup:type_name -> lastmile.dispatch.v1.Stop
+	12, // 1: lastmile.dispatch.v1.CreateTaskRequest.dropoff:type_name -> lastmile.dispatch.v1.Stop
+	13, // 2: lastmile.dispatch.v1.CreateTaskRequest.priority:type_name -> lastmile.dispatch.v1.TaskPriority
+	14, // 3: lastmile.dispatch.v1.CreateTaskRequest.size:type_name -> lastmile.dispatch.v1.ParcelSize
+	15, // 4: lastmile.dispatch.v1.CreateTaskRequest.proof_requirements:type_name -> lastmile.dispatch.v1.ProofRequirement
+	16, // 5: lastmile.dispatch.v1.GetTaskRequest.view:type_name -> lastmile.dispatch.v1.TaskView
+	17, // 6: lastmile.dispatch.v1.ListTasksRequest.states:type_name -> lastmile.dispatch.v1.TaskState
+	16, // 7: lastmile.dispatch.v1.ListTasksRequest.view:type_name -> lastmile.dispatch.v1.TaskView
+	18, // 8: lastmile.dispatch.v1.ListTasksResponse.tasks:type_name -> lastmile.dispatch.v1.Task
+	19, // 9: lastmile.dispatch.v1.CancelTaskRequest.reason:type_name -> lastmile.dispatch.v1.CancelReason
+	20, // 10: lastmile.dispatch.v1.CreateTaskShareLinkRequest.ttl:type_name -> google.protobuf.Duration
+	21, // 11: lastmile.dispatch.v1.TaskShareLink.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 12: lastmile.dispatch.v1.CourierOverview.courier:type_name -> lastmile.courier.v1.CourierSnapshot
+	18, // 13: lastmile.dispatch.v1.CourierOverview.active_tasks:type_name -> lastmile.dispatch.v1.Task
+	23, // 14: lastmile.dispatch.v1.CourierOverview.open_offers:type_name -> lastmile.dispatch.v1.Offer
+	0,  // 15: lastmile.dispatch.v1.DispatchService.CreateTask:input_type -> lastmile.dispatch.v1.CreateTaskRequest
+	1,  // 16: lastmile.dispatch.v1.DispatchService.GetTask:input_type -> lastmile.dispatch.v1.GetTaskRequest
+	2,  // 17: lastmile.dispatch.v1.DispatchService.ListTasks:input_type -> lastmile.dispatch.v1.ListTasksRequest
+	4,  // 18: lastmile.dispatch.v1.DispatchService.CancelTask:input_type -> lastmile.dispatch.v1.CancelTaskRequest
+	5,  // 19: lastmile.dispatch.v1.DispatchService.AssignTask:input_type -> lastmile.dispatch.v1.AssignTaskRequest
+	6,  // 20: lastmile.dispatch.v1.DispatchService.ExplainAssignment:input_type -> lastmile.dispatch.v1.ExplainAssignmentRequest
+	24, // 21: lastmile.dispatch.v1.DispatchService.WatchTask:input_type -> lastmile.dispatch.v1.WatchTaskRequest
+	25, // 22: lastmile.dispatch.v1.DispatchService.WatchTasks:input_type -> lastmile.dispatch.v1.WatchTasksRequest
+	7,  // 23: lastmile.dispatch.v1.DispatchService.GetCourierStatus:input_type -> lastmile.dispatch.v1.GetCourierStatusRequest
+	26, // 24: lastmile.dispatch.v1.DispatchService.StreamAssignments:input_type -> lastmile.dispatch.v1.StreamAssignmentsRequest
+	27, // 25: lastmile.dispatch.v1.DispatchService.UploadProof:input_type -> lastmile.dispatch.v1.UploadProofRequest
+	28, // 26: lastmile.dispatch.v1.DispatchService.GetUpload:input_type -> lastmile.dispatch.v1.GetUploadRequest
+	8,  // 27: lastmile.dispatch.v1.DispatchService.GetProofContent:input_type -> lastmile.dispatch.v1.GetProofContentRequest
+	9,  // 28: lastmile.dispatch.v1.DispatchService.CreateTaskShareLink:input_type -> lastmile.dispatch.v1.CreateTaskShareLinkRequest
+	18, // 29: lastmile.dispatch.v1.DispatchService.CreateTask:output_type -> lastmile.dispatch.v1.Task
+	18, // 30: lastmile.dispatch.v1.DispatchService.GetTask:output_type -> lastmile.dispatch.v1.Task
+	3,  // 31: lastmile.dispatch.v1.DispatchService.ListTasks:output_type -> lastmile.dispatch.v1.ListTasksResponse
+	18, // 32: lastmile.dispatch.v1.DispatchService.CancelTask:output_type -> lastmile.dispatch.v1.Task
+	18, // 33: lastmile.dispatch.v1.DispatchService.AssignTask:output_type -> lastmile.dispatch.v1.Task
+	29, // 34: lastmile.dispatch.v1.DispatchService.ExplainAssignment:output_type -> lastmile.dispatch.v1.AssignmentExplanation
+	30, // 35: lastmile.dispatch.v1.DispatchService.WatchTask:output_type -> lastmile.dispatch.v1.WatchTaskResponse
+	31, // 36: lastmile.dispatch.v1.DispatchService.WatchTasks:output_type -> lastmile.dispatch.v1.WatchTasksResponse
+	11, // 37: lastmile.dispatch.v1.DispatchService.GetCourierStatus:output_type -> lastmile.dispatch.v1.CourierOverview
+	32, // 38: lastmile.dispatch.v1.DispatchService.StreamAssignments:output_type -> lastmile.dispatch.v1.StreamAssignmentsResponse
+	33, // 39: lastmile.dispatch.v1.DispatchService.UploadProof:output_type -> lastmile.dispatch.v1.UploadProofResponse
+	34, // 40: lastmile.dispatch.v1.DispatchService.GetUpload:output_type -> lastmile.dispatch.v1.Upload
+	35, // 41: lastmile.dispatch.v1.DispatchService.GetProofContent:output_type -> google.api.HttpBody
+	10, // 42: lastmile.dispatch.v1.DispatchService.CreateTaskShareLink:output_type -> lastmile.dispatch.v1.TaskShareLink
+	29, // [29:43] is the sub-list for method output_type
+	15, // [15:29] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_dispatch_v1_dispatch_proto_init() }
@@ -921,7 +1091,7 @@ func file_lastmile_dispatch_v1_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lastmile_dispatch_v1_dispatch_proto_rawDesc), len(file_lastmile_dispatch_v1_dispatch_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

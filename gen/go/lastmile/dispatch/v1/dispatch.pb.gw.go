@@ -355,6 +355,51 @@ func request_DispatchService_GetProofContent_0(ctx context.Context, marshaler ru
 	return stream, metadata, nil
 }
 
+func request_DispatchService_CreateTaskShareLink_0(ctx context.Context, marshaler runtime.Marshaler, client DispatchServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq CreateTaskShareLinkRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	val, ok := pathParams["task_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "task_id")
+	}
+	protoReq.TaskId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "task_id", err)
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.CreateTaskShareLink(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_DispatchService_CreateTaskShareLink_0(ctx context.Context, marshaler runtime.Marshaler, server DispatchServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq CreateTaskShareLinkRequest
+		metadata runtime.ServerMetadata
+		err      error
+	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	val, ok := pathParams["task_id"]
+	if !ok {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "missing parameter %s", "task_id")
+	}
+	protoReq.TaskId, err = runtime.String(val)
+	if err != nil {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "type mismatch, parameter: %s, error: %v", "task_id", err)
+	}
+	msg, err := server.CreateTaskShareLink(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 // RegisterDispatchServiceHandlerServer registers the http handlers for service DispatchService to "mux".
 // UnaryRPC     :call DispatchServiceServer directly.
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
@@ -507,6 +552,26 @@ func RegisterDispatchServiceHandlerServer(ctx context.Context, mux *runtime.Serv
 		_, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
 		runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
 		return
+	})
+	mux.Handle(http.MethodPost, pattern_DispatchService_CreateTaskShareLink_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/lastmile.dispatch.v1.DispatchService/CreateTaskShareLink", runtime.WithHTTPPathPattern("/v1/tasks/{task_id}:share"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_DispatchService_CreateTaskShareLink_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_DispatchService_CreateTaskShareLink_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
 
 	return nil
@@ -684,27 +749,46 @@ func RegisterDispatchServiceHandlerClient(ctx context.Context, mux *runtime.Serv
 		}
 		forward_DispatchService_GetProofContent_0(annotatedContext, mux, outboundMarshaler, w, req, func() (proto.Message, error) { return resp.Recv() }, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodPost, pattern_DispatchService_CreateTaskShareLink_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/lastmile.dispatch.v1.DispatchService/CreateTaskShareLink", runtime.WithHTTPPathPattern("/v1/tasks/{task_id}:share"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_DispatchService_CreateTaskShareLink_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_DispatchService_CreateTaskShareLink_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	return nil
 }
 
 var (
-	pattern_DispatchService_CreateTask_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "tasks"}, ""))
-	pattern_DispatchService_GetTask_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "tasks", "id"}, ""))
-	pattern_DispatchService_ListTasks_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "tasks"}, ""))
-	pattern_DispatchService_CancelTask_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "tasks", "id"}, "cancel"))
-	pattern_DispatchService_AssignTask_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "tasks", "id"}, "assign"))
-	pattern_DispatchService_ExplainAssignment_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "tasks", "id", "explanation"}, ""))
-	pattern_DispatchService_GetCourierStatus_0  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "couriers", "courier_id", "overview"}, ""))
-	pattern_DispatchService_GetProofContent_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3, 1, 0, 4, 1, 5, 4, 2, 5}, []string{"v1", "tasks", "task_id", "proofs", "upload_id", "content"}, ""))
+	pattern_DispatchService_CreateTask_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "tasks"}, ""))
+	pattern_DispatchService_GetTask_0             = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "tasks", "id"}, ""))
+	pattern_DispatchService_ListTasks_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1}, []string{"v1", "tasks"}, ""))
+	pattern_DispatchService_CancelTask_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "tasks", "id"}, "cancel"))
+	pattern_DispatchService_AssignTask_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "tasks", "id"}, "assign"))
+	pattern_DispatchService_ExplainAssignment_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "tasks", "id", "explanation"}, ""))
+	pattern_DispatchService_GetCourierStatus_0    = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "couriers", "courier_id", "overview"}, ""))
+	pattern_DispatchService_GetProofContent_0     = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3, 1, 0, 4, 1, 5, 4, 2, 5}, []string{"v1", "tasks", "task_id", "proofs", "upload_id", "content"}, ""))
+	pattern_DispatchService_CreateTaskShareLink_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2}, []string{"v1", "tasks", "task_id"}, "share"))
 )
 
 var (
-	forward_DispatchService_CreateTask_0        = runtime.ForwardResponseMessage
-	forward_DispatchService_GetTask_0           = runtime.ForwardResponseMessage
-	forward_DispatchService_ListTasks_0         = runtime.ForwardResponseMessage
-	forward_DispatchService_CancelTask_0        = runtime.ForwardResponseMessage
-	forward_DispatchService_AssignTask_0        = runtime.ForwardResponseMessage
-	forward_DispatchService_ExplainAssignment_0 = runtime.ForwardResponseMessage
-	forward_DispatchService_GetCourierStatus_0  = runtime.ForwardResponseMessage
-	forward_DispatchService_GetProofContent_0   = runtime.ForwardResponseStream
+	forward_DispatchService_CreateTask_0          = runtime.ForwardResponseMessage
+	forward_DispatchService_GetTask_0             = runtime.ForwardResponseMessage
+	forward_DispatchService_ListTasks_0           = runtime.ForwardResponseMessage
+	forward_DispatchService_CancelTask_0          = runtime.ForwardResponseMessage
+	forward_DispatchService_AssignTask_0          = runtime.ForwardResponseMessage
+	forward_DispatchService_ExplainAssignment_0   = runtime.ForwardResponseMessage
+	forward_DispatchService_GetCourierStatus_0    = runtime.ForwardResponseMessage
+	forward_DispatchService_GetProofContent_0     = runtime.ForwardResponseStream
+	forward_DispatchService_CreateTaskShareLink_0 = runtime.ForwardResponseMessage
 )

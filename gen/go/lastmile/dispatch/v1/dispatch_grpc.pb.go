@@ -23,19 +23,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	DispatchService_CreateTask_FullMethodName        = "/lastmile.dispatch.v1.DispatchService/CreateTask"
-	DispatchService_GetTask_FullMethodName           = "/lastmile.dispatch.v1.DispatchService/GetTask"
-	DispatchService_ListTasks_FullMethodName         = "/lastmile.dispatch.v1.DispatchService/ListTasks"
-	DispatchService_CancelTask_FullMethodName        = "/lastmile.dispatch.v1.DispatchService/CancelTask"
-	DispatchService_AssignTask_FullMethodName        = "/lastmile.dispatch.v1.DispatchService/AssignTask"
-	DispatchService_ExplainAssignment_FullMethodName = "/lastmile.dispatch.v1.DispatchService/ExplainAssignment"
-	DispatchService_WatchTask_FullMethodName         = "/lastmile.dispatch.v1.DispatchService/WatchTask"
-	DispatchService_WatchTasks_FullMethodName        = "/lastmile.dispatch.v1.DispatchService/WatchTasks"
-	DispatchService_GetCourierStatus_FullMethodName  = "/lastmile.dispatch.v1.DispatchService/GetCourierStatus"
-	DispatchService_StreamAssignments_FullMethodName = "/lastmile.dispatch.v1.DispatchService/StreamAssignments"
-	DispatchService_UploadProof_FullMethodName       = "/lastmile.dispatch.v1.DispatchService/UploadProof"
-	DispatchService_GetUpload_FullMethodName         = "/lastmile.dispatch.v1.DispatchService/GetUpload"
-	DispatchService_GetProofContent_FullMethodName   = "/lastmile.dispatch.v1.DispatchService/GetProofContent"
+	DispatchService_CreateTask_FullMethodName          = "/lastmile.dispatch.v1.DispatchService/CreateTask"
+	DispatchService_GetTask_FullMethodName             = "/lastmile.dispatch.v1.DispatchService/GetTask"
+	DispatchService_ListTasks_FullMethodName           = "/lastmile.dispatch.v1.DispatchService/ListTasks"
+	DispatchService_CancelTask_FullMethodName          = "/lastmile.dispatch.v1.DispatchService/CancelTask"
+	DispatchService_AssignTask_FullMethodName          = "/lastmile.dispatch.v1.DispatchService/AssignTask"
+	DispatchService_ExplainAssignment_FullMethodName   = "/lastmile.dispatch.v1.DispatchService/ExplainAssignment"
+	DispatchService_WatchTask_FullMethodName           = "/lastmile.dispatch.v1.DispatchService/WatchTask"
+	DispatchService_WatchTasks_FullMethodName          = "/lastmile.dispatch.v1.DispatchService/WatchTasks"
+	DispatchService_GetCourierStatus_FullMethodName    = "/lastmile.dispatch.v1.DispatchService/GetCourierStatus"
+	DispatchService_StreamAssignments_FullMethodName   = "/lastmile.dispatch.v1.DispatchService/StreamAssignments"
+	DispatchService_UploadProof_FullMethodName         = "/lastmile.dispatch.v1.DispatchService/UploadProof"
+	DispatchService_GetUpload_FullMethodName           = "/lastmile.dispatch.v1.DispatchService/GetUpload"
+	DispatchService_GetProofContent_FullMethodName     = "/lastmile.dispatch.v1.DispatchService/GetProofContent"
+	DispatchService_CreateTaskShareLink_FullMethodName = "/lastmile.dispatch.v1.DispatchService/CreateTaskShareLink"
 )
 
 // DispatchServiceClient is the client API for DispatchService service.
@@ -48,9 +49,11 @@ const (
 // Callers: customers and partner systems create, read, watch and cancel their own tasks; dispatchers and
 // administrators see every task, override assignments and read assignment explanations; couriers hold a
 // StreamAssignments session and upload proofs for the tasks they hold. A caller asking for a task they
-// may not see gets NOT_FOUND, so task ids cannot be probed. Every RPC also returns UNAUTHENTICATED without
-// valid credentials, RESOURCE_EXHAUSTED when rate limited, and INVALID_ARGUMENT when a request breaks its
-// validation rules.
+// may not see gets NOT_FOUND, so task ids cannot be probed. Anyone holding a share link
+// (CreateTaskShareLink) may follow that one task with GetTask and WatchTask, without credentials. Every
+// RPC also returns UNAUTHENTICATED without valid credentials (GetTask and WatchTask: unless share_token is
+// set), RESOURCE_EXHAUSTED when rate limited, and INVALID_ARGUMENT when a request breaks its validation
+// rules.
 type DispatchServiceClient interface {
 	// CreateTask creates a delivery task in state PENDING and hands it to the assignment engine.
 	//
@@ -66,7 +69,11 @@ type DispatchServiceClient interface {
 	CreateTask(ctx context.Context, in *CreateTaskRequest, opts ...grpc.CallOption) (*Task, error)
 	// GetTask returns one task, by default in TASK_VIEW_FULL.
 	//
-	// Errors: NOT_FOUND when the task does not exist or the caller may not see it.
+	// With share_token set, the call is answered by the token alone, whoever calls, with or without
+	// credentials: see GetTaskRequest.share_token.
+	//
+	// Errors: NOT_FOUND when the task does not exist or the caller may not see it, or share_token is set and
+	// is not a valid, unexpired link to this task.
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*Task, error)
 	// ListTasks returns the tasks that match the filters, newest first (by create_time, then id), by default
 	// in TASK_VIEW_BASIC.
@@ -112,8 +119,13 @@ type DispatchServiceClient interface {
 	// ends with OK after the task reaches a final state and that state was sent. The gateway serves it to
 	// browsers as Server-Sent Events (GET /v1/tasks/{id}/events).
 	//
-	// Errors: NOT_FOUND when the task does not exist or the caller may not see it; UNAVAILABLE when the server
-	// is shutting down (reconnect: the new stream starts with a fresh snapshot).
+	// With share_token set, the stream is answered by the token alone, whoever calls, with or without
+	// credentials, in the share view (see GetTaskRequest.share_token), and it ends with NOT_FOUND when the
+	// link expires (unless the task reached a final state before).
+	//
+	// Errors: NOT_FOUND when the task does not exist or the caller may not see it, or share_token is set and
+	// is not a valid, unexpired link to this task; UNAVAILABLE when the server is shutting down (reconnect:
+	// the new stream starts with a fresh snapshot).
 	WatchTask(ctx context.Context, in *WatchTaskRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchTaskResponse], error)
 	// WatchTasks streams every change to the tasks that match the filters, for dashboards: first a snapshot
 	// of the open tasks, then live changes (see WatchTasksResponse). The stream does not end on its own. The
@@ -196,6 +208,16 @@ type DispatchServiceClient interface {
 	// Errors: NOT_FOUND when the task or the upload does not exist, the upload belongs to another task, is
 	// not COMMITTED (in progress, rejected, expired or discarded), or the caller may not read it.
 	GetProofContent(ctx context.Context, in *GetProofContentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error)
+	// CreateTaskShareLink creates a share link to a task: a signed token that lets whoever holds it follow
+	// that one task, without an account, until the link expires (GetTask and WatchTask with share_token set,
+	// as on the tracking page at TaskShareLink.path). A link cannot be revoked before it expires, so keep ttl
+	// as short as its use allows. Creating a link changes nothing in the task; every call makes a new one.
+	//
+	// The task's customer, dispatchers and administrators may create links.
+	//
+	// Errors: NOT_FOUND when the task does not exist or the caller may not see it; PERMISSION_DENIED when the
+	// caller is a courier.
+	CreateTaskShareLink(ctx context.Context, in *CreateTaskShareLinkRequest, opts ...grpc.CallOption) (*TaskShareLink, error)
 }
 
 type dispatchServiceClient struct {
@@ -369,6 +391,16 @@ func (c *dispatchServiceClient) GetProofContent(ctx context.Context, in *GetProo
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DispatchService_GetProofContentClient = grpc.ServerStreamingClient[httpbody.HttpBody]
 
+func (c *dispatchServiceClient) CreateTaskShareLink(ctx context.Context, in *CreateTaskShareLinkRequest, opts ...grpc.CallOption) (*TaskShareLink, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TaskShareLink)
+	err := c.cc.Invoke(ctx, DispatchService_CreateTaskShareLink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DispatchServiceServer is the server API for DispatchService service.
 // All implementations must embed UnimplementedDispatchServiceServer
 // for forward compatibility.
@@ -379,9 +411,11 @@ type DispatchService_GetProofContentClient = grpc.ServerStreamingClient[httpbody
 // Callers: customers and partner systems create, read, watch and cancel their own tasks; dispatchers and
 // administrators see every task, override assignments and read assignment explanations; couriers hold a
 // StreamAssignments session and upload proofs for the tasks they hold. A caller asking for a task they
-// may not see gets NOT_FOUND, so task ids cannot be probed. Every RPC also returns UNAUTHENTICATED without
-// valid credentials, RESOURCE_EXHAUSTED when rate limited, and INVALID_ARGUMENT when a request breaks its
-// validation rules.
+// may not see gets NOT_FOUND, so task ids cannot be probed. Anyone holding a share link
+// (CreateTaskShareLink) may follow that one task with GetTask and WatchTask, without credentials. Every
+// RPC also returns UNAUTHENTICATED without valid credentials (GetTask and WatchTask: unless share_token is
+// set), RESOURCE_EXHAUSTED when rate limited, and INVALID_ARGUMENT when a request breaks its validation
+// rules.
 type DispatchServiceServer interface {
 	// CreateTask creates a delivery task in state PENDING and hands it to the assignment engine.
 	//
@@ -397,7 +431,11 @@ type DispatchServiceServer interface {
 	CreateTask(context.Context, *CreateTaskRequest) (*Task, error)
 	// GetTask returns one task, by default in TASK_VIEW_FULL.
 	//
-	// Errors: NOT_FOUND when the task does not exist or the caller may not see it.
+	// With share_token set, the call is answered by the token alone, whoever calls, with or without
+	// credentials: see GetTaskRequest.share_token.
+	//
+	// Errors: NOT_FOUND when the task does not exist or the caller may not see it, or share_token is set and
+	// is not a valid, unexpired link to this task.
 	GetTask(context.Context, *GetTaskRequest) (*Task, error)
 	// ListTasks returns the tasks that match the filters, newest first (by create_time, then id), by default
 	// in TASK_VIEW_BASIC.
@@ -443,8 +481,13 @@ type DispatchServiceServer interface {
 	// ends with OK after the task reaches a final state and that state was sent. The gateway serves it to
 	// browsers as Server-Sent Events (GET /v1/tasks/{id}/events).
 	//
-	// Errors: NOT_FOUND when the task does not exist or the caller may not see it; UNAVAILABLE when the server
-	// is shutting down (reconnect: the new stream starts with a fresh snapshot).
+	// With share_token set, the stream is answered by the token alone, whoever calls, with or without
+	// credentials, in the share view (see GetTaskRequest.share_token), and it ends with NOT_FOUND when the
+	// link expires (unless the task reached a final state before).
+	//
+	// Errors: NOT_FOUND when the task does not exist or the caller may not see it, or share_token is set and
+	// is not a valid, unexpired link to this task; UNAVAILABLE when the server is shutting down (reconnect:
+	// the new stream starts with a fresh snapshot).
 	WatchTask(*WatchTaskRequest, grpc.ServerStreamingServer[WatchTaskResponse]) error
 	// WatchTasks streams every change to the tasks that match the filters, for dashboards: first a snapshot
 	// of the open tasks, then live changes (see WatchTasksResponse). The stream does not end on its own. The
@@ -527,6 +570,16 @@ type DispatchServiceServer interface {
 	// Errors: NOT_FOUND when the task or the upload does not exist, the upload belongs to another task, is
 	// not COMMITTED (in progress, rejected, expired or discarded), or the caller may not read it.
 	GetProofContent(*GetProofContentRequest, grpc.ServerStreamingServer[httpbody.HttpBody]) error
+	// CreateTaskShareLink creates a share link to a task: a signed token that lets whoever holds it follow
+	// that one task, without an account, until the link expires (GetTask and WatchTask with share_token set,
+	// as on the tracking page at TaskShareLink.path). A link cannot be revoked before it expires, so keep ttl
+	// as short as its use allows. Creating a link changes nothing in the task; every call makes a new one.
+	//
+	// The task's customer, dispatchers and administrators may create links.
+	//
+	// Errors: NOT_FOUND when the task does not exist or the caller may not see it; PERMISSION_DENIED when the
+	// caller is a courier.
+	CreateTaskShareLink(context.Context, *CreateTaskShareLinkRequest) (*TaskShareLink, error)
 	mustEmbedUnimplementedDispatchServiceServer()
 }
 
@@ -575,6 +628,9 @@ func (UnimplementedDispatchServiceServer) GetUpload(context.Context, *GetUploadR
 }
 func (UnimplementedDispatchServiceServer) GetProofContent(*GetProofContentRequest, grpc.ServerStreamingServer[httpbody.HttpBody]) error {
 	return status.Error(codes.Unimplemented, "method GetProofContent not implemented")
+}
+func (UnimplementedDispatchServiceServer) CreateTaskShareLink(context.Context, *CreateTaskShareLinkRequest) (*TaskShareLink, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateTaskShareLink not implemented")
 }
 func (UnimplementedDispatchServiceServer) mustEmbedUnimplementedDispatchServiceServer() {}
 func (UnimplementedDispatchServiceServer) testEmbeddedByValue()                         {}
@@ -788,6 +844,24 @@ func _DispatchService_GetProofContent_Handler(srv interface{}, stream grpc.Serve
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DispatchService_GetProofContentServer = grpc.ServerStreamingServer[httpbody.HttpBody]
 
+func _DispatchService_CreateTaskShareLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTaskShareLinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).CreateTaskShareLink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_CreateTaskShareLink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).CreateTaskShareLink(ctx, req.(*CreateTaskShareLinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DispatchService_ServiceDesc is the grpc.ServiceDesc for DispatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -826,6 +900,10 @@ var DispatchService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetUpload",
 			Handler:    _DispatchService_GetUpload_Handler,
+		},
+		{
+			MethodName: "CreateTaskShareLink",
+			Handler:    _DispatchService_CreateTaskShareLink_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

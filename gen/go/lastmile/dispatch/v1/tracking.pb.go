@@ -28,7 +28,11 @@ const (
 type WatchTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task to watch, a UUID.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// A share link's token (TaskShareLink.token), for callers who follow the task through a link. When set,
+	// the stream is answered by the token alone, whoever calls, in the share view; see
+	// GetTaskRequest.share_token. Up to 256 characters of the URL-safe base64 alphabet.
+	ShareToken    string `protobuf:"bytes,2,opt,name=share_token,json=shareToken,proto3" json:"share_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -66,6 +70,13 @@ func (*WatchTaskRequest) Descriptor() ([]byte, []int) {
 func (x *WatchTaskRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *WatchTaskRequest) GetShareToken() string {
+	if x != nil {
+		return x.ShareToken
 	}
 	return ""
 }
@@ -442,9 +453,11 @@ var File_lastmile_dispatch_v1_tracking_proto protoreflect.FileDescriptor
 
 const file_lastmile_dispatch_v1_tracking_proto_rawDesc = "" +
 	"\n" +
-	"#lastmile/dispatch/v1/tracking.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!lastmile/courier/v1/courier.proto\x1a\x1flastmile/dispatch/v1/task.proto\",\n" +
+	"#lastmile/dispatch/v1/tracking.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!lastmile/courier/v1/courier.proto\x1a\x1flastmile/dispatch/v1/task.proto\"l\n" +
 	"\x10WatchTaskRequest\x12\x18\n" +
-	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"\xc1\x01\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12>\n" +
+	"\vshare_token\x18\x02 \x01(\tB\x1d\xbaH\x1a\xd8\x01\x01r\x15\x18\x80\x022\x10^[A-Za-z0-9_-]+$R\n" +
+	"shareToken\"\xc1\x01\n" +
 	"\x11WatchTaskResponse\x12.\n" +
 	"\x04task\x18\x01 \x01(\v2\x1a.lastmile.dispatch.v1.TaskR\x04task\x12K\n" +
 	"\x10courier_location\x18\x02 \x01(\v2 .lastmile.courier.v1.LocationFixR\x0fcourierLocation\x12/\n" +

@@ -1,0 +1,487 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	rpccode "google.golang.org/genproto/googleapis/rpc/code"
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
+)
+
+// Event routes and the names of their events; /work/wt/notes/sse-format.md and the README describe them.
+const (
+	eventsPath      = "/v1/events"
+	taskEventsRoute = "/v1/tasks/{id}/events"
+
+	eventOpen             = "open"
+	eventTask             = "task"
+	eventSnapshotComplete = "snapshotComplete"
+	eventCourier          = "courier"
+	eventEnd              = "end"
+	eventProblem          = "problem"
+
+	// lastEventIDParam is the query form of Last-Event-ID, for clients that cannot set headers.
+	lastEventIDParam = "lastEventId"
+	// couriersParam turns on courier events on /v1/events; couriersPrefix names WatchCouriersRequest fields.
+	couriersParam  = "couriers"
+	couriersPrefix = "couriers."
+	// maxEventID is the largest id accepted in Last-Event-ID: JavaScript numbers are exact up to 2^53.
+	maxEventID = 1 << 53
+)
+
+// event is one message for the browser, or the upstream's end (err, io.EOF for a clean end).
+type event struct {
+	name string
+	msg  proto.Message
+	err  error
+}
+
+// upstream is one gRPC server stream the event route reads.
+type upstream struct {
+	stream grpc.ClientStream
+	recv   func() (event, error)
+	// headerAccepts: the service sends acceptedHeader when it accepts the call (see established).
+	headerAccepts bool
+}
+
+// acceptedHeader is the response header metadata CourierService.WatchCouriers sends once it accepted a
+// watch, before any event.
+const acceptedHeader = "lastmile-watch"
+
+// serveTaskEvents serves GET /v1/tasks/{id}/events from DispatchService.WatchTask.
+func (b *browser) serveTaskEvents(w http.ResponseWriter, r *http.Request, id string) {
+	values, lastID, ok := b.eventQuery(w, r)
+	if !ok {
+		return
+	}
+	if values.Has("id") {
+		writeError(w, http.StatusBadRequest, codes.InvalidArgument, "the task id is in the path: remove the id query parameter", nil)
+		return
+	}
+	req := &dispatchv1.WatchTaskRequest{}
+	if !populate(w, req, values) {
+		return
+	}
+	req.Id = id
+	b.stream(w, r, lastID, "", func(ctx context.Context) ([]upstream, error) {
+		s, err := b.dispatch.WatchTask(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return []upstream{{stream: s, recv: func() (event, error) {
+			m, err := s.Recv()
+			if errors.Is(err, io.EOF) {
+				// WatchTask ends with OK once the task's final state was sent.
+				return event{name: eventEnd}, nil
+			}
+			return event{name: eventTask, msg: m}, err
+		}}}, nil
+	}, "/lastmile.dispatch.v1.DispatchService/WatchTask", taskEventsRoute)
+}
+
+// serveEvents serves GET /v1/events from DispatchService.WatchTasks and, with couriers=true or a
+// couriers.* parameter, CourierService.WatchCouriers.
+func (b *browser) serveEvents(w http.ResponseWriter, r *http.Request) {
+	values, lastID, ok := b.eventQuery(w, r)
+	if !ok {
+		return
+	}
+	tasksValues, courierValues := url.Values{}, url.Values{}
+	withCouriers := false
+	for k, vs := range values {
+		switch {
+		case k == couriersParam:
+			if len(vs) != 1 || (vs[0] != "true" && vs[0] != "false") {
+				writeError(w, http.StatusBadRequest, codes.InvalidArgument, "couriers must be true or false", nil)
+				return
+			}
+			withCouriers = withCouriers || vs[0] == "true"
+		case strings.HasPrefix(k, couriersPrefix):
+			courierValues[strings.TrimPrefix(k, couriersPrefix)] = vs
+			withCouriers = true
+		default:
+			tasksValues[k] = vs
+		}
+	}
+	tasksReq := &dispatchv1.WatchTasksRequest{}
+	if !populate(w, tasksReq, tasksValues) {
+		return
+	}
+	couriersReq := &courierv1.WatchCouriersRequest{}
+	if !populate(w, couriersReq, courierValues) {
+		return
+	}
+	if withCouriers && b.couriers == nil {
+		writeError(w, http.StatusServiceUnavailable, codes.Unavailable, "courier events are not available: the courier service is not configured", nil)
+		return
+	}
+	open := fmt.Sprintf(`{"resumed":%t}`, lastID >= 0)
+	b.stream(w, r, lastID, open, func(ctx context.Context) ([]upstream, error) {
+		tasks, err := b.dispatch.WatchTasks(ctx, tasksReq)
+		if err != nil {
+			return nil, err
+		}
+		ups := []upstream{{stream: tasks, recv: func() (event, error) {
+			m, err := tasks.Recv()
+			if err != nil {
+				return event{}, err
+			}
+			if t := m.GetTask(); t != nil {
+				return event{name: eventTask, msg: t}, nil
+			}
+			return event{name: eventSnapshotComplete, msg: m.GetSnapshotComplete()}, nil
+		}}}
+		if withCouriers {
+			cs, err := b.couriers.WatchCouriers(ctx, couriersReq)
+			if err != nil {
+				return nil, err
+			}
+			ups = append(ups, upstream{stream: cs, headerAccepts: true, recv: func() (event, error) {
+				m, err := cs.Recv()
+				return event{name: eventCourier, msg: m}, err
+			}})
+		}
+		return ups, nil
+	}, "/lastmile.dispatch.v1.DispatchService/WatchTasks", eventsPath)
+}
+
+// eventQuery returns the query parameters without the Last-Event-ID one, and the id to resume after
+// (-1 without one). It answers 400 itself for a malformed id or query.
+func (b *browser) eventQuery(w http.ResponseWriter, r *http.Request) (url.Values, int64, bool) {
+	values, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codes.InvalidArgument, "the query string is malformed", nil)
+		return nil, 0, false
+	}
+	raw := r.Header.Get("Last-Event-ID")
+	if q := values.Get(lastEventIDParam); raw == "" && q != "" {
+		raw = q
+	}
+	values.Del(lastEventIDParam)
+	if raw == "" {
+		return values, -1, true
+	}
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id < 0 || id > maxEventID {
+		writeError(w, http.StatusBadRequest, codes.InvalidArgument,
+			"Last-Event-ID must be an event id this server sent (a whole number from 0 to 2^53)", nil)
+		return nil, 0, false
+	}
+	return values, id, true
+}
+
+// populate fills m from query parameters the way grpc-gateway fills the REST routes' requests (by JSON or
+// proto field name, dotted paths into nested messages, repeated parameters for lists), so fields added to
+// the request later work without gateway changes. Unknown parameters are an error.
+func populate(w http.ResponseWriter, m proto.Message, values url.Values) bool {
+	for k := range values {
+		if !knownField(m.ProtoReflect().Descriptor(), k) {
+			writeError(w, http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("unknown query parameter %q", k), nil)
+			return false
+		}
+	}
+	if err := runtime.PopulateQueryParameters(m, values, noFilter); err != nil {
+		writeError(w, http.StatusBadRequest, codes.InvalidArgument, "invalid query parameter: "+err.Error(), nil)
+		return false
+	}
+	return true
+}
+
+// noFilter excludes no query parameter from PopulateQueryParameters.
+var noFilter = utilities.NewDoubleArray(nil)
+
+// knownField reports whether path (a.b.c, by JSON or proto names) names a field of md.
+func knownField(md protoreflect.MessageDescriptor, path string) bool {
+	parts := strings.Split(path, ".")
+	for i, p := range parts {
+		fd := md.Fields().ByName(protoreflect.Name(p))
+		if fd == nil {
+			fd = md.Fields().ByJSONName(p)
+		}
+		if fd == nil {
+			return false
+		}
+		if i < len(parts)-1 {
+			if fd.Message() == nil || fd.IsList() || fd.IsMap() {
+				return false
+			}
+			md = fd.Message()
+		}
+	}
+	return true
+}
+
+// stream runs one event stream: it opens the upstreams with the caller's forwarded identity, answers
+// errors they report before their first message with the REST status, then relays their messages as
+// events until the browser goes away, an upstream ends, a write stalls, or the gateway shuts down. Every
+// way out cancels the upstream calls and waits for the goroutines reading them.
+func (b *browser) stream(w http.ResponseWriter, r *http.Request, lastID int64, open string,
+	dial func(context.Context) ([]upstream, error), rpc, route string) {
+	if !b.acquire("") {
+		writeError(w, http.StatusTooManyRequests, codes.ResourceExhausted, "too many event streams are open; retry later", nil)
+		return
+	}
+	defer b.release("")
+
+	ctx, err := runtime.AnnotateContext(r.Context(), b.g.mux, r, rpc, runtime.WithHTTPPathPattern(route))
+	if err != nil {
+		b.g.handleError(r.Context(), b.g.mux, nil, w, r, status.Error(codes.InvalidArgument, err.Error()))
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The upstreams have RequestTimeout to accept the call, like any REST call; the stream itself has none.
+	timer := time.AfterFunc(b.g.cfg.RequestTimeout, cancel)
+	ups, err := dial(ctx)
+	var first []event
+	if err == nil {
+		first, err = established(ups)
+	}
+	if !timer.Stop() && err != nil {
+		err = status.Error(codes.DeadlineExceeded, "the service did not accept the event stream in time")
+	}
+	if err != nil {
+		b.g.handleError(ctx, b.g.mux, nil, w, r, err)
+		return
+	}
+	user := userKey(r)
+	if !b.acquire(user) {
+		writeError(w, http.StatusTooManyRequests, codes.ResourceExhausted, "too many event streams are open for this user; close some", nil)
+		return
+	}
+	defer b.release(user)
+
+	events := make(chan event)
+	var wg sync.WaitGroup
+	for _, u := range ups {
+		wg.Go(func() {
+			for {
+				ev, err := u.recv()
+				if err != nil {
+					ev = event{err: err}
+				}
+				select {
+				case events <- ev:
+				case <-ctx.Done():
+					return
+				}
+				if ev.err != nil || ev.name == eventEnd {
+					return
+				}
+			}
+		})
+	}
+	// Cancelling first ends the upstream calls, which ends the readers' Recv calls.
+	defer wg.Wait()
+	defer cancel()
+
+	sw, err := b.newEventWriter(w, lastID)
+	if err != nil {
+		b.g.log.LogAttrs(ctx, slog.LevelError, "gateway: event stream refused", slog.String("route", route), slog.String("error", err.Error()))
+		writeError(w, http.StatusInternalServerError, codes.Internal, "internal error", nil)
+		return
+	}
+	if err := sw.start(b.cfg.Retry, open); err != nil {
+		return
+	}
+	for _, ev := range first {
+		if sw.send(ev.name, ev.msg) != nil || ev.name == eventEnd {
+			return
+		}
+	}
+	heartbeat := time.NewTicker(b.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return // the browser went away
+		case <-b.stopping:
+			return // the gateway is shutting down; the browser reconnects elsewhere
+		case <-heartbeat.C:
+			if sw.comment("heartbeat") != nil {
+				return
+			}
+		case ev := <-events:
+			if ev.err != nil {
+				// A feed that ends cleanly (none should) just closes: the browser reconnects.
+				if ctx.Err() == nil && !errors.Is(ev.err, io.EOF) {
+					_ = sw.problem(b.g, ctx, ev.err)
+				}
+				return
+			}
+			if sw.send(ev.name, ev.msg) != nil || ev.name == eventEnd {
+				return
+			}
+		}
+	}
+}
+
+// established waits until every upstream has accepted the call, so that a refused call (authentication,
+// authorization, validation, a task the caller may not see) is answered with its REST status instead of an
+// event stream. The dispatch streams always open with a message (their snapshot), which it reads and keeps
+// for the stream; WatchCouriers may stay silent while no courier matches, so it says it accepted the call
+// with the acceptedHeader metadata instead.
+func established(ups []upstream) ([]event, error) {
+	var first []event
+	for _, u := range ups {
+		if u.headerAccepts {
+			md, err := u.stream.Header()
+			if err == nil && len(md.Get(acceptedHeader)) == 1 {
+				continue
+			}
+		}
+		ev, err := u.recv()
+		if err != nil {
+			return nil, err
+		}
+		if u.headerAccepts {
+			return nil, status.Error(codes.Unknown, "the courier stream did not say it accepted the call")
+		}
+		first = append(first, ev)
+	}
+	return first, nil
+}
+
+// acquire takes a slot of the total stream limit (user "") or of user's limit.
+func (b *browser) acquire(user string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if user == "" {
+		if b.open >= b.cfg.MaxEventStreams {
+			return false
+		}
+		b.open++
+		return true
+	}
+	if b.perUser[user] >= b.cfg.MaxEventStreamsPerUser {
+		return false
+	}
+	b.perUser[user]++
+	return true
+}
+
+func (b *browser) release(user string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if user == "" {
+		b.open--
+		return
+	}
+	if b.perUser[user]--; b.perUser[user] <= 0 {
+		delete(b.perUser, user)
+	}
+}
+
+// eventWriter writes the text/event-stream framing, flushing every event and bounding every write.
+type eventWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	nextID  int64
+	buf     bytes.Buffer
+}
+
+func (b *browser) newEventWriter(w http.ResponseWriter, lastID int64) (*eventWriter, error) {
+	rc := http.NewResponseController(w)
+	// The server's ReadTimeout and WriteTimeout bound ordinary requests, not a stream that runs for hours:
+	// the request was read long ago, so no read deadline (net/http lifts it itself for HTTP/1.1, not for
+	// every transport), and each write gets its own deadline instead (flush).
+	if err := rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return nil, fmt.Errorf("clear read deadline: %w", err)
+	}
+	// Without per-write deadlines a stalled browser would pin the stream, or the server's WriteTimeout
+	// would cut every stream: a response writer in between that hides the server's (no Unwrap) is a bug.
+	if err := rc.SetWriteDeadline(time.Now().Add(b.cfg.EventWriteTimeout)); err != nil {
+		return nil, fmt.Errorf("set write deadline: %w", err)
+	}
+	return &eventWriter{w: w, rc: rc, timeout: b.cfg.EventWriteTimeout, nextID: lastID + 1}, nil
+}
+
+func (s *eventWriter) start(retry time.Duration, open string) error {
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	s.w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(&s.buf, "retry: %d\n\n", retry.Milliseconds())
+	if open != "" {
+		s.frame(eventOpen, []byte(open))
+	}
+	return s.flush()
+}
+
+func (s *eventWriter) comment(text string) error {
+	fmt.Fprintf(&s.buf, ": %s\n\n", text)
+	return s.flush()
+}
+
+func (s *eventWriter) send(name string, msg proto.Message) error {
+	data := []byte("{}")
+	if msg != nil && msg.ProtoReflect().IsValid() {
+		var err error
+		if data, err = jsonOut.Marshal(msg); err != nil {
+			return fmt.Errorf("marshal %s event: %w", name, err)
+		}
+	}
+	s.frame(name, data)
+	return s.flush()
+}
+
+// problem sends the error an upstream ended with as a problem event, in the REST error shape.
+func (s *eventWriter) problem(g *Gateway, ctx context.Context, err error) error {
+	st := status.Convert(err)
+	message := st.Message()
+	if fault, ok := serverFaults[st.Code()]; ok {
+		g.log.LogAttrs(ctx, fault.level, "gateway: event stream failed", slog.String("code", st.Code().String()), slog.String("error", st.Message()))
+		message = fault.message
+	}
+	httpStatus := runtime.HTTPStatusFromCode(st.Code())
+	data, jerr := json.Marshal(errorBody{Error: errorStatus{Code: httpStatus, Status: rpccode.Code(st.Code()).String(), Message: message}})
+	if jerr != nil {
+		return fmt.Errorf("marshal problem event: %w", jerr)
+	}
+	s.frame(eventProblem, data)
+	return s.flush()
+}
+
+// frame appends one event; data is one line of JSON.
+func (s *eventWriter) frame(name string, data []byte) {
+	fmt.Fprintf(&s.buf, "id: %d\nevent: %s\ndata: %s\n\n", s.nextID, name, data)
+	s.nextID++
+}
+
+// flush writes the buffered bytes within the write timeout and pushes them to the browser.
+func (s *eventWriter) flush() error {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.timeout)); err != nil {
+		return fmt.Errorf("set write deadline: %w", err)
+	}
+	_, err := s.w.Write(s.buf.Bytes())
+	s.buf.Reset()
+	if err != nil {
+		return fmt.Errorf("write event: %w", err)
+	}
+	if err := s.rc.Flush(); err != nil {
+		return fmt.Errorf("flush event: %w", err)
+	}
+	return nil
+}

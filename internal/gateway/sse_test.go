@@ -1,0 +1,718 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
+	"lastmile/internal/gateway"
+)
+
+const (
+	taskA     = "0198f4d5-7a58-7c3a-9d1e-0a1b2c3d4e51"
+	taskB     = "0198f4d5-7a58-7c3a-9d1e-0a1b2c3d4e52"
+	taskC     = "0198f4d5-7a58-7c3a-9d1e-0a1b2c3d4e53"
+	missingID = "0198f4d5-7a58-7c3a-9d1e-0a1b2c3d4e59"
+)
+
+// watchCall is one upstream call the fake dispatch service received.
+type watchCall struct {
+	tasksReq *dispatchv1.WatchTasksRequest
+	taskReq  *dispatchv1.WatchTaskRequest
+	md       metadata.MD
+	done     <-chan struct{} // closed when the call's context ends
+}
+
+// fakeDispatch serves WatchTasks and WatchTask. Every call is announced on calls; WatchTasks sends a
+// snapshot of taskA, then whatever the test puts on live. WatchTask sends a snapshot of the task, then
+// live messages, and ends with OK on a nil one. WatchTask of missingID is NOT_FOUND; without an
+// authorization header both are UNAUTHENTICATED, as the services' interceptors answer.
+type fakeDispatch struct {
+	dispatchv1.UnimplementedDispatchServiceServer
+	calls     chan watchCall
+	live      chan *dispatchv1.WatchTasksResponse
+	taskLive  chan *dispatchv1.WatchTaskResponse
+	fail      chan error // WatchTasks ends with the error sent here (nil: a clean end)
+	flood     bool       // WatchTasks sends large messages as fast as it can
+	floodNote string
+}
+
+func newFakeDispatch() *fakeDispatch {
+	return &fakeDispatch{
+		calls:    make(chan watchCall, 16),
+		live:     make(chan *dispatchv1.WatchTasksResponse),
+		taskLive: make(chan *dispatchv1.WatchTaskResponse),
+		fail:     make(chan error),
+	}
+}
+
+func authenticated(ctx context.Context) (metadata.MD, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if len(md.Get("authorization")) == 0 {
+		return md, status.Error(codes.Unauthenticated, "authentication required")
+	}
+	return md, nil
+}
+
+func (f *fakeDispatch) WatchTasks(req *dispatchv1.WatchTasksRequest, stream grpc.ServerStreamingServer[dispatchv1.WatchTasksResponse]) error {
+	ctx := stream.Context()
+	md, err := authenticated(ctx)
+	if err != nil {
+		return err
+	}
+	f.calls <- watchCall{tasksReq: req, md: md, done: ctx.Done()}
+	if f.flood {
+		for {
+			if err := stream.Send(taskMsg(taskA, f.floodNote)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, m := range []*dispatchv1.WatchTasksResponse{
+		taskMsg(taskA, "snapshot"),
+		{Kind: &dispatchv1.WatchTasksResponse_SnapshotComplete{SnapshotComplete: &dispatchv1.WatchTasksSnapshotComplete{TaskCount: 1}}},
+	} {
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+	for {
+		select {
+		case m := <-f.live:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case err := <-f.fail:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (f *fakeDispatch) WatchTask(req *dispatchv1.WatchTaskRequest, stream grpc.ServerStreamingServer[dispatchv1.WatchTaskResponse]) error {
+	ctx := stream.Context()
+	md, err := authenticated(ctx)
+	if err != nil {
+		return err
+	}
+	if req.GetId() == missingID {
+		return status.Error(codes.NotFound, "task not found")
+	}
+	f.calls <- watchCall{taskReq: req, md: md, done: ctx.Done()}
+	if err := stream.Send(&dispatchv1.WatchTaskResponse{Task: &dispatchv1.Task{Id: req.GetId(), State: dispatchv1.TaskState_TASK_STATE_PENDING}}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case m := <-f.taskLive:
+			if m == nil {
+				return nil
+			}
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func taskMsg(id, notes string) *dispatchv1.WatchTasksResponse {
+	return &dispatchv1.WatchTasksResponse{Kind: &dispatchv1.WatchTasksResponse_Task{Task: &dispatchv1.Task{
+		Id: id, State: dispatchv1.TaskState_TASK_STATE_PENDING, Notes: notes,
+	}}}
+}
+
+// eventStack is a gateway in front of a fake dispatch service.
+type eventStack struct {
+	fake  *fakeDispatch
+	gw    *gateway.Gateway
+	srv   *httptest.Server
+	close func()
+}
+
+// startEvents starts the stack; close (also a cleanup) stops everything, so that a test can check for
+// goroutines left behind.
+func startEvents(t *testing.T, fake *fakeDispatch, cfg gateway.Config) *eventStack {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	dispatchv1.RegisterDispatchServiceServer(gs, fake)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = gs.Serve(lis)
+	}()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("grpc.NewClient: %v", err)
+	}
+	g, err := gateway.New(t.Context(), cfg, []gateway.Service{{
+		Name: "lastmile.dispatch.v1.DispatchService", Conn: conn, Register: dispatchv1.RegisterDispatchServiceHandler,
+	}})
+	if err != nil {
+		t.Fatalf("gateway.New: %v", err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	s := &eventStack{fake: fake, gw: g, srv: srv}
+	var once bool
+	s.close = func() {
+		if once {
+			return
+		}
+		once = true
+		srv.CloseClientConnections()
+		srv.Close()
+		_ = conn.Close()
+		gs.Stop()
+		<-served
+	}
+	t.Cleanup(s.close)
+	return s
+}
+
+// token is a JWT-shaped bearer token for subject sub (the fake checks no signature; the gateway reads sub
+// for the per-user limit).
+func token(sub string) string {
+	payload := base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"` + sub + `"}`))
+	return "eyJhbGciOiJub25lIn0." + payload + ".c2ln"
+}
+
+// sseEvent is one parsed event, or a comment.
+type sseEvent struct {
+	ID, Event, Data, Comment, Retry string
+}
+
+// eventReader reads an event stream.
+type eventReader struct {
+	t    *testing.T
+	resp *http.Response
+	br   *bufio.Reader
+	stop context.CancelFunc
+}
+
+// openEvents sends GET path with header and returns the response; the caller checks the status.
+func openEvents(t *testing.T, s *eventStack, path string, header http.Header) *eventReader {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.srv.URL+path, nil)
+	if err != nil {
+		t.Fatalf("NewRequest: %v", err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	resp, err := s.srv.Client().Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	r := &eventReader{t: t, resp: resp, br: bufio.NewReader(resp.Body), stop: cancel}
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *eventReader) close() {
+	r.stop()
+	_ = r.resp.Body.Close()
+}
+
+// next returns the next event or comment block, failing the test after 10 s (a hang guard).
+func (r *eventReader) next() sseEvent {
+	r.t.Helper()
+	type result struct {
+		ev  sseEvent
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		var ev sseEvent
+		for {
+			line, err := r.br.ReadString('\n')
+			if err != nil {
+				c <- result{err: err}
+				return
+			}
+			line = strings.TrimSuffix(line, "\n")
+			if line == "" {
+				c <- result{ev: ev}
+				return
+			}
+			switch k, v, _ := strings.Cut(line, ": "); k {
+			case "id":
+				ev.ID = v
+			case "event":
+				ev.Event = v
+			case "data":
+				ev.Data = v
+			case "retry":
+				ev.Retry = v
+			case "":
+				ev.Comment = v
+			default:
+				c <- result{err: errors.New("unexpected line " + line)}
+				return
+			}
+		}
+	}()
+	select {
+	case res := <-c:
+		if res.err != nil {
+			r.t.Fatalf("read event: %v", res.err)
+		}
+		return res.ev
+	case <-time.After(10 * time.Second):
+		r.close()
+		r.t.Fatal("no event within 10s")
+		return sseEvent{}
+	}
+}
+
+// nextEvent skips heartbeats.
+func (r *eventReader) nextEvent() sseEvent {
+	r.t.Helper()
+	for {
+		if ev := r.next(); ev.Comment == "" {
+			return ev
+		}
+	}
+}
+
+func bearer(sub string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + token(sub)}}
+}
+
+func wantStreamHeaders(t *testing.T, resp *http.Response) {
+	t.Helper()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("status = %d %s, want 200", resp.StatusCode, body)
+	}
+	for k, want := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+func waitDone(t *testing.T, done <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: the upstream call's context was not cancelled within 10s", what)
+	}
+}
+
+func nextCall(t *testing.T, f *fakeDispatch) watchCall {
+	t.Helper()
+	select {
+	case c := <-f.calls:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no upstream call within 10s")
+		return watchCall{}
+	}
+}
+
+func TestEventsInOrder(t *testing.T) {
+	s := startEvents(t, newFakeDispatch(), gateway.Config{})
+	r := openEvents(t, s, "/v1/events?states=TASK_STATE_PENDING&states=TASK_STATE_OFFERED&customerId="+taskC+"&view=TASK_VIEW_FULL",
+		http.Header{"Authorization": {"Bearer " + token("u1")}, "X-Request-Id": {"req-1"}})
+	wantStreamHeaders(t, r.resp)
+	call := nextCall(t, s.fake)
+	wantReq := &dispatchv1.WatchTasksRequest{
+		States:     []dispatchv1.TaskState{dispatchv1.TaskState_TASK_STATE_PENDING, dispatchv1.TaskState_TASK_STATE_OFFERED},
+		CustomerId: taskC, View: dispatchv1.TaskView_TASK_VIEW_FULL,
+	}
+	if diff := cmp.Diff(wantReq, call.tasksReq, protocmp.Transform()); diff != "" {
+		t.Errorf("upstream request (-want +got):\n%s", diff)
+	}
+	if got := call.md.Get("authorization"); !cmp.Equal(got, []string{"Bearer " + token("u1")}) {
+		t.Errorf("forwarded authorization = %q", got)
+	}
+	if got := call.md.Get("x-request-id"); !cmp.Equal(got, []string{"req-1"}) {
+		t.Errorf("forwarded x-request-id = %q, want [req-1]", got)
+	}
+	// The client address, as grpc-gateway forwards it on the REST routes.
+	if got := call.md.Get("x-forwarded-for"); !cmp.Equal(got, []string{"127.0.0.1"}) {
+		t.Errorf("forwarded x-forwarded-for = %q, want [127.0.0.1]", got)
+	}
+
+	go func() {
+		s.fake.live <- taskMsg(taskB, "")
+		s.fake.live <- taskMsg(taskC, "")
+	}()
+	got := []sseEvent{r.next(), r.next(), r.next(), r.next(), r.next(), r.next()}
+	want := []sseEvent{
+		{Retry: "3000"},
+		{ID: "0", Event: "open", Data: `{"resumed":false}`},
+		{ID: "1", Event: "task", Data: `{"id":"` + taskA + `","state":"TASK_STATE_PENDING","notes":"snapshot"}`},
+		{ID: "2", Event: "snapshotComplete", Data: `{"taskCount":1}`},
+		{ID: "3", Event: "task", Data: `{"id":"` + taskB + `","state":"TASK_STATE_PENDING"}`},
+		{ID: "4", Event: "task", Data: `{"id":"` + taskC + `","state":"TASK_STATE_PENDING"}`},
+	}
+	if diff := cmp.Diff(want, normalize(got)); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+// normalize re-renders each data line through encoding/json-independent compaction: protojson may put
+// one or two spaces after separators (on purpose, to keep callers from depending on its bytes).
+func normalize(evs []sseEvent) []sseEvent {
+	out := make([]sseEvent, len(evs))
+	for i, ev := range evs {
+		ev.Data = strings.ReplaceAll(strings.ReplaceAll(ev.Data, ":  ", ":"), ": ", ":")
+		ev.Data = strings.ReplaceAll(strings.ReplaceAll(ev.Data, ",  ", ","), ", ", ",")
+		out[i] = ev
+	}
+	return out
+}
+
+// TestEventsWithSessionCookie: EventSource sends the session cookie, which becomes the bearer token.
+func TestEventsWithSessionCookie(t *testing.T) {
+	s := startEvents(t, newFakeDispatch(), gateway.Config{})
+	r := openEvents(t, s, "/v1/events", http.Header{"Cookie": {"lm_access=" + token("u1") + "; lm_csrf=c"}})
+	wantStreamHeaders(t, r.resp)
+	call := nextCall(t, s.fake)
+	if got := call.md.Get("authorization"); !cmp.Equal(got, []string{"Bearer " + token("u1")}) {
+		t.Errorf("forwarded authorization = %q, want the cookie's token", got)
+	}
+	if got := call.md.Get("cookie"); len(got) != 0 {
+		t.Errorf("cookie forwarded to the service: %q", got)
+	}
+}
+
+func TestTaskEvents(t *testing.T) {
+	s := startEvents(t, newFakeDispatch(), gateway.Config{})
+	r := openEvents(t, s, "/v1/tasks/"+taskA+"/events", bearer("u1"))
+	wantStreamHeaders(t, r.resp)
+	call := nextCall(t, s.fake)
+	if diff := cmp.Diff(&dispatchv1.WatchTaskRequest{Id: taskA}, call.taskReq, protocmp.Transform()); diff != "" {
+		t.Errorf("upstream request (-want +got):\n%s", diff)
+	}
+	go func() {
+		s.fake.taskLive <- &dispatchv1.WatchTaskResponse{Task: &dispatchv1.Task{Id: taskA, State: dispatchv1.TaskState_TASK_STATE_DELIVERED}}
+		s.fake.taskLive <- nil
+	}()
+	got := []sseEvent{r.next(), r.next(), r.next(), r.next()}
+	want := []sseEvent{
+		{Retry: "3000"},
+		{ID: "0", Event: "task", Data: `{"task":{"id":"` + taskA + `","state":"TASK_STATE_PENDING"}}`},
+		{ID: "1", Event: "task", Data: `{"task":{"id":"` + taskA + `","state":"TASK_STATE_DELIVERED"}}`},
+		{ID: "2", Event: "end", Data: `{}`},
+	}
+	if diff := cmp.Diff(want, normalize(got)); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	if _, err := r.br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("after end: read %v, want EOF (the server ends the response)", err)
+	}
+}
+
+func TestEventsResumeAfterLastEventID(t *testing.T) {
+	s := startEvents(t, newFakeDispatch(), gateway.Config{})
+	for _, tc := range []struct {
+		name   string
+		path   string
+		header http.Header
+	}{
+		{"header", "/v1/events", http.Header{"Last-Event-Id": {"41"}}},
+		{"query", "/v1/events?lastEventId=41", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := bearer("u1")
+			for k, v := range tc.header {
+				h[k] = v
+			}
+			r := openEvents(t, s, tc.path, h)
+			wantStreamHeaders(t, r.resp)
+			nextCall(t, s.fake)
+			got := []sseEvent{r.next(), r.next(), r.next(), r.next()}
+			want := []sseEvent{
+				{Retry: "3000"},
+				{ID: "42", Event: "open", Data: `{"resumed":true}`},
+				{ID: "43", Event: "task", Data: `{"id":"` + taskA + `","state":"TASK_STATE_PENDING","notes":"snapshot"}`},
+				{ID: "44", Event: "snapshotComplete", Data: `{"taskCount":1}`},
+			}
+			if diff := cmp.Diff(want, normalize(got)); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEventRequestErrors(t *testing.T) {
+	s := startEvents(t, newFakeDispatch(), gateway.Config{})
+	for _, tc := range []struct {
+		name       string
+		path       string
+		header     http.Header
+		wantStatus int
+		wantBody   map[string]any
+	}{
+		{"no credentials", "/v1/events", nil, http.StatusUnauthorized,
+			errorJSON(401, "UNAUTHENTICATED", "authentication required")},
+		{"task not visible", "/v1/tasks/" + missingID + "/events", bearer("u1"), http.StatusNotFound,
+			errorJSON(404, "NOT_FOUND", "task not found")},
+		{"unknown parameter", "/v1/events?color=red", bearer("u1"), http.StatusBadRequest,
+			errorJSON(400, "INVALID_ARGUMENT", `unknown query parameter "color"`)},
+		{"bad enum", "/v1/events?states=SHIPPED", bearer("u1"), http.StatusBadRequest, nil},
+		{"id in query", "/v1/tasks/" + taskA + "/events?id=" + taskB, bearer("u1"), http.StatusBadRequest,
+			errorJSON(400, "INVALID_ARGUMENT", "the task id is in the path: remove the id query parameter")},
+		{"bad last event id", "/v1/events", http.Header{"Authorization": {"Bearer " + token("u1")}, "Last-Event-Id": {"abc"}}, http.StatusBadRequest,
+			errorJSON(400, "INVALID_ARGUMENT", "Last-Event-ID must be an event id this server sent (a whole number from 0 to 2^53)")},
+		{"couriers not configured", "/v1/events?couriers=true", bearer("u1"), http.StatusServiceUnavailable,
+			errorJSON(503, "UNAVAILABLE", "courier events are not available: the courier service is not configured")},
+		{"bad couriers flag", "/v1/events?couriers=yes", bearer("u1"), http.StatusBadRequest,
+			errorJSON(400, "INVALID_ARGUMENT", "couriers must be true or false")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := do(t, s.srv, http.MethodGet, tc.path, nil, tc.header)
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status = %d %s, want %d", resp.StatusCode, body, tc.wantStatus)
+			}
+			if tc.wantBody != nil {
+				if diff := cmp.Diff(tc.wantBody, decode(t, body)); diff != "" {
+					t.Errorf("body (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+	resp, body := do(t, s.srv, http.MethodPost, "/v1/events", nil, bearer("u1"))
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" {
+		t.Errorf("POST /v1/events = %d (Allow %q) %s, want 405 with Allow: GET", resp.StatusCode, resp.Header.Get("Allow"), body)
+	}
+}
+
+// TestClientGoneClosesUpstream: when the browser goes away the upstream gRPC call is cancelled, the
+// stream's slot is released and no goroutine is left behind.
+func TestClientGoneClosesUpstream(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	s := startEvents(t, newFakeDispatch(), gateway.Config{Browser: gateway.BrowserConfig{MaxEventStreams: 1}})
+	r := openEvents(t, s, "/v1/events", bearer("u1"))
+	wantStreamHeaders(t, r.resp)
+	call := nextCall(t, s.fake)
+	r.nextEvent()
+	r.close()
+	waitDone(t, call.done, "client closed")
+
+	// The slot is free again (MaxEventStreams is 1): a new stream opens once the handler has returned.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := s.srv.Client().Do(mustRequest(t, s.srv.URL+"/v1/events", bearer("u1")))
+		if err != nil {
+			t.Fatalf("GET /v1/events: %v", err)
+		}
+		code := resp.StatusCode
+		_ = resp.Body.Close()
+		if code == http.StatusOK {
+			waitDone(t, nextCall(t, s.fake).done, "second client closed")
+			break
+		}
+		if code != http.StatusTooManyRequests || time.Now().After(deadline) {
+			t.Fatalf("second stream: status %d, want 200 once the first stream's slot is released", code)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.close()
+	goleak.VerifyNone(t, ignore)
+}
+
+func mustRequest(t *testing.T, url string, h http.Header) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatalf("NewRequest: %v", err)
+	}
+	req.Header = h
+	return req
+}
+
+func TestHeartbeats(t *testing.T) {
+	s := startEvents(t, newFakeDispatch(), gateway.Config{Browser: gateway.BrowserConfig{Heartbeat: 5 * time.Millisecond}})
+	r := openEvents(t, s, "/v1/events", bearer("u1"))
+	wantStreamHeaders(t, r.resp)
+	nextCall(t, s.fake)
+	for range 4 {
+		r.next() // retry, open, the snapshot task, snapshotComplete
+	}
+	for range 3 {
+		if ev := r.next(); ev != (sseEvent{Comment: "heartbeat"}) {
+			t.Fatalf("idle stream sent %+v, want the heartbeat comment", ev)
+		}
+	}
+}
+
+func TestEventStreamLimits(t *testing.T) {
+	s := startEvents(t, newFakeDispatch(), gateway.Config{Browser: gateway.BrowserConfig{MaxEventStreams: 3, MaxEventStreamsPerUser: 2}})
+	for range 2 {
+		wantStreamHeaders(t, openEvents(t, s, "/v1/events", bearer("u1")).resp)
+		nextCall(t, s.fake)
+	}
+	resp, body := do(t, s.srv, http.MethodGet, "/v1/events", nil, bearer("u1"))
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third stream of u1: %d %s, want 429", resp.StatusCode, body)
+	}
+	if diff := cmp.Diff(errorJSON(429, "RESOURCE_EXHAUSTED", "too many event streams are open for this user; close some"), decode(t, body)); diff != "" {
+		t.Errorf("body (-want +got):\n%s", diff)
+	}
+	<-s.fake.calls // the refused call was opened, then cancelled
+	wantStreamHeaders(t, openEvents(t, s, "/v1/events", bearer("u2")).resp)
+	nextCall(t, s.fake)
+	resp, body = do(t, s.srv, http.MethodGet, "/v1/events", nil, bearer("u3"))
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth stream: %d %s, want 429", resp.StatusCode, body)
+	}
+	if diff := cmp.Diff(errorJSON(429, "RESOURCE_EXHAUSTED", "too many event streams are open; retry later"), decode(t, body)); diff != "" {
+		t.Errorf("body (-want +got):\n%s", diff)
+	}
+}
+
+// TestStalledBrowser: a browser that stops reading has its stream closed after the write timeout, and
+// with it the upstream call.
+func TestStalledBrowser(t *testing.T) {
+	fake := newFakeDispatch()
+	fake.flood, fake.floodNote = true, strings.Repeat("x", 16<<10)
+	s := startEvents(t, fake, gateway.Config{Browser: gateway.BrowserConfig{EventWriteTimeout: 50 * time.Millisecond}})
+	r := openEvents(t, s, "/v1/events", bearer("u1"))
+	wantStreamHeaders(t, r.resp)
+	// Never read: the socket buffers fill, a write blocks past its deadline, the stream ends.
+	waitDone(t, nextCall(t, fake).done, "stalled browser")
+}
+
+// TestShutdownEndsEventStreams: streams never end on their own, so shutdown ends them instead of waiting
+// for its deadline.
+func TestShutdownEndsEventStreams(t *testing.T) {
+	fake := newFakeDispatch()
+	s := startEvents(t, fake, gateway.Config{Addr: "127.0.0.1:0", ShutdownTimeout: time.Minute})
+	ctx, cancel := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	if err := s.gw.Listen(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { served <- s.gw.Serve(ctx) }()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.gw.Addr().String()+"/v1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = bearer("u1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/events: %v", err)
+	}
+	defer resp.Body.Close()
+	wantStreamHeaders(t, resp)
+	call := nextCall(t, fake)
+	cancel()
+	waitDone(t, call.done, "shutdown")
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve = %v, want nil (a clean shutdown, nothing cut off)", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve did not return within 20s of cancellation")
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Errorf("reading the ended stream: %v, want a clean end", err)
+	}
+}
+
+// TestStreamOutlivesServerTimeouts: the server's read and write timeouts bound ordinary requests; an event
+// stream replaces them with a deadline per write, so it keeps going long after them.
+func TestStreamOutlivesServerTimeouts(t *testing.T) {
+	fake := newFakeDispatch()
+	s := startEvents(t, fake, gateway.Config{Addr: "127.0.0.1:0", ReadTimeout: 20 * time.Millisecond,
+		WriteTimeout: 20 * time.Millisecond, Browser: gateway.BrowserConfig{Heartbeat: 5 * time.Millisecond}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := s.gw.Listen(ctx); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.gw.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.gw.Addr().String()+"/v1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = bearer("u1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/events: %v", err)
+	}
+	defer resp.Body.Close()
+	wantStreamHeaders(t, resp)
+	nextCall(t, fake)
+	r := &eventReader{t: t, resp: resp, br: bufio.NewReader(resp.Body), stop: cancel}
+	start := time.Now()
+	for time.Since(start) < 10*20*time.Millisecond {
+		r.next()
+	}
+	go func() { fake.live <- taskMsg(taskB, "") }()
+	if ev := r.nextEvent(); ev.Event != "task" || !strings.Contains(ev.Data, taskB) {
+		t.Errorf("event after the server timeouts passed = %+v, want task %s", ev, taskB)
+	}
+}
+
+// TestUpstreamFailure: an upstream that fails after the stream started is reported as a problem event in
+// the REST error shape (server faults with their fixed message), then the stream ends; a clean end of the
+// feed just ends the stream, for the browser to reconnect.
+func TestUpstreamFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want []sseEvent
+	}{
+		{"unavailable", status.Error(codes.Unavailable, "dispatch: shutting down on host 10.0.0.7"),
+			[]sseEvent{{ID: "3", Event: "problem", Data: `{"error":{"code":503,"status":"UNAVAILABLE","message":"service unavailable, retry later"}}`}}},
+		{"unauthenticated", status.Error(codes.Unauthenticated, "token revoked"),
+			[]sseEvent{{ID: "3", Event: "problem", Data: `{"error":{"code":401,"status":"UNAUTHENTICATED","message":"token revoked"}}`}}},
+		{"clean end", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startEvents(t, newFakeDispatch(), gateway.Config{})
+			r := openEvents(t, s, "/v1/events", bearer("u1"))
+			wantStreamHeaders(t, r.resp)
+			call := nextCall(t, s.fake)
+			for range 4 {
+				r.next() // retry, open, the snapshot task, snapshotComplete
+			}
+			s.fake.fail <- tc.err
+			var got []sseEvent
+			for range tc.want {
+				got = append(got, r.nextEvent())
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+			if _, err := r.br.ReadByte(); !errors.Is(err, io.EOF) {
+				t.Errorf("after the failure: read %v, want EOF (the server ends the response)", err)
+			}
+			waitDone(t, call.done, "upstream failed")
+		})
+	}
+}
