@@ -87,33 +87,50 @@ const LM = (() => {
   }
   const fail = (err) => toast(err.message, err.requestId);
 
+  // whoami asks who is signed in (a reloaded page cannot read its HttpOnly token), refreshing an expired
+  // session once; it rejects with status 401 when nobody is.
+  async function whoami() {
+    try { return await api('GET', '/v1/session'); } catch (err) {
+      if (err.status === 401 && await refresh()) return api('GET', '/v1/session');
+      throw err;
+    }
+  }
+
   // stream opens an EventSource on url and calls handlers[event](data, id) for each event named in
   // handlers. EventSource reconnects by itself after a dropped connection, sending Last-Event-ID; after a
   // refused one (a non-200 answer: expired session, too many streams) it gives up, so we refresh the
-  // session and reopen it ourselves with lastEventId in the query. state(s) reports 'live',
-  // 'reconnecting' or 'offline' so that the page can always say where it stands.
+  // session and reopen it ourselves with lastEventId in the query. A `problem` event with a 4xx code will
+  // not heal by reconnecting: 401 refreshes the session and reopens, others end the stream. state(s)
+  // reports 'live', 'reconnecting', 'offline' or 'closed' so the page always says where it stands.
   function stream(url, handlers, state) {
     let es = null, lastId = '', backoff = 1000, closed = false, timer = 0;
+    const retry = () => {
+      es.close();
+      state('offline');
+      timer = setTimeout(async () => { await refresh(); if (!closed) open(); }, backoff);
+      backoff = Math.min(backoff * 2, 30000);
+    };
     const open = () => {
       const u = lastId ? url + (url.includes('?') ? '&' : '?') + 'lastEventId=' + lastId : url;
       es = new EventSource(u);
       es.onopen = () => { backoff = 1000; state('live'); };
       es.onerror = () => {
         if (closed) return;
-        if (es.readyState === EventSource.CONNECTING) { state('reconnecting'); return; }
-        es.close();
-        state('offline');
-        timer = setTimeout(async () => { await refresh(); if (!closed) open(); }, backoff);
-        backoff = Math.min(backoff * 2, 30000);
+        if (es.readyState === EventSource.CONNECTING) state('reconnecting'); else retry();
       };
-      for (const [name, fn] of Object.entries(handlers)) {
-        es.addEventListener(name, (ev) => {
-          if (ev.lastEventId) lastId = ev.lastEventId;
-          let data;
-          try { data = JSON.parse(ev.data); } catch { return; }
-          fn(data, ev.lastEventId);
-        });
-      }
+      const on = (name, fn) => es.addEventListener(name, (ev) => {
+        if (ev.lastEventId) lastId = ev.lastEventId;
+        let data;
+        try { data = JSON.parse(ev.data); } catch { return; }
+        fn(data, ev.lastEventId);
+      });
+      for (const [name, fn] of Object.entries(handlers)) if (name !== 'problem') on(name, fn);
+      on('problem', (data) => {
+        const code = (data.error && data.error.code) || 0;
+        if (handlers.problem) handlers.problem(data, code);
+        if (code === 401) retry();
+        else if (code >= 400 && code < 500) { closed = true; es.close(); state('closed'); }
+      });
     };
     open();
     return {close() { closed = true; clearTimeout(timer); if (es) es.close(); }};
@@ -123,7 +140,7 @@ const LM = (() => {
   function showConn(node, s) {
     node.dataset.state = s;
     node.textContent = {live: '● live', reconnecting: '◌ reconnecting…', offline: '○ offline — retrying',
-      connecting: '◌ connecting…'}[s] || s;
+      connecting: '◌ connecting…', closed: '○ closed'}[s] || s;
   }
 
   // ---- names and numbers -------------------------------------------------------------------------

@@ -30,25 +30,31 @@
     e.preventDefault();
     try {
       const r = await LM.login($('login-email').value, $('login-password').value);
-      const role = (r.user && r.user.role) || '';
-      if (role !== 'ROLE_DISPATCHER' && role !== 'ROLE_ADMIN') {
-        await LM.logout().catch(() => {});
-        showLogin('The dashboard is for dispatchers and admins.');
-        return;
-      }
-      sessionStorage.setItem('lm_who', r.user.displayName || r.user.email || '');
-      $('login').hidden = true;
       $('login-password').value = '';
-      start();
+      begin(r.user);
     } catch (err) {
       $('login-error').textContent = err.status === 401 ? 'Wrong email or password.' : err.message;
     }
   });
   $('logout').addEventListener('click', async () => {
     await LM.logout().catch(() => {});
-    sessionStorage.removeItem('lm_who');
     location.reload();
   });
+
+  // begin starts the dashboard for a signed-in user: dispatchers and admins only (the courier feed
+  // refuses others).
+  async function begin(user) {
+    const role = (user && user.role) || '';
+    if (role !== 'ROLE_DISPATCHER' && role !== 'ROLE_ADMIN') {
+      await LM.logout().catch(() => {});
+      showLogin('The dashboard is for dispatchers and admins.');
+      return;
+    }
+    $('login').hidden = true;
+    $('who').textContent = user.displayName || user.email || '';
+    $('user').hidden = false;
+    start();
+  }
 
   // ---- data ---------------------------------------------------------------------------------------
   const stateOf = LM.taskState;
@@ -115,13 +121,13 @@
         changed('list');
       },
       courier: (e) => putCourier(e.courier || {}, performance.now()),
-      problem: (e) => LM.toast('Live updates interrupted: ' + ((e.error && e.error.message) || 'server problem') + '. Reconnecting.'),
+      problem: (e, code) => {
+        if (code !== 401) LM.toast('Live updates interrupted: ' + ((e.error && e.error.message) || 'server problem') + (code >= 500 ? '. Reconnecting.' : '.'));
+      },
     }, (s) => LM.showConn(conn, s));
   }
 
   async function start() {
-    $('who').textContent = sessionStorage.getItem('lm_who') || 'signed in';
-    $('user').hidden = false;
     try { await load(); } catch (err) { LM.fail(err); }
     connect();
     changed('list');
@@ -612,6 +618,6 @@
   LM.loadConfig().then((cfg) => {
     if (cfg.area) { view.setArea(cfg.area); $('city').textContent = cfg.area.name || ''; if (!S.moved) view.fit([]); }
   });
-  // Are we logged in? A cheap authenticated call tells (refreshing the session if it can).
-  api('GET', '/v1/tasks?pageSize=1').then(start, (err) => { if (err.status === 401) showLogin(); else LM.fail(err); });
+  // Who is signed in, if anyone (a reload keeps the session).
+  LM.whoami().then((r) => begin(r.user), (err) => { if (err.status === 401) showLogin(); else LM.fail(err); });
 })();

@@ -92,7 +92,9 @@
     es = LM.stream('/v1/tasks/' + id + '/events' + q, {
       task: onUpdate,
       end: () => { es.close(); LM.showConn($('conn'), 'final'); $('conn').textContent = '✓ final'; },
-      problem: () => {},
+      problem: (e, code) => { // 404: the share link expired while the page was open
+        if (code === 404) $('headline').textContent = 'This tracking link has expired.';
+      },
     }, (s) => LM.showConn($('conn'), s));
   }
 
