@@ -253,8 +253,10 @@ func TestDashboard(t *testing.T) {
 	p.poll("the new task in the list", `(() => { const r = document.querySelector('#tasks li[data-id="`+id+`"] .route');
 		return r && r.textContent === 'Browser test pickup, Alexanderplatz 1 → Browser test dropoff, Karl-Marx-Allee 2'; })()`, 10*time.Second)
 
-	// The simulator's couriers take it: the drawer follows it to DELIVERED.
+	// The simulator's couriers take it: the drawer follows it to DELIVERED, and it leaves the list of open
+	// tasks.
 	p.poll("the new task reaches DELIVERED", `document.querySelector('#drawer-body header .chip.s-DELIVERED') !== null`, 8*time.Minute)
+	p.poll("the delivered task leaves the open tasks", `document.querySelector('#tasks li[data-id="`+id+`"]') === null`, 10*time.Second)
 
 	// Its explanation: a table with the winner on top.
 	p.poll("the explanation table", `document.querySelector('table.explain tbody tr') !== null`, 30*time.Second)

@@ -180,7 +180,8 @@ const LM = (() => {
       this.canvas = canvas; this.ctx = canvas.getContext('2d');
       this.draw = draw; this.click = click;
       this.cx = 0; this.cy = 0; this.k = 0.01; this.area = null;
-      this.w = 0; this.h = 0; this.pending = false; this.animating = false;
+      this.w = 0; this.h = 0; this.pending = false;
+      this.stats = {frames: 0, ms: 0, max: 0};
       new ResizeObserver(() => this.resize()).observe(canvas);
       let drag = null;
       canvas.addEventListener('pointerdown', (e) => {
@@ -241,11 +242,13 @@ const LM = (() => {
       });
     }
     frame(now) {
-      const c = this.ctx;
+      const c = this.ctx, t0 = performance.now();
       c.clearRect(0, 0, this.w, this.h);
       this.background(c);
       if (this.draw(c, this, now)) this.redraw();
       this.scaleBar(c);
+      const s = this.stats, ms = performance.now() - t0; // frame cost, for LM.debug and measurements
+      s.frames++; s.ms += ms; s.max = Math.max(s.max, ms);
     }
     // metersPerPixel on the ground at the view's centre latitude.
     metersPerPixel() { return Math.cos(unproject({x: this.cx, y: this.cy}).lat * Math.PI / 180) / this.k; }
@@ -300,7 +303,7 @@ const LM = (() => {
     try { return await (await fetch('/ui/config.json')).json(); } catch { return {}; }
   }
 
-  return {$, el, api, toasted, ApiError, login, logout, toast, fail, stream, showConn, taskState, courierStatus,
+  return {$, el, api, toasted, ApiError, login, logout, whoami, toast, fail, stream, showConn, taskState, courierStatus,
     shortId, ms, dur, clock, seconds, project, unproject, MapView, Mover, loadConfig,
     set onUnauthorized(f) { onUnauthorized = f; }};
 })();

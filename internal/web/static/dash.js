@@ -599,6 +599,7 @@
   $('close').addEventListener('click', close);
   $('search').addEventListener('input', (e) => { S.search = e.target.value; renderList(); });
   $('collapse').addEventListener('click', () => document.body.classList.toggle('collapsed'));
+  setInterval(() => changed('list'), 5000); // ages move on between events
   $('tasks').addEventListener('mouseenter', () => { S.hover = true; });
   $('tasks').addEventListener('mouseleave', () => { S.hover = false; renderList(); });
   for (const s of STATUSES) {
@@ -613,7 +614,7 @@
   // For tests and the browser console: each courier's status and where it is drawn now (world units).
   LM.debug = {couriers: () => [...S.couriers.values()].filter((k) => k.mover)
     .map((k) => ({id: k.id, status: k.status, mode: k.mode, ...k.mover.at(performance.now()), sx: k.sx, sy: k.sy})),
-  selected: () => (S.sel ? S.sel.id : '')};
+  selected: () => (S.sel ? S.sel.id : ''), frames: () => view.stats};
 
   LM.loadConfig().then((cfg) => {
     if (cfg.area) { view.setArea(cfg.area); $('city').textContent = cfg.area.name || ''; if (!S.moved) view.fit([]); }
