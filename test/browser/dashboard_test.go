@@ -306,6 +306,32 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("tracking page steps done = %v, want all four", got)
 	}
 
+	// A courier's drawer: click a courier on the map.
+	p.poll("a courier in view", inView+`.length > 0`, 60*time.Second)
+	k := eval[[]courier](p, inView)[0]
+	box = eval[[]float64](p, `(() => { const r = document.getElementById('map').getBoundingClientRect(); return [r.left, r.top]; })()`)
+	p.do("open a courier's drawer from the map", 30*time.Second,
+		chromedp.MouseClickXY(box[0]+k.SX, box[1]+k.SY),
+		chromedp.WaitVisible(chromedp.CSS("#drawer-body dl.facts")))
+	if got := eval[string](p, `LM.debug.selected()`); got != k.ID {
+		t.Errorf("after clicking courier %s on the map, the drawer shows %q", k.ID, got)
+	}
+	if got := eval[string](p, `[...document.querySelectorAll('#drawer-body dt')].map((d) => d.textContent).join(',')`); got != "Transport,Capacity used,Last fix,Delivered today,Id" {
+		t.Errorf("courier drawer facts = %q", got)
+	}
+
+	// Search narrows the list (here to the delivered task, under the ALL filter); j selects its first task.
+	p.do("search for the task", 30*time.Second,
+		chromedp.Click(chromedp.CSS("#filters .s-ALL")),
+		chromedp.SendKeys(chromedp.CSS("#search"), id[len(id)-8:]),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#tasks li').length === 1`, chromedp.WithPollingTimeout(10*time.Second)),
+		press("Escape", "Escape", 27),
+		press("j", "KeyJ", 74),
+		chromedp.WaitVisible(chromedp.CSS("#drawer-task-id")))
+	if got := eval[string](p, `LM.debug.selected()`); got != id {
+		t.Errorf("after searching for task %s and pressing j, the drawer shows %q", id, got)
+	}
+
 	for _, pg := range []*page{p, anon} {
 		if s := pg.consoleProblems(); s != "" {
 			t.Errorf("the browser reported problems:%s", s)
