@@ -176,7 +176,11 @@ func TestUpdateCourier(t *testing.T) {
 		{"stale etag", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "x", Etag: c.Etag()}, apperr.Aborted},
 		{"malformed etag", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "x", Etag: "W/abc"}, apperr.Invalid},
 		{"capacity below claims", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldCapacity}, Capacity: 1}, apperr.FailedPrecondition},
-		{"unknown field", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{"status"}}, apperr.Invalid},
+		{"output-only field", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{"status"}}, apperr.Invalid},
+		{"id", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName, "id"}, DisplayName: "x"}, apperr.Invalid},
+		{"unknown field", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{"displayName"}, DisplayName: "x"}, apperr.Invalid},
+		{"no fields", adminCtx(ctx), courier.UpdateRequest{ID: c.ID}, apperr.Invalid},
+		{"only the etag", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldEtag}, Etag: c.Etag()}, apperr.Invalid},
 		{"empty name", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}}, apperr.Invalid},
 		{"missing courier", adminCtx(ctx), courier.UpdateRequest{ID: missingID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "x"}, apperr.NotFound},
 	}

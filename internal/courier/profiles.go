@@ -3,6 +3,7 @@ package courier
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -135,7 +136,7 @@ func notFoundOr(err error, what string) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// Field names an updatable profile field.
+// Field names a profile field in an update, as the contract's update_mask paths do.
 type Field string
 
 // The updatable fields.
@@ -145,10 +146,19 @@ const (
 	FieldCapacity    Field = "capacity"
 )
 
+// FieldEtag may be named in an update and changes nothing: the etag is the update's precondition (see
+// UpdateRequest.Etag), and a client may send the etag it read along with its changes.
+const FieldEtag Field = "etag"
+
+// OutputOnlyFields are the profile fields the server sets. An update naming one is Invalid: it would
+// succeed while changing nothing the caller asked for.
+var OutputOnlyFields = []Field{"id", "user_id", "status", "create_time", "update_time"}
+
 // UpdateRequest changes the named fields of a courier's profile.
 type UpdateRequest struct {
 	ID string
-	// Fields lists what to change; the values are taken from the fields below.
+	// Fields lists what to change, at least one field; the values are taken from the fields below.
+	// FieldEtag is allowed and ignored; an output-only or unknown field is Invalid.
 	Fields      []Field
 	DisplayName string
 	Mode        Mode
@@ -181,16 +191,23 @@ func (s *Service) UpdateCourier(ctx context.Context, req UpdateRequest) (Courier
 		want = n
 	}
 	set := map[Field]bool{}
+	if !slices.ContainsFunc(req.Fields, func(f Field) bool { return f != FieldEtag }) {
+		v.add("update_mask", "must name at least one field to change")
+	}
 	for _, f := range req.Fields {
-		switch f {
-		case FieldDisplayName:
+		switch {
+		case f == FieldEtag:
+			continue
+		case f == FieldDisplayName:
 			v.displayName("display_name", req.DisplayName)
-		case FieldMode:
+		case f == FieldMode:
 			v.mode("transport_mode", req.Mode)
-		case FieldCapacity:
+		case f == FieldCapacity:
 			v.capacity("capacity", req.Capacity)
+		case slices.Contains(OutputOnlyFields, f):
+			v.add("update_mask", fmt.Sprintf("update_mask may not name %s: the server sets it", f))
 		default:
-			v.add("update_mask", fmt.Sprintf("%q is not an updatable field", f))
+			v.add("update_mask", fmt.Sprintf("update_mask may not name %q: a courier has no such field to change", f))
 		}
 		set[f] = true
 	}

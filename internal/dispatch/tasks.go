@@ -463,7 +463,7 @@ func (s *Service) ListTasks(ctx context.Context, req ListRequest) (TaskPage, err
 	size := req.PageSize
 	switch {
 	case size < 0 || size > MaxPageSize:
-		return TaskPage{}, apperr.InvalidFields("invalid request", apperr.FieldViolation{Field: "page_size", Description: "must be between 0 and 1000"})
+		return TaskPage{}, apperr.InvalidRequest(apperr.FieldViolation{Field: "page_size", Description: "must be between 0 and 1000"})
 	case size == 0:
 		size = DefaultPageSize
 	}
@@ -472,7 +472,7 @@ func (s *Service) ListTasks(ctx context.Context, req ListRequest) (TaskPage, err
 	if req.PageToken != "" {
 		tok, ok := decodePageToken(req.PageToken)
 		if !ok || tok.Filter != fkey {
-			return TaskPage{}, apperr.InvalidFields("invalid request", apperr.FieldViolation{Field: "page_token", Description: "is malformed or was issued for different filters"})
+			return TaskPage{}, apperr.InvalidRequest(apperr.FieldViolation{Field: "page_token", Description: "is malformed or was issued for different filters"})
 		}
 		q.AfterCreate, q.AfterID = tok.CreateTime, tok.ID
 	}

@@ -83,5 +83,5 @@ func (v violations) err() error {
 	if len(v) == 0 {
 		return nil
 	}
-	return apperr.InvalidFields("invalid request", v...)
+	return apperr.InvalidRequest(v...)
 }

@@ -94,6 +94,9 @@ func (g *Gateway) handleError(ctx context.Context, _ *runtime.ServeMux, _ runtim
 		g.log.LogAttrs(ctx, fault.level, "gateway: call failed",
 			slog.String("rpc", rpc), slog.String("code", st.Code().String()), slog.String("error", st.Message()))
 		message, details = fault.message, retryInfoOnly(details)
+	} else if names := renamerFor(ctx); names != nil {
+		// The services name fields as the gRPC contract does; a REST client knows their JSON names.
+		message, details = names.rename(message), names.renameDetails(details)
 	}
 
 	if d := retryDelay(details); d > 0 && (httpStatus == http.StatusTooManyRequests || httpStatus == http.StatusServiceUnavailable) {
@@ -211,6 +214,18 @@ func (g *Gateway) publicJSON(ctx context.Context, details []*anypb.Any) []json.R
 // writeError writes the JSON error body. It is the only place error responses are written, so that every
 // error, from a routing miss to a service's validation failure, has the same shape.
 func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, message string, details []json.RawMessage) {
+	body := errorBodyJSON(httpStatus, code, message, details)
+	h := w.Header()
+	h.Del("Trailer")
+	h.Del("Transfer-Encoding")
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(httpStatus)
+	_, _ = w.Write(body)
+}
+
+// errorBodyJSON renders the JSON error body.
+func errorBodyJSON(httpStatus int, code codes.Code, message string, details []json.RawMessage) []byte {
 	body, err := json.Marshal(errorBody{Error: errorStatus{
 		Code:    httpStatus,
 		Status:  rpccode.Code(code).String(),
@@ -221,13 +236,7 @@ func writeError(w http.ResponseWriter, httpStatus int, code codes.Code, message 
 		// Only a detail that is not valid JSON can get here; the error itself still goes out.
 		body, _ = json.Marshal(errorBody{Error: errorStatus{Code: httpStatus, Status: rpccode.Code(code).String(), Message: message}})
 	}
-	h := w.Header()
-	h.Del("Trailer")
-	h.Del("Transfer-Encoding")
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(httpStatus)
-	_, _ = w.Write(body)
+	return body
 }
 
 // discardWriter swallows the output of probe requests.

@@ -149,7 +149,8 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithErrorHandler(g.handleError),
 		runtime.WithRoutingErrorHandler(g.handleRoutingError),
-		runtime.WithMiddlewares(g.routeMiddleware),
+		runtime.WithStreamErrorHandler(g.handleStreamError),
+		runtime.WithMiddlewares(g.routeMiddleware, maskQueryMiddleware, contentTypeMiddleware),
 		// A POST with a form body must not be replayed as a GET, nor X-HTTP-Method-Override turn it into a
 		// DELETE: every route answers only the method its contract declares.
 		runtime.WithDisablePathLengthFallback(),

@@ -29,8 +29,10 @@ type UserUpdate struct {
 	// ID is the user to change.
 	ID string
 	// Paths names the fields to change, as in the contract's update_mask: display_name, username, email,
-	// role and status. The output-only paths (OutputOnlyPaths) are accepted and ignored, so that a client
-	// may send back what it read; any other path is Invalid.
+	// role and status. etag may be named too and changes nothing (it is the precondition, see Version), so
+	// that a client may send the etag it read along with its changes. Any other path is Invalid: a path
+	// the server owns (OutputOnlyPaths) as well as an unknown one, since a mask naming them would succeed
+	// while changing nothing the caller asked for.
 	Paths       []string
 	DisplayName string
 	// Username may be set to "" to remove the username.
@@ -53,8 +55,11 @@ const (
 	PathStatus      = "status"
 )
 
-// OutputOnlyPaths are the update-mask paths of fields the server owns. UpdateUser ignores them.
-var OutputOnlyPaths = []string{"id", "create_time", "update_time", "delete_time", "last_login_time", "etag"}
+// PathEtag names the user's etag in an update mask: a precondition, not a change.
+const PathEtag = "etag"
+
+// OutputOnlyPaths are the update-mask paths of fields the server owns. UpdateUser refuses them.
+var OutputOnlyPaths = []string{"id", "create_time", "update_time", "delete_time", "last_login_time"}
 
 // CreateUser creates a user: a public sign-up, or an admin creating any kind of user.
 //
@@ -281,13 +286,17 @@ func (in *UserUpdate) normalize() ([]string, error) {
 	var v violations
 	v.id("user.id", in.ID)
 	in.ID = normalizeID(in.ID)
-	if len(in.Paths) == 0 {
-		v.add("update_mask", "must name at least one field")
+	if !slices.ContainsFunc(in.Paths, func(p string) bool { return p != PathEtag }) {
+		v.add("update_mask", "must name at least one field to change")
 	}
 	var fields []string
 	for _, p := range in.Paths {
 		switch {
+		case p == PathEtag:
+			continue
 		case slices.Contains(OutputOnlyPaths, p):
+			v.add("update_mask", fmt.Sprintf("update_mask may not name %s: the server sets it", p))
+			continue
 		case p == PathDisplayName:
 			in.DisplayName = strings.TrimSpace(in.DisplayName)
 			v.displayName("user.display_name", in.DisplayName)
@@ -305,10 +314,10 @@ func (in *UserUpdate) normalize() ([]string, error) {
 				v.add("user.status", "must be active or suspended")
 			}
 		default:
-			v.add("update_mask", fmt.Sprintf("unknown or unsupported path %q", p))
+			v.add("update_mask", fmt.Sprintf("update_mask may not name %q: a user has no such field to change", p))
 			continue
 		}
-		if !slices.Contains(OutputOnlyPaths, p) && !slices.Contains(fields, p) {
+		if !slices.Contains(fields, p) {
 			fields = append(fields, p)
 		}
 	}

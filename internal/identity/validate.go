@@ -49,11 +49,7 @@ func (v violations) err() error {
 	if len(v) == 0 {
 		return nil
 	}
-	texts := make([]string, len(v))
-	for i, fv := range v {
-		texts[i] = fv.Field + ": " + fv.Description
-	}
-	return apperr.InvalidFields("invalid request: "+strings.Join(texts, "; "), v...)
+	return apperr.InvalidRequest(v...)
 }
 
 // email checks a normalised email address.

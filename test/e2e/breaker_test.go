@@ -74,7 +74,8 @@ func TestNoCallerOpensTheBreaker(t *testing.T) {
 			continue
 		}
 		text := mustJSON(t, body)
-		for _, field := range []string{`"start_time"`, `"end_time"`} {
+		// REST names the fields by their JSON names.
+		for _, field := range []string{`"startTime"`, `"endTime"`} {
 			if !strings.Contains(text, field) {
 				t.Errorf("400 body %s does not name the field %s", text, field)
 			}

@@ -63,7 +63,7 @@ func (d *decoder) err() error {
 	if len(d.violations) == 0 {
 		return nil
 	}
-	return apperr.InvalidFields("invalid request", d.violations...)
+	return apperr.InvalidRequest(d.violations...)
 }
 
 func indexed(field string, i int) string { return fmt.Sprintf("%s[%d]", field, i) }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"slices"
 	"sync"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	"lastmile/internal/courier"
-	"lastmile/internal/platform/apperr"
 )
 
 // Server implements courierv1.CourierServiceServer over a courier.Service.
@@ -87,10 +85,6 @@ func (s *Server) ListCouriers(ctx context.Context, req *courierv1.ListCouriersRe
 	return out, nil
 }
 
-// outputOnly lists the mask paths that UpdateCourier accepts and ignores, so that a client may send back
-// what it read.
-var outputOnly = []string{"id", "user_id", "status", "create_time", "update_time", "etag"}
-
 // UpdateCourier implements courierv1.CourierServiceServer.
 func (s *Server) UpdateCourier(ctx context.Context, req *courierv1.UpdateCourierRequest) (*courierv1.Courier, error) {
 	in := req.GetCourier()
@@ -101,14 +95,8 @@ func (s *Server) UpdateCourier(ctx context.Context, req *courierv1.UpdateCourier
 		Capacity:    int(in.GetCapacity()),
 		Etag:        in.GetEtag(),
 	}
-	paths := req.GetUpdateMask().GetPaths()
-	if len(paths) == 0 {
-		return nil, apperr.InvalidFields("invalid request", apperr.FieldViolation{Field: "update_mask", Description: "must name at least one field"})
-	}
-	for _, p := range paths {
-		if !slices.Contains(outputOnly, p) {
-			up.Fields = append(up.Fields, courier.Field(p))
-		}
+	for _, p := range req.GetUpdateMask().GetPaths() {
+		up.Fields = append(up.Fields, courier.Field(p))
 	}
 	c, err := s.svc.UpdateCourier(ctx, up)
 	if err != nil {

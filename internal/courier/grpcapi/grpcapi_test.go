@@ -5,7 +5,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -36,9 +38,27 @@ func TestUnaryCalls(t *testing.T) {
 	_, err = e.client.GetCourier(callCtx(t, anonymous), &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_Id{Id: c.GetId()}})
 	wantStatus(t, "GetCourier anonymously", err, codes.Unauthenticated)
 
+	// A mask naming a field the server sets would succeed while changing nothing: it is refused, and
+	// nothing changes.
+	for _, path := range []string{"status", "id", "user_id", "create_time", "update_time", "displayName"} {
+		_, err = e.client.UpdateCourier(callCtx(t, self), &courierv1.UpdateCourierRequest{
+			Courier:    &courierv1.Courier{Id: c.GetId(), DisplayName: "Ada", Capacity: 2, Status: courierv1.CourierStatus_COURIER_STATUS_BUSY, Etag: "1"},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"display_name", path, "etag"}},
+		})
+		wantStatus(t, "UpdateCourier(mask naming "+path+")", err, codes.InvalidArgument)
+		if v := violations(err); len(v) != 1 || v[0].GetField() != "update_mask" {
+			t.Errorf("UpdateCourier(mask naming %s) violations = %v, want one on update_mask", path, v)
+		}
+	}
+	_, err = e.client.UpdateCourier(callCtx(t, self), &courierv1.UpdateCourierRequest{
+		Courier:    &courierv1.Courier{Id: c.GetId(), Etag: "1"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"etag"}},
+	})
+	wantStatus(t, "UpdateCourier(mask naming only etag)", err, codes.InvalidArgument)
+	// The etag is a precondition: naming it along with a change is fine.
 	up, err := e.client.UpdateCourier(callCtx(t, self), &courierv1.UpdateCourierRequest{
-		Courier:    &courierv1.Courier{Id: c.GetId(), DisplayName: "Ada", Capacity: 2, Status: courierv1.CourierStatus_COURIER_STATUS_BUSY, Etag: "1"},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"display_name", "capacity", "status", "etag"}},
+		Courier:    &courierv1.Courier{Id: c.GetId(), DisplayName: "Ada", Capacity: 2, Etag: "1"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"display_name", "capacity", "etag"}},
 	})
 	if err != nil || up.GetDisplayName() != "Ada" || up.GetEtag() != "2" || up.GetStatus() != courierv1.CourierStatus_COURIER_STATUS_OFFLINE {
 		t.Errorf("UpdateCourier(self, PATCH back) = %v, %v; want renamed, etag 2, status untouched", up, err)
@@ -345,4 +365,14 @@ func TestGetCourierByUserAsDispatch(t *testing.T) {
 	wantStatus(t, "GetCourier(user without a profile) as dispatch", err, codes.NotFound)
 	_, err = e.client.GetCourier(callCtx(t, service("simulator")), &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_UserId{UserId: userID(1)}})
 	wantStatus(t, "GetCourier as another service", err, codes.PermissionDenied)
+}
+
+// violations returns the field violations of err's status.
+func violations(err error) []*errdetails.BadRequest_FieldViolation {
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			return br.GetFieldViolations()
+		}
+	}
+	return nil
 }

@@ -82,7 +82,11 @@ func TestUpdateUserEtagAndMask(t *testing.T) {
 			UpdateMask: &fieldmaskpb.FieldMask{Paths: paths},
 		})
 	}
-	got, err := update("1", "display_name", "etag", "create_time")
+	_, err := update("1", "display_name", "etag", "create_time")
+	wantStatus(t, "UpdateUser(output-only path)", err, codes.InvalidArgument)
+	_, err = update("1", "display_name", "id")
+	wantStatus(t, "UpdateUser(id)", err, codes.InvalidArgument)
+	got, err := update("1", "display_name", "etag")
 	if err != nil || got.GetEtag() != "2" || got.GetDisplayName() != "Edited 1" {
 		t.Fatalf("UpdateUser(etag 1) = %v, %v; want etag 2", got, err)
 	}

@@ -6,6 +6,7 @@ package apperr
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -82,6 +83,37 @@ func Wrap(code Code, err error, message string) *Error {
 // InvalidFields returns an Invalid error listing the given violations.
 func InvalidFields(message string, violations ...FieldViolation) *Error {
 	return &Error{Code: Invalid, Message: message, Violations: violations}
+}
+
+// InvalidRequest returns an Invalid error listing the given violations, whose message is their sentences
+// joined with "; " ("transport_mode is required; capacity must be between 1 and 100"), so that a caller
+// who shows only the message still learns everything that is wrong.
+func InvalidRequest(violations ...FieldViolation) *Error {
+	texts := make([]string, len(violations))
+	for i, v := range violations {
+		texts[i] = v.Sentence()
+	}
+	return InvalidFields(strings.Join(texts, "; "), violations...)
+}
+
+// predicateStarts are the words a Description begins with when it is a predicate about its field ("must be
+// a UUID", "is required") rather than a sentence of its own.
+var predicateStarts = []string{"is ", "must ", "may ", "has ", "was ", "are ", "cannot ", "can ", "does ", "should ", "exceeds "}
+
+// Sentence returns the violation as a sentence for people that names its field: a Description that is a
+// predicate ("must be a UUID") is prefixed with the field's path ("courier_id must be a UUID"); one that
+// already names the field, or is a sentence of its own ("give either email or username, not both"), is
+// returned as it is. The transport boundary sends sentences, whatever the domain wrote.
+func (v FieldViolation) Sentence() string {
+	if v.Field == "" || strings.HasPrefix(v.Description, v.Field+" ") {
+		return v.Description
+	}
+	for _, p := range predicateStarts {
+		if strings.HasPrefix(v.Description, p) {
+			return v.Field + " " + v.Description
+		}
+	}
+	return v.Description
 }
 
 // CodeOf returns the code of the first *Error in err's chain, "" for nil and Internal for any other error.

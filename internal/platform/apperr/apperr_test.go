@@ -43,3 +43,24 @@ func TestWrapKeepsCause(t *testing.T) {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
+
+func TestSentence(t *testing.T) {
+	tests := []struct {
+		v    apperr.FieldViolation
+		want string
+	}{
+		{apperr.FieldViolation{Field: "courier_id", Description: "must be a UUID"}, "courier_id must be a UUID"},
+		{apperr.FieldViolation{Field: "capacity", Description: "capacity must be between 1 and 100"}, "capacity must be between 1 and 100"},
+		{apperr.FieldViolation{Field: "email", Description: "give either email or username, not both"}, "give either email or username, not both"},
+		{apperr.FieldViolation{Description: "origins x destinations must not exceed 2500 elements"}, "origins x destinations must not exceed 2500 elements"},
+	}
+	for _, tt := range tests {
+		if got := tt.v.Sentence(); got != tt.want {
+			t.Errorf("%+v.Sentence() = %q, want %q", tt.v, got, tt.want)
+		}
+	}
+	err := apperr.InvalidRequest(tests[0].v, tests[1].v)
+	if got, want := err.Message, "courier_id must be a UUID; capacity must be between 1 and 100"; got != want {
+		t.Errorf("InvalidRequest message = %q, want %q", got, want)
+	}
+}

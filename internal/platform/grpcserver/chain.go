@@ -379,20 +379,17 @@ func validationError(msg proto.Message, err error) error {
 	}
 	violations := make([]apperr.FieldViolation, 0, len(verr.Violations))
 	texts := make([]string, 0, len(verr.Violations))
+	seen := make(map[string]bool, len(verr.Violations))
 	for _, v := range verr.Violations {
-		fv := apperr.FieldViolation{
-			Field:       protovalidate.FieldPathString(v.Proto.GetField()),
-			Description: v.Proto.GetMessage(),
+		// The description is a sentence that names the field (see sentence), so that it reads well alone.
+		fv := apperr.FieldViolation{Field: protovalidate.FieldPathString(v.Proto.GetField()), Description: sentence(v)}
+		if fv.Field != "" && seen[fv.Field] {
+			// One sentence per field: an empty request_id is "required", not also "not printable ASCII".
+			continue
 		}
-		if fv.Description == "" {
-			fv.Description = "violates " + v.Proto.GetRuleId()
-		}
+		seen[fv.Field] = true
 		violations = append(violations, fv)
-		if fv.Field != "" {
-			texts = append(texts, fv.Field+": "+fv.Description)
-		} else {
-			texts = append(texts, fv.Description)
-		}
+		texts = append(texts, fv.Description)
 	}
-	return apperr.InvalidFields("invalid request: "+strings.Join(texts, "; "), violations...)
+	return apperr.InvalidFields(strings.Join(texts, "; "), violations...)
 }

@@ -139,5 +139,5 @@ func (d *decoder) err() error {
 	if len(d.violations) == 0 {
 		return nil
 	}
-	return apperr.InvalidFields("invalid request", d.violations...)
+	return apperr.InvalidRequest(d.violations...)
 }

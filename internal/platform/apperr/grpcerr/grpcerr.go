@@ -63,7 +63,8 @@ func GRPCCode(c apperr.Code) codes.Code {
 }
 
 // ToStatus converts err into the status a caller sees. A *apperr.Error keeps its code, message, field
-// violations (as errdetails.BadRequest) and retry delay (as errdetails.RetryInfo). An error that already is a
+// violations (as errdetails.BadRequest, each description a sentence that names its field: see
+// apperr.FieldViolation.Sentence) and retry delay (as errdetails.RetryInfo). An error that already is a
 // gRPC status passes through. Context cancellation and deadline errors become Canceled and DeadlineExceeded.
 // Anything else becomes Internal with a generic message: the caller never sees internal details.
 func ToStatus(err error) *status.Status {
@@ -81,7 +82,7 @@ func ToStatus(err error) *status.Status {
 			br := &errdetails.BadRequest{}
 			for _, v := range e.Violations {
 				br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
-					Field: v.Field, Description: v.Description,
+					Field: v.Field, Description: v.Sentence(),
 				})
 			}
 			details = append(details, br)

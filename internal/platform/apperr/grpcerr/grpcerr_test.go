@@ -63,7 +63,7 @@ func TestToStatusDetails(t *testing.T) {
 	}
 	got := grpcerr.ToStatus(err).Details()
 	want := []any{&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
-		{Field: "origin.latitude", Description: "must be in -90..90"},
+		{Field: "origin.latitude", Description: "origin.latitude must be in -90..90"},
 	}}}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("details (-want +got):\n%s", diff)

@@ -927,8 +927,9 @@ type UpdateCourierRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The courier with its id set and the new values of the fields named in update_mask.
 	Courier *Courier `protobuf:"bytes,1,opt,name=courier,proto3" json:"courier,omitempty"`
-	// Which fields of courier to change: display_name, transport_mode, capacity (output-only paths are
-	// ignored). Required and not empty; "*" is not supported.
+	// Which fields of courier to change: display_name, transport_mode, capacity. etag may be named too (it
+	// is the precondition and changes nothing); naming an output-only field is INVALID_ARGUMENT, since it
+	// cannot change. Required, with at least one field to change; "*" is not supported.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

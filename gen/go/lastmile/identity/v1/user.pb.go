@@ -550,9 +550,10 @@ type UpdateUserRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The user with its id set and the new values of the fields named in update_mask.
 	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	// Which fields of user to change: display_name, username, email, role, status (output-only paths are
-	// ignored). Required and not empty; "*" is not supported, so a client can never overwrite a field it
-	// did not name.
+	// Which fields of user to change: display_name, username, email, role, status. etag may be named too
+	// (it is the precondition and changes nothing); naming an output-only field is INVALID_ARGUMENT, since it
+	// cannot change. Required, with at least one field to change; "*" is not supported, so a client can never
+	// overwrite a field it did not name.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

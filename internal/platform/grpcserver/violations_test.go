@@ -1,0 +1,86 @@
+package grpcserver_test
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
+	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	identityv1 "lastmile/gen/go/lastmile/identity/v1"
+	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/grpcserver"
+)
+
+// TestValidationMessagesAreSentences: every violation of the real contracts' rules reads as a sentence
+// that names the field by its proto path, generated from the rule and the field's descriptor (enum value
+// names, bounds), never protovalidate's "must not be in list [0]".
+func TestValidationMessagesAreSentences(t *testing.T) {
+	uuid := "0190b000-0000-7000-8000-000000000001"
+	tests := []struct {
+		name string
+		msg  proto.Message
+		want []apperr.FieldViolation
+	}{
+		{"required enum, bounds, pattern, uuid", &courierv1.RegisterCourierRequest{UserId: "x", DisplayName: "a\x01", Capacity: 200},
+			[]apperr.FieldViolation{
+				{Field: "user_id", Description: "user_id must be a UUID"},
+				{Field: "display_name", Description: "display_name must not contain control characters"},
+				{Field: "transport_mode", Description: "transport_mode is required"},
+				{Field: "capacity", Description: "capacity must be between 1 and 100"},
+			}},
+		{"enum in, empty uuid", &courierv1.SetStatusRequest{Status: courierv1.CourierStatus_COURIER_STATUS_BUSY},
+			[]apperr.FieldViolation{
+				{Field: "courier_id", Description: "courier_id is required"},
+				{Field: "status", Description: "status must be one of COURIER_STATUS_OFFLINE, COURIER_STATUS_AVAILABLE, COURIER_STATUS_ON_BREAK"},
+			}},
+		{"enum defined_only", &courierv1.SetStatusRequest{CourierId: uuid, Status: 42},
+			[]apperr.FieldViolation{
+				{Field: "status", Description: "status must be one of COURIER_STATUS_OFFLINE, COURIER_STATUS_AVAILABLE, COURIER_STATUS_ON_BREAK"},
+			}},
+		{"required oneof", &courierv1.GetCourierRequest{},
+			[]apperr.FieldViolation{{Field: "lookup", Description: "lookup is required"}}},
+		{"field mask in, message rule", &courierv1.UpdateCourierRequest{
+			Courier:    &courierv1.Courier{Id: uuid},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"displayName"}}},
+			[]apperr.FieldViolation{{Field: "update_mask", Description: "update_mask may only name display_name, transport_mode, capacity, id, user_id, status, create_time, update_time, etag"}}},
+		{"nested and repeated paths", &routev1.ComputeMatrixRequest{
+			Origins:       []*geov1.LatLng{{Latitude: 1}, {Latitude: 91}},
+			Destinations:  []*geov1.LatLng{{}},
+			TransportMode: geov1.TransportMode_TRANSPORT_MODE_CAR,
+		}, []apperr.FieldViolation{{Field: "origins[1].latitude", Description: "origins[1].latitude must be between -90 and 90"}}},
+		{"string length", &identityv1.CreateUserRequest{Email: "someone@example.com", Password: "short", DisplayName: "x"},
+			[]apperr.FieldViolation{{Field: "password", Description: "password must be at least 12 characters"}}},
+		{"one sentence per field", &dispatchv1.CreateTaskRequest{}, []apperr.FieldViolation{
+			{Field: "request_id", Description: "request_id is required"},
+			{Field: "pickup", Description: "pickup is required"},
+			{Field: "dropoff", Description: "dropoff is required"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := grpcserver.Validate(tt.msg)
+			e := apperr.As(err)
+			if e == nil {
+				t.Fatalf("Validate(%v) = %v, want violations", tt.msg, err)
+			}
+			if diff := cmp.Diff(tt.want, e.Violations); diff != "" {
+				t.Errorf("Validate violations (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestValidationMessageListsTheSentences: the status message is the violations' sentences, so that a
+// client that shows only the message still tells its user everything.
+func TestValidationMessageListsTheSentences(t *testing.T) {
+	err := grpcserver.Validate(&courierv1.RegisterCourierRequest{UserId: "0190b000-0000-7000-8000-000000000001", Capacity: 0})
+	want := "transport_mode is required; capacity must be between 1 and 100"
+	if got := apperr.MessageOf(err); got != want {
+		t.Errorf("Validate message = %q, want %q", got, want)
+	}
+}
