@@ -29,9 +29,11 @@ const LM = (() => {
   class ApiError extends Error {
     constructor(status, body, requestId) {
       const e = (body && body.error) || {};
-      // A 400 names the fields at fault (google.rpc.BadRequest): say which, in the API's words.
-      const fields = (e.details || []).flatMap((d) => d.fieldViolations || []).map((v) => v.field + ' ' + v.description);
-      super((e.message || 'the server answered ' + status) + (fields.length ? ': ' + fields.join('; ') : ''));
+      // A 400 names the fields at fault (google.rpc.BadRequest): add those the message does not say.
+      const msg = e.message || 'the server answered ' + status;
+      const more = (e.details || []).flatMap((d) => d.fieldViolations || []).map((v) => v.description)
+        .filter((d) => d && !msg.includes(d));
+      super(msg + (more.length ? ': ' + more.join('; ') : ''));
       this.status = status;
       this.code = e.status || '';
       this.requestId = requestId || '';
