@@ -280,7 +280,7 @@
     if (k && k.mover) {
       c.strokeStyle = '#111827'; c.lineWidth = 2; c.beginPath(); c.arc(k.sx, k.sy, 11, 0, 2 * Math.PI); c.stroke();
       label(c, k.name || LM.shortId(k.id), k.sx + 14, k.sy - 10);
-      if (selTask) { // where the courier is heading next
+      if (selTask && ['ASSIGNED', 'PICKED_UP'].includes(stateOf(selTask))) { // where the courier is heading next
         const to = v.toScreen(stateOf(selTask) === 'PICKED_UP' ? selTask._d : selTask._p);
         c.setLineDash([4, 4]); c.beginPath(); c.moveTo(k.sx, k.sy); c.lineTo(to.x, to.y); c.stroke(); c.setLineDash([]);
       }
