@@ -4,7 +4,7 @@ GO ?= go
 export BREAKING_AGAINST
 
 
-.PHONY: tidy all build generate check-generated lint breaking vet staticcheck buflint test test-race test-postgres bench fuzz fuzz-short ci
+.PHONY: tidy all build generate check-generated openapi-lint lint breaking vet staticcheck buflint test test-race test-postgres bench fuzz fuzz-short ci
 
 all: build
 
@@ -22,6 +22,13 @@ check-generated: generate
 		git status --porcelain -- gen; git diff --stat -- gen; exit 1; \
 	fi
 	@echo "check-generated: gen/ is up to date"
+
+## openapi-lint: lint the committed OpenAPI document, the one /openapi.json serves, with Redocly CLI's
+## recommended rules (redocly.yaml says which are off, and why). npx fetches the pinned version from the npm
+## registry: 1.34 is the newest line that runs on Debian 12's Node.js 18 (2.x needs Node 20.19 or later).
+REDOCLY_CLI_VERSION = 1.34.20
+openapi-lint:
+	npx --yes @redocly/cli@$(REDOCLY_CLI_VERSION) lint gen/openapi/lastmile.swagger.json
 
 buflint:
 	./scripts/proto-deps.sh
@@ -85,7 +92,7 @@ fuzz-short:
 	$(MAKE) fuzz FUZZTIME=2000x
 
 ## ci: everything .ci/run checks.
-ci: tidy check-generated lint breaking build test test-postgres fuzz-short
+ci: tidy check-generated openapi-lint lint breaking build test test-postgres fuzz-short
 
 ## tidy: fail when go.mod or go.sum are not tidy.
 tidy:

@@ -9,14 +9,16 @@ package bench_test
 // The variants, each with its own server and client over real loopback TCP, created once per benchmark:
 //
 //   - bare: grpc.NewServer() without options, plaintext, grpc.NewClient with insecure credentials;
-//   - stack: grpcserver.New as production configures it (request id, metrics, logging, error mapping,
-//     recovery, authentication, authorization, rate limiting, validation, the otelgrpc stats handler with
-//     a telemetry.SetupTracing provider that samples every trace and exports none, logs written at info
-//     level through telemetry.NewLogger to io.Discard), plaintext, and a grpcclient.New client (service
-//     config with round robin and health checking, retry policy, breaker, default deadline, client metrics
-//     and tracing);
+//   - stack: grpcserver.New as production configures it (tracing, request id, metrics, logging, error
+//     mapping, recovery, authentication, authorization, rate limiting, validation; tracing through a
+//     telemetry.SetupTracing provider sampling telemetry.DefaultSampleRatio of new traces and exporting none,
+//     logs written at info level through telemetry.NewLogger to io.Discard), plaintext, and a grpcclient.New
+//     client (tracing, service config with round robin and health checking, retry policy, breaker, default
+//     deadline, client metrics);
 //   - stack_mtls: the same stack over mutual TLS with the development PKI, the client calling as the
-//     "dispatch" service, so that TLS cost is separated from interceptor cost.
+//     "dispatch" service, so that TLS cost is separated from interceptor cost;
+//   - stack_sampled: stack with every new trace sampled;
+//   - stack-<stage>: stack less one stage (the ablations below), for BenchmarkStackRatio.
 //
 // Calls carry a background context: the stack's client gives them its default deadline (a timer per
 // call, sent as grpc-timeout), which is part of its cost; the bare client sends none.
@@ -29,9 +31,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -48,6 +52,7 @@ import (
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/database/databasetest"
 	"lastmile/internal/platform/grpcclient"
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/telemetry"
@@ -87,12 +92,18 @@ var estimateRequest = &routev1.EstimateRouteRequest{
 }
 
 // fakeRoute answers EstimateRoute with a constant estimate, so that the measured cost is the transport
-// and what surrounds the handler.
+// and what surrounds the handler. With work set, each call first runs it (the realistic handler).
 type fakeRoute struct {
 	routev1.UnimplementedRouteServiceServer
+	work func(context.Context) error
 }
 
-func (fakeRoute) EstimateRoute(_ context.Context, req *routev1.EstimateRouteRequest) (*routev1.RouteEstimate, error) {
+func (f fakeRoute) EstimateRoute(ctx context.Context, req *routev1.EstimateRouteRequest) (*routev1.RouteEstimate, error) {
+	if f.work != nil {
+		if err := f.work(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return &routev1.RouteEstimate{DistanceMeters: 4200, Provider: "fake", TransportMode: req.GetTransportMode()}, nil
 }
 
@@ -100,6 +111,39 @@ func (fakeRoute) EstimateRoute(_ context.Context, req *routev1.EstimateRouteRequ
 type variant struct {
 	name   string
 	client routev1.RouteServiceClient
+}
+
+// stackSpec describes a stack variant: production's configuration less what the ablations leave out.
+type stackSpec struct {
+	name                 string
+	serverTLS, clientTLS *tls.Config
+	server               grpcserver.Ablation
+	client               grpcclient.Ablation
+	noRateLimit          bool
+	sampleRatio          float64                     // of new traces; 0 is production's, telemetry.DefaultSampleRatio
+	work                 func(context.Context) error // the handler's work; nil answers at once
+}
+
+// ablations are the stack variants of BenchmarkStackRatio that leave one stage out each, in the order
+// they are reported. Each stage's cost is the stack's cost less its variant's. "tracing" leaves out the
+// stats handler of both ends and "metrics" the metrics of both ends; "deadline" and "client_extras"
+// (breaker, retry policy, health checking) are the client's; "instrumentation" leaves out tracing,
+// metrics and logging together, and "none" every stage the others name: what is left is grpc-go with
+// production's options and a request id.
+var ablations = []stackSpec{
+	{name: "-tracing", server: grpcserver.Ablation{Tracing: true}, client: grpcclient.Ablation{Tracing: true}},
+	{name: "-metrics", server: grpcserver.Ablation{Metrics: true}, client: grpcclient.Ablation{Metrics: true}},
+	{name: "-logging", server: grpcserver.Ablation{Logging: true}},
+	{name: "-authentication", server: grpcserver.Ablation{Authentication: true}},
+	{name: "-rate_limit", noRateLimit: true},
+	{name: "-validation", server: grpcserver.Ablation{Validation: true}},
+	{name: "-deadline", client: grpcclient.Ablation{Deadline: true}},
+	{name: "-client_extras", client: grpcclient.Ablation{Extras: true}},
+	{name: "-instrumentation", server: grpcserver.Ablation{Tracing: true, Metrics: true, Logging: true},
+		client: grpcclient.Ablation{Tracing: true, Metrics: true}},
+	{name: "-all", noRateLimit: true,
+		server: grpcserver.Ablation{Tracing: true, Metrics: true, Logging: true, Authentication: true, Validation: true},
+		client: grpcclient.Ablation{Tracing: true, Metrics: true, Deadline: true, Extras: true}},
 }
 
 // startVariants starts the three variants; tb's cleanup stops them.
@@ -120,20 +164,20 @@ func startVariants(tb testing.TB) []variant {
 		tb.Fatal(err)
 	}
 	return []variant{
-		startBare(tb),
-		startStack(tb, variantStack, nil, nil),
-		startStack(tb, variantStackMTLS, serverTLS, clientTLS),
+		startBare(tb, variantBare, nil),
+		startStack(tb, stackSpec{name: variantStack}),
+		startStack(tb, stackSpec{name: variantStackMTLS, serverTLS: serverTLS, clientTLS: clientTLS}),
 	}
 }
 
-func startBare(tb testing.TB) variant {
+func startBare(tb testing.TB, name string, work func(context.Context) error) variant {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	routev1.RegisterRouteServiceServer(srv, fakeRoute{})
+	routev1.RegisterRouteServiceServer(srv, fakeRoute{work: work})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	tb.Cleanup(func() {
@@ -148,18 +192,20 @@ func startBare(tb testing.TB) variant {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return connected(tb, variant{name: variantBare, client: routev1.NewRouteServiceClient(conn)})
+	return connected(tb, variant{name: name, client: routev1.NewRouteServiceClient(conn)})
 }
 
-// startStack starts a server and client configured as production configures them; nil TLS configs give
-// plaintext.
-func startStack(tb testing.TB, name string, serverTLS, clientTLS *tls.Config) variant {
+// startStack starts a server and client configured as production configures them, less spec's
+// ablations; nil TLS configs give plaintext.
+func startStack(tb testing.TB, spec stackSpec) variant {
 	tb.Helper()
+	name := spec.name
 	// One logger, registry and tracer provider per variant, as a process has; the server and its client
 	// share them like an all-in-one process does.
 	logger := telemetry.NewLogger(io.Discard, telemetry.LogOptions{Level: slog.LevelInfo, Service: "bench"})
 	reg := telemetry.NewRegistry()
-	tp, shutdownTracing, err := telemetry.SetupTracing(context.Background(), telemetry.TracingConfig{ServiceName: "bench"})
+	tp, shutdownTracing, err := telemetry.SetupTracing(context.Background(), telemetry.TracingConfig{
+		ServiceName: "bench", SampleRatio: cmp.Or(spec.sampleRatio, telemetry.DefaultSampleRatio)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -168,11 +214,15 @@ func startStack(tb testing.TB, name string, serverTLS, clientTLS *tls.Config) va
 			tb.Errorf("%s: shut down tracing: %v", name, err)
 		}
 	})
+	limit := grpcserver.RateLimit{RPS: neverLimit}
+	if spec.noRateLimit {
+		limit = grpcserver.RateLimit{}
+	}
 
 	srv, err := grpcserver.New(grpcserver.Config{
 		Addr:      "127.0.0.1:0",
-		TLS:       serverTLS,
-		RateLimit: grpcserver.RateLimit{RPS: neverLimit},
+		TLS:       spec.serverTLS,
+		RateLimit: limit,
 		Policy: auth.Policy{
 			routev1.RouteService_EstimateRoute_FullMethodName: auth.Public(),
 			routev1.RouteService_ComputeMatrix_FullMethodName: auth.Public(),
@@ -180,11 +230,12 @@ func startStack(tb testing.TB, name string, serverTLS, clientTLS *tls.Config) va
 		Logger:         logger,
 		Registerer:     reg,
 		TracerProvider: tp,
+		Ablation:       spec.server,
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	routev1.RegisterRouteServiceServer(srv.GRPC(), fakeRoute{})
+	routev1.RegisterRouteServiceServer(srv.GRPC(), fakeRoute{work: spec.work})
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx) }()
@@ -197,11 +248,12 @@ func startStack(tb testing.TB, name string, serverTLS, clientTLS *tls.Config) va
 
 	conn, err := grpcclient.New(grpcclient.Config{
 		Target:         srv.Addr().String(),
-		TLS:            clientTLS,
+		TLS:            spec.clientTLS,
 		ServiceName:    routev1.RouteService_ServiceDesc.ServiceName,
 		Logger:         logger,
 		Registerer:     reg,
 		TracerProvider: tp,
+		Ablation:       spec.client,
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -373,23 +425,120 @@ func measure(v variant, n int) (sample, error) {
 	}, nil
 }
 
-// BenchmarkStackRatio is the side-by-side measurement: after a warm-up, it runs ratioRounds rounds of
-// ratioCallsPerRound sequential calls per variant, alternating the variants inside each round and
-// rotating which goes first (bare stack mtls, stack mtls bare, ...) so that none always follows the same
-// neighbour. Each round yields a ratio per metric; the reported ratio is the median over rounds, which a
-// noisy round cannot move. The table is logged; the ratios are reported as metrics too.
+// BenchmarkStackRatio is the side-by-side measurement, and the ablation: bare, stack, stack_mtls and one
+// stack variant per entry of ablations (stack less one stage). After a warm-up, it runs ratioRounds
+// rounds of ratioCallsPerRound sequential calls per variant, alternating the variants inside each round
+// and rotating which goes first, so that none always follows the same neighbour. Each round yields a
+// ratio per metric; the reported ratio is the median over rounds, which a noisy round cannot move. A
+// stage's cost is the median over rounds of stack less its ablation variant, both measured moments apart.
 //
-// One benchmark op is the whole schedule (a few tens of seconds), so the framework runs it once: its
-// ns/op, B/op and allocs/op are totals of the schedule, and the custom metrics are the result.
+// LASTMILE_STACK_VARIANTS (a comma list of names, such as "bare,stack") runs a subset, for quick
+// before/after runs of one lever; LASTMILE_STACK_ROUNDS changes the number of rounds.
+//
+// One benchmark op is the whole schedule (a minute or more), so the framework runs it once: its ns/op,
+// B/op and allocs/op are totals of the schedule; the table printed and the custom metrics are the result.
 func BenchmarkStackRatio(b *testing.B) {
 	vs := startVariants(b)
+	vs = append(vs, startStack(b, stackSpec{name: variantStack + "_sampled", sampleRatio: 1}))
+	for _, spec := range ablations {
+		spec.name = variantStack + spec.name
+		vs = append(vs, startStack(b, spec))
+	}
+	vs = selectVariants(b, vs)
+	runRatio(b, vs, envRounds(b), ratioCallsPerRound)
+}
+
+// storeRows is the size of the table the realistic handler scans: about 1 ms of SQLite work per call on
+// a 2-core EPYC of 2026.
+const storeRows = 5000
+
+// storeRead returns a handler's work standing for a store read of about 1 ms: an aggregate over a
+// SQLite table (pure Go, in the process, like the services' SQLite stores) that no index serves.
+func storeRead(tb testing.TB) func(context.Context) error {
+	tb.Helper()
+	db := databasetest.SQLite(tb)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE fixes (id INTEGER PRIMARY KEY, courier TEXT NOT NULL, lat REAL NOT NULL, lng REAL NOT NULL)`); err != nil {
+		tb.Fatal(err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range storeRows {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO fixes (courier, lat, lng) VALUES (?, ?, ?)`,
+			fmt.Sprintf("c-%d", i%500), 52.4+float64(i%1000)/5000, 13.3+float64(i%997)/5000); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		tb.Fatal(err)
+	}
+	return func(ctx context.Context) error {
+		var n int
+		err := db.QueryRowContext(ctx, `SELECT count(*) FROM fixes WHERE lat BETWEEN 52.45 AND 52.50 AND lng BETWEEN 13.35 AND 13.40 AND courier <> 'c-7'`).Scan(&n)
+		if err != nil {
+			return fmt.Errorf("read fixes: %w", err)
+		}
+		return nil
+	}
+}
+
+// BenchmarkStackRatioStore is BenchmarkStackRatio for a realistic handler: one store read of about 1 ms
+// (storeRead) per call, through bare grpc-go and through the stack, interleaved the same way with fewer
+// calls per round.
+func BenchmarkStackRatioStore(b *testing.B) {
+	work := storeRead(b)
+	vs := []variant{
+		startBare(b, variantBare+"_store", work),
+		startStack(b, stackSpec{name: variantStack + "_store", work: work}),
+	}
+	runRatio(b, vs, envRounds(b), 300)
+}
+
+func envRounds(b *testing.B) int {
+	b.Helper()
+	v := os.Getenv("LASTMILE_STACK_ROUNDS")
+	if v == "" {
+		return ratioRounds
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("LASTMILE_STACK_ROUNDS=%q: want a positive integer", v)
+	}
+	return n
+}
+
+// selectVariants keeps the variants LASTMILE_STACK_VARIANTS names, in their order; all when it is unset.
+func selectVariants(b *testing.B, vs []variant) []variant {
+	b.Helper()
+	names := os.Getenv("LASTMILE_STACK_VARIANTS")
+	if names == "" {
+		return vs
+	}
+	var out []variant
+	for name := range strings.SplitSeq(names, ",") {
+		i := slices.IndexFunc(vs, func(v variant) bool { return v.name == strings.TrimSpace(name) })
+		if i < 0 {
+			b.Fatalf("LASTMILE_STACK_VARIANTS: no variant %q", name)
+		}
+		out = append(out, vs[i])
+	}
+	return out
+}
+
+// runRatio warms vs up, measures them in interleaved rounds and prints the table: per variant its median
+// cost per call, its ratios to the first variant (the baseline) and, for variants named after the
+// second with a suffix, what the second costs more than them (the cost of the stage they leave out).
+func runRatio(b *testing.B, vs []variant, rounds, perRound int) {
+	b.Helper()
 	warmUp(b, vs)
 	samples := make(map[string][]sample, len(vs))
 	for b.Loop() {
-		for round := range ratioRounds {
+		for round := range rounds {
 			for i := range vs {
 				v := vs[(round+i)%len(vs)]
-				s, err := measure(v, ratioCallsPerRound)
+				s, err := measure(v, perRound)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -398,45 +547,53 @@ func BenchmarkStackRatio(b *testing.B) {
 		}
 	}
 
-	bare, stack, mtls := samples[variantBare], samples[variantStack], samples[variantStackMTLS]
-	ratios := []struct {
-		label, metric string
-		num, den      []sample
-	}{
-		{"stack/bare", "stack/bare", stack, bare},
-		{"stack_mtls/bare", "mtls/bare", mtls, bare},
-		{"stack_mtls/stack", "mtls/stack", mtls, stack},
+	base := samples[vs[0].name]
+	var full []sample
+	if len(vs) > 1 {
+		full = samples[vs[1].name]
 	}
-
 	var out strings.Builder
-	fmt.Fprintf(&out, "%d rounds x %d sequential calls per variant, interleaved; medians over rounds; CPU is the whole process (client + server + runtime)\n",
-		len(bare), ratioCallsPerRound)
+	fmt.Fprintf(&out, "%d rounds x %d sequential calls per variant, interleaved; medians over rounds; CPU is the whole process (client + server + runtime); ratios to %s; stage = %s less the variant\n",
+		rounds, perRound, vs[0].name, vs[min(1, len(vs)-1)].name)
 	w := tabwriter.NewWriter(&out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "variant\twall µs/call\tCPU µs/call\tallocs/call\tB/call\t")
-	for _, v := range vs {
+	fmt.Fprintln(w, "variant\twall µs\tCPU µs\tallocs\tB\tCPU ratio\tallocs ratio\tB ratio\tstage CPU µs\tstage allocs\tstage B\t")
+	for i, v := range vs {
 		s := samples[v.name]
-		fmt.Fprintf(w, "%s\t%.1f\t%.1f\t%.0f\t%.0f\t\n", v.name,
+		fmt.Fprintf(w, "%s\t%.1f\t%.1f\t%.0f\t%.0f\t%.2fx\t%.2fx\t%.2fx\t", v.name,
 			median(s, func(x sample) float64 { return x.wall / 1e3 }),
 			median(s, func(x sample) float64 { return x.cpu / 1e3 }),
 			median(s, func(x sample) float64 { return x.allocs }),
-			median(s, func(x sample) float64 { return x.bytes }))
-	}
-	for _, r := range ratios {
-		wall := medianRatio(r.num, r.den, func(x sample) float64 { return x.wall })
-		cpu := medianRatio(r.num, r.den, func(x sample) float64 { return x.cpu })
-		allocs := medianRatio(r.num, r.den, func(x sample) float64 { return x.allocs })
-		bytes := medianRatio(r.num, r.den, func(x sample) float64 { return x.bytes })
-		fmt.Fprintf(w, "%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", r.label, wall, cpu, allocs, bytes)
-		b.ReportMetric(wall, r.metric+"-wall")
-		b.ReportMetric(cpu, r.metric+"-cpu")
-		b.ReportMetric(allocs, r.metric+"-allocs")
-		b.ReportMetric(bytes, r.metric+"-B")
+			median(s, func(x sample) float64 { return x.bytes }),
+			medianRatio(s, base, func(x sample) float64 { return x.cpu }),
+			medianRatio(s, base, func(x sample) float64 { return x.allocs }),
+			medianRatio(s, base, func(x sample) float64 { return x.bytes }))
+		if i > 1 && strings.HasPrefix(v.name, vs[1].name+"-") {
+			fmt.Fprintf(w, "%.1f\t%.0f\t%.0f\t\n",
+				medianDiff(full, s, func(x sample) float64 { return x.cpu / 1e3 }),
+				medianDiff(full, s, func(x sample) float64 { return x.allocs }),
+				medianDiff(full, s, func(x sample) float64 { return x.bytes }))
+		} else {
+			fmt.Fprint(w, "\t\t\t\n")
+		}
+		if i > 0 {
+			b.ReportMetric(medianRatio(s, base, func(x sample) float64 { return x.cpu }), v.name+"/"+vs[0].name+"-cpu")
+			b.ReportMetric(medianRatio(s, base, func(x sample) float64 { return x.allocs }), v.name+"/"+vs[0].name+"-allocs")
+		}
 	}
 	if err := w.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	// Under ten lines, or the testing package truncates the log of a benchmark.
-	b.Log(strings.TrimSuffix(out.String(), "\n"))
+	// Printed rather than logged: a benchmark's log is cut short.
+	fmt.Print(out.String())
+}
+
+// medianDiff returns the median over rounds of f(a[i]) - f(b[i]).
+func medianDiff(a, b []sample, f func(sample) float64) float64 {
+	vals := make([]float64, min(len(a), len(b)))
+	for i := range vals {
+		vals[i] = f(a[i]) - f(b[i])
+	}
+	return medianOf(vals)
 }
 
 // median returns the median of f over samples.

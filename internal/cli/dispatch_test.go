@@ -32,7 +32,8 @@ type restClient struct {
 	base string
 }
 
-// call sends body as JSON (none when nil) with token, wants 200 and returns the decoded answer.
+// call sends body as JSON (none when nil) with token, wants 200 (201 for a create) and returns the decoded
+// answer.
 func (c restClient) call(method, path, token string, body any) map[string]any {
 	c.t.Helper()
 	var r io.Reader
@@ -47,6 +48,11 @@ func (c restClient) call(method, path, token string, body any) map[string]any {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	req.Header.Set("Content-Type", "application/json")
+	want := http.StatusOK
+	if method == http.MethodPost && (path == "/v1/users" || path == "/v1/couriers" || path == "/v1/tasks") {
+		want = http.StatusCreated
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -56,7 +62,7 @@ func (c restClient) call(method, path, token string, body any) map[string]any {
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
+	if err != nil || resp.StatusCode != want {
 		c.t.Fatalf("%s %s = %d %s (%v)", method, path, resp.StatusCode, out, err)
 	}
 	m := map[string]any{}

@@ -92,6 +92,7 @@ type grpcConfig struct {
 
 // gatewayConfig configures the REST gateway.
 type gatewayConfig struct {
+	CORSOrigins    []string
 	MaxBodyBytes   int64
 	TrustedProxies []netip.Prefix
 	// Browser configures the browser sessions and event streams (--sse-*, --cookie-secure).
@@ -133,7 +134,7 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.Telemetry.LogFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry OTLP/gRPC endpoint for traces (host:port); empty disables export")
-	fs.Float64Var(&c.Telemetry.TraceSampleRatio, "trace-sample-ratio", 1, "fraction of new traces sampled, 0..1")
+	fs.Float64Var(&c.Telemetry.TraceSampleRatio, "trace-sample-ratio", telemetry.DefaultSampleRatio, "fraction of new traces sampled, 0..1 (calls inside a trace follow its caller's decision)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on graceful shutdown: the gateway's requests, then the gRPC calls, after the drain delay")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "time between reporting not ready (/readyz, overall gRPC health) and stopping, for load balancers to notice")
 	fs.Float64Var(&c.GRPC.RateLimitRPS, "rate-limit-rps", 200, "per-caller request rate limit on gRPC (0 disables)")
@@ -149,6 +150,8 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 	fs.DurationVar(&c.Gateway.Browser.EventWriteTimeout, "sse-write-timeout", gateway.DefaultEventWriteTimeout, "longest a write to an event stream may take before the stream is closed (stalled browsers)")
 	fs.BoolVar(&c.Gateway.Browser.SecureCookies, "cookie-secure", false, "mark the browser session cookies Secure even without TLS here (a TLS-terminating proxy is in front)")
 	fs.Var(&proxies, "trusted-proxies", "CIDRs or addresses of the proxies in front of the REST gateway whose X-Forwarded-For names the client (comma list; default none: the client is the TCP peer)")
+	origins := listFlag{}
+	fs.Var(&origins, "cors-origins", "web origins (scheme://host[:port], comma list) whose browser scripts may call the REST API across origins; default none (the dashboard is same-origin)")
 	for _, m := range c.Modules {
 		if m.flags != nil {
 			m.flags(fs)
@@ -211,6 +214,10 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 		return c, err
 	}
 	c.TLS.Hosts = hosts
+	if err := gateway.CheckCORSOrigins(origins); err != nil {
+		return c, usageError{fmt.Errorf("--cors-origins: %w", err)}
+	}
+	c.Gateway.CORSOrigins = origins
 	return c, nil
 }
 
@@ -575,7 +582,8 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 		return nil, usageError{fmt.Errorf("gateway: no service to proxy: run it with the services, or set %s", strings.Join(flags, ", "))}
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
-		Addr: p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
+		CORSOrigins: p.cfg.Gateway.CORSOrigins,
+		Addr:        p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
 		ShutdownTimeout: p.cfg.ShutdownTimeout, Browser: p.cfg.Gateway.Browser, Web: p.cfg.Gateway.Web,
 		Logger: p.logger, Registerer: p.registry,
 	}, services)

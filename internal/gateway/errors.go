@@ -122,11 +122,13 @@ func (g *Gateway) handleRoutingError(ctx context.Context, _ *runtime.ServeMux, _
 	case http.StatusNotFound:
 		writeError(w, http.StatusNotFound, codes.NotFound, "no such route", nil)
 	case http.StatusMethodNotAllowed:
-		if allow := g.allowedMethods(r); allow != "" {
-			w.Header().Set("Allow", allow)
+		allow := g.allowHeader(r)
+		if allow != nil {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
 		}
-		writeError(w, http.StatusMethodNotAllowed, codes.Unimplemented,
-			fmt.Sprintf("method %s is not allowed on this route", r.Method), nil)
+		// Not UNIMPLEMENTED, which would say the server lacks something: the client chose the wrong method.
+		writeError(w, http.StatusMethodNotAllowed, codes.InvalidArgument,
+			fmt.Sprintf("method %s is not allowed on this route; allowed: %s", r.Method, strings.Join(allow, ", ")), nil)
 	case http.StatusBadRequest:
 		writeError(w, http.StatusBadRequest, codes.InvalidArgument, "malformed request path", nil)
 	default:

@@ -8,8 +8,14 @@
 // For browsers it also serves cookie sessions with CSRF protection and Server-Sent Events bridging the
 // services' watch streams (browser.go, session.go, sse.go; docs/browser-events.md).
 //
-// The gateway sends no CORS headers: the dashboard is served from the same origin, and partner systems call
-// it server to server. Cross-origin browser calls are therefore refused by the browser, which is the intent.
+// By default the gateway sends no CORS headers: the dashboard is served from the same origin, and partner
+// systems call it server to server, so cross-origin browser calls are refused by the browser. Config.CORSOrigins
+// (--cors-origins) names the web origins that may call it from a browser.
+//
+// The REST edge behaves as a native HTTP API (edge.go, strict.go, created.go, gzip.go, accesslog.go): creates
+// answer 201 Created with a Location, OPTIONS and HEAD work, bodies must be one JSON value sent as JSON,
+// unknown query parameters are refused like unknown body fields, every request gets an access log line,
+// large responses are gzipped, and /docs renders /openapi.json as a reference page.
 package gateway
 
 import (
@@ -28,7 +34,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"lastmile/gen/openapi"
 	"lastmile/internal/web"
 )
 
@@ -56,7 +61,8 @@ type Config struct {
 	// RequestTimeout bounds each proxied gRPC call, so that no call runs without a deadline. A client may ask
 	// for less with the Grpc-Timeout header, never for more.
 	RequestTimeout time.Duration
-	// Logger receives server errors and a debug line per request. Nil discards.
+	// Logger receives server errors and the access log, an info line per request ("http request"). Nil
+	// discards.
 	Logger *slog.Logger
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout configure the http.Server.
 	ReadHeaderTimeout time.Duration
@@ -71,6 +77,9 @@ type Config struct {
 	// peer, whatever the header says. The gateway forwards one client address to the services, which key
 	// their per-client limits (login failures, sign-ups, anonymous rate) on it.
 	TrustedProxies []netip.Prefix
+	// CORSOrigins are the web origins (scheme://host[:port]) whose browser scripts may call the API across
+	// origins. Empty, the default, allows none: the dashboard is served from the gateway's own origin.
+	CORSOrigins []string
 	// Registerer, when set, receives the HTTP RED metrics lastmile_http_requests_total{route,method,code}
 	// and lastmile_http_request_duration_seconds{route,method}. Routes are the matched path templates
 	// (such as "/v1/users/{id=*}"), never raw paths, so label cardinality stays bounded.
@@ -104,6 +113,10 @@ type Gateway struct {
 	srv     *http.Server
 	drain   *drain
 
+	// The REST edge's own state: allowed origins (edge.go) and the proto-bound routes (strict.go).
+	cors       cors
+	restRoutes map[routeKey]restRoute
+
 	mu sync.Mutex
 	ln net.Listener
 
@@ -131,6 +144,12 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, stopped: make(chan struct{})}
+	if g.cors, err = newCORS(cfg.CORSOrigins); err != nil {
+		return nil, err
+	}
+	if g.restRoutes, err = routeTable(services); err != nil {
+		return nil, err
+	}
 	if cfg.Registerer != nil {
 		if g.metrics, err = newMetrics(cfg.Registerer); err != nil {
 			return nil, err
@@ -144,13 +163,14 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 			// endpoint without such a field learns it was ignored instead of believing it took effect.
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}}}),
+		runtime.WithForwardResponseOption(createdResponse),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithErrorHandler(g.handleError),
 		runtime.WithRoutingErrorHandler(g.handleRoutingError),
 		runtime.WithStreamErrorHandler(g.handleStreamError),
-		runtime.WithMiddlewares(g.routeMiddleware, maskQueryMiddleware, contentTypeMiddleware),
+		runtime.WithMiddlewares(g.routeMiddleware, maskQueryMiddleware, g.strictMiddleware),
 		// A POST with a form body must not be replayed as a GET, nor X-HTTP-Method-Override turn it into a
 		// DELETE: every route answers only the method its contract declares.
 		runtime.WithDisablePathLengthFallback(),
@@ -170,6 +190,9 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 	if err := g.mux.HandlePath(http.MethodGet, "/openapi.json", serveOpenAPI); err != nil {
 		return nil, fmt.Errorf("gateway: register /openapi.json: %w", err)
 	}
+	if err := registerDocs(g.mux); err != nil {
+		return nil, err
+	}
 	if err := web.Mount(g.mux, cfg.Web); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -177,7 +200,7 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 	if g.browser, err = newBrowser(g, cfg.Browser, services); err != nil {
 		return nil, err
 	}
-	g.routes = g.browser.wrap(g.mux)
+	g.routes = g.browser.wrap(http.HandlerFunc(g.serveREST))
 
 	g.handler = http.HandlerFunc(g.serveHTTP)
 	g.drain = newDrain()
@@ -340,9 +363,4 @@ func (g *Gateway) Close() error {
 		return fmt.Errorf("gateway: close: %w", err)
 	}
 	return nil
-}
-
-func serveOpenAPI(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(openapi.Document)
 }

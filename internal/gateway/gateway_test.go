@@ -473,13 +473,13 @@ func TestRoutingErrors(t *testing.T) {
 		},
 		{
 			name: "GET on a POST route", method: http.MethodGet, path: estimatePath,
-			wantStatus: http.StatusMethodNotAllowed, wantAllow: "POST",
-			wantBody: errorJSON(405, "UNIMPLEMENTED", "method GET is not allowed on this route"),
+			wantStatus: http.StatusMethodNotAllowed, wantAllow: "POST, OPTIONS",
+			wantBody: errorJSON(405, "INVALID_ARGUMENT", "method GET is not allowed on this route; allowed: POST, OPTIONS"),
 		},
 		{
 			name: "DELETE on the OpenAPI document", method: http.MethodDelete, path: "/openapi.json",
-			wantStatus: http.StatusMethodNotAllowed, wantAllow: "GET",
-			wantBody: errorJSON(405, "UNIMPLEMENTED", "method DELETE is not allowed on this route"),
+			wantStatus: http.StatusMethodNotAllowed, wantAllow: "GET, HEAD, OPTIONS",
+			wantBody: errorJSON(405, "INVALID_ARGUMENT", "method DELETE is not allowed on this route; allowed: GET, HEAD, OPTIONS"),
 		},
 	}
 	for _, tt := range tests {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"net/http"
 	"net/textproto"
@@ -65,34 +64,33 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// The client address the services see is the gateway's to decide (setClientAddr).
 	setClientAddr(r, g.cfg.TrustedProxies)
 
-	h := w.Header()
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	setSecurityHeaders(w.Header())
+	g.cors.allow(w.Header(), r)
 	rw := &responseWriter{ResponseWriter: w, requestID: id}
+	gz := &gzipWriter{ResponseWriter: rw, accepts: acceptsGzip(r)}
+	method := r.Method
 
 	if r.ContentLength > g.cfg.MaxBodyBytes {
 		// Refuse before reading a byte when the client announces the size.
-		writeError(rw, http.StatusRequestEntityTooLarge, codes.ResourceExhausted,
+		writeError(gz, http.StatusRequestEntityTooLarge, codes.ResourceExhausted,
 			fmt.Sprintf("request body exceeds %d bytes", g.cfg.MaxBodyBytes), nil)
 	} else if !validUTF8(r.URL) {
-		writeError(rw, http.StatusBadRequest, codes.InvalidArgument, "the request path and query must be UTF-8 once percent-decoded", nil)
+		writeError(gz, http.StatusBadRequest, codes.InvalidArgument, "the request path and query must be UTF-8 once percent-decoded", nil)
 	} else {
 		if r.Body != nil && r.Body != http.NoBody {
 			// MaxBytesReader gets the server's own writer: only that one can tell the server to close the
 			// connection instead of draining the rest of an oversized body.
 			r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)}
 		}
-		g.routes.ServeHTTP(rw, r)
+		g.routes.ServeHTTP(gz, r)
 	}
+	gz.finish()
 
 	code := rw.statusCode()
 	if g.metrics != nil {
-		g.metrics.observe(state.route, r.Method, code, time.Since(start))
+		g.metrics.observe(state.route, method, code, time.Since(start))
 	}
-	// The request id comes from ctx: telemetry's log handler adds it.
-	g.log.LogAttrs(ctx, slog.LevelDebug, "http request",
-		slog.String("method", r.Method), slog.String("route", state.route),
-		slog.Int("status", code), slog.Duration("duration", time.Since(start)))
+	g.logAccess(ctx, r, method, state.route, code, rw.written, time.Since(start))
 }
 
 // routeMiddleware runs inside the mux once a route has matched: it records the route template for metrics
@@ -189,6 +187,7 @@ type responseWriter struct {
 	requestID   string
 	status      int
 	wroteHeader bool
+	written     int64 // body bytes sent, for the access log
 }
 
 func (w *responseWriter) WriteHeader(code int) {
@@ -213,7 +212,9 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.written += int64(n)
+	return n, err
 }
 
 // Flush lets streaming handlers push partial responses.

@@ -23,10 +23,13 @@ func registerCourier(t *testing.T, s *system, adminToken, email string) (string,
 	t.Helper()
 	password := "courier long password " + email
 	userID := s.createUser(t, adminToken, email, password, "ROLE_COURIER")
-	code, _, body := s.rest(t, http.MethodPost, "/v1/couriers", adminToken,
+	code, hdr, body := s.rest(t, http.MethodPost, "/v1/couriers", adminToken,
 		fmt.Sprintf(`{"userId": %q, "transportMode": "TRANSPORT_MODE_BICYCLE", "capacity": 2}`, userID))
-	if code != http.StatusOK {
-		t.Fatalf("POST /v1/couriers for %s = %d %v, want 200", email, code, body)
+	if code != http.StatusCreated {
+		t.Fatalf("POST /v1/couriers for %s = %d %v, want 201", email, code, body)
+	}
+	if got, want := hdr.Get("Location"), "/v1/couriers/"+str(body, "id"); got != want {
+		t.Errorf("POST /v1/couriers Location = %q, want %q", got, want)
 	}
 	if got, want := str(body, "userId"), userID; got != want {
 		t.Errorf("registered courier userId = %q, want %q", got, want)

@@ -40,7 +40,7 @@ const (
 func (s *system) restProto(t *testing.T, method, path, token, body string, out proto.Message) (int, map[string]any) {
 	t.Helper()
 	code, _, m := s.rest(t, method, path, token, body)
-	if code == http.StatusOK && out != nil {
+	if (code == http.StatusOK || code == http.StatusCreated) && out != nil {
 		if err := protojson.Unmarshal([]byte(mustJSON(t, m)), out); err != nil {
 			t.Fatalf("%s %s: body %v is not a %s: %v", method, path, m, out.ProtoReflect().Descriptor().FullName(), err)
 		}
@@ -199,8 +199,8 @@ func createTaskREST(t *testing.T, s *system, token, requestID string) *dispatchv
 	t.Helper()
 	task := &dispatchv1.Task{}
 	code, body := s.restProto(t, http.MethodPost, "/v1/tasks", token, protojson.Format(taskRequest(requestID)), task)
-	if code != http.StatusOK {
-		t.Fatalf("POST /v1/tasks = %d %v, want 200", code, body)
+	if code != http.StatusCreated {
+		t.Fatalf("POST /v1/tasks = %d %v, want 201", code, body)
 	}
 	if task.GetId() == "" || task.GetState() != dispatchv1.TaskState_TASK_STATE_PENDING || task.GetRequestId() != requestID ||
 		task.GetEtag() == "" || task.GetPickup().GetAddress() != "Rosenthaler Str. 40, Berlin" {

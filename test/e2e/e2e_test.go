@@ -270,8 +270,8 @@ func (s *system) createUser(t *testing.T, token, email, password, role string) s
 		req["role"], wantRole = role, role
 	}
 	code, _, body := s.rest(t, http.MethodPost, "/v1/users", token, mustJSON(t, req))
-	if code != http.StatusOK {
-		t.Fatalf("POST /v1/users %s with role %s = %d %v, want 200", email, wantRole, code, body)
+	if code != http.StatusCreated {
+		t.Fatalf("POST /v1/users %s with role %s = %d %v, want 201", email, wantRole, code, body)
 	}
 	if got := str(body, "role"); got != wantRole {
 		t.Fatalf("POST /v1/users %s: role %q, want %q", email, got, wantRole)

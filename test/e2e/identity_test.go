@@ -33,12 +33,15 @@ func errStatus(body map[string]any) string { return str(body, "error", "status")
 func TestIdentityAsNewUser(t *testing.T) {
 	s := startWithAdmin(t)
 
-	code, _, body := s.rest(t, http.MethodPost, "/v1/users", "",
+	code, hdr, body := s.rest(t, http.MethodPost, "/v1/users", "",
 		`{"email": "Ada@Example.com", "password": "ada's long password", "displayName": "Ada"}`)
-	if code != http.StatusOK {
-		t.Fatalf("sign-up = %d %v, want 200", code, body)
+	if code != http.StatusCreated {
+		t.Fatalf("sign-up = %d %v, want 201", code, body)
 	}
 	adaID := str(body, "id")
+	if got, want := hdr.Get("Location"), "/v1/users/"+adaID; got != want {
+		t.Errorf("sign-up Location = %q, want %q", got, want)
+	}
 	for _, c := range []struct{ field, got, want string }{
 		{"role", str(body, "role"), "ROLE_CUSTOMER"},
 		{"status", str(body, "status"), "USER_STATUS_ACTIVE"},
@@ -96,7 +99,7 @@ func TestIdentityAsNewUser(t *testing.T) {
 		t.Errorf("GET /v1/users/{ada} as admin = %d %v, want 200", code, body)
 	}
 
-	code, hdr, body := s.rest(t, http.MethodGet, "/v1/users/"+adaID, "", "")
+	code, hdr, body = s.rest(t, http.MethodGet, "/v1/users/"+adaID, "", "")
 	if code != http.StatusUnauthorized || errStatus(body) != "UNAUTHENTICATED" {
 		t.Errorf("GET /v1/users/{self} without a token = %d %v, want 401 UNAUTHENTICATED", code, body)
 	}

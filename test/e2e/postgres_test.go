@@ -19,8 +19,8 @@ func TestOnPostgreSQL(t *testing.T) {
 	courierUser := first.createUser(t, admin.access, "pg-courier@example.com", "correct horse battery", "ROLE_COURIER")
 	code, _, body := first.rest(t, http.MethodPost, "/v1/couriers", admin.access,
 		`{"userId":"`+courierUser+`","transportMode":"TRANSPORT_MODE_CAR","capacity":2}`)
-	if code != http.StatusOK {
-		t.Fatalf("POST /v1/couriers = %d %v, want 200", code, body)
+	if code != http.StatusCreated {
+		t.Fatalf("POST /v1/couriers = %d %v, want 201", code, body)
 	}
 	courierID := str(body, "id")
 	if err := first.stop(); err != nil {

@@ -28,7 +28,7 @@ import (
 //
 // COORDINATOR: helper rest-b makes creates answer 201 with a Location header. Once that is merged, set
 // this to http.StatusCreated; it is the only line that changes.
-const createdStatus = http.StatusOK
+const createdStatus = http.StatusCreated
 
 // contractMaxBody is the --max-body-bytes of the system under test: small, so that the 413 rows send 64
 // KiB rather than megabytes.

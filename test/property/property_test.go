@@ -203,8 +203,8 @@ func (s *system) createUser(t *testing.T, adminToken, email, password, role stri
 	code, body := s.rest(t, http.MethodPost, "/v1/users", adminToken, map[string]string{
 		"email": email, "password": password, "displayName": strings.Split(email, "@")[0], "role": role})
 	id, _ := body["id"].(string)
-	if code != http.StatusOK || id == "" {
-		t.Fatalf("create user %s = %d %v, want 200 with an id", email, code, body)
+	if code != http.StatusCreated || id == "" {
+		t.Fatalf("create user %s = %d %v, want 201 with an id", email, code, body)
 	}
 	return id
 }
@@ -323,8 +323,8 @@ func checkProperty(t *testing.T, s *system) {
 			code, body := s.rest(t, http.MethodPost, "/v1/couriers", admin,
 				map[string]any{"userId": id, "transportMode": "TRANSPORT_MODE_BICYCLE", "capacity": 2})
 			courierID, _ := body["id"].(string)
-			if code != http.StatusOK || courierID == "" {
-				t.Fatalf("register courier %s = %d %v, want 200", u.name, code, body)
+			if code != http.StatusCreated || courierID == "" {
+				t.Fatalf("register courier %s = %d %v, want 201", u.name, code, body)
 			}
 			ids = append(ids, courierID)
 		}

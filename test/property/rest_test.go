@@ -102,7 +102,7 @@ func (s *system) restCall(c caller, rule *annotations.HttpRule, req proto.Messag
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode == http.StatusOK {
+	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated {
 		return codes.OK, "", true
 	}
 	var e struct {

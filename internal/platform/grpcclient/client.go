@@ -13,7 +13,8 @@
 //
 // # Interceptors
 //
-// Unary calls pass, outermost first: metrics (grpc_client_handled_total, grpc_client_handling_seconds,
+// Unary calls pass, outermost first: tracing (telemetry.GRPCClientTracing: a span for sampled calls, the
+// traceparent header for every call), metrics (grpc_client_handled_total, grpc_client_handling_seconds,
 // ...; they see circuit-breaker refusals too), the default deadline, request id propagation (the
 // context's telemetry.RequestID goes out as "x-request-id") and the circuit breaker; grpc-go's retries
 // happen inside, so a retried call counts once everywhere. Streams pass the same stages minus the default
@@ -53,13 +54,12 @@ import (
 	"strings"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
 	// Registers the client-side health checking function used by the service config's healthCheckConfig.
 	_ "google.golang.org/grpc/health"
 	"google.golang.org/grpc/keepalive"
@@ -118,6 +118,23 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// DialOptions are appended to the options New builds (tests use them to dial bufconn).
 	DialOptions []grpc.DialOption
+	// Ablation leaves parts of the client out, for the benchmark that measures what each one costs
+	// (bench/stack_test.go). Every real client leaves it zero, which keeps them all.
+	Ablation Ablation
+}
+
+// Ablation names the parts of a client a benchmark may leave out, one at a time, to measure what each
+// costs per call.
+type Ablation struct {
+	// Tracing leaves out the tracing interceptors (telemetry.GRPCClientTracing).
+	Tracing bool
+	// Metrics leaves out the client metrics interceptors.
+	Metrics bool
+	// Deadline leaves out the default deadline of unary calls.
+	Deadline bool
+	// Extras leaves out the circuit breaker, the retry policy and client-side health checking (the service
+	// config keeps round robin only).
+	Extras bool
 }
 
 // BreakerConfig configures the circuit breaker of a connection (see the package documentation).
@@ -154,7 +171,7 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	sc, err := serviceConfig(cfg.ServiceName, cfg.MaxAttempts)
+	sc, err := serviceConfig(cfg.ServiceName, cfg.MaxAttempts, !cfg.Ablation.Extras)
 	if err != nil {
 		return nil, fmt.Errorf("grpc client config: %w", err)
 	}
@@ -163,17 +180,24 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
 	}
 
-	unary := []grpc.UnaryClientInterceptor{
-		metrics.UnaryClientInterceptor(),
-		defaultDeadline(cfg.Timeout),
-		propagateRequestID,
+	var unary []grpc.UnaryClientInterceptor
+	var stream []grpc.StreamClientInterceptor
+	if !cfg.Ablation.Tracing {
+		tu, ts := telemetry.GRPCClientTracing(cfg.TracerProvider)
+		unary = append(unary, tu)
+		stream = append(stream, ts)
 	}
-	stream := []grpc.StreamClientInterceptor{
-		metrics.StreamClientInterceptor(),
-		propagateRequestIDStream,
+	if !cfg.Ablation.Metrics {
+		unary = append(unary, metrics.UnaryClientInterceptor())
+		stream = append(stream, metrics.StreamClientInterceptor())
 	}
+	if !cfg.Ablation.Deadline {
+		unary = append(unary, defaultDeadline(cfg.Timeout))
+	}
+	unary = append(unary, propagateRequestID)
+	stream = append(stream, propagateRequestIDStream)
 	var brk *breaker
-	if !cfg.Breaker.Disabled {
+	if !cfg.Breaker.Disabled && !cfg.Ablation.Extras {
 		bm, err := registerBreakerMetrics(cfg.Registerer)
 		if err != nil {
 			return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
@@ -190,10 +214,6 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		logger.Warn("gRPC client is connecting WITHOUT TLS: traffic is plaintext and the server is not authenticated",
 			"target", cfg.Target)
 	}
-	var otelOpts []otelgrpc.Option
-	if cfg.TracerProvider != nil {
-		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(cfg.TracerProvider))
-	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithResolvers(staticBuilder{}),
@@ -206,7 +226,6 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 			Timeout:             keepaliveTimeout,
 			PermitWithoutStream: true,
 		}),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...)),
 		grpc.WithChainUnaryInterceptor(unary...),
 		grpc.WithChainStreamInterceptor(stream...),
 	}
@@ -277,7 +296,8 @@ func parseTarget(target string) (string, error) {
 
 // serviceConfig returns the JSON service config. The retry policy applies to every method of the
 // connection (one connection may carry several services of a process), health checking to serviceName.
-func serviceConfig(serviceName string, maxAttempts int) (string, error) {
+// Without extras it holds round robin alone (an ablation benchmark's client).
+func serviceConfig(serviceName string, maxAttempts int, extras bool) (string, error) {
 	type retryPolicy struct {
 		MaxAttempts          int      `json:"maxAttempts"`
 		InitialBackoff       string   `json:"initialBackoff"`
@@ -291,12 +311,14 @@ func serviceConfig(serviceName string, maxAttempts int) (string, error) {
 	}
 	sc := map[string]any{
 		"loadBalancingConfig": []map[string]any{{"round_robin": map[string]any{}}},
-		"healthCheckConfig":   map[string]string{"serviceName": serviceName},
+	}
+	if extras {
+		sc["healthCheckConfig"] = map[string]string{"serviceName": serviceName}
 		// Retries spend tokens and successes earn a tenth of one back; below half the tokens, retries
 		// stop, so a struggling server is not hit by three times its load.
-		"retryThrottling": map[string]float64{"maxTokens": 10, "tokenRatio": 0.1},
+		sc["retryThrottling"] = map[string]float64{"maxTokens": 10, "tokenRatio": 0.1}
 	}
-	if maxAttempts > 1 {
+	if extras && maxAttempts > 1 {
 		sc["methodConfig"] = []methodConfig{{
 			Name: []map[string]string{{}},
 			RetryPolicy: &retryPolicy{
@@ -317,10 +339,8 @@ func serviceConfig(serviceName string, maxAttempts int) (string, error) {
 
 // registerClientMetrics returns the client metrics registered with reg. Processes open several
 // connections on one registry; they share the collector registered first.
-func registerClientMetrics(reg prometheus.Registerer) (*grpcprom.ClientMetrics, error) {
-	m := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
-	))
+func registerClientMetrics(reg prometheus.Registerer) (*telemetry.GRPCClientMetrics, error) {
+	m := telemetry.NewGRPCClientMetrics([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, nil)
 	m, err := telemetry.Register(reg, m)
 	if err != nil {
 		return nil, fmt.Errorf("register client metrics: %w", err)

@@ -6,13 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"regexp"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"buf.build/go/protovalidate"
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
@@ -58,7 +60,7 @@ const (
 // chain holds what the stages of the interceptor chain need.
 type chain struct {
 	logger    *slog.Logger
-	metrics   *grpcprom.ServerMetrics
+	metrics   *telemetry.GRPCServerMetrics
 	authn     grpcauth.Authenticator
 	tracker   CallTracker // nil when streams are not tracked
 	policy    auth.Policy
@@ -77,11 +79,10 @@ type stage struct {
 
 // stages returns the chain, outermost first. The package documentation explains the order.
 func (c *chain) stages() []stage {
-	metricsOpt := grpcprom.WithExemplarFromContext(exemplar)
 	recoveryOpt := recovery.WithRecoveryHandlerContext(c.recovered)
 	return []stage{
 		around(stageRequestID, c.requestID),
-		{stageMetrics, c.metrics.UnaryServerInterceptor(metricsOpt), c.metrics.StreamServerInterceptor(metricsOpt)},
+		{stageMetrics, c.metrics.UnaryServerInterceptor(), c.metrics.StreamServerInterceptor()},
 		around(stageLogging, c.logCall),
 		around(stageErrors, c.mapErrors),
 		{stageRecovery, recovery.UnaryServerInterceptor(recoveryOpt), recovery.StreamServerInterceptor(recoveryOpt)},
@@ -93,12 +94,21 @@ func (c *chain) stages() []stage {
 	}
 }
 
-// interceptors returns the chain as gRPC interceptors. When observe is set, each stage reports the calls
-// it sees to it first.
-func (c *chain) interceptors(observe func(method, stage string)) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+// interceptors returns the chain as gRPC interceptors, without the stages ablation leaves out. When
+// observe is set, each stage reports the calls it sees to it first.
+func (c *chain) interceptors(ablation Ablation, observe func(method, stage string)) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	omit := map[string]bool{
+		stageMetrics:        ablation.Metrics,
+		stageLogging:        ablation.Logging,
+		stageAuthentication: ablation.Authentication,
+		stageValidation:     ablation.Validation,
+	}
 	var unary []grpc.UnaryServerInterceptor
 	var stream []grpc.StreamServerInterceptor
 	for _, st := range c.stages() {
+		if omit[st.name] {
+			continue
+		}
 		if observe != nil {
 			st = observed(st, observe)
 		}
@@ -132,12 +142,12 @@ func around(name string, f aroundFunc) stage {
 	return stage{
 		name: name,
 		unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			var resp any
-			err := f(ctx, info.FullMethod, func(ctx context.Context) error {
-				var err error
-				resp, err = handler(ctx, req)
-				return err
-			})
+			n := unaryNexts.Get().(*unaryNext)
+			n.handler, n.req = handler, req
+			err := f(ctx, info.FullMethod, n.next)
+			resp := n.resp
+			*n = unaryNext{next: n.next}
+			unaryNexts.Put(n)
 			if err != nil {
 				return nil, err
 			}
@@ -152,6 +162,27 @@ func around(name string, f aroundFunc) stage {
 			})
 		},
 	}
+}
+
+// unaryNext is the rest of the chain of a unary call, as the next function of an aroundFunc. They are
+// pooled with their next method value bound once: a closure over the handler, request and response made
+// per stage and call would cost two allocations each time. An aroundFunc never keeps next past its return.
+type unaryNext struct {
+	handler   grpc.UnaryHandler
+	req, resp any
+	next      func(context.Context) error // n.call, bound once
+}
+
+var unaryNexts = sync.Pool{New: func() any {
+	n := &unaryNext{}
+	n.next = n.call
+	return n
+}}
+
+func (n *unaryNext) call(ctx context.Context) error {
+	var err error
+	n.resp, err = n.handler(ctx, n.req)
+	return err
 }
 
 // contextStream is a server stream with a replaced context.
@@ -177,10 +208,8 @@ func callStateFrom(ctx context.Context) *callState {
 
 func (c *chain) requestID(ctx context.Context, _ string, next func(context.Context) error) error {
 	var id string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(RequestIDHeader); len(v) == 1 && validRequestID.MatchString(v[0]) {
-			id = v[0]
-		}
+	if v := metadata.ValueFromIncomingContext(ctx, RequestIDHeader); len(v) == 1 && validRequestID.MatchString(v[0]) {
+		id = v[0]
 	}
 	if id == "" {
 		id = rand.Text()
@@ -191,7 +220,7 @@ func (c *chain) requestID(ctx context.Context, _ string, next func(context.Conte
 	return next(ctx)
 }
 
-// exemplar links metric samples to the sampled trace of the call.
+// exemplar links the call's latency sample to its trace, when the trace is sampled.
 func exemplar(ctx context.Context) prometheus.Labels {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() {
 		return prometheus.Labels{"trace_id": sc.TraceID().String()}
@@ -208,12 +237,13 @@ func (c *chain) logCall(ctx context.Context, method string, next func(context.Co
 	if !c.logger.Enabled(ctx, level) {
 		return err
 	}
-	attrs := []slog.Attr{
+	var buf [8]slog.Attr // on the stack: LogAttrs copies the attributes into its record
+	attrs := append(buf[:0],
 		slog.String("method", method),
 		slog.String("code", code.String()),
 		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 		slog.String("principal_kind", st.principal.Kind.String()),
-	}
+	)
 	if st.principal.Subject != "" {
 		attrs = append(attrs, slog.String("principal", st.principal.Subject))
 	}
@@ -221,13 +251,28 @@ func (c *chain) logCall(ctx context.Context, method string, next func(context.Co
 		attrs = append(attrs, slog.String("via", st.principal.Via))
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		attrs = append(attrs, slog.String("peer", p.Addr.String()))
+		attrs = append(attrs, slog.String("peer", peerString(p.Addr)))
+	}
+	// For a call the gateway forwards, the end client's address rather than the gateway's (peer).
+	if client := grpcauth.ClientAddr(ctx, st.principal); client != "" {
+		attrs = append(attrs, slog.String("client", client))
 	}
 	if st.err != nil {
 		attrs = append(attrs, slog.String("error", st.err.Error()))
 	}
 	c.logger.LogAttrs(ctx, level, "gRPC call", attrs...)
 	return err
+}
+
+// peerString formats a peer address as its String method does, for TCP with one allocation instead of
+// three.
+func peerString(a net.Addr) string {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(tcp.IP); ok && tcp.Port >= 0 && tcp.Port <= 0xffff {
+			return netip.AddrPortFrom(ip.Unmap().WithZone(tcp.Zone), uint16(tcp.Port)).String()
+		}
+	}
+	return a.String()
 }
 
 // logLevel logs failures of the server itself as errors, trouble with dependencies or load as warnings,
@@ -281,8 +326,14 @@ func (c *chain) recovered(ctx context.Context, p any) error {
 }
 
 func (c *chain) authenticate(ctx context.Context, _ string, next func(context.Context) error) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	p, err := c.authn.Authenticate(ctx, md)
+	var p auth.Principal
+	var err error
+	if ca, ok := c.authn.(grpcauth.ContextAuthenticator); ok {
+		p, err = ca.AuthenticateContext(ctx)
+	} else {
+		md, _ := metadata.FromIncomingContext(ctx)
+		p, err = c.authn.Authenticate(ctx, md)
+	}
 	if err != nil {
 		return err
 	}

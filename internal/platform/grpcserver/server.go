@@ -33,8 +33,9 @@
 // Unauthenticated and forbidden calls never reach the rate limiter's per-principal buckets, the validator
 // or the handler; stream limits count slots by the authenticated caller and only for admitted calls (a
 // refused caller holds none); validation runs last so that an anonymous caller learns nothing about request rules.
-// Tracing is not an interceptor: the OpenTelemetry stats handler (otelgrpc) wraps the whole chain, so
-// spans cover it and every stage (and log line) sees the trace id.
+// Tracing (telemetry.GRPCServerTracing, driving otelgrpc's handler) runs before the first stage, so spans
+// cover the chain and every stage (and log line) sees the trace id; only sampled calls pay for a span,
+// and unsampled ones still carry valid trace ids. Streams are served by GOMAXPROCS reused workers.
 //
 // # Health and shutdown
 //
@@ -62,11 +63,11 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
 	"buf.build/go/protovalidate"
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
@@ -172,10 +173,31 @@ type Config struct {
 	// TracerProvider traces calls. Nil means the global provider.
 	TracerProvider trace.TracerProvider
 
+	// Ablation leaves stages out of the chain, for the benchmark that measures what each one costs
+	// (bench/stack_test.go). Every real server leaves it zero, which keeps them all.
+	Ablation Ablation
+
 	// observe, when set, is called as each stage of the chain sees a call (tests only; see export_test.go).
 	observe func(method, stage string)
 	// clock, when set, replaces the time of the stream limiter's idle timeouts (tests only).
 	clock clock
+}
+
+// Ablation names the parts of the server a benchmark may leave out, one at a time, to measure what each
+// costs per call. Rate limiting needs no entry: a zero Config.RateLimit turns it off. Leaving out
+// authentication makes every call anonymous (a policy that is not Public then refuses it), so only
+// benchmarks whose methods are Public may set it.
+type Ablation struct {
+	// Tracing leaves out the tracing interceptors (telemetry.GRPCServerTracing).
+	Tracing bool
+	// Metrics leaves out the RED metrics stage.
+	Metrics bool
+	// Logging leaves out the call log stage.
+	Logging bool
+	// Authentication leaves out the authentication stage.
+	Authentication bool
+	// Validation leaves out the protovalidate stage.
+	Validation bool
 }
 
 // RateLimit configures the per-principal token bucket. Callers are keyed by principal: users by id,
@@ -197,7 +219,7 @@ type Server struct {
 	lis     net.Listener
 	grpc    *grpc.Server
 	health  *health.Server
-	metrics *grpcprom.ServerMetrics
+	metrics *telemetry.GRPCServerMetrics
 	policy  auth.Policy
 	streams *streamLimiter
 	logger  *slog.Logger
@@ -283,19 +305,24 @@ func New(cfg Config) (*Server, error) {
 		validator: validator,
 		tracker:   cfg.Subjects,
 	}
-	unary, stream := c.interceptors(cfg.observe)
+	unary, stream := c.interceptors(cfg.Ablation, cfg.observe)
 	// Outside the chain: every call the server accepted counts as open until it returns, so that a
 	// graceful stop that runs out of time can name what it cut off.
 	unary = append([]grpc.UnaryServerInterceptor{s.calls.unary}, unary...)
 	stream = append([]grpc.StreamServerInterceptor{s.calls.stream}, stream...)
 
-	tp := cfg.TracerProvider
-	otelOpts := []otelgrpc.Option{otelgrpc.WithFilter(filters.Not(filters.HealthCheck()))}
-	if tp != nil {
-		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(tp))
+	if !cfg.Ablation.Tracing {
+		// Outermost, so that every stage and the log line see the call's trace.
+		tu, ts := telemetry.GRPCServerTracing(cfg.TracerProvider, otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))
+		unary = append([]grpc.UnaryServerInterceptor{tu}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{ts}, stream...)
 	}
-	opts := []grpc.ServerOption{
-		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
+	var opts []grpc.ServerOption
+	opts = append(opts,
+		// A fixed pool of goroutines serves the streams instead of a new goroutine per call: the pool's
+		// goroutines keep the stacks the interceptor chain grew, where a fresh goroutine grows (copies)
+		// its stack on every call (about 25 µs of a trivial call's CPU; BENCHMARKS.md).
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
@@ -313,7 +340,7 @@ func New(cfg Config) (*Server, error) {
 			MinTime:             cfg.KeepaliveMinTime,
 			PermitWithoutStream: true,
 		}),
-	}
+	)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	} else {
@@ -370,10 +397,8 @@ func setDefault[T comparable](v *T, def T) {
 
 // registerServerMetrics returns the server metrics registered with reg. A process may run several servers
 // on one registry (tests do); they then share the collector registered first.
-func registerServerMetrics(reg prometheus.Registerer) (*grpcprom.ServerMetrics, error) {
-	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
-	))
+func registerServerMetrics(reg prometheus.Registerer) (*telemetry.GRPCServerMetrics, error) {
+	m := telemetry.NewGRPCServerMetrics([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, exemplar)
 	m, err := telemetry.Register(reg, m)
 	if err != nil {
 		return nil, fmt.Errorf("register server metrics: %w", err)

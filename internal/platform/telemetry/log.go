@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -86,39 +87,53 @@ func (h *contextHandler) Enabled(ctx context.Context, level slog.Level) bool {
 }
 
 func (h *contextHandler) Handle(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	// The ids go first, so the record is rebuilt with them in front of its attributes, in one step: the
+	// attributes are gathered on the stack and added at once (one allocation for those beyond the five
+	// a record holds inline), and the ids are formatted without intermediate copies.
+	var buf [16]slog.Attr
+	attrs := buf[:0]
 	if ctx != nil {
 		if id := RequestID(ctx); id != "" {
-			out.AddAttrs(slog.String(KeyRequestID, id))
+			attrs = append(attrs, slog.String(KeyRequestID, id))
 		}
 		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-			out.AddAttrs(
-				slog.String(KeyTraceID, sc.TraceID().String()),
-				slog.String(KeySpanID, sc.SpanID().String()),
-			)
+			tid, sid := sc.TraceID(), sc.SpanID()
+			attrs = append(attrs, slog.String(KeyTraceID, hexString(tid[:])), slog.String(KeySpanID, hexString(sid[:])))
 		}
 	}
-
+	if len(attrs) == 0 && len(h.groups) == 0 {
+		return h.inner.Handle(ctx, r) // nothing to add: no copy
+	}
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 	if len(h.groups) == 0 {
 		r.Attrs(func(a slog.Attr) bool {
-			out.AddAttrs(a)
+			attrs = append(attrs, a)
 			return true
 		})
+		out.AddAttrs(attrs...)
 		return h.inner.Handle(ctx, out)
 	}
 
-	attrs := make([]slog.Attr, 0, r.NumAttrs())
+	inner := make([]slog.Attr, 0, r.NumAttrs())
 	r.Attrs(func(a slog.Attr) bool {
-		attrs = append(attrs, a)
+		inner = append(inner, a)
 		return true
 	})
 	// Wrap from the innermost group outwards. Empty groups vanish, as with the built-in handlers.
 	for i := len(h.groups) - 1; i >= 0; i-- {
 		g := h.groups[i]
-		attrs = []slog.Attr{slog.GroupAttrs(g.name, slices.Concat(g.attrs, attrs)...)}
+		inner = []slog.Attr{slog.GroupAttrs(g.name, slices.Concat(g.attrs, inner)...)}
 	}
-	out.AddAttrs(attrs...)
+	out.AddAttrs(append(attrs, inner...)...)
 	return h.inner.Handle(ctx, out)
+}
+
+// hexString returns b in lowercase hexadecimal, as trace.TraceID.String does, with one allocation
+// instead of two.
+func hexString(b []byte) string {
+	var dst [32]byte
+	n := hex.Encode(dst[:], b)
+	return string(dst[:n])
 }
 
 func (h *contextHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

@@ -20,6 +20,14 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// DefaultSampleRatio is the share of new traces a production process samples unless told otherwise
+// (lastmile serve --trace-sample-ratio): one in a hundred. Tracing every call costs a trivial call about
+// as much CPU as bare grpc-go spends on the whole call (BENCHMARKS.md); at 1%, and with GRPCServerHandler
+// and GRPCClientHandler skipping unsampled calls, traces still show every kind of slow call within
+// seconds at the rates lastmile serves, and continued traces follow their caller's decision whatever the
+// ratio.
+const DefaultSampleRatio = 0.01
+
 // TracingConfig configures SetupTracing.
 type TracingConfig struct {
 	// ServiceName is the service.name resource attribute. Required.
@@ -37,7 +45,8 @@ type TracingConfig struct {
 }
 
 // SetupTracing builds a tracer provider for cfg and returns it with its shutdown function, which
-// flushes buffered spans and must be called before the process exits.
+// flushes buffered spans and must be called before the process exits. Give the provider to
+// GRPCServerHandler and GRPCClientHandler, which then do tracing work only for sampled calls.
 //
 // Without an OTLPEndpoint the provider has no exporter: spans are created with valid trace and
 // span ids, so ids still appear in logs and propagate to peers, and shutdown does nothing. With
@@ -71,6 +80,7 @@ func SetupTracing(ctx context.Context, cfg TracingConfig) (trace.TracerProvider,
 	opts := []sdktrace.TracerProviderOption{
 		sdktrace.WithResource(res),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
+		sdktrace.WithIDGenerator(idGenerator{}),
 	}
 	shutdown := func(context.Context) error { return nil }
 	if cfg.OTLPEndpoint != "" {
@@ -80,7 +90,7 @@ func SetupTracing(ctx context.Context, cfg TracingConfig) (trace.TracerProvider,
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
-	tp := sdktrace.NewTracerProvider(opts...)
+	tp := &tracerProvider{TracerProvider: sdktrace.NewTracerProvider(opts...), ratio: ratio}
 	if cfg.OTLPEndpoint != "" {
 		shutdown = tp.Shutdown
 	}
@@ -90,6 +100,13 @@ func SetupTracing(ctx context.Context, cfg TracingConfig) (trace.TracerProvider,
 		propagation.Baggage{},
 	))
 	return tp, shutdown, nil
+}
+
+// tracerProvider is the SDK's provider with the ratio it samples new traces at, which GRPCServerHandler
+// and GRPCClientHandler apply before asking it for a span.
+type tracerProvider struct {
+	*sdktrace.TracerProvider
+	ratio float64
 }
 
 func newExporter(ctx context.Context, endpoint string, insecure bool) (sdktrace.SpanExporter, error) {

@@ -98,6 +98,14 @@ func TestServiceAuthenticator(t *testing.T) {
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Authenticate() mismatch (-want +got):\n%s", diff)
 			}
+			// The metadata-free form reads the same metadata from the context.
+			got, err = tt.authn.AuthenticateContext(metadata.NewIncomingContext(tt.ctx, tt.md))
+			if err != nil {
+				t.Fatalf("AuthenticateContext() error = %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("AuthenticateContext() mismatch (-want +got):\n%s", diff)
+			}
 		})
 	}
 }
@@ -130,6 +138,10 @@ func TestServiceAuthenticatorRejects(t *testing.T) {
 			}
 			if strings.Contains(apperr.MessageOf(err), "good") {
 				t.Errorf("error message %q contains the token", apperr.MessageOf(err))
+			}
+			p, err = tt.authn.AuthenticateContext(metadata.NewIncomingContext(tt.ctx, tt.md))
+			if got := apperr.CodeOf(err); got != tt.want {
+				t.Fatalf("AuthenticateContext() = %+v, %v; want code %q", p, err, tt.want)
 			}
 		})
 	}

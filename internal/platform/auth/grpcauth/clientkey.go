@@ -31,19 +31,22 @@ const ForwardedForKey = "x-forwarded-for"
 // per-client limit.
 func ClientKey(ctx context.Context) string {
 	if auth.FromContext(ctx).Via != "" {
-		if md, ok := metadata.FromIncomingContext(ctx); ok {
-			if v := md.Get(ForwardedForKey); len(v) > 0 {
-				last := v[len(v)-1]
-				if i := strings.LastIndexByte(last, ','); i >= 0 {
-					last = last[i+1:]
-				}
-				if key := ipKey(strings.TrimSpace(last)); key != "" {
-					return key
-				}
+		if v := metadata.ValueFromIncomingContext(ctx, ForwardedForKey); len(v) > 0 {
+			last := v[len(v)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			if key := ipKey(strings.TrimSpace(last)); key != "" {
+				return key
 			}
 		}
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		if tcp, ok := p.Addr.(*net.TCPAddr); ok { // the usual case, without formatting and parsing
+			if addr, ok := netip.AddrFromSlice(tcp.IP); ok {
+				return addrKey(addr)
+			}
+		}
 		host := p.Addr.String()
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
@@ -58,6 +61,10 @@ func ipKey(s string) string {
 	if err != nil {
 		return ""
 	}
+	return addrKey(addr)
+}
+
+func addrKey(addr netip.Addr) string {
 	addr = addr.Unmap().WithZone("")
 	if addr.Is6() {
 		p, _ := addr.Prefix(64) // cannot fail for an IPv6 address and 64

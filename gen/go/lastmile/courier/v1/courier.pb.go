@@ -11,6 +11,7 @@ package courierv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -2148,9 +2149,9 @@ var File_lastmile_courier_v1_courier_proto protoreflect.FileDescriptor
 
 const file_lastmile_courier_v1_courier_proto_rawDesc = "" +
 	"\n" +
-	"!lastmile/courier/v1/courier.proto\x12\x13lastmile.courier.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lastmile/geo/v1/geo.proto\"\xcf\x03\n" +
-	"\aCourier\x12\x18\n" +
-	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12$\n" +
+	"!lastmile/courier/v1/courier.proto\x12\x13lastmile.courier.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19lastmile/geo/v1/geo.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xda\x03\n" +
+	"\aCourier\x12#\n" +
+	"\x02id\x18\x01 \x01(\tB\x13\x92A\b\xca>\x05\xfa\x02\x02id\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12$\n" +
 	"\auser_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x06userId\x128\n" +
 	"\fdisplay_name\x18\x03 \x01(\tB\x15\xbaH\x12r\x10\x18d2\f^[^\\p{Cc}]*$R\vdisplayName\x12O\n" +
 	"\x0etransport_mode\x18\x04 \x01(\x0e2\x1e.lastmile.geo.v1.TransportModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\rtransportMode\x12%\n" +

@@ -11,6 +11,7 @@ package identityv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -819,7 +820,7 @@ var File_lastmile_identity_v1_auth_proto protoreflect.FileDescriptor
 
 const file_lastmile_identity_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x1flastmile/identity/v1/auth.proto\x12\x14lastmile.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1flastmile/identity/v1/user.proto\"\x98\x01\n" +
+	"\x1flastmile/identity/v1/auth.proto\x12\x14lastmile.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1flastmile/identity/v1/user.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\x98\x01\n" +
 	"\fLoginRequest\x12\"\n" +
 	"\x05email\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x18\xfe\x01`\x01H\x00R\x05email\x12'\n" +
@@ -873,12 +874,12 @@ const file_lastmile_identity_v1_auth_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\bR\x06active\x120\n" +
 	"\x05roles\x18\x03 \x03(\x0e2\x1a.lastmile.identity.v1.RoleR\x05roles\x12A\n" +
-	"\x0erevoked_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rrevokedBefore2\xa8\x05\n" +
-	"\vAuthService\x12k\n" +
-	"\x05Login\x12\".lastmile.identity.v1.LoginRequest\x1a#.lastmile.identity.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth:login\x12\x82\x01\n" +
-	"\fRefreshToken\x12).lastmile.identity.v1.RefreshTokenRequest\x1a*.lastmile.identity.v1.RefreshTokenResponse\"\x1b\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth:refresh\x12o\n" +
-	"\x06Logout\x12#.lastmile.identity.v1.LogoutRequest\x1a$.lastmile.identity.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/auth:logout\x12t\n" +
-	"\aGetJwks\x12$.lastmile.identity.v1.GetJwksRequest\x1a#.lastmile.identity.v1.JsonWebKeySet\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x12j\n" +
+	"\x0erevoked_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rrevokedBefore2\xbc\x05\n" +
+	"\vAuthService\x12p\n" +
+	"\x05Login\x12\".lastmile.identity.v1.LoginRequest\x1a#.lastmile.identity.v1.LoginResponse\"\x1e\x92A\x02b\x00\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth:login\x12\x87\x01\n" +
+	"\fRefreshToken\x12).lastmile.identity.v1.RefreshTokenRequest\x1a*.lastmile.identity.v1.RefreshTokenResponse\" \x92A\x02b\x00\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth:refresh\x12t\n" +
+	"\x06Logout\x12#.lastmile.identity.v1.LogoutRequest\x1a$.lastmile.identity.v1.LogoutResponse\"\x1f\x92A\x02b\x00\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/auth:logout\x12y\n" +
+	"\aGetJwks\x12$.lastmile.identity.v1.GetJwksRequest\x1a#.lastmile.identity.v1.JsonWebKeySet\"#\x92A\x02b\x00\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x12j\n" +
 	"\rWatchSubjects\x12*.lastmile.identity.v1.WatchSubjectsRequest\x1a+.lastmile.identity.v1.WatchSubjectsResponse0\x01\x12T\n" +
 	"\n" +
 	"GetSubject\x12'.lastmile.identity.v1.GetSubjectRequest\x1a\x1d.lastmile.identity.v1.SubjectB1Z/lastmile/gen/go/lastmile/identity/v1;identityv1b\x06proto3"

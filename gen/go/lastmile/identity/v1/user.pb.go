@@ -11,6 +11,7 @@ package identityv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -1553,9 +1554,9 @@ var File_lastmile_identity_v1_user_proto protoreflect.FileDescriptor
 
 const file_lastmile_identity_v1_user_proto_rawDesc = "" +
 	"\n" +
-	"\x1flastmile/identity/v1/user.proto\x12\x14lastmile.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x04\n" +
-	"\x04User\x12\x18\n" +
-	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12#\n" +
+	"\x1flastmile/identity/v1/user.proto\x12\x14lastmile.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xea\x04\n" +
+	"\x04User\x12#\n" +
+	"\x02id\x18\x01 \x01(\tB\x13\x92A\b\xca>\x05\xfa\x02\x02id\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12#\n" +
 	"\x05email\x18\x02 \x01(\tB\r\xbaH\n" +
 	"\xd8\x01\x01r\x05\x18\xfe\x01`\x01R\x05email\x128\n" +
 	"\fdisplay_name\x18\x03 \x01(\tB\x15\xbaH\x12r\x10\x18d2\f^[^\\p{Cc}]*$R\vdisplayName\x128\n" +
@@ -1677,10 +1678,10 @@ const file_lastmile_identity_v1_user_proto_rawDesc = "" +
 	"#USER_ACTIVITY_TYPE_PASSWORD_CHANGED\x10\x04\x12#\n" +
 	"\x1fUSER_ACTIVITY_TYPE_ROLE_CHANGED\x10\x05\x12%\n" +
 	"!USER_ACTIVITY_TYPE_STATUS_CHANGED\x10\x06\x12\x1e\n" +
-	"\x1aUSER_ACTIVITY_TYPE_DELETED\x10\a2\x88\b\n" +
-	"\vUserService\x12g\n" +
+	"\x1aUSER_ACTIVITY_TYPE_DELETED\x10\a2\x8d\b\n" +
+	"\vUserService\x12l\n" +
 	"\n" +
-	"CreateUser\x12'.lastmile.identity.v1.CreateUserRequest\x1a\x1a.lastmile.identity.v1.User\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/users\x12c\n" +
+	"CreateUser\x12'.lastmile.identity.v1.CreateUserRequest\x1a\x1a.lastmile.identity.v1.User\"\x19\x92A\x02b\x00\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/users\x12c\n" +
 	"\aGetUser\x12$.lastmile.identity.v1.GetUserRequest\x1a\x1a.lastmile.identity.v1.User\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/users/{id}\x12t\n" +
 	"\n" +
 	"UpdateUser\x12'.lastmile.identity.v1.UpdateUserRequest\x1a\x1a.lastmile.identity.v1.User\"!\x82\xd3\xe4\x93\x02\x1b:\x04user2\x13/v1/users/{user.id}\x12i\n" +

@@ -497,11 +497,20 @@ const file_lastmile_route_v1_route_proto_rawDesc = "" +
 	"\x0eRouteCondition\x12\x1f\n" +
 	"\x1bROUTE_CONDITION_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cROUTE_CONDITION_ROUTE_EXISTS\x10\x01\x12#\n" +
-	"\x1fROUTE_CONDITION_ROUTE_NOT_FOUND\x10\x022\x94\x02\n" +
-	"\fRouteService\x12z\n" +
-	"\rEstimateRoute\x12'.lastmile.route.v1.EstimateRouteRequest\x1a .lastmile.route.v1.RouteEstimate\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/routes:estimate\x12\x87\x01\n" +
-	"\rComputeMatrix\x12'.lastmile.route.v1.ComputeMatrixRequest\x1a(.lastmile.route.v1.ComputeMatrixResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/routes:computeMatrixB\xdb\x03\x92A\xac\x03\x12\xa9\x03\n" +
-	"\flastmile API\x12\x94\x03The REST edge of lastmile, a last-mile delivery platform. Send JSON with lowerCamelCase field names; authenticate with `Authorization: Bearer <access token>` from POST /v1/auth:login. Errors are JSON objects {\"error\": {\"code\": <HTTP status>, \"status\": \"INVALID_ARGUMENT\", \"message\": \"...\", \"details\": [...]}}, with google.rpc.BadRequest field violations for invalid input and a Retry-After header on 429.2\x02v1Z)lastmile/gen/go/lastmile/route/v1;routev1b\x06proto3"
+	"\x1fROUTE_CONDITION_ROUTE_NOT_FOUND\x10\x022\x9e\x02\n" +
+	"\fRouteService\x12\x7f\n" +
+	"\rEstimateRoute\x12'.lastmile.route.v1.EstimateRouteRequest\x1a .lastmile.route.v1.RouteEstimate\"#\x92A\x02b\x00\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/routes:estimate\x12\x8c\x01\n" +
+	"\rComputeMatrix\x12'.lastmile.route.v1.ComputeMatrixRequest\x1a(.lastmile.route.v1.ComputeMatrixResponse\"(\x92A\x02b\x00\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/routes:computeMatrixB\xcd\a\x92A\x9e\a\x12\xa9\x03\n" +
+	"\flastmile API\x12\x94\x03The REST edge of lastmile, a last-mile delivery platform. Send JSON with lowerCamelCase field names; authenticate with `Authorization: Bearer <access token>` from POST /v1/auth:login. Errors are JSON objects {\"error\": {\"code\": <HTTP status>, \"status\": \"INVALID_ARGUMENT\", \"message\": \"...\", \"details\": [...]}}, with google.rpc.BadRequest field violations for invalid input and a Retry-After header on 429.2\x02v1R\xb9\x01\n" +
+	"\x03400\x12\xb1\x01\n" +
+	"\xae\x01The request is invalid: malformed JSON, an unknown field or query parameter, or a value that breaks a rule (the error's details carry google.rpc.BadRequest field violations).R\x7f\n" +
+	"\adefault\x12t\n" +
+	"rAn error, as {\"error\": {\"code\": <HTTP status>, \"status\": \"<gRPC code name>\", \"message\": \"...\", \"details\": [...]}}.Z\xa4\x01\n" +
+	"\xa1\x01\n" +
+	"\x06bearer\x12\x96\x01\b\x02\x12\x80\x01An access token from POST /v1/auth:login, sent as `Authorization: Bearer <access token>`. Operations marked as public need none.\x1a\rAuthorization \x02b\f\n" +
+	"\n" +
+	"\n" +
+	"\x06bearer\x12\x00Z)lastmile/gen/go/lastmile/route/v1;routev1b\x06proto3"
 
 var (
 	file_lastmile_route_v1_route_proto_rawDescOnce sync.Once
