@@ -58,7 +58,7 @@ func startDemo(t *testing.T) string {
 			"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 			"--shutdown-timeout", "5s", "--log-level", "warn",
 			"--sim-couriers", "40", "--sim-rate", "0.2/s", "--sim-speedup", "20", "--sim-fix-interval", "500ms",
-			"--sim-decline-ratio", "0",
+			"--sim-decline-ratio", "0", "--sim-modes", "bicycle,scooter,car",
 		}, cli.Env{
 			Getenv: func(k string) string { return env[k] },
 			Stdout: io.Discard, Stderr: testWriter{t},
