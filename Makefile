@@ -8,8 +8,15 @@ export BREAKING_AGAINST
 
 all: build
 
+# The version and commit `lastmile version` prints, stamped into the binary by `make build`.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X lastmile/internal/cli.Version=$(VERSION) -X lastmile/internal/cli.Commit=$(COMMIT)
+
+## build: compile every package, and the lastmile binary (./lastmile) with its version and commit.
 build:
 	$(GO) build ./...
+	$(GO) build -ldflags "$(LDFLAGS)" -o lastmile ./cmd/lastmile
 
 ## generate: regenerate Go code and the OpenAPI document from api/proto.
 generate:

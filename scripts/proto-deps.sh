@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # proto-deps.sh copies the third-party .proto files our contracts import from the Go module cache into
-# .build/proto-deps (git-ignored). Nothing third-party is committed (DESIGN.md §12); the versions are pinned here.
+# .build/proto-deps (git-ignored), so that no third-party source is committed; the versions are pinned here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -62,6 +62,8 @@ Usage: lastmile <command> [flags]
 
 Commands:
   serve     run services: all in one process (default) or --target=%s
+  demo      serve plus the simulator: couriers and customers in Berlin, live on the dashboard
+  simulate  run the courier and customer simulator against a running deployment
   certs     create the development CA and service certificates in <data-dir>/tls
   migrate   apply database migrations for every service with a store
   version   print version information
@@ -91,6 +93,10 @@ func Run(ctx context.Context, args []string, env Env) error {
 	switch cmd {
 	case "serve":
 		err = runServe(ctx, rest, env)
+	case "demo":
+		err = runDemo(ctx, rest, env)
+	case "simulate":
+		err = runSimulate(ctx, rest, env)
 	case "certs":
 		err = runCerts(rest, env)
 	case "migrate":
@@ -125,10 +131,20 @@ func commit() string {
 		return Commit
 	}
 	if info, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
 		for _, s := range info.Settings {
-			if s.Key == "vcs.revision" {
-				return s.Value
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
 			}
+		}
+		if rev != "" && dirty {
+			return rev + "-dirty"
+		}
+		if rev != "" {
+			return rev
 		}
 	}
 	return "unknown"

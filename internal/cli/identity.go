@@ -64,7 +64,7 @@ func identityModule() *module {
 		store:   &storeDecl{SQLite: identitysqlite.Migrations(), Postgres: identitypg.Migrations(), EventLog: true},
 		flags: func(fs *flagSet) {
 			fs.DurationVar(&cfg.KeyRotation, "key-rotation", 24*time.Hour, "rotate the token signing key this often (0: only by hand); old keys stay published until their tokens expire")
-			fs.StringVar(&cfg.AdminEmail, "admin-email", "", "email of the admin account created on first start (its password: LASTMILE_ADMIN_PASSWORD, else generated and printed once)")
+			fs.StringVar(&cfg.AdminEmail, "admin-email", identity.DefaultAdminEmail, "email of the admin account created on first start (its password: LASTMILE_ADMIN_PASSWORD, else generated and printed once)")
 			fs.DurationVar(&cfg.LoginWindow, "login-window", identity.DefaultLoginWindow, "period over which failed logins are counted")
 			fs.IntVar(&cfg.LoginFailures, "login-failures", identity.DefaultLoginFailures, "failed logins one client may make on one account per --login-window before it is refused (other clients are not)")
 			fs.IntVar(&cfg.LoginClientFailures, "login-client-failures", identity.DefaultLoginClientFailures, "failed logins one client may make across accounts per --login-window")

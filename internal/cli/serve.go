@@ -110,8 +110,14 @@ passes, the REST gateway stops accepting and finishes its requests, then the gRP
 --shutdown-timeout after the drain delay.`
 
 func parseServe(args []string, env Env) (serveConfig, error) {
+	return parseServeFlags("serve", serveSummary, args, env, nil)
+}
+
+// parseServeFlags parses serve's flags for command cmd; extra, when set, adds the command's own flags (and
+// may change serve's defaults through c) before parsing.
+func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs *flagSet, c *serveConfig)) (serveConfig, error) {
 	c := serveConfig{Modules: modules(), Peers: map[string]string{}}
-	fs := newFlagSet("serve", serveSummary, env.Stderr)
+	fs := newFlagSet(cmd, summary, env.Stderr)
 	targets := listFlag{"all"}
 	hosts := listFlag{}
 	var level string
@@ -156,6 +162,9 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 		if m.flags != nil {
 			m.flags(fs)
 		}
+	}
+	if extra != nil {
+		extra(fs, &c)
 	}
 	if err := fs.parse(args, env.Getenv); err != nil {
 		return c, err

@@ -195,6 +195,12 @@ func (s *Service) errOf(err error, what string) *CommandError {
 	case apperr.Unavailable:
 		return &CommandError{Code: code, Message: "dispatch cannot reach its database; retry", RetryAfter: time.Second}
 	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The courier's stream went away mid-command (an app dropping off, a deadline): nothing is wrong with
+		// dispatch, and the command, idempotent by its id, may be sent again.
+		s.logger.Info("dispatch: command interrupted", "command", what, "error", err)
+		return &CommandError{Code: apperr.Unavailable, Message: "the command was interrupted; send it again with the same id", RetryAfter: time.Second}
+	}
 	s.logger.Error("dispatch: command failed", "command", what, "error", err)
 	return &CommandError{Code: apperr.Internal, Message: "internal error"}
 }

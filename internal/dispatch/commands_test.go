@@ -1,6 +1,10 @@
 package dispatch_test
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +132,27 @@ func TestFingerprintIgnoresTheTimeZone(t *testing.T) {
 	c := dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: "t", OccurTime: at.Add(time.Second)}}
 	if a.Fingerprint() == c.Fingerprint() {
 		t.Fatal("two instants gave one fingerprint")
+	}
+}
+
+// A command whose caller went away mid-way (the courier's stream was cancelled) is UNAVAILABLE, to be sent
+// again with the same id, and is not logged as an error: an app dropping off is not a fault of dispatch.
+func TestCommandOfACancelledCallerIsNotAnError(t *testing.T) {
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true, Options: dispatch.Options{Logger: logger}})
+	tk, c := assigned(t, sys)
+	ctx, cancel := context.WithCancel(c.Ctx)
+	cancel()
+	r := sys.Service.Execute(ctx, c.ID, "p1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}})
+	if r.Err == nil || r.Err.Code != apperr.Unavailable {
+		t.Fatalf("pickup with a cancelled context = %+v, want Unavailable", r)
+	}
+	if strings.Contains(logs.String(), `"level":"ERROR"`) {
+		t.Fatalf("an interrupted command was logged as an error:\n%s", logs.String())
+	}
+	// Sent again with the same id once the caller is back, it applies.
+	if r := sys.Service.Execute(c.Ctx, c.ID, "p1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}); r.Err != nil || r.Task.State != dispatch.StatePickedUp {
+		t.Fatalf("pickup sent again = %+v", r)
 	}
 }

@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	"lastmile/internal/platform/tlsutil"
+	"lastmile/internal/simulator"
+)
+
+func TestParseSimulate(t *testing.T) {
+	authority, err := tlsutil.EnsureCA(t.TempDir())
+	if err != nil {
+		t.Fatalf("EnsureCA: %v", err)
+	}
+	ca := authority.CertFile()
+	env := Env{Getenv: envOf(map[string]string{"LASTMILE_ADMIN_PASSWORD": "secret from env", "LASTMILE_COURIERS": "7"}), Stderr: &bytes.Buffer{}}
+	_, sc, err := parseSimulate([]string{"--target", "lm.example.com:443", "--ca-file", ca, "--rate", "30/m", "--duration", "90s",
+		"--city", "48.8566, 2.3522", "--radius", "5000", "--modes", "car,walking"}, env)
+	if err != nil {
+		t.Fatalf("parseSimulate: %v", err)
+	}
+	if sc.Target != "lm.example.com:443" || sc.AdminEmail != "admin@lastmile.local" || sc.AdminPassword != "secret from env" ||
+		sc.Couriers != 7 || sc.Rate != 0.5 || sc.Duration != 90*time.Second || sc.TLS == nil ||
+		sc.Area != (simulator.Area{Center: simulator.Point{Lat: 48.8566, Lng: 2.3522}, RadiusMeters: 5000}) ||
+		len(sc.Modes) != 2 || sc.Modes[0] != geov1.TransportMode_TRANSPORT_MODE_CAR || sc.Modes[1] != geov1.TransportMode_TRANSPORT_MODE_WALKING {
+		t.Errorf("parseSimulate = %+v, want the flags' and the environment's values", sc)
+	}
+}
+
+func TestParseSimulateRejectsBadInput(t *testing.T) {
+	withPassword := map[string]string{"LASTMILE_ADMIN_PASSWORD": "p"}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"no password", nil, []string{"--insecure"}, "admin password is required"},
+		{"bad rate", withPassword, []string{"--insecure", "--rate", "fast"}, "want a positive rate"},
+		{"zero rate", withPassword, []string{"--insecure", "--rate", "0/s"}, "want a positive rate"},
+		{"rate too high", withPassword, []string{"--insecure", "--rate", "5000"}, "at most 1000/s"},
+		{"bad city", withPassword, []string{"--insecure", "--city", "berlin"}, "--city"},
+		{"bad mode", withPassword, []string{"--insecure", "--modes", "bicycle,rocket"}, `"rocket" is not one of`},
+		{"missing CA", withPassword, []string{"--ca-file", "/nonexistent/ca.crt"}, "--ca-file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := parseSimulate(tc.args, Env{Getenv: envOf(tc.env), Stderr: &bytes.Buffer{}})
+			var ue usageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("parseSimulate(%q) = %v, want a usage error containing %q", tc.args, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseDemoDefaults(t *testing.T) {
+	cfg, d, err := parseDemo(nil, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatalf("parseDemo: %v", err)
+	}
+	if cfg.DataDir != demoDataDir || cfg.HTTPAddr != ":8080" || cfg.Telemetry.LogLevel.String() != "WARN" {
+		t.Errorf("demo serve config: data dir %q, http %q, log level %v; want %q, :8080, WARN", cfg.DataDir, cfg.HTTPAddr, cfg.Telemetry.LogLevel, demoDataDir)
+	}
+	if d.AdminEmail != "admin@lastmile.local" || d.Sim.Couriers != 50 || d.Sim.Rate != 0.5 || d.Sim.Duration != 0 || d.Sim.Speedup != 8 || d.Sim.Area.RadiusMeters != 3000 {
+		t.Errorf("demo config = %+v, want admin@lastmile.local, 50 couriers, 0.5 tasks/s until interrupted, speed-up 8, 3 km", d)
+	}
+	if _, _, err := parseDemo([]string{"--target", "route"}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}}); err == nil || !strings.Contains(err.Error(), "--target must be all") {
+		t.Errorf("parseDemo(--target route) = %v, want a usage error", err)
+	}
+}
+
+func TestDemoPasswordIsKept(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	first, err := demoPassword(dir, envOf(nil))
+	if err != nil || len(first) < 20 {
+		t.Fatalf("demoPassword = %q, %v; want a generated password", first, err)
+	}
+	again, err := demoPassword(dir, envOf(nil))
+	if err != nil || again != first {
+		t.Errorf("demoPassword again = %q, %v; want the kept %q", again, err, first)
+	}
+	fi, err := os.Stat(filepath.Join(dir, demoPasswordFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("password file: %v, %v; want mode 0600", fi, err)
+	}
+	if got, _ := demoPassword(dir, envOf(map[string]string{"LASTMILE_ADMIN_PASSWORD": "from env"})); got != "from env" {
+		t.Errorf("demoPassword with LASTMILE_ADMIN_PASSWORD = %q, want it", got)
+	}
+}
