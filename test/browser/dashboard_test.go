@@ -57,7 +57,7 @@ func startDemo(t *testing.T) string {
 			"--data-dir", t.TempDir(),
 			"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 			"--shutdown-timeout", "5s", "--log-level", "warn",
-			"--sim-couriers", "40", "--sim-rate", "0.2/s", "--sim-speedup", "20", "--sim-fix-interval", "500ms",
+			"--sim-couriers", "80", "--sim-rate", "1/s", "--sim-speedup", "20", "--sim-fix-interval", "500ms",
 			"--sim-decline-ratio", "0", "--sim-modes", "bicycle,scooter,car",
 		}, cli.Env{
 			Getenv: func(k string) string { return env[k] },
@@ -312,7 +312,7 @@ func TestDashboard(t *testing.T) {
 	box = eval[[]float64](p, `(() => { const r = document.getElementById('map').getBoundingClientRect(); return [r.left, r.top]; })()`)
 	p.do("open a courier's drawer from the map", 30*time.Second,
 		chromedp.MouseClickXY(box[0]+k.SX, box[1]+k.SY),
-		chromedp.WaitVisible(chromedp.CSS("#drawer-body dl.facts")))
+		chromedp.WaitVisible(chromedp.CSS("#drawer-courier")))
 	if got := eval[string](p, `LM.debug.selected()`); got != k.ID {
 		t.Errorf("after clicking courier %s on the map, the drawer shows %q", k.ID, got)
 	}

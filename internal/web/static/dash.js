@@ -476,7 +476,7 @@
     const today = new Date().toDateString();
     const todays = (delivered.tasks || []).filter((t) => new Date(LM.ms(t.deliverTime)).toDateString() === today).length;
     drawer(
-      el('header', {}, el('span', {className: 'chip s-' + LM.courierStatus(c)}, LM.courierStatus(c)), el('h2', {}, c.displayName || k.name || LM.shortId(id))),
+      el('header', {id: 'drawer-courier'}, el('span', {className: 'chip s-' + LM.courierStatus(c)}, LM.courierStatus(c)), el('h2', {}, c.displayName || k.name || LM.shortId(id))),
       facts([['Transport', (c.transportMode || '').replace('TRANSPORT_MODE_', '')],
         ['Capacity used', (c.activeTaskCount || 0) + ' of ' + (c.capacity || 0)],
         ['Last fix', k.fixAt ? LM.dur(Date.now() - k.fixAt) + ' ago' : 'none'],
