@@ -315,6 +315,27 @@ func (s timedStore) UpdateTask(ctx context.Context, id string, fn func(dispatch.
 	return out, err
 }
 
+// UpdateTasks observes the commits of a batch's writes that make a task OFFERED, as UpdateTask does.
+func (s timedStore) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) ([]dispatch.Task, []error) {
+	offered := make([]bool, len(updates))
+	wrapped := make([]dispatch.TaskWrite, len(updates))
+	for i, u := range updates {
+		wrapped[i] = dispatch.TaskWrite{ID: u.ID, Fn: func(cur dispatch.Task) (dispatch.Change, error) {
+			ch, err := u.Fn(cur)
+			offered[i] = err == nil && cur.State != dispatch.StateOffered && ch.Task.State == dispatch.StateOffered
+			return ch, err
+		}}
+	}
+	out, errs := s.Store.UpdateTasks(ctx, wrapped)
+	now := time.Now()
+	for i, u := range updates {
+		if errs[i] == nil && offered[i] {
+			s.rec.committed(u.ID, now)
+		}
+	}
+	return out, errs
+}
+
 // loadSystem is one measured system.
 type loadSystem struct {
 	svc      *dispatch.Service

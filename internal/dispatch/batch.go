@@ -1,0 +1,373 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"lastmile/internal/geo"
+)
+
+// Batched assignment. The work loop leases up to Options.Batch due tasks at once and assigns them
+// together (assignBatch). Each task still gets its own decision, made by the same Engine.Decide as
+// alone, in lease order (highest priority, then oldest, first), and its own Change (version check,
+// offer, deliveries, decision record, events); what the batch shares is the cost:
+//
+//   - before the decisions, the first courier search of every task is made, and dispatch's own state
+//     of every courier found is read once for all of them: who is connected, who has an open offer,
+//     and the tasks the busy ones hold;
+//   - when the Routes is a MatrixRoutes, the pickup ETAs from every courier found (from where its held
+//     work ends) to every pickup of the batch are asked in one call per transport mode;
+//   - the decisions then run against those answers (a search or a matrix the prefetch did not cover,
+//     such as a widened radius, is asked as before);
+//   - and every task's write (offer, deferral or UNASSIGNABLE) goes to the store in one transaction
+//     (Store.UpdateTasks), each with its own version check, so that one task that changed meanwhile
+//     loses only its own write.
+//
+// A courier chosen for an earlier task of the batch counts as having an open offer for the later ones
+// (OTHER_OFFER_OPEN), exactly as if the earlier offer had been committed first: no courier gets two
+// offers from one batch.
+
+// pendingWrite is one task's write of a batch: fn is the closure for Store.UpdateTasks, done runs after
+// a successful write.
+type pendingWrite struct {
+	task Task
+	fn   func(Task) (Change, error)
+	done func(error)
+}
+
+// assignBatch finds couriers for PENDING tasks (others are skipped): for each, in order, the next
+// eligible candidate of its latest decision, or a new decision when none is left. Winners get an offer;
+// a task without one waits (and is searched again after a back-off) or, when its pickup window cannot
+// be met or it waited too long, becomes UNASSIGNABLE. All the writes go to the store together.
+func (s *Service) assignBatch(ctx context.Context, ts []Task) {
+	now := s.now()
+	todo := make([]Task, 0, len(ts))
+	writes := make([]pendingWrite, 0, len(ts))
+	for _, t := range ts {
+		if t.State != StatePending {
+			continue
+		}
+		if reason := s.hopeless(t, now); reason != "" {
+			writes = append(writes, s.giveUpWrite(t, nil, reason))
+			continue
+		}
+		todo = append(todo, t)
+	}
+	if len(todo) > 0 {
+		b := newBatch(s, now)
+		b.prefetch(ctx, todo)
+		env := DecideEnv{Now: now, OfferOpen: b.offerOpen, Connected: b.connected, Held: b.held}
+		engine := s.engine.over(b, b)
+		for _, t := range todo {
+			w := s.decideOne(ctx, engine, t, env, b)
+			writes = append(writes, w)
+		}
+	}
+	s.write(ctx, writes)
+}
+
+// decideOne returns t's write: an offer to the next candidate of its latest decision or to the winner of
+// a new one, a deferral or UNASSIGNABLE. A courier it offers t to is taken for the rest of batch b.
+func (s *Service) decideOne(ctx context.Context, engine *Engine, t Task, env DecideEnv, b *batch) pendingWrite {
+	if d, c, ok := s.nextCandidate(ctx, t, env); ok {
+		b.take(c.CourierID)
+		return s.offerWrite(t, d, c, false)
+	}
+	trigger := TriggerAutomatic
+	if t.Searches > 0 || len(t.Offers) > 0 {
+		trigger = TriggerRetry
+	}
+	d, err := engine.Decide(ctx, t, trigger, env)
+	if err != nil {
+		return s.deferWrite(t, nil, fmt.Sprintf("engine failed: %v", err))
+	}
+	d.TaskID = t.ID
+	if d.ID == "" {
+		d.ID = newID()
+	}
+	if d.DecideTime.IsZero() {
+		d.DecideTime = storedTime(env.Now)
+	}
+	s.metrics.Decided(&d)
+	s.logDecision(t, &d)
+	switch d.Outcome {
+	case OutcomeOffered:
+		for _, c := range d.Candidates {
+			if c.Rank == 1 {
+				b.take(c.CourierID)
+				return s.offerWrite(t, &d, c, true)
+			}
+		}
+		return s.deferWrite(t, nil, fmt.Sprintf("decision %s offered without a winner", d.ID))
+	case OutcomeUnassignable:
+		return s.giveUpWrite(t, &d, d.Rationale)
+	}
+	return s.deferWrite(t, &d, d.Rationale)
+}
+
+// write writes ws in one Store.UpdateTasks and runs each successful write's done.
+func (s *Service) write(ctx context.Context, ws []pendingWrite) {
+	if len(ws) == 0 {
+		return
+	}
+	ups := make([]TaskWrite, len(ws))
+	for i, w := range ws {
+		ups[i] = TaskWrite{ID: w.task.ID, Fn: w.fn}
+	}
+	_, errs := s.store.UpdateTasks(ctx, ups)
+	for i, w := range ws {
+		if errs[i] == nil {
+			w.done(nil)
+			continue
+		}
+		s.workFailed(ctx, w.task, errs[i])
+	}
+}
+
+// batch is what the decisions of one batch share: the answers read before them, and the couriers taken
+// by the batch's earlier offers. It is the Couriers and Routes of the batch's engine: it answers the
+// searches and matrices it prefetched, and passes the others on. It is used by one goroutine.
+type batch struct {
+	s   *Service
+	now time.Time
+	// searches are the prefetched first searches, with their answers.
+	searches []prefetched
+	// conn, open and heldOf are dispatch's state of the couriers in known.
+	known  map[string]bool
+	conn   map[string]bool
+	open   map[string]bool
+	heldOf map[string][]Task
+	// taken are the couriers offered a task of this batch.
+	taken map[string]bool
+	// legs are the prefetched pickup ETAs, and provider the name route gave them.
+	legs     map[legKey]Leg
+	provider string
+}
+
+type prefetched struct {
+	q     NearbyQuery
+	found []CourierInfo
+}
+
+type legKey struct {
+	mode     geo.TransportMode
+	from, to geo.LatLng
+}
+
+func newBatch(s *Service, now time.Time) *batch {
+	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{},
+		heldOf: map[string][]Task{}, taken: map[string]bool{}, legs: map[legKey]Leg{}}
+}
+
+// take marks courierID as offered a task of the batch.
+func (b *batch) take(courierID string) { b.taken[courierID] = true }
+
+// prefetch makes the first search of each task, reads dispatch's state of every courier found, and
+// asks for the pickup ETAs of those who may take a task. What fails here is not an error: the decisions
+// ask again, and fail as they would have.
+func (b *batch) prefetch(ctx context.Context, ts []Task) {
+	var ids []string
+	infos := map[string]CourierInfo{}
+	for i := range ts {
+		q := b.s.engine.firstQuery(&ts[i])
+		found, err := b.s.couriers.FindNearby(ctx, q)
+		if err != nil {
+			continue
+		}
+		b.searches = append(b.searches, prefetched{q: q, found: found})
+		for _, c := range found {
+			if _, ok := infos[c.ID]; !ok {
+				infos[c.ID] = c
+				ids = append(ids, c.ID)
+			}
+		}
+	}
+	if len(ids) == 0 || b.read(ctx, ids) != nil {
+		return
+	}
+	mr, ok := b.s.routes.(MatrixRoutes)
+	if !ok {
+		return
+	}
+	// The origins: where each courier who may take a task will be free, as the engine plans it
+	// (search.heldWork), by mode.
+	origins := map[geo.TransportMode][]geo.LatLng{}
+	seen := map[legKey]bool{}
+	for _, id := range ids {
+		c := infos[id]
+		if c.Status != CourierAvailable || c.Fix == nil || c.LocationAge > b.s.engine.opts.MaxLocationAge ||
+			c.ActiveTasks >= c.Capacity || !b.conn[id] || b.open[id] {
+			continue
+		}
+		from := c.Fix.Location
+		if c.ActiveTasks > 0 {
+			_, from = planHeld(c.Fix.Location, c.Mode, b.heldOf[id], b.now)
+		}
+		if k := (legKey{mode: c.Mode, from: from}); !seen[k] {
+			seen[k] = true
+			origins[c.Mode] = append(origins[c.Mode], from)
+		}
+	}
+	for _, mode := range geo.Modes {
+		if len(origins[mode]) == 0 {
+			continue
+		}
+		var dests []geo.LatLng
+		for i := range ts {
+			p := ts[i].Pickup.Location
+			if ts[i].Size.Carries(mode) && !slices.Contains(dests, p) {
+				dests = append(dests, p)
+			}
+		}
+		if len(dests) == 0 {
+			continue
+		}
+		legs, provider, err := mr.Matrices(ctx, origins[mode], dests, mode, b.now)
+		if err != nil || len(legs) != len(origins[mode]) {
+			continue // the decisions ask route themselves, and degrade as they would have
+		}
+		for o, from := range origins[mode] {
+			if len(legs[o]) != len(dests) {
+				break
+			}
+			for d, to := range dests {
+				b.legs[legKey{mode: mode, from: from, to: to}] = legs[o][d]
+			}
+		}
+		if b.provider == "" {
+			b.provider = provider
+		}
+	}
+}
+
+// read reads dispatch's state of the couriers in ids that the batch does not know yet: in one read
+// each, who is connected, who has an open offer, and what the busy ones hold.
+func (b *batch) read(ctx context.Context, ids []string) error {
+	var todo []string
+	for _, id := range ids {
+		if !b.known[id] {
+			todo = append(todo, id)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	conn, err := b.s.connected(ctx, todo)
+	if err != nil {
+		return err
+	}
+	open, err := b.s.store.OfferOpen(ctx, todo)
+	if err != nil {
+		return err
+	}
+	held, err := b.s.store.HeldTasksOf(ctx, todo)
+	if err != nil {
+		return err
+	}
+	for _, id := range todo {
+		b.known[id] = true
+		b.conn[id], b.open[id], b.heldOf[id] = conn[id], open[id], held[id]
+	}
+	return nil
+}
+
+// connected is the batch's DecideEnv.Connected.
+func (b *batch) connected(ctx context.Context, ids []string) (map[string]bool, error) {
+	if err := b.read(ctx, ids); err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = b.conn[id]
+	}
+	return out, nil
+}
+
+// offerOpen is the batch's DecideEnv.OfferOpen: the couriers taken by the batch have one too.
+func (b *batch) offerOpen(ctx context.Context, ids []string) (map[string]bool, error) {
+	if err := b.read(ctx, ids); err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if b.open[id] || b.taken[id] {
+			out[id] = true
+		}
+	}
+	return out, nil
+}
+
+// held is the batch's DecideEnv.Held.
+func (b *batch) held(ctx context.Context, ids []string) (map[string][]Task, error) {
+	if err := b.read(ctx, ids); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]Task, len(ids))
+	for _, id := range ids {
+		out[id] = b.heldOf[id]
+	}
+	return out, nil
+}
+
+// FindNearby answers a prefetched search from the prefetch (once), any other from the courier service.
+func (b *batch) FindNearby(ctx context.Context, q NearbyQuery) ([]CourierInfo, error) {
+	for i, p := range b.searches {
+		if sameQuery(p.q, q) {
+			b.searches = slices.Delete(b.searches, i, i+1)
+			return p.found, nil
+		}
+	}
+	return b.s.couriers.FindNearby(ctx, q)
+}
+
+func sameQuery(a, b NearbyQuery) bool {
+	return a.Center == b.Center && a.Radius == b.Radius && a.Limit == b.Limit && a.MaxAge == b.MaxAge &&
+		slices.Equal(a.Modes, b.Modes) && slices.Equal(a.Exclude, b.Exclude)
+}
+
+// Status, CourierOfUser, Claim and Release are the courier service's: the engine does not call them.
+func (b *batch) Status(ctx context.Context, courierID string) (CourierInfo, error) {
+	return b.s.couriers.Status(ctx, courierID)
+}
+
+// CourierOfUser passes on to the courier service.
+func (b *batch) CourierOfUser(ctx context.Context, userID string) (string, error) {
+	return b.s.couriers.CourierOfUser(ctx, userID)
+}
+
+// Claim passes on to the courier service.
+func (b *batch) Claim(ctx context.Context, courierID, taskID string, expectedRelease time.Time) error {
+	return b.s.couriers.Claim(ctx, courierID, taskID, expectedRelease)
+}
+
+// Release passes on to the courier service.
+func (b *batch) Release(ctx context.Context, courierID, taskID string) error {
+	return b.s.couriers.Release(ctx, courierID, taskID)
+}
+
+// Matrix answers from the prefetched legs when they hold every origin (for the batch's time), and asks
+// route otherwise.
+func (b *batch) Matrix(ctx context.Context, origins []geo.LatLng, dest geo.LatLng, mode geo.TransportMode, depart time.Time) ([]Leg, string, error) {
+	if depart.Equal(b.now) && b.provider != "" {
+		legs := make([]Leg, len(origins))
+		ok := true
+		for i, o := range origins {
+			l, found := b.legs[legKey{mode: mode, from: o, to: dest}]
+			if !found {
+				ok = false
+				break
+			}
+			legs[i] = l
+		}
+		if ok {
+			return legs, b.provider, nil
+		}
+	}
+	if b.s.routes == nil {
+		return nil, "", errors.New("route service not configured")
+	}
+	return b.s.routes.Matrix(ctx, origins, dest, mode, depart)
+}
