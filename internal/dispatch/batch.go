@@ -135,7 +135,8 @@ type batch struct {
 	now time.Time
 	// searches are the prefetched first searches, with their answers.
 	searches []prefetched
-	// conn, open and heldOf are dispatch's state of the couriers in known.
+	// conn and open are dispatch's state of the couriers in known; heldOf the tasks held by the couriers
+	// in it.
 	known  map[string]bool
 	conn   map[string]bool
 	open   map[string]bool
@@ -188,23 +189,36 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	if len(ids) == 0 || b.read(ctx, ids) != nil {
 		return
 	}
-	mr, ok := b.s.routes.(MatrixRoutes)
-	if !ok {
-		return
-	}
-	// The origins: where each courier who may take a task will be free, as the engine plans it
-	// (search.heldWork), by mode.
-	origins := map[geo.TransportMode][]geo.LatLng{}
-	seen := map[legKey]bool{}
+	// The couriers who may take a task of the batch (the engine asks Held only about them, and route
+	// only about where they will be free), and of those the busy ones.
+	var may, busy []CourierInfo
+	var busyIDs []string
 	for _, id := range ids {
 		c := infos[id]
 		if c.Status != CourierAvailable || c.Fix == nil || c.LocationAge > b.s.engine.opts.MaxLocationAge ||
 			c.ActiveTasks >= c.Capacity || !b.conn[id] || b.open[id] {
 			continue
 		}
+		may = append(may, c)
+		if c.ActiveTasks > 0 {
+			busy = append(busy, c)
+			busyIDs = append(busyIDs, c.ID)
+		}
+	}
+	if len(busyIDs) > 0 && b.readHeld(ctx, busyIDs) != nil {
+		return
+	}
+	mr, ok := b.s.routes.(MatrixRoutes)
+	if !ok {
+		return
+	}
+	// The origins: where each of them will be free, as the engine plans it (search.heldWork), by mode.
+	origins := map[geo.TransportMode][]geo.LatLng{}
+	seen := map[legKey]bool{}
+	for _, c := range may {
 		from := c.Fix.Location
 		if c.ActiveTasks > 0 {
-			_, from = planHeld(c.Fix.Location, c.Mode, b.heldOf[id], b.now)
+			_, from = planHeld(c.Fix.Location, c.Mode, b.heldOf[c.ID], b.now)
 		}
 		if k := (legKey{mode: c.Mode, from: from}); !seen[k] {
 			seen[k] = true
@@ -244,7 +258,7 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 }
 
 // read reads dispatch's state of the couriers in ids that the batch does not know yet: in one read
-// each, who is connected, who has an open offer, and what the busy ones hold.
+// each, who is connected and who has an open offer.
 func (b *batch) read(ctx context.Context, ids []string) error {
 	var todo []string
 	for _, id := range ids {
@@ -263,13 +277,33 @@ func (b *batch) read(ctx context.Context, ids []string) error {
 	if err != nil {
 		return err
 	}
+	for _, id := range todo {
+		b.known[id] = true
+		b.conn[id], b.open[id] = conn[id], open[id]
+	}
+	return nil
+}
+
+// readHeld reads, in one read, the tasks held by the couriers in ids that the batch did not read yet.
+func (b *batch) readHeld(ctx context.Context, ids []string) error {
+	var todo []string
+	for _, id := range ids {
+		if _, ok := b.heldOf[id]; !ok {
+			todo = append(todo, id)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
 	held, err := b.s.store.HeldTasksOf(ctx, todo)
 	if err != nil {
 		return err
 	}
 	for _, id := range todo {
-		b.known[id] = true
-		b.conn[id], b.open[id], b.heldOf[id] = conn[id], open[id], held[id]
+		b.heldOf[id] = held[id] // nil for none: known all the same
+		if b.heldOf[id] == nil {
+			b.heldOf[id] = []Task{}
+		}
 	}
 	return nil
 }
@@ -302,7 +336,7 @@ func (b *batch) offerOpen(ctx context.Context, ids []string) (map[string]bool, e
 
 // held is the batch's DecideEnv.Held.
 func (b *batch) held(ctx context.Context, ids []string) (map[string][]Task, error) {
-	if err := b.read(ctx, ids); err != nil {
+	if err := b.readHeld(ctx, ids); err != nil {
 		return nil, err
 	}
 	out := make(map[string][]Task, len(ids))
