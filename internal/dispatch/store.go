@@ -184,7 +184,9 @@ type Store interface {
 	// HeldTasks returns the tasks courierID holds (ASSIGNED or PICKED_UP), oldest assignment first.
 	HeldTasks(ctx context.Context, courierID string) ([]Task, error)
 	// HeldTasksOf returns the tasks each of courierIDs holds, in one read, ordered as HeldTasks orders
-	// them; a courier who holds none is not in the map.
+	// them; a courier who holds none is not in the map. Of each task it returns what planning the
+	// courier's remaining stops needs: ID, State, CourierID, Pickup, Dropoff, AssignTime and Version;
+	// the other fields are zero.
 	HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]Task, error)
 	// OfferedTasks returns the OFFERED tasks whose open offer is to courierID, oldest offer first.
 	OfferedTasks(ctx context.Context, courierID string) ([]Task, error)
