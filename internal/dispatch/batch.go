@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"lastmile/internal/geo"
@@ -29,6 +30,9 @@ import (
 // A courier chosen for an earlier task of the batch counts as having an open offer for the later ones
 // (OTHER_OFFER_OPEN), exactly as if the earlier offer had been committed first: no courier gets two
 // offers from one batch.
+
+// prefetchSearches bounds the first searches of a batch that run at once.
+const prefetchSearches = 8
 
 // pendingWrite is one task's write of a batch: fn is the closure for Store.UpdateTasks, done runs after
 // a successful write.
@@ -170,16 +174,30 @@ func (b *batch) take(courierID string) { b.taken[courierID] = true }
 // asks for the pickup ETAs of those who may take a task. What fails here is not an error: the decisions
 // ask again, and fail as they would have.
 func (b *batch) prefetch(ctx context.Context, ts []Task) {
+	// The searches run a few at a time: they wait on the courier service, not on this process.
+	searches := make([]prefetched, len(ts))
+	failed := make([]bool, len(ts))
+	sem := make(chan struct{}, prefetchSearches)
+	var wg sync.WaitGroup
+	for i := range ts {
+		searches[i].q = b.s.engine.firstQuery(&ts[i])
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			found, err := b.s.couriers.FindNearby(ctx, searches[i].q)
+			searches[i].found, failed[i] = found, err != nil
+		}()
+	}
+	wg.Wait()
 	var ids []string
 	infos := map[string]CourierInfo{}
-	for i := range ts {
-		q := b.s.engine.firstQuery(&ts[i])
-		found, err := b.s.couriers.FindNearby(ctx, q)
-		if err != nil {
+	for i, p := range searches {
+		if failed[i] {
 			continue
 		}
-		b.searches = append(b.searches, prefetched{q: q, found: found})
-		for _, c := range found {
+		b.searches = append(b.searches, p)
+		for _, c := range p.found {
 			if _, ok := infos[c.ID]; !ok {
 				infos[c.ID] = c
 				ids = append(ids, c.ID)
