@@ -209,7 +209,7 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	}
 	// The couriers who may take a task of the batch (the engine asks Held only about them, and route
 	// only about where they will be free), and of those the busy ones.
-	var may, busy []CourierInfo
+	var may []CourierInfo
 	var busyIDs []string
 	for _, id := range ids {
 		c := infos[id]
@@ -219,7 +219,6 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 		}
 		may = append(may, c)
 		if c.ActiveTasks > 0 {
-			busy = append(busy, c)
 			busyIDs = append(busyIDs, c.ID)
 		}
 	}

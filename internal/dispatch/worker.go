@@ -197,20 +197,6 @@ func (s *Service) connected(ctx context.Context, ids []string) (map[string]bool,
 	return s.store.Connected(ctx, ids, s.now().Add(-3*HeartbeatInterval))
 }
 
-// heldBy returns the tasks each courier holds, so that the engine plans a busy courier's pickup after
-// the work it already has.
-func (s *Service) heldBy(ctx context.Context, ids []string) (map[string][]Task, error) {
-	held, err := s.store.HeldTasksOf(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string][]Task, len(ids))
-	for _, id := range ids {
-		out[id] = held[id]
-	}
-	return out, nil
-}
-
 // HeartbeatInterval is how often a session says it is still open.
 const HeartbeatInterval = 10 * time.Second
 
