@@ -279,8 +279,10 @@ func (s *Store) UpdateTask(ctx context.Context, id string, fn func(dispatch.Task
 		if err != nil {
 			return err
 		}
-		out, err = s.applyChange(ctx, tx, a, cur, ch)
-		return err
+		if out, err = s.applyChange(ctx, tx, cur, ch); err != nil {
+			return err
+		}
+		return s.appendChange(ctx, tx, a, out, ch)
 	})
 	if err != nil {
 		return dispatch.Task{}, err
@@ -288,9 +290,9 @@ func (s *Store) UpdateTask(ctx context.Context, id string, fn func(dispatch.Task
 	return out, nil
 }
 
-// applyChange writes ch, what a closure returned for cur as read (and locked) in tx, and returns the
-// task written.
-func (s *Store) applyChange(ctx context.Context, tx *sql.Tx, a *appender, cur dispatch.Task, ch dispatch.Change) (dispatch.Task, error) {
+// applyChange writes ch, what a closure returned for cur as read (and locked) in tx, except its events
+// and deliveries (appendChange), and returns the task written.
+func (s *Store) applyChange(ctx context.Context, tx *sql.Tx, cur dispatch.Task, ch dispatch.Change) (dispatch.Task, error) {
 	id := cur.ID
 	if len(ch.Jobs) > 0 && s.jobs == nil {
 		return dispatch.Task{}, apperr.Errorf(apperr.Internal, "task %s: %d jobs to enqueue and no job queue configured", id, len(ch.Jobs))
@@ -319,16 +321,21 @@ func (s *Store) applyChange(ctx context.Context, tx *sql.Tx, a *appender, cur di
 			return dispatch.Task{}, s.e.MapError(err, fmt.Sprintf("enqueue %d jobs of task %s", len(ch.Jobs), id))
 		}
 	}
-	// Appends last (see the package documentation).
-	if _, err := a.append(ctx, tx, dispatch.TopicTask, id, []byte(next.State)); err != nil {
-		return dispatch.Task{}, err
+	return next, nil
+}
+
+// appendChange appends the event of next, written by applyChange for ch, and ch's deliveries: last in
+// the transaction (see the package documentation).
+func (s *Store) appendChange(ctx context.Context, tx *sql.Tx, a *appender, next dispatch.Task, ch dispatch.Change) error {
+	if _, err := a.append(ctx, tx, dispatch.TopicTask, next.ID, []byte(next.State)); err != nil {
+		return err
 	}
 	for _, d := range ch.Deliveries {
 		if err := s.insertDelivery(ctx, tx, a, d, next.UpdateTime); err != nil {
-			return dispatch.Task{}, err
+			return err
 		}
 	}
-	return next, nil
+	return nil
 }
 
 // maxBatchLock bounds the ids one locking read of UpdateTasks names.
@@ -369,6 +376,7 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 				cur[t.ID] = t
 			}
 		}
+		changes := make([]dispatch.Change, len(updates))
 		for i, u := range updates {
 			c, ok := cur[u.ID]
 			if !ok {
@@ -380,11 +388,21 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 				errs[i] = err
 				continue
 			}
-			next, err := s.applyChange(ctx, tx, a, c, ch)
+			next, err := s.applyChange(ctx, tx, c, ch)
 			if err != nil {
 				return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
 			}
-			out[i], cur[u.ID] = next, next
+			out[i], cur[u.ID], changes[i] = next, next, ch
+		}
+		// Every append after every row written: on PostgreSQL the log's lock is held from the first
+		// append to the commit, so the batch holds it as briefly as a single update does.
+		for i := range updates {
+			if errs[i] != nil {
+				continue
+			}
+			if err := s.appendChange(ctx, tx, a, out[i], changes[i]); err != nil {
+				return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
+			}
 		}
 		return nil
 	})
