@@ -198,7 +198,7 @@ type phaseResult struct {
 	committed    []time.Duration // CreateTask returned -> offer committed, tasks created in the window
 	received     []time.Duration // CreateTask returned -> session received the offer
 	unoffered    int             // tasks of the window never offered within drainWait (latency phase)
-	decide       []time.Duration // the engine's time per first decision (Decision.Elapsed: queries and RPCs included)
+	decide       []time.Duration // the engine's time per first decision (Decision.Elapsed: the queries and RPCs it made itself; a batch's shared first searches, reads and matrix are made before it and not included)
 	createP50    time.Duration
 	createP99    time.Duration
 }
