@@ -162,10 +162,9 @@ func (c *Client) Matrices(ctx context.Context, origins, dests []geo.LatLng, mode
 		return out, "", nil
 	}
 	provider := ""
-	dstep := min(len(dests), maxOrigins)
-	ostep := min(maxOrigins, maxElements/dstep)
-	for ds := 0; ds < len(dests); ds += dstep {
-		dpart := dests[ds:min(ds+dstep, len(dests))]
+	for ds := 0; ds < len(dests); ds += maxOrigins {
+		dpart := dests[ds:min(ds+maxOrigins, len(dests))]
+		ostep := min(maxOrigins, maxElements/len(dpart))
 		for os := 0; os < len(origins); os += ostep {
 			opart := origins[os:min(os+ostep, len(origins))]
 			legs, p, err := c.call(ctx, opart, dpart, mode, depart)
