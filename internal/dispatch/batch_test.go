@@ -138,3 +138,39 @@ func TestBatchCountsItsOwnOffers(t *testing.T) {
 		}
 	}
 }
+
+// A task that changed after the batch read it (here: cancelled) fails only its own write: the batch's
+// other offers are committed, the courier chosen for it is told nothing, and the cancelled task stays
+// cancelled.
+func TestBatchWriteFailureKeepsTheOthers(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	var cs []dispatchtest.Courier
+	for _, m := range []float64{100, 500, 900} {
+		cs = append(cs, sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, m), geo.Bicycle, true))
+	}
+	tasks := createOneSecondApart(t, sys, 3)
+	read := make([]dispatch.Task, len(tasks))
+	for i, tk := range tasks {
+		read[i] = stored(t, sys, tk.ID)
+	}
+	cancelled, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tasks[1].ID, Reason: dispatch.CancelOther})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys.Service.AssignBatch(context.Background(), read)
+
+	wantOffered(t, sys, tasks[0], cs[0].ID)
+	wantOffered(t, sys, tasks[2], cs[2].ID) // the second courier was the cancelled task's choice
+	if got := stored(t, sys, tasks[1].ID); got.State != dispatch.StateCancelled || got.Version != cancelled.Version || len(got.Offers) != 0 {
+		t.Errorf("cancelled task = %s version %d with %d offers, want CANCELLED version %d with none", got.State, got.Version, len(got.Offers), cancelled.Version)
+	}
+	if ds, err := sys.Store.Decisions(context.Background(), tasks[1].ID, 10); err != nil || len(ds) != 0 {
+		t.Errorf("decisions of the cancelled task = %d, %v; want none written", len(ds), err)
+	}
+	for i, want := range []int{1, 0, 1} {
+		ds, err := sys.Store.Deliveries(context.Background(), cs[i].ID, 0, 10)
+		if err != nil || len(ds) != want {
+			t.Errorf("deliveries of courier %d = %+v, %v; want %d", i, ds, err, want)
+		}
+	}
+}

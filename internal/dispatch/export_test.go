@@ -23,3 +23,7 @@ func (s *Service) WorkOnce(ctx context.Context) (int, error) {
 	}
 	return len(ts), nil
 }
+
+// AssignBatch assigns ts as one batch, as the work loop does with the tasks it leased (tests pass copies
+// read before another change, so that a write of the batch fails).
+func (s *Service) AssignBatch(ctx context.Context, ts []Task) { s.assignBatch(ctx, ts) }
