@@ -29,7 +29,8 @@ import (
 //
 // A courier chosen for an earlier task of the batch counts as having an open offer for the later ones
 // (OTHER_OFFER_OPEN), exactly as if the earlier offer had been committed first: no courier gets two
-// offers from one batch.
+// offers from one batch. Batches working at once on one replica reserve their couriers (offering), so
+// that neither does a courier get two offers from two of them.
 
 // prefetchSearches bounds the first searches of a batch that run at once.
 const prefetchSearches = 8
@@ -62,6 +63,7 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task) {
 	}
 	if len(todo) > 0 {
 		b := newBatch(s, now)
+		defer s.offering.release(b)
 		b.prefetch(ctx, todo)
 		env := DecideEnv{Now: now, OfferOpen: b.offerOpen, Connected: b.connected, Held: b.held}
 		engine := s.engine.over(b, b)
@@ -73,12 +75,32 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task) {
 	s.write(ctx, writes)
 }
 
+// maxReserveTries bounds how often decideOne decides again for a task whose chosen courier another batch
+// of this replica took meanwhile.
+const maxReserveTries = 3
+
 // decideOne returns t's write: an offer to the next candidate of its latest decision or to the winner of
-// a new one, a deferral or UNASSIGNABLE. A courier it offers t to is taken for the rest of batch b.
+// a new one, a deferral or UNASSIGNABLE. A courier it offers t to is taken for the rest of batch b and
+// reserved against this replica's other batches until b's writes are done; when another batch reserved
+// it first, t is decided again without it.
 func (s *Service) decideOne(ctx context.Context, engine *Engine, t Task, env DecideEnv, b *batch) pendingWrite {
+	for try := 1; ; try++ {
+		w, courierID := s.decideOnce(ctx, engine, t, env)
+		if courierID == "" || s.offering.reserve(courierID, b) {
+			b.take(courierID)
+			return w
+		}
+		b.take(courierID) // another batch's: open for this one
+		if try == maxReserveTries {
+			return s.deferWrite(t, nil, "the couriers chosen were taken by other batches")
+		}
+	}
+}
+
+// decideOnce returns t's write and the courier it offers t to ("" for none).
+func (s *Service) decideOnce(ctx context.Context, engine *Engine, t Task, env DecideEnv) (pendingWrite, string) {
 	if d, c, ok := s.nextCandidate(ctx, t, env); ok {
-		b.take(c.CourierID)
-		return s.offerWrite(t, d, c, false)
+		return s.offerWrite(t, d, c, false), c.CourierID
 	}
 	trigger := TriggerAutomatic
 	if t.Searches > 0 || len(t.Offers) > 0 {
@@ -86,7 +108,7 @@ func (s *Service) decideOne(ctx context.Context, engine *Engine, t Task, env Dec
 	}
 	d, err := engine.Decide(ctx, t, trigger, env)
 	if err != nil {
-		return s.deferWrite(t, nil, fmt.Sprintf("engine failed: %v", err))
+		return s.deferWrite(t, nil, fmt.Sprintf("engine failed: %v", err)), ""
 	}
 	d.TaskID = t.ID
 	if d.ID == "" {
@@ -101,15 +123,56 @@ func (s *Service) decideOne(ctx context.Context, engine *Engine, t Task, env Dec
 	case OutcomeOffered:
 		for _, c := range d.Candidates {
 			if c.Rank == 1 {
-				b.take(c.CourierID)
-				return s.offerWrite(t, &d, c, true)
+				return s.offerWrite(t, &d, c, true), c.CourierID
 			}
 		}
-		return s.deferWrite(t, nil, fmt.Sprintf("decision %s offered without a winner", d.ID))
+		return s.deferWrite(t, nil, fmt.Sprintf("decision %s offered without a winner", d.ID)), ""
 	case OutcomeUnassignable:
-		return s.giveUpWrite(t, &d, d.Rationale)
+		return s.giveUpWrite(t, &d, d.Rationale), ""
 	}
-	return s.deferWrite(t, &d, d.Rationale)
+	return s.deferWrite(t, &d, d.Rationale), ""
+}
+
+// offering are the couriers the batches of this replica are offering a task to, each reserved by one
+// batch from its choice until its writes are done: a batch counts the others' reservations as open
+// offers, as it counts its own, so that two batches working at once do not offer one courier two tasks
+// (the store's open offers show them only once written).
+type offering struct {
+	mu sync.Mutex
+	by map[string]*batch
+}
+
+// reserve reserves courierID for b; false when another batch holds it.
+func (o *offering) reserve(courierID string, b *batch) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if held, ok := o.by[courierID]; ok {
+		return held == b
+	}
+	if o.by == nil {
+		o.by = map[string]*batch{}
+	}
+	o.by[courierID] = b
+	return true
+}
+
+// other reports whether a batch other than b holds courierID.
+func (o *offering) other(courierID string, b *batch) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	held, ok := o.by[courierID]
+	return ok && held != b
+}
+
+// release ends b's reservations.
+func (o *offering) release(b *batch) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for id := range b.taken {
+		if o.by[id] == b {
+			delete(o.by, id)
+		}
+	}
 }
 
 // write writes ws in one Store.UpdateTasks and runs each successful write's done.
@@ -167,8 +230,12 @@ func newBatch(s *Service, now time.Time) *batch {
 		heldOf: map[string][]Task{}, taken: map[string]bool{}, legs: map[legKey]Leg{}}
 }
 
-// take marks courierID as offered a task of the batch.
-func (b *batch) take(courierID string) { b.taken[courierID] = true }
+// take marks courierID as offered a task of the batch (or taken by another batch); "" is nobody.
+func (b *batch) take(courierID string) {
+	if courierID != "" {
+		b.taken[courierID] = true
+	}
+}
 
 // prefetch makes the first search of each task, reads dispatch's state of every courier found, and
 // asks for the pickup ETAs of those who may take a task. What fails here is not an error: the decisions
@@ -344,7 +411,7 @@ func (b *batch) offerOpen(ctx context.Context, ids []string) (map[string]bool, e
 	}
 	out := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		if b.open[id] || b.taken[id] {
+		if b.open[id] || b.taken[id] || b.s.offering.other(id, b) {
 			out[id] = true
 		}
 	}

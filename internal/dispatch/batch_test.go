@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,5 +173,34 @@ func TestBatchWriteFailureKeepsTheOthers(t *testing.T) {
 		if err != nil || len(ds) != want {
 			t.Errorf("deliveries of courier %d = %+v, %v; want %d", i, ds, err, want)
 		}
+	}
+}
+
+// Two batches working at once on one replica never offer one courier two tasks: whichever reserves the
+// courier first offers it its task, the other's task waits.
+func TestConcurrentBatchesOfferACourierOnce(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	tasks := createOneSecondApart(t, sys, 2)
+	var wg sync.WaitGroup
+	for _, tk := range tasks {
+		read := stored(t, sys, tk.ID)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sys.Service.AssignBatch(context.Background(), []dispatch.Task{read})
+		}()
+	}
+	wg.Wait()
+	states := map[dispatch.State]int{}
+	for _, tk := range tasks {
+		states[stored(t, sys, tk.ID).State]++
+	}
+	if states[dispatch.StateOffered] != 1 || states[dispatch.StatePending] != 1 {
+		t.Errorf("task states %v, want one OFFERED and one PENDING", states)
+	}
+	ds, err := sys.Store.Deliveries(context.Background(), c.ID, 0, 10)
+	if err != nil || len(ds) != 1 || ds[0].Kind != dispatch.DeliveryOffer {
+		t.Errorf("deliveries of the courier = %+v, %v; want one offer", ds, err)
 	}
 }

@@ -105,6 +105,8 @@ type Service struct {
 
 	courierIDs courierIDCache
 	kickCh     chan struct{}
+	// offering are the couriers this replica's batches are offering a task to (batch.go).
+	offering offering
 	lastWake   atomic.Int64
 }
 
