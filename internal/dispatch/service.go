@@ -107,7 +107,7 @@ type Service struct {
 	kickCh     chan struct{}
 	// offering are the couriers this replica's batches are offering a task to (batch.go).
 	offering offering
-	lastWake   atomic.Int64
+	lastWake atomic.Int64
 }
 
 // Deps are the Service's collaborators.
