@@ -38,7 +38,7 @@ package bench_test
 // is measured; "unbounded" for a pure open loop, where the backlog grows without bound),
 // LASTMILE_DISPATCH_LOAD_WORKERS (dispatch's
 // Options.Workers; default dispatch's own), LASTMILE_DISPATCH_LOAD_SECONDS (10, each phase's measured
-// window).
+// window), LASTMILE_DISPATCH_LOAD_LOG (1: dispatch's warnings to stderr).
 
 import (
 	"cmp"
@@ -362,6 +362,10 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	quiet := slog.New(slog.DiscardHandler)
+	dlog := quiet
+	if os.Getenv("LASTMILE_DISPATCH_LOAD_LOG") == "1" {
+		dlog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 
 	// courier
 	var cstore courier.Store
@@ -456,7 +460,7 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 		t.Fatal(err)
 	}
 	svc = dispatch.NewService(dispatch.Deps{Store: timedStore{Store: store, rec: ls.rec}, Uploads: store.Uploads(), Blobs: blobs, Couriers: couriers, Routes: routes, Events: feed},
-		dispatch.Options{Logger: quiet, Workers: cfg.workers})
+		dispatch.Options{Logger: dlog, Workers: cfg.workers})
 	ls.svc, ls.store = svc, store
 	grpctest.Go(t, "event feed", feed.Run)
 	grpctest.Go(t, "jobs", jc.Run)
