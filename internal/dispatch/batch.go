@@ -40,7 +40,7 @@ const prefetchSearches = 8
 type pendingWrite struct {
 	task Task
 	fn   func(Task) (Change, error)
-	done func(error)
+	done func()
 }
 
 // assignBatch finds couriers for PENDING tasks (others are skipped): for each, in order, the next
@@ -187,7 +187,7 @@ func (s *Service) write(ctx context.Context, ws []pendingWrite) {
 	_, errs := s.store.UpdateTasks(ctx, ups)
 	for i, w := range ws {
 		if errs[i] == nil {
-			w.done(nil)
+			w.done()
 			continue
 		}
 		s.workFailed(ctx, w.task, errs[i])

@@ -281,7 +281,7 @@ func (s *Service) offerWrite(t Task, d *Decision, c Candidate, newDecision bool)
 			}
 		}
 		return Change{Task: cur, Decision: &dd, Deliveries: []Delivery{{CourierID: c.CourierID, Kind: DeliveryOffer, TaskID: cur.ID, OfferID: o.ID}}}, nil
-	}, done: func(error) { s.metrics.OfferSent() }}
+	}, done: func() { s.metrics.OfferSent() }}
 }
 
 // deferWrite keeps t PENDING and makes it due again after a back-off that doubles per search (up to 12
@@ -309,7 +309,7 @@ func (s *Service) deferWrite(t Task, d *Decision, why string) pendingWrite {
 			ch.Decision = &dd
 		}
 		return ch, nil
-	}, done: func(error) {
+	}, done: func() {
 		if d == nil {
 			s.logger.Warn("dispatch: task deferred", "task", t.ID, "reason", why)
 		}
@@ -334,7 +334,7 @@ func (s *Service) giveUpWrite(t Task, d *Decision, reason string) pendingWrite {
 		dd.Outcome = OutcomeUnassignable
 		ch.Decision = &dd
 		return ch, nil
-	}, done: func(error) {
+	}, done: func() {
 		s.logger.Info("dispatch decision", "task", t.ID, "outcome", OutcomeUnassignable, "reason", reason)
 	}}
 }
