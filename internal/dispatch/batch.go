@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,7 +21,8 @@ import (
 //     of every courier found is read once for all of them: who is connected, who has an open offer,
 //     and the tasks the busy ones hold;
 //   - when the Routes is a MatrixRoutes, the pickup ETAs from every courier found (from where its held
-//     work ends) to every pickup of the batch are asked in one call per transport mode;
+//     work ends) to the pickups are asked in one call per transport mode and group of up to matrixGroup
+//     pickups near each other, from the couriers the group's searches found;
 //   - the decisions then run against those answers (a search or a matrix the prefetch did not cover,
 //     such as a widened radius, is asked as before);
 //   - and every task's write (offer, deferral or UNASSIGNABLE) goes to the store in one transaction
@@ -34,6 +36,9 @@ import (
 
 // prefetchSearches bounds the first searches of a batch that run at once.
 const prefetchSearches = 8
+
+// matrixGroup is how many pickups of a batch share one matrix.
+const matrixGroup = 8
 
 // pendingWrite is one task's write of a batch: fn is the closure for Store.UpdateTasks, done runs after
 // a successful write.
@@ -63,6 +68,7 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task) {
 	}
 	if len(todo) > 0 {
 		b := newBatch(s, now)
+		s.offering.start(b)
 		defer s.offering.release(b)
 		b.prefetch(ctx, todo)
 		env := DecideEnv{Now: now, OfferOpen: b.offerOpen, Connected: b.connected, Held: b.held}
@@ -135,11 +141,35 @@ func (s *Service) decideOnce(ctx context.Context, engine *Engine, t Task, env De
 
 // offering are the couriers the batches of this replica are offering a task to, each reserved by one
 // batch from its choice until its writes are done: a batch counts the others' reservations as open
-// offers, as it counts its own, so that two batches working at once do not offer one courier two tasks
-// (the store's open offers show them only once written).
+// offers, as it counts its own, so that two batches working at once do not offer one courier two tasks.
+// A reservation that ended after a batch read the store's open offers of its courier counts too: that
+// read may have missed the offer the reservation became.
 type offering struct {
 	mu sync.Mutex
 	by map[string]*batch
+	// seq counts the reservations ended; ended is the seq at which each courier's last one ended.
+	seq   uint64
+	ended map[string]uint64
+	// active are the batches working, with the seq at their start: an entry of ended older than every
+	// active batch's start is forgotten.
+	active map[*batch]uint64
+}
+
+// start registers b as working.
+func (o *offering) start(b *batch) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.active == nil {
+		o.by, o.ended, o.active = map[string]*batch{}, map[string]uint64{}, map[*batch]uint64{}
+	}
+	o.active[b] = o.seq
+}
+
+// now returns the seq before a read of the store's open offers.
+func (o *offering) now() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.seq
 }
 
 // reserve reserves courierID for b; false when another batch holds it.
@@ -149,28 +179,40 @@ func (o *offering) reserve(courierID string, b *batch) bool {
 	if held, ok := o.by[courierID]; ok {
 		return held == b
 	}
-	if o.by == nil {
-		o.by = map[string]*batch{}
-	}
 	o.by[courierID] = b
 	return true
 }
 
-// other reports whether a batch other than b holds courierID.
-func (o *offering) other(courierID string, b *batch) bool {
+// other reports whether a batch other than b holds courierID, or ended a reservation of it after b read
+// its open offers (at readAt).
+func (o *offering) other(courierID string, b *batch, readAt uint64) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	held, ok := o.by[courierID]
-	return ok && held != b
+	if held, ok := o.by[courierID]; ok {
+		return held != b
+	}
+	return o.ended[courierID] > readAt
 }
 
-// release ends b's reservations.
+// release ends b's reservations and b.
 func (o *offering) release(b *batch) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for id := range b.taken {
 		if o.by[id] == b {
 			delete(o.by, id)
+			o.seq++
+			o.ended[id] = o.seq
+		}
+	}
+	delete(o.active, b)
+	oldest := o.seq
+	for _, at := range o.active {
+		oldest = min(oldest, at)
+	}
+	for id, at := range o.ended {
+		if at <= oldest {
+			delete(o.ended, id)
 		}
 	}
 }
@@ -204,9 +246,11 @@ type batch struct {
 	searches []prefetched
 	// conn and open are dispatch's state of the couriers in known; heldOf the tasks held by the couriers
 	// in it.
-	known  map[string]bool
-	conn   map[string]bool
-	open   map[string]bool
+	known map[string]bool
+	conn  map[string]bool
+	open  map[string]bool
+	// readAt is offering's seq before each known courier's open offers were read.
+	readAt map[string]uint64
 	heldOf map[string][]Task
 	// taken are the couriers offered a task of this batch.
 	taken map[string]bool
@@ -226,7 +270,7 @@ type legKey struct {
 }
 
 func newBatch(s *Service, now time.Time) *batch {
-	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{},
+	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{}, readAt: map[string]uint64{},
 		heldOf: map[string][]Task{}, taken: map[string]bool{}, legs: map[legKey]Leg{}}
 }
 
@@ -296,48 +340,70 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	if !ok {
 		return
 	}
-	// The origins: where each of them will be free, as the engine plans it (search.heldWork), by mode.
-	origins := map[geo.TransportMode][]geo.LatLng{}
-	seen := map[legKey]bool{}
+	// Where each of them will be free, as the engine plans it (search.heldWork).
+	fromOf := make(map[string]geo.LatLng, len(may))
 	for _, c := range may {
 		from := c.Fix.Location
 		if c.ActiveTasks > 0 {
 			_, from = planHeld(c.Fix.Location, c.Mode, b.heldOf[c.ID], b.now)
 		}
-		if k := (legKey{mode: c.Mode, from: from}); !seen[k] {
-			seen[k] = true
-			origins[c.Mode] = append(origins[c.Mode], from)
+		fromOf[c.ID] = from
+	}
+	// One matrix per mode and per group of up to matrixGroup pickups near each other (by latitude): from
+	// where the couriers the group's searches found will be free to the group's pickups. A matrix of
+	// every courier to every pickup of the batch would be mostly elements no decision asks for.
+	order := make([]int, len(ts))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int {
+		return cmp.Or(cmp.Compare(ts[i].Pickup.Location.Lat, ts[j].Pickup.Location.Lat), cmp.Compare(ts[i].Pickup.Location.Lng, ts[j].Pickup.Location.Lng))
+	})
+	for _, mode := range geo.Modes {
+		var idx []int
+		for _, i := range order {
+			if !failed[i] && ts[i].Size.Carries(mode) {
+				idx = append(idx, i)
+			}
+		}
+		for g := 0; g < len(idx); g += matrixGroup {
+			var origins, dests []geo.LatLng
+			seen := map[geo.LatLng]bool{}
+			for _, i := range idx[g:min(g+matrixGroup, len(idx))] {
+				if p := ts[i].Pickup.Location; !slices.Contains(dests, p) {
+					dests = append(dests, p)
+				}
+				for _, c := range searches[i].found {
+					if from, ok := fromOf[c.ID]; ok && infos[c.ID].Mode == mode && !seen[from] {
+						seen[from] = true
+						origins = append(origins, from)
+					}
+				}
+			}
+			if len(origins) > 0 {
+				b.matrix(ctx, mr, mode, origins, dests)
+			}
 		}
 	}
-	for _, mode := range geo.Modes {
-		if len(origins[mode]) == 0 {
-			continue
+}
+
+// matrix asks route for the legs from origins to dests by mode and keeps them; when route fails, it
+// keeps nothing: the decisions ask route themselves, and degrade as they would have.
+func (b *batch) matrix(ctx context.Context, mr MatrixRoutes, mode geo.TransportMode, origins, dests []geo.LatLng) {
+	legs, provider, err := mr.Matrices(ctx, origins, dests, mode, b.now)
+	if err != nil || len(legs) != len(origins) {
+		return
+	}
+	for o, from := range origins {
+		if len(legs[o]) != len(dests) {
+			return
 		}
-		var dests []geo.LatLng
-		for i := range ts {
-			p := ts[i].Pickup.Location
-			if ts[i].Size.Carries(mode) && !slices.Contains(dests, p) {
-				dests = append(dests, p)
-			}
+		for d, to := range dests {
+			b.legs[legKey{mode: mode, from: from, to: to}] = legs[o][d]
 		}
-		if len(dests) == 0 {
-			continue
-		}
-		legs, provider, err := mr.Matrices(ctx, origins[mode], dests, mode, b.now)
-		if err != nil || len(legs) != len(origins[mode]) {
-			continue // the decisions ask route themselves, and degrade as they would have
-		}
-		for o, from := range origins[mode] {
-			if len(legs[o]) != len(dests) {
-				break
-			}
-			for d, to := range dests {
-				b.legs[legKey{mode: mode, from: from, to: to}] = legs[o][d]
-			}
-		}
-		if b.provider == "" {
-			b.provider = provider
-		}
+	}
+	if b.provider == "" {
+		b.provider = provider
 	}
 }
 
@@ -353,6 +419,7 @@ func (b *batch) read(ctx context.Context, ids []string) error {
 	if len(todo) == 0 {
 		return nil
 	}
+	at := b.s.offering.now()
 	conn, err := b.s.connected(ctx, todo)
 	if err != nil {
 		return err
@@ -363,7 +430,7 @@ func (b *batch) read(ctx context.Context, ids []string) error {
 	}
 	for _, id := range todo {
 		b.known[id] = true
-		b.conn[id], b.open[id] = conn[id], open[id]
+		b.conn[id], b.open[id], b.readAt[id] = conn[id], open[id], at
 	}
 	return nil
 }
@@ -411,7 +478,7 @@ func (b *batch) offerOpen(ctx context.Context, ids []string) (map[string]bool, e
 	}
 	out := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		if b.open[id] || b.taken[id] || b.s.offering.other(id, b) {
+		if b.open[id] || b.taken[id] || b.s.offering.other(id, b, b.readAt[id]) {
 			out[id] = true
 		}
 	}
