@@ -13,6 +13,7 @@ import (
 
 	"lastmile/internal/platform/telemetry"
 	"lastmile/internal/simulator"
+	"lastmile/internal/web"
 )
 
 const demoSummary = `Run every service in this process (as serve does, with every serve flag) plus the simulator against them:
@@ -79,6 +80,7 @@ func demo(ctx context.Context, cfg serveConfig, d demoConfig, env Env, after fun
 	if err != nil {
 		return nil, err
 	}
+	cfg.Gateway.Web.Area = demoArea(d.Sim.Area)
 	serveEnv := env
 	serveEnv.Getenv = func(k string) string {
 		if k == "LASTMILE_ADMIN_PASSWORD" {
@@ -198,4 +200,13 @@ func browsable(addr string) string {
 		host = "localhost"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// demoArea is the simulated city as the dashboard outlines it, named when it is the default one.
+func demoArea(a simulator.Area) *web.Area {
+	name := "simulated area"
+	if a.Center == simulator.Berlin.Center {
+		name = "Berlin"
+	}
+	return &web.Area{Name: name, Latitude: a.Center.Lat, Longitude: a.Center.Lng, RadiusMeters: a.RadiusMeters}
 }

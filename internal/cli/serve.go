@@ -30,6 +30,7 @@ import (
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/telemetry"
 	"lastmile/internal/platform/tlsutil"
+	"lastmile/internal/web"
 )
 
 // serveConfig is what `lastmile serve` reads from flags and the environment for the whole process; each
@@ -96,6 +97,8 @@ type gatewayConfig struct {
 	TrustedProxies []netip.Prefix
 	// Browser configures the browser sessions and event streams (--sse-*, --cookie-secure).
 	Browser gateway.BrowserConfig
+	// Web configures the dashboard and tracking pages (demo sets the simulated city's outline).
+	Web web.Config
 }
 
 const serveSummary = `Run lastmile services. By default every service runs in this one process behind one gRPC listener, with
@@ -590,7 +593,7 @@ func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
 	gw, err := gateway.New(ctx, gateway.Config{
 		CORSOrigins: p.cfg.Gateway.CORSOrigins,
 		Addr:        p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
-		ShutdownTimeout: p.cfg.ShutdownTimeout, Browser: p.cfg.Gateway.Browser,
+		ShutdownTimeout: p.cfg.ShutdownTimeout, Browser: p.cfg.Gateway.Browser, Web: p.cfg.Gateway.Web,
 		Logger: p.logger, Registerer: p.registry,
 	}, services)
 	if err != nil {

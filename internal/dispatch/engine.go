@@ -100,25 +100,12 @@ func (e *Engine) Decide(ctx context.Context, t Task, trigger Trigger, env Decide
 		return d, nil
 	}
 
-	taskExcluded := make(map[string]ExclusionReason, len(t.Excluded))
-	exclude := make([]string, 0, min(len(t.Excluded), MaxExcludeIDs))
-	for _, x := range t.Excluded {
-		if _, dup := taskExcluded[x.CourierID]; dup {
-			continue
-		}
-		taskExcluded[x.CourierID] = x.Reason
-		if len(exclude) < MaxExcludeIDs {
-			exclude = append(exclude, x.CourierID)
-		}
-	}
+	taskExcluded, exclude := exclusions(&t)
 
 	s := search{e: e, t: &t, env: &env, now: now, taskExcluded: taskExcluded, seen: map[string]bool{}}
 	radius := e.opts.SearchRadius
 	for n := 1; ; n++ {
-		found, err := e.couriers.FindNearby(ctx, NearbyQuery{
-			Center: t.Pickup.Location, Radius: radius, Limit: e.opts.Candidates, Modes: t.Size.Modes(),
-			Exclude: slices.Clone(exclude), MaxAge: e.opts.MaxLocationAge,
-		})
+		found, err := e.couriers.FindNearby(ctx, e.nearbyQuery(&t, radius, exclude))
 		if err != nil {
 			return Decision{}, fmt.Errorf("find couriers within %.0f m of the pickup of task %s: %w", radius, t.ID, err)
 		}
@@ -150,6 +137,44 @@ func (e *Engine) Decide(ctx context.Context, t Task, trigger Trigger, env Decide
 	e.conclude(&d, &t, taskExcluded)
 	d.Elapsed = time.Since(start)
 	return d, nil
+}
+
+// exclusions returns t's excluded couriers with their reasons, and the ids a nearby search excludes
+// (the first MaxExcludeIDs of them).
+func exclusions(t *Task) (map[string]ExclusionReason, []string) {
+	taskExcluded := make(map[string]ExclusionReason, len(t.Excluded))
+	exclude := make([]string, 0, min(len(t.Excluded), MaxExcludeIDs))
+	for _, x := range t.Excluded {
+		if _, dup := taskExcluded[x.CourierID]; dup {
+			continue
+		}
+		taskExcluded[x.CourierID] = x.Reason
+		if len(exclude) < MaxExcludeIDs {
+			exclude = append(exclude, x.CourierID)
+		}
+	}
+	return taskExcluded, exclude
+}
+
+// nearbyQuery is the search for couriers for t within radius, excluding exclude.
+func (e *Engine) nearbyQuery(t *Task, radius float64, exclude []string) NearbyQuery {
+	return NearbyQuery{
+		Center: t.Pickup.Location, Radius: radius, Limit: e.opts.Candidates, Modes: t.Size.Modes(),
+		Exclude: slices.Clone(exclude), MaxAge: e.opts.MaxLocationAge,
+	}
+}
+
+// firstQuery is the first search Decide makes for t.
+func (e *Engine) firstQuery(t *Task) NearbyQuery {
+	_, exclude := exclusions(t)
+	return e.nearbyQuery(t, e.opts.SearchRadius, exclude)
+}
+
+// over returns a copy of e that asks couriers and routes instead of e's.
+func (e *Engine) over(couriers Couriers, routes Routes) *Engine {
+	c := *e
+	c.couriers, c.routes = couriers, routes
+	return &c
 }
 
 // search is one decision's state across its searches.

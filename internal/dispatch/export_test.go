@@ -10,3 +10,20 @@ func (s *Service) RunHub(ctx context.Context) error { return s.runHub(ctx) }
 func (s *Service) RouteSessionEvent(courierID, sessionID string) {
 	s.hub.replaceOthers(courierID, sessionID)
 }
+
+// WorkOnce leases up to Options.Batch due tasks and works them as one batch, as the work loop does, and
+// returns how many it leased (tests run it with Config.NoRun, so that the batch is what they made due).
+func (s *Service) WorkOnce(ctx context.Context) (int, error) {
+	ts, err := s.store.LeaseDue(ctx, s.opts.Replica, s.now(), s.opts.Lease, s.opts.Batch)
+	if err != nil {
+		return 0, err
+	}
+	if len(ts) > 0 {
+		s.processBatch(ctx, ts)
+	}
+	return len(ts), nil
+}
+
+// AssignBatch assigns ts as one batch, as the work loop does with the tasks it leased (tests pass copies
+// read before another change, so that a write of the batch fails).
+func (s *Service) AssignBatch(ctx context.Context, ts []Task) { s.assignBatch(ctx, ts) }

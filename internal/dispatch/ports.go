@@ -86,3 +86,12 @@ type Routes interface {
 	// Unavailable when route cannot answer (the breaker is open or the call failed).
 	Matrix(ctx context.Context, origins []geo.LatLng, dest geo.LatLng, mode geo.TransportMode, depart time.Time) ([]Leg, string, error)
 }
+
+// MatrixRoutes is a Routes that also answers many destinations at once; the work loop uses it, when the
+// Routes has it, to ask for the pickup ETAs of a whole batch of tasks in one call per transport mode.
+type MatrixRoutes interface {
+	Routes
+	// Matrices returns the travel from each origin to each destination by mode (legs[o][d], in the
+	// order given) and the provider's name. Unavailable as Matrix.
+	Matrices(ctx context.Context, origins, dests []geo.LatLng, mode geo.TransportMode, depart time.Time) ([][]Leg, string, error)
+}

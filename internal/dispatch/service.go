@@ -25,6 +25,7 @@ const (
 	DefaultRetryBackoff   = 5 * time.Second
 	DefaultLease          = 30 * time.Second
 	DefaultWorkers        = 8
+	DefaultBatch          = 32
 	DefaultIdempotency    = 48 * time.Hour
 	DefaultTrackInterval  = 5 * time.Second
 )
@@ -37,6 +38,8 @@ const (
 	MaxSnapshotTasks  = 5000
 	MaxWindowAhead    = 30 * 24 * time.Hour
 	MaxUploadsPerTask = 8
+	// MaxBatch bounds Options.Batch.
+	MaxBatch = 256
 )
 
 // Options configures a Service. The zero value is usable: the defaults above and the wall clock.
@@ -68,6 +71,9 @@ type Options struct {
 	// Lease is how long a replica holds a task it works; Workers how many tasks it works at once.
 	Lease   time.Duration
 	Workers int
+	// Batch is how many due tasks a worker leases and decides together (batch.go): their searches' reads
+	// of dispatch's own state, their pickup ETAs and their writes are shared. 1 works one task at a time.
+	Batch int
 	// Idempotency is how long request ids and command ids are remembered (at least 24 h).
 	Idempotency time.Duration
 	// TrackInterval is how often WatchTask refreshes the courier's position and ETA.
@@ -101,7 +107,9 @@ type Service struct {
 	shareKeys     ShareKeys
 	shareKeyCache shareKeyCache
 	kickCh        chan struct{}
-	lastWake      atomic.Int64
+	// offering are the couriers this replica's batches are offering a task to (batch.go).
+	offering offering
+	lastWake atomic.Int64
 }
 
 // Deps are the Service's collaborators.
@@ -133,6 +141,8 @@ func NewService(d Deps, opts Options) *Service {
 	setDefault(&opts.RetryBackoff, DefaultRetryBackoff)
 	setDefault(&opts.Lease, DefaultLease)
 	setDefault(&opts.Workers, DefaultWorkers)
+	setDefault(&opts.Batch, DefaultBatch)
+	opts.Batch = min(opts.Batch, MaxBatch)
 	setDefault(&opts.Idempotency, DefaultIdempotency)
 	setDefault(&opts.TrackInterval, DefaultTrackInterval)
 	setUploadDefaults(&opts)

@@ -119,6 +119,13 @@ type Change struct {
 	Jobs []Job
 }
 
+// TaskWrite is one task's part of Store.UpdateTasks: the task's id and the closure UpdateTask would
+// run on it.
+type TaskWrite struct {
+	ID string
+	Fn func(Task) (Change, error)
+}
+
 // TaskFilter narrows ListTasks, CountTasks and WatchTasks. Zero fields do not filter.
 type TaskFilter struct {
 	States     []State
@@ -156,11 +163,20 @@ type Store interface {
 	// UpdateTask locks the task with id, runs fn on it and writes what fn returns, in one transaction.
 	// When fn fails nothing is written and its error is returned. NotFound when there is no such task.
 	UpdateTask(ctx context.Context, id string, fn func(Task) (Change, error)) (Task, error)
+	// UpdateTasks applies updates as UpdateTask would, one after the other, in one transaction when it
+	// can: it returns, per update, the task written or the error. An update whose closure fails writes
+	// nothing and gets the closure's error; the others are written all the same. When the transaction
+	// fails, each update is applied again alone (UpdateTask), so that one task's failing write does not
+	// lose the others. Two updates of one task see each other's result. Closures follow UpdateTask's
+	// rules: pure, and never calling the Store.
+	UpdateTasks(ctx context.Context, updates []TaskWrite) ([]Task, []error)
 	// LeaseDue leases up to limit tasks whose DueTime is at or before now and that no live lease holds,
 	// to owner until now+lease, highest priority first, then oldest; it returns them.
 	LeaseDue(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]Task, error)
 	// Unlease ends owner's lease on the task, if it still holds it.
 	Unlease(ctx context.Context, taskID, owner string) error
+	// UnleaseTasks ends owner's leases on the tasks with taskIDs that it still holds, in one statement.
+	UnleaseTasks(ctx context.Context, taskIDs []string, owner string) error
 	// WakePending makes every PENDING task due now (a courier became available).
 	WakePending(ctx context.Context, now time.Time) error
 	// Decisions returns a task's newest decisions first, at most limit.
@@ -168,7 +184,9 @@ type Store interface {
 	// HeldTasks returns the tasks courierID holds (ASSIGNED or PICKED_UP), oldest assignment first.
 	HeldTasks(ctx context.Context, courierID string) ([]Task, error)
 	// HeldTasksOf returns the tasks each of courierIDs holds, in one read, ordered as HeldTasks orders
-	// them; a courier who holds none is not in the map.
+	// them; a courier who holds none is not in the map. Of each task it returns what planning the
+	// courier's remaining stops needs: ID, State, CourierID, Pickup, Dropoff, AssignTime and Version;
+	// the other fields are zero.
 	HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]Task, error)
 	// OfferedTasks returns the OFFERED tasks whose open offer is to courierID, oldest offer first.
 	OfferedTasks(ctx context.Context, courierID string) ([]Task, error)

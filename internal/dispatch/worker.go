@@ -64,22 +64,22 @@ func (s *Service) housekeeping(ctx context.Context) error {
 	}
 }
 
-// work leases due tasks and works each one: PENDING tasks get a decision and an offer, OFFERED tasks
-// whose offer passed its deadline get the offer expired and the next candidate. Up to Options.Workers
-// tasks are worked at once. A lease outlives a crash by at most Options.Lease: another replica then
-// takes the task over.
+// work leases due tasks in batches of up to Options.Batch and works each batch (processBatch): PENDING
+// tasks get a decision and an offer, OFFERED tasks whose offer passed its deadline get the offer expired
+// and the next candidate. Up to Options.Workers batches are worked at once. A lease outlives a crash by
+// at most Options.Lease: another replica then takes the task over.
 func (s *Service) work(ctx context.Context) error {
 	sem := make(chan struct{}, s.opts.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	failures := 0
 	for {
-		free := s.opts.Workers - len(sem)
-		var tasks []Task
-		var err error
-		if free > 0 {
-			tasks, err = s.store.LeaseDue(ctx, s.opts.Replica, s.now(), s.opts.Lease, free)
+		select {
+		case sem <- struct{}{}: // a free worker
+		case <-ctx.Done():
+			return nil
 		}
+		tasks, err := s.store.LeaseDue(ctx, s.opts.Replica, s.now(), s.opts.Lease, s.opts.Batch)
 		if err != nil {
 			failures++
 			if failures == 1 {
@@ -91,15 +91,16 @@ func (s *Service) work(ctx context.Context) error {
 			}
 			failures = 0
 		}
-		for _, t := range tasks {
-			sem <- struct{}{}
+		if len(tasks) == 0 {
+			<-sem
+		} else {
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				s.process(ctx, t)
+				s.processBatch(ctx, tasks)
 			}()
 		}
-		if len(tasks) == free && free > 0 {
+		if len(tasks) == s.opts.Batch {
 			continue // more may be due
 		}
 		wait := pollInterval
@@ -118,39 +119,59 @@ func (s *Service) work(ctx context.Context) error {
 	}
 }
 
-// process works one leased task and releases the lease.
-func (s *Service) process(ctx context.Context, t Task) {
+// processBatch works leased tasks and releases their leases: OFFERED tasks whose offer passed its
+// deadline get it expired, and join the PENDING ones, which are assigned together (assignBatch); a task
+// in another state has a stale due time cleared.
+func (s *Service) processBatch(ctx context.Context, ts []Task) {
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := s.store.Unlease(uctx, t.ID, s.opts.Replica); err != nil {
-			s.logger.Warn("dispatch: unlease failed", "task", t.ID, "error", err)
+		ids := make([]string, len(ts))
+		for i, t := range ts {
+			ids[i] = t.ID
+		}
+		if err := s.store.UnleaseTasks(uctx, ids, s.opts.Replica); err != nil {
+			s.logger.Warn("dispatch: unlease failed", "tasks", len(ids), "error", err)
 		}
 	}()
-	var err error
-	switch t.State {
-	case StateOffered:
-		err = s.expireOffer(ctx, t)
-	case StatePending:
-		err = s.assign(ctx, t)
-	default:
-		// Nothing to do: clear a stale due time.
-		_, err = s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
-			if cur.Version != t.Version || cur.DueTime.IsZero() {
-				return Change{}, errNoChange
+	pending := make([]Task, 0, len(ts))
+	for _, t := range ts {
+		switch t.State {
+		case StateOffered:
+			next, err := s.expireOffer(ctx, t)
+			if err != nil {
+				s.workFailed(ctx, t, err)
+				continue
 			}
-			cur.DueTime = time.Time{}
-			return Change{Task: cur}, nil
-		})
+			pending = append(pending, next)
+		case StatePending:
+			pending = append(pending, t)
+		default:
+			// Nothing to do: clear a stale due time.
+			_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+				if cur.Version != t.Version || cur.DueTime.IsZero() {
+					return Change{}, errNoChange
+				}
+				cur.DueTime = time.Time{}
+				return Change{Task: cur}, nil
+			})
+			s.workFailed(ctx, t, err)
+		}
 	}
+	s.assignBatch(ctx, pending)
+}
+
+// workFailed logs a failure to work t, unless there was none, nothing to change, or the loop is ending.
+func (s *Service) workFailed(ctx context.Context, t Task, err error) {
 	if err != nil && !errors.Is(err, errNoChange) && ctx.Err() == nil {
 		s.logger.Warn("dispatch: working task failed", "task", t.ID, "state", t.State, "error", err)
 	}
 }
 
 // expireOffer expires t's open offer once its deadline (and grace) passed: the courier is told and never
-// offered the task again, and the task goes back to PENDING, to be offered to the next candidate at once.
-func (s *Service) expireOffer(ctx context.Context, t Task) error {
+// offered the task again, and the task goes back to PENDING (returned), to be offered to the next
+// candidate at once.
+func (s *Service) expireOffer(ctx context.Context, t Task) (Task, error) {
 	next, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
 		o := cur.CurrentOffer()
 		now := s.now()
@@ -165,75 +186,15 @@ func (s *Service) expireOffer(ctx context.Context, t Task) error {
 		return Change{Task: cur, Deliveries: []Delivery{{CourierID: o.CourierID, Kind: DeliveryOfferClosed, TaskID: cur.ID, OfferID: o.ID}}}, nil
 	})
 	if err != nil {
-		return err
+		return Task{}, err
 	}
 	s.metrics.OfferAnswered(OfferExpired)
-	return s.assign(ctx, next)
-}
-
-// assign finds a courier for a PENDING task: the next eligible candidate of its latest decision, or a new
-// decision when none is left. The winner gets an offer; without one the task waits (and is searched again
-// after a back-off) or, when its pickup window cannot be met or it waited too long, becomes UNASSIGNABLE.
-func (s *Service) assign(ctx context.Context, t Task) error {
-	if t.State != StatePending {
-		return errNoChange
-	}
-	now := s.now()
-	if reason := s.hopeless(t, now); reason != "" {
-		return s.giveUp(ctx, t, nil, reason)
-	}
-	env := DecideEnv{Now: now, OfferOpen: s.store.OfferOpen, Connected: s.connected, Held: s.heldBy}
-	if d, c, ok := s.nextCandidate(ctx, t, env); ok {
-		return s.offer(ctx, t, d, c, false)
-	}
-	trigger := TriggerAutomatic
-	if t.Searches > 0 || len(t.Offers) > 0 {
-		trigger = TriggerRetry
-	}
-	d, err := s.engine.Decide(ctx, t, trigger, env)
-	if err != nil {
-		return s.deferTask(ctx, t, nil, fmt.Sprintf("engine failed: %v", err))
-	}
-	d.TaskID = t.ID
-	if d.ID == "" {
-		d.ID = newID()
-	}
-	if d.DecideTime.IsZero() {
-		d.DecideTime = storedTime(now)
-	}
-	s.metrics.Decided(&d)
-	s.logDecision(t, &d)
-	switch d.Outcome {
-	case OutcomeOffered:
-		for _, c := range d.Candidates {
-			if c.Rank == 1 {
-				return s.offer(ctx, t, &d, c, true)
-			}
-		}
-		return fmt.Errorf("decision %s offered without a winner", d.ID)
-	case OutcomeUnassignable:
-		return s.giveUp(ctx, t, &d, d.Rationale)
-	}
-	return s.deferTask(ctx, t, &d, d.Rationale)
+	return next, nil
 }
 
 // connected reports which couriers hold a live session: a heartbeat within three heartbeat periods.
 func (s *Service) connected(ctx context.Context, ids []string) (map[string]bool, error) {
 	return s.store.Connected(ctx, ids, s.now().Add(-3*HeartbeatInterval))
-}
-
-// heldBy returns the tasks each courier holds, so that the engine plans a busy courier's pickup after
-// the work it already has.
-func (s *Service) heldBy(ctx context.Context, ids []string) (map[string][]Task, error) {
-	held, err := s.store.HeldTasksOf(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string][]Task, len(ids))
-	for _, id := range ids {
-		out[id] = held[id]
-	}
-	return out, nil
 }
 
 // HeartbeatInterval is how often a session says it is still open.
@@ -290,9 +251,9 @@ func (s *Service) nextCandidate(ctx context.Context, t Task, env DecideEnv) (*De
 	return nil, Candidate{}, false
 }
 
-// offer offers t to candidate c of decision d, recording the offer in the decision.
-func (s *Service) offer(ctx context.Context, t Task, d *Decision, c Candidate, newDecision bool) error {
-	_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+// offerWrite offers t to candidate c of decision d, recording the offer in the decision.
+func (s *Service) offerWrite(t Task, d *Decision, c Candidate, newDecision bool) pendingWrite {
+	return pendingWrite{task: t, fn: func(cur Task) (Change, error) {
 		if cur.Version != t.Version || cur.State != StatePending {
 			return Change{}, errNoChange
 		}
@@ -320,18 +281,13 @@ func (s *Service) offer(ctx context.Context, t Task, d *Decision, c Candidate, n
 			}
 		}
 		return Change{Task: cur, Decision: &dd, Deliveries: []Delivery{{CourierID: c.CourierID, Kind: DeliveryOffer, TaskID: cur.ID, OfferID: o.ID}}}, nil
-	})
-	if err != nil {
-		return err
-	}
-	s.metrics.OfferSent()
-	return nil
+	}, done: func() { s.metrics.OfferSent() }}
 }
 
-// deferTask keeps t PENDING and makes it due again after a back-off that doubles per search (up to 12
+// deferWrite keeps t PENDING and makes it due again after a back-off that doubles per search (up to 12
 // times Options.RetryBackoff), recording the decision when there is one.
-func (s *Service) deferTask(ctx context.Context, t Task, d *Decision, why string) error {
-	_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+func (s *Service) deferWrite(t Task, d *Decision, why string) pendingWrite {
+	return pendingWrite{task: t, fn: func(cur Task) (Change, error) {
 		if cur.Version != t.Version || cur.State != StatePending {
 			return Change{}, errNoChange
 		}
@@ -353,16 +309,16 @@ func (s *Service) deferTask(ctx context.Context, t Task, d *Decision, why string
 			ch.Decision = &dd
 		}
 		return ch, nil
-	})
-	if err == nil && d == nil {
-		s.logger.Warn("dispatch: task deferred", "task", t.ID, "reason", why)
-	}
-	return err
+	}, done: func() {
+		if d == nil {
+			s.logger.Warn("dispatch: task deferred", "task", t.ID, "reason", why)
+		}
+	}}
 }
 
-// giveUp makes t UNASSIGNABLE with reason, recording the decision.
-func (s *Service) giveUp(ctx context.Context, t Task, d *Decision, reason string) error {
-	_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+// giveUpWrite makes t UNASSIGNABLE with reason, recording the decision.
+func (s *Service) giveUpWrite(t Task, d *Decision, reason string) pendingWrite {
+	return pendingWrite{task: t, fn: func(cur Task) (Change, error) {
 		if cur.Version != t.Version || cur.State != StatePending {
 			return Change{}, errNoChange
 		}
@@ -371,18 +327,16 @@ func (s *Service) giveUp(ctx context.Context, t Task, d *Decision, reason string
 			return Change{}, err
 		}
 		ch := Change{Task: cur}
-		if d == nil {
-			d = &Decision{ID: newID(), TaskID: cur.ID, DecideTime: storedTime(now), Trigger: TriggerRetry, Weights: s.opts.Weights, Rationale: reason}
+		dd := Decision{ID: newID(), TaskID: cur.ID, DecideTime: storedTime(now), Trigger: TriggerRetry, Weights: s.opts.Weights, Rationale: reason}
+		if d != nil {
+			dd = *d
 		}
-		dd := *d
 		dd.Outcome = OutcomeUnassignable
 		ch.Decision = &dd
 		return ch, nil
-	})
-	if err == nil {
+	}, done: func() {
 		s.logger.Info("dispatch decision", "task", t.ID, "outcome", OutcomeUnassignable, "reason", reason)
-	}
-	return err
+	}}
 }
 
 // logDecision writes the one log line of a decision.

@@ -33,6 +33,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"lastmile/internal/web"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -84,6 +86,8 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Browser configures the browser edge: cookie sessions and Server-Sent Events (see BrowserConfig).
 	Browser BrowserConfig
+	// Web configures the browser pages the gateway serves at / and /track/{id} (package web).
+	Web web.Config
 }
 
 // Service is one gRPC service exposed over REST.
@@ -188,6 +192,9 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 	}
 	if err := registerDocs(g.mux); err != nil {
 		return nil, err
+	}
+	if err := web.Mount(g.mux, cfg.Web); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 
 	if g.browser, err = newBrowser(g, cfg.Browser, services); err != nil {

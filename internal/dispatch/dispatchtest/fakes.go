@@ -247,12 +247,13 @@ func (f *Couriers) Release(_ context.Context, courierID, taskID string) error {
 // Routes is a route service that answers with a straight line at a fixed speed per mode. It is safe for
 // concurrent use.
 type Routes struct {
-	mu    sync.Mutex
-	down  bool
-	calls int
+	mu       sync.Mutex
+	down     bool
+	calls    int
+	matrices int
 }
 
-var _ dispatch.Routes = (*Routes)(nil)
+var _ dispatch.MatrixRoutes = (*Routes)(nil)
 
 // Speed is the fake's travel speed in m/s, whatever the mode.
 const Speed = 5.0
@@ -269,6 +270,32 @@ func (r *Routes) Calls() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.calls
+}
+
+// MatricesCalls returns how many Matrices calls arrived.
+func (r *Routes) MatricesCalls() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.matrices
+}
+
+// Matrices implements dispatch.MatrixRoutes, as Matrix does for each destination.
+func (r *Routes) Matrices(_ context.Context, origins, dests []geo.LatLng, _ geo.TransportMode, _ time.Time) ([][]dispatch.Leg, string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.matrices++
+	if r.down {
+		return nil, "", apperr.Errorf(apperr.Unavailable, "route service unavailable")
+	}
+	out := make([][]dispatch.Leg, len(origins))
+	for i, o := range origins {
+		out[i] = make([]dispatch.Leg, len(dests))
+		for j, dest := range dests {
+			d := geo.Distance(o, dest)
+			out[i][j] = dispatch.Leg{Distance: d, Duration: time.Duration(d / Speed * float64(time.Second)), Found: true}
+		}
+	}
+	return out, "fake", nil
 }
 
 // Matrix implements dispatch.Routes.

@@ -62,7 +62,7 @@ type Client struct {
 	cb      *gobreaker.CircuitBreaker[*routev1.ComputeMatrixResponse]
 }
 
-var _ dispatch.Routes = (*Client)(nil)
+var _ dispatch.MatrixRoutes = (*Client)(nil)
 
 // New returns a Client calling routes with its own circuit breaker.
 func New(routes routev1.RouteServiceClient, opts Options) *Client {
@@ -135,13 +135,63 @@ func (c *Client) Matrix(ctx context.Context, origins []geo.LatLng, dest geo.LatL
 }
 
 func (c *Client) matrix(ctx context.Context, origins []geo.LatLng, dest geo.LatLng, mode geo.TransportMode, depart time.Time) ([]dispatch.Leg, string, error) {
+	legs, provider, err := c.call(ctx, origins, []geo.LatLng{dest}, mode, depart)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]dispatch.Leg, len(origins))
+	for i := range legs {
+		out[i] = legs[i][0]
+	}
+	return out, provider, nil
+}
+
+// maxElements is the contract's bound on origins x destinations of one matrix.
+const maxElements = 2500
+
+// Matrices implements dispatch.MatrixRoutes: the travel from each origin to each destination
+// (legs[o][d]) and the provider's name, in as few ComputeMatrix calls as the contract's bounds allow (up
+// to 100 origins, 100 destinations and 2,500 elements each). Unavailable when the breaker is open or
+// route failed.
+func (c *Client) Matrices(ctx context.Context, origins, dests []geo.LatLng, mode geo.TransportMode, depart time.Time) ([][]dispatch.Leg, string, error) {
+	out := make([][]dispatch.Leg, len(origins))
+	for o := range out {
+		out[o] = make([]dispatch.Leg, 0, len(dests))
+	}
+	if len(origins) == 0 || len(dests) == 0 {
+		return out, "", nil
+	}
+	provider := ""
+	for ds := 0; ds < len(dests); ds += maxOrigins {
+		dpart := dests[ds:min(ds+maxOrigins, len(dests))]
+		ostep := min(maxOrigins, maxElements/len(dpart))
+		for os := 0; os < len(origins); os += ostep {
+			opart := origins[os:min(os+ostep, len(origins))]
+			legs, p, err := c.call(ctx, opart, dpart, mode, depart)
+			if err != nil {
+				return nil, "", err
+			}
+			for i := range legs {
+				out[os+i] = append(out[os+i], legs[i]...)
+			}
+			provider = p
+		}
+	}
+	return out, provider, nil
+}
+
+// call makes one ComputeMatrix call (within the contract's bounds) and returns legs[o][d].
+func (c *Client) call(ctx context.Context, origins, dests []geo.LatLng, mode geo.TransportMode, depart time.Time) ([][]dispatch.Leg, string, error) {
 	req := &routev1.ComputeMatrixRequest{
 		Origins:       make([]*geov1.LatLng, len(origins)),
-		Destinations:  []*geov1.LatLng{geoproto.LatLngProto(dest)},
+		Destinations:  make([]*geov1.LatLng, len(dests)),
 		TransportMode: geoproto.ModeProto(mode),
 	}
 	for i, o := range origins {
 		req.Origins[i] = geoproto.LatLngProto(o)
+	}
+	for i, d := range dests {
+		req.Destinations[i] = geoproto.LatLngProto(d)
 	}
 	if !depart.IsZero() {
 		req.DepartureTime = timestamppb.New(depart)
@@ -166,13 +216,16 @@ func (c *Client) matrix(ctx context.Context, origins []geo.LatLng, dest geo.LatL
 	case err != nil:
 		return nil, "", fmt.Errorf("compute matrix: %w", grpcerr.FromStatus(err))
 	}
-	legs := make([]dispatch.Leg, len(origins))
+	legs := make([][]dispatch.Leg, len(origins))
+	for i := range legs {
+		legs[i] = make([]dispatch.Leg, len(dests))
+	}
 	for _, e := range res.GetElements() {
-		i := int(e.GetOriginIndex())
-		if i < 0 || i >= len(legs) || e.GetDestinationIndex() != 0 {
-			return nil, "", apperr.Errorf(apperr.Unavailable, "route service answered an element outside the matrix (origin %d, destination %d)", i, e.GetDestinationIndex())
+		i, j := int(e.GetOriginIndex()), int(e.GetDestinationIndex())
+		if i < 0 || i >= len(legs) || j < 0 || j >= len(dests) {
+			return nil, "", apperr.Errorf(apperr.Unavailable, "route service answered an element outside the matrix (origin %d, destination %d)", i, j)
 		}
-		legs[i] = dispatch.Leg{
+		legs[i][j] = dispatch.Leg{
 			Duration: e.GetDuration().AsDuration(),
 			Distance: e.GetDistanceMeters(),
 			Found:    e.GetCondition() == routev1.RouteCondition_ROUTE_CONDITION_ROUTE_EXISTS,

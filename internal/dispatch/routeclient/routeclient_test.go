@@ -2,6 +2,7 @@ package routeclient_test
 
 import (
 	"context"
+	"github.com/google/go-cmp/cmp"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -23,8 +24,10 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeRoute answers ComputeMatrix with fail's code when set, else one element per origin whose duration
-// is the origin's index in minutes. It counts the calls that reach it.
+// fakeRoute answers ComputeMatrix with fail's code when set, else one element per origin i and
+// destination j whose duration is i minutes and j seconds and whose distance is 1000 i + j meters (origin
+// 1 has no route); a request beyond the contract's bounds (100 origins, 100 destinations, 2,500 elements)
+// is InvalidArgument. It counts the calls that reach it.
 type fakeRoute struct {
 	routev1.UnimplementedRouteServiceServer
 	calls atomic.Int64
@@ -36,16 +39,22 @@ func (f *fakeRoute) ComputeMatrix(_ context.Context, req *routev1.ComputeMatrixR
 	if c := codes.Code(f.fail.Load()); c != codes.OK {
 		return nil, status.Error(c, "provider down")
 	}
+	no, nd := len(req.GetOrigins()), len(req.GetDestinations())
+	if no > 100 || nd > 100 || no*nd > 2500 {
+		return nil, status.Errorf(codes.InvalidArgument, "%d x %d elements", no, nd)
+	}
 	out := &routev1.ComputeMatrixResponse{Provider: "fake"}
-	for i := range req.GetOrigins() {
-		cond := routev1.RouteCondition_ROUTE_CONDITION_ROUTE_EXISTS
-		if i == 1 {
-			cond = routev1.RouteCondition_ROUTE_CONDITION_ROUTE_NOT_FOUND
+	for i := range no {
+		for j := range nd {
+			cond := routev1.RouteCondition_ROUTE_CONDITION_ROUTE_EXISTS
+			if i == 1 {
+				cond = routev1.RouteCondition_ROUTE_CONDITION_ROUTE_NOT_FOUND
+			}
+			out.Elements = append(out.Elements, &routev1.MatrixElement{
+				OriginIndex: int32(i), DestinationIndex: int32(j), Condition: cond, DistanceMeters: float64(1000*i + j),
+				Duration: durationpb.New(time.Duration(i)*time.Minute + time.Duration(j)*time.Second),
+			})
 		}
-		out.Elements = append(out.Elements, &routev1.MatrixElement{
-			OriginIndex: int32(i), Condition: cond, DistanceMeters: float64(1000 * i),
-			Duration: durationpb.New(time.Duration(i) * time.Minute),
-		})
 	}
 	return out, nil
 }
@@ -102,6 +111,66 @@ func TestMatrixSplitsLargeRequests(t *testing.T) {
 	}
 	if n := f.calls.Load(); n != 3 {
 		t.Errorf("calls = %d, want 3", n)
+	}
+}
+
+func TestMatricesMapsOriginsAndDestinations(t *testing.T) {
+	c, f := newClient(t, routeclient.Options{})
+	dests := []geo.LatLng{pickup, {Lat: 52.54, Lng: 13.43}}
+	legs, provider, err := c.Matrices(ctx(t), origins, dests, geo.Bicycle, time.Date(2031, 1, 1, 9, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]dispatch.Leg{
+		{{Duration: 0, Distance: 0, Found: true}, {Duration: time.Second, Distance: 1, Found: true}},
+		{{Duration: time.Minute, Distance: 1000, Found: false}, {Duration: time.Minute + time.Second, Distance: 1001, Found: false}},
+		{{Duration: 2 * time.Minute, Distance: 2000, Found: true}, {Duration: 2*time.Minute + time.Second, Distance: 2001, Found: true}},
+	}
+	if diff := cmp.Diff(want, legs); diff != "" || provider != "fake" {
+		t.Errorf("Matrices provider %q (-want +got):\n%s", provider, diff)
+	}
+	if n := f.calls.Load(); n != 1 {
+		t.Errorf("calls = %d, want 1", n)
+	}
+}
+
+// Matrices splits a matrix beyond the contract's bounds into calls within them (up to 100 destinations,
+// and as many origins as 2,500 elements allow, up to 100) and numbers each part back into place.
+func TestMatricesSplitsLargeRequests(t *testing.T) {
+	c, f := newClient(t, routeclient.Options{})
+	points := func(n int) []geo.LatLng {
+		out := make([]geo.LatLng, n)
+		for i := range out {
+			out[i] = geo.LatLng{Lat: 52, Lng: 13 + float64(i)/1000}
+		}
+		return out
+	}
+	legs, _, err := c.Matrices(ctx(t), points(60), points(130), geo.Car, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(legs) != 60 {
+		t.Fatalf("Matrices(60 x 130) = %d rows, want 60", len(legs))
+	}
+	for _, row := range legs {
+		if len(row) != 130 {
+			t.Fatalf("Matrices(60 x 130) row of %d legs, want 130", len(row))
+		}
+	}
+	// With the first 100 destinations, origin 26 is the second of its call (25 origins each); with the
+	// last 30, 83 origins fit in a call, and origin 59 and destination 129 are the 60th and 30th of it.
+	if got, want := legs[26][1], (dispatch.Leg{Duration: time.Minute + time.Second, Distance: 1001, Found: false}); got != want {
+		t.Errorf("leg [26][1] = %v, want %v", got, want)
+	}
+	if got, want := legs[59][129], (dispatch.Leg{Duration: 59*time.Minute + 29*time.Second, Distance: 59029, Found: true}); got != want {
+		t.Errorf("leg [59][129] = %v, want %v", got, want)
+	}
+	// 100 destinations: 3 calls of 25 origins (60 = 25 + 25 + 10); 30 destinations: 83 origins per call, 1.
+	if n := f.calls.Load(); n != 4 {
+		t.Errorf("calls = %d, want 4", n)
+	}
+	if legs, _, err := c.Matrices(ctx(t), nil, points(3), geo.Car, time.Time{}); err != nil || len(legs) != 0 || f.calls.Load() != 4 {
+		t.Errorf("Matrices(no origins) = %v, %v after %d calls; want nothing and no call", legs, err, f.calls.Load())
 	}
 }
 

@@ -279,49 +279,147 @@ func (s *Store) UpdateTask(ctx context.Context, id string, fn func(dispatch.Task
 		if err != nil {
 			return err
 		}
-		if len(ch.Jobs) > 0 && s.jobs == nil {
-			return apperr.Errorf(apperr.Internal, "task %s: %d jobs to enqueue and no job queue configured", id, len(ch.Jobs))
-		}
-		next := ch.Task.Stored()
-		next.ID, next.CreatedBy, next.RequestID, next.RequestHash, next.CreateTime = cur.ID, cur.CreatedBy, cur.RequestID, cur.RequestHash, cur.CreateTime
-		next.Version = cur.Version + 1
-		if err := s.writeTask(ctx, tx, cur, next); err != nil {
+		if out, err = s.applyChange(ctx, tx, cur, ch); err != nil {
 			return err
 		}
-		if err := s.insertOffers(ctx, tx, id, cur.Offers, next.Offers); err != nil {
-			return err
-		}
-		if ch.Decision != nil {
-			if err := s.upsertDecision(ctx, tx, id, *ch.Decision); err != nil {
-				return err
-			}
-		}
-		if ch.Command != nil {
-			if err := s.insertCommand(ctx, tx, *ch.Command, next.UpdateTime, false); err != nil {
-				return err
-			}
-		}
-		if len(ch.Jobs) > 0 {
-			if err := s.jobs(ctx, tx, ch.Jobs); err != nil {
-				return s.e.MapError(err, fmt.Sprintf("enqueue %d jobs of task %s", len(ch.Jobs), id))
-			}
-		}
-		// Appends last (see the package documentation).
-		if _, err := a.append(ctx, tx, dispatch.TopicTask, id, []byte(next.State)); err != nil {
-			return err
-		}
-		for _, d := range ch.Deliveries {
-			if err := s.insertDelivery(ctx, tx, a, d, next.UpdateTime); err != nil {
-				return err
-			}
-		}
-		out = next
-		return nil
+		return s.appendChange(ctx, tx, a, out, ch)
 	})
 	if err != nil {
 		return dispatch.Task{}, err
 	}
 	return out, nil
+}
+
+// applyChange writes ch, what a closure returned for cur as read (and locked) in tx, except its events
+// and deliveries (appendChange), and returns the task written.
+func (s *Store) applyChange(ctx context.Context, tx *sql.Tx, cur dispatch.Task, ch dispatch.Change) (dispatch.Task, error) {
+	id := cur.ID
+	if len(ch.Jobs) > 0 && s.jobs == nil {
+		return dispatch.Task{}, apperr.Errorf(apperr.Internal, "task %s: %d jobs to enqueue and no job queue configured", id, len(ch.Jobs))
+	}
+	next := ch.Task.Stored()
+	next.ID, next.CreatedBy, next.RequestID, next.RequestHash, next.CreateTime = cur.ID, cur.CreatedBy, cur.RequestID, cur.RequestHash, cur.CreateTime
+	next.Version = cur.Version + 1
+	if err := s.writeTask(ctx, tx, cur, next); err != nil {
+		return dispatch.Task{}, err
+	}
+	if err := s.insertOffers(ctx, tx, id, cur.Offers, next.Offers); err != nil {
+		return dispatch.Task{}, err
+	}
+	if ch.Decision != nil {
+		if err := s.upsertDecision(ctx, tx, id, *ch.Decision); err != nil {
+			return dispatch.Task{}, err
+		}
+	}
+	if ch.Command != nil {
+		if err := s.insertCommand(ctx, tx, *ch.Command, next.UpdateTime, false); err != nil {
+			return dispatch.Task{}, err
+		}
+	}
+	if len(ch.Jobs) > 0 {
+		if err := s.jobs(ctx, tx, ch.Jobs); err != nil {
+			return dispatch.Task{}, s.e.MapError(err, fmt.Sprintf("enqueue %d jobs of task %s", len(ch.Jobs), id))
+		}
+	}
+	return next, nil
+}
+
+// appendChange appends the event of next, written by applyChange for ch, and ch's deliveries: last in
+// the transaction (see the package documentation).
+func (s *Store) appendChange(ctx context.Context, tx *sql.Tx, a *appender, next dispatch.Task, ch dispatch.Change) error {
+	if _, err := a.append(ctx, tx, dispatch.TopicTask, next.ID, []byte(next.State)); err != nil {
+		return err
+	}
+	for _, d := range ch.Deliveries {
+		if err := s.insertDelivery(ctx, tx, a, d, next.UpdateTime); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxBatchLock bounds the ids one locking read of UpdateTasks names.
+const maxBatchLock = 256
+
+// UpdateTasks implements dispatch.Store. The transaction first reads and locks every task named, in id
+// order (so that two batches never wait for each other in a cycle), then runs the closures and writes
+// in the order of updates. The tasks' events are appended after all of their rows were written, in that
+// order; on PostgreSQL a retryable failure runs the whole transaction again, as UpdateTask does.
+func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) ([]dispatch.Task, []error) {
+	out := make([]dispatch.Task, len(updates))
+	errs := make([]error, len(updates))
+	if len(updates) == 0 {
+		return out, errs
+	}
+	ids := make([]string, 0, len(updates))
+	for _, u := range updates {
+		ids = append(ids, u.ID)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
+		clear(out)
+		clear(errs) // a run again starts afresh
+		cur := make(map[string]dispatch.Task, len(ids))
+		for start := 0; start < len(ids); start += maxBatchLock {
+			part := ids[start:min(start+maxBatchLock, len(ids))]
+			args := make([]any, len(part))
+			for i, id := range part {
+				args[i] = id
+			}
+			got, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE id IN (`+placeholders(1, len(part))+`) ORDER BY id`+s.e.Lock,
+				fmt.Sprintf("load %d tasks", len(part)), args...)
+			if err != nil {
+				return err
+			}
+			for _, t := range got {
+				cur[t.ID] = t
+			}
+		}
+		changes := make([]dispatch.Change, len(updates))
+		for i, u := range updates {
+			c, ok := cur[u.ID]
+			if !ok {
+				errs[i] = taskNotFound(u.ID)
+				continue
+			}
+			ch, err := u.Fn(c.Clone())
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			next, err := s.applyChange(ctx, tx, c, ch)
+			if err != nil {
+				return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
+			}
+			out[i], cur[u.ID], changes[i] = next, next, ch
+		}
+		// Every append after every row written: on PostgreSQL the log's lock is held from the first
+		// append to the commit, so the batch holds it as briefly as a single update does.
+		for i := range updates {
+			if errs[i] != nil {
+				continue
+			}
+			if err := s.appendChange(ctx, tx, a, out[i], changes[i]); err != nil {
+				return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return out, errs
+	}
+	if ctx.Err() != nil {
+		for i := range errs {
+			out[i], errs[i] = dispatch.Task{}, err
+		}
+		return out, errs
+	}
+	// One write failed the transaction: each update alone, so that the others are written.
+	for i, u := range updates {
+		out[i], errs[i] = s.UpdateTask(ctx, u.ID, u.Fn)
+	}
+	return out, errs
 }
 
 // writeTask replaces cur, as read, with next: Aborted when the stored version is no longer cur's.
@@ -453,6 +551,23 @@ func (s *Store) Unlease(ctx context.Context, taskID, owner string) error {
 	return nil
 }
 
+// UnleaseTasks implements dispatch.Store.
+func (s *Store) UnleaseTasks(ctx context.Context, taskIDs []string, owner string) error {
+	for start := 0; start < len(taskIDs); start += maxBatchLock {
+		part := taskIDs[start:min(start+maxBatchLock, len(taskIDs))]
+		args := []any{owner}
+		for _, id := range part {
+			args = append(args, id)
+		}
+		_, err := s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND id IN (`+
+			placeholders(2, len(part))+`)`, args...)
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("unlease %d tasks", len(part)))
+		}
+	}
+	return nil
+}
+
 // WakePending implements dispatch.Store. Only the due_time column changes (it wins over the doc's
 // DueTime on every read); the tasks' versions stay.
 func (s *Store) WakePending(ctx context.Context, now time.Time) error {
@@ -479,8 +594,19 @@ func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Tas
 	return out, nil
 }
 
+// heldDoc is what HeldTasksOf decodes of a task's doc: decoding into it skips the rest of the document
+// (history, offers, proofs) instead of building it.
+type heldDoc struct {
+	ID         string
+	State      dispatch.State
+	CourierID  string
+	Pickup     dispatch.Stop
+	Dropoff    dispatch.Stop
+	AssignTime time.Time
+}
+
 // HeldTasksOf implements dispatch.Store in one query (each courier's tasks ordered as HeldTasks orders
-// them).
+// them), decoding only the fields it promises.
 func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]dispatch.Task, error) {
 	out := map[string][]dispatch.Task{}
 	if len(courierIDs) == 0 {
@@ -490,10 +616,29 @@ func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[strin
 	for _, id := range courierIDs {
 		args = append(args, id)
 	}
-	all, err := s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks WHERE state IN ($1, $2) AND courier_id IN (`+
-		placeholders(3, len(courierIDs))+`)`, fmt.Sprintf("load tasks held by %d couriers", len(courierIDs)), args...)
+	what := fmt.Sprintf("load tasks held by %d couriers", len(courierIDs))
+	rows, err := s.db.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE state IN ($1, $2) AND courier_id IN (`+
+		placeholders(3, len(courierIDs))+`)`, args...)
 	if err != nil {
-		return nil, err
+		return nil, s.e.MapError(err, what)
+	}
+	all, err := collect(rows, func(r scanner) (dispatch.Task, error) {
+		var (
+			version int64
+			doc     []byte
+			h       heldDoc
+		)
+		if err := r.Scan(&version, &doc); err != nil {
+			return dispatch.Task{}, err
+		}
+		if err := decode(doc, &h, "held task"); err != nil {
+			return dispatch.Task{}, err
+		}
+		return dispatch.Task{ID: h.ID, State: h.State, CourierID: h.CourierID, Pickup: h.Pickup, Dropoff: h.Dropoff,
+			AssignTime: h.AssignTime, Version: version}, nil
+	})
+	if err != nil {
+		return nil, s.e.MapError(err, what)
 	}
 	for _, t := range all {
 		out[t.CourierID] = append(out[t.CourierID], t)

@@ -449,6 +449,13 @@ func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
 	}
 	heldOf, err := s.HeldTasksOf(ctx, []string{courierID(1), courierID(2), courierID(3)})
 	checkOf("HeldTasksOf(couriers 1, 2, 3)", heldOf, err, map[string][]int{courierID(1): {2, 3}})
+	// Of each task, what planning the courier's stops needs, and nothing else.
+	full := mustGet(ctx, t, s, taskID(2))
+	want := dispatch.Task{ID: full.ID, State: full.State, CourierID: full.CourierID, Pickup: full.Pickup, Dropoff: full.Dropoff,
+		AssignTime: full.AssignTime, Version: full.Version}
+	if diff := cmp.Diff(want, heldOf[courierID(1)][0], cmpOpts...); diff != "" {
+		t.Errorf("HeldTasksOf's task 2 (-want +got):\n%s", diff)
+	}
 	heldOf, err = s.HeldTasksOf(ctx, []string{courierID(2)})
 	checkOf("HeldTasksOf(courier 2)", heldOf, err, map[string][]int{})
 	heldOf, err = s.HeldTasksOf(ctx, nil)

@@ -51,6 +51,8 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"UpdateTaskFailureWritesNothing", testUpdateTaskFailureWritesNothing},
 		{"UpdateTaskConcurrentAccept", testUpdateTaskConcurrentAccept},
 		{"UpdateTaskConcurrentNoLostUpdate", testUpdateTaskConcurrentNoLostUpdate},
+		{"UpdateTasks", testUpdateTasks},
+		{"UnleaseTasks", testUnleaseTasks},
 		{"Deliveries", testDeliveries},
 		{"DeliveriesConcurrent", testDeliveriesConcurrent},
 		{"Decisions", testDecisions},

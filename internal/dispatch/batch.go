@@ -1,0 +1,558 @@
+package dispatch
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"lastmile/internal/geo"
+)
+
+// Batched assignment. The work loop leases up to Options.Batch due tasks at once and assigns them
+// together (assignBatch). Each task still gets its own decision, made by the same Engine.Decide as
+// alone, in lease order (highest priority, then oldest, first), and its own Change (version check,
+// offer, deliveries, decision record, events); what the batch shares is the cost:
+//
+//   - before the decisions, the first courier search of every task is made, and dispatch's own state
+//     of every courier found is read once for all of them: who is connected, who has an open offer,
+//     and the tasks the busy ones hold;
+//   - when the Routes is a MatrixRoutes, the pickup ETAs from every courier found (from where its held
+//     work ends) to the pickups are asked in one call per transport mode and group of up to matrixGroup
+//     pickups near each other, from the couriers the group's searches found;
+//   - the decisions then run against those answers (a search or a matrix the prefetch did not cover,
+//     such as a widened radius, is asked as before);
+//   - and every task's write (offer, deferral or UNASSIGNABLE) goes to the store in one transaction
+//     (Store.UpdateTasks), each with its own version check, so that one task that changed meanwhile
+//     loses only its own write.
+//
+// A courier chosen for an earlier task of the batch counts as having an open offer for the later ones
+// (OTHER_OFFER_OPEN), exactly as if the earlier offer had been committed first: no courier gets two
+// offers from one batch. Batches working at once on one replica reserve their couriers (offering), so
+// that neither does a courier get two offers from two of them.
+
+// prefetchSearches bounds the first searches of a batch that run at once.
+const prefetchSearches = 8
+
+// matrixGroup is how many pickups of a batch share one matrix.
+const matrixGroup = 8
+
+// pendingWrite is one task's write of a batch: fn is the closure for Store.UpdateTasks, done runs after
+// a successful write.
+type pendingWrite struct {
+	task Task
+	fn   func(Task) (Change, error)
+	done func()
+}
+
+// assignBatch finds couriers for PENDING tasks (others are skipped): for each, in order, the next
+// eligible candidate of its latest decision, or a new decision when none is left. Winners get an offer;
+// a task without one waits (and is searched again after a back-off) or, when its pickup window cannot
+// be met or it waited too long, becomes UNASSIGNABLE. All the writes go to the store together.
+func (s *Service) assignBatch(ctx context.Context, ts []Task) {
+	now := s.now()
+	todo := make([]Task, 0, len(ts))
+	writes := make([]pendingWrite, 0, len(ts))
+	for _, t := range ts {
+		if t.State != StatePending {
+			continue
+		}
+		if reason := s.hopeless(t, now); reason != "" {
+			writes = append(writes, s.giveUpWrite(t, nil, reason))
+			continue
+		}
+		todo = append(todo, t)
+	}
+	if len(todo) > 0 {
+		b := newBatch(s, now)
+		s.offering.start(b)
+		defer s.offering.release(b)
+		b.prefetch(ctx, todo)
+		env := DecideEnv{Now: now, OfferOpen: b.offerOpen, Connected: b.connected, Held: b.held}
+		engine := s.engine.over(b, b)
+		for _, t := range todo {
+			w := s.decideOne(ctx, engine, t, env, b)
+			writes = append(writes, w)
+		}
+	}
+	s.write(ctx, writes)
+}
+
+// maxReserveTries bounds how often decideOne decides again for a task whose chosen courier another batch
+// of this replica took meanwhile.
+const maxReserveTries = 3
+
+// decideOne returns t's write: an offer to the next candidate of its latest decision or to the winner of
+// a new one, a deferral or UNASSIGNABLE. A courier it offers t to is taken for the rest of batch b and
+// reserved against this replica's other batches until b's writes are done; when another batch reserved
+// it first, t is decided again without it.
+func (s *Service) decideOne(ctx context.Context, engine *Engine, t Task, env DecideEnv, b *batch) pendingWrite {
+	for try := 1; ; try++ {
+		w, courierID := s.decideOnce(ctx, engine, t, env)
+		if courierID == "" || s.offering.reserve(courierID, b) {
+			b.take(courierID)
+			return w
+		}
+		b.take(courierID) // another batch's: open for this one
+		if try == maxReserveTries {
+			return s.deferWrite(t, nil, "the couriers chosen were taken by other batches")
+		}
+	}
+}
+
+// decideOnce returns t's write and the courier it offers t to ("" for none).
+func (s *Service) decideOnce(ctx context.Context, engine *Engine, t Task, env DecideEnv) (pendingWrite, string) {
+	if d, c, ok := s.nextCandidate(ctx, t, env); ok {
+		return s.offerWrite(t, d, c, false), c.CourierID
+	}
+	trigger := TriggerAutomatic
+	if t.Searches > 0 || len(t.Offers) > 0 {
+		trigger = TriggerRetry
+	}
+	d, err := engine.Decide(ctx, t, trigger, env)
+	if err != nil {
+		return s.deferWrite(t, nil, fmt.Sprintf("engine failed: %v", err)), ""
+	}
+	d.TaskID = t.ID
+	if d.ID == "" {
+		d.ID = newID()
+	}
+	if d.DecideTime.IsZero() {
+		d.DecideTime = storedTime(env.Now)
+	}
+	s.metrics.Decided(&d)
+	s.logDecision(t, &d)
+	switch d.Outcome {
+	case OutcomeOffered:
+		for _, c := range d.Candidates {
+			if c.Rank == 1 {
+				return s.offerWrite(t, &d, c, true), c.CourierID
+			}
+		}
+		return s.deferWrite(t, nil, fmt.Sprintf("decision %s offered without a winner", d.ID)), ""
+	case OutcomeUnassignable:
+		return s.giveUpWrite(t, &d, d.Rationale), ""
+	}
+	return s.deferWrite(t, &d, d.Rationale), ""
+}
+
+// offering are the couriers the batches of this replica are offering a task to, each reserved by one
+// batch from its choice until its writes are done: a batch counts the others' reservations as open
+// offers, as it counts its own, so that two batches working at once do not offer one courier two tasks.
+// A reservation that ended after a batch read the store's open offers of its courier counts too: that
+// read may have missed the offer the reservation became.
+type offering struct {
+	mu sync.Mutex
+	by map[string]*batch
+	// seq counts the reservations ended; ended is the seq at which each courier's last one ended.
+	seq   uint64
+	ended map[string]uint64
+	// active are the batches working, with the seq at their start: an entry of ended older than every
+	// active batch's start is forgotten.
+	active map[*batch]uint64
+}
+
+// start registers b as working.
+func (o *offering) start(b *batch) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.active == nil {
+		o.by, o.ended, o.active = map[string]*batch{}, map[string]uint64{}, map[*batch]uint64{}
+	}
+	o.active[b] = o.seq
+}
+
+// now returns the seq before a read of the store's open offers.
+func (o *offering) now() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.seq
+}
+
+// reserve reserves courierID for b; false when another batch holds it.
+func (o *offering) reserve(courierID string, b *batch) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if held, ok := o.by[courierID]; ok {
+		return held == b
+	}
+	o.by[courierID] = b
+	return true
+}
+
+// other reports whether a batch other than b holds courierID, or ended a reservation of it after b read
+// its open offers (at readAt).
+func (o *offering) other(courierID string, b *batch, readAt uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if held, ok := o.by[courierID]; ok {
+		return held != b
+	}
+	return o.ended[courierID] > readAt
+}
+
+// release ends b's reservations and b.
+func (o *offering) release(b *batch) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for id := range b.taken {
+		if o.by[id] == b {
+			delete(o.by, id)
+			o.seq++
+			o.ended[id] = o.seq
+		}
+	}
+	delete(o.active, b)
+	oldest := o.seq
+	for _, at := range o.active {
+		oldest = min(oldest, at)
+	}
+	for id, at := range o.ended {
+		if at <= oldest {
+			delete(o.ended, id)
+		}
+	}
+}
+
+// write writes ws in one Store.UpdateTasks and runs each successful write's done.
+func (s *Service) write(ctx context.Context, ws []pendingWrite) {
+	if len(ws) == 0 {
+		return
+	}
+	ups := make([]TaskWrite, len(ws))
+	for i, w := range ws {
+		ups[i] = TaskWrite{ID: w.task.ID, Fn: w.fn}
+	}
+	_, errs := s.store.UpdateTasks(ctx, ups)
+	for i, w := range ws {
+		if errs[i] == nil {
+			w.done()
+			continue
+		}
+		s.workFailed(ctx, w.task, errs[i])
+	}
+}
+
+// batch is what the decisions of one batch share: the answers read before them, and the couriers taken
+// by the batch's earlier offers. It is the Couriers and Routes of the batch's engine: it answers the
+// searches and matrices it prefetched, and passes the others on. It is used by one goroutine.
+type batch struct {
+	s   *Service
+	now time.Time
+	// searches are the prefetched first searches, with their answers.
+	searches []prefetched
+	// conn and open are dispatch's state of the couriers in known; heldOf the tasks held by the couriers
+	// in it.
+	known map[string]bool
+	conn  map[string]bool
+	open  map[string]bool
+	// readAt is offering's seq before each known courier's open offers were read.
+	readAt map[string]uint64
+	heldOf map[string][]Task
+	// taken are the couriers offered a task of this batch.
+	taken map[string]bool
+	// legs are the prefetched pickup ETAs, and provider the name route gave them.
+	legs     map[legKey]Leg
+	provider string
+}
+
+type prefetched struct {
+	q     NearbyQuery
+	found []CourierInfo
+}
+
+type legKey struct {
+	mode     geo.TransportMode
+	from, to geo.LatLng
+}
+
+func newBatch(s *Service, now time.Time) *batch {
+	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{}, readAt: map[string]uint64{},
+		heldOf: map[string][]Task{}, taken: map[string]bool{}, legs: map[legKey]Leg{}}
+}
+
+// take marks courierID as offered a task of the batch (or taken by another batch); "" is nobody.
+func (b *batch) take(courierID string) {
+	if courierID != "" {
+		b.taken[courierID] = true
+	}
+}
+
+// prefetch makes the first search of each task, reads dispatch's state of every courier found, and
+// asks for the pickup ETAs of those who may take a task. What fails here is not an error: the decisions
+// ask again, and fail as they would have.
+func (b *batch) prefetch(ctx context.Context, ts []Task) {
+	// The searches run a few at a time: they wait on the courier service, not on this process.
+	searches := make([]prefetched, len(ts))
+	failed := make([]bool, len(ts))
+	sem := make(chan struct{}, prefetchSearches)
+	var wg sync.WaitGroup
+	for i := range ts {
+		searches[i].q = b.s.engine.firstQuery(&ts[i])
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			found, err := b.s.couriers.FindNearby(ctx, searches[i].q)
+			searches[i].found, failed[i] = found, err != nil
+		}()
+	}
+	wg.Wait()
+	var ids []string
+	infos := map[string]CourierInfo{}
+	for i, p := range searches {
+		if failed[i] {
+			continue
+		}
+		b.searches = append(b.searches, p)
+		for _, c := range p.found {
+			if _, ok := infos[c.ID]; !ok {
+				infos[c.ID] = c
+				ids = append(ids, c.ID)
+			}
+		}
+	}
+	if len(ids) == 0 || b.read(ctx, ids) != nil {
+		return
+	}
+	// The couriers who may take a task of the batch (the engine asks Held only about them, and route
+	// only about where they will be free), and of those the busy ones.
+	var may []CourierInfo
+	var busyIDs []string
+	for _, id := range ids {
+		c := infos[id]
+		if c.Status != CourierAvailable || c.Fix == nil || c.LocationAge > b.s.engine.opts.MaxLocationAge ||
+			c.ActiveTasks >= c.Capacity || !b.conn[id] || b.open[id] {
+			continue
+		}
+		may = append(may, c)
+		if c.ActiveTasks > 0 {
+			busyIDs = append(busyIDs, c.ID)
+		}
+	}
+	if len(busyIDs) > 0 && b.readHeld(ctx, busyIDs) != nil {
+		return
+	}
+	mr, ok := b.s.routes.(MatrixRoutes)
+	if !ok {
+		return
+	}
+	// Where each of them will be free, as the engine plans it (search.heldWork).
+	fromOf := make(map[string]geo.LatLng, len(may))
+	for _, c := range may {
+		from := c.Fix.Location
+		if c.ActiveTasks > 0 {
+			_, from = planHeld(c.Fix.Location, c.Mode, b.heldOf[c.ID], b.now)
+		}
+		fromOf[c.ID] = from
+	}
+	// One matrix per mode and per group of up to matrixGroup pickups near each other (by latitude): from
+	// where the couriers the group's searches found will be free to the group's pickups. A matrix of
+	// every courier to every pickup of the batch would be mostly elements no decision asks for.
+	order := make([]int, len(ts))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int {
+		return cmp.Or(cmp.Compare(ts[i].Pickup.Location.Lat, ts[j].Pickup.Location.Lat), cmp.Compare(ts[i].Pickup.Location.Lng, ts[j].Pickup.Location.Lng))
+	})
+	for _, mode := range geo.Modes {
+		var idx []int
+		for _, i := range order {
+			if !failed[i] && ts[i].Size.Carries(mode) {
+				idx = append(idx, i)
+			}
+		}
+		for g := 0; g < len(idx); g += matrixGroup {
+			var origins, dests []geo.LatLng
+			seen := map[geo.LatLng]bool{}
+			for _, i := range idx[g:min(g+matrixGroup, len(idx))] {
+				if p := ts[i].Pickup.Location; !slices.Contains(dests, p) {
+					dests = append(dests, p)
+				}
+				for _, c := range searches[i].found {
+					if from, ok := fromOf[c.ID]; ok && infos[c.ID].Mode == mode && !seen[from] {
+						seen[from] = true
+						origins = append(origins, from)
+					}
+				}
+			}
+			if len(origins) > 0 {
+				b.matrix(ctx, mr, mode, origins, dests)
+			}
+		}
+	}
+}
+
+// matrix asks route for the legs from origins to dests by mode and keeps them; when route fails, it
+// keeps nothing: the decisions ask route themselves, and degrade as they would have.
+func (b *batch) matrix(ctx context.Context, mr MatrixRoutes, mode geo.TransportMode, origins, dests []geo.LatLng) {
+	legs, provider, err := mr.Matrices(ctx, origins, dests, mode, b.now)
+	if err != nil || len(legs) != len(origins) {
+		return
+	}
+	for o, from := range origins {
+		if len(legs[o]) != len(dests) {
+			return
+		}
+		for d, to := range dests {
+			b.legs[legKey{mode: mode, from: from, to: to}] = legs[o][d]
+		}
+	}
+	if b.provider == "" {
+		b.provider = provider
+	}
+}
+
+// read reads dispatch's state of the couriers in ids that the batch does not know yet: in one read
+// each, who is connected and who has an open offer.
+func (b *batch) read(ctx context.Context, ids []string) error {
+	var todo []string
+	for _, id := range ids {
+		if !b.known[id] {
+			todo = append(todo, id)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	at := b.s.offering.now()
+	conn, err := b.s.connected(ctx, todo)
+	if err != nil {
+		return err
+	}
+	open, err := b.s.store.OfferOpen(ctx, todo)
+	if err != nil {
+		return err
+	}
+	for _, id := range todo {
+		b.known[id] = true
+		b.conn[id], b.open[id], b.readAt[id] = conn[id], open[id], at
+	}
+	return nil
+}
+
+// readHeld reads, in one read, the tasks held by the couriers in ids that the batch did not read yet.
+func (b *batch) readHeld(ctx context.Context, ids []string) error {
+	var todo []string
+	for _, id := range ids {
+		if _, ok := b.heldOf[id]; !ok {
+			todo = append(todo, id)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	held, err := b.s.store.HeldTasksOf(ctx, todo)
+	if err != nil {
+		return err
+	}
+	for _, id := range todo {
+		b.heldOf[id] = held[id] // nil for none: known all the same
+		if b.heldOf[id] == nil {
+			b.heldOf[id] = []Task{}
+		}
+	}
+	return nil
+}
+
+// connected is the batch's DecideEnv.Connected.
+func (b *batch) connected(ctx context.Context, ids []string) (map[string]bool, error) {
+	if err := b.read(ctx, ids); err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = b.conn[id]
+	}
+	return out, nil
+}
+
+// offerOpen is the batch's DecideEnv.OfferOpen: the couriers taken by the batch have one too.
+func (b *batch) offerOpen(ctx context.Context, ids []string) (map[string]bool, error) {
+	if err := b.read(ctx, ids); err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if b.open[id] || b.taken[id] || b.s.offering.other(id, b, b.readAt[id]) {
+			out[id] = true
+		}
+	}
+	return out, nil
+}
+
+// held is the batch's DecideEnv.Held.
+func (b *batch) held(ctx context.Context, ids []string) (map[string][]Task, error) {
+	if err := b.readHeld(ctx, ids); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]Task, len(ids))
+	for _, id := range ids {
+		out[id] = b.heldOf[id]
+	}
+	return out, nil
+}
+
+// FindNearby answers a prefetched search from the prefetch (once), any other from the courier service.
+func (b *batch) FindNearby(ctx context.Context, q NearbyQuery) ([]CourierInfo, error) {
+	for i, p := range b.searches {
+		if sameQuery(p.q, q) {
+			b.searches = slices.Delete(b.searches, i, i+1)
+			return p.found, nil
+		}
+	}
+	return b.s.couriers.FindNearby(ctx, q)
+}
+
+func sameQuery(a, b NearbyQuery) bool {
+	return a.Center == b.Center && a.Radius == b.Radius && a.Limit == b.Limit && a.MaxAge == b.MaxAge &&
+		slices.Equal(a.Modes, b.Modes) && slices.Equal(a.Exclude, b.Exclude)
+}
+
+// Status, CourierOfUser, Claim and Release are the courier service's: the engine does not call them.
+func (b *batch) Status(ctx context.Context, courierID string) (CourierInfo, error) {
+	return b.s.couriers.Status(ctx, courierID)
+}
+
+// CourierOfUser passes on to the courier service.
+func (b *batch) CourierOfUser(ctx context.Context, userID string) (string, error) {
+	return b.s.couriers.CourierOfUser(ctx, userID)
+}
+
+// Claim passes on to the courier service.
+func (b *batch) Claim(ctx context.Context, courierID, taskID string, expectedRelease time.Time) error {
+	return b.s.couriers.Claim(ctx, courierID, taskID, expectedRelease)
+}
+
+// Release passes on to the courier service.
+func (b *batch) Release(ctx context.Context, courierID, taskID string) error {
+	return b.s.couriers.Release(ctx, courierID, taskID)
+}
+
+// Matrix answers from the prefetched legs when they hold every origin (for the batch's time), and asks
+// route otherwise.
+func (b *batch) Matrix(ctx context.Context, origins []geo.LatLng, dest geo.LatLng, mode geo.TransportMode, depart time.Time) ([]Leg, string, error) {
+	if depart.Equal(b.now) && b.provider != "" {
+		legs := make([]Leg, len(origins))
+		ok := true
+		for i, o := range origins {
+			l, found := b.legs[legKey{mode: mode, from: o, to: dest}]
+			if !found {
+				ok = false
+				break
+			}
+			legs[i] = l
+		}
+		if ok {
+			return legs, b.provider, nil
+		}
+	}
+	if b.s.routes == nil {
+		return nil, "", errors.New("route service not configured")
+	}
+	return b.s.routes.Matrix(ctx, origins, dest, mode, depart)
+}

@@ -1,0 +1,206 @@
+package dispatch_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/geo"
+)
+
+// workOnce works one batch of the due tasks and checks how many it leased.
+func workOnce(t *testing.T, sys *dispatchtest.System, want int) {
+	t.Helper()
+	n, err := sys.Service.WorkOnce(context.Background())
+	if err != nil || n != want {
+		t.Fatalf("WorkOnce = %d, %v; want %d tasks leased", n, err, want)
+	}
+}
+
+func stored(t *testing.T, sys *dispatchtest.System, id string) dispatch.Task {
+	t.Helper()
+	tk, err := sys.Store.GetTask(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+// createOneSecondApart creates n tasks at the Berlin center, one clock second apart (so that the batch
+// works them in creation order), and leaves the clock one second after the last.
+func createOneSecondApart(t *testing.T, sys *dispatchtest.System, n int) []dispatch.Task {
+	t.Helper()
+	out := make([]dispatch.Task, n)
+	for i := range out {
+		out[i] = create(t, sys, nil)
+		sys.Clock.Advance(time.Second)
+	}
+	return out
+}
+
+// wantWaiting checks that tk waits (PENDING, searched once, due after the first back-off) with a
+// decision that excluded exactly the couriers in excluded for an open offer.
+func wantWaiting(t *testing.T, sys *dispatchtest.System, tk dispatch.Task, excluded ...string) {
+	t.Helper()
+	got := stored(t, sys, tk.ID)
+	if got.State != dispatch.StatePending || got.Searches != 1 || !got.DueTime.Equal(sys.Clock.Now().Add(dispatch.DefaultRetryBackoff)) {
+		t.Fatalf("task %s = %s, %d searches, due %v; want PENDING, 1 search, due %v", tk.ID, got.State, got.Searches, got.DueTime, sys.Clock.Now().Add(dispatch.DefaultRetryBackoff))
+	}
+	ds, err := sys.Store.Decisions(context.Background(), tk.ID, 10)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("decisions of %s = %d, %v; want 1", tk.ID, len(ds), err)
+	}
+	if ds[0].Outcome != dispatch.OutcomeAllExcluded || len(ds[0].Candidates) != len(excluded) {
+		t.Fatalf("decision of %s = %s with %d candidates, want %s with %d", tk.ID, ds[0].Outcome, len(ds[0].Candidates), dispatch.OutcomeAllExcluded, len(excluded))
+	}
+	for _, c := range ds[0].Candidates {
+		if c.Excluded != dispatch.ExcludedOtherOffer {
+			t.Fatalf("candidate %s of %s excluded for %q, want %q", c.CourierID, tk.ID, c.Excluded, dispatch.ExcludedOtherOffer)
+		}
+	}
+}
+
+func wantOffered(t *testing.T, sys *dispatchtest.System, tk dispatch.Task, courierID string) dispatch.Offer {
+	t.Helper()
+	got := stored(t, sys, tk.ID)
+	o := got.CurrentOffer()
+	if got.State != dispatch.StateOffered || o == nil || o.CourierID != courierID {
+		t.Fatalf("task %s = %s, offer %+v; want OFFERED to %s", tk.ID, got.State, o, courierID)
+	}
+	return *o
+}
+
+// A batch with more tasks than couriers: the oldest task goes to the nearest courier, the next to the
+// other one (the nearest has the batch's first offer open), the third waits, its decision excluding
+// both for their open offers. The batch searched once per task up front (and the third widened its
+// search alone), asked route once for every courier and pickup, and wrote one offer to each courier.
+func TestBatchWithMoreTasksThanCouriers(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	near := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 200), geo.Bicycle, true)
+	far := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 900), geo.Bicycle, true)
+	tasks := createOneSecondApart(t, sys, 3)
+	workOnce(t, sys, 3)
+
+	wantOffered(t, sys, tasks[0], near.ID)
+	wantOffered(t, sys, tasks[1], far.ID)
+	wantWaiting(t, sys, tasks[2], near.ID, far.ID)
+	// 3 first searches, then the third task's widenings: 6 km, 12 km, 15 km.
+	if got := sys.Couriers.Calls("FindNearby"); got != 6 {
+		t.Errorf("FindNearby calls = %d, want 6", got)
+	}
+	if m, one := sys.Routes.MatricesCalls(), sys.Routes.Calls(); m != 1 || one != 0 {
+		t.Errorf("route calls = %d Matrices and %d Matrix, want 1 and 0", m, one)
+	}
+	for _, c := range []dispatchtest.Courier{near, far} {
+		ds, err := sys.Store.Deliveries(context.Background(), c.ID, 0, 10)
+		if err != nil || len(ds) != 1 || ds[0].Kind != dispatch.DeliveryOffer {
+			t.Errorf("deliveries of %s = %+v, %v; want one offer", c.ID, ds, err)
+		}
+	}
+}
+
+// A courier with room for five tasks gets one offer from a batch of four (one open offer at a time);
+// once it accepted, the next batch offers it the oldest of the others, whose ETA now counts the
+// accepted task's work.
+func TestBatchCountsItsOwnOffers(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	c := dispatchtest.Courier{ID: uuid.NewString(), UserID: uuid.NewString()}
+	c.Ctx = dispatchtest.CourierUser(c.UserID)
+	at := dispatchtest.Near(dispatchtest.Berlin, 300)
+	sys.Couriers.Add(c.UserID, dispatch.CourierInfo{ID: c.ID, DisplayName: "roomy", Mode: geo.Bicycle, Capacity: 5}, &at)
+	sys.Connect(t, c.ID)
+	tasks := createOneSecondApart(t, sys, 4)
+	workOnce(t, sys, 4)
+
+	o := wantOffered(t, sys, tasks[0], c.ID)
+	for _, tk := range tasks[1:] {
+		wantWaiting(t, sys, tk, c.ID)
+	}
+	res := sys.Service.Execute(c.Ctx, c.ID, "accept-1", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}})
+	if res.Err != nil || res.Task == nil || res.Task.State != dispatch.StateAssigned {
+		t.Fatalf("accept = %+v", res)
+	}
+	waitFor(t, "the claim", func() bool { return sys.Couriers.Claims()[tasks[0].ID] == c.ID })
+
+	sys.Clock.Advance(dispatch.DefaultRetryBackoff)
+	workOnce(t, sys, 3)
+	second := wantOffered(t, sys, tasks[1], c.ID)
+	if second.PickupETA <= o.PickupETA {
+		t.Errorf("second offer's pickup ETA %v, want more than the first's %v (the courier holds a task)", second.PickupETA, o.PickupETA)
+	}
+	for _, tk := range tasks[2:] {
+		if got := stored(t, sys, tk.ID); got.State != dispatch.StatePending || got.Searches != 2 {
+			t.Errorf("task %s = %s after %d searches, want PENDING after 2", tk.ID, got.State, got.Searches)
+		}
+	}
+}
+
+// A task that changed after the batch read it (here: cancelled) fails only its own write: the batch's
+// other offers are committed, the courier chosen for it is told nothing, and the cancelled task stays
+// cancelled.
+func TestBatchWriteFailureKeepsTheOthers(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	var cs []dispatchtest.Courier
+	for _, m := range []float64{100, 500, 900} {
+		cs = append(cs, sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, m), geo.Bicycle, true))
+	}
+	tasks := createOneSecondApart(t, sys, 3)
+	read := make([]dispatch.Task, len(tasks))
+	for i, tk := range tasks {
+		read[i] = stored(t, sys, tk.ID)
+	}
+	cancelled, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tasks[1].ID, Reason: dispatch.CancelOther})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys.Service.AssignBatch(context.Background(), read)
+
+	wantOffered(t, sys, tasks[0], cs[0].ID)
+	wantOffered(t, sys, tasks[2], cs[2].ID) // the second courier was the cancelled task's choice
+	if got := stored(t, sys, tasks[1].ID); got.State != dispatch.StateCancelled || got.Version != cancelled.Version || len(got.Offers) != 0 {
+		t.Errorf("cancelled task = %s version %d with %d offers, want CANCELLED version %d with none", got.State, got.Version, len(got.Offers), cancelled.Version)
+	}
+	if ds, err := sys.Store.Decisions(context.Background(), tasks[1].ID, 10); err != nil || len(ds) != 0 {
+		t.Errorf("decisions of the cancelled task = %d, %v; want none written", len(ds), err)
+	}
+	for i, want := range []int{1, 0, 1} {
+		ds, err := sys.Store.Deliveries(context.Background(), cs[i].ID, 0, 10)
+		if err != nil || len(ds) != want {
+			t.Errorf("deliveries of courier %d = %+v, %v; want %d", i, ds, err, want)
+		}
+	}
+}
+
+// Two batches working at once on one replica never offer one courier two tasks: whichever reserves the
+// courier first offers it its task, the other's task waits.
+func TestConcurrentBatchesOfferACourierOnce(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	tasks := createOneSecondApart(t, sys, 2)
+	var wg sync.WaitGroup
+	for _, tk := range tasks {
+		read := stored(t, sys, tk.ID)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sys.Service.AssignBatch(context.Background(), []dispatch.Task{read})
+		}()
+	}
+	wg.Wait()
+	states := map[dispatch.State]int{}
+	for _, tk := range tasks {
+		states[stored(t, sys, tk.ID).State]++
+	}
+	if states[dispatch.StateOffered] != 1 || states[dispatch.StatePending] != 1 {
+		t.Errorf("task states %v, want one OFFERED and one PENDING", states)
+	}
+	ds, err := sys.Store.Deliveries(context.Background(), c.ID, 0, 10)
+	if err != nil || len(ds) != 1 || ds[0].Kind != dispatch.DeliveryOffer {
+		t.Errorf("deliveries of the courier = %+v, %v; want one offer", ds, err)
+	}
+}
