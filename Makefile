@@ -74,7 +74,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./bench/... ./internal/...
 
 ## fuzz: run each fuzz target of a decoder an outsider reaches for FUZZTIME (default 10s; longer runs:
-## see README, "Fuzzing"). New interesting inputs are minimised for at most 10 runs: the targets that go
+## see README, "Development"). New interesting inputs are minimised for at most 10 runs: the targets that go
 ## through gRPC cover goroutine scheduling too, which makes minimisation by coverage stall for a minute.
 FUZZTIME ?= 10s
 FUZZ_TARGETS = \
