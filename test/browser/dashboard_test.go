@@ -2,13 +2,16 @@
 // system running in-process: `lastmile demo`, that is every service plus the simulator's couriers and
 // customers. It does what a dispatcher does: log in, watch couriers move, create a task by clicking the
 // map, follow it to DELIVERED, read its assignment explanation and look at its proof photo; then it opens
-// the customer's tracking page with a share link. It saves a screenshot to docs/dashboard.png.
+// the customer's tracking page with a share link. It takes a screenshot of the dashboard; with
+// LASTMILE_UPDATE_SCREENSHOT=1 it writes it to docs/dashboard.png (the README's picture), otherwise to the
+// test's temporary directory, so that a test run leaves the tree as it found it.
 //
 // The test skips when no Chromium or Chrome is installed, unless LASTMILE_REQUIRE_BROWSER is set (CI sets
 // it, after installing Debian's chromium), in which case a missing browser fails it.
 package browser_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -373,7 +376,8 @@ func positions(cs map[string]courier) string {
 	return b.String()
 }
 
-// saveScreenshot writes the dashboard as the test left it to docs/dashboard.png, the README's picture.
+// saveScreenshot writes the dashboard as the test left it to docs/dashboard.png, the README's picture, when
+// LASTMILE_UPDATE_SCREENSHOT=1, and to the test's temporary directory otherwise.
 func saveScreenshot(t *testing.T, p *page) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
@@ -382,7 +386,13 @@ func saveScreenshot(t *testing.T, p *page) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	path := filepath.Join("..", "..", "docs", "dashboard.png")
+	if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Fatalf("screenshot: not a PNG (%d bytes)", len(png))
+	}
+	path := filepath.Join(t.TempDir(), "dashboard.png")
+	if os.Getenv("LASTMILE_UPDATE_SCREENSHOT") == "1" {
+		path = filepath.Join("..", "..", "docs", "dashboard.png")
+	}
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatalf("save the screenshot: %v", err)
 	}
