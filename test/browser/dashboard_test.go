@@ -229,12 +229,15 @@ func TestDashboard(t *testing.T) {
 	p.poll("a courier moves", fmt.Sprintf(`(() => { const b = %s; return LM.debug.couriers().some((c) => b[c.id] && Math.hypot(c.x - b[c.id][0], c.y - b[c.id][1]) > 1); })()`, positions(before)), 60*time.Second)
 
 	// Create a task by clicking the map: the pickup beside an available courier who rides (a walker's
-	// delivery takes minutes even sped up), the dropoff a little away. The drawer opens first (it narrows the map), then the courier is looked up where it is drawn.
+	// delivery takes minutes even sped up), the dropoff a little away. The drawer opens first (it narrows the map), then the courier is looked up where it is drawn,
+	// where nothing (a toast, the hint, the legend) covers the two points to click.
 	p.do("start a new task", 30*time.Second,
 		chromedp.Click(chromedp.CSS("#new-task")),
 		chromedp.WaitVisible(chromedp.CSS("#drawer-body")))
 	const inView = `LM.debug.couriers().filter((c) => { const r = document.getElementById('map').getBoundingClientRect();
-		return c.status === 'AVAILABLE' && c.mode !== 'WALKING' && c.sx > 60 && c.sy > 80 && c.sx < r.width - 120 && c.sy < r.height - 80; })`
+		const free = (dx, dy) => document.elementFromPoint(r.left + c.sx + dx, r.top + c.sy + dy) === document.getElementById('map');
+		return c.status === 'AVAILABLE' && c.mode !== 'WALKING' && c.sx > 60 && c.sy > 80 && c.sx < r.width - 120 && c.sy < r.height - 80
+			&& free(12, 12) && free(35, -10); })`
 	p.poll("an available courier in view", inView+`.length > 0`, 60*time.Second)
 	near := eval[[]courier](p, inView)[0]
 	box := eval[[]float64](p, `(() => { const r = document.getElementById('map').getBoundingClientRect(); return [r.left, r.top]; })()`)
