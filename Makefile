@@ -4,7 +4,7 @@ GO ?= go
 export BREAKING_AGAINST
 
 
-.PHONY: tidy all build generate check-generated openapi-lint lint breaking vet staticcheck buflint test test-race test-postgres bench fuzz fuzz-short ci
+.PHONY: screenshot tidy all build generate check-generated openapi-lint lint breaking vet staticcheck buflint test test-race test-postgres bench fuzz fuzz-short ci
 
 all: build
 
@@ -70,6 +70,10 @@ test-postgres:
 	LASTMILE_REQUIRE_POSTGRES=1 LASTMILE_DISPATCH_TEST_ENGINE=postgres $(GO) test -race -count=1 ./internal/dispatch/ ./internal/dispatch/grpcapi/
 
 ## bench: benchmarks that print ratios (see BENCHMARKS.md).
+# screenshot: run the dashboard's browser test and keep its screenshot as docs/dashboard.png (the README's picture).
+screenshot:
+	LASTMILE_UPDATE_SCREENSHOT=1 $(GO) test -count=1 -run '^TestDashboard$$' ./test/browser/
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./bench/... ./internal/...
 

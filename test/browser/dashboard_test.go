@@ -2,13 +2,16 @@
 // system running in-process: `lastmile demo`, that is every service plus the simulator's couriers and
 // customers. It does what a dispatcher does: log in, watch couriers move, create a task by clicking the
 // map, follow it to DELIVERED, read its assignment explanation and look at its proof photo; then it opens
-// the customer's tracking page with a share link. It saves a screenshot to docs/dashboard.png.
+// the customer's tracking page with a share link. It takes a screenshot of the dashboard; with
+// LASTMILE_UPDATE_SCREENSHOT=1 it writes it to docs/dashboard.png (the README's picture), otherwise to the
+// test's temporary directory, so that a test run leaves the tree as it found it.
 //
 // The test skips when no Chromium or Chrome is installed, unless LASTMILE_REQUIRE_BROWSER is set (CI sets
 // it, after installing Debian's chromium), in which case a missing browser fails it.
 package browser_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -226,12 +229,15 @@ func TestDashboard(t *testing.T) {
 	p.poll("a courier moves", fmt.Sprintf(`(() => { const b = %s; return LM.debug.couriers().some((c) => b[c.id] && Math.hypot(c.x - b[c.id][0], c.y - b[c.id][1]) > 1); })()`, positions(before)), 60*time.Second)
 
 	// Create a task by clicking the map: the pickup beside an available courier who rides (a walker's
-	// delivery takes minutes even sped up), the dropoff a little away. The drawer opens first (it narrows the map), then the courier is looked up where it is drawn.
+	// delivery takes minutes even sped up), the dropoff a little away. The drawer opens first (it narrows the map), then the courier is looked up where it is drawn,
+	// where nothing (a toast, the hint, the legend) covers the two points to click.
 	p.do("start a new task", 30*time.Second,
 		chromedp.Click(chromedp.CSS("#new-task")),
 		chromedp.WaitVisible(chromedp.CSS("#drawer-body")))
 	const inView = `LM.debug.couriers().filter((c) => { const r = document.getElementById('map').getBoundingClientRect();
-		return c.status === 'AVAILABLE' && c.mode !== 'WALKING' && c.sx > 60 && c.sy > 80 && c.sx < r.width - 120 && c.sy < r.height - 80; })`
+		const free = (dx, dy) => document.elementFromPoint(r.left + c.sx + dx, r.top + c.sy + dy) === document.getElementById('map');
+		return c.status === 'AVAILABLE' && c.mode !== 'WALKING' && c.sx > 60 && c.sy > 80 && c.sx < r.width - 120 && c.sy < r.height - 80
+			&& free(12, 12) && free(35, -10); })`
 	p.poll("an available courier in view", inView+`.length > 0`, 60*time.Second)
 	near := eval[[]courier](p, inView)[0]
 	box := eval[[]float64](p, `(() => { const r = document.getElementById('map').getBoundingClientRect(); return [r.left, r.top]; })()`)
@@ -373,7 +379,8 @@ func positions(cs map[string]courier) string {
 	return b.String()
 }
 
-// saveScreenshot writes the dashboard as the test left it to docs/dashboard.png, the README's picture.
+// saveScreenshot writes the dashboard as the test left it to docs/dashboard.png, the README's picture, when
+// LASTMILE_UPDATE_SCREENSHOT=1, and to the test's temporary directory otherwise.
 func saveScreenshot(t *testing.T, p *page) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
@@ -382,7 +389,13 @@ func saveScreenshot(t *testing.T, p *page) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	path := filepath.Join("..", "..", "docs", "dashboard.png")
+	if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Fatalf("screenshot: not a PNG (%d bytes)", len(png))
+	}
+	path := filepath.Join(t.TempDir(), "dashboard.png")
+	if os.Getenv("LASTMILE_UPDATE_SCREENSHOT") == "1" {
+		path = filepath.Join("..", "..", "docs", "dashboard.png")
+	}
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatalf("save the screenshot: %v", err)
 	}
