@@ -96,7 +96,7 @@ func TestRESTServer(t *testing.T) {
 	}
 	defer conn.Close()
 	gw, err := gateway.New(ctx, gateway.Config{Addr: "127.0.0.1:0", Logger: logger, Registerer: reg},
-		[]gateway.Service{{Name: routev1.RouteService_ServiceDesc.ServiceName, Conn: conn, Register: routev1.RegisterRouteServiceHandler}})
+		[]gateway.Service{{Name: routev1.RouteService_ServiceDesc.ServiceName, Conn: conn, Register: gateway.Routes(routev1.RegisterRouteServiceHandlerClient, routev1.NewRouteServiceClient)}})
 	if err != nil {
 		t.Fatal(err)
 	}

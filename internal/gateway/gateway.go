@@ -90,11 +90,14 @@ type Config struct {
 type Service struct {
 	// Name is the full gRPC service name, such as "lastmile.route.v1.RouteService", for logs and errors.
 	Name string
-	// Conn reaches the service. A nil Conn leaves the service's routes unregistered (they answer 404), which
-	// lets a gateway front a subset of the services.
-	Conn *grpc.ClientConn
-	// Register registers the service's routes: its generated Register<Service>Handler.
-	Register func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+	// Conn reaches the service: a *grpc.ClientConn to its listener, or the in-process connection of the
+	// gRPC server that hosts it in the same process (grpcserver.Server.InProcess), which runs the same
+	// interceptor chain without a client, HTTP/2 or TLS. A nil Conn leaves the service's routes
+	// unregistered (they answer 404), which lets a gateway front a subset of the services.
+	Conn grpc.ClientConnInterface
+	// Register registers the service's routes over a connection: its generated
+	// Register<Service>HandlerClient, adapted by Routes.
+	Register func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error
 }
 
 // Gateway serves the REST API. Create it with New, then call Listen (optional) and Serve.

@@ -226,6 +226,12 @@ type Server struct {
 
 	calls *openCalls
 
+	// The chain as one interceptor, and the registered methods, for InProcess connections (inprocess.go).
+	unaryChain  grpc.UnaryServerInterceptor
+	streamChain grpc.StreamServerInterceptor
+	inprocMu    sync.RWMutex
+	inproc      map[string]inProcessMethod
+
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -248,7 +254,8 @@ type Server struct {
 
 // New validates cfg, listens on cfg.Addr at once (so that a taken port fails at startup, naming the
 // address) and builds the gRPC server with the interceptor chain, health and reflection. Register the
-// application's services on GRPC() before calling Serve.
+// application's services on the Server (RegisterService; or on GRPC(), which InProcess connections then
+// do not reach) before calling Serve.
 func New(cfg Config) (*Server, error) {
 	if err := applyDefaults(&cfg); err != nil {
 		return nil, fmt.Errorf("grpc server config: %w", err)
@@ -317,6 +324,7 @@ func New(cfg Config) (*Server, error) {
 		unary = append([]grpc.UnaryServerInterceptor{tu}, unary...)
 		stream = append([]grpc.StreamServerInterceptor{ts}, stream...)
 	}
+	s.unaryChain, s.streamChain = chainUnary(unary), chainStream(stream)
 	var opts []grpc.ServerOption
 	opts = append(opts,
 		// A fixed pool of goroutines serves the streams instead of a new goroutine per call: the pool's
