@@ -105,6 +105,11 @@ func (c *inProcessConn) method(name string) (inProcessMethod, error) {
 // shutting down), as a client that health-checks the service refuses them when it finds no ready backend.
 // A service without a status yet (before Serve's first readiness poll) is served.
 func (c *inProcessConn) serving(ctx context.Context, service string) error {
+	select {
+	case <-c.s.stopping:
+		return status.Errorf(codes.Unavailable, "service %s is not serving: the server is shutting down", service)
+	default:
+	}
 	resp, err := c.s.health.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	if err != nil || resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 		return nil
