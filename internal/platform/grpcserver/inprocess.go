@@ -285,7 +285,7 @@ func (c *inProcessConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, me
 	}
 	var cancel context.CancelFunc
 	ss.ctx, cancel = context.WithCancel(c.serverContext(ctx, streamTransport{ss}))
-	cs := &clientStream{ctx: ctx, ss: ss}
+	cs := &clientStream{ctx: ctx, ss: ss, clientStreams: m.stream.ClientStreams}
 	info := &grpc.StreamServerInfo{FullMethod: method, IsClientStream: m.stream.ClientStreams, IsServerStream: m.stream.ServerStreams}
 	go func() {
 		defer cancel()
@@ -425,8 +425,9 @@ func (s *serverStream) finish(err error) {
 
 // clientStream is the caller's side of an in-process stream.
 type clientStream struct {
-	ctx context.Context
-	ss  *serverStream
+	ctx           context.Context
+	ss            *serverStream
+	clientStreams bool
 }
 
 var _ grpc.ClientStream = (*clientStream)(nil)
@@ -465,7 +466,8 @@ func (c *clientStream) CloseSend() error {
 func (c *clientStream) Context() context.Context { return c.ctx }
 
 // SendMsg implements grpc.ClientStream: a copy of m reaches the server. Once the call has ended it returns
-// io.EOF, as grpc-go does (RecvMsg then returns the status).
+// io.EOF, as grpc-go does (RecvMsg then returns the status); nil for a method whose client sends one
+// message (as grpc-go, whose generated code requires it: the status comes from RecvMsg).
 func (c *clientStream) SendMsg(m any) error {
 	msg, ok := m.(proto.Message)
 	if !ok {
@@ -480,6 +482,9 @@ func (c *clientStream) SendMsg(m any) error {
 	case c.ss.requests <- proto.Clone(msg):
 		return nil
 	case <-c.ss.done:
+		if !c.clientStreams {
+			return nil
+		}
 		return io.EOF
 	case <-c.ctx.Done():
 		return status.FromContextError(c.ctx.Err()).Err()

@@ -179,6 +179,16 @@ func TestInProcessStreams(t *testing.T) {
 		t.Errorf("stream saw principal %+v, client key %q, method %q; want via gateway, ip:198.51.100.2, %s", got.principal, got.clientKey, got.method, outputCall)
 	}
 
+	// A server stream the chain refuses before the handler reads the request: the status, not io.EOF.
+	deny := testgrpc.NewTestServiceClient(srv.InProcess("gateway"))
+	refused, err := deny.StreamingOutputCall(callCtx(t, "authorization", "Bearer abc"), &testgrpc.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatalf("StreamingOutputCall(token) = %v, want the error from Recv", err)
+	}
+	if _, err := refused.Recv(); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("Recv() of a refused stream = %v, want Unauthenticated", err)
+	}
+
 	in, err := client.StreamingInputCall(callCtx(t))
 	if err != nil {
 		t.Fatalf("StreamingInputCall() = %v", err)
