@@ -1,8 +1,10 @@
 // Package gateway is lastmile's REST/JSON edge, a backend for the browser dashboard and partner systems.
 //
-// The gateway runs grpc-gateway in proxy mode: every REST request becomes a real gRPC call over a
-// *grpc.ClientConn to the service listener, so the services' interceptors (authentication, authorization,
-// validation, rate limits, metrics) apply exactly as they do for native gRPC clients. The gateway itself adds
+// The gateway runs grpc-gateway in proxy mode: every REST request becomes a gRPC call, over a
+// *grpc.ClientConn to the service listener or, when the services run in the same process, over the gRPC
+// server's in-process connection (grpcserver.Server.InProcess, as the gateway's identity), so the
+// services' interceptors (authentication, authorization, validation, rate limits, metrics) apply exactly
+// as they do for native gRPC clients. The gateway itself adds
 // only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, one JSON
 // error shape ({"error":{"code","status","message","details"}}) and the OpenAPI document at /openapi.json.
 // For browsers it also serves cookie sessions with CSRF protection and Server-Sent Events bridging the
