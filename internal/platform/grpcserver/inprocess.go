@@ -516,23 +516,6 @@ func (c *clientStream) RecvMsg(m any) error {
 	}
 }
 
-// chainUnary makes one interceptor of ics, outermost first, as grpc.ChainUnaryInterceptor does for the
-// gRPC server.
-func chainUnary(ics []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return ics[0](ctx, req, info, unaryNextOf(ics, 0, info, handler))
-	}
-}
-
-func unaryNextOf(ics []grpc.UnaryServerInterceptor, i int, info *grpc.UnaryServerInfo, last grpc.UnaryHandler) grpc.UnaryHandler {
-	if i == len(ics)-1 {
-		return last
-	}
-	return func(ctx context.Context, req any) (any, error) {
-		return ics[i+1](ctx, req, info, unaryNextOf(ics, i+1, info, last))
-	}
-}
-
 // chainStream makes one interceptor of ics, outermost first, as grpc.ChainStreamInterceptor does.
 func chainStream(ics []grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {

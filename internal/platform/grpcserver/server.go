@@ -324,14 +324,14 @@ func New(cfg Config) (*Server, error) {
 		unary = append([]grpc.UnaryServerInterceptor{tu}, unary...)
 		stream = append([]grpc.StreamServerInterceptor{ts}, stream...)
 	}
-	s.unaryChain, s.streamChain = chainUnary(unary), chainStream(stream)
+	s.unaryChain, s.streamChain = composeUnary(unary), chainStream(stream)
 	var opts []grpc.ServerOption
 	opts = append(opts,
 		// A fixed pool of goroutines serves the streams instead of a new goroutine per call: the pool's
 		// goroutines keep the stacks the interceptor chain grew, where a fresh goroutine grows (copies)
 		// its stack on every call (about 25 µs of a trivial call's CPU; BENCHMARKS.md).
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.ChainUnaryInterceptor(unary...),
+		grpc.UnaryInterceptor(s.unaryChain),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
