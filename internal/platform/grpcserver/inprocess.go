@@ -167,7 +167,7 @@ func (c *inProcessConn) Invoke(ctx context.Context, method string, args, reply a
 	if err == nil {
 		err = copyReply(reply, resp, c.s.cfg.MaxSendMsgSize)
 	}
-	sts.deliver(opts, err)
+	sts.deliver(opts)
 	return toStatus(err)
 }
 
@@ -243,7 +243,7 @@ func (t *unaryTransport) SetTrailer(md metadata.MD) error {
 }
 
 // deliver hands the header and trailer to the caller's grpc.Header, grpc.Trailer and grpc.Peer options.
-func (t *unaryTransport) deliver(opts []grpc.CallOption, _ error) {
+func (t *unaryTransport) deliver(opts []grpc.CallOption) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.sent = true
