@@ -570,7 +570,7 @@ func (p *process) newGateway(ctx context.Context, srv *grpcserver.Server) (*gate
 			if s.rest == nil {
 				continue
 			}
-			if srv != nil && p.cfg.Targets[m.name] && p.tls.server != nil {
+			if srv != nil && p.cfg.Targets[m.name] && p.tls.server != nil && srv.ServesInProcess(s.name) {
 				services = append(services, gateway.Service{Name: s.name, Conn: srv.InProcess(gatewayTarget), Register: s.rest})
 				continue
 			}

@@ -57,6 +57,19 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	}
 }
 
+// ServesInProcess reports whether the service (its full name) was registered with RegisterService, so that
+// InProcess connections reach it; a service registered on GRPC() directly is served over the network only.
+func (s *Server) ServesInProcess(service string) bool {
+	s.inprocMu.RLock()
+	defer s.inprocMu.RUnlock()
+	for _, m := range s.inproc {
+		if m.service == service {
+			return true
+		}
+	}
+	return false
+}
+
 // InProcess returns a connection that calls this server's services (those registered with RegisterService)
 // in memory, as the given service identity (such as "gateway"): the chain sees a peer with that identity,
 // exactly as it sees a caller presenting that service's certificate over mTLS. It is for a component of

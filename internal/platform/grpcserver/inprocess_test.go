@@ -229,6 +229,9 @@ func TestInProcessStreams(t *testing.T) {
 func TestInProcessRefusals(t *testing.T) {
 	var got seen
 	srv, _ := inProcessServer(t, &got, nil)
+	if !srv.ServesInProcess(testgrpc.TestService_ServiceDesc.ServiceName) || srv.ServesInProcess("grpc.health.v1.Health") {
+		t.Errorf("ServesInProcess: want the test service (registered on the Server) only, not health (registered on GRPC())")
+	}
 	conn := srv.InProcess("gateway")
 	err := conn.Invoke(callCtx(t), "/grpc.testing.TestService/NoSuchCall", &testgrpc.Empty{}, &testgrpc.Empty{})
 	if code := status.Code(err); code != codes.Unimplemented {
