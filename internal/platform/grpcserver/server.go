@@ -37,6 +37,13 @@
 // cover the chain and every stage (and log line) sees the trace id; only sampled calls pay for a span,
 // and unsampled ones still carry valid trace ids. Streams are served by GOMAXPROCS reused workers.
 //
+// # In-process calls
+//
+// Services registered on the Server (RegisterService) are also reachable without a network: InProcess
+// returns a grpc.ClientConnInterface that runs the same chain in memory, as a given service identity (the
+// REST gateway of an all-in-one process calls as "gateway"; tlsutil.InProcessInfo), with metadata,
+// deadlines, headers, trailers, message size limits and health gating as over the network (inprocess.go).
+//
 // # Health and shutdown
 //
 // The standard health service reports a status per service name. Each registered service follows the
