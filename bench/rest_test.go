@@ -3,9 +3,11 @@ package bench_test
 // REST through the gateway against the same RPC over direct gRPC, measured where it is paid: in the
 // server process. BenchmarkRESTRatio starts a child process (this test binary, running TestRESTServer)
 // holding what `lastmile serve` runs for one service: the gRPC server with the full stack over mutual TLS,
-// route's EstimateRoute answered by the fake handler of stack_test.go, and the REST gateway wired to it as
-// serve wires it (gatewayConn). The benchmark process is only the load: a grpcclient connection calling as
-// the "dispatch" service, and an HTTP/1.1 keep-alive client posting JSON to /v1/routes:estimate. The child
+// route's EstimateRoute answered by the fake handler of stack_test.go, and two REST gateways: one wired to
+// it as the all-in-one `lastmile serve` wires it (the server's in-process connection as the "gateway"
+// identity: variant rest), one as a split deployment does (a grpcclient connection over TCP and mTLS as
+// "gateway": variant rest_network). The benchmark process is only the load: a grpcclient connection calling
+// as the "dispatch" service, and an HTTP/1.1 keep-alive client posting JSON to /v1/routes:estimate. The child
 // reports its own CPU time (getrusage) and allocations (runtime.MemStats) on request, so the numbers are the
 // server's alone, client excluded.
 
@@ -26,6 +28,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/internal/gateway"
 	"lastmile/internal/platform/auth"
@@ -43,7 +48,7 @@ const envRESTChild = "LASTMILE_BENCH_REST_CHILD"
 const restBody = `{"origin":{"latitude":52.52,"longitude":13.40},"destination":{"latitude":52.50,"longitude":13.45},"transportMode":"TRANSPORT_MODE_BICYCLE"}`
 
 // TestRESTServer is the server process of BenchmarkRESTRatio; without envRESTChild it returns at once.
-// It prints "ready <grpc address> <http address>", then answers each line on stdin: "stats" with
+// It prints "ready <grpc address> <http address> <http address of the networked gateway>", then answers each line on stdin: "stats" with
 // "<CPU ns> <mallocs> <bytes allocated>" after a garbage collection; end of input stops it.
 func TestRESTServer(t *testing.T) {
 	dir := os.Getenv(envRESTChild)
@@ -81,32 +86,40 @@ func TestRESTServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	routev1.RegisterRouteServiceServer(srv.GRPC(), fakeRoute{})
+	routev1.RegisterRouteServiceServer(srv, fakeRoute{})
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx) }()
 
-	conn, err := grpcclient.New(gatewayConn(srv, grpcclient.Config{
+	conn, err := grpcclient.New(grpcclient.Config{
 		Target: srv.Addr().String(), TLS: gatewayTLS, ServiceName: routev1.RouteService_ServiceDesc.ServiceName,
 		Logger: logger, Registerer: reg, TracerProvider: tp,
-	}))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	gw, err := gateway.New(ctx, gateway.Config{Addr: "127.0.0.1:0", Logger: logger, Registerer: reg},
-		[]gateway.Service{{Name: routev1.RouteService_ServiceDesc.ServiceName, Conn: conn, Register: routev1.RegisterRouteServiceHandler}})
-	if err != nil {
-		t.Fatal(err)
+	routes := gateway.Routes(routev1.RegisterRouteServiceHandlerClient, routev1.NewRouteServiceClient)
+	gwDone := make(chan error, 2)
+	var addrs []string
+	for _, c := range []struct {
+		conn grpc.ClientConnInterface
+		reg  prometheus.Registerer
+	}{{srv.InProcess("gateway"), reg}, {conn, telemetry.NewRegistry()}} {
+		gw, err := gateway.New(ctx, gateway.Config{Addr: "127.0.0.1:0", Logger: logger, Registerer: c.reg},
+			[]gateway.Service{{Name: routev1.RouteService_ServiceDesc.ServiceName, Conn: c.conn, Register: routes}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := gw.Listen(ctx); err != nil {
+			t.Fatal(err)
+		}
+		go func() { gwDone <- gw.Serve(ctx) }()
+		addrs = append(addrs, gw.Addr().String())
 	}
-	if err := gw.Listen(ctx); err != nil {
-		t.Fatal(err)
-	}
-	gwDone := make(chan error, 1)
-	go func() { gwDone <- gw.Serve(ctx) }()
 
-	fmt.Printf("ready %s %s\n", srv.Addr(), gw.Addr())
+	fmt.Printf("ready %s %s %s\n", srv.Addr(), addrs[0], addrs[1])
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		if in.Text() != "stats" {
@@ -118,8 +131,10 @@ func TestRESTServer(t *testing.T) {
 		fmt.Printf("%d %d %d\n", processCPU().Nanoseconds(), ms.Mallocs, ms.TotalAlloc)
 	}
 	stop()
-	if err := <-gwDone; err != nil {
-		t.Errorf("gateway: %v", err)
+	for range 2 {
+		if err := <-gwDone; err != nil {
+			t.Errorf("gateway: %v", err)
+		}
 	}
 	if err := <-served; err != nil {
 		t.Errorf("grpc server: %v", err)
@@ -172,10 +187,10 @@ func BenchmarkRESTRatio(b *testing.B) {
 		}
 	})
 	child := &restChild{in: stdin, out: bufio.NewScanner(stdout)}
-	var grpcAddr, httpAddr string
+	var grpcAddr, httpAddr, networkAddr string
 	for child.out.Scan() {
-		if f := strings.Fields(child.out.Text()); len(f) == 3 && f[0] == "ready" {
-			grpcAddr, httpAddr = f[1], f[2]
+		if f := strings.Fields(child.out.Text()); len(f) == 4 && f[0] == "ready" {
+			grpcAddr, httpAddr, networkAddr = f[1], f[2], f[3]
 			break
 		}
 	}
@@ -200,26 +215,15 @@ func BenchmarkRESTRatio(b *testing.B) {
 	b.Cleanup(func() { conn.Close() })
 	grpcVariant := variant{name: "grpc", client: routev1.NewRouteServiceClient(conn)}
 	httpClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}, Timeout: 10 * time.Second}
-	url := "http://" + httpAddr + "/v1/routes:estimate"
-	rest := func(n int) error {
-		for range n {
-			resp, err := httpClient.Post(url, "application/json", bytes.NewReader([]byte(restBody)))
-			if err != nil {
-				return fmt.Errorf("rest: %w", err)
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil || resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"provider":"fake"`)) {
-				return fmt.Errorf("rest: %d %s: %v", resp.StatusCode, body, err)
-			}
-		}
-		return nil
+	rest := func(addr string) func(int) error {
+		return func(n int) error { return restCalls("http://"+addr+"/v1/routes:estimate", httpClient, n) }
 	}
 	run := map[string]func(int) error{
-		"grpc": func(n int) error { return calls(context.Background(), grpcVariant, n) },
-		"rest": rest,
+		"grpc":         func(n int) error { return calls(context.Background(), grpcVariant, n) },
+		"rest":         rest(httpAddr),
+		"rest_network": rest(networkAddr),
 	}
-	names := []string{"grpc", "rest"}
+	names := []string{"grpc", "rest", "rest_network"}
 	for _, name := range names {
 		if err := run[name](warmUpCalls); err != nil {
 			b.Fatal(err)
@@ -267,8 +271,21 @@ func BenchmarkRESTRatio(b *testing.B) {
 	fmt.Print(out.String())
 	b.ReportMetric(medianRatio(samples["rest"], samples["grpc"], func(x sample) float64 { return x.cpu }), "rest/grpc-server-cpu")
 	b.ReportMetric(medianRatio(samples["rest"], samples["grpc"], func(x sample) float64 { return x.allocs }), "rest/grpc-server-allocs")
+	b.ReportMetric(medianRatio(samples["rest_network"], samples["grpc"], func(x sample) float64 { return x.cpu }), "rest_network/grpc-server-cpu")
 }
 
-// gatewayConn is how `lastmile serve` configures the gateway's connection to its own gRPC server
-// (internal/cli's dialService): unchanged, over the server's TCP listener.
-func gatewayConn(_ *grpcserver.Server, cfg grpcclient.Config) grpcclient.Config { return cfg }
+// restCalls posts restBody to url n times, one after the other, and checks each answer.
+func restCalls(url string, client *http.Client, n int) error {
+	for range n {
+		resp, err := client.Post(url, "application/json", bytes.NewReader([]byte(restBody)))
+		if err != nil {
+			return fmt.Errorf("rest: %w", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"provider":"fake"`)) {
+			return fmt.Errorf("rest: %d %s: %v", resp.StatusCode, body, err)
+		}
+	}
+	return nil
+}

@@ -12,6 +12,7 @@ import (
 	"lastmile/internal/courier/identityclient"
 	courierpg "lastmile/internal/courier/postgres"
 	couriersqlite "lastmile/internal/courier/sqlite"
+	"lastmile/internal/gateway"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/grpcserver"
 )
@@ -23,7 +24,7 @@ var errIdentityUnconfigured = apperr.Errorf(apperr.Unavailable, "identity servic
 func courierModule() *module {
 	return &module{
 		name:     "courier",
-		services: []grpcService{{name: courierv1.CourierService_ServiceDesc.ServiceName, rest: courierv1.RegisterCourierServiceHandler, needsStore: true}},
+		services: []grpcService{{name: courierv1.CourierService_ServiceDesc.ServiceName, rest: gateway.Routes(courierv1.RegisterCourierServiceHandlerClient, courierv1.NewCourierServiceClient), needsStore: true}},
 		peers:    []string{identityv1.UserService_ServiceDesc.ServiceName},
 		policy:   couriergrpc.Policy,
 		streams:  courierStreams,
@@ -67,7 +68,7 @@ func startCourier(ctx context.Context, p *process, srv *grpcserver.Server) error
 		return fmt.Errorf("load courier live state: %w", err)
 	}
 	api := couriergrpc.NewServer(svc)
-	couriergrpc.Register(srv.GRPC(), api)
+	couriergrpc.Register(srv, api)
 	// Open location streams answer with their counts when the server starts stopping; apps reconnect.
 	srv.OnShutdown(api.Shutdown)
 	p.runners = append(p.runners, svc.Run)

@@ -21,6 +21,7 @@ import (
 	"lastmile/internal/dispatch/routeclient"
 	dispatchsqlite "lastmile/internal/dispatch/sqlite"
 	"lastmile/internal/dispatch/sqlstore"
+	"lastmile/internal/gateway"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/grpcserver"
@@ -49,7 +50,7 @@ func dispatchModule() *module {
 	var weights dispatch.Weights
 	return &module{
 		name:     "dispatch",
-		services: []grpcService{{name: dispatchv1.DispatchService_ServiceDesc.ServiceName, rest: dispatchv1.RegisterDispatchServiceHandler, needsStore: true}},
+		services: []grpcService{{name: dispatchv1.DispatchService_ServiceDesc.ServiceName, rest: gateway.Routes(dispatchv1.RegisterDispatchServiceHandlerClient, dispatchv1.NewDispatchServiceClient), needsStore: true}},
 		peers:    []string{courierv1.CourierService_ServiceDesc.ServiceName, routev1.RouteService_ServiceDesc.ServiceName},
 		policy:   dispatchgrpc.Policy,
 		streams:  dispatchStreams,
@@ -182,7 +183,7 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		Weights: weights, MaxUploadBytes: cfg.UploadMaxBytes, AllowedContentTypes: cfg.ContentTypes,
 	})
 	api := dispatchgrpc.NewServer(svc)
-	dispatchgrpc.Register(srv.GRPC(), api)
+	dispatchgrpc.Register(srv, api)
 	// As the gRPC server starts stopping, courier sessions are told to go (a drain, SERVER_SHUTDOWN) and
 	// get half the shutdown timeout to reconnect elsewhere before their streams end with Unavailable; open
 	// watches end at once with Unavailable. Neither holds the graceful stop up to its deadline.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
+	"lastmile/internal/gateway"
 	"lastmile/internal/identity"
 	identitygrpc "lastmile/internal/identity/grpcapi"
 	identitypg "lastmile/internal/identity/postgres"
@@ -56,8 +57,8 @@ func identityModule() *module {
 	return &module{
 		name: "identity",
 		services: []grpcService{
-			{name: identityv1.UserService_ServiceDesc.ServiceName, rest: identityv1.RegisterUserServiceHandler, needsStore: true},
-			{name: identityv1.AuthService_ServiceDesc.ServiceName, rest: identityv1.RegisterAuthServiceHandler},
+			{name: identityv1.UserService_ServiceDesc.ServiceName, rest: gateway.Routes(identityv1.RegisterUserServiceHandlerClient, identityv1.NewUserServiceClient), needsStore: true},
+			{name: identityv1.AuthService_ServiceDesc.ServiceName, rest: gateway.Routes(identityv1.RegisterAuthServiceHandlerClient, identityv1.NewAuthServiceClient)},
 		},
 		policy:  identitygrpc.Policy,
 		streams: identityStreams,
@@ -168,7 +169,7 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		Logger:               p.logger,
 	})
 	p.identitySvc = svc // the subject cache's loader
-	identitygrpc.Register(srv.GRPC(), svc, keys)
+	identitygrpc.Register(srv, svc, keys)
 
 	// Runners stop just before the gRPC server's graceful stop, which ends the UserActivity streams so that
 	// they do not hold it up, and not before: the gateway may still be finishing requests.

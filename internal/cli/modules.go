@@ -62,9 +62,9 @@ type grpcService struct {
 	// name is the full service name, such as "lastmile.route.v1.RouteService": the name its health is
 	// reported under and that clients health-check.
 	name string
-	// rest registers its REST routes on the gateway (the generated Register<Service>Handler); nil when it
-	// has none.
-	rest func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+	// rest registers its REST routes on the gateway (the generated Register<Service>HandlerClient, adapted
+	// by gateway.Routes); nil when it has none.
+	rest func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error
 	// needsStore makes its health follow its module's database: NOT_SERVING while the database is
 	// unreachable. A service that can answer without it (from memory, or failing call by call) leaves it
 	// false, so that an outage does not take it out of every client's balancer.

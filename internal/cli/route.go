@@ -7,6 +7,7 @@ import (
 	"time"
 
 	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/gateway"
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/route"
 	"lastmile/internal/route/geodesic"
@@ -28,7 +29,7 @@ func routeModule() *module {
 	var cfg routeConfig
 	return &module{
 		name:     "route",
-		services: []grpcService{{name: routev1.RouteService_ServiceDesc.ServiceName, rest: routev1.RegisterRouteServiceHandler}},
+		services: []grpcService{{name: routev1.RouteService_ServiceDesc.ServiceName, rest: gateway.Routes(routev1.RegisterRouteServiceHandlerClient, routev1.NewRouteServiceClient)}},
 		policy:   routegrpc.Policy,
 		flags: func(fs *flagSet) {
 			fs.StringVar(&cfg.Provider, "route-provider", "geodesic", "route provider: geodesic or osrm")
@@ -55,7 +56,7 @@ func routeModule() *module {
 			}
 			// Cached estimates are keyed by departure hour, so a short TTL only bounds staleness of OSRM answers.
 			svc := route.NewService(provider, route.Options{CacheSize: cfg.CacheSize, CacheTTL: 15 * time.Minute, Registerer: p.registry})
-			routegrpc.Register(srv.GRPC(), routegrpc.NewServer(svc))
+			routegrpc.Register(srv, routegrpc.NewServer(svc))
 			p.logger.Info("route service registered", "provider", provider.Name())
 			return nil
 		},

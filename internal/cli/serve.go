@@ -348,7 +348,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 
 	var gw *gateway.Gateway
 	if cfg.Targets[gatewayTarget] {
-		if gw, err = p.newGateway(startCtx); err != nil {
+		if gw, err = p.newGateway(startCtx, srv); err != nil {
 			return err
 		}
 		ends.HTTP = gw.Addr().String()
@@ -569,13 +569,21 @@ func (p *process) dialService(full, as string) (*grpc.ClientConn, error) {
 }
 
 // newGateway builds the REST gateway over a connection to each service with REST routes that it can reach.
-func (p *process) newGateway(ctx context.Context) (*gateway.Gateway, error) {
+// A service hosted by this process's gRPC server srv (nil when it hosts none) is called in process
+// (grpcserver.Server.InProcess): the same interceptor chain, with the gateway's identity as the peer, but
+// no gRPC client, HTTP/2 or TLS (BENCHMARKS.md). Without TLS (--insecure) the gateway has no identity over
+// the network, so it keeps the network connection and behaves exactly as a split deployment.
+func (p *process) newGateway(ctx context.Context, srv *grpcserver.Server) (*gateway.Gateway, error) {
 	var services []gateway.Service
 	var flags []string
 	for _, m := range p.cfg.Modules {
 		flags = append(flags, "--"+m.name+"-addr")
 		for _, s := range m.services {
 			if s.rest == nil {
+				continue
+			}
+			if srv != nil && p.cfg.Targets[m.name] && p.tls.server != nil && srv.ServesInProcess(s.name) {
+				services = append(services, gateway.Service{Name: s.name, Conn: srv.InProcess(gatewayTarget), Register: s.rest})
 				continue
 			}
 			conn, err := p.dialService(s.name, gatewayTarget)

@@ -110,7 +110,7 @@ func startUsersGateway(t *testing.T, fake *fakeUsers, cfg gateway.Config) (*http
 	logs := &captureHandler{}
 	cfg.Logger = slog.New(logs)
 	g, err := gateway.New(t.Context(), cfg, []gateway.Service{{
-		Name: "lastmile.identity.v1.UserService", Conn: conn, Register: identityv1.RegisterUserServiceHandler,
+		Name: "lastmile.identity.v1.UserService", Conn: conn, Register: gateway.Routes(identityv1.RegisterUserServiceHandlerClient, identityv1.NewUserServiceClient),
 	}})
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)

@@ -111,10 +111,10 @@ func startFuzzGateway(f *testing.F) http.Handler {
 // everyService routes every service's REST handlers to conn, as a gateway in front of the whole system.
 func everyService(conn *grpc.ClientConn) []gateway.Service {
 	return []gateway.Service{
-		{Name: "lastmile.identity.v1.UserService", Conn: conn, Register: identityv1.RegisterUserServiceHandler},
-		{Name: "lastmile.identity.v1.AuthService", Conn: conn, Register: identityv1.RegisterAuthServiceHandler},
-		{Name: "lastmile.courier.v1.CourierService", Conn: conn, Register: courierv1.RegisterCourierServiceHandler},
-		{Name: "lastmile.route.v1.RouteService", Conn: conn, Register: routev1.RegisterRouteServiceHandler},
-		{Name: "lastmile.dispatch.v1.DispatchService", Conn: conn, Register: dispatchv1.RegisterDispatchServiceHandler},
+		{Name: "lastmile.identity.v1.UserService", Conn: conn, Register: gateway.Routes(identityv1.RegisterUserServiceHandlerClient, identityv1.NewUserServiceClient)},
+		{Name: "lastmile.identity.v1.AuthService", Conn: conn, Register: gateway.Routes(identityv1.RegisterAuthServiceHandlerClient, identityv1.NewAuthServiceClient)},
+		{Name: "lastmile.courier.v1.CourierService", Conn: conn, Register: gateway.Routes(courierv1.RegisterCourierServiceHandlerClient, courierv1.NewCourierServiceClient)},
+		{Name: "lastmile.route.v1.RouteService", Conn: conn, Register: gateway.Routes(routev1.RegisterRouteServiceHandlerClient, routev1.NewRouteServiceClient)},
+		{Name: "lastmile.dispatch.v1.DispatchService", Conn: conn, Register: gateway.Routes(dispatchv1.RegisterDispatchServiceHandlerClient, dispatchv1.NewDispatchServiceClient)},
 	}
 }

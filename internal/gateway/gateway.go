@@ -1,8 +1,10 @@
 // Package gateway is lastmile's REST/JSON edge, a backend for the browser dashboard and partner systems.
 //
-// The gateway runs grpc-gateway in proxy mode: every REST request becomes a real gRPC call over a
-// *grpc.ClientConn to the service listener, so the services' interceptors (authentication, authorization,
-// validation, rate limits, metrics) apply exactly as they do for native gRPC clients. The gateway itself adds
+// The gateway runs grpc-gateway in proxy mode: every REST request becomes a gRPC call, over a
+// *grpc.ClientConn to the service listener or, when the services run in the same process, over the gRPC
+// server's in-process connection (grpcserver.Server.InProcess, as the gateway's identity), so the
+// services' interceptors (authentication, authorization, validation, rate limits, metrics) apply exactly
+// as they do for native gRPC clients. The gateway itself adds
 // only what belongs at an HTTP edge: body size limits, request ids, security headers, HTTP metrics, one JSON
 // error shape ({"error":{"code","status","message","details"}}) and the OpenAPI document at /openapi.json.
 // For browsers it also serves cookie sessions with CSRF protection and Server-Sent Events bridging the
@@ -94,11 +96,14 @@ type Config struct {
 type Service struct {
 	// Name is the full gRPC service name, such as "lastmile.route.v1.RouteService", for logs and errors.
 	Name string
-	// Conn reaches the service. A nil Conn leaves the service's routes unregistered (they answer 404), which
-	// lets a gateway front a subset of the services.
-	Conn *grpc.ClientConn
-	// Register registers the service's routes: its generated Register<Service>Handler.
-	Register func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+	// Conn reaches the service: a *grpc.ClientConn to its listener, or the in-process connection of the
+	// gRPC server that hosts it in the same process (grpcserver.Server.InProcess), which runs the same
+	// interceptor chain without a client, HTTP/2 or TLS. A nil Conn leaves the service's routes
+	// unregistered (they answer 404), which lets a gateway front a subset of the services.
+	Conn grpc.ClientConnInterface
+	// Register registers the service's routes over a connection: its generated
+	// Register<Service>HandlerClient, adapted by Routes.
+	Register func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error
 }
 
 // Gateway serves the REST API. Create it with New, then call Listen (optional) and Serve.

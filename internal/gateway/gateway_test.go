@@ -113,7 +113,7 @@ func startGRPC(t *testing.T, fake *fakeRoute) *grpc.ClientConn {
 
 // routeService exposes the route service reachable through conn.
 func routeService(conn *grpc.ClientConn) []gateway.Service {
-	return []gateway.Service{{Name: "lastmile.route.v1.RouteService", Conn: conn, Register: routev1.RegisterRouteServiceHandler}}
+	return []gateway.Service{{Name: "lastmile.route.v1.RouteService", Conn: conn, Register: gateway.Routes(routev1.RegisterRouteServiceHandlerClient, routev1.NewRouteServiceClient)}}
 }
 
 // startGateway runs a gateway in front of fake on an httptest server.

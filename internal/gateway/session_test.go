@@ -133,7 +133,7 @@ func TestSessionCookiesUnderTLS(t *testing.T) {
 		<-served
 	})
 	g, err := gateway.New(t.Context(), gateway.Config{}, []gateway.Service{{
-		Name: "lastmile.identity.v1.AuthService", Conn: conn, Register: identityv1.RegisterAuthServiceHandler,
+		Name: "lastmile.identity.v1.AuthService", Conn: conn, Register: gateway.Routes(identityv1.RegisterAuthServiceHandlerClient, identityv1.NewAuthServiceClient),
 	}})
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)

@@ -170,7 +170,7 @@ func startEvents(t *testing.T, fake *fakeDispatch, cfg gateway.Config) *eventSta
 		t.Fatalf("grpc.NewClient: %v", err)
 	}
 	g, err := gateway.New(t.Context(), cfg, []gateway.Service{{
-		Name: "lastmile.dispatch.v1.DispatchService", Conn: conn, Register: dispatchv1.RegisterDispatchServiceHandler,
+		Name: "lastmile.dispatch.v1.DispatchService", Conn: conn, Register: gateway.Routes(dispatchv1.RegisterDispatchServiceHandlerClient, dispatchv1.NewDispatchServiceClient),
 	}})
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)

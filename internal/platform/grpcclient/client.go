@@ -226,7 +226,7 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 			Timeout:             keepaliveTimeout,
 			PermitWithoutStream: true,
 		}),
-		grpc.WithChainUnaryInterceptor(unary...),
+		grpc.WithUnaryInterceptor(composeUnary(unary)),
 		grpc.WithChainStreamInterceptor(stream...),
 	}
 	opts = append(opts, cfg.DialOptions...)

@@ -215,10 +215,19 @@ func (c *chain) requestID(ctx context.Context, _ string, next func(context.Conte
 		id = rand.Text()
 	}
 	ctx = telemetry.WithRequestID(ctx, id)
+	md := requestIDHeaders.Get().(metadata.MD)
+	md[RequestIDHeader][0] = id
 	// SetHeader only fails when headers were already sent, which cannot happen before the handler runs.
-	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
+	_ = grpc.SetHeader(ctx, md)
+	md[RequestIDHeader][0] = ""
+	requestIDHeaders.Put(md)
 	return next(ctx)
 }
+
+// requestIDHeaders holds reusable header metadata of one request id (three allocations per call when made
+// afresh): the server transport streams copy what SetHeader is given (metadata.Join, grpc-go's and the
+// in-process one alike), so the map is free again once SetHeader returns.
+var requestIDHeaders = sync.Pool{New: func() any { return metadata.MD{RequestIDHeader: make([]string, 1)} }}
 
 // exemplar links the call's latency sample to its trace, when the trace is sampled.
 func exemplar(ctx context.Context) prometheus.Labels {

@@ -37,6 +37,13 @@
 // cover the chain and every stage (and log line) sees the trace id; only sampled calls pay for a span,
 // and unsampled ones still carry valid trace ids. Streams are served by GOMAXPROCS reused workers.
 //
+// # In-process calls
+//
+// Services registered on the Server (RegisterService) are also reachable without a network: InProcess
+// returns a grpc.ClientConnInterface that runs the same chain in memory, as a given service identity (the
+// REST gateway of an all-in-one process calls as "gateway"; tlsutil.InProcessInfo), with metadata,
+// deadlines, headers, trailers, message size limits and health gating as over the network (inprocess.go).
+//
 // # Health and shutdown
 //
 // The standard health service reports a status per service name. Each registered service follows the
@@ -226,6 +233,12 @@ type Server struct {
 
 	calls *openCalls
 
+	// The chain as one interceptor, and the registered methods, for InProcess connections (inprocess.go).
+	unaryChain  grpc.UnaryServerInterceptor
+	streamChain grpc.StreamServerInterceptor
+	inprocMu    sync.RWMutex
+	inproc      map[string]inProcessMethod
+
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -248,7 +261,8 @@ type Server struct {
 
 // New validates cfg, listens on cfg.Addr at once (so that a taken port fails at startup, naming the
 // address) and builds the gRPC server with the interceptor chain, health and reflection. Register the
-// application's services on GRPC() before calling Serve.
+// application's services on the Server (RegisterService; or on GRPC(), which InProcess connections then
+// do not reach) before calling Serve.
 func New(cfg Config) (*Server, error) {
 	if err := applyDefaults(&cfg); err != nil {
 		return nil, fmt.Errorf("grpc server config: %w", err)
@@ -317,13 +331,14 @@ func New(cfg Config) (*Server, error) {
 		unary = append([]grpc.UnaryServerInterceptor{tu}, unary...)
 		stream = append([]grpc.StreamServerInterceptor{ts}, stream...)
 	}
+	s.unaryChain, s.streamChain = composeUnary(unary), chainStream(stream)
 	var opts []grpc.ServerOption
 	opts = append(opts,
 		// A fixed pool of goroutines serves the streams instead of a new goroutine per call: the pool's
 		// goroutines keep the stacks the interceptor chain grew, where a fresh goroutine grows (copies)
 		// its stack on every call (about 25 µs of a trivial call's CPU; BENCHMARKS.md).
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.ChainUnaryInterceptor(unary...),
+		grpc.UnaryInterceptor(s.unaryChain),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),

@@ -59,14 +59,35 @@ func PeerServiceIdentity(state tls.ConnectionState) (service string, ok bool) {
 // ServiceFromContext returns the service identity of the gRPC peer of ctx, as PeerServiceIdentity does for
 // its TLS connection state. It reports ok=false for a context without a peer or for a peer that did not
 // connect over TLS.
+//
+// A call made inside the process (InProcessInfo) has the identity of the component that made it.
 func ServiceFromContext(ctx context.Context) (string, bool) {
 	p, found := peer.FromContext(ctx)
 	if !found {
 		return "", false
 	}
-	info, isTLS := p.AuthInfo.(credentials.TLSInfo)
-	if !isTLS {
-		return "", false
+	switch info := p.AuthInfo.(type) {
+	case credentials.TLSInfo:
+		return PeerServiceIdentity(info.State)
+	case InProcessInfo:
+		if !serviceName.MatchString(info.Service) {
+			return "", false
+		}
+		return info.Service, true
 	}
-	return PeerServiceIdentity(info.State)
+	return "", false
 }
+
+// InProcessInfo is the credentials.AuthInfo of a call that never left the process: a component of a
+// lastmile process (the REST gateway of an all-in-one `lastmile serve`) calling the process's own gRPC
+// services in memory (grpcserver.Server.InProcess), as the service identity its certificate names. No
+// transport produces it, so no network caller can present it: network peers carry credentials.TLSInfo
+// (or nothing, over plaintext).
+type InProcessInfo struct {
+	credentials.CommonAuthInfo
+	// Service is the calling component's identity, such as "gateway".
+	Service string
+}
+
+// AuthType implements credentials.AuthInfo.
+func (InProcessInfo) AuthType() string { return "inprocess" }
