@@ -32,6 +32,12 @@ func (s *Store) FinishedTasks(ctx context.Context, f dispatch.TaskFilter, since 
 	conds, args := filterSQL(f, nil)
 	args = append(args, s.time(since), limit)
 	conds = append(conds, finishedCond, "update_time >= $"+strconv.Itoa(len(args)-1))
-	return s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks`+where(conds)+
+	index := ""
+	if s.e.Dialect == database.SQLite {
+		// Without statistics SQLite's planner prefers tasks_state_list (every finished task ever, sorted)
+		// or tasks_customer_list; PostgreSQL's picks tasks_finished for the ORDER BY ... LIMIT itself.
+		index = " INDEXED BY tasks_finished"
+	}
+	return s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks`+index+where(conds)+
 		` ORDER BY update_time DESC, id DESC LIMIT $`+strconv.Itoa(len(args)), "list finished tasks", args...)
 }
