@@ -156,6 +156,10 @@ type Store interface {
 	TaskByOffer(ctx context.Context, offerID string) (Task, error)
 	// ListTasks returns up to q.Limit tasks matching q.Filter after q's cursor, newest first.
 	ListTasks(ctx context.Context, q TaskQuery) ([]Task, error)
+	// FinishedTasks returns up to limit tasks in a final state (DELIVERED, CANCELLED, FAILED) that match f
+	// and were last updated at or after since, the most recently updated first, then by id descending.
+	// f.States narrows the final states; its other states are ignored, and none of them final means none.
+	FinishedTasks(ctx context.Context, f TaskFilter, since time.Time, limit int) ([]Task, error)
 	// CountTasks counts the tasks matching f.
 	CountTasks(ctx context.Context, f TaskFilter) (int, error)
 	// CountByState counts every task by state, for metrics.

@@ -23,6 +23,10 @@ const (
 	trackTimeout = 5 * time.Second
 )
 
+// MaxChangedSince bounds how far from now the since of WatchTasksSince may be, so that a resume reads at
+// most a day of finished tasks.
+const MaxChangedSince = 24 * time.Hour
+
 // TaskUpdate is one message of WatchTask. The first carries the task, and the courier's position and ETA
 // when the task is held and they are known; later ones carry only what changed.
 type TaskUpdate struct {
@@ -279,6 +283,24 @@ func (w *taskWatch) travel(ctx context.Context, a, b geo.LatLng, mode geo.Transp
 // malformed filter; PermissionDenied when a customer or courier asks for another's tasks;
 // FailedPrecondition when a courier user has no courier profile.
 func (s *Service) WatchTasks(ctx context.Context, f TaskFilter, view View, send func(WatchItem) error) error {
+	return s.WatchTasksSince(ctx, f, view, time.Time{}, send)
+}
+
+// WatchTasksSince is WatchTasks for a reader resuming a feed it lost: when since is not zero, the snapshot
+// also holds, after the open tasks, the tasks in a final state that match f and were updated at or after
+// since, at most MaxSnapshotTasks, the most recently updated first (SnapshotComplete.Truncated when more
+// matched). The reader thus learns the final state of the tasks that finished while it was away, which a
+// snapshot of open tasks would show only by their absence.
+//
+// Errors before the first send: those of WatchTasks, and Invalid when since is more than MaxChangedSince
+// from now.
+func (s *Service) WatchTasksSince(ctx context.Context, f TaskFilter, view View, since time.Time, send func(WatchItem) error) error {
+	if !since.IsZero() {
+		if d := s.now().Sub(since); d > MaxChangedSince || d < -MaxChangedSince {
+			return apperr.InvalidRequest(apperr.FieldViolation{Field: "changed_since",
+				Description: "must be within 24 hours of the server's clock"})
+		}
+	}
 	p := auth.FromContext(ctx)
 	f, err := s.scopeFilter(ctx, f) // as ListTasks
 	if err != nil {
@@ -299,11 +321,20 @@ func (s *Service) WatchTasks(ctx context.Context, f TaskFilter, view View, send 
 	if err != nil {
 		return err
 	}
+	if !since.IsZero() {
+		finished, more, err := s.finishedSince(ctx, f, since)
+		if err != nil {
+			return err
+		}
+		tasks, truncated = append(tasks, finished...), truncated || more
+	}
 	for _, t := range tasks {
 		if err := w.emit(t); err != nil {
 			return err
 		}
-		w.shown[t.ID] = t.Version
+		if !t.State.Final() {
+			w.shown[t.ID] = t.Version // a finished task never changes: resync need not read it again
+		}
 	}
 	if err := send(WatchItem{SnapshotComplete: &SnapshotComplete{TaskCount: len(tasks), Truncated: truncated}}); err != nil {
 		return err
@@ -402,6 +433,19 @@ func (w *listWatch) resync(ctx context.Context) ([]Task, error) {
 		tasks = append(tasks, t)
 	}
 	return tasks, nil
+}
+
+// finishedSince returns the tasks in a final state matching f updated at or after since, the most recently
+// updated first, at most MaxSnapshotTasks, and whether more matched.
+func (s *Service) finishedSince(ctx context.Context, f TaskFilter, since time.Time) ([]Task, bool, error) {
+	tasks, err := s.store.FinishedTasks(ctx, f, since, MaxSnapshotTasks+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("list the tasks finished since %s: %w", since.Format(time.RFC3339Nano), err)
+	}
+	if len(tasks) > MaxSnapshotTasks {
+		return tasks[:MaxSnapshotTasks], true, nil
+	}
+	return tasks, false, nil
 }
 
 // watchSnapshot returns the open tasks matching f, the most recently updated first, at most

@@ -328,3 +328,89 @@ func TestWatchTasksAfterTheHubFellBehind(t *testing.T) {
 		t.Errorf("after a new task = %q, want %q", got, want)
 	}
 }
+
+// A resumed watch (WatchTasksSince) also sends the tasks that finished at or after since, after the open
+// ones, so a reader that was away learns their final states; those finished before are not sent.
+func TestWatchTasksSinceSendsTheTasksFinishedSince(t *testing.T) {
+	f := newSessionFixture(t, dispatch.Options{})
+	for n := 1; n <= 4; n++ {
+		f.newTask(t, n, 1) // at T0+1s .. T0+4s
+	}
+	f.newTask(t, 5, 2)                                    // T0+5s, another customer
+	f.setState(t, sessTaskID(3), dispatch.StateDelivered) // T0+6s: before since
+	since := f.clock.Now().Add(500 * time.Millisecond)
+	f.setState(t, sessTaskID(4), dispatch.StateCancelled) // T0+7s
+	f.setState(t, sessTaskID(2), dispatch.StateFailed)    // T0+8s
+
+	for _, tc := range []struct {
+		name   string
+		ctx    context.Context
+		filter dispatch.TaskFilter
+		since  time.Time
+		want   []string
+	}{
+		{"dispatcher", asDispatcher(sessCtx(t)), dispatch.TaskFilter{}, since, []string{
+			sessTaskID(5) + " pending", sessTaskID(1) + " pending", // the open tasks, all of them
+			sessTaskID(2) + " failed", sessTaskID(4) + " cancelled", // then the finished, the latest first
+			"complete 4 truncated false",
+		}},
+		{"since exactly the update", asDispatcher(sessCtx(t)), dispatch.TaskFilter{}, sessT0.Add(7 * time.Second), []string{
+			sessTaskID(5) + " pending", sessTaskID(1) + " pending",
+			sessTaskID(2) + " failed", sessTaskID(4) + " cancelled",
+			"complete 4 truncated false",
+		}},
+		{"a day ago", asDispatcher(sessCtx(t)), dispatch.TaskFilter{}, f.clock.Now().Add(-dispatch.MaxChangedSince), []string{
+			sessTaskID(5) + " pending", sessTaskID(1) + " pending",
+			sessTaskID(2) + " failed", sessTaskID(4) + " cancelled", sessTaskID(3) + " delivered",
+			"complete 5 truncated false",
+		}},
+		{"without since", asDispatcher(sessCtx(t)), dispatch.TaskFilter{}, time.Time{}, []string{
+			sessTaskID(5) + " pending", sessTaskID(1) + " pending",
+			"complete 2 truncated false",
+		}},
+		{"state filter", asDispatcher(sessCtx(t)), dispatch.TaskFilter{States: []dispatch.State{dispatch.StateCancelled, dispatch.StatePending}}, since, []string{
+			sessTaskID(5) + " pending", sessTaskID(1) + " pending",
+			sessTaskID(4) + " cancelled",
+			"complete 3 truncated false",
+		}},
+		{"customer", asCustomer(sessCtx(t), 602), dispatch.TaskFilter{}, since, []string{
+			sessTaskID(5) + " pending",
+			"complete 1 truncated false",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := startWatch(t, tc.ctx, func(ctx context.Context, send func(dispatch.WatchItem) error) error {
+				return f.svc.WatchTasksSince(ctx, tc.filter, dispatch.ViewBasic, tc.since, send)
+			})
+			var got []string
+			for range tc.want {
+				got = append(got, describeItem(w.recv(t)))
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("snapshot (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// Live changes follow the snapshot as before.
+	w := startWatch(t, asDispatcher(sessCtx(t)), func(ctx context.Context, send func(dispatch.WatchItem) error) error {
+		return f.svc.WatchTasksSince(ctx, dispatch.TaskFilter{}, dispatch.ViewBasic, since, send)
+	})
+	for range 5 {
+		w.recv(t)
+	}
+	f.setState(t, sessTaskID(1), dispatch.StateDelivered)
+	if got, want := describeItem(w.recv(t)), sessTaskID(1)+" delivered"; got != want {
+		t.Errorf("after task 1 was delivered = %q, want %q", got, want)
+	}
+
+	now := f.clock.Now()
+	for _, bad := range []time.Time{now.Add(-dispatch.MaxChangedSince - time.Microsecond), now.Add(dispatch.MaxChangedSince + time.Second)} {
+		err := f.svc.WatchTasksSince(asDispatcher(sessCtx(t)), dispatch.TaskFilter{}, "", bad, func(it dispatch.WatchItem) error {
+			t.Errorf("WatchTasksSince(%v) sent %q", bad, describeItem(it))
+			return nil
+		})
+		apperrtest.WantCode(t, fmt.Sprintf("WatchTasksSince(%v)", bad), err, apperr.Invalid)
+		apperrtest.WantViolations(t, fmt.Sprintf("WatchTasksSince(%v)", bad), err, []string{"changed_since"})
+	}
+}

@@ -55,6 +55,8 @@ type BrowserConfig struct {
 	// SecureCookies marks the session cookies Secure even when the gateway itself is not serving TLS, for
 	// deployments behind a TLS-terminating proxy. Under TLS they are always Secure.
 	SecureCookies bool
+	// Now is the clock the task event ids start from (see eventWriter); nil means time.Now. For tests.
+	Now func() time.Time
 }
 
 func (c BrowserConfig) withDefaults() (BrowserConfig, error) {
@@ -74,6 +76,9 @@ func (c BrowserConfig) withDefaults() (BrowserConfig, error) {
 	}
 	if c.MaxEventStreamsPerUser == 0 {
 		c.MaxEventStreamsPerUser = DefaultMaxEventStreamsPerUser
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return c, nil
 }

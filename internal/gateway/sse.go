@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	rpccode "google.golang.org/genproto/googleapis/rpc/code"
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
@@ -47,6 +48,18 @@ const (
 	couriersPrefix = "couriers."
 	// maxEventID is the largest id accepted in Last-Event-ID: JavaScript numbers are exact up to 2^53.
 	maxEventID = 1 << 53
+
+	// resumeMargin is how far before the time in a Last-Event-ID a resumed /v1/events asks for the tasks
+	// finished since (WatchTasksRequest.changed_since). The time is the latest update time among the task
+	// events sent, but update times are taken by the replica that made the change, before its
+	// transaction commits: a change can reach the feed after one with a later update time (a slower
+	// transaction, another replica's clock a little behind), so the margin covers commit delays and
+	// clock skew between replicas. Tasks inside the margin may come twice; the browser keys them by id.
+	resumeMargin = 10 * time.Second
+	// resumeWindow bounds how far back a resume asks: changed_since must be within 24 hours of the
+	// dispatch service's clock; an hour less leaves room for skew between its clock and the gateway's.
+	// A browser away longer gets the tasks finished in that window only.
+	resumeWindow = 23 * time.Hour
 )
 
 // event is one message for the browser, or the upstream's end (err, io.EOF for a clean end).
@@ -70,7 +83,7 @@ const acceptedHeader = "lastmile-watch"
 
 // serveTaskEvents serves GET /v1/tasks/{id}/events from DispatchService.WatchTask.
 func (b *browser) serveTaskEvents(w http.ResponseWriter, r *http.Request, id string) {
-	values, lastID, ok := b.eventQuery(w, r)
+	values, lastID, _, ok := b.eventQuery(w, r)
 	if !ok {
 		return
 	}
@@ -83,7 +96,7 @@ func (b *browser) serveTaskEvents(w http.ResponseWriter, r *http.Request, id str
 		return
 	}
 	req.Id = id
-	b.stream(w, r, lastID, "", func(ctx context.Context) ([]upstream, error) {
+	b.stream(w, r, eventIDs{next: lastID + 1}, "", func(ctx context.Context) ([]upstream, error) {
 		s, err := b.dispatch.WatchTask(ctx, req)
 		if err != nil {
 			return nil, err
@@ -102,7 +115,7 @@ func (b *browser) serveTaskEvents(w http.ResponseWriter, r *http.Request, id str
 // serveEvents serves GET /v1/events from DispatchService.WatchTasks and, with couriers=true or a
 // couriers.* parameter, CourierService.WatchCouriers.
 func (b *browser) serveEvents(w http.ResponseWriter, r *http.Request) {
-	values, lastID, ok := b.eventQuery(w, r)
+	values, lastID, lastTime, ok := b.eventQuery(w, r)
 	if !ok {
 		return
 	}
@@ -135,8 +148,18 @@ func (b *browser) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, codes.Unavailable, "courier events are not available: the courier service is not configured", nil)
 		return
 	}
+	// The ids carry a time from which a resume loses no finished task (see eventWriter): the stream's
+	// start, or the time of the id it resumes after.
+	ids := eventIDs{next: lastID + 1, stamped: true, stamp: b.cfg.Now()}
+	if !lastTime.IsZero() {
+		ids.stamp = lastTime
+		if floor := b.cfg.Now().Add(-resumeWindow); lastTime.Before(floor) {
+			ids.stamp = floor
+		}
+		tasksReq.ChangedSince = timestamppb.New(ids.stamp.Add(-resumeMargin))
+	}
 	open := fmt.Sprintf(`{"resumed":%t}`, lastID >= 0)
-	b.stream(w, r, lastID, open, func(ctx context.Context) ([]upstream, error) {
+	b.stream(w, r, ids, open, func(ctx context.Context) ([]upstream, error) {
 		tasks, err := b.dispatch.WatchTasks(ctx, tasksReq)
 		if err != nil {
 			return nil, err
@@ -165,13 +188,17 @@ func (b *browser) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}, "/lastmile.dispatch.v1.DispatchService/WatchTasks", eventsPath)
 }
 
-// eventQuery returns the query parameters without the Last-Event-ID one, and the id to resume after
-// (-1 without one). It answers 400 itself for a malformed id or query.
-func (b *browser) eventQuery(w http.ResponseWriter, r *http.Request) (url.Values, int64, bool) {
+// eventQuery returns the query parameters without the Last-Event-ID one, the id to resume after (-1
+// without one) and the time it carries (zero when it has none: the ids of /v1/task/{id}/events, and those
+// of /v1/events before times were added to them). It answers 400 itself for a malformed id or query.
+//
+// An id is the event's number, on /v1/events followed by a dot and a time in Unix milliseconds
+// ("42.1764541234567"); clients treat ids as opaque and only hand the last one back.
+func (b *browser) eventQuery(w http.ResponseWriter, r *http.Request) (url.Values, int64, time.Time, bool) {
 	values, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codes.InvalidArgument, "the query string is malformed", nil)
-		return nil, 0, false
+		return nil, 0, time.Time{}, false
 	}
 	raw := r.Header.Get("Last-Event-ID")
 	if q := values.Get(lastEventIDParam); raw == "" && q != "" {
@@ -179,15 +206,22 @@ func (b *browser) eventQuery(w http.ResponseWriter, r *http.Request) (url.Values
 	}
 	values.Del(lastEventIDParam)
 	if raw == "" {
-		return values, -1, true
+		return values, -1, time.Time{}, true
 	}
-	id, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || id < 0 || id > maxEventID {
-		writeError(w, http.StatusBadRequest, codes.InvalidArgument,
-			"Last-Event-ID must be an event id this server sent (a whole number from 0 to 2^53)", nil)
-		return nil, 0, false
+	number, stamp, stamped := strings.Cut(raw, ".")
+	id, err := strconv.ParseInt(number, 10, 64)
+	ok := err == nil && id >= 0 && id <= maxEventID
+	var at time.Time
+	if ok && stamped {
+		ms, err := strconv.ParseInt(stamp, 10, 64)
+		ok = err == nil && ms > 0 && ms <= maxEventID
+		at = time.UnixMilli(ms)
 	}
-	return values, id, true
+	if !ok {
+		writeError(w, http.StatusBadRequest, codes.InvalidArgument, "Last-Event-ID must be an event id this server sent", nil)
+		return nil, 0, time.Time{}, false
+	}
+	return values, id, at, true
 }
 
 // populate fills m from query parameters the way grpc-gateway fills the REST routes' requests (by JSON or
@@ -235,7 +269,7 @@ func knownField(md protoreflect.MessageDescriptor, path string) bool {
 // errors they report before their first message with the REST status, then relays their messages as
 // events until the browser goes away, an upstream ends, a write stalls, or the gateway shuts down. Every
 // way out cancels the upstream calls and waits for the goroutines reading them.
-func (b *browser) stream(w http.ResponseWriter, r *http.Request, lastID int64, open string,
+func (b *browser) stream(w http.ResponseWriter, r *http.Request, ids eventIDs, open string,
 	dial func(context.Context) ([]upstream, error), rpc, route string) {
 	if !b.acquire("") {
 		writeError(w, http.StatusTooManyRequests, codes.ResourceExhausted, "too many event streams are open; retry later", nil)
@@ -295,7 +329,7 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, lastID int64, o
 	defer wg.Wait()
 	defer cancel()
 
-	sw, err := b.newEventWriter(w, lastID)
+	sw, err := b.newEventWriter(w, ids)
 	if err != nil {
 		b.g.log.LogAttrs(ctx, slog.LevelError, "gateway: event stream refused", slog.String("route", route), slog.String("error", err.Error()))
 		writeError(w, http.StatusInternalServerError, codes.Internal, "internal error", nil)
@@ -392,16 +426,70 @@ func (b *browser) release(user string) {
 	}
 }
 
+// eventIDs numbers a stream's events. On /v1/events (stamped) each id also carries a time, stamp, from
+// which a resume loses nothing: every task that changed at or after it and finished since is in the
+// resumed snapshot (changed_since, minus resumeMargin), and every change before it was sent by the time
+// of the event. It starts at the stream's start (or the resumed id's time); the snapshot's task times
+// raise it only once the whole snapshot was sent (snapshotComplete), since a browser that got half a
+// snapshot does not hold the finished tasks of its end; after that each task event raises it to the
+// task's update time.
+type eventIDs struct {
+	next    int64
+	stamped bool
+	stamp   time.Time
+	// live is set after snapshotComplete; pending is the latest task time of the snapshot until then.
+	live    bool
+	pending time.Time
+}
+
+// see advances the stamp for the event name with msg, before its id is written.
+func (ids *eventIDs) see(name string, msg proto.Message) {
+	if !ids.stamped {
+		return
+	}
+	if name == eventSnapshotComplete {
+		ids.live = true
+		ids.stamp = later(ids.stamp, ids.pending)
+		return
+	}
+	t, ok := msg.(*dispatchv1.Task)
+	if !ok || t.GetUpdateTime() == nil {
+		return
+	}
+	if ids.live {
+		ids.stamp = later(ids.stamp, t.GetUpdateTime().AsTime())
+	} else {
+		ids.pending = later(ids.pending, t.GetUpdateTime().AsTime())
+	}
+}
+
+// id returns the next event's id and counts it.
+func (ids *eventIDs) id() string {
+	n := ids.next
+	ids.next++
+	if !ids.stamped {
+		return strconv.FormatInt(n, 10)
+	}
+	return strconv.FormatInt(n, 10) + "." + strconv.FormatInt(ids.stamp.UnixMilli(), 10)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // eventWriter writes the text/event-stream framing, flushing every event and bounding every write.
 type eventWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
-	nextID  int64
+	ids     eventIDs
 	buf     bytes.Buffer
 }
 
-func (b *browser) newEventWriter(w http.ResponseWriter, lastID int64) (*eventWriter, error) {
+func (b *browser) newEventWriter(w http.ResponseWriter, ids eventIDs) (*eventWriter, error) {
 	rc := http.NewResponseController(w)
 	// The server's ReadTimeout and WriteTimeout bound ordinary requests, not a stream that runs for hours:
 	// the request was read long ago, so no read deadline (net/http lifts it itself for HTTP/1.1, not for
@@ -414,7 +502,7 @@ func (b *browser) newEventWriter(w http.ResponseWriter, lastID int64) (*eventWri
 	if err := rc.SetWriteDeadline(time.Now().Add(b.cfg.EventWriteTimeout)); err != nil {
 		return nil, fmt.Errorf("set write deadline: %w", err)
 	}
-	return &eventWriter{w: w, rc: rc, timeout: b.cfg.EventWriteTimeout, nextID: lastID + 1}, nil
+	return &eventWriter{w: w, rc: rc, timeout: b.cfg.EventWriteTimeout, ids: ids}, nil
 }
 
 func (s *eventWriter) start(retry time.Duration, open string) error {
@@ -443,6 +531,7 @@ func (s *eventWriter) send(name string, msg proto.Message) error {
 			return fmt.Errorf("marshal %s event: %w", name, err)
 		}
 	}
+	s.ids.see(name, msg)
 	s.frame(name, data)
 	return s.flush()
 }
@@ -466,8 +555,7 @@ func (s *eventWriter) problem(g *Gateway, ctx context.Context, err error) error 
 
 // frame appends one event; data is one line of JSON.
 func (s *eventWriter) frame(name string, data []byte) {
-	fmt.Fprintf(&s.buf, "id: %d\nevent: %s\ndata: %s\n\n", s.nextID, name, data)
-	s.nextID++
+	fmt.Fprintf(&s.buf, "id: %s\nevent: %s\ndata: %s\n\n", s.ids.id(), name, data)
 }
 
 // flush writes the buffered bytes within the write timeout and pushes them to the browser.

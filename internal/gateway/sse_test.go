@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/gateway"
@@ -48,12 +49,14 @@ type watchCall struct {
 // authorization header both are UNAUTHENTICATED, as the services' interceptors answer.
 type fakeDispatch struct {
 	dispatchv1.UnimplementedDispatchServiceServer
-	calls     chan watchCall
-	live      chan *dispatchv1.WatchTasksResponse
-	taskLive  chan *dispatchv1.WatchTaskResponse
-	fail      chan error // WatchTasks ends with the error sent here (nil: a clean end)
-	flood     bool       // WatchTasks sends large messages as fast as it can
-	floodNote string
+	calls    chan watchCall
+	live     chan *dispatchv1.WatchTasksResponse
+	taskLive chan *dispatchv1.WatchTaskResponse
+	fail     chan error // WatchTasks ends with the error sent here (nil: a clean end)
+	flood    bool       // WatchTasks sends large messages as fast as it can
+	// snapshotTime, when set, is the update time of the snapshot's task.
+	snapshotTime time.Time
+	floodNote    string
 }
 
 func newFakeDispatch() *fakeDispatch {
@@ -87,8 +90,12 @@ func (f *fakeDispatch) WatchTasks(req *dispatchv1.WatchTasksRequest, stream grpc
 			}
 		}
 	}
+	snapshot := taskMsg(taskA, "snapshot")
+	if !f.snapshotTime.IsZero() {
+		snapshot.GetTask().UpdateTime = timestamppb.New(f.snapshotTime)
+	}
 	for _, m := range []*dispatchv1.WatchTasksResponse{
-		taskMsg(taskA, "snapshot"),
+		snapshot,
 		{Kind: &dispatchv1.WatchTasksResponse_SnapshotComplete{SnapshotComplete: &dispatchv1.WatchTasksSnapshotComplete{TaskCount: 1}}},
 	} {
 		if err := stream.Send(m); err != nil {
@@ -143,6 +150,10 @@ func taskMsg(id, notes string) *dispatchv1.WatchTasksResponse {
 	}}}
 }
 
+// sseNow is the gateway's clock in the event tests: 2026-11-30 21:00 UTC, 1796072400000 in Unix ms, the
+// time the ids of /v1/events start from.
+var sseNow = time.Date(2026, 11, 30, 21, 0, 0, 0, time.UTC)
+
 // eventStack is a gateway in front of a fake dispatch service.
 type eventStack struct {
 	fake  *fakeDispatch
@@ -155,6 +166,9 @@ type eventStack struct {
 // goroutines left behind.
 func startEvents(t *testing.T, fake *fakeDispatch, cfg gateway.Config) *eventStack {
 	t.Helper()
+	if cfg.Browser.Now == nil {
+		cfg.Browser.Now = func() time.Time { return sseNow }
+	}
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
 	dispatchv1.RegisterDispatchServiceServer(gs, fake)
@@ -368,11 +382,11 @@ func TestEventsInOrder(t *testing.T) {
 	got := []sseEvent{r.next(), r.next(), r.next(), r.next(), r.next(), r.next()}
 	want := []sseEvent{
 		{Retry: "3000"},
-		{ID: "0", Event: "open", Data: `{"resumed":false}`},
-		{ID: "1", Event: "task", Data: `{"id":"` + taskA + `","state":"TASK_STATE_PENDING","notes":"snapshot"}`},
-		{ID: "2", Event: "snapshotComplete", Data: `{"taskCount":1}`},
-		{ID: "3", Event: "task", Data: `{"id":"` + taskB + `","state":"TASK_STATE_PENDING"}`},
-		{ID: "4", Event: "task", Data: `{"id":"` + taskC + `","state":"TASK_STATE_PENDING"}`},
+		{ID: "0.1796072400000", Event: "open", Data: `{"resumed":false}`},
+		{ID: "1.1796072400000", Event: "task", Data: `{"id":"` + taskA + `","state":"TASK_STATE_PENDING","notes":"snapshot"}`},
+		{ID: "2.1796072400000", Event: "snapshotComplete", Data: `{"taskCount":1}`},
+		{ID: "3.1796072400000", Event: "task", Data: `{"id":"` + taskB + `","state":"TASK_STATE_PENDING"}`},
+		{ID: "4.1796072400000", Event: "task", Data: `{"id":"` + taskC + `","state":"TASK_STATE_PENDING"}`},
 	}
 	if diff := cmp.Diff(want, normalize(got)); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
@@ -453,12 +467,81 @@ func TestEventsResumeAfterLastEventID(t *testing.T) {
 			got := []sseEvent{r.next(), r.next(), r.next(), r.next()}
 			want := []sseEvent{
 				{Retry: "3000"},
-				{ID: "42", Event: "open", Data: `{"resumed":true}`},
-				{ID: "43", Event: "task", Data: `{"id":"` + taskA + `","state":"TASK_STATE_PENDING","notes":"snapshot"}`},
-				{ID: "44", Event: "snapshotComplete", Data: `{"taskCount":1}`},
+				{ID: "42.1796072400000", Event: "open", Data: `{"resumed":true}`},
+				{ID: "43.1796072400000", Event: "task", Data: `{"id":"` + taskA + `","state":"TASK_STATE_PENDING","notes":"snapshot"}`},
+				{ID: "44.1796072400000", Event: "snapshotComplete", Data: `{"taskCount":1}`},
 			}
 			if diff := cmp.Diff(want, normalize(got)); diff != "" {
 				t.Errorf("events (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// taskAt is a task event of id updated at.
+func taskAt(id string, state dispatchv1.TaskState, at time.Time) *dispatchv1.WatchTasksResponse {
+	return &dispatchv1.WatchTasksResponse{Kind: &dispatchv1.WatchTasksResponse_Task{Task: &dispatchv1.Task{
+		Id: id, State: state, UpdateTime: timestamppb.New(at),
+	}}}
+}
+
+// TestEventsResumeWithTime: the ids of /v1/events carry the latest task update time sent (the stream's
+// start before any, and the snapshot's only once it is complete), and a resume asks WatchTasks for the
+// tasks finished since that time minus the margin, so that none finished while the browser was away is
+// lost; ids without a time resume as before, and times beyond the window are brought into it.
+func TestEventsResumeWithTime(t *testing.T) {
+	fake := newFakeDispatch()
+	fake.snapshotTime = sseNow.Add(time.Minute) // 1796072460000
+	s := startEvents(t, fake, gateway.Config{})
+	r := openEvents(t, s, "/v1/events", bearer("u1"))
+	if call := nextCall(t, fake); call.tasksReq.GetChangedSince() != nil {
+		t.Errorf("first stream: changed_since = %v, want none", call.tasksReq.GetChangedSince().AsTime())
+	}
+	go func() {
+		fake.live <- taskAt(taskB, dispatchv1.TaskState_TASK_STATE_DELIVERED, sseNow.Add(2*time.Minute))
+		fake.live <- taskAt(taskC, dispatchv1.TaskState_TASK_STATE_PENDING, sseNow.Add(90*time.Second)) // older: no change
+	}()
+	if got := r.next(); got.Retry != "3000" {
+		t.Fatalf("first block = %+v, want the retry", got)
+	}
+	var got []string
+	for range 5 {
+		got = append(got, r.nextEvent().ID)
+	}
+	want := []string{
+		"0.1796072400000", // open: the stream's start
+		"1.1796072400000", // the snapshot's task: not yet, the snapshot is not complete
+		"2.1796072460000", // snapshotComplete: the snapshot's latest update
+		"3.1796072520000", // taskB
+		"4.1796072520000", // taskC, updated before taskB
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ids (-want +got):\n%s", diff)
+	}
+	r.close()
+
+	for _, tc := range []struct {
+		name      string
+		lastID    string
+		wantSince *timestamppb.Timestamp
+		wantOpen  string
+	}{
+		{"with time", "4.1796072520000", timestamppb.New(sseNow.Add(2*time.Minute - 10*time.Second)), "5.1796072520000"},
+		{"plain number", "41", nil, "42.1796072400000"},
+		{"beyond the window", "7.1700000000000", timestamppb.New(sseNow.Add(-23*time.Hour - 10*time.Second)), "8.1795989600000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := bearer("u1")
+			h.Set("Last-Event-ID", tc.lastID)
+			r := openEvents(t, s, "/v1/events", h)
+			defer r.close()
+			call := nextCall(t, fake)
+			if diff := cmp.Diff(tc.wantSince, call.tasksReq.GetChangedSince(), protocmp.Transform()); diff != "" {
+				t.Errorf("changed_since (-want +got):\n%s", diff)
+			}
+			r.next() // retry
+			if got := r.nextEvent(); got.ID != tc.wantOpen || got.Event != "open" || got.Data != `{"resumed":true}` {
+				t.Errorf("first event = %+v, want open %s resumed", got, tc.wantOpen)
 			}
 		})
 	}
@@ -483,7 +566,11 @@ func TestEventRequestErrors(t *testing.T) {
 		{"id in query", "/v1/tasks/" + taskA + "/events?id=" + taskB, bearer("u1"), http.StatusBadRequest,
 			errorJSON(400, "INVALID_ARGUMENT", "the task id is in the path: remove the id query parameter")},
 		{"bad last event id", "/v1/events", http.Header{"Authorization": {"Bearer " + token("u1")}, "Last-Event-Id": {"abc"}}, http.StatusBadRequest,
-			errorJSON(400, "INVALID_ARGUMENT", "Last-Event-ID must be an event id this server sent (a whole number from 0 to 2^53)")},
+			errorJSON(400, "INVALID_ARGUMENT", "Last-Event-ID must be an event id this server sent")},
+		{"bad time in last event id", "/v1/events", http.Header{"Authorization": {"Bearer " + token("u1")}, "Last-Event-Id": {"4.x"}}, http.StatusBadRequest,
+			errorJSON(400, "INVALID_ARGUMENT", "Last-Event-ID must be an event id this server sent")},
+		{"zero time in last event id", "/v1/events", http.Header{"Authorization": {"Bearer " + token("u1")}, "Last-Event-Id": {"4.0"}}, http.StatusBadRequest,
+			errorJSON(400, "INVALID_ARGUMENT", "Last-Event-ID must be an event id this server sent")},
 		{"couriers not configured", "/v1/events?couriers=true", bearer("u1"), http.StatusServiceUnavailable,
 			errorJSON(503, "UNAVAILABLE", "courier events are not available: the courier service is not configured")},
 		{"bad couriers flag", "/v1/events?couriers=yes", bearer("u1"), http.StatusBadRequest,
@@ -688,9 +775,9 @@ func TestUpstreamFailure(t *testing.T) {
 		want []sseEvent
 	}{
 		{"unavailable", status.Error(codes.Unavailable, "dispatch: shutting down on host 10.0.0.7"),
-			[]sseEvent{{ID: "3", Event: "problem", Data: `{"error":{"code":503,"status":"UNAVAILABLE","message":"service unavailable, retry later"}}`}}},
+			[]sseEvent{{ID: "3.1796072400000", Event: "problem", Data: `{"error":{"code":503,"status":"UNAVAILABLE","message":"service unavailable, retry later"}}`}}},
 		{"unauthenticated", status.Error(codes.Unauthenticated, "token revoked"),
-			[]sseEvent{{ID: "3", Event: "problem", Data: `{"error":{"code":401,"status":"UNAUTHENTICATED","message":"token revoked"}}`}}},
+			[]sseEvent{{ID: "3.1796072400000", Event: "problem", Data: `{"error":{"code":401,"status":"UNAUTHENTICATED","message":"token revoked"}}`}}},
 		{"clean end", nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -165,6 +166,55 @@ func (r *sseReader) next() sseEvent {
 	}
 }
 
+// splitEventID returns an /v1/events id's number and its time in Unix ms.
+func splitEventID(t *testing.T, id string) (string, int64) {
+	t.Helper()
+	n, ms, ok := strings.Cut(id, ".")
+	if !ok {
+		t.Fatalf("event id %q has no time", id)
+	}
+	return n, mustMillis(t, ms)
+}
+
+func mustMillis(t *testing.T, s string) int64 {
+	t.Helper()
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatalf("event id time %q: %v", s, err)
+	}
+	return ms
+}
+
+// updateMillis returns a task's updateTime in Unix ms.
+func updateMillis(t *testing.T, task map[string]any) int64 {
+	t.Helper()
+	at, err := time.Parse(time.RFC3339Nano, str(task, "updateTime"))
+	if err != nil {
+		t.Fatalf("task updateTime %q: %v", str(task, "updateTime"), err)
+	}
+	return at.UnixMilli()
+}
+
+// resumedSnapshot reads a snapshot's task events ("<id> <state>") up to snapshotComplete, whose data must
+// be complete.
+func resumedSnapshot(t *testing.T, feed *sseReader, complete string) []string {
+	t.Helper()
+	var snapshot []string
+	for {
+		ev := feed.next()
+		if ev.name == "snapshotComplete" {
+			if ev.data != complete {
+				t.Errorf("snapshotComplete = %s, want %s", ev.data, complete)
+			}
+			return snapshot
+		}
+		if ev.name != "task" {
+			t.Fatalf("snapshot event %+v, want task events then snapshotComplete", ev)
+		}
+		snapshot = append(snapshot, str(ev.task(t), "id")+" "+str(ev.task(t), "state"))
+	}
+}
+
 // task decodes a task event's data.
 func (e sseEvent) task(t *testing.T) map[string]any {
 	t.Helper()
@@ -213,21 +263,27 @@ func TestBrowserSessionAndEvents(t *testing.T) {
 		t.Errorf("GET /v1/session = %d %v, want 200 with carla and the CSRF token", resp.StatusCode, body)
 	}
 
-	// The live feed with the session cookie.
+	// The live feed with the session cookie. Its ids are the event's number and, after a dot, a time in
+	// Unix ms from which a resume loses nothing: the stream's start, then the latest task update sent.
+	opened := time.Now().UnixMilli()
 	resp, feed := b.events("/v1/events", nil)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("GET /v1/events = %d %s, want 200 text/event-stream", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	if got, want := feed.next(), (sseEvent{"0", "open", `{"resumed":false}`}); got != want {
-		t.Fatalf("first event = %+v, want %+v", got, want)
+	ev := feed.next()
+	if n, ms := splitEventID(t, ev.id); n != "0" || ms < opened || ms > time.Now().UnixMilli() || ev.name != "open" || ev.data != `{"resumed":false}` {
+		t.Fatalf("first event = %+v, want open, id 0 and the time it opened", ev)
 	}
-	if got, want := feed.next(), (sseEvent{"1", "snapshotComplete", "{}"}); got != want {
+	start := ev.id[len("0"):] // ".<ms>"
+	if got, want := feed.next(), (sseEvent{"1" + start, "snapshotComplete", "{}"}); got != want {
 		t.Fatalf("second event = %+v, want %+v (carla has no task yet)", got, want)
 	}
 	first := create("browser-1")
-	ev := feed.next()
-	if ev.name != "task" || str(ev.task(t), "id") != first || str(ev.task(t), "state") != "TASK_STATE_PENDING" || ev.id != "2" {
-		t.Fatalf("event after CreateTask = %+v, want task %s PENDING with id 2", ev, first)
+	ev = feed.next()
+	firstUpdate := updateMillis(t, ev.task(t))
+	if ev.name != "task" || str(ev.task(t), "id") != first || str(ev.task(t), "state") != "TASK_STATE_PENDING" ||
+		ev.id != "2."+strconv.FormatInt(max(firstUpdate, mustMillis(t, start[1:])), 10) {
+		t.Fatalf("event after CreateTask = %+v, want task %s PENDING with id 2.<its update time>", ev, first)
 	}
 	lastID := ev.id
 	feed.close()
@@ -246,31 +302,32 @@ func TestBrowserSessionAndEvents(t *testing.T) {
 		t.Fatalf("cancel with the CSRF header = %d %v, want 200 CANCELLED", resp.StatusCode, body)
 	}
 
-	// EventSource reconnects with Last-Event-ID: ids go on, and the fresh snapshot holds what happened:
-	// the new task, and no longer the cancelled one.
+	// EventSource reconnects with Last-Event-ID: ids go on, and the snapshot holds what happened: the
+	// task created while away, and the cancelled one in its final state (the finished tasks since the
+	// id's time), so that nothing is lost.
 	resp, feed = b.events("/v1/events", http.Header{"Last-Event-Id": {lastID}})
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("resume = %d, want 200", resp.StatusCode)
 	}
-	if got, want := feed.next(), (sseEvent{"3", "open", `{"resumed":true}`}); got != want {
+	stamp := lastID[len("2"):]
+	if got, want := feed.next(), (sseEvent{"3" + stamp, "open", `{"resumed":true}`}); got != want {
 		t.Fatalf("first event after resume = %+v, want %+v", got, want)
 	}
-	var snapshot []string
-	for {
-		ev := feed.next()
-		if ev.name == "snapshotComplete" {
-			if ev.data != `{"taskCount":1}` {
-				t.Errorf("snapshotComplete = %s, want taskCount 1", ev.data)
-			}
-			break
-		}
-		if ev.name != "task" {
-			t.Fatalf("snapshot event %+v, want task events then snapshotComplete", ev)
-		}
-		snapshot = append(snapshot, str(ev.task(t), "id"))
+	if got, want := resumedSnapshot(t, feed, `{"taskCount":2}`), []string{second + " TASK_STATE_PENDING", first + " TASK_STATE_CANCELLED"}; !cmp.Equal(got, want) {
+		t.Errorf("snapshot after resume = %v, want %v (the open task created while away, then the task cancelled while away)", got, want)
 	}
-	if !cmp.Equal(snapshot, []string{second}) {
-		t.Errorf("snapshot after resume = %v, want [%s] (the task created while away; the cancelled one ended)", snapshot, second)
+	feed.close()
+
+	// An id without a time (sent before ids carried one) resumes as it did: the open tasks only.
+	resp, feed = b.events("/v1/events", http.Header{"Last-Event-Id": {"2"}})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("resume with a plain id = %d, want 200", resp.StatusCode)
+	}
+	if ev := feed.next(); ev.name != "open" || !strings.HasPrefix(ev.id, "3.") || ev.data != `{"resumed":true}` {
+		t.Fatalf("first event after a plain resume = %+v, want open with id 3.<ms>", ev)
+	}
+	if got, want := resumedSnapshot(t, feed, `{"taskCount":1}`), []string{second + " TASK_STATE_PENDING"}; !cmp.Equal(got, want) {
+		t.Errorf("snapshot after a plain resume = %v, want %v", got, want)
 	}
 	feed.close()
 
@@ -407,8 +464,8 @@ func TestBrowserCourierEvents(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("couriers=true as the admin = %d, want 200", resp.StatusCode)
 	}
-	if got, want := feed.next(), (sseEvent{"0", "open", `{"resumed":false}`}); got != want {
-		t.Fatalf("first event = %+v, want %+v", got, want)
+	if ev := feed.next(); ev.name != "open" || !strings.HasPrefix(ev.id, "0.") || ev.data != `{"resumed":false}` {
+		t.Fatalf("first event = %+v, want open with id 0.<ms>", ev)
 	}
 	courierID, rider := registerCourier(t, s, admin.access, "rider@example.com")
 	goAvailable(ctx, t, s, courierv1.NewCourierServiceClient(s.grpcConn(t, "")), courierID, rider.access, courierLat, courierLng)

@@ -2,10 +2,12 @@ package grpcapi_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -373,4 +375,42 @@ func TestStreamAssignmentsDeclineReleaseFail(t *testing.T) {
 		res.GetTask().GetFailureReason() != dispatchv1.FailureReason_FAILURE_REASON_UNSAFE || h[len(h)-1].GetComment() != "dog" {
 		t.Errorf("failed = %v; want FAILED (unsafe), with the comment", res)
 	}
+}
+
+// TestWatchTasksChangedSince: with changed_since the snapshot also holds the tasks finished since then,
+// after the open ones; more than 24 hours away is INVALID_ARGUMENT.
+func TestWatchTasksChangedSince(t *testing.T) {
+	e := start(t, false)
+	open := e.create(t, customer, "r1")
+	done := e.create(t, customer, "r2")
+	since := e.sys.Clock.Now()
+	if _, err := e.client.CancelTask(callCtx(t, customer), &dispatchv1.CancelTaskRequest{Id: done.GetId(), Reason: dispatchv1.CancelReason_CANCEL_REASON_CUSTOMER_REQUEST}); err != nil {
+		t.Fatalf("CancelTask: %v", err)
+	}
+	stream, err := e.client.WatchTasks(callCtx(t, customer), &dispatchv1.WatchTasksRequest{ChangedSince: timestamppb.New(since)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 3 {
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("WatchTasks(changed_since): %v", err)
+		}
+		if c := m.GetSnapshotComplete(); c != nil {
+			got = append(got, fmt.Sprintf("complete %d %v", c.GetTaskCount(), c.GetTruncated()))
+		} else {
+			got = append(got, m.GetTask().GetId()+" "+m.GetTask().GetState().String())
+		}
+	}
+	want := []string{open.GetId() + " TASK_STATE_PENDING", done.GetId() + " TASK_STATE_CANCELLED", "complete 2 false"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("snapshot (-want +got):\n%s", diff)
+	}
+
+	stream, err = e.client.WatchTasks(callCtx(t, customer), &dispatchv1.WatchTasksRequest{ChangedSince: timestamppb.New(since.Add(-25 * time.Hour))})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, "WatchTasks(changed_since 25 h ago)", err, codes.InvalidArgument)
 }

@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"time"
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/dispatch"
@@ -35,12 +36,16 @@ func (s *Server) WatchTask(req *dispatchv1.WatchTaskRequest, stream dispatchv1.D
 	}))
 }
 
-// WatchTasks implements dispatchv1.DispatchServiceServer: the domain's watch (dispatch.Service.WatchTasks)
+// WatchTasks implements dispatchv1.DispatchServiceServer: the domain's watch (dispatch.Service.WatchTasksSince)
 // with each item encoded as it is sent. It does not end on its own; Shutdown ends it with Unavailable.
 func (s *Server) WatchTasks(req *dispatchv1.WatchTasksRequest, stream dispatchv1.DispatchService_WatchTasksServer) error {
 	f := decodeFilter(req.GetStates(), req.GetCourierId(), req.GetCustomerId())
 	ctx, end := s.watchContext(stream.Context())
-	return end(s.svc.WatchTasks(ctx, f, views.Decode(req.GetView()), func(it dispatch.WatchItem) error {
+	var since time.Time
+	if req.GetChangedSince() != nil {
+		since = req.GetChangedSince().AsTime()
+	}
+	return end(s.svc.WatchTasksSince(ctx, f, views.Decode(req.GetView()), since, func(it dispatch.WatchItem) error {
 		out := &dispatchv1.WatchTasksResponse{}
 		switch {
 		case it.Task != nil:

@@ -46,6 +46,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"TaskByOffer", testTaskByOffer},
 		{"ListTasks", testListTasks},
 		{"CountTasks", testCountTasks},
+		{"FinishedTasks", testFinishedTasks},
 		{"UpdateTask", testUpdateTask},
 		{"UpdateTaskNotFound", testUpdateTaskNotFound},
 		{"UpdateTaskFailureWritesNothing", testUpdateTaskFailureWritesNothing},

@@ -111,7 +111,9 @@
       open: () => { for (const t of S.tasks.values()) if (OPEN.includes(stateOf(t))) t._stale = true; },
       task: (t) => putTask(t),
       snapshotComplete: () => {
-        // Tasks still stale ended while we were away: fetch their final state (a few) or drop them.
+        // A resumed snapshot holds the tasks that finished while we were away (the event ids carry the
+        // time to ask from), so tasks still stale are those it could not hold (over 5,000 finished, or
+        // away for most of a day): fetch their final state (a few) or drop them.
         const stale = [...S.tasks.values()].filter((t) => t._stale);
         for (const t of stale) {
           if (stale.length > 50) S.tasks.delete(t.id);

@@ -238,7 +238,16 @@ type WatchTasksRequest struct {
 	// Only tasks of this customer, a UUID. Empty means any customer.
 	CustomerId string `protobuf:"bytes,3,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
 	// How much of each task to send. Defaults to TASK_VIEW_BASIC (without history and proofs).
-	View          TaskView `protobuf:"varint,4,opt,name=view,proto3,enum=lastmile.dispatch.v1.TaskView" json:"view,omitempty"`
+	View TaskView `protobuf:"varint,4,opt,name=view,proto3,enum=lastmile.dispatch.v1.TaskView" json:"view,omitempty"`
+	// Resume a feed without losing a task: when set, the snapshot also holds the tasks in a final state
+	// (DELIVERED, CANCELLED, FAILED) that match the other filters and were updated at or after this time, at
+	// most the 5,000 most recently updated (snapshot_complete.truncated says when more matched). A client
+	// whose feed broke passes the update time of the last task it received, minus a few seconds (changes
+	// commit in an order close to, not exactly, their update times), and so receives the final state of the
+	// tasks that finished while it was away, which the open tasks alone would only show by their absence.
+	// Tasks may come twice; key them by id. Optional; at most 24 hours from the server's clock, so that it
+	// never reads more than a day of finished tasks (use ListTasks for older ones).
+	ChangedSince  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=changed_since,json=changedSince,proto3" json:"changed_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,10 +310,18 @@ func (x *WatchTasksRequest) GetView() TaskView {
 	return TaskView_TASK_VIEW_UNSPECIFIED
 }
 
+func (x *WatchTasksRequest) GetChangedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangedSince
+	}
+	return nil
+}
+
 // WatchTasksResponse is one message of a task feed.
 //
 // The feed opens with a snapshot, the open tasks (every state except DELIVERED, CANCELLED and FAILED) that
-// match the filters, at most the 5,000 most recently updated, followed by one snapshot_complete. After that
+// match the filters, at most the 5,000 most recently updated, then, with changed_since, the finished tasks
+// changed since then (WatchTasksRequest.changed_since), followed by one snapshot_complete. After that
 // every change of a matching task is sent as the whole task, in the requested view. A task that stops matching the state filter is
 // sent once more, in its new state, so views can drop it. Changes to one task may be coalesced for a slow
 // reader: it sees the latest state, not every intermediate one.
@@ -397,9 +414,10 @@ func (*WatchTasksResponse_SnapshotComplete) isWatchTasksResponse_Kind() {}
 // WatchTasksSnapshotComplete marks the end of the opening snapshot of a task feed.
 type WatchTasksSnapshotComplete struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// How many tasks the snapshot held.
+	// How many tasks the snapshot held, the finished ones of changed_since included.
 	TaskCount int32 `protobuf:"varint,1,opt,name=task_count,json=taskCount,proto3" json:"task_count,omitempty"`
-	// True when more open tasks matched than the snapshot could hold; use ListTasks to page through them.
+	// True when more open tasks matched than the snapshot could hold, or, with changed_since, more finished
+	// tasks; use ListTasks to page through them.
 	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -467,14 +485,15 @@ const file_lastmile_dispatch_v1_tracking_proto_rawDesc = "" +
 	"pickupTime\x12=\n" +
 	"\fdropoff_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vdropoffTime\x12=\n" +
 	"\fcompute_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vcomputeTime\x12\x1a\n" +
-	"\bdegraded\x18\x04 \x01(\bR\bdegraded\"\xf9\x01\n" +
+	"\bdegraded\x18\x04 \x01(\bR\bdegraded\"\xc8\x02\n" +
 	"\x11WatchTasksRequest\x12L\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x1f.lastmile.dispatch.v1.TaskStateB\x13\xbaH\x10\x92\x01\r\x10\b\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x06states\x12*\n" +
 	"\n" +
 	"courier_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tcourierId\x12,\n" +
 	"\vcustomer_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\n" +
 	"customerId\x12<\n" +
-	"\x04view\x18\x04 \x01(\x0e2\x1e.lastmile.dispatch.v1.TaskViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\"\xaf\x01\n" +
+	"\x04view\x18\x04 \x01(\x0e2\x1e.lastmile.dispatch.v1.TaskViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\x12M\n" +
+	"\rchanged_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\f\xbaH\t\xb2\x01\x06J\x04\b\x80\xa3\x05R\fchangedSince\"\xaf\x01\n" +
 	"\x12WatchTasksResponse\x120\n" +
 	"\x04task\x18\x01 \x01(\v2\x1a.lastmile.dispatch.v1.TaskH\x00R\x04task\x12_\n" +
 	"\x11snapshot_complete\x18\x02 \x01(\v20.lastmile.dispatch.v1.WatchTasksSnapshotCompleteH\x00R\x10snapshotCompleteB\x06\n" +
@@ -519,13 +538,14 @@ var file_lastmile_dispatch_v1_tracking_proto_depIdxs = []int32{
 	8,  // 5: lastmile.dispatch.v1.TaskEta.compute_time:type_name -> google.protobuf.Timestamp
 	9,  // 6: lastmile.dispatch.v1.WatchTasksRequest.states:type_name -> lastmile.dispatch.v1.TaskState
 	10, // 7: lastmile.dispatch.v1.WatchTasksRequest.view:type_name -> lastmile.dispatch.v1.TaskView
-	6,  // 8: lastmile.dispatch.v1.WatchTasksResponse.task:type_name -> lastmile.dispatch.v1.Task
-	5,  // 9: lastmile.dispatch.v1.WatchTasksResponse.snapshot_complete:type_name -> lastmile.dispatch.v1.WatchTasksSnapshotComplete
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 8: lastmile.dispatch.v1.WatchTasksRequest.changed_since:type_name -> google.protobuf.Timestamp
+	6,  // 9: lastmile.dispatch.v1.WatchTasksResponse.task:type_name -> lastmile.dispatch.v1.Task
+	5,  // 10: lastmile.dispatch.v1.WatchTasksResponse.snapshot_complete:type_name -> lastmile.dispatch.v1.WatchTasksSnapshotComplete
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_lastmile_dispatch_v1_tracking_proto_init() }
