@@ -207,10 +207,19 @@ func (b *browser) setRoute(r *http.Request, route string) {
 	}
 }
 
-// methodNotAllowed answers 405 as the mux does for its routes.
+// methodNotAllowed answers a method the route does not serve as the REST routes do (edge.go): OPTIONS is
+// 204 with the Allow header, anything else 405 with it and INVALID_ARGUMENT (the client chose the wrong
+// method; the server lacks nothing).
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	allow += ", " + http.MethodOptions
 	w.Header().Set("Allow", allow)
-	writeError(w, http.StatusMethodNotAllowed, codes.Unimplemented, fmt.Sprintf("method %s is not allowed on this route", r.Method), nil)
+	if r.Method == http.MethodOptions {
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	writeError(w, http.StatusMethodNotAllowed, codes.InvalidArgument,
+		fmt.Sprintf("method %s is not allowed on this route; allowed: %s", r.Method, allow), nil)
 }
 
 // taskEventsID matches /v1/tasks/{id}/events and returns the id segment.

@@ -589,8 +589,15 @@ func TestEventRequestErrors(t *testing.T) {
 		})
 	}
 	resp, body := do(t, s.srv, http.MethodPost, "/v1/events", nil, bearer("u1"))
-	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" {
-		t.Errorf("POST /v1/events = %d (Allow %q) %s, want 405 with Allow: GET", resp.StatusCode, resp.Header.Get("Allow"), body)
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, OPTIONS" {
+		t.Errorf("POST /v1/events = %d (Allow %q) %s, want 405 with Allow: GET, OPTIONS", resp.StatusCode, resp.Header.Get("Allow"), body)
+	}
+	if diff := cmp.Diff(errorJSON(405, "INVALID_ARGUMENT", "method POST is not allowed on this route; allowed: GET, OPTIONS"), decode(t, body)); diff != "" {
+		t.Errorf("POST /v1/events body (-want +got):\n%s", diff)
+	}
+	resp, body = do(t, s.srv, http.MethodOptions, "/v1/events", nil, nil)
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Allow") != "GET, OPTIONS" || len(body) != 0 {
+		t.Errorf("OPTIONS /v1/events = %d (Allow %q) %q, want 204 with Allow: GET, OPTIONS and no body", resp.StatusCode, resp.Header.Get("Allow"), body)
 	}
 }
 
