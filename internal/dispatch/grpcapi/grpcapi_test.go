@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func start(t *testing.T, run bool) *env {
 		t.Fatal(err)
 	}
 	e.svc = dispatch.NewService(dispatch.Deps{Store: e.store, Uploads: sys.Store.Uploads(), ShareKeys: sys.Store.ShareKeys(), Blobs: blobs, Couriers: sys.Couriers, Routes: sys.Routes, Events: sys.Events},
-		dispatch.Options{Now: sys.Clock.Now, Logger: slog.New(slog.DiscardHandler)})
+		dispatch.Options{Now: sys.Clock.Now, Logger: testLogger()})
 	e.api = grpcapi.NewServer(e.svc)
 	_, conn := grpctest.Start(t, grpcserver.Config{Policy: grpcapi.Policy(), Authenticator: grpctest.HeaderAuthenticator{}},
 		func(s *grpc.Server) { grpcapi.Register(s, e.api) })
@@ -358,4 +359,12 @@ func TestUploadReadErrors(t *testing.T) {
 		_, err = up.Recv()
 	}
 	wantCode(t, "UploadProof for a task the courier never saw", err, codes.NotFound)
+}
+
+// testLogger discards the service's log, or writes it to stderr with LASTMILE_TEST_LOG set.
+func testLogger() *slog.Logger {
+	if os.Getenv("LASTMILE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
 }

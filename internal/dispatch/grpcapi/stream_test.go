@@ -363,6 +363,10 @@ func TestStreamAssignmentsDeclineReleaseFail(t *testing.T) {
 		t.Errorf("release of a released task = %v; want FAILED_PRECONDITION NOT_HOLDER", res)
 	}
 
+	// The hand-back frees the courier in the courier service by a job that runs after the command's
+	// answer; t3 is created once it has, or its first search would find the courier still busy and defer
+	// it on a clock that does not move.
+	waitUntil(t, "the courier service released t2", func() bool { _, held := e.sys.Couriers.Claims()[t2.GetId()]; return !held })
 	t3 := e.create(t, customer, "r3")
 	o = s.nextOffer()
 	if o.GetTask().GetId() != t3.GetId() {
@@ -413,4 +417,17 @@ func TestWatchTasksChangedSince(t *testing.T) {
 		_, err = stream.Recv()
 	}
 	wantCode(t, "WatchTasks(changed_since 25 h ago)", err, codes.InvalidArgument)
+}
+
+// waitUntil polls cond until it holds, failing the test after testTimeout (a hang guard, not a timing
+// assertion).
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
