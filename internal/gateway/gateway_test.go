@@ -89,9 +89,18 @@ func first(md metadata.MD, key string) string {
 // startGRPC serves fake over bufconn and returns a client connection to it.
 func startGRPC(t *testing.T, fake *fakeRoute) *grpc.ClientConn {
 	t.Helper()
+	conn, _ := serveBufconn(t, func(s *grpc.Server) { routev1.RegisterRouteServiceServer(s, fake) })
+	return conn
+}
+
+// serveBufconn serves the services register adds on a plain gRPC server over bufconn and returns a client
+// connection to it and a stop function (idempotent, also run at cleanup) that closes the connection and
+// stops the server.
+func serveBufconn(t *testing.T, register func(*grpc.Server)) (*grpc.ClientConn, func()) {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
-	routev1.RegisterRouteServiceServer(srv, fake)
+	register(srv)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -101,14 +110,20 @@ func startGRPC(t *testing.T, fake *fakeRoute) *grpc.ClientConn {
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		t.Fatalf("grpc.NewClient: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
 		srv.Stop()
 		<-done
-	})
-	return conn
+		t.Fatalf("grpc.NewClient: %v", err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			_ = conn.Close()
+			srv.Stop()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return conn, stop
 }
 
 // routeService exposes the route service reachable through conn.

@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,9 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
@@ -112,26 +109,8 @@ func (f *fakeAuth) Logout(_ context.Context, req *identityv1.LogoutRequest) (*id
 
 // TestSessionCookiesUnderTLS: under TLS the cookies are Secure; every attribute is exact.
 func TestSessionCookiesUnderTLS(t *testing.T) {
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
 	fake := &fakeAuth{}
-	identityv1.RegisterAuthServiceServer(gs, fake)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = gs.Serve(lis)
-	}()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		gs.Stop()
-		<-served
-	})
+	conn, _ := serveBufconn(t, func(s *grpc.Server) { identityv1.RegisterAuthServiceServer(s, fake) })
 	g, err := gateway.New(t.Context(), gateway.Config{}, []gateway.Service{{
 		Name: "lastmile.identity.v1.AuthService", Conn: conn, Register: gateway.Routes(identityv1.RegisterAuthServiceHandlerClient, identityv1.NewAuthServiceClient),
 	}})

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,10 +16,8 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -169,20 +166,7 @@ func startEvents(t *testing.T, fake *fakeDispatch, cfg gateway.Config) *eventSta
 	if cfg.Browser.Now == nil {
 		cfg.Browser.Now = func() time.Time { return sseNow }
 	}
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	dispatchv1.RegisterDispatchServiceServer(gs, fake)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = gs.Serve(lis)
-	}()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient: %v", err)
-	}
+	conn, stopGRPC := serveBufconn(t, func(s *grpc.Server) { dispatchv1.RegisterDispatchServiceServer(s, fake) })
 	g, err := gateway.New(t.Context(), cfg, []gateway.Service{{
 		Name: "lastmile.dispatch.v1.DispatchService", Conn: conn, Register: gateway.Routes(dispatchv1.RegisterDispatchServiceHandlerClient, dispatchv1.NewDispatchServiceClient),
 	}})
@@ -199,9 +183,7 @@ func startEvents(t *testing.T, fake *fakeDispatch, cfg gateway.Config) *eventSta
 		once = true
 		srv.CloseClientConnections()
 		srv.Close()
-		_ = conn.Close()
-		gs.Stop()
-		<-served
+		stopGRPC()
 	}
 	t.Cleanup(s.close)
 	return s
