@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -23,6 +22,7 @@ import (
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/gateway"
+	"lastmile/internal/gateway/ssetest"
 )
 
 const (
@@ -197,16 +197,12 @@ func token(sub string) string {
 }
 
 // sseEvent is one parsed event, or a comment.
-type sseEvent struct {
-	ID, Event, Data, Comment, Retry string
-}
+type sseEvent = ssetest.Event
 
 // eventReader reads an event stream.
 type eventReader struct {
-	t    *testing.T
+	*ssetest.Reader
 	resp *http.Response
-	br   *bufio.Reader
-	stop context.CancelFunc
 }
 
 // openEvents sends GET path with header and returns the response; the caller checks the status.
@@ -225,75 +221,9 @@ func openEvents(t *testing.T, s *eventStack, path string, header http.Header) *e
 		cancel()
 		t.Fatalf("GET %s: %v", path, err)
 	}
-	r := &eventReader{t: t, resp: resp, br: bufio.NewReader(resp.Body), stop: cancel}
-	t.Cleanup(r.close)
+	r := &eventReader{Reader: ssetest.NewReader(t, resp.Body, func() { cancel(); _ = resp.Body.Close() }, 10*time.Second), resp: resp}
+	t.Cleanup(r.Close)
 	return r
-}
-
-func (r *eventReader) close() {
-	r.stop()
-	_ = r.resp.Body.Close()
-}
-
-// next returns the next event or comment block, failing the test after 10 s (a hang guard).
-func (r *eventReader) next() sseEvent {
-	r.t.Helper()
-	type result struct {
-		ev  sseEvent
-		err error
-	}
-	c := make(chan result, 1)
-	go func() {
-		var ev sseEvent
-		for {
-			line, err := r.br.ReadString('\n')
-			if err != nil {
-				c <- result{err: err}
-				return
-			}
-			line = strings.TrimSuffix(line, "\n")
-			if line == "" {
-				c <- result{ev: ev}
-				return
-			}
-			switch k, v, _ := strings.Cut(line, ": "); k {
-			case "id":
-				ev.ID = v
-			case "event":
-				ev.Event = v
-			case "data":
-				ev.Data = v
-			case "retry":
-				ev.Retry = v
-			case "":
-				ev.Comment = v
-			default:
-				c <- result{err: errors.New("unexpected line " + line)}
-				return
-			}
-		}
-	}()
-	select {
-	case res := <-c:
-		if res.err != nil {
-			r.t.Fatalf("read event: %v", res.err)
-		}
-		return res.ev
-	case <-time.After(10 * time.Second):
-		r.close()
-		r.t.Fatal("no event within 10s")
-		return sseEvent{}
-	}
-}
-
-// nextEvent skips heartbeats.
-func (r *eventReader) nextEvent() sseEvent {
-	r.t.Helper()
-	for {
-		if ev := r.next(); ev.Comment == "" {
-			return ev
-		}
-	}
 }
 
 func bearer(sub string) http.Header {
@@ -361,7 +291,7 @@ func TestEventsInOrder(t *testing.T) {
 		s.fake.live <- taskMsg(taskB, "")
 		s.fake.live <- taskMsg(taskC, "")
 	}()
-	got := []sseEvent{r.next(), r.next(), r.next(), r.next(), r.next(), r.next()}
+	got := []sseEvent{r.Next(), r.Next(), r.Next(), r.Next(), r.Next(), r.Next()}
 	want := []sseEvent{
 		{Retry: "3000"},
 		{ID: "0.1796072400000", Event: "open", Data: `{"resumed":false}`},
@@ -413,7 +343,7 @@ func TestTaskEvents(t *testing.T) {
 		s.fake.taskLive <- &dispatchv1.WatchTaskResponse{Task: &dispatchv1.Task{Id: taskA, State: dispatchv1.TaskState_TASK_STATE_DELIVERED}}
 		s.fake.taskLive <- nil
 	}()
-	got := []sseEvent{r.next(), r.next(), r.next(), r.next()}
+	got := []sseEvent{r.Next(), r.Next(), r.Next(), r.Next()}
 	want := []sseEvent{
 		{Retry: "3000"},
 		{ID: "0", Event: "task", Data: `{"task":{"id":"` + taskA + `","state":"TASK_STATE_PENDING"}}`},
@@ -423,7 +353,7 @@ func TestTaskEvents(t *testing.T) {
 	if diff := cmp.Diff(want, normalize(got)); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
-	if _, err := r.br.ReadByte(); !errors.Is(err, io.EOF) {
+	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
 		t.Errorf("after end: read %v, want EOF (the server ends the response)", err)
 	}
 }
@@ -446,7 +376,7 @@ func TestEventsResumeAfterLastEventID(t *testing.T) {
 			r := openEvents(t, s, tc.path, h)
 			wantStreamHeaders(t, r.resp)
 			nextCall(t, s.fake)
-			got := []sseEvent{r.next(), r.next(), r.next(), r.next()}
+			got := []sseEvent{r.Next(), r.Next(), r.Next(), r.Next()}
 			want := []sseEvent{
 				{Retry: "3000"},
 				{ID: "42.1796072400000", Event: "open", Data: `{"resumed":true}`},
@@ -483,12 +413,12 @@ func TestEventsResumeWithTime(t *testing.T) {
 		fake.live <- taskAt(taskB, dispatchv1.TaskState_TASK_STATE_DELIVERED, sseNow.Add(2*time.Minute))
 		fake.live <- taskAt(taskC, dispatchv1.TaskState_TASK_STATE_PENDING, sseNow.Add(90*time.Second)) // older: no change
 	}()
-	if got := r.next(); got.Retry != "3000" {
+	if got := r.Next(); got.Retry != "3000" {
 		t.Fatalf("first block = %+v, want the retry", got)
 	}
 	var got []string
 	for range 5 {
-		got = append(got, r.nextEvent().ID)
+		got = append(got, r.NextEvent().ID)
 	}
 	want := []string{
 		"0.1796072400000", // open: the stream's start
@@ -500,7 +430,7 @@ func TestEventsResumeWithTime(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ids (-want +got):\n%s", diff)
 	}
-	r.close()
+	r.Close()
 
 	for _, tc := range []struct {
 		name      string
@@ -516,13 +446,13 @@ func TestEventsResumeWithTime(t *testing.T) {
 			h := bearer("u1")
 			h.Set("Last-Event-ID", tc.lastID)
 			r := openEvents(t, s, "/v1/events", h)
-			defer r.close()
+			defer r.Close()
 			call := nextCall(t, fake)
 			if diff := cmp.Diff(tc.wantSince, call.tasksReq.GetChangedSince(), protocmp.Transform()); diff != "" {
 				t.Errorf("changed_since (-want +got):\n%s", diff)
 			}
-			r.next() // retry
-			if got := r.nextEvent(); got.ID != tc.wantOpen || got.Event != "open" || got.Data != `{"resumed":true}` {
+			r.Next() // retry
+			if got := r.NextEvent(); got.ID != tc.wantOpen || got.Event != "open" || got.Data != `{"resumed":true}` {
 				t.Errorf("first event = %+v, want open %s resumed", got, tc.wantOpen)
 			}
 		})
@@ -591,8 +521,8 @@ func TestClientGoneClosesUpstream(t *testing.T) {
 	r := openEvents(t, s, "/v1/events", bearer("u1"))
 	wantStreamHeaders(t, r.resp)
 	call := nextCall(t, s.fake)
-	r.nextEvent()
-	r.close()
+	r.NextEvent()
+	r.Close()
 	waitDone(t, call.done, "client closed")
 
 	// The slot is free again (MaxEventStreams is 1): a new stream opens once the handler has returned.
@@ -633,10 +563,10 @@ func TestHeartbeats(t *testing.T) {
 	wantStreamHeaders(t, r.resp)
 	nextCall(t, s.fake)
 	for range 4 {
-		r.next() // retry, open, the snapshot task, snapshotComplete
+		r.Next() // retry, open, the snapshot task, snapshotComplete
 	}
 	for range 3 {
-		if ev := r.next(); ev != (sseEvent{Comment: "heartbeat"}) {
+		if ev := r.Next(); ev != (sseEvent{Comment: "heartbeat"}) {
 			t.Fatalf("idle stream sent %+v, want the heartbeat comment", ev)
 		}
 	}
@@ -743,13 +673,13 @@ func TestStreamOutlivesServerTimeouts(t *testing.T) {
 	defer resp.Body.Close()
 	wantStreamHeaders(t, resp)
 	nextCall(t, fake)
-	r := &eventReader{t: t, resp: resp, br: bufio.NewReader(resp.Body), stop: cancel}
+	r := &eventReader{Reader: ssetest.NewReader(t, resp.Body, func() { cancel(); _ = resp.Body.Close() }, 10*time.Second), resp: resp}
 	start := time.Now()
 	for time.Since(start) < 10*20*time.Millisecond {
-		r.next()
+		r.Next()
 	}
 	go func() { fake.live <- taskMsg(taskB, "") }()
-	if ev := r.nextEvent(); ev.Event != "task" || !strings.Contains(ev.Data, taskB) {
+	if ev := r.NextEvent(); ev.Event != "task" || !strings.Contains(ev.Data, taskB) {
 		t.Errorf("event after the server timeouts passed = %+v, want task %s", ev, taskB)
 	}
 }
@@ -775,17 +705,17 @@ func TestUpstreamFailure(t *testing.T) {
 			wantStreamHeaders(t, r.resp)
 			call := nextCall(t, s.fake)
 			for range 4 {
-				r.next() // retry, open, the snapshot task, snapshotComplete
+				r.Next() // retry, open, the snapshot task, snapshotComplete
 			}
 			s.fake.fail <- tc.err
 			var got []sseEvent
 			for range tc.want {
-				got = append(got, r.nextEvent())
+				got = append(got, r.NextEvent())
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("events (-want +got):\n%s", diff)
 			}
-			if _, err := r.br.ReadByte(); !errors.Is(err, io.EOF) {
+			if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
 				t.Errorf("after the failure: read %v, want EOF (the server ends the response)", err)
 			}
 			waitDone(t, call.done, "upstream failed")

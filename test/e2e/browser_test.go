@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
+	"lastmile/internal/gateway/ssetest"
 )
 
 // browser is a browser's view of the gateway: a cookie jar that scopes cookies by path like a browser.
@@ -105,65 +105,24 @@ func (b *browser) events(path string, header http.Header) (*http.Response, *sseR
 		cancel()
 		b.t.Fatalf("GET %s: %v", path, err)
 	}
-	r := &sseReader{t: b.t, br: bufio.NewReader(resp.Body), close: func() { cancel(); _ = resp.Body.Close() }}
-	b.t.Cleanup(r.close)
+	r := &sseReader{ssetest.NewReader(b.t, resp.Body, func() { cancel(); _ = resp.Body.Close() }, 20*time.Second), b.t}
+	b.t.Cleanup(r.Close)
 	return resp, r
 }
 
 type sseEvent struct{ id, name, data string }
 
+// sseReader reads an event stream's named events.
 type sseReader struct {
-	t     *testing.T
-	br    *bufio.Reader
-	close func()
+	*ssetest.Reader
+	t *testing.T
 }
 
-// next returns the next event, skipping the retry field and heartbeats; it fails the test after 20 s.
+// next returns the next event, skipping the retry hint and heartbeats; it fails the test after 20 s.
 func (r *sseReader) next() sseEvent {
 	r.t.Helper()
-	type result struct {
-		ev  sseEvent
-		err error
-	}
-	c := make(chan result, 1)
-	go func() {
-		var ev sseEvent
-		for {
-			line, err := r.br.ReadString('\n')
-			if err != nil {
-				c <- result{err: err}
-				return
-			}
-			line = strings.TrimSuffix(line, "\n")
-			if line == "" {
-				if ev.name != "" {
-					c <- result{ev: ev}
-					return
-				}
-				continue
-			}
-			k, v, _ := strings.Cut(line, ": ")
-			switch k {
-			case "id":
-				ev.id = v
-			case "event":
-				ev.name = v
-			case "data":
-				ev.data = v
-			}
-		}
-	}()
-	select {
-	case res := <-c:
-		if res.err != nil {
-			r.t.Fatalf("read event: %v", res.err)
-		}
-		return res.ev
-	case <-time.After(20 * time.Second):
-		r.close()
-		r.t.Fatal("no event within 20s")
-		return sseEvent{}
-	}
+	ev := r.NextNamed()
+	return sseEvent{ev.ID, ev.Event, ev.Data}
 }
 
 // splitEventID returns an /v1/events id's number and its time in Unix ms.
@@ -286,7 +245,7 @@ func TestBrowserSessionAndEvents(t *testing.T) {
 		t.Fatalf("event after CreateTask = %+v, want task %s PENDING with id 2.<its update time>", ev, first)
 	}
 	lastID := ev.id
-	feed.close()
+	feed.Close()
 
 	// While the browser is away: one task is created and the first one is cancelled (by the page, with
 	// the CSRF token; without it the cancel is refused).
@@ -316,7 +275,7 @@ func TestBrowserSessionAndEvents(t *testing.T) {
 	if got, want := resumedSnapshot(t, feed, `{"taskCount":2}`), []string{second + " TASK_STATE_PENDING", first + " TASK_STATE_CANCELLED"}; !cmp.Equal(got, want) {
 		t.Errorf("snapshot after resume = %v, want %v (the open task created while away, then the task cancelled while away)", got, want)
 	}
-	feed.close()
+	feed.Close()
 
 	// An id without a time (sent before ids carried one) resumes as it did: the open tasks only.
 	resp, feed = b.events("/v1/events", http.Header{"Last-Event-Id": {"2"}})
@@ -329,7 +288,7 @@ func TestBrowserSessionAndEvents(t *testing.T) {
 	if got, want := resumedSnapshot(t, feed, `{"taskCount":1}`), []string{second + " TASK_STATE_PENDING"}; !cmp.Equal(got, want) {
 		t.Errorf("snapshot after a plain resume = %v, want %v", got, want)
 	}
-	feed.close()
+	feed.Close()
 
 	// One task's events: the cancelled task's final state, then end.
 	resp, one := b.events("/v1/tasks/"+first+"/events", nil)
