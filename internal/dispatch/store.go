@@ -167,6 +167,9 @@ type Store interface {
 	// UpdateTask locks the task with id, runs fn on it and writes what fn returns, in one transaction.
 	// When fn fails nothing is written and its error is returned. NotFound when there is no such task.
 	UpdateTask(ctx context.Context, id string, fn func(Task) (Change, error)) (Task, error)
+	// UpdateTaskByOffer is UpdateTask for the task that has the offer with offerID, found and locked by
+	// one read in the transaction. NotFound when no task has that offer.
+	UpdateTaskByOffer(ctx context.Context, offerID string, fn func(Task) (Change, error)) (Task, error)
 	// UpdateTasks applies updates as UpdateTask would, one after the other, in one transaction when it
 	// can: it returns, per update, the task written or the error. An update whose closure fails writes
 	// nothing and gets the closure's error; the others are written all the same. When the transaction
