@@ -152,6 +152,9 @@ type Store interface {
 	CreateTask(ctx context.Context, t Task) (out Task, created bool, err error)
 	// GetTask returns the task with id. NotFound when there is none.
 	GetTask(ctx context.Context, id string) (Task, error)
+	// TaskHolder returns the state and the holder (CourierID) of the task with id, without reading the
+	// rest of it. NotFound when there is none.
+	TaskHolder(ctx context.Context, id string) (state State, courierID string, err error)
 	// TaskByOffer returns the task that has the offer with offerID. NotFound when none has.
 	TaskByOffer(ctx context.Context, offerID string) (Task, error)
 	// ListTasks returns up to q.Limit tasks matching q.Filter after q's cursor, newest first.

@@ -153,6 +153,23 @@ func (s *Store) getTask(ctx context.Context, q querier, id, lock string) (dispat
 	return t, nil
 }
 
+// TaskHolder implements dispatch.Store from the state and courier_id columns, which every write of the
+// task sets with its doc.
+func (s *Store) TaskHolder(ctx context.Context, id string) (dispatch.State, string, error) {
+	var (
+		state   string
+		courier sql.NullString
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT state, courier_id FROM tasks WHERE id = $1`, id).Scan(&state, &courier)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", taskNotFound(id)
+	}
+	if err != nil {
+		return "", "", s.e.MapError(err, "load holder of task "+id)
+	}
+	return dispatch.State(state), courier.String, nil
+}
+
 // TaskByOffer implements dispatch.Store.
 func (s *Store) TaskByOffer(ctx context.Context, offerID string) (dispatch.Task, error) {
 	return s.taskByOffer(ctx, s.db, offerID, "")

@@ -175,6 +175,25 @@ func testTaskByOffer(t *testing.T, s *sqlstore.Store) {
 	}
 }
 
+func testTaskHolder(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	mustCreate(ctx, t, s, newTask(1))
+	holder := func(want dispatch.State, wantCourier string) {
+		t.Helper()
+		state, courier, err := s.TaskHolder(ctx, taskID(1))
+		if err != nil || state != want || courier != wantCourier {
+			t.Errorf("TaskHolder = %s, %q, %v; want %s, %q, nil", state, courier, err, want, wantCourier)
+		}
+	}
+	holder(dispatch.StatePending, "")
+	set(ctx, t, s, taskID(1), func(cur dispatch.Task) dispatch.Task { return offer(cur, 1, 2, 1) })
+	holder(dispatch.StateOffered, "")
+	set(ctx, t, s, taskID(1), func(cur dispatch.Task) dispatch.Task { return assign(cur, 2, 2) })
+	holder(dispatch.StateAssigned, courierID(2))
+	_, _, err := s.TaskHolder(ctx, taskID(9))
+	wantCode(t, "TaskHolder(unknown)", err, apperr.NotFound)
+}
+
 func testListTasks(t *testing.T, s *sqlstore.Store) {
 	ctx := testContext(t)
 	// Tasks 1..9 created a minute apart; 10 and 11 at the same time as 9 (ties broken by id).
