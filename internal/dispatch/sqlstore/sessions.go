@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"lastmile/internal/dispatch"
@@ -56,6 +58,46 @@ func (s *Store) Deliveries(ctx context.Context, courierID string, after int64, l
 		var d dispatch.Delivery
 		err := r.Scan(&d.CourierID, &d.Cursor, &d.Kind, &d.TaskID, &d.OfferID, &d.Reason, database.ScanTime(&d.CreateTime))
 		return d, err
+	})
+	if err != nil {
+		return nil, s.e.MapError(err, "load deliveries of courier "+courierID)
+	}
+	return out, nil
+}
+
+// DeliveriesWithTasks implements dispatch.Store: the deliveries left-joined with their tasks, each task
+// read as scanTask reads it. A limit above MaxLimit is lowered to it; a limit below 1 is Invalid.
+func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after int64, limit int) ([]dispatch.DeliveryWithTask, error) {
+	limit, err := database.RowLimit(limit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT d.courier_id, d.cursor, d.kind, d.task_id, d.offer_id, d.reason, d.create_time,
+			t.version, t.due_time, t.doc
+		FROM deliveries d LEFT JOIN tasks t ON t.id = d.task_id
+		WHERE d.courier_id = $1 AND d.cursor > $2 ORDER BY d.cursor LIMIT $3`, courierID, after, limit)
+	if err != nil {
+		return nil, s.e.MapError(err, "load deliveries of courier "+courierID)
+	}
+	out, err := collect(rows, func(r scanner) (dispatch.DeliveryWithTask, error) {
+		var (
+			dt      dispatch.DeliveryWithTask
+			d       = &dt.Delivery
+			version sql.NullInt64
+			due     time.Time
+			doc     []byte
+		)
+		err := r.Scan(&d.CourierID, &d.Cursor, &d.Kind, &d.TaskID, &d.OfferID, &d.Reason, database.ScanTime(&d.CreateTime),
+			&version, database.ScanTime(&due), &doc)
+		if err != nil || !version.Valid {
+			return dt, err
+		}
+		if err := decode(doc, &dt.Task, "task"); err != nil {
+			return dt, err
+		}
+		dt.Task.Version, dt.Task.DueTime, dt.Found = version.Int64, due, true
+		return dt, nil
 	})
 	if err != nil {
 		return nil, s.e.MapError(err, "load deliveries of courier "+courierID)
@@ -159,6 +201,68 @@ func (s *Store) UpdateSession(ctx context.Context, courierID string, fn func(dis
 	})
 	if err != nil {
 		return dispatch.Session{}, err
+	}
+	return out, nil
+}
+
+// AckSession implements dispatch.Store: one UPDATE, atomic without a transaction.
+func (s *Store) AckSession(ctx context.Context, courierID string, cursor int64) error {
+	res, err := s.db.ExecContext(ctx, `
+		UPDATE sessions SET acked = CASE WHEN acked < $1 THEN $1 ELSE acked END WHERE courier_id = $2`, cursor, courierID)
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("acknowledge cursor %d of courier %s", cursor, courierID))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("acknowledge cursor %d of courier %s", cursor, courierID))
+	}
+	if n == 0 {
+		return apperr.Errorf(apperr.NotFound, "no session record of courier %s", courierID)
+	}
+	return nil
+}
+
+// beatChunk bounds the sessions of one BeatSessions statement: three parameters each, below SQLite's
+// oldest limit of 999 parameters per statement.
+const beatChunk = 300
+
+// BeatSessions implements dispatch.Store. The courier ids narrow the update through the primary key; the
+// pairs decide.
+func (s *Store) BeatSessions(ctx context.Context, sessions []dispatch.SessionRef, at time.Time) (map[dispatch.SessionRef]bool, error) {
+	out := map[dispatch.SessionRef]bool{}
+	for chunk := range slices.Chunk(sessions, beatChunk) {
+		n := len(chunk)
+		args := make([]any, 0, 2+3*n)
+		args = append(args, s.time(at), true)
+		for _, r := range chunk {
+			args = append(args, r.CourierID)
+		}
+		var pairs strings.Builder
+		for i, r := range chunk {
+			if i > 0 {
+				pairs.WriteString(", ")
+			}
+			fmt.Fprintf(&pairs, "($%d, $%d)", len(args)+1, len(args)+2)
+			args = append(args, r.CourierID, r.SessionID)
+		}
+		rows, err := s.db.QueryContext(ctx, `
+			UPDATE sessions SET heartbeat = $1
+			WHERE is_open = $2 AND courier_id IN (`+placeholders(3, n)+`) AND (courier_id, session_id) IN (VALUES `+pairs.String()+`)
+			RETURNING courier_id, session_id`, args...)
+		if err != nil {
+			return nil, s.e.MapError(err, "refresh session heartbeats")
+		}
+		refs, err := collect(rows, func(r scanner) (dispatch.SessionRef, error) {
+			var ref dispatch.SessionRef
+			err := r.Scan(&ref.CourierID, &ref.SessionID)
+			return ref, err
+		})
+		if err != nil {
+			return nil, s.e.MapError(err, "refresh session heartbeats")
+		}
+		for _, ref := range refs {
+			out[ref] = true
+		}
 	}
 	return out, nil
 }
