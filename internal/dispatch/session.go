@@ -454,7 +454,8 @@ func (c *CourierSession) isReplaced() bool {
 	return c.replaced
 }
 
-// Ack acknowledges every delivery up to cursor. An ack below the watermark changes nothing.
+// Ack acknowledges every delivery up to cursor. An ack below the watermark changes nothing. It is applied
+// even after a newer session replaced this one: this session did send the deliveries up to cursor.
 //
 // Errors: Invalid when cursor is not positive or beyond the highest cursor this session sent (the
 // contract ends the stream); a store failure's error.
@@ -464,11 +465,7 @@ func (c *CourierSession) Ack(ctx context.Context, cursor int64) error {
 		return apperr.InvalidFields("acknowledged cursor beyond what was sent",
 			apperr.FieldViolation{Field: "ack.cursor", Description: fmt.Sprintf("%d is beyond the highest cursor sent, %d", cursor, sent)})
 	}
-	_, err := c.s.store.UpdateSession(ctx, c.courierID, func(sess Session) (Session, error) {
-		sess.Acked = max(sess.Acked, cursor)
-		return sess, nil
-	})
-	if err != nil {
+	if err := c.s.store.AckSession(ctx, c.courierID, cursor); err != nil {
 		return fmt.Errorf("acknowledge cursor %d of courier %s: %w", cursor, c.courierID, err)
 	}
 	return nil
