@@ -11,8 +11,8 @@ import (
 	"lastmile/internal/platform/auth"
 )
 
-// Tuning of courier sessions (HeartbeatInterval, in worker.go, is how often a session refreshes its
-// heartbeat).
+// Tuning of courier sessions (HeartbeatInterval, in worker.go, is how often the hub refreshes the
+// heartbeats of its replica's sessions).
 const (
 	// sessionBatch is how many deliveries a session reads from the store at once.
 	sessionBatch = 100
@@ -120,7 +120,6 @@ type CourierSession struct {
 	// Next's own state.
 	buf          []Delivery
 	replayUntil  int64
-	lastBeat     time.Time
 	drainSent    bool
 	replacedSent bool
 
@@ -180,9 +179,8 @@ func (s *Service) OpenSession(ctx context.Context, hello Hello) (*CourierSession
 	}
 	c := &CourierSession{
 		s: s, p: p, id: id, courierID: courierID,
-		wake:     make(chan struct{}, 1),
-		sent:     rec.Acked,
-		lastBeat: time.Now(),
+		wake: make(chan struct{}, 1),
+		sent: rec.Acked,
 	}
 	c.poke()
 	if !s.hub.addSession(c) {
@@ -290,9 +288,6 @@ func (c *CourierSession) next(ctx context.Context) (Outbound, error) {
 				return Outbound{}, apperr.Errorf(apperr.Unavailable, "the server is shutting down; connect again")
 			}
 		}
-		if err := c.beat(ctx); err != nil {
-			return Outbound{}, err
-		}
 		if err := c.checkCurrent(ctx); err != nil {
 			return Outbound{}, err
 		}
@@ -388,40 +383,24 @@ func (c *CourierSession) resolve(ctx context.Context, d Delivery) (Outbound, boo
 // redact returns t as this courier may see it.
 func (c *CourierSession) redact(t Task) Task { return t.For(c.p, c.courierID, ViewFull) }
 
-// wait waits for a wake-up, the heartbeat, the end of a drain's grace, or ctx.
+// wait waits for a wake-up, the end of a drain's grace, or ctx. The heartbeat is the hub's (hub.beat),
+// so only a drain needs a timer.
 func (c *CourierSession) wait(ctx context.Context, draining bool, drainEnd time.Time) error {
-	d := time.Until(c.lastBeat.Add(HeartbeatInterval))
-	if draining {
-		d = min(d, time.Until(drainEnd))
+	if !draining {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.wake:
+		}
+		return nil
 	}
-	t := time.NewTimer(max(d, 0))
+	t := time.NewTimer(max(time.Until(drainEnd), 0))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.wake:
 	case <-t.C:
-	}
-	return nil
-}
-
-// beat refreshes the session's heartbeat when it is due, and notices when the session was replaced.
-func (c *CourierSession) beat(ctx context.Context) error {
-	if time.Since(c.lastBeat) < HeartbeatInterval {
-		return nil
-	}
-	c.lastBeat = time.Now()
-	now := storedTime(c.s.now())
-	_, err := c.s.store.UpdateSession(ctx, c.courierID, func(sess Session) (Session, error) {
-		if sess.SessionID != c.id {
-			c.replace()
-			return sess, nil
-		}
-		sess.Heartbeat, sess.Open = now, true
-		return sess, nil
-	})
-	if err != nil {
-		return fmt.Errorf("refresh the session of courier %s: %w", c.courierID, err)
 	}
 	return nil
 }
