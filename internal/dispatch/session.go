@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lastmile/internal/platform/apperr"
@@ -116,12 +117,20 @@ type CourierSession struct {
 	courierID string
 	started   SessionStarted
 	wake      chan struct{}
+	// gen counts wake-ups (poke): deliveries read before the latest one may be missing new ones, and their
+	// tasks may have changed since.
+	gen atomic.Uint64
 
-	// Next's own state.
-	buf          []Delivery
-	replayUntil  int64
-	drainSent    bool
-	replacedSent bool
+	// Next's own state. buf holds deliveries read with their tasks (Store.DeliveriesWithTasks) at wake-up
+	// bufGen; drained says that read returned every delivery there was, so that none is read again before
+	// the next wake-up (every delivery appended wakes its courier's sessions through the hub).
+	buf           []DeliveryWithTask
+	bufGen        uint64
+	drained       bool
+	replayUntil   int64
+	replayCounted int64 // highest cursor counted as replayed
+	drainSent     bool
+	replacedSent  bool
 
 	mu       sync.Mutex
 	sent     int64 // highest cursor Next returned or skipped
@@ -304,23 +313,33 @@ func (c *CourierSession) next(ctx context.Context) (Outbound, error) {
 	}
 }
 
-// nextDelivery returns the next delivery to send, reading from the store when the buffer is empty; ok is
-// false when there is none now.
+// nextDelivery returns the next delivery to send, reading from the store when the buffer is empty or a
+// wake-up came after it was read; ok is false when there is none now.
 func (c *CourierSession) nextDelivery(ctx context.Context) (Outbound, bool, error) {
 	for {
+		gen := c.gen.Load()
+		if gen != c.bufGen {
+			// New deliveries, or changed tasks: read again after the last cursor sent.
+			c.buf, c.drained = nil, false
+		}
 		if len(c.buf) == 0 {
+			if c.drained {
+				return Outbound{}, false, nil
+			}
 			after := c.sentCursor()
-			batch, err := c.s.store.Deliveries(ctx, c.courierID, after, sessionBatch)
+			batch, err := c.s.store.DeliveriesWithTasks(ctx, c.courierID, after, sessionBatch)
 			if err != nil {
 				return Outbound{}, false, fmt.Errorf("read the deliveries of courier %s after %d: %w", c.courierID, after, err)
 			}
+			c.bufGen, c.drained = gen, len(batch) < sessionBatch
 			if len(batch) == 0 {
 				return Outbound{}, false, nil
 			}
 			replayed := 0
 			for _, d := range batch {
-				if d.Cursor <= c.replayUntil {
+				if d.Cursor <= c.replayUntil && d.Cursor > c.replayCounted {
 					replayed++
+					c.replayCounted = d.Cursor
 				}
 			}
 			if replayed > 0 {
@@ -329,10 +348,7 @@ func (c *CourierSession) nextDelivery(ctx context.Context) (Outbound, bool, erro
 			c.buf = batch
 		}
 		d := c.buf[0]
-		out, ok, err := c.resolve(ctx, d)
-		if err != nil {
-			return Outbound{}, false, err
-		}
+		out, ok := c.resolve(d)
 		c.buf = c.buf[1:]
 		c.mu.Lock()
 		c.sent = max(c.sent, d.Cursor)
@@ -343,41 +359,39 @@ func (c *CourierSession) nextDelivery(ctx context.Context) (Outbound, bool, erro
 	}
 }
 
-// resolve turns a delivery into what is sent, from the task as it is now; ok is false when the delivery
-// is skipped (see Outbound).
-func (c *CourierSession) resolve(ctx context.Context, d Delivery) (Outbound, bool, error) {
-	t, err := c.s.store.GetTask(ctx, d.TaskID)
-	if apperr.CodeOf(err) == apperr.NotFound {
+// resolve turns a delivery into what is sent, from its task as read with it, which no wake-up has
+// followed since (see nextDelivery: every change that closes an offer or concerns the courier appends a
+// delivery, which wakes the session); ok is false when the delivery is skipped (see Outbound).
+func (c *CourierSession) resolve(d DeliveryWithTask) (Outbound, bool) {
+	if !d.Found {
 		c.s.logger.Warn("courier delivery of a missing task skipped", "courier", c.courierID, "cursor", d.Cursor, "task", d.TaskID)
-		return Outbound{}, false, nil
+		return Outbound{}, false
 	}
-	if err != nil {
-		return Outbound{}, false, fmt.Errorf("read task %s for delivery %d: %w", d.TaskID, d.Cursor, err)
-	}
+	t := d.Task
 	out := Outbound{Cursor: d.Cursor}
 	switch d.Kind {
 	case DeliveryOffer, DeliveryOfferClosed:
 		o := t.Offer(d.OfferID)
 		if o == nil {
 			c.s.logger.Warn("courier delivery of a missing offer skipped", "courier", c.courierID, "cursor", d.Cursor, "offer", d.OfferID)
-			return Outbound{}, false, nil
+			return Outbound{}, false
 		}
 		if d.Kind == DeliveryOfferClosed {
 			closed := *o
 			out.OfferClosed = &closed
-			return out, true, nil
+			return out, true
 		}
 		if o.State != OfferOpen {
-			return Outbound{}, false, nil // superseded: an offer_closed follows, or the courier answered it
+			return Outbound{}, false // superseded: an offer_closed follows, or the courier answered it
 		}
 		out.Offer = &OfferNotice{Offer: *o, Task: c.redact(t)}
 	case DeliveryTask:
 		out.Notice = &TaskNotice{Reason: d.Reason, Task: c.redact(t)}
 	default:
 		c.s.logger.Warn("courier delivery of an unknown kind skipped", "courier", c.courierID, "cursor", d.Cursor, "kind", d.Kind)
-		return Outbound{}, false, nil
+		return Outbound{}, false
 	}
-	return out, true, nil
+	return out, true
 }
 
 // redact returns t as this courier may see it.
@@ -526,8 +540,9 @@ func (c *CourierSession) closeRecord() {
 	}
 }
 
-// poke wakes Next.
+// poke wakes Next, which reads its deliveries again.
 func (c *CourierSession) poke() {
+	c.gen.Add(1)
 	select {
 	case c.wake <- struct{}{}:
 	default:
