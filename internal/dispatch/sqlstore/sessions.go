@@ -48,7 +48,7 @@ func (s *Store) Deliveries(ctx context.Context, courierID string, after int64, l
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `
+	rows, err := s.read.QueryContext(ctx, `
 		SELECT courier_id, cursor, kind, task_id, offer_id, reason, create_time FROM deliveries
 		WHERE courier_id = $1 AND cursor > $2 ORDER BY cursor LIMIT $3`, courierID, after, limit)
 	if err != nil {
@@ -110,7 +110,7 @@ func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after
 // acknowledgement watermark.
 func (s *Store) LastCursor(ctx context.Context, courierID string) (int64, error) {
 	var last int64
-	err := s.db.QueryRowContext(ctx, `
+	err := s.read.QueryRowContext(ctx, `
 		SELECT max(c) FROM (
 			SELECT coalesce(max(cursor), 0) AS c FROM deliveries WHERE courier_id = $1
 			UNION ALL
@@ -141,7 +141,7 @@ func scanSession(r scanner) (dispatch.Session, error) {
 
 // GetSession implements dispatch.Store.
 func (s *Store) GetSession(ctx context.Context, courierID string) (dispatch.Session, error) {
-	ss, err := scanSession(s.db.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE courier_id = $1`, courierID))
+	ss, err := scanSession(s.read.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE courier_id = $1`, courierID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return dispatch.Session{CourierID: courierID}, nil
 	}
@@ -277,7 +277,7 @@ func (s *Store) Connected(ctx context.Context, courierIDs []string, since time.T
 	for _, id := range courierIDs {
 		args = append(args, id)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT courier_id FROM sessions WHERE is_open = $1 AND heartbeat > $2 AND courier_id IN (`+
+	rows, err := s.read.QueryContext(ctx, `SELECT courier_id FROM sessions WHERE is_open = $1 AND heartbeat > $2 AND courier_id IN (`+
 		placeholders(3, len(courierIDs))+`)`, args...)
 	if err != nil {
 		return nil, s.e.MapError(err, "look up connected couriers")
@@ -302,7 +302,7 @@ func (s *Store) Command(ctx context.Context, courierID, commandID string) (dispa
 		rec    = dispatch.CommandRecord{CourierID: courierID, CommandID: commandID}
 		errDoc []byte
 	)
-	err := s.db.QueryRowContext(ctx, `
+	err := s.read.QueryRowContext(ctx, `
 		SELECT fingerprint, task_id, error, create_time FROM commands WHERE courier_id = $1 AND command_id = $2`,
 		courierID, commandID).Scan(&rec.Fingerprint, &rec.TaskID, &errDoc, database.ScanTime(&rec.CreateTime))
 	if errors.Is(err, sql.ErrNoRows) {
