@@ -72,7 +72,7 @@ func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `
+	rows, err := s.read.QueryContext(ctx, `
 		SELECT d.courier_id, d.cursor, d.kind, d.task_id, d.offer_id, d.reason, d.create_time,
 			t.version, t.due_time, t.doc
 		FROM deliveries d LEFT JOIN tasks t ON t.id = d.task_id
