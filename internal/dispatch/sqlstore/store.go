@@ -120,6 +120,7 @@ type EnqueueJobs func(ctx context.Context, tx *sql.Tx, jobs []dispatch.Job) erro
 // SetNudge before the first call).
 type Store struct {
 	db    *sql.DB
+	read  *sql.DB // reads outside transactions: database.Reader(db)
 	e     Engine
 	close func() error
 	jobs  EnqueueJobs
@@ -131,8 +132,13 @@ var _ dispatch.Store = (*Store)(nil)
 // New returns a Store on db, which must carry the schema of the engine's migrations and of the event
 // log's (sqllog.Migrations(e.Dialect, Service)). closeDB, if not nil, is what Close runs: the engine's
 // package passes it when it opened db itself.
+//
+// Reads outside a transaction (GetTask, ListTasks, Deliveries, Connected, ...) run on
+// database.Reader(db): on SQLite the read pool that database.OpenSQLite opened beside the single
+// writer connection, so they neither wait for nor delay the writes; on PostgreSQL db itself. A read
+// sees every write whose call has returned (WAL); reads inside a transaction stay on it.
 func New(db *sql.DB, e Engine, closeDB func() error) *Store {
-	return &Store{db: db, e: e, close: closeDB}
+	return &Store{db: db, read: database.Reader(db), e: e, close: closeDB}
 }
 
 // SetJobs sets how a Change's jobs are enqueued: RiverJobs(client) in production. Call it before the

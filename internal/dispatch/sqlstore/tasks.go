@@ -138,7 +138,7 @@ func (s *Store) insertOffers(ctx context.Context, tx *sql.Tx, taskID string, pre
 
 // GetTask implements dispatch.Store.
 func (s *Store) GetTask(ctx context.Context, id string) (dispatch.Task, error) {
-	return s.getTask(ctx, s.db, id, "")
+	return s.getTask(ctx, s.read, id, "")
 }
 
 // getTask reads task id, ending the statement with lock.
@@ -160,7 +160,7 @@ func (s *Store) TaskHolder(ctx context.Context, id string) (dispatch.State, stri
 		state   string
 		courier sql.NullString
 	)
-	err := s.db.QueryRowContext(ctx, `SELECT state, courier_id FROM tasks WHERE id = $1`, id).Scan(&state, &courier)
+	err := s.read.QueryRowContext(ctx, `SELECT state, courier_id FROM tasks WHERE id = $1`, id).Scan(&state, &courier)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", "", taskNotFound(id)
 	}
@@ -172,7 +172,7 @@ func (s *Store) TaskHolder(ctx context.Context, id string) (dispatch.State, stri
 
 // TaskByOffer implements dispatch.Store.
 func (s *Store) TaskByOffer(ctx context.Context, offerID string) (dispatch.Task, error) {
-	return s.taskByOffer(ctx, s.db, offerID, "")
+	return s.taskByOffer(ctx, s.read, offerID, "")
 }
 
 // taskByOffer reads the task that has offer offerID, ending the statement with lock.
@@ -231,7 +231,7 @@ func (s *Store) ListTasks(ctx context.Context, q dispatch.TaskQuery) ([]dispatch
 		conds = append(conds, "(create_time < "+c+" OR (create_time = "+c+" AND id < "+i+"))")
 	}
 	args = append(args, limit)
-	return s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks`+where(conds)+
+	return s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks`+where(conds)+
 		` ORDER BY create_time DESC, id DESC LIMIT $`+strconv.Itoa(len(args)), "list tasks", args...)
 }
 
@@ -252,7 +252,7 @@ func (s *Store) queryTasks(ctx context.Context, q querier, query, what string, a
 func (s *Store) CountTasks(ctx context.Context, f dispatch.TaskFilter) (int, error) {
 	conds, args := filterSQL(f, nil)
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM tasks`+where(conds), args...).Scan(&n); err != nil {
+	if err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM tasks`+where(conds), args...).Scan(&n); err != nil {
 		return 0, s.e.MapError(err, "count tasks")
 	}
 	return n, nil
@@ -260,7 +260,7 @@ func (s *Store) CountTasks(ctx context.Context, f dispatch.TaskFilter) (int, err
 
 // CountByState implements dispatch.Store. Every state is in the map, with 0 when no task is in it.
 func (s *Store) CountByState(ctx context.Context) (map[dispatch.State]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, count(*) FROM tasks GROUP BY state`)
+	rows, err := s.read.QueryContext(ctx, `SELECT state, count(*) FROM tasks GROUP BY state`)
 	if err != nil {
 		return nil, s.e.MapError(err, "count tasks by state")
 	}
@@ -510,7 +510,7 @@ func (s *Store) Decisions(ctx context.Context, taskID string, limit int) ([]disp
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `
+	rows, err := s.read.QueryContext(ctx, `
 		SELECT doc FROM decisions WHERE task_id = $1 ORDER BY decide_time DESC, id DESC LIMIT $2`, taskID, limit)
 	if err != nil {
 		return nil, s.e.MapError(err, "load decisions of task "+taskID)
@@ -616,7 +616,7 @@ func (s *Store) WakePending(ctx context.Context, now time.Time) error {
 
 // HeldTasks implements dispatch.Store (ties broken by id).
 func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
-	out, err := s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks WHERE courier_id = $1 AND state IN ($2, $3)`,
+	out, err := s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks WHERE courier_id = $1 AND state IN ($2, $3)`,
 		"load tasks held by courier "+courierID, courierID, string(dispatch.StateAssigned), string(dispatch.StatePickedUp))
 	if err != nil {
 		return nil, err
@@ -650,7 +650,7 @@ func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[strin
 		args = append(args, id)
 	}
 	what := fmt.Sprintf("load tasks held by %d couriers", len(courierIDs))
-	rows, err := s.db.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE state IN ($1, $2) AND courier_id IN (`+
+	rows, err := s.read.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE state IN ($1, $2) AND courier_id IN (`+
 		placeholders(3, len(courierIDs))+`)`, args...)
 	if err != nil {
 		return nil, s.e.MapError(err, what)
@@ -686,7 +686,7 @@ func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[strin
 
 // OfferedTasks implements dispatch.Store (ties broken by task id).
 func (s *Store) OfferedTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
-	out, err := s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks WHERE offer_courier_id = $1 AND state = $2`,
+	out, err := s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks WHERE offer_courier_id = $1 AND state = $2`,
 		"load tasks offered to courier "+courierID, courierID, string(dispatch.StateOffered))
 	if err != nil {
 		return nil, err
@@ -713,7 +713,7 @@ func (s *Store) OfferOpen(ctx context.Context, courierIDs []string) (map[string]
 	for _, id := range courierIDs {
 		args = append(args, id)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks WHERE state = $1 AND offer_courier_id IN (`+
+	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks WHERE state = $1 AND offer_courier_id IN (`+
 		placeholders(2, len(courierIDs))+`)`, args...)
 	if err != nil {
 		return nil, s.e.MapError(err, "look up open offers")
