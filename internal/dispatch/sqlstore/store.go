@@ -25,8 +25,8 @@
 // UpdateTask, UpdateTaskByOffer and UpdateSession read, run the domain's closure and write in one
 // transaction, the read locking the row first: on PostgreSQL with SELECT ... FOR UPDATE, on SQLite by
 // the write lock that database.OpenSQLite's transactions take at BEGIN (BEGIN IMMEDIATE on a single
-// connection), so there they run one at a time. The UPDATE also checks the version it read (WHERE version = old), a second
-// guard that makes a lost update impossible even if the lock were missing. On PostgreSQL a transaction
+// connection), so there they run one at a time. The UPDATE also checks the version it read (WHERE
+// version = old), a second guard that makes a lost update impossible even if the lock were missing. On PostgreSQL a transaction
 // aborted to break a deadlock or a serialization conflict runs again from the start (a few times, after
 // a short randomized pause), so the closures must be pure: no effect outside what they return. Nor may a
 // closure call the Store: on SQLite the transaction holds the only connection, so the call would wait
