@@ -26,11 +26,11 @@
 // transaction, the read locking the row first: on PostgreSQL with SELECT ... FOR UPDATE, on SQLite by
 // the write lock that database.OpenSQLite's transactions take at BEGIN (BEGIN IMMEDIATE on a single
 // connection), so there they run one at a time. The UPDATE also checks the version it read (WHERE
-// version = old), a second guard that makes a lost update impossible even if the lock were missing. On PostgreSQL a transaction
-// aborted to break a deadlock or a serialization conflict runs again from the start (a few times, after
-// a short randomized pause), so the closures must be pure: no effect outside what they return. Nor may a
-// closure call the Store: on SQLite the transaction holds the only connection, so the call would wait
-// for it forever; on PostgreSQL it would read outside the transaction.
+// version = old), a second guard that makes a lost update impossible even if the lock were missing. On
+// PostgreSQL a transaction aborted to break a deadlock or a serialization conflict runs again from the
+// start (a few times, after a short randomized pause), so the closures must be pure: no effect outside
+// what they return. Nor may a closure call the Store: on SQLite the transaction holds the only
+// connection, so the call would wait for it forever; on PostgreSQL it would read outside the transaction.
 //
 // Every write to a task (CreateTask when it creates, UpdateTask) appends a dispatch.TopicTask event
 // (key the task id, payload the task's new state) to the service's event log (package sqllog, in the
