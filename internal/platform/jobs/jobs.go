@@ -1,8 +1,8 @@
 // Package jobs runs a service's durable background jobs on River (github.com/riverqueue/river): side
 // effects that must happen exactly once eventually, such as a call to another service after a change,
 // an offer's deadline or a payment step. The job is enqueued in the same transaction as the change
-// (EnqueueTx, or EnqueueManyTx for several), so it exists exactly when the change commits, and River works it at least once,
-// retrying with backoff until it succeeds or runs out of attempts.
+// (EnqueueTx, or EnqueueManyTx for several), so it exists exactly when the change commits, and River
+// works it at least once, retrying with backoff until it succeeds or runs out of attempts.
 //
 // Both engines go through database/sql, like the stores: River's riversqlite driver on SQLite and its
 // riverdatabasesql driver on PostgreSQL (with a pgx listener, so a replica hears of new jobs at once),
