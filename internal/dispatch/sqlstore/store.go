@@ -29,8 +29,9 @@
 // version = old), a second guard that makes a lost update impossible even if the lock were missing. On
 // PostgreSQL a transaction aborted to break a deadlock or a serialization conflict runs again from the
 // start (a few times, after a short randomized pause), so the closures must be pure: no effect outside
-// what they return. Nor may a closure call the Store: on SQLite the transaction holds the only
-// connection, so the call would wait for it forever; on PostgreSQL it would read outside the transaction.
+// what they return. Nor may a closure call the Store: on SQLite the transaction holds the only writer
+// connection, so a write would wait for it forever; a read, there and on PostgreSQL, would run outside
+// the transaction.
 //
 // Every write to a task (CreateTask when it creates, UpdateTask) appends a dispatch.TopicTask event
 // (key the task id, payload the task's new state) to the service's event log (package sqllog, in the
