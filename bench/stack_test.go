@@ -399,7 +399,7 @@ func BenchmarkUnaryParallel(b *testing.B) {
 
 // sample is what one variant cost over one round, per call.
 type sample struct {
-	wall, cpu, allocs, bytes float64
+	wall, cpu, allocs, bytes, switches float64
 }
 
 // measure makes n sequential calls through v and returns their cost per call. It collects garbage first,
@@ -409,6 +409,7 @@ func measure(v variant, n int) (sample, error) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
+	switches := processSwitches()
 	cpu := processCPU()
 	start := time.Now()
 	if err := calls(context.Background(), v, n); err != nil {
@@ -416,12 +417,14 @@ func measure(v variant, n int) (sample, error) {
 	}
 	wall := time.Since(start)
 	cpu = processCPU() - cpu
+	switches = processSwitches() - switches
 	runtime.ReadMemStats(&after)
 	return sample{
-		wall:   float64(wall.Nanoseconds()) / float64(n),
-		cpu:    float64(cpu.Nanoseconds()) / float64(n),
-		allocs: float64(after.Mallocs-before.Mallocs) / float64(n),
-		bytes:  float64(after.TotalAlloc-before.TotalAlloc) / float64(n),
+		wall:     float64(wall.Nanoseconds()) / float64(n),
+		cpu:      float64(cpu.Nanoseconds()) / float64(n),
+		allocs:   float64(after.Mallocs-before.Mallocs) / float64(n),
+		bytes:    float64(after.TotalAlloc-before.TotalAlloc) / float64(n),
+		switches: float64(switches) / float64(n),
 	}, nil
 }
 
@@ -556,14 +559,15 @@ func runRatio(b *testing.B, vs []variant, rounds, perRound int) {
 	fmt.Fprintf(&out, "%d rounds x %d sequential calls per variant, interleaved; medians over rounds; CPU is the whole process (client + server + runtime); ratios to %s; stage = %s less the variant\n",
 		rounds, perRound, vs[0].name, vs[min(1, len(vs)-1)].name)
 	w := tabwriter.NewWriter(&out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "variant\twall µs\tCPU µs\tallocs\tB\tCPU ratio\tallocs ratio\tB ratio\tstage CPU µs\tstage allocs\tstage B\t")
+	fmt.Fprintln(w, "variant\twall µs\tCPU µs\tallocs\tB\tswitches\tCPU ratio\tallocs ratio\tB ratio\tstage CPU µs\tstage allocs\tstage B\t")
 	for i, v := range vs {
 		s := samples[v.name]
-		fmt.Fprintf(w, "%s\t%.1f\t%.1f\t%.0f\t%.0f\t%.2fx\t%.2fx\t%.2fx\t", v.name,
+		fmt.Fprintf(w, "%s\t%.1f\t%.1f\t%.0f\t%.0f\t%.2f\t%.2fx\t%.2fx\t%.2fx\t", v.name,
 			median(s, func(x sample) float64 { return x.wall / 1e3 }),
 			median(s, func(x sample) float64 { return x.cpu / 1e3 }),
 			median(s, func(x sample) float64 { return x.allocs }),
 			median(s, func(x sample) float64 { return x.bytes }),
+			median(s, func(x sample) float64 { return x.switches }),
 			medianRatio(s, base, func(x sample) float64 { return x.cpu }),
 			medianRatio(s, base, func(x sample) float64 { return x.allocs }),
 			medianRatio(s, base, func(x sample) float64 { return x.bytes }))

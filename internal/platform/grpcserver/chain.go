@@ -246,30 +246,24 @@ func (c *chain) logCall(ctx context.Context, method string, next func(context.Co
 	if !c.logger.Enabled(ctx, level) {
 		return err
 	}
-	var buf [8]slog.Attr // on the stack: LogAttrs copies the attributes into its record
-	attrs := append(buf[:0],
-		slog.String("method", method),
-		slog.String("code", code.String()),
-		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-		slog.String("principal_kind", st.principal.Kind.String()),
-	)
-	if st.principal.Subject != "" {
-		attrs = append(attrs, slog.String("principal", st.principal.Subject))
-	}
-	if st.principal.Via != "" {
-		attrs = append(attrs, slog.String("via", st.principal.Via))
+	end := time.Now()
+	line := telemetry.CallLine{
+		Method:        method,
+		Code:          code.String(),
+		DurationMS:    float64(end.Sub(start).Microseconds()) / 1000,
+		PrincipalKind: st.principal.Kind.String(),
+		Principal:     st.principal.Subject,
+		Via:           st.principal.Via,
+		// For a call the gateway forwards, the end client's address rather than the gateway's (peer).
+		Client: grpcauth.ClientAddr(ctx, st.principal),
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		attrs = append(attrs, slog.String("peer", peerString(p.Addr)))
-	}
-	// For a call the gateway forwards, the end client's address rather than the gateway's (peer).
-	if client := grpcauth.ClientAddr(ctx, st.principal); client != "" {
-		attrs = append(attrs, slog.String("client", client))
+		line.Peer = peerString(p.Addr)
 	}
 	if st.err != nil {
-		attrs = append(attrs, slog.String("error", st.err.Error()))
+		line.Error = st.err.Error()
 	}
-	c.logger.LogAttrs(ctx, level, "gRPC call", attrs...)
+	telemetry.LogCall(ctx, c.logger, level, end, "gRPC call", &line)
 	return err
 }
 

@@ -38,16 +38,22 @@ type LogOptions struct {
 // queried the same way everywhere.
 func NewLogger(w io.Writer, opts LogOptions) *slog.Logger {
 	hopts := &slog.HandlerOptions{Level: opts.Level}
-	var inner slog.Handler
 	if opts.Format == "text" {
-		inner = slog.NewTextHandler(w, hopts)
-	} else {
-		inner = slog.NewJSONHandler(w, hopts)
+		inner := slog.Handler(slog.NewTextHandler(w, hopts))
+		if opts.Service != "" {
+			inner = inner.WithAttrs([]slog.Attr{slog.String(KeyService, opts.Service)})
+		}
+		return slog.New(&contextHandler{inner: inner})
 	}
+	// The call lines of LogCall and slog's records share one writer, each written whole under its lock.
+	lw := &lockedWriter{w: w}
+	inner := slog.Handler(slog.NewJSONHandler(lw, hopts))
+	fast := &callJSON{w: lw}
 	if opts.Service != "" {
 		inner = inner.WithAttrs([]slog.Attr{slog.String(KeyService, opts.Service)})
+		fast.attrs = appendJSONField(nil, KeyService, opts.Service)
 	}
-	return slog.New(&contextHandler{inner: inner})
+	return slog.New(&contextHandler{inner: inner, json: fast})
 }
 
 // ParseLevel parses a level name: debug, info, warn or error (case-insensitive).
@@ -74,6 +80,9 @@ func ParseLevel(s string) (slog.Level, error) {
 type contextHandler struct {
 	inner  slog.Handler
 	groups []group // outermost first
+	// json, set on the JSON handler NewLogger returns (not on those derived from it), writes LogCall's
+	// lines as inner would.
+	json *callJSON
 }
 
 // group is a group opened with WithGroup and the attributes added to it afterwards.
