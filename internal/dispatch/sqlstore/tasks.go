@@ -594,61 +594,28 @@ func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Tas
 	return out, nil
 }
 
-// heldDoc is what HeldTasksOf decodes of a task's doc: decoding into it skips the rest of the document
-// (history, offers, proofs) instead of building it.
-type heldDoc struct {
-	ID         string
-	State      dispatch.State
-	CourierID  string
-	Pickup     dispatch.Stop
-	Dropoff    dispatch.Stop
-	AssignTime time.Time
-}
-
-// HeldTasksOf implements dispatch.Store in one query (each courier's tasks ordered as HeldTasks orders
-// them), decoding only the fields it promises.
+// HeldTasksOf implements dispatch.Store in one query of the columns (each courier's tasks ordered as
+// HeldTasks orders them), decoding only the fields it promises, and only of the tasks whose version it
+// has not decoded before (heldTasks).
 func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]dispatch.Task, error) {
-	out := map[string][]dispatch.Task{}
 	if len(courierIDs) == 0 {
-		return out, nil
+		return map[string][]dispatch.Task{}, nil
 	}
 	args := []any{string(dispatch.StateAssigned), string(dispatch.StatePickedUp)}
 	for _, id := range courierIDs {
 		args = append(args, id)
 	}
 	what := fmt.Sprintf("load tasks held by %d couriers", len(courierIDs))
-	rows, err := s.db.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE state IN ($1, $2) AND courier_id IN (`+
+	rows, err := s.db.QueryContext(ctx, `SELECT id, courier_id, version FROM tasks WHERE state IN ($1, $2) AND courier_id IN (`+
 		placeholders(3, len(courierIDs))+`)`, args...)
 	if err != nil {
 		return nil, s.e.MapError(err, what)
 	}
-	all, err := collect(rows, func(r scanner) (dispatch.Task, error) {
-		var (
-			version int64
-			doc     []byte
-			h       heldDoc
-		)
-		if err := r.Scan(&version, &doc); err != nil {
-			return dispatch.Task{}, err
-		}
-		if err := decode(doc, &h, "held task"); err != nil {
-			return dispatch.Task{}, err
-		}
-		return dispatch.Task{ID: h.ID, State: h.State, CourierID: h.CourierID, Pickup: h.Pickup, Dropoff: h.Dropoff,
-			AssignTime: h.AssignTime, Version: version}, nil
-	})
+	refs, err := collect(rows, scanHeldRef)
 	if err != nil {
 		return nil, s.e.MapError(err, what)
 	}
-	for _, t := range all {
-		out[t.CourierID] = append(out[t.CourierID], t)
-	}
-	for _, ts := range out {
-		slices.SortFunc(ts, func(a, b dispatch.Task) int {
-			return cmp.Or(a.AssignTime.Compare(b.AssignTime), strings.Compare(a.ID, b.ID))
-		})
-	}
-	return out, nil
+	return s.heldTasks(ctx, refs)
 }
 
 // OfferedTasks implements dispatch.Store (ties broken by task id).

@@ -486,6 +486,21 @@ func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
 	heldOf, err = s.HeldTasksOf(ctx, []string{courierID(2), courierID(1)})
 	checkOf("HeldTasksOf(couriers 2, 1) after acceptance", heldOf, err,
 		map[string][]int{courierID(1): {2, 3, 4}, courierID(2): {7, 6}})
+	// A held task read before and changed since is read as it is now (a store may keep what it read of
+	// a task, but only for the version it read).
+	set(ctx, t, s, taskID(2), func(cur dispatch.Task) dispatch.Task {
+		cur.State = dispatch.StatePickedUp
+		cur.Dropoff.Location.Lat += 0.001
+		return cur
+	})
+	heldOf, err = s.HeldTasksOf(ctx, []string{courierID(1)})
+	checkOf("HeldTasksOf(courier 1) after a pickup", heldOf, err, map[string][]int{courierID(1): {2, 3, 4}})
+	full = mustGet(ctx, t, s, taskID(2))
+	want = dispatch.Task{ID: full.ID, State: dispatch.StatePickedUp, CourierID: full.CourierID, Pickup: full.Pickup, Dropoff: full.Dropoff,
+		AssignTime: full.AssignTime, Version: full.Version}
+	if diff := cmp.Diff(want, heldOf[courierID(1)][0], cmpOpts...); err == nil && diff != "" {
+		t.Errorf("HeldTasksOf's task 2 after a pickup (-want +got):\n%s", diff)
+	}
 	if open, err := s.OfferOpen(ctx, nil); err != nil || len(open) != 0 {
 		t.Errorf("OfferOpen(none) = %v, %v, want empty", open, err)
 	}

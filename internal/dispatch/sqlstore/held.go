@@ -1,0 +1,148 @@
+package sqlstore
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"lastmile/internal/dispatch"
+)
+
+// Held tasks without their documents. The engine asks for the tasks its busy candidates hold many times
+// over (every batch whose searches find a courier), and of each it needs a few fields of the document
+// (heldDoc); a task's document only changes with its version. So the reads of held tasks select each
+// task's id and version from the columns, and decode the document only of a task whose version the
+// store has not decoded before: the fields decoded are kept per task id with their version (heldCache).
+
+// maxHeldCache bounds the tasks heldCache keeps: beyond it, it starts afresh.
+const maxHeldCache = 1 << 15
+
+// heldCache is the held fields of tasks decoded before, by task id, each with the version it was
+// decoded at. Safe for concurrent use; the zero value is empty.
+type heldCache struct {
+	mu    sync.Mutex
+	tasks map[string]dispatch.Task
+}
+
+// get returns task id's fields at version, if decoded before.
+func (c *heldCache) get(id string, version int64) (dispatch.Task, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.tasks[id]
+	return t, ok && t.Version == version
+}
+
+// put keeps ts.
+func (c *heldCache) put(ts []dispatch.Task) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tasks == nil || len(c.tasks)+len(ts) > maxHeldCache {
+		c.tasks = make(map[string]dispatch.Task, len(ts))
+	}
+	for _, t := range ts {
+		c.tasks[t.ID] = t
+	}
+}
+
+// heldRef is a held task as the columns say: its id, holder and version.
+type heldRef struct {
+	id, courierID string
+	version       int64
+}
+
+// heldDoc is what the reads of held tasks decode of a task's doc: decoding into it skips the rest of
+// the document (history, offers, proofs) instead of building it.
+type heldDoc struct {
+	ID         string
+	State      dispatch.State
+	CourierID  string
+	Pickup     dispatch.Stop
+	Dropoff    dispatch.Stop
+	AssignTime time.Time
+}
+
+// heldTasks returns the tasks of refs by holder, ordered as HeldTasks orders them: from heldCache, and
+// in one more read those whose version it does not have. A task that changed hands or stopped being
+// held between the reads is left out, as if the first read had come after the change.
+func (s *Store) heldTasks(ctx context.Context, refs []heldRef) (map[string][]dispatch.Task, error) {
+	out := map[string][]dispatch.Task{}
+	var missing []heldRef
+	for _, r := range refs {
+		if t, ok := s.held.get(r.id, r.version); ok && t.CourierID == r.courierID {
+			out[r.courierID] = append(out[r.courierID], t)
+			continue
+		}
+		missing = append(missing, r)
+	}
+	if len(missing) > 0 {
+		got, err := s.decodeHeld(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		s.held.put(got)
+		holder := make(map[string]string, len(missing))
+		for _, r := range missing {
+			holder[r.id] = r.courierID
+		}
+		for _, t := range got {
+			if (t.State == dispatch.StateAssigned || t.State == dispatch.StatePickedUp) && t.CourierID == holder[t.ID] {
+				out[t.CourierID] = append(out[t.CourierID], t)
+			}
+		}
+	}
+	for _, ts := range out {
+		slices.SortFunc(ts, func(a, b dispatch.Task) int {
+			return cmp.Or(a.AssignTime.Compare(b.AssignTime), strings.Compare(a.ID, b.ID))
+		})
+	}
+	return out, nil
+}
+
+// decodeHeld reads the documents of refs' tasks, in one read per maxBatchLock of them, and decodes
+// their held fields.
+func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task, error) {
+	var out []dispatch.Task
+	for start := 0; start < len(refs); start += maxBatchLock {
+		part := refs[start:min(start+maxBatchLock, len(refs))]
+		args := make([]any, len(part))
+		for i, r := range part {
+			args[i] = r.id
+		}
+		what := fmt.Sprintf("load %d held tasks", len(part))
+		rows, err := s.db.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE id IN (`+placeholders(1, len(part))+`)`, args...)
+		if err != nil {
+			return nil, s.e.MapError(err, what)
+		}
+		got, err := collect(rows, func(r scanner) (dispatch.Task, error) {
+			var (
+				version int64
+				doc     []byte
+				h       heldDoc
+			)
+			if err := r.Scan(&version, &doc); err != nil {
+				return dispatch.Task{}, err
+			}
+			if err := decode(doc, &h, "held task"); err != nil {
+				return dispatch.Task{}, err
+			}
+			return dispatch.Task{ID: h.ID, State: h.State, CourierID: h.CourierID, Pickup: h.Pickup, Dropoff: h.Dropoff,
+				AssignTime: h.AssignTime, Version: version}, nil
+		})
+		if err != nil {
+			return nil, s.e.MapError(err, what)
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+// scanHeldRef scans id, courier_id, version.
+func scanHeldRef(r scanner) (heldRef, error) {
+	var h heldRef
+	err := r.Scan(&h.id, &h.courierID, &h.version)
+	return h, err
+}
