@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -145,4 +146,74 @@ func scanHeldRef(r scanner) (heldRef, error) {
 	var h heldRef
 	err := r.Scan(&h.id, &h.courierID, &h.version)
 	return h, err
+}
+
+// CourierStates implements dispatch.Store in one statement: the connected couriers (as Connected), the
+// couriers with an open offer (as OfferOpen) and the held tasks' ids and versions (as HeldTasksOf), one
+// part of a UNION ALL each; the held tasks' fields then come from heldTasks.
+func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
+	out := dispatch.CourierStates{Connected: map[string]bool{}, OfferOpen: map[string]bool{}, Held: map[string][]dispatch.Task{}}
+	if len(courierIDs) == 0 && len(heldOf) == 0 {
+		return out, nil
+	}
+	var (
+		args  []any
+		parts []string
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	in := func(ids []string) string {
+		from := len(args) + 1
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		return placeholders(from, len(ids))
+	}
+	if len(courierIDs) > 0 {
+		open, heartbeat, offered := arg(true), arg(s.time(since)), arg(string(dispatch.StateOffered))
+		ids := in(courierIDs)
+		parts = append(parts,
+			`SELECT 'c', courier_id, '', 0 FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND courier_id IN (`+ids+`)`,
+			`SELECT DISTINCT 'o', offer_courier_id, '', 0 FROM tasks WHERE state = `+offered+` AND offer_courier_id IN (`+ids+`)`)
+	}
+	if len(heldOf) > 0 {
+		assigned, pickedUp := arg(string(dispatch.StateAssigned)), arg(string(dispatch.StatePickedUp))
+		parts = append(parts, `SELECT 'h', courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND courier_id IN (`+in(heldOf)+`)`)
+	}
+	what := fmt.Sprintf("look up the state of %d couriers", len(courierIDs)+len(heldOf))
+	rows, err := s.db.QueryContext(ctx, strings.Join(parts, " UNION ALL "), args...)
+	if err != nil {
+		return dispatch.CourierStates{}, s.e.MapError(err, what)
+	}
+	type row struct {
+		kind string
+		ref  heldRef
+	}
+	got, err := collect(rows, func(r scanner) (row, error) {
+		var x row
+		err := r.Scan(&x.kind, &x.ref.courierID, &x.ref.id, &x.ref.version)
+		return x, err
+	})
+	if err != nil {
+		return dispatch.CourierStates{}, s.e.MapError(err, what)
+	}
+	var refs []heldRef
+	for _, x := range got {
+		switch x.kind {
+		case "c":
+			out.Connected[x.ref.courierID] = true
+		case "o":
+			out.OfferOpen[x.ref.courierID] = true
+		case "h":
+			refs = append(refs, x.ref)
+		}
+	}
+	if len(refs) > 0 {
+		if out.Held, err = s.heldTasks(ctx, refs); err != nil {
+			return dispatch.CourierStates{}, err
+		}
+	}
+	return out, nil
 }
