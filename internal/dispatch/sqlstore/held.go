@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"lastmile/internal/dispatch"
+	"lastmile/internal/platform/database"
 )
 
 // Held tasks without their documents. The engine asks for the tasks its busy candidates hold many times
@@ -109,12 +111,16 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 	var out []dispatch.Task
 	for start := 0; start < len(refs); start += maxBatchLock {
 		part := refs[start:min(start+maxBatchLock, len(refs))]
-		args := make([]any, len(part))
+		ids := make([]string, len(part))
 		for i, r := range part {
-			args[i] = r.id
+			ids[i] = r.id
+		}
+		cond, arg, err := s.inList("id", 1, ids)
+		if err != nil {
+			return nil, err
 		}
 		what := fmt.Sprintf("load %d held tasks", len(part))
-		rows, err := s.db.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE id IN (`+placeholders(1, len(part))+`)`, args...)
+		rows, err := s.db.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE `+cond, arg)
 		if err != nil {
 			return nil, s.e.MapError(err, what)
 		}
@@ -164,23 +170,29 @@ func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since ti
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	in := func(ids []string) string {
-		from := len(args) + 1
-		for _, id := range ids {
-			args = append(args, id)
-		}
-		return placeholders(from, len(ids))
+	in := func(col string, ids []string) (string, error) {
+		cond, v, err := s.inList(col, len(args)+1, ids)
+		args = append(args, v)
+		return cond, err
 	}
 	if len(courierIDs) > 0 {
 		open, heartbeat, offered := arg(true), arg(s.time(since)), arg(string(dispatch.StateOffered))
-		ids := in(courierIDs)
+		conn, err := in("courier_id", courierIDs)
+		if err != nil {
+			return dispatch.CourierStates{}, err
+		}
+		offer := strings.Replace(conn, "courier_id", "offer_courier_id", 1) // the same argument
 		parts = append(parts,
-			`SELECT 'c', courier_id, '', 0 FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND courier_id IN (`+ids+`)`,
-			`SELECT DISTINCT 'o', offer_courier_id, '', 0 FROM tasks WHERE state = `+offered+` AND offer_courier_id IN (`+ids+`)`)
+			`SELECT 'c', courier_id, '', 0 FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn,
+			`SELECT DISTINCT 'o', offer_courier_id, '', 0 FROM tasks`+s.offerIndex()+` WHERE state = `+offered+` AND `+offer)
 	}
 	if len(heldOf) > 0 {
 		assigned, pickedUp := arg(string(dispatch.StateAssigned)), arg(string(dispatch.StatePickedUp))
-		parts = append(parts, `SELECT 'h', courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND courier_id IN (`+in(heldOf)+`)`)
+		held, err := in("courier_id", heldOf)
+		if err != nil {
+			return dispatch.CourierStates{}, err
+		}
+		parts = append(parts, `SELECT 'h', courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND `+held)
 	}
 	what := fmt.Sprintf("look up the state of %d couriers", len(courierIDs)+len(heldOf))
 	rows, err := s.db.QueryContext(ctx, strings.Join(parts, " UNION ALL "), args...)
@@ -216,4 +228,30 @@ func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since ti
 		}
 	}
 	return out, nil
+}
+
+// inList returns the condition that col is one of ids, with ids as the one argument $n: `col = ANY($n)`
+// (a text[]) on PostgreSQL, `col IN (SELECT value FROM json_each($n))` (a JSON array) on SQLite. One
+// argument whatever the number of ids keeps the statement's text the same from call to call (a
+// statement cache keeps one statement, not one per length of the list), and SQLite's driver binds each
+// argument by looking through all of them, which is quadratic in their number.
+func (s *Store) inList(col string, n int, ids []string) (string, any, error) {
+	if s.e.Dialect == database.Postgres {
+		return col + " = ANY($" + strconv.Itoa(n) + ")", ids, nil
+	}
+	doc, err := json.Marshal(ids)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode %d ids: %w", len(ids), err)
+	}
+	return col + " IN (SELECT value FROM json_each($" + strconv.Itoa(n) + "))", string(doc), nil
+}
+
+// offerIndex follows the tasks table in a read of open offers by courier: on SQLite it names the index
+// by offer courier, which the planner, not knowing how many ids a JSON list holds (inList), would
+// otherwise pass over for the index by state.
+func (s *Store) offerIndex() string {
+	if s.e.Dialect == database.SQLite {
+		return " INDEXED BY tasks_offer_courier"
+	}
+	return ""
 }

@@ -363,12 +363,12 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 		cur := make(map[string]dispatch.Task, len(ids))
 		for start := 0; start < len(ids); start += maxBatchLock {
 			part := ids[start:min(start+maxBatchLock, len(ids))]
-			args := make([]any, len(part))
-			for i, id := range part {
-				args[i] = id
+			cond, arg, err := s.inList("id", 1, part)
+			if err != nil {
+				return err
 			}
-			got, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE id IN (`+placeholders(1, len(part))+`) ORDER BY id`+s.e.Lock,
-				fmt.Sprintf("load %d tasks", len(part)), args...)
+			got, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE `+cond+` ORDER BY id`+s.e.Lock,
+				fmt.Sprintf("load %d tasks", len(part)), arg)
 			if err != nil {
 				return err
 			}
@@ -555,12 +555,11 @@ func (s *Store) Unlease(ctx context.Context, taskID, owner string) error {
 func (s *Store) UnleaseTasks(ctx context.Context, taskIDs []string, owner string) error {
 	for start := 0; start < len(taskIDs); start += maxBatchLock {
 		part := taskIDs[start:min(start+maxBatchLock, len(taskIDs))]
-		args := []any{owner}
-		for _, id := range part {
-			args = append(args, id)
+		cond, arg, err := s.inList("id", 2, part)
+		if err != nil {
+			return err
 		}
-		_, err := s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND id IN (`+
-			placeholders(2, len(part))+`)`, args...)
+		_, err = s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND `+cond, owner, arg)
 		if err != nil {
 			return s.e.MapError(err, fmt.Sprintf("unlease %d tasks", len(part)))
 		}
@@ -601,13 +600,13 @@ func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[strin
 	if len(courierIDs) == 0 {
 		return map[string][]dispatch.Task{}, nil
 	}
-	args := []any{string(dispatch.StateAssigned), string(dispatch.StatePickedUp)}
-	for _, id := range courierIDs {
-		args = append(args, id)
+	cond, arg, err := s.inList("courier_id", 3, courierIDs)
+	if err != nil {
+		return nil, err
 	}
 	what := fmt.Sprintf("load tasks held by %d couriers", len(courierIDs))
-	rows, err := s.db.QueryContext(ctx, `SELECT id, courier_id, version FROM tasks WHERE state IN ($1, $2) AND courier_id IN (`+
-		placeholders(3, len(courierIDs))+`)`, args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, courier_id, version FROM tasks WHERE state IN ($1, $2) AND `+cond,
+		string(dispatch.StateAssigned), string(dispatch.StatePickedUp), arg)
 	if err != nil {
 		return nil, s.e.MapError(err, what)
 	}
@@ -643,12 +642,12 @@ func (s *Store) OfferOpen(ctx context.Context, courierIDs []string) (map[string]
 	if len(courierIDs) == 0 {
 		return out, nil
 	}
-	args := []any{string(dispatch.StateOffered)}
-	for _, id := range courierIDs {
-		args = append(args, id)
+	cond, arg, err := s.inList("offer_courier_id", 2, courierIDs)
+	if err != nil {
+		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks WHERE state = $1 AND offer_courier_id IN (`+
-		placeholders(2, len(courierIDs))+`)`, args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks`+s.offerIndex()+` WHERE state = $1 AND `+cond,
+		string(dispatch.StateOffered), arg)
 	if err != nil {
 		return nil, s.e.MapError(err, "look up open offers")
 	}
