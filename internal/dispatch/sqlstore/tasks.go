@@ -509,36 +509,20 @@ func (s *Store) LeaseDue(ctx context.Context, owner string, now time.Time, lease
 	if owner == "" || lease <= 0 {
 		return nil, apperr.Errorf(apperr.Invalid, "lease needs an owner and a positive duration")
 	}
-	var out []dispatch.Task
-	err = s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
-		// Times compare as stored, to the microsecond. The pick sorts narrow rows; only the tasks picked
-		// are read whole, and sorted again here.
-		due, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE id IN (
-				SELECT id FROM tasks`+s.e.DueIndex+` WHERE due_time <= $1 AND (lease_until IS NULL OR lease_until < $1)
-				ORDER BY priority_rank DESC, create_time, id LIMIT $2`+s.e.SkipLocked+`)`,
-			"pick due tasks", s.time(now), limit)
-		if err != nil || len(due) == 0 {
-			out = nil
-			return err
-		}
-		slices.SortFunc(due, func(a, b dispatch.Task) int {
-			return cmp.Or(cmp.Compare(b.Priority.Rank(), a.Priority.Rank()), a.CreateTime.Compare(b.CreateTime), strings.Compare(a.ID, b.ID))
-		})
-		args := []any{owner, s.time(now.Add(lease))}
-		for _, t := range due {
-			args = append(args, t.ID)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (`+
-			placeholders(3, len(due))+`)`, args...); err != nil {
-			return s.e.MapError(err, fmt.Sprintf("lease %d tasks", len(due)))
-		}
-		out = due
-		return nil
-	})
-	if err != nil {
+	// One statement picks and leases (a round trip, and no transaction around it): the pick walks the
+	// rows in lease order and stops at the limit; it takes only narrow columns, and only the tasks
+	// leased are returned whole, then sorted here. Times compare as stored, to the microsecond.
+	due, err := s.queryTasks(ctx, s.db, `UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (
+			SELECT id FROM tasks`+s.e.DueIndex+` WHERE due_time <= $3 AND (lease_until IS NULL OR lease_until < $3)
+			ORDER BY priority_rank DESC, create_time, id LIMIT $4`+s.e.SkipLocked+`)
+		RETURNING `+taskColumns, "lease due tasks", owner, s.time(now.Add(lease)), s.time(now), limit)
+	if err != nil || len(due) == 0 {
 		return nil, err
 	}
-	return out, nil
+	slices.SortFunc(due, func(a, b dispatch.Task) int {
+		return cmp.Or(cmp.Compare(b.Priority.Rank(), a.Priority.Rank()), a.CreateTime.Compare(b.CreateTime), strings.Compare(a.ID, b.ID))
+	})
+	return due, nil
 }
 
 // Unlease implements dispatch.Store.
