@@ -27,3 +27,7 @@ func (s *Service) WorkOnce(ctx context.Context) (int, error) {
 // AssignBatch assigns ts as one batch, as the work loop does with the tasks it leased (tests pass copies
 // read before another change, so that a write of the batch fails).
 func (s *Service) AssignBatch(ctx context.Context, ts []Task) { s.assignBatch(ctx, ts) }
+
+// BeatSessions refreshes the heartbeats of this replica's sessions once, as the hub does every
+// HeartbeatInterval.
+func (s *Service) BeatSessions(ctx context.Context) { s.hub.beat(ctx) }

@@ -59,15 +59,70 @@ func newHub(s *Service) *hub {
 	}
 }
 
-// runHub tails the event feed for this replica's sessions and watchers until ctx ends; then it returns
-// nil. Run calls it (beside the work loop), and must also run the feed itself (Deps.Events.Run).
-func (s *Service) runHub(ctx context.Context) error { return s.hub.run(ctx) }
+// runHub tails the event feed for this replica's sessions and watchers, and refreshes the heartbeats of
+// its sessions every HeartbeatInterval, until ctx ends; then it returns nil. Run calls it (beside the work
+// loop), and must also run the feed itself (Deps.Events.Run).
+func (s *Service) runHub(ctx context.Context) error {
+	if s.events == nil {
+		return errors.New("dispatch hub: no event feed (Deps.Events)")
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { s.hub.beatEvery(ctx, HeartbeatInterval) })
+	err := s.hub.run(ctx)
+	wg.Wait()
+	return err
+}
+
+// beatEvery refreshes the heartbeats every interval until ctx ends.
+func (h *hub) beatEvery(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.beat(ctx)
+		}
+	}
+}
+
+// beat refreshes the heartbeat of every session open on this replica, a few hundred per statement
+// (Store.BeatSessions), which keeps their couriers connected (Store.Connected). A session whose record
+// was not refreshed was replaced (or closed) meanwhile: it checks its record, and ends if it was replaced,
+// as it would on the TopicSession event. When the write fails, every session checks its record: those
+// whose read fails too end with the store's error, as the stream would without its heartbeat.
+func (h *hub) beat(ctx context.Context) {
+	h.mu.Lock()
+	refs := make([]SessionRef, 0, len(h.sessions))
+	local := make(map[SessionRef]*CourierSession, len(h.sessions))
+	for _, cs := range h.sessions {
+		for c := range cs {
+			ref := SessionRef{CourierID: c.courierID, SessionID: c.id}
+			refs = append(refs, ref)
+			local[ref] = c
+		}
+	}
+	h.mu.Unlock()
+	if len(refs) == 0 {
+		return
+	}
+	beaten, err := h.s.store.BeatSessions(ctx, refs, storedTime(h.s.now()))
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		h.s.logger.Warn("dispatch hub: refresh the session heartbeats", "sessions", len(refs), "err", err)
+	}
+	for ref, c := range local {
+		if !beaten[ref] {
+			c.recheck()
+		}
+	}
+}
 
 // run tails the feed until ctx ends. Failures of the feed are logged and retried, never returned.
 func (h *hub) run(ctx context.Context) error {
-	if h.s.events == nil {
-		return errors.New("dispatch hub: no event feed (Deps.Events)")
-	}
 	for {
 		err := h.tail(ctx)
 		if ctx.Err() != nil {

@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 )
 
-// Tuning of courier sessions (HeartbeatInterval, in worker.go, is how often a session refreshes its
-// heartbeat).
+// Tuning of courier sessions (HeartbeatInterval, in worker.go, is how often the hub refreshes the
+// heartbeats of its replica's sessions).
 const (
 	// sessionBatch is how many deliveries a session reads from the store at once.
 	sessionBatch = 100
@@ -116,13 +117,20 @@ type CourierSession struct {
 	courierID string
 	started   SessionStarted
 	wake      chan struct{}
+	// gen counts wake-ups (poke): deliveries read before the latest one may be missing new ones, and their
+	// tasks may have changed since.
+	gen atomic.Uint64
 
-	// Next's own state.
-	buf          []Delivery
-	replayUntil  int64
-	lastBeat     time.Time
-	drainSent    bool
-	replacedSent bool
+	// Next's own state. buf holds deliveries read with their tasks (Store.DeliveriesWithTasks) at wake-up
+	// bufGen; drained says that read returned every delivery there was, so that none is read again before
+	// the next wake-up (every delivery appended wakes its courier's sessions through the hub).
+	buf           []DeliveryWithTask
+	bufGen        uint64
+	drained       bool
+	replayUntil   int64
+	replayCounted int64 // highest cursor counted as replayed
+	drainSent     bool
+	replacedSent  bool
 
 	mu       sync.Mutex
 	sent     int64 // highest cursor Next returned or skipped
@@ -180,9 +188,8 @@ func (s *Service) OpenSession(ctx context.Context, hello Hello) (*CourierSession
 	}
 	c := &CourierSession{
 		s: s, p: p, id: id, courierID: courierID,
-		wake:     make(chan struct{}, 1),
-		sent:     rec.Acked,
-		lastBeat: time.Now(),
+		wake: make(chan struct{}, 1),
+		sent: rec.Acked,
 	}
 	c.poke()
 	if !s.hub.addSession(c) {
@@ -290,9 +297,6 @@ func (c *CourierSession) next(ctx context.Context) (Outbound, error) {
 				return Outbound{}, apperr.Errorf(apperr.Unavailable, "the server is shutting down; connect again")
 			}
 		}
-		if err := c.beat(ctx); err != nil {
-			return Outbound{}, err
-		}
 		if err := c.checkCurrent(ctx); err != nil {
 			return Outbound{}, err
 		}
@@ -309,23 +313,33 @@ func (c *CourierSession) next(ctx context.Context) (Outbound, error) {
 	}
 }
 
-// nextDelivery returns the next delivery to send, reading from the store when the buffer is empty; ok is
-// false when there is none now.
+// nextDelivery returns the next delivery to send, reading from the store when the buffer is empty or a
+// wake-up came after it was read; ok is false when there is none now.
 func (c *CourierSession) nextDelivery(ctx context.Context) (Outbound, bool, error) {
 	for {
+		gen := c.gen.Load()
+		if gen != c.bufGen {
+			// New deliveries, or changed tasks: read again after the last cursor sent.
+			c.buf, c.drained = nil, false
+		}
 		if len(c.buf) == 0 {
+			if c.drained {
+				return Outbound{}, false, nil
+			}
 			after := c.sentCursor()
-			batch, err := c.s.store.Deliveries(ctx, c.courierID, after, sessionBatch)
+			batch, err := c.s.store.DeliveriesWithTasks(ctx, c.courierID, after, sessionBatch)
 			if err != nil {
 				return Outbound{}, false, fmt.Errorf("read the deliveries of courier %s after %d: %w", c.courierID, after, err)
 			}
+			c.bufGen, c.drained = gen, len(batch) < sessionBatch
 			if len(batch) == 0 {
 				return Outbound{}, false, nil
 			}
 			replayed := 0
 			for _, d := range batch {
-				if d.Cursor <= c.replayUntil {
+				if d.Cursor <= c.replayUntil && d.Cursor > c.replayCounted {
 					replayed++
+					c.replayCounted = d.Cursor
 				}
 			}
 			if replayed > 0 {
@@ -334,10 +348,7 @@ func (c *CourierSession) nextDelivery(ctx context.Context) (Outbound, bool, erro
 			c.buf = batch
 		}
 		d := c.buf[0]
-		out, ok, err := c.resolve(ctx, d)
-		if err != nil {
-			return Outbound{}, false, err
-		}
+		out, ok := c.resolve(d)
 		c.buf = c.buf[1:]
 		c.mu.Lock()
 		c.sent = max(c.sent, d.Cursor)
@@ -348,80 +359,62 @@ func (c *CourierSession) nextDelivery(ctx context.Context) (Outbound, bool, erro
 	}
 }
 
-// resolve turns a delivery into what is sent, from the task as it is now; ok is false when the delivery
-// is skipped (see Outbound).
-func (c *CourierSession) resolve(ctx context.Context, d Delivery) (Outbound, bool, error) {
-	t, err := c.s.store.GetTask(ctx, d.TaskID)
-	if apperr.CodeOf(err) == apperr.NotFound {
+// resolve turns a delivery into what is sent, from its task as read with it, which no wake-up has
+// followed since (see nextDelivery: every change that closes an offer or concerns the courier appends a
+// delivery, which wakes the session); ok is false when the delivery is skipped (see Outbound).
+func (c *CourierSession) resolve(d DeliveryWithTask) (Outbound, bool) {
+	if !d.Found {
 		c.s.logger.Warn("courier delivery of a missing task skipped", "courier", c.courierID, "cursor", d.Cursor, "task", d.TaskID)
-		return Outbound{}, false, nil
+		return Outbound{}, false
 	}
-	if err != nil {
-		return Outbound{}, false, fmt.Errorf("read task %s for delivery %d: %w", d.TaskID, d.Cursor, err)
-	}
+	t := d.Task
 	out := Outbound{Cursor: d.Cursor}
 	switch d.Kind {
 	case DeliveryOffer, DeliveryOfferClosed:
 		o := t.Offer(d.OfferID)
 		if o == nil {
 			c.s.logger.Warn("courier delivery of a missing offer skipped", "courier", c.courierID, "cursor", d.Cursor, "offer", d.OfferID)
-			return Outbound{}, false, nil
+			return Outbound{}, false
 		}
 		if d.Kind == DeliveryOfferClosed {
 			closed := *o
 			out.OfferClosed = &closed
-			return out, true, nil
+			return out, true
 		}
 		if o.State != OfferOpen {
-			return Outbound{}, false, nil // superseded: an offer_closed follows, or the courier answered it
+			return Outbound{}, false // superseded: an offer_closed follows, or the courier answered it
 		}
 		out.Offer = &OfferNotice{Offer: *o, Task: c.redact(t)}
 	case DeliveryTask:
 		out.Notice = &TaskNotice{Reason: d.Reason, Task: c.redact(t)}
 	default:
 		c.s.logger.Warn("courier delivery of an unknown kind skipped", "courier", c.courierID, "cursor", d.Cursor, "kind", d.Kind)
-		return Outbound{}, false, nil
+		return Outbound{}, false
 	}
-	return out, true, nil
+	return out, true
 }
 
 // redact returns t as this courier may see it.
 func (c *CourierSession) redact(t Task) Task { return t.For(c.p, c.courierID, ViewFull) }
 
-// wait waits for a wake-up, the heartbeat, the end of a drain's grace, or ctx.
+// wait waits for a wake-up, the end of a drain's grace, or ctx. The heartbeat is the hub's (hub.beat),
+// so only a drain needs a timer.
 func (c *CourierSession) wait(ctx context.Context, draining bool, drainEnd time.Time) error {
-	d := time.Until(c.lastBeat.Add(HeartbeatInterval))
-	if draining {
-		d = min(d, time.Until(drainEnd))
+	if !draining {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.wake:
+		}
+		return nil
 	}
-	t := time.NewTimer(max(d, 0))
+	t := time.NewTimer(max(time.Until(drainEnd), 0))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.wake:
 	case <-t.C:
-	}
-	return nil
-}
-
-// beat refreshes the session's heartbeat when it is due, and notices when the session was replaced.
-func (c *CourierSession) beat(ctx context.Context) error {
-	if time.Since(c.lastBeat) < HeartbeatInterval {
-		return nil
-	}
-	c.lastBeat = time.Now()
-	now := storedTime(c.s.now())
-	_, err := c.s.store.UpdateSession(ctx, c.courierID, func(sess Session) (Session, error) {
-		if sess.SessionID != c.id {
-			c.replace()
-			return sess, nil
-		}
-		sess.Heartbeat, sess.Open = now, true
-		return sess, nil
-	})
-	if err != nil {
-		return fmt.Errorf("refresh the session of courier %s: %w", c.courierID, err)
 	}
 	return nil
 }
@@ -454,7 +447,8 @@ func (c *CourierSession) isReplaced() bool {
 	return c.replaced
 }
 
-// Ack acknowledges every delivery up to cursor. An ack below the watermark changes nothing.
+// Ack acknowledges every delivery up to cursor. An ack below the watermark changes nothing. It is applied
+// even after a newer session replaced this one: this session did send the deliveries up to cursor.
 //
 // Errors: Invalid when cursor is not positive or beyond the highest cursor this session sent (the
 // contract ends the stream); a store failure's error.
@@ -464,11 +458,7 @@ func (c *CourierSession) Ack(ctx context.Context, cursor int64) error {
 		return apperr.InvalidFields("acknowledged cursor beyond what was sent",
 			apperr.FieldViolation{Field: "ack.cursor", Description: fmt.Sprintf("%d is beyond the highest cursor sent, %d", cursor, sent)})
 	}
-	_, err := c.s.store.UpdateSession(ctx, c.courierID, func(sess Session) (Session, error) {
-		sess.Acked = max(sess.Acked, cursor)
-		return sess, nil
-	})
-	if err != nil {
+	if err := c.s.store.AckSession(ctx, c.courierID, cursor); err != nil {
 		return fmt.Errorf("acknowledge cursor %d of courier %s: %w", cursor, c.courierID, err)
 	}
 	return nil
@@ -550,8 +540,9 @@ func (c *CourierSession) closeRecord() {
 	}
 }
 
-// poke wakes Next.
+// poke wakes Next, which reads its deliveries again.
 func (c *CourierSession) poke() {
+	c.gen.Add(1)
 	select {
 	case c.wake <- struct{}{}:
 	default:

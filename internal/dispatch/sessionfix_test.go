@@ -110,7 +110,7 @@ type sessionFixture struct {
 }
 
 // newSessionFixture starts a fixture; logOpts, when given, tunes the event log tailers.
-func newSessionFixture(t *testing.T, opts dispatch.Options, logOpts ...eventlog.Options) *sessionFixture {
+func newSessionFixture(t testing.TB, opts dispatch.Options, logOpts ...eventlog.Options) *sessionFixture {
 	t.Helper()
 	f := &sessionFixture{db: databasetest.SQLite(t), couriers: &sessCouriers{status: map[string]dispatch.CourierInfo{}},
 		routes: &sessRoutes{}, clock: dispatchtest.NewClock(sessT0), metrics: &sessMetrics{}, step: time.Second}
@@ -134,7 +134,7 @@ func newSessionFixture(t *testing.T, opts dispatch.Options, logOpts ...eventlog.
 }
 
 // replica starts another Service over the fixture's store, with its own event log tailer.
-func (f *sessionFixture) replica(t *testing.T, name string) (*dispatch.Service, *eventlog.Log) {
+func (f *sessionFixture) replica(t testing.TB, name string) (*dispatch.Service, *eventlog.Log) {
 	t.Helper()
 	log, err := eventlog.New(sqllog.NewSource(f.db, database.SQLite), f.logOpts)
 	if err != nil {
@@ -163,7 +163,7 @@ func (f *sessionFixture) replica(t *testing.T, name string) (*dispatch.Service, 
 	return svc, log
 }
 
-func sessCtx(t *testing.T) context.Context {
+func sessCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), sessTimeout)
 	t.Cleanup(cancel)
@@ -193,7 +193,7 @@ var (
 )
 
 // newTask creates PENDING task n of customer user 600+customer.
-func (f *sessionFixture) newTask(t *testing.T, n, customer int) dispatch.Task {
+func (f *sessionFixture) newTask(t testing.TB, n, customer int) dispatch.Task {
 	t.Helper()
 	f.clock.Advance(f.step)
 	now := f.clock.Now()
@@ -211,7 +211,7 @@ func (f *sessionFixture) newTask(t *testing.T, n, customer int) dispatch.Task {
 }
 
 // update changes task id with fn, appending deliveries.
-func (f *sessionFixture) update(t *testing.T, id string, fn func(task *dispatch.Task) []dispatch.Delivery) dispatch.Task {
+func (f *sessionFixture) update(t testing.TB, id string, fn func(task *dispatch.Task) []dispatch.Delivery) dispatch.Task {
 	t.Helper()
 	f.clock.Advance(f.step)
 	now := f.clock.Now()
@@ -230,7 +230,7 @@ func (f *sessionFixture) update(t *testing.T, id string, fn func(task *dispatch.
 }
 
 // offer offers task id to courier n under offer offerN; it returns the offer delivery's cursor.
-func (f *sessionFixture) offer(t *testing.T, id string, offerN, courier int) int64 {
+func (f *sessionFixture) offer(t testing.TB, id string, offerN, courier int) int64 {
 	t.Helper()
 	f.update(t, id, func(task *dispatch.Task) []dispatch.Delivery {
 		now := f.clock.Now()
@@ -279,7 +279,7 @@ func (f *sessionFixture) setState(t *testing.T, id string, st dispatch.State) di
 	})
 }
 
-func (f *sessionFixture) lastCursor(t *testing.T, courier int) int64 {
+func (f *sessionFixture) lastCursor(t testing.TB, courier int) int64 {
 	t.Helper()
 	c, err := f.store.LastCursor(sessCtx(t), sessCourier(courier))
 	if err != nil {
@@ -289,7 +289,7 @@ func (f *sessionFixture) lastCursor(t *testing.T, courier int) int64 {
 }
 
 // sessOpen opens courier n's session on svc.
-func sessOpen(t *testing.T, svc *dispatch.Service, courier int, hello dispatch.Hello) *dispatch.CourierSession {
+func sessOpen(t testing.TB, svc *dispatch.Service, courier int, hello dispatch.Hello) *dispatch.CourierSession {
 	t.Helper()
 	s, err := svc.OpenSession(asCourier(sessCtx(t), courier), hello)
 	if err != nil {

@@ -60,6 +60,20 @@ type Session struct {
 	Capabilities []string
 }
 
+// SessionRef names one session of a courier (Store.BeatSessions).
+type SessionRef struct {
+	CourierID string
+	SessionID string
+}
+
+// DeliveryWithTask is a delivery with the task it names (Store.DeliveriesWithTasks).
+type DeliveryWithTask struct {
+	Delivery
+	// Task is the task as read with the delivery; Found is false (and Task zero) when there is none.
+	Task  Task
+	Found bool
+}
+
 // CommandError is a command's business failure, answered in the session and stored as its final outcome.
 type CommandError struct {
 	Code    apperr.Code
@@ -206,6 +220,16 @@ type Store interface {
 	// When the session id changed it appends a TopicSession event, so that the replaced session ends on
 	// whichever replica holds it.
 	UpdateSession(ctx context.Context, courierID string, fn func(Session) (Session, error)) (Session, error)
+	// AckSession raises courierID's acknowledgement watermark to cursor, never lowering it, in one
+	// statement, whichever session is current. NotFound when the courier has no session record.
+	AckSession(ctx context.Context, courierID string, cursor int64) error
+	// BeatSessions sets the heartbeat to at of every record among sessions that is open and whose current
+	// session is the one named, in one statement per few hundred sessions, and returns those it refreshed.
+	// A session it did not refresh was replaced or closed.
+	BeatSessions(ctx context.Context, sessions []SessionRef, at time.Time) (map[SessionRef]bool, error)
+	// DeliveriesWithTasks is Deliveries with, for each delivery, the task it names as read in the same
+	// statement.
+	DeliveriesWithTasks(ctx context.Context, courierID string, after int64, limit int) ([]DeliveryWithTask, error)
 	// Connected returns which of courierIDs hold an open session with a heartbeat after since.
 	Connected(ctx context.Context, courierIDs []string, since time.Time) (map[string]bool, error)
 	// Command returns the stored outcome of courierID's command commandID; found false when none.

@@ -38,6 +38,6 @@ func (s *Store) FinishedTasks(ctx context.Context, f dispatch.TaskFilter, since 
 		// or tasks_customer_list; PostgreSQL's picks tasks_finished for the ORDER BY ... LIMIT itself.
 		index = " INDEXED BY tasks_finished"
 	}
-	return s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks`+index+where(conds)+
+	return s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks`+index+where(conds)+
 		` ORDER BY update_time DESC, id DESC LIMIT $`+strconv.Itoa(len(args)), "list finished tasks", args...)
 }

@@ -120,7 +120,7 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 			return nil, err
 		}
 		what := fmt.Sprintf("load %d held tasks", len(part))
-		rows, err := s.db.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE `+cond, arg)
+		rows, err := s.read.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE `+cond, arg)
 		if err != nil {
 			return nil, s.e.MapError(err, what)
 		}
@@ -195,7 +195,7 @@ func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since ti
 		parts = append(parts, `SELECT 'h', courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND `+held)
 	}
 	what := fmt.Sprintf("look up the state of %d couriers", len(courierIDs)+len(heldOf))
-	rows, err := s.db.QueryContext(ctx, strings.Join(parts, " UNION ALL "), args...)
+	rows, err := s.read.QueryContext(ctx, strings.Join(parts, " UNION ALL "), args...)
 	if err != nil {
 		return dispatch.CourierStates{}, s.e.MapError(err, what)
 	}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"lastmile/internal/dispatch"
@@ -46,7 +48,7 @@ func (s *Store) Deliveries(ctx context.Context, courierID string, after int64, l
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `
+	rows, err := s.read.QueryContext(ctx, `
 		SELECT courier_id, cursor, kind, task_id, offer_id, reason, create_time FROM deliveries
 		WHERE courier_id = $1 AND cursor > $2 ORDER BY cursor LIMIT $3`, courierID, after, limit)
 	if err != nil {
@@ -63,12 +65,52 @@ func (s *Store) Deliveries(ctx context.Context, courierID string, after int64, l
 	return out, nil
 }
 
+// DeliveriesWithTasks implements dispatch.Store: the deliveries left-joined with their tasks, each task
+// read as scanTask reads it. A limit above MaxLimit is lowered to it; a limit below 1 is Invalid.
+func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after int64, limit int) ([]dispatch.DeliveryWithTask, error) {
+	limit, err := database.RowLimit(limit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT d.courier_id, d.cursor, d.kind, d.task_id, d.offer_id, d.reason, d.create_time,
+			t.version, t.due_time, t.doc
+		FROM deliveries d LEFT JOIN tasks t ON t.id = d.task_id
+		WHERE d.courier_id = $1 AND d.cursor > $2 ORDER BY d.cursor LIMIT $3`, courierID, after, limit)
+	if err != nil {
+		return nil, s.e.MapError(err, "load deliveries of courier "+courierID)
+	}
+	out, err := collect(rows, func(r scanner) (dispatch.DeliveryWithTask, error) {
+		var (
+			dt      dispatch.DeliveryWithTask
+			d       = &dt.Delivery
+			version sql.NullInt64
+			due     time.Time
+			doc     []byte
+		)
+		err := r.Scan(&d.CourierID, &d.Cursor, &d.Kind, &d.TaskID, &d.OfferID, &d.Reason, database.ScanTime(&d.CreateTime),
+			&version, database.ScanTime(&due), &doc)
+		if err != nil || !version.Valid {
+			return dt, err
+		}
+		if err := decode(doc, &dt.Task, "task"); err != nil {
+			return dt, err
+		}
+		dt.Task.Version, dt.Task.DueTime, dt.Found = version.Int64, due, true
+		return dt, nil
+	})
+	if err != nil {
+		return nil, s.e.MapError(err, "load deliveries of courier "+courierID)
+	}
+	return out, nil
+}
+
 // LastCursor implements dispatch.Store. Deliveries that Purge deleted still count when the courier
 // acknowledged them: the answer is the highest of the kept deliveries' cursors and the session's
 // acknowledgement watermark.
 func (s *Store) LastCursor(ctx context.Context, courierID string) (int64, error) {
 	var last int64
-	err := s.db.QueryRowContext(ctx, `
+	err := s.read.QueryRowContext(ctx, `
 		SELECT max(c) FROM (
 			SELECT coalesce(max(cursor), 0) AS c FROM deliveries WHERE courier_id = $1
 			UNION ALL
@@ -99,7 +141,7 @@ func scanSession(r scanner) (dispatch.Session, error) {
 
 // GetSession implements dispatch.Store.
 func (s *Store) GetSession(ctx context.Context, courierID string) (dispatch.Session, error) {
-	ss, err := scanSession(s.db.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE courier_id = $1`, courierID))
+	ss, err := scanSession(s.read.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE courier_id = $1`, courierID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return dispatch.Session{CourierID: courierID}, nil
 	}
@@ -163,6 +205,68 @@ func (s *Store) UpdateSession(ctx context.Context, courierID string, fn func(dis
 	return out, nil
 }
 
+// AckSession implements dispatch.Store: one UPDATE, atomic without a transaction.
+func (s *Store) AckSession(ctx context.Context, courierID string, cursor int64) error {
+	res, err := s.db.ExecContext(ctx, `
+		UPDATE sessions SET acked = CASE WHEN acked < $1 THEN $1 ELSE acked END WHERE courier_id = $2`, cursor, courierID)
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("acknowledge cursor %d of courier %s", cursor, courierID))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("acknowledge cursor %d of courier %s", cursor, courierID))
+	}
+	if n == 0 {
+		return apperr.Errorf(apperr.NotFound, "no session record of courier %s", courierID)
+	}
+	return nil
+}
+
+// beatChunk bounds the sessions of one BeatSessions statement: three parameters each, below SQLite's
+// oldest limit of 999 parameters per statement.
+const beatChunk = 300
+
+// BeatSessions implements dispatch.Store. The courier ids narrow the update through the primary key; the
+// pairs decide.
+func (s *Store) BeatSessions(ctx context.Context, sessions []dispatch.SessionRef, at time.Time) (map[dispatch.SessionRef]bool, error) {
+	out := map[dispatch.SessionRef]bool{}
+	for chunk := range slices.Chunk(sessions, beatChunk) {
+		n := len(chunk)
+		args := make([]any, 0, 2+3*n)
+		args = append(args, s.time(at), true)
+		for _, r := range chunk {
+			args = append(args, r.CourierID)
+		}
+		var pairs strings.Builder
+		for i, r := range chunk {
+			if i > 0 {
+				pairs.WriteString(", ")
+			}
+			fmt.Fprintf(&pairs, "($%d, $%d)", len(args)+1, len(args)+2)
+			args = append(args, r.CourierID, r.SessionID)
+		}
+		rows, err := s.db.QueryContext(ctx, `
+			UPDATE sessions SET heartbeat = $1
+			WHERE is_open = $2 AND courier_id IN (`+placeholders(3, n)+`) AND (courier_id, session_id) IN (VALUES `+pairs.String()+`)
+			RETURNING courier_id, session_id`, args...)
+		if err != nil {
+			return nil, s.e.MapError(err, "refresh session heartbeats")
+		}
+		refs, err := collect(rows, func(r scanner) (dispatch.SessionRef, error) {
+			var ref dispatch.SessionRef
+			err := r.Scan(&ref.CourierID, &ref.SessionID)
+			return ref, err
+		})
+		if err != nil {
+			return nil, s.e.MapError(err, "refresh session heartbeats")
+		}
+		for _, ref := range refs {
+			out[ref] = true
+		}
+	}
+	return out, nil
+}
+
 // Connected implements dispatch.Store: only connected couriers are in the map.
 func (s *Store) Connected(ctx context.Context, courierIDs []string, since time.Time) (map[string]bool, error) {
 	out := map[string]bool{}
@@ -173,7 +277,7 @@ func (s *Store) Connected(ctx context.Context, courierIDs []string, since time.T
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT courier_id FROM sessions WHERE is_open = $1 AND heartbeat > $2 AND `+cond,
+	rows, err := s.read.QueryContext(ctx, `SELECT courier_id FROM sessions WHERE is_open = $1 AND heartbeat > $2 AND `+cond,
 		true, s.time(since), arg)
 	if err != nil {
 		return nil, s.e.MapError(err, "look up connected couriers")
@@ -198,7 +302,7 @@ func (s *Store) Command(ctx context.Context, courierID, commandID string) (dispa
 		rec    = dispatch.CommandRecord{CourierID: courierID, CommandID: commandID}
 		errDoc []byte
 	)
-	err := s.db.QueryRowContext(ctx, `
+	err := s.read.QueryRowContext(ctx, `
 		SELECT fingerprint, task_id, error, create_time FROM commands WHERE courier_id = $1 AND command_id = $2`,
 		courierID, commandID).Scan(&rec.Fingerprint, &rec.TaskID, &errDoc, database.ScanTime(&rec.CreateTime))
 	if errors.Is(err, sql.ErrNoRows) {

@@ -28,8 +28,8 @@
 // guard that makes a lost update impossible even if the lock were missing. On PostgreSQL a transaction
 // aborted to break a deadlock or a serialization conflict runs again from the start (a few times, after
 // a short randomized pause), so the closures must be pure: no effect outside what they return. Nor may a
-// closure call the Store: on SQLite the transaction holds the only connection, so the call would wait
-// for it forever; on PostgreSQL it would read outside the transaction.
+// closure call the Store: on SQLite the transaction holds the only writer connection, so a write would
+// wait for it forever; a read, there and on PostgreSQL, would run outside the transaction.
 //
 // Every write to a task (CreateTask when it creates, UpdateTask) appends a dispatch.TopicTask event
 // (key the task id, payload the task's new state) to the service's event log (package sqllog, in the
@@ -120,6 +120,7 @@ type EnqueueJobs func(ctx context.Context, tx *sql.Tx, jobs []dispatch.Job) erro
 // SetNudge before the first call).
 type Store struct {
 	db    *sql.DB
+	read  *sql.DB // reads outside transactions: database.Reader(db)
 	e     Engine
 	close func() error
 	jobs  EnqueueJobs
@@ -133,8 +134,13 @@ var _ dispatch.Store = (*Store)(nil)
 // New returns a Store on db, which must carry the schema of the engine's migrations and of the event
 // log's (sqllog.Migrations(e.Dialect, Service)). closeDB, if not nil, is what Close runs: the engine's
 // package passes it when it opened db itself.
+//
+// Reads outside a transaction (GetTask, ListTasks, Deliveries, Connected, ...) run on
+// database.Reader(db): on SQLite the read pool that database.OpenSQLite opened beside the single
+// writer connection, so they neither wait for nor delay the writes; on PostgreSQL db itself. A read
+// sees every write whose call has returned (WAL); reads inside a transaction stay on it.
 func New(db *sql.DB, e Engine, closeDB func() error) *Store {
-	return &Store{db: db, e: e, close: closeDB}
+	return &Store{db: db, read: database.Reader(db), e: e, close: closeDB}
 }
 
 // SetJobs sets how a Change's jobs are enqueued: RiverJobs(client) in production. Call it before the

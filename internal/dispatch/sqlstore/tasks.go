@@ -138,7 +138,7 @@ func (s *Store) insertOffers(ctx context.Context, tx *sql.Tx, taskID string, pre
 
 // GetTask implements dispatch.Store.
 func (s *Store) GetTask(ctx context.Context, id string) (dispatch.Task, error) {
-	return s.getTask(ctx, s.db, id, "")
+	return s.getTask(ctx, s.read, id, "")
 }
 
 // getTask reads task id, ending the statement with lock.
@@ -155,7 +155,7 @@ func (s *Store) getTask(ctx context.Context, q querier, id, lock string) (dispat
 
 // TaskByOffer implements dispatch.Store.
 func (s *Store) TaskByOffer(ctx context.Context, offerID string) (dispatch.Task, error) {
-	t, err := scanTask(s.db.QueryRowContext(ctx, `
+	t, err := scanTask(s.read.QueryRowContext(ctx, `
 		SELECT `+taskColumns+` FROM tasks WHERE id = (SELECT task_id FROM offers WHERE offer_id = $1)`, offerID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return dispatch.Task{}, apperr.Errorf(apperr.NotFound, "offer %s not found", offerID)
@@ -209,7 +209,7 @@ func (s *Store) ListTasks(ctx context.Context, q dispatch.TaskQuery) ([]dispatch
 		conds = append(conds, "(create_time < "+c+" OR (create_time = "+c+" AND id < "+i+"))")
 	}
 	args = append(args, limit)
-	return s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks`+where(conds)+
+	return s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks`+where(conds)+
 		` ORDER BY create_time DESC, id DESC LIMIT $`+strconv.Itoa(len(args)), "list tasks", args...)
 }
 
@@ -230,7 +230,7 @@ func (s *Store) queryTasks(ctx context.Context, q querier, query, what string, a
 func (s *Store) CountTasks(ctx context.Context, f dispatch.TaskFilter) (int, error) {
 	conds, args := filterSQL(f, nil)
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM tasks`+where(conds), args...).Scan(&n); err != nil {
+	if err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM tasks`+where(conds), args...).Scan(&n); err != nil {
 		return 0, s.e.MapError(err, "count tasks")
 	}
 	return n, nil
@@ -238,7 +238,7 @@ func (s *Store) CountTasks(ctx context.Context, f dispatch.TaskFilter) (int, err
 
 // CountByState implements dispatch.Store. Every state is in the map, with 0 when no task is in it.
 func (s *Store) CountByState(ctx context.Context) (map[dispatch.State]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, count(*) FROM tasks GROUP BY state`)
+	rows, err := s.read.QueryContext(ctx, `SELECT state, count(*) FROM tasks GROUP BY state`)
 	if err != nil {
 		return nil, s.e.MapError(err, "count tasks by state")
 	}
@@ -477,7 +477,7 @@ func (s *Store) Decisions(ctx context.Context, taskID string, limit int) ([]disp
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `
+	rows, err := s.read.QueryContext(ctx, `
 		SELECT doc FROM decisions WHERE task_id = $1 ORDER BY decide_time DESC, id DESC LIMIT $2`, taskID, limit)
 	if err != nil {
 		return nil, s.e.MapError(err, "load decisions of task "+taskID)
@@ -566,7 +566,7 @@ func (s *Store) WakePending(ctx context.Context, now time.Time) error {
 
 // HeldTasks implements dispatch.Store (ties broken by id).
 func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
-	out, err := s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks WHERE courier_id = $1 AND state IN ($2, $3)`,
+	out, err := s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks WHERE courier_id = $1 AND state IN ($2, $3)`,
 		"load tasks held by courier "+courierID, courierID, string(dispatch.StateAssigned), string(dispatch.StatePickedUp))
 	if err != nil {
 		return nil, err
@@ -589,7 +589,7 @@ func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[strin
 		return nil, err
 	}
 	what := fmt.Sprintf("load tasks held by %d couriers", len(courierIDs))
-	rows, err := s.db.QueryContext(ctx, `SELECT id, courier_id, version FROM tasks WHERE state IN ($1, $2) AND `+cond,
+	rows, err := s.read.QueryContext(ctx, `SELECT id, courier_id, version FROM tasks WHERE state IN ($1, $2) AND `+cond,
 		string(dispatch.StateAssigned), string(dispatch.StatePickedUp), arg)
 	if err != nil {
 		return nil, s.e.MapError(err, what)
@@ -603,7 +603,7 @@ func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[strin
 
 // OfferedTasks implements dispatch.Store (ties broken by task id).
 func (s *Store) OfferedTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
-	out, err := s.queryTasks(ctx, s.db, `SELECT `+taskColumns+` FROM tasks WHERE offer_courier_id = $1 AND state = $2`,
+	out, err := s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks WHERE offer_courier_id = $1 AND state = $2`,
 		"load tasks offered to courier "+courierID, courierID, string(dispatch.StateOffered))
 	if err != nil {
 		return nil, err
@@ -630,7 +630,7 @@ func (s *Store) OfferOpen(ctx context.Context, courierIDs []string) (map[string]
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks`+s.offerIndex()+` WHERE state = $1 AND `+cond,
+	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks`+s.offerIndex()+` WHERE state = $1 AND `+cond,
 		string(dispatch.StateOffered), arg)
 	if err != nil {
 		return nil, s.e.MapError(err, "look up open offers")

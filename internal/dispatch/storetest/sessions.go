@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/sqlstore"
+	"lastmile/internal/platform/apperr"
 )
 
 func testSessions(t *testing.T, s *sqlstore.Store) {
@@ -235,4 +237,187 @@ func testEvents(t *testing.T, s *sqlstore.Store) {
 	if !(evs[0].Seq < evs[1].Seq && evs[1].Seq < evs[2].Seq) {
 		t.Errorf("event sequence numbers %d, %d, %d: want increasing", evs[0].Seq, evs[1].Seq, evs[2].Seq)
 	}
+}
+
+// testAckSession: one statement raises the watermark, never lowers it, changes nothing else and appends
+// nothing; concurrent acks keep the highest.
+func testAckSession(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	c1 := courierID(1)
+	wantCode(t, "AckSession(no record)", s.AckSession(ctx, c1, 3), apperr.NotFound)
+	rec := dispatch.Session{SessionID: "s1", Epoch: 7, Acked: 5, Replica: "r1", Heartbeat: at(1), Open: true,
+		AppVersion: "1.2", Capabilities: []string{"photo"}}
+	if _, err := s.UpdateSession(ctx, c1, func(dispatch.Session) (dispatch.Session, error) { return rec, nil }); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	before := len(events(ctx, t, s))
+	want := rec
+	want.CourierID, want.Heartbeat = c1, utc(rec.Heartbeat)
+	for _, step := range []struct {
+		cursor, want int64
+	}{{3, 5}, {5, 5}, {9, 9}, {8, 9}} {
+		if err := s.AckSession(ctx, c1, step.cursor); err != nil {
+			t.Fatalf("AckSession(%d): %v", step.cursor, err)
+		}
+		want.Acked = step.want
+		got, err := s.GetSession(ctx, c1)
+		if diff := cmp.Diff(want, got, cmpOpts...); err != nil || diff != "" {
+			t.Errorf("GetSession after AckSession(%d) error %v (-want +got):\n%s", step.cursor, err, diff)
+		}
+	}
+	if after := len(events(ctx, t, s)); after != before {
+		t.Errorf("events after acks = %d, want %d (none appended)", after, before)
+	}
+	if c, err := s.LastCursor(ctx, c1); err != nil || c != 9 {
+		t.Errorf("LastCursor after AckSession(9) = %d, %v, want 9", c, err)
+	}
+
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { errs[i] = s.AckSession(ctx, c1, int64(10+i)) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent AckSession: %v", err)
+	}
+	if got, err := s.GetSession(ctx, c1); err != nil || got.Acked != 10+n-1 {
+		t.Errorf("GetSession after concurrent acks = acked %d, %v, want %d", got.Acked, err, 10+n-1)
+	}
+}
+
+// testBeatSessions: only open records whose current session is the one named are refreshed, exactly;
+// more sessions than one statement takes are all refreshed; nothing is appended.
+func testBeatSessions(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	recs := map[int]dispatch.Session{
+		1: {SessionID: "s1", Epoch: 1, Acked: 4, Replica: "r1", Heartbeat: at(0), Open: true, AppVersion: "1", Capabilities: []string{"photo"}},
+		2: {SessionID: "s2", Epoch: 2, Replica: "r1", Heartbeat: at(0), Open: true},
+		3: {SessionID: "s3", Epoch: 3, Replica: "r1", Heartbeat: at(0), Open: false},
+		4: {SessionID: "s4", Epoch: 4, Replica: "r2", Open: true},
+	}
+	for n, rec := range recs {
+		if _, err := s.UpdateSession(ctx, courierID(n), func(dispatch.Session) (dispatch.Session, error) { return rec, nil }); err != nil {
+			t.Fatalf("UpdateSession(courier %d): %v", n, err)
+		}
+	}
+	before := len(events(ctx, t, s))
+	refs := []dispatch.SessionRef{
+		{CourierID: courierID(1), SessionID: "s1"},  // current and open: refreshed
+		{CourierID: courierID(2), SessionID: "old"}, // replaced
+		{CourierID: courierID(3), SessionID: "s3"},  // closed
+		{CourierID: courierID(4), SessionID: "s2"},  // another courier's session id
+		{CourierID: courierID(5), SessionID: "s5"},  // no record
+	}
+	got, err := s.BeatSessions(ctx, refs, at(7))
+	if want := map[dispatch.SessionRef]bool{refs[0]: true}; err != nil || !cmp.Equal(want, got) {
+		t.Errorf("BeatSessions = %v, %v, want %v", got, err, want)
+	}
+	for n, rec := range recs {
+		want := rec
+		want.CourierID, want.Heartbeat = courierID(n), utc(rec.Heartbeat)
+		if n == 1 {
+			want.Heartbeat = utc(at(7))
+		}
+		got, err := s.GetSession(ctx, courierID(n))
+		if diff := cmp.Diff(want, got, cmpOpts...); err != nil || diff != "" {
+			t.Errorf("GetSession(courier %d) after BeatSessions error %v (-want +got):\n%s", n, err, diff)
+		}
+	}
+	conn, err := s.Connected(ctx, []string{courierID(1), courierID(2), courierID(3), courierID(4)}, at(6))
+	if want := map[string]bool{courierID(1): true}; err != nil || !cmp.Equal(want, conn) {
+		t.Errorf("Connected(since minute 6) after BeatSessions = %v, %v, want %v", conn, err, want)
+	}
+	if got, err := s.BeatSessions(ctx, nil, at(8)); err != nil || len(got) != 0 {
+		t.Errorf("BeatSessions(none) = %v, %v, want empty", got, err)
+	}
+	if after := len(events(ctx, t, s)); after != before {
+		t.Errorf("events after BeatSessions = %d, want %d (none appended)", after, before)
+	}
+
+	// More sessions than one statement takes (300 in sqlstore): every one refreshed.
+	const many = 650
+	var all []dispatch.SessionRef
+	wantAll := map[dispatch.SessionRef]bool{}
+	for n := 100; n < 100+many; n++ {
+		ref := dispatch.SessionRef{CourierID: courierID(n), SessionID: fmt.Sprintf("m%d", n)}
+		if _, err := s.UpdateSession(ctx, ref.CourierID, func(cur dispatch.Session) (dispatch.Session, error) {
+			cur.SessionID, cur.Open, cur.Heartbeat = ref.SessionID, true, at(0)
+			return cur, nil
+		}); err != nil {
+			t.Fatalf("UpdateSession(courier %d): %v", n, err)
+		}
+		all, wantAll[ref] = append(all, ref), true
+	}
+	got, err = s.BeatSessions(ctx, all, at(9))
+	if err != nil || !cmp.Equal(wantAll, got) {
+		t.Errorf("BeatSessions(%d sessions) = %d refreshed, %v, want all %d", many, len(got), err, many)
+	}
+	for _, n := range []int{100, 399, 400, 100 + many - 1} {
+		if got, err := s.GetSession(ctx, courierID(n)); err != nil || !got.Heartbeat.Equal(utc(at(9))) {
+			t.Errorf("GetSession(courier %d) heartbeat = %v, %v, want %v", n, got.Heartbeat, err, utc(at(9)))
+		}
+	}
+}
+
+// testDeliveriesWithTasks: each delivery as Deliveries reads it, with its task exactly as GetTask reads
+// it, or not found; after and limit as in Deliveries.
+func testDeliveriesWithTasks(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	mustCreate(ctx, t, s, newTask(1))
+	mustCreate(ctx, t, s, newTask(2))
+	if _, err := s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		cur = offer(cur, 1, 1, 2)
+		return dispatch.Change{Task: cur, Deliveries: []dispatch.Delivery{
+			{CourierID: courierID(1), Kind: dispatch.DeliveryOffer, TaskID: cur.ID, OfferID: offerID(1), CreateTime: at(2)},
+			{CourierID: courierID(1), Kind: dispatch.DeliveryTask, TaskID: taskID(99), Reason: dispatch.NoticeUpdated, CreateTime: at(2)},
+			{CourierID: courierID(2), Kind: dispatch.DeliveryTask, TaskID: taskID(2), Reason: dispatch.NoticeCancelled, CreateTime: at(2)},
+		}}, nil
+	}); err != nil {
+		t.Fatalf("UpdateTask(task 1): %v", err)
+	}
+	if _, err := s.UpdateTask(ctx, taskID(2), func(cur dispatch.Task) (dispatch.Change, error) {
+		cur.Pickup.Instructions = "changed"
+		return dispatch.Change{Task: cur, Deliveries: []dispatch.Delivery{
+			{CourierID: courierID(1), Kind: dispatch.DeliveryTask, TaskID: cur.ID, Reason: dispatch.NoticeUpdated, CreateTime: at(3)},
+		}}, nil
+	}); err != nil {
+		t.Fatalf("UpdateTask(task 2): %v", err)
+	}
+	plain, err := s.Deliveries(ctx, courierID(1), 0, 10)
+	if err != nil || len(plain) != 3 {
+		t.Fatalf("Deliveries = %v, %v, want 3", plain, err)
+	}
+	task := map[string]dispatch.Task{}
+	for _, id := range []string{taskID(1), taskID(2)} {
+		if task[id], err = s.GetTask(ctx, id); err != nil {
+			t.Fatalf("GetTask(%s): %v", id, err)
+		}
+	}
+	want := []dispatch.DeliveryWithTask{
+		{Delivery: plain[0], Task: task[taskID(1)], Found: true},
+		{Delivery: plain[1]},
+		{Delivery: plain[2], Task: task[taskID(2)], Found: true},
+	}
+	got, err := s.DeliveriesWithTasks(ctx, courierID(1), 0, 10)
+	if diff := cmp.Diff(want, got, cmpOpts...); err != nil || diff != "" {
+		t.Errorf("DeliveriesWithTasks error %v (-want +got):\n%s", err, diff)
+	}
+	if got[2].Task.Pickup.Instructions != "changed" || got[2].Task.Version != 2 {
+		t.Errorf("DeliveriesWithTasks task 2 = instructions %q version %d, want the changed task at version 2", got[2].Task.Pickup.Instructions, got[2].Task.Version)
+	}
+	got, err = s.DeliveriesWithTasks(ctx, courierID(1), plain[0].Cursor, 1)
+	if diff := cmp.Diff(want[1:2], got, cmpOpts...); err != nil || diff != "" {
+		t.Errorf("DeliveriesWithTasks(after the first, limit 1) error %v (-want +got):\n%s", err, diff)
+	}
+	if got, err := s.DeliveriesWithTasks(ctx, courierID(1), plain[2].Cursor, 10); err != nil || len(got) != 0 {
+		t.Errorf("DeliveriesWithTasks(after the last) = %v, %v, want none", got, err)
+	}
+	other, err := s.DeliveriesWithTasks(ctx, courierID(2), 0, 10)
+	if err != nil || len(other) != 1 || !other[0].Found || other[0].Task.ID != taskID(2) || other[0].Reason != dispatch.NoticeCancelled {
+		t.Errorf("DeliveriesWithTasks(courier 2) = %+v, %v, want the cancellation notice of task 2", other, err)
+	}
+	_, err = s.DeliveriesWithTasks(ctx, courierID(1), 0, 0)
+	wantCode(t, "DeliveriesWithTasks(limit 0)", err, apperr.Invalid)
 }

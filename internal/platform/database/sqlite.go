@@ -47,7 +47,12 @@ var sqliteParams = url.Values{
 // waits fairly and honours ctx, where several connections would poll for the lock in SQLite's busy
 // handler and fail after busy_timeout under load. The price: while a transaction or an unclosed *Rows
 // holds the connection, another query on the *sql.DB waits for it, so code inside InTx must use the
-// *sql.Tx only, and rows must be closed before the next query.
+// *sql.Tx only, and rows must be closed before the next query. Reads outside a transaction can run
+// beside it on the database's read pool instead (Reader), which the returned *sql.DB closes with it.
+//
+// Every connection, the writer and those of the read pool, keeps the last StmtCacheSize statements it
+// ran prepared, so that running the same SQL again skips SQLite's parser and planner; callers change
+// nothing (see StmtCacheSize).
 //
 // ":memory:" and "file:" URIs are rejected: stores must be durable, and tests use a temporary file.
 func OpenSQLite(ctx context.Context, path string) (*sql.DB, error) {
@@ -68,7 +73,7 @@ func OpenSQLite(ctx context.Context, path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := openSQLitePool(path)
+	db, err := openSQLiteWithReader(path)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
@@ -79,11 +84,13 @@ func OpenSQLite(ctx context.Context, path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// openSQLitePool opens the single-connection writer pool on path, with no read pool.
 func openSQLitePool(path string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", path+"?"+sqliteParams)
+	c, err := sqliteConnector(path + "?" + sqliteParams)
 	if err != nil {
 		return nil, err
 	}
+	db := sql.OpenDB(c)
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	return db, nil

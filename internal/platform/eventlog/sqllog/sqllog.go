@@ -124,24 +124,27 @@ func Migrations(d database.Dialect, service string) database.Migrations {
 // Source reads a service's event log for an eventlog.Log.
 type Source struct {
 	db      *sql.DB
+	read    *sql.DB // Head and Read: database.Reader(db)
 	dialect database.Dialect
 }
 
 var _ eventlog.Source = (*Source)(nil)
 
 // NewSource returns the event log in db, whose engine is d. It panics when db is nil or d is unknown
-// (a wiring mistake).
+// (a wiring mistake). Head and Read run on database.Reader(db), on SQLite the read pool beside the
+// writer, so tailing the log never waits for the service's writes; they still see every commit in
+// order, because SQLite's one writer draws the sequence numbers in commit order.
 func NewSource(db *sql.DB, d database.Dialect) *Source {
 	if db == nil || (d != database.SQLite && d != database.Postgres) {
 		panic(fmt.Sprintf("sqllog.NewSource: nil db or unknown dialect %q", d))
 	}
-	return &Source{db: db, dialect: d}
+	return &Source{db: db, read: database.Reader(db), dialect: d}
 }
 
 // Head implements eventlog.Source.
 func (s *Source) Head(ctx context.Context) (int64, error) {
 	var newest, pruned int64
-	err := s.db.QueryRowContext(ctx,
+	err := s.read.QueryRowContext(ctx,
 		"SELECT coalesce((SELECT max(seq) FROM event_log), 0), pruned_through FROM event_log_state").Scan(&newest, &pruned)
 	if err != nil {
 		return 0, fmt.Errorf("read event log head: %w", err)
@@ -152,7 +155,7 @@ func (s *Source) Head(ctx context.Context) (int64, error) {
 // Read implements eventlog.Source, in one statement so the events and the floor come from one
 // snapshot.
 func (s *Source) Read(ctx context.Context, after int64, limit int) ([]eventlog.Event, int64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
+	rows, err := s.read.QueryContext(ctx, `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
 		FROM event_log_state s
 		LEFT JOIN (SELECT seq, topic, key, payload, created_at FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2) e ON 1 = 1
 		ORDER BY e.seq`, after, limit)

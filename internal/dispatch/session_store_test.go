@@ -1,0 +1,97 @@
+package dispatch_test
+
+import (
+	"testing"
+	"time"
+
+	"lastmile/internal/dispatch"
+)
+
+// An ack from a session that a newer one replaced still raises the courier's watermark: the older
+// session did send those deliveries, and the app processed them.
+func TestAnAckOfAReplacedSessionStillCounts(t *testing.T) {
+	f := newSessionFixture(t, dispatch.Options{})
+	f.newTask(t, 1, 1)
+	s1 := sessOpen(t, f.svc, 1, dispatch.Hello{})
+	c := f.offer(t, sessTaskID(1), 1, 1)
+	if out := sessNext(t, s1); out.Offer == nil || out.Cursor != c {
+		t.Fatalf("first session's Next() = %s, want the offer at cursor %d", sessDescribe(out), c)
+	}
+	s2 := sessOpen(t, f.svc, 1, dispatch.Hello{})
+	if got := s2.Started().AckedCursor; got != 0 {
+		t.Fatalf("second session's acknowledged cursor = %d, want 0", got)
+	}
+	if err := s1.Ack(sessCtx(t), c); err != nil {
+		t.Fatalf("Ack(%d) of the replaced session: %v", c, err)
+	}
+	rec, err := f.store.GetSession(sessCtx(t), sessCourier(1))
+	if err != nil || rec.Acked != c || rec.SessionID != s2.ID() {
+		t.Fatalf("session record after the ack = acked %d session %s, %v; want acked %d, session %s", rec.Acked, rec.SessionID, err, c, s2.ID())
+	}
+	// An ack below the watermark changes nothing.
+	if err := s1.Ack(sessCtx(t), c-1); err != nil {
+		t.Fatalf("Ack(%d): %v", c-1, err)
+	}
+	s3 := sessOpen(t, f.svc, 1, dispatch.Hello{})
+	if got := s3.Started().AckedCursor; got != c {
+		t.Errorf("third session's acknowledged cursor = %d, want %d", got, c)
+	}
+}
+
+// The hub's heartbeat keeps this replica's open sessions connected, and stops at Close; a session whose
+// record names a newer session is not refreshed and ends.
+func TestTheHubHeartbeatKeepsOpenSessionsConnected(t *testing.T) {
+	f := newSessionFixture(t, dispatch.Options{})
+	ctx := sessCtx(t)
+	connected := func() bool {
+		t.Helper()
+		conn, err := f.store.Connected(ctx, []string{sessCourier(1)}, f.clock.Now().Add(-3*dispatch.HeartbeatInterval))
+		if err != nil {
+			t.Fatalf("Connected: %v", err)
+		}
+		return conn[sessCourier(1)]
+	}
+	s1 := sessOpen(t, f.svc, 1, dispatch.Hello{})
+	if !connected() {
+		t.Fatalf("courier not connected right after OpenSession")
+	}
+	f.clock.Advance(time.Minute)
+	if connected() {
+		t.Fatalf("courier connected a minute after the last heartbeat")
+	}
+	f.svc.BeatSessions(ctx)
+	rec, err := f.store.GetSession(ctx, sessCourier(1))
+	if want := f.clock.Now().UTC().Truncate(time.Microsecond); err != nil || !rec.Heartbeat.Equal(want) || !rec.Open || rec.SessionID != s1.ID() {
+		t.Fatalf("session record after the hub's heartbeat = %+v, %v; want session %s open, heartbeat %v", rec, err, s1.ID(), want)
+	}
+	if !connected() {
+		t.Errorf("courier not connected after the hub's heartbeat")
+	}
+
+	// A newer session on another replica: the older one's heartbeat refreshes nothing, and it ends.
+	other, _ := f.replica(t, "replica-b")
+	s2 := sessOpen(t, other, 1, dispatch.Hello{})
+	f.clock.Advance(time.Minute)
+	f.svc.BeatSessions(ctx)
+	if rec, err := f.store.GetSession(ctx, sessCourier(1)); err != nil || rec.SessionID != s2.ID() || rec.Heartbeat.After(f.clock.Now().Add(-time.Minute)) {
+		t.Errorf("session record after the replaced session's heartbeat = %+v, %v; want session %s with its opening heartbeat", rec, err, s2.ID())
+	}
+	if out := sessNext(t, s1); out.Drain == nil || out.Drain.Code != dispatch.DrainSessionReplaced {
+		t.Errorf("replaced session's Next() = %s, want a SESSION_REPLACED drain", sessDescribe(out))
+	}
+	other.BeatSessions(ctx)
+	if !connected() {
+		t.Errorf("courier not connected after the newer session's heartbeat")
+	}
+
+	// Closed: the heartbeat stops, and the record stays closed.
+	s2.Close()
+	f.clock.Advance(time.Second)
+	other.BeatSessions(ctx)
+	if rec, err := f.store.GetSession(ctx, sessCourier(1)); err != nil || rec.Open || !rec.Heartbeat.Before(f.clock.Now()) {
+		t.Errorf("session record after Close and a heartbeat = %+v, %v; want closed, heartbeat before %v", rec, err, f.clock.Now())
+	}
+	if connected() {
+		t.Errorf("courier connected after Close")
+	}
+}
