@@ -315,26 +315,27 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 			}
 		}
 	}
-	if len(ids) == 0 || b.read(ctx, ids) != nil {
+	if len(ids) == 0 {
 		return
 	}
-	// The couriers who may take a task of the batch (the engine asks Held only about them, and route
-	// only about where they will be free), and of those the busy ones.
-	var may []CourierInfo
+	// The busy couriers who may take a task of the batch as far as the courier service says (the engine
+	// asks Held only about those among them who are connected and have no open offer): their held tasks
+	// are read with who is connected and who has an open offer, in one read.
 	var busyIDs []string
 	for _, id := range ids {
-		c := infos[id]
-		if c.Status != CourierAvailable || c.Fix == nil || c.LocationAge > b.s.engine.opts.MaxLocationAge ||
-			c.ActiveTasks >= c.Capacity || !b.conn[id] || b.open[id] {
-			continue
-		}
-		may = append(may, c)
-		if c.ActiveTasks > 0 {
-			busyIDs = append(busyIDs, c.ID)
+		if c := infos[id]; b.s.engine.mayTake(c) && c.ActiveTasks > 0 {
+			busyIDs = append(busyIDs, id)
 		}
 	}
-	if len(busyIDs) > 0 && b.readHeld(ctx, busyIDs) != nil {
+	if b.readAll(ctx, ids, busyIDs) != nil {
 		return
+	}
+	// The couriers who may take a task of the batch (route is asked only about where they will be free).
+	var may []CourierInfo
+	for _, id := range ids {
+		if c := infos[id]; b.s.engine.mayTake(c) && b.conn[id] && !b.open[id] {
+			may = append(may, c)
+		}
 	}
 	mr, ok := b.s.routes.(MatrixRoutes)
 	if !ok {
@@ -431,6 +432,27 @@ func (b *batch) read(ctx context.Context, ids []string) error {
 	for _, id := range todo {
 		b.known[id] = true
 		b.conn[id], b.open[id], b.readAt[id] = conn[id], open[id], at
+	}
+	return nil
+}
+
+// readAll reads, in one read, dispatch's state of the couriers in ids (as read does) and the tasks held
+// by the couriers in heldOf (as readHeld does), all of them unknown to the batch so far.
+func (b *batch) readAll(ctx context.Context, ids, heldOf []string) error {
+	at := b.s.offering.now()
+	st, err := b.s.store.CourierStates(ctx, ids, b.s.now().Add(-3*HeartbeatInterval), heldOf)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		b.known[id] = true
+		b.conn[id], b.open[id], b.readAt[id] = st.Connected[id], st.OfferOpen[id], at
+	}
+	for _, id := range heldOf {
+		b.heldOf[id] = st.Held[id]
+		if b.heldOf[id] == nil {
+			b.heldOf[id] = []Task{} // none: known all the same
+		}
 	}
 	return nil
 }

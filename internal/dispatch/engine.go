@@ -271,6 +271,12 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 	return fresh, nil
 }
 
+// mayTake reports whether the courier service's answer c leaves c free to take some task: available,
+// with a fresh fix and room (staticExclusion's checks that do not depend on the task).
+func (e *Engine) mayTake(c CourierInfo) bool {
+	return c.Status == CourierAvailable && c.Fix != nil && c.LocationAge <= e.opts.MaxLocationAge && c.ActiveTasks < c.Capacity
+}
+
 // staticExclusion returns why c is excluded from what the courier service told: "" when it is not.
 func (s *search) staticExclusion(c CourierInfo) ExclusionReason {
 	if r, ok := s.taskExcluded[c.ID]; ok {

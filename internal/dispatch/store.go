@@ -246,6 +246,19 @@ type Store interface {
 	// Purge deletes what retention no longer keeps: acknowledged deliveries, deliveries and command
 	// records older than before, and request ids of tasks created before requestsBefore.
 	Purge(ctx context.Context, before time.Time) (int64, error)
+	// CourierStates returns, in one read, what Connected(courierIDs, since), OfferOpen(courierIDs) and
+	// HeldTasksOf(heldOf) would return.
+	CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (CourierStates, error)
+}
+
+// CourierStates is dispatch's own state of some couriers (Store.CourierStates).
+type CourierStates struct {
+	// Connected are the couriers holding an open session with a recent heartbeat, as Store.Connected.
+	Connected map[string]bool
+	// OfferOpen are the couriers with an open offer, as Store.OfferOpen.
+	OfferOpen map[string]bool
+	// Held are the tasks each courier holds, as Store.HeldTasksOf.
+	Held map[string][]Task
 }
 
 // Event topics of the dispatch event feed.

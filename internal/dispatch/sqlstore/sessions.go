@@ -273,12 +273,12 @@ func (s *Store) Connected(ctx context.Context, courierIDs []string, since time.T
 	if len(courierIDs) == 0 {
 		return out, nil
 	}
-	args := []any{true, s.time(since)}
-	for _, id := range courierIDs {
-		args = append(args, id)
+	cond, arg, err := s.inList("courier_id", 3, courierIDs)
+	if err != nil {
+		return nil, err
 	}
-	rows, err := s.read.QueryContext(ctx, `SELECT courier_id FROM sessions WHERE is_open = $1 AND heartbeat > $2 AND courier_id IN (`+
-		placeholders(3, len(courierIDs))+`)`, args...)
+	rows, err := s.read.QueryContext(ctx, `SELECT courier_id FROM sessions WHERE is_open = $1 AND heartbeat > $2 AND `+cond,
+		true, s.time(since), arg)
 	if err != nil {
 		return nil, s.e.MapError(err, "look up connected couriers")
 	}

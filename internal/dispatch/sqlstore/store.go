@@ -127,6 +127,8 @@ type Store struct {
 	close func() error
 	jobs  EnqueueJobs
 	nudge func()
+	// held are the held tasks' fields decoded before (held.go).
+	held heldCache
 }
 
 var _ dispatch.Store = (*Store)(nil)

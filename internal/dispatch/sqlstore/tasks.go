@@ -396,12 +396,12 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 		cur := make(map[string]dispatch.Task, len(ids))
 		for start := 0; start < len(ids); start += maxBatchLock {
 			part := ids[start:min(start+maxBatchLock, len(ids))]
-			args := make([]any, len(part))
-			for i, id := range part {
-				args[i] = id
+			cond, arg, err := s.inList("id", 1, part)
+			if err != nil {
+				return err
 			}
-			got, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE id IN (`+placeholders(1, len(part))+`) ORDER BY id`+s.e.Lock,
-				fmt.Sprintf("load %d tasks", len(part)), args...)
+			got, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE `+cond+` ORDER BY id`+s.e.Lock,
+				fmt.Sprintf("load %d tasks", len(part)), arg)
 			if err != nil {
 				return err
 			}
@@ -542,36 +542,20 @@ func (s *Store) LeaseDue(ctx context.Context, owner string, now time.Time, lease
 	if owner == "" || lease <= 0 {
 		return nil, apperr.Errorf(apperr.Invalid, "lease needs an owner and a positive duration")
 	}
-	var out []dispatch.Task
-	err = s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
-		// Times compare as stored, to the microsecond. The pick sorts narrow rows; only the tasks picked
-		// are read whole, and sorted again here.
-		due, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE id IN (
-				SELECT id FROM tasks`+s.e.DueIndex+` WHERE due_time <= $1 AND (lease_until IS NULL OR lease_until < $1)
-				ORDER BY priority_rank DESC, create_time, id LIMIT $2`+s.e.SkipLocked+`)`,
-			"pick due tasks", s.time(now), limit)
-		if err != nil || len(due) == 0 {
-			out = nil
-			return err
-		}
-		slices.SortFunc(due, func(a, b dispatch.Task) int {
-			return cmp.Or(cmp.Compare(b.Priority.Rank(), a.Priority.Rank()), a.CreateTime.Compare(b.CreateTime), strings.Compare(a.ID, b.ID))
-		})
-		args := []any{owner, s.time(now.Add(lease))}
-		for _, t := range due {
-			args = append(args, t.ID)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (`+
-			placeholders(3, len(due))+`)`, args...); err != nil {
-			return s.e.MapError(err, fmt.Sprintf("lease %d tasks", len(due)))
-		}
-		out = due
-		return nil
-	})
-	if err != nil {
+	// One statement picks and leases (a round trip, and no transaction around it): the pick walks the
+	// rows in lease order and stops at the limit; it takes only narrow columns, and only the tasks
+	// leased are returned whole, then sorted here. Times compare as stored, to the microsecond.
+	due, err := s.queryTasks(ctx, s.db, `UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (
+			SELECT id FROM tasks`+s.e.DueIndex+` WHERE due_time <= $3 AND (lease_until IS NULL OR lease_until < $3)
+			ORDER BY priority_rank DESC, create_time, id LIMIT $4`+s.e.SkipLocked+`)
+		RETURNING `+taskColumns, "lease due tasks", owner, s.time(now.Add(lease)), s.time(now), limit)
+	if err != nil || len(due) == 0 {
 		return nil, err
 	}
-	return out, nil
+	slices.SortFunc(due, func(a, b dispatch.Task) int {
+		return cmp.Or(cmp.Compare(b.Priority.Rank(), a.Priority.Rank()), a.CreateTime.Compare(b.CreateTime), strings.Compare(a.ID, b.ID))
+	})
+	return due, nil
 }
 
 // Unlease implements dispatch.Store.
@@ -588,12 +572,11 @@ func (s *Store) Unlease(ctx context.Context, taskID, owner string) error {
 func (s *Store) UnleaseTasks(ctx context.Context, taskIDs []string, owner string) error {
 	for start := 0; start < len(taskIDs); start += maxBatchLock {
 		part := taskIDs[start:min(start+maxBatchLock, len(taskIDs))]
-		args := []any{owner}
-		for _, id := range part {
-			args = append(args, id)
+		cond, arg, err := s.inList("id", 2, part)
+		if err != nil {
+			return err
 		}
-		_, err := s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND id IN (`+
-			placeholders(2, len(part))+`)`, args...)
+		_, err = s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND `+cond, owner, arg)
 		if err != nil {
 			return s.e.MapError(err, fmt.Sprintf("unlease %d tasks", len(part)))
 		}
@@ -627,61 +610,28 @@ func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Tas
 	return out, nil
 }
 
-// heldDoc is what HeldTasksOf decodes of a task's doc: decoding into it skips the rest of the document
-// (history, offers, proofs) instead of building it.
-type heldDoc struct {
-	ID         string
-	State      dispatch.State
-	CourierID  string
-	Pickup     dispatch.Stop
-	Dropoff    dispatch.Stop
-	AssignTime time.Time
-}
-
-// HeldTasksOf implements dispatch.Store in one query (each courier's tasks ordered as HeldTasks orders
-// them), decoding only the fields it promises.
+// HeldTasksOf implements dispatch.Store in one query of the columns (each courier's tasks ordered as
+// HeldTasks orders them), decoding only the fields it promises, and only of the tasks whose version it
+// has not decoded before (heldTasks).
 func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]dispatch.Task, error) {
-	out := map[string][]dispatch.Task{}
 	if len(courierIDs) == 0 {
-		return out, nil
+		return map[string][]dispatch.Task{}, nil
 	}
-	args := []any{string(dispatch.StateAssigned), string(dispatch.StatePickedUp)}
-	for _, id := range courierIDs {
-		args = append(args, id)
+	cond, arg, err := s.inList("courier_id", 3, courierIDs)
+	if err != nil {
+		return nil, err
 	}
 	what := fmt.Sprintf("load tasks held by %d couriers", len(courierIDs))
-	rows, err := s.read.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE state IN ($1, $2) AND courier_id IN (`+
-		placeholders(3, len(courierIDs))+`)`, args...)
+	rows, err := s.read.QueryContext(ctx, `SELECT id, courier_id, version FROM tasks WHERE state IN ($1, $2) AND `+cond,
+		string(dispatch.StateAssigned), string(dispatch.StatePickedUp), arg)
 	if err != nil {
 		return nil, s.e.MapError(err, what)
 	}
-	all, err := collect(rows, func(r scanner) (dispatch.Task, error) {
-		var (
-			version int64
-			doc     []byte
-			h       heldDoc
-		)
-		if err := r.Scan(&version, &doc); err != nil {
-			return dispatch.Task{}, err
-		}
-		if err := decode(doc, &h, "held task"); err != nil {
-			return dispatch.Task{}, err
-		}
-		return dispatch.Task{ID: h.ID, State: h.State, CourierID: h.CourierID, Pickup: h.Pickup, Dropoff: h.Dropoff,
-			AssignTime: h.AssignTime, Version: version}, nil
-	})
+	refs, err := collect(rows, scanHeldRef)
 	if err != nil {
 		return nil, s.e.MapError(err, what)
 	}
-	for _, t := range all {
-		out[t.CourierID] = append(out[t.CourierID], t)
-	}
-	for _, ts := range out {
-		slices.SortFunc(ts, func(a, b dispatch.Task) int {
-			return cmp.Or(a.AssignTime.Compare(b.AssignTime), strings.Compare(a.ID, b.ID))
-		})
-	}
-	return out, nil
+	return s.heldTasks(ctx, refs)
 }
 
 // OfferedTasks implements dispatch.Store (ties broken by task id).
@@ -709,12 +659,12 @@ func (s *Store) OfferOpen(ctx context.Context, courierIDs []string) (map[string]
 	if len(courierIDs) == 0 {
 		return out, nil
 	}
-	args := []any{string(dispatch.StateOffered)}
-	for _, id := range courierIDs {
-		args = append(args, id)
+	cond, arg, err := s.inList("offer_courier_id", 2, courierIDs)
+	if err != nil {
+		return nil, err
 	}
-	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks WHERE state = $1 AND offer_courier_id IN (`+
-		placeholders(2, len(courierIDs))+`)`, args...)
+	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks`+s.offerIndex()+` WHERE state = $1 AND `+cond,
+		string(dispatch.StateOffered), arg)
 	if err != nil {
 		return nil, s.e.MapError(err, "look up open offers")
 	}

@@ -486,6 +486,51 @@ func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
 	heldOf, err = s.HeldTasksOf(ctx, []string{courierID(2), courierID(1)})
 	checkOf("HeldTasksOf(couriers 2, 1) after acceptance", heldOf, err,
 		map[string][]int{courierID(1): {2, 3, 4}, courierID(2): {7, 6}})
+	// A held task read before and changed since is read as it is now (a store may keep what it read of
+	// a task, but only for the version it read).
+	set(ctx, t, s, taskID(2), func(cur dispatch.Task) dispatch.Task {
+		cur.State = dispatch.StatePickedUp
+		cur.Dropoff.Location.Lat += 0.001
+		return cur
+	})
+	heldOf, err = s.HeldTasksOf(ctx, []string{courierID(1)})
+	checkOf("HeldTasksOf(courier 1) after a pickup", heldOf, err, map[string][]int{courierID(1): {2, 3, 4}})
+	full = mustGet(ctx, t, s, taskID(2))
+	want = dispatch.Task{ID: full.ID, State: dispatch.StatePickedUp, CourierID: full.CourierID, Pickup: full.Pickup, Dropoff: full.Dropoff,
+		AssignTime: full.AssignTime, Version: full.Version}
+	if diff := cmp.Diff(want, heldOf[courierID(1)][0], cmpOpts...); err == nil && diff != "" {
+		t.Errorf("HeldTasksOf's task 2 after a pickup (-want +got):\n%s", diff)
+	}
+	// CourierStates answers what Connected, OfferOpen and HeldTasksOf answer, in one read.
+	for n, sess := range map[int]dispatch.Session{1: {SessionID: "a", Open: true, Heartbeat: at(5)}, 3: {SessionID: "b", Open: false, Heartbeat: at(5)}} {
+		if _, err := s.UpdateSession(ctx, courierID(n), func(dispatch.Session) (dispatch.Session, error) { return sess, nil }); err != nil {
+			t.Fatalf("UpdateSession(courier %d): %v", n, err)
+		}
+	}
+	some := []string{courierID(1), courierID(2), courierID(3)}
+	states, err := s.CourierStates(ctx, some, at(1), []string{courierID(2), courierID(1), courierID(3)})
+	if err != nil {
+		t.Fatalf("CourierStates: %v", err)
+	}
+	if want := map[string]bool{courierID(1): true}; !cmp.Equal(want, states.Connected) {
+		t.Errorf("CourierStates' Connected = %v, want %v", states.Connected, want)
+	}
+	if want, err := s.OfferOpen(ctx, some); err != nil || !cmp.Equal(want, states.OfferOpen) {
+		t.Errorf("CourierStates' OfferOpen = %v, want %v (%v)", states.OfferOpen, want, err)
+	}
+	checkOf("CourierStates' Held", states.Held, nil, map[string][]int{courierID(1): {2, 3, 4}, courierID(2): {7, 6}})
+	if want, err := s.HeldTasksOf(ctx, some); err != nil || !cmp.Equal(want, states.Held, cmpOpts...) {
+		t.Errorf("CourierStates' Held = %v, want %v (%v)", states.Held, want, err)
+	}
+	if states, err := s.CourierStates(ctx, some, at(6), nil); err != nil || len(states.Connected) != 0 || len(states.Held) != 0 {
+		t.Errorf("CourierStates(since minute 6, no held) = %+v, %v, want none connected, no held", states, err)
+	}
+	if states, err := s.CourierStates(ctx, nil, at(1), []string{courierID(2)}); err != nil || len(states.Connected) != 0 || len(states.OfferOpen) != 0 || len(states.Held[courierID(2)]) != 2 {
+		t.Errorf("CourierStates(held of courier 2 only) = %+v, %v, want its 2 tasks", states, err)
+	}
+	if states, err := s.CourierStates(ctx, nil, at(1), nil); err != nil || len(states.Connected)+len(states.OfferOpen)+len(states.Held) != 0 {
+		t.Errorf("CourierStates(none) = %+v, %v, want empty", states, err)
+	}
 	if open, err := s.OfferOpen(ctx, nil); err != nil || len(open) != 0 {
 		t.Errorf("OfferOpen(none) = %v, %v, want empty", open, err)
 	}

@@ -1,0 +1,257 @@
+package sqlstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/platform/database"
+)
+
+// Held tasks without their documents. The engine asks for the tasks its busy candidates hold many times
+// over (every batch whose searches find a courier), and of each it needs a few fields of the document
+// (heldDoc); a task's document only changes with its version. So the reads of held tasks select each
+// task's id and version from the columns, and decode the document only of a task whose version the
+// store has not decoded before: the fields decoded are kept per task id with their version (heldCache).
+
+// maxHeldCache bounds the tasks heldCache keeps: beyond it, it starts afresh.
+const maxHeldCache = 1 << 15
+
+// heldCache is the held fields of tasks decoded before, by task id, each with the version it was
+// decoded at. Safe for concurrent use; the zero value is empty.
+type heldCache struct {
+	mu    sync.Mutex
+	tasks map[string]dispatch.Task
+}
+
+// get returns task id's fields at version, if decoded before.
+func (c *heldCache) get(id string, version int64) (dispatch.Task, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.tasks[id]
+	return t, ok && t.Version == version
+}
+
+// put keeps ts.
+func (c *heldCache) put(ts []dispatch.Task) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tasks == nil || len(c.tasks)+len(ts) > maxHeldCache {
+		c.tasks = make(map[string]dispatch.Task, len(ts))
+	}
+	for _, t := range ts {
+		c.tasks[t.ID] = t
+	}
+}
+
+// heldRef is a held task as the columns say: its id, holder and version.
+type heldRef struct {
+	id, courierID string
+	version       int64
+}
+
+// heldDoc is what the reads of held tasks decode of a task's doc: decoding into it skips the rest of
+// the document (history, offers, proofs) instead of building it.
+type heldDoc struct {
+	ID         string
+	State      dispatch.State
+	CourierID  string
+	Pickup     dispatch.Stop
+	Dropoff    dispatch.Stop
+	AssignTime time.Time
+}
+
+// heldTasks returns the tasks of refs by holder, ordered as HeldTasks orders them: from heldCache, and
+// in one more read those whose version it does not have. A task that changed hands or stopped being
+// held between the reads is left out, as if the first read had come after the change.
+func (s *Store) heldTasks(ctx context.Context, refs []heldRef) (map[string][]dispatch.Task, error) {
+	out := map[string][]dispatch.Task{}
+	var missing []heldRef
+	for _, r := range refs {
+		if t, ok := s.held.get(r.id, r.version); ok && t.CourierID == r.courierID {
+			out[r.courierID] = append(out[r.courierID], t)
+			continue
+		}
+		missing = append(missing, r)
+	}
+	if len(missing) > 0 {
+		got, err := s.decodeHeld(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		s.held.put(got)
+		holder := make(map[string]string, len(missing))
+		for _, r := range missing {
+			holder[r.id] = r.courierID
+		}
+		for _, t := range got {
+			if (t.State == dispatch.StateAssigned || t.State == dispatch.StatePickedUp) && t.CourierID == holder[t.ID] {
+				out[t.CourierID] = append(out[t.CourierID], t)
+			}
+		}
+	}
+	for _, ts := range out {
+		slices.SortFunc(ts, func(a, b dispatch.Task) int {
+			return cmp.Or(a.AssignTime.Compare(b.AssignTime), strings.Compare(a.ID, b.ID))
+		})
+	}
+	return out, nil
+}
+
+// decodeHeld reads the documents of refs' tasks, in one read per maxBatchLock of them, and decodes
+// their held fields.
+func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task, error) {
+	var out []dispatch.Task
+	for start := 0; start < len(refs); start += maxBatchLock {
+		part := refs[start:min(start+maxBatchLock, len(refs))]
+		ids := make([]string, len(part))
+		for i, r := range part {
+			ids[i] = r.id
+		}
+		cond, arg, err := s.inList("id", 1, ids)
+		if err != nil {
+			return nil, err
+		}
+		what := fmt.Sprintf("load %d held tasks", len(part))
+		rows, err := s.read.QueryContext(ctx, `SELECT version, doc FROM tasks WHERE `+cond, arg)
+		if err != nil {
+			return nil, s.e.MapError(err, what)
+		}
+		got, err := collect(rows, func(r scanner) (dispatch.Task, error) {
+			var (
+				version int64
+				doc     []byte
+				h       heldDoc
+			)
+			if err := r.Scan(&version, &doc); err != nil {
+				return dispatch.Task{}, err
+			}
+			if err := decode(doc, &h, "held task"); err != nil {
+				return dispatch.Task{}, err
+			}
+			return dispatch.Task{ID: h.ID, State: h.State, CourierID: h.CourierID, Pickup: h.Pickup, Dropoff: h.Dropoff,
+				AssignTime: h.AssignTime, Version: version}, nil
+		})
+		if err != nil {
+			return nil, s.e.MapError(err, what)
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+// scanHeldRef scans id, courier_id, version.
+func scanHeldRef(r scanner) (heldRef, error) {
+	var h heldRef
+	err := r.Scan(&h.id, &h.courierID, &h.version)
+	return h, err
+}
+
+// CourierStates implements dispatch.Store in one statement: the connected couriers (as Connected), the
+// couriers with an open offer (as OfferOpen) and the held tasks' ids and versions (as HeldTasksOf), one
+// part of a UNION ALL each; the held tasks' fields then come from heldTasks.
+func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
+	out := dispatch.CourierStates{Connected: map[string]bool{}, OfferOpen: map[string]bool{}, Held: map[string][]dispatch.Task{}}
+	if len(courierIDs) == 0 && len(heldOf) == 0 {
+		return out, nil
+	}
+	var (
+		args  []any
+		parts []string
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	in := func(col string, ids []string) (string, error) {
+		cond, v, err := s.inList(col, len(args)+1, ids)
+		args = append(args, v)
+		return cond, err
+	}
+	if len(courierIDs) > 0 {
+		open, heartbeat, offered := arg(true), arg(s.time(since)), arg(string(dispatch.StateOffered))
+		conn, err := in("courier_id", courierIDs)
+		if err != nil {
+			return dispatch.CourierStates{}, err
+		}
+		offer := strings.Replace(conn, "courier_id", "offer_courier_id", 1) // the same argument
+		parts = append(parts,
+			`SELECT 'c', courier_id, '', 0 FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn,
+			`SELECT DISTINCT 'o', offer_courier_id, '', 0 FROM tasks`+s.offerIndex()+` WHERE state = `+offered+` AND `+offer)
+	}
+	if len(heldOf) > 0 {
+		assigned, pickedUp := arg(string(dispatch.StateAssigned)), arg(string(dispatch.StatePickedUp))
+		held, err := in("courier_id", heldOf)
+		if err != nil {
+			return dispatch.CourierStates{}, err
+		}
+		parts = append(parts, `SELECT 'h', courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND `+held)
+	}
+	what := fmt.Sprintf("look up the state of %d couriers", len(courierIDs)+len(heldOf))
+	rows, err := s.read.QueryContext(ctx, strings.Join(parts, " UNION ALL "), args...)
+	if err != nil {
+		return dispatch.CourierStates{}, s.e.MapError(err, what)
+	}
+	type row struct {
+		kind string
+		ref  heldRef
+	}
+	got, err := collect(rows, func(r scanner) (row, error) {
+		var x row
+		err := r.Scan(&x.kind, &x.ref.courierID, &x.ref.id, &x.ref.version)
+		return x, err
+	})
+	if err != nil {
+		return dispatch.CourierStates{}, s.e.MapError(err, what)
+	}
+	var refs []heldRef
+	for _, x := range got {
+		switch x.kind {
+		case "c":
+			out.Connected[x.ref.courierID] = true
+		case "o":
+			out.OfferOpen[x.ref.courierID] = true
+		case "h":
+			refs = append(refs, x.ref)
+		}
+	}
+	if len(refs) > 0 {
+		if out.Held, err = s.heldTasks(ctx, refs); err != nil {
+			return dispatch.CourierStates{}, err
+		}
+	}
+	return out, nil
+}
+
+// inList returns the condition that col is one of ids, with ids as the one argument $n: `col = ANY($n)`
+// (a text[]) on PostgreSQL, `col IN (SELECT value FROM json_each($n))` (a JSON array) on SQLite. One
+// argument whatever the number of ids keeps the statement's text the same from call to call (a
+// statement cache keeps one statement, not one per length of the list), and SQLite's driver binds each
+// argument by looking through all of them, which is quadratic in their number.
+func (s *Store) inList(col string, n int, ids []string) (string, any, error) {
+	if s.e.Dialect == database.Postgres {
+		return col + " = ANY($" + strconv.Itoa(n) + ")", ids, nil
+	}
+	doc, err := json.Marshal(ids)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode %d ids: %w", len(ids), err)
+	}
+	return col + " IN (SELECT value FROM json_each($" + strconv.Itoa(n) + "))", string(doc), nil
+}
+
+// offerIndex follows the tasks table in a read of open offers by courier: on SQLite it names the index
+// by offer courier, which the planner, not knowing how many ids a JSON list holds (inList), would
+// otherwise pass over for the index by state.
+func (s *Store) offerIndex() string {
+	if s.e.Dialect == database.SQLite {
+		return " INDEXED BY tasks_offer_courier"
+	}
+	return ""
+}
