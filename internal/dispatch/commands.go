@@ -300,23 +300,15 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	cur, err := s.store.TaskByOffer(ctx, offerID)
-	if err != nil {
-		if apperr.CodeOf(err) == apperr.NotFound {
-			return nil, fail(cmdErr(apperr.NotFound, "", "offer %s not found", offerID))
-		}
-		return nil, fmt.Errorf("find offer %s: %w", offerID, err)
-	}
-	if o := cur.Offer(offerID); o == nil || o.CourierID != courierID {
-		return nil, fail(cmdErr(apperr.NotFound, "", "offer %s not found", offerID))
-	}
 	p := auth.FromContext(ctx)
 	var accepted time.Duration
 	var unchanged Task
-	t, err := s.store.UpdateTask(ctx, cur.ID, func(t Task) (Change, error) {
+	// One transaction finds the task by the offer and locks it: the offer's courier never changes, so
+	// checking it under the lock is as good as before it.
+	t, err := s.store.UpdateTaskByOffer(ctx, offerID, func(t Task) (Change, error) {
 		now := s.now()
 		o := t.Offer(offerID)
-		if o == nil {
+		if o == nil || o.CourierID != courierID {
 			return Change{}, fail(cmdErr(apperr.NotFound, "", "offer %s not found", offerID))
 		}
 		switch {
@@ -360,6 +352,8 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 	switch {
 	case errors.Is(err, errNoChange):
 		t = unchanged
+	case apperr.CodeOf(err) == apperr.NotFound: // the store's: no task has the offer
+		return nil, fail(cmdErr(apperr.NotFound, "", "offer %s not found", offerID))
 	case err != nil:
 		return nil, err
 	default:

@@ -166,6 +166,9 @@ type Store interface {
 	CreateTask(ctx context.Context, t Task) (out Task, created bool, err error)
 	// GetTask returns the task with id. NotFound when there is none.
 	GetTask(ctx context.Context, id string) (Task, error)
+	// TaskHolder returns the state and the holder (CourierID) of the task with id, without reading the
+	// rest of it. NotFound when there is none.
+	TaskHolder(ctx context.Context, id string) (state State, courierID string, err error)
 	// TaskByOffer returns the task that has the offer with offerID. NotFound when none has.
 	TaskByOffer(ctx context.Context, offerID string) (Task, error)
 	// ListTasks returns up to q.Limit tasks matching q.Filter after q's cursor, newest first.
@@ -181,6 +184,9 @@ type Store interface {
 	// UpdateTask locks the task with id, runs fn on it and writes what fn returns, in one transaction.
 	// When fn fails nothing is written and its error is returned. NotFound when there is no such task.
 	UpdateTask(ctx context.Context, id string, fn func(Task) (Change, error)) (Task, error)
+	// UpdateTaskByOffer is UpdateTask for the task that has the offer with offerID, found and locked by
+	// one read in the transaction. NotFound when no task has that offer.
+	UpdateTaskByOffer(ctx context.Context, offerID string, fn func(Task) (Change, error)) (Task, error)
 	// UpdateTasks applies updates as UpdateTask would, one after the other, in one transaction when it
 	// can: it returns, per update, the task written or the error. An update whose closure fails writes
 	// nothing and gets the closure's error; the others are written all the same. When the transaction

@@ -358,14 +358,14 @@ func (s *Service) RunJob(ctx context.Context, j Job) error {
 		}
 		return err
 	case JobClaim:
-		t, err := s.store.GetTask(ctx, j.TaskID)
+		state, holder, err := s.store.TaskHolder(ctx, j.TaskID)
 		if err != nil {
 			if apperr.CodeOf(err) == apperr.NotFound {
 				return nil
 			}
 			return err
 		}
-		if !(t.State.Held() && t.CourierID == j.CourierID) {
+		if !(state.Held() && holder == j.CourierID) {
 			return nil // released or reassigned since: the release job undoes any claim
 		}
 		if j.Previous != "" && j.Previous != j.CourierID {

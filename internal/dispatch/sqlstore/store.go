@@ -14,22 +14,24 @@
 // without rewriting doc). The JSON follows Task's Go field names: renaming a field of Task (or of a type
 // it holds) needs a migration of the stored docs; adding one does not (older docs read it as zero).
 // Decisions are stored the same way, in decisions.doc. Every offer of every task also has a row in
-// offers (offer id, task, courier), for TaskByOffer; a row once written is never changed.
+// offers (offer id, task, courier), for TaskByOffer and UpdateTaskByOffer; a row once written is never
+// changed.
 //
 // Times are truncated to the microsecond and returned in UTC, in columns and docs alike, so a round trip
 // is exact at that precision on both engines.
 //
 // # Transactions and locks
 //
-// UpdateTask and UpdateSession read, run the domain's closure and write in one transaction, the read
-// locking the row first: on PostgreSQL with SELECT ... FOR UPDATE, on SQLite by the write lock that
-// database.OpenSQLite's transactions take at BEGIN (BEGIN IMMEDIATE on a single connection), so there
-// they run one at a time. The UPDATE also checks the version it read (WHERE version = old), a second
-// guard that makes a lost update impossible even if the lock were missing. On PostgreSQL a transaction
-// aborted to break a deadlock or a serialization conflict runs again from the start (a few times, after
-// a short randomized pause), so the closures must be pure: no effect outside what they return. Nor may a
-// closure call the Store: on SQLite the transaction holds the only connection, so the call would wait
-// for it forever; on PostgreSQL it would read outside the transaction.
+// UpdateTask, UpdateTaskByOffer and UpdateSession read, run the domain's closure and write in one
+// transaction, the read locking the row first: on PostgreSQL with SELECT ... FOR UPDATE, on SQLite by
+// the write lock that database.OpenSQLite's transactions take at BEGIN (BEGIN IMMEDIATE on a single
+// connection), so there they run one at a time. The UPDATE also checks the version it read (WHERE
+// version = old), a second guard that makes a lost update impossible even if the lock were missing. On
+// PostgreSQL a transaction aborted to break a deadlock or a serialization conflict runs again from the
+// start (a few times, after a short randomized pause), so the closures must be pure: no effect outside
+// what they return. Nor may a closure call the Store: on SQLite the transaction holds the only writer
+// connection, so a write would wait for it forever; a read, there and on PostgreSQL, would run outside
+// the transaction.
 //
 // Every write to a task (CreateTask when it creates, UpdateTask) appends a dispatch.TopicTask event
 // (key the task id, payload the task's new state) to the service's event log (package sqllog, in the

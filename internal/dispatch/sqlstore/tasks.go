@@ -153,10 +153,32 @@ func (s *Store) getTask(ctx context.Context, q querier, id, lock string) (dispat
 	return t, nil
 }
 
+// TaskHolder implements dispatch.Store from the state and courier_id columns, which every write of the
+// task sets with its doc.
+func (s *Store) TaskHolder(ctx context.Context, id string) (dispatch.State, string, error) {
+	var (
+		state   string
+		courier sql.NullString
+	)
+	err := s.read.QueryRowContext(ctx, `SELECT state, courier_id FROM tasks WHERE id = $1`, id).Scan(&state, &courier)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", taskNotFound(id)
+	}
+	if err != nil {
+		return "", "", s.e.MapError(err, "load holder of task "+id)
+	}
+	return dispatch.State(state), courier.String, nil
+}
+
 // TaskByOffer implements dispatch.Store.
 func (s *Store) TaskByOffer(ctx context.Context, offerID string) (dispatch.Task, error) {
-	t, err := scanTask(s.read.QueryRowContext(ctx, `
-		SELECT `+taskColumns+` FROM tasks WHERE id = (SELECT task_id FROM offers WHERE offer_id = $1)`, offerID))
+	return s.taskByOffer(ctx, s.read, offerID, "")
+}
+
+// taskByOffer reads the task that has offer offerID, ending the statement with lock.
+func (s *Store) taskByOffer(ctx context.Context, q querier, offerID, lock string) (dispatch.Task, error) {
+	t, err := scanTask(q.QueryRowContext(ctx, `
+		SELECT `+taskColumns+` FROM tasks WHERE id = (SELECT task_id FROM offers WHERE offer_id = $1)`+lock, offerID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return dispatch.Task{}, apperr.Errorf(apperr.NotFound, "offer %s not found", offerID)
 	}
@@ -269,9 +291,20 @@ func (s *Store) CountByState(ctx context.Context) (map[dispatch.State]int, error
 // says, and gets the stored version plus one. On PostgreSQL fn may run more than once (see the package
 // documentation).
 func (s *Store) UpdateTask(ctx context.Context, id string, fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
+	return s.updateTask(ctx, func(tx *sql.Tx) (dispatch.Task, error) { return s.getTask(ctx, tx, id, s.e.Lock) }, fn)
+}
+
+// UpdateTaskByOffer implements dispatch.Store: UpdateTask for the task read and locked by its offer's
+// id, in one statement.
+func (s *Store) UpdateTaskByOffer(ctx context.Context, offerID string, fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
+	return s.updateTask(ctx, func(tx *sql.Tx) (dispatch.Task, error) { return s.taskByOffer(ctx, tx, offerID, s.e.Lock) }, fn)
+}
+
+// updateTask is UpdateTask with the task read (and locked) in the transaction by read.
+func (s *Store) updateTask(ctx context.Context, read func(*sql.Tx) (dispatch.Task, error), fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
 	var out dispatch.Task
 	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
-		cur, err := s.getTask(ctx, tx, id, s.e.Lock)
+		cur, err := read(tx)
 		if err != nil {
 			return err
 		}

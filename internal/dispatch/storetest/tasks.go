@@ -149,6 +149,49 @@ func testTaskByOffer(t *testing.T, s *sqlstore.Store) {
 	}
 	_, err = s.TaskByOffer(ctx, offerID(9))
 	wantCode(t, "TaskByOffer(unknown)", err, apperr.NotFound)
+
+	// UpdateTaskByOffer: the task of the offer, as UpdateTask would give it, written with its version.
+	want := mustGet(ctx, t, s, taskID(2))
+	out, err := s.UpdateTaskByOffer(ctx, offerID(2), func(cur dispatch.Task) (dispatch.Change, error) {
+		if diff := cmp.Diff(want, cur, cmpOpts...); diff != "" {
+			t.Errorf("UpdateTaskByOffer(offer 2) closure got (-stored +got):\n%s", diff)
+		}
+		return dispatch.Change{Task: assign(cur, 2, 4)}, nil
+	})
+	if err != nil || out.ID != taskID(2) || out.Version != 4 || out.State != dispatch.StateAssigned {
+		t.Errorf("UpdateTaskByOffer(offer 2) = %s version %d %s, %v, want %s version 4 ASSIGNED", out.ID, out.Version, out.State, err, taskID(2))
+	}
+	if diff := cmp.Diff(out, mustGet(ctx, t, s, taskID(2)), cmpOpts...); diff != "" {
+		t.Errorf("GetTask after UpdateTaskByOffer (-want +got):\n%s", diff)
+	}
+	called := false
+	_, err = s.UpdateTaskByOffer(ctx, offerID(9), func(cur dispatch.Task) (dispatch.Change, error) {
+		called = true
+		return dispatch.Change{Task: cur}, nil
+	})
+	wantCode(t, "UpdateTaskByOffer(unknown)", err, apperr.NotFound)
+	if called {
+		t.Error("UpdateTaskByOffer(unknown) ran the closure")
+	}
+}
+
+func testTaskHolder(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	mustCreate(ctx, t, s, newTask(1))
+	holder := func(want dispatch.State, wantCourier string) {
+		t.Helper()
+		state, courier, err := s.TaskHolder(ctx, taskID(1))
+		if err != nil || state != want || courier != wantCourier {
+			t.Errorf("TaskHolder = %s, %q, %v; want %s, %q, nil", state, courier, err, want, wantCourier)
+		}
+	}
+	holder(dispatch.StatePending, "")
+	set(ctx, t, s, taskID(1), func(cur dispatch.Task) dispatch.Task { return offer(cur, 1, 2, 1) })
+	holder(dispatch.StateOffered, "")
+	set(ctx, t, s, taskID(1), func(cur dispatch.Task) dispatch.Task { return assign(cur, 2, 2) })
+	holder(dispatch.StateAssigned, courierID(2))
+	_, _, err := s.TaskHolder(ctx, taskID(9))
+	wantCode(t, "TaskHolder(unknown)", err, apperr.NotFound)
 }
 
 func testListTasks(t *testing.T, s *sqlstore.Store) {

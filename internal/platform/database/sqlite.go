@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"modernc.org/sqlite" // the pure-Go driver; its import also registers it as "sqlite"
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
 )
 
 // sqliteParams configures every connection the pool opens; modernc applies them on connect, so a
@@ -50,6 +50,10 @@ var sqliteParams = url.Values{
 // *sql.Tx only, and rows must be closed before the next query. Reads outside a transaction can run
 // beside it on the database's read pool instead (Reader), which the returned *sql.DB closes with it.
 //
+// Every connection, the writer and those of the read pool, keeps the last StmtCacheSize statements it
+// ran prepared, so that running the same SQL again skips SQLite's parser and planner; callers change
+// nothing (see StmtCacheSize).
+//
 // ":memory:" and "file:" URIs are rejected: stores must be durable, and tests use a temporary file.
 func OpenSQLite(ctx context.Context, path string) (*sql.DB, error) {
 	if err := checkSQLitePath(path); err != nil {
@@ -82,7 +86,7 @@ func OpenSQLite(ctx context.Context, path string) (*sql.DB, error) {
 
 // openSQLitePool opens the single-connection writer pool on path, with no read pool.
 func openSQLitePool(path string) (*sql.DB, error) {
-	c, err := sqlite.NewConnector(path + "?" + sqliteParams)
+	c, err := sqliteConnector(path + "?" + sqliteParams)
 	if err != nil {
 		return nil, err
 	}

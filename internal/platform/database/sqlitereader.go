@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/url"
 	"sync"
-
-	"modernc.org/sqlite"
 )
 
 // SQLiteReadConns is how many connections the read pool of a database opened with OpenSQLite holds.
@@ -47,11 +45,11 @@ func Reader(db *sql.DB) *sql.DB {
 // openSQLiteWithReader opens the writer pool on path (as openSQLitePool) and its read pool, registered
 // for Reader and closed when the writer is.
 func openSQLiteWithReader(path string) (*sql.DB, error) {
-	wc, err := sqlite.NewConnector(path + "?" + sqliteParams)
+	wc, err := sqliteConnector(path + "?" + sqliteParams)
 	if err != nil {
 		return nil, err
 	}
-	rc, err := sqlite.NewConnector(path + "?" + sqliteReadParams)
+	rc, err := sqliteConnector(path + "?" + sqliteReadParams)
 	if err != nil {
 		return nil, err
 	}

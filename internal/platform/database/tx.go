@@ -18,7 +18,8 @@ import (
 // it); when fn panics or calls runtime.Goexit (t.Fatal) it is rolled back and the panic continues.
 // Failing to begin or commit for want of the database is Unavailable (Classify).
 //
-// fn must use tx only: with OpenSQLite's single connection, a query on db inside fn waits forever.
+// fn must use tx only: with OpenSQLite's single writer connection, a query on db inside fn waits
+// forever, and one on Reader(db) runs outside the transaction, without seeing its writes.
 func InTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {

@@ -1,8 +1,8 @@
 // Package jobs runs a service's durable background jobs on River (github.com/riverqueue/river): side
 // effects that must happen exactly once eventually, such as a call to another service after a change,
 // an offer's deadline or a payment step. The job is enqueued in the same transaction as the change
-// (EnqueueTx), so it exists exactly when the change commits, and River works it at least once,
-// retrying with backoff until it succeeds or runs out of attempts.
+// (EnqueueTx, or EnqueueManyTx for several), so it exists exactly when the change commits, and River
+// works it at least once, retrying with backoff until it succeeds or runs out of attempts.
 //
 // Both engines go through database/sql, like the stores: River's riversqlite driver on SQLite and its
 // riverdatabasesql driver on PostgreSQL (with a pgx listener, so a replica hears of new jobs at once),
@@ -149,6 +149,26 @@ func (c *Client) EnqueueTx(ctx context.Context, tx *sql.Tx, args river.JobArgs, 
 		return nil, fmt.Errorf("enqueue job %s: %w", args.Kind(), err)
 	}
 	return res, nil
+}
+
+// EnqueueManyTx inserts jobs as part of tx in one statement, so they run only if tx commits, and
+// returns how many it inserted. It is cheaper than an EnqueueTx per job (River's fast insert: no row is
+// read back), and it is meant for jobs without river.UniqueOpts: it does not report duplicates, and a
+// job that a unique job would make a duplicate fails the insert instead of being skipped. Each job's
+// InsertOpts method and the client's defaults apply.
+func (c *Client) EnqueueManyTx(ctx context.Context, tx *sql.Tx, args []river.JobArgs) (int, error) {
+	if len(args) == 0 {
+		return 0, nil
+	}
+	params := make([]river.InsertManyParams, len(args))
+	for i, a := range args {
+		params[i] = river.InsertManyParams{Args: a}
+	}
+	n, err := c.river.InsertManyFastTx(ctx, tx, params)
+	if err != nil {
+		return 0, fmt.Errorf("enqueue %d jobs (first %s): %w", len(args), args[0].Kind(), err)
+	}
+	return n, nil
 }
 
 // Run works jobs until ctx is done, then stops: running jobs get Options.StopTimeout to finish before

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"maps"
 	"testing"
 	"time"
 
@@ -183,6 +184,60 @@ func TestJobEnqueuedInCommittedTxRunsAndRolledBackNever(t *testing.T) {
 		var n int
 		if err := e.db.QueryRowContext(ctx, "SELECT count(*) FROM river_job").Scan(&n); err != nil || n != 1 {
 			t.Errorf("jobs stored = %d, %v; want 1", n, err)
+		}
+		select {
+		case a := <-w.runs:
+			t.Errorf("unexpected run of %q", a.id)
+		default:
+		}
+	})
+}
+
+func TestJobsEnqueuedManyInCommittedTxRunAndRolledBackNever(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e env) {
+		w := &thingWorker{runs: make(chan attempt, 10)}
+		c := run(t, e, newWorkers(w), jobs.Options{Queues: map[string]int{river.QueueDefault: 1}})
+		ctx := testContext(t)
+
+		storeMany := func(ids []string, fail error) (int, error) {
+			var n int
+			err := database.InTx(ctx, e.db, func(tx *sql.Tx) error {
+				args := make([]river.JobArgs, len(ids))
+				for i, id := range ids {
+					if _, err := tx.ExecContext(ctx, "INSERT INTO things (id) VALUES ($1)", id); err != nil {
+						return err
+					}
+					args[i] = thingArgs{ID: id}
+				}
+				var err error
+				if n, err = c.EnqueueManyTx(ctx, tx, args); err != nil {
+					return err
+				}
+				return fail
+			})
+			return n, err
+		}
+		errRollback := errors.New("roll back")
+		if _, err := storeMany([]string{"lost1", "lost2"}, errRollback); !errors.Is(err, errRollback) {
+			t.Fatalf("storeMany(lost) = %v, want %v", err, errRollback)
+		}
+		if n, err := storeMany(nil, nil); n != 0 || err != nil {
+			t.Fatalf("storeMany(none) = %d, %v; want 0, nil", n, err)
+		}
+		if n, err := storeMany([]string{"kept1", "kept2"}, nil); n != 2 || err != nil {
+			t.Fatalf("storeMany(kept) = %d, %v; want 2, nil", n, err)
+		}
+		got := map[string]int{}
+		for range 2 {
+			a := next(t, w.runs)
+			got[a.id] = a.attempt
+		}
+		if want := map[string]int{"kept1": 1, "kept2": 1}; !maps.Equal(got, want) {
+			t.Errorf("ran %v, want %v", got, want)
+		}
+		var n int
+		if err := e.db.QueryRowContext(ctx, "SELECT count(*) FROM river_job").Scan(&n); err != nil || n != 2 {
+			t.Errorf("jobs stored = %d, %v; want 2", n, err)
 		}
 		select {
 		case a := <-w.runs:
