@@ -88,7 +88,8 @@ func (h *hub) beatEvery(ctx context.Context, interval time.Duration) {
 }
 
 // beat refreshes the heartbeat of every session open on this replica, a few hundred per statement
-// (Store.BeatSessions), which keeps their couriers connected (Store.Connected). A session whose record
+// (Store.BeatSessions), which keeps their couriers connected (Store.Connected), and wakes those that have
+// deliveries they did not send (a safety net: every delivery wakes its sessions). A session whose record
 // was not refreshed was replaced (or closed) meanwhile: it checks its record, and ends if it was replaced,
 // as it would on the TopicSession event. When the write fails, every session checks its record: those
 // whose read fails too end with the store's error, as the stream would without its heartbeat.
@@ -115,8 +116,12 @@ func (h *hub) beat(ctx context.Context) {
 		h.s.logger.Warn("dispatch hub: refresh the session heartbeats", "sessions", len(refs), "err", err)
 	}
 	for ref, c := range local {
-		if !beaten[ref] {
+		last, ok := beaten[ref]
+		switch {
+		case !ok:
 			c.recheck()
+		case last > c.sentCursor():
+			c.poke() // deliveries it has not sent: a wake-up went missing, or it is on its way
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package dispatch_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -93,5 +94,70 @@ func TestTheHubHeartbeatKeepsOpenSessionsConnected(t *testing.T) {
 	}
 	if connected() {
 		t.Errorf("courier connected after Close")
+	}
+}
+
+// A session that missed the wake-up of a delivery (here: no hub runs, so no delivery wakes it) gets it
+// at the next heartbeat, which wakes the sessions whose courier has deliveries they did not send.
+func TestTheHeartbeatWakesASessionThatMissedADelivery(t *testing.T) {
+	f := newSessionFixture(t, dispatch.Options{})
+	opts := f.opts
+	opts.Replica = "replica-quiet"
+	quiet := dispatch.NewService(dispatch.Deps{Store: f.store, Couriers: f.couriers, Routes: f.routes, Metrics: f.metrics}, opts)
+	s := sessOpen(t, quiet, 1, dispatch.Hello{})
+	ctx := sessCtx(t)
+	f.newTask(t, 1, 1)
+	c := f.offer(t, sessTaskID(1), 1, 1)
+	got := make(chan dispatch.Outbound, 1)
+	nctx, cancel := contextWithCancel(t)
+	defer cancel()
+	go func() {
+		out, err := s.Next(nctx)
+		if err != nil {
+			t.Errorf("Next: %v", err)
+		}
+		got <- out
+	}()
+	// Whether Next read the offer at once (it reads once when it starts) or waits, the heartbeat
+	// makes it read what it did not send.
+	for {
+		quiet.BeatSessions(ctx)
+		select {
+		case out := <-got:
+			if out.Offer == nil || out.Cursor != c {
+				t.Fatalf("Next() = %s, want the offer at cursor %d", sessDescribe(out), c)
+			}
+			goto sent
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+sent:
+	// Nothing left to send: the next heartbeat wakes nobody, and Next waits.
+	quiet.BeatSessions(ctx)
+	wctx, wcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer wcancel()
+	if out, err := s.Next(wctx); err != context.DeadlineExceeded {
+		t.Errorf("Next() with nothing to send = %s, %v; want it to wait until the context ends", sessDescribe(out), err)
+	}
+	// A second delivery, no wake-up: the heartbeat wakes it.
+	f.newTask(t, 2, 1)
+	c2 := f.offer(t, sessTaskID(2), 2, 1)
+	go func() {
+		out, err := s.Next(nctx)
+		if err != nil {
+			t.Errorf("Next: %v", err)
+		}
+		got <- out
+	}()
+	for {
+		quiet.BeatSessions(ctx)
+		select {
+		case out := <-got:
+			if out.Offer == nil || out.Cursor != c2 {
+				t.Fatalf("Next() = %s, want the offer at cursor %d", sessDescribe(out), c2)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

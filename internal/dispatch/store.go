@@ -230,9 +230,10 @@ type Store interface {
 	// statement, whichever session is current. NotFound when the courier has no session record.
 	AckSession(ctx context.Context, courierID string, cursor int64) error
 	// BeatSessions sets the heartbeat to at of every record among sessions that is open and whose current
-	// session is the one named, in one statement per few hundred sessions, and returns those it refreshed.
-	// A session it did not refresh was replaced or closed.
-	BeatSessions(ctx context.Context, sessions []SessionRef, at time.Time) (map[SessionRef]bool, error)
+	// session is the one named, in one statement per few hundred sessions, and returns those it refreshed,
+	// each with the highest cursor of its courier's deliveries (0 for none). A session it did not refresh
+	// was replaced or closed.
+	BeatSessions(ctx context.Context, sessions []SessionRef, at time.Time) (map[SessionRef]int64, error)
 	// DeliveriesWithTasks is Deliveries with, for each delivery, the task it names as read in the same
 	// statement.
 	DeliveriesWithTasks(ctx context.Context, courierID string, after int64, limit int) ([]DeliveryWithTask, error)

@@ -228,8 +228,8 @@ const beatChunk = 300
 
 // BeatSessions implements dispatch.Store. The courier ids narrow the update through the primary key; the
 // pairs decide.
-func (s *Store) BeatSessions(ctx context.Context, sessions []dispatch.SessionRef, at time.Time) (map[dispatch.SessionRef]bool, error) {
-	out := map[dispatch.SessionRef]bool{}
+func (s *Store) BeatSessions(ctx context.Context, sessions []dispatch.SessionRef, at time.Time) (map[dispatch.SessionRef]int64, error) {
+	out := map[dispatch.SessionRef]int64{}
 	for chunk := range slices.Chunk(sessions, beatChunk) {
 		n := len(chunk)
 		args := make([]any, 0, 2+3*n)
@@ -248,20 +248,25 @@ func (s *Store) BeatSessions(ctx context.Context, sessions []dispatch.SessionRef
 		rows, err := s.db.QueryContext(ctx, `
 			UPDATE sessions SET heartbeat = $1
 			WHERE is_open = $2 AND courier_id IN (`+placeholders(3, n)+`) AND (courier_id, session_id) IN (VALUES `+pairs.String()+`)
-			RETURNING courier_id, session_id`, args...)
+			RETURNING courier_id, session_id,
+				(SELECT coalesce(max(d.cursor), 0) FROM deliveries d WHERE d.courier_id = sessions.courier_id)`, args...)
 		if err != nil {
 			return nil, s.e.MapError(err, "refresh session heartbeats")
 		}
-		refs, err := collect(rows, func(r scanner) (dispatch.SessionRef, error) {
-			var ref dispatch.SessionRef
-			err := r.Scan(&ref.CourierID, &ref.SessionID)
-			return ref, err
+		type beaten struct {
+			ref  dispatch.SessionRef
+			last int64
+		}
+		got, err := collect(rows, func(r scanner) (beaten, error) {
+			var b beaten
+			err := r.Scan(&b.ref.CourierID, &b.ref.SessionID, &b.last)
+			return b, err
 		})
 		if err != nil {
 			return nil, s.e.MapError(err, "refresh session heartbeats")
 		}
-		for _, ref := range refs {
-			out[ref] = true
+		for _, b := range got {
+			out[b.ref] = b.last
 		}
 	}
 	return out, nil

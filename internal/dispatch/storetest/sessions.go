@@ -287,8 +287,9 @@ func testAckSession(t *testing.T, s *sqlstore.Store) {
 	}
 }
 
-// testBeatSessions: only open records whose current session is the one named are refreshed, exactly;
-// more sessions than one statement takes are all refreshed; nothing is appended.
+// testBeatSessions: only open records whose current session is the one named are refreshed, exactly,
+// each returned with its courier's highest delivery cursor; more sessions than one statement takes are
+// all refreshed; nothing is appended.
 func testBeatSessions(t *testing.T, s *sqlstore.Store) {
 	ctx := testContext(t)
 	recs := map[int]dispatch.Session{
@@ -302,6 +303,21 @@ func testBeatSessions(t *testing.T, s *sqlstore.Store) {
 			t.Fatalf("UpdateSession(courier %d): %v", n, err)
 		}
 	}
+	// Courier 1 has two deliveries: the beat returns the later one's cursor.
+	mustCreate(ctx, t, s, newTask(1))
+	if _, err := s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		return dispatch.Change{Task: cur, Deliveries: []dispatch.Delivery{
+			{CourierID: courierID(1), Kind: dispatch.DeliveryTask, TaskID: cur.ID, Reason: dispatch.NoticeUpdated},
+			{CourierID: courierID(1), Kind: dispatch.DeliveryTask, TaskID: cur.ID, Reason: dispatch.NoticeUpdated},
+			{CourierID: courierID(2), Kind: dispatch.DeliveryTask, TaskID: cur.ID, Reason: dispatch.NoticeUpdated},
+		}}, nil
+	}); err != nil {
+		t.Fatalf("UpdateTask(deliveries): %v", err)
+	}
+	last, err := s.LastCursor(ctx, courierID(1))
+	if err != nil || last == 0 {
+		t.Fatalf("LastCursor(courier 1) = %d, %v", last, err)
+	}
 	before := len(events(ctx, t, s))
 	refs := []dispatch.SessionRef{
 		{CourierID: courierID(1), SessionID: "s1"},  // current and open: refreshed
@@ -311,7 +327,7 @@ func testBeatSessions(t *testing.T, s *sqlstore.Store) {
 		{CourierID: courierID(5), SessionID: "s5"},  // no record
 	}
 	got, err := s.BeatSessions(ctx, refs, at(7))
-	if want := map[dispatch.SessionRef]bool{refs[0]: true}; err != nil || !cmp.Equal(want, got) {
+	if want := map[dispatch.SessionRef]int64{refs[0]: last}; err != nil || !cmp.Equal(want, got) {
 		t.Errorf("BeatSessions = %v, %v, want %v", got, err, want)
 	}
 	for n, rec := range recs {
@@ -339,7 +355,7 @@ func testBeatSessions(t *testing.T, s *sqlstore.Store) {
 	// More sessions than one statement takes (300 in sqlstore): every one refreshed.
 	const many = 650
 	var all []dispatch.SessionRef
-	wantAll := map[dispatch.SessionRef]bool{}
+	wantAll := map[dispatch.SessionRef]int64{}
 	for n := 100; n < 100+many; n++ {
 		ref := dispatch.SessionRef{CourierID: courierID(n), SessionID: fmt.Sprintf("m%d", n)}
 		if _, err := s.UpdateSession(ctx, ref.CourierID, func(cur dispatch.Session) (dispatch.Session, error) {
@@ -348,7 +364,7 @@ func testBeatSessions(t *testing.T, s *sqlstore.Store) {
 		}); err != nil {
 			t.Fatalf("UpdateSession(courier %d): %v", n, err)
 		}
-		all, wantAll[ref] = append(all, ref), true
+		all, wantAll[ref] = append(all, ref), 0
 	}
 	got, err = s.BeatSessions(ctx, all, at(9))
 	if err != nil || !cmp.Equal(wantAll, got) {
