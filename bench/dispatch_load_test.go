@@ -240,6 +240,10 @@ type recorder struct {
 	tasks   map[string]*taskTimes
 	offers  atomic.Int64         // offers committed
 	pending map[string]time.Time // commits seen before CreateTask returned to its caller
+	// early holds offers a session received before CreateTask returned to its caller (the customer's
+	// goroutine may wait for a core longer than the whole pipeline takes): without it such a task would
+	// count as never offered.
+	early map[string]time.Time
 	// slots, when not nil, bounds the tasks created and not yet offered: a customer takes a slot before
 	// creating a task, and the task's first offer gives it back.
 	slots chan struct{}
@@ -257,7 +261,7 @@ func (r *recorder) release() {
 }
 
 func newRecorder() *recorder {
-	return &recorder{tasks: map[string]*taskTimes{}, pending: map[string]time.Time{}}
+	return &recorder{tasks: map[string]*taskTimes{}, pending: map[string]time.Time{}, early: map[string]time.Time{}}
 }
 
 func (r *recorder) created(id string, at time.Time) {
@@ -267,6 +271,10 @@ func (r *recorder) created(id string, at time.Time) {
 	if c, ok := r.pending[id]; ok {
 		tt.committed = c
 		delete(r.pending, id)
+	}
+	if rc, ok := r.early[id]; ok {
+		tt.received = rc
+		delete(r.early, id)
 	}
 	r.tasks[id] = tt
 }
@@ -291,8 +299,14 @@ func (r *recorder) committed(id string, at time.Time) {
 func (r *recorder) received(id string, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if tt, ok := r.tasks[id]; ok && tt.received.IsZero() {
-		tt.received = at
+	if tt, ok := r.tasks[id]; ok {
+		if tt.received.IsZero() {
+			tt.received = at
+		}
+		return
+	}
+	if _, ok := r.early[id]; !ok {
+		r.early[id] = at
 	}
 }
 
@@ -624,6 +638,35 @@ func runPhase(t *testing.T, engine string, cfg loadConfig, rate float64, latency
 	return res
 }
 
+// describeMissing logs, for the first tasks of ids never offered or never received, what the recorder
+// saw and what the store holds, so that a failed latency phase says where each task stopped.
+func (ls *loadSystem) describeMissing(t *testing.T, ids []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shown := 0
+	for _, id := range ids {
+		ls.rec.mu.Lock()
+		tt := *ls.rec.tasks[id]
+		ls.rec.mu.Unlock()
+		if (!tt.committed.IsZero() && !tt.received.IsZero()) || shown == 5 {
+			continue
+		}
+		shown++
+		task, err := ls.store.GetTask(ctx, id)
+		if err != nil {
+			t.Logf("task %s not offered (committed %v, received %v): read it: %v", id, !tt.committed.IsZero(), !tt.received.IsZero(), err)
+			continue
+		}
+		var offers []string
+		for _, o := range task.Offers {
+			offers = append(offers, fmt.Sprintf("%s to %s %s", o.ID, o.CourierID, o.State))
+		}
+		t.Logf("task %s not offered (committed %v, received %v): state %s, courier %q, due %v, version %d, offers %v, excluded %d",
+			id, !tt.committed.IsZero(), !tt.received.IsZero(), task.State, task.CourierID, task.DueTime, task.Version, offers, len(task.Excluded))
+	}
+}
+
 func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, latency bool) phaseResult {
 	res := phaseResult{offeredRate: rate, window: window}
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -725,6 +768,9 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 		ls.rec.mu.Unlock()
 		if missing == 0 || time.Now().After(deadline) {
 			res.unoffered = missing
+			if missing > 0 {
+				ls.describeMissing(t, windowID)
+			}
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
