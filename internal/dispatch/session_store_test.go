@@ -108,30 +108,34 @@ func TestTheHeartbeatWakesASessionThatMissedADelivery(t *testing.T) {
 	ctx := sessCtx(t)
 	f.newTask(t, 1, 1)
 	c := f.offer(t, sessTaskID(1), 1, 1)
-	got := make(chan dispatch.Outbound, 1)
 	nctx, cancel := contextWithCancel(t)
 	defer cancel()
-	go func() {
-		out, err := s.Next(nctx)
-		if err != nil {
-			t.Errorf("Next: %v", err)
-		}
-		got <- out
-	}()
-	// Whether Next read the offer at once (it reads once when it starts) or waits, the heartbeat
-	// makes it read what it did not send.
-	for {
-		quiet.BeatSessions(ctx)
-		select {
-		case out := <-got:
-			if out.Offer == nil || out.Cursor != c {
-				t.Fatalf("Next() = %s, want the offer at cursor %d", sessDescribe(out), c)
+	// sentAfterBeats runs Next and beats until it returns, which must be the offer at cursor want:
+	// whether Next read the offer at once (it reads once when it starts) or waits, the heartbeat makes
+	// it read what it did not send.
+	sentAfterBeats := func(want int64) {
+		t.Helper()
+		got := make(chan dispatch.Outbound, 1)
+		go func() {
+			out, err := s.Next(nctx)
+			if err != nil {
+				t.Errorf("Next: %v", err)
 			}
-			goto sent
-		case <-time.After(10 * time.Millisecond):
+			got <- out
+		}()
+		for {
+			quiet.BeatSessions(ctx)
+			select {
+			case out := <-got:
+				if out.Offer == nil || out.Cursor != want {
+					t.Fatalf("Next() = %s, want the offer at cursor %d", sessDescribe(out), want)
+				}
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
-sent:
+	sentAfterBeats(c)
 	// Nothing left to send: the next heartbeat wakes nobody, and Next waits.
 	quiet.BeatSessions(ctx)
 	wctx, wcancel := context.WithTimeout(ctx, 50*time.Millisecond)
@@ -141,23 +145,5 @@ sent:
 	}
 	// A second delivery, no wake-up: the heartbeat wakes it.
 	f.newTask(t, 2, 1)
-	c2 := f.offer(t, sessTaskID(2), 2, 1)
-	go func() {
-		out, err := s.Next(nctx)
-		if err != nil {
-			t.Errorf("Next: %v", err)
-		}
-		got <- out
-	}()
-	for {
-		quiet.BeatSessions(ctx)
-		select {
-		case out := <-got:
-			if out.Offer == nil || out.Cursor != c2 {
-				t.Fatalf("Next() = %s, want the offer at cursor %d", sessDescribe(out), c2)
-			}
-			return
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	sentAfterBeats(f.offer(t, sessTaskID(2), 2, 1))
 }
