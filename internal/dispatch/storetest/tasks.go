@@ -164,15 +164,10 @@ func testTaskByOffer(t *testing.T, s *sqlstore.Store) {
 	if diff := cmp.Diff(out, mustGet(ctx, t, s, taskID(2)), cmpOpts...); diff != "" {
 		t.Errorf("GetTask after UpdateTaskByOffer (-want +got):\n%s", diff)
 	}
-	called := false
-	_, err = s.UpdateTaskByOffer(ctx, offerID(9), func(cur dispatch.Task) (dispatch.Change, error) {
-		called = true
-		return dispatch.Change{Task: cur}, nil
+	wantUnknownUntouched(t, "UpdateTaskByOffer(unknown)", func(fn func(dispatch.Task) (dispatch.Change, error)) error {
+		_, err := s.UpdateTaskByOffer(ctx, offerID(9), fn)
+		return err
 	})
-	wantCode(t, "UpdateTaskByOffer(unknown)", err, apperr.NotFound)
-	if called {
-		t.Error("UpdateTaskByOffer(unknown) ran the closure")
-	}
 }
 
 func testTaskHolder(t *testing.T, s *sqlstore.Store) {
@@ -332,14 +327,24 @@ func testUpdateTask(t *testing.T, s *sqlstore.Store) {
 
 func testUpdateTaskNotFound(t *testing.T, s *sqlstore.Store) {
 	ctx := testContext(t)
+	wantUnknownUntouched(t, "UpdateTask(unknown)", func(fn func(dispatch.Task) (dispatch.Change, error)) error {
+		_, err := s.UpdateTask(ctx, taskID(1), fn)
+		return err
+	})
+}
+
+// wantUnknownUntouched checks that update, an update of a task that does not exist, fails with NotFound
+// without running the closure it is given.
+func wantUnknownUntouched(t *testing.T, what string, update func(fn func(dispatch.Task) (dispatch.Change, error)) error) {
+	t.Helper()
 	called := false
-	_, err := s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+	err := update(func(cur dispatch.Task) (dispatch.Change, error) {
 		called = true
 		return dispatch.Change{Task: cur}, nil
 	})
-	wantCode(t, "UpdateTask(unknown)", err, apperr.NotFound)
+	wantCode(t, what, err, apperr.NotFound)
 	if called {
-		t.Error("UpdateTask(unknown) ran the closure")
+		t.Errorf("%s ran the closure", what)
 	}
 }
 
