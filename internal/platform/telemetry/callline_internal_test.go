@@ -24,15 +24,7 @@ func TestLogCallMatchesSlog(t *testing.T) {
 	}
 	odd := "quote\" back\\slash\nnl\rcr\ttab\x00nul\x1fus\x7fdel <html>&amp; é 日本 \u2028\u2029 bad\xff\xfe utf8 \U0001F600"
 	berlin := time.FixedZone("CET", 3600)
-	tests := []struct {
-		name    string
-		service string
-		ctx     context.Context
-		level   slog.Level
-		t       time.Time
-		msg     string
-		line    CallLine
-	}{
+	tests := []logCallCase{
 		{name: "minimal", ctx: context.Background(), level: slog.LevelInfo, t: time.Date(2026, 11, 30, 23, 55, 1, 123456789, time.UTC),
 			msg: "gRPC call", line: CallLine{Method: "/m", Code: "OK", DurationMS: 0.123, PrincipalKind: "anonymous"}},
 		{name: "ids and every field", service: "route", level: slog.LevelError,
@@ -48,15 +40,7 @@ func TestLogCallMatchesSlog(t *testing.T) {
 		{name: "monotonic time", ctx: context.Background(), level: slog.LevelInfo, t: time.Now(), msg: "m", line: CallLine{DurationMS: 4200.5}},
 	}
 	for _, f := range []float64{0, 0.001, 0.000001, 0.0000001, 1e-9, 123456789.125, 1e20, 1e21, 1.5e300, -2.5, -1e-7, 5e-324} {
-		tests = append(tests, struct {
-			name    string
-			service string
-			ctx     context.Context
-			level   slog.Level
-			t       time.Time
-			msg     string
-			line    CallLine
-		}{name: "duration " + time.Duration(f).String(), ctx: context.Background(), level: slog.LevelInfo,
+		tests = append(tests, logCallCase{name: "duration " + time.Duration(f).String(), ctx: context.Background(), level: slog.LevelInfo,
 			t: time.Date(2026, 11, 30, 12, 0, 0, 5000, time.UTC), msg: "gRPC call", line: CallLine{DurationMS: f}})
 	}
 	for _, tt := range tests {
@@ -104,4 +88,16 @@ func TestLogCallFallsBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// logCallCase is one line for LogCall and slog to write: the logger's service, the record's context,
+// level, time and message, and the call's fields.
+type logCallCase struct {
+	name    string
+	service string
+	ctx     context.Context
+	level   slog.Level
+	t       time.Time
+	msg     string
+	line    CallLine
 }

@@ -15,12 +15,7 @@ import (
 // BenchmarkLoggerCallLine writes the gRPC server's call log line (six attributes, a request id and an
 // unsampled trace in the context) through NewLogger's JSON handler to io.Discard.
 func BenchmarkLoggerCallLine(b *testing.B) {
-	logger := telemetry.NewLogger(io.Discard, telemetry.LogOptions{Level: slog.LevelInfo, Service: "bench"})
-	sc := trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
-		SpanID:  trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
-	})
-	ctx := trace.ContextWithSpanContext(telemetry.WithRequestID(context.Background(), "req-42"), sc)
+	logger, ctx := callLineLogger()
 	b.ReportAllocs()
 	for b.Loop() {
 		logger.LogAttrs(ctx, slog.LevelInfo, "gRPC call",
@@ -36,16 +31,22 @@ func BenchmarkLoggerCallLine(b *testing.B) {
 // BenchmarkLogCall writes the same line as BenchmarkLoggerCallLine through LogCall, which formats it
 // itself for a NewLogger JSON logger.
 func BenchmarkLogCall(b *testing.B) {
-	logger := telemetry.NewLogger(io.Discard, telemetry.LogOptions{Level: slog.LevelInfo, Service: "bench"})
-	sc := trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
-		SpanID:  trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
-	})
-	ctx := trace.ContextWithSpanContext(telemetry.WithRequestID(context.Background(), "req-42"), sc)
+	logger, ctx := callLineLogger()
 	line := &telemetry.CallLine{Method: "/lastmile.route.v1.RouteService/EstimateRoute", Code: "OK", DurationMS: 0.123,
 		PrincipalKind: "service", Principal: "dispatch", Peer: "127.0.0.1:53422"}
 	b.ReportAllocs()
 	for b.Loop() {
 		telemetry.LogCall(ctx, logger, slog.LevelInfo, time.Now(), "gRPC call", line)
 	}
+}
+
+// callLineLogger returns what the call-line benchmarks write with: NewLogger's JSON logger to io.Discard,
+// and a context with a request id and an unsampled trace, as a server call's.
+func callLineLogger() (*slog.Logger, context.Context) {
+	logger := telemetry.NewLogger(io.Discard, telemetry.LogOptions{Level: slog.LevelInfo, Service: "bench"})
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+		SpanID:  trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+	})
+	return logger, trace.ContextWithSpanContext(telemetry.WithRequestID(context.Background(), "req-42"), sc)
 }
