@@ -429,31 +429,39 @@ func (b *batch) read(ctx context.Context, ids []string) error {
 	if err != nil {
 		return err
 	}
-	for _, id := range todo {
+	b.learnStates(todo, conn, open, at)
+	return nil
+}
+
+// learnStates records who of ids is connected and who has an open offer, as read at offering time at.
+func (b *batch) learnStates(ids []string, conn, open map[string]bool, at uint64) {
+	for _, id := range ids {
 		b.known[id] = true
 		b.conn[id], b.open[id], b.readAt[id] = conn[id], open[id], at
 	}
-	return nil
+}
+
+// learnHeld records the tasks held by the couriers in ids (none for those missing from held: known all
+// the same).
+func (b *batch) learnHeld(ids []string, held map[string][]Task) {
+	for _, id := range ids {
+		b.heldOf[id] = held[id]
+		if b.heldOf[id] == nil {
+			b.heldOf[id] = []Task{}
+		}
+	}
 }
 
 // readAll reads, in one read, dispatch's state of the couriers in ids (as read does) and the tasks held
 // by the couriers in heldOf (as readHeld does), all of them unknown to the batch so far.
 func (b *batch) readAll(ctx context.Context, ids, heldOf []string) error {
 	at := b.s.offering.now()
-	st, err := b.s.store.CourierStates(ctx, ids, b.s.now().Add(-3*HeartbeatInterval), heldOf)
+	st, err := b.s.store.CourierStates(ctx, ids, b.s.connectedSince(), heldOf)
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		b.known[id] = true
-		b.conn[id], b.open[id], b.readAt[id] = st.Connected[id], st.OfferOpen[id], at
-	}
-	for _, id := range heldOf {
-		b.heldOf[id] = st.Held[id]
-		if b.heldOf[id] == nil {
-			b.heldOf[id] = []Task{} // none: known all the same
-		}
-	}
+	b.learnStates(ids, st.Connected, st.OfferOpen, at)
+	b.learnHeld(heldOf, st.Held)
 	return nil
 }
 
@@ -472,12 +480,7 @@ func (b *batch) readHeld(ctx context.Context, ids []string) error {
 	if err != nil {
 		return err
 	}
-	for _, id := range todo {
-		b.heldOf[id] = held[id] // nil for none: known all the same
-		if b.heldOf[id] == nil {
-			b.heldOf[id] = []Task{}
-		}
-	}
+	b.learnHeld(todo, held)
 	return nil
 }
 

@@ -273,8 +273,20 @@ func (s *search) evaluate(ctx context.Context, found []CourierInfo) ([]Candidate
 
 // mayTake reports whether the courier service's answer c leaves c free to take some task: available,
 // with a fresh fix and room (staticExclusion's checks that do not depend on the task).
-func (e *Engine) mayTake(c CourierInfo) bool {
-	return c.Status == CourierAvailable && c.Fix != nil && c.LocationAge <= e.opts.MaxLocationAge && c.ActiveTasks < c.Capacity
+func (e *Engine) mayTake(c CourierInfo) bool { return e.courierExclusion(c) == "" }
+
+// courierExclusion returns why the courier service's answer c excludes c from every task, "" when it
+// does not: unavailable, without a fresh fix, or full.
+func (e *Engine) courierExclusion(c CourierInfo) ExclusionReason {
+	switch {
+	case c.Status != CourierAvailable:
+		return ExcludedUnavailable
+	case c.Fix == nil || c.LocationAge > e.opts.MaxLocationAge:
+		return ExcludedStaleLocation
+	case c.ActiveTasks >= c.Capacity:
+		return ExcludedNoCapacity
+	}
+	return ""
 }
 
 // staticExclusion returns why c is excluded from what the courier service told: "" when it is not.
@@ -285,17 +297,10 @@ func (s *search) staticExclusion(c CourierInfo) ExclusionReason {
 		}
 		return r
 	}
-	switch {
-	case !s.t.Size.Carries(c.Mode):
+	if !s.t.Size.Carries(c.Mode) {
 		return ExcludedTransportMode
-	case c.Status != CourierAvailable:
-		return ExcludedUnavailable
-	case c.Fix == nil || c.LocationAge > s.e.opts.MaxLocationAge:
-		return ExcludedStaleLocation
-	case c.ActiveTasks >= c.Capacity:
-		return ExcludedNoCapacity
 	}
-	return ""
+	return s.e.courierExclusion(c)
 }
 
 // filter asks f about the candidates at open and excludes with reason those for which f's answer is
