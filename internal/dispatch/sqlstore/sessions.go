@@ -93,11 +93,9 @@ func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after
 		if err != nil || !version.Valid {
 			return dt, err
 		}
-		if err := decode(doc, &dt.Task, "task"); err != nil {
-			return dt, err
-		}
-		dt.Task.Version, dt.Task.DueTime, dt.Found = version.Int64, due, true
-		return dt, nil
+		dt.Task, err = taskOf(version.Int64, due, doc)
+		dt.Found = err == nil
+		return dt, err
 	})
 	if err != nil {
 		return nil, s.e.MapError(err, "load deliveries of courier "+courierID)

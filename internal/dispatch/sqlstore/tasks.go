@@ -25,7 +25,6 @@ const taskColumns = `version, due_time, doc`
 
 func scanTask(row scanner) (dispatch.Task, error) {
 	var (
-		t       dispatch.Task
 		version int64
 		due     time.Time
 		doc     []byte
@@ -33,6 +32,12 @@ func scanTask(row scanner) (dispatch.Task, error) {
 	if err := row.Scan(&version, database.ScanTime(&due), &doc); err != nil {
 		return dispatch.Task{}, err
 	}
+	return taskOf(version, due, doc)
+}
+
+// taskOf is the task stored as taskColumns: its document, with the version and due time kept in columns.
+func taskOf(version int64, due time.Time, doc []byte) (dispatch.Task, error) {
+	var t dispatch.Task
 	if err := decode(doc, &t, "task"); err != nil {
 		return dispatch.Task{}, err
 	}
