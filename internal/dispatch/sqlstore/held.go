@@ -92,7 +92,7 @@ func (s *Store) heldTasks(ctx context.Context, refs []heldRef) (map[string][]dis
 			holder[r.id] = r.courierID
 		}
 		for _, t := range got {
-			if (t.State == dispatch.StateAssigned || t.State == dispatch.StatePickedUp) && t.CourierID == holder[t.ID] {
+			if t.State.Held() && t.CourierID == holder[t.ID] {
 				out[t.CourierID] = append(out[t.CourierID], t)
 			}
 		}
@@ -147,24 +147,32 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 	return out, nil
 }
 
-// scanHeldRef scans id, courier_id, version.
-func scanHeldRef(r scanner) (heldRef, error) {
-	var h heldRef
-	err := r.Scan(&h.id, &h.courierID, &h.version)
-	return h, err
-}
-
 // CourierStates implements dispatch.Store in one statement: the connected couriers (as Connected), the
 // couriers with an open offer (as OfferOpen) and the held tasks' ids and versions (as HeldTasksOf), one
 // part of a UNION ALL each; the held tasks' fields then come from heldTasks.
 func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
+	return s.courierStates(ctx, courierIDs, partConnected|partOfferOpen, since, heldOf)
+}
+
+// The parts of courierStates that read about its courierIDs.
+const (
+	partConnected = 1 << iota // sessions open with a heartbeat after since
+	partOfferOpen             // an open offer
+)
+
+// courierStates is CourierStates reading only parts about courierIDs (the held tasks of heldOf when
+// that is not empty): Connected, OfferOpen and HeldTasksOf are each one part of it.
+func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts int, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	out := dispatch.CourierStates{Connected: map[string]bool{}, OfferOpen: map[string]bool{}, Held: map[string][]dispatch.Task{}}
-	if len(courierIDs) == 0 && len(heldOf) == 0 {
+	if len(courierIDs) == 0 {
+		parts = 0
+	}
+	if parts == 0 && len(heldOf) == 0 {
 		return out, nil
 	}
 	var (
-		args  []any
-		parts []string
+		args    []any
+		selects []string
 	)
 	arg := func(v any) string {
 		args = append(args, v)
@@ -175,16 +183,20 @@ func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since ti
 		args = append(args, v)
 		return cond, err
 	}
-	if len(courierIDs) > 0 {
-		open, heartbeat, offered := arg(true), arg(s.time(since)), arg(string(dispatch.StateOffered))
+	if parts != 0 {
 		conn, err := in("courier_id", courierIDs)
 		if err != nil {
 			return dispatch.CourierStates{}, err
 		}
-		offer := strings.Replace(conn, "courier_id", "offer_courier_id", 1) // the same argument
-		parts = append(parts,
-			`SELECT 'c', courier_id, '', 0 FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn,
-			`SELECT DISTINCT 'o', offer_courier_id, '', 0 FROM tasks`+s.offerIndex()+` WHERE state = `+offered+` AND `+offer)
+		if parts&partConnected != 0 {
+			open, heartbeat := arg(true), arg(s.time(since))
+			selects = append(selects, `SELECT 'c', courier_id, '', 0 FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn)
+		}
+		if parts&partOfferOpen != 0 {
+			offered := arg(string(dispatch.StateOffered))
+			offer := strings.Replace(conn, "courier_id", "offer_courier_id", 1) // the same argument
+			selects = append(selects, `SELECT DISTINCT 'o', offer_courier_id, '', 0 FROM tasks`+s.offerIndex()+` WHERE state = `+offered+` AND `+offer)
+		}
 	}
 	if len(heldOf) > 0 {
 		assigned, pickedUp := arg(string(dispatch.StateAssigned)), arg(string(dispatch.StatePickedUp))
@@ -192,10 +204,10 @@ func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since ti
 		if err != nil {
 			return dispatch.CourierStates{}, err
 		}
-		parts = append(parts, `SELECT 'h', courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND `+held)
+		selects = append(selects, `SELECT 'h', courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND `+held)
 	}
 	what := fmt.Sprintf("look up the state of %d couriers", len(courierIDs)+len(heldOf))
-	rows, err := s.read.QueryContext(ctx, strings.Join(parts, " UNION ALL "), args...)
+	rows, err := s.read.QueryContext(ctx, strings.Join(selects, " UNION ALL "), args...)
 	if err != nil {
 		return dispatch.CourierStates{}, s.e.MapError(err, what)
 	}

@@ -270,33 +270,11 @@ func (s *Store) BeatSessions(ctx context.Context, sessions []dispatch.SessionRef
 	return out, nil
 }
 
-// Connected implements dispatch.Store: only connected couriers are in the map.
+// Connected implements dispatch.Store as the connected part of courierStates: only connected couriers are
+// in the map.
 func (s *Store) Connected(ctx context.Context, courierIDs []string, since time.Time) (map[string]bool, error) {
-	out := map[string]bool{}
-	if len(courierIDs) == 0 {
-		return out, nil
-	}
-	cond, arg, err := s.inList("courier_id", 3, courierIDs)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.read.QueryContext(ctx, `SELECT courier_id FROM sessions WHERE is_open = $1 AND heartbeat > $2 AND `+cond,
-		true, s.time(since), arg)
-	if err != nil {
-		return nil, s.e.MapError(err, "look up connected couriers")
-	}
-	ids, err := collect(rows, func(r scanner) (string, error) {
-		var id string
-		err := r.Scan(&id)
-		return id, err
-	})
-	if err != nil {
-		return nil, s.e.MapError(err, "look up connected couriers")
-	}
-	for _, id := range ids {
-		out[id] = true
-	}
-	return out, nil
+	st, err := s.courierStates(ctx, courierIDs, partConnected, since, nil)
+	return st.Connected, err
 }
 
 // Command implements dispatch.Store.

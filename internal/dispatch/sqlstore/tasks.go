@@ -615,28 +615,12 @@ func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Tas
 	return out, nil
 }
 
-// HeldTasksOf implements dispatch.Store in one query of the columns (each courier's tasks ordered as
-// HeldTasks orders them), decoding only the fields it promises, and only of the tasks whose version it
-// has not decoded before (heldTasks).
+// HeldTasksOf implements dispatch.Store as the held part of courierStates: one query of the columns
+// (each courier's tasks ordered as HeldTasks orders them), decoding only the fields it promises, and only
+// of the tasks whose version it has not decoded before (heldTasks).
 func (s *Store) HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]dispatch.Task, error) {
-	if len(courierIDs) == 0 {
-		return map[string][]dispatch.Task{}, nil
-	}
-	cond, arg, err := s.inList("courier_id", 3, courierIDs)
-	if err != nil {
-		return nil, err
-	}
-	what := fmt.Sprintf("load tasks held by %d couriers", len(courierIDs))
-	rows, err := s.read.QueryContext(ctx, `SELECT id, courier_id, version FROM tasks WHERE state IN ($1, $2) AND `+cond,
-		string(dispatch.StateAssigned), string(dispatch.StatePickedUp), arg)
-	if err != nil {
-		return nil, s.e.MapError(err, what)
-	}
-	refs, err := collect(rows, scanHeldRef)
-	if err != nil {
-		return nil, s.e.MapError(err, what)
-	}
-	return s.heldTasks(ctx, refs)
+	st, err := s.courierStates(ctx, nil, 0, time.Time{}, courierIDs)
+	return st.Held, err
 }
 
 // OfferedTasks implements dispatch.Store (ties broken by task id).
@@ -658,31 +642,9 @@ func (s *Store) OfferedTasks(ctx context.Context, courierID string) ([]dispatch.
 	return out, nil
 }
 
-// OfferOpen implements dispatch.Store: only couriers with an open offer are in the map.
+// OfferOpen implements dispatch.Store as the open-offer part of courierStates: only couriers with an open
+// offer are in the map.
 func (s *Store) OfferOpen(ctx context.Context, courierIDs []string) (map[string]bool, error) {
-	out := map[string]bool{}
-	if len(courierIDs) == 0 {
-		return out, nil
-	}
-	cond, arg, err := s.inList("offer_courier_id", 2, courierIDs)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT offer_courier_id FROM tasks`+s.offerIndex()+` WHERE state = $1 AND `+cond,
-		string(dispatch.StateOffered), arg)
-	if err != nil {
-		return nil, s.e.MapError(err, "look up open offers")
-	}
-	ids, err := collect(rows, func(r scanner) (string, error) {
-		var id string
-		err := r.Scan(&id)
-		return id, err
-	})
-	if err != nil {
-		return nil, s.e.MapError(err, "look up open offers")
-	}
-	for _, id := range ids {
-		out[id] = true
-	}
-	return out, nil
+	st, err := s.courierStates(ctx, courierIDs, partOfferOpen, time.Time{}, nil)
+	return st.OfferOpen, err
 }
