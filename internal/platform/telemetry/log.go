@@ -38,20 +38,23 @@ type LogOptions struct {
 // queried the same way everywhere.
 func NewLogger(w io.Writer, opts LogOptions) *slog.Logger {
 	hopts := &slog.HandlerOptions{Level: opts.Level}
+	var (
+		inner slog.Handler
+		fast  *callJSON // LogCall's own encoder, for JSON only
+	)
 	if opts.Format == "text" {
-		inner := slog.Handler(slog.NewTextHandler(w, hopts))
-		if opts.Service != "" {
-			inner = inner.WithAttrs([]slog.Attr{slog.String(KeyService, opts.Service)})
-		}
-		return slog.New(&contextHandler{inner: inner})
+		inner = slog.NewTextHandler(w, hopts)
+	} else {
+		// The call lines of LogCall and slog's records share one writer, each written whole under its lock.
+		lw := &lockedWriter{w: w}
+		inner = slog.NewJSONHandler(lw, hopts)
+		fast = &callJSON{w: lw}
 	}
-	// The call lines of LogCall and slog's records share one writer, each written whole under its lock.
-	lw := &lockedWriter{w: w}
-	inner := slog.Handler(slog.NewJSONHandler(lw, hopts))
-	fast := &callJSON{w: lw}
 	if opts.Service != "" {
 		inner = inner.WithAttrs([]slog.Attr{slog.String(KeyService, opts.Service)})
-		fast.attrs = appendJSONField(nil, KeyService, opts.Service)
+		if fast != nil {
+			fast.attrs = appendJSONField(nil, KeyService, opts.Service)
+		}
 	}
 	return slog.New(&contextHandler{inner: inner, json: fast})
 }
