@@ -3,6 +3,7 @@ package database
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
@@ -90,10 +91,15 @@ func openSQLitePool(path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	return openPool(c, 1), nil
+}
+
+// openPool opens a pool of at most conns connections from c, all kept open once made.
+func openPool(c driver.Connector, conns int) *sql.DB {
 	db := sql.OpenDB(c)
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	return db, nil
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	return db
 }
 
 // sqliteMagic starts every SQLite 3 database file; the header it begins is 100 bytes long.

@@ -53,13 +53,9 @@ func openSQLiteWithReader(path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	read := sql.OpenDB(rc)
-	read.SetMaxOpenConns(SQLiteReadConns)
-	read.SetMaxIdleConns(SQLiteReadConns)
+	read := openPool(rc, SQLiteReadConns)
 	c := &writerConnector{Connector: wc, read: read}
-	db := sql.OpenDB(c)
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
+	db := openPool(c, 1)
 	c.db = db
 	sqliteReaders.Store(db, read)
 	return db, nil
