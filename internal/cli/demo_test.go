@@ -2,11 +2,9 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,26 +14,9 @@ import (
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
+	"lastmile/internal/platform/telemetry/logtest"
 	"lastmile/internal/simulator"
 )
-
-// syncBuffer is a log sink that the services and the simulator write to at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestDemoForABoundedTime runs `lastmile demo` with a 20 s simulation, short offer and wait timeouts and
 // courier sessions that drop every few seconds (and resume from their cursor), then, with the services still up, checks through the public API that every task the customers created
@@ -44,8 +25,8 @@ func (b *syncBuffer) String() string {
 // level.
 func TestDemoForABoundedTime(t *testing.T) {
 	const email, password = "demo-admin@example.com", "demo test admin password, long enough"
-	logs := &syncBuffer{}
-	var stdout syncBuffer
+	logs := &logtest.Buffer{}
+	var stdout logtest.Buffer
 	env := Env{
 		Getenv: envOf(map[string]string{"LASTMILE_ADMIN_EMAIL": email, "LASTMILE_ADMIN_PASSWORD": password}),
 		Stdout: &stdout, Stderr: logs,

@@ -1,7 +1,6 @@
 package identity_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/eventlog"
 	"lastmile/internal/platform/eventlog/sqllog"
+	"lastmile/internal/platform/telemetry/logtest"
 )
 
 // nextEvent waits for the next event of w.
@@ -319,31 +319,13 @@ func (f *flakyFeed) heal() (attempts int) {
 	return f.attempts
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestFeedOutageLoggedOnce: while the event log cannot be read, the activity feed retries with backoff
 // and logs the outage once (key "error"), and once more when it reads again; no watch can start before,
 // and watches work after (issue 7, item 8: the old tailer warned every 200 ms).
 func TestFeedOutageLoggedOnce(t *testing.T) {
 	store, db := identitytest.SQLiteDB(t)
 	feed := &flakyFeed{Log: identitytest.Feed(t, db, database.SQLite, nil)}
-	var logs syncBuffer
+	var logs logtest.Buffer
 	f := newFixtureWith(t, store, store, func(o *identity.Options) {
 		o.Feed = feed
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))

@@ -1,14 +1,12 @@
 package grpcserver_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/grpcserver/grpctest"
 	"lastmile/internal/platform/telemetry"
+	"lastmile/internal/platform/telemetry/logtest"
 )
 
 func TestMain(m *testing.M) {
@@ -122,23 +121,8 @@ func policyFor(sd *grpc.ServiceDesc, r auth.Rule, overrides auth.Policy) auth.Po
 	return p
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log sink safe for concurrent writers, with the records of its JSON lines.
+type syncBuffer struct{ logtest.Buffer }
 
 // records returns the JSON log records whose msg is msg.
 func (b *syncBuffer) records(t *testing.T, msg string) []map[string]any {

@@ -1,7 +1,6 @@
 package jwt_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth/jwt"
+	"lastmile/internal/platform/telemetry/logtest"
 )
 
 // These tests run in a synctest bubble: time.Sleep moves the fake clock that the cache, its rate limiter
@@ -128,27 +128,9 @@ func TestUnknownKidRefreshIsRateLimited(t *testing.T) {
 	})
 }
 
-// syncBuffer is a bytes.Buffer for a logger written by the refresh goroutine and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestStaleKeysServedWhenFetchFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var logs syncBuffer
+		var logs logtest.Buffer
 		k1 := newSigner(t, "k1")
 		f := newFetcher(k1.public())
 		c := newCache(t, f, slog.New(slog.NewJSONHandler(&logs, nil)))
