@@ -251,6 +251,17 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx, a *appender) error
 	}
 }
 
+// write runs fn, statements that need no transaction of their own, on the writer: through the Store's
+// Group when it has one, so that they share a group's COMMIT instead of paying one of their own, and on
+// db directly (one autocommit transaction per statement) otherwise. A failure of fn writes nothing of
+// its statements in a group; outside one, the statements before the failing one stay.
+func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
+	if s.group == nil {
+		return fn(s.db)
+	}
+	return s.group.InTx(ctx, func(tx *sql.Tx) error { return fn(tx) })
+}
+
 func (s *Store) afterAppend() {
 	if s.nudge != nil {
 		s.nudge()
