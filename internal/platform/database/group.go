@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -67,7 +68,8 @@ func (p *PanicError) Error() string {
 //
 // Contexts: the transaction belongs to no caller (it runs under context.Background), so one caller's
 // cancellation never ends the others'. A caller whose context ends before its function started gets
-// ctx.Err() at once and its function is never run. A function's statements run under its caller's
+// ctx.Err() at once and its function is never run; a leader whose context ends while it waits for the
+// writer connection passes the lead to the oldest waiter. A function's statements run under its caller's
 // context in this sense: a statement started after the context ended fails with ctx.Err() (so the
 // function fails and is rolled back alone); a statement already running finishes, because on SQLite
 // interrupting a write statement rolls back the whole transaction, the others' work with it. Once its
@@ -184,7 +186,20 @@ func (g *Group) lead(own *groupCall) {
 		}
 	}()
 	for round := 1; ; round++ {
-		conn, err := g.db.Conn(context.Background())
+		// Waiting for the writer (which a statement outside the group may hold) under the leader's own
+		// context: a leader whose caller gives up passes the lead on instead of keeping it waiting.
+		conn, err := g.db.Conn(own.ctx)
+		if err != nil && own.ctx.Err() != nil {
+			g.mu.Lock()
+			if !own.answered {
+				g.queue = slices.DeleteFunc(g.queue, func(c *groupCall) bool { return c == own })
+				own.err, own.answered = own.ctx.Err(), true
+			}
+			done = true
+			g.handOffLocked()
+			g.mu.Unlock()
+			return
+		}
 		batch = g.take(own, batch[:0])
 		if err != nil {
 			err = Classify(fmt.Errorf("begin transaction: %w", err))

@@ -311,6 +311,31 @@ func TestGroupCancelledWaiterIsSkipped(t *testing.T) {
 	}
 }
 
+func TestGroupLeaderGivingUpPassesTheLead(t *testing.T) {
+	f := newGroupFixture(t, 0)
+	// A statement outside the group holds the writer connection.
+	busy, err := f.db.Conn(f.ctx)
+	if err != nil {
+		t.Fatalf("Conn: %v", err)
+	}
+	leaderCtx, cancelLeader := context.WithCancel(f.ctx)
+	leader := f.queue(leaderCtx, insert("leader"))
+	next := f.queue(f.ctx, insert("next"))
+	cancelLeader()
+	if r := wait(t, leader); r.err != context.Canceled {
+		t.Errorf("leader: InTx = %v, want %v", r.err, context.Canceled)
+	}
+	if err := busy.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if r := wait(t, next); r.err != nil {
+		t.Errorf("next: InTx = %v, want nil", r.err)
+	}
+	if diff := cmp.Diff([]string{"next"}, f.names()); diff != "" {
+		t.Errorf("names (-want +got):\n%s", diff)
+	}
+}
+
 func TestGroupStatementAfterCancelFailsOnlyItsFunction(t *testing.T) {
 	f := newGroupFixture(t, 0)
 	release := f.hold()
