@@ -106,7 +106,7 @@ func (s *Store) heldTasks(ctx context.Context, refs []heldRef) (map[string][]dis
 }
 
 // decodeHeld reads the documents of refs' tasks, in one read per maxBatchLock of them, and decodes
-// their held fields.
+// their held fields (or takes them from s.docs, which has the documents the store wrote lately).
 func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task, error) {
 	var out []dispatch.Task
 	for start := 0; start < len(refs); start += maxBatchLock {
@@ -132,6 +132,10 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 			)
 			if err := r.Scan(&version, &doc); err != nil {
 				return dispatch.Task{}, err
+			}
+			if t, ok := s.docs.held(doc); ok {
+				t.Version = version
+				return t, nil
 			}
 			if err := decode(doc, &h, "held task"); err != nil {
 				return dispatch.Task{}, err
