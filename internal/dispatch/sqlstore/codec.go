@@ -53,6 +53,22 @@ func encode(v any, what string) (string, error) {
 	return string(b), nil
 }
 
+// encodeTask is encode for a task's document, written by taskDoc (the same bytes, faster).
+func encodeTask(t *dispatch.Task) (string, error) {
+	if doc, ok := taskDoc(t); ok {
+		return doc, nil
+	}
+	return encode(t, "task "+t.ID)
+}
+
+// encodeDecision is encode for a decision's document, written by decisionDoc.
+func encodeDecision(d *dispatch.Decision) (string, error) {
+	if doc, ok := decisionDoc(d); ok {
+		return doc, nil
+	}
+	return encode(d, "decision "+d.ID)
+}
+
 // decode unmarshals a doc column into v.
 func decode(doc []byte, v any, what string) error {
 	if err := json.Unmarshal(doc, v); err != nil {

@@ -64,7 +64,7 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 	}
 	t = t.Stored()
 	t.Version = 1
-	doc, err := encode(t, "task "+t.ID)
+	doc, err := encodeTask(&t)
 	if err != nil {
 		return dispatch.Task{}, false, err
 	}
@@ -479,7 +479,7 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 // writeTask replaces cur, as read, with next, and returns next's document: Aborted when the stored
 // version is no longer cur's.
 func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Task) (string, error) {
-	doc, err := encode(next, "task "+next.ID)
+	doc, err := encodeTask(&next)
 	if err != nil {
 		return "", err
 	}
@@ -511,7 +511,7 @@ func (s *Store) upsertDecision(ctx context.Context, tx *sql.Tx, taskID string, d
 	if d.TaskID == "" {
 		d.TaskID = taskID
 	}
-	doc, err := encode(d, "decision "+d.ID)
+	doc, err := encodeDecision(&d)
 	if err != nil {
 		return err
 	}
