@@ -93,7 +93,7 @@ func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after
 		if err != nil || !version.Valid {
 			return dt, err
 		}
-		dt.Task, err = taskOf(version.Int64, due, doc)
+		dt.Task, err = s.taskOf(version.Int64, due, doc)
 		dt.Found = err == nil
 		return dt, err
 	})

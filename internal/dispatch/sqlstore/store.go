@@ -143,6 +143,8 @@ type Store struct {
 	group *database.Group
 	// held are the held tasks' fields decoded before (held.go).
 	held heldCache
+	// docs are the task documents decoded or written before (codec.go).
+	docs taskDocs
 }
 
 var _ dispatch.Store = (*Store)(nil)

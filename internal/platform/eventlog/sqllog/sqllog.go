@@ -152,13 +152,30 @@ func (s *Source) Head(ctx context.Context) (int64, error) {
 	return max(newest, pruned), nil
 }
 
+// readLimited is Read's statement: the floor beside each of the (at most $2) events after $1, in seq
+// order, or the floor alone in one row when none follows. The events are limited before the join, so
+// that PostgreSQL's planner never sorts every event after $1; SQLite materializes them and sorts them
+// again for the outer ORDER BY.
+const readLimited = `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
+		FROM event_log_state s
+		LEFT JOIN (SELECT seq, topic, key, payload, created_at FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2) e ON 1 = 1
+		ORDER BY e.seq`
+
+// readSQLite is readLimited for SQLite when $2 is at least 1: event_log_state is one row by its key, so
+// the join walks event_log's rowid from $1 in seq order and stops at the limit, with nothing
+// materialized or sorted.
+const readSQLite = `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
+		FROM event_log_state s LEFT JOIN event_log e ON e.seq > $1
+		WHERE s.id = 1 ORDER BY e.seq LIMIT $2`
+
 // Read implements eventlog.Source, in one statement so the events and the floor come from one
 // snapshot.
 func (s *Source) Read(ctx context.Context, after int64, limit int) ([]eventlog.Event, int64, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
-		FROM event_log_state s
-		LEFT JOIN (SELECT seq, topic, key, payload, created_at FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2) e ON 1 = 1
-		ORDER BY e.seq`, after, limit)
+	query := readLimited
+	if s.dialect == database.SQLite && limit >= 1 {
+		query = readSQLite
+	}
+	rows, err := s.read.QueryContext(ctx, query, after, limit)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read event log after %d: %w", after, err)
 	}
