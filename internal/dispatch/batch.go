@@ -22,7 +22,7 @@ import (
 //     and the tasks the busy ones hold;
 //   - when the Routes is a MatrixRoutes, the pickup ETAs from every courier found (from where its held
 //     work ends) to the pickups are asked in one call per transport mode and group of up to matrixGroup
-//     pickups near each other, from the couriers the group's searches found;
+//     pickups near each other, from the couriers the group's searches found, all those calls at once;
 //   - the decisions then run against those answers (a search or a matrix the prefetch did not cover,
 //     such as a widened radius, is asked as before);
 //   - and every task's write (offer, deferral or UNASSIGNABLE) goes to the store in one transaction
@@ -360,6 +360,7 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	slices.SortStableFunc(order, func(i, j int) int {
 		return cmp.Or(cmp.Compare(ts[i].Pickup.Location.Lat, ts[j].Pickup.Location.Lat), cmp.Compare(ts[i].Pickup.Location.Lng, ts[j].Pickup.Location.Lng))
 	})
+	var ms []matrixCall
 	for _, mode := range geo.Modes {
 		var idx []int
 		for _, i := range order {
@@ -368,43 +369,66 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 			}
 		}
 		for g := 0; g < len(idx); g += matrixGroup {
-			var origins, dests []geo.LatLng
+			m := matrixCall{mode: mode}
 			seen := map[geo.LatLng]bool{}
 			for _, i := range idx[g:min(g+matrixGroup, len(idx))] {
-				if p := ts[i].Pickup.Location; !slices.Contains(dests, p) {
-					dests = append(dests, p)
+				if p := ts[i].Pickup.Location; !slices.Contains(m.dests, p) {
+					m.dests = append(m.dests, p)
 				}
 				for _, c := range searches[i].found {
 					if from, ok := fromOf[c.ID]; ok && infos[c.ID].Mode == mode && !seen[from] {
 						seen[from] = true
-						origins = append(origins, from)
+						m.origins = append(m.origins, from)
 					}
 				}
 			}
-			if len(origins) > 0 {
-				b.matrix(ctx, mr, mode, origins, dests)
+			if len(m.origins) > 0 {
+				ms = append(ms, m)
 			}
 		}
 	}
+	// The matrices are asked for at once (they wait on route, not on this process), and kept in the
+	// order above.
+	sem = make(chan struct{}, prefetchSearches)
+	for i := range ms {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ms[i].legs, ms[i].provider, ms[i].err = mr.Matrices(ctx, ms[i].origins, ms[i].dests, ms[i].mode, b.now)
+		}()
+	}
+	wg.Wait()
+	for _, m := range ms {
+		b.keepMatrix(m)
+	}
 }
 
-// matrix asks route for the legs from origins to dests by mode and keeps them; when route fails, it
-// keeps nothing: the decisions ask route themselves, and degrade as they would have.
-func (b *batch) matrix(ctx context.Context, mr MatrixRoutes, mode geo.TransportMode, origins, dests []geo.LatLng) {
-	legs, provider, err := mr.Matrices(ctx, origins, dests, mode, b.now)
-	if err != nil || len(legs) != len(origins) {
+// matrixCall is one matrix of a batch's prefetch: its question and route's answer.
+type matrixCall struct {
+	mode           geo.TransportMode
+	origins, dests []geo.LatLng
+	legs           [][]Leg
+	provider       string
+	err            error
+}
+
+// keepMatrix keeps the legs of m; when route failed, it keeps nothing: the decisions ask route
+// themselves, and degrade as they would have.
+func (b *batch) keepMatrix(m matrixCall) {
+	if m.err != nil || len(m.legs) != len(m.origins) {
 		return
 	}
-	for o, from := range origins {
-		if len(legs[o]) != len(dests) {
+	for o, from := range m.origins {
+		if len(m.legs[o]) != len(m.dests) {
 			return
 		}
-		for d, to := range dests {
-			b.legs[legKey{mode: mode, from: from, to: to}] = legs[o][d]
+		for d, to := range m.dests {
+			b.legs[legKey{mode: m.mode, from: from, to: to}] = m.legs[o][d]
 		}
 	}
 	if b.provider == "" {
-		b.provider = provider
+		b.provider = m.provider
 	}
 }
 
