@@ -52,7 +52,7 @@ type pendingWrite struct {
 // eligible candidate of its latest decision, or a new decision when none is left. Winners get an offer;
 // a task without one waits (and is searched again after a back-off) or, when its pickup window cannot
 // be met or it waited too long, becomes UNASSIGNABLE. All the writes go to the store together.
-func (s *Service) assignBatch(ctx context.Context, ts []Task) {
+func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch) {
 	now := s.now()
 	todo := make([]Task, 0, len(ts))
 	writes := make([]pendingWrite, 0, len(ts))
@@ -66,12 +66,21 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task) {
 		}
 		todo = append(todo, t)
 	}
-	if len(todo) > 0 {
-		b := newBatch(s, now)
-		s.offering.start(b)
+	if len(todo) == 0 {
+		early.drop()
+	} else {
+		var b *batch
+		if early != nil {
+			b = early.wait()
+		} else {
+			b = newBatch(s, now)
+			s.offering.start(b)
+		}
 		defer s.offering.release(b)
-		b.prefetch(ctx, todo)
-		env := DecideEnv{Now: now, OfferOpen: b.offerOpen, Connected: b.connected, Held: b.held}
+		if rest := b.unfetched(todo); len(rest) > 0 {
+			b.prefetch(ctx, rest)
+		}
+		env := DecideEnv{Now: b.now, OfferOpen: b.offerOpen, Connected: b.connected, Held: b.held}
 		engine := s.engine.over(b, b)
 		for _, t := range todo {
 			w := s.decideOne(ctx, engine, t, env, b)
@@ -79,6 +88,89 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task) {
 		}
 	}
 	s.write(ctx, writes)
+}
+
+// freshTasks are the tasks created on this replica that the work loop has not leased since: the next
+// lease most likely takes them, so their prefetch starts beside it (earlyBatch).
+type freshTasks struct {
+	mu sync.Mutex
+	ts []Task
+}
+
+// add adds t, unless limit tasks wait already (those beyond are prefetched after their lease).
+func (f *freshTasks) add(t Task, limit int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.ts) < limit {
+		f.ts = append(f.ts, t)
+	}
+}
+
+// forget drops the tasks in ts: a lease took them before their prefetch could start.
+func (f *freshTasks) forget(ts []Task) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.ts) == 0 {
+		return
+	}
+	f.ts = slices.DeleteFunc(f.ts, func(t Task) bool {
+		return slices.ContainsFunc(ts, func(l Task) bool { return l.ID == t.ID })
+	})
+}
+
+// take returns the tasks added since the last take.
+func (f *freshTasks) take() []Task {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ts := f.ts
+	f.ts = nil
+	return ts
+}
+
+// earlyBatch is a batch whose prefetch (searches, reads, matrices) of the tasks created on this replica
+// runs while the work loop leases: what the lease returns of them is then decided without waiting for
+// it. The prefetch is only data: the decisions are still made under the lease, against it, as they
+// would have been against a prefetch made after it (the couriers' states are read a lease earlier,
+// and a reservation that another batch of this replica ended since counts as an open offer, as
+// always).
+type earlyBatch struct {
+	b    *batch
+	done chan struct{}
+}
+
+// startEarly starts the prefetch of the PENDING tasks of ts that may still be assigned, in a new batch;
+// nil when there is none.
+func (s *Service) startEarly(ctx context.Context, ts []Task) *earlyBatch {
+	now := s.now()
+	var todo []Task
+	for _, t := range ts {
+		if t.State == StatePending && s.hopeless(t, now) == "" {
+			todo = append(todo, t)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	e := &earlyBatch{b: newBatch(s, now), done: make(chan struct{})}
+	s.offering.start(e.b)
+	go func() {
+		defer close(e.done)
+		e.b.prefetch(ctx, todo)
+	}()
+	return e
+}
+
+// wait returns e's batch once its prefetch is done.
+func (e *earlyBatch) wait() *batch {
+	<-e.done
+	return e.b
+}
+
+// drop ends e unused (nil: nothing to do).
+func (e *earlyBatch) drop() {
+	if e != nil {
+		e.b.s.offering.release(e.wait())
+	}
 }
 
 // maxReserveTries bounds how often decideOne decides again for a task whose chosen courier another batch
@@ -254,6 +346,8 @@ type batch struct {
 	heldOf map[string][]Task
 	// taken are the couriers offered a task of this batch.
 	taken map[string]bool
+	// fetched are the first queries of the tasks prefetched, by task id.
+	fetched map[string]NearbyQuery
 	// legs are the prefetched pickup ETAs, and provider the name route gave them.
 	legs     map[legKey]Leg
 	provider string
@@ -271,7 +365,7 @@ type legKey struct {
 
 func newBatch(s *Service, now time.Time) *batch {
 	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{}, readAt: map[string]uint64{},
-		heldOf: map[string][]Task{}, taken: map[string]bool{}, legs: map[legKey]Leg{}}
+		heldOf: map[string][]Task{}, taken: map[string]bool{}, fetched: map[string]NearbyQuery{}, legs: map[legKey]Leg{}}
 }
 
 // take marks courierID as offered a task of the batch (or taken by another batch); "" is nobody.
@@ -292,6 +386,7 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	var wg sync.WaitGroup
 	for i := range ts {
 		searches[i].q = b.s.engine.firstQuery(&ts[i])
+		b.fetched[ts[i].ID] = searches[i].q
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -402,6 +497,18 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	for _, m := range ms {
 		b.keepMatrix(m)
 	}
+}
+
+// unfetched returns the tasks of ts whose first search the batch did not prefetch (or prefetched for
+// a version of the task that searches otherwise).
+func (b *batch) unfetched(ts []Task) []Task {
+	var out []Task
+	for i := range ts {
+		if q, ok := b.fetched[ts[i].ID]; !ok || !sameQuery(q, b.s.engine.firstQuery(&ts[i])) {
+			out = append(out, ts[i])
+		}
+	}
+	return out
 }
 
 // matrixCall is one matrix of a batch's prefetch: its question and route's answer.
