@@ -35,7 +35,8 @@
 // refused caller holds none); validation runs last so that an anonymous caller learns nothing about request rules.
 // Tracing (telemetry.GRPCServerTracing, driving otelgrpc's handler) runs before the first stage, so spans
 // cover the chain and every stage (and log line) sees the trace id; only sampled calls pay for a span,
-// and unsampled ones still carry valid trace ids. Streams are served by GOMAXPROCS reused workers.
+// and unsampled ones still carry valid trace ids. Streams are served by GOMAXPROCS reused workers, and
+// flow control uses fixed 1 MiB windows (no bandwidth-delay-product pings; see flowControlWindow).
 //
 // # In-process calls
 //
@@ -108,6 +109,17 @@ const (
 	DefaultReadinessInterval     = 5 * time.Second
 	DefaultRateLimitKeys         = 10000
 )
+
+// flowControlWindow is the HTTP/2 flow-control window of every stream and of the connection, in bytes,
+// fixed: grpc-go's default instead starts at 64 KiB and grows it from bandwidth-delay-product estimates,
+// and that estimator sends a PING, preceded by a connection WINDOW_UPDATE, on the first DATA frame after
+// each acknowledgement, which on a connection of small unary calls is one of each per call in each
+// direction, plus the peer's PING ACK: three frames a call does not need, whose handling wakes the
+// transport's writer goroutine before the response exists (BENCHMARKS.md, "Session of 01:45: wakeups").
+// 1 MiB is about what the estimator reaches on the links lastmile runs over (in-cluster calls, and
+// phones uploading proofs at tens of Mbit/s over 100-200 ms): a 4 MiB message still flows at
+// window / RTT, and a stream whose handler reads slowly buffers at most this much.
+const flowControlWindow = 1 << 20
 
 // maxHeaderListSize bounds request headers. Metadata carries a token and a few ids; grpc-go's own default
 // (16 MiB) is far more than any honest caller needs.
@@ -344,6 +356,8 @@ func New(cfg Config) (*Server, error) {
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(maxHeaderListSize),
+		grpc.InitialWindowSize(flowControlWindow),
+		grpc.InitialConnWindowSize(flowControlWindow),
 		grpc.ConnectionTimeout(cfg.ConnectionTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:                  cfg.KeepaliveTime,
