@@ -83,22 +83,26 @@ func Append(ctx context.Context, tx *sql.Tx, d database.Dialect, e eventlog.Even
 	if err := prepare(&e); err != nil {
 		return 0, err
 	}
+	insert := "INSERT INTO event_log (topic, key, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING seq"
 	if d == database.Postgres {
-		// One round trip for both: the notification is only sent when tx commits, and PostgreSQL
-		// folds the identical notifications of one transaction into one.
-		if _, err := tx.ExecContext(ctx, "SELECT "+appendLock+", pg_notify("+notifyChannel+", '')"); err != nil {
-			return 0, fmt.Errorf("append event %s: lock event log: %w", e.Topic, err)
-		}
+		insert = appendPostgres
 	}
 	var seq int64
-	err := tx.QueryRowContext(ctx,
-		"INSERT INTO event_log (topic, key, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
-		e.Topic, e.Key, e.Payload, d.Time(e.At)).Scan(&seq)
+	err := tx.QueryRowContext(ctx, insert, e.Topic, e.Key, e.Payload, d.Time(e.At)).Scan(&seq)
 	if err != nil {
 		return 0, fmt.Errorf("append event %s: %w", e.Topic, err)
 	}
 	return seq, nil
 }
+
+// appendPostgres is Append's statement on PostgreSQL, one round trip: the row inserted comes from the
+// CTE that takes the log's lock (and queues the notification, sent only when the transaction commits;
+// PostgreSQL folds the identical notifications of one transaction into one), so the lock is held before
+// the row's seq is drawn. MATERIALIZED keeps the CTE a step of its own; a CTE is only run when
+// referenced, hence FROM lock. The casts type the parameters, which INSERT ... SELECT does not infer
+// from the columns.
+const appendPostgres = "WITH lock AS MATERIALIZED (SELECT " + appendLock + ", pg_notify(" + notifyChannel + ", '')) " +
+	"INSERT INTO event_log (topic, key, payload, created_at) SELECT $1::text, $2::text, $3::bytea, $4::timestamptz FROM lock RETURNING seq"
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrationFS embed.FS
