@@ -23,7 +23,10 @@ package bench_test
 //
 // Two times are taken per task: "committed", when the transaction that turned the task OFFERED committed
 // (a wrapper around dispatch.Store's UpdateTask observes it), and "received", when the courier's session
-// returned the offer from Next. Both are measured from CreateTask returning.
+// returned the offer from Next. Both are measured from CreateTask returning. The latency phase also splits
+// "committed" into stages (wrappers around LeaseDue and UpdateTasks observe them): the wake-up until the
+// lease that took the task began, the lease, the decisions, and the write transaction; it reports each
+// stage's p50 and p99 and its mean over the slowest 1% of the tasks.
 //
 // The test runs only with LASTMILE_DISPATCH_LOAD=1 (it takes a minute or more per engine):
 //
@@ -199,6 +202,7 @@ type phaseResult struct {
 	received     []time.Duration // CreateTask returned -> session received the offer
 	unoffered    int             // tasks of the window never offered within drainWait (latency phase)
 	decide       []time.Duration // the engine's time per first decision (Decision.Elapsed: the queries and RPCs it made itself; a batch's shared first searches, reads and matrix are made before it and not included)
+	stages       stageReport     // where create->commit went, per stage
 	createP50    time.Duration
 	createP99    time.Duration
 }
@@ -215,8 +219,97 @@ func (r phaseResult) String() string {
 			pct(r.committed, 50), pct(r.committed, 99), pct(r.committed, 100),
 			pct(r.received, 50), pct(r.received, 99), pct(r.received, 100), len(r.committed), r.unoffered)
 		s += fmt.Sprintf("; engine decision p50 %v p99 %v", pct(r.decide, 50), pct(r.decide, 99))
+		s += "; " + r.stages.String()
 	}
 	return s
+}
+
+// stageTimes are the times of the lease and the write that made a task OFFERED the first time.
+type stageTimes struct {
+	leaseBegin, leaseEnd, writeBegin time.Time
+	batch                            int // tasks leased together
+}
+
+// stageNames name the parts of create->commit: from CreateTask returning to the lease that took the
+// task starting (the work loop's wake-up, a free worker), the lease statement, the decisions (searches,
+// reads, matrix, Decide), and the batch's write transaction up to its commit.
+var stageNames = [...]string{"wake", "lease", "decide", "write"}
+
+// stageReport is the breakdown of create->commit over a window's tasks: each stage's p50 and p99, and
+// its mean over the slowest 1% of the tasks (by create->commit), with their mean batch size.
+type stageReport struct {
+	p50, p99, slow [len(stageNames)]time.Duration
+	slowBatch      float64
+	n              int
+}
+
+func (r stageReport) String() string {
+	if r.n == 0 {
+		return "stages: none"
+	}
+	var parts []string
+	for i, name := range stageNames {
+		parts = append(parts, fmt.Sprintf("%s %v/%v/%v", name, r.p50[i], r.p99[i], r.slow[i]))
+	}
+	return fmt.Sprintf("stages p50/p99/mean of slowest 1%%: %s; slowest 1%% batch %.1f", strings.Join(parts, ", "), r.slowBatch)
+}
+
+// stageSplit returns the four stages of a task created (CreateTask returned) at created and committed
+// at committed; a stage that began before CreateTask returned counts from then.
+func stageSplit(created, committed time.Time, st stageTimes) [len(stageNames)]time.Duration {
+	at := []time.Time{created, st.leaseBegin, st.leaseEnd, st.writeBegin, committed}
+	var out [len(stageNames)]time.Duration
+	for i := range out {
+		from := at[i]
+		if from.Before(created) {
+			from = created
+		}
+		out[i] = max(at[i+1].Sub(from), 0)
+	}
+	return out
+}
+
+// stageBreakdown computes the stageReport of the tasks with ids that were committed.
+func (r *recorder) stageBreakdown(ids []string) stageReport {
+	type one struct {
+		total time.Duration
+		parts [len(stageNames)]time.Duration
+		batch int
+	}
+	var all []one
+	for _, id := range ids {
+		tt := r.tasks[id]
+		st, ok := r.offered[id]
+		if tt == nil || !ok || tt.committed.IsZero() || st.leaseBegin.IsZero() || st.writeBegin.IsZero() {
+			continue
+		}
+		all = append(all, one{total: tt.committed.Sub(tt.created), parts: stageSplit(tt.created, tt.committed, st), batch: st.batch})
+	}
+	var rep stageReport
+	rep.n = len(all)
+	if rep.n == 0 {
+		return rep
+	}
+	for i := range stageNames {
+		ds := make([]time.Duration, len(all))
+		for j, o := range all {
+			ds[j] = o.parts[i]
+		}
+		rep.p50[i], rep.p99[i] = pct(ds, 50), pct(ds, 99)
+	}
+	slices.SortFunc(all, func(a, b one) int { return cmp.Compare(b.total, a.total) })
+	slow := all[:max(len(all)/100, 1)]
+	for _, o := range slow {
+		for i := range stageNames {
+			rep.slow[i] += o.parts[i]
+		}
+		rep.slowBatch += float64(o.batch)
+	}
+	for i := range stageNames {
+		rep.slow[i] = (rep.slow[i] / time.Duration(len(slow))).Round(10 * time.Microsecond)
+	}
+	rep.slowBatch /= float64(len(slow))
+	return rep
 }
 
 // pct returns the p-th percentile (nearest rank) of ds, sorted in place.
@@ -247,6 +340,29 @@ type recorder struct {
 	// slots, when not nil, bounds the tasks created and not yet offered: a customer takes a slot before
 	// creating a task, and the task's first offer gives it back.
 	slots chan struct{}
+	// stages are each task's latest lease and write; offered keeps them as they were at its first offer.
+	stages  map[string]stageTimes
+	offered map[string]stageTimes
+}
+
+// leased records that the tasks with ids were leased together from begin to end.
+func (r *recorder) leased(ids []string, begin, end time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		r.stages[id] = stageTimes{leaseBegin: begin, leaseEnd: end, batch: len(ids)}
+	}
+}
+
+// writing records that a write of the tasks with ids began at begin.
+func (r *recorder) writing(ids []string, begin time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		st := r.stages[id]
+		st.writeBegin = begin
+		r.stages[id] = st
+	}
 }
 
 // release gives a slot back after a task's first offer.
@@ -261,7 +377,8 @@ func (r *recorder) release() {
 }
 
 func newRecorder() *recorder {
-	return &recorder{tasks: map[string]*taskTimes{}, pending: map[string]time.Time{}, early: map[string]time.Time{}}
+	return &recorder{tasks: map[string]*taskTimes{}, pending: map[string]time.Time{}, early: map[string]time.Time{},
+		stages: map[string]stageTimes{}, offered: map[string]stageTimes{}}
 }
 
 func (r *recorder) created(id string, at time.Time) {
@@ -283,6 +400,9 @@ func (r *recorder) committed(id string, at time.Time) {
 	r.offers.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, ok := r.offered[id]; !ok {
+		r.offered[id] = r.stages[id]
+	}
 	if tt, ok := r.tasks[id]; ok {
 		if tt.committed.IsZero() {
 			tt.committed = at
@@ -340,6 +460,11 @@ func (s timedStore) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrit
 			return ch, err
 		}}
 	}
+	ids := make([]string, len(updates))
+	for i, u := range updates {
+		ids[i] = u.ID
+	}
+	s.rec.writing(ids, time.Now())
 	out, errs := s.Store.UpdateTasks(ctx, wrapped)
 	now := time.Now()
 	for i, u := range updates {
@@ -348,6 +473,20 @@ func (s timedStore) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrit
 		}
 	}
 	return out, errs
+}
+
+// LeaseDue observes when each task was leased, and with how many others.
+func (s timedStore) LeaseDue(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]dispatch.Task, error) {
+	begin := time.Now()
+	ts, err := s.Store.LeaseDue(ctx, owner, now, lease, limit)
+	if len(ts) > 0 {
+		ids := make([]string, len(ts))
+		for i, t := range ts {
+			ids[i] = t.ID
+		}
+		s.rec.leased(ids, begin, time.Now())
+	}
+	return ts, err
 }
 
 // loadSystem is one measured system.
@@ -786,6 +925,7 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 			res.received = append(res.received, max(tt.received.Sub(tt.created), 0))
 		}
 	}
+	res.stages = ls.rec.stageBreakdown(windowID)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, id := range windowID {

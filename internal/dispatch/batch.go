@@ -22,7 +22,7 @@ import (
 //     and the tasks the busy ones hold;
 //   - when the Routes is a MatrixRoutes, the pickup ETAs from every courier found (from where its held
 //     work ends) to the pickups are asked in one call per transport mode and group of up to matrixGroup
-//     pickups near each other, from the couriers the group's searches found;
+//     pickups near each other, from the couriers the group's searches found, all those calls at once;
 //   - the decisions then run against those answers (a search or a matrix the prefetch did not cover,
 //     such as a widened radius, is asked as before);
 //   - and every task's write (offer, deferral or UNASSIGNABLE) goes to the store in one transaction
@@ -52,7 +52,7 @@ type pendingWrite struct {
 // eligible candidate of its latest decision, or a new decision when none is left. Winners get an offer;
 // a task without one waits (and is searched again after a back-off) or, when its pickup window cannot
 // be met or it waited too long, becomes UNASSIGNABLE. All the writes go to the store together.
-func (s *Service) assignBatch(ctx context.Context, ts []Task) {
+func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch) {
 	now := s.now()
 	todo := make([]Task, 0, len(ts))
 	writes := make([]pendingWrite, 0, len(ts))
@@ -66,12 +66,21 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task) {
 		}
 		todo = append(todo, t)
 	}
-	if len(todo) > 0 {
-		b := newBatch(s, now)
-		s.offering.start(b)
+	if len(todo) == 0 {
+		early.drop()
+	} else {
+		var b *batch
+		if early != nil {
+			b = early.wait()
+		} else {
+			b = newBatch(s, now)
+			s.offering.start(b)
+		}
 		defer s.offering.release(b)
-		b.prefetch(ctx, todo)
-		env := DecideEnv{Now: now, OfferOpen: b.offerOpen, Connected: b.connected, Held: b.held}
+		if rest := b.unfetched(todo); len(rest) > 0 {
+			b.prefetch(ctx, rest)
+		}
+		env := DecideEnv{Now: b.now, OfferOpen: b.offerOpen, Connected: b.connected, Held: b.held}
 		engine := s.engine.over(b, b)
 		for _, t := range todo {
 			w := s.decideOne(ctx, engine, t, env, b)
@@ -79,6 +88,89 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task) {
 		}
 	}
 	s.write(ctx, writes)
+}
+
+// freshTasks are the tasks created on this replica that the work loop has not leased since: the next
+// lease most likely takes them, so their prefetch starts beside it (earlyBatch).
+type freshTasks struct {
+	mu sync.Mutex
+	ts []Task
+}
+
+// add adds t, unless limit tasks wait already (those beyond are prefetched after their lease).
+func (f *freshTasks) add(t Task, limit int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.ts) < limit {
+		f.ts = append(f.ts, t)
+	}
+}
+
+// forget drops the tasks in ts: a lease took them before their prefetch could start.
+func (f *freshTasks) forget(ts []Task) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.ts) == 0 {
+		return
+	}
+	f.ts = slices.DeleteFunc(f.ts, func(t Task) bool {
+		return slices.ContainsFunc(ts, func(l Task) bool { return l.ID == t.ID })
+	})
+}
+
+// take returns the tasks added since the last take.
+func (f *freshTasks) take() []Task {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ts := f.ts
+	f.ts = nil
+	return ts
+}
+
+// earlyBatch is a batch whose prefetch (searches, reads, matrices) of the tasks created on this replica
+// runs while the work loop leases: what the lease returns of them is then decided without waiting for
+// it. The prefetch is only data: the decisions are still made under the lease, against it, as they
+// would have been against a prefetch made after it (the couriers' states are read a lease earlier,
+// and a reservation that another batch of this replica ended since counts as an open offer, as
+// always).
+type earlyBatch struct {
+	b    *batch
+	done chan struct{}
+}
+
+// startEarly starts the prefetch of the PENDING tasks of ts that may still be assigned, in a new batch;
+// nil when there is none.
+func (s *Service) startEarly(ctx context.Context, ts []Task) *earlyBatch {
+	now := s.now()
+	var todo []Task
+	for _, t := range ts {
+		if t.State == StatePending && s.hopeless(t, now) == "" {
+			todo = append(todo, t)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	e := &earlyBatch{b: newBatch(s, now), done: make(chan struct{})}
+	s.offering.start(e.b)
+	go func() {
+		defer close(e.done)
+		e.b.prefetch(ctx, todo)
+	}()
+	return e
+}
+
+// wait returns e's batch once its prefetch is done.
+func (e *earlyBatch) wait() *batch {
+	<-e.done
+	return e.b
+}
+
+// drop ends e unused (nil: nothing to do).
+func (e *earlyBatch) drop() {
+	if e != nil {
+		e.b.s.offering.release(e.wait())
+	}
 }
 
 // maxReserveTries bounds how often decideOne decides again for a task whose chosen courier another batch
@@ -254,6 +346,8 @@ type batch struct {
 	heldOf map[string][]Task
 	// taken are the couriers offered a task of this batch.
 	taken map[string]bool
+	// fetched are the first queries of the tasks prefetched, by task id.
+	fetched map[string]NearbyQuery
 	// legs are the prefetched pickup ETAs, and provider the name route gave them.
 	legs     map[legKey]Leg
 	provider string
@@ -271,7 +365,7 @@ type legKey struct {
 
 func newBatch(s *Service, now time.Time) *batch {
 	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{}, readAt: map[string]uint64{},
-		heldOf: map[string][]Task{}, taken: map[string]bool{}, legs: map[legKey]Leg{}}
+		heldOf: map[string][]Task{}, taken: map[string]bool{}, fetched: map[string]NearbyQuery{}, legs: map[legKey]Leg{}}
 }
 
 // take marks courierID as offered a task of the batch (or taken by another batch); "" is nobody.
@@ -292,6 +386,7 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	var wg sync.WaitGroup
 	for i := range ts {
 		searches[i].q = b.s.engine.firstQuery(&ts[i])
+		b.fetched[ts[i].ID] = searches[i].q
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -360,6 +455,7 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	slices.SortStableFunc(order, func(i, j int) int {
 		return cmp.Or(cmp.Compare(ts[i].Pickup.Location.Lat, ts[j].Pickup.Location.Lat), cmp.Compare(ts[i].Pickup.Location.Lng, ts[j].Pickup.Location.Lng))
 	})
+	var ms []matrixCall
 	for _, mode := range geo.Modes {
 		var idx []int
 		for _, i := range order {
@@ -368,43 +464,78 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 			}
 		}
 		for g := 0; g < len(idx); g += matrixGroup {
-			var origins, dests []geo.LatLng
+			m := matrixCall{mode: mode}
 			seen := map[geo.LatLng]bool{}
 			for _, i := range idx[g:min(g+matrixGroup, len(idx))] {
-				if p := ts[i].Pickup.Location; !slices.Contains(dests, p) {
-					dests = append(dests, p)
+				if p := ts[i].Pickup.Location; !slices.Contains(m.dests, p) {
+					m.dests = append(m.dests, p)
 				}
 				for _, c := range searches[i].found {
 					if from, ok := fromOf[c.ID]; ok && infos[c.ID].Mode == mode && !seen[from] {
 						seen[from] = true
-						origins = append(origins, from)
+						m.origins = append(m.origins, from)
 					}
 				}
 			}
-			if len(origins) > 0 {
-				b.matrix(ctx, mr, mode, origins, dests)
+			if len(m.origins) > 0 {
+				ms = append(ms, m)
 			}
 		}
 	}
+	// The matrices are asked for at once (they wait on route, not on this process), and kept in the
+	// order above.
+	sem = make(chan struct{}, prefetchSearches)
+	for i := range ms {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ms[i].legs, ms[i].provider, ms[i].err = mr.Matrices(ctx, ms[i].origins, ms[i].dests, ms[i].mode, b.now)
+		}()
+	}
+	wg.Wait()
+	for _, m := range ms {
+		b.keepMatrix(m)
+	}
 }
 
-// matrix asks route for the legs from origins to dests by mode and keeps them; when route fails, it
-// keeps nothing: the decisions ask route themselves, and degrade as they would have.
-func (b *batch) matrix(ctx context.Context, mr MatrixRoutes, mode geo.TransportMode, origins, dests []geo.LatLng) {
-	legs, provider, err := mr.Matrices(ctx, origins, dests, mode, b.now)
-	if err != nil || len(legs) != len(origins) {
+// unfetched returns the tasks of ts whose first search the batch did not prefetch (or prefetched for
+// a version of the task that searches otherwise).
+func (b *batch) unfetched(ts []Task) []Task {
+	var out []Task
+	for i := range ts {
+		if q, ok := b.fetched[ts[i].ID]; !ok || !sameQuery(q, b.s.engine.firstQuery(&ts[i])) {
+			out = append(out, ts[i])
+		}
+	}
+	return out
+}
+
+// matrixCall is one matrix of a batch's prefetch: its question and route's answer.
+type matrixCall struct {
+	mode           geo.TransportMode
+	origins, dests []geo.LatLng
+	legs           [][]Leg
+	provider       string
+	err            error
+}
+
+// keepMatrix keeps the legs of m; when route failed, it keeps nothing: the decisions ask route
+// themselves, and degrade as they would have.
+func (b *batch) keepMatrix(m matrixCall) {
+	if m.err != nil || len(m.legs) != len(m.origins) {
 		return
 	}
-	for o, from := range origins {
-		if len(legs[o]) != len(dests) {
+	for o, from := range m.origins {
+		if len(m.legs[o]) != len(m.dests) {
 			return
 		}
-		for d, to := range dests {
-			b.legs[legKey{mode: mode, from: from, to: to}] = legs[o][d]
+		for d, to := range m.dests {
+			b.legs[legKey{mode: m.mode, from: from, to: to}] = m.legs[o][d]
 		}
 	}
 	if b.provider == "" {
-		b.provider = provider
+		b.provider = m.provider
 	}
 }
 

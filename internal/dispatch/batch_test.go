@@ -204,3 +204,27 @@ func TestConcurrentBatchesOfferACourierOnce(t *testing.T) {
 		t.Errorf("deliveries of the courier = %+v, %v; want one offer", ds, err)
 	}
 }
+
+// A task created on this replica is searched for while the work loop leases it (its searches, reads
+// and matrix start beside the lease), and that prefetch is what the decision uses: one search and one
+// matrix per task, as when the prefetch follows the lease, and each offer goes to the nearest courier
+// without an open offer.
+func TestCreatedTaskIsPrefetchedOnceBesideItsLease(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	var couriers []dispatchtest.Courier
+	for _, m := range []float64{200, 500, 900} {
+		couriers = append(couriers, sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, m), geo.Bicycle, true))
+	}
+	for i, c := range couriers {
+		tk := create(t, sys, nil)
+		if _, o := offered(t, sys, tk.ID); o.CourierID != c.ID {
+			t.Fatalf("task %d offered to %s, want %s", i, o.CourierID, c.ID)
+		}
+		if got := sys.Couriers.Calls("FindNearby"); got != i+1 {
+			t.Errorf("FindNearby calls after %d tasks = %d, want %d", i+1, got, i+1)
+		}
+		if m, one := sys.Routes.MatricesCalls(), sys.Routes.Calls(); m != i+1 || one != 0 {
+			t.Errorf("route calls after %d tasks = %d Matrices and %d Matrix, want %d and 0", i+1, m, one, i+1)
+		}
+	}
+}

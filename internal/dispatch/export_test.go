@@ -19,14 +19,14 @@ func (s *Service) WorkOnce(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	if len(ts) > 0 {
-		s.processBatch(ctx, ts)
+		s.processBatch(ctx, ts, nil)
 	}
 	return len(ts), nil
 }
 
 // AssignBatch assigns ts as one batch, as the work loop does with the tasks it leased (tests pass copies
 // read before another change, so that a write of the batch fails).
-func (s *Service) AssignBatch(ctx context.Context, ts []Task) { s.assignBatch(ctx, ts) }
+func (s *Service) AssignBatch(ctx context.Context, ts []Task) { s.assignBatch(ctx, ts, nil) }
 
 // BeatSessions refreshes the heartbeats of this replica's sessions once, as the hub does every
 // HeartbeatInterval.

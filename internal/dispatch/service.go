@@ -109,6 +109,8 @@ type Service struct {
 	kickCh        chan struct{}
 	// offering are the couriers this replica's batches are offering a task to (batch.go).
 	offering offering
+	// fresh are the tasks created on this replica since the work loop last leased (batch.go).
+	fresh    freshTasks
 	lastWake atomic.Int64
 }
 

@@ -162,6 +162,7 @@ func (s *Service) CreateTask(ctx context.Context, req CreateRequest) (Task, erro
 		return Task{}, apperr.Errorf(apperr.Conflict, "request_id %q was already used with different fields (task %s)", req.RequestID, out.ID)
 	}
 	if created {
+		s.fresh.add(out, s.opts.Batch)
 		s.kick()
 	}
 	return out.For(p, "", ViewFull), nil

@@ -79,6 +79,9 @@ func (s *Service) work(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+		// The tasks created on this replica since the last lease are most likely among those this
+		// lease takes: their searches, reads and matrices start now, beside the lease.
+		early := s.startEarly(ctx, s.fresh.take())
 		tasks, err := s.store.LeaseDue(ctx, s.opts.Replica, s.now(), s.opts.Lease, s.opts.Batch)
 		if err != nil {
 			failures++
@@ -91,14 +94,22 @@ func (s *Service) work(ctx context.Context) error {
 			}
 			failures = 0
 		}
-		if len(tasks) == 0 {
-			<-sem
-		} else {
+		s.fresh.forget(tasks)
+		switch {
+		case len(tasks) > 0:
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				s.processBatch(ctx, tasks)
+				s.processBatch(ctx, tasks, early)
 			}()
+		case early != nil:
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				early.drop()
+			}()
+		default:
+			<-sem
 		}
 		if len(tasks) == s.opts.Batch {
 			continue // more may be due
@@ -121,8 +132,9 @@ func (s *Service) work(ctx context.Context) error {
 
 // processBatch works leased tasks and releases their leases: OFFERED tasks whose offer passed its
 // deadline get it expired, and join the PENDING ones, which are assigned together (assignBatch); a task
-// in another state has a stale due time cleared.
-func (s *Service) processBatch(ctx context.Context, ts []Task) {
+// in another state has a stale due time cleared. early, when not nil, is what was prefetched for some of
+// them while they were leased.
+func (s *Service) processBatch(ctx context.Context, ts []Task, early *earlyBatch) {
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -158,7 +170,7 @@ func (s *Service) processBatch(ctx context.Context, ts []Task) {
 			s.workFailed(ctx, t, err)
 		}
 	}
-	s.assignBatch(ctx, pending)
+	s.assignBatch(ctx, pending, early)
 }
 
 // workFailed logs a failure to work t, unless there was none, nothing to change, or the loop is ending.

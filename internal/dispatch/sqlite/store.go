@@ -47,9 +47,12 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 // New returns the dispatch store on db, which must come from database.OpenSQLite (a single connection
 // whose transactions take the write lock up front) and carry the schema of Migrations and of the event
 // log (Migrate does both). Closing the store leaves db open. Set its job queue with SetJobs before use.
+//
+// The store's transactions are grouped (sqlstore.Engine.GroupCommit): those of concurrent calls run in
+// one SQLite transaction, each in its own savepoint, and pay one BEGIN and one COMMIT between them.
 func New(db *sql.DB) *sqlstore.Store {
 	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: constraints.MapSQLite,
-		DueIndex: " INDEXED BY tasks_due_order"}, nil)
+		DueIndex: " INDEXED BY tasks_due_order", GroupCommit: true}, nil)
 }
 
 // constraints says what the store's constraint violations mean to callers.

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"sync"
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/platform/apperr"
@@ -51,10 +53,134 @@ func encode(v any, what string) (string, error) {
 	return string(b), nil
 }
 
+// encodeTask is encode for a task's document, written by taskDoc (the same bytes, faster).
+func encodeTask(t *dispatch.Task) (string, error) {
+	if doc, ok := taskDoc(t); ok {
+		return doc, nil
+	}
+	return encode(t, "task "+t.ID)
+}
+
+// encodeDecision is encode for a decision's document, written by decisionDoc.
+func encodeDecision(d *dispatch.Decision) (string, error) {
+	if doc, ok := decisionDoc(d); ok {
+		return doc, nil
+	}
+	return encode(d, "decision "+d.ID)
+}
+
 // decode unmarshals a doc column into v.
 func decode(doc []byte, v any, what string) error {
 	if err := json.Unmarshal(doc, v); err != nil {
 		return fmt.Errorf("decode %s: %w", what, err)
 	}
 	return nil
+}
+
+// Task documents decoded before, by their bytes. A task's document is read far more often than it is
+// written (the lease, the batch's locked read, the courier's delivery, the accept's locked read, each
+// read the version the write before it wrote), and decoding it is most of the cost of those reads. The
+// cache is keyed by the document itself, so it needs no invalidation: the same bytes always decode to
+// the same task, whichever version, replica or rolled-back transaction they came from. Besides the
+// documents decoded, the Store puts the documents it writes, with the task it encoded (after the
+// commit): encoding/json decodes what it encoded to an equal value (times are stored UTC to the
+// microsecond, empty slices as nil, see dispatch.Task.Stored), except for strings that are not valid
+// UTF-8, which the encoder replaces by U+FFFD (written as the escape \ufffd): such documents are not
+// put.
+
+// maxTaskDocs bounds the documents of one generation of taskDocs; it keeps at most two.
+const maxTaskDocs = 1024
+
+// taskDocs is the task documents decoded (or encoded) before. Safe for concurrent use; the zero value is
+// empty. A task in it is never changed: get returns a copy.
+type taskDocs struct {
+	mu sync.Mutex
+	// cur and old are two generations: when cur is full it becomes old, so a document used within
+	// the last maxTaskDocs puts stays.
+	cur, old map[string]dispatch.Task
+}
+
+// get returns a copy of the task doc decodes to, if known.
+func (c *taskDocs) get(doc []byte) (dispatch.Task, bool) {
+	t, ok := c.find(doc)
+	if !ok {
+		return dispatch.Task{}, false
+	}
+	return cloneTask(t), true
+}
+
+// held returns the fields of the task doc decodes to that heldDoc holds, if known.
+func (c *taskDocs) held(doc []byte) (dispatch.Task, bool) {
+	t, ok := c.find(doc)
+	if !ok {
+		return dispatch.Task{}, false
+	}
+	h := dispatch.Task{ID: t.ID, State: t.State, CourierID: t.CourierID, Pickup: t.Pickup, Dropoff: t.Dropoff, AssignTime: t.AssignTime}
+	h.Pickup.Window, h.Dropoff.Window = cloneWindow(h.Pickup.Window), cloneWindow(h.Dropoff.Window)
+	return h, true
+}
+
+// find returns the task doc decodes to, if known: the cache's own, not to be changed.
+func (c *taskDocs) find(doc []byte) (dispatch.Task, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.cur[string(doc)]
+	if !ok {
+		if t, ok = c.old[string(doc)]; ok {
+			c.putLocked(string(doc), t)
+		}
+	}
+	return t, ok
+}
+
+// put records that doc decodes to t, which the cache keeps a copy of.
+func (c *taskDocs) put(doc string, t dispatch.Task) {
+	if strings.Contains(doc, `\ufffd`) {
+		return // maybe a string that was not UTF-8: decoding it gives something else than t
+	}
+	t = cloneTask(t)
+	c.mu.Lock()
+	c.putLocked(doc, t)
+	c.mu.Unlock()
+}
+
+func (c *taskDocs) putLocked(doc string, t dispatch.Task) {
+	if c.cur == nil || len(c.cur) >= maxTaskDocs {
+		c.old, c.cur = c.cur, make(map[string]dispatch.Task, maxTaskDocs)
+	}
+	c.cur[doc] = t
+}
+
+// cloneTask is t.Clone with the proofs' capture locations copied too: nothing of the copy is shared
+// with t, as with a task decoded afresh.
+func cloneTask(t dispatch.Task) dispatch.Task {
+	c := t.Clone()
+	for i := range c.Proofs {
+		if l := c.Proofs[i].CaptureLocation; l != nil {
+			cl := *l
+			c.Proofs[i].CaptureLocation = &cl
+		}
+	}
+	return c
+}
+
+func cloneWindow(w *dispatch.Window) *dispatch.Window {
+	if w == nil {
+		return nil
+	}
+	c := *w
+	return &c
+}
+
+// decodeTask returns the task doc holds, from s.docs when it was decoded or written before.
+func (s *Store) decodeTask(doc []byte) (dispatch.Task, error) {
+	if t, ok := s.docs.get(doc); ok {
+		return t, nil
+	}
+	var t dispatch.Task
+	if err := decode(doc, &t, "task"); err != nil {
+		return dispatch.Task{}, err
+	}
+	s.docs.put(string(doc), t)
+	return t, nil
 }

@@ -106,7 +106,7 @@ func (s *Store) heldTasks(ctx context.Context, refs []heldRef) (map[string][]dis
 }
 
 // decodeHeld reads the documents of refs' tasks, in one read per maxBatchLock of them, and decodes
-// their held fields.
+// their held fields (or takes them from s.docs, which has the documents the store wrote lately).
 func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task, error) {
 	var out []dispatch.Task
 	for start := 0; start < len(refs); start += maxBatchLock {
@@ -133,6 +133,10 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 			if err := r.Scan(&version, &doc); err != nil {
 				return dispatch.Task{}, err
 			}
+			if t, ok := s.docs.held(doc); ok {
+				t.Version = version
+				return t, nil
+			}
 			if err := decode(doc, &h, "held task"); err != nil {
 				return dispatch.Task{}, err
 			}
@@ -153,6 +157,14 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	return s.courierStates(ctx, courierIDs, partConnected|partOfferOpen, since, heldOf)
 }
+
+// The kinds of courierStates' rows: small integers, which the drivers hand over without allocating (a
+// one-letter text would be a new string per row).
+const (
+	kindConnected = 1
+	kindOfferOpen = 2
+	kindHeld      = 3
+)
 
 // The parts of courierStates that read about its courierIDs.
 const (
@@ -190,12 +202,12 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 		}
 		if parts&partConnected != 0 {
 			open, heartbeat := arg(true), arg(s.time(since))
-			selects = append(selects, `SELECT 'c', courier_id, '', 0 FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn)
+			selects = append(selects, `SELECT `+strconv.Itoa(kindConnected)+`, courier_id, '', 0 FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn)
 		}
 		if parts&partOfferOpen != 0 {
 			offered := arg(string(dispatch.StateOffered))
 			offer := strings.Replace(conn, "courier_id", "offer_courier_id", 1) // the same argument
-			selects = append(selects, `SELECT DISTINCT 'o', offer_courier_id, '', 0 FROM tasks`+s.offerIndex()+` WHERE state = `+offered+` AND `+offer)
+			selects = append(selects, `SELECT DISTINCT `+strconv.Itoa(kindOfferOpen)+`, offer_courier_id, '', 0 FROM tasks`+s.offerIndex()+` WHERE state = `+offered+` AND `+offer)
 		}
 	}
 	if len(heldOf) > 0 {
@@ -204,35 +216,39 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 		if err != nil {
 			return dispatch.CourierStates{}, err
 		}
-		selects = append(selects, `SELECT 'h', courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND `+held)
+		selects = append(selects, `SELECT `+strconv.Itoa(kindHeld)+`, courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND `+held)
 	}
 	what := fmt.Sprintf("look up the state of %d couriers", len(courierIDs)+len(heldOf))
 	rows, err := s.read.QueryContext(ctx, strings.Join(selects, " UNION ALL "), args...)
 	if err != nil {
 		return dispatch.CourierStates{}, s.e.MapError(err, what)
 	}
-	type row struct {
-		kind string
+	// The rows are read here rather than through collect: one set of destinations for all of them
+	// (collect's row would escape to the heap once per row, and there are hundreds per batch).
+	var (
+		refs []heldRef
+		kind int64
 		ref  heldRef
-	}
-	got, err := collect(rows, func(r scanner) (row, error) {
-		var x row
-		err := r.Scan(&x.kind, &x.ref.courierID, &x.ref.id, &x.ref.version)
-		return x, err
-	})
+	)
+	err = func() error {
+		defer rows.Close()
+		for rows.Next() {
+			if err := rows.Scan(&kind, &ref.courierID, &ref.id, &ref.version); err != nil {
+				return err
+			}
+			switch kind {
+			case kindConnected:
+				out.Connected[ref.courierID] = true
+			case kindOfferOpen:
+				out.OfferOpen[ref.courierID] = true
+			case kindHeld:
+				refs = append(refs, ref)
+			}
+		}
+		return rows.Err()
+	}()
 	if err != nil {
 		return dispatch.CourierStates{}, s.e.MapError(err, what)
-	}
-	var refs []heldRef
-	for _, x := range got {
-		switch x.kind {
-		case "c":
-			out.Connected[x.ref.courierID] = true
-		case "o":
-			out.OfferOpen[x.ref.courierID] = true
-		case "h":
-			refs = append(refs, x.ref)
-		}
 	}
 	if len(refs) > 0 {
 		if out.Held, err = s.heldTasks(ctx, refs); err != nil {

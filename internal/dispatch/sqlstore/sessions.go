@@ -93,7 +93,7 @@ func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after
 		if err != nil || !version.Valid {
 			return dt, err
 		}
-		dt.Task, err = taskOf(version.Int64, due, doc)
+		dt.Task, err = s.taskOf(version.Int64, due, doc)
 		dt.Found = err == nil
 		return dt, err
 	})
@@ -203,21 +203,24 @@ func (s *Store) UpdateSession(ctx context.Context, courierID string, fn func(dis
 	return out, nil
 }
 
-// AckSession implements dispatch.Store: one UPDATE, atomic without a transaction.
+// AckSession implements dispatch.Store: one UPDATE, atomic without a transaction (on SQLite it shares
+// a group's commit, see write).
 func (s *Store) AckSession(ctx context.Context, courierID string, cursor int64) error {
-	res, err := s.db.ExecContext(ctx, `
-		UPDATE sessions SET acked = CASE WHEN acked < $1 THEN $1 ELSE acked END WHERE courier_id = $2`, cursor, courierID)
-	if err != nil {
-		return s.e.MapError(err, fmt.Sprintf("acknowledge cursor %d of courier %s", cursor, courierID))
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return s.e.MapError(err, fmt.Sprintf("acknowledge cursor %d of courier %s", cursor, courierID))
-	}
-	if n == 0 {
-		return apperr.Errorf(apperr.NotFound, "no session record of courier %s", courierID)
-	}
-	return nil
+	return s.write(ctx, func(q querier) error {
+		res, err := q.ExecContext(ctx, `
+			UPDATE sessions SET acked = CASE WHEN acked < $1 THEN $1 ELSE acked END WHERE courier_id = $2`, cursor, courierID)
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("acknowledge cursor %d of courier %s", cursor, courierID))
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("acknowledge cursor %d of courier %s", cursor, courierID))
+		}
+		if n == 0 {
+			return apperr.Errorf(apperr.NotFound, "no session record of courier %s", courierID)
+		}
+		return nil
+	})
 }
 
 // beatChunk bounds the sessions of one BeatSessions statement: three parameters each, below SQLite's
@@ -225,49 +228,64 @@ func (s *Store) AckSession(ctx context.Context, courierID string, cursor int64) 
 const beatChunk = 300
 
 // BeatSessions implements dispatch.Store. The courier ids narrow the update through the primary key; the
-// pairs decide.
+// pairs decide. On SQLite the statements share a group's commit (see write).
 func (s *Store) BeatSessions(ctx context.Context, sessions []dispatch.SessionRef, at time.Time) (map[dispatch.SessionRef]int64, error) {
-	out := map[dispatch.SessionRef]int64{}
-	for chunk := range slices.Chunk(sessions, beatChunk) {
-		n := len(chunk)
-		args := make([]any, 0, 2+3*n)
-		args = append(args, s.time(at), true)
-		for _, r := range chunk {
-			args = append(args, r.CourierID)
-		}
-		var pairs strings.Builder
-		for i, r := range chunk {
-			if i > 0 {
-				pairs.WriteString(", ")
+	var out map[dispatch.SessionRef]int64
+	err := s.write(ctx, func(q querier) error {
+		out = map[dispatch.SessionRef]int64{} // a run again starts afresh
+		for chunk := range slices.Chunk(sessions, beatChunk) {
+			if err := s.beatSessions(ctx, q, chunk, at, out); err != nil {
+				return err
 			}
-			fmt.Fprintf(&pairs, "($%d, $%d)", len(args)+1, len(args)+2)
-			args = append(args, r.CourierID, r.SessionID)
 		}
-		rows, err := s.db.QueryContext(ctx, `
-			UPDATE sessions SET heartbeat = $1
-			WHERE is_open = $2 AND courier_id IN (`+placeholders(3, n)+`) AND (courier_id, session_id) IN (VALUES `+pairs.String()+`)
-			RETURNING courier_id, session_id,
-				(SELECT coalesce(max(d.cursor), 0) FROM deliveries d WHERE d.courier_id = sessions.courier_id)`, args...)
-		if err != nil {
-			return nil, s.e.MapError(err, "refresh session heartbeats")
-		}
-		type beaten struct {
-			ref  dispatch.SessionRef
-			last int64
-		}
-		got, err := collect(rows, func(r scanner) (beaten, error) {
-			var b beaten
-			err := r.Scan(&b.ref.CourierID, &b.ref.SessionID, &b.last)
-			return b, err
-		})
-		if err != nil {
-			return nil, s.e.MapError(err, "refresh session heartbeats")
-		}
-		for _, b := range got {
-			out[b.ref] = b.last
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// beatSessions is BeatSessions for one chunk, adding what it refreshed to out.
+func (s *Store) beatSessions(ctx context.Context, q querier, chunk []dispatch.SessionRef, at time.Time, out map[dispatch.SessionRef]int64) error {
+	n := len(chunk)
+	args := make([]any, 0, 2+3*n)
+	args = append(args, s.time(at), true)
+	for _, r := range chunk {
+		args = append(args, r.CourierID)
+	}
+	var pairs strings.Builder
+	for i, r := range chunk {
+		if i > 0 {
+			pairs.WriteString(", ")
+		}
+		fmt.Fprintf(&pairs, "($%d, $%d)", len(args)+1, len(args)+2)
+		args = append(args, r.CourierID, r.SessionID)
+	}
+	rows, err := q.QueryContext(ctx, `
+		UPDATE sessions SET heartbeat = $1
+		WHERE is_open = $2 AND courier_id IN (`+placeholders(3, n)+`) AND (courier_id, session_id) IN (VALUES `+pairs.String()+`)
+		RETURNING courier_id, session_id,
+			(SELECT coalesce(max(d.cursor), 0) FROM deliveries d WHERE d.courier_id = sessions.courier_id)`, args...)
+	if err != nil {
+		return s.e.MapError(err, "refresh session heartbeats")
+	}
+	type beaten struct {
+		ref  dispatch.SessionRef
+		last int64
+	}
+	got, err := collect(rows, func(r scanner) (beaten, error) {
+		var b beaten
+		err := r.Scan(&b.ref.CourierID, &b.ref.SessionID, &b.last)
+		return b, err
+	})
+	if err != nil {
+		return s.e.MapError(err, "refresh session heartbeats")
+	}
+	for _, b := range got {
+		out[b.ref] = b.last
+	}
+	return nil
 }
 
 // Connected implements dispatch.Store as the connected part of courierStates: only connected couriers are

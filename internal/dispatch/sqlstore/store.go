@@ -44,6 +44,13 @@
 // locks keeps lock order one way. LeaseDue, Unlease and WakePending append nothing: they change no task
 // a reader sees but its due time.
 //
+// On SQLite (Engine.GroupCommit) the transactions of concurrent calls are grouped (database.Group): each
+// call's transaction is a savepoint of a transaction shared with the calls queued beside it, run one
+// after the other in queue order, rolled back alone when it fails, and committed with the others in
+// one COMMIT; a call returns only after that commit. Each call still sees the writes of those before
+// it, exactly as if the transactions had run one after the other, and nothing of the group is visible
+// to readers before the commit.
+//
 // A Change's jobs are enqueued in the same transaction by the enqueuer given to SetJobs (RiverJobs:
 // River's tables in the same database, migrated with jobs.Migrate), so each exists exactly when the
 // change commits. A Change with jobs fails with Internal when no enqueuer is set: jobs are never dropped.
@@ -113,6 +120,11 @@ type Engine struct {
 	// Retryable reports whether a transaction that failed with err may run again from the start
 	// (PostgreSQL's deadlock_detected and serialization_failure). Nil means never.
 	Retryable func(err error) bool
+	// GroupCommit runs the store's transactions through a database.Group: the transactions of
+	// concurrent calls share one BEGIN and COMMIT, each in its own savepoint. Set on SQLite, whose
+	// single writer connection runs transactions one at a time anyway; on PostgreSQL transactions run
+	// side by side on their own connections, and grouping them would only serialize them.
+	GroupCommit bool
 }
 
 // EnqueueJobs enqueues jobs as part of tx, so that they exist exactly when tx commits (RiverJobs).
@@ -127,8 +139,12 @@ type Store struct {
 	close func() error
 	jobs  EnqueueJobs
 	nudge func()
+	// group, when the engine asks for GroupCommit, runs inTx's transactions.
+	group *database.Group
 	// held are the held tasks' fields decoded before (held.go).
 	held heldCache
+	// docs are the task documents decoded or written before (codec.go).
+	docs taskDocs
 }
 
 var _ dispatch.Store = (*Store)(nil)
@@ -142,7 +158,11 @@ var _ dispatch.Store = (*Store)(nil)
 // writer connection, so they neither wait for nor delay the writes; on PostgreSQL db itself. A read
 // sees every write whose call has returned (WAL); reads inside a transaction stay on it.
 func New(db *sql.DB, e Engine, closeDB func() error) *Store {
-	return &Store{db: db, read: database.Reader(db), e: e, close: closeDB}
+	s := &Store{db: db, read: database.Reader(db), e: e, close: closeDB}
+	if e.GroupCommit {
+		s.group = database.NewGroup(db, 0)
+	}
+	return s
 }
 
 // SetJobs sets how a Change's jobs are enqueued: RiverJobs(client) in production. Call it before the
@@ -190,10 +210,26 @@ const maxTxAttempts = 5
 // inTx runs fn in a transaction (database.InTx), again from the start when it fails with an error the
 // engine reports as retryable, after a randomized pause that grows with each attempt. When the
 // transaction committed after appending events, the nudge runs.
+//
+// With the engine's GroupCommit the transaction is the Store's database.Group's: fn runs in a
+// savepoint of a transaction shared with concurrent calls, and is rolled back alone when it fails.
+// What fn did in memory is its call's alone (its appender, what its closure captured), and the nudge
+// runs only once the shared transaction committed with fn's writes in it, as without the group. The
+// events of one shared transaction become visible together, in the order the functions ran, their
+// sequence numbers contiguous (SQLite's one writer draws them).
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx, a *appender) error) error {
 	for attempt := 1; ; attempt++ {
 		a := &appender{s: s}
-		err := database.InTx(ctx, s.db, func(tx *sql.Tx) error { return fn(tx, a) })
+		run := func(tx *sql.Tx) error {
+			a.appended = false
+			return fn(tx, a)
+		}
+		var err error
+		if s.group != nil {
+			err = s.group.InTx(ctx, run)
+		} else {
+			err = database.InTx(ctx, s.db, run)
+		}
 		if err == nil {
 			if a.appended {
 				s.afterAppend()
@@ -215,6 +251,17 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx, a *appender) error
 		case <-t.C:
 		}
 	}
+}
+
+// write runs fn, statements that need no transaction of their own, on the writer: through the Store's
+// Group when it has one, so that they share a group's COMMIT instead of paying one of their own, and on
+// db directly (one autocommit transaction per statement) otherwise. A failure of fn writes nothing of
+// its statements in a group; outside one, the statements before the failing one stay.
+func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
+	if s.group == nil {
+		return fn(s.db)
+	}
+	return s.group.InTx(ctx, func(tx *sql.Tx) error { return fn(tx) })
 }
 
 func (s *Store) afterAppend() {

@@ -23,7 +23,7 @@ const MaxLimit = dispatch.MaxSnapshotTasks + 1
 // taskColumns are what scanTask reads: the store's own version and due time, then the doc.
 const taskColumns = `version, due_time, doc`
 
-func scanTask(row scanner) (dispatch.Task, error) {
+func (s *Store) scanTask(row scanner) (dispatch.Task, error) {
 	var (
 		version int64
 		due     time.Time
@@ -32,13 +32,13 @@ func scanTask(row scanner) (dispatch.Task, error) {
 	if err := row.Scan(&version, database.ScanTime(&due), &doc); err != nil {
 		return dispatch.Task{}, err
 	}
-	return taskOf(version, due, doc)
+	return s.taskOf(version, due, doc)
 }
 
 // taskOf is the task stored as taskColumns: its document, with the version and due time kept in columns.
-func taskOf(version int64, due time.Time, doc []byte) (dispatch.Task, error) {
-	var t dispatch.Task
-	if err := decode(doc, &t, "task"); err != nil {
+func (s *Store) taskOf(version int64, due time.Time, doc []byte) (dispatch.Task, error) {
+	t, err := s.decodeTask(doc)
+	if err != nil {
 		return dispatch.Task{}, err
 	}
 	t.Version, t.DueTime = version, due
@@ -64,7 +64,7 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 	}
 	t = t.Stored()
 	t.Version = 1
-	doc, err := encode(t, "task "+t.ID)
+	doc, err := encodeTask(&t)
 	if err != nil {
 		return dispatch.Task{}, false, err
 	}
@@ -91,7 +91,7 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 		}
 		if n == 0 {
 			// The request was made before: answer with its task.
-			prev, err := scanTask(tx.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE created_by = $1 AND request_id = $2`,
+			prev, err := s.scanTask(tx.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE created_by = $1 AND request_id = $2`,
 				t.CreatedBy, t.RequestID))
 			if err != nil {
 				return s.e.MapError(err, fmt.Sprintf("load task of request %s by %s", t.RequestID, t.CreatedBy))
@@ -110,6 +110,9 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 	})
 	if err != nil {
 		return dispatch.Task{}, false, err
+	}
+	if created {
+		s.docs.put(doc, out)
 	}
 	return out, created, nil
 }
@@ -148,7 +151,7 @@ func (s *Store) GetTask(ctx context.Context, id string) (dispatch.Task, error) {
 
 // getTask reads task id, ending the statement with lock.
 func (s *Store) getTask(ctx context.Context, q querier, id, lock string) (dispatch.Task, error) {
-	t, err := scanTask(q.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1`+lock, id))
+	t, err := s.scanTask(q.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1`+lock, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return dispatch.Task{}, taskNotFound(id)
 	}
@@ -182,7 +185,7 @@ func (s *Store) TaskByOffer(ctx context.Context, offerID string) (dispatch.Task,
 
 // taskByOffer reads the task that has offer offerID, ending the statement with lock.
 func (s *Store) taskByOffer(ctx context.Context, q querier, offerID, lock string) (dispatch.Task, error) {
-	t, err := scanTask(q.QueryRowContext(ctx, `
+	t, err := s.scanTask(q.QueryRowContext(ctx, `
 		SELECT `+taskColumns+` FROM tasks WHERE id = (SELECT task_id FROM offers WHERE offer_id = $1)`+lock, offerID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return dispatch.Task{}, apperr.Errorf(apperr.NotFound, "offer %s not found", offerID)
@@ -246,7 +249,7 @@ func (s *Store) queryTasks(ctx context.Context, q querier, query, what string, a
 	if err != nil {
 		return nil, s.e.MapError(err, what)
 	}
-	out, err := collect(rows, scanTask)
+	out, err := collect(rows, s.scanTask)
 	if err != nil {
 		return nil, s.e.MapError(err, what)
 	}
@@ -307,7 +310,10 @@ func (s *Store) UpdateTaskByOffer(ctx context.Context, offerID string, fn func(d
 
 // updateTask is UpdateTask with the task read (and locked) in the transaction by read.
 func (s *Store) updateTask(ctx context.Context, read func(*sql.Tx) (dispatch.Task, error), fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
-	var out dispatch.Task
+	var (
+		out dispatch.Task
+		doc string
+	)
 	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
 		cur, err := read(tx)
 		if err != nil {
@@ -317,7 +323,7 @@ func (s *Store) updateTask(ctx context.Context, read func(*sql.Tx) (dispatch.Tas
 		if err != nil {
 			return err
 		}
-		if out, err = s.applyChange(ctx, tx, cur, ch); err != nil {
+		if out, doc, err = s.applyChange(ctx, tx, cur, ch); err != nil {
 			return err
 		}
 		return s.appendChange(ctx, tx, a, out, ch)
@@ -325,41 +331,44 @@ func (s *Store) updateTask(ctx context.Context, read func(*sql.Tx) (dispatch.Tas
 	if err != nil {
 		return dispatch.Task{}, err
 	}
+	s.docs.put(doc, out)
 	return out, nil
 }
 
 // applyChange writes ch, what a closure returned for cur as read (and locked) in tx, except its events
-// and deliveries (appendChange), and returns the task written.
-func (s *Store) applyChange(ctx context.Context, tx *sql.Tx, cur dispatch.Task, ch dispatch.Change) (dispatch.Task, error) {
+// and deliveries (appendChange), and returns the task written and its document (for s.docs once the
+// transaction committed).
+func (s *Store) applyChange(ctx context.Context, tx *sql.Tx, cur dispatch.Task, ch dispatch.Change) (dispatch.Task, string, error) {
 	id := cur.ID
 	if len(ch.Jobs) > 0 && s.jobs == nil {
-		return dispatch.Task{}, apperr.Errorf(apperr.Internal, "task %s: %d jobs to enqueue and no job queue configured", id, len(ch.Jobs))
+		return dispatch.Task{}, "", apperr.Errorf(apperr.Internal, "task %s: %d jobs to enqueue and no job queue configured", id, len(ch.Jobs))
 	}
 	next := ch.Task.Stored()
 	next.ID, next.CreatedBy, next.RequestID, next.RequestHash, next.CreateTime = cur.ID, cur.CreatedBy, cur.RequestID, cur.RequestHash, cur.CreateTime
 	next.Version = cur.Version + 1
-	if err := s.writeTask(ctx, tx, cur, next); err != nil {
-		return dispatch.Task{}, err
+	doc, err := s.writeTask(ctx, tx, cur, next)
+	if err != nil {
+		return dispatch.Task{}, "", err
 	}
 	if err := s.insertOffers(ctx, tx, id, cur.Offers, next.Offers); err != nil {
-		return dispatch.Task{}, err
+		return dispatch.Task{}, "", err
 	}
 	if ch.Decision != nil {
 		if err := s.upsertDecision(ctx, tx, id, *ch.Decision); err != nil {
-			return dispatch.Task{}, err
+			return dispatch.Task{}, "", err
 		}
 	}
 	if ch.Command != nil {
 		if err := s.insertCommand(ctx, tx, *ch.Command, next.UpdateTime, false); err != nil {
-			return dispatch.Task{}, err
+			return dispatch.Task{}, "", err
 		}
 	}
 	if len(ch.Jobs) > 0 {
 		if err := s.jobs(ctx, tx, ch.Jobs); err != nil {
-			return dispatch.Task{}, s.e.MapError(err, fmt.Sprintf("enqueue %d jobs of task %s", len(ch.Jobs), id))
+			return dispatch.Task{}, "", s.e.MapError(err, fmt.Sprintf("enqueue %d jobs of task %s", len(ch.Jobs), id))
 		}
 	}
-	return next, nil
+	return next, doc, nil
 }
 
 // appendChange appends the event of next, written by applyChange for ch, and ch's deliveries: last in
@@ -395,9 +404,11 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
+	docs := make([]string, len(updates))
 	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
 		clear(out)
 		clear(errs) // a run again starts afresh
+		clear(docs)
 		cur := make(map[string]dispatch.Task, len(ids))
 		for start := 0; start < len(ids); start += maxBatchLock {
 			part := ids[start:min(start+maxBatchLock, len(ids))]
@@ -426,11 +437,11 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 				errs[i] = err
 				continue
 			}
-			next, err := s.applyChange(ctx, tx, c, ch)
+			next, doc, err := s.applyChange(ctx, tx, c, ch)
 			if err != nil {
 				return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
 			}
-			out[i], cur[u.ID], changes[i] = next, next, ch
+			out[i], cur[u.ID], changes[i], docs[i] = next, next, ch, doc
 		}
 		// Every append after every row written: on PostgreSQL the log's lock is held from the first
 		// append to the commit, so the batch holds it as briefly as a single update does.
@@ -445,6 +456,11 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 		return nil
 	})
 	if err == nil {
+		for i, doc := range docs {
+			if errs[i] == nil {
+				s.docs.put(doc, out[i])
+			}
+		}
 		return out, errs
 	}
 	if ctx.Err() != nil {
@@ -460,11 +476,12 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 	return out, errs
 }
 
-// writeTask replaces cur, as read, with next: Aborted when the stored version is no longer cur's.
-func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Task) error {
-	doc, err := encode(next, "task "+next.ID)
+// writeTask replaces cur, as read, with next, and returns next's document: Aborted when the stored
+// version is no longer cur's.
+func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Task) (string, error) {
+	doc, err := encodeTask(&next)
 	if err != nil {
-		return err
+		return "", err
 	}
 	res, err := tx.ExecContext(ctx, `
 		UPDATE tasks SET state = $1, customer_id = $2, courier_id = $3, offer_courier_id = $4, priority_rank = $5,
@@ -473,16 +490,16 @@ func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Ta
 		string(next.State), next.CustomerID, nullString(next.CourierID), nullString(offerCourier(&next)), next.Priority.Rank(),
 		s.time(next.UpdateTime), s.nullTime(next.DueTime), next.Version, doc, next.ID, cur.Version)
 	if err != nil {
-		return s.e.MapError(err, "update task "+next.ID)
+		return "", s.e.MapError(err, "update task "+next.ID)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return s.e.MapError(err, "update task "+next.ID)
+		return "", s.e.MapError(err, "update task "+next.ID)
 	}
 	if n != 1 {
-		return apperr.Errorf(apperr.Aborted, "task %s changed while it was being updated", next.ID)
+		return "", apperr.Errorf(apperr.Aborted, "task %s changed while it was being updated", next.ID)
 	}
-	return nil
+	return doc, nil
 }
 
 // upsertDecision inserts d, or replaces the decision with its id.
@@ -494,7 +511,7 @@ func (s *Store) upsertDecision(ctx context.Context, tx *sql.Tx, taskID string, d
 	if d.TaskID == "" {
 		d.TaskID = taskID
 	}
-	doc, err := encode(d, "decision "+d.ID)
+	doc, err := encodeDecision(&d)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing/fstest"
 	"time"
 
@@ -54,4 +55,49 @@ func Example() {
 	fmt.Println(status, at.Format(time.RFC3339))
 	// Output:
 	// PENDING 2026-03-01T09:30:00Z
+}
+
+// Concurrent writers on SQLite share transactions through a Group: each function runs in its own
+// savepoint of one transaction, a failing one is rolled back alone, and one COMMIT serves them all.
+func ExampleGroup() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "lastmile-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := database.OpenSQLite(ctx, filepath.Join(dir, "group.db"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "CREATE TABLE acks (courier TEXT PRIMARY KEY, cursor INTEGER NOT NULL)"); err != nil {
+		log.Fatal(err)
+	}
+
+	g := database.NewGroup(db, 0)
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i, courier := range []string{"c1", "c2", "c1"} { // the second c1 breaks the primary key
+		wg.Go(func() {
+			errs[i] = g.InTx(ctx, func(tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, "INSERT INTO acks (courier, cursor) VALUES ($1, $2)", courier, i+1)
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM acks").Scan(&n); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("failed:", failed, "rows:", n)
+	// Output:
+	// failed: 1 rows: 2
 }

@@ -85,6 +85,10 @@ type cachedConn struct {
 	stmts map[string]*cachedStmt
 	// The LRU list: head is the most recently used statement, tail the least.
 	head, tail *cachedStmt
+	// shield: statements run under context.Background instead of their own contexts, so that a
+	// context that ends never interrupts one (see Group; database/sql still refuses to start a
+	// statement whose context has ended).
+	shield bool
 }
 
 // cachedStmt is one cached prepared statement.
@@ -115,6 +119,9 @@ func (c *cachedConn) Unwrap() driver.Conn { return c.sqliteConn }
 
 // ExecContext implements driver.ExecerContext with a cached statement.
 func (c *cachedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if c.shield {
+		ctx = context.Background()
+	}
 	cs, err := c.get(ctx, query)
 	if err != nil || cs == nil {
 		if err != nil {
@@ -133,6 +140,9 @@ func (c *cachedConn) ExecContext(ctx context.Context, query string, args []drive
 // QueryContext implements driver.QueryerContext with a cached statement, marked busy until the rows
 // close.
 func (c *cachedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if c.shield {
+		ctx = context.Background()
+	}
 	cs, err := c.get(ctx, query)
 	if err != nil || cs == nil {
 		if err != nil {

@@ -83,22 +83,26 @@ func Append(ctx context.Context, tx *sql.Tx, d database.Dialect, e eventlog.Even
 	if err := prepare(&e); err != nil {
 		return 0, err
 	}
+	insert := "INSERT INTO event_log (topic, key, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING seq"
 	if d == database.Postgres {
-		// One round trip for both: the notification is only sent when tx commits, and PostgreSQL
-		// folds the identical notifications of one transaction into one.
-		if _, err := tx.ExecContext(ctx, "SELECT "+appendLock+", pg_notify("+notifyChannel+", '')"); err != nil {
-			return 0, fmt.Errorf("append event %s: lock event log: %w", e.Topic, err)
-		}
+		insert = appendPostgres
 	}
 	var seq int64
-	err := tx.QueryRowContext(ctx,
-		"INSERT INTO event_log (topic, key, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
-		e.Topic, e.Key, e.Payload, d.Time(e.At)).Scan(&seq)
+	err := tx.QueryRowContext(ctx, insert, e.Topic, e.Key, e.Payload, d.Time(e.At)).Scan(&seq)
 	if err != nil {
 		return 0, fmt.Errorf("append event %s: %w", e.Topic, err)
 	}
 	return seq, nil
 }
+
+// appendPostgres is Append's statement on PostgreSQL, one round trip: the row inserted comes from the
+// CTE that takes the log's lock (and queues the notification, sent only when the transaction commits;
+// PostgreSQL folds the identical notifications of one transaction into one), so the lock is held before
+// the row's seq is drawn. MATERIALIZED keeps the CTE a step of its own; a CTE is only run when
+// referenced, hence FROM lock. The casts type the parameters, which INSERT ... SELECT does not infer
+// from the columns.
+const appendPostgres = "WITH lock AS MATERIALIZED (SELECT " + appendLock + ", pg_notify(" + notifyChannel + ", '')) " +
+	"INSERT INTO event_log (topic, key, payload, created_at) SELECT $1::text, $2::text, $3::bytea, $4::timestamptz FROM lock RETURNING seq"
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrationFS embed.FS
@@ -152,13 +156,30 @@ func (s *Source) Head(ctx context.Context) (int64, error) {
 	return max(newest, pruned), nil
 }
 
+// readLimited is Read's statement: the floor beside each of the (at most $2) events after $1, in seq
+// order, or the floor alone in one row when none follows. The events are limited before the join, so
+// that PostgreSQL's planner never sorts every event after $1; SQLite materializes them and sorts them
+// again for the outer ORDER BY.
+const readLimited = `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
+		FROM event_log_state s
+		LEFT JOIN (SELECT seq, topic, key, payload, created_at FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2) e ON 1 = 1
+		ORDER BY e.seq`
+
+// readSQLite is readLimited for SQLite when $2 is at least 1: event_log_state is one row by its key, so
+// the join walks event_log's rowid from $1 in seq order and stops at the limit, with nothing
+// materialized or sorted.
+const readSQLite = `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
+		FROM event_log_state s LEFT JOIN event_log e ON e.seq > $1
+		WHERE s.id = 1 ORDER BY e.seq LIMIT $2`
+
 // Read implements eventlog.Source, in one statement so the events and the floor come from one
 // snapshot.
 func (s *Source) Read(ctx context.Context, after int64, limit int) ([]eventlog.Event, int64, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT s.pruned_through, e.seq, e.topic, e.key, e.payload, e.created_at
-		FROM event_log_state s
-		LEFT JOIN (SELECT seq, topic, key, payload, created_at FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2) e ON 1 = 1
-		ORDER BY e.seq`, after, limit)
+	query := readLimited
+	if s.dialect == database.SQLite && limit >= 1 {
+		query = readSQLite
+	}
+	rows, err := s.read.QueryContext(ctx, query, after, limit)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read event log after %d: %w", after, err)
 	}

@@ -175,6 +175,14 @@ func TestPruneKeepsTheNewest(t *testing.T) {
 			if _, floor, err := src.Read(ctx, 0, 1); err != nil || floor != tc.floor {
 				t.Errorf("after Prune(%+v): floor %d, %v; want %d", tc.r, floor, err, tc.floor)
 			}
+			// The floor comes with no event too: after the newest, and with limit 0.
+			last := events[len(events)-1].Seq
+			if got, floor, err := src.Read(ctx, last, 10); err != nil || len(got) != 0 || floor != tc.floor {
+				t.Errorf("after Prune(%+v): Read(%d) = %v, floor %d, %v; want no event, floor %d", tc.r, last, got, floor, err, tc.floor)
+			}
+			if got, floor, err := src.Read(ctx, 0, 0); err != nil || len(got) != 0 || floor != tc.floor {
+				t.Errorf("after Prune(%+v): Read(0, limit 0) = %v, floor %d, %v; want no event, floor %d", tc.r, got, floor, err, tc.floor)
+			}
 		}
 	})
 }
