@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"lastmile/internal/platform/grpcclient"
+	"lastmile/internal/platform/grpcserver/grpctest"
 )
 
 // TestFixedFlowControlWindows: the client announces 1 MiB flow-control windows, per stream in its
@@ -41,27 +42,5 @@ func TestFixedFlowControlWindows(t *testing.T) {
 		t.Fatalf("client preface = %q, %v; want %q", preface, err, http2.ClientPreface)
 	}
 	fr := http2.NewFramer(raw, raw)
-	f, err := fr.ReadFrame()
-	if err != nil {
-		t.Fatalf("read the client's first frame: %v", err)
-	}
-	settings, ok := f.(*http2.SettingsFrame)
-	if !ok || settings.IsAck() {
-		t.Fatalf("client's first frame = %v, want its SETTINGS", f)
-	}
-	if got, ok := settings.Value(http2.SettingInitialWindowSize); !ok || got != 1<<20 {
-		t.Errorf("SETTINGS_INITIAL_WINDOW_SIZE = %d (sent %t), want %d", got, ok, 1<<20)
-	}
-	f, err = fr.ReadFrame()
-	if err != nil {
-		t.Fatalf("read the client's second frame: %v", err)
-	}
-	update, ok := f.(*http2.WindowUpdateFrame)
-	if !ok {
-		t.Fatalf("client's second frame = %v, want a connection WINDOW_UPDATE", f)
-	}
-	if update.StreamID != 0 || update.Increment != 1<<20-65535 {
-		t.Errorf("WINDOW_UPDATE stream %d increment %d, want stream 0 increment %d (a 1 MiB connection window)",
-			update.StreamID, update.Increment, 1<<20-65535)
-	}
+	grpctest.ExpectFlowControlWindows(t, fr, "client", 1<<20)
 }
