@@ -31,6 +31,18 @@ func (a *appender) append(ctx context.Context, tx *sql.Tx, topic, key string, pa
 	return seq, nil
 }
 
+// appendMany records events in tx (sqllog.AppendMany) and returns their sequence numbers, in order.
+func (a *appender) appendMany(ctx context.Context, tx *sql.Tx, events []eventlog.Event) ([]int64, error) {
+	seqs, err := sqllog.AppendMany(ctx, tx, a.s.e.Dialect, events)
+	if err != nil {
+		return nil, a.s.e.MapError(err, fmt.Sprintf("append %d events", len(events)))
+	}
+	if len(events) > 0 {
+		a.appended = true
+	}
+	return seqs, nil
+}
+
 // normalizeDecision returns d with its time as the store keeps it.
 func normalizeDecision(d dispatch.Decision) dispatch.Decision {
 	d.DecideTime = storedTime(d.DecideTime)

@@ -14,6 +14,7 @@ import (
 	"lastmile/internal/dispatch"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/eventlog"
 )
 
 // MaxLimit bounds every read that takes a limit: one more than the largest snapshot a session sends, so
@@ -385,6 +386,63 @@ func (s *Store) appendChange(ctx context.Context, tx *sql.Tx, a *appender, next 
 	return nil
 }
 
+// appendChanges is appendChange for every written task of a batch (errs[i] nil), in their order, in
+// two statements on PostgreSQL instead of three round trips per task: the events (each task's, then
+// its deliveries') in one AppendMany, then the deliveries, with those events' numbers as cursors, in
+// one insert.
+func (s *Store) appendChanges(ctx context.Context, tx *sql.Tx, a *appender, next []dispatch.Task, changes []dispatch.Change, errs []error) error {
+	var (
+		events []eventlog.Event
+		dels   []dispatch.Delivery
+		isDel  []bool
+	)
+	for i := range next {
+		if errs[i] != nil {
+			continue
+		}
+		events = append(events, eventlog.Event{Topic: dispatch.TopicTask, Key: next[i].ID, Payload: []byte(next[i].State)})
+		isDel = append(isDel, false)
+		for _, d := range changes[i].Deliveries {
+			if d.CourierID == "" || d.TaskID == "" {
+				return apperr.Errorf(apperr.Internal, "delivery without a courier or a task")
+			}
+			if d.CreateTime.IsZero() { // as insertDelivery
+				d.CreateTime = next[i].UpdateTime
+			}
+			if d.CreateTime.IsZero() {
+				d.CreateTime = time.Now()
+			}
+			events = append(events, eventlog.Event{Topic: dispatch.TopicDelivery, Key: d.CourierID, Payload: []byte(d.TaskID)})
+			isDel = append(isDel, true)
+			dels = append(dels, d)
+		}
+	}
+	seqs, err := a.appendMany(ctx, tx, events)
+	if err != nil || len(dels) == 0 {
+		return err
+	}
+	n := len(dels)
+	couriers, cursors, kinds, tasks, offers, reasons, times := make([]string, n), make([]int64, n), make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]time.Time, n)
+	j := 0
+	for i, seq := range seqs {
+		if !isDel[i] {
+			continue
+		}
+		d := dels[j]
+		couriers[j], cursors[j], kinds[j], tasks[j], offers[j], reasons[j], times[j] = d.CourierID, seq, string(d.Kind), d.TaskID, d.OfferID, string(d.Reason), storedTime(d.CreateTime)
+		j++
+	}
+	_, err = tx.ExecContext(ctx, `
+		INSERT INTO deliveries (courier_id, cursor, kind, task_id, offer_id, reason, create_time)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])`,
+		couriers, cursors, kinds, tasks, offers, reasons, times)
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("record %d deliveries", n))
+	}
+	return nil
+}
+
 // maxBatchLock bounds the ids one locking read of UpdateTasks names.
 const maxBatchLock = 256
 
@@ -445,6 +503,9 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 		}
 		// Every append after every row written: on PostgreSQL the log's lock is held from the first
 		// append to the commit, so the batch holds it as briefly as a single update does.
+		if s.e.Dialect == database.Postgres {
+			return s.appendChanges(ctx, tx, a, out, changes, errs)
+		}
 		for i := range updates {
 			if errs[i] != nil {
 				continue

@@ -67,8 +67,9 @@ func (p *PanicError) Error() string {
 // function whose writes were kept.
 //
 // Contexts: the transaction belongs to no caller (it runs under context.Background), so one caller's
-// cancellation never ends the others'. A caller whose context ends before its function started gets
-// ctx.Err() at once and its function is never run; a leader whose context ends while it waits for the
+// cancellation never ends the others'. A caller whose context ends while its call waits in the queue
+// gets ctx.Err() at once; one whose call a leader already took gets it when the leader comes to the
+// call; either way its function is never run. A leader whose context ends while it waits for the
 // writer connection passes the lead to the oldest waiter. A function's statements run under its caller's
 // context in this sense: a statement started after the context ended fails with ctx.Err() (so the
 // function fails and is rolled back alone); a statement already running finishes, because on SQLite

@@ -20,6 +20,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"lastmile/internal/platform/database"
@@ -83,22 +84,89 @@ func Append(ctx context.Context, tx *sql.Tx, d database.Dialect, e eventlog.Even
 	if err := prepare(&e); err != nil {
 		return 0, err
 	}
+	insert := "INSERT INTO event_log (topic, key, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING seq"
 	if d == database.Postgres {
-		// One round trip for both: the notification is only sent when tx commits, and PostgreSQL
-		// folds the identical notifications of one transaction into one.
-		if _, err := tx.ExecContext(ctx, "SELECT "+appendLock+", pg_notify("+notifyChannel+", '')"); err != nil {
-			return 0, fmt.Errorf("append event %s: lock event log: %w", e.Topic, err)
-		}
+		insert = appendPostgres
 	}
 	var seq int64
-	err := tx.QueryRowContext(ctx,
-		"INSERT INTO event_log (topic, key, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
-		e.Topic, e.Key, e.Payload, d.Time(e.At)).Scan(&seq)
+	err := tx.QueryRowContext(ctx, insert, e.Topic, e.Key, e.Payload, d.Time(e.At)).Scan(&seq)
 	if err != nil {
 		return 0, fmt.Errorf("append event %s: %w", e.Topic, err)
 	}
 	return seq, nil
 }
+
+// AppendMany is Append for events, in one statement on PostgreSQL (one round trip, whatever their
+// number) and one per event on SQLite (no round trips to save there): it returns their sequence
+// numbers, increasing in the order of events. Nothing is appended when one of them breaks the limits.
+func AppendMany(ctx context.Context, tx *sql.Tx, d database.Dialect, events []eventlog.Event) ([]int64, error) {
+	for i := range events {
+		if err := prepare(&events[i]); err != nil {
+			return nil, err
+		}
+	}
+	if len(events) == 0 {
+		return nil, nil
+	}
+	if d != database.Postgres || len(events) == 1 {
+		seqs := make([]int64, len(events))
+		for i, e := range events {
+			seq, err := Append(ctx, tx, d, e)
+			if err != nil {
+				return nil, err
+			}
+			seqs[i] = seq
+		}
+		return seqs, nil
+	}
+	topics, keys := make([]string, len(events)), make([]string, len(events))
+	payloads, ats := make([][]byte, len(events)), make([]time.Time, len(events))
+	for i, e := range events {
+		topics[i], keys[i], payloads[i], ats[i] = e.Topic, e.Key, e.Payload, e.At
+	}
+	rows, err := tx.QueryContext(ctx, appendManyPostgres, topics, keys, payloads, ats)
+	if err != nil {
+		return nil, fmt.Errorf("append %d events (first %s): %w", len(events), events[0].Topic, err)
+	}
+	seqs, err := func() ([]int64, error) {
+		defer rows.Close()
+		seqs := make([]int64, 0, len(events))
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				return nil, err
+			}
+			seqs = append(seqs, seq)
+		}
+		return seqs, rows.Err()
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("append %d events (first %s): %w", len(events), events[0].Topic, err)
+	}
+	if len(seqs) != len(events) {
+		return nil, fmt.Errorf("append %d events (first %s): %d sequence numbers returned", len(events), events[0].Topic, len(seqs))
+	}
+	// The numbers are drawn in the order of the rows (ORDER BY n below the insert); RETURNING's order
+	// is not promised, so they are sorted.
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
+// appendManyPostgres is AppendMany's statement on PostgreSQL: appendPostgres with the rows from arrays,
+// in their order (WITH ORDINALITY, ORDER BY n: nextval is evaluated above the sort).
+const appendManyPostgres = "WITH lock AS MATERIALIZED (SELECT " + appendLock + ", pg_notify(" + notifyChannel + ", '')) " +
+	"INSERT INTO event_log (topic, key, payload, created_at) SELECT e.topic, e.key, e.payload, e.created_at " +
+	"FROM lock, unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) WITH ORDINALITY AS e(topic, key, payload, created_at, n) " +
+	"ORDER BY e.n RETURNING seq"
+
+// appendPostgres is Append's statement on PostgreSQL, one round trip: the row inserted comes from the
+// CTE that takes the log's lock (and queues the notification, sent only when the transaction commits;
+// PostgreSQL folds the identical notifications of one transaction into one), so the lock is held before
+// the row's seq is drawn. MATERIALIZED keeps the CTE a step of its own; a CTE is only run when
+// referenced, hence FROM lock. The casts type the parameters, which INSERT ... SELECT does not infer
+// from the columns.
+const appendPostgres = "WITH lock AS MATERIALIZED (SELECT " + appendLock + ", pg_notify(" + notifyChannel + ", '')) " +
+	"INSERT INTO event_log (topic, key, payload, created_at) SELECT $1::text, $2::text, $3::bytea, $4::timestamptz FROM lock RETURNING seq"
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrationFS embed.FS

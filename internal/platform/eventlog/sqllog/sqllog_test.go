@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -124,6 +125,73 @@ func TestSourceReadsCommittedEventsInOrder(t *testing.T) {
 		}
 		if head, err := src.Head(ctx); err != nil || head != want[1].Seq {
 			t.Errorf("Head() = %d, %v; want %d", head, err, want[1].Seq)
+		}
+	})
+}
+
+// TestAppendMany: the events of one AppendMany get increasing numbers in their order and read back as
+// appended, after an Append of the same transaction; one invalid event appends none of them.
+func TestAppendMany(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, s store) {
+		ctx := testContext(t)
+		src := sqllog.NewSource(s.db, s.dialect)
+		at := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+		want := []eventlog.Event{
+			{Topic: "svc.a", Key: "k0", Payload: []byte("first"), At: at},
+			{Topic: "svc.b", Key: "k1", Payload: []byte{0, 1, 2}, At: at.Add(time.Second)},
+			{Topic: "svc.c", Key: "k2", At: at.Add(2 * time.Second)},
+			{Topic: "svc.a", Key: "k1", Payload: []byte("last"), At: at.Add(-time.Second)},
+		}
+		err := database.InTx(ctx, s.db, func(tx *sql.Tx) error {
+			seq, err := sqllog.Append(ctx, tx, s.dialect, want[0])
+			if err != nil {
+				return err
+			}
+			want[0].Seq = seq
+			if none, err := sqllog.AppendMany(ctx, tx, s.dialect, nil); err != nil || len(none) != 0 {
+				t.Errorf("AppendMany(no events) = %v, %v; want none, nil", none, err)
+			}
+			seqs, err := sqllog.AppendMany(ctx, tx, s.dialect, slices.Clone(want[1:]))
+			if err != nil {
+				return err
+			}
+			if len(seqs) != 3 {
+				t.Fatalf("AppendMany(3 events) = %d numbers, want 3", len(seqs))
+			}
+			for i, seq := range seqs {
+				want[i+1].Seq = seq
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		for i := range want {
+			want[i].At = want[i].At.Truncate(time.Microsecond)
+			if want[i].Payload == nil {
+				want[i].Payload = []byte{}
+			}
+			if i > 0 && want[i].Seq <= want[i-1].Seq {
+				t.Errorf("event %d has seq %d after %d, want increasing", i, want[i].Seq, want[i-1].Seq)
+			}
+		}
+		got, _, err := src.Read(ctx, 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Read after AppendMany (-want +got):\n%s", diff)
+		}
+
+		err = database.InTx(ctx, s.db, func(tx *sql.Tx) error {
+			_, err := sqllog.AppendMany(ctx, tx, s.dialect, []eventlog.Event{{Topic: "svc.ok"}, {Topic: ""}})
+			return err
+		})
+		if !errors.Is(err, sqllog.ErrInvalidEvent) {
+			t.Errorf("AppendMany(an event without a topic) = %v, want ErrInvalidEvent", err)
+		}
+		if got, _, err := src.Read(ctx, want[3].Seq, 10); err != nil || len(got) != 0 {
+			t.Errorf("Read after the refused AppendMany = %v, %v; want nothing", got, err)
 		}
 	})
 }
