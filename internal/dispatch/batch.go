@@ -95,27 +95,43 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch)
 type freshTasks struct {
 	mu sync.Mutex
 	ts []Task
+	// leased are the ids of the tasks the last leases took (up to freshMemory, the oldest forgotten
+	// first, in the order of ring): a task a lease took before CreateTask added it is not added.
+	leased map[string]bool
+	ring   []string
+	next   int
 }
 
-// add adds t, unless limit tasks wait already (those beyond are prefetched after their lease).
+// freshMemory is how many leased task ids freshTasks remembers.
+const freshMemory = 2 * MaxBatch
+
+// add adds t, unless a lease took it already or limit tasks wait already (those are prefetched after
+// their lease).
 func (f *freshTasks) add(t Task, limit int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.ts) < limit {
+	if len(f.ts) < limit && !f.leased[t.ID] {
 		f.ts = append(f.ts, t)
 	}
 }
 
-// forget drops the tasks in ts: a lease took them before their prefetch could start.
+// forget drops the tasks in ts, which a lease took (a prefetch started after it would be wasted), and
+// remembers their ids.
 func (f *freshTasks) forget(ts []Task) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.ts) == 0 {
-		return
+	if f.leased == nil {
+		f.leased, f.ring = map[string]bool{}, make([]string, freshMemory)
 	}
-	f.ts = slices.DeleteFunc(f.ts, func(t Task) bool {
-		return slices.ContainsFunc(ts, func(l Task) bool { return l.ID == t.ID })
-	})
+	for _, t := range ts {
+		delete(f.leased, f.ring[f.next])
+		f.ring[f.next] = t.ID
+		f.leased[t.ID] = true
+		f.next = (f.next + 1) % len(f.ring)
+	}
+	if len(f.ts) > 0 {
+		f.ts = slices.DeleteFunc(f.ts, func(t Task) bool { return f.leased[t.ID] })
+	}
 }
 
 // take returns the tasks added since the last take.
