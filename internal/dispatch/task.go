@@ -23,6 +23,7 @@
 package dispatch
 
 import (
+	"slices"
 	"time"
 
 	"lastmile/internal/geo"
@@ -51,8 +52,12 @@ func (s State) Final() bool {
 	return s == StateDelivered || s == StateCancelled || s == StateFailed
 }
 
-// Held reports whether a courier holds a task in state s (ASSIGNED or PICKED_UP).
-func (s State) Held() bool { return s == StateAssigned || s == StatePickedUp }
+// HeldStates lists the states in which a courier holds a task: ASSIGNED and PICKED_UP. Stores that
+// select held tasks in SQL name these states, never their own list.
+var HeldStates = []State{StateAssigned, StatePickedUp}
+
+// Held reports whether a courier holds a task in state s (one of HeldStates).
+func (s State) Held() bool { return slices.Contains(HeldStates, s) }
 
 // Valid reports whether s is one of the defined states.
 func (s State) Valid() bool {

@@ -211,12 +211,13 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 		}
 	}
 	if len(heldOf) > 0 {
-		assigned, pickedUp := arg(string(dispatch.StateAssigned)), arg(string(dispatch.StatePickedUp))
+		states, vals := heldStates(len(args) + 1)
+		args = append(args, vals...)
 		held, err := in("courier_id", heldOf)
 		if err != nil {
 			return dispatch.CourierStates{}, err
 		}
-		selects = append(selects, `SELECT `+strconv.Itoa(kindHeld)+`, courier_id, id, version FROM tasks WHERE state IN (`+assigned+`, `+pickedUp+`) AND `+held)
+		selects = append(selects, `SELECT `+strconv.Itoa(kindHeld)+`, courier_id, id, version FROM tasks WHERE `+states+` AND `+held)
 	}
 	what := fmt.Sprintf("look up the state of %d couriers", len(courierIDs)+len(heldOf))
 	rows, err := s.read.QueryContext(ctx, strings.Join(selects, " UNION ALL "), args...)
@@ -282,4 +283,15 @@ func (s *Store) offerIndex() string {
 		return " INDEXED BY tasks_offer_courier"
 	}
 	return ""
+}
+
+// heldStates returns the condition "state IN (...)" over dispatch.HeldStates, its placeholders numbered
+// from first, and their arguments.
+func heldStates(first int) (string, []any) {
+	marks := make([]string, len(dispatch.HeldStates))
+	args := make([]any, len(dispatch.HeldStates))
+	for i, st := range dispatch.HeldStates {
+		marks[i], args[i] = "$"+strconv.Itoa(first+i), string(st)
+	}
+	return "state IN (" + strings.Join(marks, ", ") + ")", args
 }

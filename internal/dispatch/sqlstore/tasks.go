@@ -682,8 +682,9 @@ func (s *Store) WakePending(ctx context.Context, now time.Time) error {
 
 // HeldTasks implements dispatch.Store (ties broken by id).
 func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
-	out, err := s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks WHERE courier_id = $1 AND state IN ($2, $3)`,
-		"load tasks held by courier "+courierID, courierID, string(dispatch.StateAssigned), string(dispatch.StatePickedUp))
+	held, states := heldStates(2)
+	out, err := s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks WHERE courier_id = $1 AND `+held,
+		"load tasks held by courier "+courierID, append([]any{courierID}, states...)...)
 	if err != nil {
 		return nil, err
 	}
