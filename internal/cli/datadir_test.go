@@ -9,9 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"lastmile/internal/platform/telemetry/logtest"
 )
 
 // running is a serve command running in this process.
@@ -30,7 +31,7 @@ func startServe(t *testing.T, env map[string]string, args ...string) *running {
 	r := &running{cancel: cancel, done: make(chan error, 1)}
 	full := append([]string{"lastmile", "serve", "--target", "route", "--insecure",
 		"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, args...)
-	logs := &syncWriter{w: &bytes.Buffer{}}
+	logs := &logtest.Buffer{}
 	go func() {
 		r.done <- Run(ctx, full, Env{Getenv: envOf(env), Stderr: logs, Ready: func(e Endpoints) { ready <- e }})
 	}()
@@ -73,24 +74,6 @@ func (r *running) stop() error {
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("serve did not stop within 30 s")
 	}
-}
-
-// syncWriter serializes writes: the logger of a serve command writes from many goroutines.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return fmt.Sprint(s.w)
 }
 
 // TestServeLocksDataDir checks that a data directory serves one process: while one serve runs, a second
