@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"math"
@@ -103,9 +104,9 @@ func (j *callJSON) write(ctx context.Context, level slog.Level, t time.Time, msg
 		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 			tid, sid := sc.TraceID(), sc.SpanID()
 			b = append(b, `,"`+KeyTraceID+`":"`...)
-			b = appendHex(b, tid[:])
+			b = hex.AppendEncode(b, tid[:])
 			b = append(b, `","`+KeySpanID+`":"`...)
-			b = appendHex(b, sid[:])
+			b = hex.AppendEncode(b, sid[:])
 			b = append(b, '"')
 		}
 	}
@@ -139,13 +140,6 @@ func appendJSONField(b []byte, key, value string) []byte {
 }
 
 const lowerHex = "0123456789abcdef"
-
-func appendHex(b, src []byte) []byte {
-	for _, c := range src {
-		b = append(b, lowerHex[c>>4], lowerHex[c&0xf])
-	}
-	return b
-}
 
 // appendJSONFloat appends f as encoding/json encodes a float64, which is what slog's JSON handler calls.
 func appendJSONFloat(b []byte, f float64) []byte {
