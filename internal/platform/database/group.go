@@ -268,8 +268,9 @@ func (g *Group) handOffLocked() {
 	g.leading = false
 }
 
-// answer records err as c's result and wakes its waiter (unless c is the leader's own call, whose
-// goroutine is the one answering).
+// answer records err as c's result, unless c already has one (its function's error, panic or Goexit),
+// and wakes its waiter. The leader's own call gets the signal too, into its channel's buffer, where
+// nobody reads it: the leader's goroutine is the one answering.
 func (g *Group) answer(c *groupCall, err error) {
 	if c.answered {
 		return
@@ -336,10 +337,7 @@ func (g *Group) runTx(conn *sql.Conn, batch []*groupCall) []*groupCall {
 			g.broken(tx, append(kept, batch[i:]...), fmt.Errorf("open savepoint: %w", err))
 			return nil
 		}
-		fnErr := runOne(tx, c)
-		if c.exited {
-			return nil // not reached: Goexit does not return
-		}
+		fnErr := runOne(tx, c) // does not return after a runtime.Goexit: lead's deferred call answers
 		if fnErr == nil && c.panicked == nil {
 			if _, err := tx.ExecContext(ctx, releaseSQL); err != nil {
 				finished = true
@@ -349,18 +347,17 @@ func (g *Group) runTx(conn *sql.Conn, batch []*groupCall) []*groupCall {
 			kept = append(kept, c)
 			continue
 		}
-		c.err = fnErr
 		_, rbErr := tx.ExecContext(ctx, rollbackSQL)
 		if rbErr == nil {
 			_, rbErr = tx.ExecContext(ctx, releaseSQL)
 		}
 		if rbErr != nil {
 			finished = true
-			g.answer(c, nil)
+			g.answer(c, fnErr)
 			g.broken(tx, kept, fmt.Errorf("roll back to savepoint: %w", rbErr))
 			return batch[i+1:]
 		}
-		g.answer(c, nil)
+		g.answer(c, fnErr)
 	}
 	finished = true
 	if err := tx.Commit(); err != nil {
