@@ -84,6 +84,11 @@ func Append(ctx context.Context, tx *sql.Tx, d database.Dialect, e eventlog.Even
 	if err := prepare(&e); err != nil {
 		return 0, err
 	}
+	return appendPrepared(ctx, tx, d, e)
+}
+
+// appendPrepared is Append for an event prepare has checked and completed.
+func appendPrepared(ctx context.Context, tx *sql.Tx, d database.Dialect, e eventlog.Event) (int64, error) {
 	insert := "INSERT INTO event_log (topic, key, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING seq"
 	if d == database.Postgres {
 		insert = appendPostgres
@@ -100,6 +105,7 @@ func Append(ctx context.Context, tx *sql.Tx, d database.Dialect, e eventlog.Even
 // number) and one per event on SQLite (no round trips to save there): it returns their sequence
 // numbers, increasing in the order of events. Nothing is appended when one of them breaks the limits.
 func AppendMany(ctx context.Context, tx *sql.Tx, d database.Dialect, events []eventlog.Event) ([]int64, error) {
+	events = slices.Clone(events) // prepare completes them; the caller's stay as they were
 	for i := range events {
 		if err := prepare(&events[i]); err != nil {
 			return nil, err
@@ -111,7 +117,7 @@ func AppendMany(ctx context.Context, tx *sql.Tx, d database.Dialect, events []ev
 	if d != database.Postgres || len(events) == 1 {
 		seqs := make([]int64, len(events))
 		for i, e := range events {
-			seq, err := Append(ctx, tx, d, e)
+			seq, err := appendPrepared(ctx, tx, d, e)
 			if err != nil {
 				return nil, err
 			}
@@ -152,9 +158,13 @@ func AppendMany(ctx context.Context, tx *sql.Tx, d database.Dialect, events []ev
 	return seqs, nil
 }
 
+// appendLockCTE starts both append statements on PostgreSQL: the CTE that takes the log's lock and
+// queues the notification (see appendPostgres).
+const appendLockCTE = "WITH lock AS MATERIALIZED (SELECT " + appendLock + ", pg_notify(" + notifyChannel + ", '')) "
+
 // appendManyPostgres is AppendMany's statement on PostgreSQL: appendPostgres with the rows from arrays,
 // in their order (WITH ORDINALITY, ORDER BY n: nextval is evaluated above the sort).
-const appendManyPostgres = "WITH lock AS MATERIALIZED (SELECT " + appendLock + ", pg_notify(" + notifyChannel + ", '')) " +
+const appendManyPostgres = appendLockCTE +
 	"INSERT INTO event_log (topic, key, payload, created_at) SELECT e.topic, e.key, e.payload, e.created_at " +
 	"FROM lock, unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) WITH ORDINALITY AS e(topic, key, payload, created_at, n) " +
 	"ORDER BY e.n RETURNING seq"
@@ -165,7 +175,7 @@ const appendManyPostgres = "WITH lock AS MATERIALIZED (SELECT " + appendLock + "
 // the row's seq is drawn. MATERIALIZED keeps the CTE a step of its own; a CTE is only run when
 // referenced, hence FROM lock. The casts type the parameters, which INSERT ... SELECT does not infer
 // from the columns.
-const appendPostgres = "WITH lock AS MATERIALIZED (SELECT " + appendLock + ", pg_notify(" + notifyChannel + ", '')) " +
+const appendPostgres = appendLockCTE +
 	"INSERT INTO event_log (topic, key, payload, created_at) SELECT $1::text, $2::text, $3::bytea, $4::timestamptz FROM lock RETURNING seq"
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
