@@ -17,15 +17,9 @@ import (
 // insertDelivery appends d's event, whose sequence number is its cursor, and records d. A delivery
 // without a CreateTime gets fallback, or the wall clock when that is zero too.
 func (s *Store) insertDelivery(ctx context.Context, tx *sql.Tx, a *appender, d dispatch.Delivery, fallback time.Time) error {
-	if d.CourierID == "" || d.TaskID == "" {
-		return apperr.Errorf(apperr.Internal, "delivery without a courier or a task")
-	}
-	at := d.CreateTime
-	if at.IsZero() {
-		at = fallback
-	}
-	if at.IsZero() {
-		at = time.Now()
+	d, err := deliveryToStore(d, fallback)
+	if err != nil {
+		return err
 	}
 	cursor, err := a.append(ctx, tx, dispatch.TopicDelivery, d.CourierID, []byte(d.TaskID))
 	if err != nil {
@@ -34,11 +28,26 @@ func (s *Store) insertDelivery(ctx context.Context, tx *sql.Tx, a *appender, d d
 	_, err = tx.ExecContext(ctx, `
 		INSERT INTO deliveries (courier_id, cursor, kind, task_id, offer_id, reason, create_time)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		d.CourierID, cursor, string(d.Kind), d.TaskID, d.OfferID, string(d.Reason), s.time(at))
+		d.CourierID, cursor, string(d.Kind), d.TaskID, d.OfferID, string(d.Reason), s.time(d.CreateTime))
 	if err != nil {
 		return s.e.MapError(err, "record delivery to courier "+d.CourierID)
 	}
 	return nil
+}
+
+// deliveryToStore checks that d names a courier and a task, and gives it a CreateTime when it has none:
+// fallback, or the wall clock when that is zero too.
+func deliveryToStore(d dispatch.Delivery, fallback time.Time) (dispatch.Delivery, error) {
+	if d.CourierID == "" || d.TaskID == "" {
+		return d, apperr.Errorf(apperr.Internal, "delivery without a courier or a task")
+	}
+	if d.CreateTime.IsZero() {
+		d.CreateTime = fallback
+	}
+	if d.CreateTime.IsZero() {
+		d.CreateTime = time.Now()
+	}
+	return d, nil
 }
 
 // Deliveries implements dispatch.Store. A limit above MaxLimit is lowered to it; a limit below 1 is

@@ -403,14 +403,9 @@ func (s *Store) appendChanges(ctx context.Context, tx *sql.Tx, a *appender, next
 		events = append(events, eventlog.Event{Topic: dispatch.TopicTask, Key: next[i].ID, Payload: []byte(next[i].State)})
 		isDel = append(isDel, false)
 		for _, d := range changes[i].Deliveries {
-			if d.CourierID == "" || d.TaskID == "" {
-				return apperr.Errorf(apperr.Internal, "delivery without a courier or a task")
-			}
-			if d.CreateTime.IsZero() { // as insertDelivery
-				d.CreateTime = next[i].UpdateTime
-			}
-			if d.CreateTime.IsZero() {
-				d.CreateTime = time.Now()
+			d, err := deliveryToStore(d, next[i].UpdateTime)
+			if err != nil {
+				return err
 			}
 			events = append(events, eventlog.Event{Topic: dispatch.TopicDelivery, Key: d.CourierID, Payload: []byte(d.TaskID)})
 			isDel = append(isDel, true)
