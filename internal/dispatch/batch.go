@@ -555,30 +555,9 @@ func (b *batch) keepMatrix(m matrixCall) {
 	}
 }
 
-// read reads dispatch's state of the couriers in ids that the batch does not know yet: in one read
-// each, who is connected and who has an open offer.
-func (b *batch) read(ctx context.Context, ids []string) error {
-	var todo []string
-	for _, id := range ids {
-		if !b.known[id] {
-			todo = append(todo, id)
-		}
-	}
-	if len(todo) == 0 {
-		return nil
-	}
-	at := b.s.offering.now()
-	conn, err := b.s.connected(ctx, todo)
-	if err != nil {
-		return err
-	}
-	open, err := b.s.store.OfferOpen(ctx, todo)
-	if err != nil {
-		return err
-	}
-	b.learnStates(todo, conn, open, at)
-	return nil
-}
+// read reads dispatch's state of the couriers in ids that the batch did not read yet: who is connected
+// and who has an open offer.
+func (b *batch) read(ctx context.Context, ids []string) error { return b.readAll(ctx, ids, nil) }
 
 // learnStates records who of ids is connected and who has an open offer, as read at offering time at.
 func (b *batch) learnStates(ids []string, conn, open map[string]bool, at uint64) {
@@ -600,36 +579,34 @@ func (b *batch) learnHeld(ids []string, held map[string][]Task) {
 }
 
 // readAll reads, in one read, dispatch's state of the couriers in ids (as read does) and the tasks held
-// by the couriers in heldOf (as readHeld does), all of them unknown to the batch so far.
+// by the couriers in heldOf (as readHeld does), each only for the couriers the batch did not read yet.
 func (b *batch) readAll(ctx context.Context, ids, heldOf []string) error {
+	var todo, todoHeld []string
+	for _, id := range ids {
+		if !b.known[id] {
+			todo = append(todo, id)
+		}
+	}
+	for _, id := range heldOf {
+		if _, ok := b.heldOf[id]; !ok {
+			todoHeld = append(todoHeld, id)
+		}
+	}
+	if len(todo) == 0 && len(todoHeld) == 0 {
+		return nil
+	}
 	at := b.s.offering.now()
-	st, err := b.s.store.CourierStates(ctx, ids, b.s.connectedSince(), heldOf)
+	st, err := b.s.store.CourierStates(ctx, todo, b.s.connectedSince(), todoHeld)
 	if err != nil {
 		return err
 	}
-	b.learnStates(ids, st.Connected, st.OfferOpen, at)
-	b.learnHeld(heldOf, st.Held)
+	b.learnStates(todo, st.Connected, st.OfferOpen, at)
+	b.learnHeld(todoHeld, st.Held)
 	return nil
 }
 
 // readHeld reads, in one read, the tasks held by the couriers in ids that the batch did not read yet.
-func (b *batch) readHeld(ctx context.Context, ids []string) error {
-	var todo []string
-	for _, id := range ids {
-		if _, ok := b.heldOf[id]; !ok {
-			todo = append(todo, id)
-		}
-	}
-	if len(todo) == 0 {
-		return nil
-	}
-	held, err := b.s.store.HeldTasksOf(ctx, todo)
-	if err != nil {
-		return err
-	}
-	b.learnHeld(todo, held)
-	return nil
-}
+func (b *batch) readHeld(ctx context.Context, ids []string) error { return b.readAll(ctx, nil, ids) }
 
 // connected is the batch's DecideEnv.Connected.
 func (b *batch) connected(ctx context.Context, ids []string) (map[string]bool, error) {

@@ -204,11 +204,6 @@ func (s *Service) expireOffer(ctx context.Context, t Task) (Task, error) {
 	return next, nil
 }
 
-// connected reports which couriers hold a live session (connectedSince).
-func (s *Service) connected(ctx context.Context, ids []string) (map[string]bool, error) {
-	return s.store.Connected(ctx, ids, s.connectedSince())
-}
-
 // connectedSince is the oldest heartbeat of a live session: within three heartbeat periods.
 func (s *Service) connectedSince() time.Time { return s.now().Add(-3 * HeartbeatInterval) }
 
