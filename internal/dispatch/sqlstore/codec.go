@@ -127,7 +127,7 @@ func (c *taskDocs) held(doc []byte) (dispatch.Task, bool) {
 	if !ok {
 		return dispatch.Task{}, false
 	}
-	h := dispatch.Task{ID: t.ID, State: t.State, CourierID: t.CourierID, Pickup: t.Pickup, Dropoff: t.Dropoff, AssignTime: t.AssignTime}
+	h := heldDocOf(t).task()
 	h.Pickup.Window, h.Dropoff.Window = cloneWindow(h.Pickup.Window), cloneWindow(h.Dropoff.Window)
 	return h, true
 }

@@ -68,6 +68,16 @@ type heldDoc struct {
 	AssignTime time.Time
 }
 
+// heldDocOf returns the fields of t that a heldDoc holds.
+func heldDocOf(t dispatch.Task) heldDoc {
+	return heldDoc{ID: t.ID, State: t.State, CourierID: t.CourierID, Pickup: t.Pickup, Dropoff: t.Dropoff, AssignTime: t.AssignTime}
+}
+
+// task returns the task with h's fields set, and no others.
+func (h heldDoc) task() dispatch.Task {
+	return dispatch.Task{ID: h.ID, State: h.State, CourierID: h.CourierID, Pickup: h.Pickup, Dropoff: h.Dropoff, AssignTime: h.AssignTime}
+}
+
 // heldTasks returns the tasks of refs by holder, ordered as HeldTasks orders them: from heldCache, and
 // in one more read those whose version it does not have. A task that changed hands or stopped being
 // held between the reads is left out, as if the first read had come after the change.
@@ -140,8 +150,9 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 			if err := decode(doc, &h, "held task"); err != nil {
 				return dispatch.Task{}, err
 			}
-			return dispatch.Task{ID: h.ID, State: h.State, CourierID: h.CourierID, Pickup: h.Pickup, Dropoff: h.Dropoff,
-				AssignTime: h.AssignTime, Version: version}, nil
+			t := h.task()
+			t.Version = version
+			return t, nil
 		})
 		if err != nil {
 			return nil, s.e.MapError(err, what)
