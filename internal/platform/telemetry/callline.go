@@ -41,6 +41,14 @@ func LogCall(ctx context.Context, logger *slog.Logger, level slog.Level, t time.
 	logCallAttrs(ctx, logger, level, t, msg, line)
 }
 
+// optional returns the fields of the call line written only when set, in the order both encoders
+// write them.
+func (line *CallLine) optional() [5]struct{ key, value string } {
+	return [...]struct{ key, value string }{
+		{"principal", line.Principal}, {"via", line.Via}, {"peer", line.Peer}, {"client", line.Client}, {"error", line.Error},
+	}
+}
+
 // logCallAttrs writes line through the logger's handler as a slog record.
 func logCallAttrs(ctx context.Context, logger *slog.Logger, level slog.Level, t time.Time, msg string, line *CallLine) {
 	r := slog.NewRecord(t, level, msg, 0)
@@ -50,9 +58,7 @@ func logCallAttrs(ctx context.Context, logger *slog.Logger, level slog.Level, t 
 		slog.Float64("duration_ms", line.DurationMS),
 		slog.String("principal_kind", line.PrincipalKind),
 	)
-	for _, a := range [...]struct{ key, value string }{
-		{"principal", line.Principal}, {"via", line.Via}, {"peer", line.Peer}, {"client", line.Client}, {"error", line.Error},
-	} {
+	for _, a := range line.optional() {
 		if a.value != "" {
 			r.AddAttrs(slog.String(a.key, a.value))
 		}
@@ -115,9 +121,7 @@ func (j *callJSON) write(ctx context.Context, level slog.Level, t time.Time, msg
 	b = append(b, `,"duration_ms":`...)
 	b = appendJSONFloat(b, line.DurationMS)
 	b = appendJSONField(b, "principal_kind", line.PrincipalKind)
-	for _, a := range [...]struct{ key, value string }{
-		{"principal", line.Principal}, {"via", line.Via}, {"peer", line.Peer}, {"client", line.Client}, {"error", line.Error},
-	} {
+	for _, a := range line.optional() {
 		if a.value != "" {
 			b = appendJSONField(b, a.key, a.value)
 		}
