@@ -203,10 +203,7 @@ func (g *Group) lead(own *groupCall) {
 		}
 		batch = g.take(own, batch[:0])
 		if err != nil {
-			err = Classify(fmt.Errorf("begin transaction: %w", err))
-			for _, c := range batch {
-				g.answer(c, err)
-			}
+			g.failBegin(batch, err)
 		} else {
 			g.run(conn, batch)
 		}
@@ -312,10 +309,7 @@ func (g *Group) runTx(conn *sql.Conn, batch []*groupCall) []*groupCall {
 	ctx := context.Background()
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
-		err = Classify(fmt.Errorf("begin transaction: %w", err))
-		for _, c := range batch {
-			g.answer(c, err)
-		}
+		g.failBegin(batch, err)
 		return nil
 	}
 	finished := false
@@ -371,6 +365,14 @@ func (g *Group) runTx(conn *sql.Conn, batch []*groupCall) []*groupCall {
 		g.answer(c, nil)
 	}
 	return nil
+}
+
+// failBegin answers every call of batch with err, why their transaction could not begin.
+func (g *Group) failBegin(batch []*groupCall, err error) {
+	err = Classify(fmt.Errorf("begin transaction: %w", err))
+	for _, c := range batch {
+		g.answer(c, err)
+	}
 }
 
 // broken ends a transaction that can no longer be trusted and fails the calls whose writes it held.
