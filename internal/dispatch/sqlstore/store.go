@@ -178,6 +178,16 @@ func (s *Store) SetNudge(nudge func()) { s.nudge = nudge }
 // on it too.
 func (s *Store) DB() *sql.DB { return s.db }
 
+// WriterStats returns what the Store's group commit ran (database.Group.Stats): how long SQLite's
+// one writer was held by the Store's transactions, in how many transactions and functions. It is zero
+// without the engine's GroupCommit (PostgreSQL).
+func (s *Store) WriterStats() database.GroupStats {
+	if s.group == nil {
+		return database.GroupStats{}
+	}
+	return s.group.Stats()
+}
+
 // Dialect returns the engine behind DB.
 func (s *Store) Dialect() database.Dialect { return s.e.Dialect }
 
