@@ -208,8 +208,8 @@ type phaseResult struct {
 
 	// SQLite's one writer over the window (sqlstore.Store.WriterStats): how long dispatch's group commit
 	// held it per offer, and its transactions and functions per offer; zero on PostgreSQL.
-	writerPerOffer           time.Duration
-	writerTxPer, writerFnPer float64
+	writerPerOffer, writerCPUPerOffer time.Duration
+	writerTxPer, writerFnPer          float64
 }
 
 func (r phaseResult) String() string {
@@ -220,7 +220,8 @@ func (r phaseResult) String() string {
 	s := fmt.Sprintf("offered %.0f/s, created %.0f/s in the window (%s; CreateTask p50 %v p99 %v), offers committed %.0f/s, CPU %v/offer (+ postgres server %v), %.0f allocs/offer",
 		r.offeredRate, float64(r.created)/r.window.Seconds(), lag, r.createP50, r.createP99, r.offersPerSec, r.cpuPerOffer, r.pgPerOffer, r.allocsPer)
 	if r.writerPerOffer > 0 {
-		s += fmt.Sprintf(", writer held %v/offer (%.2f transactions, %.1f functions per offer)", r.writerPerOffer, r.writerTxPer, r.writerFnPer)
+		s += fmt.Sprintf(", writer held %v/offer, its CPU %v/offer (%.2f transactions, %.1f functions per offer)", r.writerPerOffer, r.writerCPUPerOffer,
+			r.writerTxPer, r.writerFnPer)
 	}
 	if len(r.committed) > 0 {
 		s += fmt.Sprintf("; create->commit p50 %v p99 %v max %v; create->session p50 %v p99 %v max %v (n=%d, unoffered %d)",
@@ -889,6 +890,7 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 		res.allocsPer = float64(mallocs1-mallocs0) / float64(n)
 		res.pgPerOffer = ((pg1 - pg0) / time.Duration(n)).Round(time.Microsecond)
 		res.writerPerOffer = ((w1.Held - w0.Held) / time.Duration(n)).Round(time.Microsecond)
+		res.writerCPUPerOffer = ((w1.CPU - w0.CPU) / time.Duration(n)).Round(time.Microsecond)
 		res.writerTxPer = float64(w1.Transactions-w0.Transactions) / float64(n)
 		res.writerFnPer = float64(w1.Functions-w0.Functions) / float64(n)
 	}

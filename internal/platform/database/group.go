@@ -97,7 +97,7 @@ type Group struct {
 	leading bool // a leader is running or about to: new callers only queue
 
 	// What Stats reports.
-	transactions, functions, held atomic.Int64
+	transactions, functions, held, cpu atomic.Int64
 }
 
 // GroupStats is what a Group ran since NewGroup (Stats).
@@ -111,12 +111,16 @@ type GroupStats struct {
 	// it back: the time the database's one writer was busy with the group's work, which is the
 	// serial part of every write.
 	Held time.Duration
+	// CPU is the CPU time the leaders' threads used while they held the writer (Linux only; 0
+	// elsewhere): Held without the waits for a core on a busy machine.
+	CPU time.Duration
 }
 
 // Stats returns what g ran since NewGroup. It is safe to call at any time; the counts of a
 // transaction still running are not in it yet.
 func (g *Group) Stats() GroupStats {
-	return GroupStats{Transactions: g.transactions.Load(), Functions: g.functions.Load(), Held: time.Duration(g.held.Load())}
+	return GroupStats{Transactions: g.transactions.Load(), Functions: g.functions.Load(), Held: time.Duration(g.held.Load()),
+		CPU: time.Duration(g.cpu.Load())}
 }
 
 // NewGroup returns a Group that runs at most size functions per transaction on db (DefaultGroupSize
@@ -315,8 +319,15 @@ const (
 // back by itself, after an I/O error say, and the savepoint is gone), the functions that ran in it
 // lose their writes and get the error, and those not started yet run in a new transaction.
 func (g *Group) run(conn *sql.Conn, batch []*groupCall) {
-	start := time.Now()
-	defer func() { g.held.Add(int64(time.Since(start))) }()
+	// The goroutine stays on its thread while it holds the writer, so that the thread's CPU time is
+	// the group's.
+	runtime.LockOSThread()
+	start, cpu0 := time.Now(), threadCPU()
+	defer func() {
+		g.cpu.Add(int64(threadCPU() - cpu0))
+		g.held.Add(int64(time.Since(start)))
+		runtime.UnlockOSThread()
+	}()
 	defer conn.Close()
 	setShield(conn, true)
 	defer setShield(conn, false)

@@ -567,4 +567,7 @@ func TestGroupStatsCountTransactionsFunctionsAndHeldTime(t *testing.T) {
 	if got.Held <= 0 {
 		t.Errorf("Stats().Held = %v, want > 0", got.Held)
 	}
+	if runtime.GOOS == "linux" && (got.CPU <= 0 || got.CPU > got.Held) {
+		t.Errorf("Stats().CPU = %v, want > 0 and at most Held (%v)", got.CPU, got.Held)
+	}
 }
