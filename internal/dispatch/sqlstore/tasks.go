@@ -69,6 +69,9 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 	if err != nil {
 		return dispatch.Task{}, false, err
 	}
+	if err := s.storable(doc, "task "+t.ID); err != nil {
+		return dispatch.Task{}, false, err
+	}
 	var (
 		out     dispatch.Task
 		created bool
@@ -539,6 +542,9 @@ func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Ta
 	if err != nil {
 		return "", err
 	}
+	if err := s.storable(doc, "task "+next.ID); err != nil {
+		return "", err
+	}
 	res, err := tx.ExecContext(ctx, `
 		UPDATE tasks SET state = $1, customer_id = $2, courier_id = $3, offer_courier_id = $4, priority_rank = $5,
 			update_time = $6, due_time = $7, version = $8, doc = $9
@@ -569,6 +575,9 @@ func (s *Store) upsertDecision(ctx context.Context, tx *sql.Tx, taskID string, d
 	}
 	doc, err := encodeDecision(&d)
 	if err != nil {
+		return err
+	}
+	if err := s.storable(doc, "decision "+d.ID+" of task "+taskID); err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, `
