@@ -72,6 +72,9 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 	if err := s.storable(doc, "task "+t.ID); err != nil {
 		return dispatch.Task{}, false, err
 	}
+	if s.e.Dialect == database.Postgres && len(t.Offers) == 0 {
+		return s.createPostgres(ctx, t, doc)
+	}
 	var (
 		out     dispatch.Task
 		created bool
