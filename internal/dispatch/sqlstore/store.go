@@ -125,6 +125,11 @@ type Engine struct {
 	// single writer connection runs transactions one at a time anyway; on PostgreSQL transactions run
 	// side by side on their own connections, and grouping them would only serialize them.
 	GroupCommit bool
+	// RefuseNUL makes a document holding a NUL character (the escape \u0000, as encoding/json writes
+	// it) Invalid before it is sent: set on PostgreSQL, whose text cannot hold NUL. Its doc columns are
+	// json, which would store the escape (jsonb, before migration 00006, refused it), and a NUL in a
+	// document stays as refused there as in a column.
+	RefuseNUL bool
 }
 
 // EnqueueJobs enqueues jobs as part of tx, so that they exist exactly when tx commits (RiverJobs).

@@ -69,6 +69,12 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 	if err != nil {
 		return dispatch.Task{}, false, err
 	}
+	if err := s.storable(doc, "task "+t.ID); err != nil {
+		return dispatch.Task{}, false, err
+	}
+	if s.e.Dialect == database.Postgres && len(t.Offers) == 0 {
+		return s.createPostgres(ctx, t, doc)
+	}
 	var (
 		out     dispatch.Task
 		created bool
@@ -377,9 +383,15 @@ func (s *Store) prepareChange(cur dispatch.Task, ch dispatch.Change) (*preparedC
 	if err != nil {
 		return nil, err
 	}
+	if err := s.storable(doc, "task "+next.ID); err != nil {
+		return nil, err
+	}
 	p := &preparedChange{cur: cur, next: next, ch: ch, doc: doc}
 	if ch.Decision != nil {
 		p.decision, p.decisionDoc, p.decisionErr = decisionToStore(id, *ch.Decision)
+		if p.decisionErr == nil {
+			p.decisionErr = s.storable(p.decisionDoc, "decision "+p.decision.ID+" of task "+id)
+		}
 	}
 	return p, nil
 }
