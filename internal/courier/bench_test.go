@@ -74,3 +74,23 @@ func BenchmarkIngest(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClaimCourier measures a claim and its release on the test store (SQLite), as dispatch's
+// claim and release jobs make them: one op claims the available courier for a new task and releases it.
+func BenchmarkClaimCourier(b *testing.B) {
+	f := newFixture(b, courier.Options{})
+	c := f.available(b, 1, courier.ModeBicycle, 3)
+	ctx := serviceCtx(b.Context(), "dispatch")
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n++
+		task := fmt.Sprintf("0190c000-0000-7000-8000-%012d", n)
+		if _, already, err := f.svc.ClaimCourier(ctx, courier.ClaimRequest{CourierID: c.ID, TaskID: task}); err != nil || already {
+			b.Fatalf("ClaimCourier(%s) = already %v, %v", task, already, err)
+		}
+		if _, released, err := f.svc.ReleaseCourier(ctx, c.ID, task); err != nil || !released {
+			b.Fatalf("ReleaseCourier(%s) = released %v, %v", task, released, err)
+		}
+	}
+}
