@@ -51,13 +51,17 @@ func (s *Store) SetAvailability(ctx context.Context, id string, hours []time.Tim
 	})
 }
 
-// AvailableHours implements courier.Store.
+// AvailableHours implements courier.Store. One statement answers both questions: the courier's row
+// joined with its matching hours gives no row when the courier does not exist, one row without an hour
+// when it has none in the range, and a row per hour otherwise.
 func (s *Store) AvailableHours(ctx context.Context, id string, from, to time.Time) ([]time.Time, error) {
+	found := false
 	out, err := func() ([]time.Time, error) {
 		rows, err := s.db.QueryContext(ctx, `
-			SELECT hour FROM availability
-			WHERE courier_id = $1 AND available AND hour >= $2 AND hour < $3
-			ORDER BY hour`, id, s.ceilTime(from), s.ceilTime(to))
+			SELECT a.hour FROM couriers c
+			LEFT JOIN availability a ON a.courier_id = c.id AND a.available AND a.hour >= $2 AND a.hour < $3
+			WHERE c.id = $1
+			ORDER BY a.hour`, id, s.ceilTime(from), s.ceilTime(to))
 		if err != nil {
 			return nil, err
 		}
@@ -68,16 +72,18 @@ func (s *Store) AvailableHours(ctx context.Context, id string, from, to time.Tim
 			if err := rows.Scan(database.ScanTime(&h)); err != nil {
 				return nil, err
 			}
-			out = append(out, h)
+			found = true
+			if !h.IsZero() { // NULL: the courier, without an hour in the range
+				out = append(out, h)
+			}
 		}
 		return out, rows.Err()
 	}()
 	if err != nil {
 		return nil, s.e.MapError(err, "read availability of courier "+id)
 	}
-	// Couriers are never deleted, so checking existence only when no hour matched is not a race.
-	if len(out) == 0 {
-		return nil, s.courierExists(ctx, s.db, id)
+	if !found {
+		return nil, courierNotFound(id)
 	}
 	return out, nil
 }
