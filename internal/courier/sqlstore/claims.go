@@ -79,15 +79,42 @@ func (s *Store) ReleaseCourier(ctx context.Context, id, taskID string) (released
 	return false, s.courierExists(ctx, s.db, id)
 }
 
-// Claims implements courier.Store.
+// Claims implements courier.Store, in one statement as AvailableHours: the courier's row joined with its
+// claims gives no row when the courier does not exist and one row without a claim when it has none.
 func (s *Store) Claims(ctx context.Context, id string) ([]courier.Claim, error) {
-	out, err := s.loadClaims(ctx, s.db, id)
+	found := false
+	out, err := func() ([]courier.Claim, error) {
+		rows, err := s.db.QueryContext(ctx, `
+			SELECT k.task_id, k.claimed_at, k.expected_release FROM couriers c
+			LEFT JOIN claims k ON k.courier_id = c.id
+			WHERE c.id = $1
+			ORDER BY k.claimed_at, k.task_id`, id)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var out []courier.Claim
+		for rows.Next() {
+			var (
+				task sql.NullString
+				c    = courier.Claim{CourierID: id}
+			)
+			if err := rows.Scan(&task, database.ScanTime(&c.ClaimedAt), database.ScanTime(&c.ExpectedRelease)); err != nil {
+				return nil, err
+			}
+			found = true
+			if task.Valid { // NULL: the courier, without a claim
+				c.TaskID = task.String
+				out = append(out, c)
+			}
+		}
+		return out, rows.Err()
+	}()
 	if err != nil {
-		return nil, err
+		return nil, s.e.MapError(err, "load claims of courier "+id)
 	}
-	// Couriers are never deleted, so checking existence only when there are no claims is not a race.
-	if len(out) == 0 {
-		return nil, s.courierExists(ctx, s.db, id)
+	if !found {
+		return nil, courierNotFound(id)
 	}
 	return out, nil
 }
