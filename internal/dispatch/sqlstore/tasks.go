@@ -577,6 +577,12 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 			}
 		}
 		changes := make([]dispatch.Change, len(updates))
+		// On PostgreSQL, when no task is named twice, the changes without a command or jobs (a batch's
+		// offers) are written together by three statements after the loop (pgWrites).
+		var pg *pgWrites
+		if s.e.Dialect == database.Postgres && len(ids) == len(updates) {
+			pg = &pgWrites{}
+		}
 		for i, u := range updates {
 			if pre != nil && pre[i] != nil {
 				p := pre[i]
@@ -607,11 +613,24 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 				errs[i] = err
 				continue
 			}
-			next, doc, err := s.applyChange(ctx, tx, c, ch)
+			var (
+				next dispatch.Task
+				doc  string
+			)
+			if pg != nil && ch.Command == nil && len(ch.Jobs) == 0 {
+				next, doc, err = s.queueChange(pg, c, ch)
+			} else {
+				next, doc, err = s.applyChange(ctx, tx, c, ch)
+			}
 			if err != nil {
 				return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
 			}
 			out[i], cur[u.ID], changes[i], docs[i] = next, next, ch, doc
+		}
+		if pg != nil {
+			if err := pg.flush(ctx, s, tx); err != nil {
+				return err
+			}
 		}
 		// Every append after every row written: on PostgreSQL the log's lock is held from the first
 		// append to the commit, so the batch holds it as briefly as a single update does.
