@@ -66,6 +66,7 @@ func New(pool *pgxpool.Pool) *sqlstore.Store {
 		SkipLocked: " FOR UPDATE SKIP LOCKED",
 		MapError:   constraints.MapPostgres,
 		Retryable:  retryable,
+		RefuseNUL:  true,
 	}, db.Close)
 }
 

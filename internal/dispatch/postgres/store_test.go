@@ -119,3 +119,76 @@ func TestInvalidText(t *testing.T) {
 		t.Errorf("CreateTask(NUL in notes) = %v (code %q), want %q", err, got, apperr.Invalid)
 	}
 }
+
+// TestUpdateTasksWritesABatchTogether: a batch of offers, written by one statement per table on
+// PostgreSQL, stores each task, each new offer and each decision as one update at a time would; a
+// decision id given twice keeps the later document, as two upserts in order do; a task whose closure
+// fails is not written.
+func TestUpdateTasksWritesABatchTogether(t *testing.T) {
+	requirePostgres(t)
+	ctx := t.Context()
+	s := storetest.PostgresStore(t)
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	ids := []string{"t1", "t2", "t3", "t4"}
+	for _, id := range ids {
+		task := dispatch.Task{ID: id, CreatedBy: "u1", CustomerID: "u1", State: dispatch.StatePending, CreateTime: now, UpdateTime: now, DueTime: now}
+		if _, _, err := s.CreateTask(ctx, task); err != nil {
+			t.Fatalf("CreateTask(%s): %v", id, err)
+		}
+	}
+	offerTo := func(cur dispatch.Task, courier, decision string, score float64) dispatch.Change {
+		cur.State, cur.UpdateTime, cur.DueTime = dispatch.StateOffered, now.Add(time.Minute), now.Add(2*time.Minute)
+		cur.Offers = append(cur.Offers, dispatch.Offer{ID: "o-" + cur.ID, TaskID: cur.ID, CourierID: courier, State: dispatch.OfferOpen,
+			CreateTime: now.Add(time.Minute), ExpireTime: now.Add(2 * time.Minute), DecisionID: decision})
+		return dispatch.Change{Task: cur, Decision: &dispatch.Decision{ID: decision, TaskID: cur.ID, DecideTime: now.Add(time.Minute),
+			Candidates: []dispatch.Candidate{{CourierID: courier, Score: &dispatch.Score{Total: score}}}}}
+	}
+	refused := apperr.Errorf(apperr.FailedPrecondition, "no")
+	out, errs := s.UpdateTasks(ctx, []dispatch.TaskWrite{
+		{ID: "t1", Fn: func(cur dispatch.Task) (dispatch.Change, error) { return offerTo(cur, "c1", "d1", 1), nil }},
+		{ID: "t2", Fn: func(cur dispatch.Task) (dispatch.Change, error) { return offerTo(cur, "c2", "d2", 2), nil }},
+		{ID: "t3", Fn: func(cur dispatch.Task) (dispatch.Change, error) { return offerTo(cur, "c3", "d3", 3), refused }},
+		{ID: "t4", Fn: func(cur dispatch.Task) (dispatch.Change, error) { return offerTo(cur, "c4", "d1", 4), nil }},
+	})
+	for i, want := range []error{nil, nil, refused, nil} {
+		if errs[i] != want {
+			t.Errorf("update %d: error %v, want %v", i+1, errs[i], want)
+		}
+	}
+	for i, id := range ids {
+		got, err := s.GetTask(ctx, id)
+		if err != nil {
+			t.Fatalf("GetTask(%s): %v", id, err)
+		}
+		wantVersion, wantState := int64(2), dispatch.StateOffered
+		if id == "t3" {
+			wantVersion, wantState = 1, dispatch.StatePending
+		} else if out[i].Version != 2 {
+			t.Errorf("UpdateTasks returned %s at version %d, want 2", id, out[i].Version)
+		}
+		if got.Version != wantVersion || got.State != wantState || (id != "t3" && !got.DueTime.Equal(now.Add(2*time.Minute))) {
+			t.Errorf("%s stored at version %d, %s, due %v; want %d, %s", id, got.Version, got.State, got.DueTime, wantVersion, wantState)
+		}
+		byOffer, err := s.TaskByOffer(ctx, "o-"+id)
+		if id == "t3" {
+			if apperr.CodeOf(err) != apperr.NotFound {
+				t.Errorf("TaskByOffer(o-t3) = %v, want NotFound", err)
+			}
+		} else if err != nil || byOffer.ID != id {
+			t.Errorf("TaskByOffer(o-%s) = %s, %v; want the task", id, byOffer.ID, err)
+		}
+	}
+	for task, want := range map[string][]float64{"t1": {4}, "t2": {2}, "t4": nil} {
+		ds, err := s.Decisions(ctx, task, 10)
+		if err != nil {
+			t.Fatalf("Decisions(%s): %v", task, err)
+		}
+		var got []float64
+		for _, d := range ds {
+			got = append(got, d.Candidates[0].Score.Total)
+		}
+		if len(got) != len(want) || (len(want) > 0 && got[0] != want[0]) {
+			t.Errorf("Decisions(%s) scores = %v, want %v", task, got, want)
+		}
+	}
+}

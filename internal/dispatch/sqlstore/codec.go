@@ -81,6 +81,34 @@ func encodeDecision(d *dispatch.Decision) (string, error) {
 	return encode(d, "decision "+d.ID)
 }
 
+// storable returns Invalid for a document the engine refuses (Engine.RefuseNUL), before it is sent.
+func (s *Store) storable(doc, what string) error {
+	if s.e.RefuseNUL && hasNULEscape(doc) {
+		return apperr.Errorf(apperr.Invalid, "%s: value cannot be stored: a NUL character", what)
+	}
+	return nil
+}
+
+// hasNULEscape reports whether the JSON text doc holds the escape \u0000: a backslash, not itself
+// escaped (an even number of backslashes before it), then u0000.
+func hasNULEscape(doc string) bool {
+	for i := 0; ; {
+		j := strings.Index(doc[i:], `\u0000`)
+		if j < 0 {
+			return false
+		}
+		j += i
+		n := 0
+		for k := j - 1; k >= 0 && doc[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
+			return true
+		}
+		i = j + 1
+	}
+}
+
 // decode unmarshals a doc column into v.
 func decode(doc []byte, v any, what string) error {
 	if err := json.Unmarshal(doc, v); err != nil {

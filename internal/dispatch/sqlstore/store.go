@@ -125,6 +125,11 @@ type Engine struct {
 	// single writer connection runs transactions one at a time anyway; on PostgreSQL transactions run
 	// side by side on their own connections, and grouping them would only serialize them.
 	GroupCommit bool
+	// RefuseNUL makes a document holding a NUL character (the escape \u0000, as encoding/json writes
+	// it) Invalid before it is sent: set on PostgreSQL, whose text cannot hold NUL. Its doc columns are
+	// json, which would store the escape (jsonb, before migration 00006, refused it), and a NUL in a
+	// document stays as refused there as in a column.
+	RefuseNUL bool
 }
 
 // EnqueueJobs enqueues jobs as part of tx, so that they exist exactly when tx commits (RiverJobs).
@@ -179,6 +184,16 @@ func (s *Store) SetNudge(nudge func()) { s.nudge = nudge }
 // DB returns the database the Store runs on: the event log (sqllog.NewSource) and River (jobs.New) run
 // on it too.
 func (s *Store) DB() *sql.DB { return s.db }
+
+// WriterStats returns what the Store's group commit ran (database.Group.Stats): how long SQLite's
+// one writer was held by the Store's transactions, in how many transactions and functions. It is zero
+// without the engine's GroupCommit (PostgreSQL).
+func (s *Store) WriterStats() database.GroupStats {
+	if s.group == nil {
+		return database.GroupStats{}
+	}
+	return s.group.Stats()
+}
 
 // Dialect returns the engine behind DB.
 func (s *Store) Dialect() database.Dialect { return s.e.Dialect }

@@ -178,6 +178,25 @@ const appendManyPostgres = appendLockCTE +
 const appendPostgres = appendLockCTE +
 	"INSERT INTO event_log (topic, key, payload, created_at) SELECT $1::text, $2::text, $3::bytea, $4::timestamptz FROM lock RETURNING seq"
 
+// AppendWithPostgres returns a PostgreSQL statement that runs write, a data-modifying statement with a
+// RETURNING clause (its parameters numbered from $1), and appends one event for each row write returns,
+// as Append would in write's transaction, in one round trip: topic, key, payload and at are the event's
+// columns as SQL expressions over the statement's parameters and write's RETURNING columns (cast them:
+// text, text, bytea, timestamptz; at is stored as is, so truncate it to the microsecond). The log's
+// lock is taken after write's rows were made (after its row locks, as the package documentation asks),
+// before the events' numbers are drawn. The statement returns the events' sequence numbers; no row
+// when write returned none (then nothing was appended).
+//
+// Run it as a statement of its own, outside a transaction: its implicit transaction commits at its
+// end, so the log's lock is held for the statement and its commit only, not for a round trip to the
+// client and back. In a transaction it holds the lock to the transaction's end, as Append does.
+func AppendWithPostgres(write, topic, key, payload, at string) string {
+	return "WITH written AS (" + write + "), lock AS MATERIALIZED (SELECT written.*, " + appendLock + " AS append_lock, pg_notify(" +
+		notifyChannel + ", '') AS append_notify FROM written) " +
+		"INSERT INTO event_log (topic, key, payload, created_at) SELECT " + topic + ", " + key + ", " + payload + ", " + at +
+		" FROM lock RETURNING seq"
+}
+
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrationFS embed.FS
 

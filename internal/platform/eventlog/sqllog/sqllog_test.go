@@ -6,10 +6,12 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
@@ -282,4 +284,60 @@ func TestListenerNudgesOnCommitOnPostgres(t *testing.T) {
 		t.Fatalf("append: %v", err)
 	}
 	wait("after a second commit")
+}
+
+// TestAppendWithPostgres: the statement appends one event per row its write returns, with the columns
+// given over the write's RETURNING columns and the parameters, and nothing when the write returns no
+// row; the write and the events commit together.
+func TestAppendWithPostgres(t *testing.T) {
+	s := postgresStore(t)
+	ctx := testContext(t)
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE things (id text PRIMARY KEY, state text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC)
+	stmt := sqllog.AppendWithPostgres(`INSERT INTO things (id, state) SELECT unnest($1::text[]), $2 ON CONFLICT (id) DO NOTHING RETURNING id, state`,
+		"$3::text", "id", "convert_to(state, 'UTF8')", "$4::timestamptz")
+	run := func(ids ...string) []int64 {
+		t.Helper()
+		rows, err := s.db.QueryContext(ctx, stmt, ids, "new", "svc.thing", at)
+		if err != nil {
+			t.Fatalf("append with insert of %v: %v", ids, err)
+		}
+		defer rows.Close()
+		var seqs []int64
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				t.Fatal(err)
+			}
+			seqs = append(seqs, seq)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return seqs
+	}
+	if seqs := run("a", "b"); len(seqs) != 2 {
+		t.Fatalf("two rows inserted: %d events appended, want 2", len(seqs))
+	}
+	if seqs := run("a"); len(seqs) != 0 {
+		t.Errorf("no row inserted: events %v appended, want none", seqs)
+	}
+	got, _, err := sqllog.NewSource(s.db, s.dialect).Read(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(got, func(a, b eventlog.Event) int { return strings.Compare(a.Key, b.Key) })
+	want := []eventlog.Event{
+		{Topic: "svc.thing", Key: "a", Payload: []byte("new"), At: at},
+		{Topic: "svc.thing", Key: "b", Payload: []byte("new"), At: at},
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(eventlog.Event{}, "Seq")); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM things`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("things = %d, %v; want 2", n, err)
+	}
 }

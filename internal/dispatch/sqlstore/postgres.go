@@ -1,0 +1,231 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/eventlog/sqllog"
+)
+
+// createTaskPostgres is CreateTask's statement on PostgreSQL for a task without offers: the insert and
+// its event in one statement (sqllog.AppendWithPostgres), outside a transaction.
+var createTaskPostgres = sqllog.AppendWithPostgres(`
+	INSERT INTO tasks (id, state, customer_id, courier_id, offer_courier_id, priority_rank, create_time,
+		update_time, due_time, created_by, request_id, version, doc)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+	ON CONFLICT (created_by, request_id) DO NOTHING
+	RETURNING id`, "$14::text", "id", "$15::bytea", "$16::timestamptz")
+
+// createPostgres is CreateTask on PostgreSQL for t, stored and encoded as doc, when it has no offers
+// (every task a customer creates): one round trip instead of four (BEGIN, the insert, the append,
+// COMMIT), and the event log's lock held for the statement's own commit only. A request made before
+// inserts and appends nothing (ON CONFLICT DO NOTHING waits for a conflicting insert in flight); its
+// task is read after, committed.
+func (s *Store) createPostgres(ctx context.Context, t dispatch.Task, doc string) (dispatch.Task, bool, error) {
+	at := storedTime(time.Now())
+	err := s.retrying(ctx, func() error {
+		var seq int64
+		return s.db.QueryRowContext(ctx, createTaskPostgres,
+			t.ID, string(t.State), t.CustomerID, nullString(t.CourierID), nil, t.Priority.Rank(),
+			s.time(t.CreateTime), s.time(t.UpdateTime), s.nullTime(t.DueTime), t.CreatedBy, nullString(t.RequestID),
+			t.Version, doc, dispatch.TopicTask, []byte(t.State), at).Scan(&seq)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		// The request was made before: answer with its task.
+		prev, err := s.scanTask(s.db.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE created_by = $1 AND request_id = $2`,
+			t.CreatedBy, t.RequestID))
+		if err != nil {
+			return dispatch.Task{}, false, s.e.MapError(err, "load task of request "+t.RequestID+" by "+t.CreatedBy)
+		}
+		return prev, false, nil
+	}
+	if err != nil {
+		return dispatch.Task{}, false, s.e.MapError(err, "insert task "+t.ID)
+	}
+	s.afterAppend()
+	s.docs.put(doc, t)
+	return t, true, nil
+}
+
+// retrying runs fn, a statement outside a transaction, again when it fails with an error the engine
+// reports as retryable, as inTx runs a transaction again.
+func (s *Store) retrying(ctx context.Context, fn func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || attempt == maxTxAttempts || s.e.Retryable == nil || !s.e.Retryable(err) {
+			if err != nil && attempt == maxTxAttempts && s.e.Retryable != nil && s.e.Retryable(err) {
+				return apperr.Wrap(apperr.Aborted, err, "too many concurrent changes; try again")
+			}
+			return err
+		}
+		pause := time.Duration(rand.Int64N(int64(5*time.Millisecond) << attempt))
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// pgWrites are the writes of a batch's changes (UpdateTasks) on PostgreSQL, made by three statements
+// whatever their number (flush) instead of three round trips per task: the tasks' rows, their new
+// offers, their decisions.
+type pgWrites struct {
+	// The tasks' new rows, and the version each replaces.
+	ids, states, customers, docs             []string
+	couriers, offerCouriers                  []*string
+	ranks                                    []int32
+	updateTimes                              []time.Time
+	dueTimes                                 []*time.Time
+	versions, oldVersions                    []int64
+	offerIDs, offerTasks, offerCouriersOf    []string
+	decisionIDs, decisionTasks, decisionDocs []string
+	decisionTimes                            []time.Time
+}
+
+// add queues the write of next, with its document, over cur as read (and locked): what applyChange
+// writes for a change without a command or jobs.
+func (w *pgWrites) add(s *Store, cur, next dispatch.Task, doc string, decision *dispatch.Decision) error {
+	w.ids, w.states, w.customers, w.docs = append(w.ids, next.ID), append(w.states, string(next.State)), append(w.customers, next.CustomerID), append(w.docs, doc)
+	w.couriers, w.offerCouriers = append(w.couriers, optional(next.CourierID)), append(w.offerCouriers, optional(offerCourier(&next)))
+	w.ranks, w.updateTimes = append(w.ranks, int32(next.Priority.Rank())), append(w.updateTimes, storedTime(next.UpdateTime))
+	var due *time.Time
+	if !next.DueTime.IsZero() {
+		d := storedTime(next.DueTime)
+		due = &d
+	}
+	w.dueTimes, w.versions, w.oldVersions = append(w.dueTimes, due), append(w.versions, next.Version), append(w.oldVersions, cur.Version)
+	for _, o := range next.Offers {
+		if slices.ContainsFunc(cur.Offers, func(p dispatch.Offer) bool { return p.ID == o.ID }) {
+			continue
+		}
+		if o.ID == "" || o.CourierID == "" {
+			return apperr.Errorf(apperr.Internal, "task %s: offer without an id or a courier", next.ID)
+		}
+		w.offerIDs, w.offerTasks, w.offerCouriersOf = append(w.offerIDs, o.ID), append(w.offerTasks, next.ID), append(w.offerCouriersOf, o.CourierID)
+	}
+	if decision == nil {
+		return nil
+	}
+	d := normalizeDecision(*decision)
+	if d.ID == "" {
+		return apperr.Errorf(apperr.Internal, "task %s: decision without an id", next.ID)
+	}
+	if d.TaskID == "" {
+		d.TaskID = next.ID
+	}
+	ddoc, err := encodeDecision(&d)
+	if err != nil {
+		return err
+	}
+	if err := s.storable(ddoc, "decision "+d.ID+" of task "+next.ID); err != nil {
+		return err
+	}
+	w.decisionIDs, w.decisionTasks, w.decisionDocs = append(w.decisionIDs, d.ID), append(w.decisionTasks, d.TaskID), append(w.decisionDocs, ddoc)
+	w.decisionTimes = append(w.decisionTimes, d.DecideTime)
+	return nil
+}
+
+// optional is v, nil for "" (NULL).
+func optional(v string) *string {
+	if v == "" {
+		return nil
+	}
+	return &v
+}
+
+// flush writes what add queued, in tx: Aborted when a task's stored version is no longer the one read,
+// as writeTask.
+func (w *pgWrites) flush(ctx context.Context, s *Store, tx *sql.Tx) error {
+	if len(w.ids) == 0 {
+		return nil
+	}
+	res, err := tx.ExecContext(ctx, `
+		UPDATE tasks t SET state = u.state, customer_id = u.customer_id, courier_id = u.courier_id,
+			offer_courier_id = u.offer_courier_id, priority_rank = u.priority_rank, update_time = u.update_time,
+			due_time = u.due_time, version = u.version, doc = u.doc::json
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::timestamptz[],
+			$8::timestamptz[], $9::bigint[], $10::text[], $11::bigint[])
+			AS u(id, state, customer_id, courier_id, offer_courier_id, priority_rank, update_time, due_time, version, doc, old_version)
+		WHERE t.id = u.id AND t.version = u.old_version`,
+		w.ids, w.states, w.customers, w.couriers, w.offerCouriers, w.ranks, w.updateTimes, w.dueTimes, w.versions, w.docs, w.oldVersions)
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("update %d tasks", len(w.ids)))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("update %d tasks", len(w.ids)))
+	}
+	if n != int64(len(w.ids)) {
+		return apperr.Errorf(apperr.Aborted, "%d of %d tasks changed while they were being updated", int64(len(w.ids))-n, len(w.ids))
+	}
+	if len(w.offerIDs) > 0 {
+		_, err := tx.ExecContext(ctx, `
+			INSERT INTO offers (offer_id, task_id, courier_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+			ON CONFLICT (offer_id) DO NOTHING`, w.offerIDs, w.offerTasks, w.offerCouriersOf)
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("record %d offers", len(w.offerIDs)))
+		}
+	}
+	if len(w.decisionIDs) == 0 {
+		return nil
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(w.decisionIDs)))) != len(w.decisionIDs) {
+		// One decision twice: an upsert each, in order (one statement cannot change a row twice).
+		for i, id := range w.decisionIDs {
+			if err := s.execDecision(ctx, tx, id, w.decisionTasks[i], w.decisionTimes[i], w.decisionDocs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	_, err = tx.ExecContext(ctx, `
+		INSERT INTO decisions (id, task_id, decide_time, doc)
+		SELECT u.id, u.task_id, u.decide_time, u.doc::json FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(id, task_id, decide_time, doc)
+		ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
+		w.decisionIDs, w.decisionTasks, w.decisionTimes, w.decisionDocs)
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("record %d decisions", len(w.decisionIDs)))
+	}
+	return nil
+}
+
+// execDecision is upsertDecision's statement for a decision already encoded.
+func (s *Store) execDecision(ctx context.Context, tx *sql.Tx, id, taskID string, at time.Time, doc string) error {
+	_, err := tx.ExecContext(ctx, `
+		INSERT INTO decisions (id, task_id, decide_time, doc) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
+		id, taskID, at, doc)
+	if err != nil {
+		return s.e.MapError(err, "record decision "+id+" of task "+taskID)
+	}
+	return nil
+}
+
+// queueChange is applyChange for a change without a command or jobs, its writes queued in w (written by
+// w.flush) instead of made at once.
+func (s *Store) queueChange(w *pgWrites, cur dispatch.Task, ch dispatch.Change) (dispatch.Task, string, error) {
+	next := ch.Task.Stored()
+	next.ID, next.CreatedBy, next.RequestID, next.RequestHash, next.CreateTime = cur.ID, cur.CreatedBy, cur.RequestID, cur.RequestHash, cur.CreateTime
+	next.Version = cur.Version + 1
+	doc, err := encodeTask(&next)
+	if err != nil {
+		return dispatch.Task{}, "", err
+	}
+	if err := s.storable(doc, "task "+next.ID); err != nil {
+		return dispatch.Task{}, "", err
+	}
+	if err := w.add(s, cur, next, doc, ch.Decision); err != nil {
+		return dispatch.Task{}, "", err
+	}
+	return next, doc, nil
+}
