@@ -303,26 +303,48 @@ func (s *Store) CountByState(ctx context.Context) (map[dispatch.State]int, error
 
 // UpdateTask implements dispatch.Store. The closure gets a copy of the stored task; what it returns
 // keeps the stored task's identity (ID, CreatedBy, RequestID, RequestHash, CreateTime), whatever it
-// says, and gets the stored version plus one. On PostgreSQL fn may run more than once (see the package
+// says, and gets the stored version plus one. fn may run more than once (see the package
 // documentation).
 func (s *Store) UpdateTask(ctx context.Context, id string, fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
-	return s.updateTask(ctx, func(tx *sql.Tx) (dispatch.Task, error) { return s.getTask(ctx, tx, id, s.e.Lock) }, fn)
+	return s.updateTask(ctx, func(q querier, lock string) (dispatch.Task, error) { return s.getTask(ctx, q, id, lock) }, fn)
 }
 
 // UpdateTaskByOffer implements dispatch.Store: UpdateTask for the task read and locked by its offer's
 // id, in one statement.
 func (s *Store) UpdateTaskByOffer(ctx context.Context, offerID string, fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
-	return s.updateTask(ctx, func(tx *sql.Tx) (dispatch.Task, error) { return s.taskByOffer(ctx, tx, offerID, s.e.Lock) }, fn)
+	return s.updateTask(ctx, func(q querier, lock string) (dispatch.Task, error) { return s.taskByOffer(ctx, q, offerID, lock) }, fn)
 }
 
-// updateTask is UpdateTask with the task read (and locked) in the transaction by read.
-func (s *Store) updateTask(ctx context.Context, read func(*sql.Tx) (dispatch.Task, error), fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
+// updateTask is UpdateTask with the task read (and locked, with the engine's Lock) by read: in the
+// transaction, and on SQLite (GroupCommit) first ahead of it from the read pool, to run fn and prepare
+// its change there; the transaction then writes that change if the task's stored version and due time
+// are still the ones fn saw, and reads the task, runs fn and writes its change as before otherwise (see
+// UpdateTasks). The read, fn and the documents' encoding leave the one writer.
+func (s *Store) updateTask(ctx context.Context, read func(q querier, lock string) (dispatch.Task, error), fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
 	var (
 		out dispatch.Task
 		doc string
+		pre *preparedChange
 	)
+	if s.group != nil {
+		if c, err := read(s.read, ""); err == nil {
+			if ch, ok := runAhead(fn, c.Clone()); ok {
+				pre, _ = s.prepareChange(c, ch) // nil when it cannot be: the transaction fails the same way
+			}
+		}
+	}
 	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
-		cur, err := read(tx)
+		if pre != nil {
+			written, err := s.writePrepared(ctx, tx, pre, true)
+			if err != nil {
+				return err
+			}
+			if written {
+				out, doc = pre.next, pre.doc
+				return s.appendChange(ctx, tx, a, out, pre.ch)
+			}
+		}
+		cur, err := read(tx, s.e.Lock)
 		if err != nil {
 			return err
 		}
