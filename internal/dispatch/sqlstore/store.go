@@ -156,6 +156,8 @@ type Store struct {
 	group *database.Group
 	// held are the held tasks' fields decoded before (held.go).
 	held heldCache
+	// heldSets are the couriers' held tasks by the list of ids and versions read (held.go).
+	heldSets heldSets
 	// docs are the task documents decoded or written before (codec.go).
 	docs taskDocs
 }
