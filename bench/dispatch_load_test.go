@@ -210,6 +210,7 @@ type phaseResult struct {
 	// held it per offer, and its transactions and functions per offer; zero on PostgreSQL.
 	writerPerOffer, writerCPUPerOffer time.Duration
 	writerTxPer, writerFnPer          float64
+	writtenPerOffer                   float64 // bytes the process passed to write calls (SQLite's WAL and checkpoints)
 }
 
 func (r phaseResult) String() string {
@@ -222,6 +223,9 @@ func (r phaseResult) String() string {
 	if r.writerPerOffer > 0 {
 		s += fmt.Sprintf(", writer held %v/offer, its CPU %v/offer (%.2f transactions, %.1f functions per offer)", r.writerPerOffer, r.writerCPUPerOffer,
 			r.writerTxPer, r.writerFnPer)
+	}
+	if r.writtenPerOffer > 0 {
+		s += fmt.Sprintf(", %.1f kB written/offer", r.writtenPerOffer/1000)
 	}
 	if len(r.committed) > 0 {
 		s += fmt.Sprintf("; create->commit p50 %v p99 %v max %v; create->session p50 %v p99 %v max %v (n=%d, unoffered %d)",
@@ -879,10 +883,10 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 	time.Sleep(time.Until(measureFrom))
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	offers0, cpu0, mallocs0, pg0, w0 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer()
+	offers0, cpu0, mallocs0, pg0, w0, wr0 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer(), processWritten()
 	time.Sleep(time.Until(measureTo))
 	runtime.ReadMemStats(&ms)
-	offers1, cpu1, mallocs1, pg1, w1 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer()
+	offers1, cpu1, mallocs1, pg1, w1, wr1 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer(), processWritten()
 	n := offers1 - offers0
 	res.offersPerSec = float64(n) / window.Seconds()
 	if n > 0 {
@@ -893,6 +897,7 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 		res.writerCPUPerOffer = ((w1.CPU - w0.CPU) / time.Duration(n)).Round(time.Microsecond)
 		res.writerTxPer = float64(w1.Transactions-w0.Transactions) / float64(n)
 		res.writerFnPer = float64(w1.Functions-w0.Functions) / float64(n)
+		res.writtenPerOffer = float64(wr1-wr0) / float64(n)
 	}
 	if !latency {
 		// Saturated: the backlog is not waited for; stop creating at once.
