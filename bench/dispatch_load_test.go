@@ -205,6 +205,11 @@ type phaseResult struct {
 	stages       stageReport     // where create->commit went, per stage
 	createP50    time.Duration
 	createP99    time.Duration
+
+	// SQLite's one writer over the window (sqlstore.Store.WriterStats): how long dispatch's group commit
+	// held it per offer, and its transactions and functions per offer; zero on PostgreSQL.
+	writerPerOffer, writerCPUPerOffer time.Duration
+	writerTxPer, writerFnPer          float64
 }
 
 func (r phaseResult) String() string {
@@ -214,6 +219,10 @@ func (r phaseResult) String() string {
 	}
 	s := fmt.Sprintf("offered %.0f/s, created %.0f/s in the window (%s; CreateTask p50 %v p99 %v), offers committed %.0f/s, CPU %v/offer (+ postgres server %v), %.0f allocs/offer",
 		r.offeredRate, float64(r.created)/r.window.Seconds(), lag, r.createP50, r.createP99, r.offersPerSec, r.cpuPerOffer, r.pgPerOffer, r.allocsPer)
+	if r.writerPerOffer > 0 {
+		s += fmt.Sprintf(", writer held %v/offer, its CPU %v/offer (%.2f transactions, %.1f functions per offer)", r.writerPerOffer, r.writerCPUPerOffer,
+			r.writerTxPer, r.writerFnPer)
+	}
 	if len(r.committed) > 0 {
 		s += fmt.Sprintf("; create->commit p50 %v p99 %v max %v; create->session p50 %v p99 %v max %v (n=%d, unoffered %d)",
 			pct(r.committed, 50), pct(r.committed, 99), pct(r.committed, 100),
@@ -493,6 +502,7 @@ func (s timedStore) LeaseDue(ctx context.Context, owner string, now time.Time, l
 type loadSystem struct {
 	svc      *dispatch.Service
 	store    dispatch.Store
+	writer   func() database.GroupStats // the store's WriterStats
 	rec      *recorder
 	couriers []string // courier ids
 	users    []string // their user ids
@@ -614,7 +624,7 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 	}
 	svc = dispatch.NewService(dispatch.Deps{Store: timedStore{Store: store, rec: ls.rec}, Uploads: store.Uploads(), Blobs: blobs, Couriers: couriers, Routes: routes, Events: feed},
 		dispatch.Options{Logger: dlog, Workers: cfg.workers})
-	ls.svc, ls.store = svc, store
+	ls.svc, ls.store, ls.writer = svc, store, store.WriterStats
 	grpctest.Go(t, "event feed", feed.Run)
 	grpctest.Go(t, "jobs", jc.Run)
 	grpctest.Go(t, "dispatch.Service.Run", svc.Run)
@@ -869,16 +879,20 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 	time.Sleep(time.Until(measureFrom))
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	offers0, cpu0, mallocs0, pg0 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU()
+	offers0, cpu0, mallocs0, pg0, w0 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer()
 	time.Sleep(time.Until(measureTo))
 	runtime.ReadMemStats(&ms)
-	offers1, cpu1, mallocs1, pg1 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU()
+	offers1, cpu1, mallocs1, pg1, w1 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer()
 	n := offers1 - offers0
 	res.offersPerSec = float64(n) / window.Seconds()
 	if n > 0 {
 		res.cpuPerOffer = ((cpu1 - cpu0) / time.Duration(n)).Round(time.Microsecond)
 		res.allocsPer = float64(mallocs1-mallocs0) / float64(n)
 		res.pgPerOffer = ((pg1 - pg0) / time.Duration(n)).Round(time.Microsecond)
+		res.writerPerOffer = ((w1.Held - w0.Held) / time.Duration(n)).Round(time.Microsecond)
+		res.writerCPUPerOffer = ((w1.CPU - w0.CPU) / time.Duration(n)).Round(time.Microsecond)
+		res.writerTxPer = float64(w1.Transactions-w0.Transactions) / float64(n)
+		res.writerFnPer = float64(w1.Functions-w0.Functions) / float64(n)
 	}
 	if !latency {
 		// Saturated: the backlog is not waited for; stop creating at once.

@@ -221,26 +221,43 @@ func final(c apperr.Code) bool {
 // Execute runs one command of courier courierID's session. Business errors come back in the result; the
 // session stays open. A final outcome is stored under commandID, so that the command is applied once.
 func (s *Service) Execute(ctx context.Context, courierID, commandID string, cmd Command) CommandResult {
-	res := CommandResult{CommandID: commandID}
-	t, err := s.execute(ctx, courierID, commandID, cmd)
+	res, _ := s.run(ctx, courierID, commandID, cmd)
+	s.storeOutcome(ctx, courierID, commandID, cmd, res)
+	return res
+}
+
+// run runs cmd and returns its result, storing nothing but what its own transaction stores. recorded
+// reports that the transaction stored the outcome under commandID (an offer's answer that changed the
+// task): the command's record did not exist before, or the transaction would have failed on it.
+func (s *Service) run(ctx context.Context, courierID, commandID string, cmd Command) (res CommandResult, recorded bool) {
+	res = CommandResult{CommandID: commandID}
+	t, recorded, err := s.execute(ctx, courierID, commandID, cmd)
 	if err != nil {
 		res.Err = s.errOf(err, cmd.kind())
-		if final(res.Err.Code) && commandID != "" {
-			rec := CommandRecord{CourierID: courierID, CommandID: commandID, Fingerprint: cmd.Fingerprint(), Err: res.Err, CreateTime: storedTime(s.now())}
-			if err := s.store.SaveCommand(ctx, rec); err != nil {
-				s.logger.Warn("dispatch: storing a command outcome failed", "command", cmd.kind(), "error", err)
-			}
-		}
-		return res
+		return res, false
 	}
 	if t != nil {
 		v := t.For(auth.FromContext(ctx), courierID, ViewFull)
 		res.Task = &v
 	}
-	return res
+	return res, recorded
 }
 
-func (s *Service) execute(ctx context.Context, courierID, commandID string, cmd Command) (*Task, error) {
+// storeOutcome stores res under commandID when it is a final failure (a success is stored by its own
+// transaction).
+func (s *Service) storeOutcome(ctx context.Context, courierID, commandID string, cmd Command, res CommandResult) {
+	if res.Err == nil || !final(res.Err.Code) || commandID == "" {
+		return
+	}
+	rec := CommandRecord{CourierID: courierID, CommandID: commandID, Fingerprint: cmd.Fingerprint(), Err: res.Err, CreateTime: storedTime(s.now())}
+	if err := s.store.SaveCommand(ctx, rec); err != nil {
+		s.logger.Warn("dispatch: storing a command outcome failed", "command", cmd.kind(), "error", err)
+	}
+}
+
+// execute runs cmd; recorded is true when the command changed its task and recorded itself in that
+// transaction, which only an offer's answer reports.
+func (s *Service) execute(ctx context.Context, courierID, commandID string, cmd Command) (t *Task, recorded bool, err error) {
 	record := func(ch *Change, taskID string, e *CommandError) {
 		if commandID != "" {
 			ch.Command = &CommandRecord{CourierID: courierID, CommandID: commandID, Fingerprint: cmd.Fingerprint(), TaskID: taskID, Err: e, CreateTime: storedTime(s.now())}
@@ -248,23 +265,26 @@ func (s *Service) execute(ctx context.Context, courierID, commandID string, cmd 
 	}
 	switch {
 	case cmd.Accept != nil:
-		return s.answerOffer(ctx, courierID, cmd.Accept.OfferID, true, nil, record)
+		t, changed, err := s.answerOffer(ctx, courierID, cmd.Accept.OfferID, true, nil, record)
+		return t, changed && commandID != "", err
 	case cmd.Decline != nil:
-		_, err := s.answerOffer(ctx, courierID, cmd.Decline.OfferID, false, cmd.Decline, record)
-		return nil, err
+		_, changed, err := s.answerOffer(ctx, courierID, cmd.Decline.OfferID, false, cmd.Decline, record)
+		return nil, changed && commandID != "", err
 	case cmd.Pickup != nil:
 		c := cmd.Pickup
-		return s.progress(ctx, courierID, c.TaskID, StatePickedUp, StagePickup, c.UploadIDs, c.Inline, c.OccurTime, "", "", record)
+		t, err = s.progress(ctx, courierID, c.TaskID, StatePickedUp, StagePickup, c.UploadIDs, c.Inline, c.OccurTime, "", "", record)
 	case cmd.Deliver != nil:
 		c := cmd.Deliver
-		return s.progress(ctx, courierID, c.TaskID, StateDelivered, StageDropoff, c.UploadIDs, c.Inline, c.OccurTime, "", "", record)
+		t, err = s.progress(ctx, courierID, c.TaskID, StateDelivered, StageDropoff, c.UploadIDs, c.Inline, c.OccurTime, "", "", record)
 	case cmd.Fail != nil:
 		c := cmd.Fail
-		return s.progress(ctx, courierID, c.TaskID, StateFailed, "", c.UploadIDs, nil, c.OccurTime, c.Reason, c.Comment, record)
+		t, err = s.progress(ctx, courierID, c.TaskID, StateFailed, "", c.UploadIDs, nil, c.OccurTime, c.Reason, c.Comment, record)
 	case cmd.Release != nil:
-		return s.release(ctx, courierID, cmd.Release, record)
+		t, err = s.release(ctx, courierID, cmd.Release, record)
+	default:
+		err = apperr.Errorf(apperr.Invalid, "empty command")
 	}
-	return nil, apperr.Errorf(apperr.Invalid, "empty command")
+	return t, false, err
 }
 
 // occurTime returns when an offline command happened: its event time when given and plausible (not
@@ -285,8 +305,9 @@ func (s *Service) occurTime(occur, floor time.Time) time.Time {
 
 type recorder func(ch *Change, taskID string, e *CommandError)
 
-// answerOffer accepts or declines courierID's offer offerID.
-func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, accept bool, decline *DeclineCmd, record recorder) (*Task, error) {
+// answerOffer accepts or declines courierID's offer offerID; changed reports that it wrote the task (and
+// so the command's record), not found it answered already.
+func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, accept bool, decline *DeclineCmd, record recorder) (_ *Task, changed bool, _ error) {
 	var v violations
 	offerID = v.id("offer_id", offerID)
 	if decline != nil {
@@ -298,7 +319,7 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 		v.text("decline.comment", decline.Comment, maxComment, false, false)
 	}
 	if err := v.err(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	p := auth.FromContext(ctx)
 	var accepted time.Duration
@@ -353,10 +374,11 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 	case errors.Is(err, errNoChange):
 		t = unchanged
 	case apperr.CodeOf(err) == apperr.NotFound: // the store's: no task has the offer
-		return nil, fail(cmdErr(apperr.NotFound, "", "offer %s not found", offerID))
+		return nil, false, fail(cmdErr(apperr.NotFound, "", "offer %s not found", offerID))
 	case err != nil:
-		return nil, err
+		return nil, false, err
 	default:
+		changed = true
 		if accept {
 			s.metrics.OfferAnswered(OfferAccepted)
 			s.metrics.Assigned(accepted)
@@ -365,7 +387,7 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 			s.kick()
 		}
 	}
-	return &t, nil
+	return &t, changed, nil
 }
 
 // progress moves a task courierID holds to PICKED_UP, DELIVERED or FAILED, checking the proofs the task

@@ -475,16 +475,46 @@ func (c *CourierSession) sentCursor() int64 {
 // as it is now); the same id with another command is refused with Conflict and reason
 // "COMMAND_ID_REUSED". Retryable failures (Aborted, Unavailable) are not stored, so the same id runs
 // again.
+//
+// An offer's answer (accept, decline) runs before its command id is looked up: when it changes the task,
+// its transaction records the command id, and fails on a record that exists already, changing nothing,
+// so that a success needs no lookup; any other outcome is answered only after the lookup, exactly as if
+// the lookup had come first.
 func (c *CourierSession) Execute(ctx context.Context, commandID string, cmd Command) CommandResult {
+	if commandID != "" && (cmd.Accept != nil || cmd.Decline != nil) {
+		res, recorded := c.s.run(ctx, c.courierID, commandID, cmd)
+		if recorded {
+			return res
+		}
+		rec, found, err := c.s.store.Command(ctx, c.courierID, commandID)
+		if err != nil {
+			return c.lookupFailed(commandID, err)
+		}
+		if found {
+			return c.replay(ctx, commandID, cmd, rec)
+		}
+		c.s.storeOutcome(ctx, c.courierID, commandID, cmd, res)
+		return res
+	}
 	rec, found, err := c.s.store.Command(ctx, c.courierID, commandID)
 	if err != nil {
-		c.s.logger.Warn("look a courier command up", "courier", c.courierID, "command", commandID, "err", err)
-		return CommandResult{CommandID: commandID, Err: &CommandError{Code: apperr.Unavailable,
-			Message: "cannot check the command now; send it again under the same command_id", RetryAfter: time.Second}}
+		return c.lookupFailed(commandID, err)
 	}
 	if !found {
 		return c.s.Execute(ctx, c.courierID, commandID, cmd)
 	}
+	return c.replay(ctx, commandID, cmd, rec)
+}
+
+// lookupFailed answers a command whose id could not be looked up: Unavailable, to be sent again.
+func (c *CourierSession) lookupFailed(commandID string, err error) CommandResult {
+	c.s.logger.Warn("look a courier command up", "courier", c.courierID, "command", commandID, "err", err)
+	return CommandResult{CommandID: commandID, Err: &CommandError{Code: apperr.Unavailable,
+		Message: "cannot check the command now; send it again under the same command_id", RetryAfter: time.Second}}
+}
+
+// replay answers cmd, sent under commandID, from rec, the stored outcome of that id.
+func (c *CourierSession) replay(ctx context.Context, commandID string, cmd Command, rec CommandRecord) CommandResult {
 	if rec.Fingerprint != cmd.Fingerprint() {
 		return CommandResult{CommandID: commandID, Err: &CommandError{Code: apperr.Conflict,
 			Message: "command_id " + commandID + " was already used for another command", Reason: "COMMAND_ID_REUSED"}}

@@ -1,7 +1,9 @@
 package dispatch_test
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"lastmile/internal/dispatch"
 )
@@ -29,4 +31,38 @@ func BenchmarkSessionOfferNextAck(b *testing.B) {
 			b.Fatalf("Ack(%d): %v", out.Cursor, err)
 		}
 	}
+}
+
+// BenchmarkSessionAccept measures what a courier session does per assignment on SQLite: Next returns an
+// offer (written outside the timer), Execute accepts it under a new command id, and Ack acknowledges it.
+// The claim job is not enqueued (the fixture drops jobs). cpu-ns/op is the process's CPU time while the
+// timer runs (the hub's and the event feed's goroutines included), where getrusage exists.
+func BenchmarkSessionAccept(b *testing.B) {
+	f := newSessionFixture(b, dispatch.Options{})
+	s := sessOpen(b, f.svc, 1, dispatch.Hello{})
+	ctx := sessCtx(b)
+	b.ReportAllocs()
+	var cpu time.Duration
+	n := 0
+	for b.Loop() {
+		b.StopTimer()
+		n++
+		f.newTask(b, n, 1)
+		f.offer(b, sessTaskID(n), n, 1)
+		start := processCPU()
+		b.StartTimer()
+		out, err := s.Next(ctx)
+		if err != nil || out.Offer == nil {
+			b.Fatalf("Next() = %+v, %v; want the offer", out, err)
+		}
+		res := s.Execute(ctx, fmt.Sprintf("accept-%d", n), dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: out.Offer.Offer.ID}})
+		if res.Err != nil {
+			b.Fatalf("Execute(accept) = %+v", *res.Err)
+		}
+		if err := s.Ack(ctx, out.Cursor); err != nil {
+			b.Fatalf("Ack(%d): %v", out.Cursor, err)
+		}
+		cpu += processCPU() - start
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

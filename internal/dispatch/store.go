@@ -210,7 +210,7 @@ type Store interface {
 	// HeldTasksOf returns the tasks each of courierIDs holds, in one read, ordered as HeldTasks orders
 	// them; a courier who holds none is not in the map. Of each task it returns what planning the
 	// courier's remaining stops needs: ID, State, CourierID, Pickup, Dropoff, AssignTime and Version;
-	// the other fields are zero.
+	// the other fields are zero. The slices may be shared with other calls: read them, never change them.
 	HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]Task, error)
 	// OfferedTasks returns the OFFERED tasks whose open offer is to courierID, oldest offer first.
 	OfferedTasks(ctx context.Context, courierID string) ([]Task, error)

@@ -109,7 +109,7 @@ func TestOpenAPINoIdenticalPaths(t *testing.T) {
 }
 
 // TestOpenAPIDocumentsCreated: the served document says what creates answer, 201 with a Location header,
-// and keeps 200 for every other operation.
+// and keeps 200 for every other operation but the browser's logout, which answers 204 No Content.
 func TestOpenAPIDocumentsCreated(t *testing.T) {
 	doc := served(t)
 	creates := map[string]bool{"/v1/users": true, "/v1/couriers": true, "/v1/tasks": true}
@@ -133,6 +133,12 @@ func TestOpenAPIDocumentsCreated(t *testing.T) {
 				}
 				continue
 			}
+			if method == "delete" && path == "/v1/session" {
+				if got := keysOf(op.Responses); !slices.Equal(got, []string{"204", "default"}) {
+					t.Errorf("DELETE /v1/session responses %v, want [204 default]", got)
+				}
+				continue
+			}
 			if !has200 || has201 {
 				t.Errorf("%s %s responses %v, want 200 and no 201", method, path, keysOf(op.Responses))
 			}
@@ -147,4 +153,63 @@ func keysOf(m map[string]json.RawMessage) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestOpenAPIDocumentsGatewayRoutes: the routes the gateway writes itself are in the served document with
+// their parameters (the watch requests' fields, read from their descriptors) and their credentials: login,
+// refresh and logout take none (the cookies carry them), a task's stream and GET /v1/tasks/{id} take a
+// bearer token or a share token alone.
+func TestOpenAPIDocumentsGatewayRoutes(t *testing.T) {
+	doc := served(t)
+	params := func(method, path string) []string {
+		op, ok := doc.Paths[path][method]
+		if !ok {
+			t.Errorf("the document has no %s %s", method, path)
+			return nil
+		}
+		var out []string
+		for _, p := range op.Parameters {
+			out = append(out, p.In+":"+p.Name)
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{
+		"query:states", "query:courierId", "query:customerId", "query:view", "query:changedSince",
+		"query:couriers",
+		"query:couriers.bounds.southWest.latitude", "query:couriers.bounds.southWest.longitude",
+		"query:couriers.bounds.northEast.latitude", "query:couriers.bounds.northEast.longitude",
+		"query:couriers.courierIds",
+		"header:Last-Event-ID", "query:lastEventId",
+	}, params("get", "/v1/events")); diff != "" {
+		t.Errorf("GET /v1/events parameters (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"path:id", "query:shareToken", "header:Last-Event-ID", "query:lastEventId"},
+		params("get", "/v1/tasks/{id}/events")); diff != "" {
+		t.Errorf("GET /v1/tasks/{id}/events parameters (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"body:body"}, params("post", "/v1/session")); diff != "" {
+		t.Errorf("POST /v1/session parameters (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"header:X-Csrf-Token"}, params("post", "/v1/session/refresh")); diff != "" {
+		t.Errorf("POST /v1/session/refresh parameters (-want +got):\n%s", diff)
+	}
+
+	public := &[]map[string][]string{}
+	bearerOrNone := &[]map[string][]string{{"bearer": {}}, {}}
+	for _, c := range []struct {
+		method, path string
+		want         *[]map[string][]string // nil: the document's bearer requirement
+	}{
+		{"post", "/v1/session", public},
+		{"get", "/v1/session", nil},
+		{"delete", "/v1/session", public},
+		{"post", "/v1/session/refresh", public},
+		{"get", "/v1/events", nil},
+		{"get", "/v1/tasks/{id}/events", bearerOrNone},
+		{"get", "/v1/tasks/{id}", bearerOrNone},
+	} {
+		if diff := cmp.Diff(c.want, doc.Paths[c.path][c.method].Security); diff != "" {
+			t.Errorf("%s %s security (-want +got):\n%s", c.method, c.path, diff)
+		}
+	}
 }

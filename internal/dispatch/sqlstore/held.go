@@ -17,9 +17,11 @@ import (
 
 // Held tasks without their documents. The engine asks for the tasks its busy candidates hold many times
 // over (every batch whose searches find a courier), and of each it needs a few fields of the document
-// (heldDoc); a task's document only changes with its version. So the reads of held tasks select each
-// task's id and version from the columns, and decode the document only of a task whose version the
-// store has not decoded before: the fields decoded are kept per task id with their version (heldCache).
+// (heldDoc); a task's document only changes with its version. So the reads of held tasks select, per
+// courier, the list of its tasks' ids and versions from the columns (one row per courier), and take the
+// courier's tasks as they were the last time the same list was read (heldSets); for a list not seen
+// before, they decode the document only of a task whose version the store has not decoded before: the
+// fields decoded are kept per task id with their version (heldCache).
 
 // maxHeldCache bounds the tasks heldCache keeps: beyond it, it starts afresh.
 const maxHeldCache = 1 << 15
@@ -49,6 +51,77 @@ func (c *heldCache) put(ts []dispatch.Task) {
 	for _, t := range ts {
 		c.tasks[t.ID] = t
 	}
+}
+
+// maxHeldSets bounds the couriers heldSets keeps: beyond it, it starts afresh.
+const maxHeldSets = 1 << 14
+
+// heldSets is, by courier, the held tasks of the list of ids and versions last read for it (heldList),
+// ordered as HeldTasks orders them. A list names each task at one version, and a task's fields at a
+// version never change, so the same list always stands for the same tasks. Safe for concurrent use; the
+// zero value is empty. Its slices are shared with every caller: never changed.
+type heldSets struct {
+	mu sync.Mutex
+	by map[string]heldSet
+}
+
+// heldSet is one courier's entry of heldSets.
+type heldSet struct {
+	list  string
+	tasks []dispatch.Task
+}
+
+// get returns the tasks courierID held when list was read for it, if known.
+func (c *heldSets) get(courierID, list string) ([]dispatch.Task, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.by[courierID]
+	return e.tasks, ok && e.list == list
+}
+
+// put keeps tasks as courierID's for list.
+func (c *heldSets) put(courierID, list string, tasks []dispatch.Task) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.by == nil || len(c.by) >= maxHeldSets {
+		c.by = map[string]heldSet{}
+	}
+	c.by[courierID] = heldSet{list: list, tasks: tasks}
+}
+
+// heldList returns the SQL expression of one courier's list of held tasks, in the read's order:
+// "<bytes of id>:<id><version>" for each, joined by commas (parseHeldList reads it). The id's length
+// says where it ends, so the list reads back the same whatever an id holds.
+func (s *Store) heldList() string {
+	entry := `octet_length(id) || ':' || id || version`
+	if s.e.Dialect == database.Postgres {
+		return `string_agg(` + entry + `, ',')`
+	}
+	return `group_concat(` + entry + `, ',')`
+}
+
+// parseHeldList appends the tasks of courierID's list (heldList) to refs.
+func parseHeldList(refs []heldRef, courierID, list string) ([]heldRef, error) {
+	for rest := list; rest != ""; {
+		colon := strings.IndexByte(rest, ':')
+		n, err := strconv.Atoi(rest[:max(colon, 0)])
+		if colon < 0 || err != nil || n < 0 || colon+1+n > len(rest) {
+			return nil, fmt.Errorf("read the held tasks of courier %s: malformed list %q", courierID, list)
+		}
+		id := rest[colon+1 : colon+1+n]
+		rest = rest[colon+1+n:]
+		end := strings.IndexByte(rest, ',')
+		if end < 0 {
+			end = len(rest)
+		}
+		version, err := strconv.ParseInt(rest[:end], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("read the held tasks of courier %s: malformed list %q", courierID, list)
+		}
+		refs = append(refs, heldRef{id: id, courierID: courierID, version: version})
+		rest = rest[min(end+1, len(rest)):]
+	}
+	return refs, nil
 }
 
 // heldRef is a held task as the columns say: its id, holder and version.
@@ -163,8 +236,9 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 }
 
 // CourierStates implements dispatch.Store in one statement: the connected couriers (as Connected), the
-// couriers with an open offer (as OfferOpen) and the held tasks' ids and versions (as HeldTasksOf), one
-// part of a UNION ALL each; the held tasks' fields then come from heldTasks.
+// couriers with an open offer (as OfferOpen) and the list of held tasks' ids and versions of each courier
+// holding some (as HeldTasksOf), one part of a UNION ALL each; the held tasks' fields then come from
+// heldSets, or for a list it does not know, from heldTasks.
 func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	return s.courierStates(ctx, courierIDs, partConnected|partOfferOpen, since, heldOf)
 }
@@ -213,12 +287,12 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 		}
 		if parts&partConnected != 0 {
 			open, heartbeat := arg(true), arg(s.time(since))
-			selects = append(selects, `SELECT `+strconv.Itoa(kindConnected)+`, courier_id, '', 0 FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn)
+			selects = append(selects, `SELECT `+strconv.Itoa(kindConnected)+`, courier_id, '' FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn)
 		}
 		if parts&partOfferOpen != 0 {
 			offered := arg(string(dispatch.StateOffered))
 			offer := strings.Replace(conn, "courier_id", "offer_courier_id", 1) // the same argument
-			selects = append(selects, `SELECT DISTINCT `+strconv.Itoa(kindOfferOpen)+`, offer_courier_id, '', 0 FROM tasks`+s.offerIndex()+` WHERE state = `+offered+` AND `+offer)
+			selects = append(selects, `SELECT DISTINCT `+strconv.Itoa(kindOfferOpen)+`, offer_courier_id, '' FROM tasks`+s.offerIndex()+` WHERE state = `+offered+` AND `+offer)
 		}
 	}
 	if len(heldOf) > 0 {
@@ -228,7 +302,7 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 		if err != nil {
 			return dispatch.CourierStates{}, err
 		}
-		selects = append(selects, `SELECT `+strconv.Itoa(kindHeld)+`, courier_id, id, version FROM tasks WHERE `+states+` AND `+held)
+		selects = append(selects, `SELECT `+strconv.Itoa(kindHeld)+`, courier_id, `+s.heldList()+` FROM tasks WHERE `+states+` AND `+held+` GROUP BY courier_id`)
 	}
 	what := fmt.Sprintf("look up the state of %d couriers", len(courierIDs)+len(heldOf))
 	rows, err := s.read.QueryContext(ctx, strings.Join(selects, " UNION ALL "), args...)
@@ -238,23 +312,27 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 	// The rows are read here rather than through collect: one set of destinations for all of them
 	// (collect's row would escape to the heap once per row, and there are hundreds per batch).
 	var (
-		refs []heldRef
-		kind int64
-		ref  heldRef
+		unknown         []heldRead // the lists heldSets does not know
+		kind            int64
+		courierID, list string
 	)
 	err = func() error {
 		defer rows.Close()
 		for rows.Next() {
-			if err := rows.Scan(&kind, &ref.courierID, &ref.id, &ref.version); err != nil {
+			if err := rows.Scan(&kind, &courierID, &list); err != nil {
 				return err
 			}
 			switch kind {
 			case kindConnected:
-				out.Connected[ref.courierID] = true
+				out.Connected[courierID] = true
 			case kindOfferOpen:
-				out.OfferOpen[ref.courierID] = true
+				out.OfferOpen[courierID] = true
 			case kindHeld:
-				refs = append(refs, ref)
+				if ts, ok := s.heldSets.get(courierID, list); ok {
+					out.Held[courierID] = ts
+					continue
+				}
+				unknown = append(unknown, heldRead{courierID: courierID, list: list})
 			}
 		}
 		return rows.Err()
@@ -262,12 +340,54 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 	if err != nil {
 		return dispatch.CourierStates{}, s.e.MapError(err, what)
 	}
-	if len(refs) > 0 {
-		if out.Held, err = s.heldTasks(ctx, refs); err != nil {
+	if len(unknown) > 0 {
+		if err := s.learnHeldSets(ctx, unknown, out.Held); err != nil {
 			return dispatch.CourierStates{}, err
 		}
 	}
 	return out, nil
+}
+
+// heldRead is one courier's list of held tasks as read (heldList).
+type heldRead struct {
+	courierID, list string
+}
+
+// learnHeldSets reads the tasks of the lists in reads into held, and keeps in heldSets each list whose
+// tasks were all read at the versions it names.
+func (s *Store) learnHeldSets(ctx context.Context, reads []heldRead, held map[string][]dispatch.Task) error {
+	var refs []heldRef
+	for _, r := range reads {
+		var err error
+		if refs, err = parseHeldList(refs, r.courierID, r.list); err != nil {
+			return err
+		}
+	}
+	got, err := s.heldTasks(ctx, refs)
+	if err != nil {
+		return err
+	}
+	want := make(map[string]int64, len(refs)) // task id: the version its list names
+	named := make(map[string]int, len(reads)) // courier id: how many tasks its list names
+	for _, r := range refs {
+		want[r.id] = r.version
+		named[r.courierID]++
+	}
+	for _, r := range reads {
+		ts := got[r.courierID]
+		if len(ts) == 0 {
+			continue
+		}
+		held[r.courierID] = ts
+		exact := len(ts) == named[r.courierID]
+		for _, t := range ts {
+			exact = exact && want[t.ID] == t.Version
+		}
+		if exact {
+			s.heldSets.put(r.courierID, r.list, ts)
+		}
+	}
+	return nil
 }
 
 // inList returns the condition that col is one of ids, with ids as the one argument $n: `col = ANY($n)`

@@ -44,6 +44,14 @@
 // locks keeps lock order one way. LeaseDue, Unlease and WakePending append nothing: they change no task
 // a reader sees but its due time.
 //
+// On SQLite (Engine.GroupCommit) UpdateTask, UpdateTaskByOffer and UpdateTasks first read the task
+// from the read pool, run the closure on it and encode what it returned, before their transaction; the
+// transaction writes that only where the task's version and due time are still the ones the closure
+// saw (UPDATE ... WHERE version = ... AND due_time IS ...), and otherwise reads the task, runs the
+// closure again and writes as above. The closures being pure, what is written is the same; the one
+// writer waits for neither the read, nor the closure, nor the encoding. A closure may therefore run
+// twice on SQLite too.
+//
 // On SQLite (Engine.GroupCommit) the transactions of concurrent calls are grouped (database.Group): each
 // call's transaction is a savepoint of a transaction shared with the calls queued beside it, run one
 // after the other in queue order, rolled back alone when it fails, and committed with the others in
@@ -148,6 +156,8 @@ type Store struct {
 	group *database.Group
 	// held are the held tasks' fields decoded before (held.go).
 	held heldCache
+	// heldSets are the couriers' held tasks by the list of ids and versions read (held.go).
+	heldSets heldSets
 	// docs are the task documents decoded or written before (codec.go).
 	docs taskDocs
 }
@@ -182,6 +192,16 @@ func (s *Store) SetNudge(nudge func()) { s.nudge = nudge }
 // DB returns the database the Store runs on: the event log (sqllog.NewSource) and River (jobs.New) run
 // on it too.
 func (s *Store) DB() *sql.DB { return s.db }
+
+// WriterStats returns what the Store's group commit ran (database.Group.Stats): how long SQLite's
+// one writer was held by the Store's transactions, in how many transactions and functions. It is zero
+// without the engine's GroupCommit (PostgreSQL).
+func (s *Store) WriterStats() database.GroupStats {
+	if s.group == nil {
+		return database.GroupStats{}
+	}
+	return s.group.Stats()
+}
 
 // Dialect returns the engine behind DB.
 func (s *Store) Dialect() database.Dialect { return s.e.Dialect }

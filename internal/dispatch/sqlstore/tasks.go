@@ -303,26 +303,48 @@ func (s *Store) CountByState(ctx context.Context) (map[dispatch.State]int, error
 
 // UpdateTask implements dispatch.Store. The closure gets a copy of the stored task; what it returns
 // keeps the stored task's identity (ID, CreatedBy, RequestID, RequestHash, CreateTime), whatever it
-// says, and gets the stored version plus one. On PostgreSQL fn may run more than once (see the package
+// says, and gets the stored version plus one. fn may run more than once (see the package
 // documentation).
 func (s *Store) UpdateTask(ctx context.Context, id string, fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
-	return s.updateTask(ctx, func(tx *sql.Tx) (dispatch.Task, error) { return s.getTask(ctx, tx, id, s.e.Lock) }, fn)
+	return s.updateTask(ctx, func(q querier, lock string) (dispatch.Task, error) { return s.getTask(ctx, q, id, lock) }, fn)
 }
 
 // UpdateTaskByOffer implements dispatch.Store: UpdateTask for the task read and locked by its offer's
 // id, in one statement.
 func (s *Store) UpdateTaskByOffer(ctx context.Context, offerID string, fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
-	return s.updateTask(ctx, func(tx *sql.Tx) (dispatch.Task, error) { return s.taskByOffer(ctx, tx, offerID, s.e.Lock) }, fn)
+	return s.updateTask(ctx, func(q querier, lock string) (dispatch.Task, error) { return s.taskByOffer(ctx, q, offerID, lock) }, fn)
 }
 
-// updateTask is UpdateTask with the task read (and locked) in the transaction by read.
-func (s *Store) updateTask(ctx context.Context, read func(*sql.Tx) (dispatch.Task, error), fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
+// updateTask is UpdateTask with the task read (and locked, with the engine's Lock) by read: in the
+// transaction, and on SQLite (GroupCommit) first ahead of it from the read pool, to run fn and prepare
+// its change there; the transaction then writes that change if the task's stored version and due time
+// are still the ones fn saw, and reads the task, runs fn and writes its change as before otherwise (see
+// UpdateTasks). The read, fn and the documents' encoding leave the one writer.
+func (s *Store) updateTask(ctx context.Context, read func(q querier, lock string) (dispatch.Task, error), fn func(dispatch.Task) (dispatch.Change, error)) (dispatch.Task, error) {
 	var (
 		out dispatch.Task
 		doc string
+		pre *preparedChange
 	)
+	if s.group != nil {
+		if c, err := read(s.read, ""); err == nil {
+			if ch, ok := runAhead(fn, c.Clone()); ok {
+				pre, _ = s.prepareChange(c, ch) // nil when it cannot be: the transaction fails the same way
+			}
+		}
+	}
 	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
-		cur, err := read(tx)
+		if pre != nil {
+			written, err := s.writePrepared(ctx, tx, pre, true)
+			if err != nil {
+				return err
+			}
+			if written {
+				out, doc = pre.next, pre.doc
+				return s.appendChange(ctx, tx, a, out, pre.ch)
+			}
+		}
+		cur, err := read(tx, s.e.Lock)
 		if err != nil {
 			return err
 		}
@@ -350,36 +372,88 @@ func (s *Store) updateTask(ctx context.Context, read func(*sql.Tx) (dispatch.Tas
 // and deliveries (appendChange), and returns the task written and its document (for s.docs once the
 // transaction committed).
 func (s *Store) applyChange(ctx context.Context, tx *sql.Tx, cur dispatch.Task, ch dispatch.Change) (dispatch.Task, string, error) {
+	p, err := s.prepareChange(cur, ch)
+	if err != nil {
+		return dispatch.Task{}, "", err
+	}
+	if _, err := s.writePrepared(ctx, tx, p, false); err != nil {
+		return dispatch.Task{}, "", err
+	}
+	return p.next, p.doc, nil
+}
+
+// preparedChange is a change ready to be written: the task and decision documents are made before the
+// transaction needs them (prepareChange), so that they can be made before it begins.
+type preparedChange struct {
+	cur, next dispatch.Task
+	ch        dispatch.Change
+	doc       string // next's document
+	// The decision as stored and its document, when ch has one; decisionErr is why it cannot be
+	// written, returned where it would be written, after the task's row and offers.
+	decision    dispatch.Decision
+	decisionDoc string
+	decisionErr error
+}
+
+// prepareChange makes ch, what a closure returned for cur, ready to be written: the task written keeps
+// cur's identity and gets its version plus one.
+func (s *Store) prepareChange(cur dispatch.Task, ch dispatch.Change) (*preparedChange, error) {
 	id := cur.ID
 	if len(ch.Jobs) > 0 && s.jobs == nil {
-		return dispatch.Task{}, "", apperr.Errorf(apperr.Internal, "task %s: %d jobs to enqueue and no job queue configured", id, len(ch.Jobs))
+		return nil, apperr.Errorf(apperr.Internal, "task %s: %d jobs to enqueue and no job queue configured", id, len(ch.Jobs))
 	}
 	next := ch.Task.Stored()
 	next.ID, next.CreatedBy, next.RequestID, next.RequestHash, next.CreateTime = cur.ID, cur.CreatedBy, cur.RequestID, cur.RequestHash, cur.CreateTime
 	next.Version = cur.Version + 1
-	doc, err := s.writeTask(ctx, tx, cur, next)
+	doc, err := encodeTask(&next)
 	if err != nil {
-		return dispatch.Task{}, "", err
+		return nil, err
 	}
-	if err := s.insertOffers(ctx, tx, id, cur.Offers, next.Offers); err != nil {
-		return dispatch.Task{}, "", err
+	if err := s.storable(doc, "task "+next.ID); err != nil {
+		return nil, err
 	}
+	p := &preparedChange{cur: cur, next: next, ch: ch, doc: doc}
 	if ch.Decision != nil {
-		if err := s.upsertDecision(ctx, tx, id, *ch.Decision); err != nil {
-			return dispatch.Task{}, "", err
+		p.decision, p.decisionDoc, p.decisionErr = decisionToStore(id, *ch.Decision)
+		if p.decisionErr == nil {
+			p.decisionErr = s.storable(p.decisionDoc, "decision "+p.decision.ID+" of task "+id)
+		}
+	}
+	return p, nil
+}
+
+// writePrepared writes p in tx as applyChange does: Aborted when the stored version is no longer
+// p.cur's. With guarded, a task whose stored version or due time is no longer p.cur's is not an error:
+// nothing is written and it returns false.
+func (s *Store) writePrepared(ctx context.Context, tx *sql.Tx, p *preparedChange, guarded bool) (bool, error) {
+	id := p.cur.ID
+	written, err := s.writeTask(ctx, tx, p.cur, p.next, p.doc, guarded)
+	if err != nil || !written {
+		return false, err
+	}
+	if err := s.insertOffers(ctx, tx, id, p.cur.Offers, p.next.Offers); err != nil {
+		return false, err
+	}
+	ch := p.ch
+	if ch.Decision != nil {
+		if p.decisionErr != nil {
+			return false, p.decisionErr
+		}
+		if err := s.insertDecision(ctx, tx, id, p.decision, p.decisionDoc); err != nil {
+			return false, err
 		}
 	}
 	if ch.Command != nil {
-		if err := s.insertCommand(ctx, tx, *ch.Command, next.UpdateTime, false); err != nil {
-			return dispatch.Task{}, "", err
+		if err := s.insertCommand(ctx, tx, *ch.Command, p.next.UpdateTime, false); err != nil {
+			return false, err
 		}
 	}
 	if len(ch.Jobs) > 0 {
 		if err := s.jobs(ctx, tx, ch.Jobs); err != nil {
-			return dispatch.Task{}, "", s.e.MapError(err, fmt.Sprintf("enqueue %d jobs of task %s", len(ch.Jobs), id))
+			return false, s.e.MapError(err, fmt.Sprintf("enqueue %d jobs of task %s", len(ch.Jobs), id))
 		}
 	}
-	return next, doc, nil
+	return true, nil
 }
 
 // appendChange appends the event of next, written by applyChange for ch, and ch's deliveries: last in
@@ -455,6 +529,13 @@ const maxBatchLock = 256
 // order (so that two batches never wait for each other in a cycle), then runs the closures and writes
 // in the order of updates. The tasks' events are appended after all of their rows were written, in that
 // order; on PostgreSQL a retryable failure runs the whole transaction again, as UpdateTask does.
+//
+// On SQLite (GroupCommit) the closures run ahead of the transaction, on the tasks as the read pool has
+// them (prepareWrites), and the transaction writes what they returned only where the task's stored
+// version and due time are still the ones the closure saw; any other task is read, its closure run and
+// its change written in the transaction as above. Either way each closure's result is written for the
+// task as stored when it is written; the reading, the closures and the documents' encoding are what the
+// one writer no longer waits for.
 func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) ([]dispatch.Task, []error) {
 	out := make([]dispatch.Task, len(updates))
 	errs := make([]error, len(updates))
@@ -467,14 +548,25 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
+	pre := s.prepareWrites(ctx, updates, ids)
+	read := ids // the tasks the transaction reads first: those not prepared
+	if pre != nil {
+		read = make([]string, 0, len(ids))
+		for i, u := range updates {
+			if pre[i] == nil {
+				read = append(read, u.ID)
+			}
+		}
+		slices.Sort(read)
+	}
 	docs := make([]string, len(updates))
 	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
 		clear(out)
 		clear(errs) // a run again starts afresh
 		clear(docs)
 		cur := make(map[string]dispatch.Task, len(ids))
-		for start := 0; start < len(ids); start += maxBatchLock {
-			part := ids[start:min(start+maxBatchLock, len(ids))]
+		for start := 0; start < len(read); start += maxBatchLock {
+			part := read[start:min(start+maxBatchLock, len(read))]
 			cond, arg, err := s.inList("id", 1, part)
 			if err != nil {
 				return err
@@ -496,6 +588,25 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 			pg = &pgWrites{}
 		}
 		for i, u := range updates {
+			if pre != nil && pre[i] != nil {
+				p := pre[i]
+				written, err := s.writePrepared(ctx, tx, p, true)
+				if err != nil {
+					return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
+				}
+				if written {
+					out[i], cur[u.ID], changes[i], docs[i] = p.next, p.next, p.ch, p.doc
+					continue
+				}
+				// The task changed since the closure saw it: the usual way.
+				t, err := s.getTask(ctx, tx, u.ID, s.e.Lock)
+				if err != nil && apperr.CodeOf(err) != apperr.NotFound {
+					return err
+				}
+				if err == nil {
+					cur[u.ID] = t
+				}
+			}
 			c, ok := cur[u.ID]
 			if !ok {
 				errs[i] = taskNotFound(u.ID)
@@ -561,52 +672,110 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 	return out, errs
 }
 
-// writeTask replaces cur, as read, with next, and returns next's document: Aborted when the stored
-// version is no longer cur's.
-func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Task) (string, error) {
-	doc, err := encodeTask(&next)
-	if err != nil {
-		return "", err
+// prepareWrites runs the closures of updates ahead of their transaction, on SQLite (GroupCommit), on the
+// tasks as the read pool has them, and prepares their changes: what UpdateTasks then writes if the tasks
+// are still as read. An update is prepared when its task was found, its closure returned a change and
+// the change could be prepared; the others (nil) go the usual way in the transaction, where a failing
+// closure fails again with its error for the task as stored then. It returns nil on PostgreSQL, when
+// updates name a task twice (the second closure must see the first's result), or when the read fails.
+func (s *Store) prepareWrites(ctx context.Context, updates []dispatch.TaskWrite, ids []string) []*preparedChange {
+	if s.group == nil || len(ids) != len(updates) {
+		return nil
 	}
-	if err := s.storable(doc, "task "+next.ID); err != nil {
-		return "", err
+	read := make(map[string]dispatch.Task, len(ids))
+	for start := 0; start < len(ids); start += maxBatchLock {
+		part := ids[start:min(start+maxBatchLock, len(ids))]
+		cond, arg, err := s.inList("id", 1, part)
+		if err != nil {
+			return nil
+		}
+		got, err := s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks WHERE `+cond, fmt.Sprintf("load %d tasks", len(part)), arg)
+		if err != nil {
+			return nil
+		}
+		for _, t := range got {
+			read[t.ID] = t
+		}
 	}
-	res, err := tx.ExecContext(ctx, `
+	pre := make([]*preparedChange, len(updates))
+	for i, u := range updates {
+		c, ok := read[u.ID]
+		if !ok {
+			continue
+		}
+		ch, ok := runAhead(u.Fn, c.Clone())
+		if !ok {
+			continue
+		}
+		if p, err := s.prepareChange(c, ch); err == nil {
+			pre[i] = p
+		}
+	}
+	return pre
+}
+
+// runAhead runs fn on t; false when it failed or panicked (the transaction runs it again, and its
+// failure or panic is then its caller's, as without running ahead).
+func runAhead(fn func(dispatch.Task) (dispatch.Change, error), t dispatch.Task) (ch dispatch.Change, ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	ch, err := fn(t)
+	return ch, err == nil
+}
+
+// writeTask replaces cur, as read, with next, whose document is doc: Aborted when the stored version
+// is no longer cur's. With guarded (SQLite only), a stored version or due time other than cur's is not
+// an error: nothing is written and it returns false.
+func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Task, doc string, guarded bool) (bool, error) {
+	query := `
 		UPDATE tasks SET state = $1, customer_id = $2, courier_id = $3, offer_courier_id = $4, priority_rank = $5,
 			update_time = $6, due_time = $7, version = $8, doc = $9
-		WHERE id = $10 AND version = $11`,
-		string(next.State), next.CustomerID, nullString(next.CourierID), nullString(offerCourier(&next)), next.Priority.Rank(),
-		s.time(next.UpdateTime), s.nullTime(next.DueTime), next.Version, doc, next.ID, cur.Version)
+		WHERE id = $10 AND version = $11`
+	args := []any{string(next.State), next.CustomerID, nullString(next.CourierID), nullString(offerCourier(&next)), next.Priority.Rank(),
+		s.time(next.UpdateTime), s.nullTime(next.DueTime), next.Version, doc, next.ID, cur.Version}
+	if guarded {
+		query += ` AND due_time IS $12`
+		args = append(args, s.nullTime(cur.DueTime))
+	}
+	res, err := tx.ExecContext(ctx, query, args...)
 	if err != nil {
-		return "", s.e.MapError(err, "update task "+next.ID)
+		return false, s.e.MapError(err, "update task "+next.ID)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return "", s.e.MapError(err, "update task "+next.ID)
+		return false, s.e.MapError(err, "update task "+next.ID)
 	}
 	if n != 1 {
-		return "", apperr.Errorf(apperr.Aborted, "task %s changed while it was being updated", next.ID)
+		if guarded {
+			return false, nil
+		}
+		return false, apperr.Errorf(apperr.Aborted, "task %s changed while it was being updated", next.ID)
 	}
-	return doc, nil
+	return true, nil
 }
 
-// upsertDecision inserts d, or replaces the decision with its id.
-func (s *Store) upsertDecision(ctx context.Context, tx *sql.Tx, taskID string, d dispatch.Decision) error {
+// decisionToStore returns d as stored for task taskID, and its document.
+func decisionToStore(taskID string, d dispatch.Decision) (dispatch.Decision, string, error) {
 	d = normalizeDecision(d)
 	if d.ID == "" {
-		return apperr.Errorf(apperr.Internal, "task %s: decision without an id", taskID)
+		return d, "", apperr.Errorf(apperr.Internal, "task %s: decision without an id", taskID)
 	}
 	if d.TaskID == "" {
 		d.TaskID = taskID
 	}
 	doc, err := encodeDecision(&d)
 	if err != nil {
-		return err
+		return d, "", err
 	}
-	if err := s.storable(doc, "decision "+d.ID+" of task "+taskID); err != nil {
-		return err
-	}
-	_, err = tx.ExecContext(ctx, `
+	return d, doc, nil
+}
+
+// insertDecision inserts d, whose document is doc, or replaces the decision with its id.
+func (s *Store) insertDecision(ctx context.Context, tx *sql.Tx, taskID string, d dispatch.Decision, doc string) error {
+	_, err := tx.ExecContext(ctx, `
 		INSERT INTO decisions (id, task_id, decide_time, doc) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
 		d.ID, d.TaskID, s.time(d.DecideTime), doc)

@@ -534,6 +534,25 @@ func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
 	if open, err := s.OfferOpen(ctx, nil); err != nil || len(open) != 0 {
 		t.Errorf("OfferOpen(none) = %v, %v, want empty", open, err)
 	}
+	// Ids are any text (a store may read a courier's tasks as one list of ids and versions); the same
+	// tasks read again come back the same, and a task delivered leaves its courier's.
+	odd := []string{"odd,1:2", "odd:3,", "9:x,7"}
+	for k, id := range odd {
+		task := assign(newTask(20+k), 4, 20+k)
+		task.ID = id
+		mustCreate(ctx, t, s, task)
+	}
+	for _, call := range []string{"first", "again"} {
+		states, err = s.CourierStates(ctx, nil, at(1), []string{courierID(4)})
+		if got := ids(states.Held[courierID(4)]); err != nil || !slices.Equal(got, odd) {
+			t.Errorf("CourierStates(held of courier 4, %s) = %q, %v, want %q", call, got, err, odd)
+		}
+	}
+	set(ctx, t, s, odd[1], func(cur dispatch.Task) dispatch.Task { cur.State = dispatch.StateDelivered; return cur })
+	states, err = s.CourierStates(ctx, nil, at(1), []string{courierID(4)})
+	if got, want := ids(states.Held[courierID(4)]), []string{odd[0], odd[2]}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("CourierStates(held of courier 4) after a delivery = %q, %v, want %q", got, err, want)
+	}
 }
 
 // testQueueConcurrent runs what replicas do at once (lease due tasks, update them, unlease them, wake

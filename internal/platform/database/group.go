@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // DefaultGroupSize is how many transaction functions a Group runs in one transaction at most when
@@ -94,6 +95,32 @@ type Group struct {
 	mu      sync.Mutex
 	queue   []*groupCall
 	leading bool // a leader is running or about to: new callers only queue
+
+	// What Stats reports.
+	transactions, functions, held, cpu atomic.Int64
+}
+
+// GroupStats is what a Group ran since NewGroup (Stats).
+type GroupStats struct {
+	// Transactions is how many transactions the group began.
+	Transactions int64
+	// Functions is how many transaction functions ran in them (those whose caller gave up before
+	// their turn are not counted).
+	Functions int64
+	// Held is the wall time the group's leaders held the writer connection, from taking it to giving
+	// it back: the time the database's one writer was busy with the group's work, which is the
+	// serial part of every write.
+	Held time.Duration
+	// CPU is the CPU time the leaders' threads used while they held the writer (Linux only; 0
+	// elsewhere): Held without the waits for a core on a busy machine.
+	CPU time.Duration
+}
+
+// Stats returns what g ran since NewGroup. It is safe to call at any time; the counts of a
+// transaction still running are not in it yet.
+func (g *Group) Stats() GroupStats {
+	return GroupStats{Transactions: g.transactions.Load(), Functions: g.functions.Load(), Held: time.Duration(g.held.Load()),
+		CPU: time.Duration(g.cpu.Load())}
 }
 
 // NewGroup returns a Group that runs at most size functions per transaction on db (DefaultGroupSize
@@ -292,6 +319,15 @@ const (
 // back by itself, after an I/O error say, and the savepoint is gone), the functions that ran in it
 // lose their writes and get the error, and those not started yet run in a new transaction.
 func (g *Group) run(conn *sql.Conn, batch []*groupCall) {
+	// The goroutine stays on its thread while it holds the writer, so that the thread's CPU time is
+	// the group's.
+	runtime.LockOSThread()
+	start, cpu0 := time.Now(), threadCPU()
+	defer func() {
+		g.cpu.Add(int64(threadCPU() - cpu0))
+		g.held.Add(int64(time.Since(start)))
+		runtime.UnlockOSThread()
+	}()
 	defer conn.Close()
 	setShield(conn, true)
 	defer setShield(conn, false)
@@ -306,6 +342,7 @@ func (g *Group) runTx(conn *sql.Conn, batch []*groupCall) []*groupCall {
 	if g.observe != nil {
 		g.observe(len(batch))
 	}
+	g.transactions.Add(1)
 	ctx := context.Background()
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
@@ -331,6 +368,7 @@ func (g *Group) runTx(conn *sql.Conn, batch []*groupCall) []*groupCall {
 			g.broken(tx, append(kept, batch[i:]...), fmt.Errorf("open savepoint: %w", err))
 			return nil
 		}
+		g.functions.Add(1)
 		fnErr := runOne(tx, c) // does not return after a runtime.Goexit: lead's deferred call answers
 		if fnErr == nil && c.panicked == nil {
 			if _, err := tx.ExecContext(ctx, releaseSQL); err != nil {

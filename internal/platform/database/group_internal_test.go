@@ -551,3 +551,23 @@ func TestShieldedConnIgnoresCancellation(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupStatsCountTransactionsFunctionsAndHeldTime(t *testing.T) {
+	f := newGroupFixture(t, 0)
+	if got := f.g.Stats(); got != (GroupStats{}) {
+		t.Fatalf("Stats() of a new group = %+v, want zero", got)
+	}
+	for _, name := range []string{"a", "b", "a"} { // the second "a" fails on the unique name
+		_ = f.g.InTx(f.ctx, insert(name))
+	}
+	got := f.g.Stats()
+	if got.Transactions != 3 || got.Functions != 3 {
+		t.Errorf("Stats() = %d transactions, %d functions, want 3 and 3", got.Transactions, got.Functions)
+	}
+	if got.Held <= 0 {
+		t.Errorf("Stats().Held = %v, want > 0", got.Held)
+	}
+	if runtime.GOOS == "linux" && (got.CPU <= 0 || got.CPU > got.Held) {
+		t.Errorf("Stats().CPU = %v, want > 0 and at most Held (%v)", got.CPU, got.Held)
+	}
+}

@@ -22,11 +22,16 @@ import (
 //   - journal_mode(WAL): readers never block the writer and commits fsync less.
 //   - synchronous(NORMAL): safe with WAL (a power loss may drop the last commits, never corrupt).
 //   - foreign_keys(1): SQLite leaves them off by default, per connection.
+//   - temp_store(MEMORY): temporary files stay in memory, the sub-journal above all: the pages a
+//     savepoint (Group's, one per function) or a statement changes are copied there first, so that
+//     they can be rolled back alone. By default it spills to a temporary file past 64 KiB, and a group
+//     transaction's functions then paid two pwrite calls per page they touched, on the one writer.
+//     In memory it is truncated at each RELEASE, so it holds one function's pages at most.
 //   - _txlock=immediate: BEGIN takes the write lock up front. A deferred transaction that reads and
 //     then writes fails with SQLITE_BUSY when another process wrote in between, and busy_timeout does
 //     not help there; taking the lock at BEGIN makes it wait instead.
 var sqliteParams = url.Values{
-	"_pragma": {"busy_timeout(5000)", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(NORMAL)"},
+	"_pragma": {"busy_timeout(5000)", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(NORMAL)", "temp_store(MEMORY)"},
 	"_txlock": {"immediate"},
 }.Encode()
 

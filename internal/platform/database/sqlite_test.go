@@ -28,6 +28,7 @@ func TestOpenSQLiteSettings(t *testing.T) {
 		{"foreign_keys", "1"},
 		{"busy_timeout", "5000"},
 		{"synchronous", "1"}, // NORMAL
+		{"temp_store", "2"},  // MEMORY
 	}
 	for range 2 {
 		for _, p := range pragmas {
