@@ -352,6 +352,10 @@ func (s *Store) updateTask(ctx context.Context, read func(q querier, lock string
 		if err != nil {
 			return err
 		}
+		if s.e.Dialect == database.Postgres && onePostgresStatement(cur, ch) {
+			out, doc, err = s.writeChangePostgres(ctx, tx, a, cur, ch)
+			return err
+		}
 		if out, doc, err = s.applyChange(ctx, tx, cur, ch); err != nil {
 			return err
 		}

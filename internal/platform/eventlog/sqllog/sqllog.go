@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"lastmile/internal/platform/database"
@@ -182,17 +184,33 @@ const appendPostgres = appendLockCTE +
 // RETURNING clause (its parameters numbered from $1), and appends one event for each row write returns,
 // as Append would in write's transaction, in one round trip: topic, key, payload and at are the event's
 // columns as SQL expressions over the statement's parameters and write's RETURNING columns (cast them:
-// text, text, bytea, timestamptz; at is stored as is, so truncate it to the microsecond). The log's
-// lock is taken after write's rows were made (after its row locks, as the package documentation asks),
-// before the events' numbers are drawn. The statement returns the events' sequence numbers; no row
-// when write returned none (then nothing was appended).
+// text, text, bytea, timestamptz; at is stored as is, so truncate it to the microsecond). Each of before
+// is another data-modifying statement with a RETURNING clause, which may read write's rows as
+// "written"; it runs to its end before the events are appended. The log's lock is taken after write's
+// rows were made and before's statements ran (after their row locks, as the package documentation
+// asks), before the events' numbers are drawn. The statement returns the events' sequence numbers; no
+// row when write returned none (then nothing was appended).
 //
 // Run it as a statement of its own, outside a transaction: its implicit transaction commits at its
 // end, so the log's lock is held for the statement and its commit only, not for a round trip to the
 // client and back. In a transaction it holds the lock to the transaction's end, as Append does.
-func AppendWithPostgres(write, topic, key, payload, at string) string {
-	return "WITH written AS (" + write + "), lock AS MATERIALIZED (SELECT written.*, " + appendLock + " AS append_lock, pg_notify(" +
-		notifyChannel + ", '') AS append_notify FROM written) " +
+func AppendWithPostgres(write, topic, key, payload, at string, before ...string) string {
+	var with, after strings.Builder
+	with.WriteString("WITH written AS (" + write + ")")
+	for i, b := range before {
+		name := "before_" + strconv.Itoa(i)
+		with.WriteString(", " + name + " AS (" + b + ")")
+		// An uncorrelated subquery is evaluated before the first row is: the statement has run by then
+		// (a data-modifying WITH query nobody reads runs only at the end of the statement).
+		if i == 0 {
+			after.WriteString(" WHERE ")
+		} else {
+			after.WriteString(" AND ")
+		}
+		after.WriteString("(SELECT count(*) FROM " + name + ") >= 0")
+	}
+	return with.String() + ", lock AS MATERIALIZED (SELECT written.*, " + appendLock + " AS append_lock, pg_notify(" +
+		notifyChannel + ", '') AS append_notify FROM written" + after.String() + ") " +
 		"INSERT INTO event_log (topic, key, payload, created_at) SELECT " + topic + ", " + key + ", " + payload + ", " + at +
 		" FROM lock RETURNING seq"
 }

@@ -340,4 +340,25 @@ func TestAppendWithPostgres(t *testing.T) {
 	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM things`).Scan(&n); err != nil || n != 2 {
 		t.Errorf("things = %d, %v; want 2", n, err)
 	}
+
+	// A statement before the append, over the written rows: it runs, in the same transaction.
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE notes (id text PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	withNote := sqllog.AppendWithPostgres(`UPDATE things SET state = $1 WHERE id = $2 RETURNING id, state`,
+		"$3::text", "id", "convert_to(state, 'UTF8')", "$4::timestamptz", `INSERT INTO notes (id) SELECT id FROM written RETURNING id`)
+	var seq int64
+	if err := s.db.QueryRowContext(ctx, withNote, "done", "b", "svc.thing", at).Scan(&seq); err != nil {
+		t.Fatalf("append with update and note: %v", err)
+	}
+	if _, err := s.db.ExecContext(ctx, withNote, "again", "b", "svc.thing", at); err == nil {
+		t.Error("second note of b: no error, want the unique violation (and nothing written)")
+	}
+	var note, state string
+	if err := s.db.QueryRowContext(ctx, `SELECT n.id, t.state FROM notes n JOIN things t USING (id)`).Scan(&note, &state); err != nil || note != "b" || state != "done" {
+		t.Errorf("note %q of a thing in state %q, %v; want b, done", note, state, err)
+	}
+	if got, _, err := sqllog.NewSource(s.db, s.dialect).Read(ctx, 0, 10); err != nil || len(got) != 3 || got[2].Seq != seq || string(got[2].Payload) != "done" {
+		t.Errorf("events after the update = %v, %v; want a third, done, seq %d", got, err, seq)
+	}
 }
