@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -52,28 +51,6 @@ func (s *Store) createPostgres(ctx context.Context, t dispatch.Task, doc string)
 	s.afterAppend()
 	s.docs.put(doc, t)
 	return t, true, nil
-}
-
-// retrying runs fn, a statement outside a transaction, again when it fails with an error the engine
-// reports as retryable, as inTx runs a transaction again.
-func (s *Store) retrying(ctx context.Context, fn func() error) error {
-	for attempt := 1; ; attempt++ {
-		err := fn()
-		if err == nil || attempt == maxTxAttempts || s.e.Retryable == nil || !s.e.Retryable(err) {
-			if err != nil && attempt == maxTxAttempts && s.e.Retryable != nil && s.e.Retryable(err) {
-				return apperr.Wrap(apperr.Aborted, err, "too many concurrent changes; try again")
-			}
-			return err
-		}
-		pause := time.Duration(rand.Int64N(int64(5*time.Millisecond) << attempt))
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return errors.Join(err, ctx.Err())
-		case <-t.C:
-		}
-	}
 }
 
 // pgWrites are the writes of a batch's changes (UpdateTasks) on PostgreSQL, made by three statements
@@ -261,26 +238,12 @@ func (s *Store) writeChangePostgres(ctx context.Context, tx *sql.Tx, a *appender
 		dispatch.TopicTask, []byte(next.State), storedTime(time.Now())}
 	stmt := changePostgres
 	if rec := ch.Command; rec != nil {
-		if rec.CourierID == "" || rec.CommandID == "" {
-			return dispatch.Task{}, "", apperr.Errorf(apperr.Invalid, "command record without a courier or a command id")
-		}
-		at := rec.CreateTime
-		if at.IsZero() {
-			at = next.UpdateTime
-		}
-		if at.IsZero() {
-			at = time.Now()
-		}
-		var errDoc any
-		if rec.Err != nil {
-			d, err := encode(rec.Err, "command error")
-			if err != nil {
-				return dispatch.Task{}, "", err
-			}
-			errDoc = d
+		row, err := s.commandRow(*rec, next.UpdateTime)
+		if err != nil {
+			return dispatch.Task{}, "", err
 		}
 		stmt = commandPostgres
-		args = append(args, rec.CourierID, rec.CommandID, rec.Fingerprint, rec.TaskID, errDoc, s.time(at))
+		args = append(args, row...)
 	}
 	if len(ch.Jobs) > 0 {
 		if err := s.jobs(ctx, tx, ch.Jobs); err != nil {

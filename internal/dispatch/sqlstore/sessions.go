@@ -338,8 +338,28 @@ func (s *Store) SaveCommand(ctx context.Context, rec dispatch.CommandRecord) err
 // insertCommand records rec, whose CreateTime defaults to fallback or else the wall clock. A record with
 // the same key is kept when keep is set, and is Conflict otherwise.
 func (s *Store) insertCommand(ctx context.Context, tx *sql.Tx, rec dispatch.CommandRecord, fallback time.Time, keep bool) error {
+	row, err := s.commandRow(rec, fallback)
+	if err != nil {
+		return err
+	}
+	conflict := ""
+	if keep {
+		conflict = " ON CONFLICT (courier_id, command_id) DO NOTHING"
+	}
+	_, err = tx.ExecContext(ctx, `
+		INSERT INTO commands (courier_id, command_id, fingerprint, task_id, error, create_time)
+		VALUES ($1, $2, $3, $4, $5, $6)`+conflict, row...)
+	if err != nil {
+		return s.e.MapError(err, fmt.Sprintf("record command %s of courier %s", rec.CommandID, rec.CourierID))
+	}
+	return nil
+}
+
+// commandRow is rec's row of commands (courier_id, command_id, fingerprint, task_id, error,
+// create_time), its CreateTime defaulting to fallback or else the wall clock.
+func (s *Store) commandRow(rec dispatch.CommandRecord, fallback time.Time) ([]any, error) {
 	if rec.CourierID == "" || rec.CommandID == "" {
-		return apperr.Errorf(apperr.Invalid, "command record without a courier or a command id")
+		return nil, apperr.Errorf(apperr.Invalid, "command record without a courier or a command id")
 	}
 	at := rec.CreateTime
 	if at.IsZero() {
@@ -352,22 +372,11 @@ func (s *Store) insertCommand(ctx context.Context, tx *sql.Tx, rec dispatch.Comm
 	if rec.Err != nil {
 		doc, err := encode(rec.Err, "command error")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		errDoc = doc
 	}
-	conflict := ""
-	if keep {
-		conflict = " ON CONFLICT (courier_id, command_id) DO NOTHING"
-	}
-	_, err := tx.ExecContext(ctx, `
-		INSERT INTO commands (courier_id, command_id, fingerprint, task_id, error, create_time)
-		VALUES ($1, $2, $3, $4, $5, $6)`+conflict,
-		rec.CourierID, rec.CommandID, rec.Fingerprint, rec.TaskID, errDoc, s.time(at))
-	if err != nil {
-		return s.e.MapError(err, fmt.Sprintf("record command %s of courier %s", rec.CommandID, rec.CourierID))
-	}
-	return nil
+	return []any{rec.CourierID, rec.CommandID, rec.Fingerprint, rec.TaskID, errDoc, s.time(at)}, nil
 }
 
 // Purge implements dispatch.Store: it deletes acknowledged deliveries, and deliveries and command

@@ -243,29 +243,35 @@ const maxTxAttempts = 5
 // events of one shared transaction become visible together, in the order the functions ran, their
 // sequence numbers contiguous (SQLite's one writer draws them).
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx, a *appender) error) error {
-	for attempt := 1; ; attempt++ {
-		a := &appender{s: s}
-		run := func(tx *sql.Tx) error {
-			a.appended = false
-			return fn(tx, a)
-		}
-		var err error
+	a := &appender{s: s}
+	run := func(tx *sql.Tx) error {
+		a.appended = false
+		return fn(tx, a)
+	}
+	err := s.retrying(ctx, func() error {
+		*a = appender{s: s}
 		if s.group != nil {
-			err = s.group.InTx(ctx, run)
-		} else {
-			err = database.InTx(ctx, s.db, run)
+			return s.group.InTx(ctx, run)
 		}
-		if err == nil {
-			if a.appended {
-				s.afterAppend()
-			}
-			return nil
-		}
-		if attempt == maxTxAttempts || s.e.Retryable == nil || !s.e.Retryable(err) {
-			if s.e.Retryable != nil && s.e.Retryable(err) {
-				return apperr.Wrap(apperr.Aborted, err, "too many concurrent changes; try again")
-			}
+		return database.InTx(ctx, s.db, run)
+	})
+	if err == nil && a.appended {
+		s.afterAppend()
+	}
+	return err
+}
+
+// retrying runs fn, a transaction or a statement outside one, again from the start when it fails with
+// an error the engine reports as retryable, after a randomized pause that grows with each attempt, at
+// most maxTxAttempts times; the last retryable failure is Aborted.
+func (s *Store) retrying(ctx context.Context, fn func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || s.e.Retryable == nil || !s.e.Retryable(err) {
 			return err
+		}
+		if attempt == maxTxAttempts {
+			return apperr.Wrap(apperr.Aborted, err, "too many concurrent changes; try again")
 		}
 		pause := time.Duration(rand.Int64N(int64(5*time.Millisecond) << attempt))
 		t := time.NewTimer(pause)
