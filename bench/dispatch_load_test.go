@@ -21,6 +21,9 @@ package bench_test
 // dispatch's own gRPC server) at a fixed rate set by a schedule, not by completions (open loop): the
 // schedule hands each task's intended start to one of many customer goroutines.
 //
+// The phases also count dispatch's jobs completed in the window (the courier claims that follow the
+// accepts): a saturated rate is one the system sustains only when the claims keep up with it.
+//
 // Two times are taken per task: "committed", when the transaction that turned the task OFFERED committed
 // (a wrapper around dispatch.Store's UpdateTask observes it), and "received", when the courier's session
 // returned the offer from Next. Both are measured from CreateTask returning. The latency phase also splits
@@ -40,7 +43,8 @@ package bench_test
 // many tasks wait for their offer, and customers hold back beyond it, so that the queue, not its growth,
 // is measured; "unbounded" for a pure open loop, where the backlog grows without bound),
 // LASTMILE_DISPATCH_LOAD_WORKERS (dispatch's
-// Options.Workers; default dispatch's own), LASTMILE_DISPATCH_LOAD_SECONDS (10, each phase's measured
+// Options.Workers; default dispatch's own), LASTMILE_DISPATCH_LOAD_JOB_WORKERS (dispatch's job workers,
+// the claims and releases run at once; default serve's, jobargs.DefaultWorkers), LASTMILE_DISPATCH_LOAD_SECONDS (10, each phase's measured
 // window), LASTMILE_DISPATCH_LOAD_LOG (1: dispatch's warnings to stderr).
 
 import (
@@ -137,12 +141,13 @@ func TestDispatchLoad(t *testing.T) {
 	engines := strings.Split(cmp.Or(os.Getenv("LASTMILE_DISPATCH_LOAD_ENGINES"), "sqlite,postgres"), ",")
 	phases := strings.Split(cmp.Or(os.Getenv("LASTMILE_DISPATCH_LOAD_PHASES"), "saturation,latency"), ",")
 	cfg := loadConfig{
-		couriers: envInt(t, "LASTMILE_DISPATCH_LOAD_COURIERS", 1000),
-		saturate: envInt(t, "LASTMILE_DISPATCH_LOAD_SATURATE", 3000),
-		rate:     envIntZero("LASTMILE_DISPATCH_LOAD_RATE"),
-		workers:  envIntZero("LASTMILE_DISPATCH_LOAD_WORKERS"),
-		backlog:  envBacklog(t),
-		window:   time.Duration(envInt(t, "LASTMILE_DISPATCH_LOAD_SECONDS", 10)) * time.Second,
+		couriers:   envInt(t, "LASTMILE_DISPATCH_LOAD_COURIERS", 1000),
+		saturate:   envInt(t, "LASTMILE_DISPATCH_LOAD_SATURATE", 3000),
+		rate:       envIntZero("LASTMILE_DISPATCH_LOAD_RATE"),
+		workers:    envIntZero("LASTMILE_DISPATCH_LOAD_WORKERS"),
+		jobWorkers: envIntZero("LASTMILE_DISPATCH_LOAD_JOB_WORKERS"),
+		backlog:    envBacklog(t),
+		window:     time.Duration(envInt(t, "LASTMILE_DISPATCH_LOAD_SECONDS", 10)) * time.Second,
 	}
 	t.Logf("nproc %d, GOMAXPROCS %d, %s, %d couriers (capacity %d), %d customers, dispatch workers %d (0: default %d)",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), cfg.couriers, courierCapacity, customers, cfg.workers, dispatch.DefaultWorkers)
@@ -184,6 +189,7 @@ func envIntZero(name string) int {
 
 type loadConfig struct {
 	couriers, saturate, rate, workers, backlog int
+	jobWorkers                                 int // dispatch's job workers; 0: jobargs.DefaultWorkers, as serve
 	window                                     time.Duration
 }
 
@@ -195,6 +201,7 @@ type phaseResult struct {
 	created      int // tasks created in the measured window
 	createLagP99 time.Duration
 	offersPerSec float64 // offers committed per second in the measured window
+	claimsPerSec float64 // dispatch's jobs (courier claims) completed per second in the measured window
 	cpuPerOffer  time.Duration
 	pgPerOffer   time.Duration // CPU of the PostgreSQL server's processes per offer (postgres engine)
 	allocsPer    float64
@@ -218,8 +225,8 @@ func (r phaseResult) String() string {
 	if r.backlog > 0 {
 		lag = fmt.Sprintf("at most %d waiting", r.backlog) // the schedule runs ahead on purpose
 	}
-	s := fmt.Sprintf("offered %.0f/s, created %.0f/s in the window (%s; CreateTask p50 %v p99 %v), offers committed %.0f/s, CPU %v/offer (+ postgres server %v), %.0f allocs/offer",
-		r.offeredRate, float64(r.created)/r.window.Seconds(), lag, r.createP50, r.createP99, r.offersPerSec, r.cpuPerOffer, r.pgPerOffer, r.allocsPer)
+	s := fmt.Sprintf("offered %.0f/s, created %.0f/s in the window (%s; CreateTask p50 %v p99 %v), offers committed %.0f/s (claims completed %.0f/s), CPU %v/offer (+ postgres server %v), %.0f allocs/offer",
+		r.offeredRate, float64(r.created)/r.window.Seconds(), lag, r.createP50, r.createP99, r.offersPerSec, r.claimsPerSec, r.cpuPerOffer, r.pgPerOffer, r.allocsPer)
 	if r.writerPerOffer > 0 {
 		s += fmt.Sprintf(", writer held %v/offer, its CPU %v/offer (%.2f transactions, %.1f functions per offer)", r.writerPerOffer, r.writerCPUPerOffer,
 			r.writerTxPer, r.writerFnPer)
@@ -504,9 +511,12 @@ func (s timedStore) LeaseDue(ctx context.Context, owner string, now time.Time, l
 
 // loadSystem is one measured system.
 type loadSystem struct {
-	svc      *dispatch.Service
-	store    dispatch.Store
-	writer   func() database.GroupStats // the store's WriterStats
+	svc    *dispatch.Service
+	store  dispatch.Store
+	writer func() database.GroupStats // the store's WriterStats
+	// claimed counts dispatch's River jobs completed so far (the claims that follow accepts, and any
+	// release), so that the phase can say whether they kept up with the offers.
+	claimed  func(context.Context) (int64, error)
 	rec      *recorder
 	couriers []string // courier ids
 	users    []string // their user ids
@@ -614,6 +624,7 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 	store.SetNudge(feed.Nudge)
 	var svc *dispatch.Service
 	jopts := jobs.Options{Workers: jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) }), StopTimeout: 5 * time.Second}
+	jopts.Queues = jobargs.Queues(cmp.Or(cfg.jobWorkers, jobargs.DefaultWorkers))
 	if dpool != nil {
 		jopts.Listener, jopts.Schema = dpool, dispatchpg.Schema
 	}
@@ -629,6 +640,11 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 	svc = dispatch.NewService(dispatch.Deps{Store: timedStore{Store: store, rec: ls.rec}, Uploads: store.Uploads(), Blobs: blobs, Couriers: couriers, Routes: routes, Events: feed},
 		dispatch.Options{Logger: dlog, Workers: cfg.workers})
 	ls.svc, ls.store, ls.writer = svc, store, store.WriterStats
+	ls.claimed = func(ctx context.Context) (int64, error) {
+		var n int64
+		err := db.QueryRowContext(ctx, `SELECT count(*) FROM river_job WHERE state = 'completed'`).Scan(&n)
+		return n, err
+	}
 	grpctest.Go(t, "event feed", feed.Run)
 	grpctest.Go(t, "jobs", jc.Run)
 	grpctest.Go(t, "dispatch.Service.Run", svc.Run)
@@ -884,11 +900,20 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	offers0, cpu0, mallocs0, pg0, w0, wr0 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer(), processWritten()
+	claimed0, err := ls.claimed(t.Context())
+	if err != nil {
+		t.Fatalf("count completed jobs: %v", err)
+	}
 	time.Sleep(time.Until(measureTo))
 	runtime.ReadMemStats(&ms)
 	offers1, cpu1, mallocs1, pg1, w1, wr1 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer(), processWritten()
+	claimed1, err := ls.claimed(t.Context())
+	if err != nil {
+		t.Fatalf("count completed jobs: %v", err)
+	}
 	n := offers1 - offers0
 	res.offersPerSec = float64(n) / window.Seconds()
+	res.claimsPerSec = float64(claimed1-claimed0) / window.Seconds()
 	if n > 0 {
 		res.cpuPerOffer = ((cpu1 - cpu0) / time.Duration(n)).Round(time.Microsecond)
 		res.allocsPer = float64(mallocs1-mallocs0) / float64(n)

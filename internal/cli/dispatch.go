@@ -36,6 +36,7 @@ type dispatchConfig struct {
 	SearchRadius float64
 	MaxRadius    float64
 	Weights      string
+	JobWorkers   int
 
 	UploadMaxBytes int64
 	ContentTypes   listFlag
@@ -60,6 +61,7 @@ func dispatchModule() *module {
 			fs.DurationVar(&cfg.MaxWait, "dispatch-max-wait", dispatch.DefaultMaxWait, "how long the engine looks for a courier for a task without a pickup window before it makes the task UNASSIGNABLE")
 			fs.Float64Var(&cfg.SearchRadius, "dispatch-search-radius", dispatch.DefaultSearchRadius, "first radius searched around a pickup, in meters; the engine doubles it up to --dispatch-max-radius")
 			fs.Float64Var(&cfg.MaxRadius, "dispatch-max-radius", dispatch.DefaultMaxRadius, "largest radius searched around a pickup, in meters (at most 50000)")
+			fs.IntVar(&cfg.JobWorkers, "dispatch-job-workers", jobargs.DefaultWorkers, "dispatch jobs (courier claims and releases, a call to courier each) one replica runs at once")
 			fs.StringVar(&cfg.Weights, "dispatch-weights", formatWeights(dispatch.DefaultWeights), "the engine's score weights, name=value for eta, distance, load and fairness (unnamed ones keep their default)")
 			fs.Int64Var(&cfg.UploadMaxBytes, "upload-max-bytes", dispatch.DefaultMaxUploadBytes, "largest proof upload (photo, signature) in bytes, at most 10 MiB")
 			fs.Var(&cfg.ContentTypes, "upload-content-types", "proof upload content types accepted (comma list of image/jpeg, image/png, image/webp; signatures are always image/png)")
@@ -73,6 +75,9 @@ func dispatchModule() *module {
 			}
 			if cfg.SearchRadius <= 0 || cfg.MaxRadius < cfg.SearchRadius || cfg.MaxRadius > 50000 {
 				return usageError{fmt.Errorf("--dispatch-search-radius (%g) must be positive and at most --dispatch-max-radius (%g), itself at most 50000", cfg.SearchRadius, cfg.MaxRadius)}
+			}
+			if cfg.JobWorkers < 1 || cfg.JobWorkers > jobargs.MaxWorkers {
+				return usageError{fmt.Errorf("--dispatch-job-workers must be 1..%d, got %d", jobargs.MaxWorkers, cfg.JobWorkers)}
 			}
 			if cfg.UploadMaxBytes <= 0 || cfg.UploadMaxBytes > dispatch.DefaultMaxUploadBytes {
 				return usageError{fmt.Errorf("--upload-max-bytes must be 1..%d, got %d", dispatch.DefaultMaxUploadBytes, cfg.UploadMaxBytes)}
@@ -153,6 +158,7 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 
 	var svc *dispatch.Service
 	jopts.Workers = jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) })
+	jopts.Queues = jobargs.Queues(cfg.JobWorkers)
 	jopts.Logger = p.logger.With("service", "dispatch", "component", "jobs")
 	queue, err := jobs.New(store.DB(), store.Dialect(), jopts)
 	if err != nil {

@@ -37,3 +37,19 @@ func TestParseServeRejectsBadCORSOrigin(t *testing.T) {
 		t.Errorf("error = %q, want %q", got, want)
 	}
 }
+
+func TestParseServeRejectsDispatchJobWorkersOutOfRange(t *testing.T) {
+	for _, v := range []string{"0", "-1", "10001"} {
+		_, err := parseServe([]string{"--dispatch-job-workers", v}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+		var ue usageError
+		if !errors.As(err, &ue) {
+			t.Fatalf("parseServe(--dispatch-job-workers=%s) = %v, want a usage error", v, err)
+		}
+		if got, want := err.Error(), "--dispatch-job-workers must be 1..10000, got "+v; got != want {
+			t.Errorf("error = %q, want %q", got, want)
+		}
+	}
+	if _, err := parseServe(nil, Env{Getenv: envOf(map[string]string{"LASTMILE_DISPATCH_JOB_WORKERS": "250"}), Stderr: &bytes.Buffer{}}); err != nil {
+		t.Errorf("parseServe(LASTMILE_DISPATCH_JOB_WORKERS=250) = %v, want no error", err)
+	}
+}
