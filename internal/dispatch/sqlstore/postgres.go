@@ -58,15 +58,16 @@ func (s *Store) createPostgres(ctx context.Context, t dispatch.Task, doc string)
 // offers, their decisions.
 type pgWrites struct {
 	// The tasks' new rows, and the version each replaces.
-	ids, states, customers, docs             []string
-	couriers, offerCouriers                  []*string
-	ranks                                    []int32
-	updateTimes                              []time.Time
-	dueTimes                                 []*time.Time
-	versions, oldVersions                    []int64
-	offerIDs, offerTasks, offerCouriersOf    []string
-	decisionIDs, decisionTasks, decisionDocs []string
-	decisionTimes                            []time.Time
+	ids, states, customers, docs          []string
+	couriers, offerCouriers               []*string
+	ranks                                 []int32
+	updateTimes                           []time.Time
+	dueTimes                              []*time.Time
+	versions, oldVersions                 []int64
+	offerIDs, offerTasks, offerCouriersOf []string
+	// The decisions as stored (decisionToStore) and their documents.
+	decisions    []dispatch.Decision
+	decisionDocs []string
 }
 
 // add queues the writes of p, a change without a command or jobs (prepareChange): what writePrepared
@@ -82,13 +83,11 @@ func (w *pgWrites) add(p *preparedChange) error {
 		due = &d
 	}
 	w.dueTimes, w.versions, w.oldVersions = append(w.dueTimes, due), append(w.versions, next.Version), append(w.oldVersions, cur.Version)
-	for _, o := range next.Offers {
-		if slices.ContainsFunc(cur.Offers, func(p dispatch.Offer) bool { return p.ID == o.ID }) {
-			continue
-		}
-		if o.ID == "" || o.CourierID == "" {
-			return apperr.Errorf(apperr.Internal, "task %s: offer without an id or a courier", next.ID)
-		}
+	offers, err := newOffers(next.ID, cur.Offers, next.Offers)
+	if err != nil {
+		return err
+	}
+	for _, o := range offers {
 		w.offerIDs, w.offerTasks, w.offerCouriersOf = append(w.offerIDs, o.ID), append(w.offerTasks, next.ID), append(w.offerCouriersOf, o.CourierID)
 	}
 	if p.ch.Decision == nil {
@@ -97,9 +96,7 @@ func (w *pgWrites) add(p *preparedChange) error {
 	if p.decisionErr != nil {
 		return p.decisionErr
 	}
-	d := p.decision
-	w.decisionIDs, w.decisionTasks, w.decisionDocs = append(w.decisionIDs, d.ID), append(w.decisionTasks, d.TaskID), append(w.decisionDocs, p.decisionDoc)
-	w.decisionTimes = append(w.decisionTimes, d.DecideTime)
+	w.decisions, w.decisionDocs = append(w.decisions, p.decision), append(w.decisionDocs, p.decisionDoc)
 	return nil
 }
 
@@ -144,13 +141,17 @@ func (w *pgWrites) flush(ctx context.Context, s *Store, tx *sql.Tx) error {
 			return s.e.MapError(err, fmt.Sprintf("record %d offers", len(w.offerIDs)))
 		}
 	}
-	if len(w.decisionIDs) == 0 {
+	if len(w.decisions) == 0 {
 		return nil
 	}
-	if len(slices.Compact(slices.Sorted(slices.Values(w.decisionIDs)))) != len(w.decisionIDs) {
+	ids, tasks, times := make([]string, len(w.decisions)), make([]string, len(w.decisions)), make([]time.Time, len(w.decisions))
+	for i, d := range w.decisions {
+		ids[i], tasks[i], times[i] = d.ID, d.TaskID, d.DecideTime
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != len(ids) {
 		// One decision twice: an upsert each, in order (one statement cannot change a row twice).
-		for i, id := range w.decisionIDs {
-			if err := s.execDecision(ctx, tx, id, w.decisionTasks[i], w.decisionTimes[i], w.decisionDocs[i]); err != nil {
+		for i, d := range w.decisions {
+			if err := s.insertDecision(ctx, tx, d.TaskID, d, w.decisionDocs[i]); err != nil {
 				return err
 			}
 		}
@@ -160,21 +161,9 @@ func (w *pgWrites) flush(ctx context.Context, s *Store, tx *sql.Tx) error {
 		INSERT INTO decisions (id, task_id, decide_time, doc)
 		SELECT u.id, u.task_id, u.decide_time, u.doc::json FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(id, task_id, decide_time, doc)
 		ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
-		w.decisionIDs, w.decisionTasks, w.decisionTimes, w.decisionDocs)
+		ids, tasks, times, w.decisionDocs)
 	if err != nil {
-		return s.e.MapError(err, fmt.Sprintf("record %d decisions", len(w.decisionIDs)))
-	}
-	return nil
-}
-
-// execDecision is upsertDecision's statement for a decision already encoded.
-func (s *Store) execDecision(ctx context.Context, tx *sql.Tx, id, taskID string, at time.Time, doc string) error {
-	_, err := tx.ExecContext(ctx, `
-		INSERT INTO decisions (id, task_id, decide_time, doc) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
-		id, taskID, at, doc)
-	if err != nil {
-		return s.e.MapError(err, "record decision "+id+" of task "+taskID)
+		return s.e.MapError(err, fmt.Sprintf("record %d decisions", len(ids)))
 	}
 	return nil
 }
@@ -214,12 +203,8 @@ func onePostgresStatement(cur dispatch.Task, ch dispatch.Change) bool {
 	if ch.Decision != nil || len(ch.Deliveries) > 0 {
 		return false
 	}
-	for _, o := range ch.Task.Offers {
-		if !slices.ContainsFunc(cur.Offers, func(p dispatch.Offer) bool { return p.ID == o.ID }) {
-			return false
-		}
-	}
-	return true
+	offers, err := newOffers(cur.ID, cur.Offers, ch.Task.Offers)
+	return err == nil && len(offers) == 0 // an invalid offer goes the usual way, which answers it
 }
 
 // writeChangePostgres is applyChange and appendChange on PostgreSQL for a change onePostgresStatement

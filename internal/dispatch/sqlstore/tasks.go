@@ -126,29 +126,38 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 
 // insertOffers records the offers of next that prev does not have, for TaskByOffer.
 func (s *Store) insertOffers(ctx context.Context, tx *sql.Tx, taskID string, prev, next []dispatch.Offer) error {
-	var args []any
-	for _, o := range next {
-		if slices.ContainsFunc(prev, func(p dispatch.Offer) bool { return p.ID == o.ID }) {
-			continue
-		}
-		if o.ID == "" || o.CourierID == "" {
-			return apperr.Errorf(apperr.Internal, "task %s: offer without an id or a courier", taskID)
-		}
+	offers, err := newOffers(taskID, prev, next)
+	if err != nil || len(offers) == 0 {
+		return err
+	}
+	args := make([]any, 0, 3*len(offers))
+	values := make([]string, 0, len(offers))
+	for i, o := range offers {
 		args = append(args, o.ID, taskID, o.CourierID)
+		values = append(values, "("+placeholders(3*i+1, 3)+")")
 	}
-	if len(args) == 0 {
-		return nil
-	}
-	values := make([]string, 0, len(args)/3)
-	for i := 0; i < len(args); i += 3 {
-		values = append(values, "("+placeholders(i+1, 3)+")")
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO offers (offer_id, task_id, courier_id) VALUES `+strings.Join(values, ", ")+`
+	_, err = tx.ExecContext(ctx, `INSERT INTO offers (offer_id, task_id, courier_id) VALUES `+strings.Join(values, ", ")+`
 		ON CONFLICT (offer_id) DO NOTHING`, args...)
 	if err != nil {
 		return s.e.MapError(err, "record offers of task "+taskID)
 	}
 	return nil
+}
+
+// newOffers returns the offers of next that prev, the task's offers before a change, does not have:
+// Internal when one has no id or no courier.
+func newOffers(taskID string, prev, next []dispatch.Offer) ([]dispatch.Offer, error) {
+	var out []dispatch.Offer
+	for _, o := range next {
+		if slices.ContainsFunc(prev, func(p dispatch.Offer) bool { return p.ID == o.ID }) {
+			continue
+		}
+		if o.ID == "" || o.CourierID == "" {
+			return nil, apperr.Errorf(apperr.Internal, "task %s: offer without an id or a courier", taskID)
+		}
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 // GetTask implements dispatch.Store.
