@@ -13,32 +13,46 @@ import (
 // run, which holds nothing) and check that the transaction writes the closure's result for the task as
 // it is then.
 
-func TestUpdateTasksRunsTheClosureAgainWhenTheTaskChangedMeanwhile(t *testing.T) {
-	ctx := t.Context()
-	s := storetest.SQLiteStore(t)
-	base := time.Date(2031, 3, 14, 9, 0, 0, 0, time.UTC)
-	task := dispatch.Task{ID: "0190c000-0000-7000-8000-000000000001", CustomerID: "customer-1", CreatedBy: "customer-1",
-		State: dispatch.StatePending, Priority: dispatch.PriorityNormal, CreateTime: base, UpdateTime: base, DueTime: base}
-	if _, _, err := s.CreateTask(ctx, task); err != nil {
+// updateBase is the tests' clock.
+var updateBase = time.Date(2031, 3, 14, 9, 0, 0, 0, time.UTC)
+
+// createPending stores a PENDING task with id, due at due.
+func createPending(t *testing.T, s dispatch.Store, id string, due time.Time) dispatch.Task {
+	t.Helper()
+	task := dispatch.Task{ID: id, CustomerID: "customer-1", CreatedBy: "customer-1",
+		State: dispatch.StatePending, Priority: dispatch.PriorityNormal, CreateTime: updateBase, UpdateTime: updateBase, DueTime: due}
+	if _, _, err := s.CreateTask(t.Context(), task); err != nil {
 		t.Fatalf("CreateTask: %v", err)
 	}
-	var seen []int64 // the versions the closure ran on
-	fn := func(cur dispatch.Task) (dispatch.Change, error) {
-		seen = append(seen, cur.Version)
-		if len(seen) == 1 {
-			// Another writer changes the task after the closure's first run.
-			_, err := s.UpdateTask(ctx, cur.ID, func(c dispatch.Task) (dispatch.Change, error) {
+	return task
+}
+
+// raiseAfterAChange returns a closure that raises its task's priority, and records in seen the version
+// it ran on; after its first run, before its result is written, another writer sets the task's notes to
+// "changed meanwhile".
+func raiseAfterAChange(t *testing.T, s dispatch.Store, seen *[]int64) func(dispatch.Task) (dispatch.Change, error) {
+	return func(cur dispatch.Task) (dispatch.Change, error) {
+		*seen = append(*seen, cur.Version)
+		if len(*seen) == 1 {
+			_, err := s.UpdateTask(t.Context(), cur.ID, func(c dispatch.Task) (dispatch.Change, error) {
 				c.Notes = "changed meanwhile"
 				return dispatch.Change{Task: c}, nil
 			})
 			if err != nil {
-				t.Errorf("UpdateTask: %v", err)
+				t.Errorf("UpdateTask (meanwhile): %v", err)
 			}
 		}
 		cur.Priority = dispatch.PriorityHigh
 		return dispatch.Change{Task: cur}, nil
 	}
-	got, errs := s.UpdateTasks(ctx, []dispatch.TaskWrite{{ID: task.ID, Fn: fn}})
+}
+
+func TestUpdateTasksRunsTheClosureAgainWhenTheTaskChangedMeanwhile(t *testing.T) {
+	ctx := t.Context()
+	s := storetest.SQLiteStore(t)
+	task := createPending(t, s, "0190c000-0000-7000-8000-000000000001", updateBase)
+	var seen []int64 // the versions the closure ran on
+	got, errs := s.UpdateTasks(ctx, []dispatch.TaskWrite{{ID: task.ID, Fn: raiseAfterAChange(t, s, &seen)}})
 	if errs[0] != nil {
 		t.Fatalf("UpdateTasks: %v", errs[0])
 	}
@@ -61,12 +75,8 @@ func TestUpdateTasksRunsTheClosureAgainWhenTheTaskChangedMeanwhile(t *testing.T)
 func TestUpdateTasksRunsTheClosureAgainWhenTheDueTimeMovedMeanwhile(t *testing.T) {
 	ctx := t.Context()
 	s := storetest.SQLiteStore(t)
-	base := time.Date(2031, 3, 14, 9, 0, 0, 0, time.UTC)
-	task := dispatch.Task{ID: "0190c000-0000-7000-8000-000000000002", CustomerID: "customer-1", CreatedBy: "customer-1",
-		State: dispatch.StatePending, Priority: dispatch.PriorityNormal, CreateTime: base, UpdateTime: base, DueTime: base.Add(time.Hour)}
-	if _, _, err := s.CreateTask(ctx, task); err != nil {
-		t.Fatalf("CreateTask: %v", err)
-	}
+	base := updateBase
+	task := createPending(t, s, "0190c000-0000-7000-8000-000000000002", base.Add(time.Hour))
 	var seen []time.Time // the due times the closure ran on
 	fn := func(cur dispatch.Task) (dispatch.Change, error) {
 		seen = append(seen, cur.DueTime)
@@ -97,12 +107,7 @@ func TestUpdateTasksRunsTheClosureAgainWhenTheDueTimeMovedMeanwhile(t *testing.T
 func TestUpdateTasksWritesWhatTheClosureReturnedAheadOnce(t *testing.T) {
 	ctx := t.Context()
 	s := storetest.SQLiteStore(t)
-	base := time.Date(2031, 3, 14, 9, 0, 0, 0, time.UTC)
-	task := dispatch.Task{ID: "0190c000-0000-7000-8000-000000000003", CustomerID: "customer-1", CreatedBy: "customer-1",
-		State: dispatch.StatePending, Priority: dispatch.PriorityNormal, CreateTime: base, UpdateTime: base, DueTime: base}
-	if _, _, err := s.CreateTask(ctx, task); err != nil {
-		t.Fatalf("CreateTask: %v", err)
-	}
+	task := createPending(t, s, "0190c000-0000-7000-8000-000000000003", updateBase)
 	runs := 0
 	fn := func(cur dispatch.Task) (dispatch.Change, error) {
 		runs++
@@ -127,28 +132,9 @@ func TestUpdateTasksWritesWhatTheClosureReturnedAheadOnce(t *testing.T) {
 func TestUpdateTaskRunsTheClosureAgainWhenTheTaskChangedMeanwhile(t *testing.T) {
 	ctx := t.Context()
 	s := storetest.SQLiteStore(t)
-	base := time.Date(2031, 3, 14, 9, 0, 0, 0, time.UTC)
-	task := dispatch.Task{ID: "0190c000-0000-7000-8000-000000000004", CustomerID: "customer-1", CreatedBy: "customer-1",
-		State: dispatch.StatePending, Priority: dispatch.PriorityNormal, CreateTime: base, UpdateTime: base, DueTime: base}
-	if _, _, err := s.CreateTask(ctx, task); err != nil {
-		t.Fatalf("CreateTask: %v", err)
-	}
+	task := createPending(t, s, "0190c000-0000-7000-8000-000000000004", updateBase)
 	var seen []int64 // the versions the closure ran on
-	got, err := s.UpdateTask(ctx, task.ID, func(cur dispatch.Task) (dispatch.Change, error) {
-		seen = append(seen, cur.Version)
-		if len(seen) == 1 {
-			// Another writer changes the task after the closure's first run.
-			_, err := s.UpdateTask(ctx, cur.ID, func(c dispatch.Task) (dispatch.Change, error) {
-				c.Notes = "changed meanwhile"
-				return dispatch.Change{Task: c}, nil
-			})
-			if err != nil {
-				t.Errorf("UpdateTask (meanwhile): %v", err)
-			}
-		}
-		cur.Priority = dispatch.PriorityHigh
-		return dispatch.Change{Task: cur}, nil
-	})
+	got, err := s.UpdateTask(ctx, task.ID, raiseAfterAChange(t, s, &seen))
 	if err != nil {
 		t.Fatalf("UpdateTask: %v", err)
 	}
