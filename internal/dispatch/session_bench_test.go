@@ -11,33 +11,17 @@ import (
 // BenchmarkSessionOfferNextAck measures a courier session's delivery path on SQLite: per iteration a task
 // is offered to the courier (a store write, outside the timer), and the session's Next returns the offer
 // (woken by the hub) and Ack acknowledges it.
-func BenchmarkSessionOfferNextAck(b *testing.B) {
-	f := newSessionFixture(b, dispatch.Options{})
-	s := sessOpen(b, f.svc, 1, dispatch.Hello{})
-	ctx := sessCtx(b)
-	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		b.StopTimer()
-		n++
-		f.newTask(b, n, 1)
-		f.offer(b, sessTaskID(n), n, 1)
-		b.StartTimer()
-		out, err := s.Next(ctx)
-		if err != nil || out.Offer == nil {
-			b.Fatalf("Next() = %+v, %v; want the offer", out, err)
-		}
-		if err := s.Ack(ctx, out.Cursor); err != nil {
-			b.Fatalf("Ack(%d): %v", out.Cursor, err)
-		}
-	}
-}
+func BenchmarkSessionOfferNextAck(b *testing.B) { benchSessionCycle(b, false) }
 
 // BenchmarkSessionAccept measures what a courier session does per assignment on SQLite: Next returns an
 // offer (written outside the timer), Execute accepts it under a new command id, and Ack acknowledges it.
-// The claim job is not enqueued (the fixture drops jobs). cpu-ns/op is the process's CPU time while the
-// timer runs (the hub's and the event feed's goroutines included), where getrusage exists.
-func BenchmarkSessionAccept(b *testing.B) {
+// The claim job is not enqueued (the fixture drops jobs).
+func BenchmarkSessionAccept(b *testing.B) { benchSessionCycle(b, true) }
+
+// benchSessionCycle offers a task per iteration outside the timer, then times the session's Next, the
+// accept when accept is set, and Ack. cpu-ns/op is the process's CPU time while the timer runs (the hub's
+// and the event feed's goroutines included), where getrusage exists.
+func benchSessionCycle(b *testing.B, accept bool) {
 	f := newSessionFixture(b, dispatch.Options{})
 	s := sessOpen(b, f.svc, 1, dispatch.Hello{})
 	ctx := sessCtx(b)
@@ -55,9 +39,11 @@ func BenchmarkSessionAccept(b *testing.B) {
 		if err != nil || out.Offer == nil {
 			b.Fatalf("Next() = %+v, %v; want the offer", out, err)
 		}
-		res := s.Execute(ctx, fmt.Sprintf("accept-%d", n), dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: out.Offer.Offer.ID}})
-		if res.Err != nil {
-			b.Fatalf("Execute(accept) = %+v", *res.Err)
+		if accept {
+			res := s.Execute(ctx, fmt.Sprintf("accept-%d", n), dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: out.Offer.Offer.ID}})
+			if res.Err != nil {
+				b.Fatalf("Execute(accept) = %+v", *res.Err)
+			}
 		}
 		if err := s.Ack(ctx, out.Cursor); err != nil {
 			b.Fatalf("Ack(%d): %v", out.Cursor, err)
