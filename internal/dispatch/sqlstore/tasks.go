@@ -573,21 +573,9 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 		clear(out)
 		clear(errs) // a run again starts afresh
 		clear(docs)
-		cur := make(map[string]dispatch.Task, len(ids))
-		for start := 0; start < len(read); start += maxBatchLock {
-			part := read[start:min(start+maxBatchLock, len(read))]
-			cond, arg, err := s.inList("id", 1, part)
-			if err != nil {
-				return err
-			}
-			got, err := s.queryTasks(ctx, tx, `SELECT `+taskColumns+` FROM tasks WHERE `+cond+` ORDER BY id`+s.e.Lock,
-				fmt.Sprintf("load %d tasks", len(part)), arg)
-			if err != nil {
-				return err
-			}
-			for _, t := range got {
-				cur[t.ID] = t
-			}
+		cur, err := s.tasksByID(ctx, tx, read, " ORDER BY id"+s.e.Lock)
+		if err != nil {
+			return err
 		}
 		changes := make([]dispatch.Change, len(updates))
 		// On PostgreSQL, when no task is named twice, the changes without a command or jobs (a batch's
@@ -681,6 +669,27 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 	return out, errs
 }
 
+// tasksByID reads the tasks of ids through q, by id, maxBatchLock per statement, each statement's
+// SELECT ending with suffix (an ORDER BY and the engine's lock, or nothing): those not found are not in
+// the map.
+func (s *Store) tasksByID(ctx context.Context, q querier, ids []string, suffix string) (map[string]dispatch.Task, error) {
+	out := make(map[string]dispatch.Task, len(ids))
+	for part := range slices.Chunk(ids, maxBatchLock) {
+		cond, arg, err := s.inList("id", 1, part)
+		if err != nil {
+			return nil, err
+		}
+		got, err := s.queryTasks(ctx, q, `SELECT `+taskColumns+` FROM tasks WHERE `+cond+suffix, fmt.Sprintf("load %d tasks", len(part)), arg)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range got {
+			out[t.ID] = t
+		}
+	}
+	return out, nil
+}
+
 // prepareWrites runs the closures of updates ahead of their transaction, on SQLite (GroupCommit), on the
 // tasks as the read pool has them, and prepares their changes: what UpdateTasks then writes if the tasks
 // are still as read. An update is prepared when its task was found, its closure returned a change and
@@ -691,20 +700,9 @@ func (s *Store) prepareWrites(ctx context.Context, updates []dispatch.TaskWrite,
 	if s.group == nil || len(ids) != len(updates) {
 		return nil
 	}
-	read := make(map[string]dispatch.Task, len(ids))
-	for start := 0; start < len(ids); start += maxBatchLock {
-		part := ids[start:min(start+maxBatchLock, len(ids))]
-		cond, arg, err := s.inList("id", 1, part)
-		if err != nil {
-			return nil
-		}
-		got, err := s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks WHERE `+cond, fmt.Sprintf("load %d tasks", len(part)), arg)
-		if err != nil {
-			return nil
-		}
-		for _, t := range got {
-			read[t.ID] = t
-		}
+	read, err := s.tasksByID(ctx, s.read, ids, "")
+	if err != nil {
+		return nil
 	}
 	pre := make([]*preparedChange, len(updates))
 	for i, u := range updates {
