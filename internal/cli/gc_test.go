@@ -19,7 +19,6 @@ func restoreGC(t *testing.T) {
 	})
 }
 
-
 func cgroupFile(content string, err error) func(string) ([]byte, error) {
 	return func(name string) ([]byte, error) {
 		if name != cgroupMemoryMax {
