@@ -457,7 +457,7 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	for _, c := range may {
 		from := c.Fix.Location
 		if c.ActiveTasks > 0 {
-			_, from = planHeld(c.Fix.Location, c.Mode, b.heldOf[c.ID], b.now)
+			_, from = b.s.engine.plans.plan(c.ID, c.Fix.Location, c.Mode, b.heldOf[c.ID], b.now)
 		}
 		fromOf[c.ID] = from
 	}
