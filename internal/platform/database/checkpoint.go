@@ -52,9 +52,9 @@ var sqliteCheckpointParams = url.Values{
 // either way.
 //
 // It learns the WAL's length and how much of it was copied from the WAL index (the -shm file, whose
-// header SQLite documents in https://www.sqlite.org/walformat.html, section 2.2), reading the file
-// instead of asking the database, which would take a lock; a value read while SQLite updates it is only
-// ever a reason to look again at the next poll.
+// header SQLite documents in https://www.sqlite.org/walformat.html, section 2.2), reading the file:
+// no statement reports the WAL's length without checkpointing it. A value read while SQLite updates it
+// is only ever a reason to look again at the next poll.
 type checkpointer struct {
 	db      *sql.DB // one connection, sqliteCheckpointParams
 	shmPath string
