@@ -46,6 +46,7 @@ package bench_test
 // Options.Workers; default dispatch's own), LASTMILE_DISPATCH_LOAD_JOB_WORKERS (dispatch's job workers,
 // the claims and releases run at once; default serve's, jobargs.DefaultWorkers), LASTMILE_DISPATCH_LOAD_SECONDS (10, each phase's measured
 // window), LASTMILE_DISPATCH_LOAD_LOG (1: dispatch's warnings to stderr).
+// The garbage collector runs at serve's GOGC (cli.DefaultGCPercent) unless the environment sets GOGC.
 
 import (
 	"cmp"
@@ -56,6 +57,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,6 +75,7 @@ import (
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/cli"
 	"lastmile/internal/courier"
 	"lastmile/internal/courier/couriertest"
 	couriergrpc "lastmile/internal/courier/grpcapi"
@@ -149,8 +152,14 @@ func TestDispatchLoad(t *testing.T) {
 		backlog:    envBacklog(t),
 		window:     time.Duration(envInt(t, "LASTMILE_DISPATCH_LOAD_SECONDS", 10)) * time.Second,
 	}
-	t.Logf("nproc %d, GOMAXPROCS %d, %s, %d couriers (capacity %d), %d customers, dispatch workers %d (0: default %d)",
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), cfg.couriers, courierCapacity, customers, cfg.workers, dispatch.DefaultWorkers)
+	// The collector runs as serve runs it (cli.DefaultGCPercent) unless GOGC says otherwise.
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(cli.DefaultGCPercent))
+	}
+	gogc := debug.SetGCPercent(-1)
+	debug.SetGCPercent(gogc)
+	t.Logf("nproc %d, GOMAXPROCS %d, GOGC %d, %s, %d couriers (capacity %d), %d customers, dispatch workers %d (0: default %d)",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), gogc, runtime.Version(), cfg.couriers, courierCapacity, customers, cfg.workers, dispatch.DefaultWorkers)
 	for _, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
 			if engine == "postgres" && os.Getenv("LASTMILE_TEST_POSTGRES_DSN") == "" {

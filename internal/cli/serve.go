@@ -274,6 +274,12 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 	if !dirlock.Supported {
 		logger.Warn("this operating system has no flock: the data directory lock excludes no other process", "data_dir", cfg.DataDir)
 	}
+	gc := applyGCPolicy(env.Getenv, os.ReadFile)
+	if gc.LimitFrom == "none" {
+		logger.Info("garbage collector", "gogc", gc.Percent, "gogc_from", gc.PercentFrom, "memory_limit_from", gc.LimitFrom)
+	} else {
+		logger.Info("garbage collector", "gogc", gc.Percent, "gogc_from", gc.PercentFrom, "memory_limit_bytes", gc.Limit, "memory_limit_from", gc.LimitFrom)
+	}
 	registry := telemetry.NewRegistry()
 	telemetry.BuildInfo(registry, Version, commit())
 	tp, shutdownTracing, err := telemetry.SetupTracing(ctx, telemetry.TracingConfig{

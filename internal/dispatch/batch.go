@@ -364,8 +364,9 @@ type batch struct {
 	taken map[string]bool
 	// fetched are the first queries of the tasks prefetched, by task id.
 	fetched map[string]NearbyQuery
-	// legs are the prefetched pickup ETAs, and provider the name route gave them.
-	legs     map[legKey]Leg
+	// matrices are the prefetched pickup ETAs, in the order asked (a later one's leg wins over an
+	// earlier one's for the same trip), and provider the name route gave them.
+	matrices []keptMatrix
 	provider string
 }
 
@@ -374,14 +375,17 @@ type prefetched struct {
 	found []CourierInfo
 }
 
-type legKey struct {
-	mode     geo.TransportMode
-	from, to geo.LatLng
+// keptMatrix is a matrix of the prefetch that route answered: legs[o][d] is the trip from origins[o]
+// to dests[d] by mode.
+type keptMatrix struct {
+	mode           geo.TransportMode
+	origins, dests []geo.LatLng
+	legs           [][]Leg
 }
 
 func newBatch(s *Service, now time.Time) *batch {
 	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{}, readAt: map[string]uint64{},
-		heldOf: map[string][]Task{}, taken: map[string]bool{}, fetched: map[string]NearbyQuery{}, legs: map[legKey]Leg{}}
+		heldOf: map[string][]Task{}, taken: map[string]bool{}, fetched: map[string]NearbyQuery{}}
 }
 
 // take marks courierID as offered a task of the batch (or taken by another batch); "" is nobody.
@@ -457,7 +461,7 @@ func (b *batch) prefetch(ctx context.Context, ts []Task) {
 	for _, c := range may {
 		from := c.Fix.Location
 		if c.ActiveTasks > 0 {
-			_, from = planHeld(c.Fix.Location, c.Mode, b.heldOf[c.ID], b.now)
+			_, from = b.s.engine.plans.plan(c.ID, c.Fix.Location, c.Mode, b.heldOf[c.ID], b.now)
 		}
 		fromOf[c.ID] = from
 	}
@@ -537,22 +541,44 @@ type matrixCall struct {
 }
 
 // keepMatrix keeps the legs of m; when route failed, it keeps nothing: the decisions ask route
-// themselves, and degrade as they would have.
+// themselves, and degrade as they would have. Of an answer with a row of the wrong length it keeps the
+// rows before that one, and not route's name. The legs are looked up when a decision asks (leg):
+// most of a matrix's elements are never asked for, so they are not indexed up front.
 func (b *batch) keepMatrix(m matrixCall) {
 	if m.err != nil || len(m.legs) != len(m.origins) {
 		return
 	}
-	for o, from := range m.origins {
+	rows := len(m.origins)
+	for o := range m.origins {
 		if len(m.legs[o]) != len(m.dests) {
-			return
-		}
-		for d, to := range m.dests {
-			b.legs[legKey{mode: m.mode, from: from, to: to}] = m.legs[o][d]
+			rows = o
+			break
 		}
 	}
-	if b.provider == "" {
+	if rows > 0 {
+		b.matrices = append(b.matrices, keptMatrix{mode: m.mode, origins: m.origins[:rows], dests: m.dests, legs: m.legs[:rows]})
+	}
+	if rows == len(m.origins) && b.provider == "" {
 		b.provider = m.provider
 	}
+}
+
+// leg returns the prefetched trip from from to to by mode, if any: the last matrix kept that has it.
+func (b *batch) leg(mode geo.TransportMode, from, to geo.LatLng) (Leg, bool) {
+	for k := len(b.matrices) - 1; k >= 0; k-- {
+		m := &b.matrices[k]
+		if m.mode != mode {
+			continue
+		}
+		d := slices.Index(m.dests, to)
+		if d < 0 {
+			continue
+		}
+		if o := slices.Index(m.origins, from); o >= 0 {
+			return m.legs[o][d], true
+		}
+	}
+	return Leg{}, false
 }
 
 // read reads dispatch's state of the couriers in ids that the batch did not read yet: who is connected
@@ -689,7 +715,7 @@ func (b *batch) Matrix(ctx context.Context, origins []geo.LatLng, dest geo.LatLn
 		legs := make([]Leg, len(origins))
 		ok := true
 		for i, o := range origins {
-			l, found := b.legs[legKey{mode: mode, from: o, to: dest}]
+			l, found := b.leg(mode, o, dest)
 			if !found {
 				ok = false
 				break

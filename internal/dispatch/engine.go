@@ -17,6 +17,8 @@ type Engine struct {
 	couriers Couriers
 	routes   Routes
 	opts     Options
+	// plans are the busy couriers' planned routes (planHeld), shared by the copies over makes.
+	plans *heldPlans
 }
 
 // NewEngine returns an engine over the courier and route services, with opts' search and score
@@ -31,7 +33,7 @@ func NewEngine(couriers Couriers, routes Routes, opts Options) *Engine {
 		opts.Weights = DefaultWeights
 	}
 	opts.MaxRadius = max(opts.MaxRadius, opts.SearchRadius)
-	return &Engine{couriers: couriers, routes: routes, opts: opts}
+	return &Engine{couriers: couriers, routes: routes, opts: opts, plans: &heldPlans{}}
 }
 
 // DecideEnv is what the engine asks of dispatch's own state while deciding.

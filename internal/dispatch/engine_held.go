@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"lastmile/internal/geo"
@@ -52,7 +53,7 @@ func (s *search) heldWork(ctx context.Context, open []int, info func(int) Courie
 	}
 	for _, i := range busy {
 		c := info(i)
-		work[i].busy, work[i].from = planHeld(c.Fix.Location, c.Mode, held[c.ID], s.now)
+		work[i].busy, work[i].from = s.e.plans.plan(c.ID, c.Fix.Location, c.Mode, held[c.ID], s.now)
 	}
 	return work, nil
 }
@@ -64,47 +65,155 @@ func (s *search) heldWork(ctx context.Context, open []int, info func(int) Courie
 // StopTime at each stop. The estimate is local even when route answers: it is dispatch's own model of
 // the courier's work, not a trip route was asked about.
 func planHeld(from geo.LatLng, mode geo.TransportMode, tasks []Task, now time.Time) (time.Duration, geo.LatLng) {
+	route, end := routeHeld(from, mode, tasks)
+	return route.serve(tasks, now), end
+}
+
+// heldStep is one stop of a planned route: the trip to it (dur), and which task's pickup or dropoff it
+// is (an index into the tasks planned).
+type heldStep struct {
+	dur    time.Duration
+	task   int
+	pickup bool
+}
+
+// heldRoute is the order in which planHeld serves a courier's held stops, with the trip to each.
+type heldRoute []heldStep
+
+// routeHeld returns the route planHeld takes through the stops of tasks from from, and where it ends.
+// The order depends only on where the stops are and on the tasks' ids and states, never on the time:
+// a pickup window makes the courier wait (serve), it does not change which stop is nearest.
+func routeHeld(from geo.LatLng, mode geo.TransportMode, tasks []Task) (heldRoute, geo.LatLng) {
 	type stop struct {
-		task   *Task
+		task   int
 		pickup bool
 	}
 	var stops []stop
 	for i := range tasks {
 		switch tasks[i].State {
 		case StateAssigned:
-			stops = append(stops, stop{&tasks[i], true})
+			stops = append(stops, stop{i, true})
 		case StatePickedUp:
-			stops = append(stops, stop{&tasks[i], false})
+			stops = append(stops, stop{i, false})
 		}
 	}
-	at, here := now, from
+	var route heldRoute
+	if len(stops) > 0 {
+		route = make(heldRoute, 0, 2*len(stops))
+	}
+	here := from
 	for len(stops) > 0 {
 		best, bestDur := -1, time.Duration(0)
 		for k, st := range stops {
-			to := st.task.Dropoff.Location
+			to := tasks[st.task].Dropoff.Location
 			if st.pickup {
-				to = st.task.Pickup.Location
+				to = tasks[st.task].Pickup.Location
 			}
 			dur, _ := geo.EstimateTravel(here, to, mode)
-			if best < 0 || dur < bestDur || dur == bestDur && before(st.task, st.pickup, stops[best].task, stops[best].pickup) {
+			if best < 0 || dur < bestDur || dur == bestDur && before(&tasks[st.task], st.pickup, &tasks[stops[best].task], stops[best].pickup) {
 				best, bestDur = k, dur
 			}
 		}
 		st := stops[best]
-		at = at.Add(bestDur)
+		route = append(route, heldStep{dur: bestDur, task: st.task, pickup: st.pickup})
 		if st.pickup {
-			here = st.task.Pickup.Location
-			if w := st.task.Pickup.Window; w != nil && at.Before(w.Start) {
-				at = w.Start
-			}
+			here = tasks[st.task].Pickup.Location
 			stops[best].pickup = false // its dropoff is next to serve
 		} else {
-			here = st.task.Dropoff.Location
+			here = tasks[st.task].Dropoff.Location
 			stops = append(stops[:best], stops[best+1:]...)
+		}
+	}
+	return route, here
+}
+
+// serve returns how long a courier starting at now needs to follow r through the stops of tasks (the
+// tasks r was planned for): each trip, the wait at a pickup for its window to open, and StopTime at
+// each stop.
+func (r heldRoute) serve(tasks []Task, now time.Time) time.Duration {
+	at := now
+	for _, st := range r {
+		at = at.Add(st.dur)
+		if st.pickup {
+			if w := tasks[st.task].Pickup.Window; w != nil && at.Before(w.Start) {
+				at = w.Start
+			}
 		}
 		at = at.Add(StopTime)
 	}
-	return at.Sub(now), here
+	return at.Sub(now)
+}
+
+// maxHeldPlans bounds the couriers heldPlans keeps: beyond it, it starts afresh.
+const maxHeldPlans = 1 << 14
+
+// heldPlans keeps, per courier, the route planHeld took through its held stops the last time, with what
+// that route depends on: where the courier was, its mode, and the id, state, pickup and dropoff of each
+// task in order. A busy courier is planned by the prefetch of every batch whose searches find it and
+// again by every decision that considers it, mostly with nothing changed: then the route is taken
+// again and only served at the new time (the window waits), instead of being searched again with
+// O(stops²) geodesic estimates. The answer is planHeld's, always. Safe for concurrent use; the zero
+// value is empty.
+type heldPlans struct {
+	mu sync.Mutex
+	by map[string]*heldPlan
+}
+
+// heldPlan is one courier's entry of heldPlans; never changed once kept.
+type heldPlan struct {
+	from  geo.LatLng
+	mode  geo.TransportMode
+	tasks []heldPlanTask
+	route heldRoute
+	end   geo.LatLng
+}
+
+// heldPlanTask is what the route of a plan depends on of one task.
+type heldPlanTask struct {
+	id      string
+	state   State
+	pickup  geo.LatLng
+	dropoff geo.LatLng
+}
+
+// fits reports whether p was planned from the same position and mode through the same tasks.
+func (p *heldPlan) fits(from geo.LatLng, mode geo.TransportMode, tasks []Task) bool {
+	if p.from != from || p.mode != mode || len(p.tasks) != len(tasks) {
+		return false
+	}
+	for i := range tasks {
+		k, t := &p.tasks[i], &tasks[i]
+		if k.id != t.ID || k.state != t.State || k.pickup != t.Pickup.Location || k.dropoff != t.Dropoff.Location {
+			return false
+		}
+	}
+	return true
+}
+
+// plan returns planHeld(from, mode, tasks, now) for courier courierID, from the route kept for it when
+// that still fits (nil: no memory, planHeld itself).
+func (h *heldPlans) plan(courierID string, from geo.LatLng, mode geo.TransportMode, tasks []Task, now time.Time) (time.Duration, geo.LatLng) {
+	if h == nil {
+		return planHeld(from, mode, tasks, now)
+	}
+	h.mu.Lock()
+	p := h.by[courierID]
+	h.mu.Unlock()
+	if p == nil || !p.fits(from, mode, tasks) {
+		p = &heldPlan{from: from, mode: mode, tasks: make([]heldPlanTask, len(tasks))}
+		for i := range tasks {
+			t := &tasks[i]
+			p.tasks[i] = heldPlanTask{id: t.ID, state: t.State, pickup: t.Pickup.Location, dropoff: t.Dropoff.Location}
+		}
+		p.route, p.end = routeHeld(from, mode, tasks)
+		h.mu.Lock()
+		if h.by == nil || len(h.by) >= maxHeldPlans {
+			h.by = make(map[string]*heldPlan)
+		}
+		h.by[courierID] = p
+		h.mu.Unlock()
+	}
+	return p.route.serve(tasks, now), p.end
 }
 
 // before orders equally near stops: by task id, a pickup before a dropoff.

@@ -235,10 +235,10 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 	return out, nil
 }
 
-// CourierStates implements dispatch.Store in one statement: the connected couriers (as Connected), the
-// couriers with an open offer (as OfferOpen) and the list of held tasks' ids and versions of each courier
-// holding some (as HeldTasksOf), one part of a UNION ALL each; the held tasks' fields then come from
-// heldSets, or for a list it does not know, from heldTasks.
+// CourierStates implements dispatch.Store in one statement: the couriers that are not connected (the
+// rest are, as Connected), the couriers with an open offer (as OfferOpen) and the list of held tasks'
+// ids and versions of each courier holding some (as HeldTasksOf), one part of a UNION ALL each; the
+// held tasks' fields then come from heldSets, or for a list it does not know, from heldTasks.
 func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	return s.courierStates(ctx, courierIDs, partConnected|partOfferOpen, since, heldOf)
 }
@@ -246,9 +246,9 @@ func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since ti
 // The kinds of courierStates' rows: small integers, which the drivers hand over without allocating (a
 // one-letter text would be a new string per row).
 const (
-	kindConnected = 1
-	kindOfferOpen = 2
-	kindHeld      = 3
+	kindNotConnected = 1
+	kindOfferOpen    = 2
+	kindHeld         = 3
 )
 
 // The parts of courierStates that read about its courierIDs.
@@ -259,6 +259,12 @@ const (
 
 // courierStates is CourierStates reading only parts about courierIDs (the held tasks of heldOf when
 // that is not empty): Connected, OfferOpen and HeldTasksOf are each one part of it.
+//
+// The parts about courierIDs look each id up (a correlated EXISTS per id of the list, an index seek
+// each) and return a row only for the exceptions: a courier not connected, a courier with an open
+// offer. Most couriers a batch reads are connected without an offer, and a row costs more than the
+// seek (the driver's step and scan, a string per column); a list joined with IN would moreover be
+// built into a temporary index first.
 func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts int, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	out := dispatch.CourierStates{Connected: map[string]bool{}, OfferOpen: map[string]bool{}, Held: map[string][]dispatch.Task{}}
 	if len(courierIDs) == 0 {
@@ -275,33 +281,31 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	in := func(col string, ids []string) (string, error) {
-		cond, v, err := s.inList(col, len(args)+1, ids)
-		args = append(args, v)
-		return cond, err
-	}
 	if parts != 0 {
-		conn, err := in("courier_id", courierIDs)
+		list, v, err := s.idTable(len(args)+1, courierIDs)
 		if err != nil {
 			return dispatch.CourierStates{}, err
 		}
+		args = append(args, v)
 		if parts&partConnected != 0 {
 			open, heartbeat := arg(true), arg(s.time(since))
-			selects = append(selects, `SELECT `+strconv.Itoa(kindConnected)+`, courier_id, '' FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn)
+			selects = append(selects, `SELECT `+strconv.Itoa(kindNotConnected)+`, ids.value, '' FROM `+list+
+				` WHERE NOT EXISTS (SELECT 1 FROM sessions WHERE courier_id = ids.value AND is_open = `+open+` AND heartbeat > `+heartbeat+`)`)
 		}
 		if parts&partOfferOpen != 0 {
 			offered := arg(string(dispatch.StateOffered))
-			offer := strings.Replace(conn, "courier_id", "offer_courier_id", 1) // the same argument
-			selects = append(selects, `SELECT DISTINCT `+strconv.Itoa(kindOfferOpen)+`, offer_courier_id, '' FROM tasks`+s.offerIndex()+` WHERE state = `+offered+` AND `+offer)
+			selects = append(selects, `SELECT `+strconv.Itoa(kindOfferOpen)+`, ids.value, '' FROM `+list+
+				` WHERE EXISTS (SELECT 1 FROM tasks`+s.offerIndex()+` WHERE offer_courier_id = ids.value AND state = `+offered+`)`)
 		}
 	}
 	if len(heldOf) > 0 {
 		states, vals := heldStates(len(args) + 1)
 		args = append(args, vals...)
-		held, err := in("courier_id", heldOf)
+		held, v, err := s.inList("courier_id", len(args)+1, heldOf)
 		if err != nil {
 			return dispatch.CourierStates{}, err
 		}
+		args = append(args, v)
 		selects = append(selects, `SELECT `+strconv.Itoa(kindHeld)+`, courier_id, `+s.heldList()+` FROM tasks WHERE `+states+` AND `+held+` GROUP BY courier_id`)
 	}
 	what := fmt.Sprintf("look up the state of %d couriers", len(courierIDs)+len(heldOf))
@@ -313,6 +317,7 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 	// (collect's row would escape to the heap once per row, and there are hundreds per batch).
 	var (
 		unknown         []heldRead // the lists heldSets does not know
+		notConnected    map[string]bool
 		kind            int64
 		courierID, list string
 	)
@@ -323,8 +328,11 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 				return err
 			}
 			switch kind {
-			case kindConnected:
-				out.Connected[courierID] = true
+			case kindNotConnected:
+				if notConnected == nil {
+					notConnected = map[string]bool{}
+				}
+				notConnected[courierID] = true
 			case kindOfferOpen:
 				out.OfferOpen[courierID] = true
 			case kindHeld:
@@ -339,6 +347,14 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 	}()
 	if err != nil {
 		return dispatch.CourierStates{}, s.e.MapError(err, what)
+	}
+	if parts&partConnected != 0 {
+		out.Connected = make(map[string]bool, len(courierIDs)-len(notConnected))
+		for _, id := range courierIDs {
+			if !notConnected[id] {
+				out.Connected[id] = true
+			}
+		}
 	}
 	if len(unknown) > 0 {
 		if err := s.learnHeldSets(ctx, unknown, out.Held); err != nil {
@@ -406,9 +422,22 @@ func (s *Store) inList(col string, n int, ids []string) (string, any, error) {
 	return col + " IN (SELECT value FROM json_each($" + strconv.Itoa(n) + "))", string(doc), nil
 }
 
+// idTable returns ids as a table of one column, value, named ids, with ids as the one argument $n (as
+// inList): `unnest($n::text[]) AS ids(value)` on PostgreSQL, `json_each($n) AS ids` on SQLite.
+func (s *Store) idTable(n int, ids []string) (string, any, error) {
+	if s.e.Dialect == database.Postgres {
+		return "unnest($" + strconv.Itoa(n) + "::text[]) AS ids(value)", ids, nil
+	}
+	doc, err := json.Marshal(ids)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode %d ids: %w", len(ids), err)
+	}
+	return "json_each($" + strconv.Itoa(n) + ") AS ids", string(doc), nil
+}
+
 // offerIndex follows the tasks table in a read of open offers by courier: on SQLite it names the index
-// by offer courier, which the planner, not knowing how many ids a JSON list holds (inList), would
-// otherwise pass over for the index by state.
+// by offer courier, which the planner, not knowing how many ids a JSON list holds, could otherwise pass
+// over for the index by state.
 func (s *Store) offerIndex() string {
 	if s.e.Dialect == database.SQLite {
 		return " INDEXED BY tasks_offer_courier"

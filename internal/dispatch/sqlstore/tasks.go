@@ -736,17 +736,32 @@ func runAhead(fn func(dispatch.Task) (dispatch.Change, error), t dispatch.Task) 
 // writeTask replaces cur, as read, with next, whose document is doc: Aborted when the stored version
 // is no longer cur's. With guarded (SQLite only), a stored version or due time other than cur's is not
 // an error: nothing is written and it returns false.
+//
+// The columns that only copy the document and hold the same value in cur and next (the customer, the
+// holder, the courier of the open offer, the priority) are left out of the SET list: the row written
+// is the same, and SQLite rewrites the entries of every index that has a column named in SET whatever
+// the value, a page each (tasks_customer_list, keyed by customer, lands on a leaf of its own per
+// task). The version check makes cur's values the stored ones.
 func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Task, doc string, guarded bool) (bool, error) {
-	query := `
-		UPDATE tasks SET state = $1, customer_id = $2, courier_id = $3, offer_courier_id = $4, priority_rank = $5,
-			update_time = $6, due_time = $7, version = $8, doc = $9
-		WHERE id = $10 AND version = $11`
-	args := []any{string(next.State), next.CustomerID, nullString(next.CourierID), nullString(offerCourier(&next)), next.Priority.Rank(),
-		s.time(next.UpdateTime), s.nullTime(next.DueTime), next.Version, doc, next.ID, cur.Version}
+	args := make([]any, 0, 12)
+	args = append(args, string(next.State), s.time(next.UpdateTime), s.nullTime(next.DueTime), next.Version, doc)
+	var changed int
+	column := func(bit int, differs bool, v any) {
+		if differs {
+			changed |= bit
+			args = append(args, v)
+		}
+	}
+	nextOffer := offerCourier(&next)
+	column(setCustomer, next.CustomerID != cur.CustomerID, next.CustomerID)
+	column(setCourier, next.CourierID != cur.CourierID, nullString(next.CourierID))
+	column(setOfferCourier, nextOffer != offerCourier(&cur), nullString(nextOffer))
+	column(setPriority, next.Priority.Rank() != cur.Priority.Rank(), next.Priority.Rank())
+	args = append(args, next.ID, cur.Version)
 	if guarded {
-		query += ` AND due_time IS $12`
 		args = append(args, s.nullTime(cur.DueTime))
 	}
+	query := updateTaskSQL[changed][boolIndex(guarded)]
 	res, err := tx.ExecContext(ctx, query, args...)
 	if err != nil {
 		return false, s.e.MapError(err, "update task "+next.ID)
@@ -762,6 +777,46 @@ func (s *Store) writeTask(ctx context.Context, tx *sql.Tx, cur, next dispatch.Ta
 		return false, apperr.Errorf(apperr.Aborted, "task %s changed while it was being updated", next.ID)
 	}
 	return true, nil
+}
+
+// The columns writeTask names in SET only when their value changes, as bits of an index into
+// updateTaskSQL.
+const (
+	setCustomer = 1 << iota
+	setCourier
+	setOfferCourier
+	setPriority
+	setColumns = 1 << iota
+)
+
+// updateTaskSQL holds writeTask's statement for each set of changed columns (setCustomer...), without
+// and with the guard on the due time: state, update_time, due_time, version and doc ($1-$5), then the
+// changed columns in the order of their bits, then the id and the version read, then the due time read.
+var updateTaskSQL = func() (q [setColumns][2]string) {
+	names := []string{"customer_id", "courier_id", "offer_courier_id", "priority_rank"}
+	for changed := range setColumns {
+		var b strings.Builder
+		b.WriteString("UPDATE tasks SET state = $1, update_time = $2, due_time = $3, version = $4, doc = $5")
+		n := 5
+		for i, name := range names {
+			if changed&(1<<i) != 0 {
+				n++
+				fmt.Fprintf(&b, ", %s = $%d", name, n)
+			}
+		}
+		fmt.Fprintf(&b, " WHERE id = $%d AND version = $%d", n+1, n+2)
+		q[changed][0] = b.String()
+		q[changed][1] = q[changed][0] + fmt.Sprintf(" AND due_time IS $%d", n+3)
+	}
+	return q
+}()
+
+// boolIndex is 1 for true, 0 for false.
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // decisionToStore returns d as stored for task taskID, and its document.

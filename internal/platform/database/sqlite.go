@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
@@ -27,11 +28,15 @@ import (
 //     they can be rolled back alone. By default it spills to a temporary file past 64 KiB, and a group
 //     transaction's functions then paid two pwrite calls per page they touched, on the one writer.
 //     In memory it is truncated at each RELEASE, so it holds one function's pages at most.
+//   - wal_autocheckpoint(writerCheckpointPages): the WAL is copied into the database file by the
+//     database's checkpointer, beside the writer (see checkpointer); the writer's own automatic
+//     checkpoint, which runs inside a commit, is only the backstop that bounds the WAL.
 //   - _txlock=immediate: BEGIN takes the write lock up front. A deferred transaction that reads and
 //     then writes fails with SQLITE_BUSY when another process wrote in between, and busy_timeout does
 //     not help there; taking the lock at BEGIN makes it wait instead.
 var sqliteParams = url.Values{
-	"_pragma": {"busy_timeout(5000)", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(NORMAL)", "temp_store(MEMORY)"},
+	"_pragma": {"busy_timeout(5000)", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(NORMAL)", "temp_store(MEMORY)",
+		"wal_autocheckpoint(" + strconv.Itoa(writerCheckpointPages) + ")"},
 	"_txlock": {"immediate"},
 }.Encode()
 
@@ -55,6 +60,11 @@ var sqliteParams = url.Values{
 // holds the connection, another query on the *sql.DB waits for it, so code inside InTx must use the
 // *sql.Tx only, and rows must be closed before the next query. Reads outside a transaction can run
 // beside it on the database's read pool instead (Reader), which the returned *sql.DB closes with it.
+//
+// The WAL is copied into the database file beside the writer, by a checkpointer with a connection of
+// its own that the returned *sql.DB stops and closes with it (see CheckpointPages): the writer's own
+// automatic checkpoint, which copies pages and syncs twice inside a commit while every other write
+// waits, runs only as a backstop when the WAL grows long.
 //
 // Every connection, the writer and those of the read pool, keeps the last StmtCacheSize statements it
 // ran prepared, so that running the same SQL again skips SQLite's parser and planner; callers change

@@ -3,6 +3,7 @@ package database
 import (
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -53,32 +54,48 @@ func openSQLiteWithReader(path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	cp, err := startCheckpointer(path)
+	if err != nil {
+		return nil, err
+	}
 	read := openPool(rc, SQLiteReadConns)
-	c := &writerConnector{Connector: wc, read: read}
+	c := &writerConnector{Connector: wc, read: read, checkpointer: cp}
 	db := openPool(c, 1)
 	c.db = db
 	sqliteReaders.Store(db, read)
+	sqliteCheckpointers.Store(db, cp)
 	return db, nil
 }
 
-// writerConnector is the connector of a writer pool that owns a read pool: database/sql calls its
-// Close when the writer closes (sql.DB.Close closes a connector that is an io.Closer).
+// sqliteCheckpointers maps the writer *sql.DB that OpenSQLite returned to its checkpointer, for tests.
+var sqliteCheckpointers sync.Map // *sql.DB -> *checkpointer
+
+// writerConnector is the connector of a writer pool that owns a read pool and a checkpointer:
+// database/sql calls its Close when the writer closes (sql.DB.Close closes a connector that is an
+// io.Closer).
 type writerConnector struct {
 	driver.Connector
-	db   *sql.DB // the writer, the key in sqliteReaders
-	read *sql.DB
+	db           *sql.DB // the writer, the key in sqliteReaders and sqliteCheckpointers
+	read         *sql.DB
+	checkpointer *checkpointer
 
 	once sync.Once
 	err  error
 }
 
-// Close closes the read pool and forgets it.
+// Close stops the checkpointer, closes the read pool, and forgets both.
 func (c *writerConnector) Close() error {
 	c.once.Do(func() {
+		sqliteCheckpointers.Delete(c.db)
 		sqliteReaders.Delete(c.db)
-		if err := c.read.Close(); err != nil {
-			c.err = fmt.Errorf("close sqlite read pool: %w", err)
+		var errs []error
+		if err := c.checkpointer.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close sqlite checkpointer: %w", err))
 		}
+		if err := c.read.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close sqlite read pool: %w", err))
+		}
+		c.err = errors.Join(errs...)
 	})
 	return c.err
 }

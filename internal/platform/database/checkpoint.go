@@ -1,0 +1,195 @@
+package database
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"io"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+)
+
+// CheckpointPages is how many WAL frames (pages) not yet copied into a database opened with OpenSQLite
+// make its checkpointer copy them: twice SQLite's own automatic threshold (wal_autocheckpoint's
+// default, 1,000), because a checkpoint writes each page once however many frames of it the WAL holds,
+// and the hot pages (index edges, sessions, the event log's end) are in most of them.
+const CheckpointPages = 2000
+
+// writerCheckpointPages is the writer's own automatic checkpoint (wal_autocheckpoint), a backstop that
+// bounds the WAL when the checkpointer cannot keep it short: SQLite starts the WAL over only when a write
+// transaction begins with every frame copied, which the checkpointer, running beside the writer, may
+// miss under a steady stream of writes. The writer then copies the few frames the checkpointer has not
+// (a commit that takes the WAL past this runs that checkpoint), and the next write starts the WAL over.
+const writerCheckpointPages = 4 * CheckpointPages
+
+// Polling of the checkpointer: how often it reads the WAL's size while the WAL grows, and how far it
+// backs off while nothing changes.
+const (
+	checkpointPoll    = 10 * time.Millisecond
+	checkpointPollMax = time.Second
+)
+
+// sqliteCheckpointParams configures the checkpointer's connection: the writer's synchronous setting,
+// which says how a checkpoint syncs (the WAL before copying, the database file after), query_only so
+// that it can write nothing else, and a busy timeout for opening (a PASSIVE checkpoint itself never
+// waits for a lock).
+var sqliteCheckpointParams = url.Values{
+	"_pragma": {"busy_timeout(5000)", "query_only(1)", "synchronous(NORMAL)"},
+}.Encode()
+
+// checkpointer copies a database's WAL into its file (PRAGMA wal_checkpoint(PASSIVE)) on a connection
+// of its own, whenever CheckpointPages frames are waiting, so that the writer seldom does: SQLite's
+// automatic checkpoint runs inside the commit that takes the WAL past its threshold, on the one writer
+// connection, where copying the pages and the two fsyncs (the WAL, then the database file) hold up
+// every other write. A PASSIVE checkpoint takes no lock that the writer or the readers need, so they run
+// on beside it; it copies what no reader still needs, and the rest the next time.
+//
+// Durability is SQLite's: a checkpoint copies frames of committed transactions, already in the WAL, and
+// syncs as the writer's checkpoint would (synchronous=NORMAL); what was acknowledged is in the WAL
+// either way.
+//
+// It learns the WAL's length and how much of it was copied from the WAL index (the -shm file, whose
+// header SQLite documents in https://www.sqlite.org/walformat.html, section 2.2), reading the file
+// instead of asking the database, which would take a lock; a value read while SQLite updates it is only
+// ever a reason to look again at the next poll.
+type checkpointer struct {
+	db      *sql.DB // one connection, sqliteCheckpointParams
+	shmPath string
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	mu        sync.Mutex
+	runs      int   // checkpoints run, for tests
+	lastError error // the last checkpoint's error, for tests
+}
+
+// startCheckpointer opens the checkpointer's connection to the database at path and starts it.
+func startCheckpointer(path string) (*checkpointer, error) {
+	c, err := sqliteConnector(path + "?" + sqliteCheckpointParams)
+	if err != nil {
+		return nil, err
+	}
+	cp := &checkpointer{db: openPool(c, 1), shmPath: path + "-shm",
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go cp.loop()
+	return cp, nil
+}
+
+// Close stops the checkpointer and closes its connection.
+func (cp *checkpointer) Close() error {
+	cp.once.Do(func() { close(cp.stop) })
+	<-cp.done
+	return cp.db.Close()
+}
+
+// loop polls the WAL index every checkpointPoll while the WAL changes, backing off to checkpointPollMax
+// while it does not, and checkpoints when due (due).
+func (cp *checkpointer) loop() {
+	defer close(cp.done)
+	var shm *os.File
+	defer func() {
+		if shm != nil {
+			shm.Close()
+		}
+	}()
+	poll := checkpointPoll
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	var last walState
+	for {
+		select {
+		case <-cp.stop:
+			return
+		case <-t.C:
+		}
+		if shm == nil {
+			// The -shm file exists once a connection opened the database in WAL mode; the
+			// checkpointer's own connection keeps it from being removed while it runs.
+			if err := cp.db.PingContext(context.Background()); err == nil {
+				shm, _ = os.Open(cp.shmPath)
+			}
+		}
+		var st walState
+		ok := false
+		if shm != nil {
+			st, ok = readWALState(shm)
+		}
+		switch {
+		case !ok || st == last:
+			poll = min(2*poll, checkpointPollMax)
+		default:
+			poll = checkpointPoll
+			if cp.due(st) {
+				cp.checkpoint()
+			}
+		}
+		last = st
+		t.Reset(poll)
+	}
+}
+
+// due reports whether the WAL in st should be checkpointed now: when CheckpointPages frames wait to be
+// copied. (Checkpointing the few frames written beside the last checkpoint as well, so that SQLite can
+// start the WAL over without the writer's backstop, measured as more bytes written and more CPU:
+// each such checkpoint copies the hot pages again, and syncs twice.)
+func (cp *checkpointer) due(st walState) bool {
+	waiting := st.frames - min(st.backfilled, st.frames)
+	return waiting >= CheckpointPages
+}
+
+// checkpoint runs one PASSIVE checkpoint. Its error is kept for tests only: the writer's own checkpoint
+// is the backstop, and a failing disk shows there.
+func (cp *checkpointer) checkpoint() {
+	var busy, log, done int64
+	err := cp.db.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
+	cp.mu.Lock()
+	cp.runs++
+	cp.lastError = err
+	cp.mu.Unlock()
+}
+
+// walState is what the WAL index says of the WAL: the frames in it and how many of them were copied
+// into the database file.
+type walState struct {
+	frames, backfilled uint32
+}
+
+// The layout of the WAL index's start (walformat.html, 2.2.1): two copies of a 48-byte header, written
+// one after the other so that a reader can tell a torn read, then the checkpoint information. Fields
+// are in the machine's byte order.
+const (
+	walIndexHdrSize   = 48
+	walIndexVersion   = 3007000
+	walIndexMxFrame   = 16 // in a header copy
+	walIndexIsInit    = 12
+	walIndexBackfill  = 2 * walIndexHdrSize // nBackfill, first field of the checkpoint information
+	walIndexReadBytes = walIndexBackfill + 4
+)
+
+// readWALState reads the WAL state from the -shm file; ok is false when the index is not initialized,
+// not a version this knows, or the two header copies differ (read while SQLite wrote one).
+func readWALState(shm io.ReaderAt) (walState, bool) {
+	var b [walIndexReadBytes]byte
+	if _, err := shm.ReadAt(b[:], 0); err != nil {
+		return walState{}, false
+	}
+	h1, h2 := b[:walIndexHdrSize], b[walIndexHdrSize:2*walIndexHdrSize]
+	if string(h1) != string(h2) || h1[walIndexIsInit] != 1 || binary.NativeEndian.Uint32(h1) != walIndexVersion {
+		return walState{}, false
+	}
+	return walState{
+		frames:     binary.NativeEndian.Uint32(h1[walIndexMxFrame:]),
+		backfilled: binary.NativeEndian.Uint32(b[walIndexBackfill:]),
+	}, true
+}
+
+// stats returns how many checkpoints ran and the last one's error.
+func (cp *checkpointer) stats() (int, error) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return cp.runs, cp.lastError
+}

@@ -1,0 +1,151 @@
+package database
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// walStateOf reads the WAL state of the database at path from its -shm file.
+func walStateOf(t *testing.T, path string) walState {
+	t.Helper()
+	f, err := os.Open(path + "-shm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, ok := readWALState(f)
+	if !ok {
+		t.Fatalf("readWALState(%s-shm): not a readable WAL index", path)
+	}
+	return st
+}
+
+// waitFor polls cond until it holds, failing the test after a generous hang guard.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestCheckpointerCopiesTheWALBesideTheWriter writes more pages than CheckpointPages (and fewer than
+// the writer's own threshold, so the writer never checkpoints) and waits for them to reach the
+// database file, then checks that the next write starts the WAL over: the WAL stays short with no
+// checkpoint on the writer.
+func TestCheckpointerCopiesTheWALBesideTheWriter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "ckpt.db")
+	db, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	defer db.Close()
+	v, ok := sqliteCheckpointers.Load(db)
+	if !ok {
+		t.Fatal("OpenSQLite's database has no checkpointer")
+	}
+	cp := v.(*checkpointer)
+	var auto int
+	if err := db.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&auto); err != nil {
+		t.Fatal(err)
+	}
+	if auto != writerCheckpointPages {
+		t.Fatalf("the writer's wal_autocheckpoint = %d, want %d", auto, writerCheckpointPages)
+	}
+
+	// About 1.5 pages per row: 1,000 rows put some 1,500 pages in the WAL, in one transaction.
+	const rows = CheckpointPages
+	if _, err := db.ExecContext(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	err = InTx(ctx, db, func(tx *sql.Tx) error {
+		for i := range rows {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO t (id, v) VALUES ($1, zeroblob(6000))", i); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	if st := walStateOf(t, path); st.frames < CheckpointPages || st.frames >= writerCheckpointPages {
+		t.Fatalf("after the insert the WAL holds %d frames, want between %d and %d", st.frames, CheckpointPages, writerCheckpointPages)
+	}
+
+	// The database file grows only when a checkpoint copies pages into it.
+	waitFor(t, "the checkpointer to copy the WAL into the database file", func() bool {
+		st := walStateOf(t, path)
+		return st.backfilled == st.frames
+	})
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if min := int64(rows) * 6000; fi.Size() < min {
+		t.Errorf("database file is %d bytes after the checkpoint, want at least %d", fi.Size(), min)
+	}
+	runs, err := cp.stats()
+	if runs < 1 || err != nil {
+		t.Errorf("checkpointer ran %d checkpoints, last error %v; want at least 1 and no error", runs, err)
+	}
+
+	// Everything copied: the next write starts the WAL over.
+	if _, err := db.ExecContext(ctx, "INSERT INTO t (id, v) VALUES ($1, x'00')", rows); err != nil {
+		t.Fatal(err)
+	}
+	if st := walStateOf(t, path); st.frames > 10 {
+		t.Errorf("after a small write following the checkpoint the WAL holds %d frames, want a few (started over)", st.frames)
+	}
+	var n int
+	if err := Reader(db).QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != rows+1 {
+		t.Errorf("count = %d, %v; want %d", n, err, rows+1)
+	}
+}
+
+func TestReadWALState(t *testing.T) {
+	hdr := make([]byte, walIndexHdrSize)
+	binary.NativeEndian.PutUint32(hdr, walIndexVersion)
+	hdr[walIndexIsInit] = 1
+	binary.NativeEndian.PutUint32(hdr[walIndexMxFrame:], 1234)
+	index := func(h1, h2 []byte, backfilled uint32) []byte {
+		b := append(append(bytes.Clone(h1), h2...), make([]byte, 40)...)
+		binary.NativeEndian.PutUint32(b[walIndexBackfill:], backfilled)
+		return b
+	}
+	torn := bytes.Clone(hdr)
+	torn[walIndexMxFrame] ^= 1
+	uninit := bytes.Clone(hdr)
+	uninit[walIndexIsInit] = 0
+	other := bytes.Clone(hdr)
+	binary.NativeEndian.PutUint32(other, walIndexVersion+1)
+
+	for _, tc := range []struct {
+		name   string
+		index  []byte
+		want   walState
+		wantOK bool
+	}{
+		{"sound", index(hdr, hdr, 1000), walState{frames: 1234, backfilled: 1000}, true},
+		{"torn", index(hdr, torn, 1000), walState{}, false},
+		{"not initialized", index(uninit, uninit, 0), walState{}, false},
+		{"other version", index(other, other, 0), walState{}, false},
+		{"short", hdr, walState{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := readWALState(bytes.NewReader(tc.index))
+			if got != tc.want || ok != tc.wantOK {
+				t.Errorf("readWALState = %+v, %v; want %+v, %v", got, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
