@@ -60,7 +60,7 @@ func (c *Client) FindNearby(ctx context.Context, q dispatch.NearbyQuery) ([]disp
 	if q.MaxAge > 0 {
 		req.MaxLocationAge = durationpb.New(q.MaxAge)
 	}
-	res, err := c.couriers.FindNearbyCouriers(ctx, req, nearbyDecoding)
+	res, err := c.couriers.FindNearbyCouriers(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("find couriers near %v: %w", q.Center, grpcerr.FromStatus(err))
 	}

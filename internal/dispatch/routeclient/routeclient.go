@@ -29,7 +29,6 @@ import (
 	"lastmile/internal/geo/geoproto"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
-	"lastmile/internal/platform/grpcclient"
 )
 
 // Defaults of Options.
@@ -181,9 +180,6 @@ func (c *Client) Matrices(ctx context.Context, origins, dests []geo.LatLng, mode
 	return out, provider, nil
 }
 
-// matrixDecoding decodes ComputeMatrix's answer with its elements in arrays (decodeMatrix).
-var matrixDecoding = grpcclient.DecodeResponse(decodeMatrix)
-
 // call makes one ComputeMatrix call (within the contract's bounds) and returns legs[o][d].
 func (c *Client) call(ctx context.Context, origins, dests []geo.LatLng, mode geo.TransportMode, depart time.Time) ([][]dispatch.Leg, string, error) {
 	req := &routev1.ComputeMatrixRequest{
@@ -203,7 +199,7 @@ func (c *Client) call(ctx context.Context, origins, dests []geo.LatLng, mode geo
 	res, err := c.cb.Execute(func() (*routev1.ComputeMatrixResponse, error) {
 		cctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
-		res, err := c.routes.ComputeMatrix(cctx, req, matrixDecoding)
+		res, err := c.routes.ComputeMatrix(cctx, req)
 		if err != nil && ctx.Err() != nil {
 			// The caller gave up: says nothing about route.
 			return nil, ctx.Err()
