@@ -38,3 +38,15 @@ func LatLng(p *geov1.LatLng) geo.LatLng {
 func LatLngProto(p geo.LatLng) *geov1.LatLng {
 	return &geov1.LatLng{Latitude: p.Lat, Longitude: p.Lng}
 }
+
+// Prevalid reports whether p is present and within lastmile.geo.v1.LatLng's rules (latitude in
+// [-90, 90], longitude in [-180, 180], both finite): a check for grpcserver.Prevalidator implementations.
+func Prevalid(p *geov1.LatLng) bool {
+	return p != nil && geo.LatLng{Lat: p.GetLatitude(), Lng: p.GetLongitude()}.Valid()
+}
+
+// PrevalidMode reports whether m is a mode the enum defines other than TRANSPORT_MODE_UNSPECIFIED
+// (`enum = {defined_only: true, not_in: [0]}`).
+func PrevalidMode(m geov1.TransportMode) bool {
+	return m >= geov1.TransportMode_TRANSPORT_MODE_BICYCLE && m <= geov1.TransportMode_TRANSPORT_MODE_WALKING
+}
