@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -129,5 +130,36 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 	_, err = s.GetCourier(ctx, "c1")
 	if got := apperr.CodeOf(err); got != apperr.Unavailable {
 		t.Errorf("GetCourier() on an unreachable database = %v (code %q), want %q", err, got, apperr.Unavailable)
+	}
+}
+
+// BenchmarkClaimCourier measures a claim's transaction and the release after it, on one courier.
+func BenchmarkClaimCourier(b *testing.B) {
+	requirePostgres(b)
+	ctx := b.Context()
+	s := newStore(b)
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := courier.Courier{ID: "c1", UserID: "u1", DisplayName: "c1", Mode: courier.ModeCar, Capacity: 3, Status: courier.StatusAvailable, CreatedAt: now, UpdatedAt: now, Version: 1}
+	if err := s.CreateCourier(ctx, c); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n++
+		task := fmt.Sprintf("t%d", n)
+		claim := courier.Claim{CourierID: c.ID, TaskID: task, ClaimedAt: now, ExpectedRelease: now.Add(time.Hour)}
+		err := s.ClaimCourier(ctx, c.ID, task, func(cur courier.Courier, holder string) (*courier.Claim, error) {
+			if holder != "" || cur.ActiveTasks != 0 {
+				return nil, fmt.Errorf("courier %+v, holder %q: want no claim", cur, holder)
+			}
+			return &claim, nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if released, err := s.ReleaseCourier(ctx, c.ID, task); err != nil || !released {
+			b.Fatalf("ReleaseCourier(%s) = %v, %v", task, released, err)
+		}
 	}
 }

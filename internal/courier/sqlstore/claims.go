@@ -36,14 +36,9 @@ func (s *Store) loadClaims(ctx context.Context, q querier, id string) ([]courier
 // ClaimCourier implements courier.Store.
 func (s *Store) ClaimCourier(ctx context.Context, id, taskID string, decide func(c courier.Courier, holder string) (*courier.Claim, error)) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		cur, err := s.lockCourier(ctx, tx, id)
+		cur, holder, err := s.lockCourierAndHolder(ctx, tx, id, taskID)
 		if err != nil {
 			return err
-		}
-		var holder string
-		err = tx.QueryRowContext(ctx, `SELECT courier_id FROM claims WHERE task_id = $1`, taskID).Scan(&holder)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return s.e.MapError(err, "look up claim of task "+taskID)
 		}
 		c, err := decide(cur, holder)
 		if err != nil || c == nil {
@@ -60,6 +55,41 @@ func (s *Store) ClaimCourier(ctx context.Context, id, taskID string, decide func
 		}
 		return nil
 	})
+}
+
+// lockCourierAndHolder is lockCourier, and the courier holding task taskID's claim ("" when none). Where
+// the engine locks rows (PostgreSQL) the courier and the holder are read by one statement after the
+// lock: one round trip fewer per claim.
+func (s *Store) lockCourierAndHolder(ctx context.Context, tx *sql.Tx, id, taskID string) (courier.Courier, string, error) {
+	if s.e.Lock == "" {
+		cur, err := s.lockCourier(ctx, tx, id)
+		if err != nil {
+			return courier.Courier{}, "", err
+		}
+		var holder string
+		err = tx.QueryRowContext(ctx, `SELECT courier_id FROM claims WHERE task_id = $1`, taskID).Scan(&holder)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return courier.Courier{}, "", s.e.MapError(err, "look up claim of task "+taskID)
+		}
+		return cur, holder, nil
+	}
+	if err := s.lock(ctx, tx, id); err != nil {
+		return courier.Courier{}, "", err
+	}
+	var (
+		c      courier.Courier
+		holder sql.NullString
+	)
+	err := tx.QueryRowContext(ctx, `SELECT `+courierColumns+`, (SELECT courier_id FROM claims WHERE task_id = $2) FROM couriers c WHERE c.id = $1`,
+		id, taskID).Scan(&c.ID, &c.UserID, &c.DisplayName, &c.Mode, &c.Capacity, &c.Status,
+		database.ScanTime(&c.CreatedAt), database.ScanTime(&c.UpdatedAt), &c.Version, &c.ActiveTasks, &holder)
+	if errors.Is(err, sql.ErrNoRows) {
+		return courier.Courier{}, "", courierNotFound(id)
+	}
+	if err != nil {
+		return courier.Courier{}, "", s.e.MapError(err, fmt.Sprintf("load courier %s and the claim of task %s", id, taskID))
+	}
+	return c, holder.String, nil
 }
 
 // ReleaseCourier implements courier.Store. Deleting needs no lock: fewer claims never break a rule.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -60,6 +61,15 @@ func OpenPostgres(ctx context.Context, u string, opts PostgresOptions) (*pgxpool
 		// A startup parameter costs no extra round trip (an AfterConnect SET would) and survives
 		// DISCARD ALL from poolers.
 		cfg.ConnConfig.RuntimeParams["search_path"] = searchPath(opts.Schema)
+	}
+	afterConnect := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		m := conn.TypeMap()
+		m.TryWrapEncodePlanFuncs = append([]pgtype.TryWrapEncodePlanFunc{unwrapPQArrays}, m.TryWrapEncodePlanFuncs...)
+		if afterConnect != nil {
+			return afterConnect(ctx, conn)
+		}
+		return nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
