@@ -86,6 +86,12 @@ func compareHits(a, b hit) int {
 type best struct {
 	limit int
 	h     []hit
+	// cosMax is at most the cosine of the latitude of the center and of every point considered (0 when
+	// unknown); once best is full, latWin and lngWin are the latitude and longitude differences in
+	// degrees beyond which a point is surely farther than the worst kept hit, so it is skipped without
+	// admits or trigonometry (add would refuse it).
+	cosMax         float64
+	latWin, lngWin float64
 }
 
 func (b *best) full() bool { return len(b.h) == b.limit }
@@ -103,6 +109,9 @@ func (b *best) add(x hit) {
 			}
 			b.h[p], b.h[i] = b.h[i], b.h[p]
 			i = p
+		}
+		if b.full() {
+			b.tighten()
 		}
 		return
 	}
@@ -124,6 +133,22 @@ func (b *best) add(x hit) {
 		b.h[i], b.h[top] = b.h[top], b.h[i]
 		i = top
 	}
+	b.tighten()
+}
+
+// tighten sets latWin and lngWin from the worst kept hit w. A point whose latitudes differ by Δφ is at
+// least R·Δφ away (latWindow); one whose longitudes differ by Δλ is, by the haversine formula, at least
+// 2R·asin(cosMax·sin(Δλ/2)) away, which exceeds w when Δλ > 2·asin(sin(w/2R)/cosMax). Both windows keep
+// a margin for rounding, so a skipped point is farther than w by far more than the error of Distance.
+func (b *best) tighten() {
+	w := b.worst().dist
+	b.latWin = latWindow(w)
+	b.lngWin = 360 // no bound
+	if c := b.cosMax - 1e-12; c > 0 && w/(2*EarthRadiusMeters) < math.Pi/2 {
+		if s := math.Sin(w/(2*EarthRadiusMeters)) / c; s < 1 {
+			b.lngWin = deg(2*math.Asin(s))*(1+1e-9) + 1e-12
+		}
+	}
 }
 
 // sorted returns the kept hits nearest first.
@@ -133,9 +158,23 @@ func (b *best) sorted() []hit {
 }
 
 // consider adds e to b if admits accepts it and it lies within radius of lat, lng. The latitude test
-// first skips most far couriers without trigonometry: a point |Δlat| away is at least that far.
+// first skips most far couriers without trigonometry: a point |Δlat| away is at least that far; once b
+// is full, so do its windows around the worst kept hit (tighten).
 func (b *best) consider(e *entry, lat, lng, radius, dLat float64, admits func(*entry) bool) {
-	if math.Abs(e.loc.Lat-lat) > dLat || !admits(e) {
+	dlat := math.Abs(e.loc.Lat - lat)
+	if dlat > dLat {
+		return
+	}
+	if b.full() {
+		dlng := math.Abs(e.loc.Lng - lng)
+		if dlng > 180 {
+			dlng = 360 - dlng
+		}
+		if dlat > b.latWin || dlng > b.lngWin {
+			return
+		}
+	}
+	if !admits(e) {
 		return
 	}
 	if d := Distance(lat, lng, e.loc.Lat, e.loc.Lng); d <= radius {
@@ -209,7 +248,7 @@ func (g *grid) rings(lat, lng, radius float64, limit int, admits func(*entry) bo
 		return d*(1-1e-9) - 1e-6 // stay below the true bound despite rounding
 	}
 
-	top := best{limit: limit}
+	top := best{limit: limit, cosMax: cosMax}
 	visit := func(di, dj int32) {
 		col := ((cj+dj)%numCols + numCols) % numCols
 		for _, e := range g.cells[cellKey{ci + di, col}] {
@@ -242,8 +281,8 @@ func (g *grid) rings(lat, lng, radius float64, limit int, admits func(*entry) bo
 
 // scan is nearby by visiting every indexed courier.
 func (g *grid) scan(lat, lng, radius float64, limit int, admits func(*entry) bool) []hit {
-	top := best{limit: limit}
 	window := latWindow(radius)
+	top := best{limit: limit, cosMax: math.Cos(rad(min(math.Abs(lat)+window, 90)))}
 	for _, m := range g.cells {
 		for _, e := range m {
 			top.consider(e, lat, lng, radius, window, admits)

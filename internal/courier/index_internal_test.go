@@ -89,3 +89,62 @@ func TestGridRingsMatchScan(t *testing.T) {
 		t.Errorf("only %d of 400 queries ran the ring search; the test lost its point", ringRuns)
 	}
 }
+
+// TestGridNearbyMatchesBruteForce checks nearby against the definition, without the index or best: every
+// admitted courier within the radius by Distance, nearest first (ties by id), the first limit, with
+// their distances to the bit. Couriers crowd a few places (a city, both sides of the antimeridian, near a
+// pole, on one spot) so that the kept set fills early and the windows of best skip most of the rest.
+func TestGridNearbyMatchesBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 13))
+	g := newGrid()
+	centers := [][2]float64{{52.52, 13.405}, {0, 179.999}, {0, -179.999}, {89.95, 45}, {-89.99, -120}, {10, 20}}
+	var all []*entry
+	for n := range 4000 {
+		ctr := centers[rng.IntN(len(centers))]
+		spread := []float64{0, 0.001, 0.02, 0.3}[rng.IntN(4)]
+		e := &entry{c: Courier{ID: fmt.Sprintf("c%05d", n)}, hasLoc: true}
+		e.loc.Lat = min(max(ctr[0]+(rng.Float64()*2-1)*spread, -90), 90)
+		e.loc.Lng = ctr[1] + (rng.Float64()*2-1)*spread
+		if e.loc.Lng > 180 {
+			e.loc.Lng -= 360
+		} else if e.loc.Lng < -180 {
+			e.loc.Lng += 360
+		}
+		g.put(e)
+		all = append(all, e)
+	}
+	key := func(hs []hit) []string {
+		out := make([]string, len(hs))
+		for i, h := range hs {
+			out[i] = fmt.Sprintf("%s@%v", h.e.c.ID, h.dist)
+		}
+		return out
+	}
+	for i := range 600 {
+		ctr := centers[rng.IntN(len(centers))]
+		lat := min(max(ctr[0]+(rng.Float64()*2-1)*0.05, -90), 90)
+		lng := ctr[1] + (rng.Float64()*2-1)*0.05
+		if lng > 180 {
+			lng -= 360
+		} else if lng < -180 {
+			lng += 360
+		}
+		radius := []float64{50, 1_000, 3_000, 20_000, 50_000}[rng.IntN(5)]
+		limit := []int{1, 2, 5, 20, 100}[rng.IntN(5)]
+		admits := func(e *entry) bool { return i%3 != 1 || e.c.ID[len(e.c.ID)-1]%2 == 0 }
+		var want []hit
+		for _, e := range all {
+			if d := Distance(lat, lng, e.loc.Lat, e.loc.Lng); d <= radius && admits(e) {
+				want = append(want, hit{e, d})
+			}
+		}
+		slices.SortFunc(want, compareHits)
+		want = want[:min(len(want), limit)]
+		if got := g.nearby(lat, lng, radius, limit, admits); !slices.Equal(key(want), key(got)) {
+			t.Fatalf("query %d (%v, %v, %v m, limit %d): nearby = %v, want %v", i, lat, lng, radius, limit, key(got), key(want))
+		}
+		if got := g.scan(lat, lng, radius, limit, admits); !slices.Equal(key(want), key(got)) {
+			t.Fatalf("query %d (%v, %v, %v m, limit %d): scan = %v, want %v", i, lat, lng, radius, limit, key(got), key(want))
+		}
+	}
+}

@@ -3,7 +3,6 @@ package grpcapi
 import (
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -115,34 +114,78 @@ func encodeSlots(slots []courier.Slot) []*courierv1.HourSlot {
 }
 
 func encodeSnapshot(s courier.Snapshot) *courierv1.CourierSnapshot {
-	out := &courierv1.CourierSnapshot{
-		CourierId:       s.Courier.ID,
-		TransportMode:   geoproto.ModeProto(s.Courier.Mode),
-		Status:          encodeStatus(s.Status()),
-		AvailableNow:    s.AvailableNow,
-		ActiveTaskCount: int32(s.Courier.ActiveTasks),
-		Capacity:        int32(s.Courier.Capacity),
-		ActiveTaskIds:   slices.Clone(s.TaskIDs),
-		DisplayName:     s.Courier.DisplayName,
-	}
-	if s.HasLocation {
-		out.LastLocation = encodeFix(s.Location)
-		out.LocationAge = durationpb.New(s.LocationAge)
-	}
-	return out
+	return &encodeSnapshots(1, func(int) *courier.Snapshot { return &s })[0]
 }
 
-func encodeFix(f courier.LocationFix) *courierv1.LocationFix {
-	out := &courierv1.LocationFix{
-		Location:       &geov1.LatLng{Latitude: f.Lat, Longitude: f.Lng},
-		RecordedAt:     timestamppb.New(f.RecordedAt),
-		AccuracyMeters: f.AccuracyMeters,
+// encodeSnapshots returns the API messages of n snapshots, snap(i) for i from 0. A search answers up to
+// 100 couriers, each a snapshot of six messages (the snapshot, its fix, point, fix time and location age,
+// speed and heading) and a list of task ids: they are allocated in one array per kind, not one by one.
+func encodeSnapshots(n int, snap func(i int) *courier.Snapshot) []courierv1.CourierSnapshot {
+	var (
+		out    = make([]courierv1.CourierSnapshot, n)
+		fixes  []courierv1.LocationFix
+		points []geov1.LatLng
+		times  []timestamppb.Timestamp
+		ages   []durationpb.Duration
+		floats []float64
+		ids    []string
+	)
+	located, tasks := 0, 0
+	for i := range n {
+		s := snap(i)
+		tasks += len(s.TaskIDs)
+		if s.HasLocation {
+			located++
+		}
 	}
-	if f.SpeedMPS >= 0 {
-		out.Speed = &f.SpeedMPS
+	if located > 0 {
+		fixes = make([]courierv1.LocationFix, 0, located)
+		points = make([]geov1.LatLng, 0, located)
+		times = make([]timestamppb.Timestamp, 0, located)
+		ages = make([]durationpb.Duration, 0, located)
+		floats = make([]float64, 0, 2*located)
 	}
-	if f.Heading >= 0 {
-		out.Heading = &f.Heading
+	if tasks > 0 {
+		ids = make([]string, 0, tasks)
+	}
+	for i := range n {
+		s, o := snap(i), &out[i]
+		o.CourierId = s.Courier.ID
+		o.TransportMode = geoproto.ModeProto(s.Courier.Mode)
+		o.Status = encodeStatus(s.Status())
+		o.AvailableNow = s.AvailableNow
+		o.ActiveTaskCount = int32(s.Courier.ActiveTasks)
+		o.Capacity = int32(s.Courier.Capacity)
+		o.DisplayName = s.Courier.DisplayName
+		if len(s.TaskIDs) > 0 {
+			from := len(ids)
+			ids = append(ids, s.TaskIDs...)
+			o.ActiveTaskIds = ids[from:len(ids):len(ids)]
+		}
+		if !s.HasLocation {
+			continue
+		}
+		f := &s.Location
+		points = append(points, geov1.LatLng{Latitude: f.Lat, Longitude: f.Lng})
+		times = append(times, timestamppb.Timestamp{Seconds: f.RecordedAt.Unix(), Nanos: int32(f.RecordedAt.Nanosecond())})
+		fixes = append(fixes, courierv1.LocationFix{
+			Location:       &points[len(points)-1],
+			RecordedAt:     &times[len(times)-1],
+			AccuracyMeters: f.AccuracyMeters,
+		})
+		fix := &fixes[len(fixes)-1]
+		if f.SpeedMPS >= 0 {
+			floats = append(floats, f.SpeedMPS)
+			fix.Speed = &floats[len(floats)-1]
+		}
+		if f.Heading >= 0 {
+			floats = append(floats, f.Heading)
+			fix.Heading = &floats[len(floats)-1]
+		}
+		o.LastLocation = fix
+		age := s.LocationAge.Nanoseconds() // durationpb.New's arithmetic
+		ages = append(ages, durationpb.Duration{Seconds: age / 1e9, Nanos: int32(age % 1e9)})
+		o.LocationAge = &ages[len(ages)-1]
 	}
 	return out
 }

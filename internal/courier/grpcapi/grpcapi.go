@@ -241,9 +241,12 @@ func (s *Server) FindNearbyCouriers(ctx context.Context, req *courierv1.FindNear
 	if err != nil {
 		return nil, err
 	}
+	snaps := encodeSnapshots(len(found), func(i int) *courier.Snapshot { return &found[i].Snapshot })
+	nearby := make([]courierv1.NearbyCourier, len(found))
 	out := &courierv1.FindNearbyCouriersResponse{Couriers: make([]*courierv1.NearbyCourier, len(found))}
 	for i, n := range found {
-		out.Couriers[i] = &courierv1.NearbyCourier{Courier: encodeSnapshot(n.Snapshot), DistanceMeters: n.DistanceMeters}
+		nearby[i].Courier, nearby[i].DistanceMeters = &snaps[i], n.DistanceMeters
+		out.Couriers[i] = &nearby[i]
 	}
 	return out, nil
 }

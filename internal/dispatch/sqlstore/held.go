@@ -235,10 +235,10 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 	return out, nil
 }
 
-// CourierStates implements dispatch.Store in one statement: the couriers that are not connected (the
-// rest are, as Connected), the couriers with an open offer (as OfferOpen) and the list of held tasks'
-// ids and versions of each courier holding some (as HeldTasksOf), one part of a UNION ALL each; the
-// held tasks' fields then come from heldSets, or for a list it does not know, from heldTasks.
+// CourierStates implements dispatch.Store in one statement: the connected couriers (as Connected; on
+// SQLite, those that are not), the couriers with an open offer (as OfferOpen) and the list of held
+// tasks' ids and versions of each courier holding some (as HeldTasksOf), one part of a UNION ALL each;
+// the held tasks' fields then come from heldSets, or for a list it does not know, from heldTasks.
 func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	return s.courierStates(ctx, courierIDs, partConnected|partOfferOpen, since, heldOf)
 }
@@ -246,9 +246,10 @@ func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since ti
 // The kinds of courierStates' rows: small integers, which the drivers hand over without allocating (a
 // one-letter text would be a new string per row).
 const (
-	kindNotConnected = 1
+	kindConnected    = 1
 	kindOfferOpen    = 2
 	kindHeld         = 3
+	kindNotConnected = 4
 )
 
 // The parts of courierStates that read about its courierIDs.
@@ -260,11 +261,13 @@ const (
 // courierStates is CourierStates reading only parts about courierIDs (the held tasks of heldOf when
 // that is not empty): Connected, OfferOpen and HeldTasksOf are each one part of it.
 //
-// The parts about courierIDs look each id up (a correlated EXISTS per id of the list, an index seek
-// each) and return a row only for the exceptions: a courier not connected, a courier with an open
-// offer. Most couriers a batch reads are connected without an offer, and a row costs more than the
-// seek (the driver's step and scan, a string per column); a list joined with IN would moreover be
-// built into a temporary index first.
+// On SQLite the parts about courierIDs look each id up (a correlated EXISTS per id of the list, an
+// index seek each) and return a row only for the exceptions: a courier not connected, a courier with
+// an open offer. Most couriers a batch reads are connected without an offer, and a row costs more than
+// the seek (the driver's step and scan, a string per column); the list joined with IN was moreover
+// built into a temporary index first. On PostgreSQL they select the connected couriers and those with
+// an open offer with `= ANY`: the correlated form doubled the server's CPU per assignment in the load
+// test there (its plans for it are worse than for the join).
 func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts int, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	out := dispatch.CourierStates{Connected: map[string]bool{}, OfferOpen: map[string]bool{}, Held: map[string][]dispatch.Task{}}
 	if len(courierIDs) == 0 {
@@ -281,7 +284,24 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	if parts != 0 {
+	exceptions := parts != 0 && s.e.Dialect == database.SQLite
+	if parts != 0 && !exceptions {
+		conn, v, err := s.inList("courier_id", len(args)+1, courierIDs)
+		if err != nil {
+			return dispatch.CourierStates{}, err
+		}
+		args = append(args, v)
+		if parts&partConnected != 0 {
+			open, heartbeat := arg(true), arg(s.time(since))
+			selects = append(selects, `SELECT `+strconv.Itoa(kindConnected)+`, courier_id, '' FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn)
+		}
+		if parts&partOfferOpen != 0 {
+			offered := arg(string(dispatch.StateOffered))
+			offer := strings.Replace(conn, "courier_id", "offer_courier_id", 1) // the same argument
+			selects = append(selects, `SELECT DISTINCT `+strconv.Itoa(kindOfferOpen)+`, offer_courier_id, '' FROM tasks WHERE state = `+offered+` AND `+offer)
+		}
+	}
+	if exceptions {
 		list, v, err := s.idTable(len(args)+1, courierIDs)
 		if err != nil {
 			return dispatch.CourierStates{}, err
@@ -328,6 +348,8 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 				return err
 			}
 			switch kind {
+			case kindConnected:
+				out.Connected[courierID] = true
 			case kindNotConnected:
 				if notConnected == nil {
 					notConnected = map[string]bool{}
@@ -348,7 +370,7 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 	if err != nil {
 		return dispatch.CourierStates{}, s.e.MapError(err, what)
 	}
-	if parts&partConnected != 0 {
+	if exceptions && parts&partConnected != 0 {
 		out.Connected = make(map[string]bool, len(courierIDs)-len(notConnected))
 		for _, id := range courierIDs {
 			if !notConnected[id] {
@@ -423,11 +445,8 @@ func (s *Store) inList(col string, n int, ids []string) (string, any, error) {
 }
 
 // idTable returns ids as a table of one column, value, named ids, with ids as the one argument $n (as
-// inList): `unnest($n::text[]) AS ids(value)` on PostgreSQL, `json_each($n) AS ids` on SQLite.
+// inList): `json_each($n) AS ids` (SQLite only).
 func (s *Store) idTable(n int, ids []string) (string, any, error) {
-	if s.e.Dialect == database.Postgres {
-		return "unnest($" + strconv.Itoa(n) + "::text[]) AS ids(value)", ids, nil
-	}
 	doc, err := json.Marshal(ids)
 	if err != nil {
 		return "", nil, fmt.Errorf("encode %d ids: %w", len(ids), err)

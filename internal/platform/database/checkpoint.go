@@ -12,10 +12,11 @@ import (
 )
 
 // CheckpointPages is how many WAL frames (pages) not yet copied into a database opened with OpenSQLite
-// make its checkpointer copy them: twice SQLite's own automatic threshold (wal_autocheckpoint's
+// make its checkpointer copy them: four times SQLite's own automatic threshold (wal_autocheckpoint's
 // default, 1,000), because a checkpoint writes each page once however many frames of it the WAL holds,
-// and the hot pages (index edges, sessions, the event log's end) are in most of them.
-const CheckpointPages = 2000
+// and the hot pages (index edges, sessions, the event log's end) are in most of them. The WAL file
+// grows to about 16 MiB between checkpoints, 64 MiB at most (the writer's backstop).
+const CheckpointPages = 4000
 
 // writerCheckpointPages is the writer's own automatic checkpoint (wal_autocheckpoint), a backstop that
 // bounds the WAL when the checkpointer cannot keep it short: SQLite starts the WAL over only when a write
@@ -51,9 +52,9 @@ var sqliteCheckpointParams = url.Values{
 // either way.
 //
 // It learns the WAL's length and how much of it was copied from the WAL index (the -shm file, whose
-// header SQLite documents in https://www.sqlite.org/walformat.html, section 2.2), reading the file
-// instead of asking the database, which would take a lock; a value read while SQLite updates it is only
-// ever a reason to look again at the next poll.
+// header SQLite documents in https://www.sqlite.org/walformat.html, section 2.2), reading the file:
+// no statement reports the WAL's length without checkpointing it. A value read while SQLite updates it
+// is only ever a reason to look again at the next poll.
 type checkpointer struct {
 	db      *sql.DB // one connection, sqliteCheckpointParams
 	shmPath string

@@ -75,28 +75,36 @@ func (s *Server) ComputeMatrix(ctx context.Context, req *routev1.ComputeMatrixRe
 	if err != nil {
 		return nil, err
 	}
+	return encodeMatrix(m), nil
+}
+
+// encodeMatrix returns the API message of m. A matrix has up to 2,500 elements, each a message with a
+// duration message: they are allocated in two arrays (one element and one duration per element), not
+// one at a time, so a matrix costs four allocations whatever its size.
+func encodeMatrix(m route.Matrix) *routev1.ComputeMatrixResponse {
 	out := &routev1.ComputeMatrixResponse{
 		Elements:      make([]*routev1.MatrixElement, len(m.Elements)),
 		Provider:      m.Provider,
 		DepartureTime: timestamppb.New(m.Departure),
 	}
+	elems := make([]routev1.MatrixElement, len(m.Elements))
+	durs := make([]durationpb.Duration, len(m.Elements))
 	for i, e := range m.Elements {
-		out.Elements[i] = encodeElement(e)
-	}
-	return out, nil
-}
-
-func encodeElement(e route.MatrixElement) *routev1.MatrixElement {
-	out := &routev1.MatrixElement{
+		el := &elems[i]
 		// Indexes are below the service's limits (at most 100 by default), far inside int32.
-		OriginIndex:      int32(e.OriginIndex),
-		DestinationIndex: int32(e.DestinationIndex),
-		Condition:        routev1.RouteCondition_ROUTE_CONDITION_ROUTE_NOT_FOUND,
-	}
-	if e.Found {
-		out.Condition = routev1.RouteCondition_ROUTE_CONDITION_ROUTE_EXISTS
-		out.DistanceMeters = e.DistanceMeters
-		out.Duration = durationpb.New(e.Duration)
+		el.OriginIndex = int32(e.OriginIndex)
+		el.DestinationIndex = int32(e.DestinationIndex)
+		el.Condition = routev1.RouteCondition_ROUTE_CONDITION_ROUTE_NOT_FOUND
+		if e.Found {
+			el.Condition = routev1.RouteCondition_ROUTE_CONDITION_ROUTE_EXISTS
+			el.DistanceMeters = e.DistanceMeters
+			d := &durs[i]
+			// durationpb.New's arithmetic, without its allocation.
+			nanos := e.Duration.Nanoseconds()
+			d.Seconds, d.Nanos = nanos/1e9, int32(nanos%1e9)
+			el.Duration = d
+		}
+		out.Elements[i] = el
 	}
 	return out
 }
@@ -118,7 +126,11 @@ func (d *decoder) point(field string, p *geov1.LatLng) geo.LatLng {
 func (d *decoder) points(field string, ps []*geov1.LatLng) []geo.LatLng {
 	out := make([]geo.LatLng, len(ps))
 	for i, p := range ps {
-		out[i] = d.point(fmt.Sprintf("%s[%d]", field, i), p)
+		if p == nil { // the field's name formatted only when it is needed
+			out[i] = d.point(fmt.Sprintf("%s[%d]", field, i), p)
+			continue
+		}
+		out[i] = geoproto.LatLng(p)
 	}
 	return out
 }
