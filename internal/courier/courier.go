@@ -242,6 +242,10 @@ type Store interface {
 	// Claims returns the claims held by courier id, ordered by ClaimedAt then TaskID. NotFound when the
 	// courier is absent.
 	Claims(ctx context.Context, id string) ([]Claim, error)
+	// LiveState returns what a courier's live view is made of, as of one moment: courier id (ActiveTasks
+	// filled), its claims ordered by ClaimedAt then TaskID, and whether it marked the hour starting at
+	// hour (normalised to the start of its hour in UTC) available. NotFound when the courier is absent.
+	LiveState(ctx context.Context, id string, hour time.Time) (c Courier, claims []Claim, availNow bool, err error)
 
 	// SaveLocations upserts the latest location of each courier in fixes (a batch may hold several fixes
 	// of one courier and is in no particular order). A fix never replaces a stored one with a later or

@@ -19,19 +19,11 @@ func (s *Service) refresh(ctx context.Context, id string) (Snapshot, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	hour := s.now().UTC().Truncate(time.Hour)
-	c, err := s.store.GetCourier(ctx, id)
+	c, claims, availNow, err := s.store.LiveState(ctx, id, hour)
 	if err != nil {
-		return Snapshot{}, notFoundOr(err, "get courier "+id)
+		return Snapshot{}, notFoundOr(err, "get live state of courier "+id)
 	}
-	claims, err := s.store.Claims(ctx, id)
-	if err != nil {
-		return Snapshot{}, notFoundOr(err, "get claims of courier "+id)
-	}
-	hours, err := s.store.AvailableHours(ctx, id, hour, hour.Add(time.Hour))
-	if err != nil {
-		return Snapshot{}, notFoundOr(err, "get availability of courier "+id)
-	}
-	return s.live.set(c, taskIDs(claims), len(hours) > 0, hour, s.now()), nil
+	return s.live.set(c, taskIDs(claims), availNow, hour, s.now()), nil
 }
 
 // publishRefreshed refreshes courier id after a change that the store has committed and tells watchers.

@@ -45,6 +45,7 @@ func Run(t *testing.T, newStore func(t *testing.T) courier.Store) {
 		{"ClaimOfHeldTask", testClaimOfHeldTask},
 		{"Release", testRelease},
 		{"ClaimsOrder", testClaimsOrder},
+		{"LiveState", testLiveState},
 		{"ConcurrentClaimsRespectCapacity", testConcurrentClaimsRespectCapacity},
 		{"ConcurrentClaimsOfOneTask", testConcurrentClaimsOfOneTask},
 		{"ConcurrentClaimsOfOneTaskOnManyCouriers", testConcurrentClaimsOfOneTaskOnManyCouriers},
@@ -871,6 +872,71 @@ func testClaimsOrder(t *testing.T, s courier.Store) {
 	if diff := cmp.Diff(want, mustClaims(ctx, t, s, c.ID), cmpOpts...); diff != "" {
 		t.Errorf("Claims (-want +got):\n%s", diff)
 	}
+}
+
+// testLiveState checks that LiveState answers what GetCourier, Claims and AvailableHours over the hour
+// answer: without claims or with several (in their order), with the hour available, unavailable or unset,
+// for an hour given inside itself and in another zone, and NotFound for a courier that does not exist.
+func testLiveState(t *testing.T, s courier.Store) {
+	ctx := testContext(t)
+	c := newCourier(1)
+	c.Capacity = 10
+	mustCreate(ctx, t, s, c)
+	mustCreate(ctx, t, s, newCourier(2)) // another courier's claims and hours must not show
+	h := hoursFrom(base, 3)
+	if err := s.SetAvailability(ctx, c.ID, h[:1], true, allow); err != nil {
+		t.Fatalf("SetAvailability(h0, true): %v", err)
+	}
+	if err := s.SetAvailability(ctx, c.ID, h[1:2], false, allow); err != nil {
+		t.Fatalf("SetAvailability(h1, false): %v", err)
+	}
+	if err := s.SetAvailability(ctx, courierID(2), h, true, allow); err != nil {
+		t.Fatalf("SetAvailability(courier 2, h0..h2, true): %v", err)
+	}
+	mustClaim(ctx, t, s, claim(2, 7, base, base.Add(time.Hour)))
+
+	check := func(name string, hour time.Time) {
+		t.Helper()
+		got, claims, avail, err := s.LiveState(ctx, c.ID, hour)
+		if err != nil {
+			t.Fatalf("%s: LiveState(%v): %v", name, hour, err)
+		}
+		start := hour.UTC().Truncate(time.Hour)
+		hours, err := s.AvailableHours(ctx, c.ID, start, start.Add(time.Hour))
+		if err != nil {
+			t.Fatalf("%s: AvailableHours: %v", name, err)
+		}
+		if diff := cmp.Diff(mustGet(ctx, t, s, c.ID), got, cmpOpts...); diff != "" {
+			t.Errorf("%s: LiveState(%v) courier (-GetCourier +got):\n%s", name, hour, diff)
+		}
+		if diff := cmp.Diff(mustClaims(ctx, t, s, c.ID), claims, cmpOpts...); diff != "" {
+			t.Errorf("%s: LiveState(%v) claims (-Claims +got):\n%s", name, hour, diff)
+		}
+		if want := len(hours) > 0; avail != want {
+			t.Errorf("%s: LiveState(%v) available = %v, want %v", name, hour, avail, want)
+		}
+	}
+	hourCases := func(name string) {
+		check(name+", available hour", h[0])
+		check(name+", available hour, inside it in another zone", h[0].Add(59*time.Minute+time.Nanosecond).In(zone))
+		check(name+", unavailable hour", h[1].Add(time.Minute))
+		check(name+", unset hour", h[2])
+	}
+	hourCases("no claim")
+	for _, cl := range []courier.Claim{
+		claim(1, 5, base.Add(2*time.Minute), base.Add(time.Hour)),
+		claim(1, 9, base.Add(time.Minute), base.Add(time.Hour)),
+		claim(1, 2, base.Add(2*time.Minute), base.Add(2*time.Hour)),
+	} {
+		mustClaim(ctx, t, s, cl)
+	}
+	hourCases("three claims")
+	if got, claims, avail, err := s.LiveState(ctx, c.ID, h[0]); err == nil && (got.ActiveTasks != 3 || len(claims) != 3 || !avail) {
+		t.Errorf("LiveState(h0) = %d active, %d claims, available %v; want 3, 3, true", got.ActiveTasks, len(claims), avail)
+	}
+
+	_, _, _, err := s.LiveState(ctx, courierID(3), h[0])
+	wantCode(t, "LiveState(unknown courier)", err, apperr.NotFound)
 }
 
 // race starts n calls of fn at once and returns their results in call order.
