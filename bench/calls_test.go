@@ -22,6 +22,7 @@ import (
 	"lastmile/internal/dispatch/routeclient"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/cputime"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
 	"lastmile/internal/platform/grpcserver"
@@ -152,9 +153,9 @@ func BenchmarkAssignmentCalls(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := processCPU()
+	cpu := cputime.Process()
 	for b.Loop() {
 		op()
 	}
-	b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64((cputime.Process()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

@@ -92,6 +92,7 @@ import (
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/cputime"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
 	"lastmile/internal/platform/eventlog"
@@ -908,14 +909,14 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 	time.Sleep(time.Until(measureFrom))
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	offers0, cpu0, mallocs0, pg0, w0, wr0 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer(), processWritten()
+	offers0, cpu0, mallocs0, pg0, w0, wr0 := ls.rec.offers.Load(), cputime.Process(), ms.Mallocs, postgresCPU(), ls.writer(), processWritten()
 	claimed0, err := ls.claimed(t.Context())
 	if err != nil {
 		t.Fatalf("count completed jobs: %v", err)
 	}
 	time.Sleep(time.Until(measureTo))
 	runtime.ReadMemStats(&ms)
-	offers1, cpu1, mallocs1, pg1, w1, wr1 := ls.rec.offers.Load(), processCPU(), ms.Mallocs, postgresCPU(), ls.writer(), processWritten()
+	offers1, cpu1, mallocs1, pg1, w1, wr1 := ls.rec.offers.Load(), cputime.Process(), ms.Mallocs, postgresCPU(), ls.writer(), processWritten()
 	claimed1, err := ls.claimed(t.Context())
 	if err != nil {
 		t.Fatalf("count completed jobs: %v", err)

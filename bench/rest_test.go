@@ -34,6 +34,7 @@ import (
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/internal/gateway"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/cputime"
 	"lastmile/internal/platform/grpcclient"
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/telemetry"
@@ -128,7 +129,7 @@ func TestRESTServer(t *testing.T) {
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		fmt.Printf("%d %d %d\n", processCPU().Nanoseconds(), ms.Mallocs, ms.TotalAlloc)
+		fmt.Printf("%d %d %d\n", cputime.Process().Nanoseconds(), ms.Mallocs, ms.TotalAlloc)
 	}
 	stop()
 	for range 2 {

@@ -52,6 +52,7 @@ import (
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/cputime"
 	"lastmile/internal/platform/database/databasetest"
 	"lastmile/internal/platform/grpcclient"
 	"lastmile/internal/platform/grpcserver"
@@ -367,13 +368,13 @@ func BenchmarkUnary(b *testing.B) {
 	for _, v := range vs {
 		b.Run(v.name, func(b *testing.B) {
 			b.ReportAllocs()
-			cpu := processCPU()
+			cpu := cputime.Process()
 			for b.Loop() {
 				if _, err := v.client.EstimateRoute(ctx, estimateRequest); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }
@@ -388,7 +389,7 @@ func BenchmarkUnaryParallel(b *testing.B) {
 	for _, v := range vs {
 		b.Run(v.name, func(b *testing.B) {
 			b.ReportAllocs()
-			cpu := processCPU()
+			cpu := cputime.Process()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -399,7 +400,7 @@ func BenchmarkUnaryParallel(b *testing.B) {
 				}
 			})
 			b.StopTimer()
-			b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }
@@ -417,13 +418,13 @@ func measure(v variant, n int) (sample, error) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	switches := processSwitches()
-	cpu := processCPU()
+	cpu := cputime.Process()
 	start := time.Now()
 	if err := calls(context.Background(), v, n); err != nil {
 		return sample{}, err
 	}
 	wall := time.Since(start)
-	cpu = processCPU() - cpu
+	cpu = cputime.Process() - cpu
 	switches = processSwitches() - switches
 	runtime.ReadMemStats(&after)
 	return sample{

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"lastmile/internal/courier"
+	"lastmile/internal/platform/cputime"
 )
 
 // BenchmarkFindNearby measures FindNearbyCouriers with 10,000 available couriers spread uniformly over
@@ -93,7 +94,7 @@ func BenchmarkClaimCourier(b *testing.B) {
 		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) {
 			b.ReportAllocs()
 			n := 0
-			cpu := processCPU()
+			cpu := cputime.Process()
 			for b.Loop() {
 				n++
 				task := fmt.Sprintf("0190c000-0000-7000-8000-%06d%06d", i+1, held+n)
@@ -104,7 +105,7 @@ func BenchmarkClaimCourier(b *testing.B) {
 					b.Fatalf("ReleaseCourier(%s) = released %v, %v", task, released, err)
 				}
 			}
-			b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64((cputime.Process()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
 }

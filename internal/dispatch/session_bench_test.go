@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"lastmile/internal/dispatch"
+	"lastmile/internal/platform/cputime"
 )
 
 // BenchmarkSessionOfferNextAck measures a courier session's delivery path on SQLite: per iteration a task
@@ -33,7 +34,7 @@ func benchSessionCycle(b *testing.B, accept bool) {
 		n++
 		f.newTask(b, n, 1)
 		f.offer(b, sessTaskID(n), n, 1)
-		start := processCPU()
+		start := cputime.Process()
 		b.StartTimer()
 		out, err := s.Next(ctx)
 		if err != nil || out.Offer == nil {
@@ -48,7 +49,7 @@ func benchSessionCycle(b *testing.B, accept bool) {
 		if err := s.Ack(ctx, out.Cursor); err != nil {
 			b.Fatalf("Ack(%d): %v", out.Cursor, err)
 		}
-		cpu += processCPU() - start
+		cpu += cputime.Process() - start
 	}
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

@@ -1,8 +1,0 @@
-//go:build !unix
-
-package dispatch_test
-
-import "time"
-
-// processCPU reports 0 where getrusage does not exist: cpu-ns/op then reads 0.
-func processCPU() time.Duration { return 0 }
