@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -56,8 +57,8 @@ var sqliteCheckpointParams = url.Values{
 // no statement reports the WAL's length without checkpointing it. A value read while SQLite updates it
 // is only ever a reason to look again at the next poll.
 type checkpointer struct {
-	db      *sql.DB // one connection, sqliteCheckpointParams
-	shmPath string
+	db  *sql.DB  // one connection, sqliteCheckpointParams
+	shm *shmFile // the WAL index, shared by the checkpointers of the same path
 
 	stop chan struct{}
 	done chan struct{}
@@ -74,17 +75,91 @@ func startCheckpointer(path string) (*checkpointer, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp := &checkpointer{db: openPool(c, 1), shmPath: path + "-shm",
+	cp := &checkpointer{db: openPool(c, 1), shm: acquireShm(path + "-shm"),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go cp.loop()
 	return cp, nil
 }
 
-// Close stops the checkpointer and closes its connection.
+// Close stops the checkpointer, closes its connection and lets go of the WAL index file. The database's
+// other connections should be closed first: the file is closed when no checkpointer of the process
+// uses it, and closing it drops the process's locks on it (shmFiles).
 func (cp *checkpointer) Close() error {
-	cp.once.Do(func() { close(cp.stop) })
-	<-cp.done
-	return cp.db.Close()
+	var err error
+	cp.once.Do(func() {
+		close(cp.stop)
+		<-cp.done
+		err = cp.db.Close()
+		cp.shm.release()
+	})
+	return err
+}
+
+// shmFiles are the WAL index files the checkpointers of this process read, by absolute path: each is
+// opened once and closed only when the last checkpointer of its path has closed. Closing a descriptor
+// of a file drops every POSIX advisory lock the process holds on that file, whichever descriptor took
+// it, and SQLite's connections hold such locks on the -shm file as long as they are open (a shared lock
+// that tells another process opening the database that the WAL index is in use, and the read and
+// write marks): closing the file while another *sql.DB of the process still has the database open
+// would let another process rebuild the WAL index under it, or checkpoint and restart the WAL over a
+// read still using it.
+var shmFiles = struct {
+	sync.Mutex
+	by map[string]*shmFile
+}{by: map[string]*shmFile{}}
+
+// shmFile is one entry of shmFiles.
+type shmFile struct {
+	path string
+	refs int      // checkpointers using it; guarded by shmFiles
+	f    *os.File // nil until opened; guarded by shmFiles, then never changed until closed
+}
+
+// acquireShm returns path's entry of shmFiles, counting one more user of it.
+func acquireShm(path string) *shmFile {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	shmFiles.Lock()
+	defer shmFiles.Unlock()
+	e := shmFiles.by[path]
+	if e == nil {
+		e = &shmFile{path: path}
+		shmFiles.by[path] = e
+	}
+	e.refs++
+	return e
+}
+
+// file returns the open WAL index file, opening it if it exists; nil if it does not.
+func (e *shmFile) file() *os.File {
+	shmFiles.Lock()
+	defer shmFiles.Unlock()
+	if e.f == nil {
+		e.f, _ = os.Open(e.path)
+	}
+	return e.f
+}
+
+// opened returns the WAL index file if it is open, without opening it.
+func (e *shmFile) opened() *os.File {
+	shmFiles.Lock()
+	defer shmFiles.Unlock()
+	return e.f
+}
+
+// release counts one user fewer, closing the file when it was the last.
+func (e *shmFile) release() {
+	shmFiles.Lock()
+	defer shmFiles.Unlock()
+	if e.refs--; e.refs > 0 {
+		return
+	}
+	delete(shmFiles.by, e.path)
+	if e.f != nil {
+		e.f.Close()
+		e.f = nil
+	}
 }
 
 // loop polls the WAL index every checkpointPoll while the WAL changes, backing off to checkpointPollMax
@@ -92,11 +167,6 @@ func (cp *checkpointer) Close() error {
 func (cp *checkpointer) loop() {
 	defer close(cp.done)
 	var shm *os.File
-	defer func() {
-		if shm != nil {
-			shm.Close()
-		}
-	}()
 	poll := checkpointPoll
 	t := time.NewTimer(poll)
 	defer t.Stop()
@@ -110,8 +180,10 @@ func (cp *checkpointer) loop() {
 		if shm == nil {
 			// The -shm file exists once a connection opened the database in WAL mode; the
 			// checkpointer's own connection keeps it from being removed while it runs.
-			if err := cp.db.PingContext(context.Background()); err == nil {
-				shm, _ = os.Open(cp.shmPath)
+			if shm = cp.shm.opened(); shm == nil {
+				if err := cp.db.PingContext(context.Background()); err == nil {
+					shm = cp.shm.file()
+				}
 			}
 		}
 		var st walState

@@ -88,12 +88,15 @@ func (c *writerConnector) Close() error {
 	c.once.Do(func() {
 		sqliteCheckpointers.Delete(c.db)
 		sqliteReaders.Delete(c.db)
+		// The read pool first: the checkpointer closes the WAL index file it reads when it is the
+		// last of the process on the path, and that must come after every SQLite connection's close
+		// (shmFiles).
 		var errs []error
-		if err := c.checkpointer.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close sqlite checkpointer: %w", err))
-		}
 		if err := c.read.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close sqlite read pool: %w", err))
+		}
+		if err := c.checkpointer.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close sqlite checkpointer: %w", err))
 		}
 		c.err = errors.Join(errs...)
 	})
