@@ -75,6 +75,11 @@ func startCheckpointer(path string) (*checkpointer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// SQLite names the WAL index after the database file with symbolic links resolved: a database
+	// opened through a link has it beside the file linked to.
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		path = p
+	}
 	cp := &checkpointer{db: openPool(c, 1), shm: acquireShm(path + "-shm"),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go cp.loop()

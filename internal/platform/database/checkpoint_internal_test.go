@@ -152,3 +152,48 @@ func TestReadWALState(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointerFollowsSymlinks opens a database through a symbolic link to its file: SQLite keeps
+// the WAL index beside the file linked to, and the checkpointer must read it there.
+func TestCheckpointerFollowsSymlinks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target.db")
+	db, err := OpenSQLite(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.db")
+	if err := os.Symlink(target, link); err != nil {
+		t.Skipf("no symbolic links: %v", err)
+	}
+	db, err = OpenSQLite(ctx, link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	err = InTx(ctx, db, func(tx *sql.Tx) error {
+		for i := range CheckpointPages {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO t (id, v) VALUES ($1, zeroblob(6000))", i); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := sqliteCheckpointers.Load(db)
+	cp := v.(*checkpointer)
+	waitFor(t, "the checkpointer of a database opened through a link to run", func() bool {
+		runs, _ := cp.stats()
+		return runs >= 1
+	})
+}
