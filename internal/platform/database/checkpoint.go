@@ -61,6 +61,8 @@ type checkpointer struct {
 	shm *shmFile // the WAL index, shared by the checkpointers of the same path
 
 	stop chan struct{}
+	ctx  context.Context // cancelled by Close: a running checkpoint or connect is interrupted
+	quit context.CancelFunc
 	done chan struct{}
 	once sync.Once
 
@@ -82,6 +84,7 @@ func startCheckpointer(path string) (*checkpointer, error) {
 	}
 	cp := &checkpointer{db: openPool(c, 1), shm: acquireShm(path + "-shm"),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	cp.ctx, cp.quit = context.WithCancel(context.Background())
 	go cp.loop()
 	return cp, nil
 }
@@ -93,6 +96,7 @@ func (cp *checkpointer) Close() error {
 	var err error
 	cp.once.Do(func() {
 		close(cp.stop)
+		cp.quit() // a checkpoint interrupted part way is sound: the next one copies the rest
 		<-cp.done
 		err = cp.db.Close()
 		cp.shm.release()
@@ -186,7 +190,7 @@ func (cp *checkpointer) loop() {
 			// The -shm file exists once a connection opened the database in WAL mode; the
 			// checkpointer's own connection keeps it from being removed while it runs.
 			if shm = cp.shm.opened(); shm == nil {
-				if err := cp.db.PingContext(context.Background()); err == nil {
+				if err := cp.db.PingContext(cp.ctx); err == nil {
 					shm = cp.shm.file()
 				}
 			}
@@ -223,7 +227,7 @@ func (cp *checkpointer) due(st walState) bool {
 // is the backstop, and a failing disk shows there.
 func (cp *checkpointer) checkpoint() {
 	var busy, log, done int64
-	err := cp.db.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
+	err := cp.db.QueryRowContext(cp.ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
 	cp.mu.Lock()
 	cp.runs++
 	cp.lastError = err
