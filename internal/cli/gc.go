@@ -2,6 +2,7 @@ package cli
 
 import (
 	"math"
+	"path"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -15,8 +16,13 @@ import (
 // "Session of 07:20"), for a peak resident size of ~365 MB instead of ~215 MB.
 const DefaultGCPercent = 400
 
-// cgroupMemoryMax is where a container's memory limit is read (cgroup v2).
-const cgroupMemoryMax = "/sys/fs/cgroup/memory.max"
+// Where a container's memory limit is read (cgroup v2): the cgroup file system, the memory.max of its
+// root (a container's own cgroup, in its cgroup namespace), and the file naming the process's cgroup.
+const (
+	cgroupRoot      = "/sys/fs/cgroup"
+	cgroupMemoryMax = cgroupRoot + "/memory.max"
+	procSelfCgroup  = "/proc/self/cgroup"
+)
 
 // memoryLimitShare is the part of a container's memory limit given to Go as its soft limit (GOMEMLIMIT)
 // when the environment sets none: near it, the collector runs as often as it must instead of letting
@@ -56,10 +62,38 @@ func applyGCPolicy(getenv func(string) string, readFile func(string) ([]byte, er
 	return s
 }
 
-// containerMemoryLimit reads the cgroup v2 memory limit: false when there is none ("max"), no cgroup file
-// (not in a container, or cgroup v1), or it cannot be read.
+// containerMemoryLimit reads the cgroup v2 memory limit of the process's cgroup: the lowest memory.max of
+// that cgroup and its ancestors, as /proc/self/cgroup names it ("0::<path>"; "/" inside a container with
+// its own cgroup namespace, where /sys/fs/cgroup is the container's cgroup). A limit set on a parent (a
+// systemd slice, a pod) binds as much as one set on the cgroup itself, and a service that systemd limits
+// (MemoryMax=) runs in a cgroup below the root of /sys/fs/cgroup. False when there is none ("max"), no
+// cgroup file (not in a container, or cgroup v1), or it cannot be read.
 func containerMemoryLimit(readFile func(string) ([]byte, error)) (int64, bool) {
-	b, err := readFile(cgroupMemoryMax)
+	dir := "/"
+	if b, err := readFile(procSelfCgroup); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "0::"); ok {
+				dir = path.Clean("/" + strings.TrimSpace(rest))
+				break
+			}
+		}
+	}
+	var limit int64
+	found := false
+	for {
+		if n, ok := memoryMax(readFile, path.Join(cgroupRoot, dir, "memory.max")); ok && (!found || n < limit) {
+			limit, found = n, true
+		}
+		if dir == "/" {
+			return limit, found
+		}
+		dir = path.Dir(dir)
+	}
+}
+
+// memoryMax reads one cgroup's memory.max: false for "max" or when it cannot be read.
+func memoryMax(readFile func(string) ([]byte, error), name string) (int64, bool) {
+	b, err := readFile(name)
 	if err != nil {
 		return 0, false
 	}

@@ -28,6 +28,16 @@ func cgroupFile(content string, err error) func(string) ([]byte, error) {
 	}
 }
 
+// files reads the files of m, and no others.
+func files(m map[string]string) func(string) ([]byte, error) {
+	return func(name string) ([]byte, error) {
+		if v, ok := m[name]; ok {
+			return []byte(v), nil
+		}
+		return nil, fs.ErrNotExist
+	}
+}
+
 func TestApplyGCPolicy(t *testing.T) {
 	noCgroup := cgroupFile("", fs.ErrNotExist)
 	tests := []struct {
@@ -47,6 +57,17 @@ func TestApplyGCPolicy(t *testing.T) {
 			gcSettings{Percent: DefaultGCPercent, PercentFrom: "default", Limit: math.MaxInt64, LimitFrom: "none"}},
 		{"an unreadable cgroup file gives none", nil, cgroupFile("", fs.ErrPermission), 100,
 			gcSettings{Percent: DefaultGCPercent, PercentFrom: "default", Limit: math.MaxInt64, LimitFrom: "none"}},
+		{"a systemd service's limit, on its slice, gives the soft limit", nil, files(map[string]string{
+			"/proc/self/cgroup": "0::/system.slice/lastmile.service\n",
+			"/sys/fs/cgroup/system.slice/lastmile.service/memory.max": "max\n",
+			"/sys/fs/cgroup/system.slice/memory.max":                  "2147483648\n",
+		}), 100, gcSettings{Percent: DefaultGCPercent, PercentFrom: "default", Limit: 1932735283, LimitFrom: "cgroup"}},
+		{"the lowest limit of the cgroup and its ancestors", nil, files(map[string]string{
+			"/proc/self/cgroup":                          "0::/kubepods/pod1/c1\n",
+			"/sys/fs/cgroup/kubepods/pod1/c1/memory.max": "2147483648\n",
+			"/sys/fs/cgroup/kubepods/pod1/memory.max":    "1073741824\n",
+			"/sys/fs/cgroup/kubepods/memory.max":         "max\n",
+		}), 100, gcSettings{Percent: DefaultGCPercent, PercentFrom: "default", Limit: 966367641, LimitFrom: "cgroup"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
