@@ -19,30 +19,15 @@ import (
 func unwrapPQArrays(value any) (pgtype.WrappedEncodePlanNextSetter, any, bool) {
 	switch v := value.(type) {
 	case *pq.StringArray:
-		if v == nil {
-			return nil, nil, false
-		}
-		return &unwrapPlan{unwrap: func(v any) any { return []string(*v.(*pq.StringArray)) }}, []string(*v), true
+		return unwrapSlice(v, func(a pq.StringArray) []string { return a })
 	case *pq.Int64Array:
-		if v == nil {
-			return nil, nil, false
-		}
-		return &unwrapPlan{unwrap: func(v any) any { return []int64(*v.(*pq.Int64Array)) }}, []int64(*v), true
+		return unwrapSlice(v, func(a pq.Int64Array) []int64 { return a })
 	case *pq.Int32Array:
-		if v == nil {
-			return nil, nil, false
-		}
-		return &unwrapPlan{unwrap: func(v any) any { return []int32(*v.(*pq.Int32Array)) }}, []int32(*v), true
+		return unwrapSlice(v, func(a pq.Int32Array) []int32 { return a })
 	case *pq.BoolArray:
-		if v == nil {
-			return nil, nil, false
-		}
-		return &unwrapPlan{unwrap: func(v any) any { return []bool(*v.(*pq.BoolArray)) }}, []bool(*v), true
+		return unwrapSlice(v, func(a pq.BoolArray) []bool { return a })
 	case *pq.ByteaArray:
-		if v == nil {
-			return nil, nil, false
-		}
-		return &unwrapPlan{unwrap: func(v any) any { return byteas(*v.(*pq.ByteaArray)) }}, byteas(*v), true
+		return unwrapSlice(v, byteas)
 	case pq.GenericArray:
 		switch a := v.A.(type) {
 		case []time.Time, []int16:
@@ -58,6 +43,15 @@ func unwrapPQArrays(value any) (pgtype.WrappedEncodePlanNextSetter, any, bool) {
 		}
 	}
 	return nil, nil, false
+}
+
+// unwrapSlice is unwrapPQArrays' plan for a pointer to one of lib/pq's array types: the slice that
+// slice(*v) makes of it; a nil pointer keeps the Valuer.
+func unwrapSlice[A any, S any](v *A, slice func(A) S) (pgtype.WrappedEncodePlanNextSetter, any, bool) {
+	if v == nil {
+		return nil, nil, false
+	}
+	return &unwrapPlan{unwrap: func(x any) any { return slice(*x.(*A)) }}, slice(*v), true
 }
 
 // byteas is a as pq.ByteaArray sends it: a nil element is an empty bytea, not NULL.
