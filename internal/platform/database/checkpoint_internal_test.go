@@ -64,20 +64,7 @@ func TestCheckpointerCopiesTheWALBesideTheWriter(t *testing.T) {
 
 	// About 1.5 pages per row: 1,000 rows put some 1,500 pages in the WAL, in one transaction.
 	const rows = CheckpointPages
-	if _, err := db.ExecContext(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)"); err != nil {
-		t.Fatal(err)
-	}
-	err = InTx(ctx, db, func(tx *sql.Tx) error {
-		for i := range rows {
-			if _, err := tx.ExecContext(ctx, "INSERT INTO t (id, v) VALUES ($1, zeroblob(6000))", i); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("insert: %v", err)
-	}
+	fillWAL(ctx, t, db, rows)
 	if st := walStateOf(t, path); st.frames < CheckpointPages || st.frames >= writerCheckpointPages {
 		t.Fatalf("after the insert the WAL holds %d frames, want between %d and %d", st.frames, CheckpointPages, writerCheckpointPages)
 	}
@@ -153,34 +140,15 @@ func TestReadWALState(t *testing.T) {
 	}
 }
 
-// TestCheckpointerFollowsSymlinks opens a database through a symbolic link to its file: SQLite keeps
-// the WAL index beside the file linked to, and the checkpointer must read it there.
-func TestCheckpointerFollowsSymlinks(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	dir := t.TempDir()
-	target := filepath.Join(dir, "target.db")
-	db, err := OpenSQLite(ctx, target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "link.db")
-	if err := os.Symlink(target, link); err != nil {
-		t.Skipf("no symbolic links: %v", err)
-	}
-	db, err = OpenSQLite(ctx, link)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+// fillWAL creates table t and inserts rows rows of 6,000 bytes each in one transaction: about 1.5 pages
+// of WAL per row.
+func fillWAL(ctx context.Context, t *testing.T, db *sql.DB, rows int) {
+	t.Helper()
 	if _, err := db.ExecContext(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}
-	err = InTx(ctx, db, func(tx *sql.Tx) error {
-		for i := range CheckpointPages {
+	err := InTx(ctx, db, func(tx *sql.Tx) error {
+		for i := range rows {
 			if _, err := tx.ExecContext(ctx, "INSERT INTO t (id, v) VALUES ($1, zeroblob(6000))", i); err != nil {
 				return err
 			}
@@ -188,12 +156,6 @@ func TestCheckpointerFollowsSymlinks(t *testing.T) {
 		return nil
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("insert: %v", err)
 	}
-	v, _ := sqliteCheckpointers.Load(db)
-	cp := v.(*checkpointer)
-	waitFor(t, "the checkpointer of a database opened through a link to run", func() bool {
-		runs, _ := cp.stats()
-		return runs >= 1
-	})
 }

@@ -21,7 +21,7 @@ func processLocks(t *testing.T, path string) []string {
 	ino := fi.Sys().(*syscall.Stat_t).Ino
 	f, err := os.Open("/proc/locks")
 	if err != nil {
-		t.Skipf("no /proc/locks: %v", err)
+		t.Fatalf("read /proc/locks: %v", err)
 	}
 	defer f.Close()
 	var out []string
