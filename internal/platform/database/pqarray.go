@@ -3,6 +3,7 @@ package database
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -14,8 +15,8 @@ import (
 // parameter in) instead of the array's driver.Valuer. Through the Valuer, pgx got the array as
 // PostgreSQL's text literal, parsed it back into values and encoded those: about 100 µs of CPU per River
 // insert of one job (twelve arrays), 4–5 % of a dispatch replica's CPU on PostgreSQL. The slice is
-// encoded by pgx's own codecs to the same values (a timestamp to the microsecond, which PostgreSQL keeps
-// of it either way). A GenericArray of another element type keeps the Valuer.
+// encoded by pgx's own codecs to the same values (a timestamp rounded to the microsecond, as PostgreSQL
+// rounded the literal: toMicroseconds). A GenericArray of another element type keeps the Valuer.
 func unwrapPQArrays(value any) (pgtype.WrappedEncodePlanNextSetter, any, bool) {
 	switch v := value.(type) {
 	case *pq.StringArray:
@@ -36,10 +37,10 @@ func unwrapPQArrays(value any) (pgtype.WrappedEncodePlanNextSetter, any, bool) {
 			want := reflect.TypeOf(a)
 			return &unwrapPlan{unwrap: func(v any) any {
 				if a := v.(pq.GenericArray).A; reflect.TypeOf(a) == want {
-					return a
+					return toMicroseconds(a)
 				}
 				return errUnwrap
-			}}, a, true
+			}}, toMicroseconds(a), true
 		}
 	}
 	return nil, nil, false
@@ -52,6 +53,26 @@ func unwrapSlice[A any, S any](v *A, slice func(A) S) (pgtype.WrappedEncodePlanN
 		return nil, nil, false
 	}
 	return &unwrapPlan{unwrap: func(x any) any { return slice(*x.(*A)) }}, slice(*v), true
+}
+
+// toMicroseconds returns a []time.Time rounded to the microsecond, as PostgreSQL rounds the text
+// literal lib/pq sends (pgx truncates instead); anything else, and times already whole microseconds,
+// as they are.
+func toMicroseconds(a any) any {
+	ts, ok := a.([]time.Time)
+	if !ok {
+		return a
+	}
+	for i, t := range ts {
+		if t.Nanosecond()%1000 != 0 {
+			out := slices.Clone(ts)
+			for j := i; j < len(out); j++ {
+				out[j] = out[j].Round(time.Microsecond)
+			}
+			return out
+		}
+	}
+	return a
 }
 
 // byteas is a as pq.ByteaArray sends it: a nil element is an empty bytea, not NULL.

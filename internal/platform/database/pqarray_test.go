@@ -18,6 +18,7 @@ func TestPostgresEncodesPQArraysAsTheirValues(t *testing.T) {
 	db := database.SQLDB(databasetest.Postgres(t, "pqarrays"))
 	t.Cleanup(func() { _ = db.Close() })
 	at := time.Date(2026, 12, 1, 7, 50, 1, 123456000, time.UTC)
+	edge := time.Date(2026, 12, 1, 23, 59, 59, 999999999, time.UTC) // rounded up, as PostgreSQL rounds the text literal
 	type row struct {
 		Texts              []string
 		Int64s             []int64
@@ -36,7 +37,7 @@ func TestPostgresEncodesPQArraysAsTheirValues(t *testing.T) {
 		err := db.QueryRowContext(ctx, `SELECT $1::text[], $2::bigint[], $3::int[], $4::bool[], $5::bytea[], (SELECT array_agg((extract(epoch FROM x) * 1000000)::bigint ORDER BY n) FROM unnest($6::timestamptz[]) WITH ORDINALITY AS u(x, n)),
 				$7::smallint[]::text, $8::text[] IS NULL, $9::bytea[] IS NULL`,
 			pq.Array([]string{"a", "b,c", `"q"`, "", "NULL"}), pq.Array([]int64{1, -2}), pq.Array([]int32{3}),
-			pq.Array([]bool{true, false}), pq.Array([][]byte{{1, 2}, nil, {}}), pq.Array([]time.Time{at, at.Add(time.Hour)}),
+			pq.Array([]bool{true, false}), pq.Array([][]byte{{1, 2}, nil, {}}), pq.Array([]time.Time{at, at.Add(time.Hour), edge}),
 			pq.Array([]int16{7, -8}), pq.Array([]string(nil)), pq.Array([][]byte(nil)),
 		).Scan(pq.Array(&got.Texts), pq.Array(&got.Int64s), pq.Array(&got.Int32s), pq.Array(&got.Bools), pq.Array(&got.Byteas),
 			pq.Array(&micros), &got.Int16s, &got.NullText, &got.NullByte)
@@ -49,7 +50,7 @@ func TestPostgresEncodesPQArraysAsTheirValues(t *testing.T) {
 		want := row{
 			Texts: []string{"a", "b,c", `"q"`, "", "NULL"}, Int64s: []int64{1, -2}, Int32s: []int32{3}, Bools: []bool{true, false},
 			Byteas: [][]byte{{1, 2}, {}, {}}, // pq sends a nil element as an empty bytea
-			Times:  []time.Time{at, at.Add(time.Hour)}, Int16s: "{7,-8}", NullText: true, NullByte: true,
+			Times:  []time.Time{at, at.Add(time.Hour), time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)}, Int16s: "{7,-8}", NullText: true, NullByte: true,
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("lib/pq arrays read back (-want +got):\n%s", diff)
