@@ -16,12 +16,11 @@ import (
 // "Session of 07:20"), for a peak resident size of ~365 MB instead of ~215 MB.
 const DefaultGCPercent = 400
 
-// Where a container's memory limit is read (cgroup v2): the cgroup file system, the memory.max of its
-// root (a container's own cgroup, in its cgroup namespace), and the file naming the process's cgroup.
+// Where a memory limit is read (cgroup v2): the cgroup file system, whose memory.max files hold the
+// limits, and the file naming the process's cgroup in it.
 const (
-	cgroupRoot      = "/sys/fs/cgroup"
-	cgroupMemoryMax = cgroupRoot + "/memory.max"
-	procSelfCgroup  = "/proc/self/cgroup"
+	cgroupRoot     = "/sys/fs/cgroup"
+	procSelfCgroup = "/proc/self/cgroup"
 )
 
 // memoryLimitShare is the part of a container's memory limit given to Go as its soft limit (GOMEMLIMIT)
@@ -35,13 +34,13 @@ type gcSettings struct {
 	Percent     int    // the GOGC in force
 	PercentFrom string // "GOGC" (the environment's) or "default"
 	Limit       int64  // the soft memory limit in bytes; math.MaxInt64 for none
-	LimitFrom   string // "GOMEMLIMIT", "cgroup" (memoryLimitShare of the container's) or "none"
+	LimitFrom   string // "GOMEMLIMIT", "cgroup" (memoryLimitShare of the cgroup's limit) or "none"
 }
 
 // applyGCPolicy sets the process's garbage collector for a long-running server: DefaultGCPercent unless
-// GOGC is set, and, unless GOMEMLIMIT is set, a soft memory limit of memoryLimitShare of the container's
-// memory limit when the process runs in one (readFile reads cgroupMemoryMax). What the environment sets,
-// the Go runtime has already applied; it is left alone.
+// GOGC is set, and, unless GOMEMLIMIT is set, a soft memory limit of memoryLimitShare of the cgroup v2
+// memory limit the process runs under, if any (containerMemoryLimit, through readFile). What the
+// environment sets, the Go runtime has already applied; it is left alone.
 func applyGCPolicy(getenv func(string) string, readFile func(string) ([]byte, error)) gcSettings {
 	s := gcSettings{Percent: DefaultGCPercent, PercentFrom: "default", Limit: math.MaxInt64, LimitFrom: "none"}
 	if getenv("GOGC") != "" {

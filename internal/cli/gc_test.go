@@ -19,6 +19,11 @@ func restoreGC(t *testing.T) {
 	})
 }
 
+// cgroupMemoryMax is the root cgroup's memory.max: a container's own, in its cgroup namespace.
+const cgroupMemoryMax = cgroupRoot + "/memory.max"
+
+// cgroupFile reads content (or err) as cgroupMemoryMax, and nothing else: /proc/self/cgroup is missing,
+// so the process's cgroup is the root.
 func cgroupFile(content string, err error) func(string) ([]byte, error) {
 	return func(name string) ([]byte, error) {
 		if name != cgroupMemoryMax {
