@@ -437,21 +437,30 @@ func (s *Store) inList(col string, n int, ids []string) (string, any, error) {
 	if s.e.Dialect == database.Postgres {
 		return col + " = ANY($" + strconv.Itoa(n) + ")", ids, nil
 	}
-	doc, err := json.Marshal(ids)
+	doc, err := jsonIDs(ids)
 	if err != nil {
-		return "", nil, fmt.Errorf("encode %d ids: %w", len(ids), err)
+		return "", nil, err
 	}
-	return col + " IN (SELECT value FROM json_each($" + strconv.Itoa(n) + "))", string(doc), nil
+	return col + " IN (SELECT value FROM json_each($" + strconv.Itoa(n) + "))", doc, nil
 }
 
 // idTable returns ids as a table of one column, value, named ids, with ids as the one argument $n (as
 // inList): `json_each($n) AS ids` (SQLite only).
 func (s *Store) idTable(n int, ids []string) (string, any, error) {
+	doc, err := jsonIDs(ids)
+	if err != nil {
+		return "", nil, err
+	}
+	return "json_each($" + strconv.Itoa(n) + ") AS ids", doc, nil
+}
+
+// jsonIDs is ids as the JSON array SQLite's json_each reads them from (inList, idTable).
+func jsonIDs(ids []string) (string, error) {
 	doc, err := json.Marshal(ids)
 	if err != nil {
-		return "", nil, fmt.Errorf("encode %d ids: %w", len(ids), err)
+		return "", fmt.Errorf("encode %d ids: %w", len(ids), err)
 	}
-	return "json_each($" + strconv.Itoa(n) + ") AS ids", string(doc), nil
+	return string(doc), nil
 }
 
 // offerIndex follows the tasks table in a read of open offers by courier: on SQLite it names the index
