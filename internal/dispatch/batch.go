@@ -33,6 +33,13 @@ import (
 // (OTHER_OFFER_OPEN), exactly as if the earlier offer had been committed first: no courier gets two
 // offers from one batch. Batches working at once on one replica reserve their couriers (offering), so
 // that neither does a courier get two offers from two of them.
+//
+// Another batch's reservation is only a guess at the store: it lasts from that batch's choice until
+// after its writes are done, so it may still stand when the offer it became was answered already (the
+// batch's goroutine has not run since its commit). A task that found no courier while another batch's
+// reservation counted as an open offer is therefore not deferred by the back-off but made due again at
+// once (contended), and the loop is kicked when those reservations have ended: a courier who just
+// declined an offer gets the next task without a retry's wait.
 
 // prefetchSearches bounds the first searches of a batch that run at once.
 const prefetchSearches = 8
@@ -41,18 +48,23 @@ const prefetchSearches = 8
 const matrixGroup = 8
 
 // pendingWrite is one task's write of a batch: fn is the closure for Store.UpdateTasks, done runs after
-// a successful write.
+// a successful write. A deferral's retry is the same deferral made due at once (nil for other writes).
 type pendingWrite struct {
-	task Task
-	fn   func(Task) (Change, error)
-	done func()
+	task  Task
+	fn    func(Task) (Change, error)
+	done  func()
+	retry func() pendingWrite
 }
 
 // assignBatch finds couriers for PENDING tasks (others are skipped): for each, in order, the next
 // eligible candidate of its latest decision, or a new decision when none is left. Winners get an offer;
 // a task without one waits (and is searched again after a back-off) or, when its pickup window cannot
 // be met or it waited too long, becomes UNASSIGNABLE. All the writes go to the store together.
-func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch) {
+//
+// It returns the couriers whose reservation by another batch made a task of ts due again at once
+// (contended): once ts are unleased, the loop is to be kicked unless one of them is still reserved
+// (wakeContended).
+func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch) (contenders []string) {
 	now := s.now()
 	todo := make([]Task, 0, len(ts))
 	writes := make([]pendingWrite, 0, len(ts))
@@ -76,7 +88,7 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch)
 			b = newBatch(s, now)
 			s.offering.start(b)
 		}
-		defer s.offering.release(b)
+		defer s.endBatch(b)
 		if rest := b.unfetched(todo); len(rest) > 0 {
 			b.prefetch(ctx, rest)
 		}
@@ -86,8 +98,30 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch)
 			w := s.decideOne(ctx, engine, t, env, b)
 			writes = append(writes, w)
 		}
+		if b.retried {
+			for id := range b.contenders {
+				contenders = append(contenders, id)
+			}
+		}
 	}
 	s.write(ctx, writes)
+	return contenders
+}
+
+// endBatch ends b's reservations, and kicks the loop when another batch awaited one of them.
+func (s *Service) endBatch(b *batch) {
+	if s.offering.release(b) {
+		s.kick()
+	}
+}
+
+// wakeContended kicks the loop for the tasks a batch made due at once because of contenders' reservations
+// by other batches, once those tasks are unleased: at once when none of the contenders is reserved any
+// longer, else when the reservation ends (endBatch).
+func (s *Service) wakeContended(contenders []string) {
+	if len(contenders) > 0 && !s.offering.awaitAny(contenders) {
+		s.kick()
+	}
 }
 
 // freshTasks are the tasks created on this replica that the work loop has not leased since: the next
@@ -185,7 +219,7 @@ func (e *earlyBatch) wait() *batch {
 // drop ends e unused (nil: nothing to do).
 func (e *earlyBatch) drop() {
 	if e != nil {
-		e.b.s.offering.release(e.wait())
+		e.b.s.endBatch(e.wait())
 	}
 }
 
@@ -197,16 +231,25 @@ const maxReserveTries = 3
 // a new one, a deferral or UNASSIGNABLE. A courier it offers t to is taken for the rest of batch b and
 // reserved against this replica's other batches until b's writes are done; when another batch reserved
 // it first, t is decided again without it.
+//
+// A deferral is made due at once instead of after the back-off when another batch's reservation counted
+// as an open offer in it (contended: see the top of this file).
 func (s *Service) decideOne(ctx context.Context, engine *Engine, t Task, env DecideEnv, b *batch) pendingWrite {
+	b.contended = false
 	for try := 1; ; try++ {
 		w, courierID := s.decideOnce(ctx, engine, t, env)
 		if courierID == "" || s.offering.reserve(courierID, b) {
 			b.take(courierID)
+			if b.contended && w.retry != nil {
+				w, b.retried = w.retry(), true
+			}
 			return w
 		}
 		b.take(courierID) // another batch's: open for this one
+		b.contend(courierID)
 		if try == maxReserveTries {
-			return s.deferWrite(t, nil, "the couriers chosen were taken by other batches")
+			b.retried = true
+			return s.deferWrite(t, nil, "the couriers chosen were taken by other batches").retry()
 		}
 	}
 }
@@ -261,6 +304,9 @@ type offering struct {
 	// active are the batches working, with the seq at their start: an entry of ended older than every
 	// active batch's start is forgotten.
 	active map[*batch]uint64
+	// awaited are the couriers whose reservation another batch counted as an open offer: the end of
+	// one of them kicks the work loop (release).
+	awaited map[string]bool
 }
 
 // start registers b as working.
@@ -268,7 +314,7 @@ func (o *offering) start(b *batch) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.active == nil {
-		o.by, o.ended, o.active = map[string]*batch{}, map[string]uint64{}, map[*batch]uint64{}
+		o.by, o.ended, o.active, o.awaited = map[string]*batch{}, map[string]uint64{}, map[*batch]uint64{}, map[string]bool{}
 	}
 	o.active[b] = o.seq
 }
@@ -292,18 +338,35 @@ func (o *offering) reserve(courierID string, b *batch) bool {
 }
 
 // other reports whether a batch other than b holds courierID, or ended a reservation of it after b read
-// its open offers (at readAt).
+// its open offers (at readAt). A reservation held by another batch is awaited: its end kicks the loop.
 func (o *offering) other(courierID string, b *batch, readAt uint64) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if held, ok := o.by[courierID]; ok {
+		if held != b {
+			o.awaited[courierID] = true
+		}
 		return held != b
 	}
 	return o.ended[courierID] > readAt
 }
 
-// release ends b's reservations and b.
-func (o *offering) release(b *batch) {
+// awaitAny marks the reservations of the couriers in ids that a batch holds as awaited, and reports
+// whether there was one.
+func (o *offering) awaitAny(ids []string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	held := false
+	for _, id := range ids {
+		if _, ok := o.by[id]; ok {
+			o.awaited[id], held = true, true
+		}
+	}
+	return held
+}
+
+// release ends b's reservations and b, and reports whether one of them was awaited.
+func (o *offering) release(b *batch) (awaited bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for id := range b.taken {
@@ -311,6 +374,10 @@ func (o *offering) release(b *batch) {
 			delete(o.by, id)
 			o.seq++
 			o.ended[id] = o.seq
+			if o.awaited[id] {
+				delete(o.awaited, id)
+				awaited = true
+			}
 		}
 	}
 	delete(o.active, b)
@@ -323,6 +390,7 @@ func (o *offering) release(b *batch) {
 			delete(o.ended, id)
 		}
 	}
+	return awaited
 }
 
 // write writes ws in one Store.UpdateTasks and runs each successful write's done.
@@ -362,6 +430,12 @@ type batch struct {
 	heldOf map[string][]Task
 	// taken are the couriers offered a task of this batch.
 	taken map[string]bool
+	// contenders are the couriers counted as having an open offer only because of another batch's
+	// reservation; contended is set when the decision being made counted one, and retried when a task
+	// of the batch was made due at once for it.
+	contenders map[string]bool
+	contended  bool
+	retried    bool
 	// fetched are the first queries of the tasks prefetched, by task id.
 	fetched map[string]NearbyQuery
 	// matrices are the prefetched pickup ETAs, in the order asked (a later one's leg wins over an
@@ -385,7 +459,13 @@ type keptMatrix struct {
 
 func newBatch(s *Service, now time.Time) *batch {
 	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{}, readAt: map[string]uint64{},
-		heldOf: map[string][]Task{}, taken: map[string]bool{}, fetched: map[string]NearbyQuery{}}
+		heldOf: map[string][]Task{}, taken: map[string]bool{}, contenders: map[string]bool{}, fetched: map[string]NearbyQuery{}}
+}
+
+// contend records that courierID counted as having an open offer only because of another batch.
+func (b *batch) contend(courierID string) {
+	b.contenders[courierID] = true
+	b.contended = true
 }
 
 // take marks courierID as offered a task of the batch (or taken by another batch); "" is nobody.
@@ -653,8 +733,12 @@ func (b *batch) offerOpen(ctx context.Context, ids []string) (map[string]bool, e
 	}
 	out := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		if b.open[id] || b.taken[id] || b.s.offering.other(id, b, b.readAt[id]) {
+		switch {
+		case b.open[id] || b.taken[id]:
 			out[id] = true
+		case b.s.offering.other(id, b, b.readAt[id]):
+			out[id] = true
+			b.contend(id)
 		}
 	}
 	return out, nil

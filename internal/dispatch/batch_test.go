@@ -228,3 +228,50 @@ func TestCreatedTaskIsPrefetchedOnceBesideItsLease(t *testing.T) {
 		}
 	}
 }
+
+// A courier whose reservation another batch of this replica still holds counts as having an open offer
+// (that batch's offer may be on its way), but the store may already know better: the offer it became
+// may have been answered while that batch's goroutine had yet to end it. The task that found nobody else
+// is therefore due again at once, not after the back-off, and the end of the reservation kicks the work
+// loop: the task is then offered to the courier at the same instant.
+func TestTaskContendedByAnotherBatchIsRetriedAtOnce(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	end := sys.Service.Reserve(c.ID)
+	tk := create(t, sys, nil)
+	sys.Service.Kicked() // CreateTask's
+	workOnce(t, sys, 1)
+
+	now := sys.Clock.Now()
+	if got := stored(t, sys, tk.ID); got.State != dispatch.StatePending || got.Searches != 1 || !got.DueTime.Equal(now) {
+		t.Fatalf("task = %s, %d searches, due %v; want PENDING, 1 search, due at once (%v)", got.State, got.Searches, got.DueTime, now)
+	}
+	ds, err := sys.Store.Decisions(context.Background(), tk.ID, 10)
+	if err != nil || len(ds) != 1 || ds[0].Outcome != dispatch.OutcomeAllExcluded || len(ds[0].Candidates) != 1 || ds[0].Candidates[0].Excluded != dispatch.ExcludedOtherOffer {
+		t.Fatalf("decisions = %+v, %v; want one, %s, the courier excluded for %s", ds, err, dispatch.OutcomeAllExcluded, dispatch.ExcludedOtherOffer)
+	}
+	if sys.Service.Kicked() {
+		t.Fatal("the loop was kicked while the other batch still holds the courier")
+	}
+	end()
+	if !sys.Service.Kicked() {
+		t.Fatal("the end of the reservation the task waited for did not kick the loop")
+	}
+	workOnce(t, sys, 1)
+	wantOffered(t, sys, tk, c.ID)
+}
+
+// A task that found no courier with nobody reserved by another batch waits for the back-off, as always,
+// and nothing kicks the loop for it.
+func TestUncontendedTaskWaitsForTheBackOff(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	tk := create(t, sys, nil)
+	sys.Service.Kicked()
+	workOnce(t, sys, 1)
+	if got := stored(t, sys, tk.ID); got.State != dispatch.StatePending || !got.DueTime.Equal(sys.Clock.Now().Add(dispatch.DefaultRetryBackoff)) {
+		t.Fatalf("task = %s, due %v; want PENDING, due after the back-off (%v)", got.State, got.DueTime, sys.Clock.Now().Add(dispatch.DefaultRetryBackoff))
+	}
+	if sys.Service.Kicked() {
+		t.Error("the loop was kicked for a task that waits for the back-off")
+	}
+}

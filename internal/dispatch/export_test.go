@@ -31,3 +31,25 @@ func (s *Service) AssignBatch(ctx context.Context, ts []Task) { s.assignBatch(ct
 // BeatSessions refreshes the heartbeats of this replica's sessions once, as the hub does every
 // HeartbeatInterval.
 func (s *Service) BeatSessions(ctx context.Context) { s.hub.beat(ctx) }
+
+// Reserve reserves courierID for a batch of its own, as a batch working beside the loop's does from its
+// choice until its writes are done; end ends that batch.
+func (s *Service) Reserve(courierID string) (end func()) {
+	b := newBatch(s, s.now())
+	s.offering.start(b)
+	if !s.offering.reserve(courierID, b) {
+		panic("courier " + courierID + " is reserved already")
+	}
+	b.take(courierID)
+	return func() { s.endBatch(b) }
+}
+
+// Kicked reports whether the work loop was kicked since the last call, and takes the kick.
+func (s *Service) Kicked() bool {
+	select {
+	case <-s.kickCh:
+		return true
+	default:
+		return false
+	}
+}

@@ -146,6 +146,8 @@ func (s *Service) processBatch(ctx context.Context, ts []Task, early *earlyBatch
 			s.logger.Warn("dispatch: unlease failed", "tasks", len(ids), "error", err)
 		}
 	}()
+	var contenders []string
+	defer func() { s.wakeContended(contenders) }() // after the unlease below: deferred calls run last first
 	pending := make([]Task, 0, len(ts))
 	for _, t := range ts {
 		switch t.State {
@@ -170,7 +172,7 @@ func (s *Service) processBatch(ctx context.Context, ts []Task, early *earlyBatch
 			s.workFailed(ctx, t, err)
 		}
 	}
-	s.assignBatch(ctx, pending, early)
+	contenders = s.assignBatch(ctx, pending, early)
 }
 
 // workFailed logs a failure to work t, unless there was none, nothing to change, or the loop is ending.
@@ -295,8 +297,16 @@ func (s *Service) offerWrite(t Task, d *Decision, c Candidate, newDecision bool)
 }
 
 // deferWrite keeps t PENDING and makes it due again after a back-off that doubles per search (up to 12
-// times Options.RetryBackoff), recording the decision when there is one.
+// times Options.RetryBackoff), recording the decision when there is one. Its retry makes t due at once
+// instead (a contended deferral: see batch.go).
 func (s *Service) deferWrite(t Task, d *Decision, why string) pendingWrite {
+	w := s.deferral(t, d, why, false)
+	w.retry = func() pendingWrite { return s.deferral(t, d, why, true) }
+	return w
+}
+
+// deferral is deferWrite's write; at once makes t due now instead of after the back-off.
+func (s *Service) deferral(t Task, d *Decision, why string, atOnce bool) pendingWrite {
 	return pendingWrite{task: t, fn: func(cur Task) (Change, error) {
 		if cur.Version != t.Version || cur.State != StatePending {
 			return Change{}, errNoChange
@@ -304,6 +314,9 @@ func (s *Service) deferWrite(t Task, d *Decision, why string) pendingWrite {
 		now := s.now()
 		backoff := s.opts.RetryBackoff << min(cur.Searches, 3)
 		backoff = min(backoff, 12*s.opts.RetryBackoff)
+		if atOnce {
+			backoff = 0
+		}
 		cur.Searches++
 		cur.DueTime = storedTime(now.Add(backoff))
 		if w := cur.Pickup.Window; w != nil && cur.DueTime.After(w.End) {
