@@ -265,9 +265,10 @@ const (
 // index seek each) and return a row only for the exceptions: a courier not connected, a courier with
 // an open offer. Most couriers a batch reads are connected without an offer, and a row costs more than
 // the seek (the driver's step and scan, a string per column); the list joined with IN was moreover
-// built into a temporary index first. On PostgreSQL they select the connected couriers and those with
-// an open offer with `= ANY`: the correlated form doubled the server's CPU per assignment in the load
-// test there (its plans for it are worse than for the join).
+// built into a temporary index first. On PostgreSQL they select the connected couriers with `= ANY`
+// (the correlated form doubled the server's CPU per assignment in the load test there: its plans for
+// it are worse than for the join), and those with an open offer by one index probe per courier that
+// stops at the first open offer.
 func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts int, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	out := dispatch.CourierStates{Connected: map[string]bool{}, OfferOpen: map[string]bool{}, Held: map[string][]dispatch.Task{}}
 	if len(courierIDs) == 0 {
@@ -286,6 +287,7 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 	}
 	exceptions := parts != 0 && s.e.Dialect == database.SQLite
 	if parts != 0 && !exceptions {
+		list := "$" + strconv.Itoa(len(args)+1)
 		conn, v, err := s.inList("courier_id", len(args)+1, courierIDs)
 		if err != nil {
 			return dispatch.CourierStates{}, err
@@ -296,9 +298,16 @@ func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts in
 			selects = append(selects, `SELECT `+strconv.Itoa(kindConnected)+`, courier_id, '' FROM sessions WHERE is_open = `+open+` AND heartbeat > `+heartbeat+` AND `+conn)
 		}
 		if parts&partOfferOpen != 0 {
-			offered := arg(string(dispatch.StateOffered))
-			offer := strings.Replace(conn, "courier_id", "offer_courier_id", 1) // the same argument
-			selects = append(selects, `SELECT DISTINCT `+strconv.Itoa(kindOfferOpen)+`, offer_courier_id, '' FROM tasks WHERE state = `+offered+` AND `+offer)
+			// One probe of tasks_offer_courier per courier, stopped at the first row (LIMIT 1), and
+			// no condition on state: offer_courier_id is set exactly while a task is OFFERED with an
+			// open offer (offerCourier), so the index answers alone. The planner then takes a plain
+			// index scan, which marks the entries of dead row versions it meets (a task's earlier
+			// offers) so that later probes skip them; `state = 'offered' AND offer_courier_id =
+			// ANY(...)` was a bitmap scan ANDed with tasks_state_list, which visits every dead version
+			// on the heap at every batch until a vacuum removes them (in the load test up to 1,600 of
+			// the statement's 2,200 buffer reads a call, 1,000 heap pages for no row).
+			selects = append(selects, `SELECT `+strconv.Itoa(kindOfferOpen)+`, ids.id, '' FROM unnest(`+list+`::text[]) AS ids(id)`+
+				` CROSS JOIN LATERAL (SELECT FROM tasks WHERE offer_courier_id = ids.id LIMIT 1) AS offer`)
 		}
 	}
 	if exceptions {
