@@ -251,6 +251,10 @@ type Store interface {
 	// the claim decide returned included (as read when decide stores nothing). The Service claims through
 	// it, so that no read follows a claim's commit.
 	ClaimCourierLive(ctx context.Context, id, taskID string, hour time.Time, decide func(c Courier, holder string) (*Claim, error)) (LiveRecord, error)
+	// ReleaseCourierLive is ReleaseCourier, with the same errors, that also returns courier id's live
+	// state read after the claim was deleted, as LiveState at hour answers it. The Service releases
+	// through it.
+	ReleaseCourierLive(ctx context.Context, id, taskID string, hour time.Time) (released bool, rec LiveRecord, err error)
 
 	// SaveLocations upserts the latest location of each courier in fixes (a batch may hold several fixes
 	// of one courier and is in no particular order). A fix never replaces a stored one with a later or

@@ -231,7 +231,15 @@ func (s *Service) ReleaseCourier(ctx context.Context, courierID, taskID string) 
 	if err := v.err(); err != nil {
 		return Snapshot{}, false, err
 	}
-	released, err = s.store.ReleaseCourier(ctx, id, task)
+	mu := s.refreshLock(id)
+	mu.Lock()
+	hour := s.now().UTC().Truncate(time.Hour)
+	released, rec, err := s.store.ReleaseCourierLive(ctx, id, task, hour)
+	if err == nil {
+		// Under the refresh lock, as claimLive records a claim's state.
+		snap = s.live.set(rec.Courier, taskIDs(rec.Claims), rec.AvailableNow, hour, s.now())
+	}
+	mu.Unlock()
 	switch apperr.CodeOf(err) {
 	case "":
 	case apperr.NotFound:
@@ -240,9 +248,7 @@ func (s *Service) ReleaseCourier(ctx context.Context, courierID, taskID string) 
 		return Snapshot{}, false, fmt.Errorf("release courier %s from task %s: %w", id, task, err)
 	}
 	if released {
-		snap, err = s.publishRefreshed(ctx, id, ChangeStatus)
-	} else {
-		snap, err = s.refreshQuietly(ctx, id)
+		s.watch.publish([]Event{{Snapshot: snap, Changes: []Change{ChangeStatus}, At: s.now()}})
 	}
-	return snap, released, err
+	return snap, released, nil
 }

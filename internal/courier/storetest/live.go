@@ -106,3 +106,61 @@ func testClaimCourierLive(t *testing.T, s courier.Store) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// testReleaseCourierLive: ReleaseCourierLive reports what ReleaseCourier reports and answers what
+// LiveState answers right after it, for a held claim, one already released, one never made and another
+// courier's; NotFound for a courier that does not exist.
+func testReleaseCourierLive(t *testing.T, s courier.Store) {
+	ctx := testContext(t)
+	c := newCourier(1)
+	c.Capacity = 10
+	mustCreate(ctx, t, s, c)
+	mustCreate(ctx, t, s, newCourier(2))
+	h := hoursFrom(base, 2)
+	if err := s.SetAvailability(ctx, c.ID, h[:1], true, allow); err != nil {
+		t.Fatalf("SetAvailability(h0, true): %v", err)
+	}
+	mustClaim(ctx, t, s, claim(1, 1, base, base.Add(time.Hour)))
+	mustClaim(ctx, t, s, claim(1, 2, base.Add(time.Minute), base.Add(time.Hour)))
+	mustClaim(ctx, t, s, claim(1, 3, base.Add(time.Minute), base.Add(time.Hour)))
+	mustClaim(ctx, t, s, claim(2, 4, base, base.Add(time.Hour)))
+
+	tests := []struct {
+		name string
+		task string
+		hour time.Time
+		want bool
+	}{
+		{"held", taskID(2), h[0], true},
+		{"already released, another zone", taskID(2), h[0].Add(30 * time.Minute).In(zone), false},
+		{"never claimed, unset hour", taskID(77), h[1], false},
+		{"held by another courier", taskID(4), h[0], false},
+		{"held, the first", taskID(1), h[1], true},
+	}
+	held := 3
+	for _, tt := range tests {
+		released, got, err := s.ReleaseCourierLive(ctx, c.ID, tt.task, tt.hour)
+		if err != nil || released != tt.want {
+			t.Fatalf("ReleaseCourierLive(%s) = %v, %v; want %v, nil", tt.name, released, err, tt.want)
+		}
+		if released {
+			held--
+		}
+		wc, wclaims, wavail, err := s.LiveState(ctx, c.ID, tt.hour)
+		if err != nil {
+			t.Fatalf("%s: LiveState: %v", tt.name, err)
+		}
+		want := courier.LiveRecord{Courier: wc, Claims: wclaims, AvailableNow: wavail}
+		if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+			t.Errorf("%s: ReleaseCourierLive (-LiveState after it +got):\n%s", tt.name, diff)
+		}
+		if got.Courier.ActiveTasks != held || len(got.Claims) != held {
+			t.Errorf("%s: ReleaseCourierLive = %d active, %d claims; want %d", tt.name, got.Courier.ActiveTasks, len(got.Claims), held)
+		}
+	}
+	if got := mustGet(ctx, t, s, courierID(2)).ActiveTasks; got != 1 {
+		t.Errorf("other courier's ActiveTasks = %d, want 1 (its claim is untouched)", got)
+	}
+	_, _, err := s.ReleaseCourierLive(ctx, courierID(99), taskID(2), h[0])
+	wantCode(t, "ReleaseCourierLive(unknown courier)", err, apperr.NotFound)
+}

@@ -47,6 +47,7 @@ func Run(t *testing.T, newStore func(t *testing.T) courier.Store) {
 		{"ClaimsOrder", testClaimsOrder},
 		{"LiveState", testLiveState},
 		{"ClaimCourierLive", testClaimCourierLive},
+		{"ReleaseCourierLive", testReleaseCourierLive},
 		{"ConcurrentClaimsRespectCapacity", testConcurrentClaimsRespectCapacity},
 		{"ConcurrentClaimsOfOneTask", testConcurrentClaimsOfOneTask},
 		{"ConcurrentClaimsOfOneTaskOnManyCouriers", testConcurrentClaimsOfOneTaskOnManyCouriers},
