@@ -21,7 +21,8 @@
 //
 // Next to each position the live state caches what nearby search filters on (status, capacity, claims,
 // mode, the current hour's availability), refreshed from the store after every change this process makes
-// and when the hour turns. The cache only ranks candidates: the store still decides every claim, so a
+// (a claim or a release reads it in its own transaction, so nothing is read after its commit) and when
+// the hour turns. The cache only ranks candidates: the store still decides every claim, so a
 // stale entry can cost dispatch one refused claim, never an over-claim. The live state serves one process:
 // with several courier replicas each sees the fixes it ingested plus what it loaded at start, so courier
 // apps should keep their long-lived ReportLocations stream on one replica.
