@@ -945,6 +945,23 @@ func (s *Store) WakePending(ctx context.Context, now time.Time) error {
 	})
 }
 
+// WakeNext implements dispatch.Store. Like WakePending, only the due_time column changes.
+func (s *Store) WakeNext(ctx context.Context, now time.Time, limit int) error {
+	limit, err := database.RowLimit(limit, MaxLimit)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
+		_, err := tx.ExecContext(ctx, `UPDATE tasks SET due_time = $1 WHERE id IN (
+				SELECT id FROM tasks WHERE state = $2 AND due_time > $1 ORDER BY priority_rank DESC, create_time, id LIMIT $3)`,
+			s.time(now), string(dispatch.StatePending), limit)
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("wake the next %d pending tasks", limit))
+		}
+		return nil
+	})
+}
+
 // HeldTasks implements dispatch.Store (ties broken by id).
 func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
 	held, states := heldStates(2)
