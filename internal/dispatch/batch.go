@@ -736,6 +736,9 @@ func (b *batch) offerOpen(ctx context.Context, ids []string) (map[string]bool, e
 		switch {
 		case b.open[id] || b.taken[id]:
 			out[id] = true
+			if b.contenders[id] { // taken by another batch (decideOne)
+				b.contended = true
+			}
 		case b.s.offering.other(id, b, b.readAt[id]):
 			out[id] = true
 			b.contend(id)

@@ -384,7 +384,7 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 			s.metrics.Assigned(accepted)
 		} else {
 			s.metrics.OfferAnswered(OfferDeclined)
-			s.kick()
+			s.courierFreed() // and the task goes to its next candidate
 		}
 	}
 	return &t, changed, nil

@@ -112,6 +112,9 @@ type Service struct {
 	// fresh are the tasks created on this replica since the work loop last leased (batch.go).
 	fresh    freshTasks
 	lastWake atomic.Int64
+	// freed counts the couriers freed for another task since the work loop last woke tasks for them
+	// (courierFreed).
+	freed atomic.Int64
 }
 
 // Deps are the Service's collaborators.

@@ -203,6 +203,9 @@ type Store interface {
 	UnleaseTasks(ctx context.Context, taskIDs []string, owner string) error
 	// WakePending makes every PENDING task due now (a courier became available).
 	WakePending(ctx context.Context, now time.Time) error
+	// WakeNext makes up to limit PENDING tasks that are due after now due now: those LeaseDue would
+	// take first once due, highest priority first, then oldest (a courier became free for one).
+	WakeNext(ctx context.Context, now time.Time, limit int) error
 	// Decisions returns a task's newest decisions first, at most limit.
 	Decisions(ctx context.Context, taskID string, limit int) ([]Decision, error)
 	// HeldTasks returns the tasks courierID holds (ASSIGNED or PICKED_UP), oldest assignment first.

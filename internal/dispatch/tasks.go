@@ -594,8 +594,12 @@ func (s *Service) CancelTask(ctx context.Context, req CancelRequest) (Task, erro
 		return Task{}, err
 	}
 	actor, actorUser := actorOf(p)
-	var unchanged Task
+	var (
+		unchanged Task
+		withdrawn bool
+	)
 	t, err := s.store.UpdateTask(ctx, strings.ToLower(req.ID), func(t Task) (Change, error) {
+		withdrawn = false
 		if err := checkETag(t, req.ETag); err != nil {
 			return Change{}, err
 		}
@@ -610,6 +614,7 @@ func (s *Service) CancelTask(ctx context.Context, req CancelRequest) (Task, erro
 		var ch Change
 		if o := t.closeOffer(OfferWithdrawn, now); o != nil {
 			ch.Deliveries = append(ch.Deliveries, Delivery{CourierID: o.CourierID, Kind: DeliveryOfferClosed, TaskID: t.ID, OfferID: o.ID})
+			withdrawn = true
 		}
 		holder := ""
 		if t.State == StateAssigned {
@@ -631,6 +636,8 @@ func (s *Service) CancelTask(ctx context.Context, req CancelRequest) (Task, erro
 		t = unchanged
 	} else if err != nil {
 		return Task{}, taskErr(err, "cancel task "+req.ID)
+	} else if withdrawn {
+		s.courierFreed()
 	}
 	return t.For(p, "", ViewFull), nil
 }
@@ -689,8 +696,12 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 	}
 	now := s.now()
 	actor, actorUser := actorOf(p)
-	var unchanged Task
+	var (
+		unchanged Task
+		withdrawn bool
+	)
 	t, err := s.store.UpdateTask(ctx, id, func(t Task) (Change, error) {
+		withdrawn = false
 		if err := checkETag(t, req.ETag); err != nil {
 			return Change{}, err
 		}
@@ -704,6 +715,7 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 		var ch Change
 		if o := t.closeOffer(OfferWithdrawn, now); o != nil {
 			ch.Deliveries = append(ch.Deliveries, Delivery{CourierID: o.CourierID, Kind: DeliveryOfferClosed, TaskID: t.ID, OfferID: o.ID})
+			withdrawn = o.CourierID != courierID
 		}
 		prev := ""
 		if t.State == StateAssigned {
@@ -730,6 +742,9 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 		return Task{}, taskErr(err, "assign task "+id)
 	} else {
 		s.logger.Info("dispatch decision", "task", t.ID, "trigger", TriggerOverride, "outcome", OutcomeDispatcherAssigned, "winner", courierID, "dispatcher", actorUser)
+		if withdrawn {
+			s.courierFreed()
+		}
 	}
 	return t.For(p, "", ViewFull), nil
 }

@@ -79,6 +79,7 @@ func (s *Service) work(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+		s.wakeFreed(ctx)
 		// The tasks created on this replica since the last lease are most likely among those this
 		// lease takes: their searches, reads and matrices start now, beside the lease.
 		early := s.startEarly(ctx, s.fresh.take())
@@ -203,6 +204,7 @@ func (s *Service) expireOffer(ctx context.Context, t Task) (Task, error) {
 		return Task{}, err
 	}
 	s.metrics.OfferAnswered(OfferExpired)
+	s.courierFreed()
 	return next, nil
 }
 
@@ -379,6 +381,9 @@ func (s *Service) RunJob(ctx context.Context, j Job) error {
 		if apperr.CodeOf(err) == apperr.NotFound {
 			return nil // the courier is gone: nothing to release
 		}
+		if err == nil {
+			s.courierFreed()
+		}
 		return err
 	case JobClaim:
 		state, holder, err := s.store.TaskHolder(ctx, j.TaskID)
@@ -392,7 +397,10 @@ func (s *Service) RunJob(ctx context.Context, j Job) error {
 			return nil // released or reassigned since: the release job undoes any claim
 		}
 		if j.Previous != "" && j.Previous != j.CourierID {
-			if err := s.couriers.Release(ctx, j.Previous, j.TaskID); err != nil && apperr.CodeOf(err) != apperr.NotFound {
+			switch err := s.couriers.Release(ctx, j.Previous, j.TaskID); {
+			case err == nil:
+				s.courierFreed()
+			case apperr.CodeOf(err) != apperr.NotFound:
 				return fmt.Errorf("release task %s from its previous courier %s: %w", j.TaskID, j.Previous, err)
 			}
 		}
@@ -435,6 +443,34 @@ func (s *Service) claimRefused(ctx context.Context, j Job, cause error) error {
 // wakeEvery bounds how often arriving couriers make every waiting task due: a burst of reconnecting apps
 // costs one update, not one per app.
 const wakeEvery = time.Second
+
+// wakeShare is how many of the waiting tasks a courier who became free makes due: it takes one at
+// most, the best it can reach among those searched again, so a few are enough, and the backlog is not
+// searched again as a whole for every courier who finishes a delivery (only a courier opening a
+// session does that, at most once per wakeEvery).
+const wakeShare = 4
+
+// courierFreed notes that a courier became free for another task on this replica: it answered an offer
+// or lost one (declined, expired, withdrawn), or the courier service released a task of its. Before its
+// next lease, the work loop makes wakeShare waiting tasks per such courier due, those that LeaseDue
+// would take first: highest priority, then oldest.
+func (s *Service) courierFreed() {
+	s.freed.Add(1)
+	s.kick()
+}
+
+// wakeFreed makes wakeShare waiting tasks due now per courier freed since its last call, at most
+// Options.Batch. A failure is logged: those tasks keep their back-off.
+func (s *Service) wakeFreed(ctx context.Context) {
+	n := s.freed.Swap(0)
+	if n == 0 {
+		return
+	}
+	limit := int(min(n*wakeShare, int64(s.opts.Batch)))
+	if err := s.store.WakeNext(ctx, s.now(), limit); err != nil && ctx.Err() == nil {
+		s.logger.Warn("dispatch: waking waiting tasks for freed couriers failed", "tasks", limit, "error", err)
+	}
+}
 
 // courierArrived makes the tasks waiting for a courier due now (a courier opened a session, so it may
 // take one), at most once per wakeEvery on this replica.

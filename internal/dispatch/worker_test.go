@@ -340,3 +340,53 @@ func TestCourierServiceDownTasksWait(t *testing.T) {
 		t.Fatalf("offer to %s, want %s", o.CourierID, a.ID)
 	}
 }
+
+// waitingLater waits until task id was searched for and waits for its back-off (due after now).
+func waitingLater(t *testing.T, sys *dispatchtest.System, id string) {
+	t.Helper()
+	sys.WaitTask(t, id, "waiting for its back-off", func(x dispatch.Task) bool {
+		return x.State == dispatch.StatePending && x.Searches >= 1 && x.DueTime.After(sys.Clock.Now())
+	})
+}
+
+// A courier who declines an offer is free for another task at once: a task that waits because that
+// courier had the offer open is searched again without waiting for its back-off (the clock does not move
+// here) and offered to them; the declined task is never offered to them again.
+func TestDeclineFreesTheCourierForAWaitingTask(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	first := create(t, sys, nil)
+	_, o := offered(t, sys, first.ID)
+	second := create(t, sys, nil)
+	waitingLater(t, sys, second.ID)
+	if r := sys.Service.Execute(a.Ctx, a.ID, "dec", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	sys.WaitTask(t, second.ID, "offered to a", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == a.ID })
+	if got := stored(t, sys, first.ID); got.State != dispatch.StatePending || len(got.Offers) != 1 {
+		t.Errorf("declined task = %s with %d offers, want PENDING with its one declined offer", got.State, len(got.Offers))
+	}
+}
+
+// A courier whose task ends (here: cancelled after acceptance) is free for another once the courier
+// service released it: a task that waited because the courier was full is searched again then, without
+// waiting for its back-off, and offered to them.
+func TestReleasedCourierGetsAWaitingTask(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true) // capacity 1
+	first := create(t, sys, nil)
+	_, o := offered(t, sys, first.ID)
+	if r := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	waitFor(t, "the claim", func() bool { return sys.Couriers.Claims()[first.ID] == a.ID })
+	second := create(t, sys, nil)
+	waitingLater(t, sys, second.ID)
+	if _, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: first.ID, Reason: dispatch.CancelOther}); err != nil {
+		t.Fatal(err)
+	}
+	sys.WaitTask(t, second.ID, "offered to a", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == a.ID })
+	if _, held := sys.Couriers.Claims()[first.ID]; held {
+		t.Error("the cancelled task is still claimed")
+	}
+}

@@ -6,6 +6,10 @@
 // IMMEDIATE on a single connection, so they run one at a time, within the process and, through SQLite's
 // write lock, across processes: that is what makes the store's read-decide-write transactions atomic,
 // so the store takes no row lock here, and LeaseDue needs no SKIP LOCKED.
+//
+// A database file belongs to one process (lastmile's data directory lock), and its tasks and sessions
+// are written only through the stores on the *sql.DB opened on it: the stores keep the couriers' states
+// in memory on that ground (sqlstore's "The couriers' states on SQLite").
 package sqlite
 
 import (

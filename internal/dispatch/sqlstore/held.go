@@ -235,7 +235,9 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 	return out, nil
 }
 
-// CourierStates implements dispatch.Store in one statement: the connected couriers (as Connected; on
+// CourierStates implements dispatch.Store. On SQLite it answers from the couriers' index the Stores of
+// the database keep in memory (courierindex.go), without a statement once that is loaded. Otherwise
+// (PostgreSQL, or an index not loaded) in one statement: the connected couriers (as Connected; on
 // SQLite, those that are not), the couriers with an open offer (as OfferOpen) and the list of held
 // tasks' ids and versions of each courier holding some (as HeldTasksOf), one part of a UNION ALL each;
 // the held tasks' fields then come from heldSets, or for a list it does not know, from heldTasks.
@@ -259,7 +261,26 @@ const (
 )
 
 // courierStates is CourierStates reading only parts about courierIDs (the held tasks of heldOf when
-// that is not empty): Connected, OfferOpen and HeldTasksOf are each one part of it.
+// that is not empty): Connected, OfferOpen and HeldTasksOf are each one part of it. It answers from the
+// couriers' index when the Store has one that is loaded (SQLite), and from the database otherwise
+// (sqlCourierStates).
+func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts int, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
+	out := dispatch.CourierStates{Connected: map[string]bool{}, OfferOpen: map[string]bool{}, Held: map[string][]dispatch.Task{}}
+	if len(courierIDs) == 0 {
+		parts = 0
+	}
+	if parts == 0 && len(heldOf) == 0 {
+		return out, nil
+	}
+	if s.states != nil {
+		if st, ok, err := s.indexedStates(ctx, courierIDs, parts, since, heldOf); ok || err != nil {
+			return st, err
+		}
+	}
+	return s.sqlCourierStates(ctx, courierIDs, parts, since, heldOf)
+}
+
+// sqlCourierStates is courierStates read from the database.
 //
 // On SQLite the parts about courierIDs look each id up (a correlated EXISTS per id of the list, an
 // index seek each) and return a row only for the exceptions: a courier not connected, a courier with
@@ -269,13 +290,10 @@ const (
 // (the correlated form doubled the server's CPU per assignment in the load test there: its plans for
 // it are worse than for the join), and those with an open offer by one index probe per courier that
 // stops at the first open offer.
-func (s *Store) courierStates(ctx context.Context, courierIDs []string, parts int, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
+func (s *Store) sqlCourierStates(ctx context.Context, courierIDs []string, parts int, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	out := dispatch.CourierStates{Connected: map[string]bool{}, OfferOpen: map[string]bool{}, Held: map[string][]dispatch.Task{}}
 	if len(courierIDs) == 0 {
 		parts = 0
-	}
-	if parts == 0 && len(heldOf) == 0 {
-		return out, nil
 	}
 	var (
 		args    []any

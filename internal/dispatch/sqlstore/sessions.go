@@ -164,28 +164,28 @@ func (s *Store) GetSession(ctx context.Context, courierID string) (dispatch.Sess
 // microsecond in UTC.
 func (s *Store) UpdateSession(ctx context.Context, courierID string, fn func(dispatch.Session) (dispatch.Session, error)) (dispatch.Session, error) {
 	var out dispatch.Session
-	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
+	err := s.inTxIndexed(ctx, func(tx *sql.Tx, a *appender) (w indexWrite, _ error) {
 		_, err := tx.ExecContext(ctx, `
 			INSERT INTO sessions (courier_id, session_id, epoch, acked, replica, heartbeat, is_open, app_version, capabilities)
 			VALUES ($1, '', 0, 0, '', NULL, $2, '', $3)
 			ON CONFLICT (courier_id) DO NOTHING`, courierID, false, "[]")
 		if err != nil {
-			return s.e.MapError(err, "create session of courier "+courierID)
+			return w, s.e.MapError(err, "create session of courier "+courierID)
 		}
 		cur, err := scanSession(tx.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE courier_id = $1`+s.e.Lock, courierID))
 		if err != nil {
-			return s.e.MapError(err, "lock session of courier "+courierID)
+			return w, s.e.MapError(err, "lock session of courier "+courierID)
 		}
 		next, err := fn(cur)
 		if err != nil {
-			return err
+			return w, err
 		}
 		next.CourierID = courierID
 		next.Heartbeat = storedTime(next.Heartbeat)
 		next.Capabilities = append([]string(nil), next.Capabilities...)
 		caps, err := encode(next.Capabilities, "session capabilities")
 		if err != nil {
-			return err
+			return w, err
 		}
 		if next.Capabilities == nil {
 			caps = "[]"
@@ -196,15 +196,16 @@ func (s *Store) UpdateSession(ctx context.Context, courierID string, fn func(dis
 			WHERE courier_id = $9`,
 			next.SessionID, next.Epoch, next.Acked, next.Replica, s.nullTime(next.Heartbeat), next.Open, next.AppVersion, caps, courierID)
 		if err != nil {
-			return s.e.MapError(err, "update session of courier "+courierID)
+			return w, s.e.MapError(err, "update session of courier "+courierID)
 		}
 		if next.SessionID != cur.SessionID {
 			if _, err := a.append(ctx, tx, dispatch.TopicSession, courierID, []byte(next.SessionID)); err != nil {
-				return err
+				return w, err
 			}
 		}
 		out = next
-		return nil
+		w.addSession(courierID, next.Open, next.Heartbeat)
+		return w, nil
 	})
 	if err != nil {
 		return dispatch.Session{}, err
@@ -240,14 +241,18 @@ const beatChunk = 300
 // pairs decide. On SQLite the statements share a group's commit (see write).
 func (s *Store) BeatSessions(ctx context.Context, sessions []dispatch.SessionRef, at time.Time) (map[dispatch.SessionRef]int64, error) {
 	var out map[dispatch.SessionRef]int64
-	err := s.write(ctx, func(q querier) error {
+	err := s.writeIndexed(ctx, func(q querier) (w indexWrite, _ error) {
 		out = map[dispatch.SessionRef]int64{} // a run again starts afresh
 		for chunk := range slices.Chunk(sessions, beatChunk) {
 			if err := s.beatSessions(ctx, q, chunk, at, out); err != nil {
-				return err
+				return w, err
 			}
 		}
-		return nil
+		// A session refreshed was open (the statement's condition): open, with the new heartbeat.
+		for ref := range out {
+			w.sessions = append(w.sessions, indexedSessionWrite{courierID: ref.CourierID, open: true, heartbeat: at.UnixMicro()})
+		}
+		return w, nil
 	})
 	if err != nil {
 		return nil, err

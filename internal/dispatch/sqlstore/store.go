@@ -72,6 +72,16 @@
 // so replicas leasing at once take different tasks and never wait for each other; on SQLite the
 // transactions run one at a time anyway. UpdateTask neither checks nor changes leases.
 //
+// # The couriers' states on SQLite
+//
+// On SQLite the Stores of a database keep in memory what CourierStates, Connected, OfferOpen and
+// HeldTasksOf answer (courierindex.go): it is changed after the commit of every write that changes it,
+// before the write returns, and loaded on first use. That holds because every write of the tasks and
+// sessions tables goes through a Store on the one *sql.DB opened on the file: the data directory's lock
+// keeps other lastmile processes away, and nothing else writes those tables. A tool that changed them
+// beside a running process (sqlite3 on the live file) would leave the process's answers wrong until it
+// restarts.
+//
 // # Wiring
 //
 // A process builds the store on its database (sqlite.New(db) or postgres.New(pool)), migrates it
@@ -160,6 +170,9 @@ type Store struct {
 	heldSets heldSets
 	// docs are the task documents decoded or written before (codec.go).
 	docs taskDocs
+	// states, on SQLite, are the couriers' states kept in memory, shared by the Stores on db
+	// (courierindex.go); nil on PostgreSQL.
+	states *courierIndex
 }
 
 var _ dispatch.Store = (*Store)(nil)
@@ -176,6 +189,9 @@ func New(db *sql.DB, e Engine, closeDB func() error) *Store {
 	s := &Store{db: db, read: database.Reader(db), e: e, close: closeDB}
 	if e.GroupCommit {
 		s.group = database.NewGroup(db, 0)
+	}
+	if e.GroupCommit && e.Dialect == database.SQLite {
+		s.states = courierIndexOf(db)
 	}
 	return s
 }

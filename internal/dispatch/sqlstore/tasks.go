@@ -79,7 +79,7 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 		out     dispatch.Task
 		created bool
 	)
-	err = s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
+	err = s.inTxIndexed(ctx, func(tx *sql.Tx, a *appender) (w indexWrite, _ error) {
 		out, created = dispatch.Task{}, false // a run again starts afresh
 		res, err := tx.ExecContext(ctx, `
 			INSERT INTO tasks (id, state, customer_id, courier_id, offer_courier_id, priority_rank, create_time,
@@ -90,30 +90,31 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 			s.time(t.CreateTime), s.time(t.UpdateTime), s.nullTime(t.DueTime), t.CreatedBy, nullString(t.RequestID),
 			t.Version, doc)
 		if err != nil {
-			return s.e.MapError(err, "insert task "+t.ID)
+			return w, s.e.MapError(err, "insert task "+t.ID)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return s.e.MapError(err, "insert task "+t.ID)
+			return w, s.e.MapError(err, "insert task "+t.ID)
 		}
 		if n == 0 {
 			// The request was made before: answer with its task.
 			prev, err := s.scanTask(tx.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE created_by = $1 AND request_id = $2`,
 				t.CreatedBy, t.RequestID))
 			if err != nil {
-				return s.e.MapError(err, fmt.Sprintf("load task of request %s by %s", t.RequestID, t.CreatedBy))
+				return w, s.e.MapError(err, fmt.Sprintf("load task of request %s by %s", t.RequestID, t.CreatedBy))
 			}
 			out = prev
-			return nil
+			return w, nil
 		}
 		if err := s.insertOffers(ctx, tx, t.ID, nil, t.Offers); err != nil {
-			return err
+			return w, err
 		}
 		if _, err := a.append(ctx, tx, dispatch.TopicTask, t.ID, []byte(t.State)); err != nil {
-			return err
+			return w, err
 		}
 		out, created = t, true
-		return nil
+		w.addTask(&out)
+		return w, nil
 	})
 	if err != nil {
 		return dispatch.Task{}, false, err
@@ -342,33 +343,35 @@ func (s *Store) updateTask(ctx context.Context, read func(q querier, lock string
 			}
 		}
 	}
-	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
+	err := s.inTxIndexed(ctx, func(tx *sql.Tx, a *appender) (w indexWrite, _ error) {
 		if pre != nil {
 			written, err := s.writePrepared(ctx, tx, pre, true)
 			if err != nil {
-				return err
+				return w, err
 			}
 			if written {
 				out, doc = pre.next, pre.doc
-				return s.appendChange(ctx, tx, a, out, pre.ch)
+				w.addTask(&out)
+				return w, s.appendChange(ctx, tx, a, out, pre.ch)
 			}
 		}
 		cur, err := read(tx, s.e.Lock)
 		if err != nil {
-			return err
+			return w, err
 		}
 		ch, err := fn(cur.Clone())
 		if err != nil {
-			return err
+			return w, err
 		}
 		if s.e.Dialect == database.Postgres && onePostgresStatement(cur, ch) {
 			out, doc, err = s.writeChangePostgres(ctx, tx, a, cur, ch)
-			return err
+			return w, err
 		}
 		if out, doc, err = s.applyChange(ctx, tx, cur, ch); err != nil {
-			return err
+			return w, err
 		}
-		return s.appendChange(ctx, tx, a, out, ch)
+		w.addTask(&out)
+		return w, s.appendChange(ctx, tx, a, out, ch)
 	})
 	if err != nil {
 		return dispatch.Task{}, err
@@ -569,13 +572,13 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 		slices.Sort(read)
 	}
 	docs := make([]string, len(updates))
-	err := s.inTx(ctx, func(tx *sql.Tx, a *appender) error {
+	err := s.inTxIndexed(ctx, func(tx *sql.Tx, a *appender) (w indexWrite, _ error) {
 		clear(out)
 		clear(errs) // a run again starts afresh
 		clear(docs)
 		cur, err := s.tasksByID(ctx, tx, read, " ORDER BY id"+s.e.Lock)
 		if err != nil {
-			return err
+			return w, err
 		}
 		changes := make([]dispatch.Change, len(updates))
 		// On PostgreSQL, when no task is named twice, the changes without a command or jobs (a batch's
@@ -589,7 +592,7 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 				p := pre[i]
 				written, err := s.writePrepared(ctx, tx, p, true)
 				if err != nil {
-					return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
+					return w, fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
 				}
 				if written {
 					out[i], cur[u.ID], changes[i], docs[i] = p.next, p.next, p.ch, p.doc
@@ -598,7 +601,7 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 				// The task changed since the closure saw it: the usual way.
 				t, err := s.getTask(ctx, tx, u.ID, s.e.Lock)
 				if err != nil && apperr.CodeOf(err) != apperr.NotFound {
-					return err
+					return w, err
 				}
 				if err == nil {
 					cur[u.ID] = t
@@ -624,29 +627,30 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 				next, doc, err = s.applyChange(ctx, tx, c, ch)
 			}
 			if err != nil {
-				return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
+				return w, fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
 			}
 			out[i], cur[u.ID], changes[i], docs[i] = next, next, ch, doc
 		}
 		if pg != nil {
 			if err := pg.flush(ctx, s, tx); err != nil {
-				return err
+				return w, err
 			}
 		}
 		// Every append after every row written: on PostgreSQL the log's lock is held from the first
 		// append to the commit, so the batch holds it as briefly as a single update does.
 		if s.e.Dialect == database.Postgres {
-			return s.appendChanges(ctx, tx, a, out, changes, errs)
+			return w, s.appendChanges(ctx, tx, a, out, changes, errs)
 		}
 		for i := range updates {
 			if errs[i] != nil {
 				continue
 			}
 			if err := s.appendChange(ctx, tx, a, out[i], changes[i]); err != nil {
-				return fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
+				return w, fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
 			}
+			w.addTask(&out[i])
 		}
-		return nil
+		return w, nil
 	})
 	if err == nil {
 		for i, doc := range docs {
@@ -936,6 +940,23 @@ func (s *Store) WakePending(ctx context.Context, now time.Time) error {
 			s.time(now), string(dispatch.StatePending))
 		if err != nil {
 			return s.e.MapError(err, "wake pending tasks")
+		}
+		return nil
+	})
+}
+
+// WakeNext implements dispatch.Store. Like WakePending, only the due_time column changes.
+func (s *Store) WakeNext(ctx context.Context, now time.Time, limit int) error {
+	limit, err := database.RowLimit(limit, MaxLimit)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
+		_, err := tx.ExecContext(ctx, `UPDATE tasks SET due_time = $1 WHERE id IN (
+				SELECT id FROM tasks WHERE state = $2 AND due_time > $1 ORDER BY priority_rank DESC, create_time, id LIMIT $3)`,
+			s.time(now), string(dispatch.StatePending), limit)
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("wake the next %d pending tasks", limit))
 		}
 		return nil
 	})

@@ -401,6 +401,47 @@ func testWakePending(t *testing.T, s *sqlstore.Store) {
 	}
 }
 
+// testWakeNext: the tasks woken are the pending ones due later, in LeaseDue's order (highest priority,
+// then oldest), up to the limit; due and offered tasks are not counted, and versions stay.
+func testWakeNext(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	now := at(10)
+	later := at(20)
+	for n := 1; n <= 5; n++ {
+		task := newTask(n)
+		task.DueTime = later
+		switch n {
+		case 2: // the most urgent: woken first
+			task.Priority = dispatch.PriorityHigh
+		case 4: // already due: not counted
+			task.DueTime = at(4)
+		case 5: // offered, due when its offer expires: not counted
+			task = offer(task, 1, 1, 3)
+			task.DueTime = later
+		}
+		mustCreate(ctx, t, s, task)
+	}
+	if err := s.WakeNext(ctx, now, 2); err != nil {
+		t.Fatalf("WakeNext: %v", err)
+	}
+	for n, want := range map[int]time.Time{1: utc(now), 2: utc(now), 3: utc(later), 4: utc(at(4)), 5: utc(later)} {
+		got := mustGet(ctx, t, s, taskID(n))
+		if !got.DueTime.Equal(want) || got.Version != 1 {
+			t.Errorf("task %d after WakeNext(2): due %v version %d, want due %v version 1", n, got.DueTime, got.Version, want)
+		}
+	}
+	if err := s.WakeNext(ctx, now, 0); apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("WakeNext(0) = %v, want Invalid", err)
+	}
+	if err := s.WakeNext(ctx, now, 10); err != nil {
+		t.Fatalf("WakeNext(10): %v", err)
+	}
+	leased, err := s.LeaseDue(ctx, "a", now, time.Minute, 10)
+	if err != nil || !slices.Equal(ids(leased), []string{taskID(2), taskID(1), taskID(3), taskID(4)}) {
+		t.Errorf("LeaseDue after WakeNext(10) = %v, %v, want tasks 2, 1, 3 and 4", ids(leased), err)
+	}
+}
+
 func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
 	ctx := testContext(t)
 	// Courier 1 holds 3 (assigned at minute 9) and 2 (picked up, assigned at minute 5), and has an open

@@ -64,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"LeaseDue", testLeaseDue},
 		{"LeaseDueExclusive", testLeaseDueExclusive},
 		{"WakePending", testWakePending},
+		{"WakeNext", testWakeNext},
 		{"QueueConcurrent", testQueueConcurrent},
 		{"HeldAndOffered", testHeldAndOffered},
 		{"Sessions", testSessions},
