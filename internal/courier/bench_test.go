@@ -3,6 +3,8 @@ package courier_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,4 +110,45 @@ func BenchmarkClaimCourier(b *testing.B) {
 			b.ReportMetric(float64((cputime.Process()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// BenchmarkClaimCourierConcurrent measures claims made side by side, as dispatch's claim jobs make them
+// (up to 100 at once): 64 goroutines each claim a courier of their own (of 64, holding four other
+// claims each) for a new task and release it. cpu-ns/op is the process's CPU time per claim and
+// release while the loop runs.
+func BenchmarkClaimCourierConcurrent(b *testing.B) {
+	const workers = 64
+	f := newFixture(b, courier.Options{})
+	ctx := serviceCtx(b.Context(), "dispatch")
+	ids := make([]string, workers)
+	for i := range ids {
+		c := f.available(b, 100+i, courier.ModeBicycle, 5)
+		ids[i] = c.ID
+		for h := range 4 {
+			task := fmt.Sprintf("0190c000-0000-7000-8000-%06d%06d", 100+i, h)
+			if _, _, err := f.svc.ClaimCourier(ctx, courier.ClaimRequest{CourierID: c.ID, TaskID: task}); err != nil {
+				b.Fatalf("ClaimCourier(%s): %v", task, err)
+			}
+		}
+	}
+	b.ReportAllocs()
+	var next atomic.Int64
+	b.SetParallelism((workers + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	cpu := cputime.Process()
+	b.RunParallel(func(pb *testing.PB) {
+		w := int(next.Add(1) - 1)
+		id := ids[w%workers]
+		for n := 0; pb.Next(); n++ {
+			task := fmt.Sprintf("0190c000-0000-7000-8000-%06d%06d", 100+w, 1000+n)
+			if _, already, err := f.svc.ClaimCourier(ctx, courier.ClaimRequest{CourierID: id, TaskID: task}); err != nil || already {
+				b.Errorf("ClaimCourier(%s) = already %v, %v", task, already, err)
+				return
+			}
+			if _, released, err := f.svc.ReleaseCourier(ctx, id, task); err != nil || !released {
+				b.Errorf("ReleaseCourier(%s) = released %v, %v", task, released, err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64((cputime.Process()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

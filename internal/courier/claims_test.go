@@ -168,6 +168,10 @@ func (racingStore) ClaimCourier(context.Context, string, string, func(courier.Co
 	return apperr.Wrap(apperr.Conflict, errors.New("duplicate key value violates unique constraint \"claims_pkey\""), "task is already claimed")
 }
 
+func (r racingStore) ClaimCourierLive(ctx context.Context, id, task string, _ time.Time, decide func(courier.Courier, string) (*courier.Claim, error)) (courier.LiveRecord, error) {
+	return courier.LiveRecord{}, r.ClaimCourier(ctx, id, task, decide)
+}
+
 // TestClaimLostRace: a claim that loses the race for a task to another courier is refused as the task
 // being held, FailedPrecondition, like one decided after the winner committed.
 func TestClaimLostRace(t *testing.T) {

@@ -246,6 +246,11 @@ type Store interface {
 	// filled), its claims ordered by ClaimedAt then TaskID, and whether it marked the hour starting at
 	// hour (normalised to the start of its hour in UTC) available. NotFound when the courier is absent.
 	LiveState(ctx context.Context, id string, hour time.Time) (c Courier, claims []Claim, availNow bool, err error)
+	// ClaimCourierLive is ClaimCourier, with the same errors, that also returns courier id's live state
+	// as the claim's transaction leaves it: what LiveState at hour would answer right after the commit,
+	// the claim decide returned included (as read when decide stores nothing). The Service claims through
+	// it, so that no read follows a claim's commit.
+	ClaimCourierLive(ctx context.Context, id, taskID string, hour time.Time, decide func(c Courier, holder string) (*Claim, error)) (LiveRecord, error)
 
 	// SaveLocations upserts the latest location of each courier in fixes (a batch may hold several fixes
 	// of one courier and is in no particular order). A fix never replaces a stored one with a later or
@@ -255,4 +260,15 @@ type Store interface {
 	// LoadLocations returns the stored latest location of every courier that has one, ordered by
 	// CourierID, to warm the in-memory index at start.
 	LoadLocations(ctx context.Context) ([]LocationFix, error)
+}
+
+// LiveRecord is what a courier's live view is made of, as a store reads it at one moment (the answer of
+// Store.LiveState in one value).
+type LiveRecord struct {
+	// Courier is the courier as stored, ActiveTasks filled.
+	Courier Courier
+	// Claims are the courier's claims, ordered by ClaimedAt then TaskID.
+	Claims []Claim
+	// AvailableNow says whether the courier marked the hour asked about available.
+	AvailableNow bool
 }

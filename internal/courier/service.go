@@ -87,8 +87,9 @@ type Service struct {
 	live  *live
 	watch *broadcaster
 
-	// refreshMu serialises read-after-write refreshes of one courier's live state (striped by id), so that
-	// an older read never overwrites a newer one.
+	// refreshMu serialises read-after-write refreshes of one courier's live state (striped by id), and a
+	// claim whose transaction reads that state (claimLive), so that an older read never overwrites a newer
+	// one.
 	refreshMu [64]sync.Mutex
 	seed      maphash.Seed
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"sync"
 	"time"
 
 	"lastmile/internal/platform/apperr"
@@ -15,7 +16,7 @@ const refreshTimeout = 5 * time.Second
 // refresh reads courier id's durable state (profile, claims, the current hour's availability), records it
 // in the live state and returns its snapshot.
 func (s *Service) refresh(ctx context.Context, id string) (Snapshot, error) {
-	mu := &s.refreshMu[maphash.String(s.seed, id)%uint64(len(s.refreshMu))]
+	mu := s.refreshLock(id)
 	mu.Lock()
 	defer mu.Unlock()
 	hour := s.now().UTC().Truncate(time.Hour)
@@ -24,6 +25,11 @@ func (s *Service) refresh(ctx context.Context, id string) (Snapshot, error) {
 		return Snapshot{}, notFoundOr(err, "get live state of courier "+id)
 	}
 	return s.live.set(c, taskIDs(claims), availNow, hour, s.now()), nil
+}
+
+// refreshLock is the lock that serialises the recording of courier id's live state after its changes.
+func (s *Service) refreshLock(id string) *sync.Mutex {
+	return &s.refreshMu[maphash.String(s.seed, id)%uint64(len(s.refreshMu))]
 }
 
 // publishRefreshed refreshes courier id after a change that the store has committed and tells watchers.
@@ -166,14 +172,15 @@ func (s *Service) ClaimCourier(ctx context.Context, req ClaimRequest) (snap Snap
 		release = limit
 	}
 	claim := Claim{CourierID: id, TaskID: task, ClaimedAt: now, ExpectedRelease: release}
-	err = s.store.ClaimCourier(ctx, id, task, func(c Courier, holder string) (*Claim, error) {
+	decide := func(c Courier, holder string) (*Claim, error) {
 		var err error
 		already, err = c.CheckClaim(holder, task)
 		if err != nil || already {
 			return nil, err
 		}
 		return &claim, nil
-	})
+	}
+	snap, err = s.claimLive(ctx, id, task, decide)
 	switch apperr.CodeOf(err) {
 	case "":
 	case apperr.NotFound:
@@ -186,12 +193,27 @@ func (s *Service) ClaimCourier(ctx context.Context, req ClaimRequest) (snap Snap
 	default:
 		return Snapshot{}, false, fmt.Errorf("claim courier %s for task %s: %w", id, task, err)
 	}
-	if already {
-		snap, err = s.refreshQuietly(ctx, id)
-	} else {
-		snap, err = s.publishRefreshed(ctx, id, ChangeStatus)
+	if !already {
+		s.watch.publish([]Event{{Snapshot: snap, Changes: []Change{ChangeStatus}, At: s.now()}})
 	}
-	return snap, already, err
+	return snap, already, nil
+}
+
+// claimLive runs a claim (Store.ClaimCourierLive), whose transaction also reads the live state it
+// leaves, and records that state, so that no read follows the commit. The courier's refresh lock is held from before the
+// transaction until the state is recorded: a refresh of a later change, which reads after its own
+// commit under that lock, therefore records after this one, and an older state never overwrites a
+// newer one.
+func (s *Service) claimLive(ctx context.Context, id, task string, decide func(Courier, string) (*Claim, error)) (Snapshot, error) {
+	mu := s.refreshLock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	hour := s.now().UTC().Truncate(time.Hour)
+	rec, err := s.store.ClaimCourierLive(ctx, id, task, hour, decide)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return s.live.set(rec.Courier, taskIDs(rec.Claims), rec.AvailableNow, hour, s.now()), nil
 }
 
 // ReleaseCourier frees the capacity that a task holds on a courier. It is idempotent: releasing a claim

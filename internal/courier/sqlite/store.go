@@ -25,10 +25,11 @@ func Migrations() database.Migrations {
 }
 
 // New returns the courier store on db, which must come from database.OpenSQLite (a single connection
-// whose transactions take the write lock up front) and carry the schema of Migrations. Closing the store
-// leaves db open.
+// whose transactions take the write lock up front) and carry the schema of Migrations. Its transactions
+// are grouped (sqlstore.Engine.GroupCommit): those of concurrent calls share one BEGIN and COMMIT.
+// Closing the store leaves db open.
 func New(db *sql.DB) *sqlstore.Store {
-	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: constraints.MapSQLite}, nil)
+	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: constraints.MapSQLite, GroupCommit: true}, nil)
 }
 
 // constraints says what the store's constraint violations mean to callers.

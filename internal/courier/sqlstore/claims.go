@@ -3,8 +3,9 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"lastmile/internal/courier"
@@ -34,16 +35,36 @@ func (s *Store) loadClaims(ctx context.Context, q querier, id string) ([]courier
 	return out, nil
 }
 
-// ClaimCourier implements courier.Store.
+// ClaimCourier implements courier.Store: ClaimCourierLive without its answer.
 func (s *Store) ClaimCourier(ctx context.Context, id, taskID string, decide func(c courier.Courier, holder string) (*courier.Claim, error)) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
-		cur, holder, err := s.lockCourierAndHolder(ctx, tx, id, taskID)
+	_, err := s.ClaimCourierLive(ctx, id, taskID, time.Time{}, decide)
+	return err
+}
+
+// ClaimCourierLive implements courier.Store. The transaction takes the courier's lock (PostgreSQL;
+// on SQLite it holds the write lock from its BEGIN), then one statement reads what the rule needs and
+// what the live state is made of: the courier's row with the holder of task taskID, the slot of hour
+// and its claims (readLive). The answer is that read with the stored claim added in its place, so
+// nothing is read after the commit.
+func (s *Store) ClaimCourierLive(ctx context.Context, id, taskID string, hour time.Time, decide func(c courier.Courier, holder string) (*courier.Claim, error)) (courier.LiveRecord, error) {
+	var rec courier.LiveRecord
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if s.e.Lock != "" {
+			if err := s.lock(ctx, tx, id); err != nil {
+				return err
+			}
+		}
+		cur, holder, err := s.readLive(ctx, tx, id, hour, taskID)
 		if err != nil {
 			return err
 		}
-		c, err := decide(cur, holder)
-		if err != nil || c == nil {
+		c, err := decide(cur.Courier, holder)
+		if err != nil {
 			return err
+		}
+		if c == nil {
+			rec = cur
+			return nil
 		}
 		if err := checkClaim(*c, id, taskID); err != nil {
 			return err
@@ -54,34 +75,32 @@ func (s *Store) ClaimCourier(ctx context.Context, id, taskID string, decide func
 		if err != nil {
 			return s.e.MapError(err, fmt.Sprintf("claim courier %s for task %s", id, taskID))
 		}
+		stored := *c
+		stored.ClaimedAt, stored.ExpectedRelease = storedUTC(c.ClaimedAt), storedUTC(c.ExpectedRelease)
+		cur.Claims = insertClaim(cur.Claims, stored)
+		cur.Courier.ActiveTasks = len(cur.Claims)
+		rec = cur
 		return nil
 	})
+	if err != nil {
+		return courier.LiveRecord{}, err
+	}
+	return rec, nil
 }
 
-// lockCourierAndHolder is lockCourier, and the courier holding task taskID's claim ("" when none), read
-// by one statement: one statement fewer per claim (a round trip on PostgreSQL). Where the engine locks
-// rows (PostgreSQL) the read follows the lock; on SQLite the transaction holds the write lock from its
-// BEGIN, so the read alone is enough.
-func (s *Store) lockCourierAndHolder(ctx context.Context, tx *sql.Tx, id, taskID string) (courier.Courier, string, error) {
-	if s.e.Lock != "" {
-		if err := s.lock(ctx, tx, id); err != nil {
-			return courier.Courier{}, "", err
+// storedUTC is t as a read gives it back: truncated to the microsecond, in UTC.
+func storedUTC(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// insertClaim adds c to claims, which are ordered by ClaimedAt then TaskID (the claims index's order,
+// byte order on both engines), in its place.
+func insertClaim(claims []courier.Claim, c courier.Claim) []courier.Claim {
+	i, _ := slices.BinarySearchFunc(claims, c, func(a, b courier.Claim) int {
+		if n := a.ClaimedAt.Compare(b.ClaimedAt); n != 0 {
+			return n
 		}
-	}
-	var (
-		c      courier.Courier
-		holder sql.NullString
-	)
-	err := tx.QueryRowContext(ctx, `SELECT `+courierColumns+`, (SELECT courier_id FROM claims WHERE task_id = $2) FROM couriers c WHERE c.id = $1`,
-		id, taskID).Scan(&c.ID, &c.UserID, &c.DisplayName, &c.Mode, &c.Capacity, &c.Status,
-		database.ScanTime(&c.CreatedAt), database.ScanTime(&c.UpdatedAt), &c.Version, &c.ActiveTasks, &holder)
-	if errors.Is(err, sql.ErrNoRows) {
-		return courier.Courier{}, "", courierNotFound(id)
-	}
-	if err != nil {
-		return courier.Courier{}, "", s.e.MapError(err, fmt.Sprintf("load courier %s and the claim of task %s", id, taskID))
-	}
-	return c, holder.String, nil
+		return strings.Compare(a.TaskID, b.TaskID)
+	})
+	return slices.Insert(claims, i, c)
 }
 
 // ReleaseCourier implements courier.Store. Deleting needs no lock: fewer claims never break a rule.
@@ -141,41 +160,73 @@ func (s *Store) Claims(ctx context.Context, id string) ([]courier.Claim, error) 
 	return out, nil
 }
 
-// LiveState implements courier.Store. On SQLite one statement reads it all: the courier's row, joined
-// with the current hour's slot (at most one row: hours are whole and keyed by courier and hour) and with
-// its claims in the order of their index, gives one row per claim (one without a claim when there is
-// none) and no row when the courier does not exist; ActiveTasks is the number of claims read. That is
-// two statements fewer than GetCourier, Claims and AvailableHours on every refresh (after every claim and
-// release). PostgreSQL keeps the three reads: its statements are measured and tuned on their own.
+// LiveState implements courier.Store in one statement (readLive).
 func (s *Store) LiveState(ctx context.Context, id string, hour time.Time) (c courier.Courier, claims []courier.Claim, availNow bool, err error) {
-	if s.e.Dialect != database.SQLite {
-		return s.liveStateApart(ctx, id, hour)
+	rec, _, err := s.readLive(ctx, s.db, id, hour, "")
+	if err != nil {
+		return courier.Courier{}, nil, false, err
 	}
-	h := hourStart(hour)
+	return rec.Courier, rec.Claims, rec.AvailableNow, nil
+}
+
+// liveQuery reads a courier's live state in one statement: the courier's row, joined with the slot of
+// hour $2 (at most one row: slots are whole hours keyed by courier and hour) and with its claims in the
+// order of their index, gives one row per claim (one without a claim when there is none) and no row when
+// the courier does not exist. liveHolderQuery adds the courier holding task $3's claim, for a claim's
+// rule.
+const (
+	liveColumns = `c.id, c.user_id, c.display_name, c.mode, c.capacity, c.status, c.created_at, c.updated_at, c.version,
+		a.courier_id IS NOT NULL, k.task_id, k.claimed_at, k.expected_release`
+	liveFrom = `
+		FROM couriers c
+		LEFT JOIN availability a ON a.courier_id = c.id AND a.hour = $2 AND a.available
+		LEFT JOIN claims k ON k.courier_id = c.id
+		WHERE c.id = $1
+		ORDER BY k.claimed_at, k.task_id`
+	liveQuery       = `SELECT ` + liveColumns + liveFrom
+	liveHolderQuery = `SELECT ` + liveColumns + `, (SELECT courier_id FROM claims WHERE task_id = $3)` + liveFrom
+)
+
+// readLive reads courier id's live state for hour in one statement (liveQuery) and, when taskID is not
+// empty, the courier holding task taskID's claim ("" when none). ActiveTasks is the number of claims read.
+// NotFound when the courier does not exist.
+func (s *Store) readLive(ctx context.Context, q querier, id string, hour time.Time, taskID string) (rec courier.LiveRecord, holder string, err error) {
 	found := false
 	err = func() error {
-		rows, err := s.db.QueryContext(ctx, `
-			SELECT c.id, c.user_id, c.display_name, c.mode, c.capacity, c.status, c.created_at, c.updated_at, c.version,
-				a.courier_id IS NOT NULL, k.task_id, k.claimed_at, k.expected_release
-			FROM couriers c
-			LEFT JOIN availability a ON a.courier_id = c.id AND a.hour = $2 AND a.available
-			LEFT JOIN claims k ON k.courier_id = c.id
-			WHERE c.id = $1
-			ORDER BY k.claimed_at, k.task_id`, id, s.time(h))
+		var (
+			rows *sql.Rows
+			err  error
+		)
+		if taskID == "" {
+			rows, err = q.QueryContext(ctx, liveQuery, id, s.time(hourStart(hour)))
+		} else {
+			rows, err = q.QueryContext(ctx, liveHolderQuery, id, s.time(hourStart(hour)), taskID)
+		}
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		var (
+			c     = &rec.Courier
 			task  sql.NullString
 			claim courier.Claim
+			held  sql.NullString
 			skip  sql.RawBytes
 		)
 		first := []any{&c.ID, &c.UserID, &c.DisplayName, &c.Mode, &c.Capacity, &c.Status,
 			database.ScanTime(&c.CreatedAt), database.ScanTime(&c.UpdatedAt), &c.Version,
-			&availNow, &task, database.ScanTime(&claim.ClaimedAt), database.ScanTime(&claim.ExpectedRelease)}
-		// The courier's columns repeat on every row: read once, then skipped without a copy.
-		rest := append([]any{&skip, &skip, &skip, &skip, &skip, &skip, &skip, &skip, &skip, &skip}, first[10:]...)
+			&rec.AvailableNow, &task, database.ScanTime(&claim.ClaimedAt), database.ScanTime(&claim.ExpectedRelease)}
+		if taskID != "" {
+			first = append(first, &held)
+		}
+		// The courier's columns (and the holder) repeat on every row: read once, then skipped without a
+		// copy.
+		rest := slices.Clone(first)
+		for i := range rest {
+			if i < 10 || i > 12 {
+				rest[i] = &skip
+			}
+		}
 		for rows.Next() {
 			dest := rest
 			if !found {
@@ -186,36 +237,19 @@ func (s *Store) LiveState(ctx context.Context, id string, hour time.Time) (c cou
 			}
 			found = true
 			if task.Valid { // NULL: the courier, without a claim
-				claims = append(claims, courier.Claim{CourierID: id, TaskID: task.String,
+				rec.Claims = append(rec.Claims, courier.Claim{CourierID: id, TaskID: task.String,
 					ClaimedAt: claim.ClaimedAt, ExpectedRelease: claim.ExpectedRelease})
 			}
 		}
+		holder = held.String
 		return rows.Err()
 	}()
 	if err != nil {
-		return courier.Courier{}, nil, false, s.e.MapError(err, "read live state of courier "+id)
+		return courier.LiveRecord{}, "", s.e.MapError(err, "read live state of courier "+id)
 	}
 	if !found {
-		return courier.Courier{}, nil, false, courierNotFound(id)
+		return courier.LiveRecord{}, "", courierNotFound(id)
 	}
-	c.ActiveTasks = len(claims)
-	return c, claims, availNow, nil
-}
-
-// liveStateApart is LiveState in three reads, each its own snapshot, as the domain made them before.
-func (s *Store) liveStateApart(ctx context.Context, id string, hour time.Time) (courier.Courier, []courier.Claim, bool, error) {
-	h := hourStart(hour)
-	c, err := s.GetCourier(ctx, id)
-	if err != nil {
-		return courier.Courier{}, nil, false, err
-	}
-	claims, err := s.Claims(ctx, id)
-	if err != nil {
-		return courier.Courier{}, nil, false, err
-	}
-	hours, err := s.AvailableHours(ctx, id, h, h.Add(time.Hour))
-	if err != nil {
-		return courier.Courier{}, nil, false, err
-	}
-	return c, claims, len(hours) > 0, nil
+	rec.Courier.ActiveTasks = len(rec.Claims)
+	return rec, holder, nil
 }

@@ -50,6 +50,12 @@ type Engine struct {
 	// for a missing courier, Invalid for a value the database refuses) or wraps it with what, which makes
 	// it Internal.
 	MapError func(err error, what string) error
+	// GroupCommit runs the store's transactions through a database.Group: the transactions of
+	// concurrent calls (dispatch's claims, which its jobs make side by side) share one BEGIN and COMMIT,
+	// each in its own savepoint, rolled back alone when it fails. Set on SQLite, whose single writer
+	// connection runs transactions one at a time anyway; on PostgreSQL transactions run side by side on
+	// their own connections, and grouping them would only serialize them.
+	GroupCommit bool
 }
 
 // Store is a courier.Store on a *sql.DB. It is safe for concurrent use.
@@ -57,6 +63,8 @@ type Store struct {
 	db    *sql.DB
 	e     Engine
 	close func() error
+	// group, when the engine asks for GroupCommit, runs inTx's transactions.
+	group *database.Group
 }
 
 var _ courier.Store = (*Store)(nil)
@@ -64,7 +72,11 @@ var _ courier.Store = (*Store)(nil)
 // New returns a Store on db, which must carry the schema of the engine's migrations. closeDB, if not
 // nil, is what Close runs: the engine's package passes it when it opened db itself.
 func New(db *sql.DB, e Engine, closeDB func() error) *Store {
-	return &Store{db: db, e: e, close: closeDB}
+	s := &Store{db: db, e: e, close: closeDB}
+	if e.GroupCommit {
+		s.group = database.NewGroup(db, 0)
+	}
+	return s
 }
 
 // Close releases what the engine's constructor opened for the Store; it never closes a database the
@@ -165,7 +177,12 @@ func (s *Store) lockCourier(ctx context.Context, tx *sql.Tx, id string) (courier
 	return s.getCourier(ctx, tx, "id", id)
 }
 
-// inTx runs fn in a transaction (see database.InTx).
+// inTx runs fn in a transaction (see database.InTx), or, with the engine's GroupCommit, in a savepoint
+// of a transaction shared with concurrent calls (see database.Group): fn must use its tx only, and
+// returns once that transaction committed.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.group != nil {
+		return s.group.InTx(ctx, fn)
+	}
 	return database.InTx(ctx, s.db, fn)
 }

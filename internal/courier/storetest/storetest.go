@@ -46,6 +46,7 @@ func Run(t *testing.T, newStore func(t *testing.T) courier.Store) {
 		{"Release", testRelease},
 		{"ClaimsOrder", testClaimsOrder},
 		{"LiveState", testLiveState},
+		{"ClaimCourierLive", testClaimCourierLive},
 		{"ConcurrentClaimsRespectCapacity", testConcurrentClaimsRespectCapacity},
 		{"ConcurrentClaimsOfOneTask", testConcurrentClaimsOfOneTask},
 		{"ConcurrentClaimsOfOneTaskOnManyCouriers", testConcurrentClaimsOfOneTaskOnManyCouriers},
