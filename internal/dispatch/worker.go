@@ -407,13 +407,33 @@ func (s *Service) RunJob(ctx context.Context, j Job) error {
 		err = s.couriers.Claim(ctx, j.CourierID, j.TaskID, j.ExpectedRelease)
 		switch apperr.CodeOf(err) {
 		case "":
-			return nil
+			return s.claimStillHeld(ctx, j)
 		case apperr.FailedPrecondition, apperr.NotFound:
 			return s.claimRefused(ctx, j, err)
 		}
 		return err
 	}
 	return fmt.Errorf("unknown job kind %q", j.Kind)
+}
+
+// claimStillHeld undoes the claim job j's claim when the task stopped being the courier's while the
+// claim was on its way: a cancellation or reassignment that committed after the job read the holder
+// enqueued a release that may have run before the claim landed, and would have left the courier
+// holding a claim nothing releases. The holder is read again after the claim landed: if the courier
+// still holds the task, any later change's release runs after its commit, so after the claim.
+func (s *Service) claimStillHeld(ctx context.Context, j Job) error {
+	state, holder, err := s.store.TaskHolder(ctx, j.TaskID)
+	switch {
+	case apperr.CodeOf(err) == apperr.NotFound:
+	case err != nil:
+		return err
+	case state.Held() && holder == j.CourierID:
+		return nil
+	}
+	if err := s.couriers.Release(ctx, j.CourierID, j.TaskID); err != nil && apperr.CodeOf(err) != apperr.NotFound {
+		return fmt.Errorf("release task %s from courier %s, whose claim landed after the task left them: %w", j.TaskID, j.CourierID, err)
+	}
+	return nil
 }
 
 // claimRefused puts a task whose claim the courier service refused back to PENDING without that courier.

@@ -390,3 +390,35 @@ func TestReleasedCourierGetsAWaitingTask(t *testing.T) {
 		t.Error("the cancelled task is still claimed")
 	}
 }
+
+// A claim that lands after its task was cancelled, and after the cancellation's release ran (the
+// release found nothing to release), is undone by the claim job itself: the courier does not keep a
+// claim nothing would ever release.
+func TestClaimLandingAfterCancelAndReleaseIsUndone(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoJobs: true})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	if r := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	ctx := context.Background()
+	sys.Couriers.OnClaim(func() {
+		sys.Couriers.OnClaim(nil)
+		if _, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther}); err != nil {
+			t.Errorf("CancelTask: %v", err)
+		}
+		if err := sys.Service.RunJob(ctx, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID}); err != nil {
+			t.Errorf("the cancellation's release job: %v", err)
+		}
+	})
+	if err := sys.Service.RunJob(ctx, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID}); err != nil {
+		t.Fatalf("claim job: %v", err)
+	}
+	if holder, held := sys.Couriers.Claims()[tk.ID]; held {
+		t.Errorf("courier service claim of the cancelled task = %s, want none", holder)
+	}
+	if n := sys.Couriers.Calls("Claim"); n != 1 {
+		t.Errorf("Claim calls = %d, want 1", n)
+	}
+}

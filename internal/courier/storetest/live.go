@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -66,17 +67,7 @@ func testClaimCourierLive(t *testing.T, s courier.Store) {
 		if st.claim != nil {
 			held++
 		}
-		wc, wclaims, wavail, err := s.LiveState(ctx, c.ID, st.hour)
-		if err != nil {
-			t.Fatalf("%s: LiveState: %v", st.name, err)
-		}
-		want := courier.LiveRecord{Courier: wc, Claims: wclaims, AvailableNow: wavail}
-		if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
-			t.Errorf("%s: ClaimCourierLive (-LiveState after it +got):\n%s", st.name, diff)
-		}
-		if got.Courier.ActiveTasks != held || len(got.Claims) != held {
-			t.Errorf("%s: ClaimCourierLive = %d active, %d claims; want %d", st.name, got.Courier.ActiveTasks, len(got.Claims), held)
-		}
+		wantLive(ctx, t, s, "ClaimCourierLive", st.name, c.ID, st.hour, got, held)
 	}
 
 	// The holder of a held task, and the errors.
@@ -146,21 +137,28 @@ func testReleaseCourierLive(t *testing.T, s courier.Store) {
 		if released {
 			held--
 		}
-		wc, wclaims, wavail, err := s.LiveState(ctx, c.ID, tt.hour)
-		if err != nil {
-			t.Fatalf("%s: LiveState: %v", tt.name, err)
-		}
-		want := courier.LiveRecord{Courier: wc, Claims: wclaims, AvailableNow: wavail}
-		if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
-			t.Errorf("%s: ReleaseCourierLive (-LiveState after it +got):\n%s", tt.name, diff)
-		}
-		if got.Courier.ActiveTasks != held || len(got.Claims) != held {
-			t.Errorf("%s: ReleaseCourierLive = %d active, %d claims; want %d", tt.name, got.Courier.ActiveTasks, len(got.Claims), held)
-		}
+		wantLive(ctx, t, s, "ReleaseCourierLive", tt.name, c.ID, tt.hour, got, held)
 	}
 	if got := mustGet(ctx, t, s, courierID(2)).ActiveTasks; got != 1 {
 		t.Errorf("other courier's ActiveTasks = %d, want 1 (its claim is untouched)", got)
 	}
 	_, _, err := s.ReleaseCourierLive(ctx, courierID(99), taskID(2), h[0])
 	wantCode(t, "ReleaseCourierLive(unknown courier)", err, apperr.NotFound)
+}
+
+// wantLive checks that got, what call answered for step name, is what LiveState reads right after it,
+// with held claims.
+func wantLive(ctx context.Context, t *testing.T, s courier.Store, call, name, courierID string, hour time.Time, got courier.LiveRecord, held int) {
+	t.Helper()
+	c, claims, avail, err := s.LiveState(ctx, courierID, hour)
+	if err != nil {
+		t.Fatalf("%s: LiveState: %v", name, err)
+	}
+	want := courier.LiveRecord{Courier: c, Claims: claims, AvailableNow: avail}
+	if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+		t.Errorf("%s: %s (-LiveState after it +got):\n%s", name, call, diff)
+	}
+	if got.Courier.ActiveTasks != held || len(got.Claims) != held {
+		t.Errorf("%s: %s = %d active, %d claims; want %d", name, call, got.Courier.ActiveTasks, len(got.Claims), held)
+	}
 }

@@ -28,6 +28,16 @@ type Couriers struct {
 	refuse map[string]bool
 	// Calls counts every call, by method name.
 	calls map[string]int
+	// onClaim runs at the start of each Claim, outside the lock (OnClaim).
+	onClaim func()
+}
+
+// OnClaim makes fn run at the start of every Claim, before the claim is decided: what happens in it
+// happens while the claim is on its way. nil removes it.
+func (f *Couriers) OnClaim(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onClaim = fn
 }
 
 // NewCouriers returns an empty courier service on clock now (nil for time.Now).
@@ -205,6 +215,12 @@ func (f *Couriers) CourierOfUser(_ context.Context, userID string) (string, erro
 // Claim implements dispatch.Couriers with the courier service's rules: idempotent by task, only while
 // available with free capacity.
 func (f *Couriers) Claim(_ context.Context, courierID, taskID string, _ time.Time) error {
+	f.mu.Lock()
+	hook := f.onClaim
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("Claim"); err != nil {

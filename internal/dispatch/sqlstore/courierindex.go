@@ -47,14 +47,15 @@ import (
 // The held tasks' fields come from the writes (the task written is in memory); those of tasks held
 // when the index was loaded are read once, on first use (decodeHeld), and kept for their version.
 
-// maxIndexed bounds the tasks (offered or held) and open sessions a courierIndex keeps.
-const maxIndexed = 1 << 18
+// maxIndexed bounds the tasks (offered or held) and open sessions a courierIndex keeps. A variable for
+// the tests, as are indexRetry and indexPruneAfter.
+var maxIndexed = 1 << 18
 
-// indexRetry is how long an index that turned itself off, or failed to load, stays off.
-const indexRetry = time.Minute
+// indexRetry is how long an index that turned itself off for its size stays off.
+var indexRetry = time.Minute
 
 // indexPruneAfter is how many tombstones an index keeps before it prunes them (at most half of its
-// entries). A variable for the tests.
+// entries).
 var indexPruneAfter = 1024
 
 // indexLoadRetry is how long an index whose load failed stays off.

@@ -435,3 +435,43 @@ func TestCourierIndexConcurrentWrites(t *testing.T) {
 		w.check(fmt.Sprintf("the concurrent writes (question %d)", i))
 	}
 }
+
+// TestCourierIndexBounded: an index that would hold more than its bound turns itself off, and the
+// reads answer from the database meanwhile; it is loaded again once the database holds less.
+func TestCourierIndexBounded(t *testing.T) {
+	w := newStatesWorld(t, 7)
+	w.check("the start")
+	sqlstore.SetMaxIndexed(t, 3)
+	var held []string
+	for i := range 5 {
+		tk := w.newTask()
+		tk.Offers = nil
+		tk = w.assign(tk, w.couriers[i%2])
+		if _, _, err := w.s.CreateTask(w.ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, tk.ID)
+	}
+	for _, what := range []string{"5 held tasks", "5 held tasks, again"} {
+		got, err := w.s.CourierStates(w.ctx, w.couriers, w.now, w.couriers)
+		want, werr := sqlstore.SQLCourierStates(w.ctx, w.s, w.couriers, w.now, w.couriers)
+		if diff := cmp.Diff(want, got, statesOpts...); err != nil || werr != nil || diff != "" {
+			t.Fatalf("%s: CourierStates = %v, %v (-sql +store):\n%s", what, err, werr, diff)
+		}
+		if n := len(got.Held[w.couriers[0]]) + len(got.Held[w.couriers[1]]); n != 5 {
+			t.Fatalf("%s: %d held tasks, want 5", what, n)
+		}
+		if sqlstore.StatesIndexed(w.s) {
+			t.Fatalf("%s: the index holds more than its bound", what)
+		}
+	}
+	for _, id := range held[:3] {
+		if _, err := w.s.UpdateTask(w.ctx, id, func(cur dispatch.Task) (dispatch.Change, error) {
+			cur.State = dispatch.StateDelivered
+			return dispatch.Change{Task: cur}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.check("2 held tasks left") // loaded again: check fails when the answer is not the index's
+}

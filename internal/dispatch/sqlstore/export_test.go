@@ -34,3 +34,11 @@ func SetIndexPruneAfter(t testing.TB, n int) {
 	indexPruneAfter = n
 	t.Cleanup(func() { indexPruneAfter = old })
 }
+
+// SetMaxIndexed bounds the couriers' indexes to n entries, and makes one that turned itself off for its
+// size load again at the next read, until the test ends.
+func SetMaxIndexed(t testing.TB, n int) {
+	oldMax, oldRetry := maxIndexed, indexRetry
+	maxIndexed, indexRetry = n, 0
+	t.Cleanup(func() { maxIndexed, indexRetry = oldMax, oldRetry })
+}
