@@ -82,6 +82,8 @@ type courierIndex struct {
 	floor uint64
 	// pending are the writes committed while the index was loading.
 	pending []pendingIndexWrite
+	// load counts the loads started and the turn-offs: a load installs only if it is still the last.
+	load uint64
 
 	tasks    map[string]*indexedTask
 	sessions map[string]*indexedSession
@@ -228,6 +230,7 @@ func (x *courierIndex) done(seq uint64, w *indexWrite, err error) {
 // turnOff empties the index, which stays off until retryAt.
 func (x *courierIndex) turnOff(retryAt time.Time) {
 	x.state, x.retryAt = indexOff, retryAt
+	x.load++
 	x.pending, x.tasks, x.sessions, x.offers, x.held, x.dead = nil, nil, nil, nil, nil, 0
 }
 
@@ -337,15 +340,17 @@ type indexSnapshot struct {
 	sessions []indexedSessionWrite
 }
 
-// startLoad reports whether the caller is to load the index now: it is off, and due.
-func (x *courierIndex) startLoad(now time.Time) bool {
+// startLoad reports whether the caller is to load the index now (it is off, and due), and the load's
+// number, for install.
+func (x *courierIndex) startLoad(now time.Time) (uint64, bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.state != indexOff || now.Before(x.retryAt) {
-		return false
+		return 0, false
 	}
+	x.load++
 	x.state, x.pending = indexLoading, nil
-	return true
+	return x.load, true
 }
 
 // mark returns a ticket that no write holds: the load's, drawn on the writer connection.
@@ -358,11 +363,11 @@ func (x *courierIndex) mark() uint64 {
 
 // install makes the index what snap read, with the writes committed since applied; err is the load's
 // failure, which leaves the index off for a while.
-func (x *courierIndex) install(snap *indexSnapshot, err error) {
+func (x *courierIndex) install(load uint64, snap *indexSnapshot, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.state != indexLoading {
-		return // turned off meanwhile
+	if x.state != indexLoading || x.load != load {
+		return // turned off meanwhile (and maybe loading again: another load's pending)
 	}
 	if err != nil {
 		x.turnOff(time.Now().Add(indexLoadRetry))
@@ -396,7 +401,8 @@ func (x *courierIndex) install(snap *indexSnapshot, err error) {
 // open sessions.
 func (s *Store) loadStates(ctx context.Context) {
 	x := s.states
-	if !x.startLoad(time.Now()) {
+	load, ok := x.startLoad(time.Now())
+	if !ok {
 		return
 	}
 	var snap indexSnapshot
@@ -443,7 +449,7 @@ func (s *Store) loadStates(ctx context.Context) {
 		}
 		return nil
 	})
-	x.install(&snap, err)
+	x.install(load, &snap, err)
 }
 
 // lookup answers courierStates from the index: ok false when it is not on. missing are the held
