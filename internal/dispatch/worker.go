@@ -136,6 +136,7 @@ func (s *Service) work(ctx context.Context) error {
 // in another state has a stale due time cleared. early, when not nil, is what was prefetched for some of
 // them while they were leased.
 func (s *Service) processBatch(ctx context.Context, ts []Task, early *earlyBatch) {
+	var contenders []string
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -146,9 +147,9 @@ func (s *Service) processBatch(ctx context.Context, ts []Task, early *earlyBatch
 		if err := s.store.UnleaseTasks(uctx, ids, s.opts.Replica); err != nil {
 			s.logger.Warn("dispatch: unlease failed", "tasks", len(ids), "error", err)
 		}
+		// After the unlease: a kick before it would find the contended tasks still leased.
+		s.wakeContended(contenders)
 	}()
-	var contenders []string
-	defer func() { s.wakeContended(contenders) }() // after the unlease below: deferred calls run last first
 	pending := make([]Task, 0, len(ts))
 	for _, t := range ts {
 		switch t.State {
