@@ -395,7 +395,9 @@ func (s *Service) RunJob(ctx context.Context, j Job) error {
 			return err
 		}
 		if !(state.Held() && holder == j.CourierID) {
-			return nil // released or reassigned since: the release job undoes any claim
+			// Released or reassigned since: the release job undoes a claim that lands before it runs;
+			// one that an earlier run of this job landed after it (whose undo failed) is undone here.
+			return s.undoClaim(ctx, j)
 		}
 		if j.Previous != "" && j.Previous != j.CourierID {
 			switch err := s.couriers.Release(ctx, j.Previous, j.TaskID); {
@@ -431,6 +433,11 @@ func (s *Service) claimStillHeld(ctx context.Context, j Job) error {
 	case state.Held() && holder == j.CourierID:
 		return nil
 	}
+	return s.undoClaim(ctx, j)
+}
+
+// undoClaim releases the claim job j's claim, if one landed.
+func (s *Service) undoClaim(ctx context.Context, j Job) error {
 	if err := s.couriers.Release(ctx, j.CourierID, j.TaskID); err != nil && apperr.CodeOf(err) != apperr.NotFound {
 		return fmt.Errorf("release task %s from courier %s, whose claim landed after the task left them: %w", j.TaskID, j.CourierID, err)
 	}

@@ -422,3 +422,36 @@ func TestClaimLandingAfterCancelAndReleaseIsUndone(t *testing.T) {
 		t.Errorf("Claim calls = %d, want 1", n)
 	}
 }
+
+// A claim job whose claim landed after its task left the courier, and whose undo failed (the courier
+// service was unreachable for the release: the job returned the error), is retried by the jobs runner:
+// the retry must still undo the claim, although the task is no longer the courier's when it starts.
+func TestClaimJobRetryUndoesALandedClaim(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoJobs: true})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	if r := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	ctx := context.Background()
+	// The first run of the claim job read the holder (a), then the task was cancelled and the
+	// cancellation's release ran (nothing to release yet); the first run's claim landed, and its undo
+	// (claimStillHeld's Release) failed, so the job returned an error.
+	if _, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Service.RunJob(ctx, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Couriers.Claim(ctx, a.ID, tk.ID, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	// The retry.
+	if err := sys.Service.RunJob(ctx, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID}); err != nil {
+		t.Fatalf("claim job retry: %v", err)
+	}
+	if holder, held := sys.Couriers.Claims()[tk.ID]; held {
+		t.Errorf("courier service claim of the cancelled task after the claim job's retry = %s, want none", holder)
+	}
+}
