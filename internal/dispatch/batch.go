@@ -37,9 +37,13 @@ import (
 // Another batch's reservation is only a guess at the store: it lasts from that batch's choice until
 // after its writes are done, so it may still stand when the offer it became was answered already (the
 // batch's goroutine has not run since its commit). A task that found no courier while another batch's
-// reservation counted as an open offer is therefore not deferred by the back-off but made due again at
-// once (contended), and the loop is kicked when those reservations have ended: a courier who just
-// declined an offer gets the next task without a retry's wait.
+// reservation counted as an open offer (contended) therefore does not wait for the back-off alone:
+//   - when that reservation had ended already (after this batch read the store), the task is made due
+//     again at once, and the loop kicked once it is unleased;
+//   - when it still stands, the task waits for the back-off but is registered with the reservation
+//     (offering.waiting), and the reservation's end makes it due (Store.WakeTasks) and kicks the loop:
+//     a courier who just declined an offer gets the next task without a retry's wait, and the task is
+//     not searched again while the other batch still holds the courier.
 
 // prefetchSearches bounds the first searches of a batch that run at once.
 const prefetchSearches = 8
@@ -61,10 +65,8 @@ type pendingWrite struct {
 // a task without one waits (and is searched again after a back-off) or, when its pickup window cannot
 // be met or it waited too long, becomes UNASSIGNABLE. All the writes go to the store together.
 //
-// It returns the couriers whose reservation by another batch made a task of ts due again at once
-// (contended): once ts are unleased, the loop is to be kicked unless one of them is still reserved
-// (wakeContended).
-func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch) (contenders []string) {
+// It returns what is to be done for its contended tasks once ts are unleased (contention.wake).
+func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch) (c contention) {
 	now := s.now()
 	todo := make([]Task, 0, len(ts))
 	writes := make([]pendingWrite, 0, len(ts))
@@ -79,7 +81,7 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch)
 		todo = append(todo, t)
 	}
 	if len(todo) == 0 {
-		early.drop()
+		early.drop(ctx)
 	} else {
 		var b *batch
 		if early != nil {
@@ -88,7 +90,7 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch)
 			b = newBatch(s, now)
 			s.offering.start(b)
 		}
-		defer s.endBatch(b)
+		defer s.endBatch(ctx, b)
 		if rest := b.unfetched(todo); len(rest) > 0 {
 			b.prefetch(ctx, rest)
 		}
@@ -98,28 +100,54 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch)
 			w := s.decideOne(ctx, engine, t, env, b)
 			writes = append(writes, w)
 		}
-		if b.retried {
-			for id := range b.contenders {
-				contenders = append(contenders, id)
-			}
-		}
+		c = b.contention
 	}
 	s.write(ctx, writes)
-	return contenders
+	return c
 }
 
-// endBatch ends b's reservations, and kicks the loop when another batch awaited one of them.
-func (s *Service) endBatch(b *batch) {
-	if s.offering.release(b) {
+// contention is what a batch's contended tasks (see the top of this file) need once unleased.
+type contention struct {
+	// retried is set when a task was made due at once: the loop is to be kicked.
+	retried bool
+	// waits are the tasks deferred while another batch held couriers they could have had, with those
+	// couriers: each is to wait for the end of one of those reservations.
+	waits map[string][]string
+}
+
+// wake does what c needs once its tasks are unleased: it registers each waiting task with the
+// reservations that still stand, makes those whose reservations all ended meanwhile due now, and kicks
+// the loop when a task is due.
+func (s *Service) wake(ctx context.Context, c contention) {
+	var now []string
+	for taskID, couriers := range c.waits {
+		if !s.offering.await(taskID, couriers) {
+			now = append(now, taskID)
+		}
+	}
+	if s.wakeTasks(ctx, now) || c.retried {
 		s.kick()
 	}
 }
 
-// wakeContended kicks the loop for the tasks a batch made due at once because of contenders' reservations
-// by other batches, once those tasks are unleased: at once when none of the contenders is reserved any
-// longer, else when the reservation ends (endBatch).
-func (s *Service) wakeContended(contenders []string) {
-	if len(contenders) > 0 && !s.offering.awaitAny(contenders) {
+// wakeTasks makes the waiting tasks in ids due now, and reports whether it did (a failure is logged:
+// those tasks keep their back-off).
+func (s *Service) wakeTasks(ctx context.Context, ids []string) bool {
+	if len(ids) == 0 {
+		return false
+	}
+	if err := s.store.WakeTasks(ctx, s.now(), ids); err != nil {
+		if ctx.Err() == nil {
+			s.logger.Warn("dispatch: waking tasks that waited for a courier another batch held failed", "tasks", len(ids), "error", err)
+		}
+		return false
+	}
+	return true
+}
+
+// endBatch ends b's reservations, and makes the tasks that waited for one of them due.
+func (s *Service) endBatch(ctx context.Context, b *batch) {
+	if s.wakeTasks(context.WithoutCancel(ctx), s.offering.release(b)) {
 		s.kick()
 	}
 }
@@ -217,9 +245,9 @@ func (e *earlyBatch) wait() *batch {
 }
 
 // drop ends e unused (nil: nothing to do).
-func (e *earlyBatch) drop() {
+func (e *earlyBatch) drop(ctx context.Context) {
 	if e != nil {
-		e.b.s.endBatch(e.wait())
+		e.b.s.endBatch(ctx, e.wait())
 	}
 }
 
@@ -232,25 +260,36 @@ const maxReserveTries = 3
 // reserved against this replica's other batches until b's writes are done; when another batch reserved
 // it first, t is decided again without it.
 //
-// A deferral is made due at once instead of after the back-off when another batch's reservation counted
-// as an open offer in it (contended: see the top of this file).
+// A deferral counting another batch's reservation as an open offer is contended (see the top of this
+// file): made due at once when that reservation had ended, else registered to wait for its end.
 func (s *Service) decideOne(ctx context.Context, engine *Engine, t Task, env DecideEnv, b *batch) pendingWrite {
-	b.contended = false
+	clear(b.heldNow)
+	b.endedNow = false
 	for try := 1; ; try++ {
 		w, courierID := s.decideOnce(ctx, engine, t, env)
-		if courierID == "" || s.offering.reserve(courierID, b) {
-			b.take(courierID)
-			if b.contended && w.retry != nil {
-				w, b.retried = w.retry(), true
+		if courierID != "" && !s.offering.reserve(courierID, b) {
+			b.take(courierID) // another batch's: open for this one
+			b.heldBy(courierID)
+			if try < maxReserveTries {
+				continue
 			}
-			return w
+			w, courierID = s.deferWrite(t, nil, "the couriers chosen were taken by other batches"), ""
 		}
-		b.take(courierID) // another batch's: open for this one
-		b.contend(courierID)
-		if try == maxReserveTries {
-			b.retried = true
-			return s.deferWrite(t, nil, "the couriers chosen were taken by other batches").retry()
+		b.take(courierID)
+		if w.retry != nil {
+			switch {
+			case b.endedNow:
+				w, b.contention.retried = w.retry(), true
+			case len(b.heldNow) > 0:
+				if b.contention.waits == nil {
+					b.contention.waits = map[string][]string{}
+				}
+				for id := range b.heldNow {
+					b.contention.waits[t.ID] = append(b.contention.waits[t.ID], id)
+				}
+			}
 		}
+		return w
 	}
 }
 
@@ -304,9 +343,8 @@ type offering struct {
 	// active are the batches working, with the seq at their start: an entry of ended older than every
 	// active batch's start is forgotten.
 	active map[*batch]uint64
-	// awaited are the couriers whose reservation another batch counted as an open offer: the end of
-	// one of them kicks the work loop (release).
-	awaited map[string]bool
+	// waiting are, by courier, the tasks waiting for the end of the courier's reservation (await).
+	waiting map[string][]string
 }
 
 // start registers b as working.
@@ -314,7 +352,7 @@ func (o *offering) start(b *batch) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.active == nil {
-		o.by, o.ended, o.active, o.awaited = map[string]*batch{}, map[string]uint64{}, map[*batch]uint64{}, map[string]bool{}
+		o.by, o.ended, o.active, o.waiting = map[string]*batch{}, map[string]uint64{}, map[*batch]uint64{}, map[string][]string{}
 	}
 	o.active[b] = o.seq
 }
@@ -337,36 +375,46 @@ func (o *offering) reserve(courierID string, b *batch) bool {
 	return true
 }
 
-// other reports whether a batch other than b holds courierID, or ended a reservation of it after b read
-// its open offers (at readAt). A reservation held by another batch is awaited: its end kicks the loop.
-func (o *offering) other(courierID string, b *batch, readAt uint64) bool {
+// How another batch's reservation stands for a batch (other).
+const (
+	otherNone  = iota
+	otherHeld  // another batch holds the courier
+	otherEnded // another batch ended a reservation of it after this batch read its open offers
+)
+
+// other says how another batch than b reserves courierID, for b, which read its open offers at readAt.
+func (o *offering) other(courierID string, b *batch, readAt uint64) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if held, ok := o.by[courierID]; ok {
 		if held != b {
-			o.awaited[courierID] = true
+			return otherHeld
 		}
-		return held != b
+		return otherNone
 	}
-	return o.ended[courierID] > readAt
+	if o.ended[courierID] > readAt {
+		return otherEnded
+	}
+	return otherNone
 }
 
-// awaitAny marks the reservations of the couriers in ids that a batch holds as awaited, and reports
-// whether there was one.
-func (o *offering) awaitAny(ids []string) bool {
+// await registers task taskID to wait for the end of the reservations of couriers that still stand,
+// and reports whether one did.
+func (o *offering) await(taskID string, couriers []string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	held := false
-	for _, id := range ids {
+	waits := false
+	for _, id := range couriers {
 		if _, ok := o.by[id]; ok {
-			o.awaited[id], held = true, true
+			o.waiting[id] = append(o.waiting[id], taskID)
+			waits = true
 		}
 	}
-	return held
+	return waits
 }
 
-// release ends b's reservations and b, and reports whether one of them was awaited.
-func (o *offering) release(b *batch) (awaited bool) {
+// release ends b's reservations and b, and returns the tasks that waited for one of them.
+func (o *offering) release(b *batch) (woken []string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for id := range b.taken {
@@ -374,10 +422,8 @@ func (o *offering) release(b *batch) (awaited bool) {
 			delete(o.by, id)
 			o.seq++
 			o.ended[id] = o.seq
-			if o.awaited[id] {
-				delete(o.awaited, id)
-				awaited = true
-			}
+			woken = append(woken, o.waiting[id]...)
+			delete(o.waiting, id)
 		}
 	}
 	delete(o.active, b)
@@ -390,7 +436,8 @@ func (o *offering) release(b *batch) (awaited bool) {
 			delete(o.ended, id)
 		}
 	}
-	return awaited
+	slices.Sort(woken)
+	return slices.Compact(woken)
 }
 
 // write writes ws in one Store.UpdateTasks and runs each successful write's done.
@@ -428,14 +475,16 @@ type batch struct {
 	// readAt is offering's seq before each known courier's open offers were read.
 	readAt map[string]uint64
 	heldOf map[string][]Task
-	// taken are the couriers offered a task of this batch.
-	taken map[string]bool
-	// contenders are the couriers counted as having an open offer only because of another batch's
-	// reservation; contended is set when the decision being made counted one, and retried when a task
-	// of the batch was made due at once for it.
-	contenders map[string]bool
-	contended  bool
-	retried    bool
+	// taken are the couriers offered a task of this batch, and others those of them another batch
+	// reserved first (decideOne).
+	taken  map[string]bool
+	others map[string]bool
+	// heldNow are the couriers the decision being made counted as having an open offer only because
+	// another batch holds them, and endedNow is set when it so counted one whose reservation had ended
+	// (see the top of this file); contention is what the batch's contended tasks need (assignBatch).
+	heldNow    map[string]bool
+	endedNow   bool
+	contention contention
 	// fetched are the first queries of the tasks prefetched, by task id.
 	fetched map[string]NearbyQuery
 	// matrices are the prefetched pickup ETAs, in the order asked (a later one's leg wins over an
@@ -459,13 +508,14 @@ type keptMatrix struct {
 
 func newBatch(s *Service, now time.Time) *batch {
 	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{}, readAt: map[string]uint64{},
-		heldOf: map[string][]Task{}, taken: map[string]bool{}, contenders: map[string]bool{}, fetched: map[string]NearbyQuery{}}
+		heldOf: map[string][]Task{}, taken: map[string]bool{}, others: map[string]bool{}, heldNow: map[string]bool{}, fetched: map[string]NearbyQuery{}}
 }
 
-// contend records that courierID counted as having an open offer only because of another batch.
-func (b *batch) contend(courierID string) {
-	b.contenders[courierID] = true
-	b.contended = true
+// heldBy records that the decision being made counted courierID as having an open offer because another
+// batch holds it.
+func (b *batch) heldBy(courierID string) {
+	b.heldNow[courierID] = true
+	b.others[courierID] = true
 }
 
 // take marks courierID as offered a task of the batch (or taken by another batch); "" is nobody.
@@ -733,15 +783,26 @@ func (b *batch) offerOpen(ctx context.Context, ids []string) (map[string]bool, e
 	}
 	out := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		switch {
-		case b.open[id] || b.taken[id]:
+		if b.open[id] {
 			out[id] = true
-			if b.contenders[id] { // taken by another batch (decideOne)
-				b.contended = true
+			continue
+		}
+		if b.taken[id] && !b.others[id] {
+			out[id] = true // offered a task of this batch
+			continue
+		}
+		switch b.s.offering.other(id, b, b.readAt[id]) {
+		case otherHeld:
+			out[id] = true
+			b.heldBy(id)
+		case otherEnded:
+			out[id] = true
+			b.endedNow = true
+		case otherNone:
+			if b.taken[id] { // lost to another batch (decideOne), whose reservation ended since
+				out[id] = true
+				b.endedNow = true
 			}
-		case b.s.offering.other(id, b, b.readAt[id]):
-			out[id] = true
-			b.contend(id)
 		}
 	}
 	return out, nil

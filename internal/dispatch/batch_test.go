@@ -232,9 +232,10 @@ func TestCreatedTaskIsPrefetchedOnceBesideItsLease(t *testing.T) {
 // A courier whose reservation another batch of this replica still holds counts as having an open offer
 // (that batch's offer may be on its way), but the store may already know better: the offer it became
 // may have been answered while that batch's goroutine had yet to end it. The task that found nobody else
-// is therefore due again at once, not after the back-off, and the end of the reservation kicks the work
-// loop: the task is then offered to the courier at the same instant.
-func TestTaskContendedByAnotherBatchIsRetriedAtOnce(t *testing.T) {
+// waits for the back-off and is not searched again while the reservation stands (the loop turns without
+// leasing it), but the end of the reservation makes it due and kicks the work loop: the task is then
+// offered to the courier at the same instant.
+func TestContendedTaskWaitsForTheReservationsEnd(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
 	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
 	end := sys.Service.Reserve(c.ID)
@@ -243,12 +244,15 @@ func TestTaskContendedByAnotherBatchIsRetriedAtOnce(t *testing.T) {
 	workOnce(t, sys, 1)
 
 	now := sys.Clock.Now()
-	if got := stored(t, sys, tk.ID); got.State != dispatch.StatePending || got.Searches != 1 || !got.DueTime.Equal(now) {
-		t.Fatalf("task = %s, %d searches, due %v; want PENDING, 1 search, due at once (%v)", got.State, got.Searches, got.DueTime, now)
+	if got := stored(t, sys, tk.ID); got.State != dispatch.StatePending || got.Searches != 1 || !got.DueTime.Equal(now.Add(dispatch.DefaultRetryBackoff)) {
+		t.Fatalf("task = %s, %d searches, due %v; want PENDING, 1 search, due after the back-off (%v)", got.State, got.Searches, got.DueTime, now.Add(dispatch.DefaultRetryBackoff))
 	}
 	ds, err := sys.Store.Decisions(context.Background(), tk.ID, 10)
 	if err != nil || len(ds) != 1 || ds[0].Outcome != dispatch.OutcomeAllExcluded || len(ds[0].Candidates) != 1 || ds[0].Candidates[0].Excluded != dispatch.ExcludedOtherOffer {
 		t.Fatalf("decisions = %+v, %v; want one, %s, the courier excluded for %s", ds, err, dispatch.OutcomeAllExcluded, dispatch.ExcludedOtherOffer)
+	}
+	for range 3 { // the loop turns (polls, other kicks) while the reservation stands
+		workOnce(t, sys, 0)
 	}
 	if sys.Service.Kicked() {
 		t.Fatal("the loop was kicked while the other batch still holds the courier")
@@ -257,8 +261,30 @@ func TestTaskContendedByAnotherBatchIsRetriedAtOnce(t *testing.T) {
 	if !sys.Service.Kicked() {
 		t.Fatal("the end of the reservation the task waited for did not kick the loop")
 	}
+	if got := stored(t, sys, tk.ID); !got.DueTime.Equal(now) {
+		t.Fatalf("task due %v after the reservation ended, want now (%v)", got.DueTime, now)
+	}
 	workOnce(t, sys, 1)
 	wantOffered(t, sys, tk, c.ID)
+}
+
+// A contended task whose reservations all ended before its batch unleased it (so that no end of a
+// reservation will wake it) is made due at once by its own batch, which kicks the loop.
+func TestContendedTaskWhoseReservationEndedMeanwhileIsDue(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	tk := create(t, sys, nil)
+	sys.Service.Kicked()
+	workOnce(t, sys, 1) // no courier at all: the back-off
+	if got := stored(t, sys, tk.ID); !got.DueTime.After(sys.Clock.Now()) {
+		t.Fatalf("task due %v, want after now", got.DueTime)
+	}
+	sys.Service.WakeContended(tk.ID, "a-courier-nobody-reserves")
+	if got := stored(t, sys, tk.ID); !got.DueTime.Equal(sys.Clock.Now()) {
+		t.Fatalf("task due %v, want now (%v)", got.DueTime, sys.Clock.Now())
+	}
+	if !sys.Service.Kicked() {
+		t.Fatal("the loop was not kicked for the task due again")
+	}
 }
 
 // A task that found no courier with nobody reserved by another batch waits for the back-off, as always,

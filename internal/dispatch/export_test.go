@@ -41,7 +41,7 @@ func (s *Service) Reserve(courierID string) (end func()) {
 		panic("courier " + courierID + " is reserved already")
 	}
 	b.take(courierID)
-	return func() { s.endBatch(b) }
+	return func() { s.endBatch(context.Background(), b) }
 }
 
 // Kicked reports whether the work loop was kicked since the last call, and takes the kick.
@@ -52,4 +52,10 @@ func (s *Service) Kicked() bool {
 	default:
 		return false
 	}
+}
+
+// WakeContended does for taskID, deferred while other batches held couriers, what its batch does once
+// it is unleased (contention.wake).
+func (s *Service) WakeContended(taskID string, couriers ...string) {
+	s.wake(context.Background(), contention{waits: map[string][]string{taskID: couriers}})
 }

@@ -206,6 +206,8 @@ type Store interface {
 	// WakeNext makes up to limit PENDING tasks that are due after now due now: those LeaseDue would
 	// take first once due, highest priority first, then oldest (a courier became free for one).
 	WakeNext(ctx context.Context, now time.Time, limit int) error
+	// WakeTasks makes the PENDING tasks among taskIDs that are due after now due now.
+	WakeTasks(ctx context.Context, now time.Time, taskIDs []string) error
 	// Decisions returns a task's newest decisions first, at most limit.
 	Decisions(ctx context.Context, taskID string, limit int) ([]Decision, error)
 	// HeldTasks returns the tasks courierID holds (ASSIGNED or PICKED_UP), oldest assignment first.

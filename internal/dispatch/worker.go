@@ -107,7 +107,7 @@ func (s *Service) work(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				early.drop()
+				early.drop(ctx)
 			}()
 		default:
 			<-sem
@@ -136,7 +136,7 @@ func (s *Service) work(ctx context.Context) error {
 // in another state has a stale due time cleared. early, when not nil, is what was prefetched for some of
 // them while they were leased.
 func (s *Service) processBatch(ctx context.Context, ts []Task, early *earlyBatch) {
-	var contenders []string
+	var contended contention
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -148,7 +148,7 @@ func (s *Service) processBatch(ctx context.Context, ts []Task, early *earlyBatch
 			s.logger.Warn("dispatch: unlease failed", "tasks", len(ids), "error", err)
 		}
 		// After the unlease: a kick before it would find the contended tasks still leased.
-		s.wakeContended(contenders)
+		s.wake(ctx, contended)
 	}()
 	pending := make([]Task, 0, len(ts))
 	for _, t := range ts {
@@ -174,7 +174,7 @@ func (s *Service) processBatch(ctx context.Context, ts []Task, early *earlyBatch
 			s.workFailed(ctx, t, err)
 		}
 	}
-	contenders = s.assignBatch(ctx, pending, early)
+	contended = s.assignBatch(ctx, pending, early)
 }
 
 // workFailed logs a failure to work t, unless there was none, nothing to change, or the loop is ending.

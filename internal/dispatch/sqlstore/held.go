@@ -241,6 +241,10 @@ func (s *Store) decodeHeld(ctx context.Context, refs []heldRef) ([]dispatch.Task
 // SQLite, those that are not), the couriers with an open offer (as OfferOpen) and the list of held
 // tasks' ids and versions of each courier holding some (as HeldTasksOf), one part of a UNION ALL each;
 // the held tasks' fields then come from heldSets, or for a list it does not know, from heldTasks.
+//
+// Loading the index is a transaction function of the writer's group: CourierStates (and Connected,
+// OfferOpen and HeldTasksOf) must never be called from inside another transaction function of this
+// store, which would wait for its own group.
 func (s *Store) CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (dispatch.CourierStates, error) {
 	return s.courierStates(ctx, courierIDs, partConnected|partOfferOpen, since, heldOf)
 }

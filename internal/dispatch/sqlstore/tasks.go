@@ -962,6 +962,25 @@ func (s *Store) WakeNext(ctx context.Context, now time.Time, limit int) error {
 	})
 }
 
+// WakeTasks implements dispatch.Store, in one statement per maxBatchLock ids. Like WakePending, only
+// the due_time column changes.
+func (s *Store) WakeTasks(ctx context.Context, now time.Time, taskIDs []string) error {
+	return s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
+		for start := 0; start < len(taskIDs); start += maxBatchLock {
+			part := taskIDs[start:min(start+maxBatchLock, len(taskIDs))]
+			cond, arg, err := s.inList("id", 3, part)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET due_time = $1 WHERE state = $2 AND due_time > $1 AND `+cond,
+				s.time(now), string(dispatch.StatePending), arg); err != nil {
+				return s.e.MapError(err, fmt.Sprintf("wake %d tasks", len(part)))
+			}
+		}
+		return nil
+	})
+}
+
 // HeldTasks implements dispatch.Store (ties broken by id).
 func (s *Store) HeldTasks(ctx context.Context, courierID string) ([]dispatch.Task, error) {
 	held, states := heldStates(2)

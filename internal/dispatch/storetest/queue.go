@@ -442,6 +442,34 @@ func testWakeNext(t *testing.T, s *sqlstore.Store) {
 	}
 }
 
+// testWakeTasks: only the pending tasks named that are due later are woken; versions stay.
+func testWakeTasks(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	now := at(10)
+	later := at(20)
+	for n := 1; n <= 4; n++ {
+		task := newTask(n)
+		task.DueTime = later
+		switch n {
+		case 3: // offered: unchanged
+			task = offer(task, 1, 1, 3)
+			task.DueTime = later
+		case 4: // already due: unchanged
+			task.DueTime = at(4)
+		}
+		mustCreate(ctx, t, s, task)
+	}
+	if err := s.WakeTasks(ctx, now, []string{taskID(1), taskID(3), taskID(4), taskID(9)}); err != nil {
+		t.Fatalf("WakeTasks: %v", err)
+	}
+	for n, want := range map[int]time.Time{1: utc(now), 2: utc(later), 3: utc(later), 4: utc(at(4))} {
+		got := mustGet(ctx, t, s, taskID(n))
+		if !got.DueTime.Equal(want) || got.Version != 1 {
+			t.Errorf("task %d after WakeTasks: due %v version %d, want due %v version 1", n, got.DueTime, got.Version, want)
+		}
+	}
+}
+
 func testHeldAndOffered(t *testing.T, s *sqlstore.Store) {
 	ctx := testContext(t)
 	// Courier 1 holds 3 (assigned at minute 9) and 2 (picked up, assigned at minute 5), and has an open

@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"LeaseDueExclusive", testLeaseDueExclusive},
 		{"WakePending", testWakePending},
 		{"WakeNext", testWakeNext},
+		{"WakeTasks", testWakeTasks},
 		{"QueueConcurrent", testQueueConcurrent},
 		{"HeldAndOffered", testHeldAndOffered},
 		{"Sessions", testSessions},
