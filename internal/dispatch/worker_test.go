@@ -391,10 +391,10 @@ func TestReleasedCourierGetsAWaitingTask(t *testing.T) {
 	}
 }
 
-// A claim that lands after its task was cancelled, and after the cancellation's release ran (the
-// release found nothing to release), is undone by the claim job itself: the courier does not keep a
-// claim nothing would ever release.
-func TestClaimLandingAfterCancelAndReleaseIsUndone(t *testing.T) {
+// acceptedWithoutJobs starts a system whose jobs are never worked, with a task accepted by courier a
+// (its claim job enqueued, not run).
+func acceptedWithoutJobs(t *testing.T) (*dispatchtest.System, dispatchtest.Courier, dispatch.Task) {
+	t.Helper()
 	sys := dispatchtest.Start(t, dispatchtest.Config{NoJobs: true})
 	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
 	tk := create(t, sys, nil)
@@ -402,6 +402,14 @@ func TestClaimLandingAfterCancelAndReleaseIsUndone(t *testing.T) {
 	if r := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
+	return sys, a, tk
+}
+
+// A claim that lands after its task was cancelled, and after the cancellation's release ran (the
+// release found nothing to release), is undone by the claim job itself: the courier does not keep a
+// claim nothing would ever release.
+func TestClaimLandingAfterCancelAndReleaseIsUndone(t *testing.T) {
+	sys, a, tk := acceptedWithoutJobs(t)
 	ctx := context.Background()
 	sys.Couriers.OnClaim(func() {
 		sys.Couriers.OnClaim(nil)
@@ -427,13 +435,7 @@ func TestClaimLandingAfterCancelAndReleaseIsUndone(t *testing.T) {
 // service was unreachable for the release: the job returned the error), is retried by the jobs runner:
 // the retry must still undo the claim, although the task is no longer the courier's when it starts.
 func TestClaimJobRetryUndoesALandedClaim(t *testing.T) {
-	sys := dispatchtest.Start(t, dispatchtest.Config{NoJobs: true})
-	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
-	tk := create(t, sys, nil)
-	_, o := offered(t, sys, tk.ID)
-	if r := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
-		t.Fatal(r.Err)
-	}
+	sys, a, tk := acceptedWithoutJobs(t)
 	ctx := context.Background()
 	// The first run of the claim job read the holder (a), then the task was cancelled and the
 	// cancellation's release ran (nothing to release yet); the first run's claim landed, and its undo

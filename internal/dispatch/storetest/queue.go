@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -389,12 +390,7 @@ func testWakePending(t *testing.T, s *sqlstore.Store) {
 	if err := s.WakePending(ctx, now); err != nil {
 		t.Fatalf("WakePending: %v", err)
 	}
-	for n, want := range map[int]time.Time{1: utc(now), 2: utc(at(2)), 3: utc(later)} {
-		got := mustGet(ctx, t, s, taskID(n))
-		if !got.DueTime.Equal(want) || got.DueTime.Location() != time.UTC || got.Version != 1 {
-			t.Errorf("task %d after WakePending: due %v version %d, want due %v version 1", n, got.DueTime, got.Version, want)
-		}
-	}
+	wantDue(ctx, t, s, "WakePending", map[int]time.Time{1: utc(now), 2: utc(at(2)), 3: utc(later)})
 	leased, err := s.LeaseDue(ctx, "a", now, time.Minute, 10)
 	if err != nil || !slices.Equal(ids(leased), []string{taskID(1), taskID(2)}) {
 		t.Errorf("LeaseDue after WakePending = %v, %v, want tasks 1 and 2", ids(leased), err)
@@ -424,12 +420,7 @@ func testWakeNext(t *testing.T, s *sqlstore.Store) {
 	if err := s.WakeNext(ctx, now, 2); err != nil {
 		t.Fatalf("WakeNext: %v", err)
 	}
-	for n, want := range map[int]time.Time{1: utc(now), 2: utc(now), 3: utc(later), 4: utc(at(4)), 5: utc(later)} {
-		got := mustGet(ctx, t, s, taskID(n))
-		if !got.DueTime.Equal(want) || got.Version != 1 {
-			t.Errorf("task %d after WakeNext(2): due %v version %d, want due %v version 1", n, got.DueTime, got.Version, want)
-		}
-	}
+	wantDue(ctx, t, s, "WakeNext(2)", map[int]time.Time{1: utc(now), 2: utc(now), 3: utc(later), 4: utc(at(4)), 5: utc(later)})
 	if err := s.WakeNext(ctx, now, 0); apperr.CodeOf(err) != apperr.Invalid {
 		t.Errorf("WakeNext(0) = %v, want Invalid", err)
 	}
@@ -462,10 +453,16 @@ func testWakeTasks(t *testing.T, s *sqlstore.Store) {
 	if err := s.WakeTasks(ctx, now, []string{taskID(1), taskID(3), taskID(4), taskID(9)}); err != nil {
 		t.Fatalf("WakeTasks: %v", err)
 	}
-	for n, want := range map[int]time.Time{1: utc(now), 2: utc(later), 3: utc(later), 4: utc(at(4))} {
+	wantDue(ctx, t, s, "WakeTasks", map[int]time.Time{1: utc(now), 2: utc(later), 3: utc(later), 4: utc(at(4))})
+}
+
+// wantDue checks that each task n of want is due at want[n] (in UTC) and still at version 1 after call.
+func wantDue(ctx context.Context, t *testing.T, s *sqlstore.Store, call string, want map[int]time.Time) {
+	t.Helper()
+	for n, due := range want {
 		got := mustGet(ctx, t, s, taskID(n))
-		if !got.DueTime.Equal(want) || got.Version != 1 {
-			t.Errorf("task %d after WakeTasks: due %v version %d, want due %v version 1", n, got.DueTime, got.Version, want)
+		if !got.DueTime.Equal(due) || got.DueTime.Location() != time.UTC || got.Version != 1 {
+			t.Errorf("task %d after %s: due %v version %d, want due %v version 1", n, call, got.DueTime, got.Version, due)
 		}
 	}
 }
