@@ -936,12 +936,7 @@ func (s *Store) UnleaseTasks(ctx context.Context, taskIDs []string, owner string
 // DueTime on every read); the tasks' versions stay.
 func (s *Store) WakePending(ctx context.Context, now time.Time) error {
 	return s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
-		_, err := tx.ExecContext(ctx, `UPDATE tasks SET due_time = $1 WHERE state = $2 AND due_time > $1`,
-			s.time(now), string(dispatch.StatePending))
-		if err != nil {
-			return s.e.MapError(err, "wake pending tasks")
-		}
-		return nil
+		return s.wakeWaiting(ctx, tx, now, "wake pending tasks", "")
 	})
 }
 
@@ -952,13 +947,8 @@ func (s *Store) WakeNext(ctx context.Context, now time.Time, limit int) error {
 		return err
 	}
 	return s.inTx(ctx, func(tx *sql.Tx, _ *appender) error {
-		_, err := tx.ExecContext(ctx, `UPDATE tasks SET due_time = $1 WHERE id IN (
-				SELECT id FROM tasks WHERE state = $2 AND due_time > $1 ORDER BY priority_rank DESC, create_time, id LIMIT $3)`,
-			s.time(now), string(dispatch.StatePending), limit)
-		if err != nil {
-			return s.e.MapError(err, fmt.Sprintf("wake the next %d pending tasks", limit))
-		}
-		return nil
+		return s.wakeWaiting(ctx, tx, now, fmt.Sprintf("wake the next %d pending tasks", limit),
+			`id IN (SELECT id FROM tasks WHERE state = $2 AND due_time > $1 ORDER BY priority_rank DESC, create_time, id LIMIT $3)`, limit)
 	})
 }
 
@@ -972,13 +962,26 @@ func (s *Store) WakeTasks(ctx context.Context, now time.Time, taskIDs []string) 
 			if err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET due_time = $1 WHERE state = $2 AND due_time > $1 AND `+cond,
-				s.time(now), string(dispatch.StatePending), arg); err != nil {
-				return s.e.MapError(err, fmt.Sprintf("wake %d tasks", len(part)))
+			if err := s.wakeWaiting(ctx, tx, now, fmt.Sprintf("wake %d tasks", len(part)), cond, arg); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+}
+
+// wakeWaiting makes the PENDING tasks due after now that also match cond ("" for all of them) due now,
+// in tx: the one statement of WakePending, WakeNext and WakeTasks. cond may use $1 (now) and $2 (the
+// pending state); its own arguments, args, are $3 on.
+func (s *Store) wakeWaiting(ctx context.Context, tx *sql.Tx, now time.Time, what, cond string, args ...any) error {
+	q := `UPDATE tasks SET due_time = $1 WHERE state = $2 AND due_time > $1`
+	if cond != "" {
+		q += ` AND ` + cond
+	}
+	if _, err := tx.ExecContext(ctx, q, append([]any{s.time(now), string(dispatch.StatePending)}, args...)...); err != nil {
+		return s.e.MapError(err, what)
+	}
+	return nil
 }
 
 // HeldTasks implements dispatch.Store (ties broken by id).
