@@ -13,6 +13,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// MinReadinessTimeout is the least time a readiness check is given, however short ReadinessInterval is.
+const MinReadinessTimeout = time.Second
+
 // readinessCheck is one AddReadiness check and the services whose health it decides (nil: every one).
 type readinessCheck struct {
 	check    func(context.Context) error
@@ -23,7 +26,9 @@ type readinessCheck struct {
 // once when Serve starts, before the server answers anything): a service reports SERVING while every
 // check that names it passes, NOT_SERVING otherwise. A check given no services decides every service.
 // The overall status "" is SERVING when every check passes. Each poll gets a context bounded by the
-// interval; the error should name the dependency ("courier database unreachable"), as Ready returns it.
+// interval, but by no less than MinReadinessTimeout: a short interval makes outages show sooner, not a
+// database that is merely slow to answer (a ping on a loaded machine) count as unreachable. The error
+// should name the dependency ("courier database unreachable"), as Ready returns it.
 // Call it before Serve.
 func (s *Server) AddReadiness(check func(ctx context.Context) error, services ...string) {
 	s.mu.Lock()
@@ -73,7 +78,7 @@ func (r *readiness) overall() error {
 func (r *readiness) poll(ctx context.Context, checks []readinessCheck) {
 	errs := make([]error, len(checks))
 	for i, c := range checks {
-		checkCtx, cancel := context.WithTimeout(ctx, r.s.cfg.ReadinessInterval)
+		checkCtx, cancel := context.WithTimeout(ctx, max(r.s.cfg.ReadinessInterval, MinReadinessTimeout))
 		errs[i] = c.check(checkCtx)
 		cancel()
 	}

@@ -164,7 +164,8 @@ type Config struct {
 	// Default 0; deployments behind a load balancer should use a few seconds. (Processes that call Drain
 	// and Shutdown themselves wait for it themselves.)
 	DrainDelay time.Duration
-	// ReadinessInterval is how often the AddReadiness checks run. Default 5s.
+	// ReadinessInterval is how often the AddReadiness checks run, and how long each may take (but never
+	// less than MinReadinessTimeout). Default 5s.
 	ReadinessInterval time.Duration
 	// RateLimit limits calls per principal. The zero value disables it.
 	RateLimit RateLimit

@@ -3,6 +3,7 @@ package grpcserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -412,6 +413,43 @@ func TestReadyFromTheFirstHealthCheck(t *testing.T) {
 		if err != nil || got != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("first health check of %q = %v, %v; want SERVING", service, got, err)
 		}
+	}
+}
+
+// TestReadinessCheckOutlivesAShortInterval checks that a short ReadinessInterval does not cut a check
+// short: a ping that takes 100 ms (a busy machine) under a 5 ms interval still passes, because a check is
+// given at least MinReadinessTimeout. Before, its context ended with the interval and the service flapped
+// to NOT_SERVING while its database was fine.
+func TestReadinessCheckOutlivesAShortInterval(t *testing.T) {
+	cfg := grpcserver.Config{
+		Policy:            policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		ReadinessInterval: 5 * time.Millisecond,
+	}
+	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
+	var left atomic.Int64 // the time the latest check had, from its start to its context's deadline
+	srv.AddReadiness(func(ctx context.Context) error {
+		deadline, ok := ctx.Deadline()
+		if !ok {
+			return errors.New("check without a deadline")
+		}
+		left.Store(int64(time.Until(deadline)))
+		select {
+		case <-time.After(100 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("test database unreachable: %w", ctx.Err())
+		}
+	})
+	serve(t, srv)
+	// The first poll ran before Serve answered anything, so the first answer is its verdict.
+	if got, err := healthStatus(t, conn, ""); err != nil || got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health Check(\"\") = %v, %v; want SERVING", got, err)
+	}
+	if err := srv.Ready(t.Context()); err != nil {
+		t.Errorf("Ready() after a 100 ms check under a 5 ms interval = %v, want nil", err)
+	}
+	if got := time.Duration(left.Load()); got <= grpcserver.MinReadinessTimeout-100*time.Millisecond || got > grpcserver.MinReadinessTimeout {
+		t.Errorf("a check's context had %v left at its start, want about MinReadinessTimeout (%v)", got, grpcserver.MinReadinessTimeout)
 	}
 }
 
