@@ -158,3 +158,50 @@ func TestReassignedTaskCancelledBeforeItsClaimJobReleasesThePreviousHolder(t *te
 		t.Errorf("courier service claim of the cancelled task = %s, want none", holder)
 	}
 }
+
+// A courier hands a task back and another accepts it before the hand-back's release ran (the courier
+// service was unreachable for it, say): the courier service refuses the new claim because the task is
+// still claimed on the first courier. That is not the new courier's refusal: the claim job must release
+// the former holder and claim the task, not put it back to PENDING without the new courier.
+func TestClaimRefusedForAFormerHoldersClaimReleasesItAndClaims(t *testing.T) {
+	sys, a, b, tk := claimedByA(t)
+	handBack(t, sys, a, tk)
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != b.ID {
+		t.Fatalf("offered to %s, want b (%s)", o.CourierID, b.ID)
+	}
+	if r := sys.Service.Execute(b.Ctx, b.ID, "acc-b", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: b.ID, TaskID: tk.ID})
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID}) // the hand-back's, late
+	wantHeld(t, sys, b, tk)
+}
+
+// The same, with the new courier refusing the claim for a reason of their own: the former holder's
+// claim is released all the same, the claim is tried once more, and its refusal puts the task back to
+// PENDING without the new courier, as any refusal does.
+func TestClaimRefusedByTheNewCourierAfterAFormerHoldersClaimWasReleased(t *testing.T) {
+	sys, a, b, tk := claimedByA(t)
+	handBack(t, sys, a, tk)
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != b.ID {
+		t.Fatalf("offered to %s, want b (%s)", o.CourierID, b.ID)
+	}
+	if r := sys.Service.Execute(b.Ctx, b.ID, "acc-b", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	sys.Couriers.RefuseClaims(b.ID)
+	claims := sys.Couriers.Calls("Claim")
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: b.ID, TaskID: tk.ID})
+	if n := sys.Couriers.Calls("Claim") - claims; n != 2 {
+		t.Errorf("Claim calls = %d, want 2 (refused, then refused again after a's claim was released)", n)
+	}
+	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
+		t.Errorf("courier service claim of the task = %s, want none", holder)
+	}
+	got := stored(t, sys, tk.ID)
+	if got.State != dispatch.StatePending || got.CourierID != "" || !got.IsExcluded(b.ID) {
+		t.Errorf("task = %s held by %q, b excluded %v; want PENDING, no holder, b excluded", got.State, got.CourierID, got.IsExcluded(b.ID))
+	}
+}

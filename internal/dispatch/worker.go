@@ -395,15 +395,15 @@ func (s *Service) RunJob(ctx context.Context, j Job) error {
 		if j.Final {
 			return s.releaseClaim(ctx, j.CourierID, j.TaskID)
 		}
-		return s.settle(ctx, j.TaskID, j.CourierID, time.Time{})
+		return s.settle(ctx, j.TaskID, j.CourierID, time.Time{}, true)
 	case JobClaim:
 		if j.Previous != "" && j.Previous != j.CourierID {
 			// First: the courier service refuses to claim a task held elsewhere.
-			if err := s.settle(ctx, j.TaskID, j.Previous, time.Time{}); err != nil {
+			if err := s.settle(ctx, j.TaskID, j.Previous, time.Time{}, true); err != nil {
 				return fmt.Errorf("release task %s from its previous courier %s: %w", j.TaskID, j.Previous, err)
 			}
 		}
-		return s.settle(ctx, j.TaskID, j.CourierID, j.ExpectedRelease)
+		return s.settle(ctx, j.TaskID, j.CourierID, j.ExpectedRelease, true)
 	}
 	return fmt.Errorf("unknown job kind %q", j.Kind)
 }
@@ -416,15 +416,16 @@ const settleRounds = 4
 // theirs (ASSIGNED or PICKED_UP to them): it reads the holder, claims or releases accordingly, and reads
 // the holder again once the call landed, until a read agrees with the last call (see RunJob). expected
 // is the claim's expected release; zero takes it from the task. A task that no longer exists is
-// released. A refused claim puts the task back to PENDING (claimRefused).
-func (s *Service) settle(ctx context.Context, taskID, courierID string, expected time.Time) error {
+// released. A refused claim puts the task back to PENDING (claimRefused), after releasing the task's
+// former holders when formers is set (claimFor).
+func (s *Service) settle(ctx context.Context, taskID, courierID string, expected time.Time, formers bool) error {
 	held, err := s.holds(ctx, taskID, courierID)
 	if err != nil {
 		return err
 	}
 	for range settleRounds {
 		if held {
-			if err := s.claimFor(ctx, taskID, courierID, expected); err != nil {
+			if err := s.claimFor(ctx, taskID, courierID, expected, formers); err != nil {
 				if errors.Is(err, errRefused) {
 					return nil
 				}
@@ -468,8 +469,11 @@ func (s *Service) holds(ctx context.Context, taskID, courierID string) (bool, er
 var errRefused = errors.New("claim refused")
 
 // claimFor claims task taskID on courierID, which holds it, expecting its release at expected (zero:
-// from the task). A refusal is handled (claimRefused) and reported as errRefused.
-func (s *Service) claimFor(ctx context.Context, taskID, courierID string, expected time.Time) error {
+// from the task). A refusal is handled (claimRefused) and reported as errRefused. With formers set, a
+// refusal that may be for a former holder's claim the courier service still has (the release job of a
+// hand-back that has not run yet: the courier service refuses a task claimed on another courier) first
+// releases the task's former holders, and claims the task once more.
+func (s *Service) claimFor(ctx context.Context, taskID, courierID string, expected time.Time, formers bool) error {
 	if expected.IsZero() {
 		t, err := s.store.GetTask(ctx, taskID)
 		if err != nil {
@@ -478,6 +482,14 @@ func (s *Service) claimFor(ctx context.Context, taskID, courierID string, expect
 		expected = expectedRelease(t, s.now())
 	}
 	err := s.couriers.Claim(ctx, courierID, taskID, expected)
+	if formers && apperr.CodeOf(err) == apperr.FailedPrecondition {
+		switch released, rerr := s.releaseFormerHolders(ctx, taskID, courierID); {
+		case rerr != nil:
+			return rerr
+		case released:
+			err = s.couriers.Claim(ctx, courierID, taskID, expected)
+		}
+	}
 	switch apperr.CodeOf(err) {
 	case "":
 		return nil
@@ -488,6 +500,27 @@ func (s *Service) claimFor(ctx context.Context, taskID, courierID string, expect
 		return errRefused
 	}
 	return fmt.Errorf("claim task %s for courier %s: %w", taskID, courierID, err)
+}
+
+// releaseFormerHolders settles the claims of task taskID's former holders other than courierID (without
+// releasing their own former holders in turn): released reports whether there were any.
+func (s *Service) releaseFormerHolders(ctx context.Context, taskID, courierID string) (released bool, _ error) {
+	t, err := s.store.GetTask(ctx, taskID)
+	if err != nil {
+		return false, fmt.Errorf("get task %s: %w", taskID, err)
+	}
+	seen := map[string]bool{courierID: true}
+	for _, h := range t.History {
+		if h.State != StateAssigned || h.CourierID == "" || seen[h.CourierID] {
+			continue
+		}
+		seen[h.CourierID] = true
+		if err := s.settle(ctx, taskID, h.CourierID, time.Time{}, false); err != nil {
+			return false, fmt.Errorf("release task %s from its former holder %s: %w", taskID, h.CourierID, err)
+		}
+		released = true
+	}
+	return released, nil
 }
 
 // releaseClaim releases task taskID's claim on courierID; a courier that no longer exists has none.
