@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,7 +45,7 @@ migrate) uses the directory: stop serve first, or let serve migrate at startup.`
 		if m.store == nil {
 			continue
 		}
-		h, err := openDB(ctx, db, dataDir, m.name, *m.store)
+		h, err := openDB(ctx, db, dataDir, m.name, *m.store, nil)
 		if err != nil {
 			return err
 		}
@@ -87,11 +88,12 @@ func (h dbHandle) Close() {
 
 // openDB opens module name's database — <data-dir>/<name>.db for SQLite, schema <name> in PostgreSQL — and
 // applies its migrations when db.AutoMigrate is set: the service's own, then its event log's
-// (storeDecl.EventLog), then River's (storeDecl.Jobs).
-func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store storeDecl) (dbHandle, error) {
+// (storeDecl.EventLog), then River's (storeDecl.Jobs). A SQLite database's background work (its
+// checkpointer) logs to logger (nil: slog.Default()).
+func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store storeDecl, logger *slog.Logger) (dbHandle, error) {
 	switch db.Dialect {
 	case database.SQLite:
-		sqlDB, err := database.OpenSQLite(ctx, filepath.Join(dataDir, name+".db"))
+		sqlDB, err := database.OpenSQLiteWith(ctx, filepath.Join(dataDir, name+".db"), database.SQLiteOptions{Logger: logger})
 		if err != nil {
 			return dbHandle{}, fmt.Errorf("%s database: %w", name, err)
 		}

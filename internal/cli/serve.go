@@ -632,7 +632,7 @@ func (p *process) openStore(ctx context.Context, srv *grpcserver.Server, name st
 	if m == nil || m.store == nil {
 		return dbHandle{}, fmt.Errorf("module %s declares no store", name)
 	}
-	h, err := openDB(ctx, p.cfg.Database, p.cfg.DataDir, m.name, *m.store)
+	h, err := openDB(ctx, p.cfg.Database, p.cfg.DataDir, m.name, *m.store, p.logger)
 	if err != nil {
 		return dbHandle{}, err
 	}

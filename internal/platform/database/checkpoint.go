@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"encoding/binary"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -57,8 +59,10 @@ var sqliteCheckpointParams = url.Values{
 // no statement reports the WAL's length without checkpointing it. A value read while SQLite updates it
 // is only ever a reason to look again at the next poll.
 type checkpointer struct {
-	db  *sql.DB  // one connection, sqliteCheckpointParams
-	shm *shmFile // the WAL index, shared by the checkpointers of the same path
+	db     *sql.DB  // one connection, sqliteCheckpointParams
+	shm    *shmFile // the WAL index, shared by the checkpointers of the same path
+	path   string   // the database, for the log
+	logger *slog.Logger
 
 	stop chan struct{}
 	ctx  context.Context // cancelled by Close: a running checkpoint or connect is interrupted
@@ -69,20 +73,23 @@ type checkpointer struct {
 	mu        sync.Mutex
 	runs      int   // checkpoints run, for tests
 	lastError error // the last checkpoint's error, for tests
+	failing   bool  // the last checkpoint failed and was logged: the next success is logged too
 }
 
-// startCheckpointer opens the checkpointer's connection to the database at path and starts it.
-func startCheckpointer(path string) (*checkpointer, error) {
+// startCheckpointer opens the checkpointer's connection to the database at path and starts it. Its
+// failures go to logger.
+func startCheckpointer(path string, logger *slog.Logger) (*checkpointer, error) {
 	c, err := sqliteConnector(path + "?" + sqliteCheckpointParams)
 	if err != nil {
 		return nil, err
 	}
+	name := path
 	// SQLite names the WAL index after the database file with symbolic links resolved: a database
 	// opened through a link has it beside the file linked to.
 	if p, err := filepath.EvalSymlinks(path); err == nil {
 		path = p
 	}
-	cp := &checkpointer{db: openPool(c, 1), shm: acquireShm(path + "-shm"),
+	cp := &checkpointer{db: openPool(c, 1), shm: acquireShm(path + "-shm"), path: name, logger: logger,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	cp.ctx, cp.quit = context.WithCancel(context.Background())
 	go cp.loop()
@@ -192,6 +199,8 @@ func (cp *checkpointer) loop() {
 			if shm = cp.shm.opened(); shm == nil {
 				if err := cp.db.PingContext(cp.ctx); err == nil {
 					shm = cp.shm.file()
+				} else if cp.ctx.Err() == nil {
+					cp.failed(fmt.Errorf("connect: %w", err))
 				}
 			}
 		}
@@ -223,15 +232,41 @@ func (cp *checkpointer) due(st walState) bool {
 	return waiting >= CheckpointPages
 }
 
-// checkpoint runs one PASSIVE checkpoint. Its error is kept for tests only: the writer's own checkpoint
-// is the backstop, and a failing disk shows there.
+// checkpoint runs one PASSIVE checkpoint. A failure is logged (failed); so is the first success after
+// failures. A checkpoint interrupted by Close is not a failure.
 func (cp *checkpointer) checkpoint() {
 	var busy, log, done int64
 	err := cp.db.QueryRowContext(cp.ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done)
+	if err != nil && cp.ctx.Err() != nil {
+		return // closing
+	}
 	cp.mu.Lock()
 	cp.runs++
 	cp.lastError = err
+	recovered := err == nil && cp.failing
+	if recovered {
+		cp.failing = false
+	}
 	cp.mu.Unlock()
+	if err != nil {
+		cp.failed(err)
+	} else if recovered {
+		cp.logger.Info("sqlite checkpoints succeed again", "database", cp.path)
+	}
+}
+
+// failed logs a failure of the checkpointer, once until a checkpoint succeeds again: one that keeps
+// failing (a full or failing disk, a database file it cannot write or open) is visible without a line
+// per poll. The writer's own checkpoint, the backstop, bounds the WAL meanwhile.
+func (cp *checkpointer) failed(err error) {
+	cp.mu.Lock()
+	was := cp.failing
+	cp.failing = true
+	cp.mu.Unlock()
+	if !was {
+		cp.logger.Warn("sqlite checkpoint failed; the writer's own checkpoint bounds the WAL until one succeeds",
+			"database", cp.path, "error", err)
+	}
 }
 
 // walState is what the WAL index says of the WAL: the frames in it and how many of them were copied

@@ -5,8 +5,12 @@ import (
 	"context"
 	"database/sql"
 	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -157,5 +161,130 @@ func fillWAL(ctx context.Context, t *testing.T, db *sql.DB, rows int) {
 	})
 	if err != nil {
 		t.Fatalf("insert: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the checkpointer's goroutine to write while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testLogger logs text lines without their time to w.
+func testLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) == 0 && a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+}
+
+// TestCheckpointerLogsItsFailures makes the checkpointer of a database opened with a logger fail (its
+// connection is closed under it) and fills the WAL past CheckpointPages: the failure is logged to that
+// logger, naming the database and the error.
+func TestCheckpointerLogsItsFailures(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "ckpt.db")
+	var logs syncBuffer
+	db, err := OpenSQLiteWith(ctx, path, SQLiteOptions{Logger: testLogger(&logs)})
+	if err != nil {
+		t.Fatalf("OpenSQLiteWith: %v", err)
+	}
+	defer db.Close()
+	v, ok := sqliteCheckpointers.Load(db)
+	if !ok {
+		t.Fatal("OpenSQLiteWith's database has no checkpointer")
+	}
+	cp := v.(*checkpointer)
+	// Once the WAL index is open, the checkpointer's connection is used for checkpoints only.
+	waitFor(t, "the checkpointer to open the WAL index", func() bool { return cp.shm.opened() != nil })
+	if err := cp.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fillWAL(ctx, t, db, CheckpointPages)
+	waitFor(t, "the checkpointer's failure to be logged", func() bool { return logs.String() != "" })
+	want := fmt.Sprintf("level=WARN msg=\"sqlite checkpoint failed; the writer's own checkpoint bounds the WAL until one succeeds\" database=%s error=\"sql: database is closed\"\n", path)
+	if got := logs.String(); got != want {
+		t.Errorf("logged:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestCheckpointerLogsThatItCannotConnect starts a checkpointer on a database it cannot open (its
+// directory does not exist): the failure is logged.
+func TestCheckpointerLogsThatItCannotConnect(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "ckpt.db")
+	var logs syncBuffer
+	cp, err := startCheckpointer(path, testLogger(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the checkpointer's failure to be logged", func() bool { return logs.String() != "" })
+	if err := cp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("level=WARN msg=\"sqlite checkpoint failed; the writer's own checkpoint bounds the WAL until one succeeds\" database=%s error=\"connect: unable to open database file (14)\"\n", path)
+	if got := logs.String(); got != want {
+		t.Errorf("logged:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestCheckpointerLogsOncePerOutage runs checkpoints that fail, then succeed: the first failure is
+// logged, the next ones are not (the checkpointer polls every few milliseconds while the WAL grows),
+// and the first success after them is.
+func TestCheckpointerLogsOncePerOutage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "ckpt.db")
+	db, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	defer db.Close()
+	c, err := sqliteConnector(path + "?" + sqliteCheckpointParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := openPool(c, 1)
+	defer good.Close()
+	closed := openPool(c, 1)
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	cp := &checkpointer{path: path, logger: testLogger(&logs), ctx: ctx}
+	for i, step := range []struct {
+		db   *sql.DB
+		want string
+	}{
+		{good, ""},
+		{closed, fmt.Sprintf("level=WARN msg=\"sqlite checkpoint failed; the writer's own checkpoint bounds the WAL until one succeeds\" database=%s error=\"sql: database is closed\"\n", path)},
+		{closed, ""},
+		{closed, ""},
+		{good, fmt.Sprintf("level=INFO msg=\"sqlite checkpoints succeed again\" database=%s\n", path)},
+		{good, ""},
+	} {
+		before := len(logs.String())
+		cp.db = step.db
+		cp.checkpoint()
+		if got := logs.String()[before:]; got != step.want {
+			t.Errorf("checkpoint %d logged %q, want %q", i, got, step.want)
+		}
+	}
+	if runs, err := cp.stats(); runs != 6 || err != nil {
+		t.Errorf("stats = %d, %v; want 6, nil", runs, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -71,7 +72,26 @@ var sqliteParams = url.Values{
 // nothing (see StmtCacheSize).
 //
 // ":memory:" and "file:" URIs are rejected: stores must be durable, and tests use a temporary file.
+//
+// What the database's background work reports (a checkpoint that fails) goes to slog.Default();
+// OpenSQLiteWith chooses the logger.
 func OpenSQLite(ctx context.Context, path string) (*sql.DB, error) {
+	return OpenSQLiteWith(ctx, path, SQLiteOptions{})
+}
+
+// SQLiteOptions configures OpenSQLiteWith.
+type SQLiteOptions struct {
+	// Logger receives what the database's background work reports: the checkpointer's first failure
+	// after a success (a full or failing disk, a file it may not write; see CheckpointPages) and its
+	// first success after failures. nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// OpenSQLiteWith is OpenSQLite with options.
+func OpenSQLiteWith(ctx context.Context, path string, o SQLiteOptions) (*sql.DB, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	if err := checkSQLitePath(path); err != nil {
 		return nil, err
 	}
@@ -89,7 +109,7 @@ func OpenSQLite(ctx context.Context, path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := openSQLiteWithReader(path)
+	db, err := openSQLiteWithReader(path, o.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}

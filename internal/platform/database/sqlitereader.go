@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"sync"
 )
@@ -44,8 +45,8 @@ func Reader(db *sql.DB) *sql.DB {
 }
 
 // openSQLiteWithReader opens the writer pool on path (as openSQLitePool) and its read pool, registered
-// for Reader and closed when the writer is.
-func openSQLiteWithReader(path string) (*sql.DB, error) {
+// for Reader and closed when the writer is, and its checkpointer, which logs to logger.
+func openSQLiteWithReader(path string, logger *slog.Logger) (*sql.DB, error) {
 	wc, err := sqliteConnector(path + "?" + sqliteParams)
 	if err != nil {
 		return nil, err
@@ -54,7 +55,7 @@ func openSQLiteWithReader(path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp, err := startCheckpointer(path)
+	cp, err := startCheckpointer(path, logger)
 	if err != nil {
 		return nil, err
 	}
