@@ -13,6 +13,7 @@ import (
 	"lastmile/internal/geo/geoproto"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
+	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/protoenum"
 )
 
@@ -121,11 +122,30 @@ func (s *Server) StreamAssignments(stream dispatchv1.DispatchService_StreamAssig
 				return err
 			}
 		case err := <-ended:
+			if denied := s.accountDisabled(stream, ctx); denied != nil {
+				return denied
+			}
 			return err
 		case <-ctx.Done():
+			if denied := s.accountDisabled(stream, ctx); denied != nil {
+				return denied
+			}
 			return ctx.Err()
 		}
 	}
+}
+
+// accountDisabled ends a session whose courier's account was suspended or deleted during it (the
+// server cancelled ctx with a revocation caused by auth.ErrInactive) as the contract says: a drain with
+// ACCOUNT_DISABLED, so that the app does not reconnect, then PermissionDenied (which the server's chain
+// lets through instead of its Unauthenticated). It returns nil when ctx was not ended that way.
+func (s *Server) accountDisabled(stream dispatchv1.DispatchService_StreamAssignmentsServer, ctx context.Context) error {
+	if !errors.Is(auth.RevokedCause(ctx), auth.ErrInactive) {
+		return nil
+	}
+	_ = s.send(stream, &dispatchv1.StreamAssignmentsResponse{Kind: &dispatchv1.StreamAssignmentsResponse_Drain{Drain: &dispatchv1.Drain{
+		Reason: "the courier's account was suspended or deleted", Code: dispatchv1.DrainReason_DRAIN_REASON_ACCOUNT_DISABLED}}})
+	return apperr.Errorf(apperr.PermissionDenied, "the courier's account is not active: do not reconnect")
 }
 
 // send stamps m with the server's clock and sends it.
