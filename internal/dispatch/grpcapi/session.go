@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -197,10 +199,28 @@ func encodeCommandResult(r dispatch.CommandResult) *dispatchv1.CommandResult {
 			Message:    e.Message,
 			RetryAfter: duration(e.RetryAfter),
 			Reason:     e.Reason,
-			Metadata:   e.Metadata,
+			Metadata:   encodeErrorMetadata(e.Metadata),
 		}
 	} else if r.Task != nil {
 		out.Task = encodeTask(*r.Task)
+	}
+	return out
+}
+
+// encodeErrorMetadata encodes a command error's metadata. The domain names a missing proof's kind and
+// stage by its own values, upper-cased ("BARCODE", "PICKUP", as stored with the command's outcome); the
+// contract (CommandError, reason PROOF_REQUIRED) by their enum names ("PROOF_KIND_BARCODE",
+// "TASK_STAGE_PICKUP"). Other keys, and values the codecs do not know, pass unchanged.
+func encodeErrorMetadata(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := maps.Clone(m)
+	if k := proofKinds.Encode(dispatch.ProofKind(strings.ToLower(m["kind"]))); k != dispatchv1.ProofKind_PROOF_KIND_UNSPECIFIED {
+		out["kind"] = k.String()
+	}
+	if st := stages.Encode(dispatch.Stage(strings.ToLower(m["stage"]))); st != dispatchv1.TaskStage_TASK_STAGE_UNSPECIFIED {
+		out["stage"] = st.String()
 	}
 	return out
 }
