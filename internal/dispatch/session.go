@@ -482,16 +482,29 @@ func (c *CourierSession) isReplaced() bool {
 // Ack acknowledges every delivery up to cursor. An ack below the watermark changes nothing. It is applied
 // even after a newer session replaced this one: this session did send the deliveries up to cursor.
 //
-// Errors: Invalid when cursor is not positive or beyond the highest cursor this session sent (the
-// contract ends the stream); a store failure's error.
+// The contract bounds an ack by the highest cursor sent to the courier, not by this session: a delivery
+// an earlier session sent may be acknowledged before this one has replayed it (an app flushing, after
+// its hello, the ack it could not send before its connection dropped). So the bound is the higher of
+// what this session sent and the courier's log when it opened (SessionStarted.SnapshotCursor); such an
+// ack moves the session past the deliveries it acknowledges, which are then not replayed.
+//
+// Errors: Invalid when cursor is not positive or beyond that bound (the contract ends the stream); a
+// store failure's error.
 func (c *CourierSession) Ack(ctx context.Context, cursor int64) error {
 	sent := c.sentCursor()
-	if cursor <= 0 || cursor > sent {
+	bound := max(sent, c.started.SnapshotCursor)
+	if cursor <= 0 || cursor > bound {
 		return apperr.InvalidFields("acknowledged cursor beyond what was sent",
-			apperr.FieldViolation{Field: "ack.cursor", Description: fmt.Sprintf("%d is beyond the highest cursor sent, %d", cursor, sent)})
+			apperr.FieldViolation{Field: "ack.cursor", Description: fmt.Sprintf("%d is beyond the highest cursor sent, %d", cursor, bound)})
 	}
 	if err := c.s.store.AckSession(ctx, c.courierID, cursor); err != nil {
 		return fmt.Errorf("acknowledge cursor %d of courier %s: %w", cursor, c.courierID, err)
+	}
+	if cursor > sent {
+		c.mu.Lock()
+		c.sent = max(c.sent, cursor)
+		c.mu.Unlock()
+		c.poke() // Next drops what it read before the ack and reads on after it
 	}
 	return nil
 }
