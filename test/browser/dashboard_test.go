@@ -83,6 +83,7 @@ func startDemo(t *testing.T) string {
 	case e := <-ready:
 		return "http://" + e.HTTP
 	case err := <-done:
+		done <- err // for the cleanup, which would otherwise wait for an exit already seen
 		t.Fatalf("lastmile demo exited before it was ready: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatal("lastmile demo not ready within 60s")
