@@ -115,6 +115,7 @@ func startClock(t *testing.T, dataDir string, env map[string]string, now func() 
 	select {
 	case s.Endpoints = <-ready:
 	case err := <-done:
+		done <- err // for stop in the cleanup, which would otherwise wait 20 s for an exit already seen
 		t.Fatalf("lastmile serve exited before it was ready: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("lastmile serve not ready within 30s")

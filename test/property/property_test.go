@@ -123,6 +123,7 @@ func start(t *testing.T, extra ...string) *system {
 	select {
 	case s.Endpoints = <-ready:
 	case err := <-done:
+		done <- err // for the cleanup, which would otherwise wait for an exit already seen
 		t.Fatalf("lastmile serve exited before it was ready: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("lastmile serve not ready within 30s")
