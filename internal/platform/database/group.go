@@ -50,8 +50,12 @@ func (p *PanicError) Error() string {
 //
 // A caller of InTx queues its function. When no transaction of the group is running, the caller
 // becomes the leader: it takes the writer connection, then every queued function (up to the group's
-// size, oldest first), and runs them in one transaction, each inside its own savepoint. A function
-// that returns an error, or panics, is rolled back to its savepoint, so it leaves no write behind and
+// size, oldest first), and runs them in one transaction, each inside its own savepoint, except a
+// function that runs before any other function's writes were kept in the transaction (the first,
+// usually): that one runs without a savepoint, which on SQLite copies every page the function changes
+// to a sub-journal, and when it fails the whole transaction, which then holds its writes alone, is
+// rolled back and the functions after it run in a new one. A function that returns an error, or
+// panics, is rolled back (to its savepoint, or with its transaction), so it leaves no write behind and
 // the others' writes stay; a function that returns nil keeps its writes. The leader then commits once
 // and answers every caller: nil only after the commit succeeded; its function's own error to a caller
 // whose function failed; the commit's error to every caller whose function had succeeded when the
@@ -77,7 +81,7 @@ func (p *PanicError) Error() string {
 // interrupting a write statement rolls back the whole transaction, the others' work with it. Once its
 // function started, a caller waits for the commit (its own statements fail fast by then).
 //
-// A panic in a function is its caller's alone: the function is rolled back to its savepoint, the
+// A panic in a function is its caller's alone: the function is rolled back as a failing one is, the
 // others are committed, and the caller's InTx panics with a *PanicError that carries the value and the
 // stack. A function must not call runtime.Goexit (t.FailNow): it may run on another caller's
 // goroutine, which would end instead of its own. If one does, the whole transaction is rolled back,
@@ -317,7 +321,8 @@ const (
 // run runs batch in transactions on conn and answers every call of it, then returns conn to the pool.
 // Normally that is one transaction; when the transaction breaks under a function (SQLite rolled it
 // back by itself, after an I/O error say, and the savepoint is gone), the functions that ran in it
-// lose their writes and get the error, and those not started yet run in a new transaction.
+// lose their writes and get the error, and those not started yet run in a new transaction, as they
+// do after a function that ran without a savepoint failed and its transaction was rolled back.
 func (g *Group) run(conn *sql.Conn, batch []*groupCall) {
 	// The goroutine stays on its thread while it holds the writer, so that the thread's CPU time is
 	// the group's.
@@ -361,15 +366,33 @@ func (g *Group) runTx(conn *sql.Conn, batch []*groupCall) []*groupCall {
 			g.answer(c, err)
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, savepointSQL); err != nil {
-			// Nothing of c ran; it and the rest fail too rather than try again on a
-			// connection that may fail the same way each time.
-			finished = true
-			g.broken(tx, append(kept, batch[i:]...), fmt.Errorf("open savepoint: %w", err))
-			return nil
+		// Nothing of the transaction is kept before c: c needs no savepoint of its own, the
+		// transaction is its savepoint.
+		alone := len(kept) == 0
+		if !alone {
+			if _, err := tx.ExecContext(ctx, savepointSQL); err != nil {
+				// Nothing of c ran; it and the rest fail too rather than try again on a
+				// connection that may fail the same way each time.
+				finished = true
+				g.broken(tx, append(kept, batch[i:]...), fmt.Errorf("open savepoint: %w", err))
+				return nil
+			}
 		}
 		g.functions.Add(1)
 		fnErr := runOne(tx, c) // does not return after a runtime.Goexit: lead's deferred call answers
+		if alone {
+			if fnErr == nil && c.panicked == nil {
+				kept = append(kept, c)
+				continue
+			}
+			// c's writes are all the transaction holds: roll it back, and run the rest in a new
+			// one. A rollback that fails (the transaction already ended by SQLite after an I/O
+			// error) leaves nothing of c either.
+			finished = true
+			_ = tx.Rollback()
+			g.answer(c, fnErr)
+			return batch[i+1:]
+		}
 		if fnErr == nil && c.panicked == nil {
 			if _, err := tx.ExecContext(ctx, releaseSQL); err != nil {
 				finished = true

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -210,6 +211,82 @@ func TestGroupFailedFunctionIsRolledBackAlone(t *testing.T) {
 	}
 	if diff := cmp.Diff([]int{1, 4}, f.groupSizes()); diff != "" {
 		t.Errorf("group sizes (-want +got):\n%s", diff)
+	}
+}
+
+// A function that runs before anything of its transaction is kept runs without a savepoint: when it
+// fails (an error, an SQL error, a panic), its transaction, holding its writes alone, is rolled back and
+// the functions after it run in a new one, which sees nothing of it.
+func TestGroupFailedFirstFunctionRollsBackItsTransaction(t *testing.T) {
+	f := newGroupFixture(t, 0)
+	errA, errE := errors.New("business rule a"), errors.New("business rule e")
+	release := f.hold()
+	a := f.queue(f.ctx, func(tx *sql.Tx) error {
+		if err := insert("a")(tx); err != nil {
+			return err
+		}
+		return errA
+	})
+	b := f.queue(f.ctx, func(tx *sql.Tx) error {
+		if err := insert("b")(tx); err != nil {
+			return err
+		}
+		return insert("hold")(tx) // a UNIQUE violation: an SQL error
+	})
+	c := f.queue(f.ctx, func(tx *sql.Tx) error {
+		if err := insert("c")(tx); err != nil {
+			return err
+		}
+		panic("boom")
+	})
+	d := f.queue(f.ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM names`).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("d sees %d names, want 1 (hold)", n)
+		}
+		return insert("d")(tx)
+	})
+	e := f.queue(f.ctx, func(tx *sql.Tx) error {
+		if err := insert("e")(tx); err != nil {
+			return err
+		}
+		return errE
+	})
+	if r := release(); r.err != nil {
+		t.Fatalf("held call: %v", r.err)
+	}
+	if r := wait(t, a); r.err != errA {
+		t.Errorf("a: InTx = %v, want %v", r.err, errA)
+	}
+	if r := wait(t, b); r.err == nil || !strings.Contains(r.err.Error(), "UNIQUE constraint failed: names.name") {
+		t.Errorf("b: InTx = %v, want the UNIQUE violation", r.err)
+	}
+	if r := wait(t, c); r.err != nil || r.recovered == nil {
+		t.Errorf("c: InTx = %v, panic %v; want a panic", r.err, r.recovered)
+	} else if p, ok := r.recovered.(*PanicError); !ok || p.Value != "boom" {
+		t.Errorf("c: recovered %#v, want a *PanicError of \"boom\"", r.recovered)
+	}
+	if r := wait(t, d); r.err != nil {
+		t.Errorf("d: InTx = %v, want nil", r.err)
+	}
+	if r := wait(t, e); r.err != errE {
+		t.Errorf("e: InTx = %v, want %v", r.err, errE)
+	}
+	if diff := cmp.Diff([]string{"hold", "d"}, f.names()); diff != "" {
+		t.Errorf("names (-want +got):\n%s", diff)
+	}
+	// hold alone; then a, b and c each end their transaction; d and e share the last one.
+	if diff := cmp.Diff([]int{1, 5, 4, 3, 2}, f.groupSizes()); diff != "" {
+		t.Errorf("group sizes (-want +got):\n%s", diff)
+	}
+	if err := InTx(f.ctx, f.db, insert("plain")); err != nil {
+		t.Fatalf("database.InTx after the failures: %v", err)
+	}
+	if diff := cmp.Diff([]string{"hold", "d", "plain"}, f.names()); diff != "" {
+		t.Errorf("names (-want +got):\n%s", diff)
 	}
 }
 

@@ -25,9 +25,10 @@ import (
 //   - synchronous(NORMAL): safe with WAL (a power loss may drop the last commits, never corrupt).
 //   - foreign_keys(1): SQLite leaves them off by default, per connection.
 //   - temp_store(MEMORY): temporary files stay in memory, the sub-journal above all: the pages a
-//     savepoint (Group's, one per function) or a statement changes are copied there first, so that
-//     they can be rolled back alone. By default it spills to a temporary file past 64 KiB, and a group
-//     transaction's functions then paid two pwrite calls per page they touched, on the one writer.
+//     savepoint (Group's, one per function but the first) or a statement changes are copied there
+//     first, so that they can be rolled back alone. By default it spills to a temporary file past
+//     64 KiB, and a group transaction's functions then paid two pwrite calls per page they touched,
+//     on the one writer.
 //     In memory it is truncated at each RELEASE, so it holds one function's pages at most.
 //   - wal_autocheckpoint(writerCheckpointPages): the WAL is copied into the database file by the
 //     database's checkpointer, beside the writer (see checkpointer); the writer's own automatic
