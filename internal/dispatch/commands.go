@@ -337,6 +337,11 @@ func (s *Service) answerOffer(ctx context.Context, courierID, offerID string, ac
 			o.State == OfferDeclined && !accept:
 			unchanged = t
 			return Change{}, errNoChange // already applied: succeeds again
+		case o.State == OfferAccepted && accept: // accepted, but the task is no longer the courier's
+			if t.State == StateCancelled {
+				return Change{}, fail(cmdErr(apperr.FailedPrecondition, ReasonTaskCancelled, "task %s was cancelled", t.ID))
+			}
+			return Change{}, fail(cmdErr(apperr.FailedPrecondition, ReasonNotHolder, "task %s is no longer yours", t.ID))
 		case o.State == OfferExpired:
 			return Change{}, fail(cmdErr(apperr.FailedPrecondition, ReasonOfferExpired, "offer %s expired at %s", o.ID, o.ExpireTime.Format(time.RFC3339)))
 		case o.State == OfferWithdrawn:
