@@ -35,7 +35,7 @@
 // refused caller holds none); validation runs last so that an anonymous caller learns nothing about request rules.
 // Tracing (telemetry.GRPCServerTracing, driving otelgrpc's handler) runs before the first stage, so spans
 // cover the chain and every stage (and log line) sees the trace id; only sampled calls pay for a span,
-// and unsampled ones still carry valid trace ids. Streams are served by GOMAXPROCS reused workers, and
+// and unsampled ones still carry valid trace ids. Streams are served by a pool of reused workers (streamWorkers), and
 // flow control uses fixed 1 MiB windows (no bandwidth-delay-product pings; see flowControlWindow).
 //
 // # In-process calls
@@ -120,6 +120,17 @@ const (
 // phones uploading proofs at tens of Mbit/s over 100-200 ms): a 4 MiB message still flows at
 // window / RTT, and a stream whose handler reads slowly buffers at most this much.
 const flowControlWindow = 1 << 20
+
+// streamWorkers is the size of the pool of goroutines that serve the streams (grpc.NumStreamWorkers).
+// grpc-go hands a stream to a worker only when one is idle and otherwise starts a goroutine for it, which
+// grows (copies) its stack as the call goes deeper: with GOMAXPROCS workers, calls that wait (a store
+// statement, a call to another service) held every worker under load, and most streams ran on fresh
+// goroutines (runtime.copystack was 4.7 % of the dispatch load test's CPU, BENCHMARKS.md "Session of
+// 13:02"). Idle workers cost only their stacks, and a long-lived stream holds one for its life, so the
+// pool is sized for the calls in flight rather than for the cores.
+func streamWorkers() uint32 {
+	return uint32(max(64, 16*runtime.GOMAXPROCS(0)))
+}
 
 // maxHeaderListSize bounds request headers. Metadata carries a token and a few ids; grpc-go's own default
 // (16 MiB) is far more than any honest caller needs.
@@ -349,8 +360,9 @@ func New(cfg Config) (*Server, error) {
 	opts = append(opts,
 		// A fixed pool of goroutines serves the streams instead of a new goroutine per call: the pool's
 		// goroutines keep the stacks the interceptor chain grew, where a fresh goroutine grows (copies)
-		// its stack on every call (about 25 µs of a trivial call's CPU; BENCHMARKS.md).
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		// its stack on every call (about 25 µs of a trivial call's CPU; BENCHMARKS.md). See streamWorkers
+		// for its size.
+		grpc.NumStreamWorkers(streamWorkers()),
 		grpc.UnaryInterceptor(s.unaryChain),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
