@@ -475,7 +475,7 @@ func (s *Service) progress(ctx context.Context, courierID, taskID string, to Sta
 			t.FailureReason = reason
 		}
 		if to.Final() {
-			ch.Jobs = []Job{{Kind: JobRelease, CourierID: courierID, TaskID: t.ID}}
+			ch.Jobs = []Job{{Kind: JobRelease, CourierID: courierID, TaskID: t.ID, Final: true}}
 		}
 		record(&ch, t.ID, nil)
 		ch.Task = t

@@ -21,6 +21,10 @@ const (
 	sessionCloseTimeout = 5 * time.Second
 	// maxEpoch bounds random epochs, so that they survive JSON clients' float64 numbers.
 	maxEpoch = 1 << 53
+	// CredentialsNotice is how long before its access token expires a session is sent
+	// Drain{DrainCredentialsExpiring}, so that the app refreshes the token and opens a new session before
+	// this one ends.
+	CredentialsNotice = time.Minute
 )
 
 // Hello is what a courier app sends to open a session.
@@ -131,6 +135,7 @@ type CourierSession struct {
 	replayCounted int64 // highest cursor counted as replayed
 	drainSent     bool
 	replacedSent  bool
+	expirySent    bool
 
 	mu       sync.Mutex
 	sent     int64 // highest cursor Next returned or skipped
@@ -258,8 +263,11 @@ func (c *CourierSession) Started() SessionStarted { return c.started }
 //
 // It also ends the session: after a newer session of the courier started it returns one
 // Drain{DrainSessionReplaced}, then Aborted; after Service.Drain it returns one Drain{DrainServerShutdown}
-// (deliveries continue during the grace), then Unavailable once the grace has passed. Unavailable after
-// Close; ctx's error when ctx ends; a store failure's error.
+// (deliveries continue during the grace), then Unavailable once the grace has passed; CredentialsNotice
+// before the caller's access token expires (auth.Principal.ExpiresAt) it returns one
+// Drain{DrainCredentialsExpiring} (deliveries continue until then), then Unauthenticated from the expiry
+// on, so that a session never outlives the token that opened it. Unavailable after Close; ctx's error
+// when ctx ends; a store failure's error.
 func (c *CourierSession) Next(ctx context.Context) (Outbound, error) {
 	out, err := c.next(ctx)
 	if err != nil {
@@ -285,6 +293,17 @@ func (c *CourierSession) next(ctx context.Context) (Outbound, error) {
 			return Outbound{Drain: &Drain{Code: DrainSessionReplaced, Reason: "a newer session of this courier started"}}, nil
 		case replaced:
 			return Outbound{}, apperr.Errorf(apperr.Aborted, "a newer session of this courier started")
+		}
+		if exp := c.p.ExpiresAt; !exp.IsZero() {
+			left := exp.Sub(c.s.now())
+			if left <= 0 {
+				return Outbound{}, apperr.Errorf(apperr.Unauthenticated, "the access token expired: refresh it and open a new session")
+			}
+			if !c.expirySent && left <= CredentialsNotice {
+				c.expirySent = true
+				return Outbound{Drain: &Drain{Code: DrainCredentialsExpiring, Grace: left,
+					Reason: "the access token expires soon: refresh it and open a new session"}}, nil
+			}
 		}
 		draining, drainEnd := c.s.hub.drainState()
 		if draining {
@@ -397,10 +416,23 @@ func (c *CourierSession) resolve(d DeliveryWithTask) (Outbound, bool) {
 // redact returns t as this courier may see it.
 func (c *CourierSession) redact(t Task) Task { return t.For(c.p, c.courierID, ViewFull) }
 
-// wait waits for a wake-up, the end of a drain's grace, or ctx. The heartbeat is the hub's (hub.beat),
-// so only a drain needs a timer.
+// wait waits for a wake-up, the end of a drain's grace, the next step of the access token's expiry
+// (the drain that announces it, the expiry itself), or ctx. The heartbeat is the hub's (hub.beat), so
+// only those need a timer.
 func (c *CourierSession) wait(ctx context.Context, draining bool, drainEnd time.Time) error {
-	if !draining {
+	timeout, timed := time.Duration(0), false
+	if draining {
+		timeout, timed = max(time.Until(drainEnd), 0), true
+	}
+	if exp := c.p.ExpiresAt; !exp.IsZero() {
+		if !c.expirySent {
+			exp = exp.Add(-CredentialsNotice)
+		}
+		if left := max(exp.Sub(c.s.now()), 0); !timed || left < timeout {
+			timeout, timed = left, true
+		}
+	}
+	if !timed {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -408,7 +440,7 @@ func (c *CourierSession) wait(ctx context.Context, draining bool, drainEnd time.
 		}
 		return nil
 	}
-	t := time.NewTimer(max(time.Until(drainEnd), 0))
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

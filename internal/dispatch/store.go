@@ -116,6 +116,9 @@ type Job struct {
 	// Previous is the courier who held the task before a reassignment (claims only): the claim job
 	// releases it first, because the courier service refuses to claim a task held elsewhere.
 	Previous string
+	// Final says that the task was in a final state (DELIVERED, FAILED, CANCELLED) when the release was
+	// enqueued (releases only): it is never anyone's again, so the job releases without reading it.
+	Final bool
 }
 
 // Change is what a closure passed to Store.UpdateTask returns: everything the transition writes, in one

@@ -626,7 +626,7 @@ func (s *Service) CancelTask(ctx context.Context, req CancelRequest) (Task, erro
 		t.CancelReason = req.Reason
 		if holder != "" {
 			t.CourierID = holder
-			ch.Jobs = append(ch.Jobs, Job{Kind: JobRelease, CourierID: holder, TaskID: t.ID})
+			ch.Jobs = append(ch.Jobs, Job{Kind: JobRelease, CourierID: holder, TaskID: t.ID, Final: true})
 			ch.Deliveries = append(ch.Deliveries, Delivery{CourierID: holder, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeCancelled})
 		}
 		ch.Task = t

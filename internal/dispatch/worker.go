@@ -372,75 +372,167 @@ func (s *Service) logDecision(t Task, d *Decision) {
 		"degraded", d.Degraded, "eta_provider", d.ETAProvider, "elapsed", d.Elapsed, "rationale", d.Rationale)
 }
 
-// RunJob performs one durable job (the jobs runner calls it until it returns nil). A claim the courier
-// service refuses (the courier went offline, is full, or no longer exists) puts the task back to PENDING
-// without that courier, and the courier is told; any other failure is returned, so the job is retried.
+// RunJob performs one durable job (the jobs runner calls it until it returns nil): it makes the courier
+// service hold the task's claim on the job's courier exactly while the task is theirs (settle): a claim
+// job claims it (releasing a reassignment's previous holder first), a release job releases it. A claim
+// the courier service refuses (the courier went offline, is full, or no longer exists) puts the task
+// back to PENDING without that courier, and the courier is told; any other failure is returned, so the
+// job is retried.
+//
+// Claims and releases are idempotent by task and courier but not ordered: the jobs of a task's
+// successive changes run in any order, a failed one is retried after later ones ran, and a call may land
+// after the task changed again, even back to the same courier (handed back, then given to them again by
+// a dispatcher). So a job does not trust what its change said: it reads the task's holder, makes the
+// courier's claim agree with it, reads the holder again once the call landed, and goes on until a read
+// after its last call agrees with that call. Any change after that read enqueued a job of its own, which
+// reads and calls after the change committed, hence after this job's last call: for every courier, the
+// last call to land is one that a read after it agreed with, so the courier service ends up holding the
+// claim of each task on its holder, and on no one else, whatever the order. A release of a task in a
+// final state (Job.Final) needs no read: the task is never anyone's again.
 func (s *Service) RunJob(ctx context.Context, j Job) error {
 	switch j.Kind {
 	case JobRelease:
-		err := s.couriers.Release(ctx, j.CourierID, j.TaskID)
-		if apperr.CodeOf(err) == apperr.NotFound {
-			return nil // the courier is gone: nothing to release
+		if j.Final {
+			return s.releaseClaim(ctx, j.CourierID, j.TaskID)
 		}
-		if err == nil {
-			s.courierFreed()
-		}
-		return err
+		return s.settle(ctx, j.TaskID, j.CourierID, time.Time{}, true)
 	case JobClaim:
-		state, holder, err := s.store.TaskHolder(ctx, j.TaskID)
-		if err != nil {
-			if apperr.CodeOf(err) == apperr.NotFound {
-				return nil
-			}
-			return err
-		}
-		if !(state.Held() && holder == j.CourierID) {
-			// Released or reassigned since: the release job undoes a claim that lands before it runs;
-			// one that an earlier run of this job landed after it (whose undo failed) is undone here.
-			return s.undoClaim(ctx, j)
-		}
 		if j.Previous != "" && j.Previous != j.CourierID {
-			switch err := s.couriers.Release(ctx, j.Previous, j.TaskID); {
-			case err == nil:
-				s.courierFreed()
-			case apperr.CodeOf(err) != apperr.NotFound:
+			// First: the courier service refuses to claim a task held elsewhere.
+			if err := s.settle(ctx, j.TaskID, j.Previous, time.Time{}, true); err != nil {
 				return fmt.Errorf("release task %s from its previous courier %s: %w", j.TaskID, j.Previous, err)
 			}
 		}
-		err = s.couriers.Claim(ctx, j.CourierID, j.TaskID, j.ExpectedRelease)
-		switch apperr.CodeOf(err) {
-		case "":
-			return s.claimStillHeld(ctx, j)
-		case apperr.FailedPrecondition, apperr.NotFound:
-			return s.claimRefused(ctx, j, err)
-		}
-		return err
+		return s.settle(ctx, j.TaskID, j.CourierID, j.ExpectedRelease, true)
 	}
 	return fmt.Errorf("unknown job kind %q", j.Kind)
 }
 
-// claimStillHeld undoes the claim job j's claim when the task stopped being the courier's while the
-// claim was on its way: a cancellation or reassignment that committed after the job read the holder
-// enqueued a release that may have run before the claim landed, and would have left the courier
-// holding a claim nothing releases. The holder is read again after the claim landed: if the courier
-// still holds the task, any later change's release runs after its commit, so after the claim.
-func (s *Service) claimStillHeld(ctx context.Context, j Job) error {
-	state, holder, err := s.store.TaskHolder(ctx, j.TaskID)
-	switch {
-	case apperr.CodeOf(err) == apperr.NotFound:
-	case err != nil:
+// settleRounds bounds settle's calls: a task that keeps changing hands faster than the courier service
+// answers is left to the job's retry.
+const settleRounds = 4
+
+// settle makes the courier service hold task taskID's claim on courierID exactly when the task is
+// theirs (ASSIGNED or PICKED_UP to them): it reads the holder, claims or releases accordingly, and reads
+// the holder again once the call landed, until a read agrees with the last call (see RunJob). expected
+// is the claim's expected release; zero takes it from the task. A task that no longer exists is
+// released. A refused claim puts the task back to PENDING (claimRefused), after releasing the task's
+// former holders when formers is set (claimFor).
+func (s *Service) settle(ctx context.Context, taskID, courierID string, expected time.Time, formers bool) error {
+	held, err := s.holds(ctx, taskID, courierID)
+	if err != nil {
 		return err
-	case state.Held() && holder == j.CourierID:
-		return nil
 	}
-	return s.undoClaim(ctx, j)
+	for range settleRounds {
+		if held {
+			if err := s.claimFor(ctx, taskID, courierID, expected, formers); err != nil {
+				if errors.Is(err, errRefused) {
+					return nil
+				}
+				return err
+			}
+		} else {
+			err := s.couriers.Release(ctx, courierID, taskID)
+			switch {
+			case apperr.CodeOf(err) == apperr.NotFound:
+				return nil // the courier is gone: nothing to release, nothing to claim
+			case err != nil:
+				return fmt.Errorf("release task %s from courier %s, whose it is not: %w", taskID, courierID, err)
+			}
+			s.courierFreed()
+		}
+		now, err := s.holds(ctx, taskID, courierID)
+		if err != nil {
+			return err
+		}
+		if now == held {
+			return nil
+		}
+		held = now // it changed hands while the call was on its way: once more
+	}
+	return fmt.Errorf("task %s kept changing hands while its claim on courier %s was settled", taskID, courierID)
 }
 
-// undoClaim releases the claim job j's claim, if one landed.
-func (s *Service) undoClaim(ctx context.Context, j Job) error {
-	if err := s.couriers.Release(ctx, j.CourierID, j.TaskID); err != nil && apperr.CodeOf(err) != apperr.NotFound {
-		return fmt.Errorf("release task %s from courier %s, whose claim landed after the task left them: %w", j.TaskID, j.CourierID, err)
+// holds reports whether courierID holds task taskID; false when the task does not exist.
+func (s *Service) holds(ctx context.Context, taskID, courierID string) (bool, error) {
+	state, holder, err := s.store.TaskHolder(ctx, taskID)
+	switch {
+	case apperr.CodeOf(err) == apperr.NotFound:
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read the holder of task %s: %w", taskID, err)
 	}
+	return state.Held() && holder == courierID, nil
+}
+
+// errRefused says that claimFor's claim was refused and the refusal handled.
+var errRefused = errors.New("claim refused")
+
+// claimFor claims task taskID on courierID, which holds it, expecting its release at expected (zero:
+// from the task). A refusal is handled (claimRefused) and reported as errRefused. With formers set, a
+// refusal that may be for a former holder's claim the courier service still has (the release job of a
+// hand-back that has not run yet: the courier service refuses a task claimed on another courier) first
+// releases the task's former holders, and claims the task once more.
+func (s *Service) claimFor(ctx context.Context, taskID, courierID string, expected time.Time, formers bool) error {
+	if expected.IsZero() {
+		t, err := s.store.GetTask(ctx, taskID)
+		if err != nil {
+			return fmt.Errorf("get task %s: %w", taskID, err)
+		}
+		expected = expectedRelease(t, s.now())
+	}
+	err := s.couriers.Claim(ctx, courierID, taskID, expected)
+	if formers && apperr.CodeOf(err) == apperr.FailedPrecondition {
+		switch released, rerr := s.releaseFormerHolders(ctx, taskID, courierID); {
+		case rerr != nil:
+			return rerr
+		case released:
+			err = s.couriers.Claim(ctx, courierID, taskID, expected)
+		}
+	}
+	switch apperr.CodeOf(err) {
+	case "":
+		return nil
+	case apperr.FailedPrecondition, apperr.NotFound:
+		if err := s.claimRefused(ctx, Job{Kind: JobClaim, CourierID: courierID, TaskID: taskID}, err); err != nil {
+			return err
+		}
+		return errRefused
+	}
+	return fmt.Errorf("claim task %s for courier %s: %w", taskID, courierID, err)
+}
+
+// releaseFormerHolders settles the claims of task taskID's former holders other than courierID (without
+// releasing their own former holders in turn): released reports whether there were any.
+func (s *Service) releaseFormerHolders(ctx context.Context, taskID, courierID string) (released bool, _ error) {
+	t, err := s.store.GetTask(ctx, taskID)
+	if err != nil {
+		return false, fmt.Errorf("get task %s: %w", taskID, err)
+	}
+	seen := map[string]bool{courierID: true}
+	for _, h := range t.History {
+		if h.State != StateAssigned || h.CourierID == "" || seen[h.CourierID] {
+			continue
+		}
+		seen[h.CourierID] = true
+		if err := s.settle(ctx, taskID, h.CourierID, time.Time{}, false); err != nil {
+			return false, fmt.Errorf("release task %s from its former holder %s: %w", taskID, h.CourierID, err)
+		}
+		released = true
+	}
+	return released, nil
+}
+
+// releaseClaim releases task taskID's claim on courierID; a courier that no longer exists has none.
+func (s *Service) releaseClaim(ctx context.Context, courierID, taskID string) error {
+	err := s.couriers.Release(ctx, courierID, taskID)
+	if apperr.CodeOf(err) == apperr.NotFound {
+		return nil // the courier is gone: nothing to release
+	}
+	if err != nil {
+		return fmt.Errorf("release task %s from courier %s: %w", taskID, courierID, err)
+	}
+	s.courierFreed()
 	return nil
 }
 

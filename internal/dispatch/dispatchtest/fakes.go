@@ -30,6 +30,8 @@ type Couriers struct {
 	calls map[string]int
 	// onClaim runs at the start of each Claim, outside the lock (OnClaim).
 	onClaim func()
+	// onRelease runs at the start of each Release, outside the lock (OnRelease).
+	onRelease func(courierID, taskID string)
 }
 
 // OnClaim makes fn run at the start of every Claim, before the claim is decided: what happens in it
@@ -38,6 +40,14 @@ func (f *Couriers) OnClaim(fn func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.onClaim = fn
+}
+
+// OnRelease makes fn run at the start of every Release, with its courier and task, before the release
+// is decided: what happens in it happens while the release is on its way. nil removes it.
+func (f *Couriers) OnRelease(fn func(courierID, taskID string)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onRelease = fn
 }
 
 // NewCouriers returns an empty courier service on clock now (nil for time.Now).
@@ -246,6 +256,12 @@ func (f *Couriers) Claim(_ context.Context, courierID, taskID string, _ time.Tim
 
 // Release implements dispatch.Couriers.
 func (f *Couriers) Release(_ context.Context, courierID, taskID string) error {
+	f.mu.Lock()
+	hook := f.onRelease
+	f.mu.Unlock()
+	if hook != nil {
+		hook(courierID, taskID)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("Release"); err != nil {

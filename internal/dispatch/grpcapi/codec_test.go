@@ -200,12 +200,18 @@ func TestDecodeCommand(t *testing.T) {
 }
 
 func TestEncodeCommandResult(t *testing.T) {
+	// The domain names a missing proof's kind and stage by its own values; the contract by the enum names
+	// ("metadata "kind" names the ProofKind and "stage" the TaskStage, such as "PROOF_KIND_SIGNATURE"").
 	got := encodeCommandResult(dispatch.CommandResult{CommandID: "c", Replayed: true, Err: &dispatch.CommandError{
-		Code: apperr.FailedPrecondition, Message: "m", Reason: "PROOF_REQUIRED", Metadata: map[string]string{"kind": "PROOF_KIND_PHOTO"}, RetryAfter: time.Second}})
+		Code: apperr.FailedPrecondition, Message: "m", Reason: "PROOF_REQUIRED", Metadata: map[string]string{"kind": "SIGNATURE", "stage": "DROPOFF"}, RetryAfter: time.Second}})
 	want := &dispatchv1.CommandResult{CommandId: "c", Replayed: true, Error: &dispatchv1.CommandError{Code: 9, Message: "m", Reason: "PROOF_REQUIRED",
-		Metadata: map[string]string{"kind": "PROOF_KIND_PHOTO"}, RetryAfter: durationpb.New(time.Second)}}
+		Metadata: map[string]string{"kind": "PROOF_KIND_SIGNATURE", "stage": "TASK_STAGE_DROPOFF"}, RetryAfter: durationpb.New(time.Second)}}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("encodeCommandResult (-want +got):\n%s", diff)
+	}
+	other := map[string]string{"upload_id": "u1", "attempts_left": "2"}
+	if got := encodeCommandResult(dispatch.CommandResult{Err: &dispatch.CommandError{Code: apperr.FailedPrecondition, Metadata: other}}).GetError().GetMetadata(); !cmp.Equal(got, other) {
+		t.Errorf("command error metadata = %v, want %v unchanged", got, other)
 	}
 	for code, n := range map[apperr.Code]int32{apperr.NotFound: 5, apperr.Conflict: 6, apperr.Aborted: 10, apperr.Unavailable: 14, apperr.Invalid: 3} {
 		if got := encodeCommandResult(dispatch.CommandResult{Err: &dispatch.CommandError{Code: code}}).GetError().GetCode(); got != n {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -13,6 +15,7 @@ import (
 	"lastmile/internal/geo/geoproto"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
+	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/protoenum"
 )
 
@@ -121,11 +124,30 @@ func (s *Server) StreamAssignments(stream dispatchv1.DispatchService_StreamAssig
 				return err
 			}
 		case err := <-ended:
+			if denied := s.accountDisabled(stream, ctx); denied != nil {
+				return denied
+			}
 			return err
 		case <-ctx.Done():
+			if denied := s.accountDisabled(stream, ctx); denied != nil {
+				return denied
+			}
 			return ctx.Err()
 		}
 	}
+}
+
+// accountDisabled ends a session whose courier's account was suspended or deleted during it (the
+// server cancelled ctx with a revocation caused by auth.ErrInactive) as the contract says: a drain with
+// ACCOUNT_DISABLED, so that the app does not reconnect, then PermissionDenied (which the server's chain
+// lets through instead of its Unauthenticated). It returns nil when ctx was not ended that way.
+func (s *Server) accountDisabled(stream dispatchv1.DispatchService_StreamAssignmentsServer, ctx context.Context) error {
+	if !errors.Is(auth.RevokedCause(ctx), auth.ErrInactive) {
+		return nil
+	}
+	_ = s.send(stream, &dispatchv1.StreamAssignmentsResponse{Kind: &dispatchv1.StreamAssignmentsResponse_Drain{Drain: &dispatchv1.Drain{
+		Reason: "the courier's account was suspended or deleted", Code: dispatchv1.DrainReason_DRAIN_REASON_ACCOUNT_DISABLED}}})
+	return apperr.Errorf(apperr.PermissionDenied, "the courier's account is not active: do not reconnect")
 }
 
 // send stamps m with the server's clock and sends it.
@@ -177,10 +199,28 @@ func encodeCommandResult(r dispatch.CommandResult) *dispatchv1.CommandResult {
 			Message:    e.Message,
 			RetryAfter: duration(e.RetryAfter),
 			Reason:     e.Reason,
-			Metadata:   e.Metadata,
+			Metadata:   encodeErrorMetadata(e.Metadata),
 		}
 	} else if r.Task != nil {
 		out.Task = encodeTask(*r.Task)
+	}
+	return out
+}
+
+// encodeErrorMetadata encodes a command error's metadata. The domain names a missing proof's kind and
+// stage by its own values, upper-cased ("BARCODE", "PICKUP", as stored with the command's outcome); the
+// contract (CommandError, reason PROOF_REQUIRED) by their enum names ("PROOF_KIND_BARCODE",
+// "TASK_STAGE_PICKUP"). Other keys, and values the codecs do not know, pass unchanged.
+func encodeErrorMetadata(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := maps.Clone(m)
+	if k := proofKinds.Encode(dispatch.ProofKind(strings.ToLower(m["kind"]))); k != dispatchv1.ProofKind_PROOF_KIND_UNSPECIFIED {
+		out["kind"] = k.String()
+	}
+	if st := stages.Encode(dispatch.Stage(strings.ToLower(m["stage"]))); st != dispatchv1.TaskStage_TASK_STAGE_UNSPECIFIED {
+		out["stage"] = st.String()
 	}
 	return out
 }

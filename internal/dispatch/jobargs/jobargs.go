@@ -59,6 +59,9 @@ func (ClaimArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{MaxAtte
 type ReleaseArgs struct {
 	CourierID string `json:"courier_id"`
 	TaskID    string `json:"task_id"`
+	// Final says that the task was final when the release was enqueued (dispatch.Job.Final). Jobs
+	// enqueued before the field existed lack it: their release reads the task, which is always sound.
+	Final bool `json:"final,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -73,7 +76,7 @@ func For(j dispatch.Job) (args river.JobArgs, ok bool) {
 	case dispatch.JobClaim:
 		return ClaimArgs{CourierID: j.CourierID, TaskID: j.TaskID, ExpectedRelease: j.ExpectedRelease.UTC(), PreviousCourierID: j.Previous}, true
 	case dispatch.JobRelease:
-		return ReleaseArgs{CourierID: j.CourierID, TaskID: j.TaskID}, true
+		return ReleaseArgs{CourierID: j.CourierID, TaskID: j.TaskID, Final: j.Final}, true
 	}
 	return nil, false
 }
@@ -86,7 +89,7 @@ func Workers(run func(context.Context, dispatch.Job) error) *river.Workers {
 		return run(ctx, dispatch.Job{Kind: dispatch.JobClaim, CourierID: j.Args.CourierID, TaskID: j.Args.TaskID, ExpectedRelease: j.Args.ExpectedRelease, Previous: j.Args.PreviousCourierID})
 	}))
 	river.AddWorker(w, river.WorkFunc(func(ctx context.Context, j *river.Job[ReleaseArgs]) error {
-		return run(ctx, dispatch.Job{Kind: dispatch.JobRelease, CourierID: j.Args.CourierID, TaskID: j.Args.TaskID})
+		return run(ctx, dispatch.Job{Kind: dispatch.JobRelease, CourierID: j.Args.CourierID, TaskID: j.Args.TaskID, Final: j.Args.Final})
 	}))
 	return w
 }

@@ -79,6 +79,10 @@ type Principal struct {
 	// IssuedAt is when the user's access token was issued (its "iat", whole seconds); zero when unknown.
 	// Subjects refuses tokens issued at or before the user's revocation.
 	IssuedAt time.Time
+	// ExpiresAt is when the user's access token expires (its "exp", whole seconds); zero when unknown.
+	// A call is admitted only before it, but a stream outlives the check: a long one (a courier's dispatch
+	// session) ends itself there.
+	ExpiresAt time.Time
 }
 
 // HasRole reports whether p is a user holding role.

@@ -25,12 +25,18 @@ type SubjectState struct {
 	RevokedBefore time.Time
 }
 
+// ErrInactive is the cause of Check's error when the user is suspended, deleted or unknown (rather than
+// holding a token issued before a role change or a revocation), and so of a tracked call's revocation
+// for that reason: errors.Is(auth.RevokedCause(ctx), ErrInactive) tells a stream that its caller may no
+// longer work at all, not merely that they must sign in again.
+var ErrInactive = errors.New("the account is not active")
+
 // Check returns an Unauthenticated error when st refuses a call by p (a User principal), nil when it
-// accepts it.
+// accepts it. The error wraps ErrInactive when the user is not active.
 func (st SubjectState) Check(p Principal) error {
 	switch {
 	case !st.Active:
-		return apperr.Errorf(apperr.Unauthenticated, "the account is not active")
+		return apperr.Wrap(apperr.Unauthenticated, ErrInactive, "the account is not active")
 	case !sameRoles(p.Roles, st.Roles):
 		return apperr.Errorf(apperr.Unauthenticated, "the account's roles changed; sign in again")
 	case !st.RevokedBefore.IsZero() && !p.IssuedAt.Truncate(time.Second).After(st.RevokedBefore.Truncate(time.Second)):

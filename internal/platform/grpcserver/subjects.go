@@ -3,6 +3,7 @@ package grpcserver
 import (
 	"context"
 
+	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 )
 
@@ -15,7 +16,9 @@ type CallTracker interface {
 }
 
 // authenticateStream is authenticate for streams: a user's stream is also tracked (Config.Subjects),
-// so that revoking the user's token ends it with Unauthenticated.
+// so that revoking the user's token ends it with Unauthenticated. A handler that answers the revocation
+// with PermissionDenied keeps its answer: it says the caller may no longer do this at all (dispatch's
+// courier session, when the account was suspended or deleted: auth.ErrInactive).
 func (c *chain) authenticateStream(ctx context.Context, method string, next func(context.Context) error) error {
 	if c.tracker == nil {
 		return c.authenticate(ctx, method, next)
@@ -24,8 +27,8 @@ func (c *chain) authenticateStream(ctx context.Context, method string, next func
 		tracked, stop := c.tracker.Track(ctx, auth.FromContext(ctx))
 		defer stop()
 		err := next(tracked)
-		if revoked := auth.RevokedCause(tracked); revoked != nil {
-			return revoked // whatever the handler made of its cancelled context
+		if revoked := auth.RevokedCause(tracked); revoked != nil && apperr.CodeOf(err) != apperr.PermissionDenied {
+			return revoked // whatever else the handler made of its cancelled context
 		}
 		return err
 	})

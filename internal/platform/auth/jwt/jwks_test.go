@@ -121,7 +121,7 @@ func TestJWKSEndpointVerifies(t *testing.T) {
 	for _, k := range []signer{k1, k2} {
 		now := time.Now()
 		p, err := v.Verify(context.Background(), k.issue(t, now, time.Minute, "u-1", "customer"))
-		if want := (auth.Principal{Kind: auth.User, Subject: "u-1", Roles: []string{"customer"}, IssuedAt: now.Truncate(time.Second)}); err != nil || !cmp.Equal(p, want) {
+		if want := (auth.Principal{Kind: auth.User, Subject: "u-1", Roles: []string{"customer"}, IssuedAt: now.Truncate(time.Second), ExpiresAt: now.Add(time.Minute).Truncate(time.Second)}); err != nil || !cmp.Equal(p, want) {
 			t.Errorf("Verify(token of %s) = %+v, %v; want %+v", k.kid, p, err, want)
 		}
 	}

@@ -143,6 +143,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (auth.Principal, er
 	if claims.IssuedAt != nil {
 		p.IssuedAt = claims.IssuedAt.UTC()
 	}
+	if claims.ExpiresAt != nil {
+		p.ExpiresAt = claims.ExpiresAt.UTC()
+	}
 	if len(claims.Roles) > 0 {
 		p.Roles = claims.Roles
 	}

@@ -218,8 +218,8 @@ func TestVerifyAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify() error = %v", err)
 			}
-			// IssuedAt is checked by TestVerifyIssuedAt.
-			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(auth.Principal{}, "IssuedAt")); diff != "" {
+			// IssuedAt and ExpiresAt are checked by TestVerifyIssuedAt.
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(auth.Principal{}, "IssuedAt", "ExpiresAt")); diff != "" {
 				t.Errorf("Verify() mismatch (-want +got):\n%s", diff)
 			}
 		})
@@ -227,27 +227,27 @@ func TestVerifyAccepts(t *testing.T) {
 }
 
 // TestVerifyIssuedAt: the principal carries the token's "iat", which the revocation check compares with
-// the user's revocation (auth.SubjectState).
+// the user's revocation (auth.SubjectState), and its "exp", at which long streams end.
 func TestVerifyIssuedAt(t *testing.T) {
 	now := time.Now().Truncate(time.Second)
 	k1 := newSigner(t, "k1")
 	cache := newCache(t, newFetcher(k1.public()), nil)
 	v := newVerifier(t, cache, now)
 	for _, tt := range []struct {
-		name  string
-		token string
-		want  time.Time
+		name          string
+		token         string
+		issued, until time.Time
 	}{
-		{"issued now", k1.issue(t, now, 15*time.Minute, "u-1", "courier"), now},
-		{"issued a minute ago", k1.issue(t, now.Add(-time.Minute), 15*time.Minute, "u-1", "courier"), now.Add(-time.Minute)},
+		{"issued now", k1.issue(t, now, 15*time.Minute, "u-1", "courier"), now, now.Add(15 * time.Minute)},
+		{"issued a minute ago", k1.issue(t, now.Add(-time.Minute), 15*time.Minute, "u-1", "courier"), now.Add(-time.Minute), now.Add(14 * time.Minute)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p, err := v.Verify(context.Background(), tt.token)
 			if err != nil {
 				t.Fatalf("Verify() error = %v", err)
 			}
-			if !p.IssuedAt.Equal(tt.want) {
-				t.Errorf("Verify().IssuedAt = %v, want %v", p.IssuedAt, tt.want)
+			if !p.IssuedAt.Equal(tt.issued) || !p.ExpiresAt.Equal(tt.until) {
+				t.Errorf("Verify() issued at %v, expires at %v; want %v, %v", p.IssuedAt, p.ExpiresAt, tt.issued, tt.until)
 			}
 		})
 	}

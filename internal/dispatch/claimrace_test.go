@@ -1,0 +1,207 @@
+package dispatch_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/geo"
+)
+
+// The tests of this file run a task's claim and release jobs by hand, in the orders the jobs runner
+// may run them (jobs of successive changes are not ordered, a failed one is retried after later ones
+// ran) and with calls landing late (the fake courier service's OnClaim and OnRelease hooks change the
+// task while a call is on its way). Whatever the order, once every job has run the courier service must
+// hold the task's claim on its holder, and on no one else.
+
+// addCourier adds a connected courier of capacity 2 at at: a dispatcher may give it a task while the
+// courier service still counts an earlier claim of the same task.
+func addCourier(t *testing.T, sys *dispatchtest.System, at geo.LatLng) dispatchtest.Courier {
+	t.Helper()
+	c := dispatchtest.Courier{ID: uuid.NewString(), UserID: uuid.NewString()}
+	c.Ctx = dispatchtest.CourierUser(c.UserID)
+	sys.Couriers.Add(c.UserID, dispatch.CourierInfo{ID: c.ID, DisplayName: "courier " + c.ID[:8], Mode: geo.Bicycle, Capacity: 2}, &at)
+	sys.Connect(t, c.ID)
+	return c
+}
+
+// runJob runs j as the jobs runner would, failing the test when it returns an error.
+func runJob(t *testing.T, sys *dispatchtest.System, j dispatch.Job) {
+	t.Helper()
+	if err := sys.Service.RunJob(context.Background(), j); err != nil {
+		t.Fatalf("RunJob(%+v): %v", j, err)
+	}
+}
+
+// acceptedByA starts a system whose jobs are never worked, with couriers a (nearest) and b, and a task
+// accepted by a, whose claim job is not run.
+func acceptedByA(t *testing.T) (sys *dispatchtest.System, a, b dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	sys = dispatchtest.Start(t, dispatchtest.Config{NoJobs: true})
+	a = addCourier(t, sys, dispatchtest.Near(dispatchtest.Berlin, 100))
+	b = addCourier(t, sys, dispatchtest.Near(dispatchtest.Berlin, 400))
+	tk = create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != a.ID {
+		t.Fatalf("offered to %s, want a (%s)", o.CourierID, a.ID)
+	}
+	if r := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	return sys, a, b, tk
+}
+
+// claimedByA is acceptedByA with a's claim job run: the courier service holds a's claim.
+func claimedByA(t *testing.T) (sys *dispatchtest.System, a, b dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	sys, a, b, tk = acceptedByA(t)
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID})
+	if got := sys.Couriers.Claims()[tk.ID]; got != a.ID {
+		t.Fatalf("claim of the accepted task on %q, want a (%s)", got, a.ID)
+	}
+	return sys, a, b, tk
+}
+
+// handBack hands tk back as courier c.
+func handBack(t *testing.T, sys *dispatchtest.System, c dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	r := sys.Service.Execute(c.Ctx, c.ID, uuid.NewString(), dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: tk.ID, Reason: dispatch.ReleaseVehicleProblem}})
+	if r.Err != nil {
+		t.Fatalf("hand back: %+v", r.Err)
+	}
+}
+
+// assign gives tk to courier c as a dispatcher.
+func assign(t *testing.T, sys *dispatchtest.System, c dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}); err != nil {
+		t.Fatalf("AssignTask(%s): %v", c.ID, err)
+	}
+}
+
+// wantHeld checks that tk is held by c in dispatch and that the courier service holds its claim on c.
+func wantHeld(t *testing.T, sys *dispatchtest.System, c dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	got := stored(t, sys, tk.ID)
+	if got.State != dispatch.StateAssigned || got.CourierID != c.ID {
+		t.Errorf("task = %s held by %q, want ASSIGNED to %s", got.State, got.CourierID, c.ID)
+	}
+	if holder, ok := sys.Couriers.Claims()[tk.ID]; !ok || holder != c.ID {
+		t.Errorf("courier service claim of the task = %q (present %v), want %s", holder, ok, c.ID)
+	}
+}
+
+// A courier hands a task back and a dispatcher gives it back to them; the claim job of the return runs
+// before the hand-back's release job (which failed once, say, and was retried): the late release must
+// not take the claim of a task that is the courier's again.
+func TestLateReleaseDoesNotTakeTheClaimOfATaskThatCameBack(t *testing.T) {
+	sys, a, _, tk := claimedByA(t)
+	handBack(t, sys, a, tk)
+	assign(t, sys, a, tk)
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID})
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID}) // the hand-back's, late
+	wantHeld(t, sys, a, tk)
+}
+
+// The claim job's claim lands after the courier handed the task back (and after the hand-back's release
+// ran), so the job undoes it; while the undo is on its way, a dispatcher gives the task back to the same
+// courier and that claim job runs (the claim is still there: nothing to do). The undo then lands: the
+// job must claim the task again, since it is the courier's once more.
+func TestClaimUndoLandingAfterTheTaskCameBackIsRedone(t *testing.T) {
+	sys, a, _, tk := acceptedByA(t)
+	sys.Couriers.OnClaim(func() {
+		sys.Couriers.OnClaim(nil)
+		handBack(t, sys, a, tk)
+		runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
+		sys.Couriers.OnRelease(func(string, string) {
+			sys.Couriers.OnRelease(nil)
+			assign(t, sys, a, tk)
+			runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID})
+		})
+	})
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID})
+	wantHeld(t, sys, a, tk)
+}
+
+// A dispatcher moves a task from a to b; while b's claim job releases a, the dispatcher gives the task
+// back to a, and a's claim job runs (a still has the claim: nothing to do). The release of a then lands:
+// b's claim job must claim the task for a again, and leave b without it.
+func TestPreviousHoldersReleaseLandingAfterTheTaskCameBackIsRedone(t *testing.T) {
+	sys, a, b, tk := claimedByA(t)
+	assign(t, sys, b, tk)
+	sys.Couriers.OnRelease(func(courierID, _ string) {
+		if courierID != a.ID {
+			return
+		}
+		sys.Couriers.OnRelease(nil)
+		assign(t, sys, a, tk)
+		runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID, Previous: b.ID})
+	})
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: b.ID, TaskID: tk.ID, Previous: a.ID})
+	wantHeld(t, sys, a, tk)
+}
+
+// A dispatcher moves a task from a to b and cancels it before b's claim job ran; the cancellation's
+// release (of b) runs first. b's claim job must still release a: nothing else ever will.
+func TestReassignedTaskCancelledBeforeItsClaimJobReleasesThePreviousHolder(t *testing.T) {
+	sys, a, b, tk := claimedByA(t)
+	assign(t, sys, b, tk)
+	if _, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther}); err != nil {
+		t.Fatal(err)
+	}
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: b.ID, TaskID: tk.ID})
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: b.ID, TaskID: tk.ID, Previous: a.ID})
+	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
+		t.Errorf("courier service claim of the cancelled task = %s, want none", holder)
+	}
+}
+
+// A courier hands a task back and another accepts it before the hand-back's release ran (the courier
+// service was unreachable for it, say): the courier service refuses the new claim because the task is
+// still claimed on the first courier. That is not the new courier's refusal: the claim job must release
+// the former holder and claim the task, not put it back to PENDING without the new courier.
+func TestClaimRefusedForAFormerHoldersClaimReleasesItAndClaims(t *testing.T) {
+	sys, a, b, tk := claimedByA(t)
+	handBack(t, sys, a, tk)
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != b.ID {
+		t.Fatalf("offered to %s, want b (%s)", o.CourierID, b.ID)
+	}
+	if r := sys.Service.Execute(b.Ctx, b.ID, "acc-b", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: b.ID, TaskID: tk.ID})
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID}) // the hand-back's, late
+	wantHeld(t, sys, b, tk)
+}
+
+// The same, with the new courier refusing the claim for a reason of their own: the former holder's
+// claim is released all the same, the claim is tried once more, and its refusal puts the task back to
+// PENDING without the new courier, as any refusal does.
+func TestClaimRefusedByTheNewCourierAfterAFormerHoldersClaimWasReleased(t *testing.T) {
+	sys, a, b, tk := claimedByA(t)
+	handBack(t, sys, a, tk)
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != b.ID {
+		t.Fatalf("offered to %s, want b (%s)", o.CourierID, b.ID)
+	}
+	if r := sys.Service.Execute(b.Ctx, b.ID, "acc-b", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	sys.Couriers.RefuseClaims(b.ID)
+	claims := sys.Couriers.Calls("Claim")
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: b.ID, TaskID: tk.ID})
+	if n := sys.Couriers.Calls("Claim") - claims; n != 2 {
+		t.Errorf("Claim calls = %d, want 2 (refused, then refused again after a's claim was released)", n)
+	}
+	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
+		t.Errorf("courier service claim of the task = %s, want none", holder)
+	}
+	got := stored(t, sys, tk.ID)
+	if got.State != dispatch.StatePending || got.CourierID != "" || !got.IsExcluded(b.ID) {
+		t.Errorf("task = %s held by %q, b excluded %v; want PENDING, no holder, b excluded", got.State, got.CourierID, got.IsExcluded(b.ID))
+	}
+}
