@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,12 +30,24 @@ type breaker struct {
 	opens           prometheus.Counter
 	logger          *slog.Logger
 	cb              atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
+	conn            atomic.Pointer[grpc.ClientConn] // set by follow
+
+	// seen orders the connection states watch reads against the breaker's openings, so that a READY
+	// reached before the breaker opened cannot reset it however late watch learns of it.
+	seen sync.Mutex
+	// leftReady says the connection was not READY at some moment since the breaker last opened. A
+	// READY after that is a connection that works again (with health checking, a backend that passes
+	// it); a READY the breaker opened under says nothing new: the calls that opened it reached the server.
+	leftReady bool
+	// open is set from the breaker's opening until it closes (half-open included).
+	open bool
 }
 
 func newBreaker(target string, cfg BreakerConfig, m *breakerMetrics, logger *slog.Logger) *breaker {
 	state := m.state.WithLabelValues(target)
 	state.Set(float64(gobreaker.StateClosed))
 	opens := m.opens.WithLabelValues(target)
+	b := &breaker{}
 	settings := gobreaker.Settings{
 		Name:        target,
 		MaxRequests: cfg.MaxRequests,
@@ -59,40 +72,92 @@ func newBreaker(target string, cfg BreakerConfig, m *breakerMetrics, logger *slo
 				"target", name, "from", from.String(), "to", to.String())
 		},
 	}
-	b := &breaker{target: target, countedDeadline: cfg.CountedDeadline, settings: settings, state: state, opens: opens, logger: logger}
-	b.cb.Store(gobreaker.NewTwoStepCircuitBreaker[struct{}](settings))
+	b.target, b.countedDeadline, b.settings = target, cfg.CountedDeadline, settings
+	b.state, b.opens, b.logger = state, opens, logger
+	b.cb.Store(b.newCB())
 	return b
 }
 
-// reset closes an open or half-open breaker. The connection calls it when it becomes READY again after
-// it was not: with client-side health checking, READY means a backend answers its health check, which is
-// better news than the breaker's timer can give. Without it, a service whose database came back would
-// stay refused for up to Breaker.Timeout after its health (and the process's /readyz) had recovered.
-func (b *breaker) reset() {
-	old := b.cb.Load()
-	if old.State() == gobreaker.StateClosed {
-		return
+// newCB returns a closed circuit breaker with b's settings whose openings and closings, while it is b's
+// current one, are recorded for changed.
+func (b *breaker) newCB() *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	var cb *gobreaker.TwoStepCircuitBreaker[struct{}]
+	settings := b.settings
+	settings.OnStateChange = func(name string, from, to gobreaker.State) {
+		b.settings.OnStateChange(name, from, to)
+		b.changedTo(cb, to)
 	}
-	b.cb.Store(gobreaker.NewTwoStepCircuitBreaker[struct{}](b.settings))
-	b.state.Set(float64(gobreaker.StateClosed))
-	b.logger.Info("gRPC circuit breaker closed: the connection is READY again", "target", b.target, "from", old.State().String())
+	cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](settings)
+	return cb
 }
 
-// watch resets the breaker each time conn becomes READY after being in another state, until conn is
-// closed.
-func (b *breaker) watch(conn *grpc.ClientConn) {
-	last := conn.GetState()
-	for {
-		if last == connectivity.Shutdown {
-			return
-		}
-		conn.WaitForStateChange(context.Background(), last)
-		now := conn.GetState()
-		if now == connectivity.Ready && last != connectivity.Ready {
-			b.reset()
-		}
-		last = now
+// reset replaces the breaker with a closed one and returns the one it replaced; b.seen must be held.
+// The connection calls it when it becomes READY again after it was not: with client-side health
+// checking, READY means a backend answers its health check, which is better news than the breaker's
+// timer can give. Without it, a service whose database came back would stay refused for up to
+// Breaker.Timeout after its health (and the process's /readyz) had recovered.
+func (b *breaker) reset() (old *gobreaker.TwoStepCircuitBreaker[struct{}]) {
+	old = b.cb.Load()
+	b.cb.Store(b.newCB())
+	b.open = false
+	b.state.Set(float64(gobreaker.StateClosed))
+	return old
+}
+
+// follow makes conn the breaker's connection and starts watch on it.
+func (b *breaker) follow(conn *grpc.ClientConn) {
+	b.conn.Store(conn)
+	go b.watch(conn)
+}
+
+// changedTo records that cb opened (with the connection's state at that moment) or closed, if cb is
+// still the current breaker. OnStateChange calls it, with cb's lock held.
+func (b *breaker) changedTo(cb *gobreaker.TwoStepCircuitBreaker[struct{}], to gobreaker.State) {
+	b.seen.Lock()
+	defer b.seen.Unlock()
+	if b.cb.Load() != cb {
+		return // replaced by reset: its verdicts no longer count
 	}
+	switch to {
+	case gobreaker.StateClosed:
+		b.open = false
+	case gobreaker.StateOpen:
+		b.open = true
+		conn := b.conn.Load()
+		b.leftReady = conn == nil || conn.GetState() != connectivity.Ready
+	}
+}
+
+// watch resets the breaker each time conn is READY after it was not, since the breaker opened, until
+// conn is closed.
+func (b *breaker) watch(conn *grpc.ClientConn) {
+	for last := b.changed(conn); last != connectivity.Shutdown; last = b.changed(conn) {
+		conn.WaitForStateChange(context.Background(), last)
+	}
+}
+
+// changed reads conn's state after a change and returns it. When conn is READY and was not at some
+// moment since the breaker opened (as the breaker opened, or as watch saw it since), it resets the breaker.
+// The verdict does not depend on when watch runs: on a loaded machine it may first run after calls that
+// needed a READY connection have failed and opened the breaker (that READY is old news and must not reset
+// it), or only once the connection it saw failing is READY again (which must). The state is read, and
+// the breaker reset, under b.seen, which the breaker's opening takes too: an opening cannot fall between
+// the verdict and the reset.
+func (b *breaker) changed(conn *grpc.ClientConn) connectivity.State {
+	b.seen.Lock()
+	now := conn.GetState()
+	if now != connectivity.Ready {
+		b.leftReady = true
+	}
+	var old *gobreaker.TwoStepCircuitBreaker[struct{}]
+	if now == connectivity.Ready && b.leftReady && b.open {
+		old = b.reset()
+	}
+	b.seen.Unlock()
+	if old != nil {
+		b.logger.Info("gRPC circuit breaker closed: the connection is READY again", "target", b.target, "from", old.State().String())
+	}
+	return now
 }
 
 // allow asks the breaker for permission to call, turning a refusal into the status the caller sees.

@@ -245,7 +245,7 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
 	}
 	if brk != nil {
-		go brk.watch(conn)
+		brk.follow(conn)
 	}
 	return conn, nil
 }

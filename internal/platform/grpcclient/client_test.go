@@ -745,7 +745,7 @@ func TestBreakerClosesWhenHealthReturns(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("UnaryCall still fails %v after the service reported SERVING, want success", testTimeout)
+			t.Fatalf("UnaryCall still fails %v after the service reported SERVING, want success: %v", testTimeout, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
