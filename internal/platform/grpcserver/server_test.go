@@ -448,7 +448,9 @@ func TestReadinessCheckOutlivesAShortInterval(t *testing.T) {
 	if err := srv.Ready(t.Context()); err != nil {
 		t.Errorf("Ready() after a 100 ms check under a 5 ms interval = %v, want nil", err)
 	}
-	if got := time.Duration(left.Load()); got <= grpcserver.MinReadinessTimeout-100*time.Millisecond || got > grpcserver.MinReadinessTimeout {
+	// Half of it, not all of it: a loaded machine may pause the poll between the deadline and the check;
+	// the interval alone would have left 5 ms.
+	if got := time.Duration(left.Load()); got <= grpcserver.MinReadinessTimeout/2 || got > grpcserver.MinReadinessTimeout {
 		t.Errorf("a check's context had %v left at its start, want about MinReadinessTimeout (%v)", got, grpcserver.MinReadinessTimeout)
 	}
 }
