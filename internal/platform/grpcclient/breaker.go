@@ -190,9 +190,10 @@ func (b *breaker) unary(ctx context.Context, method string, req, reply any, cc *
 // the server's health.
 const MinCountedDeadline = 100 * time.Millisecond
 
-// deadlineBudget returns how long ctx allows a call that starts now; a large value when it has no deadline.
+// deadlineBudget returns how long ctx allows a call that starts now; a large value when it has no deadline
+// or the connection's default one (defaultDeadline), which is a normal call's by definition.
 func deadlineBudget(ctx context.Context) time.Duration {
-	if d, ok := ctx.Deadline(); ok {
+	if d, ok := ctx.Deadline(); ok && ctx.Value(defaultDeadlineKey{}) == nil {
 		return time.Until(d)
 	}
 	return time.Duration(1<<63 - 1)

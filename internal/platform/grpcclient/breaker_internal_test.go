@@ -194,3 +194,35 @@ func TestBreakerWatchStartedLate(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestDefaultDeadlineCountsHoweverLateTheBreakerLooks checks that a call given the connection's default
+// deadline counts as a normal call when it runs out unanswered, even if the breaker measures the time
+// left only after a pause (a loaded machine between the two interceptors): the time left then looks like
+// a shorter deadline a caller chose, which the breaker must not count. This failed
+// TestBreakerOpensOnUnansweredDeadline under load.
+func TestDefaultDeadlineCountsHoweverLateTheBreakerLooks(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	unanswered := status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+	var verdict error
+	invoker := func(ctx context.Context, _ string, _, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
+		time.Sleep(50 * time.Millisecond) // the pause, longer than the 5 % slack (15 ms)
+		budget := deadlineBudget(ctx)
+		<-ctx.Done() // the peer never answers
+		verdict = judged(ctx, budget, timeout, unanswered)
+		return unanswered
+	}
+	if err := defaultDeadline(timeout)(context.Background(), "/test/Call", nil, nil, nil, invoker); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("call = %v, want DeadlineExceeded", err)
+	}
+	if verdict != unanswered {
+		t.Errorf("breaker's verdict on a default deadline that ran out = %v, want the failure %v", verdict, unanswered)
+	}
+	// A deadline the caller chose, as short as the time that was left, is still not counted.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout-50*time.Millisecond)
+	defer cancel()
+	budget := deadlineBudget(ctx)
+	<-ctx.Done()
+	if got := judged(ctx, budget, timeout, unanswered); got != errNotPeerHealth {
+		t.Errorf("breaker's verdict on a caller's shorter deadline = %v, want %v", got, errNotPeerHealth)
+	}
+}

@@ -366,10 +366,16 @@ func defaultDeadline(d time.Duration) grpc.UnaryClientInterceptor {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, d)
 			defer cancel()
+			ctx = context.WithValue(ctx, defaultDeadlineKey{}, true)
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 }
+
+// defaultDeadlineKey marks a context whose deadline defaultDeadline set: the breaker counts its expiry
+// as a normal call's however long the call waited between the two interceptors (on a loaded machine,
+// long enough for the time left to look like a shorter deadline a caller chose).
+type defaultDeadlineKey struct{}
 
 // withRequestID adds the context's request id to the outgoing metadata, unless the caller set one.
 func withRequestID(ctx context.Context) context.Context {
