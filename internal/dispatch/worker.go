@@ -537,6 +537,10 @@ func (s *Service) releaseClaim(ctx context.Context, courierID, taskID string) er
 }
 
 // claimRefused puts a task whose claim the courier service refused back to PENDING without that courier.
+// The change enqueues a release of the courier like any other change that takes a task from its holder
+// (see RunJob): another job of the same courier and task (the late release of a hand-back, say, while
+// the task was the courier's again) may have claimed it after the refusal and checked it against the
+// task before this change committed; that claim is released only by a job that reads the task after.
 func (s *Service) claimRefused(ctx context.Context, j Job, cause error) error {
 	_, err := s.store.UpdateTask(ctx, j.TaskID, func(t Task) (Change, error) {
 		if t.State != StateAssigned || t.CourierID != j.CourierID {
@@ -548,7 +552,8 @@ func (s *Service) claimRefused(ctx context.Context, j Job, cause error) error {
 		}
 		t.Exclude(j.CourierID, ExcludedUnavailable)
 		t.SearchStart, t.Searches = storedTime(now), 0
-		return Change{Task: t, Deliveries: []Delivery{{CourierID: j.CourierID, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeReassigned}}}, nil
+		return Change{Task: t, Deliveries: []Delivery{{CourierID: j.CourierID, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeReassigned}},
+			Jobs: []Job{{Kind: JobRelease, CourierID: j.CourierID, TaskID: t.ID}}}, nil
 	})
 	if errors.Is(err, errNoChange) {
 		return nil
