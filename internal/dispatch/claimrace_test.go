@@ -13,6 +13,7 @@ import (
 	"lastmile/internal/dispatch/dispatchtest"
 	"lastmile/internal/dispatch/jobargs"
 	"lastmile/internal/geo"
+	"lastmile/internal/platform/apperr"
 )
 
 // The tests of this file run a task's claim and release jobs by hand, in the orders the jobs runner
@@ -289,5 +290,34 @@ func TestRefusalAfterAnotherJobsClaimLandedReleasesIt(t *testing.T) {
 	}
 	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
 		t.Errorf("courier service claim of the task a no longer holds = %s, want none", holder)
+	}
+}
+
+// A courier picks a task up before its claim job ran (the courier service was unreachable), and the
+// courier service then refuses the claim (the courier is on a break, or full). The task cannot go back
+// to PENDING: the job is retried (it returns the refusal) rather than dropped, so that the courier
+// service does not forget a parcel the courier carries; once the task is delivered and its release ran,
+// the retry finds nothing to claim and ends.
+func TestClaimRefusedForAPickedUpTaskIsRetried(t *testing.T) {
+	sys, a, _, tk := acceptedByA(t)
+	if r := sys.Service.Execute(a.Ctx, a.ID, "pick", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}); r.Err != nil {
+		t.Fatalf("pickup: %+v", r.Err)
+	}
+	sys.Couriers.RefuseClaims(a.ID)
+	claim := dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID}
+	err := sys.Service.RunJob(context.Background(), claim)
+	if apperr.CodeOf(err) != apperr.FailedPrecondition {
+		t.Fatalf("claim job of the picked-up task = %v, want the refusal (FAILED_PRECONDITION), to be retried", err)
+	}
+	if got := stored(t, sys, tk.ID); got.State != dispatch.StatePickedUp || got.CourierID != a.ID {
+		t.Fatalf("task = %s held by %q, want PICKED_UP by a", got.State, got.CourierID)
+	}
+	if r := sys.Service.Execute(a.Ctx, a.ID, "deliver", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID}}); r.Err != nil {
+		t.Fatalf("deliver: %+v", r.Err)
+	}
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID, Final: true})
+	runJob(t, sys, claim) // the retry
+	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
+		t.Errorf("courier service claim of the delivered task = %s, want none", holder)
 	}
 }

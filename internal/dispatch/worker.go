@@ -465,6 +465,9 @@ func (s *Service) holds(ctx context.Context, taskID, courierID string) (bool, er
 	return state.Held() && holder == courierID, nil
 }
 
+// errCarried says that a refused claim's task was picked up by its courier (claimRefused).
+var errCarried = errors.New("picked up")
+
 // errRefused says that claimFor's claim was refused and the refusal handled.
 var errRefused = errors.New("claim refused")
 
@@ -541,8 +544,17 @@ func (s *Service) releaseClaim(ctx context.Context, courierID, taskID string) er
 // (see RunJob): another job of the same courier and task (the late release of a hand-back, say, while
 // the task was the courier's again) may have claimed it after the refusal and checked it against the
 // task before this change committed; that claim is released only by a job that reads the task after.
+//
+// A task the courier picked up before the claim landed cannot go back: the refusal (FAILED_PRECONDITION:
+// the courier went on a break, or is full) is returned instead, so that the job is retried until the
+// claim lands or the task ends (its release job runs, and the retry finds the task no longer the
+// courier's): otherwise the courier service would not count a parcel the courier carries, and offer
+// them more than their capacity.
 func (s *Service) claimRefused(ctx context.Context, j Job, cause error) error {
 	_, err := s.store.UpdateTask(ctx, j.TaskID, func(t Task) (Change, error) {
+		if t.State == StatePickedUp && t.CourierID == j.CourierID && apperr.CodeOf(cause) == apperr.FailedPrecondition {
+			return Change{}, errCarried
+		}
 		if t.State != StateAssigned || t.CourierID != j.CourierID {
 			return Change{}, errNoChange
 		}
@@ -555,8 +567,11 @@ func (s *Service) claimRefused(ctx context.Context, j Job, cause error) error {
 		return Change{Task: t, Deliveries: []Delivery{{CourierID: j.CourierID, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeReassigned}},
 			Jobs: []Job{{Kind: JobRelease, CourierID: j.CourierID, TaskID: t.ID}}}, nil
 	})
-	if errors.Is(err, errNoChange) {
+	switch {
+	case errors.Is(err, errNoChange):
 		return nil
+	case errors.Is(err, errCarried):
+		return fmt.Errorf("courier %s picked task %s up before its claim landed, and the courier service refuses the claim (retried): %w", j.CourierID, j.TaskID, cause)
 	}
 	if err == nil {
 		s.logger.Warn("dispatch: claim refused; task back to pending", "task", j.TaskID, "courier", j.CourierID, "error", cause)
