@@ -2,12 +2,16 @@ package dispatch_test
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/google/uuid"
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/dispatch/jobargs"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 )
@@ -204,6 +208,88 @@ func TestClaimRefusedByTheNewCourierAfterAFormerHoldersClaimWasReleased(t *testi
 	got := stored(t, sys, tk.ID)
 	if got.State != dispatch.StatePending || got.CourierID != "" || !got.IsExcluded(b.ID) {
 		t.Errorf("task = %s held by %q, b excluded %v; want PENDING, no holder, b excluded", got.State, got.CourierID, got.IsExcluded(b.ID))
+	}
+}
+
+// enqueuedAfter returns the claim and release jobs enqueued with an id above mark (lastJob), in order.
+func enqueuedAfter(t *testing.T, sys *dispatchtest.System, mark int64) []dispatch.Job {
+	t.Helper()
+	args := "json(args)" // River's SQLite driver stores them as JSONB
+	if sys.Pool != nil {
+		args = "args::text"
+	}
+	rows, err := sys.DB.QueryContext(context.Background(), fmt.Sprintf("SELECT kind, %s FROM river_job WHERE id > %d ORDER BY id", args, mark))
+	if err != nil {
+		t.Fatalf("read the jobs: %v", err)
+	}
+	defer rows.Close()
+	var out []dispatch.Job
+	for rows.Next() {
+		var kind string
+		var args []byte
+		if err := rows.Scan(&kind, &args); err != nil {
+			t.Fatalf("read the jobs: %v", err)
+		}
+		switch kind {
+		case jobargs.KindClaim:
+			var a jobargs.ClaimArgs
+			if err := json.Unmarshal(args, &a); err != nil {
+				t.Fatalf("decode %s job %s: %v", kind, args, err)
+			}
+			out = append(out, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.CourierID, TaskID: a.TaskID, ExpectedRelease: a.ExpectedRelease, Previous: a.PreviousCourierID})
+		case jobargs.KindRelease:
+			var a jobargs.ReleaseArgs
+			if err := json.Unmarshal(args, &a); err != nil {
+				t.Fatalf("decode %s job %s: %v", kind, args, err)
+			}
+			out = append(out, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.CourierID, TaskID: a.TaskID, Final: a.Final})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("read the jobs: %v", err)
+	}
+	return out
+}
+
+// lastJob returns the highest id of the jobs enqueued so far (0 when none).
+func lastJob(t *testing.T, sys *dispatchtest.System) int64 {
+	t.Helper()
+	var id sql.NullInt64
+	if err := sys.DB.QueryRowContext(context.Background(), "SELECT MAX(id) FROM river_job").Scan(&id); err != nil {
+		t.Fatalf("read the jobs: %v", err)
+	}
+	return id.Int64
+}
+
+// Two jobs settle a's claim of a task a holds again (the late release of a's hand-back, and the claim
+// job of the dispatcher's return of the task to a). The first one's claim is refused (a is offline for
+// a moment); while that answer is on its way back, a comes back online and the second one's claim lands
+// and is checked against the task, still a's. Then the refusal puts the task back to PENDING without a:
+// a's claim, landed for a task that is no longer a's, must still be released by a job of that change.
+func TestRefusalAfterAnotherJobsClaimLandedReleasesIt(t *testing.T) {
+	sys, a, _, tk := acceptedByA(t)
+	handBack(t, sys, a, tk)
+	assign(t, sys, a, tk)
+	mark := lastJob(t, sys)
+	sys.Couriers.SetStatus(a.ID, dispatch.CourierOffline)
+	sys.Couriers.OnClaimed(func(_, _ string, err error) {
+		if err == nil {
+			return
+		}
+		sys.Couriers.OnClaimed(nil)
+		sys.Couriers.SetStatus(a.ID, dispatch.CourierAvailable)
+		runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID}) // the return's
+	})
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID}) // the hand-back's, late
+	// PENDING without a, or offered to b already by the work loop.
+	if got := stored(t, sys, tk.ID); got.State.Held() || !got.IsExcluded(a.ID) {
+		t.Fatalf("task = %s held by %q, a excluded %v; want no holder and a excluded (the refusal)", got.State, got.CourierID, got.IsExcluded(a.ID))
+	}
+	for _, j := range enqueuedAfter(t, sys, mark) {
+		runJob(t, sys, j)
+	}
+	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
+		t.Errorf("courier service claim of the task a no longer holds = %s, want none", holder)
 	}
 }
 

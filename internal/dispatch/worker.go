@@ -540,6 +540,10 @@ func (s *Service) releaseClaim(ctx context.Context, courierID, taskID string) er
 }
 
 // claimRefused puts a task whose claim the courier service refused back to PENDING without that courier.
+// The change enqueues a release of the courier like any other change that takes a task from its holder
+// (see RunJob): another job of the same courier and task (the late release of a hand-back, say, while
+// the task was the courier's again) may have claimed it after the refusal and checked it against the
+// task before this change committed; that claim is released only by a job that reads the task after.
 //
 // A task the courier picked up before the claim landed cannot go back: the refusal (FAILED_PRECONDITION:
 // the courier went on a break, or is full) is returned instead, so that the job is retried until the
@@ -560,7 +564,8 @@ func (s *Service) claimRefused(ctx context.Context, j Job, cause error) error {
 		}
 		t.Exclude(j.CourierID, ExcludedUnavailable)
 		t.SearchStart, t.Searches = storedTime(now), 0
-		return Change{Task: t, Deliveries: []Delivery{{CourierID: j.CourierID, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeReassigned}}}, nil
+		return Change{Task: t, Deliveries: []Delivery{{CourierID: j.CourierID, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeReassigned}},
+			Jobs: []Job{{Kind: JobRelease, CourierID: j.CourierID, TaskID: t.ID}}}, nil
 	})
 	switch {
 	case errors.Is(err, errNoChange):

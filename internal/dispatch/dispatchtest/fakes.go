@@ -32,6 +32,8 @@ type Couriers struct {
 	onClaim func()
 	// onRelease runs at the start of each Release, outside the lock (OnRelease).
 	onRelease func(courierID, taskID string)
+	// onClaimed runs at the end of each Claim, outside the lock (OnClaimed).
+	onClaimed func(courierID, taskID string, err error)
 }
 
 // OnClaim makes fn run at the start of every Claim, before the claim is decided: what happens in it
@@ -40,6 +42,15 @@ func (f *Couriers) OnClaim(fn func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.onClaim = fn
+}
+
+// OnClaimed makes fn run at the end of every Claim, with its courier, task and answer, after the claim
+// was decided and before the caller gets the answer: what happens in it happens while the answer is on
+// its way back. nil removes it.
+func (f *Couriers) OnClaimed(fn func(courierID, taskID string, err error)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onClaimed = fn
 }
 
 // OnRelease makes fn run at the start of every Release, with its courier and task, before the release
@@ -231,6 +242,17 @@ func (f *Couriers) Claim(_ context.Context, courierID, taskID string, _ time.Tim
 	if hook != nil {
 		hook()
 	}
+	err := f.claim(courierID, taskID)
+	f.mu.Lock()
+	done := f.onClaimed
+	f.mu.Unlock()
+	if done != nil {
+		done(courierID, taskID, err)
+	}
+	return err
+}
+
+func (f *Couriers) claim(courierID, taskID string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("Claim"); err != nil {
