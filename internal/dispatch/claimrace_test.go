@@ -164,12 +164,11 @@ func TestReassignedTaskCancelledBeforeItsClaimJobReleasesThePreviousHolder(t *te
 	}
 }
 
-// A courier hands a task back and another accepts it before the hand-back's release ran (the courier
-// service was unreachable for it, say): the courier service refuses the new claim because the task is
-// still claimed on the first courier. That is not the new courier's refusal: the claim job must release
-// the former holder and claim the task, not put it back to PENDING without the new courier.
-func TestClaimRefusedForAFormerHoldersClaimReleasesItAndClaims(t *testing.T) {
-	sys, a, b, tk := claimedByA(t)
+// handedBackThenAcceptedByB returns a system whose task tk, claimed by a, a handed back and b accepted
+// (its claim job not run yet).
+func handedBackThenAcceptedByB(t *testing.T) (sys *dispatchtest.System, a, b dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	sys, a, b, tk = claimedByA(t)
 	handBack(t, sys, a, tk)
 	_, o := offered(t, sys, tk.ID)
 	if o.CourierID != b.ID {
@@ -178,6 +177,15 @@ func TestClaimRefusedForAFormerHoldersClaimReleasesItAndClaims(t *testing.T) {
 	if r := sys.Service.Execute(b.Ctx, b.ID, "acc-b", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
+	return sys, a, b, tk
+}
+
+// A courier hands a task back and another accepts it before the hand-back's release ran (the courier
+// service was unreachable for it, say): the courier service refuses the new claim because the task is
+// still claimed on the first courier. That is not the new courier's refusal: the claim job must release
+// the former holder and claim the task, not put it back to PENDING without the new courier.
+func TestClaimRefusedForAFormerHoldersClaimReleasesItAndClaims(t *testing.T) {
+	sys, a, b, tk := handedBackThenAcceptedByB(t)
 	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: b.ID, TaskID: tk.ID})
 	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID}) // the hand-back's, late
 	wantHeld(t, sys, b, tk)
@@ -187,15 +195,7 @@ func TestClaimRefusedForAFormerHoldersClaimReleasesItAndClaims(t *testing.T) {
 // claim is released all the same, the claim is tried once more, and its refusal puts the task back to
 // PENDING without the new courier, as any refusal does.
 func TestClaimRefusedByTheNewCourierAfterAFormerHoldersClaimWasReleased(t *testing.T) {
-	sys, a, b, tk := claimedByA(t)
-	handBack(t, sys, a, tk)
-	_, o := offered(t, sys, tk.ID)
-	if o.CourierID != b.ID {
-		t.Fatalf("offered to %s, want b (%s)", o.CourierID, b.ID)
-	}
-	if r := sys.Service.Execute(b.Ctx, b.ID, "acc-b", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
-		t.Fatal(r.Err)
-	}
+	sys, _, b, tk := handedBackThenAcceptedByB(t)
 	sys.Couriers.RefuseClaims(b.ID)
 	claims := sys.Couriers.Calls("Claim")
 	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: b.ID, TaskID: tk.ID})
