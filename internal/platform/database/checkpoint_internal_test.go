@@ -10,9 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"lastmile/internal/platform/telemetry/logtest"
 )
 
 // walStateOf reads the WAL state of the database at path from its -shm file.
@@ -164,24 +165,6 @@ func fillWAL(ctx context.Context, t *testing.T, db *sql.DB, rows int) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the checkpointer's goroutine to write while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testLogger logs text lines without their time to w.
 func testLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
@@ -199,7 +182,7 @@ func TestCheckpointerLogsItsFailures(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "ckpt.db")
-	var logs syncBuffer
+	var logs logtest.Buffer
 	db, err := OpenSQLiteWith(ctx, path, SQLiteOptions{Logger: testLogger(&logs)})
 	if err != nil {
 		t.Fatalf("OpenSQLiteWith: %v", err)
@@ -227,7 +210,7 @@ func TestCheckpointerLogsItsFailures(t *testing.T) {
 // directory does not exist): the failure is logged.
 func TestCheckpointerLogsThatItCannotConnect(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing", "ckpt.db")
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cp, err := startCheckpointer(path, testLogger(&logs))
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +247,7 @@ func TestCheckpointerLogsOncePerOutage(t *testing.T) {
 	if err := closed.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cp := &checkpointer{path: path, logger: testLogger(&logs), ctx: ctx}
 	for i, step := range []struct {
 		db   *sql.DB
