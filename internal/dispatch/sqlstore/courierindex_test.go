@@ -47,8 +47,10 @@ type statesWorld struct {
 	restarts int
 }
 
+// newStatesWorld's context has no deadline of its own: the world runs hundreds of steps, which take
+// well over 30 s under -race on a loaded machine; go test's -timeout guards against a hang.
 func newStatesWorld(t *testing.T, seed uint64) *statesWorld {
-	w := &statesWorld{t: t, ctx: testContext(t), rng: rand.New(rand.NewPCG(seed, 1)), path: filepath.Join(t.TempDir(), "dispatch.db"),
+	w := &statesWorld{t: t, ctx: t.Context(), rng: rand.New(rand.NewPCG(seed, 1)), path: filepath.Join(t.TempDir(), "dispatch.db"),
 		now: time.Date(2031, 1, 2, 3, 4, 5, 123456789, time.UTC), sessions: map[string]string{}}
 	for c := range 6 {
 		w.couriers = append(w.couriers, fmt.Sprintf("courier-%d", c))
