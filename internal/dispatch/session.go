@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 )
@@ -121,6 +123,8 @@ type CourierSession struct {
 	courierID string
 	started   SessionStarted
 	wake      chan struct{}
+	// limit is the courier's message budget (Admit).
+	limit *rate.Limiter
 	// gen counts wake-ups (poke): deliveries read before the latest one may be missing new ones, and their
 	// tasks may have changed since.
 	gen atomic.Uint64
@@ -196,7 +200,7 @@ func (s *Service) OpenSession(ctx context.Context, hello Hello) (*CourierSession
 	c := &CourierSession{
 		s: s, p: p, id: id, courierID: courierID,
 		wake: make(chan struct{}, 1),
-		sent: rec.Acked,
+		sent: rec.Acked, limit: s.sessionLimits.of(courierID),
 	}
 	c.poke()
 	if !s.hub.addSession(c) {
