@@ -174,9 +174,11 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	store.SetNudge(feed.Nudge)
 
 	var svc *dispatch.Service
-	jopts.Workers = jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) })
-	jopts.Queues = jobargs.Queues(cfg.JobWorkers)
 	jopts.Logger = p.logger.With("service", "dispatch", "component", "jobs")
+	// Failed claims and releases are snoozed, retried within a minute however long courier was down.
+	jopts.RetryPolicy = jobargs.RetryPolicy{}
+	jopts.Workers = jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) }, jobargs.RetryPolicy{}, jopts.Logger)
+	jopts.Queues = jobargs.Queues(cfg.JobWorkers)
 	queue, err := jobs.New(store.DB(), store.Dialect(), jopts)
 	if err != nil {
 		return fmt.Errorf("dispatch jobs: %w", err)
