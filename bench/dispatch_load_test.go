@@ -633,7 +633,8 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 	}
 	store.SetNudge(feed.Nudge)
 	var svc *dispatch.Service
-	jopts := jobs.Options{Workers: jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) }), StopTimeout: 5 * time.Second}
+	jopts := jobs.Options{Workers: jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) }, jobargs.RetryPolicy{}, nil),
+		StopTimeout: 5 * time.Second, RetryPolicy: jobargs.RetryPolicy{}}
 	jopts.Queues = jobargs.Queues(cmp.Or(cfg.jobWorkers, jobargs.DefaultWorkers))
 	if dpool != nil {
 		jopts.Listener, jopts.Schema = dpool, dispatchpg.Schema

@@ -37,6 +37,8 @@ type dispatchConfig struct {
 	MaxRadius    float64
 	Weights      string
 	JobWorkers   int
+	SessionRate  float64
+	SessionBurst int
 
 	UploadMaxBytes int64
 	ContentTypes   listFlag
@@ -62,6 +64,8 @@ func dispatchModule() *module {
 			fs.Float64Var(&cfg.SearchRadius, "dispatch-search-radius", dispatch.DefaultSearchRadius, "first radius searched around a pickup, in meters; the engine doubles it up to --dispatch-max-radius")
 			fs.Float64Var(&cfg.MaxRadius, "dispatch-max-radius", dispatch.DefaultMaxRadius, "largest radius searched around a pickup, in meters (at most 50000)")
 			fs.IntVar(&cfg.JobWorkers, "dispatch-job-workers", jobargs.DefaultWorkers, "dispatch jobs (courier claims and releases, a call to courier each) one replica runs at once")
+			fs.Float64Var(&cfg.SessionRate, "dispatch-session-rate", dispatch.DefaultSessionRate, "commands and acks a second one courier's StreamAssignments sessions may send after --dispatch-session-burst (more ends the stream with RESOURCE_EXHAUSTED)")
+			fs.IntVar(&cfg.SessionBurst, "dispatch-session-burst", dispatch.DefaultSessionBurst, "commands and acks one courier's StreamAssignments sessions may send at once (an app coming back online replays its queue)")
 			fs.StringVar(&cfg.Weights, "dispatch-weights", formatWeights(dispatch.DefaultWeights), "the engine's score weights, name=value for eta, distance, load and fairness (unnamed ones keep their default)")
 			fs.Int64Var(&cfg.UploadMaxBytes, "upload-max-bytes", dispatch.DefaultMaxUploadBytes, "largest proof upload (photo, signature) in bytes, at most 10 MiB")
 			fs.Var(&cfg.ContentTypes, "upload-content-types", "proof upload content types accepted (comma list of image/jpeg, image/png, image/webp; signatures are always image/png)")
@@ -78,6 +82,12 @@ func dispatchModule() *module {
 			}
 			if cfg.JobWorkers < 1 || cfg.JobWorkers > jobargs.MaxWorkers {
 				return usageError{fmt.Errorf("--dispatch-job-workers must be 1..%d, got %d", jobargs.MaxWorkers, cfg.JobWorkers)}
+			}
+			if !(cfg.SessionRate > 0 && cfg.SessionRate <= maxSessionRate) {
+				return usageError{fmt.Errorf("--dispatch-session-rate must be above 0 and at most %d, got %g", maxSessionRate, cfg.SessionRate)}
+			}
+			if cfg.SessionBurst < 1 || cfg.SessionBurst > maxSessionBurst {
+				return usageError{fmt.Errorf("--dispatch-session-burst must be 1..%d, got %d", maxSessionBurst, cfg.SessionBurst)}
 			}
 			if cfg.UploadMaxBytes <= 0 || cfg.UploadMaxBytes > dispatch.DefaultMaxUploadBytes {
 				return usageError{fmt.Errorf("--upload-max-bytes must be 1..%d, got %d", dispatch.DefaultMaxUploadBytes, cfg.UploadMaxBytes)}
@@ -113,6 +123,13 @@ var dispatchStreams = map[string]grpcserver.StreamLimit{
 	dispatchv1.DispatchService_WatchTasks_FullMethodName:        {PerCaller: 4},
 	dispatchv1.DispatchService_UploadProof_FullMethodName:       {PerCaller: 8},
 }
+
+// maxSessionRate and maxSessionBurst bound --dispatch-session-rate and --dispatch-session-burst: far
+// above any app, low enough to still bound what one courier stores.
+const (
+	maxSessionRate  = 1000
+	maxSessionBurst = 100000
+)
 
 var (
 	errCourierUnconfigured = apperr.Errorf(apperr.Unavailable, "courier service not configured")
@@ -157,9 +174,11 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	store.SetNudge(feed.Nudge)
 
 	var svc *dispatch.Service
-	jopts.Workers = jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) })
-	jopts.Queues = jobargs.Queues(cfg.JobWorkers)
 	jopts.Logger = p.logger.With("service", "dispatch", "component", "jobs")
+	// Failed claims and releases are snoozed, retried within a minute however long courier was down.
+	jopts.RetryPolicy = jobargs.RetryPolicy{}
+	jopts.Workers = jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) }, jobargs.RetryPolicy{}, jopts.Logger)
+	jopts.Queues = jobargs.Queues(cfg.JobWorkers)
 	queue, err := jobs.New(store.DB(), store.Dialect(), jopts)
 	if err != nil {
 		return fmt.Errorf("dispatch jobs: %w", err)
@@ -187,6 +206,7 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		Now: p.env.Now, Logger: p.logger,
 		OfferTimeout: cfg.OfferTimeout, MaxWait: cfg.MaxWait, SearchRadius: cfg.SearchRadius, MaxRadius: cfg.MaxRadius,
 		Weights: weights, MaxUploadBytes: cfg.UploadMaxBytes, AllowedContentTypes: cfg.ContentTypes,
+		SessionRate: cfg.SessionRate, SessionBurst: cfg.SessionBurst,
 	})
 	api := dispatchgrpc.NewServer(svc)
 	dispatchgrpc.Register(srv, api)

@@ -53,3 +53,30 @@ func TestParseServeRejectsDispatchJobWorkersOutOfRange(t *testing.T) {
 		t.Errorf("parseServe(LASTMILE_DISPATCH_JOB_WORKERS=250) = %v, want no error", err)
 	}
 }
+
+func TestParseServeRejectsDispatchSessionBudgetOutOfRange(t *testing.T) {
+	for flag, cases := range map[string]map[string]string{
+		"--dispatch-session-rate": {
+			"0": "--dispatch-session-rate must be above 0 and at most 1000, got 0", "-1": "--dispatch-session-rate must be above 0 and at most 1000, got -1",
+			"NaN": "--dispatch-session-rate must be above 0 and at most 1000, got NaN", "1000.5": "--dispatch-session-rate must be above 0 and at most 1000, got 1000.5",
+		},
+		"--dispatch-session-burst": {
+			"0": "--dispatch-session-burst must be 1..100000, got 0", "100001": "--dispatch-session-burst must be 1..100000, got 100001",
+		},
+	} {
+		for v, want := range cases {
+			_, err := parseServe([]string{flag, v}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("parseServe(%s=%s) = %v, want a usage error", flag, v, err)
+			}
+			if got := err.Error(); got != want {
+				t.Errorf("parseServe(%s=%s) error = %q, want %q", flag, v, got, want)
+			}
+		}
+	}
+	env := map[string]string{"LASTMILE_DISPATCH_SESSION_RATE": "0.5", "LASTMILE_DISPATCH_SESSION_BURST": "20"}
+	if _, err := parseServe(nil, Env{Getenv: envOf(env), Stderr: &bytes.Buffer{}}); err != nil {
+		t.Errorf("parseServe(%v) = %v, want no error", env, err)
+	}
+}

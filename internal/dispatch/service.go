@@ -28,6 +28,9 @@ const (
 	DefaultBatch          = 32
 	DefaultIdempotency    = 48 * time.Hour
 	DefaultTrackInterval  = 5 * time.Second
+	// DefaultSessionRate and DefaultSessionBurst: see Options.SessionRate and session_limit.go.
+	DefaultSessionRate  = 5.0
+	DefaultSessionBurst = 100
 )
 
 // Contract limits.
@@ -78,6 +81,11 @@ type Options struct {
 	Idempotency time.Duration
 	// TrackInterval is how often WatchTask refreshes the courier's position and ETA.
 	TrackInterval time.Duration
+	// SessionRate and SessionBurst bound the messages (commands and acks) one courier's sessions may send:
+	// a token bucket of SessionBurst tokens refilled at SessionRate a second (CourierSession.Admit). Zero
+	// means DefaultSessionRate and DefaultSessionBurst.
+	SessionRate  float64
+	SessionBurst int
 	// MaxUploadBytes bounds a proof file's size; 0 means DefaultMaxUploadBytes, and more than that is
 	// reduced to it (the contract's maximum).
 	MaxUploadBytes int64
@@ -104,6 +112,7 @@ type Service struct {
 	hub      *hub
 
 	courierIDs    courierIDCache
+	sessionLimits *sessionLimits
 	shareKeys     ShareKeys
 	shareKeyCache shareKeyCache
 	kickCh        chan struct{}
@@ -150,6 +159,8 @@ func NewService(d Deps, opts Options) *Service {
 	opts.Batch = min(opts.Batch, MaxBatch)
 	setDefault(&opts.Idempotency, DefaultIdempotency)
 	setDefault(&opts.TrackInterval, DefaultTrackInterval)
+	setDefault(&opts.SessionRate, DefaultSessionRate)
+	setDefault(&opts.SessionBurst, DefaultSessionBurst)
 	setUploadDefaults(&opts)
 	if opts.Weights == (Weights{}) {
 		opts.Weights = DefaultWeights
@@ -181,6 +192,7 @@ func NewService(d Deps, opts Options) *Service {
 		s.metrics = NopMetrics{}
 	}
 	s.hub = newHub(s)
+	s.sessionLimits = newSessionLimits(opts.SessionRate, opts.SessionBurst)
 	s.engine = NewEngine(d.Couriers, d.Routes, opts)
 	return s
 }

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
 )
@@ -121,6 +123,8 @@ type CourierSession struct {
 	courierID string
 	started   SessionStarted
 	wake      chan struct{}
+	// limit is the courier's message budget (Admit).
+	limit *rate.Limiter
 	// gen counts wake-ups (poke): deliveries read before the latest one may be missing new ones, and their
 	// tasks may have changed since.
 	gen atomic.Uint64
@@ -137,8 +141,10 @@ type CourierSession struct {
 	replacedSent  bool
 	expirySent    bool
 
-	mu       sync.Mutex
-	sent     int64 // highest cursor Next returned or skipped
+	mu sync.Mutex
+	// sent is the highest cursor Next returned or skipped, or an ack covered: Next never returns a
+	// delivery at or below it.
+	sent     int64
 	replaced bool
 	closed   bool
 	// stale is set when the hub may have missed events: Next checks the session record before going on.
@@ -194,7 +200,7 @@ func (s *Service) OpenSession(ctx context.Context, hello Hello) (*CourierSession
 	c := &CourierSession{
 		s: s, p: p, id: id, courierID: courierID,
 		wake: make(chan struct{}, 1),
-		sent: rec.Acked,
+		sent: rec.Acked, limit: s.sessionLimits.of(courierID),
 	}
 	c.poke()
 	if !s.hub.addSession(c) {
@@ -259,7 +265,8 @@ func (c *CourierSession) Started() SessionStarted { return c.started }
 
 // Next returns the next message to send: first the unacknowledged deliveries after the watermark, in
 // cursor order, then new ones as they are appended (read from the store after the last cursor sent, so
-// none is lost or sent twice in a session). It waits until there is one or ctx ends.
+// none is lost or sent twice in a session). It never returns a delivery at or below a cursor Ack was
+// given, even one Ack was given while Next was reading it. It waits until there is one or ctx ends.
 //
 // It also ends the session: after a newer session of the courier started it returns one
 // Drain{DrainSessionReplaced}, then Aborted; after Service.Drain it returns one Drain{DrainServerShutdown}
@@ -367,12 +374,17 @@ func (c *CourierSession) nextDelivery(ctx context.Context) (Outbound, bool, erro
 			c.buf = batch
 		}
 		d := c.buf[0]
-		out, ok := c.resolve(d)
 		c.buf = c.buf[1:]
+		// An ack may have landed since the read (Ack raises sent before its store write): what it
+		// covers is never sent, and sent stays the highest cursor sent or acknowledged.
 		c.mu.Lock()
+		covered := d.Cursor <= c.sent
 		c.sent = max(c.sent, d.Cursor)
 		c.mu.Unlock()
-		if ok {
+		if covered {
+			continue
+		}
+		if out, ok := c.resolve(d); ok {
 			return out, true, nil
 		}
 	}
@@ -491,20 +503,23 @@ func (c *CourierSession) isReplaced() bool {
 // Errors: Invalid when cursor is not positive or beyond that bound (the contract ends the stream); a
 // store failure's error.
 func (c *CourierSession) Ack(ctx context.Context, cursor int64) error {
-	sent := c.sentCursor()
+	c.mu.Lock()
+	sent := c.sent
 	bound := max(sent, c.started.SnapshotCursor)
 	if cursor <= 0 || cursor > bound {
+		c.mu.Unlock()
 		return apperr.InvalidFields("acknowledged cursor beyond what was sent",
 			apperr.FieldViolation{Field: "ack.cursor", Description: fmt.Sprintf("%d is beyond the highest cursor sent, %d", cursor, bound)})
 	}
+	// Raised before the store write, so that Next, which may be resolving a delivery it read before this
+	// ack, never returns one the ack covers (a failed write ends the stream anyway).
+	c.sent = max(c.sent, cursor)
+	c.mu.Unlock()
+	if cursor > sent {
+		c.poke() // Next drops what it read before the ack and reads on after it
+	}
 	if err := c.s.store.AckSession(ctx, c.courierID, cursor); err != nil {
 		return fmt.Errorf("acknowledge cursor %d of courier %s: %w", cursor, c.courierID, err)
-	}
-	if cursor > sent {
-		c.mu.Lock()
-		c.sent = max(c.sent, cursor)
-		c.mu.Unlock()
-		c.poke() // Next drops what it read before the ack and reads on after it
 	}
 	return nil
 }

@@ -85,8 +85,10 @@ type System struct {
 	Store   *sqlstore.Store
 	DB      *sql.DB
 	// Pool is the PostgreSQL pool when the system runs on PostgreSQL, nil on SQLite.
-	Pool     *pgxpool.Pool
-	Events   *eventlog.Log
+	Pool   *pgxpool.Pool
+	Events *eventlog.Log
+	// Jobs is the River client of the system's jobs (workers stopped with Config.NoJobs).
+	Jobs     *jobs.Client
 	Couriers *Couriers
 	Routes   *Routes
 	Clock    *Clock
@@ -146,8 +148,10 @@ func Start(t testing.TB, cfg Config) *System {
 		}
 	}
 	var svc *dispatch.Service
-	workers := jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) })
-	jopts := jobs.Options{FetchPollInterval: 20 * time.Millisecond, StopTimeout: 5 * time.Second}
+	// No jitter: the retries of failed jobs come after exactly jobargs.RetryDelay(n, 0).
+	policy := jobargs.RetryPolicy{Rand: func() float64 { return 0 }}
+	workers := jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) }, policy, opts.Logger)
+	jopts := jobs.Options{FetchPollInterval: 20 * time.Millisecond, StopTimeout: 5 * time.Second, RetryPolicy: policy}
 	if cfg.Pool != nil {
 		jopts.Listener, jopts.Schema = cfg.Pool, postgres.Schema
 	}
@@ -159,6 +163,7 @@ func Start(t testing.TB, cfg Config) *System {
 		t.Fatalf("dispatchtest: jobs: %v", err)
 	}
 	store.SetJobs(sqlstore.RiverJobs(client))
+	sys.Jobs = client
 	blobs, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
 	if err != nil {
 		t.Fatalf("dispatchtest: proof files: %v", err)

@@ -30,12 +30,14 @@ var drainCodes = protoenum.New(map[dispatch.DrainCode]dispatchv1.DrainReason{
 //
 // The first message must be hello (anything else ends the stream with InvalidArgument), which opens the
 // domain session (dispatch.Service.OpenSession); started follows. Then two goroutines feed this one, the
-// stream's only sender: a reader, which receives the app's messages (acks go to the session; commands are
-// executed in the order received and answered with command_result; a second hello ends the stream with
-// InvalidArgument), and a pump, which calls the session's Next for the deliveries and drains to send. The
-// stream ends with the error that ended either (Next's Aborted after a replacement, Unavailable after a
-// drain's grace, an ack beyond the cursors sent), with OK when the app half-closes, and with the
-// context's error when the app goes away. Every message carries the server's clock.
+// stream's only sender: a reader, which receives the app's messages (each ack and command first takes a
+// token from the courier's message budget, sess.Admit, whose ResourceExhausted ends the stream; acks go
+// to the session; commands are executed in the order received and answered with command_result; a
+// second hello ends the stream with InvalidArgument), and a pump, which calls the session's Next for the
+// deliveries and drains to send. The stream ends with the error that ended either (Next's Aborted after
+// a replacement, Unavailable after a drain's grace, an ack beyond the cursors sent, an exhausted
+// budget), with OK when the app half-closes, and with the context's error when the app goes away. Every
+// message carries the server's clock.
 func (s *Server) StreamAssignments(stream dispatchv1.DispatchService_StreamAssignmentsServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
@@ -91,6 +93,12 @@ func (s *Server) StreamAssignments(stream dispatchv1.DispatchService_StreamAssig
 			if err != nil {
 				ended <- err
 				return
+			}
+			if req.GetHello() == nil {
+				if err := sess.Admit(); err != nil { // over the courier's budget of commands and acks
+					ended <- err
+					return
+				}
 			}
 			switch {
 			case req.GetHello() != nil:

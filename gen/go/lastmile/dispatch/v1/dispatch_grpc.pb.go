@@ -171,7 +171,12 @@ type DispatchServiceClient interface {
 	// or deleted during the session (do not reconnect); UNAUTHENTICATED when the access token expired during
 	// the session (refresh it and reconnect); FAILED_PRECONDITION when the caller has no courier profile;
 	// ABORTED when a newer session of the same courier replaced this one (do not reconnect automatically);
-	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once).
+	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once);
+	// RESOURCE_EXHAUSTED when the courier's sessions send commands and acks faster than the server allows (a
+	// burst, then a steady rate per second, both server settings far above what an app sends), without a
+	// drain and without executing the message over the limit: reconnect after the delay in the status's
+	// google.rpc.RetryInfo detail, and resend the commands that got no command_result under their
+	// command_id. A new session does not reset the limit.
 	StreamAssignments(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamAssignmentsRequest, StreamAssignmentsResponse], error)
 	// UploadProof receives a photo or signature for a task the caller holds, in chunks, and reports
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server
@@ -533,7 +538,12 @@ type DispatchServiceServer interface {
 	// or deleted during the session (do not reconnect); UNAUTHENTICATED when the access token expired during
 	// the session (refresh it and reconnect); FAILED_PRECONDITION when the caller has no courier profile;
 	// ABORTED when a newer session of the same courier replaced this one (do not reconnect automatically);
-	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once).
+	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once);
+	// RESOURCE_EXHAUSTED when the courier's sessions send commands and acks faster than the server allows (a
+	// burst, then a steady rate per second, both server settings far above what an app sends), without a
+	// drain and without executing the message over the limit: reconnect after the delay in the status's
+	// google.rpc.RetryInfo detail, and resend the commands that got no command_result under their
+	// command_id. A new session does not reset the limit.
 	StreamAssignments(grpc.BidiStreamingServer[StreamAssignmentsRequest, StreamAssignmentsResponse]) error
 	// UploadProof receives a photo or signature for a task the caller holds, in chunks, and reports
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server

@@ -1548,7 +1548,9 @@ func (x *CommandResult) GetReplayed() bool {
 
 // CommandError says why a command failed. The stream stays open. Errors other than ABORTED and UNAVAILABLE
 // are final and stored under the command_id: fix the command and send it under a new command_id. ABORTED
-// and UNAVAILABLE are not stored: resend the command unchanged under the same command_id.
+// and UNAVAILABLE are not stored: resend the command unchanged under the same command_id. A command over
+// the session's rate limit gets no CommandError: the stream ends with RESOURCE_EXHAUSTED (see
+// StreamAssignments) and the command is not executed.
 //
 // Codes, with their reasons:
 //   - NOT_FOUND: the offer or task does not exist or the courier never saw it (no reason).
@@ -1670,7 +1672,8 @@ func (x *CommandError) GetMetadata() map[string]string {
 //     PERMISSION_DENIED. Do not reconnect.
 //
 // A stream that ends with UNAVAILABLE without a drain (the server recycles long connections) should be
-// reopened at once. An open offer of a session that ended is not withdrawn: it expires normally unless
+// reopened at once; one that ends with RESOURCE_EXHAUSTED (the app sent commands and acks too fast) after
+// the delay in its google.rpc.RetryInfo detail. An open offer of a session that ended is not withdrawn: it expires normally unless
 // the courier answers it on a new session.
 type Drain struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
