@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -536,7 +537,10 @@ func (s *Service) scopeFilter(ctx context.Context, f TaskFilter) (TaskFilter, er
 	return f, nil
 }
 
+// filterKey fingerprints a scoped filter for page tokens. States are a set: their order does not count,
+// so a token works for the same states listed in another order.
 func filterKey(f TaskFilter) string {
+	f.States = slices.Sorted(slices.Values(f.States))
 	b, _ := json.Marshal(f)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])

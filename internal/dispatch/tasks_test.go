@@ -232,6 +232,41 @@ func TestListTasksPages(t *testing.T) {
 	apperrtest.WantCode(t, "token for other filters", err, apperr.Invalid)
 }
 
+// A page token is issued for a set of states: the next page may list them in another order.
+func TestListTasksPageTokenIgnoresTheOrderOfStates(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	ctx := dispatchtest.Customer(uuid.NewString())
+	var want []string
+	for i := range 3 {
+		tk, err := sys.Service.CreateTask(ctx, dispatchtest.Request(fmt.Sprintf("s-%d", i), dispatchtest.Berlin, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{tk.ID}, want...) // newest first
+		sys.Clock.Advance(time.Second)
+	}
+	first, err := sys.Service.ListTasks(ctx, dispatch.ListRequest{PageSize: 2,
+		Filter: dispatch.TaskFilter{States: []dispatch.State{dispatch.StatePending, dispatch.StateCancelled}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.NextPageToken == "" || len(first.Tasks) != 2 {
+		t.Fatalf("first page %d tasks, next page token %q", len(first.Tasks), first.NextPageToken)
+	}
+	second, err := sys.Service.ListTasks(ctx, dispatch.ListRequest{PageSize: 2, PageToken: first.NextPageToken,
+		Filter: dispatch.TaskFilter{States: []dispatch.State{dispatch.StateCancelled, dispatch.StatePending}}})
+	if err != nil {
+		t.Fatalf("the same states in another order: %v", err)
+	}
+	got := []string{first.Tasks[0].ID, first.Tasks[1].ID}
+	for _, tk := range second.Tasks {
+		got = append(got, tk.ID)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || second.NextPageToken != "" {
+		t.Fatalf("pages gave %v (next %q), want %v", got, second.NextPageToken, want)
+	}
+}
+
 func TestCancelTask(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
 	cust := uuid.NewString()
