@@ -130,6 +130,9 @@ type Change struct {
 	Deliveries []Delivery
 	// Decision is inserted, or replaced when a decision with its id exists.
 	Decision *Decision
+	// KeepDecisions, when above 0 and Decision is set, bounds the task's recorded decisions: once Decision
+	// is written, those beyond the newest KeepDecisions (by decide time, then id) are deleted.
+	KeepDecisions int
 	// Command is the command's outcome, stored with the change.
 	Command *CommandRecord
 	// Jobs are enqueued.

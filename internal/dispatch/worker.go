@@ -300,7 +300,8 @@ func (s *Service) offerWrite(t Task, d *Decision, c Candidate, newDecision bool)
 }
 
 // deferWrite keeps t PENDING and makes it due again after a back-off that doubles per search (up to 12
-// times Options.RetryBackoff), recording the decision when there is one. Its retry makes t due at once
+// times Options.RetryBackoff), recording the decision when there is one (and, once t searched more than
+// MaxDecisions times, keeping only its newest MaxDecisions). Its retry makes t due at once
 // instead (a contended deferral: see batch.go).
 func (s *Service) deferWrite(t Task, d *Decision, why string) pendingWrite {
 	w := s.deferral(t, d, why, false)
@@ -333,6 +334,11 @@ func (s *Service) deferral(t Task, d *Decision, why string, atOnce bool) pending
 				dd.Outcome = OutcomeDeferred
 			}
 			ch.Decision = &dd
+			if cur.Searches > MaxDecisions {
+				// A task nobody can take is searched again every minute or so until its pickup window
+				// ends, which may be years away: keep only the decisions ExplainAssignment shows.
+				ch.KeepDecisions = MaxDecisions
+			}
 		}
 		return ch, nil
 	}, done: func() {

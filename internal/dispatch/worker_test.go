@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -239,6 +240,41 @@ func TestNoCourierWithinThePickupWindowMakesTheTaskUnassignable(t *testing.T) {
 	c := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
 	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A task nobody can take is searched again every minute or so until its pickup window ends, and a
+// customer may set that years ahead: the decisions it records stay bounded by what ExplainAssignment
+// shows, the newest kept.
+func TestTaskSearchedManyTimesKeepsItsNewestDecisions(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	ctx := context.Background()
+	now := sys.Clock.Now()
+	tk := create(t, sys, func(r *dispatch.CreateRequest) {
+		r.Pickup.Window = &dispatch.Window{Start: now, End: now.AddDate(50, 0, 0)}
+	})
+	searches := dispatch.MaxDecisions + 5
+	for i := 1; i <= searches; i++ {
+		sys.WaitTask(t, tk.ID, fmt.Sprintf("search %d", i), func(x dispatch.Task) bool { return x.Searches >= i })
+		if i < searches {
+			sys.Clock.Advance(2 * time.Minute)
+			if err := sys.Store.WakePending(ctx, sys.Clock.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ds, err := sys.Store.Decisions(ctx, tk.ID, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != dispatch.MaxDecisions {
+		t.Fatalf("%d decisions recorded after %d searches, want the newest %d", len(ds), searches, dispatch.MaxDecisions)
+	}
+	if last := sys.Clock.Now(); !ds[0].DecideTime.Equal(last) || ds[0].Outcome != dispatch.OutcomeNoCandidates {
+		t.Fatalf("newest decision %s at %s, want %s at %s", ds[0].Outcome, ds[0].DecideTime, dispatch.OutcomeNoCandidates, last)
+	}
+	if oldest, want := ds[len(ds)-1].DecideTime, sys.Clock.Now().Add(-time.Duration(dispatch.MaxDecisions-1)*2*time.Minute); !oldest.Equal(want) {
+		t.Fatalf("oldest decision kept at %s, want %s", oldest, want)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -68,6 +69,9 @@ type pgWrites struct {
 	// The decisions as stored (decisionToStore) and their documents.
 	decisions    []dispatch.Decision
 	decisionDocs []string
+	// The tasks whose decisions are pruned after (dispatch.Change.KeepDecisions), and how many each keeps.
+	pruneTasks []string
+	pruneKeep  []int32
 }
 
 // add queues the writes of p, a change without a command or jobs (prepareChange): what writePrepared
@@ -97,6 +101,9 @@ func (w *pgWrites) add(p *preparedChange) error {
 		return p.decisionErr
 	}
 	w.decisions, w.decisionDocs = append(w.decisions, p.decision), append(w.decisionDocs, p.decisionDoc)
+	if keep := p.ch.KeepDecisions; keep > 0 && !slices.Contains(w.pruneTasks, next.ID) {
+		w.pruneTasks, w.pruneKeep = append(w.pruneTasks, next.ID), append(w.pruneKeep, int32(min(keep, math.MaxInt32)))
+	}
 	return nil
 }
 
@@ -155,15 +162,27 @@ func (w *pgWrites) flush(ctx context.Context, s *Store, tx *sql.Tx) error {
 				return err
 			}
 		}
+	} else {
+		_, err = tx.ExecContext(ctx, `
+			INSERT INTO decisions (id, task_id, decide_time, doc)
+			SELECT u.id, u.task_id, u.decide_time, u.doc::json FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(id, task_id, decide_time, doc)
+			ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
+			ids, tasks, times, w.decisionDocs)
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("record %d decisions", len(ids)))
+		}
+	}
+	if len(w.pruneTasks) == 0 {
 		return nil
 	}
 	_, err = tx.ExecContext(ctx, `
-		INSERT INTO decisions (id, task_id, decide_time, doc)
-		SELECT u.id, u.task_id, u.decide_time, u.doc::json FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(id, task_id, decide_time, doc)
-		ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
-		ids, tasks, times, w.decisionDocs)
+		DELETE FROM decisions WHERE id IN (
+			SELECT r.id FROM (
+				SELECT d.id, u.keep, row_number() OVER (PARTITION BY d.task_id ORDER BY d.decide_time DESC, d.id DESC) AS n
+				FROM decisions d JOIN unnest($1::text[], $2::int[]) AS u(task_id, keep) ON d.task_id = u.task_id) r
+			WHERE r.n > r.keep)`, w.pruneTasks, w.pruneKeep)
 	if err != nil {
-		return s.e.MapError(err, fmt.Sprintf("record %d decisions", len(ids)))
+		return s.e.MapError(err, fmt.Sprintf("prune the decisions of %d tasks", len(w.pruneTasks)))
 	}
 	return nil
 }

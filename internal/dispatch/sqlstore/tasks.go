@@ -454,6 +454,11 @@ func (s *Store) writePrepared(ctx context.Context, tx *sql.Tx, p *preparedChange
 		if err := s.insertDecision(ctx, tx, id, p.decision, p.decisionDoc); err != nil {
 			return false, err
 		}
+		if ch.KeepDecisions > 0 {
+			if err := s.pruneDecisions(ctx, tx, id, ch.KeepDecisions); err != nil {
+				return false, err
+			}
+		}
 	}
 	if ch.Command != nil {
 		if err := s.insertCommand(ctx, tx, *ch.Command, p.next.UpdateTime, false); err != nil {
@@ -847,6 +852,17 @@ func (s *Store) insertDecision(ctx context.Context, tx *sql.Tx, taskID string, d
 		d.ID, d.TaskID, s.time(d.DecideTime), doc)
 	if err != nil {
 		return s.e.MapError(err, "record decision "+d.ID+" of task "+taskID)
+	}
+	return nil
+}
+
+// pruneDecisions deletes the decisions of task taskID beyond the newest keep (dispatch.Change.KeepDecisions).
+func (s *Store) pruneDecisions(ctx context.Context, tx *sql.Tx, taskID string, keep int) error {
+	_, err := tx.ExecContext(ctx, `
+		DELETE FROM decisions WHERE task_id = $1 AND id NOT IN (
+			SELECT id FROM decisions WHERE task_id = $1 ORDER BY decide_time DESC, id DESC LIMIT $2)`, taskID, keep)
+	if err != nil {
+		return s.e.MapError(err, "prune the decisions of task "+taskID)
 	}
 	return nil
 }
