@@ -909,3 +909,33 @@ func TestCommandsAttachUploads(t *testing.T) {
 		t.Fatalf("GetUpload of the attached photo after a day: %v", err)
 	}
 }
+
+// An upload attached to the task once cannot be attached again: citing the pickup's photo with the
+// delivery is UPLOAD_NOT_COMMITTED ("already attached"), as the contract says, and the task stays
+// PICKED_UP with one proof.
+func TestAnUploadIsAttachedOnce(t *testing.T) {
+	f := newUpFixture(t, dispatch.Options{})
+	f.tasks.SetJobs(func(context.Context, *sql.Tx, []dispatch.Job) error { return nil })
+	photo := f.commit(t, pngFile(40))
+	exec := func(id string, cmd dispatch.Command) dispatch.CommandResult {
+		return f.svc.Execute(upContext(t, f.holder), f.holderID, id, cmd)
+	}
+	if r := exec("p1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: f.task.ID, UploadIDs: []string{photo.ID}}}); r.Err != nil {
+		t.Fatalf("pickup with a committed photo: %+v", r.Err)
+	}
+	r := exec("d1", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: f.task.ID, UploadIDs: []string{photo.ID}}})
+	if r.Err == nil || r.Err.Code != apperr.FailedPrecondition || r.Err.Reason != dispatch.ReasonUploadNotCommitted ||
+		r.Err.Metadata["upload_id"] != photo.ID {
+		t.Fatalf("delivery citing the pickup's photo = %+v, want UPLOAD_NOT_COMMITTED naming it", r.Err)
+	}
+	got, err := f.svc.GetTask(upContext(t, f.customer), f.task.ID, dispatch.ViewFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != dispatch.StatePickedUp || len(got.Proofs) != 1 {
+		t.Fatalf("task after the refused delivery: %s with %d proofs, want PICKED_UP with 1", got.State, len(got.Proofs))
+	}
+	if r := exec("d2", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: f.task.ID}}); r.Err != nil || r.Task == nil || len(r.Task.Proofs) != 1 {
+		t.Fatalf("delivery without it = %+v, want DELIVERED with the pickup's proof", r)
+	}
+}
