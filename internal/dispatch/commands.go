@@ -622,9 +622,13 @@ func (s *Service) release(ctx context.Context, courierID string, c *ReleaseCmd, 
 		if c.Comment != "" {
 			comment += ": " + c.Comment
 		}
-		if err := t.transition(StateChange{State: StatePending, At: now, Actor: ActorCourier, ActorUserID: p.Subject, CourierID: courierID, Comment: comment}); err != nil {
+		// The hand-back is recorded when the courier decided (an offline command's event time); the
+		// search starts now.
+		at := s.occurTime(c.OccurTime, t.AssignTime)
+		if err := t.transition(StateChange{State: StatePending, At: at, Actor: ActorCourier, ActorUserID: p.Subject, CourierID: courierID, Comment: comment}); err != nil {
 			return Change{}, err
 		}
+		t.UpdateTime = storedTime(now)
 		t.Exclude(courierID, ExcludedDeclined)
 		t.SearchStart, t.Searches = storedTime(now), 0
 		ch := Change{Jobs: []Job{{Kind: JobRelease, CourierID: courierID, TaskID: t.ID}}}

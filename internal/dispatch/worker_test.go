@@ -300,6 +300,31 @@ func TestHandedBackTaskIsOfferedToSomeoneElse(t *testing.T) {
 	}
 }
 
+// A release queued while offline is recorded at its occur_time, as the contract says for every
+// offline command: the history's hand-back is when the courier decided, not when the command arrived.
+func TestOfflineReleaseIsRecordedAtItsOccurTime(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	acc := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}})
+	if acc.Err != nil {
+		t.Fatal(acc.Err)
+	}
+	decided := acc.Task.AssignTime.Add(3 * time.Minute)
+	sys.Clock.Advance(10 * time.Minute)
+	r := sys.Service.Execute(a.Ctx, a.ID, "rel", dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: tk.ID, Reason: dispatch.ReleaseVehicleProblem, OccurTime: decided}})
+	if r.Err != nil || r.Task == nil {
+		t.Fatalf("release = %+v", r)
+	}
+	if last := r.Task.History[len(r.Task.History)-1]; last.State != dispatch.StatePending || !last.At.Equal(decided) {
+		t.Fatalf("hand-back recorded as %s at %s, want PENDING at %s", last.State, last.At, decided)
+	}
+	if now := sys.Clock.Now(); !r.Task.UpdateTime.Equal(now) {
+		t.Fatalf("update time %s, want the time of the change, %s", r.Task.UpdateTime, now)
+	}
+}
+
 func TestRefusedClaimPutsTheTaskBack(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{})
 	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
