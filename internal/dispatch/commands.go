@@ -469,8 +469,8 @@ func (s *Service) progress(ctx context.Context, courierID, taskID string, to Sta
 				return ch, nil
 			}
 		}
-		floor := t.AssignTime
-		if to == StateDelivered {
+		floor := t.AssignTime // the step before: the assignment, or the pickup once picked up
+		if t.State == StatePickedUp {
 			floor = t.PickupTime
 		}
 		at := s.occurTime(occur, floor)

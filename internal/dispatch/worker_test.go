@@ -325,6 +325,32 @@ func TestOfflineReleaseIsRecordedAtItsOccurTime(t *testing.T) {
 	}
 }
 
+// A failure reported offline after the pickup is recorded no earlier than the pickup, whatever time the
+// device gave: the history never has the task fail before it was picked up.
+func TestOfflineFailureAfterPickupIsNotRecordedBeforeIt(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	if r := sys.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	sys.Clock.Advance(10 * time.Minute)
+	up := sys.Service.Execute(a.Ctx, a.ID, "up", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}})
+	if up.Err != nil {
+		t.Fatal(up.Err)
+	}
+	sys.Clock.Advance(10 * time.Minute)
+	f := sys.Service.Execute(a.Ctx, a.ID, "fail", dispatch.Command{Fail: &dispatch.FailCmd{TaskID: tk.ID, Reason: dispatch.FailureRecipientUnavailable,
+		OccurTime: up.Task.PickupTime.Add(-5 * time.Minute)}})
+	if f.Err != nil || f.Task == nil {
+		t.Fatalf("failure = %+v", f)
+	}
+	if last := f.Task.History[len(f.Task.History)-1]; last.State != dispatch.StateFailed || !last.At.Equal(up.Task.PickupTime) {
+		t.Fatalf("failure recorded as %s at %s, want FAILED at the pickup, %s", last.State, last.At, up.Task.PickupTime)
+	}
+}
+
 func TestRefusedClaimPutsTheTaskBack(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{})
 	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
