@@ -82,7 +82,8 @@ type DispatchServiceClient interface {
 	// (courier_id) filter means the caller's own id for them.
 	//
 	// Errors: INVALID_ARGUMENT when the page token is malformed or was issued for different filters;
-	// PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id.
+	// PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;
+	// FAILED_PRECONDITION when the caller is a courier user without a courier profile.
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	// CancelTask cancels a task that has not been picked up (PENDING, OFFERED, ASSIGNED or UNASSIGNABLE) and
 	// returns it in state CANCELLED. An open offer is withdrawn; a courier holding the task is released and
@@ -134,7 +135,8 @@ type DispatchServiceClient interface {
 	// Customers see only their own tasks and couriers only the tasks they hold or held, as in ListTasks.
 	//
 	// Errors: PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;
-	// UNAVAILABLE when the server is shutting down (reconnect: the new stream starts with a fresh snapshot).
+	// FAILED_PRECONDITION when the caller is a courier user without a courier profile; UNAVAILABLE when the
+	// server is shutting down (reconnect: the new stream starts with a fresh snapshot).
 	WatchTasks(ctx context.Context, in *WatchTasksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchTasksResponse], error)
 	// GetCourierStatus returns one courier's overview for dashboards and the courier app: the courier
 	// service's status snapshot together with the tasks the courier holds and the offers waiting for the
@@ -449,7 +451,8 @@ type DispatchServiceServer interface {
 	// (courier_id) filter means the caller's own id for them.
 	//
 	// Errors: INVALID_ARGUMENT when the page token is malformed or was issued for different filters;
-	// PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id.
+	// PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;
+	// FAILED_PRECONDITION when the caller is a courier user without a courier profile.
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
 	// CancelTask cancels a task that has not been picked up (PENDING, OFFERED, ASSIGNED or UNASSIGNABLE) and
 	// returns it in state CANCELLED. An open offer is withdrawn; a courier holding the task is released and
@@ -501,7 +504,8 @@ type DispatchServiceServer interface {
 	// Customers see only their own tasks and couriers only the tasks they hold or held, as in ListTasks.
 	//
 	// Errors: PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;
-	// UNAVAILABLE when the server is shutting down (reconnect: the new stream starts with a fresh snapshot).
+	// FAILED_PRECONDITION when the caller is a courier user without a courier profile; UNAVAILABLE when the
+	// server is shutting down (reconnect: the new stream starts with a fresh snapshot).
 	WatchTasks(*WatchTasksRequest, grpc.ServerStreamingServer[WatchTasksResponse]) error
 	// GetCourierStatus returns one courier's overview for dashboards and the courier app: the courier
 	// service's status snapshot together with the tasks the courier holds and the offers waiting for the

@@ -681,7 +681,9 @@ type ConfirmPickup struct {
 	InlineProofs []*InlineProof `protobuf:"bytes,4,rep,name=inline_proofs,json=inlineProofs,proto3" json:"inline_proofs,omitempty"`
 	// When the courier collected the parcel, by the device clock, for a command queued while offline. At
 	// most 24 hours from the server's clock, and between 2000-01-01 and 2100-01-01 UTC. Optional: the server
-	// uses the time it received the command when unset.
+	// uses the time it received the command when unset. The task's history records the step at this time,
+	// moved to the time of the task's previous step when earlier (its assignment, or its pickup once
+	// picked up) and to the time the command arrived when later.
 	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
