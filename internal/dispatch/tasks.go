@@ -332,7 +332,8 @@ func notFoundOr(err error, what string) error {
 
 // For returns t as p may read it, in view. Couriers never see the delivery code, other couriers' offers
 // or the excluded couriers, and see stop contacts and instructions only while they hold the task;
-// customers see neither the open offer nor who was offered the task.
+// customers see neither the open offer nor who was offered the task, nor the history entries about
+// couriers other than its holder (customerHistory).
 func (t Task) For(p auth.Principal, courierID string, view View) Task {
 	out := t.Clone()
 	out.Excluded = nil
@@ -357,15 +358,29 @@ func (t Task) For(p auth.Principal, courierID string, view View) Task {
 		}
 	default:
 		out.Offers = nil
-		for i := range out.History {
-			h := &out.History[i]
-			if h.State == StateOffered || (h.State == StatePending && h.Actor == ActorCourier) {
-				h.CourierID, h.OfferID = "", ""
-			}
-			if h.Actor != ActorCustomer {
-				h.ActorUserID = ""
-			}
+		out.History = customerHistory(out.History, t)
+	}
+	return out
+}
+
+// customerHistory is history, a copy of t's, as t's customer sees it: without the entries about couriers
+// other than the one who holds (or last held) t, such as other couriers' offers, their declines and
+// expiries, and hand-backs. The open offer's entry stays, since it is t's state, but no offer entry says
+// to whom, and only the customer's own user id is kept.
+func customerHistory(history []StateChange, t Task) []StateChange {
+	out := history[:0]
+	for i, h := range history {
+		open := t.State == StateOffered && i == len(history)-1
+		if h.CourierID != "" && h.CourierID != t.CourierID && !open {
+			continue
 		}
+		if h.State == StateOffered || (h.State == StatePending && h.Actor == ActorCourier) {
+			h.CourierID, h.OfferID = "", ""
+		}
+		if h.Actor != ActorCustomer {
+			h.ActorUserID = ""
+		}
+		out = append(out, h)
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -215,6 +216,52 @@ func TestDeclineAndExpiryMoveToTheNextCandidateAndNeverBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	sys.WaitTask(t, tk.ID, "offered to d", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == d.ID })
+}
+
+// A customer does not see the history entries about couriers other than the one holding the task:
+// another courier's offer, their decline (and its reason), a hand-back. The open offer's entry stays,
+// without its courier, since it is the task's state.
+func TestCustomerHistoryLeavesOutOtherCouriers(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	b := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 400), geo.Bicycle, true)
+	customer := uuid.NewString()
+	req := dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, "")
+	tk, err := sys.Service.CreateTask(dispatchtest.Customer(customer), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != a.ID {
+		t.Fatalf("first offer to %s, want %s", o.CourierID, a.ID)
+	}
+	if r := sys.Service.Execute(a.Ctx, a.ID, "d1", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	next := sys.WaitTask(t, tk.ID, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	history := func() string {
+		t.Helper()
+		got, err := sys.Service.GetTask(dispatchtest.Customer(customer), tk.ID, dispatch.ViewFull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, h := range got.History {
+			out = append(out, fmt.Sprintf("%s/%s/%q/%q", h.State, h.Actor, h.CourierID, h.Comment))
+		}
+		return strings.Join(out, " ")
+	}
+	want := `pending/customer/""/"" offered/system/""/""`
+	if got := history(); got != want {
+		t.Fatalf("customer's history while offered to b:\n got %s\nwant %s", got, want)
+	}
+	if r := sys.Service.Execute(b.Ctx, b.ID, "a1", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: next.CurrentOffer().ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	want = fmt.Sprintf(`pending/customer/""/"" offered/system/""/"" assigned/courier/%q/""`, b.ID)
+	if got := history(); got != want {
+		t.Fatalf("customer's history once b holds the task:\n got %s\nwant %s", got, want)
+	}
 }
 
 func TestNoCourierWithinThePickupWindowMakesTheTaskUnassignable(t *testing.T) {
