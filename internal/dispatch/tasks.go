@@ -330,8 +330,9 @@ func notFoundOr(err error, what string) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// For returns t as p may read it, in view. Couriers never see the delivery code, other couriers' offers
-// or the excluded couriers, and see stop contacts and instructions only while they hold the task;
+// For returns t as p may read it, in view. Couriers never see the delivery code, other couriers' offers,
+// the excluded couriers or another holder, and see stop contacts and instructions only while they hold
+// the task;
 // customers see neither the open offer nor who was offered the task, nor the history entries about
 // couriers other than its holder (customerHistory).
 func (t Task) For(p auth.Principal, courierID string, view View) Task {
@@ -346,6 +347,9 @@ func (t Task) For(p auth.Principal, courierID string, view View) Task {
 	case staff(p):
 	case p.HasRole(auth.RoleCourier):
 		out.DeliveryCode = ""
+		if t.CourierID != courierID {
+			out.CourierID = "" // another courier holds (or last held) it
+		}
 		if !(t.State.Held() && t.CourierID == courierID) {
 			out.Pickup.Contact, out.Pickup.Instructions = Contact{}, ""
 			out.Dropoff.Contact, out.Dropoff.Instructions = Contact{}, ""

@@ -370,6 +370,14 @@ func TestAssignTask(t *testing.T) {
 		t.Fatalf("first courier's deliveries %+v, %v", ds, err)
 	}
 
+	// The former holder still reads the task, but not who holds it now.
+	if got, err := sys.Service.GetTask(c.Ctx, tk.ID, dispatch.ViewFull); err != nil || got.CourierID != "" {
+		t.Fatalf("former holder's read: courier %q, %v; want none", got.CourierID, err)
+	}
+	if got, err := sys.Service.GetTask(d.Ctx, tk.ID, dispatch.ViewFull); err != nil || got.CourierID != d.ID {
+		t.Fatalf("holder's read: courier %q, %v; want %s", got.CourierID, err, d.ID)
+	}
+
 	errs := []struct {
 		name string
 		ctx  context.Context

@@ -804,8 +804,8 @@ func (TaskView) EnumDescriptor() ([]byte, []int) {
 //
 // What a caller sees depends on who they are: customers get the task without current_offer and without
 // the history entries of other couriers' offers, declines, expiries and releases; couriers get stop
-// contacts and instructions only while they hold the task, and never delivery_code. TaskView BASIC leaves
-// out history and proofs.
+// contacts and instructions only while they hold the task, courier_id only when it is their own, and never
+// delivery_code. TaskView BASIC leaves out history and proofs.
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned identifier, a UUID.
@@ -814,7 +814,8 @@ type Task struct {
 	State TaskState `protobuf:"varint,2,opt,name=state,proto3,enum=lastmile.dispatch.v1.TaskState" json:"state,omitempty"`
 	// The courier holding the task. Set from ASSIGNED on and kept afterwards as the record of who held it
 	// (also when the task is later cancelled or fails). Empty while PENDING, OFFERED (see current_offer) and
-	// UNASSIGNABLE, and for tasks that never had a courier.
+	// UNASSIGNABLE, and for tasks that never had a courier. A courier sees it only when it is their own id
+	// (a task handed back or moved to another courier reads empty to them).
 	CourierId string `protobuf:"bytes,3,opt,name=courier_id,json=courierId,proto3" json:"courier_id,omitempty"`
 	// The user (role CUSTOMER) the delivery is for; owner of the task for authorization.
 	CustomerId string `protobuf:"bytes,4,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
