@@ -30,11 +30,14 @@ type breaker struct {
 	opens           prometheus.Counter
 	logger          *slog.Logger
 	cb              atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
-	conn            atomic.Pointer[grpc.ClientConn] // set by follow
 
-	// seen orders the connection states watch reads against the breaker's openings, so that a READY
-	// reached before the breaker opened cannot reset it however late watch learns of it.
+	// seen orders the connectivity states the connection's balancer reports against the breaker's
+	// openings, so that a READY reported before the breaker opened cannot reset it.
 	seen sync.Mutex
+	// reported is the state the connection's balancer (breakerBalancerName) last reported: it reports
+	// each one before grpc-go installs the picker that goes with it, so a call that a READY picker let
+	// through ends after reported said READY. IDLE until the first report.
+	reported connectivity.State
 	// leftReady says the connection was not READY at some moment since the breaker last opened. A
 	// READY after that is a connection that works again (with health checking, a backend that passes
 	// it); a READY the breaker opened under says nothing new: the calls that opened it reached the server.
@@ -104,12 +107,6 @@ func (b *breaker) reset() (old *gobreaker.TwoStepCircuitBreaker[struct{}]) {
 	return old
 }
 
-// follow makes conn the breaker's connection and starts watch on it.
-func (b *breaker) follow(conn *grpc.ClientConn) {
-	b.conn.Store(conn)
-	go b.watch(conn)
-}
-
 // changedTo records that cb opened (with the connection's state at that moment) or closed, if cb is
 // still the current breaker. OnStateChange calls it, with cb's lock held.
 func (b *breaker) changedTo(cb *gobreaker.TwoStepCircuitBreaker[struct{}], to gobreaker.State) {
@@ -123,29 +120,21 @@ func (b *breaker) changedTo(cb *gobreaker.TwoStepCircuitBreaker[struct{}], to go
 		b.open = false
 	case gobreaker.StateOpen:
 		b.open = true
-		conn := b.conn.Load()
-		b.leftReady = conn == nil || conn.GetState() != connectivity.Ready
+		b.leftReady = b.reported != connectivity.Ready
 	}
 }
 
-// watch resets the breaker each time conn is READY after it was not, since the breaker opened, until
-// conn is closed.
-func (b *breaker) watch(conn *grpc.ClientConn) {
-	for last := b.changed(conn); last != connectivity.Shutdown; last = b.changed(conn) {
-		conn.WaitForStateChange(context.Background(), last)
-	}
-}
-
-// changed reads conn's state after a change and returns it. When conn is READY and was not at some
-// moment since the breaker opened (as the breaker opened, or as watch saw it since), it resets the breaker.
-// The verdict does not depend on when watch runs: on a loaded machine it may first run after calls that
-// needed a READY connection have failed and opened the breaker (that READY is old news and must not reset
-// it), or only once the connection it saw failing is READY again (which must). The state is read, and
-// the breaker reset, under b.seen, which the breaker's opening takes too: an opening cannot fall between
-// the verdict and the reset.
-func (b *breaker) changed(conn *grpc.ClientConn) connectivity.State {
+// balancerReported records the connectivity state the connection's balancer reports, before grpc-go
+// installs the picker that goes with it. When the state is READY and the connection was not READY at
+// some moment since the breaker opened (as the breaker opened, or reported since), it resets the
+// breaker. The state is recorded, and the breaker reset, under b.seen, which the breaker's opening
+// takes too: an opening cannot fall between the verdict and the reset. Before, the breaker read the
+// state from ClientConn.GetState, which grpc-go updates a moment after it installs the picker: calls
+// answered Unavailable over a READY picker opened the breaker while GetState still said CONNECTING,
+// and the READY that followed reset it (TestBreakerOpensOnServerFailures, 1 run in 300 under load).
+func (b *breaker) balancerReported(now connectivity.State) {
 	b.seen.Lock()
-	now := conn.GetState()
+	b.reported = now
 	if now != connectivity.Ready {
 		b.leftReady = true
 	}
@@ -157,7 +146,6 @@ func (b *breaker) changed(conn *grpc.ClientConn) connectivity.State {
 	if old != nil {
 		b.logger.Info("gRPC circuit breaker closed: the connection is READY again", "target", b.target, "from", old.State().String())
 	}
-	return now
 }
 
 // allow asks the breaker for permission to call, turning a refusal into the status the caller sees.

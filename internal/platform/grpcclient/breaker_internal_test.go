@@ -4,95 +4,51 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
-	"sync/atomic"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 )
 
-// These tests play watch's part by hand, calling changed, so that they choose when it learns of a change:
-// as late as a goroutine on a loaded machine may.
+// These tests play the balancer's part by hand, calling balancerReported with the states round robin
+// would report.
 
-// testConn is a connection to a gRPC server that serves nothing.
-type testConn struct {
-	*grpc.ClientConn
-	lis    atomic.Pointer[bufconn.Listener]
-	srv    *grpc.Server
-	refuse atomic.Bool // dials fail while set
-}
-
-// newTestConn returns a connection that stays IDLE until Connect.
-func newTestConn(t *testing.T) *testConn {
+// trippedBreaker returns a breaker whose balancer reported the states in reports, then opened by one
+// failure.
+func trippedBreaker(t *testing.T, reports ...connectivity.State) *breaker {
 	t.Helper()
-	c := &testConn{}
-	c.serve()
-	t.Cleanup(func() { c.srv.Stop() })
-	conn, err := grpc.NewClient("passthrough:///breaker-internal",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			if c.refuse.Load() {
-				return nil, errors.New("connection refused")
-			}
-			return c.lis.Load().DialContext(ctx)
-		}),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient() error = %v", err)
+	b := newTestBreaker(t)
+	for _, s := range reports {
+		b.balancerReported(s)
 	}
-	t.Cleanup(func() { _ = conn.Close() })
-	c.ClientConn = conn
-	return c
+	trip(t, b)
+	return b
 }
 
-func (c *testConn) serve() {
-	c.lis.Store(bufconn.Listen(1 << 16))
-	c.srv = grpc.NewServer()
-	go func(srv *grpc.Server, lis *bufconn.Listener) { _ = srv.Serve(lis) }(c.srv, c.lis.Load())
-}
-
-// restart stops the server (the connection leaves READY) and starts another one that it reaches next.
-func (c *testConn) restart() {
-	c.srv.Stop()
-	c.serve()
-}
-
-// wait connects c and waits until it is in state want.
-func (c *testConn) wait(t *testing.T, want connectivity.State) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	c.Connect()
-	for s := c.GetState(); s != want; s = c.GetState() {
-		if !c.WaitForStateChange(ctx, s) {
-			t.Fatalf("connection still %v after 30 s, want %v", s, want)
-		}
-	}
-}
-
-// trippedBreaker returns a breaker on conn (as follow leaves it, without the watch goroutine), opened by
-// one failure.
-func trippedBreaker(t *testing.T, conn *testConn) *breaker {
+func newTestBreaker(t *testing.T) *breaker {
 	t.Helper()
 	m, err := registerBreakerMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := newBreaker("passthrough:///breaker-internal", BreakerConfig{ConsecutiveFailures: 1, Timeout: time.Hour}, m, slog.New(slog.DiscardHandler))
-	b.conn.Store(conn.ClientConn)
+	return newBreaker("passthrough:///breaker-internal", BreakerConfig{ConsecutiveFailures: 1, Timeout: time.Hour}, m, slog.New(slog.DiscardHandler))
+}
+
+// trip fails one call, which opens a breaker that trips on the first failure.
+func trip(t *testing.T, b *breaker) {
+	t.Helper()
 	done, err := b.allow()
 	if err != nil {
 		t.Fatalf("allow() on a new breaker = %v, want nil", err)
 	}
 	done(status.Error(codes.Unavailable, "no"))
 	wantOpen(t, b, "after a failure")
-	return b
 }
 
 func wantOpen(t *testing.T, b *breaker, when string) {
@@ -112,86 +68,94 @@ func wantClosed(t *testing.T, b *breaker, when string) {
 }
 
 // TestBreakerIgnoresAReadyFromBeforeItOpened: calls over a READY connection were answered Unavailable
-// and opened the breaker; watch then learns of the READY (it last saw the connection IDLE). That READY
-// came before the failures and says nothing new, so the breaker stays open. Before, watch reset it: with
-// -race beside the rest of the suite TestBreakerOpensOnServerFailures and
-// TestBreakerCountsOnlyServerFailures/Unavailable found their breaker closed again (3 failures in 300
-// runs of the breaker tests).
+// and opened the breaker; round robin then reports READY again (a new picker, say a second backend
+// ready). The connection never left READY, so the breaker stays open.
 func TestBreakerIgnoresAReadyFromBeforeItOpened(t *testing.T) {
-	conn := newTestConn(t)
-	conn.wait(t, connectivity.Ready)
-	b := trippedBreaker(t, conn)
-	if now := b.changed(conn.ClientConn); now != connectivity.Ready {
-		t.Fatalf("changed() = %v, want READY", now)
-	}
-	wantOpen(t, b, "after watch learnt late of a READY from before the breaker opened")
+	b := trippedBreaker(t, connectivity.Connecting, connectivity.Ready)
+	b.balancerReported(connectivity.Ready)
+	wantOpen(t, b, "after a READY from a connection that was READY as the breaker opened")
 }
 
 // TestBreakerResetsWhenTheConnectionRecovers: a breaker that opened while the connection failed
 // (TRANSIENT_FAILURE: the server unreachable, or with health checking a service NOT_SERVING) is reset
-// once the connection is READY, whether or not watch saw the failure itself.
+// once the connection is READY.
 func TestBreakerResetsWhenTheConnectionRecovers(t *testing.T) {
-	conn := newTestConn(t)
-	conn.refuse.Store(true)
-	conn.wait(t, connectivity.TransientFailure)
-	b := trippedBreaker(t, conn)
-	conn.refuse.Store(false)
-	conn.ResetConnectBackoff()
-	conn.wait(t, connectivity.Ready)
-	if now := b.changed(conn.ClientConn); now != connectivity.Ready {
-		t.Fatalf("changed() = %v, want READY", now)
-	}
+	b := trippedBreaker(t, connectivity.Connecting, connectivity.TransientFailure)
+	b.balancerReported(connectivity.Ready)
 	wantClosed(t, b, "after the connection recovered")
 }
 
 // TestBreakerResetsWhenTheConnectionComesBack: a breaker that opened while the connection was READY is
-// reset when watch has seen the connection leave READY since, and then sees it READY again.
+// reset when the connection has left READY since, and is READY again.
 func TestBreakerResetsWhenTheConnectionComesBack(t *testing.T) {
-	conn := newTestConn(t)
-	conn.wait(t, connectivity.Ready)
-	b := trippedBreaker(t, conn)
-	conn.restart()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if !conn.WaitForStateChange(ctx, connectivity.Ready) {
-		t.Fatal("connection still READY 30 s after its server stopped")
-	}
-	if now := b.changed(conn.ClientConn); now == connectivity.Ready {
-		t.Fatal("changed() = READY just after the server stopped, want another state")
-	}
+	b := trippedBreaker(t, connectivity.Connecting, connectivity.Ready)
+	b.balancerReported(connectivity.Idle)
 	wantOpen(t, b, "after the connection left READY")
-	conn.wait(t, connectivity.Ready)
-	if now := b.changed(conn.ClientConn); now != connectivity.Ready {
-		t.Fatalf("changed() = %v, want READY", now)
-	}
+	b.balancerReported(connectivity.Connecting)
+	b.balancerReported(connectivity.Ready)
 	wantClosed(t, b, "after the connection came back")
+	// Open again over the READY connection: the READY it is already in says nothing new.
+	trip(t, b)
+	b.balancerReported(connectivity.Ready)
+	wantOpen(t, b, "after a second opening over a READY connection")
 }
 
-// TestBreakerWatchStartedLate: the breaker opened while the connection failed, and watch first runs once
-// the connection is READY again. Before, watch took the state it first read as its starting point, saw
-// no change to READY and left the breaker open for its whole timeout: TestBreakerClosesWhenHealthReturns
-// failed with "circuit open" 10 s after its service reported SERVING, 8 times in 150 s of -race runs on
-// the loaded machine.
-func TestBreakerWatchStartedLate(t *testing.T) {
-	conn := newTestConn(t)
-	conn.refuse.Store(true)
-	conn.wait(t, connectivity.TransientFailure)
-	b := trippedBreaker(t, conn)
-	conn.refuse.Store(false)
-	conn.ResetConnectBackoff()
-	conn.wait(t, connectivity.Ready)
-	b.follow(conn.ClientConn)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		done, err := b.allow()
-		if err == nil {
-			done(nil)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("allow() 30 s after watch started on a READY connection = %v, want the breaker closed", err)
-		}
-		time.Sleep(time.Millisecond)
+// pickerCC stands for grpc-go's side of the balancer: installing a picker lets calls through, here
+// one that fails (answered Unavailable) while grpc-go's own state has not caught up yet.
+type pickerCC struct {
+	balancer.ClientConn
+	b         *breaker
+	t         *testing.T
+	installed []connectivity.State
+	tripped   bool
+}
+
+func (c *pickerCC) UpdateState(s balancer.State) {
+	c.installed = append(c.installed, s.ConnectivityState)
+	if s.ConnectivityState == connectivity.Ready && !c.tripped {
+		c.tripped = true
+		trip(c.t, c.b) // a call the first READY picker let through failed
+	}
+}
+
+// TestBreakerLearnsAStateBeforeItsPicker: round robin's READY reaches the breaker before grpc-go
+// installs the READY picker, so failures over that picker open the breaker with the connection known
+// READY, and nothing resets it until the connection leaves READY. Before, the breaker read
+// ClientConn.GetState, which grpc-go updates a moment after it installs the picker: the failures
+// opened the breaker under CONNECTING and the READY that followed reset it
+// (TestBreakerOpensOnServerFailures: "breaker_state = 0, want 2", 1 run in 300 under load).
+func TestBreakerLearnsAStateBeforeItsPicker(t *testing.T) {
+	b := newTestBreaker(t)
+	parent := &pickerCC{b: b, t: t}
+	cc := &reportingCC{ClientConn: parent}
+	cc.b.Store(b)
+	cc.UpdateState(balancer.State{ConnectivityState: connectivity.Connecting})
+	cc.UpdateState(balancer.State{ConnectivityState: connectivity.Ready})
+	wantOpen(t, b, "after failures over the READY picker")
+	cc.UpdateState(balancer.State{ConnectivityState: connectivity.Ready}) // another picker, still READY
+	wantOpen(t, b, "after round robin reported READY again")
+	if want := []connectivity.State{connectivity.Connecting, connectivity.Ready, connectivity.Ready}; !slices.Equal(parent.installed, want) {
+		t.Errorf("states passed on to grpc-go = %v, want %v", parent.installed, want)
+	}
+}
+
+// TestBreakerConfigNamesAKnownBreaker: the balancer's configuration must name a breaker New registered.
+func TestBreakerConfigNamesAKnownBreaker(t *testing.T) {
+	if _, err := (breakerBalancerBuilder{}).ParseConfig([]byte(`{"breaker":"no-such"}`)); !errors.Is(err, errUnknownBreaker) {
+		t.Errorf("ParseConfig(unknown breaker) error = %v, want %v", err, errUnknownBreaker)
+	}
+	b := newTestBreaker(t)
+	id, forget := registerPending(b)
+	cfg, err := (breakerBalancerBuilder{}).ParseConfig([]byte(`{"breaker":"` + id + `"}`))
+	forget()
+	if err != nil {
+		t.Fatalf("ParseConfig(registered breaker) error = %v", err)
+	}
+	if got := cfg.(*breakerLBConfig).b; got != b {
+		t.Errorf("parsed breaker = %p, want %p", got, b)
+	}
+	if _, err := (breakerBalancerBuilder{}).ParseConfig([]byte(`{"breaker":"` + id + `"}`)); !errors.Is(err, errUnknownBreaker) {
+		t.Errorf("ParseConfig(forgotten breaker) error = %v, want %v", err, errUnknownBreaker)
 	}
 }
 

@@ -39,7 +39,9 @@
 // Breaker.ConsecutiveFailures failures in a row the breaker opens, and calls fail at once with Unavailable "circuit open for <target>" until
 // Breaker.Timeout has passed and probe calls succeed, or until the connection becomes READY again after it
 // was not (a backend passed its health check: see ServiceName), whichever comes first, so that a service
-// whose health has recovered is called again at once. For streams only opening the stream is judged. The
+// whose health has recovered is called again at once. The breaker learns the connection's states from its
+// load-balancing policy (round robin, registered as "lastmile_breaker_round_robin"), before grpc-go acts on
+// them. For streams only opening the stream is judged. The
 // state is exported as lastmile_grpc_client_breaker_state{target} (0 closed, 1 half-open, 2 open).
 package grpcclient
 
@@ -179,10 +181,6 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	sc, err := serviceConfig(cfg.ServiceName, cfg.MaxAttempts, !cfg.Ablation.Extras)
-	if err != nil {
-		return nil, fmt.Errorf("grpc client config: %w", err)
-	}
 	metrics, err := registerClientMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
@@ -214,6 +212,16 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		unary = append(unary, brk.unary)
 		stream = append(stream, brk.stream)
 	}
+	breakerID := ""
+	if brk != nil {
+		var forget func()
+		breakerID, forget = registerPending(brk)
+		defer forget() // grpc.NewClient parses the service config, which then holds brk
+	}
+	sc, err := serviceConfig(cfg.ServiceName, cfg.MaxAttempts, !cfg.Ablation.Extras, breakerID)
+	if err != nil {
+		return nil, fmt.Errorf("grpc client config: %w", err)
+	}
 
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
@@ -243,9 +251,6 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("grpc client for %s: %w", cfg.Target, err)
-	}
-	if brk != nil {
-		brk.follow(conn)
 	}
 	return conn, nil
 }
@@ -306,8 +311,9 @@ func parseTarget(target string) (string, error) {
 
 // serviceConfig returns the JSON service config. The retry policy applies to every method of the
 // connection (one connection may carry several services of a process), health checking to serviceName.
-// Without extras it holds round robin alone (an ablation benchmark's client).
-func serviceConfig(serviceName string, maxAttempts int, extras bool) (string, error) {
+// Without extras it holds round robin alone (an ablation benchmark's client). With a breaker (breakerID
+// from registerPending), the policy is round robin reporting its states to the breaker (breakerBalancerName).
+func serviceConfig(serviceName string, maxAttempts int, extras bool, breakerID string) (string, error) {
 	type retryPolicy struct {
 		MaxAttempts          int      `json:"maxAttempts"`
 		InitialBackoff       string   `json:"initialBackoff"`
@@ -321,6 +327,9 @@ func serviceConfig(serviceName string, maxAttempts int, extras bool) (string, er
 	}
 	sc := map[string]any{
 		"loadBalancingConfig": []map[string]any{{"round_robin": map[string]any{}}},
+	}
+	if breakerID != "" {
+		sc["loadBalancingConfig"] = []map[string]any{{breakerBalancerName: map[string]string{"breaker": breakerID}}}
 	}
 	if extras {
 		sc["healthCheckConfig"] = map[string]string{"serviceName": serviceName}

@@ -22,6 +22,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
@@ -759,5 +760,66 @@ func TestBreakerClosesWhenHealthReturns(t *testing.T) {
 	}
 	if got := s.calls.Load(); got != 1 {
 		t.Errorf("calls that reached the server = %d, want 1 (none while NOT_SERVING)", got)
+	}
+}
+
+// TestBreakerClosesWhenTheServerComesBack: calls answered Unavailable over a READY connection open the
+// breaker, and it stays open while the connection stays READY; when the server restarts, the connection
+// leaves READY and reaches the new server, and that READY closes the breaker (its timeout is an hour).
+func TestBreakerClosesWhenTheServerComesBack(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var lis atomic.Pointer[bufconn.Listener]
+	serve := func(s *server) *grpc.Server {
+		l := grpctest.Listen()
+		lis.Store(l)
+		gs := grpc.NewServer()
+		testgrpc.RegisterTestServiceServer(gs, s)
+		go gs.Serve(l)
+		return gs
+	}
+	first := serve(&server{id: "first", reply: always(codes.Unavailable)})
+	defer first.Stop()
+	const target = "passthrough:///comes-back"
+	client := newClient(t, grpcclient.Config{
+		Target:      target,
+		MaxAttempts: 1,
+		Breaker:     grpcclient.BreakerConfig{ConsecutiveFailures: 2, Timeout: time.Hour},
+		Registerer:  reg,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return lis.Load().DialContext(ctx)
+		})},
+	})
+	for i := range 2 {
+		if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); status.Code(err) != codes.Unavailable {
+			t.Fatalf("UnaryCall #%d = %v, want Unavailable from the server", i+1, err)
+		}
+	}
+	_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+	if want := "circuit open for " + target; status.Convert(err).Message() != want {
+		t.Fatalf("UnaryCall after 2 Unavailable = %v, want Unavailable %q", err, want)
+	}
+	if got := breakerState(t, reg, target); got != 2 {
+		t.Fatalf("breaker state = %v, want 2 (open)", got)
+	}
+
+	second := serve(&server{id: "second"})
+	defer second.Stop()
+	first.Stop()
+	deadline := time.Now().Add(testTimeout) // a hang guard: the breaker's own timeout is an hour
+	for {
+		resp, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{})
+		if err == nil {
+			if resp.GetServerId() != "second" {
+				t.Fatalf("UnaryCall answered by %q, want second", resp.GetServerId())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("UnaryCall still fails %v after the server restarted: %v", testTimeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := breakerState(t, reg, target); got != 0 {
+		t.Errorf("breaker state after the server came back = %v, want 0 (closed)", got)
 	}
 }
