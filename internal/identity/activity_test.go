@@ -312,6 +312,21 @@ func (f *flakyFeed) Subscribe(ctx context.Context, from int64) (*eventlog.Subscr
 	return f.Log.Subscribe(ctx, from)
 }
 
+// waitAttempts waits until Subscribe was called n times and returns how many times it was, or returns
+// fewer after 30 s (a hang guard: the feed retries after 500 ms, then 1 s).
+func (f *flakyFeed) waitAttempts(n int) (attempts int) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f.mu.Lock()
+		attempts = f.attempts
+		f.mu.Unlock()
+		if attempts >= n || time.Now().After(deadline) {
+			return attempts
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (f *flakyFeed) heal() (attempts int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -332,13 +347,22 @@ func TestFeedOutageLoggedOnce(t *testing.T) {
 	})
 	f.run(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
-	ctx, cancel := context.WithTimeout(as(t, alice), 1200*time.Millisecond)
+	// A watch started during the outage waits for the feed until its caller gives up, here once the feed
+	// has retried (before, a 1.2 s deadline assumed the retry, due 500 ms after the first attempt, came
+	// within it: on a loaded machine it may not).
+	ctx, cancel := context.WithCancel(as(t, alice))
 	defer cancel()
+	retried := make(chan int, 1)
+	go func() {
+		defer cancel()
+		retried <- feed.waitAttempts(2)
+	}()
 	_, err := f.svc.WatchActivity(ctx)
 	apperrtest.WantCode(t, "WatchActivity(event log unreadable)", err, apperr.Unavailable)
-	if attempts := feed.heal(); attempts < 2 {
-		t.Errorf("%d attempts to subscribe during the outage, want at least 2 (retries)", attempts)
+	if attempts := <-retried; attempts < 2 {
+		t.Errorf("%d attempts to subscribe 30 s into the outage, want at least 2 (retries)", attempts)
 	}
+	feed.heal()
 	w := mustWatch(t, f, as(t, alice))
 	mustUpdate(t, w, []string{alice.ID}, nil, alice.ID)
 	f.mustLogin(t, "alice@example.com")
