@@ -317,16 +317,11 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("tracking page steps done = %v, want all four", got)
 	}
 
-	// A courier's drawer: click a courier on the map.
-	p.poll("a courier in view", inView+`.length > 0`, 60*time.Second)
-	k := eval[[]courier](p, inView)[0]
-	box = eval[[]float64](p, `(() => { const r = document.getElementById('map').getBoundingClientRect(); return [r.left, r.top]; })()`)
-	p.do("open a courier's drawer from the map", 30*time.Second,
-		chromedp.MouseClickXY(box[0]+k.SX, box[1]+k.SY),
-		chromedp.WaitVisible(chromedp.CSS("#drawer-courier")))
-	if got := eval[string](p, `LM.debug.selected()`); got != k.ID {
-		t.Errorf("after clicking courier %s on the map, the drawer shows %q", k.ID, got)
-	}
+	// A courier's drawer: click a courier on the map. It is clicked where it was drawn a moment before,
+	// and a click selects a courier within 12 px: one that moved further meanwhile (a loaded machine
+	// between the lookup and the click) is missed, and another courier is looked up and clicked. Each
+	// click must select the courier it was aimed at or nothing else that is a courier.
+	clickCourier(p, inView)
 	if got := eval[string](p, `[...document.querySelectorAll('#drawer-body dt')].map((d) => d.textContent).join(',')`); got != "Transport,Capacity used,Last fix,Delivered today,Id" {
 		t.Errorf("courier drawer facts = %q", got)
 	}
@@ -351,6 +346,38 @@ func TestDashboard(t *testing.T) {
 		if s := pg.consoleProblems(); s != "" {
 			t.Errorf("the browser reported problems:%s", s)
 		}
+	}
+}
+
+// clickCourier clicks a courier that inView lists where it is drawn until a click selects the courier it
+// was aimed at and its drawer shows, trying again when the courier moved away before the click landed.
+// 60 s and 20 clicks are hang guards: a click that selects the wrong courier, or no hit test at the
+// courier's drawn position, fails every time.
+func clickCourier(p *page, inView string) {
+	p.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var missed []string
+	// A courier no other is drawn near, so that the click cannot be meant for another one.
+	alone := inView + `.filter((c) => LM.debug.couriers().every((o) => o.id === c.id || Math.hypot(o.sx - c.sx, o.sy - c.sy) > 30))`
+	for attempt := 1; ; attempt++ {
+		p.poll("a courier in view with no other near it", alone+`.length > 0`, 60*time.Second)
+		k := eval[[]courier](p, alone)[0]
+		box := eval[[]float64](p, `(() => { const r = document.getElementById('map').getBoundingClientRect(); return [r.left, r.top]; })()`)
+		p.do("click a courier on the map", 30*time.Second, chromedp.MouseClickXY(box[0]+k.SX, box[1]+k.SY))
+		// Where the courier is drawn now: a click more than 12 px away from it may miss it.
+		now := eval[[]float64](p, fmt.Sprintf(`(() => { const c = LM.debug.couriers().find((c) => c.id === %q); return c ? [c.sx, c.sy] : [NaN, NaN]; })()`, k.ID))
+		got := eval[string](p, `LM.debug.selected()`)
+		if got == k.ID {
+			p.do("open a courier's drawer from the map", 30*time.Second, chromedp.WaitVisible(chromedp.CSS("#drawer-courier")))
+			return
+		}
+		moved := math.Hypot(now[0]-k.SX, now[1]-k.SY)
+		if !(moved > 12) || attempt == 20 || time.Now().After(deadline) {
+			p.t.Fatalf("clicked courier %s where it was drawn (it is %.1f px away from there now), the drawer shows %q; earlier misses: %v%s",
+				k.ID, moved, got, missed, p.describe())
+		}
+		missed = append(missed, fmt.Sprintf("%s moved %.0f px", k.ID, moved))
+		p.t.Logf("the click missed courier %s, which moved %.0f px meanwhile; clicking another one", k.ID, moved)
 	}
 }
 
