@@ -2,14 +2,18 @@ package simulator
 
 import (
 	"context"
+	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 )
 
@@ -42,5 +46,53 @@ func TestTokenRefreshesOnceWhenConcurrent(t *testing.T) {
 	}
 	if tok, _ := a.token(context.Background()); tok != "new access" || fake.refreshes.Load() != 1 {
 		t.Errorf("token() of a fresh token = %q after %d refreshes, want no new refresh", tok, fake.refreshes.Load())
+	}
+}
+
+// slowDispatch creates every task it is asked to (the server commits), but answers only once released,
+// unless the caller gave up first.
+type slowDispatch struct {
+	dispatchv1.DispatchServiceClient
+	received chan string // each request id, as the server takes it
+	release  chan struct{}
+}
+
+func (f *slowDispatch) CreateTask(ctx context.Context, in *dispatchv1.CreateTaskRequest, _ ...grpc.CallOption) (*dispatchv1.Task, error) {
+	f.received <- in.GetRequestId()
+	select {
+	case <-f.release:
+		return &dispatchv1.Task{Id: "task-" + in.GetRequestId(), RequestId: in.GetRequestId()}, nil
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// TestOrderCountsCreationsInFlightWhenOrderingEnds: a CreateTask in flight when the ordering period ends
+// still creates its task on the server, so the run waits for its answer and counts it. Before, the call
+// was cancelled with the period and the task went uncounted: TestDemoForABoundedTime found one more task
+// than the customers had created (3 runs in 3 at load 17).
+func TestOrderCountsCreationsInFlightWhenOrderingEnds(t *testing.T) {
+	fake := &slowDispatch{received: make(chan string, maxCreatesInFlight), release: make(chan struct{})}
+	r := &run{
+		cfg:   Config{Area: Berlin, Rate: MaxRate, MaxOpen: 1000, Logger: slog.New(slog.DiscardHandler)},
+		c:     &clients{dispatch: fake},
+		stats: &Stats{},
+		id:    "inflight",
+		rng:   rand.New(rand.NewPCG(5, 6)),
+	}
+	cust := &account{access: "token", expires: time.Now().Add(time.Hour)}
+	stop := make(chan struct{})
+	ordered := make(chan func(), 1)
+	go func() { ordered <- r.order(t.Context(), stop, []*account{cust}) }()
+	<-fake.received // a creation is in flight
+	close(stop)
+	wait := <-ordered
+	close(fake.release) // the server answers after the ordering period ended
+	wait()
+	if got, want := r.stats.TasksCreated.Load(), int64(1+len(fake.received)); got != want {
+		t.Errorf("TasksCreated = %d, want %d, every task the server created", got, want)
+	}
+	if got := r.stats.Errors.Load(); got != 0 {
+		t.Errorf("Errors = %d, want 0", got)
 	}
 }

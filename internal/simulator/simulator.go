@@ -57,8 +57,8 @@ type Config struct {
 	Couriers, Customers int
 	// Rate is how many tasks the customers create per second, in all (open loop).
 	Rate float64
-	// Duration is how long customers create tasks (0: until ctx ends); then, for up to Drain, couriers
-	// finish the open tasks.
+	// Duration is how long customers start creating tasks (0: until ctx ends); then the creations in flight
+	// finish (and are counted), and for up to Drain couriers finish the open tasks.
 	Duration, Drain time.Duration
 	// Area is where customers order and couriers start (default Berlin).
 	Area Area
@@ -254,12 +254,16 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 	}
 	ordering := time.Now()
 	if len(customers) > 0 {
-		r.order(createCtx, customers)
-	} else if ctx.Err() == nil {
-		cfg.Logger.Warn("simulator: no customer could be created: no tasks are ordered")
+		created := r.order(ctx, createCtx.Done(), customers)
+		r.stats.Ordering.Store(int64(time.Since(ordering)))
+		created()
+	} else {
+		if ctx.Err() == nil {
+			cfg.Logger.Warn("simulator: no customer could be created: no tasks are ordered")
+		}
 		<-createCtx.Done()
+		r.stats.Ordering.Store(int64(time.Since(ordering)))
 	}
-	r.stats.Ordering.Store(int64(time.Since(ordering)))
 	r.drain(ctx)
 	stopBots()
 	wg.Wait()
@@ -400,19 +404,23 @@ func (r *run) createCustomers(ctx context.Context, admin *account, password stri
 // maxCreatesInFlight bounds the CreateTask calls in flight; a tick that finds them all busy is skipped.
 const maxCreatesInFlight = 64
 
-// order creates tasks at the configured rate until ctx ends (an open loop: a slow server does not slow
-// the rate down; creations that cannot start are counted as skipped).
-func (r *run) order(ctx context.Context, customers []*account) {
+// order creates tasks at the configured rate until stop is closed or ctx ends (an open loop: a slow server
+// does not slow the rate down; creations that cannot start are counted as skipped), and returns a function
+// that waits for the creations still in flight. Those run under ctx, not until stop: a call cut off when
+// the ordering period ends may still create its task, which TasksCreated would then miss (the demo test
+// found one more task than the customers had created, under load).
+func (r *run) order(ctx context.Context, stop <-chan struct{}, customers []*account) (wait func()) {
 	interval := time.Duration(float64(time.Second) / r.cfg.Rate)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	sem := make(chan struct{}, maxCreatesInFlight)
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():
-			return
+			return wg.Wait
+		case <-stop:
+			return wg.Wait
 		case <-tick.C:
 		}
 		if r.stats.open() >= int64(r.cfg.MaxOpen) {
