@@ -128,8 +128,10 @@ func as(t *testing.T, u identity.User) context.Context {
 
 // systemAdmin is an admin principal that is no stored user, for setting up fixtures.
 func (f *fixture) admin(t *testing.T) context.Context {
-	return ctxAs(t, auth.Principal{Kind: auth.User, Subject: "00000000-0000-7000-8000-000000000000", Roles: []string{auth.RoleAdmin}})
+	return ctxAs(t, adminPrincipal)
 }
+
+var adminPrincipal = auth.Principal{Kind: auth.User, Subject: "00000000-0000-7000-8000-000000000000", Roles: []string{auth.RoleAdmin}}
 
 const password = "correct horse battery"
 

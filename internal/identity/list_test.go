@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -15,6 +16,7 @@ import (
 	"lastmile/internal/identity/identitytest"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/apperrtest"
+	"lastmile/internal/platform/auth"
 )
 
 // countingStore counts the calls of the store methods that batch work.
@@ -54,9 +56,17 @@ func newCountingFixture(t *testing.T) (*fixture, *countingStore) {
 // seeded numbers the users of seedUsers, so that their emails stay unique.
 var seeded atomic.Int64
 
+// seedTimeout bounds seedUsers.
+const seedTimeout = 5 * time.Minute
+
 // seedUsers creates n users with role through BulkCreateUsers and returns their ids in creation order.
 func (f *fixture) seedUsers(t *testing.T, n int, role identity.Role) []string {
 	t.Helper()
+	// Each user's password is checked for strength (zxcvbn), about 30 ms under -race: a thousand took more
+	// than testTimeout on a loaded machine (TestStreamUsers: "BulkCreateUsers(seed) = context deadline
+	// exceeded" after 64 s, twice in two -race runs at load 15-19). The bound is a hang guard.
+	ctx, cancel := context.WithTimeout(auth.WithPrincipal(context.Background(), adminPrincipal), seedTimeout)
+	defer cancel()
 	var ids []string
 	for n > 0 {
 		chunk := min(n, identity.MaxBulkItems)
@@ -66,7 +76,7 @@ func (f *fixture) seedUsers(t *testing.T, n int, role identity.Role) []string {
 			k := seeded.Add(1)
 			users[i] = identity.NewUser{Email: fmt.Sprintf("seed%d@example.com", k), Password: password, DisplayName: fmt.Sprintf("Seed %d", k), Role: role}
 		}
-		results, err := f.svc.BulkCreateUsers(f.admin(t), bulk(users...))
+		results, err := f.svc.BulkCreateUsers(ctx, bulk(users...))
 		if err != nil {
 			t.Fatalf("BulkCreateUsers(seed) = %v", err)
 		}
