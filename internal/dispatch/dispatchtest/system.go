@@ -100,7 +100,10 @@ func Start(t testing.TB, cfg Config) *System {
 	if cfg.Pool == nil && cfg.DB == nil && os.Getenv(EnvEngine) == "postgres" {
 		cfg.Pool = databasetest.Postgres(t, postgres.Schema)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A hang guard for the migrations: under -race on a loaded machine (load 22) SQLite's took more than
+	// the 30 s this was (TestWatchTask: "migrate jobs: error applying version 007 [UP]: context deadline
+	// exceeded").
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var (
 		store   *sqlstore.Store
