@@ -200,8 +200,15 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	if _, err := telemetry.Register(p.registry, dispatchgrpc.NewTaskStates(store, 2*time.Second, p.logger)); err != nil {
 		return fmt.Errorf("register dispatch task gauge: %w", err)
 	}
+	// AssignTask checks the standing of the courier's user in the same cache the authenticator checks
+	// every call against. Without one no user can call at all, so there is nothing to check.
+	var accounts dispatch.Accounts
+	if p.subjects != nil {
+		accounts = p.subjects
+	}
 	svc = dispatch.NewService(dispatch.Deps{
-		Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: couriers, Routes: routes, Events: feed, Metrics: metrics,
+		Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: couriers, Accounts: accounts,
+		Routes: routes, Events: feed, Metrics: metrics,
 	}, dispatch.Options{
 		Now: p.env.Now, Logger: p.logger,
 		OfferTimeout: cfg.OfferTimeout, MaxWait: cfg.MaxWait, SearchRadius: cfg.SearchRadius, MaxRadius: cfg.MaxRadius,
@@ -230,6 +237,9 @@ func (unreachableCouriers) Status(context.Context, string) (dispatch.CourierInfo
 	return dispatch.CourierInfo{}, errCourierUnconfigured
 }
 func (unreachableCouriers) CourierOfUser(context.Context, string) (string, error) {
+	return "", errCourierUnconfigured
+}
+func (unreachableCouriers) UserOfCourier(context.Context, string) (string, error) {
 	return "", errCourierUnconfigured
 }
 func (unreachableCouriers) Claim(context.Context, string, string, time.Time) error {

@@ -836,7 +836,7 @@ func sameQuery(a, b NearbyQuery) bool {
 		slices.Equal(a.Modes, b.Modes) && slices.Equal(a.Exclude, b.Exclude)
 }
 
-// Status, CourierOfUser, Claim and Release are the courier service's: the engine does not call them.
+// Status, CourierOfUser, UserOfCourier, Claim and Release are the courier service's: the engine does not call them.
 func (b *batch) Status(ctx context.Context, courierID string) (CourierInfo, error) {
 	return b.s.couriers.Status(ctx, courierID)
 }
@@ -844,6 +844,11 @@ func (b *batch) Status(ctx context.Context, courierID string) (CourierInfo, erro
 // CourierOfUser passes on to the courier service.
 func (b *batch) CourierOfUser(ctx context.Context, userID string) (string, error) {
 	return b.s.couriers.CourierOfUser(ctx, userID)
+}
+
+// UserOfCourier passes on to the courier service.
+func (b *batch) UserOfCourier(ctx context.Context, courierID string) (string, error) {
+	return b.s.couriers.UserOfCourier(ctx, courierID)
 }
 
 // Claim passes on to the courier service.

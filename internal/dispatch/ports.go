@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"lastmile/internal/geo"
+	"lastmile/internal/platform/auth"
 )
 
 // CourierStatus is a courier's status as the courier service reports it.
@@ -65,11 +66,23 @@ type Couriers interface {
 	// CourierOfUser returns the id of the courier profile of an identity user. NotFound when the user has
 	// none.
 	CourierOfUser(ctx context.Context, userID string) (string, error)
+	// UserOfCourier returns the id of the identity user behind courier courierID (a courier profile is
+	// linked to one user for good). NotFound when there is no such courier.
+	UserOfCourier(ctx context.Context, courierID string) (string, error)
 	// Claim reserves capacity on courierID for taskID, idempotently. FailedPrecondition when the courier
 	// cannot take it (not available, full, or the task is claimed elsewhere).
 	Claim(ctx context.Context, courierID, taskID string, expectedRelease time.Time) error
 	// Release frees the capacity taskID holds on courierID, idempotently.
 	Release(ctx context.Context, courierID, taskID string) error
+}
+
+// Accounts reads identity users' current standing (active or suspended or deleted, and roles). The
+// process's *auth.Subjects implements it: the same cache the authenticator checks every call against,
+// which the identity service keeps current on every replica.
+type Accounts interface {
+	// State returns the current standing of user userID; an unknown user is not Active. Unavailable when
+	// it cannot be read.
+	State(ctx context.Context, userID string) (auth.SubjectState, error)
 }
 
 // Leg is one origin's travel to a destination.

@@ -102,6 +102,7 @@ type Service struct {
 	uploads  UploadStore
 	blobs    Blobs
 	couriers Couriers
+	accounts Accounts
 	routes   Routes
 	events   *eventlog.Log
 	now      func() time.Time
@@ -133,6 +134,10 @@ type Deps struct {
 	Blobs    Blobs
 	Couriers Couriers
 	Routes   Routes
+	// Accounts tells whether the user behind a courier may still work (AssignTask refuses a courier
+	// whose account is suspended or deleted, or no longer has the courier role). Nil checks nothing: for
+	// a process that admits no user at all (no identity to check tokens against) and for tests.
+	Accounts Accounts
 	// Events is the service's event feed, which Store writes to; the Service tails it (Run must also run
 	// Events.Run, which the caller does).
 	Events *eventlog.Log
@@ -179,6 +184,7 @@ func NewService(d Deps, opts Options) *Service {
 		uploads:   d.Uploads,
 		blobs:     d.Blobs,
 		couriers:  d.Couriers,
+		accounts:  d.Accounts,
 		routes:    d.Routes,
 		events:    d.Events,
 		now:       opts.Now,

@@ -714,6 +714,9 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 	default:
 		return Task{}, fmt.Errorf("get courier %s: %w", courierID, err)
 	}
+	if err := s.mayWork(ctx, courierID); err != nil {
+		return Task{}, err
+	}
 	if err := canTake(c, cur); err != nil {
 		return Task{}, err
 	}
@@ -784,6 +787,36 @@ func fixLocation(f *Fix) geo.LatLng {
 		return geo.LatLng{}
 	}
 	return f.Location
+}
+
+// mayWork returns FailedPrecondition when the identity user behind courierID may no longer work: the
+// account is suspended or deleted, or no longer holds the courier role. The courier service does not know
+// (a profile outlives its user's suspension, and keeps its status), so the user's standing is read from
+// the accounts (Deps.Accounts), which identity keeps current on every replica. Unavailable when either
+// cannot be read.
+func (s *Service) mayWork(ctx context.Context, courierID string) error {
+	if s.accounts == nil {
+		return nil
+	}
+	user, err := s.couriers.UserOfCourier(ctx, courierID)
+	switch apperr.CodeOf(err) {
+	case "":
+	case apperr.NotFound:
+		return apperr.Errorf(apperr.NotFound, "courier %s not found", courierID)
+	default:
+		return fmt.Errorf("get the user of courier %s: %w", courierID, err)
+	}
+	st, err := s.accounts.State(ctx, user)
+	if err != nil {
+		return fmt.Errorf("check the account of courier %s: %w", courierID, err)
+	}
+	switch {
+	case !st.Active:
+		return apperr.Errorf(apperr.FailedPrecondition, "courier %s cannot take tasks: their account is suspended or deleted", courierID)
+	case !slices.Contains(st.Roles, auth.RoleCourier):
+		return apperr.Errorf(apperr.FailedPrecondition, "courier %s cannot take tasks: their account no longer has the courier role", courierID)
+	}
+	return nil
 }
 
 // canTake returns FailedPrecondition when courier c cannot take t: not available, no free capacity, or a

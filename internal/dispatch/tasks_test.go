@@ -413,6 +413,55 @@ func TestAssignTask(t *testing.T) {
 	apperrtest.WantCode(t, "courier service down", err, apperr.Unavailable)
 }
 
+// TestAssignTaskRefusesCourierWhoMayNotWork: a dispatcher cannot give a task to a courier whose account
+// is suspended or deleted, or no longer has the courier role (AssignTask: "FAILED_PRECONDITION when ...
+// the courier cannot take it"). The courier service still reports such a courier AVAILABLE with free
+// capacity (a profile outlives its user's suspension), so the task used to sit ASSIGNED to someone who
+// cannot sign in. The task is left as it was, nothing is claimed, and once the account is active again
+// the same call succeeds.
+func TestAssignTaskRefusesCourierWhoMayNotWork(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	tk, holder := assigned(t, sys)
+	waitFor(t, "the holder's claim", func() bool { return sys.Couriers.Claims()[tk.ID] == holder.ID })
+	c := sys.AddCourier(t, dispatchtest.Berlin, geo.Car, true)
+	refusals := []struct {
+		name    string
+		state   auth.SubjectState
+		message string
+	}{
+		{"suspended", auth.SubjectState{Roles: []string{auth.RoleCourier}}, "courier " + c.ID + " cannot take tasks: their account is suspended or deleted"},
+		{"deleted", auth.SubjectState{}, "courier " + c.ID + " cannot take tasks: their account is suspended or deleted"},
+		{"no longer a courier", auth.SubjectState{Active: true, Roles: []string{auth.RoleCustomer}}, "courier " + c.ID + " cannot take tasks: their account no longer has the courier role"},
+	}
+	for _, r := range refusals {
+		sys.Accounts.Set(c.UserID, r.state)
+		_, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID})
+		apperrtest.WantCode(t, "AssignTask to a courier "+r.name, err, apperr.FailedPrecondition)
+		if got := apperr.MessageOf(err); got != r.message {
+			t.Errorf("AssignTask to a courier %s: message %q, want %q", r.name, got, r.message)
+		}
+	}
+	sys.Accounts.SetDown(true)
+	_, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID})
+	apperrtest.WantCode(t, "AssignTask while the accounts cannot be read", err, apperr.Unavailable)
+	sys.Accounts.SetDown(false)
+
+	got, err := sys.Service.GetTask(dispatchtest.Dispatcher(), tk.ID, dispatch.ViewFull)
+	if err != nil || got.State != dispatch.StateAssigned || got.CourierID != holder.ID || got.Version != tk.Version {
+		t.Fatalf("task after the refusals = %s held by %s at version %d, %v; want %s held by %s at version %d",
+			got.State, got.CourierID, got.Version, err, dispatch.StateAssigned, holder.ID, tk.Version)
+	}
+	if n := sys.Couriers.Calls("Claim"); n != 1 {
+		t.Errorf("Claim calls = %d, want 1 (the holder's only)", n)
+	}
+
+	sys.Accounts.Set(c.UserID, auth.SubjectState{Active: true, Roles: []string{auth.RoleCourier}})
+	moved, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID})
+	if err != nil || moved.CourierID != c.ID {
+		t.Fatalf("AssignTask after the reactivation = held by %s, %v; want held by %s", moved.CourierID, err, c.ID)
+	}
+}
+
 func TestExplainAssignmentErrors(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
 	tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("e-1", dispatchtest.Berlin, ""))

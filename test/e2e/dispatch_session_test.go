@@ -36,3 +36,34 @@ func TestCourierSessionEndsWhenTheAccountIsSuspended(t *testing.T) {
 		t.Fatalf("Recv after the drain = %v, want PERMISSION_DENIED", err)
 	}
 }
+
+// TestAssignTaskRefusesASuspendedCourier: a dispatcher cannot give a task to a courier whose account is
+// suspended (AssignTask: "FAILED_PRECONDITION when ... the courier cannot take it"). The courier service
+// still reports the courier AVAILABLE with free capacity, so before, the task became ASSIGNED to someone
+// who could not sign in. After the reactivation the same call succeeds.
+func TestAssignTaskRefusesASuspendedCourier(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d := newDispatchSetup(ctx, t)
+	task := createTaskREST(t, d.s, d.customer.access, "e2e-suspended-1")
+	assign := `{"courierId": "` + d.courierID + `"}`
+
+	code, _, body := d.s.rest(t, http.MethodPatch, "/v1/users/"+d.courier.userID, d.admin.access, `{"status": "USER_STATUS_SUSPENDED"}`)
+	if code != http.StatusOK {
+		t.Fatalf("suspend the courier = %d %v, want 200", code, body)
+	}
+	code, _, body = d.s.rest(t, http.MethodPost, "/v1/tasks/"+task.GetId()+":assign", d.admin.access, assign)
+	want := "courier " + d.courierID + " cannot take tasks: their account is suspended or deleted"
+	if code != http.StatusBadRequest || errStatus(body) != "FAILED_PRECONDITION" || str(body, "error", "message") != want {
+		t.Fatalf("assign to the suspended courier = %d %v, want 400 FAILED_PRECONDITION %q", code, body, want)
+	}
+
+	code, _, body = d.s.rest(t, http.MethodPatch, "/v1/users/"+d.courier.userID, d.admin.access, `{"status": "USER_STATUS_ACTIVE"}`)
+	if code != http.StatusOK {
+		t.Fatalf("reactivate the courier = %d %v, want 200", code, body)
+	}
+	code, _, body = d.s.rest(t, http.MethodPost, "/v1/tasks/"+task.GetId()+":assign", d.admin.access, assign)
+	if code != http.StatusOK || str(body, "state") != "TASK_STATE_ASSIGNED" || str(body, "courierId") != d.courierID {
+		t.Fatalf("assign after the reactivation = %d %v, want 200 and the task ASSIGNED to %s", code, body, d.courierID)
+	}
+}

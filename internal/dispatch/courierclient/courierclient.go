@@ -1,6 +1,6 @@
 // Package courierclient adapts the courier service's gRPC client to the dispatch domain's Couriers port:
 // dispatch searches couriers near a pickup, reads one courier's live state, finds the courier profile of
-// a courier user, and claims and releases couriers' capacity. The courier service's status codes are
+// a courier user and the user of a courier, and claims and releases couriers' capacity. The courier service's status codes are
 // translated into domain errors at this boundary (grpcerr.FromStatus): NotFound stays NotFound,
 // FailedPrecondition (a refused claim) stays FailedPrecondition, and courier being unreachable or broken
 // is Unavailable.
@@ -92,6 +92,15 @@ func (c *Client) CourierOfUser(ctx context.Context, userID string) (string, erro
 		return "", fmt.Errorf("get courier of user %s: %w", userID, grpcerr.FromStatus(err))
 	}
 	return cr.GetId(), nil
+}
+
+// UserOfCourier implements dispatch.Couriers.
+func (c *Client) UserOfCourier(ctx context.Context, courierID string) (string, error) {
+	cr, err := c.couriers.GetCourier(ctx, &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_Id{Id: courierID}})
+	if err != nil {
+		return "", fmt.Errorf("get courier %s: %w", courierID, grpcerr.FromStatus(err))
+	}
+	return cr.GetUserId(), nil
 }
 
 // Claim implements dispatch.Couriers. A claim that already exists succeeds (the courier service answers

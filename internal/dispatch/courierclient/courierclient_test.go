@@ -152,6 +152,21 @@ func TestCourierOfUser(t *testing.T) {
 	}
 }
 
+// TestUserOfCourier: dispatch, with its service identity, finds the user behind a courier (AssignTask
+// checks that user's standing).
+func TestUserOfCourier(t *testing.T) {
+	e := start(t)
+	id := e.courierAt(t, 2, pickup)
+	got, err := e.client.UserOfCourier(e.ctx, id)
+	if err != nil || got != userID(2) {
+		t.Errorf("UserOfCourier = %q, %v; want %s", got, err, userID(2))
+	}
+	_, err = e.client.UserOfCourier(e.ctx, taskID(99))
+	if apperr.CodeOf(err) != apperr.NotFound {
+		t.Errorf("UserOfCourier(unknown) = %v, want NotFound", err)
+	}
+}
+
 func TestClaimAndRelease(t *testing.T) {
 	e := start(t)
 	id := e.courierAt(t, 1, pickup)

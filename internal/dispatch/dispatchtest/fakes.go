@@ -13,6 +13,7 @@ import (
 	"lastmile/internal/dispatch"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
 )
 
 // Couriers is an in-memory courier service: couriers with a status, a position and claims. It is safe
@@ -233,6 +234,21 @@ func (f *Couriers) CourierOfUser(_ context.Context, userID string) (string, erro
 	return id, nil
 }
 
+// UserOfCourier implements dispatch.Couriers.
+func (f *Couriers) UserOfCourier(_ context.Context, courierID string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("UserOfCourier"); err != nil {
+		return "", err
+	}
+	for user, id := range f.users {
+		if id == courierID {
+			return user, nil
+		}
+	}
+	return "", apperr.Errorf(apperr.NotFound, "courier %s not found", courierID)
+}
+
 // Claim implements dispatch.Couriers with the courier service's rules: idempotent by task, only while
 // available with free capacity.
 func (f *Couriers) Claim(_ context.Context, courierID, taskID string, _ time.Time) error {
@@ -366,4 +382,44 @@ func (r *Routes) Matrix(_ context.Context, origins []geo.LatLng, dest geo.LatLng
 		out[i] = dispatch.Leg{Distance: d, Duration: time.Duration(d / Speed * float64(time.Second)), Found: true}
 	}
 	return out, "fake", nil
+}
+
+// Accounts is an in-memory dispatch.Accounts: every user is an active courier until a test says
+// otherwise. It is safe for concurrent use.
+type Accounts struct {
+	mu     sync.Mutex
+	states map[string]auth.SubjectState
+	down   bool
+}
+
+var _ dispatch.Accounts = (*Accounts)(nil)
+
+// NewAccounts returns accounts in which every user is an active courier.
+func NewAccounts() *Accounts { return &Accounts{states: map[string]auth.SubjectState{}} }
+
+// Set records user userID's standing.
+func (a *Accounts) Set(userID string, st auth.SubjectState) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.states[userID] = st
+}
+
+// SetDown makes State fail with Unavailable (the identity store cannot be read).
+func (a *Accounts) SetDown(down bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.down = down
+}
+
+// State implements dispatch.Accounts.
+func (a *Accounts) State(_ context.Context, userID string) (auth.SubjectState, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.down {
+		return auth.SubjectState{}, apperr.Errorf(apperr.Unavailable, "cannot check the account; try again")
+	}
+	if st, ok := a.states[userID]; ok {
+		return st, nil
+	}
+	return auth.SubjectState{Active: true, Roles: []string{auth.RoleCourier}}, nil
 }

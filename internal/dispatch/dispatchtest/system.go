@@ -76,6 +76,8 @@ type Config struct {
 	// Couriers is the courier service to use; nil for a new one. Sharing one across Systems is how tests
 	// restart dispatch against the same courier service.
 	Couriers *Couriers
+	// Accounts are the users' standing; nil for new ones, in which every user is an active courier.
+	Accounts *Accounts
 }
 
 // System is a dispatch service on a real SQLite store, its event feed and River jobs, with fake courier
@@ -90,6 +92,7 @@ type System struct {
 	// Jobs is the River client of the system's jobs (workers stopped with Config.NoJobs).
 	Jobs     *jobs.Client
 	Couriers *Couriers
+	Accounts *Accounts
 	Routes   *Routes
 	Clock    *Clock
 }
@@ -135,6 +138,10 @@ func Start(t testing.TB, cfg Config) *System {
 	if sys.Couriers == nil {
 		sys.Couriers = NewCouriers(clock.Now)
 	}
+	sys.Accounts = cfg.Accounts
+	if sys.Accounts == nil {
+		sys.Accounts = NewAccounts()
+	}
 	sys.Store = store
 	feed, err := eventlog.New(sqllog.NewSource(db, dialect), eventlog.Options{Poll: 20 * time.Millisecond, Wake: wake})
 	if err != nil {
@@ -171,7 +178,7 @@ func Start(t testing.TB, cfg Config) *System {
 	if err != nil {
 		t.Fatalf("dispatchtest: proof files: %v", err)
 	}
-	svc = dispatch.NewService(dispatch.Deps{Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: sys.Couriers, Routes: sys.Routes, Events: feed}, opts)
+	svc = dispatch.NewService(dispatch.Deps{Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: sys.Couriers, Accounts: sys.Accounts, Routes: sys.Routes, Events: feed}, opts)
 	sys.Service = svc
 
 	runCtx, stop := context.WithCancel(context.Background())

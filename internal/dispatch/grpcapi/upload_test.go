@@ -65,6 +65,15 @@ func (c upCouriers) CourierOfUser(_ context.Context, userID string) (string, err
 	return "", apperr.Errorf(apperr.NotFound, "user %s has no courier profile", userID)
 }
 
+func (c upCouriers) UserOfCourier(_ context.Context, courierID string) (string, error) {
+	for user, id := range c {
+		if id == courierID {
+			return user, nil
+		}
+	}
+	return "", apperr.Errorf(apperr.NotFound, "courier %s not found", courierID)
+}
+
 func (c upCouriers) Claim(context.Context, string, string, time.Time) error { return nil }
 func (c upCouriers) Release(context.Context, string, string) error          { return nil }
 

@@ -103,8 +103,9 @@ type DispatchServiceClient interface {
 	// returns it unchanged.
 	//
 	// Errors: NOT_FOUND when the task or the courier does not exist; FAILED_PRECONDITION when the task was
-	// picked up or has ended, or the courier cannot take it (not available, no free capacity, or a transport
-	// mode that cannot carry the parcel); ABORTED when etag is set and no longer matches, or a concurrent
+	// picked up or has ended, or the courier cannot take it (not available, no free capacity, a transport
+	// mode that cannot carry the parcel, or an account that is suspended, deleted or no longer has the
+	// courier role); ABORTED when etag is set and no longer matches, or a concurrent
 	// change won; PERMISSION_DENIED unless the caller is a dispatcher or an administrator; UNAVAILABLE when
 	// the courier service cannot be reached (retryable).
 	AssignTask(ctx context.Context, in *AssignTaskRequest, opts ...grpc.CallOption) (*Task, error)
@@ -472,8 +473,9 @@ type DispatchServiceServer interface {
 	// returns it unchanged.
 	//
 	// Errors: NOT_FOUND when the task or the courier does not exist; FAILED_PRECONDITION when the task was
-	// picked up or has ended, or the courier cannot take it (not available, no free capacity, or a transport
-	// mode that cannot carry the parcel); ABORTED when etag is set and no longer matches, or a concurrent
+	// picked up or has ended, or the courier cannot take it (not available, no free capacity, a transport
+	// mode that cannot carry the parcel, or an account that is suspended, deleted or no longer has the
+	// courier role); ABORTED when etag is set and no longer matches, or a concurrent
 	// change won; PERMISSION_DENIED unless the caller is a dispatcher or an administrator; UNAVAILABLE when
 	// the courier service cannot be reached (retryable).
 	AssignTask(context.Context, *AssignTaskRequest) (*Task, error)
