@@ -336,7 +336,7 @@ func TestUploadReadErrors(t *testing.T) {
 	_, err := e.client.GetUpload(callCtx(t, dispatcher), &dispatchv1.GetUploadRequest{UploadId: taskID(1)})
 	wantCode(t, "GetUpload(no such upload)", err, codes.NotFound)
 	_, err = e.client.GetUpload(callCtx(t, customer), &dispatchv1.GetUploadRequest{UploadId: taskID(1)})
-	wantCode(t, "GetUpload as customer", err, codes.PermissionDenied)
+	wantCode(t, "GetUpload as customer", err, codes.NotFound)
 	_, err = e.client.GetUpload(callCtx(t, dispatcher), &dispatchv1.GetUploadRequest{UploadId: "x"})
 	wantCode(t, "GetUpload(malformed id)", err, codes.InvalidArgument)
 	stream, err := e.client.GetProofContent(callCtx(t, customer), &dispatchv1.GetProofContentRequest{TaskId: task.GetId(), UploadId: taskID(1)})
@@ -359,6 +359,65 @@ func TestUploadReadErrors(t *testing.T) {
 		_, err = up.Recv()
 	}
 	wantCode(t, "UploadProof for a task the courier never saw", err, codes.NotFound)
+}
+
+// TestGetUploadAnswersNotFoundToWhoMayNotSeeIt: only the courier who started an upload, dispatchers and
+// administrators read it; everyone else, the task's own customer included, gets NOT_FOUND, as for an
+// upload that does not exist (GetUpload: "NOT_FOUND when the upload does not exist, was discarded, or the
+// caller may not see it"), never PERMISSION_DENIED, which told a customer that the call itself was the
+// problem. UploadProof is for couriers only: anyone else gets PERMISSION_DENIED before any task is read.
+func TestGetUploadAnswersNotFoundToWhoMayNotSeeIt(t *testing.T) {
+	e := start(t, false)
+	task := e.create(t, customer, "r1")
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+	if _, err := e.client.AssignTask(callCtx(t, dispatcher), &dispatchv1.AssignTaskRequest{Id: task.GetId(), CourierId: c.ID}); err != nil {
+		t.Fatalf("AssignTask: %v", err)
+	}
+	start := &dispatchv1.UploadProofRequest{Kind: &dispatchv1.UploadProofRequest_Start{Start: &dispatchv1.UploadStart{TaskId: task.GetId(),
+		Kind: dispatchv1.ProofKind_PROOF_KIND_PHOTO, ContentType: "image/png", SizeBytes: 10, Sha256: strings.Repeat("a", 64)}}}
+	up, err := e.client.UploadProof(callCtx(t, courierP(c)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Send(start); err != nil {
+		t.Fatal(err)
+	}
+	first, err := up.Recv()
+	if err != nil || first.GetUpload().GetId() == "" {
+		t.Fatalf("UploadProof start = %v, %v; want the new upload", first, err)
+	}
+	id := first.GetUpload().GetId()
+	if err := up.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+
+	stranger := courierP(e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false))
+	for _, r := range []struct {
+		name string
+		p    auth.Principal
+		want codes.Code
+	}{
+		{"the uploading courier", courierP(c), codes.OK},
+		{"a dispatcher", dispatcher, codes.OK},
+		{"an administrator", admin, codes.OK},
+		{"the task's customer", customer, codes.NotFound},
+		{"another customer", other, codes.NotFound},
+		{"another courier", stranger, codes.NotFound},
+	} {
+		got, err := e.client.GetUpload(callCtx(t, r.p), &dispatchv1.GetUploadRequest{UploadId: id})
+		wantCode(t, "GetUpload as "+r.name, err, r.want)
+		if r.want == codes.OK && (got.GetId() != id || got.GetState() != dispatchv1.UploadState_UPLOAD_STATE_IN_PROGRESS) {
+			t.Errorf("GetUpload as %s = %v, want upload %s IN_PROGRESS", r.name, got, id)
+		}
+	}
+
+	up, err = e.client.UploadProof(callCtx(t, customer))
+	if err == nil {
+		// Send fails with io.EOF when the server already ended the stream; Recv then has its status.
+		_ = up.Send(start)
+		_, err = up.Recv()
+	}
+	wantCode(t, "UploadProof as the task's customer", err, codes.PermissionDenied)
 }
 
 // testLogger discards the service's log, or writes it to stderr with LASTMILE_TEST_LOG set.

@@ -21,7 +21,9 @@ import (
 //   - GetCourierStatus: couriers (their own overview), dispatchers and administrators.
 //   - StreamAssignments: couriers only; the session's courier is derived from the user's token, so a
 //     service identity has no courier to hold a session for.
-//   - UploadProof: couriers. GetUpload: couriers (their own uploads), dispatchers and administrators.
+//   - UploadProof: couriers.
+//   - GetUpload: every user; the domain admits the uploading courier and staff, and answers everyone
+//     else NOT_FOUND, as the contract says ("the caller may not see it"), customers included.
 //   - GetProofContent: every user; the domain admits the uploading courier, the task's customer and
 //     staff.
 func Policy() auth.Policy {
@@ -47,7 +49,7 @@ func Policy() auth.Policy {
 		dispatchv1.DispatchService_GetCourierStatus_FullMethodName:    auth.Users(courier, dispatcher, admin),
 		dispatchv1.DispatchService_StreamAssignments_FullMethodName:   auth.Users(courier),
 		dispatchv1.DispatchService_UploadProof_FullMethodName:         auth.Users(courier),
-		dispatchv1.DispatchService_GetUpload_FullMethodName:           auth.Users(courier, dispatcher, admin),
+		dispatchv1.DispatchService_GetUpload_FullMethodName:           everyUser,
 		dispatchv1.DispatchService_GetProofContent_FullMethodName:     everyUser,
 		dispatchv1.DispatchService_CreateTaskShareLink_FullMethodName: auth.Users(customer, dispatcher, admin),
 	}

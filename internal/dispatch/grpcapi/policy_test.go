@@ -34,7 +34,7 @@ func TestPolicy(t *testing.T) {
 		"GetCourierStatus":    "courier dispatcher admin",
 		"StreamAssignments":   "courier",
 		"UploadProof":         "courier",
-		"GetUpload":           "courier dispatcher admin",
+		"GetUpload":           users,
 		"GetProofContent":     users,
 		"CreateTaskShareLink": "customer dispatcher admin",
 	}

@@ -197,7 +197,7 @@ type DispatchServiceClient interface {
 	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
-	// that count;
+	// that count; PERMISSION_DENIED when the caller is not a courier;
 	// UNAVAILABLE when the server is shutting down (resume later).
 	UploadProof(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UploadProofRequest, UploadProofResponse], error)
 	// GetUpload returns an upload's state, most usefully the committed offset to resume it from. Only the
@@ -567,7 +567,7 @@ type DispatchServiceServer interface {
 	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
-	// that count;
+	// that count; PERMISSION_DENIED when the caller is not a courier;
 	// UNAVAILABLE when the server is shutting down (resume later).
 	UploadProof(grpc.BidiStreamingServer[UploadProofRequest, UploadProofResponse]) error
 	// GetUpload returns an upload's state, most usefully the committed offset to resume it from. Only the
