@@ -445,7 +445,9 @@ func (w *UploadWriter) Close(ctx context.Context) error {
 }
 
 // GetUpload returns the upload with id to the courier who started it, dispatchers and administrators.
-// NotFound for anyone else, and for uploads that expired.
+// NotFound for anyone else, and for uploads that expired; Unavailable when a courier caller's courier
+// cannot be looked up (courier unreachable), rather than a NotFound that would tell the app its upload is
+// gone.
 func (s *Service) GetUpload(ctx context.Context, id string) (Upload, error) {
 	if !s.uploadsConfigured() {
 		return Upload{}, errNoUploads
@@ -469,7 +471,10 @@ func (s *Service) GetUpload(ctx context.Context, id string) (Upload, error) {
 		return u, nil
 	}
 	courierID, err := s.callerCourierID(ctx)
-	if err != nil || courierID == "" || courierID != u.CourierID {
+	if err != nil {
+		return Upload{}, err
+	}
+	if courierID == "" || courierID != u.CourierID {
 		return Upload{}, notFound
 	}
 	return u, nil
@@ -479,7 +484,8 @@ func (s *Service) GetUpload(ctx context.Context, id string) (Upload, error) {
 // taskID. The courier who uploaded it, dispatchers and administrators may read it as stored; the task's
 // customer only once it is attached to the task as a proof, and without the image's metadata (EXIF, XMP,
 // comments: see stripMetadata), so its size and hash may differ from the upload's. NotFound otherwise, and when the task or the upload
-// does not exist, the upload belongs to another task or is not COMMITTED. The caller closes the reader.
+// does not exist, the upload belongs to another task or is not COMMITTED; Unavailable when a courier
+// caller's courier cannot be looked up. The caller closes the reader.
 func (s *Service) ProofContent(ctx context.Context, taskID, uploadID string) (string, int64, io.ReadCloser, error) {
 	if !s.uploadsConfigured() {
 		return "", 0, nil, errNoUploads
@@ -506,7 +512,10 @@ func (s *Service) ProofContent(ctx context.Context, taskID, uploadID string) (st
 	if u.TaskID != t.ID || u.State != UploadCommitted {
 		return "", 0, nil, notFound
 	}
-	may, strip := s.mayReadProof(ctx, p, t, u)
+	may, strip, err := s.mayReadProof(ctx, p, t, u)
+	if err != nil {
+		return "", 0, nil, err
+	}
 	if !may {
 		return "", 0, nil, notFound
 	}
@@ -530,21 +539,25 @@ func (s *Service) ProofContent(ctx context.Context, taskID, uploadID string) (st
 }
 
 // mayReadProof reports whether p may read the bytes of u, an upload of t, and whether they must be
-// stripped of their metadata first (for the customer).
-func (s *Service) mayReadProof(ctx context.Context, p auth.Principal, t Task, u Upload) (may, strip bool) {
+// stripped of their metadata first (for the customer). The error is the courier lookup's, when a courier
+// caller's courier cannot be found out (Unavailable).
+func (s *Service) mayReadProof(ctx context.Context, p auth.Principal, t Task, u Upload) (may, strip bool, err error) {
 	if staff(p) {
-		return true, false
+		return true, false, nil
 	}
 	if p.HasRole(auth.RoleCourier) {
 		courierID, err := s.callerCourierID(ctx)
-		if err == nil && courierID != "" && courierID == u.CourierID {
-			return true, false
+		if err != nil {
+			return false, false, err
+		}
+		if courierID != "" && courierID == u.CourierID {
+			return true, false, nil
 		}
 	}
 	if p.Kind == auth.User && p.Subject != "" && strings.EqualFold(p.Subject, t.CustomerID) {
-		return slices.ContainsFunc(t.Proofs, func(pr Proof) bool { return pr.UploadID == u.ID }), true
+		return slices.ContainsFunc(t.Proofs, func(pr Proof) bool { return pr.UploadID == u.ID }), true, nil
 	}
-	return false, false
+	return false, false, nil
 }
 
 // proofsFor returns the proofs of stage that the uploads uploadIDs make, for a command of courierID on

@@ -783,6 +783,26 @@ func TestUploadsNotConfigured(t *testing.T) {
 	}
 }
 
+// TestUploadReadsWhileCourierIsDown: when dispatch cannot find out which courier the caller is (the
+// courier service is unreachable), GetUpload and ProofContent answer Unavailable, to be retried, not
+// NotFound, which told the uploading courier's app that its upload was gone (GetUpload: "NOT_FOUND when the
+// upload does not exist, was discarded, or the caller may not see it").
+func TestUploadReadsWhileCourierIsDown(t *testing.T) {
+	f := newUpFixture(t, dispatch.Options{})
+	u := f.commit(t, pngFile(10))
+	down := dispatchtest.NewCouriers(f.clock.Now)
+	down.SetDown(true)
+	// A service that has not yet looked the holder's courier up (the lookup is cached).
+	svc := dispatch.NewService(dispatch.Deps{Store: f.tasks, Uploads: f.uploads, Blobs: f.blobs, Couriers: down}, dispatch.Options{Now: f.clock.Now, Logger: slog.New(slog.DiscardHandler)})
+	_, err := svc.GetUpload(upContext(t, f.holder), u.ID)
+	apperrtest.WantCode(t, "GetUpload as the uploader while courier is down", err, apperr.Unavailable)
+	_, _, _, err = svc.ProofContent(upContext(t, f.holder), f.task.ID, u.ID)
+	apperrtest.WantCode(t, "ProofContent as the uploader while courier is down", err, apperr.Unavailable)
+	if _, err := svc.GetUpload(upContext(t, f.dispatcher), u.ID); err != nil {
+		t.Errorf("GetUpload as a dispatcher while courier is down: %v", err)
+	}
+}
+
 // TestProofContentStripped checks that the customer gets a photo without its metadata, and staff and the
 // uploader the bytes as uploaded.
 func TestProofContentStripped(t *testing.T) {
