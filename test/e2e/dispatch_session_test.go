@@ -12,28 +12,65 @@ import (
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 )
 
-// TestCourierSessionEndsWhenTheAccountIsSuspended: suspending a courier's account during their session
-// ends it as the contract says (StreamAssignments: "PERMISSION_DENIED when ... the courier's account or
-// profile was suspended or deleted during the session (do not reconnect)"; Drain: ACCOUNT_DISABLED):
-// first a drain with ACCOUNT_DISABLED, then PERMISSION_DENIED. Before, a courier app built from the
-// protos alone saw the stream end with UNAUTHENTICATED and no drain, which tells it to refresh its token
-// and reconnect.
+// TestCourierSessionEndsWhenTheAccountIsSuspended: suspending or deleting a courier's account during
+// their session ends it as the contract says (StreamAssignments: "PERMISSION_DENIED when ... the
+// courier's account or profile was suspended or deleted during the session (do not reconnect)"; Drain:
+// ACCOUNT_DISABLED): first a drain with ACCOUNT_DISABLED, then PERMISSION_DENIED. Before, a courier app
+// built from the protos alone saw the stream end with UNAUTHENTICATED and no drain, which tells it to
+// refresh its token and reconnect. The courier then gets no offers: the engine offers only to couriers
+// holding a session, and a task created afterwards finds the courier, still AVAILABLE in the courier
+// service, excluded as NOT_CONNECTED.
 func TestCourierSessionEndsWhenTheAccountIsSuspended(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	d := newDispatchSetup(ctx, t)
-	session := openSession(ctx, t, d.dispatch, d.courier.access, 0, 0)
+	for _, tc := range []struct{ name, method, body string }{
+		{"suspended", http.MethodPatch, `{"status": "USER_STATUS_SUSPENDED"}`},
+		{"deleted", http.MethodDelete, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			d := newDispatchSetup(ctx, t)
+			session := openSession(ctx, t, d.dispatch, d.courier.access, 0, 0)
 
-	code, _, body := d.s.rest(t, http.MethodPatch, "/v1/users/"+d.courier.userID, d.admin.access, `{"status": "USER_STATUS_SUSPENDED"}`)
-	if code != http.StatusOK || str(body, "status") != "USER_STATUS_SUSPENDED" {
-		t.Fatalf("suspend the courier = %d %v, want 200", code, body)
+			code, _, body := d.s.rest(t, tc.method, "/v1/users/"+d.courier.userID, d.admin.access, tc.body)
+			if code != http.StatusOK {
+				t.Fatalf("%s the courier's account = %d %v, want 200", tc.name, code, body)
+			}
+			msg := session.recv()
+			if msg.GetDrain().GetCode() != dispatchv1.DrainReason_DRAIN_REASON_ACCOUNT_DISABLED || msg.GetCursor() != 0 {
+				t.Fatalf("message after the change = %v, want a drain with ACCOUNT_DISABLED and cursor 0", msg)
+			}
+			if _, err := session.stream.Recv(); status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("Recv after the drain = %v, want PERMISSION_DENIED", err)
+			}
+
+			task := createTaskREST(t, d.s, d.customer.access, "e2e-after-"+tc.name)
+			dec := firstDecision(ctx, t, d, task.GetId())
+			if dec.GetOutcome() != dispatchv1.DecisionOutcome_DECISION_OUTCOME_ALL_EXCLUDED || dec.GetWinnerCourierId() != "" ||
+				len(dec.GetCandidates()) != 1 || dec.GetCandidates()[0].GetCourierId() != d.courierID ||
+				dec.GetCandidates()[0].GetExclusionReason() != dispatchv1.ExclusionReason_EXCLUSION_REASON_NOT_CONNECTED {
+				t.Fatalf("first decision for a task created after the session ended = %v, want ALL_EXCLUDED with courier %s NOT_CONNECTED", dec, d.courierID)
+			}
+		})
 	}
-	msg := session.recv()
-	if msg.GetDrain().GetCode() != dispatchv1.DrainReason_DRAIN_REASON_ACCOUNT_DISABLED || msg.GetCursor() != 0 {
-		t.Fatalf("message after the suspension = %v, want a drain with ACCOUNT_DISABLED and cursor 0", msg)
-	}
-	if _, err := session.stream.Recv(); status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("Recv after the drain = %v, want PERMISSION_DENIED", err)
+}
+
+// firstDecision waits for the engine's first assignment decision for taskID and returns it.
+func firstDecision(ctx context.Context, t *testing.T, d *dispatchSetup, taskID string) *dispatchv1.AssignmentDecision {
+	t.Helper()
+	for {
+		var expl dispatchv1.AssignmentExplanation
+		code, body := d.s.restProto(t, http.MethodGet, "/v1/tasks/"+taskID+"/explanation", d.admin.access, "", &expl)
+		if code != http.StatusOK {
+			t.Fatalf("GET explanation as admin = %d %v, want 200", code, body)
+		}
+		if len(expl.GetDecisions()) > 0 {
+			return expl.GetDecisions()[0]
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no assignment decision for task %s: %v", taskID, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
