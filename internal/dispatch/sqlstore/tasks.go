@@ -906,19 +906,13 @@ func (s *Store) LeaseDue(ctx context.Context, owner string, now time.Time, lease
 	if owner == "" || lease <= 0 {
 		return nil, apperr.Errorf(apperr.Invalid, "lease needs an owner and a positive duration")
 	}
-	// One statement picks and leases (a round trip, and no transaction of its own: on SQLite it shares
-	// a group's, see write): the pick walks the rows in lease order and stops at the limit; it takes
-	// only narrow columns, and only the tasks leased are returned whole, then sorted here. Times
-	// compare as stored, to the microsecond.
-	var due []dispatch.Task
-	err = s.write(ctx, func(q querier) error {
-		var err error
-		due, err = s.queryTasks(ctx, q, `UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (
+	// One statement picks and leases (a round trip, and no transaction around it): the pick walks the
+	// rows in lease order and stops at the limit; it takes only narrow columns, and only the tasks
+	// leased are returned whole, then sorted here. Times compare as stored, to the microsecond.
+	due, err := s.queryTasks(ctx, s.db, `UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (
 			SELECT id FROM tasks`+s.e.DueIndex+` WHERE due_time <= $3 AND (lease_until IS NULL OR lease_until < $3)
 			ORDER BY priority_rank DESC, create_time, id LIMIT $4`+s.e.SkipLocked+`)
 		RETURNING `+taskColumns, "lease due tasks", owner, s.time(now.Add(lease)), s.time(now), limit)
-		return err
-	})
 	if err != nil || len(due) == 0 {
 		return nil, err
 	}
@@ -930,11 +924,8 @@ func (s *Store) LeaseDue(ctx context.Context, owner string, now time.Time, lease
 
 // Unlease implements dispatch.Store.
 func (s *Store) Unlease(ctx context.Context, taskID, owner string) error {
-	err := s.write(ctx, func(q querier) error {
-		_, err := q.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2`,
-			taskID, owner)
-		return err
-	})
+	_, err := s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2`,
+		taskID, owner)
 	if err != nil {
 		return s.e.MapError(err, "unlease task "+taskID)
 	}
@@ -949,10 +940,7 @@ func (s *Store) UnleaseTasks(ctx context.Context, taskIDs []string, owner string
 		if err != nil {
 			return err
 		}
-		err = s.write(ctx, func(q querier) error {
-			_, err := q.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND `+cond, owner, arg)
-			return err
-		})
+		_, err = s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND `+cond, owner, arg)
 		if err != nil {
 			return s.e.MapError(err, fmt.Sprintf("unlease %d tasks", len(part)))
 		}
