@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -449,7 +448,7 @@ func (s *Service) progress(ctx context.Context, courierID, taskID string, to Sta
 		for _, pr := range proofs {
 			// proofsFor lets an upload it marked attached pass again, so that a command it marked it for
 			// and that then failed can be resent; one the task already holds is attached for good.
-			if slices.ContainsFunc(t.Proofs, func(x Proof) bool { return x.UploadID == pr.UploadID }) {
+			if t.HasProof(pr.UploadID) {
 				return Change{}, fail(&CommandError{Code: apperr.FailedPrecondition, Reason: ReasonUploadNotCommitted,
 					Message:  fmt.Sprintf("upload %s is already attached to task %s", pr.UploadID, t.ID),
 					Metadata: map[string]string{"upload_id": pr.UploadID}})

@@ -424,6 +424,11 @@ func (t *Task) Exclude(courierID string, r ExclusionReason) {
 	}
 }
 
+// HasProof reports whether upload uploadID is attached to the task as a proof.
+func (t *Task) HasProof(uploadID string) bool {
+	return slices.ContainsFunc(t.Proofs, func(pr Proof) bool { return pr.UploadID == uploadID })
+}
+
 // ETag returns the task's etag: its version, opaque to clients.
 func (t Task) ETag() string { return etag(t.Version) }
 

@@ -555,7 +555,7 @@ func (s *Service) mayReadProof(ctx context.Context, p auth.Principal, t Task, u 
 		}
 	}
 	if p.Kind == auth.User && p.Subject != "" && strings.EqualFold(p.Subject, t.CustomerID) {
-		return slices.ContainsFunc(t.Proofs, func(pr Proof) bool { return pr.UploadID == u.ID }), true, nil
+		return t.HasProof(u.ID), true, nil
 	}
 	return false, false, nil
 }
