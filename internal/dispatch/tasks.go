@@ -331,8 +331,8 @@ func notFoundOr(err error, what string) error {
 }
 
 // For returns t as p may read it, in view. Couriers never see the delivery code, other couriers' offers,
-// the excluded couriers or another holder, and see stop contacts and instructions only while they hold
-// the task;
+// the excluded couriers or another holder, nor the history entries about other couriers but the task's
+// progress (courierHistory), and see stop contacts and instructions only while they hold the task;
 // customers see neither the open offer nor who was offered the task, nor the history entries about
 // couriers other than its holder (customerHistory).
 func (t Task) For(p auth.Principal, courierID string, view View) Task {
@@ -355,11 +355,7 @@ func (t Task) For(p auth.Principal, courierID string, view View) Task {
 			out.Dropoff.Contact, out.Dropoff.Instructions = Contact{}, ""
 		}
 		out.Offers = slicesFilter(out.Offers, func(o Offer) bool { return o.CourierID == courierID })
-		for i := range out.History {
-			if out.History[i].CourierID != courierID {
-				out.History[i].CourierID, out.History[i].OfferID, out.History[i].ActorUserID = "", "", ""
-			}
-		}
+		out.History = courierHistory(out.History, t, courierID)
 	default:
 		out.Offers = nil
 		out.History = customerHistory(out.History, t)
@@ -383,6 +379,32 @@ func customerHistory(history []StateChange, t Task) []StateChange {
 		}
 		if h.Actor != ActorCustomer {
 			h.ActorUserID = ""
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// courierHistory is history, a copy of t's, as courier courierID sees it: their own entries in full
+// (their offers, declines, expiries, hand-backs, holding the task), the entries that concern no courier
+// (creation, the pickup window closing, a cancellation of a task nobody held) without the user ids, and of
+// the entries about other couriers only the task's progress with the courier who holds (or last held) it
+// and the open offer's entry: the offer, the assignment, the pickup, the delivery, the failure and the
+// cancellation, each without the courier, offer, user id and comment. Other couriers' offers, declines,
+// expiries and hand-backs, and every other courier's comment, are left out.
+func courierHistory(history []StateChange, t Task, courierID string) []StateChange {
+	out := history[:0]
+	for i, h := range history {
+		switch {
+		case h.CourierID == courierID:
+		case h.CourierID == "":
+			h.ActorUserID = ""
+		default:
+			open := t.State == StateOffered && i == len(history)-1
+			if (h.CourierID != t.CourierID && !open) || h.State == StatePending {
+				continue
+			}
+			h.CourierID, h.OfferID, h.ActorUserID, h.Comment = "", "", "", ""
 		}
 		out = append(out, h)
 	}

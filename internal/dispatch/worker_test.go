@@ -264,6 +264,74 @@ func TestCustomerHistoryLeavesOutOtherCouriers(t *testing.T) {
 	}
 }
 
+// A courier sees their own history entries, and of the other couriers' only the task's progress with its
+// holder, without who, which offer or what they said: not another courier's offer, decline (and its
+// reason) or hand-back (and its comment).
+func TestCourierHistoryLeavesOutOtherCouriers(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	b := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 400), geo.Bicycle, true)
+	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 800), geo.Bicycle, true)
+	tk := create(t, sys, nil)
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != a.ID {
+		t.Fatalf("first offer to %s, want %s", o.CourierID, a.ID)
+	}
+	if r := sys.Service.Execute(a.Ctx, a.ID, "d1", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	next := sys.WaitTask(t, tk.ID, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	if r := sys.Service.Execute(b.Ctx, b.ID, "a1", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: next.CurrentOffer().ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if r := sys.Service.Execute(b.Ctx, b.ID, "r1", dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: tk.ID, Reason: dispatch.ReleaseOther, Comment: "flat tyre"}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	last := sys.WaitTask(t, tk.ID, "offered to c", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == c.ID })
+	history := func(who dispatchtest.Courier) string {
+		t.Helper()
+		got, err := sys.Service.GetTask(who.Ctx, tk.ID, dispatch.ViewFull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, h := range got.History {
+			mine := ""
+			if h.CourierID != "" {
+				mine = map[string]string{a.ID: "a", b.ID: "b", c.ID: "c"}[h.CourierID]
+			}
+			out = append(out, fmt.Sprintf("%s/%s/%q/%t/%q", h.State, h.Actor, mine, h.OfferID != "", h.Comment))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, tc := range []struct {
+		who  dispatchtest.Courier
+		want string
+	}{
+		{a, `pending/customer/""/false/"" offered/system/"a"/true/"" pending/courier/"a"/true/"offer declined: too_far" offered/system/""/false/""`},
+		{b, `pending/customer/""/false/"" offered/system/"b"/true/"" assigned/courier/"b"/true/"" pending/courier/"b"/false/"handed back: other: flat tyre" offered/system/""/false/""`},
+		{c, `pending/customer/""/false/"" offered/system/"c"/true/""`},
+	} {
+		if got := history(tc.who); got != tc.want {
+			t.Errorf("history of the courier %s while offered to c:\n got %s\nwant %s", tc.who.ID[:8], got, tc.want)
+		}
+	}
+	if r := sys.Service.Execute(c.Ctx, c.ID, "a2", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: last.CurrentOffer().ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	for _, tc := range []struct {
+		who  dispatchtest.Courier
+		want string
+	}{
+		{a, `pending/customer/""/false/"" offered/system/"a"/true/"" pending/courier/"a"/true/"offer declined: too_far" offered/system/""/false/"" assigned/courier/""/false/""`},
+		{c, `pending/customer/""/false/"" offered/system/"c"/true/"" assigned/courier/"c"/true/""`},
+	} {
+		if got := history(tc.who); got != tc.want {
+			t.Errorf("history of the courier %s once c holds the task:\n got %s\nwant %s", tc.who.ID[:8], got, tc.want)
+		}
+	}
+}
+
 func TestNoCourierWithinThePickupWindowMakesTheTaskUnassignable(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{})
 	now := sys.Clock.Now()

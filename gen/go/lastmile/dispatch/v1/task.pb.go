@@ -804,8 +804,8 @@ func (TaskView) EnumDescriptor() ([]byte, []int) {
 //
 // What a caller sees depends on who they are: customers get the task without current_offer and without
 // the history entries of other couriers' offers, declines, expiries and releases; couriers get stop
-// contacts and instructions only while they hold the task, courier_id only when it is their own, and never
-// delivery_code. TaskView BASIC leaves out history and proofs.
+// contacts and instructions only while they hold the task, courier_id only when it is their own, of the
+// history entries about other couriers only the task's progress (see history), and never delivery_code. TaskView BASIC leaves out history and proofs.
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned identifier, a UUID.
@@ -840,7 +840,12 @@ type Task struct {
 	FailureReason FailureReason `protobuf:"varint,13,opt,name=failure_reason,json=failureReason,proto3,enum=lastmile.dispatch.v1.FailureReason" json:"failure_reason,omitempty"`
 	// Every state the task entered, oldest first. The first entry is the creation (PENDING). Empty in
 	// TASK_VIEW_BASIC. Customers do not see the entries about couriers other than the one who holds or held
-	// the task (offers they declined or let expire, releases).
+	// the task (offers they declined or let expire, releases). A courier sees their own entries in full
+	// (their offers, declines, expiries, releases and the steps they made), the entries that concern no
+	// courier, and of the entries about other couriers only the task's progress with the courier who holds
+	// or last held it (its offer, assignment, pickup, delivery, failure or cancellation) and the open offer's
+	// entry, each without courier_id, offer_id, actor_user_id and comment; never other couriers' offers,
+	// declines, expiries or releases.
 	History []*TaskStateChange `protobuf:"bytes,14,rep,name=history,proto3" json:"history,omitempty"`
 	// The idempotency key the task was created with (CreateTaskRequest.request_id).
 	RequestId string `protobuf:"bytes,15,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
