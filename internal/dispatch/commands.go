@@ -539,7 +539,9 @@ func (s *Service) notHeld(t Task, courierID string) error {
 
 // checkProofs checks the proofs a stage requires: each REQUIRED photo or signature among the uploads,
 // a REQUIRED barcode scanned and equal to the parcel's, a REQUIRED code equal to the delivery code. A wrong
-// barcode or code is refused even when optional. Wrong codes are counted in t.
+// barcode or code is refused even when optional. Wrong codes are counted in t. A code given at a stage that
+// takes none (the pickup, or a task without a delivery code) is refused with no attempt left there, and
+// not counted.
 func checkProofs(t *Task, stage Stage, uploads []Proof, inline []InlineProof, now time.Time) *CommandError {
 	has := func(k ProofKind) bool {
 		for _, p := range uploads {
@@ -562,7 +564,10 @@ func checkProofs(t *Task, stage Stage, uploads []Proof, inline []InlineProof, no
 			}
 		case ProofCode:
 			if stage != StageDropoff || t.DeliveryCode == "" {
-				return cmdErr(apperr.FailedPrecondition, ReasonCodeMismatch, "this task takes no delivery code here")
+				// No code is accepted at this stage, so none is left here; not counted, and never compared.
+				e := cmdErr(apperr.FailedPrecondition, ReasonCodeMismatch, "this task takes no delivery code here")
+				e.Metadata = map[string]string{"attempts_left": "0"}
+				return e
 			}
 			if t.CodeAttempts >= MaxCodeAttempts {
 				e := cmdErr(apperr.FailedPrecondition, ReasonCodeMismatch, "too many wrong codes; ask a dispatcher")

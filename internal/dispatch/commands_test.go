@@ -75,10 +75,16 @@ func TestProofRequirements(t *testing.T) {
 	if r := exec("p1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID, Inline: []dispatch.InlineProof{{Kind: dispatch.ProofBarcode, Barcode: "WRONG"}}}}); r.Err == nil || r.Err.Reason != dispatch.ReasonBarcodeMismatch {
 		t.Fatalf("pickup with the wrong barcode = %+v", r)
 	}
+	// The code at the pickup, a stage that takes none: refused, with no attempt left there, and not
+	// counted against the dropoff's attempts.
+	code := tk.DeliveryCode
+	pc := exec("pc", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID, Inline: []dispatch.InlineProof{{Kind: dispatch.ProofBarcode, Barcode: "PKG-123"}, {Kind: dispatch.ProofCode, Code: code}}}})
+	if pc.Err == nil || pc.Err.Code != apperr.FailedPrecondition || pc.Err.Reason != dispatch.ReasonCodeMismatch || len(pc.Err.Metadata) != 1 || pc.Err.Metadata["attempts_left"] != "0" {
+		t.Fatalf("pickup with the code = %+v, want CODE_MISMATCH with attempts_left 0", pc.Err)
+	}
 	if r := exec("p2", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID, Inline: []dispatch.InlineProof{{Kind: dispatch.ProofBarcode, Barcode: "PKG-123"}}}}); r.Err != nil {
 		t.Fatalf("pickup with the barcode = %+v", r.Err)
 	}
-	code := tk.DeliveryCode
 	wrong := "0000"
 	if code == wrong {
 		wrong = "1111"
