@@ -254,6 +254,20 @@ func checkETag(t Task, want string) error {
 	return nil
 }
 
+// retried reports whether want, an etag t no longer has, is the one t had right before its last write, and
+// own recognizes that write's history entry as the effect of the call being retried: a call whose answer
+// was lost and that is sent again with the etag it first sent. Nothing else changed t since that etag, and
+// t is as the call asked, so the retry succeeds with t as it is; any other change in between (another
+// caller's, or a later one) still fails the etag.
+func retried(t Task, want string, own func(StateChange) bool) bool {
+	want = strings.TrimSpace(want)
+	v, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(want, `"`), `"`), 10, 64)
+	if err != nil || etag(v) != want || t.Version != v+1 || len(t.History) == 0 {
+		return false
+	}
+	return own(t.History[len(t.History)-1])
+}
+
 func setDefault[T int | float64 | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def

@@ -643,9 +643,20 @@ func (s *Service) CancelTask(ctx context.Context, req CancelRequest) (Task, erro
 		unchanged Task
 		withdrawn bool
 	)
+	// A retry of this very cancellation (same caller, reason and comment) whose answer was lost.
+	own := func(t Task) func(StateChange) bool {
+		return func(h StateChange) bool {
+			return t.State == StateCancelled && t.CancelReason == req.Reason && h.State == StateCancelled &&
+				h.Actor == actor && h.ActorUserID == actorUser && h.Comment == req.Comment
+		}
+	}
 	t, err := s.store.UpdateTask(ctx, strings.ToLower(req.ID), func(t Task) (Change, error) {
 		withdrawn = false
 		if err := checkETag(t, req.ETag); err != nil {
+			if retried(t, req.ETag, own(t)) {
+				unchanged = t
+				return Change{}, errNoChange
+			}
 			return Change{}, err
 		}
 		if t.State == StateCancelled {
@@ -725,7 +736,15 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 	if err != nil {
 		return Task{}, taskErr(err, "get task "+id)
 	}
-	if cur.State == StateAssigned && cur.CourierID == courierID && req.ETag == "" {
+	actor, actorUser := actorOf(p)
+	// A retry of this very assignment (same dispatcher, courier and comment) whose answer was lost.
+	own := func(t Task) func(StateChange) bool {
+		return func(h StateChange) bool {
+			return t.State == StateAssigned && t.CourierID == courierID && h.State == StateAssigned &&
+				h.CourierID == courierID && h.Actor == actor && h.ActorUserID == actorUser && h.Comment == req.Comment
+		}
+	}
+	if cur.State == StateAssigned && cur.CourierID == courierID && (req.ETag == "" || retried(cur, req.ETag, own(cur))) {
 		return cur.For(p, "", ViewFull), nil
 	}
 	c, err := s.couriers.Status(ctx, courierID)
@@ -743,7 +762,6 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 		return Task{}, err
 	}
 	now := s.now()
-	actor, actorUser := actorOf(p)
 	var (
 		unchanged Task
 		withdrawn bool
@@ -751,6 +769,10 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 	t, err := s.store.UpdateTask(ctx, id, func(t Task) (Change, error) {
 		withdrawn = false
 		if err := checkETag(t, req.ETag); err != nil {
+			if retried(t, req.ETag, own(t)) {
+				unchanged = t
+				return Change{}, errNoChange
+			}
 			return Change{}, err
 		}
 		if t.State == StateAssigned && t.CourierID == courierID {

@@ -311,6 +311,80 @@ func TestCancelTask(t *testing.T) {
 	})
 }
 
+// A CancelTask or AssignTask sent again with the etag of its first attempt, whose answer was lost, succeeds
+// with the task as it is when the first attempt's change is the only one since that etag; any other
+// change in between (another caller's, a different request's, a later one) still answers ABORTED.
+func TestRetryWithTheFirstAttemptsETag(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	cust := uuid.NewString()
+	ctx := dispatchtest.Customer(cust)
+	otherDispatcher := auth.WithPrincipal(context.Background(), auth.Principal{Kind: auth.User, Subject: uuid.NewString(), Roles: []string{auth.RoleDispatcher}})
+	newTask := func() dispatch.Task {
+		t.Helper()
+		tk, err := sys.Service.CreateTask(ctx, dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+
+	// Cancel, retried.
+	tk := newTask()
+	req := dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelCustomerRequest, Comment: "changed my mind", ETag: tk.ETag()}
+	first, err := sys.Service.CancelTask(ctx, req)
+	if err != nil || first.State != dispatch.StateCancelled || first.Version != tk.Version+1 {
+		t.Fatalf("cancel = %+v, %v", first, err)
+	}
+	again, err := sys.Service.CancelTask(ctx, req)
+	if err != nil || again.State != dispatch.StateCancelled || again.Version != first.Version || again.CancelReason != dispatch.CancelCustomerRequest {
+		t.Fatalf("retried cancel = version %d %s, %v; want the cancelled task, version %d", again.Version, again.State, err, first.Version)
+	}
+	for name, r := range map[string]dispatch.CancelRequest{
+		"another reason":  {ID: tk.ID, Reason: dispatch.CancelDuplicate, Comment: req.Comment, ETag: req.ETag},
+		"another comment": {ID: tk.ID, Reason: req.Reason, Comment: "oops", ETag: req.ETag},
+	} {
+		_, err := sys.Service.CancelTask(ctx, r)
+		apperrtest.WantCode(t, "cancel with the first etag and "+name, err, apperr.Aborted)
+	}
+	_, err = sys.Service.CancelTask(dispatchtest.Dispatcher(), req)
+	apperrtest.WantCode(t, "another caller's cancel with the first etag", err, apperr.Aborted)
+
+	// Another caller cancelled in between, exactly as asked: still a conflict.
+	tk = newTask()
+	if _, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelCustomerRequest}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = sys.Service.CancelTask(ctx, dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelCustomerRequest, ETag: tk.ETag()})
+	apperrtest.WantCode(t, "cancel after another caller's", err, apperr.Aborted)
+
+	// Assign, retried: the courier's only capacity is this task's now, which a new assignment would refuse.
+	tk = newTask()
+	c := sys.AddCourier(t, dispatchtest.Berlin, geo.Car, true)
+	areq := dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID, Comment: "closest", ETag: tk.ETag()}
+	assignedTask, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), areq)
+	if err != nil || assignedTask.Version != tk.Version+1 {
+		t.Fatalf("assign = %+v, %v", assignedTask, err)
+	}
+	waitFor(t, "the claim", func() bool { return sys.Couriers.Claims()[tk.ID] == c.ID })
+	retriedTask, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), areq)
+	if err != nil || retriedTask.Version != assignedTask.Version || retriedTask.CourierID != c.ID {
+		t.Fatalf("retried assign = version %d courier %s, %v; want version %d", retriedTask.Version, retriedTask.CourierID, err, assignedTask.Version)
+	}
+	// Another dispatcher's call is not the retry: it is checked as a new assignment, and the courier,
+	// busy with the task now, cannot take it.
+	_, err = sys.Service.AssignTask(otherDispatcher, areq)
+	apperrtest.WantCode(t, "another dispatcher's assign with the first etag", err, apperr.FailedPrecondition)
+	d := sys.AddCourier(t, dispatchtest.Berlin, geo.Car, true)
+	_, err = sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: d.ID, Comment: "closest", ETag: areq.ETag})
+	apperrtest.WantCode(t, "assign to another courier with the first etag", err, apperr.Aborted)
+	// A later change (the pickup) makes the first etag stale for good.
+	if r := sys.Service.Execute(c.Ctx, c.ID, "p1", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	_, err = sys.Service.AssignTask(dispatchtest.Dispatcher(), areq)
+	apperrtest.WantCode(t, "retried assign after the pickup", err, apperr.FailedPrecondition)
+}
+
 func TestCancelAfterPickupIsRefused(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
 	tk, c := assigned(t, sys)

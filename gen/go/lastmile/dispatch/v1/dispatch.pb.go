@@ -394,7 +394,9 @@ type CancelTaskRequest struct {
 	// Free text, up to 500 characters. Recorded in the task's history.
 	Comment string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
 	// The task's etag as last read. When set, the cancellation only happens if the task has not changed
-	// since. Optional.
+	// since. A call sent again with the same etag after a lost answer succeeds, returning the task as it is,
+	// when the only change since that etag is this cancellation itself (by the same caller, with the same
+	// reason and comment); any other change in between still answers ABORTED. Optional.
 	Etag          string `protobuf:"bytes,4,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -469,7 +471,9 @@ type AssignTaskRequest struct {
 	// assignment decision.
 	Comment string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
 	// The task's etag as last read. When set, the assignment only happens if the task has not changed since.
-	// Optional.
+	// A call sent again with the same etag after a lost answer succeeds, returning the task as it is, when
+	// the only change since that etag is this assignment itself (by the same caller, to the same courier,
+	// with the same comment); any other change in between still answers ABORTED. Optional.
 	Etag          string `protobuf:"bytes,4,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -93,7 +93,8 @@ type DispatchServiceClient interface {
 	//
 	// Errors: NOT_FOUND when the task does not exist or the caller may not see it; FAILED_PRECONDITION when
 	// the task was picked up or has ended (DELIVERED, FAILED); ABORTED when etag is set and no longer
-	// matches; PERMISSION_DENIED when the caller is a courier.
+	// matches (unless the only change since is this same cancellation: see CancelTaskRequest.etag);
+	// PERMISSION_DENIED when the caller is a courier.
 	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*Task, error)
 	// AssignTask lets a dispatcher give a task to a courier of their choosing, overriding the engine. The
 	// task becomes ASSIGNED to that courier right away, without an offer; the courier's capacity is claimed
@@ -105,9 +106,10 @@ type DispatchServiceClient interface {
 	// Errors: NOT_FOUND when the task or the courier does not exist; FAILED_PRECONDITION when the task was
 	// picked up or has ended, or the courier cannot take it (not available, no free capacity, a transport
 	// mode that cannot carry the parcel, or an account that is suspended, deleted or no longer has the
-	// courier role); ABORTED when etag is set and no longer matches, or a concurrent
-	// change won; PERMISSION_DENIED unless the caller is a dispatcher or an administrator; UNAVAILABLE when
-	// the courier service cannot be reached (retryable).
+	// courier role); ABORTED when etag is set and no longer matches (unless the only change since is this
+	// same assignment: see AssignTaskRequest.etag), or a concurrent change won; PERMISSION_DENIED unless the
+	// caller is a dispatcher or an administrator; UNAVAILABLE when the courier service cannot be reached
+	// (retryable).
 	AssignTask(ctx context.Context, in *AssignTaskRequest, opts ...grpc.CallOption) (*Task, error)
 	// ExplainAssignment returns the assignment engine's recorded decisions for a task: the candidates it
 	// considered, each one's score breakdown or exclusion reason, the winner and why, and whether the
@@ -463,7 +465,8 @@ type DispatchServiceServer interface {
 	//
 	// Errors: NOT_FOUND when the task does not exist or the caller may not see it; FAILED_PRECONDITION when
 	// the task was picked up or has ended (DELIVERED, FAILED); ABORTED when etag is set and no longer
-	// matches; PERMISSION_DENIED when the caller is a courier.
+	// matches (unless the only change since is this same cancellation: see CancelTaskRequest.etag);
+	// PERMISSION_DENIED when the caller is a courier.
 	CancelTask(context.Context, *CancelTaskRequest) (*Task, error)
 	// AssignTask lets a dispatcher give a task to a courier of their choosing, overriding the engine. The
 	// task becomes ASSIGNED to that courier right away, without an offer; the courier's capacity is claimed
@@ -475,9 +478,10 @@ type DispatchServiceServer interface {
 	// Errors: NOT_FOUND when the task or the courier does not exist; FAILED_PRECONDITION when the task was
 	// picked up or has ended, or the courier cannot take it (not available, no free capacity, a transport
 	// mode that cannot carry the parcel, or an account that is suspended, deleted or no longer has the
-	// courier role); ABORTED when etag is set and no longer matches, or a concurrent
-	// change won; PERMISSION_DENIED unless the caller is a dispatcher or an administrator; UNAVAILABLE when
-	// the courier service cannot be reached (retryable).
+	// courier role); ABORTED when etag is set and no longer matches (unless the only change since is this
+	// same assignment: see AssignTaskRequest.etag), or a concurrent change won; PERMISSION_DENIED unless the
+	// caller is a dispatcher or an administrator; UNAVAILABLE when the courier service cannot be reached
+	// (retryable).
 	AssignTask(context.Context, *AssignTaskRequest) (*Task, error)
 	// ExplainAssignment returns the assignment engine's recorded decisions for a task: the candidates it
 	// considered, each one's score breakdown or exclusion reason, the winner and why, and whether the

@@ -862,7 +862,8 @@ type Task struct {
 	// When the task reached a final state (DELIVERED, CANCELLED or FAILED). Unset while the task is open.
 	FinishTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
 	// Opaque version of the task, changed by every update. Send it back in CancelTaskRequest.etag or
-	// AssignTaskRequest.etag to make the change conditional on nobody having changed the task meanwhile.
+	// AssignTaskRequest.etag to make the change conditional on nobody having changed the task meanwhile (a
+	// retry after a lost answer, with the same etag, succeeds when that call's own change is the only one).
 	Etag string `protobuf:"bytes,22,opt,name=etag,proto3" json:"etag,omitempty"`
 	// The proofs the courier must (or may) give at each stage, as created (CreateTaskRequest).
 	ProofRequirements []*ProofRequirement `protobuf:"bytes,23,rep,name=proof_requirements,json=proofRequirements,proto3" json:"proof_requirements,omitempty"`
