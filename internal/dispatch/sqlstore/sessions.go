@@ -412,13 +412,6 @@ func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 			}
 			total += n
 		}
-		if s.leaseTable() {
-			// The leases of a replica that stopped before its unlease (not counted: they are not
-			// retention's). A lease ended before before is no one's.
-			if _, err := tx.ExecContext(ctx, `DELETE FROM task_leases WHERE until < $1`, bound); err != nil {
-				return s.e.MapError(err, "purge ended leases")
-			}
-		}
 		return nil
 	})
 	if err != nil {

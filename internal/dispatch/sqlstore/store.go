@@ -66,13 +66,11 @@
 // # Work queue
 //
 // LeaseDue picks due tasks (due_time at or before now) that no live lease holds (lease_until NULL or
-// before now: a lease holds through its lease_until; on SQLite, no row in task_leases until now or
-// later: see leaseTable), highest priority first, then oldest, then by id, and leases them in the
-// same statement. The pick walks the index tasks_due_order, which is in its order, and stops at its
-// limit, so its cost does not grow with the backlog of due tasks. On PostgreSQL the pick is SELECT ...
-// FOR UPDATE SKIP LOCKED, so replicas leasing at once take different tasks and never wait for each
-// other; on SQLite the transactions run one at a time anyway. UpdateTask neither checks nor changes
-// leases.
+// before now: a lease holds through its lease_until), highest priority first, then oldest, then by id,
+// and leases them in the same transaction. The pick walks the index tasks_due_order, which is in its
+// order, and stops at its limit, so its cost does not grow with the backlog of due tasks. On PostgreSQL the pick is SELECT ... FOR UPDATE SKIP LOCKED,
+// so replicas leasing at once take different tasks and never wait for each other; on SQLite the
+// transactions run one at a time anyway. UpdateTask neither checks nor changes leases.
 //
 // # The couriers' states on SQLite
 //
@@ -318,14 +316,6 @@ func (s *Store) afterAppend() {
 		s.nudge()
 	}
 }
-
-// leaseTable reports whether the leases of LeaseDue are kept in a table of their own, task_leases (task
-// id, owner, until; a row while leased, deleted by the unlease), instead of the tasks' lease_owner and
-// lease_until columns: on SQLite (its migration 00007), where a task's row fills a page of its own
-// (its document) that a lease and its unlease would each rewrite into the WAL, a page per task, where
-// task_leases' rows of a whole batch share one or two. PostgreSQL keeps the columns, whose updates are
-// heap-only (its migration 00008).
-func (s *Store) leaseTable() bool { return s.e.Dialect == database.SQLite }
 
 // time returns t as the engine stores it; nullTime stores the zero time as NULL.
 func (s *Store) time(t time.Time) any     { return s.e.Dialect.Time(t) }

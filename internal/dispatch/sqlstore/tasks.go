@@ -906,18 +906,13 @@ func (s *Store) LeaseDue(ctx context.Context, owner string, now time.Time, lease
 	if owner == "" || lease <= 0 {
 		return nil, apperr.Errorf(apperr.Invalid, "lease needs an owner and a positive duration")
 	}
-	var due []dispatch.Task
-	if s.leaseTable() {
-		due, err = s.leaseDueTable(ctx, owner, now, lease, limit)
-	} else {
-		// One statement picks and leases (a round trip, and no transaction around it): the pick walks
-		// the rows in lease order and stops at the limit; it takes only narrow columns, and only the
-		// tasks leased are returned whole, then sorted here. Times compare as stored, to the microsecond.
-		due, err = s.queryTasks(ctx, s.db, `UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (
+	// One statement picks and leases (a round trip, and no transaction around it): the pick walks the
+	// rows in lease order and stops at the limit; it takes only narrow columns, and only the tasks
+	// leased are returned whole, then sorted here. Times compare as stored, to the microsecond.
+	due, err := s.queryTasks(ctx, s.db, `UPDATE tasks SET lease_owner = $1, lease_until = $2 WHERE id IN (
 			SELECT id FROM tasks`+s.e.DueIndex+` WHERE due_time <= $3 AND (lease_until IS NULL OR lease_until < $3)
 			ORDER BY priority_rank DESC, create_time, id LIMIT $4`+s.e.SkipLocked+`)
 		RETURNING `+taskColumns, "lease due tasks", owner, s.time(now.Add(lease)), s.time(now), limit)
-	}
 	if err != nil || len(due) == 0 {
 		return nil, err
 	}
@@ -927,26 +922,10 @@ func (s *Store) LeaseDue(ctx context.Context, owner string, now time.Time, lease
 	return due, nil
 }
 
-// leaseDueTable is LeaseDue with the leases in their own table (leaseTable): one statement
-// picks, leases and returns the tasks leased, writing only task_leases' narrow rows (a page or two for
-// a whole batch, where a lease in the tasks' own columns rewrites each task's page).
-func (s *Store) leaseDueTable(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]dispatch.Task, error) {
-	return s.queryTasks(ctx, s.db, `INSERT INTO task_leases (task_id, owner, until)
-		SELECT id, $1, $2 FROM tasks`+s.e.DueIndex+` WHERE due_time <= $3
-			AND NOT EXISTS (SELECT 1 FROM task_leases l WHERE l.task_id = tasks.id AND l.until >= $3)
-			ORDER BY priority_rank DESC, create_time, id LIMIT $4
-		ON CONFLICT (task_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
-		RETURNING (SELECT version FROM tasks WHERE id = task_id), (SELECT due_time FROM tasks WHERE id = task_id),
-			(SELECT doc FROM tasks WHERE id = task_id)`, "lease due tasks", owner, s.time(now.Add(lease)), s.time(now), limit)
-}
-
 // Unlease implements dispatch.Store.
 func (s *Store) Unlease(ctx context.Context, taskID, owner string) error {
-	q := `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2`
-	if s.leaseTable() {
-		q = `DELETE FROM task_leases WHERE task_id = $1 AND owner = $2`
-	}
-	_, err := s.db.ExecContext(ctx, q, taskID, owner)
+	_, err := s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2`,
+		taskID, owner)
 	if err != nil {
 		return s.e.MapError(err, "unlease task "+taskID)
 	}
@@ -957,15 +936,11 @@ func (s *Store) Unlease(ctx context.Context, taskID, owner string) error {
 func (s *Store) UnleaseTasks(ctx context.Context, taskIDs []string, owner string) error {
 	for start := 0; start < len(taskIDs); start += maxBatchLock {
 		part := taskIDs[start:min(start+maxBatchLock, len(taskIDs))]
-		q, col := `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND `, "id"
-		if s.leaseTable() {
-			q, col = `DELETE FROM task_leases WHERE owner = $1 AND `, "task_id"
-		}
-		cond, arg, err := s.inList(col, 2, part)
+		cond, arg, err := s.inList("id", 2, part)
 		if err != nil {
 			return err
 		}
-		_, err = s.db.ExecContext(ctx, q+cond, owner, arg)
+		_, err = s.db.ExecContext(ctx, `UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND `+cond, owner, arg)
 		if err != nil {
 			return s.e.MapError(err, fmt.Sprintf("unlease %d tasks", len(part)))
 		}
