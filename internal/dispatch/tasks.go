@@ -128,6 +128,11 @@ func (s *Service) CreateTask(ctx context.Context, req CreateRequest) (Task, erro
 	if err := v.err(); err != nil {
 		return Task{}, err
 	}
+	if !(p.Kind == auth.User && !staff(p)) {
+		if err := s.isCustomer(ctx, req.CustomerID); err != nil {
+			return Task{}, err
+		}
+	}
 
 	actor, actorUser := actorOf(p)
 	t := Task{
@@ -167,6 +172,24 @@ func (s *Service) CreateTask(ctx context.Context, req CreateRequest) (Task, erro
 		s.kick()
 	}
 	return out.For(p, "", ViewFull), nil
+}
+
+// isCustomer returns FailedPrecondition unless userID names an active customer account: a task created
+// by staff or a partner system for anyone else (an unknown id, a suspended or deleted customer, a courier
+// or a dispatcher) would be a task no customer can see. The standing is read from the accounts
+// (Deps.Accounts), as mayWork reads a courier's; Unavailable when it cannot be read.
+func (s *Service) isCustomer(ctx context.Context, userID string) error {
+	if s.accounts == nil {
+		return nil
+	}
+	st, err := s.accounts.State(ctx, userID)
+	if err != nil {
+		return fmt.Errorf("check the account of customer %s: %w", userID, err)
+	}
+	if !st.Active || !slices.Contains(st.Roles, auth.RoleCustomer) {
+		return apperr.Errorf(apperr.FailedPrecondition, "customer_id %s is not an active customer account", userID)
+	}
+	return nil
 }
 
 // stop checks a stop and normalises its times.

@@ -587,3 +587,56 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 var _ = auth.RoleAdmin
+
+// TestStaffCreateTasksForActiveCustomersOnly: a dispatcher (or a partner system) creating a task must name
+// an active customer account: an unknown id, a courier's, a dispatcher's, a suspended or deleted
+// customer's would make a task no customer can see. Nothing is created then; the accounts being
+// unreadable is Unavailable (retryable); a customer creating their own task is not checked.
+func TestStaffCreateTasksForActiveCustomersOnly(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	customer, courier, dispatcher := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	sys.Accounts.Set(customer, auth.SubjectState{Active: true, Roles: []string{auth.RoleCustomer}})
+	sys.Accounts.Set(courier, auth.SubjectState{Active: true, Roles: []string{auth.RoleCourier}})
+	sys.Accounts.Set(dispatcher, auth.SubjectState{Active: true, Roles: []string{auth.RoleDispatcher}})
+	unknown := uuid.NewString()
+	sys.Accounts.Set(unknown, auth.SubjectState{}) // what Subjects answers for a user identity does not know
+	suspended := uuid.NewString()
+	sys.Accounts.Set(suspended, auth.SubjectState{Roles: []string{auth.RoleCustomer}})
+	service := auth.WithPrincipal(context.Background(), auth.Principal{Kind: auth.Service, Subject: "partner"})
+
+	for i, who := range []struct{ name, id string }{
+		{"an unknown user", unknown}, {"a courier", courier}, {"a dispatcher", dispatcher}, {"a suspended customer", suspended},
+	} {
+		for _, caller := range []struct {
+			name string
+			ctx  context.Context
+		}{{"dispatcher", dispatchtest.Dispatcher()}, {"partner system", service}} {
+			_, err := sys.Service.CreateTask(caller.ctx, dispatchtest.Request(fmt.Sprintf("for-%d", i), dispatchtest.Berlin, who.id))
+			apperrtest.WantCode(t, caller.name+" creating a task for "+who.name, err, apperr.FailedPrecondition)
+			if got, want := apperr.MessageOf(err), "customer_id "+who.id+" is not an active customer account"; got != want {
+				t.Errorf("%s creating a task for %s: message %q, want %q", caller.name, who.name, got, want)
+			}
+		}
+	}
+	if n, err := sys.Store.CountTasks(context.Background(), dispatch.TaskFilter{}); err != nil || n != 0 {
+		t.Fatalf("tasks after the refusals = %d, %v; want 0", n, err)
+	}
+
+	sys.Accounts.SetDown(true)
+	_, err := sys.Service.CreateTask(dispatchtest.Dispatcher(), dispatchtest.Request("down", dispatchtest.Berlin, customer))
+	apperrtest.WantCode(t, "CreateTask while the accounts cannot be read", err, apperr.Unavailable)
+	// A customer's own account was checked by the authenticator: nothing more to read.
+	own, err := sys.Service.CreateTask(dispatchtest.Customer(customer), dispatchtest.Request("own", dispatchtest.Berlin, ""))
+	if err != nil || own.CustomerID != customer {
+		t.Fatalf("customer's own create while the accounts cannot be read = %+v, %v", own.CustomerID, err)
+	}
+	sys.Accounts.SetDown(false)
+
+	tk, err := sys.Service.CreateTask(dispatchtest.Dispatcher(), dispatchtest.Request("ok", dispatchtest.Berlin, customer))
+	if err != nil || tk.CustomerID != customer {
+		t.Fatalf("dispatcher's create for an active customer = %q, %v; want customer %s", tk.CustomerID, err, customer)
+	}
+	if _, err := sys.Service.GetTask(dispatchtest.Customer(customer), tk.ID, dispatch.ViewBasic); err != nil {
+		t.Fatalf("the customer reads the task: %v", err)
+	}
+}

@@ -194,6 +194,12 @@ func taskRequest(requestID string) *dispatchv1.CreateTaskRequest {
 	}
 }
 
+// forCustomer sets req's customer_id (for staff's creates) and returns req.
+func forCustomer(req *dispatchv1.CreateTaskRequest, customerID string) *dispatchv1.CreateTaskRequest {
+	req.CustomerId = customerID
+	return req
+}
+
 // createTaskREST creates a task over REST (POST /v1/tasks) as the holder of token and returns it.
 func createTaskREST(t *testing.T, s *system, token, requestID string) *dispatchv1.Task {
 	t.Helper()
@@ -522,11 +528,20 @@ func TestDispatchErrorsThroughTheStack(t *testing.T) {
 		{"an unknown task", http.MethodGet, "/v1/tasks/00000000-0000-7000-8000-000000000000", d.admin.access, "", http.StatusNotFound, "NOT_FOUND"},
 		{"an explanation asked by a customer", http.MethodGet, "/v1/tasks/" + task.GetId() + "/explanation", d.customer.access, "", http.StatusForbidden, "PERMISSION_DENIED"},
 		{"no credentials", http.MethodGet, "/v1/tasks/" + task.GetId(), "", "", http.StatusUnauthorized, "UNAUTHENTICATED"},
+		{"an admin's task for an unknown customer", http.MethodPost, "/v1/tasks", d.admin.access, protojson.Format(forCustomer(taskRequest("for-nobody"), "00000000-0000-7000-8000-000000000000")), http.StatusBadRequest, "FAILED_PRECONDITION"},
+		{"an admin's task for a courier", http.MethodPost, "/v1/tasks", d.admin.access, protojson.Format(forCustomer(taskRequest("for-courier"), d.courier.userID)), http.StatusBadRequest, "FAILED_PRECONDITION"},
+		{"an admin's task for an admin", http.MethodPost, "/v1/tasks", d.admin.access, protojson.Format(forCustomer(taskRequest("for-admin"), d.admin.userID)), http.StatusBadRequest, "FAILED_PRECONDITION"},
 	} {
 		code, _, body := s.rest(t, c.method, c.path, c.token, c.body)
 		if code != c.code || errStatus(body) != c.status {
 			t.Errorf("%s: %s %s = %d %v, want %d %s", c.name, c.method, c.path, code, body, c.code, c.status)
 		}
+	}
+
+	// An admin creates tasks for active customers.
+	forEve := &dispatchv1.Task{}
+	if code, body := s.restProto(t, http.MethodPost, "/v1/tasks", d.admin.access, protojson.Format(forCustomer(taskRequest("for-eve"), eve.userID)), forEve); code != http.StatusCreated || forEve.GetCustomerId() != eve.userID {
+		t.Errorf("an admin's task for Eve = %d %v, want 201 with customer %s", code, body, eve.userID)
 	}
 
 	// A session must open with hello.

@@ -384,8 +384,8 @@ func (r *Routes) Matrix(_ context.Context, origins []geo.LatLng, dest geo.LatLng
 	return out, "fake", nil
 }
 
-// Accounts is an in-memory dispatch.Accounts: every user is an active courier until a test says
-// otherwise. It is safe for concurrent use.
+// Accounts is an in-memory dispatch.Accounts: every user is active with the courier and the customer
+// roles (so that any user may take tasks and have them) until a test says otherwise. It is safe for concurrent use.
 type Accounts struct {
 	mu     sync.Mutex
 	states map[string]auth.SubjectState
@@ -394,7 +394,7 @@ type Accounts struct {
 
 var _ dispatch.Accounts = (*Accounts)(nil)
 
-// NewAccounts returns accounts in which every user is an active courier.
+// NewAccounts returns accounts in which every user is active with the courier and the customer roles.
 func NewAccounts() *Accounts { return &Accounts{states: map[string]auth.SubjectState{}} }
 
 // Set records user userID's standing.
@@ -421,5 +421,5 @@ func (a *Accounts) State(_ context.Context, userID string) (auth.SubjectState, e
 	if st, ok := a.states[userID]; ok {
 		return st, nil
 	}
-	return auth.SubjectState{Active: true, Roles: []string{auth.RoleCourier}}, nil
+	return auth.SubjectState{Active: true, Roles: []string{auth.RoleCourier, auth.RoleCustomer}}, nil
 }

@@ -76,7 +76,7 @@ type Config struct {
 	// Couriers is the courier service to use; nil for a new one. Sharing one across Systems is how tests
 	// restart dispatch against the same courier service.
 	Couriers *Couriers
-	// Accounts are the users' standing; nil for new ones, in which every user is an active courier.
+	// Accounts are the users' standing; nil for new ones, in which every user is active (NewAccounts).
 	Accounts *Accounts
 }
 

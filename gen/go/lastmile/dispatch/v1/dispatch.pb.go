@@ -50,7 +50,8 @@ type CreateTaskRequest struct {
 	// Free text about the parcel for the courier, up to 1,000 characters.
 	Notes string `protobuf:"bytes,6,opt,name=notes,proto3" json:"notes,omitempty"`
 	// The customer the task is for, a UUID. Customers leave it empty (or set their own id); dispatchers,
-	// administrators and partner systems creating a task for a customer must set it.
+	// administrators and partner systems creating a task for a customer must set it, to the id of an active
+	// user with role CUSTOMER.
 	CustomerId string `protobuf:"bytes,7,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
 	// The proofs the courier must (or may) give at the pickup and the dropoff. Up to 8, at most one per kind
 	// and stage; a PROOF_KIND_BARCODE requirement needs parcel_barcode. Optional: without requirements the

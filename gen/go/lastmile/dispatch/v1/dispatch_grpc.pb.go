@@ -65,7 +65,10 @@ type DispatchServiceClient interface {
 	// Errors: INVALID_ARGUMENT when a field breaks its rules, a time window has already ended or starts more
 	// than 30 days ahead; ALREADY_EXISTS when the request_id was already used with different fields; ABORTED
 	// when another call with the same request_id is still in flight (retry it); PERMISSION_DENIED when a
-	// customer creates a task for another customer, or the caller is a courier.
+	// customer creates a task for another customer, or the caller is a courier; FAILED_PRECONDITION when a
+	// dispatcher, an administrator or a partner system sets a customer_id that is not an active customer
+	// account (an unknown user, a suspended or deleted account, or a user with another role); UNAVAILABLE
+	// when that account cannot be checked right now (retryable).
 	CreateTask(ctx context.Context, in *CreateTaskRequest, opts ...grpc.CallOption) (*Task, error)
 	// GetTask returns one task, by default in TASK_VIEW_FULL.
 	//
@@ -437,7 +440,10 @@ type DispatchServiceServer interface {
 	// Errors: INVALID_ARGUMENT when a field breaks its rules, a time window has already ended or starts more
 	// than 30 days ahead; ALREADY_EXISTS when the request_id was already used with different fields; ABORTED
 	// when another call with the same request_id is still in flight (retry it); PERMISSION_DENIED when a
-	// customer creates a task for another customer, or the caller is a courier.
+	// customer creates a task for another customer, or the caller is a courier; FAILED_PRECONDITION when a
+	// dispatcher, an administrator or a partner system sets a customer_id that is not an active customer
+	// account (an unknown user, a suspended or deleted account, or a user with another role); UNAVAILABLE
+	// when that account cannot be checked right now (retryable).
 	CreateTask(context.Context, *CreateTaskRequest) (*Task, error)
 	// GetTask returns one task, by default in TASK_VIEW_FULL.
 	//
