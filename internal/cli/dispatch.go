@@ -39,6 +39,7 @@ type dispatchConfig struct {
 	JobWorkers   int
 	SessionRate  float64
 	SessionBurst int
+	MaxOpenTasks int
 
 	UploadMaxBytes int64
 	ContentTypes   listFlag
@@ -66,6 +67,7 @@ func dispatchModule() *module {
 			fs.IntVar(&cfg.JobWorkers, "dispatch-job-workers", jobargs.DefaultWorkers, "dispatch jobs (courier claims and releases, a call to courier each) one replica runs at once")
 			fs.Float64Var(&cfg.SessionRate, "dispatch-session-rate", dispatch.DefaultSessionRate, "commands and acks a second one courier's StreamAssignments sessions may send after --dispatch-session-burst (more ends the stream with RESOURCE_EXHAUSTED)")
 			fs.IntVar(&cfg.SessionBurst, "dispatch-session-burst", dispatch.DefaultSessionBurst, "commands and acks one courier's StreamAssignments sessions may send at once (an app coming back online replays its queue)")
+			fs.IntVar(&cfg.MaxOpenTasks, "dispatch-max-open-tasks", dispatch.DefaultMaxOpenTasks, "open tasks (any state but delivered, cancelled and failed) one customer may have; CreateTask answers RESOURCE_EXHAUSTED beyond")
 			fs.StringVar(&cfg.Weights, "dispatch-weights", formatWeights(dispatch.DefaultWeights), "the engine's score weights, name=value for eta, distance, load and fairness (unnamed ones keep their default)")
 			fs.Int64Var(&cfg.UploadMaxBytes, "upload-max-bytes", dispatch.DefaultMaxUploadBytes, "largest proof upload (photo, signature) in bytes, at most 10 MiB")
 			fs.Var(&cfg.ContentTypes, "upload-content-types", "proof upload content types accepted (comma list of image/jpeg, image/png, image/webp; signatures are always image/png)")
@@ -88,6 +90,9 @@ func dispatchModule() *module {
 			}
 			if cfg.SessionBurst < 1 || cfg.SessionBurst > maxSessionBurst {
 				return usageError{fmt.Errorf("--dispatch-session-burst must be 1..%d, got %d", maxSessionBurst, cfg.SessionBurst)}
+			}
+			if cfg.MaxOpenTasks < 1 || cfg.MaxOpenTasks > maxOpenTasks {
+				return usageError{fmt.Errorf("--dispatch-max-open-tasks must be 1..%d, got %d", maxOpenTasks, cfg.MaxOpenTasks)}
 			}
 			if cfg.UploadMaxBytes <= 0 || cfg.UploadMaxBytes > dispatch.DefaultMaxUploadBytes {
 				return usageError{fmt.Errorf("--upload-max-bytes must be 1..%d, got %d", dispatch.DefaultMaxUploadBytes, cfg.UploadMaxBytes)}
@@ -130,6 +135,10 @@ const (
 	maxSessionRate  = 1000
 	maxSessionBurst = 100000
 )
+
+// maxOpenTasks bounds --dispatch-max-open-tasks: the open tasks of one customer that a WatchTasks
+// snapshot or a ListTasks count may have to go through.
+const maxOpenTasks = 1000000
 
 var (
 	errCourierUnconfigured = apperr.Errorf(apperr.Unavailable, "courier service not configured")
@@ -213,7 +222,7 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		Now: p.env.Now, Logger: p.logger,
 		OfferTimeout: cfg.OfferTimeout, MaxWait: cfg.MaxWait, SearchRadius: cfg.SearchRadius, MaxRadius: cfg.MaxRadius,
 		Weights: weights, MaxUploadBytes: cfg.UploadMaxBytes, AllowedContentTypes: cfg.ContentTypes,
-		SessionRate: cfg.SessionRate, SessionBurst: cfg.SessionBurst,
+		SessionRate: cfg.SessionRate, SessionBurst: cfg.SessionBurst, MaxOpenTasks: cfg.MaxOpenTasks,
 	})
 	api := dispatchgrpc.NewServer(svc)
 	dispatchgrpc.Register(srv, api)

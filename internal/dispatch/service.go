@@ -31,6 +31,8 @@ const (
 	// DefaultSessionRate and DefaultSessionBurst: see Options.SessionRate and session_limit.go.
 	DefaultSessionRate  = 5.0
 	DefaultSessionBurst = 100
+	// DefaultMaxOpenTasks: see Options.MaxOpenTasks.
+	DefaultMaxOpenTasks = 10000
 )
 
 // Contract limits.
@@ -86,6 +88,10 @@ type Options struct {
 	// means DefaultSessionRate and DefaultSessionBurst.
 	SessionRate  float64
 	SessionBurst int
+	// MaxOpenTasks bounds the open tasks (in any state but DELIVERED, CANCELLED and FAILED) of one
+	// customer: CreateTask refuses another with ResourceExhausted. UNASSIGNABLE is not final, so without a
+	// bound a customer's tasks would pile up for good. Zero means DefaultMaxOpenTasks.
+	MaxOpenTasks int
 	// MaxUploadBytes bounds a proof file's size; 0 means DefaultMaxUploadBytes, and more than that is
 	// reduced to it (the contract's maximum).
 	MaxUploadBytes int64
@@ -166,6 +172,7 @@ func NewService(d Deps, opts Options) *Service {
 	setDefault(&opts.TrackInterval, DefaultTrackInterval)
 	setDefault(&opts.SessionRate, DefaultSessionRate)
 	setDefault(&opts.SessionBurst, DefaultSessionBurst)
+	setDefault(&opts.MaxOpenTasks, DefaultMaxOpenTasks)
 	setUploadDefaults(&opts)
 	if opts.Weights == (Weights{}) {
 		opts.Weights = DefaultWeights

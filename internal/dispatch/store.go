@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"lastmile/internal/platform/apperr"
@@ -170,6 +171,12 @@ type Store interface {
 	// CreateTask inserts t unless a task with t.CreatedBy and t.RequestID exists; then it returns that one
 	// and created false. t.Version is set to 1.
 	CreateTask(ctx context.Context, t Task) (out Task, created bool, err error)
+	// CreateTaskCapped is CreateTask with a cap: when inserting t would give t's customer more than
+	// maxOpen open tasks (in any state but DELIVERED, CANCELLED and FAILED), nothing is written and the
+	// error is ErrTooManyOpenTasks. The count is kept in the insert's transaction, so concurrent creates
+	// for one customer never get past the cap together. A request made before (created false) is
+	// answered whatever the count.
+	CreateTaskCapped(ctx context.Context, t Task, maxOpen int64) (out Task, created bool, err error)
 	// GetTask returns the task with id. NotFound when there is none.
 	GetTask(ctx context.Context, id string) (Task, error)
 	// TaskHolder returns the state and the holder (CourierID) of the task with id, without reading the
@@ -272,6 +279,10 @@ type CourierStates struct {
 	// Held are the tasks each courier holds, as Store.HeldTasksOf.
 	Held map[string][]Task
 }
+
+// ErrTooManyOpenTasks is Store.CreateTaskCapped's refusal: the customer has as many open tasks as the
+// cap allows.
+var ErrTooManyOpenTasks = errors.New("too many open tasks")
 
 // Event topics of the dispatch event feed.
 const (

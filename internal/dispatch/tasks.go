@@ -160,7 +160,11 @@ func (s *Service) CreateTask(ctx context.Context, req CreateRequest) (Task, erro
 			t.DeliveryCode = newDeliveryCode()
 		}
 	}
-	out, created, err := s.store.CreateTask(ctx, t)
+	out, created, err := s.store.CreateTaskCapped(ctx, t, int64(s.opts.MaxOpenTasks))
+	if errors.Is(err, ErrTooManyOpenTasks) {
+		return Task{}, apperr.Errorf(apperr.ResourceExhausted, "customer %s already has %d open tasks, the most allowed: wait for some to finish, or cancel some",
+			t.CustomerID, s.opts.MaxOpenTasks)
+	}
 	if err != nil {
 		return Task{}, fmt.Errorf("create task: %w", err)
 	}

@@ -640,3 +640,62 @@ func TestStaffCreateTasksForActiveCustomersOnly(t *testing.T) {
 		t.Fatalf("the customer reads the task: %v", err)
 	}
 }
+
+// TestCreateTaskCapsOpenTasksPerCustomer: a customer may hold MaxOpenTasks open tasks (UNASSIGNABLE
+// counts: it is not final); the next create is ResourceExhausted, also when many arrive at once, until
+// one of them ends. A repeated request is still answered with its task at the cap. Another customer is
+// not affected.
+func TestCreateTaskCapsOpenTasksPerCustomer(t *testing.T) {
+	const max = 4
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true, Options: dispatch.Options{MaxOpenTasks: max}})
+	cust := uuid.NewString()
+	ctx := dispatchtest.Customer(cust)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		made    []dispatch.Task
+		refused int
+	)
+	for i := range 12 {
+		wg.Go(func() {
+			tk, err := sys.Service.CreateTask(ctx, dispatchtest.Request(fmt.Sprintf("cap-%d", i), dispatchtest.Berlin, ""))
+			mu.Lock()
+			defer mu.Unlock()
+			switch apperr.CodeOf(err) {
+			case "":
+				made = append(made, tk)
+			case apperr.ResourceExhausted:
+				refused++
+				if got, want := apperr.MessageOf(err), "customer "+cust+" already has 4 open tasks, the most allowed: wait for some to finish, or cancel some"; got != want {
+					t.Errorf("refusal message %q, want %q", got, want)
+				}
+			default:
+				t.Errorf("concurrent CreateTask: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(made) != max || refused != 12-max {
+		t.Fatalf("12 concurrent creates = %d made, %d refused; want %d, %d", len(made), refused, max, 12-max)
+	}
+	// At the cap, a repeated request is answered with its task.
+	again, err := sys.Service.CreateTask(ctx, dispatchtest.Request(made[0].RequestID, dispatchtest.Berlin, ""))
+	if err != nil || again.ID != made[0].ID {
+		t.Fatalf("repeated request at the cap = %s, %v; want task %s", again.ID, err, made[0].ID)
+	}
+	if _, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("other", dispatchtest.Berlin, "")); err != nil {
+		t.Fatalf("another customer's create: %v", err)
+	}
+	// A dispatcher's create for the customer counts the same.
+	_, err = sys.Service.CreateTask(dispatchtest.Dispatcher(), dispatchtest.Request("by-dispatcher", dispatchtest.Berlin, cust))
+	apperrtest.WantCode(t, "dispatcher's create for a customer at the cap", err, apperr.ResourceExhausted)
+
+	if _, err := sys.Service.CancelTask(ctx, dispatch.CancelRequest{ID: made[1].ID, Reason: dispatch.CancelCustomerRequest}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sys.Service.CreateTask(ctx, dispatchtest.Request("after-cancel", dispatchtest.Berlin, "")); err != nil {
+		t.Fatalf("create after a cancellation: %v", err)
+	}
+	_, err = sys.Service.CreateTask(ctx, dispatchtest.Request("over-again", dispatchtest.Berlin, ""))
+	apperrtest.WantCode(t, "create at the cap again", err, apperr.ResourceExhausted)
+}

@@ -686,3 +686,28 @@ func TestDispatchReplicasOnPostgreSQL(t *testing.T) {
 		t.Errorf("task 2 on replica 1 after the accept = %v, %v; want ASSIGNED to %s", got, err, courierID)
 	}
 }
+
+// TestDispatchOpenTasksPerCustomer: with --dispatch-max-open-tasks 2, a customer's third open task is
+// 429 RESOURCE_EXHAUSTED over REST, a repeated request still answers its task, and cancelling one makes
+// room again.
+func TestDispatchOpenTasksPerCustomer(t *testing.T) {
+	s := startWithAdmin(t, "--dispatch-max-open-tasks", "2")
+	s.createUser(t, "", "olga@example.com", "olga's long password", "")
+	olga := s.login(t, "olga@example.com", "olga's long password")
+	first := createTaskREST(t, s, olga.access, "open-1")
+	createTaskREST(t, s, olga.access, "open-2")
+
+	code, _, body := s.rest(t, http.MethodPost, "/v1/tasks", olga.access, protojson.Format(taskRequest("open-3")))
+	want := "customer " + olga.userID + " already has 2 open tasks, the most allowed: wait for some to finish, or cancel some"
+	if code != http.StatusTooManyRequests || errStatus(body) != "RESOURCE_EXHAUSTED" || str(body, "error", "message") != want {
+		t.Fatalf("third open task = %d %v, want 429 RESOURCE_EXHAUSTED %q", code, body, want)
+	}
+	again := &dispatchv1.Task{}
+	if code, body := s.restProto(t, http.MethodPost, "/v1/tasks", olga.access, protojson.Format(taskRequest("open-1")), again); code != http.StatusOK && code != http.StatusCreated || again.GetId() != first.GetId() {
+		t.Fatalf("repeated request at the cap = %d %v, want task %s", code, body, first.GetId())
+	}
+	if code, _, body := s.rest(t, http.MethodPost, "/v1/tasks/"+first.GetId()+":cancel", olga.access, `{"reason":"CANCEL_REASON_CUSTOMER_REQUEST"}`); code != http.StatusOK {
+		t.Fatalf("cancel = %d %v", code, body)
+	}
+	createTaskREST(t, s, olga.access, "open-3")
+}

@@ -42,17 +42,17 @@ type env struct {
 	store  *flakyStore
 }
 
-// flakyStore is the real store, except that CreateTask answers Aborted for the request id "in-flight",
-// as the store does while another call with the same request id is still in flight.
+// flakyStore is the real store, except that CreateTaskCapped answers Aborted for the request id
+// "in-flight", as the store does while another call with the same request id is still in flight.
 type flakyStore struct {
 	dispatch.Store
 }
 
-func (f *flakyStore) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task, bool, error) {
+func (f *flakyStore) CreateTaskCapped(ctx context.Context, t dispatch.Task, maxOpen int64) (dispatch.Task, bool, error) {
 	if t.RequestID == "in-flight" {
 		return dispatch.Task{}, false, apperr.Errorf(apperr.Aborted, "another call with request id %s is in flight", t.RequestID)
 	}
-	return f.Store.CreateTask(ctx, t)
+	return f.Store.CreateTaskCapped(ctx, t, maxOpen)
 }
 
 // start serves a dispatch service. The system's own service does not run: the work queue is left alone,

@@ -14,28 +14,34 @@ import (
 	"lastmile/internal/platform/eventlog/sqllog"
 )
 
-// createTaskPostgres is CreateTask's statement on PostgreSQL for a task without offers: the insert and
-// its event in one statement (sqllog.AppendWithPostgres), outside a transaction.
+// createTaskPostgres is CreateTask's statement on PostgreSQL for a task without offers: the insert, the
+// count of the customer's open tasks under its cap ($17, countOpenTask's) and the event in one statement
+// (sqllog.AppendWithPostgres), outside a transaction. The count reads the insert's row, so a request
+// made before counts nothing.
 var createTaskPostgres = sqllog.AppendWithPostgres(`
 	INSERT INTO tasks (id, state, customer_id, courier_id, offer_courier_id, priority_rank, create_time,
 		update_time, due_time, created_by, request_id, version, doc)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 	ON CONFLICT (created_by, request_id) DO NOTHING
-	RETURNING id`, "$14::text", "id", "$15::bytea", "$16::timestamptz")
+	RETURNING id, customer_id`, "$14::text", "id", "$15::bytea", "$16::timestamptz", `
+	INSERT INTO customer_open_tasks (customer_id, open_tasks, max_open) SELECT customer_id, 1, $17::bigint FROM written
+	ON CONFLICT (customer_id) DO UPDATE SET open_tasks = customer_open_tasks.open_tasks + 1, max_open = EXCLUDED.max_open
+	RETURNING 1`)
 
 // createPostgres is CreateTask on PostgreSQL for t, stored and encoded as doc, when it has no offers
-// (every task a customer creates): one round trip instead of four (BEGIN, the insert, the append,
-// COMMIT), and the event log's lock held for the statement's own commit only. A request made before
-// inserts and appends nothing (ON CONFLICT DO NOTHING waits for a conflicting insert in flight); its
-// task is read after, committed.
-func (s *Store) createPostgres(ctx context.Context, t dispatch.Task, doc string) (dispatch.Task, bool, error) {
+// (every task a customer creates): one round trip instead of five (BEGIN, the insert, the count, the
+// append, COMMIT), and the event log's lock held for the statement's own commit only. A request made
+// before inserts, counts and appends nothing (ON CONFLICT DO NOTHING waits for a conflicting insert in
+// flight); its task is read after, committed. One over maxOpen fails the count's check, and with it
+// the whole statement: dispatch.ErrTooManyOpenTasks.
+func (s *Store) createPostgres(ctx context.Context, t dispatch.Task, doc string, maxOpen int64) (dispatch.Task, bool, error) {
 	at := storedTime(time.Now())
 	err := s.retrying(ctx, func() error {
 		var seq int64
 		return s.db.QueryRowContext(ctx, createTaskPostgres,
 			t.ID, string(t.State), t.CustomerID, nullString(t.CourierID), nil, t.Priority.Rank(),
 			s.time(t.CreateTime), s.time(t.UpdateTime), s.nullTime(t.DueTime), t.CreatedBy, nullString(t.RequestID),
-			t.Version, doc, dispatch.TopicTask, []byte(t.State), at).Scan(&seq)
+			t.Version, doc, dispatch.TopicTask, []byte(t.State), at, maxOpen).Scan(&seq)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		// The request was made before: answer with its task.
@@ -47,7 +53,7 @@ func (s *Store) createPostgres(ctx context.Context, t dispatch.Task, doc string)
 		return prev, false, nil
 	}
 	if err != nil {
-		return dispatch.Task{}, false, s.e.MapError(err, "insert task "+t.ID)
+		return dispatch.Task{}, false, s.capError(err, "insert task "+t.ID)
 	}
 	s.afterAppend()
 	s.docs.put(doc, t)

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,10 @@ import (
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/eventlog"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // MaxLimit bounds every read that takes a limit: one more than the largest snapshot a session sends, so
@@ -60,6 +65,32 @@ func offerCourier(t *dispatch.Task) string {
 
 // CreateTask implements dispatch.Store.
 func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task, bool, error) {
+	return s.CreateTaskCapped(ctx, t, math.MaxInt64)
+}
+
+// countOpenTask adds one to the open tasks of customer $1 (customer_open_tasks, whose trigger takes one
+// off when a task finishes), under the cap $2: one more than $2 fails the table's check
+// (customer_open_tasks_cap). The row stays locked to the transaction's end, so that concurrent creates
+// for one customer count one after the other, each from the count the other left.
+const countOpenTask = `
+	INSERT INTO customer_open_tasks (customer_id, open_tasks, max_open) VALUES ($1, 1, $2)
+	ON CONFLICT (customer_id) DO UPDATE SET open_tasks = customer_open_tasks.open_tasks + 1, max_open = excluded.max_open`
+
+// capError returns dispatch.ErrTooManyOpenTasks when err is the failed check of countOpenTask, and err
+// mapped as MapError does otherwise.
+func (s *Store) capError(err error, what string) error {
+	var pgErr *pgconn.PgError
+	var se *sqlite.Error
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == "customer_open_tasks_cap",
+		errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_CHECK && strings.Contains(se.Error(), "customer_open_tasks_cap"):
+		return fmt.Errorf("%s: %w", what, dispatch.ErrTooManyOpenTasks)
+	}
+	return s.e.MapError(err, what)
+}
+
+// CreateTaskCapped implements dispatch.Store.
+func (s *Store) CreateTaskCapped(ctx context.Context, t dispatch.Task, maxOpen int64) (dispatch.Task, bool, error) {
 	if t.ID == "" {
 		return dispatch.Task{}, false, apperr.Errorf(apperr.Invalid, "task without an id")
 	}
@@ -73,7 +104,7 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 		return dispatch.Task{}, false, err
 	}
 	if s.e.Dialect == database.Postgres && len(t.Offers) == 0 {
-		return s.createPostgres(ctx, t, doc)
+		return s.createPostgres(ctx, t, doc, maxOpen)
 	}
 	var (
 		out     dispatch.Task
@@ -105,6 +136,9 @@ func (s *Store) CreateTask(ctx context.Context, t dispatch.Task) (dispatch.Task,
 			}
 			out = prev
 			return w, nil
+		}
+		if _, err := tx.ExecContext(ctx, countOpenTask, t.CustomerID, maxOpen); err != nil {
+			return w, s.capError(err, "count the open tasks of customer "+t.CustomerID)
 		}
 		if err := s.insertOffers(ctx, tx, t.ID, nil, t.Offers); err != nil {
 			return w, err

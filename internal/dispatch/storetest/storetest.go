@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"CreateDuplicateRequest", testCreateDuplicateRequest},
 		{"CreateConcurrentDuplicates", testCreateConcurrentDuplicates},
 		{"CreateIDConflict", testCreateIDConflict},
+		{"CreateOpenQuota", testCreateOpenQuota},
 		{"TaskByOffer", testTaskByOffer},
 		{"TaskHolder", testTaskHolder},
 		{"ListTasks", testListTasks},

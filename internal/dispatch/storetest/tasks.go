@@ -547,3 +547,99 @@ func testDecisions(t *testing.T, s *sqlstore.Store) {
 	_, err = s.Decisions(ctx, taskID(1), 0)
 	wantCode(t, "Decisions(limit 0)", err, apperr.Invalid)
 }
+
+// testCreateOpenQuota: CreateTaskCapped counts the customer's open tasks, the new one included, in the
+// create's transaction: a task that reaches a final state (by UpdateTask or by UpdateTasks) stops
+// counting, a refusal writes nothing, a request made before is answered at the cap, another customer has
+// a count of its own, and concurrent creates of one customer never get past the cap together.
+func testCreateOpenQuota(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	create := func(n int, customer string, max int64) error {
+		task := newTask(n)
+		task.CustomerID = customer
+		_, created, err := s.CreateTaskCapped(ctx, task, max)
+		if err == nil && !created {
+			t.Fatalf("CreateTaskCapped(%d) created nothing", n)
+		}
+		return err
+	}
+	for n := 1; n <= 3; n++ {
+		if err := create(n, "customer-1", 3); err != nil {
+			t.Fatalf("CreateTaskCapped(%d) = %v", n, err)
+		}
+	}
+	before := len(events(ctx, t, s))
+	if err := create(4, "customer-1", 3); !errors.Is(err, dispatch.ErrTooManyOpenTasks) {
+		t.Fatalf("CreateTaskCapped(4th open task, cap 3) = %v, want ErrTooManyOpenTasks", err)
+	}
+	_, err := s.GetTask(ctx, taskID(4))
+	wantCode(t, "GetTask(refused task)", err, apperr.NotFound)
+	if n := len(events(ctx, t, s)); n != before {
+		t.Fatalf("events after the refusal = %d, want %d", n, before)
+	}
+	if err := create(5, "customer-2", 3); err != nil {
+		t.Fatalf("another customer's create: %v", err)
+	}
+	// A request made before is answered at the cap.
+	again := newTask(6)
+	again.RequestID = newTask(1).RequestID
+	if out, created, err := s.CreateTaskCapped(ctx, again, 3); err != nil || created || out.ID != taskID(1) {
+		t.Fatalf("CreateTaskCapped(request made before, at the cap) = %s created %v, %v; want task %s", out.ID, created, err, taskID(1))
+	}
+
+	finish := func(state dispatch.State) func(dispatch.Task) (dispatch.Change, error) {
+		return func(tk dispatch.Task) (dispatch.Change, error) {
+			tk.State = state
+			return dispatch.Change{Task: tk}, nil
+		}
+	}
+	// Open to open counts the same; open to final counts one less, by either write path.
+	if _, err := s.UpdateTask(ctx, taskID(1), finish(dispatch.StateUnassignable)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateTask(ctx, taskID(2), finish(dispatch.StateCancelled)); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs := s.UpdateTasks(ctx, []dispatch.TaskWrite{{ID: taskID(3), Fn: finish(dispatch.StateFailed)}}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	for n := 7; n <= 8; n++ {
+		if err := create(n, "customer-1", 3); err != nil {
+			t.Fatalf("CreateTaskCapped(%d) after two tasks finished = %v", n, err)
+		}
+	}
+	if err := create(9, "customer-1", 3); !errors.Is(err, dispatch.ErrTooManyOpenTasks) {
+		t.Fatalf("CreateTaskCapped(at the cap again) = %v, want ErrTooManyOpenTasks", err)
+	}
+
+	// 3 open; concurrent creates under a cap of 8 make exactly 5 more.
+	const max = 8
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		made    int
+		refused int
+	)
+	for i := range 20 {
+		wg.Go(func() {
+			err := create(100+i, "customer-1", max)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, dispatch.ErrTooManyOpenTasks):
+				refused++
+			case err != nil:
+				t.Errorf("concurrent CreateTaskCapped: %v", err)
+			default:
+				made++
+			}
+		})
+	}
+	wg.Wait()
+	if made != 5 || refused != 15 {
+		t.Fatalf("20 concurrent creates under a cap of %d with 3 open = %d made, %d refused; want 5, 15", max, made, refused)
+	}
+	if n, err := s.CountTasks(ctx, dispatch.TaskFilter{CustomerID: "customer-1", States: []dispatch.State{dispatch.StatePending, dispatch.StateUnassignable}}); err != nil || n != max {
+		t.Fatalf("open tasks of customer-1 = %d, %v; want %d", n, err, max)
+	}
+}

@@ -68,7 +68,10 @@ type DispatchServiceClient interface {
 	// customer creates a task for another customer, or the caller is a courier; FAILED_PRECONDITION when a
 	// dispatcher, an administrator or a partner system sets a customer_id that is not an active customer
 	// account (an unknown user, a suspended or deleted account, or a user with another role); UNAVAILABLE
-	// when that account cannot be checked right now (retryable).
+	// when that account cannot be checked right now (retryable); RESOURCE_EXHAUSTED when the customer
+	// already has as many open tasks (in any state but DELIVERED, CANCELLED and FAILED: UNASSIGNABLE counts)
+	// as the server allows (a server setting, 10,000 by default), until some of them finish or are
+	// cancelled. A repeated request_id is answered with its task whatever the count.
 	CreateTask(ctx context.Context, in *CreateTaskRequest, opts ...grpc.CallOption) (*Task, error)
 	// GetTask returns one task, by default in TASK_VIEW_FULL.
 	//
@@ -443,7 +446,10 @@ type DispatchServiceServer interface {
 	// customer creates a task for another customer, or the caller is a courier; FAILED_PRECONDITION when a
 	// dispatcher, an administrator or a partner system sets a customer_id that is not an active customer
 	// account (an unknown user, a suspended or deleted account, or a user with another role); UNAVAILABLE
-	// when that account cannot be checked right now (retryable).
+	// when that account cannot be checked right now (retryable); RESOURCE_EXHAUSTED when the customer
+	// already has as many open tasks (in any state but DELIVERED, CANCELLED and FAILED: UNASSIGNABLE counts)
+	// as the server allows (a server setting, 10,000 by default), until some of them finish or are
+	// cancelled. A repeated request_id is answered with its task whatever the count.
 	CreateTask(context.Context, *CreateTaskRequest) (*Task, error)
 	// GetTask returns one task, by default in TASK_VIEW_FULL.
 	//

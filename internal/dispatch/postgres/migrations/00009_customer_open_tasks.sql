@@ -1,0 +1,35 @@
+-- +goose Up
+-- How many open tasks (every state but delivered, cancelled and failed) each customer has, for
+-- CreateTask's cap (dispatch.Options.MaxOpenTasks): one row to update per create instead of a count of
+-- the customer's tasks. CreateTask adds one, under its cap, in the statement that inserts the task; the
+-- trigger takes one off when a task reaches a final state, in the statement that writes it. A BEFORE
+-- trigger, so that the counter's row is locked while the task's row is written, before the event log's
+-- lock, as the event log asks of the row locks of a transaction (sqllog.AppendWithPostgres); its WHEN
+-- leaves every other update alone. Tasks are never deleted.
+CREATE TABLE customer_open_tasks (
+    customer_id text COLLATE "C" NOT NULL PRIMARY KEY,
+    open_tasks  bigint NOT NULL,
+    -- The cap the latest create was made under: a create that would count more fails this check, and
+    -- with it the whole statement (the task, the count, the event).
+    max_open    bigint NOT NULL,
+    CONSTRAINT customer_open_tasks_cap CHECK (open_tasks <= max_open)
+);
+INSERT INTO customer_open_tasks (customer_id, open_tasks, max_open)
+    SELECT customer_id, count(*), 9223372036854775807 FROM tasks WHERE state NOT IN ('delivered', 'cancelled', 'failed') GROUP BY customer_id;
+
+-- +goose StatementBegin
+CREATE FUNCTION tasks_count_finished() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    UPDATE customer_open_tasks SET open_tasks = open_tasks - 1 WHERE customer_id = OLD.customer_id;
+    RETURN NEW;
+END
+$$;
+-- +goose StatementEnd
+CREATE TRIGGER tasks_count_finished BEFORE UPDATE OF state ON tasks FOR EACH ROW
+    WHEN (OLD.state NOT IN ('delivered', 'cancelled', 'failed') AND NEW.state IN ('delivered', 'cancelled', 'failed'))
+    EXECUTE FUNCTION tasks_count_finished();
+
+-- +goose Down
+DROP TRIGGER tasks_count_finished ON tasks;
+DROP FUNCTION tasks_count_finished();
+DROP TABLE customer_open_tasks;
