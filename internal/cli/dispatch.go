@@ -40,6 +40,7 @@ type dispatchConfig struct {
 	SessionRate  float64
 	SessionBurst int
 	MaxOpenTasks int
+	MaxBackoff   time.Duration
 
 	UploadMaxBytes int64
 	ContentTypes   listFlag
@@ -67,6 +68,7 @@ func dispatchModule() *module {
 			fs.IntVar(&cfg.JobWorkers, "dispatch-job-workers", jobargs.DefaultWorkers, "dispatch jobs (courier claims and releases, a call to courier each) one replica runs at once")
 			fs.Float64Var(&cfg.SessionRate, "dispatch-session-rate", dispatch.DefaultSessionRate, "commands and acks a second one courier's StreamAssignments sessions may send after --dispatch-session-burst (more ends the stream with RESOURCE_EXHAUSTED)")
 			fs.IntVar(&cfg.SessionBurst, "dispatch-session-burst", dispatch.DefaultSessionBurst, "commands and acks one courier's StreamAssignments sessions may send at once (an app coming back online replays its queue)")
+			fs.DurationVar(&cfg.MaxBackoff, "dispatch-max-retry-backoff", dispatch.DefaultMaxRetryBackoff, "longest wait between two searches for a task no courier could take (the wait doubles from 5s per search; a courier becoming available or free ends it at once)")
 			fs.IntVar(&cfg.MaxOpenTasks, "dispatch-max-open-tasks", dispatch.DefaultMaxOpenTasks, "open tasks (any state but delivered, cancelled and failed) one customer may have; CreateTask answers RESOURCE_EXHAUSTED beyond")
 			fs.StringVar(&cfg.Weights, "dispatch-weights", formatWeights(dispatch.DefaultWeights), "the engine's score weights, name=value for eta, distance, load and fairness (unnamed ones keep their default)")
 			fs.Int64Var(&cfg.UploadMaxBytes, "upload-max-bytes", dispatch.DefaultMaxUploadBytes, "largest proof upload (photo, signature) in bytes, at most 10 MiB")
@@ -74,10 +76,13 @@ func dispatchModule() *module {
 			fs.StringVar(&cfg.ProofDir, "proof-dir", "", "directory of proof uploads with SQLite (default <data-dir>/"+blob.DefaultDir+"); with PostgreSQL they are kept in the database, which every replica reads")
 		},
 		validate: func() error {
-			for name, d := range map[string]time.Duration{"offer-timeout": cfg.OfferTimeout, "dispatch-max-wait": cfg.MaxWait} {
+			for name, d := range map[string]time.Duration{"offer-timeout": cfg.OfferTimeout, "dispatch-max-wait": cfg.MaxWait, "dispatch-max-retry-backoff": cfg.MaxBackoff} {
 				if err := positiveDuration(name, d); err != nil {
 					return err
 				}
+			}
+			if cfg.MaxBackoff > 24*time.Hour {
+				return usageError{fmt.Errorf("--dispatch-max-retry-backoff must be at most 24h, got %s", cfg.MaxBackoff)}
 			}
 			if cfg.SearchRadius <= 0 || cfg.MaxRadius < cfg.SearchRadius || cfg.MaxRadius > 50000 {
 				return usageError{fmt.Errorf("--dispatch-search-radius (%g) must be positive and at most --dispatch-max-radius (%g), itself at most 50000", cfg.SearchRadius, cfg.MaxRadius)}
@@ -223,6 +228,7 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 		OfferTimeout: cfg.OfferTimeout, MaxWait: cfg.MaxWait, SearchRadius: cfg.SearchRadius, MaxRadius: cfg.MaxRadius,
 		Weights: weights, MaxUploadBytes: cfg.UploadMaxBytes, AllowedContentTypes: cfg.ContentTypes,
 		SessionRate: cfg.SessionRate, SessionBurst: cfg.SessionBurst, MaxOpenTasks: cfg.MaxOpenTasks,
+		MaxRetryBackoff: cfg.MaxBackoff,
 	})
 	api := dispatchgrpc.NewServer(svc)
 	dispatchgrpc.Register(srv, api)

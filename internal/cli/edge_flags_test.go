@@ -63,6 +63,9 @@ func TestParseServeRejectsDispatchSessionBudgetOutOfRange(t *testing.T) {
 		"--dispatch-session-burst": {
 			"0": "--dispatch-session-burst must be 1..100000, got 0", "100001": "--dispatch-session-burst must be 1..100000, got 100001",
 		},
+		"--dispatch-max-retry-backoff": {
+			"0s": "--dispatch-max-retry-backoff must be positive, got 0s", "25h": "--dispatch-max-retry-backoff must be at most 24h, got 25h0m0s",
+		},
 		"--dispatch-max-open-tasks": {
 			"0": "--dispatch-max-open-tasks must be 1..1000000, got 0", "1000001": "--dispatch-max-open-tasks must be 1..1000000, got 1000001",
 		},
@@ -78,7 +81,7 @@ func TestParseServeRejectsDispatchSessionBudgetOutOfRange(t *testing.T) {
 			}
 		}
 	}
-	env := map[string]string{"LASTMILE_DISPATCH_SESSION_RATE": "0.5", "LASTMILE_DISPATCH_SESSION_BURST": "20", "LASTMILE_DISPATCH_MAX_OPEN_TASKS": "50"}
+	env := map[string]string{"LASTMILE_DISPATCH_SESSION_RATE": "0.5", "LASTMILE_DISPATCH_SESSION_BURST": "20", "LASTMILE_DISPATCH_MAX_OPEN_TASKS": "50", "LASTMILE_DISPATCH_MAX_RETRY_BACKOFF": "1m"}
 	if _, err := parseServe(nil, Env{Getenv: envOf(env), Stderr: &bytes.Buffer{}}); err != nil {
 		t.Errorf("parseServe(%v) = %v, want no error", env, err)
 	}

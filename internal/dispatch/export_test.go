@@ -1,6 +1,9 @@
 package dispatch
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // RunHub runs the hub for tests of package dispatch_test (Run starts it in production).
 func (s *Service) RunHub(ctx context.Context) error { return s.runHub(ctx) }
@@ -58,4 +61,10 @@ func (s *Service) Kicked() bool {
 // it is unleased (contention.wake).
 func (s *Service) WakeContended(taskID string, couriers ...string) {
 	s.wake(context.Background(), contention{waits: map[string][]string{taskID: couriers}})
+}
+
+// RetryBackoff is the wait before the next search of a task that searches found nobody for, after
+// searches of them (retryBackoff).
+func (s *Service) RetryBackoff(taskID string, searches int) time.Duration {
+	return s.retryBackoff(taskID, searches)
 }

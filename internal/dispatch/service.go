@@ -15,19 +15,20 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultOfferTimeout   = 20 * time.Second
-	DefaultOfferGrace     = 2 * time.Second
-	DefaultMaxWait        = 30 * time.Minute
-	DefaultSearchRadius   = 3000.0
-	DefaultMaxRadius      = 15000.0
-	DefaultCandidates     = 20
-	DefaultMaxLocationAge = 5 * time.Minute
-	DefaultRetryBackoff   = 5 * time.Second
-	DefaultLease          = 30 * time.Second
-	DefaultWorkers        = 8
-	DefaultBatch          = 32
-	DefaultIdempotency    = 48 * time.Hour
-	DefaultTrackInterval  = 5 * time.Second
+	DefaultOfferTimeout    = 20 * time.Second
+	DefaultOfferGrace      = 2 * time.Second
+	DefaultMaxWait         = 30 * time.Minute
+	DefaultSearchRadius    = 3000.0
+	DefaultMaxRadius       = 15000.0
+	DefaultCandidates      = 20
+	DefaultMaxLocationAge  = 5 * time.Minute
+	DefaultRetryBackoff    = 5 * time.Second
+	DefaultMaxRetryBackoff = 15 * time.Minute
+	DefaultLease           = 30 * time.Second
+	DefaultWorkers         = 8
+	DefaultBatch           = 32
+	DefaultIdempotency     = 48 * time.Hour
+	DefaultTrackInterval   = 5 * time.Second
 	// DefaultSessionRate and DefaultSessionBurst: see Options.SessionRate and session_limit.go.
 	DefaultSessionRate  = 5.0
 	DefaultSessionBurst = 100
@@ -69,8 +70,9 @@ type Options struct {
 	// MaxLocationAge ignores couriers whose last fix is older.
 	MaxLocationAge time.Duration
 	// RetryBackoff is the first wait before searching again for a task nobody could take; it doubles per
-	// search up to 12 times it.
-	RetryBackoff time.Duration
+	// search up to MaxRetryBackoff (see retryBackoff). A courier becoming available or free cuts the wait
+	// short.
+	RetryBackoff, MaxRetryBackoff time.Duration
 	// Weights are the engine's score weights; zero means DefaultWeights.
 	Weights Weights
 	// Lease is how long a replica holds a task it works; Workers how many tasks it works at once.
@@ -164,6 +166,8 @@ func NewService(d Deps, opts Options) *Service {
 	setDefault(&opts.Candidates, DefaultCandidates)
 	setDefault(&opts.MaxLocationAge, DefaultMaxLocationAge)
 	setDefault(&opts.RetryBackoff, DefaultRetryBackoff)
+	setDefault(&opts.MaxRetryBackoff, DefaultMaxRetryBackoff)
+	opts.MaxRetryBackoff = max(opts.MaxRetryBackoff, opts.RetryBackoff)
 	setDefault(&opts.Lease, DefaultLease)
 	setDefault(&opts.Workers, DefaultWorkers)
 	setDefault(&opts.Batch, DefaultBatch)

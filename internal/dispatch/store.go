@@ -125,7 +125,8 @@ type Job struct {
 // Change is what a closure passed to Store.UpdateTask returns: everything the transition writes, in one
 // transaction, beside the task event the store always appends.
 type Change struct {
-	// Task is the task after the change. The store sets its Version to the stored version plus one.
+	// Task is the task after the change. The store sets its Version to the stored version plus one
+	// (unless Quiet).
 	Task Task
 	// Deliveries are appended to couriers' session logs (the store assigns their cursors).
 	Deliveries []Delivery
@@ -134,6 +135,10 @@ type Change struct {
 	// KeepDecisions, when above 0 and Decision is set, bounds the task's recorded decisions: once Decision
 	// is written, those beyond the newest KeepDecisions (by decide time, then id) are deleted.
 	KeepDecisions int
+	// Quiet says that the change touches nothing a reader of the task sees, only the engine's own fields
+	// (a deferral's due time and search count): the store writes it without a new version, so the etag
+	// stays, and appends no task event, so no watcher is told. A quiet change has no deliveries.
+	Quiet bool
 	// Command is the command's outcome, stored with the change.
 	Command *CommandRecord
 	// Jobs are enqueued.

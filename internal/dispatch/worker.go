@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -299,10 +300,11 @@ func (s *Service) offerWrite(t Task, d *Decision, c Candidate, newDecision bool)
 	}, done: func() { s.metrics.OfferSent() }}
 }
 
-// deferWrite keeps t PENDING and makes it due again after a back-off that doubles per search (up to 12
-// times Options.RetryBackoff), recording the decision when there is one (and, once t searched more than
-// MaxDecisions times, keeping only its newest MaxDecisions). Its retry makes t due at once
-// instead (a contended deferral: see batch.go).
+// deferWrite keeps t PENDING and makes it due again after a back-off (retryBackoff), recording the
+// decision when there is one (and, once t searched more than MaxDecisions times, keeping only its newest
+// MaxDecisions). The write is quiet (Change.Quiet): a search that found nobody changes nothing a reader
+// of the task sees, so the task keeps its etag and update time and no watcher is told. Its retry makes t
+// due at once instead (a contended deferral: see batch.go).
 func (s *Service) deferWrite(t Task, d *Decision, why string) pendingWrite {
 	w := s.deferral(t, d, why, false)
 	w.retry = func() pendingWrite { return s.deferral(t, d, why, true) }
@@ -316,18 +318,19 @@ func (s *Service) deferral(t Task, d *Decision, why string, atOnce bool) pending
 			return Change{}, errNoChange
 		}
 		now := s.now()
-		backoff := s.opts.RetryBackoff << min(cur.Searches, 3)
-		backoff = min(backoff, 12*s.opts.RetryBackoff)
+		backoff := s.retryBackoff(cur.ID, cur.Searches)
 		if atOnce {
 			backoff = 0
 		}
 		cur.Searches++
 		cur.DueTime = storedTime(now.Add(backoff))
+		// Give up on time: at the end of the pickup window, or of the maximum wait without one.
 		if w := cur.Pickup.Window; w != nil && cur.DueTime.After(w.End) {
-			cur.DueTime = w.End // give up on time
+			cur.DueTime = w.End
+		} else if end := storedTime(cur.SearchStart.Add(s.opts.MaxWait)); w == nil && cur.DueTime.After(end) {
+			cur.DueTime = end
 		}
-		cur.UpdateTime = storedTime(now)
-		ch := Change{Task: cur}
+		ch := Change{Task: cur, Quiet: true}
 		if d != nil {
 			dd := *d
 			if dd.Outcome == OutcomeOffered {
@@ -346,6 +349,25 @@ func (s *Service) deferral(t Task, d *Decision, why string, atOnce bool) pending
 			s.logger.Warn("dispatch: task deferred", "task", t.ID, "reason", why)
 		}
 	}}
+}
+
+// retryBackoff is how long a task that searches found nobody for waits before the next search, after
+// searches of them: Options.RetryBackoff, doubling per search up to Options.MaxRetryBackoff. A back-off
+// of a minute or more is shortened by up to a fifth, by an amount drawn from the task's id and search
+// count, so that the tasks of one outage do not all come due together, and the same task gets the
+// same schedule on every replica. A courier who becomes available or free wakes waiting tasks at once
+// (courierArrived, wakeFreed), whatever their back-off.
+func (s *Service) retryBackoff(taskID string, searches int) time.Duration {
+	backoff := s.opts.MaxRetryBackoff
+	if shift := min(searches, 30); s.opts.RetryBackoff <= s.opts.MaxRetryBackoff>>shift {
+		backoff = s.opts.RetryBackoff << shift
+	}
+	if backoff < time.Minute {
+		return backoff
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%d", taskID, searches)
+	return backoff - time.Duration(h.Sum64()%1000)*(backoff/5000)
 }
 
 // giveUpWrite makes t UNASSIGNABLE with reason, recording the decision.

@@ -358,7 +358,7 @@ func TestNoCourierWithinThePickupWindowMakesTheTaskUnassignable(t *testing.T) {
 	}
 }
 
-// A task nobody can take is searched again every minute or so until its pickup window ends, and a
+// A task nobody can take is searched again, a few times an hour, until its pickup window ends, and a
 // customer may set that years ahead: the decisions it records stay bounded by what ExplainAssignment
 // shows, the newest kept.
 func TestTaskSearchedManyTimesKeepsItsNewestDecisions(t *testing.T) {
@@ -657,5 +657,117 @@ func TestClaimJobRetryUndoesALandedClaim(t *testing.T) {
 	}
 	if holder, held := sys.Couriers.Claims()[tk.ID]; held {
 		t.Errorf("courier service claim of the cancelled task after the claim job's retry = %s, want none", holder)
+	}
+}
+
+// TestFruitlessSearchesBackOffQuietly: a task nobody can take, with a pickup window that ends in 50
+// years, is searched again after 5 s, then twice as long each time up to 15 minutes (long waits
+// shortened by up to a fifth, by the task), so a few times an hour rather than every 40 s; those
+// searches change nothing a reader sees (the etag, the update time) and append no task event (no
+// watcher is told). A courier who opens a session nearby still gets it at once, whatever its back-off.
+func TestFruitlessSearchesBackOffQuietly(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	ctx := context.Background()
+	start := sys.Clock.Now()
+	tk := create(t, sys, func(r *dispatch.CreateRequest) {
+		r.Pickup.Window = &dispatch.Window{Start: start, End: start.AddDate(50, 0, 0)}
+	})
+	sys.WaitTask(t, tk.ID, "searched once", func(x dispatch.Task) bool { return x.Searches >= 1 })
+	head, err := sys.Events.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; sys.Clock.Now().Sub(start) < 2*time.Hour; n++ {
+		got := stored(t, sys, tk.ID)
+		if got.Searches != n {
+			t.Fatalf("task searched %d times, want %d", got.Searches, n)
+		}
+		if want := sys.Clock.Now().Add(sys.Service.RetryBackoff(tk.ID, n-1)); !got.DueTime.Equal(want) {
+			t.Fatalf("after search %d: due %s, want %s", n, got.DueTime, want)
+		}
+		if got.ETag() != tk.ETag() || !got.UpdateTime.Equal(tk.UpdateTime) {
+			t.Fatalf("after search %d: etag %s, update time %s; want %s and %s as created", n, got.ETag(), got.UpdateTime, tk.ETag(), tk.UpdateTime)
+		}
+		sys.Clock.Advance(got.DueTime.Sub(sys.Clock.Now()))
+		sys.WaitTask(t, tk.ID, fmt.Sprintf("search %d", n+1), func(x dispatch.Task) bool { return x.Searches > n })
+	}
+	got := stored(t, sys, tk.ID)
+	// 5 s, 10 s, 20 s, 40 s, then 80 s to 640 s less up to a fifth each, then 15 min less up to a fifth:
+	// 16 searches in the first two hours without the shortening, 18 with all of it (every 40 s before:
+	// about 180).
+	if got.Searches < 16 || got.Searches > 18 {
+		t.Errorf("searches in two hours = %d, want 16 to 18", got.Searches)
+	}
+	if now, err := sys.Events.Head(ctx); err != nil || now != head {
+		t.Errorf("event log head = %d, %v after the searches; want %d (no task event)", now, err, head)
+	}
+	if ds, err := sys.Store.Decisions(ctx, tk.ID, 1000); err != nil || len(ds) != got.Searches {
+		t.Errorf("decisions recorded = %d, %v; want one per search, %d", len(ds), err, got.Searches)
+	}
+	if d := got.DueTime.Sub(sys.Clock.Now()); d < 12*time.Minute {
+		t.Fatalf("next search in %s, want about 15 minutes", d)
+	}
+
+	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 200), geo.Bicycle, false)
+	sess, err := sys.Service.OpenSession(c.Ctx, dispatch.Hello{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	offeredTask := sys.WaitTask(t, tk.ID, "offered to the courier who opened a session", dispatchtest.InState(dispatch.StateOffered))
+	if o := offeredTask.CurrentOffer(); o == nil || o.CourierID != c.ID || offeredTask.ETag() == tk.ETag() {
+		t.Fatalf("offered task = %+v with etag %s; want an offer to %s and a new etag", offeredTask.CurrentOffer(), offeredTask.ETag(), c.ID)
+	}
+}
+
+// The back-off doubles from Options.RetryBackoff up to Options.MaxRetryBackoff; from a minute on it is
+// shortened by up to a fifth, by an amount that depends on the task, so that tasks spread.
+func TestRetryBackoffSchedule(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	id := uuid.NewString()
+	for n, want := range []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second} {
+		if got := sys.Service.RetryBackoff(id, n); got != want {
+			t.Errorf("back-off after %d searches = %s, want %s", n, got, want)
+		}
+	}
+	spread := map[time.Duration]bool{}
+	for n := 4; n < 100; n++ {
+		full := min(5*time.Second<<min(n, 30), dispatch.DefaultMaxRetryBackoff)
+		got := sys.Service.RetryBackoff(id, n)
+		if got > full || got <= full*4/5 {
+			t.Errorf("back-off after %d searches = %s, want in (%s, %s]", n, got, full*4/5, full)
+		}
+		if n >= 9 {
+			spread[got] = true
+		}
+	}
+	if len(spread) < 50 {
+		t.Errorf("back-offs at the cap take %d values over 91 searches, want them spread", len(spread))
+	}
+}
+
+// A task without a pickup window whose back-off would run past the maximum wait is searched a last time
+// when the wait ends, and becomes UNASSIGNABLE then, not a back-off later.
+func TestBackoffEndsAtTheMaximumWait(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{Options: dispatch.Options{MaxWait: 3 * time.Minute}})
+	tk := create(t, sys, nil)
+	for {
+		got := stored(t, sys, tk.ID)
+		if got.State == dispatch.StateUnassignable {
+			if at, want := got.History[len(got.History)-1].At, tk.CreateTime.Add(3*time.Minute); !at.Equal(want) {
+				t.Fatalf("UNASSIGNABLE at %s, want at the end of the maximum wait, %s", at, want)
+			}
+			return
+		}
+		if got.Searches == 0 || !got.DueTime.After(sys.Clock.Now()) {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if end := tk.CreateTime.Add(3 * time.Minute); got.DueTime.After(end) {
+			t.Fatalf("after %d searches: due %s, after the end of the maximum wait %s", got.Searches, got.DueTime, end)
+		}
+		n := got.Searches
+		sys.Clock.Advance(got.DueTime.Sub(sys.Clock.Now()))
+		sys.WaitTask(t, tk.ID, fmt.Sprintf("search %d", n+1), func(x dispatch.Task) bool { return x.Searches > n || x.State != dispatch.StatePending })
 	}
 }

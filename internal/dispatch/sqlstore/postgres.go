@@ -225,7 +225,7 @@ var (
 // onePostgresStatement reports whether writeChangePostgres can write ch, a closure's change of cur: no
 // decision, no deliveries, no new offer (an accept or a decline, a courier's command).
 func onePostgresStatement(cur dispatch.Task, ch dispatch.Change) bool {
-	if ch.Decision != nil || len(ch.Deliveries) > 0 {
+	if ch.Decision != nil || len(ch.Deliveries) > 0 || ch.Quiet {
 		return false
 	}
 	offers, err := newOffers(cur.ID, cur.Offers, ch.Task.Offers)

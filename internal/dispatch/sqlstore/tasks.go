@@ -451,6 +451,9 @@ func (s *Store) prepareChange(cur dispatch.Task, ch dispatch.Change) (*preparedC
 	next := ch.Task.Stored()
 	next.ID, next.CreatedBy, next.RequestID, next.RequestHash, next.CreateTime = cur.ID, cur.CreatedBy, cur.RequestID, cur.RequestHash, cur.CreateTime
 	next.Version = cur.Version + 1
+	if ch.Quiet {
+		next.Version = cur.Version // nothing a reader sees changed: the etag stays
+	}
 	doc, err := encodeTask(&next)
 	if err != nil {
 		return nil, err
@@ -510,8 +513,10 @@ func (s *Store) writePrepared(ctx context.Context, tx *sql.Tx, p *preparedChange
 // appendChange appends the event of next, written by applyChange for ch, and ch's deliveries: last in
 // the transaction (see the package documentation).
 func (s *Store) appendChange(ctx context.Context, tx *sql.Tx, a *appender, next dispatch.Task, ch dispatch.Change) error {
-	if _, err := a.append(ctx, tx, dispatch.TopicTask, next.ID, []byte(next.State)); err != nil {
-		return err
+	if !ch.Quiet {
+		if _, err := a.append(ctx, tx, dispatch.TopicTask, next.ID, []byte(next.State)); err != nil {
+			return err
+		}
 	}
 	for _, d := range ch.Deliveries {
 		if err := s.insertDelivery(ctx, tx, a, d, next.UpdateTime); err != nil {
@@ -535,8 +540,10 @@ func (s *Store) appendChanges(ctx context.Context, tx *sql.Tx, a *appender, next
 		if errs[i] != nil {
 			continue
 		}
-		events = append(events, eventlog.Event{Topic: dispatch.TopicTask, Key: next[i].ID, Payload: []byte(next[i].State)})
-		isDel = append(isDel, false)
+		if !changes[i].Quiet {
+			events = append(events, eventlog.Event{Topic: dispatch.TopicTask, Key: next[i].ID, Payload: []byte(next[i].State)})
+			isDel = append(isDel, false)
+		}
 		for _, d := range changes[i].Deliveries {
 			d, err := deliveryToStore(d, next[i].UpdateTime)
 			if err != nil {

@@ -44,6 +44,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"CreateConcurrentDuplicates", testCreateConcurrentDuplicates},
 		{"CreateIDConflict", testCreateIDConflict},
 		{"CreateOpenQuota", testCreateOpenQuota},
+		{"QuietChange", testQuietChange},
 		{"TaskByOffer", testTaskByOffer},
 		{"TaskHolder", testTaskHolder},
 		{"ListTasks", testListTasks},

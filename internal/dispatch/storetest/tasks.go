@@ -643,3 +643,43 @@ func testCreateOpenQuota(t *testing.T, s *sqlstore.Store) {
 		t.Fatalf("open tasks of customer-1 = %d, %v; want %d", n, err, max)
 	}
 }
+
+// testQuietChange: a quiet change (dispatch.Change.Quiet) is written, by UpdateTask and by UpdateTasks,
+// with its decision, without a new version and without a task event; the next change that is not quiet
+// gets the next version and its event.
+func testQuietChange(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	mustCreate(ctx, t, s, newTask(1))
+	before := len(events(ctx, t, s))
+	defer1 := func(n int) func(dispatch.Task) (dispatch.Change, error) {
+		return func(cur dispatch.Task) (dispatch.Change, error) {
+			cur.Searches, cur.DueTime = n, at(100+n)
+			return dispatch.Change{Task: cur, Quiet: true, Decision: &dispatch.Decision{ID: fmt.Sprintf("d%d", n), TaskID: cur.ID, DecideTime: at(n), Outcome: dispatch.OutcomeNoCandidates}}, nil
+		}
+	}
+	out, err := s.UpdateTask(ctx, taskID(1), defer1(1))
+	if err != nil || out.Version != 1 || out.Searches != 1 {
+		t.Fatalf("quiet UpdateTask = version %d, searches %d, %v; want 1, 1", out.Version, out.Searches, err)
+	}
+	outs, errs := s.UpdateTasks(ctx, []dispatch.TaskWrite{{ID: taskID(1), Fn: defer1(2)}})
+	if errs[0] != nil || outs[0].Version != 1 || outs[0].Searches != 2 {
+		t.Fatalf("quiet UpdateTasks = version %d, searches %d, %v; want 1, 2", outs[0].Version, outs[0].Searches, errs[0])
+	}
+	got := mustGet(ctx, t, s, taskID(1))
+	if got.Version != 1 || got.Searches != 2 || !got.DueTime.Equal(utc(at(102))) {
+		t.Fatalf("task after quiet changes = version %d, searches %d, due %s; want 1, 2, %s", got.Version, got.Searches, got.DueTime, utc(at(102)))
+	}
+	if ds, err := s.Decisions(ctx, taskID(1), 10); err != nil || len(ds) != 2 {
+		t.Fatalf("decisions = %d, %v; want 2", len(ds), err)
+	}
+	if n := len(events(ctx, t, s)); n != before {
+		t.Fatalf("events after quiet changes = %d, want %d", n, before)
+	}
+	out, err = s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		cur.State = dispatch.StateUnassignable
+		return dispatch.Change{Task: cur}, nil
+	})
+	if err != nil || out.Version != 2 || len(events(ctx, t, s)) != before+1 {
+		t.Fatalf("UpdateTask after quiet changes = version %d, %v, %d events; want 2 and %d events", out.Version, err, len(events(ctx, t, s)), before+1)
+	}
+}
