@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"lastmile/internal/gateway"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/jobs"
 	"lastmile/internal/platform/telemetry"
@@ -41,6 +43,7 @@ type dispatchConfig struct {
 	SessionBurst int
 	MaxOpenTasks int
 	MaxBackoff   time.Duration
+	WatchSend    time.Duration
 
 	UploadMaxBytes int64
 	ContentTypes   listFlag
@@ -53,12 +56,13 @@ type dispatchConfig struct {
 func dispatchModule() *module {
 	cfg := dispatchConfig{ContentTypes: listFlag(dispatch.DefaultAllowedContentTypes)}
 	var weights dispatch.Weights
+	streams := maps.Clone(dispatchStreams) // the watches' send timeout is a flag
 	return &module{
 		name:     "dispatch",
 		services: []grpcService{{name: dispatchv1.DispatchService_ServiceDesc.ServiceName, rest: gateway.Routes(dispatchv1.RegisterDispatchServiceHandlerClient, dispatchv1.NewDispatchServiceClient), needsStore: true}},
 		peers:    []string{courierv1.CourierService_ServiceDesc.ServiceName, routev1.RouteService_ServiceDesc.ServiceName},
 		policy:   dispatchgrpc.Policy,
-		streams:  dispatchStreams,
+		streams:  streams,
 		store:    &storeDecl{SQLite: dispatchsqlite.Migrations(), Postgres: dispatchpg.Migrations(), EventLog: true, Jobs: true},
 		flags: func(fs *flagSet) {
 			fs.DurationVar(&cfg.OfferTimeout, "offer-timeout", dispatch.DefaultOfferTimeout, "how long a courier has to answer an offer before it goes to the next candidate")
@@ -69,6 +73,7 @@ func dispatchModule() *module {
 			fs.Float64Var(&cfg.SessionRate, "dispatch-session-rate", dispatch.DefaultSessionRate, "commands and acks a second one courier's StreamAssignments sessions may send after --dispatch-session-burst (more ends the stream with RESOURCE_EXHAUSTED)")
 			fs.IntVar(&cfg.SessionBurst, "dispatch-session-burst", dispatch.DefaultSessionBurst, "commands and acks one courier's StreamAssignments sessions may send at once (an app coming back online replays its queue)")
 			fs.DurationVar(&cfg.MaxBackoff, "dispatch-max-retry-backoff", dispatch.DefaultMaxRetryBackoff, "longest wait between two searches for a task no courier could take (the wait doubles from 5s per search; a courier becoming available or free ends it at once)")
+			fs.DurationVar(&cfg.WatchSend, "dispatch-watch-send-timeout", defaultWatchSendTimeout, "longest a WatchTask or WatchTasks message may wait to be sent before the stream is ended with DEADLINE_EXCEEDED (a client that stopped reading)")
 			fs.IntVar(&cfg.MaxOpenTasks, "dispatch-max-open-tasks", dispatch.DefaultMaxOpenTasks, "open tasks (any state but delivered, cancelled and failed) one customer may have; CreateTask answers RESOURCE_EXHAUSTED beyond")
 			fs.StringVar(&cfg.Weights, "dispatch-weights", formatWeights(dispatch.DefaultWeights), "the engine's score weights, name=value for eta, distance, load and fairness (unnamed ones keep their default)")
 			fs.Int64Var(&cfg.UploadMaxBytes, "upload-max-bytes", dispatch.DefaultMaxUploadBytes, "largest proof upload (photo, signature) in bytes, at most 10 MiB")
@@ -76,7 +81,7 @@ func dispatchModule() *module {
 			fs.StringVar(&cfg.ProofDir, "proof-dir", "", "directory of proof uploads with SQLite (default <data-dir>/"+blob.DefaultDir+"); with PostgreSQL they are kept in the database, which every replica reads")
 		},
 		validate: func() error {
-			for name, d := range map[string]time.Duration{"offer-timeout": cfg.OfferTimeout, "dispatch-max-wait": cfg.MaxWait, "dispatch-max-retry-backoff": cfg.MaxBackoff} {
+			for name, d := range map[string]time.Duration{"offer-timeout": cfg.OfferTimeout, "dispatch-max-wait": cfg.MaxWait, "dispatch-max-retry-backoff": cfg.MaxBackoff, "dispatch-watch-send-timeout": cfg.WatchSend} {
 				if err := positiveDuration(name, d); err != nil {
 					return err
 				}
@@ -110,6 +115,11 @@ func dispatchModule() *module {
 					return usageError{fmt.Errorf("--upload-content-types: %q is not one of %s", ct, strings.Join(dispatch.DefaultAllowedContentTypes, ", "))}
 				}
 			}
+			for _, m := range []string{dispatchv1.DispatchService_WatchTask_FullMethodName, dispatchv1.DispatchService_WatchTasks_FullMethodName} {
+				lim := streams[m]
+				lim.SendTimeout = cfg.WatchSend
+				streams[m] = lim
+			}
 			w, err := parseWeights(cfg.Weights)
 			if err != nil {
 				return usageError{fmt.Errorf("--dispatch-weights: %w", err)}
@@ -127,11 +137,31 @@ func dispatchModule() *module {
 // a reconnect that overlaps the old stream; sessions are not ended for idleness (the app may have nothing
 // to say for hours: keepalive finds dead peers). Customers follow a few tasks at once (WatchTask), and
 // dashboards a few lists (WatchTasks). A courier uploads a few proofs at once, each on its own stream.
+//
+// The watches' pools are shared fairly, since anyone may sign up as a customer: 64 slots are kept for
+// staff (dashboards), and half of the rest for callers without a watch of that kind yet, so that accounts
+// holding many watches each cannot lock everyone else out (filling the pool takes an account per slot of
+// that half). A watch whose client stopped reading is ended after --dispatch-watch-send-timeout.
 var dispatchStreams = map[string]grpcserver.StreamLimit{
 	dispatchv1.DispatchService_StreamAssignments_FullMethodName: {PerCaller: 2, Total: 20000},
-	dispatchv1.DispatchService_WatchTask_FullMethodName:         {PerCaller: 16},
-	dispatchv1.DispatchService_WatchTasks_FullMethodName:        {PerCaller: 4},
-	dispatchv1.DispatchService_UploadProof_FullMethodName:       {PerCaller: 8},
+	dispatchv1.DispatchService_WatchTask_FullMethodName: {PerCaller: 16, Total: grpcserver.DefaultStreamsTotal,
+		StaffReserve: watchStaffReserve, FirstReserve: (grpcserver.DefaultStreamsTotal - watchStaffReserve) / 2, Staff: streamStaff},
+	dispatchv1.DispatchService_WatchTasks_FullMethodName: {PerCaller: 4, Total: grpcserver.DefaultStreamsTotal,
+		StaffReserve: watchStaffReserve, FirstReserve: (grpcserver.DefaultStreamsTotal - watchStaffReserve) / 2, Staff: streamStaff},
+	dispatchv1.DispatchService_UploadProof_FullMethodName: {PerCaller: 8},
+}
+
+// watchStaffReserve is the watch slots kept for staff; defaultWatchSendTimeout the default of
+// --dispatch-watch-send-timeout.
+const (
+	watchStaffReserve       = 64
+	defaultWatchSendTimeout = 30 * time.Second
+)
+
+// streamStaff reports whether p may take the watch slots kept for staff: dispatchers, administrators and
+// services.
+func streamStaff(p auth.Principal) bool {
+	return p.Kind == auth.Service || p.HasRole(auth.RoleDispatcher) || p.HasRole(auth.RoleAdmin)
 }
 
 // maxSessionRate and maxSessionBurst bound --dispatch-session-rate and --dispatch-session-burst: far

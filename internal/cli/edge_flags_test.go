@@ -3,7 +3,9 @@ package cli
 import (
 	"bytes"
 	"errors"
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -66,6 +68,9 @@ func TestParseServeRejectsDispatchSessionBudgetOutOfRange(t *testing.T) {
 		"--dispatch-max-retry-backoff": {
 			"0s": "--dispatch-max-retry-backoff must be positive, got 0s", "25h": "--dispatch-max-retry-backoff must be at most 24h, got 25h0m0s",
 		},
+		"--dispatch-watch-send-timeout": {
+			"0s": "--dispatch-watch-send-timeout must be positive, got 0s",
+		},
 		"--dispatch-max-open-tasks": {
 			"0": "--dispatch-max-open-tasks must be 1..1000000, got 0", "1000001": "--dispatch-max-open-tasks must be 1..1000000, got 1000001",
 		},
@@ -84,5 +89,22 @@ func TestParseServeRejectsDispatchSessionBudgetOutOfRange(t *testing.T) {
 	env := map[string]string{"LASTMILE_DISPATCH_SESSION_RATE": "0.5", "LASTMILE_DISPATCH_SESSION_BURST": "20", "LASTMILE_DISPATCH_MAX_OPEN_TASKS": "50", "LASTMILE_DISPATCH_MAX_RETRY_BACKOFF": "1m"}
 	if _, err := parseServe(nil, Env{Getenv: envOf(env), Stderr: &bytes.Buffer{}}); err != nil {
 		t.Errorf("parseServe(%v) = %v, want no error", env, err)
+	}
+}
+
+// The watches' send timeout reaches their stream limits, with their fair shares of the pool.
+func TestParseServeSetsTheWatchSendTimeout(t *testing.T) {
+	c, err := parseServe([]string{"--dispatch-watch-send-timeout", "5s"}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := streamLimits(c.Modules, c.Targets)
+	for _, m := range []string{dispatchv1.DispatchService_WatchTask_FullMethodName, dispatchv1.DispatchService_WatchTasks_FullMethodName} {
+		if l := limits[m]; l.SendTimeout != 5*time.Second || l.Total != 1024 || l.StaffReserve != 64 || l.FirstReserve != 480 || l.Staff == nil {
+			t.Errorf("limit of %s = %+v, want a 5s send timeout, 64 slots kept for staff and 480 for first watches of 1024", m, l)
+		}
+	}
+	if l := limits[dispatchv1.DispatchService_StreamAssignments_FullMethodName]; l.SendTimeout != 0 {
+		t.Errorf("StreamAssignments send timeout = %s, want none", l.SendTimeout)
 	}
 }

@@ -59,6 +59,22 @@ type StreamLimit struct {
 	// that stopped talking and gets nothing to hear. It needs a handler that reads until the client's EOF,
 	// so it is only for bidirectional methods; 0 never ends a stream for this.
 	HalfClosedIdle time.Duration
+	// SendTimeout ends a stream one of whose messages has waited this long to be sent: the client
+	// stopped reading, and flow control holds the server's send. The handler's send returns the stream's
+	// end at once and its context is canceled; the stream ends with DeadlineExceeded whatever the handler
+	// returns, and its slot is free. Only for methods whose server streams; 0 never ends a stream for this.
+	SendTimeout time.Duration
+	// StaffReserve keeps that many of Total's slots for staff (callers Staff reports true for): other
+	// callers are refused once all but StaffReserve slots are taken, so dashboards keep working when
+	// everyone else filled the rest. 0 reserves none.
+	StaffReserve int
+	// Staff reports whether a caller may take StaffReserve's slots; nil for nobody.
+	Staff func(auth.Principal) bool
+	// FirstReserve keeps that many of Total's slots (besides StaffReserve) for the first stream of a
+	// caller who has none open: a caller's second and later streams are refused once all but
+	// FirstReserve + StaffReserve slots are taken. An account holding many streams then cannot take
+	// the slots of others: filling the pool takes one account per slot of FirstReserve. 0 reserves none.
+	FirstReserve int
 }
 
 // withDefaults returns l with its zero caps replaced by the defaults.
@@ -77,6 +93,12 @@ func (l StreamLimit) check(method string) error {
 		return fmt.Errorf("stream limit of %s: negative idle timeout", method)
 	case l.PerCaller > 0 && l.Total > 0 && l.PerCaller > l.Total:
 		return fmt.Errorf("stream limit of %s: PerCaller %d exceeds Total %d", method, l.PerCaller, l.Total)
+	case l.SendTimeout < 0:
+		return fmt.Errorf("stream limit of %s: negative send timeout", method)
+	case l.StaffReserve < 0 || l.FirstReserve < 0:
+		return fmt.Errorf("stream limit of %s: negative reserve", method)
+	case l.StaffReserve+l.FirstReserve >= l.withDefaults().Total:
+		return fmt.Errorf("stream limit of %s: reserves %d and %d leave nothing of Total %d", method, l.StaffReserve, l.FirstReserve, l.withDefaults().Total)
 	}
 	return nil
 }
@@ -103,6 +125,7 @@ type streamLimiter struct {
 	open    *prometheus.GaugeVec
 	refused *prometheus.CounterVec
 	idled   *prometheus.CounterVec
+	stalled *prometheus.CounterVec
 
 	mu      sync.Mutex
 	methods map[string]*openStreams
@@ -145,6 +168,12 @@ func newStreamLimiter(limits map[string]StreamLimit, clk clock, reg prometheus.R
 	}, []string{"grpc_method"})); err != nil {
 		return nil, fmt.Errorf("register stream metrics: %w", err)
 	}
+	if l.stalled, err = telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lastmile_grpc_server_streams_stalled_closed_total",
+		Help: "Streams the server ended because a message waited too long to be sent (the client stopped reading), by method.",
+	}, []string{"grpc_method"})); err != nil {
+		return nil, fmt.Errorf("register stream metrics: %w", err)
+	}
 	return l, nil
 }
 
@@ -178,6 +207,8 @@ func (l *streamLimiter) checkMethods(services map[string]grpc.ServiceInfo) error
 			problems = append(problems, method+": Idle needs a method whose client streams")
 		case lim.HalfClosedIdle > 0 && !(m.IsClientStream && m.IsServerStream):
 			problems = append(problems, method+": HalfClosedIdle needs a bidirectional method")
+		case lim.SendTimeout > 0 && !m.IsServerStream:
+			problems = append(problems, method+": SendTimeout needs a method whose server streams")
 		}
 	}
 	if len(problems) > 0 {
@@ -187,8 +218,9 @@ func (l *streamLimiter) checkMethods(services map[string]grpc.ServiceInfo) error
 	return nil
 }
 
-// acquire takes a slot of method for caller, or returns an apperr.ResourceExhausted error.
-func (l *streamLimiter) acquire(method, caller string, lim StreamLimit) error {
+// acquire takes a slot of method for caller, or returns an apperr.ResourceExhausted error. staff says
+// whether the caller may take StaffReserve's slots.
+func (l *streamLimiter) acquire(method, caller string, staff bool, lim StreamLimit) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	m := l.methods[method]
@@ -202,11 +234,16 @@ func (l *streamLimiter) acquire(method, caller string, lim StreamLimit) error {
 		return &apperr.Error{Code: apperr.ResourceExhausted,
 			Message: fmt.Sprintf("too many open streams of %s: at most %d per caller", methodName(method), lim.PerCaller),
 			Err:     fmt.Errorf("%s has %d streams of %s open", caller, m.byCaller[caller], method)}
-	case m.total >= lim.Total:
+	case m.total >= lim.Total, !staff && m.total >= lim.Total-lim.StaffReserve:
 		l.refused.WithLabelValues(method, "total").Inc()
 		return &apperr.Error{Code: apperr.ResourceExhausted,
 			Message: fmt.Sprintf("too many open streams of %s; try again later", methodName(method)),
 			Err:     fmt.Errorf("%d streams of %s open", m.total, method)}
+	case !staff && m.byCaller[caller] > 0 && m.total >= lim.Total-lim.StaffReserve-lim.FirstReserve:
+		l.refused.WithLabelValues(method, "shared").Inc()
+		return &apperr.Error{Code: apperr.ResourceExhausted,
+			Message: fmt.Sprintf("too many open streams of %s: the rest are kept for callers without one; close one of yours or try again later", methodName(method)),
+			Err:     fmt.Errorf("%s has %d of the %d streams of %s open", caller, m.byCaller[caller], m.total, method)}
 	}
 	m.byCaller[caller]++
 	m.total++
@@ -238,22 +275,135 @@ func (c *chain) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	l := c.streams
 	method := info.FullMethod
 	lim := l.limit(method)
-	caller := rateKey(ss.Context(), auth.FromContext(ss.Context()))
-	if err := l.acquire(method, caller, lim); err != nil {
+	p := auth.FromContext(ss.Context())
+	caller := rateKey(ss.Context(), p)
+	if err := l.acquire(method, caller, lim.Staff != nil && lim.Staff(p), lim); err != nil {
 		return err
 	}
 	defer l.release(method, caller)
-	if lim.Idle == 0 && lim.HalfClosedIdle == 0 {
+	if lim.Idle == 0 && lim.HalfClosedIdle == 0 && lim.SendTimeout == 0 {
 		return handler(srv, ss)
 	}
-	is := newIdleStream(ss, lim, l.clock)
-	defer is.finish() // also when the handler panics: the timer and the receiver must not outlive it
-	err := handler(srv, is)
-	if reason := is.finish(); reason != "" {
-		l.idled.WithLabelValues(method).Inc()
-		return status.Error(codes.DeadlineExceeded, "stream idle: "+reason)
+	var is *idleStream
+	if lim.Idle > 0 || lim.HalfClosedIdle > 0 {
+		is = newIdleStream(ss, lim, l.clock)
+		defer is.finish() // also when the handler panics: the timer and the receiver must not outlive it
+		ss = is
+	}
+	var st *stallStream
+	if lim.SendTimeout > 0 {
+		st = newStallStream(ss, lim.SendTimeout, l.clock)
+		defer st.finish()
+		ss = st
+	}
+	err := handler(srv, ss)
+	if is != nil {
+		if reason := is.finish(); reason != "" {
+			l.idled.WithLabelValues(method).Inc()
+			return status.Error(codes.DeadlineExceeded, "stream idle: "+reason)
+		}
+	}
+	if st != nil && st.finish() {
+		l.stalled.WithLabelValues(method).Inc()
+		return st.stallError()
 	}
 	return err
+}
+
+// stallStream is a server stream that ends itself when a message waits longer than its timeout to be
+// sent (StreamLimit.SendTimeout). A send held by flow control cannot be abandoned inside grpc-go, so
+// SendMsg sends on a goroutine of its own (one per stream, fed through a channel) and waits for it or
+// the timeout: once the timeout passed, SendMsg returns the stream's end, the handler's context is
+// canceled, and the handler returns while the held send waits for the stream to end (when the client
+// reads, resets the stream or the connection closes).
+type stallStream struct {
+	grpc.ServerStream
+	ctx     context.Context
+	cancel  context.CancelFunc
+	timeout time.Duration
+	clock   clock
+
+	sends    chan any      // messages for the sender goroutine to send
+	results  chan error    // its results; one at most is outstanding
+	stalled  chan struct{} // closed when the stream is ended for a held send
+	finished chan struct{} // closed when the handler has returned
+
+	mu   sync.Mutex
+	done bool
+	stop bool // stalled was closed
+}
+
+// newStallStream wraps ss and starts its sender.
+func newStallStream(ss grpc.ServerStream, timeout time.Duration, clk clock) *stallStream {
+	ctx, cancel := context.WithCancel(ss.Context())
+	s := &stallStream{ServerStream: ss, ctx: ctx, cancel: cancel, timeout: timeout, clock: clk,
+		sends: make(chan any), results: make(chan error, 1), stalled: make(chan struct{}), finished: make(chan struct{})}
+	go s.send()
+	return s
+}
+
+func (s *stallStream) Context() context.Context { return s.ctx }
+
+// send runs the sends of SendMsg until the handler has returned.
+func (s *stallStream) send() {
+	for {
+		select {
+		case m := <-s.sends:
+			s.results <- s.ServerStream.SendMsg(m)
+		case <-s.finished:
+			return
+		}
+	}
+}
+
+func (s *stallStream) SendMsg(m any) error {
+	select {
+	case <-s.stalled:
+		return s.stallError()
+	case s.sends <- m:
+	case <-s.finished:
+		// A goroutine the handler left behind: the stream has ended, as the transport will say.
+		return s.ServerStream.SendMsg(m)
+	}
+	held := make(chan struct{})
+	stop := s.clock.AfterFunc(s.timeout, func() { close(held) })
+	select {
+	case err := <-s.results:
+		stop()
+		return err
+	case <-held:
+		s.stall()
+		return s.stallError()
+	}
+}
+
+// stall ends the stream for a held send.
+func (s *stallStream) stall() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.stop && !s.done {
+		s.stop = true
+		close(s.stalled)
+	}
+	s.cancel()
+}
+
+// stallError is the status of a stream ended for a held send.
+func (s *stallStream) stallError() error {
+	return status.Error(codes.DeadlineExceeded, fmt.Sprintf("stream stalled: a message waited %v to be sent; the client is not reading", s.timeout))
+}
+
+// finish stops the sender and the context once the handler has returned, and says whether the stream
+// was ended for a held send. Calls after the first only say.
+func (s *stallStream) finish() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.done {
+		s.done = true
+		close(s.finished)
+		s.cancel()
+	}
+	return s.stop
 }
 
 // passUnary is the unary form of stages that only concern streams.

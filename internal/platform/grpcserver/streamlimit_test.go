@@ -324,6 +324,9 @@ func TestStreamLimitConfigErrors(t *testing.T) {
 		"negative idle":            {duplexCall: {Idle: -time.Second}},
 		"per caller above total":   {duplexCall: {PerCaller: 10, Total: 5}},
 		"negative half-close idle": {duplexCall: {HalfClosedIdle: -time.Second}},
+		"negative send timeout":    {duplexCall: {SendTimeout: -time.Second}},
+		"negative reserve":         {duplexCall: {FirstReserve: -1}},
+		"reserves fill the total":  {duplexCall: {Total: 10, StaffReserve: 4, FirstReserve: 6}},
 	} {
 		t.Run("New/"+name, func(t *testing.T) {
 			if _, err := grpcserver.New(grpcserver.Config{Listener: grpctest.Listen(), Policy: pol, Streams: lim}); err == nil {
@@ -335,10 +338,11 @@ func TestStreamLimitConfigErrors(t *testing.T) {
 		lim  map[string]grpcserver.StreamLimit
 		want string
 	}{
-		"unknown method":                {map[string]grpcserver.StreamLimit{"/grpc.testing.TestService/Nope": {}}, "/grpc.testing.TestService/Nope is not served"},
-		"unary method":                  {map[string]grpcserver.StreamLimit{unaryCall: {}}, unaryCall + " is not a streaming method"},
-		"idle on a server stream":       {map[string]grpcserver.StreamLimit{outputCall: {Idle: time.Minute}}, outputCall + ": Idle needs a method whose client streams"},
-		"half-close on a client stream": {map[string]grpcserver.StreamLimit{inputCall: {HalfClosedIdle: time.Minute}}, inputCall + ": HalfClosedIdle needs a bidirectional method"},
+		"unknown method":                  {map[string]grpcserver.StreamLimit{"/grpc.testing.TestService/Nope": {}}, "/grpc.testing.TestService/Nope is not served"},
+		"unary method":                    {map[string]grpcserver.StreamLimit{unaryCall: {}}, unaryCall + " is not a streaming method"},
+		"idle on a server stream":         {map[string]grpcserver.StreamLimit{outputCall: {Idle: time.Minute}}, outputCall + ": Idle needs a method whose client streams"},
+		"half-close on a client stream":   {map[string]grpcserver.StreamLimit{inputCall: {HalfClosedIdle: time.Minute}}, inputCall + ": HalfClosedIdle needs a bidirectional method"},
+		"send timeout on a client stream": {map[string]grpcserver.StreamLimit{inputCall: {SendTimeout: time.Minute}}, inputCall + ": SendTimeout needs a method whose server streams"},
 	} {
 		t.Run("Serve/"+name, func(t *testing.T) {
 			srv, _ := newBufServer(t, grpcserver.Config{Policy: pol, Streams: tc.lim}, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })

@@ -135,7 +135,11 @@ type DispatchServiceClient interface {
 	//
 	// Errors: NOT_FOUND when the task does not exist or the caller may not see it, or share_token is set and
 	// is not a valid, unexpired link to this task; UNAVAILABLE when the server is shutting down (reconnect:
-	// the new stream starts with a fresh snapshot).
+	// the new stream starts with a fresh snapshot); RESOURCE_EXHAUSTED when the caller or the server holds
+	// as many watches as it allows (the server keeps a share of its watches for callers who hold none and
+	// for dispatchers and administrators, so a caller's extra watches are refused first); DEADLINE_EXCEEDED
+	// when the client stopped reading and a message waited longer than the server allows (30 seconds by
+	// default) to be sent (the messages sent before it come first; reconnect when reading again).
 	WatchTask(ctx context.Context, in *WatchTaskRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchTaskResponse], error)
 	// WatchTasks streams every change to the tasks that match the filters, for dashboards: first a snapshot
 	// of the open tasks, then live changes (see WatchTasksResponse). The stream does not end on its own. The
@@ -145,7 +149,8 @@ type DispatchServiceClient interface {
 	//
 	// Errors: PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;
 	// FAILED_PRECONDITION when the caller is a courier user without a courier profile; UNAVAILABLE when the
-	// server is shutting down (reconnect: the new stream starts with a fresh snapshot).
+	// server is shutting down (reconnect: the new stream starts with a fresh snapshot); RESOURCE_EXHAUSTED
+	// and DEADLINE_EXCEEDED as for WatchTask (too many watches; a client that stopped reading).
 	WatchTasks(ctx context.Context, in *WatchTasksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchTasksResponse], error)
 	// GetCourierStatus returns one courier's overview for dashboards and the courier app: the courier
 	// service's status snapshot together with the tasks the courier holds and the offers waiting for the
@@ -513,7 +518,11 @@ type DispatchServiceServer interface {
 	//
 	// Errors: NOT_FOUND when the task does not exist or the caller may not see it, or share_token is set and
 	// is not a valid, unexpired link to this task; UNAVAILABLE when the server is shutting down (reconnect:
-	// the new stream starts with a fresh snapshot).
+	// the new stream starts with a fresh snapshot); RESOURCE_EXHAUSTED when the caller or the server holds
+	// as many watches as it allows (the server keeps a share of its watches for callers who hold none and
+	// for dispatchers and administrators, so a caller's extra watches are refused first); DEADLINE_EXCEEDED
+	// when the client stopped reading and a message waited longer than the server allows (30 seconds by
+	// default) to be sent (the messages sent before it come first; reconnect when reading again).
 	WatchTask(*WatchTaskRequest, grpc.ServerStreamingServer[WatchTaskResponse]) error
 	// WatchTasks streams every change to the tasks that match the filters, for dashboards: first a snapshot
 	// of the open tasks, then live changes (see WatchTasksResponse). The stream does not end on its own. The
@@ -523,7 +532,8 @@ type DispatchServiceServer interface {
 	//
 	// Errors: PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;
 	// FAILED_PRECONDITION when the caller is a courier user without a courier profile; UNAVAILABLE when the
-	// server is shutting down (reconnect: the new stream starts with a fresh snapshot).
+	// server is shutting down (reconnect: the new stream starts with a fresh snapshot); RESOURCE_EXHAUSTED
+	// and DEADLINE_EXCEEDED as for WatchTask (too many watches; a client that stopped reading).
 	WatchTasks(*WatchTasksRequest, grpc.ServerStreamingServer[WatchTasksResponse]) error
 	// GetCourierStatus returns one courier's overview for dashboards and the courier app: the courier
 	// service's status snapshot together with the tasks the courier holds and the offers waiting for the
