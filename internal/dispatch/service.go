@@ -23,7 +23,7 @@ const (
 	DefaultCandidates      = 20
 	DefaultMaxLocationAge  = 5 * time.Minute
 	DefaultRetryBackoff    = 5 * time.Second
-	DefaultMaxRetryBackoff = 15 * time.Minute
+	DefaultMaxRetryBackoff = 5 * time.Minute
 	DefaultLease           = 30 * time.Second
 	DefaultWorkers         = 8
 	DefaultBatch           = 32

@@ -1094,7 +1094,7 @@ type Stop struct {
 	// reach the pickup before the window ends. Optional: without one, the stop may be visited at any time,
 	// and the engine gives up on a pickup without a window after a maximum wait (a server setting, 30 minutes
 	// by default), making the task UNASSIGNABLE. Until then, a task no courier can take is searched again
-	// after a wait that grows with each search up to a server setting (15 minutes by default), and at once
+	// after a wait that grows with each search up to a server setting (5 minutes by default), and at once
 	// when a courier becomes available or free; such a search changes nothing in the task (neither its
 	// etag nor its update_time) unless it finds a courier.
 	TimeWindow *TimeWindow `protobuf:"bytes,3,opt,name=time_window,json=timeWindow,proto3" json:"time_window,omitempty"`
