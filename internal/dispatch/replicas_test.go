@@ -88,12 +88,22 @@ func TestTwoReplicasOnPostgreSQL(t *testing.T) {
 	if err != nil || len(leased) != 1 || leased[0].ID != tk2.ID {
 		t.Fatalf("the dead replica leased %+v, %v; want task %s", leased, err, tk2.ID)
 	}
+	// c2 is connected (and has a fresh fix) before the lease runs out, not after: a live replica works
+	// the task on its next poll once the lease ended, and a search that ran before c2 was connected
+	// would defer the task by a back-off of the test's clock, which never passes (the test once failed
+	// so under load, Searches 1). So the clock moves in two steps: past the due time while the dead
+	// lease still holds (c2 connects then), then past the lease, with c2's heartbeat 16 s old (live).
 	c2 := b.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, false)
-	a.Clock.Advance(41 * time.Second) // past the due time and the dead lease
+	a.Clock.Advance(25 * time.Second) // past the due time, within the dead lease (until now+40 s)
 	b.Connect(t, c2.ID)
 	a.Couriers.Move(c2.ID, dispatchtest.Near(dispatchtest.Berlin, 100))
+	a.Clock.Advance(16 * time.Second) // past the dead lease
 	got := a.WaitTask(t, tk2.ID, "offered after the dead replica's lease ran out", dispatchtest.InState(dispatch.StateOffered))
-	if o := got.CurrentOffer(); o.CourierID != c2.ID {
+	o := got.CurrentOffer()
+	if o.CourierID != c2.ID {
 		t.Fatalf("offer to %s, want %s", o.CourierID, c2.ID)
+	}
+	if want := now.Add(41 * time.Second); !o.CreateTime.Equal(want) {
+		t.Fatalf("offer made at %s, want %s: only once the dead replica's lease ran out", o.CreateTime, want)
 	}
 }
