@@ -70,6 +70,10 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch)
 	now := s.now()
 	todo := make([]Task, 0, len(ts))
 	writes := make([]pendingWrite, 0, len(ts))
+	var (
+		deferred []string // the tasks of todo deferred after a back-off
+		freedAt  int64
+	)
 	for _, t := range ts {
 		if t.State != StatePending {
 			continue
@@ -96,13 +100,21 @@ func (s *Service) assignBatch(ctx context.Context, ts []Task, early *earlyBatch)
 		}
 		env := DecideEnv{Now: b.now, OfferOpen: b.offerOpen, Connected: b.connected, Held: b.held}
 		engine := s.engine.over(b, b)
+		freedAt = b.freedAt
 		for _, t := range todo {
 			w := s.decideOne(ctx, engine, t, env, b)
+			if w.retry != nil {
+				deferred = append(deferred, t.ID)
+			}
 			writes = append(writes, w)
 		}
 		c = b.contention
 	}
 	s.write(ctx, writes)
+	// After the writes: a courier freed from here on wakes the deferred tasks as any waiting task.
+	if n := s.freedEver.Load() - freedAt; n > 0 && len(deferred) > 0 {
+		c.freed = deferred[:min(int64(len(deferred)), n*wakeShare)]
+	}
 	return c
 }
 
@@ -113,13 +125,16 @@ type contention struct {
 	// waits are the tasks deferred while another batch held couriers they could have had, with those
 	// couriers: each is to wait for the end of one of those reservations.
 	waits map[string][]string
+	// freed are deferred tasks to make due at once: couriers were freed while the batch searched, and
+	// may have been found busy (see courierFreed).
+	freed []string
 }
 
 // wake does what c needs once its tasks are unleased: it registers each waiting task with the
-// reservations that still stand, makes those whose reservations all ended meanwhile due now, and kicks
-// the loop when a task is due.
+// reservations that still stand, makes those whose reservations all ended meanwhile and those searched
+// while couriers were freed due now, and kicks the loop when a task is due.
 func (s *Service) wake(ctx context.Context, c contention) {
-	var now []string
+	now := slices.Clone(c.freed)
 	for taskID, couriers := range c.waits {
 		if !s.offering.await(taskID, couriers) {
 			now = append(now, taskID)
@@ -475,6 +490,8 @@ type batch struct {
 	// readAt is offering's seq before each known courier's open offers were read.
 	readAt map[string]uint64
 	heldOf map[string][]Task
+	// freedAt is the Service's freedEver before the batch's first search.
+	freedAt int64
 	// taken are the couriers offered a task of this batch, and others those of them another batch
 	// reserved first (decideOne).
 	taken  map[string]bool
@@ -507,7 +524,7 @@ type keptMatrix struct {
 }
 
 func newBatch(s *Service, now time.Time) *batch {
-	return &batch{s: s, now: now, known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{}, readAt: map[string]uint64{},
+	return &batch{s: s, now: now, freedAt: s.freedEver.Load(), known: map[string]bool{}, conn: map[string]bool{}, open: map[string]bool{}, readAt: map[string]uint64{},
 		heldOf: map[string][]Task{}, taken: map[string]bool{}, others: map[string]bool{}, heldNow: map[string]bool{}, fetched: map[string]NearbyQuery{}}
 }
 

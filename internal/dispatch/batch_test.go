@@ -2,7 +2,9 @@ package dispatch_test
 
 import (
 	"context"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,4 +302,69 @@ func TestUncontendedTaskWaitsForTheBackOff(t *testing.T) {
 	if sys.Service.Kicked() {
 		t.Error("the loop was kicked for a task that waits for the back-off")
 	}
+}
+
+// A courier freed while a batch searches (here: the release job of the task they handed back, which
+// lands while the batch's search found them busy with it) wakes the task the batch deferred: it is
+// offered to them on the next lease, not after a back-off. The work loop's own wake for the freed
+// courier (WakeFreed, which the loop runs beside the batch) misses it: the task is due already, under
+// the batch's lease. TestAcceptAgainAfterLosingTheTask once failed so under load ("never became
+// offered"): the back-off of the test's clock never passes.
+func TestCourierFreedDuringTheSearchWakesTheDeferredTask(t *testing.T) {
+	// One search per task (no widening), the one the hook below runs in.
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true, Options: dispatch.Options{SearchRadius: 3000, MaxRadius: 3000}})
+	ctx := context.Background()
+	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 300), geo.Bicycle, true)
+	first := create(t, sys, nil)
+	workOnce(t, sys, 1)
+	o := wantOffered(t, sys, first, c.ID)
+	if r := sys.Service.Execute(c.Ctx, c.ID, "a1", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatalf("accept = %+v", r.Err)
+	}
+	waitFor(t, "the claim of the accepted task", func() bool { return sys.Couriers.Claims()[first.ID] == c.ID })
+
+	// The courier hands the task back; the release of its claim waits at the gate.
+	gate := make(chan struct{})
+	var openGate sync.Once
+	defer openGate.Do(func() { close(gate) })
+	sys.Couriers.OnRelease(func(_, taskID string) {
+		if taskID == first.ID {
+			<-gate
+		}
+	})
+	if r := sys.Service.Execute(c.Ctx, c.ID, "r1", dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: first.ID, Reason: dispatch.ReleaseOther}}); r.Err != nil {
+		t.Fatalf("release = %+v", r.Err)
+	}
+	second := create(t, sys, nil)
+
+	// The batch's search for the new task finds the courier busy; while its answer is on its way, the
+	// claim is released, the courier freed, and the loop's wake for them runs. (The search for the
+	// handed-back task excludes the courier.)
+	var searches atomic.Int32
+	sys.Couriers.OnFindNearby(func(q dispatch.NearbyQuery) {
+		if slices.Contains(q.Exclude, c.ID) || searches.Add(1) != 1 {
+			return
+		}
+		before := sys.Service.CouriersFreed()
+		openGate.Do(func() { close(gate) })
+		// A hang guard (this runs in the batch's goroutine: no t.Fatal).
+		for deadline := time.Now().Add(time.Minute); sys.Service.CouriersFreed() == before; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Error("the release job never freed the courier")
+				return
+			}
+		}
+		sys.Service.WakeFreed(ctx)
+	})
+	workOnce(t, sys, 2) // the handed-back task (the courier is excluded from it) and the new one
+	sys.Couriers.OnFindNearby(nil)
+	if got := stored(t, sys, second.ID); got.State != dispatch.StatePending || got.Searches != 1 {
+		t.Fatalf("new task = %s after %d searches, want PENDING after 1 (the courier was busy)", got.State, got.Searches)
+	}
+
+	// The test's clock stands still: only a wake makes the deferred tasks due again.
+	if n, err := sys.Service.WorkOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("WorkOnce = %d, %v; want the 2 tasks deferred while the courier was freed woken", n, err)
+	}
+	wantOffered(t, sys, second, c.ID)
 }

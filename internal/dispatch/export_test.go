@@ -68,3 +68,10 @@ func (s *Service) WakeContended(taskID string, couriers ...string) {
 func (s *Service) RetryBackoff(taskID string, searches int) time.Duration {
 	return s.retryBackoff(taskID, searches)
 }
+
+// CouriersFreed returns how many couriers were freed for another task on this replica (courierFreed).
+func (s *Service) CouriersFreed() int64 { return s.freedEver.Load() }
+
+// WakeFreed makes waiting tasks due for the couriers freed since its last call, as the work loop does
+// before each lease.
+func (s *Service) WakeFreed(ctx context.Context) { s.wakeFreed(ctx) }

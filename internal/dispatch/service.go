@@ -133,6 +133,9 @@ type Service struct {
 	// freed counts the couriers freed for another task since the work loop last woke tasks for them
 	// (courierFreed).
 	freed atomic.Int64
+	// freedEver counts the couriers freed for another task on this replica since it started: a batch
+	// compares it before its searches and after its writes (contention.freed).
+	freedEver atomic.Int64
 }
 
 // Deps are the Service's collaborators.

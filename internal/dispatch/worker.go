@@ -622,7 +622,14 @@ const wakeShare = 4
 // or lost one (declined, expired, withdrawn), or the courier service released a task of its. Before its
 // next lease, the work loop makes wakeShare waiting tasks per such courier due, those that LeaseDue
 // would take first: highest priority, then oldest.
+//
+// A batch that was searching while a courier was freed may have found that courier busy, and the
+// wake missed its tasks (WakeNext wakes the tasks waiting for their back-off, and the batch's were due,
+// under its lease): it wakes wakeShare of its deferred tasks per courier freed since its searches began
+// once they are unleased (contention.freed), so that a task created while a courier was being freed is
+// offered to them at once, not after a back-off.
 func (s *Service) courierFreed() {
+	s.freedEver.Add(1)
 	s.freed.Add(1)
 	s.kick()
 }

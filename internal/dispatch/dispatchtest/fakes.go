@@ -35,6 +35,17 @@ type Couriers struct {
 	onRelease func(courierID, taskID string)
 	// onClaimed runs at the end of each Claim, outside the lock (OnClaimed).
 	onClaimed func(courierID, taskID string, err error)
+	// onFound runs at the end of each FindNearby, outside the lock (OnFindNearby).
+	onFound func(dispatch.NearbyQuery)
+}
+
+// OnFindNearby makes fn run at the end of every FindNearby, with its query, after the answer was
+// decided and before the caller gets it: what happens in it happens while the answer is on its way
+// back. nil removes it.
+func (f *Couriers) OnFindNearby(fn func(dispatch.NearbyQuery)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onFound = fn
 }
 
 // OnClaim makes fn run at the start of every Claim, before the claim is decided: what happens in it
@@ -172,6 +183,17 @@ func (f *Couriers) snapshot(c *dispatch.CourierInfo) dispatch.CourierInfo {
 
 // FindNearby implements dispatch.Couriers.
 func (f *Couriers) FindNearby(_ context.Context, q dispatch.NearbyQuery) ([]dispatch.CourierInfo, error) {
+	out, err := f.findNearby(q)
+	f.mu.Lock()
+	done := f.onFound
+	f.mu.Unlock()
+	if done != nil {
+		done(q)
+	}
+	return out, err
+}
+
+func (f *Couriers) findNearby(q dispatch.NearbyQuery) ([]dispatch.CourierInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("FindNearby"); err != nil {

@@ -253,11 +253,12 @@ func (s *System) Connect(t testing.TB, courierID string) {
 	}
 }
 
-// WaitTask reads task id (as a dispatcher) until cond holds, failing the test after a generous
-// 20 seconds (a hang guard, not a timing assertion).
+// WaitTask reads task id (as a dispatcher) until cond holds, failing the test after a generous minute
+// (a hang guard, not a timing assertion: under -race on a loaded machine a lease, a decision and its
+// write may take seconds).
 func (s *System) WaitTask(t testing.TB, id string, what string, cond func(dispatch.Task) bool) dispatch.Task {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		task, err := s.Service.GetTask(Dispatcher(), id, dispatch.ViewFull)
 		if err != nil {
