@@ -154,9 +154,15 @@ type TaskWrite struct {
 
 // TaskFilter narrows ListTasks, CountTasks and WatchTasks. Zero fields do not filter.
 type TaskFilter struct {
-	States     []State
+	States []State
+	// CourierID keeps the tasks this courier holds or held last (Task.CourierID).
 	CourierID  string
 	CustomerID string
+	// AnyHolder widens CourierID to every task the courier held at some point: also those they handed
+	// back, or that were moved to another courier or taken from them since (Task.HeldBy). It is what a
+	// courier's own ListTasks and WatchTasks show. Not part of a page token's filter key (filterKey), so
+	// that the tokens issued before it existed still work.
+	AnyHolder bool `json:"-"`
 }
 
 // TaskQuery is one page of ListTasks: newest first (create time, then id), after the keyset cursor.

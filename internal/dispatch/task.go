@@ -429,6 +429,23 @@ func (t *Task) HasProof(uploadID string) bool {
 	return slices.ContainsFunc(t.Proofs, func(pr Proof) bool { return pr.UploadID == uploadID })
 }
 
+// HeldBy reports whether courierID holds t or held it at some point (then handed it back, or it was moved
+// to another courier).
+func (t Task) HeldBy(courierID string) bool {
+	if courierID == "" {
+		return false
+	}
+	if t.CourierID == courierID {
+		return true
+	}
+	for _, h := range t.History {
+		if h.CourierID == courierID && h.State.Held() {
+			return true
+		}
+	}
+	return false
+}
+
 // ETag returns the task's etag: its version, opaque to clients.
 func (t Task) ETag() string { return etag(t.Version) }
 

@@ -592,7 +592,7 @@ func (s *Service) scopeFilter(ctx context.Context, f TaskFilter) (TaskFilter, er
 		if f.CourierID != "" && f.CourierID != cid {
 			return f, apperr.Errorf(apperr.PermissionDenied, "couriers see only their own tasks")
 		}
-		f.CourierID = cid
+		f.CourierID, f.AnyHolder = cid, true // the tasks they hold or held, also those no longer theirs
 	case p.Kind == auth.User:
 		me := strings.ToLower(p.Subject)
 		if f.CustomerID != "" && f.CustomerID != me {

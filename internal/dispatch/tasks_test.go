@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -176,6 +177,75 @@ func TestVisibility(t *testing.T) {
 	page, err := sys.Service.ListTasks(stranger.Ctx, dispatch.ListRequest{})
 	if err != nil || page.Total != 1 || len(page.Tasks) != 1 || page.Tasks[0].ID != tk.ID {
 		t.Fatalf("courier's list = %+v, %v", page, err)
+	}
+}
+
+// A courier's ListTasks and WatchTasks show every task they held, also one they handed back and that
+// went on without them: in pages, counted, filtered by state; WatchTasks goes on sending its changes.
+func TestCourierListsTheTasksTheyHeld(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	c := sys.AddCourier(t, dispatchtest.Berlin, geo.Car, false) // no session: the engine offers it nothing
+	customer := dispatchtest.Customer(uuid.NewString())
+	tk, err := sys.Service.CreateTask(customer, dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatch(t, c.Ctx, func(ctx context.Context, send func(dispatch.WatchItem) error) error {
+		return sys.Service.WatchTasks(ctx, dispatch.TaskFilter{}, "", send)
+	})
+	if got := describeItem(w.recv(t)); got != "complete 0 truncated false" {
+		t.Fatalf("snapshot: %s", got)
+	}
+	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if r := sys.Service.Execute(c.Ctx, c.ID, "r1", dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: tk.ID, Reason: dispatch.ReleaseTooFar}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	// until reads the watch's items, each about tk in one of states, until one in state last.
+	until := func(last dispatch.State, states ...dispatch.State) {
+		t.Helper()
+		for {
+			it := w.recv(t)
+			switch {
+			case it.Task == nil || it.Task.ID != tk.ID:
+				t.Fatalf("watch sent %s", describeItem(it))
+			case it.Task.State == last:
+				return
+			case !slices.Contains(states, it.Task.State):
+				t.Fatalf("watch sent %s, want %s", describeItem(it), last)
+			}
+		}
+	}
+	until(dispatch.StatePending, dispatch.StateAssigned) // handed back (the feed may fold the assignment in)
+	// The task is no longer c's, and the watch still sends its changes.
+	if _, err := sys.Service.CancelTask(customer, dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelCustomerRequest}); err != nil {
+		t.Fatal(err)
+	}
+	until(dispatch.StateCancelled, dispatch.StatePending) // the engine's searches while pending, then cancelled
+
+	tk2, err := sys.Service.CreateTask(customer, dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the hand-back's release", func() bool { _, held := sys.Couriers.Claims()[tk.ID]; return !held }) // c is free again
+	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk2.ID, CourierID: c.ID}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := sys.Service.ListTasks(c.Ctx, dispatch.ListRequest{PageSize: 1})
+	if err != nil || page.Total != 2 || len(page.Tasks) != 1 || page.Tasks[0].ID != tk2.ID || page.NextPageToken == "" {
+		t.Fatalf("courier's first page = %+v, %v; want %s of 2 and a token", page, err, tk2.ID)
+	}
+	page, err = sys.Service.ListTasks(c.Ctx, dispatch.ListRequest{PageSize: 1, PageToken: page.NextPageToken})
+	if err != nil || page.Total != 2 || len(page.Tasks) != 1 || page.Tasks[0].ID != tk.ID || page.NextPageToken != "" {
+		t.Fatalf("courier's second page = %+v, %v; want the handed back %s, last", page, err, tk.ID)
+	}
+	if page.Tasks[0].CourierID != "" || page.Tasks[0].State != dispatch.StateCancelled {
+		t.Fatalf("handed back task as listed: courier %q, state %s", page.Tasks[0].CourierID, page.Tasks[0].State)
+	}
+	page, err = sys.Service.ListTasks(c.Ctx, dispatch.ListRequest{Filter: dispatch.TaskFilter{States: []dispatch.State{dispatch.StateCancelled}}})
+	if err != nil || page.Total != 1 || len(page.Tasks) != 1 || page.Tasks[0].ID != tk.ID {
+		t.Fatalf("courier's cancelled tasks = %+v, %v", page, err)
 	}
 }
 

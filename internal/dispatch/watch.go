@@ -279,7 +279,7 @@ func (w *taskWatch) travel(ctx context.Context, a, b geo.LatLng, mode geo.Transp
 // ends.
 //
 // The filter is scoped as ListTasks scopes it: customers see their own tasks and couriers the tasks they
-// hold, an empty CustomerID (CourierID) meaning theirs. Errors before the first send: Invalid for a
+// hold or held, an empty CustomerID (CourierID) meaning theirs. Errors before the first send: Invalid for a
 // malformed filter; PermissionDenied when a customer or courier asks for another's tasks;
 // FailedPrecondition when a courier user has no courier profile.
 func (s *Service) WatchTasks(ctx context.Context, f TaskFilter, view View, send func(WatchItem) error) error {
@@ -400,7 +400,7 @@ func (w *listWatch) matches(t Task) bool {
 	f := w.f
 	switch {
 	case len(f.States) > 0 && !slices.Contains(f.States, t.State),
-		f.CourierID != "" && t.CourierID != f.CourierID,
+		f.CourierID != "" && t.CourierID != f.CourierID && !(f.AnyHolder && t.HeldBy(f.CourierID)),
 		f.CustomerID != "" && t.CustomerID != f.CustomerID:
 		return false
 	}

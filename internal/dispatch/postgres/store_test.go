@@ -16,6 +16,7 @@ import (
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
+	"lastmile/internal/platform/eventlog/sqllog"
 )
 
 func TestMain(m *testing.M) {
@@ -191,4 +192,23 @@ func TestUpdateTasksWritesABatchTogether(t *testing.T) {
 			t.Errorf("Decisions(%s) scores = %v, want %v", task, got, want)
 		}
 	}
+}
+
+// TestFormerHoldersMigration: the migration that creates former_holders fills it from the histories of
+// the tasks written before.
+func TestFormerHoldersMigration(t *testing.T) {
+	requirePostgres(t)
+	pool := databasetest.Postgres(t, postgres.Schema)
+	ctx := t.Context()
+	before := postgres.Migrations()
+	before.FS = storetest.Without(t, before.FS, "00010_former_holders.sql")
+	if err := database.MigratePostgres(ctx, pool, before); err != nil {
+		t.Fatal(err)
+	}
+	if err := database.MigratePostgres(ctx, pool, sqllog.Migrations(database.Postgres, sqlstore.Service)); err != nil {
+		t.Fatal(err)
+	}
+	s := postgres.New(pool)
+	t.Cleanup(func() { _ = s.Close() })
+	storetest.FormerHoldersBackfill(t, s, func(ctx context.Context) error { return postgres.Migrate(ctx, pool) })
 }

@@ -12,6 +12,8 @@ import (
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/dispatch/storetest"
 	"lastmile/internal/platform/database"
+	"lastmile/internal/platform/database/databasetest"
+	"lastmile/internal/platform/eventlog/sqllog"
 )
 
 func TestMain(m *testing.M) {
@@ -56,4 +58,20 @@ func open(ctx context.Context, t *testing.T, path string) *sql.DB {
 // BenchmarkStore measures the store's hot paths (see storetest.Bench).
 func BenchmarkStore(b *testing.B) {
 	storetest.Bench(b, storetest.SQLiteStore(b))
+}
+
+// TestFormerHoldersMigration: the migration that creates former_holders fills it from the histories of
+// the tasks written before.
+func TestFormerHoldersMigration(t *testing.T) {
+	db := databasetest.SQLite(t)
+	ctx := t.Context()
+	before := sqlite.Migrations()
+	before.FS = storetest.Without(t, before.FS, "00008_former_holders.sql")
+	if err := database.MigrateSQLite(ctx, db, before); err != nil {
+		t.Fatal(err)
+	}
+	if err := database.MigrateSQLite(ctx, db, sqllog.Migrations(database.SQLite, sqlstore.Service)); err != nil {
+		t.Fatal(err)
+	}
+	storetest.FormerHoldersBackfill(t, sqlite.New(db), func(ctx context.Context) error { return sqlite.Migrate(ctx, db) })
 }

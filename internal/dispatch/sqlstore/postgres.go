@@ -72,6 +72,8 @@ type pgWrites struct {
 	dueTimes                              []*time.Time
 	versions, oldVersions                 []int64
 	offerIDs, offerTasks, offerCouriersOf []string
+	// The tasks' former holders (formerHolder).
+	formerCouriers, formerTasks []string
 	// The decisions as stored (decisionToStore) and their documents.
 	decisions    []dispatch.Decision
 	decisionDocs []string
@@ -99,6 +101,9 @@ func (w *pgWrites) add(p *preparedChange) error {
 	}
 	for _, o := range offers {
 		w.offerIDs, w.offerTasks, w.offerCouriersOf = append(w.offerIDs, o.ID), append(w.offerTasks, next.ID), append(w.offerCouriersOf, o.CourierID)
+	}
+	if c := formerHolder(cur, next); c != "" {
+		w.formerCouriers, w.formerTasks = append(w.formerCouriers, c), append(w.formerTasks, next.ID)
 	}
 	if p.ch.Decision == nil {
 		return nil
@@ -152,6 +157,14 @@ func (w *pgWrites) flush(ctx context.Context, s *Store, tx *sql.Tx) error {
 			ON CONFLICT (offer_id) DO NOTHING`, w.offerIDs, w.offerTasks, w.offerCouriersOf)
 		if err != nil {
 			return s.e.MapError(err, fmt.Sprintf("record %d offers", len(w.offerIDs)))
+		}
+	}
+	if len(w.formerCouriers) > 0 {
+		_, err := tx.ExecContext(ctx, `
+			INSERT INTO former_holders (courier_id, task_id) SELECT * FROM unnest($1::text[], $2::text[])
+			ON CONFLICT DO NOTHING`, w.formerCouriers, w.formerTasks)
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("record %d former holders", len(w.formerCouriers)))
 		}
 	}
 	if len(w.decisions) == 0 {
@@ -223,9 +236,10 @@ var (
 )
 
 // onePostgresStatement reports whether writeChangePostgres can write ch, a closure's change of cur: no
-// decision, no deliveries, no new offer (an accept or a decline, a courier's command).
+// decision, no deliveries, not quiet, no new offer, no former holder (an accept or a decline, a courier's
+// command; not a hand-back).
 func onePostgresStatement(cur dispatch.Task, ch dispatch.Change) bool {
-	if ch.Decision != nil || len(ch.Deliveries) > 0 || ch.Quiet {
+	if ch.Decision != nil || len(ch.Deliveries) > 0 || ch.Quiet || formerHolder(cur, ch.Task) != "" {
 		return false
 	}
 	offers, err := newOffers(cur.ID, cur.Offers, ch.Task.Offers)

@@ -179,6 +179,16 @@ func (s *Store) insertOffers(ctx context.Context, tx *sql.Tx, taskID string, pre
 	return nil
 }
 
+// formerHolder returns the courier that held cur, the task as stored, and no longer does in next, the
+// task written (it handed the task back, or the task was moved to another courier or taken from it): a
+// row of former_holders, so that the courier's ListTasks still finds the task. "" when none.
+func formerHolder(cur, next dispatch.Task) string {
+	if cur.CourierID == "" || next.CourierID == cur.CourierID {
+		return ""
+	}
+	return cur.CourierID
+}
+
 // newOffers returns the offers of next that prev, the task's offers before a change, does not have:
 // Internal when one has no id or no courier.
 func newOffers(taskID string, prev, next []dispatch.Offer) ([]dispatch.Offer, error) {
@@ -260,13 +270,43 @@ func filterSQL(f dispatch.TaskFilter, args []any) ([]string, []any) {
 	}
 	if f.CourierID != "" {
 		args = append(args, f.CourierID)
-		conds = append(conds, "courier_id = $"+strconv.Itoa(len(args)))
+		n := "$" + strconv.Itoa(len(args))
+		if f.AnyHolder {
+			conds = append(conds, "id IN ("+heldBy(n)+")")
+		} else {
+			conds = append(conds, "courier_id = "+n)
+		}
 	}
 	if f.CustomerID != "" {
 		args = append(args, f.CustomerID)
 		conds = append(conds, "customer_id = $"+strconv.Itoa(len(args)))
 	}
 	return conds, args
+}
+
+// heldBy is a query of the ids of the tasks the courier in placeholder n holds or held at some point: its
+// current or last holder's (tasks.courier_id) and those it held before (former_holders).
+func heldBy(n string) string {
+	return "SELECT id FROM tasks WHERE courier_id = " + n + " UNION SELECT task_id FROM former_holders WHERE courier_id = " + n
+}
+
+// fromTasks returns the FROM clause of a read of the tasks that match f, and f's conditions. With
+// f.AnyHolder, the courier's tasks are found first, by id, and the other conditions checked on them, so
+// that the read costs that courier's tasks rather than a walk of the table.
+func (s *Store) fromTasks(f dispatch.TaskFilter, args []any) (string, []string, []any) {
+	if f.CourierID == "" || !f.AnyHolder {
+		conds, args := filterSQL(f, args)
+		return "tasks", conds, args
+	}
+	args = append(args, f.CourierID)
+	join := " JOIN "
+	if s.e.Dialect == database.SQLite {
+		join = " CROSS JOIN " // SQLite joins in the order written: the courier's ids, then tasks by its key
+	}
+	from := "(" + heldBy("$"+strconv.Itoa(len(args))) + ") AS held" + join + "tasks ON tasks.id = held.id"
+	f.CourierID, f.AnyHolder = "", false
+	conds, args := filterSQL(f, args)
+	return from, conds, args
 }
 
 func where(conds []string) string {
@@ -283,15 +323,15 @@ func (s *Store) ListTasks(ctx context.Context, q dispatch.TaskQuery) ([]dispatch
 	if err != nil {
 		return nil, err
 	}
-	conds, args := filterSQL(q.Filter, nil)
+	from, conds, args := s.fromTasks(q.Filter, nil)
 	if !q.AfterCreate.IsZero() || q.AfterID != "" {
 		args = append(args, s.time(q.AfterCreate), q.AfterID)
 		c, i := "$"+strconv.Itoa(len(args)-1), "$"+strconv.Itoa(len(args))
-		conds = append(conds, "(create_time < "+c+" OR (create_time = "+c+" AND id < "+i+"))")
+		conds = append(conds, "(tasks.create_time < "+c+" OR (tasks.create_time = "+c+" AND tasks.id < "+i+"))")
 	}
 	args = append(args, limit)
-	return s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM tasks`+where(conds)+
-		` ORDER BY create_time DESC, id DESC LIMIT $`+strconv.Itoa(len(args)), "list tasks", args...)
+	return s.queryTasks(ctx, s.read, `SELECT `+taskColumns+` FROM `+from+where(conds)+
+		` ORDER BY tasks.create_time DESC, tasks.id DESC LIMIT $`+strconv.Itoa(len(args)), "list tasks", args...)
 }
 
 // queryTasks runs a query of taskColumns.
@@ -309,9 +349,9 @@ func (s *Store) queryTasks(ctx context.Context, q querier, query, what string, a
 
 // CountTasks implements dispatch.Store.
 func (s *Store) CountTasks(ctx context.Context, f dispatch.TaskFilter) (int, error) {
-	conds, args := filterSQL(f, nil)
+	from, conds, args := s.fromTasks(f, nil)
 	var n int
-	if err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM tasks`+where(conds), args...).Scan(&n); err != nil {
+	if err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM `+from+where(conds), args...).Scan(&n); err != nil {
 		return 0, s.e.MapError(err, "count tasks")
 	}
 	return n, nil
@@ -482,6 +522,11 @@ func (s *Store) writePrepared(ctx context.Context, tx *sql.Tx, p *preparedChange
 	}
 	if err := s.insertOffers(ctx, tx, id, p.cur.Offers, p.next.Offers); err != nil {
 		return false, err
+	}
+	if c := formerHolder(p.cur, p.next); c != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO former_holders (courier_id, task_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, c, id); err != nil {
+			return false, s.e.MapError(err, "record the former holder of task "+id)
+		}
 	}
 	ch := p.ch
 	if ch.Decision != nil {

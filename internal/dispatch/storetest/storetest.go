@@ -48,6 +48,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"TaskByOffer", testTaskByOffer},
 		{"TaskHolder", testTaskHolder},
 		{"ListTasks", testListTasks},
+		{"ListTasksAnyHolder", testListTasksAnyHolder},
 		{"CountTasks", testCountTasks},
 		{"FinishedTasks", testFinishedTasks},
 		{"UpdateTask", testUpdateTask},

@@ -683,3 +683,86 @@ func testQuietChange(t *testing.T, s *sqlstore.Store) {
 		t.Fatalf("UpdateTask after quiet changes = version %d, %v, %d events; want 2 and %d events", out.Version, err, len(events(ctx, t, s)), before+1)
 	}
 }
+
+// testListTasksAnyHolder: with AnyHolder, a courier's filter keeps every task the courier held at some
+// point: handed back (UpdateTask), moved to another courier (UpdateTasks, PostgreSQL's batched writes),
+// held again after a hand-back (once), as well as those it holds; in pages, counted, with the other
+// conditions.
+func testListTasksAnyHolder(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	for n := 1; n <= 6; n++ {
+		task := newTask(n)
+		switch n {
+		case 1, 2, 3, 5:
+			task = assign(task, 1, n)
+		case 4:
+			task = assign(task, 2, n)
+		}
+		mustCreate(ctx, t, s, task)
+	}
+	handBack := func(x dispatch.Task) (dispatch.Change, error) {
+		x.State, x.CourierID, x.DueTime = dispatch.StatePending, "", at(30)
+		return dispatch.Change{Task: x}, nil
+	}
+	for _, n := range []int{1, 5} {
+		if _, err := s.UpdateTask(ctx, taskID(n), handBack); err != nil {
+			t.Fatalf("hand task %d back: %v", n, err)
+		}
+	}
+	if _, err := s.UpdateTask(ctx, taskID(5), func(x dispatch.Task) (dispatch.Change, error) {
+		return dispatch.Change{Task: assign(x, 1, 31)}, nil
+	}); err != nil {
+		t.Fatalf("assign task 5 again: %v", err)
+	}
+	_, errs := s.UpdateTasks(ctx, []dispatch.TaskWrite{
+		{ID: taskID(2), Fn: func(x dispatch.Task) (dispatch.Change, error) { return dispatch.Change{Task: assign(x, 2, 32)}, nil }},
+		{ID: taskID(6), Fn: func(x dispatch.Task) (dispatch.Change, error) {
+			x.UpdateTime = at(32)
+			return dispatch.Change{Task: x}, nil
+		}},
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("UpdateTasks #%d: %v", i, err)
+		}
+	}
+	tests := []struct {
+		name   string
+		filter dispatch.TaskFilter
+		want   []int
+	}{
+		{"courier 1, any holder", dispatch.TaskFilter{CourierID: courierID(1), AnyHolder: true}, []int{5, 3, 2, 1}},
+		{"courier 1, holder", dispatch.TaskFilter{CourierID: courierID(1)}, []int{5, 3}},
+		{"courier 1, pending", dispatch.TaskFilter{CourierID: courierID(1), AnyHolder: true, States: []dispatch.State{dispatch.StatePending}}, []int{1}},
+		{"courier 1, another customer", dispatch.TaskFilter{CourierID: courierID(1), AnyHolder: true, CustomerID: "customer-2"}, nil},
+		{"courier 2, any holder", dispatch.TaskFilter{CourierID: courierID(2), AnyHolder: true}, []int{4, 2}},
+		{"courier 3, any holder", dispatch.TaskFilter{CourierID: courierID(3), AnyHolder: true}, nil},
+	}
+	for _, tt := range tests {
+		var want []string
+		for _, n := range tt.want {
+			want = append(want, taskID(n))
+		}
+		var got []string
+		q := dispatch.TaskQuery{Filter: tt.filter, Limit: 2}
+		for range 20 {
+			page, err := s.ListTasks(ctx, q)
+			if err != nil {
+				t.Fatalf("ListTasks(%s): %v", tt.name, err)
+			}
+			got = append(got, ids(page)...)
+			if len(page) < 2 {
+				break
+			}
+			last := page[len(page)-1]
+			q.AfterCreate, q.AfterID = last.CreateTime, last.ID
+		}
+		if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+			t.Errorf("ListTasks(%s) pages (-want +got):\n%s", tt.name, diff)
+		}
+		n, err := s.CountTasks(ctx, tt.filter)
+		if err != nil || n != len(want) {
+			t.Errorf("CountTasks(%s) = %d, %v, want %d", tt.name, n, err, len(want))
+		}
+	}
+}

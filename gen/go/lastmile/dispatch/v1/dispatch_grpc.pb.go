@@ -84,8 +84,9 @@ type DispatchServiceClient interface {
 	// ListTasks returns the tasks that match the filters, newest first (by create_time, then id), by default
 	// in TASK_VIEW_BASIC.
 	//
-	// Customers see only their own tasks and couriers only the tasks they hold or held: an empty customer_id
-	// (courier_id) filter means the caller's own id for them.
+	// Customers see only their own tasks and couriers only the tasks they hold or held (every task they
+	// held at some point, also one they handed back or that was moved to another courier since): an empty
+	// customer_id (courier_id) filter means the caller's own id for them.
 	//
 	// Errors: INVALID_ARGUMENT when the page token is malformed or was issued for different filters;
 	// PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;
@@ -467,8 +468,9 @@ type DispatchServiceServer interface {
 	// ListTasks returns the tasks that match the filters, newest first (by create_time, then id), by default
 	// in TASK_VIEW_BASIC.
 	//
-	// Customers see only their own tasks and couriers only the tasks they hold or held: an empty customer_id
-	// (courier_id) filter means the caller's own id for them.
+	// Customers see only their own tasks and couriers only the tasks they hold or held (every task they
+	// held at some point, also one they handed back or that was moved to another courier since): an empty
+	// customer_id (courier_id) filter means the caller's own id for them.
 	//
 	// Errors: INVALID_ARGUMENT when the page token is malformed or was issued for different filters;
 	// PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;

@@ -233,7 +233,9 @@ type WatchTasksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only tasks in one of these states. Empty means any state.
 	States []TaskState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=lastmile.dispatch.v1.TaskState" json:"states,omitempty"`
-	// Only tasks held by this courier, a UUID. Empty means any courier.
+	// Only tasks held (now or last) by this courier, a UUID. Empty means any courier. For a courier watching
+	// their own tasks: every task they held at some point, also one they handed back or that was moved to
+	// another courier since.
 	CourierId string `protobuf:"bytes,2,opt,name=courier_id,json=courierId,proto3" json:"courier_id,omitempty"`
 	// Only tasks of this customer, a UUID. Empty means any customer.
 	CustomerId string `protobuf:"bytes,3,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
