@@ -66,6 +66,13 @@ const (
 	MaxExcludeIDs = 100
 	// maxSearches bounds the searches of one decision (widenings and pages of a full answer).
 	maxSearches = 16
+	// MaxShownExcluded is how many of the couriers who declined the task or let its offer expire (the
+	// most recent) a search does not exclude: found again, they are recorded in the decision with that
+	// reason (and never offered the task), so that ExplainAssignment shows them. The search asks for as
+	// many more couriers, so that they take no eligible courier's place.
+	MaxShownExcluded = 20
+	// maxNearbyLimit is the courier contract's bound on a nearby search's limit.
+	maxNearbyLimit = 100
 	// LocalETAProvider is Decision.ETAProvider when the ETAs are dispatch's own estimate.
 	LocalETAProvider = "local-geodesic"
 )
@@ -79,7 +86,8 @@ const (
 // UNAVAILABLE, STALE_LOCATION, NO_CAPACITY, NOT_CONNECTED, OTHER_OFFER_OPEN, NO_ROUTE, PICKUP_WINDOW)
 // or scored and ranked (engine_score.go). A candidate holding tasks is at the pickup only once it has
 // served their stops: its pickup ETA is that work (DecideEnv.Held, engine_held.go) plus the trip from
-// where the work ends.
+// where the work ends. The searches leave out the task's excluded couriers but the most recent of those
+// who declined it or let its offer expire (exclusions): found again, those are recorded with that reason.
 //
 // The Outcome is OFFERED with a Winner when someone is eligible; NO_CANDIDATES when nobody was found
 // within the maximum radius; UNASSIGNABLE when the pickup window has ended, or when at least one courier
@@ -102,12 +110,13 @@ func (e *Engine) Decide(ctx context.Context, t Task, trigger Trigger, env Decide
 		return d, nil
 	}
 
-	taskExcluded, exclude := exclusions(&t)
+	taskExcluded, exclude, shown := e.exclusions(&t)
 
 	s := search{e: e, t: &t, env: &env, now: now, taskExcluded: taskExcluded, seen: map[string]bool{}}
 	radius := e.opts.SearchRadius
 	for n := 1; ; n++ {
-		found, err := e.couriers.FindNearby(ctx, e.nearbyQuery(&t, radius, exclude))
+		q := e.nearbyQuery(&t, radius, exclude, shown)
+		found, err := e.couriers.FindNearby(ctx, q)
 		if err != nil {
 			return Decision{}, fmt.Errorf("find couriers within %.0f m of the pickup of task %s: %w", radius, t.ID, err)
 		}
@@ -125,7 +134,7 @@ func (e *Engine) Decide(ctx context.Context, t Task, trigger Trigger, env Decide
 			}
 		}
 		// A full answer may hide more couriers at this radius: page on before widening.
-		if len(found) >= e.opts.Candidates && len(fresh) > 0 && len(exclude) < MaxExcludeIDs {
+		if len(found) >= q.Limit && len(fresh) > 0 && len(exclude) < MaxExcludeIDs {
 			continue
 		}
 		if radius >= e.opts.MaxRadius {
@@ -141,35 +150,52 @@ func (e *Engine) Decide(ctx context.Context, t Task, trigger Trigger, env Decide
 	return d, nil
 }
 
-// exclusions returns t's excluded couriers with their reasons, and the ids a nearby search excludes
-// (the first MaxExcludeIDs of them).
-func exclusions(t *Task) (map[string]ExclusionReason, []string) {
+// exclusions returns t's excluded couriers with their reasons, the ids a nearby search excludes (the
+// first MaxExcludeIDs of them), and how many it does not: the most recent of those who declined the
+// task or let its offer expire, at most MaxShownExcluded and as many as the search's limit leaves room
+// for (maxNearbyLimit beyond Options.Candidates).
+func (e *Engine) exclusions(t *Task) (map[string]ExclusionReason, []string, int) {
 	taskExcluded := make(map[string]ExclusionReason, len(t.Excluded))
-	exclude := make([]string, 0, min(len(t.Excluded), MaxExcludeIDs))
 	for _, x := range t.Excluded {
-		if _, dup := taskExcluded[x.CourierID]; dup {
+		if _, dup := taskExcluded[x.CourierID]; !dup {
+			taskExcluded[x.CourierID] = x.Reason
+		}
+	}
+	room := max(0, min(MaxShownExcluded, maxNearbyLimit-e.opts.Candidates))
+	shown := make(map[string]bool, min(room, len(taskExcluded)))
+	for i := len(t.Excluded) - 1; i >= 0 && len(shown) < room; i-- {
+		switch id := t.Excluded[i].CourierID; taskExcluded[id] {
+		case ExcludedDeclined, ExcludedOfferExpired, "":
+			shown[id] = true
+		}
+	}
+	exclude := make([]string, 0, min(len(taskExcluded)-len(shown), MaxExcludeIDs))
+	seen := make(map[string]bool, len(taskExcluded))
+	for _, x := range t.Excluded {
+		if shown[x.CourierID] || seen[x.CourierID] {
 			continue
 		}
-		taskExcluded[x.CourierID] = x.Reason
+		seen[x.CourierID] = true
 		if len(exclude) < MaxExcludeIDs {
 			exclude = append(exclude, x.CourierID)
 		}
 	}
-	return taskExcluded, exclude
+	return taskExcluded, exclude, len(shown)
 }
 
-// nearbyQuery is the search for couriers for t within radius, excluding exclude.
-func (e *Engine) nearbyQuery(t *Task, radius float64, exclude []string) NearbyQuery {
+// nearbyQuery is the search for couriers for t within radius, excluding exclude, with room for shown
+// excluded couriers of the task beyond Options.Candidates.
+func (e *Engine) nearbyQuery(t *Task, radius float64, exclude []string, shown int) NearbyQuery {
 	return NearbyQuery{
-		Center: t.Pickup.Location, Radius: radius, Limit: e.opts.Candidates, Modes: t.Size.Modes(),
+		Center: t.Pickup.Location, Radius: radius, Limit: e.opts.Candidates + shown, Modes: t.Size.Modes(),
 		Exclude: slices.Clone(exclude), MaxAge: e.opts.MaxLocationAge,
 	}
 }
 
 // firstQuery is the first search Decide makes for t.
 func (e *Engine) firstQuery(t *Task) NearbyQuery {
-	_, exclude := exclusions(t)
-	return e.nearbyQuery(t, e.opts.SearchRadius, exclude)
+	_, exclude, shown := e.exclusions(t)
+	return e.nearbyQuery(t, e.opts.SearchRadius, exclude, shown)
 }
 
 // over returns a copy of e that asks couriers and routes instead of e's.

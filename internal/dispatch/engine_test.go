@@ -269,15 +269,16 @@ func TestDecideExclusions(t *testing.T) {
 	}
 	d := decide(t, newEngine(c, r), task, env)
 	want := []string{
-		"ok:1:",
+		"ok:1:", "declined:0:declined", "expired:0:offer_expired",
 		"walker:0:transport_mode", "offline:0:unavailable", "break:0:unavailable", "stale:0:stale_location",
 		"full:0:no_capacity", "offering:0:other_offer_open", "gone:0:not_connected", "noroute:0:no_route",
 	}
 	if got := summary(d); !slices.Equal(got, want) {
 		t.Fatalf("candidates = %v, want %v", got, want)
 	}
-	if !slices.Equal(c.queries[0].Exclude, []string{"declined", "expired"}) {
-		t.Errorf("Exclude = %v, want the task's exclusions", c.queries[0].Exclude)
+	// The couriers who declined or let the offer expire are searched for, with room for them.
+	if q := c.queries[0]; len(q.Exclude) != 0 || q.Limit != dispatch.DefaultCandidates+2 {
+		t.Errorf("Exclude = %v, limit %d; want none, %d", q.Exclude, q.Limit, dispatch.DefaultCandidates+2)
 	}
 	if want := []string{"offering", "gone", "noroute", "ok"}; !slices.Equal(connAsked, want) {
 		t.Errorf("Connected asked about %v, want %v", connAsked, want)
@@ -295,21 +296,26 @@ func TestDecideExclusions(t *testing.T) {
 	}
 }
 
-// TestDecideDeclinerNeverWins: a courier who declined is excluded from the search; one that comes back
-// anyway (the task's exclusions beyond the search's 100) is recorded as declined and never ranked.
+// TestDecideDeclinerNeverWins: the most recent MaxShownExcluded couriers who declined the task or let its
+// offer expire are searched for, and recorded as such when found, never ranked; the others are excluded
+// from the search, so a decision records a bounded number of them.
 func TestDecideDeclinerNeverWins(t *testing.T) {
 	task := newTask()
 	for i := range dispatch.MaxExcludeIDs {
 		task.Excluded = append(task.Excluded, dispatch.Exclusion{CourierID: fmt.Sprintf("old-%03d", i), Reason: dispatch.ExcludedOfferExpired})
 	}
 	task.Excluded = append(task.Excluded, dispatch.Exclusion{CourierID: "decliner", Reason: dispatch.ExcludedDeclined})
-	c := &fakeCouriers{all: []dispatch.CourierInfo{courier("decliner", 100), courier("other", 2000), courier("old-007", 50)}}
+	c := &fakeCouriers{all: []dispatch.CourierInfo{courier("decliner", 100), courier("other", 2000), courier("old-007", 50), courier("old-090", 60)}}
 	d := decide(t, newEngine(c, &fakeRoutes{}), task, dispatch.DecideEnv{})
-	if got, want := summary(d), []string{"other:1:", "decliner:0:declined"}; !slices.Equal(got, want) {
+	if got, want := summary(d), []string{"other:1:", "old-090:0:offer_expired", "decliner:0:declined"}; !slices.Equal(got, want) {
 		t.Fatalf("candidates = %v, want %v", got, want)
 	}
-	if q := c.queries[0].Exclude; len(q) != dispatch.MaxExcludeIDs || q[0] != "old-000" || q[99] != "old-099" {
-		t.Errorf("Exclude = %d ids %v…, want the first %d of the task's", len(q), q[:2], dispatch.MaxExcludeIDs)
+	// The decliner and old-081 to old-099 are searched for; the older ones are not.
+	shown := dispatch.MaxShownExcluded - 1
+	if q := c.queries[0]; len(q.Exclude) != dispatch.MaxExcludeIDs-shown || q.Exclude[0] != "old-000" || q.Exclude[len(q.Exclude)-1] != fmt.Sprintf("old-%03d", dispatch.MaxExcludeIDs-shown-1) ||
+		q.Limit != dispatch.DefaultCandidates+dispatch.MaxShownExcluded {
+		t.Errorf("Exclude = %d ids %v…, limit %d; want the task's first %d, limit %d", len(q.Exclude), q.Exclude[:2], q.Limit,
+			dispatch.MaxExcludeIDs-shown, dispatch.DefaultCandidates+dispatch.MaxShownExcluded)
 	}
 	if d.Winner != "other" {
 		t.Errorf("Winner = %q, want other", d.Winner)

@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -208,6 +209,19 @@ func TestDeclineAndExpiryMoveToTheNextCandidateAndNeverBack(t *testing.T) {
 	}
 	if exp.Decisions[0].Outcome == dispatch.OutcomeOffered {
 		t.Fatalf("latest decision %+v, want one without an offer", exp.Decisions[0])
+	}
+	// The search found them again: the decision says why each was left out.
+	latest := exp.Decisions[0]
+	reasons := map[string]dispatch.ExclusionReason{}
+	for _, cand := range latest.Candidates {
+		if cand.OfferID != "" || cand.Rank != 0 {
+			t.Fatalf("candidate %+v of the latest decision was ranked or offered the task", cand)
+		}
+		reasons[cand.CourierID] = cand.Excluded
+	}
+	want := map[string]dispatch.ExclusionReason{a.ID: dispatch.ExcludedDeclined, b.ID: dispatch.ExcludedOfferExpired, c.ID: dispatch.ExcludedDeclined}
+	if !maps.Equal(reasons, want) || latest.Outcome != dispatch.OutcomeAllExcluded {
+		t.Fatalf("latest decision: outcome %s, exclusions %v; want %s, %v", latest.Outcome, reasons, dispatch.OutcomeAllExcluded, want)
 	}
 	// A new courier comes along and gets it.
 	sys.Clock.Advance(time.Minute)

@@ -333,7 +333,10 @@ type AssignmentDecision struct {
 	Weights *ScoringWeights `protobuf:"bytes,7,opt,name=weights,proto3" json:"weights,omitempty"`
 	// The radius around the pickup searched for available couriers, in meters.
 	SearchRadiusMeters float64 `protobuf:"fixed64,8,opt,name=search_radius_meters,json=searchRadiusMeters,proto3" json:"search_radius_meters,omitempty"`
-	// Every courier considered: the eligible ones first, best rank first, then the excluded ones.
+	// Every courier considered: the eligible ones first, best rank first, then the excluded ones. Couriers
+	// who declined the task or let its offer expire are looked for too (the 20 who did so most recently) and
+	// listed with EXCLUSION_REASON_DECLINED or EXCLUSION_REASON_OFFER_EXPIRED when found; the others are
+	// left out of the search.
 	Candidates []*AssignmentCandidate `protobuf:"bytes,9,rep,name=candidates,proto3" json:"candidates,omitempty"`
 	// The courier who won (rank 1), or the courier a dispatcher chose. Empty when nobody was eligible.
 	WinnerCourierId string `protobuf:"bytes,10,opt,name=winner_courier_id,json=winnerCourierId,proto3" json:"winner_courier_id,omitempty"`
