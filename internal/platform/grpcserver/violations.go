@@ -102,11 +102,12 @@ func predicate(v *protovalidate.Violation) string {
 			return "must be in the past"
 		}
 	}
+	if rule == "finite" {
+		// Before the ranges: "finite" is no bound, and rangePredicate would phrase it "must be  true".
+		return "must be a finite number"
+	}
 	if s := rangePredicate(rule, rules); s != "" {
 		return s
-	}
-	if rule == "finite" {
-		return "must be a finite number"
 	}
 	return fallback
 }

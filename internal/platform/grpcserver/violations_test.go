@@ -1,6 +1,7 @@
 package grpcserver_test
 
 import (
+	"math"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -53,6 +54,14 @@ func TestValidationMessagesAreSentences(t *testing.T) {
 			Destinations:  []*geov1.LatLng{{}},
 			TransportMode: geov1.TransportMode_TRANSPORT_MODE_CAR,
 		}, []apperr.FieldViolation{{Field: "origins[1].latitude", Description: "origins[1].latitude must be between -90 and 90"}}},
+		{"not a finite number", &routev1.ComputeMatrixRequest{
+			Origins:       []*geov1.LatLng{{Latitude: math.NaN()}, {Longitude: math.Inf(-1)}},
+			Destinations:  []*geov1.LatLng{{}},
+			TransportMode: geov1.TransportMode_TRANSPORT_MODE_CAR,
+		}, []apperr.FieldViolation{
+			{Field: "origins[0].latitude", Description: "origins[0].latitude must be a finite number"},
+			{Field: "origins[1].longitude", Description: "origins[1].longitude must be a finite number"},
+		}},
 		{"string length", &identityv1.CreateUserRequest{Email: "someone@example.com", Password: "short", DisplayName: "x"},
 			[]apperr.FieldViolation{{Field: "password", Description: "password must be at least 12 characters"}}},
 		{"one sentence per field", &dispatchv1.CreateTaskRequest{}, []apperr.FieldViolation{
