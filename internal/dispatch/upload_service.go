@@ -151,7 +151,8 @@ type UploadWriter struct {
 // exist or the caller may not see it; FailedPrecondition when the caller does not hold the task, or the
 // resumed upload is not IN_PROGRESS, belongs to another task or courier, or differs from req in kind,
 // content type, size or SHA-256; Aborted when another live stream writes the upload; ResourceExhausted
-// when the task already has MaxUploadsPerTask uploads (IN_PROGRESS or attached).
+// when the task already has MaxUploadsPerTask uploads IN_PROGRESS or COMMITTED (attached, or not yet
+// discarded).
 func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadWriter, Upload, error) {
 	if !s.uploadsConfigured() {
 		return nil, Upload{}, errNoUploads
@@ -210,14 +211,10 @@ func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadW
 	if !u.CaptureTime.IsZero() {
 		u.CaptureTime = storedTime(u.CaptureTime)
 	}
-	attached := 0
-	for _, p := range t.Proofs {
-		if p.UploadID != "" {
-			attached++
-		}
-	}
-	err = s.uploads.CreateUpload(ctx, u, func(inProgress int) error {
-		if inProgress+attached >= MaxUploadsPerTask {
+	err = s.uploads.CreateUpload(ctx, u, func(byState map[UploadState]int) error {
+		// Committed uploads count, attached or not: until the sweeper discards one nobody attached, its
+		// bytes are kept, so not counting them would let a courier store any number of files on a task.
+		if byState[UploadInProgress]+byState[UploadCommitted] >= MaxUploadsPerTask {
 			return apperr.Errorf(apperr.ResourceExhausted, "task %s already holds %d uploads", t.ID, MaxUploadsPerTask)
 		}
 		return nil

@@ -478,20 +478,28 @@ func TestUploadInvalid(t *testing.T) {
 	}
 }
 
-// TestUploadLimit checks the per-task limit: IN_PROGRESS and attached uploads count, committed ones
-// nobody attached do not.
+// TestUploadLimit checks the per-task limit: IN_PROGRESS and COMMITTED uploads count, attached or not
+// (a courier may not store any number of committed files on a task); a REJECTED one does not.
 func TestUploadLimit(t *testing.T) {
 	f := newUpFixture(t, dispatch.Options{})
 	file := pngFile(10)
-	f.commit(t, file) // committed, not attached: does not count
-	for i := range dispatch.MaxUploadsPerTask {
-		w, _, err := f.svc.StartUpload(upContext(t, f.holder), f.startReq(f.task.ID, "", file))
-		if err != nil {
-			t.Fatalf("StartUpload %d: %v", i+1, err)
-		}
-		w.Close(context.Background())
+	w, _ := f.start(t, "", file)
+	bad := pngFile(len(file))
+	bad[len(bad)-1]++ // not the declared SHA-256
+	if _, err := w.Write(upContext(t, context.Background()), 0, bad); err != nil {
+		t.Fatalf("Write: %v", err)
 	}
-	_, _, err := f.svc.StartUpload(upContext(t, f.holder), f.startReq(f.task.ID, "", file))
+	_, err := w.Finish(upContext(t, context.Background()))
+	apperrtest.WantCode(t, "Finish with other bytes", err, apperr.Invalid) // REJECTED: does not count
+	for i := range dispatch.MaxUploadsPerTask / 2 {
+		f.commit(t, file) // committed, not attached: counts
+		if w, _, err := f.svc.StartUpload(upContext(t, f.holder), f.startReq(f.task.ID, "", file)); err != nil {
+			t.Fatalf("StartUpload %d: %v", 2*i+2, err)
+		} else {
+			w.Close(context.Background())
+		}
+	}
+	_, _, err = f.svc.StartUpload(upContext(t, f.holder), f.startReq(f.task.ID, "", file))
 	apperrtest.WantCode(t, "9th StartUpload", err, apperr.ResourceExhausted)
 	// Another task has its own limit.
 	other := f.newTask()

@@ -99,7 +99,7 @@ func (s *Uploads) location(u dispatch.Upload) (lat, lng any) {
 }
 
 // CreateUpload implements dispatch.UploadStore.
-func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, admit func(inProgress int) error) error {
+func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, admit func(map[dispatch.UploadState]int) error) error {
 	if err := checkUpload(u); err != nil {
 		return err
 	}
@@ -117,12 +117,11 @@ func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, admit fun
 		if !errors.Is(err, sql.ErrNoRows) {
 			return s.mapError(err, "look up upload "+u.ID)
 		}
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM uploads WHERE task_id = $1 AND state = $2`,
-			u.TaskID, string(dispatch.UploadInProgress)).Scan(&n); err != nil {
-			return s.mapError(err, "count uploads of task "+u.TaskID)
+		counts, err := s.countUploads(ctx, tx, u.TaskID)
+		if err != nil {
+			return err
 		}
-		if err := admit(n); err != nil {
+		if err := admit(counts); err != nil {
 			return err
 		}
 		lat, lng := s.location(u)
@@ -137,6 +136,28 @@ func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, admit fun
 		}
 		return nil
 	})
+}
+
+// countUploads counts taskID's uploads by state, in tx.
+func (s *Uploads) countUploads(ctx context.Context, tx *sql.Tx, taskID string) (map[dispatch.UploadState]int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT state, count(*) FROM uploads WHERE task_id = $1 GROUP BY state`, taskID)
+	if err != nil {
+		return nil, s.mapError(err, "count uploads of task "+taskID)
+	}
+	defer rows.Close()
+	counts := map[dispatch.UploadState]int{}
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, s.mapError(err, "count uploads of task "+taskID)
+		}
+		counts[dispatch.UploadState(state)] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.mapError(err, "count uploads of task "+taskID)
+	}
+	return counts, nil
 }
 
 // GetUpload implements dispatch.UploadStore.

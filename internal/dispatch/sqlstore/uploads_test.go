@@ -176,6 +176,24 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		if err := s.CreateUpload(ctx, done, atMost(0)); err == nil {
 			t.Fatalf("CreateUpload with max 0: nil error")
 		}
+		// admit sees the task's uploads counted by state.
+		rejected := sample(task)
+		rejected.State, rejected.ExpireTime = dispatch.UploadRejected, time.Time{}
+		if err := s.CreateUpload(ctx, rejected, atMost(8)); err != nil {
+			t.Fatalf("CreateUpload rejected: %v", err)
+		}
+		if err := s.CreateUpload(ctx, done, atMost(8)); err != nil {
+			t.Fatalf("CreateUpload committed: %v", err)
+		}
+		var got map[dispatch.UploadState]int
+		_ = s.CreateUpload(ctx, sample(task), func(byState map[dispatch.UploadState]int) error {
+			got = byState
+			return apperr.Errorf(apperr.ResourceExhausted, "no")
+		})
+		want := map[dispatch.UploadState]int{dispatch.UploadInProgress: 3, dispatch.UploadCommitted: 1, dispatch.UploadRejected: 1}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("counts admit saw (-want +got):\n%s", diff)
+		}
 	})
 	t.Run("LimitConcurrent", func(t *testing.T) {
 		s := newStore(t)
@@ -259,9 +277,9 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 }
 
 // atMost is the admit function of a limit of n IN_PROGRESS uploads per task, as the domain passes one.
-func atMost(n int) func(int) error {
-	return func(inProgress int) error {
-		if inProgress >= n {
+func atMost(n int) func(map[dispatch.UploadState]int) error {
+	return func(byState map[dispatch.UploadState]int) error {
+		if inProgress := byState[dispatch.UploadInProgress]; inProgress >= n {
 			return apperr.Errorf(apperr.ResourceExhausted, "%d uploads in progress, limit %d", inProgress, n)
 		}
 		return nil

@@ -201,8 +201,8 @@ type DispatchServiceClient interface {
 	// the upload is COMMITTED. An interrupted upload is resumed by a new stream whose start names the same
 	// upload_id; its first answer (or GetUpload) gives the offset to continue from. Uploads are independent
 	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads that
-	// are IN_PROGRESS or attached to it; a COMMITTED upload not attached within 24 hours is discarded and
-	// no longer counts, nor do REJECTED and EXPIRED ones.
+	// are IN_PROGRESS or COMMITTED, attached to it or not; a COMMITTED upload not attached within 24 hours
+	// is discarded and no longer counts, nor do REJECTED and EXPIRED ones.
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
@@ -585,8 +585,8 @@ type DispatchServiceServer interface {
 	// the upload is COMMITTED. An interrupted upload is resumed by a new stream whose start names the same
 	// upload_id; its first answer (or GetUpload) gives the offset to continue from. Uploads are independent
 	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads that
-	// are IN_PROGRESS or attached to it; a COMMITTED upload not attached within 24 hours is discarded and
-	// no longer counts, nor do REJECTED and EXPIRED ones.
+	// are IN_PROGRESS or COMMITTED, attached to it or not; a COMMITTED upload not attached within 24 hours
+	// is discarded and no longer counts, nor do REJECTED and EXPIRED ones.
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
