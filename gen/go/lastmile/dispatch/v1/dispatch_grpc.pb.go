@@ -193,7 +193,7 @@ type DispatchServiceClient interface {
 	// burst, then a steady rate per second, both server settings far above what an app sends), without a
 	// drain and without executing the message over the limit: reconnect after the delay in the status's
 	// google.rpc.RetryInfo detail, and resend the commands that got no command_result under their
-	// command_id. A new session does not reset the limit.
+	// command_id. A new session on the same server does not reset the limit (each server keeps its own).
 	StreamAssignments(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamAssignmentsRequest, StreamAssignmentsResponse], error)
 	// UploadProof receives a photo or signature for a task the caller holds, in chunks, and reports
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server
@@ -577,7 +577,7 @@ type DispatchServiceServer interface {
 	// burst, then a steady rate per second, both server settings far above what an app sends), without a
 	// drain and without executing the message over the limit: reconnect after the delay in the status's
 	// google.rpc.RetryInfo detail, and resend the commands that got no command_result under their
-	// command_id. A new session does not reset the limit.
+	// command_id. A new session on the same server does not reset the limit (each server keeps its own).
 	StreamAssignments(grpc.BidiStreamingServer[StreamAssignmentsRequest, StreamAssignmentsResponse]) error
 	// UploadProof receives a photo or signature for a task the caller holds, in chunks, and reports
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server
