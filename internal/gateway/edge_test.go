@@ -198,6 +198,16 @@ func TestQueryParameters(t *testing.T) {
 			wantMessage: `unknown query parameter "rolee"`},
 		{name: "unknown nested", query: "role.name=x", wantStatus: 400,
 			wantMessage: `unknown query parameter "role.name"`},
+		// Values that do not parse are answered in words, naming the parameter as sent, never Go's
+		// strconv errors.
+		{name: "not an integer", query: "pageSize=abc", wantStatus: 400,
+			wantMessage: `pageSize must be an integer from -2147483648 to 2147483647 (got "abc")`},
+		{name: "integer out of range", query: "search=x&page_size=99999999999", wantStatus: 400,
+			wantMessage: `pageSize must be an integer from -2147483648 to 2147483647 (got "99999999999")`},
+		{name: "unknown enum value", query: "role=ADMIN", wantStatus: 400,
+			wantMessage: `role must be one of ROLE_CUSTOMER, ROLE_COURIER, ROLE_DISPATCHER, ROLE_ADMIN (got "ADMIN")`},
+		{name: "given twice", query: "pageSize=1&pageSize=2", wantStatus: 400,
+			wantMessage: `pageSize may be given once, not 2 times`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

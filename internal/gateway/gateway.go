@@ -173,6 +173,9 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithErrorHandler(g.handleError),
+		// Query values it cannot parse are answered in words, not Go's (query.go). grpc-gateway keeps the
+		// parser in a package variable: every gateway of the process shares this one.
+		runtime.SetQueryParameterParser(&queryParser{}),
 		runtime.WithRoutingErrorHandler(g.handleRoutingError),
 		runtime.WithStreamErrorHandler(g.handleStreamError),
 		runtime.WithMiddlewares(g.routeMiddleware, maskQueryMiddleware, g.strictMiddleware),
