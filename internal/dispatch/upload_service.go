@@ -76,7 +76,7 @@ func (s *Service) validateUploadStart(req UploadStartReq) error {
 	switch req.Kind {
 	case ProofPhoto:
 		if !slices.Contains(s.opts.AllowedContentTypes, req.ContentType) {
-			add("content_type", "a photo must be one of %v", s.opts.AllowedContentTypes)
+			add("content_type", "a photo must be one of %s", strings.Join(s.opts.AllowedContentTypes, ", "))
 		}
 	case ProofSignature:
 		if req.ContentType != "image/png" || !slices.Contains(s.opts.AllowedContentTypes, req.ContentType) {
@@ -103,7 +103,7 @@ func (s *Service) validateUploadStart(req UploadStartReq) error {
 		add("capture_location", "must be a valid latitude and longitude")
 	}
 	if len(v) > 0 {
-		return apperr.InvalidFields("invalid upload start", v...)
+		return apperr.InvalidRequest(v...)
 	}
 	return nil
 }

@@ -449,31 +449,39 @@ func TestUploadWho(t *testing.T) {
 	apperrtest.WantCode(t, "StartUpload on a delivered task", err, apperr.FailedPrecondition)
 }
 
+// TestUploadInvalid: a start the server's settings refuse is Invalid with a violation per field, and its
+// message is their sentences (a client that shows only the message learns what is wrong).
 func TestUploadInvalid(t *testing.T) {
 	f := newUpFixture(t, dispatch.Options{MaxUploadBytes: 1000, AllowedContentTypes: []string{"image/png", "image/jpeg", "image/svg+xml"}})
 	file := pngFile(10)
 	for _, tc := range []struct {
-		name   string
-		mod    func(r *dispatch.UploadStartReq)
-		fields []string
+		name    string
+		mod     func(r *dispatch.UploadStartReq)
+		fields  []string
+		message string
 	}{
-		{"too big", func(r *dispatch.UploadStartReq) { r.SizeBytes = 1001 }, []string{"size_bytes"}},
-		{"empty", func(r *dispatch.UploadStartReq) { r.SizeBytes = 0 }, []string{"size_bytes"}},
-		{"type not allowed", func(r *dispatch.UploadStartReq) { r.ContentType = "image/webp" }, []string{"content_type"}},
-		{"svg never", func(r *dispatch.UploadStartReq) { r.Kind, r.ContentType = dispatch.ProofSignature, "image/svg+xml" }, []string{"content_type"}},
-		{"jpeg signature", func(r *dispatch.UploadStartReq) { r.Kind, r.ContentType = dispatch.ProofSignature, "image/jpeg" }, []string{"content_type"}},
-		{"barcode", func(r *dispatch.UploadStartReq) { r.Kind = dispatch.ProofBarcode }, []string{"kind"}},
-		{"sha256", func(r *dispatch.UploadStartReq) { r.SHA256 = "ABC" }, []string{"sha256"}},
-		{"upload id", func(r *dispatch.UploadStartReq) { r.UploadID = "../../etc/passwd" }, []string{"upload_id"}},
-		{"task id", func(r *dispatch.UploadStartReq) { r.TaskID = "t1" }, []string{"task_id"}},
-		{"signer of a photo", func(r *dispatch.UploadStartReq) { r.SignerName = "X" }, []string{"signer_name"}},
-		{"location", func(r *dispatch.UploadStartReq) { r.CaptureLocation = &geo.LatLng{Lat: 91} }, []string{"capture_location"}},
+		{"too big", func(r *dispatch.UploadStartReq) { r.SizeBytes = 1001 }, []string{"size_bytes"}, "size_bytes must be 1 to 1000 bytes"},
+		{"empty", func(r *dispatch.UploadStartReq) { r.SizeBytes = 0 }, []string{"size_bytes"}, "size_bytes must be 1 to 1000 bytes"},
+		{"type not allowed", func(r *dispatch.UploadStartReq) { r.ContentType = "image/webp" }, []string{"content_type"}, "a photo must be one of image/png, image/jpeg"},
+		{"svg never", func(r *dispatch.UploadStartReq) { r.Kind, r.ContentType = dispatch.ProofSignature, "image/svg+xml" }, []string{"content_type"}, "a signature must be image/png"},
+		{"jpeg signature", func(r *dispatch.UploadStartReq) { r.Kind, r.ContentType = dispatch.ProofSignature, "image/jpeg" }, []string{"content_type"}, "a signature must be image/png"},
+		{"barcode", func(r *dispatch.UploadStartReq) { r.Kind = dispatch.ProofBarcode }, []string{"kind"}, "kind must be photo or signature"},
+		{"sha256", func(r *dispatch.UploadStartReq) { r.SHA256 = "ABC" }, []string{"sha256"}, "sha256 must be 64 lowercase hexadecimal characters"},
+		{"upload id", func(r *dispatch.UploadStartReq) { r.UploadID = "../../etc/passwd" }, []string{"upload_id"}, "upload_id must be a UUID in lowercase canonical form"},
+		{"task id", func(r *dispatch.UploadStartReq) { r.TaskID = "t1" }, []string{"task_id"}, "task_id must be a UUID"},
+		{"signer of a photo", func(r *dispatch.UploadStartReq) { r.SignerName = "X" }, []string{"signer_name"}, "signer_name is only for a signature"},
+		{"location", func(r *dispatch.UploadStartReq) { r.CaptureLocation = &geo.LatLng{Lat: 91} }, []string{"capture_location"}, "capture_location must be a valid latitude and longitude"},
+		{"two at once", func(r *dispatch.UploadStartReq) { r.SizeBytes, r.SHA256 = 1001, "" }, []string{"size_bytes", "sha256"},
+			"size_bytes must be 1 to 1000 bytes; sha256 must be 64 lowercase hexadecimal characters"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := f.startReq(f.task.ID, "", file)
 			tc.mod(&req)
 			_, _, err := f.svc.StartUpload(upContext(t, f.holder), req)
 			apperrtest.WantViolations(t, "StartUpload", err, tc.fields)
+			if e := apperr.As(err); e == nil || e.Message != tc.message {
+				t.Errorf("StartUpload message = %q, want %q", e.Message, tc.message)
+			}
 		})
 	}
 }
