@@ -77,7 +77,7 @@ func dispatchModule() *module {
 			fs.IntVar(&cfg.MaxOpenTasks, "dispatch-max-open-tasks", dispatch.DefaultMaxOpenTasks, "open tasks (any state but delivered, cancelled and failed) one customer may have; CreateTask answers RESOURCE_EXHAUSTED beyond")
 			fs.StringVar(&cfg.Weights, "dispatch-weights", formatWeights(dispatch.DefaultWeights), "the engine's score weights, name=value for eta, distance, load and fairness (unnamed ones keep their default)")
 			fs.Int64Var(&cfg.UploadMaxBytes, "upload-max-bytes", dispatch.DefaultMaxUploadBytes, "largest proof upload (photo, signature) in bytes, at most 10 MiB")
-			fs.Var(&cfg.ContentTypes, "upload-content-types", "proof upload content types accepted (comma list of image/jpeg, image/png, image/webp; signatures are always image/png)")
+			fs.Var(&cfg.ContentTypes, "upload-content-types", "proof upload content types accepted (comma list of image/jpeg, image/png, image/webp); signatures are image/png, so a list without it refuses them")
 			fs.StringVar(&cfg.ProofDir, "proof-dir", "", "directory of proof uploads with SQLite (default <data-dir>/"+blob.DefaultDir+"); with PostgreSQL they are kept in the database, which every replica reads")
 		},
 		validate: func() error {

@@ -79,8 +79,10 @@ func (s *Service) validateUploadStart(req UploadStartReq) error {
 			add("content_type", "a photo must be one of %s", strings.Join(s.opts.AllowedContentTypes, ", "))
 		}
 	case ProofSignature:
-		if req.ContentType != "image/png" || !slices.Contains(s.opts.AllowedContentTypes, req.ContentType) {
+		if req.ContentType != "image/png" {
 			add("content_type", "a signature must be image/png")
+		} else if !slices.Contains(s.opts.AllowedContentTypes, req.ContentType) {
+			add("content_type", "signatures are image/png, which this server does not accept")
 		}
 	default:
 		add("kind", "must be photo or signature")

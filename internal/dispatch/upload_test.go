@@ -484,6 +484,16 @@ func TestUploadInvalid(t *testing.T) {
 			}
 		})
 	}
+	// Without image/png in the server's types, a PNG signature is refused for that reason, not because it
+	// "must be image/png".
+	jpegOnly := newUpFixture(t, dispatch.Options{AllowedContentTypes: []string{"image/jpeg"}})
+	req := jpegOnly.startReq(jpegOnly.task.ID, "", file)
+	req.Kind = dispatch.ProofSignature
+	_, _, err := jpegOnly.svc.StartUpload(upContext(t, jpegOnly.holder), req)
+	apperrtest.WantViolations(t, "StartUpload of a PNG signature", err, []string{"content_type"})
+	if e, want := apperr.As(err), "signatures are image/png, which this server does not accept"; e.Message != want {
+		t.Errorf("StartUpload of a PNG signature: message = %q, want %q", e.Message, want)
+	}
 }
 
 // TestUploadLimit checks the per-task limit: IN_PROGRESS and COMMITTED uploads count, attached or not
