@@ -436,6 +436,13 @@ func validationError(msg proto.Message, err error) error {
 	seen := make(map[string]bool, len(verr.Violations))
 	for _, v := range verr.Violations {
 		// The description is a sentence that names the field (see sentence), so that it reads well alone.
+		if v.FieldDescriptor == nil {
+			// protovalidate leaves it out for the items of a repeated field; the sentence needs the
+			// field's rules (a pattern phrased in words instead of quoted).
+			withField := *v
+			withField.FieldDescriptor = fieldAt(msg.ProtoReflect().Descriptor(), v.Proto.GetField())
+			v = &withField
+		}
 		fv := apperr.FieldViolation{Field: protovalidate.FieldPathString(v.Proto.GetField()), Description: sentence(v)}
 		if fv.Field != "" && seen[fv.Field] {
 			// One sentence per field: an empty request_id is "required", not also "not printable ASCII".

@@ -112,6 +112,26 @@ func predicate(v *protovalidate.Violation) string {
 	return fallback
 }
 
+// fieldAt returns the field a violation's path names, walking it from the message md (through list items
+// and map values), or nil when the path does not lead to a field.
+func fieldAt(md protoreflect.MessageDescriptor, path *validate.FieldPath) protoreflect.FieldDescriptor {
+	var fd protoreflect.FieldDescriptor
+	for _, e := range path.GetElements() {
+		if md == nil {
+			return nil
+		}
+		fd = md.Fields().ByNumber(protoreflect.FieldNumber(e.GetFieldNumber()))
+		if fd == nil {
+			return nil
+		}
+		md = fd.Message()
+		if fd.IsMap() {
+			md = fd.MapValue().Message()
+		}
+	}
+	return fd
+}
+
 // ruleMessage returns the rules message that holds the failed rule (buf.validate.Int32Rules for
 // "int32.gte", the items' StringRules for "repeated.items.string.uuid"), or an invalid message when the
 // violation does not say.

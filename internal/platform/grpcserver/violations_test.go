@@ -62,6 +62,11 @@ func TestValidationMessagesAreSentences(t *testing.T) {
 			{Field: "origins[0].latitude", Description: "origins[0].latitude must be a finite number"},
 			{Field: "origins[1].longitude", Description: "origins[1].longitude must be a finite number"},
 		}},
+		{"repeated items pattern", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Hello{
+			Hello: &dispatchv1.SessionHello{Capabilities: []string{"ok", "a b"}}}},
+			[]apperr.FieldViolation{
+				{Field: "hello.capabilities[1]", Description: "hello.capabilities[1] must be printable ASCII characters without spaces"},
+			}},
 		{"string length", &identityv1.CreateUserRequest{Email: "someone@example.com", Password: "short", DisplayName: "x"},
 			[]apperr.FieldViolation{{Field: "password", Description: "password must be at least 12 characters"}}},
 		{"one sentence per field", &dispatchv1.CreateTaskRequest{}, []apperr.FieldViolation{
