@@ -166,6 +166,11 @@ func (s *Service) OpenSession(ctx context.Context, hello Hello) (*CourierSession
 	if !p.HasRole(auth.RoleCourier) {
 		return nil, apperr.Errorf(apperr.PermissionDenied, "only couriers open assignment sessions")
 	}
+	var v violations
+	v.text("hello.app_version", hello.AppVersion, maxAppVersion, false, false)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
 	if draining, _ := s.hub.drainState(); draining {
 		return nil, apperr.Errorf(apperr.Unavailable, "this server is shutting down; connect again")
 	}

@@ -50,6 +50,7 @@ const (
 	maxContactName   = 200
 	maxNotes         = 1000
 	maxComment       = 500
+	maxAppVersion    = 64
 	maxBarcode       = 128
 	maxRequirements  = 8
 	deliveryCodeSize = 4

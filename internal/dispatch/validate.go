@@ -52,8 +52,9 @@ func normalizeID(id string) (string, bool) {
 
 var printableASCII = regexp.MustCompile(`^[!-~]+$`)
 
-// text checks a free-text field: valid UTF-8, at most max characters, and (when noControl) no control
-// characters.
+// text checks a free-text field: valid UTF-8, at most max characters, no NUL, and (when noControl) no
+// control characters at all. NUL is refused in every text: PostgreSQL cannot store it, and a request
+// must not be taken on SQLite that the same deployment on PostgreSQL would refuse.
 func (v *violations) text(field, s string, maxLen int, required, noControl bool) {
 	switch {
 	case s == "" && required:
@@ -64,6 +65,8 @@ func (v *violations) text(field, s string, maxLen int, required, noControl bool)
 		v.add(field, fmt.Sprintf("must be at most %d characters", maxLen))
 	case noControl && strings.IndexFunc(s, unicode.IsControl) >= 0:
 		v.add(field, "must not contain control characters")
+	case strings.IndexByte(s, 0) >= 0:
+		v.add(field, "must not contain NUL characters")
 	}
 }
 
