@@ -186,7 +186,8 @@ type DispatchServiceClient interface {
 	// message is not hello, hello is sent twice, or an ack exceeds the highest cursor sent;
 	// PERMISSION_DENIED when the caller is not a courier, or the courier's account or profile was suspended
 	// or deleted during the session (do not reconnect); UNAUTHENTICATED when the access token expired during
-	// the session (refresh it and reconnect); FAILED_PRECONDITION when the caller has no courier profile;
+	// the session (refresh it and reconnect), or was revoked by a logout or a role or password change (sign in
+	// again); FAILED_PRECONDITION when the caller has no courier profile;
 	// ABORTED when a newer session of the same courier replaced this one (do not reconnect automatically);
 	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once);
 	// RESOURCE_EXHAUSTED when the courier's sessions send commands and acks faster than the server allows (a
@@ -570,7 +571,8 @@ type DispatchServiceServer interface {
 	// message is not hello, hello is sent twice, or an ack exceeds the highest cursor sent;
 	// PERMISSION_DENIED when the caller is not a courier, or the courier's account or profile was suspended
 	// or deleted during the session (do not reconnect); UNAUTHENTICATED when the access token expired during
-	// the session (refresh it and reconnect); FAILED_PRECONDITION when the caller has no courier profile;
+	// the session (refresh it and reconnect), or was revoked by a logout or a role or password change (sign in
+	// again); FAILED_PRECONDITION when the caller has no courier profile;
 	// ABORTED when a newer session of the same courier replaced this one (do not reconnect automatically);
 	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once);
 	// RESOURCE_EXHAUSTED when the courier's sessions send commands and acks faster than the server allows (a
