@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -218,32 +219,7 @@ func testListTasks(t *testing.T, s *sqlstore.Store) {
 		{"none", dispatch.TaskFilter{CourierID: courierID(2)}, nil},
 	}
 	for _, tt := range tests {
-		var want []string
-		for _, n := range tt.want {
-			want = append(want, taskID(n))
-		}
-		// Pages of 2 follow the keyset cursor to the end.
-		var got []string
-		q := dispatch.TaskQuery{Filter: tt.filter, Limit: 2}
-		for range 20 {
-			page, err := s.ListTasks(ctx, q)
-			if err != nil {
-				t.Fatalf("ListTasks(%s): %v", tt.name, err)
-			}
-			got = append(got, ids(page)...)
-			if len(page) < 2 {
-				break
-			}
-			last := page[len(page)-1]
-			q.AfterCreate, q.AfterID = last.CreateTime, last.ID
-		}
-		if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
-			t.Errorf("ListTasks(%s) pages (-want +got):\n%s", tt.name, diff)
-		}
-		n, err := s.CountTasks(ctx, tt.filter)
-		if err != nil || n != len(want) {
-			t.Errorf("CountTasks(%s) = %d, %v, want %d", tt.name, n, err, len(want))
-		}
+		wantPages(ctx, t, s, tt.name, tt.filter, tt.want)
 	}
 	page, err := s.ListTasks(ctx, dispatch.TaskQuery{Limit: 1})
 	if err != nil || len(page) != 1 {
@@ -257,6 +233,36 @@ func testListTasks(t *testing.T, s *sqlstore.Store) {
 }
 
 // withVersion is t created at created, as stored by CreateTask.
+// wantPages lists the tasks filter matches in pages of 2, following the keyset cursor to the end, and
+// wants the tasks numbered want (taskID), in that order; CountTasks must count as many.
+func wantPages(ctx context.Context, t *testing.T, s *sqlstore.Store, name string, filter dispatch.TaskFilter, want []int) {
+	t.Helper()
+	var wantIDs, got []string
+	for _, n := range want {
+		wantIDs = append(wantIDs, taskID(n))
+	}
+	q := dispatch.TaskQuery{Filter: filter, Limit: 2}
+	for range 20 {
+		page, err := s.ListTasks(ctx, q)
+		if err != nil {
+			t.Fatalf("ListTasks(%s): %v", name, err)
+		}
+		got = append(got, ids(page)...)
+		if len(page) < 2 {
+			break
+		}
+		last := page[len(page)-1]
+		q.AfterCreate, q.AfterID = last.CreateTime, last.ID
+	}
+	if diff := cmp.Diff(wantIDs, got, cmpOpts...); diff != "" {
+		t.Errorf("ListTasks(%s) pages (-want +got):\n%s", name, diff)
+	}
+	n, err := s.CountTasks(ctx, filter)
+	if err != nil || n != len(wantIDs) {
+		t.Errorf("CountTasks(%s) = %d, %v, want %d", name, n, err, len(wantIDs))
+	}
+}
+
 func withVersion(t dispatch.Task, created time.Time) dispatch.Task {
 	t.CreateTime, t.Version = created, 1
 	return t
@@ -739,30 +745,6 @@ func testListTasksAnyHolder(t *testing.T, s *sqlstore.Store) {
 		{"courier 3, any holder", dispatch.TaskFilter{CourierID: courierID(3), AnyHolder: true}, nil},
 	}
 	for _, tt := range tests {
-		var want []string
-		for _, n := range tt.want {
-			want = append(want, taskID(n))
-		}
-		var got []string
-		q := dispatch.TaskQuery{Filter: tt.filter, Limit: 2}
-		for range 20 {
-			page, err := s.ListTasks(ctx, q)
-			if err != nil {
-				t.Fatalf("ListTasks(%s): %v", tt.name, err)
-			}
-			got = append(got, ids(page)...)
-			if len(page) < 2 {
-				break
-			}
-			last := page[len(page)-1]
-			q.AfterCreate, q.AfterID = last.CreateTime, last.ID
-		}
-		if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
-			t.Errorf("ListTasks(%s) pages (-want +got):\n%s", tt.name, diff)
-		}
-		n, err := s.CountTasks(ctx, tt.filter)
-		if err != nil || n != len(want) {
-			t.Errorf("CountTasks(%s) = %d, %v, want %d", tt.name, n, err, len(want))
-		}
+		wantPages(ctx, t, s, tt.name, tt.filter, tt.want)
 	}
 }
