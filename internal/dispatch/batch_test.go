@@ -2,7 +2,6 @@ package dispatch_test
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -335,14 +334,16 @@ func TestCourierFreedDuringTheSearchWakesTheDeferredTask(t *testing.T) {
 	if r := sys.Service.Execute(c.Ctx, c.ID, "r1", dispatch.Command{Release: &dispatch.ReleaseCmd{TaskID: first.ID, Reason: dispatch.ReleaseOther}}); r.Err != nil {
 		t.Fatalf("release = %+v", r.Err)
 	}
-	second := create(t, sys, nil)
+	// The new task's pickup is its own, so that its search is told from the handed-back task's (which
+	// finds the courier too, to show them as excluded: DECLINED).
+	secondPickup := dispatchtest.Near(dispatchtest.Berlin, 500)
+	second := create(t, sys, func(r *dispatch.CreateRequest) { r.Pickup.Location = secondPickup })
 
 	// The batch's search for the new task finds the courier busy; while its answer is on its way, the
-	// claim is released, the courier freed, and the loop's wake for them runs. (The search for the
-	// handed-back task excludes the courier.)
+	// claim is released, the courier freed, and the loop's wake for them runs.
 	var searches atomic.Int32
 	sys.Couriers.OnFindNearby(func(q dispatch.NearbyQuery) {
-		if slices.Contains(q.Exclude, c.ID) || searches.Add(1) != 1 {
+		if q.Center != secondPickup || searches.Add(1) != 1 {
 			return
 		}
 		before := sys.Service.CouriersFreed()
