@@ -391,6 +391,16 @@ func (t Task) For(p auth.Principal, courierID string, view View) Task {
 	return out
 }
 
+// HolderVisibleTo reports whether p, who may see t (canSee), may also follow t's holder: the holder's
+// position and ETA (WatchTask). Staff and the task's customer may; a courier only while they hold t
+// themselves, since another holder is not theirs to know (For hides the holder's id from them too).
+func (t Task) HolderVisibleTo(p auth.Principal, courierID string) bool {
+	if !staff(p) && p.HasRole(auth.RoleCourier) {
+		return courierID != "" && t.CourierID == courierID
+	}
+	return true
+}
+
 // customerHistory is history, a copy of t's, as t's customer sees it: without the entries about couriers
 // other than the one who holds (or last held) t, such as other couriers' offers, their declines and
 // expiries, and hand-backs. The open offer's entry stays, since it is t's state, but no offer entry says

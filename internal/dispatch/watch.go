@@ -64,7 +64,7 @@ type SnapshotComplete struct {
 
 // WatchTask streams one task to send: a snapshot first, then the task on every change and, while it is
 // ASSIGNED or PICKED_UP, the holder's position and a fresh ETA every Options.TrackInterval when they
-// changed. It returns nil after sending a final state (DELIVERED, CANCELLED, FAILED), send's error when
+// changed (to a courier only while they hold the task: Task.HolderVisibleTo). It returns nil after sending a final state (DELIVERED, CANCELLED, FAILED), send's error when
 // send fails, and ctx's error when ctx ends. A reader slower than the changes sees the latest state.
 //
 // Errors before the first send: NotFound when the task does not exist or the caller may not see it.
@@ -114,7 +114,7 @@ func (s *Service) watchTask(ctx context.Context, id, token string, send func(Tas
 		}
 	}
 	first := TaskUpdate{Task: w.redact(t)}
-	if t.State.Held() {
+	if w.tracks(t) {
 		first.Fix, first.ETA = w.track(ctx, t)
 	}
 	if err := send(first); err != nil {
@@ -139,7 +139,7 @@ func (s *Service) watchTask(ctx context.Context, id, token string, send func(Tas
 			if latest.Version <= t.Version {
 				continue
 			}
-			rehold := latest.State.Held() && (latest.State != t.State || latest.CourierID != t.CourierID)
+			rehold := w.tracks(latest) && (latest.State != t.State || latest.CourierID != t.CourierID)
 			if latest.CourierID != t.CourierID {
 				w.fix, w.eta, w.legOK = nil, nil, false // another courier: send their position whatever it is
 			}
@@ -155,7 +155,7 @@ func (s *Service) watchTask(ctx context.Context, id, token string, send func(Tas
 				return nil
 			}
 		case <-ticker.C:
-			if !t.State.Held() {
+			if !w.tracks(t) {
 				continue
 			}
 			if fix, eta := w.track(ctx, t); fix != nil || eta != nil {
@@ -191,6 +191,12 @@ func (w *taskWatch) redact(t Task) *Task {
 		out = t.For(w.p, w.courierID, ViewFull)
 	}
 	return &out
+}
+
+// tracks reports whether the watch sends t's holder's position and ETA: while t is held, to a share
+// link's holder and to whoever may follow the holder (Task.HolderVisibleTo).
+func (w *taskWatch) tracks(t Task) bool {
+	return t.State.Held() && (w.shared || t.HolderVisibleTo(w.p, w.courierID))
 }
 
 // latest returns the newest state the feed holds, re-reading the task when the feed asks for a resync;

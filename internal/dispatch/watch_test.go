@@ -199,6 +199,64 @@ func TestWatchTaskHidesOthersTasks(t *testing.T) {
 	apperrtest.WantCode(t, "WatchTask of a missing task", err, apperr.NotFound)
 }
 
+// A courier who held a task, or was offered it, may still watch it once another courier holds it, but,
+// like the holder's id, the holder's position and ETA are not theirs to see.
+func TestWatchTaskSendsOtherCouriersNoPositionOfTheHolder(t *testing.T) {
+	f := newSessionFixture(t, dispatch.Options{TrackInterval: 5 * time.Millisecond})
+	f.newTask(t, 1, 1)
+	hold := func(courier int) {
+		f.update(t, sessTaskID(1), func(task *dispatch.Task) []dispatch.Delivery {
+			now := f.clock.Now()
+			task.State, task.CourierID, task.AssignTime = dispatch.StateAssigned, sessCourier(courier), now
+			task.History = append(task.History, dispatch.StateChange{State: dispatch.StateAssigned, At: now,
+				Actor: dispatch.ActorDispatcher, ActorUserID: sessUser(900), CourierID: sessCourier(courier)})
+			return nil
+		})
+	}
+	f.couriers.setFix(sessCourier(1), geo.Bicycle, sessPickup, sessT0)
+	second := geo.LatLng{Lat: 52.5100, Lng: 13.4050}
+	f.couriers.setFix(sessCourier(2), geo.Bicycle, second, sessT0)
+	hold(1)
+	watchAs := func(ctx context.Context) *watchRun[dispatch.TaskUpdate] {
+		return startWatch(t, ctx, func(ctx context.Context, send func(dispatch.TaskUpdate) error) error {
+			return f.svc.WatchTask(ctx, sessTaskID(1), send)
+		})
+	}
+	w := watchAs(asCourier(sessCtx(t), 1))
+	if u := w.recv(t); u.Task == nil || u.Fix == nil || u.Fix.Location != sessPickup || u.ETA == nil {
+		t.Fatalf("the holder's snapshot = %q, want the task, their own position and an estimate", describeUpdate(u))
+	}
+
+	hold(2)
+	u := w.recv(t)
+	for u.Task == nil { // a refresh of their own position and estimate, sent before the reassignment was seen
+		u = w.recv(t)
+	}
+	if u.Task.CourierID != "" || u.Fix != nil || u.ETA != nil {
+		t.Fatalf("the former holder's update after the reassignment = %q (courier %q), want the task alone, without a courier",
+			describeUpdate(u), u.Task.CourierID)
+	}
+	f.couriers.setFix(sessCourier(2), geo.Bicycle, sessPickup, sessT0.Add(time.Minute)) // the new holder moves
+	f.setState(t, sessTaskID(1), dispatch.StatePickedUp)
+	if got, want := describeUpdate(w.recv(t)), "task picked_up v4"; got != want {
+		t.Fatalf("the former holder's next update = %q, want %q (no position, no estimate)", got, want)
+	}
+	if u := watchAs(asCourier(sessCtx(t), 1)).recv(t); u.Task == nil || u.Fix != nil || u.ETA != nil {
+		t.Errorf("a new watch of the former holder = %q, want the task alone", describeUpdate(u))
+	}
+
+	// The new holder, the customer and staff still get the holder's position.
+	for name, ctx := range map[string]context.Context{
+		"the holder":     asCourier(sessCtx(t), 2),
+		"the customer":   asCustomer(sessCtx(t), 601),
+		"the dispatcher": asDispatcher(sessCtx(t)),
+	} {
+		if u := watchAs(ctx).recv(t); u.Task == nil || u.Fix == nil || u.Fix.Location != sessPickup || u.ETA == nil {
+			t.Errorf("the snapshot of %s = %q, want the task, the holder's position and an estimate", name, describeUpdate(u))
+		}
+	}
+}
+
 func describeItem(it dispatch.WatchItem) string {
 	switch {
 	case it.Task != nil:

@@ -93,10 +93,12 @@ type WatchTaskResponse struct {
 	// The task as of this update. Set in the first message and whenever the task changed.
 	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
 	// The last known position of the courier holding the task (task.courier_id), in the courier service's
-	// representation. Only sent while the task is ASSIGNED or PICKED_UP and a position is known.
+	// representation. Only sent while the task is ASSIGNED or PICKED_UP and a position is known, and to a
+	// courier only while they hold the task themselves: a courier who held the task before, or was offered
+	// it, sees neither the new holder's id nor their position and ETA.
 	CourierLocation *v1.LocationFix `protobuf:"bytes,2,opt,name=courier_location,json=courierLocation,proto3" json:"courier_location,omitempty"`
 	// A fresh estimate of when the courier reaches the pickup and the dropoff. Only sent while the task is
-	// ASSIGNED or PICKED_UP.
+	// ASSIGNED or PICKED_UP, to the same callers as courier_location.
 	Eta           *TaskEta `protobuf:"bytes,3,opt,name=eta,proto3" json:"eta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
