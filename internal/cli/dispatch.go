@@ -44,6 +44,7 @@ type dispatchConfig struct {
 	MaxOpenTasks int
 	MaxBackoff   time.Duration
 	WatchSend    time.Duration
+	SessionSend  time.Duration
 
 	UploadMaxBytes int64
 	ContentTypes   listFlag
@@ -56,7 +57,7 @@ type dispatchConfig struct {
 func dispatchModule() *module {
 	cfg := dispatchConfig{ContentTypes: listFlag(dispatch.DefaultAllowedContentTypes)}
 	var weights dispatch.Weights
-	streams := maps.Clone(dispatchStreams) // the watches' send timeout is a flag
+	streams := maps.Clone(dispatchStreams) // the watches' and sessions' send timeouts are flags
 	return &module{
 		name:     "dispatch",
 		services: []grpcService{{name: dispatchv1.DispatchService_ServiceDesc.ServiceName, rest: gateway.Routes(dispatchv1.RegisterDispatchServiceHandlerClient, dispatchv1.NewDispatchServiceClient), needsStore: true}},
@@ -74,6 +75,7 @@ func dispatchModule() *module {
 			fs.IntVar(&cfg.SessionBurst, "dispatch-session-burst", dispatch.DefaultSessionBurst, "commands and acks one courier's StreamAssignments sessions on this replica may send at once (an app coming back online replays its queue)")
 			fs.DurationVar(&cfg.MaxBackoff, "dispatch-max-retry-backoff", dispatch.DefaultMaxRetryBackoff, "longest wait between two searches for a task no courier could take (the wait doubles from 5s per search; a courier becoming available or free ends it at once)")
 			fs.DurationVar(&cfg.WatchSend, "dispatch-watch-send-timeout", defaultWatchSendTimeout, "longest a WatchTask or WatchTasks message may wait to be sent before the stream is ended with DEADLINE_EXCEEDED (a client that stopped reading)")
+			fs.DurationVar(&cfg.SessionSend, "dispatch-session-send-timeout", defaultSessionSendTimeout, "longest a StreamAssignments message may wait to be sent before the courier's session is ended with DEADLINE_EXCEEDED (an app that stopped reading; nothing is lost, unacknowledged deliveries are replayed)")
 			fs.IntVar(&cfg.MaxOpenTasks, "dispatch-max-open-tasks", dispatch.DefaultMaxOpenTasks, "open tasks (any state but delivered, cancelled and failed) one customer may have; CreateTask answers RESOURCE_EXHAUSTED beyond")
 			fs.StringVar(&cfg.Weights, "dispatch-weights", formatWeights(dispatch.DefaultWeights), "the engine's score weights, name=value for eta, distance, load and fairness (unnamed ones keep their default)")
 			fs.Int64Var(&cfg.UploadMaxBytes, "upload-max-bytes", dispatch.DefaultMaxUploadBytes, "largest proof upload (photo, signature) in bytes, at most 10 MiB")
@@ -81,7 +83,7 @@ func dispatchModule() *module {
 			fs.StringVar(&cfg.ProofDir, "proof-dir", "", "directory of proof uploads with SQLite (default <data-dir>/"+blob.DefaultDir+"); with PostgreSQL they are kept in the database, which every replica reads")
 		},
 		validate: func() error {
-			for name, d := range map[string]time.Duration{"offer-timeout": cfg.OfferTimeout, "dispatch-max-wait": cfg.MaxWait, "dispatch-max-retry-backoff": cfg.MaxBackoff, "dispatch-watch-send-timeout": cfg.WatchSend} {
+			for name, d := range map[string]time.Duration{"offer-timeout": cfg.OfferTimeout, "dispatch-max-wait": cfg.MaxWait, "dispatch-max-retry-backoff": cfg.MaxBackoff, "dispatch-watch-send-timeout": cfg.WatchSend, "dispatch-session-send-timeout": cfg.SessionSend} {
 				if err := positiveDuration(name, d); err != nil {
 					return err
 				}
@@ -120,6 +122,9 @@ func dispatchModule() *module {
 				lim.SendTimeout = cfg.WatchSend
 				streams[m] = lim
 			}
+			sessions := streams[dispatchv1.DispatchService_StreamAssignments_FullMethodName]
+			sessions.SendTimeout = cfg.SessionSend
+			streams[dispatchv1.DispatchService_StreamAssignments_FullMethodName] = sessions
 			w, err := parseWeights(cfg.Weights)
 			if err != nil {
 				return usageError{fmt.Errorf("--dispatch-weights: %w", err)}
@@ -135,7 +140,10 @@ func dispatchModule() *module {
 
 // dispatchStreams bounds dispatch's streams. A courier holds one StreamAssignments session, with room for
 // a reconnect that overlaps the old stream; sessions are not ended for idleness (the app may have nothing
-// to say for hours: keepalive finds dead peers). Customers follow a few tasks at once (WatchTask), and
+// to say for hours: keepalive finds dead peers), but a session whose app stopped reading (keepalive cannot
+// tell: the app's connection still answers pings) is ended after --dispatch-session-send-timeout, so that
+// it does not hold one of the courier's two slots, nor outlive its replacement, until the connection is
+// recycled. Customers follow a few tasks at once (WatchTask), and
 // dashboards a few lists (WatchTasks). A courier uploads a few proofs at once, each on its own stream.
 //
 // The watches' pools are shared fairly, since anyone may sign up as a customer: 64 slots are kept for
@@ -152,10 +160,12 @@ var dispatchStreams = map[string]grpcserver.StreamLimit{
 }
 
 // watchStaffReserve is the watch slots kept for staff; defaultWatchSendTimeout the default of
-// --dispatch-watch-send-timeout.
+// --dispatch-watch-send-timeout; defaultSessionSendTimeout the default of --dispatch-session-send-timeout,
+// longer than the watches' since an app back online on a slow network has its replay to catch up on.
 const (
-	watchStaffReserve       = 64
-	defaultWatchSendTimeout = 30 * time.Second
+	watchStaffReserve         = 64
+	defaultWatchSendTimeout   = 30 * time.Second
+	defaultSessionSendTimeout = time.Minute
 )
 
 // streamStaff reports whether p may take the watch slots kept for staff: dispatchers, administrators and

@@ -71,6 +71,9 @@ func TestParseServeRejectsDispatchSessionBudgetOutOfRange(t *testing.T) {
 		"--dispatch-watch-send-timeout": {
 			"0s": "--dispatch-watch-send-timeout must be positive, got 0s",
 		},
+		"--dispatch-session-send-timeout": {
+			"0s": "--dispatch-session-send-timeout must be positive, got 0s",
+		},
 		"--dispatch-max-open-tasks": {
 			"0": "--dispatch-max-open-tasks must be 1..1000000, got 0", "1000001": "--dispatch-max-open-tasks must be 1..1000000, got 1000001",
 		},
@@ -104,7 +107,23 @@ func TestParseServeSetsTheWatchSendTimeout(t *testing.T) {
 			t.Errorf("limit of %s = %+v, want a 5s send timeout, 64 slots kept for staff and 480 for first watches of 1024", m, l)
 		}
 	}
-	if l := limits[dispatchv1.DispatchService_StreamAssignments_FullMethodName]; l.SendTimeout != 0 {
-		t.Errorf("StreamAssignments send timeout = %s, want none", l.SendTimeout)
+	if l := limits[dispatchv1.DispatchService_StreamAssignments_FullMethodName]; l.SendTimeout != time.Minute || l.PerCaller != 2 {
+		t.Errorf("StreamAssignments limit = %+v, want the default session send timeout of 1m and 2 per caller", l)
+	}
+}
+
+// A courier session whose app stopped reading is ended too (a replaced one would otherwise hold one of
+// the courier's two slots until its connection is recycled), after its own timeout.
+func TestParseServeSetsTheSessionSendTimeout(t *testing.T) {
+	c, err := parseServe([]string{"--dispatch-session-send-timeout", "45s"}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := streamLimits(c.Modules, c.Targets)
+	if l := limits[dispatchv1.DispatchService_StreamAssignments_FullMethodName]; l.SendTimeout != 45*time.Second || l.PerCaller != 2 || l.Total != 20000 {
+		t.Errorf("StreamAssignments limit = %+v, want a 45s send timeout, 2 per caller and 20000 in all", l)
+	}
+	if l := limits[dispatchv1.DispatchService_WatchTask_FullMethodName]; l.SendTimeout != 30*time.Second {
+		t.Errorf("WatchTask send timeout = %s, want its own default of 30s", l.SendTimeout)
 	}
 }

@@ -190,6 +190,9 @@ type DispatchServiceClient interface {
 	// again); FAILED_PRECONDITION when the caller has no courier profile;
 	// ABORTED when a newer session of the same courier replaced this one (do not reconnect automatically);
 	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once);
+	// DEADLINE_EXCEEDED when the app stopped reading and a message waited longer than the server allows (a
+	// server setting, 1 minute by default) to be sent (reconnect when reading again: nothing is lost, the
+	// unacknowledged deliveries are replayed);
 	// RESOURCE_EXHAUSTED when the courier's sessions send commands and acks faster than the server allows (a
 	// burst, then a steady rate per second, both server settings far above what an app sends), without a
 	// drain and without executing the message over the limit: reconnect after the delay in the status's
@@ -575,6 +578,9 @@ type DispatchServiceServer interface {
 	// again); FAILED_PRECONDITION when the caller has no courier profile;
 	// ABORTED when a newer session of the same courier replaced this one (do not reconnect automatically);
 	// UNAVAILABLE when the server is shutting down or recycles the connection (reconnect at once);
+	// DEADLINE_EXCEEDED when the app stopped reading and a message waited longer than the server allows (a
+	// server setting, 1 minute by default) to be sent (reconnect when reading again: nothing is lost, the
+	// unacknowledged deliveries are replayed);
 	// RESOURCE_EXHAUSTED when the courier's sessions send commands and acks faster than the server allows (a
 	// burst, then a steady rate per second, both server settings far above what an app sends), without a
 	// drain and without executing the message over the limit: reconnect after the delay in the status's
