@@ -169,6 +169,7 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}}}),
 		runtime.WithForwardResponseOption(createdResponse),
+		runtime.WithForwardResponseOption(privateDownload),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),

@@ -32,7 +32,8 @@ func (p proofChunks) GetProofContent(_ *dispatchv1.GetProofContentRequest, strea
 }
 
 // TestStreamedHttpBodyUnchanged: a download streamed as HttpBody chunks reaches the REST client byte for
-// byte, with the chunks' content type; grpc-gateway's default would add a newline after every chunk.
+// byte, with the chunks' content type; grpc-gateway's default would add a newline after every chunk. It is
+// not to be cached by shared caches (Cache-Control: no-store).
 func TestStreamedHttpBodyUnchanged(t *testing.T) {
 	chunks := [][]byte{[]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{0, 1, 2}, 1000), []byte("IEND\xaeB`\x82")}
 	s := grpc.NewServer()
@@ -51,5 +52,9 @@ func TestStreamedHttpBodyUnchanged(t *testing.T) {
 	}
 	if got := rec.Header().Get("Content-Type"); got != "image/png" {
 		t.Errorf("Content-Type = %q, want image/png", got)
+	}
+	// A proof is a user's data, like every JSON answer: no shared cache may keep it.
+	if got := rec.Header().Get("Cache-Control"); got != "no-store" {
+		t.Errorf("Cache-Control = %q, want no-store", got)
 	}
 }
