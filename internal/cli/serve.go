@@ -143,7 +143,7 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	fs.Float64Var(&c.Telemetry.TraceSampleRatio, "trace-sample-ratio", telemetry.DefaultSampleRatio, "fraction of new traces sampled, 0..1 (calls inside a trace follow its caller's decision)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on graceful shutdown: the gateway's requests, then the gRPC calls, after the drain delay")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "time between reporting not ready (/readyz, overall gRPC health) and stopping, for load balancers to notice")
-	fs.Float64Var(&c.GRPC.RateLimitRPS, "rate-limit-rps", 200, "per-caller request rate limit on gRPC (0 disables)")
+	fs.Float64Var(&c.GRPC.RateLimitRPS, "rate-limit-rps", 200, "per-caller request rate limit on gRPC, users by id and anonymous callers by address; lastmile's own services are not limited (0 disables)")
 	fs.IntVar(&c.GRPC.RateLimitBurst, "rate-limit-burst", 400, "per-caller burst allowance")
 	fs.IntVar(&c.GRPC.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest gRPC message a server accepts")
 	fs.DurationVar(&c.GRPC.ReadinessInterval, "readiness-interval", grpcserver.DefaultReadinessInterval, "how often readiness (databases reachable) is checked; per-service gRPC health and /readyz follow the same check")

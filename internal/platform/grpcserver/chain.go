@@ -355,8 +355,13 @@ func (c *chain) authorize(ctx context.Context, method string, next func(context.
 
 func (c *chain) rateLimit(ctx context.Context, method string, next func(context.Context) error) error {
 	// Health checks are exempt: refusing a client's health watch would take this server out of its
-	// load balancer's rotation because of that client's own quota.
-	if c.limiter == nil || strings.HasPrefix(method, healthPrefix) {
+	// load balancer's rotation because of that client's own quota. So are lastmile's services (mTLS
+	// certificates of the deployment's CA): their calls (dispatch's to courier and route, a process's to
+	// identity) are made for callers who were limited where they came in, many of them per call (a task's
+	// searches widen the radius, every watch tracks its courier), and one bucket per service name,
+	// shared by all its replicas, would cap the whole platform instead: one customer creating tasks
+	// within their own limit got dispatch's nearby searches refused for everyone.
+	if c.limiter == nil || strings.HasPrefix(method, healthPrefix) || auth.FromContext(ctx).Kind == auth.Service {
 		return next(ctx)
 	}
 	if err := c.limiter.allow(rateKey(ctx, auth.FromContext(ctx))); err != nil {

@@ -609,6 +609,12 @@ func TestRateLimit(t *testing.T) {
 	if _, err := client.EmptyCall(callCtx(t), &testgrpc.Empty{}); err != nil {
 		t.Errorf("anonymous EmptyCall error = %v", err)
 	}
+	// lastmile's services are not limited: they call for callers limited where they came in.
+	for i := range 3 {
+		if _, err := client.EmptyCall(callCtx(t, "x-test-service", "dispatch"), &testgrpc.Empty{}); err != nil {
+			t.Errorf("EmptyCall %d by the dispatch service error = %v, want none", i+1, err)
+		}
+	}
 	// Streams are limited when they open.
 	if got := status.Code(duplexCallFn(client)(callCtx(t, u1...))); got != codes.ResourceExhausted {
 		t.Errorf("FullDuplexCall over the limit code = %v, want ResourceExhausted", got)

@@ -232,8 +232,9 @@ type Ablation struct {
 }
 
 // RateLimit configures the per-principal token bucket. Callers are keyed by principal: users by id,
-// services by name, anonymous callers by peer IP address. Anonymous calls forwarded by an edge proxy share
-// the proxy's bucket, so the proxy must limit its own clients. Health checks are never limited.
+// anonymous callers by client address (grpcauth.ClientKey: for calls the gateway forwards, the address
+// it decided). Health checks and lastmile's services (Service principals, which call for callers already
+// limited where they came in) are never limited.
 type RateLimit struct {
 	// RPS is the sustained rate of calls per second per principal; 0 disables rate limiting.
 	RPS float64
