@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -275,7 +276,9 @@ func (s *Service) GetSharedTask(ctx context.Context, id, token string) (Task, er
 
 // Shared returns what a share link shows of t, to whoever holds it: the state, the stops' locations,
 // addresses and time windows, priority, size, proof requirements, cancel and failure reasons, times,
-// version, and the history's states, times and actors. It is built field by field, so that a field added
+// version, and the history's states, times and actors, of the entries the customer sees (customerHistory:
+// a link shows no more than the customer's own view, so not the offers other couriers declined or let
+// expire, nor their hand-backs). It is built field by field, so that a field added
 // to Task later stays private until someone decides to share it. Left out: the customer, the creator and
 // request, the courier's id, the notes, the stops' contacts and instructions, the delivery code, the
 // parcel barcode, the offers, the proofs, and who did what in the history.
@@ -298,7 +301,7 @@ func (t Task) Shared() Task {
 		Version:       t.Version,
 	}
 	out.ProofRequirements = append(out.ProofRequirements, t.ProofRequirements...)
-	for _, h := range t.History {
+	for _, h := range customerHistory(slices.Clone(t.History), t) {
 		out.History = append(out.History, StateChange{State: h.State, At: h.At, Actor: h.Actor})
 	}
 	return out

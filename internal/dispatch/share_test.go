@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -345,4 +346,62 @@ func TestShareKeysRotateAndRevoke(t *testing.T) {
 	if _, err := sys.Service.GetSharedTask(anonymous(), task.ID, second.Token); err != nil {
 		t.Errorf("GetSharedTask with the newer key's link = %v, want the task", err)
 	}
+}
+
+// A share link shows no more of the history than the task's customer sees: not the offers other couriers
+// declined (or let expire), nor their hand-backs, even without who.
+func TestSharedTaskHistoryIsTheCustomers(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	b := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 400), geo.Bicycle, true)
+	customer := uuid.NewString()
+	tk, err := sys.Service.CreateTask(dispatchtest.Customer(customer), dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := sys.Service.CreateShareLink(dispatchtest.Customer(customer), tk.ID, time.Hour)
+	if err != nil {
+		t.Fatalf("CreateShareLink: %v", err)
+	}
+	history := func(ctx context.Context, token string) string {
+		t.Helper()
+		var got dispatch.Task
+		var err error
+		if token != "" {
+			got, err = sys.Service.GetSharedTask(ctx, tk.ID, token)
+		} else {
+			got, err = sys.Service.GetTask(ctx, tk.ID, dispatch.ViewFull)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, h := range got.History {
+			out = append(out, fmt.Sprintf("%s/%s", h.State, h.Actor))
+		}
+		return strings.Join(out, " ")
+	}
+	check := func(when, want string) {
+		t.Helper()
+		if got := history(dispatchtest.Customer(customer), ""); got != want {
+			t.Fatalf("the customer's history %s = %s, want %s", when, got, want)
+		}
+		if got := history(anonymous(), link.Token); got != want {
+			t.Errorf("the shared history %s = %s, want the customer's: %s", when, got, want)
+		}
+	}
+
+	_, o := offered(t, sys, tk.ID)
+	if o.CourierID != a.ID {
+		t.Fatalf("first offer to %s, want %s", o.CourierID, a.ID)
+	}
+	if r := sys.Service.Execute(a.Ctx, a.ID, "d1", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	next := sys.WaitTask(t, tk.ID, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	check("while offered to b after a declined", "pending/customer offered/system")
+	if r := sys.Service.Execute(b.Ctx, b.ID, "a1", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: next.CurrentOffer().ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	check("once b holds it", "pending/customer offered/system assigned/courier")
 }

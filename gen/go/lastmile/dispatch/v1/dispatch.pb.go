@@ -164,14 +164,15 @@ type GetTaskRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// How much of the task to return. Defaults to TASK_VIEW_FULL.
 	View TaskView `protobuf:"varint,2,opt,name=view,proto3,enum=lastmile.dispatch.v1.TaskView" json:"view,omitempty"`
-	// A share link's token (TaskShareLink.token), for callers who follow the task through a link. When set,
-	// the call is answered by the token alone, whoever calls: a valid, unexpired token for this task returns
-	// the task in the share view, and anything else (another task's token, an expired or altered one) is
-	// NOT_FOUND. The share view keeps the state, the stops' locations, addresses and time windows, priority,
-	// size, times, proof requirements, cancel and failure reasons, and the history's states, times and
-	// actors; it leaves out the customer, the courier's id, the request id, the notes, the stops' contacts and
-	// instructions, the delivery code, the parcel barcode, the offers and the proofs. Up to 256 characters of
-	// the URL-safe base64 alphabet.
+	// A share link's token (TaskShareLink.token), for callers who follow the task through a link. When
+	// set, the call is answered by the token alone, whoever calls: a valid, unexpired token for this task
+	// returns the task in the share view, and anything else (another task's token, an expired or altered
+	// one) is NOT_FOUND. The share view keeps the state, the stops' locations, addresses and time
+	// windows, priority, size, times, proof requirements, cancel and failure reasons, and the history's
+	// states, times and actors, of the entries the task's customer sees (see Task.history); it leaves out
+	// the customer, the courier's id, the request id, the notes, the stops' contacts and instructions,
+	// the delivery code, the parcel barcode, the offers and the proofs. Up to 256 characters of the
+	// URL-safe base64 alphabet.
 	ShareToken    string `protobuf:"bytes,3,opt,name=share_token,json=shareToken,proto3" json:"share_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
