@@ -60,6 +60,9 @@ const (
 	// dispatch service's clock; an hour less leaves room for skew between its clock and the gateway's.
 	// A browser away longer gets the tasks finished in that window only.
 	resumeWindow = 23 * time.Hour
+	// resumeSkew bounds how far ahead of the gateway's clock the time of a Last-Event-ID may be (another
+	// replica's clock ahead of this one); a later time, which no server sent, is brought back to it.
+	resumeSkew = time.Hour
 )
 
 // event is one message for the browser, or the upstream's end (err, io.EOF for a clean end).
@@ -155,6 +158,9 @@ func (b *browser) serveEvents(w http.ResponseWriter, r *http.Request) {
 		ids.stamp = lastTime
 		if floor := b.cfg.Now().Add(-resumeWindow); lastTime.Before(floor) {
 			ids.stamp = floor
+		}
+		if ceiling := b.cfg.Now().Add(resumeSkew); lastTime.After(ceiling) {
+			ids.stamp = ceiling // a forged id: at most the skew ahead, which dispatch's window accepts
 		}
 		tasksReq.ChangedSince = timestamppb.New(ids.stamp.Add(-resumeMargin))
 	}

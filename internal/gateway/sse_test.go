@@ -400,7 +400,8 @@ func taskAt(id string, state dispatchv1.TaskState, at time.Time) *dispatchv1.Wat
 // TestEventsResumeWithTime: the ids of /v1/events carry the latest task update time sent (the stream's
 // start before any, and the snapshot's only once it is complete), and a resume asks WatchTasks for the
 // tasks finished since that time minus the margin, so that none finished while the browser was away is
-// lost; ids without a time resume as before, and times beyond the window are brought into it.
+// lost; ids without a time resume as before, and times beyond the window (or more than an hour ahead,
+// which no server sent) are brought into it.
 func TestEventsResumeWithTime(t *testing.T) {
 	fake := newFakeDispatch()
 	fake.snapshotTime = sseNow.Add(time.Minute) // 1796072460000
@@ -441,6 +442,7 @@ func TestEventsResumeWithTime(t *testing.T) {
 		{"with time", "4.1796072520000", timestamppb.New(sseNow.Add(2*time.Minute - 10*time.Second)), "5.1796072520000"},
 		{"plain number", "41", nil, "42.1796072400000"},
 		{"beyond the window", "7.1700000000000", timestamppb.New(sseNow.Add(-23*time.Hour - 10*time.Second)), "8.1795989600000"},
+		{"in the future", "7.1796245200000", timestamppb.New(sseNow.Add(time.Hour - 10*time.Second)), "8.1796076000000"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := bearer("u1")
