@@ -75,3 +75,11 @@ func (s *Service) CouriersFreed() int64 { return s.freedEver.Load() }
 // WakeFreed makes waiting tasks due for the couriers freed since its last call, as the work loop does
 // before each lease.
 func (s *Service) WakeFreed(ctx context.Context) { s.wakeFreed(ctx) }
+
+// FollowedEvents returns how many courier events the replica's follower handled (wake.go): once it
+// counted an event, whatever that event woke is written.
+func (s *Service) FollowedEvents() int64 { return s.followedEvents.Load() }
+
+// WaitGen returns how many times the replica heard that a task may have started waiting (wake.go's
+// mayWait: a deferral here, or a TopicWaiting event of the feed).
+func (s *Service) WaitGen() uint64 { return s.waitGen.Load() }

@@ -33,7 +33,8 @@ const (
 //     with another id check the session record, which ends those that were replaced, on this replica or
 //     another;
 //   - TopicTask (key: task id) re-reads the task once per batch of events, only when someone watches it
-//     (a WatchTask of that id, or any WatchTasks), and hands it to the watchers' feeds.
+//     (a WatchTask of that id, or any WatchTasks), and hands it to the watchers' feeds;
+//   - TopicWaiting tells the courier follower that a task may be waiting (wake.go).
 //
 // Nothing the hub does waits for a session or a watcher: a session has a one-slot wake-up channel, and a
 // watcher a feed that keeps the latest state of each task (bounded; beyond the bound it asks for a fresh
@@ -133,8 +134,10 @@ func (h *hub) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		// Whatever happened, events may have been missed: everyone catches up from the store.
+		// Whatever happened, events may have been missed: everyone catches up from the store, and a
+		// task may have started waiting.
 		h.wakeAll()
+		h.s.mayWait()
 		if errors.Is(err, eventlog.ErrTooSlow) || errors.Is(err, eventlog.ErrCursorExpired) {
 			h.s.logger.Warn("dispatch hub fell behind the event feed; resubscribing", "err", err)
 			continue
@@ -178,6 +181,8 @@ func (h *hub) route(ctx context.Context, events []eventlog.Event) {
 			h.wakeCourier(e.Key)
 		case TopicSession:
 			h.replaceOthers(e.Key, string(e.Payload))
+		case TopicWaiting:
+			h.s.mayWait()
 		case TopicTask:
 			if !seen[e.Key] && h.watched(e.Key) {
 				seen[e.Key] = true

@@ -136,6 +136,9 @@ type Service struct {
 	// freedEver counts the couriers freed for another task on this replica since it started: a batch
 	// compares it before its searches and after its writes (contention.freed).
 	freedEver atomic.Int64
+	// waitGen counts the deferrals seen (mayWait); followedEvents the courier events followed (wake.go).
+	waitGen        atomic.Uint64
+	followedEvents atomic.Int64
 }
 
 // Deps are the Service's collaborators.
@@ -229,6 +232,10 @@ type Metrics interface {
 	SessionClosed()
 	Replayed(n int)
 	Upload(state string)
+	// CourierStreamEnded counts the ends of the courier stream the replica follows (wake.go), opened
+	// again after; CourierWoke counts the waiting tasks a courier woke, by reason.
+	CourierStreamEnded()
+	CourierWoke(reason string, tasks int)
 }
 
 // NopMetrics discards every measurement.
@@ -242,6 +249,8 @@ func (NopMetrics) SessionOpened()           {}
 func (NopMetrics) SessionClosed()           {}
 func (NopMetrics) Replayed(int)             {}
 func (NopMetrics) Upload(string)            {}
+func (NopMetrics) CourierStreamEnded()      {}
+func (NopMetrics) CourierWoke(string, int)  {}
 
 // newID returns a UUIDv7, so ids sort in creation order.
 func newID() string { return uuid.Must(uuid.NewV7()).String() }

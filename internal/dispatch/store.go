@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 )
 
@@ -139,6 +140,10 @@ type Change struct {
 	// (a deferral's due time and search count): the store writes it without a new version, so the etag
 	// stays, and appends no task event, so no watcher is told. A quiet change has no deliveries.
 	Quiet bool
+	// Waiting says that the task now waits for a courier (a deferral): the store appends a TopicWaiting
+	// event, one per transaction however many of its changes wait, so that every replica learns that a
+	// task may be waiting (see wake.go).
+	Waiting bool
 	// Command is the command's outcome, stored with the change.
 	Command *CommandRecord
 	// Jobs are enqueued.
@@ -232,6 +237,12 @@ type Store interface {
 	WakeNext(ctx context.Context, now time.Time, limit int) error
 	// WakeTasks makes the PENDING tasks among taskIDs that are due after now due now.
 	WakeTasks(ctx context.Context, now time.Time, taskIDs []string) error
+	// AnyWaiting reports whether any PENDING task is due after now: a task waiting for its back-off.
+	AnyWaiting(ctx context.Context, now time.Time) (bool, error)
+	// WaitingNear returns up to limit PENDING tasks that are due after now and whose pickup is inside
+	// box (edges included; a box whose West is greater than its East crosses the antimeridian), highest
+	// priority first, then oldest, then by id.
+	WaitingNear(ctx context.Context, now time.Time, box geo.Box, limit int) ([]WaitingTask, error)
 	// Decisions returns a task's newest decisions first, at most limit.
 	Decisions(ctx context.Context, taskID string, limit int) ([]Decision, error)
 	// HeldTasks returns the tasks courierID holds (ASSIGNED or PICKED_UP), oldest assignment first.
@@ -281,6 +292,12 @@ type Store interface {
 	CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (CourierStates, error)
 }
 
+// WaitingTask is a task waiting for its back-off, as Store.WaitingNear returns it.
+type WaitingTask struct {
+	ID     string
+	Pickup geo.LatLng
+}
+
 // CourierStates is dispatch's own state of some couriers (Store.CourierStates).
 type CourierStates struct {
 	// Connected are the couriers holding an open session with a recent heartbeat, as Store.Connected.
@@ -304,4 +321,7 @@ const (
 	// TopicSession is appended when a courier's current session changes; key the courier id, payload the
 	// new session id.
 	TopicSession = "dispatch.session"
+	// TopicWaiting is appended by a transaction that makes tasks wait for a courier (Change.Waiting); key
+	// one of those tasks' id, no payload.
+	TopicWaiting = "dispatch.waiting"
 )

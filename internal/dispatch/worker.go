@@ -22,7 +22,7 @@ const purgeInterval = 10 * time.Minute
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
-	for _, f := range []func(context.Context) error{s.work, s.runHub, s.housekeeping} {
+	for _, f := range []func(context.Context) error{s.work, s.runHub, s.housekeeping, s.followCouriers} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -330,7 +330,7 @@ func (s *Service) deferral(t Task, d *Decision, why string, atOnce bool) pending
 		} else if end := storedTime(cur.SearchStart.Add(s.opts.MaxWait)); w == nil && cur.DueTime.After(end) {
 			cur.DueTime = end
 		}
-		ch := Change{Task: cur, Quiet: true}
+		ch := Change{Task: cur, Quiet: true, Waiting: cur.DueTime.After(now)}
 		if d != nil {
 			dd := *d
 			if dd.Outcome == OutcomeOffered {
@@ -345,6 +345,7 @@ func (s *Service) deferral(t Task, d *Decision, why string, atOnce bool) pending
 		}
 		return ch, nil
 	}, done: func() {
+		s.mayWait()
 		if d == nil {
 			s.logger.Warn("dispatch: task deferred", "task", t.ID, "reason", why)
 		}
@@ -356,7 +357,7 @@ func (s *Service) deferral(t Task, d *Decision, why string, atOnce bool) pending
 // of a minute or more is shortened by up to a fifth, by an amount drawn from the task's id and search
 // count, so that the tasks of one outage do not all come due together, and the same task gets the
 // same schedule on every replica. A courier who becomes available or free wakes waiting tasks at once
-// (courierArrived, wakeFreed), whatever their back-off.
+// (courierArrived, wakeFreed, and wake.go's followCouriers), whatever their back-off.
 func (s *Service) retryBackoff(taskID string, searches int) time.Duration {
 	backoff := s.opts.MaxRetryBackoff
 	if shift := min(searches, 30); s.opts.RetryBackoff <= s.opts.MaxRetryBackoff>>shift {

@@ -185,3 +185,27 @@ func Snapshot(c dispatch.CourierInfo) *courierv1.CourierSnapshot {
 	}
 	return out
 }
+
+var _ dispatch.CourierWatcher = (*Client)(nil)
+
+// WatchCouriers implements dispatch.CourierWatcher with courier's WatchCouriers stream of every courier:
+// an event that merges the stream's opening snapshot with later changes counts as a snapshot. It returns
+// when the stream ends (Unavailable when courier shuts down) or ctx does.
+func (c *Client) WatchCouriers(ctx context.Context, fn func(dispatch.CourierEvent)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.couriers.WatchCouriers(ctx, &courierv1.WatchCouriersRequest{})
+	if err != nil {
+		return fmt.Errorf("watch couriers: %w", grpcerr.FromStatus(err))
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("watch couriers: %w", grpcerr.FromStatus(err))
+		}
+		fn(dispatch.CourierEvent{
+			Courier:  Info(ev.GetCourier()),
+			Snapshot: slices.Contains(ev.GetChanges(), courierv1.CourierChange_COURIER_CHANGE_SNAPSHOT),
+		})
+	}
+}

@@ -221,3 +221,44 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Errorf("Info(Snapshot(%+v)) = %+v", in, out)
 	}
 }
+
+// TestWatchCouriers: dispatch, with its service identity, follows every courier: a snapshot event per
+// courier that is not offline, then an event per change (here a claim), until its context ends.
+func TestWatchCouriers(t *testing.T) {
+	e := start(t)
+	id := e.courierAt(t, 1, pickup)
+	ctx, cancel := context.WithCancel(e.ctx)
+	events := make(chan dispatch.CourierEvent, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- e.client.WatchCouriers(ctx, func(ev dispatch.CourierEvent) { events <- ev })
+	}()
+	next := func() dispatch.CourierEvent {
+		t.Helper()
+		select {
+		case ev := <-events:
+			return ev
+		case err := <-done:
+			t.Fatalf("WatchCouriers ended: %v", err)
+		case <-time.After(30 * time.Second): // a hang guard
+			t.Fatal("no courier event")
+		}
+		return dispatch.CourierEvent{}
+	}
+	ev := next()
+	if c := ev.Courier; !ev.Snapshot || c.ID != id || c.Status != dispatch.CourierAvailable || c.Capacity != 2 || c.ActiveTasks != 0 ||
+		c.Fix == nil || c.Fix.Location != pickup {
+		t.Fatalf("first event = %+v (fix %+v), want the snapshot of %s: available, capacity 2, at %v", ev, ev.Courier.Fix, id, pickup)
+	}
+	if err := e.client.Claim(e.ctx, id, taskID(1), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	ev = next()
+	if c := ev.Courier; ev.Snapshot || c.ID != id || c.ActiveTasks != 1 || len(c.TaskIDs) != 1 || c.TaskIDs[0] != taskID(1) {
+		t.Fatalf("event after a claim = %+v, want a change of %s holding %s", ev, id, taskID(1))
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatalf("WatchCouriers after its context ended = %v, want an error", err)
+	}
+}

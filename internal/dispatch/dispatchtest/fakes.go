@@ -37,6 +37,98 @@ type Couriers struct {
 	onClaimed func(courierID, taskID string, err error)
 	// onFound runs at the end of each FindNearby, outside the lock (OnFindNearby).
 	onFound func(dispatch.NearbyQuery)
+	// watches are the open WatchCouriers streams.
+	watches map[*watch]struct{}
+}
+
+// maxWatchQueue bounds the events a WatchCouriers stream has not read yet; beyond it the stream ends
+// with Unavailable (the reader opens another, with a fresh snapshot).
+const maxWatchQueue = 4096
+
+// watch is one WatchCouriers stream of the fake.
+type watch struct {
+	queue  []dispatch.CourierEvent
+	ended  bool
+	notify chan struct{}
+}
+
+func (w *watch) poke() {
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+}
+
+// publish queues c's state, as changed, to every stream. The caller holds f.mu.
+func (f *Couriers) publish(c *dispatch.CourierInfo) {
+	for w := range f.watches {
+		if len(w.queue) >= maxWatchQueue {
+			w.ended = true
+		} else {
+			w.queue = append(w.queue, dispatch.CourierEvent{Courier: f.snapshot(c)})
+		}
+		w.poke()
+	}
+}
+
+// Restart ends every WatchCouriers stream with Unavailable, as the courier service does when it
+// shuts down.
+func (f *Couriers) Restart() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for w := range f.watches {
+		w.ended = true
+		w.poke()
+		delete(f.watches, w)
+	}
+}
+
+// WatchCouriers implements dispatch.CourierWatcher: a snapshot of every courier that is not offline (by
+// id), then each change made through the fake, until ctx ends or Restart.
+func (f *Couriers) WatchCouriers(ctx context.Context, fn func(dispatch.CourierEvent)) error {
+	f.mu.Lock()
+	if err := f.enter("WatchCouriers"); err != nil {
+		f.mu.Unlock()
+		return err
+	}
+	w := &watch{notify: make(chan struct{}, 1)}
+	ids := make([]string, 0, len(f.couriers))
+	for id := range f.couriers {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if c := f.couriers[id]; c.Status != dispatch.CourierOffline {
+			w.queue = append(w.queue, dispatch.CourierEvent{Courier: f.snapshot(c), Snapshot: true})
+		}
+	}
+	if f.watches == nil {
+		f.watches = map[*watch]struct{}{}
+	}
+	f.watches[w] = struct{}{}
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.watches, w)
+		f.mu.Unlock()
+	}()
+	for {
+		f.mu.Lock()
+		evs, ended := w.queue, w.ended
+		w.queue = nil
+		f.mu.Unlock()
+		for _, ev := range evs {
+			fn(ev)
+		}
+		if ended {
+			return errDown
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.notify:
+		}
+	}
 }
 
 // OnFindNearby makes fn run at the end of every FindNearby, with its query, after the answer was
@@ -81,7 +173,10 @@ func NewCouriers(now func() time.Time) *Couriers {
 	return &Couriers{now: now, couriers: map[string]*dispatch.CourierInfo{}, users: map[string]string{}, claims: map[string]string{}, refuse: map[string]bool{}, calls: map[string]int{}}
 }
 
-var _ dispatch.Couriers = (*Couriers)(nil)
+var (
+	_ dispatch.Couriers       = (*Couriers)(nil)
+	_ dispatch.CourierWatcher = (*Couriers)(nil)
+)
 
 // Add registers courier c, linked to identity user userID, with a fresh fix at its location when at is
 // non-nil.
@@ -102,6 +197,7 @@ func (f *Couriers) Add(userID string, c dispatch.CourierInfo, at *geo.LatLng) {
 	}
 	f.couriers[c.ID] = &c
 	f.users[userID] = c.ID
+	f.publish(&c)
 }
 
 // SetStatus changes a courier's status.
@@ -109,6 +205,15 @@ func (f *Couriers) SetStatus(id string, s dispatch.CourierStatus) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.couriers[id].Status = s
+	f.publish(f.couriers[id])
+}
+
+// SetCapacity changes a courier's capacity.
+func (f *Couriers) SetCapacity(id string, capacity int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.couriers[id].Capacity = capacity
+	f.publish(f.couriers[id])
 }
 
 // Move gives a courier a fresh fix at p.
@@ -116,6 +221,7 @@ func (f *Couriers) Move(id string, p geo.LatLng) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.couriers[id].Fix = &dispatch.Fix{Location: p, Time: f.now()}
+	f.publish(f.couriers[id])
 }
 
 // SetDown makes every call fail with Unavailable (the courier service is unreachable).
@@ -311,6 +417,7 @@ func (f *Couriers) claim(courierID, taskID string) error {
 		return apperr.Errorf(apperr.FailedPrecondition, "courier %s cannot take task %s", courierID, taskID)
 	}
 	f.claims[taskID] = courierID
+	f.publish(c)
 	return nil
 }
 
@@ -332,6 +439,7 @@ func (f *Couriers) Release(_ context.Context, courierID, taskID string) error {
 	}
 	if f.claims[taskID] == courierID {
 		delete(f.claims, taskID)
+		f.publish(f.couriers[courierID])
 	}
 	return nil
 }

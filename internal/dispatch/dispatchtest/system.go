@@ -78,7 +78,13 @@ type Config struct {
 	Couriers *Couriers
 	// Accounts are the users' standing; nil for new ones, in which every user is active (NewAccounts).
 	Accounts *Accounts
+	// NoWatch hides the courier service's stream of courier states from the service (its couriers are
+	// not a dispatch.CourierWatcher): no courier event wakes a waiting task on this system.
+	NoWatch bool
 }
+
+// unwatched is a courier service without its stream of courier states.
+type unwatched struct{ dispatch.Couriers }
 
 // System is a dispatch service on a real SQLite store, its event feed and River jobs, with fake courier
 // and route services, running until the test ends.
@@ -178,7 +184,11 @@ func Start(t testing.TB, cfg Config) *System {
 	if err != nil {
 		t.Fatalf("dispatchtest: proof files: %v", err)
 	}
-	svc = dispatch.NewService(dispatch.Deps{Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: sys.Couriers, Accounts: sys.Accounts, Routes: sys.Routes, Events: feed}, opts)
+	var couriers dispatch.Couriers = sys.Couriers
+	if cfg.NoWatch {
+		couriers = unwatched{sys.Couriers}
+	}
+	svc = dispatch.NewService(dispatch.Deps{Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: couriers, Accounts: sys.Accounts, Routes: sys.Routes, Events: feed}, opts)
 	sys.Service = svc
 
 	runCtx, stop := context.WithCancel(context.Background())

@@ -14,7 +14,8 @@ import (
 
 // Metrics implements dispatch.Metrics with Prometheus: offers sent and answered, the time from a task's
 // creation to its assignment, decision durations and outcomes, open courier sessions, replayed deliveries
-// and proof uploads. Build it with NewMetrics.
+// and proof uploads, the ends of the courier stream and the waiting tasks couriers woke. Build it with
+// NewMetrics.
 type Metrics struct {
 	offersSent     prometheus.Counter
 	offersAnswered *prometheus.CounterVec
@@ -24,6 +25,8 @@ type Metrics struct {
 	sessions       prometheus.Gauge
 	replayed       prometheus.Counter
 	uploads        *prometheus.CounterVec
+	courierStream  prometheus.Counter
+	courierWakes   *prometheus.CounterVec
 }
 
 var _ dispatch.Metrics = (*Metrics)(nil)
@@ -65,6 +68,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "lastmile_dispatch_uploads_total",
 			Help: "Proof uploads that reached a state: committed, rejected or expired.",
 		}, []string{"state"}),
+		courierStream: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_courier_stream_ends_total",
+			Help: "Ends of the courier service's stream of courier states this replica follows (opened again after).",
+		}),
+		courierWakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_courier_woken_tasks_total",
+			Help: "Waiting tasks made due at once by a courier near them: available, freed or moved.",
+		}, []string{"reason"}),
 	}
 	var err error
 	reg1 := func(c prometheus.Collector) prometheus.Collector {
@@ -83,6 +94,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.sessions = reg1(m.sessions).(prometheus.Gauge)
 	m.replayed = reg1(m.replayed).(prometheus.Counter)
 	m.uploads = reg1(m.uploads).(*prometheus.CounterVec)
+	m.courierStream = reg1(m.courierStream).(prometheus.Counter)
+	m.courierWakes = reg1(m.courierWakes).(*prometheus.CounterVec)
 	if err != nil {
 		return nil, fmt.Errorf("register dispatch metrics: %w", err)
 	}
@@ -119,6 +132,14 @@ func (m *Metrics) Replayed(n int) { m.replayed.Add(float64(n)) }
 
 // Upload implements dispatch.Metrics.
 func (m *Metrics) Upload(state string) { m.uploads.WithLabelValues(state).Inc() }
+
+// CourierStreamEnded implements dispatch.Metrics.
+func (m *Metrics) CourierStreamEnded() { m.courierStream.Inc() }
+
+// CourierWoke implements dispatch.Metrics.
+func (m *Metrics) CourierWoke(reason string, tasks int) {
+	m.courierWakes.WithLabelValues(reason).Add(float64(tasks))
+}
 
 // TaskCounter counts tasks by state; dispatch.Store implements it.
 type TaskCounter interface {

@@ -201,7 +201,7 @@ func TestFormerHoldersMigration(t *testing.T) {
 	pool := databasetest.Postgres(t, postgres.Schema)
 	ctx := t.Context()
 	before := postgres.Migrations()
-	before.FS = storetest.Without(t, before.FS, "00010_former_holders.sql")
+	before.FS = storetest.Without(t, storetest.Without(t, before.FS, "00011_waiting_pickups.sql"), "00010_former_holders.sql")
 	if err := database.MigratePostgres(ctx, pool, before); err != nil {
 		t.Fatal(err)
 	}
@@ -211,4 +211,23 @@ func TestFormerHoldersMigration(t *testing.T) {
 	s := postgres.New(pool)
 	t.Cleanup(func() { _ = s.Close() })
 	storetest.FormerHoldersBackfill(t, s, func(ctx context.Context) error { return postgres.Migrate(ctx, pool) })
+}
+
+// TestWaitingPickupsMigration: the migration that adds the pickup columns fills them from the documents
+// of the tasks written before.
+func TestWaitingPickupsMigration(t *testing.T) {
+	requirePostgres(t)
+	pool := databasetest.Postgres(t, postgres.Schema)
+	ctx := t.Context()
+	before := postgres.Migrations()
+	before.FS = storetest.Without(t, before.FS, "00011_waiting_pickups.sql")
+	if err := database.MigratePostgres(ctx, pool, before); err != nil {
+		t.Fatal(err)
+	}
+	if err := database.MigratePostgres(ctx, pool, sqllog.Migrations(database.Postgres, sqlstore.Service)); err != nil {
+		t.Fatal(err)
+	}
+	s := postgres.New(pool)
+	t.Cleanup(func() { _ = s.Close() })
+	storetest.WaitingPickupsBackfill(t, s, func(ctx context.Context) error { return postgres.Migrate(ctx, pool) })
 }

@@ -66,7 +66,7 @@ func TestFormerHoldersMigration(t *testing.T) {
 	db := databasetest.SQLite(t)
 	ctx := t.Context()
 	before := sqlite.Migrations()
-	before.FS = storetest.Without(t, before.FS, "00008_former_holders.sql")
+	before.FS = storetest.Without(t, storetest.Without(t, before.FS, "00009_waiting_pickups.sql"), "00008_former_holders.sql")
 	if err := database.MigrateSQLite(ctx, db, before); err != nil {
 		t.Fatal(err)
 	}
@@ -74,4 +74,20 @@ func TestFormerHoldersMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	storetest.FormerHoldersBackfill(t, sqlite.New(db), func(ctx context.Context) error { return sqlite.Migrate(ctx, db) })
+}
+
+// TestWaitingPickupsMigration: the migration that adds the pickup columns fills them from the documents
+// of the tasks written before.
+func TestWaitingPickupsMigration(t *testing.T) {
+	db := databasetest.SQLite(t)
+	ctx := t.Context()
+	before := sqlite.Migrations()
+	before.FS = storetest.Without(t, before.FS, "00009_waiting_pickups.sql")
+	if err := database.MigrateSQLite(ctx, db, before); err != nil {
+		t.Fatal(err)
+	}
+	if err := database.MigrateSQLite(ctx, db, sqllog.Migrations(database.SQLite, sqlstore.Service)); err != nil {
+		t.Fatal(err)
+	}
+	storetest.WaitingPickupsBackfill(t, sqlite.New(db), func(ctx context.Context) error { return sqlite.Migrate(ctx, db) })
 }

@@ -20,8 +20,8 @@ import (
 // made before counts nothing.
 var createTaskPostgres = sqllog.AppendWithPostgres(`
 	INSERT INTO tasks (id, state, customer_id, courier_id, offer_courier_id, priority_rank, create_time,
-		update_time, due_time, created_by, request_id, version, doc)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		update_time, due_time, created_by, request_id, version, doc, pickup_lat, pickup_lng)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $18, $19)
 	ON CONFLICT (created_by, request_id) DO NOTHING
 	RETURNING id, customer_id`, "$14::text", "id", "$15::bytea", "$16::timestamptz", `
 	INSERT INTO customer_open_tasks (customer_id, open_tasks, max_open) SELECT customer_id, 1, $17::bigint FROM written
@@ -41,7 +41,7 @@ func (s *Store) createPostgres(ctx context.Context, t dispatch.Task, doc string,
 		return s.db.QueryRowContext(ctx, createTaskPostgres,
 			t.ID, string(t.State), t.CustomerID, nullString(t.CourierID), nil, t.Priority.Rank(),
 			s.time(t.CreateTime), s.time(t.UpdateTime), s.nullTime(t.DueTime), t.CreatedBy, nullString(t.RequestID),
-			t.Version, doc, dispatch.TopicTask, []byte(t.State), at, maxOpen).Scan(&seq)
+			t.Version, doc, dispatch.TopicTask, []byte(t.State), at, maxOpen, t.Pickup.Location.Lat, t.Pickup.Location.Lng).Scan(&seq)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		// The request was made before: answer with its task.

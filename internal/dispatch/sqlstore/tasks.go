@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"lastmile/internal/dispatch"
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/eventlog"
@@ -114,12 +115,12 @@ func (s *Store) CreateTaskCapped(ctx context.Context, t dispatch.Task, maxOpen i
 		out, created = dispatch.Task{}, false // a run again starts afresh
 		res, err := tx.ExecContext(ctx, `
 			INSERT INTO tasks (id, state, customer_id, courier_id, offer_courier_id, priority_rank, create_time,
-				update_time, due_time, created_by, request_id, version, doc)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+				update_time, due_time, created_by, request_id, version, doc, pickup_lat, pickup_lng)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 			ON CONFLICT (created_by, request_id) DO NOTHING`,
 			t.ID, string(t.State), t.CustomerID, nullString(t.CourierID), nullString(offerCourier(&t)), t.Priority.Rank(),
 			s.time(t.CreateTime), s.time(t.UpdateTime), s.nullTime(t.DueTime), t.CreatedBy, nullString(t.RequestID),
-			t.Version, doc)
+			t.Version, doc, t.Pickup.Location.Lat, t.Pickup.Location.Lng)
 		if err != nil {
 			return w, s.e.MapError(err, "insert task "+t.ID)
 		}
@@ -563,6 +564,11 @@ func (s *Store) appendChange(ctx context.Context, tx *sql.Tx, a *appender, next 
 			return err
 		}
 	}
+	if ch.Waiting {
+		if _, err := a.append(ctx, tx, dispatch.TopicWaiting, next.ID, nil); err != nil {
+			return err
+		}
+	}
 	for _, d := range ch.Deliveries {
 		if err := s.insertDelivery(ctx, tx, a, d, next.UpdateTime); err != nil {
 			return err
@@ -580,10 +586,16 @@ func (s *Store) appendChanges(ctx context.Context, tx *sql.Tx, a *appender, next
 		events []eventlog.Event
 		dels   []dispatch.Delivery
 		isDel  []bool
+		waits  bool
 	)
 	for i := range next {
 		if errs[i] != nil {
 			continue
+		}
+		if changes[i].Waiting && !waits {
+			waits = true
+			events = append(events, eventlog.Event{Topic: dispatch.TopicWaiting, Key: next[i].ID})
+			isDel = append(isDel, false)
 		}
 		if !changes[i].Quiet {
 			events = append(events, eventlog.Event{Topic: dispatch.TopicTask, Key: next[i].ID, Payload: []byte(next[i].State)})
@@ -732,11 +744,15 @@ func (s *Store) UpdateTasks(ctx context.Context, updates []dispatch.TaskWrite) (
 		if s.e.Dialect == database.Postgres {
 			return w, s.appendChanges(ctx, tx, a, out, changes, errs)
 		}
+		waits := false
 		for i := range updates {
 			if errs[i] != nil {
 				continue
 			}
-			if err := s.appendChange(ctx, tx, a, out[i], changes[i]); err != nil {
+			ch := changes[i]
+			ch.Waiting = ch.Waiting && !waits // one TopicWaiting event per transaction
+			waits = waits || ch.Waiting
+			if err := s.appendChange(ctx, tx, a, out[i], ch); err != nil {
 				return w, fmt.Errorf("update task %d of %d: %w", i+1, len(updates), err)
 			}
 			w.addTask(&out[i])
@@ -1070,6 +1086,68 @@ func (s *Store) WakeTasks(ctx context.Context, now time.Time, taskIDs []string) 
 		}
 		return nil
 	})
+}
+
+// AnyWaiting implements dispatch.Store: one look into the tasks_waiting index, whose first entry after
+// now answers.
+func (s *Store) AnyWaiting(ctx context.Context, now time.Time) (bool, error) {
+	var one int
+	err := s.read.QueryRowContext(ctx, `SELECT 1 FROM tasks`+s.waitingIndex()+` WHERE state = 'pending' AND due_time > $1 LIMIT 1`, s.time(now)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, s.e.MapError(err, "look for waiting tasks")
+	}
+	return true, nil
+}
+
+// WaitingNear implements dispatch.Store from the tasks_waiting index (due time and pickup of PENDING
+// tasks), which holds the pickups the filter reads: only the rows inside box are read. A limit above
+// MaxLimit is lowered to it; a limit below 1 is an error.
+func (s *Store) WaitingNear(ctx context.Context, now time.Time, box geo.Box, limit int) ([]dispatch.WaitingTask, error) {
+	limit, err := database.RowLimit(limit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	if !box.Valid() {
+		return nil, apperr.Errorf(apperr.Invalid, "invalid box %+v", box)
+	}
+	lng := `pickup_lng BETWEEN $4 AND $5`
+	if box.West > box.East {
+		lng = `(pickup_lng >= $4 OR pickup_lng <= $5)`
+	}
+	// The state is a literal, as in the index's predicate: a parameter would not match it.
+	rows, err := s.read.QueryContext(ctx, `SELECT id, pickup_lat, pickup_lng FROM tasks`+s.waitingIndex()+`
+		WHERE state = 'pending' AND due_time > $1 AND pickup_lat BETWEEN $2 AND $3 AND `+lng+`
+		ORDER BY priority_rank DESC, create_time, id LIMIT $6`,
+		s.time(now), box.South, box.North, box.West, box.East, limit)
+	if err != nil {
+		return nil, s.e.MapError(err, "load waiting tasks near a courier")
+	}
+	defer rows.Close()
+	var out []dispatch.WaitingTask
+	for rows.Next() {
+		var w dispatch.WaitingTask
+		if err := rows.Scan(&w.ID, &w.Pickup.Lat, &w.Pickup.Lng); err != nil {
+			return nil, s.e.MapError(err, "load waiting tasks near a courier")
+		}
+		out = append(out, w)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.e.MapError(err, "load waiting tasks near a courier")
+	}
+	return out, nil
+}
+
+// waitingIndex follows the tasks table in AnyWaiting and WaitingNear: on SQLite it names tasks_waiting,
+// which the planner, without statistics, passes over for tasks_state_list (every pending task, due now or
+// later, read row by row).
+func (s *Store) waitingIndex() string {
+	if s.e.Dialect == database.SQLite {
+		return " INDEXED BY tasks_waiting"
+	}
+	return ""
 }
 
 // wakeWaiting makes the PENDING tasks due after now that also match cond ("" for all of them) due now,

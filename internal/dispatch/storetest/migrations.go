@@ -43,6 +43,7 @@ func Without(t testing.TB, fsys fs.FS, name string) fs.FS {
 // them.
 func FormerHoldersBackfill(t *testing.T, s *sqlstore.Store, migrate func(context.Context) error) {
 	ctx := testContext(t)
+	pickupColumns(ctx, t, s, true)
 	// Task 1: held by courier 1, handed back, then held by courier 2. Task 2: held by courier 1, now.
 	// Task 3: held by courier 1, handed back, held by courier 1 again.
 	held := func(n int, holders ...int) dispatch.Task {
@@ -59,6 +60,7 @@ func FormerHoldersBackfill(t *testing.T, s *sqlstore.Store, migrate func(context
 	mustCreate(ctx, t, s, held(2, 1))
 	mustCreate(ctx, t, s, held(3, 1, 1))
 	mustCreate(ctx, t, s, newTask(4))
+	pickupColumns(ctx, t, s, false)
 	if err := migrate(ctx); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
@@ -69,6 +71,22 @@ func FormerHoldersBackfill(t *testing.T, s *sqlstore.Store, migrate func(context
 		}
 		if diff := cmp.Diff(want, ids(got), cmpOpts...); diff != "" {
 			t.Errorf("courier %d's tasks after the migration (-want +got):\n%s", c, diff)
+		}
+	}
+}
+
+// pickupColumns adds (or drops) the pickup columns of the tasks_waiting migration, which comes after the
+// former_holders migration and which the store writes: with them the store creates tasks on a database
+// migrated up to before the former_holders migration.
+func pickupColumns(ctx context.Context, t *testing.T, s *sqlstore.Store, add bool) {
+	t.Helper()
+	for _, col := range []string{"pickup_lat", "pickup_lng"} {
+		stmt := "ALTER TABLE tasks DROP COLUMN " + col
+		if add {
+			stmt = "ALTER TABLE tasks ADD COLUMN " + col + " REAL"
+		}
+		if _, err := s.DB().ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("storetest: %s: %v", stmt, err)
 		}
 	}
 }

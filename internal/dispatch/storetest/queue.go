@@ -14,6 +14,7 @@ import (
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/jobargs"
 	"lastmile/internal/dispatch/sqlstore"
+	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 )
 
@@ -693,5 +694,103 @@ func testQueueConcurrent(t *testing.T, s *sqlstore.Store) {
 	}
 	if total == 0 {
 		t.Error("no task was worked")
+	}
+}
+
+// testWaitingNear: AnyWaiting and WaitingNear see the pending tasks due later only (not those due now,
+// nor offered ones), WaitingNear those whose pickup is in the box, in LeaseDue's order (highest
+// priority, then oldest), up to the limit, across the antimeridian too.
+func testWaitingNear(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	now, later := at(10), at(20)
+	if any, err := s.AnyWaiting(ctx, now); err != nil || any {
+		t.Fatalf("AnyWaiting on an empty store = %v, %v; want false", any, err)
+	}
+	places := map[int]geo.LatLng{
+		1: {Lat: 52.52, Lng: 13.40},  // waiting
+		2: {Lat: 52.53, Lng: 13.41},  // waiting, high priority
+		3: {Lat: 52.52, Lng: 13.40},  // due now
+		4: {Lat: 52.52, Lng: 13.40},  // offered
+		5: {Lat: 48.85, Lng: 2.35},   // waiting, elsewhere
+		6: {Lat: -17.7, Lng: 179.9},  // waiting, west of the antimeridian
+		7: {Lat: -17.7, Lng: -179.9}, // waiting, east of it
+	}
+	for n := 1; n <= 7; n++ {
+		task := newTask(n)
+		task.Pickup.Location = places[n]
+		task.DueTime = later
+		switch n {
+		case 2:
+			task.Priority = dispatch.PriorityHigh
+		case 3:
+			task.DueTime = at(3)
+		case 4:
+			task = offer(task, 1, 1, 3)
+			task.DueTime = later
+		}
+		mustCreate(ctx, t, s, task)
+	}
+	if any, err := s.AnyWaiting(ctx, now); err != nil || !any {
+		t.Fatalf("AnyWaiting = %v, %v; want true", any, err)
+	}
+	if any, err := s.AnyWaiting(ctx, later); err != nil || any {
+		t.Fatalf("AnyWaiting once every task is due = %v, %v; want false", any, err)
+	}
+	berlin := geo.Box{South: 52.4, West: 13.3, North: 52.6, East: 13.5}
+	for _, tc := range []struct {
+		name  string
+		box   geo.Box
+		limit int
+		want  []int
+	}{
+		{"berlin", berlin, 10, []int{2, 1}},
+		{"berlin limited", berlin, 1, []int{2}},
+		{"paris", geo.Box{South: 48, West: 2, North: 49, East: 3}, 10, []int{5}},
+		{"antimeridian", geo.Box{South: -18, West: 179.5, North: -17, East: -179.5}, 10, []int{6, 7}},
+		{"world", geo.Box{South: -90, West: -180, North: 90, East: 180}, 10, []int{2, 1, 5, 6, 7}},
+		{"nowhere", geo.Box{South: 0, West: 0, North: 1, East: 1}, 10, nil},
+	} {
+		got, err := s.WaitingNear(ctx, now, tc.box, tc.limit)
+		if err != nil {
+			t.Fatalf("WaitingNear(%s): %v", tc.name, err)
+		}
+		var want []dispatch.WaitingTask
+		for _, n := range tc.want {
+			want = append(want, dispatch.WaitingTask{ID: taskID(n), Pickup: places[n]})
+		}
+		if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
+			t.Errorf("WaitingNear(%s) (-want +got):\n%s", tc.name, diff)
+		}
+	}
+	if _, err := s.WaitingNear(ctx, now, berlin, 0); apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("WaitingNear(limit 0) = %v, want Invalid", err)
+	}
+	if _, err := s.WaitingNear(ctx, now, geo.Box{South: 10, North: 5}, 10); apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("WaitingNear(an invalid box) = %v, want Invalid", err)
+	}
+}
+
+// WaitingPickupsBackfill checks the migration that adds the pickup columns: s is a store on a database
+// migrated up to the migration before it, and migrate applies the rest. The tasks written before are
+// found near their pickups after it.
+func WaitingPickupsBackfill(t *testing.T, s *sqlstore.Store, migrate func(context.Context) error) {
+	ctx := testContext(t)
+	task := newTask(1)
+	task.DueTime = at(20)
+	// The row as the store wrote it before the migration (the store now writes the new columns too);
+	// WaitingNear reads no document.
+	d := s.Dialect()
+	doc := fmt.Sprintf(`{"ID":%q,"State":"pending","Pickup":{"Location":{"Lat":%v,"Lng":%v}}}`, task.ID, task.Pickup.Location.Lat, task.Pickup.Location.Lng)
+	if _, err := s.DB().ExecContext(ctx, `INSERT INTO tasks (id, state, customer_id, priority_rank, create_time, update_time, due_time, created_by, version, doc)
+		VALUES ($1, 'pending', 'customer-1', 1, $2, $2, $3, 'customer-1', 1, $4)`, task.ID, d.Time(at(1)), d.Time(task.DueTime), doc); err != nil {
+		t.Fatalf("insert a task before the migration: %v", err)
+	}
+	if err := migrate(ctx); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	got, err := s.WaitingNear(ctx, at(10), geo.Box{South: 52.5, West: 13.3, North: 52.6, East: 13.5}, 10)
+	want := []dispatch.WaitingTask{{ID: taskID(1), Pickup: task.Pickup.Location}}
+	if err != nil || !cmp.Equal(want, got) {
+		t.Errorf("WaitingNear after the migration = %+v, %v; want %+v", got, err, want)
 	}
 }

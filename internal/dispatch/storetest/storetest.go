@@ -69,6 +69,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"WakePending", testWakePending},
 		{"WakeNext", testWakeNext},
 		{"WakeTasks", testWakeTasks},
+		{"WaitingNear", testWaitingNear},
 		{"QueueConcurrent", testQueueConcurrent},
 		{"HeldAndOffered", testHeldAndOffered},
 		{"Sessions", testSessions},
