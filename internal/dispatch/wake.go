@@ -190,8 +190,13 @@ func (s *Service) wakeReason(prev *followed, c CourierInfo, now time.Time) (reas
 // wakeNear wakes up to wakeShare waiting tasks within reach of courier c (see the top of this file),
 // if c holds a session. A failure is logged: those tasks keep their back-off.
 func (s *Service) wakeNear(ctx context.Context, f *follower, c CourierInfo, reason string, from *geo.LatLng, now time.Time) {
-	// A batch searching now may have missed the courier: it wakes its deferred tasks (contention.freed).
-	s.freedEver.Add(1)
+	// A batch searching now may have missed a courier who became able: it wakes its deferred tasks
+	// (contention.freed). Not for a move: couriers move all the time, anywhere in the city, and a batch
+	// woken by each would search its deferred tasks again and again; a search finds couriers where they
+	// are now, and a move it missed wakes the task at the next move or at the end of its back-off.
+	if reason != "moved" {
+		s.freedEver.Add(1)
+	}
 	if !s.anyWaiting(ctx, f) {
 		return
 	}

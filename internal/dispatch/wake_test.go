@@ -68,9 +68,14 @@ func TestCourierMovingIntoReachWakesTheWaitingTask(t *testing.T) {
 
 	n := sys.Service.FollowedEvents()
 	sys.Clock.Advance(time.Minute)
-	sys.Connect(t, a.ID)                                                    // a fresh heartbeat
+	sys.Connect(t, a.ID) // a fresh heartbeat
+	freed := sys.Service.CouriersFreed()
 	sys.Couriers.Move(a.ID, dispatchtest.Near(dispatchtest.Berlin, 16_000)) // 24 km closer, still out of reach
 	waitFollowed(t, sys, n+1)
+	// A move is not a courier freed: batches searching meanwhile keep their deferred tasks asleep.
+	if got := sys.Service.CouriersFreed(); got != freed {
+		t.Fatalf("a move counted %d couriers freed, want 0", got-freed)
+	}
 	if got := stored(t, sys, tk.ID); got.State != dispatch.StatePending || !got.DueTime.Equal(before.DueTime) || got.Searches != 1 {
 		t.Fatalf("after a move out of reach the task is %s, due %s, searched %d times; want PENDING, due %s, searched once",
 			got.State, got.DueTime, got.Searches, before.DueTime)
