@@ -112,11 +112,8 @@ type sessionFixture struct {
 // newSessionFixture starts a fixture; logOpts, when given, tunes the event log tailers.
 func newSessionFixture(t testing.TB, opts dispatch.Options, logOpts ...eventlog.Options) *sessionFixture {
 	t.Helper()
-	f := &sessionFixture{db: databasetest.SQLite(t), couriers: &sessCouriers{status: map[string]dispatch.CourierInfo{}},
+	f := &sessionFixture{db: databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate), couriers: &sessCouriers{status: map[string]dispatch.CourierInfo{}},
 		routes: &sessRoutes{}, clock: dispatchtest.NewClock(sessT0), metrics: &sessMetrics{}, step: time.Second}
-	if err := sqlite.Migrate(sessCtx(t), f.db); err != nil {
-		t.Fatalf("sqlite.Migrate: %v", err)
-	}
 	f.store = sqlite.New(f.db)
 	// Jobs (courier claims) are not these tests' concern: they are dropped.
 	f.store.SetJobs(func(context.Context, *sql.Tx, []dispatch.Job) error { return nil })

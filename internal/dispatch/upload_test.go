@@ -103,13 +103,7 @@ const upCustomer = "0195f2a0-0000-7000-8000-00000000c001"
 
 func newUpFixture(t *testing.T, opts dispatch.Options) *upFixture {
 	t.Helper()
-	db := databasetest.SQLite(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := sqlite.Migrate(ctx, db); err != nil {
-		t.Fatalf("Migrate: %v", err)
-	}
-	store := sqlite.New(db)
+	store := sqlite.New(databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate))
 	files, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
 	if err != nil {
 		t.Fatalf("NewFiles: %v", err)

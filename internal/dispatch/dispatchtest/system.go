@@ -128,9 +128,8 @@ func Start(t testing.TB, cfg Config) *System {
 	} else {
 		db := cfg.DB
 		if db == nil {
-			db = databasetest.SQLite(t)
-		}
-		if err := sqlite.Migrate(ctx, db); err != nil {
+			db = databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate) // a copy of one migrated file
+		} else if err := sqlite.Migrate(ctx, db); err != nil {
 			t.Fatalf("dispatchtest: migrate: %v", err)
 		}
 		store = sqlite.New(db)

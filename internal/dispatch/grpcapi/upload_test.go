@@ -88,11 +88,7 @@ func newUUID() string { return uuid.Must(uuid.NewV7()).String() }
 
 func startUpEnv(t *testing.T) *upEnv {
 	t.Helper()
-	db := databasetest.SQLite(t)
-	if err := sqlite.Migrate(context.Background(), db); err != nil {
-		t.Fatalf("Migrate: %v", err)
-	}
-	store := sqlite.New(db)
+	store := sqlite.New(databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate))
 	files, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
 	if err != nil {
 		t.Fatalf("NewFiles: %v", err)

@@ -1,7 +1,6 @@
 package sqlstore_test
 
 import (
-	"context"
 	"errors"
 	"reflect"
 	"testing"
@@ -30,12 +29,7 @@ var errRetry = errors.New("deadlock detected")
 // PostgreSQL needs can be driven deterministically.
 func newStore(t *testing.T) *sqlstore.Store {
 	t.Helper()
-	db := databasetest.SQLite(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := sqlite.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate)
 	return sqlstore.New(db, sqlstore.Engine{
 		Dialect:   database.SQLite,
 		MapError:  database.Constraints{}.MapSQLite,

@@ -24,13 +24,7 @@ const setupTimeout = 60 * time.Second
 // everything (sqlite.Migrate), without a job queue; the file is closed when the test ends.
 func SQLiteStore(t testing.TB) *sqlstore.Store {
 	t.Helper()
-	db := databasetest.SQLite(t)
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	if err := sqlite.Migrate(ctx, db); err != nil {
-		t.Fatalf("storetest: %v", err)
-	}
-	return sqlite.New(db)
+	return sqlite.New(databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate)) // a copy of one migrated file
 }
 
 // PostgresStore returns a dispatch store on a fresh PostgreSQL database (databasetest.Postgres: skipped

@@ -11,9 +11,12 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,6 +54,89 @@ func SQLite(t testing.TB) *sql.DB {
 		}
 	})
 	return db
+}
+
+// MigratedSQLite is SQLite with migrate applied: the database is a new file in a temporary directory,
+// closed when the test ends, whose content is what migrate leaves in a new database. The first call
+// with a given key in a test binary runs migrate on a template file, and every call with that key
+// copies the template: under the race detector the pure-Go SQLite takes about two seconds to run a
+// service's migrations, which a test starting a service would otherwise pay each time. The same key
+// must always come with the same migrate; the migrations themselves are tested by their packages.
+func MigratedSQLite(t testing.TB, key string, migrate func(context.Context, *sql.DB) error) *sql.DB {
+	t.Helper()
+	data, err := sqliteTemplate(key, migrate)
+	if err != nil {
+		t.Fatalf("databasetest: template %s: %v", key, err)
+	}
+	path := filepath.Join(t.TempDir(), "test.db")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatalf("databasetest: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	db, err := database.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatalf("databasetest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("databasetest: close %s: %v", path, err)
+		}
+	})
+	return db
+}
+
+// sqliteTemplates holds, per MigratedSQLite key, the bytes of a migrated database file.
+var sqliteTemplates sync.Map // key -> *sqliteTemplateOnce
+
+type sqliteTemplateOnce struct {
+	once sync.Once
+	data []byte
+	err  error
+}
+
+// migrateTimeout bounds migrating a template: under -race on a loaded machine (load 22) SQLite's
+// migrations of one service took more than 30 s.
+const migrateTimeout = 5 * time.Minute
+
+// sqliteTemplate returns the template of key, making it on the first call: a new database migrated
+// with migrate and closed, which folds its WAL into the file, read back whole.
+func sqliteTemplate(key string, migrate func(context.Context, *sql.DB) error) ([]byte, error) {
+	v, _ := sqliteTemplates.LoadOrStore(key, &sqliteTemplateOnce{})
+	tpl := v.(*sqliteTemplateOnce)
+	tpl.once.Do(func() {
+		dir, err := os.MkdirTemp("", "lastmile-databasetest-")
+		if err != nil {
+			tpl.err = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		tpl.data, tpl.err = migrateSQLiteFile(filepath.Join(dir, "template.db"), migrate)
+	})
+	return tpl.data, tpl.err
+}
+
+func migrateSQLiteFile(path string, migrate func(context.Context, *sql.DB) error) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), migrateTimeout)
+	defer cancel()
+	db, err := database.OpenSQLite(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if err := migrate(ctx, db); err != nil {
+		return nil, errors.Join(fmt.Errorf("migrate: %w", err), db.Close())
+	}
+	if _, err := db.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return nil, errors.Join(fmt.Errorf("checkpoint: %w", err), db.Close())
+	}
+	if err := db.Close(); err != nil {
+		return nil, err
+	}
+	// Closing the last connection checkpoints the WAL and removes it; what is left must be one file.
+	if fi, err := os.Stat(path + "-wal"); err == nil && fi.Size() > 0 {
+		return nil, fmt.Errorf("%s-wal still holds %d bytes after closing", path, fi.Size())
+	}
+	return os.ReadFile(path)
 }
 
 // PostgresURL creates an empty database lastmile_test_<random> on the server named by

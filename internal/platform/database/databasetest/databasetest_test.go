@@ -2,11 +2,14 @@ package databasetest_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,5 +118,59 @@ func TestPostgresCreatesAndDropsDatabase(t *testing.T) {
 	u, _ := url.Parse(admin)
 	if u.Path == "/"+name {
 		t.Errorf("PostgresURL reused the admin database %s", name)
+	}
+}
+
+func TestMigratedSQLiteMigratesOnceAndCopies(t *testing.T) {
+	var runs atomic.Int32
+	migrate := func(ctx context.Context, db *sql.DB) error {
+		runs.Add(1)
+		// More than the WAL's automatic checkpoint holds back, so that the template must fold it in.
+		if _, err := db.ExecContext(ctx, "CREATE TABLE t (n INTEGER PRIMARY KEY, pad TEXT)"); err != nil {
+			return err
+		}
+		for i := range 300 {
+			if _, err := db.ExecContext(ctx, "INSERT INTO t VALUES (?, ?)", i, strings.Repeat("x", 1000)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key := t.Name() // a key of its own: no other test's template
+	a := databasetest.MigratedSQLite(t, key, migrate)
+	b := databasetest.MigratedSQLite(t, key, migrate)
+	if got := runs.Load(); got != 1 {
+		t.Errorf("migrate ran %d times for two databases, want once", got)
+	}
+	if _, err := a.ExecContext(ctx, "DELETE FROM t WHERE n < 100"); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		db   *sql.DB
+		want int
+	}{"a": {a, 200}, "b": {b, 300}} {
+		var n int
+		if err := c.db.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != c.want {
+			t.Errorf("rows in %s = %d, %v; want %d, nil", name, n, err, c.want)
+		}
+		var mode string
+		if err := c.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+			t.Errorf("%s: journal_mode = %q, %v, want wal, nil", name, mode, err)
+		}
+	}
+}
+
+func TestMigratedSQLiteFailsWithTheMigrationsError(t *testing.T) {
+	f := &fakeTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		databasetest.MigratedSQLite(f, t.Name(), func(context.Context, *sql.DB) error { return errors.New("version 7 broke") })
+	}()
+	<-done
+	if !strings.Contains(f.fatal, "version 7 broke") {
+		t.Errorf("MigratedSQLite with a failing migration: fatal %q, want the migration's error", f.fatal)
 	}
 }
