@@ -106,8 +106,11 @@ type System struct {
 // Start starts a System.
 func Start(t testing.TB, cfg Config) *System {
 	t.Helper()
+	// A database of the system's own is a copy of one migrated template; one a test passes in (a
+	// restart, a replica) is migrated here, as a starting process does.
+	migrated := false
 	if cfg.Pool == nil && cfg.DB == nil && os.Getenv(EnvEngine) == "postgres" {
-		cfg.Pool = databasetest.Postgres(t, postgres.Schema)
+		cfg.Pool, migrated = databasetest.MigratedPostgres(t, postgres.Schema, "dispatch", postgres.Migrate), true
 	}
 	// A hang guard for the migrations: under -race on a loaded machine (load 22) SQLite's took more than
 	// the 30 s this was (TestWatchTask: "migrate jobs: error applying version 007 [UP]: context deadline
@@ -120,15 +123,17 @@ func Start(t testing.TB, cfg Config) *System {
 		wake    func(context.Context, eventlog.Backoff, func())
 	)
 	if cfg.Pool != nil {
-		if err := postgres.Migrate(ctx, cfg.Pool); err != nil {
-			t.Fatalf("dispatchtest: migrate: %v", err)
+		if !migrated {
+			if err := postgres.Migrate(ctx, cfg.Pool); err != nil {
+				t.Fatalf("dispatchtest: migrate: %v", err)
+			}
 		}
 		store, dialect, wake = postgres.New(cfg.Pool), database.Postgres, sqllog.Listener(cfg.Pool)
 		t.Cleanup(func() { _ = store.Close() })
 	} else {
 		db := cfg.DB
 		if db == nil {
-			db = databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate) // a copy of one migrated file
+			db = databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate)
 		} else if err := sqlite.Migrate(ctx, db); err != nil {
 			t.Fatalf("dispatchtest: migrate: %v", err)
 		}

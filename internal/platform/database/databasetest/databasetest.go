@@ -9,6 +9,7 @@ package databasetest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -16,7 +17,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,6 +148,13 @@ func migrateSQLiteFile(path string, migrate func(context.Context, *sql.DB) error
 // fails when LASTMILE_REQUIRE_POSTGRES=1.
 func PostgresURL(t testing.TB) string {
 	t.Helper()
+	return createDatabase(t, adminDSN(t), "")
+}
+
+// adminDSN returns LASTMILE_TEST_POSTGRES_DSN, skipping the test without it (failing it when
+// LASTMILE_REQUIRE_POSTGRES=1) and failing it when it is not a postgres:// URL.
+func adminDSN(t testing.TB) string {
+	t.Helper()
 	dsn := os.Getenv(EnvPostgresDSN)
 	if dsn == "" {
 		if os.Getenv(EnvRequirePostgres) == "1" {
@@ -156,14 +166,22 @@ func PostgresURL(t testing.TB) string {
 	if err != nil || (admin.Scheme != "postgres" && admin.Scheme != "postgresql") {
 		t.Fatalf("databasetest: %s must be a postgres:// URL, got %q", EnvPostgresDSN, database.RedactURL(dsn))
 	}
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	name := "lastmile_test_" + hex.EncodeToString(b[:])
-	ident := pgx.Identifier{name}.Sanitize()
+	return dsn
+}
 
+// createDatabase creates lastmile_test_<random>, a copy of template when it is not "", dropped when the
+// test ends, and returns its URL.
+func createDatabase(t testing.TB, dsn, template string) string {
+	t.Helper()
+	name := "lastmile_test_" + randomHex()
+	ident := pgx.Identifier{name}.Sanitize()
+	stmt := "CREATE DATABASE " + ident
+	if template != "" {
+		stmt += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	if err := adminExec(ctx, dsn, "CREATE DATABASE "+ident); err != nil {
+	if err := adminExec(ctx, dsn, stmt); err != nil {
 		t.Fatalf("databasetest: create database %s on %s: %v", name, database.RedactURL(dsn), err)
 	}
 	t.Cleanup(func() {
@@ -173,10 +191,21 @@ func PostgresURL(t testing.TB) string {
 			t.Errorf("databasetest: drop database %s: %v", name, err)
 		}
 	})
-	u := *admin
+	return databaseURL(dsn, name)
+}
+
+// databaseURL returns dsn naming database name instead of its own.
+func databaseURL(dsn, name string) string {
+	u, _ := url.Parse(dsn) // adminDSN parsed it
 	u.Path = "/" + name
 	u.RawPath = ""
 	return u.String()
+}
+
+func randomHex() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
 }
 
 // Postgres opens a pool on a fresh database (PostgresURL) whose connections use schema first in their
@@ -184,7 +213,12 @@ func PostgresURL(t testing.TB) string {
 // MigratePostgres does that. Pass "" to keep the default search_path.
 func Postgres(t testing.TB, schema string) *pgxpool.Pool {
 	t.Helper()
-	u := PostgresURL(t)
+	return openPool(t, PostgresURL(t), schema)
+}
+
+// openPool opens a pool on u with schema first in its search_path, closed when the test ends.
+func openPool(t testing.TB, u, schema string) *pgxpool.Pool {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	pool, err := database.OpenPostgres(ctx, u, database.PostgresOptions{Schema: schema, MaxConns: 8})
@@ -193,6 +227,111 @@ func Postgres(t testing.TB, schema string) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// MigratedPostgres is Postgres with migrate applied: the pool's database is a fresh one, dropped when the
+// test ends, whose content is what migrate leaves in a new database. The first call with a given key in
+// a test binary creates a template database and runs migrate on it (through a pool with schema first in
+// its search_path, as the test's); every call with that key creates its database as a copy of the
+// template (CREATE DATABASE ... TEMPLATE), which takes a fraction of the time the migrations do. The
+// same key must always come with the same schema and migrate; the migrations themselves are tested by
+// their packages.
+//
+// A template lives as long as the test binary: it is named lastmile_tmpl_<host>_<pid>_<random>, and the
+// first MigratedPostgres of each binary drops the templates of this host whose process has ended.
+func MigratedPostgres(t testing.TB, schema, key string, migrate func(context.Context, *pgxpool.Pool) error) *pgxpool.Pool {
+	t.Helper()
+	dsn := adminDSN(t)
+	template, err := postgresTemplate(dsn, schema, key, migrate)
+	if err != nil {
+		t.Fatalf("databasetest: template %s: %v", key, err)
+	}
+	return openPool(t, createDatabase(t, dsn, template), schema)
+}
+
+// postgresTemplates holds, per MigratedPostgres key, the name of a migrated template database.
+var postgresTemplates sync.Map // key -> *postgresTemplateOnce
+
+type postgresTemplateOnce struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+// sweepOnce drops the templates that ended processes left behind, once per test binary.
+var sweepOnce sync.Once
+
+func postgresTemplate(dsn, schema, key string, migrate func(context.Context, *pgxpool.Pool) error) (string, error) {
+	sweepOnce.Do(func() { sweepTemplates(dsn) })
+	v, _ := postgresTemplates.LoadOrStore(key, &postgresTemplateOnce{})
+	tpl := v.(*postgresTemplateOnce)
+	tpl.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), migrateTimeout)
+		defer cancel()
+		name := fmt.Sprintf("%s%s_%d_%s", templatePrefix, hostTag(), os.Getpid(), randomHex()[:8])
+		if err := adminExec(ctx, dsn, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			tpl.err = fmt.Errorf("create database %s on %s: %w", name, database.RedactURL(dsn), err)
+			return
+		}
+		pool, err := database.OpenPostgres(ctx, databaseURL(dsn, name), database.PostgresOptions{Schema: schema, MaxConns: 8})
+		if err == nil {
+			err = migrate(ctx, pool)
+			pool.Close() // a template must have no connection when it is copied
+		}
+		if err != nil {
+			tpl.err = errors.Join(fmt.Errorf("migrate: %w", err), adminExec(ctx, dsn, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"))
+			return
+		}
+		tpl.name = name
+	})
+	return tpl.name, tpl.err
+}
+
+// templatePrefix starts the name of every template database; after it come the host's tag, the process
+// id and a random suffix.
+const templatePrefix = "lastmile_tmpl_"
+
+// hostTag is 8 hex digits of the host's name, so that a sweep only judges the processes it can see.
+func hostTag() string {
+	h, _ := os.Hostname()
+	sum := sha256.Sum256([]byte(h))
+	return hex.EncodeToString(sum[:4])
+}
+
+// sweepTemplates drops the templates of this host whose process has ended (a test binary cannot drop its
+// own: nothing runs after its last test). Failures are ignored: a template left over costs disk only.
+func sweepTemplates(dsn string) {
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", templatePrefix+hostTag()+"_")
+	if err != nil {
+		return
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		var pid int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(name, templatePrefix+hostTag()+"_"), "%d_", &pid); err != nil || processAlive(pid) {
+			continue
+		}
+		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	}
+}
+
+// processAlive reports whether process pid may still run: only a process known to have ended is not.
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	return !errors.Is(p.Signal(syscall.Signal(0)), os.ErrProcessDone)
 }
 
 // adminExec runs one statement on its own connection: CREATE and DROP DATABASE cannot run inside the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"lastmile/internal/platform/database/databasetest"
 )
@@ -172,5 +174,76 @@ func TestMigratedSQLiteFailsWithTheMigrationsError(t *testing.T) {
 	<-done
 	if !strings.Contains(f.fatal, "version 7 broke") {
 		t.Errorf("MigratedSQLite with a failing migration: fatal %q, want the migration's error", f.fatal)
+	}
+}
+
+func TestMigratedPostgresMigratesOnceAndCopies(t *testing.T) {
+	var runs atomic.Int32
+	migrate := func(ctx context.Context, pool *pgxpool.Pool) error {
+		runs.Add(1)
+		if _, err := pool.Exec(ctx, "CREATE SCHEMA svc; CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 300)"); err != nil {
+			return err
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key := t.Name() // a key of its own: no other test's template
+	a := databasetest.MigratedPostgres(t, "svc", key, migrate)
+	b := databasetest.MigratedPostgres(t, "svc", key, migrate)
+	if got := runs.Load(); got != 1 {
+		t.Errorf("migrate ran %d times for two databases, want once", got)
+	}
+	if _, err := a.Exec(ctx, "DELETE FROM t WHERE n <= 100"); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for name, c := range map[string]struct {
+		pool *pgxpool.Pool
+		want int
+	}{"a": {a, 200}, "b": {b, 300}} {
+		var n int
+		var db, table string
+		err := c.pool.QueryRow(ctx, "SELECT count(*), current_database(), (SELECT schemaname FROM pg_tables WHERE tablename = 't') FROM t").Scan(&n, &db, &table)
+		if err != nil || n != c.want || table != "svc" || !strings.HasPrefix(db, "lastmile_test_") {
+			t.Errorf("%s: rows, database, schema of t = %d, %q, %q, %v; want %d, lastmile_test_<hex>, svc, nil", name, n, db, table, err, c.want)
+		}
+		names[db] = true
+	}
+	if len(names) != 2 {
+		t.Errorf("databases %v, want two", names)
+	}
+}
+
+func TestSweepTemplatesDropsThoseOfEndedProcesses(t *testing.T) {
+	databasetest.PostgresURL(t) // skips, or fails when required, without a DSN
+	admin := os.Getenv(databasetest.EnvPostgresDSN)
+	ended := exec.Command(os.Args[0], "-test.run=^$")
+	if err := ended.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gone := databasetest.TemplateName(ended.Process.Pid, "deadbeef")
+	kept := databasetest.TemplateName(os.Getpid(), "deadbeef")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) }) // after the drops below
+	for _, name := range []string{gone, kept} {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_, _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize())
+		})
+	}
+	databasetest.SweepTemplates(admin)
+	for name, want := range map[string]bool{gone: false, kept: true} {
+		var exists bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil || exists != want {
+			t.Errorf("after the sweep, %s exists = %v, %v; want %v", name, exists, err, want)
+		}
 	}
 }
