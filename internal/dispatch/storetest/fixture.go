@@ -17,9 +17,6 @@ import (
 	"lastmile/internal/platform/eventlog/sqllog"
 )
 
-// setupTimeout bounds opening and migrating a test database.
-const setupTimeout = 60 * time.Second
-
 // SQLiteStore returns a dispatch store on a new SQLite file in a temporary directory, migrated with
 // everything (sqlite.Migrate), without a job queue; the file is closed when the test ends.
 func SQLiteStore(t testing.TB) *sqlstore.Store {
@@ -38,12 +35,7 @@ func PostgresStore(t testing.TB) *sqlstore.Store {
 
 func postgresStore(t testing.TB) (*sqlstore.Store, *pgxpool.Pool) {
 	t.Helper()
-	pool := databasetest.Postgres(t, postgres.Schema)
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-	if err := postgres.Migrate(ctx, pool); err != nil {
-		t.Fatalf("storetest: %v", err)
-	}
+	pool := databasetest.MigratedPostgres(t, postgres.Schema, "dispatch", postgres.Migrate) // a copy of one migrated template
 	s := postgres.New(pool)
 	t.Cleanup(func() { _ = s.Close() }) // before the pool closes: cleanups run last-in first-out
 	return s, pool
