@@ -54,10 +54,11 @@ func halfPastClock() func() time.Time {
 	return func() time.Time { return time.Now().Add(offset) }
 }
 
-// start runs `lastmile serve` with extra args and waits until every listener is bound.
+// start runs `lastmile serve` with extra args on a migrated data directory (migratedDataDir) and waits
+// until every listener is bound.
 func start(t *testing.T, extra ...string) *system {
 	t.Helper()
-	return startIn(t, t.TempDir(), extra...)
+	return startIn(t, migratedDataDir(t), extra...)
 }
 
 // startIn is start with a given data directory (see sharedCA for processes that share a CA).
@@ -182,7 +183,7 @@ const (
 // startWithAdmin is start with the first admin account set by the environment.
 func startWithAdmin(t *testing.T, extra ...string) *system {
 	t.Helper()
-	return startEnv(t, t.TempDir(), map[string]string{
+	return startEnv(t, migratedDataDir(t), map[string]string{
 		"LASTMILE_ADMIN_EMAIL":    adminEmail,
 		"LASTMILE_ADMIN_PASSWORD": adminPassword,
 	}, extra...)
