@@ -140,7 +140,7 @@ func TestMigratedSQLiteMigratesOnceAndCopies(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	key := t.Name() // a key of its own: no other test's template
+	key := newKey(t) // a key of its own: no other test's template
 	a := databasetest.MigratedSQLite(t, key, migrate)
 	b := databasetest.MigratedSQLite(t, key, migrate)
 	if got := runs.Load(); got != 1 {
@@ -169,7 +169,7 @@ func TestMigratedSQLiteFailsWithTheMigrationsError(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		databasetest.MigratedSQLite(f, t.Name(), func(context.Context, *sql.DB) error { return errors.New("version 7 broke") })
+		databasetest.MigratedSQLite(f, newKey(t), func(context.Context, *sql.DB) error { return errors.New("version 7 broke") })
 	}()
 	<-done
 	if !strings.Contains(f.fatal, "version 7 broke") {
@@ -188,7 +188,7 @@ func TestMigratedPostgresMigratesOnceAndCopies(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	key := t.Name() // a key of its own: no other test's template
+	key := newKey(t) // a key of its own: no other test's template
 	a := databasetest.MigratedPostgres(t, "svc", key, migrate)
 	b := databasetest.MigratedPostgres(t, "svc", key, migrate)
 	if got := runs.Load(); got != 1 {
@@ -247,3 +247,8 @@ func TestSweepTemplatesDropsThoseOfEndedProcesses(t *testing.T) {
 		}
 	}
 }
+
+// keys numbers the template keys of these tests, so that each run (go test -count=N) makes its own.
+var keys atomic.Int64
+
+func newKey(t *testing.T) string { return fmt.Sprintf("%s-%d", t.Name(), keys.Add(1)) }
