@@ -45,6 +45,7 @@ type dispatchConfig struct {
 	MaxBackoff   time.Duration
 	WatchSend    time.Duration
 	SessionSend  time.Duration
+	UploadIdle   time.Duration
 
 	UploadMaxBytes int64
 	ContentTypes   listFlag
@@ -57,7 +58,7 @@ type dispatchConfig struct {
 func dispatchModule() *module {
 	cfg := dispatchConfig{ContentTypes: listFlag(dispatch.DefaultAllowedContentTypes)}
 	var weights dispatch.Weights
-	streams := maps.Clone(dispatchStreams) // the watches' and sessions' send timeouts are flags
+	streams := maps.Clone(dispatchStreams) // the watches' and sessions' send timeouts and the uploads' idle timeout are flags
 	return &module{
 		name:     "dispatch",
 		services: []grpcService{{name: dispatchv1.DispatchService_ServiceDesc.ServiceName, rest: gateway.Routes(dispatchv1.RegisterDispatchServiceHandlerClient, dispatchv1.NewDispatchServiceClient), needsStore: true}},
@@ -76,6 +77,7 @@ func dispatchModule() *module {
 			fs.DurationVar(&cfg.MaxBackoff, "dispatch-max-retry-backoff", dispatch.DefaultMaxRetryBackoff, "longest wait between two searches for a task no courier could take (the wait doubles from 5s per search; a courier opening a session, becoming free or available, or moving near the pickup ends it at once)")
 			fs.DurationVar(&cfg.WatchSend, "dispatch-watch-send-timeout", defaultWatchSendTimeout, "longest a WatchTask or WatchTasks message may wait to be sent before the stream is ended with DEADLINE_EXCEEDED (a client that stopped reading)")
 			fs.DurationVar(&cfg.SessionSend, "dispatch-session-send-timeout", defaultSessionSendTimeout, "longest a StreamAssignments message may wait to be sent before the courier's session is ended with DEADLINE_EXCEEDED (an app that stopped reading; nothing is lost, unacknowledged deliveries are replayed)")
+			fs.DurationVar(&cfg.UploadIdle, "dispatch-upload-idle-timeout", defaultUploadIdleTimeout, "longest an UploadProof stream may go without a message from the app before it is ended with DEADLINE_EXCEEDED, freeing its slot and the upload for a new stream that resumes it (each chunk must arrive within it: a slow link sends smaller chunks)")
 			fs.IntVar(&cfg.MaxOpenTasks, "dispatch-max-open-tasks", dispatch.DefaultMaxOpenTasks, "open tasks (any state but delivered, cancelled and failed) one customer may have; CreateTask answers RESOURCE_EXHAUSTED beyond")
 			fs.StringVar(&cfg.Weights, "dispatch-weights", formatWeights(dispatch.DefaultWeights), "the engine's score weights, name=value for eta, distance, load and fairness (unnamed ones keep their default)")
 			fs.Int64Var(&cfg.UploadMaxBytes, "upload-max-bytes", dispatch.DefaultMaxUploadBytes, "largest proof upload (photo, signature) in bytes, at most 10 MiB")
@@ -83,7 +85,7 @@ func dispatchModule() *module {
 			fs.StringVar(&cfg.ProofDir, "proof-dir", "", "directory of proof uploads with SQLite (default <data-dir>/"+blob.DefaultDir+"); with PostgreSQL they are kept in the database, which every replica reads")
 		},
 		validate: func() error {
-			for name, d := range map[string]time.Duration{"offer-timeout": cfg.OfferTimeout, "dispatch-max-wait": cfg.MaxWait, "dispatch-max-retry-backoff": cfg.MaxBackoff, "dispatch-watch-send-timeout": cfg.WatchSend, "dispatch-session-send-timeout": cfg.SessionSend} {
+			for name, d := range map[string]time.Duration{"offer-timeout": cfg.OfferTimeout, "dispatch-max-wait": cfg.MaxWait, "dispatch-max-retry-backoff": cfg.MaxBackoff, "dispatch-watch-send-timeout": cfg.WatchSend, "dispatch-session-send-timeout": cfg.SessionSend, "dispatch-upload-idle-timeout": cfg.UploadIdle} {
 				if err := positiveDuration(name, d); err != nil {
 					return err
 				}
@@ -125,6 +127,9 @@ func dispatchModule() *module {
 			sessions := streams[dispatchv1.DispatchService_StreamAssignments_FullMethodName]
 			sessions.SendTimeout = cfg.SessionSend
 			streams[dispatchv1.DispatchService_StreamAssignments_FullMethodName] = sessions
+			upload := streams[dispatchv1.DispatchService_UploadProof_FullMethodName]
+			upload.Idle = cfg.UploadIdle
+			streams[dispatchv1.DispatchService_UploadProof_FullMethodName] = upload
 			w, err := parseWeights(cfg.Weights)
 			if err != nil {
 				return usageError{fmt.Errorf("--dispatch-weights: %w", err)}
@@ -150,6 +155,11 @@ func dispatchModule() *module {
 // staff (dashboards), and half of the rest for callers without a watch of that kind yet, so that accounts
 // holding many watches each cannot lock everyone else out (filling the pool takes an account per slot of
 // that half). A watch whose client stopped reading is ended after --dispatch-watch-send-timeout.
+//
+// An upload stream from which no message came for --dispatch-upload-idle-timeout is ended, so that an app
+// that opened one and went quiet does not keep its slot, and the upload's writer lease, for ever: the
+// handler then releases the lease, and the upload waits IN_PROGRESS at its committed offset for a new
+// stream to resume it.
 var dispatchStreams = map[string]grpcserver.StreamLimit{
 	dispatchv1.DispatchService_StreamAssignments_FullMethodName: {PerCaller: 2, Total: 20000},
 	dispatchv1.DispatchService_WatchTask_FullMethodName: {PerCaller: 16, Total: grpcserver.DefaultStreamsTotal,
@@ -161,11 +171,15 @@ var dispatchStreams = map[string]grpcserver.StreamLimit{
 
 // watchStaffReserve is the watch slots kept for staff; defaultWatchSendTimeout the default of
 // --dispatch-watch-send-timeout; defaultSessionSendTimeout the default of --dispatch-session-send-timeout,
-// longer than the watches' since an app back online on a slow network has its replay to catch up on.
+// longer than the watches' since an app back online on a slow network has its replay to catch up on;
+// defaultUploadIdleTimeout the default of --dispatch-upload-idle-timeout: as long as an upload's writer
+// lease lasts without a chunk (dispatch.UploadWriterLease), and enough for a chunk of 1 MiB at about
+// 140 kbit/s.
 const (
 	watchStaffReserve         = 64
 	defaultWatchSendTimeout   = 30 * time.Second
 	defaultSessionSendTimeout = time.Minute
+	defaultUploadIdleTimeout  = time.Minute
 )
 
 // streamStaff reports whether p may take the watch slots kept for staff: dispatchers, administrators and

@@ -74,6 +74,9 @@ func TestParseServeRejectsDispatchSessionBudgetOutOfRange(t *testing.T) {
 		"--dispatch-session-send-timeout": {
 			"0s": "--dispatch-session-send-timeout must be positive, got 0s",
 		},
+		"--dispatch-upload-idle-timeout": {
+			"0s": "--dispatch-upload-idle-timeout must be positive, got 0s", "-1s": "--dispatch-upload-idle-timeout must be positive, got -1s",
+		},
 		"--dispatch-max-open-tasks": {
 			"0": "--dispatch-max-open-tasks must be 1..1000000, got 0", "1000001": "--dispatch-max-open-tasks must be 1..1000000, got 1000001",
 		},
@@ -125,5 +128,28 @@ func TestParseServeSetsTheSessionSendTimeout(t *testing.T) {
 	}
 	if l := limits[dispatchv1.DispatchService_WatchTask_FullMethodName]; l.SendTimeout != 30*time.Second {
 		t.Errorf("WatchTask send timeout = %s, want its own default of 30s", l.SendTimeout)
+	}
+}
+
+// The uploads' idle timeout reaches UploadProof's stream limit, a minute unless set; no other stream is
+// ended for idleness by it.
+func TestParseServeSetsTheUploadIdleTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{{nil, time.Minute}, {[]string{"--dispatch-upload-idle-timeout", "45s"}, 45 * time.Second}} {
+		c, err := parseServe(tc.args, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		limits := streamLimits(c.Modules, c.Targets)
+		if l := limits[dispatchv1.DispatchService_UploadProof_FullMethodName]; l.Idle != tc.want || l.PerCaller != 8 {
+			t.Errorf("parseServe(%v): UploadProof limit = %+v, want idle %v and 8 per caller", tc.args, l, tc.want)
+		}
+		for _, m := range []string{dispatchv1.DispatchService_StreamAssignments_FullMethodName, dispatchv1.DispatchService_WatchTask_FullMethodName} {
+			if l := limits[m]; l.Idle != 0 {
+				t.Errorf("parseServe(%v): %s idle timeout = %v, want none", tc.args, m, l.Idle)
+			}
+		}
 	}
 }

@@ -88,6 +88,12 @@ func newUUID() string { return uuid.Must(uuid.NewV7()).String() }
 
 func startUpEnv(t *testing.T) *upEnv {
 	t.Helper()
+	return startUpEnvWith(t, nil)
+}
+
+// startUpEnvWith is startUpEnv with the server's stream limits.
+func startUpEnvWith(t *testing.T, streams map[string]grpcserver.StreamLimit) *upEnv {
+	t.Helper()
 	store := sqlite.New(databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate))
 	files, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
 	if err != nil {
@@ -122,7 +128,7 @@ func startUpEnv(t *testing.T) *upEnv {
 		policy["/"+dispatchv1.DispatchService_ServiceDesc.ServiceName+"/"+s.StreamName] = auth.Users()
 	}
 	srv := &upServer{h: uploadHandlers{svc: svc, stop: e.stop}}
-	_, conn := grpctest.Start(t, grpcserver.Config{Policy: policy, Authenticator: grpctest.HeaderAuthenticator{}},
+	_, conn := grpctest.Start(t, grpcserver.Config{Policy: policy, Authenticator: grpctest.HeaderAuthenticator{}, Streams: streams},
 		func(s *grpc.Server) { dispatchv1.RegisterDispatchServiceServer(s, srv) })
 	e.client = dispatchv1.NewDispatchServiceClient(conn)
 	return e
@@ -258,6 +264,84 @@ func TestUploadProofResume(t *testing.T) {
 	}
 	if !bytes.Equal(content, file) {
 		t.Fatalf("GetProofContent: %d bytes, want the %d of the file", len(content), len(file))
+	}
+}
+
+// TestUploadProofIdleStreamEnds: an UploadProof stream from which no message comes for its idle timeout
+// (--dispatch-upload-idle-timeout) is ended with DEADLINE_EXCEEDED, whether the app sent nothing or
+// stopped mid-upload, and lets go of all it held: its stream slot (the caller's only one here, so the
+// next stream would be refused otherwise) and the upload's writer lease (a minute, so a resume within
+// the test would be ABORTED otherwise). The upload waits IN_PROGRESS at its committed offset, and a new
+// stream resumes and finishes it. Each stream sends its messages at once, without waiting for answers, so
+// that only the pauses the test means count as idle.
+func TestUploadProofIdleStreamEnds(t *testing.T) {
+	const idle = time.Second
+	e := startUpEnvWith(t, map[string]grpcserver.StreamLimit{
+		dispatchv1.DispatchService_UploadProof_FullMethodName: {PerCaller: 1, Idle: idle},
+	})
+	const wantIdle = "stream idle: no message from the client for 1s"
+	wantIdleEnd := func(what string, st dispatchv1.DispatchService_UploadProofClient) {
+		t.Helper()
+		_, err := st.Recv()
+		if s := status.Convert(err); s.Code() != codes.DeadlineExceeded || s.Message() != wantIdle {
+			t.Fatalf("%s: Recv() = %v, want DEADLINE_EXCEEDED %q", what, err, wantIdle)
+		}
+	}
+	streamAs := func(msgs ...*dispatchv1.UploadProofRequest) dispatchv1.DispatchService_UploadProofClient {
+		t.Helper()
+		st, err := e.client.UploadProof(callCtx(t, e.holder))
+		if err != nil {
+			t.Fatalf("UploadProof: %v", err)
+		}
+		for _, m := range msgs {
+			// io.EOF: the server ended the stream; the next Recv says how.
+			if err := st.Send(m); err != nil && !errors.Is(err, io.EOF) {
+				t.Fatalf("send: %v", err)
+			}
+		}
+		return st
+	}
+	recvUpload := func(what string, st dispatchv1.DispatchService_UploadProofClient) *dispatchv1.Upload {
+		t.Helper()
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return resp.GetUpload()
+	}
+
+	// Opened, and nothing sent.
+	wantIdleEnd("a stream without start", streamAs())
+
+	// Started, one chunk stored, then silence.
+	file := pngFile(5000)
+	id := newUUID()
+	st := streamAs(startMsg(e.taskID, id, file), chunkMsg(0, file[:2000]))
+	if u := recvUpload("start", st); u.GetId() != id || u.GetCommittedOffset() != 0 {
+		t.Fatalf("start answer %v, want %s at 0", u, id)
+	}
+	if u := recvUpload("chunk", st); u.GetCommittedOffset() != 2000 {
+		t.Fatalf("chunk answer %v, want offset 2000", u)
+	}
+	wantIdleEnd("a stream gone quiet mid-upload", st)
+	got, err := e.client.GetUpload(callCtx(t, e.holder), &dispatchv1.GetUploadRequest{UploadId: id})
+	if err != nil || got.GetCommittedOffset() != 2000 || got.GetState() != dispatchv1.UploadState_UPLOAD_STATE_IN_PROGRESS {
+		t.Fatalf("GetUpload = %v, %v; want in progress at 2000", got, err)
+	}
+
+	// A new stream resumes it at once, and finishes it.
+	st = streamAs(startMsg(e.taskID, id, file), chunkMsg(2000, file[2000:]), finishMsg())
+	if u := recvUpload("resume", st); u.GetCommittedOffset() != 2000 {
+		t.Fatalf("resume answer %v, want offset 2000", u)
+	}
+	if u := recvUpload("last chunk", st); u.GetCommittedOffset() != int64(len(file)) {
+		t.Fatalf("last chunk answer %v, want offset %d", u, len(file))
+	}
+	if u := recvUpload("finish", st); u.GetState() != dispatchv1.UploadState_UPLOAD_STATE_COMMITTED {
+		t.Fatalf("finish answer %v, want COMMITTED", u)
+	}
+	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("Recv after finish: %v, want EOF", err)
 	}
 }
 

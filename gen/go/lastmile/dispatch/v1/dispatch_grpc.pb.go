@@ -216,7 +216,10 @@ type DispatchServiceClient interface {
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
 	// that count; PERMISSION_DENIED when the caller is not a courier;
-	// UNAVAILABLE when the server is shutting down (resume later).
+	// UNAVAILABLE when the server is shutting down (resume later); DEADLINE_EXCEEDED when no message came
+	// from the app for a server setting (a minute by default), counted from the previous message to the
+	// last byte of the next, so on a slow link send smaller chunks: the upload stays IN_PROGRESS at its
+	// committed offset and a new stream may resume it at once.
 	UploadProof(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UploadProofRequest, UploadProofResponse], error)
 	// GetUpload returns an upload's state, most usefully the committed offset to resume it from. Only the
 	// courier who started the upload, dispatchers and administrators may read it.
@@ -604,7 +607,10 @@ type DispatchServiceServer interface {
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
 	// that count; PERMISSION_DENIED when the caller is not a courier;
-	// UNAVAILABLE when the server is shutting down (resume later).
+	// UNAVAILABLE when the server is shutting down (resume later); DEADLINE_EXCEEDED when no message came
+	// from the app for a server setting (a minute by default), counted from the previous message to the
+	// last byte of the next, so on a slow link send smaller chunks: the upload stays IN_PROGRESS at its
+	// committed offset and a new stream may resume it at once.
 	UploadProof(grpc.BidiStreamingServer[UploadProofRequest, UploadProofResponse]) error
 	// GetUpload returns an upload's state, most usefully the committed offset to resume it from. Only the
 	// courier who started the upload, dispatchers and administrators may read it.
