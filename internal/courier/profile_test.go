@@ -248,3 +248,44 @@ func TestListCouriers(t *testing.T) {
 	_, err = f.svc.ListCouriers(courierCtx(testContext(t), 1), courier.ListRequest{})
 	apperrtest.WantCode(t, "ListCouriers as courier", err, apperr.PermissionDenied)
 }
+
+// TestDisplayNameRefusesBidiControls: a courier's display name, shown to dispatchers and customers, may
+// not hold the bidirectional embedding, override and isolate controls that make it display as another
+// name, when registered or updated, nor be taken from a user whose name holds one. The direction marks
+// LRM and RLM, which Arabic and Hebrew names need, are kept.
+func TestDisplayNameRefusesBidiControls(t *testing.T) {
+	f := newFixture(t, courier.Options{})
+	ctx := testContext(t)
+	const bidi = "must not contain bidirectional control characters (U+202A to U+202E, U+2066 to U+2069)"
+	wantViolation := func(call string, err error, v apperr.FieldViolation, msg string) {
+		t.Helper()
+		e := apperr.As(err)
+		if e == nil || e.Code != apperr.Invalid {
+			t.Errorf("%s = %v, want Invalid", call, err)
+			return
+		}
+		if diff := cmp.Diff([]apperr.FieldViolation{v}, e.Violations); diff != "" || e.Message != msg {
+			t.Errorf("%s = %q with violations (-want +got):\n%s\nwant message %q", call, e.Message, diff, msg)
+		}
+	}
+	f.users.Put(courier.UserInfo{ID: userID(1), Role: auth.RoleCourier, Status: courier.UserActive, DisplayName: "Ada"})
+	f.users.Put(courier.UserInfo{ID: userID(2), Role: auth.RoleCourier, Status: courier.UserActive, DisplayName: "\u202eadA"})
+
+	_, err := f.svc.RegisterCourier(adminCtx(ctx), courier.RegisterRequest{UserID: userID(1), DisplayName: "Ada \u2066x\u2069", Mode: courier.ModeCar, Capacity: 1})
+	wantViolation("RegisterCourier(display name with an isolate)", err, apperr.FieldViolation{Field: "display_name", Description: bidi}, "display_name "+bidi)
+	_, err = f.svc.RegisterCourier(adminCtx(ctx), courier.RegisterRequest{UserID: userID(2), Mode: courier.ModeCar, Capacity: 1})
+	wantViolation("RegisterCourier(the user's name has an override)", err,
+		apperr.FieldViolation{Field: "display_name", Description: "is required: the user has no usable display name"},
+		"display_name is required: the user has no usable display name")
+
+	c, err := f.svc.RegisterCourier(adminCtx(ctx), courier.RegisterRequest{UserID: userID(1), DisplayName: "\u200fעדה", Mode: courier.ModeCar, Capacity: 1})
+	if err != nil || c.DisplayName != "\u200fעדה" {
+		t.Fatalf("RegisterCourier(display name with an RLM) = %q, %v; want it kept", c.DisplayName, err)
+	}
+	_, err = f.svc.UpdateCourier(courierCtx(ctx, 1), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "\u202bAda"})
+	wantViolation("UpdateCourier(display name with an embedding)", err, apperr.FieldViolation{Field: "display_name", Description: bidi}, "display_name "+bidi)
+	got, err := f.svc.UpdateCourier(courierCtx(ctx, 1), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "Ada\u200e"})
+	if err != nil || got.DisplayName != "Ada\u200e" {
+		t.Errorf("UpdateCourier(display name with an LRM) = %q, %v; want it kept", got.DisplayName, err)
+	}
+}

@@ -58,7 +58,7 @@ func (s *Service) RegisterCourier(ctx context.Context, req RegisterRequest) (Cou
 	if name == "" {
 		name = u.DisplayName
 		if displayNameProblem(name) != "" {
-			return Courier{}, apperr.InvalidFields("invalid request", apperr.FieldViolation{
+			return Courier{}, apperr.InvalidRequest(apperr.FieldViolation{
 				Field: "display_name", Description: "is required: the user has no usable display name"})
 		}
 	}

@@ -2,11 +2,10 @@ package courier
 
 import (
 	"fmt"
-	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/freetext"
 )
 
 // violations collects field violations of a request.
@@ -39,10 +38,8 @@ func displayNameProblem(name string) string {
 		return "must be valid UTF-8"
 	case utf8.RuneCountInString(name) > MaxDisplayNameLen:
 		return fmt.Sprintf("must be at most %d characters", MaxDisplayNameLen)
-	case strings.IndexFunc(name, unicode.IsControl) >= 0:
-		return "must not contain control characters"
 	}
-	return ""
+	return freetext.Problem(name, false)
 }
 
 func (v *violations) mode(field string, m Mode) {

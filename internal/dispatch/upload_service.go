@@ -14,13 +14,13 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/google/uuid"
 
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/freetext"
 )
 
 // MaxSignerName bounds UploadStartReq.SignerName, in characters.
@@ -97,8 +97,10 @@ func (s *Service) validateUploadStart(req UploadStartReq) error {
 		if req.Kind != ProofSignature {
 			add("signer_name", "is only for a signature")
 		}
-		if len([]rune(req.SignerName)) > MaxSignerName || hasControl(req.SignerName) {
+		if len([]rune(req.SignerName)) > MaxSignerName {
 			add("signer_name", "must be at most %d characters without control characters", MaxSignerName)
+		} else if p := freetext.Problem(req.SignerName, false); p != "" {
+			add("signer_name", "%s", p)
 		}
 	}
 	if req.CaptureLocation != nil && !req.CaptureLocation.Valid() {
@@ -108,16 +110,6 @@ func (s *Service) validateUploadStart(req UploadStartReq) error {
 		return apperr.InvalidRequest(v...)
 	}
 	return nil
-}
-
-// hasControl reports whether s holds a control character.
-func hasControl(s string) bool {
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return true
-		}
-	}
-	return false
 }
 
 // validUUID reports whether id is a UUID in canonical lowercase form, the only spelling stores and blob

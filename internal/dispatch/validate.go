@@ -3,14 +3,13 @@ package dispatch
 import (
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/freetext"
 )
 
 // violations collects field violations of a request. The gRPC boundary validates the contract's rules
@@ -52,9 +51,9 @@ func normalizeID(id string) (string, bool) {
 
 var printableASCII = regexp.MustCompile(`^[!-~]+$`)
 
-// text checks a free-text field: valid UTF-8, at most max characters, no NUL, and (when noControl) no
-// control characters at all. NUL is refused in every text: PostgreSQL cannot store it, and a request
-// must not be taken on SQLite that the same deployment on PostgreSQL would refuse.
+// text checks a free-text field: valid UTF-8, at most max characters, and the characters every service
+// refuses in free text (freetext.Problem: NUL, the bidirectional controls, and when noControl every
+// control character).
 func (v *violations) text(field, s string, maxLen int, required, noControl bool) {
 	switch {
 	case s == "" && required:
@@ -63,10 +62,10 @@ func (v *violations) text(field, s string, maxLen int, required, noControl bool)
 		v.add(field, "must be valid UTF-8")
 	case utf8.RuneCountInString(s) > maxLen:
 		v.add(field, fmt.Sprintf("must be at most %d characters", maxLen))
-	case noControl && strings.IndexFunc(s, unicode.IsControl) >= 0:
-		v.add(field, "must not contain control characters")
-	case strings.IndexByte(s, 0) >= 0:
-		v.add(field, "must not contain NUL characters")
+	default:
+		if p := freetext.Problem(s, !noControl); p != "" {
+			v.add(field, p)
+		}
 	}
 }
 

@@ -122,6 +122,32 @@ func TestCreateUserValidation(t *testing.T) {
 	}
 }
 
+// TestDisplayNameRefusesBidiControls: a display name, which other people see, may not hold the
+// bidirectional embedding, override and isolate controls that make it read as another name (U+202E
+// reverses what follows it), whoever creates or changes it; the direction marks LRM and RLM, which Arabic
+// and Hebrew names need, are kept.
+func TestDisplayNameRefusesBidiControls(t *testing.T) {
+	f := newFixture(t)
+	const bidi = "must not contain bidirectional control characters (U+202A to U+202E, U+2066 to U+2069)"
+	for i, name := range []string{"Ada \u202eevil", "\u2067Ada\u2069", "\u202aAda", "Ada\u2066"} {
+		_, err := f.svc.CreateUser(f.admin(t), identity.NewUser{Email: fmt.Sprintf("bidi%d@example.com", i), Password: password, DisplayName: name})
+		e := apperr.As(err)
+		if e == nil || e.Code != apperr.Invalid {
+			t.Errorf("CreateUser(display name %+q) = %v, want Invalid", name, err)
+			continue
+		}
+		if diff := cmp.Diff([]apperr.FieldViolation{{Field: "display_name", Description: bidi}}, e.Violations); diff != "" || e.Message != "display_name "+bidi {
+			t.Errorf("CreateUser(display name %+q) = %q, violations (-want +got):\n%s", name, e.Message, diff)
+		}
+	}
+	u, err := f.svc.CreateUser(anonymous(t), identity.NewUser{Email: "marks@example.com", Password: password, DisplayName: "\u200fעדה\u200e"})
+	if err != nil || u.DisplayName != "\u200fעדה\u200e" {
+		t.Fatalf("CreateUser(display name with RLM and LRM) = %q, %v; want it kept", u.DisplayName, err)
+	}
+	_, err = f.svc.UpdateUser(as(t, u), identity.UserUpdate{ID: u.ID, Paths: []string{"display_name"}, DisplayName: "\u202bAda"})
+	apperrtest.WantViolations(t, "UpdateUser(display name with an embedding)", err, []string{"user.display_name"})
+}
+
 func TestGetUserVisibility(t *testing.T) {
 	f := newFixture(t)
 	alice := f.mustUser(t, "alice", identity.RoleCustomer)
@@ -195,6 +221,8 @@ func TestUpdateUser(t *testing.T) {
 		{"wildcard", "self", identity.UserUpdate{Paths: []string{"*"}}, apperr.Invalid, false},
 		{"empty mask", "self", identity.UserUpdate{}, apperr.Invalid, false},
 		{"bad display name", "self", identity.UserUpdate{Paths: []string{"display_name"}, DisplayName: " "}, apperr.Invalid, false},
+		{"display name with a bidi override", "self", identity.UserUpdate{Paths: []string{"display_name"}, DisplayName: "\u202dAda"}, apperr.Invalid, false},
+		{"display name with an RLM", "self", identity.UserUpdate{Paths: []string{"display_name"}, DisplayName: "עדה\u200f"}, "", true},
 		{"bad email", "self", identity.UserUpdate{Paths: []string{"email"}, Email: "x"}, apperr.Invalid, false},
 		{"taken email", "self", identity.UserUpdate{Paths: []string{"email"}, Email: "OTHER@example.com"}, apperr.Conflict, false},
 		{"status deleted is not an update", "admin", identity.UserUpdate{Paths: []string{"status"}, Status: identity.StatusDeleted}, apperr.Invalid, false},

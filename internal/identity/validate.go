@@ -8,6 +8,7 @@ import (
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth/password"
+	"lastmile/internal/platform/freetext"
 )
 
 // Field limits, the same as the identity.v1 contract's validation rules. The domain checks them itself
@@ -78,8 +79,10 @@ func (v *violations) displayName(field, name string) {
 		v.add(field, "is required")
 	case n > MaxDisplayNameLen:
 		v.add(field, "must be at most 100 characters")
-	case hasControl(name):
-		v.add(field, "must not contain control characters")
+	default:
+		if p := freetext.Problem(name, false); p != "" {
+			v.add(field, p)
+		}
 	}
 }
 

@@ -235,7 +235,8 @@ type Courier struct {
 	// Id of the identity user behind the courier (a UUID). Immutable: set by RegisterCourier, ignored by
 	// UpdateCourier.
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// Name shown to dispatchers and customers, 1 to 100 characters without control characters.
+	// Name shown to dispatchers and customers, 1 to 100 characters without control characters or
+	// bidirectional controls (U+202A to U+202E, U+2066 to U+2069).
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// How the courier travels; decides speeds and routes.
 	TransportMode v1.TransportMode `protobuf:"varint,4,opt,name=transport_mode,json=transportMode,proto3,enum=lastmile.geo.v1.TransportMode" json:"transport_mode,omitempty"`
@@ -629,8 +630,8 @@ type RegisterCourierRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The identity user to link (a UUID); the user's role must be COURIER.
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// Name shown to dispatchers and customers, up to 100 characters without control characters. Defaults to
-	// the user's display name.
+	// Name shown to dispatchers and customers, up to 100 characters without control characters or
+	// bidirectional controls (U+202A to U+202E, U+2066 to U+2069). Defaults to the user's display name.
 	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// How the courier travels. Required.
 	TransportMode v1.TransportMode `protobuf:"varint,3,opt,name=transport_mode,json=transportMode,proto3,enum=lastmile.geo.v1.TransportMode" json:"transport_mode,omitempty"`

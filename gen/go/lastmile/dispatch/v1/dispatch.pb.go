@@ -47,7 +47,9 @@ type CreateTaskRequest struct {
 	Priority TaskPriority `protobuf:"varint,4,opt,name=priority,proto3,enum=lastmile.dispatch.v1.TaskPriority" json:"priority,omitempty"`
 	// How big the parcel is. Defaults to PARCEL_SIZE_SMALL.
 	Size ParcelSize `protobuf:"varint,5,opt,name=size,proto3,enum=lastmile.dispatch.v1.ParcelSize" json:"size,omitempty"`
-	// Free text about the parcel for the courier, up to 1,000 characters.
+	// Free text about the parcel for the courier, up to 1,000 characters. Free text may hold line breaks,
+	// but not NUL nor the bidirectional controls (U+202A to U+202E, U+2066 to U+2069), which make
+	// text display as other than it is: INVALID_ARGUMENT naming the field. The same holds for every comment.
 	Notes string `protobuf:"bytes,6,opt,name=notes,proto3" json:"notes,omitempty"`
 	// The customer the task is for, a UUID. Customers leave it empty (or set their own id); dispatchers,
 	// administrators and partner systems creating a task for a customer must set it, to the id of an active

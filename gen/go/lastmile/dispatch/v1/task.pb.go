@@ -1088,7 +1088,7 @@ type Stop struct {
 	// The point the courier navigates to.
 	Location *v1.LatLng `protobuf:"bytes,1,opt,name=location,proto3" json:"location,omitempty"`
 	// The postal address as one line of text, shown to the courier, 1 to 500 characters without control
-	// characters.
+	// characters or bidirectional controls (U+202A to U+202E, U+2066 to U+2069).
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	// When the stop may be visited. For the pickup, the engine marks the task UNASSIGNABLE when no courier can
 	// reach the pickup before the window ends. Optional: without one, the stop may be visited at any time,
@@ -1100,8 +1100,8 @@ type Stop struct {
 	TimeWindow *TimeWindow `protobuf:"bytes,3,opt,name=time_window,json=timeWindow,proto3" json:"time_window,omitempty"`
 	// Who to ask for at the stop. Withheld from a courier until they hold the task.
 	Contact *Contact `protobuf:"bytes,4,opt,name=contact,proto3" json:"contact,omitempty"`
-	// Directions for the courier at this stop, such as "gate code 1234, second floor", up to 500 characters.
-	// Withheld from a courier until they hold the task.
+	// Directions for the courier at this stop, such as "gate code 1234, second floor", up to 500 characters
+	// (no NUL, no bidirectional controls). Withheld from a courier until they hold the task.
 	Instructions  string `protobuf:"bytes,5,opt,name=instructions,proto3" json:"instructions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1232,7 +1232,8 @@ func (x *TimeWindow) GetEndTime() *timestamppb.Timestamp {
 // Contact is a person to ask for at a stop.
 type Contact struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The person's name, up to 200 characters without control characters.
+	// The person's name, up to 200 characters without control characters or bidirectional controls
+	// (U+202A to U+202E, U+2066 to U+2069).
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Phone number in E.164 format, such as "+4915112345678". Optional.
 	Phone         string `protobuf:"bytes,2,opt,name=phone,proto3" json:"phone,omitempty"`

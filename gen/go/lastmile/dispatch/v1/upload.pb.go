@@ -220,7 +220,8 @@ type UploadStart struct {
 	// Where the photo was taken or the signature given. Optional.
 	CaptureLocation *v1.LatLng `protobuf:"bytes,8,opt,name=capture_location,json=captureLocation,proto3" json:"capture_location,omitempty"`
 	// For a signature, the name of the person who signed, as the courier entered it: up to 200 characters
-	// without control characters. Optional; must be empty for a photo.
+	// without control characters or bidirectional controls (U+202A to U+202E, U+2066 to U+2069). Optional; must be empty for a
+	// photo.
 	SignerName    string `protobuf:"bytes,9,opt,name=signer_name,json=signerName,proto3" json:"signer_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
