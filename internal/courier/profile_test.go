@@ -289,3 +289,18 @@ func TestDisplayNameRefusesBidiControls(t *testing.T) {
 		t.Errorf("UpdateCourier(display name with an LRM) = %q, %v; want it kept", got.DisplayName, err)
 	}
 }
+
+// TestUpdateNamingNothingSaysWhatMayBeNamed: an update whose mask names no field to change (none at all,
+// or only the etag) is Invalid with a message saying so and naming the fields that may be changed, the
+// words of the contract's own rule (update_courier.mask_not_empty).
+func TestUpdateNamingNothingSaysWhatMayBeNamed(t *testing.T) {
+	f := newFixture(t, courier.Options{})
+	c := f.register(t, 1, courier.ModeBicycle, 2)
+	const want = "update_mask names no field to change: name at least one of display_name, transport_mode, capacity"
+	for _, fields := range [][]courier.Field{nil, {}, {courier.FieldEtag}} {
+		_, err := f.svc.UpdateCourier(adminCtx(testContext(t)), courier.UpdateRequest{ID: c.ID, Fields: fields, Etag: c.Etag()})
+		if got := apperr.MessageOf(err); apperr.CodeOf(err) != apperr.Invalid || got != want {
+			t.Errorf("UpdateCourier(fields %q) = %v, want Invalid %q", fields, err, want)
+		}
+	}
+}

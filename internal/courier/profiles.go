@@ -146,6 +146,9 @@ const (
 	FieldCapacity    Field = "capacity"
 )
 
+// UpdatableFields are the updatable fields, in the contract's order.
+var UpdatableFields = []Field{FieldDisplayName, FieldMode, FieldCapacity}
+
 // FieldEtag may be named in an update and changes nothing: the etag is the update's precondition (see
 // UpdateRequest.Etag), and a client may send the etag it read along with its changes.
 const FieldEtag Field = "etag"
@@ -192,7 +195,12 @@ func (s *Service) UpdateCourier(ctx context.Context, req UpdateRequest) (Courier
 	}
 	set := map[Field]bool{}
 	if !slices.ContainsFunc(req.Fields, func(f Field) bool { return f != FieldEtag }) {
-		v.add("update_mask", "must name at least one field to change")
+		// The contract's own rule (update_courier.mask_not_empty) says the same.
+		names := make([]string, len(UpdatableFields))
+		for i, f := range UpdatableFields {
+			names[i] = string(f)
+		}
+		v.add("update_mask", "update_mask names no field to change: name at least one of "+strings.Join(names, ", "))
 	}
 	for _, f := range req.Fields {
 		switch {

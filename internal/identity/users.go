@@ -55,6 +55,9 @@ const (
 	PathStatus      = "status"
 )
 
+// MutablePaths are the paths an update may change, in the contract's order.
+var MutablePaths = []string{PathDisplayName, PathUsername, PathEmail, PathRole, PathStatus}
+
 // PathEtag names the user's etag in an update mask: a precondition, not a change.
 const PathEtag = "etag"
 
@@ -287,7 +290,8 @@ func (in *UserUpdate) normalize() ([]string, error) {
 	v.id("user.id", in.ID)
 	in.ID = normalizeID(in.ID)
 	if !slices.ContainsFunc(in.Paths, func(p string) bool { return p != PathEtag }) {
-		v.add("update_mask", "must name at least one field to change")
+		// The contract's own rule (update_user.mask_not_empty) says the same.
+		v.add("update_mask", "update_mask names no field to change: name at least one of "+strings.Join(MutablePaths, ", "))
 	}
 	var fields []string
 	for _, p := range in.Paths {

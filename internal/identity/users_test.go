@@ -446,3 +446,18 @@ func TestDeleteUser(t *testing.T) {
 	_, err = f.svc.CreateUser(anonymous(t), identity.NewUser{Email: "leaver@example.com", Password: password, DisplayName: "Again"})
 	apperrtest.WantCode(t, "CreateUser(email of a deleted user)", err, apperr.Conflict)
 }
+
+// TestUpdateNamingNothingSaysWhatMayBeNamed: an update whose mask names no field to change (none at all,
+// or only the etag) is Invalid with a message saying so and naming the fields that may be changed, the
+// words of the contract's own rule (update_user.mask_not_empty).
+func TestUpdateNamingNothingSaysWhatMayBeNamed(t *testing.T) {
+	f := newFixture(t)
+	u := f.mustUser(t, "target", identity.RoleCustomer)
+	const want = "update_mask names no field to change: name at least one of display_name, username, email, role, status"
+	for _, paths := range [][]string{nil, {}, {identity.PathEtag}} {
+		_, err := f.svc.UpdateUser(as(t, u), identity.UserUpdate{ID: u.ID, Paths: paths, Version: 1})
+		if got := apperr.MessageOf(err); apperr.CodeOf(err) != apperr.Invalid || got != want {
+			t.Errorf("UpdateUser(paths %q) = %v, want Invalid %q", paths, err, want)
+		}
+	}
+}

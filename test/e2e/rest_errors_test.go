@@ -16,6 +16,7 @@ import (
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 )
 
 // violation is one field violation in a REST error body.
@@ -132,5 +133,17 @@ func TestRESTErrorsReadAsSentences(t *testing.T) {
 	})
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message() != "update_mask may not name create_time: the server sets it" {
 		t.Errorf("UpdateCourier(create_time) over gRPC = %v, want InvalidArgument naming create_time", err)
+	}
+
+	// A mask that names nothing says so, and which fields may be named.
+	_, err = client.UpdateCourier(bearer(ctx, admin.access), &courierv1.UpdateCourierRequest{
+		Courier: &courierv1.Courier{Id: courierID}, UpdateMask: &fieldmaskpb.FieldMask{}})
+	if want := "update_mask names no field to change: name at least one of display_name, transport_mode, capacity"; status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != want {
+		t.Errorf("UpdateCourier(empty mask) over gRPC = %v, want InvalidArgument %q", err, want)
+	}
+	_, err = identityv1.NewUserServiceClient(s.grpcConn(t, "")).UpdateUser(bearer(ctx, admin.access), &identityv1.UpdateUserRequest{
+		User: &identityv1.User{Id: userID}, UpdateMask: &fieldmaskpb.FieldMask{}})
+	if want := "update_mask names no field to change: name at least one of display_name, username, email, role, status"; status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != want {
+		t.Errorf("UpdateUser(empty mask) over gRPC = %v, want InvalidArgument %q", err, want)
 	}
 }

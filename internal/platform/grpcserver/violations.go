@@ -54,13 +54,15 @@ func predicate(v *protovalidate.Violation) string {
 	if id == "required" {
 		return "is required"
 	}
-	if strings.HasSuffix(id, "_empty") {
-		// string.uuid_empty, string.email_empty, ...: a well-formed value was required and none was sent.
-		return "is required"
-	}
 	kind, rule, ok := strings.Cut(id, ".")
 	if !ok {
 		return fallback
+	}
+	if (kind == "string" || kind == "bytes") && strings.HasSuffix(rule, "_empty") {
+		// string.uuid_empty, string.email_empty, ...: a well-formed value was required and none was sent.
+		// Only these standard rules: a contract's own rule whose id ends so ("update_courier.mask_not_empty")
+		// has its own message, which names its fields.
+		return "is required"
 	}
 	rules := ruleMessage(v)
 	switch kind {

@@ -89,6 +89,37 @@ func TestValidationMessagesAreSentences(t *testing.T) {
 	}
 }
 
+// TestEmptyMaskIsWordedByItsRule: a contract's own rule whose id ends in "_empty" (an update mask naming
+// nothing, a UserActivity message without ids) answers its own message, which names the fields and, for a
+// mask, those it may name; not the "is required" of the standard rules string.uuid_empty and the like,
+// which named no field at all.
+func TestEmptyMaskIsWordedByItsRule(t *testing.T) {
+	uuid := "0190b000-0000-7000-8000-000000000001"
+	for _, tc := range []struct {
+		msg  proto.Message
+		want string
+	}{
+		{&courierv1.UpdateCourierRequest{Courier: &courierv1.Courier{Id: uuid}, UpdateMask: &fieldmaskpb.FieldMask{}},
+			"update_mask names no field to change: name at least one of display_name, transport_mode, capacity"},
+		{&identityv1.UpdateUserRequest{User: &identityv1.User{Id: uuid}, UpdateMask: &fieldmaskpb.FieldMask{}},
+			"update_mask names no field to change: name at least one of display_name, username, email, role, status"},
+		{&identityv1.UserActivityRequest{}, "subscribe_user_ids or unsubscribe_user_ids must not be empty"},
+	} {
+		err := grpcserver.Validate(tc.msg)
+		if got := apperr.MessageOf(err); apperr.CodeOf(err) != apperr.Invalid || got != tc.want {
+			t.Errorf("Validate(%T %v) = %v, want Invalid %q", tc.msg, tc.msg, err, tc.want)
+		}
+		if e := apperr.As(err); e == nil || len(e.Violations) != 1 || e.Violations[0].Description != tc.want {
+			t.Errorf("Validate(%T %v) violations = %+v, want one: %q", tc.msg, tc.msg, apperr.As(err), tc.want)
+		}
+	}
+	// The standard rules keep their wording.
+	err := grpcserver.Validate(&courierv1.SetStatusRequest{Status: courierv1.CourierStatus_COURIER_STATUS_AVAILABLE})
+	if got, want := apperr.MessageOf(err), "courier_id is required"; got != want {
+		t.Errorf("Validate(SetStatus without courier_id) message = %q, want %q", got, want)
+	}
+}
+
 // TestValidationMessageListsTheSentences: the status message is the violations' sentences, so that a
 // client that shows only the message still tells its user everything.
 func TestValidationMessageListsTheSentences(t *testing.T) {

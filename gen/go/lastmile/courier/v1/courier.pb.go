@@ -2212,12 +2212,12 @@ const file_lastmile_courier_v1_courier_proto_rawDesc = "" +
 	"\bcouriers\x18\x01 \x03(\v2\x1c.lastmile.courier.v1.CourierR\bcouriers\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
 	"\n" +
-	"total_size\x18\x03 \x01(\x05R\ttotalSize\"\x99\a\n" +
+	"total_size\x18\x03 \x01(\x05R\ttotalSize\"\xd2\a\n" +
 	"\x14UpdateCourierRequest\x12>\n" +
 	"\acourier\x18\x01 \x01(\v2\x1c.lastmile.courier.v1.CourierB\x06\xbaH\x03\xc8\x01\x01R\acourier\x12\xa3\x01\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskBf\xbaHc\xc8\x01\x01\xe2\x01]\x12\fdisplay_name\x12\x0etransport_mode\x12\bcapacity\x12\x02id\x12\auser_id\x12\x06status\x12\vcreate_time\x12\vupdate_time\x12\x04etagR\n" +
-	"updateMask:\x9a\x05\xbaH\x96\x05\x1a\x85\x01\n" +
-	"\x1dupdate_courier.mask_not_empty\x12(update_mask must name at least one field\x1a:!has(this.update_mask) || size(this.update_mask.paths) > 0\x1a\xaf\x01\n" +
+	"updateMask:\xd3\x05\xbaH\xcf\x05\x1a\xbe\x01\n" +
+	"\x1dupdate_courier.mask_not_empty\x12aupdate_mask names no field to change: name at least one of display_name, transport_mode, capacity\x1a:!has(this.update_mask) || size(this.update_mask.paths) > 0\x1a\xaf\x01\n" +
 	"\x1bupdate_courier.display_name\x12@courier.display_name must not be empty when update_mask names it\x1aN!('display_name' in this.update_mask.paths) || this.courier.display_name != ''\x1a\xb0\x01\n" +
 	"\x1dupdate_courier.transport_mode\x12<courier.transport_mode must be set when update_mask names it\x1aQ!('transport_mode' in this.update_mask.paths) || this.courier.transport_mode != 0\x1a\xa6\x01\n" +
 	"\x17update_courier.capacity\x12Dcourier.capacity must be between 1 and 100 when update_mask names it\x1aE!('capacity' in this.update_mask.paths) || this.courier.capacity >= 1\"\xb3\x01\n" +

@@ -1587,12 +1587,12 @@ const file_lastmile_identity_v1_user_proto_rawDesc = "" +
 	"\x05email\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x18\xfe\x01`\x01H\x00R\x05email\x12F\n" +
 	"\busername\x18\x03 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{2,31}$H\x00R\busernameB\x0f\n" +
-	"\x06lookup\x12\x05\xbaH\x02\b\x01\"\xf9\a\n" +
+	"\x06lookup\x12\x05\xbaH\x02\b\x01\"\xb7\b\n" +
 	"\x11UpdateUserRequest\x126\n" +
 	"\x04user\x18\x01 \x01(\v2\x1a.lastmile.identity.v1.UserB\x06\xbaH\x03\xc8\x01\x01R\x04user\x12\xb5\x01\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskBx\xbaHu\xc8\x01\x01\xe2\x01o\x12\fdisplay_name\x12\busername\x12\x05email\x12\x04role\x12\x06status\x12\x02id\x12\vcreate_time\x12\vupdate_time\x12\vdelete_time\x12\x0flast_login_time\x12\x04etagR\n" +
-	"updateMask:\xf3\x05\xbaH\xef\x05\x1a\x82\x01\n" +
-	"\x1aupdate_user.mask_not_empty\x12(update_mask must name at least one field\x1a:!has(this.update_mask) || size(this.update_mask.paths) > 0\x1a\xa6\x01\n" +
+	"updateMask:\xb1\x06\xbaH\xad\x06\x1a\xc0\x01\n" +
+	"\x1aupdate_user.mask_not_empty\x12fupdate_mask names no field to change: name at least one of display_name, username, email, role, status\x1a:!has(this.update_mask) || size(this.update_mask.paths) > 0\x1a\xa6\x01\n" +
 	"\x18update_user.display_name\x12=user.display_name must not be empty when update_mask names it\x1aK!('display_name' in this.update_mask.paths) || this.user.display_name != ''\x1a\x8a\x01\n" +
 	"\x11update_user.email\x126user.email must not be empty when update_mask names it\x1a=!('email' in this.update_mask.paths) || this.user.email != ''\x1a\x7f\n" +
 	"\x10update_user.role\x12/user.role must be set when update_mask names it\x1a:!('role' in this.update_mask.paths) || this.user.role != 0\x1a\xb0\x01\n" +
