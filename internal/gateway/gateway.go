@@ -192,7 +192,7 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 			g.log.Info("gateway: service not configured, its routes are not served", "service", s.Name)
 			continue
 		}
-		if err := s.Register(ctx, g.mux, s.Conn); err != nil {
+		if err := s.Register(ctx, g.mux, maskConn{s.Conn}); err != nil {
 			return nil, fmt.Errorf("gateway: register %s: %w", s.Name, err)
 		}
 	}

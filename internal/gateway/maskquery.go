@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -104,4 +107,39 @@ func protoMaskPaths(paths string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// maskConn is the connection the REST routes call a service through. A PATCH without a mask gets the one
+// grpc-gateway infers from the body's fields, and from a body that holds none ({}) it infers a mask of one
+// empty path, which the service would refuse as a path outside its list ("updateMask may only name …")
+// although the caller named nothing; an empty updateMask in the query string ("?updateMask=") is read
+// the same way. maskConn sends a mask whose paths are all empty as the empty mask it means, so that the
+// caller hears that the request names no field to change, and which fields it may name.
+type maskConn struct{ grpc.ClientConnInterface }
+
+func (c maskConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	if m, ok := args.(proto.Message); ok {
+		emptyBlankMasks(m.ProtoReflect())
+	}
+	return c.ClientConnInterface.Invoke(ctx, method, args, reply, opts...)
+}
+
+// emptyBlankMasks clears the paths of the request's FieldMask fields whose paths are all "".
+func emptyBlankMasks(m protoreflect.Message) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() {
+			return true
+		}
+		mask, ok := v.Message().Interface().(*fieldmaskpb.FieldMask)
+		if !ok || len(mask.GetPaths()) == 0 {
+			return true
+		}
+		for _, p := range mask.GetPaths() {
+			if p != "" {
+				return true
+			}
+		}
+		mask.Paths = nil
+		return true
+	})
 }
