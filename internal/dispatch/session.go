@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -605,7 +606,9 @@ func (c *CourierSession) replay(ctx context.Context, commandID string, cmd Comma
 }
 
 // Close ends the session: it is forgotten by the replica and, unless a newer one replaced it, marked
-// closed in the store (the courier is no longer connected). It is idempotent and safe beside Next.
+// closed in the store (the courier is no longer connected). When the session's user may no longer work
+// (the suspension, deletion or role change that ended the session), the courier's open offers are
+// withdrawn (withdrawOffers). It is idempotent and safe beside Next.
 func (c *CourierSession) Close() {
 	c.mu.Lock()
 	if c.closed {
@@ -618,6 +621,63 @@ func (c *CourierSession) Close() {
 	c.s.hub.removeSession(c)
 	c.closeRecord()
 	c.s.metrics.SessionClosed()
+	c.withdrawIfBarred()
+}
+
+// withdrawIfBarred withdraws the courier's open offers when the session's user may no longer work. An
+// offer waits for its deadline after a session ends because the app may reconnect and answer it; a
+// courier whose account was suspended or deleted, or lost the courier role, cannot, so their tasks go to
+// the next candidate at once instead of after the deadline. A standing that cannot be read leaves the
+// offers to their deadlines.
+func (c *CourierSession) withdrawIfBarred() {
+	if c.s.accounts == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sessionCloseTimeout)
+	defer cancel()
+	why, err := c.s.barred(ctx, c.p.Subject)
+	if err != nil {
+		c.s.logger.Warn("dispatch: check the account of a closed session", "courier", c.courierID, "err", err)
+		return
+	}
+	if why != "" {
+		c.s.withdrawOffers(ctx, c.courierID, "the courier cannot take tasks: "+why)
+	}
+}
+
+// withdrawOffers withdraws every open offer to courierID, saying why in the tasks' history: each task goes
+// back to PENDING, due at once (the work loop is kicked), and the courier is told the offer closed.
+func (s *Service) withdrawOffers(ctx context.Context, courierID, why string) {
+	offered, err := s.store.OfferedTasks(ctx, courierID)
+	if err != nil {
+		s.logger.Warn("dispatch: read the offers to withdraw", "courier", courierID, "err", err)
+		return
+	}
+	withdrawn := 0
+	for _, t := range offered {
+		_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+			o := cur.CurrentOffer()
+			if o == nil || o.CourierID != courierID {
+				return Change{}, errNoChange // answered, expired or withdrawn since
+			}
+			now := s.now()
+			cur.closeOffer(OfferWithdrawn, now)
+			if err := cur.transition(StateChange{State: StatePending, At: now, Actor: ActorSystem, CourierID: courierID, OfferID: o.ID, Comment: "offer withdrawn: " + why}); err != nil {
+				return Change{}, err
+			}
+			return Change{Task: cur, Deliveries: []Delivery{{CourierID: courierID, Kind: DeliveryOfferClosed, TaskID: cur.ID, OfferID: o.ID}}}, nil
+		})
+		switch {
+		case err == nil:
+			withdrawn++
+		case !errors.Is(err, errNoChange):
+			s.logger.Warn("dispatch: withdraw an offer", "courier", courierID, "task", t.ID, "err", err)
+		}
+	}
+	if withdrawn > 0 {
+		s.logger.Info("dispatch: offers withdrawn", "courier", courierID, "offers", withdrawn, "why", why)
+		s.kick()
+	}
 }
 
 // closeRecord marks the session record closed if it is still this session's.

@@ -888,17 +888,29 @@ func (s *Service) mayWork(ctx context.Context, courierID string) error {
 	default:
 		return fmt.Errorf("get the user of courier %s: %w", courierID, err)
 	}
-	st, err := s.accounts.State(ctx, user)
+	why, err := s.barred(ctx, user)
 	if err != nil {
 		return fmt.Errorf("check the account of courier %s: %w", courierID, err)
 	}
-	switch {
-	case !st.Active:
-		return apperr.Errorf(apperr.FailedPrecondition, "courier %s cannot take tasks: their account is suspended or deleted", courierID)
-	case !slices.Contains(st.Roles, auth.RoleCourier):
-		return apperr.Errorf(apperr.FailedPrecondition, "courier %s cannot take tasks: their account no longer has the courier role", courierID)
+	if why != "" {
+		return apperr.Errorf(apperr.FailedPrecondition, "courier %s cannot take tasks: %s", courierID, why)
 	}
 	return nil
+}
+
+// barred returns why identity user userID may not work as a courier ("their account is suspended or
+// deleted", "their account no longer has the courier role"), "" when they may. Only with Deps.Accounts.
+func (s *Service) barred(ctx context.Context, userID string) (string, error) {
+	st, err := s.accounts.State(ctx, userID)
+	switch {
+	case err != nil:
+		return "", err
+	case !st.Active:
+		return "their account is suspended or deleted", nil
+	case !slices.Contains(st.Roles, auth.RoleCourier):
+		return "their account no longer has the courier role", nil
+	}
+	return "", nil
 }
 
 // canTake returns FailedPrecondition when courier c cannot take t: not available, no free capacity, or a

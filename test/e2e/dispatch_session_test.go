@@ -104,3 +104,64 @@ func TestAssignTaskRefusesASuspendedCourier(t *testing.T) {
 		t.Fatalf("assign after the reactivation = %d %v, want 200 and the task ASSIGNED to %s", code, body, d.courierID)
 	}
 }
+
+// TestOfferIsWithdrawnWhenTheCourierIsSuspended: suspending a courier's account while an offer waits for
+// their answer ends their session (a drain with ACCOUNT_DISABLED, then PERMISSION_DENIED) and withdraws
+// the offer at once: the task is PENDING again, for the next candidate, and the explanation shows the
+// offer WITHDRAWN, not EXPIRED 20 s later (the courier could never have answered it).
+func TestOfferIsWithdrawnWhenTheCourierIsSuspended(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d := newDispatchSetup(ctx, t)
+	session := openSession(ctx, t, d.dispatch, d.courier.access, 0, 0)
+	task := createTaskREST(t, d.s, d.customer.access, "e2e-withdrawn-1")
+	offer, _ := session.nextOffer()
+	if offer.GetTask().GetId() != task.GetId() {
+		t.Fatalf("offer = %v, want one for task %s", offer, task.GetId())
+	}
+	offerID := offer.GetOffer().GetId()
+
+	code, _, body := d.s.rest(t, http.MethodPatch, "/v1/users/"+d.courier.userID, d.admin.access, `{"status": "USER_STATUS_SUSPENDED"}`)
+	if code != http.StatusOK {
+		t.Fatalf("suspend the courier's account = %d %v, want 200", code, body)
+	}
+	if msg := session.recv(); msg.GetDrain().GetCode() != dispatchv1.DrainReason_DRAIN_REASON_ACCOUNT_DISABLED {
+		t.Fatalf("message after the suspension = %v, want a drain with ACCOUNT_DISABLED", msg)
+	}
+	if _, err := session.stream.Recv(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Recv after the drain = %v, want PERMISSION_DENIED", err)
+	}
+
+	for {
+		got := &dispatchv1.Task{}
+		if code, body := d.s.restProto(t, http.MethodGet, "/v1/tasks/"+task.GetId(), d.admin.access, "", got); code != http.StatusOK {
+			t.Fatalf("GET task = %d %v, want 200", code, body)
+		}
+		if got.GetState() != dispatchv1.TaskState_TASK_STATE_OFFERED {
+			if got.GetState() != dispatchv1.TaskState_TASK_STATE_PENDING {
+				t.Fatalf("task after the suspension = %v, want PENDING", got.GetState())
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the task is still offered to the suspended courier: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	var expl dispatchv1.AssignmentExplanation
+	if code, body := d.s.restProto(t, http.MethodGet, "/v1/tasks/"+task.GetId()+"/explanation", d.admin.access, "", &expl); code != http.StatusOK {
+		t.Fatalf("GET explanation = %d %v, want 200", code, body)
+	}
+	var states []dispatchv1.OfferState
+	for _, dec := range expl.GetDecisions() {
+		for _, c := range dec.GetCandidates() {
+			if c.GetOfferId() == offerID {
+				states = append(states, c.GetOfferState())
+			}
+		}
+	}
+	if len(states) != 1 || states[0] != dispatchv1.OfferState_OFFER_STATE_WITHDRAWN {
+		t.Errorf("offer %s in the explanation: %v, want WITHDRAWN (%v)", offerID, states, &expl)
+	}
+}

@@ -449,8 +449,9 @@ const (
 	OfferState_OFFER_STATE_DECLINED OfferState = 3
 	// The courier did not answer before expire_time.
 	OfferState_OFFER_STATE_EXPIRED OfferState = 4
-	// Dispatch took the offer back before the courier answered: the task was cancelled or a dispatcher
-	// assigned it to someone else.
+	// Dispatch took the offer back before the courier answered: the task was cancelled, a dispatcher
+	// assigned it to someone else, or the courier's session ended because their account was suspended or
+	// deleted or lost the courier role (the task then goes to the next candidate at once).
 	OfferState_OFFER_STATE_WITHDRAWN OfferState = 5
 )
 
