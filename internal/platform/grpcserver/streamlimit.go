@@ -270,7 +270,7 @@ func methodName(full string) string {
 }
 
 // limitStream is the stream limit stage: it holds a slot of the method for the caller while the handler
-// runs, and ends the stream when it goes idle. Unary calls pass through.
+// runs, and ends the stream when it goes idle or stalls. Unary calls pass through.
 func (c *chain) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	l := c.streams
 	method := info.FullMethod
@@ -284,126 +284,18 @@ func (c *chain) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	if lim.Idle == 0 && lim.HalfClosedIdle == 0 && lim.SendTimeout == 0 {
 		return handler(srv, ss)
 	}
-	var is *idleStream
-	if lim.Idle > 0 || lim.HalfClosedIdle > 0 {
-		is = newIdleStream(ss, lim, l.clock)
-		defer is.finish() // also when the handler panics: the timer and the receiver must not outlive it
-		ss = is
-	}
-	var st *stallStream
-	if lim.SendTimeout > 0 {
-		st = newStallStream(ss, lim.SendTimeout, l.clock)
-		defer st.finish()
-		ss = st
-	}
-	err := handler(srv, ss)
-	if is != nil {
-		if reason := is.finish(); reason != "" {
-			l.idled.WithLabelValues(method).Inc()
-			return status.Error(codes.DeadlineExceeded, "stream idle: "+reason)
-		}
-	}
-	if st != nil && st.finish() {
+	as := newAbandonableStream(ss, lim, l.clock)
+	defer as.finish() // also when the handler panics: the timers and the pumps must not outlive it
+	err := handler(srv, as)
+	switch as.finish() {
+	case endIdle:
+		l.idled.WithLabelValues(method).Inc()
+		return as.endError()
+	case endStalled:
 		l.stalled.WithLabelValues(method).Inc()
-		return st.stallError()
+		return as.endError()
 	}
 	return err
-}
-
-// stallStream is a server stream that ends itself when a message waits longer than its timeout to be
-// sent (StreamLimit.SendTimeout). A send held by flow control cannot be abandoned inside grpc-go, so
-// SendMsg sends on a goroutine of its own (one per stream, fed through a channel) and waits for it or
-// the timeout: once the timeout passed, SendMsg returns the stream's end, the handler's context is
-// canceled, and the handler returns while the held send waits for the stream to end (when the client
-// reads, resets the stream or the connection closes).
-type stallStream struct {
-	grpc.ServerStream
-	ctx     context.Context
-	cancel  context.CancelFunc
-	timeout time.Duration
-	clock   clock
-
-	sends    chan any      // messages for the sender goroutine to send
-	results  chan error    // its results; one at most is outstanding
-	stalled  chan struct{} // closed when the stream is ended for a held send
-	finished chan struct{} // closed when the handler has returned
-
-	mu   sync.Mutex
-	done bool
-	stop bool // stalled was closed
-}
-
-// newStallStream wraps ss and starts its sender.
-func newStallStream(ss grpc.ServerStream, timeout time.Duration, clk clock) *stallStream {
-	ctx, cancel := context.WithCancel(ss.Context())
-	s := &stallStream{ServerStream: ss, ctx: ctx, cancel: cancel, timeout: timeout, clock: clk,
-		sends: make(chan any), results: make(chan error, 1), stalled: make(chan struct{}), finished: make(chan struct{})}
-	go s.send()
-	return s
-}
-
-func (s *stallStream) Context() context.Context { return s.ctx }
-
-// send runs the sends of SendMsg until the handler has returned.
-func (s *stallStream) send() {
-	for {
-		select {
-		case m := <-s.sends:
-			s.results <- s.ServerStream.SendMsg(m)
-		case <-s.finished:
-			return
-		}
-	}
-}
-
-func (s *stallStream) SendMsg(m any) error {
-	select {
-	case <-s.stalled:
-		return s.stallError()
-	case s.sends <- m:
-	case <-s.finished:
-		// A goroutine the handler left behind: the stream has ended, as the transport will say.
-		return s.ServerStream.SendMsg(m)
-	}
-	held := make(chan struct{})
-	stop := s.clock.AfterFunc(s.timeout, func() { close(held) })
-	select {
-	case err := <-s.results:
-		stop()
-		return err
-	case <-held:
-		s.stall()
-		return s.stallError()
-	}
-}
-
-// stall ends the stream for a held send.
-func (s *stallStream) stall() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.stop && !s.done {
-		s.stop = true
-		close(s.stalled)
-	}
-	s.cancel()
-}
-
-// stallError is the status of a stream ended for a held send.
-func (s *stallStream) stallError() error {
-	return status.Error(codes.DeadlineExceeded, fmt.Sprintf("stream stalled: a message waited %v to be sent; the client is not reading", s.timeout))
-}
-
-// finish stops the sender and the context once the handler has returned, and says whether the stream
-// was ended for a held send. Calls after the first only say.
-func (s *stallStream) finish() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.done {
-		s.done = true
-		close(s.finished)
-		s.cancel()
-	}
-	return s.stop
 }
 
 // passUnary is the unary form of stages that only concern streams.
@@ -411,82 +303,76 @@ func passUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler gr
 	return handler(ctx, req)
 }
 
-// idleStream is a server stream that records when the client last sent, when it half-closed and when the
-// server last sent, and ends the stream once it has been idle for its limit.
+// endKind says why the server ended a stream.
+type endKind int
+
+const (
+	notEnded   endKind = iota
+	endIdle            // Idle or HalfClosedIdle: the client sent nothing, or nobody had anything to say
+	endStalled         // SendTimeout: a message waited too long to be sent, the client is not reading
+)
+
+// abandonableStream is a server stream that the server ends while its handler waits on it, for the idle
+// timeouts and the send timeout of its StreamLimit: when the client has sent nothing for Idle (counting
+// from the stream's start or the last message the handler received), when the client half-closed and
+// the server has sent nothing for HalfClosedIdle since, or when a message has waited SendTimeout to be
+// sent. The stream then ends with DeadlineExceeded, whatever its handler returns.
 //
-// Ending a stream takes two things, since grpc-go offers a handler no way to reset its stream: the
-// handler's context is canceled, for handlers that wait on it, and RecvMsg returns at once, for handlers
-// that wait for the client. RecvMsg therefore receives on a goroutine of its own (one per stream, fed
-// through a channel), so that a wait for the client can be abandoned; the abandoned receive ends when the
-// stream does, right after the handler returns.
-type idleStream struct {
+// grpc-go offers a handler no way to reset its stream, nor to interrupt a receive waiting for the client
+// or a send held by flow control. So ending a stream takes two things: the handler's context is
+// canceled, for handlers that wait on it, and a pending RecvMsg or SendMsg returns the stream's end at
+// once, for handlers that wait on the stream. For that the receives (with an idle timeout) and the sends
+// (with a send timeout) run on a goroutine of their own, a pump, whose operation the handler's wait can
+// abandon; the abandoned operation ends when the stream does, right after the handler returns.
+type abandonableStream struct {
 	grpc.ServerStream
 	ctx    context.Context
 	cancel context.CancelFunc
 	lim    StreamLimit
 	clock  clock
 
-	recvs    chan any      // messages for the receiver goroutine to receive into
-	results  chan error    // its results; one at most is outstanding
-	idled    chan struct{} // closed when the stream is ended for idleness
-	finished chan struct{} // closed when the handler has returned
+	recvs, sends *pump         // nil for a direction whose waits are never abandoned
+	ended        chan struct{} // closed when the server ends the stream
+	finished     chan struct{} // closed when the handler has returned
 
 	mu         sync.Mutex
 	lastRecv   time.Time
 	lastSend   time.Time
-	halfClosed time.Time // zero until the client half-closes
-	stop       func() bool
-	gen        int    // counts the timers armed; only the latest one's check counts
-	idle       string // why the stream was ended; empty while it is not
-	done       bool
+	halfClosed time.Time   // zero until the client half-closes
+	stop       func() bool // stops the idle timer
+	gen        int         // counts the idle timers armed; only the latest one's check counts
+	end        endKind
+	message    string // the status message of the end
+	done       bool   // the handler has returned
 }
 
-// newIdleStream wraps ss, arms its first idle timer and starts its receiver.
-func newIdleStream(ss grpc.ServerStream, lim StreamLimit, clk clock) *idleStream {
+// newAbandonableStream wraps ss, starts its pumps and arms its first idle timer.
+func newAbandonableStream(ss grpc.ServerStream, lim StreamLimit, clk clock) *abandonableStream {
 	ctx, cancel := context.WithCancel(ss.Context())
-	s := &idleStream{ServerStream: ss, ctx: ctx, cancel: cancel, lim: lim, clock: clk,
-		recvs: make(chan any), results: make(chan error, 1), idled: make(chan struct{}), finished: make(chan struct{})}
-	s.mu.Lock()
-	s.lastRecv = clk.Now()
-	s.arm(s.lastRecv)
-	s.mu.Unlock()
-	go s.receive()
+	s := &abandonableStream{ServerStream: ss, ctx: ctx, cancel: cancel, lim: lim, clock: clk,
+		ended: make(chan struct{}), finished: make(chan struct{})}
+	if lim.Idle > 0 || lim.HalfClosedIdle > 0 {
+		s.recvs = newPump(ss.RecvMsg, s.finished)
+		s.mu.Lock()
+		s.lastRecv = clk.Now()
+		s.arm(s.lastRecv)
+		s.mu.Unlock()
+	}
+	if lim.SendTimeout > 0 {
+		s.sends = newPump(ss.SendMsg, s.finished)
+	}
 	return s
 }
 
-func (s *idleStream) Context() context.Context { return s.ctx }
+func (s *abandonableStream) Context() context.Context { return s.ctx }
 
-// receive runs the receives of RecvMsg until the handler has returned.
-func (s *idleStream) receive() {
-	for {
-		select {
-		case m := <-s.recvs:
-			s.results <- s.ServerStream.RecvMsg(m)
-		case <-s.finished:
-			return
-		}
-	}
-}
-
-func (s *idleStream) RecvMsg(m any) error {
-	select {
-	case <-s.idled:
-		return s.idleError()
-	default:
-	}
-	select {
-	case s.recvs <- m:
-	case <-s.idled:
-		return s.idleError()
-	case <-s.finished:
-		// A goroutine the handler left behind: the stream has ended, as the transport will say.
+func (s *abandonableStream) RecvMsg(m any) error {
+	if s.recvs == nil {
 		return s.ServerStream.RecvMsg(m)
 	}
-	var err error
-	select {
-	case err = <-s.results:
-	case <-s.idled:
-		return s.idleError()
+	err, abandoned := s.recvs.do(m, s.ended, nil)
+	if abandoned {
+		return s.endError()
 	}
 	switch {
 	case err == nil:
@@ -508,8 +394,27 @@ func (s *idleStream) RecvMsg(m any) error {
 	return err
 }
 
-func (s *idleStream) SendMsg(m any) error {
-	err := s.ServerStream.SendMsg(m)
+func (s *abandonableStream) SendMsg(m any) error {
+	var err error
+	if s.sends == nil {
+		err = s.ServerStream.SendMsg(m)
+	} else {
+		held := make(chan struct{})
+		stop := s.clock.AfterFunc(s.lim.SendTimeout, func() { close(held) })
+		var abandoned bool
+		err, abandoned = s.sends.do(m, s.ended, held)
+		stop()
+		if abandoned {
+			select {
+			case <-held:
+				s.mu.Lock()
+				s.endLocked(endStalled, fmt.Sprintf("stream stalled: a message waited %v to be sent; the client is not reading", s.lim.SendTimeout))
+				s.mu.Unlock()
+			default:
+			}
+			return s.endError()
+		}
+	}
 	if err == nil && s.lim.HalfClosedIdle > 0 {
 		s.mu.Lock()
 		s.lastSend = s.clock.Now()
@@ -518,16 +423,28 @@ func (s *idleStream) SendMsg(m any) error {
 	return err
 }
 
-// idleError is what RecvMsg returns once the stream was ended for idleness.
-func (s *idleStream) idleError() error {
+// endLocked ends the stream for kind with the status message msg, unless it has ended already or the
+// handler has returned. Called with mu held.
+func (s *abandonableStream) endLocked(kind endKind, msg string) {
+	if s.end != notEnded || s.done {
+		return
+	}
+	s.end, s.message = kind, msg
+	close(s.ended)
+	s.cancel()
+}
+
+// endError is the status of a stream the server ended: what RecvMsg and SendMsg return once it ended,
+// and what the stream ends with.
+func (s *abandonableStream) endError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return status.Error(codes.DeadlineExceeded, "stream idle: "+s.idle)
+	return status.Error(codes.DeadlineExceeded, s.message)
 }
 
 // deadline returns when the stream is idle unless something happens first, and why it then is.
 // Called with mu held.
-func (s *idleStream) deadline() (time.Time, string) {
+func (s *abandonableStream) deadline() (time.Time, string) {
 	var at time.Time
 	var why string
 	if s.lim.Idle > 0 {
@@ -545,8 +462,8 @@ func (s *idleStream) deadline() (time.Time, string) {
 	return at, why
 }
 
-// arm sets the timer for the next deadline, if any. Called with mu held.
-func (s *idleStream) arm(now time.Time) {
+// arm sets the idle timer for the next deadline, if any. Called with mu held.
+func (s *abandonableStream) arm(now time.Time) {
 	s.gen++
 	s.stop = nil
 	if at, _ := s.deadline(); !at.IsZero() {
@@ -555,12 +472,12 @@ func (s *idleStream) arm(now time.Time) {
 	}
 }
 
-// check ends the stream if its deadline has passed, else waits for the new one: activity since the timer
-// was set moved it.
-func (s *idleStream) check(gen int) {
+// check ends the stream if its idle deadline has passed, else waits for the new one: activity since the
+// timer was set moved it.
+func (s *abandonableStream) check(gen int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.done || s.idle != "" || gen != s.gen {
+	if s.done || s.end != notEnded || gen != s.gen {
 		return
 	}
 	now := s.clock.Now()
@@ -572,14 +489,12 @@ func (s *idleStream) check(gen int) {
 		s.arm(now)
 		return
 	}
-	s.idle = why
-	close(s.idled)
-	s.cancel()
+	s.endLocked(endIdle, "stream idle: "+why)
 }
 
-// finish stops the timer, the receiver and the context once the handler has returned, and says why the
-// stream was ended, "" when it was not for idleness. Calls after the first only say why.
-func (s *idleStream) finish() string {
+// finish stops the idle timer, the pumps and the context once the handler has returned, and says why the
+// server ended the stream (notEnded when it did not). Calls after the first only say.
+func (s *abandonableStream) finish() endKind {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.done {
@@ -590,5 +505,58 @@ func (s *idleStream) finish() string {
 		close(s.finished)
 		s.cancel()
 	}
-	return s.idle
+	return s.end
+}
+
+// pump runs the operations of one direction of a stream (its receives, or its sends) one at a time on a
+// goroutine of its own, until the handler returns, so that the handler's wait for one can be abandoned.
+type pump struct {
+	op       func(any) error // the underlying stream's RecvMsg or SendMsg
+	ops      chan any        // messages for the goroutine to receive into or send
+	results  chan error      // its results; one at most is outstanding
+	finished <-chan struct{} // closed when the handler has returned
+}
+
+// newPump starts the goroutine of a pump of op.
+func newPump(op func(any) error, finished <-chan struct{}) *pump {
+	p := &pump{op: op, ops: make(chan any), results: make(chan error, 1), finished: finished}
+	go func() {
+		for {
+			select {
+			case m := <-p.ops:
+				p.results <- p.op(m)
+			case <-p.finished:
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// do runs op(m) on the pump's goroutine and returns its result, or abandons the wait (abandoned true) as
+// soon as ended or timeout is closed; a nil timeout never is.
+func (p *pump) do(m any, ended, timeout <-chan struct{}) (err error, abandoned bool) {
+	select {
+	case <-ended:
+		return nil, true
+	default:
+	}
+	select {
+	case p.ops <- m:
+	case <-ended:
+		return nil, true
+	case <-timeout:
+		return nil, true
+	case <-p.finished:
+		// A goroutine the handler left behind: the stream has ended, as the transport will say.
+		return p.op(m), false
+	}
+	select {
+	case err = <-p.results:
+		return err, false
+	case <-ended:
+		return nil, true
+	case <-timeout:
+		return nil, true
+	}
 }

@@ -149,3 +149,72 @@ func TestStreamLimitReserves(t *testing.T) {
 		t.Errorf("refusals by cap = %v, want 2 shared and 2 total", got)
 	}
 }
+
+// duplexFlooder is a FullDuplexCall handler that floods the client from a goroutine of its own while it
+// waits for the client's next message, and returns what that wait returns: a session-like handler, whose
+// receive is what ends it.
+type duplexFlooder struct {
+	testService
+	sent atomic.Int64
+}
+
+func (f *duplexFlooder) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
+	go func() {
+		body := make([]byte, 32<<10)
+		for stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: body}}) == nil {
+			f.sent.Add(1)
+		}
+	}()
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return err
+		}
+	}
+}
+
+// On a method with both an idle timeout and a send timeout, a stalled send ends the stream for a handler
+// that waits on a receive, not only on the send: the receive returns the stream's end at once, long
+// before the idle timeout, and the stream ends with the stall's status and counter.
+func TestStreamLimitStallEndsAPendingReceive(t *testing.T) {
+	clock := grpcserver.NewFakeClock()
+	reg := prometheus.NewRegistry()
+	cfg := grpcserver.Config{
+		Policy:     policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		Registerer: reg,
+		Streams:    map[string]grpcserver.StreamLimit{duplexCall: {PerCaller: 1, Idle: time.Hour, SendTimeout: 30 * time.Second}},
+	}
+	grpcserver.UseClock(&cfg, clock)
+	svc := &duplexFlooder{}
+	_, conn := startServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
+	stream, err := testgrpc.NewTestServiceClient(conn).FullDuplexCall(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until a send is held: the idle timer and the held send's are armed and nothing more is sent.
+	deadline := time.Now().Add(testTimeout)
+	for last := int64(-1); ; {
+		n := svc.sent.Load()
+		if clock.Timers() == 2 && n == last && n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no send held after %d messages", n)
+		}
+		last = n
+		time.Sleep(50 * time.Millisecond)
+	}
+	clock.Advance(30 * time.Second)
+	waitFor(t, "the stream ended and its slot released", func() bool { return openStreams(t, reg, duplexCall) == 0 })
+	if got := metricValues(t, reg, "lastmile_grpc_server_streams_stalled_closed_total", "grpc_method")[duplexCall]; got != 1 {
+		t.Errorf("stalled streams counter = %v, want 1", got)
+	}
+	if got := metricValues(t, reg, "lastmile_grpc_server_streams_idle_closed_total", "grpc_method")[duplexCall]; got != 0 {
+		t.Errorf("idle streams counter = %v, want 0", got)
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			wantStatus(t, "the client's Recv", err, codes.DeadlineExceeded, "stream stalled: a message waited 30s to be sent; the client is not reading")
+			break
+		}
+	}
+}
