@@ -785,8 +785,19 @@ func WaitingPickupsBackfill(t *testing.T, s *sqlstore.Store, migrate func(contex
 		VALUES ($1, 'pending', 'customer-1', 1, $2, $2, $3, 'customer-1', 1, $4)`, task.ID, d.Time(at(1)), d.Time(task.DueTime), doc); err != nil {
 		t.Fatalf("insert a task before the migration: %v", err)
 	}
+	// A finished task is not filled: it never waits again.
+	done := newTask(2)
+	if _, err := s.DB().ExecContext(ctx, `INSERT INTO tasks (id, state, customer_id, priority_rank, create_time, update_time, created_by, version, doc)
+		VALUES ($1, 'delivered', 'customer-1', 1, $2, $2, 'customer-1', 1, $3)`, done.ID, d.Time(at(1)),
+		fmt.Sprintf(`{"ID":%q,"State":"delivered","Pickup":{"Location":{"Lat":%v,"Lng":%v}}}`, done.ID, done.Pickup.Location.Lat, done.Pickup.Location.Lng)); err != nil {
+		t.Fatalf("insert a finished task before the migration: %v", err)
+	}
 	if err := migrate(ctx); err != nil {
 		t.Fatalf("migrate: %v", err)
+	}
+	var filled bool
+	if err := s.DB().QueryRowContext(ctx, `SELECT pickup_lat IS NOT NULL FROM tasks WHERE id = $1`, done.ID).Scan(&filled); err != nil || filled {
+		t.Errorf("the finished task's pickup filled = %v, %v; want false (only open tasks are filled)", filled, err)
 	}
 	got, err := s.WaitingNear(ctx, at(10), geo.Box{South: 52.5, West: 13.3, North: 52.6, East: 13.5}, 10)
 	want := []dispatch.WaitingTask{{ID: taskID(1), Pickup: task.Pickup.Location}}

@@ -1,10 +1,13 @@
 -- +goose Up
 -- The pickups of the tasks waiting for a courier (PENDING with a back-off), so that a courier who becomes
 -- able to take work wakes those near them (dispatch.Store.WaitingNear), and whether any task waits at all
--- (dispatch.Store.AnyWaiting). A task's pickup never changes: it is written once, by CreateTask.
+-- (dispatch.Store.AnyWaiting). A task's pickup never changes: it is written once, by CreateTask. Only the
+-- open tasks are filled (a finished one never waits again): the rewrite, and the lock the column change
+-- holds meanwhile, are bounded by the open tasks (--dispatch-max-open-tasks per customer), not the history.
 ALTER TABLE tasks ADD COLUMN pickup_lat REAL;
 ALTER TABLE tasks ADD COLUMN pickup_lng REAL;
-UPDATE tasks SET pickup_lat = json_extract(doc, '$.Pickup.Location.Lat'), pickup_lng = json_extract(doc, '$.Pickup.Location.Lng');
+UPDATE tasks SET pickup_lat = json_extract(doc, '$.Pickup.Location.Lat'), pickup_lng = json_extract(doc, '$.Pickup.Location.Lng')
+    WHERE state NOT IN ('delivered', 'cancelled', 'failed');
 CREATE INDEX tasks_waiting ON tasks (due_time, pickup_lat, pickup_lng) WHERE state = 'pending' AND due_time IS NOT NULL;
 
 -- +goose Down
