@@ -38,11 +38,20 @@ func routeModule() *module {
 			fs.IntVar(&cfg.CacheSize, "route-cache-size", 10000, "entries in the route estimate cache; 0 disables it")
 		},
 		validate: func() error {
+			if cfg.CacheSize < 0 {
+				return usageError{fmt.Errorf("--route-cache-size must not be negative (0 disables the cache), got %d", cfg.CacheSize)}
+			}
+			if cfg.OSRMTimeout <= 0 {
+				return usageError{fmt.Errorf("--osrm-timeout must be positive, got %s", cfg.OSRMTimeout)}
+			}
 			switch cfg.Provider {
 			case "geodesic":
 			case "osrm":
 				if cfg.OSRMURL == "" {
 					return usageError{errors.New("--route-provider=osrm needs --osrm-url")}
+				}
+				if _, err := newRouteProvider(cfg); err != nil {
+					return usageError{fmt.Errorf("--osrm-url: %w", err)}
 				}
 			default:
 				return usageError{fmt.Errorf("--route-provider: want geodesic or osrm, got %q", cfg.Provider)}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -211,6 +212,12 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	}
 	if c.Gateway.MaxBodyBytes <= 0 || c.GRPC.MaxRecvMsgBytes <= 0 {
 		return c, usageError{errors.New("--max-body-bytes and --max-recv-msg-bytes must be positive")}
+	}
+	if r := c.GRPC.RateLimitRPS; math.IsNaN(r) || math.IsInf(r, 0) || r < 0 {
+		return c, usageError{fmt.Errorf("--rate-limit-rps must be a number, 0 (no limit) or more, got %v", r)}
+	}
+	if c.GRPC.RateLimitBurst < 0 {
+		return c, usageError{fmt.Errorf("--rate-limit-burst must not be negative, got %d", c.GRPC.RateLimitBurst)}
 	}
 	for _, m := range c.Modules {
 		if m.validate != nil {
