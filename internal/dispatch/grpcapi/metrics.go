@@ -66,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lastmile_dispatch_uploads_total",
-			Help: "Proof uploads that reached a state: committed, rejected or expired.",
+			Help: "Proof uploads that reached a state: in_progress (started), committed, rejected or expired.",
 		}, []string{"state"}),
 		courierStream: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lastmile_dispatch_courier_stream_ends_total",
@@ -98,6 +98,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.courierWakes = reg1(m.courierWakes).(*prometheus.CounterVec)
 	if err != nil {
 		return nil, fmt.Errorf("register dispatch metrics: %w", err)
+	}
+	// Every outcome and state is exported from the start, at 0: a series that appears only at its first
+	// event leaves an operator's rate() or alert on it without data after each restart (an "expired" alert
+	// would stay silent until the first expiry).
+	for _, o := range []dispatch.OfferState{dispatch.OfferAccepted, dispatch.OfferDeclined, dispatch.OfferExpired, dispatch.OfferWithdrawn} {
+		m.offersAnswered.WithLabelValues(string(o))
+	}
+	for _, st := range []dispatch.UploadState{dispatch.UploadInProgress, dispatch.UploadCommitted, dispatch.UploadRejected, dispatch.UploadExpired} {
+		m.uploads.WithLabelValues(string(st))
 	}
 	return m, nil
 }

@@ -42,16 +42,22 @@ func TestMetrics(t *testing.T) {
 lastmile_dispatch_offers_sent_total 2
 # HELP lastmile_dispatch_offers_closed_total Offers that left the open state, by outcome: accepted, declined, expired or withdrawn.
 # TYPE lastmile_dispatch_offers_closed_total counter
+lastmile_dispatch_offers_closed_total{outcome="accepted"} 0
 lastmile_dispatch_offers_closed_total{outcome="declined"} 1
+lastmile_dispatch_offers_closed_total{outcome="expired"} 0
+lastmile_dispatch_offers_closed_total{outcome="withdrawn"} 0
 # HELP lastmile_dispatch_courier_sessions Courier sessions (StreamAssignments) open on this replica.
 # TYPE lastmile_dispatch_courier_sessions gauge
 lastmile_dispatch_courier_sessions 1
 # HELP lastmile_dispatch_replayed_deliveries_total Unacknowledged deliveries replayed to couriers when their session opened.
 # TYPE lastmile_dispatch_replayed_deliveries_total counter
 lastmile_dispatch_replayed_deliveries_total 3
-# HELP lastmile_dispatch_uploads_total Proof uploads that reached a state: committed, rejected or expired.
+# HELP lastmile_dispatch_uploads_total Proof uploads that reached a state: in_progress (started), committed, rejected or expired.
 # TYPE lastmile_dispatch_uploads_total counter
 lastmile_dispatch_uploads_total{state="committed"} 1
+lastmile_dispatch_uploads_total{state="expired"} 0
+lastmile_dispatch_uploads_total{state="in_progress"} 0
+lastmile_dispatch_uploads_total{state="rejected"} 0
 # HELP lastmile_dispatch_decisions_degraded_total Decisions made with the local ETA estimate because the route service was unavailable.
 # TYPE lastmile_dispatch_decisions_degraded_total counter
 lastmile_dispatch_decisions_degraded_total 1
@@ -62,6 +68,32 @@ lastmile_dispatch_decisions_degraded_total 1
 	}
 	if n := testutil.CollectAndCount(reg, "lastmile_dispatch_time_to_assign_seconds", "lastmile_dispatch_decision_duration_seconds"); n != 2 {
 		t.Errorf("histogram series = %d, want 2", n)
+	}
+}
+
+// TestMetricsExportEveryOutcomeFromTheStart: after a restart, before any offer closed or upload ended,
+// every outcome's and state's series is there at 0, so that rate() and alerts on them have data.
+func TestMetricsExportEveryOutcomeFromTheStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := grpcapi.NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP lastmile_dispatch_offers_closed_total Offers that left the open state, by outcome: accepted, declined, expired or withdrawn.
+# TYPE lastmile_dispatch_offers_closed_total counter
+lastmile_dispatch_offers_closed_total{outcome="accepted"} 0
+lastmile_dispatch_offers_closed_total{outcome="declined"} 0
+lastmile_dispatch_offers_closed_total{outcome="expired"} 0
+lastmile_dispatch_offers_closed_total{outcome="withdrawn"} 0
+# HELP lastmile_dispatch_uploads_total Proof uploads that reached a state: in_progress (started), committed, rejected or expired.
+# TYPE lastmile_dispatch_uploads_total counter
+lastmile_dispatch_uploads_total{state="committed"} 0
+lastmile_dispatch_uploads_total{state="expired"} 0
+lastmile_dispatch_uploads_total{state="in_progress"} 0
+lastmile_dispatch_uploads_total{state="rejected"} 0
+`), "lastmile_dispatch_offers_closed_total", "lastmile_dispatch_uploads_total")
+	if err != nil {
+		t.Error(err)
 	}
 }
 
