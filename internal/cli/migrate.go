@@ -100,7 +100,7 @@ func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store 
 		if db.AutoMigrate {
 			if err := database.MigrateSQLite(ctx, sqlDB, store.SQLite); err != nil {
 				sqlDB.Close()
-				return dbHandle{}, fmt.Errorf("migrate %s: %w", name, err)
+				return dbHandle{}, err // it names the service: "migrate <name>: …"
 			}
 			if store.EventLog {
 				if err := database.MigrateSQLite(ctx, sqlDB, sqllog.Migrations(database.SQLite, name)); err != nil {
@@ -124,7 +124,7 @@ func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store 
 		if db.AutoMigrate {
 			if err := database.MigratePostgres(ctx, pool, store.Postgres); err != nil {
 				pool.Close()
-				return dbHandle{}, fmt.Errorf("migrate %s: %w", name, err)
+				return dbHandle{}, err // it names the service: "migrate <name>: …"
 			}
 			if store.EventLog {
 				if err := database.MigratePostgres(ctx, pool, sqllog.Migrations(database.Postgres, name)); err != nil {

@@ -115,8 +115,31 @@ func MigrateSQLite(ctx context.Context, db *sql.DB, m Migrations) error {
 	if err != nil {
 		return err
 	}
+	if err := refuseNewerSchema(ctx, p, m); err != nil {
+		return err
+	}
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("migrate %s: %w", m.Service, err)
+	}
+	return nil
+}
+
+// refuseNewerSchema fails when the database records a migration newer than every one this binary
+// embeds: a newer lastmile migrated it (a rollback, or an older replica left running). Serving it would
+// write rows in the older shape into the newer schema, leaving the tables newer migrations added (and
+// backfilled) out of step without an error; downgrades are not supported, so it is refused instead.
+func refuseNewerSchema(ctx context.Context, p *goose.Provider, m Migrations) error {
+	srcs := p.ListSources()
+	if len(srcs) == 0 {
+		return nil
+	}
+	known := srcs[len(srcs)-1].Version
+	current, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate %s: read schema version: %w", m.Service, err)
+	}
+	if current > known {
+		return fmt.Errorf("migrate %s: the database's schema (%s) is at version %d, newer than this binary's %d: a newer lastmile migrated it; run that version or a later one (downgrades are not supported)", m.Service, m.table(), current, known)
 	}
 	return nil
 }
@@ -243,6 +266,9 @@ func MigratePostgres(ctx context.Context, pool *pgxpool.Pool, m Migrations) erro
 	defer db.Close()
 	p, err := m.provider(goose.DialectPostgres, db, m.Service+"."+m.table())
 	if err != nil {
+		return err
+	}
+	if err := refuseNewerSchema(ctx, p, m); err != nil {
 		return err
 	}
 	if _, err := p.Up(ctx); err != nil {

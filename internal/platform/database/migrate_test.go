@@ -132,6 +132,35 @@ func TestMigrateSQLite(t *testing.T) {
 	}
 }
 
+// TestMigrateRefusesNewerSchema: a binary whose migrations stop at 1, on a database a newer binary took
+// to 2, refuses it with the versions named, and leaves it as it was.
+func TestMigrateRefusesNewerSchema(t *testing.T) {
+	ctx := testContext(t)
+	const want = "migrate courier: the database's schema (goose_db_version) is at version 2, newer than this binary's 1: a newer lastmile migrated it; run that version or a later one (downgrades are not supported)"
+	db := migratedSQLite(t)
+	old := database.Migrations{Service: "courier", FS: onlyFirst(migrationsFS())}
+	if err := database.MigrateSQLite(ctx, db, old); err == nil || err.Error() != want {
+		t.Errorf("MigrateSQLite with older migrations = %v, want %q", err, want)
+	}
+	got, err := database.StatusSQLite(ctx, db, sqliteMigrations())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(wantApplied, got, ignoreAppliedAt); diff != "" {
+		t.Errorf("status after the refusal (-want +got):\n%s", diff)
+	}
+}
+
+func TestMigratePostgresRefusesNewerSchema(t *testing.T) {
+	ctx := testContext(t)
+	const want = "migrate dispatch: the database's schema (goose_db_version) is at version 2, newer than this binary's 1: a newer lastmile migrated it; run that version or a later one (downgrades are not supported)"
+	pool := migratedPostgres(t)
+	old := database.Migrations{Service: "dispatch", FS: onlyFirst(migrationsFS())}
+	if err := database.MigratePostgres(ctx, pool, old); err == nil || err.Error() != want {
+		t.Errorf("MigratePostgres with older migrations = %v, want %q", err, want)
+	}
+}
+
 func TestMigrateSQLiteConcurrentProcesses(t *testing.T) {
 	ctx := testContext(t)
 	path := filepath.Join(t.TempDir(), "courier.db")
