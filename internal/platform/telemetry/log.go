@@ -47,7 +47,7 @@ func NewLogger(w io.Writer, opts LogOptions) *slog.Logger {
 	} else {
 		// The call lines of LogCall and slog's records share one writer, each written whole under its lock.
 		lw := &lockedWriter{w: w}
-		inner = slog.NewJSONHandler(lw, hopts)
+		inner = slog.NewJSONHandler(lw, &slog.HandlerOptions{Level: opts.Level, ReplaceAttr: durationString})
 		fast = &callJSON{w: lw}
 	}
 	if opts.Service != "" {
@@ -57,6 +57,16 @@ func NewLogger(w io.Writer, opts LogOptions) *slog.Logger {
 		}
 	}
 	return slog.New(&contextHandler{inner: inner, json: fast})
+}
+
+// durationString writes a time.Duration as Go writes it ("20s", "3.78ms"), as the text format does,
+// instead of the JSON handler's integer nanoseconds ("offer_timeout":20000000000), which an operator
+// reading a log line has to count the zeros of.
+func durationString(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // ParseLevel parses a level name: debug, info, warn or error (case-insensitive).

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"testing/slogtest"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -70,6 +71,17 @@ func TestLoggerAddsContextIDs(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("log line mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestLoggerJSONDurationsReadable: a duration is written as "20s", in groups too, not as nanoseconds.
+func TestLoggerJSONDurationsReadable(t *testing.T) {
+	var buf bytes.Buffer
+	logger := telemetry.NewLogger(&buf, telemetry.LogOptions{})
+	logger.With("drain_delay", 2*time.Second).WithGroup("g").Info("stopping", "elapsed", 3789855*time.Nanosecond)
+	want := map[string]any{"level": "INFO", "msg": "stopping", "drain_delay": "2s", "g": map[string]any{"elapsed": "3.789855ms"}}
+	if diff := cmp.Diff(want, decodeLine(t, &buf)); diff != "" {
+		t.Errorf("log line (-want +got):\n%s", diff)
 	}
 }
 
