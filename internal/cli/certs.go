@@ -29,7 +29,7 @@ certificates only at startup: stop it, run certs, start it again).`, env.Stderr)
 	ids := identities()
 	pki, err := tlsutil.EnsureDevPKI(filepath.Join(dataDir, "tls"), hosts, ids...)
 	if err != nil {
-		return fmt.Errorf("development PKI: %w", err)
+		return err // "development PKI: …"
 	}
 	fmt.Fprintf(env.Stdout, "CA certificate:     %s\n", pki.CAFile())
 	cert, key := pki.ServerCert()

@@ -123,6 +123,24 @@ func TestRunCommands(t *testing.T) {
 	}
 }
 
+// TestCertsCommandNamesAProblemOnce: an operator's unreadable CA is reported with its path, each part of
+// the message once.
+func TestCertsCommandNamesAProblemOnce(t *testing.T) {
+	dir := t.TempDir()
+	env := Env{Getenv: envOf(map[string]string{"LASTMILE_DATA_DIR": dir}), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}
+	if err := Run(context.Background(), []string{"lastmile", "certs"}, env); err != nil {
+		t.Fatalf("certs: %v", err)
+	}
+	ca := filepath.Join(dir, "tls", "ca.crt")
+	if err := os.WriteFile(ca, []byte("garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := Run(context.Background(), []string{"lastmile", "certs"}, env)
+	if want := "development PKI: load CA certificate " + ca + ": no CERTIFICATE PEM block"; err == nil || err.Error() != want {
+		t.Errorf("certs with a garbage CA = %v, want %q", err, want)
+	}
+}
+
 func TestCertsCommand(t *testing.T) {
 	dir := t.TempDir()
 	var out bytes.Buffer

@@ -341,7 +341,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 			TracerProvider:    tp,
 		})
 		if err != nil {
-			return fmt.Errorf("grpc server: %w", err)
+			return err // "grpc server: …"
 		}
 		p.cleanups = append(p.cleanups, func() { _ = srv.Close() })
 		ends.GRPC = srv.Addr().String()
@@ -679,7 +679,7 @@ func newTLS(cfg serveConfig, logger *slog.Logger) (tlsSetup, error) {
 	ids := identities()
 	pki, err := tlsutil.EnsureDevPKI(filepath.Join(cfg.DataDir, "tls"), cfg.TLS.Hosts, ids...)
 	if err != nil {
-		return tlsSetup{}, fmt.Errorf("development PKI: %w", err)
+		return tlsSetup{}, err // "development PKI: …"
 	}
 	certFile, keyFile := pki.ServerCert()
 	server, err := tlsutil.ServerConfig(certFile, keyFile, pki.CAFile())
