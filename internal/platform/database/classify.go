@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"lastmile/internal/platform/apperr"
 )
@@ -22,11 +24,41 @@ const unavailableMessage = "the database is unavailable; try again"
 // and clients retry, rather than Internal. Any other error, nil, and an error that already carries an
 // apperr code are returned unchanged. Every store's error mapping (its MapError) and InTx call it, so
 // that the rule lives here alone.
+//
+// A database whose disk is full (SQLite's SQLITE_FULL, PostgreSQL's disk_full, ENOSPC from a file) is
+// unavailable too, with its own message: nothing the caller sent is wrong, and the same call succeeds
+// once the operator frees space, so it is not an internal error.
 func Classify(err error) error {
-	if err == nil || apperr.As(err) != nil || !IsUnavailable(err) {
+	if err == nil || apperr.As(err) != nil {
+		return err
+	}
+	if IsStorageFull(err) {
+		return apperr.Wrap(apperr.Unavailable, err, storageFullMessage)
+	}
+	if !IsUnavailable(err) {
 		return err
 	}
 	return apperr.Wrap(apperr.Unavailable, err, unavailableMessage)
+}
+
+// storageFullMessage is the caller-facing message of a database that cannot write for want of space.
+const storageFullMessage = "the server's storage is full; try again later"
+
+// IsStorageFull reports whether err says that a write failed because the disk (or the database's size
+// limit) is full: SQLite's SQLITE_FULL (in any extended form), PostgreSQL's disk_full (53100), or
+// ENOSPC or EDQUOT from the file system.
+func IsStorageFull(err error) bool {
+	var (
+		se    *sqlite.Error
+		pgErr *pgconn.PgError
+	)
+	switch {
+	case errors.As(err, &se):
+		return se.Code()&0xff == sqlite3.SQLITE_FULL
+	case errors.As(err, &pgErr):
+		return pgErr.Code == "53100"
+	}
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // unavailableStates are the PostgreSQL error codes, besides class 08 (connection exception), of a

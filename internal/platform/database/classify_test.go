@@ -35,6 +35,8 @@ func TestClassify(t *testing.T) {
 		{"starting up", &pgconn.PgError{Code: "57P03"}, apperr.Unavailable},
 		{"too many connections", &pgconn.PgError{Code: "53300"}, apperr.Unavailable},
 		{"connection exception", &pgconn.PgError{Code: "08006"}, apperr.Unavailable},
+		{"postgres disk full", fmt.Errorf("commit: %w", &pgconn.PgError{Code: "53100"}), apperr.Unavailable},
+		{"file system full", fmt.Errorf("write proof: %w", syscall.ENOSPC), apperr.Unavailable},
 		{"unique violation", &pgconn.PgError{Code: "23505"}, apperr.Internal},
 		{"syntax error", &pgconn.PgError{Code: "42601"}, apperr.Internal},
 		{"caller's deadline", context.DeadlineExceeded, apperr.Internal},
@@ -51,7 +53,7 @@ func TestClassify(t *testing.T) {
 			if tt.err != nil && !errors.Is(got, tt.err) {
 				t.Errorf("Classify(%v) = %v, which no longer wraps the error", tt.err, got)
 			}
-			if got, want := database.IsUnavailable(tt.err), tt.want == apperr.Unavailable; got != want {
+			if got, want := database.IsUnavailable(tt.err) || database.IsStorageFull(tt.err), tt.want == apperr.Unavailable; got != want {
 				t.Errorf("IsUnavailable(%v) = %v, want %v", tt.err, got, want)
 			}
 		})
@@ -76,6 +78,34 @@ func unreachablePool(t *testing.T) *pgxpool.Pool {
 
 // TestUnreachablePostgresIsUnavailable: with the server unreachable, a query and a transaction fail
 // with Unavailable, through the pgx pool and through database/sql over it.
+// TestFullSQLiteIsUnavailable: a write that SQLite refuses for want of space (here its page limit, as a
+// full disk does) answers UNAVAILABLE "storage is full", not Internal.
+func TestFullSQLiteIsUnavailable(t *testing.T) {
+	ctx := testContext(t)
+	db := databasetest.SQLite(t)
+	if _, err := db.ExecContext(ctx, "CREATE TABLE big (b BLOB)"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", n+2)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := db.ExecContext(ctx, "INSERT INTO big VALUES (zeroblob(1000000))")
+	if err == nil {
+		t.Fatal("insert past max_page_count succeeded")
+	}
+	got := database.Classify(err)
+	if code := apperr.CodeOf(got); code != apperr.Unavailable {
+		t.Errorf("Classify(%v) code = %q, want %q", err, code, apperr.Unavailable)
+	}
+	if msg := apperr.As(got).Message; msg != "the server's storage is full; try again later" {
+		t.Errorf("message = %q", msg)
+	}
+}
+
 func TestUnreachablePostgresIsUnavailable(t *testing.T) {
 	ctx := testContext(t)
 	pool := unreachablePool(t)
