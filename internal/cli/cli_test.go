@@ -80,6 +80,7 @@ func TestParseServeRejectsBadInput(t *testing.T) {
 		{"negative burst", []string{"--rate-limit-burst", "-5"}, nil, "--rate-limit-burst must not be negative, got -5"},
 		{"negative cache", []string{"--route-cache-size", "-1"}, nil, "--route-cache-size must not be negative (0 disables the cache), got -1"},
 		{"osrm timeout", []string{"--osrm-timeout", "0s"}, nil, "--osrm-timeout must be positive, got 0s"},
+		{"message limit below a proof chunk", []string{"--max-recv-msg-bytes", "1048576"}, nil, "--max-recv-msg-bytes must be at least 1049600 (a proof chunk of 1 MiB with its envelope, which the contract allows), got 1048576"},
 		{"unknown provider", []string{"--route-provider", "google"}, nil, "--route-provider"},
 		{"sample ratio", []string{"--trace-sample-ratio", "2"}, nil, "--trace-sample-ratio"},
 		{"event retention", []string{"--event-retention", "0s"}, nil, "--event-retention must be positive"},

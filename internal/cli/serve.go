@@ -146,7 +146,7 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "time between reporting not ready (/readyz, overall gRPC health) and stopping, for load balancers to notice")
 	fs.Float64Var(&c.GRPC.RateLimitRPS, "rate-limit-rps", 200, "per-caller request rate limit on gRPC, users by id and anonymous callers by address; lastmile's own services are not limited (0 disables)")
 	fs.IntVar(&c.GRPC.RateLimitBurst, "rate-limit-burst", 400, "per-caller burst allowance")
-	fs.IntVar(&c.GRPC.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest gRPC message a server accepts")
+	fs.IntVar(&c.GRPC.MaxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "largest gRPC message a server accepts (at least 1049600: a 1 MiB proof chunk must fit)")
 	fs.DurationVar(&c.GRPC.ReadinessInterval, "readiness-interval", grpcserver.DefaultReadinessInterval, "how often readiness (databases reachable) is checked; per-service gRPC health and /readyz follow the same check")
 	fs.DurationVar(&c.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT); every verifier refuses tokens that claim a longer one")
 	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
@@ -213,6 +213,9 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	if c.Gateway.MaxBodyBytes <= 0 || c.GRPC.MaxRecvMsgBytes <= 0 {
 		return c, usageError{errors.New("--max-body-bytes and --max-recv-msg-bytes must be positive")}
 	}
+	if c.GRPC.MaxRecvMsgBytes < minRecvMsgBytes {
+		return c, usageError{fmt.Errorf("--max-recv-msg-bytes must be at least %d (a proof chunk of 1 MiB with its envelope, which the contract allows), got %d", minRecvMsgBytes, c.GRPC.MaxRecvMsgBytes)}
+	}
 	if r := c.GRPC.RateLimitRPS; math.IsNaN(r) || math.IsInf(r, 0) || r < 0 {
 		return c, usageError{fmt.Errorf("--rate-limit-rps must be a number, 0 (no limit) or more, got %v", r)}
 	}
@@ -236,6 +239,10 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	c.Gateway.CORSOrigins = origins
 	return c, nil
 }
+
+// minRecvMsgBytes is the smallest --max-recv-msg-bytes: UploadProof's chunks may carry 1 MiB of data
+// (dispatch contract), plus a few bytes of offset and framing.
+const minRecvMsgBytes = 1<<20 + 1024
 
 // parsePrefixes parses CIDRs and bare addresses (a one-address prefix) for flag name.
 func parsePrefixes(name string, list []string) ([]netip.Prefix, error) {
