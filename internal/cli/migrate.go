@@ -114,6 +114,9 @@ func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store 
 					return dbHandle{}, fmt.Errorf("migrate %s jobs: %w", name, err)
 				}
 			}
+		} else if err := checkMigrated(store, func(m database.Migrations) error { return database.CheckSQLite(ctx, sqlDB, m) }, database.SQLite, name); err != nil {
+			sqlDB.Close()
+			return dbHandle{}, err
 		}
 		return dbHandle{SQL: sqlDB}, nil
 	case database.Postgres:
@@ -138,10 +141,31 @@ func openDB(ctx context.Context, db databaseConfig, dataDir, name string, store 
 					return dbHandle{}, fmt.Errorf("migrate %s jobs: %w", name, err)
 				}
 			}
+		} else if err := checkMigrated(store, func(m database.Migrations) error { return database.CheckPostgres(ctx, pool, m) }, database.Postgres, name); err != nil {
+			pool.Close()
+			return dbHandle{}, err
 		}
 		return dbHandle{Pool: pool}, nil
 	}
 	return dbHandle{}, errors.New("unknown database dialect")
+}
+
+// checkMigrated refuses, for --auto-migrate=false, a database whose service or event-log migrations
+// are not exactly this binary's (check is database.CheckSQLite or CheckPostgres on the open database).
+func checkMigrated(store storeDecl, check func(database.Migrations) error, dialect database.Dialect, name string) error {
+	m := store.SQLite
+	if dialect == database.Postgres {
+		m = store.Postgres
+	}
+	if err := check(m); err != nil {
+		return err
+	}
+	if store.EventLog {
+		if err := check(sqllog.Migrations(dialect, name)); err != nil {
+			return fmt.Errorf("%s event log: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // migrateJobsPostgres creates River's tables in schema name, through a database/sql handle on pool.

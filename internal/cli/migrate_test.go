@@ -83,3 +83,19 @@ func TestMigrateRejectsUnknownDatabaseURL(t *testing.T) {
 		t.Errorf("migrate --database-url mysql://x = %v (exit %d), want a usage error", err, ExitCode(err))
 	}
 }
+
+// TestServeWithoutAutoMigrateRefusesAnUnmigratedDatabase: --auto-migrate=false on a data directory nobody
+// migrated stops at start, saying what to run, instead of serving tables that do not exist.
+func TestServeWithoutAutoMigrateRefusesAnUnmigratedDatabase(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	err := Run(context.Background(), []string{"lastmile", "serve", "--auto-migrate=false", "--data-dir", dir,
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, Env{Stdout: &out, Stderr: &out})
+	const prefix, suffix = "start identity: check migrations identity: ", " not applied (00001_init.sql first): run lastmile migrate, or start without --auto-migrate=false"
+	if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.HasSuffix(err.Error(), suffix) {
+		t.Fatalf("serve --auto-migrate=false on an empty data directory = %v, want %q…%q", err, prefix, suffix)
+	}
+	if got := ExitCode(err); got != 1 {
+		t.Errorf("ExitCode = %d, want 1", got)
+	}
+}

@@ -161,6 +161,64 @@ func StatusSQLite(ctx context.Context, db *sql.DB, m Migrations) ([]MigrationSta
 	return status(ctx, p, n > 0)
 }
 
+// CheckSQLite returns an error unless every one of m's migrations is applied to db and none newer is,
+// without changing db: what a process that does not migrate (--auto-migrate=false) checks before it
+// serves, so that a forgotten `lastmile migrate` is refused at start instead of failing call by call.
+func CheckSQLite(ctx context.Context, db *sql.DB, m Migrations) error {
+	if err := m.validate(); err != nil {
+		return err
+	}
+	var n int
+	err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", m.table()).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("check migrations %s: %w", m.Service, err)
+	}
+	p, err := m.provider(goose.DialectSQLite3, db, m.table())
+	if err != nil {
+		return err
+	}
+	return checkCurrent(ctx, p, n > 0, m)
+}
+
+// CheckPostgres is CheckSQLite for schema m.Service of pool's database.
+func CheckPostgres(ctx context.Context, pool *pgxpool.Pool, m Migrations) error {
+	if err := m.validate(); err != nil {
+		return err
+	}
+	var exists bool
+	err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", m.Service+"."+m.table()).Scan(&exists)
+	if err != nil {
+		return fmt.Errorf("check migrations %s: %w", m.Service, err)
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	p, err := m.provider(goose.DialectPostgres, db, m.Service+"."+m.table())
+	if err != nil {
+		return err
+	}
+	return checkCurrent(ctx, p, exists, m)
+}
+
+func checkCurrent(ctx context.Context, p *goose.Provider, tableExists bool, m Migrations) error {
+	st, err := status(ctx, p, tableExists)
+	if err != nil {
+		return fmt.Errorf("check migrations %s: %w", m.Service, err)
+	}
+	var pending []string
+	for _, s := range st {
+		if !s.Applied {
+			pending = append(pending, s.Name)
+		}
+	}
+	if len(pending) > 0 {
+		return fmt.Errorf("check migrations %s: %d of %d not applied (%s first): run lastmile migrate, or start without --auto-migrate=false", m.Service, len(pending), len(st), pending[0])
+	}
+	if tableExists {
+		return refuseNewerSchema(ctx, p, m)
+	}
+	return nil
+}
+
 // sqliteFile returns the file behind db's main database, "" for a temporary or in-memory one.
 func sqliteFile(ctx context.Context, db *sql.DB) (string, error) {
 	var file string

@@ -161,6 +161,54 @@ func TestMigratePostgresRefusesNewerSchema(t *testing.T) {
 	}
 }
 
+// TestCheckSQLite: a database with a migration pending, or one newer than the binary's, is refused
+// without being changed; one exactly current passes.
+func TestCheckSQLite(t *testing.T) {
+	ctx := testContext(t)
+	db := databasetest.SQLite(t)
+	m := sqliteMigrations()
+	const pending = "check migrations courier: 2 of 2 not applied (00001_init.sql first): run lastmile migrate, or start without --auto-migrate=false"
+	if err := database.CheckSQLite(ctx, db, m); err == nil || err.Error() != pending {
+		t.Errorf("CheckSQLite on an empty database = %v, want %q", err, pending)
+	}
+	if sqliteTableExists(ctx, t, db, "goose_db_version") {
+		t.Error("CheckSQLite created the version table; it must not change the database")
+	}
+	if err := database.MigrateSQLite(ctx, db, database.Migrations{Service: "courier", FS: onlyFirst(migrationsFS())}); err != nil {
+		t.Fatal(err)
+	}
+	const second = "check migrations courier: 1 of 2 not applied (00002_seed.sql first): run lastmile migrate, or start without --auto-migrate=false"
+	if err := database.CheckSQLite(ctx, db, m); err == nil || err.Error() != second {
+		t.Errorf("CheckSQLite with one pending = %v, want %q", err, second)
+	}
+	if err := database.MigrateSQLite(ctx, db, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := database.CheckSQLite(ctx, db, m); err != nil {
+		t.Errorf("CheckSQLite on a current database = %v, want nil", err)
+	}
+	const newer = "migrate courier: the database's schema (goose_db_version) is at version 2, newer than this binary's 1: a newer lastmile migrated it; run that version or a later one (downgrades are not supported)"
+	if err := database.CheckSQLite(ctx, db, database.Migrations{Service: "courier", FS: onlyFirst(migrationsFS())}); err == nil || err.Error() != newer {
+		t.Errorf("CheckSQLite by an older binary = %v, want %q", err, newer)
+	}
+}
+
+func TestCheckPostgres(t *testing.T) {
+	ctx := testContext(t)
+	pool := databasetest.Postgres(t, "")
+	m := postgresMigrations("dispatch")
+	const pending = "check migrations dispatch: 2 of 2 not applied (00001_init.sql first): run lastmile migrate, or start without --auto-migrate=false"
+	if err := database.CheckPostgres(ctx, pool, m); err == nil || err.Error() != pending {
+		t.Errorf("CheckPostgres on an empty database = %v, want %q", err, pending)
+	}
+	if err := database.MigratePostgres(ctx, pool, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := database.CheckPostgres(ctx, pool, m); err != nil {
+		t.Errorf("CheckPostgres on a current database = %v, want nil", err)
+	}
+}
+
 func TestMigrateSQLiteConcurrentProcesses(t *testing.T) {
 	ctx := testContext(t)
 	path := filepath.Join(t.TempDir(), "courier.db")
