@@ -194,20 +194,28 @@ func TestUpdateTasksWritesABatchTogether(t *testing.T) {
 	}
 }
 
+// migratedBefore returns a new database migrated as a release without the named migrations left it.
+func migratedBefore(t *testing.T, without ...string) *pgxpool.Pool {
+	t.Helper()
+	requirePostgres(t)
+	pool := databasetest.Postgres(t, postgres.Schema)
+	before := postgres.Migrations()
+	for _, name := range without {
+		before.FS = storetest.Without(t, before.FS, name)
+	}
+	if err := database.MigratePostgres(t.Context(), pool, before); err != nil {
+		t.Fatal(err)
+	}
+	if err := database.MigratePostgres(t.Context(), pool, sqllog.Migrations(database.Postgres, sqlstore.Service)); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
 // TestFormerHoldersMigration: the migration that creates former_holders fills it from the histories of
 // the tasks written before.
 func TestFormerHoldersMigration(t *testing.T) {
-	requirePostgres(t)
-	pool := databasetest.Postgres(t, postgres.Schema)
-	ctx := t.Context()
-	before := postgres.Migrations()
-	before.FS = storetest.Without(t, storetest.Without(t, before.FS, "00011_waiting_pickups.sql"), "00010_former_holders.sql")
-	if err := database.MigratePostgres(ctx, pool, before); err != nil {
-		t.Fatal(err)
-	}
-	if err := database.MigratePostgres(ctx, pool, sqllog.Migrations(database.Postgres, sqlstore.Service)); err != nil {
-		t.Fatal(err)
-	}
+	pool := migratedBefore(t, "00011_waiting_pickups.sql", "00010_former_holders.sql")
 	s := postgres.New(pool)
 	t.Cleanup(func() { _ = s.Close() })
 	storetest.FormerHoldersBackfill(t, s, func(ctx context.Context) error { return postgres.Migrate(ctx, pool) })
@@ -216,17 +224,7 @@ func TestFormerHoldersMigration(t *testing.T) {
 // TestWaitingPickupsMigration: the migration that adds the pickup columns fills them from the documents
 // of the tasks written before.
 func TestWaitingPickupsMigration(t *testing.T) {
-	requirePostgres(t)
-	pool := databasetest.Postgres(t, postgres.Schema)
-	ctx := t.Context()
-	before := postgres.Migrations()
-	before.FS = storetest.Without(t, before.FS, "00011_waiting_pickups.sql")
-	if err := database.MigratePostgres(ctx, pool, before); err != nil {
-		t.Fatal(err)
-	}
-	if err := database.MigratePostgres(ctx, pool, sqllog.Migrations(database.Postgres, sqlstore.Service)); err != nil {
-		t.Fatal(err)
-	}
+	pool := migratedBefore(t, "00011_waiting_pickups.sql")
 	s := postgres.New(pool)
 	t.Cleanup(func() { _ = s.Close() })
 	storetest.WaitingPickupsBackfill(t, s, func(ctx context.Context) error { return postgres.Migrate(ctx, pool) })

@@ -60,34 +60,33 @@ func BenchmarkStore(b *testing.B) {
 	storetest.Bench(b, storetest.SQLiteStore(b))
 }
 
+// migratedBefore returns a new database migrated as a release without the named migrations left it.
+func migratedBefore(t *testing.T, without ...string) *sql.DB {
+	t.Helper()
+	db := databasetest.SQLite(t)
+	before := sqlite.Migrations()
+	for _, name := range without {
+		before.FS = storetest.Without(t, before.FS, name)
+	}
+	if err := database.MigrateSQLite(t.Context(), db, before); err != nil {
+		t.Fatal(err)
+	}
+	if err := database.MigrateSQLite(t.Context(), db, sqllog.Migrations(database.SQLite, sqlstore.Service)); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // TestFormerHoldersMigration: the migration that creates former_holders fills it from the histories of
 // the tasks written before.
 func TestFormerHoldersMigration(t *testing.T) {
-	db := databasetest.SQLite(t)
-	ctx := t.Context()
-	before := sqlite.Migrations()
-	before.FS = storetest.Without(t, storetest.Without(t, before.FS, "00009_waiting_pickups.sql"), "00008_former_holders.sql")
-	if err := database.MigrateSQLite(ctx, db, before); err != nil {
-		t.Fatal(err)
-	}
-	if err := database.MigrateSQLite(ctx, db, sqllog.Migrations(database.SQLite, sqlstore.Service)); err != nil {
-		t.Fatal(err)
-	}
+	db := migratedBefore(t, "00009_waiting_pickups.sql", "00008_former_holders.sql")
 	storetest.FormerHoldersBackfill(t, sqlite.New(db), func(ctx context.Context) error { return sqlite.Migrate(ctx, db) })
 }
 
 // TestWaitingPickupsMigration: the migration that adds the pickup columns fills them from the documents
 // of the tasks written before.
 func TestWaitingPickupsMigration(t *testing.T) {
-	db := databasetest.SQLite(t)
-	ctx := t.Context()
-	before := sqlite.Migrations()
-	before.FS = storetest.Without(t, before.FS, "00009_waiting_pickups.sql")
-	if err := database.MigrateSQLite(ctx, db, before); err != nil {
-		t.Fatal(err)
-	}
-	if err := database.MigrateSQLite(ctx, db, sqllog.Migrations(database.SQLite, sqlstore.Service)); err != nil {
-		t.Fatal(err)
-	}
+	db := migratedBefore(t, "00009_waiting_pickups.sql")
 	storetest.WaitingPickupsBackfill(t, sqlite.New(db), func(ctx context.Context) error { return sqlite.Migrate(ctx, db) })
 }

@@ -46,7 +46,12 @@ func SQLite(t testing.TB) *sql.DB {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "test.db")
+	return openSQLite(ctx, t, filepath.Join(t.TempDir(), "test.db"))
+}
+
+// openSQLite opens the SQLite database at path, closed when the test ends.
+func openSQLite(ctx context.Context, t testing.TB, path string) *sql.DB {
+	t.Helper()
 	db, err := database.OpenSQLite(ctx, path)
 	if err != nil {
 		t.Fatalf("databasetest: %v", err)
@@ -77,16 +82,7 @@ func MigratedSQLite(t testing.TB, key string, migrate func(context.Context, *sql
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	db, err := database.OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatalf("databasetest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := db.Close(); err != nil {
-			t.Errorf("databasetest: close %s: %v", path, err)
-		}
-	})
-	return db
+	return openSQLite(ctx, t, path)
 }
 
 // sqliteTemplates holds, per MigratedSQLite key, the bytes of a migrated database file.
