@@ -391,14 +391,7 @@ func TestSharedTaskHistoryIsTheCustomers(t *testing.T) {
 		}
 	}
 
-	_, o := offered(t, sys, tk.ID)
-	if o.CourierID != a.ID {
-		t.Fatalf("first offer to %s, want %s", o.CourierID, a.ID)
-	}
-	if r := sys.Service.Execute(a.Ctx, a.ID, "d1", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}}); r.Err != nil {
-		t.Fatal(r.Err)
-	}
-	next := sys.WaitTask(t, tk.ID, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	next, _ := declineToNext(t, sys, tk.ID, a, b)
 	check("while offered to b after a declined", "pending/customer offered/system")
 	if r := sys.Service.Execute(b.Ctx, b.ID, "a1", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: next.CurrentOffer().ID}}); r.Err != nil {
 		t.Fatal(r.Err)

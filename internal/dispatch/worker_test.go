@@ -24,6 +24,22 @@ func offered(t *testing.T, sys *dispatchtest.System, id string) (dispatch.Task, 
 	return tk, *tk.CurrentOffer()
 }
 
+// declineToNext waits for task id's first offer, which must go to a, declines it as a (a decline's result
+// has no task), and waits for the offer to b. It returns the task as offered to b and a's offer.
+func declineToNext(t *testing.T, sys *dispatchtest.System, id string, a, b dispatchtest.Courier) (dispatch.Task, dispatch.Offer) {
+	t.Helper()
+	_, o := offered(t, sys, id)
+	if o.CourierID != a.ID {
+		t.Fatalf("first offer to %s, want %s", o.CourierID, a.ID)
+	}
+	res := sys.Service.Execute(a.Ctx, a.ID, "d1", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}})
+	if res.Err != nil || res.Task != nil {
+		t.Fatalf("decline = %+v, want a result without error or task", res)
+	}
+	next := sys.WaitTask(t, id, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	return next, o
+}
+
 func create(t *testing.T, sys *dispatchtest.System, edit func(*dispatch.CreateRequest)) dispatch.Task {
 	t.Helper()
 	req := dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, "")
@@ -162,15 +178,7 @@ func TestDeclineAndExpiryMoveToTheNextCandidateAndNeverBack(t *testing.T) {
 	b := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 400), geo.Bicycle, true)
 	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 900), geo.Bicycle, true)
 	tk := create(t, sys, nil)
-	_, o := offered(t, sys, tk.ID)
-	if o.CourierID != a.ID {
-		t.Fatalf("first offer to %s, want %s", o.CourierID, a.ID)
-	}
-	res := sys.Service.Execute(a.Ctx, a.ID, "d1", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}})
-	if res.Err != nil || res.Task != nil {
-		t.Fatalf("decline = %+v", res)
-	}
-	next := sys.WaitTask(t, tk.ID, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	next, o := declineToNext(t, sys, tk.ID, a, b)
 	ob := *next.CurrentOffer()
 	if ob.DecisionID != o.DecisionID {
 		t.Fatalf("next offer from decision %s, want the same decision %s", ob.DecisionID, o.DecisionID)
@@ -245,14 +253,7 @@ func TestCustomerHistoryLeavesOutOtherCouriers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, o := offered(t, sys, tk.ID)
-	if o.CourierID != a.ID {
-		t.Fatalf("first offer to %s, want %s", o.CourierID, a.ID)
-	}
-	if r := sys.Service.Execute(a.Ctx, a.ID, "d1", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}}); r.Err != nil {
-		t.Fatal(r.Err)
-	}
-	next := sys.WaitTask(t, tk.ID, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	next, _ := declineToNext(t, sys, tk.ID, a, b)
 	history := func() string {
 		t.Helper()
 		got, err := sys.Service.GetTask(dispatchtest.Customer(customer), tk.ID, dispatch.ViewFull)
@@ -287,14 +288,7 @@ func TestCourierHistoryLeavesOutOtherCouriers(t *testing.T) {
 	b := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 400), geo.Bicycle, true)
 	c := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 800), geo.Bicycle, true)
 	tk := create(t, sys, nil)
-	_, o := offered(t, sys, tk.ID)
-	if o.CourierID != a.ID {
-		t.Fatalf("first offer to %s, want %s", o.CourierID, a.ID)
-	}
-	if r := sys.Service.Execute(a.Ctx, a.ID, "d1", dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}}); r.Err != nil {
-		t.Fatal(r.Err)
-	}
-	next := sys.WaitTask(t, tk.ID, "offered to b", func(x dispatch.Task) bool { o := x.CurrentOffer(); return o != nil && o.CourierID == b.ID })
+	next, _ := declineToNext(t, sys, tk.ID, a, b)
 	if r := sys.Service.Execute(b.Ctx, b.ID, "a1", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: next.CurrentOffer().ID}}); r.Err != nil {
 		t.Fatal(r.Err)
 	}
