@@ -155,6 +155,7 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	fs.IntVar(&c.Gateway.Browser.MaxEventStreamsPerUser, "sse-max-streams-per-user", gateway.DefaultMaxEventStreamsPerUser, "most Server-Sent Events streams one user has open at once (429 above)")
 	fs.DurationVar(&c.Gateway.Browser.Heartbeat, "sse-heartbeat", gateway.DefaultEventHeartbeat, "interval of the heartbeat comments on idle event streams")
 	fs.DurationVar(&c.Gateway.Browser.EventWriteTimeout, "sse-write-timeout", gateway.DefaultEventWriteTimeout, "longest a write to an event stream may take before the stream is closed (stalled browsers)")
+	fs.DurationVar(&c.Gateway.Browser.MaxEventStreamAge, "sse-max-age", gateway.DefaultMaxEventStreamAge, "longest an event stream lasts (each a random 0-10% less) before the server ends it and the browser reconnects with Last-Event-ID, losing nothing: frees the slots of browsers that stopped reading on a quiet account")
 	fs.BoolVar(&c.Gateway.Browser.SecureCookies, "cookie-secure", false, "mark the browser session cookies Secure even without TLS here (a TLS-terminating proxy is in front)")
 	fs.Var(&proxies, "trusted-proxies", "CIDRs or addresses of the proxies in front of the REST gateway whose X-Forwarded-For names the client (comma list; default none: the client is the TCP peer)")
 	origins := listFlag{}
@@ -207,8 +208,8 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	if c.Database.Dialect, err = databaseDialect(c.Database.URL); err != nil {
 		return c, err
 	}
-	if b := c.Gateway.Browser; b.MaxEventStreams <= 0 || b.MaxEventStreamsPerUser <= 0 || b.Heartbeat <= 0 || b.EventWriteTimeout <= 0 {
-		return c, usageError{errors.New("--sse-max-streams, --sse-max-streams-per-user, --sse-heartbeat and --sse-write-timeout must be positive")}
+	if b := c.Gateway.Browser; b.MaxEventStreams <= 0 || b.MaxEventStreamsPerUser <= 0 || b.Heartbeat <= 0 || b.EventWriteTimeout <= 0 || b.MaxEventStreamAge <= 0 {
+		return c, usageError{errors.New("--sse-max-streams, --sse-max-streams-per-user, --sse-heartbeat, --sse-write-timeout and --sse-max-age must be positive")}
 	}
 	if c.Gateway.MaxBodyBytes <= 0 || c.GRPC.MaxRecvMsgBytes <= 0 {
 		return c, usageError{errors.New("--max-body-bytes and --max-recv-msg-bytes must be positive")}

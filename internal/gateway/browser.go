@@ -22,6 +22,7 @@ const (
 	DefaultEventHeartbeat         = 15 * time.Second
 	DefaultEventRetry             = 3 * time.Second
 	DefaultEventWriteTimeout      = 10 * time.Second
+	DefaultMaxEventStreamAge      = 30 * time.Minute
 	DefaultMaxEventStreams        = 1000
 	DefaultMaxEventStreamsPerUser = 8
 )
@@ -47,6 +48,12 @@ type BrowserConfig struct {
 	// EventWriteTimeout bounds each write to an event stream: a browser that stops reading for longer has
 	// its stream, and the upstream gRPC streams behind it, closed.
 	EventWriteTimeout time.Duration
+	// MaxEventStreamAge bounds how long an event stream lasts: the gateway then ends it cleanly and the
+	// browser reconnects with Last-Event-ID, losing nothing. Each stream ends a random 0-10 % earlier,
+	// so that streams opened together do not reconnect together. It frees the stream's slots (and its
+	// upstream's) from a browser that stopped reading on a quiet account, whose few heartbeat bytes the
+	// socket buffers absorb for hours without a write ever timing out.
+	MaxEventStreamAge time.Duration
 	// MaxEventStreams bounds the event streams open at once; more are answered with 429.
 	MaxEventStreams int
 	// MaxEventStreamsPerUser bounds the event streams one user (or, without a user, one client address)
@@ -63,6 +70,7 @@ func (c BrowserConfig) withDefaults() (BrowserConfig, error) {
 	for name, v := range map[string]int64{
 		"Heartbeat": int64(c.Heartbeat), "Retry": int64(c.Retry), "EventWriteTimeout": int64(c.EventWriteTimeout),
 		"MaxEventStreams": int64(c.MaxEventStreams), "MaxEventStreamsPerUser": int64(c.MaxEventStreamsPerUser),
+		"MaxEventStreamAge": int64(c.MaxEventStreamAge),
 	} {
 		if v < 0 {
 			return c, fmt.Errorf("gateway: Browser.%s %d is negative", name, v)
@@ -71,6 +79,7 @@ func (c BrowserConfig) withDefaults() (BrowserConfig, error) {
 	setDefault(&c.Heartbeat, DefaultEventHeartbeat)
 	setDefault(&c.Retry, DefaultEventRetry)
 	setDefault(&c.EventWriteTimeout, DefaultEventWriteTimeout)
+	setDefault(&c.MaxEventStreamAge, DefaultMaxEventStreamAge)
 	if c.MaxEventStreams == 0 {
 		c.MaxEventStreams = DefaultMaxEventStreams
 	}
@@ -101,6 +110,15 @@ type browser struct {
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when the gateway shuts down: event streams end
+
+	// ageTimer starts the timer of an event stream's age limit; replaced in tests (export_test.go).
+	ageTimer func(time.Duration) (<-chan time.Time, func() bool)
+}
+
+// newTimer is the real ageTimer.
+func newTimer(d time.Duration) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(d)
+	return t.C, t.Stop
 }
 
 func newBrowser(g *Gateway, cfg BrowserConfig, services []Service) (*browser, error) {
@@ -108,7 +126,7 @@ func newBrowser(g *Gateway, cfg BrowserConfig, services []Service) (*browser, er
 	if err != nil {
 		return nil, err
 	}
-	b := &browser{g: g, cfg: cfg, perUser: map[string]int{}, stopping: make(chan struct{})}
+	b := &browser{g: g, cfg: cfg, perUser: map[string]int{}, stopping: make(chan struct{}), ageTimer: newTimer}
 	for _, s := range services {
 		if s.Conn == nil {
 			continue

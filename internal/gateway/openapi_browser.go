@@ -144,7 +144,7 @@ func documentBrowserRoutes(paths map[string]any) {
 		map[string]any{"name": lastEventIDParam, "in": "query", "type": "string", "description": "Last-Event-ID as a query parameter, for clients that cannot set headers."},
 	}
 	stream := func(events string) map[string]any {
-		return response("A text/event-stream of "+events+" A comment line every --sse-heartbeat keeps it open. Errors before the stream starts are ordinary JSON errors with the REST status; later ones are a problem event.", nil)
+		return response("A text/event-stream of "+events+" A comment line every --sse-heartbeat keeps it open; after --sse-max-age the server ends it with a retry hint and a comment, and EventSource reconnects with Last-Event-ID, losing nothing. Errors before the stream starts are ordinary JSON errors with the REST status; later ones are a problem event.", nil)
 	}
 	eventErrors := "\n\nErrors: 400 for an unknown or malformed query parameter or Last-Event-ID, 401 without credentials, 429 when too many event streams are open (--sse-max-streams, --sse-max-streams-per-user)."
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -64,6 +65,9 @@ const (
 	// replica's clock ahead of this one); a later time, which no server sent, is brought back to it.
 	resumeSkew = time.Hour
 )
+
+// streamAgeComment is the comment of the block that ends a stream at its age limit.
+const streamAgeComment = "the stream reached its maximum age: reconnect with Last-Event-ID"
 
 // event is one message for the browser, or the upstream's end (err, io.EOF for a clean end).
 type event struct {
@@ -273,8 +277,9 @@ func knownField(md protoreflect.MessageDescriptor, path string) bool {
 
 // stream runs one event stream: it opens the upstreams with the caller's forwarded identity, answers
 // errors they report before their first message with the REST status, then relays their messages as
-// events until the browser goes away, an upstream ends, a write stalls, or the gateway shuts down. Every
-// way out cancels the upstream calls and waits for the goroutines reading them.
+// events until the browser goes away, an upstream ends, a write stalls, the stream reaches its age limit
+// (streamAge), or the gateway shuts down. Every way out cancels the upstream calls and waits for the
+// goroutines reading them.
 func (b *browser) stream(w http.ResponseWriter, r *http.Request, ids eventIDs, open string,
 	dial func(context.Context) ([]upstream, error), rpc, route string) {
 	if !b.acquire("") {
@@ -351,8 +356,16 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, ids eventIDs, o
 	}
 	heartbeat := time.NewTicker(b.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	aged, stopAge := b.ageTimer(b.streamAge())
+	defer stopAge()
 	for {
 		select {
+		case <-aged:
+			// A browser that reads reconnects after retry with Last-Event-ID and loses nothing; one that
+			// stopped reading no longer holds the slots (a quiet stream never fills its socket buffers,
+			// so no write would time out).
+			_ = sw.end(b.cfg.Retry)
+			return
 		case <-ctx.Done():
 			return // the browser went away
 		case <-b.stopping:
@@ -374,6 +387,14 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, ids eventIDs, o
 			}
 		}
 	}
+}
+
+// streamAge is how long one event stream may last: MaxEventStreamAge less a random 0-10 %, so that the
+// streams of a dashboard reloaded everywhere at once (or of a gateway restart) do not all reconnect at
+// the same moment again.
+func (b *browser) streamAge() time.Duration {
+	age := b.cfg.MaxEventStreamAge
+	return age - rand.N(age/10+1)
 }
 
 // established waits until every upstream has accepted the call, so that a refused call (authentication,
@@ -521,6 +542,13 @@ func (s *eventWriter) start(retry time.Duration, open string) error {
 	if open != "" {
 		s.frame(eventOpen, []byte(open))
 	}
+	return s.flush()
+}
+
+// end writes the last block of a stream that the server ends on purpose, for the browser to reconnect:
+// the retry hint again and a comment saying why.
+func (s *eventWriter) end(retry time.Duration) error {
+	fmt.Fprintf(&s.buf, "retry: %d\n: %s\n\n", retry.Milliseconds(), streamAgeComment)
 	return s.flush()
 }
 

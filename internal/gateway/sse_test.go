@@ -1,10 +1,13 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -722,5 +726,111 @@ func TestUpstreamFailure(t *testing.T) {
 			}
 			waitDone(t, call.done, "upstream failed")
 		})
+	}
+}
+
+// rawEventStream opens GET /v1/events as user sub on a raw TCP connection with a small receive buffer
+// and returns the connection, from which the test reads nothing until it chooses to: a browser tab that
+// stopped reading.
+func rawEventStream(t *testing.T, s *eventStack, sub string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", s.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	if err := conn.(*net.TCPConn).SetReadBuffer(1024); err != nil {
+		t.Fatalf("SetReadBuffer: %v", err)
+	}
+	if _, err := fmt.Fprintf(conn, "GET /v1/events HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer %s\r\n\r\n", token(sub)); err != nil {
+		t.Fatalf("write request: %v", err)
+	}
+	return conn
+}
+
+// TestStreamAgeFreesTheSlotOfABrowserThatStoppedReading: on a quiet account a browser that stopped
+// reading is sent nothing that could fill its socket buffers, so no write times out; the streams' age
+// limit ends its stream all the same, which cancels the upstream call and frees the user's slot (a fifth
+// stream, refused before, opens), and the end is clean: the retry hint and a comment, then the end of the
+// response, which a browser reading again finds.
+func TestStreamAgeFreesTheSlotOfABrowserThatStoppedReading(t *testing.T) {
+	const perUser = 4
+	s := startEvents(t, newFakeDispatch(), gateway.Config{Browser: gateway.BrowserConfig{
+		MaxEventStreamsPerUser: perUser, MaxEventStreamAge: time.Hour,
+		// Neither a heartbeat nor a write timeout ends a stream during the test.
+		Heartbeat: time.Hour, EventWriteTimeout: time.Hour,
+	}})
+	aged := make(chan time.Time) // closed: every stream is at its age limit
+	limits := make(chan time.Duration, 16)
+	gateway.SetStreamAgeTimer(s.gw, func(d time.Duration) (<-chan time.Time, func() bool) {
+		limits <- d
+		return aged, func() bool { return true }
+	})
+	var conns []net.Conn
+	var calls []watchCall
+	for range perUser {
+		conns = append(conns, rawEventStream(t, s, "u1"))
+		calls = append(calls, nextCall(t, s.fake))
+		select {
+		case d := <-limits: // the stream holds its slot and waits for its age limit
+			if d <= 54*time.Minute || d > time.Hour {
+				t.Errorf("age limit %v, want MaxEventStreamAge less at most 10 %%: (54m, 1h]", d)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the stream did not start its age timer within 10s")
+		}
+	}
+	resp, body := do(t, s.srv, http.MethodGet, "/v1/events", nil, bearer("u1"))
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fifth stream while four are open: %d %s, want 429", resp.StatusCode, body)
+	}
+	nextCall(t, s.fake) // the refused call was opened, then cancelled
+
+	close(aged)
+	for _, c := range calls {
+		waitDone(t, c.done, "stream at its age limit")
+	}
+	wantEnd := sseEvent{Retry: "3000", Comment: "the stream reached its maximum age: reconnect with Last-Event-ID"}
+	// The slots are released once the handlers have returned, just after the upstream calls ended.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, body := do(t, s.srv, http.MethodGet, "/v1/events", nil, bearer("u1"))
+		nextCall(t, s.fake)
+		if resp.StatusCode == http.StatusOK {
+			// The fifth stream's age limit is over at once too: its whole body is there.
+			if want := "\n\nretry: 3000\n: " + wantEnd.Comment + "\n\n"; !strings.HasSuffix(string(body), want) {
+				t.Errorf("fifth stream's body %q, want it to end with %q", body, want)
+			}
+			break
+		}
+		if resp.StatusCode != http.StatusTooManyRequests || time.Now().After(deadline) {
+			t.Fatalf("fifth stream after the age limit: %d %s, want 200 once a slot is released", resp.StatusCode, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// The browser reads again: its stream ended cleanly.
+	resp, err := http.ReadResponse(bufio.NewReader(conns[0]), nil)
+	if err != nil {
+		t.Fatalf("read the stalled stream's response: %v", err)
+	}
+	wantStreamHeaders(t, resp)
+	r := ssetest.NewReader(t, resp.Body, func() { _ = conns[0].Close() }, 10*time.Second)
+	var got []sseEvent
+	for range 5 {
+		got = append(got, r.Next())
+	}
+	want := []sseEvent{
+		{Retry: "3000"},
+		{ID: "0.1796072400000", Event: "open", Data: `{"resumed":false}`},
+		{ID: "1.1796072400000", Event: "task"},
+		{ID: "2.1796072400000", Event: "snapshotComplete"},
+		wantEnd,
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(sseEvent{}, "Data")); diff != "" {
+		t.Errorf("the stalled stream (-want +got):\n%s", diff)
+	}
+	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("after the last block: read %v, want EOF (the response ended)", err)
 	}
 }
