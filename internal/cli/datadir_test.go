@@ -20,6 +20,7 @@ type running struct {
 	Endpoints
 	cancel context.CancelFunc
 	done   chan error
+	logs   *logtest.Buffer // what the command wrote to standard error
 }
 
 // startServe runs `lastmile serve args...` (route only, without TLS, on free loopback ports unless args
@@ -32,6 +33,7 @@ func startServe(t *testing.T, env map[string]string, args ...string) *running {
 	full := append([]string{"lastmile", "serve", "--target", "route", "--insecure",
 		"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, args...)
 	logs := &logtest.Buffer{}
+	r.logs = logs
 	go func() {
 		r.done <- Run(ctx, full, Env{Getenv: envOf(env), Stderr: logs, Ready: func(e Endpoints) { ready <- e }})
 	}()

@@ -242,7 +242,7 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	store.SetNudge(feed.Nudge)
 
 	var svc *dispatch.Service
-	jopts.Logger = p.logger.With("service", "dispatch", "component", "jobs")
+	jopts.Logger = p.logger.With("module", "dispatch", "component", "jobs")
 	// Failed claims and releases are snoozed, retried within a minute however long courier was down.
 	jopts.RetryPolicy = jobargs.RetryPolicy{}
 	jopts.Workers = jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) }, jobargs.RetryPolicy{}, jopts.Logger)

@@ -181,7 +181,7 @@ func migrateJobsPostgres(ctx context.Context, pool *pgxpool.Pool, name string) e
 // on SQLite the process's own nudges and the poll suffice.
 func (p *process) eventLog(name string, h dbHandle) (*eventlog.Log, error) {
 	opts := eventlog.Options{
-		Logger:    p.logger.With("service", name, "component", "eventlog"),
+		Logger:    p.logger.With("module", name, "component", "eventlog"),
 		Retention: eventlog.Retention{MaxAge: p.cfg.Database.EventRetention, MaxCount: p.cfg.Database.EventMaxCount},
 	}
 	var src *sqllog.Source

@@ -189,7 +189,7 @@ func New(ctx context.Context, cfg Config, services []Service) (*Gateway, error) 
 
 	for _, s := range services {
 		if s.Conn == nil {
-			g.log.Info("gateway: service not configured, its routes are not served", "service", s.Name)
+			g.log.Info("gateway: service not configured, its routes are not served", "grpc_service", s.Name)
 			continue
 		}
 		if err := s.Register(ctx, g.mux, maskConn{s.Conn}); err != nil {

@@ -71,7 +71,7 @@ func (m Migrations) provider(d goose.Dialect, db *sql.DB, table string) (*goose.
 	p, err := goose.NewProvider(d, db, m.FS,
 		goose.WithTableName(table),
 		goose.WithDisableGlobalRegistry(true),
-		goose.WithSlog(logger.With("service", m.Service)),
+		goose.WithSlog(logger.With("module", m.Service)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("load migrations %s: %w", m.Service, err)

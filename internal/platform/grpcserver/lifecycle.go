@@ -101,9 +101,9 @@ func (r *readiness) poll(ctx context.Context, checks []readinessCheck) {
 		st := healthpb.HealthCheckResponse_SERVING
 		if now != nil {
 			st = healthpb.HealthCheckResponse_NOT_SERVING
-			r.s.logger.Warn("gRPC service not ready", "service", name, "error", now.Error())
+			r.s.logger.Warn("gRPC service not ready", "grpc_service", name, "error", now.Error())
 		} else if !first {
-			r.s.logger.Info("gRPC service ready", "service", name)
+			r.s.logger.Info("gRPC service ready", "grpc_service", name)
 		}
 		r.s.health.SetServingStatus(name, st)
 	}

@@ -25,6 +25,7 @@ import (
 
 	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/grpcserver"
+	"lastmile/internal/platform/telemetry"
 	"lastmile/internal/platform/tlsutil"
 )
 
@@ -476,6 +477,8 @@ func TestReadinessPerService(t *testing.T) {
 			policyFor(&testgrpc.ReconnectService_ServiceDesc, auth.Public(), nil)),
 		ReadinessInterval: 5 * time.Millisecond,
 	}
+	logs := &syncBuffer{}
+	cfg.Logger = telemetry.NewLogger(logs, telemetry.LogOptions{Service: "lastmile"})
 	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) {
 		testgrpc.RegisterTestServiceServer(s, &testService{})
 		testgrpc.RegisterReconnectServiceServer(s, reconnectService{})
@@ -521,6 +524,18 @@ func TestReadinessPerService(t *testing.T) {
 	})
 	if err := srv.Ready(t.Context()); err != nil {
 		t.Errorf("Ready() after recovery = %v, want nil", err)
+	}
+	// Each transition is logged once, naming the gRPC service under its own key beside the process's
+	// "service" (a second "service" key would hide the process's from log tools).
+	for msg, level := range map[string]string{"gRPC service not ready": "WARN", "gRPC service ready": "INFO"} {
+		recs := logs.records(t, msg)
+		if len(recs) != 1 {
+			t.Errorf("%d %q lines, want 1; logs:\n%s", len(recs), msg, logs)
+			continue
+		}
+		if got := recs[0]; got["level"] != level || got["service"] != "lastmile" || got["grpc_service"] != "grpc.testing.TestService" {
+			t.Errorf("%q line = %v, want level %s, service lastmile, grpc_service grpc.testing.TestService", msg, got, level)
+		}
 	}
 }
 
