@@ -400,6 +400,9 @@ func (c *CourierSession) nextDelivery(ctx context.Context) (Outbound, bool, erro
 // followed since (see nextDelivery: every change that closes an offer or concerns the courier appends a
 // delivery, which wakes the session); ok is false when the delivery is skipped (see Outbound).
 func (c *CourierSession) resolve(d DeliveryWithTask) (Outbound, bool) {
+	if d.Superseded {
+		return Outbound{}, false // an offer no longer open, whose task the store did not read
+	}
 	if !d.Found {
 		c.s.logger.Warn("courier delivery of a missing task skipped", "courier", c.courierID, "cursor", d.Cursor, "task", d.TaskID)
 		return Outbound{}, false

@@ -53,3 +53,34 @@ func benchSessionCycle(b *testing.B, accept bool) {
 	}
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
+
+// BenchmarkSessionReplayNeverAcked measures what a courier app that never acknowledges costs per
+// reconnect on SQLite: the courier's log holds 3,000 offers that expired unanswered (6,000 deliveries,
+// an offer and its offer_closed each; written before the loop), and per iteration a new session opens
+// and replays them all (3,000 offer_closed: the closed offers' own deliveries are skipped), then closes.
+// 3,000 tasks are more than the store's cache of decoded task documents holds, as in a real backlog
+// (48 h of offers every 22 s: 7,850).
+func BenchmarkSessionReplayNeverAcked(b *testing.B) {
+	const offers = 3000
+	f := newSessionFixture(b, dispatch.Options{})
+	for n := 1; n <= offers; n++ {
+		f.newTask(b, n, 1)
+		f.offer(b, sessTaskID(n), n, 1)
+		f.expire(b, sessTaskID(n))
+	}
+	ctx := sessCtx(b)
+	b.ReportAllocs()
+	var cpu time.Duration
+	for b.Loop() {
+		start := cputime.Process()
+		s := sessOpen(b, f.svc, 1, dispatch.Hello{})
+		for range offers {
+			if out, err := s.Next(ctx); err != nil || out.OfferClosed == nil {
+				b.Fatalf("Next() = %+v, %v; want an offer_closed", out, err)
+			}
+		}
+		s.Close()
+		cpu += cputime.Process() - start
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+}

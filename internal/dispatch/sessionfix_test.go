@@ -240,7 +240,7 @@ func (f *sessionFixture) offer(t testing.TB, id string, offerN, courier int) int
 }
 
 // expire expires task id's open offer, back to PENDING, with an offer_closed delivery.
-func (f *sessionFixture) expire(t *testing.T, id string) int64 {
+func (f *sessionFixture) expire(t testing.TB, id string) int64 {
 	t.Helper()
 	var courier string
 	f.update(t, id, func(task *dispatch.Task) []dispatch.Delivery {

@@ -74,6 +74,9 @@ type DeliveryWithTask struct {
 	// Task is the task as read with the delivery; Found is false (and Task zero) when there is none.
 	Task  Task
 	Found bool
+	// Superseded is set (Found false, Task zero) on an offer delivery whose task exists but is not
+	// offered to the delivery's courier now: its offer is no longer open, so the task was not read.
+	Superseded bool
 }
 
 // CommandError is a command's business failure, answered in the session and stored as its final outcome.
@@ -275,7 +278,9 @@ type Store interface {
 	// was replaced or closed.
 	BeatSessions(ctx context.Context, sessions []SessionRef, at time.Time) (map[SessionRef]int64, error)
 	// DeliveriesWithTasks is Deliveries with, for each delivery, the task it names as read in the same
-	// statement.
+	// statement; the task of an offer delivery only while the task is offered to the delivery's courier
+	// (otherwise the delivery is Superseded), so that a courier's replay does not read and decode, for
+	// each offer that closed meanwhile, a task it will not send.
 	DeliveriesWithTasks(ctx context.Context, courierID string, after int64, limit int) ([]DeliveryWithTask, error)
 	// Connected returns which of courierIDs hold an open session with a heartbeat after since.
 	Connected(ctx context.Context, courierIDs []string, since time.Time) (map[string]bool, error)

@@ -75,7 +75,9 @@ func (s *Store) Deliveries(ctx context.Context, courierID string, after int64, l
 }
 
 // DeliveriesWithTasks implements dispatch.Store: the deliveries left-joined with their tasks, each task
-// read as scanTask reads it. A limit above MaxLimit is lowered to it; a limit below 1 is Invalid.
+// read as scanTask reads it. The doc of an offer delivery's task is left unread (NULL) unless the task is
+// offered to the delivery's courier (offer_courier_id, set while its current offer is open): such a
+// delivery is Superseded. A limit above MaxLimit is lowered to it; a limit below 1 is Invalid.
 func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after int64, limit int) ([]dispatch.DeliveryWithTask, error) {
 	limit, err := database.RowLimit(limit, MaxLimit)
 	if err != nil {
@@ -83,7 +85,8 @@ func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after
 	}
 	rows, err := s.read.QueryContext(ctx, `
 		SELECT d.courier_id, d.cursor, d.kind, d.task_id, d.offer_id, d.reason, d.create_time,
-			t.version, t.due_time, t.doc
+			t.version, t.due_time,
+			CASE WHEN d.kind <> 'offer' OR t.offer_courier_id = d.courier_id THEN t.doc END
 		FROM deliveries d LEFT JOIN tasks t ON t.id = d.task_id
 		WHERE d.courier_id = $1 AND d.cursor > $2 ORDER BY d.cursor LIMIT $3`, courierID, after, limit)
 	if err != nil {
@@ -101,6 +104,10 @@ func (s *Store) DeliveriesWithTasks(ctx context.Context, courierID string, after
 			&version, database.ScanTime(&due), &doc)
 		if err != nil || !version.Valid {
 			return dt, err
+		}
+		if doc == nil {
+			dt.Superseded = true
+			return dt, nil
 		}
 		dt.Task, err = s.taskOf(version.Int64, due, doc)
 		dt.Found = err == nil

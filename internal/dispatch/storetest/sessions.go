@@ -436,4 +436,38 @@ func testDeliveriesWithTasks(t *testing.T, s *sqlstore.Store) {
 	}
 	_, err = s.DeliveriesWithTasks(ctx, courierID(1), 0, 0)
 	wantCode(t, "DeliveriesWithTasks(limit 0)", err, apperr.Invalid)
+
+	// Courier 1's offer expires and the task is offered to courier 2: courier 1's offer delivery is
+	// superseded (its task not read), courier 2's comes with the task.
+	if _, err := s.UpdateTask(ctx, taskID(1), func(cur dispatch.Task) (dispatch.Change, error) {
+		cur.Offers[0].State, cur.Offers[0].AnswerTime, cur.State = dispatch.OfferExpired, at(4), dispatch.StatePending
+		cur = offer(cur, 2, 2, 4)
+		return dispatch.Change{Task: cur, Deliveries: []dispatch.Delivery{
+			{CourierID: courierID(1), Kind: dispatch.DeliveryOfferClosed, TaskID: cur.ID, OfferID: offerID(1), CreateTime: at(4)},
+			{CourierID: courierID(2), Kind: dispatch.DeliveryOffer, TaskID: cur.ID, OfferID: offerID(2), CreateTime: at(4)},
+		}}, nil
+	}); err != nil {
+		t.Fatalf("UpdateTask(task 1, offered to courier 2): %v", err)
+	}
+	if task[taskID(1)], err = s.GetTask(ctx, taskID(1)); err != nil {
+		t.Fatalf("GetTask: %v", err)
+	}
+	plain, err = s.Deliveries(ctx, courierID(1), 0, 10)
+	if err != nil || len(plain) != 4 {
+		t.Fatalf("Deliveries = %v, %v, want 4", plain, err)
+	}
+	want = []dispatch.DeliveryWithTask{
+		{Delivery: plain[0], Superseded: true},
+		{Delivery: plain[1]},
+		{Delivery: plain[2], Task: task[taskID(2)], Found: true},
+		{Delivery: plain[3], Task: task[taskID(1)], Found: true},
+	}
+	got, err = s.DeliveriesWithTasks(ctx, courierID(1), 0, 10)
+	if diff := cmp.Diff(want, got, cmpOpts...); err != nil || diff != "" {
+		t.Errorf("DeliveriesWithTasks after the offer closed: error %v (-want +got):\n%s", err, diff)
+	}
+	other, err = s.DeliveriesWithTasks(ctx, courierID(2), 0, 10)
+	if err != nil || len(other) != 2 || !other[1].Found || other[1].Superseded || other[1].Kind != dispatch.DeliveryOffer || other[1].Task.Version != task[taskID(1)].Version {
+		t.Errorf("DeliveriesWithTasks(courier 2) = %+v, %v, want its open offer's delivery with task 1", other, err)
+	}
 }
