@@ -67,6 +67,8 @@ type chain struct {
 	limiter   *rateLimiter // nil when rate limiting is off
 	streams   *streamLimiter
 	validator protovalidate.Validator
+	// stopping is closed when the server's shutdown starts (Server.stopping); nil in tests of the chain.
+	stopping <-chan struct{}
 }
 
 // stage is one link of the chain, in its unary and its streaming form. Keeping both forms side by side
@@ -243,6 +245,11 @@ func (c *chain) logCall(ctx context.Context, method string, next func(context.Co
 	err := next(context.WithValue(ctx, callStateKey{}, st))
 	code := status.Code(err)
 	level := logLevel(method, code)
+	if code == codes.Unavailable && c.isStopping() {
+		// The stopping server ended the call itself (its services tell their streams to reconnect,
+		// which clients do, to another replica or once this one is back): expected, not trouble.
+		level = slog.LevelInfo
+	}
 	if !c.logger.Enabled(ctx, level) {
 		return err
 	}
@@ -276,6 +283,16 @@ func peerString(a net.Addr) string {
 		}
 	}
 	return a.String()
+}
+
+// isStopping reports whether the server's shutdown has started.
+func (c *chain) isStopping() bool {
+	select {
+	case <-c.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // logLevel logs failures of the server itself as errors, trouble with dependencies or load as warnings,

@@ -343,6 +343,7 @@ func New(cfg Config) (*Server, error) {
 		streams:   streams,
 		validator: validator,
 		tracker:   cfg.Subjects,
+		stopping:  s.stopping,
 	}
 	unary, stream := c.interceptors(cfg.Ablation, cfg.observe)
 	// Outside the chain: every call the server accepted counts as open until it returns, so that a

@@ -229,6 +229,61 @@ func TestShutdownCutsOffStuckCalls(t *testing.T) {
 	}
 }
 
+// TestUnavailableFromAStoppingServerIsInformation checks the level of a call's log line when it ends with
+// UNAVAILABLE: a warning while the server serves (a dependency or the load is in trouble), information once
+// its shutdown started, when the server's own hooks end the calls and streams that tell clients to
+// reconnect, which is expected and would otherwise be the one warning of every clean stop.
+func TestUnavailableFromAStoppingServerIsInformation(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	svc := &testService{unary: func(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		if req.GetResponseSize() == 0 {
+			return nil, status.Error(codes.Unavailable, "test dependency unreachable")
+		}
+		close(started)
+		<-release
+		return nil, status.Error(codes.Unavailable, "test service is shutting down; reconnect")
+	}}
+	logger, logs := testLogger()
+	cfg := grpcserver.Config{
+		Policy:          policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		ShutdownTimeout: testTimeout,
+		Logger:          logger,
+	}
+	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
+	srv.OnShutdown(func() { close(release) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+
+	client := testgrpc.NewTestServiceClient(conn)
+	if _, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("UnaryCall while serving = %v, want Unavailable", err)
+	}
+	called := make(chan error, 1)
+	go func() {
+		_, err := client.UnaryCall(callCtx(t), &testgrpc.SimpleRequest{ResponseSize: 1})
+		called <- err
+	}()
+	receive(t, "the call to start", started)
+	cancel()
+	if err := receive(t, "the call the shutdown ends", called); status.Code(err) != codes.Unavailable {
+		t.Errorf("UnaryCall ended by the shutdown = %v, want Unavailable", err)
+	}
+	if err := receive(t, "Serve to return", served); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
+	}
+	var got []string
+	for _, rec := range logs.records(t, "gRPC call") {
+		if rec["method"] == unaryCall {
+			got = append(got, fmt.Sprint(rec["level"], " ", rec["code"]))
+		}
+	}
+	if want := []string{"WARN Unavailable", "INFO Unavailable"}; !slices.Equal(got, want) {
+		t.Errorf("UnaryCall log lines = %q, want %q (serving, then stopping)", got, want)
+	}
+}
+
 func TestServeRequiresCompletePolicy(t *testing.T) {
 	cfg := grpcserver.Config{Policy: auth.Policy{emptyCall: auth.Public()}}
 	srv, _ := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, &testService{}) })
