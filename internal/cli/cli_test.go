@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,5 +188,43 @@ func TestServeRefusesTargetsWithNothingToServe(t *testing.T) {
 	if _, err := parseServe([]string{"--simulator-addr", "localhost:9090"}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}}); err == nil ||
 		!strings.Contains(err.Error(), "flag provided but not defined: -simulator-addr") {
 		t.Errorf("parseServe(--simulator-addr) = %v, want an undefined flag: peers come from the registry", err)
+	}
+}
+
+// TestServeSaysWhatToDoAboutATakenAddress: a listener's address that another process holds (a demo left
+// running, most often) fails the start (exit 1) with the part and the address named once, and the flag
+// that chooses another.
+func TestServeSaysWhatToDoAboutATakenAddress(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	for _, tt := range []struct{ flag, part string }{
+		{"--grpc-addr", "grpc server"},
+		{"--http-addr", "gateway"},
+		{"--admin-addr", "admin"},
+	} {
+		t.Run(tt.flag, func(t *testing.T) {
+			addrs := map[string]string{"--grpc-addr": "127.0.0.1:0", "--http-addr": "127.0.0.1:0", "--admin-addr": "127.0.0.1:0"}
+			addrs[tt.flag] = addr
+			args := []string{"lastmile", "serve", "--target", "route,gateway", "--insecure", "--data-dir", t.TempDir()}
+			for f, a := range addrs {
+				args = append(args, f, a)
+			}
+			err := Run(context.Background(), args, Env{Getenv: envOf(nil), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+			if !errors.Is(err, syscall.EADDRINUSE) {
+				t.Fatalf("serve %s %s (taken) = %v, want EADDRINUSE", tt.flag, addr, err)
+			}
+			prefix := tt.part + ": listen on " + addr + ": "
+			suffix := " (another lastmile serve or demo?): stop that process, or choose another " + tt.flag
+			if msg := err.Error(); !strings.HasPrefix(msg, prefix) || !strings.HasSuffix(msg, suffix) || strings.Count(msg, tt.part+":") != 1 {
+				t.Errorf("serve %s on a taken address = %q, want %q…%q", tt.flag, msg, prefix, suffix)
+			}
+			if got := ExitCode(err); got != 1 {
+				t.Errorf("ExitCode = %d, want 1", got)
+			}
+		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -349,7 +350,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 			TracerProvider:    tp,
 		})
 		if err != nil {
-			return err // "grpc server: …"
+			return addrTaken(err, "--grpc-addr") // "grpc server: …"
 		}
 		p.cleanups = append(p.cleanups, func() { _ = srv.Close() })
 		ends.GRPC = srv.Addr().String()
@@ -377,7 +378,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 
 	adm, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Registry: registry, Logger: logger, Ready: p.readyFunc(srv), Pprof: cfg.AdminPprof})
 	if err != nil {
-		return fmt.Errorf("admin server: %w", err)
+		return addrTaken(err, "--admin-addr") // "admin: …"
 	}
 	ends.Admin = adm.Addr().String()
 
@@ -589,6 +590,15 @@ func (p *process) dialService(full, as string) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// addrTaken says what to do about a listener's address that another process holds, most often another
+// lastmile (a demo left running while serve starts, say); other errors are returned as they are.
+func addrTaken(err error, flag string) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w (another lastmile serve or demo?): stop that process, or choose another %s", err, flag)
+	}
+	return err
+}
+
 // newGateway builds the REST gateway over a connection to each service with REST routes that it can reach.
 // A service hosted by this process's gRPC server srv (nil when it hosts none) is called in process
 // (grpcserver.Server.InProcess): the same interceptor chain, with the gateway's identity as the peer, but
@@ -629,7 +639,7 @@ func (p *process) newGateway(ctx context.Context, srv *grpcserver.Server) (*gate
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if err := gw.Listen(ctx); err != nil {
-		return nil, err
+		return nil, addrTaken(err, "--http-addr") // "gateway: …"
 	}
 	p.cleanups = append(p.cleanups, func() { _ = gw.Close() })
 	return gw, nil

@@ -279,7 +279,7 @@ func (g *Gateway) Listen(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", g.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("gateway: listen %s: %w", g.cfg.Addr, err)
+		return fmt.Errorf("gateway: listen on %s: %w", g.cfg.Addr, err)
 	}
 	g.ln = ln
 	return nil
