@@ -13,7 +13,7 @@ func runCerts(args []string, env Env) (err error) {
 localhost plus --tls-hosts, and one client certificate per service identity (spiffe://lastmile/<service>).
 Existing certificates that are still valid for more than 30 days are kept. serve does this on first start.
 It takes the data directory's lock, so it refuses to run while serve uses the directory (serve reads the
-certificates only at startup: stop it, run certs, start it again).`, env.Stderr)
+certificates only at startup: stop it, run certs, start it again).`, env.Stdout)
 	var dataDir string
 	hosts := listFlag{}
 	fs.StringVar(&dataDir, "data-dir", "./lastmile-data", "state directory")

@@ -117,7 +117,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 }
 
 func runVersion(args []string, env Env) error {
-	fs := newFlagSet("version", "Print the version, commit and Go version.", env.Stderr)
+	fs := newFlagSet("version", "Print the version, commit and Go version.", env.Stdout)
 	if err := fs.parse(args, env.Getenv); err != nil {
 		return err
 	}

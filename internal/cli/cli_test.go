@@ -121,8 +121,39 @@ func TestRunCommands(t *testing.T) {
 	if err := Run(context.Background(), []string{"lastmile", "serve", "--help"}, env); err != nil {
 		t.Errorf("serve --help: %v, want nil", err)
 	}
-	if !strings.Contains(errOut.String(), "env LASTMILE_GRPC_ADDR, default :9090") {
-		t.Errorf("serve --help does not document LASTMILE_GRPC_ADDR:\n%s", errOut.String())
+	if !strings.Contains(out.String(), "env LASTMILE_GRPC_ADDR, default :9090") {
+		t.Errorf("serve --help does not document LASTMILE_GRPC_ADDR on standard output:\n%s", out.String())
+	}
+}
+
+// TestHelpAndFlagErrors: --help writes the usage to standard output (`lastmile serve --help | less`), and
+// exits 0; a flag that does not parse is a usage error (exit 2) naming it and where the flags are listed,
+// without printing the usage, which pushed the error out of sight.
+func TestHelpAndFlagErrors(t *testing.T) {
+	for _, cmd := range []string{"serve", "demo", "simulate", "certs", "migrate", "version"} {
+		t.Run(cmd, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			env := Env{Getenv: envOf(nil), Stdout: &out, Stderr: &errOut}
+			if err := Run(context.Background(), []string{"lastmile", cmd, "--help"}, env); err != nil {
+				t.Errorf("%s --help = %v, want nil", cmd, err)
+			}
+			if !strings.HasPrefix(out.String(), "Usage: lastmile "+cmd+" [flags]\n") || errOut.Len() != 0 {
+				t.Errorf("%s --help wrote %q to standard output and %q to standard error; want the usage on standard output only", cmd, out.String(), errOut.String())
+			}
+			if got := strings.Contains(out.String(), "Flags ("); got != (cmd != "version") {
+				t.Errorf("%s --help lists flags: %v, want %v (version has none):\n%s", cmd, got, cmd != "version", out.String())
+			}
+
+			out.Reset()
+			err := Run(context.Background(), []string{"lastmile", cmd, "--nope"}, env)
+			want := "flag provided but not defined: -nope ('lastmile " + cmd + " --help' lists the flags)"
+			if err == nil || err.Error() != want || ExitCode(err) != 2 {
+				t.Errorf("%s --nope = %v (exit %d), want %q (exit 2)", cmd, err, ExitCode(err), want)
+			}
+			if out.Len() != 0 || errOut.Len() != 0 {
+				t.Errorf("%s --nope wrote %q and %q, want nothing (the error says it all)", cmd, out.String(), errOut.String())
+			}
+		})
 	}
 }
 

@@ -176,7 +176,7 @@ func getStatus(t *testing.T, url string) int {
 // and that pprof is opt-in.
 func TestServeHelpExplainsAdminExposure(t *testing.T) {
 	var out bytes.Buffer
-	if err := Run(context.Background(), []string{"lastmile", "serve", "--help"}, Env{Stderr: &out}); err != nil {
+	if err := Run(context.Background(), []string{"lastmile", "serve", "--help"}, Env{Stdout: &out}); err != nil {
 		t.Fatalf("serve --help: %v", err)
 	}
 	for _, want := range []string{

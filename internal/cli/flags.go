@@ -15,26 +15,40 @@ import (
 // over the default.
 type flagSet struct {
 	*flag.FlagSet
-	cmd string
+	cmd     string
+	summary string
+	help    io.Writer
 }
 
-func newFlagSet(cmd, summary string, out io.Writer) *flagSet {
-	fs := &flagSet{FlagSet: flag.NewFlagSet(cmd, flag.ContinueOnError), cmd: cmd}
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: lastmile %s [flags]\n\n%s\n\nFlags (each also read from the environment variable shown):\n", cmd, summary)
-		var lines []string
-		fs.VisitAll(func(f *flag.Flag) {
-			def := f.DefValue
-			if def == "" {
-				def = `""`
-			}
-			lines = append(lines, fmt.Sprintf("  --%-22s %s\n        env %s, default %s\n", f.Name, f.Usage, envName(f.Name), def))
-		})
-		sort.Strings(lines)
-		fmt.Fprint(out, strings.Join(lines, ""))
+// newFlagSet returns the flags of command cmd. --help writes its usage to help (standard output, where a
+// user asked for it: `lastmile serve --help | less`); a flag that does not parse is an error naming it,
+// without the usage, which would push the error out of sight.
+func newFlagSet(cmd, summary string, help io.Writer) *flagSet {
+	if help == nil {
+		help = io.Discard
 	}
+	fs := &flagSet{FlagSet: flag.NewFlagSet(cmd, flag.ContinueOnError), cmd: cmd, summary: summary, help: help}
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	return fs
+}
+
+// usage writes the command's summary and its flags, each with its environment variable and default.
+func (fs *flagSet) usage(out io.Writer) {
+	fmt.Fprintf(out, "Usage: lastmile %s [flags]\n\n%s\n", fs.cmd, fs.summary)
+	var lines []string
+	fs.VisitAll(func(f *flag.Flag) {
+		def := f.DefValue
+		if def == "" {
+			def = `""`
+		}
+		lines = append(lines, fmt.Sprintf("  --%-22s %s\n        env %s, default %s\n", f.Name, f.Usage, envName(f.Name), def))
+	})
+	if len(lines) == 0 {
+		return
+	}
+	sort.Strings(lines)
+	fmt.Fprintf(out, "\nFlags (each also read from the environment variable shown):\n%s", strings.Join(lines, ""))
 }
 
 // envName returns the environment variable for a flag name: grpc-addr -> LASTMILE_GRPC_ADDR.
@@ -46,12 +60,13 @@ func envName(flagName string) string {
 func (fs *flagSet) parse(args []string, getenv func(string) string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.usage(fs.help)
 			return errHelp
 		}
-		return usageError{err}
+		return usageError{fmt.Errorf("%w ('lastmile %s --help' lists the flags)", err, fs.cmd)}
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("%s: unexpected argument %q", fs.cmd, fs.Arg(0))}
+		return usageError{fmt.Errorf("%s: unexpected argument %q ('lastmile %s --help' lists the flags)", fs.cmd, fs.Arg(0), fs.cmd)}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

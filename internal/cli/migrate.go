@@ -20,7 +20,7 @@ func runMigrate(ctx context.Context, args []string, env Env) (err error) {
 	fs := newFlagSet("migrate", `Apply the embedded database migrations of every service that owns a store: SQLite files in --data-dir,
 or one schema per service in PostgreSQL with --database-url. Safe to run repeatedly; with PostgreSQL also
 concurrently. With SQLite it takes the data directory's lock, so it refuses to run while serve (or another
-migrate) uses the directory: stop serve first, or let serve migrate at startup.`, env.Stderr)
+migrate) uses the directory: stop serve first, or let serve migrate at startup.`, env.Stdout)
 	var dataDir, dbURL string
 	fs.StringVar(&dataDir, "data-dir", "./lastmile-data", "state directory (SQLite files)")
 	fs.StringVar(&dbURL, "database-url", "", "postgres://... for PostgreSQL; empty for SQLite in --data-dir")

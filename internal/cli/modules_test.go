@@ -66,7 +66,7 @@ func TestNamesComeFromTheRegistry(t *testing.T) {
 		t.Errorf("identities (-want +got):\n%s", diff)
 	}
 	var help bytes.Buffer
-	if _, err := parseServe([]string{"--help"}, Env{Getenv: envOf(nil), Stderr: &help}); err != errHelp {
+	if _, err := parseServe([]string{"--help"}, Env{Getenv: envOf(nil), Stdout: &help}); err != errHelp {
 		t.Fatalf("parseServe(--help) = %v, want errHelp", err)
 	}
 	for _, m := range moduleNames() {

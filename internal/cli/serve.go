@@ -119,7 +119,7 @@ func parseServe(args []string, env Env) (serveConfig, error) {
 // may change serve's defaults through c) before parsing.
 func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs *flagSet, c *serveConfig)) (serveConfig, error) {
 	c := serveConfig{Modules: modules(), Peers: map[string]string{}}
-	fs := newFlagSet(cmd, summary, env.Stderr)
+	fs := newFlagSet(cmd, summary, env.Stdout)
 	targets := listFlag{"all"}
 	hosts := listFlag{}
 	var level string

@@ -140,7 +140,7 @@ type simulateConfig struct {
 
 func parseSimulate(args []string, env Env) (simulateConfig, simulator.Config, error) {
 	var c simulateConfig
-	fs := newFlagSet("simulate", simulateSummary, env.Stderr)
+	fs := newFlagSet("simulate", simulateSummary, env.Stdout)
 	fs.StringVar(&c.Target, "target", "localhost:9090", "the deployment's gRPC address, host:port")
 	fs.StringVar(&c.CAFile, "ca-file", filepath.Join("lastmile-data", "tls", "ca.crt"), "CA certificate that the deployment's server certificate chains to (PEM)")
 	fs.BoolVar(&c.Insecure, "insecure", false, "connect in plaintext, to a deployment run with --insecure")
