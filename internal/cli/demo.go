@@ -45,6 +45,7 @@ func parseDemo(args []string, env Env) (serveConfig, demoConfig, error) {
 		f.Lookup("data-dir").DefValue = demoDataDir
 		_ = f.Lookup("log-level").Value.Set("warn")
 		f.Lookup("log-level").DefValue = "warn"
+		f.Lookup("admin-email").Usage = "email of the admin account the demo creates and prints at each start (its password: LASTMILE_ADMIN_PASSWORD, else generated on the first run and kept in <data-dir>/" + demoPasswordFile + ")"
 		sim.register(f, "sim-", simDefaults{couriers: 50, rate: 0.5, duration: 0, speedup: 8, radius: 3000})
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -154,5 +155,20 @@ func checkDemoTasks(ctx context.Context, t *testing.T, dataDir string, ends Endp
 		if task.GetState() == dispatchv1.TaskState_TASK_STATE_DELIVERED && (len(holders) != 1 || task.GetCourierId() == "" || !holders[task.GetCourierId()]) {
 			t.Errorf("delivered task %s: courier %q, holders %v; want the one courier who held it", task.GetId(), task.GetCourierId(), holders)
 		}
+	}
+}
+
+// TestDemoHelpSaysWhereTheAdminPasswordIsKept: the demo keeps the admin password it generated and prints
+// it at each start, which its --admin-email help says, rather than serve's "generated and printed once".
+func TestDemoHelpSaysWhereTheAdminPasswordIsKept(t *testing.T) {
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"lastmile", "demo", "--help"}, Env{Stdout: &out}); err != nil {
+		t.Fatalf("demo --help: %v", err)
+	}
+	const want = "  --admin-email            email of the admin account the demo creates and prints at each start (its password: " +
+		"LASTMILE_ADMIN_PASSWORD, else generated on the first run and kept in <data-dir>/demo-admin-password)\n" +
+		"        env LASTMILE_ADMIN_EMAIL, default admin@lastmile.local\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("demo --help lacks\n%s\ngot:\n%s", want, out.String())
 	}
 }
