@@ -36,7 +36,7 @@ certificates only at startup: stop it, run certs, start it again).`, env.Stdout)
 	fmt.Fprintf(env.Stdout, "server certificate: %s (key %s)\n", cert, key)
 	for _, svc := range ids {
 		cert, key := pki.ClientCert(svc)
-		fmt.Fprintf(env.Stdout, "%-8s identity:  %s (key %s)\n", svc, cert, key)
+		fmt.Fprintf(env.Stdout, "%-19s %s (key %s)\n", svc+" identity:", cert, key)
 	}
 	fmt.Fprintf(env.Stdout, "\nCall the API with grpcurl: grpcurl -cacert %s localhost:9090 list\n", pki.CAFile())
 	return nil

@@ -190,6 +190,16 @@ func TestCertsCommand(t *testing.T) {
 	if !strings.Contains(out.String(), filepath.Join(dir, "tls", "ca.crt")) {
 		t.Errorf("certs output does not name the CA file:\n%s", out.String())
 	}
+	// One file a line, every path in one column ("simulator identity:" is the longest label).
+	for _, want := range []string{
+		"CA certificate:     " + filepath.Join(dir, "tls", "ca.crt") + "\n",
+		"courier identity:   " + filepath.Join(dir, "tls", "courier.crt") + " (key ",
+		"simulator identity: " + filepath.Join(dir, "tls", "simulator.crt") + " (key ",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("certs output lacks %q:\n%s", want, out.String())
+		}
+	}
 }
 
 func TestServeNeedsPeerAddressForRemoteRoute(t *testing.T) {
