@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -234,7 +235,8 @@ func TestServeRefusesTargetsWithNothingToServe(t *testing.T) {
 
 // TestServeSaysWhatToDoAboutATakenAddress: a listener's address that another process holds (a demo left
 // running, most often) fails the start (exit 1) with the part and the address named once, and the flag
-// that chooses another.
+// that chooses another, before any database is created and before the first admin's password is printed
+// (for an account the next start would not print again).
 func TestServeSaysWhatToDoAboutATakenAddress(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -250,11 +252,13 @@ func TestServeSaysWhatToDoAboutATakenAddress(t *testing.T) {
 		t.Run(tt.flag, func(t *testing.T) {
 			addrs := map[string]string{"--grpc-addr": "127.0.0.1:0", "--http-addr": "127.0.0.1:0", "--admin-addr": "127.0.0.1:0"}
 			addrs[tt.flag] = addr
-			args := []string{"lastmile", "serve", "--target", "route,gateway", "--insecure", "--data-dir", t.TempDir()}
+			dir := t.TempDir()
+			args := []string{"lastmile", "serve", "--insecure", "--data-dir", dir}
 			for f, a := range addrs {
 				args = append(args, f, a)
 			}
-			err := Run(context.Background(), args, Env{Getenv: envOf(nil), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+			var stdout bytes.Buffer
+			err := Run(context.Background(), args, Env{Getenv: envOf(nil), Stdout: &stdout, Stderr: &bytes.Buffer{}})
 			if !errors.Is(err, syscall.EADDRINUSE) {
 				t.Fatalf("serve %s %s (taken) = %v, want EADDRINUSE", tt.flag, addr, err)
 			}
@@ -265,6 +269,14 @@ func TestServeSaysWhatToDoAboutATakenAddress(t *testing.T) {
 			}
 			if got := ExitCode(err); got != 1 {
 				t.Errorf("ExitCode = %d, want 1", got)
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("serve %s on a taken address printed %q, want nothing", tt.flag, stdout.String())
+			}
+			for _, db := range []string{"identity.db", "courier.db", "dispatch.db"} {
+				if _, err := os.Stat(filepath.Join(dir, db)); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("serve %s on a taken address left %s (stat: %v), want none", tt.flag, db, err)
+				}
 			}
 		})
 	}

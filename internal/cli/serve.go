@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -321,6 +322,22 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 	// Startup work (migrations, loading state) stops when ctx does; the servers do not (see stop).
 	startCtx := ctx
 
+	// The REST and admin ports are bound first, as the gRPC port is (by grpcserver.New, before any
+	// module starts): a taken port then fails the start before a database is opened or migrated and
+	// before the first admin account is created and its password printed.
+	if cfg.Targets[gatewayTarget] {
+		if p.httpLn, err = listenTCP(startCtx, cfg.HTTPAddr); err != nil {
+			return addrTaken(fmt.Errorf("gateway: listen on %s: %w", cfg.HTTPAddr, err), "--http-addr")
+		}
+		p.cleanups = append(p.cleanups, func() { _ = p.httpLn.Close() })
+	}
+	adminAddr := cmp.Or(cfg.AdminAddr, admin.DefaultAddr)
+	adminLn, err := listenTCP(startCtx, adminAddr)
+	if err != nil {
+		return addrTaken(fmt.Errorf("admin: listen on %s: %w", adminAddr, err), "--admin-addr")
+	}
+	p.cleanups = append(p.cleanups, func() { _ = adminLn.Close() })
+
 	var srv *grpcserver.Server
 	var ends Endpoints
 	if p.hostsGRPC() {
@@ -376,7 +393,7 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 		ends.HTTP = gw.Addr().String()
 	}
 
-	adm, err := admin.New(admin.Config{Addr: cfg.AdminAddr, Registry: registry, Logger: logger, Ready: p.readyFunc(srv), Pprof: cfg.AdminPprof})
+	adm, err := admin.New(admin.Config{Listener: adminLn, Registry: registry, Logger: logger, Ready: p.readyFunc(srv), Pprof: cfg.AdminPprof})
 	if err != nil {
 		return addrTaken(err, "--admin-addr") // "admin: …"
 	}
@@ -469,6 +486,8 @@ type process struct {
 	registry *prometheus.Registry
 	tp       trace.TracerProvider
 	tls      tlsSetup
+	// httpLn is the gateway's listener, bound before anything else starts (nil without the gateway).
+	httpLn net.Listener
 	// self is the dialable address of this process's own gRPC listener, "" when it has none.
 	self string
 	// peers holds the connections to the peer services the started modules declared, by full name.
@@ -590,6 +609,12 @@ func (p *process) dialService(full, as string) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// listenTCP binds addr.
+func listenTCP(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	return lc.Listen(ctx, "tcp", addr)
+}
+
 // addrTaken says what to do about a listener's address that another process holds, most often another
 // lastmile (a demo left running while serve starts, say); other errors are returned as they are.
 func addrTaken(err error, flag string) error {
@@ -631,7 +656,7 @@ func (p *process) newGateway(ctx context.Context, srv *grpcserver.Server) (*gate
 	}
 	gw, err := gateway.New(ctx, gateway.Config{
 		CORSOrigins: p.cfg.Gateway.CORSOrigins,
-		Addr:        p.cfg.HTTPAddr, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
+		Addr:        p.cfg.HTTPAddr, Listener: p.httpLn, MaxBodyBytes: p.cfg.Gateway.MaxBodyBytes, TrustedProxies: p.cfg.Gateway.TrustedProxies,
 		ShutdownTimeout: p.cfg.ShutdownTimeout, Browser: p.cfg.Gateway.Browser, Web: p.cfg.Gateway.Web,
 		Logger: p.logger, Registerer: p.registry,
 	}, services)

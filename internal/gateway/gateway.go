@@ -58,6 +58,9 @@ const maxHeaderBytes = 64 << 10
 type Config struct {
 	// Addr is the TCP address to listen on, such as ":8080" or "127.0.0.1:0".
 	Addr string
+	// Listener, when set, is what Listen takes instead of listening on Addr: a caller that binds every
+	// port before its slower startup work learns of a taken one first.
+	Listener net.Listener
 	// MaxBodyBytes bounds every request body; larger bodies are answered with 413.
 	MaxBodyBytes int64
 	// RequestTimeout bounds each proxied gRPC call, so that no call runs without a deadline. A client may ask
@@ -275,6 +278,10 @@ func (g *Gateway) Listen(ctx context.Context) error {
 	defer g.mu.Unlock()
 	if g.ln != nil {
 		return errors.New("gateway: already listening")
+	}
+	if g.cfg.Listener != nil {
+		g.ln = g.cfg.Listener
+		return nil
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", g.cfg.Addr)

@@ -40,6 +40,9 @@ const (
 type Config struct {
 	// Addr is the TCP address to listen on; DefaultAddr when empty.
 	Addr string
+	// Listener, when set, is served instead of listening on Addr: a caller that binds every port before
+	// its slower startup work learns of a taken one first.
+	Listener net.Listener
 	// Registry is served on /metrics. Required.
 	Registry *prometheus.Registry
 	// Ready reports whether the process can serve traffic; nil means always ready. It must honour
@@ -85,9 +88,12 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{logger: logger}
 	s.SetReady(cfg.Ready)
 
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("admin: listen on %s: %w", addr, err)
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("admin: listen on %s: %w", addr, err)
+		}
 	}
 	s.ln = ln
 	s.srv = &http.Server{
