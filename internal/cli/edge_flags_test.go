@@ -153,3 +153,35 @@ func TestParseServeSetsTheUploadIdleTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestParseServeSaysWhatADurationLooksLike(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"flag", []string{"--sse-max-age", "5"}, nil,
+			`invalid value "5" for flag -sse-max-age: not a duration: write a number with a unit, such as 500ms, 30s, 5m or 1h30m ('lastmile serve --help' lists the flags)`},
+		{"environment", nil, map[string]string{"LASTMILE_OFFER_TIMEOUT": "20 seconds"},
+			`LASTMILE_OFFER_TIMEOUT="20 seconds": not a duration: write a number with a unit, such as 500ms, 30s, 5m or 1h30m`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseServe(tc.args, Env{Getenv: envOf(tc.env), Stderr: &bytes.Buffer{}})
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("parseServe = %v, want a usage error", err)
+			}
+			if got := err.Error(); got != tc.want {
+				t.Errorf("error = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	cfg, err := parseServe([]string{"--sse-max-age", "90s"}, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatalf("parseServe: %v", err)
+	}
+	if cfg.Gateway.Browser.MaxEventStreamAge != 90*time.Second {
+		t.Errorf("MaxEventStreamAge = %s, want 1m30s", cfg.Gateway.Browser.MaxEventStreamAge)
+	}
+}

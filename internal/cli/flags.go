@@ -58,6 +58,13 @@ func envName(flagName string) string {
 
 // parse parses args, then fills every flag not given on the command line from its environment variable.
 func (fs *flagSet) parse(args []string, getenv func(string) string) error {
+	fs.VisitAll(func(f *flag.Flag) {
+		if g, ok := f.Value.(flag.Getter); ok {
+			if _, ok := g.Get().(time.Duration); ok {
+				f.Value = durationValue{g}
+			}
+		}
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.usage(fs.help)
@@ -85,6 +92,17 @@ func (fs *flagSet) parse(args []string, getenv func(string) string) error {
 		return usageError{errors.Join(errs...)}
 	}
 	return nil
+}
+
+// durationValue is a duration flag whose refusal says what a duration looks like: the flag package's own
+// says only "parse error".
+type durationValue struct{ flag.Getter }
+
+func (d durationValue) Set(s string) error {
+	if _, err := time.ParseDuration(s); err != nil {
+		return fmt.Errorf("not a duration: write a number with a unit, such as 500ms, 30s, 5m or 1h30m")
+	}
+	return d.Getter.Set(s)
 }
 
 // listFlag is a comma-separated list flag.

@@ -79,7 +79,7 @@ func (m Migrations) provider(d goose.Dialect, db *sql.DB, table string) (*goose.
 	return p, nil
 }
 
-// MigrationStatus is the state of one migration, for `lastmile migrate --status`.
+// MigrationStatus is the state of one migration, as StatusSQLite reports it.
 type MigrationStatus struct {
 	// Version is the number the file name starts with.
 	Version int64
