@@ -244,7 +244,7 @@ type Store interface {
 	AnyWaiting(ctx context.Context, now time.Time) (bool, error)
 	// WaitingNear returns up to limit PENDING tasks that are due after now and whose pickup is inside
 	// box (edges included; a box whose West is greater than its East crosses the antimeridian), highest
-	// priority first, then oldest, then by id.
+	// priority first, then oldest, then by id, each with its parcel size and excluded couriers.
 	WaitingNear(ctx context.Context, now time.Time, box geo.Box, limit int) ([]WaitingTask, error)
 	// Decisions returns a task's newest decisions first, at most limit.
 	Decisions(ctx context.Context, taskID string, limit int) ([]Decision, error)
@@ -297,10 +297,15 @@ type Store interface {
 	CourierStates(ctx context.Context, courierIDs []string, since time.Time, heldOf []string) (CourierStates, error)
 }
 
-// WaitingTask is a task waiting for its back-off, as Store.WaitingNear returns it.
+// WaitingTask is a task waiting for its back-off, as Store.WaitingNear returns it: what a courier who
+// may wake it must know of it (wake.go).
 type WaitingTask struct {
 	ID     string
 	Pickup geo.LatLng
+	// Size is the parcel's size (Task.Size), and Excluded the ids of the couriers never to be offered the
+	// task again (Task.Excluded), in the task's order.
+	Size     Size
+	Excluded []string
 }
 
 // CourierStates is dispatch's own state of some couriers (Store.CourierStates).

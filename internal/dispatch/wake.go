@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"math"
+	"slices"
 	"time"
 
 	"lastmile/internal/geo"
@@ -19,8 +20,11 @@ import (
 //     first fix), when its free capacity grows (a task released, its capacity raised), and when it moved
 //     wakeMoveMeters since it last woke tasks (at most once per wakeMoveEvery per courier);
 //   - it wakes the waiting tasks whose pickup is within the engine's largest search radius
-//     (Options.MaxRadius) of it, highest priority first, then oldest, at most wakeShare per event; a move
-//     wakes only those that were out of that reach from where it last woke tasks.
+//     (Options.MaxRadius) of it and that may be offered to it (WaitingTask.MayBeOfferedTo: it is not
+//     excluded from the task and its transport mode carries the parcel), highest priority first, then
+//     oldest, at most wakeShare per event; a move wakes only those that were out of that reach from
+//     where it last woke tasks. A task the courier may never be offered is left asleep, so that the
+//     tasks it declined or cannot carry do not take the places of one it can.
 //
 // When no task waits, an event costs a map update: a replica knows that none waits (Store.AnyWaiting)
 // until a deferral on any replica says otherwise (Change.Waiting's TopicWaiting event, or the deferral's
@@ -208,7 +212,7 @@ func (s *Service) wakeNear(ctx context.Context, f *follower, c CourierInfo, reas
 	}
 	ids := make([]string, 0, wakeShare)
 	for _, w := range waiting {
-		if geo.Distance(at, w.Pickup) > reach || (from != nil && geo.Distance(*from, w.Pickup) <= reach) {
+		if geo.Distance(at, w.Pickup) > reach || (from != nil && geo.Distance(*from, w.Pickup) <= reach) || !w.MayBeOfferedTo(c) {
 			continue
 		}
 		if ids = append(ids, w.ID); len(ids) == wakeShare {
@@ -233,6 +237,13 @@ func (s *Service) wakeNear(ctx context.Context, f *follower, c CourierInfo, reas
 	s.metrics.CourierWoke(reason, len(ids))
 	s.logger.Debug("dispatch: a courier woke waiting tasks", "courier", c.ID, "reason", reason, "tasks", ids)
 	s.kick()
+}
+
+// MayBeOfferedTo reports whether w may be offered to courier c at all, whatever c's state: c is not
+// excluded from it (declined it, let its offer expire, handed it back) and travels by a mode that carries
+// its parcel, as the engine's search requires (search.staticExclusion).
+func (w WaitingTask) MayBeOfferedTo(c CourierInfo) bool {
+	return !slices.Contains(w.Excluded, c.ID) && w.Size.Carries(c.Mode)
 }
 
 func (s *Service) wakeFailed(ctx context.Context, c CourierInfo, err error) {

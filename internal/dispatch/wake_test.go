@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -160,4 +161,40 @@ func TestWaitingEventOfAnotherReplicaReachesTheFollower(t *testing.T) {
 	waitFor(t, "the hub routed the TopicWaiting event", func() bool { return sys.Service.WaitGen() > gen })
 	sys.Couriers.SetStatus(a.ID, dispatch.CourierAvailable)
 	offeredNow(t, sys, tk.ID, a.ID)
+}
+
+// A courier wakes only the waiting tasks that may be offered to them: here the four oldest tasks near
+// them are two they declined and two large parcels their bicycle cannot carry, and the fifth, which they
+// can take, is offered to them at once when they turn AVAILABLE, instead of waiting out its back-off
+// while the wake is spent on the four (each searched again for nothing).
+func TestCourierWakesOnlyTasksThatMayBeOfferedToThem(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{Options: dispatch.Options{RetryBackoff: time.Hour, MaxRetryBackoff: time.Hour}})
+	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true)
+	var before []dispatch.Task
+	for i := range 2 {
+		tk := create(t, sys, nil)
+		_, o := offered(t, sys, tk.ID)
+		if r := sys.Service.Execute(a.Ctx, a.ID, fmt.Sprintf("decline-%d", i), dispatch.Command{Decline: &dispatch.DeclineCmd{OfferID: o.ID, Reason: dispatch.DeclineTooFar}}); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		waitingLater(t, sys, tk.ID)
+		before = append(before, tk)
+		sys.Clock.Advance(time.Second) // the tasks are worked oldest first
+	}
+	for range 2 {
+		tk := create(t, sys, func(r *dispatch.CreateRequest) { r.Size = dispatch.SizeLarge })
+		waitingLater(t, sys, tk.ID)
+		before = append(before, tk)
+		sys.Clock.Advance(time.Second)
+	}
+	sys.Couriers.SetStatus(a.ID, dispatch.CourierOnBreak)
+	tk := create(t, sys, nil)
+	waitingLater(t, sys, tk.ID)
+	sys.Couriers.SetStatus(a.ID, dispatch.CourierAvailable)
+	offeredNow(t, sys, tk.ID, a.ID)
+	for _, b := range before {
+		if got := stored(t, sys, b.ID); got.State != dispatch.StatePending || !got.DueTime.After(sys.Clock.Now()) {
+			t.Errorf("task %s the courier may not be offered is %s, due %s; want PENDING, still waiting", b.ID, got.State, got.DueTime)
+		}
+	}
 }

@@ -1103,8 +1103,9 @@ func (s *Store) AnyWaiting(ctx context.Context, now time.Time) (bool, error) {
 }
 
 // WaitingNear implements dispatch.Store from the tasks_waiting index (due time and pickup of PENDING
-// tasks), which holds the pickups the filter reads: only the rows inside box are read. A limit above
-// MaxLimit is lowered to it; a limit below 1 is an error.
+// tasks), which holds the pickups the filter reads: only the rows inside box are read, and of those only
+// the first limit have their documents read (for the size and the exclusions). A limit above MaxLimit is
+// lowered to it; a limit below 1 is an error.
 func (s *Store) WaitingNear(ctx context.Context, now time.Time, box geo.Box, limit int) ([]dispatch.WaitingTask, error) {
 	limit, err := database.RowLimit(limit, MaxLimit)
 	if err != nil {
@@ -1118,7 +1119,7 @@ func (s *Store) WaitingNear(ctx context.Context, now time.Time, box geo.Box, lim
 		lng = `(pickup_lng >= $4 OR pickup_lng <= $5)`
 	}
 	// The state is a literal, as in the index's predicate: a parameter would not match it.
-	rows, err := s.read.QueryContext(ctx, `SELECT id, pickup_lat, pickup_lng FROM tasks`+s.waitingIndex()+`
+	rows, err := s.read.QueryContext(ctx, `SELECT id, pickup_lat, pickup_lng, doc FROM tasks`+s.waitingIndex()+`
 		WHERE state = 'pending' AND due_time > $1 AND pickup_lat BETWEEN $2 AND $3 AND `+lng+`
 		ORDER BY priority_rank DESC, create_time, id LIMIT $6`,
 		s.time(now), box.South, box.North, box.West, box.East, limit)
@@ -1128,9 +1129,20 @@ func (s *Store) WaitingNear(ctx context.Context, now time.Time, box geo.Box, lim
 	defer rows.Close()
 	var out []dispatch.WaitingTask
 	for rows.Next() {
-		var w dispatch.WaitingTask
-		if err := rows.Scan(&w.ID, &w.Pickup.Lat, &w.Pickup.Lng); err != nil {
+		var (
+			w   dispatch.WaitingTask
+			doc []byte
+		)
+		if err := rows.Scan(&w.ID, &w.Pickup.Lat, &w.Pickup.Lng, &doc); err != nil {
 			return nil, s.e.MapError(err, "load waiting tasks near a courier")
+		}
+		t, err := s.decodeTask(doc)
+		if err != nil {
+			return nil, err
+		}
+		w.Size = t.Size
+		for _, x := range t.Excluded {
+			w.Excluded = append(w.Excluded, x.CourierID)
 		}
 		out = append(out, w)
 	}

@@ -699,7 +699,8 @@ func testQueueConcurrent(t *testing.T, s *sqlstore.Store) {
 
 // testWaitingNear: AnyWaiting and WaitingNear see the pending tasks due later only (not those due now,
 // nor offered ones), WaitingNear those whose pickup is in the box, in LeaseDue's order (highest
-// priority, then oldest), up to the limit, across the antimeridian too.
+// priority, then oldest), up to the limit, across the antimeridian too, each with its parcel size and
+// excluded couriers.
 func testWaitingNear(t *testing.T, s *sqlstore.Store) {
 	ctx := testContext(t)
 	now, later := at(10), at(20)
@@ -720,8 +721,11 @@ func testWaitingNear(t *testing.T, s *sqlstore.Store) {
 		task.Pickup.Location = places[n]
 		task.DueTime = later
 		switch n {
+		case 1:
+			task.Excluded = []dispatch.Exclusion{{CourierID: "courier-9", Reason: dispatch.ExcludedDeclined}, {CourierID: "courier-8", Reason: dispatch.ExcludedOfferExpired}}
 		case 2:
 			task.Priority = dispatch.PriorityHigh
+			task.Size = dispatch.SizeLarge
 		case 3:
 			task.DueTime = at(3)
 		case 4:
@@ -756,7 +760,14 @@ func testWaitingNear(t *testing.T, s *sqlstore.Store) {
 		}
 		var want []dispatch.WaitingTask
 		for _, n := range tc.want {
-			want = append(want, dispatch.WaitingTask{ID: taskID(n), Pickup: places[n]})
+			w := dispatch.WaitingTask{ID: taskID(n), Pickup: places[n], Size: dispatch.SizeMedium}
+			switch n {
+			case 1:
+				w.Excluded = []string{"courier-9", "courier-8"}
+			case 2:
+				w.Size = dispatch.SizeLarge
+			}
+			want = append(want, w)
 		}
 		if diff := cmp.Diff(want, got, cmpOpts...); diff != "" {
 			t.Errorf("WaitingNear(%s) (-want +got):\n%s", tc.name, diff)
@@ -778,7 +789,7 @@ func WaitingPickupsBackfill(t *testing.T, s *sqlstore.Store, migrate func(contex
 	task := newTask(1)
 	task.DueTime = at(20)
 	// The row as the store wrote it before the migration (the store now writes the new columns too);
-	// WaitingNear reads no document.
+	// WaitingNear reads the pickup from the columns, not from the document.
 	d := s.Dialect()
 	doc := fmt.Sprintf(`{"ID":%q,"State":"pending","Pickup":{"Location":{"Lat":%v,"Lng":%v}}}`, task.ID, task.Pickup.Location.Lat, task.Pickup.Location.Lng)
 	if _, err := s.DB().ExecContext(ctx, `INSERT INTO tasks (id, state, customer_id, priority_rank, create_time, update_time, due_time, created_by, version, doc)
