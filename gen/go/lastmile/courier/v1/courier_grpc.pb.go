@@ -75,12 +75,13 @@ type CourierServiceClient interface {
 	ListCouriers(ctx context.Context, in *ListCouriersRequest, opts ...grpc.CallOption) (*ListCouriersResponse, error)
 	// UpdateCourier changes the fields of a courier's profile named in update_mask.
 	//
-	// The courier themself or a dispatcher or admin. Updatable paths: display_name, transport_mode, capacity.
-	// Output-only and immutable paths (id, user_id, status, create_time, update_time, etag) are accepted in
-	// the mask and ignored, so a REST client may PATCH back what it read; the REST gateway derives the mask
-	// from the JSON body when none is given. Status has its own RPC, SetStatus.
-	// Errors: INVALID_ARGUMENT when the mask is empty, names an unknown path, or a masked field breaks its
-	// rules; NOT_FOUND when the courier does not exist; ABORTED when courier.etag is set and no longer matches
+	// The courier themself or a dispatcher or admin. Updatable paths: display_name, transport_mode, capacity;
+	// etag may be named too (it is the precondition and changes nothing). Naming an output-only or immutable
+	// path (id, user_id, status, create_time, update_time) is INVALID_ARGUMENT, so a REST client sends only
+	// the fields it changes (and etag), not the whole courier it read: the REST gateway derives the mask from
+	// the JSON body's fields when none is given. Status has its own RPC, SetStatus.
+	// Errors: INVALID_ARGUMENT when the mask is empty, names an unknown, output-only or immutable path, or a
+	// masked field breaks its rules; NOT_FOUND when the courier does not exist; ABORTED when courier.etag is set and no longer matches
 	// (re-read and retry); FAILED_PRECONDITION when capacity would drop below the tasks currently claimed.
 	UpdateCourier(ctx context.Context, in *UpdateCourierRequest, opts ...grpc.CallOption) (*Courier, error)
 	// SetAvailability marks hour slots available or unavailable, the way a trainer publishes hours in Wild
@@ -364,12 +365,13 @@ type CourierServiceServer interface {
 	ListCouriers(context.Context, *ListCouriersRequest) (*ListCouriersResponse, error)
 	// UpdateCourier changes the fields of a courier's profile named in update_mask.
 	//
-	// The courier themself or a dispatcher or admin. Updatable paths: display_name, transport_mode, capacity.
-	// Output-only and immutable paths (id, user_id, status, create_time, update_time, etag) are accepted in
-	// the mask and ignored, so a REST client may PATCH back what it read; the REST gateway derives the mask
-	// from the JSON body when none is given. Status has its own RPC, SetStatus.
-	// Errors: INVALID_ARGUMENT when the mask is empty, names an unknown path, or a masked field breaks its
-	// rules; NOT_FOUND when the courier does not exist; ABORTED when courier.etag is set and no longer matches
+	// The courier themself or a dispatcher or admin. Updatable paths: display_name, transport_mode, capacity;
+	// etag may be named too (it is the precondition and changes nothing). Naming an output-only or immutable
+	// path (id, user_id, status, create_time, update_time) is INVALID_ARGUMENT, so a REST client sends only
+	// the fields it changes (and etag), not the whole courier it read: the REST gateway derives the mask from
+	// the JSON body's fields when none is given. Status has its own RPC, SetStatus.
+	// Errors: INVALID_ARGUMENT when the mask is empty, names an unknown, output-only or immutable path, or a
+	// masked field breaks its rules; NOT_FOUND when the courier does not exist; ABORTED when courier.etag is set and no longer matches
 	// (re-read and retry); FAILED_PRECONDITION when capacity would drop below the tasks currently claimed.
 	UpdateCourier(context.Context, *UpdateCourierRequest) (*Courier, error)
 	// SetAvailability marks hour slots available or unavailable, the way a trainer publishes hours in Wild
