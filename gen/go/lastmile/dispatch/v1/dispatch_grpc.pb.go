@@ -210,7 +210,7 @@ type DispatchServiceClient interface {
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
-	// size or SHA-256 (the upload becomes REJECTED); FAILED_PRECONDITION when a chunk's offset is not the
+	// size, SHA-256 or content type (the upload becomes REJECTED); FAILED_PRECONDITION when a chunk's offset is not the
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
 	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
@@ -601,7 +601,7 @@ type DispatchServiceServer interface {
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
-	// size or SHA-256 (the upload becomes REJECTED); FAILED_PRECONDITION when a chunk's offset is not the
+	// size, SHA-256 or content type (the upload becomes REJECTED); FAILED_PRECONDITION when a chunk's offset is not the
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
 	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when

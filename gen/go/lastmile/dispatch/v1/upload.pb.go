@@ -36,7 +36,8 @@ const (
 	// ConfirmDelivery, ReportFailure). Final; an upload not attached within 24 hours of committing is
 	// discarded.
 	UploadState_UPLOAD_STATE_COMMITTED UploadState = 2
-	// The bytes did not match the size or the SHA-256 declared at start. Final: start a new upload.
+	// The bytes did not match the size, the SHA-256 or the content type declared at start. Final: start a
+	// new upload.
 	UploadState_UPLOAD_STATE_REJECTED UploadState = 3
 	// The upload was not finished before its expire_time and its bytes were discarded. Final.
 	UploadState_UPLOAD_STATE_EXPIRED UploadState = 4
@@ -208,6 +209,8 @@ type UploadStart struct {
 	Kind ProofKind `protobuf:"varint,3,opt,name=kind,proto3,enum=lastmile.dispatch.v1.ProofKind" json:"kind,omitempty"`
 	// MIME type of the file: image/jpeg, image/png or image/webp for a photo; image/png for a signature.
 	// (Vector formats such as SVG are refused: they can carry scripts into the dashboards that show them.)
+	// The bytes must be of that type, as their first bytes tell (the JPEG, PNG or WebP signature): a file
+	// of another format under this name, such as a HEIC photo named image/jpeg, is REJECTED at finish.
 	ContentType string `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	// Size of the whole file, 1 byte to 10 MiB (10,485,760 bytes).
 	SizeBytes int64 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
