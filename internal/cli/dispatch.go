@@ -160,13 +160,18 @@ func dispatchModule() *module {
 // that opened one and went quiet does not keep its slot, and the upload's writer lease, for ever: the
 // handler then releases the lease, and the upload waits IN_PROGRESS at its committed offset for a new
 // stream to resume it.
+//
+// A proof download (GetProofContent) whose client stopped reading is ended after
+// proofContentSendTimeout, so that callers who may read a proof (its customer, its courier) cannot hold
+// the method's slots, each with an open file, until their connections are recycled.
 var dispatchStreams = map[string]grpcserver.StreamLimit{
 	dispatchv1.DispatchService_StreamAssignments_FullMethodName: {PerCaller: 2, Total: 20000},
 	dispatchv1.DispatchService_WatchTask_FullMethodName: {PerCaller: 16, Total: grpcserver.DefaultStreamsTotal,
 		StaffReserve: watchStaffReserve, FirstReserve: (grpcserver.DefaultStreamsTotal - watchStaffReserve) / 2, Staff: streamStaff},
 	dispatchv1.DispatchService_WatchTasks_FullMethodName: {PerCaller: 4, Total: grpcserver.DefaultStreamsTotal,
 		StaffReserve: watchStaffReserve, FirstReserve: (grpcserver.DefaultStreamsTotal - watchStaffReserve) / 2, Staff: streamStaff},
-	dispatchv1.DispatchService_UploadProof_FullMethodName: {PerCaller: 8},
+	dispatchv1.DispatchService_UploadProof_FullMethodName:     {PerCaller: 8},
+	dispatchv1.DispatchService_GetProofContent_FullMethodName: {SendTimeout: proofContentSendTimeout},
 }
 
 // watchStaffReserve is the watch slots kept for staff; defaultWatchSendTimeout the default of
@@ -175,7 +180,11 @@ var dispatchStreams = map[string]grpcserver.StreamLimit{
 // defaultUploadIdleTimeout the default of --dispatch-upload-idle-timeout: as long as an upload's writer
 // lease lasts without a chunk (dispatch.UploadWriterLease), and enough for a chunk of 1 MiB at about
 // 140 kbit/s.
+//
+// proofContentSendTimeout is as long as a session's: a GetProofContent message holds up to 256 KiB, which
+// a client reading at about 35 kbit/s still takes within it.
 const (
+	proofContentSendTimeout   = time.Minute
 	watchStaffReserve         = 64
 	defaultWatchSendTimeout   = 30 * time.Second
 	defaultSessionSendTimeout = time.Minute

@@ -3,11 +3,13 @@ package cli
 import (
 	"bytes"
 	"errors"
-	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
+	"lastmile/internal/platform/grpcserver"
 )
 
 func TestParseServeCORSOrigins(t *testing.T) {
@@ -112,6 +114,19 @@ func TestParseServeSetsTheWatchSendTimeout(t *testing.T) {
 	}
 	if l := limits[dispatchv1.DispatchService_StreamAssignments_FullMethodName]; l.SendTimeout != time.Minute || l.PerCaller != 2 {
 		t.Errorf("StreamAssignments limit = %+v, want the default session send timeout of 1m and 2 per caller", l)
+	}
+}
+
+// A proof download whose client stopped reading is ended after a minute, so that those who may read a
+// proof cannot hold GetProofContent's slots (each with an open file) until their connections are recycled.
+func TestParseServeEndsStalledProofDownloads(t *testing.T) {
+	c, err := parseServe(nil, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := streamLimits(c.Modules, c.Targets)[dispatchv1.DispatchService_GetProofContent_FullMethodName]
+	if l.SendTimeout != time.Minute || l.Idle != 0 || l.PerCaller > grpcserver.DefaultStreamsPerCaller || l.Total > grpcserver.DefaultStreamsTotal {
+		t.Errorf("GetProofContent limit = %+v, want a send timeout of 1m within the default caps", l)
 	}
 }
 

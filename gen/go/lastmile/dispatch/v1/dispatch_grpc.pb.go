@@ -235,7 +235,10 @@ type DispatchServiceClient interface {
 	// proofs), dispatchers and administrators.
 	//
 	// Errors: NOT_FOUND when the task or the upload does not exist, the upload belongs to another task, is
-	// not COMMITTED (in progress, rejected, expired or discarded), or the caller may not read it.
+	// not COMMITTED (in progress, rejected, expired or discarded), or the caller may not read it;
+	// RESOURCE_EXHAUSTED when the caller or the server has as many downloads open as it allows;
+	// DEADLINE_EXCEEDED when the client stopped reading and a message waited longer than the server allows
+	// (a minute) to be sent.
 	GetProofContent(ctx context.Context, in *GetProofContentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error)
 	// CreateTaskShareLink creates a share link to a task: a signed token that lets whoever holds it follow
 	// that one task, without an account, until the link expires (GetTask and WatchTask with share_token set,
@@ -626,7 +629,10 @@ type DispatchServiceServer interface {
 	// proofs), dispatchers and administrators.
 	//
 	// Errors: NOT_FOUND when the task or the upload does not exist, the upload belongs to another task, is
-	// not COMMITTED (in progress, rejected, expired or discarded), or the caller may not read it.
+	// not COMMITTED (in progress, rejected, expired or discarded), or the caller may not read it;
+	// RESOURCE_EXHAUSTED when the caller or the server has as many downloads open as it allows;
+	// DEADLINE_EXCEEDED when the client stopped reading and a message waited longer than the server allows
+	// (a minute) to be sent.
 	GetProofContent(*GetProofContentRequest, grpc.ServerStreamingServer[httpbody.HttpBody]) error
 	// CreateTaskShareLink creates a share link to a task: a signed token that lets whoever holds it follow
 	// that one task, without an account, until the link expires (GetTask and WatchTask with share_token set,
