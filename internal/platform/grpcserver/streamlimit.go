@@ -31,8 +31,21 @@ const (
 // built-in limit is generous; it is a limit all the same.
 const healthWatch = healthPrefix + "Watch"
 
-// healthWatchLimit is healthWatch's limit unless Config.Streams sets one.
-var healthWatchLimit = StreamLimit{PerCaller: 256, Total: 4096}
+// healthWatchLimit is healthWatch's limit unless Config.Streams sets one. Anyone may watch health, without
+// credentials, so its pool is shared as the dispatch watches' are: healthStaffReserve slots only lastmile's
+// own services (their certificates) may take, since a service whose watch is refused takes this server
+// out of its rotation (every call of a split deployment's replica to this process would then fail), and
+// half of the rest only callers without a watch. Anonymous callers from many addresses may fill the
+// rest, never the services' share.
+var healthWatchLimit = StreamLimit{PerCaller: 256, Total: 4096, StaffReserve: healthStaffReserve,
+	FirstReserve: (4096 - healthStaffReserve) / 2, Staff: isService}
+
+// healthStaffReserve is the health watches kept for services: one per connection of an internal client
+// and service it calls, a handful per process of a deployment.
+const healthStaffReserve = 1024
+
+// isService reports whether p is one of lastmile's services, authenticated by its certificate.
+func isService(p auth.Principal) bool { return p.Kind == auth.Service }
 
 // StreamLimit bounds the open streams of one streaming method (client, server or bidirectional) and ends
 // its idle ones. Zero fields take the defaults: DefaultStreamsPerCaller, DefaultStreamsTotal, and no idle
