@@ -154,7 +154,7 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
 	proxies := listFlag{}
 	fs.IntVar(&c.Gateway.Browser.MaxEventStreams, "sse-max-streams", gateway.DefaultMaxEventStreams, "most Server-Sent Events streams open at once (429 above)")
-	fs.IntVar(&c.Gateway.Browser.MaxEventStreamsPerUser, "sse-max-streams-per-user", gateway.DefaultMaxEventStreamsPerUser, "most Server-Sent Events streams one user has open at once (429 above)")
+	fs.IntVar(&c.Gateway.Browser.MaxEventStreamsPerUser, "sse-max-streams-per-user", gateway.DefaultMaxEventStreamsPerUser, "most Server-Sent Events streams one user (without one, one client address: an IPv6 client's /64) has open at once (429 above)")
 	fs.DurationVar(&c.Gateway.Browser.Heartbeat, "sse-heartbeat", gateway.DefaultEventHeartbeat, "interval of the heartbeat comments on idle event streams")
 	fs.DurationVar(&c.Gateway.Browser.EventWriteTimeout, "sse-write-timeout", gateway.DefaultEventWriteTimeout, "longest a write to an event stream may take before the stream is closed (stalled browsers)")
 	fs.DurationVar(&c.Gateway.Browser.MaxEventStreamAge, "sse-max-age", gateway.DefaultMaxEventStreamAge, "longest an event stream lasts (each a random 0-10% less) before the server ends it and the browser reconnects with Last-Event-ID, losing nothing: frees the slots of browsers that stopped reading on a quiet account")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -56,8 +57,8 @@ type BrowserConfig struct {
 	MaxEventStreamAge time.Duration
 	// MaxEventStreams bounds the event streams open at once; more are answered with 429.
 	MaxEventStreams int
-	// MaxEventStreamsPerUser bounds the event streams one user (or, without a user, one client address)
-	// has open at once; more are answered with 429.
+	// MaxEventStreamsPerUser bounds the event streams one user (or, without a user, one client address:
+	// an IPv6 client's /64) has open at once; more are answered with 429.
 	MaxEventStreamsPerUser int
 	// SecureCookies marks the session cookies Secure even when the gateway itself is not serving TLS, for
 	// deployments behind a TLS-terminating proxy. Under TLS they are always Secure.
@@ -254,8 +255,9 @@ func taskEventsID(path string) (string, bool) {
 }
 
 // userKey names the caller for the per-user stream limit: the subject of the bearer token, which the
-// service has just accepted (so it is a token the identity service signed), or, for calls without one,
-// the client address.
+// service has just accepted (so it is a token the identity service signed), or, for calls without one
+// (a share link's), the client address as the services key it (grpcauth.ClientKey): an IPv4 address, or
+// an IPv6 client's /64, whose addresses one subscriber may rotate through.
 func userKey(r *http.Request) string {
 	if token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		if sub := tokenSubject(token); sub != "" {
@@ -265,6 +267,14 @@ func userKey(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
+	}
+	if addr, err := netip.ParseAddr(host); err == nil {
+		addr = addr.Unmap().WithZone("")
+		if addr.Is6() {
+			p, _ := addr.Prefix(64) // cannot fail for an IPv6 address and 64
+			return "addr:" + p.String()
+		}
+		return "addr:" + addr.String()
 	}
 	return "addr:" + host
 }
