@@ -174,6 +174,8 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	// Runners stop just before the gRPC server's graceful stop, which ends the UserActivity streams so that
 	// they do not hold it up, and not before: the gateway may still be finishing requests.
 	p.runners = append(p.runners, svc.Run)
+	// Expired refresh tokens are deleted hourly: every login and rotation stores one.
+	p.runners = append(p.runners, svc.RunPurge)
 
 	created, generated, err := svc.EnsureAdmin(ctx, cfg.AdminEmail, p.env.Getenv("LASTMILE_ADMIN_PASSWORD"))
 	if err != nil {

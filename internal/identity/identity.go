@@ -212,6 +212,9 @@ type Store interface {
 	RevokeFamily(ctx context.Context, familyID string, at time.Time) error
 	// RevokeUserTokens revokes every token of userID at `at`. Idempotent, like RevokeFamily.
 	RevokeUserTokens(ctx context.Context, userID string, at time.Time) error
+	// DeleteExpiredRefreshTokens deletes up to limit tokens (limit > 0) whose ExpiresAt is at or before
+	// `before`, and returns how many it deleted: fewer than limit when no more are left.
+	DeleteExpiredRefreshTokens(ctx context.Context, before time.Time, limit int) (int, error)
 
 	// AppendActivity appends entries outside a user update, to the history and the event log.
 	AppendActivity(ctx context.Context, activity []Activity) error

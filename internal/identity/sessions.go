@@ -430,3 +430,51 @@ func hashRefreshToken(token string) []byte {
 	sum := sha256.Sum256([]byte(token))
 	return sum[:]
 }
+
+// PurgeBatch is how many expired refresh tokens one statement of PurgeExpiredSessions deletes.
+const PurgeBatch = 1000
+
+// PurgeInterval is how often RunPurge deletes expired refresh tokens.
+const PurgeInterval = time.Hour
+
+// PurgeExpiredSessions deletes every refresh token that has expired (every login and every rotation
+// stores one, and nothing else ever deletes them), in batches of PurgeBatch, and returns how many it
+// deleted. A family expires as a whole (rotation never extends it), and an expired token is refused
+// exactly as an unknown one ("invalid refresh token"; Logout accepts both silently), so deleting it
+// changes no answer; reuse detection needs only the tokens of live families.
+func (s *Service) PurgeExpiredSessions(ctx context.Context) (int, error) {
+	now := s.clock()
+	total := 0
+	for {
+		n, err := s.store.DeleteExpiredRefreshTokens(ctx, now, PurgeBatch)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("purge expired refresh tokens: %w", err)
+		}
+		if n < PurgeBatch {
+			return total, nil
+		}
+	}
+}
+
+// RunPurge calls PurgeExpiredSessions at once and then every PurgeInterval until ctx is done, logging
+// what it deleted (one line per run that deleted something) and failures (retried at the next run); then
+// it returns nil. Every replica may run it: the deletion is idempotent.
+func (s *Service) RunPurge(ctx context.Context) error {
+	for {
+		n, err := s.PurgeExpiredSessions(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.logger.ErrorContext(ctx, "identity: purge expired refresh tokens failed", "error", err.Error(), "deleted", n, "retry_in", PurgeInterval)
+		case n > 0:
+			s.logger.InfoContext(ctx, "identity: purged expired refresh tokens", "deleted", n)
+		}
+		t := time.NewTimer(PurgeInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}

@@ -127,6 +127,24 @@ func (s *Store) revokeFamily(ctx context.Context, q querier, familyID string, at
 	return nil
 }
 
+// DeleteExpiredRefreshTokens implements identity.Store. One statement per batch (through the
+// expires_at index), so that a large backlog never holds the writer for long.
+func (s *Store) DeleteExpiredRefreshTokens(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, apperr.Errorf(apperr.Invalid, "delete expired refresh tokens: limit %d is not positive", limit)
+	}
+	res, err := s.db.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE hash IN (
+		SELECT hash FROM refresh_tokens WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)`, s.ts(before), limit)
+	if err != nil {
+		return 0, s.e.MapError(err, "delete expired refresh tokens")
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.e.MapError(err, "delete expired refresh tokens")
+	}
+	return int(n), nil
+}
+
 // RevokeUserTokens implements identity.Store. It locks the user first, as UpdateRefreshToken does, so
 // that a token added by a concurrent rotation is revoked as well.
 func (s *Store) RevokeUserTokens(ctx context.Context, userID string, at time.Time) error {

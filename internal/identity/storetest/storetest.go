@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T) identity.Store) {
 		{"UpdateRefreshTokenConcurrently", testUpdateRefreshTokenConcurrently},
 		{"RevokeFamily", testRevokeFamily},
 		{"RevokeUserTokens", testRevokeUserTokens},
+		{"DeleteExpiredRefreshTokens", testDeleteExpiredRefreshTokens},
 		{"Activity", testActivity},
 		{"ActivityFeedWithConcurrentWriters", testActivityFeedWithConcurrentWriters},
 		{"SigningKeys", testSigningKeys},
@@ -989,6 +990,40 @@ func testRevokeFamily(t *testing.T, s identity.Store) {
 	for _, tok := range []identity.RefreshToken{a, b, other, c, d, e} {
 		checkToken(ctx, t, s, tok)
 	}
+}
+
+func testDeleteExpiredRefreshTokens(t *testing.T, s identity.Store) {
+	ctx := testContext(t)
+	u := newUser("purge")
+	mustCreate(ctx, t, s, u)
+	expiring := func(at time.Time) identity.RefreshToken {
+		tok := newToken(u, newID(), base)
+		tok.ExpiresAt = at
+		mustCreateToken(ctx, t, s, tok)
+		return tok
+	}
+	cutoff := base.Add(time.Hour)
+	var old []identity.RefreshToken
+	for i := range 5 {
+		old = append(old, expiring(cutoff.Add(-time.Duration(i)*time.Minute))) // the first at the cutoff
+	}
+	live := expiring(cutoff.Add(time.Microsecond))
+
+	if _, err := s.DeleteExpiredRefreshTokens(ctx, cutoff, 0); apperr.CodeOf(err) != apperr.Invalid {
+		t.Errorf("DeleteExpiredRefreshTokens(limit 0) = %v, want Invalid", err)
+	}
+	// Batches: oldest expiry first, a short one at the end.
+	for _, want := range []int{2, 2, 1, 0} {
+		n, err := s.DeleteExpiredRefreshTokens(ctx, cutoff, 2)
+		if err != nil || n != want {
+			t.Fatalf("DeleteExpiredRefreshTokens(limit 2) = %d, %v, want %d, nil", n, err, want)
+		}
+	}
+	for _, tok := range old {
+		_, err := s.GetRefreshToken(ctx, tok.Hash)
+		wantCode(t, "GetRefreshToken(expired, deleted)", err, apperr.NotFound)
+	}
+	checkToken(ctx, t, s, live)
 }
 
 func testRevokeUserTokens(t *testing.T, s identity.Store) {
