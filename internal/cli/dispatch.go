@@ -279,6 +279,8 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	}
 	// AssignTask checks the standing of the courier's user in the same cache the authenticator checks
 	// every call against. Without one no user can call at all, so there is nothing to check.
+	// It also tells dispatch of every change of a user's standing, so that a courier who may no longer
+	// work loses their open offers at once, session or not.
 	var accounts dispatch.Accounts
 	if p.subjects != nil {
 		accounts = p.subjects
@@ -304,6 +306,8 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	p.logger.Info("dispatch service registered", "offer_timeout", cfg.OfferTimeout, "weights", formatWeights(weights))
 	return nil
 }
+
+var _ dispatch.AccountWatcher = (*auth.Subjects)(nil)
 
 // unreachableCouriers is the Couriers of a dispatch service that has no courier service to ask.
 type unreachableCouriers struct{}

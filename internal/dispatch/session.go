@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -627,11 +626,11 @@ func (c *CourierSession) Close() {
 	c.withdrawIfBarred()
 }
 
-// withdrawIfBarred withdraws the courier's open offers when the session's user may no longer work. An
-// offer waits for its deadline after a session ends because the app may reconnect and answer it; a
-// courier whose account was suspended or deleted, or lost the courier role, cannot, so their tasks go to
-// the next candidate at once instead of after the deadline. A standing that cannot be read leaves the
-// offers to their deadlines.
+// withdrawIfBarred takes back the courier's open offers when the session's user may no longer work
+// (barCourier). An offer waits for its deadline after a session ends because the app may reconnect and
+// answer it; a courier whose account was suspended or deleted, or lost the courier role, cannot. The
+// replica also hears of the change itself (followAccounts), session or not; this covers a change it
+// could not act on then. A standing that cannot be read leaves the offers to their deadlines.
 func (c *CourierSession) withdrawIfBarred() {
 	if c.s.accounts == nil {
 		return
@@ -644,42 +643,7 @@ func (c *CourierSession) withdrawIfBarred() {
 		return
 	}
 	if why != "" {
-		c.s.withdrawOffers(ctx, c.courierID, "the courier cannot take tasks: "+why)
-	}
-}
-
-// withdrawOffers withdraws every open offer to courierID, saying why in the tasks' history: each task goes
-// back to PENDING, due at once (the work loop is kicked), and the courier is told the offer closed.
-func (s *Service) withdrawOffers(ctx context.Context, courierID, why string) {
-	offered, err := s.store.OfferedTasks(ctx, courierID)
-	if err != nil {
-		s.logger.Warn("dispatch: read the offers to withdraw", "courier", courierID, "err", err)
-		return
-	}
-	withdrawn := 0
-	for _, t := range offered {
-		_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
-			o := cur.CurrentOffer()
-			if o == nil || o.CourierID != courierID {
-				return Change{}, errNoChange // answered, expired or withdrawn since
-			}
-			now := s.now()
-			cur.closeOffer(OfferWithdrawn, now)
-			if err := cur.transition(StateChange{State: StatePending, At: now, Actor: ActorSystem, CourierID: courierID, OfferID: o.ID, Comment: "offer withdrawn: " + why}); err != nil {
-				return Change{}, err
-			}
-			return Change{Task: cur, Deliveries: []Delivery{{CourierID: courierID, Kind: DeliveryOfferClosed, TaskID: cur.ID, OfferID: o.ID}}}, nil
-		})
-		switch {
-		case err == nil:
-			withdrawn++
-		case !errors.Is(err, errNoChange):
-			s.logger.Warn("dispatch: withdraw an offer", "courier", courierID, "task", t.ID, "err", err)
-		}
-	}
-	if withdrawn > 0 {
-		s.logger.Info("dispatch: offers withdrawn", "courier", courierID, "offers", withdrawn, "why", why)
-		s.kick()
+		c.s.barCourier(ctx, c.courierID, "the courier cannot take tasks: "+why)
 	}
 }
 

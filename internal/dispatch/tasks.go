@@ -481,6 +481,20 @@ func (s *Service) callerCourier(ctx context.Context) (string, error) {
 		return "", apperr.Errorf(apperr.PermissionDenied, "only couriers hold courier sessions and tasks")
 	}
 	user := strings.ToLower(p.Subject)
+	id, err := s.courierOfUser(ctx, user)
+	switch apperr.CodeOf(err) {
+	case "":
+	case apperr.NotFound:
+		return "", apperr.Errorf(apperr.FailedPrecondition, "user %s has no courier profile", user)
+	default:
+		return "", fmt.Errorf("find courier of user %s: %w", user, err)
+	}
+	return id, nil
+}
+
+// courierOfUser returns the id of user's courier profile, from the cache or the courier service.
+// NotFound when the user has none.
+func (s *Service) courierOfUser(ctx context.Context, user string) (string, error) {
 	now := s.now()
 	if e, ok := s.courierIDs.Load(user); ok {
 		if c := e.(courierIDEntry); now.Before(c.until) {
@@ -488,12 +502,8 @@ func (s *Service) callerCourier(ctx context.Context) (string, error) {
 		}
 	}
 	id, err := s.couriers.CourierOfUser(ctx, user)
-	switch apperr.CodeOf(err) {
-	case "":
-	case apperr.NotFound:
-		return "", apperr.Errorf(apperr.FailedPrecondition, "user %s has no courier profile", user)
-	default:
-		return "", fmt.Errorf("find courier of user %s: %w", user, err)
+	if err != nil {
+		return "", err
 	}
 	s.courierIDs.Store(user, courierIDEntry{id: id, until: now.Add(time.Minute)})
 	return id, nil
@@ -902,15 +912,10 @@ func (s *Service) mayWork(ctx context.Context, courierID string) error {
 // deleted", "their account no longer has the courier role"), "" when they may. Only with Deps.Accounts.
 func (s *Service) barred(ctx context.Context, userID string) (string, error) {
 	st, err := s.accounts.State(ctx, userID)
-	switch {
-	case err != nil:
+	if err != nil {
 		return "", err
-	case !st.Active:
-		return "their account is suspended or deleted", nil
-	case !slices.Contains(st.Roles, auth.RoleCourier):
-		return "their account no longer has the courier role", nil
 	}
-	return "", nil
+	return barredBy(st), nil
 }
 
 // canTake returns FailedPrecondition when courier c cannot take t: not available, no free capacity, or a

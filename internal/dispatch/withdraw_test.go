@@ -8,8 +8,10 @@ import (
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/dispatch/postgres"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/database/databasetest"
 )
 
 // TestOfferToABarredCourierIsWithdrawnWhenTheSessionEnds: a session that ends because the courier's
@@ -38,9 +40,6 @@ func TestOfferToABarredCourierIsWithdrawnWhenTheSessionEnds(t *testing.T) {
 			tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("r1", dispatchtest.Berlin, ""))
 			if err != nil {
 				t.Fatal(err)
-			}
-			offeredTo := func(c dispatchtest.Courier) func(dispatch.Task) bool {
-				return func(t dispatch.Task) bool { o := t.CurrentOffer(); return o != nil && o.CourierID == c.ID }
 			}
 			offered := sys.WaitTask(t, tk.ID, "offered to the closest courier", offeredTo(first))
 			firstOffer := offered.CurrentOffer().ID
@@ -86,4 +85,119 @@ func TestOfferToABarredCourierIsWithdrawnWhenTheSessionEnds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withdrawal returns the history entry that took offer offerID back (PENDING, naming it), nil when none,
+// and how many such entries there are.
+func withdrawal(t dispatch.Task, offerID string) (*dispatch.StateChange, int) {
+	var found *dispatch.StateChange
+	n := 0
+	for i := range t.History {
+		if h := t.History[i]; h.OfferID == offerID && h.State == dispatch.StatePending {
+			found = &t.History[i]
+			n++
+		}
+	}
+	return found, n
+}
+
+// offerClosedDeliveries counts the offer_closed deliveries of offerID to courierID.
+func offerClosedDeliveries(t *testing.T, sys *dispatchtest.System, courierID, offerID string) int {
+	t.Helper()
+	ds, err := sys.Store.Deliveries(context.Background(), courierID, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range ds {
+		if d.Kind == dispatch.DeliveryOfferClosed && d.OfferID == offerID {
+			n++
+		}
+	}
+	return n
+}
+
+// TestOfferIsWithdrawnWhenTheAccountChangesWithoutSession: a courier whose app is closed (no session on
+// any replica) while an offer waits for their answer, and whose account is then suspended or deleted or
+// loses the courier role, has the offer withdrawn at once (the test's clock stands still: the deadline
+// never passes), saying why, is told, and is never offered the task again; the task goes to the next
+// candidate. The change of another user, or one that leaves the courier able to work, changes nothing.
+func TestOfferIsWithdrawnWhenTheAccountChangesWithoutSession(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		state auth.SubjectState
+		why   string
+	}{
+		{"suspended", auth.SubjectState{Roles: []string{auth.RoleCourier}}, "their account is suspended or deleted"},
+		{"deleted", auth.SubjectState{}, "their account is suspended or deleted"},
+		{"no longer a courier", auth.SubjectState{Active: true, Roles: []string{auth.RoleDispatcher}}, "their account no longer has the courier role"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sys := dispatchtest.Start(t, dispatchtest.Config{})
+			first := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+			tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("r1", dispatchtest.Berlin, ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			offered := sys.WaitTask(t, tk.ID, "offered to the first courier", offeredTo(first))
+			firstOffer := offered.CurrentOffer().ID
+			// The app closed: the courier holds no session any more.
+			sys.Disconnect(t, first.ID)
+
+			// Changes that leave the courier able to work, and another user's, change nothing.
+			sys.Accounts.Set(first.UserID, auth.SubjectState{Active: true, Roles: []string{auth.RoleCourier}})
+			sys.Accounts.Set(uuid.NewString(), auth.SubjectState{})
+			second := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 1500), geo.Bicycle, true)
+			sys.Accounts.Set(tk.CustomerID, auth.SubjectState{Roles: []string{auth.RoleCustomer}})
+			// The change then comes after those: once it acted, they were done.
+			sys.Accounts.Set(first.UserID, tc.state)
+			got := sys.WaitTask(t, tk.ID, "offered to the next courier", offeredTo(second))
+			if o := got.Offer(firstOffer); o == nil || o.State != dispatch.OfferWithdrawn {
+				t.Fatalf("the first offer is %+v, want withdrawn", o)
+			}
+			h, n := withdrawal(got, firstOffer)
+			if want := "offer withdrawn: the courier cannot take tasks: " + tc.why; n != 1 || h.Actor != dispatch.ActorSystem ||
+				h.CourierID != first.ID || h.Comment != want {
+				t.Errorf("history of the withdrawal = %+v (%d entries), want one, the system's, naming the courier, %q", h, n, want)
+			}
+			if stored, err := sys.Store.GetTask(context.Background(), tk.ID); err != nil || !stored.IsExcluded(first.ID) {
+				t.Errorf("excluded %+v (%v), want the first courier", stored.Excluded, err)
+			}
+			if n := offerClosedDeliveries(t, sys, first.ID, firstOffer); n != 1 {
+				t.Errorf("offer_closed deliveries of the withdrawn offer = %d, want 1", n)
+			}
+		})
+	}
+}
+
+// TestOfferWithdrawnOnceByTwoReplicas: two replicas on one PostgreSQL database both hear of a courier's
+// suspension (each follows the account changes); the offer is withdrawn once, with one history entry and
+// one offer_closed delivery, and the task goes to the next courier.
+func TestOfferWithdrawnOnceByTwoReplicas(t *testing.T) {
+	pool := databasetest.Postgres(t, postgres.Schema)
+	a := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Options: dispatch.Options{Replica: "replica-a"}})
+	b := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Couriers: a.Couriers, Clock: a.Clock, Accounts: a.Accounts, Options: dispatch.Options{Replica: "replica-b"}})
+	first := a.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	tk, err := b.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("r1", dispatchtest.Berlin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	offered := a.WaitTask(t, tk.ID, "offered to the first courier", offeredTo(first))
+	firstOffer := offered.CurrentOffer().ID
+	a.Disconnect(t, first.ID)
+	second := b.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 1500), geo.Bicycle, true)
+
+	a.Accounts.Set(first.UserID, auth.SubjectState{Roles: []string{auth.RoleCourier}})
+	got := b.WaitTask(t, tk.ID, "offered to the next courier", offeredTo(second))
+	if _, n := withdrawal(got, firstOffer); n != 1 {
+		t.Errorf("withdrawals of the first offer in the history = %d, want 1: %+v", n, got.History)
+	}
+	if n := offerClosedDeliveries(t, a, first.ID, firstOffer); n != 1 {
+		t.Errorf("offer_closed deliveries of the withdrawn offer = %d, want 1", n)
+	}
+}
+
+// offeredTo says whether a task is offered to c.
+func offeredTo(c dispatchtest.Courier) func(dispatch.Task) bool {
+	return func(t dispatch.Task) bool { o := t.CurrentOffer(); return o != nil && o.CourierID == c.ID }
 }

@@ -2,7 +2,10 @@ package e2e_test
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,5 +166,90 @@ func TestOfferIsWithdrawnWhenTheCourierIsSuspended(t *testing.T) {
 	}
 	if len(states) != 1 || states[0] != dispatchv1.OfferState_OFFER_STATE_WITHDRAWN {
 		t.Errorf("offer %s in the explanation: %v, want WITHDRAWN (%v)", offerID, states, &expl)
+	}
+}
+
+// gauge returns the value of the unlabelled series name on the process's admin /metrics.
+func (s *system) gauge(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.Admin + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read /metrics: %v", err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
+}
+
+// TestOfferIsWithdrawnWhenAClosedAppsCourierIsSuspended: the courier's app closed (no session left) while
+// an offer waits for their answer; suspending their account withdraws the offer at once (the identity
+// change reaches dispatch through the process's account cache), rather than letting it expire 20 s later,
+// and the task is PENDING again.
+func TestOfferIsWithdrawnWhenAClosedAppsCourierIsSuspended(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d := newDispatchSetup(ctx, t)
+	sessionCtx, closeApp := context.WithCancel(ctx)
+	session := openSession(sessionCtx, t, d.dispatch, d.courier.access, 0, 0)
+	task := createTaskREST(t, d.s, d.customer.access, "e2e-withdrawn-closed-1")
+	offer, _ := session.nextOffer()
+	if offer.GetTask().GetId() != task.GetId() {
+		t.Fatalf("offer = %v, want one for task %s", offer, task.GetId())
+	}
+	offerID := offer.GetOffer().GetId()
+	closeApp()
+	for d.s.gauge(t, "lastmile_dispatch_courier_sessions") != 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the closed app's session never ended: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	code, _, body := d.s.rest(t, http.MethodPatch, "/v1/users/"+d.courier.userID, d.admin.access, `{"status": "USER_STATUS_SUSPENDED"}`)
+	if code != http.StatusOK {
+		t.Fatalf("suspend the courier's account = %d %v, want 200", code, body)
+	}
+	for {
+		got := &dispatchv1.Task{}
+		if code, body := d.s.restProto(t, http.MethodGet, "/v1/tasks/"+task.GetId(), d.admin.access, "", got); code != http.StatusOK {
+			t.Fatalf("GET task = %d %v, want 200", code, body)
+		}
+		if got.GetState() != dispatchv1.TaskState_TASK_STATE_OFFERED {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the task is still offered to the suspended courier: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	var expl dispatchv1.AssignmentExplanation
+	if code, body := d.s.restProto(t, http.MethodGet, "/v1/tasks/"+task.GetId()+"/explanation", d.admin.access, "", &expl); code != http.StatusOK {
+		t.Fatalf("GET explanation = %d %v, want 200", code, body)
+	}
+	var states []dispatchv1.OfferState
+	for _, dec := range expl.GetDecisions() {
+		for _, c := range dec.GetCandidates() {
+			if c.GetOfferId() == offerID {
+				states = append(states, c.GetOfferState())
+			}
+		}
+	}
+	if len(states) != 1 || states[0] != dispatchv1.OfferState_OFFER_STATE_WITHDRAWN {
+		t.Errorf("offer %s in the explanation: %v, want WITHDRAWN, not EXPIRED (%v)", offerID, states, &expl)
 	}
 }

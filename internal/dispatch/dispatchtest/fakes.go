@@ -517,21 +517,44 @@ func (r *Routes) Matrix(_ context.Context, origins []geo.LatLng, dest geo.LatLng
 // Accounts is an in-memory dispatch.Accounts: every user is active with the courier and the customer
 // roles (so that any user may take tasks and have them) until a test says otherwise. It is safe for concurrent use.
 type Accounts struct {
-	mu     sync.Mutex
-	states map[string]auth.SubjectState
-	down   bool
+	mu        sync.Mutex
+	states    map[string]auth.SubjectState
+	down      bool
+	observers map[*func(string, auth.SubjectState)]struct{}
 }
 
-var _ dispatch.Accounts = (*Accounts)(nil)
+var _ dispatch.AccountWatcher = (*Accounts)(nil)
 
 // NewAccounts returns accounts in which every user is active with the courier and the customer roles.
-func NewAccounts() *Accounts { return &Accounts{states: map[string]auth.SubjectState{}} }
+func NewAccounts() *Accounts {
+	return &Accounts{states: map[string]auth.SubjectState{}, observers: map[*func(string, auth.SubjectState)]struct{}{}}
+}
 
-// Set records user userID's standing.
+// Set records user userID's standing and tells the observers (OnUpdate), as the subject cache's Update
+// does when identity changes a user.
 func (a *Accounts) Set(userID string, st auth.SubjectState) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.states[userID] = st
+	observers := make([]func(string, auth.SubjectState), 0, len(a.observers))
+	for fn := range a.observers {
+		observers = append(observers, *fn)
+	}
+	a.mu.Unlock()
+	for _, fn := range observers {
+		fn(userID, st)
+	}
+}
+
+// OnUpdate implements dispatch.AccountWatcher: fn hears every Set until stop.
+func (a *Accounts) OnUpdate(fn func(string, auth.SubjectState)) (stop func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.observers[&fn] = struct{}{}
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		delete(a.observers, &fn)
+	}
 }
 
 // SetDown makes State fail with Unavailable (the identity store cannot be read).

@@ -267,6 +267,18 @@ func (s *System) Connect(t testing.TB, courierID string) {
 	}
 }
 
+// Disconnect marks courierID's session closed, as when the app went away (no session on any replica).
+func (s *System) Disconnect(t testing.TB, courierID string) {
+	t.Helper()
+	_, err := s.Store.UpdateSession(context.Background(), courierID, func(ss dispatch.Session) (dispatch.Session, error) {
+		ss.Open = false
+		return ss, nil
+	})
+	if err != nil {
+		t.Fatalf("dispatchtest: disconnect %s: %v", courierID, err)
+	}
+}
+
 // WaitTask reads task id (as a dispatcher) until cond holds, failing the test after a generous minute
 // (a hang guard, not a timing assertion: under -race on a loaded machine a lease, a decision and its
 // write may take seconds).

@@ -115,6 +115,13 @@ type Subjects struct {
 	// which could predate the change.
 	gen     uint64
 	streams map[string]map[*trackedCall]struct{}
+	// observers are the OnUpdate callbacks.
+	observers map[*subjectObserver]struct{}
+}
+
+// subjectObserver is one OnUpdate registration (a pointer, so that equal functions stay apart).
+type subjectObserver struct {
+	fn func(userID string, st SubjectState)
 }
 
 type subjectEntry struct {
@@ -148,8 +155,9 @@ func NewSubjects(load SubjectLoader, opts SubjectsOptions) *Subjects {
 	}
 	return &Subjects{
 		load: load, max: opts.MaxEntries, ttl: opts.TTL, maxStale: opts.MaxStale, now: opts.Now,
-		entries: map[string]subjectEntry{},
-		streams: map[string]map[*trackedCall]struct{}{},
+		entries:   map[string]subjectEntry{},
+		streams:   map[string]map[*trackedCall]struct{}{},
+		observers: map[*subjectObserver]struct{}{},
 	}
 }
 
@@ -213,8 +221,8 @@ func (s *Subjects) put(id string, st SubjectState, now time.Time) {
 	s.entries[id] = subjectEntry{st: st, at: now}
 }
 
-// Update records the current state of user id, and ends the user's tracked calls that st no longer
-// accepts with its Unauthenticated error.
+// Update records the current state of user id, ends the user's tracked calls that st no longer
+// accepts with its Unauthenticated error, and then tells the observers (OnUpdate).
 func (s *Subjects) Update(id string, st SubjectState) {
 	s.mu.Lock()
 	s.gen++
@@ -226,9 +234,32 @@ func (s *Subjects) Update(id string, st SubjectState) {
 			ended, errs = append(ended, c), append(errs, err)
 		}
 	}
+	observers := slices.Collect(maps.Keys(s.observers))
 	s.mu.Unlock()
 	for i, c := range ended {
 		c.cancel(errs[i])
+	}
+	for _, o := range observers {
+		o.fn(id, st)
+	}
+}
+
+// OnUpdate calls fn with every state Update records from now on (a user's standing changed: on every
+// replica, whoever made the change), until stop is called. It is how a service reacts to a suspension,
+// a deletion or a role change of a user who holds no open call. fn runs on the updater's goroutine (the
+// identity service's commit path, or its watch of changes), after the user's refused calls were ended:
+// it must return at once, handing any slow work to a goroutine of its own. The states Recheck reads
+// are updates (they may be changes the cache missed); a state the cache forgets (Forget, DropAll,
+// ForgetAll) or reads on a miss calls nothing.
+func (s *Subjects) OnUpdate(fn func(userID string, st SubjectState)) (stop func()) {
+	o := &subjectObserver{fn: fn}
+	s.mu.Lock()
+	s.observers[o] = struct{}{}
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.observers, o)
+		s.mu.Unlock()
 	}
 }
 

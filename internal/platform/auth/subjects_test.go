@@ -331,3 +331,47 @@ func TestSubjectsRecheckEndsCallsMissedChangesRevoked(t *testing.T) {
 		t.Errorf("u2's call after a Recheck that could not read: cause code %q, want %q", got, apperr.Unavailable)
 	}
 }
+
+// TestSubjectsOnUpdateTellsEveryUpdate: an observer hears every Update, of any user, with or without an
+// open call, after the user's refused calls ended; a miss, Forget, DropAll and ForgetAll tell nothing;
+// after stop, nothing more.
+func TestSubjectsOnUpdateTellsEveryUpdate(t *testing.T) {
+	ctx := context.Background()
+	courierState := auth.SubjectState{Active: true, Roles: []string{auth.RoleCourier}}
+	l := &fakeLoader{states: map[string]auth.SubjectState{"u1": courierState}}
+	s := auth.NewSubjects(l.load, auth.SubjectsOptions{})
+	u1 := auth.Principal{Kind: auth.User, Subject: "u1", Roles: []string{auth.RoleCourier}, IssuedAt: issued}
+	call, stopCall := s.Track(ctx, u1)
+	defer stopCall()
+
+	type update struct {
+		user      string
+		st        auth.SubjectState
+		callEnded bool
+	}
+	var got []update
+	stop := s.OnUpdate(func(id string, st auth.SubjectState) {
+		got = append(got, update{id, st, id == "u1" && call.Err() != nil})
+	})
+	if _, err := s.State(ctx, "u1"); err != nil { // a miss: read, not an update
+		t.Fatal(err)
+	}
+	suspended := auth.SubjectState{Roles: []string{auth.RoleCourier}}
+	s.Update("u1", suspended)
+	s.Update("u2", courierState) // a user without a call
+	s.Forget("u1")
+	s.DropAll()
+	s.ForgetAll()
+	stop()
+	s.Update("u2", suspended)
+
+	want := []update{{"u1", suspended, true}, {"u2", courierState, false}}
+	if len(got) != len(want) {
+		t.Fatalf("observed %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i].user != want[i].user || got[i].st.Active != want[i].st.Active || got[i].callEnded != want[i].callEnded {
+			t.Errorf("update %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}

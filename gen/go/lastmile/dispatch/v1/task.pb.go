@@ -450,8 +450,9 @@ const (
 	// The courier did not answer before expire_time.
 	OfferState_OFFER_STATE_EXPIRED OfferState = 4
 	// Dispatch took the offer back before the courier answered: the task was cancelled, a dispatcher
-	// assigned it to someone else, or the courier's session ended because their account was suspended or
-	// deleted or lost the courier role (the task then goes to the next candidate at once).
+	// assigned it to someone else, or the courier's account was suspended or deleted or lost the courier
+	// role, whether or not the courier had a session open (the task then goes to the next candidate at
+	// once, and is never offered to that courier again).
 	OfferState_OFFER_STATE_WITHDRAWN OfferState = 5
 )
 

@@ -1,0 +1,157 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
+)
+
+// A courier whose account is suspended or deleted, or no longer holds the courier role, cannot take
+// tasks any more (barred): their session ends (the server revokes it), AssignTask refuses them, and
+// what they were offered is taken back at once, whether or not they hold a session, on whichever replica
+// hears of the change first (barCourier):
+//
+//   - every replica follows the changes of users' standing (AccountWatcher: the process's subject cache,
+//     which identity keeps current on every replica), and for a user who may no longer work and has a
+//     courier profile it bars the courier; so does a session's end for that reason (withdrawIfBarred);
+//   - each step is the same conditional update under the task's lock as a decline or an expiry, so a
+//     second replica, or a second notice of the same change, finds nothing left to do.
+//
+// A change the replica misses (its queue full, the courier service unreachable to map the user to a
+// courier, the subject cache's feed lost) leaves the offers to their deadlines.
+const (
+	// accountQueue bounds the changes of standing waiting to be acted on; beyond it a change is dropped
+	// (and logged).
+	accountQueue = 1024
+	// accountTimeout bounds the work done for one change.
+	accountTimeout = 30 * time.Second
+)
+
+// AccountWatcher is an Accounts that also tells of every change of a user's standing, on every replica
+// whoever made it. The process's *auth.Subjects implements it.
+type AccountWatcher interface {
+	Accounts
+	// OnUpdate calls fn with every user's new standing until stop is called. fn must not block.
+	OnUpdate(fn func(userID string, st auth.SubjectState)) (stop func())
+}
+
+// accountChange is a user who may no longer work as a courier, and why.
+type accountChange struct {
+	user, why string
+}
+
+// barredBy returns why a user of standing st may not work as a courier, "" when they may.
+func barredBy(st auth.SubjectState) string {
+	switch {
+	case !st.Active:
+		return "their account is suspended or deleted"
+	case !slices.Contains(st.Roles, auth.RoleCourier):
+		return "their account no longer has the courier role"
+	}
+	return ""
+}
+
+// followAccounts bars the courier of every user whose standing changes to one that may not work, until
+// ctx ends. The changes are queued by the watcher's callback and acted on here, one at a time.
+func (s *Service) followAccounts(ctx context.Context) error {
+	w, ok := s.accounts.(AccountWatcher)
+	if !ok {
+		return nil
+	}
+	queue := make(chan accountChange, accountQueue)
+	stop := w.OnUpdate(func(user string, st auth.SubjectState) {
+		why := barredBy(st)
+		if why == "" {
+			return
+		}
+		select {
+		case queue <- accountChange{user: strings.ToLower(user), why: why}:
+		default:
+			s.logger.Warn("dispatch: too many account changes waiting; the offers of this one wait for their deadlines", "user", user)
+		}
+	})
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ch := <-queue:
+			s.accountChanged(ctx, ch)
+		}
+	}
+}
+
+// accountChanged bars the courier of user ch.user, if the user has a courier profile and still may not
+// work (a change undone since is left alone). Every user's change comes here, customers' too: the user's
+// courier profile is looked up (cached as for sessions), one call to the courier service per user.
+func (s *Service) accountChanged(ctx context.Context, ch accountChange) {
+	ctx, cancel := context.WithTimeout(ctx, accountTimeout)
+	defer cancel()
+	courierID, err := s.courierOfUser(ctx, ch.user)
+	switch {
+	case apperr.CodeOf(err) == apperr.NotFound:
+		return // not a courier
+	case err != nil:
+		if ctx.Err() == nil {
+			s.logger.Warn("dispatch: find the courier of a user who may no longer work; their offers wait for their deadlines", "user", ch.user, "err", err)
+		}
+		return
+	}
+	why, err := s.barred(ctx, ch.user)
+	switch {
+	case err != nil:
+		s.logger.Warn("dispatch: check the account of a courier whose standing changed", "courier", courierID, "err", err)
+		return
+	case why == "":
+		return // active again
+	}
+	s.barCourier(ctx, courierID, "the courier cannot take tasks: "+why)
+}
+
+// barCourier takes back what courierID, who may no longer work, was offered, saying why in the tasks'
+// history (withdrawOffers).
+func (s *Service) barCourier(ctx context.Context, courierID, why string) {
+	s.withdrawOffers(ctx, courierID, why)
+}
+
+// withdrawOffers withdraws every open offer to courierID, saying why in the tasks' history: each task goes
+// back to PENDING, due at once (the work loop is kicked), is never offered to the courier again, and the
+// courier is told the offer closed. An offer answered, expired or withdrawn meanwhile is left alone.
+func (s *Service) withdrawOffers(ctx context.Context, courierID, why string) {
+	offered, err := s.store.OfferedTasks(ctx, courierID)
+	if err != nil {
+		s.logger.Warn("dispatch: read the offers to withdraw", "courier", courierID, "err", err)
+		return
+	}
+	withdrawn := 0
+	for _, t := range offered {
+		_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+			o := cur.CurrentOffer()
+			if o == nil || o.CourierID != courierID {
+				return Change{}, errNoChange // answered, expired or withdrawn since
+			}
+			now := s.now()
+			cur.closeOffer(OfferWithdrawn, now)
+			if err := cur.transition(StateChange{State: StatePending, At: now, Actor: ActorSystem, CourierID: courierID, OfferID: o.ID, Comment: "offer withdrawn: " + why}); err != nil {
+				return Change{}, err
+			}
+			cur.Exclude(courierID, ExcludedUnavailable)
+			return Change{Task: cur, Deliveries: []Delivery{{CourierID: courierID, Kind: DeliveryOfferClosed, TaskID: cur.ID, OfferID: o.ID}}}, nil
+		})
+		switch {
+		case err == nil:
+			withdrawn++
+		case !errors.Is(err, errNoChange):
+			s.logger.Warn("dispatch: withdraw an offer", "courier", courierID, "task", t.ID, "err", err)
+		}
+	}
+	if withdrawn > 0 {
+		s.logger.Info("dispatch: offers withdrawn", "courier", courierID, "offers", withdrawn, "why", why)
+		s.kick()
+	}
+}
