@@ -13,8 +13,8 @@ import (
 
 // A courier whose account is suspended or deleted, or no longer holds the courier role, cannot take
 // tasks any more (barred): their session ends (the server revokes it), AssignTask refuses them, and
-// what they were offered is taken back at once, whether or not they hold a session, on whichever replica
-// hears of the change first (barCourier):
+// what they were offered and the tasks they hold but did not pick up are taken back at once, whether or
+// not they hold a session, on whichever replica hears of the change first (barCourier):
 //
 //   - every replica follows the changes of users' standing (AccountWatcher: the process's subject cache,
 //     which identity keeps current on every replica), and for a user who may no longer work and has a
@@ -23,7 +23,8 @@ import (
 //     second replica, or a second notice of the same change, finds nothing left to do.
 //
 // A change the replica misses (its queue full, the courier service unreachable to map the user to a
-// courier, the subject cache's feed lost) leaves the offers to their deadlines.
+// courier, the subject cache's feed lost) leaves the offers to their deadlines and the held tasks to a
+// dispatcher (AssignTask).
 const (
 	// accountQueue bounds the changes of standing waiting to be acted on; beyond it a change is dropped
 	// (and logged).
@@ -113,10 +114,61 @@ func (s *Service) accountChanged(ctx context.Context, ch accountChange) {
 	s.barCourier(ctx, courierID, "the courier cannot take tasks: "+why)
 }
 
-// barCourier takes back what courierID, who may no longer work, was offered, saying why in the tasks'
-// history (withdrawOffers).
+// barCourier takes back what courierID, who may no longer work, was offered (withdrawOffers) and the
+// tasks they hold but did not pick up (releaseHeld), saying why in the tasks' history. The offers go
+// first: an offer accepted meanwhile is then a held task.
 func (s *Service) barCourier(ctx context.Context, courierID, why string) {
 	s.withdrawOffers(ctx, courierID, why)
+	s.releaseHeld(ctx, courierID, why)
+}
+
+// releaseHeld takes back the tasks courierID holds and did not pick up yet (ASSIGNED), as a hand-back
+// does: each goes back to PENDING, due at once, is never offered to the courier again, the courier's
+// capacity is released (the durable release job) and the courier is told (a notice REASSIGNED); the
+// history says why, with the system as its actor. A task the courier picked up stays theirs: the parcel
+// is with them, and moving the task would not move it. It is logged for the dispatcher, who sees it in
+// the courier's overview (GetCourierStatus) and gives it to another courier once the parcel is
+// recovered (AssignTask accepts a picked-up task whose courier may no longer work).
+func (s *Service) releaseHeld(ctx context.Context, courierID, why string) {
+	held, err := s.store.HeldTasks(ctx, courierID)
+	if err != nil {
+		s.logger.Warn("dispatch: read the tasks to take back", "courier", courierID, "err", err)
+		return
+	}
+	released := 0
+	for _, t := range held {
+		if t.State == StatePickedUp {
+			s.logger.Warn("dispatch: a courier who cannot take tasks holds a picked-up parcel; a dispatcher must recover it and assign the task to another courier",
+				"courier", courierID, "task", t.ID, "why", why)
+			continue
+		}
+		_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
+			if cur.State != StateAssigned || cur.CourierID != courierID {
+				return Change{}, errNoChange // picked up, released, reassigned or ended since
+			}
+			now := s.now()
+			if err := cur.transition(StateChange{State: StatePending, At: now, Actor: ActorSystem, CourierID: courierID, Comment: "released: " + why}); err != nil {
+				return Change{}, err
+			}
+			cur.Exclude(courierID, ExcludedUnavailable)
+			cur.SearchStart, cur.Searches = storedTime(now), 0
+			return Change{
+				Task:       cur,
+				Jobs:       []Job{{Kind: JobRelease, CourierID: courierID, TaskID: cur.ID}},
+				Deliveries: []Delivery{{CourierID: courierID, Kind: DeliveryTask, TaskID: cur.ID, Reason: NoticeReassigned}},
+			}, nil
+		})
+		switch {
+		case err == nil:
+			released++
+		case !errors.Is(err, errNoChange):
+			s.logger.Warn("dispatch: take a task back", "courier", courierID, "task", t.ID, "err", err)
+		}
+	}
+	if released > 0 {
+		s.logger.Info("dispatch: tasks taken back", "courier", courierID, "tasks", released, "why", why)
+		s.kick()
+	}
 }
 
 // withdrawOffers withdraws every open offer to courierID, saying why in the tasks' history: each task goes

@@ -809,6 +809,19 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 	if err := canTake(c, cur); err != nil {
 		return Task{}, err
 	}
+	// A picked-up task moves only away from a courier who may no longer work (their account suspended,
+	// deleted or without the courier role): the parcel is with them, the dispatcher recovers it and
+	// gives the task to a courier who collects it.
+	strandedBy := ""
+	if cur.State == StatePickedUp {
+		switch err := s.mayWork(ctx, cur.CourierID); apperr.CodeOf(err) {
+		case "":
+		case apperr.FailedPrecondition:
+			strandedBy = cur.CourierID
+		default:
+			return Task{}, err
+		}
+	}
 	now := s.now()
 	var (
 		unchanged Task
@@ -827,8 +840,9 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 			unchanged = t
 			return Change{}, errNoChange
 		}
-		if !CanTransition(t.State, StateAssigned) {
-			return Change{}, apperr.Errorf(apperr.FailedPrecondition, "task %s is %s: only tasks not yet picked up can be assigned", t.ID, t.State)
+		stranded := t.State == StatePickedUp && strandedBy != "" && t.CourierID == strandedBy
+		if !CanTransition(t.State, StateAssigned) || (t.State == StatePickedUp && !stranded) {
+			return Change{}, apperr.Errorf(apperr.FailedPrecondition, "task %s is %s: only tasks not yet picked up can be assigned, and picked-up tasks whose courier can no longer work", t.ID, t.State)
 		}
 		var ch Change
 		if o := t.closeOffer(OfferWithdrawn, now); o != nil {
@@ -836,7 +850,7 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 			withdrawn = o.CourierID != courierID
 		}
 		prev := ""
-		if t.State == StateAssigned {
+		if t.State.Held() {
 			prev = t.CourierID
 			ch.Deliveries = append(ch.Deliveries, Delivery{CourierID: prev, Kind: DeliveryTask, TaskID: t.ID, Reason: NoticeReassigned})
 		}

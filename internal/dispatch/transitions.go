@@ -10,12 +10,15 @@ import (
 // transitions is the task state machine: the states each state may move to. Everything else is
 // FailedPrecondition. OFFERED goes back to PENDING when its offer is declined or expires (the engine then
 // offers the task to the next candidate); ASSIGNED goes back to PENDING when the courier hands the task
-// back or the courier service refuses the claim, and to ASSIGNED when a dispatcher reassigns it.
+// back, the courier service refuses the claim or the courier may no longer work, and to ASSIGNED when a
+// dispatcher reassigns it. PICKED_UP goes to ASSIGNED only when a dispatcher gives the task of a courier
+// who may no longer work to another courier (AssignTask checks that): the new holder collects the parcel
+// again.
 var transitions = map[State][]State{
 	StatePending:      {StateOffered, StateAssigned, StateCancelled, StateUnassignable},
 	StateOffered:      {StatePending, StateAssigned, StateCancelled, StateUnassignable},
 	StateAssigned:     {StatePickedUp, StatePending, StateAssigned, StateCancelled, StateFailed},
-	StatePickedUp:     {StateDelivered, StateFailed},
+	StatePickedUp:     {StateDelivered, StateFailed, StateAssigned},
 	StateUnassignable: {StateAssigned, StateCancelled},
 	StateDelivered:    nil,
 	StateCancelled:    nil,
@@ -48,6 +51,7 @@ func (t *Task) transition(change StateChange) error {
 		t.CourierID = change.CourierID
 		t.AssignTime = at
 		t.DueTime = time.Time{}
+		t.PickupTime = time.Time{} // a picked-up task given to another courier is collected again
 	case StatePickedUp:
 		t.PickupTime = at
 	case StateDelivered:

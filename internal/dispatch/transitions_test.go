@@ -27,6 +27,7 @@ func TestStateMachine(t *testing.T) {
 		{StateAssigned, StateFailed}:        true,
 		{StatePickedUp, StateDelivered}:     true,
 		{StatePickedUp, StateFailed}:        true,
+		{StatePickedUp, StateAssigned}:      true, // a dispatcher moves it away from a courier who may no longer work
 		{StateUnassignable, StateAssigned}:  true,
 		{StateUnassignable, StateCancelled}: true,
 	}

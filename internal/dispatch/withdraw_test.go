@@ -10,6 +10,8 @@ import (
 	"lastmile/internal/dispatch/dispatchtest"
 	"lastmile/internal/dispatch/postgres"
 	"lastmile/internal/geo"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/apperrtest"
 	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/database/databasetest"
 )
@@ -200,4 +202,94 @@ func TestOfferWithdrawnOnceByTwoReplicas(t *testing.T) {
 // offeredTo says whether a task is offered to c.
 func offeredTo(c dispatchtest.Courier) func(dispatch.Task) bool {
 	return func(t dispatch.Task) bool { o := t.CurrentOffer(); return o != nil && o.CourierID == c.ID }
+}
+
+// TestBarredCourierLosesTheTasksNotPickedUp: when a courier's account is suspended, a task they hold and
+// did not pick up goes back to PENDING at once (history: the system's, naming the courier and why), their
+// claim on it is released, they are told (a REASSIGNED notice), and the task is offered to someone else,
+// never to them. A task they picked up stays theirs (the parcel is with them): their overview shows it,
+// and a dispatcher may give it to another courier, which AssignTask refuses while its courier may work.
+func TestBarredCourierLosesTheTasksNotPickedUp(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{})
+	holder := sys.AddCourier(t, dispatchtest.Berlin, geo.Car, true)
+	sys.Couriers.SetCapacity(holder.ID, 2)
+	take := func(request string) dispatch.Task {
+		t.Helper()
+		tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request(request, dispatchtest.Berlin, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		offered := sys.WaitTask(t, tk.ID, "offered to the holder", offeredTo(holder))
+		o := offered.CurrentOffer()
+		if r := sys.Service.Execute(holder.Ctx, holder.ID, "accept-"+request, dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+			t.Fatalf("accept %s: %+v", request, r.Err)
+		}
+		waitFor(t, "the holder's claim on "+request, func() bool { return sys.Couriers.Claims()[tk.ID] == holder.ID })
+		return tk
+	}
+	carried := take("carried")
+	if r := sys.Service.Execute(holder.Ctx, holder.ID, "pickup", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: carried.ID}}); r.Err != nil {
+		t.Fatalf("pickup: %+v", r.Err)
+	}
+	waiting := take("waiting")
+	other := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 1500), geo.Car, true)
+	sys.Couriers.SetCapacity(other.ID, 2)
+	_, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: carried.ID, CourierID: other.ID})
+	apperrtest.WantCode(t, "AssignTask of a task picked up by a courier who may work", err, apperr.FailedPrecondition)
+	before, err := sys.Service.GetTask(dispatchtest.Dispatcher(), carried.ID, dispatch.ViewFull)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sys.Accounts.Set(holder.UserID, auth.SubjectState{Roles: []string{auth.RoleCourier}})
+	why := "the courier cannot take tasks: their account is suspended or deleted"
+	got := sys.WaitTask(t, waiting.ID, "offered to the other courier", offeredTo(other))
+	var released *dispatch.StateChange
+	for i := range got.History {
+		if h := got.History[i]; h.State == dispatch.StatePending && h.CourierID == holder.ID {
+			released = &got.History[i]
+		}
+	}
+	if released == nil || released.Actor != dispatch.ActorSystem || released.Comment != "released: "+why {
+		t.Errorf("history of the release = %+v, want the system's, naming the holder, %q", released, "released: "+why)
+	}
+	if stored, err := sys.Store.GetTask(context.Background(), waiting.ID); err != nil || !stored.IsExcluded(holder.ID) {
+		t.Errorf("excluded %+v (%v), want the holder", stored.Excluded, err)
+	}
+	waitFor(t, "the holder's claim on the waiting task released", func() bool { return sys.Couriers.Claims()[waiting.ID] == "" })
+	ds, err := sys.Store.Deliveries(context.Background(), holder.ID, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	told := 0
+	for _, d := range ds {
+		if d.Kind == dispatch.DeliveryTask && d.TaskID == waiting.ID && d.Reason == dispatch.NoticeReassigned {
+			told++
+		}
+	}
+	if told != 1 {
+		t.Errorf("REASSIGNED notices of the waiting task to the holder = %d, want 1", told)
+	}
+
+	// The picked-up task stays with the holder, untouched, and shows in their overview.
+	kept, err := sys.Service.GetTask(dispatchtest.Dispatcher(), carried.ID, dispatch.ViewFull)
+	if err != nil || kept.State != dispatch.StatePickedUp || kept.CourierID != holder.ID || kept.Version != before.Version {
+		t.Fatalf("picked-up task = %s held by %s at version %d (%v), want %s held by %s at version %d",
+			kept.State, kept.CourierID, kept.Version, err, dispatch.StatePickedUp, holder.ID, before.Version)
+	}
+	ov, err := sys.Service.CourierOverview(dispatchtest.Dispatcher(), holder.ID)
+	if err != nil || len(ov.Tasks) != 1 || ov.Tasks[0].ID != carried.ID || len(ov.Offers) != 0 {
+		t.Fatalf("the holder's overview = %+v (%v), want the picked-up task alone", ov, err)
+	}
+
+	// The dispatcher, having recovered the parcel, gives it to another courier, who collects it again.
+	moved, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: carried.ID, CourierID: other.ID, Comment: "parcel recovered at the depot"})
+	if err != nil || moved.State != dispatch.StateAssigned || moved.CourierID != other.ID || !moved.PickupTime.IsZero() {
+		t.Fatalf("AssignTask of the stranded task = %s held by %s, picked up at %v (%v); want %s held by %s, not picked up",
+			moved.State, moved.CourierID, moved.PickupTime, err, dispatch.StateAssigned, other.ID)
+	}
+	waitFor(t, "the claim on the stranded task moved", func() bool { return sys.Couriers.Claims()[carried.ID] == other.ID })
+	if r := sys.Service.Execute(other.Ctx, other.ID, "pickup-again", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: carried.ID}}); r.Err != nil || r.Task.State != dispatch.StatePickedUp {
+		t.Fatalf("the new holder's pickup: %+v", r)
+	}
 }

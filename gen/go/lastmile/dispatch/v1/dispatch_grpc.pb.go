@@ -106,12 +106,15 @@ type DispatchServiceClient interface {
 	// AssignTask lets a dispatcher give a task to a courier of their choosing, overriding the engine. The
 	// task becomes ASSIGNED to that courier right away, without an offer; the courier's capacity is claimed
 	// and the courier is told on their session. It applies to PENDING, OFFERED (the open offer is withdrawn),
-	// UNASSIGNABLE and ASSIGNED tasks (the previous courier is released and told). The override is recorded
-	// as an assignment decision (see ExplainAssignment). Assigning a task to the courier already holding it
-	// returns it unchanged.
+	// UNASSIGNABLE and ASSIGNED tasks (the previous courier is released and told), and to a PICKED_UP task
+	// whose courier may no longer work (their account was suspended or deleted or lost the courier role):
+	// the parcel is with that courier, so the task stays theirs until a dispatcher, having recovered the
+	// parcel, gives it to another courier, who collects it and confirms the pickup again (pickup_time is
+	// cleared). The override is recorded as an assignment decision (see ExplainAssignment). Assigning a task
+	// to the courier already holding it returns it unchanged.
 	//
 	// Errors: NOT_FOUND when the task or the courier does not exist; FAILED_PRECONDITION when the task was
-	// picked up or has ended, or the courier cannot take it (not available, no free capacity, a transport
+	// picked up by a courier who may still work or has ended, or the courier cannot take it (not available, no free capacity, a transport
 	// mode that cannot carry the parcel, or an account that is suspended, deleted or no longer has the
 	// courier role); ABORTED when etag is set and no longer matches (unless the only change since is this
 	// same assignment: see AssignTaskRequest.etag), or a concurrent change won; PERMISSION_DENIED unless the
@@ -500,12 +503,15 @@ type DispatchServiceServer interface {
 	// AssignTask lets a dispatcher give a task to a courier of their choosing, overriding the engine. The
 	// task becomes ASSIGNED to that courier right away, without an offer; the courier's capacity is claimed
 	// and the courier is told on their session. It applies to PENDING, OFFERED (the open offer is withdrawn),
-	// UNASSIGNABLE and ASSIGNED tasks (the previous courier is released and told). The override is recorded
-	// as an assignment decision (see ExplainAssignment). Assigning a task to the courier already holding it
-	// returns it unchanged.
+	// UNASSIGNABLE and ASSIGNED tasks (the previous courier is released and told), and to a PICKED_UP task
+	// whose courier may no longer work (their account was suspended or deleted or lost the courier role):
+	// the parcel is with that courier, so the task stays theirs until a dispatcher, having recovered the
+	// parcel, gives it to another courier, who collects it and confirms the pickup again (pickup_time is
+	// cleared). The override is recorded as an assignment decision (see ExplainAssignment). Assigning a task
+	// to the courier already holding it returns it unchanged.
 	//
 	// Errors: NOT_FOUND when the task or the courier does not exist; FAILED_PRECONDITION when the task was
-	// picked up or has ended, or the courier cannot take it (not available, no free capacity, a transport
+	// picked up by a courier who may still work or has ended, or the courier cannot take it (not available, no free capacity, a transport
 	// mode that cannot carry the parcel, or an account that is suspended, deleted or no longer has the
 	// courier role); ABORTED when etag is set and no longer matches (unless the only change since is this
 	// same assignment: see AssignTaskRequest.etag), or a concurrent change won; PERMISSION_DENIED unless the

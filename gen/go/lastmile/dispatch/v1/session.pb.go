@@ -98,8 +98,9 @@ const (
 	TaskNoticeReason_TASK_NOTICE_REASON_UNSPECIFIED TaskNoticeReason = 0
 	// A dispatcher assigned the task to the courier directly, without an offer.
 	TaskNoticeReason_TASK_NOTICE_REASON_ASSIGNED TaskNoticeReason = 1
-	// The task was moved to another courier, by a dispatcher or by the engine, or handed back to the engine;
-	// the courier no longer holds it.
+	// The task was moved to another courier, by a dispatcher or by the engine, or handed back to the engine
+	// (also by dispatch itself when the courier's account was suspended or deleted or lost the courier
+	// role); the courier no longer holds it.
 	TaskNoticeReason_TASK_NOTICE_REASON_REASSIGNED TaskNoticeReason = 2
 	// The task was cancelled; the courier no longer holds it and must not pick it up.
 	TaskNoticeReason_TASK_NOTICE_REASON_CANCELLED TaskNoticeReason = 3

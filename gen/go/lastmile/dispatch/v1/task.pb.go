@@ -35,14 +35,15 @@ const (
 	// Not set. Never returned by the server.
 	TaskState_TASK_STATE_UNSPECIFIED TaskState = 0
 	// Created and waiting for the assignment engine to find a courier; also the state a task returns to when
-	// its offer was declined or expired, or its courier released it.
+	// its offer was declined, expired or withdrawn, or its courier released it or may no longer work.
 	TaskState_TASK_STATE_PENDING TaskState = 1
 	// Offered to one courier, who has until the offer's expire_time to accept or decline.
 	TaskState_TASK_STATE_OFFERED TaskState = 2
 	// A courier accepted (or a dispatcher assigned) the task and is heading to the pickup. Until the pickup
 	// the courier may release it (back to PENDING).
 	TaskState_TASK_STATE_ASSIGNED TaskState = 3
-	// The courier collected the parcel and is heading to the dropoff.
+	// The courier collected the parcel and is heading to the dropoff. Only a dispatcher may move it back to
+	// ASSIGNED, to another courier, and only when its courier may no longer work (see AssignTask).
 	TaskState_TASK_STATE_PICKED_UP TaskState = 4
 	// The parcel was delivered. Final.
 	TaskState_TASK_STATE_DELIVERED TaskState = 5
@@ -799,7 +800,10 @@ func (TaskView) EnumDescriptor() ([]byte, []int) {
 // Dispatch owns the task's lifecycle. A task starts PENDING, is OFFERED to one courier at a time until one
 // accepts (ASSIGNED), is PICKED_UP and ends DELIVERED. It may instead end CANCELLED (by its customer or a
 // dispatcher) or FAILED (reported by its courier). A courier holding an ASSIGNED task may hand it back
-// (release): it returns to PENDING and is never offered to that courier again. A task that no courier can
+// (release): it returns to PENDING and is never offered to that courier again. So does an ASSIGNED task
+// whose courier's account is suspended or deleted or loses the courier role, at once, session or not; a
+// PICKED_UP one stays theirs (the parcel is with them) until a dispatcher gives it to another courier
+// (AssignTask). A task that no courier can
 // reach within its pickup window (or, without one, within the engine's maximum wait) becomes UNASSIGNABLE:
 // the engine stops trying, and a dispatcher may assign it by hand or cancel it. Every field is set by the
 // server; clients create tasks with CreateTask and change them only through the lifecycle RPCs.
