@@ -266,13 +266,13 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	if conn := p.peer(courierv1.CourierService_ServiceDesc.ServiceName); conn != nil {
 		couriers = courierclient.New(courierv1.NewCourierServiceClient(conn))
 	}
-	var routes dispatch.Routes = unreachableRoutes{}
-	if conn := p.peer(routev1.RouteService_ServiceDesc.ServiceName); conn != nil {
-		routes = routeclient.New(routev1.NewRouteServiceClient(conn), routeclient.Options{Logger: p.logger})
-	}
 	metrics, err := dispatchgrpc.NewMetrics(p.registry)
 	if err != nil {
 		return err
+	}
+	var routes dispatch.Routes = unreachableRoutes{}
+	if conn := p.peer(routev1.RouteService_ServiceDesc.ServiceName); conn != nil {
+		routes = routeclient.New(routev1.NewRouteServiceClient(conn), routeclient.Options{Logger: p.logger, Observer: metrics})
 	}
 	if _, err := telemetry.Register(p.registry, dispatchgrpc.NewTaskStates(store, 2*time.Second, p.logger)); err != nil {
 		return fmt.Errorf("register dispatch task gauge: %w", err)

@@ -9,13 +9,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/routeclient"
 	"lastmile/internal/platform/telemetry"
 )
 
 // Metrics implements dispatch.Metrics with Prometheus: offers sent and answered, the time from a task's
 // creation to its assignment, decision durations and outcomes, open courier sessions, replayed deliveries
-// and proof uploads, the ends of the courier stream and the waiting tasks couriers woke. Build it with
-// NewMetrics.
+// and proof uploads, the ends of the courier stream and the waiting tasks couriers woke, and the state of
+// the circuit breaker around the route service (routeclient.BreakerObserver). Build it with NewMetrics.
 type Metrics struct {
 	offersSent     prometheus.Counter
 	offersAnswered *prometheus.CounterVec
@@ -27,7 +28,11 @@ type Metrics struct {
 	uploads        *prometheus.CounterVec
 	courierStream  prometheus.Counter
 	courierWakes   *prometheus.CounterVec
+	breakerState   prometheus.Gauge
+	breakerOpens   prometheus.Counter
 }
+
+var _ routeclient.BreakerObserver = (*Metrics)(nil)
 
 var _ dispatch.Metrics = (*Metrics)(nil)
 
@@ -76,6 +81,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "lastmile_dispatch_courier_woken_tasks_total",
 			Help: "Waiting tasks made due at once by a courier near them: available, freed or moved.",
 		}, []string{"reason"}),
+		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lastmile_dispatch_route_breaker_state",
+			Help: "State of dispatch's circuit breaker around the route service: 0 closed, 1 half-open, 2 open (ETAs from the local estimate).",
+		}),
+		breakerOpens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_route_breaker_opens_total",
+			Help: "How many times dispatch's circuit breaker around the route service opened.",
+		}),
 	}
 	var err error
 	reg1 := func(c prometheus.Collector) prometheus.Collector {
@@ -96,6 +109,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.uploads = reg1(m.uploads).(*prometheus.CounterVec)
 	m.courierStream = reg1(m.courierStream).(prometheus.Counter)
 	m.courierWakes = reg1(m.courierWakes).(*prometheus.CounterVec)
+	m.breakerState = reg1(m.breakerState).(prometheus.Gauge)
+	m.breakerOpens = reg1(m.breakerOpens).(prometheus.Counter)
 	if err != nil {
 		return nil, fmt.Errorf("register dispatch metrics: %w", err)
 	}
@@ -148,6 +163,22 @@ func (m *Metrics) CourierStreamEnded() { m.courierStream.Inc() }
 // CourierWoke implements dispatch.Metrics.
 func (m *Metrics) CourierWoke(reason string, tasks int) {
 	m.courierWakes.WithLabelValues(reason).Add(float64(tasks))
+}
+
+// breakerStates are the values of lastmile_dispatch_route_breaker_state, as the grpc clients' breaker
+// gauge has them.
+var breakerStates = map[string]float64{"closed": 0, "half-open": 1, "open": 2}
+
+// RouteBreakerChanged implements routeclient.BreakerObserver.
+func (m *Metrics) RouteBreakerChanged(to string) {
+	v, ok := breakerStates[to]
+	if !ok {
+		return
+	}
+	m.breakerState.Set(v)
+	if to == "open" {
+		m.breakerOpens.Inc()
+	}
 }
 
 // TaskCounter counts tasks by state; dispatch.Store implements it.

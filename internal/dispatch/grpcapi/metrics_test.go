@@ -91,7 +91,13 @@ lastmile_dispatch_uploads_total{state="committed"} 0
 lastmile_dispatch_uploads_total{state="expired"} 0
 lastmile_dispatch_uploads_total{state="in_progress"} 0
 lastmile_dispatch_uploads_total{state="rejected"} 0
-`), "lastmile_dispatch_offers_closed_total", "lastmile_dispatch_uploads_total")
+# HELP lastmile_dispatch_route_breaker_state State of dispatch's circuit breaker around the route service: 0 closed, 1 half-open, 2 open (ETAs from the local estimate).
+# TYPE lastmile_dispatch_route_breaker_state gauge
+lastmile_dispatch_route_breaker_state 0
+# HELP lastmile_dispatch_route_breaker_opens_total How many times dispatch's circuit breaker around the route service opened.
+# TYPE lastmile_dispatch_route_breaker_opens_total counter
+lastmile_dispatch_route_breaker_opens_total 0
+`), "lastmile_dispatch_offers_closed_total", "lastmile_dispatch_uploads_total", "lastmile_dispatch_route_breaker_state", "lastmile_dispatch_route_breaker_opens_total")
 	if err != nil {
 		t.Error(err)
 	}

@@ -7,7 +7,8 @@
 // calls that run out of this client's own short per-call timeout. After ConsecutiveFailures of them in a
 // row it opens, and Matrix fails at once with Unavailable "route service circuit breaker open" until
 // OpenTimeout has passed and a probe call succeeds. The engine then uses its local estimate and marks the
-// decision degraded, so that a slow or broken route never holds up assignment.
+// decision degraded, so that a slow or broken route never holds up assignment. Each change of the
+// breaker's state is logged and told to Options.Observer (dispatch's metrics).
 package routeclient
 
 import (
@@ -53,6 +54,15 @@ type Options struct {
 	OpenTimeout time.Duration
 	// Logger receives the breaker's state changes; nil means slog.Default().
 	Logger *slog.Logger
+	// Observer hears of the breaker's state changes too; nil for none.
+	Observer BreakerObserver
+}
+
+// BreakerObserver hears of the changes of a Client's circuit breaker (dispatch's metrics implement it).
+type BreakerObserver interface {
+	// RouteBreakerChanged says the breaker is now in state to: "closed", "half-open" or "open". It is
+	// called in the order of the changes, and must not block.
+	RouteBreakerChanged(to string)
 }
 
 // Client implements dispatch.Routes over route's RouteService.
@@ -95,6 +105,9 @@ func New(routes routev1.RouteServiceClient, opts Options) *Client {
 				level = slog.LevelWarn
 			}
 			logger.Log(context.Background(), level, "dispatch: route circuit breaker changed state", "from", from.String(), "to", to.String())
+			if opts.Observer != nil {
+				opts.Observer.RouteBreakerChanged(to.String())
+			}
 		},
 	})
 	return &Client{routes: routes, timeout: opts.CallTimeout, cb: cb}

@@ -2,12 +2,16 @@ package routeclient_test
 
 import (
 	"context"
-	"github.com/google/go-cmp/cmp"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -16,6 +20,7 @@ import (
 
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/grpcapi"
 	"lastmile/internal/dispatch/routeclient"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
@@ -245,4 +250,58 @@ func TestUnreachableRouteOpensTheBreaker(t *testing.T) {
 	if _, _, err := c.Matrix(ctx(t), origins, pickup, geo.Car, time.Time{}); apperr.MessageOf(err) != "route service circuit breaker open" {
 		t.Errorf("Matrix after 2 transport failures = %v, want the breaker open", err)
 	}
+}
+
+// TestBreakerMetrics: dispatch's metrics follow the breaker (its Observer): the state gauge is 0 (closed)
+// from the start, 2 once failures open it, 1 when its timeout lets a probe through, 0 when the probe
+// succeeds; the opens counter counts each opening.
+func TestBreakerMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := grpcapi.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, f := newClient(t, routeclient.Options{ConsecutiveFailures: 2, OpenTimeout: 50 * time.Millisecond, Observer: m})
+	want := func(step string, state, opens float64) {
+		t.Helper()
+		err := testutil.GatherAndCompare(reg, strings.NewReader(fmt.Sprintf(`
+# HELP lastmile_dispatch_route_breaker_state State of dispatch's circuit breaker around the route service: 0 closed, 1 half-open, 2 open (ETAs from the local estimate).
+# TYPE lastmile_dispatch_route_breaker_state gauge
+lastmile_dispatch_route_breaker_state %v
+# HELP lastmile_dispatch_route_breaker_opens_total How many times dispatch's circuit breaker around the route service opened.
+# TYPE lastmile_dispatch_route_breaker_opens_total counter
+lastmile_dispatch_route_breaker_opens_total %v
+`, state, opens)), "lastmile_dispatch_route_breaker_state", "lastmile_dispatch_route_breaker_opens_total")
+		if err != nil {
+			t.Errorf("%s: %v", step, err)
+		}
+	}
+	fail := func() {
+		t.Helper()
+		f.fail.Store(int32(codes.Unavailable))
+		for range 2 {
+			if _, _, err := c.Matrix(ctx(t), origins, pickup, geo.Car, time.Time{}); apperr.CodeOf(err) != apperr.Unavailable {
+				t.Fatalf("Matrix = %v, want Unavailable", err)
+			}
+		}
+		f.fail.Store(0)
+	}
+	want("at the start", 0, 0)
+	fail()
+	want("after 2 failures", 2, 1)
+	// The state is worked out when the breaker is used: poll until its timeout let it half-open
+	// (bounded by the test's deadline).
+	for c.State() != "half-open" {
+		if ctx(t).Err() != nil {
+			t.Fatal("breaker never half-opened")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	want("once the timeout passed", 1, 1)
+	if _, _, err := c.Matrix(ctx(t), origins, pickup, geo.Car, time.Time{}); err != nil {
+		t.Fatalf("the probe: %v", err)
+	}
+	want("after a probe succeeded", 0, 1)
+	fail()
+	want("after 2 more failures", 2, 2)
 }
