@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -89,6 +90,8 @@ type upFixture struct {
 	tasks   upTasks
 	uploads dispatch.UploadStore
 	blobs   dispatch.Blobs
+	// blobDir is the directory of blobs (blob.Files).
+	blobDir string
 	clock   *dispatchtest.Clock
 	metrics *upMetrics
 	task    dispatch.Task
@@ -104,7 +107,8 @@ const upCustomer = "0195f2a0-0000-7000-8000-00000000c001"
 func newUpFixture(t *testing.T, opts dispatch.Options) *upFixture {
 	t.Helper()
 	store := sqlite.New(databasetest.MigratedSQLite(t, "dispatch", sqlite.Migrate))
-	files, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
+	dir := filepath.Join(t.TempDir(), blob.DefaultDir)
+	files, err := blob.NewFiles(dir)
 	if err != nil {
 		t.Fatalf("NewFiles: %v", err)
 	}
@@ -112,6 +116,7 @@ func newUpFixture(t *testing.T, opts dispatch.Options) *upFixture {
 		tasks:   upTasks{Store: store, t: t},
 		uploads: store.Uploads(),
 		blobs:   files,
+		blobDir: dir,
 		clock:   dispatchtest.NewClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)),
 		metrics: &upMetrics{n: map[string]int{}},
 	}
@@ -360,6 +365,39 @@ func TestUploadResume(t *testing.T) {
 	changed := f.startReq(f.task.ID, other, pngFile(11))
 	_, _, err = f.svc.StartUpload(upContext(t, f.holder), changed)
 	apperrtest.WantCode(t, "resume with another size", err, apperr.FailedPrecondition)
+}
+
+// TestUploadOnAFullDisk: a chunk the disk has no room for (the upload's file is /dev/full, where every
+// write fails with ENOSPC) is Unavailable "the server's storage is full; try again later", not Internal:
+// nothing is committed, the upload stays IN_PROGRESS at its offset, and once space is freed the same
+// chunk, sent again, is stored and the upload commits with the whole file.
+func TestUploadOnAFullDisk(t *testing.T) {
+	f := newUpFixture(t, dispatch.Options{})
+	file := pngFile(3000)
+	id := newUUID()
+	w, _ := f.start(t, id, file)
+	if err := os.Symlink("/dev/full", filepath.Join(f.blobDir, id)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.Write(upContext(t, context.Background()), 0, file[:1000])
+	apperrtest.WantCode(t, "Write on a full disk", err, apperr.Unavailable)
+	if got, want := apperr.MessageOf(err), "the server's storage is full; try again later"; got != want {
+		t.Errorf("Write on a full disk: message %q, want %q", got, want)
+	}
+	got, err := f.svc.GetUpload(upContext(t, f.holder), id)
+	if err != nil || got.State != dispatch.UploadInProgress || got.CommittedOffset != 0 {
+		t.Fatalf("GetUpload after the refused chunk = %s at %d, %v; want in_progress at 0", got.State, got.CommittedOffset, err)
+	}
+
+	if err := os.Remove(filepath.Join(f.blobDir, id)); err != nil { // space freed
+		t.Fatal(err)
+	}
+	if u := upload(t, w, file, 1000); u.State != dispatch.UploadCommitted || u.CommittedOffset != 3000 {
+		t.Fatalf("upload %s at %d after space was freed, want committed at 3000", u.State, u.CommittedOffset)
+	}
+	if _, b, err := f.content(t, f.dispatcher, f.task.ID, id); err != nil || !bytes.Equal(b, file) {
+		t.Fatalf("ProofContent: %d bytes, %v; want the file", len(b), err)
+	}
 }
 
 // TestUploadRejected checks that bytes not matching the declared SHA-256 or content type make the upload

@@ -3,9 +3,11 @@ package blob_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,5 +212,40 @@ func TestForDatabase(t *testing.T) {
 	}
 	if _, err := blob.ForDatabase("mysql", dir, nil); err == nil {
 		t.Fatalf("ForDatabase(mysql): nil error")
+	}
+}
+
+// TestFilesFullDiskIsUnavailable: an append the file system refuses for want of space (here the upload's
+// file is /dev/full, where every write fails with ENOSPC) is Unavailable "the server's storage is full;
+// try again later", not an internal error; once space is freed the same append succeeds.
+func TestFilesFullDiskIsUnavailable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "proofs")
+	f, err := blob.NewFiles(dir)
+	if err != nil {
+		t.Fatalf("NewFiles: %v", err)
+	}
+	id := newID()
+	if err := os.Symlink("/dev/full", filepath.Join(dir, id)); err != nil {
+		t.Fatal(err)
+	}
+	err = f.Append(testContext(t), id, 0, []byte("bytes"))
+	apperrtest.WantCode(t, "Append on a full disk", err, apperr.Unavailable)
+	if got, want := apperr.MessageOf(err), "the server's storage is full; try again later"; got != want {
+		t.Errorf("Append on a full disk: message %q, want %q", got, want)
+	}
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("Append on a full disk: %v, want ENOSPC kept for the log", err)
+	}
+	if err := os.Remove(filepath.Join(dir, id)); err != nil { // space freed
+		t.Fatal(err)
+	}
+	mustAppend(t, f, id, 0, "bytes")
+	rc, n, err := f.Open(testContext(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if b, err := io.ReadAll(rc); err != nil || n != 5 || string(b) != "bytes" {
+		t.Fatalf("after space was freed: %q (%d), %v; want \"bytes\"", b, n, err)
 	}
 }

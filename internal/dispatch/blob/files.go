@@ -16,13 +16,17 @@ import (
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database"
 )
 
 // DefaultDir is the directory of Files under the data directory.
 const DefaultDir = "dispatch-proofs"
 
 // Files keeps each upload's bytes in one file named by the upload id in a directory. Appends are
-// fsynced, and so is the directory when a file is created, so acknowledged bytes survive a crash.
+// fsynced, and so is the directory when a file is created, so acknowledged bytes survive a crash. An
+// append refused for want of space (ENOSPC, EDQUOT) is Unavailable "the server's storage is full; try
+// again later", as the database's writes are (database.Classify): the upload keeps its committed offset,
+// and the same chunk succeeds once space is freed.
 type Files struct {
 	dir string
 }
@@ -71,24 +75,33 @@ func (f *Files) Append(ctx context.Context, uploadID string, offset int64, data 
 		return fmt.Errorf("append to upload %s at %d: no bytes stored", uploadID, offset)
 	}
 	if err != nil {
-		return fmt.Errorf("open bytes of upload %s: %w", uploadID, err)
+		return storageFull(fmt.Errorf("open bytes of upload %s: %w", uploadID, err))
 	}
 	err = appendAt(file, offset, data)
 	if cerr := file.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("append to upload %s at %d: %w", uploadID, offset, err)
+		return storageFull(fmt.Errorf("append to upload %s at %d: %w", uploadID, offset, err))
 	}
 	if created {
 		if err := syncDir(f.dir); err != nil {
-			return fmt.Errorf("append to upload %s: %w", uploadID, err)
+			return storageFull(fmt.Errorf("append to upload %s: %w", uploadID, err))
 		}
 	}
 	return nil
 }
 
-// appendAt truncates file to offset, writes data there and syncs it.
+// storageFull returns err as Unavailable "the server's storage is full; try again later" when it says
+// the file system has no space left (database.IsStorageFull), as it is otherwise.
+func storageFull(err error) error {
+	if database.IsStorageFull(err) {
+		return database.Classify(err)
+	}
+	return err
+}
+
+// appendAt truncates file to offset (when it holds more), writes data there and syncs it.
 func appendAt(file *os.File, offset int64, data []byte) error {
 	st, err := file.Stat()
 	if err != nil {
@@ -97,8 +110,10 @@ func appendAt(file *os.File, offset int64, data []byte) error {
 	if st.Size() < offset {
 		return fmt.Errorf("%d bytes stored, fewer than the offset", st.Size())
 	}
-	if err := file.Truncate(offset); err != nil {
-		return err
+	if st.Size() > offset {
+		if err := file.Truncate(offset); err != nil {
+			return err
+		}
 	}
 	if _, err := file.WriteAt(data, offset); err != nil {
 		return err

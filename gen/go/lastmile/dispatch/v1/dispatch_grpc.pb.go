@@ -219,7 +219,8 @@ type DispatchServiceClient interface {
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
 	// that count; PERMISSION_DENIED when the caller is not a courier;
-	// UNAVAILABLE when the server is shutting down (resume later); DEADLINE_EXCEEDED when no message came
+	// UNAVAILABLE when the server is shutting down, or its storage is full (the chunk is not committed; resume
+	// later); DEADLINE_EXCEEDED when no message came
 	// from the app for a server setting (a minute by default), counted from the previous message to the
 	// last byte of the next, so on a slow link send smaller chunks: the upload stays IN_PROGRESS at its
 	// committed offset and a new stream may resume it at once.
@@ -616,7 +617,8 @@ type DispatchServiceServer interface {
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
 	// that count; PERMISSION_DENIED when the caller is not a courier;
-	// UNAVAILABLE when the server is shutting down (resume later); DEADLINE_EXCEEDED when no message came
+	// UNAVAILABLE when the server is shutting down, or its storage is full (the chunk is not committed; resume
+	// later); DEADLINE_EXCEEDED when no message came
 	// from the app for a server setting (a minute by default), counted from the previous message to the
 	// last byte of the next, so on a slow link send smaller chunks: the upload stays IN_PROGRESS at its
 	// committed offset and a new stream may resume it at once.
