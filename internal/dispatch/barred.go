@@ -198,6 +198,7 @@ func (s *Service) withdrawOffers(ctx context.Context, courierID, why string) {
 		switch {
 		case err == nil:
 			withdrawn++
+			s.metrics.OfferAnswered(OfferWithdrawn)
 		case !errors.Is(err, errNoChange):
 			s.logger.Warn("dispatch: withdraw an offer", "courier", courierID, "task", t.ID, "err", err)
 		}

@@ -741,6 +741,7 @@ func (s *Service) CancelTask(ctx context.Context, req CancelRequest) (Task, erro
 	} else if err != nil {
 		return Task{}, taskErr(err, "cancel task "+req.ID)
 	} else if withdrawn {
+		s.metrics.OfferAnswered(OfferWithdrawn)
 		s.courierFreed()
 	}
 	return t.For(p, "", ViewFull), nil
@@ -825,10 +826,11 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 	now := s.now()
 	var (
 		unchanged Task
-		withdrawn bool
+		// closed: the change withdrew an open offer; withdrawn: an offer to another courier, now free.
+		closed, withdrawn bool
 	)
 	t, err := s.store.UpdateTask(ctx, id, func(t Task) (Change, error) {
-		withdrawn = false
+		closed, withdrawn = false, false
 		if err := checkETag(t, req.ETag); err != nil {
 			if retried(t, req.ETag, own(t)) {
 				unchanged = t
@@ -847,7 +849,7 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 		var ch Change
 		if o := t.closeOffer(OfferWithdrawn, now); o != nil {
 			ch.Deliveries = append(ch.Deliveries, Delivery{CourierID: o.CourierID, Kind: DeliveryOfferClosed, TaskID: t.ID, OfferID: o.ID})
-			withdrawn = o.CourierID != courierID
+			closed, withdrawn = true, o.CourierID != courierID
 		}
 		prev := ""
 		if t.State.Held() {
@@ -874,6 +876,9 @@ func (s *Service) AssignTask(ctx context.Context, req AssignRequest) (Task, erro
 		return Task{}, taskErr(err, "assign task "+id)
 	} else {
 		s.logger.Info("dispatch decision", "task", t.ID, "trigger", TriggerOverride, "outcome", OutcomeDispatcherAssigned, "winner", courierID, "dispatcher", actorUser)
+		if closed {
+			s.metrics.OfferAnswered(OfferWithdrawn)
+		}
 		if withdrawn {
 			s.courierFreed()
 		}

@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -291,5 +292,61 @@ func TestBarredCourierLosesTheTasksNotPickedUp(t *testing.T) {
 	waitFor(t, "the claim on the stranded task moved", func() bool { return sys.Couriers.Claims()[carried.ID] == other.ID })
 	if r := sys.Service.Execute(other.Ctx, other.ID, "pickup-again", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: carried.ID}}); r.Err != nil || r.Task.State != dispatch.StatePickedUp {
 		t.Fatalf("the new holder's pickup: %+v", r)
+	}
+}
+
+// offerMetrics counts the offers closed, by outcome.
+type offerMetrics struct {
+	dispatch.NopMetrics
+	mu     sync.Mutex
+	closed map[dispatch.OfferState]int
+}
+
+func (m *offerMetrics) OfferAnswered(o dispatch.OfferState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed[o]++
+}
+
+func (m *offerMetrics) count(o dispatch.OfferState) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed[o]
+}
+
+// TestWithdrawnOffersAreCounted: every offer withdrawn counts in the offers-closed measurement
+// (lastmile_dispatch_offers_closed_total{outcome="withdrawn"}), whichever change withdrew it: a
+// cancellation, a dispatcher's assignment, the courier's account suspended.
+func TestWithdrawnOffersAreCounted(t *testing.T) {
+	m := &offerMetrics{closed: map[dispatch.OfferState]int{}}
+	sys := dispatchtest.Start(t, dispatchtest.Config{Metrics: m})
+	c := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	other := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 50_000), geo.Bicycle, false) // out of reach
+	offer := func(request string) dispatch.Task {
+		t.Helper()
+		tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request(request, dispatchtest.Berlin, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sys.WaitTask(t, tk.ID, "offered", offeredTo(c))
+	}
+	if _, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: offer("cancelled").ID, Reason: dispatch.CancelOther}); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.count(dispatch.OfferWithdrawn); n != 1 {
+		t.Errorf("withdrawn after a cancellation = %d, want 1", n)
+	}
+	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: offer("assigned").ID, CourierID: other.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.count(dispatch.OfferWithdrawn); n != 2 {
+		t.Errorf("withdrawn after an assignment = %d, want 2", n)
+	}
+	suspended := offer("suspended")
+	sys.Accounts.Set(c.UserID, auth.SubjectState{Roles: []string{auth.RoleCourier}})
+	sys.WaitTask(t, suspended.ID, "withdrawn", dispatchtest.InState(dispatch.StatePending))
+	waitFor(t, "the withdrawal counted", func() bool { return m.count(dispatch.OfferWithdrawn) == 3 })
+	if n := m.count(dispatch.OfferExpired) + m.count(dispatch.OfferDeclined) + m.count(dispatch.OfferAccepted); n != 0 {
+		t.Errorf("offers closed otherwise = %d, want 0", n)
 	}
 }

@@ -78,6 +78,8 @@ type Config struct {
 	Couriers *Couriers
 	// Accounts are the users' standing; nil for new ones, in which every user is active (NewAccounts).
 	Accounts *Accounts
+	// Metrics receives the service's measurements; nil for none.
+	Metrics dispatch.Metrics
 	// NoWatch hides the courier service's stream of courier states from the service (its couriers are
 	// not a dispatch.CourierWatcher): no courier event wakes a waiting task on this system.
 	NoWatch bool
@@ -192,7 +194,7 @@ func Start(t testing.TB, cfg Config) *System {
 	if cfg.NoWatch {
 		couriers = unwatched{sys.Couriers}
 	}
-	svc = dispatch.NewService(dispatch.Deps{Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: couriers, Accounts: sys.Accounts, Routes: sys.Routes, Events: feed}, opts)
+	svc = dispatch.NewService(dispatch.Deps{Store: store, Uploads: store.Uploads(), ShareKeys: store.ShareKeys(), Blobs: blobs, Couriers: couriers, Accounts: sys.Accounts, Routes: sys.Routes, Events: feed, Metrics: cfg.Metrics}, opts)
 	sys.Service = svc
 
 	runCtx, stop := context.WithCancel(context.Background())
