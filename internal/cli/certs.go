@@ -11,9 +11,10 @@ import (
 func runCerts(args []string, env Env) (err error) {
 	fs := newFlagSet("certs", `Create (or renew) the development CA and certificates in <data-dir>/tls: a serving certificate for
 localhost plus --tls-hosts, and one client certificate per service identity (spiffe://lastmile/<service>).
-Existing certificates that are still valid for more than 30 days are kept. serve does this on first start.
-It takes the data directory's lock, so it refuses to run while serve uses the directory (serve reads the
-certificates only at startup: stop it, run certs, start it again).`, env.Stdout)
+Existing certificates that are still valid for more than 30 days are kept. serve does this at every start.
+It takes the data directory's lock, so it refuses to run while serve uses the directory: stop serve, run
+certs, start it again. (A running serve reloads certificate and key files that change, so another tool may
+replace them in place; it reads the CA at start only.)`, env.Stdout)
 	var dataDir string
 	hosts := listFlag{}
 	fs.StringVar(&dataDir, "data-dir", "./lastmile-data", "state directory")

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -315,6 +317,9 @@ func serve(ctx context.Context, cfg serveConfig, env Env) error {
 
 	tlsc, err := newTLS(cfg, logger)
 	if err != nil {
+		return err
+	}
+	if err := registerCertExpiry(registry, tlsc); err != nil {
 		return err
 	}
 	p := &process{cfg: cfg, env: env, logger: logger, registry: registry, tp: tp, tls: tlsc}
@@ -712,6 +717,47 @@ func (p *process) openStore(ctx context.Context, srv *grpcserver.Server, name st
 type tlsSetup struct {
 	server *tls.Config
 	client func(service string) *tls.Config
+	// ids are the service identities with a client certificate; caNotAfter is when the CA expires.
+	ids        []string
+	caNotAfter time.Time
+}
+
+// registerCertExpiry exports when each certificate this process presents expires: its server
+// certificate, each service identity's client certificate (as loaded now: key pairs are reloaded when
+// their files change) and the CA, read once at start. Nothing with --insecure.
+func registerCertExpiry(reg prometheus.Registerer, t tlsSetup) error {
+	if t.server == nil {
+		return nil
+	}
+	const name, help = "lastmile_tls_certificate_expiry_timestamp_seconds",
+		"When a certificate this process presents or trusts expires, in Unix seconds: certificate=\"server\", \"ca\", or the service identity of a client certificate."
+	gauge := func(cert string, notAfter func() time.Time) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"certificate": cert}},
+			func() float64 { return float64(notAfter().Unix()) })
+	}
+	leafExpiry := func(get func() (*tls.Certificate, error)) func() time.Time {
+		return func() time.Time {
+			c, err := get()
+			if err != nil || c == nil || c.Leaf == nil {
+				return time.Time{}
+			}
+			return c.Leaf.NotAfter
+		}
+	}
+	cs := []prometheus.Collector{
+		gauge("server", leafExpiry(func() (*tls.Certificate, error) { return t.server.GetCertificate(nil) })),
+		gauge("ca", func() time.Time { return t.caNotAfter }),
+	}
+	for _, id := range t.ids {
+		cc := t.client(id)
+		cs = append(cs, gauge(id, leafExpiry(func() (*tls.Certificate, error) { return cc.GetClientCertificate(nil) })))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register certificate expiry metric: %w", err)
+		}
+	}
+	return nil
 }
 
 func newTLS(cfg serveConfig, logger *slog.Logger) (tlsSetup, error) {
@@ -738,7 +784,28 @@ func newTLS(cfg serveConfig, logger *slog.Logger) (tlsSetup, error) {
 		}
 		clients[svc] = cc
 	}
-	return tlsSetup{server: server, client: func(svc string) *tls.Config { return clients[svc] }}, nil
+	ca, err := readCertFile(pki.CAFile())
+	if err != nil {
+		return tlsSetup{}, err
+	}
+	return tlsSetup{server: server, client: func(svc string) *tls.Config { return clients[svc] }, ids: ids, caNotAfter: ca.NotAfter}, nil
+}
+
+// readCertFile parses the first certificate of a PEM file.
+func readCertFile(name string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("read certificate: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("read certificate %s: no PEM certificate", name)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("read certificate %s: %w", name, err)
+	}
+	return cert, nil
 }
 
 // dialable turns a listener address into one a client can dial: an unspecified host becomes loopback.
