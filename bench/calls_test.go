@@ -113,7 +113,7 @@ func BenchmarkAssignmentCalls(b *testing.B) {
 		}
 		for range 5 {
 			task := uuid.NewString()
-			if err := couriers.Claim(ctx, c.GetId(), task, time.Now().Add(time.Hour)); err != nil {
+			if _, err := couriers.Claim(ctx, c.GetId(), task, time.Now().Add(time.Hour), 0); err != nil {
 				b.Fatal(err)
 			}
 			held[c.GetId()] = append(held[c.GetId()], task)
@@ -140,10 +140,10 @@ func BenchmarkAssignmentCalls(b *testing.B) {
 			b.Fatal(err)
 		}
 		id, task := found[0].ID, uuid.NewString()
-		if err := couriers.Claim(ctx, id, task, time.Now().Add(time.Hour)); err != nil {
+		if _, err := couriers.Claim(ctx, id, task, time.Now().Add(time.Hour), 0); err != nil {
 			b.Fatal(err)
 		}
-		if err := couriers.Release(ctx, id, held[id][0]); err != nil {
+		if err := couriers.Release(ctx, id, held[id][0], 0); err != nil {
 			b.Fatal(err)
 		}
 		held[id] = append(held[id][1:], task)

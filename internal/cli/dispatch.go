@@ -324,10 +324,10 @@ func (unreachableCouriers) CourierOfUser(context.Context, string) (string, error
 func (unreachableCouriers) UserOfCourier(context.Context, string) (string, error) {
 	return "", errCourierUnconfigured
 }
-func (unreachableCouriers) Claim(context.Context, string, string, time.Time) error {
-	return errCourierUnconfigured
+func (unreachableCouriers) Claim(context.Context, string, string, time.Time, int64) (bool, error) {
+	return false, errCourierUnconfigured
 }
-func (unreachableCouriers) Release(context.Context, string, string) error {
+func (unreachableCouriers) Release(context.Context, string, string, int64) error {
 	return errCourierUnconfigured
 }
 

@@ -172,6 +172,10 @@ func (r racingStore) ClaimCourierLive(ctx context.Context, id, task string, _ ti
 	return courier.LiveRecord{}, r.ClaimCourier(ctx, id, task, decide)
 }
 
+func (r racingStore) ClaimCourierHolding(ctx context.Context, id, task string, hour time.Time, decide func(courier.Courier, courier.Holding) (*courier.Claim, error)) (courier.LiveRecord, error) {
+	return r.ClaimCourierLive(ctx, id, task, hour, nil)
+}
+
 // TestClaimLostRace: a claim that loses the race for a task to another courier is refused as the task
 // being held, FailedPrecondition, like one decided after the winner committed.
 func TestClaimLostRace(t *testing.T) {

@@ -172,7 +172,28 @@ type Claim struct {
 	// ExpectedRelease is when dispatch expects to release the claim; always after ClaimedAt (the service
 	// sets it to the end of the claim's hour when dispatch gives none).
 	ExpectedRelease time.Time
+	// Generation is the highest generation the claim was made with (0: none); a release of a lower
+	// generation leaves it in place (see ClaimRequest.Generation).
+	Generation int64
 }
+
+// Holding is what a claim's rule reads besides the courier: who holds the task's claim and how recent
+// the claims and releases of the task on the courier are.
+type Holding struct {
+	// Holder is the courier holding the task's claim, "" when none.
+	Holder string
+	// Generation is the holder's claim's generation (0 when none, or claimed without one).
+	Generation int64
+	// Released is the highest generation released for the task on the courier being claimed and still
+	// kept (0 when none).
+	Released int64
+}
+
+// ReleaseKeep is how long the highest generation released for a task on a courier is kept: a claim of
+// that task and courier that lands later with a generation not above it is superseded. A call lands
+// within its deadline (dispatch's calls to the courier service last seconds), so a day leaves a wide
+// margin; the rows of a courier are purged by its next release after that.
+const ReleaseKeep = 24 * time.Hour
 
 // Covers reports whether the claim holds the hour slot starting at hour: whether the hour
 // [hour, hour+1h) overlaps [ClaimedAt, ExpectedRelease). A slot that a claim covers cannot be made
@@ -256,6 +277,18 @@ type Store interface {
 	// state read after the claim was deleted, as LiveState at hour answers it. The Service releases
 	// through it.
 	ReleaseCourierLive(ctx context.Context, id, taskID string, hour time.Time) (released bool, rec LiveRecord, err error)
+	// ClaimCourierHolding is ClaimCourierLive whose decide also gets the Holding of taskID as read under
+	// the lock (Released: of taskID on courier id). When decide returns a claim of a task courier id
+	// already holds, the store raises that claim's Generation to the returned one (never lowers it)
+	// instead of inserting; the returned state shows the claim as stored.
+	ClaimCourierHolding(ctx context.Context, id, taskID string, hour time.Time, decide func(c Courier, h Holding) (*Claim, error)) (LiveRecord, error)
+	// ReleaseCourierGeneration is ReleaseCourierLive ordered by generation (generation > 0): it deletes
+	// the claim of taskID on courier id only when the claim's Generation is not above generation, and
+	// records generation as released for taskID on courier id until keepUntil (keeping the higher of the
+	// stored and the new generation, and the later keepUntil), atomically with respect to claims of
+	// courier id: a claim that read no such record before it committed is deleted. It also deletes
+	// courier id's released records whose keepUntil is before now. Invalid for a generation below 1.
+	ReleaseCourierGeneration(ctx context.Context, id, taskID string, hour time.Time, generation int64, now, keepUntil time.Time) (released bool, rec LiveRecord, err error)
 
 	// SaveLocations upserts the latest location of each courier in fixes (a batch may hold several fixes
 	// of one courier and is in no particular order). A fix never replaces a stored one with a later or

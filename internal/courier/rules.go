@@ -37,6 +37,19 @@ func (c Courier) CheckClaim(holder, taskID string) (already bool, err error) {
 	return false, errTaskHeld(taskID)
 }
 
+// CheckClaimGeneration decides a claim of task taskID with generation gen (0: none) on the stored
+// courier c, given h as read under c's lock. superseded = true (nothing to store) when gen > 0 and a
+// release of gen or higher of the task on c was kept: the claim is older than a release that landed
+// first. Otherwise as CheckClaim; raise = true when c already holds the task with a lower generation
+// than gen, whose claim then takes gen (a later release must reach it).
+func (c Courier) CheckClaimGeneration(h Holding, taskID string, gen int64) (already, raise, superseded bool, err error) {
+	if gen > 0 && h.Released >= gen {
+		return false, false, true, nil
+	}
+	already, err = c.CheckClaim(h.Holder, taskID)
+	return already, already && gen > h.Generation, false, err
+}
+
 // errTaskHeld is the refusal of a claim of a task that another courier holds.
 func errTaskHeld(taskID string) error {
 	return apperr.Errorf(apperr.FailedPrecondition, "task %s is claimed on another courier", taskID)

@@ -145,23 +145,49 @@ type ClaimRequest struct {
 	// it carry the task and cannot be made unavailable. Zero (or not in the future) means the end of the
 	// current hour; it is capped at AvailabilityHorizon from now, beyond which slots cannot change anyway.
 	ExpectedRelease time.Time
+	// Generation orders the claim against the releases of the task on the courier (0: none). A claim
+	// whose generation is not above the highest one released (ReleaseCourierGeneration) and kept
+	// (ReleaseKeep) changes nothing and is superseded: it is older than a release that landed first.
+	// Claiming a task the courier already holds with a higher generation raises the claim's.
+	Generation int64
 }
 
-// ClaimCourier reserves one unit of the courier's capacity for a task. It is idempotent by task id:
-// claiming a task the courier already holds changes nothing and reports already = true. Services only.
-//
-// Errors: Invalid for a malformed id; PermissionDenied for callers other than services; NotFound when the
-// courier does not exist; FailedPrecondition when the courier is not available, has no free capacity, or
-// the task is claimed on another courier.
+// ClaimOutcome is the answer of Claim.
+type ClaimOutcome struct {
+	// Snapshot is the courier's live state after the claim.
+	Snapshot Snapshot
+	// Already is true when the courier already held the task's claim: nothing changed (but the
+	// claim's generation, raised to the request's).
+	Already bool
+	// Superseded is true when the request's generation is not above the highest one released for the
+	// task on the courier: nothing changed.
+	Superseded bool
+}
+
+// ClaimCourier is Claim without its Superseded answer (false without a generation).
 func (s *Service) ClaimCourier(ctx context.Context, req ClaimRequest) (snap Snapshot, already bool, err error) {
+	out, err := s.Claim(ctx, req)
+	return out.Snapshot, out.Already, err
+}
+
+// Claim reserves one unit of the courier's capacity for a task. It is idempotent by task id: claiming
+// a task the courier already holds changes nothing and reports Already. With a generation, a claim
+// older than a release of the task on the courier that landed first is Superseded (see
+// ClaimRequest.Generation). Services only.
+//
+// Errors: Invalid for a malformed id or a negative generation; PermissionDenied for callers other than
+// services; NotFound when the courier does not exist; FailedPrecondition when the courier is not
+// available, has no free capacity, or the task is claimed on another courier.
+func (s *Service) Claim(ctx context.Context, req ClaimRequest) (out ClaimOutcome, err error) {
 	if err := requireService(ctx); err != nil {
-		return Snapshot{}, false, err
+		return ClaimOutcome{}, err
 	}
 	var v violations
 	id := v.id("courier_id", req.CourierID)
 	task := v.id("task_id", req.TaskID)
+	gen := v.generation("generation", req.Generation)
 	if err := v.err(); err != nil {
-		return Snapshot{}, false, err
+		return ClaimOutcome{}, err
 	}
 	now := storedTime(s.now())
 	release := storedTime(req.ExpectedRelease)
@@ -171,32 +197,32 @@ func (s *Service) ClaimCourier(ctx context.Context, req ClaimRequest) (snap Snap
 	if limit := now.Add(AvailabilityHorizon); release.After(limit) {
 		release = limit
 	}
-	claim := Claim{CourierID: id, TaskID: task, ClaimedAt: now, ExpectedRelease: release}
-	decide := func(c Courier, holder string) (*Claim, error) {
-		var err error
-		already, err = c.CheckClaim(holder, task)
-		if err != nil || already {
+	claim := Claim{CourierID: id, TaskID: task, ClaimedAt: now, ExpectedRelease: release, Generation: gen}
+	decide := func(c Courier, h Holding) (*Claim, error) {
+		already, raise, superseded, err := c.CheckClaimGeneration(h, task, gen)
+		out.Already, out.Superseded = already, superseded
+		if err != nil || superseded || (already && !raise) {
 			return nil, err
 		}
 		return &claim, nil
 	}
-	snap, err = s.claimLive(ctx, id, task, decide)
+	out.Snapshot, err = s.claimLive(ctx, id, task, decide)
 	switch apperr.CodeOf(err) {
 	case "":
 	case apperr.NotFound:
-		return Snapshot{}, false, errNotFound
+		return ClaimOutcome{}, errNotFound
 	case apperr.FailedPrecondition:
-		return Snapshot{}, false, err
+		return ClaimOutcome{}, err
 	case apperr.Conflict:
 		// Another courier's claim of the task committed while this one was decided.
-		return Snapshot{}, false, apperr.Wrap(apperr.FailedPrecondition, err, apperr.MessageOf(errTaskHeld(task)))
+		return ClaimOutcome{}, apperr.Wrap(apperr.FailedPrecondition, err, apperr.MessageOf(errTaskHeld(task)))
 	default:
-		return Snapshot{}, false, fmt.Errorf("claim courier %s for task %s: %w", id, task, err)
+		return ClaimOutcome{}, fmt.Errorf("claim courier %s for task %s: %w", id, task, err)
 	}
-	if !already {
-		s.watch.publish([]Event{{Snapshot: snap, Changes: []Change{ChangeStatus}, At: s.now()}})
+	if !out.Already && !out.Superseded {
+		s.watch.publish([]Event{{Snapshot: out.Snapshot, Changes: []Change{ChangeStatus}, At: s.now()}})
 	}
-	return snap, already, nil
+	return out, nil
 }
 
 // claimLive runs a claim (Store.ClaimCourierLive), whose transaction also reads the live state it
@@ -204,37 +230,52 @@ func (s *Service) ClaimCourier(ctx context.Context, req ClaimRequest) (snap Snap
 // transaction until the state is recorded: a refresh of a later change, which reads after its own
 // commit under that lock, therefore records after this one, and an older state never overwrites a
 // newer one.
-func (s *Service) claimLive(ctx context.Context, id, task string, decide func(Courier, string) (*Claim, error)) (Snapshot, error) {
+func (s *Service) claimLive(ctx context.Context, id, task string, decide func(Courier, Holding) (*Claim, error)) (Snapshot, error) {
 	mu := s.refreshLock(id)
 	mu.Lock()
 	defer mu.Unlock()
 	hour := s.now().UTC().Truncate(time.Hour)
-	rec, err := s.store.ClaimCourierLive(ctx, id, task, hour, decide)
+	rec, err := s.store.ClaimCourierHolding(ctx, id, task, hour, decide)
 	if err != nil {
 		return Snapshot{}, err
 	}
 	return s.live.set(rec.Courier, taskIDs(rec.Claims), rec.AvailableNow, hour, s.now()), nil
 }
 
-// ReleaseCourier frees the capacity that a task holds on a courier. It is idempotent: releasing a claim
-// that does not exist changes nothing and reports released = false. Services only.
-//
-// Errors: Invalid for a malformed id; PermissionDenied for callers other than services; NotFound when the
-// courier does not exist.
+// ReleaseCourier is ReleaseCourierGeneration without a generation.
 func (s *Service) ReleaseCourier(ctx context.Context, courierID, taskID string) (snap Snapshot, released bool, err error) {
+	return s.ReleaseCourierGeneration(ctx, courierID, taskID, 0)
+}
+
+// ReleaseCourierGeneration frees the capacity that a task holds on a courier. It is idempotent:
+// releasing a claim that does not exist changes nothing and reports released = false. With a
+// generation (above 0), a claim of a higher generation stays (released = false), and the generation is
+// kept as released for the task on the courier for ReleaseKeep: a claim landing later with a generation
+// not above it is superseded (see ClaimRequest.Generation). Services only.
+//
+// Errors: Invalid for a malformed id or a negative generation; PermissionDenied for callers other than
+// services; NotFound when the courier does not exist.
+func (s *Service) ReleaseCourierGeneration(ctx context.Context, courierID, taskID string, generation int64) (snap Snapshot, released bool, err error) {
 	if err := requireService(ctx); err != nil {
 		return Snapshot{}, false, err
 	}
 	var v violations
 	id := v.id("courier_id", courierID)
 	task := v.id("task_id", taskID)
+	gen := v.generation("generation", generation)
 	if err := v.err(); err != nil {
 		return Snapshot{}, false, err
 	}
 	mu := s.refreshLock(id)
 	mu.Lock()
 	hour := s.now().UTC().Truncate(time.Hour)
-	released, rec, err := s.store.ReleaseCourierLive(ctx, id, task, hour)
+	var rec LiveRecord
+	if gen > 0 {
+		now := s.now()
+		released, rec, err = s.store.ReleaseCourierGeneration(ctx, id, task, hour, gen, now, now.Add(ReleaseKeep))
+	} else {
+		released, rec, err = s.store.ReleaseCourierLive(ctx, id, task, hour)
+	}
 	if err == nil {
 		// Under the refresh lock, as claimLive records a claim's state.
 		snap = s.live.set(rec.Courier, taskIDs(rec.Claims), rec.AvailableNow, hour, s.now())

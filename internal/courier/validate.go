@@ -24,6 +24,14 @@ func (v *violations) id(field, id string) string {
 	return n
 }
 
+// generation checks a claim's or release's generation: 0 for none, or positive.
+func (v *violations) generation(field string, gen int64) int64 {
+	if gen < 0 {
+		v.add(field, "must not be negative")
+	}
+	return gen
+}
+
 func (v *violations) displayName(field, name string) {
 	if p := displayNameProblem(name); p != "" {
 		v.add(field, p)

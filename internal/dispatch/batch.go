@@ -869,13 +869,13 @@ func (b *batch) UserOfCourier(ctx context.Context, courierID string) (string, er
 }
 
 // Claim passes on to the courier service.
-func (b *batch) Claim(ctx context.Context, courierID, taskID string, expectedRelease time.Time) error {
-	return b.s.couriers.Claim(ctx, courierID, taskID, expectedRelease)
+func (b *batch) Claim(ctx context.Context, courierID, taskID string, expectedRelease time.Time, generation int64) (bool, error) {
+	return b.s.couriers.Claim(ctx, courierID, taskID, expectedRelease, generation)
 }
 
 // Release passes on to the courier service.
-func (b *batch) Release(ctx context.Context, courierID, taskID string) error {
-	return b.s.couriers.Release(ctx, courierID, taskID)
+func (b *batch) Release(ctx context.Context, courierID, taskID string, generation int64) error {
+	return b.s.couriers.Release(ctx, courierID, taskID, generation)
 }
 
 // Matrix answers from the prefetched legs when they hold every origin (for the batch's time), and asks

@@ -321,3 +321,67 @@ func TestClaimRefusedForAPickedUpTaskIsRetried(t *testing.T) {
 		t.Errorf("courier service claim of the delivered task = %s, want none", holder)
 	}
 }
+
+// failLate runs the claim job of tk on c while the courier service holds claims back: the call times out
+// (Unavailable, so the job would be retried) and its claim lands only when the test calls LandLate.
+func failLate(t *testing.T, sys *dispatchtest.System, c dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	sys.Couriers.LateClaims(true)
+	err := sys.Service.RunJob(context.Background(), dispatch.Job{Kind: dispatch.JobClaim, CourierID: c.ID, TaskID: tk.ID})
+	sys.Couriers.LateClaims(false)
+	if apperr.CodeOf(err) != apperr.Unavailable {
+		t.Fatalf("claim job while claims time out = %v, want Unavailable", err)
+	}
+}
+
+// landLate lands the claims held back, wanting each superseded.
+func landLate(t *testing.T, sys *dispatchtest.System, want int) {
+	t.Helper()
+	superseded, errs := sys.Couriers.LandLate()
+	if len(superseded) != want {
+		t.Fatalf("%d late claims, want %d", len(superseded), want)
+	}
+	for i := range superseded {
+		if errs[i] != nil || !superseded[i] {
+			t.Errorf("late claim #%d = superseded %v, %v; want superseded", i+1, superseded[i], errs[i])
+		}
+	}
+}
+
+// The claim job's call times out, yet the claim lands at the courier service later: after the task was
+// cancelled and its release ran (the job's retry, if any, found the task no longer the courier's and
+// released a claim that was not there yet). The late claim carries the version of the task it was read
+// at, older than the release's: it is superseded, and the courier holds no capacity for a task it does
+// not have.
+func TestClaimLandingAfterTheCancelsReleaseIsSuperseded(t *testing.T) {
+	sys, a, _, tk := acceptedByA(t)
+	failLate(t, sys, a, tk)
+	if _, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther}); err != nil {
+		t.Fatal(err)
+	}
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID, Final: true})
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID}) // the retry
+	landLate(t, sys, 1)
+	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
+		t.Errorf("courier service claim of the cancelled task on %s, want none", holder)
+	}
+}
+
+// As above with a hand-back: the task is PENDING again, then a dispatcher gives it back to the same
+// courier and that claim job runs. The first claim lands after all that: superseded, the claim of the
+// return stays, and the release after a second hand-back frees the courier.
+func TestClaimLandingAfterTheTaskCameBackLeavesTheNewClaim(t *testing.T) {
+	sys, a, _, tk := acceptedByA(t)
+	failLate(t, sys, a, tk)
+	handBack(t, sys, a, tk)
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
+	assign(t, sys, a, tk)
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID})
+	landLate(t, sys, 1)
+	wantHeld(t, sys, a, tk)
+	handBack(t, sys, a, tk)
+	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
+	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
+		t.Errorf("courier service claim of the handed-back task on %s, want none", holder)
+	}
+}

@@ -70,10 +70,14 @@ type Couriers interface {
 	// linked to one user for good). NotFound when there is no such courier.
 	UserOfCourier(ctx context.Context, courierID string) (string, error)
 	// Claim reserves capacity on courierID for taskID, idempotently. FailedPrecondition when the courier
-	// cannot take it (not available, full, or the task is claimed elsewhere).
-	Claim(ctx context.Context, courierID, taskID string, expectedRelease time.Time) error
-	// Release frees the capacity taskID holds on courierID, idempotently.
-	Release(ctx context.Context, courierID, taskID string) error
+	// cannot take it (not available, full, or the task is claimed elsewhere). generation (0 for none)
+	// orders the claim against the releases of taskID on courierID: superseded (nothing changed) when
+	// a release of that generation or a higher one landed first (ClaimCourierRequest.generation).
+	Claim(ctx context.Context, courierID, taskID string, expectedRelease time.Time, generation int64) (superseded bool, err error)
+	// Release frees the capacity taskID holds on courierID, idempotently. With a generation (above 0) a
+	// claim of a higher generation stays, and claims of that generation or lower that land later are
+	// superseded.
+	Release(ctx context.Context, courierID, taskID string, generation int64) error
 }
 
 // Accounts reads identity users' current standing (active or suspended or deleted, and roles). The

@@ -198,9 +198,9 @@ type Store interface {
 	CreateTaskCapped(ctx context.Context, t Task, maxOpen int64) (out Task, created bool, err error)
 	// GetTask returns the task with id. NotFound when there is none.
 	GetTask(ctx context.Context, id string) (Task, error)
-	// TaskHolder returns the state and the holder (CourierID) of the task with id, without reading the
-	// rest of it. NotFound when there is none.
-	TaskHolder(ctx context.Context, id string) (state State, courierID string, err error)
+	// TaskHolder returns the state, the holder (CourierID) and the version of the task with id, without
+	// reading the rest of it. NotFound when there is none.
+	TaskHolder(ctx context.Context, id string) (state State, courierID string, version int64, err error)
 	// TaskByOffer returns the task that has the offer with offerID. NotFound when none has.
 	TaskByOffer(ctx context.Context, offerID string) (Task, error)
 	// ListTasks returns up to q.Limit tasks matching q.Filter after q's cursor, newest first.

@@ -48,7 +48,7 @@ func TestCourierTurningAvailableWakesTheWaitingTask(t *testing.T) {
 func TestCourierCapacityRaisedWakesTheWaitingTask(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{})
 	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 100), geo.Bicycle, true) // capacity 1
-	if err := sys.Couriers.Claim(context.Background(), a.ID, "another-task", time.Time{}); err != nil {
+	if _, err := sys.Couriers.Claim(context.Background(), a.ID, "another-task", time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	tk := create(t, sys, nil)

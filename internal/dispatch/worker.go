@@ -417,7 +417,15 @@ func (s *Service) logDecision(t Task, d *Decision) {
 // reads and calls after the change committed, hence after this job's last call: for every courier, the
 // last call to land is one that a read after it agreed with, so the courier service ends up holding the
 // claim of each task on its holder, and on no one else, whatever the order. A release of a task in a
-// final state (Job.Final) needs no read: the task is never anyone's again.
+// final state (Job.Final) needs no loop: the task is never anyone's again.
+//
+// A call that times out may still land later, after the job saw it fail and even after the job (or its
+// retry) finished: no read follows that landing. So every call carries, as its generation, the version
+// of the task read before it (the version of a release of a final task too), and the courier service
+// applies a claim or a release of a task on a courier only when it is newer than the last release of
+// it (ClaimCourierRequest.generation): a claim landing after a release read at a later version is
+// superseded, a release landing after a claim read at a later version leaves it in place. The calls of
+// the last change's job carry its version, the highest, and win whenever the others land.
 func (s *Service) RunJob(ctx context.Context, j Job) error {
 	switch j.Kind {
 	case JobRelease:
@@ -448,20 +456,22 @@ const settleRounds = 4
 // released. A refused claim puts the task back to PENDING (claimRefused), after releasing the task's
 // former holders when formers is set (claimFor).
 func (s *Service) settle(ctx context.Context, taskID, courierID string, expected time.Time, formers bool) error {
-	held, err := s.holds(ctx, taskID, courierID)
+	held, version, err := s.holds(ctx, taskID, courierID)
 	if err != nil {
 		return err
 	}
 	for range settleRounds {
+		superseded := false
 		if held {
-			if err := s.claimFor(ctx, taskID, courierID, expected, formers); err != nil {
+			superseded, err = s.claimFor(ctx, taskID, courierID, expected, version, formers)
+			if err != nil {
 				if errors.Is(err, errRefused) {
 					return nil
 				}
 				return err
 			}
 		} else {
-			err := s.couriers.Release(ctx, courierID, taskID)
+			err := s.couriers.Release(ctx, courierID, taskID, version)
 			switch {
 			case apperr.CodeOf(err) == apperr.NotFound:
 				return nil // the courier is gone: nothing to release, nothing to claim
@@ -470,28 +480,32 @@ func (s *Service) settle(ctx context.Context, taskID, courierID string, expected
 			}
 			s.courierFreed()
 		}
-		now, err := s.holds(ctx, taskID, courierID)
+		now, v, err := s.holds(ctx, taskID, courierID)
 		if err != nil {
 			return err
 		}
-		if now == held {
+		// A superseded claim did not land: a release read at a later version did, so the task changed
+		// since; the task's job of that change calls after it, but this one claims again if the task is
+		// the courier's once more.
+		if now == held && !superseded {
 			return nil
 		}
-		held = now // it changed hands while the call was on its way: once more
+		held, version = now, v // it changed hands while the call was on its way: once more
 	}
 	return fmt.Errorf("task %s kept changing hands while its claim on courier %s was settled", taskID, courierID)
 }
 
-// holds reports whether courierID holds task taskID; false when the task does not exist.
-func (s *Service) holds(ctx context.Context, taskID, courierID string) (bool, error) {
-	state, holder, err := s.store.TaskHolder(ctx, taskID)
+// holds reports whether courierID holds task taskID, and the task's version as read (the generation of
+// the claim or release that follows the read); false and 0 (no generation) when the task does not exist.
+func (s *Service) holds(ctx context.Context, taskID, courierID string) (held bool, version int64, _ error) {
+	state, holder, version, err := s.store.TaskHolder(ctx, taskID)
 	switch {
 	case apperr.CodeOf(err) == apperr.NotFound:
-		return false, nil
+		return false, 0, nil
 	case err != nil:
-		return false, fmt.Errorf("read the holder of task %s: %w", taskID, err)
+		return false, 0, fmt.Errorf("read the holder of task %s: %w", taskID, err)
 	}
-	return state.Held() && holder == courierID, nil
+	return state.Held() && holder == courierID, version, nil
 }
 
 // errCarried says that a refused claim's task was picked up by its courier (claimRefused).
@@ -500,38 +514,40 @@ var errCarried = errors.New("picked up")
 // errRefused says that claimFor's claim was refused and the refusal handled.
 var errRefused = errors.New("claim refused")
 
-// claimFor claims task taskID on courierID, which holds it, expecting its release at expected (zero:
-// from the task). A refusal is handled (claimRefused) and reported as errRefused. With formers set, a
-// refusal that may be for a former holder's claim the courier service still has (the release job of a
-// hand-back that has not run yet: the courier service refuses a task claimed on another courier) first
-// releases the task's former holders, and claims the task once more.
-func (s *Service) claimFor(ctx context.Context, taskID, courierID string, expected time.Time, formers bool) error {
+// claimFor claims task taskID on courierID, which holds it at version (the claim's generation),
+// expecting its release at expected (zero: from the task); superseded when the courier service answers
+// that a release of a later version landed first (nothing changed). A refusal is handled
+// (claimRefused) and reported as errRefused. With formers set, a refusal that may be for a former
+// holder's claim the courier service still has (the release job of a hand-back that has not run yet:
+// the courier service refuses a task claimed on another courier) first releases the task's former
+// holders, and claims the task once more.
+func (s *Service) claimFor(ctx context.Context, taskID, courierID string, expected time.Time, version int64, formers bool) (superseded bool, _ error) {
 	if expected.IsZero() {
 		t, err := s.store.GetTask(ctx, taskID)
 		if err != nil {
-			return fmt.Errorf("get task %s: %w", taskID, err)
+			return false, fmt.Errorf("get task %s: %w", taskID, err)
 		}
 		expected = expectedRelease(t, s.now())
 	}
-	err := s.couriers.Claim(ctx, courierID, taskID, expected)
+	superseded, err := s.couriers.Claim(ctx, courierID, taskID, expected, version)
 	if formers && apperr.CodeOf(err) == apperr.FailedPrecondition {
 		switch released, rerr := s.releaseFormerHolders(ctx, taskID, courierID); {
 		case rerr != nil:
-			return rerr
+			return false, rerr
 		case released:
-			err = s.couriers.Claim(ctx, courierID, taskID, expected)
+			superseded, err = s.couriers.Claim(ctx, courierID, taskID, expected, version)
 		}
 	}
 	switch apperr.CodeOf(err) {
 	case "":
-		return nil
+		return superseded, nil
 	case apperr.FailedPrecondition, apperr.NotFound:
 		if err := s.claimRefused(ctx, Job{Kind: JobClaim, CourierID: courierID, TaskID: taskID}, err); err != nil {
-			return err
+			return false, err
 		}
-		return errRefused
+		return false, errRefused
 	}
-	return fmt.Errorf("claim task %s for courier %s: %w", taskID, courierID, err)
+	return false, fmt.Errorf("claim task %s for courier %s: %w", taskID, courierID, err)
 }
 
 // releaseFormerHolders settles the claims of task taskID's former holders other than courierID (without
@@ -555,9 +571,15 @@ func (s *Service) releaseFormerHolders(ctx context.Context, taskID, courierID st
 	return released, nil
 }
 
-// releaseClaim releases task taskID's claim on courierID; a courier that no longer exists has none.
+// releaseClaim releases task taskID's claim on courierID, whose task is in a final state, with the
+// task's version as read as the generation (no claim of an earlier version passes it afterwards); a
+// courier that no longer exists has none.
 func (s *Service) releaseClaim(ctx context.Context, courierID, taskID string) error {
-	err := s.couriers.Release(ctx, courierID, taskID)
+	_, version, err := s.holds(ctx, taskID, courierID)
+	if err != nil {
+		return err
+	}
+	err = s.couriers.Release(ctx, courierID, taskID, version)
 	if apperr.CodeOf(err) == apperr.NotFound {
 		return nil // the courier is gone: nothing to release
 	}

@@ -656,7 +656,7 @@ func TestClaimJobRetryUndoesALandedClaim(t *testing.T) {
 	if err := sys.Service.RunJob(ctx, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID}); err != nil {
 		t.Fatal(err)
 	}
-	if err := sys.Couriers.Claim(ctx, a.ID, tk.ID, time.Time{}); err != nil {
+	if _, err := sys.Couriers.Claim(ctx, a.ID, tk.ID, time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	// The retry.

@@ -258,17 +258,17 @@ func (s *Server) ClaimCourier(ctx context.Context, req *courierv1.ClaimCourierRe
 	if err := d.err(); err != nil {
 		return nil, err
 	}
-	snap, already, err := s.svc.ClaimCourier(ctx, courier.ClaimRequest{
-		CourierID: req.GetCourierId(), TaskID: req.GetTaskId(), ExpectedRelease: release})
+	out, err := s.svc.Claim(ctx, courier.ClaimRequest{
+		CourierID: req.GetCourierId(), TaskID: req.GetTaskId(), ExpectedRelease: release, Generation: req.GetGeneration()})
 	if err != nil {
 		return nil, err
 	}
-	return &courierv1.ClaimCourierResponse{Courier: encodeSnapshot(snap), AlreadyClaimed: already}, nil
+	return &courierv1.ClaimCourierResponse{Courier: encodeSnapshot(out.Snapshot), AlreadyClaimed: out.Already, Superseded: out.Superseded}, nil
 }
 
 // ReleaseCourier implements courierv1.CourierServiceServer.
 func (s *Server) ReleaseCourier(ctx context.Context, req *courierv1.ReleaseCourierRequest) (*courierv1.ReleaseCourierResponse, error) {
-	snap, released, err := s.svc.ReleaseCourier(ctx, req.GetCourierId(), req.GetTaskId())
+	snap, released, err := s.svc.ReleaseCourierGeneration(ctx, req.GetCourierId(), req.GetTaskId(), req.GetGeneration())
 	if err != nil {
 		return nil, err
 	}

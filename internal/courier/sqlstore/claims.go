@@ -3,12 +3,14 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"lastmile/internal/courier"
+	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/database"
 )
 
@@ -41,12 +43,19 @@ func (s *Store) ClaimCourier(ctx context.Context, id, taskID string, decide func
 	return err
 }
 
-// ClaimCourierLive implements courier.Store. The transaction takes the courier's lock (PostgreSQL;
+// ClaimCourierLive implements courier.Store: ClaimCourierHolding with decide given the holder alone.
+func (s *Store) ClaimCourierLive(ctx context.Context, id, taskID string, hour time.Time, decide func(c courier.Courier, holder string) (*courier.Claim, error)) (courier.LiveRecord, error) {
+	return s.ClaimCourierHolding(ctx, id, taskID, hour, func(c courier.Courier, h courier.Holding) (*courier.Claim, error) {
+		return decide(c, h.Holder)
+	})
+}
+
+// ClaimCourierHolding implements courier.Store. The transaction takes the courier's lock (PostgreSQL;
 // on SQLite it holds the write lock from its BEGIN), then one statement reads what the rule needs and
-// what the live state is made of: the courier's row with the holder of task taskID, the slot of hour
+// what the live state is made of: the courier's row with the holding of task taskID, the slot of hour
 // and its claims (readLive). The answer is that read with the stored claim added in its place, so
 // nothing is read after the commit.
-func (s *Store) ClaimCourierLive(ctx context.Context, id, taskID string, hour time.Time, decide func(c courier.Courier, holder string) (*courier.Claim, error)) (courier.LiveRecord, error) {
+func (s *Store) ClaimCourierHolding(ctx context.Context, id, taskID string, hour time.Time, decide func(c courier.Courier, h courier.Holding) (*courier.Claim, error)) (courier.LiveRecord, error) {
 	var rec courier.LiveRecord
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		if s.e.Lock != "" {
@@ -54,11 +63,11 @@ func (s *Store) ClaimCourierLive(ctx context.Context, id, taskID string, hour ti
 				return err
 			}
 		}
-		cur, holder, err := s.readLive(ctx, tx, id, hour, taskID)
+		cur, h, err := s.readLive(ctx, tx, id, hour, taskID)
 		if err != nil {
 			return err
 		}
-		c, err := decide(cur.Courier, holder)
+		c, err := decide(cur.Courier, h)
 		if err != nil {
 			return err
 		}
@@ -69,14 +78,26 @@ func (s *Store) ClaimCourierLive(ctx context.Context, id, taskID string, hour ti
 		if err := checkClaim(*c, id, taskID); err != nil {
 			return err
 		}
+		if h.Holder == id {
+			// Already held: the claim stays as it is, its generation raised.
+			if c.Generation > h.Generation {
+				_, err = tx.ExecContext(ctx, `UPDATE claims SET generation = $1 WHERE task_id = $2 AND courier_id = $3`, c.Generation, taskID, id)
+				if err != nil {
+					return s.e.MapError(err, fmt.Sprintf("raise the generation of the claim of task %s on courier %s", taskID, id))
+				}
+			}
+			rec = cur
+			return nil
+		}
 		_, err = tx.ExecContext(ctx, `
-			INSERT INTO claims (task_id, courier_id, claimed_at, expected_release) VALUES ($1, $2, $3, $4)`,
-			c.TaskID, c.CourierID, s.time(c.ClaimedAt), s.time(c.ExpectedRelease))
+			INSERT INTO claims (task_id, courier_id, claimed_at, expected_release, generation) VALUES ($1, $2, $3, $4, $5)`,
+			c.TaskID, c.CourierID, s.time(c.ClaimedAt), s.time(c.ExpectedRelease), c.Generation)
 		if err != nil {
 			return s.e.MapError(err, fmt.Sprintf("claim courier %s for task %s", id, taskID))
 		}
 		stored := *c
 		stored.ClaimedAt, stored.ExpectedRelease = storedUTC(c.ClaimedAt), storedUTC(c.ExpectedRelease)
+		stored.Generation = 0 // as readLive reads claims
 		cur.Claims = insertClaim(cur.Claims, stored)
 		cur.Courier.ActiveTasks = len(cur.Claims)
 		rec = cur
@@ -137,6 +158,84 @@ func (s *Store) ReleaseCourierLive(ctx context.Context, id, taskID string, hour 
 	}
 	return released, rec, nil
 }
+
+// ReleaseCourierGeneration implements courier.Store. The released record is written first, with the
+// courier's lock taken (PostgreSQL: in the same statement, which commits once it holds the lock, so a
+// claim of the courier still open then has committed, and one that takes the lock later reads the
+// record), then the claim is deleted unless its generation is higher, then the live state is read
+// (readLive). On SQLite, whose write lock orders every claim, all three run in one (grouped)
+// transaction.
+func (s *Store) ReleaseCourierGeneration(ctx context.Context, id, taskID string, hour time.Time, generation int64, now, keepUntil time.Time) (released bool, rec courier.LiveRecord, err error) {
+	if generation < 1 {
+		return false, courier.LiveRecord{}, apperr.Errorf(apperr.Invalid, "release generation %d is below 1", generation)
+	}
+	release := func(q querier) error {
+		if err := s.recordRelease(ctx, q, id, taskID, generation, now, keepUntil); err != nil {
+			return err
+		}
+		res, err := q.ExecContext(ctx, `DELETE FROM claims WHERE courier_id = $1 AND task_id = $2 AND generation <= $3`, id, taskID, generation)
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
+		}
+		released = n > 0
+		rec, _, err = s.readLive(ctx, q, id, hour, "")
+		return err
+	}
+	if s.group != nil {
+		err = s.inTx(ctx, func(tx *sql.Tx) error { return release(tx) })
+	} else {
+		err = release(s.db)
+	}
+	if err != nil {
+		return false, courier.LiveRecord{}, err
+	}
+	return released, rec, nil
+}
+
+// recordRelease keeps generation as released for task taskID on courier id until keepUntil (the higher
+// generation and the later time of the stored and the new record), deletes the courier's records kept
+// until before now, and takes the courier's lock (s.e.Lock; SQLite's transaction holds it already): one
+// statement. NotFound when the courier does not exist.
+func (s *Store) recordRelease(ctx context.Context, q querier, id, taskID string, generation int64, now, keepUntil time.Time) error {
+	what := fmt.Sprintf("record the release of task %s from courier %s", taskID, id)
+	if s.e.Lock == "" {
+		if _, err := q.ExecContext(ctx, `DELETE FROM claim_releases WHERE courier_id = $1 AND keep_until < $2 AND task_id <> $3`, id, s.time(now), taskID); err != nil {
+			return s.e.MapError(err, what)
+		}
+		if err := s.courierExists(ctx, q, id); err != nil {
+			return err
+		}
+		if _, err := q.ExecContext(ctx, releaseUpsert, id, taskID, generation, s.time(keepUntil)); err != nil {
+			return s.e.MapError(err, what)
+		}
+		return nil
+	}
+	var one int
+	err := q.QueryRowContext(ctx, `
+		WITH purged AS (
+			DELETE FROM claim_releases WHERE courier_id = $1 AND keep_until < $5 AND task_id <> $2
+		), kept AS (`+releaseUpsert+`
+		)
+		SELECT 1 FROM couriers WHERE id = $1`+s.e.Lock, id, taskID, generation, s.time(keepUntil), s.time(now)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return courierNotFound(id)
+	}
+	if err != nil {
+		return s.e.MapError(err, what)
+	}
+	return nil
+}
+
+// releaseUpsert keeps generation $3 as released for task $2 on courier $1 until $4.
+const releaseUpsert = `
+	INSERT INTO claim_releases (courier_id, task_id, generation, keep_until) VALUES ($1, $2, $3, $4)
+	ON CONFLICT (courier_id, task_id) DO UPDATE SET
+		generation = CASE WHEN excluded.generation > claim_releases.generation THEN excluded.generation ELSE claim_releases.generation END,
+		keep_until = CASE WHEN excluded.keep_until > claim_releases.keep_until THEN excluded.keep_until ELSE claim_releases.keep_until END`
 
 // deleteClaim deletes the claim of task taskID on courier id and reports whether there was one.
 func (s *Store) deleteClaim(ctx context.Context, q querier, id, taskID string) (bool, error) {
@@ -215,13 +314,15 @@ const (
 		WHERE c.id = $1
 		ORDER BY k.claimed_at, k.task_id`
 	liveQuery       = `SELECT ` + liveColumns + liveFrom
-	liveHolderQuery = `SELECT ` + liveColumns + `, (SELECT courier_id FROM claims WHERE task_id = $3)` + liveFrom
+	liveHolderQuery = `SELECT ` + liveColumns + `, (SELECT courier_id FROM claims WHERE task_id = $3),
+		(SELECT generation FROM claims WHERE task_id = $3),
+		(SELECT generation FROM claim_releases WHERE courier_id = $1 AND task_id = $3)` + liveFrom
 )
 
 // readLive reads courier id's live state for hour in one statement (liveQuery) and, when taskID is not
-// empty, the courier holding task taskID's claim ("" when none). ActiveTasks is the number of claims read.
+// empty, the holding of task taskID (liveHolderQuery). ActiveTasks is the number of claims read.
 // NotFound when the courier does not exist.
-func (s *Store) readLive(ctx context.Context, q querier, id string, hour time.Time, taskID string) (rec courier.LiveRecord, holder string, err error) {
+func (s *Store) readLive(ctx context.Context, q querier, id string, hour time.Time, taskID string) (rec courier.LiveRecord, h courier.Holding, err error) {
 	found := false
 	err = func() error {
 		var (
@@ -238,17 +339,19 @@ func (s *Store) readLive(ctx context.Context, q querier, id string, hour time.Ti
 		}
 		defer rows.Close()
 		var (
-			c     = &rec.Courier
-			task  sql.NullString
-			claim courier.Claim
-			held  sql.NullString
-			skip  sql.RawBytes
+			c        = &rec.Courier
+			task     sql.NullString
+			claim    courier.Claim
+			held     sql.NullString
+			heldGen  sql.NullInt64
+			released sql.NullInt64
+			skip     sql.RawBytes
 		)
 		first := []any{&c.ID, &c.UserID, &c.DisplayName, &c.Mode, &c.Capacity, &c.Status,
 			database.ScanTime(&c.CreatedAt), database.ScanTime(&c.UpdatedAt), &c.Version,
 			&rec.AvailableNow, &task, database.ScanTime(&claim.ClaimedAt), database.ScanTime(&claim.ExpectedRelease)}
 		if taskID != "" {
-			first = append(first, &held)
+			first = append(first, &held, &heldGen, &released)
 		}
 		// The courier's columns (and the holder) repeat on every row: read once, then skipped without a
 		// copy.
@@ -272,15 +375,15 @@ func (s *Store) readLive(ctx context.Context, q querier, id string, hour time.Ti
 					ClaimedAt: claim.ClaimedAt, ExpectedRelease: claim.ExpectedRelease})
 			}
 		}
-		holder = held.String
+		h = courier.Holding{Holder: held.String, Generation: heldGen.Int64, Released: released.Int64}
 		return rows.Err()
 	}()
 	if err != nil {
-		return courier.LiveRecord{}, "", s.e.MapError(err, "read live state of courier "+id)
+		return courier.LiveRecord{}, courier.Holding{}, s.e.MapError(err, "read live state of courier "+id)
 	}
 	if !found {
-		return courier.LiveRecord{}, "", courierNotFound(id)
+		return courier.LiveRecord{}, courier.Holding{}, courierNotFound(id)
 	}
 	rec.Courier.ActiveTasks = len(rec.Claims)
-	return rec, holder, nil
+	return rec, h, nil
 }

@@ -48,6 +48,7 @@ func Run(t *testing.T, newStore func(t *testing.T) courier.Store) {
 		{"LiveState", testLiveState},
 		{"ClaimCourierLive", testClaimCourierLive},
 		{"ReleaseCourierLive", testReleaseCourierLive},
+		{"ClaimGenerations", testClaimGenerations},
 		{"ConcurrentClaimsRespectCapacity", testConcurrentClaimsRespectCapacity},
 		{"ConcurrentClaimsOfOneTask", testConcurrentClaimsOfOneTask},
 		{"ConcurrentClaimsOfOneTaskOnManyCouriers", testConcurrentClaimsOfOneTaskOnManyCouriers},

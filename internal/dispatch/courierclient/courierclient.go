@@ -104,21 +104,22 @@ func (c *Client) UserOfCourier(ctx context.Context, courierID string) (string, e
 }
 
 // Claim implements dispatch.Couriers. A claim that already exists succeeds (the courier service answers
-// already_claimed).
-func (c *Client) Claim(ctx context.Context, courierID, taskID string, expectedRelease time.Time) error {
-	req := &courierv1.ClaimCourierRequest{CourierId: courierID, TaskId: taskID}
+// already_claimed); superseded is the answer's.
+func (c *Client) Claim(ctx context.Context, courierID, taskID string, expectedRelease time.Time, generation int64) (bool, error) {
+	req := &courierv1.ClaimCourierRequest{CourierId: courierID, TaskId: taskID, Generation: generation}
 	if !expectedRelease.IsZero() {
 		req.ExpectedReleaseTime = timestamppb.New(expectedRelease)
 	}
-	if _, err := c.couriers.ClaimCourier(ctx, req); err != nil {
-		return fmt.Errorf("claim courier %s for task %s: %w", courierID, taskID, grpcerr.FromStatus(err))
+	res, err := c.couriers.ClaimCourier(ctx, req)
+	if err != nil {
+		return false, fmt.Errorf("claim courier %s for task %s: %w", courierID, taskID, grpcerr.FromStatus(err))
 	}
-	return nil
+	return res.GetSuperseded(), nil
 }
 
 // Release implements dispatch.Couriers. Releasing a claim that does not exist succeeds.
-func (c *Client) Release(ctx context.Context, courierID, taskID string) error {
-	if _, err := c.couriers.ReleaseCourier(ctx, &courierv1.ReleaseCourierRequest{CourierId: courierID, TaskId: taskID}); err != nil {
+func (c *Client) Release(ctx context.Context, courierID, taskID string, generation int64) error {
+	if _, err := c.couriers.ReleaseCourier(ctx, &courierv1.ReleaseCourierRequest{CourierId: courierID, TaskId: taskID, Generation: generation}); err != nil {
 		return fmt.Errorf("release courier %s from task %s: %w", courierID, taskID, grpcerr.FromStatus(err))
 	}
 	return nil

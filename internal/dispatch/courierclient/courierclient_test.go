@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
@@ -172,14 +174,14 @@ func TestClaimAndRelease(t *testing.T) {
 	id := e.courierAt(t, 1, pickup)
 	release := testNow.Add(time.Hour)
 	for i := range 2 { // idempotent
-		if err := e.client.Claim(e.ctx, id, taskID(1), release); err != nil {
+		if _, err := e.client.Claim(e.ctx, id, taskID(1), release, 0); err != nil {
 			t.Fatalf("Claim #%d = %v", i+1, err)
 		}
 	}
-	if err := e.client.Claim(e.ctx, id, taskID(2), release); err != nil {
+	if _, err := e.client.Claim(e.ctx, id, taskID(2), release, 0); err != nil {
 		t.Fatal(err)
 	}
-	err := e.client.Claim(e.ctx, id, taskID(3), release)
+	_, err := e.client.Claim(e.ctx, id, taskID(3), release, 0)
 	if apperr.CodeOf(err) != apperr.FailedPrecondition {
 		t.Errorf("Claim beyond capacity = %v, want FailedPrecondition", err)
 	}
@@ -188,11 +190,11 @@ func TestClaimAndRelease(t *testing.T) {
 		t.Errorf("Status after two claims = %+v, %v; want busy with 2 tasks", st, err)
 	}
 	for i := range 2 {
-		if err := e.client.Release(e.ctx, id, taskID(1)); err != nil {
+		if err := e.client.Release(e.ctx, id, taskID(1), 0); err != nil {
 			t.Errorf("Release #%d = %v", i+1, err)
 		}
 	}
-	err = e.client.Claim(e.ctx, taskID(50), taskID(1), release)
+	_, err = e.client.Claim(e.ctx, taskID(50), taskID(1), release, 0)
 	if apperr.CodeOf(err) != apperr.NotFound {
 		t.Errorf("Claim(unknown courier) = %v, want NotFound", err)
 	}
@@ -206,7 +208,7 @@ func TestUnreachableCourierIsUnavailable(t *testing.T) {
 	if _, err := c.Status(ctx, taskID(1)); apperr.CodeOf(err) != apperr.Unavailable {
 		t.Errorf("Status = %v, want Unavailable", err)
 	}
-	if err := c.Claim(ctx, taskID(1), taskID(2), time.Time{}); apperr.CodeOf(err) != apperr.Unavailable {
+	if _, err := c.Claim(ctx, taskID(1), taskID(2), time.Time{}, 0); apperr.CodeOf(err) != apperr.Unavailable {
 		t.Errorf("Claim = %v, want Unavailable", err)
 	}
 }
@@ -250,7 +252,7 @@ func TestWatchCouriers(t *testing.T) {
 		c.Fix == nil || c.Fix.Location != pickup {
 		t.Fatalf("first event = %+v (fix %+v), want the snapshot of %s: available, capacity 2, at %v", ev, ev.Courier.Fix, id, pickup)
 	}
-	if err := e.client.Claim(e.ctx, id, taskID(1), time.Time{}); err != nil {
+	if _, err := e.client.Claim(e.ctx, id, taskID(1), time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	ev = next()
@@ -260,5 +262,96 @@ func TestWatchCouriers(t *testing.T) {
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatalf("WatchCouriers after its context ended = %v, want an error", err)
+	}
+}
+
+// lateClaims is courier's API whose ClaimCourier calls do not reach the service before the caller gives
+// up: each call returns DeadlineExceeded when its context ends and is held back, to land (run against
+// the service) only when land is called, as a claim whose transaction commits after dispatch's call timed
+// out.
+type lateClaims struct {
+	courierv1.CourierServiceClient
+	held []*courierv1.ClaimCourierRequest
+}
+
+func (l *lateClaims) ClaimCourier(ctx context.Context, req *courierv1.ClaimCourierRequest, _ ...grpc.CallOption) (*courierv1.ClaimCourierResponse, error) {
+	l.held = append(l.held, req)
+	<-ctx.Done()
+	return nil, status.FromContextError(ctx.Err()).Err()
+}
+
+// land runs the held claims, as dispatch, and returns their answers.
+func (l *lateClaims) land(t *testing.T, ctx context.Context) []*courierv1.ClaimCourierResponse {
+	t.Helper()
+	var out []*courierv1.ClaimCourierResponse
+	for _, req := range l.held {
+		res, err := l.CourierServiceClient.ClaimCourier(ctx, req)
+		if err != nil {
+			t.Fatalf("late ClaimCourier(%s, generation %d): %v", req.GetTaskId(), req.GetGeneration(), err)
+		}
+		out = append(out, res)
+	}
+	l.held = nil
+	return out
+}
+
+// A claim whose call timed out lands at the courier service after the release of the task ran (the
+// task was cancelled meanwhile): dispatch's client sends the task's versions as generations, so the
+// late claim is superseded and the courier keeps no capacity for a task it does not have. Without
+// generations the late claim would hold a unit of the courier's capacity for good.
+func TestClaimLandingAfterItsReleaseIsSuperseded(t *testing.T) {
+	e := start(t)
+	id := e.courierAt(t, 1, pickup)
+	late := &lateClaims{CourierServiceClient: e.api}
+	client := courierclient.New(late)
+
+	// The claim of the task accepted at version 3 times out on dispatch's side.
+	ctx, cancel := context.WithTimeout(e.ctx, 50*time.Millisecond)
+	_, err := client.Claim(ctx, id, taskID(1), testNow.Add(time.Hour), 3)
+	cancel()
+	if apperr.CodeOf(err) != apperr.Unavailable {
+		t.Fatalf("Claim that timed out = %v, want Unavailable", err)
+	}
+	// The task is cancelled (version 4): its release runs before the claim lands.
+	if err := e.client.Release(e.ctx, id, taskID(1), 4); err != nil {
+		t.Fatal(err)
+	}
+	res := late.land(t, e.ctx)
+	if len(res) != 1 || !res[0].GetSuperseded() || res[0].GetAlreadyClaimed() || res[0].GetCourier().GetActiveTaskCount() != 0 {
+		t.Fatalf("late claim = %v, want superseded, 0 tasks", res)
+	}
+	st, err := e.client.Status(e.ctx, id)
+	if err != nil || st.ActiveTasks != 0 || len(st.TaskIDs) != 0 || st.Status != dispatch.CourierAvailable {
+		t.Fatalf("Status after the late claim = %+v, %v; want available, no task", st, err)
+	}
+
+	// The same courier is given the task again at version 6 (a hand-back and a dispatcher's AssignTask
+	// bring it back): that claim passes; a release of version 5 landing late leaves it; the claim of
+	// version 3 landing later still is superseded.
+	if superseded, err := e.client.Claim(e.ctx, id, taskID(1), testNow.Add(time.Hour), 6); err != nil || superseded {
+		t.Fatalf("Claim at version 6 = %v, %v; want false, nil", superseded, err)
+	}
+	if err := e.client.Release(e.ctx, id, taskID(1), 5); err != nil {
+		t.Fatal(err)
+	}
+	if superseded, err := e.client.Claim(e.ctx, id, taskID(1), testNow.Add(time.Hour), 3); err != nil || !superseded {
+		t.Fatalf("Claim at version 3 = %v, %v; want superseded", superseded, err)
+	}
+	st, err = e.client.Status(e.ctx, id)
+	if err != nil || st.ActiveTasks != 1 || len(st.TaskIDs) != 1 || st.TaskIDs[0] != taskID(1) {
+		t.Fatalf("Status after the late release = %+v, %v; want the task held", st, err)
+	}
+	// Without generations (an older client), as before: the claim is idempotent, the release frees it.
+	if superseded, err := e.client.Claim(e.ctx, id, taskID(2), time.Time{}, 0); err != nil || superseded {
+		t.Fatalf("Claim without generation = %v, %v; want false, nil", superseded, err)
+	}
+	if err := e.client.Release(e.ctx, id, taskID(2), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.api.ClaimCourier(e.ctx, &courierv1.ClaimCourierRequest{CourierId: id, TaskId: taskID(3), Generation: -1}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("ClaimCourier(generation -1) = %v, want InvalidArgument", err)
+	}
+	if _, err := e.api.ReleaseCourier(e.ctx, &courierv1.ReleaseCourierRequest{CourierId: id, TaskId: taskID(3), Generation: -1}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("ReleaseCourier(generation -1) = %v, want InvalidArgument", err)
 	}
 }

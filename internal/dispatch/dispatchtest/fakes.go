@@ -24,6 +24,13 @@ type Couriers struct {
 	couriers map[string]*dispatch.CourierInfo
 	users    map[string]string
 	claims   map[string]string // task id -> courier id
+	// gens are the claims' generations (task id -> generation), released the highest generation
+	// released per courier and task (ClaimCourierRequest.generation).
+	gens     map[string]int64
+	released map[[2]string]int64
+	// late holds the claims that timed out but land later (LateClaims, LandLate).
+	late     []lateClaim
+	lateMode bool
 	down     bool
 	// refuse makes Claim fail with FailedPrecondition for these couriers.
 	refuse map[string]bool
@@ -39,6 +46,12 @@ type Couriers struct {
 	onFound func(dispatch.NearbyQuery)
 	// watches are the open WatchCouriers streams.
 	watches map[*watch]struct{}
+}
+
+// lateClaim is a claim call that timed out on the caller's side and lands later.
+type lateClaim struct {
+	courierID, taskID string
+	generation        int64
 }
 
 // maxWatchQueue bounds the events a WatchCouriers stream has not read yet; beyond it the stream ends
@@ -170,7 +183,7 @@ func NewCouriers(now func() time.Time) *Couriers {
 	if now == nil {
 		now = time.Now
 	}
-	return &Couriers{now: now, couriers: map[string]*dispatch.CourierInfo{}, users: map[string]string{}, claims: map[string]string{}, refuse: map[string]bool{}, calls: map[string]int{}}
+	return &Couriers{now: now, couriers: map[string]*dispatch.CourierInfo{}, users: map[string]string{}, claims: map[string]string{}, gens: map[string]int64{}, released: map[[2]string]int64{}, refuse: map[string]bool{}, calls: map[string]int{}}
 }
 
 var (
@@ -236,6 +249,29 @@ func (f *Couriers) RefuseClaims(id string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refuse[id] = true
+}
+
+// LateClaims makes every Claim time out (DeadlineExceeded) without landing while on is set: the call
+// stays on its way until LandLate lands it, as a claim whose transaction commits after its caller gave
+// up.
+func (f *Couriers) LateClaims(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lateMode = on
+}
+
+// LandLate lands the claims that timed out under LateClaims, in the order they were made, and returns
+// their errors and whether each was superseded.
+func (f *Couriers) LandLate() (superseded []bool, errs []error) {
+	f.mu.Lock()
+	late := f.late
+	f.late = nil
+	f.mu.Unlock()
+	for _, c := range late {
+		sup, err := f.claim(c.courierID, c.taskID, c.generation)
+		superseded, errs = append(superseded, sup), append(errs, err)
+	}
+	return superseded, errs
 }
 
 // Claims returns the courier holding each claimed task.
@@ -379,50 +415,62 @@ func (f *Couriers) UserOfCourier(_ context.Context, courierID string) (string, e
 
 // Claim implements dispatch.Couriers with the courier service's rules: idempotent by task, only while
 // available with free capacity.
-func (f *Couriers) Claim(_ context.Context, courierID, taskID string, _ time.Time) error {
+func (f *Couriers) Claim(_ context.Context, courierID, taskID string, _ time.Time, generation int64) (bool, error) {
 	f.mu.Lock()
 	hook := f.onClaim
+	if f.lateMode {
+		f.calls["Claim"]++
+		f.late = append(f.late, lateClaim{courierID: courierID, taskID: taskID, generation: generation})
+		f.mu.Unlock()
+		return false, apperr.Errorf(apperr.Unavailable, "claim of task %s on courier %s: context deadline exceeded", taskID, courierID)
+	}
 	f.mu.Unlock()
 	if hook != nil {
 		hook()
 	}
-	err := f.claim(courierID, taskID)
+	superseded, err := f.claim(courierID, taskID, generation)
 	f.mu.Lock()
 	done := f.onClaimed
 	f.mu.Unlock()
 	if done != nil {
 		done(courierID, taskID, err)
 	}
-	return err
+	return superseded, err
 }
 
-func (f *Couriers) claim(courierID, taskID string) error {
+// claim decides a claim as the courier service does (ClaimCourierRequest.generation included).
+func (f *Couriers) claim(courierID, taskID string, generation int64) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("Claim"); err != nil {
-		return err
+		return false, err
 	}
 	c, ok := f.couriers[courierID]
 	if !ok {
-		return apperr.Errorf(apperr.NotFound, "courier %s not found", courierID)
+		return false, apperr.Errorf(apperr.NotFound, "courier %s not found", courierID)
+	}
+	if generation > 0 && f.released[[2]string{courierID, taskID}] >= generation {
+		return true, nil
 	}
 	if holder, ok := f.claims[taskID]; ok {
 		if holder == courierID {
-			return nil
+			f.gens[taskID] = max(f.gens[taskID], generation)
+			return false, nil
 		}
-		return apperr.Errorf(apperr.FailedPrecondition, "task %s is claimed on courier %s", taskID, holder)
+		return false, apperr.Errorf(apperr.FailedPrecondition, "task %s is claimed on courier %s", taskID, holder)
 	}
 	s := f.snapshot(c)
 	if f.refuse[courierID] || c.Status != dispatch.CourierAvailable || s.ActiveTasks >= c.Capacity {
-		return apperr.Errorf(apperr.FailedPrecondition, "courier %s cannot take task %s", courierID, taskID)
+		return false, apperr.Errorf(apperr.FailedPrecondition, "courier %s cannot take task %s", courierID, taskID)
 	}
 	f.claims[taskID] = courierID
+	f.gens[taskID] = generation
 	f.publish(c)
-	return nil
+	return false, nil
 }
 
 // Release implements dispatch.Couriers.
-func (f *Couriers) Release(_ context.Context, courierID, taskID string) error {
+func (f *Couriers) Release(_ context.Context, courierID, taskID string, generation int64) error {
 	f.mu.Lock()
 	hook := f.onRelease
 	f.mu.Unlock()
@@ -437,8 +485,13 @@ func (f *Couriers) Release(_ context.Context, courierID, taskID string) error {
 	if _, ok := f.couriers[courierID]; !ok {
 		return apperr.Errorf(apperr.NotFound, "courier %s not found", courierID)
 	}
-	if f.claims[taskID] == courierID {
+	if generation > 0 {
+		key := [2]string{courierID, taskID}
+		f.released[key] = max(f.released[key], generation)
+	}
+	if f.claims[taskID] == courierID && (generation == 0 || f.gens[taskID] <= generation) {
 		delete(f.claims, taskID)
+		delete(f.gens, taskID)
 		f.publish(f.couriers[courierID])
 	}
 	return nil

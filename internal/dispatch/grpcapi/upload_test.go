@@ -74,8 +74,10 @@ func (c upCouriers) UserOfCourier(_ context.Context, courierID string) (string, 
 	return "", apperr.Errorf(apperr.NotFound, "courier %s not found", courierID)
 }
 
-func (c upCouriers) Claim(context.Context, string, string, time.Time) error { return nil }
-func (c upCouriers) Release(context.Context, string, string) error          { return nil }
+func (c upCouriers) Claim(context.Context, string, string, time.Time, int64) (bool, error) {
+	return false, nil
+}
+func (c upCouriers) Release(context.Context, string, string, int64) error { return nil }
 
 type upEnv struct {
 	client                                dispatchv1.DispatchServiceClient

@@ -223,21 +223,22 @@ func (s *Store) getTask(ctx context.Context, q querier, id, lock string) (dispat
 	return t, nil
 }
 
-// TaskHolder implements dispatch.Store from the state and courier_id columns, which every write of the
-// task sets with its doc.
-func (s *Store) TaskHolder(ctx context.Context, id string) (dispatch.State, string, error) {
+// TaskHolder implements dispatch.Store from the state, courier_id and version columns, which every
+// write of the task sets with its doc.
+func (s *Store) TaskHolder(ctx context.Context, id string) (dispatch.State, string, int64, error) {
 	var (
 		state   string
 		courier sql.NullString
+		version int64
 	)
-	err := s.read.QueryRowContext(ctx, `SELECT state, courier_id FROM tasks WHERE id = $1`, id).Scan(&state, &courier)
+	err := s.read.QueryRowContext(ctx, `SELECT state, courier_id, version FROM tasks WHERE id = $1`, id).Scan(&state, &courier, &version)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", "", taskNotFound(id)
+		return "", "", 0, taskNotFound(id)
 	}
 	if err != nil {
-		return "", "", s.e.MapError(err, "load holder of task "+id)
+		return "", "", 0, s.e.MapError(err, "load holder of task "+id)
 	}
-	return dispatch.State(state), courier.String, nil
+	return dispatch.State(state), courier.String, version, nil
 }
 
 // TaskByOffer implements dispatch.Store.

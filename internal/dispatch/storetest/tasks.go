@@ -176,9 +176,13 @@ func testTaskHolder(t *testing.T, s *sqlstore.Store) {
 	mustCreate(ctx, t, s, newTask(1))
 	holder := func(want dispatch.State, wantCourier string) {
 		t.Helper()
-		state, courier, err := s.TaskHolder(ctx, taskID(1))
-		if err != nil || state != want || courier != wantCourier {
-			t.Errorf("TaskHolder = %s, %q, %v; want %s, %q, nil", state, courier, err, want, wantCourier)
+		cur, err := s.GetTask(ctx, taskID(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		state, courier, version, err := s.TaskHolder(ctx, taskID(1))
+		if err != nil || state != want || courier != wantCourier || version != cur.Version {
+			t.Errorf("TaskHolder = %s, %q, %d, %v; want %s, %q, %d, nil", state, courier, version, err, want, wantCourier, cur.Version)
 		}
 	}
 	holder(dispatch.StatePending, "")
@@ -186,7 +190,7 @@ func testTaskHolder(t *testing.T, s *sqlstore.Store) {
 	holder(dispatch.StateOffered, "")
 	set(ctx, t, s, taskID(1), func(cur dispatch.Task) dispatch.Task { return assign(cur, 2, 2) })
 	holder(dispatch.StateAssigned, courierID(2))
-	_, _, err := s.TaskHolder(ctx, taskID(9))
+	_, _, _, err := s.TaskHolder(ctx, taskID(9))
 	wantCode(t, "TaskHolder(unknown)", err, apperr.NotFound)
 }
 

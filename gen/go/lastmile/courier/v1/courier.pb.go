@@ -1804,8 +1804,16 @@ type ClaimCourierRequest struct {
 	// slots from the claim up to this time carry the task and cannot be made unavailable. When unset, only
 	// the current hour carries it. Between 2000-01-01 and 2100-01-01 UTC (the API's time range).
 	ExpectedReleaseTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expected_release_time,json=expectedReleaseTime,proto3" json:"expected_release_time,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Orders this claim against the releases of the same task on the same courier; 0 (unset) for none.
+	// Any number that increases with each change of the task's holder, known to the caller when it
+	// decided the claim (dispatch sends the version of the task it read held by the courier). A claim
+	// whose generation is not above the highest generation released for this task on this courier
+	// changes nothing and reports superseded. Claiming a task the courier already holds with a higher
+	// generation keeps the claim (already_claimed) and raises its generation, which a later release must
+	// then reach.
+	Generation    int64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClaimCourierRequest) Reset() {
@@ -1859,6 +1867,13 @@ func (x *ClaimCourierRequest) GetExpectedReleaseTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ClaimCourierRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // ClaimCourierResponse is the outcome of a claim.
 type ClaimCourierResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1866,8 +1881,13 @@ type ClaimCourierResponse struct {
 	Courier *CourierSnapshot `protobuf:"bytes,1,opt,name=courier,proto3" json:"courier,omitempty"`
 	// True when the courier already held this task's claim, so the call changed nothing.
 	AlreadyClaimed bool `protobuf:"varint,2,opt,name=already_claimed,json=alreadyClaimed,proto3" json:"already_claimed,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// True when the claim's generation is not above the highest generation released for this task on
+	// this courier: the claim is older than a release that already landed, and the call changed nothing.
+	// It is final: calling again with the same generation answers the same (dispatch reads the task
+	// again and claims with the task's current version if the courier holds it once more).
+	Superseded    bool `protobuf:"varint,3,opt,name=superseded,proto3" json:"superseded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClaimCourierResponse) Reset() {
@@ -1914,13 +1934,26 @@ func (x *ClaimCourierResponse) GetAlreadyClaimed() bool {
 	return false
 }
 
+func (x *ClaimCourierResponse) GetSuperseded() bool {
+	if x != nil {
+		return x.Superseded
+	}
+	return false
+}
+
 // ReleaseCourierRequest frees the capacity a task holds on a courier.
 type ReleaseCourierRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The courier (a UUID).
 	CourierId string `protobuf:"bytes,1,opt,name=courier_id,json=courierId,proto3" json:"courier_id,omitempty"`
 	// The dispatch task whose claim to release (a UUID).
-	TaskId        string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	TaskId string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Orders this release against the claims of the same task on the same courier; 0 (unset) for none,
+	// which releases whatever claim there is and keeps nothing, as before. With a generation, a claim of
+	// a higher generation stays (released = false), and the courier service keeps the highest generation
+	// released for this task on this courier for at least 24 hours: a claim that lands later with a
+	// generation not above it is superseded (see ClaimCourierRequest.generation).
+	Generation    int64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1967,6 +2000,13 @@ func (x *ReleaseCourierRequest) GetTaskId() string {
 		return x.TaskId
 	}
 	return ""
+}
+
+func (x *ReleaseCourierRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 // ReleaseCourierResponse is the outcome of a release.
@@ -2277,19 +2317,28 @@ const file_lastmile_courier_v1_courier_proto_rawDesc = "" +
 	"\acourier\x18\x01 \x01(\v2$.lastmile.courier.v1.CourierSnapshotR\acourier\x12'\n" +
 	"\x0fdistance_meters\x18\x02 \x01(\x01R\x0edistanceMeters\"\\\n" +
 	"\x1aFindNearbyCouriersResponse\x12>\n" +
-	"\bcouriers\x18\x01 \x03(\v2\".lastmile.courier.v1.NearbyCourierR\bcouriers\"\xc9\x01\n" +
+	"\bcouriers\x18\x01 \x03(\v2\".lastmile.courier.v1.NearbyCourierR\bcouriers\"\xf2\x01\n" +
 	"\x13ClaimCourierRequest\x12'\n" +
 	"\n" +
 	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\x12!\n" +
 	"\atask_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12f\n" +
-	"\x15expected_release_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x16\xbaH\x13\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\x13expectedReleaseTime\"\x7f\n" +
+	"\x15expected_release_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x16\xbaH\x13\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\x13expectedReleaseTime\x12'\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\n" +
+	"generation\"\x9f\x01\n" +
 	"\x14ClaimCourierResponse\x12>\n" +
 	"\acourier\x18\x01 \x01(\v2$.lastmile.courier.v1.CourierSnapshotR\acourier\x12'\n" +
-	"\x0falready_claimed\x18\x02 \x01(\bR\x0ealreadyClaimed\"c\n" +
+	"\x0falready_claimed\x18\x02 \x01(\bR\x0ealreadyClaimed\x12\x1e\n" +
+	"\n" +
+	"superseded\x18\x03 \x01(\bR\n" +
+	"superseded\"\x8c\x01\n" +
 	"\x15ReleaseCourierRequest\x12'\n" +
 	"\n" +
 	"courier_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tcourierId\x12!\n" +
-	"\atask_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\"t\n" +
+	"\atask_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12'\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\n" +
+	"generation\"t\n" +
 	"\x16ReleaseCourierResponse\x12>\n" +
 	"\acourier\x18\x01 \x01(\v2$.lastmile.courier.v1.CourierSnapshotR\acourier\x12\x1a\n" +
 	"\breleased\x18\x02 \x01(\bR\breleased\"\x80\x01\n" +

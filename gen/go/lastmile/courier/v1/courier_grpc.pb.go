@@ -144,7 +144,15 @@ type CourierServiceClient interface {
 	// Internal: service identities only (dispatch, when a courier accepts an offer). Idempotent by task_id:
 	// claiming a task the courier already holds changes nothing and reports already_claimed. Claims are
 	// durable and survive restarts.
-	// Errors: INVALID_ARGUMENT for a malformed id; NOT_FOUND when the courier does not exist;
+	//
+	// Ordered by generation (optional): a caller whose call may land late (it timed out, yet its
+	// transaction committed afterwards) numbers the claims and releases of a task on a courier, and the
+	// courier service applies only the newest. A claim whose generation is not above that of the last
+	// release of the same task on the same courier changes nothing and reports superseded, so that a claim
+	// landing after its release cannot hold capacity for a task the courier no longer has. Without a
+	// generation (0) a claim ignores earlier releases, as before.
+	// Errors: INVALID_ARGUMENT for a malformed id or a negative generation; NOT_FOUND when the courier does
+	// not exist;
 	// FAILED_PRECONDITION when the courier is not AVAILABLE (OFFLINE or ON_BREAK), has no free capacity, or
 	// the task is claimed on another courier.
 	ClaimCourier(ctx context.Context, in *ClaimCourierRequest, opts ...grpc.CallOption) (*ClaimCourierResponse, error)
@@ -152,8 +160,12 @@ type CourierServiceClient interface {
 	// reassigned).
 	//
 	// Internal: service identities only. Idempotent: releasing a claim that does not exist, or no longer
-	// does, changes nothing and reports released = false.
-	// Errors: INVALID_ARGUMENT for a malformed id; NOT_FOUND when the courier does not exist.
+	// does, changes nothing and reports released = false. With a generation, the release also keeps that
+	// generation for the task on the courier (the highest one released, for at least 24 hours), which later
+	// claims of a lower or equal generation cannot pass (see ClaimCourier), and leaves a claim of a higher
+	// generation in place (released = false): it is newer than the release.
+	// Errors: INVALID_ARGUMENT for a malformed id or a negative generation; NOT_FOUND when the courier does
+	// not exist.
 	ReleaseCourier(ctx context.Context, in *ReleaseCourierRequest, opts ...grpc.CallOption) (*ReleaseCourierResponse, error)
 	// WatchCouriers streams location and status changes of couriers, optionally limited to a bounding box or
 	// to given couriers.
@@ -434,7 +446,15 @@ type CourierServiceServer interface {
 	// Internal: service identities only (dispatch, when a courier accepts an offer). Idempotent by task_id:
 	// claiming a task the courier already holds changes nothing and reports already_claimed. Claims are
 	// durable and survive restarts.
-	// Errors: INVALID_ARGUMENT for a malformed id; NOT_FOUND when the courier does not exist;
+	//
+	// Ordered by generation (optional): a caller whose call may land late (it timed out, yet its
+	// transaction committed afterwards) numbers the claims and releases of a task on a courier, and the
+	// courier service applies only the newest. A claim whose generation is not above that of the last
+	// release of the same task on the same courier changes nothing and reports superseded, so that a claim
+	// landing after its release cannot hold capacity for a task the courier no longer has. Without a
+	// generation (0) a claim ignores earlier releases, as before.
+	// Errors: INVALID_ARGUMENT for a malformed id or a negative generation; NOT_FOUND when the courier does
+	// not exist;
 	// FAILED_PRECONDITION when the courier is not AVAILABLE (OFFLINE or ON_BREAK), has no free capacity, or
 	// the task is claimed on another courier.
 	ClaimCourier(context.Context, *ClaimCourierRequest) (*ClaimCourierResponse, error)
@@ -442,8 +462,12 @@ type CourierServiceServer interface {
 	// reassigned).
 	//
 	// Internal: service identities only. Idempotent: releasing a claim that does not exist, or no longer
-	// does, changes nothing and reports released = false.
-	// Errors: INVALID_ARGUMENT for a malformed id; NOT_FOUND when the courier does not exist.
+	// does, changes nothing and reports released = false. With a generation, the release also keeps that
+	// generation for the task on the courier (the highest one released, for at least 24 hours), which later
+	// claims of a lower or equal generation cannot pass (see ClaimCourier), and leaves a claim of a higher
+	// generation in place (released = false): it is newer than the release.
+	// Errors: INVALID_ARGUMENT for a malformed id or a negative generation; NOT_FOUND when the courier does
+	// not exist.
 	ReleaseCourier(context.Context, *ReleaseCourierRequest) (*ReleaseCourierResponse, error)
 	// WatchCouriers streams location and status changes of couriers, optionally limited to a bounding box or
 	// to given couriers.

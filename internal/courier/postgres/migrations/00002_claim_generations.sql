@@ -1,0 +1,18 @@
+-- +goose Up
+-- Claims and releases ordered by generation (ClaimCourierRequest.generation): a claim keeps the highest
+-- generation it was claimed with (0: none), and claim_releases keeps, per courier and task, the highest
+-- generation released, until keep_until, so that a claim landing after its release (its caller timed
+-- out, yet its transaction committed) is refused. A release purges the courier's rows past keep_until.
+ALTER TABLE claims ADD COLUMN generation bigint NOT NULL DEFAULT 0 CHECK (generation >= 0);
+
+CREATE TABLE claim_releases (
+    courier_id text COLLATE "C" NOT NULL REFERENCES couriers (id) ON DELETE CASCADE,
+    task_id    text COLLATE "C" NOT NULL,
+    generation bigint      NOT NULL CHECK (generation > 0),
+    keep_until timestamptz NOT NULL,
+    PRIMARY KEY (courier_id, task_id)
+);
+
+-- +goose Down
+DROP TABLE claim_releases;
+ALTER TABLE claims DROP COLUMN generation;
