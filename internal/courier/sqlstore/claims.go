@@ -140,23 +140,32 @@ func (s *Store) ReleaseCourier(ctx context.Context, id, taskID string) (released
 // its COMMIT with the calls beside it; elsewhere (PostgreSQL) one after the other without a
 // transaction: two round trips instead of four.
 func (s *Store) ReleaseCourierLive(ctx context.Context, id, taskID string, hour time.Time) (released bool, rec courier.LiveRecord, err error) {
-	release := func(q querier) error {
+	return s.changeThenReadLive(ctx, id, hour, func(q querier) (bool, error) {
+		return s.deleteClaim(ctx, q, id, taskID)
+	})
+}
+
+// changeThenReadLive runs change, then reads courier id's live state (readLive): on SQLite in one
+// (grouped) transaction, elsewhere one after the other without a transaction. It returns what change
+// reported and the state read.
+func (s *Store) changeThenReadLive(ctx context.Context, id string, hour time.Time, change func(q querier) (bool, error)) (changed bool, rec courier.LiveRecord, err error) {
+	run := func(q querier) error {
 		var err error
-		if released, err = s.deleteClaim(ctx, q, id, taskID); err != nil {
+		if changed, err = change(q); err != nil {
 			return err
 		}
 		rec, _, err = s.readLive(ctx, q, id, hour, "")
 		return err
 	}
 	if s.group != nil {
-		err = s.inTx(ctx, func(tx *sql.Tx) error { return release(tx) })
+		err = s.inTx(ctx, func(tx *sql.Tx) error { return run(tx) })
 	} else {
-		err = release(s.db)
+		err = run(s.db)
 	}
 	if err != nil {
 		return false, courier.LiveRecord{}, err
 	}
-	return released, rec, nil
+	return changed, rec, nil
 }
 
 // ReleaseCourierGeneration implements courier.Store. The released record is written first, with the
@@ -169,31 +178,20 @@ func (s *Store) ReleaseCourierGeneration(ctx context.Context, id, taskID string,
 	if generation < 1 {
 		return false, courier.LiveRecord{}, apperr.Errorf(apperr.Invalid, "release generation %d is below 1", generation)
 	}
-	release := func(q querier) error {
+	return s.changeThenReadLive(ctx, id, hour, func(q querier) (bool, error) {
 		if err := s.recordRelease(ctx, q, id, taskID, generation, now, keepUntil); err != nil {
-			return err
+			return false, err
 		}
 		res, err := q.ExecContext(ctx, `DELETE FROM claims WHERE courier_id = $1 AND task_id = $2 AND generation <= $3`, id, taskID, generation)
 		if err != nil {
-			return s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
+			return false, s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
+			return false, s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
 		}
-		released = n > 0
-		rec, _, err = s.readLive(ctx, q, id, hour, "")
-		return err
-	}
-	if s.group != nil {
-		err = s.inTx(ctx, func(tx *sql.Tx) error { return release(tx) })
-	} else {
-		err = release(s.db)
-	}
-	if err != nil {
-		return false, courier.LiveRecord{}, err
-	}
-	return released, rec, nil
+		return n > 0, nil
+	})
 }
 
 // recordRelease keeps generation as released for task taskID on courier id until keepUntil (the higher
