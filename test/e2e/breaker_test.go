@@ -1,11 +1,8 @@
 package e2e_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -24,20 +21,10 @@ import (
 // process, read from its admin /metrics.
 func (s *system) breakerOpens(t *testing.T) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + s.Admin + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read /metrics: %v", err)
-	}
 	var total float64
 	found := false
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	for sc.Scan() {
-		line := sc.Text()
+	for line := range strings.Lines(s.metricsText(t)) {
+		line = strings.TrimSpace(line)
 		if !strings.HasPrefix(line, "lastmile_grpc_client_breaker_opens_total{") {
 			continue
 		}

@@ -176,8 +176,8 @@ func waitWithdrawnToPending(ctx context.Context, t *testing.T, d *dispatchSetup,
 	}
 }
 
-// gauge returns the value of the unlabelled series name on the process's admin /metrics.
-func (s *system) gauge(t *testing.T, name string) float64 {
+// metricsText returns the process's admin /metrics, as text.
+func (s *system) metricsText(t *testing.T) string {
 	t.Helper()
 	resp, err := http.Get("http://" + s.Admin + "/metrics")
 	if err != nil {
@@ -188,7 +188,13 @@ func (s *system) gauge(t *testing.T, name string) float64 {
 	if err != nil {
 		t.Fatalf("read /metrics: %v", err)
 	}
-	for line := range strings.Lines(string(raw)) {
+	return string(raw)
+}
+
+// gauge returns the value of the unlabelled series name on the process's admin /metrics.
+func (s *system) gauge(t *testing.T, name string) float64 {
+	t.Helper()
+	for line := range strings.Lines(s.metricsText(t)) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
