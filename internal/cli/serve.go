@@ -155,7 +155,7 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	fs.DurationVar(&c.AccessTokenTTL, "access-token-ttl", 15*time.Minute, "lifetime of access tokens (JWT); every verifier refuses tokens that claim a longer one")
 	fs.Int64Var(&c.Gateway.MaxBodyBytes, "max-body-bytes", 1<<20, "largest REST request body in bytes (413 above)")
 	proxies := listFlag{}
-	fs.IntVar(&c.Gateway.Browser.MaxEventStreams, "sse-max-streams", gateway.DefaultMaxEventStreams, "most Server-Sent Events streams open at once (429 above)")
+	fs.IntVar(&c.Gateway.Browser.MaxEventStreams, "sse-max-streams", gateway.DefaultMaxEventStreams, "most Server-Sent Events streams open at once (429 above); a quarter, at most 64, only dispatchers and admins may take")
 	fs.IntVar(&c.Gateway.Browser.MaxEventStreamsPerUser, "sse-max-streams-per-user", gateway.DefaultMaxEventStreamsPerUser, "most Server-Sent Events streams one user (without one, one client address: an IPv6 client's /64) has open at once (429 above)")
 	fs.DurationVar(&c.Gateway.Browser.Heartbeat, "sse-heartbeat", gateway.DefaultEventHeartbeat, "interval of the heartbeat comments on idle event streams")
 	fs.DurationVar(&c.Gateway.Browser.EventWriteTimeout, "sse-write-timeout", gateway.DefaultEventWriteTimeout, "longest a write to an event stream may take before the stream is closed (stalled browsers)")

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,7 +56,8 @@ type BrowserConfig struct {
 	// upstream's) from a browser that stopped reading on a quiet account, whose few heartbeat bytes the
 	// socket buffers absorb for hours without a write ever timing out.
 	MaxEventStreamAge time.Duration
-	// MaxEventStreams bounds the event streams open at once; more are answered with 429.
+	// MaxEventStreams bounds the event streams open at once; more are answered with 429. A quarter of
+	// them, at most 64, are kept for dispatchers and admins (staffReserve).
 	MaxEventStreams int
 	// MaxEventStreamsPerUser bounds the event streams one user (or, without a user, one client address:
 	// an IPv6 client's /64) has open at once; more are answered with 429.
@@ -282,19 +284,47 @@ func userKey(r *http.Request) string {
 // tokenSubject returns the sub claim of a JWT without verifying it: callers use it only after a service
 // accepted the token.
 func tokenSubject(token string) string {
+	return readClaims(token).Sub
+}
+
+// tokenClaims are the claims of an access token the gateway reads (without verifying them).
+type tokenClaims struct {
+	Sub   string   `json:"sub"`
+	Roles []string `json:"roles"`
+}
+
+// readClaims returns the claims of a JWT without verifying it (zero when it is not one): callers use
+// them only after a service accepted the token.
+func readClaims(token string) tokenClaims {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 || len(parts[1]) > 8<<10 {
-		return ""
+		return tokenClaims{}
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return ""
+		return tokenClaims{}
 	}
-	var claims struct {
-		Sub string `json:"sub"`
-	}
+	var claims tokenClaims
 	if json.Unmarshal(payload, &claims) != nil || len(claims.Sub) > 128 {
-		return ""
+		return tokenClaims{}
 	}
-	return claims.Sub
+	return claims
+}
+
+// isStaff reports whether r carries the access token of a dispatcher or an admin, read after a service
+// accepted it: their streams may use the slots kept for staff (staffReserve).
+func isStaff(r *http.Request) bool {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	roles := readClaims(token).Roles
+	return slices.Contains(roles, "dispatcher") || slices.Contains(roles, "admin")
+}
+
+// staffReserve is how many of MaxEventStreams only dispatchers and admins may take: a quarter, at most
+// 64 (the dispatch service keeps as many of its watches for staff), so that customers and share links
+// from many addresses cannot shut the operations dashboards out.
+func (c BrowserConfig) staffReserve() int {
+	return min(64, c.MaxEventStreams/4)
 }

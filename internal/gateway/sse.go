@@ -309,6 +309,10 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, ids eventIDs, o
 		b.g.handleError(ctx, b.g.mux, nil, w, r, err)
 		return
 	}
+	if !isStaff(r) && !b.roomForNonStaff() {
+		writeError(w, http.StatusTooManyRequests, codes.ResourceExhausted, "too many event streams are open; retry later", nil)
+		return
+	}
 	user := userKey(r)
 	if !b.acquire(user) {
 		writeError(w, http.StatusTooManyRequests, codes.ResourceExhausted, "too many event streams are open for this user; close some", nil)
@@ -439,6 +443,14 @@ func (b *browser) acquire(user string) bool {
 	}
 	b.perUser[user]++
 	return true
+}
+
+// roomForNonStaff reports whether the streams open (this one's slot of the total taken) leave the staff's
+// reserve free: a stream of someone who is neither a dispatcher nor an admin may not take it.
+func (b *browser) roomForNonStaff() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open <= b.cfg.MaxEventStreams-b.cfg.staffReserve()
 }
 
 func (b *browser) release(user string) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -601,6 +602,42 @@ func TestEventStreamLimits(t *testing.T) {
 	if diff := cmp.Diff(errorJSON(429, "RESOURCE_EXHAUSTED", "too many event streams are open; retry later"), decode(t, body)); diff != "" {
 		t.Errorf("body (-want +got):\n%s", diff)
 	}
+}
+
+// TestEventStreamsKeepSlotsForStaff: the last quarter of --sse-max-streams (at most 64) is kept for
+// dispatchers and admins, so that customers and share links from many addresses cannot shut the operations
+// dashboards out; staff streams may also take the rest.
+func TestEventStreamsKeepSlotsForStaff(t *testing.T) {
+	s := startEvents(t, newFakeDispatch(), gateway.Config{Browser: gateway.BrowserConfig{MaxEventStreams: 8, MaxEventStreamsPerUser: 8}})
+	for i := range 6 {
+		wantStreamHeaders(t, openEvents(t, s, "/v1/events", bearer(fmt.Sprintf("customer-%d", i))).resp)
+		nextCall(t, s.fake)
+	}
+	resp, body := do(t, s.srv, http.MethodGet, "/v1/events", nil, bearer("customer-6"))
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("seventh stream, a customer's: %d %s, want 429 (two of eight are kept for staff)", resp.StatusCode, body)
+	}
+	if diff := cmp.Diff(errorJSON(429, "RESOURCE_EXHAUSTED", "too many event streams are open; retry later"), decode(t, body)); diff != "" {
+		t.Errorf("body (-want +got):\n%s", diff)
+	}
+	<-s.fake.calls // the refused call was opened, then cancelled
+	for _, role := range []string{"dispatcher", "admin"} {
+		wantStreamHeaders(t, openEvents(t, s, "/v1/events", bearerWithRoles(role+"-1", role)).resp)
+		nextCall(t, s.fake)
+	}
+	resp, body = do(t, s.srv, http.MethodGet, "/v1/events", nil, bearerWithRoles("dispatcher-2", "dispatcher"))
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("ninth stream, a dispatcher's: %d %s, want 429 (all eight open)", resp.StatusCode, body)
+	}
+}
+
+// bearerWithRoles is bearer with an access token whose roles claim lists roles.
+func bearerWithRoles(sub string, roles ...string) http.Header {
+	claims, err := json.Marshal(map[string]any{"sub": sub, "roles": roles})
+	if err != nil {
+		panic(err)
+	}
+	return http.Header{"Authorization": {"Bearer eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString(claims) + ".c2ln"}}
 }
 
 // TestStalledBrowser: a browser that stops reading has its stream closed after the write timeout, and
