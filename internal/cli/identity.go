@@ -103,17 +103,31 @@ func identityModule() *module {
 }
 
 // identityStreams bounds the identity service's streams. UserActivity is a dashboard's live feed: a few
-// per user (browser tabs), and a client that half-closed it and hears nothing for a minute is ended, since
-// it can no longer change what it follows. StreamUsers and BulkCreateUsers are admin exports and imports
+// per user (browser tabs), 64 of all kept for admins (activityStaffReserve) and half of the rest for
+// callers' first stream, a client that half-closed it and hears nothing for a minute is ended, since
+// it can no longer change what it follows, and so is one that stops reading for as long as a dispatch
+// watch may (defaultWatchSendTimeout). StreamUsers and BulkCreateUsers are admin exports and imports
 // that hold a database cursor or the password hasher: two at a time per admin, and an import that stops
 // sending items for a minute is ended. WatchSubjects is one stream per replica of a service that checks
 // tokens without hosting identity (courier, route): services are callers by name, so the cap per caller
 // is the replicas one service may run.
 var identityStreams = map[string]grpcserver.StreamLimit{
-	identityv1.AuthService_WatchSubjects_FullMethodName:   {PerCaller: 64, Total: 256},
-	identityv1.UserService_UserActivity_FullMethodName:    {PerCaller: 4, Total: 1024, HalfClosedIdle: time.Minute},
+	identityv1.AuthService_WatchSubjects_FullMethodName: {PerCaller: 64, Total: 256},
+	identityv1.UserService_UserActivity_FullMethodName: {PerCaller: 4, Total: 1024, HalfClosedIdle: time.Minute,
+		StaffReserve: activityStaffReserve, FirstReserve: (1024 - activityStaffReserve) / 2, Staff: activityStaff,
+		SendTimeout: defaultWatchSendTimeout},
 	identityv1.UserService_StreamUsers_FullMethodName:     {PerCaller: 2, Total: 16},
 	identityv1.UserService_BulkCreateUsers_FullMethodName: {PerCaller: 2, Total: 16, Idle: time.Minute},
+}
+
+// activityStaffReserve is the UserActivity slots only admins (who may watch anyone: the users
+// dashboard) and services may take, so that customers and couriers following themselves from many
+// accounts cannot fill the method and shut the dashboard out.
+const activityStaffReserve = 64
+
+// activityStaff reports whether p may take UserActivity's slots kept for staff.
+func activityStaff(p auth.Principal) bool {
+	return p.Kind == auth.Service || p.HasRole(auth.RoleAdmin)
 }
 
 // startIdentity opens the identity store and keys, registers the service, publishes the keys to this

@@ -233,3 +233,39 @@ func TestUserActivityHalfClosedIsEnded(t *testing.T) {
 	wantStreamStatus(t, "Recv() on a half-closed, quiet stream", err, codes.DeadlineExceeded,
 		"stream idle: half-closed by the client and nothing sent for 10ms")
 }
+
+// TestUserActivityKeepsSlotsForAdmins: customers following themselves from many accounts cannot take
+// UserActivity's last activityStaffReserve slots, which an admin's users dashboard still gets. The
+// module's total is 1,024; the test shrinks it and the reserve with it, which changes how many streams
+// it takes to get there, not who may take the reserve.
+func TestUserActivityKeepsSlotsForAdmins(t *testing.T) {
+	limits := maps.Clone(identityStreams)
+	lim := limits[identityv1.UserService_UserActivity_FullMethodName]
+	if lim.Total != 1024 || lim.StaffReserve != 64 || lim.FirstReserve != 480 || lim.SendTimeout != 30*time.Second {
+		t.Fatalf("UserActivity limit = %+v, want 1024 in all, 64 kept for staff, 480 for first streams, a 30s send timeout", lim)
+	}
+	lim.Total, lim.StaffReserve, lim.FirstReserve = 6, 2, 0
+	limits[identityv1.UserService_UserActivity_FullMethodName] = lim
+	users := startIdentityWithLimits(t, limits)
+	for i := range 4 {
+		if _, err := follow(t, users, fmt.Sprintf("0190b000-0000-7000-8000-00000000040%d", i)); err != nil {
+			t.Fatalf("customer %d's stream: %v", i, err)
+		}
+	}
+	_, err := follow(t, users, "0190b000-0000-7000-8000-000000000409")
+	wantStreamStatus(t, "a fifth customer's stream, with two slots left for staff", err, codes.ResourceExhausted,
+		"too many open streams of UserActivity; try again later")
+	admin := auth.Principal{Kind: auth.User, Subject: "0190b000-0000-7000-8000-000000000410", Roles: []string{auth.RoleAdmin}}
+	for i := range 2 {
+		stream, err := users.UserActivity(streamCtx(t, admin))
+		if err == nil {
+			err = stream.Send(&identityv1.UserActivityRequest{SubscribeUserIds: []string{"0190b000-0000-7000-8000-000000000400"}})
+		}
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if err != nil {
+			t.Fatalf("the admin's stream %d in the staff's reserve: %v", i+1, err)
+		}
+	}
+}
