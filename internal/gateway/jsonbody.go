@@ -71,7 +71,16 @@ func (d bodyDecoder) Decode(v any) error {
 		if line, col, ok := trailingData(body); ok {
 			return &jsonSyntaxError{msg: fmt.Sprintf("the request body is not valid JSON: unexpected data after the JSON value (line %d, column %d)", line, col)}
 		}
-		return bodyError(err, msg.ProtoReflect().Descriptor())
+		err = bodyError(err, msg.ProtoReflect().Descriptor())
+		var syntax *jsonSyntaxError
+		if errors.As(err, &syntax) && json.Valid(body) {
+			// protojson calls a value of the wrong type for a well-known type (a number for a Duration,
+			// null for a Timestamp in a list) a syntax error; the body is valid JSON all the same.
+			if rest, ok := strings.CutPrefix(syntax.msg, "the request body is not valid JSON: "); ok {
+				syntax.msg = "the request body does not match the request: a value has the wrong type: " + rest
+			}
+		}
+		return err
 	}
 	return nil
 }
