@@ -160,8 +160,11 @@ func (h *hub) tail(ctx context.Context) error {
 		return fmt.Errorf("subscribe to the dispatch event feed: %w", err)
 	}
 	defer sub.Close()
-	// Whatever committed before the subscription started reached no one: catch up from the store.
+	// Whatever committed before the subscription started reached no one: catch up from the store, and a
+	// deferral among it (another replica's TopicWaiting) may have made a task wait, which the courier
+	// follower must not go on believing no task does.
 	h.wakeAll()
+	h.s.mayWait()
 	for {
 		events, err := sub.NextBatch(ctx, hubBatch)
 		if err != nil {

@@ -198,3 +198,22 @@ func TestCourierWakesOnlyTasksThatMayBeOfferedToThem(t *testing.T) {
 		}
 	}
 }
+
+// A deferral committed before the hub's subscription to the feed started (another replica's, at this
+// replica's start or while its hub resubscribed) reaches no subscriber: the hub's new subscription must
+// itself tell the courier follower that a task may be waiting, or a follower that learned "none waits"
+// before would keep believing it and wake nothing when a courier becomes available.
+func TestHubSubscriptionAssumesATaskMayWait(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	gen := sys.Service.WaitGen()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sys.Service.RunHub(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunHub: %v", err)
+		}
+	})
+	waitFor(t, "the hub's subscription counted as a possible deferral", func() bool { return sys.Service.WaitGen() > gen })
+}
