@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -182,15 +183,7 @@ func (s *Store) ReleaseCourierGeneration(ctx context.Context, id, taskID string,
 		if err := s.recordRelease(ctx, q, id, taskID, generation, now, keepUntil); err != nil {
 			return false, err
 		}
-		res, err := q.ExecContext(ctx, `DELETE FROM claims WHERE courier_id = $1 AND task_id = $2 AND generation <= $3`, id, taskID, generation)
-		if err != nil {
-			return false, s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return false, s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
-		}
-		return n > 0, nil
+		return s.deleteClaimUpTo(ctx, q, id, taskID, generation)
 	})
 }
 
@@ -235,9 +228,16 @@ const releaseUpsert = `
 		generation = CASE WHEN excluded.generation > claim_releases.generation THEN excluded.generation ELSE claim_releases.generation END,
 		keep_until = CASE WHEN excluded.keep_until > claim_releases.keep_until THEN excluded.keep_until ELSE claim_releases.keep_until END`
 
-// deleteClaim deletes the claim of task taskID on courier id and reports whether there was one.
+// deleteClaim deletes the claim of task taskID on courier id, whatever its generation, and reports whether
+// there was one.
 func (s *Store) deleteClaim(ctx context.Context, q querier, id, taskID string) (bool, error) {
-	res, err := q.ExecContext(ctx, `DELETE FROM claims WHERE courier_id = $1 AND task_id = $2`, id, taskID)
+	return s.deleteClaimUpTo(ctx, q, id, taskID, math.MaxInt64)
+}
+
+// deleteClaimUpTo deletes the claim of task taskID on courier id if its generation is at most generation,
+// and reports whether there was one.
+func (s *Store) deleteClaimUpTo(ctx context.Context, q querier, id, taskID string, generation int64) (bool, error) {
+	res, err := q.ExecContext(ctx, `DELETE FROM claims WHERE courier_id = $1 AND task_id = $2 AND generation <= $3`, id, taskID, generation)
 	if err != nil {
 		return false, s.e.MapError(err, fmt.Sprintf("release task %s from courier %s", taskID, id))
 	}
