@@ -45,12 +45,16 @@ package bench_test
 // LASTMILE_DISPATCH_LOAD_WORKERS (dispatch's
 // Options.Workers; default dispatch's own), LASTMILE_DISPATCH_LOAD_JOB_WORKERS (dispatch's job workers,
 // the claims and releases run at once; default serve's, jobargs.DefaultWorkers), LASTMILE_DISPATCH_LOAD_SECONDS (10, each phase's measured
-// window), LASTMILE_DISPATCH_LOAD_LOG (1: dispatch's warnings to stderr).
+// window), LASTMILE_DISPATCH_LOAD_LOG (1: dispatch's warnings to stderr), LASTMILE_DISPATCH_LOAD_ABLATE (a
+// comma list of parts to leave out, to measure what they cost an assignment: "transport", dispatch calls
+// courier's and route's handlers as functions instead of over gRPC; "jobs", the accepts enqueue no claim
+// jobs; neither is something production may do).
 // The garbage collector runs at serve's GOGC (cli.DefaultGCPercent) unless the environment sets GOGC.
 
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -152,6 +156,12 @@ func TestDispatchLoad(t *testing.T) {
 		jobWorkers: envIntZero("LASTMILE_DISPATCH_LOAD_JOB_WORKERS"),
 		backlog:    envBacklog(t),
 		window:     time.Duration(envInt(t, "LASTMILE_DISPATCH_LOAD_SECONDS", 10)) * time.Second,
+		ablate:     os.Getenv("LASTMILE_DISPATCH_LOAD_ABLATE"),
+	}
+	for _, a := range strings.Split(cfg.ablate, ",") {
+		if !slices.Contains([]string{"", ablateTransport, ablateJobs}, a) {
+			t.Fatalf("LASTMILE_DISPATCH_LOAD_ABLATE=%q: want a comma list of %s and %s, or nothing", cfg.ablate, ablateTransport, ablateJobs)
+		}
 	}
 	// The collector runs as serve runs it (cli.DefaultGCPercent) unless GOGC says otherwise.
 	if os.Getenv("GOGC") == "" {
@@ -159,8 +169,8 @@ func TestDispatchLoad(t *testing.T) {
 	}
 	gogc := debug.SetGCPercent(-1)
 	debug.SetGCPercent(gogc)
-	t.Logf("nproc %d, GOMAXPROCS %d, GOGC %d, %s, %d couriers (capacity %d), %d customers, dispatch workers %d (0: default %d)",
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), gogc, runtime.Version(), cfg.couriers, courierCapacity, customers, cfg.workers, dispatch.DefaultWorkers)
+	t.Logf("nproc %d, GOMAXPROCS %d, GOGC %d, %s, %d couriers (capacity %d), %d customers, dispatch workers %d (0: default %d), left out: %q",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), gogc, runtime.Version(), cfg.couriers, courierCapacity, customers, cfg.workers, dispatch.DefaultWorkers, cfg.ablate)
 	for _, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
 			if engine == "postgres" && os.Getenv("LASTMILE_TEST_POSTGRES_DSN") == "" {
@@ -201,6 +211,21 @@ type loadConfig struct {
 	couriers, saturate, rate, workers, backlog int
 	jobWorkers                                 int // dispatch's job workers; 0: jobargs.DefaultWorkers, as serve
 	window                                     time.Duration
+	ablate                                     string // LASTMILE_DISPATCH_LOAD_ABLATE: what the phase leaves out (ablateTransport, ablateJobs)
+}
+
+// The ablations: measurements of what a part of the system costs an assignment, by leaving it out. Neither
+// is something production may do.
+const (
+	// ablateTransport: dispatch calls courier's and route's handlers in process (inproc), not over gRPC.
+	ablateTransport = "transport"
+	// ablateJobs: the accepts enqueue no jobs, so no River job and no ClaimCourier call follows an accept
+	// (courier never learns of the claims: its couriers keep their free capacity).
+	ablateJobs = "jobs"
+)
+
+func (c loadConfig) ablated(part string) bool {
+	return slices.Contains(strings.Split(c.ablate, ","), part)
 }
 
 // phaseResult is what one phase measured.
@@ -602,8 +627,15 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 
 	// dispatch's own connections carry its identity
 	capi := courierv1.NewCourierServiceClient(grpctest.Dial(t, clis))
-	couriers := courierclient.New(courierv1.NewCourierServiceClient(grpctest.Dial(t, clis, asDispatch())))
-	routes := routeclient.New(routev1.NewRouteServiceClient(grpctest.Dial(t, rlis, asDispatch())), routeclient.Options{Logger: quiet})
+	var cconn, rconn grpc.ClientConnInterface = grpctest.Dial(t, clis, asDispatch()), grpctest.Dial(t, rlis, asDispatch())
+	if cfg.ablated(ablateTransport) {
+		ci, ri := newInproc(dispatchService, cconn), newInproc(dispatchService, rconn)
+		couriergrpc.Register(ci, couriergrpc.NewServer(csvc))
+		routegrpc.Register(ri, routegrpc.NewServer(rsvc))
+		cconn, rconn = ci, ri
+	}
+	couriers := courierclient.New(courierv1.NewCourierServiceClient(cconn))
+	routes := routeclient.New(routev1.NewRouteServiceClient(rconn), routeclient.Options{Logger: quiet})
 
 	ls.registerCouriers(t, ctx, capi)
 
@@ -644,6 +676,9 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 		t.Fatal(err)
 	}
 	store.SetJobs(sqlstore.RiverJobs(jc))
+	if cfg.ablated(ablateJobs) {
+		store.SetJobs(func(context.Context, *sql.Tx, []dispatch.Job) error { return nil })
+	}
 	blobs, err := blob.NewFiles(filepath.Join(t.TempDir(), blob.DefaultDir))
 	if err != nil {
 		t.Fatal(err)
