@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -18,7 +17,10 @@ import (
 func TestServeExportsCertificateExpiry(t *testing.T) {
 	dir := t.TempDir()
 	s := startServe(t, nil, "--data-dir", dir, "--insecure=false")
-	metrics := getBody(t, "http://"+s.Admin+"/metrics")
+	status, metrics := get(t, "http://"+s.Admin+"/metrics")
+	if status != http.StatusOK {
+		t.Fatalf("GET /metrics = %d", status)
+	}
 	names := map[string]string{"server": "server.crt", "ca": "ca.crt"}
 	for _, id := range identities() {
 		names[id] = id + ".crt"
@@ -38,27 +40,12 @@ func TestServeExportsCertificateExpiry(t *testing.T) {
 	}
 
 	plain := startServe(t, nil, "--data-dir", t.TempDir())
-	if body := getBody(t, "http://"+plain.Admin+"/metrics"); strings.Contains(body, "lastmile_tls_certificate_expiry") {
-		t.Errorf("/metrics with --insecure has certificate expiry series")
+	if status, body := get(t, "http://"+plain.Admin+"/metrics"); status != http.StatusOK || strings.Contains(body, "lastmile_tls_certificate_expiry") {
+		t.Errorf("GET /metrics with --insecure = %d, with certificate expiry series %t", status, strings.Contains(body, "lastmile_tls_certificate_expiry"))
 	}
 }
 
 // promFloat formats a time in seconds as the text exposition writes a float (strconv's shortest 'g').
 func promFloat(at time.Time) string {
 	return strconv.FormatFloat(float64(at.Unix()), 'g', -1, 64)
-}
-
-func getBody(t *testing.T, url string) string {
-	t.Helper()
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read %s: %v", url, err)
-	}
-	return string(body)
 }

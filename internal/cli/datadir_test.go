@@ -49,7 +49,10 @@ func startServe(t *testing.T, env map[string]string, args ...string) *running {
 	// Ready comes once the listeners are bound; /readyz answers 200 once the gRPC server serves. A stop
 	// in between makes Serve fail ("Serve called twice or after Close"), which is not what these tests
 	// are about.
-	for i := 0; getStatus(t, "http://"+r.Admin+"/readyz") != http.StatusOK; i++ {
+	for i := 0; ; i++ {
+		if status, _ := get(t, "http://"+r.Admin+"/readyz"); status == http.StatusOK {
+			break
+		}
 		if i == 3000 {
 			cancel()
 			t.Fatalf("serve %q: /readyz not 200 within 30 s; logs:\n%s", args, logs)
@@ -150,7 +153,7 @@ func TestServeAdminPprof(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := startServe(t, tt.env, append([]string{"--data-dir", t.TempDir()}, tt.args...)...)
 			for path, want := range map[string]int{"/debug/pprof/": tt.wantPprof, "/metrics": http.StatusOK, "/healthz": http.StatusOK} {
-				if got := getStatus(t, "http://"+s.Admin+path); got != want {
+				if got, _ := get(t, "http://"+s.Admin+path); got != want {
 					t.Errorf("GET %s = %d, want %d", path, got, want)
 				}
 			}
@@ -158,7 +161,8 @@ func TestServeAdminPprof(t *testing.T) {
 	}
 }
 
-func getStatus(t *testing.T, url string) int {
+// get GETs url on a connection of its own and returns the status code and the body.
+func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	resp, err := client.Get(url)
@@ -166,10 +170,11 @@ func getStatus(t *testing.T, url string) int {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
 		t.Fatalf("read %s: %v", url, err)
 	}
-	return resp.StatusCode
+	return resp.StatusCode, string(body)
 }
 
 // TestServeHelpExplainsAdminExposure checks that --help says what the admin address exposes, where,

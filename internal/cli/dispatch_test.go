@@ -263,14 +263,12 @@ func TestDispatchEndToEnd(t *testing.T) {
 		t.Errorf("GET proof content = %d %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
 	}
 	// The metrics count the delivered task.
-	resp, err = http.Get("http://" + r.Admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	status, metrics := get(t, "http://"+r.Admin+"/metrics")
+	if status != http.StatusOK {
+		t.Fatalf("GET /metrics = %d", status)
 	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, line := range []string{`lastmile_dispatch_tasks{state="delivered"} 1`, "lastmile_dispatch_offers_sent_total 1", "lastmile_dispatch_courier_sessions 1"} {
-		if !strings.Contains(string(metrics), line+"\n") {
+		if !strings.Contains(metrics, line+"\n") {
 			t.Errorf("metrics lack %q", line)
 		}
 	}
