@@ -18,6 +18,8 @@ type flagSet struct {
 	cmd     string
 	summary string
 	help    io.Writer
+	// env holds the flags whose environment variable is not envName's, by flag name (setEnv).
+	env map[string]string
 }
 
 // newFlagSet returns the flags of command cmd. --help writes its usage to help (standard output, where a
@@ -42,13 +44,31 @@ func (fs *flagSet) usage(out io.Writer) {
 		if def == "" {
 			def = `""`
 		}
-		lines = append(lines, fmt.Sprintf("  --%-22s %s\n        env %s, default %s\n", f.Name, f.Usage, envName(f.Name), def))
+		lines = append(lines, fmt.Sprintf("  --%-22s %s\n        env %s, default %s\n", f.Name, f.Usage, fs.envVar(f.Name), def))
 	})
 	if len(lines) == 0 {
 		return
 	}
 	sort.Strings(lines)
 	fmt.Fprintf(out, "\nFlags (each also read from the environment variable shown):\n%s", strings.Join(lines, ""))
+}
+
+// setEnv gives flag name the environment variable env instead of envName's: a command whose flag means
+// something else than another command's flag of the same name (simulate's --target is an address, serve's
+// a list of services) must not read that command's variable, which an operator may have exported for it.
+func (fs *flagSet) setEnv(name, env string) {
+	if fs.env == nil {
+		fs.env = map[string]string{}
+	}
+	fs.env[name] = env
+}
+
+// envVar returns the environment variable of flag name.
+func (fs *flagSet) envVar(name string) string {
+	if env, ok := fs.env[name]; ok {
+		return env
+	}
+	return envName(name)
 }
 
 // envName returns the environment variable for a flag name: grpc-addr -> LASTMILE_GRPC_ADDR.
@@ -82,9 +102,9 @@ func (fs *flagSet) parse(args []string, getenv func(string) string) error {
 		if set[f.Name] {
 			return
 		}
-		if v := getenv(envName(f.Name)); v != "" {
+		if v := getenv(fs.envVar(f.Name)); v != "" {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("%s=%q: %w", fs.envVar(f.Name), v, err))
 			}
 		}
 	})

@@ -162,6 +162,8 @@ func splitTargets(list []string) (map[string]bool, error) {
 			}
 		case slices.Contains(known, t):
 			out[t] = true
+		case strings.Contains(t, ":"):
+			return nil, usageError{fmt.Errorf("--target: %q is an address, not a service: serve's --target (LASTMILE_TARGET) names the services to run, all or a list of %s; simulate's address is its --target, or LASTMILE_SIMULATE_TARGET", t, strings.Join(known, ", "))}
 		default:
 			return nil, usageError{fmt.Errorf("--target: unknown service %q (want all or a list of %s)", t, strings.Join(known, ", "))}
 		}

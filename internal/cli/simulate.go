@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -129,7 +130,9 @@ An admin account (--admin-email, and its password from LASTMILE_ADMIN_PASSWORD o
 creates the bots' accounts: --couriers couriers who log in, go AVAILABLE, hold an assignment session, report
 their position as they ride, accept or decline offers, pick up, upload a photo and deliver; and customers who
 create --rate tasks per second inside the city area. A progress line goes to standard error every
---progress-interval, and a summary at the end. The accounts it creates stay in the deployment.`
+--progress-interval, and a summary at the end. The accounts it creates stay in the deployment.
+The target's environment variable is simulate's own, LASTMILE_SIMULATE_TARGET: serve's LASTMILE_TARGET
+names services.`
 
 // simulateConfig is what `lastmile simulate` reads.
 type simulateConfig struct {
@@ -141,7 +144,10 @@ type simulateConfig struct {
 func parseSimulate(args []string, env Env) (simulateConfig, simulator.Config, error) {
 	var c simulateConfig
 	fs := newFlagSet("simulate", simulateSummary, env.Stdout)
-	fs.StringVar(&c.Target, "target", "localhost:9090", "the deployment's gRPC address, host:port")
+	// The target reads simulate's own variable: serve's LASTMILE_TARGET is a list of services, which an
+	// operator may have exported for a serve in the same shell.
+	fs.StringVar(&c.Target, "target", "localhost:9090", "the deployment's gRPC address, host:port (not serve's --target, a list of services)")
+	fs.setEnv("target", "LASTMILE_SIMULATE_TARGET")
 	fs.StringVar(&c.CAFile, "ca-file", filepath.Join("lastmile-data", "tls", "ca.crt"), "CA certificate that the deployment's server certificate chains to (PEM)")
 	fs.BoolVar(&c.Insecure, "insecure", false, "connect in plaintext, to a deployment run with --insecure")
 	fs.StringVar(&c.AdminEmail, "admin-email", "admin@lastmile.local", "email of an admin account of the deployment")
@@ -149,6 +155,9 @@ func parseSimulate(args []string, env Env) (simulateConfig, simulator.Config, er
 	fs.StringVar(&c.LogLevel, "log-level", "warn", "log level of the simulator's own log: debug shows every failed call")
 	c.Sim.register(fs, "", simDefaults{couriers: 100, rate: 1, duration: time.Minute, speedup: 1, radius: 8000})
 	if err := fs.parse(args, env.Getenv); err != nil {
+		return c, simulator.Config{}, err
+	}
+	if err := checkSimulateAddrs(fs, c, env.Getenv); err != nil {
 		return c, simulator.Config{}, err
 	}
 	sc, err := c.Sim.config("")
@@ -173,6 +182,21 @@ func parseSimulate(args []string, env Env) (simulateConfig, simulator.Config, er
 		}
 	}
 	return c, sc, nil
+}
+
+// checkSimulateAddrs checks simulate's target. One that names serve's services ("dispatch", "all") is
+// refused as such, and so is LASTMILE_TARGET holding an address when no target is given: the variable is
+// serve's, and an address there was meant for simulate, which would otherwise call localhost:9090 instead.
+func checkSimulateAddrs(fs *flagSet, c simulateConfig, getenv func(string) string) error {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "target" })
+	if v := getenv("LASTMILE_TARGET"); !given && getenv("LASTMILE_SIMULATE_TARGET") == "" && strings.Contains(v, ":") {
+		return usageError{fmt.Errorf("LASTMILE_TARGET=%q is serve's list of services, which simulate does not read: set the deployment's address in LASTMILE_SIMULATE_TARGET or --target", v)}
+	}
+	if _, err := splitTargets(strings.Split(c.Target, ",")); err == nil {
+		return usageError{fmt.Errorf("--target %q names services, as serve's --target does; simulate's --target is a gRPC address, such as localhost:9090 (environment: %s)", c.Target, fs.envVar("target"))}
+	}
+	return nil
 }
 
 // caTLS returns the TLS configuration of an outside client that trusts the CA in file.

@@ -94,3 +94,63 @@ func TestDemoPasswordIsKept(t *testing.T) {
 		t.Errorf("demoPassword with LASTMILE_ADMIN_PASSWORD = %q, want it", got)
 	}
 }
+
+// TestSimulateAndServeKeepTheirTargetsApart checks that simulate's target reads a variable of its own: an
+// environment set up for `serve --target=dispatch` leaves simulate's default alone; LASTMILE_SIMULATE_TARGET
+// sets it; an address in LASTMILE_TARGET (meant for
+// simulate) or services in simulate's --target are refused as what they are, by both commands.
+func TestSimulateAndServeKeepTheirTargetsApart(t *testing.T) {
+	parse := func(env map[string]string, args ...string) (simulator.Config, error) {
+		env["LASTMILE_ADMIN_PASSWORD"] = "p"
+		_, sc, err := parseSimulate(append([]string{"--insecure"}, args...), Env{Getenv: envOf(env), Stderr: &bytes.Buffer{}})
+		return sc, err
+	}
+	if sc, err := parse(map[string]string{"LASTMILE_TARGET": "dispatch"}); err != nil || sc.Target != "localhost:9090" {
+		t.Errorf("simulate in serve's environment = %q, %v; want localhost:9090", sc.Target, err)
+	}
+	if sc, err := parse(map[string]string{"LASTMILE_TARGET": "dispatch", "LASTMILE_SIMULATE_TARGET": "lm.example.com:443"}); err != nil || sc.Target != "lm.example.com:443" {
+		t.Errorf("simulate with LASTMILE_SIMULATE_TARGET = %q, %v; want lm.example.com:443", sc.Target, err)
+	}
+	if sc, err := parse(map[string]string{"LASTMILE_TARGET": "lm.example.com:443"}, "--target", "other:9090"); err != nil || sc.Target != "other:9090" {
+		t.Errorf("simulate --target other:9090 with an address in LASTMILE_TARGET = %q, %v; want the flag", sc.Target, err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"an address in serve's variable", map[string]string{"LASTMILE_TARGET": "lm.example.com:443"}, nil,
+			`LASTMILE_TARGET="lm.example.com:443" is serve's list of services, which simulate does not read: set the deployment's address in LASTMILE_SIMULATE_TARGET or --target`},
+		{"services as simulate's target", map[string]string{}, []string{"--target", "identity,dispatch"},
+			`--target "identity,dispatch" names services, as serve's --target does; simulate's --target is a gRPC address, such as localhost:9090 (environment: LASTMILE_SIMULATE_TARGET)`},
+		{"services in simulate's variable", map[string]string{"LASTMILE_SIMULATE_TARGET": "all"}, nil,
+			`--target "all" names services, as serve's --target does; simulate's --target is a gRPC address, such as localhost:9090 (environment: LASTMILE_SIMULATE_TARGET)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parse(tc.env, tc.args...)
+			var ue usageError
+			if !errors.As(err, &ue) || err.Error() != tc.want {
+				t.Errorf("parseSimulate = %v, want the usage error %q", err, tc.want)
+			}
+		})
+	}
+
+	_, err := parseServe(nil, Env{Getenv: envOf(map[string]string{"LASTMILE_TARGET": "localhost:9090"}), Stderr: &bytes.Buffer{}})
+	const serveWant = `--target: "localhost:9090" is an address, not a service: serve's --target (LASTMILE_TARGET) names the services to run, all or a list of identity, courier, route, dispatch, gateway; simulate's address is its --target, or LASTMILE_SIMULATE_TARGET`
+	if err == nil || err.Error() != serveWant {
+		t.Errorf("serve with an address in LASTMILE_TARGET = %v, want %q", err, serveWant)
+	}
+
+	var help bytes.Buffer
+	if _, _, err := parseSimulate([]string{"--help"}, Env{Getenv: envOf(nil), Stdout: &help}); !errors.Is(err, errHelp) {
+		t.Fatalf("simulate --help = %v", err)
+	}
+	if want := "env LASTMILE_SIMULATE_TARGET, default localhost:9090"; !strings.Contains(help.String(), want) {
+		t.Errorf("simulate --help lacks %q", want)
+	}
+	if strings.Contains(help.String(), "env LASTMILE_TARGET") {
+		t.Error("simulate --help names serve's LASTMILE_TARGET")
+	}
+}
