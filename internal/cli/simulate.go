@@ -8,13 +8,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
+	"lastmile/internal/platform/grpcclient"
 	"lastmile/internal/platform/telemetry"
 	"lastmile/internal/simulator"
 )
@@ -131,23 +134,35 @@ creates the bots' accounts: --couriers couriers who log in, go AVAILABLE, hold a
 their position as they ride, accept or decline offers, pick up, upload a photo and deliver; and customers who
 create --rate tasks per second inside the city area. A progress line goes to standard error every
 --progress-interval, and a summary at the end. The accounts it creates stay in the deployment.
-The target's environment variable is simulate's own, LASTMILE_SIMULATE_TARGET: serve's LASTMILE_TARGET
-names services.`
+Every service is called at --target; against a split deployment (services in processes of their own),
+--identity-addr, --courier-addr, --route-addr and --dispatch-addr name the others. Addresses take the forms
+serve's peer flags take: host:port, dns:///name:port (every address of the name, in turn) or h1:p1,h2:p2.
+The addresses' environment variables are simulate's own (LASTMILE_SIMULATE_TARGET, ...), not serve's.`
+
+// simulateServices are the services the simulator calls, each with its --<name>-addr flag.
+var simulateServices = []string{"identity", "courier", "route", "dispatch"}
 
 // simulateConfig is what `lastmile simulate` reads.
 type simulateConfig struct {
 	Target, CAFile, AdminEmail, AdminPasswordFile, LogLevel string
-	Insecure                                                bool
-	Sim                                                     simFlags
+	// Addrs holds the --<service>-addr flags by service name.
+	Addrs    map[string]*string
+	Insecure bool
+	Sim      simFlags
 }
 
 func parseSimulate(args []string, env Env) (simulateConfig, simulator.Config, error) {
-	var c simulateConfig
+	c := simulateConfig{Addrs: map[string]*string{}}
 	fs := newFlagSet("simulate", simulateSummary, env.Stdout)
-	// The target reads simulate's own variable: serve's LASTMILE_TARGET is a list of services, which an
-	// operator may have exported for a serve in the same shell.
-	fs.StringVar(&c.Target, "target", "localhost:9090", "the deployment's gRPC address, host:port (not serve's --target, a list of services)")
+	// The addresses read simulate's own variables: serve's LASTMILE_TARGET is a list of services and its
+	// LASTMILE_<SERVICE>_ADDR are peers as a process of the deployment reaches them, either exported
+	// for a serve in the same shell.
+	fs.StringVar(&c.Target, "target", "localhost:9090", "the deployment's gRPC address, where every service not named by its own --<service>-addr is called: host:port, dns:///name:port or h1:p1,h2:p2 (not serve's --target, a list of services)")
 	fs.setEnv("target", "LASTMILE_SIMULATE_TARGET")
+	for _, svc := range simulateServices {
+		c.Addrs[svc] = fs.String(svc+"-addr", "", svc+" service's gRPC address when it is not at --target (a split deployment), in the same forms")
+		fs.setEnv(svc+"-addr", "LASTMILE_SIMULATE_"+strings.ToUpper(svc)+"_ADDR")
+	}
 	fs.StringVar(&c.CAFile, "ca-file", filepath.Join("lastmile-data", "tls", "ca.crt"), "CA certificate that the deployment's server certificate chains to (PEM)")
 	fs.BoolVar(&c.Insecure, "insecure", false, "connect in plaintext, to a deployment run with --insecure")
 	fs.StringVar(&c.AdminEmail, "admin-email", "admin@lastmile.local", "email of an admin account of the deployment")
@@ -176,6 +191,7 @@ func parseSimulate(args []string, env Env) (simulateConfig, simulator.Config, er
 		return c, sc, usageError{errors.New("the admin password is required: set LASTMILE_ADMIN_PASSWORD or --admin-password-file")}
 	}
 	sc.Target, sc.AdminEmail, sc.AdminPassword = c.Target, c.AdminEmail, password
+	sc.Addrs = simulator.Addrs{Identity: *c.Addrs["identity"], Courier: *c.Addrs["courier"], Route: *c.Addrs["route"], Dispatch: *c.Addrs["dispatch"]}
 	if !c.Insecure {
 		if sc.TLS, err = caTLS(c.CAFile); err != nil {
 			return c, sc, usageError{fmt.Errorf("--ca-file: %w", err)}
@@ -184,17 +200,30 @@ func parseSimulate(args []string, env Env) (simulateConfig, simulator.Config, er
 	return c, sc, nil
 }
 
-// checkSimulateAddrs checks simulate's target. One that names serve's services ("dispatch", "all") is
-// refused as such, and so is LASTMILE_TARGET holding an address when no target is given: the variable is
-// serve's, and an address there was meant for simulate, which would otherwise call localhost:9090 instead.
+// checkSimulateAddrs checks simulate's address flags. An address that names serve's services ("dispatch",
+// "all") is refused as such, and so is LASTMILE_TARGET holding an address when no target is given: the
+// variable is serve's, and an address there was meant for simulate, which would otherwise call
+// localhost:9090 instead.
 func checkSimulateAddrs(fs *flagSet, c simulateConfig, getenv func(string) string) error {
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "target" })
 	if v := getenv("LASTMILE_TARGET"); !given && getenv("LASTMILE_SIMULATE_TARGET") == "" && strings.Contains(v, ":") {
 		return usageError{fmt.Errorf("LASTMILE_TARGET=%q is serve's list of services, which simulate does not read: set the deployment's address in LASTMILE_SIMULATE_TARGET or --target", v)}
 	}
-	if _, err := splitTargets(strings.Split(c.Target, ",")); err == nil {
-		return usageError{fmt.Errorf("--target %q names services, as serve's --target does; simulate's --target is a gRPC address, such as localhost:9090 (environment: %s)", c.Target, fs.envVar("target"))}
+	addrs := map[string]string{"target": c.Target}
+	for svc, addr := range c.Addrs {
+		if *addr != "" {
+			addrs[svc+"-addr"] = *addr
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(addrs)) {
+		addr := addrs[name]
+		if _, _, err := grpcclient.Target(addr); err != nil {
+			if _, serr := splitTargets(strings.Split(addr, ",")); serr == nil {
+				return usageError{fmt.Errorf("--%s %q names services, as serve's --target does; simulate's --%s is a gRPC address, such as localhost:9090 (environment: %s)", name, addr, name, fs.envVar(name))}
+			}
+			return usageError{fmt.Errorf("--%s: %w", name, err)}
+		}
 	}
 	return nil
 }

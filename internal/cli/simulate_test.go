@@ -95,9 +95,9 @@ func TestDemoPasswordIsKept(t *testing.T) {
 	}
 }
 
-// TestSimulateAndServeKeepTheirTargetsApart checks that simulate's target reads a variable of its own: an
-// environment set up for `serve --target=dispatch` leaves simulate's default alone; LASTMILE_SIMULATE_TARGET
-// sets it; an address in LASTMILE_TARGET (meant for
+// TestSimulateAndServeKeepTheirTargetsApart checks that simulate's addresses read variables of their own:
+// an environment set up for `serve --target=dispatch` (LASTMILE_TARGET, LASTMILE_<SERVICE>_ADDR) leaves
+// simulate's defaults alone; LASTMILE_SIMULATE_* set them; an address in LASTMILE_TARGET (meant for
 // simulate) or services in simulate's --target are refused as what they are, by both commands.
 func TestSimulateAndServeKeepTheirTargetsApart(t *testing.T) {
 	parse := func(env map[string]string, args ...string) (simulator.Config, error) {
@@ -105,11 +105,21 @@ func TestSimulateAndServeKeepTheirTargetsApart(t *testing.T) {
 		_, sc, err := parseSimulate(append([]string{"--insecure"}, args...), Env{Getenv: envOf(env), Stderr: &bytes.Buffer{}})
 		return sc, err
 	}
-	if sc, err := parse(map[string]string{"LASTMILE_TARGET": "dispatch"}); err != nil || sc.Target != "localhost:9090" {
-		t.Errorf("simulate in serve's environment = %q, %v; want localhost:9090", sc.Target, err)
+	servesDispatch := map[string]string{"LASTMILE_TARGET": "dispatch", "LASTMILE_IDENTITY_ADDR": "identity.internal:9090",
+		"LASTMILE_COURIER_ADDR": "courier.internal:9090", "LASTMILE_ROUTE_ADDR": "route.internal:9090"}
+	if sc, err := parse(servesDispatch); err != nil || sc.Target != "localhost:9090" || sc.Addrs != (simulator.Addrs{}) {
+		t.Errorf("simulate in serve's environment = %q %+v, %v; want localhost:9090 for every service", sc.Target, sc.Addrs, err)
 	}
-	if sc, err := parse(map[string]string{"LASTMILE_TARGET": "dispatch", "LASTMILE_SIMULATE_TARGET": "lm.example.com:443"}); err != nil || sc.Target != "lm.example.com:443" {
-		t.Errorf("simulate with LASTMILE_SIMULATE_TARGET = %q, %v; want lm.example.com:443", sc.Target, err)
+	own := map[string]string{"LASTMILE_TARGET": "dispatch", "LASTMILE_SIMULATE_TARGET": "lm.example.com:443",
+		"LASTMILE_SIMULATE_IDENTITY_ADDR": "id.example.com:443", "LASTMILE_SIMULATE_COURIER_ADDR": "dns:///couriers.example.com:443",
+		"LASTMILE_SIMULATE_ROUTE_ADDR": "r1.example.com:443,r2.example.com:443", "LASTMILE_SIMULATE_DISPATCH_ADDR": "d.example.com:443"}
+	want := simulator.Addrs{Identity: "id.example.com:443", Courier: "dns:///couriers.example.com:443", Route: "r1.example.com:443,r2.example.com:443", Dispatch: "d.example.com:443"}
+	if sc, err := parse(own); err != nil || sc.Target != "lm.example.com:443" || sc.Addrs != want {
+		t.Errorf("simulate with LASTMILE_SIMULATE_* = %q %+v, %v; want lm.example.com:443 %+v", sc.Target, sc.Addrs, err, want)
+	}
+	if sc, err := parse(map[string]string{}, "--dispatch-addr", "d1:9090,d2:9090", "--courier-addr", "c:9090"); err != nil ||
+		sc.Addrs != (simulator.Addrs{Courier: "c:9090", Dispatch: "d1:9090,d2:9090"}) || sc.Target != "localhost:9090" {
+		t.Errorf("simulate --dispatch-addr --courier-addr = %q %+v, %v", sc.Target, sc.Addrs, err)
 	}
 	if sc, err := parse(map[string]string{"LASTMILE_TARGET": "lm.example.com:443"}, "--target", "other:9090"); err != nil || sc.Target != "other:9090" {
 		t.Errorf("simulate --target other:9090 with an address in LASTMILE_TARGET = %q, %v; want the flag", sc.Target, err)
@@ -127,6 +137,8 @@ func TestSimulateAndServeKeepTheirTargetsApart(t *testing.T) {
 			`--target "identity,dispatch" names services, as serve's --target does; simulate's --target is a gRPC address, such as localhost:9090 (environment: LASTMILE_SIMULATE_TARGET)`},
 		{"services in simulate's variable", map[string]string{"LASTMILE_SIMULATE_TARGET": "all"}, nil,
 			`--target "all" names services, as serve's --target does; simulate's --target is a gRPC address, such as localhost:9090 (environment: LASTMILE_SIMULATE_TARGET)`},
+		{"an address without a port", map[string]string{}, []string{"--courier-addr", "couriers.example.com"},
+			`--courier-addr: target "couriers.example.com": want host:port, dns:///name:port or h1:p1,h2:p2: address couriers.example.com: missing port in address`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse(tc.env, tc.args...)
@@ -147,8 +159,11 @@ func TestSimulateAndServeKeepTheirTargetsApart(t *testing.T) {
 	if _, _, err := parseSimulate([]string{"--help"}, Env{Getenv: envOf(nil), Stdout: &help}); !errors.Is(err, errHelp) {
 		t.Fatalf("simulate --help = %v", err)
 	}
-	if want := "env LASTMILE_SIMULATE_TARGET, default localhost:9090"; !strings.Contains(help.String(), want) {
-		t.Errorf("simulate --help lacks %q", want)
+	for _, want := range []string{"env LASTMILE_SIMULATE_TARGET, default localhost:9090", "env LASTMILE_SIMULATE_IDENTITY_ADDR,",
+		"env LASTMILE_SIMULATE_COURIER_ADDR,", "env LASTMILE_SIMULATE_ROUTE_ADDR,", "env LASTMILE_SIMULATE_DISPATCH_ADDR,"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("simulate --help lacks %q", want)
+		}
 	}
 	if strings.Contains(help.String(), "env LASTMILE_TARGET") {
 		t.Error("simulate --help names serve's LASTMILE_TARGET")

@@ -1,8 +1,8 @@
 package simulator
 
 import (
+	"cmp"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"sync"
 	"time"
@@ -17,15 +17,17 @@ import (
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
+	"lastmile/internal/platform/grpcclient"
 )
 
 // callTimeout bounds every unary call of a bot: generous, because creating an account or logging in
 // waits for a password-hashing slot on the server.
 const callTimeout = 20 * time.Second
 
-// clients are the public gRPC clients the bots use, over one connection.
+// clients are the public gRPC clients the bots use: one connection per distinct address, one in all
+// when every service is at the deployment's target.
 type clients struct {
-	conn     *grpc.ClientConn
+	conns    []*grpc.ClientConn
 	users    identityv1.UserServiceClient
 	auth     identityv1.AuthServiceClient
 	couriers courierv1.CourierServiceClient
@@ -33,26 +35,58 @@ type clients struct {
 	route    routev1.RouteServiceClient
 }
 
-// dial connects to target as an outside client does: TLS that trusts the deployment's CA (tlsConfig), or
-// plaintext when tlsConfig is nil (a deployment run with --insecure).
-func dial(target string, tlsConfig *tls.Config) (*clients, error) {
+// roundRobin spreads a connection's calls and streams over every address its target names (the replicas
+// of a list or of a DNS name), as a load generator should; grpc-go's default would use the first alone.
+const roundRobin = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+
+// dial connects to each service at its address in cfg as an outside client does: TLS that trusts the
+// deployment's CA (cfg.TLS), or plaintext when that is nil (a deployment run with --insecure).
+func dial(cfg Config) (*clients, error) {
 	creds := insecure.NewCredentials()
-	if tlsConfig != nil {
-		creds = credentials.NewTLS(tlsConfig)
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", target, err)
+	c := &clients{}
+	byAddr := map[string]*grpc.ClientConn{}
+	connect := func(addr string) (*grpc.ClientConn, error) {
+		if conn := byAddr[addr]; conn != nil {
+			return conn, nil
+		}
+		target, resolve, err := grpcclient.Target(addr)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := grpc.NewClient(target, resolve, grpc.WithTransportCredentials(creds),
+			grpc.WithDisableServiceConfig(), grpc.WithDefaultServiceConfig(roundRobin),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %w", addr, err)
+		}
+		byAddr[addr] = conn
+		c.conns = append(c.conns, conn)
+		return conn, nil
 	}
-	return &clients{
-		conn:     conn,
-		users:    identityv1.NewUserServiceClient(conn),
-		auth:     identityv1.NewAuthServiceClient(conn),
-		couriers: courierv1.NewCourierServiceClient(conn),
-		dispatch: dispatchv1.NewDispatchServiceClient(conn),
-		route:    routev1.NewRouteServiceClient(conn),
-	}, nil
+	var conns [4]*grpc.ClientConn
+	for i, addr := range []string{cfg.Addrs.Identity, cfg.Addrs.Courier, cfg.Addrs.Route, cfg.Addrs.Dispatch} {
+		conn, err := connect(cmp.Or(addr, cfg.Target))
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		conns[i] = conn
+	}
+	c.users, c.auth = identityv1.NewUserServiceClient(conns[0]), identityv1.NewAuthServiceClient(conns[0])
+	c.couriers = courierv1.NewCourierServiceClient(conns[1])
+	c.route = routev1.NewRouteServiceClient(conns[2])
+	c.dispatch = dispatchv1.NewDispatchServiceClient(conns[3])
+	return c, nil
+}
+
+// close closes the connections.
+func (c *clients) close() {
+	for _, conn := range c.conns {
+		conn.Close()
+	}
 }
 
 // account is a logged-in user: its tokens, refreshed before the access token expires.

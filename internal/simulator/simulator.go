@@ -7,6 +7,7 @@
 package simulator
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -26,6 +27,7 @@ import (
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	identityv1 "lastmile/gen/go/lastmile/identity/v1"
+	"lastmile/internal/platform/grpcclient"
 )
 
 // Berlin is the default city: the centre of Berlin (Alexanderplatz) and an 8 km radius.
@@ -45,8 +47,13 @@ const (
 
 // Config is what a simulation does.
 type Config struct {
-	// Target is the deployment's gRPC address (host:port).
+	// Target is the deployment's gRPC address: host:port, dns:///name:port (every address of the name, in
+	// turn) or a list h1:p1,h2:p2, as serve's peer flags take. Every service is called there, except those
+	// Addrs places elsewhere.
 	Target string
+	// Addrs are the addresses of the services not at Target: in a split deployment each process serves
+	// only its own services, so identity, courier, route and dispatch may each have an address of their own.
+	Addrs Addrs
 	// TLS is the client TLS configuration (it trusts the deployment's CA); nil connects in plaintext, for a
 	// deployment run with --insecure.
 	TLS *tls.Config
@@ -92,9 +99,23 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Addrs are the gRPC addresses of the services the bots call, each in a form Config.Target accepts; ""
+// is Config.Target.
+type Addrs struct {
+	Identity, Courier, Route, Dispatch string
+}
+
 func (c *Config) defaults() error {
-	if c.Target == "" {
-		return errors.New("simulator: no target")
+	for _, s := range []struct{ name, addr string }{
+		{"identity", c.Addrs.Identity}, {"courier", c.Addrs.Courier}, {"route", c.Addrs.Route}, {"dispatch", c.Addrs.Dispatch},
+	} {
+		addr := cmp.Or(s.addr, c.Target)
+		if addr == "" {
+			return fmt.Errorf("simulator: no target: no address for %s", s.name)
+		}
+		if _, _, err := grpcclient.Target(addr); err != nil {
+			return fmt.Errorf("simulator: address of %s: %w", s.name, err)
+		}
 	}
 	if c.AdminEmail == "" || c.AdminPassword == "" {
 		return errors.New("simulator: admin credentials are required (they create the bots' accounts)")
@@ -202,11 +223,11 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 	// connection (each courier holds two); the admin and the customers use the first.
 	conns := make([]*clients, 1+(cfg.Couriers-1)/couriersPerConn)
 	for i := range conns {
-		c, err := dial(cfg.Target, cfg.TLS)
+		c, err := dial(cfg)
 		if err != nil {
 			return nil, err
 		}
-		defer c.conn.Close()
+		defer c.close()
 		conns[i] = c
 	}
 	seed := mrand.Uint64()
@@ -224,7 +245,8 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 	if err := admin.login(ctx); err != nil {
 		return nil, fmt.Errorf("simulator: admin: %w", err)
 	}
-	cfg.Logger.Info("simulation starting", "run", r.id, "target", cfg.Target, "couriers", cfg.Couriers, "customers", cfg.Customers, "rate", cfg.Rate)
+	cfg.Logger.Info("simulation starting", "run", r.id, "identity", cmp.Or(cfg.Addrs.Identity, cfg.Target), "courier", cmp.Or(cfg.Addrs.Courier, cfg.Target),
+		"route", cmp.Or(cfg.Addrs.Route, cfg.Target), "dispatch", cmp.Or(cfg.Addrs.Dispatch, cfg.Target), "couriers", cfg.Couriers, "customers", cfg.Customers, "rate", cfg.Rate)
 	start := time.Now()
 
 	botCtx, stopBots := context.WithCancel(ctx)

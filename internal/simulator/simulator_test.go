@@ -135,6 +135,11 @@ func TestConfigRejectsBadInput(t *testing.T) {
 		want string
 	}{
 		{"no target", func(c *Config) { c.Target = "" }, "no target"},
+		{"a service without an address", func(c *Config) {
+			c.Target, c.Addrs = "", Addrs{Identity: "i:1", Courier: "c:1", Route: "r:1"}
+		}, "no target: no address for dispatch"},
+		{"a target without a port", func(c *Config) { c.Target = "dispatch" }, "address of identity: target \"dispatch\""},
+		{"an address without a port", func(c *Config) { c.Addrs.Courier = "h1:1,h2" }, "address of courier"},
 		{"no admin", func(c *Config) { c.AdminPassword = "" }, "admin credentials"},
 		{"no couriers", func(c *Config) { c.Couriers = 0 }, "couriers must be"},
 		{"too many couriers", func(c *Config) { c.Couriers = MaxCouriers + 1 }, "couriers must be"},
@@ -158,6 +163,10 @@ func TestConfigRejectsBadInput(t *testing.T) {
 	c := good()
 	if err := c.defaults(); err != nil {
 		t.Fatalf("defaults() of a good config = %v", err)
+	}
+	split := Config{Addrs: Addrs{Identity: "i:1", Courier: "dns:///c:1", Route: "r1:1,r2:1", Dispatch: "d:1"}, AdminEmail: "a@example.com", AdminPassword: "p", Couriers: 1, Rate: 1}
+	if err := split.defaults(); err != nil {
+		t.Errorf("defaults() of a split deployment's addresses without a target = %v, want nil", err)
 	}
 	if c.Area != Berlin || c.Customers != 1 || c.Speedup != 1 || c.FixInterval != time.Second || c.MaxOpen != 20 || len(c.Modes) != len(defaultModes) {
 		t.Errorf("defaults() = %+v, want Berlin, one customer, real time, 1s fixes, 20 open tasks, the default modes", c)

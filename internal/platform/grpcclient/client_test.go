@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -583,6 +584,30 @@ func TestStaticListRoundRobin(t *testing.T) {
 	// Once both are ready, round robin alternates.
 	if got, want := serverIDs(t, client, 10), map[string]int{"a": 5, "b": 5}; !cmp.Equal(got, want) {
 		t.Errorf("calls per server = %v, want %v", got, want)
+	}
+}
+
+// TestTargetForOutsideClients checks that a client dialing with Target's target and option reaches every
+// replica of a static list (with round robin, as the simulator dials), and that Target refuses what New does.
+func TestTargetForOutsideClients(t *testing.T) {
+	a, b := &server{id: "a"}, &server{id: "b"}
+	addrA, _ := tcpServer(t, a)
+	addrB, _ := tcpServer(t, b)
+	target, resolve, err := grpcclient.Target(addrA + "," + addrB)
+	if err != nil || target != "static:///"+addrA+","+addrB {
+		t.Fatalf("Target(list) = %q, %v; want static:///%s,%s", target, err, addrA, addrB)
+	}
+	conn, err := grpc.NewClient(target, resolve, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	waitBothServe(t, testgrpc.NewTestServiceClient(conn))
+	for _, addr := range []string{"", "dispatch", "h1:1,no-port"} {
+		if _, _, err := grpcclient.Target(addr); err == nil {
+			t.Errorf("Target(%q) = nil error, want one", addr)
+		}
 	}
 }
 

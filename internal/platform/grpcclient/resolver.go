@@ -5,8 +5,21 @@ import (
 	"net"
 	"strings"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/resolver"
 )
+
+// Target checks an address in any form Config.Target accepts and returns the grpc-go target to dial with
+// the dial option that resolves its static lists: for an outside client that dials without New (the
+// simulator, which wants neither the retries nor the circuit breaker of a service's client) and still
+// takes the addresses serve's peer flags take.
+func Target(addr string) (string, grpc.DialOption, error) {
+	target, err := parseTarget(addr)
+	if err != nil {
+		return "", nil, err
+	}
+	return target, grpc.WithResolvers(staticBuilder{}), nil
+}
 
 // staticScheme is the resolver scheme of fixed replica lists: "static:///h1:p1,h2:p2".
 const staticScheme = "static"
