@@ -35,6 +35,20 @@ func TestRegisterCourier(t *testing.T) {
 		t.Errorf("GetCourier(new) = %+v, %v, want %+v", stored, err, got)
 	}
 
+	// Blanks around a name are dropped; a name of blanks alone is none, so the user's name is taken.
+	f.users.Put(courier.UserInfo{ID: userID(5), Role: auth.RoleCourier, Status: courier.UserActive, DisplayName: "Eve"})
+	f.users.Put(courier.UserInfo{ID: userID(6), Role: auth.RoleCourier, Status: courier.UserActive, DisplayName: "Fay"})
+	for _, tt := range []struct {
+		user      int
+		name, got string
+	}{{5, " \t ", "Eve"}, {6, "  Fay B. ", "Fay B."}} {
+		c, err := f.svc.RegisterCourier(adminCtx(ctx), courier.RegisterRequest{
+			UserID: userID(tt.user), DisplayName: tt.name, Mode: courier.ModeCar, Capacity: 1})
+		if err != nil || c.DisplayName != tt.got {
+			t.Errorf("RegisterCourier(display name %q) = %q, %v, want %q", tt.name, c.DisplayName, err, tt.got)
+		}
+	}
+
 	tests := []struct {
 		name string
 		ctx  context.Context
@@ -49,7 +63,7 @@ func TestRegisterCourier(t *testing.T) {
 		{"bad mode", adminCtx(ctx), courier.RegisterRequest{UserID: userID(4), DisplayName: "D", Mode: "rocket", Capacity: 1}, apperr.Invalid},
 		{"zero capacity", adminCtx(ctx), courier.RegisterRequest{UserID: userID(4), DisplayName: "D", Mode: courier.ModeCar}, apperr.Invalid},
 		{"capacity over 100", adminCtx(ctx), courier.RegisterRequest{UserID: userID(4), DisplayName: "D", Mode: courier.ModeCar, Capacity: 101}, apperr.Invalid},
-		{"control character", adminCtx(ctx), courier.RegisterRequest{UserID: userID(4), DisplayName: "D\n", Mode: courier.ModeCar, Capacity: 1}, apperr.Invalid},
+		{"control character", adminCtx(ctx), courier.RegisterRequest{UserID: userID(4), DisplayName: "D\nE", Mode: courier.ModeCar, Capacity: 1}, apperr.Invalid},
 		{"malformed user id", adminCtx(ctx), courier.RegisterRequest{UserID: "u-4", Mode: courier.ModeCar, Capacity: 1}, apperr.Invalid},
 		{"courier caller", courierCtx(ctx, 4), courier.RegisterRequest{UserID: userID(4), DisplayName: "D", Mode: courier.ModeCar, Capacity: 1}, apperr.PermissionDenied},
 	}
@@ -182,6 +196,7 @@ func TestUpdateCourier(t *testing.T) {
 		{"no fields", adminCtx(ctx), courier.UpdateRequest{ID: c.ID}, apperr.Invalid},
 		{"only the etag", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldEtag}, Etag: c.Etag()}, apperr.Invalid},
 		{"empty name", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}}, apperr.Invalid},
+		{"a name of blanks", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: " \t\u3000 "}, apperr.Invalid},
 		{"missing courier", adminCtx(ctx), courier.UpdateRequest{ID: missingID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "x"}, apperr.NotFound},
 	}
 	for _, tt := range tests {
@@ -195,6 +210,13 @@ func TestUpdateCourier(t *testing.T) {
 		ID: c.ID, Fields: []courier.Field{courier.FieldCapacity}, Capacity: 5, Etag: "2"})
 	if err != nil || raised.Capacity != 5 || raised.Version != 3 || raised.ActiveTasks != 2 {
 		t.Errorf("UpdateCourier(dispatcher raises capacity) = %+v, %v, want capacity 5, version 3, 2 active", raised, err)
+	}
+
+	// A name is stored without its leading and trailing blanks.
+	renamed, err := f.svc.UpdateCourier(dispatcherCtx(ctx), courier.UpdateRequest{
+		ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "  Ada Lovelace \n"})
+	if err != nil || renamed.DisplayName != "Ada Lovelace" {
+		t.Errorf("UpdateCourier(name with blanks around it) = %q, %v, want \"Ada Lovelace\"", renamed.DisplayName, err)
 	}
 }
 

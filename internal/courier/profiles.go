@@ -14,7 +14,7 @@ import (
 // RegisterRequest creates a courier profile.
 type RegisterRequest struct {
 	UserID string
-	// DisplayName defaults to the user's display name.
+	// DisplayName defaults to the user's display name. Leading and trailing blanks are dropped.
 	DisplayName string
 	Mode        Mode
 	Capacity    int
@@ -33,6 +33,9 @@ func (s *Service) RegisterCourier(ctx context.Context, req RegisterRequest) (Cou
 	}
 	var v violations
 	uid := v.id("user_id", req.UserID)
+	// Leading and trailing blanks are dropped, as identity does with users' names, so that a name of
+	// blanks alone is none (and the user's name is taken) rather than a courier shown nameless.
+	req.DisplayName = strings.TrimSpace(req.DisplayName)
 	if req.DisplayName != "" {
 		v.displayName("display_name", req.DisplayName)
 	}
@@ -207,6 +210,8 @@ func (s *Service) UpdateCourier(ctx context.Context, req UpdateRequest) (Courier
 		case f == FieldEtag:
 			continue
 		case f == FieldDisplayName:
+			// Trimmed as in RegisterCourier: a name of blanks alone is none, so it is refused.
+			req.DisplayName = strings.TrimSpace(req.DisplayName)
 			v.displayName("display_name", req.DisplayName)
 		case f == FieldMode:
 			v.mode("transport_mode", req.Mode)
