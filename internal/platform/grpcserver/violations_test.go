@@ -48,7 +48,7 @@ func TestValidationMessagesAreSentences(t *testing.T) {
 		{"field mask in, message rule", &courierv1.UpdateCourierRequest{
 			Courier:    &courierv1.Courier{Id: uuid},
 			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"displayName"}}},
-			[]apperr.FieldViolation{{Field: "update_mask", Description: "update_mask may only name display_name, transport_mode, capacity, id, user_id, status, create_time, update_time, etag"}}},
+			[]apperr.FieldViolation{{Field: "update_mask", Description: "update_mask may only name display_name, transport_mode, capacity, etag"}}},
 		{"nested and repeated paths", &routev1.ComputeMatrixRequest{
 			Origins:       []*geov1.LatLng{{Latitude: 1}, {Latitude: 91}},
 			Destinations:  []*geov1.LatLng{{}},

@@ -932,8 +932,10 @@ type UpdateCourierRequest struct {
 	// The courier with its id set and the new values of the fields named in update_mask.
 	Courier *Courier `protobuf:"bytes,1,opt,name=courier,proto3" json:"courier,omitempty"`
 	// Which fields of courier to change: display_name, transport_mode, capacity. etag may be named too (it
-	// is the precondition and changes nothing); naming an output-only field is INVALID_ARGUMENT, since it
-	// cannot change. Required, with at least one field to change; "*" is not supported.
+	// is the precondition and changes nothing). Any other path is INVALID_ARGUMENT ("update_mask may only
+	// name display_name, transport_mode, capacity, etag"), an output-only field (id, user_id, status,
+	// create_time, update_time) as well as an unknown one, since it cannot change. Required, with at least
+	// one field to change; "*" is not supported.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2254,10 +2256,10 @@ const file_lastmile_courier_v1_courier_proto_rawDesc = "" +
 	"\bcouriers\x18\x01 \x03(\v2\x1c.lastmile.courier.v1.CourierR\bcouriers\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
 	"\n" +
-	"total_size\x18\x03 \x01(\x05R\ttotalSize\"\xd2\a\n" +
+	"total_size\x18\x03 \x01(\x05R\ttotalSize\"\xa2\a\n" +
 	"\x14UpdateCourierRequest\x12>\n" +
-	"\acourier\x18\x01 \x01(\v2\x1c.lastmile.courier.v1.CourierB\x06\xbaH\x03\xc8\x01\x01R\acourier\x12\xa3\x01\n" +
-	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskBf\xbaHc\xc8\x01\x01\xe2\x01]\x12\fdisplay_name\x12\x0etransport_mode\x12\bcapacity\x12\x02id\x12\auser_id\x12\x06status\x12\vcreate_time\x12\vupdate_time\x12\x04etagR\n" +
+	"\acourier\x18\x01 \x01(\v2\x1c.lastmile.courier.v1.CourierB\x06\xbaH\x03\xc8\x01\x01R\acourier\x12t\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB7\xbaH4\xc8\x01\x01\xe2\x01.\x12\fdisplay_name\x12\x0etransport_mode\x12\bcapacity\x12\x04etagR\n" +
 	"updateMask:\xd3\x05\xbaH\xcf\x05\x1a\xbe\x01\n" +
 	"\x1dupdate_courier.mask_not_empty\x12aupdate_mask names no field to change: name at least one of display_name, transport_mode, capacity\x1a:!has(this.update_mask) || size(this.update_mask.paths) > 0\x1a\xaf\x01\n" +
 	"\x1bupdate_courier.display_name\x12@courier.display_name must not be empty when update_mask names it\x1aN!('display_name' in this.update_mask.paths) || this.courier.display_name != ''\x1a\xb0\x01\n" +

@@ -77,9 +77,10 @@ type CourierServiceClient interface {
 	//
 	// The courier themself or a dispatcher or admin. Updatable paths: display_name, transport_mode, capacity;
 	// etag may be named too (it is the precondition and changes nothing). Naming an output-only or immutable
-	// path (id, user_id, status, create_time, update_time) is INVALID_ARGUMENT, so a REST client sends only
-	// the fields it changes (and etag), not the whole courier it read: the REST gateway derives the mask from
-	// the JSON body's fields when none is given. Status has its own RPC, SetStatus.
+	// path (id, user_id, status, create_time, update_time) is INVALID_ARGUMENT ("update_mask may only name
+	// display_name, transport_mode, capacity, etag"), so a REST client sends only the fields it changes (and
+	// etag), not the whole courier it read: the REST gateway derives the mask from the JSON body's fields
+	// when none is given. Status has its own RPC, SetStatus.
 	// Errors: INVALID_ARGUMENT when the mask is empty, names an unknown, output-only or immutable path, or a
 	// masked field breaks its rules; NOT_FOUND when the courier does not exist; ABORTED when courier.etag is set and no longer matches
 	// (re-read and retry); FAILED_PRECONDITION when capacity would drop below the tasks currently claimed.
@@ -379,9 +380,10 @@ type CourierServiceServer interface {
 	//
 	// The courier themself or a dispatcher or admin. Updatable paths: display_name, transport_mode, capacity;
 	// etag may be named too (it is the precondition and changes nothing). Naming an output-only or immutable
-	// path (id, user_id, status, create_time, update_time) is INVALID_ARGUMENT, so a REST client sends only
-	// the fields it changes (and etag), not the whole courier it read: the REST gateway derives the mask from
-	// the JSON body's fields when none is given. Status has its own RPC, SetStatus.
+	// path (id, user_id, status, create_time, update_time) is INVALID_ARGUMENT ("update_mask may only name
+	// display_name, transport_mode, capacity, etag"), so a REST client sends only the fields it changes (and
+	// etag), not the whole courier it read: the REST gateway derives the mask from the JSON body's fields
+	// when none is given. Status has its own RPC, SetStatus.
 	// Errors: INVALID_ARGUMENT when the mask is empty, names an unknown, output-only or immutable path, or a
 	// masked field breaks its rules; NOT_FOUND when the courier does not exist; ABORTED when courier.etag is set and no longer matches
 	// (re-read and retry); FAILED_PRECONDITION when capacity would drop below the tasks currently claimed.

@@ -554,8 +554,10 @@ type UpdateUserRequest struct {
 	// The user with its id set and the new values of the fields named in update_mask.
 	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	// Which fields of user to change: display_name, username, email, role, status. etag may be named too
-	// (it is the precondition and changes nothing); naming an output-only field is INVALID_ARGUMENT, since it
-	// cannot change. Required, with at least one field to change; "*" is not supported, so a client can never
+	// (it is the precondition and changes nothing). Any other path is INVALID_ARGUMENT ("update_mask may
+	// only name display_name, username, email, role, status, etag"), an output-only field (id,
+	// create_time, update_time, delete_time, last_login_time) as well as an unknown one, since it cannot
+	// change. Required, with at least one field to change; "*" is not supported, so a client can never
 	// overwrite a field it did not name.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1587,10 +1589,10 @@ const file_lastmile_identity_v1_user_proto_rawDesc = "" +
 	"\x05email\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x18\xfe\x01`\x01H\x00R\x05email\x12F\n" +
 	"\busername\x18\x03 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9._-]{2,31}$H\x00R\busernameB\x0f\n" +
-	"\x06lookup\x12\x05\xbaH\x02\b\x01\"\xb7\b\n" +
+	"\x06lookup\x12\x05\xbaH\x02\b\x01\"\xfa\a\n" +
 	"\x11UpdateUserRequest\x126\n" +
-	"\x04user\x18\x01 \x01(\v2\x1a.lastmile.identity.v1.UserB\x06\xbaH\x03\xc8\x01\x01R\x04user\x12\xb5\x01\n" +
-	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskBx\xbaHu\xc8\x01\x01\xe2\x01o\x12\fdisplay_name\x12\busername\x12\x05email\x12\x04role\x12\x06status\x12\x02id\x12\vcreate_time\x12\vupdate_time\x12\vdelete_time\x12\x0flast_login_time\x12\x04etagR\n" +
+	"\x04user\x18\x01 \x01(\v2\x1a.lastmile.identity.v1.UserB\x06\xbaH\x03\xc8\x01\x01R\x04user\x12y\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB<\xbaH9\xc8\x01\x01\xe2\x013\x12\fdisplay_name\x12\busername\x12\x05email\x12\x04role\x12\x06status\x12\x04etagR\n" +
 	"updateMask:\xb1\x06\xbaH\xad\x06\x1a\xc0\x01\n" +
 	"\x1aupdate_user.mask_not_empty\x12fupdate_mask names no field to change: name at least one of display_name, username, email, role, status\x1a:!has(this.update_mask) || size(this.update_mask.paths) > 0\x1a\xa6\x01\n" +
 	"\x18update_user.display_name\x12=user.display_name must not be empty when update_mask names it\x1aK!('display_name' in this.update_mask.paths) || this.user.display_name != ''\x1a\x8a\x01\n" +

@@ -65,9 +65,10 @@ type UserServiceClient interface {
 	// Users may change their own display_name, username and email; only admins change role or status, and
 	// nobody changes their own role. Status may be set to ACTIVE or SUSPENDED; DELETED is DeleteUser's job.
 	// etag may be named in the mask too (it is the precondition and changes nothing). Naming an output-only
-	// path (id, create_time, update_time, delete_time, last_login_time) is INVALID_ARGUMENT, so a REST client
-	// sends only the fields it changes (and etag), not the whole user it read: the REST gateway derives the
-	// mask from the JSON body's fields when none is given. Passwords change through ChangePassword.
+	// path (id, create_time, update_time, delete_time, last_login_time) is INVALID_ARGUMENT ("update_mask
+	// may only name display_name, username, email, role, status, etag"), so a REST client sends only the
+	// fields it changes (and etag), not the whole user it read: the REST gateway derives the mask from the
+	// JSON body's fields when none is given. Passwords change through ChangePassword.
 	// Errors: INVALID_ARGUMENT when the mask is empty or names an unknown or output-only path, or a masked
 	// field breaks its rules; NOT_FOUND when the user does not exist or the caller may not see it; PERMISSION_DENIED when the
 	// caller may not change a masked field (role or status without being admin); ALREADY_EXISTS when the new
@@ -271,9 +272,10 @@ type UserServiceServer interface {
 	// Users may change their own display_name, username and email; only admins change role or status, and
 	// nobody changes their own role. Status may be set to ACTIVE or SUSPENDED; DELETED is DeleteUser's job.
 	// etag may be named in the mask too (it is the precondition and changes nothing). Naming an output-only
-	// path (id, create_time, update_time, delete_time, last_login_time) is INVALID_ARGUMENT, so a REST client
-	// sends only the fields it changes (and etag), not the whole user it read: the REST gateway derives the
-	// mask from the JSON body's fields when none is given. Passwords change through ChangePassword.
+	// path (id, create_time, update_time, delete_time, last_login_time) is INVALID_ARGUMENT ("update_mask
+	// may only name display_name, username, email, role, status, etag"), so a REST client sends only the
+	// fields it changes (and etag), not the whole user it read: the REST gateway derives the mask from the
+	// JSON body's fields when none is given. Passwords change through ChangePassword.
 	// Errors: INVALID_ARGUMENT when the mask is empty or names an unknown or output-only path, or a masked
 	// field breaks its rules; NOT_FOUND when the user does not exist or the caller may not see it; PERMISSION_DENIED when the
 	// caller may not change a masked field (role or status without being admin); ALREADY_EXISTS when the new
