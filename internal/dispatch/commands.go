@@ -457,8 +457,12 @@ func (s *Service) progress(ctx context.Context, courierID, taskID string, to Sta
 		now := s.now()
 		var ch Change
 		if to != StateFailed {
+			attempts := t.CodeAttempts
 			if e := checkProofs(&t, stage, proofs, inline, now); e != nil {
-				if e.Reason != ReasonCodeMismatch {
+				if e.Reason != ReasonCodeMismatch || t.CodeAttempts == attempts {
+					// Only a counted wrong code changes the task. A code refused without being counted
+					// (at a stage that takes none, or once no attempt is left) writes nothing, so the
+					// task keeps its etag and watchers are not sent it again.
 					return Change{}, fail(e)
 				}
 				// A wrong code is counted, so the attempts limit holds; the task stays as it is.

@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -105,6 +106,71 @@ func TestProofRequirements(t *testing.T) {
 	}
 	if n := len(r.Task.Proofs); n != 2 || r.Task.Proofs[0].Value != "PKG-123" || r.Task.Proofs[1].Kind != dispatch.ProofCode || r.Task.Proofs[1].Value != "" {
 		t.Fatalf("proofs %+v", r.Task.Proofs)
+	}
+}
+
+// A code refused without being counted (at the pickup, or once no attempt is left) changes nothing:
+// the task keeps its version (its etag) and update time, so a courier's app sending codes cannot make a
+// dispatcher's etag stale nor send watchers the task again.
+func TestUncountedCodesLeaveTheTaskAsItIs(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	req := dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, "")
+	req.ProofRequirements = []dispatch.ProofRequirement{{Kind: dispatch.ProofCode, Stage: dispatch.StageDropoff}}
+	tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sys.AddCourier(t, dispatchtest.Berlin, "car", true)
+	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(id string, cmd dispatch.Command) dispatch.CommandResult {
+		return sys.Service.Execute(c.Ctx, c.ID, id, cmd)
+	}
+	version := func() (int64, time.Time) {
+		t.Helper()
+		got, err := sys.Store.GetTask(c.Ctx, tk.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Version, got.UpdateTime
+	}
+	code := func(c string) []dispatch.InlineProof {
+		return []dispatch.InlineProof{{Kind: dispatch.ProofCode, Code: c}}
+	}
+	wrong := "0000"
+	if tk.DeliveryCode == wrong {
+		wrong = "1111"
+	}
+
+	v0, u0 := version()
+	if r := exec("pc", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID, Inline: code(tk.DeliveryCode)}}); r.Err == nil || r.Err.Metadata["attempts_left"] != "0" {
+		t.Fatalf("pickup with the code = %+v, want CODE_MISMATCH with attempts_left 0", r.Err)
+	}
+	if v, u := version(); v != v0 || !u.Equal(u0) {
+		t.Errorf("after a code at the pickup: version %d, update time %v, want %d, %v (unchanged)", v, u, v0, u0)
+	}
+	if r := exec("p", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	for i := range dispatch.MaxCodeAttempts {
+		if r := exec(fmt.Sprintf("w%d", i), dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID, Inline: code(wrong)}}); r.Err == nil || r.Err.Reason != dispatch.ReasonCodeMismatch {
+			t.Fatalf("wrong code %d = %+v", i, r)
+		}
+	}
+	v1, u1 := version()
+	for i, c := range []string{wrong, tk.DeliveryCode} {
+		r := exec(fmt.Sprintf("x%d", i), dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID, Inline: code(c)}})
+		if r.Err == nil || r.Err.Reason != dispatch.ReasonCodeMismatch || r.Err.Metadata["attempts_left"] != "0" {
+			t.Fatalf("code %d after the last attempt = %+v, want CODE_MISMATCH with attempts_left 0", i, r)
+		}
+	}
+	if v, u := version(); v != v1 || !u.Equal(u1) {
+		t.Errorf("after codes with no attempt left: version %d, update time %v, want %d, %v (unchanged)", v, u, v1, u1)
+	}
+	// Each outcome is still final and stored under its command id.
+	if rec, found, err := sys.Store.Command(c.Ctx, c.ID, "x1"); err != nil || !found || rec.Err == nil || rec.Err.Reason != dispatch.ReasonCodeMismatch {
+		t.Errorf("stored outcome of x1 = %+v, %v, %v, want CODE_MISMATCH", rec, found, err)
 	}
 }
 

@@ -1571,7 +1571,9 @@ func (x *CommandResult) GetReplayed() bool {
 //   - FAILED_PRECONDITION, reason CODE_MISMATCH: the code does not equal the task's delivery_code; metadata
 //     "attempts_left" says how many more codes the task accepts at that stage (a server setting). Once none
 //     are left, every further code is refused the same way. A code given at a stage that takes none (the
-//     pickup, or a task without delivery_code) is refused with "attempts_left" "0" and not counted.
+//     pickup, or a task without delivery_code) is refused with "attempts_left" "0" and not counted. A
+//     counted wrong code changes the task (its etag and update_time); a code refused without being counted
+//     changes nothing.
 //   - FAILED_PRECONDITION, reason BARCODE_MISMATCH: the barcode does not equal the task's parcel_barcode.
 //   - FAILED_PRECONDITION, reason UPLOAD_NOT_COMMITTED: a proof upload is not COMMITTED, belongs to another
 //     task or is already attached; metadata "upload_id" names it.
