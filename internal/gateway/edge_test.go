@@ -167,6 +167,46 @@ func TestUnsupportedMediaType(t *testing.T) {
 	}
 }
 
+// A compressed body is 415 saying so, not "invalid JSON"; identity is no coding.
+func TestCompressedBodyIsUnsupported(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	if _, err := zw.Write([]byte(`{"email":"new@example.com"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path, encoding string
+		body           []byte
+		want           int
+		message        string
+	}{
+		{"/v1/users", "gzip", gz.Bytes(), http.StatusUnsupportedMediaType, `the request body must be sent uncompressed: Content-Encoding "gzip" is not accepted`},
+		{"/v1/users", "identity, br", gz.Bytes(), http.StatusUnsupportedMediaType, `the request body must be sent uncompressed: Content-Encoding "br" is not accepted`},
+		{"/v1/users", "identity", []byte(`{"email":"new@example.com"}`), http.StatusCreated, ""},
+	} {
+		t.Run(tt.path+" "+tt.encoding, func(t *testing.T) {
+			srv, _ := startUsersGateway(t, &fakeUsers{}, gateway.Config{})
+			resp, body := do(t, srv, http.MethodPost, tt.path, bytes.NewReader(tt.body),
+				http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {tt.encoding}})
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, tt.want, body)
+			}
+			if tt.message == "" {
+				return
+			}
+			if got := resp.Header.Get("Accept-Encoding"); got != "identity" {
+				t.Errorf("Accept-Encoding = %q, want identity", got)
+			}
+			if diff := cmp.Diff(errorJSON(415, "INVALID_ARGUMENT", tt.message), decode(t, body)); diff != "" {
+				t.Errorf("body mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestJSONMediaTypesAccepted(t *testing.T) {
 	for _, ct := range []string{"", "application/json", "application/json; charset=utf-8", "application/merge-patch+json"} {
 		t.Run(ct, func(t *testing.T) {

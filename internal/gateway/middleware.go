@@ -241,3 +241,21 @@ func isJSON(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
 }
+
+// encodedBody answers 415 and reports true when the request's body is sent with a content coding
+// (Content-Encoding: gzip, deflate, br, …): the gateway reads plain JSON only, and a compressed body
+// would otherwise fail as "not valid JSON: invalid value \u001f", hiding the real mistake. The answer's
+// Accept-Encoding says which coding is accepted (RFC 7694).
+func encodedBody(w http.ResponseWriter, r *http.Request) bool {
+	for _, v := range r.Header.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				w.Header().Set("Accept-Encoding", "identity")
+				writeError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument,
+					fmt.Sprintf("the request body must be sent uncompressed: Content-Encoding %.40q is not accepted", c), nil)
+				return true
+			}
+		}
+	}
+	return false
+}

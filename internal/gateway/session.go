@@ -247,6 +247,9 @@ func (b *browser) annotate(w http.ResponseWriter, r *http.Request, rpc, route st
 // readJSON decodes the request body into m as the REST routes do (unknown fields are an error), and
 // answers 415 or 400 itself when it cannot.
 func (b *browser) readJSON(w http.ResponseWriter, r *http.Request, m proto.Message) bool {
+	if encodedBody(w, r) {
+		return false
+	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		writeError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, "the request body must be JSON (Content-Type: application/json)", nil)
 		return false

@@ -131,6 +131,11 @@ func TestSessionCookiesUnderTLS(t *testing.T) {
 		t.Fatalf("text/plain body: %d %s, want 415", resp.StatusCode, body)
 	}
 	resp, body = do(t, srv, http.MethodPost, "/v1/session", strings.NewReader(`{"email":"a@example.com","password":"right"}`),
+		http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"gzip"}})
+	if resp.StatusCode != http.StatusUnsupportedMediaType || len(resp.Cookies()) != 0 {
+		t.Fatalf("gzip-encoded body: %d %s, %d cookies; want 415 and none", resp.StatusCode, body, len(resp.Cookies()))
+	}
+	resp, body = do(t, srv, http.MethodPost, "/v1/session", strings.NewReader(`{"email":"a@example.com","password":"right"}`),
 		http.Header{"Content-Type": {"application/json"}, "Origin": {"https://evil.example"}})
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("cross-origin login: %d %s, want 403", resp.StatusCode, body)

@@ -106,7 +106,8 @@ type createdPathKey struct{}
 
 // strictMiddleware runs inside the mux once a proto-bound route has matched. It refuses, before any call:
 //   - a body in another media type than JSON (415): a form-encoded body, curl -d's default, would
-//     otherwise fail as "invalid JSON" and hide the real mistake;
+//     otherwise fail as "invalid JSON" and hide the real mistake; so would a compressed one
+//     (Content-Encoding: gzip), also 415;
 //   - query parameters the route does not read (400), as unknown body fields are: a misspelt filter must
 //     not silently return everything.
 func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc {
@@ -128,6 +129,9 @@ func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc
 			return
 		}
 		if route.body != "" && carriesBody(r) {
+			if encodedBody(w, r) {
+				return
+			}
 			if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
 				writeError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument,
 					fmt.Sprintf("the request body must be JSON (Content-Type: application/json), not %.100q", ct), nil)
