@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
@@ -69,6 +70,16 @@ func TestValidationMessagesAreSentences(t *testing.T) {
 			}},
 		{"string length", &identityv1.CreateUserRequest{Email: "someone@example.com", Password: "short", DisplayName: "x"},
 			[]apperr.FieldViolation{{Field: "password", Description: "password must be at least 12 characters"}}},
+		// A window missing a bound says only that, not also that its end is not after its start.
+		{"a window without its end", &dispatchv1.CreateTaskRequest{RequestId: "r",
+			Pickup: &dispatchv1.Stop{Location: &geov1.LatLng{}, Address: "a",
+				TimeWindow: &dispatchv1.TimeWindow{StartTime: &timestamppb.Timestamp{Seconds: 1796000000}}},
+			Dropoff: &dispatchv1.Stop{Location: &geov1.LatLng{}, Address: "b",
+				TimeWindow: &dispatchv1.TimeWindow{StartTime: &timestamppb.Timestamp{Seconds: 1796000000}}},
+		}, []apperr.FieldViolation{
+			{Field: "pickup.time_window.end_time", Description: "pickup.time_window.end_time is required"},
+			{Field: "dropoff.time_window.end_time", Description: "dropoff.time_window.end_time is required"},
+		}},
 		{"one sentence per field", &dispatchv1.CreateTaskRequest{}, []apperr.FieldViolation{
 			{Field: "request_id", Description: "request_id is required"},
 			{Field: "pickup", Description: "pickup is required"},

@@ -891,7 +891,7 @@ var File_lastmile_dispatch_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"#lastmile/dispatch/v1/dispatch.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!lastmile/courier/v1/courier.proto\x1a%lastmile/dispatch/v1/assignment.proto\x1a\"lastmile/dispatch/v1/session.proto\x1a\x1flastmile/dispatch/v1/task.proto\x1a#lastmile/dispatch/v1/tracking.proto\x1a!lastmile/dispatch/v1/upload.proto\"\xea\t\n" +
+	"#lastmile/dispatch/v1/dispatch.proto\x12\x14lastmile.dispatch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!lastmile/courier/v1/courier.proto\x1a%lastmile/dispatch/v1/assignment.proto\x1a\"lastmile/dispatch/v1/session.proto\x1a\x1flastmile/dispatch/v1/task.proto\x1a#lastmile/dispatch/v1/tracking.proto\x1a!lastmile/dispatch/v1/upload.proto\"\xfe\t\n" +
 	"\x11CreateTaskRequest\x122\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\x13\xbaH\x10r\x0e\x10\x01\x18@2\b^[!-~]+$R\trequestId\x12:\n" +
@@ -903,10 +903,10 @@ const file_lastmile_dispatch_v1_dispatch_proto_rawDesc = "" +
 	"\vcustomer_id\x18\a \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\n" +
 	"customerId\x12_\n" +
 	"\x12proof_requirements\x18\b \x03(\v2&.lastmile.dispatch.v1.ProofRequirementB\b\xbaH\x05\x92\x01\x02\x10\bR\x11proofRequirements\x12<\n" +
-	"\x0eparcel_barcode\x18\t \x01(\tB\x15\xbaH\x12\xd8\x01\x01r\r\x18\x80\x012\b^[!-~]+$R\rparcelBarcode:\xaf\x05\xbaH\xab\x05\x1a\xe6\x01\n" +
+	"\x0eparcel_barcode\x18\t \x01(\tB\x15\xbaH\x12\xd8\x01\x01r\r\x18\x80\x012\b^[!-~]+$R\rparcelBarcode:\xc3\x05\xbaH\xbf\x05\x1a\xe6\x01\n" +
 	"%create_task.proof_requirements_unique\x12Fproof_requirements may hold at most one requirement per kind and stage\x1authis.proof_requirements.all(a, this.proof_requirements.filter(b, b.kind == a.kind && b.stage == a.stage).size() == 1)\x1a\xb6\x01\n" +
-	"4create_task.barcode_requirement_needs_parcel_barcode\x120a barcode proof requirement needs parcel_barcode\x1aLthis.parcel_barcode != '' || !this.proof_requirements.exists(r, r.kind == 3)\x1a\x86\x02\n" +
-	".create_task.dropoff_window_after_pickup_window\x12Hdropoff.time_window.end_time must be after pickup.time_window.start_time\x1a\x89\x01!has(this.pickup.time_window) || !has(this.dropoff.time_window) || this.dropoff.time_window.end_time > this.pickup.time_window.start_time\"\xa8\x01\n" +
+	"4create_task.barcode_requirement_needs_parcel_barcode\x120a barcode proof requirement needs parcel_barcode\x1aLthis.parcel_barcode != '' || !this.proof_requirements.exists(r, r.kind == 3)\x1a\x9a\x02\n" +
+	".create_task.dropoff_window_after_pickup_window\x12Hdropoff.time_window.end_time must be after pickup.time_window.start_time\x1a\x9d\x01!has(this.pickup.time_window.start_time) || !has(this.dropoff.time_window.end_time) || this.dropoff.time_window.end_time > this.pickup.time_window.start_time\"\xa8\x01\n" +
 	"\x0eGetTaskRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12<\n" +
 	"\x04view\x18\x02 \x01(\x0e2\x1e.lastmile.dispatch.v1.TaskViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\x12>\n" +

@@ -1894,13 +1894,13 @@ const file_lastmile_dispatch_v1_task_proto_rawDesc = "" +
 	"\vtime_window\x18\x03 \x01(\v2 .lastmile.dispatch.v1.TimeWindowR\n" +
 	"timeWindow\x127\n" +
 	"\acontact\x18\x04 \x01(\v2\x1d.lastmile.dispatch.v1.ContactR\acontact\x12,\n" +
-	"\finstructions\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\finstructions\"\x9c\x02\n" +
+	"\finstructions\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\finstructions\"\xcf\x02\n" +
 	"\n" +
 	"TimeWindow\x12T\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampB\x19\xbaH\x16\xc8\x01\x01\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\tstartTime\x12P\n" +
-	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x19\xbaH\x16\xc8\x01\x01\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\aendTime:f\xbaHc\x1aa\n" +
-	"\x1btime_window.end_after_start\x12!end_time must be after start_time\x1a\x1fthis.end_time > this.start_time\"k\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\x19\xbaH\x16\xc8\x01\x01\xb2\x01\x10\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\aendTime:\x98\x01\xbaH\x94\x01\x1a\x91\x01\n" +
+	"\x1btime_window.end_after_start\x12!end_time must be after start_time\x1aO!has(this.start_time) || !has(this.end_time) || this.end_time > this.start_time\"k\n" +
 	"\aContact\x12*\n" +
 	"\x04name\x18\x01 \x01(\tB\x16\xbaH\x13r\x11\x18\xc8\x012\f^[^\\p{Cc}]*$R\x04name\x124\n" +
 	"\x05phone\x18\x02 \x01(\tB\x1e\xbaH\x1b\xd8\x01\x01r\x162\x14^\\+[1-9][0-9]{6,14}$R\x05phone\"\xb0\x02\n" +
