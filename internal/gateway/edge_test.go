@@ -207,6 +207,45 @@ func TestCompressedBodyIsUnsupported(t *testing.T) {
 	}
 }
 
+// A write carrying an HTTP precondition is refused rather than applied unconditionally: the gateway does
+// not evaluate If-Match (the etag field of the body is the precondition). Reads may carry one.
+func TestPreconditionHeadersOnWritesAreRefused(t *testing.T) {
+	const id = "0190b000-0000-7000-8000-00000000000a"
+	for _, tt := range []struct {
+		method, path, header, value, body string
+		want                              int
+		message                           string
+	}{
+		{http.MethodPatch, "/v1/users/" + id, "If-Match", `"3"`, `{"displayName":"Ada"}`, http.StatusBadRequest,
+			"If-Match is not read: send the etag you read in the request body's etag field (a change since is 409 ABORTED)"},
+		{http.MethodPatch, "/v1/users/" + id, "If-Unmodified-Since", "Wed, 02 Dec 2026 04:00:00 GMT", `{"displayName":"Ada"}`, http.StatusBadRequest,
+			"If-Unmodified-Since is not read: send the etag you read in the request body's etag field (a change since is 409 ABORTED)"},
+		{http.MethodPost, "/v1/users", "If-None-Match", "*", `{"email":"new@example.com"}`, http.StatusBadRequest,
+			"If-None-Match is not read: this route takes no precondition"},
+		{http.MethodGet, "/v1/users/" + id, "If-None-Match", `"3"`, "", http.StatusOK, ""},
+	} {
+		t.Run(tt.method+" "+tt.header, func(t *testing.T) {
+			srv, _ := startUsersGateway(t, &fakeUsers{}, gateway.Config{})
+			h := http.Header{tt.header: {tt.value}}
+			var body io.Reader
+			if tt.body != "" {
+				h.Set("Content-Type", "application/json")
+				body = strings.NewReader(tt.body)
+			}
+			resp, got := do(t, srv, tt.method, tt.path, body, h)
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, tt.want, got)
+			}
+			if tt.message == "" {
+				return
+			}
+			if diff := cmp.Diff(errorJSON(400, "INVALID_ARGUMENT", tt.message), decode(t, got)); diff != "" {
+				t.Errorf("body mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestJSONMediaTypesAccepted(t *testing.T) {
 	for _, ct := range []string{"", "application/json", "application/json; charset=utf-8", "application/merge-patch+json"} {
 		t.Run(ct, func(t *testing.T) {

@@ -109,7 +109,10 @@ type createdPathKey struct{}
 //     otherwise fail as "invalid JSON" and hide the real mistake; so would a compressed one
 //     (Content-Encoding: gzip), also 415;
 //   - query parameters the route does not read (400), as unknown body fields are: a misspelt filter must
-//     not silently return everything.
+//     not silently return everything;
+//   - a write carrying an HTTP precondition (If-Match, If-None-Match, If-Unmodified-Since), which the
+//     gateway does not evaluate (400): ignoring it would apply a change the client made conditional.
+//     The precondition of a write is the etag field of its body.
 func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
 		ctx := r.Context()
@@ -127,6 +130,12 @@ func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc
 		if !ok {
 			next(w, r, params)
 			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if msg := unreadPrecondition(route, r.Header); msg != "" {
+				writeError(w, http.StatusBadRequest, codes.InvalidArgument, msg, nil)
+				return
+			}
 		}
 		if route.body != "" && carriesBody(r) {
 			if encodedBody(w, r) {
@@ -150,6 +159,29 @@ func (g *Gateway) strictMiddleware(next runtime.HandlerFunc) runtime.HandlerFunc
 		}
 		next(w, r, params)
 	}
+}
+
+// preconditionHeaders are the HTTP preconditions that apply to a write (RFC 9110 section 13.1).
+var preconditionHeaders = []string{"If-Match", "If-None-Match", "If-Unmodified-Since"}
+
+// unreadPrecondition returns why a write carrying an HTTP precondition is refused, or "" when it carries
+// none. A route whose request has an etag field (at its top or in the body's field, such as
+// UpdateCourierRequest.courier.etag) is told to send the etag there.
+func unreadPrecondition(route restRoute, h http.Header) string {
+	for _, name := range preconditionHeaders {
+		if len(h.Values(name)) == 0 {
+			continue
+		}
+		_, hasEtag := fieldPath(route.request, "etag")
+		if !hasEtag && route.body != "" && route.body != "*" {
+			_, hasEtag = fieldPath(route.request, route.body+".etag")
+		}
+		if !hasEtag {
+			return fmt.Sprintf("%s is not read: this route takes no precondition", name)
+		}
+		return fmt.Sprintf("%s is not read: send the etag you read in the request body's etag field (a change since is 409 ABORTED)", name)
+	}
+	return ""
 }
 
 // carriesBody reports whether the request carries a body: a positive Content-Length, or chunked encoding.
