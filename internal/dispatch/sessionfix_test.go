@@ -142,7 +142,7 @@ func (f *sessionFixture) replica(t testing.TB, name string) (*dispatch.Service, 
 	}
 	opts := f.opts
 	opts.Replica = name
-	svc := dispatch.NewService(dispatch.Deps{Store: f.store, Couriers: f.couriers, Routes: f.routes, Events: log,
+	svc := dispatch.NewService(dispatch.Deps{Store: f.store, ShareKeys: f.store.ShareKeys(), Couriers: f.couriers, Routes: f.routes, Events: log,
 		Metrics: f.metrics}, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

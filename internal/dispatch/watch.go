@@ -88,6 +88,13 @@ func (s *Service) WatchSharedTask(ctx context.Context, id, token string, send fu
 
 // watchTask is WatchTask, or WatchSharedTask when token is set.
 func (s *Service) watchTask(ctx context.Context, id, token string, send func(TaskUpdate) error) error {
+	// The hub keys changes by the canonical (lower-case) id; a watch subscribed under another spelling of
+	// the same UUID (upper case, which the contract accepts) would get its snapshot and no change ever.
+	var v violations
+	id = v.id("id", id)
+	if err := v.err(); err != nil {
+		return err
+	}
 	feed := newTaskFeed()
 	stop := s.hub.watchTask(id, feed)
 	defer stop()

@@ -156,6 +156,41 @@ func TestWatchTaskSendsASnapshotThenChangesAndEndsAfterAFinalState(t *testing.T)
 	}
 }
 
+// A task id in upper case is the same UUID: the watch, by its customer or through a share link, gets
+// the task's changes and ends after its final state, not only the snapshot.
+func TestWatchTaskByAnUpperCaseID(t *testing.T) {
+	f := newSessionFixture(t, dispatch.Options{TrackInterval: time.Hour})
+	f.newTask(t, 1, 1)
+	id := strings.ToUpper(sessTaskID(1))
+	customer := asCustomer(sessCtx(t), 601)
+	link, err := f.svc.CreateShareLink(customer, sessTaskID(1), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watches := map[string]*watchRun[dispatch.TaskUpdate]{
+		"customer": startWatch(t, customer, func(ctx context.Context, send func(dispatch.TaskUpdate) error) error {
+			return f.svc.WatchTask(ctx, id, send)
+		}),
+		"share link": startWatch(t, sessCtx(t), func(ctx context.Context, send func(dispatch.TaskUpdate) error) error {
+			return f.svc.WatchSharedTask(ctx, id, link.Token, send)
+		}),
+	}
+	for name, w := range watches {
+		if got, want := describeUpdate(w.recv(t)), "task pending v1"; got != want {
+			t.Fatalf("%s: snapshot = %q, want %q", name, got, want)
+		}
+	}
+	f.setState(t, sessTaskID(1), dispatch.StateCancelled)
+	for name, w := range watches {
+		if got, want := describeUpdate(w.recv(t)), "task cancelled v2"; got != want {
+			t.Fatalf("%s: after the cancellation = %q, want %q", name, got, want)
+		}
+		if err := w.wait(t); err != nil {
+			t.Errorf("%s: WatchTask after a final state = %v, want nil", name, err)
+		}
+	}
+}
+
 func TestWatchTaskFallsBackToTheLocalEstimate(t *testing.T) {
 	f := newSessionFixture(t, dispatch.Options{TrackInterval: time.Hour})
 	f.newTask(t, 1, 1)
