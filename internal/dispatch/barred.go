@@ -118,7 +118,7 @@ func (s *Service) accountChanged(ctx context.Context, ch accountChange) {
 // tasks they hold but did not pick up (releaseHeld), saying why in the tasks' history. The offers go
 // first: an offer accepted meanwhile is then a held task.
 func (s *Service) barCourier(ctx context.Context, courierID, why string) {
-	s.withdrawOffers(ctx, courierID, why)
+	s.withdrawOffers(ctx, courierID, why, true)
 	s.releaseHeld(ctx, courierID, why)
 }
 
@@ -172,14 +172,20 @@ func (s *Service) releaseHeld(ctx context.Context, courierID, why string) {
 }
 
 // withdrawOffers withdraws every open offer to courierID, saying why in the tasks' history: each task goes
-// back to PENDING, due at once (the work loop is kicked), is never offered to the courier again, and the
-// courier is told the offer closed. An offer answered, expired or withdrawn meanwhile is left alone.
-func (s *Service) withdrawOffers(ctx context.Context, courierID, why string) {
+// back to PENDING, due at once (the work loop is kicked), and the courier is told the offer closed; with
+// exclude, the task is never offered to the courier again. An offer answered, expired or withdrawn
+// meanwhile is left alone.
+func (s *Service) withdrawOffers(ctx context.Context, courierID, why string, exclude bool) {
 	offered, err := s.store.OfferedTasks(ctx, courierID)
 	if err != nil {
 		s.logger.Warn("dispatch: read the offers to withdraw", "courier", courierID, "err", err)
 		return
 	}
+	s.withdrawTasksOffers(ctx, offered, courierID, why, exclude)
+}
+
+// withdrawTasksOffers is withdrawOffers of the tasks offered, read before.
+func (s *Service) withdrawTasksOffers(ctx context.Context, offered []Task, courierID, why string, exclude bool) {
 	withdrawn := 0
 	for _, t := range offered {
 		_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
@@ -192,7 +198,9 @@ func (s *Service) withdrawOffers(ctx context.Context, courierID, why string) {
 			if err := cur.transition(StateChange{State: StatePending, At: now, Actor: ActorSystem, CourierID: courierID, OfferID: o.ID, Comment: "offer withdrawn: " + why}); err != nil {
 				return Change{}, err
 			}
-			cur.Exclude(courierID, ExcludedUnavailable)
+			if exclude {
+				cur.Exclude(courierID, ExcludedUnavailable)
+			}
 			return Change{Task: cur, Deliveries: []Delivery{{CourierID: courierID, Kind: DeliveryOfferClosed, TaskID: cur.ID, OfferID: o.ID}}}, nil
 		})
 		switch {

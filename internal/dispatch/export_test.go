@@ -83,3 +83,6 @@ func (s *Service) FollowedEvents() int64 { return s.followedEvents.Load() }
 // WaitGen returns how many times the replica heard that a task may have started waiting (wake.go's
 // mayWait: a deferral here, or a TopicWaiting event of the feed).
 func (s *Service) WaitGen() uint64 { return s.waitGen.Load() }
+
+// CourierAway handles the event that courier c turned OFFLINE or ON_BREAK, as the courier follower does.
+func (s *Service) CourierAway(ctx context.Context, c CourierInfo) { s.courierAway(ctx, c) }

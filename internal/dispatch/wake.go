@@ -30,6 +30,9 @@ import (
 // until a deferral on any replica says otherwise (Change.Waiting's TopicWaiting event, or the deferral's
 // own write on this one). The stream is read by one goroutine; a slow read never holds up the courier
 // service, which merges a lagging reader's events into the latest state per courier.
+//
+// A courier who turns OFFLINE or ON_BREAK loses their open offer (away.go): that event costs a read of
+// whether they have one.
 const (
 	// followRetry is the first wait before the courier stream is opened again after it ended; each
 	// failure in a row doubles it, up to followRetryMax.
@@ -68,7 +71,9 @@ type followed struct {
 	// stream is the number of the stream that last told about the courier.
 	stream uint64
 	able   bool
-	free   int
+	// away is set while the courier is ON_BREAK (an OFFLINE courier is forgotten).
+	away bool
+	free int
 	// at and when are where and when the courier last woke tasks (or would have, had any waited).
 	at   geo.LatLng
 	when time.Time
@@ -146,6 +151,9 @@ func (s *Service) follow(ctx context.Context, f *follower, ev CourierEvent) {
 	if prev != nil && prev.stream != f.stream && !ev.Snapshot {
 		prev = nil // not in this stream's snapshot: it was offline when the stream opened
 	}
+	if away(c.Status) && (prev == nil || !prev.away) {
+		s.courierAway(ctx, c)
+	}
 	if c.Status == CourierOffline {
 		delete(f.couriers, c.ID)
 		return
@@ -159,7 +167,7 @@ func (s *Service) follow(ctx context.Context, f *follower, ev CourierEvent) {
 		prev = &followed{}
 		f.couriers[c.ID] = prev
 	}
-	prev.stream, prev.able, prev.free = f.stream, s.canTake(c), c.Capacity-c.ActiveTasks
+	prev.stream, prev.able, prev.away, prev.free = f.stream, s.canTake(c), away(c.Status), c.Capacity-c.ActiveTasks
 	if reason == "" {
 		return
 	}

@@ -1680,7 +1680,9 @@ func (x *CommandError) GetMetadata() map[string]string {
 // A stream that ends with UNAVAILABLE without a drain (the server recycles long connections) should be
 // reopened at once; one that ends with RESOURCE_EXHAUSTED (the app sent commands and acks too fast) after
 // the delay in its google.rpc.RetryInfo detail. An open offer of a session that ended is not withdrawn: it expires normally unless
-// the courier answers it on a new session.
+// the courier answers it on a new session. Whatever the session, an open offer is withdrawn at once
+// (offer_closed, WITHDRAWN) when the courier's status turns OFFLINE or ON_BREAK in the courier service,
+// or their account is suspended or deleted or loses the courier role (see OFFER_STATE_WITHDRAWN).
 type Drain struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How long the server keeps this stream open; after it, the stream ends with the code's status.

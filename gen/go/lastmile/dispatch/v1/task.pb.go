@@ -451,9 +451,11 @@ const (
 	// The courier did not answer before expire_time.
 	OfferState_OFFER_STATE_EXPIRED OfferState = 4
 	// Dispatch took the offer back before the courier answered: the task was cancelled, a dispatcher
-	// assigned it to someone else, or the courier's account was suspended or deleted or lost the courier
-	// role, whether or not the courier had a session open (the task then goes to the next candidate at
-	// once, and is never offered to that courier again).
+	// assigned it to someone else, the courier's account was suspended or deleted or lost the courier
+	// role (the task then goes to the next candidate at once, and is never offered to that courier again),
+	// or the courier's status turned OFFLINE or ON_BREAK in the courier service (the task goes to the next
+	// candidate at once; the courier is not excluded from it and may be offered it again once AVAILABLE);
+	// whether or not the courier had a session open.
 	OfferState_OFFER_STATE_WITHDRAWN OfferState = 5
 )
 
