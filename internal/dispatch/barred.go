@@ -23,8 +23,8 @@ import (
 //     second replica, or a second notice of the same change, finds nothing left to do.
 //
 // A change the replica misses (its queue full, the courier service unreachable to map the user to a
-// courier, the subject cache's feed lost) leaves the offers to their deadlines and the held tasks to a
-// dispatcher (AssignTask).
+// courier, the subject cache's feed lost), or one made while no replica ran, is caught by the next
+// account sweep (sweep.go), every few minutes.
 const (
 	// accountQueue bounds the changes of standing waiting to be acted on; beyond it a change is dropped
 	// (and logged).
@@ -115,11 +115,12 @@ func (s *Service) accountChanged(ctx context.Context, ch accountChange) {
 }
 
 // barCourier takes back what courierID, who may no longer work, was offered (withdrawOffers) and the
-// tasks they hold but did not pick up (releaseHeld), saying why in the tasks' history. The offers go
-// first: an offer accepted meanwhile is then a held task.
-func (s *Service) barCourier(ctx context.Context, courierID, why string) {
-	s.withdrawOffers(ctx, courierID, why, true)
-	s.releaseHeld(ctx, courierID, why)
+// tasks they hold but did not pick up (releaseHeld), saying why in the tasks' history, and returns how
+// many offers and tasks it took back. The offers go first: an offer accepted meanwhile is then a held
+// task.
+func (s *Service) barCourier(ctx context.Context, courierID, why string) (offers, tasks int) {
+	offers = s.withdrawOffers(ctx, courierID, why, true)
+	return offers, s.releaseHeld(ctx, courierID, why)
 }
 
 // releaseHeld takes back the tasks courierID holds and did not pick up yet (ASSIGNED), as a hand-back
@@ -128,12 +129,13 @@ func (s *Service) barCourier(ctx context.Context, courierID, why string) {
 // history says why, with the system as its actor. A task the courier picked up stays theirs: the parcel
 // is with them, and moving the task would not move it. It is logged for the dispatcher, who sees it in
 // the courier's overview (GetCourierStatus) and gives it to another courier once the parcel is
-// recovered (AssignTask accepts a picked-up task whose courier may no longer work).
-func (s *Service) releaseHeld(ctx context.Context, courierID, why string) {
+// recovered (AssignTask accepts a picked-up task whose courier may no longer work). It returns how many
+// tasks it took back.
+func (s *Service) releaseHeld(ctx context.Context, courierID, why string) int {
 	held, err := s.store.HeldTasks(ctx, courierID)
 	if err != nil {
 		s.logger.Warn("dispatch: read the tasks to take back", "courier", courierID, "err", err)
-		return
+		return 0
 	}
 	released := 0
 	for _, t := range held {
@@ -169,23 +171,24 @@ func (s *Service) releaseHeld(ctx context.Context, courierID, why string) {
 		s.logger.Info("dispatch: tasks taken back", "courier", courierID, "tasks", released, "why", why)
 		s.kick()
 	}
+	return released
 }
 
 // withdrawOffers withdraws every open offer to courierID, saying why in the tasks' history: each task goes
 // back to PENDING, due at once (the work loop is kicked), and the courier is told the offer closed; with
 // exclude, the task is never offered to the courier again. An offer answered, expired or withdrawn
-// meanwhile is left alone.
-func (s *Service) withdrawOffers(ctx context.Context, courierID, why string, exclude bool) {
+// meanwhile is left alone. It returns how many offers it withdrew.
+func (s *Service) withdrawOffers(ctx context.Context, courierID, why string, exclude bool) int {
 	offered, err := s.store.OfferedTasks(ctx, courierID)
 	if err != nil {
 		s.logger.Warn("dispatch: read the offers to withdraw", "courier", courierID, "err", err)
-		return
+		return 0
 	}
-	s.withdrawTasksOffers(ctx, offered, courierID, why, exclude)
+	return s.withdrawTasksOffers(ctx, offered, courierID, why, exclude)
 }
 
 // withdrawTasksOffers is withdrawOffers of the tasks offered, read before.
-func (s *Service) withdrawTasksOffers(ctx context.Context, offered []Task, courierID, why string, exclude bool) {
+func (s *Service) withdrawTasksOffers(ctx context.Context, offered []Task, courierID, why string, exclude bool) int {
 	withdrawn := 0
 	for _, t := range offered {
 		_, err := s.store.UpdateTask(ctx, t.ID, func(cur Task) (Change, error) {
@@ -215,4 +218,5 @@ func (s *Service) withdrawTasksOffers(ctx context.Context, offered []Task, couri
 		s.logger.Info("dispatch: offers withdrawn", "courier", courierID, "offers", withdrawn, "why", why)
 		s.kick()
 	}
+	return withdrawn
 }

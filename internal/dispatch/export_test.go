@@ -86,3 +86,6 @@ func (s *Service) WaitGen() uint64 { return s.waitGen.Load() }
 
 // CourierAway handles the event that courier c turned OFFLINE or ON_BREAK, as the courier follower does.
 func (s *Service) CourierAway(ctx context.Context, c CourierInfo) { s.courierAway(ctx, c) }
+
+// SweepAccounts runs one account sweep now, as the sweep loop does every Options.AccountSweep.
+func (s *Service) SweepAccounts(ctx context.Context) AccountSweep { return s.sweepOnce(ctx) }

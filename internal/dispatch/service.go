@@ -94,6 +94,10 @@ type Options struct {
 	// customer: CreateTask refuses another with ResourceExhausted. UNASSIGNABLE is not final, so without a
 	// bound a customer's tasks would pile up for good. Zero means DefaultMaxOpenTasks.
 	MaxOpenTasks int
+	// AccountSweep is how often each replica checks the accounts of the couriers with open offers or
+	// tasks not picked up, to catch the account changes it missed (sweep.go); 0 means
+	// DefaultAccountSweep.
+	AccountSweep time.Duration
 	// MaxUploadBytes bounds a proof file's size; 0 means DefaultMaxUploadBytes, and more than that is
 	// reduced to it (the contract's maximum).
 	MaxUploadBytes int64
@@ -139,6 +143,8 @@ type Service struct {
 	// waitGen counts the deferrals seen (mayWait); followedEvents the courier events followed (wake.go).
 	waitGen        atomic.Uint64
 	followedEvents atomic.Int64
+	// sweep is the state of the account sweeps (sweep.go).
+	sweep sweeper
 }
 
 // Deps are the Service's collaborators.
@@ -183,6 +189,7 @@ func NewService(d Deps, opts Options) *Service {
 	setDefault(&opts.SessionRate, DefaultSessionRate)
 	setDefault(&opts.SessionBurst, DefaultSessionBurst)
 	setDefault(&opts.MaxOpenTasks, DefaultMaxOpenTasks)
+	setDefault(&opts.AccountSweep, DefaultAccountSweep)
 	setUploadDefaults(&opts)
 	if opts.Weights == (Weights{}) {
 		opts.Weights = DefaultWeights
@@ -236,21 +243,24 @@ type Metrics interface {
 	// again after; CourierWoke counts the waiting tasks a courier woke, by reason.
 	CourierStreamEnded()
 	CourierWoke(reason string, tasks int)
+	// AccountSwept measures one account sweep (sweep.go).
+	AccountSwept(AccountSweep)
 }
 
 // NopMetrics discards every measurement.
 type NopMetrics struct{}
 
-func (NopMetrics) OfferSent()               {}
-func (NopMetrics) OfferAnswered(OfferState) {}
-func (NopMetrics) Assigned(time.Duration)   {}
-func (NopMetrics) Decided(*Decision)        {}
-func (NopMetrics) SessionOpened()           {}
-func (NopMetrics) SessionClosed()           {}
-func (NopMetrics) Replayed(int)             {}
-func (NopMetrics) Upload(string)            {}
-func (NopMetrics) CourierStreamEnded()      {}
-func (NopMetrics) CourierWoke(string, int)  {}
+func (NopMetrics) OfferSent()                {}
+func (NopMetrics) OfferAnswered(OfferState)  {}
+func (NopMetrics) Assigned(time.Duration)    {}
+func (NopMetrics) Decided(*Decision)         {}
+func (NopMetrics) SessionOpened()            {}
+func (NopMetrics) SessionClosed()            {}
+func (NopMetrics) Replayed(int)              {}
+func (NopMetrics) Upload(string)             {}
+func (NopMetrics) CourierStreamEnded()       {}
+func (NopMetrics) CourierWoke(string, int)   {}
+func (NopMetrics) AccountSwept(AccountSweep) {}
 
 // newID returns a UUIDv7, so ids sort in creation order.
 func newID() string { return uuid.Must(uuid.NewV7()).String() }

@@ -257,6 +257,10 @@ type Store interface {
 	HeldTasksOf(ctx context.Context, courierIDs []string) (map[string][]Task, error)
 	// OfferedTasks returns the OFFERED tasks whose open offer is to courierID, oldest offer first.
 	OfferedTasks(ctx context.Context, courierID string) ([]Task, error)
+	// CouriersWithWork returns, in id order, up to limit ids above after of the couriers that have an
+	// open offer or hold a task they did not pick up yet (ASSIGNED): what a courier who may no longer
+	// work loses (the account sweep pages through them).
+	CouriersWithWork(ctx context.Context, after string, limit int) ([]string, error)
 	// OfferOpen returns which of courierIDs have an open offer.
 	OfferOpen(ctx context.Context, courierIDs []string) (map[string]bool, error)
 	// Deliveries returns up to limit of courierID's deliveries with cursors above after, in cursor order.

@@ -21,8 +21,8 @@ const purgeInterval = 10 * time.Minute
 // uploads and purges old records, until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, 5)
-	for _, f := range []func(context.Context) error{s.work, s.runHub, s.housekeeping, s.followCouriers, s.followAccounts} {
+	errs := make(chan error, 6)
+	for _, f := range []func(context.Context) error{s.work, s.runHub, s.housekeeping, s.followCouriers, s.followAccounts, s.sweepAccounts} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -598,6 +598,14 @@ func (a *Accounts) Set(userID string, st auth.SubjectState) {
 	}
 }
 
+// SetUnheard records user userID's standing without telling the observers: a change the replicas
+// missed (their queue full, the subject cache's feed lost, made while none ran).
+func (a *Accounts) SetUnheard(userID string, st auth.SubjectState) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.states[userID] = st
+}
+
 // OnUpdate implements dispatch.AccountWatcher: fn hears every Set until stop.
 func (a *Accounts) OnUpdate(fn func(string, auth.SubjectState)) (stop func()) {
 	a.mu.Lock()

@@ -15,8 +15,8 @@ import (
 
 // Metrics implements dispatch.Metrics with Prometheus: offers sent and answered, the time from a task's
 // creation to its assignment, decision durations and outcomes, open courier sessions, replayed deliveries
-// and proof uploads, the ends of the courier stream and the waiting tasks couriers woke, and the state of
-// the circuit breaker around the route service (routeclient.BreakerObserver). Build it with NewMetrics.
+// and proof uploads, the ends of the courier stream and the waiting tasks couriers woke, the account
+// sweeps, and the state of the circuit breaker around the route service (routeclient.BreakerObserver). Build it with NewMetrics.
 type Metrics struct {
 	offersSent     prometheus.Counter
 	offersAnswered *prometheus.CounterVec
@@ -30,6 +30,9 @@ type Metrics struct {
 	courierWakes   *prometheus.CounterVec
 	breakerState   prometheus.Gauge
 	breakerOpens   prometheus.Counter
+	sweeps         prometheus.Counter
+	sweptCouriers  *prometheus.CounterVec
+	sweptTaken     *prometheus.CounterVec
 }
 
 var _ routeclient.BreakerObserver = (*Metrics)(nil)
@@ -89,6 +92,18 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "lastmile_dispatch_route_breaker_opens_total",
 			Help: "How many times dispatch's circuit breaker around the route service opened.",
 		}),
+		sweeps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_account_sweeps_total",
+			Help: "Account sweeps this replica ran: checks of the couriers with open offers or tasks not picked up, for account changes the live path missed.",
+		}),
+		sweptCouriers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_account_sweep_couriers_total",
+			Help: "Couriers the account sweeps looked at, by outcome: checked (their account was read), barred (they may no longer work) or failed (the check, or the listing of the couriers, failed; left to the next sweep).",
+		}, []string{"outcome"}),
+		sweptTaken: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_dispatch_account_sweep_taken_total",
+			Help: "What the account sweeps took back from couriers who may no longer work, which the live path had missed: offer (withdrawn) or task (back to PENDING).",
+		}, []string{"what"}),
 	}
 	var err error
 	reg1 := func(c prometheus.Collector) prometheus.Collector {
@@ -111,6 +126,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.courierWakes = reg1(m.courierWakes).(*prometheus.CounterVec)
 	m.breakerState = reg1(m.breakerState).(prometheus.Gauge)
 	m.breakerOpens = reg1(m.breakerOpens).(prometheus.Counter)
+	m.sweeps = reg1(m.sweeps).(prometheus.Counter)
+	m.sweptCouriers = reg1(m.sweptCouriers).(*prometheus.CounterVec)
+	m.sweptTaken = reg1(m.sweptTaken).(*prometheus.CounterVec)
 	if err != nil {
 		return nil, fmt.Errorf("register dispatch metrics: %w", err)
 	}
@@ -122,6 +140,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	for _, st := range []dispatch.UploadState{dispatch.UploadInProgress, dispatch.UploadCommitted, dispatch.UploadRejected, dispatch.UploadExpired} {
 		m.uploads.WithLabelValues(string(st))
+	}
+	for _, o := range []string{"checked", "barred", "failed"} {
+		m.sweptCouriers.WithLabelValues(o)
+	}
+	for _, w := range []string{"offer", "task"} {
+		m.sweptTaken.WithLabelValues(w)
 	}
 	return m, nil
 }
@@ -163,6 +187,16 @@ func (m *Metrics) CourierStreamEnded() { m.courierStream.Inc() }
 // CourierWoke implements dispatch.Metrics.
 func (m *Metrics) CourierWoke(reason string, tasks int) {
 	m.courierWakes.WithLabelValues(reason).Add(float64(tasks))
+}
+
+// AccountSwept implements dispatch.Metrics.
+func (m *Metrics) AccountSwept(sw dispatch.AccountSweep) {
+	m.sweeps.Inc()
+	m.sweptCouriers.WithLabelValues("checked").Add(float64(sw.Checked))
+	m.sweptCouriers.WithLabelValues("barred").Add(float64(sw.Barred))
+	m.sweptCouriers.WithLabelValues("failed").Add(float64(sw.Failed))
+	m.sweptTaken.WithLabelValues("offer").Add(float64(sw.Offers))
+	m.sweptTaken.WithLabelValues("task").Add(float64(sw.Tasks))
 }
 
 // breakerStates are the values of lastmile_dispatch_route_breaker_state, as the grpc clients' breaker

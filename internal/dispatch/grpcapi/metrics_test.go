@@ -3,6 +3,7 @@ package grpcapi_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -97,7 +98,41 @@ lastmile_dispatch_route_breaker_state 0
 # HELP lastmile_dispatch_route_breaker_opens_total How many times dispatch's circuit breaker around the route service opened.
 # TYPE lastmile_dispatch_route_breaker_opens_total counter
 lastmile_dispatch_route_breaker_opens_total 0
-`), "lastmile_dispatch_offers_closed_total", "lastmile_dispatch_uploads_total", "lastmile_dispatch_route_breaker_state", "lastmile_dispatch_route_breaker_opens_total")
+`+sweepMetrics(0, 0, 0, 0, 0, 0)), "lastmile_dispatch_offers_closed_total", "lastmile_dispatch_uploads_total", "lastmile_dispatch_route_breaker_state", "lastmile_dispatch_route_breaker_opens_total",
+		"lastmile_dispatch_account_sweeps_total", "lastmile_dispatch_account_sweep_couriers_total", "lastmile_dispatch_account_sweep_taken_total")
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// sweepMetrics is the exposition of the account sweeps' metrics.
+func sweepMetrics(sweeps, checked, barred, failed, offers, tasks int) string {
+	return fmt.Sprintf(`# HELP lastmile_dispatch_account_sweeps_total Account sweeps this replica ran: checks of the couriers with open offers or tasks not picked up, for account changes the live path missed.
+# TYPE lastmile_dispatch_account_sweeps_total counter
+lastmile_dispatch_account_sweeps_total %d
+# HELP lastmile_dispatch_account_sweep_couriers_total Couriers the account sweeps looked at, by outcome: checked (their account was read), barred (they may no longer work) or failed (the check, or the listing of the couriers, failed; left to the next sweep).
+# TYPE lastmile_dispatch_account_sweep_couriers_total counter
+lastmile_dispatch_account_sweep_couriers_total{outcome="barred"} %d
+lastmile_dispatch_account_sweep_couriers_total{outcome="checked"} %d
+lastmile_dispatch_account_sweep_couriers_total{outcome="failed"} %d
+# HELP lastmile_dispatch_account_sweep_taken_total What the account sweeps took back from couriers who may no longer work, which the live path had missed: offer (withdrawn) or task (back to PENDING).
+# TYPE lastmile_dispatch_account_sweep_taken_total counter
+lastmile_dispatch_account_sweep_taken_total{what="offer"} %d
+lastmile_dispatch_account_sweep_taken_total{what="task"} %d
+`, sweeps, barred, checked, failed, offers, tasks)
+}
+
+// TestAccountSweepMetrics: each sweep adds to the sweeps' counters what it did.
+func TestAccountSweepMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := grpcapi.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.AccountSwept(dispatch.AccountSweep{Checked: 5, Failed: 1, Barred: 2, Offers: 1, Tasks: 3})
+	m.AccountSwept(dispatch.AccountSweep{Checked: 2})
+	err = testutil.GatherAndCompare(reg, strings.NewReader(sweepMetrics(2, 7, 2, 1, 1, 3)),
+		"lastmile_dispatch_account_sweeps_total", "lastmile_dispatch_account_sweep_couriers_total", "lastmile_dispatch_account_sweep_taken_total")
 	if err != nil {
 		t.Error(err)
 	}

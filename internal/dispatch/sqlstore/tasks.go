@@ -1218,6 +1218,61 @@ func (s *Store) OfferedTasks(ctx context.Context, courierID string) ([]dispatch.
 	return out, nil
 }
 
+// CouriersWithWork implements dispatch.Store: two reads, each of one index in id order (the couriers of
+// open offers; the holders of ASSIGNED tasks), each at most limit distinct ids, merged. Every id up to
+// the limit-th of the merge is in it: each read stops only past its own limit-th id, which is at or after
+// the merge's. A limit above MaxLimit is lowered to it; a limit below 1 is an error.
+func (s *Store) CouriersWithWork(ctx context.Context, after string, limit int) ([]string, error) {
+	limit, err := database.RowLimit(limit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	read := func(query string, args ...any) ([]string, error) {
+		rows, err := s.read.QueryContext(ctx, query, args...)
+		if err != nil {
+			return nil, s.e.MapError(err, "list the couriers with work")
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return nil, s.e.MapError(err, "list the couriers with work")
+			}
+			out = append(out, id)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, s.e.MapError(err, "list the couriers with work")
+		}
+		return out, nil
+	}
+	// offer_courier_id is set exactly while a task is OFFERED with an open offer to that courier.
+	offers, err := read(`SELECT DISTINCT offer_courier_id FROM tasks`+s.offerIndex()+`
+		WHERE offer_courier_id IS NOT NULL AND offer_courier_id > $1 ORDER BY offer_courier_id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	held, err := read(`SELECT DISTINCT courier_id FROM tasks WHERE courier_id IS NOT NULL AND courier_id > $1 AND state = $2
+		ORDER BY courier_id LIMIT $3`, after, string(dispatch.StateAssigned), limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, min(limit, len(offers)+len(held)))
+	for len(out) < limit && (len(offers) > 0 || len(held) > 0) {
+		var next string
+		switch {
+		case len(held) == 0 || len(offers) > 0 && offers[0] <= held[0]:
+			next, offers = offers[0], offers[1:]
+		default:
+			next, held = held[0], held[1:]
+		}
+		if len(out) == 0 || out[len(out)-1] != next {
+			out = append(out, next)
+		}
+	}
+	return out, nil
+}
+
 // OfferOpen implements dispatch.Store as the open-offer part of courierStates: only couriers with an open
 // offer are in the map.
 func (s *Store) OfferOpen(ctx context.Context, courierIDs []string) (map[string]bool, error) {

@@ -816,3 +816,54 @@ func WaitingPickupsBackfill(t *testing.T, s *sqlstore.Store, migrate func(contex
 		t.Errorf("WaitingNear after the migration = %+v, %v; want %+v", got, err, want)
 	}
 }
+
+func testCouriersWithWork(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	// Courier 1 holds 3 and 4 (ASSIGNED) and has an open offer for 7; courier 2 picked 5 up; courier 3 has
+	// an open offer for 2; courier 4 delivered 6; courier 5 holds 8; 1 waits for a courier.
+	mustCreate(ctx, t, s, newTask(1))
+	mustCreate(ctx, t, s, offer(newTask(2), 2, 3, 2))
+	mustCreate(ctx, t, s, assign(newTask(3), 1, 3))
+	mustCreate(ctx, t, s, assign(newTask(4), 1, 4))
+	picked := assign(newTask(5), 2, 5)
+	picked.State = dispatch.StatePickedUp
+	mustCreate(ctx, t, s, picked)
+	done := assign(newTask(6), 4, 6)
+	done.State = dispatch.StateDelivered
+	mustCreate(ctx, t, s, done)
+	mustCreate(ctx, t, s, offer(newTask(7), 7, 1, 7))
+	mustCreate(ctx, t, s, assign(newTask(8), 5, 8))
+
+	check := func(after string, limit int, want ...int) {
+		t.Helper()
+		wantIDs := []string{}
+		for _, n := range want {
+			wantIDs = append(wantIDs, courierID(n))
+		}
+		got, err := s.CouriersWithWork(ctx, after, limit)
+		if got == nil {
+			got = []string{}
+		}
+		if diff := cmp.Diff(wantIDs, got); err != nil || diff != "" {
+			t.Errorf("CouriersWithWork(%q, %d) error %v (-want +got):\n%s", after, limit, err, diff)
+		}
+	}
+	check("", 10, 1, 3, 5)
+	check("", 1, 1)
+	check("", 2, 1, 3)
+	check(courierID(1), 1, 3)
+	check(courierID(3), 2, 5)
+	check(courierID(5), 2)
+	// The offer to courier 3 closes (declined): it has nothing left.
+	set(ctx, t, s, taskID(2), func(cur dispatch.Task) dispatch.Task {
+		cur.CurrentOffer().State = dispatch.OfferDeclined
+		cur.State = dispatch.StatePending
+		return cur
+	})
+	check("", 10, 1, 5)
+	// Courier 5 picks 8 up: it has nothing a barred courier loses.
+	set(ctx, t, s, taskID(8), func(cur dispatch.Task) dispatch.Task { cur.State = dispatch.StatePickedUp; return cur })
+	check("", 10, 1)
+	_, err := s.CouriersWithWork(ctx, "", 0)
+	wantCode(t, "CouriersWithWork(limit 0)", err, apperr.Invalid)
+}

@@ -72,6 +72,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"WaitingNear", testWaitingNear},
 		{"QueueConcurrent", testQueueConcurrent},
 		{"HeldAndOffered", testHeldAndOffered},
+		{"CouriersWithWork", testCouriersWithWork},
 		{"Sessions", testSessions},
 		{"SessionsConcurrent", testSessionsConcurrent},
 		{"AckSession", testAckSession},
