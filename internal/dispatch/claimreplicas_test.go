@@ -1,0 +1,68 @@
+package dispatch_test
+
+import (
+	"testing"
+
+	"lastmile/internal/dispatch"
+	"lastmile/internal/dispatch/dispatchtest"
+	"lastmile/internal/dispatch/postgres"
+	"lastmile/internal/platform/database/databasetest"
+)
+
+// twoReplicasAcceptedByA is acceptedByA on two replicas of one PostgreSQL database (a and b, sharing the
+// courier service and the clock, their jobs never worked): the task is accepted on replica ra.
+func twoReplicasAcceptedByA(t *testing.T) (ra, rb *dispatchtest.System, a dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	pool := databasetest.Postgres(t, postgres.Schema)
+	ra = dispatchtest.Start(t, dispatchtest.Config{Pool: pool, NoJobs: true, Options: dispatch.Options{Replica: "replica-a"}})
+	rb = dispatchtest.Start(t, dispatchtest.Config{Pool: pool, NoJobs: true, Couriers: ra.Couriers, Clock: ra.Clock, Accounts: ra.Accounts, Options: dispatch.Options{Replica: "replica-b"}})
+	a = addCourier(t, ra, dispatchtest.Near(dispatchtest.Berlin, 100))
+	addCourier(t, ra, dispatchtest.Near(dispatchtest.Berlin, 400))
+	tk = create(t, rb, nil)
+	_, o := offered(t, ra, tk.ID)
+	if o.CourierID != a.ID {
+		t.Fatalf("offered to %s, want a (%s)", o.CourierID, a.ID)
+	}
+	if r := ra.Service.Execute(a.Ctx, a.ID, "acc", dispatch.Command{Accept: &dispatch.AcceptCmd{OfferID: o.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	return ra, rb, a, tk
+}
+
+// The claim generations hold across replicas: replica A's claim job times out and its claim lands at
+// the courier service late, after the task was cancelled on replica B and B ran the release and the
+// claim job's retry. The late claim carries the version A read, older than the one B released at: it is
+// superseded, and the courier holds no capacity for the cancelled task.
+func TestClaimLandingAfterAnotherReplicasReleaseIsSuperseded(t *testing.T) {
+	ra, rb, a, tk := twoReplicasAcceptedByA(t)
+	failLate(t, ra, a, tk)
+	if _, err := rb.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther}); err != nil {
+		t.Fatal(err)
+	}
+	runJob(t, rb, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID, Final: true})
+	runJob(t, rb, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID}) // the retry
+	landLate(t, ra, 1)
+	if holder, ok := ra.Couriers.Claims()[tk.ID]; ok {
+		t.Errorf("courier service claim of the cancelled task on %s, want none", holder)
+	}
+}
+
+// The same with the task coming back: handed back through replica B (whose job releases it), given back
+// to the same courier by a dispatcher on replica A, whose claim job runs on B. A's first claim, late,
+// lands after all that: superseded, and the claim of the return stays; a second hand-back's release, run
+// on A, frees the courier.
+func TestClaimLandingAfterTheTaskCameBackOnAnotherReplicaLeavesTheNewClaim(t *testing.T) {
+	ra, rb, a, tk := twoReplicasAcceptedByA(t)
+	failLate(t, ra, a, tk)
+	handBack(t, rb, a, tk)
+	runJob(t, rb, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
+	assign(t, ra, a, tk)
+	runJob(t, rb, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID})
+	landLate(t, ra, 1)
+	wantHeld(t, ra, a, tk)
+	handBack(t, ra, a, tk)
+	runJob(t, ra, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
+	if holder, ok := ra.Couriers.Claims()[tk.ID]; ok {
+		t.Errorf("courier service claim of the handed-back task on %s, want none", holder)
+	}
+}
