@@ -17,9 +17,20 @@ import (
 // CheckpointPages is how many WAL frames (pages) not yet copied into a database opened with OpenSQLite
 // make its checkpointer copy them: four times SQLite's own automatic threshold (wal_autocheckpoint's
 // default, 1,000), because a checkpoint writes each page once however many frames of it the WAL holds,
-// and the hot pages (index edges, sessions, the event log's end) are in most of them. The WAL file
-// grows to about 16 MiB between checkpoints, 64 MiB at most (the writer's backstop).
+// and the hot pages (index edges, sessions, the event log's end) are in most of them.
+//
+// SQLite starts the log over only when a write begins with every frame copied, which a checkpoint
+// running beside a steady stream of writes seldom leaves: under load the log grows to the writer's
+// backstop (writerCheckpointPages frames: with 4 KiB pages and each frame's 24-byte header, 65.9 MB)
+// and the commit that crosses it, in every cycle, and the file keeps its largest size. A reader that
+// holds an old snapshot (a long read, a backup) stops every checkpoint at its snapshot, so the log
+// grows beyond for as long as the read lasts; walSizeLimit gives that space back afterwards.
 const CheckpointPages = 4000
+
+// walSizeLimit is the size in bytes a WAL file grown beyond it is cut back to when the log starts over
+// (journal_size_limit), once a long read that held the log back has ended: a little above what the
+// writer's backstop leaves, so that a log at the backstop is not cut and grown again in every cycle.
+const walSizeLimit = 64 << 20
 
 // writerCheckpointPages is the writer's own automatic checkpoint (wal_autocheckpoint), a backstop that
 // bounds the WAL when the checkpointer cannot keep it short: SQLite starts the WAL over only when a write

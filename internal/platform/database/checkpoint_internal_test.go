@@ -271,3 +271,71 @@ func TestCheckpointerLogsOncePerOutage(t *testing.T) {
 		t.Errorf("stats = %d, %v; want 6, nil", runs, err)
 	}
 }
+
+// TestWALIsCutBackAfterALongRead holds a read transaction (its snapshot) while the writer writes more
+// than walSizeLimit of WAL, which no checkpoint can copy past the snapshot; once the read ends, the
+// writer's backstop copies the log and the next write starts it over, and the WAL file is cut back to
+// walSizeLimit instead of keeping its largest size until the database is closed.
+func TestWALIsCutBackAfterALongRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "long-read.db")
+	db, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	defer db.Close()
+	fillWAL(ctx, t, db, 1)
+	read, err := Reader(db).BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := read.QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("count in the long read = %d, %v; want 1", n, err)
+	}
+	// About 1.5 pages of 4 KiB per row: 12,000 rows are some 74 MB of WAL, past the limit.
+	const rows = 12_000
+	for i := 1; i < rows; i += 1000 {
+		err := InTx(ctx, db, func(tx *sql.Tx) error {
+			for j := i; j < i+1000; j++ {
+				if _, err := tx.ExecContext(ctx, "INSERT INTO t (id, v) VALUES ($1, zeroblob(6000))", j); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("insert: %v", err)
+		}
+	}
+	walSize := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	if size := walSize(); size <= walSizeLimit {
+		t.Fatalf("WAL file is %d bytes with the read open, want more than %d (the read holds every frame)", size, walSizeLimit)
+	}
+	if err := read.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	// The read is over: the next commits copy the log (the writer's backstop, or the checkpointer)
+	// and start it over, cutting the file back.
+	id := rows + 1 // ids 0 to rows are taken
+	waitFor(t, "the WAL file to be cut back to walSizeLimit", func() bool {
+		if _, err := db.ExecContext(ctx, "INSERT INTO t (id, v) VALUES ($1, x'00')", id); err != nil {
+			t.Fatal(err)
+		}
+		id++
+		return walSize() <= walSizeLimit
+	})
+	if size := walSize(); size != walSizeLimit {
+		t.Errorf("WAL file is %d bytes after the log started over, want walSizeLimit, %d", size, walSizeLimit)
+	}
+	if err := Reader(db).QueryRowContext(ctx, "SELECT count(*) FROM t").Scan(&n); err != nil || n != id {
+		t.Errorf("count = %d, %v; want %d", n, err, id)
+	}
+}

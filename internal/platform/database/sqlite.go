@@ -33,12 +33,14 @@ import (
 //   - wal_autocheckpoint(writerCheckpointPages): the WAL is copied into the database file by the
 //     database's checkpointer, beside the writer (see checkpointer); the writer's own automatic
 //     checkpoint, which runs inside a commit, is only the backstop that bounds the WAL.
+//   - journal_size_limit(walSizeLimit): when the log starts over, a WAL file grown beyond it is cut
+//     back to it (SQLite otherwise reuses the file at its largest until the database is closed).
 //   - _txlock=immediate: BEGIN takes the write lock up front. A deferred transaction that reads and
 //     then writes fails with SQLITE_BUSY when another process wrote in between, and busy_timeout does
 //     not help there; taking the lock at BEGIN makes it wait instead.
 var sqliteParams = url.Values{
 	"_pragma": {"busy_timeout(5000)", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(NORMAL)", "temp_store(MEMORY)",
-		"wal_autocheckpoint(" + strconv.Itoa(writerCheckpointPages) + ")"},
+		"wal_autocheckpoint(" + strconv.Itoa(writerCheckpointPages) + ")", "journal_size_limit(" + strconv.Itoa(walSizeLimit) + ")"},
 	"_txlock": {"immediate"},
 }.Encode()
 
