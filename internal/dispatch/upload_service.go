@@ -61,17 +61,22 @@ type UploadStartReq struct {
 	CaptureLocation *geo.LatLng
 }
 
-// validate checks what the contract's rules check, and the configured limits.
-func (s *Service) validateUploadStart(req UploadStartReq) error {
+// validate checks what the contract's rules check, and the configured limits. It writes the ids back in
+// canonical form (lowercase), as every other call reads them: a UUID in upper case names the same task
+// or upload.
+func (s *Service) validateUploadStart(req *UploadStartReq) error {
 	var v []apperr.FieldViolation
 	add := func(field, format string, args ...any) {
 		v = append(v, apperr.FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
 	}
-	if !validUUID(req.TaskID) {
+	var ok bool
+	if req.TaskID, ok = normalizeID(req.TaskID); !ok {
 		add("task_id", "must be a UUID")
 	}
-	if req.UploadID != "" && !validUUID(req.UploadID) {
-		add("upload_id", "must be a UUID in lowercase canonical form")
+	if req.UploadID != "" {
+		if req.UploadID, ok = normalizeID(req.UploadID); !ok {
+			add("upload_id", "must be a UUID")
+		}
 	}
 	switch req.Kind {
 	case ProofPhoto:
@@ -151,7 +156,7 @@ func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadW
 	if !s.uploadsConfigured() {
 		return nil, Upload{}, errNoUploads
 	}
-	if err := s.validateUploadStart(req); err != nil {
+	if err := s.validateUploadStart(&req); err != nil {
 		return nil, Upload{}, err
 	}
 	courierID, err := s.callerCourier(ctx)
@@ -444,7 +449,8 @@ func (s *Service) GetUpload(ctx context.Context, id string) (Upload, error) {
 		return Upload{}, errNoUploads
 	}
 	notFound := apperr.Errorf(apperr.NotFound, "upload %s not found", id)
-	if !validUUID(id) {
+	id, ok := normalizeID(id)
+	if !ok {
 		return Upload{}, notFound
 	}
 	p := auth.FromContext(ctx)
@@ -482,7 +488,9 @@ func (s *Service) ProofContent(ctx context.Context, taskID, uploadID string) (st
 		return "", 0, nil, errNoUploads
 	}
 	notFound := apperr.Errorf(apperr.NotFound, "proof %s of task %s not found", uploadID, taskID)
-	if !validUUID(taskID) || !validUUID(uploadID) {
+	taskID, okTask := normalizeID(taskID)
+	uploadID, okUpload := normalizeID(uploadID)
+	if !okTask || !okUpload {
 		return "", 0, nil, notFound
 	}
 	p := auth.FromContext(ctx)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -367,6 +368,44 @@ func TestUploadResume(t *testing.T) {
 	apperrtest.WantCode(t, "resume with another size", err, apperr.FailedPrecondition)
 }
 
+// TestUploadByUpperCaseIDs: a UUID in upper case (Swift's UUID().uuidString, for one) names the same
+// task and upload as in lower case, which the server keeps and answers: an app may start an upload under
+// an id it chose that way, resume it, read it and download its bytes.
+func TestUploadByUpperCaseIDs(t *testing.T) {
+	f := newUpFixture(t, dispatch.Options{})
+	file := pngFile(3000)
+	id := newUUID()
+	req := f.startReq(strings.ToUpper(f.task.ID), strings.ToUpper(id), file)
+	w, started, err := f.svc.StartUpload(upContext(t, f.holder), req)
+	if err != nil {
+		t.Fatalf("StartUpload with upper-case ids: %v", err)
+	}
+	if started.ID != id || started.TaskID != f.task.ID {
+		t.Fatalf("started upload %s of task %s, want %s of %s", started.ID, started.TaskID, id, f.task.ID)
+	}
+	if _, err := w.Write(upContext(t, context.Background()), 0, file[:1000]); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	got, err := f.svc.GetUpload(upContext(t, f.holder), strings.ToUpper(id))
+	if err != nil || got.ID != id || got.CommittedOffset != 1000 {
+		t.Fatalf("GetUpload(upper case) = %s at %d, %v; want %s at 1000", got.ID, got.CommittedOffset, err, id)
+	}
+	w2, resumed, err := f.svc.StartUpload(upContext(t, f.holder), req)
+	if err != nil || resumed.ID != id || resumed.CommittedOffset != 1000 {
+		t.Fatalf("StartUpload to resume by upper-case id = %s at %d, %v; want %s at 1000", resumed.ID, resumed.CommittedOffset, err, id)
+	}
+	defer w2.Close(context.Background())
+	if u := upload(t, w2, file, 1000); u.State != dispatch.UploadCommitted {
+		t.Fatalf("upload %s, want committed", u.State)
+	}
+	if _, b, err := f.content(t, f.dispatcher, strings.ToUpper(f.task.ID), strings.ToUpper(id)); err != nil || !bytes.Equal(b, file) {
+		t.Fatalf("ProofContent(upper case): %d bytes, %v; want the file", len(b), err)
+	}
+}
+
 // TestUploadOnAFullDisk: a chunk the disk has no room for (the upload's file is /dev/full, where every
 // write fails with ENOSPC) is Unavailable "the server's storage is full; try again later", not Internal:
 // nothing is committed, the upload stays IN_PROGRESS at its offset, and once space is freed the same
@@ -499,7 +538,7 @@ func TestUploadInvalid(t *testing.T) {
 		{"jpeg signature", func(r *dispatch.UploadStartReq) { r.Kind, r.ContentType = dispatch.ProofSignature, "image/jpeg" }, []string{"content_type"}, "a signature must be image/png"},
 		{"barcode", func(r *dispatch.UploadStartReq) { r.Kind = dispatch.ProofBarcode }, []string{"kind"}, "kind must be photo or signature"},
 		{"sha256", func(r *dispatch.UploadStartReq) { r.SHA256 = "ABC" }, []string{"sha256"}, "sha256 must be 64 lowercase hexadecimal characters"},
-		{"upload id", func(r *dispatch.UploadStartReq) { r.UploadID = "../../etc/passwd" }, []string{"upload_id"}, "upload_id must be a UUID in lowercase canonical form"},
+		{"upload id", func(r *dispatch.UploadStartReq) { r.UploadID = "../../etc/passwd" }, []string{"upload_id"}, "upload_id must be a UUID"},
 		{"task id", func(r *dispatch.UploadStartReq) { r.TaskID = "t1" }, []string{"task_id"}, "task_id must be a UUID"},
 		{"signer of a photo", func(r *dispatch.UploadStartReq) { r.SignerName = "X" }, []string{"signer_name"}, "signer_name is only for a signature"},
 		{"location", func(r *dispatch.UploadStartReq) { r.CaptureLocation = &geo.LatLng{Lat: 91} }, []string{"capture_location"}, "capture_location must be a valid latitude and longitude"},
