@@ -147,7 +147,16 @@ func TestAccountSweep(t *testing.T) {
 		t.Fatalf("sweep after the holder's suspension = %+v, want %+v", got, want)
 	}
 	takenBack(t, sys, holder, held, offered, offerID)
-	sys.WaitTask(t, offered.ID, "offered to the other courier", offeredTo(other))
+	// Both tasks are PENDING again and the other courier is their only candidate: whichever is searched
+	// first is offered to them, and the other waits (a courier has one open offer at a time).
+	waitFor(t, "one of the two tasks offered to the other courier", func() bool {
+		for _, id := range []string{held.ID, offered.ID} {
+			if x, err := sys.Store.GetTask(ctx, id); err == nil && offeredTo(other)(x) {
+				return true
+			}
+		}
+		return false
+	})
 	if got, want := sys.Service.SweepAccounts(ctx), (dispatch.AccountSweep{Checked: 1}); got != want {
 		t.Fatalf("sweep once the other courier has the offer = %+v, want %+v (the holder has nothing left)", got, want)
 	}
