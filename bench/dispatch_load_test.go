@@ -48,7 +48,10 @@ package bench_test
 // window), LASTMILE_DISPATCH_LOAD_LOG (1: dispatch's warnings to stderr), LASTMILE_DISPATCH_LOAD_ABLATE (a
 // comma list of parts to leave out, to measure what they cost an assignment: "transport", dispatch calls
 // courier's and route's handlers as functions instead of over gRPC; "jobs", the accepts enqueue no claim
-// jobs; neither is something production may do).
+// jobs; neither is something production may do), LASTMILE_DISPATCH_LOAD_KEEP (a file name: the sqlite
+// engine's dispatch database is copied there, VACUUM INTO, at the end of the saturation phase). The
+// saturation phase ends with what the database holds: its size, its tasks and decisions, the decisions'
+// bytes.
 // The garbage collector runs at serve's GOGC (cli.DefaultGCPercent) unless the environment sets GOGC.
 
 import (
@@ -252,7 +255,8 @@ type phaseResult struct {
 	// held it per offer, and its transactions and functions per offer; zero on PostgreSQL.
 	writerPerOffer, writerCPUPerOffer time.Duration
 	writerTxPer, writerFnPer          float64
-	writtenPerOffer                   float64 // bytes the process passed to write calls (SQLite's WAL and checkpoints)
+	writtenPerOffer                   float64   // bytes the process passed to write calls (SQLite's WAL and checkpoints)
+	size                              storeSize // what the database holds at the end (saturation phase)
 }
 
 func (r phaseResult) String() string {
@@ -268,6 +272,9 @@ func (r phaseResult) String() string {
 	}
 	if r.writtenPerOffer > 0 {
 		s += fmt.Sprintf(", %.1f kB written/offer", r.writtenPerOffer/1000)
+	}
+	if r.size.tasks > 0 {
+		s += "; " + r.size.String()
 	}
 	if len(r.committed) > 0 {
 		s += fmt.Sprintf("; create->commit p50 %v p99 %v max %v; create->session p50 %v p99 %v max %v (n=%d, unoffered %d)",
@@ -551,7 +558,11 @@ type loadSystem struct {
 	writer func() database.GroupStats // the store's WriterStats
 	// claimed counts dispatch's River jobs completed so far (the claims that follow accepts, and any
 	// release), so that the phase can say whether they kept up with the offers.
-	claimed  func(context.Context) (int64, error)
+	claimed func(context.Context) (int64, error)
+	// size measures what dispatch's database holds (storeSize).
+	size func(context.Context) (storeSize, error)
+	// keep copies dispatch's database (SQLite) to a new file (LASTMILE_DISPATCH_LOAD_KEEP).
+	keep     func(ctx context.Context, path string) error
 	rec      *recorder
 	couriers []string // courier ids
 	users    []string // their user ids
@@ -690,6 +701,14 @@ func startLoadSystem(t *testing.T, engine string, cfg loadConfig) *loadSystem {
 		var n int64
 		err := db.QueryRowContext(ctx, `SELECT count(*) FROM river_job WHERE state = 'completed'`).Scan(&n)
 		return n, err
+	}
+	ls.size = func(ctx context.Context) (storeSize, error) { return measureStore(ctx, db, dialect) }
+	ls.keep = func(ctx context.Context, path string) error {
+		if dialect != database.SQLite {
+			return fmt.Errorf("LASTMILE_DISPATCH_LOAD_KEEP: only the sqlite engine's database can be kept")
+		}
+		_, err := db.ExecContext(ctx, `VACUUM INTO $1`, path)
+		return err
 	}
 	grpctest.Go(t, "event feed", feed.Run)
 	grpctest.Go(t, "jobs", jc.Run)
@@ -977,6 +996,14 @@ func (ls *loadSystem) drive(t *testing.T, rate float64, window time.Duration, la
 		res.created, res.createLagP99 = len(windowID), pct(lags, 99)
 		res.createP50, res.createP99 = pct(creates, 50), pct(creates, 99)
 		mu.Unlock()
+		if res.size, err = ls.size(t.Context()); err != nil {
+			t.Fatalf("measure the database: %v", err)
+		}
+		if path := os.Getenv("LASTMILE_DISPATCH_LOAD_KEEP"); path != "" {
+			if err := ls.keep(t.Context(), path); err != nil {
+				t.Fatalf("keep the database: %v", err)
+			}
+		}
 		return res
 	}
 	wg.Wait()
