@@ -215,7 +215,7 @@ func migratedBefore(t *testing.T, without ...string) *pgxpool.Pool {
 // TestFormerHoldersMigration: the migration that creates former_holders fills it from the histories of
 // the tasks written before.
 func TestFormerHoldersMigration(t *testing.T) {
-	pool := migratedBefore(t, "00011_waiting_pickups.sql", "00010_former_holders.sql")
+	pool := migratedBefore(t, "00012_decision_bin.sql", "00011_waiting_pickups.sql", "00010_former_holders.sql")
 	s := postgres.New(pool)
 	t.Cleanup(func() { _ = s.Close() })
 	storetest.FormerHoldersBackfill(t, s, func(ctx context.Context) error { return postgres.Migrate(ctx, pool) })
@@ -224,8 +224,16 @@ func TestFormerHoldersMigration(t *testing.T) {
 // TestWaitingPickupsMigration: the migration that adds the pickup columns fills them from the documents
 // of the tasks written before.
 func TestWaitingPickupsMigration(t *testing.T) {
-	pool := migratedBefore(t, "00011_waiting_pickups.sql")
+	pool := migratedBefore(t, "00012_decision_bin.sql", "00011_waiting_pickups.sql")
 	s := postgres.New(pool)
 	t.Cleanup(func() { _ = s.Close() })
 	storetest.WaitingPickupsBackfill(t, s, func(ctx context.Context) error { return postgres.Migrate(ctx, pool) })
+}
+
+// TestDecisionBinMigration: the decisions written before the binary form read the same after it.
+func TestDecisionBinMigration(t *testing.T) {
+	pool := migratedBefore(t, "00012_decision_bin.sql")
+	s := postgres.New(pool)
+	t.Cleanup(func() { _ = s.Close() })
+	storetest.DecisionBinMigration(t, s, func(ctx context.Context) error { return postgres.Migrate(ctx, pool) })
 }

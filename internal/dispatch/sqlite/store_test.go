@@ -80,13 +80,19 @@ func migratedBefore(t *testing.T, without ...string) *sql.DB {
 // TestFormerHoldersMigration: the migration that creates former_holders fills it from the histories of
 // the tasks written before.
 func TestFormerHoldersMigration(t *testing.T) {
-	db := migratedBefore(t, "00009_waiting_pickups.sql", "00008_former_holders.sql")
+	db := migratedBefore(t, "00010_decision_bin.sql", "00009_waiting_pickups.sql", "00008_former_holders.sql")
 	storetest.FormerHoldersBackfill(t, sqlite.New(db), func(ctx context.Context) error { return sqlite.Migrate(ctx, db) })
 }
 
 // TestWaitingPickupsMigration: the migration that adds the pickup columns fills them from the documents
 // of the tasks written before.
 func TestWaitingPickupsMigration(t *testing.T) {
-	db := migratedBefore(t, "00009_waiting_pickups.sql")
+	db := migratedBefore(t, "00010_decision_bin.sql", "00009_waiting_pickups.sql")
 	storetest.WaitingPickupsBackfill(t, sqlite.New(db), func(ctx context.Context) error { return sqlite.Migrate(ctx, db) })
+}
+
+// TestDecisionBinMigration: the decisions written before the binary form read the same after it.
+func TestDecisionBinMigration(t *testing.T) {
+	db := migratedBefore(t, "00010_decision_bin.sql")
+	storetest.DecisionBinMigration(t, sqlite.New(db), func(ctx context.Context) error { return sqlite.Migrate(ctx, db) })
 }

@@ -73,6 +73,39 @@ func encodeTask(t *dispatch.Task) (string, error) {
 	return encode(t, "task "+t.ID)
 }
 
+// storedDecision is a decision's stored form: its binary form (decisionBin) in bin, or, for a decision
+// that has none, its JSON document in doc. A row with bin holds noDecisionDoc in doc (the column is NOT
+// NULL, and json on PostgreSQL). Rows written before the binary form hold their document, bin NULL.
+type storedDecision struct {
+	doc string
+	bin []byte
+}
+
+// noDecisionDoc is the doc of a decision stored in binary form: JSON's null.
+const noDecisionDoc = "null"
+
+// binArg is the bin column's argument: NULL for none.
+func (sd storedDecision) binArg() any {
+	if sd.bin == nil {
+		return nil
+	}
+	return sd.bin
+}
+
+// decodeDecision decodes a decision's row: bin when it is not NULL, doc otherwise.
+func decodeDecision(doc, bin []byte) (dispatch.Decision, error) {
+	if bin != nil {
+		d, err := decodeDecisionBin(bin)
+		if err != nil {
+			return d, fmt.Errorf("decode decision: %w", err)
+		}
+		return d, nil
+	}
+	var d dispatch.Decision
+	err := decode(doc, &d, "decision")
+	return d, err
+}
+
 // encodeDecision is encode for a decision's document, written by decisionDoc.
 func encodeDecision(d *dispatch.Decision) (string, error) {
 	if doc, ok := decisionDoc(d); ok {

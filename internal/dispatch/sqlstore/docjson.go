@@ -12,16 +12,16 @@ import (
 )
 
 // The documents of tasks and decisions, written without reflection. encoding/json spends most of an
-// encode finding its way through the types; a task is encoded in every write of it and a decision (20
-// candidates, about 10 kB) in every offer, inside the writing transaction, which on SQLite holds the
-// only writer connection. These functions write the same bytes encoding/json writes for the same
-// value (fields in declaration order, under their Go names, strings escaped as encoding/json escapes
-// them, HTML characters included, numbers formatted as it formats them), so a document reads the
-// same whichever wrote it, and encoding/json stays the reader (decode). TestDocJSON compares them
-// with json.Marshal on values with every field set: a field added to one of these types fails it
-// until it is written here too. A value these functions cannot write as encoding/json would (a NaN or
-// infinite float, a time outside years 0-9999 or not in UTC) makes them report failure, and encode
-// falls back to json.Marshal, with its error.
+// encode finding its way through the types, and a task is encoded in every write of it (a decision is
+// stored in its binary form, decisionbin.go, and as JSON only when that form declines it). These
+// functions write the same bytes encoding/json writes for the same value (fields in declaration order,
+// under their Go names, strings escaped as encoding/json escapes them, HTML characters included,
+// numbers formatted as it formats them), so a document reads the same whichever wrote it, and
+// encoding/json stays the reader (decode). TestDocJSON compares them with json.Marshal on values with
+// every field set: a field added to one of these types fails it until it is written here too. A value
+// these functions cannot write as encoding/json would (a NaN or infinite float, a time outside years
+// 0-9999 or not in UTC) makes them report failure, and encode falls back to json.Marshal, with its
+// error.
 
 // docWriter builds a document; ok turns false at the first value it cannot write as encoding/json
 // would.

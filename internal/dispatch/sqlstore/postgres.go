@@ -74,9 +74,9 @@ type pgWrites struct {
 	offerIDs, offerTasks, offerCouriersOf []string
 	// The tasks' former holders (formerHolder).
 	formerCouriers, formerTasks []string
-	// The decisions as stored (decisionToStore) and their documents.
-	decisions    []dispatch.Decision
-	decisionDocs []string
+	// The decisions as stored (decisionToStore) and their stored forms.
+	decisions      []dispatch.Decision
+	decisionStored []storedDecision
 	// The tasks whose decisions are pruned after (dispatch.Change.KeepDecisions), and how many each keeps.
 	pruneTasks []string
 	pruneKeep  []int32
@@ -111,7 +111,7 @@ func (w *pgWrites) add(p *preparedChange) error {
 	if p.decisionErr != nil {
 		return p.decisionErr
 	}
-	w.decisions, w.decisionDocs = append(w.decisions, p.decision), append(w.decisionDocs, p.decisionDoc)
+	w.decisions, w.decisionStored = append(w.decisions, p.decision), append(w.decisionStored, p.decisionStored)
 	if keep := p.ch.KeepDecisions; keep > 0 && !slices.Contains(w.pruneTasks, next.ID) {
 		w.pruneTasks, w.pruneKeep = append(w.pruneTasks, next.ID), append(w.pruneKeep, int32(min(keep, math.MaxInt32)))
 	}
@@ -170,23 +170,25 @@ func (w *pgWrites) flush(ctx context.Context, s *Store, tx *sql.Tx) error {
 	if len(w.decisions) == 0 {
 		return nil
 	}
-	ids, tasks, times := make([]string, len(w.decisions)), make([]string, len(w.decisions)), make([]time.Time, len(w.decisions))
+	nd := len(w.decisions)
+	ids, tasks, times, docs, bins := make([]string, nd), make([]string, nd), make([]time.Time, nd), make([]string, nd), make([][]byte, nd)
 	for i, d := range w.decisions {
-		ids[i], tasks[i], times[i] = d.ID, d.TaskID, d.DecideTime
+		ids[i], tasks[i], times[i], docs[i], bins[i] = d.ID, d.TaskID, d.DecideTime, w.decisionStored[i].doc, w.decisionStored[i].bin
 	}
 	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != len(ids) {
 		// One decision twice: an upsert each, in order (one statement cannot change a row twice).
 		for i, d := range w.decisions {
-			if err := s.insertDecision(ctx, tx, d.TaskID, d, w.decisionDocs[i]); err != nil {
+			if err := s.insertDecision(ctx, tx, d.TaskID, d, w.decisionStored[i]); err != nil {
 				return err
 			}
 		}
 	} else {
 		_, err = tx.ExecContext(ctx, `
-			INSERT INTO decisions (id, task_id, decide_time, doc)
-			SELECT u.id, u.task_id, u.decide_time, u.doc::json FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(id, task_id, decide_time, doc)
-			ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
-			ids, tasks, times, w.decisionDocs)
+			INSERT INTO decisions (id, task_id, decide_time, doc, bin)
+			SELECT u.id, u.task_id, u.decide_time, u.doc::json, u.bin
+			FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bytea[]) AS u(id, task_id, decide_time, doc, bin)
+			ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc, bin = excluded.bin`,
+			ids, tasks, times, docs, bins)
 		if err != nil {
 			return s.e.MapError(err, fmt.Sprintf("record %d decisions", len(ids)))
 		}

@@ -13,7 +13,10 @@
 // store's own and win over doc on every read: version (the etag) and due_time (which WakePending moves
 // without rewriting doc). The JSON follows Task's Go field names: renaming a field of Task (or of a type
 // it holds) needs a migration of the stored docs; adding one does not (older docs read it as zero).
-// Decisions are stored the same way, in decisions.doc. Every offer of every task also has a row in
+// Decisions are stored in a binary form instead (decisions.bin: the protobuf wire format of a
+// storage-private message, decisionbin.go), about a third of their JSON's size, as they are most of the
+// database; the decisions written before it (and one the binary form declines, see decisionBin) keep
+// their JSON document in decisions.doc, and every read takes whichever the row has. Every offer of every task also has a row in
 // offers (offer id, task, courier), for TaskByOffer and UpdateTaskByOffer; a row once written is never
 // changed.
 //

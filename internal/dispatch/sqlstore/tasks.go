@@ -476,11 +476,11 @@ type preparedChange struct {
 	cur, next dispatch.Task
 	ch        dispatch.Change
 	doc       string // next's document
-	// The decision as stored and its document, when ch has one; decisionErr is why it cannot be
+	// The decision as stored and its stored form, when ch has one; decisionErr is why it cannot be
 	// written, returned where it would be written, after the task's row and offers.
-	decision    dispatch.Decision
-	decisionDoc string
-	decisionErr error
+	decision       dispatch.Decision
+	decisionStored storedDecision
+	decisionErr    error
 }
 
 // prepareChange makes ch, what a closure returned for cur, ready to be written: the task written keeps
@@ -505,10 +505,7 @@ func (s *Store) prepareChange(cur dispatch.Task, ch dispatch.Change) (*preparedC
 	}
 	p := &preparedChange{cur: cur, next: next, ch: ch, doc: doc}
 	if ch.Decision != nil {
-		p.decision, p.decisionDoc, p.decisionErr = decisionToStore(id, *ch.Decision)
-		if p.decisionErr == nil {
-			p.decisionErr = s.storable(p.decisionDoc, "decision "+p.decision.ID+" of task "+id)
-		}
+		p.decision, p.decisionStored, p.decisionErr = s.decisionToStore(id, *ch.Decision)
 	}
 	return p, nil
 }
@@ -535,7 +532,7 @@ func (s *Store) writePrepared(ctx context.Context, tx *sql.Tx, p *preparedChange
 		if p.decisionErr != nil {
 			return false, p.decisionErr
 		}
-		if err := s.insertDecision(ctx, tx, id, p.decision, p.decisionDoc); err != nil {
+		if err := s.insertDecision(ctx, tx, id, p.decision, p.decisionStored); err != nil {
 			return false, err
 		}
 		if ch.KeepDecisions > 0 {
@@ -931,28 +928,40 @@ func boolIndex(b bool) int {
 	return 0
 }
 
-// decisionToStore returns d as stored for task taskID, and its document.
-func decisionToStore(taskID string, d dispatch.Decision) (dispatch.Decision, string, error) {
+// decisionToStore returns d as stored for task taskID, and its stored form: binary, or JSON for a
+// decision the binary form declines (see decisionBin).
+func (s *Store) decisionToStore(taskID string, d dispatch.Decision) (dispatch.Decision, storedDecision, error) {
 	d = normalizeDecision(d)
 	if d.ID == "" {
-		return d, "", apperr.Errorf(apperr.Internal, "task %s: decision without an id", taskID)
+		return d, storedDecision{}, apperr.Errorf(apperr.Internal, "task %s: decision without an id", taskID)
 	}
 	if d.TaskID == "" {
 		d.TaskID = taskID
 	}
+	what := "decision " + d.ID + " of task " + taskID
+	if bin, ok, nul := decisionBin(&d); ok {
+		if nul && s.e.RefuseNUL {
+			// As the JSON document's NUL escape would be (storable).
+			return d, storedDecision{}, apperr.Errorf(apperr.Invalid, "%s: value cannot be stored: a NUL character", what)
+		}
+		return d, storedDecision{doc: noDecisionDoc, bin: bin}, nil
+	}
 	doc, err := encodeDecision(&d)
 	if err != nil {
-		return d, "", err
+		return d, storedDecision{}, err
 	}
-	return d, doc, nil
+	if err := s.storable(doc, what); err != nil {
+		return d, storedDecision{}, err
+	}
+	return d, storedDecision{doc: doc}, nil
 }
 
-// insertDecision inserts d, whose document is doc, or replaces the decision with its id.
-func (s *Store) insertDecision(ctx context.Context, tx *sql.Tx, taskID string, d dispatch.Decision, doc string) error {
+// insertDecision inserts d, stored as sd, or replaces the decision with its id.
+func (s *Store) insertDecision(ctx context.Context, tx *sql.Tx, taskID string, d dispatch.Decision, sd storedDecision) error {
 	_, err := tx.ExecContext(ctx, `
-		INSERT INTO decisions (id, task_id, decide_time, doc) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc`,
-		d.ID, d.TaskID, s.time(d.DecideTime), doc)
+		INSERT INTO decisions (id, task_id, decide_time, doc, bin) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (id) DO UPDATE SET decide_time = excluded.decide_time, doc = excluded.doc, bin = excluded.bin`,
+		d.ID, d.TaskID, s.time(d.DecideTime), sd.doc, sd.binArg())
 	if err != nil {
 		return s.e.MapError(err, "record decision "+d.ID+" of task "+taskID)
 	}
@@ -978,20 +987,16 @@ func (s *Store) Decisions(ctx context.Context, taskID string, limit int) ([]disp
 		return nil, err
 	}
 	rows, err := s.read.QueryContext(ctx, `
-		SELECT doc FROM decisions WHERE task_id = $1 ORDER BY decide_time DESC, id DESC LIMIT $2`, taskID, limit)
+		SELECT doc, bin FROM decisions WHERE task_id = $1 ORDER BY decide_time DESC, id DESC LIMIT $2`, taskID, limit)
 	if err != nil {
 		return nil, s.e.MapError(err, "load decisions of task "+taskID)
 	}
 	out, err := collect(rows, func(r scanner) (dispatch.Decision, error) {
-		var (
-			doc []byte
-			d   dispatch.Decision
-		)
-		if err := r.Scan(&doc); err != nil {
-			return d, err
+		var doc, bin []byte
+		if err := r.Scan(&doc, &bin); err != nil {
+			return dispatch.Decision{}, err
 		}
-		err := decode(doc, &d, "decision")
-		return d, err
+		return decodeDecision(doc, bin)
 	})
 	if err != nil {
 		return nil, s.e.MapError(err, "load decisions of task "+taskID)

@@ -61,6 +61,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"Deliveries", testDeliveries},
 		{"DeliveriesConcurrent", testDeliveriesConcurrent},
 		{"Decisions", testDecisions},
+		{"DecisionForms", testDecisionForms},
 		{"Commands", testCommands},
 		{"Jobs", testJobs},
 		{"JobsWithoutQueue", testJobsWithoutQueue},
