@@ -103,6 +103,9 @@ func TestCreateTaskRules(t *testing.T) {
 		}, apperr.Invalid, "proof_requirements[0].stage"},
 		{"bad phone", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) { r.Dropoff.Contact.Phone = "12345" }, apperr.Invalid, "dropoff.contact.phone"},
 		{"bad location", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) { r.Pickup.Location = geo.LatLng{Lat: 91} }, apperr.Invalid, "pickup.location"},
+		// An address that shows nothing is none.
+		{"blank address", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) { r.Pickup.Address = "   " }, apperr.Invalid, "pickup.address"},
+		{"invisible address", dispatchtest.Customer(cust), func(r *dispatch.CreateRequest) { r.Dropoff.Address = "\u200b\u00a0" }, apperr.Invalid, "dropoff.address"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -56,7 +56,8 @@ var printableASCII = regexp.MustCompile(`^[!-~]+$`)
 // control character).
 func (v *violations) text(field, s string, maxLen int, required, noControl bool) {
 	switch {
-	case s == "" && required:
+	case required && freetext.Blank(s):
+		// Spaces and invisible characters alone are no text: an address of blanks tells a courier nothing.
 		v.add(field, "is required")
 	case !utf8.ValidString(s):
 		v.add(field, "must be valid UTF-8")

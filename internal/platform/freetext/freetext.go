@@ -40,3 +40,11 @@ func Problem(s string, lines bool) string {
 	}
 	return ""
 }
+
+// Blank reports whether s shows nothing: it is empty or holds only white space (unicode.IsSpace: blanks,
+// tabs, line breaks, no-break and ideographic spaces) and invisible format characters (Unicode's Cf: the
+// zero-width space U+200B, joiners, direction marks, the byte order mark U+FEFF, the soft hyphen). A
+// required text that is Blank is missing: an address of spaces tells a courier nothing.
+func Blank(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r) }) < 0
+}

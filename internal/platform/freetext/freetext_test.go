@@ -49,3 +49,14 @@ func TestIsBidiControl(t *testing.T) {
 		t.Errorf("IsBidiControl holds for %U, want %U", got, want)
 	}
 }
+
+func TestBlank(t *testing.T) {
+	for s, want := range map[string]bool{
+		"": true, "   ": true, " \t\n\u00a0\u3000": true, "\u200b": true, "\ufeff \u200d\u200e": true, "\u00ad": true,
+		"a": false, "  Main St 1 ": false, "\u200bx": false, "شارع": false, "\u061c12": false,
+	} {
+		if got := freetext.Blank(s); got != want {
+			t.Errorf("Blank(%+q) = %v, want %v", s, got, want)
+		}
+	}
+}

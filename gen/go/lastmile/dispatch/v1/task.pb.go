@@ -1096,7 +1096,8 @@ type Stop struct {
 	// The point the courier navigates to.
 	Location *v1.LatLng `protobuf:"bytes,1,opt,name=location,proto3" json:"location,omitempty"`
 	// The postal address as one line of text, shown to the courier, 1 to 500 characters without control
-	// characters or bidirectional controls (U+202A to U+202E, U+2066 to U+2069).
+	// characters or bidirectional controls (U+202A to U+202E, U+2066 to U+2069). Required: one of white
+	// space and invisible characters (such as U+200B) alone is INVALID_ARGUMENT "is required".
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	// When the stop may be visited. For the pickup, the engine marks the task UNASSIGNABLE when no courier can
 	// reach the pickup before the window ends. Optional: without one, the stop may be visited at any time,
