@@ -38,10 +38,11 @@ func TestRegisterCourier(t *testing.T) {
 	// Blanks around a name are dropped; a name of blanks alone is none, so the user's name is taken.
 	f.users.Put(courier.UserInfo{ID: userID(5), Role: auth.RoleCourier, Status: courier.UserActive, DisplayName: "Eve"})
 	f.users.Put(courier.UserInfo{ID: userID(6), Role: auth.RoleCourier, Status: courier.UserActive, DisplayName: "Fay"})
+	f.users.Put(courier.UserInfo{ID: userID(7), Role: auth.RoleCourier, Status: courier.UserActive, DisplayName: "Gus"})
 	for _, tt := range []struct {
 		user      int
 		name, got string
-	}{{5, " \t ", "Eve"}, {6, "  Fay B. ", "Fay B."}} {
+	}{{5, " \t ", "Eve"}, {6, "  Fay B. ", "Fay B."}, {7, "\u200b", "Gus"}} {
 		c, err := f.svc.RegisterCourier(adminCtx(ctx), courier.RegisterRequest{
 			UserID: userID(tt.user), DisplayName: tt.name, Mode: courier.ModeCar, Capacity: 1})
 		if err != nil || c.DisplayName != tt.got {
@@ -197,6 +198,7 @@ func TestUpdateCourier(t *testing.T) {
 		{"only the etag", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldEtag}, Etag: c.Etag()}, apperr.Invalid},
 		{"empty name", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}}, apperr.Invalid},
 		{"a name of blanks", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: " \t\u3000 "}, apperr.Invalid},
+		{"an invisible name", adminCtx(ctx), courier.UpdateRequest{ID: c.ID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "\u200b\u200d"}, apperr.Invalid},
 		{"missing courier", adminCtx(ctx), courier.UpdateRequest{ID: missingID, Fields: []courier.Field{courier.FieldDisplayName}, DisplayName: "x"}, apperr.NotFound},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,7 @@ import (
 
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/freetext"
 )
 
 // RegisterRequest creates a courier profile.
@@ -36,6 +37,9 @@ func (s *Service) RegisterCourier(ctx context.Context, req RegisterRequest) (Cou
 	// Leading and trailing blanks are dropped, as identity does with users' names, so that a name of
 	// blanks alone is none (and the user's name is taken) rather than a courier shown nameless.
 	req.DisplayName = strings.TrimSpace(req.DisplayName)
+	if freetext.Blank(req.DisplayName) {
+		req.DisplayName = "" // no name: the user's is taken
+	}
 	if req.DisplayName != "" {
 		v.displayName("display_name", req.DisplayName)
 	}

@@ -40,7 +40,8 @@ func (v *violations) displayName(field, name string) {
 
 func displayNameProblem(name string) string {
 	switch {
-	case name == "":
+	case freetext.Blank(name):
+		// Spaces and invisible characters (U+200B) alone are no name: it would show as none.
 		return "is required"
 	case !utf8.ValidString(name):
 		return "must be valid UTF-8"

@@ -75,7 +75,8 @@ func (v *violations) password(field, pw string, userInputs ...string) {
 
 func (v *violations) displayName(field, name string) {
 	switch n := utf8.RuneCountInString(name); {
-	case n == 0:
+	case freetext.Blank(name):
+		// Spaces and invisible characters (U+200B) alone are no name: it would show as none.
 		v.add(field, "is required")
 	case n > MaxDisplayNameLen:
 		v.add(field, "must be at most 100 characters")

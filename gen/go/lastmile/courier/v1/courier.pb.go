@@ -237,7 +237,8 @@ type Courier struct {
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Name shown to dispatchers and customers, 1 to 100 characters without control characters or
 	// bidirectional controls (U+202A to U+202E, U+2066 to U+2069). Leading and trailing blanks are dropped
-	// when it is set, so a name of blanks alone is INVALID_ARGUMENT in UpdateCourier.
+	// when it is set, so a name of blanks alone is INVALID_ARGUMENT in UpdateCourier, as is one of
+	// invisible characters (such as U+200B).
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// How the courier travels; decides speeds and routes.
 	TransportMode v1.TransportMode `protobuf:"varint,4,opt,name=transport_mode,json=transportMode,proto3,enum=lastmile.geo.v1.TransportMode" json:"transport_mode,omitempty"`
@@ -633,7 +634,7 @@ type RegisterCourierRequest struct {
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Name shown to dispatchers and customers, up to 100 characters without control characters or
 	// bidirectional controls (U+202A to U+202E, U+2066 to U+2069). Leading and trailing blanks are dropped.
-	// Defaults to the user's display name when empty or blank.
+	// Defaults to the user's display name when empty, blank or invisible (such as U+200B alone).
 	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// How the courier travels. Required.
 	TransportMode v1.TransportMode `protobuf:"varint,3,opt,name=transport_mode,json=transportMode,proto3,enum=lastmile.geo.v1.TransportMode" json:"transport_mode,omitempty"`

@@ -229,7 +229,8 @@ type User struct {
 	// Email address, at most 254 characters; unique case-insensitively and stored lowercased.
 	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
 	// Name shown to other people, 1 to 100 characters without control characters or bidirectional
-	// controls (U+202A to U+202E, U+2066 to U+2069).
+	// controls (U+202A to U+202E, U+2066 to U+2069). Leading and trailing blanks are dropped; one of white
+	// space and invisible characters (such as U+200B) alone is INVALID_ARGUMENT "is required".
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// What the user may do.
 	Role Role `protobuf:"varint,4,opt,name=role,proto3,enum=lastmile.identity.v1.Role" json:"role,omitempty"`
@@ -368,7 +369,8 @@ type CreateUserRequest struct {
 	// Password, 12 to 128 characters (OWASP ASVS); any characters, spaces included.
 	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
 	// Name shown to other people, 1 to 100 characters without control characters or bidirectional
-	// controls (U+202A to U+202E, U+2066 to U+2069).
+	// controls (U+202A to U+202E, U+2066 to U+2069). Leading and trailing blanks are dropped; one of white
+	// space and invisible characters (such as U+200B) alone is INVALID_ARGUMENT "is required".
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// The new user's role. Only admins may set it; unset means CUSTOMER.
 	Role Role `protobuf:"varint,4,opt,name=role,proto3,enum=lastmile.identity.v1.Role" json:"role,omitempty"`
