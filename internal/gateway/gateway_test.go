@@ -426,6 +426,26 @@ func TestBadRequestBody(t *testing.T) {
 	}
 }
 
+// TestBodyWithAByteOrderMark: a UTF-8 byte order mark before the JSON is skipped (RFC 8259 lets a
+// parser ignore it), so a body some JSON writers start with one reaches the service as without it.
+func TestBodyWithAByteOrderMark(t *testing.T) {
+	fake := &fakeRoute{}
+	srv := startGateway(t, fake, gateway.Config{})
+	body := "\ufeff" + `{"origin":{"latitude":1,"longitude":2},"destination":{"latitude":1,"longitude":2.1},"transportMode":"TRANSPORT_MODE_CAR"}`
+	resp, got := do(t, srv, http.MethodPost, estimatePath, strings.NewReader(body), nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d, want 200; body %s", resp.StatusCode, got)
+	}
+	if _, calls := fake.lastMetadata(); calls != 1 {
+		t.Errorf("service called %d times, want 1", calls)
+	}
+	// One inside the JSON is still an error.
+	resp, got = do(t, srv, http.MethodPost, estimatePath, strings.NewReader(`{"origin":`+"\ufeff"+`{}}`), nil)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("byte order mark inside the JSON: status = %d, want 400; body %s", resp.StatusCode, got)
+	}
+}
+
 // chunkedReader hides its length so that the client sends the body chunked, without Content-Length.
 type chunkedReader struct{ r io.Reader }
 

@@ -55,6 +55,10 @@ func (d bodyDecoder) Decode(v any) error {
 		// *http.MaxBytesError among others: the error handler answers 413 for it.
 		return err
 	}
+	// A leading UTF-8 byte order mark is skipped, as RFC 8259 (section 8.1) lets a parser do: some
+	// clients' JSON writers put one first (PowerShell's UTF8 encoding, .NET's UTF8Encoding(true)), and
+	// refusing it answered "invalid value \ufeff (line 1, column 1)", naming an invisible character.
+	body = bytes.TrimPrefix(body, []byte("\ufeff"))
 	if len(bytes.TrimSpace(body)) == 0 {
 		return io.EOF
 	}
