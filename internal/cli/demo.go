@@ -20,11 +20,17 @@ const demoSummary = `Run every service in this process (as serve does, with ever
 couriers who ride, accept offers and deliver, and customers who order, in a city (Berlin by default). Open
 the dashboard it prints and log in with the admin it prints. Ctrl-C stops the simulator, then the services.
 The admin is LASTMILE_ADMIN_EMAIL / LASTMILE_ADMIN_PASSWORD when set; else its password is generated on the
-first run and kept in <data-dir>/demo-admin-password. The demo keeps its state in its own --data-dir.
+first run and kept in <data-dir>/demo-admin-password. The demo keeps its state in its own --data-dir; its
+--data-dir, --database-url, --proof-dir and --target read LASTMILE_DEMO_DATA_DIR, ... instead of serve's
+variables, which may be set for a deployment.
 With --sim-duration the demo stops once the simulation and its drain are over.`
 
 // demoDataDir is demo's default --data-dir: a demo's simulated couriers stay out of serve's data.
 const demoDataDir = "./lastmile-demo"
+
+// demoOwnEnv are the serve flags whose environment variables the demo does not share with serve: each
+// reads LASTMILE_DEMO_<NAME> instead.
+var demoOwnEnv = []string{"data-dir", "database-url", "proof-dir", "target"}
 
 // demoPasswordFile is where a demo keeps the admin password it generated, in its data directory.
 const demoPasswordFile = "demo-admin-password"
@@ -47,6 +53,13 @@ func parseDemo(args []string, env Env) (serveConfig, demoConfig, error) {
 		f.Lookup("log-level").DefValue = "warn"
 		f.Lookup("admin-email").Usage = "email of the admin account the demo creates and prints at each start (its password: LASTMILE_ADMIN_PASSWORD, else generated on the first run and kept in <data-dir>/" + demoPasswordFile + ")"
 		sim.register(f, "sim-", simDefaults{couriers: 50, rate: 0.5, duration: 0, speedup: 8, radius: 3000})
+		// Where the demo keeps its state, and what it runs, read variables of the demo's own: serve's
+		// (LASTMILE_DATA_DIR, LASTMILE_DATABASE_URL and LASTMILE_PROOF_DIR of a deployment, exported in its
+		// shell or unit) would put the simulated accounts, couriers and tasks into the deployment's data,
+		// and LASTMILE_TARGET of one of its processes would stop the demo.
+		for _, name := range demoOwnEnv {
+			f.setEnv(name, "LASTMILE_DEMO_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
+		}
 	})
 	if err != nil {
 		return cfg, demoConfig{}, err

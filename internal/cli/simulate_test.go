@@ -169,3 +169,35 @@ func TestSimulateAndServeKeepTheirTargetsApart(t *testing.T) {
 		t.Error("simulate --help names serve's LASTMILE_TARGET")
 	}
 }
+
+// TestDemoKeepsOutOfServesState checks that an environment set up for a deployment's serve (its data
+// directory, database, proof directory, and one process's --target) leaves the demo on its own state and
+// every service, and that the demo's own variables set them and --help names them.
+func TestDemoKeepsOutOfServesState(t *testing.T) {
+	deployment := map[string]string{"LASTMILE_DATA_DIR": "/srv/lastmile", "LASTMILE_DATABASE_URL": "postgres://lastmile@db.example.com/lastmile",
+		"LASTMILE_PROOF_DIR": "/srv/proofs", "LASTMILE_TARGET": "dispatch"}
+	cfg, _, err := parseDemo(nil, Env{Getenv: envOf(deployment), Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatalf("parseDemo in a deployment's environment = %v, want the demo's defaults", err)
+	}
+	if cfg.DataDir != demoDataDir || cfg.Database.URL != "" || len(cfg.Targets) != len(targetNames()) {
+		t.Errorf("demo in a deployment's environment: data dir %q, database %q, targets %v; want %q, SQLite, all", cfg.DataDir, cfg.Database.URL, cfg.Targets, demoDataDir)
+	}
+	own := map[string]string{"LASTMILE_DEMO_DATA_DIR": "/tmp/my-demo", "LASTMILE_DEMO_DATABASE_URL": "postgres://demo@localhost/demo"}
+	if cfg, _, err := parseDemo(nil, Env{Getenv: envOf(own), Stderr: &bytes.Buffer{}}); err != nil || cfg.DataDir != "/tmp/my-demo" || cfg.Database.URL != "postgres://demo@localhost/demo" {
+		t.Errorf("demo with LASTMILE_DEMO_* = %q, %q, %v; want them", cfg.DataDir, cfg.Database.URL, err)
+	}
+	if _, _, err := parseDemo(nil, Env{Getenv: envOf(map[string]string{"LASTMILE_DEMO_TARGET": "route"}), Stderr: &bytes.Buffer{}}); err == nil ||
+		err.Error() != "demo runs every service: --target must be all" {
+		t.Errorf("demo with LASTMILE_DEMO_TARGET=route = %v, want the usage error", err)
+	}
+	var help bytes.Buffer
+	if _, _, err := parseDemo([]string{"--help"}, Env{Getenv: envOf(nil), Stdout: &help}); !errors.Is(err, errHelp) {
+		t.Fatalf("demo --help = %v", err)
+	}
+	for _, want := range []string{"env LASTMILE_DEMO_DATA_DIR, default ./lastmile-demo", "env LASTMILE_DEMO_DATABASE_URL,", "env LASTMILE_DEMO_PROOF_DIR,", "env LASTMILE_DEMO_TARGET, default all"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("demo --help lacks %q", want)
+		}
+	}
+}
