@@ -553,10 +553,7 @@ func (b *courierBot) answer(ctx context.Context, msg *dispatchv1.StreamAssignmen
 		return
 	}
 	t := res.GetTask()
-	b.sim.stats.Accepted.Add(1)
-	if t.GetAssignTime() != nil && t.GetCreateTime() != nil {
-		b.sim.stats.TimeToAssign.add(t.GetAssignTime().AsTime().Sub(t.GetCreateTime().AsTime()))
-	}
+	b.sim.accepted(t)
 	b.carry(ctx, t)
 }
 
@@ -580,7 +577,7 @@ func (b *courierBot) carry(ctx context.Context, t *dispatchv1.Task) {
 			TaskId: t.GetId(), Location: &geov1.LatLng{Latitude: p.Lat, Longitude: p.Lng}, OccurTime: timestamppb.Now()}}}) {
 			return
 		}
-		b.sim.stats.PickedUp.Add(1)
+		b.sim.count(t, &b.sim.stats.PickedUp)
 	}
 	if !b.moveTo(ctx, point(t.GetDropoff().GetLocation())) {
 		return
@@ -593,12 +590,12 @@ func (b *courierBot) carry(ctx context.Context, t *dispatchv1.Task) {
 		b.sim.failed("upload proof", err)
 	} else {
 		proofs = append(proofs, id)
-		b.sim.stats.ProofsUploaded.Add(1)
+		b.sim.count(t, &b.sim.stats.ProofsUploaded)
 	}
 	p := b.position()
 	if b.step(ctx, "deliver", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Delivered{Delivered: &dispatchv1.ConfirmDelivery{
 		TaskId: t.GetId(), ProofUploadIds: proofs, Location: &geov1.LatLng{Latitude: p.Lat, Longitude: p.Lng}, OccurTime: timestamppb.Now()}}}) {
-		b.sim.stats.Delivered.Add(1)
+		b.sim.count(t, &b.sim.stats.Delivered)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	mrand "math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -513,6 +514,30 @@ func (r *run) taskRequest(n int) *dispatchv1.CreateTaskRequest {
 // isRunTask reports whether t was created by this run.
 func (r *run) isRunTask(t *dispatchv1.Task) bool {
 	return strings.HasPrefix(t.GetRequestId(), "sim-"+r.id+"-")
+}
+
+// accepted counts an offer a courier accepted, and for the run's own tasks the time from creation to
+// acceptance. A deployment may hold tasks the run did not create (an earlier run's, still waiting), which
+// the couriers take like any other: they are counted apart (OtherTasks), so that they neither skew the
+// run's times nor make its own tasks look finished.
+func (r *run) accepted(t *dispatchv1.Task) {
+	r.stats.Accepted.Add(1)
+	if !r.isRunTask(t) {
+		r.stats.OtherTasks.Add(1)
+		return
+	}
+	if t.GetAssignTime() != nil && t.GetCreateTime() != nil {
+		r.stats.TimeToAssign.add(t.GetAssignTime().AsTime().Sub(t.GetCreateTime().AsTime()))
+	}
+}
+
+// count adds one to the run's counter c of a courier's step on task t (picked up, proof uploaded,
+// delivered) when t is the run's own: these counters say how the run's tasks ended, and open() (which
+// bounds the customers and ends the drain) subtracts them from the tasks created.
+func (r *run) count(t *dispatchv1.Task, c *atomic.Int64) {
+	if r.isRunTask(t) {
+		c.Add(1)
+	}
 }
 
 // firstOffer records the time to the first offer of a run's task, from its creation to the server time of

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
@@ -201,5 +202,46 @@ func TestEventQueueIsBounded(t *testing.T) {
 	cancel()
 	if _, ok := q.pop(ctx); ok {
 		t.Error("pop after cancel = ok, want false")
+	}
+}
+
+// TestOtherRunsTasksAreCountedApart checks that a task the run did not create (an earlier run's, still
+// waiting in the deployment), which a courier accepts and carries like any other, counts neither as one of
+// the run's deliveries (which would make the run's own tasks look finished: the drain ended early, the
+// summary said none were open) nor in its time to assign, and is reported on a line of its own.
+func TestOtherRunsTasksAreCountedApart(t *testing.T) {
+	r := &run{id: "abcd1234", stats: &Stats{}}
+	now := time.Now()
+	own := &dispatchv1.Task{RequestId: "sim-abcd1234-7", CreateTime: timestamppb.New(now.Add(-3 * time.Second)), AssignTime: timestamppb.New(now)}
+	other := &dispatchv1.Task{RequestId: "sim-efgh5678-1", CreateTime: timestamppb.New(now.Add(-30 * time.Minute)), AssignTime: timestamppb.New(now)}
+	r.stats.TasksCreated.Add(1)
+	carry := func(t *dispatchv1.Task) {
+		r.accepted(t)
+		r.count(t, &r.stats.PickedUp)
+		r.count(t, &r.stats.ProofsUploaded)
+		r.count(t, &r.stats.Delivered)
+	}
+	carry(other)
+	if got := r.stats.open(); got != 1 {
+		t.Errorf("open after delivering another run's task = %d, want 1 (the run's own is still open)", got)
+	}
+	carry(own)
+	s := r.stats
+	if s.open() != 0 || s.Delivered.Load() != 1 || s.PickedUp.Load() != 1 || s.ProofsUploaded.Load() != 1 || s.Accepted.Load() != 2 || s.OtherTasks.Load() != 1 {
+		t.Errorf("open %d, delivered %d, picked up %d, proofs %d, accepted %d, other tasks %d; want 0, 1, 1, 1, 2, 1",
+			s.open(), s.Delivered.Load(), s.PickedUp.Load(), s.ProofsUploaded.Load(), s.Accepted.Load(), s.OtherTasks.Load())
+	}
+	if got := s.TimeToAssign.percentiles(100)[0]; got != 3*time.Second {
+		t.Errorf("longest time to assign = %s, want the run's task's 3s", got)
+	}
+	var out bytes.Buffer
+	s.Summary(&out, time.Minute)
+	if want := "  other tasks         1 accepted that this run did not create (not counted in delivered, open, times)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("summary = %q, want the line %q", out.String(), want)
+	}
+	out.Reset()
+	(&Stats{}).Summary(&out, time.Minute)
+	if strings.Contains(out.String(), "other tasks") {
+		t.Errorf("summary of a run without other tasks = %q, want no other tasks line", out.String())
 	}
 }

@@ -69,8 +69,10 @@ type Stats struct {
 	// Offers counts offers couriers received; Accepted and Declined their answers; AcceptLost accepts that
 	// came too late (the offer had expired or was withdrawn).
 	Offers, Accepted, Declined, AcceptLost atomic.Int64
-	// PickedUp, Delivered and ProofsUploaded count the couriers' steps.
-	PickedUp, Delivered, ProofsUploaded atomic.Int64
+	// PickedUp, Delivered and ProofsUploaded count the couriers' steps on the run's own tasks; OtherTasks
+	// counts the tasks the couriers accepted that the run did not create (an earlier run's, still waiting
+	// in the deployment), whose steps are not counted.
+	PickedUp, Delivered, ProofsUploaded, OtherTasks atomic.Int64
 	// Cancelled, Unassignable and Failed count the run's tasks that ended so, as WatchTasks showed them.
 	Cancelled, Unassignable, Failed atomic.Int64
 	// DoubleHolds counts tasks seen held (ASSIGNED or PICKED_UP) by a second courier while the first
@@ -115,6 +117,9 @@ func (s *Stats) Summary(w io.Writer, elapsed time.Duration) {
 		perSecond(s.TasksCreated.Load(), ordering), ordering.Round(time.Second), s.CreateSkipped.Load())
 	fmt.Fprintf(&b, "  offers              %d (accepted %d, declined %d, too late %d)\n", s.Offers.Load(), s.Accepted.Load(), s.Declined.Load(), s.AcceptLost.Load())
 	fmt.Fprintf(&b, "  delivered           %d (picked up %d, proofs uploaded %d)\n", s.Delivered.Load(), s.PickedUp.Load(), s.ProofsUploaded.Load())
+	if n := s.OtherTasks.Load(); n > 0 {
+		fmt.Fprintf(&b, "  other tasks         %d accepted that this run did not create (not counted in delivered, open, times)\n", n)
+	}
 	fmt.Fprintf(&b, "  cancelled           %d, unassignable %d, failed %d, still open %d\n", s.Cancelled.Load(), s.Unassignable.Load(), s.Failed.Load(), max(0, s.open()))
 	fmt.Fprintf(&b, "  time to offer       p50 %s  p90 %s  p99 %s  max %s\n", ms(off[0]), ms(off[1]), ms(off[2]), ms(off[3]))
 	fmt.Fprintf(&b, "  time to assign      p50 %s  p90 %s  p99 %s  max %s\n", ms(asg[0]), ms(asg[1]), ms(asg[2]), ms(asg[3]))
