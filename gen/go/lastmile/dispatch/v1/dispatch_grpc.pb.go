@@ -201,6 +201,9 @@ type DispatchServiceClient interface {
 	// drain and without executing the message over the limit: reconnect after the delay in the status's
 	// google.rpc.RetryInfo detail, and resend the commands that got no command_result under their
 	// command_id. A new session on the same server does not reset the limit (each server keeps its own).
+	// RESOURCE_EXHAUSTED also refuses a new stream before it starts (no started, no RetryInfo) when the
+	// courier already has two StreamAssignments streams open on that server (a session and its
+	// reconnect: one of them is still closing; retry after a second), or the server as many as it allows.
 	StreamAssignments(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamAssignmentsRequest, StreamAssignmentsResponse], error)
 	// UploadProof receives a photo or signature for a task the caller holds, in chunks, and reports
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server
@@ -218,7 +221,8 @@ type DispatchServiceClient interface {
 	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
-	// that count; PERMISSION_DENIED when the caller is not a courier;
+	// that count, or, before the stream starts, when the caller already has 8 UploadProof streams open on
+	// that server (or the server as many as it allows); PERMISSION_DENIED when the caller is not a courier;
 	// UNAVAILABLE when the server is shutting down, or its storage is full (the chunk is not committed; resume
 	// later); DEADLINE_EXCEEDED when no message came
 	// from the app for a server setting (a minute by default), counted from the previous message to the
@@ -599,6 +603,9 @@ type DispatchServiceServer interface {
 	// drain and without executing the message over the limit: reconnect after the delay in the status's
 	// google.rpc.RetryInfo detail, and resend the commands that got no command_result under their
 	// command_id. A new session on the same server does not reset the limit (each server keeps its own).
+	// RESOURCE_EXHAUSTED also refuses a new stream before it starts (no started, no RetryInfo) when the
+	// courier already has two StreamAssignments streams open on that server (a session and its
+	// reconnect: one of them is still closing; retry after a second), or the server as many as it allows.
 	StreamAssignments(grpc.BidiStreamingServer[StreamAssignmentsRequest, StreamAssignmentsResponse]) error
 	// UploadProof receives a photo or signature for a task the caller holds, in chunks, and reports
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server
@@ -616,7 +623,8 @@ type DispatchServiceServer interface {
 	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
 	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
-	// that count; PERMISSION_DENIED when the caller is not a courier;
+	// that count, or, before the stream starts, when the caller already has 8 UploadProof streams open on
+	// that server (or the server as many as it allows); PERMISSION_DENIED when the caller is not a courier;
 	// UNAVAILABLE when the server is shutting down, or its storage is full (the chunk is not committed; resume
 	// later); DEADLINE_EXCEEDED when no message came
 	// from the app for a server setting (a minute by default), counted from the previous message to the
