@@ -113,6 +113,26 @@ const MaxCodeAttempts = 5
 // maxOccurSkew is how far an offline command's event time may lie ahead of the server's clock.
 const maxOccurSkew = 2 * time.Minute
 
+// maxCaptureAge is how far from the server's clock a proof's capture time (by the device clock) is kept;
+// captureFloor and captureCeiling bound it too. A time beyond them says the device's clock was wrong: it
+// is not kept (the proof has no capture time) rather than refused, which would end the courier's session
+// or upload and fail again at every retry.
+const maxCaptureAge = 7 * 24 * time.Hour
+
+var (
+	captureFloor   = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	captureCeiling = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// captureTime returns a proof's capture time as it is kept: as stores keep times when it is plausible
+// (within maxCaptureAge of now, from 2000 to 2100), the zero time otherwise.
+func captureTime(t, now time.Time) time.Time {
+	if t.IsZero() || t.Before(captureFloor) || !t.Before(captureCeiling) || t.Sub(now).Abs() > maxCaptureAge {
+		return time.Time{}
+	}
+	return storedTime(t)
+}
+
 // Fingerprint identifies a command's content: a command resent under the same id must have the same one.
 //
 // It hashes the command's JSON with every time in UTC, so the same instant from another time zone is the
@@ -480,9 +500,9 @@ func (s *Service) progress(ctx context.Context, courierID, taskID string, to Sta
 		t.Proofs = append(t.Proofs, proofs...)
 		for _, ip := range inline {
 			if ip.Kind == ProofBarcode {
-				t.Proofs = append(t.Proofs, Proof{Kind: ProofBarcode, Stage: stage, Value: ip.Barcode, CaptureTime: ip.CaptureTime, CaptureLocation: ip.CaptureLocation, CreateTime: storedTime(now)})
+				t.Proofs = append(t.Proofs, Proof{Kind: ProofBarcode, Stage: stage, Value: ip.Barcode, CaptureTime: captureTime(ip.CaptureTime, now), CaptureLocation: ip.CaptureLocation, CreateTime: storedTime(now)})
 			} else if ip.Kind == ProofCode {
-				t.Proofs = append(t.Proofs, Proof{Kind: ProofCode, Stage: stage, CaptureTime: ip.CaptureTime, CaptureLocation: ip.CaptureLocation, CreateTime: storedTime(now)})
+				t.Proofs = append(t.Proofs, Proof{Kind: ProofCode, Stage: stage, CaptureTime: captureTime(ip.CaptureTime, now), CaptureLocation: ip.CaptureLocation, CreateTime: storedTime(now)})
 			}
 		}
 		if err := t.transition(StateChange{State: to, At: at, Actor: ActorCourier, ActorUserID: p.Subject, CourierID: courierID, Comment: comment}); err != nil {

@@ -228,3 +228,34 @@ func TestCommandOfACancelledCallerIsNotAnError(t *testing.T) {
 		t.Fatalf("pickup sent again = %+v", r)
 	}
 }
+
+// TestCaptureTime: a proof's capture time (by the device clock) is kept when within 7 days of the
+// server's clock and from 2000 to 2100, in UTC to the microsecond; otherwise the device's clock was
+// wrong and none is kept.
+func TestCaptureTime(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	week := 7 * 24 * time.Hour
+	for _, c := range []struct {
+		name     string
+		in, want time.Time
+	}{
+		{"unset", time.Time{}, time.Time{}},
+		{"an hour ago, in Berlin, with nanoseconds", now.Add(-time.Hour + 1500).In(time.FixedZone("CET", 3600)), now.Add(-time.Hour + 1000)},
+		{"a week ago", now.Add(-week), now.Add(-week)},
+		{"a week and a second ago", now.Add(-week - time.Second), time.Time{}},
+		{"a week ahead", now.Add(week), now.Add(week)},
+		{"a week and a second ahead", now.Add(week + time.Second), time.Time{}},
+		{"1970", time.Unix(0, 0), time.Time{}},
+	} {
+		if got := dispatch.CaptureTime(c.in, now); !got.Equal(c.want) || got.Location() != time.UTC && !got.IsZero() {
+			t.Errorf("%s: captureTime(%v) = %v, want %v", c.name, c.in, got, c.want)
+		}
+	}
+	late := time.Date(2099, 12, 31, 23, 0, 0, 0, time.UTC)
+	if got := dispatch.CaptureTime(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), late); !got.IsZero() {
+		t.Errorf("2100-01-01 = %v, want none (from 2000 to 2100 only)", got)
+	}
+	if got := dispatch.CaptureTime(late, late); !got.Equal(late) {
+		t.Errorf("2099-12-31 = %v, want it kept", got)
+	}
+}

@@ -89,3 +89,6 @@ func (s *Service) CourierAway(ctx context.Context, c CourierInfo) { s.courierAwa
 
 // SweepAccounts runs one account sweep now, as the sweep loop does every Options.AccountSweep.
 func (s *Service) SweepAccounts(ctx context.Context) AccountSweep { return s.sweepOnce(ctx) }
+
+// CaptureTime is captureTime, for the boundary test.
+var CaptureTime = captureTime

@@ -199,16 +199,13 @@ func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadW
 		SHA256:          req.SHA256,
 		State:           UploadInProgress,
 		SignerName:      req.SignerName,
-		CaptureTime:     req.CaptureTime,
+		CaptureTime:     captureTime(req.CaptureTime, now),
 		CaptureLocation: req.CaptureLocation,
 		CreateTime:      now,
 		UpdateTime:      now,
 		ExpireTime:      now.Add(UploadRetention),
 		Writer:          w.writer,
 		WriterUntil:     now.Add(UploadWriterLease),
-	}
-	if !u.CaptureTime.IsZero() {
-		u.CaptureTime = storedTime(u.CaptureTime)
 	}
 	err = s.uploads.CreateUpload(ctx, u, func(byState map[UploadState]int) error {
 		// Committed uploads count, attached or not: until the sweeper discards one nobody attached, its

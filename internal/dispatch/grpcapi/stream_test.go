@@ -434,3 +434,57 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestStreamAssignmentsTakesAnyEventTime: a command queued offline for days, or sent by a device whose
+// clock is a day ahead or reset to 1970, is carried out with its event time moved into place (not before
+// the task's previous step, not after the command arrived), and the session stays open: a refused message
+// would end it, and the app resending the command at every reconnect would never get through.
+func TestStreamAssignmentsTakesAnyEventTime(t *testing.T) {
+	e := start(t, true)
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+	s := e.open(t, courierP(c), &dispatchv1.SessionHello{})
+	s.recv()
+	task := e.create(t, customer, "r1")
+	o := s.nextOffer()
+	res := s.command("a1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: o.GetOffer().GetId()}}})
+	if res.GetError() != nil {
+		t.Fatalf("accept = %v", res)
+	}
+	last := func(r *dispatchv1.CommandResult) *dispatchv1.TaskStateChange {
+		h := r.GetTask().GetHistory()
+		return h[len(h)-1]
+	}
+	assigned := last(res).GetChangeTime().AsTime()
+
+	now := e.sys.Clock.Now()
+	res = s.command("p1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{
+		TaskId: task.GetId(), OccurTime: timestamppb.New(now.Add(-72 * time.Hour))}}})
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PICKED_UP || !last(res).GetChangeTime().AsTime().Equal(assigned) {
+		t.Fatalf("picked_up 3 days ago = %v; want PICKED_UP at the assignment's time %v", res, assigned)
+	}
+	pickedUp := last(res).GetChangeTime().AsTime()
+	res = s.command("d1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Delivered{Delivered: &dispatchv1.ConfirmDelivery{
+		TaskId: task.GetId(), OccurTime: timestamppb.New(time.Unix(0, 0)),
+		InlineProofs: []*dispatchv1.InlineProof{{Kind: dispatchv1.ProofKind_PROOF_KIND_CODE, Value: &dispatchv1.InlineProof_Code{Code: task.GetDeliveryCode()},
+			CaptureTime: timestamppb.New(time.Unix(0, 0))}}}}})
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_DELIVERED || !last(res).GetChangeTime().AsTime().Equal(pickedUp) {
+		t.Fatalf("delivered in 1970 = %v; want DELIVERED at the pickup's time %v", res, pickedUp)
+	}
+	// The code's capture time, from the same wrong clock, is not kept.
+	if ps := res.GetTask().GetProofs(); len(ps) != 1 || ps[0].GetKind() != dispatchv1.ProofKind_PROOF_KIND_CODE || ps[0].GetCaptureTime() != nil {
+		t.Errorf("proofs of the delivery = %v; want the code without a capture time", ps)
+	}
+
+	second := e.create(t, customer, "r2")
+	o = s.nextOffer()
+	if o.GetTask().GetId() != second.GetId() {
+		t.Fatalf("offer of %s, want %s", o.GetTask().GetId(), second.GetId())
+	}
+	s.command("a2", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: o.GetOffer().GetId()}}})
+	arrived := e.sys.Clock.Now()
+	res = s.command("r2", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Release{Release: &dispatchv1.ReleaseTask{
+		TaskId: second.GetId(), Reason: dispatchv1.ReleaseReason_RELEASE_REASON_OTHER, OccurTime: timestamppb.New(arrived.Add(26 * time.Hour))}}})
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PENDING || !last(res).GetChangeTime().AsTime().Equal(arrived) {
+		t.Fatalf("release a day ahead = %v; want PENDING at the time it arrived %v", res, arrived)
+	}
+}

@@ -680,11 +680,14 @@ type ConfirmPickup struct {
 	ProofUploadIds []string `protobuf:"bytes,3,rep,name=proof_upload_ids,json=proofUploadIds,proto3" json:"proof_upload_ids,omitempty"`
 	// Barcodes scanned and codes entered at the pickup. Up to 4; optional.
 	InlineProofs []*InlineProof `protobuf:"bytes,4,rep,name=inline_proofs,json=inlineProofs,proto3" json:"inline_proofs,omitempty"`
-	// When the courier collected the parcel, by the device clock, for a command queued while offline. At
-	// most 24 hours from the server's clock, and between 2000-01-01 and 2100-01-01 UTC. Optional: the server
-	// uses the time it received the command when unset. The task's history records the step at this time,
-	// moved to the time of the task's previous step when earlier (its assignment, or its pickup once
-	// picked up) and to the time the command arrived when later.
+	// When the courier collected the parcel, by the device clock, for a command queued while offline.
+	// Optional: the server uses the time it received the command when unset. The task's history records the
+	// step at this time, moved to the time of the task's previous step when earlier (its assignment, or its
+	// pickup once picked up) and to the time the command arrived when later. Any time is taken that way, so
+	// a command queued for days, or sent by a device whose clock is wrong (a day off, reset to 1970), is
+	// carried out rather than refused: a refused message would end the session, and the app resending it
+	// on every reconnect would never get through. (Before 2026-12-02 a time more than 24 hours from the
+	// server's clock, or outside 2000 to 2100, was INVALID_ARGUMENT.)
 	OccurTime     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1778,37 +1781,37 @@ const file_lastmile_dispatch_v1_session_proto_rawDesc = "" +
 	"\boffer_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\aofferId\x12G\n" +
 	"\x06reason\x18\x02 \x01(\x0e2#.lastmile.dispatch.v1.DeclineReasonB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06reason\x12\"\n" +
-	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\acomment\"\xcf\x02\n" +
+	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\acomment\"\xb1\x02\n" +
 	"\rConfirmPickup\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x123\n" +
 	"\blocation\x18\x02 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\x12;\n" +
 	"\x10proof_upload_ids\x18\x03 \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10\x04\x18\x01\"\x05r\x03\xb0\x01\x01R\x0eproofUploadIds\x12P\n" +
-	"\rinline_proofs\x18\x04 \x03(\v2!.lastmile.dispatch.v1.InlineProofB\b\xbaH\x05\x92\x01\x02\x10\x04R\finlineProofs\x12W\n" +
+	"\rinline_proofs\x18\x04 \x03(\v2!.lastmile.dispatch.v1.InlineProofB\b\xbaH\x05\x92\x01\x02\x10\x04R\finlineProofs\x129\n" +
 	"\n" +
-	"occur_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xa3\x05\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\toccurTime\"\xd1\x02\n" +
+	"occur_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\xb3\x02\n" +
 	"\x0fConfirmDelivery\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12;\n" +
 	"\x10proof_upload_ids\x18\x02 \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10\x04\x18\x01\"\x05r\x03\xb0\x01\x01R\x0eproofUploadIds\x123\n" +
 	"\blocation\x18\x03 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\x12P\n" +
-	"\rinline_proofs\x18\x04 \x03(\v2!.lastmile.dispatch.v1.InlineProofB\b\xbaH\x05\x92\x01\x02\x10\x04R\finlineProofs\x12W\n" +
+	"\rinline_proofs\x18\x04 \x03(\v2!.lastmile.dispatch.v1.InlineProofB\b\xbaH\x05\x92\x01\x02\x10\x04R\finlineProofs\x129\n" +
 	"\n" +
-	"occur_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xa3\x05\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\toccurTime\"\xea\x02\n" +
+	"occur_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\xcc\x02\n" +
 	"\rReportFailure\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12G\n" +
 	"\x06reason\x18\x02 \x01(\x0e2#.lastmile.dispatch.v1.FailureReasonB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06reason\x12\"\n" +
 	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\acomment\x12;\n" +
 	"\x10proof_upload_ids\x18\x04 \x03(\tB\x11\xbaH\x0e\x92\x01\v\x10\x04\x18\x01\"\x05r\x03\xb0\x01\x01R\x0eproofUploadIds\x123\n" +
-	"\blocation\x18\x05 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\x12W\n" +
+	"\blocation\x18\x05 \x01(\v2\x17.lastmile.geo.v1.LatLngR\blocation\x129\n" +
 	"\n" +
-	"occur_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xa3\x05\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\toccurTime\"\xf6\x01\n" +
+	"occur_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\xd8\x01\n" +
 	"\vReleaseTask\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12G\n" +
 	"\x06reason\x18\x02 \x01(\x0e2#.lastmile.dispatch.v1.ReleaseReasonB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06reason\x12\"\n" +
-	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\acomment\x12W\n" +
+	"\acomment\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xf4\x03R\acomment\x129\n" +
 	"\n" +
-	"occur_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xa3\x05\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\toccurTime\"\xf8\x03\n" +
+	"occur_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\toccurTime\"\xf8\x03\n" +
 	"\x19StreamAssignmentsResponse\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x03R\x06cursor\x12@\n" +
 	"\astarted\x18\x02 \x01(\v2$.lastmile.dispatch.v1.SessionStartedH\x00R\astarted\x129\n" +

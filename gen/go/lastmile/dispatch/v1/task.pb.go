@@ -1747,8 +1747,11 @@ type InlineProof struct {
 	//	*InlineProof_Barcode
 	//	*InlineProof_Code
 	Value isInlineProof_Value `protobuf_oneof:"value"`
-	// When the barcode was scanned or the code entered, by the device clock. Optional; at most 7 days from
-	// the server's clock, and between 2000-01-01 and 2100-01-01 UTC.
+	// When the barcode was scanned or the code entered, by the device clock. Optional. A time more than 7
+	// days from the server's clock, or outside 2000-01-01 to 2100-01-01 UTC, says the device's clock was
+	// wrong: it is not kept (the proof has no capture_time) rather than refused, since a refused message
+	// would end the session and the command would fail again at every resend. (Before 2026-12-02 it was
+	// INVALID_ARGUMENT.)
 	CaptureTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=capture_time,json=captureTime,proto3" json:"capture_time,omitempty"`
 	// Where the barcode was scanned or the code entered. Optional.
 	CaptureLocation *v1.LatLng `protobuf:"bytes,5,opt,name=capture_location,json=captureLocation,proto3" json:"capture_location,omitempty"`
@@ -1956,13 +1959,13 @@ const file_lastmile_dispatch_v1_task_proto_rawDesc = "" +
 	"\x05stage\x18\x02 \x01(\x0e2\x1f.lastmile.dispatch.v1.TaskStageB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x05stage\x12E\n" +
 	"\x06policy\x18\x03 \x01(\x0e2!.lastmile.dispatch.v1.ProofPolicyB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06policy\"\x94\x04\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06policy\"\xf6\x03\n" +
 	"\vInlineProof\x12?\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.lastmile.dispatch.v1.ProofKindB\n" +
 	"\xbaH\a\x82\x01\x04\x18\x03\x18\x04R\x04kind\x120\n" +
 	"\abarcode\x18\x02 \x01(\tB\x14\xbaH\x11r\x0f\x10\x01\x18\x80\x012\b^[!-~]+$H\x00R\abarcode\x12*\n" +
-	"\x04code\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f2\r^[0-9]{4,12}$H\x00R\x04code\x12[\n" +
-	"\fcapture_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xf5$\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\vcaptureTime\x12B\n" +
+	"\x04code\x18\x03 \x01(\tB\x14\xbaH\x11r\x0f2\r^[0-9]{4,12}$H\x00R\x04code\x12=\n" +
+	"\fcapture_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\x12B\n" +
 	"\x10capture_location\x18\x05 \x01(\v2\x17.lastmile.geo.v1.LatLngR\x0fcaptureLocation:\xb4\x01\xbaH\xb0\x01\x1a\xad\x01\n" +
 	"\x1finline_proof.value_matches_kind\x12=a barcode proof carries barcode and a code proof carries code\x1aK(this.kind == 3 && has(this.barcode)) || (this.kind == 4 && has(this.code))B\x0e\n" +
 	"\x05value\x12\x05\xbaH\x02\b\x01*\xf2\x01\n" +

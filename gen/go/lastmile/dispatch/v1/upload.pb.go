@@ -218,8 +218,10 @@ type UploadStart struct {
 	// SHA-256 of the whole file, 64 lowercase hexadecimal characters. The upload is rejected when the bytes
 	// received do not hash to it.
 	Sha256 string `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	// When the photo was taken or the signature given, by the device clock. Optional; at most 7 days from
-	// the server's clock, and between 2000-01-01 and 2100-01-01 UTC.
+	// When the photo was taken or the signature given, by the device clock. Optional. A time more than 7
+	// days from the server's clock, or outside 2000-01-01 to 2100-01-01 UTC, says the device's clock was
+	// wrong: it is not kept (the upload has no capture_time) rather than refused, since the upload would
+	// fail again at every retry. (Before 2026-12-02 it was INVALID_ARGUMENT.)
 	CaptureTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=capture_time,json=captureTime,proto3" json:"capture_time,omitempty"`
 	// Where the photo was taken or the signature given. Optional.
 	CaptureLocation *v1.LatLng `protobuf:"bytes,8,opt,name=capture_location,json=captureLocation,proto3" json:"capture_location,omitempty"`
@@ -659,7 +661,7 @@ const file_lastmile_dispatch_v1_upload_proto_rawDesc = "" +
 	"\x05start\x18\x01 \x01(\v2!.lastmile.dispatch.v1.UploadStartH\x00R\x05start\x129\n" +
 	"\x05chunk\x18\x02 \x01(\v2!.lastmile.dispatch.v1.UploadChunkH\x00R\x05chunk\x12<\n" +
 	"\x06finish\x18\x03 \x01(\v2\".lastmile.dispatch.v1.UploadFinishH\x00R\x06finishB\r\n" +
-	"\x04kind\x12\x05\xbaH\x02\b\x01\"\xaa\a\n" +
+	"\x04kind\x12\x05\xbaH\x02\b\x01\"\x8c\a\n" +
 	"\vUploadStart\x12!\n" +
 	"\atask_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\x12(\n" +
 	"\tupload_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\buploadId\x12?\n" +
@@ -670,8 +672,8 @@ const file_lastmile_dispatch_v1_upload_proto_rawDesc = "" +
 	"image/webpR\vcontentType\x12+\n" +
 	"\n" +
 	"size_bytes\x18\x05 \x01(\x03B\f\xbaH\t\"\a\x18\x80\x80\x80\x05 \x00R\tsizeBytes\x12-\n" +
-	"\x06sha256\x18\x06 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{64}$R\x06sha256\x12[\n" +
-	"\fcapture_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x1c\xbaH\x19\xb2\x01\x16J\x04\b\x80\xf5$\x1a\x06\b\x80\xae\x99\xa4\x0f2\x06\b\x80\x87\xb5\xc3\x03R\vcaptureTime\x12B\n" +
+	"\x06sha256\x18\x06 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{64}$R\x06sha256\x12=\n" +
+	"\fcapture_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\x12B\n" +
 	"\x10capture_location\x18\b \x01(\v2\x17.lastmile.geo.v1.LatLngR\x0fcaptureLocation\x127\n" +
 	"\vsigner_name\x18\t \x01(\tB\x16\xbaH\x13r\x11\x18\xc8\x012\f^[^\\p{Cc}]*$R\n" +
 	"signerName:\x89\x03\xbaH\x85\x03\x1a\x89\x02\n" +
