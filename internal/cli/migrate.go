@@ -18,9 +18,10 @@ import (
 
 func runMigrate(ctx context.Context, args []string, env Env) (err error) {
 	fs := newFlagSet("migrate", `Apply the embedded database migrations of every service that owns a store: SQLite files in --data-dir,
-or one schema per service in PostgreSQL with --database-url. Safe to run repeatedly; with PostgreSQL also
-concurrently. With SQLite it takes the data directory's lock, so it refuses to run while serve (or another
-migrate) uses the directory: stop serve first, or let serve migrate at startup.`, env.Stdout)
+or one schema per service in PostgreSQL with --database-url, and say which each applied. Safe to run
+repeatedly; with PostgreSQL also concurrently. With SQLite it takes the data directory's lock, so it
+refuses to run while serve (or another migrate) uses the directory: stop serve first, or let serve migrate
+at startup.`, env.Stdout)
 	var dataDir, dbURL string
 	fs.StringVar(&dataDir, "data-dir", "./lastmile-data", "state directory (SQLite files)")
 	fs.StringVar(&dbURL, "database-url", "", "postgres://... for PostgreSQL; empty for SQLite in --data-dir")
@@ -45,20 +46,84 @@ migrate) uses the directory: stop serve first, or let serve migrate at startup.`
 		if m.store == nil {
 			continue
 		}
+		pending, err := pendingMigrations(ctx, db, dataDir, m.name, *m.store)
+		if err != nil {
+			return err
+		}
 		h, err := openDB(ctx, db, dataDir, m.name, *m.store, nil)
 		if err != nil {
 			return err
 		}
 		h.Close()
-		fmt.Fprintf(env.Stdout, "migrate: %s up to date (%s)\n", m.name, dialect)
+		fmt.Fprintf(env.Stdout, "migrate: %s up to date (%s)%s\n", m.name, dialect, applied(pending[0]))
 		if m.store.EventLog {
-			fmt.Fprintf(env.Stdout, "migrate: %s event log up to date (%s)\n", m.name, dialect)
+			fmt.Fprintf(env.Stdout, "migrate: %s event log up to date (%s)%s\n", m.name, dialect, applied(pending[1]))
 		}
 		if m.store.Jobs {
 			fmt.Fprintf(env.Stdout, "migrate: %s jobs up to date (%s)\n", m.name, dialect)
 		}
 	}
 	return nil
+}
+
+// pendingMigrations returns the names of the service's own migrations and of its event log's (empty
+// without one) that the database of module name has not applied yet, so that migrate can say what it
+// applied. (River's migrations, the jobs', are River's to report.)
+func pendingMigrations(ctx context.Context, db databaseConfig, dataDir, name string, store storeDecl) ([2][]string, error) {
+	var out [2][]string
+	sets := []database.Migrations{store.SQLite}
+	if db.Dialect == database.Postgres {
+		sets[0] = store.Postgres
+	}
+	if store.EventLog {
+		sets = append(sets, sqllog.Migrations(db.Dialect, name))
+	}
+	var status func(database.Migrations) ([]database.MigrationStatus, error)
+	switch db.Dialect {
+	case database.SQLite:
+		sqlDB, err := database.OpenSQLiteWith(ctx, filepath.Join(dataDir, name+".db"), database.SQLiteOptions{})
+		if err != nil {
+			return out, fmt.Errorf("%s database: %w", name, err)
+		}
+		defer sqlDB.Close()
+		status = func(m database.Migrations) ([]database.MigrationStatus, error) {
+			return database.StatusSQLite(ctx, sqlDB, m)
+		}
+	case database.Postgres:
+		pool, err := database.OpenPostgres(ctx, db.URL, database.PostgresOptions{Schema: name})
+		if err != nil {
+			return out, fmt.Errorf("%s database: %w", name, err)
+		}
+		defer pool.Close()
+		status = func(m database.Migrations) ([]database.MigrationStatus, error) {
+			return database.StatusPostgres(ctx, pool, m)
+		}
+	default:
+		return out, errors.New("unknown database dialect")
+	}
+	for i, m := range sets {
+		st, err := status(m)
+		if err != nil {
+			return out, err
+		}
+		for _, s := range st {
+			if !s.Applied {
+				out[i] = append(out[i], s.Name)
+			}
+		}
+	}
+	return out, nil
+}
+
+// applied says which migrations a migrate run applied: nothing when there were none.
+func applied(names []string) string {
+	switch len(names) {
+	case 0:
+		return ""
+	case 1:
+		return ": applied " + names[0]
+	}
+	return fmt.Sprintf(": applied %d, %s to %s", len(names), names[0], names[len(names)-1])
 }
 
 // databaseDialect validates --database-url.

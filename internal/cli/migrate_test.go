@@ -3,7 +3,10 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,6 +14,7 @@ import (
 
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
+	"lastmile/internal/platform/eventlog/sqllog"
 )
 
 // TestMigrateSQLite runs `lastmile migrate` twice on a fresh data directory: every service's database
@@ -23,16 +27,33 @@ func TestMigrateSQLite(t *testing.T) {
 		if err != nil {
 			t.Fatalf("migrate run %d: %v\n%s", run, err, out.String())
 		}
+		// The first run says what it applied, file by file range; the second, that nothing was left.
+		said := func(m database.Migrations) string {
+			files, err := fs.Glob(m.FS, "*.sql")
+			if err != nil || len(files) == 0 {
+				t.Fatalf("migrations of %s: %v, %v", m.Service, files, err)
+			}
+			switch {
+			case run == 1:
+				return ""
+			case len(files) == 1:
+				return ": applied " + files[0]
+			}
+			return fmt.Sprintf(": applied %d, %s to %s", len(files), files[0], files[len(files)-1])
+		}
+		lines := strings.Split(out.String(), "\n")
 		for _, m := range modules() {
 			if m.store == nil {
 				continue
 			}
 			s := m.name
-			if want := "migrate: " + s + " up to date (sqlite)"; !strings.Contains(out.String(), want) {
-				t.Errorf("migrate run %d output lacks %q:\n%s", run, want, out.String())
+			if want := "migrate: " + s + " up to date (sqlite)" + said(m.store.SQLite); !slices.Contains(lines, want) {
+				t.Errorf("migrate run %d output lacks the line %q:\n%s", run, want, out.String())
 			}
-			if want := "migrate: " + s + " event log up to date (sqlite)"; m.store.EventLog && !strings.Contains(out.String(), want) {
-				t.Errorf("migrate run %d output lacks %q:\n%s", run, want, out.String())
+			if m.store.EventLog {
+				if want := "migrate: " + s + " event log up to date (sqlite)" + said(sqllog.Migrations(database.SQLite, s)); !slices.Contains(lines, want) {
+					t.Errorf("migrate run %d output lacks the line %q:\n%s", run, want, out.String())
+				}
 			}
 			if want := "migrate: " + s + " jobs up to date (sqlite)"; m.store.Jobs && !strings.Contains(out.String(), want) {
 				t.Errorf("migrate run %d output lacks %q:\n%s", run, want, out.String())
@@ -60,6 +81,26 @@ func TestMigratePostgres(t *testing.T) {
 	var out bytes.Buffer
 	if err := Run(context.Background(), []string{"lastmile", "migrate", "--database-url", url}, Env{Stdout: &out, Stderr: &out}); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out.String())
+	}
+	var courier database.Migrations
+	for _, m := range modules() {
+		if m.name == "courier" {
+			courier = m.store.Postgres
+		}
+	}
+	files, err := fs.Glob(courier.FS, "*.sql")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("courier's PostgreSQL migrations: %v, %v", files, err)
+	}
+	if want := fmt.Sprintf("migrate: courier up to date (postgres): applied %d, %s to %s\n", len(files), files[0], files[len(files)-1]); !strings.Contains(out.String(), want) {
+		t.Errorf("first migrate's output lacks %q:\n%s", want, out.String())
+	}
+	out.Reset()
+	if err := Run(context.Background(), []string{"lastmile", "migrate", "--database-url", url}, Env{Stdout: &out, Stderr: &out}); err != nil {
+		t.Fatalf("migrate again: %v\n%s", err, out.String())
+	}
+	if want := "migrate: courier up to date (postgres)\n"; !strings.Contains(out.String(), want) || strings.Contains(out.String(), "applied") {
+		t.Errorf("second migrate's output = %q, want %q and nothing applied", out.String(), want)
 	}
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
