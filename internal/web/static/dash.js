@@ -372,9 +372,10 @@
     changed('list');
   }
 
+  // drawer shows children in the drawer, leaving out the null and false of parts a task lacks (proofs).
   function drawer(...children) {
     $('drawer').hidden = false;
-    $('drawer-body').replaceChildren(...children);
+    $('drawer-body').replaceChildren(...children.filter((c) => c != null && c !== false));
   }
 
   const section = (title, ...body) => el('section', {}, el('h3', {}, title), ...body);

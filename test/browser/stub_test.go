@@ -1,0 +1,288 @@
+package browser_test
+
+// The tests in this file drive the dashboard against a stand-in for the REST API (stubAPI), not the whole
+// system: each sets up exactly the tasks and couriers a case needs (a picked-up task, a refused event
+// stream), which the simulator of TestDashboard cannot be made to produce on cue. The pages and their
+// scripts are the real ones (internal/web), served with the gateway's Content-Security-Policy.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"lastmile/internal/web"
+)
+
+// needBrowser returns the browser to use, skipping the test when there is none (as TestDashboard does).
+func needBrowser(t *testing.T) string {
+	t.Helper()
+	exe := browser()
+	if exe == "" {
+		if os.Getenv("LASTMILE_REQUIRE_BROWSER") != "" {
+			t.Fatal("LASTMILE_REQUIRE_BROWSER is set but no chromium, chromium-browser or google-chrome is on PATH")
+		}
+		t.Skip("no Chromium or Chrome installed (set LASTMILE_REQUIRE_BROWSER=1 to make this a failure)")
+	}
+	return exe
+}
+
+// stubAPI answers the REST routes the dashboard calls, from tasks and couriers a test sets. The user is
+// an admin; POST /v1/session signs in (any password), and GET /v1/session answers 401 until then.
+type stubAPI struct {
+	mu       sync.Mutex
+	tasks    map[string]map[string]any // by id, as the API's JSON
+	couriers []map[string]any          // CourierSnapshot JSON
+	// eventsRefusal, when set, is the status and JSON body every GET /v1/events is refused with.
+	eventsStatus int
+	eventsBody   string
+	events       chan string // further SSE blocks for the open /v1/events streams
+	calls        []string    // "POST /v1/tasks/…:assign {body}", in order
+}
+
+const stubCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// stubTask is an open task near Alexanderplatz in state st, held by courierID when not "".
+func stubTask(id, st, courierID string) map[string]any {
+	t := map[string]any{
+		"id": id, "state": "TASK_STATE_" + st, "customerId": "01a23503-9354-72ac-810e-8988020670cb",
+		"pickup":   map[string]any{"location": map[string]any{"latitude": 52.5200, "longitude": 13.4050}, "address": "Shop 1"},
+		"dropoff":  map[string]any{"location": map[string]any{"latitude": 52.5230, "longitude": 13.4120}, "address": "Home 1"},
+		"priority": "TASK_PRIORITY_NORMAL", "size": "PARCEL_SIZE_SMALL",
+		"createTime": time.Now().Add(-5 * time.Minute).UTC().Format(time.RFC3339Nano), "updateTime": time.Now().UTC().Format(time.RFC3339Nano),
+		"etag":    `"4"`,
+		"history": []any{map[string]any{"state": "TASK_STATE_PENDING", "changeTime": time.Now().Add(-5 * time.Minute).UTC().Format(time.RFC3339Nano), "actor": "ACTOR_CUSTOMER"}},
+	}
+	if courierID != "" {
+		t["courierId"] = courierID
+	}
+	return t
+}
+
+// stubCourier is a courier snapshot at lat, lng.
+func stubCourier(id, name, status string, lat, lng float64) map[string]any {
+	return map[string]any{"courierId": id, "displayName": name, "status": "COURIER_STATUS_" + status,
+		"transportMode": "TRANSPORT_MODE_BICYCLE", "capacity": 2,
+		"lastLocation": map[string]any{"location": map[string]any{"latitude": lat, "longitude": lng}, "recordedAt": time.Now().UTC().Format(time.RFC3339Nano)}}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := r.URL.Path
+	signedIn := false
+	if c, err := r.Cookie("lm_access"); err == nil && c.Value == "ok" {
+		signedIn = true
+	}
+	user := map[string]any{"user": map[string]any{"id": "01a23500-0000-7000-8000-000000000001", "email": "dana@example.com", "displayName": "Dana", "role": "ROLE_ADMIN"}}
+	switch {
+	case p == "/v1/session" && r.Method == http.MethodPost:
+		http.SetCookie(w, &http.Cookie{Name: "lm_access", Value: "ok", Path: "/", HttpOnly: true})
+		http.SetCookie(w, &http.Cookie{Name: "lm_csrf", Value: "csrf", Path: "/"})
+		writeJSON(w, http.StatusOK, user)
+		return
+	case !strings.HasPrefix(p, "/v1/"):
+		http.NotFound(w, r)
+		return
+	case !signedIn:
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]any{"code": 401, "status": "UNAUTHENTICATED", "message": "authentication required"}})
+		return
+	}
+	var body string
+	if r.Body != nil {
+		b, _ := io.ReadAll(r.Body)
+		body = string(b)
+	}
+	if r.Method != http.MethodGet {
+		s.calls = append(s.calls, r.Method+" "+p+" "+body)
+	}
+	task := func(id string) map[string]any {
+		t, ok := s.tasks[id]
+		if !ok {
+			writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{"code": 404, "status": "NOT_FOUND", "message": "task not found"}})
+		}
+		return t
+	}
+	switch {
+	case p == "/v1/session":
+		writeJSON(w, http.StatusOK, user)
+	case p == "/v1/couriers":
+		cs := []any{}
+		for _, c := range s.couriers {
+			cs = append(cs, map[string]any{"id": c["courierId"], "displayName": c["displayName"], "status": c["status"], "transportMode": c["transportMode"], "capacity": c["capacity"]})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"couriers": cs})
+	case p == "/v1/tasks" || p == "/v1/users":
+		writeJSON(w, http.StatusOK, map[string]any{})
+	case strings.HasPrefix(p, "/v1/couriers/") && strings.HasSuffix(p, "/overview"):
+		id := strings.TrimSuffix(strings.TrimPrefix(p, "/v1/couriers/"), "/overview")
+		for _, c := range s.couriers {
+			if c["courierId"] == id {
+				writeJSON(w, http.StatusOK, map[string]any{"courier": c})
+				return
+			}
+		}
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{"code": 404, "status": "NOT_FOUND", "message": "courier not found"}})
+	case strings.HasSuffix(p, "/explanation"):
+		writeJSON(w, http.StatusOK, map[string]any{})
+	case strings.HasSuffix(p, ":assign") && r.Method == http.MethodPost:
+		t := task(strings.TrimSuffix(strings.TrimPrefix(p, "/v1/tasks/"), ":assign"))
+		if t == nil {
+			return
+		}
+		var req struct{ CourierID string }
+		_ = json.Unmarshal([]byte(body), &req)
+		t["state"], t["courierId"], t["etag"] = "TASK_STATE_ASSIGNED", req.CourierID, `"5"`
+		writeJSON(w, http.StatusOK, t)
+	case strings.HasSuffix(p, ":cancel") && r.Method == http.MethodPost:
+		t := task(strings.TrimSuffix(strings.TrimPrefix(p, "/v1/tasks/"), ":cancel"))
+		if t == nil {
+			return
+		}
+		t["state"] = "TASK_STATE_CANCELLED"
+		writeJSON(w, http.StatusOK, t)
+	case strings.HasPrefix(p, "/v1/tasks/") && r.Method == http.MethodGet:
+		if t := task(strings.TrimPrefix(p, "/v1/tasks/")); t != nil {
+			writeJSON(w, http.StatusOK, t)
+		}
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{"code": 404, "status": "NOT_FOUND", "message": "no such route in the stub: " + r.Method + " " + p}})
+	}
+}
+
+// serveEvents is GET /v1/events: a snapshot of the open tasks and the couriers, snapshotComplete, then
+// what the test sends on s.events. It runs without the lock while the stream is open.
+func (s *stubAPI) serveEvents(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	if s.eventsStatus != 0 {
+		status, body := s.eventsStatus, s.eventsBody
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+		return
+	}
+	var b strings.Builder
+	b.WriteString("retry: 3000\n\n")
+	n := 0
+	block := func(event string, v any) {
+		data, _ := json.Marshal(v)
+		n++
+		fmt.Fprintf(&b, "id: %d.%d\nevent: %s\ndata: %s\n\n", n, time.Now().UnixMilli(), event, data)
+	}
+	for _, t := range s.tasks {
+		block("task", t)
+	}
+	for _, c := range s.couriers {
+		block("courier", map[string]any{"courier": c})
+	}
+	block("snapshotComplete", map[string]any{})
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = io.WriteString(w, b.String())
+	w.(http.Flusher).Flush()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case ev := <-s.events:
+			_, _ = io.WriteString(w, ev)
+			w.(http.Flusher).Flush()
+		}
+	}
+}
+
+// startStub serves the real pages and the stub API on a loopback port and returns the base URL.
+func startStub(t *testing.T, s *stubAPI) string {
+	t.Helper()
+	site, err := web.New(web.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.tasks == nil {
+		s.tasks = map[string]map[string]any{}
+	}
+	s.events = make(chan string, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", stubCSP)
+		switch {
+		case r.URL.Path == "/v1/events":
+			if c, err := r.Cookie("lm_access"); err != nil || c.Value != "ok" {
+				writeJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]any{"code": 401, "status": "UNAUTHENTICATED", "message": "authentication required"}})
+				return
+			}
+			s.serveEvents(w, r)
+		case strings.HasPrefix(r.URL.Path, "/v1/"):
+			s.ServeHTTP(w, r)
+		default:
+			site.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return srv.URL
+}
+
+// signIn opens the dashboard and logs in; the dashboard is live afterwards.
+func signIn(p *page, base string) {
+	p.t.Helper()
+	p.do("open the dashboard and log in", 30*time.Second,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#login-email")),
+		chromedp.SendKeys(chromedp.CSS("#login-email"), "dana@example.com"),
+		chromedp.SendKeys(chromedp.CSS("#login-password"), "any password"),
+		chromedp.Click(chromedp.CSS("#login-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="live"]`)),
+	)
+}
+
+// openTask selects a task from the list and waits for its drawer.
+func openTask(p *page, id string) {
+	p.t.Helper()
+	p.poll("task "+id+" in the list", `document.querySelector('#tasks li[data-id="`+id+`"]') !== null`, 10*time.Second)
+	eval[any](p, `document.querySelector('#tasks li[data-id="`+id+`"]').click()`)
+	p.poll("the drawer of task "+id, `(document.getElementById('drawer-task-id') || {}).textContent === '`+id[len(id)-8:]+`'`, 10*time.Second)
+}
+
+const (
+	pickedUpTask = "01a23502-10fa-7095-8f0c-2062c4ceb73b"
+	pendingTask  = "01a23502-ebbb-7d62-a2d4-f7d074735736"
+	courierA     = "01a23501-6310-7b97-bf5f-d3522ab37293"
+	courierB     = "01a23501-6310-7b97-bf5f-d3522ab30001"
+)
+
+// TestTaskDrawerHasNoStrayText: the drawer of a task without proofs shows its facts, actions, timeline and
+// explanation, and nothing else (it showed the word "null" under the actions, where the proofs would be).
+func TestTaskDrawerHasNoStrayText(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{tasks: map[string]map[string]any{pendingTask: stubTask(pendingTask, "PENDING", "")}}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	signIn(p, base)
+	openTask(p, pendingTask)
+	got := eval[[]string](p, `[...document.getElementById('drawer-body').childNodes].map((n) => n.nodeType === Node.TEXT_NODE ? 'text: ' + n.textContent : n.tagName.toLowerCase() + (n.className ? '.' + n.className : '') + (n.id ? '#' + n.id : ''))`)
+	want := "header,dl.facts,div.actions,div#share-out,section,section"
+	if strings.Join(got, ",") != want {
+		t.Errorf("the drawer's parts = %q, want %q", strings.Join(got, ","), want)
+	}
+	if s := p.consoleProblems(); s != "" {
+		t.Errorf("the browser reported problems:%s", s)
+	}
+}
