@@ -286,3 +286,42 @@ func TestTaskDrawerHasNoStrayText(t *testing.T) {
 		t.Errorf("the browser reported problems:%s", s)
 	}
 }
+
+// TestPickedUpTaskActions: a picked-up task cannot be cancelled (CancelTask refuses it, so the drawer
+// offers no Cancel), and it may be given to another courier when its courier can no longer work (their
+// account was suspended): the drawer offers that, and a courier clicked on the map gets it (AssignTask).
+func TestPickedUpTaskActions(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{
+		tasks: map[string]map[string]any{pickedUpTask: stubTask(pickedUpTask, "PICKED_UP", courierA)},
+		couriers: []map[string]any{stubCourier(courierA, "Suspended Sam", "BUSY", 52.5210, 13.4080),
+			stubCourier(courierB, "Bea", "AVAILABLE", 52.5150, 13.3950)},
+	}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	signIn(p, base)
+	openTask(p, pickedUpTask)
+	got := eval[[]string](p, `[...document.querySelectorAll('#drawer-body .actions button')].map((b) => b.textContent)`)
+	if want := "Reassign (courier can no longer work)…,Share tracking link"; strings.Join(got, ",") != want {
+		t.Fatalf("a picked-up task's actions = %q, want %q", strings.Join(got, ","), want)
+	}
+	eval[any](p, `document.querySelector('#drawer-body .actions button').click()`)
+	if got, want := eval[string](p, `document.getElementById('hint').textContent`), "Click the courier who will collect the parcel of task 2c4ceb73b from Suspended Sam · Esc to stop"; got != strings.Replace(want, "2c4ceb73b", pickedUpTask[len(pickedUpTask)-8:], 1) {
+		t.Errorf("hint = %q", got)
+	}
+	// The drawer narrowed the map: Fit all frames the couriers again.
+	eval[any](p, `document.getElementById('fit').click()`)
+	p.poll("courier Bea in view", `(() => { const r = document.getElementById('map').getBoundingClientRect(); return LM.debug.couriers().some((c) => c.id === '`+courierB+`' && c.sx > 20 && c.sy > 60 && c.sx < r.width - 20 && c.sy < r.height - 60); })()`, 10*time.Second)
+	xy := eval[[]float64](p, `(() => { const r = document.getElementById('map').getBoundingClientRect(); const c = LM.debug.couriers().find((c) => c.id === '`+courierB+`'); return [r.left + c.sx, r.top + c.sy]; })()`)
+	p.do("click courier Bea", 10*time.Second, chromedp.MouseClickXY(xy[0], xy[1]))
+	p.poll("the task ASSIGNED in the drawer", `document.querySelector('#drawer-body header .chip.s-ASSIGNED') !== null`, 10*time.Second)
+	s.mu.Lock()
+	calls := strings.Join(s.calls, "\n")
+	s.mu.Unlock()
+	if want := "POST /v1/tasks/" + pickedUpTask + `:assign {"courierId":"` + courierB + `","comment":"assigned from the dashboard"}`; calls != want {
+		t.Errorf("the dashboard called\n%s\nwant\n%s", calls, want)
+	}
+	if s := p.consoleProblems(); s != "" {
+		t.Errorf("the browser reported problems:%s", s)
+	}
+}

@@ -394,11 +394,21 @@
     if (seq !== opening || !S.sel || S.sel.id !== id) return; // another task was opened meanwhile
     const st = stateOf(t);
     const actions = [];
-    if (!DONE.includes(st)) actions.push(button('Cancel task', () => cancel(t), 'danger'));
-    if (['PENDING', 'OFFERED', 'UNASSIGNABLE', 'ASSIGNED'].includes(st)) {
+    // CancelTask takes a task until it is picked up. AssignTask takes the same tasks, and a picked-up one
+    // whose courier may no longer work (account suspended or deleted, courier role taken away): the
+    // parcel is recovered and another courier collects it. Whether that courier may still work is the
+    // server's to say (400 FAILED_PRECONDITION otherwise, shown as a toast).
+    const beforePickup = ['PENDING', 'OFFERED', 'UNASSIGNABLE', 'ASSIGNED'].includes(st);
+    if (beforePickup) actions.push(button('Cancel task', () => cancel(t), 'danger'));
+    if (beforePickup) {
       actions.push(button('Assign to a courier…', () => {
         S.mode = {kind: 'assign', taskId: t.id};
         hint('Click a courier on the map to assign task ' + LM.shortId(t.id) + ' · Esc to stop');
+      }));
+    } else if (st === 'PICKED_UP') {
+      actions.push(button('Reassign (courier can no longer work)…', () => {
+        S.mode = {kind: 'assign', taskId: t.id};
+        hint('Click the courier who will collect the parcel of task ' + LM.shortId(t.id) + ' from ' + courierName(t.courierId) + ' · Esc to stop');
       }));
     }
     actions.push(el('button', {type: 'button', id: 'share', onclick: () => share(t)}, 'Share tracking link'));
