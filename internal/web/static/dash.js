@@ -220,8 +220,9 @@
       type: 'button', className: 'chip filter s-' + f + (S.filter === f ? ' on' : ''), ariaPressed: String(S.filter === f),
       onclick: () => { S.filter = f; renderList(); }}, f.replace('_', ' ') + ' ' + (counts[f] || 0))));
     const ol = $('tasks');
-    if (S.hover) {
-      // Under the pointer rows keep their places; only their contents change. New rows wait.
+    if (S.hover && ol.children.length) {
+      // Under the pointer rows keep their places; only their contents change. New rows wait. (A list with
+      // no rows yet has nothing to keep: it fills even with the pointer resting where it appears.)
       for (const li of ol.children) { const t = S.tasks.get(li.dataset.id); if (t) li.replaceWith(row(t)); }
       return;
     }
