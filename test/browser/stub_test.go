@@ -345,3 +345,37 @@ func TestTaskListFillsUnderARestingPointer(t *testing.T) {
 	signIn(p, base)
 	p.poll("the task in the list", `document.querySelectorAll('#tasks li').length === 1`, 10*time.Second)
 }
+
+// TestRefusedLiveUpdatesSayWhy: a refused event stream (429 when the user has too many open, one per
+// dashboard tab; a fifth /v1/events is refused upstream) said only "offline — retrying". It says the
+// server's reason, and goes live once the stream is accepted.
+func TestRefusedLiveUpdatesSayWhy(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{tasks: map[string]map[string]any{pendingTask: stubTask(pendingTask, "PENDING", "")},
+		eventsStatus: http.StatusTooManyRequests,
+		eventsBody:   `{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","message":"too many open streams of WatchTasks: at most 4 per caller"}}`}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	p.do("open the dashboard and log in", 30*time.Second,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#login-email")),
+		chromedp.SendKeys(chromedp.CSS("#login-email"), "dana@example.com"),
+		chromedp.SendKeys(chromedp.CSS("#login-password"), "any password"),
+		chromedp.Click(chromedp.CSS("#login-form button[type=submit]")),
+	)
+	const why = "Live updates refused (429): too many open streams of WatchTasks: at most 4 per caller. Retrying."
+	p.poll("the refusal shown", `document.getElementById('conn').dataset.state === 'refused'`, 10*time.Second)
+	if got := eval[[]string](p, `[document.getElementById('conn').textContent, document.getElementById('conn').title, document.querySelector('#toasts .toast').firstChild.textContent]`); strings.Join(got, "|") != "○ refused — retrying|"+why+"|"+why {
+		t.Errorf("connection state, its tooltip and the toast = %q, want %q", got, []string{"○ refused — retrying", why, why})
+	}
+	s.mu.Lock()
+	s.eventsStatus = 0
+	s.mu.Unlock()
+	p.poll("live once the stream is accepted", `document.getElementById('conn').dataset.state === 'live' && document.getElementById('conn').title === ''`, 20*time.Second)
+	if got := eval[[]string](p, `LM.toasted`); len(got) != 1 {
+		t.Errorf("toasts = %q, want the refusal once", got)
+	}
+	if s := p.consoleProblems(); s != "" {
+		t.Errorf("the browser reported problems:%s", s)
+	}
+}

@@ -104,18 +104,36 @@ const LM = (() => {
   // session and reopen it ourselves with lastEventId in the query. A `problem` event with a 4xx code will
   // not heal by reconnecting: 401 refreshes the session and reopens, others end the stream. state(s)
   // reports 'live', 'reconnecting', 'offline' or 'closed' so the page always says where it stands.
+  //
+  // EventSource does not say why a stream was refused, so the server is asked with a plain request (which
+  // is aborted at once when it would open): a refusal other than 401, such as 429 when the user has too
+  // many event streams open (one per dashboard tab) or 503, shows as 'refused' with the server's message
+  // in a toast (once per message) and on the state's tooltip, and is retried like the rest.
   function stream(url, handlers, state) {
-    let es = null, lastId = '', backoff = 1000, closed = false, timer = 0;
+    let es = null, lastId = '', backoff = 1000, closed = false, timer = 0, told = '';
+    const target = () => (lastId ? url + (url.includes('?') ? '&' : '?') + 'lastEventId=' + lastId : url);
+    const why = async () => {
+      const ctl = new AbortController();
+      try {
+        const res = await fetch(target(), {headers: {Accept: 'text/event-stream'}, credentials: 'same-origin', signal: ctl.signal});
+        if (res.ok || res.status === 401 || closed) { ctl.abort(); return; }
+        let msg = '';
+        try { msg = ((await res.json()).error || {}).message || ''; } catch { /* not JSON */ }
+        const text = 'Live updates refused (' + res.status + '): ' + (msg || 'the server answered ' + res.status) + '. Retrying.';
+        if (!es || es.readyState !== EventSource.OPEN) state('refused', text);
+        if (text !== told) { told = text; toast(text, res.headers.get('X-Request-Id')); }
+      } catch { /* the server cannot be reached: 'offline' says so */ }
+    };
     const retry = () => {
       es.close();
       state('offline');
       timer = setTimeout(async () => { await refresh(); if (!closed) open(); }, backoff);
       backoff = Math.min(backoff * 2, 30000);
+      why();
     };
     const open = () => {
-      const u = lastId ? url + (url.includes('?') ? '&' : '?') + 'lastEventId=' + lastId : url;
-      es = new EventSource(u);
-      es.onopen = () => { backoff = 1000; state('live'); };
+      es = new EventSource(target());
+      es.onopen = () => { backoff = 1000; told = ''; state('live'); };
       es.onerror = () => {
         if (closed) return;
         if (es.readyState === EventSource.CONNECTING) state('reconnecting'); else retry();
@@ -139,10 +157,12 @@ const LM = (() => {
   }
 
   // showConn renders a connection state into an element whose data-state the style sheet colours.
-  function showConn(node, s) {
+  // detail, when given, is the reason, shown on hover.
+  function showConn(node, s, detail) {
     node.dataset.state = s;
+    node.title = detail || '';
     node.textContent = {live: '● live', reconnecting: '◌ reconnecting…', offline: '○ offline — retrying',
-      connecting: '◌ connecting…', closed: '○ closed'}[s] || s;
+      refused: '○ refused — retrying', connecting: '◌ connecting…', closed: '○ closed'}[s] || s;
   }
 
   // ---- names and numbers -------------------------------------------------------------------------

@@ -126,7 +126,7 @@
       problem: (e, code) => {
         if (code !== 401) LM.toast('Live updates interrupted: ' + ((e.error && e.error.message) || 'server problem') + (code >= 500 ? '. Reconnecting.' : '.'));
       },
-    }, (s) => LM.showConn(conn, s));
+    }, (s, detail) => LM.showConn(conn, s, detail));
   }
 
   async function start() {

@@ -95,7 +95,7 @@
       problem: (e, code) => { // 404: the share link expired while the page was open
         if (code === 404) $('headline').textContent = 'This tracking link has expired.';
       },
-    }, (s) => LM.showConn($('conn'), s));
+    }, (s, detail) => LM.showConn($('conn'), s, detail));
   }
 
   async function start() {
