@@ -379,3 +379,34 @@ func TestRefusedLiveUpdatesSayWhy(t *testing.T) {
 		t.Errorf("the browser reported problems:%s", s)
 	}
 }
+
+// TestPhoneLayout: on a phone-sized screen (390 × 844 CSS pixels) the dashboard fits the width (it was
+// 1,243 px wide, the top bar on one line, leaving the map 50 px), the list sits above a full-width map,
+// and a task's drawer covers the screen.
+func TestPhoneLayout(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{tasks: map[string]map[string]any{pendingTask: stubTask(pendingTask, "PENDING", "")},
+		couriers: []map[string]any{stubCourier(courierB, "Bea", "AVAILABLE", 52.5150, 13.3950)}}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	p.do("a phone-sized window", 10*time.Second, chromedp.EmulateViewport(390, 844))
+	signIn(p, base)
+	p.poll("the task in the list", `document.querySelectorAll('#tasks li').length === 1`, 10*time.Second)
+	box := func(sel string) []float64 {
+		return eval[[]float64](p, `(() => { const r = document.querySelector('`+sel+`').getBoundingClientRect(); return [r.left, r.top, r.width, r.height].map(Math.round); })()`)
+	}
+	if got := eval[int](p, `document.documentElement.scrollWidth`); got != 390 {
+		t.Errorf("the page is %d px wide, want 390 (the screen)", got)
+	}
+	list, m := box("#list"), box("#map")
+	if m[0] != 0 || m[2] != 390 || m[3] < 250 || m[1] < list[1]+list[3] {
+		t.Errorf("the map's box (left, top, width, height) = %v, want the full width, at least 250 px high, below the list %v", m, list)
+	}
+	openTask(p, pendingTask)
+	if d := box("#drawer"); d[0] != 0 || d[1] != 0 || d[2] != 390 || d[3] != 844 {
+		t.Errorf("the drawer's box = %v, want the whole screen [0 0 390 844]", d)
+	}
+	if s := p.consoleProblems(); s != "" {
+		t.Errorf("the browser reported problems:%s", s)
+	}
+}
