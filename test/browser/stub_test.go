@@ -410,3 +410,57 @@ func TestPhoneLayout(t *testing.T) {
 		t.Errorf("the browser reported problems:%s", s)
 	}
 }
+
+// sendTask pushes a task event to the open /v1/events streams.
+func (s *stubAPI) sendTask(t map[string]any) {
+	s.mu.Lock()
+	s.tasks[t["id"].(string)] = t
+	s.mu.Unlock()
+	data, _ := json.Marshal(t)
+	s.events <- fmt.Sprintf("id: 100.%d\nevent: task\ndata: %s\n\n", time.Now().UnixMilli(), data)
+}
+
+// TestTaskRowsByKeyboard: a keyboard user reaches the tasks with Tab (after the filter chips) and opens
+// one with Enter; a chip or a row keeps the focus when the list is drawn anew (every 5 s, and when a task
+// changes). Rows took clicks only, and a focused chip lost the focus at the next redraw.
+func TestTaskRowsByKeyboard(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{tasks: map[string]map[string]any{pendingTask: stubTask(pendingTask, "PENDING", "")}}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	signIn(p, base)
+	p.poll("the task in the list", `document.querySelectorAll('#tasks li').length === 1`, 10*time.Second)
+	arrives := func(id string, n int) {
+		t.Helper()
+		nt := stubTask(id, "PENDING", "")
+		nt["createTime"] = time.Now().UTC().Format(time.RFC3339Nano)
+		s.sendTask(nt)
+		p.poll("the list drawn with the new task", fmt.Sprintf(`document.querySelectorAll('#tasks li').length === %d && document.querySelector('#filters .s-ALL').textContent === 'ALL %d'`, n, n), 10*time.Second)
+	}
+	focused := func() string {
+		return eval[string](p, `document.activeElement.dataset.id || document.activeElement.className`)
+	}
+
+	eval[any](p, `document.querySelector('#filters .s-ALL').focus()`)
+	arrives("01a23502-ebbb-7d62-a2d4-f7d07473aaaa", 2)
+	if got := focused(); got != "chip filter s-ALL" {
+		t.Fatalf("after the list was drawn anew the focus is on %q, want the ALL chip", got)
+	}
+	p.do("press Tab", 10*time.Second, press("Tab", "Tab", 9))
+	if got, want := focused(), "01a23502-ebbb-7d62-a2d4-f7d07473aaaa"; got != want {
+		t.Fatalf("after Tab from the last filter chip the focus is on %q, want the first task row %s", got, want)
+	}
+	p.do("press Tab", 10*time.Second, press("Tab", "Tab", 9))
+	if got := focused(); got != pendingTask {
+		t.Fatalf("after a second Tab the focus is on %q, want the task row %s", got, pendingTask)
+	}
+	arrives("01a23502-ebbb-7d62-a2d4-f7d07473bbbb", 3)
+	if got := focused(); got != pendingTask {
+		t.Fatalf("after the list was drawn anew the focus is on %q, want the task row %s", got, pendingTask)
+	}
+	p.do("press Enter", 10*time.Second, press("Enter", "Enter", 13))
+	p.poll("the drawer of the task", `(document.getElementById('drawer-task-id') || {}).textContent === '`+pendingTask[len(pendingTask)-8:]+`'`, 10*time.Second)
+	if s := p.consoleProblems(); s != "" {
+		t.Errorf("the browser reported problems:%s", s)
+	}
+}

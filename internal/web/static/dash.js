@@ -201,8 +201,11 @@
 
   function row(t) {
     const st = stateOf(t);
-    return el('li', {className: S.sel && S.sel.id === t.id ? 'sel' : '', dataset: {id: t.id},
-      onclick: () => select('task', t.id)},
+    const sel = S.sel && S.sel.id === t.id;
+    // A row is reached with Tab and opened with Enter or Space, as with a click.
+    return el('li', {className: sel ? 'sel' : '', dataset: {id: t.id}, tabIndex: 0, 'aria-current': sel ? 'true' : 'false',
+      onclick: () => select('task', t.id),
+      onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); select('task', t.id); } }},
     chip(st), el('code', {}, LM.shortId(t.id)),
     el('span', {className: 'who muted'}, t.courierId ? courierName(t.courierId) : ''),
     el('span', {className: 'age muted'}, LM.dur(Date.now() - LM.ms(t.createTime))),
@@ -216,18 +219,26 @@
       counts[st] = (counts[st] || 0) + 1;
       if (OPEN.includes(st)) counts.OPEN++;
     }
+    // Chips and rows are drawn anew: the one that had the keyboard focus gets it back.
+    const had = document.activeElement && document.activeElement.parentNode;
+    const chipFocus = had === $('filters') ? document.activeElement.dataset.f : '';
     $('filters').replaceChildren(...['OPEN', ...OPEN, ...DONE, 'ALL'].map((f) => el('button', {
-      type: 'button', className: 'chip filter s-' + f + (S.filter === f ? ' on' : ''), ariaPressed: String(S.filter === f),
+      type: 'button', className: 'chip filter s-' + f + (S.filter === f ? ' on' : ''), ariaPressed: String(S.filter === f), dataset: {f},
       onclick: () => { S.filter = f; renderList(); }}, f.replace('_', ' ') + ' ' + (counts[f] || 0))));
+    if (chipFocus) $('filters').querySelector('[data-f="' + chipFocus + '"]').focus({preventScroll: true});
     const ol = $('tasks');
+    const focus = had === ol ? document.activeElement.dataset.id : '';
+    const refocus = () => { const li = focus && ol.querySelector('[data-id="' + focus + '"]'); if (li) li.focus({preventScroll: true}); };
     if (S.hover && ol.children.length) {
       // Under the pointer rows keep their places; only their contents change. New rows wait. (A list with
       // no rows yet has nothing to keep: it fills even with the pointer resting where it appears.)
-      for (const li of ol.children) { const t = S.tasks.get(li.dataset.id); if (t) li.replaceWith(row(t)); }
+      for (const li of [...ol.children]) { const t = S.tasks.get(li.dataset.id); if (t) li.replaceWith(row(t)); }
+      refocus();
       return;
     }
     const ts = visible();
     ol.replaceChildren(...ts.slice(0, 300).map(row));
+    refocus();
     $('tasks-more').textContent = ts.length > 300 ? 'showing 300 of ' + ts.length + ' (search to narrow)' : '';
   }
 
