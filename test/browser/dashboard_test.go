@@ -107,6 +107,7 @@ type page struct {
 
 	mu       sync.Mutex
 	problems []string
+	network  []string // the browser's network errors (failed requests, such as a 401)
 }
 
 func newPage(t *testing.T, exe string) *page {
@@ -130,6 +131,11 @@ func newPage(t *testing.T, exe string) *page {
 			if m.IsException() || m.Source == "security" {
 				p.mu.Lock()
 				p.problems = append(p.problems, m.String())
+				p.mu.Unlock()
+			}
+			if m.Source == "network" {
+				p.mu.Lock()
+				p.network = append(p.network, m.String())
 				p.mu.Unlock()
 			}
 		}

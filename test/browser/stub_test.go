@@ -464,3 +464,28 @@ func TestTaskRowsByKeyboard(t *testing.T) {
 		t.Errorf("the browser reported problems:%s", s)
 	}
 }
+
+// TestFirstVisitLogsNoFailedRequest: opening the dashboard, or a tracking page, without a session shows
+// the login form without asking the server first: the 401 that answer was logged in the browser console
+// as an error ("Failed to load resource: … 401 (Unauthorized)") on every first visit.
+func TestFirstVisitLogsNoFailedRequest(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{tasks: map[string]map[string]any{pendingTask: stubTask(pendingTask, "PENDING", "")}}
+	base := startStub(t, s)
+	for _, path := range []string{"/", "/track/" + pendingTask} {
+		p := newPage(t, exe)
+		p.do("open "+path, 30*time.Second,
+			chromedp.Navigate(base+path),
+			chromedp.WaitVisible(chromedp.CSS("#login-email")))
+		if path == "/" {
+			signIn(p, base)
+			p.poll("the task in the list", `document.querySelectorAll('#tasks li').length === 1`, 10*time.Second)
+		}
+		p.mu.Lock()
+		got := p.network
+		p.mu.Unlock()
+		if len(got) != 0 {
+			t.Errorf("%s: the browser console reported failed requests:\n  %s", path, strings.Join(got, "\n  "))
+		}
+	}
+}

@@ -89,9 +89,15 @@ const LM = (() => {
   }
   const fail = (err) => toast(err.message, err.requestId);
 
+  // signedIn says whether this browser holds a session: the lm_csrf cookie, readable by the page, lives
+  // as long as the session's refresh token. Without it nobody is signed in, and the page shows its login
+  // form without asking the server (whose 401 the browser would log in the console as a failed request).
+  const signedIn = () => !!cookie('lm_csrf');
+
   // whoami asks who is signed in (a reloaded page cannot read its HttpOnly token), refreshing an expired
   // session once; it rejects with status 401 when nobody is.
   async function whoami() {
+    if (!signedIn()) throw new ApiError(401, {error: {message: 'not signed in'}});
     try { return await api('GET', '/v1/session'); } catch (err) {
       if (err.status === 401 && await refresh()) return api('GET', '/v1/session');
       throw err;
@@ -325,7 +331,7 @@ const LM = (() => {
     try { return await (await fetch('/ui/config.json')).json(); } catch { return {}; }
   }
 
-  return {$, el, api, toasted, ApiError, login, logout, whoami, toast, fail, stream, showConn, taskState, courierStatus,
+  return {$, el, api, toasted, ApiError, login, logout, signedIn, whoami, toast, fail, stream, showConn, taskState, courierStatus,
     shortId, ms, dur, clock, seconds, project, unproject, MapView, Mover, loadConfig,
     set onUnauthorized(f) { onUnauthorized = f; }};
 })();

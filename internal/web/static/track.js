@@ -99,6 +99,7 @@
   }
 
   async function start() {
+    if (!token && !LM.signedIn()) { $('login').hidden = false; return; } // neither a link nor a session
     try {
       onUpdate({task: await api('GET', '/v1/tasks/' + id + q)});
       connect();
