@@ -62,6 +62,13 @@ type Options struct {
 	RetryPolicy river.ClientRetryPolicy
 	// JobTimeout bounds one run of a job. Default 1 min.
 	JobTimeout time.Duration
+	// RescueAfter is how long after it started a job still marked running counts as stuck: the
+	// process running it died (kill -9, a crash, a lost machine) before it could record the outcome.
+	// The elected replica (or the process itself, restarted) then schedules it again by the retry
+	// policy, checking every 30 s. It must exceed JobTimeout, after which a live run has given up.
+	// Default: JobTimeout plus a minute (2 min), where River's own default, an hour, would leave
+	// such a job waiting that long (with JobTimeout -1, no timeout, River's hour stays).
+	RescueAfter time.Duration
 	// FetchPollInterval is how often a replica looks for jobs when nothing told it of new ones.
 	// Default 1 s.
 	FetchPollInterval time.Duration
@@ -99,14 +106,29 @@ func New(db *sql.DB, d database.Dialect, opts Options) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	timeout := opts.JobTimeout
+	if timeout == 0 {
+		timeout = river.JobTimeoutDefault
+	}
+	switch {
+	case opts.RescueAfter < 0:
+		return nil, fmt.Errorf("jobs: rescue after %v is negative", opts.RescueAfter)
+	case opts.RescueAfter == 0 && timeout > 0:
+		opts.RescueAfter = timeout + time.Minute
+	case timeout > 0 && opts.RescueAfter <= timeout:
+		return nil, fmt.Errorf("jobs: rescue after %v is not above the job timeout %v", opts.RescueAfter, timeout)
+	}
 	cfg := &river.Config{
 		FetchPollInterval: opts.FetchPollInterval,
 		JobTimeout:        opts.JobTimeout,
 		Logger:            opts.Logger,
 		MaxAttempts:       opts.MaxAttempts,
 		RetryPolicy:       opts.RetryPolicy,
-		Schema:            opts.Schema,
-		Workers:           opts.Workers,
+		// River's default, an hour, would leave a job that a crash cut off for that long: a claim
+		// of a courier's capacity that never reached courier, or a release.
+		RescueStuckJobsAfter: opts.RescueAfter,
+		Schema:               opts.Schema,
+		Workers:              opts.Workers,
 	}
 	if opts.FetchPollInterval > 0 && opts.FetchPollInterval < river.FetchCooldownDefault {
 		cfg.FetchCooldown = opts.FetchPollInterval // River refuses a poll interval below the cooldown

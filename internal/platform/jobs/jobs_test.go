@@ -330,3 +330,48 @@ func TestRunWithoutWorkersFails(t *testing.T) {
 		t.Error("Run without workers = nil, want an error")
 	}
 }
+
+// TestJobOfADeadProcessRunsAgain: a job left running by a process that died (kill -9: no outcome was
+// recorded) runs again once it has been running longer than RescueAfter (2 min by default), not after
+// River's hour.
+func TestJobOfADeadProcessRunsAgain(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e env) {
+		ctx := testContext(t)
+		dead, err := jobs.New(e.db, e.dialect, jobs.Options{})
+		if err != nil {
+			t.Fatalf("jobs.New: %v", err)
+		}
+		if _, err := store(ctx, e, dead, "orphan", nil, nil); err != nil {
+			t.Fatalf("store: %v", err)
+		}
+		// What a process killed 10 minutes into the job's run leaves behind.
+		stuck := `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = datetime('now', '-10 minutes'), attempted_by = '["dead"]'`
+		if e.dialect == database.Postgres {
+			stuck = `UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now() - interval '10 minutes', attempted_by = ARRAY['dead']`
+		}
+		if _, err := e.db.ExecContext(ctx, stuck); err != nil {
+			t.Fatalf("mark the job running: %v", err)
+		}
+		w := &thingWorker{runs: make(chan attempt, 10)}
+		run(t, e, newWorkers(w), jobs.Options{RetryPolicy: fixedRetry(0)})
+		if got := next(t, w.runs); got.id != "orphan" || got.attempt != 2 {
+			t.Errorf("ran %q attempt %d, want orphan attempt 2", got.id, got.attempt)
+		}
+	})
+}
+
+func TestNewRefusesARescueTheTimeoutWouldCatch(t *testing.T) {
+	e := sqliteEnv(t)
+	for _, opts := range []jobs.Options{
+		{RescueAfter: -time.Second},
+		{RescueAfter: time.Minute},                                  // the default timeout
+		{JobTimeout: 5 * time.Minute, RescueAfter: 4 * time.Minute}, // below its timeout
+	} {
+		if _, err := jobs.New(e.db, e.dialect, opts); err == nil {
+			t.Errorf("jobs.New(RescueAfter %v, JobTimeout %v) = nil error, want one", opts.RescueAfter, opts.JobTimeout)
+		}
+	}
+	if _, err := jobs.New(e.db, e.dialect, jobs.Options{JobTimeout: 5 * time.Minute, RescueAfter: 6 * time.Minute}); err != nil {
+		t.Errorf("jobs.New(RescueAfter 6m, JobTimeout 5m) = %v, want nil", err)
+	}
+}
