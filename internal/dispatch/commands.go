@@ -104,6 +104,8 @@ const (
 	ReasonNotHolder          = "NOT_HOLDER"
 	ReasonUploadNotCommitted = "UPLOAD_NOT_COMMITTED"
 	ReasonCommandIDReused    = "COMMAND_ID_REUSED"
+	// ReasonInvalidCommand refuses a command that breaks the contract's rules for its fields (INVALID_ARGUMENT).
+	ReasonInvalidCommand = "INVALID_COMMAND"
 )
 
 // MaxCodeAttempts is how many wrong delivery codes a task accepts; after them every code is refused and a

@@ -16,6 +16,7 @@ import (
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/apperr/grpcerr"
 	"lastmile/internal/platform/auth"
+	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/protoenum"
 )
 
@@ -32,8 +33,9 @@ var drainCodes = protoenum.New(map[dispatch.DrainCode]dispatchv1.DrainReason{
 // domain session (dispatch.Service.OpenSession); started follows. Then two goroutines feed this one, the
 // stream's only sender: a reader, which receives the app's messages (each ack and command first takes a
 // token from the courier's message budget, sess.Admit, whose ResourceExhausted ends the stream; acks go
-// to the session; commands are executed in the order received and answered with command_result; a
-// second hello ends the stream with InvalidArgument), and a pump, which calls the session's Next for the
+// to the session; commands are executed in the order received and answered with command_result, a
+// command that breaks its rules with one saying so, INVALID_COMMAND, see withinCommand; a second hello
+// ends the stream with InvalidArgument, as does any other invalid message), and a pump, which calls the session's Next for the
 // deliveries and drains to send. The stream ends with the error that ended either (Next's Aborted after
 // a replacement, Unavailable after a drain's grace, an ack beyond the cursors sent, an exhausted
 // budget), with OK when the app half-closes, and with the context's error when the app goes away. Every
@@ -86,6 +88,14 @@ func (s *Server) StreamAssignments(stream dispatchv1.DispatchService_StreamAssig
 	go func() { // the reader
 		for {
 			req, err := stream.Recv()
+			// invalid is why the command req carries breaks its rules, when it does: it is answered
+			// with a command_result rather than ending the stream.
+			var invalid error
+			if bad := (*grpcserver.InvalidMessageError)(nil); errors.As(err, &bad) {
+				if r, ok := bad.Message.(*dispatchv1.StreamAssignmentsRequest); ok && withinCommand(r, bad.Err) {
+					req, invalid, err = r, bad.Err, nil
+				}
+			}
 			if errors.Is(err, io.EOF) {
 				ended <- nil
 				return
@@ -110,12 +120,11 @@ func (s *Server) StreamAssignments(stream dispatchv1.DispatchService_StreamAssig
 					return
 				}
 			default:
-				cmd, err := decodeCommand(req)
+				res, err := executeCommand(ctx, sess, req, invalid)
 				if err != nil {
 					ended <- err
 					return
 				}
-				res := sess.Execute(ctx, req.GetCommandId(), cmd)
 				if ctx.Err() != nil {
 					return
 				}
@@ -231,6 +240,48 @@ func encodeErrorMetadata(m map[string]string) map[string]string {
 		out["stage"] = st.String()
 	}
 	return out
+}
+
+// executeCommand executes the command req carries and returns its result. A command that breaks its
+// rules (invalid: the platform's validation error, or else its decoding's) is not executed, nor stored:
+// its result is INVALID_ARGUMENT, reason INVALID_COMMAND, with the message a unary call's status would
+// carry. The error, which ends the stream, is set for a message that is not a command.
+func executeCommand(ctx context.Context, sess *dispatch.CourierSession, req *dispatchv1.StreamAssignmentsRequest, invalid error) (dispatch.CommandResult, error) {
+	if invalid == nil {
+		cmd, err := decodeCommand(req)
+		if err == nil {
+			return sess.Execute(ctx, req.GetCommandId(), cmd), nil
+		}
+		if !withinCommand(req, err) {
+			return dispatch.CommandResult{}, err
+		}
+		invalid = err
+	}
+	return dispatch.CommandResult{CommandID: req.GetCommandId(), Err: &dispatch.CommandError{
+		Code: apperr.Invalid, Message: apperr.MessageOf(invalid), Reason: dispatch.ReasonInvalidCommand}}, nil
+}
+
+// requestKind is the oneof of a session message's kinds: hello, ack, or a command.
+var requestKind = new(dispatchv1.StreamAssignmentsRequest).ProtoReflect().Descriptor().Oneofs().ByName("kind")
+
+// withinCommand reports whether err, an invalid session message's error, concerns only the command the
+// message carries: the message is a command and every field violation names a field of it
+// ("decline.reason"), none the message's command_id or kind. Such a command is refused on its own, with
+// reason INVALID_COMMAND, and the stream stays open: ending it would make the app, which resends the
+// command under the same command_id at every reconnect, end every session it opens.
+func withinCommand(req *dispatchv1.StreamAssignmentsRequest, err error) bool {
+	e := apperr.As(err)
+	f := req.ProtoReflect().WhichOneof(requestKind)
+	if e == nil || e.Code != apperr.Invalid || len(e.Violations) == 0 || f == nil || f.Name() == "hello" || f.Name() == "ack" {
+		return false
+	}
+	name := string(f.Name())
+	for _, v := range e.Violations {
+		if v.Field != name && !strings.HasPrefix(v.Field, name+".") {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeCommand decodes the command of a session message.

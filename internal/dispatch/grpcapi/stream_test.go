@@ -4,14 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
+	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/dispatchtest"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/auth"
@@ -487,4 +490,111 @@ func TestStreamAssignmentsTakesAnyEventTime(t *testing.T) {
 	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PENDING || !last(res).GetChangeTime().AsTime().Equal(arrived) {
 		t.Fatalf("release a day ahead = %v; want PENDING at the time it arrived %v", res, arrived)
 	}
+}
+
+// invalidCommand is the result of command id when its command breaks its rules: INVALID_ARGUMENT, reason
+// INVALID_COMMAND, and message, the sentences a unary call's status would carry.
+func invalidCommand(id, message string) *dispatchv1.CommandResult {
+	return &dispatchv1.CommandResult{CommandId: id, Error: &dispatchv1.CommandError{Code: int32(codes.InvalidArgument), Message: message, Reason: "INVALID_COMMAND"}}
+}
+
+// TestStreamAssignmentsAnswersInvalidCommands: a command that breaks its rules (a reason value a newer app
+// knows and this server does not, a comment too long, too many inline proofs, a timestamp that is no
+// time) gets a command_result with INVALID_ARGUMENT, reason INVALID_COMMAND, and is not executed nor
+// stored, and the session stays open: ending it would make the app, which resends the command under the
+// same command_id at every reconnect, lose every session it opens.
+func TestStreamAssignmentsAnswersInvalidCommands(t *testing.T) {
+	e := start(t, true)
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+	s := e.open(t, courierP(c), &dispatchv1.SessionHello{})
+	s.recv()
+	task := e.create(t, customer, "r1")
+	o := s.nextOffer()
+	offerID := o.GetOffer().GetId()
+	decline := func(reason dispatchv1.DeclineReason, comment string) *dispatchv1.StreamAssignmentsRequest {
+		return &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: &dispatchv1.DeclineOffer{
+			OfferId: offerID, Reason: reason, Comment: comment}}}
+	}
+	check := func(what string, got, want *dispatchv1.CommandResult) {
+		t.Helper()
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+			t.Errorf("%s: command_result (-want +got):\n%s", what, diff)
+		}
+	}
+
+	unknownReason := invalidCommand("d1", "decline.reason must be one of DECLINE_REASON_TOO_FAR, DECLINE_REASON_TOO_BUSY, "+
+		"DECLINE_REASON_PARCEL_TOO_LARGE, DECLINE_REASON_SHIFT_ENDING, DECLINE_REASON_UNSAFE_AREA, DECLINE_REASON_OTHER")
+	check("decline with an unknown reason", s.command("d1", decline(99, "")), unknownReason)
+	// Not stored: sent again under its id, it gets the same answer, not a replayed one.
+	check("the same decline again", s.command("d1", decline(99, "")), unknownReason)
+	check("decline with a 501-character comment", s.command("d2", decline(dispatchv1.DeclineReason_DECLINE_REASON_TOO_FAR, strings.Repeat("x", 501))),
+		invalidCommand("d2", "decline.comment must be at most 500 characters"))
+
+	// Neither decline was executed: the offer is still open, and accepting it works.
+	res := s.command("a1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: offerID}}})
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_ASSIGNED {
+		t.Fatalf("accept after the invalid declines = %v; want ASSIGNED", res)
+	}
+
+	code := &dispatchv1.InlineProof{Kind: dispatchv1.ProofKind_PROOF_KIND_BARCODE, Value: &dispatchv1.InlineProof_Barcode{Barcode: "PARCEL-1"}}
+	check("picked_up with five inline proofs", s.command("p1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{
+		TaskId: task.GetId(), InlineProofs: []*dispatchv1.InlineProof{code, code, code, code, code}}}}),
+		invalidCommand("p1", "picked_up.inline_proofs must contain at most 4 items"))
+	// A timestamp past the year 9999 breaks no rule of the contract's, but is no time either (decoding
+	// refuses it): the same answer.
+	check("picked_up at no time", s.command("p2", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{
+		TaskId: task.GetId(), OccurTime: &timestamppb.Timestamp{Seconds: 1 << 40}}}}),
+		invalidCommand("p2", "picked_up.occur_time is not a valid timestamp"))
+
+	res = s.command("p3", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{TaskId: task.GetId()}}})
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PICKED_UP {
+		t.Fatalf("picked_up after the invalid ones = %v; want PICKED_UP", res)
+	}
+}
+
+// TestStreamAssignmentsEndsOnInvalidMessagesThatAreNoCommand: what cannot be answered with a
+// command_result still ends the stream with INVALID_ARGUMENT: a bad ack, a second hello, a command without
+// a command_id or with an invalid one (also when its command is invalid too), a message of no known kind.
+func TestStreamAssignmentsEndsOnInvalidMessagesThatAreNoCommand(t *testing.T) {
+	e := start(t, true)
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+	badDecline := &dispatchv1.DeclineOffer{OfferId: taskID(1), Reason: 99}
+	for _, tc := range []struct {
+		name string
+		msg  *dispatchv1.StreamAssignmentsRequest
+	}{
+		{"ack of cursor 0", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Ack{Ack: &dispatchv1.Acknowledge{}}}},
+		{"ack with a command_id", &dispatchv1.StreamAssignmentsRequest{CommandId: "a1", Kind: &dispatchv1.StreamAssignmentsRequest_Ack{Ack: &dispatchv1.Acknowledge{Cursor: 1}}}},
+		{"hello again", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Hello{Hello: &dispatchv1.SessionHello{}}}},
+		{"invalid hello again", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Hello{Hello: &dispatchv1.SessionHello{ResumeCursor: -1}}}},
+		{"invalid command without command_id", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: badDecline}}},
+		{"invalid command with a 65-character command_id", &dispatchv1.StreamAssignmentsRequest{CommandId: strings.Repeat("c", 65), Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: badDecline}}},
+		{"no kind", &dispatchv1.StreamAssignmentsRequest{CommandId: "x1"}},
+	} {
+		s := e.open(t, courierP(c), &dispatchv1.SessionHello{})
+		if s.recv().GetStarted() == nil {
+			t.Fatalf("%s: first message is not started", tc.name)
+		}
+		s.send(tc.msg)
+		wantCode(t, tc.name, s.end(), codes.InvalidArgument)
+	}
+}
+
+// TestStreamAssignmentsInvalidCommandsSpendTheBudget: an invalid command takes a token from the courier's
+// message budget like any other: past the burst the stream ends with RESOURCE_EXHAUSTED instead of
+// answering it.
+func TestStreamAssignmentsInvalidCommandsSpendTheBudget(t *testing.T) {
+	e := start(t, true)
+	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
+	s := e.open(t, courierP(c), &dispatchv1.SessionHello{})
+	s.recv()
+	bad := &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: &dispatchv1.DeclineOffer{OfferId: taskID(1), Reason: 99}}}
+	for i := range dispatch.DefaultSessionBurst {
+		if res := s.command(fmt.Sprintf("d%d", i), bad); res.GetError().GetReason() != "INVALID_COMMAND" {
+			t.Fatalf("invalid command %d of the burst = %v; want INVALID_COMMAND", i+1, res)
+		}
+	}
+	bad.CommandId = "over"
+	s.send(bad)
+	wantCode(t, "invalid command over the budget", s.end(), codes.ResourceExhausted)
 }

@@ -398,9 +398,9 @@ func (c *chain) validateStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServ
 	return handler(srv, &validatingStream{ServerStream: ss, chain: c})
 }
 
-// validatingStream validates every message the handler receives. An invalid message makes RecvMsg return
-// an apperr.Invalid error; the handler decides whether that ends the stream (returning it does, with
-// InvalidArgument).
+// validatingStream validates every message the handler receives. A message that breaks its rules makes
+// RecvMsg return an *InvalidMessageError; the handler decides whether that ends the stream (returning it
+// does, with InvalidArgument).
 type validatingStream struct {
 	grpc.ServerStream
 	chain *chain
@@ -410,8 +410,28 @@ func (s *validatingStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	return s.chain.validate(m)
+	err := s.chain.validate(m)
+	if err != nil && apperr.CodeOf(err) == apperr.Invalid {
+		return &InvalidMessageError{Message: m.(proto.Message), Err: err} // validate checks proto messages only
+	}
+	return err
 }
+
+// InvalidMessageError is what a stream's RecvMsg returns for a message that breaks its validation rules:
+// Err is the apperr.Invalid error a unary call fails with for such a request (its violations name the
+// fields, its message is their sentences), and Message the message as received. Returned by the handler,
+// it ends the stream with InvalidArgument and that message, as Err would. A handler whose contract
+// answers some invalid messages inside the stream instead (a command with a command id gets its own
+// result) finds it with errors.As, answers, and reads on.
+type InvalidMessageError struct {
+	Message proto.Message
+	Err     error
+}
+
+func (e *InvalidMessageError) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err, so that the error maps to the status Err maps to.
+func (e *InvalidMessageError) Unwrap() error { return e.Err }
 
 // validate checks m against its protovalidate rules. Violations become an apperr.Invalid error whose
 // field violations name the offending fields ("origin.latitude").

@@ -24,7 +24,8 @@
 //     (Config.Streams, defaults for the rest); ResourceExhausted over a cap; idle streams are ended with
 //     DeadlineExceeded; unary calls pass;
 //  10. validation — protovalidate rules of every request message (each received message of a stream);
-//     InvalidArgument with errdetails.BadRequest field violations;
+//     InvalidArgument with errdetails.BadRequest field violations (for a stream message, RecvMsg's
+//     *InvalidMessageError, which a handler may answer in the stream instead of ending it);
 //  11. the handler.
 //
 // The order is deliberate. Everything that can fail runs inside error mapping, so callers only ever see

@@ -1,10 +1,17 @@
 package grpcserver_test
 
 import (
+	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -13,7 +20,9 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/auth"
 	"lastmile/internal/platform/grpcserver"
 )
 
@@ -98,5 +107,58 @@ func TestValidateRuleThatDoesNotCompileIsInternal(t *testing.T) {
 	}
 	if got, want := apperr.MessageOf(err), "internal error"; got != want {
 		t.Errorf("Validate with a rule that does not compile: message %q, want %q", got, want)
+	}
+}
+
+// TestInvalidStreamMessage: a stream message that breaks its rules makes RecvMsg return an
+// *grpcserver.InvalidMessageError holding the message as received and the error a unary call gets;
+// returned by the handler, it ends the stream with that error's status, as any other stream's does.
+func TestInvalidStreamMessage(t *testing.T) {
+	var got []string // what the handler saw, per message
+	points := grpc.StreamDesc{StreamName: "Points", ClientStreams: true, ServerStreams: true, Handler: func(_ any, ss grpc.ServerStream) error {
+		for {
+			m := &geov1.LatLng{}
+			err := ss.RecvMsg(m)
+			var invalid *grpcserver.InvalidMessageError
+			if !errors.As(err, &invalid) {
+				got = append(got, fmt.Sprintf("%g: %v", m.GetLatitude(), err))
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			got = append(got, fmt.Sprintf("%g invalid, same message %v: %s", m.GetLatitude(), invalid.Message == m, apperr.MessageOf(invalid.Err)))
+			return err
+		}
+	}}
+	desc := grpc.ServiceDesc{ServiceName: "lastmile.grpcservertest.Points", HandlerType: (*any)(nil), Streams: []grpc.StreamDesc{points}}
+	_, conn := startServer(t, grpcserver.Config{Policy: policyFor(&desc, auth.Public(), nil)}, func(s *grpc.Server) { s.RegisterService(&desc, struct{}{}) })
+
+	stream, err := conn.NewStream(callCtx(t), &points, "/lastmile.grpcservertest.Points/Points")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lat := range []float64{52.5, 91} {
+		if err := stream.SendMsg(&geov1.LatLng{Latitude: lat}); err != nil {
+			t.Fatalf("send %g: %v", lat, err)
+		}
+	}
+	err = stream.RecvMsg(&geov1.LatLng{})
+	st := status.Convert(err)
+	var fields []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	const sentence = "latitude must be between -90 and 90"
+	if st.Code() != codes.InvalidArgument || st.Message() != sentence || !slices.Equal(fields, []string{"latitude"}) {
+		t.Errorf("stream ended with %v (fields %q), want InvalidArgument %q with field latitude", err, fields, sentence)
+	}
+	want := []string{"52.5: <nil>", "91 invalid, same message true: " + sentence}
+	if !slices.Equal(got, want) {
+		t.Errorf("the handler saw %q, want %q", got, want)
 	}
 }

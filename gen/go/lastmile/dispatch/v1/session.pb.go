@@ -225,11 +225,12 @@ type StreamAssignmentsRequest struct {
 	// for commands, 1 to 64 printable ASCII characters (a UUID is a good choice); must be empty for hello and
 	// ack.
 	//
-	// The server stores a command's final outcome (success, or an error other than ABORTED and UNAVAILABLE)
-	// under its id, per courier, for at least 24 hours. The same command sent again under the same id (after
-	// a reconnect, when its result was lost) is not applied twice: it gets the stored result, with
-	// CommandResult.replayed set. An ABORTED or UNAVAILABLE outcome is not stored: resending the command under
-	// the same id executes it again. A different command under an id already used fails with ALREADY_EXISTS,
+	// The server stores a command's final outcome (success, or an error other than ABORTED, UNAVAILABLE and
+	// INVALID_ARGUMENT with reason INVALID_COMMAND) under its id, per courier, for at least 24 hours. The same
+	// command sent again under the same id (after a reconnect, when its result was lost) is not applied
+	// twice: it gets the stored result, with CommandResult.replayed set. An ABORTED or UNAVAILABLE outcome is
+	// not stored: resending the command under the same id executes it again. Nor is INVALID_COMMAND, since
+	// the command was not executed: resent under the same id, it is checked again. A different command under an id already used fails with ALREADY_EXISTS,
 	// reason COMMAND_ID_REUSED. A command whose effect is already in place (an offer the courier already
 	// accepted, a pickup already confirmed), sent under a new id, succeeds again and returns the task; the
 	// exception is release, which then fails with reason NOT_HOLDER, since the task may already be another
@@ -1553,8 +1554,9 @@ func (x *CommandResult) GetReplayed() bool {
 }
 
 // CommandError says why a command failed. The stream stays open. Errors other than ABORTED and UNAVAILABLE
-// are final and stored under the command_id: fix the command and send it under a new command_id. ABORTED
-// and UNAVAILABLE are not stored: resend the command unchanged under the same command_id. A command over
+// are final: fix the command and send it under a new command_id. They are stored under the command_id,
+// except INVALID_COMMAND (see below). ABORTED and UNAVAILABLE are not stored: resend the command unchanged
+// under the same command_id. A command over
 // the session's rate limit gets no CommandError: the stream ends with RESOURCE_EXHAUSTED (see
 // StreamAssignments) and the command is not executed.
 //
@@ -1580,6 +1582,13 @@ func (x *CommandResult) GetReplayed() bool {
 //   - FAILED_PRECONDITION, reason BARCODE_MISMATCH: the barcode does not equal the task's parcel_barcode.
 //   - FAILED_PRECONDITION, reason UPLOAD_NOT_COMMITTED: a proof upload is not COMMITTED, belongs to another
 //     task or is already attached; metadata "upload_id" names it.
+//   - INVALID_ARGUMENT, reason INVALID_COMMAND: the command breaks the validation rules of its fields,
+//     such as a reason value this server does not define (sent by a newer app), a comment over 500
+//     characters, more than 4 inline proofs, or a timestamp that is not a valid time. The message names
+//     each field and rule as a unary call's INVALID_ARGUMENT does ("decline.comment must be at most 500
+//     characters"). The command is not executed and its outcome is not stored: sent again under the same
+//     command_id, it is checked again and answered the same way, not replayed. (A message whose
+//     command_id is missing or invalid gets no command_result: it ends the stream, see StreamAssignments.)
 //   - ALREADY_EXISTS, reason COMMAND_ID_REUSED: the command_id was already used for a different command.
 //   - ABORTED: a concurrent change won (resend under the same command_id).
 //   - UNAVAILABLE: a dependency is down (resend under the same command_id after retry_after, or a pause).
