@@ -59,6 +59,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -87,6 +88,13 @@ const (
 	keepaliveTime    = 30 * time.Second
 	keepaliveTimeout = 10 * time.Second
 )
+
+// reconnectMaxDelay caps the wait between two attempts to connect to a peer that is down. grpc-go's
+// default, 2 minutes (reached after about 4 minutes of failures), kept a connection failing for up to that
+// long after its peer was back, and the circuit breaker open with it (it closes once the connection is
+// READY): a dispatch replica's claims and releases reached a restarted courier service minutes late.
+// Attempts a few seconds apart cost little: a process has a handful of peers.
+const reconnectMaxDelay = 5 * time.Second
 
 // flowControlWindow is the HTTP/2 flow-control window of every stream and of the connection, in bytes,
 // fixed, as grpcserver fixes its own: with grpc-go's dynamic windows, the client answers every response's
@@ -244,6 +252,10 @@ func New(cfg Config) (*grpc.ClientConn, error) {
 		}),
 		grpc.WithInitialWindowSize(flowControlWindow),
 		grpc.WithInitialConnWindowSize(flowControlWindow),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMaxDelay},
+			MinConnectTimeout: 20 * time.Second, // grpc-go's default
+		}),
 		grpc.WithUnaryInterceptor(composeUnary(unary)),
 		grpc.WithChainStreamInterceptor(stream...),
 	}

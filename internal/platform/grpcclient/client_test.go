@@ -2,6 +2,7 @@ package grpcclient_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -846,5 +847,47 @@ func TestBreakerClosesWhenTheServerComesBack(t *testing.T) {
 	}
 	if got := breakerState(t, reg, target); got != 0 {
 		t.Errorf("breaker state after the server came back = %v, want 0 (closed)", got)
+	}
+}
+
+// TestReconnectsSoonAfterALongOutage: a peer that was down for a while is reconnected to within
+// seconds of its return. The dialer refuses 8 attempts; with grpc-go's default backoff (1 s growing
+// by 1.6 up to 2 min) the 9th would come after about 70 s (at least 56 s with its jitter), after the
+// wait below; with reconnectMaxDelay (5 s) after about 29 s.
+func TestReconnectsSoonAfterALongOutage(t *testing.T) {
+	lis := grpctest.Listen()
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, &server{id: "back"})
+	go gs.Serve(lis)
+	defer gs.Stop()
+	var attempts atomic.Int32
+	client := newClient(t, grpcclient.Config{
+		Target:      "passthrough:///down-then-back",
+		MaxAttempts: 1,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			if attempts.Add(1) <= 8 {
+				return nil, errors.New("connection refused (the peer is down)")
+			}
+			return lis.DialContext(ctx)
+		})},
+	})
+	deadline := time.Now().Add(45 * time.Second) // a hang guard, below the default backoff's 56 s
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		cancel()
+		if err == nil {
+			if resp.GetServerId() != "back" {
+				t.Fatalf("UnaryCall answered by %q, want back", resp.GetServerId())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("UnaryCall still fails after %d connection attempts: %v", attempts.Load(), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := attempts.Load(); got != 9 {
+		t.Errorf("connection attempts = %d, want 9 (8 refused, then the one that connected)", got)
 	}
 }
