@@ -489,3 +489,18 @@ func TestFirstVisitLogsNoFailedRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestCountersAreNoLiveRegion: the top bar's counters are drawn anew every 5 s and at every task event; as
+// a live region (aria-live) a screen reader read them all out again each time, drowning what matters. The
+// connection state (role status) and the messages (toasts) are the page's live regions.
+func TestCountersAreNoLiveRegion(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{tasks: map[string]map[string]any{pendingTask: stubTask(pendingTask, "PENDING", "")}}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	signIn(p, base)
+	got := eval[[]string](p, `[...document.querySelectorAll('[aria-live], [role=status], [role=alert], [role=log]')].filter((e) => e.id).map((e) => e.id)`)
+	if want := "conn,login-error,toasts"; strings.Join(got, ",") != want {
+		t.Errorf("live regions = %q, want %q", strings.Join(got, ","), want)
+	}
+}
