@@ -88,7 +88,7 @@ func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie("lm_access"); err == nil && c.Value == "ok" {
 		signedIn = true
 	}
-	user := map[string]any{"user": map[string]any{"id": "01a23500-0000-7000-8000-000000000001", "email": "dana@example.com", "displayName": "Dana", "role": "ROLE_ADMIN"}}
+	user := map[string]any{"user": map[string]any{"id": "01a23500-0000-7000-8000-000000000001", "email": "admin@lastmile.local", "displayName": "Administrator", "role": "ROLE_ADMIN"}}
 	switch {
 	case p == "/v1/session" && r.Method == http.MethodPost:
 		http.SetCookie(w, &http.Cookie{Name: "lm_access", Value: "ok", Path: "/", HttpOnly: true})
@@ -126,7 +126,9 @@ func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			cs = append(cs, map[string]any{"id": c["courierId"], "displayName": c["displayName"], "status": c["status"], "transportMode": c["transportMode"], "capacity": c["capacity"]})
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"couriers": cs})
-	case p == "/v1/tasks" || p == "/v1/users":
+	case p == "/v1/tasks": // finished tasks: none listed, 140 of each state counted (as a demo has)
+		writeJSON(w, http.StatusOK, map[string]any{"totalSize": 140})
+	case p == "/v1/users":
 		writeJSON(w, http.StatusOK, map[string]any{})
 	case strings.HasPrefix(p, "/v1/couriers/") && strings.HasSuffix(p, "/overview"):
 		id := strings.TrimSuffix(strings.TrimPrefix(p, "/v1/couriers/"), "/overview")
@@ -502,5 +504,41 @@ func TestCountersAreNoLiveRegion(t *testing.T) {
 	got := eval[[]string](p, `[...document.querySelectorAll('[aria-live], [role=status], [role=alert], [role=log]')].filter((e) => e.id).map((e) => e.id)`)
 	if want := "conn,login-error,toasts"; strings.Join(got, ",") != want {
 		t.Errorf("live regions = %q, want %q", strings.Join(got, ","), want)
+	}
+}
+
+// TestLaptopAndTabletLayout: at 1,280 px and below the top bar's counters stayed on one line, pushing the
+// connection state and Log out past the right edge (the page does not scroll: at 1,024 px the connection
+// state was not visible at all), and an open drawer took 500 px beside the 340 px list (at 768 px the map
+// was 0 px wide and the drawer ran off the screen). The counters wrap, and under 1,100 px the drawer lies
+// over the map's right side.
+func TestLaptopAndTabletLayout(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{tasks: map[string]map[string]any{pendingTask: stubTask(pendingTask, "PENDING", "")}}
+	base := startStub(t, s)
+	for _, size := range [][2]int64{{1280, 800}, {1024, 768}, {768, 1024}} {
+		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {
+			p := newPage(t, exe)
+			p.do("resize", 10*time.Second, chromedp.EmulateViewport(size[0], size[1]))
+			signIn(p, base)
+			p.poll("the counters", `document.querySelector('#counters .counter') !== null`, 10*time.Second)
+			w := int(size[0])
+			inside := func(id string) {
+				t.Helper()
+				if r := eval[[]int](p, `(() => { const r = document.getElementById('`+id+`').getBoundingClientRect(); return [Math.round(r.left), Math.round(r.right)]; })()`); r[0] < 0 || r[1] > w {
+					t.Errorf("#%s spans %v, outside the %d px window", id, r, w)
+				}
+			}
+			if got := eval[int](p, `document.documentElement.scrollWidth`); got != w {
+				t.Errorf("the page is %d px wide, want %d (the window)", got, w)
+			}
+			inside("conn")
+			inside("logout")
+			openTask(p, pendingTask)
+			inside("drawer")
+			if m := eval[int](p, `Math.round(document.getElementById('map').getBoundingClientRect().width)`); m < 400 {
+				t.Errorf("with the drawer open the map is %d px wide, want at least 400", m)
+			}
+		})
 	}
 }
