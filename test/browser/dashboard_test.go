@@ -328,7 +328,7 @@ func TestDashboard(t *testing.T) {
 	// between the lookup and the click) is missed, and another courier is looked up and clicked. Each
 	// click must select the courier it was aimed at or nothing else that is a courier.
 	clickCourier(p, inView)
-	if got := eval[string](p, `[...document.querySelectorAll('#drawer-body dt')].map((d) => d.textContent).join(',')`); got != "Transport,Capacity used,Last fix,Delivered today,Id" {
+	if got := eval[string](p, `[...document.querySelectorAll('#drawer-body dt')].map((d) => d.textContent).join(',')`); got != "Transport,Capacity used,Last fix,Delivered today,Account,Id" {
 		t.Errorf("courier drawer facts = %q", got)
 	}
 

@@ -44,8 +44,9 @@ type stubAPI struct {
 	// eventsRefusal, when set, is the status and JSON body every GET /v1/events is refused with.
 	eventsStatus int
 	eventsBody   string
-	events       chan string // further SSE blocks for the open /v1/events streams
-	calls        []string    // "POST /v1/tasks/…:assign {body}", in order
+	events       chan string     // further SSE blocks for the open /v1/events streams
+	calls        []string        // "POST /v1/tasks/…:assign {body}", in order
+	suspended    map[string]bool // couriers whose account is suspended
 }
 
 const stubCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -130,6 +131,15 @@ func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"totalSize": 140})
 	case p == "/v1/users":
 		writeJSON(w, http.StatusOK, map[string]any{})
+	case strings.HasPrefix(p, "/v1/users/"): // a courier's user: "u" + the courier id; suspended when listed
+		id := strings.TrimPrefix(p, "/v1/users/u")
+		status := "USER_STATUS_ACTIVE"
+		if s.suspended[id] {
+			status = "USER_STATUS_SUSPENDED"
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"id": "u" + id, "role": "ROLE_COURIER", "status": status})
+	case strings.HasPrefix(p, "/v1/couriers/") && !strings.HasSuffix(p, "/overview"):
+		writeJSON(w, http.StatusOK, map[string]any{"id": strings.TrimPrefix(p, "/v1/couriers/"), "userId": "u" + strings.TrimPrefix(p, "/v1/couriers/")})
 	case strings.HasPrefix(p, "/v1/couriers/") && strings.HasSuffix(p, "/overview"):
 		id := strings.TrimSuffix(strings.TrimPrefix(p, "/v1/couriers/"), "/overview")
 		for _, c := range s.couriers {
@@ -540,5 +550,31 @@ func TestLaptopAndTabletLayout(t *testing.T) {
 				t.Errorf("with the drawer open the map is %d px wide, want at least 400", m)
 			}
 		})
+	}
+}
+
+// TestCourierDrawerSaysTheAccountIsSuspended: a suspended courier keeps the courier service's status (BUSY
+// with a picked-up parcel); the courier's drawer said nothing of the account, so a dispatcher could not
+// tell that the task may be reassigned. It says "Account: suspended: may not work".
+func TestCourierDrawerSaysTheAccountIsSuspended(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{
+		tasks: map[string]map[string]any{pickedUpTask: stubTask(pickedUpTask, "PICKED_UP", courierA)},
+		couriers: []map[string]any{stubCourier(courierA, "Suspended Sam", "BUSY", 52.5210, 13.4080),
+			stubCourier(courierB, "Bea", "AVAILABLE", 52.5150, 13.3950)},
+		suspended: map[string]bool{courierA: true},
+	}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	signIn(p, base)
+	openTask(p, pickedUpTask)
+	eval[any](p, `document.querySelector('#drawer-body dd a').click()`)
+	p.poll("the courier's drawer", `document.getElementById('drawer-courier') !== null`, 10*time.Second)
+	got := eval[[]string](p, `[...document.querySelectorAll('#drawer-body dt')].map((dt) => dt.textContent + ': ' + dt.nextElementSibling.textContent)`)
+	if !strings.Contains(strings.Join(got, "|"), "|Account: suspended: may not work|") {
+		t.Errorf("the courier's facts = %q, want Account: suspended: may not work", got)
+	}
+	if s := p.consoleProblems(); s != "" {
+		t.Errorf("the browser reported problems:%s", s)
 	}
 }

@@ -489,12 +489,26 @@
     }));
   }
 
+  // accountOf says whether the courier's account lets them work: the courier service's status does not
+  // (a suspended courier stays BUSY with a picked-up parcel, which a dispatcher may then reassign).
+  // Dispatchers do not see deleted users (404), admins do.
+  async function accountOf(id) {
+    let c;
+    try { c = await api('GET', '/v1/couriers/' + id); } catch { return ''; }
+    try {
+      const u = await api('GET', '/v1/users/' + c.userId);
+      if (u.status === 'USER_STATUS_SUSPENDED') return 'suspended: may not work';
+      if (u.status === 'USER_STATUS_DELETED') return 'deleted: may not work';
+      return u.role === 'ROLE_COURIER' ? 'active' : 'no longer a courier: may not work';
+    } catch (err) { return err.status === 404 ? 'deleted: may not work' : ''; }
+  }
+
   async function openCourier(id) {
     const seq = ++opening;
-    let o, delivered;
+    let o, delivered, account;
     try {
-      [o, delivered] = await Promise.all([api('GET', '/v1/couriers/' + id + '/overview'),
-        api('GET', '/v1/tasks?pageSize=200&states=TASK_STATE_DELIVERED&courierId=' + id)]);
+      [o, delivered, account] = await Promise.all([api('GET', '/v1/couriers/' + id + '/overview'),
+        api('GET', '/v1/tasks?pageSize=200&states=TASK_STATE_DELIVERED&courierId=' + id), accountOf(id)]);
     } catch (err) { LM.fail(err); return; }
     if (seq !== opening) return;
     const c = o.courier || {}, k = S.couriers.get(id) || {};
@@ -505,7 +519,7 @@
       facts([['Transport', (c.transportMode || '').replace('TRANSPORT_MODE_', '')],
         ['Capacity used', (c.activeTaskCount || 0) + ' of ' + (c.capacity || 0)],
         ['Last fix', k.fixAt ? LM.dur(Date.now() - k.fixAt) + ' ago' : 'none'],
-        ['Delivered today', String(todays) + (delivered.nextPageToken ? '+' : '')], ['Id', id]]),
+        ['Delivered today', String(todays) + (delivered.nextPageToken ? '+' : '')], ['Account', account], ['Id', id]]),
       section('Active tasks', el('ul', {className: 'plain'}, ...(o.activeTasks || []).map((t) => el('li', {},
         el('a', {href: '#', onclick: (e) => { e.preventDefault(); select('task', t.id); }}, chip(stateOf(t)), ' ' + LM.shortId(t.id) + ' ' + (t.dropoff.address || '')))))),
       section('Open offers', el('p', {className: 'muted'}, String((o.openOffers || []).length))),
