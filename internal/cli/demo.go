@@ -19,6 +19,8 @@ import (
 const demoSummary = `Run every service in this process (as serve does, with every serve flag) plus the simulator against them:
 couriers who ride, accept offers and deliver, and customers who order, in a city (Berlin by default). Open
 the dashboard it prints and log in with the admin it prints. Ctrl-C stops the simulator, then the services.
+A restart first retires what earlier runs left: their open tasks are cancelled (reason OTHER) and their
+couriers set OFFLINE, and one line says how many.
 The admin is LASTMILE_ADMIN_EMAIL / LASTMILE_ADMIN_PASSWORD when set; else its password is generated on the
 first run and kept in <data-dir>/demo-admin-password. The demo keeps its state in its own --data-dir; its
 --data-dir, --database-url, --proof-dir and --target read LASTMILE_DEMO_DATA_DIR, ... instead of serve's
@@ -133,6 +135,19 @@ func demo(ctx context.Context, cfg serveConfig, d demoConfig, env Env, after fun
 	}
 	sc.Logger = telemetry.NewLogger(env.Stderr, telemetry.LogOptions{Level: cfg.Telemetry.LogLevel, Format: cfg.Telemetry.LogFormat, Service: "simulator"})
 	sc.Progress, sc.ProgressTTY = env.Stderr, isTerminal(env.Stderr)
+	// A restart on the same data finds the couriers and tasks the earlier runs left (a run's bots are its
+	// own): retire them before this run's start, so that the dashboard shows this run alone.
+	if done, err := simulator.RetireEarlierRuns(ctx, sc); err != nil {
+		if ctx.Err() == nil {
+			sc.Logger.Warn("demo: could not retire what earlier runs left", "error", err)
+		}
+	} else if done != (simulator.Retired{}) {
+		fmt.Fprintf(env.Stdout, "demo: retired an earlier run: %d tasks cancelled, %d couriers offline", done.TasksCancelled, done.CouriersOffline)
+		if done.TasksPickedUp > 0 {
+			fmt.Fprintf(env.Stdout, " (%d picked-up tasks keep their couriers busy)", done.TasksPickedUp)
+		}
+		fmt.Fprintln(env.Stdout)
+	}
 	fmt.Fprintf(env.Stdout, "\n  lastmile demo is running\n    dashboard: http://%s/\n    admin:     %s\n    password:  %s\n"+
 		"    simulator: %d couriers, %g tasks/s within %.0f m of %.4f,%.4f\n  Ctrl-C stops it.\n\n",
 		browsable(ends.HTTP), d.AdminEmail, password, sc.Couriers, sc.Rate, sc.Area.RadiusMeters, sc.Area.Center.Lat, sc.Area.Center.Lng)
