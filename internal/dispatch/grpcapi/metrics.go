@@ -41,96 +41,47 @@ var _ dispatch.Metrics = (*Metrics)(nil)
 
 // NewMetrics returns dispatch's metrics registered with reg (private ones with a nil reg).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	r := &registrar{reg: reg}
 	m := &Metrics{
-		offersSent: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_offers_sent_total",
-			Help: "Offers made to couriers.",
-		}),
-		offersAnswered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_offers_closed_total",
-			Help: "Offers that left the open state, by outcome: accepted, declined, expired or withdrawn.",
-		}, []string{"outcome"}),
-		timeToAssign: prometheus.NewHistogram(prometheus.HistogramOpts{
+		offersSent: r.counter("lastmile_dispatch_offers_sent_total",
+			"Offers made to couriers."),
+		offersAnswered: r.counterVec("lastmile_dispatch_offers_closed_total",
+			"Offers that left the open state, by outcome: accepted, declined, expired or withdrawn.", "outcome"),
+		timeToAssign: register(r, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lastmile_dispatch_time_to_assign_seconds",
 			Help:    "Time from a task's creation to its assignment to a courier.",
 			Buckets: []float64{1, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600},
-		}),
-		decisions: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		})),
+		decisions: register(r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "lastmile_dispatch_decision_duration_seconds",
 			Help:    "Time the assignment engine took per decision, by outcome.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-		}, []string{"outcome"}),
-		degraded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_decisions_degraded_total",
-			Help: "Decisions made with the local ETA estimate because the route service was unavailable.",
-		}),
-		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "lastmile_dispatch_courier_sessions",
-			Help: "Courier sessions (StreamAssignments) open on this replica.",
-		}),
-		replayed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_replayed_deliveries_total",
-			Help: "Unacknowledged deliveries replayed to couriers when their session opened.",
-		}),
-		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_uploads_total",
-			Help: "Proof uploads that reached a state: in_progress (started), committed, rejected or expired.",
-		}, []string{"state"}),
-		courierStream: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_courier_stream_ends_total",
-			Help: "Ends of the courier service's stream of courier states this replica follows (opened again after).",
-		}),
-		courierWakes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_courier_woken_tasks_total",
-			Help: "Waiting tasks made due at once by a courier near them: available, freed or moved.",
-		}, []string{"reason"}),
-		breakerState: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "lastmile_dispatch_route_breaker_state",
-			Help: "State of dispatch's circuit breaker around the route service: 0 closed, 1 half-open, 2 open (ETAs from the local estimate).",
-		}),
-		breakerOpens: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_route_breaker_opens_total",
-			Help: "How many times dispatch's circuit breaker around the route service opened.",
-		}),
-		sweeps: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_account_sweeps_total",
-			Help: "Account sweeps this replica ran: checks of the couriers with open offers or tasks not picked up, for account changes the live path missed.",
-		}),
-		sweptCouriers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_account_sweep_couriers_total",
-			Help: "Couriers the account sweeps looked at, by outcome: checked (their account was read), barred (they may no longer work) or failed (the check, or the listing of the couriers, failed; left to the next sweep).",
-		}, []string{"outcome"}),
-		sweptTaken: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lastmile_dispatch_account_sweep_taken_total",
-			Help: "What the account sweeps took back from couriers who may no longer work, which the live path had missed: offer (withdrawn) or task (back to PENDING).",
-		}, []string{"what"}),
+		}, []string{"outcome"})),
+		degraded: r.counter("lastmile_dispatch_decisions_degraded_total",
+			"Decisions made with the local ETA estimate because the route service was unavailable."),
+		sessions: r.gauge("lastmile_dispatch_courier_sessions",
+			"Courier sessions (StreamAssignments) open on this replica."),
+		replayed: r.counter("lastmile_dispatch_replayed_deliveries_total",
+			"Unacknowledged deliveries replayed to couriers when their session opened."),
+		uploads: r.counterVec("lastmile_dispatch_uploads_total",
+			"Proof uploads that reached a state: in_progress (started), committed, rejected or expired.", "state"),
+		courierStream: r.counter("lastmile_dispatch_courier_stream_ends_total",
+			"Ends of the courier service's stream of courier states this replica follows (opened again after)."),
+		courierWakes: r.counterVec("lastmile_dispatch_courier_woken_tasks_total",
+			"Waiting tasks made due at once by a courier near them: available, freed or moved.", "reason"),
+		breakerState: r.gauge("lastmile_dispatch_route_breaker_state",
+			"State of dispatch's circuit breaker around the route service: 0 closed, 1 half-open, 2 open (ETAs from the local estimate)."),
+		breakerOpens: r.counter("lastmile_dispatch_route_breaker_opens_total",
+			"How many times dispatch's circuit breaker around the route service opened."),
+		sweeps: r.counter("lastmile_dispatch_account_sweeps_total",
+			"Account sweeps this replica ran: checks of the couriers with open offers or tasks not picked up, for account changes the live path missed."),
+		sweptCouriers: r.counterVec("lastmile_dispatch_account_sweep_couriers_total",
+			"Couriers the account sweeps looked at, by outcome: checked (their account was read), barred (they may no longer work) or failed (the check, or the listing of the couriers, failed; left to the next sweep).", "outcome"),
+		sweptTaken: r.counterVec("lastmile_dispatch_account_sweep_taken_total",
+			"What the account sweeps took back from couriers who may no longer work, which the live path had missed: offer (withdrawn) or task (back to PENDING).", "what"),
 	}
-	var err error
-	reg1 := func(c prometheus.Collector) prometheus.Collector {
-		if err != nil {
-			return c
-		}
-		var got prometheus.Collector
-		got, err = telemetry.Register(reg, c)
-		return got
-	}
-	m.offersSent = reg1(m.offersSent).(prometheus.Counter)
-	m.offersAnswered = reg1(m.offersAnswered).(*prometheus.CounterVec)
-	m.timeToAssign = reg1(m.timeToAssign).(prometheus.Histogram)
-	m.decisions = reg1(m.decisions).(*prometheus.HistogramVec)
-	m.degraded = reg1(m.degraded).(prometheus.Counter)
-	m.sessions = reg1(m.sessions).(prometheus.Gauge)
-	m.replayed = reg1(m.replayed).(prometheus.Counter)
-	m.uploads = reg1(m.uploads).(*prometheus.CounterVec)
-	m.courierStream = reg1(m.courierStream).(prometheus.Counter)
-	m.courierWakes = reg1(m.courierWakes).(*prometheus.CounterVec)
-	m.breakerState = reg1(m.breakerState).(prometheus.Gauge)
-	m.breakerOpens = reg1(m.breakerOpens).(prometheus.Counter)
-	m.sweeps = reg1(m.sweeps).(prometheus.Counter)
-	m.sweptCouriers = reg1(m.sweptCouriers).(*prometheus.CounterVec)
-	m.sweptTaken = reg1(m.sweptTaken).(*prometheus.CounterVec)
-	if err != nil {
-		return nil, fmt.Errorf("register dispatch metrics: %w", err)
+	if r.err != nil {
+		return nil, fmt.Errorf("register dispatch metrics: %w", r.err)
 	}
 	// Every outcome and state is exported from the start, at 0: a series that appears only at its first
 	// event leaves an operator's rate() or alert on it without data after each restart (an "expired" alert
@@ -148,6 +99,39 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		m.sweptTaken.WithLabelValues(w)
 	}
 	return m, nil
+}
+
+// registrar registers NewMetrics' collectors with reg (telemetry.Register) until the first error, which it
+// keeps in err; once it has failed it returns the collectors it is given unregistered.
+type registrar struct {
+	reg prometheus.Registerer
+	err error
+}
+
+// register registers c with r.reg and returns the collector to use: c, or the one already registered under
+// its name.
+func register[C prometheus.Collector](r *registrar, c C) C {
+	if r.err != nil {
+		return c
+	}
+	got, err := telemetry.Register(r.reg, c)
+	if err != nil {
+		r.err = err
+		return c
+	}
+	return got
+}
+
+func (r *registrar) counter(name, help string) prometheus.Counter {
+	return register(r, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
+}
+
+func (r *registrar) counterVec(name, help, label string) *prometheus.CounterVec {
+	return register(r, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label}))
+}
+
+func (r *registrar) gauge(name, help string) prometheus.Gauge {
+	return register(r, prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help}))
 }
 
 // OfferSent implements dispatch.Metrics.
