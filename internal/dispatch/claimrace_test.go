@@ -355,14 +355,22 @@ func landLate(t *testing.T, sys *dispatchtest.System, want int) {
 // not have.
 func TestClaimLandingAfterTheCancelsReleaseIsSuperseded(t *testing.T) {
 	sys, a, _, tk := acceptedByA(t)
-	failLate(t, sys, a, tk)
-	if _, err := sys.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther}); err != nil {
+	claimLandsAfterTheCancelsRelease(t, sys, sys, a, tk)
+}
+
+// claimLandsAfterTheCancelsRelease is the scenario of TestClaimLandingAfterTheCancelsReleaseIsSuperseded:
+// late is the replica whose claim job times out and whose claim lands late, other the one that cancels the
+// task and runs the release and the retry (the same system with one replica).
+func claimLandsAfterTheCancelsRelease(t *testing.T, late, other *dispatchtest.System, a dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	failLate(t, late, a, tk)
+	if _, err := other.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther}); err != nil {
 		t.Fatal(err)
 	}
-	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID, Final: true})
-	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID}) // the retry
-	landLate(t, sys, 1)
-	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
+	runJob(t, other, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID, Final: true})
+	runJob(t, other, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID}) // the retry
+	landLate(t, late, 1)
+	if holder, ok := late.Couriers.Claims()[tk.ID]; ok {
 		t.Errorf("courier service claim of the cancelled task on %s, want none", holder)
 	}
 }
@@ -372,16 +380,25 @@ func TestClaimLandingAfterTheCancelsReleaseIsSuperseded(t *testing.T) {
 // return stays, and the release after a second hand-back frees the courier.
 func TestClaimLandingAfterTheTaskCameBackLeavesTheNewClaim(t *testing.T) {
 	sys, a, _, tk := acceptedByA(t)
-	failLate(t, sys, a, tk)
-	handBack(t, sys, a, tk)
-	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
-	assign(t, sys, a, tk)
-	runJob(t, sys, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID})
-	landLate(t, sys, 1)
-	wantHeld(t, sys, a, tk)
-	handBack(t, sys, a, tk)
-	runJob(t, sys, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
-	if holder, ok := sys.Couriers.Claims()[tk.ID]; ok {
+	claimLandsAfterTheTaskCameBack(t, sys, sys, a, tk)
+}
+
+// claimLandsAfterTheTaskCameBack is the scenario of TestClaimLandingAfterTheTaskCameBackLeavesTheNewClaim:
+// late is the replica whose first claim lands late, where the dispatcher gives the task back and the second
+// hand-back and its release run; other hands the task back first, releases it and runs the return's claim
+// job (the same system with one replica).
+func claimLandsAfterTheTaskCameBack(t *testing.T, late, other *dispatchtest.System, a dispatchtest.Courier, tk dispatch.Task) {
+	t.Helper()
+	failLate(t, late, a, tk)
+	handBack(t, other, a, tk)
+	runJob(t, other, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
+	assign(t, late, a, tk)
+	runJob(t, other, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID})
+	landLate(t, late, 1)
+	wantHeld(t, late, a, tk)
+	handBack(t, late, a, tk)
+	runJob(t, late, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
+	if holder, ok := late.Couriers.Claims()[tk.ID]; ok {
 		t.Errorf("courier service claim of the handed-back task on %s, want none", holder)
 	}
 }

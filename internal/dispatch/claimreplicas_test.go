@@ -35,16 +35,7 @@ func twoReplicasAcceptedByA(t *testing.T) (ra, rb *dispatchtest.System, a dispat
 // superseded, and the courier holds no capacity for the cancelled task.
 func TestClaimLandingAfterAnotherReplicasReleaseIsSuperseded(t *testing.T) {
 	ra, rb, a, tk := twoReplicasAcceptedByA(t)
-	failLate(t, ra, a, tk)
-	if _, err := rb.Service.CancelTask(dispatchtest.Dispatcher(), dispatch.CancelRequest{ID: tk.ID, Reason: dispatch.CancelOther}); err != nil {
-		t.Fatal(err)
-	}
-	runJob(t, rb, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID, Final: true})
-	runJob(t, rb, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID}) // the retry
-	landLate(t, ra, 1)
-	if holder, ok := ra.Couriers.Claims()[tk.ID]; ok {
-		t.Errorf("courier service claim of the cancelled task on %s, want none", holder)
-	}
+	claimLandsAfterTheCancelsRelease(t, ra, rb, a, tk)
 }
 
 // The same with the task coming back: handed back through replica B (whose job releases it), given back
@@ -53,16 +44,5 @@ func TestClaimLandingAfterAnotherReplicasReleaseIsSuperseded(t *testing.T) {
 // on A, frees the courier.
 func TestClaimLandingAfterTheTaskCameBackOnAnotherReplicaLeavesTheNewClaim(t *testing.T) {
 	ra, rb, a, tk := twoReplicasAcceptedByA(t)
-	failLate(t, ra, a, tk)
-	handBack(t, rb, a, tk)
-	runJob(t, rb, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
-	assign(t, ra, a, tk)
-	runJob(t, rb, dispatch.Job{Kind: dispatch.JobClaim, CourierID: a.ID, TaskID: tk.ID})
-	landLate(t, ra, 1)
-	wantHeld(t, ra, a, tk)
-	handBack(t, ra, a, tk)
-	runJob(t, ra, dispatch.Job{Kind: dispatch.JobRelease, CourierID: a.ID, TaskID: tk.ID})
-	if holder, ok := ra.Couriers.Claims()[tk.ID]; ok {
-		t.Errorf("courier service claim of the handed-back task on %s, want none", holder)
-	}
+	claimLandsAfterTheTaskCameBack(t, ra, rb, a, tk)
 }
