@@ -4,13 +4,9 @@ import (
 	"context"
 	"testing"
 
-	"github.com/google/uuid"
-
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/dispatchtest"
-	"lastmile/internal/dispatch/postgres"
 	"lastmile/internal/geo"
-	"lastmile/internal/platform/database/databasetest"
 )
 
 // TestOfferIsWithdrawnWhenTheCourierTurnsAway: a courier who goes OFFLINE or ON_BREAK (the courier
@@ -28,12 +24,7 @@ func TestOfferIsWithdrawnWhenTheCourierTurnsAway(t *testing.T) {
 		t.Run(string(tc.status), func(t *testing.T) {
 			sys := dispatchtest.Start(t, dispatchtest.Config{})
 			first := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
-			tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("r1", dispatchtest.Berlin, ""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			offered := sys.WaitTask(t, tk.ID, "offered to the first courier", offeredTo(first))
-			firstOffer := offered.CurrentOffer().ID
+			tk, firstOffer := offeredToFirst(t, sys, sys, first)
 			second := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 1500), geo.Bicycle, true)
 
 			sys.Couriers.SetStatus(first.ID, tc.status)
@@ -83,16 +74,9 @@ func TestCourierBackFromABreakIsOfferedTheTaskAgain(t *testing.T) {
 // the courier stream and hear the courier go on a break; the offer is withdrawn once, with one history
 // entry and one offer_closed delivery, and the task goes to the next courier.
 func TestAwayCourierOfferWithdrawnOnceByTwoReplicas(t *testing.T) {
-	pool := databasetest.Postgres(t, postgres.Schema)
-	a := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Options: dispatch.Options{Replica: "replica-a"}})
-	b := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Couriers: a.Couriers, Clock: a.Clock, Accounts: a.Accounts, Options: dispatch.Options{Replica: "replica-b"}})
+	a, b := twoReplicas(t, dispatchtest.Config{})
 	first := a.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
-	tk, err := b.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("r1", dispatchtest.Berlin, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	offered := a.WaitTask(t, tk.ID, "offered to the first courier", offeredTo(first))
-	firstOffer := offered.CurrentOffer().ID
+	tk, firstOffer := offeredToFirst(t, b, a, first)
 	second := b.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 1500), geo.Bicycle, true)
 	waitFor(t, "both replicas follow the courier stream", func() bool { return a.Couriers.Calls("WatchCouriers") >= 2 })
 	na, nb := a.Service.FollowedEvents(), b.Service.FollowedEvents()

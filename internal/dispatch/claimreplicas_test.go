@@ -5,17 +5,12 @@ import (
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/dispatchtest"
-	"lastmile/internal/dispatch/postgres"
-	"lastmile/internal/platform/database/databasetest"
 )
 
-// twoReplicasAcceptedByA is acceptedByA on two replicas of one PostgreSQL database (a and b, sharing the
-// courier service and the clock, their jobs never worked): the task is accepted on replica ra.
+// twoReplicasAcceptedByA is acceptedByA on two replicas (twoReplicas, their jobs never worked): the task is accepted on replica ra.
 func twoReplicasAcceptedByA(t *testing.T) (ra, rb *dispatchtest.System, a dispatchtest.Courier, tk dispatch.Task) {
 	t.Helper()
-	pool := databasetest.Postgres(t, postgres.Schema)
-	ra = dispatchtest.Start(t, dispatchtest.Config{Pool: pool, NoJobs: true, Options: dispatch.Options{Replica: "replica-a"}})
-	rb = dispatchtest.Start(t, dispatchtest.Config{Pool: pool, NoJobs: true, Couriers: ra.Couriers, Clock: ra.Clock, Accounts: ra.Accounts, Options: dispatch.Options{Replica: "replica-b"}})
+	ra, rb = twoReplicas(t, dispatchtest.Config{NoJobs: true})
 	a = addCourier(t, ra, dispatchtest.Near(dispatchtest.Berlin, 100))
 	addCourier(t, ra, dispatchtest.Near(dispatchtest.Berlin, 400))
 	tk = create(t, rb, nil)

@@ -8,10 +8,8 @@ import (
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/dispatchtest"
-	"lastmile/internal/dispatch/postgres"
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/auth"
-	"lastmile/internal/platform/database/databasetest"
 )
 
 // suspended is the standing of a suspended courier.
@@ -165,9 +163,7 @@ func TestAccountSweep(t *testing.T) {
 // TestAccountSweepOfTwoReplicasTakesBackOnce: two replicas on one PostgreSQL database sweep at the same
 // time after a suspension neither heard of: the offer is withdrawn and the task taken back once.
 func TestAccountSweepOfTwoReplicasTakesBackOnce(t *testing.T) {
-	pool := databasetest.Postgres(t, postgres.Schema)
-	a := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Options: dispatch.Options{Replica: "replica-a"}})
-	b := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Couriers: a.Couriers, Clock: a.Clock, Accounts: a.Accounts, Options: dispatch.Options{Replica: "replica-b"}})
+	a, b := twoReplicas(t, dispatchtest.Config{})
 	holder, _, held, offered, offerID := withWork(t, a)
 	a.Accounts.SetUnheard(holder.UserID, suspended)
 	var (

@@ -65,26 +65,13 @@ func TestOfferToABarredCourierIsWithdrawnWhenTheSessionEnds(t *testing.T) {
 			if o == nil || o.State != dispatch.OfferWithdrawn {
 				t.Fatalf("the first offer is %+v, want withdrawn", o)
 			}
-			var withdrawal *dispatch.StateChange
-			for i := range got.History {
-				if h := got.History[i]; h.OfferID == firstOffer && h.State == dispatch.StatePending {
-					withdrawal = &got.History[i]
-				}
+			h, _ := withdrawal(got, firstOffer)
+			if want := "offer withdrawn: the courier cannot take tasks: " + tc.why; h == nil || h.Actor != dispatch.ActorSystem ||
+				h.CourierID != first.ID || h.Comment != want {
+				t.Errorf("history of the withdrawal = %+v, want the system's, naming the courier, %q", h, want)
 			}
-			if want := "offer withdrawn: the courier cannot take tasks: " + tc.why; withdrawal == nil || withdrawal.Actor != dispatch.ActorSystem ||
-				withdrawal.CourierID != first.ID || withdrawal.Comment != want {
-				t.Errorf("history of the withdrawal = %+v, want the system's, naming the courier, %q", withdrawal, want)
-			}
-			ds, err := sys.Store.Deliveries(context.Background(), first.ID, 0, 100)
-			if err != nil {
-				t.Fatal(err)
-			}
-			told := false
-			for _, d := range ds {
-				told = told || d.Kind == dispatch.DeliveryOfferClosed && d.OfferID == firstOffer
-			}
-			if !told {
-				t.Errorf("deliveries to the first courier %+v, want the withdrawn offer's offer_closed", ds)
+			if n := offerClosedDeliveries(t, sys, first.ID, firstOffer); n == 0 {
+				t.Errorf("offer_closed deliveries of the withdrawn offer to the first courier = 0, want at least 1")
 			}
 		})
 	}
@@ -138,12 +125,7 @@ func TestOfferIsWithdrawnWhenTheAccountChangesWithoutSession(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sys := dispatchtest.Start(t, dispatchtest.Config{})
 			first := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
-			tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("r1", dispatchtest.Berlin, ""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			offered := sys.WaitTask(t, tk.ID, "offered to the first courier", offeredTo(first))
-			firstOffer := offered.CurrentOffer().ID
+			tk, firstOffer := offeredToFirst(t, sys, sys, first)
 			// The app closed: the courier holds no session any more.
 			sys.Disconnect(t, first.ID)
 
@@ -177,16 +159,9 @@ func TestOfferIsWithdrawnWhenTheAccountChangesWithoutSession(t *testing.T) {
 // suspension (each follows the account changes); the offer is withdrawn once, with one history entry and
 // one offer_closed delivery, and the task goes to the next courier.
 func TestOfferWithdrawnOnceByTwoReplicas(t *testing.T) {
-	pool := databasetest.Postgres(t, postgres.Schema)
-	a := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Options: dispatch.Options{Replica: "replica-a"}})
-	b := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Couriers: a.Couriers, Clock: a.Clock, Accounts: a.Accounts, Options: dispatch.Options{Replica: "replica-b"}})
+	a, b := twoReplicas(t, dispatchtest.Config{})
 	first := a.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
-	tk, err := b.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("r1", dispatchtest.Berlin, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	offered := a.WaitTask(t, tk.ID, "offered to the first courier", offeredTo(first))
-	firstOffer := offered.CurrentOffer().ID
+	tk, firstOffer := offeredToFirst(t, b, a, first)
 	a.Disconnect(t, first.ID)
 	second := b.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 1500), geo.Bicycle, true)
 
@@ -203,6 +178,30 @@ func TestOfferWithdrawnOnceByTwoReplicas(t *testing.T) {
 // offeredTo says whether a task is offered to c.
 func offeredTo(c dispatchtest.Courier) func(dispatch.Task) bool {
 	return func(t dispatch.Task) bool { o := t.CurrentOffer(); return o != nil && o.CourierID == c.ID }
+}
+
+// twoReplicas starts two replicas, a and b, of cfg on one PostgreSQL database, sharing the courier service,
+// the clock and the accounts.
+func twoReplicas(t *testing.T, cfg dispatchtest.Config) (a, b *dispatchtest.System) {
+	t.Helper()
+	cfg.Pool = databasetest.Postgres(t, postgres.Schema)
+	cfg.Options.Replica = "replica-a"
+	a = dispatchtest.Start(t, cfg)
+	cfg.Couriers, cfg.Clock, cfg.Accounts = a.Couriers, a.Clock, a.Accounts
+	cfg.Options.Replica = "replica-b"
+	return a, dispatchtest.Start(t, cfg)
+}
+
+// offeredToFirst creates a task at dispatchtest.Berlin through replica create and waits, on replica watch,
+// for it to be offered to first; it returns the task as created and the offer's ID.
+func offeredToFirst(t *testing.T, create, watch *dispatchtest.System, first dispatchtest.Courier) (dispatch.Task, string) {
+	t.Helper()
+	tk, err := create.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), dispatchtest.Request("r1", dispatchtest.Berlin, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	offered := watch.WaitTask(t, tk.ID, "offered to the first courier", offeredTo(first))
+	return tk, offered.CurrentOffer().ID
 }
 
 // TestBarredCourierLosesTheTasksNotPickedUp: when a courier's account is suspended, a task they hold and
