@@ -438,17 +438,25 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestStreamAssignmentsTakesAnyEventTime: a command queued offline for days, or sent by a device whose
-// clock is a day ahead or reset to 1970, is carried out with its event time moved into place (not before
-// the task's previous step, not after the command arrived), and the session stays open: a refused message
-// would end it, and the app resending the command at every reconnect would never get through.
-func TestStreamAssignmentsTakesAnyEventTime(t *testing.T) {
+// offeredOnStream starts a server with its jobs running, opens the session of a new courier at Berlin and
+// creates a task, which is offered to them: it returns the server, the session (its snapshot read), the
+// task and the offer.
+func offeredOnStream(t *testing.T) (*env, *session, *dispatchv1.Task, *dispatchv1.OfferNotice) {
+	t.Helper()
 	e := start(t, true)
 	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
 	s := e.open(t, courierP(c), &dispatchv1.SessionHello{})
 	s.recv()
 	task := e.create(t, customer, "r1")
-	o := s.nextOffer()
+	return e, s, task, s.nextOffer()
+}
+
+// TestStreamAssignmentsTakesAnyEventTime: a command queued offline for days, or sent by a device whose
+// clock is a day ahead or reset to 1970, is carried out with its event time moved into place (not before
+// the task's previous step, not after the command arrived), and the session stays open: a refused message
+// would end it, and the app resending the command at every reconnect would never get through.
+func TestStreamAssignmentsTakesAnyEventTime(t *testing.T) {
+	e, s, task, o := offeredOnStream(t)
 	res := s.command("a1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: o.GetOffer().GetId()}}})
 	if res.GetError() != nil {
 		t.Fatalf("accept = %v", res)
@@ -504,12 +512,7 @@ func invalidCommand(id, message string) *dispatchv1.CommandResult {
 // stored, and the session stays open: ending it would make the app, which resends the command under the
 // same command_id at every reconnect, lose every session it opens.
 func TestStreamAssignmentsAnswersInvalidCommands(t *testing.T) {
-	e := start(t, true)
-	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
-	s := e.open(t, courierP(c), &dispatchv1.SessionHello{})
-	s.recv()
-	task := e.create(t, customer, "r1")
-	o := s.nextOffer()
+	_, s, task, o := offeredOnStream(t)
 	offerID := o.GetOffer().GetId()
 	decline := func(reason dispatchv1.DeclineReason, comment string) *dispatchv1.StreamAssignmentsRequest {
 		return &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: &dispatchv1.DeclineOffer{
