@@ -73,25 +73,8 @@ func TestDecisionBin(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(3, 4))
 	pieces := []string{"a", "é", "日本", "\"", "\\", "<", "\u2028", "\ufffd", "\x00", "\x1f", "\x7f", "\n"}
-	randString := func() string {
-		var b strings.Builder
-		for range rng.IntN(8) {
-			b.WriteString(pieces[rng.IntN(len(pieces))])
-		}
-		return b.String()
-	}
-	randFloat := func() float64 {
-		switch rng.IntN(4) {
-		case 0:
-			return rng.NormFloat64() * math.Pow(10, float64(rng.IntN(60)-30))
-		case 1:
-			return float64(rng.IntN(1000)) / 8
-		case 2:
-			return math.Float64frombits(rng.Uint64() &^ (0x7ff << 52)) // subnormal
-		default:
-			return []float64{0, math.Copysign(0, -1), 1e21, -math.MaxFloat64, math.SmallestNonzeroFloat64}[rng.IntN(5)]
-		}
-	}
+	randString := randomString(rng, pieces)
+	randFloat := randomFloat(rng, []float64{0, math.Copysign(0, -1), 1e21, -math.MaxFloat64, math.SmallestNonzeroFloat64})
 	for range 2000 {
 		d.Rationale, d.Candidates[0].CourierID, d.Candidates[0].OfferID = randString(), randString(), randString()
 		d.Candidates[0].Score.Total, d.SearchRadius, d.Weights.Load, d.Candidates[0].Location.Lng = randFloat(), randFloat(), randFloat(), randFloat()

@@ -143,25 +143,8 @@ func TestDocJSON(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(9, 9))
 	pieces := []string{"a", "é", "日本", "\"", "\\", "<", ">", "&", "\u2028", "\u2029", "\ufffd", "\xff", "\xe2\x80", "\x00", "\x1f", "\x7f", "\n", "\t", "/", " "}
-	randString := func() string {
-		var b strings.Builder
-		for range rng.IntN(8) {
-			b.WriteString(pieces[rng.IntN(len(pieces))])
-		}
-		return b.String()
-	}
-	randFloat := func() float64 {
-		switch rng.IntN(4) {
-		case 0:
-			return rng.NormFloat64() * math.Pow(10, float64(rng.IntN(60)-30))
-		case 1:
-			return float64(rng.IntN(1000)) / 8
-		case 2:
-			return math.Float64frombits(rng.Uint64() &^ (0x7ff << 52)) // subnormal
-		default:
-			return []float64{0, math.Copysign(0, -1), 1e-6, 9.999999999999999e-7, 1e21, 9.999999999999999e20, math.MaxFloat64, math.SmallestNonzeroFloat64}[rng.IntN(8)]
-		}
-	}
+	randString := randomString(rng, pieces)
+	randFloat := randomFloat(rng, []float64{0, math.Copysign(0, -1), 1e-6, 9.999999999999999e-7, 1e21, 9.999999999999999e20, math.MaxFloat64, math.SmallestNonzeroFloat64})
 	for i := range 2000 {
 		task.Notes, task.Pickup.Address, task.Offers[1].Comment = randString(), randString(), randString()
 		task.Pickup.Location.Lat, task.Offers[0].PickupDistance = randFloat(), randFloat()
@@ -198,5 +181,33 @@ func TestDocJSON(t *testing.T) {
 	}
 	if _, err := encodeDecision(&d); err == nil {
 		t.Errorf("encodeDecision(NaN score) = nil error, want json.Marshal's")
+	}
+}
+
+// randomString returns a generator of random strings of up to 7 of pieces, drawn from rng.
+func randomString(rng *rand.Rand, pieces []string) func() string {
+	return func() string {
+		var b strings.Builder
+		for range rng.IntN(8) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+}
+
+// randomFloat returns a generator of random floats drawn from rng: of any magnitude, multiples of 1/8,
+// subnormal, or one of specials.
+func randomFloat(rng *rand.Rand, specials []float64) func() float64 {
+	return func() float64 {
+		switch rng.IntN(4) {
+		case 0:
+			return rng.NormFloat64() * math.Pow(10, float64(rng.IntN(60)-30))
+		case 1:
+			return float64(rng.IntN(1000)) / 8
+		case 2:
+			return math.Float64frombits(rng.Uint64() &^ (0x7ff << 52)) // subnormal
+		default:
+			return specials[rng.IntN(len(specials))]
+		}
 	}
 }
