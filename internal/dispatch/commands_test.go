@@ -51,14 +51,10 @@ func TestCourierCommandsThroughDelivery(t *testing.T) {
 	}
 }
 
-func TestProofRequirements(t *testing.T) {
-	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
-	req := dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, "")
-	req.ParcelBarcode = "PKG-123"
-	req.ProofRequirements = []dispatch.ProofRequirement{
-		{Kind: dispatch.ProofBarcode, Stage: dispatch.StagePickup},
-		{Kind: dispatch.ProofCode, Stage: dispatch.StageDropoff},
-	}
+// assignedTask creates the task of req, assigns it to a new courier at Berlin (by car) and returns the
+// task as created, the courier and a function that executes the courier's command under an id.
+func assignedTask(t *testing.T, sys *dispatchtest.System, req dispatch.CreateRequest) (dispatch.Task, dispatchtest.Courier, func(id string, cmd dispatch.Command) dispatch.CommandResult) {
+	t.Helper()
 	tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), req)
 	if err != nil {
 		t.Fatal(err)
@@ -67,9 +63,20 @@ func TestProofRequirements(t *testing.T) {
 	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}); err != nil {
 		t.Fatal(err)
 	}
-	exec := func(id string, cmd dispatch.Command) dispatch.CommandResult {
+	return tk, c, func(id string, cmd dispatch.Command) dispatch.CommandResult {
 		return sys.Service.Execute(c.Ctx, c.ID, id, cmd)
 	}
+}
+
+func TestProofRequirements(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	req := dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, "")
+	req.ParcelBarcode = "PKG-123"
+	req.ProofRequirements = []dispatch.ProofRequirement{
+		{Kind: dispatch.ProofBarcode, Stage: dispatch.StagePickup},
+		{Kind: dispatch.ProofCode, Stage: dispatch.StageDropoff},
+	}
+	tk, _, exec := assignedTask(t, sys, req)
 	if r := exec("p0", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}); r.Err == nil || r.Err.Reason != dispatch.ReasonProofRequired || r.Err.Metadata["kind"] != "BARCODE" {
 		t.Fatalf("pickup without barcode = %+v", r)
 	}
@@ -116,17 +123,7 @@ func TestUncountedCodesLeaveTheTaskAsItIs(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
 	req := dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, "")
 	req.ProofRequirements = []dispatch.ProofRequirement{{Kind: dispatch.ProofCode, Stage: dispatch.StageDropoff}}
-	tk, err := sys.Service.CreateTask(dispatchtest.Customer(uuid.NewString()), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := sys.AddCourier(t, dispatchtest.Berlin, "car", true)
-	if _, err := sys.Service.AssignTask(dispatchtest.Dispatcher(), dispatch.AssignRequest{ID: tk.ID, CourierID: c.ID}); err != nil {
-		t.Fatal(err)
-	}
-	exec := func(id string, cmd dispatch.Command) dispatch.CommandResult {
-		return sys.Service.Execute(c.Ctx, c.ID, id, cmd)
-	}
+	tk, c, exec := assignedTask(t, sys, req)
 	version := func() (int64, time.Time) {
 		t.Helper()
 		got, err := sys.Store.GetTask(c.Ctx, tk.ID)
