@@ -59,7 +59,9 @@ func (s *Service) sweepAccounts(ctx context.Context) error {
 		return nil
 	}
 	every := s.opts.AccountSweep
-	t := time.NewTimer(every + time.Duration(rand.Int64N(int64(every/5)+1)) - every/10)
+	// next is the time to the next sweep: every, ±10 %.
+	next := func() time.Duration { return every + time.Duration(rand.Int64N(int64(every/5)+1)) - every/10 }
+	t := time.NewTimer(next())
 	defer t.Stop()
 	for {
 		select {
@@ -68,7 +70,7 @@ func (s *Service) sweepAccounts(ctx context.Context) error {
 		case <-t.C:
 		}
 		s.sweepOnce(ctx)
-		t.Reset(every + time.Duration(rand.Int64N(int64(every/5)+1)) - every/10)
+		t.Reset(next())
 	}
 }
 
