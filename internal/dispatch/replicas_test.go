@@ -9,9 +9,7 @@ import (
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/dispatchtest"
-	"lastmile/internal/dispatch/postgres"
 	"lastmile/internal/geo"
-	"lastmile/internal/platform/database/databasetest"
 )
 
 // TestTwoReplicasOnPostgreSQL runs two dispatch replicas on one PostgreSQL database: the offer made by
@@ -19,9 +17,7 @@ import (
 // is seen by a WatchTask on replica A, and a task leased by a replica that died is taken over once its
 // lease runs out.
 func TestTwoReplicasOnPostgreSQL(t *testing.T) {
-	pool := databasetest.Postgres(t, postgres.Schema)
-	a := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Options: dispatch.Options{Replica: "replica-a"}})
-	b := dispatchtest.Start(t, dispatchtest.Config{Pool: pool, Couriers: a.Couriers, Clock: a.Clock, Options: dispatch.Options{Replica: "replica-b"}})
+	a, b := twoReplicas(t, dispatchtest.Config{}) // the accounts, shared too, are all active: this test sets none
 
 	c := a.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 200), geo.Bicycle, false)
 	ctx, cancel := context.WithTimeout(c.Ctx, time.Minute)
