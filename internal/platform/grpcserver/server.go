@@ -66,6 +66,7 @@
 package grpcserver
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -107,6 +108,7 @@ const (
 	DefaultMaxConnectionAge      = 30 * time.Minute
 	DefaultMaxConnectionAgeGrace = 30 * time.Second
 	DefaultShutdownTimeout       = 15 * time.Second
+	DefaultMaxUnaryTime          = 30 * time.Second
 	DefaultReadinessInterval     = 5 * time.Second
 	DefaultRateLimitKeys         = 10000
 )
@@ -168,6 +170,12 @@ type Config struct {
 	MaxConnectionAge time.Duration
 	// MaxConnectionAgeGrace is how long calls may continue on a connection closed for age. Default 30s.
 	MaxConnectionAgeGrace time.Duration
+	// MaxUnaryTime bounds every unary call: a call that came without a deadline, or with a later one,
+	// gets this one, so that a caller who set none is not held as long as a dependency (the database) hangs,
+	// and the call's work stops when its answer can no longer matter. It ends with DeadlineExceeded. Streams
+	// are not bounded by it (they have idle and stall limits, Config.Streams). Default 30s, the REST
+	// gateway's bound on a request.
+	MaxUnaryTime time.Duration
 	// ShutdownTimeout bounds the graceful stop when the Serve context ends; calls still running then are
 	// cut off. Shutdown takes its bound from its context instead. Default 15s.
 	ShutdownTimeout time.Duration
@@ -348,8 +356,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	unary, stream := c.interceptors(cfg.Ablation, cfg.observe)
 	// Outside the chain: every call the server accepted counts as open until it returns, so that a
-	// graceful stop that runs out of time can name what it cut off.
-	unary = append([]grpc.UnaryServerInterceptor{s.calls.unary}, unary...)
+	// graceful stop that runs out of time can name what it cut off; and every unary call gets its bound
+	// (Config.MaxUnaryTime) before any stage runs, so the log line and metrics see how it ended.
+	unary = append([]grpc.UnaryServerInterceptor{s.calls.unary, s.boundUnary}, unary...)
 	stream = append([]grpc.StreamServerInterceptor{s.calls.stream}, stream...)
 
 	if !cfg.Ablation.Tracing {
@@ -412,6 +421,7 @@ func applyDefaults(cfg *Config) error {
 		"MaxConnectionAge":      int64(cfg.MaxConnectionAge),
 		"MaxConnectionAgeGrace": int64(cfg.MaxConnectionAgeGrace),
 		"ShutdownTimeout":       int64(cfg.ShutdownTimeout),
+		"MaxUnaryTime":          int64(cfg.MaxUnaryTime),
 		"DrainDelay":            int64(cfg.DrainDelay),
 		"ReadinessInterval":     int64(cfg.ReadinessInterval),
 	} {
@@ -429,6 +439,7 @@ func applyDefaults(cfg *Config) error {
 	setDefault(&cfg.MaxConnectionAge, DefaultMaxConnectionAge)
 	setDefault(&cfg.MaxConnectionAgeGrace, DefaultMaxConnectionAgeGrace)
 	setDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&cfg.MaxUnaryTime, DefaultMaxUnaryTime)
 	setDefault(&cfg.ReadinessInterval, DefaultReadinessInterval)
 	return nil
 }
@@ -501,4 +512,15 @@ func (s *Server) Close() error {
 		return fmt.Errorf("close grpc listener %s: %w", s.lis.Addr(), err)
 	}
 	return nil
+}
+
+// boundUnary gives a unary call the server's bound (Config.MaxUnaryTime) when it came without a deadline
+// or with a later one. A call whose own deadline is sooner keeps it and costs nothing more.
+func (s *Server) boundUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= s.cfg.MaxUnaryTime {
+		return handler(ctx, req)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.MaxUnaryTime)
+	defer cancel()
+	return handler(ctx, req)
 }

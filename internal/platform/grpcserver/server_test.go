@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -630,5 +631,56 @@ func TestDrainThenShutdown(t *testing.T) {
 	}
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Errorf("second Shutdown() = %v, want nil", err)
+	}
+}
+
+// A unary call that came without a deadline, or with a later one than the server's bound, ends with
+// DeadlineExceeded at the bound: a caller is not held as long as a dependency hangs. Streams are not
+// bounded by it.
+func TestUnaryCallsAreBoundedByMaxUnaryTime(t *testing.T) {
+	const bound = 200 * time.Millisecond
+	svc := &testService{unary: func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+		<-ctx.Done() // a dependency that never answers
+		return nil, ctx.Err()
+	}}
+	cfg := grpcserver.Config{MaxUnaryTime: bound, Policy: policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil)}
+	_, conn := startServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
+	client := testgrpc.NewTestServiceClient(conn)
+
+	// cancelled returns a context that a cancel ends after testTimeout (which would end a call with
+	// Canceled), with a deadline further away when later is set.
+	cancelled := func(later bool) context.Context {
+		ctx, cancel := context.WithCancel(context.Background())
+		if later {
+			ctx, cancel = context.WithTimeout(context.Background(), 2*testTimeout)
+		}
+		t.Cleanup(cancel)
+		timer := time.AfterFunc(testTimeout, cancel)
+		t.Cleanup(func() { timer.Stop() })
+		return ctx
+	}
+	for _, later := range []bool{false, true} {
+		if _, err := client.UnaryCall(cancelled(later), &testgrpc.SimpleRequest{}); status.Code(err) != codes.DeadlineExceeded {
+			t.Errorf("UnaryCall (a deadline later than the bound: %v): error = %v, want DeadlineExceeded from the server's bound", later, err)
+		}
+	}
+
+	// A stream outlives the bound.
+	stream, err := client.FullDuplexCall(cancelled(false))
+	if err != nil {
+		t.Fatalf("FullDuplexCall() error = %v", err)
+	}
+	time.Sleep(2 * bound)
+	if err := stream.Send(&testgrpc.StreamingOutputCallRequest{}); err != nil {
+		t.Fatalf("Send() after %v error = %v", 2*bound, err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Errorf("Recv() after %v error = %v, want the answer: streams are not bounded by MaxUnaryTime", 2*bound, err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatalf("CloseSend() error = %v", err)
+	}
+	if _, err := stream.Recv(); err != io.EOF {
+		t.Errorf("Recv() after CloseSend error = %v, want io.EOF", err)
 	}
 }
