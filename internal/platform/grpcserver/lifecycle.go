@@ -249,8 +249,8 @@ func (s *Server) Drain() {
 }
 
 // Shutdown stops the server: it drains, reports NOT_SERVING for every service, stops accepting calls
-// (clients are sent GOAWAY, so their next calls go to other replicas), runs the OnShutdown hooks and lets
-// in-flight calls finish until ctx ends. Then it cuts off the calls still open, logging their methods and
+// (clients are sent GOAWAY, so their next calls go to other replicas), runs the OnShutdown hooks, ends
+// the streams of the methods with StreamLimit.EndAtShutdown and lets in-flight calls finish until ctx ends. Then it cuts off the calls still open, logging their methods and
 // counts (handlers that ignore their context may outlive it). It returns once Serve has stopped serving,
 // and is safe to call more than once and concurrently: later calls wait for the first. Before Serve it
 // closes the server like Close.
@@ -295,6 +295,8 @@ func (s *Server) shutdown(ctx context.Context) error {
 	for _, f := range hooks {
 		f()
 	}
+	// The streams no hook drains, which an idle client would keep open until the deadline.
+	s.streams.endAll()
 	select {
 	case <-stopped:
 	case <-ctx.Done():

@@ -22,7 +22,8 @@
 //  8. rate limiting — a token bucket per principal; ResourceExhausted with RetryInfo when empty;
 //  9. stream limits — each streaming method's open streams are bounded per caller and in total
 //     (Config.Streams, defaults for the rest); ResourceExhausted over a cap; idle streams are ended with
-//     DeadlineExceeded; unary calls pass;
+//     DeadlineExceeded, and at shutdown those of methods no service drains with Unavailable
+//     (StreamLimit.EndAtShutdown); unary calls pass;
 //  10. validation — protovalidate rules of every request message (each received message of a stream);
 //     InvalidArgument with errdetails.BadRequest field violations (for a stream message, RecvMsg's
 //     *InvalidMessageError, which a handler may answer in the stream instead of ending it);
@@ -57,7 +58,8 @@
 //
 // Shutdown runs in steps that a process orchestrates with its other servers: Drain reports NOT_SERVING
 // for "" (probes and load balancers move away) while every service keeps serving; Shutdown then reports
-// NOT_SERVING for every service, runs the OnShutdown hooks and stops gracefully until its context ends,
+// NOT_SERVING for every service, runs the OnShutdown hooks, ends the streams of the methods with
+// StreamLimit.EndAtShutdown (health Watch and reflection among them) and stops gracefully until its context ends,
 // naming the calls still open when it cuts them off. A server used alone simply cancels the Serve
 // context: it drains, waits Config.DrainDelay and shuts down within Config.ShutdownTimeout.
 //

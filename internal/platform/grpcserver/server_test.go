@@ -174,8 +174,8 @@ func TestGracefulShutdown(t *testing.T) {
 	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("health status after cancel = %v, %v; want NOT_SERVING", resp.GetStatus(), err)
 	}
-	// The graceful stop waits for every stream, this watch included; health-checking grpc-go clients end
-	// theirs when they receive the server's GOAWAY.
+	// Health-checking grpc-go clients end their watches when they receive the server's GOAWAY (and the
+	// server ends those still open after the hooks: TestShutdownEndsStreamsNoServiceDrains).
 	stopWatch()
 	receive(t, "the OnShutdown hook", hooked)
 
@@ -185,6 +185,79 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if err := receive(t, "Serve to return", served); err != nil {
 		t.Errorf("Serve() = %v, want nil", err)
+	}
+}
+
+// TestShutdownEndsStreamsNoServiceDrains: streams that wait on an idle client and that no OnShutdown hook
+// ends (grpcurl's reflection stream, a health watch of a client that ignores GOAWAY, a client stream of a
+// method with EndAtShutdown that nobody feeds) are ended at shutdown with Unavailable, so that they do not
+// hold the graceful stop until its deadline (an hour here: a stop that waited for it fails the test).
+func TestShutdownEndsStreamsNoServiceDrains(t *testing.T) {
+	inputStarted := make(chan struct{})
+	svc := &testService{onCall: func(ctx context.Context) { close(inputStarted) }}
+	logger, logs := testLogger()
+	cfg := grpcserver.Config{
+		Policy:          policyFor(&testgrpc.TestService_ServiceDesc, auth.Public(), nil),
+		Streams:         map[string]grpcserver.StreamLimit{inputCall: {EndAtShutdown: true}},
+		ShutdownTimeout: time.Hour,
+		Logger:          logger,
+	}
+	srv, conn := newBufServer(t, cfg, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+
+	// Reflection, as grpcurl leaves it: one answer, then idle.
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(callCtx(t))
+	if err != nil {
+		t.Fatalf("ServerReflectionInfo() error = %v", err)
+	}
+	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatalf("reflection Send() error = %v", err)
+	}
+	if _, err := refl.Recv(); err != nil {
+		t.Fatalf("reflection Recv() error = %v", err)
+	}
+	// A health watch whose client does not end it on GOAWAY.
+	watch, err := healthpb.NewHealthClient(conn).Watch(callCtx(t), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("health Watch() error = %v", err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first health status = %v, %v; want SERVING", resp.GetStatus(), err)
+	}
+	// A client stream fed once, then idle.
+	input, err := testgrpc.NewTestServiceClient(conn).StreamingInputCall(callCtx(t))
+	if err != nil {
+		t.Fatalf("StreamingInputCall() error = %v", err)
+	}
+	if err := input.Send(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: []byte("x")}}); err != nil {
+		t.Fatalf("StreamingInputCall Send() error = %v", err)
+	}
+	receive(t, "the client stream's handler to start", inputStarted)
+
+	cancel()
+	if err := receive(t, "Serve to return", served); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
+	}
+	wantEnd := func(what string, err error) {
+		t.Helper()
+		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "the server is shutting down; reconnect" {
+			t.Errorf("%s ended with %v, want Unavailable \"the server is shutting down; reconnect\"", what, err)
+		}
+	}
+	_, err = refl.Recv()
+	wantEnd("the reflection stream", err)
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health status at shutdown = %v, %v; want NOT_SERVING", resp.GetStatus(), err)
+	}
+	_, err = watch.Recv()
+	wantEnd("the health watch", err)
+	_, err = input.CloseAndRecv()
+	wantEnd("the client stream", err)
+	if got := logs.records(t, "gRPC graceful stop timed out; cutting off remaining calls"); len(got) != 0 {
+		t.Errorf("timeout warnings = %v, want none", got)
 	}
 }
 

@@ -38,7 +38,17 @@ const healthWatch = healthPrefix + "Watch"
 // half of the rest only callers without a watch. Anonymous callers from many addresses may fill the
 // rest, never the services' share.
 var healthWatchLimit = StreamLimit{PerCaller: 256, Total: 4096, StaffReserve: healthStaffReserve,
-	FirstReserve: (4096 - healthStaffReserve) / 2, Staff: isService}
+	FirstReserve: (4096 - healthStaffReserve) / 2, Staff: isService, EndAtShutdown: true}
+
+// reflectionInfo are the reflection services' streaming methods. grpcurl holds one open, idle, for as
+// long as the call it made runs (a courier's session typed in a terminal, say).
+var reflectionInfo = []string{
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+}
+
+// shutdownMessage is the status message of the streams the server ends at shutdown (EndAtShutdown).
+const shutdownMessage = "the server is shutting down; reconnect"
 
 // healthStaffReserve is the health watches kept for services: one per connection of an internal client
 // and service it calls, a handful per process of a deployment.
@@ -88,6 +98,15 @@ type StreamLimit struct {
 	// FirstReserve + StaffReserve slots are taken. An account holding many streams then cannot take
 	// the slots of others: filling the pool takes one account per slot of FirstReserve. 0 reserves none.
 	FirstReserve int
+	// EndAtShutdown has the server end the method's streams still open when it shuts down, right after
+	// the OnShutdown hooks ran, with Unavailable ("the server is shutting down; reconnect"): the handler's
+	// context is canceled and a receive waiting for the client returns that status at once. Without it,
+	// a client that keeps such a stream open and idle (a bulk import nobody feeds, grpcurl's reflection
+	// stream) holds the graceful stop until the shutdown timeout. For methods that no hook drains; a
+	// method whose service ends its streams itself at shutdown (with a message of its own, after a grace)
+	// leaves it false, so that its drain is not cut short. The health service's Watch and the reflection
+	// services always have it.
+	EndAtShutdown bool
 }
 
 // withDefaults returns l with its zero caps replaced by the defaults.
@@ -142,6 +161,10 @@ type streamLimiter struct {
 
 	mu      sync.Mutex
 	methods map[string]*openStreams
+	// ending holds the open streams of the methods with EndAtShutdown; shutDown is set once endAll ran,
+	// so that a stream starting later is ended at once.
+	ending   map[*abandonableStream]struct{}
+	shutDown bool
 }
 
 // openStreams counts the open streams of one method.
@@ -152,13 +175,20 @@ type openStreams struct {
 
 // newStreamLimiter checks limits and returns the limiter, with its metrics registered with reg.
 func newStreamLimiter(limits map[string]StreamLimit, clk clock, reg prometheus.Registerer) (*streamLimiter, error) {
-	l := &streamLimiter{limits: map[string]StreamLimit{healthWatch: healthWatchLimit}, clock: clk, methods: map[string]*openStreams{}}
+	l := &streamLimiter{limits: map[string]StreamLimit{healthWatch: healthWatchLimit}, clock: clk,
+		methods: map[string]*openStreams{}, ending: map[*abandonableStream]struct{}{}}
+	for _, m := range reflectionInfo {
+		l.limits[m] = StreamLimit{EndAtShutdown: true}.withDefaults()
+	}
 	if l.clock == nil {
 		l.clock = realClock{}
 	}
 	for method, lim := range limits {
 		if err := lim.check(method); err != nil {
 			return nil, err
+		}
+		if isBuiltin(method) {
+			lim.EndAtShutdown = true
 		}
 		l.limits[method] = lim.withDefaults()
 	}
@@ -211,7 +241,7 @@ func (l *streamLimiter) checkMethods(services map[string]grpc.ServiceInfo) error
 	for method, lim := range l.limits {
 		m, ok := kinds[method]
 		switch {
-		case method == healthWatch:
+		case isBuiltin(method):
 		case !ok:
 			problems = append(problems, method+" is not served")
 		case !m.IsClientStream && !m.IsServerStream:
@@ -276,6 +306,40 @@ func (l *streamLimiter) release(method, caller string) {
 	l.open.WithLabelValues(method).Dec()
 }
 
+// isBuiltin reports whether method is the health service's or a reflection service's stream, which every
+// server serves and ends at shutdown.
+func isBuiltin(method string) bool {
+	return method == healthWatch || slices.Contains(reflectionInfo, method)
+}
+
+// track registers a stream of a method with EndAtShutdown until the returned function is called; a
+// stream starting after endAll is ended at once.
+func (l *streamLimiter) track(s *abandonableStream) (untrack func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shutDown {
+		s.endAtShutdown()
+	} else {
+		l.ending[s] = struct{}{}
+	}
+	return func() {
+		l.mu.Lock()
+		delete(l.ending, s)
+		l.mu.Unlock()
+	}
+}
+
+// endAll ends the open streams of the methods with EndAtShutdown, and those that start later, for the
+// server's shutdown.
+func (l *streamLimiter) endAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.shutDown = true
+	for s := range l.ending {
+		s.endAtShutdown()
+	}
+}
+
 // methodName is the short name of a full method name: "WatchCouriers" for
 // "/lastmile.courier.v1.CourierService/WatchCouriers".
 func methodName(full string) string {
@@ -294,11 +358,14 @@ func (c *chain) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		return err
 	}
 	defer l.release(method, caller)
-	if lim.Idle == 0 && lim.HalfClosedIdle == 0 && lim.SendTimeout == 0 {
+	if lim.Idle == 0 && lim.HalfClosedIdle == 0 && lim.SendTimeout == 0 && !lim.EndAtShutdown {
 		return handler(srv, ss)
 	}
 	as := newAbandonableStream(ss, lim, l.clock)
 	defer as.finish() // also when the handler panics: the timers and the pumps must not outlive it
+	if lim.EndAtShutdown {
+		defer l.track(as)()
+	}
 	err := handler(srv, as)
 	switch as.finish() {
 	case endIdle:
@@ -306,6 +373,8 @@ func (c *chain) limitStream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		return as.endError()
 	case endStalled:
 		l.stalled.WithLabelValues(method).Inc()
+		return as.endError()
+	case endShutdown:
 		return as.endError()
 	}
 	return err
@@ -320,16 +389,18 @@ func passUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler gr
 type endKind int
 
 const (
-	notEnded   endKind = iota
-	endIdle            // Idle or HalfClosedIdle: the client sent nothing, or nobody had anything to say
-	endStalled         // SendTimeout: a message waited too long to be sent, the client is not reading
+	notEnded    endKind = iota
+	endIdle             // Idle or HalfClosedIdle: the client sent nothing, or nobody had anything to say
+	endStalled          // SendTimeout: a message waited too long to be sent, the client is not reading
+	endShutdown         // EndAtShutdown: the server is shutting down
 )
 
 // abandonableStream is a server stream that the server ends while its handler waits on it, for the idle
 // timeouts and the send timeout of its StreamLimit: when the client has sent nothing for Idle (counting
 // from the stream's start or the last message the handler received), when the client half-closed and
 // the server has sent nothing for HalfClosedIdle since, or when a message has waited SendTimeout to be
-// sent. The stream then ends with DeadlineExceeded, whatever its handler returns.
+// sent. The stream then ends with DeadlineExceeded, whatever its handler returns; one the server ends for
+// its shutdown (EndAtShutdown), with Unavailable.
 //
 // grpc-go offers a handler no way to reset its stream, nor to interrupt a receive waiting for the client
 // or a send held by flow control. So ending a stream takes two things: the handler's context is
@@ -364,7 +435,7 @@ func newAbandonableStream(ss grpc.ServerStream, lim StreamLimit, clk clock) *aba
 	ctx, cancel := context.WithCancel(ss.Context())
 	s := &abandonableStream{ServerStream: ss, ctx: ctx, cancel: cancel, lim: lim, clock: clk,
 		ended: make(chan struct{}), finished: make(chan struct{})}
-	if lim.Idle > 0 || lim.HalfClosedIdle > 0 {
+	if lim.Idle > 0 || lim.HalfClosedIdle > 0 || lim.EndAtShutdown {
 		s.recvs = newPump(ss.RecvMsg, s.finished)
 		s.mu.Lock()
 		s.lastRecv = clk.Now()
@@ -447,11 +518,21 @@ func (s *abandonableStream) endLocked(kind endKind, msg string) {
 	s.cancel()
 }
 
+// endAtShutdown ends the stream for the server's shutdown (EndAtShutdown).
+func (s *abandonableStream) endAtShutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.endLocked(endShutdown, shutdownMessage)
+}
+
 // endError is the status of a stream the server ended: what RecvMsg and SendMsg return once it ended,
 // and what the stream ends with.
 func (s *abandonableStream) endError() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.end == endShutdown {
+		return status.Error(codes.Unavailable, s.message)
+	}
 	return status.Error(codes.DeadlineExceeded, s.message)
 }
 
