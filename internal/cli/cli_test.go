@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -190,6 +191,38 @@ func TestCertsCommand(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), filepath.Join(dir, "tls", "ca.crt")) {
 		t.Errorf("certs output does not name the CA file:\n%s", out.String())
+	}
+	hint := "\nCall the API with grpcurl: grpcurl -cacert " + filepath.Join(dir, "tls", "ca.crt")
+	if want := hint + " localhost:9090 list\n"; !strings.HasSuffix(out.String(), want) {
+		t.Errorf("certs output ends %q, want %q", out.String()[strings.LastIndexByte(out.String()[:out.Len()-1], '\n'):], want)
+	}
+	// The grpcurl command dials serve's --grpc-addr (or LASTMILE_GRPC_ADDR), not the default.
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{args: []string{"--grpc-addr", ":9190"}, want: "localhost:9190"},
+		{env: map[string]string{"LASTMILE_GRPC_ADDR": "0.0.0.0:9290"}, want: "localhost:9290"},
+		{args: []string{"--grpc-addr", "[::]:9390"}, want: "localhost:9390"},
+		{args: []string{"--grpc-addr", "127.0.0.1:9490"}, want: "127.0.0.1:9490"},
+		{args: []string{"--grpc-addr", "[::1]:9590"}, want: "[::1]:9590"},
+	} {
+		out.Reset()
+		vars := map[string]string{"LASTMILE_DATA_DIR": dir}
+		maps.Copy(vars, tc.env)
+		env := Env{Getenv: envOf(vars), Stdout: &out, Stderr: &bytes.Buffer{}}
+		if err := Run(context.Background(), append([]string{"lastmile", "certs"}, tc.args...), env); err != nil {
+			t.Fatalf("certs %q: %v", tc.args, err)
+		}
+		if want := hint + " " + tc.want + " list\n"; !strings.HasSuffix(out.String(), want) {
+			t.Errorf("certs %q %v: output does not end with %q:\n%s", tc.args, tc.env, want, out.String())
+		}
+	}
+	env = Env{Getenv: envOf(map[string]string{"LASTMILE_DATA_DIR": dir}), Stdout: &out, Stderr: &bytes.Buffer{}}
+	err := Run(context.Background(), []string{"lastmile", "certs", "--grpc-addr", "9090"}, env)
+	if want := `--grpc-addr: "9090" is not host:port or :port`; err == nil || err.Error() != want || ExitCode(err) != 2 {
+		t.Errorf("certs --grpc-addr 9090 = %v (exit %d), want %q (exit 2)", err, ExitCode(err), want)
 	}
 	// One file a line, every path in one column ("simulator identity:" is the longest label).
 	for _, want := range []string{
