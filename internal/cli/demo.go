@@ -19,8 +19,9 @@ import (
 const demoSummary = `Run every service in this process (as serve does, with every serve flag) plus the simulator against them:
 couriers who ride, accept offers and deliver, and customers who order, in a city (Berlin by default). Open
 the dashboard it prints and log in with the admin it prints. Ctrl-C stops the simulator, then the services.
-A restart first retires what earlier runs left: their open tasks are cancelled (reason OTHER) and their
-couriers set OFFLINE, and one line says how many.
+A restart first retires what earlier runs left: their open tasks are cancelled (reason OTHER), the parcels
+their couriers had picked up are delivered (with a photo, at the dropoff), and their couriers set OFFLINE;
+one line says how many.
 The admin is LASTMILE_ADMIN_EMAIL / LASTMILE_ADMIN_PASSWORD when set; else its password is generated on the
 first run and kept in <data-dir>/demo-admin-password. The demo keeps its state in its own --data-dir; its
 --data-dir, --database-url, --proof-dir and --target read LASTMILE_DEMO_DATA_DIR, ... instead of serve's
@@ -142,7 +143,11 @@ func demo(ctx context.Context, cfg serveConfig, d demoConfig, env Env, after fun
 			sc.Logger.Warn("demo: could not retire what earlier runs left", "error", err)
 		}
 	} else if done != (simulator.Retired{}) {
-		fmt.Fprintf(env.Stdout, "demo: retired an earlier run: %d tasks cancelled, %d couriers offline", done.TasksCancelled, done.CouriersOffline)
+		fmt.Fprintf(env.Stdout, "demo: retired an earlier run: %d tasks cancelled, ", done.TasksCancelled)
+		if done.TasksDelivered > 0 {
+			fmt.Fprintf(env.Stdout, "%d picked-up tasks delivered, ", done.TasksDelivered)
+		}
+		fmt.Fprintf(env.Stdout, "%d couriers offline", done.CouriersOffline)
 		if done.TasksPickedUp > 0 {
 			fmt.Fprintf(env.Stdout, " (%d picked-up tasks keep their couriers busy)", done.TasksPickedUp)
 		}

@@ -20,15 +20,16 @@ import (
 )
 
 // TestDemoRestartRetiresAnEarlierRun runs the demo twice on one data directory. The first run stops with
-// its simulated couriers AVAILABLE or BUSY and tasks open (walking couriers at real speed, no drain) and
-// an operator's task beside them; the second start cancels exactly the first run's open tasks (reason
-// OTHER, the retire comment) and sets exactly its couriers OFFLINE, says so in one line, and leaves the
+// its simulated couriers AVAILABLE or BUSY and tasks open (walking couriers at real speed, no drain), a
+// simulated courier carrying a picked-up parcel, and an operator's task beside them; the second start
+// cancels exactly the first run's open tasks (reason OTHER, the retire comment), has the parcel delivered
+// by its courier (with a photo), sets exactly those couriers OFFLINE, says so in one line, and leaves the
 // operator's task and its own run's tasks alone.
 func TestDemoRestartRetiresAnEarlierRun(t *testing.T) {
 	const email, password = "demo-admin@example.com", "demo test admin password, long enough"
 	dataDir := t.TempDir()
 	var sim simulator.Config // the running demo's deployment, as RetireEarlierRuns reaches it
-	start := func(after func(context.Context, identityv1.UserServiceClient, dispatchv1.DispatchServiceClient, courierv1.CourierServiceClient) error) string {
+	start := func(after func(context.Context, grpc.ClientConnInterface, identityv1.UserServiceClient, dispatchv1.DispatchServiceClient, courierv1.CourierServiceClient) error) string {
 		t.Helper()
 		var stdout logtest.Buffer
 		env := Env{Getenv: envOf(map[string]string{"LASTMILE_ADMIN_EMAIL": email, "LASTMILE_ADMIN_PASSWORD": password}), Stdout: &stdout, Stderr: &logtest.Buffer{}}
@@ -61,7 +62,7 @@ func TestDemoRestartRetiresAnEarlierRun(t *testing.T) {
 				return err
 			}
 			actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+login.GetAccessToken())
-			return after(actx, identityv1.NewUserServiceClient(conn), dispatchv1.NewDispatchServiceClient(conn), courierv1.NewCourierServiceClient(conn))
+			return after(actx, conn, identityv1.NewUserServiceClient(conn), dispatchv1.NewDispatchServiceClient(conn), courierv1.NewCourierServiceClient(conn))
 		})
 		if err != nil || !ran {
 			t.Fatalf("demo = %v (check ran: %v), want nil", err, ran)
@@ -92,11 +93,11 @@ func TestDemoRestartRetiresAnEarlierRun(t *testing.T) {
 	// The first run, and what it leaves (read while its services still run: with its bots stopped no task
 	// is picked up or delivered any more, and open tasks stay open): its open tasks, its couriers, and an
 	// operator's task beside them.
-	open := map[string]bool{}     // the first run's tasks CancelTask accepts
-	couriers := map[string]bool{} // the first run's couriers not OFFLINE and holding no picked-up parcel
-	pickedUp := 0
+	open := map[string]bool{}       // the first run's tasks CancelTask accepts
+	couriers := map[string]bool{}   // the first run's couriers not OFFLINE and holding no picked-up parcel
+	pickedUp := map[string]string{} // the first run's picked-up tasks, and their couriers
 	var operatorTask string
-	first := start(func(ctx context.Context, uc identityv1.UserServiceClient, dc dispatchv1.DispatchServiceClient, cc courierv1.CourierServiceClient) error {
+	first := start(func(ctx context.Context, conn grpc.ClientConnInterface, uc identityv1.UserServiceClient, dc dispatchv1.DispatchServiceClient, cc courierv1.CourierServiceClient) error {
 		cust, err := uc.CreateUser(ctx, &identityv1.CreateUserRequest{Email: "shop@example.com", Password: "a customer password, long enough",
 			DisplayName: "Shop", Role: identityv1.Role_ROLE_CUSTOMER})
 		if err != nil {
@@ -110,6 +111,9 @@ func TestDemoRestartRetiresAnEarlierRun(t *testing.T) {
 			return fmt.Errorf("CreateTask as the operator: %w", err)
 		}
 		operatorTask = task.GetId()
+		if err := pickUpAsASimCourier(ctx, conn, cust.GetId()); err != nil {
+			return err
+		}
 		carrying := map[string]bool{}
 		for _, task := range listTasks(ctx, dc) {
 			if !strings.HasPrefix(task.GetRequestId(), "sim-") {
@@ -120,12 +124,12 @@ func TestDemoRestartRetiresAnEarlierRun(t *testing.T) {
 				dispatchv1.TaskState_TASK_STATE_UNASSIGNABLE:
 				open[task.GetId()] = true
 			case dispatchv1.TaskState_TASK_STATE_PICKED_UP:
-				pickedUp++
+				pickedUp[task.GetId()] = task.GetCourierId()
 				carrying[task.GetCourierId()] = true
 			}
 		}
 		for _, c := range listCouriers(ctx, cc) {
-			if c.GetStatus() != courierv1.CourierStatus_COURIER_STATUS_OFFLINE && !carrying[c.GetId()] {
+			if c.GetStatus() != courierv1.CourierStatus_COURIER_STATUS_OFFLINE || carrying[c.GetId()] {
 				couriers[c.GetId()] = true
 			}
 		}
@@ -134,11 +138,11 @@ func TestDemoRestartRetiresAnEarlierRun(t *testing.T) {
 	if strings.Contains(first, "retired") {
 		t.Errorf("first start's output = %q, want no retire line (nothing to retire)", first)
 	}
-	if len(open) == 0 || len(couriers) == 0 {
-		t.Fatalf("the first run left %d open tasks and %d couriers not offline, want some of each", len(open), len(couriers))
+	if len(open) == 0 || len(couriers) == 0 || len(pickedUp) == 0 {
+		t.Fatalf("the first run left %d open tasks, %d picked up and %d couriers not offline, want some of each", len(open), len(pickedUp), len(couriers))
 	}
 
-	second := start(func(ctx context.Context, uc identityv1.UserServiceClient, dc dispatchv1.DispatchServiceClient, cc courierv1.CourierServiceClient) error {
+	second := start(func(ctx context.Context, _ grpc.ClientConnInterface, uc identityv1.UserServiceClient, dc dispatchv1.DispatchServiceClient, cc courierv1.CourierServiceClient) error {
 		for _, task := range listTasks(ctx, dc) {
 			h := task.GetHistory()
 			retired := task.GetState() == dispatchv1.TaskState_TASK_STATE_CANCELLED && len(h) > 0 && h[len(h)-1].GetComment() == simulator.RetireComment
@@ -150,6 +154,11 @@ func TestDemoRestartRetiresAnEarlierRun(t *testing.T) {
 				}
 			case retired:
 				t.Errorf("task %s (request id %q) was retired, want only the first run's open tasks", task.GetId(), task.GetRequestId())
+			case pickedUp[task.GetId()] != "":
+				if task.GetState() != dispatchv1.TaskState_TASK_STATE_DELIVERED || task.GetCourierId() != pickedUp[task.GetId()] || len(task.GetProofs()) != 1 {
+					t.Errorf("the first run's picked-up task %s is %s by %s with %d proofs, want DELIVERED by %s with one photo",
+						task.GetId(), task.GetState(), task.GetCourierId(), len(task.GetProofs()), pickedUp[task.GetId()])
+				}
 			case task.GetId() == operatorTask && task.GetState() == dispatchv1.TaskState_TASK_STATE_CANCELLED:
 				t.Errorf("the operator's task was cancelled: %v", h)
 			}
@@ -169,11 +178,72 @@ func TestDemoRestartRetiresAnEarlierRun(t *testing.T) {
 		}
 		return nil
 	})
-	want := fmt.Sprintf("demo: retired an earlier run: %d tasks cancelled, %d couriers offline", len(open), len(couriers))
-	if pickedUp > 0 {
-		want += fmt.Sprintf(" (%d picked-up tasks keep their couriers busy)", pickedUp)
-	}
-	if !strings.Contains(second, want+"\n") {
+	want := fmt.Sprintf("demo: retired an earlier run: %d tasks cancelled, %d picked-up tasks delivered, %d couriers offline\n",
+		len(open), len(pickedUp), len(couriers))
+	if !strings.Contains(second, want) {
 		t.Errorf("second start's output = %q, want the line %q", second, want)
+	}
+}
+
+// pickUpAsASimCourier leaves a parcel with a simulated courier: it makes one (an account of the
+// simulator's domain), assigns it a task of a simulated customer's kind (request id "sim-…", a photo
+// required at the dropoff) and confirms the pickup over the courier's session, which then ends.
+func pickUpAsASimCourier(ctx context.Context, conn grpc.ClientConnInterface, customer string) error {
+	uc, dc, cc := identityv1.NewUserServiceClient(conn), dispatchv1.NewDispatchServiceClient(conn), courierv1.NewCourierServiceClient(conn)
+	const email, password = "courier-1.earlier@sim.lastmile.example.com", "an earlier run's courier password"
+	u, err := uc.CreateUser(ctx, &identityv1.CreateUserRequest{Email: email, Password: password, DisplayName: "Sim courier 1", Role: identityv1.Role_ROLE_COURIER})
+	if err != nil {
+		return fmt.Errorf("CreateUser: %w", err)
+	}
+	cr, err := cc.RegisterCourier(ctx, &courierv1.RegisterCourierRequest{UserId: u.GetId(), DisplayName: "Sim courier 1",
+		TransportMode: geov1.TransportMode_TRANSPORT_MODE_BICYCLE, Capacity: 2})
+	if err != nil {
+		return fmt.Errorf("RegisterCourier: %w", err)
+	}
+	if _, err := cc.SetStatus(ctx, &courierv1.SetStatusRequest{CourierId: cr.GetId(), Status: courierv1.CourierStatus_COURIER_STATUS_AVAILABLE}); err != nil {
+		return fmt.Errorf("SetStatus AVAILABLE: %w", err)
+	}
+	task, err := dc.CreateTask(ctx, &dispatchv1.CreateTaskRequest{RequestId: "sim-earlier-1", CustomerId: customer,
+		Pickup:  &dispatchv1.Stop{Location: &geov1.LatLng{Latitude: 52.521, Longitude: 13.406}, Address: "Sim pickup"},
+		Dropoff: &dispatchv1.Stop{Location: &geov1.LatLng{Latitude: 52.526, Longitude: 13.411}, Address: "Sim dropoff"},
+		Size:    dispatchv1.ParcelSize_PARCEL_SIZE_SMALL,
+		ProofRequirements: []*dispatchv1.ProofRequirement{{Kind: dispatchv1.ProofKind_PROOF_KIND_PHOTO, Stage: dispatchv1.TaskStage_TASK_STAGE_DROPOFF,
+			Policy: dispatchv1.ProofPolicy_PROOF_POLICY_REQUIRED}}})
+	if err != nil {
+		return fmt.Errorf("CreateTask: %w", err)
+	}
+	if _, err := dc.AssignTask(ctx, &dispatchv1.AssignTaskRequest{Id: task.GetId(), CourierId: cr.GetId()}); err != nil {
+		return fmt.Errorf("AssignTask: %w", err)
+	}
+	// The courier's app: log in, open the session, confirm the pickup.
+	login, err := identityv1.NewAuthServiceClient(conn).Login(ctx, &identityv1.LoginRequest{
+		Identifier: &identityv1.LoginRequest_Email{Email: email}, Password: password})
+	if err != nil {
+		return fmt.Errorf("Login as the courier: %w", err)
+	}
+	sctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, metadata.Pairs("authorization", "Bearer "+login.GetAccessToken())))
+	defer cancel()
+	session, err := dc.StreamAssignments(sctx)
+	if err != nil {
+		return fmt.Errorf("StreamAssignments: %w", err)
+	}
+	if err := session.Send(&dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Hello{Hello: &dispatchv1.SessionHello{AppVersion: "test"}}}); err != nil {
+		return fmt.Errorf("send hello: %w", err)
+	}
+	if err := session.Send(&dispatchv1.StreamAssignmentsRequest{CommandId: "pickup-1", Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{
+		PickedUp: &dispatchv1.ConfirmPickup{TaskId: task.GetId()}}}); err != nil {
+		return fmt.Errorf("send the pickup: %w", err)
+	}
+	for {
+		m, err := session.Recv()
+		if err != nil {
+			return fmt.Errorf("session: %w", err)
+		}
+		if r := m.GetCommandResult(); r != nil {
+			if r.GetError() != nil || r.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PICKED_UP {
+				return fmt.Errorf("the pickup's result = %v, want the task PICKED_UP", r)
+			}
+			return nil
+		}
 	}
 }
