@@ -143,12 +143,14 @@ type UploadWriter struct {
 }
 
 // StartUpload starts the upload req describes, or resumes the one req.UploadID names, for the calling
-// courier, and takes its writer lease. The caller must hold the task (ASSIGNED or PICKED_UP).
+// courier, and takes its writer lease. The caller must hold the task (ASSIGNED or PICKED_UP). Resuming
+// an upload that is already COMMITTED, as req describes it, returns it COMMITTED: the writer then takes
+// no chunk, its Finish returns the upload as it is, and the stream has nothing more to do.
 //
 // Errors: Invalid for a malformed request; PermissionDenied when the caller is not a courier and
 // FailedPrecondition when they have no courier profile (callerCourier); NotFound when the task does not
 // exist or the caller may not see it; FailedPrecondition when the caller does not hold the task, or the
-// resumed upload is not IN_PROGRESS, belongs to another task or courier, or differs from req in kind,
+// resumed upload is REJECTED or EXPIRED, belongs to another task or courier, or differs from req in kind,
 // content type, size or SHA-256; Aborted when another live stream writes the upload; ResourceExhausted
 // when the task already has MaxUploadsPerTask uploads IN_PROGRESS or COMMITTED (attached, or not yet
 // discarded).
@@ -237,16 +239,27 @@ func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadW
 
 // resume takes the writer lease of the existing upload req.UploadID after checking that req describes
 // it. NotFound when there is no such upload.
+//
+// An upload that is already COMMITTED and that req describes is returned as it is, without a lease: the
+// app lost the answer to its finish (or to the start of a resume) and resumes to learn where the upload
+// stands, and the upload is ready to attach. Refusing it would have the app upload the file again, and
+// the copies would count toward the task's MaxUploadsPerTask.
 func (w *UploadWriter) resume(ctx context.Context, req UploadStartReq, courierID string) (Upload, error) {
 	now := storedTime(w.s.now())
-	return w.s.uploads.UpdateUpload(ctx, req.UploadID, func(u Upload) (Upload, error) {
+	var committed Upload
+	u, err := w.s.uploads.UpdateUpload(ctx, req.UploadID, func(u Upload) (Upload, error) {
 		if u.TaskID != req.TaskID || u.CourierID != courierID {
 			return u, apperr.Errorf(apperr.FailedPrecondition, "upload id %s is taken by another upload", u.ID)
+		}
+		same := u.Kind == req.Kind && u.ContentType == req.ContentType && u.SizeBytes == req.SizeBytes && u.SHA256 == req.SHA256
+		if u.State == UploadCommitted && same {
+			committed = u
+			return u, errNoChange
 		}
 		if u.State != UploadInProgress {
 			return u, apperr.Errorf(apperr.FailedPrecondition, "upload %s is %s, not in progress: start a new upload", u.ID, u.State)
 		}
-		if u.Kind != req.Kind || u.ContentType != req.ContentType || u.SizeBytes != req.SizeBytes || u.SHA256 != req.SHA256 {
+		if !same {
 			return u, apperr.Errorf(apperr.FailedPrecondition, "upload %s was started with another kind, content type, size or sha256", u.ID)
 		}
 		if u.Writer != "" && now.Before(u.WriterUntil) {
@@ -258,6 +271,10 @@ func (w *UploadWriter) resume(ctx context.Context, req UploadStartReq, courierID
 		u.ExpireTime = now.Add(UploadRetention)
 		return u, nil
 	})
+	if errors.Is(err, errNoChange) {
+		return committed, nil
+	}
+	return u, err
 }
 
 // Upload returns the upload as the writer last saw it.
@@ -296,6 +313,9 @@ func (w *UploadWriter) Write(ctx context.Context, offset int64, data []byte) (Up
 	if w.closed {
 		return Upload{}, apperr.Errorf(apperr.FailedPrecondition, "upload %s: writer closed", w.u.ID)
 	}
+	if w.u.State != UploadInProgress {
+		return Upload{}, apperr.Errorf(apperr.FailedPrecondition, "upload %s is %s, not in progress", w.u.ID, w.u.State)
+	}
 	if len(data) == 0 || len(data) > MaxChunkBytes {
 		return Upload{}, apperr.Errorf(apperr.Invalid, "a chunk holds 1 to %d bytes, not %d", MaxChunkBytes, len(data))
 	}
@@ -330,6 +350,9 @@ func (w *UploadWriter) Finish(ctx context.Context) (Upload, error) {
 	defer w.mu.Unlock()
 	if w.closed {
 		return Upload{}, apperr.Errorf(apperr.FailedPrecondition, "upload %s: writer closed", w.u.ID)
+	}
+	if w.u.State == UploadCommitted { // resumed after it was committed (see resume)
+		return w.u, nil
 	}
 	if w.u.CommittedOffset < w.u.SizeBytes {
 		return Upload{}, apperr.Errorf(apperr.FailedPrecondition, "upload %s has %d of %d bytes", w.u.ID, w.u.CommittedOffset, w.u.SizeBytes)

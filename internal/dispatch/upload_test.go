@@ -357,9 +357,20 @@ func TestUploadResume(t *testing.T) {
 		t.Fatalf("ProofContent: %d bytes, %v; want the file", len(b), err)
 	}
 
-	// A committed upload cannot be resumed; a resume must describe the same file.
-	_, _, err = f.svc.StartUpload(upContext(t, f.holder), req)
-	apperrtest.WantCode(t, "resume a committed upload", err, apperr.FailedPrecondition)
+	// A committed upload resumed (its last answer was lost) is answered as it is, and takes nothing more;
+	// a resume must describe the same file.
+	w4, again, err := f.svc.StartUpload(upContext(t, f.holder), req)
+	if err != nil || again.State != dispatch.UploadCommitted || again.CommittedOffset != 3000 || again.Writer != "" || !again.UpdateTime.Equal(u.UpdateTime) {
+		t.Fatalf("resume a committed upload = %s at %d, writer %q, updated %v, %v; want it unchanged", again.State, again.CommittedOffset, again.Writer, again.UpdateTime, err)
+	}
+	_, err = w4.Write(upContext(t, context.Background()), 3000, file[:1])
+	apperrtest.WantCode(t, "Write to a committed upload", err, apperr.FailedPrecondition)
+	if fin, err := w4.Finish(upContext(t, context.Background())); err != nil || fin.State != dispatch.UploadCommitted {
+		t.Fatalf("Finish of a committed upload = %s, %v; want it committed", fin.State, err)
+	}
+	if err := w4.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
 	other := newUUID()
 	w3, _ := f.start(t, other, pngFile(10))
 	w3.Close(context.Background())

@@ -93,6 +93,11 @@ func (h uploadHandlers) UploadProof(stream dispatchv1.DispatchService_UploadProo
 	if err := stream.Send(&dispatchv1.UploadProofResponse{Upload: encodeUpload(u)}); err != nil {
 		return err
 	}
+	if u.State == dispatch.UploadCommitted {
+		// A resumed upload that was committed already (its last answer was lost): that answer was the
+		// upload COMMITTED, after which the stream ends.
+		return nil
+	}
 	for {
 		msg, err := next()
 		if errors.Is(err, io.EOF) {

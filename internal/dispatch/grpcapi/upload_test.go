@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/dispatch"
@@ -267,6 +268,70 @@ func TestUploadProofResume(t *testing.T) {
 	if !bytes.Equal(content, file) {
 		t.Fatalf("GetProofContent: %d bytes, want the %d of the file", len(content), len(file))
 	}
+}
+
+// TestUploadProofResumeCommitted: the answer to finish is lost (the link drops right after the app sent
+// it), so the app resumes the upload under its id, as UploadStart.upload_id allows, to learn where it
+// stands. The server answers the upload COMMITTED and ends the stream: the app attaches it. Before, the
+// resume was FAILED_PRECONDITION "… is committed, not in progress: start a new upload", and an app that
+// did so sent the whole file again, each copy counting toward the task's 8 uploads. A resume that
+// describes another file is still refused, and so is one of a REJECTED upload.
+func TestUploadProofResumeCommitted(t *testing.T) {
+	e := startUpEnv(t)
+	file := pngFile(3000)
+	id := newUUID()
+	st, _, err := open(t, e, e.holder, startMsg(e.taskID, id, file))
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if _, err := send(t, st, chunkMsg(0, file)); err != nil {
+		t.Fatalf("chunk: %v", err)
+	}
+	if u, err := send(t, st, finishMsg()); err != nil || u.GetState() != dispatchv1.UploadState_UPLOAD_STATE_COMMITTED {
+		t.Fatalf("finish answer %v, %v; want committed", u, err)
+	}
+	committed, err := e.client.GetUpload(callCtx(t, e.holder), &dispatchv1.GetUploadRequest{UploadId: id})
+	if err != nil {
+		t.Fatalf("GetUpload: %v", err)
+	}
+
+	// The resume the app sends: start, then finish (it sees committed_offset = size_bytes).
+	st, u, err := open(t, e, e.holder, startMsg(e.taskID, id, file))
+	if err != nil {
+		t.Fatalf("resume a committed upload: %v", err)
+	}
+	if !proto.Equal(u, committed) {
+		t.Fatalf("resume answer %v, want the committed upload %v", u, committed)
+	}
+	if err := st.Send(finishMsg()); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("send finish: %v", err)
+	}
+	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("Recv after the committed answer: %v, want EOF", err)
+	}
+	if got, err := e.client.GetUpload(callCtx(t, e.holder), &dispatchv1.GetUploadRequest{UploadId: id}); err != nil || !proto.Equal(got, committed) {
+		t.Fatalf("GetUpload after the resume = %v, %v; want it unchanged %v", got, err, committed)
+	}
+
+	other := pngFile(3001)
+	_, _, err = open(t, e, e.holder, startMsg(e.taskID, id, other))
+	wantStatus(t, "resume describing another file", err, codes.FailedPrecondition)
+
+	bad := newUUID()
+	st, _, err = open(t, e, e.holder, startMsg(e.taskID, bad, file))
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if _, err := send(t, st, chunkMsg(0, pngFile(3000)[:2999])); err != nil {
+		t.Fatalf("chunk: %v", err)
+	}
+	if _, err := send(t, st, chunkMsg(2999, []byte{0})); err != nil {
+		t.Fatalf("chunk: %v", err)
+	}
+	_, err = send(t, st, finishMsg())
+	wantStatus(t, "finish of bytes that do not match", err, codes.InvalidArgument)
+	_, _, err = open(t, e, e.holder, startMsg(e.taskID, bad, file))
+	wantStatus(t, "resume a rejected upload", err, codes.FailedPrecondition)
 }
 
 // TestUploadProofIdleStreamEnds: an UploadProof stream from which no message comes for its idle timeout

@@ -213,7 +213,10 @@ type DispatchServiceClient interface {
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server
 	// answers with the upload's state after the start and after each stored chunk, and ends the stream once
 	// the upload is COMMITTED. An interrupted upload is resumed by a new stream whose start names the same
-	// upload_id; its first answer (or GetUpload) gives the offset to continue from. Uploads are independent
+	// upload_id; its first answer (or GetUpload) gives the offset to continue from. A resume of an upload
+	// that is already COMMITTED (the answer to finish was lost), with the same kind, content type, size and
+	// SHA-256, is answered with the upload in state COMMITTED, after which the stream ends: attach it, do
+	// not upload the file again. (Before 2026-12-02 it was FAILED_PRECONDITION.) Uploads are independent
 	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads that
 	// are IN_PROGRESS or COMMITTED, attached to it or not; a COMMITTED upload not attached within 24 hours
 	// is discarded and no longer counts, nor do REJECTED and EXPIRED ones.
@@ -222,8 +225,8 @@ type DispatchServiceClient interface {
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
 	// size, SHA-256 or content type (the upload becomes REJECTED); FAILED_PRECONDITION when a chunk's offset is not the
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
-	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
-	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
+	// PICKED_UP), the resumed upload is REJECTED or EXPIRED, or its kind, content type, size or SHA-256
+	// differ from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
 	// that count, or, before the stream starts, when the caller already has 8 UploadProof streams open on
 	// that server (or the server as many as it allows); PERMISSION_DENIED when the caller is not a courier;
@@ -619,7 +622,10 @@ type DispatchServiceServer interface {
 	// progress. The app sends start, then chunks from the committed offset on, then finish; the server
 	// answers with the upload's state after the start and after each stored chunk, and ends the stream once
 	// the upload is COMMITTED. An interrupted upload is resumed by a new stream whose start names the same
-	// upload_id; its first answer (or GetUpload) gives the offset to continue from. Uploads are independent
+	// upload_id; its first answer (or GetUpload) gives the offset to continue from. A resume of an upload
+	// that is already COMMITTED (the answer to finish was lost), with the same kind, content type, size and
+	// SHA-256, is answered with the upload in state COMMITTED, after which the stream ends: attach it, do
+	// not upload the file again. (Before 2026-12-02 it was FAILED_PRECONDITION.) Uploads are independent
 	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads that
 	// are IN_PROGRESS or COMMITTED, attached to it or not; a COMMITTED upload not attached within 24 hours
 	// is discarded and no longer counts, nor do REJECTED and EXPIRED ones.
@@ -628,8 +634,8 @@ type DispatchServiceServer interface {
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
 	// size, SHA-256 or content type (the upload becomes REJECTED); FAILED_PRECONDITION when a chunk's offset is not the
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
-	// PICKED_UP), the resumed upload is not IN_PROGRESS, or its kind, content type, size or SHA-256 differ
-	// from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
+	// PICKED_UP), the resumed upload is REJECTED or EXPIRED, or its kind, content type, size or SHA-256
+	// differ from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
 	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
 	// that count, or, before the stream starts, when the caller already has 8 UploadProof streams open on
 	// that server (or the server as many as it allows); PERMISSION_DENIED when the caller is not a courier;

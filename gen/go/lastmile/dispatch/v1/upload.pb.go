@@ -203,7 +203,7 @@ type UploadStart struct {
 	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// Empty to start an upload with a server-chosen id. A UUID to resume that upload, or to start a new
 	// upload under an id the app chose; choosing the id lets the app resume even when the server's first
-	// answer was lost. In any case (upper-case hex names the same upload); the server keeps and answers it
+	// answer was lost, or its last: an upload already COMMITTED is answered COMMITTED. In any case (upper-case hex names the same upload); the server keeps and answers it
 	// in lowercase.
 	UploadId string `protobuf:"bytes,2,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
 	// What the file shows: PROOF_KIND_PHOTO or PROOF_KIND_SIGNATURE. Required.
