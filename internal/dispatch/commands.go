@@ -108,8 +108,9 @@ const (
 	ReasonInvalidCommand = "INVALID_COMMAND"
 )
 
-// MaxCodeAttempts is how many wrong delivery codes a task accepts; after them every code is refused and a
-// dispatcher must step in.
+// MaxCodeAttempts is how many wrong delivery codes a task accepts; after them every code is refused. Nobody
+// can give a task more attempts, so where the code is REQUIRED the courier reports the delivery as failed
+// (failed takes no proofs) and a dispatcher arranges what happens to the parcel; the error says so.
 const MaxCodeAttempts = 5
 
 // maxOccurSkew is how far an offline command's event time may lie ahead of the server's clock.
@@ -596,7 +597,7 @@ func checkProofs(t *Task, stage Stage, uploads []Proof, inline []InlineProof, no
 				return e
 			}
 			if t.CodeAttempts >= MaxCodeAttempts {
-				e := cmdErr(apperr.FailedPrecondition, ReasonCodeMismatch, "too many wrong codes; ask a dispatcher")
+				e := cmdErr(apperr.FailedPrecondition, ReasonCodeMismatch, "too many wrong codes: the task takes no more; if the code is required, report the delivery as failed")
 				e.Metadata = map[string]string{"attempts_left": "0"}
 				return e
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -168,6 +169,44 @@ func TestUncountedCodesLeaveTheTaskAsItIs(t *testing.T) {
 	// Each outcome is still final and stored under its command id.
 	if rec, found, err := sys.Store.Command(c.Ctx, c.ID, "x1"); err != nil || !found || rec.Err == nil || rec.Err.Reason != dispatch.ReasonCodeMismatch {
 		t.Errorf("stored outcome of x1 = %+v, %v, %v, want CODE_MISMATCH", rec, found, err)
+	}
+}
+
+// TestCodeAttemptsUsedUp: once a task has taken its wrong codes, even the right code is refused, and
+// nothing gives it more attempts; the error tells the courier the way out the contract names (report the
+// delivery as failed), where it said "ask a dispatcher", who has no call for it. The failure goes through.
+func TestCodeAttemptsUsedUp(t *testing.T) {
+	sys := dispatchtest.Start(t, dispatchtest.Config{NoRun: true})
+	req := dispatchtest.Request(uuid.NewString(), dispatchtest.Berlin, "")
+	req.ProofRequirements = []dispatch.ProofRequirement{{Kind: dispatch.ProofCode, Stage: dispatch.StageDropoff, Policy: dispatch.ProofRequired}}
+	tk, _, exec := assignedTask(t, sys, req)
+	code := func(c string) []dispatch.InlineProof {
+		return []dispatch.InlineProof{{Kind: dispatch.ProofCode, Code: c}}
+	}
+	wrong := "0000"
+	if tk.DeliveryCode == wrong {
+		wrong = "1111"
+	}
+	if r := exec("p", dispatch.Command{Pickup: &dispatch.PickupCmd{TaskID: tk.ID}}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	for i := range dispatch.MaxCodeAttempts {
+		if r := exec(fmt.Sprintf("w%d", i), dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID, Inline: code(wrong)}}); r.Err == nil || r.Err.Message != "the code does not match" {
+			t.Fatalf("wrong code %d = %+v", i, r.Err)
+		}
+	}
+	r := exec("right", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID, Inline: code(tk.DeliveryCode)}})
+	want := &dispatch.CommandError{Code: apperr.FailedPrecondition, Reason: dispatch.ReasonCodeMismatch,
+		Message:  "too many wrong codes: the task takes no more; if the code is required, report the delivery as failed",
+		Metadata: map[string]string{"attempts_left": "0"}}
+	if r.Err == nil || r.Err.Code != want.Code || r.Err.Reason != want.Reason || r.Err.Message != want.Message || !maps.Equal(r.Err.Metadata, want.Metadata) {
+		t.Fatalf("the right code after the last attempt = %+v, want %+v", r.Err, want)
+	}
+	if r := exec("d", dispatch.Command{Deliver: &dispatch.DeliverCmd{TaskID: tk.ID}}); r.Err == nil || r.Err.Reason != dispatch.ReasonProofRequired {
+		t.Fatalf("delivered without the code = %+v, want PROOF_REQUIRED", r.Err)
+	}
+	if r := exec("f", dispatch.Command{Fail: &dispatch.FailCmd{TaskID: tk.ID, Reason: dispatch.FailureRecipientRefused}}); r.Err != nil || r.Task.State != dispatch.StateFailed {
+		t.Fatalf("failed = %+v, %v; want the task FAILED", r.Err, r.Task.State)
 	}
 }
 

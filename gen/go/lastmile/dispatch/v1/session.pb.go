@@ -1575,7 +1575,9 @@ func (x *CommandResult) GetReplayed() bool {
 //     "kind" names the ProofKind and "stage" the TaskStage, such as "PROOF_KIND_SIGNATURE".
 //   - FAILED_PRECONDITION, reason CODE_MISMATCH: the code does not equal the task's delivery_code; metadata
 //     "attempts_left" says how many more codes the task accepts at that stage (a server setting). Once none
-//     are left, every further code is refused the same way. A code given at a stage that takes none (the
+//     are left, every further code is refused the same way, the right one too, and nothing gives the task
+//     more attempts: where the code is REQUIRED, the delivery can no longer be confirmed, so report it
+//     failed (failed takes no proofs) and a dispatcher arranges what happens to the parcel. A code given at a stage that takes none (the
 //     pickup, or a task without delivery_code) is refused with "attempts_left" "0" and not counted. A
 //     counted wrong code changes the task (its etag and update_time); a code refused without being counted
 //     changes nothing.
