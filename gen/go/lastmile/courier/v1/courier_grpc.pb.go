@@ -76,14 +76,18 @@ type CourierServiceClient interface {
 	// UpdateCourier changes the fields of a courier's profile named in update_mask.
 	//
 	// The courier themself or a dispatcher or admin. Updatable paths: display_name, transport_mode, capacity;
-	// etag may be named too (it is the precondition and changes nothing). Naming an output-only or immutable
+	// a courier changes their own display_name and transport_mode, and capacity only to the value it has
+	// (so a courier may send back the profile fields they read): a dispatcher or admin sets capacity, which
+	// decides how many tasks dispatch gives the courier at once. etag may be named too (it is the precondition and changes nothing). Naming an output-only or immutable
 	// path (id, user_id, status, create_time, update_time) is INVALID_ARGUMENT ("update_mask may only name
 	// display_name, transport_mode, capacity, etag"), so a REST client sends only the fields it changes (and
 	// etag), not the whole courier it read: the REST gateway derives the mask from the JSON body's fields
 	// when none is given. Status has its own RPC, SetStatus.
 	// Errors: INVALID_ARGUMENT when the mask is empty, names an unknown, output-only or immutable path, or a
 	// masked field breaks its rules; NOT_FOUND when the courier does not exist; ABORTED when courier.etag is set and no longer matches
-	// (re-read and retry); FAILED_PRECONDITION when capacity would drop below the tasks currently claimed.
+	// (re-read and retry); FAILED_PRECONDITION when capacity would drop below the tasks currently claimed;
+	// PERMISSION_DENIED when a courier changes their own capacity ("couriers may not change their own
+	// capacity").
 	UpdateCourier(ctx context.Context, in *UpdateCourierRequest, opts ...grpc.CallOption) (*Courier, error)
 	// SetAvailability marks hour slots available or unavailable, the way a trainer publishes hours in Wild
 	// Workouts.
@@ -379,14 +383,18 @@ type CourierServiceServer interface {
 	// UpdateCourier changes the fields of a courier's profile named in update_mask.
 	//
 	// The courier themself or a dispatcher or admin. Updatable paths: display_name, transport_mode, capacity;
-	// etag may be named too (it is the precondition and changes nothing). Naming an output-only or immutable
+	// a courier changes their own display_name and transport_mode, and capacity only to the value it has
+	// (so a courier may send back the profile fields they read): a dispatcher or admin sets capacity, which
+	// decides how many tasks dispatch gives the courier at once. etag may be named too (it is the precondition and changes nothing). Naming an output-only or immutable
 	// path (id, user_id, status, create_time, update_time) is INVALID_ARGUMENT ("update_mask may only name
 	// display_name, transport_mode, capacity, etag"), so a REST client sends only the fields it changes (and
 	// etag), not the whole courier it read: the REST gateway derives the mask from the JSON body's fields
 	// when none is given. Status has its own RPC, SetStatus.
 	// Errors: INVALID_ARGUMENT when the mask is empty, names an unknown, output-only or immutable path, or a
 	// masked field breaks its rules; NOT_FOUND when the courier does not exist; ABORTED when courier.etag is set and no longer matches
-	// (re-read and retry); FAILED_PRECONDITION when capacity would drop below the tasks currently claimed.
+	// (re-read and retry); FAILED_PRECONDITION when capacity would drop below the tasks currently claimed;
+	// PERMISSION_DENIED when a courier changes their own capacity ("couriers may not change their own
+	// capacity").
 	UpdateCourier(context.Context, *UpdateCourierRequest) (*Courier, error)
 	// SetAvailability marks hour slots available or unavailable, the way a trainer publishes hours in Wild
 	// Workouts.
