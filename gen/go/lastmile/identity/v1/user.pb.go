@@ -663,7 +663,7 @@ type ListUsersRequest struct {
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page; empty for the first page. Only valid with the same filters.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// Only users with this status; UNSPECIFIED for every status except DELETED.
+	// Only users with this status; UNSPECIFIED for every status except DELETED. DELETED is for admins only.
 	Status UserStatus `protobuf:"varint,3,opt,name=status,proto3,enum=lastmile.identity.v1.UserStatus" json:"status,omitempty"`
 	// Only users with this role; UNSPECIFIED for any role.
 	Role Role `protobuf:"varint,4,opt,name=role,proto3,enum=lastmile.identity.v1.Role" json:"role,omitempty"`
@@ -908,7 +908,7 @@ func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
 // StreamUsersRequest chooses which users to export.
 type StreamUsersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Only users with this status; UNSPECIFIED for every status except DELETED.
+	// Only users with this status; UNSPECIFIED for every status except DELETED. DELETED is for admins only.
 	Status UserStatus `protobuf:"varint,1,opt,name=status,proto3,enum=lastmile.identity.v1.UserStatus" json:"status,omitempty"`
 	// Only users with this role; UNSPECIFIED for any role.
 	Role Role `protobuf:"varint,2,opt,name=role,proto3,enum=lastmile.identity.v1.Role" json:"role,omitempty"`

@@ -87,9 +87,11 @@ type UserServiceClient interface {
 	//
 	// Admins and dispatchers (who look up courier users to register them). Pagination is keyset based:
 	// pages stay free of duplicates and gaps while users are created concurrently. Deleted users are listed
-	// only when the status filter asks for DELETED.
+	// only when the status filter asks for DELETED, which only admins may (as only admins read a deleted
+	// user with GetUser).
 	// Errors: INVALID_ARGUMENT when page_size is out of range, a filter is not a defined value, or page_token
-	// is malformed or was issued for different filters.
+	// is malformed or was issued for different filters; PERMISSION_DENIED when a dispatcher asks for DELETED
+	// users ("only admins may list deleted users").
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// ChangePassword replaces a user's password and revokes every refresh token of the user, ending their
 	// other sessions.
@@ -294,9 +296,11 @@ type UserServiceServer interface {
 	//
 	// Admins and dispatchers (who look up courier users to register them). Pagination is keyset based:
 	// pages stay free of duplicates and gaps while users are created concurrently. Deleted users are listed
-	// only when the status filter asks for DELETED.
+	// only when the status filter asks for DELETED, which only admins may (as only admins read a deleted
+	// user with GetUser).
 	// Errors: INVALID_ARGUMENT when page_size is out of range, a filter is not a defined value, or page_token
-	// is malformed or was issued for different filters.
+	// is malformed or was issued for different filters; PERMISSION_DENIED when a dispatcher asks for DELETED
+	// users ("only admins may list deleted users").
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// ChangePassword replaces a user's password and revokes every refresh token of the user, ending their
 	// other sessions.
