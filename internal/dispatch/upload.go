@@ -80,13 +80,17 @@ type Upload struct {
 	AttachTime time.Time
 }
 
+// UploadCounts counts a task's uploads by the courier who made them (Upload.CourierID), then by state.
+type UploadCounts map[string]map[UploadState]int
+
 // UploadStore keeps proof uploads' metadata. Implementation: sqlstore.Uploads on SQLite and PostgreSQL.
 type UploadStore interface {
-	// CreateUpload counts the uploads of u's task by state (a state without uploads is absent), hands
-	// the counts to admit (the domain's limit) and inserts u when admit returns nil; admit's error is
-	// returned as it is and nothing is written. Concurrent creates for one task are serialised, so the
-	// counts admit sees are the ones the insert commits against. Conflict when an upload with u.ID exists.
-	CreateUpload(ctx context.Context, u Upload, admit func(byState map[UploadState]int) error) error
+	// CreateUpload counts the uploads of u's task by courier and state (a courier or state without
+	// uploads is absent), hands the counts to admit (the domain's limit) and inserts u when admit returns
+	// nil; admit's error is returned as it is and nothing is written. Concurrent creates for one task are
+	// serialised, so the counts admit sees are the ones the insert commits against. Conflict when an
+	// upload with u.ID exists.
+	CreateUpload(ctx context.Context, u Upload, admit func(counts UploadCounts) error) error
 	// GetUpload returns the upload with id. NotFound when there is none.
 	GetUpload(ctx context.Context, id string) (Upload, error)
 	// UpdateUpload locks the upload with id, runs fn on it and writes what fn returns, in one

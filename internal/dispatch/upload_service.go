@@ -152,8 +152,8 @@ type UploadWriter struct {
 // exist or the caller may not see it; FailedPrecondition when the caller does not hold the task, or the
 // resumed upload is REJECTED or EXPIRED, belongs to another task or courier, or differs from req in kind,
 // content type, size or SHA-256; Aborted when another live stream writes the upload; ResourceExhausted
-// when the task already has MaxUploadsPerTask uploads IN_PROGRESS or COMMITTED (attached, or not yet
-// discarded).
+// when the caller already has MaxUploadsPerTask uploads on the task IN_PROGRESS or COMMITTED (attached,
+// or not yet discarded).
 func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadWriter, Upload, error) {
 	if !s.uploadsConfigured() {
 		return nil, Upload{}, errNoUploads
@@ -209,11 +209,15 @@ func (s *Service) StartUpload(ctx context.Context, req UploadStartReq) (*UploadW
 		Writer:          w.writer,
 		WriterUntil:     now.Add(UploadWriterLease),
 	}
-	err = s.uploads.CreateUpload(ctx, u, func(byState map[UploadState]int) error {
+	err = s.uploads.CreateUpload(ctx, u, func(counts UploadCounts) error {
 		// Committed uploads count, attached or not: until the sweeper discards one nobody attached, its
 		// bytes are kept, so not counting them would let a courier store any number of files on a task.
-		if byState[UploadInProgress]+byState[UploadCommitted] >= MaxUploadsPerTask {
-			return apperr.Errorf(apperr.ResourceExhausted, "task %s already holds %d uploads", t.ID, MaxUploadsPerTask)
+		// Only the caller's own count: another courier's uploads on the task (before a release or a
+		// reassignment) can be attached by nobody else, and counting them would let a courier who held
+		// the task leave the next one unable to upload the proof it needs for 24 hours.
+		mine := counts[courierID]
+		if mine[UploadInProgress]+mine[UploadCommitted] >= MaxUploadsPerTask {
+			return apperr.Errorf(apperr.ResourceExhausted, "you already hold %d uploads on task %s", MaxUploadsPerTask, t.ID)
 		}
 		return nil
 	})

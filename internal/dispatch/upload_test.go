@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -623,6 +624,44 @@ func TestUploadLimit(t *testing.T) {
 	}
 	_, _, err = f2.svc.StartUpload(upContext(t, f2.holder), f2.startReq(f2.task.ID, "", file))
 	apperrtest.WantCode(t, "8th StartUpload with one attached", err, apperr.ResourceExhausted)
+}
+
+// TestUploadLimitIsPerCourier: the uploads a courier left on a task (committed and never attached, or
+// unfinished) before the task went to another courier, by a release or a reassignment, do not count
+// toward the new holder's limit: nobody else can attach them, and counting them left the new holder
+// unable to upload a required proof ("task … already holds 8 uploads") until they were discarded a day
+// later. The new holder has a limit of their own.
+func TestUploadLimitIsPerCourier(t *testing.T) {
+	f := newUpFixture(t, dispatch.Options{})
+	file := pngFile(10)
+	for i := range dispatch.MaxUploadsPerTask {
+		if i%2 == 0 {
+			f.commit(t, file)
+			continue
+		}
+		w, _ := f.start(t, "", file)
+		w.Close(context.Background())
+	}
+	_, _, err := f.svc.StartUpload(upContext(t, f.holder), f.startReq(f.task.ID, "", file))
+	apperrtest.WantCode(t, "the holder's 9th StartUpload", err, apperr.ResourceExhausted)
+
+	moved := f.task.Clone()
+	moved.CourierID = f.offeredID
+	f.tasks.put(moved)
+	for i := range dispatch.MaxUploadsPerTask {
+		w, u, err := f.svc.StartUpload(upContext(t, f.offered), f.startReq(f.task.ID, "", file))
+		if err != nil {
+			t.Fatalf("the new holder's StartUpload %d: %v", i+1, err)
+		}
+		if got := upload(t, w, file, 10); got.State != dispatch.UploadCommitted || got.ID != u.ID {
+			t.Fatalf("the new holder's upload %d: %s %s, want %s committed", i+1, got.ID, got.State, u.ID)
+		}
+	}
+	_, _, err = f.svc.StartUpload(upContext(t, f.offered), f.startReq(f.task.ID, "", file))
+	apperrtest.WantCode(t, "the new holder's 9th StartUpload", err, apperr.ResourceExhausted)
+	if e, want := apperr.As(err), fmt.Sprintf("you already hold 8 uploads on task %s", f.task.ID); e.Message != want {
+		t.Errorf("the new holder's 9th StartUpload: message %q, want %q", e.Message, want)
+	}
 }
 
 // TestUploadOneWriter checks that a second stream on a live upload is Aborted, and takes over once the

@@ -99,7 +99,7 @@ func (s *Uploads) location(u dispatch.Upload) (lat, lng any) {
 }
 
 // CreateUpload implements dispatch.UploadStore.
-func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, admit func(map[dispatch.UploadState]int) error) error {
+func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, admit func(dispatch.UploadCounts) error) error {
 	if err := checkUpload(u); err != nil {
 		return err
 	}
@@ -138,21 +138,24 @@ func (s *Uploads) CreateUpload(ctx context.Context, u dispatch.Upload, admit fun
 	})
 }
 
-// countUploads counts taskID's uploads by state, in tx.
-func (s *Uploads) countUploads(ctx context.Context, tx *sql.Tx, taskID string) (map[dispatch.UploadState]int, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT state, count(*) FROM uploads WHERE task_id = $1 GROUP BY state`, taskID)
+// countUploads counts taskID's uploads by courier and state, in tx.
+func (s *Uploads) countUploads(ctx context.Context, tx *sql.Tx, taskID string) (dispatch.UploadCounts, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT courier_id, state, count(*) FROM uploads WHERE task_id = $1 GROUP BY courier_id, state`, taskID)
 	if err != nil {
 		return nil, s.mapError(err, "count uploads of task "+taskID)
 	}
 	defer rows.Close()
-	counts := map[dispatch.UploadState]int{}
+	counts := dispatch.UploadCounts{}
 	for rows.Next() {
-		var state string
+		var courierID, state string
 		var n int
-		if err := rows.Scan(&state, &n); err != nil {
+		if err := rows.Scan(&courierID, &state, &n); err != nil {
 			return nil, s.mapError(err, "count uploads of task "+taskID)
 		}
-		counts[dispatch.UploadState(state)] = n
+		if counts[courierID] == nil {
+			counts[courierID] = map[dispatch.UploadState]int{}
+		}
+		counts[courierID][dispatch.UploadState(state)] = n
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.mapError(err, "count uploads of task "+taskID)

@@ -176,7 +176,7 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		if err := s.CreateUpload(ctx, done, atMost(0)); err == nil {
 			t.Fatalf("CreateUpload with max 0: nil error")
 		}
-		// admit sees the task's uploads counted by state.
+		// admit sees the task's uploads counted by courier and state.
 		rejected := sample(task)
 		rejected.State, rejected.ExpireTime = dispatch.UploadRejected, time.Time{}
 		if err := s.CreateUpload(ctx, rejected, atMost(8)); err != nil {
@@ -185,12 +185,20 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		if err := s.CreateUpload(ctx, done, atMost(8)); err != nil {
 			t.Fatalf("CreateUpload committed: %v", err)
 		}
-		var got map[dispatch.UploadState]int
-		_ = s.CreateUpload(ctx, sample(task), func(byState map[dispatch.UploadState]int) error {
-			got = byState
+		another := sample(task)
+		another.CourierID = "courier-2"
+		if err := s.CreateUpload(ctx, another, atMost(8)); err != nil {
+			t.Fatalf("CreateUpload of another courier: %v", err)
+		}
+		var got dispatch.UploadCounts
+		_ = s.CreateUpload(ctx, sample(task), func(counts dispatch.UploadCounts) error {
+			got = counts
 			return apperr.Errorf(apperr.ResourceExhausted, "no")
 		})
-		want := map[dispatch.UploadState]int{dispatch.UploadInProgress: 3, dispatch.UploadCommitted: 1, dispatch.UploadRejected: 1}
+		want := dispatch.UploadCounts{
+			"courier-1": {dispatch.UploadInProgress: 3, dispatch.UploadCommitted: 1, dispatch.UploadRejected: 1},
+			"courier-2": {dispatch.UploadInProgress: 1},
+		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("counts admit saw (-want +got):\n%s", diff)
 		}
@@ -277,9 +285,13 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 }
 
 // atMost is the admit function of a limit of n IN_PROGRESS uploads per task, as the domain passes one.
-func atMost(n int) func(map[dispatch.UploadState]int) error {
-	return func(byState map[dispatch.UploadState]int) error {
-		if inProgress := byState[dispatch.UploadInProgress]; inProgress >= n {
+func atMost(n int) func(dispatch.UploadCounts) error {
+	return func(counts dispatch.UploadCounts) error {
+		inProgress := 0
+		for _, byState := range counts {
+			inProgress += byState[dispatch.UploadInProgress]
+		}
+		if inProgress >= n {
 			return apperr.Errorf(apperr.ResourceExhausted, "%d uploads in progress, limit %d", inProgress, n)
 		}
 		return nil

@@ -217,9 +217,11 @@ type DispatchServiceClient interface {
 	// that is already COMMITTED (the answer to finish was lost), with the same kind, content type, size and
 	// SHA-256, is answered with the upload in state COMMITTED, after which the stream ends: attach it, do
 	// not upload the file again. (Before 2026-12-02 it was FAILED_PRECONDITION.) Uploads are independent
-	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads that
-	// are IN_PROGRESS or COMMITTED, attached to it or not; a COMMITTED upload not attached within 24 hours
-	// is discarded and no longer counts, nor do REJECTED and EXPIRED ones.
+	// of each other; one upload may be written by one stream at a time. A courier holds at most 8 uploads
+	// on a task that are IN_PROGRESS or COMMITTED, attached to it or not; a COMMITTED upload not attached
+	// within 24 hours is discarded and no longer counts, nor do REJECTED and EXPIRED ones. The uploads of
+	// a courier who held the task before (it was released or moved to another courier) do not count toward
+	// the new holder's 8. (Before 2026-12-02 the 8 were the task's, whoever made them.)
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
@@ -227,8 +229,8 @@ type DispatchServiceClient interface {
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
 	// PICKED_UP), the resumed upload is REJECTED or EXPIRED, or its kind, content type, size or SHA-256
 	// differ from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
-	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
-	// that count, or, before the stream starts, when the caller already has 8 UploadProof streams open on
+	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the caller already holds 8 uploads
+	// on the task that count, or, before the stream starts, when the caller already has 8 UploadProof streams open on
 	// that server (or the server as many as it allows); PERMISSION_DENIED when the caller is not a courier;
 	// UNAVAILABLE when the server is shutting down, or its storage is full (the chunk is not committed; resume
 	// later); DEADLINE_EXCEEDED when no message came
@@ -626,9 +628,11 @@ type DispatchServiceServer interface {
 	// that is already COMMITTED (the answer to finish was lost), with the same kind, content type, size and
 	// SHA-256, is answered with the upload in state COMMITTED, after which the stream ends: attach it, do
 	// not upload the file again. (Before 2026-12-02 it was FAILED_PRECONDITION.) Uploads are independent
-	// of each other; one upload may be written by one stream at a time. A task holds at most 8 uploads that
-	// are IN_PROGRESS or COMMITTED, attached to it or not; a COMMITTED upload not attached within 24 hours
-	// is discarded and no longer counts, nor do REJECTED and EXPIRED ones.
+	// of each other; one upload may be written by one stream at a time. A courier holds at most 8 uploads
+	// on a task that are IN_PROGRESS or COMMITTED, attached to it or not; a COMMITTED upload not attached
+	// within 24 hours is discarded and no longer counts, nor do REJECTED and EXPIRED ones. The uploads of
+	// a courier who held the task before (it was released or moved to another courier) do not count toward
+	// the new holder's 8. (Before 2026-12-02 the 8 were the task's, whoever made them.)
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
 	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
@@ -636,8 +640,8 @@ type DispatchServiceServer interface {
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
 	// PICKED_UP), the resumed upload is REJECTED or EXPIRED, or its kind, content type, size or SHA-256
 	// differ from the original; NOT_FOUND when the task does not exist or the caller may not see it; ABORTED when
-	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the task already holds 8 uploads
-	// that count, or, before the stream starts, when the caller already has 8 UploadProof streams open on
+	// another stream is writing the same upload; RESOURCE_EXHAUSTED when the caller already holds 8 uploads
+	// on the task that count, or, before the stream starts, when the caller already has 8 UploadProof streams open on
 	// that server (or the server as many as it allows); PERMISSION_DENIED when the caller is not a courier;
 	// UNAVAILABLE when the server is shutting down, or its storage is full (the chunk is not committed; resume
 	// later); DEADLINE_EXCEEDED when no message came
