@@ -143,7 +143,11 @@ type DispatchServiceClient interface {
 	// as many watches as it allows (the server keeps a share of its watches for callers who hold none and
 	// for dispatchers and administrators, so a caller's extra watches are refused first); DEADLINE_EXCEEDED
 	// when the client stopped reading and a message waited longer than the server allows (30 seconds by
-	// default) to be sent (the messages sent before it come first; reconnect when reading again).
+	// default) to be sent (the messages sent before it come first; reconnect when reading again);
+	// UNAUTHENTICATED when the caller's access is revoked during the stream (logout, a password or role
+	// change, suspension or deletion of the account: sign in again). The credentials are checked when the
+	// stream opens: the expiry of the access token that opened it does not end it (unlike a courier's
+	// StreamAssignments session), nor is a share-link watch ended by anything but the link's expiry.
 	WatchTask(ctx context.Context, in *WatchTaskRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchTaskResponse], error)
 	// WatchTasks streams every change to the tasks that match the filters, for dashboards: first a snapshot
 	// of the open tasks, then live changes (see WatchTasksResponse). The stream does not end on its own. The
@@ -153,8 +157,9 @@ type DispatchServiceClient interface {
 	//
 	// Errors: PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;
 	// FAILED_PRECONDITION when the caller is a courier user without a courier profile; UNAVAILABLE when the
-	// server is shutting down (reconnect: the new stream starts with a fresh snapshot); RESOURCE_EXHAUSTED
-	// and DEADLINE_EXCEEDED as for WatchTask (too many watches; a client that stopped reading).
+	// server is shutting down (reconnect: the new stream starts with a fresh snapshot); RESOURCE_EXHAUSTED,
+	// DEADLINE_EXCEEDED and UNAUTHENTICATED as for WatchTask (too many watches; a client that stopped
+	// reading; access revoked during the stream, whereas the access token's expiry does not end it).
 	WatchTasks(ctx context.Context, in *WatchTasksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchTasksResponse], error)
 	// GetCourierStatus returns one courier's overview for dashboards and the courier app: the courier
 	// service's status snapshot together with the tasks the courier holds and the offers waiting for the
@@ -554,7 +559,11 @@ type DispatchServiceServer interface {
 	// as many watches as it allows (the server keeps a share of its watches for callers who hold none and
 	// for dispatchers and administrators, so a caller's extra watches are refused first); DEADLINE_EXCEEDED
 	// when the client stopped reading and a message waited longer than the server allows (30 seconds by
-	// default) to be sent (the messages sent before it come first; reconnect when reading again).
+	// default) to be sent (the messages sent before it come first; reconnect when reading again);
+	// UNAUTHENTICATED when the caller's access is revoked during the stream (logout, a password or role
+	// change, suspension or deletion of the account: sign in again). The credentials are checked when the
+	// stream opens: the expiry of the access token that opened it does not end it (unlike a courier's
+	// StreamAssignments session), nor is a share-link watch ended by anything but the link's expiry.
 	WatchTask(*WatchTaskRequest, grpc.ServerStreamingServer[WatchTaskResponse]) error
 	// WatchTasks streams every change to the tasks that match the filters, for dashboards: first a snapshot
 	// of the open tasks, then live changes (see WatchTasksResponse). The stream does not end on its own. The
@@ -564,8 +573,9 @@ type DispatchServiceServer interface {
 	//
 	// Errors: PERMISSION_DENIED when a customer or courier filters on another customer's or courier's id;
 	// FAILED_PRECONDITION when the caller is a courier user without a courier profile; UNAVAILABLE when the
-	// server is shutting down (reconnect: the new stream starts with a fresh snapshot); RESOURCE_EXHAUSTED
-	// and DEADLINE_EXCEEDED as for WatchTask (too many watches; a client that stopped reading).
+	// server is shutting down (reconnect: the new stream starts with a fresh snapshot); RESOURCE_EXHAUSTED,
+	// DEADLINE_EXCEEDED and UNAUTHENTICATED as for WatchTask (too many watches; a client that stopped
+	// reading; access revoked during the stream, whereas the access token's expiry does not end it).
 	WatchTasks(*WatchTasksRequest, grpc.ServerStreamingServer[WatchTasksResponse]) error
 	// GetCourierStatus returns one courier's overview for dashboards and the courier app: the courier
 	// service's status snapshot together with the tasks the courier holds and the offers waiting for the
