@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // The request body decoder. grpc-gateway's JSONPb decoder first reads one JSON value with encoding/json,
@@ -77,6 +79,15 @@ func (d bodyDecoder) Decode(v any) error {
 		}
 		err = bodyError(err, msg.ProtoReflect().Descriptor())
 		var syntax *jsonSyntaxError
+		if errors.As(err, &syntax) && json.Valid(body) && wellKnownError.MatchString(syntax.msg) {
+			// protojson names neither the field nor the format of a time or duration it cannot read
+			// ("invalid google.protobuf.Timestamp value "2026-12-03"", "unexpected token 3600"): say both,
+			// as a query parameter's error does.
+			if hint := wellKnownHint(body, msg.ProtoReflect().Descriptor()); hint != "" {
+				syntax.msg = "the request body does not match the request: " + hint + position(syntax.msg)
+				return err
+			}
+		}
 		if errors.As(err, &syntax) && json.Valid(body) {
 			// protojson calls a value of the wrong type for a well-known type (a number for a Duration,
 			// null for a Timestamp in a list) a syntax error; the body is valid JSON all the same.
@@ -222,4 +233,130 @@ func findEnum(md protoreflect.MessageDescriptor, jsonName string, seen map[proto
 		}
 	}
 	return nil
+}
+
+// wellKnownError matches the body errors protojson gives for a time or duration it cannot read: a string
+// that is not one, a duration out of range, or a value of another JSON type (which it calls a syntax
+// error).
+var wellKnownError = regexp.MustCompile(`invalid google\.protobuf\.(Timestamp|Duration) value|google\.protobuf\.Duration value out of range|unexpected token`)
+
+// positionSuffix matches the " (line 1, column 117)" a body error ends with.
+var positionSuffix = regexp.MustCompile(` \(line \d+, column \d+\)$`)
+
+// position returns msg's position suffix, or "".
+func position(msg string) string { return positionSuffix.FindString(msg) }
+
+// wellKnownHint walks body (valid JSON) along md and words the first google.protobuf.Timestamp or
+// google.protobuf.Duration value protojson would refuse: "pickup.timeWindow.startTime must be a time in
+// RFC 3339 format, such as 2026-01-02T15:04:05Z (got "2026-12-03")". "" when there is none (the error was
+// about something else).
+func wellKnownHint(body []byte, md protoreflect.MessageDescriptor) string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	hint, _ := wellKnownIn(dec, md, "")
+	return hint
+}
+
+// wellKnownIn reads one JSON value from dec as a message of type md at path. It returns the hint of the
+// first unreadable time or duration in it, or stops with ok false when the JSON does not have the shape
+// of md (protojson's error is about that, not about a time).
+func wellKnownIn(dec *json.Decoder, md protoreflect.MessageDescriptor, path string) (hint string, ok bool) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", false
+	}
+	if tok == nil { // null: an unset message
+		return "", true
+	}
+	if d, isDelim := tok.(json.Delim); !isDelim || d != '{' {
+		return "", false
+	}
+	for dec.More() {
+		keyTok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		key, _ := keyTok.(string)
+		fd := md.Fields().ByJSONName(key)
+		if fd == nil {
+			fd = md.Fields().ByTextName(key)
+		}
+		name := key
+		if path != "" {
+			name = path + "." + key
+		}
+		var hint string
+		var ok bool
+		switch {
+		case fd == nil:
+			ok = skipValue(dec)
+		case fd.IsList():
+			hint, ok = wellKnownList(dec, fd, name)
+		case fd.IsMap():
+			ok = skipValue(dec) // no map in the contracts holds a time or a duration
+		default:
+			hint, ok = wellKnownValue(dec, fd, name)
+		}
+		if hint != "" || !ok {
+			return hint, ok
+		}
+	}
+	_, err = dec.Token() // '}'
+	return "", err == nil
+}
+
+// wellKnownList reads a JSON array of fd's values.
+func wellKnownList(dec *json.Decoder, fd protoreflect.FieldDescriptor, name string) (string, bool) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", false
+	}
+	if tok == nil {
+		return "", true
+	}
+	if d, isDelim := tok.(json.Delim); !isDelim || d != '[' {
+		return "", false
+	}
+	for i := 0; dec.More(); i++ {
+		if hint, ok := wellKnownValue(dec, fd, fmt.Sprintf("%s[%d]", name, i)); hint != "" || !ok {
+			return hint, ok
+		}
+	}
+	_, err = dec.Token() // ']'
+	return "", err == nil
+}
+
+// wellKnownValue reads one value of fd (a list's item for a list).
+func wellKnownValue(dec *json.Decoder, fd protoreflect.FieldDescriptor, name string) (string, bool) {
+	if fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
+		return "", skipValue(dec)
+	}
+	var want string
+	var target proto.Message
+	switch fd.Message().FullName() {
+	case "google.protobuf.Timestamp":
+		want, target = "a time in RFC 3339 format, such as 2026-01-02T15:04:05Z", &timestamppb.Timestamp{}
+	case "google.protobuf.Duration":
+		want, target = "a duration in seconds with an s suffix, such as 30s", &durationpb.Duration{}
+	default:
+		return wellKnownIn(dec, fd.Message(), name)
+	}
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return "", false
+	}
+	if string(raw) == "null" || protojson.Unmarshal(raw, target) == nil {
+		return "", true
+	}
+	got := []rune(string(raw))
+	if len(got) > 64 {
+		got = append(got[:64], '…')
+	}
+	return fmt.Sprintf("%s must be %s (got %s)", name, want, string(got)), true
+}
+
+// skipValue reads one JSON value from dec and drops it.
+func skipValue(dec *json.Decoder) bool {
+	var raw json.RawMessage
+	return dec.Decode(&raw) == nil
 }
