@@ -233,6 +233,13 @@ type Store interface {
 	Unlease(ctx context.Context, taskID, owner string) error
 	// UnleaseTasks ends owner's leases on the tasks with taskIDs that it still holds, in one statement.
 	UnleaseTasks(ctx context.Context, taskIDs []string, owner string) error
+	// OneProcess reports whether this process alone works the store's database (SQLite: a database
+	// file belongs to the one process holding lastmile's data directory lock), so that a lease it did
+	// not take was taken by a process that has ended. False on a database replicas share (PostgreSQL).
+	OneProcess() bool
+	// UnleaseOthers ends every lease of a task in the work queue (a due time set) that owner does not
+	// hold, and returns how many it ended.
+	UnleaseOthers(ctx context.Context, owner string) (int, error)
 	// WakePending makes every PENDING task due now (a courier became available).
 	WakePending(ctx context.Context, now time.Time) error
 	// WakeNext makes up to limit PENDING tasks that are due after now due now: those LeaseDue would

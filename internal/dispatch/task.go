@@ -19,7 +19,8 @@
 // back-off while no courier is found), OFFERED tasks when their offer expires. Each replica's worker
 // leases due tasks from the store (highest priority, then oldest, first; a lease taken over once its
 // holder stops renewing it), so each task is worked by one replica at a time and an offer's deadline holds
-// even if the process that made the offer dies.
+// even if the process that made the offer dies. A process alone on its store (SQLite) ends the leases it
+// finds at start, which only a process that ended can have left (endDeadLeases).
 package dispatch
 
 import (

@@ -68,8 +68,10 @@ func (s *Service) housekeeping(ctx context.Context) error {
 // work leases due tasks in batches of up to Options.Batch and works each batch (processBatch): PENDING
 // tasks get a decision and an offer, OFFERED tasks whose offer passed its deadline get the offer expired
 // and the next candidate. Up to Options.Workers batches are worked at once. A lease outlives a crash by
-// at most Options.Lease: another replica then takes the task over.
+// at most Options.Lease: another replica then takes the task over. On a store this process works alone
+// (SQLite) the leases a crashed process left are ended first (endDeadLeases).
 func (s *Service) work(ctx context.Context) error {
+	s.endDeadLeases(ctx)
 	sem := make(chan struct{}, s.opts.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -129,6 +131,26 @@ func (s *Service) work(ctx context.Context) error {
 		case <-timer.C:
 		}
 		timer.Stop()
+	}
+}
+
+// endDeadLeases ends, on a store this process works alone (Store.OneProcess: SQLite, whose data
+// directory's lock keeps every other process away), the task leases it finds before its first lease:
+// they were taken by an earlier process that ended without releasing them (killed, or its machine
+// lost), and the tasks are worked at once instead of after the rest of their lease (up to
+// Options.Lease). Replicas sharing a store (PostgreSQL) keep each other's leases, since the replica
+// that holds one may be alive: a dead replica's run out within Options.Lease. A failure is logged and
+// changes nothing else: the leases then run out as on PostgreSQL.
+func (s *Service) endDeadLeases(ctx context.Context) {
+	if !s.store.OneProcess() {
+		return
+	}
+	n, err := s.store.UnleaseOthers(ctx, s.opts.Replica)
+	switch {
+	case err != nil:
+		s.logger.Warn("dispatch: cannot end the task leases of an earlier process; they run out on their own", "error", err)
+	case n > 0:
+		s.logger.Info("dispatch: ended the task leases of an earlier process", "tasks", n)
 	}
 }
 

@@ -9,7 +9,8 @@
 //
 // A database file belongs to one process (lastmile's data directory lock), and its tasks and sessions
 // are written only through the stores on the *sql.DB opened on it: the stores keep the couriers' states
-// in memory on that ground (sqlstore's "The couriers' states on SQLite").
+// in memory on that ground (sqlstore's "The couriers' states on SQLite"), and the work loop ends at start
+// the task leases an earlier process left (Engine.OneProcess).
 package sqlite
 
 import (
@@ -56,7 +57,7 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 // one SQLite transaction, each in its own savepoint, and pay one BEGIN and one COMMIT between them.
 func New(db *sql.DB) *sqlstore.Store {
 	return sqlstore.New(db, sqlstore.Engine{Dialect: database.SQLite, MapError: constraints.MapSQLite,
-		DueIndex: " INDEXED BY tasks_due_order", GroupCommit: true}, nil)
+		DueIndex: " INDEXED BY tasks_due_order", GroupCommit: true, OneProcess: true}, nil)
 }
 
 // constraints says what the store's constraint violations mean to callers.

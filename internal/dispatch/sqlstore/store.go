@@ -73,7 +73,9 @@
 // and leases them in the same transaction. The pick walks the index tasks_due_order, which is in its
 // order, and stops at its limit, so its cost does not grow with the backlog of due tasks. On PostgreSQL the pick is SELECT ... FOR UPDATE SKIP LOCKED,
 // so replicas leasing at once take different tasks and never wait for each other; on SQLite the
-// transactions run one at a time anyway. UpdateTask neither checks nor changes leases.
+// transactions run one at a time anyway. UpdateTask neither checks nor changes leases. UnleaseOthers
+// ends the leases of every other owner: the domain calls it at start on SQLite, where they can only be
+// those of a process that ended (OneProcess).
 //
 // # The couriers' states on SQLite
 //
@@ -146,6 +148,9 @@ type Engine struct {
 	// single writer connection runs transactions one at a time anyway; on PostgreSQL transactions run
 	// side by side on their own connections, and grouping them would only serialize them.
 	GroupCommit bool
+	// OneProcess says that one process alone works the database (Store.OneProcess): set on SQLite,
+	// whose file belongs to the process holding lastmile's data directory lock.
+	OneProcess bool
 	// RefuseNUL makes a document holding a NUL character (the escape \u0000, as encoding/json writes
 	// it) Invalid before it is sent: set on PostgreSQL, whose text cannot hold NUL. Its doc columns are
 	// json, which would store the escape (jsonb, before migration 00006, refused it), and a NUL in a

@@ -1056,6 +1056,24 @@ func (s *Store) UnleaseTasks(ctx context.Context, taskIDs []string, owner string
 	return nil
 }
 
+// OneProcess implements dispatch.Store: the engine says (Engine.OneProcess).
+func (s *Store) OneProcess() bool { return s.e.OneProcess }
+
+// UnleaseOthers implements dispatch.Store. It walks the work queue's index (the tasks with a due time),
+// not the whole table: a lease left on a task that has left the queue since is never looked at again.
+func (s *Store) UnleaseOthers(ctx context.Context, owner string) (int, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE tasks`+s.e.DueIndex+` SET lease_owner = NULL, lease_until = NULL
+		WHERE due_time IS NOT NULL AND lease_owner IS NOT NULL AND lease_owner <> $1`, owner)
+	if err != nil {
+		return 0, s.e.MapError(err, "unlease the tasks of other owners")
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.e.MapError(err, "unlease the tasks of other owners")
+	}
+	return int(n), nil
+}
+
 // WakePending implements dispatch.Store. Only the due_time column changes (it wins over the doc's
 // DueTime on every read); the tasks' versions stay.
 func (s *Store) WakePending(ctx context.Context, now time.Time) error {

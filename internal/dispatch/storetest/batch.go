@@ -10,6 +10,7 @@ import (
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/sqlstore"
 	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/database"
 )
 
 // testUpdateTasks: UpdateTasks writes every update whose closure succeeds, in one transaction; a closure
@@ -139,5 +140,33 @@ func testUnleaseTasks(t *testing.T, s *sqlstore.Store) {
 	}
 	if diff := cmp.Diff([]string{taskID(1), taskID(3)}, ids(got)); diff != "" {
 		t.Errorf("tasks leased after UnleaseTasks (-want +got):\n%s", diff)
+	}
+}
+
+// testUnleaseOthers: UnleaseOthers ends the leases of every owner but the one named on tasks in the work
+// queue, says how many, and leaves the named owner's; OneProcess is the engine's.
+func testUnleaseOthers(t *testing.T, s *sqlstore.Store) {
+	ctx := testContext(t)
+	for n := 1; n <= 4; n++ {
+		mustCreate(ctx, t, s, newTask(n))
+	}
+	now := at(10)
+	for owner, n := range map[string]int{"a": 2, "b": 1, "keep": 1} {
+		if got, err := s.LeaseDue(ctx, owner, now, time.Minute, n); err != nil || len(got) != n {
+			t.Fatalf("LeaseDue(%s) = %d tasks, %v; want %d", owner, len(got), err, n)
+		}
+	}
+	if n, err := s.UnleaseOthers(ctx, "keep"); err != nil || n != 3 {
+		t.Fatalf("UnleaseOthers = %d, %v; want 3", n, err)
+	}
+	got, err := s.LeaseDue(ctx, "c", now, time.Minute, 4)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("LeaseDue after UnleaseOthers = %v, %v; want the 3 tasks of a and b", ids(got), err)
+	}
+	if n, err := s.UnleaseOthers(ctx, "c"); err != nil || n != 1 {
+		t.Fatalf("UnleaseOthers(c) = %d, %v; want 1 (keep's)", n, err)
+	}
+	if want := s.Dialect() == database.SQLite; s.OneProcess() != want {
+		t.Errorf("OneProcess = %t, want %t", s.OneProcess(), want)
 	}
 }

@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T) *sqlstore.Store) {
 		{"UpdateTaskConcurrentNoLostUpdate", testUpdateTaskConcurrentNoLostUpdate},
 		{"UpdateTasks", testUpdateTasks},
 		{"UnleaseTasks", testUnleaseTasks},
+		{"UnleaseOthers", testUnleaseOthers},
 		{"Deliveries", testDeliveries},
 		{"DeliveriesConcurrent", testDeliveriesConcurrent},
 		{"Decisions", testDecisions},
