@@ -249,7 +249,7 @@ func (p *process) tokenVerifier() (auth.TokenVerifier, error) {
 		fetch = func(ctx context.Context) ([]jwt.PublicKey, error) {
 			set, err := client.GetJwks(ctx, &identityv1.GetJwksRequest{})
 			if err != nil {
-				return nil, grpcerr.FromStatus(err)
+				return nil, grpcerr.FromStatus("identity", err)
 			}
 			return publicKeys(set), nil
 		}

@@ -29,7 +29,7 @@ func remoteSubjects(client identityv1.AuthServiceClient) *auth.Subjects {
 		defer cancel()
 		m, err := client.GetSubject(ctx, &identityv1.GetSubjectRequest{UserId: id})
 		if err != nil {
-			return auth.SubjectState{}, grpcerr.FromStatus(err)
+			return auth.SubjectState{}, grpcerr.FromStatus("identity", err)
 		}
 		return identitygrpc.DecodeSubject(m), nil
 	}, auth.SubjectsOptions{})
@@ -81,12 +81,12 @@ func (w *subjectWatch) follow(ctx context.Context, reconnect bool) (received boo
 	defer cancel()
 	stream, err := w.client.WatchSubjects(ctx, &identityv1.WatchSubjectsRequest{})
 	if err != nil {
-		return false, grpcerr.FromStatus(err)
+		return false, grpcerr.FromStatus("identity", err)
 	}
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
-			return received, grpcerr.FromStatus(err)
+			return received, grpcerr.FromStatus("identity", err)
 		}
 		switch {
 		case !received:

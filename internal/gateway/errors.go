@@ -20,6 +20,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/grpcerr"
 )
 
 // errorBody is the Google JSON error style: {"error":{"code":404,"status":"NOT_FOUND","message":"..."}}.
@@ -93,7 +96,7 @@ func (g *Gateway) handleError(ctx context.Context, _ *runtime.ServeMux, _ runtim
 		rpc, _ := runtime.RPCMethod(ctx)
 		g.log.LogAttrs(ctx, fault.level, "gateway: call failed",
 			slog.String("rpc", rpc), slog.String("code", st.Code().String()), slog.String("error", st.Message()))
-		message, details = fault.message, retryInfoOnly(details)
+		message, details = faultMessage(rpc, st, fault.message), retryInfoOnly(details)
 	} else if names := renamerFor(ctx); names != nil {
 		// The services name fields as the gRPC contract does; a REST client knows their JSON names.
 		message, details = names.rename(message), names.renameDetails(details)
@@ -168,6 +171,49 @@ var serverFaults = map[codes.Code]struct {
 	codes.Unavailable:      {"service unavailable, retry later", slog.LevelWarn},
 	codes.DeadlineExceeded: {"deadline exceeded", slog.LevelWarn},
 	codes.Unimplemented:    {"not implemented", slog.LevelWarn},
+}
+
+// faultMessage is what a REST client reads of a server fault st that a call to rpc (a full method name,
+// "" when unknown) ended with: fixed, the fault's fixed message, except for UNAVAILABLE, which names what
+// is unavailable. A service that answered UNAVAILABLE itself (its handler: grpcerr.Answered) said which of
+// the things it needs is missing in a message written for its clients, which gRPC clients read as well:
+// "the courier service is unavailable; try again", "the database is unavailable; try again". Any other
+// UNAVAILABLE is the gateway's own client failing to reach the service (its words may name addresses), so
+// the message names the service rpc belongs to, in the same form: "the dispatch service is unavailable;
+// try again".
+func faultMessage(rpc string, st *status.Status, fixed string) string {
+	if st.Code() != codes.Unavailable {
+		return fixed
+	}
+	if grpcerr.Answered(st.Err()) && st.Message() != "" {
+		return st.Message()
+	}
+	if name := serviceOf(rpc); name != "" {
+		return "the " + name + " service is unavailable; try again"
+	}
+	return fixed
+}
+
+// unreachable returns err, which a call to the lastmile service named service ended with, as the gateway
+// passes it on: an UNAVAILABLE that service did not answer itself (the gateway's client could not reach
+// it, or lost it) becomes the gateway's own answer that it is unavailable, named as faultMessage names it
+// and marked as answered (grpcerr.ToStatus), so that a route reading two services says which one failed
+// whatever method it is annotated with. Anything else is returned as it is.
+func unreachable(service string, err error) error {
+	if status.Code(err) != codes.Unavailable || grpcerr.Answered(err) {
+		return err
+	}
+	return grpcerr.ToStatus(apperr.Wrap(apperr.Unavailable, err, "the "+service+" service is unavailable; try again")).Err()
+}
+
+// serviceOf names the lastmile service of a full method name ("/lastmile.dispatch.v1.DispatchService/
+// ListTasks" is dispatch's); "" for anything else.
+func serviceOf(rpc string) string {
+	parts := strings.Split(strings.TrimPrefix(rpc, "/"), ".")
+	if len(parts) < 4 || parts[0] != "lastmile" || parts[1] == "" {
+		return ""
+	}
+	return parts[1]
 }
 
 func retryInfoOnly(details []*anypb.Any) []*anypb.Any {

@@ -29,6 +29,8 @@ import (
 	geov1 "lastmile/gen/go/lastmile/geo/v1"
 	routev1 "lastmile/gen/go/lastmile/route/v1"
 	"lastmile/internal/gateway"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/grpcerr"
 )
 
 func TestMain(m *testing.M) {
@@ -258,10 +260,18 @@ func TestServiceErrors(t *testing.T) {
 			wantBody:   errorJSON(500, "INTERNAL", "internal error"),
 		},
 		{
-			name:       "unavailable hides the message",
+			// The gateway's client could not reach the service: the message names the service, not the address.
+			name:       "unavailable names the service and hides the message",
 			err:        status.Error(codes.Unavailable, "dial tcp 10.1.2.3:9090: connection refused"),
 			wantStatus: http.StatusServiceUnavailable,
-			wantBody:   errorJSON(503, "UNAVAILABLE", "service unavailable, retry later"),
+			wantBody:   errorJSON(503, "UNAVAILABLE", "the route service is unavailable; try again"),
+		},
+		{
+			// The service answered that something it needs is unavailable: its message says what.
+			name:       "unavailable answered by the service keeps its message",
+			err:        grpcerr.ToStatus(apperr.Wrap(apperr.Unavailable, errors.New("dial tcp 10.1.2.3:9090"), "the courier service is unavailable; try again")).Err(),
+			wantStatus: http.StatusServiceUnavailable,
+			wantBody:   errorJSON(503, "UNAVAILABLE", "the courier service is unavailable; try again"),
 		},
 		{
 			name:       "debug info never leaves",

@@ -78,10 +78,22 @@ type event struct {
 
 // upstream is one gRPC server stream the event route reads.
 type upstream struct {
-	stream grpc.ClientStream
-	recv   func() (event, error)
+	// service names the lastmile service the stream is from ("dispatch", "courier"): an error the
+	// gateway's client produced for it names that service (unreachable).
+	service string
+	stream  grpc.ClientStream
+	recv    func() (event, error)
 	// headerAccepts: the service sends acceptedHeader when it accepts the call (see established).
 	headerAccepts bool
+}
+
+// next reads u's next event; an error the gateway's client produced names u's service (unreachable).
+func (u upstream) next() (event, error) {
+	ev, err := u.recv()
+	if err != nil {
+		return ev, unreachable(u.service, err)
+	}
+	return ev, nil
 }
 
 // acceptedHeader is the response header metadata CourierService.WatchCouriers sends once it accepted a
@@ -106,9 +118,9 @@ func (b *browser) serveTaskEvents(w http.ResponseWriter, r *http.Request, id str
 	b.stream(w, r, eventIDs{next: lastID + 1}, "", func(ctx context.Context) ([]upstream, error) {
 		s, err := b.dispatch.WatchTask(ctx, req)
 		if err != nil {
-			return nil, err
+			return nil, unreachable("dispatch", err)
 		}
-		return []upstream{{stream: s, recv: func() (event, error) {
+		return []upstream{{service: "dispatch", stream: s, recv: func() (event, error) {
 			m, err := s.Recv()
 			if errors.Is(err, io.EOF) {
 				// WatchTask ends with OK once the task's final state was sent.
@@ -172,9 +184,9 @@ func (b *browser) serveEvents(w http.ResponseWriter, r *http.Request) {
 	b.stream(w, r, ids, open, func(ctx context.Context) ([]upstream, error) {
 		tasks, err := b.dispatch.WatchTasks(ctx, tasksReq)
 		if err != nil {
-			return nil, err
+			return nil, unreachable("dispatch", err)
 		}
-		ups := []upstream{{stream: tasks, recv: func() (event, error) {
+		ups := []upstream{{service: "dispatch", stream: tasks, recv: func() (event, error) {
 			m, err := tasks.Recv()
 			if err != nil {
 				return event{}, err
@@ -187,9 +199,9 @@ func (b *browser) serveEvents(w http.ResponseWriter, r *http.Request) {
 		if withCouriers {
 			cs, err := b.couriers.WatchCouriers(ctx, couriersReq)
 			if err != nil {
-				return nil, err
+				return nil, unreachable("courier", err)
 			}
-			ups = append(ups, upstream{stream: cs, headerAccepts: true, recv: func() (event, error) {
+			ups = append(ups, upstream{service: "courier", stream: cs, headerAccepts: true, recv: func() (event, error) {
 				m, err := cs.Recv()
 				return event{name: eventCourier, msg: m}, err
 			}})
@@ -325,7 +337,7 @@ func (b *browser) stream(w http.ResponseWriter, r *http.Request, ids eventIDs, o
 	for _, u := range ups {
 		wg.Go(func() {
 			for {
-				ev, err := u.recv()
+				ev, err := u.next()
 				if err != nil {
 					ev = event{err: err}
 				}
@@ -415,7 +427,7 @@ func established(ups []upstream) ([]event, error) {
 				continue
 			}
 		}
-		ev, err := u.recv()
+		ev, err := u.next()
 		if err != nil {
 			return nil, err
 		}
@@ -588,7 +600,7 @@ func (s *eventWriter) problem(g *Gateway, ctx context.Context, err error) error 
 	message := st.Message()
 	if fault, ok := serverFaults[st.Code()]; ok {
 		g.log.LogAttrs(ctx, fault.level, "gateway: event stream failed", slog.String("code", st.Code().String()), slog.String("error", st.Message()))
-		message = fault.message
+		message = faultMessage("", st, fault.message)
 	}
 	httpStatus := runtime.HTTPStatusFromCode(st.Code())
 	data, jerr := json.Marshal(errorBody{Error: errorStatus{Code: httpStatus, Status: rpccode.Code(st.Code()).String(), Message: message}})

@@ -20,14 +20,18 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	courierv1 "lastmile/gen/go/lastmile/courier/v1"
 	dispatchv1 "lastmile/gen/go/lastmile/dispatch/v1"
 	"lastmile/internal/gateway"
 	"lastmile/internal/gateway/ssetest"
+	"lastmile/internal/platform/apperr"
+	"lastmile/internal/platform/apperr/grpcerr"
 )
 
 const (
@@ -737,7 +741,9 @@ func TestUpstreamFailure(t *testing.T) {
 		want []sseEvent
 	}{
 		{"unavailable", status.Error(codes.Unavailable, "dispatch: shutting down on host 10.0.0.7"),
-			[]sseEvent{{ID: "3.1796072400000", Event: "problem", Data: `{"error":{"code":503,"status":"UNAVAILABLE","message":"service unavailable, retry later"}}`}}},
+			[]sseEvent{{ID: "3.1796072400000", Event: "problem", Data: `{"error":{"code":503,"status":"UNAVAILABLE","message":"the dispatch service is unavailable; try again"}}`}}},
+		{"unavailable answered", grpcerr.ToStatus(apperr.Wrap(apperr.Unavailable, errors.New("dial tcp 10.0.0.8:5432"), "the database is unavailable; try again")).Err(),
+			[]sseEvent{{ID: "3.1796072400000", Event: "problem", Data: `{"error":{"code":503,"status":"UNAVAILABLE","message":"the database is unavailable; try again"}}`}}},
 		{"unauthenticated", status.Error(codes.Unauthenticated, "token revoked"),
 			[]sseEvent{{ID: "3.1796072400000", Event: "problem", Data: `{"error":{"code":401,"status":"UNAUTHENTICATED","message":"token revoked"}}`}}},
 		{"clean end", nil, nil},
@@ -763,6 +769,40 @@ func TestUpstreamFailure(t *testing.T) {
 			}
 			waitDone(t, call.done, "upstream failed")
 		})
+	}
+}
+
+// TestEventsNameTheUnreachableCourierService: /v1/events with couriers reads dispatch and courier; when
+// the gateway cannot reach courier, the answer names courier (not dispatch, whose method the route is
+// annotated with) and no address.
+func TestEventsNameTheUnreachableCourierService(t *testing.T) {
+	fake := newFakeDispatch()
+	conn, stopGRPC := serveBufconn(t, func(s *grpc.Server) { dispatchv1.RegisterDispatchServiceServer(s, fake) })
+	t.Cleanup(stopGRPC)
+	dead, err := grpc.NewClient("passthrough:///courier",
+		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) {
+			return nil, errors.New("dial tcp 10.0.0.9:9090: connection refused")
+		}),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dead.Close() })
+	g, err := gateway.New(t.Context(), gateway.Config{Browser: gateway.BrowserConfig{Now: func() time.Time { return sseNow }}}, []gateway.Service{
+		{Name: "lastmile.dispatch.v1.DispatchService", Conn: conn, Register: gateway.Routes(dispatchv1.RegisterDispatchServiceHandlerClient, dispatchv1.NewDispatchServiceClient)},
+		{Name: "lastmile.courier.v1.CourierService", Conn: dead, Register: gateway.Routes(courierv1.RegisterCourierServiceHandlerClient, courierv1.NewCourierServiceClient)},
+	})
+	if err != nil {
+		t.Fatalf("gateway.New: %v", err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(srv.Close)
+	resp, body := do(t, srv, http.MethodGet, "/v1/events?couriers=true", nil, bearer("u1"))
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status = %d %s, want 503", resp.StatusCode, body)
+	}
+	if diff := cmp.Diff(errorJSON(503, "UNAVAILABLE", "the courier service is unavailable; try again"), decode(t, body)); diff != "" {
+		t.Errorf("body (-want +got):\n%s", diff)
 	}
 }
 

@@ -29,7 +29,7 @@ func (g *Gateway) handleStreamError(ctx context.Context, err error) *status.Stat
 		rpc, _ := runtime.RPCMethod(ctx)
 		g.log.LogAttrs(ctx, fault.level, "gateway: stream failed",
 			slog.String("rpc", rpc), slog.String("code", st.Code().String()), slog.String("error", st.Message()))
-		message, details = fault.message, retryInfoOnly(details)
+		message, details = faultMessage(rpc, st, fault.message), retryInfoOnly(details)
 	} else if names := renamerFor(ctx); names != nil {
 		message, details = names.rename(message), names.renameDetails(details)
 	}

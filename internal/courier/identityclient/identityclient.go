@@ -28,7 +28,7 @@ func New(users identityv1.UserServiceClient) *Client { return &Client{users: use
 func (c *Client) GetUser(ctx context.Context, id string) (courier.UserInfo, error) {
 	u, err := c.users.GetUser(ctx, &identityv1.GetUserRequest{Lookup: &identityv1.GetUserRequest_Id{Id: id}})
 	if err != nil {
-		return courier.UserInfo{}, grpcerr.FromStatus(err)
+		return courier.UserInfo{}, grpcerr.FromStatus("identity", err)
 	}
 	return courier.UserInfo{
 		ID:          u.GetId(),

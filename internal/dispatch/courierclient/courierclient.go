@@ -62,7 +62,7 @@ func (c *Client) FindNearby(ctx context.Context, q dispatch.NearbyQuery) ([]disp
 	}
 	res, err := c.couriers.FindNearbyCouriers(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("find couriers near %v: %w", q.Center, grpcerr.FromStatus(err))
+		return nil, fmt.Errorf("find couriers near %v: %w", q.Center, grpcerr.FromStatus("courier", err))
 	}
 	out := make([]dispatch.CourierInfo, 0, len(res.GetCouriers()))
 	for _, n := range res.GetCouriers() {
@@ -80,7 +80,7 @@ func (c *Client) FindNearby(ctx context.Context, q dispatch.NearbyQuery) ([]disp
 func (c *Client) Status(ctx context.Context, courierID string) (dispatch.CourierInfo, error) {
 	s, err := c.couriers.GetCourierStatus(ctx, &courierv1.GetCourierStatusRequest{CourierId: courierID})
 	if err != nil {
-		return dispatch.CourierInfo{}, fmt.Errorf("get status of courier %s: %w", courierID, grpcerr.FromStatus(err))
+		return dispatch.CourierInfo{}, fmt.Errorf("get status of courier %s: %w", courierID, grpcerr.FromStatus("courier", err))
 	}
 	return Info(s), nil
 }
@@ -89,7 +89,7 @@ func (c *Client) Status(ctx context.Context, courierID string) (dispatch.Courier
 func (c *Client) CourierOfUser(ctx context.Context, userID string) (string, error) {
 	cr, err := c.couriers.GetCourier(ctx, &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_UserId{UserId: userID}})
 	if err != nil {
-		return "", fmt.Errorf("get courier of user %s: %w", userID, grpcerr.FromStatus(err))
+		return "", fmt.Errorf("get courier of user %s: %w", userID, grpcerr.FromStatus("courier", err))
 	}
 	return cr.GetId(), nil
 }
@@ -98,7 +98,7 @@ func (c *Client) CourierOfUser(ctx context.Context, userID string) (string, erro
 func (c *Client) UserOfCourier(ctx context.Context, courierID string) (string, error) {
 	cr, err := c.couriers.GetCourier(ctx, &courierv1.GetCourierRequest{Lookup: &courierv1.GetCourierRequest_Id{Id: courierID}})
 	if err != nil {
-		return "", fmt.Errorf("get courier %s: %w", courierID, grpcerr.FromStatus(err))
+		return "", fmt.Errorf("get courier %s: %w", courierID, grpcerr.FromStatus("courier", err))
 	}
 	return cr.GetUserId(), nil
 }
@@ -112,7 +112,7 @@ func (c *Client) Claim(ctx context.Context, courierID, taskID string, expectedRe
 	}
 	res, err := c.couriers.ClaimCourier(ctx, req)
 	if err != nil {
-		return false, fmt.Errorf("claim courier %s for task %s: %w", courierID, taskID, grpcerr.FromStatus(err))
+		return false, fmt.Errorf("claim courier %s for task %s: %w", courierID, taskID, grpcerr.FromStatus("courier", err))
 	}
 	return res.GetSuperseded(), nil
 }
@@ -120,7 +120,7 @@ func (c *Client) Claim(ctx context.Context, courierID, taskID string, expectedRe
 // Release implements dispatch.Couriers. Releasing a claim that does not exist succeeds.
 func (c *Client) Release(ctx context.Context, courierID, taskID string, generation int64) error {
 	if _, err := c.couriers.ReleaseCourier(ctx, &courierv1.ReleaseCourierRequest{CourierId: courierID, TaskId: taskID, Generation: generation}); err != nil {
-		return fmt.Errorf("release courier %s from task %s: %w", courierID, taskID, grpcerr.FromStatus(err))
+		return fmt.Errorf("release courier %s from task %s: %w", courierID, taskID, grpcerr.FromStatus("courier", err))
 	}
 	return nil
 }
@@ -197,12 +197,12 @@ func (c *Client) WatchCouriers(ctx context.Context, fn func(dispatch.CourierEven
 	defer cancel()
 	stream, err := c.couriers.WatchCouriers(ctx, &courierv1.WatchCouriersRequest{})
 	if err != nil {
-		return fmt.Errorf("watch couriers: %w", grpcerr.FromStatus(err))
+		return fmt.Errorf("watch couriers: %w", grpcerr.FromStatus("courier", err))
 	}
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
-			return fmt.Errorf("watch couriers: %w", grpcerr.FromStatus(err))
+			return fmt.Errorf("watch couriers: %w", grpcerr.FromStatus("courier", err))
 		}
 		fn(dispatch.CourierEvent{
 			Courier:  Info(ev.GetCourier()),

@@ -227,7 +227,7 @@ func (c *Client) call(ctx context.Context, origins, dests []geo.LatLng, mode geo
 	case err != nil && failure(err):
 		return nil, "", apperr.Wrap(apperr.Unavailable, err, "route service unavailable: "+status.Convert(err).Message())
 	case err != nil:
-		return nil, "", fmt.Errorf("compute matrix: %w", grpcerr.FromStatus(err))
+		return nil, "", fmt.Errorf("compute matrix: %w", grpcerr.FromStatus("route", err))
 	}
 	legs := make([][]dispatch.Leg, len(origins))
 	for i := range legs {

@@ -112,11 +112,16 @@ func ToStatus(err error) *status.Status {
 	return status.New(codes.Internal, "internal error")
 }
 
-// FromStatus translates an error returned by a gRPC client call into a domain error, so that callers in the
-// domain see apperr codes instead of a peer's gRPC codes. Codes that describe the peer's own trouble
-// (Internal, Unknown, DataLoss, Unimplemented) become Unavailable from the caller's point of view, since the
-// caller's request was not at fault. The peer's message is kept; field violations are carried over.
-func FromStatus(err error) error {
+// FromStatus translates an error returned by a gRPC client call to the service named peer ("courier",
+// "route", "identity") into a domain error, so that callers in the domain see apperr codes instead of a
+// peer's gRPC codes. Codes that describe the peer's own trouble (Internal, Unknown, DataLoss,
+// Unimplemented, Unavailable) become Unavailable from the caller's point of view, since the caller's request
+// was not at fault, with a message naming the peer and nothing else (no address, not the peer's or the
+// transport's words): "the courier service is unavailable; try again"; a deadline that ran out becomes
+// Unavailable "the courier service did not answer in time; try again". The callers' callers see that
+// message (ToStatus), so a client learns which service is down. For the other codes the peer's message is
+// kept; field violations are carried over.
+func FromStatus(peer string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -147,9 +152,9 @@ func FromStatus(err error) error {
 	case codes.Canceled:
 		return context.Canceled
 	case codes.DeadlineExceeded:
-		return apperr.Wrap(apperr.Unavailable, err, "dependency timed out")
+		return apperr.Wrap(apperr.Unavailable, err, "the "+peer+" service did not answer in time; try again")
 	default:
-		return apperr.Wrap(apperr.Unavailable, err, "dependency unavailable")
+		return apperr.Wrap(apperr.Unavailable, err, "the "+peer+" service is unavailable; try again")
 	}
 	e := &apperr.Error{Code: code, Message: st.Message(), Err: err}
 	for _, d := range st.Details() {

@@ -78,39 +78,46 @@ func TestToStatusDetails(t *testing.T) {
 }
 
 func TestFromStatus(t *testing.T) {
+	const unavailable, late = "the courier service is unavailable; try again", "the courier service did not answer in time; try again"
 	tests := []struct {
-		code codes.Code
-		want apperr.Code
+		code        codes.Code
+		want        apperr.Code
+		wantMessage string
 	}{
-		{codes.InvalidArgument, apperr.Invalid},
-		{codes.OutOfRange, apperr.Invalid},
-		{codes.NotFound, apperr.NotFound},
-		{codes.AlreadyExists, apperr.Conflict},
-		{codes.Aborted, apperr.Aborted},
-		{codes.PermissionDenied, apperr.PermissionDenied},
-		{codes.Unauthenticated, apperr.Unauthenticated},
-		{codes.FailedPrecondition, apperr.FailedPrecondition},
-		{codes.ResourceExhausted, apperr.ResourceExhausted},
-		// A peer's own failures are not the caller's fault: from the caller's side the dependency is unavailable.
-		{codes.Internal, apperr.Unavailable},
-		{codes.Unknown, apperr.Unavailable},
-		{codes.Unimplemented, apperr.Unavailable},
-		{codes.DataLoss, apperr.Unavailable},
-		{codes.Unavailable, apperr.Unavailable},
-		{codes.DeadlineExceeded, apperr.Unavailable},
+		{codes.InvalidArgument, apperr.Invalid, "peer says no: dial tcp 10.0.0.7:9090"},
+		{codes.OutOfRange, apperr.Invalid, "peer says no: dial tcp 10.0.0.7:9090"},
+		{codes.NotFound, apperr.NotFound, "peer says no: dial tcp 10.0.0.7:9090"},
+		{codes.AlreadyExists, apperr.Conflict, "peer says no: dial tcp 10.0.0.7:9090"},
+		{codes.Aborted, apperr.Aborted, "peer says no: dial tcp 10.0.0.7:9090"},
+		{codes.PermissionDenied, apperr.PermissionDenied, "peer says no: dial tcp 10.0.0.7:9090"},
+		{codes.Unauthenticated, apperr.Unauthenticated, "peer says no: dial tcp 10.0.0.7:9090"},
+		{codes.FailedPrecondition, apperr.FailedPrecondition, "peer says no: dial tcp 10.0.0.7:9090"},
+		{codes.ResourceExhausted, apperr.ResourceExhausted, "peer says no: dial tcp 10.0.0.7:9090"},
+		// A peer's own failures are not the caller's fault: from the caller's side the peer is unavailable,
+		// and the message names it, without the peer's or the transport's words (an address).
+		{codes.Internal, apperr.Unavailable, unavailable},
+		{codes.Unknown, apperr.Unavailable, unavailable},
+		{codes.Unimplemented, apperr.Unavailable, unavailable},
+		{codes.DataLoss, apperr.Unavailable, unavailable},
+		{codes.Unavailable, apperr.Unavailable, unavailable},
+		{codes.DeadlineExceeded, apperr.Unavailable, late},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code.String(), func(t *testing.T) {
-			err := grpcerr.FromStatus(status.Error(tt.code, "peer says no"))
+			err := grpcerr.FromStatus("courier", status.Error(tt.code, "peer says no: dial tcp 10.0.0.7:9090"))
 			if got := apperr.CodeOf(err); got != tt.want {
 				t.Errorf("CodeOf(FromStatus(%v)) = %q, want %q", tt.code, got, tt.want)
 			}
+			// What the caller's own caller gets.
+			if st := grpcerr.ToStatus(fmt.Errorf("get status of courier c1: %w", err)); st.Code() != grpcerr.GRPCCode(tt.want) || st.Message() != tt.wantMessage {
+				t.Errorf("ToStatus(FromStatus(%v)) = %v %q, want %v %q", tt.code, st.Code(), st.Message(), grpcerr.GRPCCode(tt.want), tt.wantMessage)
+			}
 		})
 	}
-	if err := grpcerr.FromStatus(status.Error(codes.Canceled, "bye")); !errors.Is(err, context.Canceled) {
+	if err := grpcerr.FromStatus("courier", status.Error(codes.Canceled, "bye")); !errors.Is(err, context.Canceled) {
 		t.Errorf("FromStatus(Canceled) = %v, want context.Canceled", err)
 	}
-	if err := grpcerr.FromStatus(nil); err != nil {
+	if err := grpcerr.FromStatus("courier", nil); err != nil {
 		t.Errorf("FromStatus(nil) = %v, want nil", err)
 	}
 }
@@ -121,7 +128,7 @@ func TestRoundTrip(t *testing.T) {
 		Code: apperr.Invalid, Message: "bad fix",
 		Violations: []apperr.FieldViolation{{Field: "fixes[2].recorded_at", Description: "in the future"}},
 	}
-	out := apperr.As(grpcerr.FromStatus(grpcerr.ToStatus(in).Err()))
+	out := apperr.As(grpcerr.FromStatus("courier", grpcerr.ToStatus(in).Err()))
 	if out == nil {
 		t.Fatal("round trip lost the *apperr.Error")
 	}
