@@ -574,6 +574,24 @@ func (c *CourierSession) Execute(ctx context.Context, commandID string, cmd Comm
 	return c.replay(ctx, commandID, cmd, rec)
 }
 
+// Refuse answers a command that breaks the contract's rules for its fields (why, in a unary call's
+// words) and is therefore not executed. Its command id is looked up all the same, as Execute's is: an id
+// whose outcome is stored (an earlier command executed under it) is answered from that record, as every
+// command under a used id is: the stored outcome, Replayed set, when cmd (the command as far as it could
+// be decoded) is the one stored, and Conflict, reason COMMAND_ID_REUSED, when it is not. Only under an id
+// not used yet is the answer INVALID_ARGUMENT, reason INVALID_COMMAND, which is not stored: sent again,
+// the command is checked again.
+func (c *CourierSession) Refuse(ctx context.Context, commandID string, cmd Command, why string) CommandResult {
+	rec, found, err := c.s.store.Command(ctx, c.courierID, commandID)
+	if err != nil {
+		return c.lookupFailed(commandID, err)
+	}
+	if found {
+		return c.replay(ctx, commandID, cmd, rec)
+	}
+	return CommandResult{CommandID: commandID, Err: &CommandError{Code: apperr.Invalid, Message: why, Reason: ReasonInvalidCommand}}
+}
+
 // lookupFailed answers a command whose id could not be looked up: Unavailable, to be sent again.
 func (c *CourierSession) lookupFailed(commandID string, err error) CommandResult {
 	c.s.logger.Warn("look a courier command up", "courier", c.courierID, "command", commandID, "err", err)
@@ -585,7 +603,7 @@ func (c *CourierSession) lookupFailed(commandID string, err error) CommandResult
 func (c *CourierSession) replay(ctx context.Context, commandID string, cmd Command, rec CommandRecord) CommandResult {
 	if rec.Fingerprint != cmd.Fingerprint() {
 		return CommandResult{CommandID: commandID, Err: &CommandError{Code: apperr.Conflict,
-			Message: "command_id " + commandID + " was already used for another command", Reason: "COMMAND_ID_REUSED"}}
+			Message: "command_id " + commandID + " was already used for another command", Reason: ReasonCommandIDReused}}
 	}
 	res := CommandResult{CommandID: commandID, Replayed: true}
 	if rec.Err != nil {

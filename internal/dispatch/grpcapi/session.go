@@ -243,12 +243,13 @@ func encodeErrorMetadata(m map[string]string) map[string]string {
 }
 
 // executeCommand executes the command req carries and returns its result. A command that breaks its
-// rules (invalid: the platform's validation error, or else its decoding's) is not executed, nor stored:
-// its result is INVALID_ARGUMENT, reason INVALID_COMMAND, with the message a unary call's status would
-// carry. The error, which ends the stream, is set for a message that is not a command.
+// rules (invalid: the platform's validation error, or else its decoding's) is not executed: the session
+// refuses it (CourierSession.Refuse: INVALID_ARGUMENT, reason INVALID_COMMAND, with the message a unary
+// call's status would carry, unless its command_id was used before). The error, which ends the stream,
+// is set for a message that is not a command.
 func executeCommand(ctx context.Context, sess *dispatch.CourierSession, req *dispatchv1.StreamAssignmentsRequest, invalid error) (dispatch.CommandResult, error) {
+	cmd, err := decodeCommand(req)
 	if invalid == nil {
-		cmd, err := decodeCommand(req)
 		if err == nil {
 			return sess.Execute(ctx, req.GetCommandId(), cmd), nil
 		}
@@ -257,8 +258,7 @@ func executeCommand(ctx context.Context, sess *dispatch.CourierSession, req *dis
 		}
 		invalid = err
 	}
-	return dispatch.CommandResult{CommandID: req.GetCommandId(), Err: &dispatch.CommandError{
-		Code: apperr.Invalid, Message: apperr.MessageOf(invalid), Reason: dispatch.ReasonInvalidCommand}}, nil
+	return sess.Refuse(ctx, req.GetCommandId(), cmd, apperr.MessageOf(invalid)), nil
 }
 
 // requestKind is the oneof of a session message's kinds: hello, ack, or a command.
@@ -284,7 +284,9 @@ func withinCommand(req *dispatchv1.StreamAssignmentsRequest, err error) bool {
 	return true
 }
 
-// decodeCommand decodes the command of a session message.
+// decodeCommand decodes the command of a session message. With an error it returns what it could decode
+// all the same (a field it could not read left zero), which CourierSession.Refuse compares with the
+// command stored under the same command_id.
 func decodeCommand(req *dispatchv1.StreamAssignmentsRequest) (dispatch.Command, error) {
 	var d decoder
 	var cmd dispatch.Command

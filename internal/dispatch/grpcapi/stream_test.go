@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -553,6 +554,45 @@ func TestStreamAssignmentsAnswersInvalidCommands(t *testing.T) {
 	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PICKED_UP {
 		t.Fatalf("picked_up after the invalid ones = %v; want PICKED_UP", res)
 	}
+}
+
+// TestStreamAssignmentsInvalidCommandUnderAUsedID: an invalid command is not executed, but its command_id
+// is looked up as every command's is: under an id an earlier command was executed with, it gets that
+// command's stored result when it is the same command as far as it decodes (a pickup whose occur_time is
+// no time decodes as one without), and COMMAND_ID_REUSED when it is another; never INVALID_COMMAND.
+func TestStreamAssignmentsInvalidCommandUnderAUsedID(t *testing.T) {
+	_, s, task, o := offeredOnStream(t)
+	reused := func(id string) *dispatchv1.CommandResult {
+		return &dispatchv1.CommandResult{CommandId: id, Error: &dispatchv1.CommandError{Code: int32(codes.AlreadyExists),
+			Message: "command_id " + id + " was already used for another command", Reason: "COMMAND_ID_REUSED"}}
+	}
+	check := func(what string, got, want *dispatchv1.CommandResult) {
+		t.Helper()
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+			t.Errorf("%s: command_result (-want +got):\n%s", what, diff)
+		}
+	}
+	accept := s.command("a1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: o.GetOffer().GetId()}}})
+	if accept.GetError() != nil || accept.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_ASSIGNED {
+		t.Fatalf("accept = %v; want ASSIGNED", accept)
+	}
+	check("decline with an unknown reason under the accept's id",
+		s.command("a1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: &dispatchv1.DeclineOffer{
+			OfferId: o.GetOffer().GetId(), Reason: 99}}}), reused("a1"))
+
+	pickup := s.command("p1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{TaskId: task.GetId()}}})
+	if pickup.GetError() != nil || pickup.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_PICKED_UP {
+		t.Fatalf("picked_up = %v; want PICKED_UP", pickup)
+	}
+	replayed := proto.CloneOf(pickup)
+	replayed.Replayed = true
+	check("the pickup again, with an occur_time that is no time",
+		s.command("p1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{
+			TaskId: task.GetId(), OccurTime: &timestamppb.Timestamp{Seconds: 1 << 40}}}}), replayed)
+	code := &dispatchv1.InlineProof{Kind: dispatchv1.ProofKind_PROOF_KIND_BARCODE, Value: &dispatchv1.InlineProof_Barcode{Barcode: "PARCEL-1"}}
+	check("a pickup with five inline proofs under the pickup's id",
+		s.command("p1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_PickedUp{PickedUp: &dispatchv1.ConfirmPickup{
+			TaskId: task.GetId(), InlineProofs: []*dispatchv1.InlineProof{code, code, code, code, code}}}}), reused("p1"))
 }
 
 // TestStreamAssignmentsEndsOnInvalidMessagesThatAreNoCommand: what cannot be answered with a

@@ -231,7 +231,10 @@ type StreamAssignmentsRequest struct {
 	// twice: it gets the stored result, with CommandResult.replayed set. An ABORTED or UNAVAILABLE outcome is
 	// not stored: resending the command under the same id executes it again. Nor is INVALID_COMMAND, since
 	// the command was not executed: resent under the same id, it is checked again. A different command under an id already used fails with ALREADY_EXISTS,
-	// reason COMMAND_ID_REUSED. A command whose effect is already in place (an offer the courier already
+	// reason COMMAND_ID_REUSED. The id is looked up before a command's validity decides anything: an invalid
+	// command under an id whose outcome is stored gets that stored result (replayed) when it is the same
+	// command as far as the server can read it, and COMMAND_ID_REUSED when it is not, never INVALID_COMMAND.
+	// A command whose effect is already in place (an offer the courier already
 	// accepted, a pickup already confirmed), sent under a new id, succeeds again and returns the task; the
 	// exception is release, which then fails with reason NOT_HOLDER, since the task may already be another
 	// courier's.
@@ -1589,8 +1592,12 @@ func (x *CommandResult) GetReplayed() bool {
 //     characters, more than 4 inline proofs, or a timestamp that is not a valid time. The message names
 //     each field and rule as a unary call's INVALID_ARGUMENT does ("decline.comment must be at most 500
 //     characters"). The command is not executed and its outcome is not stored: sent again under the same
-//     command_id, it is checked again and answered the same way, not replayed. (A message whose
-//     command_id is missing or invalid gets no command_result: it ends the stream, see StreamAssignments.)
+//     command_id, it is checked again and answered the same way, not replayed. Under a command_id an
+//     earlier command was executed with, the answer is that command's stored result instead, as for any
+//     command under a used id (see StreamAssignmentsRequest.command_id): replayed when the invalid command
+//     is the same one as far as the server can read it, ALREADY_EXISTS reason COMMAND_ID_REUSED
+//     otherwise. (A message whose command_id is missing or invalid
+//     gets no command_result: it ends the stream, see StreamAssignments.)
 //   - ALREADY_EXISTS, reason COMMAND_ID_REUSED: the command_id was already used for a different command.
 //   - ABORTED: a concurrent change won (resend under the same command_id).
 //   - UNAVAILABLE: a dependency is down (resend under the same command_id after retry_after, or a pause).
