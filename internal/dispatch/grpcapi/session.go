@@ -34,7 +34,8 @@ var drainCodes = protoenum.New(map[dispatch.DrainCode]dispatchv1.DrainReason{
 // stream's only sender: a reader, which receives the app's messages (each ack and command first takes a
 // token from the courier's message budget, sess.Admit, whose ResourceExhausted ends the stream; acks go
 // to the session; commands are executed in the order received and answered with command_result, a
-// command that breaks its rules with one saying so, INVALID_COMMAND, see withinCommand; a second hello
+// command that breaks its rules, or of a kind this server does not know, with one saying so,
+// INVALID_COMMAND, see withinCommand; a second hello
 // ends the stream with InvalidArgument, as does any other invalid message), and a pump, which calls the session's Next for the
 // deliveries and drains to send. The stream ends with the error that ended either (Next's Aborted after
 // a replacement, Unavailable after a drain's grace, an ack beyond the cursors sent, an exhausted
@@ -258,6 +259,11 @@ func executeCommand(ctx context.Context, sess *dispatch.CourierSession, req *dis
 		}
 		invalid = err
 	}
+	if req.GetKind() == nil {
+		// A command this server does not know: decoding names those it does, where the contract's rule
+		// only says that a kind is required.
+		invalid = err
+	}
 	return sess.Refuse(ctx, req.GetCommandId(), cmd, apperr.MessageOf(invalid)), nil
 }
 
@@ -266,16 +272,24 @@ var requestKind = new(dispatchv1.StreamAssignmentsRequest).ProtoReflect().Descri
 
 // withinCommand reports whether err, an invalid session message's error, concerns only the command the
 // message carries: the message is a command and every field violation names a field of it
-// ("decline.reason"), none the message's command_id or kind. Such a command is refused on its own, with
-// reason INVALID_COMMAND, and the stream stays open: ending it would make the app, which resends the
-// command under the same command_id at every reconnect, end every session it opens.
+// ("decline.reason"), none the message's command_id; or the message has a valid command_id and no kind
+// this server knows (a command a newer app added, which protobuf keeps as an unknown field), and the
+// only violation is that kind (its command_id passed the message's rule, which wants one exactly for a
+// command). Such a command is refused on its own, with reason INVALID_COMMAND, and the stream stays open:
+// ending it would make the app, which resends the command under the same command_id at every reconnect,
+// end every session it opens.
 func withinCommand(req *dispatchv1.StreamAssignmentsRequest, err error) bool {
 	e := apperr.As(err)
-	f := req.ProtoReflect().WhichOneof(requestKind)
-	if e == nil || e.Code != apperr.Invalid || len(e.Violations) == 0 || f == nil || f.Name() == "hello" || f.Name() == "ack" {
+	if e == nil || e.Code != apperr.Invalid || len(e.Violations) == 0 {
 		return false
 	}
-	name := string(f.Name())
+	name := string(requestKind.Name()) // no kind: only the violation of the kind itself
+	if f := req.ProtoReflect().WhichOneof(requestKind); f != nil {
+		if f.Name() == "hello" || f.Name() == "ack" {
+			return false
+		}
+		name = string(f.Name())
+	}
 	for _, v := range e.Violations {
 		if v.Field != name && !strings.HasPrefix(v.Field, name+".") {
 			return false
@@ -314,7 +328,7 @@ func decodeCommand(req *dispatchv1.StreamAssignmentsRequest) (dispatch.Command, 
 		cmd.Release = &dispatch.ReleaseCmd{TaskID: p.GetTaskId(), Reason: releaseReasons.Decode(p.GetReason()), Comment: p.GetComment(),
 			OccurTime: d.timestamp("release.occur_time", p.GetOccurTime())}
 	default:
-		d.add("kind", "must be hello, ack or a command")
+		d.add("kind", "must be a command this server knows: accept, decline, picked_up, delivered, failed or release")
 	}
 	return cmd, d.err()
 }

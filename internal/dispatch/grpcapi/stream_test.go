@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -595,9 +596,43 @@ func TestStreamAssignmentsInvalidCommandUnderAUsedID(t *testing.T) {
 			TaskId: task.GetId(), InlineProofs: []*dispatchv1.InlineProof{code, code, code, code, code}}}}), reused("p1"))
 }
 
+// TestStreamAssignmentsAnswersUnknownCommands: a message with a command_id and no command this server
+// knows (a newer app's command, which reaches the server as an unknown field, or none at all) gets a
+// command_result with INVALID_ARGUMENT, reason INVALID_COMMAND, naming the commands this server knows, and
+// the session stays open; under a command_id already used it gets COMMAND_ID_REUSED.
+func TestStreamAssignmentsAnswersUnknownCommands(t *testing.T) {
+	_, s, _, o := offeredOnStream(t)
+	unknown := func(id string) *dispatchv1.CommandResult {
+		return invalidCommand(id, "kind must be a command this server knows: accept, decline, picked_up, delivered, failed or release")
+	}
+	check := func(what string, got, want *dispatchv1.CommandResult) {
+		t.Helper()
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+			t.Errorf("%s: command_result (-want +got):\n%s", what, diff)
+		}
+	}
+	// Field 20 stands for a command this server's contract does not have yet: {"task_id": ...}.
+	newer := &dispatchv1.StreamAssignmentsRequest{}
+	newer.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, 20, protowire.BytesType),
+		protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), taskID(1))))
+	check("a newer app's command", s.command("n1", newer), unknown("n1"))
+	check("the same command again", s.command("n1", proto.CloneOf(newer)), unknown("n1"))
+	check("a message with a command_id and nothing else", s.command("n2", &dispatchv1.StreamAssignmentsRequest{}), unknown("n2"))
+
+	// The session is open: the offer is accepted; a newer command under the accept's id is another command.
+	res := s.command("a1", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Accept{Accept: &dispatchv1.AcceptOffer{OfferId: o.GetOffer().GetId()}}})
+	if res.GetError() != nil || res.GetTask().GetState() != dispatchv1.TaskState_TASK_STATE_ASSIGNED {
+		t.Fatalf("accept after the unknown commands = %v; want ASSIGNED", res)
+	}
+	check("a newer app's command under the accept's id", s.command("a1", proto.CloneOf(newer)),
+		&dispatchv1.CommandResult{CommandId: "a1", Error: &dispatchv1.CommandError{Code: int32(codes.AlreadyExists),
+			Message: "command_id a1 was already used for another command", Reason: "COMMAND_ID_REUSED"}})
+}
+
 // TestStreamAssignmentsEndsOnInvalidMessagesThatAreNoCommand: what cannot be answered with a
 // command_result still ends the stream with INVALID_ARGUMENT: a bad ack, a second hello, a command without
-// a command_id or with an invalid one (also when its command is invalid too), a message of no known kind.
+// a command_id or with an invalid one (also when its command is invalid too or unknown), a message of no
+// kind and no command_id.
 func TestStreamAssignmentsEndsOnInvalidMessagesThatAreNoCommand(t *testing.T) {
 	e := start(t, true)
 	c := e.sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, false)
@@ -612,7 +647,8 @@ func TestStreamAssignmentsEndsOnInvalidMessagesThatAreNoCommand(t *testing.T) {
 		{"invalid hello again", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Hello{Hello: &dispatchv1.SessionHello{ResumeCursor: -1}}}},
 		{"invalid command without command_id", &dispatchv1.StreamAssignmentsRequest{Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: badDecline}}},
 		{"invalid command with a 65-character command_id", &dispatchv1.StreamAssignmentsRequest{CommandId: strings.Repeat("c", 65), Kind: &dispatchv1.StreamAssignmentsRequest_Decline{Decline: badDecline}}},
-		{"no kind", &dispatchv1.StreamAssignmentsRequest{CommandId: "x1"}},
+		{"no kind and no command_id", &dispatchv1.StreamAssignmentsRequest{}},
+		{"no kind and a 65-character command_id", &dispatchv1.StreamAssignmentsRequest{CommandId: strings.Repeat("c", 65)}},
 	} {
 		s := e.open(t, courierP(c), &dispatchv1.SessionHello{})
 		if s.recv().GetStarted() == nil {

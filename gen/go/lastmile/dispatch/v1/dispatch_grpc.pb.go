@@ -184,7 +184,9 @@ type DispatchServiceClient interface {
 	// gets one command_result with that id; business errors come back there, with a reason code, and the
 	// stream stays open (see CommandError; release fails with FAILED_PRECONDITION reason TASK_STATE after
 	// the pickup, TASK_CANCELLED or NOT_HOLDER, and NOT_FOUND for a task the courier never saw). So does a
-	// command that breaks its validation rules (INVALID_ARGUMENT, reason INVALID_COMMAND). Deliveries
+	// command that breaks its validation rules, or that this server does not know (a message with a
+	// command_id and no kind this server knows, such as a command a newer app sends) (INVALID_ARGUMENT,
+	// reason INVALID_COMMAND). Deliveries
 	// and acknowledgements are persisted, so a dropped connection, a server restart or a change of server
 	// loses nothing: the next session replays what is still unacknowledged. Offers go only to couriers with
 	// an open session. A courier has one session at a time: opening a new one ends the previous one with
@@ -193,9 +195,9 @@ type DispatchServiceClient interface {
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message that is not a command with a valid
 	// command_id breaks its validation rules (hello, ack, a command whose command_id is missing or invalid,
-	// a message of no kind this server knows; a command with a valid command_id that breaks the rules of its
-	// fields gets a command_result instead, see CommandError reason INVALID_COMMAND, and the stream stays
-	// open), the first message is not hello, hello is sent twice, or an ack exceeds the highest cursor sent;
+	// a message of no kind this server knows without a valid command_id; a message with a valid command_id
+	// whose command breaks the rules of its fields, or is of no kind this server knows, gets a
+	// command_result instead, see CommandError reason INVALID_COMMAND, and the stream stays open), the first message is not hello, hello is sent twice, or an ack exceeds the highest cursor sent;
 	// PERMISSION_DENIED when the caller is not a courier, or the courier's account or profile was suspended
 	// or deleted during the session (do not reconnect); UNAUTHENTICATED when the access token expired during
 	// the session (refresh it and reconnect), or was revoked by a logout or a role or password change (sign in
@@ -600,7 +602,9 @@ type DispatchServiceServer interface {
 	// gets one command_result with that id; business errors come back there, with a reason code, and the
 	// stream stays open (see CommandError; release fails with FAILED_PRECONDITION reason TASK_STATE after
 	// the pickup, TASK_CANCELLED or NOT_HOLDER, and NOT_FOUND for a task the courier never saw). So does a
-	// command that breaks its validation rules (INVALID_ARGUMENT, reason INVALID_COMMAND). Deliveries
+	// command that breaks its validation rules, or that this server does not know (a message with a
+	// command_id and no kind this server knows, such as a command a newer app sends) (INVALID_ARGUMENT,
+	// reason INVALID_COMMAND). Deliveries
 	// and acknowledgements are persisted, so a dropped connection, a server restart or a change of server
 	// loses nothing: the next session replays what is still unacknowledged. Offers go only to couriers with
 	// an open session. A courier has one session at a time: opening a new one ends the previous one with
@@ -609,9 +613,9 @@ type DispatchServiceServer interface {
 	//
 	// Errors (ending the stream): INVALID_ARGUMENT when a message that is not a command with a valid
 	// command_id breaks its validation rules (hello, ack, a command whose command_id is missing or invalid,
-	// a message of no kind this server knows; a command with a valid command_id that breaks the rules of its
-	// fields gets a command_result instead, see CommandError reason INVALID_COMMAND, and the stream stays
-	// open), the first message is not hello, hello is sent twice, or an ack exceeds the highest cursor sent;
+	// a message of no kind this server knows without a valid command_id; a message with a valid command_id
+	// whose command breaks the rules of its fields, or is of no kind this server knows, gets a
+	// command_result instead, see CommandError reason INVALID_COMMAND, and the stream stays open), the first message is not hello, hello is sent twice, or an ack exceeds the highest cursor sent;
 	// PERMISSION_DENIED when the caller is not a courier, or the courier's account or profile was suspended
 	// or deleted during the session (do not reconnect); UNAUTHENTICATED when the access token expired during
 	// the session (refresh it and reconnect), or was revoked by a logout or a role or password change (sign in

@@ -1591,7 +1591,9 @@ func (x *CommandResult) GetReplayed() bool {
 //     such as a reason value this server does not define (sent by a newer app), a comment over 500
 //     characters, more than 4 inline proofs, or a timestamp that is not a valid time. The message names
 //     each field and rule as a unary call's INVALID_ARGUMENT does ("decline.comment must be at most 500
-//     characters"). The command is not executed and its outcome is not stored: sent again under the same
+//     characters"). So is a message with a command_id and no kind this server knows (a command a newer
+//     app sends, or none): "kind must be a command this server knows: accept, decline, picked_up,
+//     delivered, failed or release". The command is not executed and its outcome is not stored: sent again under the same
 //     command_id, it is checked again and answered the same way, not replayed. Under a command_id an
 //     earlier command was executed with, the answer is that command's stored result instead, as for any
 //     command under a used id (see StreamAssignmentsRequest.command_id): replayed when the invalid command
