@@ -86,6 +86,10 @@ func queryValueError(key string, fd protoreflect.FieldDescriptor, values []strin
 	if i := slices.IndexFunc(values, func(v string) bool { return !parses(v) }); i >= 0 {
 		got = values[i] // the first value of a list that is not taken
 	}
+	if plus := strings.ReplaceAll(got, " ", "+"); plus != got && parses(plus) {
+		// A time with a "+hh:mm" offset sent as is: a "+" in a query string is a space.
+		return fmt.Sprintf("%.64s must be %s (got %.64q: a + in a query string stands for a space, so send the offset's + as %%2B)", key, what, got)
+	}
 	return fmt.Sprintf("%.64s must be %s (got %.64q)", key, what, got)
 }
 

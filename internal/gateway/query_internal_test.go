@@ -24,6 +24,11 @@ func TestQueryParserWordsItsErrors(t *testing.T) {
 			`states must be one of TASK_STATE_PENDING, TASK_STATE_OFFERED, TASK_STATE_ASSIGNED, TASK_STATE_PICKED_UP, TASK_STATE_DELIVERED, TASK_STATE_CANCELLED, TASK_STATE_FAILED, TASK_STATE_UNASSIGNABLE (got "PENDING")`},
 		{"timestamp", &courierv1.GetAvailabilityRequest{}, url.Values{"endTime": {"2026-01-02T15:04:05Z"}, "startTime": {"yesterday"}},
 			`startTime must be a time in RFC 3339 format, such as 2026-01-02T15:04:05Z (got "yesterday")`},
+		// ?time=2026-12-02T10:00:00+02:00 as typed: the + arrives as a space.
+		{"timestamp with an unescaped +", &courierv1.IsAvailableRequest{}, url.Values{"time": {"2026-12-02T10:00:00 02:00"}},
+			`time must be a time in RFC 3339 format, such as 2026-01-02T15:04:05Z (got "2026-12-02T10:00:00 02:00": a + in a query string stands for a space, so send the offset's + as %2B)`},
+		{"a space that is no +", &courierv1.IsAvailableRequest{}, url.Values{"time": {"2026-12-02 10:00:00Z"}},
+			`time must be a time in RFC 3339 format, such as 2026-01-02T15:04:05Z (got "2026-12-02 10:00:00Z")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
