@@ -122,8 +122,11 @@ func TestSessionResumeCursorNeedsTheEpochAndAKnownCursor(t *testing.T) {
 	f := newSessionFixture(t, dispatch.Options{})
 	f.newTask(t, 1, 1)
 	f.newTask(t, 2, 1)
+	f.newTask(t, 3, 1)
 	c1 := f.offer(t, sessTaskID(1), 1, 1)
 	c2 := f.offer(t, sessTaskID(2), 2, 1)
+	// A cursor another courier was sent: above this courier's highest, below the log's.
+	others := f.offer(t, sessTaskID(3), 3, 2)
 	first := sessOpen(t, f.svc, 1, dispatch.Hello{ResumeCursor: c1, Epoch: 12345})
 	epoch := first.Started().Epoch
 	if got := first.Started().AckedCursor; got != 0 {
@@ -139,6 +142,7 @@ func TestSessionResumeCursorNeedsTheEpochAndAKnownCursor(t *testing.T) {
 		{"same epoch", dispatch.Hello{ResumeCursor: c1, Epoch: epoch}, c1},
 		{"other epoch", dispatch.Hello{ResumeCursor: c2, Epoch: epoch + 1}, c1},
 		{"cursor beyond the log", dispatch.Hello{ResumeCursor: c2 + 100, Epoch: epoch}, c1},
+		{"another courier's cursor", dispatch.Hello{ResumeCursor: others, Epoch: epoch}, c1},
 		{"no cursor", dispatch.Hello{Epoch: epoch}, c1},
 		{"lower cursor", dispatch.Hello{ResumeCursor: 1, Epoch: epoch}, c1},
 		{"the newest", dispatch.Hello{ResumeCursor: c2, Epoch: epoch}, c2},

@@ -439,8 +439,9 @@ type SessionHello struct {
 	// (first start, or local state lost). The server treats every delivery up to it as acknowledged and
 	// replays every unacknowledged delivery after it. It is ignored (and SessionStarted.acknowledged_cursor
 	// shows the server's own watermark) when cursor_epoch is not the server's current epoch or the cursor is
-	// above the highest cursor the server has issued: the app must then drop what it derived from earlier
-	// deliveries and rebuild from SessionStarted's snapshot.
+	// above the highest cursor the server has issued to this courier (cursors are shared by all couriers, so
+	// a cursor another courier was sent, or none yet, counts as above): the app must then drop what it
+	// derived from earlier deliveries and rebuild from SessionStarted's snapshot.
 	ResumeCursor int64 `protobuf:"varint,1,opt,name=resume_cursor,json=resumeCursor,proto3" json:"resume_cursor,omitempty"`
 	// The app's version, such as "2.14.1", for diagnostics. Up to 64 characters.
 	AppVersion string `protobuf:"bytes,2,opt,name=app_version,json=appVersion,proto3" json:"app_version,omitempty"`
