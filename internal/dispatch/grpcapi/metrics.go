@@ -98,6 +98,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, w := range []string{"offer", "task"} {
 		m.sweptTaken.WithLabelValues(w)
 	}
+	for _, r := range []string{"available", "freed", "moved"} { // dispatch's wakeReason
+		m.courierWakes.WithLabelValues(r)
+	}
 	return m, nil
 }
 

@@ -98,7 +98,13 @@ lastmile_dispatch_route_breaker_state 0
 # HELP lastmile_dispatch_route_breaker_opens_total How many times dispatch's circuit breaker around the route service opened.
 # TYPE lastmile_dispatch_route_breaker_opens_total counter
 lastmile_dispatch_route_breaker_opens_total 0
+# HELP lastmile_dispatch_courier_woken_tasks_total Waiting tasks made due at once by a courier near them: available, freed or moved.
+# TYPE lastmile_dispatch_courier_woken_tasks_total counter
+lastmile_dispatch_courier_woken_tasks_total{reason="available"} 0
+lastmile_dispatch_courier_woken_tasks_total{reason="freed"} 0
+lastmile_dispatch_courier_woken_tasks_total{reason="moved"} 0
 `+sweepMetrics(0, 0, 0, 0, 0, 0)), "lastmile_dispatch_offers_closed_total", "lastmile_dispatch_uploads_total", "lastmile_dispatch_route_breaker_state", "lastmile_dispatch_route_breaker_opens_total",
+		"lastmile_dispatch_courier_woken_tasks_total",
 		"lastmile_dispatch_account_sweeps_total", "lastmile_dispatch_account_sweep_couriers_total", "lastmile_dispatch_account_sweep_taken_total")
 	if err != nil {
 		t.Error(err)
