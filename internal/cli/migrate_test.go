@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -138,5 +139,42 @@ func TestServeWithoutAutoMigrateRefusesAnUnmigratedDatabase(t *testing.T) {
 	}
 	if got := ExitCode(err); got != 1 {
 		t.Errorf("ExitCode = %d, want 1", got)
+	}
+}
+
+// TestREADMEShowsTheNewerSchemaRefusalAsPrinted: the README's upgrade example (serve and migrate on a
+// data directory whose dispatch database a lastmile with one migration more migrated) shows what this
+// binary prints, numbers included; a new dispatch migration makes this fail until the README follows.
+func TestREADMEShowsTheNewerSchemaRefusalAsPrinted(t *testing.T) {
+	dir := t.TempDir()
+	env := Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}
+	if err := Run(context.Background(), []string{"lastmile", "migrate", "--data-dir", dir}, env); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	db, err := database.OpenSQLite(context.Background(), filepath.Join(dir, "dispatch.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec("INSERT INTO goose_db_version (version_id, is_applied) SELECT max(version_id) + 1, 1 FROM goose_db_version")
+	if cerr := db.Close(); err != nil || cerr != nil {
+		t.Fatalf("add a newer version: %v, %v", err, cerr)
+	}
+	err = Run(context.Background(), []string{"lastmile", "migrate", "--data-dir", dir}, env)
+	if err == nil {
+		t.Fatal("migrate on a newer dispatch schema succeeded, want a refusal")
+	}
+	readme, rerr := os.ReadFile("../../README.md")
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	msg := err.Error()
+	short, _, _ := strings.Cut(msg, ": a newer lastmile")
+	for _, want := range []string{
+		"\n# lastmile: start dispatch: " + msg + "\n", // serve's
+		"\n# lastmile: " + short + ": …\n",            // migrate's
+	} {
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("README.md lacks the line %q", strings.TrimSpace(want))
+		}
 	}
 }
