@@ -89,6 +89,13 @@ func TestParseServeRejectsBadInput(t *testing.T) {
 		{"sample ratio", []string{"--trace-sample-ratio", "2"}, nil, "--trace-sample-ratio"},
 		{"event retention", []string{"--event-retention", "0s"}, nil, "--event-retention must be positive"},
 		{"event max count", []string{"--event-max-count", "0"}, nil, "--event-max-count must be positive, got 0"},
+		{"grpc address without a port", []string{"--grpc-addr", "9090"}, nil, `--grpc-addr: "9090" is not host:port or :port`},
+		{"http address", []string{"--http-addr", "nope"}, nil, `--http-addr: "nope" is not host:port or :port`},
+		{"admin port out of range", []string{"--admin-addr", ":99999"}, nil, `--admin-addr: ":99999": the port must be a number from 0 to 65535, got "99999"`},
+		{"admin address from the environment", nil, map[string]string{"LASTMILE_ADMIN_ADDR": "localhost"}, `--admin-addr: "localhost" is not host:port or :port`},
+		{"peer list entry without a port", []string{"--target", "courier", "--identity-addr", "h1:1,no-port"}, nil,
+			`--identity-addr: static target "h1:1,no-port": entry "no-port" is not host:port`},
+		{"peer address from the environment", []string{"--target", "dispatch"}, map[string]string{"LASTMILE_ROUTE_ADDR": "route"}, `--route-addr: target "route": want host:port`},
 		{"stray argument", []string{"extra"}, nil, `unexpected argument "extra"`},
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
 	}
@@ -102,6 +109,21 @@ func TestParseServeRejectsBadInput(t *testing.T) {
 				t.Errorf("ExitCode = %d, want 2 for a usage error", got)
 			}
 		})
+	}
+}
+
+// TestParseServeIgnoresAddressesItDoesNotUse: one environment serves every process of a deployment, so a
+// peer's address is not read (nor checked) by the process that runs that service, and a gateway alone
+// has no gRPC listener.
+func TestParseServeIgnoresAddressesItDoesNotUse(t *testing.T) {
+	for _, args := range [][]string{
+		{"--identity-addr", "not an address"},
+		{"--target", "gateway", "--grpc-addr", "unused"},
+		{"--target", "route", "--http-addr", "unused"},
+	} {
+		if _, err := parseServe(args, Env{Getenv: envOf(nil), Stderr: &bytes.Buffer{}}); err != nil {
+			t.Errorf("parseServe(%q) = %v, want nil", args, err)
+		}
 	}
 }
 

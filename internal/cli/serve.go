@@ -9,11 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -182,6 +185,26 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	for name, addr := range peers {
 		c.Peers[name] = *addr
 	}
+	// Addresses are checked here, so that a malformed one is a usage error naming its flag before
+	// anything starts (the data directory, its certificates), not a failure at start.
+	for _, name := range slices.Sorted(maps.Keys(peers)) {
+		if addr := c.Peers[name]; addr != "" && !c.Targets[name] {
+			if _, _, err := grpcclient.Target(addr); err != nil {
+				return c, usageError{fmt.Errorf("--%s-addr: %w", name, err)}
+			}
+		}
+	}
+	hostsGRPC := slices.ContainsFunc(c.Modules, func(m *module) bool { return c.Targets[m.name] })
+	for _, l := range []struct {
+		flag, addr string
+		used       bool
+	}{{"grpc-addr", c.GRPCAddr, hostsGRPC}, {"http-addr", c.HTTPAddr, c.Targets[gatewayTarget]}, {"admin-addr", c.AdminAddr, true}} {
+		if l.used {
+			if err := checkListenAddr(l.flag, l.addr); err != nil {
+				return c, err
+			}
+		}
+	}
 	if c.Telemetry.LogLevel, err = telemetry.ParseLevel(level); err != nil {
 		return c, usageError{fmt.Errorf("--log-level: %w", err)}
 	}
@@ -243,6 +266,21 @@ func parseServeFlags(cmd, summary string, args []string, env Env, extra func(fs 
 	}
 	c.Gateway.CORSOrigins = origins
 	return c, nil
+}
+
+// checkListenAddr refuses a listen address net.Listen would: not host:port or :port, or a port that is
+// not a number from 0 to 65535 (nor a service name).
+func checkListenAddr(flag, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usageError{fmt.Errorf("--%s: %q is not host:port or :port", flag, addr)}
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		if _, lerr := net.LookupPort("tcp", port); lerr != nil {
+			return usageError{fmt.Errorf("--%s: %q: the port must be a number from 0 to 65535, got %q", flag, addr, port)}
+		}
+	}
+	return nil
 }
 
 // minRecvMsgBytes is the smallest --max-recv-msg-bytes: UploadProof's chunks may carry 1 MiB of data
