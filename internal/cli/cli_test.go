@@ -336,3 +336,20 @@ func TestServeSaysWhatToDoAboutATakenAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestServeNamesTheRefusedAdminSettings: a first admin password the rules refuse stops serve with one
+// line naming the settings and saying why, once.
+func TestServeNamesTheRefusedAdminSettings(t *testing.T) {
+	for _, tc := range []struct{ password, why string }{
+		{"short", "password must be at least 12 characters"},
+		{"password1234", "password is too common: it is on the lists of leaked passwords that attackers try first"},
+	} {
+		env := Env{Getenv: envOf(map[string]string{"LASTMILE_ADMIN_PASSWORD": tc.password}), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}
+		err := Run(context.Background(), []string{"lastmile", "serve", "--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0",
+			"--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, env)
+		want := `start identity: the first admin account (--admin-email "admin@lastmile.local", LASTMILE_ADMIN_PASSWORD): ` + tc.why
+		if err == nil || err.Error() != want || ExitCode(err) != 1 {
+			t.Errorf("serve with LASTMILE_ADMIN_PASSWORD=%q = %v (exit %d), want %q (exit 1)", tc.password, err, ExitCode(err), want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -192,8 +193,12 @@ func startIdentity(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 	p.runners = append(p.runners, svc.RunPurge)
 
 	created, generated, err := svc.EnsureAdmin(ctx, cfg.AdminEmail, p.env.Getenv("LASTMILE_ADMIN_PASSWORD"))
+	if ae := (*apperr.Error)(nil); errors.As(err, &ae) && (ae.Code == apperr.Invalid || ae.Code == apperr.Conflict) {
+		// The operator's settings were refused: say which, and why, once.
+		return fmt.Errorf("the first admin account (--admin-email %q, LASTMILE_ADMIN_PASSWORD): %s", cmp.Or(cfg.AdminEmail, identity.DefaultAdminEmail), ae.Message)
+	}
 	if err != nil {
-		return fmt.Errorf("bootstrap admin: %w", err)
+		return err // "bootstrap admin: …"
 	}
 	if created {
 		email := cfg.AdminEmail
