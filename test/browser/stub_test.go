@@ -308,6 +308,7 @@ func TestPickedUpTaskActions(t *testing.T) {
 		tasks: map[string]map[string]any{pickedUpTask: stubTask(pickedUpTask, "PICKED_UP", courierA)},
 		couriers: []map[string]any{stubCourier(courierA, "Suspended Sam", "BUSY", 52.5210, 13.4080),
 			stubCourier(courierB, "Bea", "AVAILABLE", 52.5150, 13.3950)},
+		suspended: map[string]bool{courierA: true},
 	}
 	base := startStub(t, s)
 	p := newPage(t, exe)
@@ -332,6 +333,29 @@ func TestPickedUpTaskActions(t *testing.T) {
 	s.mu.Unlock()
 	if want := "POST /v1/tasks/" + pickedUpTask + `:assign {"courierId":"` + courierB + `","comment":"assigned from the dashboard"}`; calls != want {
 		t.Errorf("the dashboard called\n%s\nwant\n%s", calls, want)
+	}
+	if s := p.consoleProblems(); s != "" {
+		t.Errorf("the browser reported problems:%s", s)
+	}
+}
+
+// TestPickedUpTaskOfAWorkingCourierOffersNoReassign: AssignTask refuses a picked-up task whose courier may
+// still work (FAILED_PRECONDITION), yet the drawer offered "Reassign" on every picked-up task. With the
+// courier's account active it offers only the share link, and says why.
+func TestPickedUpTaskOfAWorkingCourierOffersNoReassign(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{
+		tasks:    map[string]map[string]any{pickedUpTask: stubTask(pickedUpTask, "PICKED_UP", courierA)},
+		couriers: []map[string]any{stubCourier(courierA, "Sam", "BUSY", 52.5210, 13.4080)},
+	}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	signIn(p, base)
+	openTask(p, pickedUpTask)
+	got := eval[[]string](p, `[...document.querySelectorAll('#drawer-body .actions button')].map((b) => b.textContent).concat((document.getElementById('actions-note') || {}).textContent || '')`)
+	want := []string{"Share tracking link", "Picked up: the parcel stays with Sam until delivered. It may be given to another courier only if their account is suspended or deleted."}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("a picked-up task's actions and note = %q, want %q", got, want)
 	}
 	if s := p.consoleProblems(); s != "" {
 		t.Errorf("the browser reported problems:%s", s)

@@ -405,23 +405,32 @@
     } catch (err) { LM.fail(err); return; }
     if (seq !== opening || !S.sel || S.sel.id !== id) return; // another task was opened meanwhile
     const st = stateOf(t);
+    // AssignTask takes a picked-up task only when its courier may no longer work: ask their account.
+    const holder = st === 'PICKED_UP' && t.courierId ? await accountOf(t.courierId) : null;
+    if (seq !== opening || !S.sel || S.sel.id !== id) return;
     const actions = [];
-    // CancelTask takes a task until it is picked up. AssignTask takes the same tasks, and a picked-up one
-    // whose courier may no longer work (account suspended or deleted, courier role taken away): the
-    // parcel is recovered and another courier collects it. Whether that courier may still work is the
-    // server's to say (400 FAILED_PRECONDITION otherwise, shown as a toast).
+    // The actions the contract allows in the task's state (dispatchers and admins, the only users of the
+    // dashboard, may take them all). CancelTask takes a task until it is picked up; AssignTask the same
+    // tasks, and a picked-up one whose courier may no longer work (account suspended or deleted, courier
+    // role taken away): the parcel is recovered and another courier collects it. A picked-up task of a
+    // courier who may still work stays theirs: no action but sharing.
     const beforePickup = ['PENDING', 'OFFERED', 'UNASSIGNABLE', 'ASSIGNED'].includes(st);
+    let note = null;
     if (beforePickup) actions.push(button('Cancel task', () => cancel(t), 'danger'));
     if (beforePickup) {
       actions.push(button('Assign to a courier…', () => {
         S.mode = {kind: 'assign', taskId: t.id};
         hint('Click a courier on the map to assign task ' + LM.shortId(t.id) + ' · Esc to stop');
       }));
-    } else if (st === 'PICKED_UP') {
+    } else if (holder && holder.works === false) {
       actions.push(button('Reassign (courier can no longer work)…', () => {
         S.mode = {kind: 'assign', taskId: t.id};
         hint('Click the courier who will collect the parcel of task ' + LM.shortId(t.id) + ' from ' + courierName(t.courierId) + ' · Esc to stop');
       }));
+    } else if (holder) {
+      note = el('p', {id: 'actions-note', className: 'muted'}, holder.works ?
+        'Picked up: the parcel stays with ' + courierName(t.courierId) + ' until delivered. It may be given to another courier only if their account is suspended or deleted.' :
+        'Picked up by ' + courierName(t.courierId) + ', whose account could not be checked (' + holder.text + '): reopen the task to try again.');
     }
     actions.push(el('button', {type: 'button', id: 'share', onclick: () => share(t)}, 'Share tracking link'));
     drawer(
@@ -431,6 +440,7 @@
         ['Priority', (t.priority || '').replace('TASK_PRIORITY_', '')], ['Size', (t.size || '').replace('PARCEL_SIZE_', '')],
         ['Notes', t.notes], ['Created', LM.clock(t.createTime)], ['Id', t.id]]),
       el('div', {className: 'actions'}, ...actions),
+      note,
       el('div', {id: 'share-out'}),
       (t.proofs || []).length ? section('Proof of delivery', proofs(t)) : null,
       section('Timeline', timeline(t)),
@@ -489,18 +499,19 @@
     }));
   }
 
-  // accountOf says whether the courier's account lets them work: the courier service's status does not
-  // (a suspended courier stays BUSY with a picked-up parcel, which a dispatcher may then reassign).
-  // Dispatchers do not see deleted users (404), admins do.
+  // accountOf says whether the courier's account lets them work ({works, text}; works is undefined when
+  // it cannot be told): the courier service's status does not (a suspended courier stays BUSY with a
+  // picked-up parcel, which a dispatcher may then reassign). Dispatchers do not see deleted users (404),
+  // admins do.
   async function accountOf(id) {
     let c;
-    try { c = await api('GET', '/v1/couriers/' + id); } catch { return ''; }
+    try { c = await api('GET', '/v1/couriers/' + id); } catch (err) { return {text: err.message}; }
     try {
       const u = await api('GET', '/v1/users/' + c.userId);
-      if (u.status === 'USER_STATUS_SUSPENDED') return 'suspended: may not work';
-      if (u.status === 'USER_STATUS_DELETED') return 'deleted: may not work';
-      return u.role === 'ROLE_COURIER' ? 'active' : 'no longer a courier: may not work';
-    } catch (err) { return err.status === 404 ? 'deleted: may not work' : ''; }
+      if (u.status === 'USER_STATUS_SUSPENDED') return {works: false, text: 'suspended: may not work'};
+      if (u.status === 'USER_STATUS_DELETED') return {works: false, text: 'deleted: may not work'};
+      return u.role === 'ROLE_COURIER' ? {works: true, text: 'active'} : {works: false, text: 'no longer a courier: may not work'};
+    } catch (err) { return err.status === 404 ? {works: false, text: 'deleted: may not work'} : {text: err.message}; }
   }
 
   async function openCourier(id) {
@@ -519,7 +530,7 @@
       facts([['Transport', (c.transportMode || '').replace('TRANSPORT_MODE_', '')],
         ['Capacity used', (c.activeTaskCount || 0) + ' of ' + (c.capacity || 0)],
         ['Last fix', k.fixAt ? LM.dur(Date.now() - k.fixAt) + ' ago' : 'none'],
-        ['Delivered today', String(todays) + (delivered.nextPageToken ? '+' : '')], ['Account', account], ['Id', id]]),
+        ['Delivered today', String(todays) + (delivered.nextPageToken ? '+' : '')], ['Account', account.works === undefined ? 'unknown (' + account.text + ')' : account.text], ['Id', id]]),
       section('Active tasks', el('ul', {className: 'plain'}, ...(o.activeTasks || []).map((t) => el('li', {},
         el('a', {href: '#', onclick: (e) => { e.preventDefault(); select('task', t.id); }}, chip(stateOf(t)), ' ' + LM.shortId(t.id) + ' ' + (t.dropoff.address || '')))))),
       section('Open offers', el('p', {className: 'muted'}, String((o.openOffers || []).length))),
