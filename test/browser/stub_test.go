@@ -47,6 +47,17 @@ type stubAPI struct {
 	events       chan string     // further SSE blocks for the open /v1/events streams
 	calls        []string        // "POST /v1/tasks/…:assign {body}", in order
 	suspended    map[string]bool // couriers whose account is suspended
+	// refusals answer the next requests to a path (without the query) with an error instead: each
+	// answers once, in order, with the Retry-After header when set.
+	refusals map[string][]refusal
+	hits     map[string]int // requests by path, refused or not
+}
+
+// refusal is one error answer of the stub.
+type refusal struct {
+	status     int
+	retryAfter string
+	message    string
 }
 
 const stubCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -101,6 +112,18 @@ func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case !signedIn:
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]any{"code": 401, "status": "UNAUTHENTICATED", "message": "authentication required"}})
+		return
+	}
+	if s.hits == nil {
+		s.hits = map[string]int{}
+	}
+	s.hits[p]++
+	if rs := s.refusals[p]; len(rs) > 0 {
+		s.refusals[p] = rs[1:]
+		if rs[0].retryAfter != "" {
+			w.Header().Set("Retry-After", rs[0].retryAfter)
+		}
+		writeJSON(w, rs[0].status, map[string]any{"error": map[string]any{"code": rs[0].status, "message": rs[0].message}})
 		return
 	}
 	var body string
@@ -536,7 +559,7 @@ func TestCountersAreNoLiveRegion(t *testing.T) {
 	p := newPage(t, exe)
 	signIn(p, base)
 	got := eval[[]string](p, `[...document.querySelectorAll('[aria-live], [role=status], [role=alert], [role=log]')].filter((e) => e.id).map((e) => e.id)`)
-	if want := "conn,login-error,toasts"; strings.Join(got, ",") != want {
+	if want := "conn,login-error,busy,toasts"; strings.Join(got, ",") != want {
 		t.Errorf("live regions = %q, want %q", strings.Join(got, ","), want)
 	}
 }
@@ -597,6 +620,88 @@ func TestCourierDrawerSaysTheAccountIsSuspended(t *testing.T) {
 	got := eval[[]string](p, `[...document.querySelectorAll('#drawer-body dt')].map((dt) => dt.textContent + ': ' + dt.nextElementSibling.textContent)`)
 	if !strings.Contains(strings.Join(got, "|"), "|Account: suspended: may not work|") {
 		t.Errorf("the courier's facts = %q, want Account: suspended: may not work", got)
+	}
+	if s := p.consoleProblems(); s != "" {
+		t.Errorf("the browser reported problems:%s", s)
+	}
+}
+
+// TestBusyServerIsTriedAgain: a 429 or 503 answer failed the dashboard's call at once (a task's drawer did
+// not open, with a message), though the server asks to come back. Such a call is tried again, up to 4
+// times, after the answer's Retry-After or else after 1, 2, 4, 8 s, with a status line saying so; a
+// Retry-After longer than 30 s is not waited for, and the message says when to try again.
+func TestBusyServerIsTriedAgain(t *testing.T) {
+	exe := needBrowser(t)
+	const other = "01a23502-ebbb-7d62-a2d4-f7d07473cccc"
+	s := &stubAPI{tasks: map[string]map[string]any{pendingTask: stubTask(pendingTask, "PENDING", ""), other: stubTask(other, "PENDING", "")}}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	signIn(p, base)
+	// Every text the status line shows, in order ("" when hidden).
+	eval[any](p, `(() => { window.busyLog = []; const b = document.getElementById('busy');
+		new MutationObserver(() => busyLog.push(b.hidden ? '' : b.textContent)).observe(b, {attributes: true, childList: true, characterData: true, subtree: true}); })()`)
+	refuse := func(path string, rs ...refusal) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.refusals == nil {
+			s.refusals = map[string][]refusal{}
+		}
+		s.refusals[path] = rs
+		s.hits = map[string]int{}
+	}
+	hits := func(path string) int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.hits[path]
+	}
+	log := func() []string {
+		return eval[[]string](p, `(() => { const l = busyLog.filter((x, i) => x !== busyLog[i - 1]); busyLog = []; return l; })()`)
+	}
+	unavailable := refusal{status: 503, message: "service unavailable, retry later"}
+	tooMany := refusal{status: 429, message: "too many requests", retryAfter: "1"}
+
+	// Twice 503 without Retry-After, then the answer: waits of 1 s and 2 s.
+	refuse("/v1/tasks/"+pendingTask, unavailable, unavailable)
+	openTask(p, pendingTask)
+	if got, want := log(), []string{
+		"The server is unavailable (503: service unavailable, retry later). Trying again in 1 s (retry 1 of 4).", "",
+		"The server is unavailable (503: service unavailable, retry later). Trying again in 2 s (retry 2 of 4).", ""}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("the status line showed %q, want %q", got, want)
+	}
+	if n := hits("/v1/tasks/" + pendingTask); n != 3 {
+		t.Errorf("GET /v1/tasks/{id} was asked %d times, want 3", n)
+	}
+
+	// 429 with Retry-After: 1 every time: tried 5 times, then the message.
+	refuse("/v1/tasks/"+other, tooMany, tooMany, tooMany, tooMany, tooMany)
+	eval[any](p, `document.querySelector('#tasks li[data-id="`+other+`"]').click()`)
+	p.poll("the message", `LM.toasted.length === 1`, 20*time.Second)
+	wantLog := []string{}
+	for i := 1; i <= 4; i++ {
+		wantLog = append(wantLog, fmt.Sprintf("The server is busy (429: too many requests). Trying again in 1 s (retry %d of 4).", i), "")
+	}
+	if got := log(); strings.Join(got, "|") != strings.Join(wantLog, "|") {
+		t.Errorf("the status line showed %q, want %q", got, wantLog)
+	}
+	if got, want := eval[string](p, `LM.toasted[0]`), "too many requests (tried 5 times)"; got != want {
+		t.Errorf("message = %q, want %q", got, want)
+	}
+	if n := hits("/v1/tasks/" + other); n != 5 {
+		t.Errorf("GET /v1/tasks/{id} was asked %d times, want 5", n)
+	}
+
+	// A Retry-After of 10 minutes: not waited for.
+	refuse("/v1/tasks/"+other, refusal{status: 429, message: "too many requests", retryAfter: "600"})
+	eval[any](p, `document.querySelector('#tasks li[data-id="`+other+`"]').click()`)
+	p.poll("the message", `LM.toasted.length === 2`, 20*time.Second)
+	if got, want := eval[string](p, `LM.toasted[1]`), "too many requests (wait 10 min)"; got != want {
+		t.Errorf("message = %q, want %q", got, want)
+	}
+	if got := log(); len(got) != 0 {
+		t.Errorf("the status line showed %q, want nothing", got)
+	}
+	if n := hits("/v1/tasks/" + other); n != 1 {
+		t.Errorf("GET /v1/tasks/{id} was asked %d times, want 1", n)
 	}
 	if s := p.consoleProblems(); s != "" {
 		t.Errorf("the browser reported problems:%s", s)

@@ -44,8 +44,65 @@ const LM = (() => {
   let refreshing = null; // one refresh at a time, shared by the calls that need it
 
   // api calls the REST API with the session cookie. State-changing calls carry the CSRF header. A 401
-  // tries one token refresh and retries; if that fails too the page is asked to log in again.
+  // tries one token refresh and retries; if that fails too the page is asked to log in again. A 429 (too
+  // many requests) or 503 (service unavailable) is tried again: see retryWait.
   async function api(method, path, body, retried) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call(method, path, body, retried);
+      } catch (err) {
+        const wait = retryWait(err, attempt, path);
+        if (wait < 0) throw err;
+        const ticket = busy.add(err, wait, attempt);
+        try { await new Promise((resolve) => setTimeout(resolve, wait)); } finally { busy.remove(ticket); }
+      }
+    }
+  }
+
+  // A 429 or 503 is tried again up to RETRIES times: after the answer's Retry-After (whole seconds) when it
+  // has one, else after 1, 2, 4 and 8 s (each up to a fifth shorter, so that many tabs do not come back
+  // at once). A Retry-After over MAX_RETRY_AFTER seconds (a login locked for minutes) is not waited for:
+  // the error says how long to wait. The token refresh is never repeated: its refresh token is used once.
+  const RETRIES = 4, MAX_RETRY_AFTER = 30;
+  function retryWait(err, attempt, path) {
+    if (!(err instanceof ApiError) || (err.status !== 429 && err.status !== 503) || path === '/v1/session/refresh') return -1;
+    const after = err.retryAfter;
+    if (after > MAX_RETRY_AFTER) {
+      err.message += ' (wait ' + dur(after * 1000) + ')';
+      return -1;
+    }
+    if (attempt > RETRIES) {
+      err.message += ' (tried ' + attempt + ' times)';
+      return -1;
+    }
+    return after >= 0 ? after * 1000 : 1000 * 2 ** (attempt - 1) * (1 - 0.2 * Math.random());
+  }
+
+  // busy shows, while calls wait to be tried again, what the newest one waits for in the page's #busy
+  // element (a status line: a screen reader reads it when it changes), and hides it when none waits.
+  const busy = (() => {
+    const waiting = new Map();
+    let next = 0;
+    const show = () => {
+      const node = $('busy');
+      if (!node) return;
+      const last = [...waiting.values()].pop();
+      node.hidden = !last;
+      node.textContent = last || '';
+    };
+    return {
+      add(err, wait, attempt) {
+        const why = err.status === 429 ? 'The server is busy' : 'The server is unavailable';
+        waiting.set(++next, why + ' (' + err.status + ': ' + err.message + '). Trying again in ' +
+          Math.ceil(wait / 1000) + ' s (retry ' + attempt + ' of ' + RETRIES + ').');
+        show();
+        return next;
+      },
+      remove(ticket) { waiting.delete(ticket); show(); },
+    };
+  })();
+
+  async function call(method, path, body, retried) {
     const headers = {Accept: 'application/json'};
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (method !== 'GET') headers['X-CSRF-Token'] = cookie('lm_csrf');
@@ -63,7 +120,12 @@ const LM = (() => {
       if (await refresh()) return api(method, path, body, true);
       if (onUnauthorized) onUnauthorized();
     }
-    if (!res.ok) throw new ApiError(res.status, data, res.headers.get('X-Request-Id'));
+    if (!res.ok) {
+      const err = new ApiError(res.status, data, res.headers.get('X-Request-Id'));
+      const after = res.headers.get('Retry-After');
+      err.retryAfter = after && /^\d+$/.test(after) ? Number(after) : -1;
+      throw err;
+    }
     return data;
   }
 
