@@ -245,8 +245,14 @@ func TestDashboard(t *testing.T) {
 		const free = (dx, dy) => document.elementFromPoint(r.left + c.sx + dx, r.top + c.sy + dy) === document.getElementById('map');
 		return c.status === 'AVAILABLE' && c.mode !== 'WALKING' && c.sx > 60 && c.sy > 80 && c.sx < r.width - 120 && c.sy < r.height - 80
 			&& free(12, 12) && free(35, -10); })`
-	p.poll("an available courier in view", inView+`.length > 0`, 60*time.Second)
-	near := eval[[]courier](p, inView)[0]
+	// The courier found may be offered a task before it is read back: look again until one is read.
+	var near courier
+	for found := false; !found; {
+		p.poll("an available courier in view", inView+`.length > 0`, 60*time.Second)
+		if cs := eval[[]courier](p, inView); len(cs) > 0 {
+			near, found = cs[0], true
+		}
+	}
 	box := eval[[]float64](p, `(() => { const r = document.getElementById('map').getBoundingClientRect(); return [r.left, r.top]; })()`)
 	p.do("create a task by clicking the map", 30*time.Second,
 		chromedp.MouseClickXY(box[0]+near.SX+12, box[1]+near.SY+12),
