@@ -86,7 +86,7 @@ func (h uploadHandlers) UploadProof(stream dispatchv1.DispatchService_UploadProo
 	}
 	w, u, err := h.svc.StartUpload(ctx, req)
 	if err != nil {
-		return err
+		return inStart(err)
 	}
 	// Close releases the writer lease; should that fail, the lease lapses by itself.
 	defer func() { _ = w.Close(ctx) }()
@@ -228,4 +228,23 @@ func encodeUpload(u dispatch.Upload) *dispatchv1.Upload {
 		out.ExpireTime = timestamppb.New(u.ExpireTime)
 	}
 	return out
+}
+
+// inStart names the fields of the service's Invalid error by their path in the stream's message
+// ("start.signer_name must not contain bidirectional control characters …"), as the validation of the
+// message itself names them ("start.signer_name must not contain control characters"), so that an app
+// mapping errors to the fields it sent finds them in one place.
+func inStart(err error) error {
+	e := apperr.As(err)
+	if e == nil || e.Code != apperr.Invalid || len(e.Violations) == 0 {
+		return err
+	}
+	vs := make([]apperr.FieldViolation, len(e.Violations))
+	for i, v := range e.Violations {
+		if v.Field != "" {
+			v.Field = "start." + v.Field
+		}
+		vs[i] = v
+	}
+	return apperr.InvalidRequest(vs...)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/api/httpbody"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -332,6 +333,40 @@ func TestUploadProofResumeCommitted(t *testing.T) {
 	wantStatus(t, "finish of bytes that do not match", err, codes.InvalidArgument)
 	_, _, err = open(t, e, e.holder, startMsg(e.taskID, bad, file))
 	wantStatus(t, "resume a rejected upload", err, codes.FailedPrecondition)
+}
+
+// TestUploadProofStartErrorsNameTheirFields: a start the service refuses names its fields by their path
+// in the stream's message, as the message's own validation does: "start.signer_name" both for a control
+// character (the contract's pattern) and for a bidirectional control (the service's free-text rule), in
+// the sentence and in the BadRequest detail. The service's violations used to say "signer_name".
+func TestUploadProofStartErrorsNameTheirFields(t *testing.T) {
+	e := startUpEnv(t)
+	file := pngFile(100)
+	for _, tc := range []struct{ signer, want string }{
+		{"Bo\x00", "start.signer_name must not contain control characters"},
+		{"Bo \u202egnp.exe", "start.signer_name must not contain bidirectional control characters (U+202A to U+202E, U+2066 to U+2069)"},
+	} {
+		start := startMsg(e.taskID, "", file)
+		start.GetStart().Kind = dispatchv1.ProofKind_PROOF_KIND_SIGNATURE
+		start.GetStart().SignerName = tc.signer
+		_, _, err := open(t, e, e.holder, start)
+		st := status.Convert(err)
+		if st.Code() != codes.InvalidArgument || st.Message() != tc.want {
+			t.Errorf("start with signer %q: %v %q, want InvalidArgument %q", tc.signer, st.Code(), st.Message(), tc.want)
+			continue
+		}
+		var fields []string
+		for _, d := range st.Details() {
+			if br, ok := d.(*errdetails.BadRequest); ok {
+				for _, v := range br.GetFieldViolations() {
+					fields = append(fields, v.GetField())
+				}
+			}
+		}
+		if len(fields) != 1 || fields[0] != "start.signer_name" {
+			t.Errorf("start with signer %q: BadRequest fields %q, want [start.signer_name]", tc.signer, fields)
+		}
+	}
 }
 
 // TestUploadProofIdleStreamEnds: an UploadProof stream from which no message comes for its idle timeout

@@ -230,8 +230,9 @@ type DispatchServiceClient interface {
 	// a courier who held the task before (it was released or moved to another courier) do not count toward
 	// the new holder's 8. (Before 2026-12-02 the 8 were the task's, whoever made them.)
 	//
-	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
-	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
+	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules (each field
+	// named by its path in the message, such as "start.signer_name"), the first message is not start, a
+	// chunk would go past size_bytes, or the bytes received do not match the declared
 	// size, SHA-256 or content type (the upload becomes REJECTED); FAILED_PRECONDITION when a chunk's offset is not the
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
 	// PICKED_UP), the resumed upload is REJECTED or EXPIRED, or its kind, content type, size or SHA-256
@@ -648,8 +649,9 @@ type DispatchServiceServer interface {
 	// a courier who held the task before (it was released or moved to another courier) do not count toward
 	// the new holder's 8. (Before 2026-12-02 the 8 were the task's, whoever made them.)
 	//
-	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules, the first
-	// message is not start, a chunk would go past size_bytes, or the bytes received do not match the declared
+	// Errors (ending the stream): INVALID_ARGUMENT when a message breaks its validation rules (each field
+	// named by its path in the message, such as "start.signer_name"), the first message is not start, a
+	// chunk would go past size_bytes, or the bytes received do not match the declared
 	// size, SHA-256 or content type (the upload becomes REJECTED); FAILED_PRECONDITION when a chunk's offset is not the
 	// committed offset, finish arrives before every byte, the caller does not hold the task (ASSIGNED or
 	// PICKED_UP), the resumed upload is REJECTED or EXPIRED, or its kind, content type, size or SHA-256
