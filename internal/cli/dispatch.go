@@ -29,6 +29,8 @@ import (
 	"lastmile/internal/platform/grpcserver"
 	"lastmile/internal/platform/jobs"
 	"lastmile/internal/platform/telemetry"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // dispatchConfig is the dispatch service's configuration.
@@ -252,6 +254,15 @@ func startDispatch(ctx context.Context, p *process, srv *grpcserver.Server, cfg 
 
 	var svc *dispatch.Service
 	jopts.Logger = p.logger.With("module", "dispatch", "component", "jobs")
+	// River logs an ERROR line per failed attempt of each of its loops; the job queue logs each kind
+	// once per outage and counts them all here.
+	jopts.Errors, err = telemetry.Register(p.registry, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lastmile_dispatch_job_queue_errors_total",
+		Help: "Errors of dispatch's job queue (River): failed attempts of its loops to fetch, complete or rescue jobs, elect a leader or listen, logged once per kind and outage.",
+	}))
+	if err != nil {
+		return fmt.Errorf("register dispatch job queue errors: %w", err)
+	}
 	// Failed claims and releases are snoozed, retried within a minute however long courier was down.
 	jopts.RetryPolicy = jobargs.RetryPolicy{}
 	jopts.Workers = jobargs.Workers(func(ctx context.Context, j dispatch.Job) error { return svc.RunJob(ctx, j) }, jobargs.RetryPolicy{}, jopts.Logger)

@@ -267,7 +267,8 @@ func TestDispatchEndToEnd(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("GET /metrics = %d", status)
 	}
-	for _, line := range []string{`lastmile_dispatch_tasks{state="delivered"} 1`, "lastmile_dispatch_offers_sent_total 1", "lastmile_dispatch_courier_sessions 1"} {
+	for _, line := range []string{`lastmile_dispatch_tasks{state="delivered"} 1`, "lastmile_dispatch_offers_sent_total 1", "lastmile_dispatch_courier_sessions 1",
+		"lastmile_dispatch_job_queue_errors_total 0"} {
 		if !strings.Contains(metrics, line+"\n") {
 			t.Errorf("metrics lack %q", line)
 		}

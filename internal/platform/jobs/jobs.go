@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
@@ -81,14 +82,20 @@ type Options struct {
 	// Schema, on PostgreSQL, is the schema holding River's tables: the service's schema. It must
 	// be the one Migrate was given. Empty follows the search_path.
 	Schema string
-	// Logger receives River's log lines. Default: discard.
+	// Logger receives River's log lines. Default: discard. River's ERROR lines, one per failed attempt
+	// of each of its loops (about two a second while the database is away), are folded: each of its
+	// messages is logged once per outage, with a reminder every 5 minutes while it lasts and an INFO line
+	// "jobs: River's errors stopped" once 30 s passed without one (see errorlog.go).
 	Logger *slog.Logger
+	// Errors, when set, counts every ERROR line River logs, whether it was logged or folded.
+	Errors prometheus.Counter
 }
 
 // Client enqueues and works one service's jobs.
 type Client struct {
 	river       *river.Client[*sql.Tx]
 	stopTimeout time.Duration
+	errors      *outage // River's errors (errorlog.go)
 }
 
 // New returns a client for the jobs in db, whose engine is d. Call Run to work jobs; EnqueueTx works
@@ -106,6 +113,7 @@ func New(db *sql.DB, d database.Dialect, opts Options) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	folded := newFoldedLog(opts.Logger.Handler(), opts.Errors)
 	timeout := opts.JobTimeout
 	if timeout == 0 {
 		timeout = river.JobTimeoutDefault
@@ -121,7 +129,7 @@ func New(db *sql.DB, d database.Dialect, opts Options) (*Client, error) {
 	cfg := &river.Config{
 		FetchPollInterval: opts.FetchPollInterval,
 		JobTimeout:        opts.JobTimeout,
-		Logger:            opts.Logger,
+		Logger:            slog.New(folded),
 		MaxAttempts:       opts.MaxAttempts,
 		RetryPolicy:       opts.RetryPolicy,
 		// River's default, an hour, would leave a job that a crash cut off for that long: a claim
@@ -147,7 +155,7 @@ func New(db *sql.DB, d database.Dialect, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: new river client: %w", err)
 	}
-	return &Client{river: c, stopTimeout: opts.StopTimeout}, nil
+	return &Client{river: c, stopTimeout: opts.StopTimeout, errors: folded.o}, nil
 }
 
 func driver(db *sql.DB, d database.Dialect, listener *pgxpool.Pool) riverdriver.Driver[*sql.Tx] {
@@ -201,6 +209,7 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("start jobs: %w", err)
 	}
 	<-ctx.Done()
+	defer c.errors.close()
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.stopTimeout)
 	defer cancel()
 	if err := c.river.Stop(stopCtx); err != nil {

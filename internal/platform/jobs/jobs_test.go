@@ -3,12 +3,17 @@ package jobs_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 	"go.uber.org/goleak"
@@ -16,6 +21,7 @@ import (
 	"lastmile/internal/platform/database"
 	"lastmile/internal/platform/database/databasetest"
 	"lastmile/internal/platform/jobs"
+	"lastmile/internal/platform/telemetry/logtest"
 )
 
 func TestMain(m *testing.M) {
@@ -373,5 +379,62 @@ func TestNewRefusesARescueTheTimeoutWouldCatch(t *testing.T) {
 	}
 	if _, err := jobs.New(e.db, e.dialect, jobs.Options{JobTimeout: 5 * time.Minute, RescueAfter: 6 * time.Minute}); err != nil {
 		t.Errorf("jobs.New(RescueAfter 6m, JobTimeout 5m) = %v, want nil", err)
+	}
+}
+
+// TestRiverErrorsWhileTheDatabaseIsAwayAreFolded: River's loops log an ERROR line at every failed attempt;
+// with its jobs table gone for a while, twenty and more of them are counted, but each of River's messages
+// is logged once.
+func TestRiverErrorsWhileTheDatabaseIsAwayAreFolded(t *testing.T) {
+	e := sqliteEnv(t)
+	logs := &logtest.Buffer{}
+	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "river_errors_total"})
+	w := &thingWorker{runs: make(chan attempt, 10)}
+	c := run(t, e, newWorkers(w), jobs.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)), Errors: errs})
+	ctx := testContext(t)
+	if _, err := store(ctx, e, c, "before", nil, nil); err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	next(t, w.runs) // River works
+	// River's jobs table goes away, which fails River's calls as a database that is away does, and comes
+	// back before River stops (which it could not do cleanly without it).
+	if _, err := e.db.ExecContext(ctx, "ALTER TABLE river_job RENAME TO river_job_away"); err != nil {
+		t.Fatal(err)
+	}
+	// errorLines counts the ERROR lines logged, by message.
+	errorLines := func() (map[string]int, int) {
+		seen, n := map[string]int{}, 0
+		for line := range strings.Lines(logs.String()) {
+			var l struct{ Level, Msg string }
+			if err := json.Unmarshal([]byte(line), &l); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			if l.Level == "ERROR" {
+				seen[l.Msg]++
+				n++
+			}
+		}
+		return seen, n
+	}
+	for _, n := errorLines(); testutil.ToFloat64(errs) < 20 && n < 20; _, n = errorLines() {
+		if ctx.Err() != nil {
+			t.Fatalf("River counted %v errors, want 20; logs:\n%s", testutil.ToFloat64(errs), logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := e.db.ExecContext(ctx, "ALTER TABLE river_job_away RENAME TO river_job"); err != nil {
+		t.Fatal(err)
+	}
+	seen, _ := errorLines()
+	if len(seen) == 0 {
+		t.Fatalf("no ERROR line logged; logs:\n%s", logs)
+	}
+	for msg, n := range seen {
+		if n != 1 {
+			t.Errorf("ERROR %q logged %d times, want once", msg, n)
+		}
+	}
+	if got := testutil.ToFloat64(errs); got < 20 {
+		t.Errorf("errors counted = %v, want at least 20", got)
 	}
 }
