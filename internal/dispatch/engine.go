@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"lastmile/internal/geo"
+	"lastmile/internal/platform/apperr"
 )
 
 // Engine decides which courier should get a task: it searches couriers near the pickup (widening the
@@ -97,7 +98,7 @@ const (
 //
 // When route fails (any error but the end of ctx: the breaker open, Unavailable), every ETA of the
 // decision is the local estimate geo.EstimateTravel and the decision says so (Degraded, ETAProvider
-// "local-geodesic", DegradationDetail the error). Errors: the courier search's (courier unreachable: the
+// "local-geodesic", DegradationDetail the error's message: degradationDetail). Errors: the courier search's (courier unreachable: the
 // task waits), and those of env's functions, wrapped; the context's error when ctx ends.
 func (e *Engine) Decide(ctx context.Context, t Task, trigger Trigger, env DecideEnv) (Decision, error) {
 	start := time.Now()
@@ -374,7 +375,9 @@ func (s *search) legs(ctx context.Context, open []int, info func(int) CourierInf
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("pickup ETAs for task %s: %w", s.t.ID, ctx.Err())
 		}
-		s.degraded, s.provider, s.detail = true, LocalETAProvider, err.Error()
+		// The error's message, not its chain: dispatchers read the detail, and the chain may carry
+		// the transport's words (addresses).
+		s.degraded, s.provider, s.detail = true, LocalETAProvider, degradationDetail(err)
 		// Candidates of earlier searches were all excluded before scoring, or scored with route's
 		// ETAs; rescore none: they are excluded and stay so.
 	}
@@ -421,3 +424,12 @@ func (s *search) routeLegs(ctx context.Context, open []int, info func(int) Couri
 
 // Weights returns the score weights the engine applies.
 func (e *Engine) Weights() Weights { return e.opts.Weights }
+
+// degradationDetail is what a decision says of the route failure err that degraded it: the message of
+// its domain error (such as "route service unavailable"), or the error itself when it is none.
+func degradationDetail(err error) string {
+	if apperr.As(err) != nil {
+		return apperr.MessageOf(err) // "internal error" for Internal, as a caller would be told
+	}
+	return err.Error()
+}

@@ -391,9 +391,11 @@ func TestDecideRouteDownIsDegraded(t *testing.T) {
 	scooter := courier("scooter", 1200)
 	scooter.Mode = geo.Scooter
 	c := &fakeCouriers{all: []dispatch.CourierInfo{courier("bike", 1000), scooter}}
-	r := &fakeRoutes{err: errors.New("route service unavailable: circuit breaker open")}
+	// The cause, with the transport's words, stays out of the decision, which dispatchers read.
+	r := &fakeRoutes{err: fmt.Errorf("compute matrix: %w", apperr.Wrap(apperr.Unavailable,
+		errors.New("rpc error: code = Unavailable desc = dial tcp 10.0.0.7:9090: connect: connection refused"), "route service unavailable"))}
 	d := decide(t, newEngine(c, r), newTask(), dispatch.DecideEnv{})
-	if !d.Degraded || d.ETAProvider != dispatch.LocalETAProvider || d.DegradationDetail != "route service unavailable: circuit breaker open" {
+	if !d.Degraded || d.ETAProvider != dispatch.LocalETAProvider || d.DegradationDetail != "route service unavailable" {
 		t.Errorf("degraded %v provider %q detail %q", d.Degraded, d.ETAProvider, d.DegradationDetail)
 	}
 	bikeETA, bikeDist := geo.EstimateTravel(north(1000), pickup, geo.Bicycle)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -90,21 +91,32 @@ func New(routes routev1.RouteServiceClient, opts Options) *Client {
 		logger = slog.Default()
 	}
 	failures := opts.ConsecutiveFailures
+	// last is the latest failure's error, which the opening's log line carries: the decisions it degrades
+	// say only what failed (unavailableMessage).
+	var last atomic.Pointer[string]
 	cb := gobreaker.NewCircuitBreaker[*routev1.ComputeMatrixResponse](gobreaker.Settings{
 		Name:        "route",
 		MaxRequests: 1,
 		Timeout:     opts.OpenTimeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
 		IsSuccessful: func(err error) bool {
-			return err == nil || !failure(err)
+			if err == nil || !failure(err) {
+				return true
+			}
+			msg := err.Error()
+			last.Store(&msg)
+			return false
 		},
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
-			level := slog.LevelInfo
+			level, attrs := slog.LevelInfo, []any{"from", from.String(), "to", to.String()}
 			if to == gobreaker.StateOpen {
 				level = slog.LevelWarn
+				if msg := last.Load(); msg != nil {
+					attrs = append(attrs, "error", *msg)
+				}
 			}
-			logger.Log(context.Background(), level, "dispatch: route circuit breaker changed state", "from", from.String(), "to", to.String())
+			logger.Log(context.Background(), level, "dispatch: route circuit breaker changed state", attrs...)
 			if opts.Observer != nil {
 				opts.Observer.RouteBreakerChanged(to.String())
 			}
@@ -125,6 +137,20 @@ func failure(err error) bool {
 		return true
 	}
 	return false
+}
+
+// unavailableMessage says why route could not serve a call that failed with err (failure), in the words
+// of the decision it degrades (Decision.DegradationDetail, which dispatchers read): not route's or the
+// transport's own, which may name addresses. They stay in the error it wraps, and the breaker's opening
+// logs them.
+func unavailableMessage(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), status.Code(err) == codes.DeadlineExceeded:
+		return "route service did not answer in time"
+	case status.Code(err) == codes.ResourceExhausted:
+		return "route service overloaded"
+	}
+	return "route service unavailable"
 }
 
 // State returns the breaker's state, for tests and diagnostics: "closed", "half-open" or "open".
@@ -225,7 +251,7 @@ func (c *Client) call(ctx context.Context, origins, dests []geo.LatLng, mode geo
 	case err != nil && ctx.Err() != nil:
 		return nil, "", fmt.Errorf("compute matrix: %w", ctx.Err())
 	case err != nil && failure(err):
-		return nil, "", apperr.Wrap(apperr.Unavailable, err, "route service unavailable: "+status.Convert(err).Message())
+		return nil, "", apperr.Wrap(apperr.Unavailable, err, unavailableMessage(err))
 	case err != nil:
 		return nil, "", fmt.Errorf("compute matrix: %w", grpcerr.FromStatus("route", err))
 	}

@@ -2,6 +2,7 @@ package routeclient_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"lastmile/internal/geo"
 	"lastmile/internal/platform/apperr"
 	"lastmile/internal/platform/grpcserver/grpctest"
+	"lastmile/internal/platform/telemetry/logtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -241,14 +243,22 @@ func TestUnreachableRouteOpensTheBreaker(t *testing.T) {
 	lis := grpctest.Listen()
 	_ = lis.Close()
 	conn := grpctest.Dial(t, lis)
-	c := routeclient.New(routev1.NewRouteServiceClient(conn), routeclient.Options{ConsecutiveFailures: 2, OpenTimeout: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	logs := &logtest.Buffer{}
+	c := routeclient.New(routev1.NewRouteServiceClient(conn), routeclient.Options{ConsecutiveFailures: 2, OpenTimeout: time.Hour, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	for range 2 {
-		if _, _, err := c.Matrix(ctx(t), origins, pickup, geo.Car, time.Time{}); apperr.CodeOf(err) != apperr.Unavailable {
-			t.Fatalf("Matrix = %v, want Unavailable", err)
+		// The message names route, not the address the transport failed to reach (it stays in the chain).
+		if _, _, err := c.Matrix(ctx(t), origins, pickup, geo.Car, time.Time{}); apperr.CodeOf(err) != apperr.Unavailable || apperr.MessageOf(err) != "route service unavailable" {
+			t.Fatalf("Matrix = %v, want Unavailable: route service unavailable", err)
 		}
 	}
 	if _, _, err := c.Matrix(ctx(t), origins, pickup, geo.Car, time.Time{}); apperr.MessageOf(err) != "route service circuit breaker open" {
 		t.Errorf("Matrix after 2 transport failures = %v, want the breaker open", err)
+	}
+	// The opening's log line carries the failure's own words, for the operator.
+	var line struct{ Level, Msg, To, Error string }
+	if err := json.Unmarshal([]byte(logs.String()), &line); err != nil || line.Level != "WARN" || line.To != "open" ||
+		!strings.Contains(line.Error, "code = Unavailable") {
+		t.Errorf("log = %s (%v), want one WARN line of the opening with the error", logs, err)
 	}
 }
 

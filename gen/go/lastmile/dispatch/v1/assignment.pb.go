@@ -326,8 +326,9 @@ type AssignmentDecision struct {
 	// Where the ETAs and distances came from: the route provider's name (such as "geodesic" or "osrm"), or
 	// "local-geodesic" for dispatch's own fallback when degraded is true.
 	EtaProvider string `protobuf:"bytes,5,opt,name=eta_provider,json=etaProvider,proto3" json:"eta_provider,omitempty"`
-	// Why the decision was degraded, for humans, such as "route service circuit breaker open". Empty when
-	// degraded is false.
+	// Why the decision was degraded, for humans, such as "route service circuit breaker open", "route
+	// service unavailable" or "route service did not answer in time": what failed, without the transport's
+	// words (addresses), which the server logs. Empty when degraded is false.
 	DegradationDetail string `protobuf:"bytes,6,opt,name=degradation_detail,json=degradationDetail,proto3" json:"degradation_detail,omitempty"`
 	// The weights the engine applied to the score components.
 	Weights *ScoringWeights `protobuf:"bytes,7,opt,name=weights,proto3" json:"weights,omitempty"`
