@@ -126,11 +126,17 @@ func applied(names []string) string {
 	return fmt.Sprintf(": applied %d, %s to %s", len(names), names[0], names[len(names)-1])
 }
 
-// databaseDialect validates --database-url.
+// databaseDialect validates --database-url: empty for SQLite in the data directory, or a postgres:// URL.
+// Anything else is refused rather than read as SQLite, which would put the data into --data-dir while the
+// operator believes it in PostgreSQL (a libpq "host=… dbname=…" string, a file path, "sqlite:…"). The
+// value is shown with its password redacted.
 func databaseDialect(url string) (database.Dialect, error) {
 	d, err := database.DialectOf(url)
 	if err != nil {
 		return "", usageError{fmt.Errorf("--database-url: %w", err)}
+	}
+	if d != database.Postgres && url != "" {
+		return "", usageError{fmt.Errorf("--database-url: %q is not a postgres:// or postgresql:// URL (SQLite takes none: its files are in --data-dir)", database.RedactURL(url))}
 	}
 	return d, nil
 }

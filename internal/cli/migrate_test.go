@@ -124,6 +124,29 @@ func TestMigrateRejectsUnknownDatabaseURL(t *testing.T) {
 	if err == nil || ExitCode(err) != 2 {
 		t.Errorf("migrate --database-url mysql://x = %v (exit %d), want a usage error", err, ExitCode(err))
 	}
+	// What is not a postgres:// URL is refused, password redacted, rather than read as "SQLite in the data
+	// directory": the data would not be where the operator thinks.
+	for url, shown := range map[string]string{
+		"host=db.internal port=5432 user=lm password=kv-secret dbname=lastmile": "host=db.internal port=5432 user=lm password=xxxxx dbname=lastmile",
+		"/var/lib/lastmile/lastmile.db":                                         "/var/lib/lastmile/lastmile.db",
+		"sqlite:/var/lib/lastmile/lastmile.db":                                  "sqlite:/var/lib/lastmile/lastmile.db",
+	} {
+		dir := t.TempDir()
+		// serve gets a context already done, so that one that accepted the URL stops at once.
+		stopped, stop := context.WithCancel(context.Background())
+		stop()
+		for _, args := range [][]string{{"migrate"}, {"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}} {
+			cmd := args[0]
+			err := Run(stopped, append(append([]string{"lastmile"}, args...), "--data-dir", dir, "--database-url", url), Env{Getenv: envOf(nil), Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+			want := fmt.Sprintf("--database-url: %q is not a postgres:// or postgresql:// URL (SQLite takes none: its files are in --data-dir)", shown)
+			if err == nil || err.Error() != want || ExitCode(err) != 2 {
+				t.Errorf("%s --database-url %q = %v (exit %d), want %q (exit 2)", cmd, url, err, ExitCode(err), want)
+			}
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("--database-url %q left %d entries in the data directory, want none", url, len(entries))
+		}
+	}
 }
 
 // TestServeWithoutAutoMigrateRefusesAnUnmigratedDatabase: --auto-migrate=false on a data directory nobody
