@@ -2,11 +2,14 @@ package dispatch_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"lastmile/internal/dispatch"
 	"lastmile/internal/dispatch/dispatchtest"
 	"lastmile/internal/geo"
+	"lastmile/internal/platform/telemetry/logtest"
 )
 
 // TestOfferIsWithdrawnWhenTheCourierTurnsAway: a courier who goes OFFLINE or ON_BREAK (the courier
@@ -111,5 +114,31 @@ func TestOfferStaysWhenTheCourierIsBackBeforeTheEventIsHandled(t *testing.T) {
 	sys.Service.CourierAway(context.Background(), dispatch.CourierInfo{ID: a.ID, Status: dispatch.CourierOnBreak})
 	if got := stored(t, sys, tk.ID); got.Version != before.Version || got.CurrentOffer() == nil || got.CurrentOffer().ID != o.ID {
 		t.Fatalf("after a late break event of an available courier the task is %s at version %d, want still offered (version %d)", got.State, got.Version, before.Version)
+	}
+}
+
+// TestAStopCuttingAWithdrawalShortLogsNoWarning: when the process stops while it withdraws an offer (the
+// demo's couriers all go OFFLINE as it stops, with offers open), the withdrawal's context ends and its
+// write fails; that is the stop, not a fault, so it logs no warning (a clean stop logs none), and the
+// offer, still open, waits for its deadline as an offer whose withdrawal never ran does.
+func TestAStopCuttingAWithdrawalShortLogsNoWarning(t *testing.T) {
+	var logs logtest.Buffer
+	sys := dispatchtest.Start(t, dispatchtest.Config{Options: dispatch.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}})
+	first := sys.AddCourier(t, dispatchtest.Berlin, geo.Bicycle, true)
+	tk, offerID := offeredToFirst(t, sys, sys, first)
+	offered, err := sys.Store.OfferedTasks(context.Background(), first.ID)
+	if err != nil || len(offered) != 1 {
+		t.Fatalf("OfferedTasks = %d tasks, %v; want the one offered", len(offered), err)
+	}
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	if n := sys.Service.WithdrawTasksOffers(stopped, offered, first.ID, "the courier went offline"); n != 0 {
+		t.Errorf("withdrawn under a stopped context = %d, want 0", n)
+	}
+	if strings.Contains(logs.String(), `"level":"WARN"`) {
+		t.Errorf("a withdrawal cut short by the stop logged a warning:\n%s", logs.String())
+	}
+	if got := stored(t, sys, tk.ID); got.CurrentOffer() == nil || got.CurrentOffer().ID != offerID {
+		t.Errorf("the task's open offer is %+v, want %s still open", got.CurrentOffer(), offerID)
 	}
 }

@@ -134,7 +134,9 @@ func (s *Service) barCourier(ctx context.Context, courierID, why string) (offers
 func (s *Service) releaseHeld(ctx context.Context, courierID, why string) int {
 	held, err := s.store.HeldTasks(ctx, courierID)
 	if err != nil {
-		s.logger.Warn("dispatch: read the tasks to take back", "courier", courierID, "err", err)
+		if ctx.Err() == nil {
+			s.logger.Warn("dispatch: read the tasks to take back", "courier", courierID, "err", err)
+		}
 		return 0
 	}
 	released := 0
@@ -163,7 +165,11 @@ func (s *Service) releaseHeld(ctx context.Context, courierID, why string) int {
 		switch {
 		case err == nil:
 			released++
-		case !errors.Is(err, errNoChange):
+		case errors.Is(err, errNoChange):
+		case ctx.Err() != nil:
+			// The process is stopping: the next sweep (or the live path after the restart) takes it back.
+			s.logger.Info("dispatch: taking a task back was cut short by the stop; the next sweep does it", "courier", courierID, "task", t.ID)
+		default:
 			s.logger.Warn("dispatch: take a task back", "courier", courierID, "task", t.ID, "err", err)
 		}
 	}
@@ -181,7 +187,9 @@ func (s *Service) releaseHeld(ctx context.Context, courierID, why string) int {
 func (s *Service) withdrawOffers(ctx context.Context, courierID, why string, exclude bool) int {
 	offered, err := s.store.OfferedTasks(ctx, courierID)
 	if err != nil {
-		s.logger.Warn("dispatch: read the offers to withdraw", "courier", courierID, "err", err)
+		if ctx.Err() == nil {
+			s.logger.Warn("dispatch: read the offers to withdraw", "courier", courierID, "err", err)
+		}
 		return 0
 	}
 	return s.withdrawTasksOffers(ctx, offered, courierID, why, exclude)
@@ -210,7 +218,11 @@ func (s *Service) withdrawTasksOffers(ctx context.Context, offered []Task, couri
 		case err == nil:
 			withdrawn++
 			s.metrics.OfferAnswered(OfferWithdrawn)
-		case !errors.Is(err, errNoChange):
+		case errors.Is(err, errNoChange):
+		case ctx.Err() != nil:
+			// The process is stopping (or the caller gone): no fault, and the offer waits for its deadline.
+			s.logger.Info("dispatch: an offer's withdrawal was cut short by the stop; it waits for its deadline", "courier", courierID, "task", t.ID)
+		default:
 			s.logger.Warn("dispatch: withdraw an offer", "courier", courierID, "task", t.ID, "err", err)
 		}
 	}

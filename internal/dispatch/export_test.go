@@ -84,6 +84,12 @@ func (s *Service) FollowedEvents() int64 { return s.followedEvents.Load() }
 // mayWait: a deferral here, or a TopicWaiting event of the feed).
 func (s *Service) WaitGen() uint64 { return s.waitGen.Load() }
 
+// WithdrawTasksOffers withdraws courierID's open offers of the tasks offered, read before, as the
+// withdrawals of a courier who turned away or may no longer work do.
+func (s *Service) WithdrawTasksOffers(ctx context.Context, offered []Task, courierID, why string) int {
+	return s.withdrawTasksOffers(ctx, offered, courierID, why, false)
+}
+
 // CourierAway handles the event that courier c turned OFFLINE or ON_BREAK, as the courier follower does.
 func (s *Service) CourierAway(ctx context.Context, c CourierInfo) { s.courierAway(ctx, c) }
 
