@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"lastmile/internal/web"
 )
@@ -342,7 +343,7 @@ func TestPickedUpTaskActions(t *testing.T) {
 		t.Fatalf("a picked-up task's actions = %q, want %q", strings.Join(got, ","), want)
 	}
 	eval[any](p, `document.querySelector('#drawer-body .actions button').click()`)
-	if got, want := eval[string](p, `document.getElementById('hint').textContent`), "Click the courier who will collect the parcel of task 2c4ceb73b from Suspended Sam · Esc to stop"; got != strings.Replace(want, "2c4ceb73b", pickedUpTask[len(pickedUpTask)-8:], 1) {
+	if got, want := eval[string](p, `document.getElementById('hint').textContent`), "Click the courier who will collect the parcel of task 2c4ceb73b from Suspended Sam on the map, or choose one in the list · Esc to stop"; got != strings.Replace(want, "2c4ceb73b", pickedUpTask[len(pickedUpTask)-8:], 1) {
 		t.Errorf("hint = %q", got)
 	}
 	// The drawer narrowed the map: Fit all frames the couriers again.
@@ -705,5 +706,127 @@ func TestBusyServerIsTriedAgain(t *testing.T) {
 	}
 	if s := p.consoleProblems(); s != "" {
 		t.Errorf("the browser reported problems:%s", s)
+	}
+}
+
+// TestMapAndCouriersByKeyboard: the map took the pointer only, so a keyboard user could neither open a
+// courier nor assign a task nor create one. The side panel lists the couriers too (Tab reaches each,
+// Enter opens it, or in assign mode, nearest to the pickup first, gives it the task), and the map itself
+// takes the focus (visibly), pans with the arrows and opens with Enter what is under the cross in its
+// middle, or sets a new task's pickup and dropoff there.
+func TestMapAndCouriersByKeyboard(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{
+		tasks: map[string]map[string]any{pendingTask: stubTask(pendingTask, "PENDING", "")},
+		couriers: []map[string]any{stubCourier(courierA, "Zoe far away", "AVAILABLE", 52.5600, 13.5000),
+			stubCourier(courierB, "Bea nearby", "AVAILABLE", 52.5205, 13.4055),
+			stubCourier("01a23501-6310-7b97-bf5f-d3522ab30002", "Al offline", "OFFLINE", 52.5200, 13.4050)},
+	}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	signIn(p, base)
+	p.poll("the task in the list", `document.querySelectorAll('#tasks li').length === 1`, 10*time.Second)
+	names := func() string {
+		return eval[string](p, `[...document.querySelectorAll('#couriers li .name')].map((n) => n.textContent).join(',')`)
+	}
+	focused := func() string {
+		return eval[string](p, `(document.activeElement.id || document.activeElement.dataset.id || document.activeElement.tagName) + ' ' + (document.activeElement.getAttribute('aria-label') || document.activeElement.textContent)`)
+	}
+	key := func(what string, k string, n int) {
+		t.Helper()
+		for range n {
+			p.do(what, 10*time.Second, chromedp.KeyEvent(k))
+		}
+	}
+
+	// The couriers list: Tab from the search to the Couriers button, Enter, Tab to the first row, Enter.
+	eval[any](p, `document.getElementById('search').focus()`)
+	key("Tab to the Couriers button", "\t", 2)
+	if got, want := focused(), "show-couriers Couriers"; got != want {
+		t.Fatalf("focus on %q, want %q", got, want)
+	}
+	key("Enter", "\r", 1)
+	key("Tab past the collapse button to the first courier", "\t", 2)
+	if got, want := focused(), courierB+" Bea nearby, available, bicycle, 0 of 2 tasks"; got != want {
+		t.Fatalf("focus on %q, want %q (couriers by status, then name)", got, want)
+	}
+	if got, want := names(), "Bea nearby,Zoe far away,Al offline"; got != want {
+		t.Errorf("couriers = %q, want %q (by status, then name)", got, want)
+	}
+	key("Enter", "\r", 1)
+	p.poll("Bea's drawer", `(document.querySelector('#drawer-courier h2') || {}).textContent === 'Bea nearby'`, 10*time.Second)
+
+	// Assign by keyboard: the task's Assign button shows the couriers nearest first, the focus on the
+	// nearest; Enter gives it the task.
+	eval[any](p, `document.getElementById('show-tasks').click()`)
+	openTask(p, pendingTask)
+	eval[any](p, `[...document.querySelectorAll('#drawer-body .actions button')].find((b) => b.textContent === 'Assign to a courier…').focus()`)
+	key("Enter on Assign", "\r", 1)
+	if got, want := focused(), courierB+" Bea nearby, available, bicycle, 0 of 2 tasks, 0.1 km from the pickup"; got != want {
+		t.Fatalf("focus on %q, want %q (the courier nearest to the pickup)", got, want)
+	}
+	if got, want := names(), "Bea nearby,Zoe far away,Al offline"; got != want {
+		t.Errorf("couriers in assign mode = %q, want %q (those who can take the task, nearest first)", got, want)
+	}
+	key("Enter on Bea", "\r", 1)
+	p.poll("the task ASSIGNED in the drawer", `document.querySelector('#drawer-body header .chip.s-ASSIGNED') !== null`, 10*time.Second)
+	s.mu.Lock()
+	calls := strings.Join(s.calls, "\n")
+	s.mu.Unlock()
+	if want := "POST /v1/tasks/" + pendingTask + `:assign {"courierId":"` + courierB + `","comment":"assigned from the dashboard"}`; calls != want {
+		t.Errorf("the dashboard called\n%s\nwant\n%s", calls, want)
+	}
+	key("Esc closes the drawer", kb.Escape, 1)
+
+	// The map: Tab reaches it (a visible outline), f frames Bea in its middle (with the task, which is
+	// assigned now, Bea and the pickup are the points: the task is at Bea's place), Enter opens her.
+	eval[any](p, `document.getElementById('show-couriers').click()`)
+	eval[any](p, `document.querySelector('#couriers li:last-child').focus()`)
+	key("Tab to the map", "\t", 1)
+	if got := focused(); !strings.HasPrefix(got, "map Map of couriers and tasks") {
+		t.Fatalf("focus on %q, want the map", got)
+	}
+	if got := eval[string](p, `getComputedStyle(document.getElementById('map')).outlineStyle`); got != "solid" {
+		t.Errorf("the focused map's outline is %q, want solid", got)
+	}
+	s.mu.Lock()
+	s.couriers = s.couriers[1:2] // Bea alone on the map for the next sign-in, without the task: f frames her
+	s.tasks = map[string]map[string]any{}
+	s.mu.Unlock()
+	p2 := newPage(t, exe)
+	signIn(p2, base)
+	p2.poll("Bea on the map", `LM.debug.couriers().length === 1`, 10*time.Second)
+	eval[any](p2, `document.getElementById('map').focus()`)
+	key2 := func(what string, k string) { p2.do(what, 10*time.Second, chromedp.KeyEvent(k)) }
+	// Enter on the map as a key press alone: a page that handles the keydown cancels it, and a browser
+	// then sends no keypress (chromedp.KeyEvent would send one anyway, which would submit the new
+	// task's form that took the focus meanwhile).
+	enter2 := func(what string) { p2.do(what, 10*time.Second, press("Enter", "Enter", 13)) }
+	focused2 := func() string { return eval[string](p2, `document.activeElement.id`) }
+	key2("f fits the map to Bea", "f")
+	key2("ArrowRight", kb.ArrowRight)
+	enter2("Enter beside Bea")
+	if got := eval[bool](p2, `document.getElementById('drawer').hidden`); !got {
+		t.Errorf("Enter with the cross beside Bea opened the drawer")
+	}
+	key2("ArrowLeft", kb.ArrowLeft)
+	enter2("Enter on Bea")
+	p2.poll("Bea's drawer", `(document.querySelector('#drawer-courier h2') || {}).textContent === 'Bea nearby'`, 10*time.Second)
+
+	// A new task by keyboard: n, the map, Enter for the pickup, an arrow, Enter for the dropoff.
+	key2("Escape", kb.Escape)
+	key2("n", "n")
+	eval[any](p2, `document.getElementById('map').focus()`)
+	enter2("Enter for the pickup")
+	key2("ArrowDown", kb.ArrowDown)
+	enter2("Enter for the dropoff")
+	p2.poll("the new task's form", `document.getElementById('create-form') !== null`, 10*time.Second)
+	if got := focused2(); got != "f-pickup" {
+		t.Errorf("with the form open the focus is on %q, want the pickup address", got)
+	}
+	for _, pg := range []*page{p, p2} {
+		if s := pg.consoleProblems(); s != "" {
+			t.Errorf("the browser reported problems:%s", s)
+		}
 	}
 }

@@ -258,6 +258,8 @@ const LM = (() => {
     y: R * Math.log(Math.tan(Math.PI / 4 + lat * Math.PI / 360))});
   const unproject = (p) => ({lat: (2 * Math.atan(Math.exp(p.y / R)) - Math.PI / 2) * 180 / Math.PI,
     lng: p.x / R * 180 / Math.PI});
+  // groundMeters is the distance on the ground between two points in world units (near each other).
+  const groundMeters = (a, b) => Math.hypot(a.x - b.x, a.y - b.y) * Math.cos(unproject({x: (a.x + b.x) / 2, y: (a.y + b.y) / 2}).lat * Math.PI / 180);
   const nice = (v) => { // the largest 1, 2 or 5 × 10^n not above v
     const e = Math.pow(10, Math.floor(Math.log10(v)));
     return [5, 2, 1].map((f) => f * e).find((n) => n <= v) || e;
@@ -317,6 +319,8 @@ const LM = (() => {
       this.k = Math.min(w / Math.max(x1 - x0, 200), h / Math.max(y1 - y0, 200));
       this.redraw();
     }
+    // zoom scales the view by f around its centre.
+    zoom(f) { this.k = Math.min(50, Math.max(1e-4, this.k * f)); this.redraw(); }
     setArea(a) { this.area = a ? {...a, c: project(a.latitude, a.longitude)} : null; }
     areaBox() {
       const a = this.area, r = a.radiusMeters / Math.cos(a.latitude * Math.PI / 180);
@@ -394,6 +398,6 @@ const LM = (() => {
   }
 
   return {$, el, api, toasted, ApiError, login, logout, signedIn, whoami, toast, fail, stream, showConn, taskState, courierStatus,
-    shortId, ms, dur, clock, seconds, project, unproject, MapView, Mover, loadConfig,
+    shortId, ms, dur, clock, seconds, project, unproject, groundMeters, MapView, Mover, loadConfig,
     set onUnauthorized(f) { onUnauthorized = f; }};
 })();

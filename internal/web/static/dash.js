@@ -14,6 +14,7 @@
   const S = {
     tasks: new Map(), couriers: new Map(), done: {}, // done: totals of finished tasks by state
     filter: 'OPEN', search: '', sel: null, mode: null, hover: false, moved: false, stream: null,
+    list: 'tasks', // which list the side panel shows: 'tasks' or 'couriers'
   };
   let view;
 
@@ -149,6 +150,7 @@
         timer = 0;
         renderCounters();
         if (dirty.list) renderList();
+        if (S.list === 'couriers') renderCouriers();
         dirty.list = dirty.counters = false;
       }, 200);
     }
@@ -196,6 +198,7 @@
     }).sort((a, b) => LM.ms(b.createTime) - LM.ms(a.createTime));
   }
 
+  const words = (st) => st.replace('_', ' ').toLowerCase(); // PICKED_UP: "picked up"
   const chip = (st) => el('span', {className: 'chip s-' + st}, st.replace('_', ' '));
   const courierName = (id) => { const c = S.couriers.get(id); return (c && c.name) || LM.shortId(id); };
 
@@ -203,7 +206,10 @@
     const st = stateOf(t);
     const sel = S.sel && S.sel.id === t.id;
     // A row is reached with Tab and opened with Enter or Space, as with a click.
-    return el('li', {className: sel ? 'sel' : '', dataset: {id: t.id}, tabIndex: 0, 'aria-current': sel ? 'true' : 'false',
+    // Its name for a screen reader says in words what the row shows.
+    const label = ['Task ' + LM.shortId(t.id), words(st), (t.pickup.address || '?') + ' to ' + (t.dropoff.address || '?')]
+      .concat(t.courierId ? 'courier ' + courierName(t.courierId) : [], 'created ' + LM.dur(Date.now() - LM.ms(t.createTime)) + ' ago');
+    return el('li', {className: sel ? 'sel' : '', dataset: {id: t.id}, tabIndex: 0, 'aria-current': sel ? 'true' : 'false', ariaLabel: label.join(', '),
       onclick: () => select('task', t.id),
       onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); select('task', t.id); } }},
     chip(st), el('code', {}, LM.shortId(t.id)),
@@ -240,6 +246,53 @@
     ol.replaceChildren(...ts.slice(0, 300).map(row));
     refocus();
     $('tasks-more').textContent = ts.length > 300 ? 'showing 300 of ' + ts.length + ' (search to narrow)' : '';
+  }
+
+  // The couriers list is the map's couriers by keyboard: one row per courier (status, name, transport,
+  // tasks held of capacity), by status then name, or in assign mode by distance to the task's pickup
+  // with the distance. Tab reaches each row; Enter or Space (or a click) opens the courier, or in assign mode gives
+  // them the task.
+  function renderCouriers() {
+    const m = S.mode, t = m && m.kind === 'assign' ? S.tasks.get(m.taskId) : null;
+    const now = performance.now(), q = S.search.toLowerCase();
+    const km = (k) => (t && k.mover ? LM.groundMeters(k.mover.at(now), t._p) / 1000 : NaN);
+    // Working couriers first (by status); in assign mode those who can take a task (available, or busy
+    // with room) first.
+    const free = (k) => (k.status === 'AVAILABLE' || k.status === 'BUSY') && (k.active || 0) < (k.capacity || 0);
+    const rank = ({k}) => (t ? (free(k) ? 0 : 1) : Math.max(0, STATUSES.indexOf(k.status)));
+    const ks = [...S.couriers.values()].filter((k) => !q || [k.name, k.status, k.mode, k.id].some((v) => (v || '').toLowerCase().includes(q)))
+      .map((k) => ({k, d: km(k)}))
+      .sort((a, b) => rank(a) - rank(b) || (t ? (a.d >= 0 ? a.d : 1e9) - (b.d >= 0 ? b.d : 1e9) : 0) ||
+        (a.k.name || '').localeCompare(b.k.name || '', undefined, {numeric: true}) || a.k.id.localeCompare(b.k.id));
+    const ol = $('couriers');
+    const focus = document.activeElement && document.activeElement.parentNode === ol ? document.activeElement.dataset.id : '';
+    ol.setAttribute('aria-label', t ? 'Couriers, nearest to the pickup of task ' + LM.shortId(t.id) + ' first: Enter assigns' : 'Couriers, by status and name');
+    ol.replaceChildren(...ks.slice(0, 300).map(({k, d}) => {
+      const sel = S.sel && S.sel.kind === 'courier' && S.sel.id === k.id;
+      const pick = () => (m && m.kind === 'assign' ? assign(m.taskId, k.id) : select('courier', k.id));
+      const mode = (k.mode || '').toLowerCase(), load = (k.active || 0) + ' of ' + (k.capacity || 0) + ' tasks';
+      return el('li', {className: sel ? 'sel' : '', dataset: {id: k.id}, tabIndex: 0, 'aria-current': sel ? 'true' : 'false',
+        ariaLabel: [k.name || LM.shortId(k.id), words(k.status || 'OFFLINE'), mode, load].concat(d >= 0 ? d.toFixed(1) + ' km from the pickup' : []).join(', '),
+        onclick: pick, onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); pick(); } }},
+      chip(k.status || 'OFFLINE'), el('span', {className: 'name'}, k.name || LM.shortId(k.id)),
+      el('span', {className: 'age muted'}, d >= 0 ? d.toFixed(1) + ' km' : ''),
+      el('span', {className: 'route muted'}, mode + ' · ' + load));
+    }));
+    const li = focus && ol.querySelector('[data-id="' + focus + '"]');
+    if (li) li.focus({preventScroll: true});
+    $('couriers-more').textContent = ks.length > 300 ? 'showing 300 of ' + ks.length + ' (search to narrow)' : '';
+  }
+
+  // showList switches the side panel between the tasks and the couriers.
+  function showList(which) {
+    if (S.list !== which) { S.search = ''; $('search').value = ''; }
+    S.list = which;
+    for (const [id, on] of [['show-tasks', which === 'tasks'], ['show-couriers', which === 'couriers']]) $(id).ariaPressed = String(on);
+    for (const id of ['filters', 'tasks', 'tasks-more']) $(id).hidden = which !== 'tasks';
+    for (const id of ['couriers', 'couriers-more']) $(id).hidden = which !== 'couriers';
+    $('search').placeholder = which === 'tasks' ? 'Search tasks  ( / )' : 'Search couriers  ( / )';
+    $('search').ariaLabel = which === 'tasks' ? 'Search tasks' : 'Search couriers';
+    if (which === 'couriers') renderCouriers(); else renderList();
   }
 
   // draw paints tasks, then couriers batched by status (one path per status), then the selection. It
@@ -298,6 +351,13 @@
         const to = v.toScreen(stateOf(selTask) === 'PICKED_UP' ? selTask._d : selTask._p);
         c.setLineDash([4, 4]); c.beginPath(); c.moveTo(k.sx, k.sy); c.lineTo(to.x, to.y); c.stroke(); c.setLineDash([]);
       }
+    }
+    if (document.activeElement === $('map')) { // the keyboard's pointer: Enter acts where the cross is
+      const x = v.w / 2, y = v.h / 2;
+      c.strokeStyle = '#111827'; c.lineWidth = 2; c.beginPath();
+      c.moveTo(x - 16, y); c.lineTo(x - 5, y); c.moveTo(x + 5, y); c.lineTo(x + 16, y);
+      c.moveTo(x, y - 16); c.lineTo(x, y - 5); c.moveTo(x, y + 5); c.lineTo(x, y + 16); c.stroke();
+      c.beginPath(); c.arc(x, y, 12, 0, 2 * Math.PI); c.stroke();
     }
     const m = S.mode;
     if (m && m.kind === 'create') {
@@ -419,13 +479,11 @@
     if (beforePickup) actions.push(button('Cancel task', () => cancel(t), 'danger'));
     if (beforePickup) {
       actions.push(button('Assign to a courier…', () => {
-        S.mode = {kind: 'assign', taskId: t.id};
-        hint('Click a courier on the map to assign task ' + LM.shortId(t.id) + ' · Esc to stop');
+        assignMode(t.id, 'Click a courier on the map, or choose one in the list, to assign task ' + LM.shortId(t.id) + ' · Esc to stop');
       }));
     } else if (holder && holder.works === false) {
       actions.push(button('Reassign (courier can no longer work)…', () => {
-        S.mode = {kind: 'assign', taskId: t.id};
-        hint('Click the courier who will collect the parcel of task ' + LM.shortId(t.id) + ' from ' + courierName(t.courierId) + ' · Esc to stop');
+        assignMode(t.id, 'Click the courier who will collect the parcel of task ' + LM.shortId(t.id) + ' from ' + courierName(t.courierId) + ' on the map, or choose one in the list · Esc to stop');
       }));
     } else if (holder) {
       note = el('p', {id: 'actions-note', className: 'muted'}, holder.works ?
@@ -542,8 +600,19 @@
     try { putTask(await api('POST', '/v1/tasks/' + t.id + ':cancel', {reason: 'CANCEL_REASON_OTHER', comment: 'cancelled from the dashboard', etag: t.etag})); } catch (err) { LM.fail(err); }
   }
 
+  // assignMode waits for the courier to give a task to: clicked on the map, or chosen in the couriers
+  // list, which it shows nearest to the pickup first, the keyboard focus on the nearest.
+  function assignMode(taskId, text) {
+    S.mode = {kind: 'assign', taskId};
+    hint(text);
+    showList('couriers');
+    const first = $('couriers').firstElementChild;
+    if (first) first.focus();
+  }
+
   async function assign(taskId, courierId) {
     S.mode = null; hint('');
+    if (S.list === 'couriers') renderCouriers();
     try { putTask(await api('POST', '/v1/tasks/' + taskId + ':assign', {courierId, comment: 'assigned from the dashboard'})); } catch (err) { LM.fail(err); }
   }
 
@@ -588,7 +657,7 @@
       body.push(el('p', {}, m.pickup ? 'Pickup set. Click the dropoff on the map.' : 'Click the pickup on the map.'));
     }
     drawer(...body);
-    if (m.pickup && m.dropoff) customers('');
+    if (m.pickup && m.dropoff) { customers(''); $('f-pickup').focus(); $('f-pickup').select(); } // the form takes the focus, for the keyboard too
   }
 
   // customers fills the customer choice: a dispatcher creates tasks on a customer's behalf.
@@ -640,14 +709,33 @@
     } else if (e.key === 'n') newTask(); else if (e.key === 'f') fitAll();
   });
 
+  // The map by keyboard: Tab reaches it, arrows pan (with Shift, farther), + and - zoom, and Enter or
+  // Space does what a click does, where the cross in the middle is: open the task or courier under it,
+  // set a new task's pickup or dropoff, or pick the courier to assign.
+  function mapKey(e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const step = (e.shiftKey ? 0.5 : 0.125) / view.k, pan = {ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1]}[e.key];
+    if (pan) { view.cx += pan[0] * step * view.w; view.cy += pan[1] * step * view.h; S.moved = true; view.redraw(); }
+    else if (e.key === '+' || e.key === '=' || e.key === '-') { view.zoom(e.key === '-' ? 0.5 : 2); S.moved = true; }
+    else if (e.key === 'Enter' || e.key === ' ') click(view.toWorld(view.w / 2, view.h / 2));
+    else return;
+    e.preventDefault();
+    e.stopPropagation();
+  }
+
   // ---- wiring -----------------------------------------------------------------------------------
   view = new LM.MapView($('map'), draw, click);
+  $('map').addEventListener('keydown', mapKey);
+  $('map').addEventListener('focus', () => view.redraw());
+  $('map').addEventListener('blur', () => view.redraw());
+  $('show-tasks').addEventListener('click', () => showList('tasks'));
+  $('show-couriers').addEventListener('click', () => showList('couriers'));
   $('map').addEventListener('pointerdown', () => { S.moved = true; });
   $('map').addEventListener('wheel', () => { S.moved = true; }, {passive: true});
   $('fit').addEventListener('click', fitAll);
   $('new-task').addEventListener('click', newTask);
   $('close').addEventListener('click', close);
-  $('search').addEventListener('input', (e) => { S.search = e.target.value; renderList(); });
+  $('search').addEventListener('input', (e) => { S.search = e.target.value; if (S.list === 'couriers') renderCouriers(); else renderList(); });
   $('collapse').addEventListener('click', () => document.body.classList.toggle('collapsed'));
   setInterval(() => changed('list'), 5000); // ages move on between events
   $('tasks').addEventListener('mouseenter', () => { S.hover = true; });
