@@ -830,3 +830,32 @@ func TestMapAndCouriersByKeyboard(t *testing.T) {
 		}
 	}
 }
+
+// TestLongCourierNameStaysInTheDrawer: a courier's display name may be 100 characters, with words longer
+// than a phone's drawer is wide; the drawer's heading ran past the screen's right edge and under the close
+// button. It wraps, beside the button.
+func TestLongCourierNameStaysInTheDrawer(t *testing.T) {
+	exe := needBrowser(t)
+	name := "Wolfeschlegelsteinhausenbergerdorff Wolfeschlegelsteinhausenbergerdorff Wolfeschlegelsteinhausenberg"
+	if len(name) != 100 {
+		t.Fatalf("the name is %d characters, want the longest allowed, 100", len(name))
+	}
+	s := &stubAPI{couriers: []map[string]any{stubCourier(courierA, name, "BUSY", 52.5210, 13.4080)}}
+	base := startStub(t, s)
+	for _, w := range []int64{390, 1440} {
+		p := newPage(t, exe)
+		p.do("resize", 10*time.Second, chromedp.EmulateViewport(w, 844))
+		signIn(p, base)
+		eval[any](p, `document.getElementById('show-couriers').click()`)
+		p.poll("the courier in the list", `document.querySelector('#couriers li') !== null`, 10*time.Second)
+		eval[any](p, `document.querySelector('#couriers li').click()`)
+		p.poll("the courier's drawer", `document.getElementById('drawer-courier') !== null`, 10*time.Second)
+		// The heading's right edge, the close button's left edge, the drawer's right edge, and whether
+		// the heading's text overflows its box.
+		got := eval[[]int](p, `(() => { const h = document.querySelector('#drawer-courier h2'), c = document.getElementById('close').getBoundingClientRect(), d = document.getElementById('drawer').getBoundingClientRect();
+			return [Math.round(h.getBoundingClientRect().right), Math.round(c.left), Math.round(d.right), h.scrollWidth - h.clientWidth]; })()`)
+		if got[0] > got[1] || got[0] > got[2] || got[3] > 0 || got[2] > int(w) {
+			t.Errorf("at %d px: the heading ends at %d px (the close button starts at %d, the drawer ends at %d), its text overflows by %d px; want it inside the drawer, left of the button", w, got[0], got[1], got[2], got[3])
+		}
+	}
+}
