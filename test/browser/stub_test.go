@@ -859,3 +859,26 @@ func TestLongCourierNameStaysInTheDrawer(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchPlaceholderFits: with the Tasks / Couriers switch beside it, the search box's placeholder was
+// cut off beside the 340 px list ("Search couriers  ( /"). It says what it searches, whole (the keys line
+// under the list says that / goes there).
+func TestSearchPlaceholderFits(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{couriers: []map[string]any{stubCourier(courierA, "Sam", "BUSY", 52.5210, 13.4080)}}
+	base := startStub(t, s)
+	for _, w := range []int64{1440, 390} {
+		p := newPage(t, exe)
+		p.do("resize", 10*time.Second, chromedp.EmulateViewport(w, 844))
+		signIn(p, base)
+		for _, list := range []string{"tasks", "couriers"} {
+			eval[any](p, `document.getElementById('show-`+list+`').click()`)
+			// The placeholder's width in the box's font, and the room for text in the box.
+			got := eval[[]float64](p, `(() => { const i = document.getElementById('search'), cs = getComputedStyle(i), c = document.createElement('canvas').getContext('2d');
+				c.font = cs.font; return [c.measureText(i.placeholder).width, i.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)]; })()`)
+			if got[0] > got[1] {
+				t.Errorf("at %d px, %s: the placeholder is %.0f px wide, the box has %.0f px for text", w, list, got[0], got[1])
+			}
+		}
+	}
+}

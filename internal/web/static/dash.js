@@ -290,7 +290,7 @@
     for (const [id, on] of [['show-tasks', which === 'tasks'], ['show-couriers', which === 'couriers']]) $(id).ariaPressed = String(on);
     for (const id of ['filters', 'tasks', 'tasks-more']) $(id).hidden = which !== 'tasks';
     for (const id of ['couriers', 'couriers-more']) $(id).hidden = which !== 'couriers';
-    $('search').placeholder = which === 'tasks' ? 'Search tasks  ( / )' : 'Search couriers  ( / )';
+    $('search').placeholder = which === 'tasks' ? 'Search tasks' : 'Search couriers'; // the keys line says /
     $('search').ariaLabel = which === 'tasks' ? 'Search tasks' : 'Search couriers';
     if (which === 'couriers') renderCouriers(); else renderList();
   }
