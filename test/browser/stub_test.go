@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -145,12 +146,21 @@ func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case p == "/v1/session":
 		writeJSON(w, http.StatusOK, user)
-	case p == "/v1/couriers":
-		cs := []any{}
-		for _, c := range s.couriers {
+	case p == "/v1/couriers": // pages of pageSize (at most 1,000) couriers; the token is the offset
+		size, _ := strconv.Atoi(r.URL.Query().Get("pageSize"))
+		if size <= 0 || size > 1000 {
+			size = 1000
+		}
+		from, _ := strconv.Atoi(r.URL.Query().Get("pageToken"))
+		cs, next := []any{}, ""
+		for i, c := range s.couriers[min(from, len(s.couriers)):] {
+			if i == size {
+				next = strconv.Itoa(from + size)
+				break
+			}
 			cs = append(cs, map[string]any{"id": c["courierId"], "displayName": c["displayName"], "status": c["status"], "transportMode": c["transportMode"], "capacity": c["capacity"]})
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"couriers": cs})
+		writeJSON(w, http.StatusOK, map[string]any{"couriers": cs, "nextPageToken": next, "totalSize": len(s.couriers)})
 	case p == "/v1/tasks": // finished tasks: none listed, 140 of each state counted (as a demo has)
 		writeJSON(w, http.StatusOK, map[string]any{"totalSize": 140})
 	case p == "/v1/users":
@@ -224,7 +234,9 @@ func (s *stubAPI) serveEvents(w http.ResponseWriter, r *http.Request) {
 		block("task", t)
 	}
 	for _, c := range s.couriers {
-		block("courier", map[string]any{"courier": c})
+		if c["status"] != "COURIER_STATUS_OFFLINE" { // as WatchCouriers' snapshot, which skips them
+			block("courier", map[string]any{"courier": c})
+		}
 	}
 	block("snapshotComplete", map[string]any{})
 	s.mu.Unlock()
@@ -880,5 +892,27 @@ func TestSearchPlaceholderFits(t *testing.T) {
 				t.Errorf("at %d px, %s: the placeholder is %.0f px wide, the box has %.0f px for text", w, list, got[0], got[1])
 			}
 		}
+	}
+}
+
+// TestMoreThanAThousandCouriersAreCounted: the dashboard read one page of couriers (1,000, ListCouriers'
+// largest), so a fleet of more had its offline couriers undercounted in the top bar and missing from the
+// couriers list. It reads every page.
+func TestMoreThanAThousandCouriersAreCounted(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{}
+	for i := range 1001 { // offline couriers: the event stream's snapshot holds none of them
+		c := stubCourier(fmt.Sprintf("01a23501-6310-7b97-bf5f-d3522ab%05d", i), fmt.Sprintf("Courier %d", i), "OFFLINE", 52.52, 13.405)
+		delete(c, "lastLocation")
+		s.couriers = append(s.couriers, c)
+	}
+	base := startStub(t, s)
+	p := newPage(t, exe)
+	signIn(p, base)
+	p.poll("the counters", `document.querySelector('#counters .counter') !== null`, 10*time.Second)
+	eval[any](p, `document.getElementById('show-couriers').click()`)
+	got := eval[[]string](p, `[[...document.querySelectorAll('#counters .counter')].map((c) => c.textContent).find((t) => t.endsWith('OFFLINE')), document.querySelectorAll('#couriers li').length + ' rows', document.getElementById('couriers-more').textContent]`)
+	if want := []string{"1001 OFFLINE", "300 rows", "showing 300 of 1001 (search to narrow)"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("counter, rows, note = %q, want %q", got, want)
 	}
 }

@@ -96,7 +96,7 @@
   // ones), the newest finished tasks for the list, and the totals of finished tasks for the counters.
   async function load() {
     const [cs, ts, ...totals] = await Promise.all([
-      api('GET', '/v1/couriers?pageSize=1000'),
+      allCouriers(),
       api('GET', '/v1/tasks?pageSize=200&' + DONE.map((s) => 'states=TASK_STATE_' + s).join('&')),
       ...DONE.map((s) => api('GET', '/v1/tasks?pageSize=1&states=TASK_STATE_' + s)),
     ]);
@@ -104,6 +104,21 @@
     for (const c of cs.couriers || []) putCourier(c, now);
     for (const t of ts.tasks || []) if (!S.tasks.has(t.id)) putTask(t);
     DONE.forEach((s, i) => { S.done[s] = totals[i].totalSize || 0; });
+  }
+
+  // allCouriers lists every courier, 1,000 a page, up to 50 pages (50,000 couriers; a fleet larger than
+  // that shows its first 50,000 and says so).
+  async function allCouriers() {
+    const couriers = [];
+    let token = '';
+    for (let page = 0; page < 50; page++) {
+      const r = await api('GET', '/v1/couriers?pageSize=1000' + (token ? '&pageToken=' + encodeURIComponent(token) : ''));
+      couriers.push(...(r.couriers || []));
+      token = r.nextPageToken || '';
+      if (!token) return {couriers};
+    }
+    LM.toast('Only the first ' + couriers.length + ' couriers are shown.');
+    return {couriers};
   }
 
   function connect() {
