@@ -137,6 +137,9 @@ type Service struct {
 	// freed counts the couriers freed for another task since the work loop last woke tasks for them
 	// (courierFreed).
 	freed atomic.Int64
+	// started is when the Service was made (as stored): a writer lease of an upload that runs out before
+	// started+UploadWriterLease was taken before it (endDeadLeases).
+	started time.Time
 	// freedEver counts the couriers freed for another task on this replica since it started: a batch
 	// compares it before its searches and after its writes (contention.freed).
 	freedEver atomic.Int64
@@ -218,6 +221,7 @@ func NewService(d Deps, opts Options) *Service {
 		shareKeys: d.ShareKeys,
 		kickCh:    make(chan struct{}, 1),
 	}
+	s.started = storedTime(s.now())
 	if s.metrics == nil {
 		s.metrics = NopMetrics{}
 	}

@@ -103,6 +103,9 @@ type UploadStore interface {
 	// PurgeUploads deletes the records of REJECTED and EXPIRED uploads last updated before before, and
 	// returns how many it deleted.
 	PurgeUploads(ctx context.Context, before time.Time) (int64, error)
+	// EndWriters ends the writer leases of IN_PROGRESS uploads that run out before before (Writer
+	// emptied, WriterUntil zero), and returns how many it ended.
+	EndWriters(ctx context.Context, before time.Time) (int, error)
 }
 
 // Blobs keeps proof uploads' bytes, one growing file per upload. Implementations: blob.Files (a

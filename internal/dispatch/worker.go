@@ -135,12 +135,15 @@ func (s *Service) work(ctx context.Context) error {
 }
 
 // endDeadLeases ends, on a store this process works alone (Store.OneProcess: SQLite, whose data
-// directory's lock keeps every other process away), the task leases it finds before its first lease:
-// they were taken by an earlier process that ended without releasing them (killed, or its machine
-// lost), and the tasks are worked at once instead of after the rest of their lease (up to
-// Options.Lease). Replicas sharing a store (PostgreSQL) keep each other's leases, since the replica
-// that holds one may be alive: a dead replica's run out within Options.Lease. A failure is logged and
-// changes nothing else: the leases then run out as on PostgreSQL.
+// directory's lock keeps every other process away), the task leases it finds before its first lease,
+// and the uploads' writer leases taken before the Service was made: they were taken by an earlier
+// process that ended without releasing them (killed, or its machine lost), and the tasks are worked at
+// once instead of after the rest of their lease (up to Options.Lease), the uploads resumed at once
+// instead of refused (Aborted, "being written by another stream") for up to UploadWriterLease. A writer
+// lease a stream of this process took since runs out at started+UploadWriterLease or later, so it stays.
+// Replicas sharing a store (PostgreSQL) keep each other's leases, since the replica that holds one may
+// be alive: a dead replica's run out on their own. A failure is logged and changes nothing else: the
+// leases then run out as on PostgreSQL.
 func (s *Service) endDeadLeases(ctx context.Context) {
 	if !s.store.OneProcess() {
 		return
@@ -151,6 +154,16 @@ func (s *Service) endDeadLeases(ctx context.Context) {
 		s.logger.Warn("dispatch: cannot end the task leases of an earlier process; they run out on their own", "error", err)
 	case n > 0:
 		s.logger.Info("dispatch: ended the task leases of an earlier process", "tasks", n)
+	}
+	if s.uploads == nil {
+		return
+	}
+	n, err = s.uploads.EndWriters(ctx, s.started.Add(UploadWriterLease))
+	switch {
+	case err != nil:
+		s.logger.Warn("dispatch: cannot end the upload writers of an earlier process; they run out on their own", "error", err)
+	case n > 0:
+		s.logger.Info("dispatch: ended the upload writers of an earlier process", "uploads", n)
 	}
 }
 

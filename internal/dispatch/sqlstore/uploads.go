@@ -247,6 +247,22 @@ func (s *Uploads) SweepableUploads(ctx context.Context, now, committedBefore tim
 	return out, nil
 }
 
+// EndWriters implements dispatch.UploadStore. It reads the in-progress uploads through their partial
+// index (uploads_expire), not the whole table.
+func (s *Uploads) EndWriters(ctx context.Context, before time.Time) (int, error) {
+	// The state is written out, not a parameter, so that the planner may take the partial index.
+	res, err := s.db.ExecContext(ctx, `UPDATE uploads SET writer = '', writer_until = NULL
+		WHERE state = 'in_progress' AND writer <> '' AND writer_until < $1`, s.dialect.Time(before))
+	if err != nil {
+		return 0, s.mapError(err, "end upload writers")
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.mapError(err, "end upload writers")
+	}
+	return int(n), nil
+}
+
 // PurgeUploads implements dispatch.UploadStore.
 func (s *Uploads) PurgeUploads(ctx context.Context, before time.Time) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM uploads WHERE state IN ($1, $2) AND update_time < $3`,

@@ -282,6 +282,34 @@ func runUploads(t *testing.T, newStore func(t *testing.T) dispatch.UploadStore) 
 		_, err = s.GetUpload(ctx, rejected.ID)
 		apperrtest.WantCode(t, "GetUpload of purged", err, apperr.NotFound)
 	})
+	t.Run("EndWriters", func(t *testing.T) {
+		// Writer leases running out before the bound end; those at or after it, and uploads no longer in
+		// progress, are left as they are.
+		s := newStore(t)
+		ctx := testContext(t)
+		bound := t0.Add(time.Minute)
+		dead, live, done := sample(newID()), sample(newID()), sample(newID())
+		dead.WriterUntil = bound.Add(-time.Microsecond)
+		live.WriterUntil = bound
+		done.WriterUntil, done.State, done.ExpireTime, done.CommittedOffset = bound.Add(-time.Second), dispatch.UploadCommitted, time.Time{}, done.SizeBytes
+		for _, u := range []dispatch.Upload{dead, live, done} {
+			if err := s.CreateUpload(ctx, u, atMost(8)); err != nil {
+				t.Fatalf("CreateUpload: %v", err)
+			}
+		}
+		if n, err := s.EndWriters(ctx, bound); err != nil || n != 1 {
+			t.Fatalf("EndWriters = %d, %v; want 1", n, err)
+		}
+		dead.Writer, dead.WriterUntil = "", time.Time{}
+		for _, want := range []dispatch.Upload{dead, live, done} {
+			if got, err := s.GetUpload(ctx, want.ID); err != nil || !cmp.Equal(want, got) {
+				t.Errorf("GetUpload after EndWriters = %+v, %v; want %+v", got, err, want)
+			}
+		}
+		if n, err := s.EndWriters(ctx, bound); err != nil || n != 0 {
+			t.Errorf("EndWriters again = %d, %v; want 0", n, err)
+		}
+	})
 }
 
 // atMost is the admit function of a limit of n IN_PROGRESS uploads per task, as the domain passes one.
