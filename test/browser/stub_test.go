@@ -355,6 +355,10 @@ func TestPickedUpTaskActions(t *testing.T) {
 		t.Fatalf("a picked-up task's actions = %q, want %q", strings.Join(got, ","), want)
 	}
 	eval[any](p, `document.querySelector('#drawer-body .actions button').click()`)
+	// The couriers list offers Bea first: Sam is nearer, but holds the task (and may no longer work).
+	if got, want := eval[string](p, `[...document.querySelectorAll('#couriers li .name')].map((n) => n.textContent).join(',') + ' / ' + document.activeElement.dataset.id`), "Bea,Suspended Sam / "+courierB; got != want {
+		t.Errorf("couriers to reassign to / focus = %q, want %q", got, want)
+	}
 	if got, want := eval[string](p, `document.getElementById('hint').textContent`), "Click the courier who will collect the parcel of task 2c4ceb73b from Suspended Sam on the map, or choose one in the list · Esc to stop"; got != strings.Replace(want, "2c4ceb73b", pickedUpTask[len(pickedUpTask)-8:], 1) {
 		t.Errorf("hint = %q", got)
 	}

@@ -272,9 +272,9 @@
     const now = performance.now(), q = S.search.toLowerCase();
     const km = (k) => (t && k.mover ? LM.groundMeters(k.mover.at(now), t._p) / 1000 : NaN);
     // Working couriers first (by status); in assign mode those who can take a task (available, or busy
-    // with room) first.
+    // with room) first, and the one holding it (who may no longer work) last.
     const free = (k) => (k.status === 'AVAILABLE' || k.status === 'BUSY') && (k.active || 0) < (k.capacity || 0);
-    const rank = ({k}) => (t ? (free(k) ? 0 : 1) : Math.max(0, STATUSES.indexOf(k.status)));
+    const rank = ({k}) => (t ? (k.id === t.courierId ? 2 : free(k) ? 0 : 1) : Math.max(0, STATUSES.indexOf(k.status)));
     const ks = [...S.couriers.values()].filter((k) => !q || [k.name, k.status, k.mode, k.id].some((v) => (v || '').toLowerCase().includes(q)))
       .map((k) => ({k, d: km(k)}))
       .sort((a, b) => rank(a) - rank(b) || (t ? (a.d >= 0 ? a.d : 1e9) - (b.d >= 0 ? b.d : 1e9) : 0) ||
