@@ -920,3 +920,23 @@ func TestMoreThanAThousandCouriersAreCounted(t *testing.T) {
 		t.Errorf("counter, rows, note = %q, want %q", got, want)
 	}
 }
+
+// TestRetriesSpreadOut: calls refused together with the same Retry-After (the rate limit's answer to a
+// burst) all came back together after exactly that long, to be refused together again; seen on a demo with
+// a low --rate-limit-rps, where a dashboard's first calls used up their retries so. A Retry-After wait is up
+// to a fifth longer, at random, as a backoff without one is up to a fifth shorter; nothing else is tried
+// again.
+func TestRetriesSpreadOut(t *testing.T) {
+	exe := needBrowser(t)
+	base := startStub(t, &stubAPI{})
+	p := newPage(t, exe)
+	signIn(p, base)
+	got := eval[[]float64](p, `(() => { Math.random = () => 0.5;
+		const e = (status, after) => Object.assign(new LM.ApiError(status, {error: {message: 'refused'}}), {retryAfter: after});
+		return [LM.retryWait(e(429, 1), 1, '/v1/tasks'), LM.retryWait(e(503, 2), 4, '/v1/tasks'), LM.retryWait(e(503, -1), 1, '/v1/tasks'), LM.retryWait(e(429, -1), 3, '/v1/tasks'),
+			LM.retryWait(e(429, 31), 1, '/v1/tasks'), LM.retryWait(e(503, -1), 5, '/v1/tasks'), LM.retryWait(e(503, 1), 1, '/v1/session/refresh'), LM.retryWait(e(500, 1), 1, '/v1/tasks'), LM.retryWait(e(400, 1), 1, '/v1/tasks')]; })()`)
+	want := []float64{1100, 2200, 900, 3600, -1, -1, -1, -1, -1}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("waits (ms) = %v, want %v", got, want)
+	}
+}

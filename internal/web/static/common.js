@@ -59,9 +59,9 @@ const LM = (() => {
     }
   }
 
-  // A 429 or 503 is tried again up to RETRIES times: after the answer's Retry-After (whole seconds) when it
-  // has one, else after 1, 2, 4 and 8 s (each up to a fifth shorter, so that many tabs do not come back
-  // at once). A Retry-After over MAX_RETRY_AFTER seconds (a login locked for minutes) is not waited for:
+  // A 429 or 503 is tried again up to RETRIES times: after the answer's Retry-After (whole seconds; up to
+  // a fifth longer) when it has one, else after 1, 2, 4 and 8 s (each up to a fifth shorter), so that the
+  // calls refused together do not all come back at once. A Retry-After over MAX_RETRY_AFTER seconds (a login locked for minutes) is not waited for:
   // the error says how long to wait. The token refresh is never repeated: its refresh token is used once.
   const RETRIES = 4, MAX_RETRY_AFTER = 30;
   function retryWait(err, attempt, path) {
@@ -75,7 +75,7 @@ const LM = (() => {
       err.message += ' (tried ' + attempt + ' times)';
       return -1;
     }
-    return after >= 0 ? after * 1000 : 1000 * 2 ** (attempt - 1) * (1 - 0.2 * Math.random());
+    return after >= 0 ? after * 1000 * (1 + 0.2 * Math.random()) : 1000 * 2 ** (attempt - 1) * (1 - 0.2 * Math.random());
   }
 
   // busy shows, while calls wait to be tried again, what the newest one waits for in the page's #busy
@@ -94,7 +94,7 @@ const LM = (() => {
       add(err, wait, attempt) {
         const why = err.status === 429 ? 'The server is busy' : 'The server is unavailable';
         waiting.set(++next, why + ' (' + err.status + ': ' + err.message + '). Trying again in ' +
-          Math.ceil(wait / 1000) + ' s (retry ' + attempt + ' of ' + RETRIES + ').');
+          Math.max(1, Math.round(wait / 1000)) + ' s (retry ' + attempt + ' of ' + RETRIES + ').');
         show();
         return next;
       },
@@ -397,7 +397,7 @@ const LM = (() => {
     try { return await (await fetch('/ui/config.json')).json(); } catch { return {}; }
   }
 
-  return {$, el, api, toasted, ApiError, login, logout, signedIn, whoami, toast, fail, stream, showConn, taskState, courierStatus,
+  return {$, el, api, retryWait, toasted, ApiError, login, logout, signedIn, whoami, toast, fail, stream, showConn, taskState, courierStatus,
     shortId, ms, dur, clock, seconds, project, unproject, groundMeters, MapView, Mover, loadConfig,
     set onUnauthorized(f) { onUnauthorized = f; }};
 })();
