@@ -63,6 +63,12 @@ func TestCourierCapacityRaisedWakesTheWaitingTask(t *testing.T) {
 func TestCourierMovingIntoReachWakesTheWaitingTask(t *testing.T) {
 	sys := dispatchtest.Start(t, dispatchtest.Config{Options: dispatch.Options{RetryBackoff: time.Hour, MaxRetryBackoff: time.Hour}})
 	a := sys.AddCourier(t, dispatchtest.Near(dispatchtest.Berlin, 40_000), geo.Car, true)
+	// The follower handles the courier's arrival before the task is searched and before the clock moves:
+	// handled during the task's search, that arrival is a courier freed, which wakes the task once the
+	// search deferred it (contention.freed); handled late, it would satisfy the wait for the first move's
+	// event below, and that move, handled after the clock moved again, would keep the second from waking
+	// anything (one courier's moves wake tasks at most once per wakeMoveEvery).
+	waitFollowed(t, sys, 1)
 	tk := create(t, sys, nil)
 	waitingLater(t, sys, tk.ID)
 	before := stored(t, sys, tk.ID)
