@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -94,5 +95,27 @@ func TestOrderCountsCreationsInFlightWhenOrderingEnds(t *testing.T) {
 	}
 	if got := r.stats.Errors.Load(); got != 0 {
 		t.Errorf("Errors = %d, want 0", got)
+	}
+}
+
+// Two bots of one courier (a restarted demo's, delivering what an earlier run's bot picked up) never send
+// a command under the same id: the server remembers a courier's command ids, and the later bot's
+// commands were refused with COMMAND_ID_REUSED (the restart left those couriers BUSY). Each id keeps the
+// contract's rule (printable ASCII, at most 64 characters).
+func TestCommandIDsOfTwoBotsOfOneCourierDiffer(t *testing.T) {
+	valid := regexp.MustCompile(`^[!-~]{1,64}$`)
+	seen := map[string]bool{}
+	for bot := range 2 {
+		b := newCourierBot(&run{}, nil, nil, "courier-1", 0, Point{}, 1)
+		for range 5 {
+			id := b.nextCommandID()
+			if seen[id] {
+				t.Fatalf("bot %d's command id %q was used by an earlier bot of the courier (or by itself)", bot, id)
+			}
+			if !valid.MatchString(id) {
+				t.Errorf("command id %q breaks the contract's rule ^[!-~]+$, at most 64 characters", id)
+			}
+			seen[id] = true
+		}
 	}
 }

@@ -2,10 +2,13 @@ package simulator
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,7 +94,11 @@ type courierBot struct {
 
 	pendMu  sync.Mutex
 	pending map[string]chan *dispatchv1.CommandResult
-	cmdSeq  atomic.Int64
+	// cmdPrefix and cmdSeq make the bot's command ids: "sim-<random>-1", "-2", …. The random part keeps a
+	// later bot of the same courier (a restarted demo's, delivering what an earlier run's bot picked up)
+	// off the ids the earlier one used, which the server remembers per courier (COMMAND_ID_REUSED).
+	cmdPrefix string
+	cmdSeq    atomic.Int64
 
 	// current is the task the worker carries, "" when idle; seen holds the offers already answered and
 	// finished the tasks already carried (both bounded: cleared beyond a thousand).
@@ -105,8 +112,8 @@ func newCourierBot(sim *run, c *clients, acct *account, id string, mode geov1.Tr
 		sim: sim, c: c, acct: acct, id: id, mode: mode, pos: start,
 		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		changed: make(chan struct{}),
-		pending: map[string]chan *dispatchv1.CommandResult{},
-		seen:    map[string]bool{}, finished: map[string]bool{},
+		pending: map[string]chan *dispatchv1.CommandResult{}, cmdPrefix: "sim-" + strings.ToLower(crand.Text()[:10]) + "-",
+		seen: map[string]bool{}, finished: map[string]bool{},
 		queue: eventQueue{notify: make(chan struct{}, 1)},
 	}
 }
@@ -431,7 +438,7 @@ func (b *courierBot) waitSession(ctx context.Context) (*liveSession, error) {
 func (b *courierBot) command(ctx context.Context, req *dispatchv1.StreamAssignmentsRequest) (*dispatchv1.CommandResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	req.CommandId = fmt.Sprintf("sim-%d", b.cmdSeq.Add(1))
+	req.CommandId = b.nextCommandID()
 	ch := make(chan *dispatchv1.CommandResult, 1)
 	b.pendMu.Lock()
 	b.pending[req.CommandId] = ch
@@ -782,4 +789,9 @@ func (q *eventQueue) pop(ctx context.Context) (*dispatchv1.StreamAssignmentsResp
 			return nil, false
 		}
 	}
+}
+
+// nextCommandID returns the id of the bot's next command.
+func (b *courierBot) nextCommandID() string {
+	return b.cmdPrefix + strconv.FormatInt(b.cmdSeq.Add(1), 10)
 }
