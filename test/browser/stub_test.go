@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,6 +54,10 @@ type stubAPI struct {
 	// answers once, in order, with the Retry-After header when set.
 	refusals map[string][]refusal
 	hits     map[string]int // requests by path, refused or not
+	// overviewGate, when set, holds every courier overview request until it is closed (a slow server);
+	// overviewHeld counts the requests it held.
+	overviewGate atomic.Pointer[chan struct{}]
+	overviewHeld atomic.Int32
 }
 
 // refusal is one error answer of the stub.
@@ -95,6 +100,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *stubAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if gate := s.overviewGate.Load(); gate != nil && strings.HasSuffix(r.URL.Path, "/overview") {
+		s.overviewHeld.Add(1)
+		<-*gate
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := r.URL.Path
@@ -938,5 +947,42 @@ func TestRetriesSpreadOut(t *testing.T) {
 	want := []float64{1100, 2200, 900, 3600, -1, -1, -1, -1, -1}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("waits (ms) = %v, want %v", got, want)
+	}
+}
+
+// TestClosedCourierDrawerStaysClosed: a courier's drawer answered after the dispatcher closed it (Esc)
+// opened again over whatever they did next (seen in TestMapAndCouriersByKeyboard on a loaded machine: the
+// new task's form never showed, the courier's drawer did). A late answer is dropped once the drawer was
+// closed or something else opened.
+func TestClosedCourierDrawerStaysClosed(t *testing.T) {
+	exe := needBrowser(t)
+	s := &stubAPI{couriers: []map[string]any{stubCourier(courierA, "Slow Sam", "AVAILABLE", 52.5210, 13.4080)}}
+	base := startStub(t, s)
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release) // before the stub's server closes, which waits for the held request
+	s.overviewGate.Store(&gate)
+	p := newPage(t, exe)
+	signIn(p, base)
+	eval[any](p, `document.getElementById('show-couriers').click()`)
+	p.poll("the courier in the list", `document.querySelector('#couriers li') !== null`, 10*time.Second)
+	eval[any](p, `document.querySelector('#couriers li').click()`)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) { // a hang guard
+		n := s.overviewHeld.Load()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the drawer asked for the courier's overview %d times, want once", n)
+		}
+	}
+	p.do("Esc", 10*time.Second, chromedp.KeyEvent(kb.Escape))
+	release() // the server answers now, after the dispatcher closed the drawer
+	// The page has its answer (the next request of the page's own fetch queue goes after it), then
+	// a moment for a render that would follow it.
+	eval[any](p, `fetch('/v1/couriers/`+courierA+`/overview').then(() => new Promise((r) => setTimeout(r, 300)))`)
+	if hidden := eval[bool](p, `document.getElementById('drawer').hidden`); !hidden {
+		t.Errorf("the courier's drawer opened after the dispatcher closed it: %q", eval[string](p, `document.getElementById('drawer-body').innerText`))
 	}
 }

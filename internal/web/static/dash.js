@@ -594,7 +594,7 @@
       [o, delivered, account] = await Promise.all([api('GET', '/v1/couriers/' + id + '/overview'),
         api('GET', '/v1/tasks?pageSize=200&states=TASK_STATE_DELIVERED&courierId=' + id), accountOf(id)]);
     } catch (err) { LM.fail(err); return; }
-    if (seq !== opening) return;
+    if (seq !== opening || !S.sel || S.sel.id !== id) return; // closed, or something else opened meanwhile
     const c = o.courier || {}, k = S.couriers.get(id) || {};
     const today = new Date().toDateString();
     const todays = (delivered.tasks || []).filter((t) => new Date(LM.ms(t.deliverTime)).toDateString() === today).length;
