@@ -411,9 +411,13 @@
   function nearest(p) {
     const s = view.toScreen(p);
     let best = null, bd = 12 * 12;
+    // Where each courier is now in the view as it is now, not where the last frame drew them: a key that
+    // panned the map and the Enter after it may both come before the next frame.
+    const now = performance.now();
     for (const k of S.couriers.values()) {
-      const d = (k.sx - s.x) ** 2 + (k.sy - s.y) ** 2;
-      if (k.mover && d < bd) { bd = d; best = {kind: 'courier', id: k.id}; }
+      if (!k.mover) continue;
+      const q = view.toScreen(k.mover.at(now)), d = (q.x - s.x) ** 2 + (q.y - s.y) ** 2;
+      if (d < bd) { bd = d; best = {kind: 'courier', id: k.id}; }
     }
     for (const t of S.tasks.values()) {
       if (!OPEN.includes(stateOf(t))) continue;
