@@ -344,17 +344,23 @@ func TestTaskDrawerHasNoStrayText(t *testing.T) {
 	}
 }
 
-// TestPickedUpTaskActions: a picked-up task cannot be cancelled (CancelTask refuses it, so the drawer
-// offers no Cancel), and it may be given to another courier when its courier can no longer work (their
-// account was suspended): the drawer offers that, and a courier clicked on the map gets it (AssignTask).
-func TestPickedUpTaskActions(t *testing.T) {
-	exe := needBrowser(t)
-	s := &stubAPI{
+// suspendedSamsTask is a stub with a task picked up by Sam, whose account is suspended (so the task may be
+// given to another courier), and Bea, available beside it.
+func suspendedSamsTask() *stubAPI {
+	return &stubAPI{
 		tasks: map[string]map[string]any{pickedUpTask: stubTask(pickedUpTask, "PICKED_UP", courierA)},
 		couriers: []map[string]any{stubCourier(courierA, "Suspended Sam", "BUSY", 52.5210, 13.4080),
 			stubCourier(courierB, "Bea", "AVAILABLE", 52.5150, 13.3950)},
 		suspended: map[string]bool{courierA: true},
 	}
+}
+
+// TestPickedUpTaskActions: a picked-up task cannot be cancelled (CancelTask refuses it, so the drawer
+// offers no Cancel), and it may be given to another courier when its courier can no longer work (their
+// account was suspended): the drawer offers that, and a courier clicked on the map gets it (AssignTask).
+func TestPickedUpTaskActions(t *testing.T) {
+	exe := needBrowser(t)
+	s := suspendedSamsTask()
 	base := startStub(t, s)
 	p := newPage(t, exe)
 	signIn(p, base)
@@ -631,12 +637,7 @@ func TestLaptopAndTabletLayout(t *testing.T) {
 // tell that the task may be reassigned. It says "Account: suspended: may not work".
 func TestCourierDrawerSaysTheAccountIsSuspended(t *testing.T) {
 	exe := needBrowser(t)
-	s := &stubAPI{
-		tasks: map[string]map[string]any{pickedUpTask: stubTask(pickedUpTask, "PICKED_UP", courierA)},
-		couriers: []map[string]any{stubCourier(courierA, "Suspended Sam", "BUSY", 52.5210, 13.4080),
-			stubCourier(courierB, "Bea", "AVAILABLE", 52.5150, 13.3950)},
-		suspended: map[string]bool{courierA: true},
-	}
+	s := suspendedSamsTask()
 	base := startStub(t, s)
 	p := newPage(t, exe)
 	signIn(p, base)
